@@ -1,0 +1,39 @@
+# The README's commands. `make demo` and `make test` create the environment when needed.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: demo test dev bench lint validate clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24,<27"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	@mkdir -p $(DAGSTER_HOME)
+	@touch $(STAMP)
+
+## make demo: install if needed, run the main job on the embedded default, print a summary
+demo: $(STAMP)
+	$(BIN)/risk-pipeline demo
+
+## make test: install if needed, run every test (PostgreSQL tests need 127.0.0.1:5432; required when CI=true)
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## make dev: the Dagster UI on the embedded default (http://127.0.0.1:3000)
+dev: $(STAMP)
+	$(BIN)/dg dev --port 3000
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_pricing.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+validate: $(STAMP)
+	$(BIN)/dg check defs
+
+clean:
+	rm -rf $(VENV) .dagster_home warehouse .pytest_cache .ruff_cache

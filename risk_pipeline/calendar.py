@@ -1,0 +1,77 @@
+"""Exchange sessions (XNYS via exchange_calendars) and the one daily partitions definition."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+
+CALENDAR = "XNYS"
+#: Last session the partitions and the synthetic history cover.
+CALENDAR_END = dt.date(2027, 12, 31)
+DEFAULT_PARTITION_START = dt.date(2023, 1, 3)
+
+
+@functools.cache
+def _calendar(start: dt.date, end: dt.date) -> object:
+    import exchange_calendars as xcals
+
+    return xcals.get_calendar(CALENDAR, start=start.isoformat(), end=end.isoformat())
+
+
+@functools.cache
+def sessions(start: dt.date, end: dt.date) -> tuple[dt.date, ...]:
+    """XNYS sessions in [start, end]."""
+    cal = _calendar(dt.date(1990, 1, 2), CALENDAR_END)
+    idx = cal.sessions_in_range(pd.Timestamp(start), pd.Timestamp(end))  # type: ignore[attr-defined]
+    return tuple(d.date() for d in idx)
+
+
+def session_close_utc(session: dt.date) -> pd.Timestamp:
+    """The session's close (early closes included), UTC."""
+    cal = _calendar(dt.date(1990, 1, 2), CALENDAR_END)
+    return cal.session_close(pd.Timestamp(session)).tz_convert("UTC")  # type: ignore[attr-defined]
+
+
+def previous_session(session: dt.date, n: int = 1) -> dt.date:
+    """The session ``n`` sessions before ``session``."""
+    days = sessions(session - dt.timedelta(days=7 * n + 10), session - dt.timedelta(days=1))
+    return days[-n]
+
+
+def latest_session(on_or_before: dt.date) -> dt.date:
+    """The last session on or before a date."""
+    return sessions(on_or_before - dt.timedelta(days=10), on_or_before)[-1]
+
+
+def partition_start() -> dt.date:
+    """First partition: ``RISK_PIPELINE_PARTITION_START`` (ISO date) or 2023-01-03."""
+    value = os.environ.get("RISK_PIPELINE_PARTITION_START")
+    return dt.date.fromisoformat(value) if value else DEFAULT_PARTITION_START
+
+
+@functools.cache
+def trading_day_partitions(start: dt.date | None = None) -> object:
+    """Daily partitions on XNYS sessions: weekdays minus exchange holidays, keys ``YYYY-MM-DD``."""
+    import dagster as dg
+
+    first = start or partition_start()
+    weekdays = pd.bdate_range(first, CALENDAR_END)
+    open_days = set(sessions(first, CALENDAR_END))
+    holidays = [
+        dt.datetime(d.year, d.month, d.day, tzinfo=ZoneInfo("America/New_York"))
+        for d in weekdays
+        if d.date() not in open_days
+    ]
+    return dg.TimeWindowPartitionsDefinition(
+        start=first.strftime("%Y-%m-%d"),
+        end=(CALENDAR_END + dt.timedelta(days=1)).strftime("%Y-%m-%d"),
+        fmt="%Y-%m-%d",
+        cron_schedule="0 0 * * 1-5",
+        timezone="America/New_York",
+        end_offset=1,
+        exclusions=holidays,
+    )

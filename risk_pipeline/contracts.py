@@ -1,0 +1,338 @@
+"""Schema of every warehouse table: the one place writers, readers, checks and tests take it from.
+
+These are promises to downstream systems (see DESIGN.md section 3). Changing a table here needs a
+migration note in the README. Every table also carries ``run_id`` and ``materialized_at``, added by
+the warehouse on write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+LogicalType = Literal["date", "timestamp", "double", "bigint", "text", "boolean", "json"]
+
+#: Column type per engine. JSON is stored as text on both engines so readers see identical values.
+ENGINE_TYPES: dict[str, dict[LogicalType, str]] = {
+    "duckdb": {
+        "date": "DATE",
+        "timestamp": "TIMESTAMPTZ",
+        "double": "DOUBLE",
+        "bigint": "BIGINT",
+        "text": "VARCHAR",
+        "boolean": "BOOLEAN",
+        "json": "VARCHAR",
+    },
+    "postgres": {
+        "date": "DATE",
+        "timestamp": "TIMESTAMPTZ",
+        "double": "DOUBLE PRECISION",
+        "bigint": "BIGINT",
+        "text": "TEXT",
+        "boolean": "BOOLEAN",
+        "json": "TEXT",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: name, logical type, whether NULL is allowed, and what it means."""
+
+    name: str
+    type: LogicalType
+    nullable: bool = True
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A warehouse table: columns in order, primary key, and the columns a write replaces by.
+
+    ``partition_by`` names the columns whose values identify one idempotent write: a write of
+    rows with ``as_of_date = D`` replaces exactly the rows with ``as_of_date = D``. An empty
+    tuple means the whole table is replaced. ``append_only`` tables are never deleted from.
+    """
+
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    partition_by: tuple[str, ...]
+    description: str
+    append_only: bool = False
+    lineage: tuple[Column, ...] = field(default=(), repr=False)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.all_columns]
+
+    @property
+    def all_columns(self) -> tuple[Column, ...]:
+        return self.columns + LINEAGE_COLUMNS
+
+    @property
+    def data_column_names(self) -> list[str]:
+        """Columns a writer supplies (everything except run_id and materialized_at)."""
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        for c in self.all_columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"table {self.name} has no column {name!r}")
+
+
+LINEAGE_COLUMNS: tuple[Column, ...] = (
+    Column("run_id", "text", False, "Dagster run id (or CLI run id) that wrote the row"),
+    Column("materialized_at", "timestamp", False, "UTC time the row was written"),
+)
+
+
+def _c(name: str, type_: LogicalType, nullable: bool = True, description: str = "") -> Column:
+    return Column(name, type_, nullable, description)
+
+
+MARKET_PRICES = Table(
+    name="market_prices",
+    description="Daily OHLCV bars per symbol (adjusted for nothing: raw exchange prices).",
+    key=("as_of_date", "symbol"),
+    partition_by=("as_of_date",),
+    columns=(
+        _c("as_of_date", "date", False, "Trading session date (exchange calendar XNYS)"),
+        _c("symbol", "text", False),
+        _c("open", "double", False),
+        _c("high", "double", False),
+        _c("low", "double", False),
+        _c("close", "double", False),
+        _c("volume", "double", False, "Shares traded"),
+        _c("event_flag", "text", True, "Known event on the day (earnings, fomc, cpi): large move expected"),
+        _c("source", "text", False, "Source name and file or dataset the row came from"),
+    ),
+)
+
+OPTION_QUOTES = Table(
+    name="option_quotes",
+    description="Option chain snapshots; several snapshots a day are kept apart by as_of.",
+    key=("as_of", "underlying", "expiry", "strike", "option_type"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False, "Snapshot time (UTC)"),
+        _c("as_of_date", "date", False, "Trading session date of the snapshot"),
+        _c("underlying", "text", False),
+        _c("expiry", "date", False),
+        _c("strike", "double", False),
+        _c("option_type", "text", False, "C or P"),
+        _c("bid", "double", False),
+        _c("ask", "double", False),
+        _c("last", "double", True),
+        _c("volume", "double", False),
+        _c("open_interest", "double", False),
+        _c("underlying_price", "double", False, "Underlying mid at the snapshot time"),
+        _c("exercise_style", "text", False, "american or european"),
+        _c("multiplier", "double", False, "Shares per contract"),
+        _c("source", "text", False),
+    ),
+)
+
+RATES_CURVE = Table(
+    name="rates_curve",
+    description="Risk-free zero curve, continuously compounded, per tenor in calendar days.",
+    key=("as_of_date", "tenor_days"),
+    partition_by=("as_of_date",),
+    columns=(
+        _c("as_of_date", "date", False),
+        _c("tenor_days", "bigint", False),
+        _c("zero_rate", "double", False, "Continuously compounded, decimal (0.045)"),
+        _c("source", "text", False),
+    ),
+)
+
+DIVIDEND_YIELDS = Table(
+    name="dividend_yields",
+    description="Continuous dividend yield per symbol.",
+    key=("as_of_date", "symbol"),
+    partition_by=("as_of_date",),
+    columns=(
+        _c("as_of_date", "date", False),
+        _c("symbol", "text", False),
+        _c("dividend_yield", "double", False, "Continuous, decimal (0.015)"),
+        _c("source", "text", False),
+    ),
+)
+
+EVENT_CALENDAR = Table(
+    name="event_calendar",
+    description="Scheduled events: earnings per symbol, FOMC and CPI market-wide.",
+    key=("event_id",),
+    partition_by=(),
+    columns=(
+        _c("event_id", "text", False),
+        _c("event_type", "text", False, "earnings, fomc, cpi, ..."),
+        _c("symbol", "text", True, "NULL = market-wide"),
+        _c("event_time", "timestamp", False, "UTC"),
+        _c("source", "text", False),
+        _c("notes", "text", True),
+    ),
+)
+
+POSITIONS = Table(
+    name="positions",
+    description="Positions per book at the start of the session.",
+    key=("as_of_date", "book", "position_id"),
+    partition_by=("as_of_date",),
+    columns=(
+        _c("as_of_date", "date", False),
+        _c("book", "text", False),
+        _c("position_id", "text", False),
+        _c("instrument_type", "text", False, "stock, etf, future, option"),
+        _c("symbol", "text", False, "Underlying symbol (the stock itself for a stock row)"),
+        _c("expiry", "date", True),
+        _c("strike", "double", True),
+        _c("option_type", "text", True, "C or P for options"),
+        _c("exercise_style", "text", True, "american or european for options"),
+        _c("quantity", "double", False, "Contracts or shares; > 0 long"),
+        _c("multiplier", "double", False, "Shares per contract (1 for stock)"),
+        _c("cost_basis", "double", True, "Price paid per unit (per share / per option share)"),
+        _c("strategy", "text", False),
+        _c("sector", "text", True),
+        _c("source", "text", False),
+    ),
+)
+
+QUARANTINE = Table(
+    name="quarantine",
+    description="Input rows that failed a data-quality rule, with the rule and reason. Nothing is dropped.",
+    key=("run_id", "asset", "row_number", "check_name"),
+    partition_by=("run_id", "asset", "partition_key"),
+    columns=(
+        _c("asset", "text", False, "Asset (table) the row was meant for"),
+        _c("partition_key", "text", False, "Partition of the write that was blocked"),
+        _c("row_number", "bigint", False, "Row number in the source file (1 = first data row)"),
+        _c("check_name", "text", False),
+        _c("reason", "text", False),
+        _c("source_file", "text", True),
+        _c("row", "json", False, "The row as read, JSON"),
+        _c("quarantined_at", "timestamp", False),
+    ),
+)
+
+IMPLIED_VOLS = Table(
+    name="implied_vols",
+    description="Implied volatility per quote, with every input used to compute it.",
+    key=("as_of", "underlying", "expiry", "strike", "option_type"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False),
+        _c("underlying", "text", False),
+        _c("expiry", "date", False),
+        _c("strike", "double", False),
+        _c("option_type", "text", False),
+        _c("bid", "double", False),
+        _c("ask", "double", False),
+        _c("mid", "double", False),
+        _c("spot", "double", False),
+        _c("forward", "double", False),
+        _c("time_to_expiry_years", "double", False),
+        _c("rate", "double", False),
+        _c("dividend_yield", "double", False),
+        _c("exercise_style", "text", False),
+        _c("model", "text", False, "Pricing model inverted"),
+        _c("implied_vol", "double", True, "NULL when status is not OK"),
+        _c("status", "text", False),
+    ),
+)
+
+VOL_SURFACE = Table(
+    name="vol_surface",
+    description="Fitted raw-SVI slice per underlying and expiry, with fit quality and arbitrage flags.",
+    key=("as_of", "underlying", "expiry"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False),
+        _c("underlying", "text", False),
+        _c("expiry", "date", False),
+        _c("time_to_expiry_years", "double", False),
+        _c("forward", "double", False),
+        _c("model", "text", False),
+        _c("svi_a", "double", False),
+        _c("svi_b", "double", False),
+        _c("svi_rho", "double", False),
+        _c("svi_m", "double", False),
+        _c("svi_sigma", "double", False),
+        _c("rmse_vol_points", "double", False),
+        _c("n_quotes", "bigint", False),
+        _c("butterfly_arbitrage_free", "boolean", False),
+        _c("calendar_arbitrage_free", "boolean", False),
+        _c("min_durrleman_g", "double", False),
+    ),
+)
+
+VOL_SURFACE_GRID = Table(
+    name="vol_surface_grid",
+    description="The fitted surface on a fixed log-moneyness grid per expiry.",
+    key=("as_of", "underlying", "expiry", "log_moneyness"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False),
+        _c("underlying", "text", False),
+        _c("expiry", "date", False),
+        _c("log_moneyness", "double", False, "ln(K / F)"),
+        _c("time_to_expiry_years", "double", False),
+        _c("implied_vol", "double", False),
+        _c("total_variance", "double", False),
+    ),
+)
+
+VOL_FORECASTS = Table(
+    name="vol_forecasts",
+    description="Annualized volatility forecasts per symbol, model and horizon with out-of-sample loss.",
+    key=("as_of_date", "symbol", "model", "horizon_days"),
+    partition_by=("as_of_date",),
+    columns=(
+        _c("as_of_date", "date", False),
+        _c("symbol", "text", False),
+        _c("model", "text", False),
+        _c("horizon_days", "bigint", False),
+        _c("annualized_vol", "double", False),
+        _c("oos_loss", "double", True, "Out-of-sample QLIKE"),
+        _c("oos_mse", "double", True),
+        _c("n_oos", "bigint", True),
+        _c("selected", "boolean", False, "Used downstream"),
+        _c("selection_reason", "text", True),
+    ),
+)
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        MARKET_PRICES,
+        OPTION_QUOTES,
+        RATES_CURVE,
+        DIVIDEND_YIELDS,
+        EVENT_CALENDAR,
+        POSITIONS,
+        QUARANTINE,
+        IMPLIED_VOLS,
+        VOL_SURFACE,
+        VOL_SURFACE_GRID,
+        VOL_FORECASTS,
+    )
+}
+
+#: Tables fed by a market data source and guarded by blocking data-quality checks.
+RAW_TABLES: tuple[str, ...] = (
+    "market_prices",
+    "option_quotes",
+    "rates_curve",
+    "dividend_yields",
+    "event_calendar",
+    "positions",
+)
+
+
+def table(name: str) -> Table:
+    """The contract of table ``name``; KeyError names the known tables."""
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise KeyError(f"unknown table {name!r}; known: {sorted(TABLES)}") from None

@@ -1,0 +1,114 @@
+"""Dagster resources: all I/O lives here (warehouse, market data source)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+import pandas as pd
+from pydantic import PrivateAttr
+
+from risk_pipeline.quality import QualitySettings
+from risk_pipeline.sources.base import MarketDataSource
+from risk_pipeline.warehouse import Warehouse
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_WAREHOUSE_PATH = PROJECT_ROOT / "warehouse" / "risk_warehouse.duckdb"
+MACRO_EVENTS_FILE = PROJECT_ROOT / "data" / "event_calendar" / "macro_events.csv"
+SQL_MODELS_DIR = PROJECT_ROOT / "dbt_like_sql"
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The warehouse: a DuckDB file path (embedded default) or a ``postgresql://`` URL (schema ``risk``)."""
+
+    url: str = str(DEFAULT_WAREHOUSE_PATH)
+    _warehouse: Warehouse | None = PrivateAttr(default=None)
+
+    def get(self) -> Warehouse:
+        if self._warehouse is None:
+            self._warehouse = Warehouse(self.url)
+            self._warehouse.ensure_tables()
+        return self._warehouse
+
+
+class MarketDataResource(dg.ConfigurableResource):
+    """Chooses the market data source and holds the data-quality thresholds."""
+
+    kind: Literal["synthetic", "folder", "packaged"] = "synthetic"
+    seed: int = 7
+    n_underlyings: int = 50
+    folder: str = str(PROJECT_ROOT / "data" / "sample_folder")
+    dataset: str = "sp500"
+    macro_events_file: str = str(MACRO_EVENTS_FILE)
+    max_abs_daily_log_return: float = 0.40
+    snapshot_max_age_minutes: float = 30.0
+
+    _source: MarketDataSource | None = PrivateAttr(default=None)
+
+    def get_source(self) -> MarketDataSource:
+        """The configured source, built once per resource instance."""
+        if self._source is None:
+            self._source = self._build_source()
+        return self._source
+
+    def _build_source(self) -> MarketDataSource:
+        if self.kind == "synthetic":
+            from risk_pipeline.sources.synthetic import SyntheticSource
+
+            macro = self.macro_events()
+            dates = (
+                sorted({t.date() for t in pd.to_datetime(macro["event_time"], utc=True)})
+                if len(macro)
+                else []
+            )
+            return SyntheticSource(seed=self.seed, n_underlyings=self.n_underlyings, macro_event_dates=dates)
+        if self.kind == "folder":
+            from risk_pipeline.sources.folder import FolderSource
+
+            return FolderSource(self.folder)
+        from risk_pipeline.sources.packaged import PackagedHistorySource
+
+        return PackagedHistorySource(self.dataset)
+
+    def macro_events(self) -> pd.DataFrame:
+        """FOMC and CPI dates shipped under data/ (event_calendar columns, text as read)."""
+        path = Path(self.macro_events_file)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        frame = frame.astype(object).where(frame.notna(), None)
+        rel = path.relative_to(PROJECT_ROOT).as_posix() if path.is_relative_to(PROJECT_ROOT) else str(path)
+        frame["source_file"] = rel
+        frame["source_row"] = range(1, len(frame) + 1)
+        return frame
+
+    @property
+    def quality(self) -> QualitySettings:
+        return QualitySettings(
+            max_abs_daily_log_return=self.max_abs_daily_log_return,
+            snapshot_max_age_minutes=self.snapshot_max_age_minutes,
+        )
+
+
+def resources_from_env() -> dict[str, dg.ConfigurableResource]:
+    """Resources for this environment.
+
+    ``RISK_PIPELINE_WAREHOUSE_URL``: a ``postgresql://`` URL (production) or a DuckDB path;
+    default ``warehouse/risk.duckdb`` in the project. ``RISK_PIPELINE_SOURCE``: synthetic
+    (default), folder or packaged; ``RISK_PIPELINE_FOLDER`` and ``RISK_PIPELINE_SEED`` configure them.
+    """
+    source_kind = os.environ.get("RISK_PIPELINE_SOURCE", "synthetic")
+    market = MarketDataResource(
+        kind=source_kind,  # type: ignore[arg-type]
+        seed=int(os.environ.get("RISK_PIPELINE_SEED", "7")),
+        folder=os.environ.get("RISK_PIPELINE_FOLDER", str(PROJECT_ROOT / "data" / "sample_folder")),
+    )
+    warehouse = WarehouseResource(
+        url=os.environ.get("RISK_PIPELINE_WAREHOUSE_URL", str(DEFAULT_WAREHOUSE_PATH))
+    )
+    return {"warehouse": warehouse, "market_data": market}
+
+
+def today_utc() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()

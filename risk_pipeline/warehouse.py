@@ -1,0 +1,448 @@
+"""The warehouse: asset tables on DuckDB (embedded default) or PostgreSQL (production), one behaviour.
+
+Both engines keep the tables of ``contracts.py`` in schema ``risk``. A write replaces exactly the
+rows of the partitions it names inside one transaction, so a crash half-way leaves the previous
+version intact and a retry gives the same table. Reads and queries take parameters, never
+string-built values. Rows read back are normalized the same way on both engines: DATE columns as
+``datetime.date``, TIMESTAMP columns as UTC pandas timestamps, NULL as ``None``/NaN.
+
+``Warehouse`` has no Dagster dependency so the CLI and the pre-trade check use it directly; the
+Dagster resource in ``risk_pipeline.resources`` wraps it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from risk_pipeline.contracts import ENGINE_TYPES, TABLES, Table, table
+
+SCHEMA = "risk"
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+class WarehouseError(Exception):
+    """A write or read the warehouse refused; the message names the table, column and rule."""
+
+
+@dataclass(frozen=True)
+class Between:
+    """Inclusive range filter for ``Warehouse.read``."""
+
+    low: Any
+    high: Any
+
+
+def _ident(name: str) -> str:
+    if not _IDENT.match(name):
+        raise WarehouseError(f"not a plain SQL identifier: {name!r}")
+    return name
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    return isinstance(value, float) and math.isnan(value)
+
+
+class Warehouse:
+    """DuckDB or PostgreSQL warehouse behind one interface.
+
+    ``url`` selects the engine: ``postgresql://...`` (or ``postgres://``) means PostgreSQL, anything
+    else is a DuckDB file path (``:memory:`` for a private in-memory database).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = "postgres" if url.startswith(("postgresql://", "postgres://")) else "duckdb"
+        self._memory_con: Any = None
+        if self.engine == "duckdb" and url != ":memory:":
+            if Path(url).stem == SCHEMA:
+                raise WarehouseError(
+                    f"DuckDB file {url}: a file named {SCHEMA}.* clashes with schema {SCHEMA!r}"
+                )
+            Path(url).parent.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ connections
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Any]:
+        """A connection; closed on exit (the in-memory DuckDB connection is kept)."""
+        if self.engine == "postgres":
+            import psycopg
+
+            con = psycopg.connect(self.url, autocommit=True)
+            try:
+                yield con
+            finally:
+                con.close()
+        else:
+            import duckdb
+
+            if self.url == ":memory:":
+                if self._memory_con is None:
+                    self._memory_con = duckdb.connect(":memory:")
+                yield self._memory_con
+                return
+            con = duckdb.connect(self.url)
+            try:
+                yield con
+            finally:
+                con.close()
+
+    @contextlib.contextmanager
+    def _transaction(self, con: Any) -> Iterator[None]:
+        if self.engine == "postgres":
+            with con.transaction():
+                yield
+        else:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    def _sql(self, sql: str) -> str:
+        """Positional ``?`` placeholders in the engine's own style."""
+        return sql.replace("?", "%s") if self.engine == "postgres" else sql
+
+    def _execute(self, con: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self.engine == "postgres":
+            cur = con.cursor()
+            cur.execute(self._sql(sql), list(params))
+            return cur
+        return con.execute(sql, list(params))
+
+    # ------------------------------------------------------------------ schema
+    def _column_ddl(self, t: Table) -> str:
+        types = ENGINE_TYPES[self.engine]
+        cols = [f"{_ident(c.name)} {types[c.type]}{'' if c.nullable else ' NOT NULL'}" for c in t.all_columns]
+        cols.append(f"PRIMARY KEY ({', '.join(_ident(k) for k in t.key)})")
+        return ",\n  ".join(cols)
+
+    def ensure_tables(self, names: Sequence[str] | None = None) -> None:
+        """Create schema ``risk`` and the contract tables that are missing; add new nullable columns.
+
+        A table whose stored columns contradict the contract (a column missing that is not
+        nullable, or a type change) raises WarehouseError: that needs a written migration.
+        """
+        wanted = [table(n) for n in names] if names else list(TABLES.values())
+        with self.connect() as con:
+            self._execute(con, f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+            for t in wanted:
+                existing = self._existing_columns(con, t.name)
+                if not existing:
+                    self._execute(
+                        con, f"CREATE TABLE IF NOT EXISTS {SCHEMA}.{t.name} (\n  {self._column_ddl(t)}\n)"
+                    )
+                    continue
+                for c in t.all_columns:
+                    if c.name in existing:
+                        continue
+                    if not c.nullable:
+                        raise WarehouseError(
+                            f"table {SCHEMA}.{t.name} lacks NOT NULL column {c.name!r} of the contract; "
+                            "write a migration (see README, 'Migrations')"
+                        )
+                    col_type = ENGINE_TYPES[self.engine][c.type]
+                    self._execute(con, f"ALTER TABLE {SCHEMA}.{t.name} ADD COLUMN {c.name} {col_type}")
+
+    def _existing_columns(self, con: Any, name: str) -> set[str]:
+        cur = self._execute(
+            con,
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+            [SCHEMA, name],
+        )
+        return {r[0] for r in cur.fetchall()}
+
+    def table_exists(self, name: str) -> bool:
+        with self.connect() as con:
+            return bool(self._existing_columns(con, name))
+
+    # ------------------------------------------------------------------ writes
+    def prepare(self, name: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """Rows of ``frame`` as the contract's data columns, typed; raises on a contract breach.
+
+        Checks: every contract column present (extra lineage columns ``source_file``/``source_row``
+        are dropped, any other extra column is an error), NOT NULL columns without missing values,
+        and unique keys. Nothing is repaired.
+        """
+        t = table(name)
+        extra = set(frame.columns) - set(t.data_column_names) - {"source_file", "source_row"}
+        if extra:
+            raise WarehouseError(f"{t.name}: columns not in the contract: {sorted(extra)}")
+        missing = [c for c in t.data_column_names if c not in frame.columns]
+        if missing:
+            raise WarehouseError(f"{t.name}: missing contract columns {missing}")
+        out = pd.DataFrame(index=range(len(frame)))
+        for c in t.columns:
+            out[c.name] = _coerce(frame[c.name].reset_index(drop=True), c.type, t.name, c.name)
+            if not c.nullable and len(out) and out[c.name].isna().any():
+                first = int(np.flatnonzero(out[c.name].isna().to_numpy())[0])
+                raise WarehouseError(f"{t.name}: NULL in NOT NULL column {c.name!r} at row {first + 1}")
+        key = [k for k in t.key if k in t.data_column_names]
+        if len(out):
+            dup = out.duplicated(subset=key, keep=False)
+            if dup.any():
+                first = int(np.flatnonzero(dup.to_numpy())[0])
+                raise WarehouseError(
+                    f"{t.name}: duplicate key {key} at row {first + 1}: {out.loc[first, key].to_dict()}"
+                )
+        return out
+
+    def write(
+        self,
+        name: str,
+        frame: pd.DataFrame,
+        *,
+        run_id: str,
+        partitions: Sequence[Mapping[str, Any]] | None = None,
+        materialized_at: dt.datetime | None = None,
+    ) -> int:
+        """Replace the rows of the given partitions by ``frame`` in one transaction; rows written.
+
+        ``partitions`` lists the partition values the write owns (e.g. ``[{"as_of_date": d}]``);
+        by default the distinct partition values present in ``frame``. Every row must fall in one
+        of them. A table with no partition columns is replaced whole. Append-only tables refuse.
+        """
+        t = table(name)
+        if t.append_only:
+            raise WarehouseError(f"{t.name} is append-only; use append()")
+        rows = self.prepare(name, frame)
+        parts = self._partitions(t, rows, partitions)
+        stamp = materialized_at or dt.datetime.now(dt.UTC)
+        rows["run_id"] = run_id
+        rows["materialized_at"] = (
+            pd.Timestamp(stamp).tz_convert("UTC")
+            if pd.Timestamp(stamp).tzinfo
+            else pd.Timestamp(stamp, tz="UTC")
+        )
+        with self.connect() as con, self._transaction(con):
+            if not t.partition_by:
+                self._execute(con, f"DELETE FROM {SCHEMA}.{t.name}")
+            for p in parts:
+                where = " AND ".join(f"{_ident(k)} = ?" for k in t.partition_by)
+                self._execute(
+                    con, f"DELETE FROM {SCHEMA}.{t.name} WHERE {where}", [p[k] for k in t.partition_by]
+                )
+            self._insert_rows(con, t, rows)
+        return len(rows)
+
+    def append(self, name: str, frame: pd.DataFrame, *, run_id: str) -> int:
+        """Insert rows whose key is not yet stored; rows already present are left as they are.
+
+        Returns the number of rows newly inserted. Used for append-only tables (audit_trail).
+        """
+        t = table(name)
+        rows = self.prepare(name, frame)
+        rows["run_id"] = run_id
+        rows["materialized_at"] = pd.Timestamp.now(tz="UTC")
+        with self.connect() as con, self._transaction(con):
+            existing = self._read_keys(con, t, rows)
+            if len(existing):
+                merged = rows.merge(existing.assign(_present=True), on=list(t.key), how="left")
+                rows = rows[merged["_present"].isna().to_numpy()].reset_index(drop=True)
+            self._insert_rows(con, t, rows)
+        return len(rows)
+
+    def _read_keys(self, con: Any, t: Table, rows: pd.DataFrame) -> pd.DataFrame:
+        keys = list(t.key)
+        if not len(rows):
+            return pd.DataFrame(columns=keys)
+        if len(keys) == 1:
+            values = list(rows[keys[0]].unique())
+            holders = ", ".join("?" for _ in values)
+            cur = self._execute(
+                con, f"SELECT {keys[0]} FROM {SCHEMA}.{t.name} WHERE {keys[0]} IN ({holders})", values
+            )
+        else:
+            cur = self._execute(con, f"SELECT {', '.join(keys)} FROM {SCHEMA}.{t.name}")
+        got = pd.DataFrame(cur.fetchall(), columns=keys)
+        return _normalize(got, t)
+
+    def _partitions(
+        self, t: Table, rows: pd.DataFrame, partitions: Sequence[Mapping[str, Any]] | None
+    ) -> list[dict[str, Any]]:
+        if not t.partition_by:
+            return []
+        present = rows[list(t.partition_by)].drop_duplicates()
+        present_set = {tuple(_plain(v) for v in r) for r in present.itertuples(index=False)}
+        if partitions is None:
+            return [dict(zip(t.partition_by, p, strict=True)) for p in sorted(present_set, key=str)]
+        owned: list[dict[str, Any]] = []
+        for p in partitions:
+            if set(p) != set(t.partition_by):
+                raise WarehouseError(f"{t.name}: partition must name {list(t.partition_by)}, got {sorted(p)}")
+            owned.append(
+                {
+                    k: _plain(_coerce(pd.Series([p[k]]), t.column(k).type, t.name, k).iloc[0])
+                    for k in t.partition_by
+                }
+            )
+        owned_set = {tuple(p[k] for k in t.partition_by) for p in owned}
+        stray = present_set - owned_set
+        if stray:
+            raise WarehouseError(
+                f"{t.name}: rows outside the partitions written: {sorted(stray, key=str)[:3]}"
+            )
+        return owned
+
+    def _insert_rows(self, con: Any, t: Table, rows: pd.DataFrame) -> None:
+        if not len(rows):
+            return
+        cols = t.column_names
+        rows = rows[cols]
+        if self.engine == "duckdb":
+            con.register("_incoming_rows", rows)
+            try:
+                names = ", ".join(cols)
+                con.execute(f"INSERT INTO {SCHEMA}.{t.name} ({names}) SELECT {names} FROM _incoming_rows")
+            finally:
+                con.unregister("_incoming_rows")
+            return
+        with con.cursor().copy(f"COPY {SCHEMA}.{t.name} ({', '.join(cols)}) FROM STDIN") as copy:
+            for record in rows.itertuples(index=False, name=None):
+                copy.write_row([None if _is_missing(v) else _plain(v) for v in record])
+
+    # ------------------------------------------------------------------ reads
+    def read(
+        self,
+        name: str,
+        where: Mapping[str, Any] | None = None,
+        *,
+        columns: Sequence[str] | None = None,
+        order_by: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """Rows of a contract table filtered by equality, IN (list/tuple) or ``Between``."""
+        t = table(name)
+        cols = list(columns) if columns else t.column_names
+        for c in cols:
+            t.column(c)
+        clauses: list[str] = []
+        params: list[Any] = []
+        for col, value in (where or {}).items():
+            t.column(col)
+            if isinstance(value, Between):
+                clauses.append(f"{_ident(col)} BETWEEN ? AND ?")
+                params += [_plain(value.low), _plain(value.high)]
+            elif isinstance(value, list | tuple | set | frozenset):
+                values = list(value)
+                if not values:
+                    clauses.append("FALSE")
+                    continue
+                clauses.append(f"{_ident(col)} IN ({', '.join('?' for _ in values)})")
+                params += [_plain(v) for v in values]
+            elif value is None:
+                clauses.append(f"{_ident(col)} IS NULL")
+            else:
+                clauses.append(f"{_ident(col)} = ?")
+                params.append(_plain(value))
+        sql = f"SELECT {', '.join(_ident(c) for c in cols)} FROM {SCHEMA}.{t.name}"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        order = list(order_by) if order_by is not None else [k for k in t.key if k in cols]
+        if order:
+            sql += " ORDER BY " + ", ".join(_ident(c) for c in order)
+        with self.connect() as con:
+            cur = self._execute(con, sql, params)
+            data = cur.fetchall()
+        return _normalize(pd.DataFrame(data, columns=cols), t)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        """Run a read-only SQL statement with ``?`` placeholders; tables are ``risk.<name>``."""
+        with self.connect() as con:
+            cur = self._execute(con, sql, [_plain(p) for p in params])
+            names = [d[0] for d in cur.description]
+            return pd.DataFrame(cur.fetchall(), columns=names)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run one DDL or DML statement (used by the SQL-model runner)."""
+        with self.connect() as con:
+            self._execute(con, sql, [_plain(p) for p in params])
+
+    def row_count(self, name: str, where: Mapping[str, Any] | None = None) -> int:
+        t = table(name)
+        clauses = [f"{_ident(k)} = ?" for k in (where or {})]
+        sql = f"SELECT COUNT(*) FROM {SCHEMA}.{t.name}" + (
+            " WHERE " + " AND ".join(clauses) if clauses else ""
+        )
+        with self.connect() as con:
+            return int(self._execute(con, sql, [_plain(v) for v in (where or {}).values()]).fetchone()[0])
+
+    def describe(self) -> str:
+        """Where the data lives, for logs and summaries (no password)."""
+        if self.engine == "duckdb":
+            return f"duckdb:{Path(self.url).resolve() if self.url != ':memory:' else ':memory:'}"
+        return "postgres:" + re.sub(r"//[^@/]*@", "//", self.url) + f" schema {SCHEMA}"
+
+
+# ---------------------------------------------------------------------- value handling
+def _plain(value: Any) -> Any:
+    """A Python value both drivers accept as a parameter."""
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _coerce(series: pd.Series, type_: str, table_name: str, column: str) -> pd.Series:
+    """Convert a column to the contract type; raise naming the first bad row."""
+    try:
+        if type_ == "date":
+            converted = pd.to_datetime(series, errors="raise")
+            if getattr(converted.dt, "tz", None) is not None:
+                converted = converted.dt.tz_convert("UTC").dt.tz_localize(None)
+            out = converted.dt.date.astype(object)
+            return out.where(converted.notna(), None)
+        if type_ == "timestamp":
+            converted = pd.to_datetime(series, errors="raise", utc=True)
+            return converted.astype("datetime64[us, UTC]")
+        if type_ == "double":
+            return pd.to_numeric(series, errors="raise").astype("float64")
+        if type_ == "bigint":
+            numeric = pd.to_numeric(series, errors="raise")
+            if numeric.isna().any():
+                return numeric.astype("Int64")
+            if not np.all(np.mod(numeric.to_numpy(dtype="float64"), 1) == 0):
+                raise ValueError("non-integer value")
+            return numeric.astype("int64")
+        if type_ == "boolean":
+            return series.astype("boolean")
+        if type_ == "json":
+            return series.map(lambda v: v if v is None or isinstance(v, str) else json.dumps(v, default=str))
+        return series.map(lambda v: None if _is_missing(v) else str(v)).astype(object)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise WarehouseError(f"{table_name}: column {column!r} is not {type_}: {exc}") from exc
+
+
+def _normalize(frame: pd.DataFrame, t: Table) -> pd.DataFrame:
+    """Engine-independent dtypes for rows read back."""
+    for name in frame.columns:
+        c = t.column(name)
+        s = frame[name]
+        if c.type == "date":
+            conv = pd.to_datetime(s)
+            frame[name] = conv.dt.date.astype(object).where(conv.notna(), None)
+        elif c.type == "timestamp":
+            frame[name] = pd.to_datetime(s, utc=True).astype("datetime64[us, UTC]")
+        elif c.type == "double":
+            frame[name] = pd.to_numeric(s).astype("float64")
+        elif c.type == "bigint":
+            frame[name] = pd.to_numeric(s).astype("Int64" if s.isna().any() else "int64")
+        elif c.type == "boolean":
+            frame[name] = s.astype("boolean")
+        else:
+            frame[name] = s.astype(object).where(s.notna(), None)
+    return frame

@@ -1,0 +1,186 @@
+"""The same write / read / re-write / crash cases on DuckDB and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from risk_pipeline.contracts import TABLES
+from risk_pipeline.warehouse import Between, Warehouse, WarehouseError
+
+D1, D2 = dt.date(2026, 11, 19), dt.date(2026, 11, 20)
+
+
+def prices(day: dt.date, closes: dict[str, float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "as_of_date": [day] * len(closes),
+            "symbol": list(closes),
+            "open": list(closes.values()),
+            "high": [c * 1.01 for c in closes.values()],
+            "low": [c * 0.99 for c in closes.values()],
+            "close": list(closes.values()),
+            "volume": [1000.0] * len(closes),
+            "event_flag": [None] * len(closes),
+            "source": ["test"] * len(closes),
+        }
+    )
+
+
+def test_every_contract_table_is_created(warehouse: Warehouse) -> None:
+    for name in TABLES:
+        assert warehouse.table_exists(name), name
+        assert warehouse.row_count(name) == 0
+
+
+def test_write_read_round_trip_keeps_values_and_types(warehouse: Warehouse) -> None:
+    frame = prices(D1, {"AAA": 101.25, "BBB": 55.5})
+    frame.loc[1, "event_flag"] = "earnings"
+    assert warehouse.write("market_prices", frame, run_id="run-1") == 2
+    got = warehouse.read("market_prices")
+    assert list(got["symbol"]) == ["AAA", "BBB"]
+    assert got["as_of_date"].tolist() == [D1, D1]
+    assert got["close"].tolist() == [101.25, 55.5]
+    assert got["event_flag"].tolist() == [None, "earnings"]
+    assert set(got["run_id"]) == {"run-1"}
+    assert str(got["materialized_at"].dtype) == "datetime64[us, UTC]"
+
+
+def test_rewrite_replaces_only_its_partition_and_is_idempotent(warehouse: Warehouse) -> None:
+    warehouse.write("market_prices", prices(D1, {"AAA": 100.0, "BBB": 50.0}), run_id="r1")
+    warehouse.write("market_prices", prices(D2, {"AAA": 101.0, "BBB": 51.0}), run_id="r1")
+    new_d2 = prices(D2, {"AAA": 102.0})
+    warehouse.write("market_prices", new_d2, run_id="r2")
+    first = warehouse.read("market_prices", columns=["as_of_date", "symbol", "close"])
+    warehouse.write("market_prices", new_d2, run_id="r2")
+    second = warehouse.read("market_prices", columns=["as_of_date", "symbol", "close"])
+    pd.testing.assert_frame_equal(first, second)
+    assert first.to_records(index=False).tolist() == [
+        (D1, "AAA", 100.0),
+        (D1, "BBB", 50.0),
+        (D2, "AAA", 102.0),
+    ]
+
+
+def test_empty_write_with_explicit_partition_clears_it(warehouse: Warehouse) -> None:
+    warehouse.write("market_prices", prices(D2, {"AAA": 101.0}), run_id="r1")
+    warehouse.write("market_prices", prices(D2, {}), run_id="r2", partitions=[{"as_of_date": D2}])
+    assert warehouse.row_count("market_prices") == 0
+
+
+def test_crash_in_the_middle_leaves_previous_version(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warehouse.write("market_prices", prices(D2, {"AAA": 101.0, "BBB": 51.0}), run_id="good")
+    original = Warehouse._insert_rows
+
+    def insert_half_then_die(self: Warehouse, con: object, t: object, rows: pd.DataFrame) -> None:
+        original(self, con, t, rows.iloc[:1])
+        raise RuntimeError("process killed mid-write")
+
+    monkeypatch.setattr(Warehouse, "_insert_rows", insert_half_then_die)
+    with pytest.raises(RuntimeError, match="mid-write"):
+        warehouse.write("market_prices", prices(D2, {"AAA": 999.0, "BBB": 999.0}), run_id="bad")
+    monkeypatch.undo()
+    got = warehouse.read("market_prices")
+    assert got["close"].tolist() == [101.0, 51.0]
+    assert set(got["run_id"]) == {"good"}
+    # and a retry afterwards gives the new version
+    warehouse.write("market_prices", prices(D2, {"AAA": 999.0, "BBB": 999.0}), run_id="retry")
+    assert warehouse.read("market_prices")["close"].tolist() == [999.0, 999.0]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda f: f.drop(columns=["close"]), "missing contract columns"),
+        (lambda f: f.assign(extra=1), "not in the contract"),
+        (lambda f: pd.concat([f, f]), "duplicate key"),
+        (lambda f: f.assign(close=[np.nan, 1.0]), "NULL in NOT NULL column 'close' at row 1"),
+        (lambda f: f.assign(close=["abc", "1"]), "column 'close' is not double"),
+    ],
+)
+def test_contract_breaches_are_refused_and_nothing_written(
+    warehouse: Warehouse, mutate: object, message: str
+) -> None:
+    warehouse.write("market_prices", prices(D1, {"AAA": 1.0}), run_id="r0")
+    bad = mutate(prices(D2, {"AAA": 100.0, "BBB": 50.0}))  # type: ignore[operator]
+    with pytest.raises(WarehouseError, match=message):
+        warehouse.write("market_prices", bad, run_id="r1")
+    assert warehouse.row_count("market_prices") == 1
+
+
+def test_rows_outside_declared_partitions_are_refused(warehouse: Warehouse) -> None:
+    with pytest.raises(WarehouseError, match="outside the partitions"):
+        warehouse.write(
+            "market_prices", prices(D1, {"AAA": 1.0}), run_id="r", partitions=[{"as_of_date": D2}]
+        )
+
+
+def test_reads_are_parameterized(warehouse: Warehouse) -> None:
+    warehouse.write("market_prices", prices(D1, {"AAA": 1.0, "O'HARE; DROP TABLE x": 2.0}), run_id="r")
+    got = warehouse.read("market_prices", {"symbol": "O'HARE; DROP TABLE x"})
+    assert got["close"].tolist() == [2.0]
+    assert warehouse.read("market_prices", {"symbol": ["AAA", "nope"]})["close"].tolist() == [1.0]
+    assert len(warehouse.read("market_prices", {"as_of_date": Between(D1, D2)})) == 2
+    assert warehouse.query("SELECT COUNT(*) AS n FROM risk.market_prices WHERE close > ?", [1.5])["n"][0] == 1
+    with pytest.raises(KeyError):
+        warehouse.read("market_prices", {"symbol; drop": "x"})
+
+
+def test_timestamps_round_trip_in_utc(warehouse: Warehouse) -> None:
+    frame = pd.DataFrame(
+        {
+            "event_id": ["fomc-2026-12-09", "cpi-2026-12-10"],
+            "event_type": ["fomc", "cpi"],
+            "symbol": [None, None],
+            "event_time": [pd.Timestamp("2026-12-09T19:00:00Z"), pd.Timestamp("2026-12-10T08:30:00-05:00")],
+            "source": ["test", "test"],
+            "notes": [None, "Nov 2026 CPI"],
+        }
+    )
+    warehouse.write("event_calendar", frame, run_id="r")
+    got = warehouse.read("event_calendar", order_by=["event_time"])
+    assert got["event_time"].tolist() == [
+        pd.Timestamp("2026-12-09T19:00:00Z"),
+        pd.Timestamp("2026-12-10T13:30:00Z"),
+    ]
+    # whole-table replace: a second write leaves only its rows
+    warehouse.write("event_calendar", frame.iloc[:1], run_id="r2")
+    assert warehouse.row_count("event_calendar") == 1
+
+
+def test_append_adds_only_new_keys(warehouse: Warehouse) -> None:
+    row = pd.DataFrame(
+        {
+            "asset": ["market_prices"],
+            "partition_key": ["2026-11-20"],
+            "row_number": [3],
+            "check_name": ["prices_positive"],
+            "reason": ["close > 0"],
+            "source_file": ["market_prices/2026-11-20.csv"],
+            "row": ['{"close": -1}'],
+            "quarantined_at": [pd.Timestamp("2026-11-20T21:00:00Z")],
+        }
+    )
+    # quarantine's key includes run_id, which append() sets: same run, same row -> no duplicate
+    assert warehouse.append("quarantine", row, run_id="r1") == 1
+    assert warehouse.append("quarantine", row, run_id="r1") == 0
+    assert warehouse.row_count("quarantine") == 1
+
+
+def test_same_rows_read_back_identically_on_both_engines(tmp_path: object, pg_server_url: str) -> None:
+    frame = prices(D1, {"AAA": 101.25, "BBB": 55.5})
+    frames = []
+    stamp = dt.datetime(2026, 11, 20, 21, 0, tzinfo=dt.UTC)
+    for url in (str(tmp_path) + "/w.duckdb", pg_server_url):  # type: ignore[operator]
+        wh = Warehouse(url)
+        if wh.engine == "postgres":
+            wh.execute("DROP SCHEMA IF EXISTS risk CASCADE")
+        wh.ensure_tables(["market_prices"])
+        wh.write("market_prices", frame, run_id="r", materialized_at=stamp)
+        frames.append(wh.read("market_prices"))
+    pd.testing.assert_frame_equal(frames[0], frames[1])
