@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,14 +55,25 @@ def _run_job(
             key = data.asset_key.to_user_string()
             passed, failed = checks.get(key, (0, 0))
             checks[key] = (passed + int(data.passed), failed + int(not data.passed))
-    if not result.success:
-        for event in result.all_events:
-            if event.event_type_value == "STEP_FAILURE":
-                print(
-                    f"step {event.step_key} failed:\n{event.event_specific_data.error.message}",
-                    file=sys.stderr,
-                )
+    for message in step_failure_messages(result):
+        print(message, file=sys.stderr)
     return result.success, checks, seconds
+
+
+def step_failure_messages(result: Any) -> list[str]:
+    """Each failed step's own description (a data-quality Failure names file, row and rule)."""
+    messages = []
+    for event in result.all_events:
+        if event.event_type_value != "STEP_FAILURE":
+            continue
+        data = event.event_specific_data
+        user = getattr(data, "user_failure_data", None)
+        text = user.description if user is not None and user.description else None
+        if text is None:
+            error = data.error
+            text = error.cause.message if error.cause is not None else error.message
+        messages.append(f"step {event.step_key} failed: {text}")
+    return messages
 
 
 def demo(args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ Environment variables (all optional; the embedded default needs none):
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 
@@ -28,9 +30,16 @@ def executor_from_env() -> dg.ExecutorDefinition:
     return dg.in_process_executor
 
 
-defs = dg.Definitions(
-    assets=[*MARKET_DATA_ASSETS, *SERVING_ASSETS],
-    jobs=JOBS,
-    resources=resources_from_env(),
-    executor=executor_from_env(),
-)
+def build_definitions(
+    resources: Mapping[str, Any], executor: dg.ExecutorDefinition | None = None
+) -> dg.Definitions:
+    """The whole graph with the given resources (tests pass their own warehouse and source)."""
+    return dg.Definitions(
+        assets=[*MARKET_DATA_ASSETS, *SERVING_ASSETS],
+        jobs=JOBS,
+        resources=dict(resources),
+        executor=executor or executor_from_env(),
+    )
+
+
+defs = build_definitions(resources_from_env())

@@ -112,7 +112,10 @@ class ValidationReport:
                 continue
             where = "; ".join(self.location(p) for p in r.failing_positions[:3])
             more = f" and {r.n_failing - 3} more" if r.n_failing > 3 else ""
-            lines.append(f"- rule {r.rule} ({r.description}) failed on {r.n_failing} rows: {where}{more}")
+            seen = f" ({r.observed})" if r.observed else ""
+            lines.append(
+                f"- rule {r.rule} ({r.description}) failed on {r.n_failing} rows{seen}: {where}{more}"
+            )
         return "\n".join(lines)
 
     def quarantine_frame(self, asset: str) -> pd.DataFrame:
@@ -507,12 +510,13 @@ def _run_gx(name: str, frame: pd.DataFrame, rules: list[Rule]) -> dict[str, tupl
     """Failing row positions and observations per rule name, from one GX suite validation."""
     import great_expectations as gx
 
+    batch_definition = _gx_batch_definition(name)
     suite = gx.ExpectationSuite(name=f"{name}_suite_v{SUITE_VERSION}")
     for rule in rules:
         for exp in rule.expectations():
             exp.meta = {"rule": rule.name}
             suite.add_expectation(exp)
-    batch = _gx_batch_definition(name).get_batch(batch_parameters={"dataframe": frame.reset_index(drop=True)})
+    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame.reset_index(drop=True)})
     result = batch.validate(suite, result_format={"result_format": "COMPLETE"})
     out: dict[str, tuple[set[int], list[str]]] = {r.name: (set(), []) for r in rules}
     for er in result.results:
@@ -548,15 +552,18 @@ def validate(
 
     missing = [c for c in t.data_column_names if c not in raw.columns]
     lo, hi = settings.row_count_ranges[name]
-    if missing:
-        all_rows = tuple(range(len(raw)))
+    if len(raw) == 0 and missing:
+        # an empty or missing file: nothing to type-check, the row count is what failed
+        observed = "0 rows (empty or missing file)"
         results.append(
-            RuleResult("schema", descriptions["schema"], False, all_rows, f"missing columns {missing}", True)
+            RuleResult("row_count_in_range", descriptions["row_count_in_range"], False, (), observed, True)
         )
-        for rule in rule_names(name, settings)[1:]:
-            results.append(
-                RuleResult(rule, descriptions[rule], False, (), "not evaluated: schema failed", True)
-            )
+        return ValidationReport(name, ctx.partition_key, raw, raw.iloc[:0], results)
+    if missing:
+        # later rules cannot be evaluated without the columns; they report nothing
+        observed = f"missing columns {missing}"
+        all_rows = tuple(range(len(raw)))
+        results.append(RuleResult("schema", descriptions["schema"], False, all_rows, observed, True))
         return ValidationReport(name, ctx.partition_key, raw, raw.iloc[:0], results)
     results.append(RuleResult("schema", descriptions["schema"], True))
 
@@ -573,7 +580,7 @@ def validate(
         )
     )
     required = list(_required(t))
-    null_rows = typed[required].isna().any(axis=1).to_numpy(bool)
+    null_rows = typed[required].isna().any(axis=1).to_numpy(bool, copy=True)
     # a value that failed to parse is a types failure, not also a null failure
     for p in bad_types:
         cols = set(bad_types[p])

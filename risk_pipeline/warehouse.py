@@ -220,14 +220,10 @@ class Warehouse:
         if t.append_only:
             raise WarehouseError(f"{t.name} is append-only; use append()")
         rows = self.prepare(name, frame)
-        parts = self._partitions(t, rows, partitions)
-        stamp = materialized_at or dt.datetime.now(dt.UTC)
+        stamp = pd.Timestamp(materialized_at or dt.datetime.now(dt.UTC))
         rows["run_id"] = run_id
-        rows["materialized_at"] = (
-            pd.Timestamp(stamp).tz_convert("UTC")
-            if pd.Timestamp(stamp).tzinfo
-            else pd.Timestamp(stamp, tz="UTC")
-        )
+        rows["materialized_at"] = stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")
+        parts = self._partitions(t, rows, partitions)
         with self.connect() as con, self._transaction(con):
             if not t.partition_by:
                 self._execute(con, f"DELETE FROM {SCHEMA}.{t.name}")

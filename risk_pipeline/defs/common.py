@@ -85,7 +85,7 @@ def check_specs(name: str) -> list[dg.AssetCheckSpec]:
 def _markdown(frame: pd.DataFrame, limit: int = 10) -> str:
     if frame.empty:
         return "(no rows)"
-    shown = frame.head(limit).astype(str)
+    shown = frame.head(limit).astype(object).map(lambda v: "" if v is None or v != v else str(v))
     header = "| " + " | ".join(shown.columns) + " |"
     rule = "|" + "---|" * len(shown.columns)
     body = [

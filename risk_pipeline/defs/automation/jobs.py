@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import dagster as dg
 
-from risk_pipeline.defs.common import PARTITIONS
-
 market_data_job = dg.define_asset_job(
     "market_data_job",
     selection=dg.AssetSelection.groups("market_data", "serving"),
-    partitions_def=PARTITIONS,
     description="Market data layer and its views for one session (or a range as one run).",
 )
 
 price_history_job = dg.define_asset_job(
     "price_history_job",
     selection=dg.AssetSelection.assets("market_prices", "rates_curve", "dividend_yields"),
-    partitions_def=PARTITIONS,
     description="Daily history (prices, curves, dividends) for a partition range, for look-backs.",
 )
 
 end_of_day_job = dg.define_asset_job(
     "end_of_day_job",
     selection=dg.AssetSelection.all(),
-    partitions_def=PARTITIONS,
     description="Everything for one session: the main job.",
 )
 

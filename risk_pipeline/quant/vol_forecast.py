@@ -1,0 +1,583 @@
+"""Per-symbol volatility forecasts (EWMA, GARCH, GJR-GARCH, XGBoost) with walk-forward evaluation.
+
+Conventions. ``close`` has one entry per trading day; ``r_t = ln(C_{t+1} / C_t)`` is the daily log
+return and day-level inputs (open/high/low, implied vol and skew) are aligned to the return ending
+on that day. A forecast made at origin ``t`` uses ``r_0 .. r_t`` only; its target for horizon ``h``
+is the realized variance ``RV_t(h) = sum_{j=1..h} r_{t+j}^2``. Forecasts are h-day variance sums in
+daily units and are reported annualized as ``sigma = sqrt(252 * sum / h)``. Returns are taken to
+have zero mean, as in RiskMetrics (1996).
+
+Models:
+
+* ``ewma``: RiskMetrics (1996) ``s_{t+1} = lam s_t + (1 - lam) r_t^2`` with ``lam = 0.94``; the
+  h-day forecast is ``h s_{t+1}`` (square-root-of-time rule).
+* ``garch`` / ``gjr``: GARCH(1,1) (Bollerslev 1986) and GJR-GARCH(1,1) (Glosten, Jagannathan &
+  Runkle 1993) with standardized Student-t innovations, fitted by ``arch.arch_model`` on returns in
+  percent; h-day forecasts are sums of the analytic ``E[sigma^2_{t+k}]``.
+* ``xgboost``: gradient-boosted trees (``xgboost.train``, ``reg:gamma``) for the forward realized
+  variance. The gamma objective has a log link, so the model is additive in log variance; its
+  deviance ``2 (y / mu - ln(y / mu) - 1)`` is exactly twice QLIKE, so it targets the conditional
+  mean of RV rather than the (downward-biased) conditional geometric mean that least squares on
+  ``ln RV`` would give.
+
+Evaluation: expanding-window walk-forward with refits every ``refit_every`` days; QLIKE (Patton
+2011, "Volatility forecast comparison using imperfect volatility proxies") and MSE of annualized
+variance on the out-of-sample origins. XGBoost is selected for a horizon only where its OOS QLIKE
+beats GARCH's.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import xgboost as xgb
+from arch import arch_model
+from numpy.typing import ArrayLike, NDArray
+from scipy.signal import lfilter
+
+FloatArray = NDArray[np.float64]
+
+TRADING_DAYS = 252
+RISKMETRICS_LAMBDA = 0.94
+#: Trailing windows (days) of the lagged realized-vol features.
+RV_WINDOWS = (5, 10, 21, 63)
+#: Trailing windows (days) of the Parkinson and Garman-Klass features.
+RANGE_WINDOWS = (5, 21)
+#: arch is fitted on returns in percent: variance parameters scale by 100^2.
+PERCENT = 100.0
+#: arch's backcast: exponentially weighted (0.94) mean of the first 75 squared residuals.
+BACKCAST_LENGTH = 75
+
+MODEL_EWMA = "ewma"
+MODEL_GARCH = "garch"
+MODEL_GJR = "gjr"
+MODEL_XGBOOST = "xgboost"
+ALL_MODELS = (MODEL_EWMA, MODEL_GARCH, MODEL_GJR, MODEL_XGBOOST)
+
+
+@dataclass(frozen=True)
+class VolForecastConfig:
+    """Walk-forward and model settings.
+
+    ``min_train`` returns are observed before the first out-of-sample origin; the GARCH, GJR and
+    XGBoost models are refitted on the expanding window every ``refit_every`` origins (and once more
+    at the last origin for the latest forecast). XGBoost trains on rows whose target window has
+    ended by the refit origin and is used only with at least ``xgb_min_rows`` such rows.
+    """
+
+    horizons: tuple[int, ...] = (1, 5, 21)
+    models: tuple[str, ...] = ALL_MODELS
+    ewma_lambda: float = RISKMETRICS_LAMBDA
+    refit_every: int = 63
+    min_train: int = 504
+    min_oos_for_selection: int = 63
+    xgb_num_boost_round: int = 100
+    xgb_max_depth: int = 2
+    xgb_learning_rate: float = 0.03
+    xgb_min_child_weight: float = 100.0
+    xgb_n_jobs: int = 1
+    xgb_min_rows: int = 100
+    random_state: int = 0
+
+    def __post_init__(self) -> None:
+        if (
+            not self.horizons
+            or any(h < 1 for h in self.horizons)
+            or len(set(self.horizons)) != len(self.horizons)
+        ):
+            raise ValueError("horizons must be distinct positive integers")
+        unknown = set(self.models) - set(ALL_MODELS)
+        if unknown or MODEL_GARCH not in self.models:
+            raise ValueError(f"models must be a subset of {ALL_MODELS} containing {MODEL_GARCH!r}")
+        if not 0.0 < self.ewma_lambda < 1.0:
+            raise ValueError("ewma_lambda must be in (0, 1)")
+        if self.refit_every < 1:
+            raise ValueError("refit_every must be at least 1")
+        if self.min_train < max(RV_WINDOWS) + max(self.horizons) + self.xgb_min_rows:
+            raise ValueError("min_train too short for the XGBoost training window")
+
+
+@dataclass(frozen=True, eq=False)
+class PriceHistory:
+    """Daily bars of one symbol, oldest first; all arrays have ``len(close)`` entries.
+
+    ``open``/``high``/``low`` are optional (range features need high and low; Garman-Klass also
+    open). ``implied_vol`` (annualized ATM level) and ``implied_skew`` are optional, NaN allowed.
+    """
+
+    close: FloatArray
+    open: FloatArray | None = None
+    high: FloatArray | None = None
+    low: FloatArray | None = None
+    implied_vol: FloatArray | None = None
+    implied_skew: FloatArray | None = None
+
+    def __post_init__(self) -> None:
+        close = np.asarray(self.close, dtype=np.float64).ravel()
+        if close.size < 2 or not np.all(np.isfinite(close)) or np.any(close <= 0.0):
+            raise ValueError("close must hold at least two positive finite prices")
+        object.__setattr__(self, "close", close)
+        for name in ("open", "high", "low", "implied_vol", "implied_skew"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            arr = np.asarray(value, dtype=np.float64).ravel()
+            if arr.shape != close.shape:
+                raise ValueError(f"{name} must have the same length as close")
+            if name in ("open", "high", "low") and (not np.all(np.isfinite(arr)) or np.any(arr <= 0.0)):
+                raise ValueError(f"{name} must be positive and finite")
+            object.__setattr__(self, name, arr)
+        if self.high is not None and self.low is not None and np.any(self.high < self.low):
+            raise ValueError("high must not be below low")
+
+    @property
+    def returns(self) -> FloatArray:
+        """Daily log returns ``ln(C_{t+1} / C_t)``, ``len(close) - 1`` entries."""
+        return log_returns(self.close)
+
+
+@dataclass(frozen=True)
+class GarchParams:
+    """(GJR-)GARCH(1,1)-t parameters in daily decimal-return units (``gamma = 0`` for GARCH).
+
+    ``sigma^2_t = omega + (alpha + gamma 1[r_{t-1} < 0]) r_{t-1}^2 + beta sigma^2_{t-1}``; ``nu`` is
+    the Student-t degrees of freedom; ``backcast`` stands for ``r_{-1}^2`` and ``sigma^2_{-1}`` as
+    in arch.
+    """
+
+    omega: float
+    alpha: float
+    gamma: float
+    beta: float
+    nu: float
+    backcast: float
+    converged: bool
+
+    @property
+    def persistence(self) -> float:
+        """``alpha + gamma / 2 + beta`` (symmetric innovations)."""
+        return self.alpha + 0.5 * self.gamma + self.beta
+
+
+@dataclass(frozen=True)
+class HorizonForecast:
+    """One (model, horizon) row: latest annualized vol forecast and its out-of-sample record.
+
+    ``oos_qlike`` (Patton 2011) and ``oos_mse`` (annualized variance, squared) are ``None`` when
+    there were no out-of-sample points. ``selected``/``selection_reason`` are set by
+    ``select_models``.
+    """
+
+    model: str
+    horizon_days: int
+    annualized_vol: float
+    oos_qlike: float | None
+    oos_mse: float | None
+    n_oos: int
+    selected: bool = False
+    selection_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelSelection:
+    """The model used downstream for one horizon and why."""
+
+    horizon_days: int
+    selected_model: str
+    use_xgboost: bool
+    reason: str
+
+
+@dataclass(frozen=True, eq=False)
+class WalkForward:
+    """Walk-forward forecasts per origin.
+
+    ``origins`` are return indices ``t`` (forecast made after observing ``r_t``); the last one is
+    the latest forecast. ``forecast_variance[(model, h)]`` and ``realized_variance[h]`` are
+    annualized variances per origin (realized is NaN where ``t + h`` is beyond the data).
+    ``is_oos`` marks origins after the first ``min_train`` returns. ``refit_origins`` are the
+    origins at which GARCH/GJR/XGBoost were refitted and ``garch_params[model]`` the fits there.
+    """
+
+    origins: NDArray[np.int64]
+    is_oos: NDArray[np.bool_]
+    forecast_variance: dict[tuple[str, int], FloatArray]
+    realized_variance: dict[int, FloatArray]
+    refit_origins: tuple[int, ...]
+    garch_params: dict[str, tuple[GarchParams, ...]]
+    feature_names: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class VolForecastResult:
+    """Everything ``forecast_volatility`` produces for one symbol."""
+
+    forecasts: tuple[HorizonForecast, ...]
+    selections: tuple[ModelSelection, ...]
+    walk_forward: WalkForward = field(repr=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------------------
+
+
+def log_returns(close: ArrayLike) -> FloatArray:
+    """``ln(C_{t+1} / C_t)``."""
+    c = np.asarray(close, dtype=np.float64)
+    return np.diff(np.log(c))
+
+
+def ewma_variance(
+    returns: ArrayLike, lam: float = RISKMETRICS_LAMBDA, seed: float | None = None
+) -> FloatArray:
+    """RiskMetrics (1996) EWMA one-step variances, ``n + 1`` entries.
+
+    ``s_0 = seed`` (default ``r_0^2``) and ``s_t = lam s_{t-1} + (1 - lam) r_{t-1}^2``, i.e.
+    ``s_t = lam^t s_0 + (1 - lam) sum_{j<t} lam^j r_{t-1-j}^2``: ``s_t`` forecasts ``r_t^2`` from
+    ``r_0 .. r_{t-1}`` and ``s_n`` is the next-day forecast.
+    """
+    r = np.asarray(returns, dtype=np.float64)
+    if r.size == 0:
+        raise ValueError("need at least one return")
+    s0 = float(r[0] ** 2) if seed is None else float(seed)
+    filtered = lfilter([1.0 - lam], [1.0, -lam], r * r, zi=[lam * s0])[0]
+    return np.concatenate(([s0], filtered))
+
+
+def _backcast(returns: FloatArray) -> float:
+    """arch's backcast: weights ``0.94^j`` (normalized) on the first 75 squared returns."""
+    tau = min(BACKCAST_LENGTH, returns.size)
+    w = 0.94 ** np.arange(tau)
+    return float(np.sum(returns[:tau] ** 2 * w) / w.sum())
+
+
+def fit_garch(
+    returns: ArrayLike, *, asymmetric: bool = False, previous: GarchParams | None = None
+) -> GarchParams:
+    """Fit zero-mean (GJR-)GARCH(1,1) with Student-t innovations with ``arch.arch_model``.
+
+    Returns are rescaled to percent for the optimizer and parameters are converted back.
+    ``previous`` warm-starts the optimizer (e.g. the last walk-forward fit).
+    """
+    r = np.asarray(returns, dtype=np.float64)
+    model = arch_model(
+        PERCENT * r, mean="Zero", vol="GARCH", p=1, o=1 if asymmetric else 0, q=1, dist="t", rescale=False
+    )
+    start = None
+    if previous is not None:
+        head = [previous.omega * PERCENT**2, previous.alpha]
+        start = np.array([*head, *([previous.gamma] if asymmetric else []), previous.beta, previous.nu])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = model.fit(disp="off", show_warning=False, starting_values=start)
+    p = res.params
+    params = GarchParams(
+        omega=float(p["omega"]) / PERCENT**2,
+        alpha=float(p["alpha[1]"]),
+        gamma=float(p["gamma[1]"]) if asymmetric else 0.0,
+        beta=float(p["beta[1]"]),
+        nu=float(p["nu"]),
+        backcast=_backcast(r),
+        converged=res.convergence_flag == 0,
+    )
+    if not all(math.isfinite(v) for v in (params.omega, params.alpha, params.gamma, params.beta)):
+        if previous is None:
+            raise RuntimeError("GARCH fit returned non-finite parameters")
+        return replace(previous, converged=False)
+    return params
+
+
+def garch_variance(params: GarchParams, returns: ArrayLike) -> FloatArray:
+    """One-step conditional variances, ``n + 1`` entries: entry ``t`` uses ``r_0 .. r_{t-1}``.
+
+    Same recursion and backcast as arch (``sigma^2_0 = omega + (alpha + gamma / 2 + beta) backcast``),
+    without arch's extreme-value variance bounds.
+    """
+    r = np.asarray(returns, dtype=np.float64)
+    s0 = params.omega + params.persistence * params.backcast
+    shock = params.omega + (params.alpha + params.gamma * (r < 0.0)) * r * r
+    filtered = lfilter([1.0], [1.0, -params.beta], shock, zi=[params.beta * s0])[0]
+    return np.concatenate(([s0], filtered))
+
+
+def garch_variance_sum(params: GarchParams, next_variance: ArrayLike, horizon: int) -> FloatArray:
+    """``sum_{k=1..h} E_t[sigma^2_{t+k}]`` given ``sigma^2_{t+1}`` (vectorized over origins).
+
+    ``E_t[sigma^2_{t+k+1}] = omega + (alpha + gamma / 2 + beta) E_t[sigma^2_{t+k}]`` (symmetric
+    innovations), the recursion behind arch's analytic forecasts.
+    """
+    v = np.asarray(next_variance, dtype=np.float64)
+    total = np.zeros_like(v)
+    for _ in range(horizon):
+        total = total + v
+        v = params.omega + params.persistence * v
+    return total
+
+
+def forward_realized_variance(returns: ArrayLike, horizon: int) -> FloatArray:
+    """``RV_t(h) = sum_{j=1..h} r_{t+j}^2`` for every ``t``; NaN where ``t + h >= n``."""
+    r = np.asarray(returns, dtype=np.float64)
+    n = r.size
+    csum = np.concatenate(([0.0], np.cumsum(r * r)))
+    out = np.full(n, np.nan)
+    t = np.arange(max(n - horizon, 0))
+    out[t] = csum[t + horizon + 1] - csum[t + 1]
+    return out
+
+
+def _trailing_mean(x: FloatArray, window: int) -> FloatArray:
+    """Mean of ``x[t - window + 1 .. t]``; NaN for ``t < window - 1``."""
+    csum = np.concatenate(([0.0], np.cumsum(x)))
+    out = np.full(x.size, np.nan)
+    if x.size >= window:
+        out[window - 1 :] = (csum[window:] - csum[:-window]) / window
+    return out
+
+
+def build_features(history: PriceHistory, garch_vol: ArrayLike) -> tuple[FloatArray, tuple[str, ...]]:
+    """Feature matrix, one row per return index ``t`` using data through day ``t`` only.
+
+    Columns: ``rv_{w}`` trailing realized vols (annualized) over 5/10/21/63 days; ``parkinson_{w}``
+    (``(ln H/L)^2 / (4 ln 2)``, Parkinson 1980) and ``garman_klass_{w}``
+    (``0.5 (ln H/L)^2 - (2 ln 2 - 1) (ln C/O)^2``, Garman & Klass 1980) over 5/21 days, annualized,
+    when high/low (and open) are given; ``ret`` and ``abs_ret``; ``garch_vol`` (the caller's
+    annualized one-step GARCH vol after ``r_t``); ``implied_vol`` and ``implied_skew`` when given.
+    """
+    r = history.returns
+    cols: list[FloatArray] = []
+    names: list[str] = []
+    for w in RV_WINDOWS:
+        cols.append(np.sqrt(TRADING_DAYS * _trailing_mean(r * r, w)))
+        names.append(f"rv_{w}")
+    if history.high is not None and history.low is not None:
+        hl = np.log(history.high / history.low)[1:] ** 2
+        parkinson = hl / (4.0 * math.log(2.0))
+        for w in RANGE_WINDOWS:
+            cols.append(np.sqrt(TRADING_DAYS * _trailing_mean(parkinson, w)))
+            names.append(f"parkinson_{w}")
+        if history.open is not None:
+            co = np.log(history.close / history.open)[1:] ** 2
+            gk = np.maximum(0.5 * hl - (2.0 * math.log(2.0) - 1.0) * co, 0.0)
+            for w in RANGE_WINDOWS:
+                cols.append(np.sqrt(TRADING_DAYS * _trailing_mean(gk, w)))
+                names.append(f"garman_klass_{w}")
+    cols += [r, np.abs(r), np.asarray(garch_vol, dtype=np.float64)]
+    names += ["ret", "abs_ret", "garch_vol"]
+    for name in ("implied_vol", "implied_skew"):
+        value = getattr(history, name)
+        if value is not None:
+            cols.append(value[1:])
+            names.append(name)
+    return np.column_stack(cols), tuple(names)
+
+
+def qlike(realized: ArrayLike, forecast: ArrayLike) -> float:
+    """Mean QLIKE loss (Patton 2011): ``RV / F - ln(RV / F) - 1``; both must be positive."""
+    rv = np.asarray(realized, dtype=np.float64)
+    f = np.asarray(forecast, dtype=np.float64)
+    if rv.shape != f.shape or rv.size == 0:
+        raise ValueError("realized and forecast must be non-empty and of equal shape")
+    if np.any(~(rv > 0.0)) or np.any(~(f > 0.0)):
+        raise ValueError("QLIKE needs positive realized and forecast variances")
+    ratio = rv / f
+    return float(np.mean(ratio - np.log(ratio) - 1.0))
+
+
+def mse(realized: ArrayLike, forecast: ArrayLike) -> float:
+    """Mean squared error ``mean((RV - F)^2)``."""
+    rv = np.asarray(realized, dtype=np.float64)
+    f = np.asarray(forecast, dtype=np.float64)
+    if rv.shape != f.shape or rv.size == 0:
+        raise ValueError("realized and forecast must be non-empty and of equal shape")
+    return float(np.mean((rv - f) ** 2))
+
+
+# --------------------------------------------------------------------------------------------------
+# Walk-forward
+# --------------------------------------------------------------------------------------------------
+
+
+def _fit_xgboost(features: FloatArray, target: FloatArray, config: VolForecastConfig) -> xgb.Booster | None:
+    """``reg:gamma`` booster on rows with a positive target; None if too few rows."""
+    keep = np.isfinite(target) & (target > 0.0)
+    if int(keep.sum()) < config.xgb_min_rows:
+        return None
+    y = target[keep]
+    params = {
+        "objective": "reg:gamma",
+        "tree_method": "hist",
+        "max_depth": config.xgb_max_depth,
+        "eta": config.xgb_learning_rate,
+        "min_child_weight": config.xgb_min_child_weight,
+        "nthread": config.xgb_n_jobs,
+        "seed": config.random_state,
+        "base_score": float(np.mean(y)),
+        "verbosity": 0,
+    }
+    dtrain = xgb.DMatrix(features[keep], label=y, missing=np.nan, nthread=config.xgb_n_jobs)
+    return xgb.train(params, dtrain, num_boost_round=config.xgb_num_boost_round)
+
+
+def walk_forward(history: PriceHistory, config: VolForecastConfig | None = None) -> WalkForward:
+    """Expanding-window walk-forward forecasts of every model and horizon, without look-ahead.
+
+    Origins run from ``min_train - 1`` (or the last return, for short histories) to ``n - 1``.
+    At each refit origin ``s`` GARCH/GJR are fitted on ``r_0 .. r_s`` (warm-started from the
+    previous fit) and, per horizon ``h``, XGBoost on feature rows ``t <= s - h`` (so targets end by
+    ``s``). Forecasts at origins ``t`` of the block use those fits and data through ``r_t`` only.
+    """
+    cfg = config or VolForecastConfig()
+    r = history.returns
+    n = r.size
+    if n < 2 * BACKCAST_LENGTH:
+        raise ValueError(f"need at least {2 * BACKCAST_LENGTH} returns, got {n}")
+    first_oos = cfg.min_train - 1
+    start = min(first_oos, n - 1)
+    origins = np.arange(start, n, dtype=np.int64)
+    refits = sorted({*range(start, n, cfg.refit_every), n - 1})
+    blocks = list(zip(refits, [*refits[1:], n], strict=True))  # [s, end): origins using the fit at s
+    annual = {h: TRADING_DAYS / h for h in cfg.horizons}
+
+    forecasts: dict[tuple[str, int], FloatArray] = {}
+    if MODEL_EWMA in cfg.models:
+        s = ewma_variance(r, cfg.ewma_lambda)[origins + 1]
+        for h in cfg.horizons:
+            forecasts[(MODEL_EWMA, h)] = annual[h] * h * s
+
+    garch_models = [m for m in (MODEL_GARCH, MODEL_GJR) if m in cfg.models]
+    fits: dict[str, list[GarchParams]] = {m: [] for m in garch_models}
+    for m in garch_models:
+        for h in cfg.horizons:
+            forecasts[(m, h)] = np.full(origins.size, np.nan)
+    use_xgb = MODEL_XGBOOST in cfg.models
+    targets = {h: forward_realized_variance(r, h) for h in cfg.horizons}
+    feature_names: tuple[str, ...] = ()
+    base_features: FloatArray | None = None
+    if use_xgb:
+        base_features, feature_names = build_features(history, np.full(n, np.nan))
+        garch_col = feature_names.index("garch_vol")
+        for h in cfg.horizons:
+            forecasts[(MODEL_XGBOOST, h)] = np.full(origins.size, np.nan)
+    warmup = max(RV_WINDOWS) - 1
+
+    for s, end in blocks:
+        rows = slice(s - start, end - start)
+        paths: dict[str, FloatArray] = {}
+        for m in garch_models:
+            prev = fits[m][-1] if fits[m] else None
+            params = fit_garch(r[: s + 1], asymmetric=m == MODEL_GJR, previous=prev)
+            fits[m].append(params)
+            paths[m] = garch_variance(params, r[:end])  # entry t + 1 uses r_0 .. r_t
+            for h in cfg.horizons:
+                forecasts[(m, h)][rows] = annual[h] * garch_variance_sum(params, paths[m][s + 1 : end + 1], h)
+        if use_xgb and base_features is not None:
+            x = base_features[:end].copy()
+            x[:, garch_col] = np.sqrt(TRADING_DAYS * paths[MODEL_GARCH][1 : end + 1])
+            scale = float(np.mean(r[: s + 1] ** 2)) or 1e-12
+            for h in cfg.horizons:
+                last_row = s - h  # target r_{t+1..t+h} observed by s
+                if last_row < warmup:
+                    continue
+                train = slice(warmup, last_row + 1)
+                booster = _fit_xgboost(x[train], targets[h][train] / (h * scale), cfg)
+                if booster is None:
+                    continue
+                pred = booster.predict(xgb.DMatrix(x[s:end], missing=np.nan, nthread=cfg.xgb_n_jobs))
+                forecasts[(MODEL_XGBOOST, h)][rows] = annual[h] * h * scale * pred.astype(np.float64)
+
+    realized = {h: annual[h] * targets[h][origins] for h in cfg.horizons}
+    return WalkForward(
+        origins=origins,
+        is_oos=origins >= first_oos,
+        forecast_variance=forecasts,
+        realized_variance=realized,
+        refit_origins=tuple(refits),
+        garch_params={m: tuple(v) for m, v in fits.items()},
+        feature_names=feature_names,
+    )
+
+
+def evaluate(wf: WalkForward, horizons: Sequence[int]) -> tuple[HorizonForecast, ...]:
+    """Latest forecast and OOS QLIKE / MSE per (model, horizon).
+
+    All models of a horizon are scored on the same origins: out-of-sample, realized variance
+    observed and positive (QLIKE is undefined at zero), and every model's forecast finite and
+    positive. A model with no forecast at the last origin (XGBoost on a short history) is omitted.
+    """
+    out: list[HorizonForecast] = []
+    models = sorted({m for m, _ in wf.forecast_variance}, key=ALL_MODELS.index)
+    for h in horizons:
+        rv = wf.realized_variance[h]
+        reported = [m for m in models if wf.forecast_variance[(m, h)][-1] > 0.0]  # False for NaN
+        mask = wf.is_oos & np.isfinite(rv) & (rv > 0.0)
+        for m in reported:
+            f = wf.forecast_variance[(m, h)]
+            mask &= np.isfinite(f) & (f > 0.0)
+        n_oos = int(mask.sum())
+        for m in reported:
+            f = wf.forecast_variance[(m, h)]
+            latest = float(f[-1])
+            out.append(
+                HorizonForecast(
+                    model=m,
+                    horizon_days=int(h),
+                    annualized_vol=math.sqrt(latest),
+                    oos_qlike=qlike(rv[mask], f[mask]) if n_oos else None,
+                    oos_mse=mse(rv[mask], f[mask]) if n_oos else None,
+                    n_oos=n_oos,
+                )
+            )
+    return tuple(out)
+
+
+def select_models(
+    forecasts: Sequence[HorizonForecast], min_oos: int = 63
+) -> tuple[tuple[HorizonForecast, ...], tuple[ModelSelection, ...]]:
+    """Per horizon, use XGBoost only where its OOS QLIKE is strictly below GARCH's, else GARCH.
+
+    Needs at least ``min_oos`` out-of-sample points. Every row of the horizon gets the decision's
+    reason; exactly the chosen row gets ``selected=True``. Horizons without a GARCH row select
+    nothing and get no ``ModelSelection``.
+    """
+    rows = list(forecasts)
+    selections: list[ModelSelection] = []
+    for h in sorted({f.horizon_days for f in rows}):
+        by_model = {f.model: f for f in rows if f.horizon_days == h}
+        garch = by_model.get(MODEL_GARCH)
+        if garch is None:
+            continue
+        xgbr = by_model.get(MODEL_XGBOOST)
+        use_xgb = False
+        if xgbr is None:
+            reason = "garch: no xgboost forecast"
+        elif xgbr.oos_qlike is None or garch.oos_qlike is None or xgbr.n_oos < min_oos:
+            reason = f"garch: too few out-of-sample points to compare (n_oos={xgbr.n_oos} < {min_oos})"
+        elif xgbr.oos_qlike < garch.oos_qlike:
+            use_xgb = True
+            reason = (
+                f"xgboost: OOS QLIKE {xgbr.oos_qlike:.6g} < garch {garch.oos_qlike:.6g} (n_oos={xgbr.n_oos})"
+            )
+        else:
+            reason = (
+                f"garch: xgboost OOS QLIKE {xgbr.oos_qlike:.6g} >= garch {garch.oos_qlike:.6g} "
+                f"(n_oos={xgbr.n_oos})"
+            )
+        chosen = MODEL_XGBOOST if use_xgb else MODEL_GARCH
+        selections.append(ModelSelection(h, chosen, use_xgb, reason))
+        for i, f in enumerate(rows):
+            if f.horizon_days == h:
+                rows[i] = replace(f, selected=f.model == chosen, selection_reason=reason)
+    return tuple(rows), tuple(selections)
+
+
+def forecast_volatility(history: PriceHistory, config: VolForecastConfig | None = None) -> VolForecastResult:
+    """Walk-forward, evaluate and select: the per-symbol entry point."""
+    cfg = config or VolForecastConfig()
+    wf = walk_forward(history, cfg)
+    rows, selections = select_models(evaluate(wf, cfg.horizons), cfg.min_oos_for_selection)
+    return VolForecastResult(forecasts=rows, selections=selections, walk_forward=wf)
