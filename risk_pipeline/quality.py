@@ -429,7 +429,7 @@ class ValidationContext:
 
     partition_key: str
     sessions: tuple[dt.date, ...] = ()
-    reference_time: pd.Timestamp | None = None
+    reference_time: pd.Timestamp | Mapping[dt.date, pd.Timestamp] | None = None
     previous_close: Mapping[str, float] = field(default_factory=dict)
 
 
@@ -446,8 +446,12 @@ def _derive(name: str, typed: pd.DataFrame, ctx: ValidationContext) -> pd.DataFr
         expiry = pd.to_datetime(out["expiry"])
         as_of_date = pd.to_datetime(out["as_of_date"])
         out["_expiry_after"] = (expiry > as_of_date).fillna(False).astype(bool)
-        ref = ctx.reference_time if ctx.reference_time is not None else pd.Timestamp.now(tz="UTC")
-        out["_snapshot_age_minutes"] = (ref - out["as_of"]).dt.total_seconds() / 60.0
+        ref: Any = ctx.reference_time if ctx.reference_time is not None else pd.Timestamp.now(tz="UTC")
+        if isinstance(ref, Mapping):
+            ref = pd.to_datetime(out["as_of_date"].map(lambda d: ref.get(d)), utc=True)
+        age = ((ref - out["as_of"]).dt.total_seconds() / 60.0).to_numpy(float)
+        # a row without a reference (session outside the partition) or without as_of is not fresh
+        out["_snapshot_age_minutes"] = np.where(np.isnan(age), np.inf, age)
     if name == "event_calendar":
         raw_utc = out.get("_raw_event_time_utc")
         parsed = out["event_time"].notna()

@@ -125,7 +125,7 @@ class BsmResult:
 # ----------------------------------------------------------------------------------------------
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, error_model="numpy")
 def norm_cdf_from_exp(z: float, e: float) -> float:
     """``N(z)`` given ``e = exp(-z^2/2)``: Cody's (1969) erf/erfc rational approximations."""
     y = abs(z) * _INV_SQRT2
@@ -148,7 +148,7 @@ def norm_cdf_from_exp(z: float, e: float) -> float:
     return tail if z < 0.0 else 1.0 - tail
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, error_model="numpy")
 def norm_cdf_nb(z: float) -> float:
     """Standard normal CDF ``N(z)`` in numba (Cody 1969; relative accuracy ~1e-15 in the tails)."""
     if z != z:
@@ -160,7 +160,7 @@ def norm_cdf_nb(z: float) -> float:
     return norm_cdf_from_exp(z, math.exp(-0.5 * z * z))
 
 
-@njit(cache=True, fastmath=False, inline="always")
+@njit(cache=True, fastmath=False, error_model="numpy", inline="always")
 def _bsm_point(
     s: float, k: float, t: float, sig: float, r: float, q: float, call: bool
 ) -> tuple[float, float, float, float, float, float, float, float, float]:
@@ -208,7 +208,7 @@ def _bsm_point(
     return price, w * dq * h, 0.0, vega, theta, w * kdr * t * h, vanna, 0.0, w * q * dq * h
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, cache=True, fastmath=False, error_model="numpy")
 def _greeks_kernel(
     spot: FloatArray,
     strike: FloatArray,
@@ -253,7 +253,7 @@ def _greeks_kernel(
         charm[i] = ch
 
 
-@njit(cache=True, fastmath=False, inline="always")
+@njit(cache=True, fastmath=False, error_model="numpy", inline="always")
 def bsm_price_point(s: float, k: float, t: float, sig: float, r: float, q: float, call: bool) -> float:
     """Price of one option in numba (same formula and limits as ``bsm_greeks``)."""
     if not (s > 0.0 and k > 0.0 and sig >= 0.0 and t == t and r == r and q == q):
@@ -280,7 +280,7 @@ def bsm_price_point(s: float, k: float, t: float, sig: float, r: float, q: float
     return 0.0
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, cache=True, fastmath=False, error_model="numpy")
 def _price_kernel(
     spot: FloatArray,
     strike: FloatArray,

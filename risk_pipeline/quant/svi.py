@@ -14,7 +14,7 @@ of Gatheral's SVI model"): for fixed ``(m, sigma)`` the model is linear in ``(a,
 b*sigma)`` and is fitted by exact box-constrained linear least squares; ``(m, sigma)`` are then
 found by a multi-start bounded Nelder-Mead search. Butterfly arbitrage is checked with Durrleman's
 condition ``g(k) >= 0`` and calendar arbitrage by total variance being non-decreasing in expiry at
-fixed ``k`` (Gatheral & Jacquier 2014, "Arbitrage-free SVI volatility surfaces", sections 2.1-2.2).
+fixed ``k`` (Gatheral & Jacquier 2014, "Arbitrage-free SVI volatility surfaces").
 
 Everything here is pure numerics: numpy arrays and frozen dataclasses in, the same out.
 """
@@ -38,8 +38,8 @@ BUTTERFLY_K_WIDTH = 1.5
 BUTTERFLY_GRID_POINTS = 201
 #: ``g`` (dimensionless) and total-variance differences above ``-ARBITRAGE_TOLERANCE`` count as zero.
 ARBITRAGE_TOLERANCE = 1e-10
-#: Upper bound on the wing slopes ``b * (1 + |rho|) <= 4`` (Zeliade 2009 domain; Rogers-Tehranchi
-#: bound ``|dw/dk| <= 4`` quoted in Gatheral & Jacquier 2014).
+#: Upper bound on the wing slopes ``b * (1 + |rho|) <= 4`` (the Zeliade 2009 domain; cf. the
+#: Rogers-Tehranchi bound ``|dw/dk| <= 4``).
 MAX_WING_SLOPE = 4.0
 #: Largest ``|rho|`` reported; the Zeliade box allows ``|rho| = 1``, the raw-SVI constraint is strict.
 MAX_ABS_RHO = 1.0 - 1e-6
@@ -124,7 +124,7 @@ def _svi_derivatives(params: SviLike, k: ArrayLike) -> tuple[FloatArray, FloatAr
 
 
 def durrleman_g(params: SviLike, k: ArrayLike) -> FloatArray:
-    """Durrleman's function (Gatheral & Jacquier 2014, eq. 2.1), analytic derivatives of raw SVI.
+    """Durrleman's function (Gatheral & Jacquier 2014), with analytic derivatives of raw SVI.
 
     ``g(k) = (1 - k w' / (2 w))^2 - (w'^2 / 4) (1 / w + 1 / 4) + w'' / 2``. The slice is free of
     butterfly arbitrage iff ``g >= 0`` (and ``w -> +inf`` in the wings). Where ``w <= 0`` the
@@ -438,7 +438,7 @@ def fit_svi_slice(
 
 @dataclass(frozen=True, eq=False)
 class CalendarCheck:
-    """Calendar-arbitrage check of adjacent slices on a log-moneyness grid (Gatheral-Jacquier 2.1).
+    """Calendar-arbitrage check of adjacent slices on a log-moneyness grid (Gatheral & Jacquier 2014).
 
     A slice is flagged (``per_slice_arbitrage_free[i]`` False) when its total variance exceeds the
     next slice's, or falls below the previous slice's, at some grid point: both slices of a crossing
@@ -470,7 +470,7 @@ class SviSurface:
 
     For ``t_i <= t <= t_{i+1}``: ``w(t, k) = w_i(k) + (t - t_i) / (t_{i+1} - t_i) (w_{i+1}(k) - w_i(k))``,
     which is non-decreasing in ``t`` wherever the slices are free of calendar arbitrage
-    (Gatheral & Jacquier 2014, section 2.2). Before the first expiry ``w(t, k) = w_1(k) t / t_1``
+    (Gatheral & Jacquier 2014). Before the first expiry ``w(t, k) = w_1(k) t / t_1``
     (total variance proportional to ``t``); after the last, ``w(t, k) = w_N(k) t / t_N`` (constant
     implied volatility at each ``k``).
     """

@@ -238,8 +238,8 @@ def ewma_variance(
     """RiskMetrics (1996) EWMA one-step variances, ``n + 1`` entries.
 
     ``s_0 = seed`` (default ``r_0^2``) and ``s_t = lam s_{t-1} + (1 - lam) r_{t-1}^2``, i.e.
-    ``s_t = lam^t s_0 + (1 - lam) sum_{j<t} lam^j r_{t-1-j}^2``: ``s_t`` forecasts ``r_t^2`` from
-    ``r_0 .. r_{t-1}`` and ``s_n`` is the next-day forecast.
+    ``s_t = lam^t s_0 + (1 - lam) sum_{j<t} lam^j r_{t-1-j}^2``: for ``t >= 1``, ``s_t`` forecasts
+    ``r_t^2`` from ``r_0 .. r_{t-1}``; ``s_n`` is the next-day forecast.
     """
     r = np.asarray(returns, dtype=np.float64)
     if r.size == 0:
@@ -262,7 +262,9 @@ def fit_garch(
     """Fit zero-mean (GJR-)GARCH(1,1) with Student-t innovations with ``arch.arch_model``.
 
     Returns are rescaled to percent for the optimizer and parameters are converted back.
-    ``previous`` warm-starts the optimizer (e.g. the last walk-forward fit).
+    ``previous`` warm-starts the optimizer (e.g. the last walk-forward fit); if the fit then fails
+    or gives non-finite parameters, ``previous`` is returned with ``converged=False`` (without
+    ``previous`` a ``RuntimeError`` is raised).
     """
     r = np.asarray(returns, dtype=np.float64)
     model = arch_model(
@@ -272,9 +274,14 @@ def fit_garch(
     if previous is not None:
         head = [previous.omega * PERCENT**2, previous.alpha]
         start = np.array([*head, *([previous.gamma] if asymmetric else []), previous.beta, previous.nu])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = model.fit(disp="off", show_warning=False, starting_values=start)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = model.fit(disp="off", show_warning=False, starting_values=start)
+    except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
+        if previous is None:
+            raise RuntimeError(f"GARCH fit failed: {exc}") from exc
+        return replace(previous, converged=False)
     p = res.params
     params = GarchParams(
         omega=float(p["omega"]) / PERCENT**2,
@@ -430,6 +437,8 @@ def walk_forward(history: PriceHistory, config: VolForecastConfig | None = None)
     At each refit origin ``s`` GARCH/GJR are fitted on ``r_0 .. r_s`` (warm-started from the
     previous fit) and, per horizon ``h``, XGBoost on feature rows ``t <= s - h`` (so targets end by
     ``s``). Forecasts at origins ``t`` of the block use those fits and data through ``r_t`` only.
+    XGBoost's ``garch_vol`` feature is the GARCH filter with the parameters fitted at ``s``, for its
+    training rows as well as for the block's forecast rows.
     """
     cfg = config or VolForecastConfig()
     r = history.returns

@@ -208,3 +208,25 @@ def test_rerun_of_blocked_partition_is_idempotent_and_fixing_the_file_publishes(
     assert dict(zip(summary["check_name"], summary["n"], strict=True))["prices_positive"] == 1
     (pipeline.folder / PRICES).write_text(original)
     assert pipeline.run().success
+
+
+def test_range_backfill_as_one_run_and_rerun_gives_identical_tables(tmp_path: Path) -> None:
+    p = Pipeline(tmp_path)
+    job = p.defs.resolve_job_def("market_data_job")
+    tags = {"dagster/asset_partition_range_start": "2026-11-18", "dagster/asset_partition_range_end": DAY}
+    tables = [
+        "market_prices",
+        "option_quotes",
+        "rates_curve",
+        "dividend_yields",
+        "event_calendar",
+        "positions",
+    ]
+    snapshots = []
+    for _ in range(2):
+        result = job.execute_in_process(instance=p.instance, tags=tags, raise_on_error=False)
+        assert result.success
+        snapshots.append({t: p.warehouse.read(t).drop(columns=["run_id", "materialized_at"]) for t in tables})
+    assert len(snapshots[0]["market_prices"]) == 6 and len(snapshots[0]["option_quotes"]) == 36
+    for t in tables:
+        pd.testing.assert_frame_equal(snapshots[0][t], snapshots[1][t])

@@ -29,7 +29,7 @@ from risk_pipeline.quant.svi import (
     thin_slice_sigma,
 )
 
-#: Axel Vogt's example, Gatheral & Jacquier (2014) section 5: butterfly arbitrage at t = 1.
+#: Axel Vogt's example, Gatheral & Jacquier (2014): butterfly arbitrage at t = 1.
 VOGT = SviParams(a=-0.0410, b=0.1331, rho=0.3060, m=0.3586, sigma=0.4153)
 #: A typical equity-index smile (negative skew), arbitrage-free.
 EQUITY = SviParams(a=0.04, b=0.4, rho=-0.4, m=0.05, sigma=0.15)

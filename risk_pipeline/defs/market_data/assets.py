@@ -94,15 +94,16 @@ class OptionSnapshotConfig(dg.Config):
     reference_time: str | None = None
 
 
-def _reference_time(
-    config: OptionSnapshotConfig, session: dt.date, snapshot: dt.datetime | None
-) -> pd.Timestamp:
-    """Explicit reference, else the requested snapshot time, else the session close (capped at now)."""
+def _reference_times(
+    config: OptionSnapshotConfig, sessions: list[dt.date], snapshot: dt.datetime | None
+) -> pd.Timestamp | dict[dt.date, pd.Timestamp]:
+    """Explicit reference, else the requested snapshot time, else each session's close (capped at now)."""
     if config.reference_time:
         return pd.Timestamp(config.reference_time).tz_convert("UTC")
     if snapshot is not None:
         return pd.Timestamp(snapshot).tz_convert("UTC")
-    return min(session_close_utc(session), pd.Timestamp.now(tz="UTC"))
+    now = pd.Timestamp.now(tz="UTC")
+    return {s: min(session_close_utc(s), now) for s in sessions}
 
 
 @dg.asset(
@@ -125,7 +126,7 @@ def option_quotes(
     ctx = ValidationContext(
         partition_key=partition_label(sessions),
         sessions=tuple(sessions),
-        reference_time=_reference_time(config, sessions[-1], snapshot),
+        reference_time=_reference_times(config, sessions, snapshot),
     )
     as_of_values = (
         sorted(set(pd.to_datetime(raw["as_of"], utc=True, errors="coerce").dropna())) if len(raw) else []
