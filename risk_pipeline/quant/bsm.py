@@ -37,7 +37,7 @@ sharing one ``exp`` with the density, and a plain numpy / ``scipy.special.ndtr``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import numpy as np
@@ -122,53 +122,58 @@ class BsmResult:
 
 # ----------------------------------------------------------------------------------------------
 # numba kernels
+#
+# The per-option functions are branch-free (selects and 0/1 blends instead of if/else, every
+# intermediate finite) and inlined into the kernels, so LLVM vectorizes the contiguous loops
+# (AVX2/AVX-512) while exp/log stay correctly rounded scalar libm calls: no fastmath anywhere.
 # ----------------------------------------------------------------------------------------------
 
+_JIT = {"cache": True, "fastmath": False, "error_model": "numpy"}
 
-@njit(cache=True, fastmath=False, error_model="numpy")
+
+@njit(inline="always", **_JIT)
 def norm_cdf_from_exp(z: float, e: float) -> float:
-    """``N(z)`` given ``e = exp(-z^2/2)``: Cody's (1969) erf/erfc rational approximations."""
+    """``N(z)`` given ``e = exp(-z^2/2)``: Cody's (1969) erf/erfc rational approximations, branch-free.
+
+    Regions in ``y = |z|/sqrt(2)``: ``y <= 0.46875`` erf; ``y <= 4`` erfc with the (c, d) rational;
+    beyond, the asymptotic (p, q) rational rewritten in ``y^2`` so that one division serves all three.
+    The lower tail ``N(-|z|)`` is formed without cancellation (relative accuracy ~1e-15).
+    """
     y = abs(z) * _INV_SQRT2
-    if y <= 0.46875:
-        y2 = y * y
-        num = (((_A4 * y2 + _A0) * y2 + _A1) * y2 + _A2) * y2 + _A3
-        den = (((y2 + _B0) * y2 + _B1) * y2 + _B2) * y2 + _B3
-        return 0.5 + 0.5 * (z * _INV_SQRT2) * num / den
-    if y <= 4.0:
-        num = ((((((((_C8 * y + _C0) * y + _C1) * y + _C2) * y + _C3) * y + _C4) * y + _C5) * y + _C6) * y
-               + _C7)
-        den = (((((((y + _D0) * y + _D1) * y + _D2) * y + _D3) * y + _D4) * y + _D5) * y + _D6) * y + _D7
-        ratio = num / den
-    else:
-        iy2 = 1.0 / (y * y)
-        num = ((((_P5 * iy2 + _P0) * iy2 + _P1) * iy2 + _P2) * iy2 + _P3) * iy2 + _P4
-        den = ((((iy2 + _Q0) * iy2 + _Q1) * iy2 + _Q2) * iy2 + _Q3) * iy2 + _Q4
-        ratio = (_SQRT_PI_INV - iy2 * num / den) / y
-    tail = 0.5 * e * ratio  # N(-|z|) = erfc(|z|/sqrt 2)/2
+    m1 = np.float64(y <= 0.46875)
+    m3 = np.float64(y > 4.0)
+    m2 = 1.0 - m1 - m3
+    y1 = np.minimum(y, 0.46875)
+    w1 = y1 * y1
+    num1 = (((_A4 * w1 + _A0) * w1 + _A1) * w1 + _A2) * w1 + _A3
+    den1 = (((w1 + _B0) * w1 + _B1) * w1 + _B2) * w1 + _B3
+    y2 = np.minimum(y, 4.0)
+    num2 = (((((((_C8 * y2 + _C0) * y2 + _C1) * y2 + _C2) * y2 + _C3) * y2 + _C4) * y2 + _C5) * y2
+            + _C6) * y2 + _C7
+    den2 = (((((((y2 + _D0) * y2 + _D1) * y2 + _D2) * y2 + _D3) * y2 + _D4) * y2 + _D5) * y2 + _D6) * y2 + _D7
+    y3 = np.minimum(np.maximum(y, 4.0), 32.0)  # e == 0 beyond y = 27.3, the clamp keeps terms finite
+    w3 = y3 * y3
+    p3 = ((((_P4 * w3 + _P3) * w3 + _P2) * w3 + _P1) * w3 + _P0) * w3 + _P5
+    q3 = w3 * (((((_Q4 * w3 + _Q3) * w3 + _Q2) * w3 + _Q1) * w3 + _Q0) * w3 + 1.0)
+    ratio = (m1 * num1 + m2 * num2 + m3 * (q3 * _SQRT_PI_INV - p3)) / (m1 * den1 + m2 * den2 + m3 * q3 * y3)
+    tail = 0.5 * (m1 * (1.0 - y1 * ratio) + (1.0 - m1) * (e * ratio))  # N(-|z|)
     return tail if z < 0.0 else 1.0 - tail
 
 
-@njit(cache=True, fastmath=False, error_model="numpy")
+@njit(**_JIT)
 def norm_cdf_nb(z: float) -> float:
-    """Standard normal CDF ``N(z)`` in numba (Cody 1969; relative accuracy ~1e-15 in the tails)."""
-    if z != z:
-        return z
-    if z < -40.0:
-        return 0.0
-    if z > 40.0:
-        return 1.0
-    return norm_cdf_from_exp(z, math.exp(-0.5 * z * z))
+    """Standard normal CDF ``N(z)`` for scalar numba code (Cody 1969, relative accuracy ~1e-15)."""
+    zc = np.minimum(np.maximum(z, -40.0), 40.0)
+    return norm_cdf_from_exp(z, math.exp(-0.5 * zc * zc))
 
 
-@njit(cache=True, fastmath=False, error_model="numpy", inline="always")
+@njit(inline="always", **_JIT)
 def _bsm_point(
     s: float, k: float, t: float, sig: float, r: float, q: float, call: bool
 ) -> tuple[float, float, float, float, float, float, float, float, float]:
     """Price, delta, gamma, vega, theta, rho, vanna, volga, charm of one option (module docstring)."""
-    nan = math.nan
-    if not (s > 0.0 and k > 0.0 and sig >= 0.0 and t == t and r == r and q == q):
-        return nan, nan, nan, nan, nan, nan, nan, nan, nan
-    t = max(t, 0.0)
+    valid = (s > 0.0) & (k > 0.0) & (sig >= 0.0) & (t == t) & (r == r) & (q == q)
+    t = np.maximum(t, 0.0)
     w = 1.0 if call else -1.0
     sqt = math.sqrt(t)
     sd = sig * sqt
@@ -177,38 +182,68 @@ def _bsm_point(
     sdq = s * dq
     kdr = k * dr
     x = math.log(s / k) + (r - q) * t
-    if sd > MIN_TOTAL_STD:
-        d1 = x / sd + 0.5 * sd
-        d2 = d1 - sd
-        e1 = math.exp(-0.5 * d1 * d1)
-        fk = sdq / kdr  # F/K = exp(x): n(d2) = n(d1) F/K
-        if e1 > 1e-280 and fk < 1e280:
-            e2 = e1 * fk
-        else:
-            e2 = math.exp(-0.5 * d2 * d2)
-        nd1 = norm_cdf_from_exp(w * d1, e1)
-        nd2 = norm_cdf_from_exp(w * d2, e2)
-        pdf = _INV_SQRT_2PI * e1
-        price = w * (sdq * nd1 - kdr * nd2)
-        delta = w * dq * nd1
-        gamma = dq * pdf / (s * sd)
-        vega = sdq * pdf * sqt
-        theta = -0.5 * sdq * pdf * sig / sqt - w * r * kdr * nd2 + w * q * sdq * nd1
-        rho = w * kdr * t * nd2
-        vanna = -dq * pdf * d2 / sig
-        volga = vega * d1 * d2 / sig
-        charm = w * q * dq * nd1 - dq * pdf * ((r - q) / sd - 0.5 * d2 / t)
-        return max(price, 0.0), delta, gamma, vega, theta, rho, vanna, volga, charm
+    reg = sd > MIN_TOTAL_STD
+    # regular branch, evaluated with harmless stand-ins where it is not used
+    sds = sd if reg else 1.0
+    sigs = sig if reg else 1.0
+    ts = t if reg else 1.0
+    sqts = sqt if reg else 1.0
+    d1 = x / sds + 0.5 * sds
+    d2 = d1 - sds
+    e1 = math.exp(-0.5 * d1 * d1)
+    e2 = math.exp(-0.5 * d2 * d2)
+    nd1 = norm_cdf_from_exp(w * d1, e1)
+    nd2 = norm_cdf_from_exp(w * d2, e2)
+    pdf = _INV_SQRT_2PI * e1
+    # s -> 0 limits: H(w x) in {0, 1/2, 1}; the density term survives only at x == 0
     wx = w * x
-    h = 1.0 if wx > 0.0 else (0.5 if wx == 0.0 else 0.0)
-    price = max(w * (sdq - kdr), 0.0) if wx > 0.0 else 0.0
-    vega = sdq * sqt * _INV_SQRT_2PI if x == 0.0 else 0.0
-    vanna = 0.5 * dq * sqt * _INV_SQRT_2PI if x == 0.0 else 0.0
-    theta = w * h * (q * sdq - r * kdr)
-    return price, w * dq * h, 0.0, vega, theta, w * kdr * t * h, vanna, 0.0, w * q * dq * h
+    h = np.float64(wx > 0.0) + 0.5 * np.float64(wx == 0.0)
+    nd1 = nd1 if reg else h
+    nd2 = nd2 if reg else h
+    at_fwd = np.float64(x == 0.0) * _INV_SQRT_2PI
+    pdf = pdf if reg else at_fwd
+    price_lim = np.maximum(w * (sdq - kdr), 0.0) * np.float64(wx > 0.0)
+    price = np.maximum(w * (sdq * nd1 - kdr * nd2), 0.0)
+    price = price if reg else price_lim
+    delta = w * dq * nd1
+    gamma = dq * pdf / (s * sds) if reg else 0.0
+    vega = sdq * pdf * sqt
+    theta_sig = -0.5 * sdq * pdf * sig / sqts if reg else 0.0
+    theta = theta_sig + w * (q * sdq * nd1 - r * kdr * nd2)
+    rho = w * kdr * t * nd2
+    vanna = -dq * pdf * d2 / sigs if reg else 0.5 * dq * sqt * pdf
+    volga = vega * d1 * d2 / sigs if reg else 0.0
+    charm_pdf = dq * pdf * ((r - q) / sds - 0.5 * d2 / ts) if reg else 0.0
+    charm = w * q * dq * nd1 - charm_pdf
+    nan = np.nan
+    if valid:
+        return price, delta, gamma, vega, theta, rho, vanna, volga, charm
+    return nan, nan, nan, nan, nan, nan, nan, nan, nan
 
 
-@njit(parallel=True, cache=True, fastmath=False, error_model="numpy")
+@njit(inline="always", **_JIT)
+def bsm_price_point(s: float, k: float, t: float, sig: float, r: float, q: float, call: bool) -> float:
+    """Price of one option in numba (same formula and limits as ``bsm_greeks``), branch-free."""
+    valid = (s > 0.0) & (k > 0.0) & (sig >= 0.0) & (t == t) & (r == r) & (q == q)
+    t = np.maximum(t, 0.0)
+    w = 1.0 if call else -1.0
+    sd = sig * math.sqrt(t)
+    sdq = s * math.exp(-q * t)
+    kdr = k * math.exp(-r * t)
+    x = math.log(s / k) + (r - q) * t
+    reg = sd > MIN_TOTAL_STD
+    sds = sd if reg else 1.0
+    d1 = x / sds + 0.5 * sds
+    d2 = d1 - sds
+    e1 = math.exp(-0.5 * d1 * d1)
+    e2 = math.exp(-0.5 * d2 * d2)
+    price = np.maximum(w * (sdq * norm_cdf_from_exp(w * d1, e1) - kdr * norm_cdf_from_exp(w * d2, e2)), 0.0)
+    price_lim = np.maximum(w * (sdq - kdr), 0.0) * np.float64(w * x > 0.0)
+    price = price if reg else price_lim
+    return price if valid else np.nan
+
+
+@njit(parallel=True, **_JIT)
 def _greeks_kernel(
     spot: FloatArray,
     strike: FloatArray,
@@ -222,65 +257,29 @@ def _greeks_kernel(
     gamma: FloatArray,
     vega: FloatArray,
     theta: FloatArray,
-    tpd: FloatArray,
+    theta_per_day: FloatArray,
     rho: FloatArray,
     vanna: FloatArray,
     volga: FloatArray,
     charm: FloatArray,
 ) -> None:
-    """Fill the ten output arrays; inputs of length 1 are broadcast (index stride 0)."""
-    n = price.shape[0]
-    a0 = 1 if spot.shape[0] > 1 else 0
-    a1 = 1 if strike.shape[0] > 1 else 0
-    a2 = 1 if tau.shape[0] > 1 else 0
-    a3 = 1 if vol.shape[0] > 1 else 0
-    a4 = 1 if rate.shape[0] > 1 else 0
-    a5 = 1 if div.shape[0] > 1 else 0
-    a6 = 1 if call.shape[0] > 1 else 0
-    for i in prange(n):
-        p, de, ga, ve, th, rh, va, vo, ch = _bsm_point(
-            spot[i * a0], strike[i * a1], tau[i * a2], vol[i * a3], rate[i * a4], div[i * a5], call[i * a6]
-        )
+    """Fill the ten outputs (all arrays contiguous and of the same length)."""
+    for i in prange(spot.shape[0]):
+        p, de, ga, ve, th, rh, va, vo, ch = _bsm_point(spot[i], strike[i], tau[i], vol[i], rate[i], div[i],
+                                                       call[i])
         price[i] = p
         delta[i] = de
         gamma[i] = ga
         vega[i] = ve
         theta[i] = th
-        tpd[i] = th / 365.0
+        theta_per_day[i] = th / DAYS_PER_YEAR
         rho[i] = rh
         vanna[i] = va
         volga[i] = vo
         charm[i] = ch
 
 
-@njit(cache=True, fastmath=False, error_model="numpy", inline="always")
-def bsm_price_point(s: float, k: float, t: float, sig: float, r: float, q: float, call: bool) -> float:
-    """Price of one option in numba (same formula and limits as ``bsm_greeks``)."""
-    if not (s > 0.0 and k > 0.0 and sig >= 0.0 and t == t and r == r and q == q):
-        return math.nan
-    t = max(t, 0.0)
-    w = 1.0 if call else -1.0
-    sd = sig * math.sqrt(t)
-    sdq = s * math.exp(-q * t)
-    kdr = k * math.exp(-r * t)
-    x = math.log(s / k) + (r - q) * t
-    if sd > MIN_TOTAL_STD:
-        d1 = x / sd + 0.5 * sd
-        d2 = d1 - sd
-        e1 = math.exp(-0.5 * d1 * d1)
-        fk = sdq / kdr
-        if e1 > 1e-280 and fk < 1e280:
-            e2 = e1 * fk
-        else:
-            e2 = math.exp(-0.5 * d2 * d2)
-        price = w * (sdq * norm_cdf_from_exp(w * d1, e1) - kdr * norm_cdf_from_exp(w * d2, e2))
-        return max(price, 0.0)
-    if w * x > 0.0:
-        return max(w * (sdq - kdr), 0.0)
-    return 0.0
-
-
-@njit(parallel=True, cache=True, fastmath=False, error_model="numpy")
+@njit(parallel=True, **_JIT)
 def _price_kernel(
     spot: FloatArray,
     strike: FloatArray,
@@ -291,19 +290,9 @@ def _price_kernel(
     call: NDArray[np.bool_],
     price: FloatArray,
 ) -> None:
-    """Fill ``price``; inputs of length 1 are broadcast (index stride 0)."""
-    n = price.shape[0]
-    a0 = 1 if spot.shape[0] > 1 else 0
-    a1 = 1 if strike.shape[0] > 1 else 0
-    a2 = 1 if tau.shape[0] > 1 else 0
-    a3 = 1 if vol.shape[0] > 1 else 0
-    a4 = 1 if rate.shape[0] > 1 else 0
-    a5 = 1 if div.shape[0] > 1 else 0
-    a6 = 1 if call.shape[0] > 1 else 0
-    for i in prange(n):
-        price[i] = bsm_price_point(
-            spot[i * a0], strike[i * a1], tau[i * a2], vol[i * a3], rate[i * a4], div[i * a5], call[i * a6]
-        )
+    """Fill ``price`` (all inputs contiguous and of the same length)."""
+    for i in prange(price.shape[0]):
+        price[i] = bsm_price_point(spot[i], strike[i], tau[i], vol[i], rate[i], div[i], call[i])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -311,27 +300,16 @@ def _price_kernel(
 # ----------------------------------------------------------------------------------------------
 
 
-def broadcast_inputs(
-    *args: ArrayLike, bool_last: bool = True
-) -> tuple[tuple[int, ...], list[NDArray[np.float64] | NDArray[np.bool_]]]:
-    """Broadcast shape plus 1-D contiguous copies-or-views; size-1 inputs stay length 1 (stride 0).
+def broadcast_inputs(*args: ArrayLike) -> tuple[tuple[int, ...], list[np.ndarray]]:
+    """Broadcast shape and flat C-contiguous arrays of that size (float64; the last one bool).
 
-    The last argument is converted to ``bool`` when ``bool_last`` (the ``is_call`` flag).
+    Inputs are materialized (scalars copied out) because the kernels vectorize only over
+    contiguous unit-stride arrays.
     """
-    arrs: list[np.ndarray] = []
-    for j, a in enumerate(args):
-        dtype = np.bool_ if (bool_last and j == len(args) - 1) else np.float64
-        arrs.append(np.asarray(a, dtype=dtype))
+    arrs = [np.asarray(a, dtype=np.float64) for a in args[:-1]]
+    arrs.append(np.asarray(args[-1], dtype=np.bool_))
     shape = np.broadcast_shapes(*(a.shape for a in arrs))
-    n = math.prod(shape)
-    flat: list[np.ndarray] = []
-    for a in arrs:
-        if a.size == 1 and n != 0:
-            flat.append(np.ascontiguousarray(a.reshape(1)))
-        elif a.shape == shape:
-            flat.append(np.ascontiguousarray(a).reshape(-1))
-        else:
-            flat.append(np.ascontiguousarray(np.broadcast_to(a, shape)).reshape(-1))
+    flat = [np.ascontiguousarray(np.broadcast_to(a, shape)).reshape(-1) for a in arrs]
     return shape, flat
 
 
@@ -411,6 +389,12 @@ def _numpy_greeks(
 # ----------------------------------------------------------------------------------------------
 
 
+def _check_out(arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if arr.dtype != np.float64 or arr.shape != shape or not arr.flags.c_contiguous or not arr.flags.writeable:
+        raise ValueError(f"out arrays must be writeable C-contiguous float64 of shape {shape}")
+    return arr.reshape(-1)
+
+
 def bsm_greeks(
     spot: ArrayLike,
     strike: ArrayLike,
@@ -421,6 +405,7 @@ def bsm_greeks(
     is_call: ArrayLike,
     *,
     backend: Backend = "auto",
+    out: BsmResult | None = None,
 ) -> BsmResult:
     """European BSM price and Greeks, vectorized over broadcastable inputs (Hull ch. 19, Haug 2.1).
 
@@ -428,16 +413,23 @@ def bsm_greeks(
     compounded), ``is_call`` boolean. Each field has the broadcast shape of the inputs. Units,
     sign conventions and the ``sigma sqrt(T) -> 0`` limits are in the module docstring.
     ``backend="numba"`` (also ``"auto"``) runs the parallel kernel, ``"numpy"`` the reference.
+    ``out`` (numba backend only) receives the results in place and is returned.
     """
     if _resolve_backend(backend) == "numpy":
+        if out is not None:
+            raise ValueError("out= is supported by the numba backend only")
         return BsmResult(*_numpy_greeks(spot, strike, time_years, vol, rate, dividend_yield, is_call, False))
     shape, flat = broadcast_inputs(spot, strike, time_years, vol, rate, dividend_yield, is_call)
-    n = math.prod(shape)
-    block = np.empty((10, n), dtype=np.float64)
-    outs = list(block)
-    if n:
-        _greeks_kernel(*flat, *outs)
-    return BsmResult(*(o.reshape(shape) for o in outs))
+    if out is None:
+        block = np.empty((10, math.prod(shape)), dtype=np.float64)
+        result = BsmResult(*(row.reshape(shape) for row in block))
+        rows = list(block)
+    else:
+        result = out
+        rows = [_check_out(getattr(out, f.name), shape) for f in fields(BsmResult)]
+    if flat[0].size:
+        _greeks_kernel(*flat, *rows)
+    return result
 
 
 def bsm_price(
@@ -450,13 +442,16 @@ def bsm_price(
     is_call: ArrayLike,
     *,
     backend: Backend = "auto",
+    out: FloatArray | None = None,
 ) -> FloatArray:
     """European BSM price only (Hull ch. 15/17), same inputs, limits and backends as ``bsm_greeks``."""
     if _resolve_backend(backend) == "numpy":
+        if out is not None:
+            raise ValueError("out= is supported by the numba backend only")
         return _numpy_greeks(spot, strike, time_years, vol, rate, dividend_yield, is_call, True)[0]
     shape, flat = broadcast_inputs(spot, strike, time_years, vol, rate, dividend_yield, is_call)
-    out = np.empty(math.prod(shape), dtype=np.float64)
-    if out.size:
-        _price_kernel(*flat, out)
-    return out.reshape(shape)
-
+    result = np.empty(shape, dtype=np.float64) if out is None else out
+    target = _check_out(result, shape)
+    if target.size:
+        _price_kernel(*flat, target)
+    return result

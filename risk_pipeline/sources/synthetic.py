@@ -16,7 +16,7 @@ standardized Student-t innovations: volatility clustering, leverage (negative sh
 variance more) and fat tails. Jumps are compound Poisson (index jumps reach stocks through β);
 earnings moves land on each name's reaction session, macro moves on ``macro_event_dates`` hit the
 index and, through β, every stock. The non-event part of a day is capped at ±30 % (index ±15 %), and
-a very weak mean reversion of the log price (half-life ≈ 2 years) keeps 7-year paths tradable.
+a very weak mean reversion of the log price (half-life ≈ 1.4 years) keeps 7-year paths tradable.
 OHLC: an overnight gap (20 % of the diffusive variance plus any earnings move) then an intraday
 Brownian bridge from open to close; high and low are exact draws of that bridge's maximum and
 minimum, so ``low <= min(open, close) <= max(open, close) <= high``. Volume rises with |return|
@@ -67,7 +67,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -98,10 +99,10 @@ _NY = ZoneInfo("America/New_York")
 _NS_PER_DAY = 86_400 * 10**9
 _NS_PER_YEAR = 365 * _NS_PER_DAY
 _QUARTERLY_HORIZON_DAYS = 380
-_NICE_INCREMENTS = np.array([0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0])
+_NICE_INCREMENTS = np.array([0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0])
 _MACRO_SD = 0.012  # daily sd of a macro-day move of the market factor
 _EARNINGS_PREMIUM = 1.1  # implied / true earnings move
-_MARKET_VOL = 0.16
+_MARKET_VOL = 0.17
 _INDEX_LEVEL0 = 4200.0
 
 # Sector: (factor vol, dividend yield level, total vol range, mean beta); 8 fictional tickers each.
@@ -112,7 +113,7 @@ _SECTORS: dict[str, tuple[float, float, tuple[float, float], float]] = {
     "Energy": (0.18, 0.032, (0.28, 0.50), 1.05),
     "Consumer": (0.10, 0.016, (0.20, 0.40), 0.95),
     "Industrials": (0.11, 0.018, (0.20, 0.38), 1.10),
-    "Utilities": (0.09, 0.034, (0.15, 0.26), 0.60),
+    "Utilities": (0.09, 0.034, (0.17, 0.28), 0.60),
     "Communication": (0.12, 0.010, (0.24, 0.50), 1.15),
 }
 _TICKERS: dict[str, tuple[str, ...]] = {
@@ -155,7 +156,9 @@ class _Calendar:
 def _calendar() -> _Calendar:
     import exchange_calendars as xcals
 
-    cal = xcals.get_calendar("XNYS", start=_CAL_START.isoformat(), end=_CAL_END.isoformat())
+    with warnings.catch_warnings():  # exchange_calendars' own pandas deprecation warnings
+        warnings.simplefilter("ignore")
+        cal = xcals.get_calendar("XNYS", start=_CAL_START.isoformat(), end=_CAL_END.isoformat())
     dates = tuple(d.date() for d in cal.sessions)
     ordinals = np.array([d.toordinal() for d in dates], dtype=np.int64)
     opens = pd.DatetimeIndex(cal.opens).as_unit("ns").asi8
@@ -311,6 +314,13 @@ def _is_session(day: dt.date) -> bool:
     cal = _calendar()
     i = int(np.searchsorted(cal.ordinals, day.toordinal()))
     return i < len(cal.ordinals) and cal.ordinals[i] == day.toordinal()
+
+
+def _to_tick(price: np.ndarray, rounding: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Price on the option tick grid: 0.01 below 3.00, 0.05 from 3.00 (``rounding``: floor, ceil, round)."""
+    cents = rounding(np.round(price * 100.0, 6)) / 100.0
+    nickels = rounding(np.round(price * 20.0, 6)) / 20.0
+    return np.round(np.where(nickels >= 3.0, nickels, np.where(cents >= 3.0, 3.0, cents)), 2)
 
 
 def _fmt_strike(strike: float) -> str:
@@ -564,11 +574,11 @@ class SyntheticSource(MarketDataSource):
         # GJR-GARCH: market, one per sector, one per name; persistence alpha + gamma/2 + beta
         n_sec = len(_SECTORS)
         sector_vol = np.array([v[0] for v in _SECTORS.values()])
-        pers = np.concatenate([[0.985], rng.uniform(0.96, 0.98, n_sec), rng.uniform(0.95, 0.98, n)])
-        alpha = np.concatenate([[0.015], rng.uniform(0.02, 0.04, n_sec), rng.uniform(0.02, 0.05, n)])
-        gam = np.concatenate([[0.13], rng.uniform(0.05, 0.09, n_sec), rng.uniform(0.05, 0.10, n)])
+        pers = np.concatenate([[0.985], rng.uniform(0.96, 0.98, n_sec), rng.uniform(0.965, 0.985, n)])
+        alpha = np.concatenate([[0.02], rng.uniform(0.02, 0.04, n_sec), rng.uniform(0.03, 0.06, n)])
+        gam = np.concatenate([[0.13], rng.uniform(0.05, 0.09, n_sec), rng.uniform(0.10, 0.16, n)])
         long_run = np.concatenate([[_MARKET_VOL**2], sector_vol**2, idio_var]) / 252.0
-        nu = np.concatenate([[7.0], rng.uniform(6.0, 9.0, n_sec), rng.uniform(5.5, 9.0, n)])
+        nu = np.concatenate([[7.0], rng.uniform(6.0, 9.0, n_sec), rng.uniform(7.0, 12.0, n)])
         garch = _Garch(long_run * (1.0 - pers), alpha, gam, pers - alpha - 0.5 * gam, long_run, nu)
         # options see a variance-weighted mean reversion speed of the three components
         w_m, w_s = (beta * _MARKET_VOL) ** 2, fvol**2
@@ -662,8 +672,8 @@ class SyntheticSource(MarketDataSource):
         macro_move = np.where(macro_day, macro_size, 0.0)[:, None] * u.beta
         earn_move = np.where(earn_day, earn_size * u.earn_sd, 0.0)
         shock = core + macro_move + earn_move
-        # log price = drifting anchor + dev, dev_t = (1 - k) dev_{t-1} + shock_t (half-life ~2 years)
-        k_mr = 0.0012
+        # log price = drifting anchor + dev, dev_t = (1 - k) dev_{t-1} + shock_t (half-life ~1.4 years)
+        k_mr = 0.002
         dev = lfilter([1.0], [1.0, -(1.0 - k_mr)], shock, axis=0)
         prev_dev = np.vstack([np.zeros((1, n_sym)), dev[:-1]])
         mu = (np.concatenate([[0.07], 0.02 + 0.05 * beta_s]) - u.div0) / 252.0
@@ -736,7 +746,7 @@ class SyntheticSource(MarketDataSource):
     def _slow_processes(self, u: _Universe, n_t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Zero curves (Nelson-Siegel level/slope/curvature as OU processes), dividend yields and ρ paths."""
         rng = np.random.default_rng([self.seed, 6])
-        level = _ou(rng, 0.4, 0.0067, 0.040, (n_t,))
+        level = _ou(rng, 0.8, 0.0050, 0.040, (n_t,))
         slope = _ou(rng, 0.6, 0.0060, 0.003, (n_t,))
         curv = _ou(rng, 0.8, 0.0040, 0.000, (n_t,))
         tau = np.array(TENORS_DAYS, dtype=float) / (1.5 * 365.0)
@@ -895,12 +905,16 @@ class SyntheticSource(MarketDataSource):
         n_side = np.clip(np.round(spot * width / inc), 7, 12).astype(np.int64)
         return inc, n_side, inc * np.round(spot / inc)
 
-    def _grid_for(self, d: int, sym: np.ndarray, exp: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Strike grid of (sym, exp) on session d, fixed all day: previous close, vol state at the open."""
+    def _day_reference(self, d: int, sym: np.ndarray, exp: np.ndarray) -> dict[str, np.ndarray]:
+        """What is fixed for the whole of session d: previous close, slice at the open, strike grid."""
         h = self._history()
         s = self._surface(d, int(_calendar().opens_ns[d]), sym, exp)
         ref = h.close[d - h.sim0 - 1, sym]
-        return self._grid(ref, np.sqrt(s["theta"] / s["T"]), s["T"], self._universe().is_index[sym])
+        inc, n_side, center = self._grid(
+            ref, np.sqrt(s["theta"] / s["T"]), s["T"], self._universe().is_index[sym]
+        )
+        fwd = ref * np.exp((s["r"] - s["q"]) * s["T"])
+        return {**s, "forward": fwd, "inc": inc, "n_side": n_side, "center": center}
 
     def _contract_values(
         self,
@@ -925,7 +939,8 @@ class SyntheticSource(MarketDataSource):
         cal = _calendar()
         ts = d - h.sim0
         pair_sym, pair_exp = self._pairs(d)
-        inc, n_side, center = self._grid_for(d, pair_sym, pair_exp)
+        ref = self._day_reference(d, pair_sym, pair_exp)
+        inc, n_side, center = ref["inc"], ref["n_side"], ref["center"]
         counts = 2 * n_side + 1
         pair_of = np.repeat(np.arange(len(pair_sym)), counts)
         offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts + n_side, counts)
@@ -957,38 +972,44 @@ class SyntheticSource(MarketDataSource):
         w = _ssvi_total_variance(k, surf["theta"][p], surf["phi"][p], surf["rho"][p])
         disc = np.exp(-surf["r"][p] * T)
         price, _ = _bsm(fwd, K, w, disc, is_call)
-        x = k / np.sqrt(w)
-        ax = np.minimum(np.abs(x), 4.0)
+        ax = np.minimum(np.abs(k / np.sqrt(w)), 4.0)
         extrinsic = np.maximum(price - disc * np.maximum(np.where(is_call, fwd - K, K - fwd), 0.0), 0.0)
 
-        # open interest and day volume use per-(seed, session) noise: every snapshot of a day agrees
+        # open interest and day volume depend only on what is fixed for the day (moneyness against the
+        # previous close, the overnight gap) and per-(seed, session) noise: every snapshot agrees
+        k0 = np.log(K / ref["forward"][p])
+        x = k0 / np.sqrt(_ssvi_total_variance(k0, ref["theta"][p], ref["phi"][p], ref["rho"][p]))
+        T0 = ref["T"][p]
         rng = np.random.default_rng([self.seed, 11, d])
         cycle = np.where(
             np.isin(exp_idx, cal.quarterly), 1.3, np.where(np.isin(exp_idx, cal.monthly), 1.0, 0.45)
         )
-        otm = np.where(is_call, k > 0, k < 0)
+        otm = np.where(is_call, k0 > 0, k0 < 0)
         oi = np.floor(
             u.oi_base[sym]
             * cycle
-            * (0.15 + np.exp(-T / 0.5))
+            * (0.15 + np.exp(-T0 / 0.5))
             * np.exp(-0.5 * (x / 1.4) ** 2)
             * np.where(otm, 1.0, 0.6)
             * rng.lognormal(0.0, 0.5, n)
         )
-        big_move = 1.0 + 1.5 * np.abs(h.ret[ts, sym]) / np.sqrt(h.day_var[ts, sym])
+        gap = np.log(h.open[ts, sym] / h.close[ts - 1, sym])
+        big_move = 1.0 + 3.0 * np.abs(gap) / np.sqrt(h.day_var[ts, sym])
         day_volume = oi * 0.12 * big_move * np.exp(-0.5 * (x / 1.1) ** 2) * rng.lognormal(0.0, 0.8, n)
         elapsed = (as_of_ns - cal.opens_ns[d]) / (cal.closes_ns[d] - cal.opens_ns[d])
         volume = np.floor(day_volume * float(np.clip(elapsed, 0.0, 1.0)) ** 0.85)
 
         liq = 1.0 + 2.0 / np.sqrt(1.0 + oi / 200.0)
         half = (0.004 + 0.004 * ax) * extrinsic + 0.001 * price + 0.012 * liq * (1.0 + 0.5 * ax)
-        tick = np.where(price >= 3.0, 0.05, 0.01)
-        bid = np.round(np.maximum(np.floor((price - half) / tick + 1e-9) * tick, 0.0), 2)
-        ask = np.round(np.maximum(np.ceil((price + half) / tick - 1e-9) * tick, bid + tick), 2)
+        bid = np.maximum(_to_tick(price - half, np.floor), 0.0)
+        ask = np.maximum(_to_tick(price + half, np.ceil), bid + np.where(bid >= 3.0, 0.05, 0.01))
+        ask = np.round(ask, 2)
         minute = int((as_of_ns - cal.opens_ns[d]) // 60_000_000_000)
         jitter = np.random.default_rng([self.seed, 12, d, max(minute, 0)]).uniform(-0.4, 0.4, n)
-        last = np.round(np.round((0.5 * (bid + ask) + jitter * (ask - bid)) / tick) * tick, 2)
-        last = np.where(volume > 0, np.clip(last, np.maximum(bid, 0.01), ask), np.nan)
+        last = np.clip(
+            _to_tick(0.5 * (bid + ask) + jitter * (ask - bid), np.round), np.maximum(bid, 0.01), ask
+        )
+        last = np.where(volume > 0, last, np.nan)
 
         data = {
             "as_of": pd.to_datetime(np.full(n, as_of_ns, dtype=np.int64), utc=True),
@@ -1170,7 +1191,7 @@ class SyntheticSource(MarketDataSource):
             members = [n for n, leg in enumerate(resolved) if leg[3] == roll]
             sym = np.array([resolved[n][2] for n in members])
             exp = np.array([resolved[n][4] for n in members])
-            inc, _, _ = self._grid_for(roll, sym, exp)
+            inc = self._day_reference(roll, sym, exp)["inc"]
             close_ns = int(cal.closes_ns[roll])
             spot_all = h.close[roll - h.sim0]
             sd = np.sqrt(self._surface(roll, close_ns, sym, exp)["theta"])
