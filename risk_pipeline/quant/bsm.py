@@ -202,8 +202,8 @@ def _bsm_point(
     nd2 = nd2 if reg else h
     at_fwd = np.float64(x == 0.0) * _INV_SQRT_2PI
     pdf = pdf if reg else at_fwd
-    price_lim = np.maximum(w * (sdq - kdr), 0.0) * np.float64(wx > 0.0)
-    price = np.maximum(w * (sdq * nd1 - kdr * nd2), 0.0)
+    price_lim = np.maximum(w * (sdq - kdr), 0.0) * np.float64(wx > 0.0) + 0.0  # + 0.0: no -0.0
+    price = np.maximum(w * (sdq * nd1 - kdr * nd2), 0.0) + 0.0
     price = price if reg else price_lim
     delta = w * dq * nd1
     gamma = dq * pdf / (s * sds) if reg else 0.0
@@ -238,7 +238,7 @@ def bsm_price_point(s: float, k: float, t: float, sig: float, r: float, q: float
     e1 = math.exp(-0.5 * d1 * d1)
     e2 = math.exp(-0.5 * d2 * d2)
     price = np.maximum(w * (sdq * norm_cdf_from_exp(w * d1, e1) - kdr * norm_cdf_from_exp(w * d2, e2)), 0.0)
-    price_lim = np.maximum(w * (sdq - kdr), 0.0) * np.float64(w * x > 0.0)
+    price_lim = np.maximum(w * (sdq - kdr), 0.0) * np.float64(w * x > 0.0) + 0.0
     price = price if reg else price_lim
     return price if valid else np.nan
 
@@ -365,7 +365,7 @@ def _numpy_greeks(
         price = np.where(
             reg, w * (sdq * nd1 - kdr * nd2), np.where(wx > 0, w * (sdq - kdr), 0.0)
         )
-        price = np.maximum(price, 0.0)
+        price = np.maximum(price, 0.0) + 0.0
         if price_only:
             return (np.where(valid, price, np.nan),)
         pdf = np.where(reg, np.exp(-0.5 * d1 * d1) * _INV_SQRT_2PI, np.where(x == 0, _INV_SQRT_2PI, 0.0))

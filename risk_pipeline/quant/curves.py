@@ -1,8 +1,8 @@
 """Discounting and forwards: zero-curve interpolation, time to expiry, put-call-parity forwards.
 
 Conventions: continuously compounded zero rates; time in years ACT/365 (calendar time, as the
-pricing core uses); the zero curve is interpolated linearly in ``r(t) * t`` (log discount factor),
-which keeps forward rates piecewise flat, and extrapolated with flat rates beyond the end points.
+pricing core uses); the zero curve is interpolated linearly in the zero rate between tenors and
+extrapolated flat beyond the end points (the convention the synthetic source prices with).
 """
 
 from __future__ import annotations
@@ -23,10 +23,7 @@ def zero_rate(tenor_days: ArrayLike, rates: ArrayLike, time_years: ArrayLike) ->
         raise ValueError("curve needs matching, non-empty tenor and rate arrays")
     order = np.argsort(tenors)
     tenors, r = tenors[order], r[order]
-    log_df = np.interp(t, tenors, r * tenors)  # r(t)·t, linear between nodes
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inside = np.where(t > 0, log_df / np.where(t > 0, t, 1.0), r[0])
-    return np.where(t <= tenors[0], r[0], np.where(t >= tenors[-1], r[-1], inside))
+    return np.interp(t, tenors, r)  # np.interp is flat outside the end points
 
 
 def discount_factor(rate: ArrayLike, time_years: ArrayLike) -> FloatArray:

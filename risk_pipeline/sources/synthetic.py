@@ -31,8 +31,8 @@ Option quotes (every underlying, per snapshot):
 
 * Expiries: Friday expiries moved to Thursday on exchange holidays; the next 2 weeklies (index and
   the more liquid half of the stocks, else 1), the next 3 monthlies (third Friday) and quarterlies
-  (Mar/Jun/Sep/Dec) up to 380 days out. Strikes: 15-25 per expiry around the previous close with an
-  increment from {0.5, 1, 2.5, 5, 10, 25, 50, 100, 250} (at least 5 for the index) that widens with
+  (Mar/Jun/Sep/Dec) up to 380 days out. Strikes: 17-25 per expiry around the previous close with an
+  increment from {0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250} (at least 5 for the index) that widens with
   expiry and price; strikes held in ``positions(session)`` are listed too.
 * Underlying price at a snapshot: one Brownian-bridge path per (seed, session) from the open to the
   close on a one-minute grid, clipped to the day's [low, high].
@@ -49,18 +49,23 @@ Option quotes (every underlying, per snapshot):
   (``true_surface``). Skew is negative (ρ ≈ -0.7 for the index, -0.55 … -0.25 for stocks).
 * Prices: Black-Scholes-Merton *European* formula for every option. Single-stock options are
   American-style contracts (``exercise_style='american'``) but their synthetic quotes ignore the
-  early-exercise premium; it is small for calls on low-dividend names and for short-dated puts and
-  reaches a few cents for deep in-the-money longer-dated puts, where an American inversion of these
-  quotes gives a slightly lower vol than the generating one.
+  early-exercise premium, only flooring the European price at the immediate-exercise value
+  (max(S - K, 0) or max(K - S, 0)), so no quote sits below intrinsic. The missing premium is small
+  for calls on low-dividend names and for out-of-the-money or short-dated puts; it grows for
+  in-the-money puts with long expiries (with rates near 4-5 % it reaches a few percent of the
+  strike at one year), where an American inversion returns a lower vol than the generating one.
+  Out-of-the-money quotes recover the generating smile (``true_surface``) with either model.
 * Quotes: half-spread grows with the distance from the money and with low open interest; tick 0.01
-  below 3.00 and 0.05 from 3.00; bid floored to the tick and at 0, ask ceiled, ask > bid always.
-  Open interest and volume (cumulative to the snapshot) fall with |moneyness| and expiry; ``last``
-  lies inside the spread, NaN when volume is 0.
+  below 3.00 and 0.05 from 3.00; bid floored to the tick and at 0, ask ceiled, ask > bid always,
+  and the ask is raised where needed so the mid is never below the no-arbitrage floor. Open
+  interest (fixed for the day) and volume (cumulative to the snapshot) fall with |moneyness| and
+  expiry and rise after an overnight gap; ``last`` lies inside the spread, NaN when volume is 0.
 
 Dtypes: DATE columns hold ``datetime.date`` objects (object dtype); TIMESTAMP columns are tz-aware
-UTC pandas timestamps (``datetime64[ns, UTC]``); doubles are float64 with NaN for NULL; ``tenor_days``
-is int64; text columns hold str or None. Every frame has the contract's data columns plus
-``source_file`` and ``source_row`` (both None: generated data); ``source`` is ``synthetic(seed=N)``.
+UTC pandas timestamps (``datetime64[ns, UTC]``); doubles are float64 with NaN for NULL;
+``tenor_days`` is int64; text columns use pandas' default string dtype (missing = NaN). Every frame
+has the contract's data columns plus ``source_file`` and ``source_row`` (both None: generated
+data); ``source`` is ``synthetic(seed=N)``.
 """
 
 from __future__ import annotations
@@ -898,11 +903,11 @@ class SyntheticSource(MarketDataSource):
         spot: np.ndarray, vol: np.ndarray, T: np.ndarray, is_index: np.ndarray
     ) -> tuple[np.ndarray, ...]:
         """Strike increment, strikes per side and centre strike per (underlying, expiry)."""
-        width = np.clip(2.2 * vol * np.sqrt(T), 0.06, 0.6)
+        width = np.clip(2.5 * vol * np.sqrt(T), 0.06, 0.6)
         raw = spot * width / 10.0
         pick = np.argmin(np.abs(np.log(_NICE_INCREMENTS)[None, :] - np.log(raw)[:, None]), axis=1)
         inc = np.where(is_index, np.maximum(_NICE_INCREMENTS[pick], 5.0), _NICE_INCREMENTS[pick])
-        n_side = np.clip(np.round(spot * width / inc), 7, 12).astype(np.int64)
+        n_side = np.clip(np.round(spot * width / inc), 8, 12).astype(np.int64)
         return inc, n_side, inc * np.round(spot / inc)
 
     def _day_reference(self, d: int, sym: np.ndarray, exp: np.ndarray) -> dict[str, np.ndarray]:
@@ -931,7 +936,16 @@ class SyntheticSource(MarketDataSource):
         fwd = spot[sym] * np.exp((s["r"] - s["q"]) * s["T"])
         w = _ssvi_total_variance(np.log(strike / fwd), s["theta"], s["phi"], s["rho"])
         price, fdelta = _bsm(fwd, strike, w, np.exp(-s["r"] * s["T"]), is_call)
+        price = self._american_floor(price, spot[sym], strike, is_call, self._universe().is_index[sym])
         return price, np.exp(-s["q"] * s["T"]) * fdelta
+
+    @staticmethod
+    def _american_floor(
+        price: np.ndarray, spot: np.ndarray, strike: np.ndarray, is_call: np.ndarray, european: np.ndarray
+    ) -> np.ndarray:
+        """American contracts are worth at least their immediate-exercise value."""
+        intrinsic = np.maximum(np.where(is_call, spot - strike, strike - spot), 0.0)
+        return np.where(european, price, np.maximum(price, intrinsic))
 
     def _chain(self, d: int, as_of_ns: int) -> pd.DataFrame:
         h = self._history()
@@ -972,6 +986,7 @@ class SyntheticSource(MarketDataSource):
         w = _ssvi_total_variance(k, surf["theta"][p], surf["phi"][p], surf["rho"][p])
         disc = np.exp(-surf["r"][p] * T)
         price, _ = _bsm(fwd, K, w, disc, is_call)
+        price = self._american_floor(price, spot[sym], K, is_call, u.is_index[sym])
         ax = np.minimum(np.abs(k / np.sqrt(w)), 4.0)
         extrinsic = np.maximum(price - disc * np.maximum(np.where(is_call, fwd - K, K - fwd), 0.0), 0.0)
 
@@ -1003,7 +1018,12 @@ class SyntheticSource(MarketDataSource):
         half = (0.004 + 0.004 * ax) * extrinsic + 0.001 * price + 0.012 * liq * (1.0 + 0.5 * ax)
         bid = np.maximum(_to_tick(price - half, np.floor), 0.0)
         ask = np.maximum(_to_tick(price + half, np.ceil), bid + np.where(bid >= 3.0, 0.05, 0.01))
-        ask = np.round(ask, 2)
+        # the mid never sits below the no-arbitrage floor (discounted forward intrinsic; spot
+        # intrinsic for American contracts) even after tick rounding
+        floor = np.maximum(
+            price - extrinsic, self._american_floor(0.0 * price, spot[sym], K, is_call, u.is_index[sym])
+        )
+        ask = np.round(np.maximum(ask, _to_tick(2.0 * floor - bid, np.ceil)), 2)
         minute = int((as_of_ns - cal.opens_ns[d]) // 60_000_000_000)
         jitter = np.random.default_rng([self.seed, 12, d, max(minute, 0)]).uniform(-0.4, 0.4, n)
         last = np.clip(

@@ -230,3 +230,20 @@ def test_range_backfill_as_one_run_and_rerun_gives_identical_tables(tmp_path: Pa
     assert len(snapshots[0]["market_prices"]) == 6 and len(snapshots[0]["option_quotes"]) == 36
     for t in tables:
         pd.testing.assert_frame_equal(snapshots[0][t], snapshots[1][t])
+
+
+def test_shipped_sample_folder_passes_every_rule(tmp_path: Path) -> None:
+    from risk_pipeline.resources import PROJECT_ROOT
+
+    p = Pipeline(tmp_path)
+    p.defs = build_definitions(
+        {
+            "warehouse": WarehouseResource(url=p.url),
+            "market_data": MarketDataResource(kind="folder", folder=str(PROJECT_ROOT / "data" / "sample_folder")),
+        },
+        executor=dg.in_process_executor,
+    )
+    assert p.run("2026-11-19").success
+    assert p.run(DAY).success
+    assert p.warehouse.row_count("market_prices") == 6
+    assert p.warehouse.row_count("quarantine") == 0

@@ -7,6 +7,7 @@ the generator, using the source's own rates_curve and dividend_yields tables.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 import time
@@ -17,7 +18,7 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 from scipy.optimize import brentq
-from scipy.stats import kurtosis, norm
+from scipy.stats import kurtosis
 
 from risk_pipeline.contracts import table
 from risk_pipeline.sources.synthetic import FIRST_SESSION, LAST_SESSION, TENORS_DAYS, SyntheticSource
@@ -47,12 +48,16 @@ def chain(src: SyntheticSource) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------- helpers (independent of the module)
+def ncdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
 def bsm(s: float, k: float, t: float, r: float, q: float, vol: float, call: bool) -> float:
     d1 = (math.log(s / k) + (r - q + 0.5 * vol * vol) * t) / (vol * math.sqrt(t))
     d2 = d1 - vol * math.sqrt(t)
     if call:
-        return s * math.exp(-q * t) * norm.cdf(d1) - k * math.exp(-r * t) * norm.cdf(d2)
-    return k * math.exp(-r * t) * norm.cdf(-d2) - s * math.exp(-q * t) * norm.cdf(-d1)
+        return s * math.exp(-q * t) * ncdf(d1) - k * math.exp(-r * t) * ncdf(d2)
+    return k * math.exp(-r * t) * ncdf(-d2) - s * math.exp(-q * t) * ncdf(-d1)
 
 
 def implied_vol(price: float, s: float, k: float, t: float, r: float, q: float, call: bool) -> float:
@@ -73,11 +78,15 @@ def market_inputs(src: SyntheticSource, quotes: pd.DataFrame, session: dt.date) 
     return out
 
 
-def _session_close(day: dt.date) -> pd.Timestamp:
+@functools.cache
+def _xnys() -> object:
     import exchange_calendars as xcals
 
-    cal = xcals.get_calendar("XNYS", start="2020-01-01", end="2029-12-31")
-    return cal.session_close(pd.Timestamp(day)).tz_convert("UTC")
+    return xcals.get_calendar("XNYS", start="2020-01-01", end="2029-12-31")
+
+
+def _session_close(day: dt.date) -> pd.Timestamp:
+    return _xnys().session_close(pd.Timestamp(day)).tz_convert("UTC")  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------- contracts
@@ -286,6 +295,24 @@ def test_chain_sanity(src: SyntheticSource, chain: pd.DataFrame) -> None:
     assert chain.loc[traded, "last"].between(chain.loc[traded, "bid"], chain.loc[traded, "ask"]).all()
 
 
+def test_quotes_respect_no_arbitrage_floors(src: SyntheticSource, chain: pd.DataFrame) -> None:
+    q = market_inputs(src, chain, SESSION)
+    s, k, t = q["underlying_price"], q["strike"], q["T"]
+    call = q["option_type"] == "C"
+    fwd_intrinsic = np.where(
+        call,
+        s * np.exp(-q["q"] * t) - k * np.exp(-q["r"] * t),
+        k * np.exp(-q["r"] * t) - s * np.exp(-q["q"] * t),
+    )
+    spot_intrinsic = np.where(call, s - k, k - s)
+    floor = np.maximum(fwd_intrinsic, 0.0)
+    american = q["exercise_style"] == "american"
+    floor = np.where(american, np.maximum(floor, spot_intrinsic), floor)
+    assert (q["mid"] >= floor - 1e-9).all()
+    otm = np.where(call, k > s, k < s)
+    assert (q.loc[otm, "bid"] == 0).mean() < 0.2  # most out-of-the-money quotes have a bid
+
+
 def test_snapshots_of_a_day_agree(src: SyntheticSource) -> None:
     times = src.snapshot_times(SESSION)
     first, last = src.option_quotes(SESSION, times[0]), src.option_quotes(SESSION, times[-1])
@@ -312,19 +339,19 @@ def test_put_call_parity_index(src: SyntheticSource, chain: pd.DataFrame) -> Non
 def test_negative_skew(src: SyntheticSource, chain: pd.DataFrame) -> None:
     q = market_inputs(src, chain, SESSION)
     q = q[(q["T"] > 20 / 365) & (q["bid"] > 0)]
+
+    def nearest(rows: pd.DataFrame, log_moneyness: float, fwd: float) -> pd.Series:
+        return rows.iloc[int(np.argmin(np.abs(np.log(rows["strike"].to_numpy() / fwd) - log_moneyness)))]
+
     outcomes: dict[str, list[bool]] = {}
     for (underlying, _), g in q.groupby(["underlying", "expiry"]):
         s, t, r, d = g["underlying_price"].iloc[0], g["T"].iloc[0], g["r"].iloc[0], g["q"].iloc[0]
         fwd = s * math.exp((r - d) * t)
-        atm = g.iloc[(np.log(g["strike"] / fwd)).abs().argsort().iloc[0]]
+        atm = nearest(g, 0.0, fwd)
         vol = implied_vol(atm["mid"], s, atm["strike"], t, r, d, atm["option_type"] == "C")
         width = 0.675 * vol * math.sqrt(t)  # ~25-delta strikes
-        put = g[g["option_type"] == "P"].iloc[
-            (np.log(g.loc[g["option_type"] == "P", "strike"] / fwd) + width).abs().argsort().iloc[0]
-        ]
-        call = g[g["option_type"] == "C"].iloc[
-            (np.log(g.loc[g["option_type"] == "C", "strike"] / fwd) - width).abs().argsort().iloc[0]
-        ]
+        put = nearest(g[g["option_type"] == "P"], -width, fwd)
+        call = nearest(g[g["option_type"] == "C"], width, fwd)
         iv_put = implied_vol(put["mid"], s, put["strike"], t, r, d, False)
         iv_call = implied_vol(call["mid"], s, call["strike"], t, r, d, True)
         outcomes.setdefault(underlying, []).append(iv_put > iv_call)
