@@ -18,6 +18,7 @@ import dagster as dg
 from risk_pipeline.defs.automation.jobs import JOBS
 from risk_pipeline.defs.market_data.assets import ASSETS as MARKET_DATA_ASSETS
 from risk_pipeline.defs.serving.assets import ASSETS as SERVING_ASSETS
+from risk_pipeline.defs.volatility import ASSETS as VOLATILITY_ASSETS
 from risk_pipeline.resources import resources_from_env
 
 
@@ -35,7 +36,7 @@ def build_definitions(
 ) -> dg.Definitions:
     """The whole graph with the given resources (tests pass their own warehouse and source)."""
     return dg.Definitions(
-        assets=[*MARKET_DATA_ASSETS, *SERVING_ASSETS],
+        assets=[*MARKET_DATA_ASSETS, *VOLATILITY_ASSETS, *SERVING_ASSETS],
         jobs=JOBS,
         resources=dict(resources),
         executor=executor or executor_from_env(),

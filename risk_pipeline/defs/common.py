@@ -82,7 +82,7 @@ def check_specs(name: str) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def _markdown(frame: pd.DataFrame, limit: int = 10) -> str:
+def markdown_table(frame: pd.DataFrame, limit: int = 10) -> str:
     if frame.empty:
         return "(no rows)"
     shown = frame.head(limit).astype(object).map(lambda v: "" if v is None or v != v else str(v))
@@ -125,7 +125,7 @@ def publish_raw(
         if r.observed:
             meta["observed"] = r.observed
         if not r.passed:
-            meta["sample_rows"] = dg.MetadataValue.md(_markdown(report.sample(r)))
+            meta["sample_rows"] = dg.MetadataValue.md(markdown_table(report.sample(r)))
             meta["where"] = "; ".join(report.location(p) for p in r.failing_positions[:5]) or (
                 ", ".join(report.raw.attrs.get("source_files", [])) or "table"
             )
@@ -166,7 +166,7 @@ def publish_raw(
             "partition": validation.partition_key,
             "run_id": run_id,
             "preview": dg.MetadataValue.md(
-                _markdown(report.typed.drop(columns=["source_file", "source_row"], errors="ignore"), 5)
+                markdown_table(report.typed.drop(columns=["source_file", "source_row"], errors="ignore"), 5)
             ),
             **(extra_metadata or {}),
         },

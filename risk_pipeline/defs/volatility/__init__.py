@@ -1,0 +1,6 @@
+"""Volatility layer: implied vols, SVI surfaces, volatility forecasts."""
+
+from risk_pipeline.defs.volatility.forecasts import vol_forecasts
+from risk_pipeline.defs.volatility.surfaces import implied_vols, vol_surfaces
+
+ASSETS = [implied_vols, vol_surfaces, vol_forecasts]

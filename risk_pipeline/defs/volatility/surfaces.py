@@ -1,0 +1,447 @@
+"""Implied vols per quote and arbitrage-checked SVI surfaces per underlying."""
+
+import base64
+import datetime as dt
+import io
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from risk_pipeline.calendar import session_close_utc
+from risk_pipeline.defs.common import (
+    OWNERS,
+    PARTITIONS,
+    markdown_table,
+    table_definition_metadata,
+    table_schema,
+)
+from risk_pipeline.quant.chain import chain_implied_vols
+from risk_pipeline.quant.curves import discount_factor, forward_price, parity_forward, zero_rate
+from risk_pipeline.quant.implied_vol import IvStatus
+from risk_pipeline.quant.surfaces import UnderlyingSurface, fit_underlying, otm_mask
+from risk_pipeline.resources import WarehouseResource
+from risk_pipeline.warehouse import Warehouse
+
+GROUP = "volatility"
+
+
+class SnapshotSelection(dg.Config):
+    """Which option snapshot of the session to use (ISO-8601 UTC); default the latest stored."""
+
+    snapshot_time: str | None = None
+
+
+def snapshot_time(wh: Warehouse, session: dt.date, config: SnapshotSelection) -> pd.Timestamp:
+    if config.snapshot_time:
+        return pd.Timestamp(config.snapshot_time).tz_convert("UTC")
+    got = wh.query("SELECT MAX(as_of) AS t FROM risk.option_quotes WHERE as_of_date = ?", [session])
+    if got.empty or pd.isna(got["t"].iloc[0]):
+        raise dg.Failure(f"no option snapshot stored for session {session}: materialize option_quotes first")
+    return pd.Timestamp(got["t"].iloc[0]).tz_convert("UTC")
+
+
+def expiry_close_utc(expiries: pd.Series) -> pd.Series:
+    """Each expiry's session close (early closes included); 16:00 New York when not a session."""
+    closes = {}
+    for d in expiries.unique():
+        try:
+            closes[d] = session_close_utc(d)
+        except (ValueError, KeyError, Exception):
+            closes[d] = pd.Timestamp(dt.datetime.combine(d, dt.time(16)), tz="America/New_York").tz_convert(
+                "UTC"
+            )
+    return expiries.map(closes)
+
+
+def implied_vol_frame(quotes: pd.DataFrame, curve: pd.DataFrame, dividends: pd.DataFrame) -> pd.DataFrame:
+    """implied_vols rows for one snapshot: every input used is on the row."""
+    if curve.empty:
+        raise dg.Failure("no rates_curve rows for the session: cannot discount")
+    as_of = quotes["as_of"]
+    expiry_close = expiry_close_utc(quotes["expiry"])
+    t = ((expiry_close - as_of).dt.total_seconds() / (365.0 * 86400.0)).to_numpy(float)
+    rate = zero_rate(curve["tenor_days"].to_numpy(float), curve["zero_rate"].to_numpy(float), t)
+    q_map = dict(zip(dividends["symbol"], dividends["dividend_yield"], strict=True))
+    missing = sorted(set(quotes["underlying"]) - set(q_map))
+    if missing:
+        raise dg.Failure(f"no dividend_yields row for {missing[:10]}: cannot compute forwards")
+    q = quotes["underlying"].map(q_map).to_numpy(float)
+    spot = quotes["underlying_price"].to_numpy(float)
+    strike = quotes["strike"].to_numpy(float)
+    is_call = (quotes["option_type"] == "C").to_numpy(bool)
+    american = (quotes["exercise_style"] == "american").to_numpy(bool)
+    bid = quotes["bid"].to_numpy(float)
+    ask = quotes["ask"].to_numpy(float)
+    result, model = chain_implied_vols(bid, ask, spot, strike, t, rate, q, is_call, american)
+    out = pd.DataFrame(
+        {
+            "as_of": as_of.to_numpy(),
+            "underlying": quotes["underlying"].to_numpy(),
+            "expiry": quotes["expiry"].to_numpy(),
+            "strike": strike,
+            "option_type": quotes["option_type"].to_numpy(),
+            "bid": bid,
+            "ask": ask,
+            "mid": 0.5 * (bid + ask),
+            "spot": spot,
+            "forward": forward_price(spot, rate, q, t),
+            "time_to_expiry_years": t,
+            "rate": rate,
+            "dividend_yield": q,
+            "exercise_style": quotes["exercise_style"].to_numpy(),
+            "model": model,
+            "implied_vol": result.vol,
+            "status": [IvStatus(int(s)).name for s in result.status],
+        }
+    )
+    out["as_of"] = pd.to_datetime(out["as_of"], utc=True)
+    return out
+
+
+def parity_forwards(iv: pd.DataFrame) -> pd.DataFrame:
+    """Put-call-parity forward per European expiry next to the curve forward used."""
+    rows = []
+    euro = iv[iv["exercise_style"] == "european"]
+    for (underlying, expiry), g in euro.groupby(["underlying", "expiry"], sort=True):
+        calls = g[g["option_type"] == "C"].set_index("strike")["mid"]
+        puts = g[g["option_type"] == "P"].set_index("strike")["mid"]
+        both = calls.index.intersection(puts.index)
+        f_curve = float(g["forward"].iloc[0])
+        d = float(discount_factor(g["rate"].iloc[0], g["time_to_expiry_years"].iloc[0]))
+        f_parity = parity_forward(
+            both.to_numpy(float), calls[both].to_numpy(), puts[both].to_numpy(), d, f_curve
+        )
+        rows.append(
+            {
+                "underlying": underlying,
+                "expiry": expiry,
+                "forward": f_curve,
+                "parity_forward": f_parity,
+                "relative_difference": f_parity / f_curve - 1.0 if np.isfinite(f_parity) else np.nan,
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["underlying", "expiry", "forward", "parity_forward", "relative_difference"]
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=PARTITIONS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=["option_quotes", "rates_curve", "dividend_yields"],
+    kinds={"pandas", "numba"},
+    owners=OWNERS,
+    description=(
+        "Implied vol of every quote's mid (BSM for European, Bjerksund-Stensland 2002 for American "
+        "exercise) with the spot, forward, rate, dividend yield and time used; invalid quotes carry "
+        "NULL and a status (BELOW_INTRINSIC, ABOVE_UPPER_BOUND, ZERO_PRICE, CROSSED, EXPIRED, ...)."
+    ),
+    metadata=table_definition_metadata("implied_vols"),
+    check_specs=[
+        dg.AssetCheckSpec(
+            "forward_matches_put_call_parity",
+            asset="implied_vols",
+            description="Curve forward within 0.5 % of the put-call-parity forward of every European expiry.",
+        )
+    ],
+)
+def implied_vols(
+    context: dg.AssetExecutionContext, config: SnapshotSelection, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    wh = warehouse.get()
+    frames = []
+    for key in context.partition_keys:
+        session = dt.date.fromisoformat(key)
+        as_of = snapshot_time(wh, session, config)
+        quotes = wh.read("option_quotes", {"as_of": as_of})
+        curve = wh.read("rates_curve", {"as_of_date": session})
+        dividends = wh.read("dividend_yields", {"as_of_date": session})
+        frames.append(implied_vol_frame(quotes, curve, dividends))
+    out = pd.concat(frames, ignore_index=True)
+    snapshots = sorted(out["as_of"].unique())
+    written = wh.write(
+        "implied_vols", out, run_id=context.run.run_id, partitions=[{"as_of": t} for t in snapshots]
+    )
+    parity = parity_forwards(out)
+    worst = parity["relative_difference"].abs().max() if len(parity) else 0.0
+    bad = parity[parity["relative_difference"].abs() > 0.005]
+    status_counts = out["status"].value_counts().rename_axis("status").reset_index(name="quotes")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": written,
+            "dagster/column_schema": table_schema("implied_vols"),
+            "snapshots": ", ".join(pd.Timestamp(t).isoformat() for t in snapshots),
+            "status_counts": dg.MetadataValue.md(markdown_table(status_counts, 20)),
+            "ok_fraction": float((out["status"] == "OK").mean()),
+            "run_id": context.run.run_id,
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="forward_matches_put_call_parity",
+                passed=bad.empty,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "expiries_checked": len(parity),
+                    "worst_relative_difference": float(worst) if np.isfinite(worst) else -1.0,
+                    "outside_tolerance": dg.MetadataValue.md(markdown_table(bad, 20)),
+                },
+            )
+        ],
+    )
+
+
+# ------------------------------------------------------------------------------------------ surfaces
+def _fit_one(args: tuple[str, pd.DataFrame]) -> tuple[str, UnderlyingSurface | None, str]:
+    underlying, quotes = args
+    try:
+        return (
+            underlying,
+            fit_underlying(
+                quotes["expiry"].to_numpy(),
+                quotes["time_to_expiry_years"].to_numpy(float),
+                np.log(quotes["strike"].to_numpy(float) / quotes["forward"].to_numpy(float)),
+                quotes["implied_vol"].to_numpy(float),
+            ),
+            "",
+        )
+    except ValueError as exc:
+        return underlying, None, str(exc)
+
+
+def fit_surfaces(iv: pd.DataFrame, workers: int = 2) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """vol_surface and vol_surface_grid rows for one snapshot, and the fitted surfaces by underlying."""
+    usable = iv[(iv["status"] == "OK") & otm_mask(iv["strike"], iv["forward"], iv["option_type"] == "C")]
+    jobs = [(str(u), g) for u, g in usable.groupby("underlying", sort=True)]
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            fitted = list(pool.map(_fit_one, jobs, chunksize=2))
+    else:
+        fitted = [_fit_one(j) for j in jobs]
+    as_of = iv["as_of"].iloc[0]
+    surface_rows, grid_rows, surfaces = [], [], {}
+    for underlying, surface, error in fitted:
+        if surface is None:
+            raise dg.Failure(f"vol surface for {underlying} at {as_of}: {error}")
+        surfaces[underlying] = surface
+        quotes = usable[usable["underlying"] == underlying]
+        forwards = quotes.groupby("expiry")["forward"].first()
+        for i, (label, fit) in enumerate(zip(surface.expiry_labels, surface.fits, strict=True)):
+            surface_rows.append(
+                {
+                    "as_of": as_of,
+                    "underlying": underlying,
+                    "expiry": label,
+                    "time_to_expiry_years": fit.time_years,
+                    "forward": float(forwards[label]),
+                    "model": f"raw_svi:{fit.method}",
+                    "svi_a": fit.a,
+                    "svi_b": fit.b,
+                    "svi_rho": fit.rho,
+                    "svi_m": fit.m,
+                    "svi_sigma": fit.sigma,
+                    "rmse_vol_points": fit.rmse_vol_points,
+                    "n_quotes": fit.n_quotes,
+                    "butterfly_arbitrage_free": bool(fit.butterfly_arbitrage_free),
+                    "calendar_arbitrage_free": bool(surface.calendar.per_slice_arbitrage_free[i]),
+                    "min_durrleman_g": fit.min_durrleman_g,
+                }
+            )
+            grid_rows.append(
+                pd.DataFrame(
+                    {
+                        "as_of": as_of,
+                        "underlying": underlying,
+                        "expiry": label,
+                        "log_moneyness": surface.grid.log_moneyness,
+                        "time_to_expiry_years": fit.time_years,
+                        "implied_vol": surface.grid.implied_vol[i],
+                        "total_variance": surface.grid.total_variance[i],
+                    }
+                )
+            )
+    return pd.DataFrame(surface_rows), pd.concat(grid_rows, ignore_index=True), surfaces
+
+
+def smile_png(underlying: str, quotes: pd.DataFrame, surface: UnderlyingSurface) -> str:
+    """A small PNG (base64) of quoted OTM vols and the fitted smiles, one line per expiry."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 2.8), dpi=72)
+    k_grid = np.linspace(-0.6, 0.6, 121)
+    for label, fit in list(zip(surface.expiry_labels, surface.fits, strict=True))[:6]:
+        q = quotes[quotes["expiry"] == label]
+        k = np.log(q["strike"] / q["forward"])
+        (line,) = ax.plot(
+            k_grid, np.sqrt(np.maximum(_w(fit, k_grid), 0) / fit.time_years) * 100, lw=1, label=str(label)
+        )
+        ax.scatter(k, q["implied_vol"] * 100, s=5, color=line.get_color())
+    ax.set_xlabel("ln(K/F)")
+    ax.set_ylabel("implied vol (%)")
+    ax.set_title(f"{underlying} smiles", fontsize=9)
+    ax.legend(fontsize=5, loc="upper right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _w(fit: Any, k: np.ndarray) -> np.ndarray:
+    from risk_pipeline.quant.svi import svi_total_variance
+
+    return svi_total_variance(fit, k)
+
+
+class SurfaceSettings(dg.Config):
+    """Snapshot (default the session's latest), fit-quality bound and parallelism of the fit."""
+
+    snapshot_time: str | None = None
+    max_rmse_vol_points: float = 2.0
+    workers: int = 2
+    smile_plots: bool = True
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "vol_surface",
+            group_name=GROUP,
+            deps=["implied_vols"],
+            kinds={"pandas", "scipy"},
+            owners=OWNERS,
+            description=(
+                "Raw-SVI slice per underlying and expiry fitted to out-of-the-money mid vols (vega "
+                "weighted), with fit RMSE in vol points and butterfly (Durrleman g >= 0) and calendar "
+                "(total variance non-decreasing in expiry) arbitrage flags."
+            ),
+            metadata=table_definition_metadata("vol_surface"),
+        ),
+        dg.AssetSpec(
+            "vol_surface_grid",
+            group_name=GROUP,
+            deps=["vol_surface"],
+            kinds={"pandas"},
+            owners=OWNERS,
+            description="The fitted surface on ln(K/F) from -0.6 to 0.6 (step 0.05) for every expiry.",
+            metadata=table_definition_metadata("vol_surface_grid"),
+        ),
+    ],
+    partitions_def=PARTITIONS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    check_specs=[
+        dg.AssetCheckSpec(
+            "grid_vols_finite",
+            asset="vol_surface_grid",
+            blocking=True,
+            description="No NaN or non-positive vol anywhere on the grid.",
+        ),
+        dg.AssetCheckSpec(
+            "fit_rmse_within_bound",
+            asset="vol_surface",
+            blocking=True,
+            description="Every slice's fit RMSE under the configured bound (vol points).",
+        ),
+        dg.AssetCheckSpec(
+            "arbitrage_free",
+            asset="vol_surface",
+            description="Butterfly and calendar arbitrage flags (warning only).",
+        ),
+    ],
+)
+def vol_surfaces(
+    context: dg.AssetExecutionContext, config: SurfaceSettings, warehouse: WarehouseResource
+) -> Any:
+    wh = warehouse.get()
+    surface_frames, grid_frames, plots = [], [], {}
+    for key in context.partition_keys:
+        session = dt.date.fromisoformat(key)
+        as_of = snapshot_time(wh, session, SnapshotSelection(snapshot_time=config.snapshot_time))
+        iv = wh.read("implied_vols", {"as_of": as_of})
+        if iv.empty:
+            raise dg.Failure(
+                f"no implied_vols stored for snapshot {as_of.isoformat()}: materialize implied_vols"
+            )
+        surface_rows, grid_rows, surfaces = fit_surfaces(iv, config.workers)
+        surface_frames.append(surface_rows)
+        grid_frames.append(grid_rows)
+        if config.smile_plots and key == context.partition_keys[-1]:
+            usable = iv[
+                (iv["status"] == "OK") & otm_mask(iv["strike"], iv["forward"], iv["option_type"] == "C")
+            ]
+            for u, s in surfaces.items():
+                plots[u] = smile_png(u, usable[usable["underlying"] == u], s)
+    surface = pd.concat(surface_frames, ignore_index=True)
+    grid = pd.concat(grid_frames, ignore_index=True)
+    snapshots = [{"as_of": t} for t in sorted(surface["as_of"].unique())]
+    run_id = context.run.run_id
+    n_surface = wh.write("vol_surface", surface, run_id=run_id, partitions=snapshots)
+    n_grid = wh.write("vol_surface_grid", grid, run_id=run_id, partitions=snapshots)
+    quality = (
+        surface.groupby("underlying")
+        .agg(
+            expiries=("expiry", "count"),
+            mean_rmse_vol_pts=("rmse_vol_points", "mean"),
+            max_rmse_vol_pts=("rmse_vol_points", "max"),
+            butterfly_ok=("butterfly_arbitrage_free", "all"),
+            calendar_ok=("calendar_arbitrage_free", "all"),
+        )
+        .reset_index()
+        .round(3)
+    )
+    plot_md = "\n\n".join(f"**{u}**\n\n![{u}](data:image/png;base64,{png})" for u, png in plots.items())
+    yield dg.MaterializeResult(
+        asset_key="vol_surface",
+        metadata={
+            "dagster/row_count": n_surface,
+            "fit_quality": dg.MetadataValue.md(markdown_table(quality, 200)),
+            "smiles": dg.MetadataValue.md(plot_md or "(plots disabled)"),
+            "run_id": run_id,
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="vol_surface_grid", metadata={"dagster/row_count": n_grid, "run_id": run_id}
+    )
+    bad_grid = grid[~(np.isfinite(grid["implied_vol"]) & (grid["implied_vol"] > 0))]
+    yield dg.AssetCheckResult(
+        check_name="grid_vols_finite",
+        asset_key="vol_surface_grid",
+        passed=bad_grid.empty,
+        metadata={"bad_points": len(bad_grid), "sample": dg.MetadataValue.md(markdown_table(bad_grid, 10))},
+    )
+    too_rough = surface[surface["rmse_vol_points"] > config.max_rmse_vol_points]
+    yield dg.AssetCheckResult(
+        check_name="fit_rmse_within_bound",
+        asset_key="vol_surface",
+        passed=too_rough.empty,
+        metadata={
+            "bound_vol_points": config.max_rmse_vol_points,
+            "worst_rmse_vol_points": float(surface["rmse_vol_points"].max()),
+            "slices_over_bound": dg.MetadataValue.md(
+                markdown_table(too_rough[["underlying", "expiry", "rmse_vol_points", "n_quotes"]], 20)
+            ),
+        },
+    )
+    arb = surface[~(surface["butterfly_arbitrage_free"] & surface["calendar_arbitrage_free"])]
+    yield dg.AssetCheckResult(
+        check_name="arbitrage_free",
+        asset_key="vol_surface",
+        passed=arb.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "slices_with_arbitrage": len(arb),
+            "butterfly_violations": int((~surface["butterfly_arbitrage_free"]).sum()),
+            "calendar_violations": int((~surface["calendar_arbitrage_free"]).sum()),
+            "slices": dg.MetadataValue.md(
+                markdown_table(
+                    arb[["underlying", "expiry", "min_durrleman_g", "calendar_arbitrage_free"]], 20
+                )
+            ),
+        },
+    )

@@ -1,0 +1,925 @@
+"""Implied volatility: European quotes by Jäckel's "Let's be rational", American quotes by bracketing.
+
+European (``implied_vol``, ``implied_vol_black76``): P. Jäckel, "Let's be rational", Wilmott (2015)
+63-73 and the author's reference implementation (2013-2014, "Permission to use, copy, modify, and
+distribute this software is freely granted, provided that this notice is preserved."), ported to
+numba. The quote is normalised to ``beta = price / (e^{-rT} sqrt(F K))`` at log-moneyness
+``x = ln(F/K)``, in-the-money quotes are mapped to out-of-the-money ones by subtracting the
+normalised intrinsic, a four-branch rational-cubic initial guess is refined by Householder steps of
+order 4 on branch-specific objectives, bracketed with bisection fallback. The normalised Black
+function uses Jäckel's asymptotic and small-``t`` expansions and W. J. Cody's erfc/erfcx (Math.
+Comp. 23, 1969), the inverse normal CDF is Wichura's AS241 (Appl. Statist. 37, 1988).
+Convergence is to about machine precision in ``sigma sqrt(T)`` (two iterations typically).
+
+American (``implied_vol_american``): Illinois-modified regula falsi on the Bjerksund-Stensland price
+of ``american.py``, bracketed between volatility 0 and the European implied volatility of the same
+price (an upper bound since American >= European), expanded when the quote exceeds the European
+upper bound.
+
+Invalid quotes get ``vol = NaN`` and a non-zero ``IvStatus``; checks are made in normalised space
+against the discounted-forward bounds ``e^{-rT} max(w (F - K), 0) < price < e^{-rT} (F if call else K)``
+(American: ``max(w (S - K), 0, European lower bound) < price < (S if call else K)``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Literal
+
+import numpy as np
+from numba import njit, prange
+from numpy.typing import ArrayLike, NDArray
+
+from risk_pipeline.quant.american import Method, _method_code, american_price_point
+from risk_pipeline.quant.bsm import FloatArray, broadcast_inputs
+
+_JIT = {"cache": True, "fastmath": False, "error_model": "numpy"}
+
+_DBL_EPSILON = float(np.finfo(np.float64).eps)
+_DBL_MIN = float(np.finfo(np.float64).tiny)
+_DBL_MAX = float(np.finfo(np.float64).max)
+_SQRT_DBL_EPSILON = math.sqrt(_DBL_EPSILON)
+_FOURTH_ROOT_DBL_EPSILON = math.sqrt(_SQRT_DBL_EPSILON)
+_SIXTEENTH_ROOT_DBL_EPSILON = math.sqrt(math.sqrt(_FOURTH_ROOT_DBL_EPSILON))
+_SQRT_DBL_MAX = math.sqrt(_DBL_MAX)
+_ONE_OVER_SQRT_TWO = 1.0 / math.sqrt(2.0)
+_ONE_OVER_SQRT_TWO_PI = 1.0 / math.sqrt(2.0 * math.pi)
+_SQRT_TWO_PI = math.sqrt(2.0 * math.pi)
+_TWO_PI = 2.0 * math.pi
+_SQRT_PI_OVER_TWO = math.sqrt(math.pi / 2.0)
+_SQRT_THREE = math.sqrt(3.0)
+_SQRT_ONE_OVER_THREE = math.sqrt(1.0 / 3.0)
+_TWO_PI_OVER_SQRT_TWENTY_SEVEN = 2.0 * math.pi / math.sqrt(27.0)
+_PI_OVER_SIX = math.pi / 6.0
+_ASYMPTOTIC_EXPANSION_ACCURACY_THRESHOLD = -10.0
+_SMALL_T_EXPANSION_THRESHOLD = 2.0 * _SIXTEENTH_ROOT_DBL_EPSILON
+_MIN_RATIONAL_CUBIC_R = -(1.0 - _SQRT_DBL_EPSILON)
+_MAX_RATIONAL_CUBIC_R = 2.0 / (_DBL_EPSILON * _DBL_EPSILON)
+
+#: The iteration stops once a Householder step is below this fraction of ``sigma sqrt(T)``: the
+#: order-4 step leaves an error of order step^4, far below double precision. Not reaching it within
+#: the iteration limit is ``NOT_CONVERGED``.
+STOP_STEP = 1e-4
+#: Default Householder iteration limit (Jäckel: 2 suffice; the rest is bisection safety).
+DEFAULT_MAX_ITERATIONS = 10
+
+
+class IvStatus(IntEnum):
+    """Outcome per quote; every non-``OK`` quote has ``vol = NaN``."""
+
+    OK = 0
+    BELOW_INTRINSIC = 1  # price below the (discounted forward / immediate-exercise) intrinsic value
+    ABOVE_UPPER_BOUND = 2  # price at or above e^{-qT} S (call) / e^{-rT} K (put); American: S / K
+    ZERO_PRICE = 3  # zero price, zero bid, or zero time value: volatility not identifiable
+    CROSSED = 4  # bid > ask
+    EXPIRED = 5  # time_years <= 0
+    NOT_CONVERGED = 6  # iteration limit reached without convergence
+    INVALID_INPUT = 7  # NaN input, non-positive spot/forward/strike, ask < 0
+
+
+@dataclass(frozen=True)
+class ImpliedVolResult:
+    """Implied volatilities (NaN where ``status != OK``), ``IvStatus`` codes, most iterations used."""
+
+    vol: FloatArray
+    status: NDArray[np.int8]
+    iterations: int
+
+
+# ----------------------------------------------------------------------------------------------
+# special functions (Cody 1969 erfc/erfcx, AS241 inverse normal)
+# ----------------------------------------------------------------------------------------------
+
+_CA = (3.1611237438705656, 113.864154151050156, 377.485237685302021, 3209.37758913846947,
+       0.185777706184603153)
+_CB = (23.6012909523441209, 244.024637934444173, 1282.61652607737228, 2844.23683343917062)
+_CC = (0.564188496988670089, 8.88314979438837594, 66.1191906371416295, 298.635138197400131,
+       881.95222124176909, 1712.04761263407058, 2051.07837782607147, 1230.33935479799725,
+       2.15311535474403846e-8)
+_CD = (15.7449261107098347, 117.693950891312499, 537.181101862009858, 1621.38957456669019,
+       3290.79923573345963, 4362.61909014324716, 3439.36767414372164, 1230.33935480374942)
+_CP = (0.305326634961232344, 0.360344899949804439, 0.125781726111229246, 0.0160837851487422766,
+       6.58749161529837803e-4, 0.0163153871373020978)
+_CQ = (2.56852019228982242, 1.87295284992346047, 0.527905102951428412, 0.0605183413124413191,
+       0.00233520497626869185)
+
+
+@njit(**_JIT)
+def _exp_minus_square(y: float) -> float:
+    """``exp(-y^2)`` to full relative accuracy: Dekker's exact ``y^2 = hi + lo`` then ``e^{-hi}(1 - lo)``.
+
+    Replaces Cody's ``exp(-ysq^2) exp(-del)`` split with one ``exp`` (valid for ``|y| < 1e150``).
+    """
+    hi = y * y
+    c = 134217729.0 * y  # 2^27 + 1
+    yh = c - (c - y)
+    yl = y - yh
+    lo = ((yh * yh - hi) + 2.0 * yh * yl) + yl * yl
+    return math.exp(-hi) * (1.0 - lo)
+
+
+@njit(**_JIT)
+def _calerf(x: float, jint: int) -> float:
+    """Cody's CALERF: ``erfc(x)`` for ``jint == 1``, ``erfcx(x) = exp(x^2) erfc(x)`` for ``jint == 2``.
+
+    ``exp(-y^2)`` factors come from ``_exp_minus_square`` (one ``exp``, same accuracy as Cody's split).
+    """
+    y = abs(x)
+    if y <= 0.46875:
+        ysq = y * y if y > 1.11e-16 else 0.0
+        xnum = _CA[4] * ysq
+        xden = ysq
+        for i in range(3):
+            xnum = (xnum + _CA[i]) * ysq
+            xden = (xden + _CB[i]) * ysq
+        result = 1.0 - x * (xnum + _CA[3]) / (xden + _CB[3])
+        return math.exp(ysq) * result if jint == 2 else result
+    if y <= 4.0:
+        xnum = _CC[8] * y
+        xden = y
+        for i in range(7):
+            xnum = (xnum + _CC[i]) * y
+            xden = (xden + _CD[i]) * y
+        result = (xnum + _CC[7]) / (xden + _CD[7])
+        if jint != 2:
+            result = _exp_minus_square(y) * result
+    else:
+        result = 0.0
+        skip = False
+        if y >= 26.543:
+            if jint != 2 or y >= 2.53e307:
+                skip = True
+            elif y >= 6.71e7:
+                result = 0.56418958354775628695 / y
+                skip = True
+        if not skip:
+            ysq = 1.0 / (y * y)
+            xnum = _CP[5] * ysq
+            xden = ysq
+            for i in range(4):
+                xnum = (xnum + _CP[i]) * ysq
+                xden = (xden + _CQ[i]) * ysq
+            result = ysq * (xnum + _CP[4]) / (xden + _CQ[4])
+            result = (0.56418958354775628695 - result) / y
+            if jint != 2:
+                result = _exp_minus_square(y) * result
+    if jint == 1:
+        return 2.0 - result if x < 0.0 else result
+    if x < 0.0:
+        if x < -26.628:
+            return _DBL_MAX
+        yy = 1.0 / _exp_minus_square(x)
+        return yy + yy - result
+    return result
+
+
+@njit(**_JIT)
+def _erfc(x: float) -> float:
+    return _calerf(x, 1)
+
+
+@njit(**_JIT)
+def _erfcx(x: float) -> float:
+    return _calerf(x, 2)
+
+
+@njit(**_JIT)
+def _norm_pdf(x: float) -> float:
+    return _ONE_OVER_SQRT_TWO_PI * math.exp(-0.5 * x * x)
+
+
+@njit(**_JIT)
+def _norm_cdf(z: float) -> float:
+    """``N(z)``; below -10 the asymptotic series of Abramowitz-Stegun 26.2.12 (as in Jäckel's code)."""
+    if z <= -10.0:
+        total = 1.0
+        if z >= -1.0 / _SQRT_DBL_EPSILON:
+            zsqr = z * z
+            i = 1.0
+            g = 1.0
+            a = _DBL_MAX
+            while True:
+                lasta = a
+                xx = (4.0 * i - 3.0) / zsqr
+                yy = xx * ((4.0 * i - 1.0) / zsqr)
+                a = g * (xx - yy)
+                total -= a
+                g *= yy
+                i += 1.0
+                a = abs(a)
+                if not (lasta > a and a >= abs(total * _DBL_EPSILON)):
+                    break
+        return -_norm_pdf(z) * total / z
+    return 0.5 * _erfc(-z * _ONE_OVER_SQRT_TWO)
+
+
+@njit(**_JIT)
+def _inverse_norm_cdf(u: float) -> float:
+    """Wichura's AS241 (PPND16), about 1e-16 relative accuracy."""
+    if u <= 0.0:
+        return -math.inf
+    if u >= 1.0:
+        return math.inf
+    q = u - 0.5
+    if abs(q) <= 0.425:
+        r = 0.180625 - q * q
+        return q * (((((((2.5090809287301226727e3 * r + 3.3430575583588128105e4) * r
+                         + 6.7265770927008700853e4) * r + 4.5921953931549871457e4) * r
+                       + 1.3731693765509461125e4) * r + 1.9715909503065514427e3) * r
+                     + 1.3314166789178437745e2) * r + 3.3871328727963666080e0) / (
+            ((((((5.2264952788528545610e3 * r + 2.8729085735721942674e4) * r + 3.9307895800092710610e4) * r
+                + 2.1213794301586595867e4) * r + 5.3941960214247511077e3) * r
+              + 6.8718700749205790830e2) * r + 4.2313330701600911252e1) * r + 1.0)
+    r = u if q < 0.0 else 1.0 - u
+    r = math.sqrt(-math.log(r))
+    if r < 5.0:
+        r -= 1.6
+        ret = (((((((7.74545014278341407640e-4 * r + 2.27238449892691845833e-2) * r
+                    + 2.41780725177450611770e-1) * r + 1.27045825245236838258e0) * r
+                  + 3.64784832476320460504e0) * r + 5.76949722146069140550e0) * r
+                + 4.63033784615654529590e0) * r + 1.42343711074968357734e0) / (
+            ((((((1.05075007164441684324e-9 * r + 5.47593808499534494600e-4) * r
+                 + 1.51986665636164571966e-2) * r + 1.48103976427480074590e-1) * r
+               + 6.89767334985100004550e-1) * r + 1.67638483018380384940e0) * r
+             + 2.05319162663775882187e0) * r + 1.0)
+    else:
+        r -= 5.0
+        ret = (((((((2.01033439929228813265e-7 * r + 2.71155556874348757815e-5) * r
+                    + 1.24266094738807843860e-3) * r + 2.65321895265761230930e-2) * r
+                  + 2.96560571828504891230e-1) * r + 1.78482653991729133580e0) * r
+                + 5.46378491116411436990e0) * r + 6.65790464350110377720e0) / (
+            ((((((2.04426310338993978564e-15 * r + 1.42151175831644588870e-7) * r
+                 + 1.84631831751005468180e-5) * r + 7.86869131145613259100e-4) * r
+               + 1.48753612908506148525e-2) * r + 1.36929880922735805310e-1) * r
+             + 5.99832206555887937690e-1) * r + 1.0)
+    return -ret if q < 0.0 else ret
+
+
+# ----------------------------------------------------------------------------------------------
+# normalised Black function (Jäckel 2015, section 2)
+# ----------------------------------------------------------------------------------------------
+
+
+@njit(**_JIT)
+def _normalised_intrinsic(x: float, q: float) -> float:
+    """``max(q (e^{x/2} - e^{-x/2}), 0)`` with a Taylor series for small ``|x|``."""
+    if q * x <= 0.0:
+        return 0.0
+    x2 = x * x
+    if x2 < 98.0 * _FOURTH_ROOT_DBL_EPSILON:
+        v = x * (1.0 + x2 * ((1.0 / 24.0) + x2 * ((1.0 / 1920.0) + x2 * ((1.0 / 322560.0)
+                                                                      + (1.0 / 92897280.0) * x2))))
+        return abs(max(q * v, 0.0))
+    b_max = math.exp(0.5 * x)
+    return abs(max(q * (b_max - 1.0 / b_max), 0.0))
+
+
+def _asymptotic_coefficients() -> FloatArray:
+    """Row ``k`` holds ``P_k(e) = (-1)^k 2 sum_j C(2k+1, 2j+1) e^j`` (Jäckel's 17-term expansion)."""
+    c = np.zeros((18, 18))
+    for k in range(1, 18):
+        for j in range(k + 1):
+            c[k, j] = (-1) ** k * 2.0 * math.comb(2 * k + 1, 2 * j + 1)
+    return c
+
+
+_ASYMPTOTIC = _asymptotic_coefficients()
+
+
+@njit(**_JIT)
+def _asymptotic_expansion(h: float, t: float) -> float:
+    """Normalised Black call for ``h < -10``: Jäckel (2015) eq. (2.8)-(2.9), 17 terms.
+
+    ``b = n(h) n(t)-scaled (t/r) (2 + q T_1)`` with ``T_k = P_k(e) + (2k+1) q T_{k+1}``,
+    ``e = (t/h)^2``, ``r = (h+t)(h-t)``, ``q = (h/r)^2``.
+    """
+    e = (t / h) * (t / h)
+    r = (h + t) * (h - t)
+    q = (h / r) * (h / r)
+    acc = 0.0
+    for k in range(17, 0, -1):
+        pk = _ASYMPTOTIC[k, k]
+        for j in range(k - 1, -1, -1):
+            pk = pk * e + _ASYMPTOTIC[k, j]
+        acc = pk + (2.0 * k + 1.0) * q * acc if k < 17 else pk
+    total = 2.0 + q * acc
+    b = _ONE_OVER_SQRT_TWO_PI * math.exp(-0.5 * (h * h + t * t)) * (t / r) * total
+    return abs(max(b, 0.0))
+
+
+@njit(**_JIT)
+def _small_t_expansion(h: float, t: float) -> float:
+    """Normalised Black call for small ``t = s/2``: Jäckel (2015) eq. (2.11)-(2.12), to ``t^13``."""
+    a = 1.0 + h * (0.5 * _SQRT_TWO_PI) * _erfcx(-_ONE_OVER_SQRT_TWO * h)
+    w = t * t
+    h2 = h * h
+    c1 = (-1.0 + 3.0 * a + a * h2) / 6.0
+    c2 = (-7.0 + 15.0 * a + h2 * (-1.0 + 10.0 * a + a * h2)) / 120.0
+    c3 = (-57.0 + 105.0 * a + h2 * (-18.0 + 105.0 * a + h2 * (-1.0 + 21.0 * a + a * h2))) / 5040.0
+    c4 = (-561.0 + 945.0 * a + h2 * (-285.0 + 1260.0 * a + h2 * (-33.0 + 378.0 * a + h2 * (
+        -1.0 + 36.0 * a + a * h2)))) / 362880.0
+    c5 = (-6555.0 + 10395.0 * a + h2 * (-4680.0 + 17325.0 * a + h2 * (-840.0 + 6930.0 * a + h2 * (
+        -52.0 + 990.0 * a + h2 * (-1.0 + 55.0 * a + a * h2))))) / 39916800.0
+    c6 = (-89055.0 + 135135.0 * a + h2 * (-82845.0 + 270270.0 * a + h2 * (-20370.0 + 135135.0 * a + h2 * (
+        -1926.0 + 25740.0 * a + h2 * (-75.0 + 2145.0 * a + h2 * (-1.0 + 78.0 * a + a * h2)))))) / 6227020800.0
+    expansion = 2.0 * t * (a + w * (c1 + w * (c2 + w * (c3 + w * (c4 + w * (c5 + w * c6))))))
+    b = _ONE_OVER_SQRT_TWO_PI * math.exp(-0.5 * (h * h + t * t)) * expansion
+    return abs(max(b, 0.0))
+
+
+@njit(**_JIT)
+def _normalised_black_call_cody(x: float, s: float, e_half: float, e_mhalf: float) -> float:
+    """``b(x, s)`` from Cody's erfc/erfcx choosing per term the accurate form (Jäckel's regions 3-4).
+
+    ``e_half = exp(x/2)`` and ``e_mhalf = exp(-x/2)`` are passed in (fixed during an inversion).
+    """
+    threshold = 0.46875
+    h = x / s
+    t = 0.5 * s
+    q1 = -_ONE_OVER_SQRT_TWO * (h + t)
+    q2 = -_ONE_OVER_SQRT_TWO * (h - t)
+    if q1 < threshold:
+        if q2 < threshold:
+            two_b = e_half * _erfc(q1) - e_mhalf * _erfc(q2)
+        else:
+            two_b = e_half * _erfc(q1) - math.exp(-0.5 * (h * h + t * t)) * _erfcx(q2)
+    elif q2 < threshold:
+        two_b = math.exp(-0.5 * (h * h + t * t)) * _erfcx(q1) - e_mhalf * _erfc(q2)
+    else:
+        two_b = math.exp(-0.5 * (h * h + t * t)) * (_erfcx(q1) - _erfcx(q2))
+    return abs(max(0.5 * two_b, 0.0))
+
+
+@njit(**_JIT)
+def _normalised_black_otm(x: float, s: float, e_half: float, e_mhalf: float) -> float:
+    """``b(x, s)`` for ``x <= 0`` (Jäckel's four regions); ``e_half = exp(x/2)``, ``e_mhalf = exp(-x/2)``."""
+    if s <= 0.0:
+        return 0.0
+    if x < s * _ASYMPTOTIC_EXPANSION_ACCURACY_THRESHOLD and 0.5 * s * s + x < s * (
+        _SMALL_T_EXPANSION_THRESHOLD + _ASYMPTOTIC_EXPANSION_ACCURACY_THRESHOLD
+    ):
+        return _asymptotic_expansion(x / s, 0.5 * s)
+    if 0.5 * s < _SMALL_T_EXPANSION_THRESHOLD:
+        return _small_t_expansion(x / s, 0.5 * s)
+    return _normalised_black_call_cody(x, s, e_half, e_mhalf)
+
+
+@njit(**_JIT)
+def normalised_black_call(x: float, s: float) -> float:
+    """Normalised undiscounted Black call ``e^{x/2} N(x/s + s/2) - e^{-x/2} N(x/s - s/2)``, accurate.
+
+    In-the-money: intrinsic plus the out-of-the-money value at ``-x`` (put-call parity).
+    """
+    itm = _normalised_intrinsic(x, 1.0) if x > 0.0 else 0.0
+    ax = abs(x)
+    return itm + _normalised_black_otm(-ax, s, math.exp(-0.5 * ax), math.exp(0.5 * ax))
+
+
+@njit(**_JIT)
+def _normalised_vega(x: float, s: float) -> float:
+    """``db/ds = exp(-x^2/(2 s^2) - s^2/8) / sqrt(2 pi)``."""
+    ax = abs(x)
+    if ax <= 0.0:
+        return _ONE_OVER_SQRT_TWO_PI * math.exp(-0.125 * s * s)
+    if s <= 0.0 or s <= ax * math.sqrt(_DBL_MIN):
+        return 0.0
+    return _ONE_OVER_SQRT_TWO_PI * math.exp(-0.5 * ((x / s) ** 2 + (0.5 * s) ** 2))
+
+
+# ----------------------------------------------------------------------------------------------
+# rational cubic interpolation (Delbourgo & Gregory 1985, as used by Jäckel)
+# ----------------------------------------------------------------------------------------------
+
+
+@njit(**_JIT)
+def _is_zero(x: float) -> bool:
+    return abs(x) < _DBL_MIN
+
+
+@njit(**_JIT)
+def _rational_cubic_interpolation(x: float, x_l: float, x_r: float, y_l: float, y_r: float, d_l: float,
+                                  d_r: float, r: float) -> float:
+    h = x_r - x_l
+    if abs(h) <= 0.0:
+        return 0.5 * (y_l + y_r)
+    t = (x - x_l) / h
+    if not r >= _MAX_RATIONAL_CUBIC_R:
+        omt = 1.0 - t
+        t2 = t * t
+        omt2 = omt * omt
+        return (y_r * t2 * t + (r * y_r - h * d_r) * t2 * omt + (r * y_l + h * d_l) * t * omt2
+                + y_l * omt2 * omt) / (1.0 + (r - 3.0) * t * omt)
+    return y_r * t + y_l * (1.0 - t)
+
+
+@njit(**_JIT)
+def _r_fit_left(x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float,
+                second_derivative_l: float) -> float:
+    h = x_r - x_l
+    numerator = 0.5 * h * second_derivative_l + (d_r - d_l)
+    if _is_zero(numerator):
+        return 0.0
+    denominator = (y_r - y_l) / h - d_l
+    if _is_zero(denominator):
+        return _MAX_RATIONAL_CUBIC_R if numerator > 0.0 else _MIN_RATIONAL_CUBIC_R
+    return numerator / denominator
+
+
+@njit(**_JIT)
+def _r_fit_right(x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float,
+                 second_derivative_r: float) -> float:
+    h = x_r - x_l
+    numerator = 0.5 * h * second_derivative_r + (d_r - d_l)
+    if _is_zero(numerator):
+        return 0.0
+    denominator = d_r - (y_r - y_l) / h
+    if _is_zero(denominator):
+        return _MAX_RATIONAL_CUBIC_R if numerator > 0.0 else _MIN_RATIONAL_CUBIC_R
+    return numerator / denominator
+
+
+@njit(**_JIT)
+def _min_rational_cubic_r(d_l: float, d_r: float, s: float, prefer_shape: bool) -> float:
+    monotonic = d_l * s >= 0.0 and d_r * s >= 0.0
+    convex = d_l <= s <= d_r
+    concave = d_l >= s >= d_r
+    if not monotonic and not convex and not concave:
+        return _MIN_RATIONAL_CUBIC_R
+    d_r_m_d_l = d_r - d_l
+    d_r_m_s = d_r - s
+    s_m_d_l = s - d_l
+    r1 = -_DBL_MAX
+    r2 = r1
+    if monotonic:
+        if not _is_zero(s):
+            r1 = (d_r + d_l) / s
+        elif prefer_shape:
+            r1 = _MAX_RATIONAL_CUBIC_R
+    if convex or concave:
+        if not (_is_zero(s_m_d_l) or _is_zero(d_r_m_s)):
+            r2 = max(abs(d_r_m_d_l / d_r_m_s), abs(d_r_m_d_l / s_m_d_l))
+        elif prefer_shape:
+            r2 = _MAX_RATIONAL_CUBIC_R
+    elif monotonic and prefer_shape:
+        r2 = _MAX_RATIONAL_CUBIC_R
+    return max(_MIN_RATIONAL_CUBIC_R, max(r1, r2))
+
+
+@njit(**_JIT)
+def _convex_r_left(x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float, dd_l: float,
+                   prefer_shape: bool) -> float:
+    r = _r_fit_left(x_l, x_r, y_l, y_r, d_l, d_r, dd_l)
+    return max(r, _min_rational_cubic_r(d_l, d_r, (y_r - y_l) / (x_r - x_l), prefer_shape))
+
+
+@njit(**_JIT)
+def _convex_r_right(x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float, dd_r: float,
+                    prefer_shape: bool) -> float:
+    r = _r_fit_right(x_l, x_r, y_l, y_r, d_l, d_r, dd_r)
+    return max(r, _min_rational_cubic_r(d_l, d_r, (y_r - y_l) / (x_r - x_l), prefer_shape))
+
+
+# ----------------------------------------------------------------------------------------------
+# Let's be rational: initial guess maps and iteration (Jäckel 2015, sections 3-5)
+# ----------------------------------------------------------------------------------------------
+
+
+@njit(**_JIT)
+def _f_lower_map(x: float, s: float) -> tuple[float, float, float]:
+    ax = abs(x)
+    z = _SQRT_ONE_OVER_THREE * ax / s
+    y = z * z
+    s2 = s * s
+    big_phi = _norm_cdf(-z)
+    small_phi = _norm_pdf(z)
+    fpp = (_PI_OVER_SIX * y / (s2 * s) * big_phi
+           * (8.0 * _SQRT_THREE * s * ax + (3.0 * s2 * (s2 - 8.0) - 8.0 * x * x) * big_phi / small_phi)
+           * math.exp(2.0 * y + 0.25 * s2))
+    phi2 = big_phi * big_phi
+    fp = _TWO_PI * y * phi2 * math.exp(y + 0.125 * s * s)
+    f = _TWO_PI_OVER_SQRT_TWENTY_SEVEN * ax * (phi2 * big_phi)
+    return f, fp, fpp
+
+
+@njit(**_JIT)
+def _inverse_f_lower_map(x: float, f: float) -> float:
+    if f <= 0.0:
+        return 0.0
+    u = (f / (_TWO_PI_OVER_SQRT_TWENTY_SEVEN * abs(x))) ** (1.0 / 3.0)
+    return abs(x / (_SQRT_THREE * _inverse_norm_cdf(u)))
+
+
+@njit(**_JIT)
+def _f_upper_map(x: float, s: float) -> tuple[float, float, float]:
+    f = _norm_cdf(-0.5 * s)
+    if x == 0.0:
+        return f, -0.5, 0.0
+    w = (x / s) ** 2
+    return f, -0.5 * math.exp(0.5 * w), _SQRT_PI_OVER_TWO * math.exp(w + 0.125 * s * s) * w / s
+
+
+@njit(**_JIT)
+def _householder_factor(newton: float, halley: float, hh3: float) -> float:
+    return (1.0 + 0.5 * halley * newton) / (1.0 + newton * (halley + hh3 * newton / 6.0))
+
+
+@njit(**_JIT)
+def _lbr(beta: float, x: float, b_max: float, e_mhalf: float, n_max: int) -> tuple[float, int, bool]:
+    """Normalised implied ``s = sigma sqrt(T)`` of an out-of-the-money call quote (Jäckel 2015).
+
+    ``x = ln(F/K) <= 0``, ``0 < beta < b_max = exp(x/2)``, ``e_mhalf = exp(-x/2)`` (in-the-money and
+    put quotes are mapped here by the caller). Returns (s, iterations, converged).
+    """
+    iterations = 0
+    reversals = 0
+    f = -_DBL_MAX
+    s = -_DBL_MAX
+    ds = s
+    ds_previous = 0.0
+    s_left = _DBL_MIN
+    s_right = _DBL_MAX
+    s_c = math.sqrt(abs(2.0 * x))
+    if x > -600.0:  # d1 = 0 at s_c: b_c = e^{x/2}/2 - e^{-x/2} N(-s_c), one erfc instead of two
+        b_c = max(0.5 * b_max - e_mhalf * _norm_cdf(-s_c), 0.0)
+    else:
+        b_c = _normalised_black_otm(x, s_c, b_max, e_mhalf)
+    v_c = _normalised_vega(x, s_c)
+    objective = 0  # 0: b - beta, 1: 1/ln(b) lower branch, 2: ln(b_max - b) upper branch
+    if beta < b_c:
+        s_l = s_c - b_c / v_c
+        b_l = _normalised_black_otm(x, s_l, b_max, e_mhalf)
+        if beta < b_l:
+            f_l, df_l, d2f_l = _f_lower_map(x, s_l)
+            r_ll = _convex_r_right(0.0, b_l, 0.0, f_l, 1.0, df_l, d2f_l, True)
+            f = _rational_cubic_interpolation(beta, 0.0, b_l, 0.0, f_l, 1.0, df_l, r_ll)
+            if not f > 0.0:
+                t = beta / b_l
+                f = (f_l * t + b_l * (1.0 - t)) * t
+            s = _inverse_f_lower_map(x, f)
+            s_right = s_l
+            objective = 1
+        else:
+            v_l = _normalised_vega(x, s_l)
+            r_lm = _convex_r_right(b_l, b_c, s_l, s_c, 1.0 / v_l, 1.0 / v_c, 0.0, False)
+            s = _rational_cubic_interpolation(beta, b_l, b_c, s_l, s_c, 1.0 / v_l, 1.0 / v_c, r_lm)
+            s_left = s_l
+            s_right = s_c
+    else:
+        s_h = s_c + (b_max - b_c) / v_c if v_c > _DBL_MIN else s_c
+        b_h = _normalised_black_otm(x, s_h, b_max, e_mhalf)
+        if beta <= b_h:
+            v_h = _normalised_vega(x, s_h)
+            r_hm = _convex_r_left(b_c, b_h, s_c, s_h, 1.0 / v_c, 1.0 / v_h, 0.0, False)
+            s = _rational_cubic_interpolation(beta, b_c, b_h, s_c, s_h, 1.0 / v_c, 1.0 / v_h, r_hm)
+            s_left = s_c
+            s_right = s_h
+        else:
+            f_h, df_h, d2f_h = _f_upper_map(x, s_h)
+            if -_SQRT_DBL_MAX < d2f_h < _SQRT_DBL_MAX:
+                r_hh = _convex_r_left(b_h, b_max, f_h, 0.0, df_h, -0.5, d2f_h, True)
+                f = _rational_cubic_interpolation(beta, b_h, b_max, f_h, 0.0, df_h, -0.5, r_hh)
+            if f <= 0.0:
+                h = b_max - b_h
+                t = (beta - b_h) / h
+                f = (f_h * (1.0 - t) + 0.5 * h * t) * (1.0 - t)
+            s = -2.0 * _inverse_norm_cdf(f)
+            s_left = s_h
+            if beta > 0.5 * b_max:
+                objective = 2
+    converged = False
+    while iterations < n_max:
+        if ds * ds_previous < 0.0:
+            reversals += 1
+        if iterations > 0 and (reversals == 3 or not (s_left < s < s_right)):
+            s = 0.5 * (s_left + s_right)
+            if s_right - s_left <= _DBL_EPSILON * s:
+                converged = True
+                break
+            reversals = 0
+            ds = 0.0
+        ds_previous = ds
+        b = _normalised_black_otm(x, s, b_max, e_mhalf)
+        bp = _normalised_vega(x, s)
+        if b > beta and s < s_right:
+            s_right = s
+        elif b < beta and s > s_left:
+            s_left = s
+        if objective == 1:
+            if b <= 0.0 or bp <= 0.0:
+                ds = 0.5 * (s_left + s_right) - s
+            else:
+                ln_b = math.log(b)
+                ln_beta = math.log(beta)
+                bpob = bp / b
+                h = x / s
+                b_halley = h * h / s - s / 4.0
+                newton = (ln_beta - ln_b) * ln_b / ln_beta / bpob
+                halley = b_halley - bpob * (1.0 + 2.0 / ln_b)
+                b_hh3 = b_halley * b_halley - 3.0 * (h / s) ** 2 - 0.25
+                hh3 = (b_hh3 + 2.0 * bpob * bpob * (1.0 + 3.0 / ln_b * (1.0 + 1.0 / ln_b))
+                       - 3.0 * b_halley * bpob * (1.0 + 2.0 / ln_b))
+                ds = newton * _householder_factor(newton, halley, hh3)
+        elif objective == 2:
+            if b >= b_max or bp <= _DBL_MIN:
+                ds = 0.5 * (s_left + s_right) - s
+            else:
+                b_max_minus_b = b_max - b
+                g = math.log((b_max - beta) / b_max_minus_b)
+                gp = bp / b_max_minus_b
+                b_halley = (x / s) ** 2 / s - s / 4.0
+                b_hh3 = b_halley * b_halley - 3.0 * (x / (s * s)) ** 2 - 0.25
+                newton = -g / gp
+                halley = b_halley + gp
+                hh3 = b_hh3 + gp * (2.0 * gp + 3.0 * b_halley)
+                ds = newton * _householder_factor(newton, halley, hh3)
+        else:
+            newton = (beta - b) / bp
+            halley = (x / s) ** 2 / s - s / 4.0
+            hh3 = halley * halley - 3.0 * (x / (s * s)) ** 2 - 0.25
+            ds = newton * _householder_factor(newton, halley, hh3)
+        ds = max(-0.5 * s, ds)
+        s += ds
+        iterations += 1
+        if abs(ds) <= STOP_STEP * s:
+            converged = True
+            break
+    return s, iterations, converged and s == s and s < math.inf
+
+
+# ----------------------------------------------------------------------------------------------
+# kernels
+# ----------------------------------------------------------------------------------------------
+
+
+@njit(**_JIT)
+def _european_point(price: float, lnfk: float, sqrt_fk_df: float, t: float, call: bool,
+                    n_max: int) -> tuple[float, int, int]:
+    """(vol, status, iterations) for an undiscounted normalisation ``beta = price / sqrt_fk_df``."""
+    if not (t > 0.0):
+        return math.nan, 5 if t == t else 7, 0
+    if not (price == price and lnfk == lnfk and sqrt_fk_df > 0.0 and sqrt_fk_df < math.inf):
+        return math.nan, 7, 0
+    if price == 0.0:
+        return math.nan, 3, 0
+    if price < 0.0:
+        return math.nan, 1, 0
+    beta = price / sqrt_fk_df
+    ax = abs(lnfk)
+    e_lo = math.exp(-0.5 * ax)
+    e_hi = math.exp(0.5 * ax)
+    itm = (lnfk > 0.0) if call else (lnfk < 0.0)
+    if itm:  # upper bound e^{|x|/2}; subtract the normalised intrinsic e^{|x|/2} - e^{-|x|/2}
+        if beta >= e_hi:
+            return math.nan, 2, 0
+        iota = _normalised_intrinsic(ax, 1.0) if ax * ax < 98.0 * _FOURTH_ROOT_DBL_EPSILON else e_hi - e_lo
+        if beta < iota:
+            return math.nan, 1, 0
+        beta = beta - iota
+        if beta <= 0.0:
+            return math.nan, 3, 0
+    elif beta >= e_lo:
+        return math.nan, 2, 0
+    s, it, ok = _lbr(beta, -ax, e_lo, e_hi, n_max)
+    if not ok:
+        return math.nan, 6, it
+    if not s > 0.0:
+        return math.nan, 3, it
+    return s / math.sqrt(t), 0, it
+
+
+@njit(parallel=True, **_JIT)
+def _iv_spot_kernel(price: FloatArray, spot: FloatArray, strike: FloatArray, tau: FloatArray,
+                    rate: FloatArray, div: FloatArray, call: NDArray[np.bool_], n_max: int, vol: FloatArray,
+                    status: NDArray[np.int8], iters: NDArray[np.int32]) -> None:
+    for i in prange(price.shape[0]):
+        s, k, t, r, q = spot[i], strike[i], tau[i], rate[i], div[i]
+        if s > 0.0 and k > 0.0 and r == r and q == q:
+            tt = max(t, 0.0)
+            lnfk = math.log(s / k) + (r - q) * tt
+            # e^{-rT} sqrt(F K) = sqrt(S K) e^{-(r+q)T/2}
+            norm = math.sqrt(s) * math.sqrt(k) * math.exp(-0.5 * (r + q) * tt)
+        else:
+            lnfk = math.nan
+            norm = math.nan
+        v, st, it = _european_point(price[i], lnfk, norm, t, call[i], n_max)
+        vol[i] = v
+        status[i] = st
+        iters[i] = it
+
+
+@njit(parallel=True, **_JIT)
+def _iv_forward_kernel(price: FloatArray, forward: FloatArray, strike: FloatArray, tau: FloatArray,
+                       rate: FloatArray, call: NDArray[np.bool_], n_max: int, vol: FloatArray,
+                       status: NDArray[np.int8], iters: NDArray[np.int32]) -> None:
+    for i in prange(price.shape[0]):
+        f, k, t, r = forward[i], strike[i], tau[i], rate[i]
+        if f > 0.0 and k > 0.0 and r == r:
+            lnfk = math.log(f / k)
+            norm = math.sqrt(f) * math.sqrt(k) * math.exp(-r * max(t, 0.0))
+        else:
+            lnfk = math.nan
+            norm = math.nan
+        v, st, it = _european_point(price[i], lnfk, norm, t, call[i], n_max)
+        vol[i] = v
+        status[i] = st
+        iters[i] = it
+
+
+@njit(**_JIT)
+def _american_point(price: float, s: float, k: float, t: float, r: float, q: float, call: bool, method: int,
+                    tol: float, n_max: int) -> tuple[float, int, int]:
+    """(vol, status, evaluations): Illinois regula falsi on the Bjerksund-Stensland price."""
+    if not (t > 0.0):
+        return math.nan, 5 if t == t else 7, 0
+    if not (price == price and s > 0.0 and k > 0.0 and r == r and q == q):
+        return math.nan, 7, 0
+    if price == 0.0:
+        return math.nan, 3, 0
+    if price >= (s if call else k):
+        return math.nan, 2, 0
+    lo = 0.0
+    f_lo = american_price_point(s, k, t, 0.0, r, q, call, method) - price
+    if f_lo > 0.0:
+        return math.nan, 1, 0
+    if f_lo == 0.0:
+        return math.nan, 3, 0
+    # European implied vol of the same price bounds the American one from above (when it exists)
+    lnfk = math.log(s / k) + (r - q) * t
+    norm = math.sqrt(s) * math.sqrt(k) * math.exp(-0.5 * (r + q) * t)
+    hi, st, _ = _european_point(price, lnfk, norm, t, call, DEFAULT_MAX_ITERATIONS)
+    if st != 0:
+        hi = 1.0
+    hi = max(hi, 1e-8) * (1.0 + 1e-9)
+    f_hi = american_price_point(s, k, t, hi, r, q, call, method) - price
+    evals = 1
+    while f_hi < 0.0:
+        hi *= 2.0
+        if hi > 1e3:
+            return math.nan, 2, evals
+        f_hi = american_price_point(s, k, t, hi, r, q, call, method) - price
+        evals += 1
+    if f_hi == 0.0:
+        return hi, 0, evals
+    side = 0
+    x = hi
+    while evals < n_max:
+        x = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
+        if not (lo < x < hi):
+            x = 0.5 * (lo + hi)
+        fx = american_price_point(s, k, t, x, r, q, call, method) - price
+        evals += 1
+        if fx == 0.0 or (hi - lo) <= tol:
+            return x, 0, evals
+        if fx * f_hi > 0.0:
+            hi = x
+            f_hi = fx
+            if side == 1:
+                f_lo *= 0.5
+            side = 1
+        else:
+            lo = x
+            f_lo = fx
+            if side == -1:
+                f_hi *= 0.5
+            side = -1
+        if hi - lo <= tol:
+            return 0.5 * (lo + hi), 0, evals
+    return math.nan, 6, evals
+
+
+@njit(parallel=True, **_JIT)
+def _iv_american_kernel(price: FloatArray, spot: FloatArray, strike: FloatArray, tau: FloatArray,
+                        rate: FloatArray, div: FloatArray, call: NDArray[np.bool_], method: int, tol: float,
+                        n_max: int, vol: FloatArray, status: NDArray[np.int8],
+                        iters: NDArray[np.int32]) -> None:
+    for i in prange(price.shape[0]):
+        v, st, it = _american_point(price[i], spot[i], strike[i], tau[i], rate[i], div[i], call[i], method,
+                                    tol, n_max)
+        vol[i] = v
+        status[i] = st
+        iters[i] = it
+
+
+# ----------------------------------------------------------------------------------------------
+# public API
+# ----------------------------------------------------------------------------------------------
+
+
+def _result(shape: tuple[int, ...], vol: FloatArray, status: NDArray[np.int8],
+            iters: NDArray[np.int32]) -> ImpliedVolResult:
+    return ImpliedVolResult(vol.reshape(shape), status.reshape(shape), int(iters.max()) if iters.size else 0)
+
+
+def _outputs(n: int) -> tuple[FloatArray, NDArray[np.int8], NDArray[np.int32]]:
+    return np.empty(n, dtype=np.float64), np.empty(n, dtype=np.int8), np.empty(n, dtype=np.int32)
+
+
+def implied_vol(
+    price: ArrayLike,
+    spot: ArrayLike,
+    strike: ArrayLike,
+    time_years: ArrayLike,
+    rate: ArrayLike,
+    dividend_yield: ArrayLike,
+    is_call: ArrayLike,
+    *,
+    max_iterations: int = DEFAULT_MAX_ITERATIONS,
+) -> ImpliedVolResult:
+    """Black-Scholes-Merton implied volatility of European option prices (Jäckel 2015), vectorized.
+
+    Inputs broadcast like ``bsm.bsm_price``; ``F = S e^{(r-q)T}``. Statuses in ``IvStatus``.
+    """
+    shape, flat = broadcast_inputs(price, spot, strike, time_years, rate, dividend_yield, is_call)
+    vol, status, iters = _outputs(flat[0].size)
+    if vol.size:
+        _iv_spot_kernel(*flat, int(max_iterations), vol, status, iters)
+    return _result(shape, vol, status, iters)
+
+
+def implied_vol_black76(
+    price: ArrayLike,
+    forward: ArrayLike,
+    strike: ArrayLike,
+    time_years: ArrayLike,
+    rate: ArrayLike,
+    is_call: ArrayLike,
+    *,
+    max_iterations: int = DEFAULT_MAX_ITERATIONS,
+) -> ImpliedVolResult:
+    """Black (1976) implied volatility from a forward price, discounting at ``rate`` (Jäckel 2015)."""
+    shape, flat = broadcast_inputs(price, forward, strike, time_years, rate, is_call)
+    vol, status, iters = _outputs(flat[0].size)
+    if vol.size:
+        _iv_forward_kernel(*flat, int(max_iterations), vol, status, iters)
+    return _result(shape, vol, status, iters)
+
+
+def implied_vol_american(
+    price: ArrayLike,
+    spot: ArrayLike,
+    strike: ArrayLike,
+    time_years: ArrayLike,
+    rate: ArrayLike,
+    dividend_yield: ArrayLike,
+    is_call: ArrayLike,
+    *,
+    method: Method = "bs2002",
+    tol: float = 1e-10,
+    max_evaluations: int = 200,
+) -> ImpliedVolResult:
+    """Implied volatility of American prices under ``american.american_price`` (bracketed regula falsi).
+
+    Converges when the volatility bracket is narrower than ``tol``; ``iterations`` counts price
+    evaluations. ``BELOW_INTRINSIC`` means below the price at zero volatility.
+    """
+    code = _method_code(method)
+    shape, flat = broadcast_inputs(price, spot, strike, time_years, rate, dividend_yield, is_call)
+    vol, status, iters = _outputs(flat[0].size)
+    if vol.size:
+        _iv_american_kernel(*flat, code, float(tol), int(max_evaluations), vol, status, iters)
+    return _result(shape, vol, status, iters)
+
+
+def implied_vol_from_quotes(
+    bid: ArrayLike,
+    ask: ArrayLike,
+    spot: ArrayLike,
+    strike: ArrayLike,
+    time_years: ArrayLike,
+    rate: ArrayLike,
+    dividend_yield: ArrayLike,
+    is_call: ArrayLike,
+    *,
+    style: Literal["european", "american"] = "european",
+    method: Method = "bs2002",
+) -> ImpliedVolResult:
+    """Implied volatility of the mid ``(bid + ask)/2`` (``style`` European or American).
+
+    Zero bids get ``ZERO_PRICE``, ``bid > ask`` gets ``CROSSED``, NaN or negative ask gets
+    ``INVALID_INPUT`` (later ones take precedence), all with NaN volatility.
+    """
+    bid_a = np.asarray(bid, dtype=np.float64)
+    ask_a = np.asarray(ask, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        mid = 0.5 * (bid_a + ask_a)
+        crossed = bid_a > ask_a
+        zero_bid = bid_a <= 0.0
+        bad = np.isnan(bid_a) | np.isnan(ask_a) | (ask_a < 0.0)
+    if style == "european":
+        res = implied_vol(mid, spot, strike, time_years, rate, dividend_yield, is_call)
+    elif style == "american":
+        res = implied_vol_american(mid, spot, strike, time_years, rate, dividend_yield, is_call,
+                                   method=method)
+    else:
+        raise ValueError(f"unknown style {style!r}")
+    shape = res.vol.shape
+    status = res.status.copy()
+    vol = res.vol.copy()
+    flags = ((zero_bid, IvStatus.ZERO_PRICE), (crossed, IvStatus.CROSSED), (bad, IvStatus.INVALID_INPUT))
+    for mask, code in flags:
+        m = np.broadcast_to(mask, shape)
+        status[m] = code
+        vol[m] = np.nan
+    return ImpliedVolResult(vol, status, res.iterations)
