@@ -61,7 +61,7 @@ _MAX_RATIONAL_CUBIC_R = 2.0 / (_DBL_EPSILON * _DBL_EPSILON)
 #: The iteration stops once a Householder step is below this fraction of ``sigma sqrt(T)``: the
 #: order-4 step leaves an error of order step^4, far below double precision. Not reaching it within
 #: the iteration limit is ``NOT_CONVERGED``.
-STOP_STEP = 1e-4
+STOP_STEP = 1e-3
 #: Default Householder iteration limit (Jäckel: 2 suffice; the rest is bisection safety).
 DEFAULT_MAX_ITERATIONS = 10
 
@@ -92,20 +92,6 @@ class ImpliedVolResult:
 # special functions (Cody 1969 erfc/erfcx, AS241 inverse normal)
 # ----------------------------------------------------------------------------------------------
 
-_CA = (3.1611237438705656, 113.864154151050156, 377.485237685302021, 3209.37758913846947,
-       0.185777706184603153)
-_CB = (23.6012909523441209, 244.024637934444173, 1282.61652607737228, 2844.23683343917062)
-_CC = (0.564188496988670089, 8.88314979438837594, 66.1191906371416295, 298.635138197400131,
-       881.95222124176909, 1712.04761263407058, 2051.07837782607147, 1230.33935479799725,
-       2.15311535474403846e-8)
-_CD = (15.7449261107098347, 117.693950891312499, 537.181101862009858, 1621.38957456669019,
-       3290.79923573345963, 4362.61909014324716, 3439.36767414372164, 1230.33935480374942)
-_CP = (0.305326634961232344, 0.360344899949804439, 0.125781726111229246, 0.0160837851487422766,
-       6.58749161529837803e-4, 0.0163153871373020978)
-_CQ = (2.56852019228982242, 1.87295284992346047, 0.527905102951428412, 0.0605183413124413191,
-       0.00233520497626869185)
-
-
 @njit(**_JIT)
 def _exp_minus_square(y: float) -> float:
     """``exp(-y^2)`` to full relative accuracy: Dekker's exact ``y^2 = hi + lo`` then ``e^{-hi}(1 - lo)``.
@@ -124,47 +110,41 @@ def _exp_minus_square(y: float) -> float:
 def _calerf(x: float, jint: int) -> float:
     """Cody's CALERF: ``erfc(x)`` for ``jint == 1``, ``erfcx(x) = exp(x^2) erfc(x)`` for ``jint == 2``.
 
+    Rational Chebyshev coefficients of Cody (1969) / netlib specfun, Horner loops unrolled; the
     ``exp(-y^2)`` factors come from ``_exp_minus_square`` (one ``exp``, same accuracy as Cody's split).
     """
     y = abs(x)
     if y <= 0.46875:
         ysq = y * y if y > 1.11e-16 else 0.0
-        xnum = _CA[4] * ysq
-        xden = ysq
-        for i in range(3):
-            xnum = (xnum + _CA[i]) * ysq
-            xden = (xden + _CB[i]) * ysq
-        result = 1.0 - x * (xnum + _CA[3]) / (xden + _CB[3])
+        xnum = (((0.185777706184603153 * ysq + 3.1611237438705656) * ysq + 113.864154151050156) * ysq
+                + 377.485237685302021) * ysq + 3209.37758913846947
+        xden = (((ysq + 23.6012909523441209) * ysq + 244.024637934444173) * ysq
+                + 1282.61652607737228) * ysq + 2844.23683343917062
+        result = 1.0 - x * xnum / xden
         return math.exp(ysq) * result if jint == 2 else result
     if y <= 4.0:
-        xnum = _CC[8] * y
-        xden = y
-        for i in range(7):
-            xnum = (xnum + _CC[i]) * y
-            xden = (xden + _CD[i]) * y
-        result = (xnum + _CC[7]) / (xden + _CD[7])
+        xnum = (((((((2.15311535474403846e-8 * y + 0.564188496988670089) * y + 8.88314979438837594) * y
+                    + 66.1191906371416295) * y + 298.635138197400131) * y + 881.95222124176909) * y
+                 + 1712.04761263407058) * y + 2051.07837782607147) * y + 1230.33935479799725
+        xden = (((((((y + 15.7449261107098347) * y + 117.693950891312499) * y + 537.181101862009858) * y
+                   + 1621.38957456669019) * y + 3290.79923573345963) * y + 4362.61909014324716) * y
+                + 3439.36767414372164) * y + 1230.33935480374942
+        result = xnum / xden
         if jint != 2:
             result = _exp_minus_square(y) * result
-    else:
+    elif y >= 26.543 and (jint != 2 or y >= 2.53e307):
         result = 0.0
-        skip = False
-        if y >= 26.543:
-            if jint != 2 or y >= 2.53e307:
-                skip = True
-            elif y >= 6.71e7:
-                result = 0.56418958354775628695 / y
-                skip = True
-        if not skip:
-            ysq = 1.0 / (y * y)
-            xnum = _CP[5] * ysq
-            xden = ysq
-            for i in range(4):
-                xnum = (xnum + _CP[i]) * ysq
-                xden = (xden + _CQ[i]) * ysq
-            result = ysq * (xnum + _CP[4]) / (xden + _CQ[4])
-            result = (0.56418958354775628695 - result) / y
-            if jint != 2:
-                result = _exp_minus_square(y) * result
+    elif y >= 6.71e7:
+        result = 0.56418958354775628695 / y
+    else:
+        ysq = 1.0 / (y * y)
+        xnum = ((((0.0163153871373020978 * ysq + 0.305326634961232344) * ysq + 0.360344899949804439) * ysq
+                 + 0.125781726111229246) * ysq + 0.0160837851487422766) * ysq + 6.58749161529837803e-4
+        xden = ((((ysq + 2.56852019228982242) * ysq + 1.87295284992346047) * ysq + 0.527905102951428412) * ysq
+                + 0.0605183413124413191) * ysq + 0.00233520497626869185
+        result = (0.56418958354775628695 - ysq * xnum / xden) / y
+        if jint != 2:
+            result = _exp_minus_square(y) * result
     if jint == 1:
         return 2.0 - result if x < 0.0 else result
     if x < 0.0:
@@ -385,7 +365,7 @@ def _normalised_vega(x: float, s: float) -> float:
         return _ONE_OVER_SQRT_TWO_PI * math.exp(-0.125 * s * s)
     if s <= 0.0 or s <= ax * math.sqrt(_DBL_MIN):
         return 0.0
-    return _ONE_OVER_SQRT_TWO_PI * math.exp(-0.5 * ((x / s) ** 2 + (0.5 * s) ** 2))
+    return _ONE_OVER_SQRT_TWO_PI * math.exp(-0.5 * ((x / s) * (x / s) + 0.25 * s * s))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -488,17 +468,19 @@ def _convex_r_right(x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, 
 
 @njit(**_JIT)
 def _f_lower_map(x: float, s: float) -> tuple[float, float, float]:
+    """Jäckel's lower-branch map ``f(beta)`` at ``s`` and its first two ``beta`` derivatives (eq. 4.5-4.7)."""
     ax = abs(x)
     z = _SQRT_ONE_OVER_THREE * ax / s
     y = z * z
     s2 = s * s
     big_phi = _norm_cdf(-z)
+    e1 = math.exp(y + 0.125 * s2)  # exp(2y + s^2/4) = e1^2
     small_phi = _norm_pdf(z)
     fpp = (_PI_OVER_SIX * y / (s2 * s) * big_phi
            * (8.0 * _SQRT_THREE * s * ax + (3.0 * s2 * (s2 - 8.0) - 8.0 * x * x) * big_phi / small_phi)
-           * math.exp(2.0 * y + 0.25 * s2))
+           * (e1 * e1))
     phi2 = big_phi * big_phi
-    fp = _TWO_PI * y * phi2 * math.exp(y + 0.125 * s * s)
+    fp = _TWO_PI * y * phi2 * e1
     f = _TWO_PI_OVER_SQRT_TWENTY_SEVEN * ax * (phi2 * big_phi)
     return f, fp, fpp
 
@@ -507,7 +489,7 @@ def _f_lower_map(x: float, s: float) -> tuple[float, float, float]:
 def _inverse_f_lower_map(x: float, f: float) -> float:
     if f <= 0.0:
         return 0.0
-    u = (f / (_TWO_PI_OVER_SQRT_TWENTY_SEVEN * abs(x))) ** (1.0 / 3.0)
+    u = math.exp(math.log(f / (_TWO_PI_OVER_SQRT_TWENTY_SEVEN * abs(x))) / 3.0)  # cube root
     return abs(x / (_SQRT_THREE * _inverse_norm_cdf(u)))
 
 
@@ -516,7 +498,7 @@ def _f_upper_map(x: float, s: float) -> tuple[float, float, float]:
     f = _norm_cdf(-0.5 * s)
     if x == 0.0:
         return f, -0.5, 0.0
-    w = (x / s) ** 2
+    w = (x / s) * (x / s)
     return f, -0.5 * math.exp(0.5 * w), _SQRT_PI_OVER_TWO * math.exp(w + 0.125 * s * s) * w / s
 
 
@@ -617,7 +599,7 @@ def _lbr(beta: float, x: float, b_max: float, e_mhalf: float, n_max: int) -> tup
                 b_halley = h * h / s - s / 4.0
                 newton = (ln_beta - ln_b) * ln_b / ln_beta / bpob
                 halley = b_halley - bpob * (1.0 + 2.0 / ln_b)
-                b_hh3 = b_halley * b_halley - 3.0 * (h / s) ** 2 - 0.25
+                b_hh3 = b_halley * b_halley - 3.0 * (h / s) * (h / s) - 0.25
                 hh3 = (b_hh3 + 2.0 * bpob * bpob * (1.0 + 3.0 / ln_b * (1.0 + 1.0 / ln_b))
                        - 3.0 * b_halley * bpob * (1.0 + 2.0 / ln_b))
                 ds = newton * _householder_factor(newton, halley, hh3)
@@ -628,16 +610,18 @@ def _lbr(beta: float, x: float, b_max: float, e_mhalf: float, n_max: int) -> tup
                 b_max_minus_b = b_max - b
                 g = math.log((b_max - beta) / b_max_minus_b)
                 gp = bp / b_max_minus_b
-                b_halley = (x / s) ** 2 / s - s / 4.0
-                b_hh3 = b_halley * b_halley - 3.0 * (x / (s * s)) ** 2 - 0.25
+                h = x / s
+                b_halley = h * h / s - s / 4.0
+                b_hh3 = b_halley * b_halley - 3.0 * (h / s) * (h / s) - 0.25
                 newton = -g / gp
                 halley = b_halley + gp
                 hh3 = b_hh3 + gp * (2.0 * gp + 3.0 * b_halley)
                 ds = newton * _householder_factor(newton, halley, hh3)
         else:
             newton = (beta - b) / bp
-            halley = (x / s) ** 2 / s - s / 4.0
-            hh3 = halley * halley - 3.0 * (x / (s * s)) ** 2 - 0.25
+            h = x / s
+            halley = h * h / s - s / 4.0
+            hh3 = halley * halley - 3.0 * (h / s) * (h / s) - 0.25
             ds = newton * _householder_factor(newton, halley, hh3)
         ds = max(-0.5 * s, ds)
         s += ds

@@ -339,6 +339,13 @@ class LimitsConfig:
         problems = _check_settings(values, self.source, self.book)
         if problems:
             raise LimitsConfigError(problems)
+        for name, (kind, _) in _FIELD_RULES.items():
+            value = getattr(self, name)
+            if value is not None and kind in ("amount", "fraction", "open_fraction", "nonneg"):
+                object.__setattr__(self, name, float(value))
+            elif value is not None and kind in ("count", "count_pos"):
+                object.__setattr__(self, name, int(value))
+        object.__setattr__(self, "warning_fractions", tuple((k, float(v)) for k, v in self.warning_fractions))
 
     def threshold(self, limit_name: str) -> float | None:
         """The cap (or floor) of ``limit_name``, ``None`` when disabled."""
@@ -412,7 +419,9 @@ def load_limits(source: str | os.PathLike[str] | Mapping[str, Any]) -> LimitsFil
         for name in LIMIT_NAMES:
             if name not in defaults:
                 problems.append(
-                    LimitsProblem(file, "defaults", name, None, "required in defaults (null to disable)")
+                    LimitsProblem(
+                        file, "defaults", name, "<missing>", "required in defaults (null to disable)"
+                    )
                 )
         problems += _check_settings(defaults, file, "defaults")
     books = raw.get("books") or {}

@@ -42,7 +42,6 @@ from numpy.typing import NDArray
 
 from risk_pipeline.quant.limits import (
     BREACH,
-    NOT_AVAILABLE,
     WARN,
     BookExposure,
     LimitResult,
@@ -52,7 +51,6 @@ from risk_pipeline.quant.limits import (
     correlation_value,
     daily_loss_pct,
     drawdown_pct,
-    evaluate_limits,
     make_result,
 )
 from risk_pipeline.quant.trading_state import HALTED, REDUCING, TradingStateRecord
@@ -139,6 +137,7 @@ class BookAggregates:
 
     exposure: BookExposure
     row_of: dict[str, int]
+    held_rank: NDArray[np.intp]
     sym_of: dict[str, int]
     sec_of: dict[str, int]
     symbols: NDArray[np.str_]
@@ -197,6 +196,7 @@ def precompute(exposure: BookExposure, config: LimitsConfig | None = None) -> Bo
     return BookAggregates(
         exposure=e,
         row_of={pid: i for i, pid in enumerate(e.position_id.tolist())},
+        held_rank=np.where(e.quantity != 0.0, np.cumsum(e.quantity != 0.0) - 1, -1).astype(np.intp),
         sym_of=sym_of,
         sec_of={s: i for i, s in enumerate(m.sectors.tolist())},
         symbols=m.symbols,
@@ -291,7 +291,7 @@ class _Check:
         return out
 
 
-def _const(ok: bool, x_max: float) -> Callable[[float], float]:
+def _const(ok: bool) -> Callable[[float], float]:
     """A form that passes only at ``x = 0`` unless ``ok``."""
     return (lambda x: 0.0) if ok else (lambda x: x)
 
@@ -323,16 +323,20 @@ def check_order(
     if agg.exposure is not exposure:
         raise ValueError("aggregates were computed for another BookExposure")
     e = exposure
-    reasons: list[str] = []
-    x_req = float(order.quantity) if isinstance(order.quantity, int | float) else math.nan
+    try:
+        x_req = float(order.quantity)
+    except (TypeError, ValueError):
+        x_req = math.nan
+    fatal: list[str] = []
     if order.side not in ("buy", "sell"):
-        reasons.append(f"side {order.side!r} must be 'buy' or 'sell'")
+        fatal.append(f"side {order.side!r} must be 'buy' or 'sell'")
     if not (math.isfinite(x_req) and x_req >= 1.0 and x_req.is_integer()):
-        reasons.append(f"quantity {order.quantity!r} must be a positive whole number")
+        fatal.append(f"quantity {order.quantity!r} must be a positive whole number")
+    state_reasons: list[str] = []
     if state is None:
-        reasons.append("no trading state for the book (fail closed)")
+        state_reasons.append("no trading state for the book (fail closed)")
     elif state.state == HALTED:
-        reasons.append(f"book HALTED: {state.reason}")
+        state_reasons.append(f"book HALTED: {state.reason}")
 
     # ---- the position the order changes ----
     row = agg.row_of.get(order.position_id) if order.position_id is not None else None
@@ -340,7 +344,7 @@ def check_order(
         q0 = float(e.quantity[row])
         sym, sec = str(e.symbol[row]), str(e.sector[row])
         mult, spot, price = float(e.multiplier[row]), float(e.spot[row]), float(e.unit_price[row])
-        dlt, gam, veg, tht = float(e.delta[row]), float(e.gamma[row]), float(e.vega[row]), float(e.theta_per_day[row])
+        dlt, gam, veg, tht = (float(a[row]) for a in (e.delta, e.gamma, e.vega, e.theta_per_day))
         pid = str(order.position_id)
     elif order.instrument is not None:
         ins = order.instrument
@@ -350,23 +354,21 @@ def check_order(
         dlt, gam, veg, tht = float(ins.delta), float(ins.gamma), float(ins.vega), float(ins.theta_per_day)
         pid = order.position_id or "<new position>"
     else:
-        reasons.append(f"unknown position {order.position_id!r} and no instrument given")
-        return PreTradeDecision(REJECT, 0, x_req, tuple(reasons), ())
+        fatal.append(f"unknown position {order.position_id!r} and no instrument given")
+        return PreTradeDecision(REJECT, 0, x_req, tuple(state_reasons + fatal), ())
     values = {"multiplier": mult, "spot": spot, "unit_price": price, "delta": dlt, "gamma": gam}
     values |= {"vega": veg, "theta_per_day": tht, "quantity": q0}
     bad = [k for k, v in values.items() if not math.isfinite(v)]
     if bad:
-        reasons.append(f"missing (NaN) order data for {pid}: {', '.join(bad)} (fail closed)")
-    if math.isfinite(mult) and mult <= 0.0 or math.isfinite(spot) and spot <= 0.0:
-        reasons.append(f"multiplier and spot of {pid} must be positive")
-    reasons += [f"{msg} (fail closed)" for msg in agg.missing.values()]
+        fatal.append(f"missing (NaN) order data for {pid}: {', '.join(bad)} (fail closed)")
+    elif mult <= 0.0 or spot <= 0.0:
+        fatal.append(f"multiplier and spot of {pid} must be positive")
+    fatal += [f"{msg} (fail closed)" for msg in agg.missing.values()]
     floor = concentration_floor(e.nav, config)
     if not math.isfinite(floor):
-        reasons.append("NAV not available for the concentration floor (fail closed)")
-    if reasons and (bad or agg.missing or not math.isfinite(x_req) or order.side not in ("buy", "sell")):
-        return PreTradeDecision(REJECT, 0, x_req, tuple(reasons), ())
-    if not math.isfinite(floor) or (isinstance(x_req, float) and not x_req.is_integer()) or x_req < 1:
-        return PreTradeDecision(REJECT, 0, x_req, tuple(reasons), ())
+        fatal.append("NAV not available for the concentration floor (fail closed)")
+    if fatal:
+        return PreTradeDecision(REJECT, 0, x_req, tuple(state_reasons + fatal), ())
 
     s = 1.0 if order.side == "buy" else -1.0
     reducing = state is not None and state.state == REDUCING
@@ -429,7 +431,9 @@ def check_order(
             _Check(
                 "max_theta_per_day_loss",
                 (_Form(lambda x: th0 + k_th * x, b_th),),
-                lambda x: f"max_theta_per_day_loss: theta loss would be {_fmt(th0 + k_th * x)} > {_fmt(b_th)}",
+                lambda x: (
+                    f"max_theta_per_day_loss: theta loss would be {_fmt(th0 + k_th * x)} > {_fmt(b_th)}"
+                ),
             )
         )
 
@@ -492,20 +496,24 @@ def check_order(
         _other_max(agg.top_sector_gross, ci),
     )
 
-    new_underlying = si < 0 or (agg.positions_by_symbol[si] == 1.0 and row is not None and q0 == 0.0)
     new_underlying = si < 0
+    corr_new, corr_with = (
+        _new_correlation(agg, sym) if new_underlying and agg.n_underlyings > 0 else (None, "")
+    )
     if new_underlying and config.threshold("max_positions") is not None:
         b_n = max(level("max_positions"), float(agg.n_underlyings))
         ok = agg.n_underlyings + 1 <= b_n
         checks.append(
             _Check(
                 "max_positions",
-                (_Form(_const(ok, x_req), 0.0),),
-                lambda x: f"max_positions: a new underlying {sym} would make {agg.n_underlyings + 1} > {_fmt(b_n)}",
+                (_Form(_const(ok), 0.0),),
+                lambda x: (
+                    f"max_positions: a new underlying {sym} would make {agg.n_underlyings + 1} > {_fmt(b_n)}"
+                ),
             )
         )
-    if new_underlying and agg.n_underlyings > 0 and config.threshold("max_pairwise_correlation") is not None:
-        corr, why = _new_correlation(agg, sym)
+    if corr_new is not None and config.threshold("max_pairwise_correlation") is not None:
+        corr, why = corr_new, corr_with
         b_c = level("max_pairwise_correlation")
         ok = math.isfinite(corr) and corr <= b_c
         text = (
@@ -513,24 +521,22 @@ def check_order(
             if not math.isfinite(corr)
             else f"max_pairwise_correlation: {sym} has correlation {corr:.3f} with {why} > {b_c:.3f}"
         )
-        checks.append(_Check("max_pairwise_correlation", (_Form(_const(ok, x_req), 0.0),), lambda x: text))
+        checks.append(_Check("max_pairwise_correlation", (_Form(_const(ok), 0.0),), lambda x: text))
 
-    def shrink_set() -> Intervals:
-        return [(0.0, min(x0, x_req))] if shrinks else [(0.0, 0.0)]
-
+    shrink_to = min(x0, x_req) if shrinks else 0.0
     if reducing:
         n_dd = agg.net_dollar_delta
-        hedge = k_dd * n_dd < 0.0
-        forms = [_Form(lambda x: x, min(x0, x_req) if shrinks else 0.0)]
-        if hedge:
-            forms.append(_Form(lambda x: abs(n_dd + k_dd * x), abs(n_dd)))
+        forms = [_Form(lambda x: x, shrink_to)]
+        if k_dd * n_dd < 0.0:  # a hedge: |n_dd + k_dd x| <= |n_dd| for x <= 2 |n_dd| / |k_dd|
+            forms.append(_Form(lambda x: x, 2.0 * abs(n_dd) / abs(k_dd)))
+        state_text = state.reason if state is not None else ""
         checks.append(
             _Check(
                 "trading_state",
                 tuple(forms),
                 lambda x: (
-                    f"book REDUCING ({state.reason if state else ''}): only risk-reducing orders; "
-                    f"{x:,.0f} neither only shrinks {pid} nor reduces |net dollar delta|"
+                    f"book REDUCING ({state_text}): only risk-reducing orders; {x:,.0f} would neither "
+                    f"only shrink {pid} nor reduce |net dollar delta|"
                 ),
             )
         )
@@ -538,41 +544,39 @@ def check_order(
         checks.append(
             _Check(
                 "event_blackout",
-                (_Form(lambda x: x, shrink_set()[0][1]),),
+                (_Form(lambda x: x, shrink_to),),
                 lambda x: f"event blackout on {sym}: {blackout_reason or 'event'}; no new risk in {sym}",
             )
         )
 
     # ---- largest passing whole quantity ----
-    if reasons:  # HALTED or no state
-        feasible: Intervals = []
-    else:
-        feasible = [(0.0, x_req)]
-        for chk in checks:
-            feasible = _intersect(feasible, chk.passing(xs))
-            if not feasible:
-                break
+    feasible: Intervals = [] if state_reasons else [(0.0, x_req)]
+    for chk in checks:
+        if not feasible:
+            break
+        feasible = _intersect(feasible, chk.passing(xs))
     approved = 0
     for lo, hi in reversed(feasible):
-        start = min(x_req, math.floor(hi) + _SEARCH_STEPS)
-        for cand in range(int(start), max(int(math.ceil(lo)) - 1, 0), -1):
+        top = int(min(x_req, math.floor(hi) + _SEARCH_STEPS))
+        bottom = max(math.ceil(lo), 1, top - 2 * _SEARCH_STEPS)
+        for cand in range(top, bottom - 1, -1):
             if all(chk.passes(float(cand)) for chk in checks):
                 approved = cand
                 break
         if approved:
             break
     failing = [chk.message(x_req) for chk in checks if not chk.passes(x_req)]
-    if approved == 0 and not reasons:
-        failing += [chk.message(1.0) for chk in checks if not chk.passes(1.0) and chk.message(1.0) not in failing]
-    reasons += list(dict.fromkeys(failing))
-    if approved == int(x_req) and not reasons:
+    if approved == 0:
+        failing += [chk.message(1.0) for chk in checks if not chk.passes(1.0)]
+    reasons = state_reasons + list(dict.fromkeys(failing))
+    if approved == int(x_req):
         decision = APPROVE
         reasons = ["all pre-trade checks pass"]
-    elif approved >= 1 and not (state is None or state.state == HALTED):
+    elif approved >= 1:
         decision = RESIZE
         reasons.insert(0, f"resized from {int(x_req)} to {approved}")
     else:
-        decision, approved = REJECT, 0
+        decision = REJECT
     x_report = float(approved) if approved else x_req
     delta = _Delta(
         x=x_report,
@@ -591,8 +595,9 @@ def check_order(
         sec_rest=sec_rest,
         n_sym0=n_sym0,
         gam_sym0=gam_sym0,
-        new_corr=_new_correlation(agg, sym)[0] if new_underlying and agg.n_underlyings > 0 else None,
-        new_pair=f"{sym}/{_new_correlation(agg, sym)[1]}" if new_underlying and agg.n_underlyings > 0 else "",
+        new_sym=new_underlying,
+        new_corr=corr_new,
+        new_pair=f"{sym}/{corr_with}",
         pid=pid,
         sym=sym,
         sec=sec,
@@ -602,10 +607,8 @@ def check_order(
 
 
 def _held_rank(agg: BookAggregates, row: int) -> int:
-    """Index of book row ``row`` among the held positions (``-1`` when not held)."""
-    if row < 0 or agg.exposure.quantity[row] == 0.0:
-        return -1
-    return int(np.count_nonzero(agg.exposure.quantity[:row] != 0.0))
+    """Index of book row ``row`` among the held positions (``-1`` when not held or no row)."""
+    return -1 if row < 0 else int(agg.held_rank[row])
 
 
 def _new_correlation(agg: BookAggregates, sym: str) -> tuple[float, str]:
@@ -644,6 +647,7 @@ class _Delta:
     sec_rest: float
     n_sym0: float
     gam_sym0: float
+    new_sym: bool
     new_corr: float | None
     new_pair: str
     pid: str
@@ -652,7 +656,8 @@ class _Delta:
 
     @staticmethod
     def none() -> _Delta:
-        return _Delta(0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -2, -2, -2, 0.0, 0.0, 0.0, 0.0, None, "", "", "", "")
+        z = 0.0
+        return _Delta(z, 1.0, z, z, z, z, z, z, z, -1, -1, -1, z, z, z, z, False, None, "", "", "", "")
 
 
 def _post_trade(agg: BookAggregates, config: LimitsConfig, d: _Delta) -> list[LimitResult]:
@@ -672,7 +677,6 @@ def _post_trade(agg: BookAggregates, config: LimitsConfig, d: _Delta) -> list[Li
     def share(v: float) -> float:
         return v / denom if denom > 0.0 else 0.0
 
-    new_sym = d.sym_index == -1
     rows.append(
         make_result(
             config,
@@ -704,9 +708,10 @@ def _post_trade(agg: BookAggregates, config: LimitsConfig, d: _Delta) -> list[Li
     other_sec = _other_max(agg.top_sector_gross, d.sec_index)
     rows.append(make_result(config, "max_sector_pct_gross", share(max(other_sec, d.sec_rest + g_new))))
     count = float(agg.n_underlyings)
-    if x > 0 and new_sym and d.sym_index != -2 and g_new >= 0.0 and d.q0 + d.s * x != 0.0:
+    open_after = d.q0 + d.s * x != 0.0
+    if d.new_sym and open_after:
         count += 1.0
-    elif x > 0 and d.sym_index >= 0 and d.q0 + d.s * x == 0.0 and agg.positions_by_symbol[d.sym_index] == 1.0:
+    elif d.sym_index >= 0 and d.q0 != 0.0 and not open_after and agg.positions_by_symbol[d.sym_index] == 1.0:
         count -= 1.0
     rows.append(make_result(config, "min_positions", count))
     rows.append(make_result(config, "max_positions", count))
@@ -719,9 +724,3 @@ def _post_trade(agg: BookAggregates, config: LimitsConfig, d: _Delta) -> list[Li
     rows.append(make_result(config, "max_daily_loss_pct_nav", agg.daily_loss_pct))
     rows.append(make_result(config, "max_drawdown_pct", agg.drawdown_pct))
     return [r for r in rows if r is not None]
-
-
-def check_post_trade_consistency(exposure: BookExposure, config: LimitsConfig, decision: PreTradeDecision) -> bool:
-    """True when the decision's linear post-trade rows match ``evaluate_limits`` on the traded book."""
-    del exposure, config, decision, evaluate_limits, NOT_AVAILABLE, BREACH
-    return True

@@ -68,9 +68,9 @@ FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 
 #: LP cuts within this many units of an integer count as that integer when rounding up.
-ROUND_TOLERANCE = 1e-7
-#: Relative margin taken off each LP bound so that rounding noise lands on the safe side.
-BOUND_MARGIN = 1e-9
+ROUND_TOLERANCE = 1e-6
+#: Relative margin taken off the breached bounds in the MILP fallback (strictly inside the level).
+MILP_MARGIN = 1e-9
 MILP_TIME_LIMIT_SECONDS = 20.0
 
 METHOD_NONE = "none"
@@ -170,13 +170,15 @@ def _scaled(a: sparse.csr_array, b: FloatArray) -> tuple[sparse.csr_array, Float
     return sparse.csr_array(inv @ a), b / scale
 
 
-def _bounds(name: str, config: LimitsConfig, breached: set[str], current: FloatArray) -> FloatArray:
-    """Per-group bound: the warning level (less a tiny margin) if ``name`` is breached, else
+def _bounds(
+    name: str, config: LimitsConfig, breached: set[str], current: FloatArray, margin: float
+) -> FloatArray:
+    """Per-group bound: the warning level (less ``margin``, relative) if ``name`` is breached, else
     ``max(warning, current)`` so that no group gets worse than it is or than its warning level."""
     warn = config.warn_threshold(name)
     assert warn is not None
     if name in breached:
-        return np.full(current.shape, warn * (1.0 - BOUND_MARGIN))
+        return np.full(current.shape, warn * (1.0 - margin))
     return np.maximum(warn, current)
 
 
@@ -397,20 +399,15 @@ def required_reductions(
         )
 
     # ---- LP ----
-    p = _Problem([], [])
     d_sh = mult * e.delta[held] * sign
-    d_usd = d_sh * e.spot[held]
-    g_sh = mult * e.gamma[held] * sign
-    veg = mult * e.vega[held] / 100.0 * sign
-    theta = mult * e.theta_per_day[held] * sign
     g = np.abs(mult * e.delta[held] * e.spot[held])
     zeros_inv = np.zeros(h, dtype=np.intp)
     lin_enabled = [n for n in LIMIT_NAMES if n in LINEAR_LIMITS and config.threshold(n) is not None]
     nets = {
         "max_abs_net_delta_shares": (m.sym_inv, m.symbols.size, d_sh, m.net_delta_by_symbol),
-        "max_abs_gamma_shares": (m.sym_inv, m.symbols.size, g_sh, m.gamma_by_symbol),
-        "max_abs_net_dollar_delta": (zeros_inv, 1, d_usd, np.array([m.net_dollar_delta])),
-        "max_abs_vega_per_vol_point": (zeros_inv, 1, veg, np.array([m.vega])),
+        "max_abs_gamma_shares": (m.sym_inv, m.symbols.size, mult * e.gamma[held] * sign, m.gamma_by_symbol),
+        "max_abs_net_dollar_delta": (zeros_inv, 1, d_sh * e.spot[held], np.array([m.net_dollar_delta])),
+        "max_abs_vega_per_vol_point": (zeros_inv, 1, mult * e.vega[held] / 100.0 * sign, np.array([m.vega])),
     }
     shares = {
         "max_position_pct_gross": (np.arange(h), h),
@@ -418,35 +415,52 @@ def required_reductions(
         "max_sector_pct_gross": (m.sec_inv, m.sectors.size),
     }
     d0 = m.denominator
-    for name in lin_enabled:
-        if name in nets:
-            inv, n_groups, coef, current = nets[name]
-            bound = _bounds(name, config, breached, np.abs(current))
-            _add_abs(p, _group_rows(inv, n_groups, coef, h), current, bound)
-        elif name == "max_theta_per_day_loss":
-            bound = _bounds(name, config, breached, np.array([m.theta_loss]))
-            p.add(_group_rows(zeros_inv, 1, theta, h), bound - m.theta_loss)
-        else:
-            inv, n_groups = shares[name]
-            start = np.bincount(inv, weights=g * aq, minlength=n_groups)
-            bound = _bounds(name, config, breached, start / d0 if d0 > 0.0 else np.zeros(n_groups))
-            rows = -_group_rows(inv, n_groups, g, h)  # group gross = start + rows @ x
-            if m.gross_floor > m.gross:  # constant denominator F
-                p.add(rows, bound * m.gross_floor - start)
-            else:  # start - g r - bound G <= 0
-                gcol = sparse.csr_array(
-                    (-bound, (np.arange(n_groups), np.full(n_groups, h))), shape=(n_groups, h + 1)
-                )
-                p.add(rows + gcol, -start)
-    a_ub, b_ub = _scaled(sparse.vstack(p.rows, format="csr"), np.concatenate(p.rhs))
+    c = np.concatenate([unit_cost, [0.0]])
     a_eq = sparse.csr_array(np.concatenate([g, [1.0]])[None, :])
     b_eq = np.array([m.gross])
-    g_hi = min(m.gross, gross_cap * (1.0 - BOUND_MARGIN)) if math.isfinite(gross_cap) else m.gross
     lower = np.concatenate([lb, [0.0]])
-    upper = np.concatenate([ub, [max(g_hi, 0.0)]])
-    c = np.concatenate([unit_cost, [0.0]])
+
+    def build(margin: float) -> tuple[sparse.csr_array, FloatArray, FloatArray]:
+        """``A_ub``, ``b_ub`` and the upper bounds, with breached bounds tightened by ``margin``."""
+        p = _Problem([], [])
+        for name in lin_enabled:
+            if name in nets:
+                inv, n_groups, coef, current = nets[name]
+                bound = _bounds(name, config, breached, np.abs(current), margin)
+                _add_abs(p, _group_rows(inv, n_groups, coef, h), current, bound)
+            elif name == "max_theta_per_day_loss":
+                bound = _bounds(name, config, breached, np.array([m.theta_loss]), margin)
+                theta = mult * e.theta_per_day[held] * sign
+                p.add(_group_rows(zeros_inv, 1, theta, h), bound - m.theta_loss)
+            else:
+                inv, n_groups = shares[name]
+                start = np.bincount(inv, weights=g * aq, minlength=n_groups)
+                share0 = start / d0 if d0 > 0.0 else np.zeros(n_groups)
+                bound = _bounds(name, config, breached, share0, margin)
+                rows = -_group_rows(inv, n_groups, g, h)  # group gross = start + rows @ x
+                if m.gross_floor > m.gross:  # constant denominator F
+                    p.add(rows, bound * m.gross_floor - start)
+                else:  # start - g r - bound G <= 0
+                    gcol = sparse.csr_array(
+                        (-bound, (np.arange(n_groups), np.full(n_groups, h))), shape=(n_groups, h + 1)
+                    )
+                    p.add(rows + gcol, -start)
+        if p.rows:
+            a_ub, b_ub = _scaled(sparse.vstack(p.rows, format="csr"), np.concatenate(p.rhs))
+        else:
+            a_ub, b_ub = sparse.csr_array((0, h + 1)), np.zeros(0)
+        g_hi = min(m.gross, gross_cap * (1.0 - margin)) if math.isfinite(gross_cap) else m.gross
+        return a_ub, b_ub, np.concatenate([ub, [max(g_hi, 0.0)]])
+
+    a_ub, b_ub, upper = build(0.0)
     res = linprog(
-        c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=np.column_stack([lower, upper]), method="highs"
+        c,
+        A_ub=a_ub if a_ub.shape[0] else None,
+        b_ub=b_ub if a_ub.shape[0] else None,
+        A_eq=a_eq,
+        b_eq=b_eq,
+        bounds=np.column_stack([lower, upper]),
+        method="highs",
     )
     if res.status != 0 or res.x is None:
         return _failed_plan(e, objective, [*notes, f"LP failed: {res.message}"])
@@ -459,11 +473,15 @@ def required_reductions(
     if failures:
         notes.append("rounded LP plan failed verification (" + "; ".join(failures) + "); solved as a MILP")
         method = METHOD_MILP
+        a_ub, b_ub, upper = build(MILP_MARGIN)
         integrality = np.concatenate([np.ones(h), [0.0]])
         lower_i = np.concatenate([np.ceil(lb - ROUND_TOLERANCE), [0.0]])
         res_i = milp(
             c,
-            constraints=[LinearConstraint(a_ub, -np.inf, b_ub), LinearConstraint(a_eq, b_eq, b_eq)],
+            constraints=[
+                *([LinearConstraint(a_ub, -np.inf, b_ub)] if a_ub.shape[0] else []),
+                LinearConstraint(a_eq, b_eq, b_eq),
+            ],
             integrality=integrality,
             bounds=Bounds(np.minimum(lower_i, upper), upper),
             options={"time_limit": MILP_TIME_LIMIT_SECONDS},

@@ -239,7 +239,9 @@ def test_shipped_sample_folder_passes_every_rule(tmp_path: Path) -> None:
     p.defs = build_definitions(
         {
             "warehouse": WarehouseResource(url=p.url),
-            "market_data": MarketDataResource(kind="folder", folder=str(PROJECT_ROOT / "data" / "sample_folder")),
+            "market_data": MarketDataResource(
+                kind="folder", folder=str(PROJECT_ROOT / "data" / "sample_folder")
+            ),
         },
         executor=dg.in_process_executor,
     )
