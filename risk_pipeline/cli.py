@@ -155,6 +155,39 @@ def demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def vol_forecast_eval(args: argparse.Namespace) -> int:
+    """Walk-forward OOS loss of every model on the shipped S&P 500 history and the synthetic index."""
+    from risk_pipeline.defs.volatility.forecasts import forecast_rows
+    from risk_pipeline.quant.vol_forecast import VolForecastConfig
+    from risk_pipeline.sources.packaged import PackagedHistorySource
+    from risk_pipeline.resources import MarketDataResource
+
+    cfg = VolForecastConfig(min_train=args.min_train, refit_every=args.refit_every)
+    spx = PackagedHistorySource("sp500").history()
+    synthetic = MarketDataResource(kind="synthetic", seed=7).get_source()
+    synx = synthetic.market_prices(dt.date(2021, 1, 4), dt.date(2026, 11, 20))
+    synx = synx[synx["symbol"] == "SYNX"].reset_index(drop=True)
+    for label, bars in (
+        ("SPX (arch.data.sp500, 1999-2018)", spx),
+        ("SYNX (synthetic seed 7, 2021-2026)", synx),
+    ):
+        began = time.perf_counter()
+        rows = pd.DataFrame(forecast_rows(label.split()[0], bars, cfg))
+        secs = time.perf_counter() - began
+        print(
+            f"\n{label}: {len(bars)} sessions, min_train {cfg.min_train}, refit every {cfg.refit_every} ({secs:.1f} s)"
+        )
+        table = rows.pivot_table(index="model", columns="horizon_days", values="oos_loss")
+        table.columns = [f"QLIKE h={h}" for h in table.columns]
+        n = rows.groupby("horizon_days")["n_oos"].max()
+        print(table.round(4).to_string())
+        print("OOS days per horizon: " + ", ".join(f"h={h}: {v}" for h, v in n.items()))
+        chosen = rows[rows["selected"]][["horizon_days", "model", "selection_reason"]]
+        for r in chosen.itertuples(index=False):
+            print(f"  h={r.horizon_days}: {r.model} ({r.selection_reason})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="risk-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -169,6 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="sessions of daily history to load first as one run (default 520)",
     )
     p_demo.set_defaults(func=demo)
+    p_eval = sub.add_parser(
+        "vol-forecast-eval", help="out-of-sample loss of every vol model on real and synthetic data"
+    )
+    p_eval.add_argument("--min-train", type=int, default=504)
+    p_eval.add_argument("--refit-every", type=int, default=21)
+    p_eval.set_defaults(func=vol_forecast_eval)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
