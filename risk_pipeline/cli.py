@@ -159,8 +159,8 @@ def vol_forecast_eval(args: argparse.Namespace) -> int:
     """Walk-forward OOS loss of every model on the shipped S&P 500 history and the synthetic index."""
     from risk_pipeline.defs.volatility.forecasts import forecast_rows
     from risk_pipeline.quant.vol_forecast import VolForecastConfig
-    from risk_pipeline.sources.packaged import PackagedHistorySource
     from risk_pipeline.resources import MarketDataResource
+    from risk_pipeline.sources.packaged import PackagedHistorySource
 
     cfg = VolForecastConfig(min_train=args.min_train, refit_every=args.refit_every)
     spx = PackagedHistorySource("sp500").history()
@@ -174,9 +174,8 @@ def vol_forecast_eval(args: argparse.Namespace) -> int:
         began = time.perf_counter()
         rows = pd.DataFrame(forecast_rows(label.split()[0], bars, cfg))
         secs = time.perf_counter() - began
-        print(
-            f"\n{label}: {len(bars)} sessions, min_train {cfg.min_train}, refit every {cfg.refit_every} ({secs:.1f} s)"
-        )
+        setup = f"min_train {cfg.min_train}, refit every {cfg.refit_every}"
+        print(f"\n{label}: {len(bars)} sessions, {setup} ({secs:.1f} s)")
         table = rows.pivot_table(index="model", columns="horizon_days", values="oos_loss")
         table.columns = [f"QLIKE h={h}" for h in table.columns]
         n = rows.groupby("horizon_days")["n_oos"].max()
