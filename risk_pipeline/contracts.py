@@ -302,6 +302,155 @@ VOL_FORECASTS = Table(
     ),
 )
 
+
+POSITION_GREEKS = Table(
+    name="position_greeks",
+    description=(
+        "Every position valued off the vol surface with every input on the row. Position-level "
+        "units: delta in shares, dollar_gamma_1pct per 1 % move, vega per vol point, theta per "
+        "calendar day, rho per 1 % of rate; vanna (d delta / d vol, shares per 1.00 vol), volga "
+        "(d vega / d vol, per 1.00 vol squared) and charm (d delta / d time, shares per year) scaled "
+        "by quantity x multiplier."
+    ),
+    key=("as_of", "book", "position_id"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False, "Valuation time: the option snapshot used"),
+        _c("as_of_date", "date", False),
+        _c("book", "text", False),
+        _c("position_id", "text", False),
+        _c("symbol", "text", False),
+        _c("instrument_type", "text", False),
+        _c("option_type", "text", True),
+        _c("exercise_style", "text", True),
+        _c("expiry", "date", True),
+        _c("quantity", "double", False),
+        _c("multiplier", "double", False),
+        _c("spot", "double", False, "Underlying price at as_of"),
+        _c("strike", "double", True),
+        _c("time_to_expiry_years", "double", True),
+        _c("implied_vol", "double", True, "Vol from the surface at (expiry, strike)"),
+        _c("vol_model", "text", True, "Surface and sticky mode the vol came from"),
+        _c("rate", "double", True),
+        _c("dividend_yield", "double", True),
+        _c("pricing_model", "text", False),
+        _c("price", "double", False, "Per unit of underlying (per share)"),
+        _c("market_value", "double", False),
+        _c("delta", "double", False, "Shares of the underlying"),
+        _c("dollar_delta", "double", False),
+        _c("gamma", "double", False, "Shares per 1.00 of spot"),
+        _c("dollar_gamma_1pct", "double", False),
+        _c("vega_per_vol_point", "double", False),
+        _c("theta_per_day", "double", False),
+        _c("rho_per_pct", "double", False),
+        _c("vanna", "double", False),
+        _c("volga", "double", False),
+        _c("charm", "double", False),
+        _c("beta", "double", True, "Beta to the index, rolling regression of daily log returns"),
+        _c("beta_weighted_delta", "double", True, "Index-equivalent dollar delta: dollar_delta x beta"),
+        _c("expiry_bucket", "text", False, "0-7d, 8-30d, 31-90d, 91d+ (stock: none)"),
+        _c("strategy", "text", False),
+        _c("sector", "text", True),
+    ),
+)
+
+PORTFOLIO_GREEKS = Table(
+    name="portfolio_greeks",
+    description="Book totals and splits by underlying, expiry bucket and strategy; each split sums to the total.",
+    key=("as_of", "book", "scope", "scope_value"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False),
+        _c("as_of_date", "date", False),
+        _c("book", "text", False),
+        _c("scope", "text", False, "total, underlying, expiry_bucket, strategy"),
+        _c("scope_value", "text", False, "'all' for total"),
+        _c("delta", "double", False),
+        _c("dollar_delta", "double", False),
+        _c("gamma", "double", False),
+        _c("dollar_gamma_1pct", "double", False),
+        _c("vega_per_vol_point", "double", False),
+        _c("theta_per_day", "double", False),
+        _c("rho_per_pct", "double", False),
+        _c("beta_weighted_delta", "double", False),
+        _c("market_value", "double", False),
+        _c("positions_count", "bigint", False),
+    ),
+)
+
+LIMIT_STATUS = Table(
+    name="limit_status",
+    description="One row per limit and book: value against cap and warning level.",
+    key=("as_of", "book", "limit_name"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False),
+        _c("book", "text", False),
+        _c("limit_name", "text", False),
+        _c("value", "double", True),
+        _c("threshold", "double", True),
+        _c("warn_threshold", "double", True),
+        _c("utilization", "double", True),
+        _c("status", "text", False, "OK, WARN, BREACH or NOT_AVAILABLE"),
+        _c("detail", "text", True),
+        _c("limits_version", "text", False),
+    ),
+)
+
+TRADING_STATE = Table(
+    name="trading_state",
+    description="Trading state per book (ACTIVE, REDUCING, HALTED) with the reason and the limits behind it.",
+    key=("as_of", "book"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False),
+        _c("book", "text", False),
+        _c("state", "text", False),
+        _c("preservation_level", "text", False, "none, light, moderate, maximum"),
+        _c("reason", "text", False),
+        _c("previous_state", "text", True),
+        _c("since", "timestamp", True),
+        _c("triggering_limits", "json", True),
+        _c("clear_count", "bigint", True),
+    ),
+)
+
+REQUIRED_REDUCTIONS = Table(
+    name="required_reductions",
+    description="Smallest position reductions that bring every breached limit under its warning level.",
+    key=("as_of", "book", "position_id"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False),
+        _c("book", "text", False),
+        _c("position_id", "text", False),
+        _c("symbol", "text", True),
+        _c("quantity_before", "double", True),
+        _c("reduce_quantity", "double", False, "Signed toward zero: positive sells a long"),
+        _c("quantity_after", "double", True),
+        _c("reason", "text", False),
+        _c("limits_cleared", "json", False),
+    ),
+)
+
+AUDIT_TRAIL = Table(
+    name="audit_trail",
+    description="Every pre-trade answer, state change and limit breach; append-only.",
+    key=("audit_id",),
+    partition_by=(),
+    append_only=True,
+    columns=(
+        _c("audit_id", "text", False, "Deterministic hash of the decision and its inputs"),
+        _c("at", "timestamp", False),
+        _c("actor", "text", False),
+        _c("decision_type", "text", False, "pre_trade, state_change, limit_breach"),
+        _c("book", "text", True),
+        _c("subject", "text", False),
+        _c("decision", "text", False),
+        _c("inputs", "json", False),
+    ),
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -316,6 +465,12 @@ TABLES: dict[str, Table] = {
         VOL_SURFACE,
         VOL_SURFACE_GRID,
         VOL_FORECASTS,
+        POSITION_GREEKS,
+        PORTFOLIO_GREEKS,
+        LIMIT_STATUS,
+        TRADING_STATE,
+        REQUIRED_REDUCTIONS,
+        AUDIT_TRAIL,
     )
 }
 

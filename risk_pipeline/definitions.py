@@ -16,6 +16,7 @@ from typing import Any
 import dagster as dg
 
 from risk_pipeline.defs.automation.jobs import JOBS
+from risk_pipeline.defs.exposures import ASSETS as EXPOSURE_ASSETS
 from risk_pipeline.defs.market_data.assets import ASSETS as MARKET_DATA_ASSETS
 from risk_pipeline.defs.serving.assets import ASSETS as SERVING_ASSETS
 from risk_pipeline.defs.volatility import ASSETS as VOLATILITY_ASSETS
@@ -36,7 +37,7 @@ def build_definitions(
 ) -> dg.Definitions:
     """The whole graph with the given resources (tests pass their own warehouse and source)."""
     return dg.Definitions(
-        assets=[*MARKET_DATA_ASSETS, *VOLATILITY_ASSETS, *SERVING_ASSETS],
+        assets=[*MARKET_DATA_ASSETS, *VOLATILITY_ASSETS, *EXPOSURE_ASSETS, *SERVING_ASSETS],
         jobs=JOBS,
         resources=dict(resources),
         executor=executor or executor_from_env(),

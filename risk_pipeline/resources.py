@@ -91,6 +91,23 @@ class MarketDataResource(dg.ConfigurableResource):
         )
 
 
+class ExportsResource(dg.ConfigurableResource):
+    """Folder for documents written for downstream tools (JSON per book), default ``exports/``."""
+
+    root: str = str(PROJECT_ROOT / "exports")
+
+    def write_json(self, relative: str, document: object) -> Path:
+        """Write atomically (temp file, then rename) so readers never see half a document."""
+        import json
+
+        path = Path(self.root) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
+        return path
+
+
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     """Resources for this environment.
 
@@ -107,7 +124,8 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     warehouse = WarehouseResource(
         url=os.environ.get("RISK_PIPELINE_WAREHOUSE_URL", str(DEFAULT_WAREHOUSE_PATH))
     )
-    return {"warehouse": warehouse, "market_data": market}
+    exports = ExportsResource(root=os.environ.get("RISK_PIPELINE_EXPORTS", str(PROJECT_ROOT / "exports")))
+    return {"warehouse": warehouse, "market_data": market, "exports": exports}
 
 
 def today_utc() -> dt.date:

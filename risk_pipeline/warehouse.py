@@ -44,9 +44,10 @@ class Between:
 
 
 def _ident(name: str) -> str:
+    """A plain identifier, double-quoted (contract names such as ``at`` are SQL keywords)."""
     if not _IDENT.match(name):
         raise WarehouseError(f"not a plain SQL identifier: {name!r}")
-    return name
+    return f'"{name}"'
 
 
 def _is_missing(value: Any) -> bool:
@@ -156,7 +157,9 @@ class Warehouse:
                             "write a migration (see README, 'Migrations')"
                         )
                     col_type = ENGINE_TYPES[self.engine][c.type]
-                    self._execute(con, f"ALTER TABLE {SCHEMA}.{t.name} ADD COLUMN {c.name} {col_type}")
+                    self._execute(
+                        con, f"ALTER TABLE {SCHEMA}.{t.name} ADD COLUMN {_ident(c.name)} {col_type}"
+                    )
 
     def _existing_columns(self, con: Any, name: str) -> set[str]:
         cur = self._execute(
@@ -260,10 +263,12 @@ class Warehouse:
             values = list(rows[keys[0]].unique())
             holders = ", ".join("?" for _ in values)
             cur = self._execute(
-                con, f"SELECT {keys[0]} FROM {SCHEMA}.{t.name} WHERE {keys[0]} IN ({holders})", values
+                con,
+                f"SELECT {_ident(keys[0])} FROM {SCHEMA}.{t.name} WHERE {_ident(keys[0])} IN ({holders})",
+                values,
             )
         else:
-            cur = self._execute(con, f"SELECT {', '.join(keys)} FROM {SCHEMA}.{t.name}")
+            cur = self._execute(con, f"SELECT {', '.join(_ident(k) for k in keys)} FROM {SCHEMA}.{t.name}")
         got = pd.DataFrame(cur.fetchall(), columns=keys)
         return _normalize(got, t)
 
@@ -302,12 +307,14 @@ class Warehouse:
         if self.engine == "duckdb":
             con.register("_incoming_rows", rows)
             try:
-                names = ", ".join(cols)
+                names = ", ".join(_ident(c) for c in cols)
                 con.execute(f"INSERT INTO {SCHEMA}.{t.name} ({names}) SELECT {names} FROM _incoming_rows")
             finally:
                 con.unregister("_incoming_rows")
             return
-        with con.cursor().copy(f"COPY {SCHEMA}.{t.name} ({', '.join(cols)}) FROM STDIN") as copy:
+        with con.cursor().copy(
+            f"COPY {SCHEMA}.{t.name} ({', '.join(_ident(c) for c in cols)}) FROM STDIN"
+        ) as copy:
             for record in rows.itertuples(index=False, name=None):
                 copy.write_row([None if _is_missing(v) else _plain(v) for v in record])
 

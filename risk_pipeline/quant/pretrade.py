@@ -62,6 +62,9 @@ RESIZE = "resize"
 REJECT = "reject"
 #: Candidates above the ratio-test bound tried by direct evaluation (guards float round-off).
 _SEARCH_STEPS = 3
+#: Relative slack of every comparison: an order that returns a value exactly to its bound is not
+#: refused over one unit in the last place of a float.
+REL_TOL = 1e-12
 
 Intervals = list[tuple[float, float]]
 
@@ -267,10 +270,15 @@ def _passing(xs: list[float], f: Callable[[float], float], bound: float) -> Inte
 
 @dataclass(frozen=True)
 class _Form:
-    """``f(x) <= bound``; a check passes where any of its forms passes."""
+    """``f(x) <= bound`` up to ``REL_TOL * max(|bound|, scale)``; a check passes where any form does."""
 
     f: Callable[[float], float]
     bound: float
+    scale: float = 0.0
+
+    @property
+    def limit(self) -> float:
+        return self.bound + REL_TOL * max(abs(self.bound), self.scale)
 
 
 @dataclass(frozen=True)
@@ -282,12 +290,12 @@ class _Check:
     message: Callable[[float], str]
 
     def passes(self, x: float) -> bool:
-        return any(form.f(x) <= form.bound for form in self.forms)
+        return any(form.f(x) <= form.limit for form in self.forms)
 
     def passing(self, xs: list[float]) -> Intervals:
         out: Intervals = []
         for form in self.forms:
-            out = _union(out, _passing(xs, form.f, form.bound))
+            out = _union(out, _passing(xs, form.f, form.limit))
         return out
 
 
@@ -449,7 +457,7 @@ def check_order(
         def own(x: float) -> float:
             return own_rest + g_pos(x)
 
-        forms = [_Form(lambda x: own(x) - b * gross(x), 0.0)]
+        forms = [_Form(lambda x: own(x) - b * gross(x), 0.0, d0)]
         if floor > 0.0:
             forms.append(_Form(own, b * floor))
 
@@ -460,7 +468,7 @@ def check_order(
         checks.append(_Check(name, tuple(forms), own_msg))
         if other_gross > 0.0:
             b_o = max(lv, other_gross / d0)
-            target = other_gross / b_o  # D(x) must stay at or above this
+            target = min(other_gross / lv, d0)  # = other_gross / b_o: D(x) must stay at or above it
             if floor < target:
 
                 def other_msg(x: float) -> str:
@@ -535,8 +543,8 @@ def check_order(
                 "trading_state",
                 tuple(forms),
                 lambda x: (
-                    f"book REDUCING ({state_text}): only risk-reducing orders; {x:,.0f} would neither "
-                    f"only shrink {pid} nor reduce |net dollar delta|"
+                    f"book REDUCING: only risk-reducing orders; {x:,.0f} would neither only shrink {pid} "
+                    f"nor reduce |net dollar delta| (state: {state_text})"
                 ),
             )
         )

@@ -498,7 +498,7 @@ def required_reductions(
     for name in sorted(breached | set(targets_linear), key=_order_key):
         if name in before:
             changes.append(_change(before[name], after_by.get(name), estimated.get(name)))
-    reduce_held = sign * r
+    reduce_held = sign * r + 0.0  # no negative zeros
     reduce_quantity = np.zeros(e.n)
     reduce_quantity[held] = reduce_held
     new_quantity = e.quantity - reduce_quantity

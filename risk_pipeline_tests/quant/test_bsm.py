@@ -101,12 +101,15 @@ def test_price_and_greeks_match_quantlib(ql_case, backend: str) -> None:
         assert not bad.any(), (name, np.flatnonzero(bad)[:5], ours[bad][:5], ref[name][bad][:5])
 
 
-def test_quantlib_tight_where_values_are_not_tiny(ql_case) -> None:
-    """Away from the far tails the agreement is ~1e-12 relative."""
+def test_quantlib_tight_away_from_the_tails(ql_case) -> None:
+    """Within two standard deviations of the forward the agreement is ~1e-12 relative (beyond, QuantLib's
+    ``1 + erf`` normal CDF loses digits in the tail, e.g. 6e-11 relative at d2 = -4.9 and K = 5500 S)."""
     opts, ref = ql_case
     res = bsm_greeks(*_args(opts))
+    sd = opts["vol"] * np.sqrt(opts["time_years"])
+    near = np.abs(np.log(opts["strike"] / opts["spot"])) < 2.0 * sd
     for name in ("price", "delta", "gamma", "vega", "rho"):
-        big = np.abs(ref[name]) > 1e-3 * (opts["spot"] if name != "gamma" else 1e-3)
+        big = near & (np.abs(ref[name]) > 1e-3 * (opts["spot"] if name != "gamma" else 1e-3))
         rel = np.abs(getattr(res, name)[big] - ref[name][big]) / np.abs(ref[name][big])
         assert rel.max() < 5e-12, (name, rel.max())
 
@@ -118,8 +121,10 @@ def test_textbook_values() -> None:
     # Hull, ch. 19 running example (S=49, K=50, r=5%, sigma=20%, 20 weeks): c = 2.40, delta 0.522,
     # gamma 0.066, vega 12.1, theta -4.31 per year, rho 8.91
     r = bsm_greeks(49.0, 50.0, 20 / 52, 0.2, 0.05, 0.0, True)
-    np.testing.assert_allclose([r.price, r.delta, r.gamma, r.vega, r.theta, r.rho],
-                               [2.40, 0.522, 0.066, 12.1, -4.31, 8.91], atol=[5e-3, 5e-4, 5e-4, 0.05, 5e-3, 5e-3])
+    hull = {"price": (2.40, 5e-3), "delta": (0.522, 5e-4), "gamma": (0.066, 5e-4), "vega": (12.1, 0.05),
+            "theta": (-4.31, 5e-3), "rho": (8.91, 5e-3)}
+    for name, (value, tol) in hull.items():
+        assert float(getattr(r, name)) == pytest.approx(value, abs=tol), name
     # Haug, The Complete Guide to Option Pricing Formulas (2007): generalized BSM examples
     assert float(bsm_price(60.0, 65.0, 0.25, 0.3, 0.08, 0.0, True)) == pytest.approx(2.1334, abs=5e-5)
     assert float(bsm_price(100.0, 95.0, 0.5, 0.2, 0.10, 0.05, False)) == pytest.approx(2.4648, abs=5e-5)
@@ -136,7 +141,8 @@ def test_put_call_parity(backend: str) -> None:
     s, k, t, v, r, q, _ = _args(opts)
     call = bsm_price(s, k, t, v, r, q, True, backend=backend)
     put = bsm_price(s, k, t, v, r, q, False, backend=backend)
-    np.testing.assert_allclose(call - put, s * np.exp(-q * t) - k * np.exp(-r * t), rtol=0, atol=2e-12 * 100)
+    forward_pv = s * np.exp(-q * t) - k * np.exp(-r * t)
+    assert np.all(np.abs(call - put - forward_pv) <= 1e-14 * np.maximum(s, k))
     gc = bsm_greeks(s, k, t, v, r, q, True, backend=backend)
     gp = bsm_greeks(s, k, t, v, r, q, False, backend=backend)
     np.testing.assert_allclose(gc.delta - gp.delta, np.exp(-q * t), atol=1e-14)
@@ -285,10 +291,10 @@ def test_deep_wings_and_zero_rate(strict_fp, backend: str) -> None:
     call = bsm_greeks(100.0, k, 0.5, 0.3, 0.0, 0.0, True, backend=backend)
     put = bsm_greeks(100.0, k, 0.5, 0.3, 0.0, 0.0, False, backend=backend)
     np.testing.assert_allclose(call.price[:2], 100.0 - k[:2], rtol=1e-15)
-    np.testing.assert_array_equal(call.price[2:], 0.0)
-    np.testing.assert_array_equal(put.price[:2], 0.0)
+    np.testing.assert_allclose(call.price[2:], 0.0, atol=1e-25)  # 5.7e-27 at K = 1000
+    np.testing.assert_allclose(put.price[:2], 0.0, atol=1e-25)
     np.testing.assert_allclose(put.price[2:], k[2:] - 100.0, rtol=1e-15)
-    np.testing.assert_allclose(call.delta, [1.0, 1.0, 0.0, 0.0], atol=1e-300)
+    np.testing.assert_allclose(call.delta, [1.0, 1.0, 0.0, 0.0], rtol=1e-15, atol=1e-25)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
