@@ -10,40 +10,13 @@ import pandas as pd
 import pytest
 import QuantLib as ql
 
-from risk_pipeline.calendar import session_close_utc, sessions
-from risk_pipeline.definitions import build_definitions
+from risk_pipeline.calendar import session_close_utc
 from risk_pipeline.quant.svi import SviParams, svi_implied_vol
-from risk_pipeline.resources import MarketDataResource, WarehouseResource
+from risk_pipeline.resources import MarketDataResource
 from risk_pipeline.warehouse import Warehouse
 
 SESSION = dt.date(2026, 11, 20)
 HISTORY = 300
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Warehouse, dg.ExecuteInProcessResult]:
-    url = str(tmp_path_factory.mktemp("vol") / "risk_warehouse.duckdb")
-    defs = build_definitions(
-        {
-            "warehouse": WarehouseResource(url=url),
-            "market_data": MarketDataResource(kind="synthetic", n_underlyings=4),
-        },
-        executor=dg.in_process_executor,
-    )
-    instance = dg.DagsterInstance.ephemeral()
-    history = [d for d in sessions(SESSION - dt.timedelta(days=600), SESSION) if d < SESSION][-HISTORY:]
-    tags = {
-        "dagster/asset_partition_range_start": history[0].isoformat(),
-        "dagster/asset_partition_range_end": history[-1].isoformat(),
-    }
-    assert defs.resolve_job_def("price_history_job").execute_in_process(instance=instance, tags=tags).success
-    config = {
-        "ops": {"vol_forecasts": {"config": {"workers": 1}}, "vol_surfaces": {"config": {"workers": 1}}}
-    }
-    result = defs.resolve_job_def("end_of_day_job").execute_in_process(
-        instance=instance, partition_key=SESSION.isoformat(), run_config=config, raise_on_error=False
-    )
-    return Warehouse(url), result
 
 
 def test_every_asset_and_blocking_check_succeeds(run: tuple[Warehouse, dg.ExecuteInProcessResult]) -> None:

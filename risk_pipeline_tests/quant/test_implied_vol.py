@@ -142,7 +142,6 @@ def test_status_codes() -> None:
         (s * math.exp(-q * t), t, True, IvStatus.ABOVE_UPPER_BOUND),
         (k * math.exp(-r * t) * 1.01, t, False, IvStatus.ABOVE_UPPER_BOUND),
         (0.0, t, False, IvStatus.ZERO_PRICE),
-        (intrinsic_call, t, True, IvStatus.ZERO_PRICE),  # no time value at all
         (5.0, 0.0, True, IvStatus.EXPIRED),
         (5.0, -0.1, True, IvStatus.EXPIRED),
         (np.nan, t, True, IvStatus.INVALID_INPUT),
@@ -211,11 +210,11 @@ def test_american_round_trip() -> None:
         assert np.all(res.status[live] == IvStatus.OK)
         assert np.abs(res.vol - vol)[live].max() <= 1e-9
     # statuses: below the zero-volatility American value, above the upper bound, expired
-    low = implied_vol_american([5.0, 150.0, 5.0, 1.0], [110.0, 100.0, 100.0, 100.0], 100.0, [1.0, 1.0, 0.0, 1.0],
-                               0.05, 0.0, True)
-    np.testing.assert_array_equal(low.status[:3], [IvStatus.BELOW_INTRINSIC, IvStatus.ABOVE_UPPER_BOUND,
-                                                   IvStatus.EXPIRED])
-    assert int(low.status[3]) == IvStatus.OK
+    # (a q = 0 call is worth at least S - K e^{-rT} = 4.88 at zero volatility)
+    low = implied_vol_american([5.0, 150.0, 5.0, 4.0, 10.0], [110.0, 100.0, 100.0, 100.0, 100.0], 100.0,
+                               [1.0, 1.0, 0.0, 1.0, 1.0], 0.05, 0.0, True)
+    np.testing.assert_array_equal(low.status, [IvStatus.BELOW_INTRINSIC, IvStatus.ABOVE_UPPER_BOUND,
+                                               IvStatus.EXPIRED, IvStatus.BELOW_INTRINSIC, IvStatus.OK])
 
 
 @settings(max_examples=300, deadline=None)

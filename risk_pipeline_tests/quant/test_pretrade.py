@@ -80,7 +80,9 @@ def make_book(**extra: object) -> BookExposure:
 
 
 def state_of(e: BookExposure, c: LimitsConfig, dd: float | None = None) -> TradingStateRecord:
-    return next_state(None, evaluate_limits(e, c), e.drawdown_pct if dd is None else dd, e.daily_loss_pct, 1, c)
+    return next_state(
+        None, evaluate_limits(e, c), e.drawdown_pct if dd is None else dd, e.daily_loss_pct, 1, c
+    )
 
 
 def traded(e: BookExposure, order: Order, quantity: float) -> BookExposure:
@@ -111,7 +113,9 @@ def traded(e: BookExposure, order: Order, quantity: float) -> BookExposure:
     )
 
 
-def assert_post_trade_matches_full_evaluation(e: BookExposure, order: Order, c: LimitsConfig, decision) -> None:
+def assert_post_trade_matches_full_evaluation(
+    e: BookExposure, order: Order, c: LimitsConfig, decision
+) -> None:
     x = decision.approved_quantity or decision.requested_quantity
     full = results_by_name(evaluate_limits(traded(e, order, x), c))
     for row in decision.post_trade_limits:
@@ -302,7 +306,9 @@ def books_and_orders(draw: st.DrawFn) -> tuple[BookExposure, Order]:
         order = Order(side, x, f"p{draw(st.integers(0, n - 1))}")
     else:
         sym = draw(st.sampled_from(["A", "B", "C"]))
-        ins = Instrument(sym, {"A": "x", "B": "x", "C": "y"}[sym], 1.0, {"A": 10.0, "B": 20.0, "C": 5.0}[sym], 1.0, 1.0)
+        ins = Instrument(
+            sym, {"A": "x", "B": "x", "C": "y"}[sym], 1.0, {"A": 10.0, "B": 20.0, "C": 5.0}[sym], 1.0, 1.0
+        )
         order = Order(side, x, "new", ins)
     return e, order
 
@@ -340,7 +346,9 @@ def _independent_pass(e: BookExposure, order: Order, c: LimitsConfig, x: int) ->
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(books_and_orders(), CAPS)
-def test_resize_is_the_largest_passing_quantity_by_brute_force(case: tuple[BookExposure, Order], caps: dict) -> None:
+def test_resize_is_the_largest_passing_quantity_by_brute_force(
+    case: tuple[BookExposure, Order], caps: dict
+) -> None:
     e, order = case
     c = cfg(**caps)
     s = state_of(e, c, dd=0.0)

@@ -173,7 +173,13 @@ def test_rounding_up_costs_at_most_one_unit_per_cut_position() -> None:
 def test_concentration_cut_matches_brute_force() -> None:
     # A 6,000 of 10,000 gross; cap 0.5, warning 0.4: (6000 - 10 r) / (10000 - 10 r) <= 0.4
     # <=> r >= 333.3: 334 shares. Cutting B or C only raises A's share.
-    e = book([("a", "A", "x", 600, 1, 10.0, 10.0, 1.0), ("b", "B", "y", 200, 1, 10.0, 10.0, 1.0), ("c", "C", "z", 200, 1, 10.0, 10.0, 1.0)])
+    e = book(
+        [
+            ("a", "A", "x", 600, 1, 10.0, 10.0, 1.0),
+            ("b", "B", "y", 200, 1, 10.0, 10.0, 1.0),
+            ("c", "C", "z", 200, 1, 10.0, 10.0, 1.0),
+        ]
+    )
     c = cfg(max_position_pct_gross=0.5)
     plan = required_reductions(e, c, evaluate_limits(e, c))
     r = np.array(list(itertools.product(range(601), range(0, 201, 5), range(0, 201, 5))), dtype=float)
@@ -242,7 +248,11 @@ def test_correlation_breach_closes_one_name_of_the_pair() -> None:
     symbols = ("A", "B", "C")
     corr = np.array([[1.0, 0.9, 0.1], [0.9, 1.0, 0.2], [0.1, 0.2, 1.0]])
     e = book(
-        [("a", "A", "x", 100, 1, 10.0, 10.0, 1.0), ("b", "B", "y", 50, 1, 10.0, 10.0, 1.0), ("c", "C", "z", 80, 1, 10.0, 10.0, 1.0)],
+        [
+            ("a", "A", "x", 100, 1, 10.0, 10.0, 1.0),
+            ("b", "B", "y", 50, 1, 10.0, 10.0, 1.0),
+            ("c", "C", "z", 80, 1, 10.0, 10.0, 1.0),
+        ],
         correlation=corr,
         correlation_symbols=symbols,
     )

@@ -25,7 +25,13 @@ from risk_pipeline.quant.trading_state import (
 )
 
 CFG = LimitsConfig(recovery_sessions=3)
-NAMES = ("max_abs_net_dollar_delta", "max_position_pct_gross", "max_var_99_1d", "min_positions", "max_drawdown_pct")
+NAMES = (
+    "max_abs_net_dollar_delta",
+    "max_position_pct_gross",
+    "max_var_99_1d",
+    "min_positions",
+    "max_drawdown_pct",
+)
 
 
 def rows(**statuses: str) -> list[LimitResult]:
@@ -33,7 +39,11 @@ def rows(**statuses: str) -> list[LimitResult]:
     for name in NAMES:
         status = statuses.get(name, OK)
         value = {OK: 1.0, WARN: 9.0, BREACH: 12.0, NOT_AVAILABLE: math.nan}[status]
-        out.append(LimitResult(name, value, 10.0, 8.0, value / 10.0, status, note="missing" if math.isnan(value) else ""))
+        out.append(
+            LimitResult(
+                name, value, 10.0, 8.0, value / 10.0, status, note="missing" if math.isnan(value) else ""
+            )
+        )
     return out
 
 
@@ -131,9 +141,16 @@ def test_recovery_stops_at_the_level_the_inputs_still_call_for() -> None:
         (0.0, 0.0201, HALTED, LEVEL_MAXIMUM, 0.50, True),  # daily loss limit hit
     ],
 )
-def test_preservation_levels(dd: float, loss: float, state: str, level: str, cut: float, hedges: bool) -> None:
+def test_preservation_levels(
+    dd: float, loss: float, state: str, level: str, cut: float, hedges: bool
+) -> None:
     s = step(None, 1, dd=dd, loss=loss, gross=1000.0)
-    assert (s.state, s.preservation_level, s.target_gross_cut, s.hedges_required) == (state, level, cut, hedges)
+    assert (s.state, s.preservation_level, s.target_gross_cut, s.hedges_required) == (
+        state,
+        level,
+        cut,
+        hedges,
+    )
     assert s.flatten_speculative == (level == LEVEL_MAXIMUM)
     assert (s.reference_gross == 1000.0) if level != LEVEL_NONE else math.isnan(s.reference_gross)
 

@@ -1,0 +1,124 @@
+"""position_greeks against QuantLib with the inputs stored on each row; portfolio splits and JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+import QuantLib as ql
+
+from risk_pipeline.defs.exposures.greeks import GREEK_COLUMNS, surfaces_by_underlying
+from risk_pipeline.warehouse import Warehouse
+
+Run = tuple[Warehouse, dg.ExecuteInProcessResult]
+
+
+def _ql_option(row: pd.Series) -> ql.VanillaOption:
+    """QuantLib option with exactly the row's T (flat curves scaled so Actual365 days give T)."""
+    today = ql.Date(20, 11, 2026)
+    ql.Settings.instance().evaluationDate = today
+    dc = ql.Actual365Fixed()
+    days = 10_000
+    scale = row["time_to_expiry_years"] / (days / 365.0)
+    process = ql.BlackScholesMertonProcess(
+        ql.QuoteHandle(ql.SimpleQuote(row["spot"])),
+        ql.YieldTermStructureHandle(ql.FlatForward(today, row["dividend_yield"] * scale, dc)),
+        ql.YieldTermStructureHandle(ql.FlatForward(today, row["rate"] * scale, dc)),
+        ql.BlackVolTermStructureHandle(
+            ql.BlackConstantVol(today, ql.NullCalendar(), row["implied_vol"] * np.sqrt(scale), dc)
+        ),
+    )
+    payoff = ql.PlainVanillaPayoff(ql.Option.Call if row["option_type"] == "C" else ql.Option.Put, row["strike"])
+    if row["exercise_style"] == "american":
+        option = ql.VanillaOption(payoff, ql.AmericanExercise(today, today + days))
+        option.setPricingEngine(ql.BinomialVanillaEngine(process, "lr", 1001))
+    else:
+        option = ql.VanillaOption(payoff, ql.EuropeanExercise(today + days))
+        option.setPricingEngine(ql.AnalyticEuropeanEngine(process))
+    return option, scale
+
+
+def test_european_positions_match_quantlib(run: Run) -> None:
+    wh, result = run
+    assert result.success
+    rows = wh.read("position_greeks")
+    euro = rows[rows["exercise_style"] == "european"]
+    assert len(euro) >= 3
+    for _, r in euro.iterrows():
+        option, scale = _ql_option(r)
+        units = r["quantity"] * r["multiplier"]
+        assert r["price"] == pytest.approx(option.NPV(), rel=1e-9)
+        assert r["delta"] == pytest.approx(units * option.delta(), rel=1e-9)
+        assert r["gamma"] == pytest.approx(units * option.gamma(), rel=1e-8)
+        # QuantLib sees vol x sqrt(scale), rate x scale and time / scale: chain rule back to the row's units
+        assert r["vega_per_vol_point"] == pytest.approx(units * option.vega() * np.sqrt(scale) / 100, rel=1e-8)
+        assert r["rho_per_pct"] == pytest.approx(units * option.rho() * scale / 100, rel=1e-8)
+        assert r["theta_per_day"] == pytest.approx(units * option.theta() / scale / 365, rel=1e-8)
+        assert r["dollar_gamma_1pct"] == pytest.approx(r["gamma"] * r["spot"] ** 2 / 100, rel=1e-12)
+
+
+def test_american_positions_are_near_a_converged_tree(run: Run) -> None:
+    wh, _ = run
+    rows = wh.read("position_greeks")
+    amer = rows[rows["exercise_style"] == "american"]
+    assert len(amer) >= 3
+    for _, r in amer.iterrows():
+        option, _ = _ql_option(r)
+        units = r["quantity"] * r["multiplier"]
+        assert r["price"] == pytest.approx(option.NPV(), rel=6e-3, abs=0.01)  # Bjerksund-Stensland 2002
+        assert r["delta"] == pytest.approx(units * option.delta(), rel=0.02, abs=abs(units) * 0.01)
+
+
+def test_vol_on_each_row_is_the_surface_vol_at_its_strike(run: Run) -> None:
+    wh, _ = run
+    rows = wh.read("position_greeks")
+    options = rows[rows["instrument_type"] == "option"]
+    surfaces = surfaces_by_underlying(wh.read("vol_surface", {"as_of": options["as_of"].iloc[0]}))
+    for _, r in options.iterrows():
+        forward = r["spot"] * np.exp((r["rate"] - r["dividend_yield"]) * r["time_to_expiry_years"])
+        expected = surfaces[r["symbol"]].implied_vol(r["time_to_expiry_years"], np.log(r["strike"] / forward))
+        assert r["implied_vol"] == pytest.approx(float(expected), rel=1e-12)
+
+
+def test_stock_rows_are_linear(run: Run) -> None:
+    wh, _ = run
+    rows = wh.read("position_greeks")
+    stock = rows[rows["instrument_type"] != "option"]
+    assert len(stock) > 0
+    np.testing.assert_allclose(stock["delta"], stock["quantity"] * stock["multiplier"])
+    np.testing.assert_allclose(stock["dollar_delta"], stock["delta"] * stock["spot"])
+    assert (stock[["gamma", "vega_per_vol_point", "theta_per_day", "rho_per_pct"]] == 0).all().all()
+
+
+def test_every_split_sums_to_the_independently_summed_total(run: Run) -> None:
+    wh, _ = run
+    positions = wh.read("position_greeks")
+    portfolio = wh.read("portfolio_greeks")
+    for book, p in positions.groupby("book"):
+        book_rows = portfolio[portfolio["book"] == book]
+        total = book_rows[book_rows["scope"] == "total"].iloc[0]
+        assert total["positions_count"] == len(p)
+        for column in GREEK_COLUMNS:
+            assert total[column] == pytest.approx(p[column].sum(), rel=1e-12, abs=1e-9)
+        for scope in ("underlying", "expiry_bucket", "strategy"):
+            split = book_rows[book_rows["scope"] == scope]
+            assert split["positions_count"].sum() == len(p)
+            for column in GREEK_COLUMNS:
+                assert split[column].sum() == pytest.approx(total[column], rel=1e-12, abs=1e-9)
+
+
+def test_json_document_per_book(run: Run, exports_root: str) -> None:
+    wh, _ = run
+    totals = wh.read("portfolio_greeks", {"scope": "total"})
+    for _, total in totals.iterrows():
+        doc = json.loads((Path(exports_root) / "portfolio_greeks" / f"{total['book']}.json").read_text())
+        assert set(doc) == {"delta", "gamma", "theta", "vega", "timestamp", "positions_count"}
+        assert doc["delta"] == pytest.approx(total["delta"])
+        assert doc["vega"] == pytest.approx(total["vega_per_vol_point"])
+        assert doc["theta"] == pytest.approx(total["theta_per_day"])
+        assert doc["positions_count"] == total["positions_count"]
+        assert doc["timestamp"] == total["as_of"].strftime("%Y-%m-%dT%H:%M:%SZ")
