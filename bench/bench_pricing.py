@@ -169,12 +169,7 @@ def _market(n: int, seed: int) -> dict[str, np.ndarray]:
     }
 
 
-_LOAD_BEFORE = float("nan")
-
-
 def run(n: int = 1_000_000) -> list[Row]:
-    global _LOAD_BEFORE
-    _LOAD_BEFORE = os.getloadavg()[0]
     m = _market(n, seed=2025)
     s, t, vol, r, q, call = m["s"], m["t"], m["vol"], m["r"], m["q"], m["call"]
     k = s * np.exp(m["z"] * vol * np.sqrt(t))
@@ -237,13 +232,13 @@ def run(n: int = 1_000_000) -> list[Row]:
     return rows
 
 
-def _format(rows: list[Row]) -> str:
+def _format(rows: list[Row], load_before: float) -> str:
     """One block per section; ratios are against that section's numpy and QuantLib rows."""
     lines = [
         f"cores: {os.cpu_count()} logical, numba threads {numba.get_num_threads()} "
         f"({numba.threading_layer()}), numpy {np.__version__}, numba {numba.__version__}, "
         f"QuantLib {ql.__version__}; best of several runs after warm-up; "
-        f"load average before the run {_LOAD_BEFORE:.2f}",
+        f"1-min load average before the run {load_before:.2f}",
     ]
     for section in dict.fromkeys(r.section for r in rows if r.name):
         same = [r for r in rows if r.section == section]
@@ -260,7 +255,8 @@ def _format(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     n = int(args[0]) if args else 1_000_000
-    print(_format(run(n)))
+    load_before = os.getloadavg()[0]
+    print(_format(run(n), load_before))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from risk_pipeline.definitions import build_definitions
-from risk_pipeline.resources import PROJECT_ROOT, MarketDataResource, WarehouseResource
+from risk_pipeline.resources import PROJECT_ROOT, ExportsResource, MarketDataResource, WarehouseResource
 from risk_pipeline.warehouse import Warehouse
 from risk_pipeline_tests.conftest import PG_ADMIN_URL
 from risk_pipeline_tests.folder_fixture import write_good_folder
@@ -60,6 +60,7 @@ def test_run_on_postgres_instance_and_postgres_warehouse(
         {
             "warehouse": WarehouseResource(url=pg_server_url),
             "market_data": MarketDataResource(kind="folder", folder=str(write_good_folder(tmp_path / "f"))),
+            "exports": ExportsResource(root=str(tmp_path / "exports")),
         },
         executor=dg.in_process_executor,
     )

@@ -41,6 +41,7 @@ reference_gross`` and, at the maximum level, closing every position whose strate
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -48,7 +49,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import sparse
-from scipy.optimize import Bounds, LinearConstraint, linprog, milp
+from scipy.optimize import OptimizeWarning, linprog
 
 from risk_pipeline.quant.limits import (
     BREACH,
@@ -70,12 +71,17 @@ BoolArray = NDArray[np.bool_]
 #: LP cuts within this many units of an integer count as that integer when rounding up.
 ROUND_TOLERANCE = 1e-6
 #: Relative margin taken off the breached bounds in the MILP fallback (strictly inside the level).
-MILP_MARGIN = 1e-9
-MILP_TIME_LIMIT_SECONDS = 20.0
+MILP_MARGIN = 1e-7
+#: HiGHS primal and MIP feasibility tolerance of the MILP fallback (its defaults are 1e-7 and 1e-6).
+MILP_FEASIBILITY_TOLERANCE = 1e-9
+#: Time limits of the MILP fallbacks: near the LP solution, then over every cut.
+MILP_NEAR_TIME_LIMIT_SECONDS = 5.0
+MILP_TIME_LIMIT_SECONDS = 10.0
 
 METHOD_NONE = "none"
 METHOD_LP = "lp"
 METHOD_MILP = "milp"
+METHOD_CLOSE = "close"
 METHOD_FAILED = "failed"
 
 
@@ -135,7 +141,7 @@ class ReductionPlan:
 
 @dataclass
 class _Problem:
-    """Sparse LP over ``x = (r_0 .. r_{h-1}, G)``: ``A_ub x <= b_ub``, ``A_eq x = b_eq``."""
+    """Sparse LP over ``x = (r_0 .. r_{h-1}, G / G_0)``: ``A_ub x <= b_ub``."""
 
     rows: list[sparse.csr_array]
     rhs: list[FloatArray]
@@ -151,7 +157,7 @@ def speculative_mask(exposure: BookExposure, config: LimitsConfig) -> BoolArray:
 
 
 def _group_rows(inv: NDArray[np.intp], n_groups: int, coef: FloatArray, h: int) -> sparse.csr_array:
-    """Rows ``sum_{i in group} coef_i r_i`` over ``(r, G)``."""
+    """Rows ``sum_{i in group} coef_i r_i`` over ``(r, G / G_0)``."""
     cols = np.arange(h)
     return sparse.csr_array((coef, (inv, cols)), shape=(n_groups, h + 1))
 
@@ -416,8 +422,12 @@ def required_reductions(
     }
     d0 = m.denominator
     c = np.concatenate([unit_cost, [0.0]])
-    a_eq = sparse.csr_array(np.concatenate([g, [1.0]])[None, :])
-    b_eq = np.array([m.gross])
+    # the last variable is y = G / G_0 (scaled gross) and the equality row is scaled to max |coef| 1
+    g_scale = m.gross if m.gross > 0.0 else 1.0
+    eq_row = np.concatenate([g / g_scale, [1.0]])
+    eq_norm = float(np.abs(eq_row).max())
+    a_eq = sparse.csr_array((eq_row / eq_norm)[None, :])
+    b_eq = np.array([m.gross / g_scale / eq_norm])
     lower = np.concatenate([lb, [0.0]])
 
     def build(margin: float) -> tuple[sparse.csr_array, FloatArray, FloatArray]:
@@ -442,7 +452,8 @@ def required_reductions(
                     p.add(rows, bound * m.gross_floor - start)
                 else:  # start - g r - bound G <= 0
                     gcol = sparse.csr_array(
-                        (-bound, (np.arange(n_groups), np.full(n_groups, h))), shape=(n_groups, h + 1)
+                        (-bound * g_scale, (np.arange(n_groups), np.full(n_groups, h))),
+                        shape=(n_groups, h + 1),
                     )
                     p.add(rows + gcol, -start)
         if p.rows:
@@ -450,7 +461,7 @@ def required_reductions(
         else:
             a_ub, b_ub = sparse.csr_array((0, h + 1)), np.zeros(0)
         g_hi = min(m.gross, gross_cap * (1.0 - margin)) if math.isfinite(gross_cap) else m.gross
-        return a_ub, b_ub, np.concatenate([ub, [max(g_hi, 0.0)]])
+        return a_ub, b_ub, np.concatenate([ub, [max(g_hi, 0.0) / g_scale]])
 
     a_ub, b_ub, upper = build(0.0)
     res = linprog(
@@ -465,33 +476,49 @@ def required_reductions(
     if res.status != 0 or res.x is None:
         return _failed_plan(e, objective, [*notes, f"LP failed: {res.message}"])
     lp_value = float(res.fun)
-    r = np.minimum(np.ceil(res.x[:h] - ROUND_TOLERANCE), ub)
-    r = np.maximum(r, 0.0)
+    x_lp = res.x[:h]
+    r = np.clip(np.ceil(x_lp - ROUND_TOLERANCE), 0.0, ub)
     targets = targets_linear + sorted(n for n in cleared if n not in targets_linear)
     method = METHOD_LP
     after, failures = _verify(e, config, m, r, sign, breached, before, gross_cap)
     if failures:
-        notes.append("rounded LP plan failed verification (" + "; ".join(failures) + "); solved as a MILP")
-        method = METHOD_MILP
+        notes.append("rounded LP plan failed verification (" + "; ".join(failures) + ")")
         a_ub, b_ub, upper = build(MILP_MARGIN)
-        integrality = np.concatenate([np.ones(h), [0.0]])
-        lower_i = np.concatenate([np.ceil(lb - ROUND_TOLERANCE), [0.0]])
-        res_i = milp(
-            c,
-            constraints=[
-                *([LinearConstraint(a_ub, -np.inf, b_ub)] if a_ub.shape[0] else []),
-                LinearConstraint(a_eq, b_eq, b_eq),
-            ],
-            integrality=integrality,
-            bounds=Bounds(np.minimum(lower_i, upper), upper),
-            options={"time_limit": MILP_TIME_LIMIT_SECONDS},
+        lb_int = np.minimum(np.ceil(lb - ROUND_TOLERANCE), ub)
+        whole = np.clip(np.round(x_lp), lb_int, ub)
+        frac = np.abs(x_lp - whole) > ROUND_TOLERANCE
+        near = (
+            np.where(frac, np.maximum(np.floor(x_lp) - 1.0, lb_int), whole),
+            np.where(frac, np.minimum(np.ceil(x_lp) + 1.0, ub), whole),
         )
-        if res_i.x is None:
-            return _failed_plan(e, objective, [*notes, f"MILP failed: {res_i.message}"])
-        r = np.clip(np.round(res_i.x[:h]), 0.0, ub)
-        after, failures = _verify(e, config, m, r, sign, breached, before, gross_cap)
+        attempts = (
+            (f"MILP over the {int(frac.sum())} fractional cut(s)", near, MILP_NEAR_TIME_LIMIT_SECONDS),
+            ("MILP over every cut", (lb_int, ub), MILP_TIME_LIMIT_SECONDS),
+        )
+        for label, (lo_i, hi_i), limit in attempts:
+            solution, message = _solve_milp(c, a_ub, b_ub, a_eq, b_eq, lo_i, hi_i, upper[-1], limit)
+            if solution is None:
+                notes.append(f"{label}: {message}")
+                continue
+            r_try = np.clip(np.round(solution[:h]), 0.0, ub)
+            after_try, failures_try = _verify(e, config, m, r_try, sign, breached, before, gross_cap)
+            if not failures_try:
+                r, after, failures, method = r_try, after_try, [], METHOD_MILP
+                notes.append(f"{label}: verified")
+                break
+            notes.append(f"{label} failed verification: " + "; ".join(failures_try))
+        if failures:  # close whole positions: those the LP cuts, then every one (always verifies)
+            for label, r_try in (
+                ("closing every position the LP cuts", np.where(x_lp > ROUND_TOLERANCE, ub, lb_int)),
+                ("closing every position", ub.copy()),
+            ):
+                after_try, failures_try = _verify(e, config, m, r_try, sign, breached, before, gross_cap)
+                if not failures_try:
+                    r, after, failures, method = r_try, after_try, [], METHOD_CLOSE
+                    notes.append(f"{label}: verified")
+                    break
         if failures:
-            notes.append("MILP plan failed verification: " + "; ".join(failures))
+            notes.append("no verified plan: returning the rounded LP plan (feasible=False)")
     cleared.update(_contributors(e, m, config, targets_linear, before))
     after_by = results_by_name(after)
     changes = []
@@ -516,6 +543,41 @@ def required_reductions(
         after=tuple(after),
         notes=tuple(notes),
     )
+
+
+def _solve_milp(
+    c: FloatArray,
+    a_ub: sparse.csr_array,
+    b_ub: FloatArray,
+    a_eq: sparse.csr_array,
+    b_eq: FloatArray,
+    lower: FloatArray,
+    upper: FloatArray,
+    y_upper: float,
+    time_limit: float,
+) -> tuple[FloatArray | None, str]:
+    """HiGHS branch and bound with whole cuts in ``[lower, upper]``; the solution or why none."""
+    bounds = np.column_stack([np.concatenate([lower, [0.0]]), np.concatenate([upper, [y_upper]])])
+    with warnings.catch_warnings():  # HiGHS options scipy does not list are passed on verbatim
+        warnings.filterwarnings("ignore", "Unrecognized options", OptimizeWarning)
+        res = linprog(
+            c,
+            A_ub=a_ub if a_ub.shape[0] else None,
+            b_ub=b_ub if a_ub.shape[0] else None,
+            A_eq=a_eq,
+            b_eq=b_eq,
+            bounds=bounds,
+            method="highs",
+            integrality=np.concatenate([np.ones(lower.size), [0.0]]),
+            options={
+                "time_limit": time_limit,
+                "primal_feasibility_tolerance": MILP_FEASIBILITY_TOLERANCE,
+                "mip_feasibility_tolerance": MILP_FEASIBILITY_TOLERANCE,
+            },
+        )
+    if res.x is None:
+        return None, str(res.message)
+    return np.asarray(res.x, dtype=np.float64), ""
 
 
 def _order_key(name: str) -> int:

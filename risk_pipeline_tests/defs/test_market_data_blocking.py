@@ -11,7 +11,7 @@ import pytest
 
 from risk_pipeline.cli import step_failure_messages
 from risk_pipeline.definitions import build_definitions
-from risk_pipeline.resources import MarketDataResource, WarehouseResource
+from risk_pipeline.resources import ExportsResource, MarketDataResource, WarehouseResource
 from risk_pipeline.warehouse import Warehouse
 from risk_pipeline_tests.folder_fixture import SNAPSHOT, edit_csv, write_good_folder
 
@@ -31,6 +31,7 @@ class Pipeline:
             {
                 "warehouse": WarehouseResource(url=self.url),
                 "market_data": MarketDataResource(kind="folder", folder=str(self.folder)),
+                "exports": ExportsResource(root=str(tmp / "exports")),
             },
             executor=dg.in_process_executor,
         )
@@ -239,6 +240,7 @@ def test_shipped_sample_folder_passes_every_rule(tmp_path: Path) -> None:
     p.defs = build_definitions(
         {
             "warehouse": WarehouseResource(url=p.url),
+            "exports": ExportsResource(root=str(tmp_path / "exports")),
             "market_data": MarketDataResource(
                 kind="folder", folder=str(PROJECT_ROOT / "data" / "sample_folder")
             ),
