@@ -16,6 +16,7 @@ from typing import Any
 import dagster as dg
 
 from risk_pipeline.defs.automation.jobs import JOBS
+from risk_pipeline.defs.automation.sensors import end_of_day_schedule, intraday_refresh_job, option_snapshot_sensor
 from risk_pipeline.defs.exposures import ASSETS as EXPOSURE_ASSETS
 from risk_pipeline.defs.market_data.assets import ASSETS as MARKET_DATA_ASSETS
 from risk_pipeline.defs.serving.assets import ASSETS as SERVING_ASSETS
@@ -32,13 +33,13 @@ def executor_from_env() -> dg.ExecutorDefinition:
     return dg.in_process_executor
 
 
-def build_definitions(
-    resources: Mapping[str, Any], executor: dg.ExecutorDefinition | None = None
-) -> dg.Definitions:
+def build_definitions(resources: Mapping[str, Any], executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
     """The whole graph with the given resources (tests pass their own warehouse and source)."""
     return dg.Definitions(
         assets=[*MARKET_DATA_ASSETS, *VOLATILITY_ASSETS, *EXPOSURE_ASSETS, *SERVING_ASSETS],
-        jobs=JOBS,
+        jobs=[*JOBS, intraday_refresh_job],
+        sensors=[option_snapshot_sensor],
+        schedules=[end_of_day_schedule],
         resources=dict(resources),
         executor=executor or executor_from_env(),
     )

@@ -8,6 +8,8 @@ So each check below is piecewise linear in ``x`` with breakpoints ``{0, x_0, X}`
 quantity); its passing set is found exactly by the ratio test on each piece, the sets of all checks
 are intersected, and the largest whole ``x`` in the result is verified by evaluating every check
 directly at it. ``approve`` when it is ``X``, ``resize`` when it is in ``[1, X)``, ``reject`` when none.
+Comparisons allow a relative slack of ``REL_TOL = 1e-12`` so that an order returning a value exactly
+to its bound is not refused over float round-off.
 
 Checks (``level`` is the cap, or the warning level when the book is REDUCING and that limit is in
 WARN or BREACH; ``v_0`` is the current value of the group the order touches):
@@ -105,7 +107,8 @@ class PreTradeDecision:
     """The decision, the approved whole quantity (0 on reject), every reason, post-trade limits.
 
     ``post_trade_limits`` are evaluated at the approved quantity, or at the requested one on a
-    reject (showing what would break).
+    reject (showing what would break), from the aggregates: VaR/ES are the pre-trade values and the
+    correlation row is the pre-trade maximum plus the pairs of a new underlying.
     """
 
     decision: str

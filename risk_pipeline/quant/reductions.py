@@ -18,8 +18,12 @@ Decision variables are the units ``r_i`` cut from each held position ``i`` (cont
 it is (or than its warning level). The LP minimizes turnover ``sum_i r_i |unit_price_i| m_i`` or cost
 ``sum_i r_i half_spread_i m_i`` (``costs_per_unit`` is the half-spread per unit of underlying, in
 price units) with HiGHS (``scipy.optimize.linprog``). Cuts are rounded UP to whole units (capped at
-``|q_i|``) and the plan is verified by recomputing every limit; if rounding broke a row, the same
-problem is solved as a MILP with integer cuts (HiGHS branch and bound) and verified again.
+``|q_i|``) and the plan is verified by recomputing every limit. Rounding up is not always safe (a
+larger cut of one position raises the others' shares, or moves a net exposure past zero), so when
+verification fails the same problem is solved with whole cuts by HiGHS branch and bound: first
+with only the LP's fractional cuts free (each within one unit of its LP value), then over every
+cut (time-limited); then whole positions are closed (those the LP cuts, then all: a flat book
+meets every linear limit). ``method`` says which step produced the verified plan.
 
 Limits without a linear proxy:
 
@@ -121,9 +125,11 @@ class ReductionPlan:
 
     ``reduce_quantity`` and ``new_quantity`` have one entry per book position. ``objective_value``
     is the turnover or cost of the rounded plan, ``lp_objective_value`` the continuous LP optimum
-    (a lower bound). ``feasible`` is True when the verified plan brings every targeted limit to or
-    under its warning level without worsening any other. ``after`` is the full evaluation of the
-    book after the plan.
+    (a lower bound). ``method`` is ``none`` (nothing to cut), ``lp`` (rounded LP), ``milp``
+    (whole-unit branch and bound), ``close`` (closing whole positions) or ``failed`` (no plan: NaN
+    inputs or a solver failure). ``feasible`` is True when the verified plan brings every targeted
+    limit to or under its warning level without worsening any other. ``after`` is the full
+    evaluation of the book after the plan.
     """
 
     lines: tuple[ReductionLine, ...]
@@ -384,11 +390,9 @@ def required_reductions(
         else:
             gross_cap = math.inf
     if not targets_linear and not cleared:
-        after = evaluate_limits(e, config)
+        after = before_list
         changes = tuple(
-            _change(before[n], results_by_name(after).get(n), None)
-            for n in sorted(breached, key=_order_key)
-            if n in before
+            _change(before[n], before[n], None) for n in sorted(breached, key=_order_key) if n in before
         )
         return ReductionPlan(
             lines=(),

@@ -50,7 +50,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.interpolate import CubicSpline
 
 from risk_pipeline.quant.american import american_price_point
-from risk_pipeline.quant.bsm import MIN_TOTAL_STD, norm_cdf_from_exp
+from risk_pipeline.quant.bsm import MIN_TOTAL_STD
 
 if TYPE_CHECKING:
     from risk_pipeline.quant.portfolio import Portfolio
@@ -75,7 +75,7 @@ CHUNK_MEMORY_BYTES = 64 * 2**20
 MIN_CHUNK = 256
 
 _JIT = {"cache": True, "fastmath": False, "error_model": "numpy"}
-_EXACT, _GRID = 0, 1
+_INV_SQRT2 = 0.70710678118654752440
 
 
 # ----------------------------------------------------------------------------------------------
@@ -208,8 +208,8 @@ def _bsm(s: float, ls: float, lk: float, t: float, sqt: float, sig: float, r: fl
     if sd > MIN_TOTAL_STD:
         d1 = x / sd + 0.5 * sd
         d2 = d1 - sd
-        n1 = norm_cdf_from_exp(w * d1, math.exp(-0.5 * d1 * d1))
-        n2 = norm_cdf_from_exp(w * d2, math.exp(-0.5 * d2 * d2))
+        n1 = 0.5 * math.erfc(-_INV_SQRT2 * w * d1)
+        n2 = 0.5 * math.erfc(-_INV_SQRT2 * w * d2)
         return max(w * (sdq * n1 - kdr * n2), 0.0)
     if w * x > 0.0:
         return max(w * (sdq - kdr), 0.0)

@@ -1,0 +1,108 @@
+"""Intraday refresh on new option snapshots, and the end-of-day schedule on the exchange calendar."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pandas as pd
+
+from risk_pipeline.calendar import sessions
+from risk_pipeline.resources import MarketDataResource
+from risk_pipeline.sources.base import MarketDataSource
+
+NEW_YORK = "America/New_York"
+INTRADAY_ASSETS = [
+    "option_quotes",
+    "implied_vols",
+    "vol_surface",
+    "vol_surface_grid",
+    "position_greeks",
+    "portfolio_greeks",
+]
+
+intraday_refresh_job = dg.define_asset_job(
+    "intraday_refresh_job",
+    selection=dg.AssetSelection.assets(*INTRADAY_ASSETS),
+    description="One option snapshot through implied vols, surfaces and Greeks (the intraday path).",
+)
+
+
+def utc_now() -> pd.Timestamp:
+    """The sensor's clock (tests replace it)."""
+    return pd.Timestamp.now(tz="UTC")
+
+
+@dataclass(frozen=True)
+class SnapshotRequest:
+    session: dt.date
+    snapshot: pd.Timestamp
+
+
+def new_snapshots(source: MarketDataSource, now: pd.Timestamp, cursor: str | None) -> list[SnapshotRequest]:
+    """Snapshots of today's session taken by ``now`` and later than the cursor (ISO time), oldest first."""
+    today = now.tz_convert(NEW_YORK).date()
+    if not sessions(today, today):
+        return []
+    last = pd.Timestamp(cursor) if cursor else None
+    out = []
+    for t in source.snapshot_times(today):
+        ts = pd.Timestamp(t).tz_convert("UTC")
+        if ts <= now and (last is None or ts > last):
+            out.append(SnapshotRequest(today, ts))
+    return out
+
+
+def snapshot_run_config(snapshot: pd.Timestamp, reference: pd.Timestamp) -> dict:
+    iso = snapshot.isoformat()
+    return {
+        "ops": {
+            "option_quotes": {"config": {"snapshot_time": iso, "reference_time": reference.isoformat()}},
+            "implied_vols": {"config": {"snapshot_time": iso}},
+            "vol_surfaces": {"config": {"snapshot_time": iso}},
+            "position_greeks": {"config": {"snapshot_time": iso}},
+        }
+    }
+
+
+@dg.sensor(
+    job=intraday_refresh_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description=(
+        "Launches intraday_refresh_job once per new option snapshot of today's session. The cursor holds "
+        "the last snapshot launched, so a daemon restart neither repeats nor misses one; the run key "
+        "(session and snapshot time) makes each launch idempotent."
+    ),
+)
+def option_snapshot_sensor(context: dg.SensorEvaluationContext, market_data: MarketDataResource) -> dg.SensorResult:
+    now = utc_now()
+    found = new_snapshots(market_data.get_source(), now, context.cursor)
+    if not found:
+        return dg.SensorResult(skip_reason=dg.SkipReason(f"no new option snapshot since {context.cursor or 'start'}"))
+    requests = [
+        dg.RunRequest(
+            run_key=f"snapshot:{r.snapshot.isoformat()}",
+            partition_key=r.session.isoformat(),
+            run_config=snapshot_run_config(r.snapshot, now),
+            tags={"risk_pipeline/snapshot": r.snapshot.isoformat()},
+        )
+        for r in found
+    ]
+    return dg.SensorResult(run_requests=requests, cursor=found[-1].snapshot.isoformat())
+
+
+@dg.schedule(
+    job_name="end_of_day_job",
+    cron_schedule="15 17 * * 1-5",
+    execution_timezone=NEW_YORK,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="End of day at 17:15 New York on every XNYS session (holidays skipped).",
+)
+def end_of_day_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    day = context.scheduled_execution_time.astimezone(ZoneInfo(NEW_YORK)).date()
+    if not sessions(day, day):
+        return dg.SkipReason(f"{day} is not an XNYS session")
+    return dg.RunRequest(run_key=f"eod:{day.isoformat()}", partition_key=day.isoformat())
