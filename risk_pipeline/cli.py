@@ -105,9 +105,7 @@ def demo(args: argparse.Namespace) -> int:
     all_checks: dict[str, tuple[int, int]] = {}
     if missing:
         # one run for the missing range (sessions already stored are rewritten only if inside it)
-        ok, checks, secs = _run_job(
-            "price_history_job", None, start=missing[0].isoformat(), end=window[-1].isoformat()
-        )
+        ok, checks, secs = _run_job("price_history_job", None, start=missing[0].isoformat(), end=window[-1].isoformat())
         all_checks.update(checks)
         n = len([d for d in window if d >= missing[0]])
         status = "ok" if ok else "FAILED"
@@ -187,12 +185,31 @@ def vol_forecast_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_trade(args: argparse.Namespace) -> int:
+    """Answer one order against the latest tables; prints JSON; exit 0 approve, 3 resize, 4 reject."""
+    from risk_pipeline.pretrade_service import PreTradeService, decision_json
+    from risk_pipeline.resources import resources_from_env
+
+    warehouse = resources_from_env()["warehouse"].get()  # type: ignore[attr-defined]
+    service = PreTradeService(warehouse, actor=args.actor)
+    decision = service.check(
+        args.book,
+        args.side,
+        args.quantity,
+        position_id=args.position_id,
+        symbol=args.symbol,
+        expiry=dt.date.fromisoformat(args.expiry) if args.expiry else None,
+        strike=args.strike,
+        option_type=args.option_type,
+    )
+    print(decision_json(decision))
+    return {"approve": 0, "resize": 3}.get(decision.decision, 4)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="risk-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser(
-        "demo", help="materialize the whole graph for one session on the configured storage"
-    )
+    p_demo = sub.add_parser("demo", help="materialize the whole graph for one session on the configured storage")
     p_demo.add_argument("--date", help="session (YYYY-MM-DD); default the latest session on or before today")
     p_demo.add_argument(
         "--history-sessions",
@@ -201,6 +218,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="sessions of daily history to load first as one run (default 520)",
     )
     p_demo.set_defaults(func=demo)
+    p_trade = sub.add_parser("check-trade", help="pre-trade check of one order against the latest tables")
+    p_trade.add_argument("--book", required=True)
+    p_trade.add_argument("--side", required=True, choices=["buy", "sell"])
+    p_trade.add_argument("--quantity", required=True, type=float, help="shares or contracts")
+    p_trade.add_argument("--position-id", help="an existing position of the book")
+    p_trade.add_argument("--symbol", help="stock symbol, or the underlying of an option")
+    p_trade.add_argument("--expiry", help="option expiry YYYY-MM-DD")
+    p_trade.add_argument("--strike", type=float)
+    p_trade.add_argument("--option-type", choices=["C", "P"])
+    p_trade.add_argument("--actor", default="cli", help="who asks (recorded in audit_trail)")
+    p_trade.set_defaults(func=check_trade)
     p_eval = sub.add_parser(
         "vol-forecast-eval", help="out-of-sample loss of every vol model on real and synthetic data"
     )

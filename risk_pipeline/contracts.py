@@ -412,6 +412,35 @@ TRADING_STATE = Table(
         _c("since", "timestamp", True),
         _c("triggering_limits", "json", True),
         _c("clear_count", "bigint", True),
+        _c("level_since", "timestamp", True),
+        _c("target_state", "text", True, "What the inputs alone call for"),
+        _c("target_level", "text", True),
+        _c("target_gross_cut", "double", True, "Fraction of reference_gross to cut"),
+        _c("reference_gross", "double", True, "Gross exposure when the preservation level was entered"),
+        _c("hedges_required", "boolean", True),
+        _c("flatten_speculative", "boolean", True),
+    ),
+)
+
+BOOK_NAV = Table(
+    name="book_nav",
+    description=(
+        "NAV per book: the previous valuation's positions revalued at this valuation's market give the "
+        "P&L; NAV starts at the book's capital (data/books.yaml) on its first valuation."
+    ),
+    key=("as_of", "book"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False),
+        _c("as_of_date", "date", False),
+        _c("book", "text", False),
+        _c("nav", "double", False),
+        _c("peak_nav", "double", False),
+        _c("daily_pnl", "double", False, "P&L since the previous end-of-day valuation"),
+        _c("drawdown_pct", "double", False, "1 - nav / peak_nav"),
+        _c("pnl_basis", "text", False, "inception, or revaluation of <previous as_of> positions"),
+        _c("previous_as_of", "timestamp", True),
+        _c("capital", "double", False),
     ),
 )
 
@@ -471,6 +500,7 @@ TABLES: dict[str, Table] = {
         TRADING_STATE,
         REQUIRED_REDUCTIONS,
         AUDIT_TRAIL,
+        BOOK_NAV,
     )
 }
 

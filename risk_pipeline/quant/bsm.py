@@ -316,13 +316,14 @@ def broadcast_inputs(*args: ArrayLike) -> tuple[tuple[int, ...], list[np.ndarray
     """Broadcast shape and flat C-contiguous arrays of that size (float64; the last one bool).
 
     Inputs are materialized (scalars copied out) because the kernels vectorize only over
-    contiguous unit-stride arrays.
+    contiguous unit-stride arrays; read-only arrays are copied.
     """
     arrs = [np.asarray(a, dtype=np.float64) for a in args[:-1]]
     arrs.append(np.asarray(args[-1], dtype=np.bool_))
     shape = np.broadcast_shapes(*(a.shape for a in arrs))
     flat = [np.ascontiguousarray(np.broadcast_to(a, shape)).reshape(-1) for a in arrs]
-    return shape, flat
+    # read-only inputs would be a different numba type (one more compilation): copy them
+    return shape, [f if f.flags.writeable else f.copy() for f in flat]
 
 
 def _resolve_backend(backend: Backend) -> str:

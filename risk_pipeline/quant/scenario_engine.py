@@ -66,9 +66,9 @@ VolShiftFn = Callable[[slice, FloatArray, IntArray], FloatArray]
 
 DAYS_PER_YEAR = 365.0
 #: Log-spot nodes of the early-exercise-premium grid (cubic spline).
-EEP_SPOT_NODES = 21
+EEP_SPOT_NODES = 17
 #: Volatility nodes of the early-exercise-premium grid (linear).
-EEP_VOL_NODES = 5
+EEP_VOL_NODES = 7
 #: Target size of one chunk's temporaries (bytes); bounds peak memory whatever the scenario count.
 CHUNK_MEMORY_BYTES = 64 * 2**20
 #: Fewest scenarios per chunk (parallel efficiency of the kernel).
@@ -245,7 +245,7 @@ def _pnl_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: FloatArra
     """P&L of every scenario (row of ``spot_new``) into ``out_pnl`` (and ``out_sym``); module docstring."""
     n, nsym = spot_new.shape
     nu = g_coef.shape[2] + 1
-    nv = g_coef.shape[1]
+    nv = g_coef.shape[1] + 1
     for j in prange(n):
         total = 0.0
         dr = rate_shift[j] if has_rate else 0.0
@@ -291,10 +291,14 @@ def _pnl_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: FloatArra
             iv = min(max(int(math.floor(fv)), 0), nv - 2)
             tv = fv - iv
             c = g_coef[m, iv, iu]
-            lo = ((c[0] * tu + c[1]) * tu + c[2]) * tu + c[3]
-            c = g_coef[m, iv + 1, iu]
-            hi = ((c[0] * tu + c[1]) * tu + c[2]) * tu + c[3]
-            v = units[i] * ((1.0 - tv) * lo + tv * hi)
+            eep = 0.0
+            for a in range(4):
+                eep = eep * tv + (((c[a, 0] * tu + c[a, 1]) * tu + c[a, 2]) * tu + c[a, 3])
+            k_dr = kdr[i] * math.exp(-dr * t[i]) if has_rate else kdr[i]
+            s_new = spot_new[j, s]
+            euro = _bsm(s_new, ls, log_strike[i], t[i], sqt[i], sig, rate[i] + dr, div[i], w[i], dq[i], k_dr)
+            p = max(euro + max(eep, 0.0), w[i] * (s_new - strike[i]))  # American >= European, intrinsic
+            v = units[i] * (p - base[i])
             total += v
             if per_symbol:
                 out_sym[j, s] += v
@@ -425,7 +429,7 @@ def option_values(portfolio: Portfolio) -> FloatArray:
 
 def _empty_grid(n: int) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
     z = np.zeros(n)
-    return z, np.ones(n), z.copy(), np.ones(n), np.zeros((n, 2, 1, 4))
+    return z, np.ones(n), z.copy(), np.ones(n), np.zeros((n, 1, 1, 4, 4))
 
 
 def prepare(portfolio: Portfolio, horizon_days: float = 0.0, scenarios: ScenarioSet | None = None,
@@ -454,7 +458,7 @@ def prepare(portfolio: Portfolio, horizon_days: float = 0.0, scenarios: Scenario
     if method == "exact":
         bsm_idx, am_idx, eep_idx = opt_idx[~is_am], opt_idx[is_am], opt_idx[:0]
     else:
-        bsm_idx, am_idx, eep_idx = opt_idx, opt_idx[:0], opt_idx[is_am]
+        bsm_idx, am_idx, eep_idx = opt_idx[~is_am], opt_idx[:0], opt_idx[is_am]
     book = PreparedBook(
         n_positions=p.n_positions,
         symbol_index=p.symbol_index,
@@ -483,7 +487,7 @@ def prepare(portfolio: Portfolio, horizon_days: float = 0.0, scenarios: Scenario
         grid_du=np.ones(0),
         grid_v0=np.zeros(0),
         grid_dv=np.ones(0),
-        grid_coef=np.zeros((0, 2, 1, 4)),
+        grid_coef=np.zeros((0, 1, 1, 4, 4)),
         horizon_days=float(horizon_days),
         american=method,
     )
@@ -570,8 +574,10 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
     vals = np.empty((idx.size, nv, nu))
     _eep_nodes(np.ascontiguousarray(book.spot0[sym]), np.ascontiguousarray(u_nodes), np.ascontiguousarray(v_nodes),
                book.strike[idx], book.t[idx], book.rate[idx], book.div[idx], book.call[idx], vals)
-    spline = CubicSpline(np.arange(nu, dtype=np.float64), vals, axis=2)
-    coef = np.ascontiguousarray(np.moveaxis(spline.c, (0, 1), (3, 2)))  # (na, nv, nu - 1, 4)
+    # tensor-product not-a-knot cubic spline: along spot, then the spot coefficients along vol
+    cu = CubicSpline(np.arange(nu, dtype=np.float64), vals, axis=2).c  # (4, nu-1, na, nv)
+    cv = CubicSpline(np.arange(nv, dtype=np.float64), cu, axis=3).c  # (4, nv-1, 4, nu-1, na)
+    coef = np.ascontiguousarray(np.transpose(cv, (4, 1, 3, 0, 2)))  # (na, nv-1, nu-1, 4 vol, 4 spot)
     return replace(book, grid_u0=u_lo, grid_du=(u_hi - u_lo) / (nu - 1), grid_v0=v_lo,
                    grid_dv=(v_hi - v_lo) / (nv - 1), grid_coef=coef)
 

@@ -101,11 +101,14 @@ class Assessment:
 class TradingStateRecord:
     """The ``trading_state`` row of a book after one evaluation.
 
-    ``since``/``level_since`` are the ``at`` of the evaluation that entered the current state /
-    level; ``clear_count`` counts consecutive clear evaluations toward the next step down.
-    ``target_gross_cut`` is the fraction of ``reference_gross`` (gross when the preservation level
-    was entered, NaN if unknown) to cut; ``flatten_speculative`` asks to close every position whose
-    strategy is not a hedge. ``transitions`` are the changes made by this evaluation.
+    ``triggering_limits`` names what the inputs call the target for: limit names, or the level
+    settings ``light_drawdown_pct`` / ``moderate_drawdown_pct``. ``since``/``level_since`` are the
+    ``at`` of the evaluation that entered the current state / level; ``clear_count`` counts
+    consecutive clear evaluations toward the next step down. ``target_state``/``target_level`` are
+    what the inputs alone call for. ``target_gross_cut`` is the fraction of ``reference_gross``
+    (gross when the preservation level was entered, NaN if unknown) to cut; ``flatten_speculative``
+    asks to close every position whose strategy is not a hedge. ``transitions`` are the changes made
+    by this evaluation.
     """
 
     state: str

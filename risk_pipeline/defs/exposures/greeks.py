@@ -82,10 +82,21 @@ def betas(wh: Warehouse, session: dt.date, window: int, index_symbol: str) -> di
 
 
 def value_positions(
-    wh: Warehouse, session: dt.date, as_of: pd.Timestamp, config: PositionGreeksConfig
+    wh: Warehouse,
+    session: dt.date,
+    as_of: pd.Timestamp,
+    config: PositionGreeksConfig,
+    positions: pd.DataFrame | None = None,
+    allow_expired: bool = False,
 ) -> pd.DataFrame:
-    """position_greeks rows of every book at one snapshot; fails closed on any missing input."""
-    positions = wh.read("positions", {"as_of_date": session})
+    """position_greeks rows of every book at one snapshot; fails closed on any missing input.
+
+    ``positions`` defaults to the session's stored positions (another session's book can be passed
+    to revalue it); ``allow_expired`` values options past expiry at their exercise value.
+    """
+    if positions is None:
+        positions = wh.read("positions", {"as_of_date": session})
+    positions = positions.reset_index(drop=True)
     if positions.empty:
         raise dg.Failure(f"no positions stored for {session}")
     quotes = wh.query(
@@ -110,9 +121,7 @@ def value_positions(
     if is_option.any():
         closes_utc = expiry_close_utc(positions.loc[is_option, "expiry"])
         t[is_option] = ((closes_utc - as_of).dt.total_seconds() / (365.0 * 86400.0)).to_numpy(float)
-    rate = zero_rate(
-        curve["tenor_days"].to_numpy(float), curve["zero_rate"].to_numpy(float), np.nan_to_num(t)
-    )
+    rate = zero_rate(curve["tenor_days"].to_numpy(float), curve["zero_rate"].to_numpy(float), np.nan_to_num(t))
     q = positions["symbol"].map(q_map).fillna(0.0).to_numpy(float)
     strike = positions["strike"].to_numpy(float)
     vol = np.full(len(positions), np.nan)
@@ -134,10 +143,10 @@ def value_positions(
     if no_surface:
         raise dg.Failure(f"no vol surface at {as_of} for option positions {no_surface[:10]}")
     expired = is_option & (t <= 0)
-    if expired.any():
-        raise dg.Failure(
-            f"option positions past expiry at {as_of}: {positions.loc[expired, 'position_id'].tolist()}"
-        )
+    if allow_expired:
+        t = np.where(expired, 0.0, t)
+    elif expired.any():
+        raise dg.Failure(f"option positions past expiry at {as_of}: {positions.loc[expired, 'position_id'].tolist()}")
     american = (positions["exercise_style"] == "american").to_numpy(bool)
     g = compute_position_greeks(
         quantity=positions["quantity"],
@@ -198,13 +207,9 @@ def value_positions(
             "sector": positions["sector"],
         }
     )
-    bad = out.loc[
-        ~np.isfinite(out[["price", "delta", "gamma", "vega_per_vol_point"]]).all(axis=1), "position_id"
-    ]
+    bad = out.loc[~np.isfinite(out[["price", "delta", "gamma", "vega_per_vol_point"]]).all(axis=1), "position_id"]
     if len(bad):
-        raise dg.Failure(
-            f"non-finite Greeks at {as_of} for {bad.tolist()[:10]}: inputs on the surface are incomplete"
-        )
+        raise dg.Failure(f"non-finite Greeks at {as_of} for {bad.tolist()[:10]}: inputs on the surface are incomplete")
     return out
 
 
@@ -348,9 +353,7 @@ def portfolio_greeks(
     worst = 0.0
     for (_, book, _scope), g in rows[rows["scope"] != "total"].groupby(["as_of", "book", "scope"]):
         t = rows[(rows["scope"] == "total") & (rows["book"] == book) & (rows["as_of"] == g["as_of"].iloc[0])]
-        diff = (g[GREEK_COLUMNS].sum() - t[GREEK_COLUMNS].iloc[0]).abs() / (
-            t[GREEK_COLUMNS].iloc[0].abs() + 1.0
-        )
+        diff = (g[GREEK_COLUMNS].sum() - t[GREEK_COLUMNS].iloc[0]).abs() / (t[GREEK_COLUMNS].iloc[0].abs() + 1.0)
         worst = max(worst, float(diff.max()))
     charts = "\n\n".join(
         f"![{b}](data:image/png;base64,{_bar_chart(last, b)})" for b in sorted(totals["book"].unique())

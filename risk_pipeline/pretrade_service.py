@@ -1,0 +1,327 @@
+"""Pre-trade check against the latest warehouse tables, usable without Dagster running.
+
+``PreTradeService`` reads a book's latest ``position_greeks``, ``book_nav`` and ``trading_state``
+(plus the correlation of held names and, when the risk layer exists, VaR/ES), builds the quant
+core's ``BookExposure`` once, and answers orders with ``quant.pretrade.check_order``. Every answer is
+appended to ``audit_trail`` with a deterministic id, so the same decision on the same inputs is
+recorded once. Missing data fails closed: the order is rejected with the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from risk_pipeline.defs.exposures.limits import (
+    AUDIT_COLUMNS,
+    LIMITS_FILE,
+    audit_id,
+    book_exposure,
+    correlation_matrix,
+    previous_state,
+    risk_numbers,
+)
+from risk_pipeline.quant.limits import BookExposure, LimitsConfig, load_limits
+from risk_pipeline.quant.pretrade import BookAggregates, Instrument, Order, PreTradeDecision, check_order, precompute
+from risk_pipeline.quant.trading_state import TradingStateRecord
+from risk_pipeline.warehouse import Warehouse
+
+
+@dataclass
+class BookSnapshot:
+    """Everything a check needs about one book, loaded once."""
+
+    book: str
+    as_of: pd.Timestamp
+    positions: pd.DataFrame
+    exposure: BookExposure
+    aggregates: BookAggregates
+    config: LimitsConfig
+    state: TradingStateRecord | None
+    blackouts: dict[str, str]
+
+
+class PreTradeError(Exception):
+    """The check could not be made (the caller must treat the order as rejected)."""
+
+
+class PreTradeService:
+    """Answers orders for books from the warehouse; caches each book's snapshot until ``refresh``."""
+
+    def __init__(self, warehouse: Warehouse, limits_file: str | Path = LIMITS_FILE, actor: str = "pre-trade") -> None:
+        self.warehouse = warehouse
+        self.limits = load_limits(limits_file)
+        self.actor = actor
+        self._books: dict[str, BookSnapshot] = {}
+
+    def refresh(self) -> None:
+        self._books.clear()
+
+    def snapshot(self, book: str) -> BookSnapshot:
+        if book not in self._books:
+            self._books[book] = self._load(book)
+        return self._books[book]
+
+    def _load(self, book: str) -> BookSnapshot:
+        wh = self.warehouse
+        got = wh.query("SELECT MAX(as_of) AS t FROM risk.position_greeks WHERE book = ?", [book])
+        if got.empty or pd.isna(got["t"].iloc[0]):
+            raise PreTradeError(f"no position_greeks for book {book!r}: nothing to check against")
+        as_of = pd.Timestamp(got["t"].iloc[0]).tz_convert("UTC")
+        positions = wh.read("position_greeks", {"as_of": as_of, "book": book})
+        nav = wh.read("book_nav", {"as_of": as_of, "book": book})
+        if nav.empty:
+            raise PreTradeError(f"no book_nav for {book!r} at {as_of.isoformat()}: NAV unknown")
+        nav_row = nav.iloc[0]
+        deployed, var, es = risk_numbers(wh, as_of, book)
+        config = self.limits.for_book(book)
+        if not deployed:
+            config = _without_risk_caps(config)
+        session = positions["as_of_date"].iloc[0]
+        correlation = correlation_matrix(wh, session, 63)
+        exposure = book_exposure(positions, nav_row, correlation, var, es)
+        state = _state_at(wh, book, as_of)
+        return BookSnapshot(
+            book=book,
+            as_of=as_of,
+            positions=positions,
+            exposure=exposure,
+            aggregates=precompute(exposure, config),
+            config=config,
+            state=state,
+            blackouts=_blackouts(wh, book, as_of),
+        )
+
+    def check(
+        self,
+        book: str,
+        side: str,
+        quantity: float,
+        *,
+        position_id: str | None = None,
+        symbol: str | None = None,
+        expiry: dt.date | None = None,
+        strike: float | None = None,
+        option_type: str | None = None,
+        record: bool = True,
+    ) -> PreTradeDecision:
+        """Approve, resize or reject an order; an existing position by id, or a stock / listed option."""
+        try:
+            snap = self.snapshot(book)
+            order = self._order(snap, side, quantity, position_id, symbol, expiry, strike, option_type)
+            traded = symbol or snap.positions.set_index("position_id").loc[position_id, "symbol"]
+            decision = check_order(
+                snap.exposure,
+                order,
+                snap.config,
+                snap.state,
+                event_blackout=traded in snap.blackouts,
+                blackout_reason=snap.blackouts.get(str(traded), ""),
+                aggregates=snap.aggregates,
+            )
+        except (PreTradeError, KeyError) as exc:
+            decision = PreTradeDecision("reject", 0, float(quantity), (f"fail closed: {exc}",), ())
+            snap = None
+        if record:
+            order_fields = {
+                "side": side,
+                "quantity": quantity,
+                "position_id": position_id,
+                "symbol": symbol,
+                "expiry": expiry,
+                "strike": strike,
+                "option_type": option_type,
+            }
+            self._audit(book, snap, order_fields, decision)
+        return decision
+
+    def _order(
+        self,
+        snap: BookSnapshot,
+        side: str,
+        quantity: float,
+        position_id: str | None,
+        symbol: str | None,
+        expiry: dt.date | None,
+        strike: float | None,
+        option_type: str | None,
+    ) -> Order:
+        if position_id is not None:
+            if position_id not in set(snap.positions["position_id"]):
+                raise PreTradeError(f"position {position_id!r} is not in book {snap.book}")
+            return Order(side=side, quantity=quantity, position_id=position_id)
+        if symbol is None:
+            raise PreTradeError("an order names a position_id or a symbol")
+        held = snap.positions
+        if expiry is None:  # a stock
+            match = held[(held["symbol"] == symbol) & (held["instrument_type"] != "option")]
+            if len(match):
+                return Order(side=side, quantity=quantity, position_id=str(match["position_id"].iloc[0]))
+            spot = self._spot(snap, symbol)
+            instrument = Instrument(symbol, self._sector(snap, symbol), 1.0, spot, spot, 1.0, strategy="new")
+            return Order(side=side, quantity=quantity, instrument=instrument)
+        match = held[
+            (held["symbol"] == symbol)
+            & (held["expiry"] == expiry)
+            & (held["strike"] == strike)
+            & (held["option_type"] == option_type)
+        ]
+        if len(match):
+            return Order(side=side, quantity=quantity, position_id=str(match["position_id"].iloc[0]))
+        return Order(side=side, quantity=quantity, instrument=self._option(snap, symbol, expiry, strike, option_type))
+
+    def _spot(self, snap: BookSnapshot, symbol: str) -> float:
+        got = self.warehouse.query(
+            "SELECT close FROM risk.market_prices WHERE symbol = ? AND as_of_date <= ? ORDER BY as_of_date DESC LIMIT 1",
+            [symbol, snap.positions["as_of_date"].iloc[0]],
+        )
+        if got.empty:
+            raise PreTradeError(f"no price for {symbol}")
+        return float(got["close"].iloc[0])
+
+    def _sector(self, snap: BookSnapshot, symbol: str) -> str:
+        known = snap.positions.loc[snap.positions["symbol"] == symbol, "sector"]
+        if len(known):
+            return str(known.iloc[0])
+        got = self.warehouse.query("SELECT MAX(sector) AS s FROM risk.positions WHERE symbol = ?", [symbol])
+        return str(got["s"].iloc[0]) if len(got) and got["s"].iloc[0] is not None else "unknown"
+
+    def _option(
+        self, snap: BookSnapshot, symbol: str, expiry: dt.date, strike: float | None, option_type: str | None
+    ) -> Instrument:
+        """A listed option not held yet, valued off the same surface as the book."""
+        from risk_pipeline.defs.exposures.greeks import PositionGreeksConfig, value_positions
+
+        if strike is None or option_type not in ("C", "P"):
+            raise PreTradeError("an option order needs expiry, strike and option_type C or P")
+        listed = self.warehouse.query(
+            "SELECT exercise_style, multiplier FROM risk.option_quotes WHERE as_of = ? AND underlying = ? "
+            "AND expiry = ? AND strike = ? AND option_type = ?",
+            [snap.as_of, symbol, expiry, float(strike), option_type],
+        )
+        if listed.empty:
+            raise PreTradeError(f"{symbol} {expiry} {strike} {option_type} is not listed at {snap.as_of.isoformat()}")
+        session = snap.positions["as_of_date"].iloc[0]
+        row = pd.DataFrame(
+            [
+                {
+                    "as_of_date": session,
+                    "book": snap.book,
+                    "position_id": "proposed",
+                    "instrument_type": "option",
+                    "symbol": symbol,
+                    "expiry": expiry,
+                    "strike": float(strike),
+                    "option_type": option_type,
+                    "exercise_style": listed["exercise_style"].iloc[0],
+                    "quantity": 1.0,
+                    "multiplier": float(listed["multiplier"].iloc[0]),
+                    "cost_basis": None,
+                    "strategy": "new",
+                    "sector": self._sector(snap, symbol),
+                    "source": "pre-trade",
+                }
+            ]
+        )
+        try:
+            valued = value_positions(self.warehouse, session, snap.as_of, PositionGreeksConfig(), positions=row)
+        except Exception as exc:  # any valuation failure means no check is possible
+            raise PreTradeError(f"cannot value {symbol} {expiry} {strike} {option_type}: {exc}") from exc
+        v = valued.iloc[0]
+        units = v["multiplier"]
+        return Instrument(
+            symbol=symbol,
+            sector=str(v["sector"]),
+            multiplier=float(v["multiplier"]),
+            spot=float(v["spot"]),
+            unit_price=float(v["price"]),
+            delta=float(v["delta"] / units),
+            gamma=float(v["gamma"] / units),
+            vega=float(v["vega_per_vol_point"] / units * 100.0),
+            theta_per_day=float(v["theta_per_day"] / units),
+            is_option=True,
+            strategy="new",
+        )
+
+    def _audit(self, book: str, snap: BookSnapshot | None, order: dict[str, Any], decision: PreTradeDecision) -> None:
+        """Append the answer; the id hashes book, valuation, order and answer, so a repeat adds nothing."""
+        valuation = snap.as_of.isoformat() if snap is not None else "unavailable"
+        inputs = {
+            "order": order,
+            "valuation_as_of": valuation,
+            "state": snap.state.state if snap is not None and snap.state is not None else None,
+            "approved_quantity": decision.approved_quantity,
+            "reasons": list(decision.reasons),
+            "limits_version": self.limits.version,
+        }
+        payload = json.dumps(inputs, sort_keys=True, default=str)
+        subject = order["position_id"] or " ".join(
+            str(order[k]) for k in ("symbol", "expiry", "strike", "option_type") if order[k] is not None
+        )
+        row = {
+            "audit_id": audit_id(
+                "pre_trade",
+                book,
+                valuation,
+                json.dumps(order, sort_keys=True, default=str),
+                decision.decision,
+                decision.approved_quantity,
+            ),
+            "at": pd.Timestamp.now(tz="UTC"),
+            "actor": self.actor,
+            "decision_type": "pre_trade",
+            "book": book,
+            "subject": f"{order['side']} {order['quantity']:g} {subject}",
+            "decision": decision.decision,
+            "inputs": payload,
+        }
+        self.warehouse.append(
+            "audit_trail", pd.DataFrame([row], columns=AUDIT_COLUMNS), run_id=f"pretrade:{self.actor}"
+        )
+
+
+def _without_risk_caps(config: LimitsConfig) -> LimitsConfig:
+    from dataclasses import replace
+
+    return replace(config, max_var_99_1d=None, max_es_975_1d=None)
+
+
+def _state_at(wh: Warehouse, book: str, as_of: pd.Timestamp) -> TradingStateRecord | None:
+    """The trading state stored for the valuation (or the last one before it)."""
+    return previous_state(wh, book, as_of + pd.Timedelta(microseconds=1))
+
+
+def _blackouts(wh: Warehouse, book: str, as_of: pd.Timestamp) -> dict[str, str]:
+    """Symbols in an event blackout for the book, from gap_risk_actions when that table exists."""
+    if not wh.table_exists("gap_risk_actions"):
+        return {}
+    rows = wh.query(
+        "SELECT symbol, event_type, event_time, action FROM risk.gap_risk_actions WHERE book = ? AND as_of = "
+        "(SELECT MAX(as_of) FROM risk.gap_risk_actions WHERE book = ? AND as_of <= ?)",
+        [book, book, as_of],
+    )
+    return {
+        str(r.symbol): f"{r.event_type} at {pd.Timestamp(r.event_time).isoformat()}: {r.action}"
+        for r in rows.itertuples()
+        if str(r.action).lower() not in ("none", "ok")
+    }
+
+
+def decision_json(decision: PreTradeDecision) -> str:
+    return json.dumps(
+        {
+            "decision": decision.decision,
+            "approved_quantity": decision.approved_quantity,
+            "requested_quantity": decision.requested_quantity,
+            "reasons": list(decision.reasons),
+        },
+        indent=2,
+    )
+
+
+__all__ = ["AUDIT_COLUMNS", "PreTradeError", "PreTradeService", "audit_id", "decision_json"]

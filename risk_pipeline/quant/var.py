@@ -1,0 +1,625 @@
+"""Value at Risk and Expected Shortfall of a ``Portfolio``: historical, parametric and Monte Carlo (FHS).
+
+Sign and units. VaR and ES are positive numbers meaning loss, in the book's currency, over
+``horizon_days`` trading days at ``confidence`` (DESIGN.md section 3). For a P&L sample
+``p_(1) <= ... <= p_(n)`` and ``m = n (1 - confidence)``::
+
+    VaR = -p_(k),  k = ceil(m)                      (the lower empirical (1 - c)-quantile of P&L)
+    ES  = -(sum_{i <= floor(m)} p_(i) + (m - floor(m)) p_(floor(m) + 1)) / m
+
+the average loss beyond VaR in the tail-mean form of Acerbi & Tasche (2002, "On the coherence of
+expected shortfall"), so ``ES >= VaR`` always and ES is the mean of the ``m`` worst when ``m`` is an
+integer (Jorion, "Value at Risk", 3rd ed., ch. 5; Hull, "Risk Management and Financial
+Institutions", 5th ed., ch. 12-13).
+
+Methods (``method`` column):
+
+* ``historical``: full revaluation under the joint historical moves of the last ``lookback_days``
+  days: each underlying's h-day log return and, when a history of relative ATM implied-vol changes
+  is supplied, its h-day relative vol change applied multiplicatively to every option on that
+  underlying (without that history vols are left unchanged). Multi-day horizons use the
+  ``lookback - h + 1`` overlapping h-day windows, not the square-root-of-time rule (Hull ch. 13).
+* ``delta_normal``: ``P&L = sum_s D_s x_s`` with dollar deltas ``D_s = sum units delta S_s`` and
+  ``x ~ N(0, h Sigma)``, ``Sigma`` the zero-mean covariance of daily log returns over the lookback
+  (RiskMetrics 1996); ``VaR = z_c sqrt(D' h Sigma D)``, ``ES = sqrt(D' h Sigma D) phi(z_c) / (1 - c)``
+  (Jorion ch. 7 and 11).
+* ``delta_gamma_cornish_fisher``: the quadratic ``P&L = a + b'f + f'Gf / 2`` in the factors ``f`` =
+  (returns, and relative ATM vol changes when that history is given) ~ ``N(0, h Sigma)``, with
+  ``a`` the theta decay over the horizon, ``b`` dollar deltas and vega exposures ``units vega sigma``,
+  ``G`` the per-underlying blocks of dollar gamma ``units gamma S^2``, ``units volga sigma^2`` and
+  ``units vanna S sigma``. Its cumulants are exact (Mathai & Provost 1992, "Quadratic forms in random
+  variables", th. 3.2b.2; Jorion ch. 15; Zangari 1996, "A VaR methodology for portfolios that include
+  options", RiskMetrics Monitor Q1)::
+
+      k1 = a + tr(G S)/2,   k_r = r!/2 b'S(GS)^{r-2}b + (r-1)!/2 tr((GS)^r)  (r >= 2, S = h Sigma)
+
+  and the (1 - c)-quantile is the Cornish-Fisher expansion ``mu + sigma w(z)`` with
+  ``w(z) = z + (z^2-1) s/6 + (z^3-3z) k/24 - (2z^3-5z) s^2/36`` (skewness ``s``, excess kurtosis
+  ``k``); ES integrates ``w`` over the tail numerically (``scipy.integrate.quad``).
+* ``monte_carlo_fhs``: filtered historical simulation (Barone-Adesi, Giannopoulos & Vosper 1999,
+  "VaR without correlations for portfolios of derivative securities", J. Futures Markets 19). Each
+  underlying's returns are standardized by its GARCH(1,1)-t conditional vol (``vol_forecast.fit_garch``),
+  whole dates (rows of standardized returns and of relative vol changes) are bootstrapped jointly,
+  which keeps the cross-sectional dependence, and rescaled to today's forecast vol. ``fhs_paths=
+  "garch"`` (default) builds h-day paths day by day with the GARCH variance recursion driven by the
+  simulated returns (as in Barone-Adesi et al.); ``"rescaled_sum"`` uses today's forecast vol for all
+  h days (``sigma_{T+1} sum z``). Vol changes are bootstrapped unfiltered and compounded over the h
+  days. ``n_scenarios`` (default 10,000) paths, seeded, full revaluation.
+
+Component VaR (Euler allocation, ``sum_s component_s = VaR``; Jorion ch. 7; Tasche 2000):
+
+* parametric: ``component_s = dVaR/dlambda_s`` for a scaling ``lambda_s`` of every exposure on
+  underlying ``s``, exact (analytic derivatives of the cumulants above); for delta-normal this is the
+  marginal formula ``z D_s (Sigma D)_s / sqrt(D' Sigma D)``;
+* simulation: ``E[-P&L_s | P&L = -VaR]`` estimated with a Gaussian kernel on the scenario P&L around
+  the VaR quantile (Gourieroux, Laurent & Scaillet 2000, "Sensitivity analysis of Values at Risk",
+  J. Empirical Finance 7; Epperlein & Smillie 2006, "Cracking VaR with kernels", Risk), bandwidth by
+  Silverman's rule; the kernel-weighted per-underlying P&L are scaled by their sum, so the components
+  add up to VaR exactly.
+
+Time decay. Options are revalued ``horizon_days * calendar_days_per_trading_day`` calendar days later
+(default ``365 / 252``); the parametric CF method adds the matching theta decay.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import integrate
+from scipy.stats import norm
+
+from risk_pipeline.quant.american import american_greeks
+from risk_pipeline.quant.bsm import bsm_greeks
+from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant.scenario_engine import AmericanMethod, ScenarioSet, evaluate
+from risk_pipeline.quant.vol_forecast import GarchParams, fit_garch, garch_variance
+
+FloatArray = NDArray[np.float64]
+
+HISTORICAL = "historical"
+DELTA_NORMAL = "delta_normal"
+DELTA_GAMMA_CF = "delta_gamma_cornish_fisher"
+MONTE_CARLO_FHS = "monte_carlo_fhs"
+ALL_METHODS = (HISTORICAL, DELTA_NORMAL, DELTA_GAMMA_CF, MONTE_CARLO_FHS)
+TRADING_DAYS = 252
+DAYS_PER_YEAR = 365.0
+
+
+# ----------------------------------------------------------------------------------------------
+# inputs and results
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VarConfig:
+    """Settings of every method (module docstring)."""
+
+    confidences: tuple[float, ...] = (0.95, 0.975, 0.99)
+    horizons: tuple[int, ...] = (1, 3, 5)
+    lookback_days: int = 500
+    n_scenarios: int = 10_000
+    seed: int = 0
+    fhs_paths: Literal["garch", "rescaled_sum"] = "garch"
+    american: AmericanMethod = "eep_grid"
+    calendar_days_per_trading_day: float = DAYS_PER_YEAR / TRADING_DAYS
+    chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.confidences or any(not 0.5 < c < 1.0 for c in self.confidences):
+            raise ValueError("confidences must be in (0.5, 1)")
+        if not self.horizons or any(int(h) != h or h < 1 for h in self.horizons):
+            raise ValueError("horizons must be positive integers")
+        if self.lookback_days < 2 or self.n_scenarios < 1:
+            raise ValueError("lookback_days must be at least 2 and n_scenarios at least 1")
+        if self.fhs_paths not in ("garch", "rescaled_sum"):
+            raise ValueError("fhs_paths must be 'garch' or 'rescaled_sum'")
+        if not self.calendar_days_per_trading_day >= 0.0:
+            raise ValueError("calendar_days_per_trading_day must be non-negative")
+
+
+@dataclass(frozen=True, eq=False)
+class MarketHistory:
+    """Daily risk-factor history, oldest first, one column per portfolio symbol.
+
+    ``log_returns[t, s] = ln(C_{t+1} / C_t)``; ``iv_rel_changes[t, s] = iv_{t+1} / iv_t - 1`` of the
+    underlying's ATM implied vol on the same days (NaN where unknown: vol unchanged that day).
+    """
+
+    log_returns: FloatArray
+    iv_rel_changes: FloatArray | None = None
+
+    def __post_init__(self) -> None:
+        r = np.ascontiguousarray(self.log_returns, dtype=np.float64)
+        if r.ndim != 2 or r.shape[0] < 2 or not np.all(np.isfinite(r)):
+            raise ValueError("log_returns must be a finite (n_days >= 2, n_symbols) array")
+        object.__setattr__(self, "log_returns", r)
+        if self.iv_rel_changes is not None:
+            v = np.array(self.iv_rel_changes, dtype=np.float64)
+            if v.shape != r.shape:
+                raise ValueError("iv_rel_changes must have the shape of log_returns")
+            v[~np.isfinite(v)] = 0.0
+            if np.any(v <= -1.0):
+                raise ValueError("iv_rel_changes must be above -1")
+            object.__setattr__(self, "iv_rel_changes", v)
+
+    @property
+    def n_days(self) -> int:
+        return int(self.log_returns.shape[0])
+
+    def window(self, lookback: int) -> MarketHistory:
+        """The last ``lookback`` days (all of them if fewer)."""
+        v = self.iv_rel_changes
+        return MarketHistory(self.log_returns[-lookback:], None if v is None else v[-lookback:])
+
+
+@dataclass(frozen=True, eq=False)
+class VarResult:
+    """One (method, horizon, confidence): VaR, ES and the per-underlying component VaR."""
+
+    method: str
+    horizon_days: int
+    confidence: float
+    var: float
+    expected_shortfall: float
+    n_scenarios: int
+    lookback_days: int
+    symbols: tuple[str, ...]
+    component_var: FloatArray = field(repr=False)
+
+    def to_row(self) -> dict[str, Any]:
+        """A ``var_results`` row without ``as_of``/``book``."""
+        return {
+            "method": self.method,
+            "horizon_days": self.horizon_days,
+            "confidence": self.confidence,
+            "var": self.var,
+            "expected_shortfall": self.expected_shortfall,
+            "n_scenarios": self.n_scenarios,
+            "lookback_days": self.lookback_days,
+        }
+
+    def contribution_rows(self) -> list[dict[str, Any]]:
+        """``var_contributions`` rows (one per symbol) without ``as_of``/``book``."""
+        return [
+            {"method": self.method, "horizon_days": self.horizon_days, "confidence": self.confidence,
+             "symbol": s, "component_var": float(c)}
+            for s, c in zip(self.symbols, self.component_var, strict=True)
+        ]
+
+
+@dataclass(frozen=True, eq=False)
+class VarReport:
+    """Results of several methods; ``scenario_pnl[(method, horizon)]`` keeps the simulated P&L."""
+
+    results: tuple[VarResult, ...]
+    scenario_pnl: dict[tuple[str, int], FloatArray] = field(default_factory=dict, repr=False)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [r.to_row() for r in self.results]
+
+    def contribution_rows(self) -> list[dict[str, Any]]:
+        return [row for r in self.results for row in r.contribution_rows()]
+
+    def get(self, method: str, horizon_days: int, confidence: float) -> VarResult:
+        for r in self.results:
+            if r.method == method and r.horizon_days == horizon_days and math.isclose(r.confidence, confidence):
+                return r
+        raise KeyError((method, horizon_days, confidence))
+
+
+# ----------------------------------------------------------------------------------------------
+# estimators
+# ----------------------------------------------------------------------------------------------
+
+
+def _tail_count(n: int, confidence: float) -> float:
+    return n * (1.0 - confidence)
+
+
+def empirical_var_es(pnl: ArrayLike, confidence: float) -> tuple[float, float]:
+    """VaR (lower empirical quantile) and Acerbi-Tasche ES of a P&L sample (module docstring)."""
+    p = np.sort(np.asarray(pnl, dtype=np.float64).reshape(-1))
+    n = p.size
+    if n == 0 or not np.all(np.isfinite(p)):
+        raise ValueError("pnl must be a non-empty finite sample")
+    m = _tail_count(n, confidence)
+    k = max(1, math.ceil(m - 1e-9))  # 1e-9 absorbs the rounding of n (1 - c), e.g. 500 * 0.01
+    var = -float(p[k - 1])
+    if m <= 1.0:
+        return var, -float(p[0])
+    whole = math.floor(m + 1e-9)
+    frac = m - whole if m - whole > 1e-9 else 0.0
+    tail = float(np.sum(p[:whole])) + (frac * float(p[whole]) if frac else 0.0)
+    return var, -tail / m
+
+
+def kernel_component_var(by_symbol: ArrayLike, var: float) -> FloatArray:
+    """Euler components ``E[-P&L_s | P&L = -VaR]`` by a Gaussian kernel, scaled to sum to ``var``.
+
+    ``by_symbol`` is the ``(n, n_symbols)`` per-underlying scenario P&L (the book P&L is its row sum).
+    Bandwidth ``1.06 min(std, IQR / 1.34) n^{-1/5}`` (Silverman 1986) of the book P&L.
+    """
+    x = np.asarray(by_symbol, dtype=np.float64)
+    total = x.sum(axis=1)
+    n = total.size
+    q75, q25 = np.percentile(total, [75.0, 25.0])
+    spread = min(float(np.std(total)), float(q75 - q25) / 1.34) or float(np.std(total))
+    if spread <= 0.0:
+        return np.full(x.shape[1], var / x.shape[1])
+    h = 1.06 * spread * n ** (-0.2)
+    w = np.exp(-0.5 * ((total + var) / h) ** 2)
+    num = w @ x
+    den = float(num.sum())
+    if den == 0.0 or not math.isfinite(den):
+        return np.full(x.shape[1], var / x.shape[1])
+    comp = var * num / den
+    comp[np.argmax(np.abs(comp))] += var - comp.sum()
+    return comp
+
+
+def _simulation_results(method: str, horizon: int, pnl: FloatArray, by_symbol: FloatArray,
+                        config: VarConfig, symbols: tuple[str, ...], lookback: int) -> list[VarResult]:
+    out = []
+    for c in config.confidences:
+        var, es = empirical_var_es(pnl, c)
+        out.append(VarResult(method, horizon, float(c), var, es, int(pnl.size), lookback, symbols,
+                             kernel_component_var(by_symbol, var)))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# historical simulation
+# ----------------------------------------------------------------------------------------------
+
+
+def historical_scenarios(history: MarketHistory, horizon_days: int) -> ScenarioSet:
+    """Overlapping h-day scenarios: ``expm1`` of h-day log returns and compounded h-day vol changes."""
+    r = history.log_returns
+    n = r.shape[0] - horizon_days + 1
+    if n < 1:
+        raise ValueError("history shorter than the horizon")
+    c = np.vstack([np.zeros((1, r.shape[1])), np.cumsum(r, axis=0)])
+    spot = np.expm1(c[horizon_days:] - c[:n])
+    scale = None
+    if history.iv_rel_changes is not None:
+        lv = np.vstack([np.zeros((1, r.shape[1])), np.cumsum(np.log1p(history.iv_rel_changes), axis=0)])
+        scale = np.exp(lv[horizon_days:] - lv[:n])
+    return ScenarioSet(spot, vol_scale=scale)
+
+
+def historical_var(portfolio: Portfolio, history: MarketHistory, config: VarConfig | None = None, *,
+                   client: Any | None = None) -> tuple[tuple[VarResult, ...], dict[int, FloatArray]]:
+    """Historical-simulation VaR/ES with full revaluation; also the scenario P&L per horizon."""
+    cfg = config or VarConfig()
+    hist = history.window(cfg.lookback_days)
+    results: list[VarResult] = []
+    pnls: dict[int, FloatArray] = {}
+    for h in cfg.horizons:
+        sc = historical_scenarios(hist, h)
+        res = evaluate(portfolio, sc, h * cfg.calendar_days_per_trading_day, american=cfg.american,
+                       per_symbol=True, client=client, chunk_size=cfg.chunk_size)
+        assert res.by_symbol is not None
+        pnls[h] = res.pnl
+        results += _simulation_results(HISTORICAL, h, res.pnl, res.by_symbol, cfg, portfolio.symbols,
+                                       hist.n_days)
+    return tuple(results), pnls
+
+
+# ----------------------------------------------------------------------------------------------
+# parametric: delta-normal and delta-gamma(-vega) Cornish-Fisher
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuadraticMoments:
+    """Mean, variance, skewness and excess kurtosis of ``a + b'f + f'Gf/2``, ``f ~ N(0, cov)``."""
+
+    mean: float
+    variance: float
+    skewness: float
+    excess_kurtosis: float
+
+
+def _cumulants(a: float, b: FloatArray, g: FloatArray, cov: FloatArray) -> tuple[float, float, float, float]:
+    gs = g @ cov
+    gs2 = gs @ gs
+    u0 = cov @ b
+    u1 = cov @ (g @ u0)
+    u2 = cov @ (g @ u1)
+    k1 = a + 0.5 * np.trace(gs)
+    k2 = float(b @ u0) + 0.5 * np.trace(gs2)
+    k3 = 3.0 * float(b @ u1) + float(np.trace(gs2 @ gs))
+    k4 = 12.0 * float(b @ u2) + 3.0 * float(np.trace(gs2 @ gs2))
+    return float(k1), float(k2), k3, k4
+
+
+def delta_gamma_moments(a: float, b: ArrayLike, gamma: ArrayLike, cov: ArrayLike) -> QuadraticMoments:
+    """Exact moments of the delta-gamma quadratic form (Mathai & Provost 1992; module docstring)."""
+    bb = np.asarray(b, dtype=np.float64)
+    g = np.asarray(gamma, dtype=np.float64)
+    s = np.asarray(cov, dtype=np.float64)
+    k1, k2, k3, k4 = _cumulants(float(a), bb, g, s)
+    if k2 <= 0.0:
+        return QuadraticMoments(k1, 0.0, 0.0, 0.0)
+    return QuadraticMoments(k1, k2, k3 / k2**1.5, k4 / k2**2)
+
+
+def cornish_fisher(z: ArrayLike, skewness: float, excess_kurtosis: float) -> FloatArray:
+    """Cornish-Fisher quantile ``w(z)`` to the fourth cumulant (Zangari 1996; module docstring)."""
+    z = np.asarray(z, dtype=np.float64)
+    s, k = skewness, excess_kurtosis
+    return z + (z * z - 1.0) * s / 6.0 + (z**3 - 3.0 * z) * k / 24.0 - (2.0 * z**3 - 5.0 * z) * s * s / 36.0
+
+
+def cornish_fisher_var_es(moments: QuadraticMoments, confidence: float) -> tuple[float, float]:
+    """VaR ``-(mu + sigma w(z))`` and ES ``-(mu + sigma / (1 - c) int_{-inf}^{z} w(u) phi(u) du)``."""
+    z = float(norm.ppf(1.0 - confidence))
+    sd = math.sqrt(moments.variance)
+    s, k = moments.skewness, moments.excess_kurtosis
+    var = -(moments.mean + sd * float(cornish_fisher(z, s, k)))
+    tail, _ = integrate.quad(lambda u: float(cornish_fisher(u, s, k)) * float(norm.pdf(u)), -np.inf, z,
+                             epsabs=1e-13, epsrel=1e-11, limit=200)
+    es = -(moments.mean + sd * tail / (1.0 - confidence))
+    return var, es
+
+
+def cornish_fisher_components(a_sym: FloatArray, b: FloatArray, g: FloatArray, cov: FloatArray,
+                              owner: NDArray[np.intp], n_symbols: int, confidence: float) -> FloatArray:
+    """Euler components of the CF VaR: exact derivatives in the per-underlying exposure scalings.
+
+    ``owner[f]`` is the underlying of factor ``f``; ``g`` is block-diagonal by underlying;
+    ``a_sym`` the theta decay per underlying. Homogeneity of degree one makes them sum to the VaR.
+    """
+    k1, k2, k3, k4 = _cumulants(float(a_sym.sum()), b, g, cov)
+    z = float(norm.ppf(1.0 - confidence))
+    if k2 <= 0.0:
+        return -a_sym.copy()
+
+    def grp(v: FloatArray) -> FloatArray:
+        return np.bincount(owner, weights=v, minlength=n_symbols)
+
+    gs = g @ cov
+    gs2 = gs @ gs
+    gs3 = gs2 @ gs
+    u0 = cov @ b
+    u1 = cov @ (g @ u0)
+    u2 = cov @ (g @ u1)
+    d1 = a_sym + 0.5 * grp(np.diag(gs))
+    d2 = 2.0 * grp(b * u0) + grp(np.diag(gs2))
+    d3 = 3.0 * (2.0 * grp(b * u1) + grp(u0 * (g @ u0))) + 3.0 * grp(np.diag(gs3))
+    d4 = 12.0 * (2.0 * grp(b * u2) + 2.0 * grp(u0 * (g @ u1))) + 12.0 * grp(np.diag(gs3 @ gs))
+    sd = math.sqrt(k2)
+    s = k3 / k2**1.5
+    k = k4 / k2**2
+    w = float(cornish_fisher(z, s, k))
+    dsd = d2 / (2.0 * sd)
+    ds = d3 / k2**1.5 - 1.5 * k3 / k2**2.5 * d2
+    dk = d4 / k2**2 - 2.0 * k4 / k2**3 * d2
+    dw_ds = (z * z - 1.0) / 6.0 - (2.0 * z**3 - 5.0 * z) * s / 18.0
+    dw_dk = (z**3 - 3.0 * z) / 24.0
+    comp = -(d1 + dsd * w + sd * (dw_ds * ds + dw_dk * dk))
+    total = -(k1 + sd * w)
+    comp[np.argmax(np.abs(comp))] += total - comp.sum()
+    return comp
+
+
+@dataclass(frozen=True, eq=False)
+class DeltaGammaExposures:
+    """Per-factor exposures of the quadratic P&L (factor order: returns, then vol changes if any).
+
+    ``theta_per_year[s]`` is the book's theta on underlying ``s`` (money per year of time passing).
+    """
+
+    delta: FloatArray
+    gamma: FloatArray
+    theta_per_year: FloatArray
+    owner: NDArray[np.intp]
+    with_vega: bool
+
+
+def delta_gamma_exposures(portfolio: Portfolio, with_vega: bool) -> DeltaGammaExposures:
+    """Dollar delta, dollar gamma (and vega, volga, vanna per relative vol change) per underlying."""
+    p = portfolio
+    n_sym = p.n_symbols
+    s = p.position_spot
+    units = p.units
+    delta = np.ones(p.n_positions)
+    zeros = np.zeros(p.n_positions)
+    gamma, vega, theta, vanna, volga = zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy()
+    for mask, fn in ((p.is_option & ~p.is_american, bsm_greeks), (p.is_american, american_greeks)):
+        idx = np.flatnonzero(mask)
+        if idx.size:
+            gr = fn(s[idx], p.strike[idx], p.time_years[idx], p.implied_vol[idx], p.rate[idx],
+                    p.dividend_yield[idx], p.is_call[idx])
+            delta[idx], gamma[idx], vega[idx] = gr.delta, gr.gamma, gr.vega
+            theta[idx], vanna[idx], volga[idx] = gr.theta, gr.vanna, gr.volga
+    sig = p.implied_vol
+    by = p.symbol_index
+
+    def agg(v: FloatArray) -> FloatArray:
+        return np.bincount(by, weights=units * v, minlength=n_sym)
+
+    d_x = agg(delta * s)
+    g_xx = agg(gamma * s * s)
+    th = agg(theta)
+    if not with_vega:
+        return DeltaGammaExposures(d_x, np.diag(g_xx), th, np.arange(n_sym), False)
+    d_y = agg(vega * sig)
+    g_yy = agg(volga * sig * sig)
+    g_xy = agg(vanna * s * sig)
+    g = np.zeros((2 * n_sym, 2 * n_sym))
+    i = np.arange(n_sym)
+    g[i, i] = g_xx
+    g[n_sym + i, n_sym + i] = g_yy
+    g[i, n_sym + i] = g_xy
+    g[n_sym + i, i] = g_xy
+    return DeltaGammaExposures(np.concatenate([d_x, d_y]), g, th, np.concatenate([i, i]), True)
+
+
+def factor_covariance(history: MarketHistory, with_vega: bool) -> FloatArray:
+    """Zero-mean daily covariance of log returns (and relative vol changes) (RiskMetrics 1996)."""
+    f = history.log_returns
+    if with_vega:
+        assert history.iv_rel_changes is not None
+        f = np.hstack([f, history.iv_rel_changes])
+    return (f.T @ f) / f.shape[0]
+
+
+def parametric_var(portfolio: Portfolio, history: MarketHistory,
+                   config: VarConfig | None = None) -> tuple[VarResult, ...]:
+    """Delta-normal and delta-gamma(-vega) Cornish-Fisher VaR/ES with Euler components."""
+    cfg = config or VarConfig()
+    hist = history.window(cfg.lookback_days)
+    with_vega = hist.iv_rel_changes is not None
+    expo = delta_gamma_exposures(portfolio, with_vega)
+    cov1 = factor_covariance(hist, with_vega)
+    n_sym = portfolio.n_symbols
+    out: list[VarResult] = []
+    d_x = expo.delta[:n_sym]
+    for h in cfg.horizons:
+        cov_x = h * cov1[:n_sym, :n_sym]
+        sd = math.sqrt(max(float(d_x @ cov_x @ d_x), 0.0))
+        dt = h * cfg.calendar_days_per_trading_day / DAYS_PER_YEAR
+        mom = delta_gamma_moments(float(expo.theta_per_year.sum() * dt), expo.delta, expo.gamma, h * cov1)
+        for c in cfg.confidences:
+            z = float(norm.ppf(c))
+            comp = (z * d_x * (cov_x @ d_x) / sd) if sd > 0.0 else np.zeros(n_sym)
+            out.append(VarResult(DELTA_NORMAL, h, float(c), z * sd, sd * float(norm.pdf(z)) / (1.0 - c), 0,
+                                 hist.n_days, portfolio.symbols, comp))
+            var, es = cornish_fisher_var_es(mom, c)
+            comp_cf = cornish_fisher_components(expo.theta_per_year * dt, expo.delta, expo.gamma, h * cov1,
+                                                expo.owner, n_sym, c)
+            out.append(VarResult(DELTA_GAMMA_CF, h, float(c), var, es, 0, hist.n_days, portfolio.symbols,
+                                 comp_cf))
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Monte Carlo filtered historical simulation
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class FhsModel:
+    """GARCH filter of each underlying: parameters, standardized returns ``z[t, s]`` and the
+    one-step-ahead variance ``next_variance[s]`` (daily), plus the vol-change rows bootstrapped with z.
+    """
+
+    params: tuple[GarchParams, ...]
+    standardized: FloatArray
+    next_variance: FloatArray
+    iv_rel_changes: FloatArray | None
+
+
+def _constant_variance(r: FloatArray) -> GarchParams:
+    v = float(np.mean(r * r))
+    return GarchParams(omega=v, alpha=0.0, gamma=0.0, beta=0.0, nu=math.inf, backcast=v, converged=False)
+
+
+def fit_fhs(history: MarketHistory, garch_params: Sequence[GarchParams] | None = None) -> FhsModel:
+    """Fit (or take) GARCH(1,1)-t per underlying and standardize the returns by its conditional vol.
+
+    A failed fit falls back to a constant variance (the sample mean square, ``converged=False``).
+    """
+    r = history.log_returns
+    n_sym = r.shape[1]
+    if garch_params is not None and len(garch_params) != n_sym:
+        raise ValueError("garch_params must have one entry per symbol")
+    params: list[GarchParams] = []
+    z = np.empty_like(r)
+    nxt = np.empty(n_sym)
+    for s in range(n_sym):  # one GARCH fit per underlying (calibration, not a hot path)
+        if garch_params is not None:
+            p = garch_params[s]
+        else:
+            try:
+                p = fit_garch(r[:, s])
+            except RuntimeError:
+                p = _constant_variance(r[:, s])
+        var = garch_variance(p, r[:, s])
+        params.append(p)
+        z[:, s] = r[:, s] / np.sqrt(var[:-1])
+        nxt[s] = var[-1]
+    return FhsModel(tuple(params), z, nxt, history.iv_rel_changes)
+
+
+def fhs_draws(n_days: int, n_scenarios: int, max_horizon: int, seed: int) -> NDArray[np.intp]:
+    """Bootstrapped date indices ``(n_scenarios, max_horizon)``; horizon h uses the first h columns."""
+    return np.random.default_rng(seed).integers(0, n_days, size=(n_scenarios, max_horizon)).astype(np.intp)
+
+
+def fhs_scenarios(model: FhsModel, draws: NDArray[np.intp], horizon_days: int,
+                  paths: Literal["garch", "rescaled_sum"] = "garch") -> ScenarioSet:
+    """h-day FHS scenarios from bootstrapped whole dates (module docstring)."""
+    z = model.standardized
+    omega = np.array([p.omega for p in model.params])
+    alpha = np.array([p.alpha for p in model.params])
+    gamma = np.array([p.gamma for p in model.params])
+    beta = np.array([p.beta for p in model.params])
+    n = draws.shape[0]
+    var = np.broadcast_to(model.next_variance, (n, z.shape[1])).copy()
+    total = np.zeros_like(var)
+    log_scale = np.zeros_like(var) if model.iv_rel_changes is not None else None
+    for d in range(horizon_days):  # loop over the days of the horizon only
+        zd = z[draws[:, d]]
+        if paths == "garch":
+            r = np.sqrt(var) * zd
+            var = omega + (alpha + gamma * (r < 0.0)) * r * r + beta * var
+        else:
+            r = np.sqrt(model.next_variance) * zd
+        total += r
+        if log_scale is not None:
+            assert model.iv_rel_changes is not None
+            log_scale += np.log1p(model.iv_rel_changes[draws[:, d]])
+    return ScenarioSet(np.expm1(total), vol_scale=None if log_scale is None else np.exp(log_scale))
+
+
+def monte_carlo_var(portfolio: Portfolio, history: MarketHistory, config: VarConfig | None = None, *,
+                    garch_params: Sequence[GarchParams] | None = None, client: Any | None = None,
+                    model: FhsModel | None = None) -> tuple[tuple[VarResult, ...], dict[int, FloatArray]]:
+    """Monte Carlo FHS VaR/ES with full revaluation; also the scenario P&L per horizon."""
+    cfg = config or VarConfig()
+    hist = history.window(cfg.lookback_days)
+    fhs = model or fit_fhs(hist, garch_params)
+    draws = fhs_draws(fhs.standardized.shape[0], cfg.n_scenarios, max(cfg.horizons), cfg.seed)
+    results: list[VarResult] = []
+    pnls: dict[int, FloatArray] = {}
+    for h in cfg.horizons:
+        sc = fhs_scenarios(fhs, draws, h, cfg.fhs_paths)
+        res = evaluate(portfolio, sc, h * cfg.calendar_days_per_trading_day, american=cfg.american,
+                       per_symbol=True, client=client, chunk_size=cfg.chunk_size)
+        assert res.by_symbol is not None
+        pnls[h] = res.pnl
+        results += _simulation_results(MONTE_CARLO_FHS, h, res.pnl, res.by_symbol, cfg, portfolio.symbols,
+                                       hist.n_days)
+    return tuple(results), pnls
+
+
+def compute_var(portfolio: Portfolio, history: MarketHistory, config: VarConfig | None = None, *,
+                methods: Sequence[str] = ALL_METHODS, garch_params: Sequence[GarchParams] | None = None,
+                client: Any | None = None) -> VarReport:
+    """Every requested method at every horizon and confidence of ``config``."""
+    cfg = config or VarConfig()
+    unknown = set(methods) - set(ALL_METHODS)
+    if unknown:
+        raise ValueError(f"unknown methods {sorted(unknown)}; expected a subset of {ALL_METHODS}")
+    if history.log_returns.shape[1] != portfolio.n_symbols:
+        raise ValueError("history must have one column per portfolio symbol")
+    results: list[VarResult] = []
+    pnl: dict[tuple[str, int], FloatArray] = {}
+    if HISTORICAL in methods:
+        res, p = historical_var(portfolio, history, cfg, client=client)
+        results += res
+        pnl.update({(HISTORICAL, h): v for h, v in p.items()})
+    if DELTA_NORMAL in methods or DELTA_GAMMA_CF in methods:
+        results += [r for r in parametric_var(portfolio, history, cfg) if r.method in methods]
+    if MONTE_CARLO_FHS in methods:
+        res, p = monte_carlo_var(portfolio, history, cfg, garch_params=garch_params, client=client)
+        results += res
+        pnl.update({(MONTE_CARLO_FHS, h): v for h, v in p.items()})
+    return VarReport(tuple(results), pnl)
