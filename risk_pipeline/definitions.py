@@ -33,10 +33,13 @@ def executor_from_env() -> dg.ExecutorDefinition:
     return dg.in_process_executor
 
 
+ALL_ASSETS = [*MARKET_DATA_ASSETS, *VOLATILITY_ASSETS, *EXPOSURE_ASSETS, *SERVING_ASSETS]
+
+
 def build_definitions(resources: Mapping[str, Any], executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
     """The whole graph with the given resources (tests pass their own warehouse and source)."""
     return dg.Definitions(
-        assets=[*MARKET_DATA_ASSETS, *VOLATILITY_ASSETS, *EXPOSURE_ASSETS, *SERVING_ASSETS],
+        assets=ALL_ASSETS,
         jobs=[*JOBS, intraday_refresh_job],
         sensors=[option_snapshot_sensor],
         schedules=[end_of_day_schedule],

@@ -177,7 +177,8 @@ class PreTradeService:
 
     def _spot(self, snap: BookSnapshot, symbol: str) -> float:
         got = self.warehouse.query(
-            "SELECT close FROM risk.market_prices WHERE symbol = ? AND as_of_date <= ? ORDER BY as_of_date DESC LIMIT 1",
+            "SELECT close FROM risk.market_prices WHERE symbol = ? AND as_of_date <= ? "
+            "ORDER BY as_of_date DESC LIMIT 1",
             [symbol, snap.positions["as_of_date"].iloc[0]],
         )
         if got.empty:

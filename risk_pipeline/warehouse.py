@@ -69,9 +69,7 @@ class Warehouse:
         self._memory_con: Any = None
         if self.engine == "duckdb" and url != ":memory:":
             if Path(url).stem == SCHEMA:
-                raise WarehouseError(
-                    f"DuckDB file {url}: a file named {SCHEMA}.* clashes with schema {SCHEMA!r}"
-                )
+                raise WarehouseError(f"DuckDB file {url}: a file named {SCHEMA}.* clashes with schema {SCHEMA!r}")
             Path(url).parent.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ connections
@@ -144,9 +142,7 @@ class Warehouse:
             for t in wanted:
                 existing = self._existing_columns(con, t.name)
                 if not existing:
-                    self._execute(
-                        con, f"CREATE TABLE IF NOT EXISTS {SCHEMA}.{t.name} (\n  {self._column_ddl(t)}\n)"
-                    )
+                    self._execute(con, f"CREATE TABLE IF NOT EXISTS {SCHEMA}.{t.name} (\n  {self._column_ddl(t)}\n)")
                     continue
                 for c in t.all_columns:
                     if c.name in existing:
@@ -157,9 +153,7 @@ class Warehouse:
                             "write a migration (see README, 'Migrations')"
                         )
                     col_type = ENGINE_TYPES[self.engine][c.type]
-                    self._execute(
-                        con, f"ALTER TABLE {SCHEMA}.{t.name} ADD COLUMN {_ident(c.name)} {col_type}"
-                    )
+                    self._execute(con, f"ALTER TABLE {SCHEMA}.{t.name} ADD COLUMN {_ident(c.name)} {col_type}")
 
     def _existing_columns(self, con: Any, name: str) -> set[str]:
         cur = self._execute(
@@ -177,12 +171,15 @@ class Warehouse:
     def prepare(self, name: str, frame: pd.DataFrame) -> pd.DataFrame:
         """Rows of ``frame`` as the contract's data columns, typed; raises on a contract breach.
 
-        Checks: every contract column present (extra lineage columns ``source_file``/``source_row``
-        are dropped, any other extra column is an error), NOT NULL columns without missing values,
+        Checks: every contract column present (``source_file``/``source_row``, ``run_id`` and
+        ``materialized_at`` are dropped, any other extra column is an error), NOT NULL columns without missing values,
         and unique keys. Nothing is repaired.
         """
         t = table(name)
-        extra = set(frame.columns) - set(t.data_column_names) - {"source_file", "source_row"}
+        # lineage columns of rows read back are dropped: a write stamps its own run_id and time
+        extra = (
+            set(frame.columns) - set(t.data_column_names) - {"source_file", "source_row", "run_id", "materialized_at"}
+        )
         if extra:
             raise WarehouseError(f"{t.name}: columns not in the contract: {sorted(extra)}")
         missing = [c for c in t.data_column_names if c not in frame.columns]
@@ -232,9 +229,7 @@ class Warehouse:
                 self._execute(con, f"DELETE FROM {SCHEMA}.{t.name}")
             for p in parts:
                 where = " AND ".join(f"{_ident(k)} = ?" for k in t.partition_by)
-                self._execute(
-                    con, f"DELETE FROM {SCHEMA}.{t.name} WHERE {where}", [p[k] for k in t.partition_by]
-                )
+                self._execute(con, f"DELETE FROM {SCHEMA}.{t.name} WHERE {where}", [p[k] for k in t.partition_by])
             self._insert_rows(con, t, rows)
         return len(rows)
 
@@ -286,17 +281,12 @@ class Warehouse:
             if set(p) != set(t.partition_by):
                 raise WarehouseError(f"{t.name}: partition must name {list(t.partition_by)}, got {sorted(p)}")
             owned.append(
-                {
-                    k: _plain(_coerce(pd.Series([p[k]]), t.column(k).type, t.name, k).iloc[0])
-                    for k in t.partition_by
-                }
+                {k: _plain(_coerce(pd.Series([p[k]]), t.column(k).type, t.name, k).iloc[0]) for k in t.partition_by}
             )
         owned_set = {tuple(p[k] for k in t.partition_by) for p in owned}
         stray = present_set - owned_set
         if stray:
-            raise WarehouseError(
-                f"{t.name}: rows outside the partitions written: {sorted(stray, key=str)[:3]}"
-            )
+            raise WarehouseError(f"{t.name}: rows outside the partitions written: {sorted(stray, key=str)[:3]}")
         return owned
 
     def _insert_rows(self, con: Any, t: Table, rows: pd.DataFrame) -> None:
@@ -312,9 +302,7 @@ class Warehouse:
             finally:
                 con.unregister("_incoming_rows")
             return
-        with con.cursor().copy(
-            f"COPY {SCHEMA}.{t.name} ({', '.join(_ident(c) for c in cols)}) FROM STDIN"
-        ) as copy:
+        with con.cursor().copy(f"COPY {SCHEMA}.{t.name} ({', '.join(_ident(c) for c in cols)}) FROM STDIN") as copy:
             for record in rows.itertuples(index=False, name=None):
                 copy.write_row([None if _is_missing(v) else _plain(v) for v in record])
 
@@ -377,9 +365,7 @@ class Warehouse:
     def row_count(self, name: str, where: Mapping[str, Any] | None = None) -> int:
         t = table(name)
         clauses = [f"{_ident(k)} = ?" for k in (where or {})]
-        sql = f"SELECT COUNT(*) FROM {SCHEMA}.{t.name}" + (
-            " WHERE " + " AND ".join(clauses) if clauses else ""
-        )
+        sql = f"SELECT COUNT(*) FROM {SCHEMA}.{t.name}" + (" WHERE " + " AND ".join(clauses) if clauses else "")
         with self.connect() as con:
             return int(self._execute(con, sql, [_plain(v) for v in (where or {}).values()]).fetchone()[0])
 

@@ -574,6 +574,7 @@ def _lbr(beta: float, x: float, b_max: float, e_mhalf: float, n_max: int) -> tup
             if beta > 0.5 * b_max:
                 objective = 2
     converged = False
+    ln_beta = math.log(beta) if objective == 1 else 0.0
     while iterations < n_max:
         if ds * ds_previous < 0.0:
             reversals += 1
@@ -596,7 +597,6 @@ def _lbr(beta: float, x: float, b_max: float, e_mhalf: float, n_max: int) -> tup
                 ds = 0.5 * (s_left + s_right) - s
             else:
                 ln_b = math.log(b)
-                ln_beta = math.log(beta)
                 bpob = bp / b
                 h = x / s
                 b_halley = h * h / s - s / 4.0
@@ -655,7 +655,7 @@ def _european_point(price: float, lnfk: float, sqrt_fk_df: float, t: float, call
     beta = price / sqrt_fk_df
     ax = abs(lnfk)
     e_lo = math.exp(-0.5 * ax)
-    e_hi = math.exp(0.5 * ax)
+    e_hi = 1.0 / e_lo  # exp(|x|/2) to one ulp
     itm = (lnfk > 0.0) if call else (lnfk < 0.0)
     if itm:  # upper bound e^{|x|/2}; subtract the normalised intrinsic e^{|x|/2} - e^{-|x|/2}
         if beta >= e_hi:
@@ -686,7 +686,9 @@ def _iv_spot_kernel(price: FloatArray, spot: FloatArray, strike: FloatArray, tau
             tt = max(t, 0.0)
             lnfk = math.log(s / k) + (r - q) * tt
             # e^{-rT} sqrt(F K) = sqrt(S K) e^{-(r+q)T/2}
-            norm = math.sqrt(s) * math.sqrt(k) * math.exp(-0.5 * (r + q) * tt)
+            sk = s * k
+            root = math.sqrt(sk) if sk < math.inf else math.sqrt(s) * math.sqrt(k)
+            norm = root * math.exp(-0.5 * (r + q) * tt)
         else:
             lnfk = math.nan
             norm = math.nan

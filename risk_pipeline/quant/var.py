@@ -228,13 +228,13 @@ def empirical_var_es(pnl: ArrayLike, confidence: float) -> tuple[float, float]:
     if n == 0 or not np.all(np.isfinite(p)):
         raise ValueError("pnl must be a non-empty finite sample")
     m = _tail_count(n, confidence)
-    k = max(1, math.ceil(m - 1e-9))  # 1e-9 absorbs the rounding of n (1 - c), e.g. 500 * 0.01
-    var = -float(p[k - 1])
+    if abs(m - round(m)) < 1e-9:  # absorbs the rounding of n (1 - c), e.g. 500 * (1 - 0.99) = 5.000000000000004
+        m = float(round(m))
+    var = -float(p[max(1, math.ceil(m)) - 1])
     if m <= 1.0:
         return var, -float(p[0])
-    whole = math.floor(m + 1e-9)
-    frac = m - whole if m - whole > 1e-9 else 0.0
-    tail = float(np.sum(p[:whole])) + (frac * float(p[whole]) if frac else 0.0)
+    whole = math.floor(m)
+    tail = float(np.sum(p[:whole])) + (m - whole) * (float(p[whole]) if whole < n else 0.0)
     return var, -tail / m
 
 
