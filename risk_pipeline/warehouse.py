@@ -63,8 +63,12 @@ class Warehouse:
     else is a DuckDB file path (``:memory:`` for a private in-memory database).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, keep_open: bool = False) -> None:
+        """``keep_open`` holds one connection for the object's life (low-latency callers such as the
+        pre-trade check); a kept-open DuckDB file is locked against writers in other processes."""
         self.url = url
+        self.keep_open = keep_open
+        self._kept: Any = None
         self.engine = "postgres" if url.startswith(("postgresql://", "postgres://")) else "duckdb"
         self._memory_con: Any = None
         if self.engine == "duckdb" and url != ":memory:":
@@ -76,6 +80,18 @@ class Warehouse:
     @contextlib.contextmanager
     def connect(self) -> Iterator[Any]:
         """A connection; closed on exit (the in-memory DuckDB connection is kept)."""
+        if self.keep_open:
+            if self._kept is None:
+                if self.engine == "postgres":
+                    import psycopg
+
+                    self._kept = psycopg.connect(self.url, autocommit=True)
+                else:
+                    import duckdb
+
+                    self._kept = duckdb.connect(self.url)
+            yield self._kept
+            return
         if self.engine == "postgres":
             import psycopg
 
@@ -185,14 +201,18 @@ class Warehouse:
         missing = [c for c in t.data_column_names if c not in frame.columns]
         if missing:
             raise WarehouseError(f"{t.name}: missing contract columns {missing}")
-        out = pd.DataFrame(index=range(len(frame)))
+        columns = {}
         for c in t.columns:
-            out[c.name] = _coerce(frame[c.name].reset_index(drop=True), c.type, t.name, c.name)
-            if not c.nullable and len(out) and out[c.name].isna().any():
-                first = int(np.flatnonzero(out[c.name].isna().to_numpy())[0])
-                raise WarehouseError(f"{t.name}: NULL in NOT NULL column {c.name!r} at row {first + 1}")
+            values = _coerce(frame[c.name].reset_index(drop=True), c.type, t.name, c.name)
+            if not c.nullable and len(values):
+                missing = values.isna().to_numpy()
+                if missing.any():
+                    first = int(np.flatnonzero(missing)[0])
+                    raise WarehouseError(f"{t.name}: NULL in NOT NULL column {c.name!r} at row {first + 1}")
+            columns[c.name] = values
+        out = pd.DataFrame(columns, index=range(len(frame)))
         key = [k for k in t.key if k in t.data_column_names]
-        if len(out):
+        if len(out) > 1:
             dup = out.duplicated(subset=key, keep=False)
             if dup.any():
                 first = int(np.flatnonzero(dup.to_numpy())[0])
@@ -242,13 +262,22 @@ class Warehouse:
         rows = self.prepare(name, frame)
         rows["run_id"] = run_id
         rows["materialized_at"] = pd.Timestamp.now(tz="UTC")
+        if not len(rows):
+            return 0
+        cols = t.column_names
+        names = ", ".join(_ident(c) for c in cols)
+        conflict = f"ON CONFLICT ({', '.join(_ident(k) for k in t.key)}) DO NOTHING"
+        insert = f"INSERT INTO {SCHEMA}.{t.name} ({names}) VALUES ({', '.join('?' for _ in cols)}) {conflict}"
         with self.connect() as con, self._transaction(con):
-            existing = self._read_keys(con, t, rows)
-            if len(existing):
-                merged = rows.merge(existing.assign(_present=True), on=list(t.key), how="left")
-                rows = rows[merged["_present"].isna().to_numpy()].reset_index(drop=True)
-            self._insert_rows(con, t, rows)
-        return len(rows)
+            inserted = 0
+            for record in rows[cols].itertuples(index=False, name=None):
+                cur = self._execute(con, insert, [None if _is_missing(v) else _plain(v) for v in record])
+                if self.engine == "duckdb":
+                    got = cur.fetchall()
+                    inserted += int(got[0][0]) if got else 0
+                else:
+                    inserted += cur.rowcount
+            return inserted
 
     def _read_keys(self, con: Any, t: Table, rows: pd.DataFrame) -> pd.DataFrame:
         keys = list(t.key)
@@ -368,6 +397,12 @@ class Warehouse:
         sql = f"SELECT COUNT(*) FROM {SCHEMA}.{t.name}" + (" WHERE " + " AND ".join(clauses) if clauses else "")
         with self.connect() as con:
             return int(self._execute(con, sql, [_plain(v) for v in (where or {}).values()]).fetchone()[0])
+
+    def close(self) -> None:
+        """Close a kept-open connection."""
+        if self._kept is not None:
+            self._kept.close()
+            self._kept = None
 
     def describe(self) -> str:
         """Where the data lives, for logs and summaries (no password)."""

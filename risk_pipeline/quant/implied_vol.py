@@ -655,7 +655,7 @@ def _european_point(price: float, lnfk: float, sqrt_fk_df: float, t: float, call
     beta = price / sqrt_fk_df
     ax = abs(lnfk)
     e_lo = math.exp(-0.5 * ax)
-    e_hi = 1.0 / e_lo  # exp(|x|/2) to one ulp
+    e_hi = math.exp(0.5 * ax)
     itm = (lnfk > 0.0) if call else (lnfk < 0.0)
     if itm:  # upper bound e^{|x|/2}; subtract the normalised intrinsic e^{|x|/2} - e^{-|x|/2}
         if beta >= e_hi:

@@ -1,0 +1,629 @@
+"""Stress testing: a versioned scenario library, full-revaluation stress P&L, spot-vol grid, event gaps.
+
+Scenario shocks (every position fully revalued by ``scenario_engine``, instantaneously: no time
+decay). Per underlying ``s`` with beta ``b_s`` to the reference index and index move ``m``::
+
+    spot shock  = (1 + m)^{b_s} - 1        (beta on log returns, so a shock never reaches -100 %)
+
+unless the scenario gives a move for the underlying's sector (``sector_moves``) or for the symbol
+itself (``symbol_moves``), which is applied as is (symbol over sector over beta). Implied vols move by
+``sigma' = max(sigma * multiplier + shift + skew * ln(K / S'), 0)`` (level multiplicative and/or
+additive, skew per unit log-moneyness after the move, so ``skew < 0`` steepens the put skew); rates by
+``rate_shift``. Jorion, "Value at Risk", 3rd ed., ch. 14; Hull, "Risk Management and Financial
+Institutions", 5th ed., ch. 22.
+
+Liquidation cost (an exogenous spread cost scaled by a square-root participation rule; Bangia,
+Diebold, Schuermann & Stroughair 1999, "Modeling liquidity risk", Risk 12; Almgren, Thum,
+Hauptmann & Li 2005, "Direct estimation of equity market impact", Risk 18). A scenario liquidates the
+fraction ``f`` of every position (``liquidation_fraction``; the position-limit shock halves every
+position, a liquidity crisis liquidates the book). For position ``i`` with quoted bid-ask spread
+``spread_i`` (price units per unit of underlying, e.g. dollars per share or per option share) and
+average daily volume ``adv_i`` (in the units of ``quantity``)::
+
+    q_i    = f |quantity_i|
+    days_i = q_i / (participation_rate * adv_i * volume_multiplier)          time to liquidate
+    cost_i = 0.5 * spread_i * spread_multiplier * multiplier_i * q_i * max(1, sqrt(days_i / H))
+
+``0.5 * spread * multiplier * quantity`` is the cost of crossing half the (widened) spread at the
+normal participation rate; a forced exit within the liquidation horizon ``H`` days needs a
+participation ``days_i / H`` times higher, and by the square-root law the cost per unit grows with
+its square root. Stress P&L = revaluation P&L - liquidation cost.
+
+Risk level from ``pnl_pct_nav = pnl / nav`` and the thresholds (negative fractions of NAV):
+``CRITICAL`` at or below ``critical``, ``HIGH`` at or below ``high``, ``MEDIUM`` at or below ``medium``,
+else ``LOW``.
+
+Event gap risk: per underlying the empirical distribution of its moves on past event days (its
+earnings days) or, for market-wide events (FOMC, CPI), the index's moves on those days mapped by beta
+to every underlying, gives an event-day scenario set (one scenario per past event); the book is
+revalued under each and summarized by the expected P&L, the expected loss ``E[max(-P&L, 0)]``, the
+loss quantile and ES at ``confidence`` (``var.empirical_var_es``) and the worst loss.
+
+``load_scenarios`` (the library YAML, ``data/stress/scenarios.yaml``; schema in its README) is the
+one I/O of this module. ``measure_move`` and ``event_day_moves`` measure index moves from a close
+series, e.g. the arch package's S&P 500 history (1999-2018).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from numpy.typing import ArrayLike, NDArray
+
+from risk_pipeline.quant.portfolio import Portfolio, market_values
+from risk_pipeline.quant.scenario_engine import AmericanMethod, ScenarioSet, evaluate
+from risk_pipeline.quant.var import empirical_var_es
+
+FloatArray = NDArray[np.float64]
+
+LOW, MEDIUM, HIGH, CRITICAL = "LOW", "MEDIUM", "HIGH", "CRITICAL"
+SCENARIO_TYPES = ("historical", "hypothetical")
+
+
+# ----------------------------------------------------------------------------------------------
+# library
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VolShock:
+    """``sigma' = max(sigma * multiplier + shift + skew * ln(K / S'), 0)``."""
+
+    multiplier: float = 1.0
+    shift: float = 0.0
+    skew: float = 0.0
+
+
+@dataclass(frozen=True)
+class LiquidityShock:
+    """Spread and volume multipliers and the fraction of every position liquidated."""
+
+    spread_multiplier: float = 1.0
+    volume_multiplier: float = 1.0
+    liquidation_fraction: float = 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class StressScenario:
+    """One scenario of the library (module docstring for the shock rules)."""
+
+    scenario_id: str
+    scenario_type: str
+    description: str
+    index_move: float = 0.0
+    sector_moves: Mapping[str, float] = field(default_factory=dict)
+    symbol_moves: Mapping[str, float] = field(default_factory=dict)
+    vol: VolShock = VolShock()
+    rate_shift: float = 0.0
+    liquidity: LiquidityShock = LiquidityShock()
+    window_start: str | None = None
+    window_end: str | None = None
+    measured_as: str | None = None
+    measurable_from: str | None = None
+    index_levels: Mapping[str, float] = field(default_factory=dict)
+    vol_index: Mapping[str, Any] = field(default_factory=dict)
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RiskThresholds:
+    """P&L as a fraction of NAV at or below which a scenario is MEDIUM, HIGH, CRITICAL."""
+
+    medium: float = -0.02
+    high: float = -0.05
+    critical: float = -0.10
+
+    def __post_init__(self) -> None:
+        if not (self.critical < self.high < self.medium <= 0.0):
+            raise ValueError("thresholds must satisfy critical < high < medium <= 0")
+
+    def level(self, pnl_pct_nav: float) -> str:
+        if pnl_pct_nav <= self.critical:
+            return CRITICAL
+        if pnl_pct_nav <= self.high:
+            return HIGH
+        if pnl_pct_nav <= self.medium:
+            return MEDIUM
+        return LOW
+
+
+@dataclass(frozen=True)
+class LiquidityModel:
+    """Normal participation rate (fraction of ADV per day) and liquidation horizon (trading days)."""
+
+    participation_rate: float = 0.10
+    liquidation_horizon_days: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.participation_rate <= 1.0 and self.liquidation_horizon_days > 0.0):
+            raise ValueError("participation_rate must be in (0, 1] and the horizon positive")
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """Spot moves (relative) against relative vol moves (``sigma' = sigma (1 + v)``)."""
+
+    spot_shocks: tuple[float, ...] = tuple(round(-0.30 + 0.05 * i, 2) for i in range(13))
+    vol_shocks: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
+    spot_mode: Literal["uniform", "beta"] = "uniform"
+
+
+@dataclass(frozen=True, eq=False)
+class ScenarioLibrary:
+    """The versioned library: scenarios, risk thresholds, liquidity model and stress grid."""
+
+    version: str
+    reference_index: str
+    scenarios: tuple[StressScenario, ...]
+    thresholds: RiskThresholds = RiskThresholds()
+    liquidity: LiquidityModel = LiquidityModel()
+    grid: GridSpec = GridSpec()
+
+    def get(self, scenario_id: str) -> StressScenario:
+        for s in self.scenarios:
+            if s.scenario_id == scenario_id:
+                return s
+        raise KeyError(scenario_id)
+
+
+_TOP_KEYS = {"version", "reference_index", "risk_levels", "liquidity", "grid", "scenarios"}
+_SCENARIO_KEYS = {"id", "type", "description", "index_move", "sector_moves", "symbol_moves", "vol", "rate_shift",
+                  "liquidity", "window", "measured_as", "measurable_from", "index_levels", "vol_index",
+                  "sources", "notes"}
+_VOL_KEYS = {"multiplier", "shift", "skew"}
+_LIQ_KEYS = {"spread_multiplier", "volume_multiplier", "liquidation_fraction"}
+
+
+def _check_keys(where: str, got: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = set(got) - allowed
+    if unknown:
+        key = sorted(unknown)[0]
+        hint = difflib.get_close_matches(key, sorted(allowed), n=1)
+        raise ValueError(f"{where}: unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+
+
+def _num(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value)):
+        raise ValueError(f"{where} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _scenario(raw: Mapping[str, Any]) -> StressScenario:
+    sid = str(raw.get("id", ""))
+    where = f"scenario {sid or '?'}"
+    _check_keys(where, raw, _SCENARIO_KEYS)
+    if not sid or raw.get("type") not in SCENARIO_TYPES or not raw.get("description"):
+        raise ValueError(f"{where}: needs id, description and type in {SCENARIO_TYPES}")
+    vol = dict(raw.get("vol") or {})
+    _check_keys(f"{where}.vol", vol, _VOL_KEYS)
+    liq = dict(raw.get("liquidity") or {})
+    _check_keys(f"{where}.liquidity", liq, _LIQ_KEYS)
+    window = dict(raw.get("window") or {})
+    _check_keys(f"{where}.window", window, {"start", "end"})
+    index_move = _num(f"{where}.index_move", raw.get("index_move", 0.0))
+    sector = {str(k): _num(f"{where}.sector_moves.{k}", v) for k, v in (raw.get("sector_moves") or {}).items()}
+    symbol = {str(k): _num(f"{where}.symbol_moves.{k}", v) for k, v in (raw.get("symbol_moves") or {}).items()}
+    if any(v <= -1.0 for v in (index_move, *sector.values(), *symbol.values())):
+        raise ValueError(f"{where}: moves must be above -1")
+    vs = VolShock(**{k: _num(f"{where}.vol.{k}", v) for k, v in vol.items()})
+    ls = LiquidityShock(**{k: _num(f"{where}.liquidity.{k}", v) for k, v in liq.items()})
+    if vs.multiplier < 0 or ls.spread_multiplier < 0 or ls.volume_multiplier <= 0 \
+            or not 0.0 <= ls.liquidation_fraction <= 1.0:
+        raise ValueError(f"{where}: invalid vol or liquidity shock")
+    return StressScenario(
+        scenario_id=sid,
+        scenario_type=str(raw["type"]),
+        description=" ".join(str(raw["description"]).split()),
+        index_move=index_move,
+        sector_moves=sector,
+        symbol_moves=symbol,
+        vol=vs,
+        rate_shift=_num(f"{where}.rate_shift", raw.get("rate_shift", 0.0)),
+        liquidity=ls,
+        window_start=None if "start" not in window else str(window["start"]),
+        window_end=None if "end" not in window else str(window["end"]),
+        measured_as=raw.get("measured_as"),
+        measurable_from=raw.get("measurable_from"),
+        index_levels={str(k): _num(f"{where}.index_levels.{k}", v) for k, v in (raw.get("index_levels") or {}).items()},
+        vol_index=dict(raw.get("vol_index") or {}),
+        sources=tuple(str(s) for s in raw.get("sources") or ()),
+    )
+
+
+def load_scenarios(path_or_dict: str | os.PathLike[str] | Mapping[str, Any]) -> ScenarioLibrary:
+    """Read and validate the scenario library (a YAML path or the already-parsed mapping)."""
+    if isinstance(path_or_dict, Mapping):
+        raw: Any = path_or_dict
+    else:
+        with Path(path_or_dict).open(encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh)
+    if not isinstance(raw, Mapping):
+        raise ValueError("the scenario library must be a mapping")
+    _check_keys("library", raw, _TOP_KEYS)
+    if not raw.get("version") or not raw.get("scenarios"):
+        raise ValueError("the scenario library needs a version and scenarios")
+    levels = dict(raw.get("risk_levels") or {})
+    _check_keys("risk_levels", levels, {"medium", "high", "critical"})
+    liq = dict(raw.get("liquidity") or {})
+    _check_keys("liquidity", liq, {"participation_rate", "liquidation_horizon_days"})
+    grid = dict(raw.get("grid") or {})
+    _check_keys("grid", grid, {"spot_shocks", "vol_shocks", "spot_mode"})
+    scenarios = tuple(_scenario(s) for s in raw["scenarios"])
+    ids = [s.scenario_id for s in scenarios]
+    if len(set(ids)) != len(ids):
+        raise ValueError("scenario ids must be unique")
+    gs = GridSpec(
+        **{k: tuple(_num(f"grid.{k}", x) for x in grid[k]) for k in ("spot_shocks", "vol_shocks") if k in grid},
+        **({"spot_mode": grid["spot_mode"]} if "spot_mode" in grid else {}),
+    )
+    if gs.spot_mode not in ("uniform", "beta") or any(x <= -1 for x in (*gs.spot_shocks, *gs.vol_shocks)):
+        raise ValueError("grid: spot_mode must be uniform or beta and shocks above -1")
+    return ScenarioLibrary(
+        version=str(raw["version"]),
+        reference_index=str(raw.get("reference_index", "")),
+        scenarios=scenarios,
+        thresholds=RiskThresholds(**{k: _num(f"risk_levels.{k}", v) for k, v in levels.items()}),
+        liquidity=LiquidityModel(**{k: _num(f"liquidity.{k}", v) for k, v in liq.items()}),
+        grid=gs,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# scenario sets
+# ----------------------------------------------------------------------------------------------
+
+
+def _betas(portfolio: Portfolio, betas: ArrayLike | None) -> FloatArray:
+    if betas is None:
+        return np.ones(portfolio.n_symbols)
+    b = np.asarray(betas, dtype=np.float64).reshape(-1)
+    if b.shape != (portfolio.n_symbols,) or not np.all(np.isfinite(b)):
+        raise ValueError("betas must be finite, one per symbol")
+    return b
+
+
+def beta_shocks(index_moves: ArrayLike, betas: ArrayLike) -> FloatArray:
+    """``(1 + m)^beta - 1`` for every index move (rows) and underlying (columns)."""
+    m = np.asarray(index_moves, dtype=np.float64).reshape(-1, 1)
+    return np.expm1(np.asarray(betas, dtype=np.float64)[None, :] * np.log1p(m))
+
+
+def scenario_set(portfolio: Portfolio, scenarios: Sequence[StressScenario], betas: ArrayLike | None = None,
+                 sectors: Sequence[str | None] | None = None) -> ScenarioSet:
+    """The ``ScenarioSet`` of library scenarios for this portfolio's underlyings."""
+    b = _betas(portfolio, betas)
+    if sectors is not None and len(sectors) != portfolio.n_symbols:
+        raise ValueError("sectors must have one entry per symbol")
+    spot = beta_shocks([s.index_move for s in scenarios], b)
+    for j, sc in enumerate(scenarios):  # overrides by name: a handful per scenario
+        if sectors is not None:
+            for k, sector in enumerate(sectors):
+                if sector in sc.sector_moves:
+                    spot[j, k] = sc.sector_moves[sector]
+        for k, sym in enumerate(portfolio.symbols):
+            if sym in sc.symbol_moves:
+                spot[j, k] = sc.symbol_moves[sym]
+    ones = np.ones((1, portfolio.n_symbols))
+    return ScenarioSet(
+        spot_shock_rel=spot,
+        vol_scale=np.array([s.vol.multiplier for s in scenarios])[:, None] * ones,
+        vol_shift_abs=np.array([s.vol.shift for s in scenarios])[:, None] * ones,
+        vol_skew=np.array([s.vol.skew for s in scenarios])[:, None] * ones,
+        rate_shift_abs=np.array([s.rate_shift for s in scenarios]),
+    )
+
+
+def liquidation_costs(portfolio: Portfolio, shocks: Sequence[LiquidityShock], spreads: ArrayLike | None,
+                      volumes: ArrayLike | None, model: LiquidityModel = LiquidityModel()
+                      ) -> tuple[FloatArray, FloatArray]:
+    """Per-scenario, per-underlying liquidation cost ``(n, n_symbols)`` and longest time to liquidate."""
+    frac = np.array([s.liquidation_fraction for s in shocks], dtype=np.float64)
+    n = frac.size
+    if not np.any(frac > 0.0):
+        return np.zeros((n, portfolio.n_symbols)), np.zeros(n)
+    if spreads is None or volumes is None:
+        raise ValueError("liquidity scenarios need per-position spreads and volumes")
+    spr = np.asarray(spreads, dtype=np.float64).reshape(-1)
+    adv = np.asarray(volumes, dtype=np.float64).reshape(-1)
+    if spr.shape != (portfolio.n_positions,) or adv.shape != spr.shape:
+        raise ValueError("spreads and volumes must have one entry per position")
+    if not (np.all(np.isfinite(spr)) and np.all(spr >= 0.0) and np.all(np.isfinite(adv)) and np.all(adv > 0.0)):
+        raise ValueError("spreads must be non-negative and volumes positive, all finite")
+    smul = np.array([s.spread_multiplier for s in shocks])[:, None]
+    vmul = np.array([s.volume_multiplier for s in shocks])[:, None]
+    q = frac[:, None] * np.abs(portfolio.quantity)[None, :]
+    days = q / (model.participation_rate * adv[None, :] * vmul)
+    cost = 0.5 * spr[None, :] * smul * portfolio.multiplier[None, :] * q * np.maximum(
+        1.0, np.sqrt(days / model.liquidation_horizon_days))
+    onehot = np.zeros((portfolio.n_positions, portfolio.n_symbols))
+    onehot[np.arange(portfolio.n_positions), portfolio.symbol_index] = 1.0
+    return cost @ onehot, days.max(axis=1, initial=0.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# results
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StressResult:
+    """One scenario's result (a ``stress_results`` row plus diagnostics)."""
+
+    scenario_id: str
+    scenario_type: str
+    description: str
+    spot_shock: float
+    vol_shock: float
+    vol_shift: float
+    vol_skew: float
+    rate_shift: float
+    market_pnl: float
+    liquidation_cost: float
+    pnl: float
+    pnl_pct_nav: float
+    risk_level: str
+    worst_symbol: str | None
+    worst_symbol_pnl: float
+    days_to_liquidate: float
+    library_version: str
+
+    def to_row(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One ``stress_grid`` row: relative spot and vol moves, P&L and P&L % NAV."""
+
+    spot_shock: float
+    vol_shock: float
+    pnl: float
+    pnl_pct_nav: float
+
+    def to_row(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _nav(portfolio: Portfolio, nav: float | None) -> float:
+    value = float(np.sum(market_values(portfolio))) if nav is None else float(nav)
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError("nav must be positive (pass it explicitly for a book with non-positive value)")
+    return value
+
+
+def run_stress(
+    portfolio: Portfolio,
+    scenarios: ScenarioLibrary | Sequence[StressScenario],
+    betas: ArrayLike | None = None,
+    sectors: Sequence[str | None] | None = None,
+    spreads: ArrayLike | None = None,
+    volumes: ArrayLike | None = None,
+    nav: float | None = None,
+    thresholds: RiskThresholds | Mapping[str, float] | None = None,
+    *,
+    liquidity_model: LiquidityModel | None = None,
+    american: AmericanMethod = "exact",
+    client: Any | None = None,
+) -> tuple[StressResult, ...]:
+    """Full-revaluation stress P&L of every scenario, P&L % NAV, worst underlying and risk level.
+
+    ``betas`` (default 1) and ``sectors`` are per symbol; ``spreads`` and ``volumes`` per position
+    (needed by scenarios that liquidate); ``nav`` defaults to the book's market value; thresholds and
+    the liquidity model default to the library's (or the module defaults for a plain sequence).
+    """
+    lib = scenarios if isinstance(scenarios, ScenarioLibrary) else None
+    items = tuple(lib.scenarios if lib is not None else scenarios)
+    if not items:
+        return ()
+    if thresholds is None:
+        th = lib.thresholds if lib is not None else RiskThresholds()
+    else:
+        th = thresholds if isinstance(thresholds, RiskThresholds) else RiskThresholds(**thresholds)
+    model = liquidity_model or (lib.liquidity if lib is not None else LiquidityModel())
+    nav_value = _nav(portfolio, nav)
+    sc = scenario_set(portfolio, items, betas, sectors)
+    res = evaluate(portfolio, sc, 0.0, american=american, per_symbol=True, client=client)
+    assert res.by_symbol is not None
+    liq_sym, days = liquidation_costs(portfolio, [s.liquidity for s in items], spreads, volumes, model)
+    by_sym = res.by_symbol - liq_sym
+    liq = liq_sym.sum(axis=1)
+    total = res.pnl - liq
+    version = lib.version if lib is not None else ""
+    out = []
+    for j, s in enumerate(items):
+        worst = int(np.argmin(by_sym[j])) if portfolio.n_symbols else -1
+        pct = float(total[j] / nav_value)
+        out.append(StressResult(
+            scenario_id=s.scenario_id, scenario_type=s.scenario_type, description=s.description,
+            spot_shock=s.index_move, vol_shock=s.vol.multiplier - 1.0, vol_shift=s.vol.shift, vol_skew=s.vol.skew,
+            rate_shift=s.rate_shift, market_pnl=float(res.pnl[j]), liquidation_cost=float(liq[j]),
+            pnl=float(total[j]), pnl_pct_nav=pct, risk_level=th.level(pct),
+            worst_symbol=portfolio.symbols[worst] if worst >= 0 else None,
+            worst_symbol_pnl=float(by_sym[j, worst]) if worst >= 0 else 0.0,
+            days_to_liquidate=float(days[j]), library_version=version,
+        ))
+    return tuple(out)
+
+
+def stress_grid(portfolio: Portfolio, grid: GridSpec | None = None, nav: float | None = None,
+                betas: ArrayLike | None = None, *, american: AmericanMethod = "exact",
+                client: Any | None = None) -> tuple[GridPoint, ...]:
+    """P&L on the grid of spot moves (every underlying, or by beta) against relative vol moves."""
+    g = grid or GridSpec()
+    nav_value = _nav(portfolio, nav)
+    spot = np.repeat(np.asarray(g.spot_shocks, dtype=np.float64), len(g.vol_shocks))
+    vol = np.tile(np.asarray(g.vol_shocks, dtype=np.float64), len(g.spot_shocks))
+    b = _betas(portfolio, betas) if g.spot_mode == "beta" else np.ones(portfolio.n_symbols)
+    sc = ScenarioSet(beta_shocks(spot, b), vol_scale=np.broadcast_to((1.0 + vol)[:, None],
+                                                                     (vol.size, portfolio.n_symbols)))
+    pnl = evaluate(portfolio, sc, 0.0, american=american, client=client).pnl
+    return tuple(GridPoint(float(a), float(v), float(p), float(p / nav_value))
+                 for a, v, p in zip(spot, vol, pnl, strict=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# event gap risk
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GapEvent:
+    """An upcoming event: ``symbol`` None means market-wide (FOMC, CPI)."""
+
+    event_id: str
+    event_type: str
+    symbol: str | None = None
+
+
+@dataclass(frozen=True)
+class EventRisk:
+    """Loss estimate of one event from its event-day scenario set (positive numbers = loss)."""
+
+    event_id: str
+    event_type: str
+    symbol: str | None
+    n_scenarios: int
+    expected_pnl: float
+    expected_loss: float
+    loss_quantile: float
+    expected_shortfall: float
+    worst_loss: float
+    confidence: float
+
+    def to_row(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def event_scenarios(portfolio: Portfolio, event: GapEvent, moves: ArrayLike, betas: ArrayLike | None = None,
+                    vol_changes: ArrayLike | None = None) -> ScenarioSet:
+    """One scenario per past event-day move: the symbol alone (earnings) or every symbol by beta.
+
+    ``vol_changes`` (same length, relative) moves the implied vols of the same underlyings (e.g. the
+    post-earnings vol crush); without it vols are unchanged.
+    """
+    m = np.asarray(moves, dtype=np.float64).reshape(-1)
+    if m.size == 0 or not np.all(np.isfinite(m)) or np.any(m <= -1.0):
+        raise ValueError(f"{event.event_id}: need finite past moves above -1")
+    n_sym = portfolio.n_symbols
+    scale = None
+    if event.symbol is None:
+        spot = beta_shocks(m, _betas(portfolio, betas))
+        affected = np.ones(n_sym, dtype=bool)
+    else:
+        affected = np.zeros(n_sym, dtype=bool)
+        affected[portfolio.symbol_position([event.symbol])[0]] = True
+        spot = np.where(affected[None, :], m[:, None], 0.0)
+    if vol_changes is not None:
+        v = np.asarray(vol_changes, dtype=np.float64).reshape(-1)
+        if v.shape != m.shape:
+            raise ValueError("vol_changes must match moves")
+        scale = np.where(affected[None, :], 1.0 + v[:, None], 1.0)
+    return ScenarioSet(spot, vol_scale=scale)
+
+
+def event_gap_risk(portfolio: Portfolio, events: Sequence[GapEvent], symbol_moves: Mapping[str, ArrayLike],
+                   market_moves: Mapping[str, ArrayLike], betas: ArrayLike | None = None, *,
+                   confidence: float = 0.95, horizon_days: float = 1.0,
+                   vol_changes: Mapping[str, ArrayLike] | None = None, american: AmericanMethod = "exact",
+                   client: Any | None = None) -> tuple[EventRisk, ...]:
+    """Per-event loss estimates from the empirical event-day moves (module docstring).
+
+    ``symbol_moves[symbol]`` are the symbol's past earnings-day moves, ``market_moves[event_type]`` the
+    index's past moves on that type of day; ``vol_changes`` is keyed like the moves. Events without
+    history are skipped. ``horizon_days`` calendar days of time decay (the gap spans a day).
+    """
+    out = []
+    for ev in events:  # one scenario set per event (a few per book)
+        key = ev.symbol if ev.symbol is not None else ev.event_type
+        source = symbol_moves if ev.symbol is not None else market_moves
+        if key not in source or (ev.symbol is not None and ev.symbol not in portfolio.symbols):
+            continue
+        vc = None if vol_changes is None else vol_changes.get(key)
+        sc = event_scenarios(portfolio, ev, source[key], betas, vc)
+        pnl = evaluate(portfolio, sc, horizon_days, american=american, client=client).pnl
+        var, es = empirical_var_es(pnl, confidence)
+        out.append(EventRisk(ev.event_id, ev.event_type, ev.symbol, int(pnl.size), float(pnl.mean()),
+                             float(np.maximum(-pnl, 0.0).mean()), var, es, float(-pnl.min()), float(confidence)))
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# measuring moves from a close series
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MeasuredMove:
+    """Index move over a window of a close series (returns relative, decimals).
+
+    ``start_close`` is the last close on or before the window start (the reference), ``end_close`` the
+    last on or before its end; ``trough_return`` the lowest close in the window against the reference,
+    ``intraday_trough_return`` the lowest low (when lows are given), ``worst_daily_return`` the worst
+    close-to-close day after the reference.
+    """
+
+    start_date: np.datetime64
+    end_date: np.datetime64
+    start_close: float
+    end_close: float
+    total_return: float
+    trough_return: float
+    intraday_trough_return: float | None
+    worst_daily_return: float
+    max_drawdown: float
+
+
+def _dates(dates: ArrayLike) -> NDArray[np.datetime64]:
+    d = np.asarray(dates, dtype="datetime64[D]").reshape(-1)
+    if d.size and np.any(np.diff(d) <= np.timedelta64(0, "D")):
+        raise ValueError("dates must be strictly increasing")
+    return d
+
+
+def measure_move(dates: ArrayLike, closes: ArrayLike, start: str | np.datetime64, end: str | np.datetime64,
+                 lows: ArrayLike | None = None) -> MeasuredMove:
+    """Measure the window ``[start, end]`` of a daily close series (see ``MeasuredMove``)."""
+    d = _dates(dates)
+    c = np.asarray(closes, dtype=np.float64).reshape(-1)
+    if c.shape != d.shape:
+        raise ValueError("dates and closes must have the same length")
+    i0 = int(np.searchsorted(d, np.datetime64(start, "D"), side="right")) - 1
+    i1 = int(np.searchsorted(d, np.datetime64(end, "D"), side="right")) - 1
+    if i0 < 0 or i1 <= i0:
+        raise ValueError("the series does not cover the window")
+    w = c[i0: i1 + 1]
+    low_ret = None
+    if lows is not None:
+        lo = np.asarray(lows, dtype=np.float64).reshape(-1)
+        low_ret = float(lo[i0 + 1: i1 + 1].min() / w[0] - 1.0)
+    return MeasuredMove(
+        start_date=d[i0], end_date=d[i1], start_close=float(w[0]), end_close=float(w[-1]),
+        total_return=float(w[-1] / w[0] - 1.0), trough_return=float(w.min() / w[0] - 1.0),
+        intraday_trough_return=low_ret, worst_daily_return=float(np.min(w[1:] / w[:-1] - 1.0)),
+        max_drawdown=float(np.min(w / np.maximum.accumulate(w) - 1.0)),
+    )
+
+
+def event_day_moves(dates: ArrayLike, closes: ArrayLike, event_dates: ArrayLike, lag: int = 0) -> FloatArray:
+    """Close-to-close returns of the session on (or first after) each event date, shifted by ``lag``.
+
+    ``lag=1`` takes the next session (earnings after the close). Events whose session or previous close
+    falls outside the series are dropped.
+    """
+    d = _dates(dates)
+    c = np.asarray(closes, dtype=np.float64).reshape(-1)
+    if c.shape != d.shape:
+        raise ValueError("dates and closes must have the same length")
+    e = np.asarray(event_dates, dtype="datetime64[D]").reshape(-1)
+    i = np.searchsorted(d, e, side="left") + lag
+    ok = (i >= 1) & (i < d.size)
+    i = i[ok]
+    return c[i] / c[i - 1] - 1.0
