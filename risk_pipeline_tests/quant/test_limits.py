@@ -71,12 +71,13 @@ def test_shipped_limits_file_loads_with_both_books() -> None:
     assert f.version
     assert set(f.book_names) == {"core_equity", "vol_overlay"}
     core, vol = f.for_book("core_equity"), f.for_book("vol_overlay")
-    # the brief's defaults
+    # the brief's defaults; core_equity's mandate allows 30 names and holds an index hedge
+    assert (f.defaults.min_positions, f.defaults.max_positions) == (3, 20)
+    assert f.defaults.max_pairwise_correlation == 0.70
+    assert (core.max_positions, core.max_pairwise_correlation) == (30, 0.92)
     for c in (f.defaults, core):
         assert c.max_position_pct_gross == 0.20
         assert c.max_underlying_pct_gross == 0.20
-        assert (c.min_positions, c.max_positions) == (3, 20)
-        assert c.max_pairwise_correlation == 0.70
         assert c.max_daily_loss_pct_nav == 0.02
         assert c.max_drawdown_pct == 0.10
         assert c.warning_fraction == 0.8
