@@ -144,6 +144,18 @@ def demo(args: argparse.Namespace) -> int:
         )
     )
     print("views: " + ", ".join(f"risk.{v}" for v in views["table_name"]))
+    if warehouse.row_count("trading_state"):
+        books = warehouse.query(
+            "SELECT s.book, s.state, s.preservation_level, n.nav, g.dollar_delta, g.vega_per_vol_point "
+            "FROM risk.trading_state s JOIN risk.book_nav n ON n.book = s.book AND n.as_of = s.as_of "
+            "JOIN risk.portfolio_greeks g ON g.book = s.book AND g.as_of = s.as_of AND g.scope = 'total' "
+            "WHERE s.as_of = (SELECT MAX(as_of) FROM risk.trading_state) ORDER BY s.book"
+        )
+        for b in books.itertuples(index=False):
+            print(
+                f"book {b.book}: {b.state} (preservation {b.preservation_level}), NAV {b.nav:,.0f}, "
+                f"dollar delta {b.dollar_delta:,.0f}, vega/vol pt {b.vega_per_vol_point:,.0f}"
+            )
     if not ok:
         print("result: BLOCKED (see messages above; bad rows are in risk.quarantine)")
     elif WARNINGS:
