@@ -262,8 +262,22 @@ VOL_SURFACE = Table(
         _c("rmse_vol_points", "double", False),
         _c("n_quotes", "bigint", False),
         _c("butterfly_arbitrage_free", "boolean", False),
-        _c("calendar_arbitrage_free", "boolean", False),
+        _c(
+            "calendar_arbitrage_free",
+            "boolean",
+            False,
+            "Total variance non-decreasing against both neighbouring expiries at every point of the stored grid",
+        ),
         _c("min_durrleman_g", "double", False),
+        _c("min_quoted_log_moneyness", "double", True, "Quoted ln(K/F) range the slice was fitted on"),
+        _c("max_quoted_log_moneyness", "double", True),
+        _c(
+            "calendar_arbitrage_free_quoted",
+            "boolean",
+            True,
+            "The calendar check only where both neighbouring slices have quotes (no extrapolated wings)",
+        ),
+        _c("min_durrleman_g_quoted", "double", True, "Minimum of g(k) over the quoted range only"),
     ),
 )
 

@@ -272,11 +272,11 @@ _ASYMPTOTIC = _asymptotic_coefficients()
 
 
 @njit(**_JIT)
-def _asymptotic_expansion(h: float, t: float) -> float:
+def _asymptotic_expansion(h: float, t: float, g: float) -> float:
     """Normalised Black call for ``h < -10``: Jäckel (2015) eq. (2.8)-(2.9), 17 terms.
 
     ``b = n(h) n(t)-scaled (t/r) (2 + q T_1)`` with ``T_k = P_k(e) + (2k+1) q T_{k+1}``,
-    ``e = (t/h)^2``, ``r = (h+t)(h-t)``, ``q = (h/r)^2``.
+    ``e = (t/h)^2``, ``r = (h+t)(h-t)``, ``q = (h/r)^2``; ``g = exp(-(h^2 + t^2)/2)``.
     """
     e = (t / h) * (t / h)
     r = (h + t) * (h - t)
@@ -288,13 +288,14 @@ def _asymptotic_expansion(h: float, t: float) -> float:
             pk = pk * e + _ASYMPTOTIC[k, j]
         acc = pk + (2.0 * k + 1.0) * q * acc if k < 17 else pk
     total = 2.0 + q * acc
-    b = _ONE_OVER_SQRT_TWO_PI * math.exp(-0.5 * (h * h + t * t)) * (t / r) * total
+    b = _ONE_OVER_SQRT_TWO_PI * g * (t / r) * total
     return abs(max(b, 0.0))
 
 
 @njit(**_JIT)
-def _small_t_expansion(h: float, t: float) -> float:
-    """Normalised Black call for small ``t = s/2``: Jäckel (2015) eq. (2.11)-(2.12), to ``t^13``."""
+def _small_t_expansion(h: float, t: float, g: float) -> float:
+    """Normalised Black call for small ``t = s/2``: Jäckel (2015) eq. (2.11)-(2.12), to ``t^13``;
+    ``g = exp(-(h^2 + t^2)/2)``."""
     a = 1.0 + h * (0.5 * _SQRT_TWO_PI) * _erfcx(-_ONE_OVER_SQRT_TWO * h)
     w = t * t
     h2 = h * h
@@ -308,15 +309,15 @@ def _small_t_expansion(h: float, t: float) -> float:
     c6 = (-89055.0 + 135135.0 * a + h2 * (-82845.0 + 270270.0 * a + h2 * (-20370.0 + 135135.0 * a + h2 * (
         -1926.0 + 25740.0 * a + h2 * (-75.0 + 2145.0 * a + h2 * (-1.0 + 78.0 * a + a * h2)))))) / 6227020800.0
     expansion = 2.0 * t * (a + w * (c1 + w * (c2 + w * (c3 + w * (c4 + w * (c5 + w * c6))))))
-    b = _ONE_OVER_SQRT_TWO_PI * math.exp(-0.5 * (h * h + t * t)) * expansion
+    b = _ONE_OVER_SQRT_TWO_PI * g * expansion
     return abs(max(b, 0.0))
 
 
 @njit(**_JIT)
-def _normalised_black_call_cody(x: float, s: float, e_half: float, e_mhalf: float) -> float:
+def _normalised_black_call_cody(x: float, s: float, e_half: float, e_mhalf: float, g: float) -> float:
     """``b(x, s)`` from Cody's erfc/erfcx choosing per term the accurate form (Jäckel's regions 3-4).
 
-    ``e_half = exp(x/2)`` and ``e_mhalf = exp(-x/2)`` are passed in (fixed during an inversion).
+    ``e_half = exp(x/2)``, ``e_mhalf = exp(-x/2)`` (fixed during an inversion), ``g = exp(-(h^2+t^2)/2)``.
     """
     threshold = 0.46875
     h = x / s
@@ -327,26 +328,39 @@ def _normalised_black_call_cody(x: float, s: float, e_half: float, e_mhalf: floa
         if q2 < threshold:
             two_b = e_half * _erfc(q1) - e_mhalf * _erfc(q2)
         else:
-            two_b = e_half * _erfc(q1) - math.exp(-0.5 * (h * h + t * t)) * _erfcx(q2)
+            two_b = e_half * _erfc(q1) - g * _erfcx(q2)
     elif q2 < threshold:
-        two_b = math.exp(-0.5 * (h * h + t * t)) * _erfcx(q1) - e_mhalf * _erfc(q2)
+        two_b = g * _erfcx(q1) - e_mhalf * _erfc(q2)
     else:
-        two_b = math.exp(-0.5 * (h * h + t * t)) * (_erfcx(q1) - _erfcx(q2))
+        two_b = g * (_erfcx(q1) - _erfcx(q2))
     return abs(max(0.5 * two_b, 0.0))
+
+
+@njit(**_JIT)
+def _black_and_vega(x: float, s: float, e_half: float, e_mhalf: float) -> tuple[float, float]:
+    """``(b(x, s), db/ds)`` for ``x <= 0`` (Jäckel's four regions), sharing ``exp(-(h^2 + t^2)/2)``.
+
+    ``e_half = exp(x/2)``, ``e_mhalf = exp(-x/2)``; the vega is ``exp(-(h^2 + t^2)/2) / sqrt(2 pi)``.
+    """
+    if not s > 0.0:
+        return 0.0, 0.0
+    h = x / s
+    t = 0.5 * s
+    g = math.exp(-0.5 * (h * h + t * t))
+    vega = _ONE_OVER_SQRT_TWO_PI * g
+    if x < s * _ASYMPTOTIC_EXPANSION_ACCURACY_THRESHOLD and 0.5 * s * s + x < s * (
+        _SMALL_T_EXPANSION_THRESHOLD + _ASYMPTOTIC_EXPANSION_ACCURACY_THRESHOLD
+    ):
+        return _asymptotic_expansion(h, t, g), vega
+    if t < _SMALL_T_EXPANSION_THRESHOLD:
+        return _small_t_expansion(h, t, g), vega
+    return _normalised_black_call_cody(x, s, e_half, e_mhalf, g), vega
 
 
 @njit(**_JIT)
 def _normalised_black_otm(x: float, s: float, e_half: float, e_mhalf: float) -> float:
     """``b(x, s)`` for ``x <= 0`` (Jäckel's four regions); ``e_half = exp(x/2)``, ``e_mhalf = exp(-x/2)``."""
-    if s <= 0.0:
-        return 0.0
-    if x < s * _ASYMPTOTIC_EXPANSION_ACCURACY_THRESHOLD and 0.5 * s * s + x < s * (
-        _SMALL_T_EXPANSION_THRESHOLD + _ASYMPTOTIC_EXPANSION_ACCURACY_THRESHOLD
-    ):
-        return _asymptotic_expansion(x / s, 0.5 * s)
-    if 0.5 * s < _SMALL_T_EXPANSION_THRESHOLD:
-        return _small_t_expansion(x / s, 0.5 * s)
-    return _normalised_black_call_cody(x, s, e_half, e_mhalf)
+    return _black_and_vega(x, s, e_half, e_mhalf)[0]
 
 
 @njit(**_JIT)
@@ -358,17 +372,6 @@ def normalised_black_call(x: float, s: float) -> float:
     itm = _normalised_intrinsic(x, 1.0) if x > 0.0 else 0.0
     ax = abs(x)
     return itm + _normalised_black_otm(-ax, s, math.exp(-0.5 * ax), math.exp(0.5 * ax))
-
-
-@njit(**_JIT)
-def _normalised_vega(x: float, s: float) -> float:
-    """``db/ds = exp(-x^2/(2 s^2) - s^2/8) / sqrt(2 pi)``."""
-    ax = abs(x)
-    if ax <= 0.0:
-        return _ONE_OVER_SQRT_TWO_PI * math.exp(-0.125 * s * s)
-    if s <= 0.0 or s <= ax * math.sqrt(_DBL_MIN):
-        return 0.0
-    return _ONE_OVER_SQRT_TWO_PI * math.exp(-0.5 * ((x / s) * (x / s) + 0.25 * s * s))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -530,11 +533,11 @@ def _lbr(beta: float, x: float, b_max: float, e_mhalf: float, n_max: int) -> tup
         b_c = max(0.5 * b_max - e_mhalf * _norm_cdf(-s_c), 0.0)
     else:
         b_c = _normalised_black_otm(x, s_c, b_max, e_mhalf)
-    v_c = _normalised_vega(x, s_c)
+    v_c = _ONE_OVER_SQRT_TWO_PI * b_max  # at s_c = sqrt(2|x|): exp(-(x^2/s^2 + s^2/4)/2) = exp(x/2)
     objective = 0  # 0: b - beta, 1: 1/ln(b) lower branch, 2: ln(b_max - b) upper branch
     if beta < b_c:
         s_l = s_c - b_c / v_c
-        b_l = _normalised_black_otm(x, s_l, b_max, e_mhalf)
+        b_l, v_l = _black_and_vega(x, s_l, b_max, e_mhalf)
         if beta < b_l:
             f_l, df_l, d2f_l = _f_lower_map(x, s_l)
             r_ll = _convex_r_right(0.0, b_l, 0.0, f_l, 1.0, df_l, d2f_l, True)
@@ -546,16 +549,14 @@ def _lbr(beta: float, x: float, b_max: float, e_mhalf: float, n_max: int) -> tup
             s_right = s_l
             objective = 1
         else:
-            v_l = _normalised_vega(x, s_l)
             r_lm = _convex_r_right(b_l, b_c, s_l, s_c, 1.0 / v_l, 1.0 / v_c, 0.0, False)
             s = _rational_cubic_interpolation(beta, b_l, b_c, s_l, s_c, 1.0 / v_l, 1.0 / v_c, r_lm)
             s_left = s_l
             s_right = s_c
     else:
         s_h = s_c + (b_max - b_c) / v_c if v_c > _DBL_MIN else s_c
-        b_h = _normalised_black_otm(x, s_h, b_max, e_mhalf)
+        b_h, v_h = _black_and_vega(x, s_h, b_max, e_mhalf)
         if beta <= b_h:
-            v_h = _normalised_vega(x, s_h)
             r_hm = _convex_r_left(b_c, b_h, s_c, s_h, 1.0 / v_c, 1.0 / v_h, 0.0, False)
             s = _rational_cubic_interpolation(beta, b_c, b_h, s_c, s_h, 1.0 / v_c, 1.0 / v_h, r_hm)
             s_left = s_c
@@ -586,8 +587,7 @@ def _lbr(beta: float, x: float, b_max: float, e_mhalf: float, n_max: int) -> tup
             reversals = 0
             ds = 0.0
         ds_previous = ds
-        b = _normalised_black_otm(x, s, b_max, e_mhalf)
-        bp = _normalised_vega(x, s)
+        b, bp = _black_and_vega(x, s, b_max, e_mhalf)
         if b > beta and s < s_right:
             s_right = s
         elif b < beta and s > s_left:

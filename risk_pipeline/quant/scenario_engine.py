@@ -49,8 +49,9 @@ from numba import njit, prange
 from numpy.typing import ArrayLike, NDArray
 from scipy.interpolate import CubicSpline
 
+from risk_pipeline.quant.american import MIN_TOTAL_STD as AMERICAN_MIN_TOTAL_STD
 from risk_pipeline.quant.american import american_price_point
-from risk_pipeline.quant.bsm import MIN_TOTAL_STD
+from risk_pipeline.quant.bsm import MIN_TOTAL_STD, norm_cdf_from_exp
 
 if TYPE_CHECKING:
     from risk_pipeline.quant.portfolio import Portfolio
@@ -75,7 +76,6 @@ CHUNK_MEMORY_BYTES = 64 * 2**20
 MIN_CHUNK = 256
 
 _JIT = {"cache": True, "fastmath": False, "error_model": "numpy"}
-_INV_SQRT2 = 0.70710678118654752440
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,109 +195,175 @@ class ScenarioPnl:
 
 # ----------------------------------------------------------------------------------------------
 # numba kernels
+#
+# The European loop is branch-free (selects instead of if/else) and writes each option's price into a
+# buffer, so LLVM vectorizes it (gathers of the shocked spots, the Cody rational functions) with only
+# ``exp`` left as a scalar libm call; ``N(d2)`` reuses ``exp(-d1^2/2)`` through
+# ``exp(-d2^2/2) = exp(-d1^2/2) F/K``. The P&L is then summed sequentially in a fixed order.
 # ----------------------------------------------------------------------------------------------
 
+#: Scenarios per parallel work item (one price buffer each).
+_BLOCK = 32
+_T1_FRACTION = 0.5 * (math.sqrt(5.0) - 1.0)
+_AM_MIN_TOTAL_STD = AMERICAN_MIN_TOTAL_STD
+
 
 @njit(inline="always", **_JIT)
-def _bsm(s: float, ls: float, lk: float, t: float, sqt: float, sig: float, r: float, q: float, w: float,
-         dq: float, kdr: float) -> float:
-    """BSM price from ``ln S``, ``ln K`` and precomputed ``e^{-qT}`` and ``K e^{-rT}`` (bsm.py limits)."""
+def _bsm(s: float, ls: float, lk: float, carry: float, sqt: float, sig: float, w: float, dq: float,
+         kdr: float) -> float:
+    """BSM price (bsm.py formulas and limits) from ``ln S``, ``ln K``, ``carry = (r - q) T``,
+    ``sqrt(T)``, ``e^{-qT}`` and ``K e^{-rT}``; branch-free."""
     sdq = s * dq
-    x = ls - lk + (r - q) * t
+    x = ls - lk + carry
     sd = sig * sqt
-    if sd > MIN_TOTAL_STD:
-        d1 = x / sd + 0.5 * sd
-        d2 = d1 - sd
-        n1 = 0.5 * math.erfc(-_INV_SQRT2 * w * d1)
-        n2 = 0.5 * math.erfc(-_INV_SQRT2 * w * d2)
-        return max(w * (sdq * n1 - kdr * n2), 0.0)
-    if w * x > 0.0:
-        return max(w * (sdq - kdr), 0.0)
-    return 0.0
+    reg = sd > MIN_TOTAL_STD
+    sds = sd if reg else 1.0
+    d1 = x / sds + 0.5 * sds
+    d2 = d1 - sds
+    e1 = math.exp(-0.5 * d1 * d1)
+    e2 = e1 * (sdq / kdr)  # exp(-d2^2/2) = exp(-d1^2/2) F / K
+    price = max(w * (sdq * norm_cdf_from_exp(w * d1, e1) - kdr * norm_cdf_from_exp(w * d2, e2)), 0.0)
+    limit = max(w * (sdq - kdr), 0.0) * np.float64(w * x > 0.0)
+    return (price if reg else limit) + 0.0
 
 
 @njit(inline="always", **_JIT)
-def _shocked_vol(sig: float, j: int, s: int, io: int, lk: float, ls: float, scale: FloatArray,
-                 shift: FloatArray, skew: FloatArray, has_scale: bool, shift_mode: int,
-                 has_skew: bool) -> float:
-    if has_scale:
-        sig = sig * scale[j, s]
-    if shift_mode == 1:
-        sig = sig + shift[j, s]
-    elif shift_mode == 2:
-        sig = sig + shift[j, io]
-    if has_skew:
-        sig = sig + skew[j, s] * (lk - ls)
-    return max(sig, 0.0)
+def _sigma(vol: float, scale: float, shift: float, skew: float, lk: float, ls: float, extra: float) -> float:
+    return max(vol * scale + shift + skew * (lk - ls) + extra, 0.0)
 
 
 @njit(parallel=True, **_JIT)
-def _pnl_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: FloatArray, shift: FloatArray,
-                skew: FloatArray, rate_shift: FloatArray, has_scale: bool, shift_mode: int, has_skew: bool,
-                has_rate: bool, per_symbol: bool,
-                spot0: FloatArray, log_spot0: FloatArray, stock_units: FloatArray,
-                opt_sym: IntArray, units: FloatArray, log_strike: FloatArray, strike: FloatArray,
-                t: FloatArray, sqt: FloatArray, vol: FloatArray, rate: FloatArray, div: FloatArray,
-                w: FloatArray, call: BoolArray, dq: FloatArray, kdr: FloatArray, base: FloatArray,
-                bsm_idx: IntArray, am_idx: IntArray, eep_idx: IntArray,
-                g_u0: FloatArray, g_du: FloatArray, g_v0: FloatArray, g_dv: FloatArray, g_coef: FloatArray,
-                out_pnl: FloatArray, out_sym: FloatArray) -> None:
-    """P&L of every scenario (row of ``spot_new``) into ``out_pnl`` (and ``out_sym``); module docstring."""
+def _european_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: FloatArray, shift: FloatArray,
+                     skew: FloatArray, shift_opt: FloatArray, opt_stride: int, rate_shift: FloatArray,
+                     per_symbol: bool, n_euro: int, spot0: FloatArray, stock_units: FloatArray, opt_sym: IntArray,
+                     units: FloatArray, log_strike: FloatArray, t: FloatArray, sqt: FloatArray, carry: FloatArray,
+                     vol: FloatArray, w: FloatArray, dq: FloatArray, kdr: FloatArray, base: FloatArray,
+                     out_pnl: FloatArray, out_sym: FloatArray) -> None:
+    """Stock and European-option P&L of every scenario into ``out_pnl`` (and ``out_sym``).
+
+    Kept apart from the American loop: with it in the same function LLVM no longer vectorizes this one.
+    """
     n, nsym = spot_new.shape
-    nu = g_coef.shape[2] + 1
+    for blk in prange((n + _BLOCK - 1) // _BLOCK):
+        buf = np.empty(n_euro)
+        for j in range(blk * _BLOCK, min(n, (blk + 1) * _BLOCK)):
+            dr = rate_shift[j]
+            if dr == 0.0:
+                for i in range(n_euro):
+                    s = opt_sym[i]
+                    ls = log_spot_new[j, s]
+                    sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls,
+                                 shift_opt[j, i * opt_stride])
+                    buf[i] = _bsm(spot_new[j, s], ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
+            else:
+                for i in range(n_euro):
+                    s = opt_sym[i]
+                    ls = log_spot_new[j, s]
+                    sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls,
+                                 shift_opt[j, i * opt_stride])
+                    buf[i] = _bsm(spot_new[j, s], ls, log_strike[i], carry[i] + dr * t[i], sqt[i], sig, w[i],
+                                  dq[i], kdr[i] * math.exp(-dr * t[i]))
+            total = 0.0
+            for s in range(nsym):
+                v = stock_units[s] * (spot_new[j, s] - spot0[s])
+                total += v
+                if per_symbol:
+                    out_sym[j, s] = v
+            for i in range(n_euro):
+                v = units[i] * (buf[i] - base[i])
+                total += v
+                if per_symbol:
+                    out_sym[j, opt_sym[i]] += v
+            out_pnl[j] = total
+
+
+@njit(inline="always", **_JIT)
+def _boundary_ratio(t: float, r: float, q: float, sig: float, call: bool) -> float:
+    """BS2002 exercise boundary ``S* / K`` at the full maturity (flat boundary ``I2`` of Haug 2007).
+
+    A call is exercised at ``S >= K c2``; a put, through the put-call transformation
+    ``P(S, K, r, q) = C(K, S, q, r)``, at ``S <= K / c2`` with ``c2`` from the transformed rates. NaN
+    where BS2002 itself falls back to the European value (``I1`` or ``I2`` below the strike).
+    """
+    cr, cq = (r, q) if call else (q, r)
+    b = cr - cq
+    v = sig * sig
+    beta = (0.5 - b / v) + math.sqrt((b / v - 0.5) ** 2 + 2.0 * cr / v)
+    b_inf = beta / (beta - 1.0)
+    b0 = 1.0 if b == cr else max(1.0, cr / (cr - b))
+    scale = 1.0 / ((b_inf - b0) * b0)
+    t1 = _T1_FRACTION * t
+    c1 = b0 + (b_inf - b0) * (1.0 - math.exp(-(b * t1 + 2.0 * sig * math.sqrt(t1)) * scale))
+    c2 = b0 + (b_inf - b0) * (1.0 - math.exp(-(b * t + 2.0 * sig * math.sqrt(t)) * scale))
+    if not (c1 >= 1.0 and c2 >= 1.0 and c2 < math.inf):
+        return math.nan
+    return c2 if call else 1.0 / c2
+
+
+@njit(inline="always", **_JIT)
+def _never_early(r: float, q: float, call: bool) -> bool:
+    """Early exercise is never optimal (BS2002 returns the European value): the transformed call has
+    ``q <= 0`` and ``q <= r``."""
+    cr, cq = (r, q) if call else (q, r)
+    return cq <= 0.0 and cq <= cr
+
+
+@njit(parallel=True, **_JIT)
+def _american_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: FloatArray, shift: FloatArray,
+                     skew: FloatArray, shift_opt: FloatArray, opt_stride: int, rate_shift: FloatArray,
+                     per_symbol: bool, n_euro: int, opt_sym: IntArray, units: FloatArray,
+                     log_strike: FloatArray, strike: FloatArray, t: FloatArray, sqt: FloatArray,
+                     carry: FloatArray, vol: FloatArray, rate: FloatArray, div: FloatArray, w: FloatArray,
+                     call: BoolArray, dq: FloatArray, kdr: FloatArray, base: FloatArray, use_grid: bool,
+                     g_mode: NDArray[np.int8], g_ymax: FloatArray, g_v0: FloatArray, g_dv: FloatArray,
+                     g_coef: FloatArray, out_pnl: FloatArray, out_sym: FloatArray) -> None:
+    """Add the P&L of the American options ``n_euro ..``: BS2002 in every scenario, or with ``use_grid``
+    BSM plus the early-exercise premium interpolated in (distance to the exercise boundary, vol)."""
+    n = spot_new.shape[0]
+    n_opt = units.shape[0]
+    ny = g_coef.shape[2] + 1
     nv = g_coef.shape[1] + 1
     for j in prange(n):
-        total = 0.0
-        dr = rate_shift[j] if has_rate else 0.0
-        for s in range(nsym):
-            v = stock_units[s] * (spot_new[j, s] - spot0[s])
-            total += v
-            if per_symbol:
-                out_sym[j, s] = v
-        for m in range(bsm_idx.shape[0]):
-            i = bsm_idx[m]
+        dr = rate_shift[j]
+        total = out_pnl[j]
+        for i in range(n_euro, n_opt):
             s = opt_sym[i]
             ls = log_spot_new[j, s]
-            sig = _shocked_vol(vol[i], j, s, i, log_strike[i], ls, scale, shift, skew, has_scale, shift_mode,
-                               has_skew)
-            k_dr = kdr[i] * math.exp(-dr * t[i]) if has_rate else kdr[i]
-            p = _bsm(spot_new[j, s], ls, log_strike[i], t[i], sqt[i], sig, rate[i] + dr, div[i], w[i], dq[i],
-                     k_dr)
-            v = units[i] * (p - base[i])
-            total += v
-            if per_symbol:
-                out_sym[j, s] += v
-        for m in range(am_idx.shape[0]):
-            i = am_idx[m]
-            s = opt_sym[i]
-            ls = log_spot_new[j, s]
-            sig = _shocked_vol(vol[i], j, s, i, log_strike[i], ls, scale, shift, skew, has_scale, shift_mode,
-                               has_skew)
-            p = american_price_point(spot_new[j, s], strike[i], t[i], sig, rate[i] + dr, div[i], call[i], 0)
-            v = units[i] * (p - base[i])
-            total += v
-            if per_symbol:
-                out_sym[j, s] += v
-        for m in range(eep_idx.shape[0]):
-            i = eep_idx[m]
-            s = opt_sym[i]
-            ls = log_spot_new[j, s]
-            sig = _shocked_vol(vol[i], j, s, i, log_strike[i], ls, scale, shift, skew, has_scale, shift_mode,
-                               has_skew)
-            fu = (ls - log_spot0[s] - g_u0[m]) / g_du[m]
-            iu = min(max(int(math.floor(fu)), 0), nu - 2)
-            tu = fu - iu
-            fv = (sig - g_v0[m]) / g_dv[m]
-            iv = min(max(int(math.floor(fv)), 0), nv - 2)
-            tv = fv - iv
-            c = g_coef[m, iv, iu]
-            eep = 0.0
-            for a in range(4):
-                eep = eep * tv + (((c[a, 0] * tu + c[a, 1]) * tu + c[a, 2]) * tu + c[a, 3])
-            k_dr = kdr[i] * math.exp(-dr * t[i]) if has_rate else kdr[i]
             s_new = spot_new[j, s]
-            euro = _bsm(s_new, ls, log_strike[i], t[i], sqt[i], sig, rate[i] + dr, div[i], w[i], dq[i], k_dr)
-            p = max(euro + max(eep, 0.0), w[i] * (s_new - strike[i]))  # American >= European, intrinsic
+            sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls,
+                         shift_opt[j, i * opt_stride])
+            exact = True
+            p = 0.0
+            if use_grid:
+                m = i - n_euro
+                mode = g_mode[m]
+                intrinsic = w[i] * (s_new - strike[i])
+                if mode == 0 or sig * sqt[i] <= _AM_MIN_TOTAL_STD:
+                    euro = _bsm(s_new, ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
+                    p = max(euro, intrinsic)
+                    exact = False
+                elif mode == 1:
+                    ratio = _boundary_ratio(t[i], rate[i], div[i], sig, call[i])
+                    y = w[i] * (log_strike[i] + math.log(ratio) - ls)  # > 0: continuation region
+                    if y <= g_ymax[m]:  # NaN ratio (no boundary) compares False: exact below
+                        euro = _bsm(s_new, ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
+                        exact = False
+                        if y <= 0.0:
+                            p = max(euro, intrinsic)  # exercise region: BS2002 returns the floor
+                        else:
+                            fy = y * (ny - 1) / g_ymax[m]
+                            iy = min(int(fy), ny - 2)
+                            ty = fy - iy
+                            fv = (sig - g_v0[m]) / g_dv[m]
+                            iv = min(max(int(math.floor(fv)), 0), nv - 2)
+                            tv = fv - iv
+                            c = g_coef[m, iv, iy]
+                            eep = 0.0
+                            for a in range(4):
+                                eep = eep * tv + (((c[a, 0] * ty + c[a, 1]) * ty + c[a, 2]) * ty + c[a, 3])
+                            p = max(euro + max(eep, 0.0), intrinsic)
+            if exact:
+                p = american_price_point(s_new, strike[i], t[i], sig, rate[i] + dr, div[i], call[i], 0)
             v = units[i] * (p - base[i])
             total += v
             if per_symbol:
@@ -306,57 +372,67 @@ def _pnl_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: FloatArra
 
 
 @njit(parallel=True, **_JIT)
-def _price_kernel(s: FloatArray, k: FloatArray, t: FloatArray, sig: FloatArray, r: FloatArray, q: FloatArray,
-                  call: BoolArray, american: BoolArray, out: FloatArray) -> None:
-    """Today's price by the kernel's own formulas (BSM, or BS2002 where ``american``)."""
+def _base_kernel(spot: FloatArray, log_spot: FloatArray, log_strike: FloatArray, strike: FloatArray,
+                 t: FloatArray, sqt: FloatArray, carry: FloatArray, vol: FloatArray, rate: FloatArray,
+                 div: FloatArray, w: FloatArray, call: BoolArray, dq: FloatArray, kdr: FloatArray,
+                 american: BoolArray, out: FloatArray) -> None:
+    """Unshocked price of every option by the kernel's own formulas (BSM, or BS2002 where ``american``)."""
     for i in prange(out.shape[0]):
         if american[i]:
-            out[i] = american_price_point(s[i], k[i], t[i], sig[i], r[i], q[i], call[i], 0)
+            out[i] = american_price_point(spot[i], strike[i], t[i], vol[i], rate[i], div[i], call[i], 0)
         else:
-            w = 1.0 if call[i] else -1.0
-            tt = max(t[i], 0.0)
-            out[i] = _bsm(s[i], math.log(s[i]), math.log(k[i]), tt, math.sqrt(tt), sig[i], r[i], q[i], w,
-                          math.exp(-q[i] * tt), k[i] * math.exp(-r[i] * tt))
+            out[i] = _bsm(spot[i], log_spot[i], log_strike[i], carry[i], sqt[i], vol[i], w[i], dq[i], kdr[i])
 
 
 @njit(parallel=True, **_JIT)
-def _eep_nodes(spot0: FloatArray, u: FloatArray, v: FloatArray, k: FloatArray, t: FloatArray,
-               r: FloatArray, q: FloatArray, call: BoolArray, out: FloatArray) -> None:
-    """``BS2002 - BSM`` at every (position, vol node, spot node): ``out[a, l, m]``."""
+def _eep_nodes(ls_star: FloatArray, y: FloatArray, v: FloatArray, k: FloatArray, lk: FloatArray,
+               t: FloatArray, sqt: FloatArray, carry: FloatArray, r: FloatArray, q: FloatArray, w: FloatArray,
+               call: BoolArray, dq: FloatArray, kdr: FloatArray, out: FloatArray) -> None:
+    """``BS2002 - BSM`` at ``ln S = ln S*(v_l) - w y_c`` for every (option a, vol node l, node c)."""
     na, nv = v.shape
-    nu = u.shape[1]
+    ny = y.shape[1]
     for flat in prange(na * nv):
         a = flat // nv
         m = flat % nv
-        w = 1.0 if call[a] else -1.0
-        sqt = math.sqrt(t[a])
-        dq = math.exp(-q[a] * t[a])
-        kdr = k[a] * math.exp(-r[a] * t[a])
-        lk = math.log(k[a])
-        for c in range(nu):
-            ls = math.log(spot0[a]) + u[a, c]
+        for c in range(ny):
+            ls = ls_star[a, m] - w[a] * y[a, c]
             s = math.exp(ls)
             am = american_price_point(s, k[a], t[a], v[a, m], r[a], q[a], call[a], 0)
-            out[a, m, c] = am - _bsm(s, ls, lk, t[a], sqt, v[a, m], r[a], q[a], w, dq, kdr)
+            out[a, m, c] = am - _bsm(s, ls, lk[a], carry[a], sqt[a], v[a, m], w[a], dq[a], kdr[a])
 
 
 @njit(parallel=True, **_JIT)
 def _vol_range(log_spot_new: FloatArray, scale: FloatArray, shift: FloatArray, skew: FloatArray,
-               has_scale: bool, shift_mode: int, has_skew: bool, opt_sym: IntArray, log_strike: FloatArray,
-               vol: FloatArray, idx: IntArray, lo: FloatArray, hi: FloatArray) -> None:
-    """Smallest and largest shocked vol of the options ``idx`` over all scenarios."""
-    for m in prange(idx.shape[0]):
-        i = idx[m]
+               opt_sym: IntArray, log_strike: FloatArray, vol: FloatArray, first: int, lo: FloatArray,
+               hi: FloatArray, ls_lo: FloatArray, ls_hi: FloatArray) -> None:
+    """Range of the shocked vol and of the shocked log spot of options ``first ..`` over all scenarios."""
+    for m in prange(lo.shape[0]):
+        i = first + m
         s = opt_sym[i]
         a = math.inf
         b = -math.inf
+        c = math.inf
+        d = -math.inf
         for j in range(log_spot_new.shape[0]):
-            sig = _shocked_vol(vol[i], j, s, i, log_strike[i], log_spot_new[j, s], scale, shift, skew,
-                               has_scale, shift_mode, has_skew)
+            ls = log_spot_new[j, s]
+            sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls, 0.0)
             a = min(a, sig)
             b = max(b, sig)
+            c = min(c, ls)
+            d = max(d, ls)
         lo[m] = a
         hi[m] = b
+        ls_lo[m] = c
+        ls_hi[m] = d
+
+
+@njit(**_JIT)
+def _boundary_table(t: FloatArray, r: FloatArray, q: FloatArray, call: BoolArray, v: FloatArray,
+                    out: FloatArray) -> None:
+    """``S*/K`` of every option at every vol in ``v`` (rows)."""
+    for a in range(v.shape[0]):
+        for m in range(v.shape[1]):
+            out[a, m] = _boundary_ratio(t[a], r[a], q[a], v[a, m], call[a])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -366,11 +442,11 @@ def _vol_range(log_spot_new: FloatArray, scale: FloatArray, shift: FloatArray, s
 
 @dataclass(frozen=True, eq=False)
 class PreparedBook:
-    """Per-position constants of a portfolio at one horizon (built once by ``prepare``).
+    """Per-option constants of a portfolio at one horizon (built once by ``prepare``).
 
-    Option arrays are indexed by option number (``option_positions`` maps them to positions);
-    ``bsm_idx``/``american_idx``/``eep_idx`` select the options priced by BSM, by exact BS2002 and
-    with the early-exercise-premium grid (whose arrays are aligned with ``eep_idx``).
+    Options are reordered Europeans first (``n_euro`` of them), then Americans; ``option_positions``
+    maps them back to positions. The ``grid_*`` arrays (one entry per American, when
+    ``american == "eep_grid"``) hold the early-exercise-premium spline.
     """
 
     n_positions: int
@@ -379,12 +455,14 @@ class PreparedBook:
     log_spot0: FloatArray
     stock_units: FloatArray
     option_positions: IntArray
+    n_euro: int
     opt_sym: IntArray
     units: FloatArray
     log_strike: FloatArray
     strike: FloatArray
     t: FloatArray
     sqrt_t: FloatArray
+    carry: FloatArray
     vol: FloatArray
     rate: FloatArray
     div: FloatArray
@@ -393,11 +471,8 @@ class PreparedBook:
     dq: FloatArray
     kdr: FloatArray
     base: FloatArray
-    bsm_idx: IntArray
-    american_idx: IntArray
-    eep_idx: IntArray
-    grid_u0: FloatArray
-    grid_du: FloatArray
+    grid_mode: NDArray[np.int8]
+    grid_ymax: FloatArray
     grid_v0: FloatArray
     grid_dv: FloatArray
     grid_coef: FloatArray
@@ -409,32 +484,50 @@ class PreparedBook:
         return int(self.spot0.shape[0])
 
 
-def option_values(portfolio: Portfolio) -> FloatArray:
-    """Today's price per unit of every position: spot for stocks, BSM or BS2002 for options."""
-    n = portfolio.n_positions
-    out = np.asarray(portfolio.spot[portfolio.symbol_index], dtype=np.float64).copy()
-    opt = np.flatnonzero(portfolio.is_option)
+def _time_constants(t: FloatArray, strike: FloatArray, rate: FloatArray, div: FloatArray
+                    ) -> dict[str, FloatArray]:
+    """``sqrt(T)``, ``(r - q) T``, ``e^{-qT}`` and ``K e^{-rT}`` (one code path for every horizon)."""
+    return {"sqrt_t": np.sqrt(t), "carry": (rate - div) * t, "dq": np.exp(-div * t), "kdr": strike * np.exp(-rate * t)}
+
+
+def _option_arrays(p: Portfolio, opt: IntArray) -> dict[str, Any]:
+    k = np.ascontiguousarray(p.strike[opt])
+    return {
+        "opt_sym": np.ascontiguousarray(p.symbol_index[opt]),
+        "units": np.ascontiguousarray(p.units[opt]),
+        "strike": k,
+        "log_strike": np.log(k),
+        "vol": np.ascontiguousarray(p.implied_vol[opt]),
+        "rate": np.ascontiguousarray(p.rate[opt]),
+        "div": np.ascontiguousarray(p.dividend_yield[opt]),
+        "w": np.where(p.is_call[opt], 1.0, -1.0),
+        "call": np.ascontiguousarray(p.is_call[opt]),
+    }
+
+
+def _base_values(p: Portfolio, opt: IntArray, arrays: dict[str, Any]) -> FloatArray:
+    t = np.ascontiguousarray(p.time_years[opt])
+    tc = _time_constants(t, arrays["strike"], arrays["rate"], arrays["div"])
+    sym = arrays["opt_sym"]
+    out = np.empty(opt.size)
     if opt.size:
-        vals = np.empty(opt.size)
-        _price_kernel(np.ascontiguousarray(portfolio.spot[portfolio.symbol_index[opt]]),
-                      np.ascontiguousarray(portfolio.strike[opt]), np.ascontiguousarray(portfolio.time_years[opt]),
-                      np.ascontiguousarray(portfolio.implied_vol[opt]), np.ascontiguousarray(portfolio.rate[opt]),
-                      np.ascontiguousarray(portfolio.dividend_yield[opt]),
-                      np.ascontiguousarray(portfolio.is_call[opt]),
-                      np.ascontiguousarray(portfolio.is_american[opt]), vals)
-        out[opt] = vals
-    assert out.shape == (n,)
+        _base_kernel(np.ascontiguousarray(p.spot[sym]), np.log(p.spot)[sym], arrays["log_strike"], arrays["strike"],
+                     t, tc["sqrt_t"], tc["carry"], arrays["vol"], arrays["rate"], arrays["div"], arrays["w"],
+                     arrays["call"], tc["dq"], tc["kdr"], np.ascontiguousarray(p.is_american[opt]), out)
     return out
 
 
-def _empty_grid(n: int) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
-    z = np.zeros(n)
-    return z, np.ones(n), z.copy(), np.ones(n), np.zeros((n, 1, 1, 4, 4))
+def option_values(portfolio: Portfolio) -> FloatArray:
+    """Today's price per unit of every position: spot for stocks, BSM or BS2002 for options."""
+    out = np.asarray(portfolio.position_spot, dtype=np.float64).copy()
+    opt = np.flatnonzero(portfolio.is_option)
+    out[opt] = _base_values(portfolio, opt, _option_arrays(portfolio, opt))
+    return out
 
 
 def prepare(portfolio: Portfolio, horizon_days: float = 0.0, scenarios: ScenarioSet | None = None,
             american: AmericanMethod = "exact") -> PreparedBook:
-    """Precompute the per-position constants at ``T' = max(T - horizon_days / 365, 0)``.
+    """Precompute the per-option constants at ``T' = max(T - horizon_days / 365, 0)``.
 
     ``american="eep_grid"`` needs ``scenarios`` (the grid spans exactly their spot and vol range); it
     falls back to ``"exact"`` when they carry rate shifts or callable / per-position vol shifts.
@@ -444,54 +537,36 @@ def prepare(portfolio: Portfolio, horizon_days: float = 0.0, scenarios: Scenario
     if not (math.isfinite(horizon_days) and horizon_days >= 0.0):
         raise ValueError("horizon_days must be finite and non-negative")
     p = portfolio
-    n_sym = p.n_symbols
     stock = ~p.is_option
-    stock_units = np.bincount(p.symbol_index[stock], weights=p.units[stock], minlength=n_sym).astype(np.float64)
-    opt = np.flatnonzero(p.is_option)
+    stock_units = np.bincount(p.symbol_index[stock], weights=p.units[stock], minlength=p.n_symbols)
+    is_am = p.is_american
+    opt = np.concatenate([np.flatnonzero(p.is_option & ~is_am), np.flatnonzero(is_am)])
+    arrays = _option_arrays(p, opt)
     t_new = np.maximum(p.time_years[opt] - horizon_days / DAYS_PER_YEAR, 0.0)
-    base = option_values(p)[opt]
-    is_am = p.is_american[opt]
     method = american
     if method == "eep_grid" and (scenarios is None or _needs_exact(scenarios)):
         method = "exact"
-    opt_idx = np.arange(opt.size)
-    if method == "exact":
-        bsm_idx, am_idx, eep_idx = opt_idx[~is_am], opt_idx[is_am], opt_idx[:0]
-    else:
-        bsm_idx, am_idx, eep_idx = opt_idx[~is_am], opt_idx[:0], opt_idx[is_am]
     book = PreparedBook(
         n_positions=p.n_positions,
         symbol_index=p.symbol_index,
         spot0=p.spot,
         log_spot0=np.log(p.spot),
-        stock_units=stock_units,
+        stock_units=stock_units.astype(np.float64),
         option_positions=opt,
-        opt_sym=np.ascontiguousarray(p.symbol_index[opt]),
-        units=np.ascontiguousarray(p.units[opt]),
-        log_strike=np.log(p.strike[opt]),
-        strike=np.ascontiguousarray(p.strike[opt]),
+        n_euro=int(opt.size - np.count_nonzero(is_am)),
         t=t_new,
-        sqrt_t=np.sqrt(t_new),
-        vol=np.ascontiguousarray(p.implied_vol[opt]),
-        rate=np.ascontiguousarray(p.rate[opt]),
-        div=np.ascontiguousarray(p.dividend_yield[opt]),
-        w=np.where(p.is_call[opt], 1.0, -1.0),
-        call=np.ascontiguousarray(p.is_call[opt]),
-        dq=np.exp(-p.dividend_yield[opt] * t_new),
-        kdr=p.strike[opt] * np.exp(-p.rate[opt] * t_new),
-        base=base,
-        bsm_idx=bsm_idx,
-        american_idx=am_idx,
-        eep_idx=eep_idx,
-        grid_u0=np.zeros(0),
-        grid_du=np.ones(0),
+        **_time_constants(t_new, arrays["strike"], arrays["rate"], arrays["div"]),
+        **arrays,
+        base=_base_values(p, opt, arrays),
+        grid_mode=np.zeros(0, dtype=np.int8),
+        grid_ymax=np.ones(0),
         grid_v0=np.zeros(0),
         grid_dv=np.ones(0),
         grid_coef=np.zeros((0, 1, 1, 4, 4)),
         horizon_days=float(horizon_days),
         american=method,
     )
-    if eep_idx.size:
+    if method == "eep_grid" and book.n_euro < opt.size:
         assert scenarios is not None
         book = _with_eep_grid(book, scenarios)
     return book
@@ -506,34 +581,54 @@ def _needs_exact(scenarios: ScenarioSet) -> bool:
     )
 
 
-def _vol_arrays(book: PreparedBook, sc: ScenarioSet) -> tuple[FloatArray, FloatArray, FloatArray, bool, int, bool]:
-    """Kernel inputs for the vol shock of a chunk (dummies where absent)."""
-    dummy = np.zeros((1, 1))
-    scale = sc.vol_scale if sc.vol_scale is not None else dummy
-    skew = sc.vol_skew if sc.vol_skew is not None else dummy
-    shift_mode = 0
-    shift: FloatArray = dummy
+@dataclass(frozen=True, eq=False)
+class _ChunkInputs:
+    spot_new: FloatArray
+    log_spot_new: FloatArray
+    scale: FloatArray
+    shift: FloatArray
+    skew: FloatArray
+    shift_opt: FloatArray
+    opt_stride: int
+    rate: FloatArray
+
+
+def _chunk_inputs(book: PreparedBook, sc: ScenarioSet) -> _ChunkInputs:
+    """Dense kernel inputs of a chunk: absent shocks become ones / zeros (module docstring)."""
+    n, n_sym = sc.n_scenarios, book.n_symbols
+    if sc.n_symbols != n_sym:
+        raise ValueError(f"scenarios have {sc.n_symbols} symbol columns, the book {n_sym}")
+    log_spot_new = book.log_spot0[None, :] + np.log1p(sc.spot_shock_rel)
+    shift = np.zeros((n, n_sym))
+    shift_opt = np.zeros((n, 1))
+    stride = 0
     v = sc.vol_shift_abs
     if callable(v):
-        ls_pos = book.log_spot0[book.symbol_index] + np.log1p(sc.spot_shock_rel[:, book.symbol_index])
-        lm = np.zeros_like(ls_pos)
-        lk = book.log_strike
-        lm[:, book.option_positions] = lk[None, :] - ls_pos[:, book.option_positions]
-        rows = slice(sc.row_offset, sc.row_offset + sc.n_scenarios)
+        lm = np.zeros((n, book.n_positions))
+        lm[:, book.option_positions] = book.log_strike[None, :] - log_spot_new[:, book.opt_sym]
+        rows = slice(sc.row_offset, sc.row_offset + n)
         full = np.asarray(v(rows, lm, book.symbol_index), dtype=np.float64)
         if full.shape != lm.shape or not np.all(np.isfinite(full)):
             raise ValueError("a vol-shift callable must return finite (n_chunk, n_positions) shifts")
-        shift = np.ascontiguousarray(full[:, book.option_positions])
-        shift_mode = 2
+        shift_opt, stride = np.ascontiguousarray(full[:, book.option_positions]), 1
     elif v is not None:
         arr = np.asarray(v)
         if _per_position(book, arr.shape[1], sc.vol_shift_per_position):
-            shift = np.ascontiguousarray(arr[:, book.option_positions])
-            shift_mode = 2
+            shift_opt, stride = np.ascontiguousarray(arr[:, book.option_positions]), 1
         else:
             shift = np.ascontiguousarray(arr)
-            shift_mode = 1
-    return scale, shift, skew, sc.vol_scale is not None, shift_mode, sc.vol_skew is not None
+    if shift_opt.shape[1] == 0:
+        shift_opt, stride = np.zeros((n, 1)), 0
+    return _ChunkInputs(
+        spot_new=book.spot0[None, :] * (1.0 + sc.spot_shock_rel),
+        log_spot_new=log_spot_new,
+        scale=np.ones((n, n_sym)) if sc.vol_scale is None else np.ascontiguousarray(sc.vol_scale),
+        shift=shift,
+        skew=np.zeros((n, n_sym)) if sc.vol_skew is None else np.ascontiguousarray(sc.vol_skew),
+        shift_opt=shift_opt,
+        opt_stride=stride,
+        rate=np.zeros(n) if sc.rate_shift_abs is None else np.ascontiguousarray(sc.rate_shift_abs),
+    )
 
 
 def _per_position(book: PreparedBook, ncol: int, flag: bool | None) -> bool:
@@ -552,34 +647,51 @@ def _per_position(book: PreparedBook, ncol: int, flag: bool | None) -> bool:
 
 
 def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
-    """Build the EEP grid of ``book.eep_idx`` spanning the spot and vol range of ``sc``."""
-    idx = book.eep_idx
-    sym = book.opt_sym[idx]
-    lu = np.log1p(sc.spot_shock_rel)
-    u_lo = np.minimum(lu.min(axis=0), 0.0)[sym]
-    u_hi = np.maximum(lu.max(axis=0), 0.0)[sym]
-    width = np.maximum(u_hi - u_lo, 1e-4)
-    u_hi = u_lo + width
-    ls_new = book.log_spot0[None, :] + lu
-    scale, shift, skew, has_scale, shift_mode, has_skew = _vol_arrays(book, sc)
-    v_lo = np.empty(idx.size)
-    v_hi = np.empty(idx.size)
-    _vol_range(np.ascontiguousarray(ls_new), scale, shift, skew, has_scale, shift_mode, has_skew, book.opt_sym,
-               book.log_strike, book.vol, idx, v_lo, v_hi)
-    v_w = np.maximum(v_hi - v_lo, 1e-4 * np.maximum(book.vol[idx], 1e-2))
-    v_hi = v_lo + v_w
+    """Build the EEP grids of the Americans over the spot and vol range reached by ``sc``.
+
+    Per option (mode 1): ``EEP_VOL_NODES`` vols spanning the scenarios' shocked vols and
+    ``EEP_SPOT_NODES`` distances ``y = w ln(S*(vol) / S)`` from the exercise boundary, ``0 .. y_max``,
+    the largest distance the scenarios reach (with a margin; farther scenarios are priced exactly).
+    Mode 0: early exercise never optimal (the floor ``max(BSM, intrinsic)`` is exact); mode 2: BS2002
+    falls back to European somewhere in the vol range (exact BS2002 in every scenario).
+    """
+    first = book.n_euro
+    am = slice(first, None)
+    na = book.units.size - first
+    inp = _chunk_inputs(book, sc)
+    v_lo, v_hi, ls_lo, ls_hi = (np.empty(na) for _ in range(4))
+    _vol_range(inp.log_spot_new, inp.scale, inp.shift, inp.skew, book.opt_sym, book.log_strike, book.vol, first,
+               v_lo, v_hi, ls_lo, ls_hi)
+    v_hi = v_lo + np.maximum(v_hi - v_lo, 1e-4 * np.maximum(book.vol[am], 1e-2))
     nu, nv = EEP_SPOT_NODES, EEP_VOL_NODES
-    u_nodes = u_lo[:, None] + (u_hi - u_lo)[:, None] * np.linspace(0.0, 1.0, nu)[None, :]
     v_nodes = v_lo[:, None] + (v_hi - v_lo)[:, None] * np.linspace(0.0, 1.0, nv)[None, :]
-    vals = np.empty((idx.size, nv, nu))
-    _eep_nodes(np.ascontiguousarray(book.spot0[sym]), np.ascontiguousarray(u_nodes), np.ascontiguousarray(v_nodes),
-               book.strike[idx], book.t[idx], book.rate[idx], book.div[idx], book.call[idx], vals)
-    # tensor-product not-a-knot cubic spline: along spot, then the spot coefficients along vol
+    t, r, q, call, w = (np.ascontiguousarray(getattr(book, f)[am]) for f in ("t", "rate", "div", "call", "w"))
+    fine = v_lo[:, None] + (v_hi - v_lo)[:, None] * np.linspace(0.0, 1.0, 4 * (nv - 1) + 1)[None, :]
+    ratio = np.empty(fine.shape)
+    _boundary_table(t, r, q, call, fine, ratio)
+    never = np.array([(qq <= 0.0 and qq <= rr) for rr, qq in zip(np.where(call, r, q), np.where(call, q, r),
+                                                                  strict=True)], dtype=bool)
+    mode = np.where(never, 0, np.where(np.all(np.isfinite(ratio), axis=1), 1, 2)).astype(np.int8)
+    ls_star = book.log_strike[am][:, None] + np.log(np.where(np.isfinite(ratio), ratio, 1.0))
+    # largest distance to the boundary any scenario reaches: far side of the boundary range, far spot
+    y_far = np.where(w > 0, ls_star.max(axis=1) - ls_lo, ls_hi - ls_star.min(axis=1))
+    y_max = np.maximum(y_far, 0.0) * 1.05 + 1e-3
+    ls_nodes = ls_star[:, ::4]  # the vol nodes are every fourth point of the fine table
+    y_nodes = y_max[:, None] * np.linspace(0.0, 1.0, nu)[None, :]
+    vals = np.zeros((na, nv, nu))
+    fit = np.flatnonzero(mode == 1)
+    if fit.size:
+        sub = np.empty((fit.size, nv, nu))
+        _eep_nodes(np.ascontiguousarray(ls_nodes[fit]), np.ascontiguousarray(y_nodes[fit]),
+                   np.ascontiguousarray(v_nodes[fit]), *(np.ascontiguousarray(getattr(book, f)[am][fit]) for f in (
+                       "strike", "log_strike", "t", "sqrt_t", "carry", "rate", "div", "w", "call", "dq", "kdr")), sub)
+        vals[fit] = sub
+    # tensor-product not-a-knot cubic spline: along y, then the y coefficients along vol
     cu = CubicSpline(np.arange(nu, dtype=np.float64), vals, axis=2).c  # (4, nu-1, na, nv)
     cv = CubicSpline(np.arange(nv, dtype=np.float64), cu, axis=3).c  # (4, nv-1, 4, nu-1, na)
-    coef = np.ascontiguousarray(np.transpose(cv, (4, 1, 3, 0, 2)))  # (na, nv-1, nu-1, 4 vol, 4 spot)
-    return replace(book, grid_u0=u_lo, grid_du=(u_hi - u_lo) / (nu - 1), grid_v0=v_lo,
-                   grid_dv=(v_hi - v_lo) / (nv - 1), grid_coef=coef)
+    coef = np.ascontiguousarray(np.transpose(cv, (4, 1, 3, 0, 2)))  # (na, nv-1, nu-1, 4 vol, 4 y)
+    return replace(book, grid_mode=mode, grid_ymax=y_max, grid_v0=v_lo, grid_dv=(v_hi - v_lo) / (nv - 1),
+                   grid_coef=coef)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -589,23 +701,22 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
 
 def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False) -> ScenarioPnl:
     """Revalue one chunk of scenarios in this process (the unit of work sent to Dask workers)."""
-    if sc.n_symbols != book.n_symbols:
-        raise ValueError(f"scenarios have {sc.n_symbols} symbol columns, the book {book.n_symbols}")
-    n = sc.n_scenarios
-    spot_new = book.spot0[None, :] * (1.0 + sc.spot_shock_rel)
-    log_spot_new = book.log_spot0[None, :] + np.log1p(sc.spot_shock_rel)
-    scale, shift, skew, has_scale, shift_mode, has_skew = _vol_arrays(book, sc)
-    has_rate = sc.rate_shift_abs is not None
-    rate = sc.rate_shift_abs if sc.rate_shift_abs is not None else np.zeros(1)
-    if has_rate and book.american == "eep_grid" and np.any(rate != 0.0):
+    inp = _chunk_inputs(book, sc)
+    use_grid = book.american == "eep_grid"
+    if use_grid and np.any(inp.rate != 0.0):
         raise ValueError("this book's early-exercise grid was built without rate shifts")
+    n = sc.n_scenarios
     pnl = np.empty(n)
     by_sym = np.empty((n, book.n_symbols) if per_symbol else (1, 1))
-    _pnl_kernel(spot_new, log_spot_new, scale, shift, skew, rate, has_scale, shift_mode, has_skew, has_rate,
-                per_symbol, book.spot0, book.log_spot0, book.stock_units, book.opt_sym, book.units,
-                book.log_strike, book.strike, book.t, book.sqrt_t, book.vol, book.rate, book.div, book.w,
-                book.call, book.dq, book.kdr, book.base, book.bsm_idx, book.american_idx, book.eep_idx,
-                book.grid_u0, book.grid_du, book.grid_v0, book.grid_dv, book.grid_coef, pnl, by_sym)
+    common = (inp.spot_new, inp.log_spot_new, inp.scale, inp.shift, inp.skew, inp.shift_opt, inp.opt_stride,
+              inp.rate, per_symbol, book.n_euro)
+    _european_kernel(*common, book.spot0, book.stock_units, book.opt_sym, book.units, book.log_strike, book.t,
+                     book.sqrt_t, book.carry, book.vol, book.w, book.dq, book.kdr, book.base, pnl, by_sym)
+    if book.n_euro < book.units.size:
+        _american_kernel(*common, book.opt_sym, book.units, book.log_strike, book.strike, book.t,
+                         book.sqrt_t, book.carry, book.vol, book.rate, book.div, book.w, book.call, book.dq,
+                         book.kdr, book.base, use_grid, book.grid_mode, book.grid_ymax, book.grid_v0,
+                         book.grid_dv, book.grid_coef, pnl, by_sym)
     return ScenarioPnl(pnl, by_sym if per_symbol else None)
 
 

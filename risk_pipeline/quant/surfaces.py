@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from risk_pipeline.quant.svi import CalendarCheck, SurfaceGrid, SviFit, SviSurface, fit_svi_slice
+from risk_pipeline.quant.svi import CalendarCheck, SurfaceGrid, SviFit, SviSurface, fit_svi_slice, svi_total_variance
 
 FloatArray = NDArray[np.float64]
 
@@ -23,12 +23,38 @@ DEFAULT_GRID = np.round(np.linspace(-0.6, 0.6, 25), 10)
 
 @dataclass(frozen=True, eq=False)
 class UnderlyingSurface:
-    """Fitted slices (sorted by expiry), their expiry labels, calendar check and grid."""
+    """Fitted slices (sorted by expiry), their labels, quoted ranges, calendar checks and grid.
+
+    ``calendar`` checks total variance non-decreasing in expiry on the whole stored grid
+    (extrapolated wings included); ``calendar_quoted`` checks each adjacent pair only where both
+    slices have quotes (``quoted_range``), the region where a violation is a market arbitrage
+    rather than an extrapolation choice.
+    """
 
     expiry_labels: tuple[object, ...]
     fits: tuple[SviFit, ...]
+    quoted_range: tuple[tuple[float, float], ...]
     calendar: CalendarCheck
+    calendar_quoted: tuple[bool, ...]
     grid: SurfaceGrid
+
+
+def calendar_on_quoted_overlap(
+    surface: SviSurface, quoted_range: tuple[tuple[float, float], ...], points: int = 101, tolerance: float = 1e-9
+) -> tuple[bool, ...]:
+    """Per slice: no calendar arbitrage with either neighbour where both slices are quoted."""
+    n = len(surface.slices)
+    ok = [True] * n
+    for i in range(n - 1):
+        lo = max(quoted_range[i][0], quoted_range[i + 1][0])
+        hi = min(quoted_range[i][1], quoted_range[i + 1][1])
+        if hi < lo:
+            continue
+        k = np.linspace(lo, hi, points)
+        excess = svi_total_variance(surface.slices[i], k) - svi_total_variance(surface.slices[i + 1], k)
+        if np.any(excess > tolerance):
+            ok[i] = ok[i + 1] = False
+    return tuple(ok)
 
 
 def otm_mask(strike: ArrayLike, forward: ArrayLike, is_call: ArrayLike) -> NDArray[np.bool_]:
@@ -60,20 +86,23 @@ def fit_underlying(
     k = np.asarray(log_moneyness, dtype=float)
     iv = np.asarray(implied_vol, dtype=float)
     ok = np.isfinite(t) & (t > 0) & np.isfinite(k) & np.isfinite(iv) & (iv > 0)
-    fits: list[tuple[float, object, SviFit]] = []
+    fits: list[tuple[float, object, SviFit, tuple[float, float]]] = []
     for label in sorted(set(labels[ok].tolist()), key=str):
         sel = ok & (labels == label)
         t_slice = float(t[sel][0])
         w = iv[sel] ** 2 * t_slice
         fit = fit_svi_slice(k[sel], w, black_vega_weight(k[sel], w), t_slice)
-        fits.append((t_slice, label, fit))
+        fits.append((t_slice, label, fit, (float(k[sel].min()), float(k[sel].max()))))
     if not fits:
         raise ValueError("no valid quotes to fit a surface")
     fits.sort(key=lambda x: x[0])
-    surface = SviSurface(tuple(f for _, _, f in fits))
+    surface = SviSurface(tuple(f[2] for f in fits))
+    quoted = tuple(f[3] for f in fits)
     return UnderlyingSurface(
-        expiry_labels=tuple(label for _, label, _ in fits),
+        expiry_labels=tuple(f[1] for f in fits),
         fits=surface.slices,
+        quoted_range=quoted,
         calendar=surface.calendar_check(grid),
+        calendar_quoted=calendar_on_quoted_overlap(surface, quoted),
         grid=surface.grid(grid),
     )

@@ -22,6 +22,7 @@ from risk_pipeline.quant.chain import chain_implied_vols
 from risk_pipeline.quant.curves import discount_factor, forward_price, parity_forward, zero_rate
 from risk_pipeline.quant.implied_vol import IvStatus
 from risk_pipeline.quant.surfaces import UnderlyingSurface, fit_underlying, otm_mask
+from risk_pipeline.quant.svi import durrleman_g
 from risk_pipeline.resources import WarehouseResource
 from risk_pipeline.warehouse import Warehouse
 
@@ -50,9 +51,7 @@ def expiry_close_utc(expiries: pd.Series) -> pd.Series:
         try:
             closes[d] = session_close_utc(d)
         except (ValueError, KeyError, Exception):
-            closes[d] = pd.Timestamp(dt.datetime.combine(d, dt.time(16)), tz="America/New_York").tz_convert(
-                "UTC"
-            )
+            closes[d] = pd.Timestamp(dt.datetime.combine(d, dt.time(16)), tz="America/New_York").tz_convert("UTC")
     return expiries.map(closes)
 
 
@@ -111,9 +110,7 @@ def parity_forwards(iv: pd.DataFrame) -> pd.DataFrame:
         both = calls.index.intersection(puts.index)
         f_curve = float(g["forward"].iloc[0])
         d = float(discount_factor(g["rate"].iloc[0], g["time_to_expiry_years"].iloc[0]))
-        f_parity = parity_forward(
-            both.to_numpy(float), calls[both].to_numpy(), puts[both].to_numpy(), d, f_curve
-        )
+        f_parity = parity_forward(both.to_numpy(float), calls[both].to_numpy(), puts[both].to_numpy(), d, f_curve)
         rows.append(
             {
                 "underlying": underlying,
@@ -123,9 +120,7 @@ def parity_forwards(iv: pd.DataFrame) -> pd.DataFrame:
                 "relative_difference": f_parity / f_curve - 1.0 if np.isfinite(f_parity) else np.nan,
             }
         )
-    return pd.DataFrame(
-        rows, columns=["underlying", "expiry", "forward", "parity_forward", "relative_difference"]
-    )
+    return pd.DataFrame(rows, columns=["underlying", "expiry", "forward", "parity_forward", "relative_difference"])
 
 
 @dg.asset(
@@ -163,9 +158,7 @@ def implied_vols(
         frames.append(implied_vol_frame(quotes, curve, dividends))
     out = pd.concat(frames, ignore_index=True)
     snapshots = sorted(out["as_of"].unique())
-    written = wh.write(
-        "implied_vols", out, run_id=context.run.run_id, partitions=[{"as_of": t} for t in snapshots]
-    )
+    written = wh.write("implied_vols", out, run_id=context.run.run_id, partitions=[{"as_of": t} for t in snapshots])
     parity = parity_forwards(out)
     worst = parity["relative_difference"].abs().max() if len(parity) else 0.0
     bad = parity[parity["relative_difference"].abs() > 0.005]
@@ -248,6 +241,10 @@ def fit_surfaces(iv: pd.DataFrame, workers: int = 2) -> tuple[pd.DataFrame, pd.D
                     "butterfly_arbitrage_free": bool(fit.butterfly_arbitrage_free),
                     "calendar_arbitrage_free": bool(surface.calendar.per_slice_arbitrage_free[i]),
                     "min_durrleman_g": fit.min_durrleman_g,
+                    "min_quoted_log_moneyness": surface.quoted_range[i][0],
+                    "max_quoted_log_moneyness": surface.quoted_range[i][1],
+                    "calendar_arbitrage_free_quoted": bool(surface.calendar_quoted[i]),
+                    "min_durrleman_g_quoted": float(durrleman_g(fit, np.linspace(*surface.quoted_range[i], 201)).min()),
                 }
             )
             grid_rows.append(
@@ -355,9 +352,7 @@ class SurfaceSettings(dg.Config):
         ),
     ],
 )
-def vol_surfaces(
-    context: dg.AssetExecutionContext, config: SurfaceSettings, warehouse: WarehouseResource
-) -> Any:
+def vol_surfaces(context: dg.AssetExecutionContext, config: SurfaceSettings, warehouse: WarehouseResource) -> Any:
     wh = warehouse.get()
     surface_frames, grid_frames, plots = [], [], {}
     for key in context.partition_keys:
@@ -365,16 +360,12 @@ def vol_surfaces(
         as_of = snapshot_time(wh, session, SnapshotSelection(snapshot_time=config.snapshot_time))
         iv = wh.read("implied_vols", {"as_of": as_of})
         if iv.empty:
-            raise dg.Failure(
-                f"no implied_vols stored for snapshot {as_of.isoformat()}: materialize implied_vols"
-            )
+            raise dg.Failure(f"no implied_vols stored for snapshot {as_of.isoformat()}: materialize implied_vols")
         surface_rows, grid_rows, surfaces = fit_surfaces(iv, config.workers)
         surface_frames.append(surface_rows)
         grid_frames.append(grid_rows)
         if config.smile_plots and key == context.partition_keys[-1]:
-            usable = iv[
-                (iv["status"] == "OK") & otm_mask(iv["strike"], iv["forward"], iv["option_type"] == "C")
-            ]
+            usable = iv[(iv["status"] == "OK") & otm_mask(iv["strike"], iv["forward"], iv["option_type"] == "C")]
             for u, s in surfaces.items():
                 plots[u] = smile_png(u, usable[usable["underlying"] == u], s)
     surface = pd.concat(surface_frames, ignore_index=True)
@@ -405,9 +396,7 @@ def vol_surfaces(
             "run_id": run_id,
         },
     )
-    yield dg.MaterializeResult(
-        asset_key="vol_surface_grid", metadata={"dagster/row_count": n_grid, "run_id": run_id}
-    )
+    yield dg.MaterializeResult(asset_key="vol_surface_grid", metadata={"dagster/row_count": n_grid, "run_id": run_id})
     bad_grid = grid[~(np.isfinite(grid["implied_vol"]) & (grid["implied_vol"] > 0))]
     yield dg.AssetCheckResult(
         check_name="grid_vols_finite",
@@ -438,10 +427,10 @@ def vol_surfaces(
             "slices_with_arbitrage": len(arb),
             "butterfly_violations": int((~surface["butterfly_arbitrage_free"]).sum()),
             "calendar_violations": int((~surface["calendar_arbitrage_free"]).sum()),
+            "calendar_violations_where_quoted": int((~surface["calendar_arbitrage_free_quoted"]).sum()),
+            "butterfly_violations_where_quoted": int((surface["min_durrleman_g_quoted"] < 0).sum()),
             "slices": dg.MetadataValue.md(
-                markdown_table(
-                    arb[["underlying", "expiry", "min_durrleman_g", "calendar_arbitrage_free"]], 20
-                )
+                markdown_table(arb[["underlying", "expiry", "min_durrleman_g", "calendar_arbitrage_free"]], 20)
             ),
         },
     )

@@ -1,0 +1,200 @@
+"""Full revaluation under scenarios: independent repricing, vol-shock forms, chunking, EEP grid, Dask."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from risk_pipeline.quant.american import american_price
+from risk_pipeline.quant.bsm import bsm_price
+from risk_pipeline.quant.portfolio import Portfolio, SkewVolShift, market_values, revalue
+from risk_pipeline.quant.scenario_engine import (
+    CHUNK_MEMORY_BYTES,
+    ScenarioSet,
+    default_chunk_size,
+    evaluate,
+    prepare,
+)
+
+
+def _book(n: int = 60, n_sym: int = 4, seed: int = 0, american: float = 0.3) -> Portfolio:
+    rng = np.random.default_rng(seed)
+    spot = rng.uniform(30.0, 300.0, n_sym)
+    sym = np.concatenate([rng.integers(0, n_sym, n), np.arange(n_sym)])
+    m = sym.size
+    opt = np.arange(m) < n
+    return Portfolio(
+        symbols=tuple(f"S{i}" for i in range(n_sym)), spot=spot, symbol_index=sym,
+        quantity=rng.integers(-20, 21, m).astype(float), multiplier=np.where(opt, 100.0, 1.0), is_option=opt,
+        is_call=rng.random(m) < 0.5, strike=spot[sym] * np.exp(rng.normal(0.0, 0.15, m)),
+        time_years=rng.uniform(0.01, 1.5, m), implied_vol=rng.uniform(0.1, 0.7, m),
+        rate=rng.uniform(0.0, 0.06, m), dividend_yield=rng.uniform(0.0, 0.04, m),
+        is_american=opt & (rng.random(m) < american),
+    )
+
+
+def _reference_pnl(p: Portfolio, shock: np.ndarray, vol_new: np.ndarray, dr: np.ndarray,
+                   horizon_days: float) -> np.ndarray:
+    """Brute force with the public pricers: ``units (V(shocked, T - h/365) - V(today))`` per position."""
+    s0 = p.position_spot
+    s1 = s0[None, :] * (1.0 + shock[:, p.symbol_index])
+    t1 = np.maximum(p.time_years - horizon_days / 365.0, 0.0)
+    args0 = (s0, p.strike, p.time_years, p.implied_vol, p.rate, p.dividend_yield, p.is_call)
+    args1 = (s1, p.strike, t1, vol_new, p.rate + dr[:, None], p.dividend_yield, p.is_call)
+    v0 = np.where(p.is_american, american_price(*args0), bsm_price(*args0, backend="numpy"))
+    v1 = np.where(p.is_american, american_price(*args1), bsm_price(*args1, backend="numpy"))
+    v0 = np.where(p.is_option, v0, s0)
+    v1 = np.where(p.is_option, v1, s1)
+    return (p.units * (v1 - v0)).sum(axis=1)
+
+
+def _scale(p: Portfolio) -> float:
+    return float(np.sum(np.abs(market_values(p)))) + float(np.sum(np.abs(p.units * p.position_spot)))
+
+
+def test_zero_scenario_at_zero_horizon_is_exactly_zero() -> None:
+    p = _book()
+    res = revalue(p, np.zeros((3, p.n_symbols)), per_symbol=True)
+    assert np.all(res.pnl == 0.0)
+    assert res.by_symbol is not None and np.all(res.by_symbol == 0.0)
+
+
+def test_full_revaluation_matches_independent_pricers() -> None:
+    p = _book()
+    rng = np.random.default_rng(1)
+    n = 25
+    shock = np.expm1(rng.normal(0.0, 0.08, (n, p.n_symbols)))
+    scale = np.exp(rng.normal(0.0, 0.2, (n, p.n_symbols)))
+    shift = rng.normal(0.0, 0.03, (n, p.n_symbols))
+    dr = rng.normal(0.0, 0.01, n)
+    res = revalue(p, shock, shift, dr, 3.0, vol_scale=scale, per_symbol=True)
+    vol_new = np.maximum(p.implied_vol * scale[:, p.symbol_index] + shift[:, p.symbol_index], 0.0)
+    ref = _reference_pnl(p, shock, vol_new, dr, 3.0)
+    np.testing.assert_allclose(res.pnl, ref, rtol=0, atol=1e-10 * _scale(p))
+    assert res.by_symbol is not None
+    np.testing.assert_allclose(res.by_symbol.sum(axis=1), res.pnl, rtol=0, atol=1e-9 * _scale(p))
+
+
+def test_time_decay_floors_at_expiry() -> None:
+    p = Portfolio(symbols=("A",), spot=[100.0], symbol_index=[0, 0], quantity=[1.0, 1.0], is_option=True,
+                  is_call=[True, False], strike=[95.0, 90.0], time_years=[2.0 / 365.0, 1.0], implied_vol=0.3,
+                  rate=0.03, dividend_yield=0.0)
+    shock = np.array([[0.02]])
+    pnl = revalue(p, shock, horizon_days=5.0).pnl[0]
+    v0 = bsm_price(100.0, [95.0, 90.0], [2.0 / 365.0, 1.0], 0.3, 0.03, 0.0, [True, False])
+    call_at_expiry = 102.0 - 95.0  # T' = max(2/365 - 5/365, 0): intrinsic
+    put_later = bsm_price(102.0, 90.0, 1.0 - 5.0 / 365.0, 0.3, 0.03, 0.0, False)
+    assert pnl == pytest.approx(call_at_expiry + put_later - v0.sum(), rel=1e-13)
+
+
+def test_vol_shift_forms_agree() -> None:
+    p = _book(american=0.0)
+    rng = np.random.default_rng(2)
+    n = 12
+    shock = np.expm1(rng.normal(0.0, 0.05, (n, p.n_symbols)))
+    level = rng.normal(0.0, 0.05, (n, p.n_symbols))
+    skew = rng.normal(0.0, 0.2, (n, p.n_symbols))
+    per_sym = revalue(p, shock, level).pnl
+    per_pos = revalue(p, shock, level[:, p.symbol_index]).pnl
+    as_callable = revalue(p, shock, SkewVolShift(level=level)).pnl
+    np.testing.assert_array_equal(per_sym, per_pos)
+    np.testing.assert_allclose(as_callable, per_sym, rtol=0, atol=1e-9 * _scale(p))
+    native = revalue(p, shock, level, vol_skew=skew).pnl
+    fn = revalue(p, shock, SkewVolShift(level=level, skew=skew)).pnl
+    np.testing.assert_allclose(native, fn, rtol=0, atol=1e-9 * _scale(p))
+    # the skew term against independent pricing: sigma' = sigma + level + skew ln(K / S')
+    s1 = p.spot[None, :] * (1.0 + shock)
+    vol_new = np.maximum(p.implied_vol + level[:, p.symbol_index]
+                         + skew[:, p.symbol_index] * np.log(p.strike / s1[:, p.symbol_index]), 0.0)
+    ref = _reference_pnl(p, shock, vol_new, np.zeros(n), 0.0)
+    np.testing.assert_allclose(native, ref, rtol=0, atol=1e-10 * _scale(p))
+
+
+def test_chunking_does_not_change_a_bit() -> None:
+    p = _book()
+    rng = np.random.default_rng(3)
+    sc = ScenarioSet(np.expm1(rng.normal(0.0, 0.03, (101, p.n_symbols))),
+                     vol_scale=np.exp(rng.normal(0.0, 0.1, (101, p.n_symbols))))
+    a = evaluate(p, sc, 1.0, per_symbol=True)
+    b = evaluate(p, sc, 1.0, per_symbol=True, chunk_size=7)
+    np.testing.assert_array_equal(a.pnl, b.pnl)
+    assert a.by_symbol is not None and b.by_symbol is not None
+    np.testing.assert_array_equal(a.by_symbol, b.by_symbol)
+
+
+def test_default_chunks_stay_under_the_memory_budget() -> None:
+    p = _book(n=5000, n_sym=50)
+    sc = ScenarioSet(np.zeros((1, 50)))
+    book = prepare(p, 0.0)
+    size = default_chunk_size(book, sc)
+    assert size * 8 * (6 * 50 + 2) <= CHUNK_MEMORY_BYTES
+    callable_sc = ScenarioSet(np.zeros((1, 50)), vol_shift_abs=SkewVolShift(0.01))
+    assert default_chunk_size(book, callable_sc) * 8 * 5 * p.n_positions <= CHUNK_MEMORY_BYTES
+
+
+def test_eep_grid_is_close_to_full_bs2002() -> None:
+    """The documented fast American method against BS2002 in every scenario, per option."""
+    rng = np.random.default_rng(4)
+    n_opt = 40
+    spot = np.array([80.0, 150.0])
+    sym = rng.integers(0, 2, n_opt)
+    p = Portfolio(symbols=("A", "B"), spot=spot, symbol_index=sym, quantity=np.ones(n_opt), is_option=True,
+                  is_call=rng.random(n_opt) < 0.4, strike=spot[sym] * np.exp(rng.normal(0.0, 0.2, n_opt)),
+                  time_years=rng.uniform(0.05, 2.0, n_opt), implied_vol=rng.uniform(0.15, 0.6, n_opt), rate=0.05,
+                  dividend_yield=rng.uniform(0.0, 0.04, n_opt), is_american=True)
+    n = 1500
+    sc = ScenarioSet(np.expm1(rng.standard_t(4, (n, 2)) * 0.025), vol_scale=np.exp(rng.normal(0.0, 0.08, (n, 2))))
+    for i in range(n_opt):  # per option, so errors cannot cancel
+        one = Portfolio(symbols=p.symbols, spot=spot, symbol_index=sym[i:i + 1], quantity=[1.0], is_option=True,
+                        is_call=p.is_call[i], strike=p.strike[i], time_years=p.time_years[i],
+                        implied_vol=p.implied_vol[i], rate=0.05, dividend_yield=p.dividend_yield[i],
+                        is_american=True)
+        exact = evaluate(one, sc, 1.45, american="exact").pnl
+        grid = evaluate(one, sc, 1.45, american="eep_grid").pnl
+        assert np.max(np.abs(grid - exact)) < 1e-2 * p.strike[i] / 100.0
+    exact = np.sort(evaluate(p, sc, 1.45, american="exact").pnl)
+    grid = np.sort(evaluate(p, sc, 1.45, american="eep_grid").pnl)
+    np.testing.assert_allclose(grid[[15, 37, 75]], exact[[15, 37, 75]], rtol=1e-3)
+
+
+def test_eep_grid_falls_back_to_exact_with_rate_shifts() -> None:
+    p = _book()
+    sc = ScenarioSet(np.full((2, p.n_symbols), -0.05), rate_shift_abs=np.array([0.0, 0.01]))
+    assert prepare(p, 0.0, sc, "eep_grid").american == "exact"
+    np.testing.assert_array_equal(evaluate(p, sc, american="eep_grid").pnl, evaluate(p, sc).pnl)
+
+
+def test_portfolio_validation() -> None:
+    with pytest.raises(ValueError, match="strike"):
+        Portfolio(symbols=("A",), spot=[100.0], symbol_index=[0], quantity=[1.0], is_option=True, strike=-1.0,
+                  time_years=1.0, implied_vol=0.2)
+    with pytest.raises(ValueError, match="symbol_index"):
+        Portfolio(symbols=("A",), spot=[100.0], symbol_index=[1], quantity=[1.0])
+    with pytest.raises(ValueError, match="spot_shock_rel"):
+        ScenarioSet(np.array([[-1.0]]))
+    p = Portfolio(symbols=("A", "B"), spot=[1.0, 2.0], symbol_index=[1, 0], quantity=[1.0, 1.0])
+    with pytest.raises(ValueError, match="ambiguous"):
+        revalue(p, np.zeros((1, 2)), np.zeros((1, 2)))
+    assert revalue(p, np.zeros((1, 2)), np.zeros((1, 2)), vol_shift_per_position=True).pnl[0] == 0.0
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_dask_cluster_gives_identical_numbers(processes: bool) -> None:
+    distributed = pytest.importorskip("distributed")
+    p = _book()
+    rng = np.random.default_rng(5)
+    n = 300
+    sc = ScenarioSet(np.expm1(rng.normal(0.0, 0.03, (n, p.n_symbols))),
+                     vol_shift_abs=SkewVolShift(level=rng.normal(0.0, 0.02, n), skew=-0.1),
+                     rate_shift_abs=rng.normal(0.0, 0.002, n))
+    local = evaluate(p, sc, 2.0, per_symbol=True, chunk_size=64)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=processes, dashboard_address=None,
+                                  silence_logs=40) as cluster, distributed.Client(cluster) as client:
+        remote = evaluate(p, sc, 2.0, per_symbol=True, chunk_size=64, client=client)
+        grid_sc = ScenarioSet(sc.spot_shock_rel, vol_scale=np.exp(rng.normal(0.0, 0.1, (n, p.n_symbols))))
+        grid_local = evaluate(p, grid_sc, 1.0, american="eep_grid", chunk_size=50)
+        grid_remote = evaluate(p, grid_sc, 1.0, american="eep_grid", chunk_size=50, client=client)
+    np.testing.assert_array_equal(local.pnl, remote.pnl)
+    assert local.by_symbol is not None and remote.by_symbol is not None
+    np.testing.assert_array_equal(local.by_symbol, remote.by_symbol)
+    np.testing.assert_array_equal(grid_local.pnl, grid_remote.pnl)
