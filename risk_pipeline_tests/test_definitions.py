@@ -63,6 +63,22 @@ def test_raw_tables_have_a_blocking_check_per_rule() -> None:
             assert (table, rule) in checks
     spec = next(iter(defs.resolve_assets_def("market_prices").check_specs))
     assert spec.blocking
-    assert isinstance(
-        defs.resolve_assets_def("market_prices").partitions_def, dg.TimeWindowPartitionsDefinition
+    assert isinstance(defs.resolve_assets_def("market_prices").partitions_def, dg.TimeWindowPartitionsDefinition)
+
+
+def test_dg_check_defs_passes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    dg_cli = Path(sys.executable).parent / "dg"
+    result = subprocess.run(
+        [str(dg_cli), "check", "defs"],
+        cwd=Path(__file__).parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All definitions loaded successfully" in result.stdout + result.stderr

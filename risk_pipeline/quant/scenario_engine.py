@@ -50,7 +50,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.interpolate import CubicSpline
 
 from risk_pipeline.quant.american import MIN_TOTAL_STD as AMERICAN_MIN_TOTAL_STD
-from risk_pipeline.quant.american import american_price_point
+from risk_pipeline.quant.american import _bs2002_call, american_price_point
 from risk_pipeline.quant.bsm import MIN_TOTAL_STD, norm_cdf_from_exp
 
 if TYPE_CHECKING:
@@ -67,9 +67,9 @@ VolShiftFn = Callable[[slice, FloatArray, IntArray], FloatArray]
 
 DAYS_PER_YEAR = 365.0
 #: Log-spot nodes of the early-exercise-premium grid (cubic spline).
-EEP_SPOT_NODES = 17
+EEP_SPOT_NODES = 13
 #: Volatility nodes of the early-exercise-premium grid (linear).
-EEP_VOL_NODES = 7
+EEP_VOL_NODES = 5
 #: Target size of one chunk's temporaries (bytes); bounds peak memory whatever the scenario count.
 CHUNK_MEMORY_BYTES = 64 * 2**20
 #: Fewest scenarios per chunk (parallel efficiency of the kernel).
@@ -315,7 +315,8 @@ def _american_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: Floa
                      log_strike: FloatArray, strike: FloatArray, t: FloatArray, sqt: FloatArray,
                      carry: FloatArray, vol: FloatArray, rate: FloatArray, div: FloatArray, w: FloatArray,
                      call: BoolArray, dq: FloatArray, kdr: FloatArray, base: FloatArray, use_grid: bool,
-                     g_mode: NDArray[np.int8], g_ymax: FloatArray, g_v0: FloatArray, g_dv: FloatArray,
+                     g_mode: NDArray[np.int8], g_y0: FloatArray, g_dy: FloatArray, g_v0: FloatArray,
+                     g_dv: FloatArray,
                      g_coef: FloatArray, out_pnl: FloatArray, out_sym: FloatArray) -> None:
     """Add the P&L of the American options ``n_euro ..``: BS2002 in every scenario, or with ``use_grid``
     BSM plus the early-exercise premium interpolated in (distance to the exercise boundary, vol)."""
@@ -345,13 +346,14 @@ def _american_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: Floa
                 elif mode == 1:
                     ratio = _boundary_ratio(t[i], rate[i], div[i], sig, call[i])
                     y = w[i] * (log_strike[i] + math.log(ratio) - ls)  # > 0: continuation region
-                    if y <= g_ymax[m]:  # NaN ratio (no boundary) compares False: exact below
+                    fy = (y - g_y0[m]) / g_dy[m]
+                    # NaN ratio (no boundary) fails both tests: exact below; so does a y off the grid
+                    if y <= 0.0 or (fy >= 0.0 and fy <= ny - 1):
                         euro = _bsm(s_new, ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
                         exact = False
                         if y <= 0.0:
                             p = max(euro, intrinsic)  # exercise region: BS2002 returns the floor
                         else:
-                            fy = y * (ny - 1) / g_ymax[m]
                             iy = min(int(fy), ny - 2)
                             ty = fy - iy
                             fv = (sig - g_v0[m]) / g_dv[m]
@@ -361,7 +363,7 @@ def _american_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: Floa
                             eep = 0.0
                             for a in range(4):
                                 eep = eep * tv + (((c[a, 0] * ty + c[a, 1]) * ty + c[a, 2]) * ty + c[a, 3])
-                            p = max(euro + max(eep, 0.0), intrinsic)
+                            p = max(euro + max(eep, 0.0), intrinsic)  # BS2002's own floors
             if exact:
                 p = american_price_point(s_new, strike[i], t[i], sig, rate[i] + dr, div[i], call[i], 0)
             v = units[i] * (p - base[i])
@@ -388,7 +390,13 @@ def _base_kernel(spot: FloatArray, log_spot: FloatArray, log_strike: FloatArray,
 def _eep_nodes(ls_star: FloatArray, y: FloatArray, v: FloatArray, k: FloatArray, lk: FloatArray,
                t: FloatArray, sqt: FloatArray, carry: FloatArray, r: FloatArray, q: FloatArray, w: FloatArray,
                call: BoolArray, dq: FloatArray, kdr: FloatArray, out: FloatArray) -> None:
-    """``BS2002 - BSM`` at ``ln S = ln S*(v_l) - w y_c`` for every (option a, vol node l, node c)."""
+    """Unfloored ``BS2002 - BSM`` at ``ln S = ln S*(v_l) - w y_c`` for every (option a, vol node l, node c).
+
+    The BS2002 formula is taken before its floor at the European value (``american._bs2002_call``,
+    through the put-call transformation), so the premium is smooth where BS2002 dips below BSM; the
+    kernel applies the floor after interpolating. Where BS2002 falls back to BSM (run-away boundary)
+    the premium is 0.
+    """
     na, nv = v.shape
     ny = y.shape[1]
     for flat in prange(na * nv):
@@ -397,8 +405,12 @@ def _eep_nodes(ls_star: FloatArray, y: FloatArray, v: FloatArray, k: FloatArray,
         for c in range(ny):
             ls = ls_star[a, m] - w[a] * y[a, c]
             s = math.exp(ls)
-            am = american_price_point(s, k[a], t[a], v[a, m], r[a], q[a], call[a], 0)
-            out[a, m, c] = am - _bsm(s, ls, lk[a], carry[a], sqt[a], v[a, m], w[a], dq[a], kdr[a])
+            if call[a]:
+                raw = _bs2002_call(s, k[a], t[a], r[a], q[a], v[a, m])
+            else:
+                raw = _bs2002_call(k[a], s, t[a], q[a], r[a], v[a, m])
+            euro = _bsm(s, ls, lk[a], carry[a], sqt[a], v[a, m], w[a], dq[a], kdr[a])
+            out[a, m, c] = raw - euro if (raw == raw and raw < math.inf) else 0.0
 
 
 @njit(parallel=True, **_JIT)
@@ -472,7 +484,8 @@ class PreparedBook:
     kdr: FloatArray
     base: FloatArray
     grid_mode: NDArray[np.int8]
-    grid_ymax: FloatArray
+    grid_y0: FloatArray
+    grid_dy: FloatArray
     grid_v0: FloatArray
     grid_dv: FloatArray
     grid_coef: FloatArray
@@ -559,7 +572,8 @@ def prepare(portfolio: Portfolio, horizon_days: float = 0.0, scenarios: Scenario
         **arrays,
         base=_base_values(p, opt, arrays),
         grid_mode=np.zeros(0, dtype=np.int8),
-        grid_ymax=np.ones(0),
+        grid_y0=np.zeros(0),
+        grid_dy=np.ones(0),
         grid_v0=np.zeros(0),
         grid_dv=np.ones(0),
         grid_coef=np.zeros((0, 1, 1, 4, 4)),
@@ -675,9 +689,11 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
     ls_star = book.log_strike[am][:, None] + np.log(np.where(np.isfinite(ratio), ratio, 1.0))
     # largest distance to the boundary any scenario reaches: far side of the boundary range, far spot
     y_far = np.where(w > 0, ls_star.max(axis=1) - ls_lo, ls_hi - ls_star.min(axis=1))
-    y_max = np.maximum(y_far, 0.0) * 1.05 + 1e-3
+    y_near = np.where(w > 0, ls_star.min(axis=1) - ls_hi, ls_lo - ls_star.max(axis=1))
+    y_lo = np.maximum(y_near - 0.05 * (y_far - y_near) - 1e-3, 0.0)
+    y_hi = np.maximum(y_far + 0.05 * (y_far - y_near) + 1e-3, y_lo + 1e-3)
     ls_nodes = ls_star[:, ::4]  # the vol nodes are every fourth point of the fine table
-    y_nodes = y_max[:, None] * np.linspace(0.0, 1.0, nu)[None, :]
+    y_nodes = y_lo[:, None] + (y_hi - y_lo)[:, None] * np.linspace(0.0, 1.0, nu)[None, :]
     vals = np.zeros((na, nv, nu))
     fit = np.flatnonzero(mode == 1)
     if fit.size:
@@ -690,8 +706,8 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
     cu = CubicSpline(np.arange(nu, dtype=np.float64), vals, axis=2).c  # (4, nu-1, na, nv)
     cv = CubicSpline(np.arange(nv, dtype=np.float64), cu, axis=3).c  # (4, nv-1, 4, nu-1, na)
     coef = np.ascontiguousarray(np.transpose(cv, (4, 1, 3, 0, 2)))  # (na, nv-1, nu-1, 4 vol, 4 y)
-    return replace(book, grid_mode=mode, grid_ymax=y_max, grid_v0=v_lo, grid_dv=(v_hi - v_lo) / (nv - 1),
-                   grid_coef=coef)
+    return replace(book, grid_mode=mode, grid_y0=y_lo, grid_dy=(y_hi - y_lo) / (nu - 1), grid_v0=v_lo,
+                   grid_dv=(v_hi - v_lo) / (nv - 1), grid_coef=coef)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -715,7 +731,7 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
     if book.n_euro < book.units.size:
         _american_kernel(*common, book.opt_sym, book.units, book.log_strike, book.strike, book.t,
                          book.sqrt_t, book.carry, book.vol, book.rate, book.div, book.w, book.call, book.dq,
-                         book.kdr, book.base, use_grid, book.grid_mode, book.grid_ymax, book.grid_v0,
+                         book.kdr, book.base, use_grid, book.grid_mode, book.grid_y0, book.grid_dy, book.grid_v0,
                          book.grid_dv, book.grid_coef, pnl, by_sym)
     return ScenarioPnl(pnl, by_sym if per_symbol else None)
 

@@ -151,7 +151,7 @@ def test_eep_grid_is_close_to_full_bs2002() -> None:
                         is_american=True)
         exact = evaluate(one, sc, 1.45, american="exact").pnl
         grid = evaluate(one, sc, 1.45, american="eep_grid").pnl
-        assert np.max(np.abs(grid - exact)) < 1e-2 * p.strike[i] / 100.0
+        assert np.max(np.abs(grid - exact)) < 2e-3 * p.strike[i] / 100.0  # measured 4.4e-4
     exact = np.sort(evaluate(p, sc, 1.45, american="exact").pnl)
     grid = np.sort(evaluate(p, sc, 1.45, american="eep_grid").pnl)
     np.testing.assert_allclose(grid[[15, 37, 75]], exact[[15, 37, 75]], rtol=1e-3)
