@@ -21,12 +21,17 @@ INTRADAY_ASSETS = [
     "vol_surface_grid",
     "position_greeks",
     "portfolio_greeks",
+    "book_nav",
+    "limit_status",
+    "trading_state",
+    "required_reductions",
+    "audit_trail",
 ]
 
 intraday_refresh_job = dg.define_asset_job(
     "intraday_refresh_job",
     selection=dg.AssetSelection.assets(*INTRADAY_ASSETS),
-    description="One option snapshot through implied vols, surfaces and Greeks (the intraday path).",
+    description="One option snapshot through implied vols, surfaces, Greeks, NAV, limits and trading state.",
 )
 
 
