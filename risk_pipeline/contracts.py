@@ -494,6 +494,45 @@ AUDIT_TRAIL = Table(
     ),
 )
 
+
+VAR_RESULTS = Table(
+    name="var_results",
+    description="VaR and expected shortfall per book, method, horizon and confidence (positive = loss).",
+    key=("as_of", "book", "method", "horizon_days", "confidence"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False, "Valuation (option snapshot) the book was revalued at"),
+        _c("as_of_date", "date", False),
+        _c("book", "text", False),
+        _c("method", "text", False, "historical, delta_normal, delta_gamma_cf, monte_carlo_fhs"),
+        _c("horizon_days", "bigint", False, "Trading days"),
+        _c("confidence", "double", False),
+        _c("var", "double", False),
+        _c("expected_shortfall", "double", False),
+        _c("n_scenarios", "bigint", False),
+        _c("lookback_days", "bigint", False),
+        _c("history_start", "date", True, "First day of the return history used"),
+        _c("history_end", "date", True),
+        _c("seed", "bigint", True, "Random seed of the Monte Carlo draws"),
+    ),
+)
+
+VAR_CONTRIBUTIONS = Table(
+    name="var_contributions",
+    description="Component VaR per underlying; the components of a (book, method, horizon, confidence) sum to its VaR.",
+    key=("as_of", "book", "method", "horizon_days", "confidence", "symbol"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False),
+        _c("book", "text", False),
+        _c("method", "text", False),
+        _c("horizon_days", "bigint", False),
+        _c("confidence", "double", False),
+        _c("symbol", "text", False),
+        _c("component_var", "double", False),
+    ),
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -515,6 +554,8 @@ TABLES: dict[str, Table] = {
         REQUIRED_REDUCTIONS,
         AUDIT_TRAIL,
         BOOK_NAV,
+        VAR_RESULTS,
+        VAR_CONTRIBUTIONS,
     )
 }
 

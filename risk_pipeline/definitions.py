@@ -19,6 +19,7 @@ from risk_pipeline.defs.automation.jobs import JOBS
 from risk_pipeline.defs.automation.sensors import end_of_day_schedule, intraday_refresh_job, option_snapshot_sensor
 from risk_pipeline.defs.exposures import ASSETS as EXPOSURE_ASSETS
 from risk_pipeline.defs.market_data.assets import ASSETS as MARKET_DATA_ASSETS
+from risk_pipeline.defs.risk import ASSETS as RISK_ASSETS
 from risk_pipeline.defs.serving.assets import ASSETS as SERVING_ASSETS
 from risk_pipeline.defs.volatility import ASSETS as VOLATILITY_ASSETS
 from risk_pipeline.resources import resources_from_env
@@ -33,7 +34,7 @@ def executor_from_env() -> dg.ExecutorDefinition:
     return dg.in_process_executor
 
 
-ALL_ASSETS = [*MARKET_DATA_ASSETS, *VOLATILITY_ASSETS, *EXPOSURE_ASSETS, *SERVING_ASSETS]
+ALL_ASSETS = [*MARKET_DATA_ASSETS, *VOLATILITY_ASSETS, *EXPOSURE_ASSETS, *RISK_ASSETS, *SERVING_ASSETS]
 
 
 def build_definitions(resources: Mapping[str, Any], executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:

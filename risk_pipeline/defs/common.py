@@ -88,9 +88,7 @@ def markdown_table(frame: pd.DataFrame, limit: int = 10) -> str:
     shown = frame.head(limit).astype(object).map(lambda v: "" if v is None or v != v else str(v))
     header = "| " + " | ".join(shown.columns) + " |"
     rule = "|" + "---|" * len(shown.columns)
-    body = [
-        "| " + " | ".join(v.replace("|", "/") for v in row) + " |" for row in shown.itertuples(index=False)
-    ]
+    body = ["| " + " | ".join(v.replace("|", "/") for v in row) + " |" for row in shown.itertuples(index=False)]
     return "\n".join([header, rule, *body])
 
 

@@ -35,14 +35,15 @@ Every position's P&L is ``quantity * multiplier * (V' - V)`` where ``V`` is toda
 formula, so a zero scenario at zero horizon gives exactly zero. Per-underlying P&L (``per_symbol``)
 sums each underlying's stocks and options.
 
-Evaluation (``evaluate``): per-position constants (log strikes, ``sqrt(T')``, dividend and rate
-discount factors, today's values, the EEP grid) are computed once in a ``PreparedBook``; scenarios
-are split into chunks (``chunk_size``, by default sized so one chunk's temporaries stay under
-``CHUNK_MEMORY_BYTES``) evaluated by one numba kernel that loops scenarios in parallel and positions
-sequentially, so no ``n_scenarios x n_positions`` array is ever built (unless the caller passes
-per-position vol shifts). With a ``dask.distributed.Client`` the book is scattered to every worker once
-and the chunks run as tasks; each scenario's P&L is a sequential sum over positions in a fixed order,
-so the result is bit-for-bit the same as in process whatever the chunking.
+Evaluation (``evaluate``): per-option constants (log strikes, ``sqrt(T')``, ``(r - q) T'``, dividend
+and rate discount factors, today's values, the EEP grid) are computed once in a ``PreparedBook``;
+scenarios are split into chunks (``chunk_size``, by default sized so one chunk's temporaries stay
+under ``CHUNK_MEMORY_BYTES``) evaluated by numba kernels that loop scenarios in parallel and positions
+sequentially (Europeans in a vectorized loop into a per-scenario buffer, then Americans), so no
+``n_scenarios x n_positions`` array is ever built (unless the caller passes per-position vol shifts or
+a callable). With a ``dask.distributed.Client`` the book is scattered to every worker once and the
+chunks run as tasks; each scenario's P&L is a sequential sum over positions in a fixed order, so the
+result is bit-for-bit the same as in process whatever the chunking.
 """
 
 from __future__ import annotations
@@ -365,7 +366,7 @@ def _american_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: Floa
                             iy = min(int(fy), ny - 2)
                             ty = fy - iy
                             fv = (sig - g_v0[m]) / g_dv[m]
-                            iv = min(max(int(math.floor(fv)), 0), nv - 2)
+                            iv = min(max(math.floor(fv), 0), nv - 2)
                             tv = fv - iv
                             c = g_coef[m, iv, iy]
                             eep = 0.0

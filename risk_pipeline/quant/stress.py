@@ -303,14 +303,16 @@ def scenario_set(portfolio: Portfolio, scenarios: Sequence[StressScenario], beta
     if sectors is not None and len(sectors) != portfolio.n_symbols:
         raise ValueError("sectors must have one entry per symbol")
     spot = beta_shocks([s.index_move for s in scenarios], b)
-    for j, sc in enumerate(scenarios):  # overrides by name: a handful per scenario
-        if sectors is not None:
-            for k, sector in enumerate(sectors):
-                if sector in sc.sector_moves:
-                    spot[j, k] = sc.sector_moves[sector]
-        for k, sym in enumerate(portfolio.symbols):
-            if sym in sc.symbol_moves:
-                spot[j, k] = sc.symbol_moves[sym]
+    # overrides: a (scenario x overridden name) table gathered per symbol; symbols last, so they win
+    for key, names in (("sector_moves", sectors), ("symbol_moves", portfolio.symbols)):
+        labels = sorted({k for sc in scenarios for k in getattr(sc, key)})
+        if names is None or not labels:
+            continue
+        code = {name: k for k, name in enumerate(labels)}
+        table = np.array([[getattr(sc, key).get(name, np.nan) for name in labels] for sc in scenarios])
+        idx = np.array([code.get(str(x), -1) if x is not None else -1 for x in names])
+        over = np.where(idx[None, :] >= 0, table[:, np.maximum(idx, 0)], np.nan)
+        spot = np.where(np.isnan(over), spot, over)
     ones = np.ones((1, portfolio.n_symbols))
     return ScenarioSet(
         spot_shock_rel=spot,
@@ -343,9 +345,9 @@ def liquidation_costs(portfolio: Portfolio, shocks: Sequence[LiquidityShock], sp
     days = q / (model.participation_rate * adv[None, :] * vmul)
     cost = 0.5 * spr[None, :] * smul * portfolio.multiplier[None, :] * q * np.maximum(
         1.0, np.sqrt(days / model.liquidation_horizon_days))
-    onehot = np.zeros((portfolio.n_positions, portfolio.n_symbols))
-    onehot[np.arange(portfolio.n_positions), portfolio.symbol_index] = 1.0
-    return cost @ onehot, days.max(axis=1, initial=0.0)
+    cells = (np.arange(n)[:, None] * portfolio.n_symbols + portfolio.symbol_index[None, :]).ravel()
+    by_symbol = np.bincount(cells, weights=cost.ravel(), minlength=n * portfolio.n_symbols)
+    return by_symbol.reshape(n, portfolio.n_symbols), days.max(axis=1, initial=0.0)
 
 
 # ----------------------------------------------------------------------------------------------

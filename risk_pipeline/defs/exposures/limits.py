@@ -182,13 +182,23 @@ def correlation_matrix(wh: Warehouse, session: dt.date, window: int) -> pd.DataF
 
 
 def risk_numbers(wh: Warehouse, as_of: pd.Timestamp, book: str) -> tuple[bool, float | None, float | None]:
-    """(risk layer deployed?, 99 % 1-day historical VaR, 97.5 % 1-day ES) for the book at ``as_of``."""
+    """(risk layer deployed?, 99 % 1-day historical VaR, 97.5 % 1-day ES) for the book at ``as_of``.
+
+    VaR is computed at end of day; an intraday valuation uses the latest VaR at or before it if that
+    is from the same or the previous session (older is stale: None, so the limit fails closed).
+    """
     if not wh.table_exists("var_results") or wh.row_count("var_results") == 0:
         return False, None, None
+    latest = wh.query(
+        "SELECT MAX(as_of) AS t FROM risk.var_results WHERE book = ? AND as_of <= ? AND as_of >= ?",
+        [book, as_of, as_of - pd.Timedelta(days=5)],
+    )
+    if latest.empty or pd.isna(latest["t"].iloc[0]):
+        return True, None, None
     got = wh.query(
         "SELECT confidence, var, expected_shortfall FROM risk.var_results WHERE as_of = ? AND book = ? "
         "AND horizon_days = 1 AND method = 'historical'",
-        [as_of, book],
+        [pd.Timestamp(latest["t"].iloc[0]), book],
     )
     var = got.loc[np.isclose(got["confidence"], 0.99), "var"]
     es = got.loc[np.isclose(got["confidence"], 0.975), "expected_shortfall"]

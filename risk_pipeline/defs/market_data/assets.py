@@ -62,9 +62,7 @@ def _previous_closes(warehouse: WarehouseResource, first: dt.date) -> dict[str, 
     return dict(zip(rows["symbol"], rows["close"], strict=True))
 
 
-@dg.asset(
-    **_asset_args("market_prices", "Daily OHLCV bars per symbol, validated, one partition per session.")
-)
+@dg.asset(**_asset_args("market_prices", "Daily OHLCV bars per symbol, validated, one partition per session."))
 def market_prices(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, market_data: MarketDataResource
 ) -> Events:
@@ -128,9 +126,7 @@ def option_quotes(
         sessions=tuple(sessions),
         reference_time=_reference_times(config, sessions, snapshot),
     )
-    as_of_values = (
-        sorted(set(pd.to_datetime(raw["as_of"], utc=True, errors="coerce").dropna())) if len(raw) else []
-    )
+    as_of_values = sorted(set(pd.to_datetime(raw["as_of"], utc=True, errors="coerce").dropna())) if len(raw) else []
     yield from publish_raw(
         context,
         name="option_quotes",

@@ -74,9 +74,7 @@ def vol_forecasts(
     for key in context.partition_keys:
         session = dt.date.fromisoformat(key)
         start = session - dt.timedelta(days=int(config.lookback_sessions * 7 / 5) + 15)
-        bars = wh.read(
-            "market_prices", {"as_of_date": Between(start, session)}, order_by=["symbol", "as_of_date"]
-        )
+        bars = wh.read("market_prices", {"as_of_date": Between(start, session)}, order_by=["symbol", "as_of_date"])
         jobs = []
         skipped = []
         for symbol, group in bars.groupby("symbol", sort=True):

@@ -1,0 +1,5 @@
+"""Risk layer: VaR and expected shortfall, backtests, stress tests."""
+
+from risk_pipeline.defs.risk.var import var_results
+
+ASSETS = [var_results]

@@ -1,0 +1,320 @@
+"""VaR and ES: closed forms, brute-force empirical quantiles, MC convergence, delta-gamma moments, Euler."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from scipy.stats import kurtosis, norm, skew
+
+from risk_pipeline.quant.american import american_price
+from risk_pipeline.quant.bsm import bsm_price
+from risk_pipeline.quant.portfolio import Portfolio, revalue
+from risk_pipeline.quant.var import (
+    DELTA_GAMMA_CF,
+    DELTA_NORMAL,
+    HISTORICAL,
+    MONTE_CARLO_FHS,
+    MarketHistory,
+    QuadraticMoments,
+    VarConfig,
+    compute_var,
+    cornish_fisher_var_es,
+    delta_gamma_exposures,
+    delta_gamma_moments,
+    empirical_var_es,
+    fhs_draws,
+    fhs_scenarios,
+    fit_fhs,
+    historical_var,
+    kernel_component_var,
+    monte_carlo_var,
+    parametric_var,
+)
+from risk_pipeline.quant.vol_forecast import GarchParams, garch_variance
+
+CONFIDENCES = (0.95, 0.975, 0.99)
+
+
+def _book(seed: int = 0) -> Portfolio:
+    rng = np.random.default_rng(seed)
+    spot = np.array([100.0, 45.0, 310.0])
+    n = 30
+    sym = np.concatenate([rng.integers(0, 3, n), [0, 1, 2]])
+    m = sym.size
+    opt = np.arange(m) < n
+    return Portfolio(
+        symbols=("AAA", "BBB", "CCC"), spot=spot, symbol_index=sym,
+        quantity=np.where(opt, rng.integers(-30, 31, m), rng.integers(-3000, 3001, m)).astype(float),
+        multiplier=np.where(opt, 100.0, 1.0), is_option=opt, is_call=rng.random(m) < 0.5,
+        strike=spot[sym] * np.exp(rng.normal(0.0, 0.1, m)), time_years=rng.uniform(0.05, 1.0, m),
+        implied_vol=rng.uniform(0.15, 0.5, m), rate=0.04, dividend_yield=0.01,
+        is_american=opt & (rng.random(m) < 0.3),
+    )
+
+
+def _history(n: int = 320, seed: int = 1, with_iv: bool = True) -> MarketHistory:
+    rng = np.random.default_rng(seed)
+    chol = np.linalg.cholesky(np.array([[1.0, 0.5, 0.3], [0.5, 1.0, 0.4], [0.3, 0.4, 1.0]]))
+    r = (rng.standard_t(5, (n, 3)) * np.sqrt(3 / 5)) @ chol.T * np.array([0.012, 0.02, 0.015])
+    iv = -1.5 * r + rng.normal(0.0, 0.02, r.shape) if with_iv else None
+    return MarketHistory(r, iv)
+
+
+# ----------------------------------------------------------------------------------------------
+# estimator definitions
+# ----------------------------------------------------------------------------------------------
+
+
+def test_empirical_var_es_hand_computed() -> None:
+    pnl = -np.arange(1.0, 101.0)  # losses 1 .. 100
+    var, es = empirical_var_es(np.random.default_rng(0).permutation(pnl), 0.95)
+    assert var == 96.0  # fifth largest loss
+    assert es == pytest.approx((100 + 99 + 98 + 97 + 96) / 5, rel=1e-15)
+    x = np.array([3.0, -1.0, 4.0, -5.0, 9.0, -2.0, 6.0, 5.0, -3.0, 5.0])  # m = 10 * 0.25 = 2.5
+    var, es = empirical_var_es(x, 0.75)
+    assert var == 2.0  # third worst P&L is -2
+    assert es == pytest.approx((5.0 + 3.0 + 0.5 * 2.0) / 2.5, rel=1e-15)
+    var, es = empirical_var_es(-np.arange(1.0, 501.0), 0.99)  # 500 * 0.01 rounds to exactly 5
+    assert (var, es) == (496.0, pytest.approx(498.0, rel=1e-15))
+
+
+def test_linear_position_matches_normal_closed_form() -> None:
+    rng = np.random.default_rng(2)
+    r = rng.normal(0.0, 0.013, (700, 1))
+    p = Portfolio(symbols=("X",), spot=[250.0], symbol_index=[0], quantity=[-1200.0])
+    cfg = VarConfig(lookback_days=500)
+    sigma = math.sqrt(float(np.mean(r[-500:] ** 2)))
+    res = parametric_var(p, MarketHistory(r), cfg)
+    for x in res:
+        z = norm.ppf(x.confidence)
+        sd = 1200.0 * 250.0 * sigma * math.sqrt(x.horizon_days)
+        assert x.var == pytest.approx(z * sd, rel=1e-12)
+        tol = 1e-12 if x.method == DELTA_NORMAL else 1e-8  # CF: zero skew and kurtosis, ES by quadrature
+        assert x.expected_shortfall == pytest.approx(sd * norm.pdf(z) / (1.0 - x.confidence), rel=tol)
+        assert x.component_var[0] == pytest.approx(x.var, rel=1e-12)
+        assert x.lookback_days == 500 and x.n_scenarios == 0
+    assert {x.method for x in res} == {DELTA_NORMAL, DELTA_GAMMA_CF}
+
+
+def _brute_force_historical_pnl(p: Portfolio, hist: MarketHistory, h: int, days_per_td: float) -> np.ndarray:
+    """Independent revaluation: explicit window sums, the public pricers, every position."""
+    r, iv = hist.log_returns, hist.iv_rel_changes
+    assert iv is not None
+    starts = range(r.shape[0] - h + 1)
+    move = np.exp(np.array([r[a:a + h].sum(axis=0) for a in starts]))
+    volm = np.array([np.prod(1.0 + iv[a:a + h], axis=0) for a in starts])
+    s0 = p.position_spot
+    t1 = np.maximum(p.time_years - h * days_per_td / 365.0, 0.0)
+
+    def value(s: np.ndarray, t: np.ndarray, v: np.ndarray) -> np.ndarray:
+        args = (s, p.strike, t, v, p.rate, p.dividend_yield, p.is_call)
+        opt = np.where(p.is_american, american_price(*args), bsm_price(*args, backend="numpy"))
+        return np.where(p.is_option, opt, s)
+
+    base = value(s0, p.time_years, p.implied_vol)
+    shocked = value(s0 * move[:, p.symbol_index], t1, p.implied_vol * volm[:, p.symbol_index])
+    return (p.units * (shocked - base)).sum(axis=1)
+
+
+def _sorted_quantile(pnl: np.ndarray, c: float) -> tuple[float, float]:
+    """Sort-and-index with exact rational arithmetic for ``m = n (1 - c)``."""
+    srt = sorted(pnl.tolist())
+    m = len(srt) * (1 - Fraction(str(c)))
+    k = math.ceil(m)
+    whole = math.floor(m)
+    tail = sum(srt[:whole]) + float(m - whole) * (srt[whole] if m > whole else 0.0)
+    return -srt[k - 1], -tail / float(m)
+
+
+def test_historical_var_is_the_sorted_empirical_quantile_of_full_revaluation() -> None:
+    p = _book()
+    hist = _history()
+    cfg = VarConfig(lookback_days=250, american="exact")
+    results, pnls = historical_var(p, hist, cfg)
+    window = hist.window(250)
+    for h in cfg.horizons:
+        ref = _brute_force_historical_pnl(p, window, h, cfg.calendar_days_per_trading_day)
+        assert ref.size == 250 - h + 1
+        np.testing.assert_allclose(pnls[h], ref, rtol=0, atol=1e-9 * np.abs(ref).max())
+        for c in cfg.confidences:
+            got = next(x for x in results if x.horizon_days == h and x.confidence == c)
+            var, es = _sorted_quantile(ref, c)
+            assert got.var == pytest.approx(var, rel=1e-9)
+            assert got.expected_shortfall == pytest.approx(es, rel=1e-9)
+            assert got.n_scenarios == ref.size and got.method == HISTORICAL
+    # the default (early-exercise-premium grid) agrees closely
+    grid, _ = historical_var(p, hist, replace(cfg, american="eep_grid"))
+    for a, b in zip(results, grid, strict=True):
+        assert b.var == pytest.approx(a.var, rel=1e-4)
+
+
+def test_monte_carlo_converges_to_parametric_for_a_linear_book() -> None:
+    """FHS of a normal history (constant GARCH variance) against delta-normal, within 4 MC std errors."""
+    n, sd = 4000, 0.002
+    z = norm.ppf((np.arange(n) + 0.5) / n)
+    r = (sd * np.random.default_rng(3).permutation(z))[:, None]
+    s2 = float(np.mean(r**2))
+    flat = GarchParams(omega=s2, alpha=0.0, gamma=0.0, beta=0.0, nu=math.inf, backcast=s2, converged=True)
+    p = Portfolio(symbols=("X",), spot=[80.0], symbol_index=[0], quantity=[5000.0])
+    n_mc = 40_000
+    for paths in ("garch", "rescaled_sum"):
+        cfg = VarConfig(lookback_days=n, n_scenarios=n_mc, horizons=(1, 5), fhs_paths=paths, seed=11)
+        mc, _ = monte_carlo_var(p, MarketHistory(r), cfg, garch_params=[flat])
+        para = {(x.horizon_days, x.confidence): x for x in parametric_var(p, MarketHistory(r), cfg)
+                if x.method == DELTA_NORMAL}
+        for x in mc:
+            ref = para[(x.horizon_days, x.confidence)].var
+            zc = norm.ppf(x.confidence)
+            rel_se = math.sqrt(x.confidence * (1 - x.confidence) / n_mc) / (norm.pdf(zc) * zc)
+            bias = 0.5 * zc * sd * math.sqrt(x.horizon_days)  # exp(r) - 1 against r
+            assert abs(x.var / ref - 1.0) < 4.0 * rel_se + bias, (paths, x.horizon_days, x.confidence)
+            assert x.n_scenarios == n_mc and x.method == MONTE_CARLO_FHS
+
+
+def test_fhs_paths_brute_force() -> None:
+    rng = np.random.default_rng(4)
+    r = rng.normal(0.0, 0.01, (300, 2))
+    params = [GarchParams(2e-6, 0.08, 0.05, 0.88, 6.0, 1e-4, True), GarchParams(4e-6, 0.1, 0.0, 0.85, 8.0, 2e-4, True)]
+    model = fit_fhs(MarketHistory(r), params)
+    for s in range(2):
+        var = garch_variance(params[s], r[:, s])
+        np.testing.assert_allclose(model.standardized[:, s], r[:, s] / np.sqrt(var[:-1]), rtol=1e-14)
+        assert model.next_variance[s] == var[-1]
+    draws = fhs_draws(300, 50, 3, seed=5)
+    sc = fhs_scenarios(model, draws, 3, "garch")
+    for j in range(50):
+        for s in range(2):
+            v, tot = model.next_variance[s], 0.0
+            pr = params[s]
+            for d in range(3):
+                x = math.sqrt(v) * model.standardized[draws[j, d], s]
+                tot += x
+                v = pr.omega + (pr.alpha + pr.gamma * (x < 0)) * x * x + pr.beta * v
+            assert sc.spot_shock_rel[j, s] == pytest.approx(math.expm1(tot), rel=1e-12)
+    flat = fhs_scenarios(model, draws, 3, "rescaled_sum")
+    expect = np.expm1(np.sqrt(model.next_variance) * model.standardized[draws[:, :3]].sum(axis=1))
+    np.testing.assert_allclose(flat.spot_shock_rel, expect, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# delta-gamma Cornish-Fisher
+# ----------------------------------------------------------------------------------------------
+
+
+def test_delta_gamma_moments_match_a_large_sample() -> None:
+    rng = np.random.default_rng(6)
+    k = 4
+    a_mat = rng.normal(0.0, 0.02, (k, k))
+    cov = a_mat @ a_mat.T
+    b = rng.normal(0.0, 1e5, k)
+    g = rng.normal(0.0, 4e6, (k, k))
+    g = 0.5 * (g + g.T)
+    mom = delta_gamma_moments(123.0, b, g, cov)
+    f = rng.multivariate_normal(np.zeros(k), cov, size=2_000_000)
+    q = 123.0 + f @ b + 0.5 * np.einsum("ij,jk,ik->i", f, g, f)
+    assert mom.mean == pytest.approx(q.mean(), abs=4 * q.std() / math.sqrt(q.size))
+    assert mom.variance == pytest.approx(q.var(), rel=0.01)
+    assert mom.skewness == pytest.approx(skew(q), abs=0.02)
+    assert mom.excess_kurtosis == pytest.approx(kurtosis(q), abs=0.15)
+    assert abs(mom.skewness) > 0.2  # a genuinely non-normal case
+
+
+def test_cornish_fisher_es_reduces_to_the_normal_closed_form() -> None:
+    for c in CONFIDENCES:
+        var, es = cornish_fisher_var_es(QuadraticMoments(10.0, 4.0, 0.0, 0.0), c)
+        z = norm.ppf(c)
+        assert var == pytest.approx(2.0 * z - 10.0, rel=1e-12)
+        assert es == pytest.approx(2.0 * norm.pdf(z) / (1 - c) - 10.0, rel=1e-9)
+
+
+def test_delta_gamma_exposures_are_the_taylor_expansion_of_full_revaluation() -> None:
+    p = _book()
+    expo = delta_gamma_exposures(p, with_vega=True)
+    rng = np.random.default_rng(7)
+    for eps in (2e-3, 1e-3):
+        f = rng.normal(0.0, 1.0, (20, 6)) * eps
+        x, y = f[:, :3], f[:, 3:]
+        full = revalue(p, x, vol_scale=1.0 + y).pnl  # instantaneous, same vols relative moves
+        quad = f @ expo.delta + 0.5 * np.einsum("ij,jk,ik->i", f, expo.gamma, f)
+        lin = f @ expo.delta
+        scale = float(np.abs(lin).max())
+        assert np.max(np.abs(full - quad)) < 5e-2 * eps * scale  # third order (finite-difference American Greeks)
+        assert np.max(np.abs(full - quad)) < 0.2 * np.max(np.abs(full - lin))
+
+
+def test_parametric_components_are_euler_derivatives() -> None:
+    """Analytic components against central differences of the VaR when one underlying's book is scaled."""
+    p = _book()
+    hist = _history()
+    cfg = VarConfig(lookback_days=250, horizons=(1, 5))
+    base = parametric_var(p, hist, cfg)
+    eps = 1e-4
+    bumped = {}
+    for s in range(p.n_symbols):
+        for sign in (1.0, -1.0):
+            q = np.where(p.symbol_index == s, p.quantity * (1.0 + sign * eps), p.quantity)
+            bumped[(s, sign)] = parametric_var(replace(p, quantity=q), hist, cfg)
+    for k, res in enumerate(base):
+        fd = np.array([(bumped[(s, 1.0)][k].var - bumped[(s, -1.0)][k].var) / (2 * eps) for s in range(3)])
+        np.testing.assert_allclose(res.component_var, fd, rtol=1e-5, atol=1e-7 * res.var)
+        assert res.component_var.sum() == pytest.approx(res.var, rel=1e-12)
+
+
+def test_kernel_components_match_the_normal_euler_allocation() -> None:
+    rng = np.random.default_rng(8)
+    cov = np.array([[1.0, 0.6, -0.2], [0.6, 2.0, 0.3], [-0.2, 0.3, 0.5]]) * 1e-4
+    b = np.array([2e6, -1e6, 3e6])
+    x = rng.multivariate_normal(np.zeros(3), cov, size=400_000) * b
+    sd = math.sqrt(b @ cov @ b)
+    for c in CONFIDENCES:
+        var = norm.ppf(c) * sd
+        comp = kernel_component_var(x, var)
+        euler = norm.ppf(c) * b * (cov @ b) / sd
+        assert comp.sum() == pytest.approx(var, rel=1e-12)
+        np.testing.assert_allclose(comp, euler, atol=0.03 * var)
+
+
+# ----------------------------------------------------------------------------------------------
+# every method together
+# ----------------------------------------------------------------------------------------------
+
+
+def test_all_methods_are_coherent() -> None:
+    p = _book()
+    hist = _history()
+    cfg = VarConfig(lookback_days=250, n_scenarios=10_000)
+    report = compute_var(p, hist, cfg)
+    assert {r.method for r in report.results} == {HISTORICAL, DELTA_NORMAL, DELTA_GAMMA_CF, MONTE_CARLO_FHS}
+    assert len(report.results) == 4 * 3 * 3
+    for r in report.results:
+        assert r.var > 0.0 and r.expected_shortfall >= r.var
+        assert r.component_var.sum() == pytest.approx(r.var, rel=1e-12)
+        assert r.component_var.shape == (3,)
+    for method in (HISTORICAL, DELTA_NORMAL, DELTA_GAMMA_CF, MONTE_CARLO_FHS):
+        for h in cfg.horizons:
+            v = [report.get(method, h, c).var for c in CONFIDENCES]
+            assert v == sorted(v)
+    rows = report.rows()
+    assert set(rows[0]) == {"method", "horizon_days", "confidence", "var", "expected_shortfall", "n_scenarios",
+                            "lookback_days"}
+    contrib = report.contribution_rows()
+    assert len(contrib) == len(report.results) * 3
+    assert {c["symbol"] for c in contrib} == set(p.symbols)
+    # the same seed gives the same Monte Carlo numbers
+    again = compute_var(p, hist, cfg, methods=(MONTE_CARLO_FHS,))
+    assert [r.var for r in again.results] == [r.var for r in report.results if r.method == MONTE_CARLO_FHS]
+
+
+def test_no_vol_history_leaves_vols_unchanged() -> None:
+    p = _book()
+    hist = _history(with_iv=False)
+    _, pnls = historical_var(p, hist, VarConfig(lookback_days=100, horizons=(1,), american="exact"))
+    r = hist.log_returns[-100:]
+    ref = revalue(p, np.expm1(r), horizon_days=365.0 / 252.0).pnl
+    np.testing.assert_allclose(pnls[1], ref, rtol=1e-12, atol=1e-9)
+    with pytest.raises(ValueError, match="log_returns"):
+        MarketHistory(np.array([[np.nan, 0.0], [0.0, 0.0]]))
