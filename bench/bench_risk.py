@@ -45,6 +45,8 @@ from risk_pipeline.quant.var import (
     MarketHistory,
     VarConfig,
     empirical_var_es,
+    fhs_draws,
+    fhs_scenarios,
     fit_fhs,
     historical_var,
     monte_carlo_var,
@@ -161,8 +163,6 @@ def run(american_fraction: float = 0.1, repeat: int = 3) -> dict[str, Any]:
     _, fig["mc_tracemalloc_peak"] = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     fig["maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-    from risk_pipeline.quant.var import fhs_draws, fhs_scenarios
 
     scen = fhs_scenarios(model, fhs_draws(model.standardized.shape[0], N_SCENARIOS, 1, cfg.seed), 1)
     fig["quantlib_per_s"] = quantlib_rate(book, scen, QL_SAMPLE)

@@ -533,6 +533,51 @@ VAR_CONTRIBUTIONS = Table(
     ),
 )
 
+
+STRESS_RESULTS = Table(
+    name="stress_results",
+    description="Full-revaluation P&L of every position under every scenario of data/stress/scenarios.yaml.",
+    key=("as_of", "book", "scenario_id"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False),
+        _c("book", "text", False),
+        _c("scenario_id", "text", False),
+        _c("scenario_type", "text", False),
+        _c("description", "text", False),
+        _c("spot_shock", "double", False, "Index move (relative)"),
+        _c("vol_shock", "double", False, "Relative implied vol move (multiplier - 1)"),
+        _c("vol_shift", "double", True, "Additive vol shift"),
+        _c("vol_skew", "double", True),
+        _c("rate_shift", "double", True),
+        _c("market_pnl", "double", False),
+        _c("liquidation_cost", "double", False),
+        _c("pnl", "double", False, "market_pnl - liquidation_cost"),
+        _c("pnl_pct_nav", "double", False),
+        _c("risk_level", "text", False, "LOW, MEDIUM, HIGH, CRITICAL"),
+        _c("worst_symbol", "text", True),
+        _c("worst_symbol_pnl", "double", True),
+        _c("days_to_liquidate", "double", True),
+        _c("library_version", "text", False),
+        _c("nav", "double", False),
+    ),
+)
+
+STRESS_GRID = Table(
+    name="stress_grid",
+    description="P&L on a grid of spot moves (-30 % .. +30 %) against relative vol moves (-50 % .. +200 %).",
+    key=("as_of", "book", "spot_shock", "vol_shock"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False),
+        _c("book", "text", False),
+        _c("spot_shock", "double", False),
+        _c("vol_shock", "double", False),
+        _c("pnl", "double", False),
+        _c("pnl_pct_nav", "double", False),
+    ),
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -556,6 +601,8 @@ TABLES: dict[str, Table] = {
         BOOK_NAV,
         VAR_RESULTS,
         VAR_CONTRIBUTIONS,
+        STRESS_RESULTS,
+        STRESS_GRID,
     )
 }
 

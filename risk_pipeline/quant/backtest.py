@@ -21,7 +21,7 @@ gives ``LR_ind = 0`` with p-value 1.
 
 Basel traffic light (Basel Committee on Banking Supervision 1996, "Supervisory framework for the use
 of 'backtesting' in conjunction with the internal models approach to market risk capital
-requirements", table 2): with ``F`` the binomial CDF of the exception count under the nominal
+requirements"): with ``F`` the binomial CDF of the exception count under the nominal
 coverage, a count is green when ``F(x) < 0.95``, red when ``F(x) >= 0.9999`` and yellow between; for
 250 days at 99 % that is green 0-4, yellow 5-9, red 10 or more, with plus factors 0.40, 0.50, 0.65,
 0.75, 0.85 for 5-9 exceptions and 1.0 in the red zone.

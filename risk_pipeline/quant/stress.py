@@ -13,8 +13,9 @@ additive, skew per unit log-moneyness after the move, so ``skew < 0`` steepens t
 Institutions", 5th ed., ch. 22.
 
 Liquidation cost (an exogenous spread cost scaled by a square-root participation rule; Bangia,
-Diebold, Schuermann & Stroughair 1999, "Modeling liquidity risk", Risk 12; Almgren, Thum,
-Hauptmann & Li 2005, "Direct estimation of equity market impact", Risk 18). A scenario liquidates the
+Diebold, Schuermann & Stroughair 1999, "Modeling liquidity risk, with implications for traditional
+market risk measurement and management", Wharton FIC working paper 99-06; Almgren, Thum, Hauptmann &
+Li 2005, "Direct estimation of equity market impact", Risk 18). A scenario liquidates the
 fraction ``f`` of every position (``liquidation_fraction``; the position-limit shock halves every
 position, a liquidity crisis liquidates the book). For position ``i`` with quoted bid-ask spread
 ``spread_i`` (price units per unit of underlying, e.g. dollars per share or per option share) and

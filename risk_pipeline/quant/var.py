@@ -28,7 +28,7 @@ Methods (``method`` column):
   ``a`` the theta decay over the horizon, ``b`` dollar deltas and vega exposures ``units vega sigma``,
   ``G`` the per-underlying blocks of dollar gamma ``units gamma S^2``, ``units volga sigma^2`` and
   ``units vanna S sigma``. Its cumulants are exact (Mathai & Provost 1992, "Quadratic forms in random
-  variables", th. 3.2b.2; Jorion ch. 15; Zangari 1996, "A VaR methodology for portfolios that include
+  variables", ch. 3; Jorion ch. 15; Zangari 1996, "A VaR methodology for portfolios that include
   options", RiskMetrics Monitor Q1)::
 
       k1 = a + tr(G S)/2,   k_r = r!/2 b'S(GS)^{r-2}b + (r-1)!/2 tr((GS)^r)  (r >= 2, S = h Sigma)
@@ -38,7 +38,9 @@ Methods (``method`` column):
   ``k``); ES integrates ``w`` over the tail numerically (``scipy.integrate.quad``).
 * ``monte_carlo_fhs``: filtered historical simulation (Barone-Adesi, Giannopoulos & Vosper 1999,
   "VaR without correlations for portfolios of derivative securities", J. Futures Markets 19). Each
-  underlying's returns are standardized by its GARCH(1,1)-t conditional vol (``vol_forecast.fit_garch``),
+  underlying's returns over the lookback window are standardized by its GARCH(1,1)-t conditional vol
+  (``vol_forecast.fit_garch`` on that window, or given parameters; a failed fit falls back to a
+  constant variance),
   whole dates (rows of standardized returns and of relative vol changes) are bootstrapped jointly,
   which keeps the cross-sectional dependence, and rescaled to today's forecast vol. ``fhs_paths=
   "garch"`` (default) builds h-day paths day by day with the GARCH variance recursion driven by the
