@@ -75,9 +75,9 @@ AmericanMethod = Literal["exact", "eep_grid"]
 VolShiftFn = Callable[[slice, FloatArray, IntArray], FloatArray]
 
 DAYS_PER_YEAR = 365.0
-#: Log-spot nodes of the early-exercise-premium grid (cubic spline).
+#: Nodes in the distance to the exercise boundary ``y`` of the early-exercise-premium spline.
 EEP_SPOT_NODES = 13
-#: Volatility nodes of the early-exercise-premium grid (linear).
+#: Volatility nodes of the early-exercise-premium spline.
 EEP_VOL_NODES = 5
 #: Target size of one chunk's temporaries (bytes); bounds peak memory whatever the scenario count.
 CHUNK_MEMORY_BYTES = 64 * 2**20
@@ -169,7 +169,7 @@ class ScenarioSet:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SkewVolShift:
     """Skew-aware vol shift ``level + skew * ln(K / S')`` as a ``VolShiftFn``.
 
@@ -309,14 +309,6 @@ def _boundary_ratio(t: float, r: float, q: float, sig: float, call: bool) -> flo
     return c2 if call else 1.0 / c2
 
 
-@njit(inline="always", **_JIT)
-def _never_early(r: float, q: float, call: bool) -> bool:
-    """Early exercise is never optimal (BS2002 returns the European value): the transformed call has
-    ``q <= 0`` and ``q <= r``."""
-    cr, cq = (r, q) if call else (q, r)
-    return cq <= 0.0 and cq <= cr
-
-
 @njit(parallel=True, **_JIT)
 def _american_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: FloatArray, shift: FloatArray,
                      skew: FloatArray, shift_opt: FloatArray, opt_stride: int, rate_shift: FloatArray,
@@ -325,8 +317,7 @@ def _american_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: Floa
                      carry: FloatArray, vol: FloatArray, rate: FloatArray, div: FloatArray, w: FloatArray,
                      call: BoolArray, dq: FloatArray, kdr: FloatArray, base: FloatArray, use_grid: bool,
                      g_mode: NDArray[np.int8], g_y0: FloatArray, g_dy: FloatArray, g_v0: FloatArray,
-                     g_dv: FloatArray,
-                     g_coef: FloatArray, out_pnl: FloatArray, out_sym: FloatArray) -> None:
+                     g_dv: FloatArray, g_coef: FloatArray, out_pnl: FloatArray, out_sym: FloatArray) -> None:
     """Add the P&L of the American options ``n_euro ..``: BS2002 in every scenario, or with ``use_grid``
     BSM plus the early-exercise premium interpolated in (distance to the exercise boundary, vol)."""
     n = spot_new.shape[0]
@@ -692,8 +683,8 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
     fine = v_lo[:, None] + (v_hi - v_lo)[:, None] * np.linspace(0.0, 1.0, 4 * (nv - 1) + 1)[None, :]
     ratio = np.empty(fine.shape)
     _boundary_table(t, r, q, call, fine, ratio)
-    never = np.array([(qq <= 0.0 and qq <= rr) for rr, qq in zip(np.where(call, r, q), np.where(call, q, r),
-                                                                  strict=True)], dtype=bool)
+    cr, cq = np.where(call, r, q), np.where(call, q, r)  # rates of the (put-call transformed) call
+    never = (cq <= 0.0) & (cq <= cr)  # early exercise never optimal: BS2002 is the European value
     mode = np.where(never, 0, np.where(np.all(np.isfinite(ratio), axis=1), 1, 2)).astype(np.int8)
     ls_star = book.log_strike[am][:, None] + np.log(np.where(np.isfinite(ratio), ratio, 1.0))
     # largest distance to the boundary any scenario reaches: far side of the boundary range, far spot
