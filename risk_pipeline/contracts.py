@@ -578,6 +578,35 @@ STRESS_GRID = Table(
     ),
 )
 
+
+VAR_BACKTEST = Table(
+    name="var_backtest",
+    description=(
+        "Rolling 250-observation backtests of daily P&L against the previous day's VaR: exceptions, "
+        "Kupiec POF, Christoffersen independence and conditional coverage, Basel traffic light."
+    ),
+    key=("window_end", "book", "method", "confidence"),
+    partition_by=("book",),
+    columns=(
+        _c("window_end", "date", False),
+        _c("book", "text", False, "A pipeline book, or reference:<series>:<portfolio> for a reference backtest"),
+        _c("method", "text", False),
+        _c("confidence", "double", False),
+        _c("window_start", "date", False),
+        _c("n_obs", "bigint", False),
+        _c("exceptions", "bigint", False),
+        _c("expected_exceptions", "double", False),
+        _c("kupiec_lr", "double", False),
+        _c("kupiec_p_value", "double", False),
+        _c("christoffersen_lr", "double", False),
+        _c("christoffersen_p_value", "double", False),
+        _c("conditional_coverage_lr", "double", False),
+        _c("conditional_coverage_p_value", "double", False),
+        _c("traffic_light", "text", False, "green, yellow, red"),
+        _c("source", "text", False, "Where the P&L and VaR series came from"),
+    ),
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -603,6 +632,7 @@ TABLES: dict[str, Table] = {
         VAR_CONTRIBUTIONS,
         STRESS_RESULTS,
         STRESS_GRID,
+        VAR_BACKTEST,
     )
 }
 

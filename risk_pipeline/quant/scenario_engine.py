@@ -310,67 +310,97 @@ def _boundary_ratio(t: float, r: float, q: float, sig: float, call: bool) -> flo
 
 
 @njit(parallel=True, **_JIT)
-def _american_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: FloatArray, shift: FloatArray,
-                     skew: FloatArray, shift_opt: FloatArray, opt_stride: int, rate_shift: FloatArray,
-                     per_symbol: bool, n_euro: int, opt_sym: IntArray, units: FloatArray,
-                     log_strike: FloatArray, strike: FloatArray, t: FloatArray, sqt: FloatArray,
-                     carry: FloatArray, vol: FloatArray, rate: FloatArray, div: FloatArray, w: FloatArray,
-                     call: BoolArray, dq: FloatArray, kdr: FloatArray, base: FloatArray, use_grid: bool,
-                     g_mode: NDArray[np.int8], g_y0: FloatArray, g_dy: FloatArray, g_v0: FloatArray,
-                     g_dv: FloatArray, g_coef: FloatArray, out_pnl: FloatArray, out_sym: FloatArray) -> None:
-    """Add the P&L of the American options ``n_euro ..``: BS2002 in every scenario, or with ``use_grid``
-    BSM plus the early-exercise premium interpolated in (distance to the exercise boundary, vol)."""
+def _american_exact_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: FloatArray, shift: FloatArray,
+                           skew: FloatArray, shift_opt: FloatArray, opt_stride: int, rate_shift: FloatArray,
+                           per_symbol: bool, n_euro: int, opt_sym: IntArray, units: FloatArray,
+                           log_strike: FloatArray, strike: FloatArray, t: FloatArray, vol: FloatArray,
+                           rate: FloatArray, div: FloatArray, call: BoolArray, base: FloatArray,
+                           out_pnl: FloatArray, out_sym: FloatArray) -> None:
+    """Add the P&L of the American options ``n_euro ..`` priced by BS2002 in every scenario."""
     n = spot_new.shape[0]
-    n_opt = units.shape[0]
-    ny = g_coef.shape[2] + 1
-    nv = g_coef.shape[1] + 1
     for j in prange(n):
         dr = rate_shift[j]
         total = out_pnl[j]
-        for i in range(n_euro, n_opt):
+        for i in range(n_euro, units.shape[0]):
             s = opt_sym[i]
-            ls = log_spot_new[j, s]
-            s_new = spot_new[j, s]
-            sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls,
+            sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], log_spot_new[j, s],
                          shift_opt[j, i * opt_stride])
-            exact = True
-            p = 0.0
-            if use_grid:
-                m = i - n_euro
-                mode = g_mode[m]
-                intrinsic = w[i] * (s_new - strike[i])
-                if mode == 0 or sig * sqt[i] <= _AM_MIN_TOTAL_STD:
-                    euro = _bsm(s_new, ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
-                    p = max(euro, intrinsic)
-                    exact = False
-                elif mode == 1:
-                    ratio = _boundary_ratio(t[i], rate[i], div[i], sig, call[i])
-                    y = w[i] * (log_strike[i] + math.log(ratio) - ls)  # > 0: continuation region
-                    fy = (y - g_y0[m]) / g_dy[m]
-                    # NaN ratio (no boundary) fails both tests: exact below; so does a y off the grid
-                    if y <= 0.0 or (fy >= 0.0 and fy <= ny - 1):
-                        euro = _bsm(s_new, ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
-                        exact = False
-                        if y <= 0.0:
-                            p = max(euro, intrinsic)  # exercise region: BS2002 returns the floor
-                        else:
-                            iy = min(int(fy), ny - 2)
-                            ty = fy - iy
-                            fv = (sig - g_v0[m]) / g_dv[m]
-                            iv = min(max(math.floor(fv), 0), nv - 2)
-                            tv = fv - iv
-                            c = g_coef[m, iv, iy]
-                            eep = 0.0
-                            for a in range(4):
-                                eep = eep * tv + (((c[a, 0] * ty + c[a, 1]) * ty + c[a, 2]) * ty + c[a, 3])
-                            p = max(euro + max(eep, 0.0), intrinsic)  # BS2002's own floors
-            if exact:
-                p = american_price_point(s_new, strike[i], t[i], sig, rate[i] + dr, div[i], call[i], 0)
+            p = american_price_point(spot_new[j, s], strike[i], t[i], sig, rate[i] + dr, div[i], call[i], 0)
             v = units[i] * (p - base[i])
             total += v
             if per_symbol:
                 out_sym[j, s] += v
         out_pnl[j] = total
+
+
+@njit(parallel=True, **_JIT)
+def _american_grid_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: FloatArray, shift: FloatArray,
+                          skew: FloatArray, per_symbol: bool, n_euro: int, opt_sym: IntArray, units: FloatArray,
+                          log_strike: FloatArray, strike: FloatArray, t: FloatArray, sqt: FloatArray,
+                          carry: FloatArray, vol: FloatArray, rate: FloatArray, div: FloatArray, w: FloatArray,
+                          call: BoolArray, dq: FloatArray, kdr: FloatArray, base: FloatArray,
+                          g_mode: NDArray[np.int8], g_y0: FloatArray, g_dy: FloatArray, g_v0: FloatArray,
+                          g_dv: FloatArray, g_coef: FloatArray, g_bcoef: FloatArray, out_pnl: FloatArray,
+                          out_sym: FloatArray) -> None:
+    """Add the P&L of the American options ``n_euro ..``: BSM plus the early-exercise premium.
+
+    A branch-free (vectorized) pass prices every option from the spline, or marks it NaN where exact
+    BS2002 is needed (mode 2, a distance off the grid); a second pass prices those and sums.
+    ``g_bcoef`` is the cubic spline in vol of ``ln(S*/K)`` on a four times finer vol grid.
+    """
+    n = spot_new.shape[0]
+    na = units.shape[0] - n_euro
+    ny = g_coef.shape[2] + 1
+    nv = g_coef.shape[1] + 1
+    nb = g_bcoef.shape[1] + 1
+    for blk in prange((n + _BLOCK - 1) // _BLOCK):
+        buf = np.empty(na)
+        sig_buf = np.empty(na)
+        for j in range(blk * _BLOCK, min(n, (blk + 1) * _BLOCK)):
+            for m in range(na):
+                i = n_euro + m
+                s = opt_sym[i]
+                ls = log_spot_new[j, s]
+                s_new = spot_new[j, s]
+                sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls, 0.0)
+                sig_buf[m] = sig
+                fv = (sig - g_v0[m]) / g_dv[m]
+                iv = min(max(math.floor(fv), 0), nv - 2)
+                tv = fv - iv
+                fb = fv * (nb - 1) / (nv - 1)
+                ib = min(max(math.floor(fb), 0), nb - 2)
+                tb = fb - ib
+                lstar = ((g_bcoef[m, ib, 0] * tb + g_bcoef[m, ib, 1]) * tb + g_bcoef[m, ib, 2]) * tb \
+                    + g_bcoef[m, ib, 3]
+                y = w[i] * (lstar - ls + log_strike[i])  # distance to the exercise boundary, > 0: continue
+                fy = (y - g_y0[m]) / g_dy[m]
+                iy = min(max(math.floor(fy), 0), ny - 2)
+                ty = fy - iy
+                eep = 0.0
+                for a in range(4):
+                    eep = eep * tv + (((g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty
+                                       + g_coef[m, iv, iy, a, 2]) * ty + g_coef[m, iv, iy, a, 3])
+                euro = _bsm(s_new, ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
+                intrinsic = w[i] * (s_new - strike[i])
+                floor = max(euro, intrinsic)
+                mode = g_mode[m]
+                on_grid = (fy >= 0.0) & (fy <= ny - 1.0)
+                spline = max(euro + max(eep, 0.0), intrinsic)  # BS2002's own floors
+                fallback = (mode == 0) | (sig * sqt[i] <= _AM_MIN_TOTAL_STD) | ((mode == 1) & (y <= 0.0))
+                value = spline if ((mode == 1) & on_grid) else math.nan
+                buf[m] = floor if fallback else value
+            total = out_pnl[j]
+            for m in range(na):
+                i = n_euro + m
+                s = opt_sym[i]
+                p = buf[m]
+                if p != p:  # exact BS2002 (mode 2 or off the grid)
+                    p = american_price_point(spot_new[j, s], strike[i], t[i], sig_buf[m], rate[i], div[i], call[i], 0)
+                v = units[i] * (p - base[i])
+                total += v
+                if per_symbol:
+                    out_sym[j, s] += v
+            out_pnl[j] = total
 
 
 @njit(parallel=True, **_JIT)
@@ -489,6 +519,7 @@ class PreparedBook:
     grid_v0: FloatArray
     grid_dv: FloatArray
     grid_coef: FloatArray
+    grid_bcoef: FloatArray
     horizon_days: float
     american: AmericanMethod
 
@@ -577,6 +608,7 @@ def prepare(portfolio: Portfolio, horizon_days: float = 0.0, scenarios: Scenario
         grid_v0=np.zeros(0),
         grid_dv=np.ones(0),
         grid_coef=np.zeros((0, 1, 1, 4, 4)),
+        grid_bcoef=np.zeros((0, 1, 4)),
         horizon_days=float(horizon_days),
         american=method,
     )
@@ -706,8 +738,12 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
     cu = CubicSpline(np.arange(nu, dtype=np.float64), vals, axis=2).c  # (4, nu-1, na, nv)
     cv = CubicSpline(np.arange(nv, dtype=np.float64), cu, axis=3).c  # (4, nv-1, 4, nu-1, na)
     coef = np.ascontiguousarray(np.transpose(cv, (4, 1, 3, 0, 2)))  # (na, nv-1, nu-1, 4 vol, 4 y)
+    # ln(S*/K) along vol: cubic spline through the fine table (modes 0 and 2 never read it)
+    lratio = np.log(np.where(mode[:, None] == 1, ratio, 1.0))
+    bc = CubicSpline(np.arange(fine.shape[1], dtype=np.float64), lratio, axis=1).c  # (4, nb-1, na)
+    bcoef = np.ascontiguousarray(np.transpose(bc, (2, 1, 0)))
     return replace(book, grid_mode=mode, grid_y0=y_lo, grid_dy=(y_hi - y_lo) / (nu - 1), grid_v0=v_lo,
-                   grid_dv=(v_hi - v_lo) / (nv - 1), grid_coef=coef)
+                   grid_dv=(v_hi - v_lo) / (nv - 1), grid_coef=coef, grid_bcoef=bcoef)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -728,11 +764,15 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
               inp.rate, per_symbol, book.n_euro)
     _european_kernel(*common, book.spot0, book.stock_units, book.opt_sym, book.units, book.log_strike, book.t,
                      book.sqrt_t, book.carry, book.vol, book.w, book.dq, book.kdr, book.base, pnl, by_sym)
-    if book.n_euro < book.units.size:
-        _american_kernel(*common, book.opt_sym, book.units, book.log_strike, book.strike, book.t,
-                         book.sqrt_t, book.carry, book.vol, book.rate, book.div, book.w, book.call, book.dq,
-                         book.kdr, book.base, use_grid, book.grid_mode, book.grid_y0, book.grid_dy, book.grid_v0,
-                         book.grid_dv, book.grid_coef, pnl, by_sym)
+    if book.n_euro < book.units.size and use_grid:
+        _american_grid_kernel(inp.spot_new, inp.log_spot_new, inp.scale, inp.shift, inp.skew, per_symbol,
+                              book.n_euro, book.opt_sym, book.units, book.log_strike, book.strike, book.t,
+                              book.sqrt_t, book.carry, book.vol, book.rate, book.div, book.w, book.call, book.dq,
+                              book.kdr, book.base, book.grid_mode, book.grid_y0, book.grid_dy, book.grid_v0,
+                              book.grid_dv, book.grid_coef, book.grid_bcoef, pnl, by_sym)
+    elif book.n_euro < book.units.size:
+        _american_exact_kernel(*common, book.opt_sym, book.units, book.log_strike, book.strike, book.t, book.vol,
+                               book.rate, book.div, book.call, book.base, pnl, by_sym)
     return ScenarioPnl(pnl, by_sym if per_symbol else None)
 
 
