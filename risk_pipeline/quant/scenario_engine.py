@@ -334,73 +334,76 @@ def _american_exact_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale
 
 
 @njit(parallel=True, **_JIT)
-def _american_grid_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: FloatArray, shift: FloatArray,
-                          skew: FloatArray, per_symbol: bool, n_euro: int, opt_sym: IntArray, units: FloatArray,
-                          log_strike: FloatArray, strike: FloatArray, t: FloatArray, sqt: FloatArray,
-                          carry: FloatArray, vol: FloatArray, rate: FloatArray, div: FloatArray, w: FloatArray,
-                          call: BoolArray, dq: FloatArray, kdr: FloatArray, base: FloatArray,
-                          g_mode: NDArray[np.int8], g_y0: FloatArray, g_dy: FloatArray, g_v0: FloatArray,
-                          g_dv: FloatArray, g_coef: FloatArray, g_bcoef: FloatArray, out_pnl: FloatArray,
-                          out_sym: FloatArray) -> None:
-    """Add the P&L of the American options ``n_euro ..``: BSM plus the early-exercise premium.
+def _american_grid_values(spot_new: FloatArray, log_spot_new: FloatArray, scale: FloatArray, shift: FloatArray,
+                          skew: FloatArray, n_euro: int, opt_sym: IntArray, log_strike: FloatArray,
+                          strike: FloatArray, sqt: FloatArray, carry: FloatArray, vol: FloatArray, w: FloatArray,
+                          dq: FloatArray, kdr: FloatArray, g_mode: NDArray[np.int8], g_y0: FloatArray,
+                          g_dy: FloatArray, g_v0: FloatArray, g_dv: FloatArray, g_coef: FloatArray,
+                          g_bcoef: FloatArray, out: FloatArray) -> None:
+    """American prices ``out[j, m]`` of options ``n_euro + m``: BSM plus the interpolated early-exercise
+    premium, or NaN where exact BS2002 is needed (mode 2, a distance off the grid).
 
-    A branch-free (vectorized) pass prices every option from the spline, or marks it NaN where exact
-    BS2002 is needed (mode 2, a distance off the grid); a second pass prices those and sums.
+    Branch-free so that it vectorizes (kept apart from any BS2002 call, which stops that);
     ``g_bcoef`` is the cubic spline in vol of ``ln(S*/K)`` on a four times finer vol grid.
     """
-    n = spot_new.shape[0]
-    na = units.shape[0] - n_euro
+    n, na = out.shape
     ny = g_coef.shape[2] + 1
     nv = g_coef.shape[1] + 1
     nb = g_bcoef.shape[1] + 1
-    for blk in prange((n + _BLOCK - 1) // _BLOCK):
-        buf = np.empty(na)
-        sig_buf = np.empty(na)
-        for j in range(blk * _BLOCK, min(n, (blk + 1) * _BLOCK)):
-            for m in range(na):
-                i = n_euro + m
-                s = opt_sym[i]
-                ls = log_spot_new[j, s]
-                s_new = spot_new[j, s]
-                sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls, 0.0)
-                sig_buf[m] = sig
-                fv = (sig - g_v0[m]) / g_dv[m]
-                iv = min(max(math.floor(fv), 0), nv - 2)
-                tv = fv - iv
-                fb = fv * (nb - 1) / (nv - 1)
-                ib = min(max(math.floor(fb), 0), nb - 2)
-                tb = fb - ib
-                lstar = ((g_bcoef[m, ib, 0] * tb + g_bcoef[m, ib, 1]) * tb + g_bcoef[m, ib, 2]) * tb \
-                    + g_bcoef[m, ib, 3]
-                y = w[i] * (lstar - ls + log_strike[i])  # distance to the exercise boundary, > 0: continue
-                fy = (y - g_y0[m]) / g_dy[m]
-                iy = min(max(math.floor(fy), 0), ny - 2)
-                ty = fy - iy
-                eep = 0.0
-                for a in range(4):
-                    eep = eep * tv + (((g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty
-                                       + g_coef[m, iv, iy, a, 2]) * ty + g_coef[m, iv, iy, a, 3])
-                euro = _bsm(s_new, ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
-                intrinsic = w[i] * (s_new - strike[i])
-                floor = max(euro, intrinsic)
-                mode = g_mode[m]
-                on_grid = (fy >= 0.0) & (fy <= ny - 1.0)
-                spline = max(euro + max(eep, 0.0), intrinsic)  # BS2002's own floors
-                fallback = (mode == 0) | (sig * sqt[i] <= _AM_MIN_TOTAL_STD) | ((mode == 1) & (y <= 0.0))
-                value = spline if ((mode == 1) & on_grid) else math.nan
-                buf[m] = floor if fallback else value
-            total = out_pnl[j]
-            for m in range(na):
-                i = n_euro + m
-                s = opt_sym[i]
-                p = buf[m]
-                if p != p:  # exact BS2002 (mode 2 or off the grid)
-                    p = american_price_point(spot_new[j, s], strike[i], t[i], sig_buf[m], rate[i], div[i], call[i], 0)
-                v = units[i] * (p - base[i])
-                total += v
-                if per_symbol:
-                    out_sym[j, s] += v
-            out_pnl[j] = total
+    for j in prange(n):
+        for m in range(na):
+            i = n_euro + m
+            s = opt_sym[i]
+            ls = log_spot_new[j, s]
+            s_new = spot_new[j, s]
+            sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls, 0.0)
+            fv = (sig - g_v0[m]) / g_dv[m]
+            iv = min(max(math.floor(fv), 0), nv - 2)
+            tv = fv - iv
+            fb = fv * (nb - 1) / (nv - 1)
+            ib = min(max(math.floor(fb), 0), nb - 2)
+            tb = fb - ib
+            lstar = ((g_bcoef[m, ib, 0] * tb + g_bcoef[m, ib, 1]) * tb + g_bcoef[m, ib, 2]) * tb + g_bcoef[m, ib, 3]
+            y = w[i] * (lstar - ls + log_strike[i])  # distance to the exercise boundary, > 0: continuation
+            fy = (y - g_y0[m]) / g_dy[m]
+            iy = min(max(math.floor(fy), 0), ny - 2)
+            ty = fy - iy
+            eep = 0.0
+            for a in range(4):
+                eep = eep * tv + (((g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty
+                                   + g_coef[m, iv, iy, a, 2]) * ty + g_coef[m, iv, iy, a, 3])
+            euro = _bsm(s_new, ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
+            intrinsic = w[i] * (s_new - strike[i])
+            mode = g_mode[m]
+            on_grid = (fy >= 0.0) & (fy <= ny - 1.0)
+            spline = max(euro + max(eep, 0.0), intrinsic)  # BS2002's own floors
+            floor_only = (mode == 0) | (sig * sqt[i] <= _AM_MIN_TOTAL_STD) | ((mode == 1) & (y <= 0.0))
+            value = spline if ((mode == 1) & on_grid) else math.nan
+            out[j, m] = max(euro, intrinsic) if floor_only else value
+
+
+@njit(parallel=True, **_JIT)
+def _american_grid_sum(values: FloatArray, spot_new: FloatArray, log_spot_new: FloatArray, scale: FloatArray,
+                       shift: FloatArray, skew: FloatArray, per_symbol: bool, n_euro: int, opt_sym: IntArray,
+                       units: FloatArray, log_strike: FloatArray, strike: FloatArray, t: FloatArray,
+                       vol: FloatArray, rate: FloatArray, div: FloatArray, call: BoolArray, base: FloatArray,
+                       out_pnl: FloatArray, out_sym: FloatArray) -> None:
+    """Price the NaN entries of ``values`` by exact BS2002 and add the American P&L in position order."""
+    n, na = values.shape
+    for j in prange(n):
+        total = out_pnl[j]
+        for m in range(na):
+            i = n_euro + m
+            s = opt_sym[i]
+            p = values[j, m]
+            if p != p:
+                sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], log_spot_new[j, s], 0.0)
+                p = american_price_point(spot_new[j, s], strike[i], t[i], sig, rate[i], div[i], call[i], 0)
+            v = units[i] * (p - base[i])
+            total += v
+            if per_symbol:
+                out_sym[j, s] += v
+        out_pnl[j] = total
 
 
 @njit(parallel=True, **_JIT)
@@ -765,11 +768,14 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
     _european_kernel(*common, book.spot0, book.stock_units, book.opt_sym, book.units, book.log_strike, book.t,
                      book.sqrt_t, book.carry, book.vol, book.w, book.dq, book.kdr, book.base, pnl, by_sym)
     if book.n_euro < book.units.size and use_grid:
-        _american_grid_kernel(inp.spot_new, inp.log_spot_new, inp.scale, inp.shift, inp.skew, per_symbol,
-                              book.n_euro, book.opt_sym, book.units, book.log_strike, book.strike, book.t,
-                              book.sqrt_t, book.carry, book.vol, book.rate, book.div, book.w, book.call, book.dq,
-                              book.kdr, book.base, book.grid_mode, book.grid_y0, book.grid_dy, book.grid_v0,
-                              book.grid_dv, book.grid_coef, book.grid_bcoef, pnl, by_sym)
+        values = np.empty((n, book.units.size - book.n_euro))
+        _american_grid_values(inp.spot_new, inp.log_spot_new, inp.scale, inp.shift, inp.skew, book.n_euro,
+                              book.opt_sym, book.log_strike, book.strike, book.sqrt_t, book.carry, book.vol, book.w,
+                              book.dq, book.kdr, book.grid_mode, book.grid_y0, book.grid_dy, book.grid_v0,
+                              book.grid_dv, book.grid_coef, book.grid_bcoef, values)
+        _american_grid_sum(values, inp.spot_new, inp.log_spot_new, inp.scale, inp.shift, inp.skew, per_symbol,
+                           book.n_euro, book.opt_sym, book.units, book.log_strike, book.strike, book.t, book.vol,
+                           book.rate, book.div, book.call, book.base, pnl, by_sym)
     elif book.n_euro < book.units.size:
         _american_exact_kernel(*common, book.opt_sym, book.units, book.log_strike, book.strike, book.t, book.vol,
                                book.rate, book.div, book.call, book.base, pnl, by_sym)
@@ -779,6 +785,8 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
 def default_chunk_size(book: PreparedBook, sc: ScenarioSet) -> int:
     """Scenarios per chunk so that one chunk's temporaries stay under ``CHUNK_MEMORY_BYTES``."""
     per_scenario = 8 * (6 * book.n_symbols + 2)
+    if book.american == "eep_grid":
+        per_scenario += 8 * (book.units.size - book.n_euro)
     if callable(sc.vol_shift_abs):
         per_scenario += 8 * 5 * book.n_positions
     elif isinstance(sc.vol_shift_abs, np.ndarray) and sc.vol_shift_abs.shape[1] != book.n_symbols:

@@ -19,7 +19,7 @@ from risk_pipeline.warehouse import Warehouse
 from risk_pipeline_tests.defs.test_market_data_blocking import Pipeline
 
 RESOURCES: dict[int, dict] = {}
-SELECTION = dg.AssetSelection.all() - dg.AssetSelection.assets("vol_forecasts")
+SELECTION = dg.AssetSelection.all() - dg.AssetSelection.assets("vol_forecasts") - dg.AssetSelection.groups("risk")
 
 
 def _limits(tmp: Path) -> Path:

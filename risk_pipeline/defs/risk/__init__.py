@@ -1,6 +1,7 @@
 """Risk layer: VaR and expected shortfall, backtests, stress tests."""
 
+from risk_pipeline.defs.risk.backtest import var_backtest
 from risk_pipeline.defs.risk.stress import stress_tests
 from risk_pipeline.defs.risk.var import var_results
 
-ASSETS = [var_results, stress_tests]
+ASSETS = [var_results, var_backtest, stress_tests]
