@@ -607,6 +607,34 @@ VAR_BACKTEST = Table(
     ),
 )
 
+
+EVENT_RISK = Table(
+    name="event_risk",
+    description=(
+        "Loss estimate per book and upcoming event (earnings of a held name; FOMC and CPI for the index) from the "
+        "empirical distribution of past event-day moves, every position fully revalued. Read by the gap-risk work."
+    ),
+    key=("as_of", "book", "event_id"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False),
+        _c("book", "text", False),
+        _c("event_id", "text", False),
+        _c("event_type", "text", False),
+        _c("symbol", "text", True, "NULL = market-wide (moves the index, others by beta)"),
+        _c("event_time", "timestamp", False),
+        _c("trading_days_until", "bigint", False),
+        _c("n_scenarios", "bigint", False, "Past event days in the scenario set"),
+        _c("expected_pnl", "double", False),
+        _c("expected_loss", "double", False),
+        _c("loss_quantile", "double", False, "Loss at the confidence level (positive = loss)"),
+        _c("expected_shortfall", "double", False),
+        _c("worst_loss", "double", False),
+        _c("confidence", "double", False),
+        _c("moves_source", "text", False),
+    ),
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -633,6 +661,7 @@ TABLES: dict[str, Table] = {
         STRESS_RESULTS,
         STRESS_GRID,
         VAR_BACKTEST,
+        EVENT_RISK,
     )
 }
 
