@@ -106,3 +106,20 @@ def test_stress_and_grid_cover_every_book(run: Run) -> None:
 def test_backtest_waits_for_two_valuations(run: Run) -> None:
     wh, _ = run
     assert wh.row_count("var_backtest") == 0  # one end-of-day valuation: no realized P&L against a VaR yet
+
+
+def test_event_day_moves_are_the_flagged_days(run: Run) -> None:
+    from risk_pipeline.defs.risk.events import event_day_moves
+
+    wh, _ = run
+    bars = wh.read("market_prices")
+    symbol = bars.loc[bars["event_flag"].fillna("").str.contains("earnings"), "symbol"].iloc[0]
+    moves, market = event_day_moves(wh, bars["as_of_date"].max(), [symbol], "SYNX")
+    one = bars[bars["symbol"] == symbol].sort_values("as_of_date").reset_index(drop=True)
+    flagged = one.index[one["event_flag"].fillna("").str.contains("earnings")]
+    expected = (one["close"] / one["close"].shift(1) - 1).loc[flagged].dropna().to_numpy()
+    np.testing.assert_allclose(moves[symbol], expected)
+    assert set(market) <= {"fomc", "cpi"}
+    risk = wh.read("event_risk")
+    assert (risk["worst_loss"] >= risk["loss_quantile"] - 1e-9).all()
+    assert (risk["expected_loss"] >= 0).all()

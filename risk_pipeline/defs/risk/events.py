@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from risk_pipeline.calendar import sessions
+from risk_pipeline.contracts import table
 from risk_pipeline.defs.common import OWNERS, PARTITIONS, markdown_table, table_definition_metadata
 from risk_pipeline.defs.exposures.limits import latest_as_of
 from risk_pipeline.defs.risk.var import book_portfolio
@@ -104,7 +105,9 @@ def event_risk(
             frame.insert(0, "book", book)
             frame.insert(0, "as_of", as_of)
             frames.append(frame)
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["as_of"])
+    out = (
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=table("event_risk").data_column_names)
+    )
     snapshots = [latest_as_of(wh, "position_greeks", dt.date.fromisoformat(k)) for k in context.partition_keys]
     written = wh.write("event_risk", out, run_id=context.run.run_id, partitions=[{"as_of": t} for t in snapshots])
     top = out.sort_values("loss_quantile", ascending=False).head(10) if len(out) else out
