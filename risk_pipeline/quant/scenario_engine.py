@@ -247,25 +247,27 @@ def _european_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: Floa
                      per_symbol: bool, n_euro: int, spot0: FloatArray, stock_units: FloatArray, opt_sym: IntArray,
                      units: FloatArray, log_strike: FloatArray, t: FloatArray, sqt: FloatArray, carry: FloatArray,
                      vol: FloatArray, w: FloatArray, dq: FloatArray, kdr: FloatArray, base: FloatArray,
-                     out_pnl: FloatArray, out_sym: FloatArray) -> None:
+                     n_price: int, am_euro: FloatArray, out_pnl: FloatArray, out_sym: FloatArray) -> None:
     """Stock and European-option P&L of every scenario into ``out_pnl`` (and ``out_sym``).
 
-    Kept apart from the American loop: with it in the same function LLVM no longer vectorizes this one.
+    Options ``0 .. n_price-1`` are priced by BSM; the P&L sums the first ``n_euro`` and the BSM values
+    of the others (Americans on the early-exercise grid) go to ``am_euro[j, i - n_euro]``. Kept apart
+    from any BS2002 call: with one in the same function LLVM no longer vectorizes the pricing loop.
     """
     n, nsym = spot_new.shape
     for blk in prange((n + _BLOCK - 1) // _BLOCK):
-        buf = np.empty(n_euro)
+        buf = np.empty(n_price)
         for j in range(blk * _BLOCK, min(n, (blk + 1) * _BLOCK)):
             dr = rate_shift[j]
             if dr == 0.0:
-                for i in range(n_euro):
+                for i in range(n_price):
                     s = opt_sym[i]
                     ls = log_spot_new[j, s]
                     sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls,
                                  shift_opt[j, i * opt_stride])
                     buf[i] = _bsm(spot_new[j, s], ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
             else:
-                for i in range(n_euro):
+                for i in range(n_price):
                     s = opt_sym[i]
                     ls = log_spot_new[j, s]
                     sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls,
@@ -284,6 +286,8 @@ def _european_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: Floa
                 if per_symbol:
                     out_sym[j, opt_sym[i]] += v
             out_pnl[j] = total
+            for i in range(n_euro, n_price):
+                am_euro[j, i - n_euro] = buf[i]
 
 
 @njit(inline="always", **_JIT)
@@ -336,26 +340,25 @@ def _american_exact_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale
 @njit(parallel=True, **_JIT)
 def _american_grid_values(spot_new: FloatArray, log_spot_new: FloatArray, scale: FloatArray, shift: FloatArray,
                           skew: FloatArray, n_euro: int, opt_sym: IntArray, log_strike: FloatArray,
-                          strike: FloatArray, sqt: FloatArray, carry: FloatArray, vol: FloatArray, w: FloatArray,
-                          dq: FloatArray, kdr: FloatArray, g_mode: NDArray[np.int8], g_y0: FloatArray,
-                          g_dy: FloatArray, g_v0: FloatArray, g_dv: FloatArray, g_coef: FloatArray,
-                          g_bcoef: FloatArray, out: FloatArray) -> None:
-    """American prices ``out[j, m]`` of options ``n_euro + m``: BSM plus the interpolated early-exercise
-    premium, or NaN where exact BS2002 is needed (mode 2, a distance off the grid).
+                          strike: FloatArray, sqt: FloatArray, vol: FloatArray, w: FloatArray,
+                          g_mode: NDArray[np.int8], g_y0: FloatArray, g_dy: FloatArray, g_v0: FloatArray,
+                          g_dv: FloatArray, g_coef: FloatArray, g_bcoef: FloatArray, values: FloatArray) -> None:
+    """Turn the BSM values ``values[j, m]`` of options ``n_euro + m`` into American prices: BSM plus the
+    interpolated early-exercise premium, or NaN where exact BS2002 is needed (mode 2, off the grid).
 
-    Branch-free so that it vectorizes (kept apart from any BS2002 call, which stops that);
-    ``g_bcoef`` is the cubic spline in vol of ``ln(S*/K)`` on a four times finer vol grid.
+    Branch-free so that it vectorizes (kept apart from any BS2002 call); ``g_bcoef`` is the cubic
+    spline in vol of ``ln(S*/K)`` on a four times finer vol grid.
     """
-    n, na = out.shape
+    n, na = values.shape
     ny = g_coef.shape[2] + 1
     nv = g_coef.shape[1] + 1
     nb = g_bcoef.shape[1] + 1
-    for j in prange(n):
-        for m in range(na):
-            i = n_euro + m
-            s = opt_sym[i]
+    for m in prange(na):  # option-major: one option's spline (~3 kB) stays in cache across the scenarios
+        i = n_euro + m
+        s = opt_sym[i]
+        mode = g_mode[m]
+        for j in range(n):
             ls = log_spot_new[j, s]
-            s_new = spot_new[j, s]
             sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls, 0.0)
             fv = (sig - g_v0[m]) / g_dv[m]
             iv = min(max(math.floor(fv), 0), nv - 2)
@@ -372,14 +375,13 @@ def _american_grid_values(spot_new: FloatArray, log_spot_new: FloatArray, scale:
             for a in range(4):
                 eep = eep * tv + (((g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty
                                    + g_coef[m, iv, iy, a, 2]) * ty + g_coef[m, iv, iy, a, 3])
-            euro = _bsm(s_new, ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
-            intrinsic = w[i] * (s_new - strike[i])
-            mode = g_mode[m]
+            euro = values[j, m]
+            intrinsic = w[i] * (spot_new[j, s] - strike[i])
             on_grid = (fy >= 0.0) & (fy <= ny - 1.0)
             spline = max(euro + max(eep, 0.0), intrinsic)  # BS2002's own floors
             floor_only = (mode == 0) | (sig * sqt[i] <= _AM_MIN_TOTAL_STD) | ((mode == 1) & (y <= 0.0))
             value = spline if ((mode == 1) & on_grid) else math.nan
-            out[j, m] = max(euro, intrinsic) if floor_only else value
+            values[j, m] = max(euro, intrinsic) if floor_only else value
 
 
 @njit(parallel=True, **_JIT)
@@ -388,7 +390,7 @@ def _american_grid_sum(values: FloatArray, spot_new: FloatArray, log_spot_new: F
                        units: FloatArray, log_strike: FloatArray, strike: FloatArray, t: FloatArray,
                        vol: FloatArray, rate: FloatArray, div: FloatArray, call: BoolArray, base: FloatArray,
                        out_pnl: FloatArray, out_sym: FloatArray) -> None:
-    """Price the NaN entries of ``values`` by exact BS2002 and add the American P&L in position order."""
+    """Price the NaN entries of ``values[j, m]`` by exact BS2002 and add the American P&L in position order."""
     n, na = values.shape
     for j in prange(n):
         total = out_pnl[j]
@@ -765,18 +767,21 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
     by_sym = np.empty((n, book.n_symbols) if per_symbol else (1, 1))
     common = (inp.spot_new, inp.log_spot_new, inp.scale, inp.shift, inp.skew, inp.shift_opt, inp.opt_stride,
               inp.rate, per_symbol, book.n_euro)
+    n_am = book.units.size - book.n_euro
+    grid = use_grid and n_am > 0
+    values = np.empty((n, n_am) if grid else (1, 1))
     _european_kernel(*common, book.spot0, book.stock_units, book.opt_sym, book.units, book.log_strike, book.t,
-                     book.sqrt_t, book.carry, book.vol, book.w, book.dq, book.kdr, book.base, pnl, by_sym)
-    if book.n_euro < book.units.size and use_grid:
-        values = np.empty((n, book.units.size - book.n_euro))
+                     book.sqrt_t, book.carry, book.vol, book.w, book.dq, book.kdr, book.base,
+                     book.units.size if grid else book.n_euro, values, pnl, by_sym)
+    if grid:
         _american_grid_values(inp.spot_new, inp.log_spot_new, inp.scale, inp.shift, inp.skew, book.n_euro,
-                              book.opt_sym, book.log_strike, book.strike, book.sqrt_t, book.carry, book.vol, book.w,
-                              book.dq, book.kdr, book.grid_mode, book.grid_y0, book.grid_dy, book.grid_v0,
-                              book.grid_dv, book.grid_coef, book.grid_bcoef, values)
+                              book.opt_sym, book.log_strike, book.strike, book.sqrt_t, book.vol, book.w,
+                              book.grid_mode, book.grid_y0, book.grid_dy, book.grid_v0, book.grid_dv,
+                              book.grid_coef, book.grid_bcoef, values)
         _american_grid_sum(values, inp.spot_new, inp.log_spot_new, inp.scale, inp.shift, inp.skew, per_symbol,
                            book.n_euro, book.opt_sym, book.units, book.log_strike, book.strike, book.t, book.vol,
                            book.rate, book.div, book.call, book.base, pnl, by_sym)
-    elif book.n_euro < book.units.size:
+    elif n_am:
         _american_exact_kernel(*common, book.opt_sym, book.units, book.log_strike, book.strike, book.t, book.vol,
                                book.rate, book.div, book.call, book.base, pnl, by_sym)
     return ScenarioPnl(pnl, by_sym if per_symbol else None)
