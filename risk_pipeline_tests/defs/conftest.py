@@ -34,9 +34,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Warehouse, dg.Execute
         "dagster/asset_partition_range_end": history[-1].isoformat(),
     }
     assert defs.resolve_job_def("price_history_job").execute_in_process(instance=instance, tags=tags).success
-    config = {
-        "ops": {"vol_forecasts": {"config": {"workers": 1}}, "vol_surfaces": {"config": {"workers": 1}}}
-    }
+    config = {"ops": {"vol_forecasts": {"config": {"workers": 1}}, "vol_surfaces": {"config": {"workers": 1}}}}
     result = defs.resolve_job_def("end_of_day_job").execute_in_process(
         instance=instance, partition_key=SESSION.isoformat(), run_config=config, raise_on_error=False
     )
@@ -46,5 +44,3 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Warehouse, dg.Execute
 @pytest.fixture(scope="session")
 def exports_root(run: tuple[Warehouse, dg.ExecuteInProcessResult], tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(tmp_path_factory.getbasetemp() / "exports0")
-
-

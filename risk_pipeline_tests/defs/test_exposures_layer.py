@@ -7,39 +7,13 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 import pytest
-import QuantLib as ql
 
 from risk_pipeline.defs.exposures.greeks import GREEK_COLUMNS, surfaces_by_underlying
 from risk_pipeline.warehouse import Warehouse
+from risk_pipeline_tests.oracles import quantlib_option
 
 Run = tuple[Warehouse, dg.ExecuteInProcessResult]
-
-
-def _ql_option(row: pd.Series) -> ql.VanillaOption:
-    """QuantLib option with exactly the row's T (flat curves scaled so Actual365 days give T)."""
-    today = ql.Date(20, 11, 2026)
-    ql.Settings.instance().evaluationDate = today
-    dc = ql.Actual365Fixed()
-    days = 10_000
-    scale = row["time_to_expiry_years"] / (days / 365.0)
-    process = ql.BlackScholesMertonProcess(
-        ql.QuoteHandle(ql.SimpleQuote(row["spot"])),
-        ql.YieldTermStructureHandle(ql.FlatForward(today, row["dividend_yield"] * scale, dc)),
-        ql.YieldTermStructureHandle(ql.FlatForward(today, row["rate"] * scale, dc)),
-        ql.BlackVolTermStructureHandle(
-            ql.BlackConstantVol(today, ql.NullCalendar(), row["implied_vol"] * np.sqrt(scale), dc)
-        ),
-    )
-    payoff = ql.PlainVanillaPayoff(ql.Option.Call if row["option_type"] == "C" else ql.Option.Put, row["strike"])
-    if row["exercise_style"] == "american":
-        option = ql.VanillaOption(payoff, ql.AmericanExercise(today, today + days))
-        option.setPricingEngine(ql.BinomialVanillaEngine(process, "lr", 1001))
-    else:
-        option = ql.VanillaOption(payoff, ql.EuropeanExercise(today + days))
-        option.setPricingEngine(ql.AnalyticEuropeanEngine(process))
-    return option, scale
 
 
 def test_european_positions_match_quantlib(run: Run) -> None:
@@ -49,7 +23,7 @@ def test_european_positions_match_quantlib(run: Run) -> None:
     euro = rows[rows["exercise_style"] == "european"]
     assert len(euro) >= 3
     for _, r in euro.iterrows():
-        option, scale = _ql_option(r)
+        option, scale = quantlib_option(r)
         units = r["quantity"] * r["multiplier"]
         assert r["price"] == pytest.approx(option.NPV(), rel=1e-9)
         assert r["delta"] == pytest.approx(units * option.delta(), rel=1e-9)
@@ -67,7 +41,7 @@ def test_american_positions_are_near_a_converged_tree(run: Run) -> None:
     amer = rows[rows["exercise_style"] == "american"]
     assert len(amer) >= 3
     for _, r in amer.iterrows():
-        option, _ = _ql_option(r)
+        option, _ = quantlib_option(r)
         units = r["quantity"] * r["multiplier"]
         assert r["price"] == pytest.approx(option.NPV(), rel=6e-3, abs=0.01)  # Bjerksund-Stensland 2002
         assert r["delta"] == pytest.approx(units * option.delta(), rel=0.02, abs=abs(units) * 0.01)

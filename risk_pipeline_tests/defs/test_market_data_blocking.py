@@ -75,8 +75,7 @@ def test_good_folder_publishes_every_table_and_the_views(pipeline: Pipeline) -> 
     assert wh.row_count("option_quotes") == 24
     assert wh.row_count("quarantine") == 0
     snap = wh.query(
-        "SELECT symbol, last_close, option_quotes_in_last_snapshot FROM risk.latest_market_snapshot "
-        "ORDER BY symbol"
+        "SELECT symbol, last_close, option_quotes_in_last_snapshot FROM risk.latest_market_snapshot ORDER BY symbol"
     )
     assert snap.to_records(index=False).tolist() == [("AAA", 99.5, 12), ("BBB", 51.0, 0)]
 
@@ -144,9 +143,7 @@ def _stale(path: Path) -> None:
     frame.to_csv(path, index=False)
 
 
-@pytest.mark.parametrize(
-    ("case", "corrupt", "asset", "rule", "file", "row"), CASES, ids=[c[0] for c in CASES]
-)
+@pytest.mark.parametrize(("case", "corrupt", "asset", "rule", "file", "row"), CASES, ids=[c[0] for c in CASES])
 def test_bad_row_blocks_run_names_file_row_rule_and_is_quarantined(
     pipeline: Pipeline, case: str, corrupt: Corruption, asset: str, rule: str, file: str, row: int
 ) -> None:
@@ -241,9 +238,7 @@ def test_shipped_sample_folder_passes_every_rule(tmp_path: Path) -> None:
         {
             "warehouse": WarehouseResource(url=p.url),
             "exports": ExportsResource(root=str(tmp_path / "exports")),
-            "market_data": MarketDataResource(
-                kind="folder", folder=str(PROJECT_ROOT / "data" / "sample_folder")
-            ),
+            "market_data": MarketDataResource(kind="folder", folder=str(PROJECT_ROOT / "data" / "sample_folder")),
         },
         executor=dg.in_process_executor,
     )

@@ -8,12 +8,12 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
-import QuantLib as ql
 
 from risk_pipeline.calendar import session_close_utc
 from risk_pipeline.quant.svi import SviParams, svi_implied_vol
 from risk_pipeline.resources import MarketDataResource
 from risk_pipeline.warehouse import Warehouse
+from risk_pipeline_tests.oracles import quantlib_option
 
 SESSION = dt.date(2026, 11, 20)
 HISTORY = 300
@@ -44,39 +44,11 @@ def test_time_forward_and_rate_are_recomputable(run: tuple[Warehouse, dg.Execute
         rtol=1e-13,
     )
     curve = wh.read("rates_curve", {"as_of_date": SESSION})
-    np.testing.assert_allclose(
-        iv["rate"], np.interp(t * 365, curve["tenor_days"], curve["zero_rate"]), rtol=1e-12
-    )
+    np.testing.assert_allclose(iv["rate"], np.interp(t * 365, curve["tenor_days"], curve["zero_rate"]), rtol=1e-12)
 
 
 def _quantlib_price(row: pd.Series, vol: float) -> float:
-    today = ql.Date(20, 11, 2026)
-    ql.Settings.instance().evaluationDate = today
-    dc = ql.Actual365Fixed()
-    # express T exactly: a calendar-day count plus a fraction is not representable, so scale the rates
-    days = 10_000
-    t = row["time_to_expiry_years"]
-    maturity = today + days
-    scale = t / (days / 365.0)
-    spot = ql.QuoteHandle(ql.SimpleQuote(row["spot"]))
-    r = ql.YieldTermStructureHandle(ql.FlatForward(today, row["rate"] * scale, dc))
-    q = ql.YieldTermStructureHandle(ql.FlatForward(today, row["dividend_yield"] * scale, dc))
-    v = ql.BlackVolTermStructureHandle(
-        ql.BlackConstantVol(today, ql.NullCalendar(), vol * np.sqrt(scale), dc)
-    )
-    process = ql.BlackScholesMertonProcess(spot, q, r, v)
-    payoff = ql.PlainVanillaPayoff(
-        ql.Option.Call if row["option_type"] == "C" else ql.Option.Put, row["strike"]
-    )
-    if row["exercise_style"] == "american":
-        # QuantLib has Bjerksund-Stensland 1993 only; a 1000-step Leisen-Reimer tree is the oracle
-        # of the true American value that the 2002 approximation targets
-        option = ql.VanillaOption(payoff, ql.AmericanExercise(today, maturity))
-        option.setPricingEngine(ql.BinomialVanillaEngine(process, "lr", 1001))
-    else:
-        option = ql.VanillaOption(payoff, ql.EuropeanExercise(maturity))
-        option.setPricingEngine(ql.AnalyticEuropeanEngine(process))
-    return option.NPV()
+    return quantlib_option(row, vol)[0].NPV()
 
 
 def test_quantlib_reprices_the_mid_at_the_stored_implied_vol(
@@ -88,9 +60,7 @@ def test_quantlib_reprices_the_mid_at_the_stored_implied_vol(
     assert len(ok) / len(iv) > 0.9
     european = ok[ok["exercise_style"] == "european"].sample(n=150, random_state=1)
     for _, row in european.iterrows():
-        assert _quantlib_price(row, row["implied_vol"]) == pytest.approx(row["mid"], rel=1e-7, abs=1e-7), (
-            row.to_dict()
-        )
+        assert _quantlib_price(row, row["implied_vol"]) == pytest.approx(row["mid"], rel=1e-7, abs=1e-7), row.to_dict()
     # out of the money: all time value, so the price pins the vol down (deep in-the-money American
     # quotes sit on the exercise boundary, where vega vanishes and any approximation error shows)
     otm = np.where(ok["option_type"] == "C", ok["strike"] > ok["spot"], ok["strike"] < ok["spot"])
@@ -115,9 +85,7 @@ def test_index_surface_is_close_to_the_generating_smile(
     for _, s in surface.iterrows():
         true = truth.loc[("SYNX", s["expiry"])]
         t = s["time_to_expiry_years"]
-        fitted = svi_implied_vol(
-            SviParams(s["svi_a"], s["svi_b"], s["svi_rho"], s["svi_m"], s["svi_sigma"]), k, t
-        )
+        fitted = svi_implied_vol(SviParams(s["svi_a"], s["svi_b"], s["svi_rho"], s["svi_m"], s["svi_sigma"]), k, t)
         generating = svi_implied_vol(
             SviParams(true["svi_a"], true["svi_b"], true["svi_rho"], true["svi_m"], true["svi_sigma"]), k, t
         )
@@ -132,9 +100,7 @@ def test_grid_matches_the_stored_slices(run: tuple[Warehouse, dg.ExecuteInProces
     for (u, e), g in grid.groupby(["underlying", "expiry"]):
         s = surface.loc[(u, e)]
         p = SviParams(s["svi_a"], s["svi_b"], s["svi_rho"], s["svi_m"], s["svi_sigma"])
-        np.testing.assert_allclose(
-            g["implied_vol"], svi_implied_vol(p, g["log_moneyness"], s["time_to_expiry_years"])
-        )
+        np.testing.assert_allclose(g["implied_vol"], svi_implied_vol(p, g["log_moneyness"], s["time_to_expiry_years"]))
         np.testing.assert_allclose(g["total_variance"], g["implied_vol"] ** 2 * s["time_to_expiry_years"])
 
 
