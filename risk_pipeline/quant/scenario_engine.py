@@ -28,7 +28,7 @@ and every rate ``r'_i = r_i + rate_shift_abs[j]``; time passes by ``horizon_days
   position by ``13 x 5``. Measured (``test_scenario_engine.py``, ``bench/bench_risk.py``): largest
   error per option 4.4e-4 per 100 of strike under Student-t(4) spot moves of 2.5 % daily scale and
   8 % vol moves, 5e-5 under the benchmark's 1-day FHS scenarios; 99 % VaR of 100 American options
-  within 3e-7 relative; 23 times faster than exact BS2002 for 10,000 scenarios. Scenario sets with
+  within 3e-7 relative; 20-30 times faster than exact BS2002 for 10,000 scenarios. Scenario sets with
   rate shifts or callable / per-position vol shifts fall back to ``"exact"``.
 
 Every position's P&L is ``quantity * multiplier * (V' - V)`` where ``V`` is today's value by the same
@@ -251,13 +251,16 @@ def _european_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: Floa
     """Stock and European-option P&L of every scenario into ``out_pnl`` (and ``out_sym``).
 
     Options ``0 .. n_price-1`` are priced by BSM; the P&L sums the first ``n_euro`` and the BSM values
-    of the others (Americans on the early-exercise grid) go to ``am_euro[j, i - n_euro]``. Kept apart
+    of the others (Americans on the early-exercise grid) go to ``am_euro[i - n_euro, j]``. Kept apart
     from any BS2002 call: with one in the same function LLVM no longer vectorizes the pricing loop.
     """
     n, nsym = spot_new.shape
     for blk in prange((n + _BLOCK - 1) // _BLOCK):
+        j0 = blk * _BLOCK
+        j1 = min(n, j0 + _BLOCK)
         buf = np.empty(n_price)
-        for j in range(blk * _BLOCK, min(n, (blk + 1) * _BLOCK)):
+        am_blk = np.empty((j1 - j0, n_price - n_euro))
+        for j in range(j0, j1):
             dr = rate_shift[j]
             if dr == 0.0:
                 for i in range(n_price):
@@ -287,7 +290,10 @@ def _european_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: Floa
                     out_sym[j, opt_sym[i]] += v
             out_pnl[j] = total
             for i in range(n_euro, n_price):
-                am_euro[j, i - n_euro] = buf[i]
+                am_blk[j - j0, i - n_euro] = buf[i]
+        for m in range(n_price - n_euro):  # option-major copy for the American grid kernels
+            for j in range(j0, j1):
+                am_euro[m, j] = am_blk[j - j0, m]
 
 
 @njit(inline="always", **_JIT)
@@ -343,45 +349,49 @@ def _american_grid_values(spot_new: FloatArray, log_spot_new: FloatArray, scale:
                           strike: FloatArray, sqt: FloatArray, vol: FloatArray, w: FloatArray,
                           g_mode: NDArray[np.int8], g_y0: FloatArray, g_dy: FloatArray, g_v0: FloatArray,
                           g_dv: FloatArray, g_coef: FloatArray, g_bcoef: FloatArray, values: FloatArray) -> None:
-    """Turn the BSM values ``values[j, m]`` of options ``n_euro + m`` into American prices: BSM plus the
-    interpolated early-exercise premium, or NaN where exact BS2002 is needed (mode 2, off the grid).
+    """Turn the BSM values ``values[m, j]`` of options ``n_euro + m`` into American prices: BSM plus the
+    interpolated early-exercise premium, or NaN where exact BS2002 is needed (mode 2, off the grid in
+    either coordinate, e.g. a book prepared for other scenarios).
 
     Branch-free so that it vectorizes (kept apart from any BS2002 call); ``g_bcoef`` is the cubic
     spline in vol of ``ln(S*/K)`` on a four times finer vol grid.
     """
-    n, na = values.shape
+    na, n = values.shape
     ny = g_coef.shape[2] + 1
     nv = g_coef.shape[1] + 1
     nb = g_bcoef.shape[1] + 1
+    b_per_v = (nb - 1) / (nv - 1)
     for m in prange(na):  # option-major: one option's spline (~3 kB) stays in cache across the scenarios
         i = n_euro + m
         s = opt_sym[i]
         mode = g_mode[m]
+        inv_dv = 1.0 / g_dv[m]  # grid coordinates by multiplication (vectorizes better)
+        inv_dy = 1.0 / g_dy[m]
         for j in range(n):
             ls = log_spot_new[j, s]
             sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls, 0.0)
-            fv = (sig - g_v0[m]) / g_dv[m]
-            iv = min(max(math.floor(fv), 0), nv - 2)
+            fv = (sig - g_v0[m]) * inv_dv
+            iv = int(min(max(fv, 0.0), nv - 2.0))
             tv = fv - iv
-            fb = fv * (nb - 1) / (nv - 1)
-            ib = min(max(math.floor(fb), 0), nb - 2)
+            fb = fv * b_per_v
+            ib = int(min(max(fb, 0.0), nb - 2.0))
             tb = fb - ib
             lstar = ((g_bcoef[m, ib, 0] * tb + g_bcoef[m, ib, 1]) * tb + g_bcoef[m, ib, 2]) * tb + g_bcoef[m, ib, 3]
             y = w[i] * (lstar - ls + log_strike[i])  # distance to the exercise boundary, > 0: continuation
-            fy = (y - g_y0[m]) / g_dy[m]
-            iy = min(max(math.floor(fy), 0), ny - 2)
+            fy = (y - g_y0[m]) * inv_dy
+            iy = int(min(max(fy, 0.0), ny - 2.0))
             ty = fy - iy
             eep = 0.0
             for a in range(4):
                 eep = eep * tv + (((g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty
                                    + g_coef[m, iv, iy, a, 2]) * ty + g_coef[m, iv, iy, a, 3])
-            euro = values[j, m]
+            euro = values[m, j]
             intrinsic = w[i] * (spot_new[j, s] - strike[i])
-            on_grid = (fy >= 0.0) & (fy <= ny - 1.0)
+            on_grid = (fy >= 0.0) & (fy <= ny - 1.0) & (fv >= -1e-9) & (fv <= nv - 1.0 + 1e-9)
             spline = max(euro + max(eep, 0.0), intrinsic)  # BS2002's own floors
             floor_only = (mode == 0) | (sig * sqt[i] <= _AM_MIN_TOTAL_STD) | ((mode == 1) & (y <= 0.0))
             value = spline if ((mode == 1) & on_grid) else math.nan
-            values[j, m] = max(euro, intrinsic) if floor_only else value
+            values[m, j] = max(euro, intrinsic) if floor_only else value
 
 
 @njit(parallel=True, **_JIT)
@@ -390,22 +400,27 @@ def _american_grid_sum(values: FloatArray, spot_new: FloatArray, log_spot_new: F
                        units: FloatArray, log_strike: FloatArray, strike: FloatArray, t: FloatArray,
                        vol: FloatArray, rate: FloatArray, div: FloatArray, call: BoolArray, base: FloatArray,
                        out_pnl: FloatArray, out_sym: FloatArray) -> None:
-    """Price the NaN entries of ``values[j, m]`` by exact BS2002 and add the American P&L in position order."""
-    n, na = values.shape
-    for j in prange(n):
-        total = out_pnl[j]
+    """Price the NaN entries of ``values[m, j]`` by exact BS2002 and add the American P&L, each
+    scenario's terms in position order (blocks of scenarios read the option-major values row by row)."""
+    na, n = values.shape
+    for blk in prange((n + _BLOCK - 1) // _BLOCK):
+        j0 = blk * _BLOCK
+        j1 = min(n, j0 + _BLOCK)
+        total = out_pnl[j0:j1].copy()
         for m in range(na):
             i = n_euro + m
             s = opt_sym[i]
-            p = values[j, m]
-            if p != p:
-                sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], log_spot_new[j, s], 0.0)
-                p = american_price_point(spot_new[j, s], strike[i], t[i], sig, rate[i], div[i], call[i], 0)
-            v = units[i] * (p - base[i])
-            total += v
-            if per_symbol:
-                out_sym[j, s] += v
-        out_pnl[j] = total
+            for j in range(j0, j1):
+                p = values[m, j]
+                if p != p:
+                    sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], log_spot_new[j, s],
+                                 0.0)
+                    p = american_price_point(spot_new[j, s], strike[i], t[i], sig, rate[i], div[i], call[i], 0)
+                v = units[i] * (p - base[i])
+                total[j - j0] += v
+                if per_symbol:
+                    out_sym[j, s] += v
+        out_pnl[j0:j1] = total
 
 
 @njit(parallel=True, **_JIT)
@@ -769,7 +784,7 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
               inp.rate, per_symbol, book.n_euro)
     n_am = book.units.size - book.n_euro
     grid = use_grid and n_am > 0
-    values = np.empty((n, n_am) if grid else (1, 1))
+    values = np.empty((n_am, n) if grid else (1, 1))
     _european_kernel(*common, book.spot0, book.stock_units, book.opt_sym, book.units, book.log_strike, book.t,
                      book.sqrt_t, book.carry, book.vol, book.w, book.dq, book.kdr, book.base,
                      book.units.size if grid else book.n_euro, values, pnl, by_sym)
