@@ -40,9 +40,9 @@ Methods (``method`` column):
   "VaR without correlations for portfolios of derivative securities", J. Futures Markets 19). Each
   underlying's returns over the lookback window are standardized by its GARCH(1,1)-t conditional vol
   (``vol_forecast.fit_garch`` on that window, or given parameters; a failed fit falls back to a
-  constant variance),
-  whole dates (rows of standardized returns and of relative vol changes) are bootstrapped jointly,
-  which keeps the cross-sectional dependence, and rescaled to today's forecast vol. ``fhs_paths=
+  constant variance), whole dates (rows of standardized returns and of relative vol changes) are
+  bootstrapped jointly, which keeps the cross-sectional dependence, and rescaled to today's forecast
+  vol. ``fhs_paths=
   "garch"`` (default) builds h-day paths day by day with the GARCH variance recursion driven by the
   simulated returns (as in Barone-Adesi et al.); ``"rescaled_sum"`` uses today's forecast vol for all
   h days (``sigma_{T+1} sum z``). Vol changes are bootstrapped unfiltered and compounded over the h
@@ -60,7 +60,10 @@ Component VaR (Euler allocation, ``sum_s component_s = VaR``; Jorion ch. 7; Tasc
   add up to VaR exactly.
 
 Time decay. Options are revalued ``horizon_days * calendar_days_per_trading_day`` calendar days later
-(default ``365 / 252``); the parametric CF method adds the matching theta decay.
+(default ``365 / 252``); the parametric CF method adds the matching theta decay. American options in
+the simulation methods use ``VarConfig.american`` (default ``"eep_grid"``: BSM plus the interpolated
+early-exercise premium, measured error in ``scenario_engine``; ``"exact"`` reprices BS2002 in every
+scenario).
 """
 
 from __future__ import annotations
