@@ -12,8 +12,21 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy.optimize import minimize
 
-from risk_pipeline.quant.svi import CalendarCheck, SurfaceGrid, SviFit, SviSurface, fit_svi_slice, svi_total_variance
+from risk_pipeline.quant.svi import (
+    CalendarCheck,
+    SurfaceGrid,
+    SviFit,
+    SviParams,
+    SviSurface,
+    butterfly_check,
+    butterfly_grid,
+    durrleman_g,
+    fit_svi_slice,
+    svi_implied_vol,
+    svi_total_variance,
+)
 
 FloatArray = NDArray[np.float64]
 
@@ -73,6 +86,99 @@ def black_vega_weight(log_moneyness: ArrayLike, total_variance: ArrayLike) -> Fl
     return np.exp(-0.5 * d1 * d1) / np.sqrt(2.0 * np.pi)
 
 
+#: Dense ln(K/F) points the calendar constraint is imposed on (covers the stored grid).
+CALENDAR_POINTS = np.linspace(-0.6, 0.6, 121)
+CONSTRAINT_MARGIN = 1e-9
+
+
+def _violations(fit: SviFit, lower: SviFit | None) -> bool:
+    """Butterfly arbitrage of ``fit`` on its dense grid, or calendar arbitrage below ``lower``."""
+    g = durrleman_g(fit, butterfly_grid(fit.time_years))
+    if np.min(g) < 0.0:
+        return True
+    if lower is None:
+        return False
+    return bool(np.any(svi_total_variance(lower, CALENDAR_POINTS) - svi_total_variance(fit, CALENDAR_POINTS) > 1e-10))
+
+
+def constrained_refit(
+    k: FloatArray, w: FloatArray, weights: FloatArray, fit: SviFit, lower: SviFit | None, upper: SviFit | None = None
+) -> SviFit | None:
+    """Refit one slice with no butterfly arbitrage and no calendar arbitrage against its neighbours.
+
+    ``lower`` is the previous expiry's slice (w >= w_lower), ``upper`` the next one's (w <= w_upper).
+
+    Same weighted least squares in total variance as the free fit, by SLSQP from the free fit, with
+    Durrleman's g(k) >= 0 on the slice's dense grid and w(k) >= w_lower(k) on ``CALENDAR_POINTS`` as
+    constraints (sequential calibration in expiry order, as in Gatheral & Jacquier 2014, section 5).
+    Returns None when the optimizer does not reach a point that satisfies every constraint.
+    """
+    t = fit.time_years
+    kb = butterfly_grid(t)
+    scale = float(np.mean(w))
+    wt = weights / weights.sum()
+    floor = None if lower is None else svi_total_variance(lower, CALENDAR_POINTS)
+    cap = None if upper is None else svi_total_variance(upper, CALENDAR_POINTS)
+
+    def params(x: FloatArray) -> SviParams:
+        return SviParams(float(x[0]), float(x[1]), float(x[2]), float(x[3]), float(x[4]))
+
+    def objective(x: FloatArray) -> float:
+        resid = (svi_total_variance(params(x), k) - w) / scale
+        return float(wt @ (resid * resid))
+
+    constraints = [
+        {"type": "ineq", "fun": lambda x: x[0] + x[1] * x[4] * np.sqrt(max(1.0 - x[2] ** 2, 0.0))},
+        {"type": "ineq", "fun": lambda x: 4.0 - x[1] * (1.0 + abs(x[2]))},
+        {"type": "ineq", "fun": lambda x: durrleman_g(params(x), kb) - CONSTRAINT_MARGIN},
+    ]
+    if floor is not None:
+        constraints.append(
+            {
+                "type": "ineq",
+                "fun": lambda x: svi_total_variance(params(x), CALENDAR_POINTS) - floor - CONSTRAINT_MARGIN,
+            }
+        )
+    if cap is not None:
+        constraints.append(
+            {"type": "ineq", "fun": lambda x: cap - svi_total_variance(params(x), CALENDAR_POINTS) - CONSTRAINT_MARGIN}
+        )
+    x0 = np.array([fit.a, fit.b, fit.rho, fit.m, fit.sigma])
+    bounds = [(None, None), (0.0, 4.0), (-0.999, 0.999), (-2.0, 2.0), (1e-4, 5.0)]
+    try:
+        res = minimize(
+            objective,
+            x0,
+            method="SLSQP",
+            bounds=bounds,
+            constraints=constraints,
+            options={"maxiter": 300, "ftol": 1e-14},
+        )
+    except (ValueError, np.linalg.LinAlgError):
+        return None
+    p = params(res.x)
+    if not np.all(np.isfinite(res.x)):
+        return None
+    g_min, butterfly_ok = butterfly_check(p, t)
+    candidate = SviFit(
+        a=p.a,
+        b=p.b,
+        rho=p.rho,
+        m=p.m,
+        sigma=p.sigma,
+        time_years=t,
+        rmse_vol_points=float(np.sqrt(np.mean((svi_implied_vol(p, k, t) - np.sqrt(w / t)) ** 2)) * 100.0),
+        n_quotes=fit.n_quotes,
+        method=f"{fit.method}+arbitrage_constrained",
+        converged=bool(res.success),
+        butterfly_arbitrage_free=butterfly_ok,
+        min_durrleman_g=g_min,
+    )
+    if _violations(candidate, lower) or (upper is not None and _violations(upper, candidate)):
+        return None
+    return candidate
+
+
 def fit_underlying(
     expiry_label: ArrayLike,
     time_years: ArrayLike,
@@ -96,6 +202,36 @@ def fit_underlying(
     if not fits:
         raise ValueError("no valid quotes to fit a surface")
     fits.sort(key=lambda x: x[0])
+
+    # second pass in expiry order: a slice with butterfly arbitrage, or below the previous slice
+    # anywhere on the calendar points, is refitted under those constraints when the optimizer can
+    def quotes_of(label: object, t_slice: float) -> tuple[FloatArray, FloatArray, FloatArray]:
+        sel = ok & (labels == label)
+        w = iv[sel] ** 2 * t_slice
+        return k[sel], w, black_vega_weight(k[sel], w)
+
+    previous: SviFit | None = None
+    for i, (t_slice, label, fit, quoted) in enumerate(fits):
+        if _violations(fit, previous):
+            # either raise this slice above the previous one, or lower the previous one below this one
+            # (the wing that crosses is often extrapolated); keep whichever fits the quotes better
+            options: list[tuple[float, SviFit | None, SviFit]] = []
+            raised = constrained_refit(*quotes_of(label, t_slice), fit, previous)
+            if raised is not None:
+                options.append((raised.rmse_vol_points + (previous.rmse_vol_points if previous else 0.0), None, raised))
+            if previous is not None and not _violations(fit, None):
+                t_prev, label_prev, _, _ = fits[i - 1]
+                before = fits[i - 2][2] if i >= 2 else None
+                lowered = constrained_refit(*quotes_of(label_prev, t_prev), previous, before, upper=fit)
+                if lowered is not None:
+                    options.append((lowered.rmse_vol_points + fit.rmse_vol_points, lowered, fit))
+            if options:
+                _, new_previous, new_fit = min(options, key=lambda o: o[0])
+                if new_previous is not None:
+                    fits[i - 1] = (fits[i - 1][0], fits[i - 1][1], new_previous, fits[i - 1][3])
+                fits[i] = (t_slice, label, new_fit, quoted)
+                fit = new_fit
+        previous = fit
     surface = SviSurface(tuple(f[2] for f in fits))
     quoted = tuple(f[3] for f in fits)
     return UnderlyingSurface(

@@ -47,3 +47,23 @@ def test_fit_underlying_recovers_generating_smiles_and_sorts_expiries() -> None:
         kk = np.linspace(-0.3, 0.2, 7)
         np.testing.assert_allclose(svi_implied_vol(fit, kk, tt), svi_implied_vol(truth[tt], kk, tt), atol=1e-6)
     assert surface.quoted_range == ((-0.3, 0.2), (-0.3, 0.2))
+
+
+def test_wing_arbitrage_of_independent_fits_is_removed_by_the_constrained_pass() -> None:
+    # quotes only near the money: the short slice's right wing crosses the long one near ln(K/F) = 0.32
+    short = SviParams(0.002, 0.05, 0.3, 0.0, 0.05)
+    long_ = SviParams(0.020, 0.02, -0.6, 0.0, 0.10)
+    k_grid = np.linspace(-0.6, 0.6, 121)
+    assert np.any(svi_implied_vol(short, k_grid, 0.05) ** 2 * 0.05 > svi_implied_vol(long_, k_grid, 0.25) ** 2 * 0.25)
+    labels, t, k, iv = [], [], [], []
+    quotes = (("A", 0.05, short, np.linspace(-0.08, 0.08, 9)), ("B", 0.25, long_, np.linspace(-0.2, 0.2, 15)))
+    for label, tt, p, kk in quotes:
+        labels += [label] * kk.size
+        t += [tt] * kk.size
+        k += kk.tolist()
+        iv += svi_implied_vol(p, kk, tt).tolist()
+    surface = fit_underlying(labels, t, k, iv)
+    assert surface.calendar.arbitrage_free  # on the whole stored grid, wings included
+    assert all(f.butterfly_arbitrage_free for f in surface.fits)
+    assert all(f.rmse_vol_points < 0.5 for f in surface.fits)  # still close to the quotes
+    assert "arbitrage_constrained" in surface.fits[1].method
