@@ -89,6 +89,9 @@ def black_vega_weight(log_moneyness: ArrayLike, total_variance: ArrayLike) -> Fl
 #: Dense ln(K/F) points the calendar constraint is imposed on (covers the stored grid).
 CALENDAR_POINTS = np.linspace(-0.6, 0.6, 121)
 CONSTRAINT_MARGIN = 1e-9
+#: A constrained refit is kept only if it costs at most this much fit RMSE (vol points); otherwise
+#: the free fit stays and the arbitrage is reported by the flags instead of bought with a bad fit.
+MAX_RMSE_INCREASE_VOL_POINTS = 0.5
 
 
 def _violations(fit: SviFit, lower: SviFit | None) -> bool:
@@ -217,13 +220,16 @@ def fit_underlying(
             # (the wing that crosses is often extrapolated); keep whichever fits the quotes better
             options: list[tuple[float, SviFit | None, SviFit]] = []
             raised = constrained_refit(*quotes_of(label, t_slice), fit, previous)
-            if raised is not None:
+            if raised is not None and raised.rmse_vol_points <= fit.rmse_vol_points + MAX_RMSE_INCREASE_VOL_POINTS:
                 options.append((raised.rmse_vol_points + (previous.rmse_vol_points if previous else 0.0), None, raised))
             if previous is not None and not _violations(fit, None):
                 t_prev, label_prev, _, _ = fits[i - 1]
                 before = fits[i - 2][2] if i >= 2 else None
                 lowered = constrained_refit(*quotes_of(label_prev, t_prev), previous, before, upper=fit)
-                if lowered is not None:
+                if (
+                    lowered is not None
+                    and lowered.rmse_vol_points <= previous.rmse_vol_points + MAX_RMSE_INCREASE_VOL_POINTS
+                ):
                     options.append((lowered.rmse_vol_points + fit.rmse_vol_points, lowered, fit))
             if options:
                 _, new_previous, new_fit = min(options, key=lambda o: o[0])
