@@ -129,7 +129,7 @@ class Warehouse:
             con.execute("COMMIT")
 
     def _sql(self, sql: str) -> str:
-        """Positional ``?`` placeholders in the engine's own style."""
+        """Positional ``?`` parameter markers in the engine's own style."""
         return sql.replace("?", "%s") if self.engine == "postgres" else sql
 
     def _execute(self, con: Any, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -380,7 +380,7 @@ class Warehouse:
         return _normalize(pd.DataFrame(data, columns=cols), t)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
-        """Run a read-only SQL statement with ``?`` placeholders; tables are ``risk.<name>``."""
+        """Run a read-only SQL statement with ``?`` parameter markers; tables are ``risk.<name>``."""
         with self.connect() as con:
             cur = self._execute(con, sql, [_plain(p) for p in params])
             names = [d[0] for d in cur.description]
