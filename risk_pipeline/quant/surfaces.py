@@ -146,22 +146,43 @@ def constrained_refit(
         constraints.append(
             {"type": "ineq", "fun": lambda x: cap - svi_total_variance(params(x), CALENDAR_POINTS) - CONSTRAINT_MARGIN}
         )
-    x0 = np.array([fit.a, fit.b, fit.rho, fit.m, fit.sigma])
     bounds = [(None, None), (0.0, 4.0), (-0.999, 0.999), (-2.0, 2.0), (1e-4, 5.0)]
-    try:
-        res = minimize(
-            objective,
-            x0,
-            method="SLSQP",
-            bounds=bounds,
-            constraints=constraints,
-            options={"maxiter": 300, "ftol": 1e-14},
+    starts = [
+        np.array([fit.a, fit.b, fit.rho, fit.m, fit.sigma]),
+        # a smoother smile near the free fit (less skew, flatter wings, wider curvature)
+        np.array([fit.a, 0.8 * fit.b, 0.5 * fit.rho, fit.m, max(1.5 * fit.sigma, 0.05)]),
+    ]
+    if lower is not None:
+        # the previous slice lifted to the quotes' level: feasible for the calendar condition
+        lift = max(0.0, float(np.mean(w - svi_total_variance(lower, k))))
+        starts.append(np.array([lower.a + lift, lower.b, lower.rho, lower.m, lower.sigma]))
+    best = None
+    for x0 in starts:
+        try:
+            res = minimize(
+                objective,
+                x0,
+                method="SLSQP",
+                bounds=bounds,
+                constraints=constraints,
+                options={"maxiter": 300, "ftol": 1e-14},
+            )
+        except (ValueError, np.linalg.LinAlgError):
+            continue
+        if not np.all(np.isfinite(res.x)):
+            continue
+        trial = params(res.x)
+        feasible = (
+            np.min(durrleman_g(trial, kb)) >= 0.0
+            and (floor is None or np.all(svi_total_variance(trial, CALENDAR_POINTS) >= floor - 1e-12))
+            and (cap is None or np.all(svi_total_variance(trial, CALENDAR_POINTS) <= cap + 1e-12))
         )
-    except (ValueError, np.linalg.LinAlgError):
+        if feasible and (best is None or objective(res.x) < objective(best.x)):
+            best = res
+    if best is None:
         return None
+    res = best
     p = params(res.x)
-    if not np.all(np.isfinite(res.x)):
-        return None
     g_min, butterfly_ok = butterfly_check(p, t)
     candidate = SviFit(
         a=p.a,
