@@ -18,7 +18,7 @@ from risk_pipeline.quality import (
     rule_descriptions,
     validate,
 )
-from risk_pipeline.warehouse import Warehouse
+from risk_pipeline.warehouse import Between, Warehouse
 
 OWNERS = ["team:risk-engineering"]
 PARTITIONS = trading_day_partitions()
@@ -170,3 +170,23 @@ def publish_raw(
         },
         check_results=check_results,
     )
+
+
+def latest_as_of(wh: Warehouse, table: str, session: dt.date, before: bool = False) -> pd.Timestamp | None:
+    """Latest ``as_of`` of a table for the session (or, with ``before``, for any earlier session)."""
+    op = "<" if before else "="
+    got = wh.query(f"SELECT MAX(as_of) AS t FROM risk.{table} WHERE as_of_date {op} ?", [session])
+    value = got["t"].iloc[0] if len(got) else None
+    return None if value is None or pd.isna(value) else pd.Timestamp(value).tz_convert("UTC")
+
+
+def close_matrix(
+    wh: Warehouse, session: dt.date, sessions_back: int, symbols: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Closes (sessions x symbols) covering at least ``sessions_back`` sessions ending at ``session``."""
+    start = session - dt.timedelta(days=int((sessions_back + 1) * 7 / 5) + 30)
+    where: dict[str, Any] = {"as_of_date": Between(start, session)}
+    if symbols is not None:
+        where["symbol"] = list(symbols)
+    closes = wh.read("market_prices", where, columns=["as_of_date", "symbol", "close"])
+    return closes.pivot(index="as_of_date", columns="symbol", values="close").sort_index()

@@ -9,14 +9,21 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from risk_pipeline.defs.common import OWNERS, PARTITIONS, markdown_table, table_definition_metadata
+from risk_pipeline.defs.common import (
+    OWNERS,
+    PARTITIONS,
+    close_matrix,
+    latest_as_of,
+    markdown_table,
+    table_definition_metadata,
+)
 from risk_pipeline.defs.volatility.surfaces import SnapshotSelection, expiry_close_utc, snapshot_time
 from risk_pipeline.quant.curves import zero_rate
 from risk_pipeline.quant.greeks import expiry_bucket, rolling_beta
 from risk_pipeline.quant.greeks import position_greeks as compute_position_greeks
 from risk_pipeline.quant.svi import SviFit, SviSurface
 from risk_pipeline.resources import ExportsResource, WarehouseResource
-from risk_pipeline.warehouse import Between, Warehouse
+from risk_pipeline.warehouse import Warehouse
 
 GROUP = "exposures"
 SMILE_SLOPE_STEP = 1e-4
@@ -69,11 +76,7 @@ def surfaces_by_underlying(rows: pd.DataFrame) -> dict[str, SviSurface]:
 
 def betas(wh: Warehouse, session: dt.date, window: int, index_symbol: str) -> dict[str, float]:
     """Rolling beta of every symbol to the index over ``window`` sessions ending at ``session``."""
-    start = session - dt.timedelta(days=int(window * 7 / 5) + 20)
-    closes = wh.read(
-        "market_prices", {"as_of_date": Between(start, session)}, columns=["as_of_date", "symbol", "close"]
-    )
-    wide = closes.pivot(index="as_of_date", columns="symbol", values="close").sort_index()
+    wide = close_matrix(wh, session, window)
     if index_symbol not in wide.columns or len(wide) < 21:
         return {}
     returns = np.log(wide).diff().iloc[1:]
@@ -334,10 +337,10 @@ def portfolio_greeks(
     frames = []
     for key in context.partition_keys:
         session = dt.date.fromisoformat(key)
-        latest = wh.query("SELECT MAX(as_of) AS t FROM risk.position_greeks WHERE as_of_date = ?", [session])
-        if latest.empty or pd.isna(latest["t"].iloc[0]):
+        latest = latest_as_of(wh, "position_greeks", session)
+        if latest is None:
             raise dg.Failure(f"no position_greeks for {key}")
-        frames.append(aggregate(wh.read("position_greeks", {"as_of": pd.Timestamp(latest["t"].iloc[0])})))
+        frames.append(aggregate(wh.read("position_greeks", {"as_of": latest})))
     rows = pd.concat(frames, ignore_index=True)
     written = wh.write(
         "portfolio_greeks",

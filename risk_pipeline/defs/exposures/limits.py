@@ -11,13 +11,20 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from risk_pipeline.defs.common import OWNERS, PARTITIONS, markdown_table, table_definition_metadata
+from risk_pipeline.defs.common import (
+    OWNERS,
+    PARTITIONS,
+    close_matrix,
+    latest_as_of,
+    markdown_table,
+    table_definition_metadata,
+)
 from risk_pipeline.defs.exposures.greeks import PositionGreeksConfig, value_positions
 from risk_pipeline.quant.limits import BookExposure, LimitResult, LimitsConfig, evaluate_limits, load_limits
 from risk_pipeline.quant.reductions import required_reductions
 from risk_pipeline.quant.trading_state import TradingStateRecord, next_state
 from risk_pipeline.resources import PROJECT_ROOT, WarehouseResource
-from risk_pipeline.warehouse import Between, Warehouse
+from risk_pipeline.warehouse import Warehouse
 
 GROUP = "exposures"
 BOOKS_FILE = PROJECT_ROOT / "data" / "books.yaml"
@@ -39,15 +46,6 @@ def book_capital(path: str) -> dict[str, float]:
     return {name: float(spec["capital"]) for name, spec in books.items()}
 
 
-def latest_as_of(wh: Warehouse, table: str, session: dt.date, before: bool = False) -> pd.Timestamp | None:
-    """Latest ``as_of`` of a table for the session (or, with ``before``, for any earlier session)."""
-    op = "<" if before else "="
-    got = wh.query(f"SELECT MAX(as_of) AS t FROM risk.{table} WHERE as_of_date {op} ?", [session])
-    value = got["t"].iloc[0] if len(got) else None
-    return None if value is None or pd.isna(value) else pd.Timestamp(value).tz_convert("UTC")
-
-
-# ----------------------------------------------------------------------------------------------- NAV
 def nav_rows(wh: Warehouse, session: dt.date, capital: dict[str, float]) -> pd.DataFrame:
     """book_nav rows: previous end-of-day positions revalued at this session's latest valuation."""
     as_of = latest_as_of(wh, "position_greeks", session)
@@ -173,11 +171,7 @@ def book_exposure(
 
 def correlation_matrix(wh: Warehouse, session: dt.date, window: int) -> pd.DataFrame:
     """Correlation of daily log returns over the last ``window`` sessions ending at ``session``."""
-    start = session - dt.timedelta(days=int(window * 7 / 5) + 20)
-    closes = wh.read(
-        "market_prices", {"as_of_date": Between(start, session)}, columns=["as_of_date", "symbol", "close"]
-    )
-    wide = closes.pivot(index="as_of_date", columns="symbol", values="close").sort_index()
+    wide = close_matrix(wh, session, window)
     return np.log(wide).diff().iloc[1:].tail(window).corr(min_periods=20)
 
 
@@ -243,8 +237,8 @@ def evaluate_book(
     cfg: LimitsConfig,
     correlation: pd.DataFrame,
     as_of: pd.Timestamp,
-) -> tuple[list[LimitResult], TradingStateRecord, Any, list[str]]:
-    """Limits, next trading state and (when anything is breached) the reduction plan of one book."""
+) -> tuple[list[LimitResult], TradingStateRecord, Any, list[str], TradingStateRecord | None]:
+    """Limits, next trading state, the reduction plan (when anything is breached) and the previous state."""
     book = str(nav["book"])
     deployed, var, es = risk_numbers(wh, as_of, book)
     notes = []
@@ -254,8 +248,9 @@ def evaluate_book(
         notes.append("risk layer (var_results) not materialized: VaR/ES caps reported, not enforced")
     exposure = book_exposure(rows, nav, correlation, var, es)
     results = evaluate_limits(exposure, cfg)
+    previous = previous_state(wh, book, as_of)
     state = next_state(
-        previous_state(wh, book, as_of),
+        previous,
         results,
         exposure.drawdown_pct,
         exposure.daily_loss_pct,
@@ -266,7 +261,7 @@ def evaluate_book(
     plan = None
     if any(r.status == "BREACH" for r in results) or state.flatten_speculative or state.target_gross_cut > 0:
         plan = required_reductions(exposure, cfg, results, state=state)
-    return results, state, plan, notes
+    return results, state, plan, notes, previous
 
 
 @dg.multi_asset(
@@ -328,7 +323,7 @@ def risk_limits(context: dg.AssetExecutionContext, config: LimitsSettings, wareh
             cfg = limits.for_book(str(book))
             nav = navs.loc[book].copy()
             nav["book"] = book
-            results, state, plan, notes = evaluate_book(wh, rows, nav, cfg, correlation, as_of)
+            results, state, plan, notes, previous = evaluate_book(wh, rows, nav, cfg, correlation, as_of)
             for r in results:
                 status_frames.append(
                     {
@@ -360,7 +355,6 @@ def risk_limits(context: dg.AssetExecutionContext, config: LimitsSettings, wareh
                             {"value": r.value, "threshold": r.threshold, "drivers": list(r.drivers)},
                         )
                     )
-            previous = previous_state(wh, str(book), as_of)
             state_rows.append(
                 {
                     "as_of": as_of,

@@ -9,8 +9,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from risk_pipeline.defs.common import OWNERS, PARTITIONS, markdown_table, table_definition_metadata
-from risk_pipeline.defs.exposures.limits import latest_as_of
+from risk_pipeline.defs.common import OWNERS, PARTITIONS, latest_as_of, markdown_table, table_definition_metadata
 from risk_pipeline.defs.risk.var import book_portfolio
 from risk_pipeline.quant.stress import load_scenarios, run_stress, stress_grid
 from risk_pipeline.resources import PROJECT_ROOT, WarehouseResource

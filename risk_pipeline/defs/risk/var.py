@@ -7,13 +7,20 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from risk_pipeline.defs.common import OWNERS, PARTITIONS, markdown_table, table_definition_metadata
-from risk_pipeline.defs.exposures.limits import LIMITS_FILE, latest_as_of
+from risk_pipeline.defs.common import (
+    OWNERS,
+    PARTITIONS,
+    close_matrix,
+    latest_as_of,
+    markdown_table,
+    table_definition_metadata,
+)
+from risk_pipeline.defs.exposures.limits import LIMITS_FILE
 from risk_pipeline.quant.limits import load_limits
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.var import MarketHistory, VarConfig, compute_var
 from risk_pipeline.resources import ExportsResource, WarehouseResource
-from risk_pipeline.warehouse import Between, Warehouse
+from risk_pipeline.warehouse import Warehouse
 
 GROUP = "risk"
 
@@ -55,13 +62,7 @@ def return_history(
     wh: Warehouse, session: dt.date, symbols: tuple[str, ...], lookback: int
 ) -> tuple[MarketHistory, dt.date, dt.date]:
     """Daily log returns of ``symbols`` over the last ``lookback`` sessions ending at ``session``."""
-    start = session - dt.timedelta(days=int((lookback + 1) * 7 / 5) + 30)
-    closes = wh.read(
-        "market_prices",
-        {"as_of_date": Between(start, session), "symbol": list(symbols)},
-        columns=["as_of_date", "symbol", "close"],
-    )
-    wide = closes.pivot(index="as_of_date", columns="symbol", values="close").sort_index()
+    wide = close_matrix(wh, session, lookback, symbols)
     missing = [s for s in symbols if s not in wide.columns]
     if missing:
         raise dg.Failure(f"no price history for {missing}: VaR cannot be computed (fail closed)")
