@@ -88,6 +88,13 @@ def step_failure_messages(result: Any) -> list[str]:
     return messages
 
 
+def _stored_sessions(warehouse: Any, name: str) -> set[dt.date]:
+    if not warehouse.table_exists(name):
+        return set()
+    got = warehouse.query(f"SELECT DISTINCT as_of_date FROM risk.{name}")["as_of_date"]
+    return {pd.Timestamp(d).date() for d in got}
+
+
 def demo(args: argparse.Namespace) -> int:
     """History for the lookback window, then the whole graph for the session; prints a summary."""
     home = _prepare_dagster_home()
@@ -96,9 +103,11 @@ def demo(args: argparse.Namespace) -> int:
 
     session = dt.date.fromisoformat(args.date) if args.date else latest_session(dt.date.today())
     window = [d for d in sessions(partition_start(), session) if d < session][-args.history_sessions :]
-    warehouse = resources_from_env()["warehouse"].get()  # type: ignore[attr-defined]
-    loaded = set(warehouse.query("SELECT DISTINCT as_of_date FROM risk.market_prices")["as_of_date"])
-    loaded = {pd.Timestamp(d).date() for d in loaded}
+    resources = resources_from_env()
+    warehouse = resources["warehouse"].get()  # type: ignore[attr-defined]
+    loaded = _stored_sessions(warehouse, "market_prices")
+    if resources["market_data"].kind != "packaged":  # type: ignore[attr-defined]  # a source with option quotes
+        loaded &= _stored_sessions(warehouse, "atm_vol_history")
     missing = [d for d in window if d not in loaded]
     print(f"risk_pipeline demo: session {session}, DAGSTER_HOME={home}")
     ok = True
@@ -291,8 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo.add_argument(
         "--history-sessions",
         type=int,
-        default=520,
-        help="sessions of daily history to load first as one run (default 520)",
+        default=760,
+        help="sessions of daily history to load first as one run (default 760: the 500-session VaR look-back "
+        "for each of the 250 backtest days, plus 10)",
     )
     p_demo.set_defaults(func=demo)
     p_trade = sub.add_parser("check-trade", help="pre-trade check of one order against the latest tables")

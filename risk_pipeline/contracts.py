@@ -317,6 +317,36 @@ VOL_FORECASTS = Table(
 )
 
 
+ATM_VOL_HISTORY = Table(
+    name="atm_vol_history",
+    description=(
+        "Closing constant-maturity ATM implied vol per underlying and session: the implied-vol risk factor of "
+        "historical and Monte Carlo VaR. At-the-forward vol of the two expiries bracketing the tenor (OTM mids, "
+        "linear in log-moneyness), interpolated in total variance."
+    ),
+    key=("as_of_date", "symbol"),
+    partition_by=("as_of_date",),
+    columns=(
+        _c("as_of_date", "date", False),
+        _c("symbol", "text", False),
+        _c("as_of", "timestamp", False, "Option snapshot used (the session's last)"),
+        _c("tenor_days", "bigint", False, "Calendar days"),
+        _c("atm_vol", "double", False, "Annualized, at the forward, at tenor_days"),
+        _c("spot", "double", False),
+        _c("near_expiry", "date", True, "Expiry at or before the tenor (NULL if none)"),
+        _c("near_time_years", "double", True),
+        _c("near_atm_vol", "double", True),
+        _c("far_expiry", "date", True, "Expiry after the tenor (NULL if none)"),
+        _c("far_time_years", "double", True),
+        _c("far_atm_vol", "double", True),
+        _c("extrapolated", "boolean", False, "Only one side of the tenor listed: that expiry's vol"),
+        _c("quotes_used", "bigint", False, "Quotes of the two expiries with a valid implied vol"),
+        _c("method", "text", False),
+        _c("source", "text", False),
+    ),
+)
+
+
 POSITION_GREEKS = Table(
     name="position_greeks",
     description=(
@@ -514,6 +544,12 @@ VAR_RESULTS = Table(
         _c("history_start", "date", True, "First day of the return history used"),
         _c("history_end", "date", True),
         _c("seed", "bigint", True, "Random seed of the Monte Carlo draws"),
+        _c(
+            "iv_history_coverage",
+            "double",
+            True,
+            "Share of look-back (day, underlying) cells with a measured ATM-vol move (others: vol unchanged)",
+        ),
     ),
 )
 
@@ -589,7 +625,13 @@ VAR_BACKTEST = Table(
     partition_by=("book",),
     columns=(
         _c("window_end", "date", False),
-        _c("book", "text", False, "A pipeline book, or reference:<series>:<portfolio> for a reference backtest"),
+        _c(
+            "book",
+            "text",
+            False,
+            "A pipeline book (realized P&L), hypothetical:<book> (today's book carried back through history) or "
+            "reference:<series>:<portfolio> (reference backtest)",
+        ),
         _c("method", "text", False),
         _c("confidence", "double", False),
         _c("window_start", "date", False),
@@ -604,6 +646,34 @@ VAR_BACKTEST = Table(
         _c("conditional_coverage_p_value", "double", False),
         _c("traffic_light", "text", False, "green, yellow, red"),
         _c("source", "text", False, "Where the P&L and VaR series came from"),
+    ),
+)
+
+
+VAR_BACKTEST_OBSERVATIONS = Table(
+    name="var_backtest_observations",
+    description=(
+        "Every day of a VaR backtest: the VaR made on var_date and the P&L from var_date to pnl_date, so each "
+        "exception in var_backtest can be recomputed."
+    ),
+    key=("book", "method", "confidence", "var_date"),
+    partition_by=("book",),
+    columns=(
+        _c("book", "text", False, "As in var_backtest (hypothetical:<book> for the static-book backtest)"),
+        _c("method", "text", False),
+        _c("confidence", "double", False),
+        _c("var_date", "date", False, "Session whose close the VaR was made at"),
+        _c("pnl_date", "date", False, "Next session: the P&L is from var_date's close to pnl_date's"),
+        _c("horizon_days", "bigint", False),
+        _c("var", "double", False, "Positive = loss"),
+        _c("pnl", "double", False),
+        _c("exception", "boolean", False, "pnl < -var"),
+        _c("book_value", "double", True, "Value of the book at var_date"),
+        _c("lookback_days", "bigint", True, "Return days behind the VaR"),
+        _c("n_scenarios", "bigint", True, "Monte Carlo scenarios (NULL for other methods)"),
+        _c("seed", "bigint", True),
+        _c("positions_as_of", "timestamp", True, "Valuation whose positions were carried back (hypothetical)"),
+        _c("source", "text", False),
     ),
 )
 
@@ -649,6 +719,7 @@ TABLES: dict[str, Table] = {
         VOL_SURFACE,
         VOL_SURFACE_GRID,
         VOL_FORECASTS,
+        ATM_VOL_HISTORY,
         POSITION_GREEKS,
         PORTFOLIO_GREEKS,
         LIMIT_STATUS,
@@ -661,6 +732,7 @@ TABLES: dict[str, Table] = {
         STRESS_RESULTS,
         STRESS_GRID,
         VAR_BACKTEST,
+        VAR_BACKTEST_OBSERVATIONS,
         EVENT_RISK,
     )
 }

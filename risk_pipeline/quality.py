@@ -207,7 +207,10 @@ def coerce_types(raw: pd.DataFrame, t: Table) -> tuple[pd.DataFrame, dict[int, l
         if c.name not in raw.columns:
             continue
         s = raw[c.name]
-        present = ~s.map(lambda v: _missing(v) or (isinstance(v, str) and v.strip() == "")).to_numpy(bool)
+        if pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_datetime64_any_dtype(s.dtype):
+            present = s.notna().to_numpy(bool)
+        else:
+            present = ~_map_unique(s, lambda v: _missing(v) or (isinstance(v, str) and v.strip() == "")).to_numpy(bool)
         if c.type == "double" or c.type == "bigint":
             conv = pd.to_numeric(s.where(present, None), errors="coerce").astype("float64")
         elif c.type == "date":
@@ -216,9 +219,9 @@ def coerce_types(raw: pd.DataFrame, t: Table) -> tuple[pd.DataFrame, dict[int, l
         elif c.type == "timestamp":
             conv = _to_datetime(s.where(present, None), utc=True)
         elif c.type == "boolean":
-            conv = s.map(_to_bool)
+            conv = _map_unique(s, _to_bool)
         else:
-            conv = s.map(lambda v: None if _missing(v) else str(v).strip()).where(present, None)
+            conv = _map_unique(s, lambda v: None if _missing(v) else str(v).strip()).where(present, None)
         failed = present & conv.isna().to_numpy(bool)
         for p in np.flatnonzero(failed):
             bad.setdefault(int(p), []).append(c.name)
@@ -229,9 +232,19 @@ def coerce_types(raw: pd.DataFrame, t: Table) -> tuple[pd.DataFrame, dict[int, l
     return typed.reset_index(drop=True), bad
 
 
+def _map_unique(s: pd.Series, f: Callable[[Any], Any]) -> pd.Series:
+    """``s.map(f)`` evaluating ``f`` once per distinct value (dates and labels repeat on every row)."""
+    try:
+        codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    except TypeError:  # unhashable values
+        return s.map(f)
+    values = np.array([f(v) for v in uniques] + [f(None)], dtype=object)
+    return pd.Series(values[codes], index=s.index, dtype=object)
+
+
 def _to_datetime(s: pd.Series, *, utc: bool) -> pd.Series:
     if s.dtype == object or str(s.dtype) in ("str", "string"):
-        parsed = s.map(lambda v: _parse_one(v, utc))
+        parsed = _map_unique(s, lambda v: _parse_one(v, utc))
         return pd.to_datetime(parsed, utc=utc)
     return pd.to_datetime(s, errors="coerce", utc=utc)
 

@@ -172,6 +172,14 @@ def publish_raw(
     )
 
 
+def atm_vol_matrix(wh: Warehouse, first: dt.date, last: dt.date, symbols: Sequence[str]) -> pd.DataFrame:
+    """Closing constant-maturity ATM vols (sessions x symbols) from ``atm_vol_history``; NaN where not measured."""
+    where: dict[str, Any] = {"as_of_date": Between(first, last), "symbol": list(symbols)}
+    vols = wh.read("atm_vol_history", where, columns=["as_of_date", "symbol", "atm_vol"])
+    wide = vols.pivot(index="as_of_date", columns="symbol", values="atm_vol").sort_index()
+    return wide.reindex(columns=list(symbols))
+
+
 def latest_as_of(wh: Warehouse, table: str, session: dt.date, before: bool = False) -> pd.Timestamp | None:
     """Latest ``as_of`` of a table for the session (or, with ``before``, for any earlier session)."""
     op = "<" if before else "="

@@ -526,6 +526,14 @@ def _constant_variance(r: FloatArray) -> GarchParams:
     return GarchParams(omega=v, alpha=0.0, gamma=0.0, beta=0.0, nu=math.inf, backcast=v, converged=False)
 
 
+def fit_garch_or_constant(returns: FloatArray, previous: GarchParams | None = None) -> GarchParams:
+    """GARCH(1,1)-t of one return series (warm-started from ``previous``); constant variance if it fails."""
+    try:
+        return fit_garch(returns, previous=previous)
+    except RuntimeError:
+        return _constant_variance(returns)
+
+
 def fit_fhs(history: MarketHistory, garch_params: Sequence[GarchParams] | None = None) -> FhsModel:
     """Fit (or take) GARCH(1,1)-t per underlying and standardize the returns by its conditional vol.
 
@@ -539,13 +547,7 @@ def fit_fhs(history: MarketHistory, garch_params: Sequence[GarchParams] | None =
     z = np.empty_like(r)
     nxt = np.empty(n_sym)
     for s in range(n_sym):  # one GARCH fit per underlying (calibration, not a hot path)
-        if garch_params is not None:
-            p = garch_params[s]
-        else:
-            try:
-                p = fit_garch(r[:, s])
-            except RuntimeError:
-                p = _constant_variance(r[:, s])
+        p = garch_params[s] if garch_params is not None else fit_garch_or_constant(r[:, s])
         var = garch_variance(p, r[:, s])
         params.append(p)
         z[:, s] = r[:, s] / np.sqrt(var[:-1])

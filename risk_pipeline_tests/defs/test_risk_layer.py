@@ -30,8 +30,10 @@ def test_every_book_method_horizon_confidence_and_components(run: Run) -> None:
     np.testing.assert_allclose(sums.sort_index(), stored.reindex(sums.index).sort_index(), rtol=1e-9)
 
 
-def _position_values(p: pd.DataFrame, spot: np.ndarray, years_later: float) -> np.ndarray:
-    """Exact value of each position (Black-Scholes-Merton or Bjerksund-Stensland 2002) at given spots."""
+def _position_values(
+    p: pd.DataFrame, spot: np.ndarray, years_later: float, vol_scale: np.ndarray | float = 1.0
+) -> np.ndarray:
+    """Exact value of each position (Black-Scholes-Merton or Bjerksund-Stensland 2002) at given spots and vols."""
     units = (p["quantity"] * p["multiplier"]).to_numpy()
     option = (p["instrument_type"] == "option").to_numpy()
     value = spot.copy()
@@ -40,7 +42,7 @@ def _position_values(p: pd.DataFrame, spot: np.ndarray, years_later: float) -> n
         spot,
         p["strike"].to_numpy(float),
         t,
-        p["implied_vol"].to_numpy(float),
+        p["implied_vol"].to_numpy(float) * vol_scale,
         p["rate"].to_numpy(float),
         p["dividend_yield"].to_numpy(float),
         (p["option_type"] == "C").to_numpy(),
@@ -53,21 +55,31 @@ def _position_values(p: pd.DataFrame, spot: np.ndarray, years_later: float) -> n
 
 
 def test_historical_var_equals_an_independent_revaluation(run: Run) -> None:
+    """Each historical day: spots by the day's returns, vols by the day's relative ATM-vol change."""
     wh, _ = run
     positions = wh.read("position_greeks")
     book = "vol_overlay" if "vol_overlay" in set(positions["book"]) else positions["book"].iloc[0]
     p = positions[positions["book"] == book].reset_index(drop=True)
     stored = wh.read("var_results", {"book": book, "method": "historical", "horizon_days": 1})
+    assert (stored["iv_history_coverage"] == 1.0).all()
     start, end = stored["history_start"].iloc[0], stored["history_end"].iloc[0]
-    closes = wh.read("market_prices", {"symbol": sorted(set(p["symbol"]))}, columns=["as_of_date", "symbol", "close"])
+    symbols = sorted(set(p["symbol"]))
+    closes = wh.read("market_prices", {"symbol": symbols}, columns=["as_of_date", "symbol", "close"])
     wide = closes.pivot(index="as_of_date", columns="symbol", values="close").sort_index()
     returns = np.log(wide).diff().loc[start:end]
+    atm = wh.read("atm_vol_history", {"symbol": symbols}).pivot(index="as_of_date", columns="symbol", values="atm_vol")
+    vol_change = (atm / atm.shift(1)).reindex(returns.index).fillna(1.0)
     base = _position_values(p, p["spot"].to_numpy(float), 0.0).sum()
     pnl = np.array(
         [
-            _position_values(p, p["spot"].to_numpy(float) * np.exp(day[p["symbol"]].to_numpy(float)), 1 / 252).sum()
+            _position_values(
+                p,
+                p["spot"].to_numpy(float) * np.exp(returns.loc[day, p["symbol"]].to_numpy(float)),
+                1 / 252,
+                vol_change.loc[day, p["symbol"]].to_numpy(float),
+            ).sum()
             - base
-            for _, day in returns.iterrows()
+            for day in returns.index
         ]
     )
     losses = np.sort(-pnl)[::-1]  # largest loss first
@@ -103,9 +115,66 @@ def test_stress_and_grid_cover_every_book(run: Run) -> None:
         assert abs(g.loc[(g["spot_shock"] == 0) & (g["vol_shock"] == 0), "pnl"].iloc[0]) < 1e-6 * rows["nav"].iloc[0]
 
 
-def test_backtest_waits_for_two_valuations(run: Run) -> None:
+def test_realized_backtest_waits_for_two_valuations(run: Run) -> None:
     wh, _ = run
-    assert wh.row_count("var_backtest") == 0  # one end-of-day valuation: no realized P&L against a VaR yet
+    books = set(wh.read("var_backtest")["book"])
+    assert books and all(b.startswith("hypothetical:") for b in books)  # one valuation: no realized P&L yet
+
+
+def test_hypothetical_backtest_last_day_is_an_independent_repricing(run: Run) -> None:
+    """The book carried back to the previous session and moved to today, repriced exactly by hand."""
+    wh, _ = run
+    positions = wh.read("position_greeks")
+    for book, p in positions.groupby("book"):
+        p = p.reset_index(drop=True)
+        obs = wh.read("var_backtest_observations", {"book": f"hypothetical:{book}", "method": "historical"})
+        last = obs.sort_values("var_date").iloc[-1]
+        today, before = last["pnl_date"], last["var_date"]
+        symbols = sorted(set(p["symbol"]))
+        closes = wh.read("market_prices", {"symbol": symbols, "as_of_date": [before, today]})
+        close = closes.pivot(index="as_of_date", columns="symbol", values="close")
+        atm = wh.read("atm_vol_history", {"symbol": symbols, "as_of_date": [before, today]})
+        vol = atm.pivot(index="as_of_date", columns="symbol", values="atm_vol")
+        s_then = close.loc[before, p["symbol"]].to_numpy(float)
+        move = s_then / p["spot"].to_numpy(float)
+        carried = p.assign(
+            quantity=p["quantity"] / move,
+            strike=p["strike"] * move,
+            implied_vol=p["implied_vol"] * (vol.loc[before, p["symbol"]] / vol.loc[today, p["symbol"]]).to_numpy(),
+        )
+        days = (today - before).days
+        value_then = _position_values(carried, s_then, 0.0).sum()
+        value_now = _position_values(
+            carried,
+            close.loc[today, p["symbol"]].to_numpy(float),
+            days / 365.0,
+            (vol.loc[today, p["symbol"]] / vol.loc[before, p["symbol"]]).to_numpy(float),
+        ).sum()
+        assert last["pnl"] == pytest.approx(value_now - value_then, rel=1e-9, abs=1e-6)
+        assert last["book_value"] == pytest.approx(value_then, rel=1e-9)
+
+
+def test_hypothetical_windows_recount_from_the_observations(run: Run) -> None:
+    from scipy.stats import chi2
+
+    wh, _ = run
+    windows = wh.read("var_backtest")
+    obs = wh.read("var_backtest_observations")
+    assert (obs["exception"] == (obs["pnl"] < -obs["var"])).all()
+    for (book, method), w in windows.groupby(["book", "method"]):
+        last = w.sort_values("window_end").iloc[-1]
+        o = obs[(obs["book"] == book) & (obs["method"] == method)]
+        inside = o[(o["pnl_date"] >= last["window_start"]) & (o["pnl_date"] <= last["window_end"])]
+        assert len(inside) == last["n_obs"] == min(len(o), 250)
+        x, n, p0 = int(inside["exception"].sum()), len(inside), 0.01
+        assert last["exceptions"] == x
+        hat = x / n
+        lr = -2 * (
+            (n - x) * np.log(1 - p0) + x * np.log(p0)
+            - ((n - x) * np.log(1 - hat) if hat < 1 else 0) - (x * np.log(hat) if x else 0)
+        )
+        assert last["kupiec_lr"] == pytest.approx(lr, abs=1e-9)
+        assert last["kupiec_p_value"] == pytest.approx(chi2.sf(lr, 1), abs=1e-12)
 
 
 def test_event_day_moves_are_the_flagged_days(run: Run) -> None:

@@ -119,3 +119,29 @@ def test_forecasts_cover_every_symbol_model_horizon_and_select_one(
         n_oos = fc.set_index(["symbol", "horizon_days", "model"]).loc[(*key, "xgboost"), "n_oos"]
         beats = pivot.loc[key, "xgboost"] < pivot.loc[key, "garch"] and n_oos >= 63
         assert (model == "xgboost") == beats
+
+
+def test_atm_vol_history_matches_the_generating_surface(run: tuple[Warehouse, dg.ExecuteInProcessResult]) -> None:
+    """The stored 30-day ATM vol against the generator's at-the-forward vol interpolated in total variance."""
+    wh, _ = run
+    stored = wh.read("atm_vol_history")
+    source = MarketDataResource(kind="synthetic", n_underlyings=4).get_source()
+    days = sorted(stored["as_of_date"].unique())
+    assert len(days) == HISTORY + 1 and days[-1] == SESSION
+    assert (stored.groupby("as_of_date")["symbol"].count() == len(source.symbols())).all()
+    # single names list monthlies only: when the front month is inside 7 days, the 30-day vol is extrapolated
+    assert stored["extrapolated"].mean() < 0.25
+    tau = 30 / 365.0
+    diffs = []
+    for day in [*days[::60], SESSION]:
+        truth = source.true_surface(day)  # type: ignore[attr-defined]
+        got = stored[stored["as_of_date"] == day].set_index("symbol")["atm_vol"]
+        for symbol, g in truth.groupby("underlying"):
+            g = g.sort_values("time_to_expiry_years")
+            t = g["time_to_expiry_years"].to_numpy(float)
+            w = np.interp(tau, t, g["atm_vol"].to_numpy(float) ** 2 * t)
+            diffs.append(got[symbol] - np.sqrt(w / tau))
+    diffs = np.array(diffs)
+    # quotes are tick-rounded mids; linear interpolation across the smile's curvature costs a little more
+    assert np.abs(diffs).max() < 0.01
+    assert np.abs(diffs).mean() < 0.002

@@ -12,8 +12,8 @@ market_data_job = dg.define_asset_job(
 
 price_history_job = dg.define_asset_job(
     "price_history_job",
-    selection=dg.AssetSelection.assets("market_prices", "rates_curve", "dividend_yields"),
-    description="Daily history (prices, curves, dividends) for a partition range, for look-backs.",
+    selection=dg.AssetSelection.assets("market_prices", "rates_curve", "dividend_yields", "atm_vol_history"),
+    description="Daily history (prices, curves, dividends, ATM implied vols) for a partition range, for look-backs.",
 )
 
 end_of_day_job = dg.define_asset_job(

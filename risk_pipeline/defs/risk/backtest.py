@@ -1,18 +1,41 @@
-"""Backtest of each book's realized daily P&L against the previous valuation's VaR."""
+"""VaR backtests per book: realized P&L against the previous valuation's VaR, and today's book carried back."""
 
 import datetime as dt
+from typing import Any
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from risk_pipeline.contracts import table
-from risk_pipeline.defs.common import OWNERS, PARTITIONS, markdown_table, table_definition_metadata
+from risk_pipeline.defs.common import (
+    OWNERS,
+    PARTITIONS,
+    atm_vol_matrix,
+    close_matrix,
+    latest_as_of,
+    markdown_table,
+    table_definition_metadata,
+)
+from risk_pipeline.defs.risk.var import book_portfolio
 from risk_pipeline.quant.backtest import backtest_exceptions
+from risk_pipeline.quant.book_backtest import static_book_backtest
+from risk_pipeline.quant.var import ALL_METHODS, MONTE_CARLO_FHS, VarConfig
 from risk_pipeline.resources import WarehouseResource
 from risk_pipeline.warehouse import Warehouse
 
 WINDOW = 250
 CONFIDENCE = 0.99
+MIN_HISTORY = 250
+
+
+class BacktestSettings(dg.Config):
+    """Days of the static-book backtest and the VaR settings it uses (those of var_results by default)."""
+
+    backtest_days: int = 250
+    lookback_days: int = 500
+    n_scenarios: int = 10_000
+    seed: int = 0
 
 
 def book_series(wh: Warehouse, book: str, until: dt.date) -> pd.DataFrame:
@@ -24,79 +47,191 @@ def book_series(wh: Warehouse, book: str, until: dt.date) -> pd.DataFrame:
         [book, until],
     )
     var = wh.query(
-        "SELECT as_of, method, var FROM risk.var_results WHERE book = ? AND horizon_days = 1 AND confidence = ?",
+        "SELECT as_of, as_of_date, method, var, n_scenarios, lookback_days, seed FROM risk.var_results "
+        "WHERE book = ? AND horizon_days = 1 AND confidence = ?",
         [book, CONFIDENCE],
     )
     if nav.empty or var.empty:
         return pd.DataFrame()
     wide = var.pivot(index="as_of", columns="method", values="var")
     nav["previous_as_of"] = nav["as_of"].shift(1)
+    nav["previous_date"] = nav["as_of_date"].shift(1)
     nav = nav[~nav["pnl_basis"].str.startswith("inception")].dropna(subset=["previous_as_of"])
     return nav.join(wide, on="previous_as_of").dropna(subset=list(wide.columns), how="all")
+
+
+def rolling_rows(pnl_dates: pd.Series, pnl: np.ndarray, var: dict[str, np.ndarray], book: str,
+                 source: str) -> pd.DataFrame:
+    """var_backtest rows: for every day, the window of the last WINDOW observations ending there."""
+    rows: list[dict[str, Any]] = []
+    dates = list(pnl_dates)
+    for method, v in var.items():
+        ok = np.isfinite(v)
+        exc = pnl < -v
+        for end in range(len(dates)):
+            start = max(0, end - WINDOW + 1)
+            window = ok[start : end + 1]
+            if not window.any():
+                continue
+            r = backtest_exceptions(exc[start : end + 1][window], CONFIDENCE)
+            rows.append(
+                {
+                    **r.to_row(),
+                    "window_end": dates[end],
+                    "window_start": dates[start],
+                    "book": book,
+                    "method": method,
+                    "expected_exceptions": r.expected_exceptions,
+                    "source": source,
+                }
+            )
+    return pd.DataFrame(rows, columns=table("var_backtest").data_column_names)
+
+
+def realized(wh: Warehouse, book: str, until: dt.date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Windows and observations of the book's realized P&L against the previous valuation's VaR."""
+    series = book_series(wh, book, until)
+    methods = [m for m in ALL_METHODS if m in series.columns]
+    var = {m: series[m].to_numpy(float) for m in methods}
+    pnl = series["daily_pnl"].to_numpy(float) if len(series) else np.zeros(0)
+    source = "book_nav.daily_pnl against the previous valuation's var_results"
+    windows = rolling_rows(series.get("as_of_date", pd.Series(dtype=object)), pnl, var, book, source)
+    obs = [
+        pd.DataFrame(
+            {
+                "book": book,
+                "method": m,
+                "confidence": CONFIDENCE,
+                "var_date": series["previous_date"],
+                "pnl_date": series["as_of_date"],
+                "horizon_days": 1,
+                "var": series[m],
+                "pnl": series["daily_pnl"],
+                "exception": series["daily_pnl"] < -series[m],
+                "book_value": np.nan,
+                "lookback_days": None,
+                "n_scenarios": None,
+                "seed": None,
+                "positions_as_of": series["previous_as_of"],
+                "source": source,
+            }
+        ).dropna(subset=["var"])
+        for m in methods
+    ]
+    frame = pd.concat(obs, ignore_index=True) if obs else pd.DataFrame()
+    return windows, frame.reindex(columns=table("var_backtest_observations").data_column_names)
+
+
+def hypothetical(wh: Warehouse, book: str, rows: pd.DataFrame, as_of: pd.Timestamp, session: dt.date,
+                 settings: BacktestSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Windows and observations of the book as of ``as_of`` carried back over the last sessions."""
+    portfolio = book_portfolio(rows)
+    symbols = list(portfolio.symbols)
+    need = settings.backtest_days + settings.lookback_days + 1
+    wide = close_matrix(wh, session, need, symbols)
+    missing = [s for s in symbols if s not in wide.columns]
+    if missing:
+        raise dg.Failure(f"no price history for {missing}: the static-book backtest of {book} cannot run")
+    wide = wide[symbols].dropna().tail(need)
+    if len(wide) == 0 or wide.index[-1] != session:
+        raise dg.Failure(f"no closes of {book}'s underlyings on {session}")
+    first_day = max(MIN_HISTORY, len(wide) - 1 - settings.backtest_days)
+    days = np.arange(first_day, len(wide) - 1)
+    label = f"hypothetical:{book}"
+    if days.size == 0:
+        return pd.DataFrame(), pd.DataFrame()
+    vols = atm_vol_matrix(wh, wide.index[0], session, symbols).reindex(wide.index)
+    dates = pd.Series(list(wide.index))
+    ordinals = np.array([d.toordinal() for d in dates], dtype=float)
+    gaps = np.concatenate([[0.0], np.diff(ordinals)])
+    cfg = VarConfig(lookback_days=settings.lookback_days, n_scenarios=settings.n_scenarios, seed=settings.seed)
+    result = static_book_backtest(portfolio, wide.to_numpy(float), vols.to_numpy(float), gaps, days, cfg,
+                                  confidence=CONFIDENCE, min_history=MIN_HISTORY)
+    source = (
+        f"hypothetical P&L of {book}'s positions as of {as_of.isoformat()} carried back (quant.book_backtest); "
+        f"VaR by var.compute_var, look-back {settings.lookback_days}, seed {settings.seed}"
+    )
+    pnl_dates = dates.iloc[days + 1].reset_index(drop=True)
+    windows = rolling_rows(pnl_dates, result.pnl, result.var, label, source)
+    obs = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "book": label,
+                    "method": m,
+                    "confidence": CONFIDENCE,
+                    "var_date": dates.iloc[days].to_numpy(),
+                    "pnl_date": pnl_dates.to_numpy(),
+                    "horizon_days": 1,
+                    "var": v,
+                    "pnl": result.pnl,
+                    "exception": result.pnl < -v,
+                    "book_value": result.book_value,
+                    "lookback_days": result.lookback_days,
+                    "n_scenarios": settings.n_scenarios if m == MONTE_CARLO_FHS else None,
+                    "seed": settings.seed,
+                    "positions_as_of": as_of,
+                    "source": source,
+                }
+            )
+            for m, v in result.var.items()
+        ],
+        ignore_index=True,
+    )
+    return windows, obs
 
 
 @dg.asset(
     group_name="risk",
     partitions_def=PARTITIONS,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["book_nav", "var_results"],
+    deps=["book_nav", "var_results", "position_greeks", "market_prices", "atm_vol_history"],
     kinds={"pandas", "scipy"},
     owners=OWNERS,
     description=(
-        "Each book's realized daily P&L (book_nav) against the previous end-of-day 1-day 99 % VaR of every "
-        "method, over the last 250 observations (fewer while the history is short): exceptions, Kupiec, "
-        "Christoffersen, conditional coverage and the Basel traffic light. Reference backtests on the S&P 500 "
-        "come from `risk-pipeline var-backtest`."
+        "1-day 99 % VaR backtests per book and method, over rolling windows of the last 250 observations: "
+        "exceptions, Kupiec, Christoffersen, conditional coverage and the Basel traffic light. Two P&L series: "
+        "the book's realized daily P&L (book_nav) against the previous end-of-day VaR (fills as valuations "
+        "accumulate), and `hypothetical:<book>`, today's book carried back over the last 250 sessions (constant "
+        "notional, moneyness and tenor; full revaluation) against the VaR made each day from the history before "
+        "it. Every observation is in var_backtest_observations. Reference backtests on the S&P 500 come from "
+        "`risk-pipeline var-backtest`."
     ),
     metadata=table_definition_metadata("var_backtest"),
 )
-def var_backtest(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def var_backtest(
+    context: dg.AssetExecutionContext, config: BacktestSettings, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     wh = warehouse.get()
-    until = dt.date.fromisoformat(context.partition_keys[-1])
-    books = wh.query("SELECT DISTINCT book FROM risk.book_nav WHERE as_of_date <= ?", [until])["book"].tolist()
-    written, summary = 0, []
-    for book in sorted(books):
-        series = book_series(wh, book, until)
-        methods = [
-            c
-            for c in series.columns
-            if c in ("historical", "delta_normal", "delta_gamma_cornish_fisher", "monte_carlo_fhs")
-        ]
-        rows = []
-        for end in range(len(series)):
-            window = series.iloc[max(0, end - WINDOW + 1) : end + 1]
-            for method in methods:
-                ok = window[method].notna()
-                if not ok.any():
-                    continue
-                exc = (window.loc[ok, "daily_pnl"] < -window.loc[ok, method]).to_numpy()
-                r = backtest_exceptions(exc, CONFIDENCE)
-                rows.append(
-                    {
-                        **r.to_row(),
-                        "window_end": window["as_of_date"].iloc[-1],
-                        "window_start": window["as_of_date"].iloc[0],
-                        "book": book,
-                        "method": method,
-                        "expected_exceptions": r.expected_exceptions,
-                        "source": "book_nav.daily_pnl against the previous valuation's var_results",
-                    }
-                )
-        frame = pd.DataFrame(rows, columns=table("var_backtest").data_column_names)
-        written += wh.write("var_backtest", frame, run_id=context.run.run_id, partitions=[{"book": book}])
-        if len(frame):
-            last = frame[frame["window_end"] == frame["window_end"].max()]
+    session = dt.date.fromisoformat(context.partition_keys[-1])
+    run_id = context.run.run_id
+    realized_books = wh.query("SELECT DISTINCT book FROM risk.book_nav WHERE as_of_date <= ?", [session])["book"]
+    as_of = latest_as_of(wh, "position_greeks", session)
+    if as_of is None:
+        raise dg.Failure(f"no position_greeks for {session}: nothing to backtest")
+    positions = wh.read("position_greeks", {"as_of": as_of})
+    jobs: list[tuple[str, Any]] = [(str(b), None) for b in sorted(realized_books)]
+    jobs += [(f"hypothetical:{b}", rows) for b, rows in positions.groupby("book", sort=True)]
+    written, observations, summary = 0, 0, []
+    for label, rows in jobs:
+        if rows is None:
+            windows, obs = realized(wh, label, session)
+        else:
+            windows, obs = hypothetical(wh, label.split(":", 1)[1], rows, as_of, session, config)
+        written += wh.write("var_backtest", windows, run_id=run_id, partitions=[{"book": label}])
+        observations += wh.write("var_backtest_observations", obs, run_id=run_id, partitions=[{"book": label}])
+        if len(windows):
+            last = windows[windows["window_end"] == windows["window_end"].max()]
             summary.append(last[["book", "method", "n_obs", "exceptions", "kupiec_p_value", "traffic_light"]])
     latest = pd.concat(summary) if summary else pd.DataFrame()
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": written,
+            "observations_written": observations,
             "latest_windows": dg.MetadataValue.md(
-                markdown_table(latest.round(3), 20)
-                if len(latest)
-                else "(no book has two end-of-day valuations with VaR yet)"
+                markdown_table(latest.round(3), 40) if len(latest) else "(no backtest observations yet)"
             ),
-            "observations": int(latest["n_obs"].max()) if len(latest) else 0,
-            "run_id": context.run.run_id,
+            "positions_as_of": as_of.isoformat(),
+            "run_id": run_id,
         }
     )

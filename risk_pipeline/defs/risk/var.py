@@ -1,6 +1,8 @@
 """VaR and expected shortfall four ways per book, with component VaR and a JSON document per book."""
 
 import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -10,6 +12,7 @@ import pandas as pd
 from risk_pipeline.defs.common import (
     OWNERS,
     PARTITIONS,
+    atm_vol_matrix,
     close_matrix,
     latest_as_of,
     markdown_table,
@@ -58,10 +61,25 @@ def book_portfolio(rows: pd.DataFrame) -> Portfolio:
     )
 
 
+@dataclass(frozen=True)
+class RiskFactorHistory:
+    """Returns and ATM-vol moves of a book's underlyings, with the window and the vol coverage."""
+
+    history: MarketHistory
+    first: dt.date
+    last: dt.date
+    iv_coverage: float
+
+
 def return_history(
-    wh: Warehouse, session: dt.date, symbols: tuple[str, ...], lookback: int
-) -> tuple[MarketHistory, dt.date, dt.date]:
-    """Daily log returns of ``symbols`` over the last ``lookback`` sessions ending at ``session``."""
+    wh: Warehouse, session: dt.date, symbols: tuple[str, ...], lookback: int, option_symbols: Sequence[str] = ()
+) -> RiskFactorHistory:
+    """Daily log returns and relative ATM-vol changes of ``symbols`` over the last ``lookback`` sessions.
+
+    The vol change of a day is ``atm_vol_t / atm_vol_(t-1) - 1`` from ``atm_vol_history``; a day without both
+    vols is NaN (the vol is left unchanged that day). ``iv_coverage`` is the measured share of the
+    (day, underlying) cells of ``option_symbols`` (1.0 when the book has no options).
+    """
     wide = close_matrix(wh, session, lookback, symbols)
     missing = [s for s in symbols if s not in wide.columns]
     if missing:
@@ -69,7 +87,15 @@ def return_history(
     returns = np.log(wide[list(symbols)]).diff().iloc[1:].dropna().tail(lookback)
     if len(returns) < 250:
         raise dg.Failure(f"only {len(returns)} days of complete return history before {session}; VaR needs 250")
-    return MarketHistory(returns.to_numpy(float)), returns.index[0], returns.index[-1]
+    vols = atm_vol_matrix(wh, wide.index[0], session, symbols).reindex(wide.index)
+    iv_change = (vols / vols.shift(1) - 1.0).reindex(returns.index)
+    measured = np.isfinite(iv_change[list(option_symbols)].to_numpy(float)) if option_symbols else np.ones(1)
+    return RiskFactorHistory(
+        MarketHistory(returns.to_numpy(float), iv_change.to_numpy(float)),
+        returns.index[0],
+        returns.index[-1],
+        float(measured.mean()),
+    )
 
 
 def var_document(rows: pd.DataFrame, current_exposure: float, var_cap: float | None) -> dict[str, Any]:
@@ -90,13 +116,14 @@ def var_document(rows: pd.DataFrame, current_exposure: float, var_cap: float | N
     group_name=GROUP,
     partitions_def=PARTITIONS,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["position_greeks", "market_prices"],
+    deps=["position_greeks", "market_prices", "atm_vol_history"],
     kinds={"pandas", "numba"},
     owners=OWNERS,
     description=(
         "VaR and ES per book at 95 / 97.5 / 99 % over 1, 3 and 5 sessions: historical simulation with full "
-        "revaluation (overlapping multi-day moves), delta-normal, delta-gamma-vega Cornish-Fisher, and filtered "
-        "historical simulation Monte Carlo (GARCH-standardized returns, joint date resampling, 10,000 scenarios). "
+        "revaluation under joint moves of spot and ATM implied vol (atm_vol_history; overlapping multi-day moves), "
+        "delta-normal, delta-gamma-vega Cornish-Fisher, and filtered historical simulation Monte Carlo "
+        "(GARCH-standardized returns, joint date resampling, 10,000 scenarios). "
         "Also var_contributions (component VaR per underlying) and exports/var/<book>.json."
     ),
     metadata=table_definition_metadata("var_results"),
@@ -140,13 +167,15 @@ def var_results(
         positions = wh.read("position_greeks", {"as_of": as_of})
         for book, rows in positions.groupby("book", sort=True):
             portfolio = book_portfolio(rows)
-            history, first, last = return_history(wh, session, portfolio.symbols, cfg.lookback_days)
-            report = compute_var(portfolio, history, cfg)
+            option_symbols = sorted(rows.loc[rows["instrument_type"] == "option", "symbol"].unique())
+            factors = return_history(wh, session, portfolio.symbols, cfg.lookback_days, option_symbols)
+            report = compute_var(portfolio, factors.history, cfg)
             book_rows = pd.DataFrame(report.rows())
             book_rows.insert(0, "book", book)
             book_rows.insert(0, "as_of_date", session)
             book_rows.insert(0, "as_of", as_of)
-            book_rows["history_start"], book_rows["history_end"], book_rows["seed"] = first, last, cfg.seed
+            book_rows["history_start"], book_rows["history_end"] = factors.first, factors.last
+            book_rows["seed"], book_rows["iv_history_coverage"] = cfg.seed, factors.iv_coverage
             result_rows.append(book_rows)
             parts = pd.DataFrame(report.contribution_rows())
             parts.insert(0, "book", book)
@@ -171,6 +200,9 @@ def var_results(
                 markdown_table(headline[["book", "method", "var", "expected_shortfall", "n_scenarios"]].round(0), 20)
             ),
             "json_documents": ", ".join(files),
+            "iv_history_coverage": ", ".join(
+                f"{b}: {c:.3f}" for b, c in results.groupby("book")["iv_history_coverage"].first().items()
+            ),
             "run_id": run_id,
         },
         check_results=checks,

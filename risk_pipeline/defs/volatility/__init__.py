@@ -1,6 +1,7 @@
 """Volatility layer: implied vols, SVI surfaces, volatility forecasts."""
 
+from risk_pipeline.defs.volatility.atm_history import atm_vol_history
 from risk_pipeline.defs.volatility.forecasts import vol_forecasts
 from risk_pipeline.defs.volatility.surfaces import implied_vols, vol_surfaces
 
-ASSETS = [implied_vols, vol_surfaces, vol_forecasts]
+ASSETS = [implied_vols, vol_surfaces, atm_vol_history, vol_forecasts]
