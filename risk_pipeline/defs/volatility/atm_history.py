@@ -214,6 +214,7 @@ def atm_vol_history(
         )
     written = wh.write("atm_vol_history", rows, run_id=run_id, partitions=[{"as_of_date": s} for s in sessions])
     per_day = rows.groupby("as_of_date")["symbol"].count()
+    preview = rows.tail(10).round(dict.fromkeys(rows.select_dtypes("number").columns, 4))
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": written,
@@ -221,7 +222,7 @@ def atm_vol_history(
             "sessions_without_quotes": len(sessions) - len(quoted),
             "underlyings_per_session": f"{int(per_day.min())}..{int(per_day.max())}" if len(per_day) else "0",
             "extrapolated_rows": int(rows["extrapolated"].sum()),
-            "preview": dg.MetadataValue.md(markdown_table(rows.tail(10).round(4), 10)),
+            "preview": dg.MetadataValue.md(markdown_table(preview, 10)),
             "run_id": run_id,
         },
         check_results=[
