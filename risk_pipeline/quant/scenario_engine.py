@@ -11,8 +11,8 @@ and every rate ``r'_i = r_i + rate_shift_abs[j]``; time passes by ``horizon_days
 * stocks: ``P&L = quantity * multiplier * (S' - S)``;
 * European options: Black-Scholes-Merton (Hull, "Options, Futures, and Other Derivatives", ch. 15) with
   the Cody (1969) normal CDF of ``bsm.py``;
-* American options, ``american="exact"`` (default): Bjerksund-Stensland (2002) via
-  ``american.american_price_point`` in every scenario;
+* American options, ``american="exact"`` (default): Bjerksund-Stensland (2002) in every scenario,
+  batched through ``american.american_bs2002_prices`` (the vectorized lane kernel, ~1 us a call);
 * American options, ``american="eep_grid"`` (the VaR default, for many scenarios): BSM in every
   scenario plus the early-exercise premium ``EEP = BS2002 - BSM`` interpolated per position on a
   tensor-product not-a-knot cubic spline in (``y``, vol), ``y = w ln(S*(vol) / S')`` the log distance
@@ -23,13 +23,14 @@ and every rate ``r'_i = r_i + rate_shift_abs[j]``; time passes by ``horizon_days
   and floored after interpolation, so neither the boundary nor the floor is a kink inside the spline.
   Options whose early exercise is never optimal (call ``q <= 0``, ``q <= r``; put ``r <= 0``,
   ``r <= q``) are priced ``max(BSM, intrinsic)``; options for which BS2002 falls back to European
-  somewhere in the vol range, and scenarios off the grid, use exact BS2002. BS2002 costs ~100 BSM
-  evaluations here (Genz bivariate normals), so the grid replaces ``n_scenarios`` BS2002 calls per
-  position by ``13 x 5``. Measured (``test_scenario_engine.py``, ``bench/bench_risk.py``): largest
-  error per option 4.4e-4 per 100 of strike under Student-t(4) spot moves of 2.5 % daily scale and
-  8 % vol moves, 5e-5 under the benchmark's 1-day FHS scenarios; 99 % VaR of 100 American options
-  within 3e-7 relative; 20-30 times faster than exact BS2002 for 10,000 scenarios. Scenario sets with
-  rate shifts or callable / per-position vol shifts fall back to ``"exact"``.
+  somewhere in the vol range, and scenarios off the grid, use exact BS2002. BS2002 costs ~75 BSM
+  evaluations even in the vectorized lane kernel (20 bivariate normals), so the grid replaces
+  ``n_scenarios`` BS2002 calls per position by ``13 x 5``. Measured (``test_scenario_engine.py``,
+  ``bench/bench_risk.py``): largest error per option 4.4e-4 per 100 of strike under Student-t(4) spot
+  moves of 2.5 % daily scale and 8 % vol moves, 5e-5 under the benchmark's 1-day FHS scenarios; 99 %
+  VaR of 100 American options within 5e-7 relative; about 10 times faster than exact BS2002 for
+  10,000 scenarios. Scenario sets with rate shifts or callable / per-position vol shifts fall back to
+  ``"exact"``.
 
 Every position's P&L is ``quantity * multiplier * (V' - V)`` where ``V`` is today's value by the same
 formula, so a zero scenario at zero horizon gives exactly zero. Per-underlying P&L (``per_symbol``)
@@ -39,15 +40,18 @@ Evaluation (``evaluate``): per-option constants (log strikes, ``sqrt(T')``, ``(r
 and rate discount factors, today's values, the EEP grid) are computed once in a ``PreparedBook``;
 scenarios are split into chunks (``chunk_size``, by default sized so one chunk's temporaries stay
 under ``CHUNK_MEMORY_BYTES``) evaluated by numba kernels that loop scenarios in parallel and positions
-sequentially (Europeans in a vectorized loop into a per-scenario buffer, then Americans), so no
+sequentially (Europeans in a vectorized loop into a per-scenario buffer; Americans on the grid option by
+option over the chunk's scenarios, read symbol-major, or exactly in batches of the lane kernel), so no
 ``n_scenarios x n_positions`` array is ever built (unless the caller passes per-position vol shifts or
-a callable). With a ``dask.distributed.Client`` the book is scattered to every worker once and the
-chunks run as tasks; each scenario's P&L is a sequential sum over positions in a fixed order, so the
-result is bit-for-bit the same as in process whatever the chunking.
+a callable; the grid keeps one ``n_chunk x n_american`` block). With a ``dask.distributed.Client`` the
+book is scattered to every worker once and the chunks run as tasks; each scenario's P&L is a sequential
+sum over positions in a fixed order, so the result is bit-for-bit the same as in process whatever the
+chunking.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -59,8 +63,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.interpolate import CubicSpline
 
 from risk_pipeline.quant.american import MIN_TOTAL_STD as AMERICAN_MIN_TOTAL_STD
-from risk_pipeline.quant.american import _bs2002_call, american_price_point
-from risk_pipeline.quant.bsm import MIN_TOTAL_STD, norm_cdf_from_exp
+from risk_pipeline.quant.american import american_bs2002_prices, american_price, bs2002_call_raw
+from risk_pipeline.quant.bsm import MIN_TOTAL_STD, fast_exp, norm_cdf_from_exp
 
 if TYPE_CHECKING:
     from risk_pipeline.quant.portfolio import Portfolio
@@ -205,14 +209,18 @@ class ScenarioPnl:
 # ----------------------------------------------------------------------------------------------
 # numba kernels
 #
-# The European loop is branch-free (selects instead of if/else) and writes each option's price into a
-# buffer, so LLVM vectorizes it (gathers of the shocked spots, the Cody rational functions) with only
-# ``exp`` left as a scalar libm call; ``N(d2)`` reuses ``exp(-d1^2/2)`` through
-# ``exp(-d2^2/2) = exp(-d1^2/2) F/K``. The P&L is then summed sequentially in a fixed order.
+# The European loop is branch-free (selects instead of if/else; ``np.maximum``, not the builtin ``max``,
+# which LLVM does not vectorize) and writes each option's price into a buffer, so LLVM vectorizes it
+# (gathers of the shocked spots, the Cody rational functions, the polynomial ``fast_exp``); ``N(d2)``
+# reuses ``exp(-d1^2/2)`` through ``exp(-d2^2/2) = exp(-d1^2/2) F/K``. The P&L is then summed
+# sequentially in a fixed order. Exact BS2002 prices go through ``american.american_bs2002_prices`` in
+# batches (its lane kernel vectorizes across options and scenarios).
 # ----------------------------------------------------------------------------------------------
 
 #: Scenarios per parallel work item (one price buffer each).
 _BLOCK = 32
+#: Exact BS2002 repricings per parallel work item of the exact kernel (lanes of ``american_bs2002_prices``).
+_LANE_TARGET = 256
 _T1_FRACTION = 0.5 * (math.sqrt(5.0) - 1.0)
 _AM_MIN_TOTAL_STD = AMERICAN_MIN_TOTAL_STD
 
@@ -229,16 +237,16 @@ def _bsm(s: float, ls: float, lk: float, carry: float, sqt: float, sig: float, w
     sds = sd if reg else 1.0
     d1 = x / sds + 0.5 * sds
     d2 = d1 - sds
-    e1 = math.exp(-0.5 * d1 * d1)
+    e1 = fast_exp(-0.5 * d1 * d1)
     e2 = e1 * (sdq / kdr)  # exp(-d2^2/2) = exp(-d1^2/2) F / K
-    price = max(w * (sdq * norm_cdf_from_exp(w * d1, e1) - kdr * norm_cdf_from_exp(w * d2, e2)), 0.0)
-    limit = max(w * (sdq - kdr), 0.0) * np.float64(w * x > 0.0)
+    price = np.maximum(w * (sdq * norm_cdf_from_exp(w * d1, e1) - kdr * norm_cdf_from_exp(w * d2, e2)), 0.0)
+    limit = np.maximum(w * (sdq - kdr), 0.0) * np.float64(w * x > 0.0)
     return (price if reg else limit) + 0.0
 
 
 @njit(inline="always", **_JIT)
 def _sigma(vol: float, scale: float, shift: float, skew: float, lk: float, ls: float, extra: float) -> float:
-    return max(vol * scale + shift + skew * (lk - ls) + extra, 0.0)
+    return np.maximum(vol * scale + shift + skew * (lk - ls) + extra, 0.0)
 
 
 @njit(parallel=True, **_JIT)
@@ -247,30 +255,27 @@ def _european_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: Floa
                      per_symbol: bool, n_euro: int, spot0: FloatArray, stock_units: FloatArray, opt_sym: IntArray,
                      units: FloatArray, log_strike: FloatArray, t: FloatArray, sqt: FloatArray, carry: FloatArray,
                      vol: FloatArray, w: FloatArray, dq: FloatArray, kdr: FloatArray, base: FloatArray,
-                     n_price: int, am_euro: FloatArray, out_pnl: FloatArray, out_sym: FloatArray) -> None:
-    """Stock and European-option P&L of every scenario into ``out_pnl`` (and ``out_sym``).
-
-    Options ``0 .. n_price-1`` are priced by BSM; the P&L sums the first ``n_euro`` and the BSM values
-    of the others (Americans on the early-exercise grid) go to ``am_euro[i - n_euro, j]``. Kept apart
-    from any BS2002 call: with one in the same function LLVM no longer vectorizes the pricing loop.
+                     out_pnl: FloatArray, out_sym: FloatArray) -> None:
+    """Stock and European-option (options ``0 .. n_euro-1``, BSM) P&L of every scenario into ``out_pnl``
+    (and ``out_sym``). Kept apart from any BS2002 call: with one in the same function LLVM no longer
+    vectorizes the pricing loop.
     """
     n, nsym = spot_new.shape
     for blk in prange((n + _BLOCK - 1) // _BLOCK):
         j0 = blk * _BLOCK
         j1 = min(n, j0 + _BLOCK)
-        buf = np.empty(n_price)
-        am_blk = np.empty((j1 - j0, n_price - n_euro))
+        buf = np.empty(n_euro)
         for j in range(j0, j1):
             dr = rate_shift[j]
             if dr == 0.0:
-                for i in range(n_price):
+                for i in range(n_euro):
                     s = opt_sym[i]
                     ls = log_spot_new[j, s]
                     sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls,
                                  shift_opt[j, i * opt_stride])
                     buf[i] = _bsm(spot_new[j, s], ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
             else:
-                for i in range(n_price):
+                for i in range(n_euro):
                     s = opt_sym[i]
                     ls = log_spot_new[j, s]
                     sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls,
@@ -289,11 +294,6 @@ def _european_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: Floa
                 if per_symbol:
                     out_sym[j, opt_sym[i]] += v
             out_pnl[j] = total
-            for i in range(n_euro, n_price):
-                am_blk[j - j0, i - n_euro] = buf[i]
-        for m in range(n_price - n_euro):  # option-major copy for the American grid kernels
-            for j in range(j0, j1):
-                am_euro[m, j] = am_blk[j - j0, m]
 
 
 @njit(inline="always", **_JIT)
@@ -326,35 +326,64 @@ def _american_exact_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale
                            log_strike: FloatArray, strike: FloatArray, t: FloatArray, vol: FloatArray,
                            rate: FloatArray, div: FloatArray, call: BoolArray, base: FloatArray,
                            out_pnl: FloatArray, out_sym: FloatArray) -> None:
-    """Add the P&L of the American options ``n_euro ..`` priced by BS2002 in every scenario."""
+    """Add the P&L of the American options ``n_euro ..`` priced by BS2002 in every scenario.
+
+    Work items of ``max(1, _LANE_TARGET // n_american)`` scenarios: every (scenario, option) of an item
+    goes through ``american_bs2002_prices`` together, then each scenario's terms are added in position
+    order (a price does not depend on its batch, so neither does the P&L).
+    """
     n = spot_new.shape[0]
-    for j in prange(n):
-        dr = rate_shift[j]
-        total = out_pnl[j]
-        for i in range(n_euro, units.shape[0]):
-            s = opt_sym[i]
-            sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], log_spot_new[j, s],
-                         shift_opt[j, i * opt_stride])
-            p = american_price_point(spot_new[j, s], strike[i], t[i], sig, rate[i] + dr, div[i], call[i], 0)
-            v = units[i] * (p - base[i])
-            total += v
-            if per_symbol:
-                out_sym[j, s] += v
-        out_pnl[j] = total
+    na = units.shape[0] - n_euro
+    if na == 0:
+        return
+    per_item = max(1, _LANE_TARGET // na)
+    for item in prange((n + per_item - 1) // per_item):
+        j0 = item * per_item
+        j1 = min(n, j0 + per_item)
+        m = (j1 - j0) * na
+        ps, pk, pt, pv, pr, pq, px = (np.empty(m), np.empty(m), np.empty(m), np.empty(m), np.empty(m), np.empty(m),
+                                      np.empty(m))
+        pc = np.empty(m, dtype=np.bool_)
+        for j in range(j0, j1):
+            dr = rate_shift[j]
+            for a in range(na):
+                i = n_euro + a
+                s = opt_sym[i]
+                c = (j - j0) * na + a
+                ps[c] = spot_new[j, s]
+                pk[c] = strike[i]
+                pt[c] = t[i]
+                pv[c] = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], log_spot_new[j, s],
+                               shift_opt[j, i * opt_stride])
+                pr[c] = rate[i] + dr
+                pq[c] = div[i]
+                pc[c] = call[i]
+        american_bs2002_prices(ps, pk, pt, pv, pr, pq, pc, px)
+        for j in range(j0, j1):
+            total = out_pnl[j]
+            for a in range(na):
+                i = n_euro + a
+                v = units[i] * (px[(j - j0) * na + a] - base[i])
+                total += v
+                if per_symbol:
+                    out_sym[j, opt_sym[i]] += v
+            out_pnl[j] = total
 
 
 @njit(parallel=True, **_JIT)
-def _american_grid_values(spot_new: FloatArray, log_spot_new: FloatArray, scale: FloatArray, shift: FloatArray,
-                          skew: FloatArray, n_euro: int, opt_sym: IntArray, log_strike: FloatArray,
-                          strike: FloatArray, sqt: FloatArray, vol: FloatArray, w: FloatArray,
-                          g_mode: NDArray[np.int8], g_y0: FloatArray, g_dy: FloatArray, g_v0: FloatArray,
-                          g_dv: FloatArray, g_coef: FloatArray, g_bcoef: FloatArray, values: FloatArray) -> None:
-    """Turn the BSM values ``values[m, j]`` of options ``n_euro + m`` into American prices: BSM plus the
+def _american_grid_values(spot_t: FloatArray, log_spot_t: FloatArray, scale_t: FloatArray, shift_t: FloatArray,
+                          skew_t: FloatArray, n_euro: int, opt_sym: IntArray, log_strike: FloatArray,
+                          strike: FloatArray, sqt: FloatArray, carry: FloatArray, vol: FloatArray, w: FloatArray,
+                          dq: FloatArray, kdr: FloatArray, g_mode: NDArray[np.int8], g_y0: FloatArray,
+                          g_dy: FloatArray, g_v0: FloatArray, g_dv: FloatArray, g_coef: FloatArray,
+                          g_bcoef: FloatArray, values: FloatArray, n_nan: IntArray) -> None:
+    """American price ``values[m, j]`` of option ``n_euro + m`` in scenario ``j``: BSM plus the
     interpolated early-exercise premium, or NaN where exact BS2002 is needed (mode 2, off the grid in
-    either coordinate, e.g. a book prepared for other scenarios).
+    either coordinate, e.g. a book prepared for other scenarios); ``n_nan[m]`` counts the NaNs.
 
-    Branch-free so that it vectorizes (kept apart from any BS2002 call); ``g_bcoef`` is the cubic
-    spline in vol of ``ln(S*/K)`` on a four times finer vol grid.
+    The scenario inputs are symbol-major (``x_t[s, j]``, contiguous along the scenarios). Branch-free
+    so that it vectorizes (kept apart from any BS2002 call); ``g_bcoef`` is the cubic spline in vol of
+    ``ln(S*/K)`` on a four times finer vol grid.
     """
     na, n = values.shape
     ny = g_coef.shape[2] + 1
@@ -367,41 +396,42 @@ def _american_grid_values(spot_new: FloatArray, log_spot_new: FloatArray, scale:
         mode = g_mode[m]
         inv_dv = 1.0 / g_dv[m]  # grid coordinates by multiplication (vectorizes better)
         inv_dy = 1.0 / g_dy[m]
+        count = 0
         for j in range(n):
-            ls = log_spot_new[j, s]
-            sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls, 0.0)
+            ls = log_spot_t[s, j]
+            sig = _sigma(vol[i], scale_t[s, j], shift_t[s, j], skew_t[s, j], log_strike[i], ls, 0.0)
             fv = (sig - g_v0[m]) * inv_dv
-            iv = int(min(max(fv, 0.0), nv - 2.0))
+            iv = np.int64(np.minimum(np.maximum(fv, 0.0), nv - 2.0))
             tv = fv - iv
             fb = fv * b_per_v
-            ib = int(min(max(fb, 0.0), nb - 2.0))
+            ib = np.int64(np.minimum(np.maximum(fb, 0.0), nb - 2.0))
             tb = fb - ib
             lstar = ((g_bcoef[m, ib, 0] * tb + g_bcoef[m, ib, 1]) * tb + g_bcoef[m, ib, 2]) * tb + g_bcoef[m, ib, 3]
             y = w[i] * (lstar - ls + log_strike[i])  # distance to the exercise boundary, > 0: continuation
             fy = (y - g_y0[m]) * inv_dy
-            iy = int(min(max(fy, 0.0), ny - 2.0))
+            iy = np.int64(np.minimum(np.maximum(fy, 0.0), ny - 2.0))
             ty = fy - iy
             eep = 0.0
             for a in range(4):
                 eep = eep * tv + (((g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty
                                    + g_coef[m, iv, iy, a, 2]) * ty + g_coef[m, iv, iy, a, 3])
-            euro = values[m, j]
-            intrinsic = w[i] * (spot_new[j, s] - strike[i])
+            euro = _bsm(spot_t[s, j], ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
+            intrinsic = w[i] * (spot_t[s, j] - strike[i])
             on_grid = (fy >= 0.0) & (fy <= ny - 1.0) & (fv >= -1e-9) & (fv <= nv - 1.0 + 1e-9)
-            spline = max(euro + max(eep, 0.0), intrinsic)  # BS2002's own floors
+            spline = np.maximum(euro + np.maximum(eep, 0.0), intrinsic)  # BS2002's own floors
             floor_only = (mode == 0) | (sig * sqt[i] <= _AM_MIN_TOTAL_STD) | ((mode == 1) & (y <= 0.0))
             value = spline if ((mode == 1) & on_grid) else math.nan
-            values[m, j] = max(euro, intrinsic) if floor_only else value
+            price = np.maximum(euro, intrinsic) if floor_only else value
+            count += np.int64(price != price)
+            values[m, j] = price
+        n_nan[m] = count
 
 
 @njit(parallel=True, **_JIT)
-def _american_grid_sum(values: FloatArray, spot_new: FloatArray, log_spot_new: FloatArray, scale: FloatArray,
-                       shift: FloatArray, skew: FloatArray, per_symbol: bool, n_euro: int, opt_sym: IntArray,
-                       units: FloatArray, log_strike: FloatArray, strike: FloatArray, t: FloatArray,
-                       vol: FloatArray, rate: FloatArray, div: FloatArray, call: BoolArray, base: FloatArray,
-                       out_pnl: FloatArray, out_sym: FloatArray) -> None:
-    """Price the NaN entries of ``values[m, j]`` by exact BS2002 and add the American P&L, each
-    scenario's terms in position order (blocks of scenarios read the option-major values row by row)."""
+def _american_grid_sum(values: FloatArray, per_symbol: bool, n_euro: int, opt_sym: IntArray, units: FloatArray,
+                       base: FloatArray, out_pnl: FloatArray, out_sym: FloatArray) -> None:
+    """Add the American P&L from the prices ``values[m, j]``, each scenario's terms in position order (blocks
+    of scenarios read the option-major values row by row)."""
     na, n = values.shape
     for blk in prange((n + _BLOCK - 1) // _BLOCK):
         j0 = blk * _BLOCK
@@ -411,12 +441,7 @@ def _american_grid_sum(values: FloatArray, spot_new: FloatArray, log_spot_new: F
             i = n_euro + m
             s = opt_sym[i]
             for j in range(j0, j1):
-                p = values[m, j]
-                if p != p:
-                    sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], log_spot_new[j, s],
-                                 0.0)
-                    p = american_price_point(spot_new[j, s], strike[i], t[i], sig, rate[i], div[i], call[i], 0)
-                v = units[i] * (p - base[i])
+                v = units[i] * (values[m, j] - base[i])
                 total[j - j0] += v
                 if per_symbol:
                     out_sym[j, s] += v
@@ -424,43 +449,39 @@ def _american_grid_sum(values: FloatArray, spot_new: FloatArray, log_spot_new: F
 
 
 @njit(parallel=True, **_JIT)
-def _base_kernel(spot: FloatArray, log_spot: FloatArray, log_strike: FloatArray, strike: FloatArray,
-                 t: FloatArray, sqt: FloatArray, carry: FloatArray, vol: FloatArray, rate: FloatArray,
-                 div: FloatArray, w: FloatArray, call: BoolArray, dq: FloatArray, kdr: FloatArray,
-                 american: BoolArray, out: FloatArray) -> None:
-    """Unshocked price of every option by the kernel's own formulas (BSM, or BS2002 where ``american``)."""
+def _bsm_kernel(spot: FloatArray, log_spot: FloatArray, log_strike: FloatArray, carry: FloatArray, sqt: FloatArray,
+                vol: FloatArray, w: FloatArray, dq: FloatArray, kdr: FloatArray, out: FloatArray) -> None:
+    """BSM prices by the kernels' own formula (``_bsm``), element by element."""
     for i in prange(out.shape[0]):
-        if american[i]:
-            out[i] = american_price_point(spot[i], strike[i], t[i], vol[i], rate[i], div[i], call[i], 0)
-        else:
-            out[i] = _bsm(spot[i], log_spot[i], log_strike[i], carry[i], sqt[i], vol[i], w[i], dq[i], kdr[i])
+        out[i] = _bsm(spot[i], log_spot[i], log_strike[i], carry[i], sqt[i], vol[i], w[i], dq[i], kdr[i])
 
 
-@njit(parallel=True, **_JIT)
-def _eep_nodes(ls_star: FloatArray, y: FloatArray, v: FloatArray, k: FloatArray, lk: FloatArray,
-               t: FloatArray, sqt: FloatArray, carry: FloatArray, r: FloatArray, q: FloatArray, w: FloatArray,
-               call: BoolArray, dq: FloatArray, kdr: FloatArray, out: FloatArray) -> None:
-    """Unfloored ``BS2002 - BSM`` at ``ln S = ln S*(v_l) - w y_c`` for every (option a, vol node l, node c).
+def _eep_nodes(ls_star: FloatArray, y: FloatArray, v: FloatArray, k: FloatArray, lk: FloatArray, t: FloatArray,
+               sqt: FloatArray, carry: FloatArray, r: FloatArray, q: FloatArray, w: FloatArray, call: BoolArray,
+               dq: FloatArray, kdr: FloatArray) -> FloatArray:
+    """Unfloored ``BS2002 - BSM``, ``(n_options, n_vol_nodes, n_y_nodes)``, at ``ln S = ln S*(v_l) - w y_c``.
 
-    The BS2002 formula is taken before its floor at the European value (``american._bs2002_call``,
+    The BS2002 formula is taken before its floor at the European value (``american.bs2002_call_raw``,
     through the put-call transformation), so the premium is smooth where BS2002 dips below BSM; the
     kernel applies the floor after interpolating. Where BS2002 falls back to BSM (run-away boundary)
     the premium is 0.
     """
-    na, nv = v.shape
-    ny = y.shape[1]
-    for flat in prange(na * nv):
-        a = flat // nv
-        m = flat % nv
-        for c in range(ny):
-            ls = ls_star[a, m] - w[a] * y[a, c]
-            s = math.exp(ls)
-            if call[a]:
-                raw = _bs2002_call(s, k[a], t[a], r[a], q[a], v[a, m])
-            else:
-                raw = _bs2002_call(k[a], s, t[a], q[a], r[a], v[a, m])
-            euro = _bsm(s, ls, lk[a], carry[a], sqt[a], v[a, m], w[a], dq[a], kdr[a])
-            out[a, m, c] = raw - euro if (raw == raw and raw < math.inf) else 0.0
+    shape = (v.shape[0], v.shape[1], y.shape[1])
+    ls = ls_star[:, :, None] - w[:, None, None] * y[:, None, :]
+    s = np.exp(ls)
+    c = call[:, None, None]
+    kb = np.broadcast_to(k[:, None, None], shape)
+    raw = bs2002_call_raw(np.where(c, s, kb), np.where(c, kb, s), t[:, None, None], v[:, :, None],
+                          np.where(call, r, q)[:, None, None], np.where(call, q, r)[:, None, None])
+    euro = np.empty(raw.size)
+
+    def flat(a: FloatArray) -> FloatArray:
+        return np.ascontiguousarray(np.broadcast_to(a, shape)).reshape(-1)
+
+    _bsm_kernel(flat(s), flat(ls), flat(lk[:, None, None]), flat(carry[:, None, None]), flat(sqt[:, None, None]),
+                flat(v[:, :, None]), flat(w[:, None, None]), flat(dq[:, None, None]), flat(kdr[:, None, None]), euro)
+    with np.errstate(invalid="ignore"):
+        return np.where((raw == raw) & (raw < np.inf), raw - euro.reshape(shape), 0.0)
 
 
 @njit(parallel=True, **_JIT)
@@ -575,9 +596,13 @@ def _base_values(p: Portfolio, opt: IntArray, arrays: dict[str, Any]) -> FloatAr
     sym = arrays["opt_sym"]
     out = np.empty(opt.size)
     if opt.size:
-        _base_kernel(np.ascontiguousarray(p.spot[sym]), np.log(p.spot)[sym], arrays["log_strike"], arrays["strike"],
-                     t, tc["sqrt_t"], tc["carry"], arrays["vol"], arrays["rate"], arrays["div"], arrays["w"],
-                     arrays["call"], tc["dq"], tc["kdr"], np.ascontiguousarray(p.is_american[opt]), out)
+        spot = np.ascontiguousarray(p.spot[sym])
+        _bsm_kernel(spot, np.log(p.spot)[sym], arrays["log_strike"], tc["carry"], tc["sqrt_t"], arrays["vol"],
+                    arrays["w"], tc["dq"], tc["kdr"], out)
+        am = np.flatnonzero(p.is_american[opt])  # BS2002 as in the exact kernel (same lane kernel, same bits)
+        if am.size:
+            out[am] = american_price(spot[am], arrays["strike"][am], t[am], arrays["vol"][am], arrays["rate"][am],
+                                     arrays["div"][am], arrays["call"][am])
     return out
 
 
@@ -712,6 +737,15 @@ def _per_position(book: PreparedBook, ncol: int, flag: bool | None) -> bool:
     return ncol == n_pos
 
 
+@functools.lru_cache(maxsize=8)
+def _spline_map(n: int) -> FloatArray:
+    """Coefficients ``(4, n - 1, n)`` of the not-a-knot cubic spline through ``n`` equally spaced values as a
+    linear map of the values: ``c[k, i] = map[k, i] @ y`` is scipy's ``CubicSpline(arange(n), y).c[k, i]``."""
+    out = CubicSpline(np.arange(n, dtype=np.float64), np.eye(n), axis=0).c
+    out.flags.writeable = False
+    return out
+
+
 def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
     """Build the EEP grids of the Americans over the spot and vol range reached by ``sc``.
 
@@ -725,9 +759,18 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
     am = slice(first, None)
     na = book.units.size - first
     inp = _chunk_inputs(book, sc)
-    v_lo, v_hi, ls_lo, ls_hi = (np.empty(na) for _ in range(4))
-    _vol_range(inp.log_spot_new, inp.scale, inp.shift, inp.skew, book.opt_sym, book.log_strike, book.vol, first,
-               v_lo, v_hi, ls_lo, ls_hi)
+    sym = book.opt_sym[am]
+    if sc.vol_shift_abs is None and sc.vol_skew is None:
+        # sigma' = sigma * scale exactly (see _sigma); x -> sigma x is monotone, so its range is sigma times the
+        # range of the symbol's scale, bit for bit what _vol_range finds scenario by scenario
+        v_lo = book.vol[am] * inp.scale.min(axis=0)[sym]
+        v_hi = book.vol[am] * inp.scale.max(axis=0)[sym]
+        ls_lo = inp.log_spot_new.min(axis=0)[sym]
+        ls_hi = inp.log_spot_new.max(axis=0)[sym]
+    else:
+        v_lo, v_hi, ls_lo, ls_hi = (np.empty(na) for _ in range(4))
+        _vol_range(inp.log_spot_new, inp.scale, inp.shift, inp.skew, book.opt_sym, book.log_strike, book.vol,
+                   first, v_lo, v_hi, ls_lo, ls_hi)
     v_hi = v_lo + np.maximum(v_hi - v_lo, 1e-4 * np.maximum(book.vol[am], 1e-2))
     nu, nv = EEP_SPOT_NODES, EEP_VOL_NODES
     v_nodes = v_lo[:, None] + (v_hi - v_lo)[:, None] * np.linspace(0.0, 1.0, nv)[None, :]
@@ -749,19 +792,13 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
     vals = np.zeros((na, nv, nu))
     fit = np.flatnonzero(mode == 1)
     if fit.size:
-        sub = np.empty((fit.size, nv, nu))
-        _eep_nodes(np.ascontiguousarray(ls_nodes[fit]), np.ascontiguousarray(y_nodes[fit]),
-                   np.ascontiguousarray(v_nodes[fit]), *(np.ascontiguousarray(getattr(book, f)[am][fit]) for f in (
-                       "strike", "log_strike", "t", "sqrt_t", "carry", "rate", "div", "w", "call", "dq", "kdr")), sub)
-        vals[fit] = sub
-    # tensor-product not-a-knot cubic spline: along y, then the y coefficients along vol
-    cu = CubicSpline(np.arange(nu, dtype=np.float64), vals, axis=2).c  # (4, nu-1, na, nv)
-    cv = CubicSpline(np.arange(nv, dtype=np.float64), cu, axis=3).c  # (4, nv-1, 4, nu-1, na)
-    coef = np.ascontiguousarray(np.transpose(cv, (4, 1, 3, 0, 2)))  # (na, nv-1, nu-1, 4 vol, 4 y)
+        vals[fit] = _eep_nodes(ls_nodes[fit], y_nodes[fit], v_nodes[fit], *(getattr(book, f)[am][fit] for f in (
+            "strike", "log_strike", "t", "sqrt_t", "carry", "rate", "div", "w", "call", "dq", "kdr")))
+    # tensor-product not-a-knot cubic spline, along y and along vol: coef[a, vol cell, y cell, vol power, y power]
+    coef = np.einsum("lmv,kin,avn->amilk", _spline_map(nv), _spline_map(nu), vals, optimize=True)
     # ln(S*/K) along vol: cubic spline through the fine table (modes 0 and 2 never read it)
     lratio = np.log(np.where(mode[:, None] == 1, ratio, 1.0))
-    bc = CubicSpline(np.arange(fine.shape[1], dtype=np.float64), lratio, axis=1).c  # (4, nb-1, na)
-    bcoef = np.ascontiguousarray(np.transpose(bc, (2, 1, 0)))
+    bcoef = np.einsum("kin,an->aik", _spline_map(fine.shape[1]), lratio, optimize=True)
     return replace(book, grid_mode=mode, grid_y0=y_lo, grid_dy=(y_hi - y_lo) / (nu - 1), grid_v0=v_lo,
                    grid_dv=(v_hi - v_lo) / (nv - 1), grid_coef=coef, grid_bcoef=bcoef)
 
@@ -784,29 +821,44 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
               inp.rate, per_symbol, book.n_euro)
     n_am = book.units.size - book.n_euro
     grid = use_grid and n_am > 0
-    values = np.empty((n_am, n) if grid else (1, 1))
     _european_kernel(*common, book.spot0, book.stock_units, book.opt_sym, book.units, book.log_strike, book.t,
-                     book.sqrt_t, book.carry, book.vol, book.w, book.dq, book.kdr, book.base,
-                     book.units.size if grid else book.n_euro, values, pnl, by_sym)
+                     book.sqrt_t, book.carry, book.vol, book.w, book.dq, book.kdr, book.base, pnl, by_sym)
     if grid:
-        _american_grid_values(inp.spot_new, inp.log_spot_new, inp.scale, inp.shift, inp.skew, book.n_euro,
-                              book.opt_sym, book.log_strike, book.strike, book.sqrt_t, book.vol, book.w,
-                              book.grid_mode, book.grid_y0, book.grid_dy, book.grid_v0, book.grid_dv,
-                              book.grid_coef, book.grid_bcoef, values)
-        _american_grid_sum(values, inp.spot_new, inp.log_spot_new, inp.scale, inp.shift, inp.skew, per_symbol,
-                           book.n_euro, book.opt_sym, book.units, book.log_strike, book.strike, book.t, book.vol,
-                           book.rate, book.div, book.call, book.base, pnl, by_sym)
+        values = np.empty((n_am, n))
+        n_nan = np.empty(n_am, dtype=np.intp)
+        sym_major = [np.ascontiguousarray(a.T) for a in (inp.spot_new, inp.log_spot_new, inp.scale, inp.shift,
+                                                          inp.skew)]
+        _american_grid_values(*sym_major, book.n_euro, book.opt_sym, book.log_strike, book.strike, book.sqrt_t,
+                              book.carry, book.vol, book.w, book.dq, book.kdr, book.grid_mode, book.grid_y0,
+                              book.grid_dy, book.grid_v0, book.grid_dv, book.grid_coef, book.grid_bcoef, values,
+                              n_nan)
+        if np.any(n_nan):
+            _exact_where_nan(book, inp, values)
+        _american_grid_sum(values, per_symbol, book.n_euro, book.opt_sym, book.units, book.base, pnl, by_sym)
     elif n_am:
         _american_exact_kernel(*common, book.opt_sym, book.units, book.log_strike, book.strike, book.t, book.vol,
                                book.rate, book.div, book.call, book.base, pnl, by_sym)
     return ScenarioPnl(pnl, by_sym if per_symbol else None)
 
 
+def _exact_where_nan(book: PreparedBook, inp: _ChunkInputs, values: FloatArray) -> None:
+    """Exact BS2002 for the NaN entries of the grid values (mode 2, off the grid), in place."""
+    m, j = np.nonzero(np.isnan(values))
+    if m.size:
+        i = book.n_euro + m
+        s = book.opt_sym[i]
+        ls = inp.log_spot_new[j, s]
+        sig = np.maximum(book.vol[i] * inp.scale[j, s] + inp.shift[j, s] + inp.skew[j, s] * (book.log_strike[i] - ls)
+                         + 0.0, 0.0)  # _sigma
+        values[m, j] = american_price(inp.spot_new[j, s], book.strike[i], book.t[i], sig, book.rate[i], book.div[i],
+                                      book.call[i])
+
+
 def default_chunk_size(book: PreparedBook, sc: ScenarioSet) -> int:
     """Scenarios per chunk so that one chunk's temporaries stay under ``CHUNK_MEMORY_BYTES``."""
     per_scenario = 8 * (6 * book.n_symbols + 2)
     if book.american == "eep_grid":
-        per_scenario += 8 * (book.units.size - book.n_euro)
+        per_scenario += 8 * (book.units.size - book.n_euro + 5 * book.n_symbols)  # values, symbol-major inputs
     if callable(sc.vol_shift_abs):
         per_scenario += 8 * 5 * book.n_positions
     elif isinstance(sc.vol_shift_abs, np.ndarray) and sc.vol_shift_abs.shape[1] != book.n_symbols:
