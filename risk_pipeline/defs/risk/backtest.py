@@ -11,13 +11,11 @@ from risk_pipeline.contracts import table
 from risk_pipeline.defs.common import (
     OWNERS,
     PARTITIONS,
-    atm_vol_matrix,
-    close_matrix,
     latest_as_of,
     markdown_table,
     table_definition_metadata,
 )
-from risk_pipeline.defs.risk.var import book_portfolio
+from risk_pipeline.defs.risk.var import book_portfolio, factor_levels
 from risk_pipeline.quant.backtest import backtest_exceptions
 from risk_pipeline.quant.book_backtest import static_book_backtest
 from risk_pipeline.quant.var import ALL_METHODS, MONTE_CARLO_FHS, VarConfig
@@ -88,6 +86,36 @@ def rolling_rows(pnl_dates: pd.Series, pnl: np.ndarray, var: dict[str, np.ndarra
     return pd.DataFrame(rows, columns=table("var_backtest").data_column_names)
 
 
+def observation_frame(book: str, var_dates: Any, pnl_dates: Any, pnl: np.ndarray, var: dict[str, np.ndarray],
+                      source: str, *, n_scenarios: int | None = None, **inputs: Any) -> pd.DataFrame:
+    """var_backtest_observations rows: one per method and day with a VaR (``inputs``: the optional columns).
+
+    ``n_scenarios`` applies to the Monte Carlo method only.
+    """
+    columns = table("var_backtest_observations").data_column_names
+    inputs = {k: v.to_numpy() if isinstance(v, pd.Series) else v for k, v in inputs.items()}
+    frames = []
+    for method, v in var.items():
+        frame = pd.DataFrame(
+            {
+                **inputs,
+                "book": book,
+                "method": method,
+                "confidence": CONFIDENCE,
+                "var_date": np.asarray(var_dates),
+                "pnl_date": np.asarray(pnl_dates),
+                "horizon_days": 1,
+                "var": v,
+                "pnl": pnl,
+                "exception": pnl < -v,
+                "n_scenarios": n_scenarios if method == MONTE_CARLO_FHS else None,
+                "source": source,
+            }
+        ).reindex(columns=columns)
+        frames.append(frame[np.isfinite(v)])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
 def realized(wh: Warehouse, book: str, until: dt.date) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Windows and observations of the book's realized P&L against the previous valuation's VaR."""
     series = book_series(wh, book, until)
@@ -96,43 +124,21 @@ def realized(wh: Warehouse, book: str, until: dt.date) -> tuple[pd.DataFrame, pd
     pnl = series["daily_pnl"].to_numpy(float) if len(series) else np.zeros(0)
     source = "book_nav.daily_pnl against the previous valuation's var_results"
     windows = rolling_rows(series.get("as_of_date", pd.Series(dtype=object)), pnl, var, book, source)
-    obs = [
-        pd.DataFrame(
-            {
-                "book": book,
-                "method": m,
-                "confidence": CONFIDENCE,
-                "var_date": series["previous_date"],
-                "pnl_date": series["as_of_date"],
-                "horizon_days": 1,
-                "var": series[m],
-                "pnl": series["daily_pnl"],
-                "exception": series["daily_pnl"] < -series[m],
-                "book_value": np.nan,
-                "lookback_days": None,
-                "n_scenarios": None,
-                "seed": None,
-                "positions_as_of": series["previous_as_of"],
-                "source": source,
-            }
-        ).dropna(subset=["var"])
-        for m in methods
-    ]
-    frame = pd.concat(obs, ignore_index=True) if obs else pd.DataFrame()
-    return windows, frame.reindex(columns=table("var_backtest_observations").data_column_names)
+    obs = observation_frame(
+        book, series.get("previous_date"), series.get("as_of_date"), pnl, var, source,
+        positions_as_of=series.get("previous_as_of"),
+    )
+    return windows, obs
 
 
 def hypothetical(wh: Warehouse, book: str, rows: pd.DataFrame, as_of: pd.Timestamp, session: dt.date,
                  settings: BacktestSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Windows and observations of the book as of ``as_of`` carried back over the last sessions."""
     portfolio = book_portfolio(rows)
-    symbols = list(portfolio.symbols)
     need = settings.backtest_days + settings.lookback_days + 1
-    wide = close_matrix(wh, session, need, symbols)
-    missing = [s for s in symbols if s not in wide.columns]
-    if missing:
-        raise dg.Failure(f"no price history for {missing}: the static-book backtest of {book} cannot run")
-    wide = wide[symbols].dropna().tail(need)
+    wide, vols = factor_levels(wh, session, need, portfolio.symbols, f"the static-book backtest of {book}")
+    wide = wide.dropna().tail(need)
+    vols = vols.reindex(wide.index)
     if len(wide) == 0 or wide.index[-1] != session:
         raise dg.Failure(f"no closes of {book}'s underlyings on {session}")
     first_day = max(MIN_HISTORY, len(wide) - 1 - settings.backtest_days)
@@ -140,7 +146,6 @@ def hypothetical(wh: Warehouse, book: str, rows: pd.DataFrame, as_of: pd.Timesta
     label = f"hypothetical:{book}"
     if days.size == 0:
         return pd.DataFrame(), pd.DataFrame()
-    vols = atm_vol_matrix(wh, wide.index[0], session, symbols).reindex(wide.index)
     dates = pd.Series(list(wide.index))
     ordinals = np.array([d.toordinal() for d in dates], dtype=float)
     gaps = np.concatenate([[0.0], np.diff(ordinals)])
@@ -153,30 +158,10 @@ def hypothetical(wh: Warehouse, book: str, rows: pd.DataFrame, as_of: pd.Timesta
     )
     pnl_dates = dates.iloc[days + 1].reset_index(drop=True)
     windows = rolling_rows(pnl_dates, result.pnl, result.var, label, source)
-    obs = pd.concat(
-        [
-            pd.DataFrame(
-                {
-                    "book": label,
-                    "method": m,
-                    "confidence": CONFIDENCE,
-                    "var_date": dates.iloc[days].to_numpy(),
-                    "pnl_date": pnl_dates.to_numpy(),
-                    "horizon_days": 1,
-                    "var": v,
-                    "pnl": result.pnl,
-                    "exception": result.pnl < -v,
-                    "book_value": result.book_value,
-                    "lookback_days": result.lookback_days,
-                    "n_scenarios": settings.n_scenarios if m == MONTE_CARLO_FHS else None,
-                    "seed": settings.seed,
-                    "positions_as_of": as_of,
-                    "source": source,
-                }
-            )
-            for m, v in result.var.items()
-        ],
-        ignore_index=True,
+    obs = observation_frame(
+        label, dates.iloc[days], pnl_dates, result.pnl, result.var, source,
+        book_value=result.book_value, lookback_days=result.lookback_days, n_scenarios=settings.n_scenarios,
+        seed=settings.seed, positions_as_of=as_of,
     )
     return windows, obs
 

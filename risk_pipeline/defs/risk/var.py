@@ -71,6 +71,21 @@ class RiskFactorHistory:
     iv_coverage: float
 
 
+def factor_levels(
+    wh: Warehouse, session: dt.date, sessions_back: int, symbols: Sequence[str], purpose: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Closes and 30-day ATM vols (sessions x ``symbols``, same index) covering ``sessions_back`` sessions.
+
+    Fails closed, naming ``purpose``, when a symbol has no price history.
+    """
+    wide = close_matrix(wh, session, sessions_back, symbols)
+    missing = [s for s in symbols if s not in wide.columns]
+    if missing:
+        raise dg.Failure(f"no price history for {missing}: {purpose} cannot be computed (fail closed)")
+    vols = atm_vol_matrix(wh, wide.index[0], session, symbols).reindex(wide.index)
+    return wide[list(symbols)], vols
+
+
 def return_history(
     wh: Warehouse, session: dt.date, symbols: tuple[str, ...], lookback: int, option_symbols: Sequence[str] = ()
 ) -> RiskFactorHistory:
@@ -80,14 +95,10 @@ def return_history(
     vols is NaN (the vol is left unchanged that day). ``iv_coverage`` is the measured share of the
     (day, underlying) cells of ``option_symbols`` (1.0 when the book has no options).
     """
-    wide = close_matrix(wh, session, lookback, symbols)
-    missing = [s for s in symbols if s not in wide.columns]
-    if missing:
-        raise dg.Failure(f"no price history for {missing}: VaR cannot be computed (fail closed)")
-    returns = np.log(wide[list(symbols)]).diff().iloc[1:].dropna().tail(lookback)
+    wide, vols = factor_levels(wh, session, lookback, symbols, "VaR")
+    returns = np.log(wide).diff().iloc[1:].dropna().tail(lookback)
     if len(returns) < 250:
         raise dg.Failure(f"only {len(returns)} days of complete return history before {session}; VaR needs 250")
-    vols = atm_vol_matrix(wh, wide.index[0], session, symbols).reindex(wide.index)
     iv_change = (vols / vols.shift(1) - 1.0).reindex(returns.index)
     measured = np.isfinite(iv_change[list(option_symbols)].to_numpy(float)) if option_symbols else np.ones(1)
     return RiskFactorHistory(

@@ -1,12 +1,14 @@
 """Daily constant-maturity ATM implied vol per underlying: the implied-vol risk factor history of VaR."""
 
 import datetime as dt
+from typing import Any
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
 from risk_pipeline.calendar import session_close_utc
+from risk_pipeline.contracts import table
 from risk_pipeline.defs.common import (
     OWNERS,
     PARTITIONS,
@@ -73,9 +75,7 @@ def bracketing_quotes(
 
 def atm_vol_rows(iv: pd.DataFrame, tenor_days: int, source: str) -> pd.DataFrame:
     """atm_vol_history rows from implied_vols-style rows of one or more sessions."""
-    columns = ["as_of_date", "symbol", "as_of", "tenor_days", "atm_vol", "spot", "near_expiry", "near_time_years",
-               "near_atm_vol", "far_expiry", "far_time_years", "far_atm_vol", "extrapolated", "quotes_used",
-               "method", "source"]
+    columns = table("atm_vol_history").data_column_names
     if iv.empty:
         return pd.DataFrame(columns=columns)
     slices = iv.groupby(["as_of_date", "underlying", "expiry"], sort=True).ngroup().to_numpy()
@@ -99,9 +99,9 @@ def atm_vol_rows(iv: pd.DataFrame, tenor_days: int, source: str) -> pd.DataFrame
     near, far = cm.near_slice, cm.far_slice
     used = per_slice["quotes_used"].to_numpy(np.int64)
 
-    def pick(column: str, index: np.ndarray) -> np.ndarray:
+    def pick(column: str, index: np.ndarray, missing: Any = np.nan) -> np.ndarray:
         values = per_slice[column].to_numpy()
-        return np.where(index >= 0, values[np.maximum(index, 0)], None)
+        return np.where(index >= 0, values[np.maximum(index, 0)], missing)
 
     out = pd.DataFrame(
         {
@@ -111,10 +111,10 @@ def atm_vol_rows(iv: pd.DataFrame, tenor_days: int, source: str) -> pd.DataFrame
             "tenor_days": tenor_days,
             "atm_vol": cm.atm_vol,
             "spot": head["spot"].to_numpy(float),
-            "near_expiry": pick("expiry", near),
+            "near_expiry": pick("expiry", near, None),
             "near_time_years": pick("time_years", near),
             "near_atm_vol": pick("atm_vol", near),
-            "far_expiry": pick("expiry", far),
+            "far_expiry": pick("expiry", far, None),
             "far_time_years": pick("time_years", far),
             "far_atm_vol": pick("atm_vol", far),
             "extrapolated": cm.extrapolated,
@@ -123,8 +123,6 @@ def atm_vol_rows(iv: pd.DataFrame, tenor_days: int, source: str) -> pd.DataFrame
             "source": source,
         }
     )
-    for c in ("near_time_years", "near_atm_vol", "far_time_years", "far_atm_vol"):
-        out[c] = pd.to_numeric(out[c], errors="coerce")
     out["as_of"] = pd.to_datetime(out["as_of"], utc=True)
     return out[np.isfinite(out["atm_vol"].to_numpy(float))].reset_index(drop=True)[columns]
 
