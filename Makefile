@@ -20,17 +20,21 @@ demo: $(STAMP)
 
 ## make test: install if needed, run every test (PostgreSQL tests need 127.0.0.1:5432; required when CI=true)
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 ## make dev: the Dagster UI on the embedded default (http://127.0.0.1:3000)
 dev: $(STAMP)
 	$(BIN)/dg dev --port 3000
 
+## make bench: every benchmark of bench/ in turn (each prints ratios against a reference in the same process)
 bench: $(STAMP)
-	$(BIN)/python bench/bench_pricing.py
+	@set -e; for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 validate: $(STAMP)
 	$(BIN)/dg check defs

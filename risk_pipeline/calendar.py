@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
+import warnings
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -19,7 +20,9 @@ DEFAULT_PARTITION_START = dt.date(2023, 1, 3)
 def _calendar(start: dt.date, end: dt.date) -> object:
     import exchange_calendars as xcals
 
-    return xcals.get_calendar(CALENDAR, start=start.isoformat(), end=end.isoformat())
+    with warnings.catch_warnings():  # exchange_calendars' own use of Series.values, deprecated by pandas
+        warnings.filterwarnings("ignore", message="Series.values returning an ndarray")
+        return xcals.get_calendar(CALENDAR, start=start.isoformat(), end=end.isoformat())
 
 
 @functools.cache
@@ -34,6 +37,17 @@ def session_close_utc(session: dt.date) -> pd.Timestamp:
     """The session's close (early closes included), UTC."""
     cal = _calendar(dt.date(1990, 1, 2), CALENDAR_END)
     return cal.session_close(pd.Timestamp(session)).tz_convert("UTC")  # type: ignore[attr-defined]
+
+
+def expiry_close_utc(expiries: pd.Series) -> pd.Series:
+    """Each expiry's session close (early closes included); 16:00 New York when not a session."""
+    closes = {}
+    for d in expiries.unique():
+        try:
+            closes[d] = session_close_utc(d)
+        except Exception:  # not a session of the calendar's range
+            closes[d] = pd.Timestamp(dt.datetime.combine(d, dt.time(16)), tz="America/New_York").tz_convert("UTC")
+    return expiries.map(closes)
 
 
 def previous_session(session: dt.date, n: int = 1) -> dt.date:

@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from risk_pipeline.paths import PROJECT_ROOT, warehouse_url
+from risk_pipeline.warehouse import Warehouse
 
 
 def _prepare_dagster_home() -> Path:
@@ -63,9 +64,22 @@ def _run_job(
             checks[key] = (passed + int(data.passed), failed + int(not data.passed))
             if not data.passed and data.severity.value == "WARN":
                 WARNINGS.append(f"{key}.{data.check_name}")
+    print_step_times(result)
     for message in step_failure_messages(result):
         print(message, file=sys.stderr)
     return result.success, checks, seconds
+
+
+def print_step_times(result: Any) -> None:
+    """One line per step of the run: its wall time and how it ended."""
+    outcome = {"STEP_SUCCESS": "ok", "STEP_FAILURE": "FAILED"}
+    for event in result.all_events:
+        if event.event_type_value in outcome:
+            ms = getattr(event.event_specific_data, "duration_ms", None)
+            took = f"{ms / 1000:6.1f} s" if ms is not None else "      -"
+            print(f"  {event.step_key:<28} {took}  {outcome[event.event_type_value]}")
+        elif event.event_type_value == "STEP_SKIPPED":
+            print(f"  {event.step_key:<28}      -    skipped")
 
 
 #: Warning-severity checks that failed in this process's runs (they do not block).
@@ -104,7 +118,8 @@ def demo(args: argparse.Namespace) -> int:
     session = dt.date.fromisoformat(args.date) if args.date else latest_session(dt.date.today())
     window = [d for d in sessions(partition_start(), session) if d < session][-args.history_sessions :]
     resources = resources_from_env()
-    warehouse = resources["warehouse"].get()  # type: ignore[attr-defined]
+    warehouse = Warehouse(warehouse_url())
+    warehouse.ensure_tables()
     loaded = _stored_sessions(warehouse, "market_prices")
     if resources["market_data"].kind != "packaged":  # type: ignore[attr-defined]  # a source with option quotes
         loaded &= _stored_sessions(warehouse, "atm_vol_history")
@@ -209,9 +224,8 @@ def vol_forecast_eval(args: argparse.Namespace) -> int:
 def check_trade(args: argparse.Namespace) -> int:
     """Answer one order against the latest tables; prints JSON; exit 0 approve, 3 resize, 4 reject."""
     from risk_pipeline.pretrade_service import PreTradeService, decision_json
-    from risk_pipeline.resources import resources_from_env
 
-    warehouse = resources_from_env()["warehouse"].get()  # type: ignore[attr-defined]
+    warehouse = Warehouse(warehouse_url())
     service = PreTradeService(warehouse, actor=args.actor)
     decision = service.check(
         args.book,
@@ -233,10 +247,11 @@ def var_backtest(args: argparse.Namespace) -> int:
 
     from risk_pipeline.quant.backtest import backtest, rolling_backtest
     from risk_pipeline.quant.reference_backtest import run_reference_backtest
-    from risk_pipeline.resources import MarketDataResource, resources_from_env
+    from risk_pipeline.resources import MarketDataResource
     from risk_pipeline.sources.packaged import PackagedHistorySource
 
-    warehouse = resources_from_env()["warehouse"].get()  # type: ignore[attr-defined]
+    warehouse = Warehouse(warehouse_url())
+    warehouse.ensure_tables()
     spx = PackagedHistorySource("sp500").history()
     synthetic = MarketDataResource(kind="synthetic", seed=7).get_source()
     synx = synthetic.market_prices(dt.date(2021, 1, 4), dt.date(2026, 11, 20))

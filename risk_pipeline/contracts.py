@@ -1,6 +1,6 @@
 """Schema of every warehouse table: the one place writers, readers, checks and tests take it from.
 
-These are promises to downstream systems (see DESIGN.md section 3). Changing a table here needs a
+These are promises to downstream systems (see docs/architecture.md, "Table contracts"). Changing a table here needs a
 migration note in the README. Every table also carries ``run_id`` and ``materialized_at``, added by
 the warehouse on write.
 """
@@ -754,3 +754,54 @@ def table(name: str) -> Table:
         return TABLES[name]
     except KeyError:
         raise KeyError(f"unknown table {name!r}; known: {sorted(TABLES)}") from None
+
+
+def _md(text: str) -> str:
+    """Text for a markdown table cell: one line, with ``\\``, ``|``, ``<`` and ``*`` escaped."""
+    for ch in ("\\", "|", "<", "*"):
+        text = text.replace(ch, "\\" + ch)
+    return " ".join(text.split())
+
+
+def _md_columns(columns: tuple[Column, ...]) -> list[str]:
+    rows = [f"| `{c.name}` | {c.type} | {'yes' if c.nullable else 'no'} | {_md(c.description)} |" for c in columns]
+    return ["| column | type | nullable | description |", "|---|---|---|---|", *rows]
+
+
+def contracts_markdown() -> str:
+    """Every table of ``TABLES`` as markdown: description, key, write partition, append-only, columns.
+
+    The generated part of docs/architecture.md ("Table contracts"); ``python docs/update_contracts.py``
+    writes it there and ``risk_pipeline_tests/test_docs.py`` fails when the two differ.
+    """
+    out = [
+        "Every table also carries these lineage columns, stamped by the warehouse on write:",
+        "",
+        *_md_columns(LINEAGE_COLUMNS),
+        "",
+        "Logical types and the column types they become on each engine:",
+        "",
+        "| type | DuckDB | PostgreSQL |",
+        "|---|---|---|",
+        *(f"| {t} | {ENGINE_TYPES['duckdb'][t]} | {ENGINE_TYPES['postgres'][t]} |" for t in ENGINE_TYPES["duckdb"]),
+    ]
+    for t in TABLES.values():
+        replaces = (
+            "never (append-only: rows are only inserted)"
+            if t.append_only
+            else "the rows with the same " + ", ".join(f"`{c}`" for c in t.partition_by)
+            if t.partition_by
+            else "the whole table"
+        )
+        out += [
+            "",
+            f"### `{t.name}`",
+            "",
+            _md(t.description),
+            "",
+            f"- key: {', '.join(f'`{k}`' for k in t.key)}",
+            f"- a write replaces: {replaces}",
+            "",
+            *_md_columns(t.columns),
+        ]
+    return "\n".join(out) + "\n"

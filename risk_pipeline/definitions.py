@@ -16,7 +16,12 @@ from typing import Any
 import dagster as dg
 
 from risk_pipeline.defs.automation.jobs import JOBS
-from risk_pipeline.defs.automation.sensors import end_of_day_schedule, intraday_refresh_job, option_snapshot_sensor
+from risk_pipeline.defs.automation.sensors import (
+    end_of_day_schedule,
+    intraday_refresh_job,
+    option_snapshot_sensor,
+    start_of_day_schedule,
+)
 from risk_pipeline.defs.exposures import ASSETS as EXPOSURE_ASSETS
 from risk_pipeline.defs.market_data.assets import ASSETS as MARKET_DATA_ASSETS
 from risk_pipeline.defs.risk import ASSETS as RISK_ASSETS
@@ -34,7 +39,10 @@ def executor_from_env() -> dg.ExecutorDefinition:
     return dg.in_process_executor
 
 
-ALL_ASSETS = [*MARKET_DATA_ASSETS, *VOLATILITY_ASSETS, *EXPOSURE_ASSETS, *RISK_ASSETS, *SERVING_ASSETS]
+#: Every asset, each carrying a code reference to the file and line that defines it (shown in the UI).
+ALL_ASSETS = dg.with_source_code_references(
+    [*MARKET_DATA_ASSETS, *VOLATILITY_ASSETS, *EXPOSURE_ASSETS, *RISK_ASSETS, *SERVING_ASSETS]
+)
 
 
 def build_definitions(resources: Mapping[str, Any], executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
@@ -43,7 +51,7 @@ def build_definitions(resources: Mapping[str, Any], executor: dg.ExecutorDefinit
         assets=ALL_ASSETS,
         jobs=[*JOBS, intraday_refresh_job],
         sensors=[option_snapshot_sensor],
-        schedules=[end_of_day_schedule],
+        schedules=[start_of_day_schedule, end_of_day_schedule],
         resources=dict(resources),
         executor=executor or executor_from_env(),
     )

@@ -17,18 +17,20 @@ from typing import Any
 
 import pandas as pd
 
-from risk_pipeline.defs.exposures.limits import (
-    AUDIT_COLUMNS,
-    LIMITS_FILE,
-    audit_id,
-    book_exposure,
-    correlation_matrix,
-    previous_state,
-    risk_numbers,
-)
+from risk_pipeline.errors import RiskDataError
+from risk_pipeline.paths import LIMITS_FILE
 from risk_pipeline.quant.limits import BookExposure, LimitsConfig, load_limits
 from risk_pipeline.quant.pretrade import BookAggregates, Instrument, Order, PreTradeDecision, check_order, precompute
 from risk_pipeline.quant.trading_state import TradingStateRecord
+from risk_pipeline.queries import (
+    AUDIT_COLUMNS,
+    audit_id,
+    correlation_matrix,
+    event_blackouts,
+    risk_numbers,
+    state_at,
+)
+from risk_pipeline.valuation import book_exposure, value_positions
 from risk_pipeline.warehouse import Warehouse
 
 
@@ -46,7 +48,7 @@ class BookSnapshot:
     blackouts: dict[str, str]
 
 
-class PreTradeError(Exception):
+class PreTradeError(RiskDataError):
     """The check could not be made (the caller must treat the order as rejected)."""
 
 
@@ -85,7 +87,7 @@ class PreTradeService:
         session = positions["as_of_date"].iloc[0]
         correlation = correlation_matrix(wh, session, 63)
         exposure = book_exposure(positions, nav_row, correlation, var, es)
-        state = _state_at(wh, book, as_of)
+        state = state_at(wh, book, as_of)
         return BookSnapshot(
             book=book,
             as_of=as_of,
@@ -94,7 +96,7 @@ class PreTradeService:
             aggregates=precompute(exposure, config),
             config=config,
             state=state,
-            blackouts=_blackouts(wh, book, as_of),
+            blackouts=event_blackouts(wh, book, as_of),
         )
 
     def check(
@@ -124,7 +126,7 @@ class PreTradeService:
                 blackout_reason=snap.blackouts.get(str(traded), ""),
                 aggregates=snap.aggregates,
             )
-        except (PreTradeError, KeyError) as exc:
+        except (RiskDataError, KeyError) as exc:
             decision = PreTradeDecision("reject", 0, float(quantity), (f"fail closed: {exc}",), ())
             snap = None
         if record:
@@ -196,8 +198,6 @@ class PreTradeService:
         self, snap: BookSnapshot, symbol: str, expiry: dt.date, strike: float | None, option_type: str | None
     ) -> Instrument:
         """A listed option not held yet, valued off the same surface as the book."""
-        from risk_pipeline.defs.exposures.greeks import PositionGreeksConfig, value_positions
-
         if strike is None or option_type not in ("C", "P"):
             raise PreTradeError("an option order needs expiry, strike and option_type C or P")
         listed = self.warehouse.query(
@@ -230,8 +230,8 @@ class PreTradeService:
             ]
         )
         try:
-            valued = value_positions(self.warehouse, session, snap.as_of, PositionGreeksConfig(), positions=row)
-        except Exception as exc:  # any valuation failure means no check is possible
+            valued = value_positions(self.warehouse, session, snap.as_of, positions=row)
+        except RiskDataError as exc:
             raise PreTradeError(f"cannot value {symbol} {expiry} {strike} {option_type}: {exc}") from exc
         v = valued.iloc[0]
         units = v["multiplier"]
@@ -290,27 +290,6 @@ def _without_risk_caps(config: LimitsConfig) -> LimitsConfig:
     from dataclasses import replace
 
     return replace(config, max_var_99_1d=None, max_es_975_1d=None)
-
-
-def _state_at(wh: Warehouse, book: str, as_of: pd.Timestamp) -> TradingStateRecord | None:
-    """The trading state stored for the valuation (or the last one before it)."""
-    return previous_state(wh, book, as_of + pd.Timedelta(microseconds=1))
-
-
-def _blackouts(wh: Warehouse, book: str, as_of: pd.Timestamp) -> dict[str, str]:
-    """Symbols in an event blackout for the book, from gap_risk_actions when that table exists."""
-    if not wh.table_exists("gap_risk_actions"):
-        return {}
-    rows = wh.query(
-        "SELECT symbol, event_type, event_time, action FROM risk.gap_risk_actions WHERE book = ? AND as_of = "
-        "(SELECT MAX(as_of) FROM risk.gap_risk_actions WHERE book = ? AND as_of <= ?)",
-        [book, book, as_of],
-    )
-    return {
-        str(r.symbol): f"{r.event_type} at {pd.Timestamp(r.event_time).isoformat()}: {r.action}"
-        for r in rows.itertuples()
-        if str(r.action).lower() not in ("none", "ok")
-    }
 
 
 def decision_json(decision: PreTradeDecision) -> str:

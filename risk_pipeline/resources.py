@@ -11,14 +11,16 @@ import dagster as dg
 import pandas as pd
 from pydantic import PrivateAttr
 
+from risk_pipeline.paths import (
+    DEFAULT_EXPORTS_DIR,
+    DEFAULT_WAREHOUSE_PATH,
+    MACRO_EVENTS_FILE,
+    PROJECT_ROOT,
+    SAMPLE_FOLDER,
+)
 from risk_pipeline.quality import QualitySettings
 from risk_pipeline.sources.base import MarketDataSource
 from risk_pipeline.warehouse import Warehouse
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_WAREHOUSE_PATH = PROJECT_ROOT / "warehouse" / "risk_warehouse.duckdb"
-MACRO_EVENTS_FILE = PROJECT_ROOT / "data" / "event_calendar" / "macro_events.csv"
-SQL_MODELS_DIR = PROJECT_ROOT / "dbt_like_sql"
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -40,7 +42,7 @@ class MarketDataResource(dg.ConfigurableResource):
     kind: Literal["synthetic", "folder", "packaged"] = "synthetic"
     seed: int = 7
     n_underlyings: int = 50
-    folder: str = str(PROJECT_ROOT / "data" / "sample_folder")
+    folder: str = str(SAMPLE_FOLDER)
     dataset: str = "sp500"
     macro_events_file: str = str(MACRO_EVENTS_FILE)
     max_abs_daily_log_return: float = 0.40
@@ -94,7 +96,7 @@ class MarketDataResource(dg.ConfigurableResource):
 class ExportsResource(dg.ConfigurableResource):
     """Folder for documents written for downstream tools (JSON per book), default ``exports/``."""
 
-    root: str = str(PROJECT_ROOT / "exports")
+    root: str = str(DEFAULT_EXPORTS_DIR)
 
     def write_json(self, relative: str, document: object) -> Path:
         """Write atomically (temp file, then rename) so readers never see half a document."""
@@ -108,23 +110,32 @@ class ExportsResource(dg.ConfigurableResource):
         return path
 
 
-def resources_from_env() -> dict[str, dg.ConfigurableResource]:
-    """Resources for this environment.
+def _setting(variable: str, default: str) -> str | dg.EnvVar:
+    """``dg.EnvVar(variable)`` when the variable is set, else the default.
 
-    ``RISK_PIPELINE_WAREHOUSE_URL``: a ``postgresql://`` URL (production) or a DuckDB path;
-    default ``warehouse/risk.duckdb`` in the project. ``RISK_PIPELINE_SOURCE``: synthetic
-    (default), folder or packaged; ``RISK_PIPELINE_FOLDER`` and ``RISK_PIPELINE_SEED`` configure them.
+    With ``EnvVar`` Dagster resolves the value when the resource is built and shows only the variable's
+    name in the UI, the run config and the event log: a password in a URL never appears there.
     """
-    source_kind = os.environ.get("RISK_PIPELINE_SOURCE", "synthetic")
+    return dg.EnvVar(variable) if os.environ.get(variable) else default
+
+
+def resources_from_env() -> dict[str, dg.ConfigurableResource]:
+    """Resources for this environment, every setting from an environment variable (all optional; source,
+    seed and folders are not secret and are shown in the UI as values, the warehouse URL only by name).
+
+    ``RISK_PIPELINE_WAREHOUSE_URL``: a ``postgresql://`` URL (production) or a DuckDB path; default
+    ``warehouse/risk_warehouse.duckdb`` in the project. ``RISK_PIPELINE_SOURCE``: synthetic (default),
+    folder or packaged; ``RISK_PIPELINE_FOLDER`` and ``RISK_PIPELINE_SEED`` configure them;
+    ``RISK_PIPELINE_EXPORTS`` is the folder of the JSON documents.
+    """
     market = MarketDataResource(
-        kind=source_kind,  # type: ignore[arg-type]
+        kind=os.environ.get("RISK_PIPELINE_SOURCE", "synthetic"),  # type: ignore[arg-type]
         seed=int(os.environ.get("RISK_PIPELINE_SEED", "7")),
-        folder=os.environ.get("RISK_PIPELINE_FOLDER", str(PROJECT_ROOT / "data" / "sample_folder")),
+        folder=os.environ.get("RISK_PIPELINE_FOLDER", str(SAMPLE_FOLDER)),
     )
-    warehouse = WarehouseResource(
-        url=os.environ.get("RISK_PIPELINE_WAREHOUSE_URL", str(DEFAULT_WAREHOUSE_PATH))
-    )
-    exports = ExportsResource(root=os.environ.get("RISK_PIPELINE_EXPORTS", str(PROJECT_ROOT / "exports")))
+    # the URL may carry a password: passed as EnvVar, so only the variable's name is ever shown
+    warehouse = WarehouseResource(url=_setting("RISK_PIPELINE_WAREHOUSE_URL", str(DEFAULT_WAREHOUSE_PATH)))
+    exports = ExportsResource(root=os.environ.get("RISK_PIPELINE_EXPORTS", str(DEFAULT_EXPORTS_DIR)))
     return {"warehouse": warehouse, "market_data": market, "exports": exports}
 
 

@@ -236,22 +236,42 @@ class Warehouse:
         by default the distinct partition values present in ``frame``. Every row must fall in one
         of them. A table with no partition columns is replaced whole. Append-only tables refuse.
         """
-        t = table(name)
-        if t.append_only:
-            raise WarehouseError(f"{t.name} is append-only; use append()")
-        rows = self.prepare(name, frame)
+        return self.write_many([(name, frame, partitions)], run_id=run_id, materialized_at=materialized_at)[name]
+
+    def write_many(
+        self,
+        writes: Sequence[tuple[str, pd.DataFrame, Sequence[Mapping[str, Any]] | None]],
+        *,
+        run_id: str,
+        materialized_at: dt.datetime | None = None,
+    ) -> dict[str, int]:
+        """Several partition replacements (``(table, rows, partitions)``, as in ``write``) in ONE transaction.
+
+        Readers see either every table's previous version or every table's new one. Returns rows
+        written per table.
+        """
         stamp = pd.Timestamp(materialized_at or dt.datetime.now(dt.UTC))
-        rows["run_id"] = run_id
-        rows["materialized_at"] = stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")
-        parts = self._partitions(t, rows, partitions)
+        stamp = stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")
+        prepared = []
+        for name, frame, partitions in writes:
+            t = table(name)
+            if t.append_only:
+                raise WarehouseError(f"{t.name} is append-only; use append()")
+            rows = self.prepare(name, frame)
+            rows["run_id"] = run_id
+            rows["materialized_at"] = stamp
+            prepared.append((t, rows, self._partitions(t, rows, partitions)))
         with self.connect() as con, self._transaction(con):
-            if not t.partition_by:
-                self._execute(con, f"DELETE FROM {SCHEMA}.{t.name}")
-            for p in parts:
-                where = " AND ".join(f"{_ident(k)} = ?" for k in t.partition_by)
-                self._execute(con, f"DELETE FROM {SCHEMA}.{t.name} WHERE {where}", [p[k] for k in t.partition_by])
-            self._insert_rows(con, t, rows)
-        return len(rows)
+            for t, rows, parts in prepared:
+                if not t.partition_by:
+                    self._execute(con, f"DELETE FROM {SCHEMA}.{t.name}")
+                for p in parts:
+                    where = " AND ".join(f"{_ident(k)} = ?" for k in t.partition_by)
+                    self._execute(
+                        con, f"DELETE FROM {SCHEMA}.{t.name} WHERE {where}", [p[k] for k in t.partition_by]
+                    )
+                self._insert_rows(con, t, rows)
+        return {t.name: len(rows) for t, rows, _ in prepared}
 
     def append(self, name: str, frame: pd.DataFrame, *, run_id: str) -> int:
         """Insert rows whose key is not yet stored; rows already present are left as they are.

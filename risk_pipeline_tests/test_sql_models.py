@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from risk_pipeline.resources import SQL_MODELS_DIR
+from risk_pipeline.paths import SQL_MODELS_DIR
 from risk_pipeline.sql_models import apply_models, load_models
 from risk_pipeline.warehouse import Warehouse
 

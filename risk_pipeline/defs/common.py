@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
+import functools
+import graphlib
+import inspect
+import io
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -11,6 +17,7 @@ import pandas as pd
 
 from risk_pipeline.calendar import trading_day_partitions
 from risk_pipeline.contracts import table
+from risk_pipeline.errors import RiskDataError
 from risk_pipeline.quality import (
     SUITE_VERSION,
     QualitySettings,
@@ -18,10 +25,14 @@ from risk_pipeline.quality import (
     rule_descriptions,
     validate,
 )
-from risk_pipeline.warehouse import Between, Warehouse
+from risk_pipeline.warehouse import Warehouse
 
 OWNERS = ["team:risk-engineering"]
 PARTITIONS = trading_day_partitions()
+#: The previous session's partition of an asset (a step that builds on yesterday's rows declares it).
+PREVIOUS_SESSION = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
+#: The previous and the current session's partitions.
+PREVIOUS_AND_CURRENT_SESSION = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=0)
 
 _DAGSTER_TYPES = {
     "date": "date",
@@ -32,6 +43,32 @@ _DAGSTER_TYPES = {
     "boolean": "bool",
     "json": "json",
 }
+
+
+def fail_closed(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate an asset body: a ``RiskDataError`` from the Dagster-free layers becomes a ``dagster.Failure``.
+
+    Works for plain and generator bodies and keeps the signature Dagster reads (context, config, resources).
+    """
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            try:
+                yield from fn(*args, **kwargs)
+            except RiskDataError as exc:
+                raise dg.Failure(description=str(exc)) from exc
+
+        return generator
+
+    @functools.wraps(fn)
+    def plain(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RiskDataError as exc:
+            raise dg.Failure(description=str(exc)) from exc
+
+    return plain
 
 
 def table_schema(name: str) -> dg.TableSchema:
@@ -138,12 +175,7 @@ def publish_raw(
         )
     if not report.passed:
         quarantine = report.quarantine_frame(name)
-        warehouse.write(
-            "quarantine",
-            quarantine,
-            run_id=run_id,
-            partitions=[{"run_id": run_id, "asset": name, "partition_key": validation.partition_key}],
-        )
+        write_quarantine(context, warehouse, quarantine, asset=name, partition_key=validation.partition_key)
         yield from check_results
         raise dg.Failure(
             description=report.message(),
@@ -172,29 +204,109 @@ def publish_raw(
     )
 
 
-def atm_vol_matrix(wh: Warehouse, first: dt.date, last: dt.date, symbols: Sequence[str]) -> pd.DataFrame:
-    """Closing constant-maturity ATM vols (sessions x symbols) from ``atm_vol_history``; NaN where not measured."""
-    where: dict[str, Any] = {"as_of_date": Between(first, last), "symbol": list(symbols)}
-    vols = wh.read("atm_vol_history", where, columns=["as_of_date", "symbol", "atm_vol"])
-    wide = vols.pivot(index="as_of_date", columns="symbol", values="atm_vol").sort_index()
-    return wide.reindex(columns=list(symbols))
+def write_quarantine(
+    context: dg.AssetExecutionContext, wh: Warehouse, rows: pd.DataFrame, *, asset: str, partition_key: str
+) -> int:
+    """Replace this run's quarantine rows of ``asset`` and record a materialization of ``quarantine``.
+
+    ``quarantine`` is one table fed by every validating step, so its materializations are reported
+    by the step that wrote them (with the asset, rules and row count) rather than by a step of its own.
+    """
+    run_id = context.run.run_id
+    owned = [{"run_id": run_id, "asset": asset, "partition_key": partition_key}]
+    written = wh.write("quarantine", rows, run_id=run_id, partitions=owned)
+    rules = sorted(set(rows["check_name"])) if "check_name" in rows else []
+    context.log_event(
+        dg.AssetMaterialization(
+            asset_key="quarantine",
+            description=f"{written} rows of {asset} ({partition_key}) quarantined",
+            metadata={
+                "dagster/row_count": written,
+                "from_asset": asset,
+                "partition": partition_key,
+                "rules": ", ".join(rules),
+                "run_id": run_id,
+            },
+        )
+    )
+    return written
 
 
-def latest_as_of(wh: Warehouse, table: str, session: dt.date, before: bool = False) -> pd.Timestamp | None:
-    """Latest ``as_of`` of a table for the session (or, with ``before``, for any earlier session)."""
-    op = "<" if before else "="
-    got = wh.query(f"SELECT MAX(as_of) AS t FROM risk.{table} WHERE as_of_date {op} ?", [session])
-    value = got["t"].iloc[0] if len(got) else None
-    return None if value is None or pd.isna(value) else pd.Timestamp(value).tz_convert("UTC")
+@dataclass(frozen=True)
+class TableWrite:
+    """Rows to publish to one table, replacing the given partitions (see ``Warehouse.write``)."""
+
+    table: str
+    rows: pd.DataFrame
+    partitions: Sequence[Mapping[str, Any]] | None = None
 
 
-def close_matrix(
-    wh: Warehouse, session: dt.date, sessions_back: int, symbols: Sequence[str] | None = None
-) -> pd.DataFrame:
-    """Closes (sessions x symbols) covering at least ``sessions_back`` sessions ending at ``session``."""
-    start = session - dt.timedelta(days=int((sessions_back + 1) * 7 / 5) + 30)
-    where: dict[str, Any] = {"as_of_date": Between(start, session)}
-    if symbols is not None:
-        where["symbol"] = list(symbols)
-    closes = wh.read("market_prices", where, columns=["as_of_date", "symbol", "close"])
-    return closes.pivot(index="as_of_date", columns="symbol", values="close").sort_index()
+def _check_key(context: dg.AssetExecutionContext, result: dg.AssetCheckResult) -> tuple[str, str]:
+    key = result.asset_key or next(iter(context.assets_def.keys))
+    return key.to_user_string(), result.check_name or ""
+
+
+def _step_order(context: dg.AssetExecutionContext) -> list[str]:
+    """The step's selected assets, each after the ones it depends on (Dagster requires that order)."""
+    selected = set(context.selected_asset_keys)
+    deps = context.assets_def.asset_deps
+    graph = {k: {d for d in deps.get(k, set()) if d in selected and d != k} for k in selected}
+    order = graphlib.TopologicalSorter(graph).static_order()
+    return [k.to_user_string() for k in order]
+
+
+def publish(
+    context: dg.AssetExecutionContext,
+    wh: Warehouse,
+    writes: Sequence[TableWrite],
+    *,
+    checks: Sequence[dg.AssetCheckResult] = (),
+    metadata: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+    """Write-audit-publish for derived tables: checks are evaluated on the staged rows BEFORE anything is written.
+
+    If any check declared ``blocking`` on this step fails, nothing is written (readers keep the previous
+    version of every table), every check result is reported and the step fails, so downstream steps are
+    skipped. Otherwise all ``writes`` go to the warehouse in one transaction, then one materialization per
+    asset of the step (``metadata`` per asset name; row counts added for tables written) and the checks.
+    """
+    blocking = {(s.asset_key.to_user_string(), s.name) for s in context.assets_def.check_specs if s.blocking}
+    failed = [c for c in checks if not c.passed and _check_key(context, c) in blocking]
+    if failed:
+        yield from checks
+        names = ", ".join(f"{a}.{c}" for a, c in (_check_key(context, f) for f in failed))
+        raise dg.Failure(
+            description=(
+                f"blocking check(s) {names} failed on the staged rows; nothing was published "
+                f"({', '.join('risk.' + w.table for w in writes)} keep their previous version)"
+            ),
+            metadata={"failed_checks": names, "tables_unchanged": ", ".join(w.table for w in writes)},
+        )
+    counts = wh.write_many([(w.table, w.rows, w.partitions) for w in writes], run_id=context.run.run_id)
+    metadata = metadata or {}
+    for key in _step_order(context):
+        meta: dict[str, Any] = {"run_id": context.run.run_id, **metadata.get(key, {})}
+        if key in counts:
+            meta["dagster/row_count"] = counts[key]
+        yield dg.MaterializeResult(asset_key=key, metadata=meta)
+    yield from checks
+
+
+def png_markdown(figure: Any, title: str) -> str:
+    """A matplotlib figure as an inline PNG in markdown (Dagster has no plot metadata type); closes it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png")
+    plt.close(figure)
+    return f"![{title}](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the non-interactive Agg backend (assets render PNGs in worker threads)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

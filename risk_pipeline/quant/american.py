@@ -40,13 +40,15 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import ArrayLike, NDArray
 
+from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray
 from risk_pipeline.quant.bsm import (
     DAYS_PER_YEAR,
     BsmResult,
-    FloatArray,
     broadcast_inputs,
     bsm_greeks,
     bsm_price_point,
+)
+from risk_pipeline.quant.special import (
     exp_minus_half_square,
     fast_exp,
     fast_log,
@@ -55,7 +57,6 @@ from risk_pipeline.quant.bsm import (
 )
 
 Method = Literal["bs2002", "bs1993", "bs2002_reference"]
-BoolArray = NDArray[np.bool_]
 
 #: ``sigma sqrt(T)`` at or below this uses the deterministic limit (see module docstring).
 MIN_TOTAL_STD = 1e-8
@@ -71,7 +72,6 @@ RATE_BUMP = 1e-5
 RUNAWAY_BOUNDARY = 12.5
 
 _METHODS = {"bs2002": 0, "bs1993": 1, "bs2002_reference": 2}
-_JIT = {"cache": True, "fastmath": False, "error_model": "numpy"}
 _TWO_PI = 2.0 * math.pi
 _SQRT_TWO_PI = math.sqrt(2.0 * math.pi)
 
@@ -92,7 +92,7 @@ _SN_2002_NEG = -_SN_2002
 # ----------------------------------------------------------------------------------------------
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _bvn_tabulated(h: float, k: float, sn: FloatArray, w: FloatArray, asr: float) -> float:
     """Genz eq. (3) quadrature for ``|rho| < 0.925`` with tabulated ``sin`` values; upper-tail form."""
     hk = h * k
@@ -104,7 +104,7 @@ def _bvn_tabulated(h: float, k: float, sn: FloatArray, w: FloatArray, asr: float
     return acc * asr * (0.25 / math.pi) + norm_cdf_nb(-h) * norm_cdf_nb(-k)
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def bivariate_normal_cdf(a: float, b: float, rho: float) -> float:
     """``P(X <= a, Y <= b)`` for standard normals with correlation ``rho`` (Genz 2004, section 2.4).
 
@@ -170,7 +170,7 @@ def bivariate_normal_cdf(a: float, b: float, rho: float) -> float:
     return max(bvn, 0.0)
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _bvn_2002(a: float, b: float, positive: bool) -> float:
     """``bivariate_normal_cdf(a, b, +-rho_2002)`` with the tabulated sines."""
     if positive:
@@ -183,7 +183,7 @@ def _bvn_2002(a: float, b: float, positive: bool) -> float:
 # ----------------------------------------------------------------------------------------------
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _exp_times(log_factor: float, m: float) -> float:
     """``exp(log_factor) * m`` without overflow when a huge factor meets a tiny probability."""
     if m <= 0.0:
@@ -193,7 +193,7 @@ def _exp_times(log_factor: float, m: float) -> float:
     return math.exp(log_factor + math.log(m))
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _phi(log_pre: float, s: float, t: float, gamma: float, hh: float, ii: float, r: float, b: float,
          sig: float) -> float:
     """``exp(log_pre) * phi(S, t, gamma, H, I) / S^gamma`` (Haug 2007, Bjerksund-Stensland ``phi``)."""
@@ -208,7 +208,7 @@ def _phi(log_pre: float, s: float, t: float, gamma: float, hh: float, ii: float,
     )
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _psi(log_pre: float, s: float, t2: float, gamma: float, hh: float, i2: float, i1: float, t1: float,
          r: float, b: float, sig: float) -> float:
     """``exp(log_pre) * psi(S, T, gamma, H, I2, I1, t1) / S^gamma`` (Haug 2007, BS2002 ``psi``)."""
@@ -237,13 +237,13 @@ def _psi(log_pre: float, s: float, t2: float, gamma: float, hh: float, i2: float
     )
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _beta(r: float, b: float, sig: float) -> float:
     v = sig * sig
     return (0.5 - b / v) + math.sqrt((b / v - 0.5) ** 2 + 2.0 * r / v)
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _bs1993_call(s: float, k: float, t: float, r: float, q: float, sig: float) -> float:
     """Bjerksund-Stensland (1993) call as in QuantLib's engine; NaN means "use the European value"."""
     b = r - q
@@ -269,7 +269,7 @@ def _bs1993_call(s: float, k: float, t: float, r: float, q: float, sig: float) -
     )
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _bs2002_call_reference(s: float, k: float, t: float, r: float, q: float, sig: float) -> float:
     """Bjerksund-Stensland (2002) call as a direct scalar transcription of Haug (2007): libm ``exp`` and
     ``log``, Genz's 20-point rule (``_bvn_2002``). The reference of the lane kernel (method
@@ -313,7 +313,7 @@ def _bs2002_call_reference(s: float, k: float, t: float, r: float, q: float, sig
 # ``_bs2002_lanes`` evaluates up to ``_LANES`` calls at once, pass by pass over a scratch block of
 # rows (one value per lane): boundaries; logarithms; the ``phi``/``psi`` arguments; the 52 normal
 # CDFs; Genz's sums; the 33 terms ``exp(log prefactor) x probability``; their sum. Every pass is a
-# branch-free loop over the lanes with the polynomial ``fast_exp``/``fast_log`` of ``bsm.py``, so
+# branch-free loop over the lanes with the polynomial ``fast_exp``/``fast_log`` of ``special.py``, so
 # LLVM vectorizes it (AVX2 / AVX-512, no fastmath), and each of those is inlined at one place only
 # (numba's inlining dominates the compile time). A lane's value comes from the same IEEE operations
 # whatever the other lanes hold, so prices do not depend on how calls are batched; the scalar
@@ -372,7 +372,7 @@ _TABLES[3:10, :6] = _PHI_COEF
 _TABLES[10:16, :5] = _PSI_COEF
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _bs2002_lanes(ws: FloatArray, n: int, nb: int, tab: FloatArray) -> None:
     """BS2002 calls (Haug 2007) of lanes ``0 .. n-1`` of the flat scratch ``ws`` (row ``i`` is
     ``ws[i * _LANES: i * _LANES + n]``; inputs in rows ``_R_S .. _R_SIG``) into row ``_R_OUT``: ``S - K``
@@ -595,7 +595,7 @@ def _bs2002_lanes(ws: FloatArray, n: int, nb: int, tab: FloatArray) -> None:
         ws[_R_OUT * ld + lane] = math.nan if status == 2.0 else (ws[_R_S * ld + lane] - k if status == 1.0 else total)
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _bs2002_call(s: float, k: float, t: float, r: float, q: float, sig: float) -> float:
     """Bjerksund-Stensland (2002) call (Haug 2007) on one lane of the lane kernel (the same bits as in an
     array); NaN means "use the European value"."""
@@ -610,7 +610,7 @@ def _bs2002_call(s: float, k: float, t: float, r: float, q: float, sig: float) -
     return ws[_R_OUT * _LANES]
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _bs2002_call_block(s: FloatArray, k: FloatArray, t: FloatArray, r: FloatArray, q: FloatArray, sig: FloatArray,
                        out: FloatArray) -> None:
     """``_bs2002_call`` of 1-d arrays into ``out`` (sequential), by lanes."""
@@ -630,7 +630,7 @@ def _bs2002_call_block(s: FloatArray, k: FloatArray, t: FloatArray, r: FloatArra
             out[a + lane] = ws[_R_OUT * _LANES + lane]
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _american_setup(s: float, k: float, t: float, sig: float, r: float, q: float, call: bool
                     ) -> tuple[float, bool, float, float, float, float, float]:
     """``american_price_point`` before the approximation: (value without it, whether BS2002 is needed,
@@ -645,7 +645,7 @@ def _american_setup(s: float, k: float, t: float, sig: float, r: float, q: float
     return (floor if valid else math.nan), need, cs, ck, tt, cr, cq
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def american_bs2002_prices(s: FloatArray, k: FloatArray, t: FloatArray, sig: FloatArray, r: FloatArray,
                            q: FloatArray, call: BoolArray, out: FloatArray) -> None:
     """``american_price_point(..., method=0)`` of 1-d arrays into ``out`` (sequential: call it from parallel
@@ -677,7 +677,7 @@ def american_bs2002_prices(s: FloatArray, k: FloatArray, t: FloatArray, sig: Flo
                 out[pos[c]] = max(approx, floor[c])
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def american_price_point(s: float, k: float, t: float, sig: float, r: float, q: float, call: bool,
                          method: int) -> float:
     """American price of one option (``method`` 0 = BS2002, 1 = BS1993, 2 = BS2002 reference); module
@@ -696,7 +696,7 @@ def american_price_point(s: float, k: float, t: float, sig: float, r: float, q: 
     return floor
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=True, **JIT)
 def _price_kernel(spot: FloatArray, strike: FloatArray, tau: FloatArray, vol: FloatArray, rate: FloatArray,
                   div: FloatArray, call: NDArray[np.bool_], method: int, out: FloatArray) -> None:
     if method == 0:
@@ -711,7 +711,7 @@ def _price_kernel(spot: FloatArray, strike: FloatArray, tau: FloatArray, vol: Fl
         out[i] = american_price_point(spot[i], strike[i], tau[i], vol[i], rate[i], div[i], call[i], method)
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=True, **JIT)
 def _raw_kernel(s: FloatArray, k: FloatArray, t: FloatArray, r: FloatArray, q: FloatArray, sig: FloatArray,
                 out: FloatArray) -> None:
     n = out.shape[0]
@@ -730,7 +730,7 @@ _BUMPS = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [-1, 0, 0, 0], [0, 1, 0, 0], [0, 
 _GREEK_BLOCK = 8  # options per parallel work item (8 x 17 repricings)
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=True, **JIT)
 def _greeks_kernel(spot: FloatArray, strike: FloatArray, tau: FloatArray, vol: FloatArray, rate: FloatArray,
                    div: FloatArray, call: NDArray[np.bool_], method: int, bumps: FloatArray, out: FloatArray) -> None:
     """Bump-and-reprice central differences into the rows of ``out`` in ``BsmResult`` field order.

@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from risk_pipeline.quant.portfolio import Portfolio, market_values, revalue
+from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant.scenario_engine import market_values, revalue
 from risk_pipeline.quant.var import (
     ALL_METHODS,
     MONTE_CARLO_FHS,

@@ -30,7 +30,7 @@ the ``(r - q)/s`` term of charm) are dropped so every output stays finite. ``tim
 treated as 0. Non-positive spot or strike, negative or NaN volatility and NaN inputs give NaN.
 
 Two implementations agree to ~1e-13 relative: a numba kernel (``parallel=True``, ``fastmath=False``,
-auto-vectorized) whose normal CDF is W. J. Cody's rational Chebyshev erfc (Math. Comp. 23, 1969)
+auto-vectorized) whose normal CDF is W. J. Cody's rational Chebyshev erfc (Math. Comp. 23, 1969; ``special.py``)
 evaluated branch-free on the density's ``exp(-d^2/2)`` (Dekker's exact square), with polynomial
 ``exp``/``log`` (Cody-Waite reduction, <= 2 and 4 ulp), and a plain numpy / ``scipy.special.ndtr``
 reference.
@@ -39,17 +39,22 @@ reference.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
-from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba import njit, prange
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import ndtr
 
-FloatArray = NDArray[np.float64]
+from risk_pipeline.quant._numba import JIT, FloatArray
+from risk_pipeline.quant.special import (
+    exp_minus_half_square,
+    fast_exp,
+    fast_log,
+    norm_cdf_from_exp,
+)
+
 Backend = Literal["auto", "numba", "numpy"]
 
 #: Total standard deviations ``sigma sqrt(T)`` at or below this are treated as exactly zero.
@@ -57,55 +62,7 @@ MIN_TOTAL_STD = 1e-100
 #: Days per year for ``theta_per_day`` (QuantLib's ``thetaPerDay`` convention).
 DAYS_PER_YEAR = 365.0
 
-_INV_SQRT2 = 0.70710678118654752440
 _INV_SQRT_2PI = 0.39894228040143267794
-_SQRT_PI_INV = 0.56418958354775628695  # 1/sqrt(pi)
-
-# Cody (1969) erf / erfc rational Chebyshev coefficients (netlib specfun CALERF).
-_A0, _A1, _A2, _A3, _A4 = (
-    3.1611237438705656,
-    113.864154151050156,
-    377.485237685302021,
-    3209.37758913846947,
-    0.185777706184603153,
-)
-_B0, _B1, _B2, _B3 = 23.6012909523441209, 244.024637934444173, 1282.61652607737228, 2844.23683343917062
-_C0, _C1, _C2, _C3, _C4, _C5, _C6, _C7, _C8 = (
-    0.564188496988670089,
-    8.88314979438837594,
-    66.1191906371416295,
-    298.635138197400131,
-    881.95222124176909,
-    1712.04761263407058,
-    2051.07837782607147,
-    1230.33935479799725,
-    2.15311535474403846e-8,
-)
-_D0, _D1, _D2, _D3, _D4, _D5, _D6, _D7 = (
-    15.7449261107098347,
-    117.693950891312499,
-    537.181101862009858,
-    1621.38957456669019,
-    3290.79923573345963,
-    4362.61909014324716,
-    3439.36767414372164,
-    1230.33935480374942,
-)
-_P0, _P1, _P2, _P3, _P4, _P5 = (
-    0.305326634961232344,
-    0.360344899949804439,
-    0.125781726111229246,
-    0.0160837851487422766,
-    6.58749161529837803e-4,
-    0.0163153871373020978,
-)
-_Q0, _Q1, _Q2, _Q3, _Q4 = (
-    2.56852019228982242,
-    1.87295284992346047,
-    0.527905102951428412,
-    0.0605183413124413191,
-    0.00233520497626869185,
-)
 
 
 @dataclass(frozen=True)
@@ -128,149 +85,13 @@ class BsmResult:
 # numba kernels
 #
 # The per-option functions are branch-free (selects and 0/1 blends instead of if/else, every
-# intermediate finite), call no libm function (exp/log below are polynomial, within a few ulp of
-# libm) and are inlined into the kernels, so LLVM vectorizes the contiguous loops (AVX2/AVX-512).
+# intermediate finite), call no libm function (exp/log of ``special.py`` are polynomial, within a few
+# ulp of libm) and are inlined into the kernels, so LLVM vectorizes the contiguous loops (AVX2/AVX-512).
 # IEEE semantics throughout: no fastmath.
 # ----------------------------------------------------------------------------------------------
 
-_JIT = {"cache": True, "fastmath": False, "error_model": "numpy"}
 
-
-@intrinsic
-def _i64_as_f64(typingctx: Any, value: Any) -> tuple[Any, Callable[..., Any]]:
-    """Reinterpret the bits of an int64 as a float64 (a free SIMD move)."""
-    sig = types.float64(types.int64)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        return builder.bitcast(args[0], context.get_value_type(types.float64))
-
-    return sig, codegen
-
-
-@intrinsic
-def _f64_as_i64(typingctx: Any, value: Any) -> tuple[Any, Callable[..., Any]]:
-    """Reinterpret the bits of a float64 as an int64."""
-    sig = types.int64(types.float64)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        return builder.bitcast(args[0], context.get_value_type(types.int64))
-
-    return sig, codegen
-
-
-_LOG2E = 1.4426950408889634
-_LN2_HI = 6.93147180369123816490e-01  # Cody-Waite split of ln 2 (fdlibm)
-_LN2_LO = 1.90821492927058770002e-10
-_EXP_C = tuple(1.0 / math.factorial(j) for j in range(14))
-_LOG_C = tuple(2.0 / (2 * j + 1) for j in range(13))
-
-
-@njit(inline="always", **_JIT)
-def fast_exp(x: float) -> float:
-    """``exp(x)`` within 2 ulp of libm, branch-free so that loops calling it vectorize.
-
-    ``x = k ln2 + r`` (Cody-Waite, ``|r| <= ln2/2``), degree-13 Taylor polynomial for ``e^r``, and
-    ``2^k`` assembled from exponent bits in two halves so that subnormal results stay right.
-    """
-    xc = np.minimum(np.maximum(x, -745.5), 710.0)
-    kf = np.floor(xc * _LOG2E + 0.5)
-    r = (xc - kf * _LN2_HI) - kf * _LN2_LO
-    p = _EXP_C[13]
-    p = p * r + _EXP_C[12]
-    p = p * r + _EXP_C[11]
-    p = p * r + _EXP_C[10]
-    p = p * r + _EXP_C[9]
-    p = p * r + _EXP_C[8]
-    p = p * r + _EXP_C[7]
-    p = p * r + _EXP_C[6]
-    p = p * r + _EXP_C[5]
-    p = p * r + _EXP_C[4]
-    p = p * r + _EXP_C[3]
-    p = p * r + _EXP_C[2]
-    p = p * r + _EXP_C[1]
-    p = p * r + _EXP_C[0]
-    k = np.int64(kf)
-    k1 = k >> 1
-    return p * _i64_as_f64((k1 + 1023) << 52) * _i64_as_f64((k - k1 + 1023) << 52)
-
-
-@njit(inline="always", **_JIT)
-def fast_log(x: float) -> float:
-    """``log(x)`` within 4 ulp of libm, branch-free: ``x = 2^e m``, ``ln m = 2 atanh((m-1)/(m+1))``."""
-    small = x < 2.2250738585072014e-308
-    xs = x * 18014398509481984.0 if small else x  # 2^54 lifts subnormals
-    bits = _f64_as_i64(xs)
-    m = _i64_as_f64((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)  # mantissa in [1, 2)
-    big = m > 1.4142135623730951
-    m = m * 0.5 if big else m
-    e = np.float64(((bits >> 52) & 0x7FF) - 1023) + np.float64(big) - 54.0 * np.float64(small)
-    f = (m - 1.0) / (m + 1.0)
-    f2 = f * f
-    p = _LOG_C[12]
-    p = p * f2 + _LOG_C[11]
-    p = p * f2 + _LOG_C[10]
-    p = p * f2 + _LOG_C[9]
-    p = p * f2 + _LOG_C[8]
-    p = p * f2 + _LOG_C[7]
-    p = p * f2 + _LOG_C[6]
-    p = p * f2 + _LOG_C[5]
-    p = p * f2 + _LOG_C[4]
-    p = p * f2 + _LOG_C[3]
-    p = p * f2 + _LOG_C[2]
-    p = p * f2 + _LOG_C[1]
-    res = e * _LN2_HI + ((2.0 * f + f * f2 * p) + e * _LN2_LO)
-    res = res if x < math.inf else x
-    return res if x > 0.0 else (-math.inf if x == 0.0 else math.nan)
-
-
-@njit(inline="always", **_JIT)
-def norm_cdf_from_exp(z: float, e: float) -> float:
-    """``N(z)`` given ``e = exp(-z^2/2)``: Cody's (1969) erf/erfc rational approximations, branch-free.
-
-    Regions in ``y = |z|/sqrt(2)``: ``y <= 0.46875`` erf; ``y <= 4`` erfc with the (c, d) rational;
-    beyond, the asymptotic (p, q) rational rewritten in ``y^2`` so that one division serves all three.
-    The lower tail ``N(-|z|)`` is formed without cancellation (relative accuracy ~1e-15).
-    """
-    y = abs(z) * _INV_SQRT2
-    m1 = np.float64(y <= 0.46875)
-    m3 = np.float64(y > 4.0)
-    m2 = 1.0 - m1 - m3
-    y1 = np.minimum(y, 0.46875)
-    w1 = y1 * y1
-    num1 = (((_A4 * w1 + _A0) * w1 + _A1) * w1 + _A2) * w1 + _A3
-    den1 = (((w1 + _B0) * w1 + _B1) * w1 + _B2) * w1 + _B3
-    y2 = np.minimum(y, 4.0)
-    num2 = (((((((_C8 * y2 + _C0) * y2 + _C1) * y2 + _C2) * y2 + _C3) * y2 + _C4) * y2 + _C5) * y2
-            + _C6) * y2 + _C7
-    den2 = (((((((y2 + _D0) * y2 + _D1) * y2 + _D2) * y2 + _D3) * y2 + _D4) * y2 + _D5) * y2 + _D6) * y2 + _D7
-    y3 = np.minimum(np.maximum(y, 4.0), 32.0)  # e == 0 beyond y = 27.3, the clamp keeps terms finite
-    w3 = y3 * y3
-    p3 = ((((_P4 * w3 + _P3) * w3 + _P2) * w3 + _P1) * w3 + _P0) * w3 + _P5
-    q3 = w3 * (((((_Q4 * w3 + _Q3) * w3 + _Q2) * w3 + _Q1) * w3 + _Q0) * w3 + 1.0)
-    ratio = (m1 * num1 + m2 * num2 + m3 * (q3 * _SQRT_PI_INV - p3)) / (m1 * den1 + m2 * den2 + m3 * q3 * y3)
-    tail = 0.5 * (m1 * (1.0 - y1 * ratio) + (1.0 - m1) * (e * ratio))  # N(-|z|)
-    return tail if z < 0.0 else 1.0 - tail
-
-
-@njit(inline="always", **_JIT)
-def exp_minus_half_square(z: float) -> float:
-    """``exp(-z^2/2)`` to full relative accuracy: Dekker's exact ``z^2 = hi + lo``, ``e^{-hi/2}(1 - lo/2)``."""
-    zc = np.minimum(np.maximum(z, -1e10), 1e10)  # beyond, the result underflows to 0 anyway
-    hi = zc * zc
-    c = 134217729.0 * zc  # 2^27 + 1
-    zh = c - (c - zc)
-    zl = zc - zh
-    lo = ((zh * zh - hi) + 2.0 * zh * zl) + zl * zl
-    return fast_exp(-0.5 * hi) * (1.0 - 0.5 * lo)
-
-
-@njit(**_JIT)
-def norm_cdf_nb(z: float) -> float:
-    """Standard normal CDF ``N(z)`` for scalar numba code (Cody 1969, relative accuracy ~1e-15)."""
-    return norm_cdf_from_exp(z, exp_minus_half_square(z))
-
-
-@njit(inline="always", **_JIT)
+@njit(inline="always", **JIT)
 def _bsm_point(
     s: float, k: float, t: float, sig: float, r: float, q: float, call: bool
 ) -> tuple[float, float, float, float, float, float, float, float, float]:
@@ -324,7 +145,7 @@ def _bsm_point(
     return nan, nan, nan, nan, nan, nan, nan, nan, nan
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **JIT)
 def bsm_price_point(s: float, k: float, t: float, sig: float, r: float, q: float, call: bool) -> float:
     """Price of one option in numba (same formula and limits as ``bsm_greeks``), branch-free."""
     valid = (s > 0.0) & (k > 0.0) & (sig >= 0.0) & (t == t) & (r == r) & (q == q)
@@ -346,7 +167,7 @@ def bsm_price_point(s: float, k: float, t: float, sig: float, r: float, q: float
     return price if valid else np.nan
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=True, **JIT)
 def _greeks_kernel(
     spot: FloatArray,
     strike: FloatArray,
@@ -382,7 +203,7 @@ def _greeks_kernel(
         charm[i] = ch
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=True, **JIT)
 def _price_kernel(
     spot: FloatArray,
     strike: FloatArray,

@@ -1,7 +1,7 @@
 """Position-level Greeks: per-unit option Greeks scaled to positions, expiry buckets, betas.
 
 Per-unit Greeks come from ``bsm.bsm_greeks`` (European exercise) or ``american.american_greeks``
-(American, Bjerksund-Stensland 2002). Position conventions (DESIGN.md section 3): ``delta`` in shares
+(American, Bjerksund-Stensland 2002). Position conventions (docs/architecture.md): ``delta`` in shares
 of the underlying (quantity x multiplier x option delta), ``dollar_delta = delta x spot``,
 ``gamma`` in shares per 1.00 of spot, ``dollar_gamma_1pct = gamma x spot^2 / 100``,
 ``vega_per_vol_point`` per 0.01 of vol, ``theta_per_day`` per calendar day, ``rho_per_pct`` per 0.01
@@ -20,10 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from risk_pipeline.quant._numba import FloatArray
 from risk_pipeline.quant.american import american_greeks
 from risk_pipeline.quant.bsm import bsm_greeks
-
-FloatArray = NDArray[np.float64]
 
 #: (label, first day, last day) of the expiry buckets, calendar days to expiry.
 EXPIRY_BUCKETS: tuple[tuple[str, int, float], ...] = (

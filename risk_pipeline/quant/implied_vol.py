@@ -9,7 +9,8 @@ normalised intrinsic, a four-branch rational-cubic initial guess is refined by t
 Householder steps (convergence order 4) on branch-specific objectives, bracketed with bisection
 fallback. The normalised Black
 function uses Jäckel's asymptotic and small-``t`` expansions and W. J. Cody's erfc/erfcx (Math.
-Comp. 23, 1969), the inverse normal CDF is Wichura's AS241 (Appl. Statist. 37, 1988).
+Comp. 23, 1969), the inverse normal CDF is Wichura's AS241 (Appl. Statist. 37, 1988); all three in
+``special.py``.
 Iterations stop once a step is below ``STOP_STEP`` of ``sigma sqrt(T)`` (two iterations typically,
 relative error ~1e-12 or better); the limit is ``max_iterations``.
 
@@ -34,10 +35,14 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import ArrayLike, NDArray
 
+from risk_pipeline.quant._numba import JIT, FloatArray
 from risk_pipeline.quant.american import Method, _method_code, american_price_point
-from risk_pipeline.quant.bsm import FloatArray, broadcast_inputs
-
-_JIT = {"cache": True, "fastmath": False, "error_model": "numpy"}
+from risk_pipeline.quant.bsm import broadcast_inputs
+from risk_pipeline.quant.special import erfc as _erfc
+from risk_pipeline.quant.special import erfcx as _erfcx
+from risk_pipeline.quant.special import inverse_norm_cdf as _inverse_norm_cdf
+from risk_pipeline.quant.special import norm_cdf as _norm_cdf
+from risk_pipeline.quant.special import norm_pdf as _norm_pdf
 
 _DBL_EPSILON = float(np.finfo(np.float64).eps)
 _DBL_MIN = float(np.finfo(np.float64).tiny)
@@ -92,160 +97,11 @@ class ImpliedVolResult:
 
 
 # ----------------------------------------------------------------------------------------------
-# special functions (Cody 1969 erfc/erfcx, AS241 inverse normal)
-# ----------------------------------------------------------------------------------------------
-
-@njit(**_JIT)
-def _exp_minus_square(y: float) -> float:
-    """``exp(-y^2)`` to full relative accuracy: Dekker's exact ``y^2 = hi + lo`` then ``e^{-hi}(1 - lo)``.
-
-    Replaces Cody's ``exp(-ysq^2) exp(-del)`` split with one ``exp`` (valid for ``|y| < 1e150``).
-    """
-    hi = y * y
-    c = 134217729.0 * y  # 2^27 + 1
-    yh = c - (c - y)
-    yl = y - yh
-    lo = ((yh * yh - hi) + 2.0 * yh * yl) + yl * yl
-    return math.exp(-hi) * (1.0 - lo)
-
-
-@njit(**_JIT)
-def _calerf(x: float, jint: int) -> float:
-    """Cody's CALERF: ``erfc(x)`` for ``jint == 1``, ``erfcx(x) = exp(x^2) erfc(x)`` for ``jint == 2``.
-
-    Rational Chebyshev coefficients of Cody (1969) / netlib specfun, Horner loops unrolled; the
-    ``exp(-y^2)`` factors come from ``_exp_minus_square`` (one ``exp``, same accuracy as Cody's split).
-    """
-    y = abs(x)
-    if y <= 0.46875:
-        ysq = y * y if y > 1.11e-16 else 0.0
-        xnum = (((0.185777706184603153 * ysq + 3.1611237438705656) * ysq + 113.864154151050156) * ysq
-                + 377.485237685302021) * ysq + 3209.37758913846947
-        xden = (((ysq + 23.6012909523441209) * ysq + 244.024637934444173) * ysq
-                + 1282.61652607737228) * ysq + 2844.23683343917062
-        result = 1.0 - x * xnum / xden
-        return math.exp(ysq) * result if jint == 2 else result
-    if y <= 4.0:
-        xnum = (((((((2.15311535474403846e-8 * y + 0.564188496988670089) * y + 8.88314979438837594) * y
-                    + 66.1191906371416295) * y + 298.635138197400131) * y + 881.95222124176909) * y
-                 + 1712.04761263407058) * y + 2051.07837782607147) * y + 1230.33935479799725
-        xden = (((((((y + 15.7449261107098347) * y + 117.693950891312499) * y + 537.181101862009858) * y
-                   + 1621.38957456669019) * y + 3290.79923573345963) * y + 4362.61909014324716) * y
-                + 3439.36767414372164) * y + 1230.33935480374942
-        result = xnum / xden
-        if jint != 2:
-            result = _exp_minus_square(y) * result
-    elif y >= 26.543 and (jint != 2 or y >= 2.53e307):
-        result = 0.0
-    elif y >= 6.71e7:
-        result = 0.56418958354775628695 / y
-    else:
-        ysq = 1.0 / (y * y)
-        xnum = ((((0.0163153871373020978 * ysq + 0.305326634961232344) * ysq + 0.360344899949804439) * ysq
-                 + 0.125781726111229246) * ysq + 0.0160837851487422766) * ysq + 6.58749161529837803e-4
-        xden = ((((ysq + 2.56852019228982242) * ysq + 1.87295284992346047) * ysq + 0.527905102951428412) * ysq
-                + 0.0605183413124413191) * ysq + 0.00233520497626869185
-        result = (0.56418958354775628695 - ysq * xnum / xden) / y
-        if jint != 2:
-            result = _exp_minus_square(y) * result
-    if jint == 1:
-        return 2.0 - result if x < 0.0 else result
-    if x < 0.0:
-        if x < -26.628:
-            return _DBL_MAX
-        yy = 1.0 / _exp_minus_square(x)
-        return yy + yy - result
-    return result
-
-
-@njit(**_JIT)
-def _erfc(x: float) -> float:
-    return _calerf(x, 1)
-
-
-@njit(**_JIT)
-def _erfcx(x: float) -> float:
-    return _calerf(x, 2)
-
-
-@njit(**_JIT)
-def _norm_pdf(x: float) -> float:
-    return _ONE_OVER_SQRT_TWO_PI * math.exp(-0.5 * x * x)
-
-
-@njit(**_JIT)
-def _norm_cdf(z: float) -> float:
-    """``N(z)``; below -10 the asymptotic series of Abramowitz-Stegun 26.2.12 (as in Jäckel's code)."""
-    if z <= -10.0:
-        total = 1.0
-        if z >= -1.0 / _SQRT_DBL_EPSILON:
-            zsqr = z * z
-            i = 1.0
-            g = 1.0
-            a = _DBL_MAX
-            while True:
-                lasta = a
-                xx = (4.0 * i - 3.0) / zsqr
-                yy = xx * ((4.0 * i - 1.0) / zsqr)
-                a = g * (xx - yy)
-                total -= a
-                g *= yy
-                i += 1.0
-                a = abs(a)
-                if not (lasta > a and a >= abs(total * _DBL_EPSILON)):
-                    break
-        return -_norm_pdf(z) * total / z
-    return 0.5 * _erfc(-z * _ONE_OVER_SQRT_TWO)
-
-
-@njit(**_JIT)
-def _inverse_norm_cdf(u: float) -> float:
-    """Wichura's AS241 (PPND16), about 1e-16 relative accuracy."""
-    if u <= 0.0:
-        return -math.inf
-    if u >= 1.0:
-        return math.inf
-    q = u - 0.5
-    if abs(q) <= 0.425:
-        r = 0.180625 - q * q
-        return q * (((((((2.5090809287301226727e3 * r + 3.3430575583588128105e4) * r
-                         + 6.7265770927008700853e4) * r + 4.5921953931549871457e4) * r
-                       + 1.3731693765509461125e4) * r + 1.9715909503065514427e3) * r
-                     + 1.3314166789178437745e2) * r + 3.3871328727963666080e0) / (
-            ((((((5.2264952788528545610e3 * r + 2.8729085735721942674e4) * r + 3.9307895800092710610e4) * r
-                + 2.1213794301586595867e4) * r + 5.3941960214247511077e3) * r
-              + 6.8718700749205790830e2) * r + 4.2313330701600911252e1) * r + 1.0)
-    r = u if q < 0.0 else 1.0 - u
-    r = math.sqrt(-math.log(r))
-    if r < 5.0:
-        r -= 1.6
-        ret = (((((((7.74545014278341407640e-4 * r + 2.27238449892691845833e-2) * r
-                    + 2.41780725177450611770e-1) * r + 1.27045825245236838258e0) * r
-                  + 3.64784832476320460504e0) * r + 5.76949722146069140550e0) * r
-                + 4.63033784615654529590e0) * r + 1.42343711074968357734e0) / (
-            ((((((1.05075007164441684324e-9 * r + 5.47593808499534494600e-4) * r
-                 + 1.51986665636164571966e-2) * r + 1.48103976427480074590e-1) * r
-               + 6.89767334985100004550e-1) * r + 1.67638483018380384940e0) * r
-             + 2.05319162663775882187e0) * r + 1.0)
-    else:
-        r -= 5.0
-        ret = (((((((2.01033439929228813265e-7 * r + 2.71155556874348757815e-5) * r
-                    + 1.24266094738807843860e-3) * r + 2.65321895265761230930e-2) * r
-                  + 2.96560571828504891230e-1) * r + 1.78482653991729133580e0) * r
-                + 5.46378491116411436990e0) * r + 6.65790464350110377720e0) / (
-            ((((((2.04426310338993978564e-15 * r + 1.42151175831644588870e-7) * r
-                 + 1.84631831751005468180e-5) * r + 7.86869131145613259100e-4) * r
-               + 1.48753612908506148525e-2) * r + 1.36929880922735805310e-1) * r
-             + 5.99832206555887937690e-1) * r + 1.0)
-    return -ret if q < 0.0 else ret
-
-
-# ----------------------------------------------------------------------------------------------
 # normalised Black function (Jäckel 2015, section 2)
 # ----------------------------------------------------------------------------------------------
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _normalised_intrinsic(x: float, q: float) -> float:
     """``max(q (e^{x/2} - e^{-x/2}), 0)`` with a Taylor series for small ``|x|``."""
     if q * x <= 0.0:
@@ -271,7 +127,7 @@ def _asymptotic_coefficients() -> FloatArray:
 _ASYMPTOTIC = _asymptotic_coefficients()
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _asymptotic_expansion(h: float, t: float, g: float) -> float:
     """Normalised Black call for ``h < -10``: Jäckel (2015) eq. (2.8)-(2.9), 17 terms.
 
@@ -292,7 +148,7 @@ def _asymptotic_expansion(h: float, t: float, g: float) -> float:
     return abs(max(b, 0.0))
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _small_t_expansion(h: float, t: float, g: float) -> float:
     """Normalised Black call for small ``t = s/2``: Jäckel (2015) eq. (2.11)-(2.12), to ``t^13``;
     ``g = exp(-(h^2 + t^2)/2)``."""
@@ -313,7 +169,7 @@ def _small_t_expansion(h: float, t: float, g: float) -> float:
     return abs(max(b, 0.0))
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _normalised_black_call_cody(x: float, s: float, e_half: float, e_mhalf: float, g: float) -> float:
     """``b(x, s)`` from Cody's erfc/erfcx choosing per term the accurate form (Jäckel's regions 3-4).
 
@@ -336,7 +192,7 @@ def _normalised_black_call_cody(x: float, s: float, e_half: float, e_mhalf: floa
     return abs(max(0.5 * two_b, 0.0))
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _black_and_vega(x: float, s: float, e_half: float, e_mhalf: float) -> tuple[float, float]:
     """``(b(x, s), db/ds)`` for ``x <= 0`` (Jäckel's four regions), sharing ``exp(-(h^2 + t^2)/2)``.
 
@@ -357,13 +213,13 @@ def _black_and_vega(x: float, s: float, e_half: float, e_mhalf: float) -> tuple[
     return _normalised_black_call_cody(x, s, e_half, e_mhalf, g), vega
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _normalised_black_otm(x: float, s: float, e_half: float, e_mhalf: float) -> float:
     """``b(x, s)`` for ``x <= 0`` (Jäckel's four regions); ``e_half = exp(x/2)``, ``e_mhalf = exp(-x/2)``."""
     return _black_and_vega(x, s, e_half, e_mhalf)[0]
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def normalised_black_call(x: float, s: float) -> float:
     """Normalised undiscounted Black call ``e^{x/2} N(x/s + s/2) - e^{-x/2} N(x/s - s/2)``, accurate.
 
@@ -379,12 +235,12 @@ def normalised_black_call(x: float, s: float) -> float:
 # ----------------------------------------------------------------------------------------------
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _is_zero(x: float) -> bool:
     return abs(x) < _DBL_MIN
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _rational_cubic_interpolation(x: float, x_l: float, x_r: float, y_l: float, y_r: float, d_l: float,
                                   d_r: float, r: float) -> float:
     h = x_r - x_l
@@ -400,7 +256,7 @@ def _rational_cubic_interpolation(x: float, x_l: float, x_r: float, y_l: float, 
     return y_r * t + y_l * (1.0 - t)
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _r_fit_left(x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float,
                 second_derivative_l: float) -> float:
     h = x_r - x_l
@@ -413,7 +269,7 @@ def _r_fit_left(x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r:
     return numerator / denominator
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _r_fit_right(x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float,
                  second_derivative_r: float) -> float:
     h = x_r - x_l
@@ -426,7 +282,7 @@ def _r_fit_right(x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r
     return numerator / denominator
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _min_rational_cubic_r(d_l: float, d_r: float, s: float, prefer_shape: bool) -> float:
     monotonic = d_l * s >= 0.0 and d_r * s >= 0.0
     convex = d_l <= s <= d_r
@@ -453,14 +309,14 @@ def _min_rational_cubic_r(d_l: float, d_r: float, s: float, prefer_shape: bool) 
     return max(_MIN_RATIONAL_CUBIC_R, max(r1, r2))
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _convex_r_left(x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float, dd_l: float,
                    prefer_shape: bool) -> float:
     r = _r_fit_left(x_l, x_r, y_l, y_r, d_l, d_r, dd_l)
     return max(r, _min_rational_cubic_r(d_l, d_r, (y_r - y_l) / (x_r - x_l), prefer_shape))
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _convex_r_right(x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float, dd_r: float,
                     prefer_shape: bool) -> float:
     r = _r_fit_right(x_l, x_r, y_l, y_r, d_l, d_r, dd_r)
@@ -472,7 +328,7 @@ def _convex_r_right(x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, 
 # ----------------------------------------------------------------------------------------------
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _f_lower_map(x: float, s: float) -> tuple[float, float, float]:
     """Jäckel's lower-branch map ``f(beta)`` at ``s`` and its first two ``beta`` derivatives (eq. 4.5-4.7)."""
     ax = abs(x)
@@ -491,7 +347,7 @@ def _f_lower_map(x: float, s: float) -> tuple[float, float, float]:
     return f, fp, fpp
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _inverse_f_lower_map(x: float, f: float) -> float:
     if f <= 0.0:
         return 0.0
@@ -499,7 +355,7 @@ def _inverse_f_lower_map(x: float, f: float) -> float:
     return abs(x / (_SQRT_THREE * _inverse_norm_cdf(u)))
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _f_upper_map(x: float, s: float) -> tuple[float, float, float]:
     f = _norm_cdf(-0.5 * s)
     if x == 0.0:
@@ -508,12 +364,12 @@ def _f_upper_map(x: float, s: float) -> tuple[float, float, float]:
     return f, -0.5 * math.exp(0.5 * w), _SQRT_PI_OVER_TWO * math.exp(w + 0.125 * s * s) * w / s
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _householder_factor(newton: float, halley: float, hh3: float) -> float:
     return (1.0 + 0.5 * halley * newton) / (1.0 + newton * (halley + hh3 * newton / 6.0))
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _lbr(beta: float, x: float, b_max: float, e_mhalf: float, n_max: int) -> tuple[float, int, bool]:
     """Normalised implied ``s = sigma sqrt(T)`` of an out-of-the-money call quote (Jäckel 2015).
 
@@ -640,7 +496,7 @@ def _lbr(beta: float, x: float, b_max: float, e_mhalf: float, n_max: int) -> tup
 # ----------------------------------------------------------------------------------------------
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _european_point(price: float, lnfk: float, sqrt_fk_df: float, t: float, call: bool,
                     n_max: int) -> tuple[float, int, int]:
     """(vol, status, iterations) for an undiscounted normalisation ``beta = price / sqrt_fk_df``."""
@@ -676,7 +532,7 @@ def _european_point(price: float, lnfk: float, sqrt_fk_df: float, t: float, call
     return s / math.sqrt(t), 0, it
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=True, **JIT)
 def _iv_spot_kernel(price: FloatArray, spot: FloatArray, strike: FloatArray, tau: FloatArray,
                     rate: FloatArray, div: FloatArray, call: NDArray[np.bool_], n_max: int, vol: FloatArray,
                     status: NDArray[np.int8], iters: NDArray[np.int32]) -> None:
@@ -698,7 +554,7 @@ def _iv_spot_kernel(price: FloatArray, spot: FloatArray, strike: FloatArray, tau
         iters[i] = it
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=True, **JIT)
 def _iv_forward_kernel(price: FloatArray, forward: FloatArray, strike: FloatArray, tau: FloatArray,
                        rate: FloatArray, call: NDArray[np.bool_], n_max: int, vol: FloatArray,
                        status: NDArray[np.int8], iters: NDArray[np.int32]) -> None:
@@ -716,7 +572,7 @@ def _iv_forward_kernel(price: FloatArray, forward: FloatArray, strike: FloatArra
         iters[i] = it
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _american_point(price: float, s: float, k: float, t: float, r: float, q: float, call: bool, method: int,
                     tol: float, n_max: int) -> tuple[float, int, int]:
     """(vol, status, evaluations): Illinois regula falsi on the Bjerksund-Stensland price."""
@@ -778,7 +634,7 @@ def _american_point(price: float, s: float, k: float, t: float, r: float, q: flo
     return math.nan, 6, evals
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=True, **JIT)
 def _iv_american_kernel(price: FloatArray, spot: FloatArray, strike: FloatArray, tau: FloatArray,
                         rate: FloatArray, div: FloatArray, call: NDArray[np.bool_], method: int, tol: float,
                         n_max: int, vol: FloatArray, status: NDArray[np.int8],

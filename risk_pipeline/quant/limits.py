@@ -56,7 +56,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -232,6 +232,29 @@ def _rule_broken(kind: str, value: Any) -> bool:
     raise AssertionError(kind)
 
 
+#: Strategies a position may carry (positions.strategy); ``new`` marks an order not yet assigned to one.
+KNOWN_STRATEGIES = frozenset(
+    {
+        "long_stock",
+        "short_stock",
+        "covered_call",
+        "protective_put",
+        "bull_call_spread",
+        "long_straddle",
+        "short_strangle",
+        "delta_hedged_short_vol",
+        "index_hedge",
+        "new",
+    }
+)
+
+
+def unheld_hedge_strategies(config: LimitsConfig, held_strategies: Iterable[str]) -> list[str]:
+    """``hedge_strategies`` entries that match no position of the book (a warning: likely a misconfiguration)."""
+    held = set(held_strategies)
+    return [s for s in config.hedge_strategies if s not in held]
+
+
 def _check_settings(values: Mapping[str, Any], file: str, book: str) -> list[LimitsProblem]:
     """Problems of one book's settings: unknown names, bad values, inconsistent levels."""
     problems: list[LimitsProblem] = []
@@ -275,6 +298,11 @@ def _check_settings(values: Mapping[str, Any], file: str, book: str) -> list[Lim
             tuple(levels),
             "must satisfy light_drawdown_pct < moderate_drawdown_pct < max_drawdown_pct",
         )
+    for strategy in get("hedge_strategies") or ():
+        if strategy not in KNOWN_STRATEGIES:
+            close = difflib.get_close_matches(str(strategy), sorted(KNOWN_STRATEGIES), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            bad("hedge_strategies", strategy, f"not a known strategy{hint}; known: {sorted(KNOWN_STRATEGIES)}")
     cuts = [get("light_gross_cut"), get("moderate_gross_cut")]
     if all(v is not None for v in cuts) and cuts[0] > cuts[1]:
         bad("light_gross_cut/moderate_gross_cut", tuple(cuts), "must satisfy light <= moderate")
@@ -325,7 +353,7 @@ class LimitsConfig:
     moderate_gross_cut: float = 0.50
     recovery_sessions: int = 3
     not_available_state: str = "HALTED"
-    hedge_strategies: tuple[str, ...] = ("hedge",)
+    hedge_strategies: tuple[str, ...] = ("index_hedge", "protective_put")
     concentration_min_gross_pct_nav: float = 0.0
 
     def __post_init__(self) -> None:

@@ -1,15 +1,13 @@
-"""A book of stocks and vanilla options as per-position arrays, and its full revaluation under scenarios.
+"""A book of stocks and vanilla options as per-position arrays (valued and revalued by ``scenario_engine``).
 
-Conventions (DESIGN.md section 3): ``quantity > 0`` is long; ``units = quantity * multiplier`` shares
+Conventions (docs/architecture.md): ``quantity > 0`` is long; ``units = quantity * multiplier`` shares
 (or options on one share each); option inputs per position are the strike, the time to expiry in
 years, the implied volatility (decimal), the continuous rate and dividend yield; ``is_american``
-selects Bjerksund-Stensland (2002) instead of Black-Scholes-Merton. Spots are per symbol
+marks American exercise (priced by ``american.py``) instead of European (Black-Scholes-Merton). Spots are per symbol
 (``symbols[symbol_index[i]]`` is position ``i``'s underlying).
 
-``revalue`` is a full revaluation (Jorion, "Value at Risk", 3rd ed., ch. 10 and 12: every position
-repriced by its pricing model under the scenario, no Greeks approximation); the formulas, the
-time-decay convention ``T' = max(T - horizon_days / 365, 0)`` and the American-option methods are in
-``scenario_engine``.
+``scenario_engine.market_values`` values a portfolio today and ``scenario_engine.revalue`` /
+``scenario_engine.evaluate`` revalue it in full under scenarios; this module depends on no pricer.
 """
 
 from __future__ import annotations
@@ -19,23 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
 
-from risk_pipeline.quant.scenario_engine import (
-    AmericanMethod,
-    ScenarioPnl,
-    ScenarioSet,
-    SkewVolShift,
-    VolShiftFn,
-    evaluate,
-    option_values,
-)
-
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.intp]
-BoolArray = NDArray[np.bool_]
-
-__all__ = ["Portfolio", "ScenarioPnl", "SkewVolShift", "market_values", "revalue"]
+from risk_pipeline.quant._numba import BoolArray, FloatArray, IntArray
 
 
 def _frozen(arr: np.ndarray) -> np.ndarray:
@@ -152,45 +135,3 @@ class Portfolio:
         """Indices in ``self.symbols`` of the given names (KeyError for an unknown one)."""
         where = {s: i for i, s in enumerate(self.symbols)}
         return np.array([where[s] for s in symbols], dtype=np.intp)
-
-
-def market_values(portfolio: Portfolio) -> FloatArray:
-    """Value of every position today: ``units * price`` (BSM or BS2002 for options, spot for stocks)."""
-    return portfolio.units * option_values(portfolio)
-
-
-def revalue(
-    portfolio: Portfolio,
-    spot_shock_rel: ArrayLike,
-    vol_shift_abs: ArrayLike | VolShiftFn | None = None,
-    rate_shift_abs: ArrayLike | None = None,
-    horizon_days: float = 0.0,
-    *,
-    vol_scale: ArrayLike | None = None,
-    vol_skew: ArrayLike | None = None,
-    vol_shift_per_position: bool | None = None,
-    per_symbol: bool = False,
-    american: AmericanMethod = "exact",
-    client: Any | None = None,
-    chunk_size: int | None = None,
-) -> ScenarioPnl:
-    """Full-revaluation P&L of every scenario (``(n,)``) and, with ``per_symbol``, per underlying.
-
-    ``spot_shock_rel`` is ``(n, n_symbols)``; ``vol_shift_abs`` is ``(n, n_symbols)``,
-    ``(n, n_positions)`` or a ``VolShiftFn`` such as ``SkewVolShift``; ``rate_shift_abs`` is ``(n,)``;
-    ``vol_scale`` (multiplicative) and ``vol_skew`` (per unit ``ln(K / S')``) are ``(n, n_symbols)``.
-    ``horizon_days`` calendar days of time decay. See ``scenario_engine`` for the formulas, the
-    American methods and the chunked / Dask evaluation.
-    """
-    shifts: Any = vol_shift_abs if (vol_shift_abs is None or callable(vol_shift_abs)) else np.asarray(
-        vol_shift_abs, dtype=np.float64)
-    sc = ScenarioSet(
-        spot_shock_rel=np.asarray(spot_shock_rel, dtype=np.float64),
-        vol_scale=None if vol_scale is None else np.asarray(vol_scale, dtype=np.float64),
-        vol_shift_abs=shifts,
-        vol_skew=None if vol_skew is None else np.asarray(vol_skew, dtype=np.float64),
-        rate_shift_abs=None if rate_shift_abs is None else np.asarray(rate_shift_abs, dtype=np.float64),
-        vol_shift_per_position=vol_shift_per_position,
-    )
-    return evaluate(portfolio, sc, horizon_days, american=american, per_symbol=per_symbol, client=client,
-                    chunk_size=chunk_size)

@@ -55,23 +55,20 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 from numba import njit, prange
 from numpy.typing import ArrayLike, NDArray
 from scipy.interpolate import CubicSpline
 
+from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, IntArray
 from risk_pipeline.quant.american import MIN_TOTAL_STD as AMERICAN_MIN_TOTAL_STD
 from risk_pipeline.quant.american import american_bs2002_prices, american_price, bs2002_call_raw
-from risk_pipeline.quant.bsm import MIN_TOTAL_STD, fast_exp, norm_cdf_from_exp
+from risk_pipeline.quant.bsm import MIN_TOTAL_STD
+from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant.special import fast_exp, norm_cdf_from_exp
 
-if TYPE_CHECKING:
-    from risk_pipeline.quant.portfolio import Portfolio
-
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.intp]
-BoolArray = NDArray[np.bool_]
 AmericanMethod = Literal["exact", "eep_grid"]
 #: ``(rows, log_moneyness, symbol_index) -> vol shift``: ``rows`` is the slice of scenario indices of
 #: the chunk, ``log_moneyness`` is ``ln(K_i / S'_s)`` of every position (0 for stocks), shape
@@ -88,7 +85,6 @@ CHUNK_MEMORY_BYTES = 64 * 2**20
 #: Fewest scenarios per chunk (parallel efficiency of the kernel).
 MIN_CHUNK = 256
 
-_JIT = {"cache": True, "fastmath": False, "error_model": "numpy"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -225,7 +221,7 @@ _T1_FRACTION = 0.5 * (math.sqrt(5.0) - 1.0)
 _AM_MIN_TOTAL_STD = AMERICAN_MIN_TOTAL_STD
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **JIT)
 def _bsm(s: float, ls: float, lk: float, carry: float, sqt: float, sig: float, w: float, dq: float,
          kdr: float) -> float:
     """BSM price (bsm.py formulas and limits) from ``ln S``, ``ln K``, ``carry = (r - q) T``,
@@ -244,12 +240,12 @@ def _bsm(s: float, ls: float, lk: float, carry: float, sqt: float, sig: float, w
     return (price if reg else limit) + 0.0
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **JIT)
 def _sigma(vol: float, scale: float, shift: float, skew: float, lk: float, ls: float, extra: float) -> float:
     return np.maximum(vol * scale + shift + skew * (lk - ls) + extra, 0.0)
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=True, **JIT)
 def _european_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: FloatArray, shift: FloatArray,
                      skew: FloatArray, shift_opt: FloatArray, opt_stride: int, rate_shift: FloatArray,
                      per_symbol: bool, n_euro: int, spot0: FloatArray, stock_units: FloatArray, opt_sym: IntArray,
@@ -296,7 +292,7 @@ def _european_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: Floa
             out_pnl[j] = total
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **JIT)
 def _boundary_ratio(t: float, r: float, q: float, sig: float, call: bool) -> float:
     """BS2002 exercise boundary ``S* / K`` at the full maturity (flat boundary ``I2`` of Haug 2007).
 
@@ -319,7 +315,7 @@ def _boundary_ratio(t: float, r: float, q: float, sig: float, call: bool) -> flo
     return c2 if call else 1.0 / c2
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=True, **JIT)
 def _american_exact_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: FloatArray, shift: FloatArray,
                            skew: FloatArray, shift_opt: FloatArray, opt_stride: int, rate_shift: FloatArray,
                            per_symbol: bool, n_euro: int, opt_sym: IntArray, units: FloatArray,
@@ -370,7 +366,7 @@ def _american_exact_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale
             out_pnl[j] = total
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=True, **JIT)
 def _american_grid_values(spot_t: FloatArray, log_spot_t: FloatArray, scale_t: FloatArray, shift_t: FloatArray,
                           skew_t: FloatArray, n_euro: int, opt_sym: IntArray, log_strike: FloatArray,
                           strike: FloatArray, sqt: FloatArray, carry: FloatArray, vol: FloatArray, w: FloatArray,
@@ -427,7 +423,7 @@ def _american_grid_values(spot_t: FloatArray, log_spot_t: FloatArray, scale_t: F
         n_nan[m] = count
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=True, **JIT)
 def _american_grid_sum(values: FloatArray, per_symbol: bool, n_euro: int, opt_sym: IntArray, units: FloatArray,
                        base: FloatArray, out_pnl: FloatArray, out_sym: FloatArray) -> None:
     """Add the American P&L from the prices ``values[m, j]``, each scenario's terms in position order (blocks
@@ -448,7 +444,7 @@ def _american_grid_sum(values: FloatArray, per_symbol: bool, n_euro: int, opt_sy
         out_pnl[j0:j1] = total
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=True, **JIT)
 def _bsm_kernel(spot: FloatArray, log_spot: FloatArray, log_strike: FloatArray, carry: FloatArray, sqt: FloatArray,
                 vol: FloatArray, w: FloatArray, dq: FloatArray, kdr: FloatArray, out: FloatArray) -> None:
     """BSM prices by the kernels' own formula (``_bsm``), element by element."""
@@ -484,7 +480,7 @@ def _eep_nodes(ls_star: FloatArray, y: FloatArray, v: FloatArray, k: FloatArray,
         return np.where((raw == raw) & (raw < np.inf), raw - euro.reshape(shape), 0.0)
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=True, **JIT)
 def _vol_range(log_spot_new: FloatArray, scale: FloatArray, shift: FloatArray, skew: FloatArray,
                opt_sym: IntArray, log_strike: FloatArray, vol: FloatArray, first: int, lo: FloatArray,
                hi: FloatArray, ls_lo: FloatArray, ls_hi: FloatArray) -> None:
@@ -509,7 +505,7 @@ def _vol_range(log_spot_new: FloatArray, scale: FloatArray, shift: FloatArray, s
         ls_hi[m] = d
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _boundary_table(t: FloatArray, r: FloatArray, q: FloatArray, call: BoolArray, v: FloatArray,
                     out: FloatArray) -> None:
     """``S*/K`` of every option at every vol in ``v`` (rows)."""
@@ -897,3 +893,45 @@ def evaluate(portfolio: Portfolio, scenarios: ScenarioSet, horizon_days: float =
                          f"{portfolio.n_symbols}")
     book = prepare(portfolio, horizon_days, scenarios, american)
     return evaluate_prepared(book, scenarios, per_symbol=per_symbol, client=client, chunk_size=chunk_size)
+
+
+def market_values(portfolio: Portfolio) -> FloatArray:
+    """Value of every position today: ``units * price`` (BSM or BS2002 for options, spot for stocks)."""
+    return portfolio.units * option_values(portfolio)
+
+
+def revalue(
+    portfolio: Portfolio,
+    spot_shock_rel: ArrayLike,
+    vol_shift_abs: ArrayLike | VolShiftFn | None = None,
+    rate_shift_abs: ArrayLike | None = None,
+    horizon_days: float = 0.0,
+    *,
+    vol_scale: ArrayLike | None = None,
+    vol_skew: ArrayLike | None = None,
+    vol_shift_per_position: bool | None = None,
+    per_symbol: bool = False,
+    american: AmericanMethod = "exact",
+    client: Any | None = None,
+    chunk_size: int | None = None,
+) -> ScenarioPnl:
+    """Full-revaluation P&L of every scenario (``(n,)``) and, with ``per_symbol``, per underlying.
+
+    ``spot_shock_rel`` is ``(n, n_symbols)``; ``vol_shift_abs`` is ``(n, n_symbols)``,
+    ``(n, n_positions)`` or a ``VolShiftFn`` such as ``SkewVolShift``; ``rate_shift_abs`` is ``(n,)``;
+    ``vol_scale`` (multiplicative) and ``vol_skew`` (per unit ``ln(K / S')``) are ``(n, n_symbols)``.
+    ``horizon_days`` calendar days of time decay. See ``scenario_engine`` for the formulas, the
+    American methods and the chunked / Dask evaluation.
+    """
+    shifts: Any = vol_shift_abs if (vol_shift_abs is None or callable(vol_shift_abs)) else np.asarray(
+        vol_shift_abs, dtype=np.float64)
+    sc = ScenarioSet(
+        spot_shock_rel=np.asarray(spot_shock_rel, dtype=np.float64),
+        vol_scale=None if vol_scale is None else np.asarray(vol_scale, dtype=np.float64),
+        vol_shift_abs=shifts,
+        vol_skew=None if vol_skew is None else np.asarray(vol_skew, dtype=np.float64),
+        rate_shift_abs=None if rate_shift_abs is None else np.asarray(rate_shift_abs, dtype=np.float64),
+        vol_shift_per_position=vol_shift_per_position,
+    )
+    return evaluate(portfolio, sc, horizon_days, american=american, per_symbol=per_symbol, client=client,
+                    chunk_size=chunk_size)

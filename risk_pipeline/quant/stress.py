@@ -59,8 +59,8 @@ import numpy as np
 import yaml
 from numpy.typing import ArrayLike, NDArray
 
-from risk_pipeline.quant.portfolio import Portfolio, market_values
-from risk_pipeline.quant.scenario_engine import AmericanMethod, ScenarioSet, evaluate
+from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant.scenario_engine import AmericanMethod, ScenarioSet, evaluate, market_values
 from risk_pipeline.quant.var import empirical_var_es
 
 FloatArray = NDArray[np.float64]

@@ -1,7 +1,7 @@
 """Value at Risk and Expected Shortfall of a ``Portfolio``: historical, parametric and Monte Carlo (FHS).
 
 Sign and units. VaR and ES are positive numbers meaning loss, in the book's currency, over
-``horizon_days`` trading days at ``confidence`` (DESIGN.md section 3). For a P&L sample
+``horizon_days`` trading days at ``confidence`` (docs/architecture.md). For a P&L sample
 ``p_(1) <= ... <= p_(n)`` and ``m = n (1 - confidence)``::
 
     VaR = -p_(k),  k = ceil(m)                      (the lower empirical (1 - c)-quantile of P&L)

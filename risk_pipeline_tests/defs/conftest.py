@@ -9,8 +9,9 @@ import pytest
 
 from risk_pipeline.calendar import sessions
 from risk_pipeline.definitions import build_definitions
-from risk_pipeline.resources import ExportsResource, MarketDataResource, WarehouseResource
+from risk_pipeline.resources import ExportsResource, MarketDataResource
 from risk_pipeline.warehouse import Warehouse
+from risk_pipeline_tests.recording import RecordingWarehouseResource
 
 SESSION = dt.date(2026, 11, 20)
 HISTORY = 300
@@ -21,7 +22,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Warehouse, dg.Execute
     url = str(tmp_path_factory.mktemp("vol") / "risk_warehouse.duckdb")
     defs = build_definitions(
         {
-            "warehouse": WarehouseResource(url=url),
+            "warehouse": RecordingWarehouseResource(url=url),
             "market_data": MarketDataResource(kind="synthetic", n_underlyings=4),
             "exports": ExportsResource(root=str(tmp_path_factory.mktemp("exports"))),
         },

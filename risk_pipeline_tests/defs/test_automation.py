@@ -10,20 +10,33 @@ import pandas as pd
 import pytest
 
 from risk_pipeline.defs.automation import sensors
-from risk_pipeline.resources import MarketDataResource
+from risk_pipeline.resources import MarketDataResource, WarehouseResource
+from risk_pipeline_tests.defs.test_market_data_blocking import Pipeline
 from risk_pipeline_tests.folder_fixture import write_good_folder
 
 
-def _context(instance: dg.DagsterInstance, cursor: str | None, folder: Path) -> dg.SensorEvaluationContext:
-    return dg.build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        resources={"market_data": MarketDataResource(kind="folder", folder=str(folder))},
-    )
+def _context(
+    instance: dg.DagsterInstance, cursor: str | None, folder: Path, warehouse_url: str
+) -> dg.SensorEvaluationContext:
+    resources = {
+        "market_data": MarketDataResource(kind="folder", folder=str(folder)),
+        "warehouse": WarehouseResource(url=warehouse_url),
+    }
+    return dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+
+
+def _ready_for_intraday(tmp_path: Path) -> Pipeline:
+    """The folder pipeline with 2026-11-19's market data and 2026-11-20's start of day loaded."""
+    p = Pipeline(tmp_path)
+    assert p.run("2026-11-19").success
+    sod = p.defs.resolve_job_def("start_of_day_job")
+    assert sod.execute_in_process(instance=p.instance, partition_key="2026-11-20").success
+    return p
 
 
 def test_sensor_launches_each_snapshot_once_and_keeps_a_cursor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = write_good_folder(tmp_path / "f")
+    p = _ready_for_intraday(tmp_path)
+    folder = p.folder
     # a second, earlier snapshot of the same session
     quotes = pd.read_csv(folder / "option_quotes" / "2026-11-20" / "204500Z.csv")
     quotes.assign(as_of="2026-11-20T17:00:00Z").to_csv(
@@ -31,21 +44,21 @@ def test_sensor_launches_each_snapshot_once_and_keeps_a_cursor(tmp_path: Path, m
     )
     with dg.instance_for_test() as instance:
         monkeypatch.setattr(sensors, "utc_now", lambda: pd.Timestamp("2026-11-20T18:00:00Z"))
-        first = sensors.option_snapshot_sensor(_context(instance, None, folder))
+        first = sensors.option_snapshot_sensor(_context(instance, None, folder, p.url))
         assert [r.run_key for r in first.run_requests] == ["snapshot:2026-11-20T17:00:00+00:00"]
         assert first.run_requests[0].partition_key == "2026-11-20"
         config = first.run_requests[0].run_config["ops"]
         assert config["implied_vols"]["config"]["snapshot_time"] == "2026-11-20T17:00:00+00:00"
         assert first.cursor == "2026-11-20T17:00:00+00:00"
         # same clock, with the cursor: nothing new
-        again = sensors.option_snapshot_sensor(_context(instance, first.cursor, folder))
+        again = sensors.option_snapshot_sensor(_context(instance, first.cursor, folder, p.url))
         assert not again.run_requests
         # later: only the 20:45 snapshot
         monkeypatch.setattr(sensors, "utc_now", lambda: pd.Timestamp("2026-11-20T21:00:00Z"))
-        later = sensors.option_snapshot_sensor(_context(instance, first.cursor, folder))
+        later = sensors.option_snapshot_sensor(_context(instance, first.cursor, folder, p.url))
         assert [r.run_key for r in later.run_requests] == ["snapshot:2026-11-20T20:45:00+00:00"]
         # a restart that lost nothing but the in-memory state resumes from the cursor, missing nothing
-        restart = sensors.option_snapshot_sensor(_context(instance, first.cursor, folder))
+        restart = sensors.option_snapshot_sensor(_context(instance, first.cursor, folder, p.url))
         assert [r.run_key for r in restart.run_requests] == [r.run_key for r in later.run_requests]
 
 
@@ -53,7 +66,8 @@ def test_sensor_does_nothing_on_a_holiday(tmp_path: Path, monkeypatch: pytest.Mo
     folder = write_good_folder(tmp_path / "f")
     monkeypatch.setattr(sensors, "utc_now", lambda: pd.Timestamp("2026-11-26T18:00:00Z"))  # Thanksgiving
     with dg.instance_for_test() as instance:
-        assert not sensors.option_snapshot_sensor(_context(instance, None, folder)).run_requests
+        context = _context(instance, None, folder, str(tmp_path / "wh" / "risk_warehouse.duckdb"))
+        assert not sensors.option_snapshot_sensor(context).run_requests
 
 
 @pytest.mark.parametrize(
@@ -70,8 +84,6 @@ def test_end_of_day_schedule_follows_the_exchange_calendar(day: dt.date, expecte
 
 
 def test_intraday_refresh_recomputes_greeks_per_snapshot(tmp_path: Path) -> None:
-    from risk_pipeline_tests.defs.test_market_data_blocking import Pipeline
-
     p = Pipeline(tmp_path)
     quotes = pd.read_csv(p.folder / "option_quotes" / "2026-11-20" / "204500Z.csv")
     moved = quotes.assign(as_of="2026-11-20T17:00:00Z", underlying_price=quotes["underlying_price"] * 1.01)
@@ -88,3 +100,40 @@ def test_intraday_refresh_recomputes_greeks_per_snapshot(tmp_path: Path) -> None
     assert spots.iloc[0] == pytest.approx(spots.iloc[1] * 1.01)
     totals = p.warehouse.read("portfolio_greeks", {"scope": "total"})
     assert len(totals) == 2
+
+
+def test_fresh_session_sensor_skips_until_start_of_day_then_the_refresh_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = Pipeline(tmp_path)
+    assert p.run("2026-11-19").success  # yesterday's end of day: nothing of 2026-11-20 is loaded
+    monkeypatch.setattr(sensors, "utc_now", lambda: pd.Timestamp("2026-11-20T21:00:00Z"))
+    with dg.instance_for_test() as instance:
+        skipped = sensors.option_snapshot_sensor(_context(instance, None, p.folder, p.url))
+        assert not skipped.run_requests
+        reason = skipped.skip_reason.skip_message
+        for missing in ("positions for 2026-11-20", "rates_curve for 2026-11-20", "dividend_yields for 2026-11-20"):
+            assert missing in reason
+        assert "start_of_day_job" in reason
+        assert skipped.cursor is None  # the snapshot is not lost: it launches once the inputs are there
+
+        sod = p.defs.resolve_job_def("start_of_day_job")
+        assert sod.execute_in_process(instance=p.instance, partition_key="2026-11-20").success
+        launched = sensors.option_snapshot_sensor(_context(instance, None, p.folder, p.url))
+        assert [r.run_key for r in launched.run_requests] == ["snapshot:2026-11-20T20:45:00+00:00"]
+
+    request = launched.run_requests[0]
+    job = p.defs.resolve_job_def("intraday_refresh_job")
+    result = job.execute_in_process(
+        instance=p.instance, partition_key=request.partition_key, run_config=request.run_config
+    )
+    assert result.success
+    greeks = p.warehouse.read("position_greeks")
+    assert set(greeks["as_of"].astype(str)) == {"2026-11-20 20:45:00+00:00"}
+    assert p.warehouse.row_count("market_prices", {"as_of_date": dt.date(2026, 11, 20)}) == 0  # no close yet
+    stocks = greeks[greeks["instrument_type"] == "stock"]
+    previous = p.warehouse.read("market_prices", {"as_of_date": dt.date(2026, 11, 19)}).set_index("symbol")["close"]
+    quoted = set(p.warehouse.read("option_quotes")["underlying"])
+    unquoted = stocks[~stocks["symbol"].isin(quoted)]
+    assert (unquoted["spot"].to_numpy() == unquoted["symbol"].map(previous).to_numpy()).all()
+    assert len(p.warehouse.read("trading_state")) > 0

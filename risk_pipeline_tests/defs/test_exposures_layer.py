@@ -9,7 +9,8 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from risk_pipeline.defs.exposures.greeks import GREEK_COLUMNS, surfaces_by_underlying
+from risk_pipeline.defs.exposures.greeks import GREEK_COLUMNS
+from risk_pipeline.valuation import surfaces_by_underlying
 from risk_pipeline.warehouse import Warehouse
 from risk_pipeline_tests.oracles import quantlib_option
 

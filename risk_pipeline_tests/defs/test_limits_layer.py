@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from risk_pipeline.definitions import ALL_ASSETS
-from risk_pipeline.defs.exposures.limits import book_exposure, load_limits
 from risk_pipeline.pretrade_service import PreTradeService
-from risk_pipeline.quant.limits import evaluate_limits
+from risk_pipeline.quant.limits import evaluate_limits, load_limits
 from risk_pipeline.resources import ExportsResource, MarketDataResource, WarehouseResource
+from risk_pipeline.valuation import book_exposure
 from risk_pipeline.warehouse import Warehouse
 from risk_pipeline_tests.defs.test_market_data_blocking import Pipeline
 

@@ -9,7 +9,8 @@ import pytest
 
 from risk_pipeline.quant.book_backtest import rescaled_book, static_book_backtest
 from risk_pipeline.quant.bsm import bsm_price
-from risk_pipeline.quant.portfolio import Portfolio, market_values
+from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant.scenario_engine import market_values
 from risk_pipeline.quant.var import HISTORICAL, VarConfig
 
 

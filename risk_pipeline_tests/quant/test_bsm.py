@@ -12,7 +12,8 @@ import QuantLib as ql
 from numba import njit
 from scipy.special import ndtr
 
-from risk_pipeline.quant.bsm import BsmResult, bsm_greeks, bsm_price, fast_exp, fast_log, norm_cdf_nb
+from risk_pipeline.quant.bsm import BsmResult, bsm_greeks, bsm_price
+from risk_pipeline.quant.special import fast_exp, fast_log, norm_cdf_nb
 
 GREEKS = [f.name for f in fields(BsmResult)]
 EPS = float(np.finfo(np.float64).eps)

@@ -6,6 +6,7 @@ copied from this module's output.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from risk_pipeline.quant.limits import (
     evaluate_limits,
     load_limits,
     results_by_name,
+    unheld_hedge_strategies,
 )
 
 LIMITS_FILE = Path(__file__).resolve().parents[2] / "data" / "limits" / "limits.yaml"
@@ -189,6 +191,30 @@ def test_cross_field_rules_per_book_and_dict_source() -> None:
     base["books"] = {"b": {"min_positions": 5}}
     f = load_limits(base)
     assert f.for_book("b").min_positions == 5 and f.defaults.max_abs_net_dollar_delta is None
+
+
+def test_hedge_strategies_must_be_known_and_should_be_held() -> None:
+    base = {"version": "v1", "defaults": {name: None for name in LIMIT_NAMES} | {"max_drawdown_pct": 0.1}}
+    base["defaults"]["hedge_strategies"] = ["hedge", "index_hedge"]
+    with pytest.raises(LimitsConfigError) as info:
+        load_limits(base)
+    (problem,) = info.value.problems
+    assert problem.field == "hedge_strategies" and problem.value == "hedge" and "not a known strategy" in problem.rule
+    base["defaults"]["hedge_strategies"] = ["index_hedge", "protective_put"]
+    config = load_limits(base).defaults
+    held = ["long_stock", "protective_put", "short_stock"]
+    assert unheld_hedge_strategies(config, held) == ["index_hedge"]
+
+
+def test_shipped_hedge_strategies_are_held_by_the_sample_books() -> None:
+    """The shipped file keeps the sample books' hedges (index puts, protective puts) at maximum preservation."""
+    limits = load_limits(LIMITS_FILE)
+    assert set(limits.for_book("core_equity").hedge_strategies) == {"index_hedge", "protective_put"}
+    from risk_pipeline.sources.synthetic import SyntheticSource
+
+    positions = SyntheticSource(seed=7, n_underlyings=50).positions(dt.date(2026, 11, 20))
+    held = set(positions.loc[positions["book"] == "core_equity", "strategy"])
+    assert unheld_hedge_strategies(limits.for_book("core_equity"), held) == []
 
 
 def test_direct_config_is_validated_and_warning_levels() -> None:

@@ -8,15 +8,18 @@ from scipy.interpolate import CubicSpline
 
 from risk_pipeline.quant.american import american_price
 from risk_pipeline.quant.bsm import bsm_price
-from risk_pipeline.quant.portfolio import Portfolio, SkewVolShift, market_values, revalue
+from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.scenario_engine import (
     CHUNK_MEMORY_BYTES,
     ScenarioSet,
+    SkewVolShift,
     _spline_map,
     default_chunk_size,
     evaluate,
     evaluate_prepared,
+    market_values,
     prepare,
+    revalue,
 )
 
 

@@ -11,7 +11,8 @@ import QuantLib as ql
 
 from risk_pipeline.quant.american import american_price
 from risk_pipeline.quant.bsm import bsm_price
-from risk_pipeline.quant.portfolio import Portfolio, market_values, revalue
+from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant.scenario_engine import market_values, revalue
 from risk_pipeline.quant.stress import (
     CRITICAL,
     HIGH,

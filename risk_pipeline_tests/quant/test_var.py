@@ -12,7 +12,8 @@ from scipy.stats import kurtosis, norm, skew
 
 from risk_pipeline.quant.american import american_price
 from risk_pipeline.quant.bsm import bsm_price
-from risk_pipeline.quant.portfolio import Portfolio, revalue
+from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant.scenario_engine import revalue
 from risk_pipeline.quant.var import (
     DELTA_GAMMA_CF,
     DELTA_NORMAL,

@@ -16,10 +16,19 @@ price_history_job = dg.define_asset_job(
     description="Daily history (prices, curves, dividends, ATM implied vols) for a partition range, for look-backs.",
 )
 
+start_of_day_job = dg.define_asset_job(
+    "start_of_day_job",
+    selection=dg.AssetSelection.assets("positions", "rates_curve", "dividend_yields", "event_calendar"),
+    description=(
+        "Before the open: the session's positions, zero curve, dividend yields and event calendar, so the "
+        "first intraday refresh can value the books (the previous close comes from yesterday's end of day)."
+    ),
+)
+
 end_of_day_job = dg.define_asset_job(
     "end_of_day_job",
     selection=dg.AssetSelection.all(),
     description="Everything for one session: the main job.",
 )
 
-JOBS = [market_data_job, price_history_job, end_of_day_job]
+JOBS = [market_data_job, price_history_job, start_of_day_job, end_of_day_job]

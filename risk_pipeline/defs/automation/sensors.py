@@ -9,8 +9,9 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pandas as pd
 
-from risk_pipeline.calendar import sessions
-from risk_pipeline.resources import MarketDataResource
+from risk_pipeline.calendar import previous_session, sessions
+from risk_pipeline.queries import missing_intraday_inputs
+from risk_pipeline.resources import MarketDataResource, WarehouseResource
 from risk_pipeline.sources.base import MarketDataSource
 
 NEW_YORK = "America/New_York"
@@ -79,14 +80,26 @@ def snapshot_run_config(snapshot: pd.Timestamp, reference: pd.Timestamp) -> dict
     description=(
         "Launches intraday_refresh_job once per new option snapshot of today's session. The cursor holds "
         "the last snapshot launched, so a daemon restart neither repeats nor misses one; the run key "
-        "(session and snapshot time) makes each launch idempotent."
+        "(session and snapshot time) makes each launch idempotent. Skips, without moving the cursor, while "
+        "the session's start-of-day inputs (positions, curve, dividends, previous close) are missing."
     ),
 )
-def option_snapshot_sensor(context: dg.SensorEvaluationContext, market_data: MarketDataResource) -> dg.SensorResult:
+def option_snapshot_sensor(
+    context: dg.SensorEvaluationContext, market_data: MarketDataResource, warehouse: WarehouseResource
+) -> dg.SensorResult:
     now = utc_now()
     found = new_snapshots(market_data.get_source(), now, context.cursor)
     if not found:
         return dg.SensorResult(skip_reason=dg.SkipReason(f"no new option snapshot since {context.cursor or 'start'}"))
+    session = found[0].session
+    missing = missing_intraday_inputs(warehouse.get(), session, previous_session(session))
+    if missing:
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason(
+                f"{len(found)} new snapshot(s) of {session} not launched: missing {', '.join(missing)}; "
+                "run start_of_day_job for the session (the previous close comes from its end_of_day_job)"
+            )
+        )
     requests = [
         dg.RunRequest(
             run_key=f"snapshot:{r.snapshot.isoformat()}",
@@ -97,6 +110,20 @@ def option_snapshot_sensor(context: dg.SensorEvaluationContext, market_data: Mar
         for r in found
     ]
     return dg.SensorResult(run_requests=requests, cursor=found[-1].snapshot.isoformat())
+
+
+@dg.schedule(
+    job_name="start_of_day_job",
+    cron_schedule="0 8 * * 1-5",
+    execution_timezone=NEW_YORK,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Start of day at 08:00 New York on every XNYS session (holidays skipped), before the open.",
+)
+def start_of_day_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    day = context.scheduled_execution_time.astimezone(ZoneInfo(NEW_YORK)).date()
+    if not sessions(day, day):
+        return dg.SkipReason(f"{day} is not an XNYS session")
+    return dg.RunRequest(run_key=f"sod:{day.isoformat()}", partition_key=day.isoformat())
 
 
 @dg.schedule(

@@ -1,34 +1,51 @@
 """NAV, limits, trading state and required reductions per book, with every decision in the audit trail."""
 
 import datetime as dt
-import hashlib
 import json
 from dataclasses import replace
 from typing import Any
 
 import dagster as dg
-import numpy as np
 import pandas as pd
-import yaml
 
 from risk_pipeline.defs.common import (
     OWNERS,
     PARTITIONS,
-    close_matrix,
-    latest_as_of,
+    PREVIOUS_AND_CURRENT_SESSION,
+    PREVIOUS_SESSION,
+    fail_closed,
     markdown_table,
     table_definition_metadata,
 )
-from risk_pipeline.defs.exposures.greeks import PositionGreeksConfig, value_positions
-from risk_pipeline.quant.limits import BookExposure, LimitResult, LimitsConfig, evaluate_limits, load_limits
+from risk_pipeline.errors import RiskDataError
+from risk_pipeline.paths import BOOKS_FILE, LIMITS_FILE
+from risk_pipeline.quant.limits import (
+    LimitResult,
+    LimitsConfig,
+    evaluate_limits,
+    load_limits,
+    unheld_hedge_strategies,
+)
 from risk_pipeline.quant.reductions import required_reductions
 from risk_pipeline.quant.trading_state import TradingStateRecord, next_state
-from risk_pipeline.resources import PROJECT_ROOT, WarehouseResource
+from risk_pipeline.queries import (
+    AUDIT_COLUMNS,
+    audit_row,
+    book_capital,
+    correlation_matrix,
+    latest_as_of,
+    latest_valuation,
+    previous_state,
+    risk_numbers,
+)
+from risk_pipeline.resources import WarehouseResource
+from risk_pipeline.valuation import book_exposure, value_positions
 from risk_pipeline.warehouse import Warehouse
 
 GROUP = "exposures"
-BOOKS_FILE = PROJECT_ROOT / "data" / "books.yaml"
-LIMITS_FILE = PROJECT_ROOT / "data" / "limits" / "limits.yaml"
+ACTOR = "risk_pipeline.risk_limits"
+#: Tables value_positions reads to revalue a book at a snapshot.
+VALUATION_INPUTS = ["positions", "vol_surface", "option_quotes", "market_prices", "rates_curve", "dividend_yields"]
 RISK_LIMITS = ("max_var_99_1d", "max_es_975_1d")
 
 
@@ -40,25 +57,16 @@ class LimitsSettings(dg.Config):
     correlation_window: int = 63
 
 
-def book_capital(path: str) -> dict[str, float]:
-    """Starting capital per book from data/books.yaml."""
-    books = (yaml.safe_load(open(path)) or {}).get("books", {})
-    return {name: float(spec["capital"]) for name, spec in books.items()}
-
-
 def nav_rows(wh: Warehouse, session: dt.date, capital: dict[str, float]) -> pd.DataFrame:
     """book_nav rows: previous end-of-day positions revalued at this session's latest valuation."""
-    as_of = latest_as_of(wh, "position_greeks", session)
-    if as_of is None:
-        raise dg.Failure(f"no position_greeks for {session}: value the books first")
-    today = wh.read("position_greeks", {"as_of": as_of})
+    as_of, today = latest_valuation(wh, session)
     previous_as_of = latest_as_of(wh, "position_greeks", session, before=True)
     pnl: dict[str, float] = {}
     previous_nav: dict[str, tuple[float, float]] = {}
     if previous_as_of is not None:
         previous = wh.read("position_greeks", {"as_of": previous_as_of})
         held = wh.read("positions", {"as_of_date": previous["as_of_date"].iloc[0]})
-        now = value_positions(wh, session, as_of, PositionGreeksConfig(), positions=held, allow_expired=True)
+        now = value_positions(wh, session, as_of, positions=held, allow_expired=True)
         moved = now.groupby("book")["market_value"].sum() - previous.groupby("book")["market_value"].sum()
         pnl = moved.to_dict()
         stored = wh.read("book_nav", {"as_of": previous_as_of})
@@ -66,7 +74,7 @@ def nav_rows(wh: Warehouse, session: dt.date, capital: dict[str, float]) -> pd.D
     rows = []
     for book in sorted(today["book"].unique()):
         if book not in capital:
-            raise dg.Failure(f"book {book!r} has no capital in data/books.yaml: cannot compute NAV and drawdown")
+            raise RiskDataError(f"book {book!r} has no capital in data/books.yaml: cannot compute NAV and drawdown")
         if book in previous_nav and book in pnl:
             nav_prev, peak_prev = previous_nav[book]
             daily = float(pnl[book])
@@ -97,7 +105,12 @@ def nav_rows(wh: Warehouse, session: dt.date, capital: dict[str, float]) -> pd.D
     group_name=GROUP,
     partitions_def=PARTITIONS,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["position_greeks", "positions"],
+    deps=[
+        *VALUATION_INPUTS,
+        # yesterday's valuation is revalued at today's market; NAV carries on from yesterday's
+        dg.AssetDep("position_greeks", partition_mapping=PREVIOUS_AND_CURRENT_SESSION),
+        dg.AssetDep("book_nav", partition_mapping=PREVIOUS_SESSION),
+    ],
     kinds={"pandas"},
     owners=OWNERS,
     description=(
@@ -107,6 +120,7 @@ def nav_rows(wh: Warehouse, session: dt.date, capital: dict[str, float]) -> pd.D
     ),
     metadata=table_definition_metadata("book_nav"),
 )
+@fail_closed
 def book_nav(
     context: dg.AssetExecutionContext, config: LimitsSettings, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -128,106 +142,6 @@ def book_nav(
             "run_id": context.run.run_id,
         }
     )
-
-
-# ------------------------------------------------------------------------------------------- exposures
-def book_exposure(
-    rows: pd.DataFrame,
-    nav: pd.Series,
-    correlation: pd.DataFrame | None,
-    var_99_1d: float | None = None,
-    es_975_1d: float | None = None,
-) -> BookExposure:
-    """The quant core's view of one book from its position_greeks rows and NAV row."""
-    units = (rows["quantity"] * rows["multiplier"]).to_numpy(float)
-    per_unit = {c: rows[c].to_numpy(float) / units for c in ("delta", "gamma", "vega_per_vol_point", "theta_per_day")}
-    symbols = tuple(sorted(rows["symbol"].unique()))
-    corr = None
-    if correlation is not None and set(symbols) <= set(correlation.columns):
-        corr = correlation.loc[list(symbols), list(symbols)].to_numpy(float)
-    return BookExposure(
-        position_id=rows["position_id"].to_numpy(str),
-        symbol=rows["symbol"].to_numpy(str),
-        sector=rows["sector"].fillna("unknown").to_numpy(str),
-        quantity=rows["quantity"].to_numpy(float),
-        multiplier=rows["multiplier"].to_numpy(float),
-        spot=rows["spot"].to_numpy(float),
-        unit_price=rows["price"].to_numpy(float),
-        delta=per_unit["delta"],
-        gamma=per_unit["gamma"],
-        vega=per_unit["vega_per_vol_point"] * 100.0,
-        theta_per_day=per_unit["theta_per_day"],
-        nav=float(nav["nav"]),
-        peak_nav=float(nav["peak_nav"]),
-        daily_pnl=float(nav["daily_pnl"]),
-        is_option=(rows["instrument_type"] == "option").to_numpy(bool),
-        strategy=rows["strategy"].to_numpy(str),
-        var_99_1d=var_99_1d,
-        es_975_1d=es_975_1d,
-        correlation=corr,
-        correlation_symbols=symbols if corr is not None else None,
-    )
-
-
-def correlation_matrix(wh: Warehouse, session: dt.date, window: int) -> pd.DataFrame:
-    """Correlation of daily log returns over the last ``window`` sessions ending at ``session``."""
-    wide = close_matrix(wh, session, window)
-    return np.log(wide).diff().iloc[1:].tail(window).corr(min_periods=20)
-
-
-def risk_numbers(wh: Warehouse, as_of: pd.Timestamp, book: str) -> tuple[bool, float | None, float | None]:
-    """(risk layer deployed?, 99 % 1-day historical VaR, 97.5 % 1-day ES) for the book at ``as_of``.
-
-    VaR is computed at end of day; an intraday valuation uses the latest VaR at or before it if that
-    is from the same or the previous session (older is stale: None, so the limit fails closed).
-    """
-    if not wh.table_exists("var_results") or wh.row_count("var_results") == 0:
-        return False, None, None
-    latest = wh.query(
-        "SELECT MAX(as_of) AS t FROM risk.var_results WHERE book = ? AND as_of <= ? AND as_of >= ?",
-        [book, as_of, as_of - pd.Timedelta(days=5)],
-    )
-    if latest.empty or pd.isna(latest["t"].iloc[0]):
-        return True, None, None
-    got = wh.query(
-        "SELECT confidence, var, expected_shortfall FROM risk.var_results WHERE as_of = ? AND book = ? "
-        "AND horizon_days = 1 AND method = 'historical'",
-        [pd.Timestamp(latest["t"].iloc[0]), book],
-    )
-    var = got.loc[np.isclose(got["confidence"], 0.99), "var"]
-    es = got.loc[np.isclose(got["confidence"], 0.975), "expected_shortfall"]
-    return True, (float(var.iloc[0]) if len(var) else None), (float(es.iloc[0]) if len(es) else None)
-
-
-def previous_state(wh: Warehouse, book: str, as_of: pd.Timestamp) -> TradingStateRecord | None:
-    """The book's last stored trading state before ``as_of`` (None for its first evaluation)."""
-    got = wh.query(
-        "SELECT * FROM risk.trading_state WHERE book = ? AND as_of < ? ORDER BY as_of DESC LIMIT 1", [book, as_of]
-    )
-    if got.empty:
-        return None
-    r = got.iloc[0]
-    return TradingStateRecord(
-        state=r["state"],
-        preservation_level=r["preservation_level"],
-        reason=r["reason"],
-        triggering_limits=tuple(json.loads(r["triggering_limits"] or "[]")),
-        since=pd.Timestamp(r["since"]),
-        level_since=pd.Timestamp(r["level_since"]),
-        clear_count=int(r["clear_count"]),
-        evaluated_at=pd.Timestamp(r["as_of"]),
-        target_state=r["target_state"],
-        target_level=r["target_level"],
-        target_gross_cut=float(r["target_gross_cut"]),
-        hedges_required=bool(r["hedges_required"]),
-        flatten_speculative=bool(r["flatten_speculative"]),
-        reference_gross=float(r["reference_gross"]) if r["reference_gross"] is not None else float("nan"),
-    )
-
-
-def audit_id(*parts: object) -> str:
-    """Deterministic id of a decision: the same decision on the same inputs gets the same id."""
-    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:32]
 
 
 def evaluate_book(
@@ -269,7 +183,7 @@ def evaluate_book(
         dg.AssetSpec(
             "limit_status",
             group_name=GROUP,
-            deps=["position_greeks", "book_nav", "market_prices"],
+            deps=["position_greeks", "book_nav", "market_prices", "var_results"],
             kinds={"pandas"},
             owners=OWNERS,
             metadata=table_definition_metadata("limit_status"),
@@ -278,7 +192,7 @@ def evaluate_book(
         dg.AssetSpec(
             "trading_state",
             group_name=GROUP,
-            deps=["limit_status"],
+            deps=["limit_status", dg.AssetDep("trading_state", partition_mapping=PREVIOUS_SESSION)],
             kinds={"pandas"},
             owners=OWNERS,
             metadata=table_definition_metadata("trading_state"),
@@ -306,21 +220,25 @@ def evaluate_book(
     partitions_def=PARTITIONS,
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
+@fail_closed
 def risk_limits(context: dg.AssetExecutionContext, config: LimitsSettings, warehouse: WarehouseResource) -> Any:
     wh = warehouse.get()
     limits = load_limits(config.limits_file)
     status_frames, state_rows, reduction_rows, audit_rows = [], [], [], []
+    hedge_warnings: list[str] = []
     for key in context.partition_keys:
         session = dt.date.fromisoformat(key)
-        as_of = latest_as_of(wh, "position_greeks", session)
-        nav_as_of = latest_as_of(wh, "book_nav", session)
-        if as_of is None or nav_as_of != as_of:
-            raise dg.Failure(f"{key}: position_greeks and book_nav must exist for the same valuation (fail closed)")
-        positions = wh.read("position_greeks", {"as_of": as_of})
+        as_of, positions = latest_valuation(wh, session)
+        if latest_as_of(wh, "book_nav", session) != as_of:
+            raise RiskDataError(f"{key}: position_greeks and book_nav must exist for the same valuation (fail closed)")
         navs = wh.read("book_nav", {"as_of": as_of}).set_index("book")
         correlation = correlation_matrix(wh, session, config.correlation_window)
         for book, rows in positions.groupby("book", sort=True):
             cfg = limits.for_book(str(book))
+            unheld = unheld_hedge_strategies(cfg, rows["strategy"])
+            if unheld:  # flattening would keep nothing under these names: likely a misconfigured limits file
+                hedge_warnings.append(f"{book}: hedge_strategies {unheld} match no position of the book")
+                context.log.warning(hedge_warnings[-1])
             nav = navs.loc[book].copy()
             nav["book"] = book
             results, state, plan, notes, previous = evaluate_book(wh, rows, nav, cfg, correlation, as_of)
@@ -346,13 +264,14 @@ def risk_limits(context: dg.AssetExecutionContext, config: LimitsSettings, wareh
                 )
                 if r.status == "BREACH":
                     audit_rows.append(
-                        _audit(
+                        audit_row(
                             as_of,
                             book,
                             "limit_breach",
                             r.limit_name,
                             "BREACH",
                             {"value": r.value, "threshold": r.threshold, "drivers": list(r.drivers)},
+                            ACTOR,
                         )
                     )
             state_rows.append(
@@ -377,7 +296,7 @@ def risk_limits(context: dg.AssetExecutionContext, config: LimitsSettings, wareh
             )
             for t in state.transitions:
                 audit_rows.append(
-                    _audit(
+                    audit_row(
                         as_of,
                         book,
                         "state_change",
@@ -388,6 +307,7 @@ def risk_limits(context: dg.AssetExecutionContext, config: LimitsSettings, wareh
                             "limit": t.limit,
                             "level": f"{t.from_level}->{t.to_level}",
                         },
+                        ACTOR,
                     )
                 )
             if plan is not None:
@@ -439,6 +359,7 @@ def risk_limits(context: dg.AssetExecutionContext, config: LimitsSettings, wareh
         metadata={
             "dagster/row_count": n_status,
             "limits_version": limits.version,
+            "hedge_strategy_warnings": "; ".join(hedge_warnings) or "none",
             "breaches": dg.MetadataValue.md(markdown_table(breaches[["book", "limit_name", "value", "threshold"]], 30)),
             "status_counts": dg.MetadataValue.md(
                 markdown_table(status.groupby(["book", "status"]).size().rename("limits").reset_index(), 20)
@@ -456,20 +377,3 @@ def risk_limits(context: dg.AssetExecutionContext, config: LimitsSettings, wareh
     )
     yield dg.MaterializeResult(asset_key="required_reductions", metadata={"dagster/row_count": n_red})
     yield dg.MaterializeResult(asset_key="audit_trail", metadata={"rows_appended": n_audit})
-
-
-AUDIT_COLUMNS = ["audit_id", "at", "actor", "decision_type", "book", "subject", "decision", "inputs"]
-
-
-def _audit(at: pd.Timestamp, book: str, decision_type: str, subject: str, decision: str, inputs: dict) -> dict:
-    payload = json.dumps(inputs, sort_keys=True, default=str)
-    return {
-        "audit_id": audit_id(decision_type, book, subject, at.isoformat(), decision, payload),
-        "at": at,
-        "actor": "risk_pipeline.risk_limits",
-        "decision_type": decision_type,
-        "book": book,
-        "subject": subject,
-        "decision": decision,
-        "inputs": payload,
-    }

@@ -10,6 +10,7 @@ from risk_pipeline.calendar import session_close_utc
 from risk_pipeline.defs.common import (
     OWNERS,
     PARTITIONS,
+    PREVIOUS_SESSION,
     check_specs,
     partition_label,
     partition_sessions,
@@ -62,7 +63,11 @@ def _previous_closes(warehouse: WarehouseResource, first: dt.date) -> dict[str, 
     return dict(zip(rows["symbol"], rows["close"], strict=True))
 
 
-@dg.asset(**_asset_args("market_prices", "Daily OHLCV bars per symbol, validated, one partition per session."))
+@dg.asset(
+    **_asset_args("market_prices", "Daily OHLCV bars per symbol, validated, one partition per session."),
+    # the daily-return rule compares each close with the previous session's stored close
+    deps=[dg.AssetDep("market_prices", partition_mapping=PREVIOUS_SESSION)],
+)
 def market_prices(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, market_data: MarketDataResource
 ) -> Events:

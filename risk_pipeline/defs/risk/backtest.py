@@ -1,6 +1,7 @@
 """VaR backtests per book: realized P&L against the previous valuation's VaR, and today's book carried back."""
 
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -11,14 +12,17 @@ from risk_pipeline.contracts import table
 from risk_pipeline.defs.common import (
     OWNERS,
     PARTITIONS,
-    latest_as_of,
+    TableWrite,
+    fail_closed,
     markdown_table,
+    publish,
     table_definition_metadata,
 )
 from risk_pipeline.defs.risk.var import book_portfolio, factor_levels
 from risk_pipeline.quant.backtest import backtest_exceptions
 from risk_pipeline.quant.book_backtest import static_book_backtest
 from risk_pipeline.quant.var import ALL_METHODS, MONTE_CARLO_FHS, VarConfig
+from risk_pipeline.queries import latest_valuation
 from risk_pipeline.resources import WarehouseResource
 from risk_pipeline.warehouse import Warehouse
 
@@ -58,8 +62,9 @@ def book_series(wh: Warehouse, book: str, until: dt.date) -> pd.DataFrame:
     return nav.join(wide, on="previous_as_of").dropna(subset=list(wide.columns), how="all")
 
 
-def rolling_rows(pnl_dates: pd.Series, pnl: np.ndarray, var: dict[str, np.ndarray], book: str,
-                 source: str) -> pd.DataFrame:
+def rolling_rows(
+    pnl_dates: pd.Series, pnl: np.ndarray, var: dict[str, np.ndarray], book: str, source: str
+) -> pd.DataFrame:
     """var_backtest rows: for every day, the window of the last WINDOW observations ending there."""
     rows: list[dict[str, Any]] = []
     dates = list(pnl_dates)
@@ -86,8 +91,17 @@ def rolling_rows(pnl_dates: pd.Series, pnl: np.ndarray, var: dict[str, np.ndarra
     return pd.DataFrame(rows, columns=table("var_backtest").data_column_names)
 
 
-def observation_frame(book: str, var_dates: Any, pnl_dates: Any, pnl: np.ndarray, var: dict[str, np.ndarray],
-                      source: str, *, n_scenarios: int | None = None, **inputs: Any) -> pd.DataFrame:
+def observation_frame(
+    book: str,
+    var_dates: Any,
+    pnl_dates: Any,
+    pnl: np.ndarray,
+    var: dict[str, np.ndarray],
+    source: str,
+    *,
+    n_scenarios: int | None = None,
+    **inputs: Any,
+) -> pd.DataFrame:
     """var_backtest_observations rows: one per method and day with a VaR (``inputs``: the optional columns).
 
     ``n_scenarios`` applies to the Monte Carlo method only.
@@ -125,14 +139,20 @@ def realized(wh: Warehouse, book: str, until: dt.date) -> tuple[pd.DataFrame, pd
     source = "book_nav.daily_pnl against the previous valuation's var_results"
     windows = rolling_rows(series.get("as_of_date", pd.Series(dtype=object)), pnl, var, book, source)
     obs = observation_frame(
-        book, series.get("previous_date"), series.get("as_of_date"), pnl, var, source,
+        book,
+        series.get("previous_date"),
+        series.get("as_of_date"),
+        pnl,
+        var,
+        source,
         positions_as_of=series.get("previous_as_of"),
     )
     return windows, obs
 
 
-def hypothetical(wh: Warehouse, book: str, rows: pd.DataFrame, as_of: pd.Timestamp, session: dt.date,
-                 settings: BacktestSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
+def hypothetical(
+    wh: Warehouse, book: str, rows: pd.DataFrame, as_of: pd.Timestamp, session: dt.date, settings: BacktestSettings
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Windows and observations of the book as of ``as_of`` carried back over the last sessions."""
     portfolio = book_portfolio(rows)
     need = settings.backtest_days + settings.lookback_days + 1
@@ -150,8 +170,16 @@ def hypothetical(wh: Warehouse, book: str, rows: pd.DataFrame, as_of: pd.Timesta
     ordinals = np.array([d.toordinal() for d in dates], dtype=float)
     gaps = np.concatenate([[0.0], np.diff(ordinals)])
     cfg = VarConfig(lookback_days=settings.lookback_days, n_scenarios=settings.n_scenarios, seed=settings.seed)
-    result = static_book_backtest(portfolio, wide.to_numpy(float), vols.to_numpy(float), gaps, days, cfg,
-                                  confidence=CONFIDENCE, min_history=MIN_HISTORY)
+    result = static_book_backtest(
+        portfolio,
+        wide.to_numpy(float),
+        vols.to_numpy(float),
+        gaps,
+        days,
+        cfg,
+        confidence=CONFIDENCE,
+        min_history=MIN_HISTORY,
+    )
     source = (
         f"hypothetical P&L of {book}'s positions as of {as_of.isoformat()} carried back (quant.book_backtest); "
         f"VaR by var.compute_var, look-back {settings.lookback_days}, seed {settings.seed}"
@@ -159,64 +187,100 @@ def hypothetical(wh: Warehouse, book: str, rows: pd.DataFrame, as_of: pd.Timesta
     pnl_dates = dates.iloc[days + 1].reset_index(drop=True)
     windows = rolling_rows(pnl_dates, result.pnl, result.var, label, source)
     obs = observation_frame(
-        label, dates.iloc[days], pnl_dates, result.pnl, result.var, source,
-        book_value=result.book_value, lookback_days=result.lookback_days, n_scenarios=settings.n_scenarios,
-        seed=settings.seed, positions_as_of=as_of,
+        label,
+        dates.iloc[days],
+        pnl_dates,
+        result.pnl,
+        result.var,
+        source,
+        book_value=result.book_value,
+        lookback_days=result.lookback_days,
+        n_scenarios=settings.n_scenarios,
+        seed=settings.seed,
+        positions_as_of=as_of,
     )
     return windows, obs
 
 
-@dg.asset(
-    group_name="risk",
+BACKTEST_DESCRIPTION = (
+    "1-day 99 % VaR backtests per book and method, over rolling windows of the last 250 observations: "
+    "exceptions, Kupiec, Christoffersen, conditional coverage and the Basel traffic light. Two P&L series: "
+    "the book's realized daily P&L (book_nav) against the previous end-of-day VaR (fills as valuations "
+    "accumulate), and `hypothetical:<book>`, today's book carried back over the last 250 sessions (constant "
+    "notional, moneyness and tenor; full revaluation) against the VaR made each day from the history before "
+    "it. Every observation is in var_backtest_observations. Reference backtests on the S&P 500 come from "
+    "`risk-pipeline var-backtest`."
+)
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "var_backtest",
+            group_name="risk",
+            deps=["book_nav", "var_results", "position_greeks", "market_prices", "atm_vol_history"],
+            kinds={"pandas", "scipy"},
+            owners=OWNERS,
+            description=BACKTEST_DESCRIPTION,
+            metadata=table_definition_metadata("var_backtest"),
+        ),
+        dg.AssetSpec(
+            "var_backtest_observations",
+            group_name="risk",
+            deps=["book_nav", "var_results", "position_greeks", "market_prices", "atm_vol_history"],
+            kinds={"pandas"},
+            owners=OWNERS,
+            description=(
+                "Every observation behind var_backtest: the day's VaR per method, the P&L it is compared with, "
+                "the exception flag, book value, look-back, scenarios and seed, so every count can be recomputed."
+            ),
+            metadata=table_definition_metadata("var_backtest_observations"),
+        ),
+    ],
     partitions_def=PARTITIONS,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["book_nav", "var_results", "position_greeks", "market_prices", "atm_vol_history"],
-    kinds={"pandas", "scipy"},
-    owners=OWNERS,
-    description=(
-        "1-day 99 % VaR backtests per book and method, over rolling windows of the last 250 observations: "
-        "exceptions, Kupiec, Christoffersen, conditional coverage and the Basel traffic light. Two P&L series: "
-        "the book's realized daily P&L (book_nav) against the previous end-of-day VaR (fills as valuations "
-        "accumulate), and `hypothetical:<book>`, today's book carried back over the last 250 sessions (constant "
-        "notional, moneyness and tenor; full revaluation) against the VaR made each day from the history before "
-        "it. Every observation is in var_backtest_observations. Reference backtests on the S&P 500 come from "
-        "`risk-pipeline var-backtest`."
-    ),
-    metadata=table_definition_metadata("var_backtest"),
 )
+@fail_closed
 def var_backtest(
     context: dg.AssetExecutionContext, config: BacktestSettings, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult]:
     wh = warehouse.get()
     session = dt.date.fromisoformat(context.partition_keys[-1])
-    run_id = context.run.run_id
     realized_books = wh.query("SELECT DISTINCT book FROM risk.book_nav WHERE as_of_date <= ?", [session])["book"]
-    as_of = latest_as_of(wh, "position_greeks", session)
-    if as_of is None:
-        raise dg.Failure(f"no position_greeks for {session}: nothing to backtest")
-    positions = wh.read("position_greeks", {"as_of": as_of})
+    as_of, positions = latest_valuation(wh, session)
     jobs: list[tuple[str, Any]] = [(str(b), None) for b in sorted(realized_books)]
     jobs += [(f"hypothetical:{b}", rows) for b, rows in positions.groupby("book", sort=True)]
-    written, observations, summary = 0, 0, []
+    window_frames, observation_frames, summary = [], [], []
     for label, rows in jobs:
         if rows is None:
             windows, obs = realized(wh, label, session)
         else:
             windows, obs = hypothetical(wh, label.split(":", 1)[1], rows, as_of, session, config)
-        written += wh.write("var_backtest", windows, run_id=run_id, partitions=[{"book": label}])
-        observations += wh.write("var_backtest_observations", obs, run_id=run_id, partitions=[{"book": label}])
+        window_frames.append(windows)
+        observation_frames.append(obs)
         if len(windows):
             last = windows[windows["window_end"] == windows["window_end"].max()]
             summary.append(last[["book", "method", "n_obs", "exceptions", "kupiec_p_value", "traffic_light"]])
     latest = pd.concat(summary) if summary else pd.DataFrame()
-    return dg.MaterializeResult(
+    labels = [{"book": label} for label, _ in jobs]
+    yield from publish(
+        context,
+        wh,
+        [
+            TableWrite("var_backtest", _concat(window_frames, "var_backtest"), labels),
+            TableWrite("var_backtest_observations", _concat(observation_frames, "var_backtest_observations"), labels),
+        ],
         metadata={
-            "dagster/row_count": written,
-            "observations_written": observations,
-            "latest_windows": dg.MetadataValue.md(
-                markdown_table(latest.round(3), 40) if len(latest) else "(no backtest observations yet)"
-            ),
-            "positions_as_of": as_of.isoformat(),
-            "run_id": run_id,
-        }
+            "var_backtest": {
+                "latest_windows": dg.MetadataValue.md(
+                    markdown_table(latest.round(3), 40) if len(latest) else "(no backtest observations yet)"
+                ),
+                "positions_as_of": as_of.isoformat(),
+            }
+        },
     )
+
+
+def _concat(frames: list[pd.DataFrame], name: str) -> pd.DataFrame:
+    non_empty = [f for f in frames if len(f)]
+    return pd.concat(non_empty, ignore_index=True) if non_empty else pd.DataFrame(columns=table(name).data_column_names)

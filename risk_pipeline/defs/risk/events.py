@@ -8,9 +8,10 @@ import pandas as pd
 
 from risk_pipeline.calendar import sessions
 from risk_pipeline.contracts import table
-from risk_pipeline.defs.common import OWNERS, PARTITIONS, latest_as_of, markdown_table, table_definition_metadata
+from risk_pipeline.defs.common import OWNERS, PARTITIONS, markdown_table, table_definition_metadata
 from risk_pipeline.defs.risk.var import book_portfolio
 from risk_pipeline.quant.stress import GapEvent, event_gap_risk
+from risk_pipeline.queries import latest_as_of
 from risk_pipeline.resources import WarehouseResource
 from risk_pipeline.warehouse import Between, Warehouse
 

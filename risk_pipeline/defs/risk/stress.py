@@ -1,21 +1,30 @@
 """Stress tests with full revaluation: the scenario library per book, and the spot x vol grid."""
 
-import base64
-import datetime as dt
-import io
 from typing import Any
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from risk_pipeline.defs.common import OWNERS, PARTITIONS, latest_as_of, markdown_table, table_definition_metadata
+from risk_pipeline.defs.common import (
+    OWNERS,
+    PARTITIONS,
+    TableWrite,
+    fail_closed,
+    markdown_table,
+    partition_sessions,
+    png_markdown,
+    publish,
+    pyplot,
+    table_definition_metadata,
+)
 from risk_pipeline.defs.risk.var import book_portfolio
+from risk_pipeline.errors import RiskDataError
+from risk_pipeline.paths import SCENARIOS_FILE
 from risk_pipeline.quant.stress import load_scenarios, run_stress, stress_grid
-from risk_pipeline.resources import PROJECT_ROOT, WarehouseResource
+from risk_pipeline.queries import book_valuations
+from risk_pipeline.resources import WarehouseResource
 from risk_pipeline.warehouse import Warehouse
-
-SCENARIOS_FILE = PROJECT_ROOT / "data" / "stress" / "scenarios.yaml"
 
 
 class StressSettings(dg.Config):
@@ -50,11 +59,8 @@ def liquidity_inputs(
 
 
 def heat_map(grid: pd.DataFrame, book: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """P&L in % of NAV over the spot x vol grid of one book, as a markdown image."""
+    plt = pyplot()
     table = grid.pivot(index="vol_shock", columns="spot_shock", values="pnl_pct_nav") * 100
     fig, ax = plt.subplots(figsize=(7, 3.4), dpi=72)
     image = ax.imshow(table.to_numpy(), cmap="RdYlGn", aspect="auto", origin="lower")
@@ -65,10 +71,7 @@ def heat_map(grid: pd.DataFrame, book: str) -> str:
     ax.set_title(f"{book}: P&L % NAV", fontsize=9)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return png_markdown(fig, book)
 
 
 @dg.multi_asset(
@@ -76,7 +79,7 @@ def heat_map(grid: pd.DataFrame, book: str) -> str:
         dg.AssetSpec(
             "stress_results",
             group_name="risk",
-            deps=["position_greeks", "book_nav", "option_quotes"],
+            deps=["position_greeks", "book_nav", "option_quotes", "market_prices"],
             kinds={"pandas", "numba"},
             owners=OWNERS,
             metadata=table_definition_metadata("stress_results"),
@@ -96,60 +99,49 @@ def heat_map(grid: pd.DataFrame, book: str) -> str:
     partitions_def=PARTITIONS,
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
+@fail_closed
 def stress_tests(context: dg.AssetExecutionContext, config: StressSettings, warehouse: WarehouseResource) -> Any:
     wh = warehouse.get()
     library = load_scenarios(config.scenarios_file)
     results, grids = [], []
-    for key in context.partition_keys:
-        session = dt.date.fromisoformat(key)
-        as_of = latest_as_of(wh, "position_greeks", session)
-        if as_of is None:
-            raise dg.Failure(f"no position_greeks for {key}")
-        positions = wh.read("position_greeks", {"as_of": as_of})
-        navs = wh.read("book_nav", {"as_of": as_of}).set_index("book")["nav"]
-        for book, rows in positions.groupby("book", sort=True):
-            rows = rows.reset_index(drop=True)
-            portfolio = book_portfolio(rows)
-            betas = rows.groupby("symbol")["beta"].first().reindex(list(portfolio.symbols)).fillna(1.0).to_numpy()
-            sectors = rows.groupby("symbol")["sector"].first().reindex(list(portfolio.symbols)).tolist()
-            spreads, volumes = liquidity_inputs(wh, rows, as_of, config.stock_half_spread_bps)
-            nav = float(navs[book])
-            out = run_stress(portfolio, library, betas, sectors, spreads, volumes, nav)
-            frame = pd.DataFrame([r.to_row() for r in out])
-            frame.insert(0, "book", book)
-            frame.insert(0, "as_of", as_of)
-            frame["nav"] = nav
-            results.append(frame)
-            grid = pd.DataFrame([g.to_row() for g in stress_grid(portfolio, library.grid, nav, betas)])
-            grid.insert(0, "book", book)
-            grid.insert(0, "as_of", as_of)
-            grids.append(grid)
+    navs: dict[pd.Timestamp, pd.Series] = {}
+    for v in book_valuations(wh, partition_sessions(context)):
+        if v.as_of not in navs:
+            navs[v.as_of] = wh.read("book_nav", {"as_of": v.as_of}).set_index("book")["nav"]
+        if v.book not in navs[v.as_of]:
+            raise RiskDataError(f"no book_nav for {v.book} at {v.as_of.isoformat()}: stress P&L needs the NAV")
+        rows = v.rows
+        portfolio = book_portfolio(rows)
+        betas = rows.groupby("symbol")["beta"].first().reindex(list(portfolio.symbols)).fillna(1.0).to_numpy()
+        sectors = rows.groupby("symbol")["sector"].first().reindex(list(portfolio.symbols)).tolist()
+        spreads, volumes = liquidity_inputs(wh, rows, v.as_of, config.stock_half_spread_bps)
+        nav = float(navs[v.as_of][v.book])
+        out = run_stress(portfolio, library, betas, sectors, spreads, volumes, nav)
+        frame = pd.DataFrame([r.to_row() for r in out])
+        frame.insert(0, "book", v.book)
+        frame.insert(0, "as_of", v.as_of)
+        frame["nav"] = nav
+        results.append(frame)
+        grid = pd.DataFrame([g.to_row() for g in stress_grid(portfolio, library.grid, nav, betas)])
+        grid.insert(0, "book", v.book)
+        grid.insert(0, "as_of", v.as_of)
+        grids.append(grid)
     stress = pd.concat(results, ignore_index=True)
     grid = pd.concat(grids, ignore_index=True)
-    run_id = context.run.run_id
     parts = [{"as_of": t} for t in sorted(stress["as_of"].unique())]
-    n_stress = wh.write("stress_results", stress, run_id=run_id, partitions=parts)
-    n_grid = wh.write("stress_grid", grid, run_id=run_id, partitions=parts)
     last = stress[stress["as_of"] == stress["as_of"].max()]
     worst = last.sort_values("pnl_pct_nav").groupby("book").head(5)
-    maps = "\n\n".join(
-        f"![{b}](data:image/png;base64,{heat_map(g, b)})"
-        for b, g in grid[grid["as_of"] == grid["as_of"].max()].groupby("book")
-    )
-    yield dg.MaterializeResult(
-        asset_key="stress_results",
+    worst = worst[["book", "scenario_id", "pnl", "pnl_pct_nav", "risk_level", "worst_symbol"]].round(4)
+    maps = "\n\n".join(heat_map(g, b) for b, g in grid[grid["as_of"] == grid["as_of"].max()].groupby("book"))
+    yield from publish(
+        context,
+        wh,
+        [TableWrite("stress_results", stress, parts), TableWrite("stress_grid", grid, parts)],
         metadata={
-            "dagster/row_count": n_stress,
-            "library_version": library.version,
-            "worst_scenarios": dg.MetadataValue.md(
-                markdown_table(
-                    worst[["book", "scenario_id", "pnl", "pnl_pct_nav", "risk_level", "worst_symbol"]].round(4), 20
-                )
-            ),
-            "run_id": run_id,
+            "stress_results": {
+                "library_version": library.version,
+                "worst_scenarios": dg.MetadataValue.md(markdown_table(worst, 20)),
+            },
+            "stress_grid": {"heat_map": dg.MetadataValue.md(maps)},
         },
-    )
-    yield dg.MaterializeResult(
-        asset_key="stress_grid",
-        metadata={"dagster/row_count": n_grid, "heat_map": dg.MetadataValue.md(maps), "run_id": run_id},
     )

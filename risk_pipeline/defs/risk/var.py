@@ -1,7 +1,7 @@
 """VaR and expected shortfall four ways per book, with component VaR and a JSON document per book."""
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,16 +12,18 @@ import pandas as pd
 from risk_pipeline.defs.common import (
     OWNERS,
     PARTITIONS,
-    atm_vol_matrix,
-    close_matrix,
-    latest_as_of,
+    TableWrite,
+    fail_closed,
     markdown_table,
+    partition_sessions,
+    publish,
     table_definition_metadata,
 )
-from risk_pipeline.defs.exposures.limits import LIMITS_FILE
+from risk_pipeline.paths import LIMITS_FILE
 from risk_pipeline.quant.limits import load_limits
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.var import MarketHistory, VarConfig, compute_var
+from risk_pipeline.queries import atm_vol_matrix, book_valuations, close_matrix
 from risk_pipeline.resources import ExportsResource, WarehouseResource
 from risk_pipeline.warehouse import Warehouse
 
@@ -123,21 +125,38 @@ def var_document(rows: pd.DataFrame, current_exposure: float, var_cap: float | N
     }
 
 
-@dg.asset(
-    group_name=GROUP,
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "var_results",
+            group_name=GROUP,
+            deps=["position_greeks", "market_prices", "atm_vol_history"],
+            kinds={"pandas", "numba", "json"},
+            owners=OWNERS,
+            description=(
+                "VaR and ES per book at 95 / 97.5 / 99 % over 1, 3 and 5 sessions: historical simulation with full "
+                "revaluation under joint moves of spot and ATM implied vol (atm_vol_history; overlapping multi-day "
+                "moves), delta-normal, delta-gamma-vega Cornish-Fisher, and filtered historical simulation Monte "
+                "Carlo (GARCH-standardized returns, joint date resampling, 10,000 scenarios). Also "
+                "exports/var/<book>.json, written once the rows are published."
+            ),
+            metadata=table_definition_metadata("var_results"),
+        ),
+        dg.AssetSpec(
+            "var_contributions",
+            group_name=GROUP,
+            deps=["var_results"],
+            kinds={"pandas"},
+            owners=OWNERS,
+            description=(
+                "Component VaR per underlying of every var_results row (Euler allocation: sums to the book's VaR), "
+                "published in the same transaction as var_results."
+            ),
+            metadata=table_definition_metadata("var_contributions"),
+        ),
+    ],
     partitions_def=PARTITIONS,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["position_greeks", "market_prices", "atm_vol_history"],
-    kinds={"pandas", "numba"},
-    owners=OWNERS,
-    description=(
-        "VaR and ES per book at 95 / 97.5 / 99 % over 1, 3 and 5 sessions: historical simulation with full "
-        "revaluation under joint moves of spot and ATM implied vol (atm_vol_history; overlapping multi-day moves), "
-        "delta-normal, delta-gamma-vega Cornish-Fisher, and filtered historical simulation Monte Carlo "
-        "(GARCH-standardized returns, joint date resampling, 10,000 scenarios). "
-        "Also var_contributions (component VaR per underlying) and exports/var/<book>.json."
-    ),
-    metadata=table_definition_metadata("var_results"),
     check_specs=[
         dg.AssetCheckSpec(
             "es_at_least_var",
@@ -152,7 +171,7 @@ def var_document(rows: pd.DataFrame, current_exposure: float, var_cap: float | N
         ),
         dg.AssetCheckSpec(
             "components_sum_to_var",
-            asset="var_results",
+            asset="var_contributions",
             blocking=True,
             description="Component VaR of every result sums to its VaR.",
         ),
@@ -163,61 +182,59 @@ def var_document(rows: pd.DataFrame, current_exposure: float, var_cap: float | N
         ),
     ],
 )
+@fail_closed
 def var_results(
     context: dg.AssetExecutionContext, config: VarSettings, warehouse: WarehouseResource, exports: ExportsResource
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     wh = warehouse.get()
     limits = load_limits(config.limits_file)
     cfg = VarConfig(lookback_days=config.lookback_days, n_scenarios=config.n_scenarios, seed=config.seed)
     result_rows, component_rows, documents = [], [], {}
-    for key in context.partition_keys:
-        session = dt.date.fromisoformat(key)
-        as_of = latest_as_of(wh, "position_greeks", session)
-        if as_of is None:
-            raise dg.Failure(f"no position_greeks for {key}")
-        positions = wh.read("position_greeks", {"as_of": as_of})
-        for book, rows in positions.groupby("book", sort=True):
-            portfolio = book_portfolio(rows)
-            option_symbols = sorted(rows.loc[rows["instrument_type"] == "option", "symbol"].unique())
-            factors = return_history(wh, session, portfolio.symbols, cfg.lookback_days, option_symbols)
-            report = compute_var(portfolio, factors.history, cfg)
-            book_rows = pd.DataFrame(report.rows())
-            book_rows.insert(0, "book", book)
-            book_rows.insert(0, "as_of_date", session)
-            book_rows.insert(0, "as_of", as_of)
-            book_rows["history_start"], book_rows["history_end"] = factors.first, factors.last
-            book_rows["seed"], book_rows["iv_history_coverage"] = cfg.seed, factors.iv_coverage
-            result_rows.append(book_rows)
-            parts = pd.DataFrame(report.contribution_rows())
-            parts.insert(0, "book", book)
-            parts.insert(0, "as_of", as_of)
-            component_rows.append(parts)
-            documents[str(book)] = var_document(
-                book_rows, float(rows["dollar_delta"].abs().sum()), limits.for_book(str(book)).max_var_99_1d
-            )
+    for v in book_valuations(wh, partition_sessions(context)):
+        portfolio = book_portfolio(v.rows)
+        option_symbols = sorted(v.rows.loc[v.rows["instrument_type"] == "option", "symbol"].unique())
+        factors = return_history(wh, v.session, portfolio.symbols, cfg.lookback_days, option_symbols)
+        report = compute_var(portfolio, factors.history, cfg)
+        book_rows = pd.DataFrame(report.rows())
+        book_rows.insert(0, "book", v.book)
+        book_rows.insert(0, "as_of_date", v.session)
+        book_rows.insert(0, "as_of", v.as_of)
+        book_rows["history_start"], book_rows["history_end"] = factors.first, factors.last
+        book_rows["seed"], book_rows["iv_history_coverage"] = cfg.seed, factors.iv_coverage
+        result_rows.append(book_rows)
+        parts = pd.DataFrame(report.contribution_rows())
+        parts.insert(0, "book", v.book)
+        parts.insert(0, "as_of", v.as_of)
+        component_rows.append(parts)
+        documents[v.book] = var_document(
+            book_rows, float(v.rows["dollar_delta"].abs().sum()), limits.for_book(v.book).max_var_99_1d
+        )
     results = pd.concat(result_rows, ignore_index=True)
     components = pd.concat(component_rows, ignore_index=True)
-    run_id = context.run.run_id
     parts_ = [{"as_of": t} for t in sorted(results["as_of"].unique())]
-    written = wh.write("var_results", results, run_id=run_id, partitions=parts_)
-    wh.write("var_contributions", components, run_id=run_id, partitions=parts_)
-    files = [str(exports.write_json(f"var/{book}.json", doc)) for book, doc in documents.items()]
-    checks = var_checks(results, components)
     headline = results[np.isclose(results["confidence"], 0.99) & (results["horizon_days"] == 1)]
-    return dg.MaterializeResult(
+    headline = headline[["book", "method", "var", "expected_shortfall", "n_scenarios"]].round(0)
+    yield from publish(
+        context,
+        wh,
+        [TableWrite("var_results", results, parts_), TableWrite("var_contributions", components, parts_)],
+        checks=var_checks(results, components),
         metadata={
-            "dagster/row_count": written,
-            "var_99_1d": dg.MetadataValue.md(
-                markdown_table(headline[["book", "method", "var", "expected_shortfall", "n_scenarios"]].round(0), 20)
-            ),
-            "json_documents": ", ".join(files),
-            "iv_history_coverage": ", ".join(
-                f"{b}: {c:.3f}" for b, c in results.groupby("book")["iv_history_coverage"].first().items()
-            ),
-            "run_id": run_id,
+            "var_results": {
+                "var_99_1d": dg.MetadataValue.md(
+                    markdown_table(
+                        headline[["book", "method", "var", "expected_shortfall", "n_scenarios"]].round(0), 20
+                    )
+                ),
+                "json_documents": ", ".join(f"var/{book}.json" for book in documents),
+                "iv_history_coverage": ", ".join(
+                    f"{b}: {c:.3f}" for b, c in results.groupby("book")["iv_history_coverage"].first().items()
+                ),
+            }
         },
-        check_results=checks,
     )
+    for book, doc in documents.items():  # only once the rows they summarize are published
+        exports.write_json(f"var/{book}.json", doc)
 
 
 def var_checks(results: pd.DataFrame, components: pd.DataFrame) -> list[dg.AssetCheckResult]:
@@ -243,19 +260,27 @@ def var_checks(results: pd.DataFrame, components: pd.DataFrame) -> list[dg.Asset
     ratio["ratio"] = ratio["var"] / ratio["var_historical"]
     outliers = ratio[(ratio["ratio"] > 3) | (ratio["ratio"] < 1 / 3)]
     return [
-        dg.AssetCheckResult(check_name="es_at_least_var", passed=es_bad.empty, metadata={"violations": len(es_bad)}),
+        dg.AssetCheckResult(
+            check_name="es_at_least_var",
+            asset_key="var_results",
+            passed=es_bad.empty,
+            metadata={"violations": len(es_bad)},
+        ),
         dg.AssetCheckResult(
             check_name="monotone_in_confidence_and_horizon",
+            asset_key="var_results",
             passed=not mono_bad,
             metadata={"violations": len(mono_bad), "detail": "; ".join(mono_bad[:10]) or "none"},
         ),
         dg.AssetCheckResult(
             check_name="components_sum_to_var",
+            asset_key="var_contributions",
             passed=bool((gap < 1e-6).all()),
             metadata={"worst_relative_gap": float(gap.max()) if len(gap) else 0.0},
         ),
         dg.AssetCheckResult(
             check_name="methods_agree",
+            asset_key="var_results",
             passed=outliers.empty,
             severity=dg.AssetCheckSeverity.WARN,
             metadata={

@@ -1,6 +1,7 @@
 """Daily constant-maturity ATM implied vol per underlying: the implied-vol risk factor history of VaR."""
 
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -12,10 +13,13 @@ from risk_pipeline.contracts import table
 from risk_pipeline.defs.common import (
     OWNERS,
     PARTITIONS,
+    TableWrite,
     markdown_table,
     partition_label,
     partition_sessions,
+    publish,
     table_definition_metadata,
+    write_quarantine,
 )
 from risk_pipeline.defs.volatility.surfaces import implied_vol_frame
 from risk_pipeline.quality import ValidationContext, validate
@@ -161,11 +165,10 @@ def atm_vol_history(
     config: AtmVolSettings,
     warehouse: WarehouseResource,
     market_data: MarketDataResource,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     wh = warehouse.get()
     sessions = partition_sessions(context)
     source = market_data.get_source()
-    run_id = context.run.run_id
     label = partition_label(sessions)
     span = {"as_of_date": Between(sessions[0], sessions[-1])}
     curve_by_day = dict(tuple(wh.read("rates_curve", span).groupby("as_of_date")))
@@ -187,8 +190,18 @@ def atm_vol_history(
         report = validate("option_quotes", raw, ctx, market_data.quality)
         if not report.passed:
             quarantine = report.quarantine_frame("atm_vol_history")
-            partitions = [{"run_id": run_id, "asset": "atm_vol_history", "partition_key": label}]
-            wh.write("quarantine", quarantine, run_id=run_id, partitions=partitions)
+            write_quarantine(context, wh, quarantine, asset="atm_vol_history", partition_key=label)
+            yield dg.AssetCheckResult(
+                check_name="source_quotes_valid",
+                asset_key="atm_vol_history",
+                passed=False,
+                metadata={
+                    "quotes_validated": len(raw),
+                    "failed_rules": ", ".join(r.rule for r in report.failed),
+                    "quarantined_rows": len(quarantine),
+                    "where": "; ".join(report.location(p) for r in report.failed for p in r.failing_positions[:3]),
+                },
+            )
             raise dg.Failure(
                 description=report.message(),
                 metadata={
@@ -204,31 +217,38 @@ def atm_vol_history(
             quoted.append(session)
     iv_all = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     rows = atm_vol_rows(iv_all, config.tenor_days, market_data.kind)
-    bad = rows[(rows["atm_vol"] < MIN_VOL) | (rows["atm_vol"] > MAX_VOL)]
-    if len(bad):
-        raise dg.Failure(
-            description=f"{len(bad)} ATM vols outside [{MIN_VOL}, {MAX_VOL}]; atm_vol_history unchanged",
-            metadata={"rows": dg.MetadataValue.md(markdown_table(bad[["as_of_date", "symbol", "atm_vol"]], 20))},
-        )
-    written = wh.write("atm_vol_history", rows, run_id=run_id, partitions=[{"as_of_date": s} for s in sessions])
+    bad = rows[~((rows["atm_vol"] >= MIN_VOL) & (rows["atm_vol"] <= MAX_VOL))]
     per_day = rows.groupby("as_of_date")["symbol"].count()
     preview = rows.tail(10).round(dict.fromkeys(rows.select_dtypes("number").columns, 4))
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": written,
-            "sessions_with_quotes": len(quoted),
-            "sessions_without_quotes": len(sessions) - len(quoted),
-            "underlyings_per_session": f"{int(per_day.min())}..{int(per_day.max())}" if len(per_day) else "0",
-            "extrapolated_rows": int(rows["extrapolated"].sum()),
-            "preview": dg.MetadataValue.md(markdown_table(preview, 10)),
-            "run_id": run_id,
-        },
-        check_results=[
+    yield from publish(
+        context,
+        wh,
+        [TableWrite("atm_vol_history", rows, [{"as_of_date": s} for s in sessions])],
+        checks=[
             dg.AssetCheckResult(
                 check_name="source_quotes_valid",
+                asset_key="atm_vol_history",
                 passed=True,
                 metadata={"quotes_validated": 0 if raw is None else len(raw)},
             ),
-            dg.AssetCheckResult(check_name="atm_vol_plausible", passed=True, metadata={"rows": len(rows)}),
+            dg.AssetCheckResult(
+                check_name="atm_vol_plausible",
+                asset_key="atm_vol_history",
+                passed=bad.empty,
+                metadata={
+                    "rows": len(rows),
+                    "outside_bounds": len(bad),
+                    "sample": dg.MetadataValue.md(markdown_table(bad[["as_of_date", "symbol", "atm_vol"]], 20)),
+                },
+            ),
         ],
+        metadata={
+            "atm_vol_history": {
+                "sessions_with_quotes": len(quoted),
+                "sessions_without_quotes": len(sessions) - len(quoted),
+                "underlyings_per_session": f"{int(per_day.min())}..{int(per_day.max())}" if len(per_day) else "0",
+                "extrapolated_rows": int(rows["extrapolated"].sum()),
+                "preview": dg.MetadataValue.md(markdown_table(preview, 10)),
+            }
+        },
     )

@@ -1,8 +1,6 @@
 """Implied vols per quote and arbitrage-checked SVI surfaces per underlying."""
 
-import base64
 import datetime as dt
-import io
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -10,11 +8,16 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from risk_pipeline.calendar import session_close_utc
+from risk_pipeline.calendar import expiry_close_utc
+from risk_pipeline.contracts import table
 from risk_pipeline.defs.common import (
     OWNERS,
     PARTITIONS,
+    TableWrite,
     markdown_table,
+    png_markdown,
+    publish,
+    pyplot,
     table_definition_metadata,
     table_schema,
 )
@@ -35,24 +38,23 @@ class SnapshotSelection(dg.Config):
     snapshot_time: str | None = None
 
 
-def snapshot_time(wh: Warehouse, session: dt.date, config: SnapshotSelection) -> pd.Timestamp:
+def snapshot_time(
+    wh: Warehouse, session: dt.date, config: SnapshotSelection, table_name: str = "option_quotes"
+) -> pd.Timestamp:
+    """The configured snapshot, else the session's latest ``as_of`` in ``table_name`` (the step's own input)."""
     if config.snapshot_time:
         return pd.Timestamp(config.snapshot_time).tz_convert("UTC")
-    got = wh.query("SELECT MAX(as_of) AS t FROM risk.option_quotes WHERE as_of_date = ?", [session])
+    if "as_of_date" in table(table_name).column_names:
+        got = wh.query(f"SELECT MAX(as_of) AS t FROM risk.{table_name} WHERE as_of_date = ?", [session])
+    else:  # the session's New York calendar day
+        start = pd.Timestamp(session, tz="America/New_York").tz_convert("UTC")
+        got = wh.query(
+            f"SELECT MAX(as_of) AS t FROM risk.{table_name} WHERE as_of >= ? AND as_of < ?",
+            [start, start + pd.Timedelta(days=1)],
+        )
     if got.empty or pd.isna(got["t"].iloc[0]):
-        raise dg.Failure(f"no option snapshot stored for session {session}: materialize option_quotes first")
+        raise dg.Failure(f"no snapshot stored in {table_name} for session {session}: materialize {table_name} first")
     return pd.Timestamp(got["t"].iloc[0]).tz_convert("UTC")
-
-
-def expiry_close_utc(expiries: pd.Series) -> pd.Series:
-    """Each expiry's session close (early closes included); 16:00 New York when not a session."""
-    closes = {}
-    for d in expiries.unique():
-        try:
-            closes[d] = session_close_utc(d)
-        except (ValueError, KeyError, Exception):
-            closes[d] = pd.Timestamp(dt.datetime.combine(d, dt.time(16)), tz="America/New_York").tz_convert("UTC")
-    return expiries.map(closes)
 
 
 def implied_vol_frame(quotes: pd.DataFrame, curve: pd.DataFrame, dividends: pd.DataFrame) -> pd.DataFrame:
@@ -264,12 +266,8 @@ def fit_surfaces(iv: pd.DataFrame, workers: int = 2) -> tuple[pd.DataFrame, pd.D
 
 
 def smile_png(underlying: str, quotes: pd.DataFrame, surface: UnderlyingSurface) -> str:
-    """A small PNG (base64) of quoted OTM vols and the fitted smiles, one line per expiry."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """A small PNG (markdown image) of quoted OTM vols and the fitted smiles, one line per expiry."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 2.8), dpi=72)
     k_grid = np.linspace(-0.6, 0.6, 121)
     for label, fit in list(zip(surface.expiry_labels, surface.fits, strict=True))[:6]:
@@ -284,10 +282,7 @@ def smile_png(underlying: str, quotes: pd.DataFrame, surface: UnderlyingSurface)
     ax.set_title(f"{underlying} smiles", fontsize=9)
     ax.legend(fontsize=5, loc="upper right")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return png_markdown(fig, underlying)
 
 
 def _w(fit: Any, k: np.ndarray) -> np.ndarray:
@@ -357,7 +352,7 @@ def vol_surfaces(context: dg.AssetExecutionContext, config: SurfaceSettings, war
     surface_frames, grid_frames, plots = [], [], {}
     for key in context.partition_keys:
         session = dt.date.fromisoformat(key)
-        as_of = snapshot_time(wh, session, SnapshotSelection(snapshot_time=config.snapshot_time))
+        as_of = snapshot_time(wh, session, SnapshotSelection(snapshot_time=config.snapshot_time), "implied_vols")
         iv = wh.read("implied_vols", {"as_of": as_of})
         if iv.empty:
             raise dg.Failure(f"no implied_vols stored for snapshot {as_of.isoformat()}: materialize implied_vols")
@@ -371,9 +366,6 @@ def vol_surfaces(context: dg.AssetExecutionContext, config: SurfaceSettings, war
     surface = pd.concat(surface_frames, ignore_index=True)
     grid = pd.concat(grid_frames, ignore_index=True)
     snapshots = [{"as_of": t} for t in sorted(surface["as_of"].unique())]
-    run_id = context.run.run_id
-    n_surface = wh.write("vol_surface", surface, run_id=run_id, partitions=snapshots)
-    n_grid = wh.write("vol_surface_grid", grid, run_id=run_id, partitions=snapshots)
     quality = (
         surface.groupby("underlying")
         .agg(
@@ -386,51 +378,59 @@ def vol_surfaces(context: dg.AssetExecutionContext, config: SurfaceSettings, war
         .reset_index()
         .round(3)
     )
-    plot_md = "\n\n".join(f"**{u}**\n\n![{u}](data:image/png;base64,{png})" for u, png in plots.items())
-    yield dg.MaterializeResult(
-        asset_key="vol_surface",
+    plot_md = "\n\n".join(f"**{u}**\n\n{png}" for u, png in plots.items())
+    yield from publish(
+        context,
+        wh,
+        [TableWrite("vol_surface", surface, snapshots), TableWrite("vol_surface_grid", grid, snapshots)],
+        checks=surface_checks(surface, grid, config.max_rmse_vol_points),
         metadata={
-            "dagster/row_count": n_surface,
-            "fit_quality": dg.MetadataValue.md(markdown_table(quality, 200)),
-            "smiles": dg.MetadataValue.md(plot_md or "(plots disabled)"),
-            "run_id": run_id,
+            "vol_surface": {
+                "fit_quality": dg.MetadataValue.md(markdown_table(quality, 200)),
+                "smiles": dg.MetadataValue.md(plot_md or "(plots disabled)"),
+            }
         },
     )
-    yield dg.MaterializeResult(asset_key="vol_surface_grid", metadata={"dagster/row_count": n_grid, "run_id": run_id})
+
+
+def surface_checks(surface: pd.DataFrame, grid: pd.DataFrame, max_rmse_vol_points: float) -> list[dg.AssetCheckResult]:
+    """The vol_surface and vol_surface_grid checks, evaluated on the staged rows."""
     bad_grid = grid[~(np.isfinite(grid["implied_vol"]) & (grid["implied_vol"] > 0))]
-    yield dg.AssetCheckResult(
-        check_name="grid_vols_finite",
-        asset_key="vol_surface_grid",
-        passed=bad_grid.empty,
-        metadata={"bad_points": len(bad_grid), "sample": dg.MetadataValue.md(markdown_table(bad_grid, 10))},
-    )
-    too_rough = surface[surface["rmse_vol_points"] > config.max_rmse_vol_points]
-    yield dg.AssetCheckResult(
-        check_name="fit_rmse_within_bound",
-        asset_key="vol_surface",
-        passed=too_rough.empty,
-        metadata={
-            "bound_vol_points": config.max_rmse_vol_points,
-            "worst_rmse_vol_points": float(surface["rmse_vol_points"].max()),
-            "slices_over_bound": dg.MetadataValue.md(
-                markdown_table(too_rough[["underlying", "expiry", "rmse_vol_points", "n_quotes"]], 20)
-            ),
-        },
-    )
+    too_rough = surface[~(surface["rmse_vol_points"] <= max_rmse_vol_points)]
     arb = surface[~(surface["butterfly_arbitrage_free"] & surface["calendar_arbitrage_free"])]
-    yield dg.AssetCheckResult(
-        check_name="arbitrage_free",
-        asset_key="vol_surface",
-        passed=arb.empty,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "slices_with_arbitrage": len(arb),
-            "butterfly_violations": int((~surface["butterfly_arbitrage_free"]).sum()),
-            "calendar_violations": int((~surface["calendar_arbitrage_free"]).sum()),
-            "calendar_violations_where_quoted": int((~surface["calendar_arbitrage_free_quoted"]).sum()),
-            "butterfly_violations_where_quoted": int((surface["min_durrleman_g_quoted"] < 0).sum()),
-            "slices": dg.MetadataValue.md(
-                markdown_table(arb[["underlying", "expiry", "min_durrleman_g", "calendar_arbitrage_free"]], 20)
-            ),
-        },
-    )
+    return [
+        dg.AssetCheckResult(
+            check_name="grid_vols_finite",
+            asset_key="vol_surface_grid",
+            passed=bad_grid.empty,
+            metadata={"bad_points": len(bad_grid), "sample": dg.MetadataValue.md(markdown_table(bad_grid, 10))},
+        ),
+        dg.AssetCheckResult(
+            check_name="fit_rmse_within_bound",
+            asset_key="vol_surface",
+            passed=too_rough.empty,
+            metadata={
+                "bound_vol_points": max_rmse_vol_points,
+                "worst_rmse_vol_points": float(surface["rmse_vol_points"].max()),
+                "slices_over_bound": dg.MetadataValue.md(
+                    markdown_table(too_rough[["underlying", "expiry", "rmse_vol_points", "n_quotes"]], 20)
+                ),
+            },
+        ),
+        dg.AssetCheckResult(
+            check_name="arbitrage_free",
+            asset_key="vol_surface",
+            passed=arb.empty,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "slices_with_arbitrage": len(arb),
+                "butterfly_violations": int((~surface["butterfly_arbitrage_free"]).sum()),
+                "calendar_violations": int((~surface["calendar_arbitrage_free"]).sum()),
+                "calendar_violations_where_quoted": int((~surface["calendar_arbitrage_free_quoted"]).sum()),
+                "butterfly_violations_where_quoted": int((surface["min_durrleman_g_quoted"] < 0).sum()),
+                "slices": dg.MetadataValue.md(
+                    markdown_table(arb[["underlying", "expiry", "min_durrleman_g", "calendar_arbitrage_free"]], 20)
+                ),
+            },
+        ),
+    ]

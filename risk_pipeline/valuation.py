@@ -1,0 +1,254 @@
+"""Valuation of positions off the stored volatility surface (no Dagster): the one pricer of the book.
+
+Used by ``position_greeks`` (every book at a snapshot), ``book_nav`` (yesterday's book at today's
+market) and the pre-trade service (a listed option not held yet). Every input is read from the
+warehouse; a missing input raises ``RiskDataError`` (fail closed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from risk_pipeline.calendar import expiry_close_utc, previous_session
+from risk_pipeline.errors import RiskDataError
+from risk_pipeline.quant.curves import zero_rate
+from risk_pipeline.quant.greeks import expiry_bucket, rolling_beta
+from risk_pipeline.quant.greeks import position_greeks as compute_position_greeks
+from risk_pipeline.quant.limits import BookExposure
+from risk_pipeline.quant.svi import SviFit, SviSurface
+from risk_pipeline.queries import close_matrix
+from risk_pipeline.warehouse import Warehouse
+
+#: ln(K/F) step of the smile-slope finite difference (sticky-delta Greeks).
+SMILE_SLOPE_STEP = 1e-4
+
+
+@dataclass(frozen=True)
+class ValuationSettings:
+    """Sticky mode of the smile under spot moves, beta window (sessions) and the index betas are taken against."""
+
+    sticky: Literal["strike", "delta"] = "strike"
+    beta_window: int = 252
+    index_symbol: str = "SYNX"
+
+
+def surfaces_by_underlying(rows: pd.DataFrame) -> dict[str, SviSurface]:
+    """SviSurface per underlying from stored vol_surface rows."""
+    out = {}
+    for underlying, g in rows.groupby("underlying"):
+        slices = tuple(
+            SviFit(
+                a=r.svi_a,
+                b=r.svi_b,
+                rho=r.svi_rho,
+                m=r.svi_m,
+                sigma=r.svi_sigma,
+                time_years=r.time_to_expiry_years,
+                rmse_vol_points=r.rmse_vol_points,
+                n_quotes=int(r.n_quotes),
+                method=r.model,
+                converged=True,
+                butterfly_arbitrage_free=bool(r.butterfly_arbitrage_free),
+                min_durrleman_g=r.min_durrleman_g,
+            )
+            for r in g.itertuples(index=False)
+        )
+        out[str(underlying)] = SviSurface(slices)
+    return out
+
+
+def betas(wh: Warehouse, session: dt.date, window: int, index_symbol: str) -> dict[str, float]:
+    """Rolling beta of every symbol to the index over ``window`` sessions ending at ``session``."""
+    wide = close_matrix(wh, session, window)
+    if index_symbol not in wide.columns or len(wide) < 21:
+        return {}
+    returns = np.log(wide).diff().iloc[1:]
+    beta = rolling_beta(returns.to_numpy(), returns[index_symbol].to_numpy(), window)
+    return dict(zip(returns.columns, beta, strict=True))
+
+
+def value_positions(
+    wh: Warehouse,
+    session: dt.date,
+    as_of: pd.Timestamp,
+    settings: ValuationSettings | None = None,
+    positions: pd.DataFrame | None = None,
+    allow_expired: bool = False,
+) -> pd.DataFrame:
+    """position_greeks rows of every book at one snapshot; fails closed on any missing input.
+
+    ``positions`` defaults to the session's stored positions (another session's book can be passed
+    to revalue it); ``allow_expired`` values options past expiry at their exercise value.
+    """
+    settings = settings or ValuationSettings()
+    if positions is None:
+        positions = wh.read("positions", {"as_of_date": session})
+    positions = positions.reset_index(drop=True)
+    if positions.empty:
+        raise RiskDataError(f"no positions stored for {session}")
+    quotes = wh.query(
+        "SELECT underlying, MAX(underlying_price) AS spot FROM risk.option_quotes WHERE as_of = ? GROUP BY underlying",
+        [as_of],
+    )
+    spots = dict(zip(quotes["underlying"], quotes["spot"], strict=True))
+    # symbols with no option quote in the snapshot: the session's close, or intraday (before it exists)
+    # the previous session's close
+    for day in (session, previous_session(session)):
+        closes = wh.read("market_prices", {"as_of_date": day}, columns=["symbol", "close"])
+        for sym, close in zip(closes["symbol"], closes["close"], strict=True):
+            spots.setdefault(sym, close)
+        if set(positions["symbol"]) <= set(spots):
+            break
+    missing_spot = sorted(set(positions["symbol"]) - set(spots))
+    if missing_spot:
+        raise RiskDataError(
+            f"no price at {as_of} and no close on {session} or the session before for {missing_spot}"
+        )
+    curve = wh.read("rates_curve", {"as_of_date": session})
+    dividends = wh.read("dividend_yields", {"as_of_date": session})
+    q_map = dict(zip(dividends["symbol"], dividends["dividend_yield"], strict=True))
+    surfaces = surfaces_by_underlying(wh.read("vol_surface", {"as_of": as_of}))
+
+    is_option = (positions["instrument_type"] == "option").to_numpy(bool)
+    spot = positions["symbol"].map(spots).to_numpy(float)
+    t = np.full(len(positions), np.nan)
+    if is_option.any():
+        closes_utc = expiry_close_utc(positions.loc[is_option, "expiry"])
+        t[is_option] = ((closes_utc - as_of).dt.total_seconds() / (365.0 * 86400.0)).to_numpy(float)
+    rate = zero_rate(curve["tenor_days"].to_numpy(float), curve["zero_rate"].to_numpy(float), np.nan_to_num(t))
+    q = positions["symbol"].map(q_map).fillna(0.0).to_numpy(float)
+    strike = positions["strike"].to_numpy(float)
+    vol = np.full(len(positions), np.nan)
+    slope = np.zeros(len(positions))
+    no_surface = []
+    for sym in positions.loc[is_option, "symbol"].unique():
+        rows = is_option & (positions["symbol"] == sym).to_numpy(bool)
+        surface = surfaces.get(sym)
+        if surface is None:
+            no_surface += positions.loc[rows, "position_id"].tolist()
+            continue
+        forward = spot[rows] * np.exp((rate[rows] - q[rows]) * t[rows])
+        k = np.log(strike[rows] / forward)
+        tt = np.maximum(t[rows], 1e-8)
+        vol[rows] = surface.implied_vol(tt, k)
+        slope[rows] = (
+            surface.implied_vol(tt, k + SMILE_SLOPE_STEP) - surface.implied_vol(tt, k - SMILE_SLOPE_STEP)
+        ) / (2 * SMILE_SLOPE_STEP)
+    if no_surface:
+        raise RiskDataError(f"no vol surface at {as_of} for option positions {no_surface[:10]}")
+    expired = is_option & (t <= 0)
+    if allow_expired:
+        t = np.where(expired, 0.0, t)
+    elif expired.any():
+        past = positions.loc[expired, "position_id"].tolist()
+        raise RiskDataError(f"option positions past expiry at {as_of}: {past}")
+    american = (positions["exercise_style"] == "american").to_numpy(bool)
+    g = compute_position_greeks(
+        quantity=positions["quantity"],
+        multiplier=positions["multiplier"],
+        is_option=is_option,
+        is_call=(positions["option_type"] == "C").to_numpy(bool),
+        is_american=american,
+        spot=spot,
+        strike=strike,
+        time_years=t,
+        vol=vol,
+        rate=rate,
+        dividend_yield=q,
+        smile_slope=slope if settings.sticky == "delta" else None,
+    )
+    beta_map = betas(wh, session, settings.beta_window, settings.index_symbol)
+    beta = positions["symbol"].map(beta_map).to_numpy(float)
+    days = np.where(is_option, t * 365.0, np.nan)
+    out = pd.DataFrame(
+        {
+            "as_of": as_of,
+            "as_of_date": session,
+            "book": positions["book"],
+            "position_id": positions["position_id"],
+            "symbol": positions["symbol"],
+            "instrument_type": positions["instrument_type"],
+            "option_type": positions["option_type"],
+            "exercise_style": positions["exercise_style"],
+            "expiry": positions["expiry"],
+            "quantity": positions["quantity"],
+            "multiplier": positions["multiplier"],
+            "spot": spot,
+            "strike": np.where(is_option, strike, np.nan),
+            "time_to_expiry_years": np.where(is_option, t, np.nan),
+            "implied_vol": np.where(is_option, vol, np.nan),
+            "vol_model": np.where(is_option, f"raw_svi surface, sticky-{settings.sticky}", None),
+            "rate": np.where(is_option, rate, np.nan),
+            "dividend_yield": np.where(is_option, q, np.nan),
+            "pricing_model": np.where(
+                is_option, np.where(american, "bjerksund_stensland_2002", "bsm_european"), "linear"
+            ),
+            "price": g.price,
+            "market_value": g.market_value,
+            "delta": g.delta,
+            "dollar_delta": g.dollar_delta,
+            "gamma": g.gamma,
+            "dollar_gamma_1pct": g.dollar_gamma_1pct,
+            "vega_per_vol_point": g.vega_per_vol_point,
+            "theta_per_day": g.theta_per_day,
+            "rho_per_pct": g.rho_per_pct,
+            "vanna": g.vanna,
+            "volga": g.volga,
+            "charm": g.charm,
+            "beta": beta,
+            "beta_weighted_delta": g.dollar_delta * beta,
+            "expiry_bucket": expiry_bucket(np.nan_to_num(days, nan=-1.0), is_option),
+            "strategy": positions["strategy"],
+            "sector": positions["sector"],
+        }
+    )
+    bad = out.loc[~np.isfinite(out[["price", "delta", "gamma", "vega_per_vol_point"]]).all(axis=1), "position_id"]
+    if len(bad):
+        raise RiskDataError(
+            f"non-finite Greeks at {as_of} for {bad.tolist()[:10]}: inputs on the surface are incomplete"
+        )
+    return out
+
+
+
+def book_exposure(
+    rows: pd.DataFrame,
+    nav: pd.Series,
+    correlation: pd.DataFrame | None,
+    var_99_1d: float | None = None,
+    es_975_1d: float | None = None,
+) -> BookExposure:
+    """The quant core's view of one book from its position_greeks rows and NAV row."""
+    units = (rows["quantity"] * rows["multiplier"]).to_numpy(float)
+    per_unit = {c: rows[c].to_numpy(float) / units for c in ("delta", "gamma", "vega_per_vol_point", "theta_per_day")}
+    symbols = tuple(sorted(rows["symbol"].unique()))
+    corr = None
+    if correlation is not None and set(symbols) <= set(correlation.columns):
+        corr = correlation.loc[list(symbols), list(symbols)].to_numpy(float)
+    return BookExposure(
+        position_id=rows["position_id"].to_numpy(str),
+        symbol=rows["symbol"].to_numpy(str),
+        sector=rows["sector"].fillna("unknown").to_numpy(str),
+        quantity=rows["quantity"].to_numpy(float),
+        multiplier=rows["multiplier"].to_numpy(float),
+        spot=rows["spot"].to_numpy(float),
+        unit_price=rows["price"].to_numpy(float),
+        delta=per_unit["delta"],
+        gamma=per_unit["gamma"],
+        vega=per_unit["vega_per_vol_point"] * 100.0,
+        theta_per_day=per_unit["theta_per_day"],
+        nav=float(nav["nav"]),
+        peak_nav=float(nav["peak_nav"]),
+        daily_pnl=float(nav["daily_pnl"]),
+        is_option=(rows["instrument_type"] == "option").to_numpy(bool),
+        strategy=rows["strategy"].to_numpy(str),
+        var_99_1d=var_99_1d,
+        es_975_1d=es_975_1d,
+        correlation=corr,
+        correlation_symbols=symbols if corr is not None else None,
+    )
