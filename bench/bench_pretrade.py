@@ -100,6 +100,26 @@ def build(wh: Warehouse, limits: Path) -> None:
         ),
         run_id="bench",
     )
+    var_rows = [
+        {
+            "as_of": as_of,
+            "as_of_date": SESSION,
+            "book": "bench",
+            "method": "historical",
+            "horizon_days": 1,
+            "confidence": c,
+            "var": 1e6,
+            "expected_shortfall": 1.2e6,
+            "n_scenarios": 500,
+            "lookback_days": 500,
+            "history_start": None,
+            "history_end": None,
+            "seed": None,
+            "iv_history_coverage": None,
+        }
+        for c in (0.975, 0.99)
+    ]
+    wh.write("var_results", pd.DataFrame(var_rows), run_id="bench")  # the service rejects without VaR/ES
     days = sessions(SESSION - dt.timedelta(days=400), SESSION)[-N_DAYS:]
     factor = rng.normal(0, 0.01, (len(days), 1))
     closes = 100 * np.exp(np.cumsum(factor + rng.normal(0, 0.015, (len(days), N_SYMBOLS)), axis=0))
@@ -165,7 +185,8 @@ def main() -> None:
         wh.ensure_tables()
         limits = Path(tmp) / "limits.yaml"
         build(wh, limits)
-        service = PreTradeService(Warehouse(wh.url, keep_open=True), limits, actor="bench")
+        clock = lambda: pd.Timestamp("2026-11-20T21:00:00Z")  # noqa: E731  (the book's valuation is current)
+        service = PreTradeService(Warehouse(wh.url, keep_open=True), limits, actor="bench", clock=clock)
         began = time.perf_counter()
         first = service.check("bench", "buy", 1, position_id="p0", record=False)
         cold_ms = (time.perf_counter() - began) * 1000

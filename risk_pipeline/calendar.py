@@ -61,6 +61,13 @@ def latest_session(on_or_before: dt.date) -> dt.date:
     return sessions(on_or_before - dt.timedelta(days=10), on_or_before)[-1]
 
 
+def latest_closed_session(now: pd.Timestamp) -> dt.date:
+    """The last session whose close (early closes included) is at or before ``now``."""
+    today = now.tz_convert("America/New_York").date()
+    day = latest_session(today)
+    return day if session_close_utc(day) <= now else previous_session(day)
+
+
 def partition_start() -> dt.date:
     """First partition: ``RISK_PIPELINE_PARTITION_START`` (ISO date) or 2023-01-03."""
     value = os.environ.get("RISK_PIPELINE_PARTITION_START")

@@ -112,10 +112,11 @@ def _stored_sessions(warehouse: Any, name: str) -> set[dt.date]:
 def demo(args: argparse.Namespace) -> int:
     """History for the lookback window, then the whole graph for the session; prints a summary."""
     home = _prepare_dagster_home()
-    from risk_pipeline.calendar import latest_session, partition_start, sessions
+    from risk_pipeline.calendar import latest_closed_session, partition_start, sessions
     from risk_pipeline.resources import resources_from_env
 
-    session = dt.date.fromisoformat(args.date) if args.date else latest_session(dt.date.today())
+    now = pd.Timestamp.now(tz="UTC")
+    session = dt.date.fromisoformat(args.date) if args.date else latest_closed_session(now)
     window = [d for d in sessions(partition_start(), session) if d < session][-args.history_sessions :]
     resources = resources_from_env()
     warehouse = Warehouse(warehouse_url())
@@ -222,23 +223,34 @@ def vol_forecast_eval(args: argparse.Namespace) -> int:
 
 
 def check_trade(args: argparse.Namespace) -> int:
-    """Answer one order against the latest tables; prints JSON; exit 0 approve, 3 resize, 4 reject."""
-    from risk_pipeline.pretrade_service import PreTradeService, decision_json
+    """Answer one order against the latest tables; prints JSON.
 
-    warehouse = Warehouse(warehouse_url())
-    service = PreTradeService(warehouse, actor=args.actor)
-    decision = service.check(
-        args.book,
-        args.side,
-        args.quantity,
-        position_id=args.position_id,
-        symbol=args.symbol,
-        expiry=dt.date.fromisoformat(args.expiry) if args.expiry else None,
-        strike=args.strike,
-        option_type=args.option_type,
-    )
+    Exit 0 approve, 3 resize, 4 reject, 5 reject because the check could not be made (warehouse
+    missing, unreachable or locked; a malformed order). Never creates files or folders.
+    """
+    from risk_pipeline.pretrade_service import NOT_POSSIBLE, PreTradeService, decision_json, exit_code
+    from risk_pipeline.quant.pretrade import PreTradeDecision
+
+    try:
+        expiry = dt.date.fromisoformat(args.expiry) if args.expiry else None
+        warehouse = Warehouse(warehouse_url(), create=False)
+        service = PreTradeService(warehouse, actor=args.actor, max_valuation_age_sessions=args.max_age_sessions)
+    except Exception as exc:  # nothing to check against, or the order is malformed: reject, do not crash
+        reason = f"{NOT_POSSIBLE}: {type(exc).__name__}: {exc}"
+        decision = PreTradeDecision("reject", 0, float(args.quantity), (reason,), ())
+    else:
+        decision = service.check(
+            args.book,
+            args.side,
+            args.quantity,
+            position_id=args.position_id,
+            symbol=args.symbol,
+            expiry=expiry,
+            strike=args.strike,
+            option_type=args.option_type,
+        )
     print(decision_json(decision))
-    return {"approve": 0, "resize": 3}.get(decision.decision, 4)
+    return exit_code(decision)
 
 
 def var_backtest(args: argparse.Namespace) -> int:
@@ -311,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="risk-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="materialize the whole graph for one session on the configured storage")
-    p_demo.add_argument("--date", help="session (YYYY-MM-DD); default the latest session on or before today")
+    p_demo.add_argument("--date", help="session (YYYY-MM-DD); default the latest session that has closed")
     p_demo.add_argument(
         "--history-sessions",
         type=int,
@@ -330,6 +342,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_trade.add_argument("--strike", type=float)
     p_trade.add_argument("--option-type", choices=["C", "P"])
     p_trade.add_argument("--actor", default="cli", help="who asks (recorded in audit_trail)")
+    p_trade.add_argument(
+        "--max-age-sessions",
+        type=int,
+        default=1,
+        help="reject when the book's latest valuation is older than this many sessions (default 1)",
+    )
     p_trade.set_defaults(func=check_trade)
     p_bt = sub.add_parser("var-backtest", help="reference VaR backtests on the S&P 500 and the synthetic index")
     p_bt.add_argument("--series", nargs="+", default=["SPX", "SYNX"], choices=["SPX", "SYNX"])

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from risk_pipeline.calendar import latest_session, sessions
 from risk_pipeline.errors import RiskDataError
 from risk_pipeline.paths import LIMITS_FILE
 from risk_pipeline.quant.limits import BookExposure, LimitsConfig, load_limits
@@ -52,13 +54,48 @@ class PreTradeError(RiskDataError):
     """The check could not be made (the caller must treat the order as rejected)."""
 
 
-class PreTradeService:
-    """Answers orders for books from the warehouse; caches each book's snapshot until ``refresh``."""
+#: Prefix of the reason when the check itself could not be made (warehouse unreachable, malformed order).
+NOT_POSSIBLE = "check not possible"
+#: CLI exit codes: approve, resize, reject by the rules or for missing/stale risk data, check not possible.
+EXIT_CODES = {"approve": 0, "resize": 3, "reject": 4, "not_possible": 5}
 
-    def __init__(self, warehouse: Warehouse, limits_file: str | Path = LIMITS_FILE, actor: str = "pre-trade") -> None:
+
+def exit_code(decision: PreTradeDecision) -> int:
+    """0 approve, 3 resize, 4 reject, 5 reject because the check could not be made."""
+    if decision.decision == "reject" and any(r.startswith(NOT_POSSIBLE) for r in decision.reasons):
+        return EXIT_CODES["not_possible"]
+    return EXIT_CODES.get(decision.decision, EXIT_CODES["reject"])
+
+
+def sessions_since(as_of: pd.Timestamp, now: pd.Timestamp) -> int:
+    """XNYS sessions after the valuation's session up to the current one (0: valued this session)."""
+    valued = as_of.tz_convert("America/New_York").date()
+    current = latest_session(now.tz_convert("America/New_York").date())
+    return len([d for d in sessions(valued, current) if d > valued]) if current > valued else 0
+
+
+class PreTradeService:
+    """Answers orders for books from the warehouse; caches each book's snapshot until ``refresh``.
+
+    Fails closed: an order is rejected when the book's latest valuation is older than
+    ``max_valuation_age_sessions`` sessions (intraday valuations count), when its VaR/ES or the
+    gap-risk table is missing, and when anything else prevents the check (the reason then starts with
+    ``check not possible``). ``clock`` returns the current time (UTC), for tests.
+    """
+
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        limits_file: str | Path = LIMITS_FILE,
+        actor: str = "pre-trade",
+        max_valuation_age_sessions: int = 1,
+        clock: Callable[[], pd.Timestamp] | None = None,
+    ) -> None:
         self.warehouse = warehouse
         self.limits = load_limits(limits_file)
         self.actor = actor
+        self.max_valuation_age_sessions = max_valuation_age_sessions
+        self.clock = clock or (lambda: pd.Timestamp.now(tz="UTC"))
         self._books: dict[str, BookSnapshot] = {}
 
     def refresh(self) -> None:
@@ -75,15 +112,26 @@ class PreTradeService:
         if got.empty or pd.isna(got["t"].iloc[0]):
             raise PreTradeError(f"no position_greeks for book {book!r}: nothing to check against")
         as_of = pd.Timestamp(got["t"].iloc[0]).tz_convert("UTC")
+        age = sessions_since(as_of, self.clock())
+        if age > self.max_valuation_age_sessions:
+            raise PreTradeError(
+                f"latest valuation of {book} is {as_of.isoformat()}, {age} sessions old "
+                f"(at most {self.max_valuation_age_sessions} allowed): value the book first"
+            )
         positions = wh.read("position_greeks", {"as_of": as_of, "book": book})
         nav = wh.read("book_nav", {"as_of": as_of, "book": book})
         if nav.empty:
             raise PreTradeError(f"no book_nav for {book!r} at {as_of.isoformat()}: NAV unknown")
         nav_row = nav.iloc[0]
         deployed, var, es = risk_numbers(wh, as_of, book)
+        if not deployed or var is None or es is None:
+            raise PreTradeError(
+                f"no 99 % VaR / 97.5 % ES of {book} in var_results for the valuation at {as_of.isoformat()} "
+                "or the session before: the risk caps cannot be checked"
+            )
+        if not wh.table_exists("gap_risk_actions"):
+            raise PreTradeError("table gap_risk_actions does not exist: event blackouts cannot be checked")
         config = self.limits.for_book(book)
-        if not deployed:
-            config = _without_risk_caps(config)
         session = positions["as_of_date"].iloc[0]
         correlation = correlation_matrix(wh, session, 63)
         exposure = book_exposure(positions, nav_row, correlation, var, es)
@@ -129,6 +177,10 @@ class PreTradeService:
         except (RiskDataError, KeyError) as exc:
             decision = PreTradeDecision("reject", 0, float(quantity), (f"fail closed: {exc}",), ())
             snap = None
+        except Exception as exc:  # infrastructure or input: the order cannot be checked, so it is rejected
+            reason = f"{NOT_POSSIBLE}: {type(exc).__name__}: {exc}".strip()
+            decision = PreTradeDecision("reject", 0, float(quantity), (reason,), ())
+            snap = None
         if record:
             order_fields = {
                 "side": side,
@@ -139,7 +191,12 @@ class PreTradeService:
                 "strike": strike,
                 "option_type": option_type,
             }
-            self._audit(book, snap, order_fields, decision)
+            try:
+                self._audit(book, snap, order_fields, decision)
+            except Exception as exc:  # the warehouse is not writable: the answer stands, unrecorded
+                if decision.decision != "reject":
+                    reason = f"{NOT_POSSIBLE}: the audit trail could not be written ({type(exc).__name__}: {exc})"
+                    decision = PreTradeDecision("reject", 0, float(quantity), (reason,), ())
         return decision
 
     def _order(
@@ -286,12 +343,6 @@ class PreTradeService:
         )
 
 
-def _without_risk_caps(config: LimitsConfig) -> LimitsConfig:
-    from dataclasses import replace
-
-    return replace(config, max_var_99_1d=None, max_es_975_1d=None)
-
-
 def decision_json(decision: PreTradeDecision) -> str:
     return json.dumps(
         {
@@ -304,4 +355,4 @@ def decision_json(decision: PreTradeDecision) -> str:
     )
 
 
-__all__ = ["AUDIT_COLUMNS", "PreTradeError", "PreTradeService", "audit_id", "decision_json"]
+__all__ = ["AUDIT_COLUMNS", "PreTradeError", "PreTradeService", "audit_id", "decision_json", "exit_code"]

@@ -24,6 +24,9 @@ from risk_pipeline.quant.svi import SviFit, SviSurface
 from risk_pipeline.queries import close_matrix
 from risk_pipeline.warehouse import Warehouse
 
+#: Tables ``value_positions`` reads: an asset that values positions declares all of them upstream.
+VALUATION_INPUTS = ("positions", "vol_surface", "option_quotes", "market_prices", "rates_curve", "dividend_yields")
+
 #: ln(K/F) step of the smile-slope finite difference (sticky-delta Greeks).
 SMILE_SLOPE_STEP = 1e-4
 

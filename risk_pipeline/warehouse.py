@@ -63,9 +63,11 @@ class Warehouse:
     else is a DuckDB file path (``:memory:`` for a private in-memory database).
     """
 
-    def __init__(self, url: str, keep_open: bool = False) -> None:
+    def __init__(self, url: str, keep_open: bool = False, create: bool = True) -> None:
         """``keep_open`` holds one connection for the object's life (low-latency callers such as the
-        pre-trade check); a kept-open DuckDB file is locked against writers in other processes."""
+        pre-trade check); a kept-open DuckDB file is locked against writers in other processes.
+        ``create=False`` (readers such as the pre-trade check) never creates a folder or a DuckDB file:
+        a missing file raises ``WarehouseError``."""
         self.url = url
         self.keep_open = keep_open
         self._kept: Any = None
@@ -74,7 +76,11 @@ class Warehouse:
         if self.engine == "duckdb" and url != ":memory:":
             if Path(url).stem == SCHEMA:
                 raise WarehouseError(f"DuckDB file {url}: a file named {SCHEMA}.* clashes with schema {SCHEMA!r}")
-            Path(url).parent.mkdir(parents=True, exist_ok=True)
+            if not create:
+                if not Path(url).is_file():
+                    raise WarehouseError(f"no DuckDB warehouse at {url} (not created: this caller only reads)")
+            else:
+                Path(url).parent.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ connections
     @contextlib.contextmanager

@@ -147,10 +147,43 @@ def test_audit_trail_records_breach_and_state_change_once(book: tuple[Pipeline, 
     assert len(wh.read("audit_trail")) == before
 
 
+#: The valuation of 2026-11-20 is the current one until the next session's valuation.
+CLOCK = lambda: pd.Timestamp("2026-11-20T21:30:00Z")  # noqa: E731
+
+
+def _store_var(wh: Warehouse, books: tuple[str, ...] = ("core", "clean")) -> None:
+    """VaR/ES rows for the books' latest valuation (the risk layer is not run on this 2-day folder)."""
+    as_of = pd.Timestamp(wh.query("SELECT MAX(as_of) AS t FROM risk.position_greeks")["t"].iloc[0])
+    rows = pd.DataFrame(
+        [
+            {
+                "as_of": as_of,
+                "as_of_date": as_of.date(),
+                "book": b,
+                "method": "historical",
+                "horizon_days": 1,
+                "confidence": c,
+                "var": 10_000.0,
+                "expected_shortfall": 12_000.0,
+                "n_scenarios": 500,
+                "lookback_days": 500,
+                "history_start": None,
+                "history_end": None,
+                "seed": None,
+                "iv_history_coverage": None,
+            }
+            for b in books
+            for c in (0.975, 0.99)
+        ]
+    )
+    wh.write("var_results", rows, run_id="test-var", partitions=[{"as_of": as_of}])
+
+
 def test_pre_trade_in_every_state(book: tuple[Pipeline, Path, dict]) -> None:
     p, limits_path, _ = book
     wh = Warehouse(p.url)
-    service = PreTradeService(wh, limits_path, actor="test")
+    _store_var(wh)
+    service = PreTradeService(wh, limits_path, actor="test", clock=CLOCK)
     # REDUCING book: selling AAA reduces risk and is approved; buying more is rejected with the reason
     sell = service.check("core", "sell", 1000, position_id="core:AAA:stock")
     assert sell.decision == "approve"
@@ -189,3 +222,98 @@ def _resized_check(service: PreTradeService, wh: Warehouse) -> object:
     )
     snap.exposure, snap.aggregates = exposure, precompute(exposure, snap.config)
     return service.check("clean", "buy", 100_000, symbol="BBB", record=False)
+
+
+def test_pre_trade_fails_closed_on_stale_or_missing_risk_data(
+    book: tuple[Pipeline, Path, dict], tmp_path: Path
+) -> None:
+    p, limits_path, _ = book
+    import shutil
+
+    copy = tmp_path / "wh" / "risk_warehouse.duckdb"
+    copy.parent.mkdir()
+    shutil.copy(p.url, copy)
+    wh = Warehouse(str(copy))
+    _store_var(wh, ("clean",))  # core's VaR rows are missing
+
+    def ask(book_name: str, clock: object = CLOCK, **kw: object) -> object:
+        service = PreTradeService(wh, limits_path, actor="test", clock=clock, **kw)  # type: ignore[arg-type]
+        return service.check(book_name, "sell", 10, position_id=f"{book_name}:BBB:stock", record=False)
+
+    assert ask("clean").decision == "approve"
+    # a valuation 10 sessions old (the clock is 2026-12-04) is rejected, with its age in the reason
+    stale = ask("clean", clock=lambda: pd.Timestamp("2026-12-04T15:00:00Z"))
+    assert stale.decision == "reject" and "10 sessions old" in stale.reasons[0]
+    assert (
+        ask("clean", clock=lambda: pd.Timestamp("2026-12-04T15:00:00Z"), max_valuation_age_sessions=10).decision
+        == "approve"
+    )
+    # the next session counts one: yesterday's end-of-day valuation is still good before today's close
+    assert ask("clean", clock=lambda: pd.Timestamp("2026-11-23T15:00:00Z")).decision == "approve"
+    # the book's VaR rows missing
+    missing = PreTradeService(wh, limits_path, actor="test", clock=CLOCK).check(
+        "core", "sell", 10, position_id="core:AAA:stock", record=False
+    )
+    assert missing.decision == "reject" and "VaR" in missing.reasons[0]
+    # var_results empty
+    wh.execute("DELETE FROM risk.var_results")
+    empty = ask("clean")
+    assert empty.decision == "reject" and "VaR" in empty.reasons[0]
+    _store_var(wh, ("clean",))
+    # the gap-risk table missing: blackouts cannot be checked
+    wh.execute("DROP TABLE risk.gap_risk_actions")
+    blind = ask("clean")
+    assert blind.decision == "reject" and "gap_risk_actions" in blind.reasons[0]
+
+
+def test_check_trade_cli_rejects_with_json_and_exit_code_instead_of_crashing(
+    book: tuple[Pipeline, Path, dict], tmp_path: Path
+) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    p, _, _ = book
+
+    def cli(url: str, *extra: str) -> tuple[int, dict]:
+        env = {**os.environ, "RISK_PIPELINE_WAREHOUSE_URL": url}
+        args = ["--book", "clean", "--side", "buy", "--quantity", "5", "--symbol", "BBB", *extra]
+        done = subprocess.run(
+            [sys.executable, "-m", "risk_pipeline.cli", "check-trade", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert "Traceback" not in done.stderr, done.stderr
+        return done.returncode, json.loads(done.stdout)
+
+    # a mistyped path: rejected, and no folder or file is created
+    missing = tmp_path / "no_such_dir" / "risk_warehouse.duckdb"
+    code, answer = cli(str(missing))
+    assert code == 5 and answer["decision"] == "reject" and "no DuckDB warehouse" in answer["reasons"][0]
+    assert not missing.parent.exists()
+    # a bad expiry string
+    code, answer = cli(p.url, "--expiry", "2026-13-45", "--strike", "100", "--option-type", "C")
+    assert code == 5 and answer["decision"] == "reject" and "check not possible" in answer["reasons"][0]
+    # a PostgreSQL port nobody listens on
+    code, answer = cli("postgresql://postgres@127.0.0.1:1/none")
+    assert code == 5 and answer["decision"] == "reject" and "OperationalError" in answer["reasons"][0]
+    # a DuckDB file locked by a writer in another process
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({p.url!r}); print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        code, answer = cli(p.url)
+        assert code == 5 and answer["decision"] == "reject" and "check not possible" in answer["reasons"][0]
+    finally:
+        holder.kill()
+        holder.wait()

@@ -22,7 +22,7 @@ from risk_pipeline.defs.common import (
 from risk_pipeline.defs.volatility.surfaces import SnapshotSelection, snapshot_time
 from risk_pipeline.queries import latest_valuation
 from risk_pipeline.resources import ExportsResource, WarehouseResource
-from risk_pipeline.valuation import ValuationSettings, value_positions
+from risk_pipeline.valuation import VALUATION_INPUTS, ValuationSettings, value_positions
 
 GROUP = "exposures"
 GREEK_COLUMNS = [
@@ -54,7 +54,7 @@ class PositionGreeksConfig(dg.Config):
     group_name=GROUP,
     partitions_def=PARTITIONS,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["positions", "vol_surface", "option_quotes", "market_prices", "rates_curve", "dividend_yields"],
+    deps=list(VALUATION_INPUTS),
     kinds={"pandas", "numba"},
     owners=OWNERS,
     description=(

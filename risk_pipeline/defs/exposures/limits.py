@@ -39,13 +39,11 @@ from risk_pipeline.queries import (
     risk_numbers,
 )
 from risk_pipeline.resources import WarehouseResource
-from risk_pipeline.valuation import book_exposure, value_positions
+from risk_pipeline.valuation import VALUATION_INPUTS, book_exposure, value_positions
 from risk_pipeline.warehouse import Warehouse
 
 GROUP = "exposures"
 ACTOR = "risk_pipeline.risk_limits"
-#: Tables value_positions reads to revalue a book at a snapshot.
-VALUATION_INPUTS = ["positions", "vol_surface", "option_quotes", "market_prices", "rates_curve", "dividend_yields"]
 RISK_LIMITS = ("max_var_99_1d", "max_es_975_1d")
 
 
