@@ -120,6 +120,16 @@ def build(wh: Warehouse, limits: Path) -> None:
         for c in (0.975, 0.99)
     ]
     wh.write("var_results", pd.DataFrame(var_rows), run_id="bench")  # the service rejects without VaR/ES
+    pointer = {
+        "session": SESSION,
+        "as_of": as_of,
+        "kind": "end_of_day",
+        "books": '["bench"]',
+        "tables": "[]",
+        "published_run_id": "bench",
+        "published_at": as_of,
+    }
+    wh.write("published_valuations", pd.DataFrame([pointer]), run_id="bench")  # the valuation the service reads
     days = sessions(SESSION - dt.timedelta(days=400), SESSION)[-N_DAYS:]
     factor = rng.normal(0, 0.01, (len(days), 1))
     closes = 100 * np.exp(np.cumsum(factor + rng.normal(0, 0.015, (len(days), N_SYMBOLS)), axis=0))

@@ -705,6 +705,88 @@ EVENT_RISK = Table(
     ),
 )
 
+GAP_RISK_ACTIONS = Table(
+    name="gap_risk_actions",
+    description=(
+        "Actions ahead of scheduled events per book and event (earnings, FOMC, CPI, payrolls, PPI, GDP, option "
+        "expiration, ...), decided at a valuation: one row per event with its most severe action (reduce, "
+        "tighten_caps, block_new, flatten_short_gamma, alert) and all actions taken, the trades, the tightened "
+        "caps and the estimated event-day loss before and after, in force until expires_at (the event time). "
+        "symbol is the name for earnings and '*' (the whole book) for market-wide events; a book evaluated with "
+        "no event in its window gets one row with action 'none'. The pre-trade check reads block_new, "
+        "limit_status the caps."
+    ),
+    key=("as_of", "book", "event_id", "symbol"),
+    partition_by=("as_of", "book"),
+    columns=(
+        _c("as_of", "timestamp", False, "Valuation the actions were decided at (UTC)"),
+        _c("book", "text", False),
+        _c("event_id", "text", False, "event_calendar.event_id ('none': no event in the window)"),
+        _c("symbol", "text", False, "Symbol the action applies to ('*' = the whole book, for market-wide events)"),
+        _c("event_type", "text", False, "earnings, fomc, cpi, nfp, ppi, gdp, opex, fed_speech, ... ('none')"),
+        _c("event_time", "timestamp", True, "When the event happens (UTC)"),
+        _c("event_date", "date", True, "New York date of the event"),
+        _c(
+            "reaction_session",
+            "date",
+            True,
+            "First session whose close is after the event (the session whose return carries the gap)",
+        ),
+        _c(
+            "trading_days_until",
+            "bigint",
+            True,
+            "XNYS sessions after the valuation's session up to and including the reaction session",
+        ),
+        _c("lead_sessions", "bigint", True, "Lead window of the event type (sessions)"),
+        _c("action", "text", False, "Most severe action: flatten_short_gamma > reduce > block_new > tighten_caps > alert"),
+        _c("actions", "json", False, "Every action taken (JSON list, most severe first)"),
+        _c(
+            "quantity",
+            "double",
+            True,
+            "Units traded on the row's positions, summed over positions (shares and contracts); NULL without trades",
+        ),
+        _c(
+            "trades",
+            "json",
+            True,
+            "Per position: position_id, action, quantity_before, trade_quantity (signed, > 0 buys), quantity_after",
+        ),
+        _c("limit_overrides", "json", True, "Caps in force until expires_at (JSON: limit name -> value)"),
+        _c("loss_before", "double", True, "Estimated event-day loss before the actions (positive = loss)"),
+        _c("loss_after", "double", True, "Estimated event-day loss after the trades (positive = loss)"),
+        _c("loss_measure", "text", True, "loss_quantile (at confidence), expected_shortfall or worst_loss"),
+        _c("confidence", "double", True),
+        _c("budget", "double", True, "Event-loss budget: max_event_loss_pct_nav x nav"),
+        _c("nav", "double", True),
+        _c("n_scenarios", "bigint", True, "Past event-day moves the loss is estimated from"),
+        _c("moves_source", "text", True),
+        _c("reason", "text", False),
+        _c("expires_at", "timestamp", True, "When the actions stop applying: the event time (UTC)"),
+    ),
+)
+
+PUBLISHED_VALUATIONS = Table(
+    name="published_valuations",
+    description=(
+        "The pointer readers follow: one row per valuation whose run completed with every blocking check "
+        "passed, written last by that run. The pre-trade service values books at the latest published "
+        "valuation, never at rows a failed or running run left behind."
+    ),
+    key=("session", "as_of"),
+    partition_by=("session", "as_of"),
+    columns=(
+        _c("session", "date", False, "Exchange session of the valuation"),
+        _c("as_of", "timestamp", False, "Valuation time: the option snapshot the books were valued at (UTC)"),
+        _c("kind", "text", False, "end_of_day (every layer) or intraday (exposures, limits, trading state)"),
+        _c("books", "json", False, "Books valued (JSON list)"),
+        _c("tables", "json", False, "Tables that hold this valuation's rows (JSON list)"),
+        _c("published_run_id", "text", False, "Dagster run that computed and published the valuation"),
+        _c("published_at", "timestamp", False, "When the pointer was moved (UTC)"),
+    ),
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -726,6 +808,7 @@ TABLES: dict[str, Table] = {
         TRADING_STATE,
         REQUIRED_REDUCTIONS,
         AUDIT_TRAIL,
+        PUBLISHED_VALUATIONS,
         BOOK_NAV,
         VAR_RESULTS,
         VAR_CONTRIBUTIONS,
@@ -734,6 +817,7 @@ TABLES: dict[str, Table] = {
         VAR_BACKTEST,
         VAR_BACKTEST_OBSERVATIONS,
         EVENT_RISK,
+        GAP_RISK_ACTIONS,
     )
 }
 

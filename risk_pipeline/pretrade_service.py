@@ -1,6 +1,7 @@
 """Pre-trade check against the latest warehouse tables, usable without Dagster running.
 
-``PreTradeService`` reads a book's latest ``position_greeks``, ``book_nav`` and ``trading_state``
+``PreTradeService`` reads a book's ``position_greeks``, ``book_nav`` and ``trading_state`` at its latest
+published valuation (``published_valuations``: a run that completed with every blocking check passed)
 (plus the correlation of held names and, when the risk layer exists, VaR/ES), builds the quant
 core's ``BookExposure`` once, and answers orders with ``quant.pretrade.check_order``. Every answer is
 appended to ``audit_trail`` with a deterministic id, so the same decision on the same inputs is
@@ -29,6 +30,7 @@ from risk_pipeline.queries import (
     audit_id,
     correlation_matrix,
     event_blackouts,
+    latest_published_as_of,
     risk_numbers,
     state_at,
 )
@@ -108,10 +110,11 @@ class PreTradeService:
 
     def _load(self, book: str) -> BookSnapshot:
         wh = self.warehouse
-        got = wh.query("SELECT MAX(as_of) AS t FROM risk.position_greeks WHERE book = ?", [book])
-        if got.empty or pd.isna(got["t"].iloc[0]):
-            raise PreTradeError(f"no position_greeks for book {book!r}: nothing to check against")
-        as_of = pd.Timestamp(got["t"].iloc[0]).tz_convert("UTC")
+        as_of = latest_published_as_of(wh, book)
+        if as_of is None:
+            raise PreTradeError(
+                f"no published valuation of book {book!r} (published_valuations): nothing complete to check against"
+            )
         age = sessions_since(as_of, self.clock())
         if age > self.max_valuation_age_sessions:
             raise PreTradeError(

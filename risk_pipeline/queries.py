@@ -76,6 +76,15 @@ def missing_intraday_inputs(wh: Warehouse, session: dt.date, previous: dt.date) 
     return [f"{name} for {day}" for name, day in needed if wh.row_count(name, {"as_of_date": day}) == 0]
 
 
+def latest_published_as_of(wh: Warehouse, book: str, lookback: int = 50) -> pd.Timestamp | None:
+    """``as_of`` of the latest published valuation (``published_valuations``) that covers ``book``."""
+    got = wh.query(f"SELECT as_of, books FROM risk.published_valuations ORDER BY as_of DESC LIMIT {int(lookback)}")
+    for row in got.itertuples():
+        if book in json.loads(row.books):
+            return pd.Timestamp(row.as_of).tz_convert("UTC")
+    return None
+
+
 def close_matrix(
     wh: Warehouse, session: dt.date, sessions_back: int, symbols: Sequence[str] | None = None
 ) -> pd.DataFrame:

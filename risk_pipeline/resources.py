@@ -20,20 +20,41 @@ from risk_pipeline.paths import (
 )
 from risk_pipeline.quality import QualitySettings
 from risk_pipeline.sources.base import MarketDataSource
-from risk_pipeline.warehouse import Warehouse
+from risk_pipeline.warehouse import Warehouse, WriterLock
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The warehouse: a DuckDB file path (embedded default) or a ``postgresql://`` URL (schema ``risk``)."""
+    """The warehouse: a DuckDB file path (embedded default) or a ``postgresql://`` URL (schema ``risk``).
+
+    On DuckDB a run takes the file's writer lock before its first write and keeps it to its end, so
+    runs that write the same file never interleave (a second run waits up to ``writer_lock_timeout_seconds``,
+    then fails naming the run it waited for). PostgreSQL needs no such lock.
+    """
 
     url: str = str(DEFAULT_WAREHOUSE_PATH)
+    writer_lock_timeout_seconds: float = 1800.0
     _warehouse: Warehouse | None = PrivateAttr(default=None)
+    _owner: str = PrivateAttr(default="")
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._owner = context.run.run_id if context.run is not None else "no run"
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._warehouse is not None and self._warehouse.writer_lock is not None:
+            self._warehouse.writer_lock.release()
 
     def get(self) -> Warehouse:
         if self._warehouse is None:
-            self._warehouse = Warehouse(self.url)
+            self._warehouse = self._open()
+            if self._warehouse.engine == "duckdb" and self.url != ":memory:":
+                self._warehouse.writer_lock = WriterLock(
+                    self.url, self._owner or "no run", self.writer_lock_timeout_seconds
+                )
             self._warehouse.ensure_tables()
         return self._warehouse
+
+    def _open(self) -> Warehouse:
+        return Warehouse(self.url)
 
 
 class MarketDataResource(dg.ConfigurableResource):
@@ -47,6 +68,11 @@ class MarketDataResource(dg.ConfigurableResource):
     macro_events_file: str = str(MACRO_EVENTS_FILE)
     max_abs_daily_log_return: float = 0.40
     snapshot_max_age_minutes: float = 30.0
+    #: a session of a range run without any input: "fail" blocks the run, "keep" leaves its rows as stored
+    missing_session_policy: Literal["fail", "keep"] = "fail"
+    #: |ln(underlying_price / close)| allowed for a snapshot in the session's last window before the close
+    underlying_close_tolerance: float = 0.05
+    underlying_close_window_minutes: float = 60.0
 
     _source: MarketDataSource | None = PrivateAttr(default=None)
 
@@ -90,6 +116,9 @@ class MarketDataResource(dg.ConfigurableResource):
         return QualitySettings(
             max_abs_daily_log_return=self.max_abs_daily_log_return,
             snapshot_max_age_minutes=self.snapshot_max_age_minutes,
+            missing_session_policy=self.missing_session_policy,
+            underlying_close_tolerance=self.underlying_close_tolerance,
+            underlying_close_window_minutes=self.underlying_close_window_minutes,
         )
 
 

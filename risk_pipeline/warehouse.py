@@ -35,6 +35,66 @@ class WarehouseError(Exception):
     """A write or read the warehouse refused; the message names the table, column and rule."""
 
 
+class WriterLock:
+    """Exclusive right to write one DuckDB warehouse file, held by one run from its first write to its end.
+
+    An ``fcntl.flock`` on ``<file>.writer.lock`` (released by the OS if the holder dies, even by kill -9);
+    the file records the holder (run id, pid) so a waiting run can say who it waits for. Another run that
+    wants to write waits up to ``timeout_seconds``, then fails with that holder in the message.
+    """
+
+    def __init__(self, database: str, owner: str, timeout_seconds: float = 1800.0) -> None:
+        self.path = Path(database).with_name(Path(database).name + ".writer.lock")
+        self.owner = owner
+        self.timeout_seconds = timeout_seconds
+        self._handle: Any = None
+
+    @property
+    def held(self) -> bool:
+        return self._handle is not None
+
+    def acquire(self) -> None:
+        """Take the lock (no-op when already held), waiting for another holder to finish."""
+        import fcntl
+        import os
+        import time
+
+        if self._handle is not None:
+            return
+        handle = open(self.path, "a+")  # kept open while the lock is held
+        deadline = time.monotonic() + self.timeout_seconds
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    handle.close()
+                    raise WarehouseError(
+                        f"warehouse {Path(self.path).with_suffix('')} is being written by {holder}; waited "
+                        f"{self.timeout_seconds:g} s (runs that write one DuckDB file never overlap)"
+                    ) from None
+                time.sleep(0.2)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"run {self.owner} (pid {os.getpid()})")
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is None:
+            return
+        import fcntl
+
+        self._handle.seek(0)
+        self._handle.truncate()
+        fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+        self._handle.close()
+        self._handle = None
+
+
 @dataclass(frozen=True)
 class Between:
     """Inclusive range filter for ``Warehouse.read``."""
@@ -73,6 +133,8 @@ class Warehouse:
         self._kept: Any = None
         self.engine = "postgres" if url.startswith(("postgresql://", "postgres://")) else "duckdb"
         self._memory_con: Any = None
+        #: Set by the Dagster resource for a run: taken before the run's first write (DuckDB only).
+        self.writer_lock: WriterLock | None = None
         if self.engine == "duckdb" and url != ":memory:":
             if Path(url).stem == SCHEMA:
                 raise WarehouseError(f"DuckDB file {url}: a file named {SCHEMA}.* clashes with schema {SCHEMA!r}")
@@ -141,7 +203,10 @@ class Warehouse:
     def _execute(self, con: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         if self.engine == "postgres":
             cur = con.cursor()
-            cur.execute(self._sql(sql), list(params))
+            if params:
+                cur.execute(self._sql(sql), list(params))
+            else:  # no parameters: the SQL is sent as written ('%' and '?' stay literal)
+                cur.execute(sql)
             return cur
         return con.execute(sql, list(params))
 
@@ -267,6 +332,8 @@ class Warehouse:
             rows["run_id"] = run_id
             rows["materialized_at"] = stamp
             prepared.append((t, rows, self._partitions(t, rows, partitions)))
+        if self.writer_lock is not None:
+            self.writer_lock.acquire()
         with self.connect() as con, self._transaction(con):
             for t, rows, parts in prepared:
                 if not t.partition_by:
@@ -292,6 +359,8 @@ class Warehouse:
             return 0
         cols = t.column_names
         names = ", ".join(_ident(c) for c in cols)
+        if self.writer_lock is not None:
+            self.writer_lock.acquire()
         conflict = f"ON CONFLICT ({', '.join(_ident(k) for k in t.key)}) DO NOTHING"
         insert = f"INSERT INTO {SCHEMA}.{t.name} ({names}) VALUES ({', '.join('?' for _ in cols)}) {conflict}"
         with self.connect() as con, self._transaction(con):
@@ -463,6 +532,8 @@ def _coerce(series: pd.Series, type_: str, table_name: str, column: str) -> pd.S
             return pd.to_numeric(series, errors="raise").astype("float64")
         if type_ == "bigint":
             numeric = pd.to_numeric(series, errors="raise")
+            if numeric.dtype == object or (numeric.dtype.kind in "uf" and (numeric.abs() >= 2.0**63).any()):
+                raise ValueError("integer outside the 64-bit range")  # casting would wrap it silently
             if numeric.isna().any():
                 return numeric.astype("Int64")
             if not np.all(np.mod(numeric.to_numpy(dtype="float64"), 1) == 0):

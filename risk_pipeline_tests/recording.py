@@ -9,7 +9,6 @@ from typing import Any, ClassVar
 
 import dagster as dg
 import pandas as pd
-from pydantic import PrivateAttr
 
 from risk_pipeline.resources import WarehouseResource
 from risk_pipeline.warehouse import Warehouse
@@ -57,10 +56,5 @@ class RecordingWarehouse(Warehouse):
 class RecordingWarehouseResource(WarehouseResource):
     """The warehouse resource, recording reads."""
 
-    _recording: RecordingWarehouse | None = PrivateAttr(default=None)
-
-    def get(self) -> Warehouse:
-        if self._recording is None:
-            self._recording = RecordingWarehouse(self.url)
-            self._recording.ensure_tables()
-        return self._recording
+    def _open(self) -> Warehouse:
+        return RecordingWarehouse(self.url)

@@ -241,11 +241,11 @@ def test_pre_trade_fails_closed_on_stale_or_missing_risk_data(
         return service.check(book_name, "sell", 10, position_id=f"{book_name}:BBB:stock", record=False)
 
     assert ask("clean").decision == "approve"
-    # a valuation 10 sessions old (the clock is 2026-12-04) is rejected, with its age in the reason
+    # a valuation 9 sessions old (2026-11-20 to 2026-12-04, Thanksgiving closed) is rejected, with its age
     stale = ask("clean", clock=lambda: pd.Timestamp("2026-12-04T15:00:00Z"))
-    assert stale.decision == "reject" and "10 sessions old" in stale.reasons[0]
+    assert stale.decision == "reject" and "9 sessions old" in stale.reasons[0]
     assert (
-        ask("clean", clock=lambda: pd.Timestamp("2026-12-04T15:00:00Z"), max_valuation_age_sessions=10).decision
+        ask("clean", clock=lambda: pd.Timestamp("2026-12-04T15:00:00Z"), max_valuation_age_sessions=9).decision
         == "approve"
     )
     # the next session counts one: yesterday's end-of-day valuation is still good before today's close

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
+from risk_pipeline.defs.serving.assets import MODELS
+
 market_data_job = dg.define_asset_job(
     "market_data_job",
-    selection=dg.AssetSelection.groups("market_data", "serving"),
+    selection=dg.AssetSelection.groups("market_data") | dg.AssetSelection.assets(*(m.name for m in MODELS)),
     description="Market data layer and its views for one session (or a range as one run).",
 )
 

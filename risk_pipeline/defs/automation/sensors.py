@@ -27,6 +27,7 @@ INTRADAY_ASSETS = [
     "trading_state",
     "required_reductions",
     "audit_trail",
+    "published_valuations",
 ]
 
 intraday_refresh_job = dg.define_asset_job(

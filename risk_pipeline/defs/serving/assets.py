@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import dagster as dg
 
 from risk_pipeline.defs.common import OWNERS, PARTITIONS
+from risk_pipeline.defs.serving.publication import published_valuations
 from risk_pipeline.paths import SQL_MODELS_DIR
 from risk_pipeline.resources import WarehouseResource
 from risk_pipeline.sql_models import apply_models, load_models
@@ -55,4 +56,4 @@ def sql_models(context: dg.AssetExecutionContext, warehouse: WarehouseResource) 
         )
 
 
-ASSETS = [sql_models]
+ASSETS = [sql_models, published_valuations]
