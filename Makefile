@@ -26,6 +26,7 @@ test: $(STAMP)
 
 ## make dev: the Dagster UI on the embedded default (http://127.0.0.1:3000)
 dev: $(STAMP)
+	$(BIN)/risk-pipeline init-home
 	$(BIN)/dg dev --port 3000
 
 ## make bench: every benchmark of bench/ in turn (each prints ratios against a reference in the same process)

@@ -129,7 +129,26 @@ def build(wh: Warehouse, limits: Path) -> None:
         "published_run_id": "bench",
         "published_at": as_of,
     }
-    wh.write("published_valuations", pd.DataFrame([pointer]), run_id="bench")  # the valuation the service reads
+    wh.write("published_valuations", pd.DataFrame([pointer]), run_id="bench")
+    state = {
+        "as_of": as_of,
+        "book": "bench",
+        "state": "ACTIVE",
+        "preservation_level": "none",
+        "reason": "bench",
+        "previous_state": None,
+        "since": as_of,
+        "triggering_limits": "[]",
+        "clear_count": 0,
+        "level_since": as_of,
+        "target_state": "ACTIVE",
+        "target_level": "none",
+        "target_gross_cut": 0.0,
+        "reference_gross": float("nan"),
+        "hedges_required": False,
+        "flatten_speculative": False,
+    }
+    wh.write("trading_state", pd.DataFrame([state]), run_id="bench")  # without one the service rejects
     days = sessions(SESSION - dt.timedelta(days=400), SESSION)[-N_DAYS:]
     factor = rng.normal(0, 0.01, (len(days), 1))
     closes = 100 * np.exp(np.cumsum(factor + rng.normal(0, 0.015, (len(days), N_SYMBOLS)), axis=0))
@@ -201,6 +220,7 @@ def main() -> None:
         first = service.check("bench", "buy", 1, position_id="p0", record=False)
         cold_ms = (time.perf_counter() - began) * 1000
         print(f"book: {N_POSITIONS} positions, {N_SYMBOLS} underlyings; first answer {first.decision}")
+        assert first.decision != "reject", f"the bench book must be checkable: {first.reasons}"
         print(f"{'path':<34}{'median ms':>10}{'p99 ms':>9}{'vs cold':>9}")
         print(f"{'cold (load book from warehouse)':<34}{cold_ms:>10.2f}{'':>9}{1.0:>9.2f}")
         for label, record in (("warm, decision only", False), ("warm, with audit_trail append", True)):

@@ -16,15 +16,42 @@ import pandas as pd
 from risk_pipeline.paths import PROJECT_ROOT, warehouse_url
 from risk_pipeline.warehouse import Warehouse
 
+#: The embedded instance's dagster.yaml (SQLite storage in DAGSTER_HOME); see the README's Operations.
+EMBEDDED_INSTANCE_YAML = """\
+# risk_pipeline embedded instance (written by `risk-pipeline init-home`): SQLite storage in this folder.
+telemetry:
+  enabled: false
+run_queue:
+  # every run writes the one DuckDB warehouse: the daemon starts them one at a time, in order
+  max_concurrent_runs: 1
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  # the default run launcher cannot probe a run worker: a run still STARTED after this is marked failed
+  max_runtime_seconds: 7200
+  poll_interval_seconds: 60
+"""
+
 
 def _prepare_dagster_home() -> Path:
-    """DAGSTER_HOME, defaulting to a project-local folder: an instance on SQLite."""
+    """DAGSTER_HOME, defaulting to a project-local folder: the embedded instance on SQLite.
+
+    Writes the embedded dagster.yaml when the folder has none, or has one this command wrote before.
+    """
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("# embedded default: SQLite storage in this folder\ntelemetry:\n  enabled: false\n")
+    ours = not config.exists() or config.read_text().startswith(("# risk_pipeline embedded", "# embedded default"))
+    if ours and (not config.exists() or config.read_text() != EMBEDDED_INSTANCE_YAML):
+        config.write_text(EMBEDDED_INSTANCE_YAML)
     return home
+
+
+def init_home(args: argparse.Namespace) -> int:
+    """Create or update DAGSTER_HOME's embedded dagster.yaml (used by `make dev` and `make demo`)."""
+    print(_prepare_dagster_home() / "dagster.yaml")
+    return 0
 
 
 def _run_job(
@@ -332,6 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "for each of the 250 backtest days, plus 10)",
     )
     p_demo.set_defaults(func=demo)
+    p_home = sub.add_parser("init-home", help="write the embedded instance's dagster.yaml into DAGSTER_HOME")
+    p_home.set_defaults(func=init_home)
     p_trade = sub.add_parser("check-trade", help="pre-trade check of one order against the latest tables")
     p_trade.add_argument("--book", required=True)
     p_trade.add_argument("--side", required=True, choices=["buy", "sell"])

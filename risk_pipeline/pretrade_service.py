@@ -50,6 +50,7 @@ class BookSnapshot:
     config: LimitsConfig
     state: TradingStateRecord | None
     blackouts: dict[str, str]
+    symbol_of: dict[str, str]
 
 
 class PreTradeError(RiskDataError):
@@ -148,6 +149,7 @@ class PreTradeService:
             config=config,
             state=state,
             blackouts=event_blackouts(wh, book, as_of),
+            symbol_of=dict(zip(positions["position_id"], positions["symbol"], strict=True)),
         )
 
     def check(
@@ -167,7 +169,7 @@ class PreTradeService:
         try:
             snap = self.snapshot(book)
             order = self._order(snap, side, quantity, position_id, symbol, expiry, strike, option_type)
-            traded = symbol or snap.positions.set_index("position_id").loc[position_id, "symbol"]
+            traded = symbol or snap.symbol_of[position_id]
             decision = check_order(
                 snap.exposure,
                 order,
@@ -341,9 +343,7 @@ class PreTradeService:
             "decision": decision.decision,
             "inputs": payload,
         }
-        self.warehouse.append(
-            "audit_trail", pd.DataFrame([row], columns=AUDIT_COLUMNS), run_id=f"pretrade:{self.actor}"
-        )
+        self.warehouse.append_record("audit_trail", row, run_id=f"pretrade:{self.actor}")
 
 
 def decision_json(decision: PreTradeDecision) -> str:

@@ -374,6 +374,40 @@ class Warehouse:
                     inserted += cur.rowcount
             return inserted
 
+    def append_record(self, name: str, record: Mapping[str, Any], *, run_id: str) -> int:
+        """One row into an append-only table, without pandas (the pre-trade check's audit row).
+
+        The same contract as ``append``: every data column named, NOT NULL columns filled, an existing
+        key left as it is (returns 0, else 1). A single INSERT ... ON CONFLICT DO NOTHING statement is
+        one transaction on both engines.
+        """
+        t = table(name)
+        expected = set(t.data_column_names)
+        if set(record) != expected:
+            raise WarehouseError(
+                f"{t.name}: record columns differ from the contract: missing {sorted(expected - set(record))}, "
+                f"unknown {sorted(set(record) - expected)}"
+            )
+        nulls = [c.name for c in t.columns if not c.nullable and _is_missing(record[c.name])]
+        if nulls:
+            raise WarehouseError(f"{t.name}: NULL in NOT NULL columns {nulls}")
+        values = {**record, "run_id": run_id, "materialized_at": dt.datetime.now(dt.UTC)}
+        cols = t.column_names
+        conflict = f"ON CONFLICT ({', '.join(_ident(k) for k in t.key)}) DO NOTHING"
+        insert = (
+            f"INSERT INTO {SCHEMA}.{t.name} ({', '.join(_ident(c) for c in cols)}) "
+            f"VALUES ({', '.join('?' for _ in cols)}) {conflict}"
+        )
+        params = [None if _is_missing(values[c]) else _plain(values[c]) for c in cols]
+        if self.writer_lock is not None:
+            self.writer_lock.acquire()
+        with self.connect() as con:
+            cur = self._execute(con, insert, params)
+            if self.engine == "duckdb":
+                got = cur.fetchall()
+                return int(got[0][0]) if got else 0
+            return int(cur.rowcount)
+
     def _read_keys(self, con: Any, t: Table, rows: pd.DataFrame) -> pd.DataFrame:
         keys = list(t.key)
         if not len(rows):

@@ -172,6 +172,27 @@ def test_append_adds_only_new_keys(warehouse: Warehouse) -> None:
     assert warehouse.row_count("quarantine") == 1
 
 
+def test_append_record_is_append_for_one_row(warehouse: Warehouse) -> None:
+    record = {
+        "audit_id": "a1",
+        "at": pd.Timestamp("2026-11-20T21:00:00Z"),
+        "actor": "test",
+        "decision_type": "pre_trade",
+        "book": "core",
+        "subject": "buy 10 AAA",
+        "decision": "approve",
+        "inputs": '{"order": 1}',
+    }
+    assert warehouse.append_record("audit_trail", record, run_id="r1") == 1
+    assert warehouse.append_record("audit_trail", record, run_id="r2") == 0  # the key is stored already
+    stored = warehouse.read("audit_trail")
+    assert len(stored) == 1 and stored["run_id"].iloc[0] == "r1" and stored["at"].iloc[0] == record["at"]
+    with pytest.raises(WarehouseError, match="missing \\['inputs'\\]"):
+        warehouse.append_record("audit_trail", {k: v for k, v in record.items() if k != "inputs"}, run_id="r1")
+    with pytest.raises(WarehouseError, match="NOT NULL"):
+        warehouse.append_record("audit_trail", {**record, "audit_id": "a2", "decision": None}, run_id="r1")
+
+
 def test_same_rows_read_back_identically_on_both_engines(tmp_path: object, pg_server_url: str) -> None:
     frame = prices(D1, {"AAA": 101.25, "BBB": 55.5})
     frames = []
