@@ -48,6 +48,14 @@ def _prepare_dagster_home() -> Path:
     return home
 
 
+def init_warehouse(args: argparse.Namespace) -> int:
+    """Create schema ``risk`` and every contract table (or check them): the production migration step."""
+    warehouse = Warehouse(warehouse_url())
+    warehouse.ensure_tables()
+    print(f"{warehouse.describe()}: every contract table present and matching")
+    return 0
+
+
 def init_home(args: argparse.Namespace) -> int:
     """Create or update DAGSTER_HOME's embedded dagster.yaml (used by `make dev` and `make demo`)."""
     print(_prepare_dagster_home() / "dagster.yaml")
@@ -361,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo.set_defaults(func=demo)
     p_home = sub.add_parser("init-home", help="write the embedded instance's dagster.yaml into DAGSTER_HOME")
     p_home.set_defaults(func=init_home)
+    p_init = sub.add_parser("init-warehouse", help="create or check every contract table (production migration step)")
+    p_init.set_defaults(func=init_warehouse)
     p_trade = sub.add_parser("check-trade", help="pre-trade check of one order against the latest tables")
     p_trade.add_argument("--book", required=True)
     p_trade.add_argument("--side", required=True, choices=["buy", "sell"])

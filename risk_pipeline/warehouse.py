@@ -31,6 +31,12 @@ SCHEMA = "risk"
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
+#: Advisory-lock key (PostgreSQL) under which ensure_tables creates and checks the schema.
+SCHEMA_LOCK_KEY = 7_331_001
+#: information_schema type names that stand for the DDL names of ENGINE_TYPES.
+_TYPE_ALIASES = {"TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ"}
+
+
 class WarehouseError(Exception):
     """A write or read the warehouse refused; the message names the table, column and rule."""
 
@@ -221,10 +227,14 @@ class Warehouse:
         """Create schema ``risk`` and the contract tables that are missing; add new nullable columns.
 
         A table whose stored columns contradict the contract (a column missing that is not
-        nullable, or a type change) raises WarehouseError: that needs a written migration.
+        nullable, or a column of another type) raises WarehouseError: that needs a written migration.
+        On PostgreSQL the whole check runs in one transaction under an advisory lock, so processes that
+        start on an empty database at the same moment create each table once (the others wait).
         """
         wanted = [table(n) for n in names] if names else list(TABLES.values())
-        with self.connect() as con:
+        with self.connect() as con, self._transaction(con):
+            if self.engine == "postgres":
+                self._execute(con, "SELECT pg_advisory_xact_lock(?)", [SCHEMA_LOCK_KEY])
             self._execute(con, f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
             for t in wanted:
                 existing = self._existing_columns(con, t.name)
@@ -232,23 +242,30 @@ class Warehouse:
                     self._execute(con, f"CREATE TABLE IF NOT EXISTS {SCHEMA}.{t.name} (\n  {self._column_ddl(t)}\n)")
                     continue
                 for c in t.all_columns:
+                    want = ENGINE_TYPES[self.engine][c.type]
                     if c.name in existing:
+                        stored = _TYPE_ALIASES.get(existing[c.name].upper(), existing[c.name].upper())
+                        if stored != want.upper():
+                            raise WarehouseError(
+                                f"table {SCHEMA}.{t.name} column {c.name!r} is {existing[c.name]}, the contract "
+                                f"says {want}; write a migration (see README, 'Migrations')"
+                            )
                         continue
                     if not c.nullable:
                         raise WarehouseError(
                             f"table {SCHEMA}.{t.name} lacks NOT NULL column {c.name!r} of the contract; "
                             "write a migration (see README, 'Migrations')"
                         )
-                    col_type = ENGINE_TYPES[self.engine][c.type]
-                    self._execute(con, f"ALTER TABLE {SCHEMA}.{t.name} ADD COLUMN {_ident(c.name)} {col_type}")
+                    self._execute(con, f"ALTER TABLE {SCHEMA}.{t.name} ADD COLUMN {_ident(c.name)} {want}")
 
-    def _existing_columns(self, con: Any, name: str) -> set[str]:
+    def _existing_columns(self, con: Any, name: str) -> dict[str, str]:
+        """Stored columns of a table and their types as the engine names them (empty: no such table)."""
         cur = self._execute(
             con,
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
             [SCHEMA, name],
         )
-        return {r[0] for r in cur.fetchall()}
+        return {r[0]: r[1] for r in cur.fetchall()}
 
     def table_exists(self, name: str) -> bool:
         with self.connect() as con:

@@ -71,9 +71,7 @@ def test_empty_write_with_explicit_partition_clears_it(warehouse: Warehouse) -> 
     assert warehouse.row_count("market_prices") == 0
 
 
-def test_crash_in_the_middle_leaves_previous_version(
-    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_crash_in_the_middle_leaves_previous_version(warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
     warehouse.write("market_prices", prices(D2, {"AAA": 101.0, "BBB": 51.0}), run_id="good")
     original = Warehouse._insert_rows
 
@@ -103,9 +101,7 @@ def test_crash_in_the_middle_leaves_previous_version(
         (lambda f: f.assign(close=["abc", "1"]), "column 'close' is not double"),
     ],
 )
-def test_contract_breaches_are_refused_and_nothing_written(
-    warehouse: Warehouse, mutate: object, message: str
-) -> None:
+def test_contract_breaches_are_refused_and_nothing_written(warehouse: Warehouse, mutate: object, message: str) -> None:
     warehouse.write("market_prices", prices(D1, {"AAA": 1.0}), run_id="r0")
     bad = mutate(prices(D2, {"AAA": 100.0, "BBB": 50.0}))  # type: ignore[operator]
     with pytest.raises(WarehouseError, match=message):
@@ -115,9 +111,7 @@ def test_contract_breaches_are_refused_and_nothing_written(
 
 def test_rows_outside_declared_partitions_are_refused(warehouse: Warehouse) -> None:
     with pytest.raises(WarehouseError, match="outside the partitions"):
-        warehouse.write(
-            "market_prices", prices(D1, {"AAA": 1.0}), run_id="r", partitions=[{"as_of_date": D2}]
-        )
+        warehouse.write("market_prices", prices(D1, {"AAA": 1.0}), run_id="r", partitions=[{"as_of_date": D2}])
 
 
 def test_reads_are_parameterized(warehouse: Warehouse) -> None:
@@ -205,3 +199,28 @@ def test_same_rows_read_back_identically_on_both_engines(tmp_path: object, pg_se
         wh.write("market_prices", frame, run_id="r", materialized_at=stamp)
         frames.append(wh.read("market_prices"))
     pd.testing.assert_frame_equal(frames[0], frames[1])
+
+
+def test_a_column_of_another_type_needs_a_migration(warehouse: Warehouse) -> None:
+    warehouse.execute("ALTER TABLE risk.rates_curve DROP COLUMN zero_rate")
+    warehouse.execute("ALTER TABLE risk.rates_curve ADD COLUMN zero_rate TEXT")
+    with pytest.raises(WarehouseError, match=r"column 'zero_rate' is .*the contract says DOUBLE"):
+        warehouse.ensure_tables()
+
+
+@pytest.mark.postgres
+def test_processes_starting_on_an_empty_postgres_database_create_the_schema_once(pg_server_url: str) -> None:
+    """The first production run starts several step processes at once: none may fail creating tables."""
+    import subprocess
+    import sys
+
+    Warehouse(pg_server_url).execute("DROP SCHEMA IF EXISTS risk CASCADE")
+    code = "import sys; from risk_pipeline.warehouse import Warehouse; Warehouse(sys.argv[1]).ensure_tables()"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, pg_server_url], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    wh = Warehouse(pg_server_url)
+    assert all(wh.table_exists(name) for name in TABLES)
