@@ -15,14 +15,14 @@ from risk_pipeline_tests.defs.test_market_data_blocking import Pipeline
 from risk_pipeline_tests.folder_fixture import write_good_folder
 
 
-def _context(
-    instance: dg.DagsterInstance, cursor: str | None, folder: Path, warehouse_url: str
-) -> dg.SensorEvaluationContext:
+def _tick(instance: dg.DagsterInstance, cursor: str | None, folder: Path, warehouse_url: str) -> dg.SensorResult:
+    """One evaluation of the snapshot sensor, as the daemon does it (resources set up and torn down)."""
     resources = {
         "market_data": MarketDataResource(kind="folder", folder=str(folder)),
         "warehouse": WarehouseResource(url=warehouse_url),
     }
-    return dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+        return sensors.option_snapshot_sensor(context)
 
 
 def _ready_for_intraday(tmp_path: Path) -> Pipeline:
@@ -43,22 +43,22 @@ def test_sensor_launches_each_snapshot_once_and_keeps_a_cursor(tmp_path: Path, m
         folder / "option_quotes" / "2026-11-20" / "170000Z.csv", index=False
     )
     with dg.instance_for_test() as instance:
-        monkeypatch.setattr(sensors, "utc_now", lambda: pd.Timestamp("2026-11-20T18:00:00Z"))
-        first = sensors.option_snapshot_sensor(_context(instance, None, folder, p.url))
+        monkeypatch.setattr(sensors, "utc_now", lambda: pd.Timestamp("2026-11-20T17:10:00Z"))
+        first = _tick(instance, None, folder, p.url)
         assert [r.run_key for r in first.run_requests] == ["snapshot:2026-11-20T17:00:00+00:00"]
         assert first.run_requests[0].partition_key == "2026-11-20"
         config = first.run_requests[0].run_config["ops"]
         assert config["implied_vols"]["config"]["snapshot_time"] == "2026-11-20T17:00:00+00:00"
         assert first.cursor == "2026-11-20T17:00:00+00:00"
         # same clock, with the cursor: nothing new
-        again = sensors.option_snapshot_sensor(_context(instance, first.cursor, folder, p.url))
+        again = _tick(instance, first.cursor, folder, p.url)
         assert not again.run_requests
         # later: only the 20:45 snapshot
-        monkeypatch.setattr(sensors, "utc_now", lambda: pd.Timestamp("2026-11-20T21:00:00Z"))
-        later = sensors.option_snapshot_sensor(_context(instance, first.cursor, folder, p.url))
+        monkeypatch.setattr(sensors, "utc_now", lambda: pd.Timestamp("2026-11-20T20:50:00Z"))
+        later = _tick(instance, first.cursor, folder, p.url)
         assert [r.run_key for r in later.run_requests] == ["snapshot:2026-11-20T20:45:00+00:00"]
         # a restart that lost nothing but the in-memory state resumes from the cursor, missing nothing
-        restart = sensors.option_snapshot_sensor(_context(instance, first.cursor, folder, p.url))
+        restart = _tick(instance, first.cursor, folder, p.url)
         assert [r.run_key for r in restart.run_requests] == [r.run_key for r in later.run_requests]
 
 
@@ -66,8 +66,7 @@ def test_sensor_does_nothing_on_a_holiday(tmp_path: Path, monkeypatch: pytest.Mo
     folder = write_good_folder(tmp_path / "f")
     monkeypatch.setattr(sensors, "utc_now", lambda: pd.Timestamp("2026-11-26T18:00:00Z"))  # Thanksgiving
     with dg.instance_for_test() as instance:
-        context = _context(instance, None, folder, str(tmp_path / "wh" / "risk_warehouse.duckdb"))
-        assert not sensors.option_snapshot_sensor(context).run_requests
+        assert not _tick(instance, None, folder, str(tmp_path / "wh" / "risk_warehouse.duckdb")).run_requests
 
 
 @pytest.mark.parametrize(
@@ -109,7 +108,7 @@ def test_fresh_session_sensor_skips_until_start_of_day_then_the_refresh_succeeds
     assert p.run("2026-11-19").success  # yesterday's end of day: nothing of 2026-11-20 is loaded
     monkeypatch.setattr(sensors, "utc_now", lambda: pd.Timestamp("2026-11-20T21:00:00Z"))
     with dg.instance_for_test() as instance:
-        skipped = sensors.option_snapshot_sensor(_context(instance, None, p.folder, p.url))
+        skipped = _tick(instance, None, p.folder, p.url)
         assert not skipped.run_requests
         reason = skipped.skip_reason.skip_message
         for missing in ("positions for 2026-11-20", "rates_curve for 2026-11-20", "dividend_yields for 2026-11-20"):
@@ -119,7 +118,7 @@ def test_fresh_session_sensor_skips_until_start_of_day_then_the_refresh_succeeds
 
         sod = p.defs.resolve_job_def("start_of_day_job")
         assert sod.execute_in_process(instance=p.instance, partition_key="2026-11-20").success
-        launched = sensors.option_snapshot_sensor(_context(instance, None, p.folder, p.url))
+        launched = _tick(instance, None, p.folder, p.url)
         assert [r.run_key for r in launched.run_requests] == ["snapshot:2026-11-20T20:45:00+00:00"]
 
     request = launched.run_requests[0]
@@ -137,3 +136,29 @@ def test_fresh_session_sensor_skips_until_start_of_day_then_the_refresh_succeeds
     unquoted = stocks[~stocks["symbol"].isin(quoted)]
     assert (unquoted["spot"].to_numpy() == unquoted["symbol"].map(previous).to_numpy()).all()
     assert len(p.warehouse.read("trading_state")) > 0
+
+
+def test_sensor_switched_on_late_or_after_an_outage_launches_only_fresh_snapshots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = _ready_for_intraday(tmp_path)
+    quotes = pd.read_csv(p.folder / "option_quotes" / "2026-11-20" / "204500Z.csv")
+    for hhmm in ("170000", "190000"):
+        stamp = f"2026-11-20T{hhmm[:2]}:{hhmm[2:4]}:00Z"
+        quotes.assign(as_of=stamp).to_csv(p.folder / "option_quotes" / "2026-11-20" / f"{hhmm}Z.csv", index=False)
+    with dg.instance_for_test() as instance:
+        # switched on at 21:00: 17:00 and 19:00 are stale (snapshot_fresh allows 30 min), 20:45 is fresh
+        monkeypatch.setattr(sensors, "utc_now", lambda: pd.Timestamp("2026-11-20T21:00:00Z"))
+        late = _tick(instance, None, p.folder, p.url)
+        assert [r.run_key for r in late.run_requests] == ["snapshot:2026-11-20T20:45:00+00:00"]
+        assert late.run_requests[0].tags[sensors.INTRADAY_TAG] == "refresh"
+        assert late.cursor == "2026-11-20T20:45:00+00:00"
+        # an outage from 17:05 to 22:00: nothing fresh is left, nothing is launched, the reason names them all
+        monkeypatch.setattr(sensors, "utc_now", lambda: pd.Timestamp("2026-11-20T22:00:00Z"))
+        after = _tick(instance, "2026-11-20T16:00:00+00:00", p.folder, p.url)
+        assert not after.run_requests
+        reason = after.skip_reason.skip_message
+        assert "3 snapshot(s) older than 30 min not launched" in reason
+        for t in ("17:00:00", "19:00:00", "20:45:00"):
+            assert f"2026-11-20T{t}+00:00" in reason
+        assert after.cursor == "2026-11-20T20:45:00+00:00"  # they are not reconsidered on the next tick

@@ -15,6 +15,8 @@ from risk_pipeline.resources import MarketDataResource, WarehouseResource
 from risk_pipeline.sources.base import MarketDataSource
 
 NEW_YORK = "America/New_York"
+#: Tag of intraday refresh runs (the production run queue allows one at a time: deploy/dagster.yaml).
+INTRADAY_TAG = "risk_pipeline/intraday"
 INTRADAY_ASSETS = [
     "option_quotes",
     "implied_vols",
@@ -82,7 +84,9 @@ def snapshot_run_config(snapshot: pd.Timestamp, reference: pd.Timestamp) -> dict
         "Launches intraday_refresh_job once per new option snapshot of today's session. The cursor holds "
         "the last snapshot launched, so a daemon restart neither repeats nor misses one; the run key "
         "(session and snapshot time) makes each launch idempotent. Skips, without moving the cursor, while "
-        "the session's start-of-day inputs (positions, curve, dividends, previous close) are missing."
+        "the session's start-of-day inputs (positions, curve, dividends, previous close) are missing. Launches "
+        "only snapshots still fresh (snapshot_max_age_minutes): switched on late or after an outage, it skips "
+        "the older ones, naming them, instead of launching runs that would fail."
     ),
 )
 def option_snapshot_sensor(
@@ -101,14 +105,25 @@ def option_snapshot_sensor(
                 "run start_of_day_job for the session (the previous close comes from its end_of_day_job)"
             )
         )
+    max_age = pd.Timedelta(minutes=market_data.snapshot_max_age_minutes)
+    stale = [r for r in found if now - r.snapshot > max_age]
+    fresh = [r for r in found if now - r.snapshot <= max_age]
+    stale_note = (
+        f"{len(stale)} snapshot(s) older than {market_data.snapshot_max_age_minutes:g} min not launched "
+        f"(they would fail snapshot_fresh): {', '.join(r.snapshot.isoformat() for r in stale)}"
+    )
+    if not fresh:
+        return dg.SensorResult(skip_reason=dg.SkipReason(stale_note), cursor=found[-1].snapshot.isoformat())
+    if stale:
+        context.log.info(stale_note)
     requests = [
         dg.RunRequest(
             run_key=f"snapshot:{r.snapshot.isoformat()}",
             partition_key=r.session.isoformat(),
             run_config=snapshot_run_config(r.snapshot, now),
-            tags={"risk_pipeline/snapshot": r.snapshot.isoformat()},
+            tags={"risk_pipeline/snapshot": r.snapshot.isoformat(), INTRADAY_TAG: "refresh"},
         )
-        for r in found
+        for r in fresh
     ]
     return dg.SensorResult(run_requests=requests, cursor=found[-1].snapshot.isoformat())
 
