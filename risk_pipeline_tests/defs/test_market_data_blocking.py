@@ -168,7 +168,13 @@ def test_bad_row_blocks_run_names_file_row_rule_and_is_quarantined(
         else {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     )
     assert asset not in materialized
-    assert "sql_models" not in materialized  # downstream of a blocked asset never runs
+    assert not {"latest_market_snapshot", "data_quality_summary"} & materialized  # downstream never runs
+    assert "quarantine" in materialized  # the step that quarantined rows reports quarantine's materialization
+    quarantine_event = next(
+        e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "quarantine"
+    )
+    meta = quarantine_event.materialization.metadata
+    assert meta["from_asset"].value == asset and rule in meta["rules"].value
 
 
 def test_missing_column_blocks_with_schema_rule(pipeline: Pipeline) -> None:
