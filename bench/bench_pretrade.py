@@ -116,6 +116,9 @@ def build(wh: Warehouse, limits: Path) -> None:
             "history_end": None,
             "seed": None,
             "iv_history_coverage": None,
+            "gap_var": None,
+            "gap_expected_shortfall": None,
+            "gap_events": None,
         }
         for c in (0.975, 0.99)
     ]

@@ -550,6 +550,15 @@ VAR_RESULTS = Table(
             True,
             "Share of look-back (day, underlying) cells with a measured ATM-vol move (others: vol unchanged)",
         ),
+        _c(
+            "gap_var",
+            "double",
+            True,
+            "Historical VaR with the gap scenarios of the events in the horizon minus without them (the var column "
+            "includes them); NULL when no event with a move history falls in the horizon",
+        ),
+        _c("gap_expected_shortfall", "double", True, "The same for expected shortfall"),
+        _c("gap_events", "json", True, "event_calendar ids whose past event-day moves are in the scenarios (JSON)"),
     ),
 )
 
@@ -739,7 +748,7 @@ GAP_RISK_ACTIONS = Table(
             "XNYS sessions after the valuation's session up to and including the reaction session",
         ),
         _c("lead_sessions", "bigint", True, "Lead window of the event type (sessions)"),
-        _c("action", "text", False, "Most severe action: flatten_short_gamma > reduce > block_new > tighten_caps > alert"),
+        _c("action", "text", False, "Most severe: flatten_short_gamma > reduce > block_new > tighten_caps > alert"),
         _c("actions", "json", False, "Every action taken (JSON list, most severe first)"),
         _c(
             "quantity",

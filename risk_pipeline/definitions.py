@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 
+from risk_pipeline.defs.automation.event_sensor import event_calendar_sensor
 from risk_pipeline.defs.automation.jobs import JOBS
 from risk_pipeline.defs.automation.sensors import (
     end_of_day_schedule,
@@ -23,6 +24,7 @@ from risk_pipeline.defs.automation.sensors import (
     start_of_day_schedule,
 )
 from risk_pipeline.defs.exposures import ASSETS as EXPOSURE_ASSETS
+from risk_pipeline.defs.gap_risk import ASSETS as GAP_RISK_ASSETS
 from risk_pipeline.defs.market_data.assets import ASSETS as MARKET_DATA_ASSETS
 from risk_pipeline.defs.risk import ASSETS as RISK_ASSETS
 from risk_pipeline.defs.serving.assets import ASSETS as SERVING_ASSETS
@@ -41,7 +43,7 @@ def executor_from_env() -> dg.ExecutorDefinition:
 
 #: Every asset, each carrying a code reference to the file and line that defines it (shown in the UI).
 ALL_ASSETS = dg.with_source_code_references(
-    [*MARKET_DATA_ASSETS, *VOLATILITY_ASSETS, *EXPOSURE_ASSETS, *RISK_ASSETS, *SERVING_ASSETS]
+    [*MARKET_DATA_ASSETS, *VOLATILITY_ASSETS, *EXPOSURE_ASSETS, *RISK_ASSETS, *GAP_RISK_ASSETS, *SERVING_ASSETS]
 )
 
 
@@ -50,7 +52,7 @@ def build_definitions(resources: Mapping[str, Any], executor: dg.ExecutorDefinit
     return dg.Definitions(
         assets=ALL_ASSETS,
         jobs=[*JOBS, intraday_refresh_job],
-        sensors=[option_snapshot_sensor],
+        sensors=[option_snapshot_sensor, event_calendar_sensor],
         schedules=[start_of_day_schedule, end_of_day_schedule],
         resources=dict(resources),
         executor=executor or executor_from_env(),

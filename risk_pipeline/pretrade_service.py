@@ -21,7 +21,9 @@ import pandas as pd
 
 from risk_pipeline.calendar import latest_session, sessions
 from risk_pipeline.errors import RiskDataError
+from risk_pipeline.event_windows import event_blackouts
 from risk_pipeline.paths import LIMITS_FILE
+from risk_pipeline.quant.gap_risk import Blackout, blackout_for_order
 from risk_pipeline.quant.limits import BookExposure, LimitsConfig, load_limits
 from risk_pipeline.quant.pretrade import BookAggregates, Instrument, Order, PreTradeDecision, check_order, precompute
 from risk_pipeline.quant.trading_state import TradingStateRecord
@@ -29,7 +31,6 @@ from risk_pipeline.queries import (
     AUDIT_COLUMNS,
     audit_id,
     correlation_matrix,
-    event_blackouts,
     latest_published_as_of,
     risk_numbers,
     state_at,
@@ -49,8 +50,13 @@ class BookSnapshot:
     aggregates: BookAggregates
     config: LimitsConfig
     state: TradingStateRecord | None
-    blackouts: dict[str, str]
+    blackouts: list[Blackout]
     symbol_of: dict[str, str]
+
+
+def utc_now() -> pd.Timestamp:
+    """The service's default clock (tests replace it)."""
+    return pd.Timestamp.now(tz="UTC")
 
 
 class PreTradeError(RiskDataError):
@@ -98,7 +104,7 @@ class PreTradeService:
         self.limits = load_limits(limits_file)
         self.actor = actor
         self.max_valuation_age_sessions = max_valuation_age_sessions
-        self.clock = clock or (lambda: pd.Timestamp.now(tz="UTC"))
+        self.clock = clock or (lambda: utc_now())
         self._books: dict[str, BookSnapshot] = {}
 
     def refresh(self) -> None:
@@ -175,8 +181,9 @@ class PreTradeService:
                 order,
                 snap.config,
                 snap.state,
-                event_blackout=traded in snap.blackouts,
-                blackout_reason=snap.blackouts.get(str(traded), ""),
+                # new entries blocked by a gap-risk action until its event (checked at the current time)
+                event_blackout=(blackout := blackout_for_order(snap.blackouts, str(traded), self.clock())) is not None,
+                blackout_reason=blackout or "",
                 aggregates=snap.aggregates,
             )
         except (RiskDataError, KeyError) as exc:

@@ -173,22 +173,6 @@ def state_at(wh: Warehouse, book: str, as_of: pd.Timestamp) -> TradingStateRecor
     return previous_state(wh, book, as_of + pd.Timedelta(microseconds=1))
 
 
-def event_blackouts(wh: Warehouse, book: str, as_of: pd.Timestamp) -> dict[str, str]:
-    """Symbols in an event blackout for the book, from ``gap_risk_actions`` when that table exists."""
-    if not wh.table_exists("gap_risk_actions"):
-        return {}
-    rows = wh.query(
-        "SELECT symbol, event_type, event_time, action FROM risk.gap_risk_actions WHERE book = ? AND as_of = "
-        "(SELECT MAX(as_of) FROM risk.gap_risk_actions WHERE book = ? AND as_of <= ?)",
-        [book, book, as_of],
-    )
-    return {
-        str(r.symbol): f"{r.event_type} at {pd.Timestamp(r.event_time).isoformat()}: {r.action}"
-        for r in rows.itertuples()
-        if str(r.action).lower() not in ("none", "ok")
-    }
-
-
 def audit_id(*parts: object) -> str:
     """Deterministic id of a decision: the same decision on the same inputs gets the same id."""
     return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:32]

@@ -66,6 +66,9 @@ class MarketDataResource(dg.ConfigurableResource):
     folder: str = str(SAMPLE_FOLDER)
     dataset: str = "sp500"
     macro_events_file: str = str(MACRO_EVENTS_FILE)
+    #: More market-wide event files (payrolls, PPI, GDP, option expiration, Fed speeches, ...): every ``*.csv`` of
+    #: this folder besides ``macro_events_file`` ("" for none). Only ``macro_events_file`` moves the synthetic market.
+    event_files_dir: str = str(MACRO_EVENTS_FILE.parent)
     max_abs_daily_log_return: float = 0.40
     snapshot_max_age_minutes: float = 30.0
     #: a session of a range run without any input: "fail" blocks the run, "keep" leaves its rows as stored
@@ -86,13 +89,16 @@ class MarketDataResource(dg.ConfigurableResource):
         if self.kind == "synthetic":
             from risk_pipeline.sources.synthetic import SyntheticSource
 
-            macro = self.macro_events()
-            dates = (
-                sorted({t.date() for t in pd.to_datetime(macro["event_time"], utc=True)})
-                if len(macro)
-                else []
-            )
-            return SyntheticSource(seed=self.seed, n_underlyings=self.n_underlyings, macro_event_dates=dates)
+            # {New York date: event type}, so the price history flags those days 'fomc' / 'cpi' (a plain list of
+            # dates would flag them 'macro' and the event-risk layer would find no FOMC or CPI day); cancelled
+            # releases did not happen and move nothing
+            macro = _read_events(Path(self.macro_events_file))
+            macro = macro[~macro["notes"].fillna("").str.contains("cancelled")]
+            kinds: dict[dt.date, str] = {}
+            for t, kind in zip(pd.to_datetime(macro["event_time"], utc=True), macro["event_type"], strict=True):
+                day = t.tz_convert("America/New_York").date()
+                kinds[day] = f"{kinds[day]};{kind}" if day in kinds else str(kind)
+            return SyntheticSource(seed=self.seed, n_underlyings=self.n_underlyings, macro_event_dates=kinds)
         if self.kind == "folder":
             from risk_pipeline.sources.folder import FolderSource
 
@@ -102,14 +108,12 @@ class MarketDataResource(dg.ConfigurableResource):
         return PackagedHistorySource(self.dataset)
 
     def macro_events(self) -> pd.DataFrame:
-        """FOMC and CPI dates shipped under data/ (event_calendar columns, text as read)."""
-        path = Path(self.macro_events_file)
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-        frame = frame.astype(object).where(frame.notna(), None)
-        rel = path.relative_to(PROJECT_ROOT).as_posix() if path.is_relative_to(PROJECT_ROOT) else str(path)
-        frame["source_file"] = rel
-        frame["source_row"] = range(1, len(frame) + 1)
-        return frame
+        """Market-wide events shipped under data/: ``macro_events_file`` (FOMC, CPI) and every other ``*.csv`` of
+        ``event_files_dir`` (event_calendar columns, text as read, with file and row)."""
+        first = Path(self.macro_events_file)
+        more = sorted(Path(self.event_files_dir).glob("*.csv")) if self.event_files_dir else []
+        paths = [first, *(p for p in more if p.resolve() != first.resolve())]
+        return pd.concat([_read_events(p) for p in paths], ignore_index=True)
 
     @property
     def quality(self) -> QualitySettings:
@@ -120,6 +124,16 @@ class MarketDataResource(dg.ConfigurableResource):
             underlying_close_tolerance=self.underlying_close_tolerance,
             underlying_close_window_minutes=self.underlying_close_window_minutes,
         )
+
+
+def _read_events(path: Path) -> pd.DataFrame:
+    """One event file (event_calendar columns, text as read) with ``source_file`` and ``source_row``."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    frame = frame.astype(object).where(frame.notna(), None)
+    rel = path.relative_to(PROJECT_ROOT).as_posix() if path.is_relative_to(PROJECT_ROOT) else str(path)
+    frame["source_file"] = rel
+    frame["source_row"] = range(1, len(frame) + 1)
+    return frame
 
 
 class ExportsResource(dg.ConfigurableResource):

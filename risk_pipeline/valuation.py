@@ -109,9 +109,7 @@ def value_positions(
             break
     missing_spot = sorted(set(positions["symbol"]) - set(spots))
     if missing_spot:
-        raise RiskDataError(
-            f"no price at {as_of} and no close on {session} or the session before for {missing_spot}"
-        )
+        raise RiskDataError(f"no price at {as_of} and no close on {session} or the session before for {missing_spot}")
     curve = wh.read("rates_curve", {"as_of_date": session})
     dividends = wh.read("dividend_yields", {"as_of_date": session})
     q_map = dict(zip(dividends["symbol"], dividends["dividend_yield"], strict=True))
@@ -188,9 +186,7 @@ def value_positions(
             "vol_model": np.where(is_option, f"raw_svi surface, sticky-{settings.sticky}", None),
             "rate": np.where(is_option, rate, np.nan),
             "dividend_yield": np.where(is_option, q, np.nan),
-            "pricing_model": np.where(
-                is_option, np.where(american, "bjerksund_stensland_2002", "bsm_european"), "linear"
-            ),
+            "pricing_model": np.where(is_option, np.where(american, "american_alo_exact", "bsm_european"), "linear"),
             "price": g.price,
             "market_value": g.market_value,
             "delta": g.delta,
@@ -216,7 +212,6 @@ def value_positions(
             f"non-finite Greeks at {as_of} for {bad.tolist()[:10]}: inputs on the surface are incomplete"
         )
     return out
-
 
 
 def book_exposure(

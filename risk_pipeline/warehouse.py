@@ -357,9 +357,7 @@ class Warehouse:
                     self._execute(con, f"DELETE FROM {SCHEMA}.{t.name}")
                 for p in parts:
                     where = " AND ".join(f"{_ident(k)} = ?" for k in t.partition_by)
-                    self._execute(
-                        con, f"DELETE FROM {SCHEMA}.{t.name} WHERE {where}", [p[k] for k in t.partition_by]
-                    )
+                    self._execute(con, f"DELETE FROM {SCHEMA}.{t.name} WHERE {where}", [p[k] for k in t.partition_by])
                 self._insert_rows(con, t, rows)
         return {t.name: len(rows) for t, rows, _ in prepared}
 
@@ -593,7 +591,9 @@ def _coerce(series: pd.Series, type_: str, table_name: str, column: str) -> pd.S
         if type_ == "boolean":
             return series.astype("boolean")
         if type_ == "json":
-            return series.map(lambda v: v if v is None or isinstance(v, str) else json.dumps(v, default=str))
+            return series.map(  # a missing value (None, NaN, NaT) is NULL, never the text 'NaN'
+                lambda v: v if isinstance(v, str) else (None if _is_missing(v) else json.dumps(v, default=str))
+            )
         return series.map(lambda v: None if _is_missing(v) else str(v)).astype(object)
     except (ValueError, TypeError, OverflowError) as exc:
         raise WarehouseError(f"{table_name}: column {column!r} is not {type_}: {exc}") from exc

@@ -59,10 +59,7 @@ def write_good_folder(root: Path) -> Path:
         _csv(root / "option_quotes" / d / f"{SNAPSHOT}.csv", quotes)
         _csv(
             root / "rates_curve" / f"{d}.csv",
-            [
-                {"as_of_date": d, "tenor_days": t, "zero_rate": r}
-                for t, r in ((30, 0.043), (91, 0.042), (365, 0.04))
-            ],
+            [{"as_of_date": d, "tenor_days": t, "zero_rate": r} for t, r in ((30, 0.043), (91, 0.042), (365, 0.04))],
         )
         _csv(
             root / "dividend_yields" / f"{d}.csv",
@@ -109,6 +106,7 @@ def write_good_folder(root: Path) -> Path:
                 "event_type": "earnings",
                 "symbol": "AAA",
                 "event_time": "2027-01-28T21:00:00Z",
+                "notes": "",
             }
         ],
     )

@@ -64,9 +64,7 @@ def test_run_on_postgres_instance_and_postgres_warehouse(
         },
         executor=dg.in_process_executor,
     )
-    result = defs.resolve_job_def("market_data_job").execute_in_process(
-        instance=instance, partition_key="2026-11-20"
-    )
+    result = defs.resolve_job_def("market_data_job").execute_in_process(instance=instance, partition_key="2026-11-20")
     assert result.success
     # the run and its check results are stored in PostgreSQL
     base = PG_ADMIN_URL.rpartition("/")[0]

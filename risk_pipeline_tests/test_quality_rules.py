@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 
 import numpy as np
 import pandas as pd
 
-from risk_pipeline.quality import ValidationContext, validate
+from risk_pipeline.quality import CloseReference, PriceReference, QualitySettings, ValidationContext, validate
 
 DAY = dt.date(2026, 11, 20)
 CTX = ValidationContext("2026-11-20", (DAY,))
@@ -101,3 +103,174 @@ def test_flagged_event_day_allows_a_large_move() -> None:
     ctx = ValidationContext("2026-11-20", (DAY,), previous_close={"AAA": 100.0, "BBB": 100.0})
     # ln(1.5) = 0.405 > 0.40: only the unflagged name fails
     assert _failed(validate("market_prices", prices, ctx)) == {"daily_return_plausible": (1,)}
+
+
+# ---------------------------------------------------------------------- issue 17: classes of defects
+def _prices(days: list[dt.date], closes: list[float], symbol: str = "AAA") -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "as_of_date": days,
+            "symbol": [symbol] * len(days),
+            "open": closes,
+            "high": [c + 1 for c in closes],
+            "low": [c - 1 for c in closes],
+            "close": closes,
+            "volume": [1000.0] * len(days),
+            "event_flag": [None] * len(days),
+            "source": ["t"] * len(days),
+        }
+    )
+
+
+def test_integers_must_be_whole_and_within_64_bits() -> None:
+    curve = pd.DataFrame(
+        {
+            "as_of_date": [DAY] * 4,
+            "tenor_days": ["30", "91.5", "99999999999999999999", "1e3"],
+            "zero_rate": [0.04] * 4,
+            "source": ["t"] * 4,
+        }
+    )
+    report = validate("rates_curve", curve, CTX)
+    assert _failed(report) == {"types": (1, 2)}
+    types = next(r for r in report.results if r.rule == "types")
+    assert types.row_reasons[1] == "tenor_days '91.5' is not a whole number"
+    assert types.row_reasons[2] == "tenor_days '99999999999999999999' is outside the 64-bit integer range"
+    assert report.typed["tenor_days"].tolist()[::3] == [30, 1000]
+
+
+def test_non_finite_numbers_fail_even_in_nullable_columns() -> None:
+    report = validate("positions", positions(cost_basis=[np.inf, "-inf"]), CTX)
+    assert _failed(report) == {"types": (0, 1)}
+
+
+def test_identifier_rule() -> None:
+    good = ["BRK.B", "^SPX", "ESZ6", "BF-B"]
+    bad = ["aaa", "AA\u202eA", "A B", "X" * 25, ".AAA"]
+    prices = pd.concat([_prices([DAY], [100.0], s) for s in good + bad], ignore_index=True)
+    report = validate("market_prices", prices, CTX)
+    assert _failed(report) == {"identifiers_valid": tuple(range(len(good), len(good) + len(bad)))}
+    ok = positions(book=["core_equity", "core_equity"], position_id=["core_equity:AAA:stock", "x:AAA:2026-12-18:310:C"])
+    assert validate("positions", ok, CTX).passed
+    notes = positions(sector=["Health Care", "tech\u200b"])  # free text: spaces are fine, format characters not
+    assert _failed(validate("positions", notes, CTX)) == {"identifiers_valid": (1,)}
+
+
+def test_a_column_outside_the_contract_fails_schema() -> None:
+    report = validate("positions", positions().assign(sectr=["x", "x"]), CTX)
+    assert _failed(report) == {"schema": (0, 1)}
+    assert "unknown columns ['sectr']" in report.message()
+
+
+def test_row_count_is_per_session_and_the_policy_decides_on_missing_sessions() -> None:
+    days = (dt.date(2026, 11, 18), dt.date(2026, 11, 19), DAY)
+    prices = _prices([days[0], DAY], [100.0, 101.0])
+    ctx = ValidationContext("2026-11-18..2026-11-20", days)
+    failing = validate("market_prices", prices, ctx)
+    assert _failed(failing) == {"row_count_in_range": ()}
+    assert [e.reason for e in failing.failed[0].entries] == ["session 2026-11-19: 0 rows"]
+    kept = validate("market_prices", prices, ctx, QualitySettings(missing_session_policy="keep"))
+    assert kept.passed and kept.missing_sessions == (dt.date(2026, 11, 19),)
+    nothing = validate("market_prices", prices.iloc[:0], ctx, QualitySettings(missing_session_policy="keep"))
+    assert _failed(nothing) == {"row_count_in_range": ()}  # a run with no input at all always fails
+
+
+def test_repeated_bars_within_the_range_and_against_the_stored_session() -> None:
+    before = dt.date(2026, 11, 18)
+    prices = _prices([dt.date(2026, 11, 19), DAY], [100.0, 100.0])
+    ctx = ValidationContext("2026-11-19..2026-11-20", (dt.date(2026, 11, 19), DAY))
+    assert _failed(validate("market_prices", prices, ctx)) == {"bars_not_repeated": (1,)}
+    stored = _prices([before], [100.0])
+    ctx = ValidationContext("2026-11-19..2026-11-20", ctx.sessions, previous_bars=stored)
+    assert _failed(validate("market_prices", prices, ctx)) == {"bars_not_repeated": (0, 1)}
+    moved = prices.assign(volume=[1000.0, 1001.0])  # same prices, another volume: a real (quiet) day
+    assert _failed(validate("market_prices", moved, ctx)) == {"bars_not_repeated": (0,)}
+
+
+def _chain(as_of: str, underlying_prices: list[float]) -> pd.DataFrame:
+    n = len(underlying_prices)
+    return pd.DataFrame(
+        {
+            "as_of": [as_of] * n,
+            "as_of_date": [DAY] * n,
+            "underlying": ["AAA"] * n,
+            "expiry": [dt.date(2026, 12, 18)] * n,
+            "strike": [90.0 + 5 * i for i in range(n)],
+            "option_type": ["C"] * n,
+            "bid": [1.0] * n,
+            "ask": [1.1] * n,
+            "last": [None] * n,
+            "volume": [1.0] * n,
+            "open_interest": [1.0] * n,
+            "underlying_price": underlying_prices,
+            "exercise_style": ["american"] * n,
+            "multiplier": [100.0] * n,
+            "source": ["t"] * n,
+        }
+    )
+
+
+def test_chain_underlying_against_the_close_tight_at_end_of_day_wide_intraday() -> None:
+    close_time = pd.Timestamp("2026-11-20T21:00:00Z")
+    same = {DAY: CloseReference(DAY, {"AAA": 100.0}, True, close_time)}
+    previous = {DAY: CloseReference(dt.date(2026, 11, 19), {"AAA": 100.0}, False)}
+    prices = [100.0 * math.exp(0.049), 100.0 * math.exp(-0.051), 100.0 * math.exp(0.39), 100.0 * math.exp(0.41)]
+
+    def failing(as_of: str, refs: dict) -> tuple[int, ...]:
+        ctx = ValidationContext("2026-11-20", (DAY,), reference_time=pd.Timestamp(as_of), reference_closes=refs)
+        return _failed(validate("option_quotes", _chain(as_of, prices), ctx)).get("underlying_matches_close", ())
+
+    assert failing("2026-11-20T20:45:00Z", same) == (1, 2, 3)  # last hour: 0.05 against the day's close
+    assert failing("2026-11-20T17:00:00Z", same) == (3,)  # earlier: a day's move (0.40)
+    assert failing("2026-11-20T20:45:00Z", previous) == (3,)  # the previous close: a day's move
+    assert failing("2026-11-20T20:45:00Z", {DAY: None}) == ()  # nothing stored to compare with
+
+
+def test_held_symbols_need_a_bar_and_positions_fail_closed_without_prices() -> None:
+    ref = {DAY: PriceReference(DAY, frozenset({"BBB"}))}
+    report = validate("positions", positions(), ValidationContext("2026-11-20", (DAY,), priced_symbols=ref))
+    assert _failed(report) == {"symbols_priced": (0, 1)}
+    assert "AAA has no bar in market_prices of 2026-11-20" in report.message()
+    blind = validate("positions", positions(), ValidationContext("2026-11-20", (DAY,), priced_symbols={DAY: None}))
+    result = blind.failed[0]
+    assert result.rule == "symbols_priced" and not result.failing_positions and len(result.entries) == 1
+
+
+def _events(ids: list[str], times: list[str], notes: list[str | None] | None = None) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "event_id": ids,
+            "event_type": ["earnings"] * len(ids),
+            "symbol": ["AAA"] * len(ids),
+            "event_time": times,
+            "source": ["t"] * len(ids),
+            "notes": notes or [None] * len(ids),
+        }
+    )
+
+
+def test_live_events_leave_the_calendar_only_when_cancelled() -> None:
+    stored = _events(["past", "live", "gone"], ["2026-10-01T20:00:00Z", "2027-01-28T21:00:00Z", "2027-02-01T21:00:00Z"])
+    stored["event_time"] = pd.to_datetime(stored["event_time"], utc=True)
+    ctx = ValidationContext("2026-11-20", (DAY,), stored_events=stored, now=pd.Timestamp("2026-12-04T12:00:00Z"))
+    report = validate("event_calendar", _events(["live"], ["2027-01-28T21:00:00Z"]), ctx)
+    assert _failed(report) == {"future_events_kept": ()}
+    entry = report.failed[0].entries[0]
+    assert entry.record["missing_events"] == ["gone"]  # "past" is before the session: it may go
+    cancelled = _events(["live", "gone"], ["2027-01-28T21:00:00Z", "2027-02-01T21:00:00Z"], [None, "cancelled: moved"])
+    assert validate("event_calendar", cancelled, ctx).passed
+    stored.loc[2, "notes"] = "cancelled: moved"
+    after = ValidationContext("2026-11-20", (DAY,), stored_events=stored, now=ctx.now)
+    assert validate("event_calendar", _events(["live"], ["2027-01-28T21:00:00Z"]), after).passed
+
+
+def test_quarantine_keeps_the_same_row_and_rule_of_two_files() -> None:
+    prices = _prices([dt.date(2026, 11, 19), DAY], [-1.0, -2.0])
+    prices["source_file"] = ["market_prices/2026-11-19.csv", "market_prices/2026-11-20.csv"]
+    prices["source_row"] = [1, 1]
+    report = validate("market_prices", prices, ValidationContext("r", (dt.date(2026, 11, 19), DAY)))
+    q = report.quarantine_frame("market_prices")
+    row = q[q["check_name"] == "prices_positive"]
+    assert len(row) == 1
+    assert row["source_file"].iloc[0] == "market_prices/2026-11-19.csv, market_prices/2026-11-20.csv"
+    assert [r["source_file"] for r in json.loads(row["row"].iloc[0])] == list(prices["source_file"])

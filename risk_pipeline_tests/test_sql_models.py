@@ -32,9 +32,7 @@ def test_unknown_ref_and_cycle_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown model or table"):
         load_models(_write(tmp_path / "u", a="select * from {{ ref('nope') }}"))
     with pytest.raises(ValueError, match="cycle"):
-        load_models(
-            _write(tmp_path / "c", a="select * from {{ ref('b') }}", b="select * from {{ ref('a') }}")
-        )
+        load_models(_write(tmp_path / "c", a="select * from {{ ref('b') }}", b="select * from {{ ref('a') }}"))
 
 
 def test_shipped_models_apply_twice_on_both_engines(warehouse: Warehouse) -> None:

@@ -224,3 +224,30 @@ def test_processes_starting_on_an_empty_postgres_database_create_the_schema_once
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
     wh = Warehouse(pg_server_url)
     assert all(wh.table_exists(name) for name in TABLES)
+
+
+def test_missing_json_value_is_null_not_the_text_nan(warehouse: Warehouse) -> None:
+    stamp = pd.Timestamp("2026-11-20T21:00:00Z")
+    rows = pd.DataFrame(
+        {
+            "as_of": [stamp, stamp],
+            "book": ["a", "b"],
+            "state": ["ACTIVE", "REDUCING"],
+            "preservation_level": ["none", "light"],
+            "reason": ["ok", "drawdown"],
+            "previous_state": [None, None],
+            "since": [stamp, stamp],
+            "triggering_limits": [np.nan, ["max_drawdown_pct"]],
+            "clear_count": [0, 0],
+            "level_since": [stamp, stamp],
+            "target_state": ["ACTIVE", "REDUCING"],
+            "target_level": ["none", "light"],
+            "target_gross_cut": [0.0, 0.25],
+            "reference_gross": [np.nan, 1e6],
+            "hedges_required": [False, False],
+            "flatten_speculative": [False, False],
+        }
+    )
+    warehouse.write("trading_state", rows, run_id="r")
+    got = warehouse.read("trading_state").sort_values("book")["triggering_limits"].tolist()
+    assert got == [None, '["max_drawdown_pct"]']

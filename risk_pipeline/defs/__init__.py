@@ -1,5 +1,3 @@
-
-
 import warnings
 
 import dagster as dg

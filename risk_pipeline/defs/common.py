@@ -146,6 +146,10 @@ def publish_raw(
     asset and partition, so a retry replaces its own quarantine rows), every rule reports as a
     check result, and the step fails with a message naming file, row and rule, so every
     downstream asset of the run is skipped.
+
+    ``partitions`` are the partitions the write replaces (None: those present in the rows). A session
+    without any input is never among them: under ``missing_session_policy="keep"`` it is left as
+    stored and listed in the ``missing_sessions`` metadata (otherwise the row-count rule blocks).
     """
     report = validate(name, raw, validation, settings)
     run_id = context.run.run_id
@@ -161,7 +165,7 @@ def publish_raw(
             meta["observed"] = r.observed
         if not r.passed:
             meta["sample_rows"] = dg.MetadataValue.md(markdown_table(report.sample(r)))
-            meta["where"] = "; ".join(report.location(p) for p in r.failing_positions[:5]) or (
+            meta["where"] = "; ".join(report.locations(r, limit=5)) or (
                 ", ".join(report.raw.attrs.get("source_files", [])) or "table"
             )
         check_results.append(
@@ -185,10 +189,12 @@ def publish_raw(
                 "table_unchanged": f"risk.{name}",
             },
         )
+    partitions, session_metadata = _without_missing_sessions(partitions, report.missing_sessions)
     written = warehouse.write(name, report.typed, run_id=run_id, partitions=partitions)
     yield dg.MaterializeResult(
         asset_key=name,
         metadata={
+            **session_metadata,
             "dagster/row_count": written,
             "dagster/column_schema": table_schema(name),
             "dagster/table_name": f"risk.{name}",
@@ -202,6 +208,21 @@ def publish_raw(
         },
         check_results=check_results,
     )
+
+
+def _without_missing_sessions(
+    partitions: Sequence[Mapping[str, Any]] | None, missing: Sequence[dt.date]
+) -> tuple[Sequence[Mapping[str, Any]] | None, dict[str, Any]]:
+    """The session partitions to replace, without the sessions that had no input, and metadata saying which.
+
+    (Tables partitioned by snapshot, ``partitions=None``, replace only the snapshots present anyway.)
+    """
+    gone = set(missing)
+    meta: dict[str, Any] = {"missing_sessions": ", ".join(d.isoformat() for d in sorted(gone))} if gone else {}
+    if partitions is None or not all(set(p) == {"as_of_date"} for p in partitions):
+        return partitions, meta
+    kept = [p for p in partitions if p["as_of_date"] not in gone]
+    return kept, {"sessions_written": len(kept), "missing_sessions": meta.get("missing_sessions", "")}
 
 
 def write_quarantine(

@@ -1,14 +1,23 @@
-"""American options on a stock with a continuous dividend yield: Bjerksund-Stensland approximations.
+"""American options on a stock with a continuous dividend yield: the exact engine and the
+Bjerksund-Stensland approximations.
 
-Calls use the closed-form approximations of Bjerksund & Stensland, as written in Haug, "The Complete
-Guide to Option Pricing Formulas", 2nd ed. 2007, ch. 3 (sections "Bjerksund and Stensland (1993)"
-and "Bjerksund and Stensland (2002)"):
+``method="alo"`` (the default everywhere): the exact engine of ``american_alo.py`` (Andersen, Lake and
+Offengeld 2016: the exercise-boundary integral equation on Chebyshev nodes, solved by Newton's method;
+the double-boundary regime by ``american_fd.py``). Its measured error against QuantLib's
+``QdFpAmericanEngine`` high-precision scheme is in ``risk_pipeline_tests/quant/test_american_exact.py`` and
+``bench/bench_pricing.py``.
 
-* ``"bs2002"`` (default): two flat exercise boundaries ``I2`` on ``[0, t1]`` and ``I1`` on
+The Bjerksund-Stensland methods are closed-form approximations, kept as fast alternatives (e.g. inside
+scenario loops); BS2002 prices up to about 0.8 % below the exact value (long-dated puts; measured in
+``bench/bench_pricing.py``). Calls use the formulas of Haug, "The Complete Guide to Option Pricing
+Formulas", 2nd ed. 2007, ch. 3 (sections "Bjerksund and Stensland (1993)" and "Bjerksund and
+Stensland (2002)"):
+
+* ``"bs2002"``: two flat exercise boundaries ``I2`` on ``[0, t1]`` and ``I1`` on
   ``[t1, T]`` with ``t1 = (sqrt(5) - 1) T / 2``; the ``psi`` terms need the bivariate normal CDF,
   computed with Genz (2004, Statistics and Computing 14, 151-160, section 2.4) Gauss-Legendre rules.
   Evaluated by a vectorized lane kernel (``_bs2002_lanes``: 64 calls at a time, polynomial
-  ``exp``/``log`` of ``bsm.py``, 14-point rule at BS2002's fixed ``|rho| = rho_2002``), ~1 us a call
+  ``exp``/``log`` of ``special.py``, 14-point rule at BS2002's fixed ``|rho| = rho_2002``), ~1 us a call
   per core; same result whether priced one by one or in arrays.
 * ``"bs2002_reference"``: the same formula as a direct scalar transcription (libm ``exp``/``log``,
   Genz's 20-point rule), ~4 us a call; the reference of the lane kernel, which it matches to
@@ -16,7 +25,7 @@ and "Bjerksund and Stensland (2002)"):
 * ``"bs1993"``: one flat boundary; identical to QuantLib's ``BjerksundStenslandApproximationEngine``
   (including its ``ln(I/F)/(sigma sqrt T) > 12.5`` "run-away boundary" switch to the European value).
 
-Puts use the Bjerksund-Stensland put-call transformation ``P(S, K, T, r, q, sigma) =
+Bjerksund-Stensland puts use the put-call transformation ``P(S, K, T, r, q, sigma) =
 C(K, S, T, q, r, sigma)``. When early exercise is never optimal (call with ``q <= 0`` and ``q <= r``;
 put with ``r <= 0`` and ``r <= q``) the European BSM value is returned. Every result is floored at
 the European value and at the immediate-exercise value ``max(w (S - K), 0)``, so it is never below
@@ -24,10 +33,11 @@ either. At ``T <= 0`` or ``sigma sqrt(T) <= MIN_TOTAL_STD`` the value is
 ``max(w (S - K), 0, max(w (S e^{-qT} - K e^{-rT}), 0))``. All terms carrying powers such as
 ``(S/I)^beta`` are combined in log space so low volatilities do not overflow.
 
-Greeks are central finite differences of the same price (bump-and-reprice inside one numba kernel,
-the 17 repricings of an option through the lane kernel together); bump sizes are the ``*_BUMP``
-constants below. Returned in ``bsm.BsmResult`` with the same units and sign conventions as the
-European Greeks (theta and charm per year of calendar time passing).
+Bjerksund-Stensland Greeks are central finite differences of the same price (bump-and-reprice inside
+one numba kernel, the 17 repricings of an option through the lane kernel together); bump sizes are the
+``*_BUMP`` constants below (the exact engine's Greeks: ``american_greeks``). Returned in
+``bsm.BsmResult`` with the same units and sign conventions as the European Greeks (theta and charm
+per year of calendar time passing).
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ from numba import njit, prange
 from numpy.typing import ArrayLike, NDArray
 
 from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray
+from risk_pipeline.quant.american_alo import NEWTON_STEP_TOL, NEWTON_STEP_TOL_GREEKS, american_point
 from risk_pipeline.quant.bsm import (
     DAYS_PER_YEAR,
     BsmResult,
@@ -56,7 +67,7 @@ from risk_pipeline.quant.special import (
     norm_cdf_nb,
 )
 
-Method = Literal["bs2002", "bs1993", "bs2002_reference"]
+Method = Literal["alo", "bs2002", "bs1993", "bs2002_reference"]
 
 #: ``sigma sqrt(T)`` at or below this uses the deterministic limit (see module docstring).
 MIN_TOTAL_STD = 1e-8
@@ -71,7 +82,16 @@ RATE_BUMP = 1e-5
 #: ``ln(I/F)/(sigma sqrt T)`` above this means a run-away boundary: the European value is used (QuantLib).
 RUNAWAY_BOUNDARY = 12.5
 
-_METHODS = {"bs2002": 0, "bs1993": 1, "bs2002_reference": 2}
+_METHODS = {"bs2002": 0, "bs1993": 1, "bs2002_reference": 2, "alo": 3}
+#: Name of each method as recorded on output rows (``model`` / ``pricing_model`` columns).
+MODEL_NAMES = {
+    "alo": "american_alo_exact",
+    "bs2002": "bjerksund_stensland_2002",
+    "bs1993": "bjerksund_stensland_1993",
+    "bs2002_reference": "bjerksund_stensland_2002",
+}
+#: The default method: the exact engine of ``american_alo.py``.
+DEFAULT_METHOD: Method = "alo"
 _TWO_PI = 2.0 * math.pi
 _SQRT_TWO_PI = math.sqrt(2.0 * math.pi)
 
@@ -140,13 +160,15 @@ def bivariate_normal_cdf(a: float, b: float, rho: float) -> float:
         d = (12.0 - hk) / 16.0
         asr = -(bs / ass + hk) / 2.0
         if asr > -100.0:
-            bvn = aa * math.exp(asr) * (
-                1.0 - c * (bs - ass) * (1.0 - d * bs / 5.0) / 3.0 + c * d * ass * ass / 5.0
-            )
+            bvn = aa * math.exp(asr) * (1.0 - c * (bs - ass) * (1.0 - d * bs / 5.0) / 3.0 + c * d * ass * ass / 5.0)
         if -hk < 100.0:
             bb = math.sqrt(bs)
-            bvn -= math.exp(-hk / 2.0) * _SQRT_TWO_PI * norm_cdf_nb(-bb / aa) * bb * (
-                1.0 - c * bs * (1.0 - d * bs / 5.0) / 3.0
+            bvn -= (
+                math.exp(-hk / 2.0)
+                * _SQRT_TWO_PI
+                * norm_cdf_nb(-bb / aa)
+                * bb
+                * (1.0 - c * bs * (1.0 - d * bs / 5.0) / 3.0)
             )
         aa /= 2.0
         for j in range(_GL20_X.shape[0]):
@@ -155,8 +177,11 @@ def bivariate_normal_cdf(a: float, b: float, rho: float) -> float:
             rs = math.sqrt(1.0 - xs)
             asr2 = -(bs / xs + hk) / 2.0
             if asr2 > -100.0:
-                bvn += _GL20_W[j] * aa * math.exp(asr2) * (
-                    math.exp(-hk * (1.0 - rs) / (2.0 * (1.0 + rs))) / rs - (1.0 + c * xs * (1.0 + d * xs))
+                bvn += (
+                    _GL20_W[j]
+                    * aa
+                    * math.exp(asr2)
+                    * (math.exp(-hk * (1.0 - rs) / (2.0 * (1.0 + rs))) / rs - (1.0 + c * xs * (1.0 + d * xs)))
                 )
         bvn /= -_TWO_PI
     if rho > 0.0:
@@ -194,8 +219,9 @@ def _exp_times(log_factor: float, m: float) -> float:
 
 
 @njit(**JIT)
-def _phi(log_pre: float, s: float, t: float, gamma: float, hh: float, ii: float, r: float, b: float,
-         sig: float) -> float:
+def _phi(
+    log_pre: float, s: float, t: float, gamma: float, hh: float, ii: float, r: float, b: float, sig: float
+) -> float:
     """``exp(log_pre) * phi(S, t, gamma, H, I) / S^gamma`` (Haug 2007, Bjerksund-Stensland ``phi``)."""
     v = sig * sig
     sv = sig * math.sqrt(t)
@@ -209,11 +235,22 @@ def _phi(log_pre: float, s: float, t: float, gamma: float, hh: float, ii: float,
 
 
 @njit(**JIT)
-def _psi(log_pre: float, s: float, t2: float, gamma: float, hh: float, i2: float, i1: float, t1: float,
-         r: float, b: float, sig: float) -> float:
+def _psi(
+    log_pre: float,
+    s: float,
+    t2: float,
+    gamma: float,
+    hh: float,
+    i2: float,
+    i1: float,
+    t1: float,
+    r: float,
+    b: float,
+    sig: float,
+) -> float:
     """``exp(log_pre) * psi(S, T, gamma, H, I2, I1, t1) / S^gamma`` (Haug 2007, BS2002 ``psi``)."""
     v = sig * sig
-    m = (b + (gamma - 0.5) * v)
+    m = b + (gamma - 0.5) * v
     s1 = sig * math.sqrt(t1)
     s2 = sig * math.sqrt(t2)
     lsi1 = math.log(s / i1)
@@ -356,12 +393,29 @@ _BVN_C = _ASR_2002 * (0.25 / math.pi)
 #   psi: gamma = beta, 1, 1, 0, 0; H = I1, I1, K, I1, K; log_pre = beta ln(S/I1), ln S, ln S, 0, 0.
 # Coded with 0/1 coefficients (exact in floating point): gamma = g_beta beta + g_one, log_pre = lp_x ln S +
 # lp_beta beta ln(S / I), ln H = h_1 ln I1 + h_2 ln I2 + h_k ln K.
-_PHI_COEF = np.array([  # rows g_beta, g_one, lp_x, lp_beta, h_1, h_2, (I of lp_beta is I1)
-    [1, 0, 0, 0, 0, 1], [0, 1, 1, 0, 0, 0], [0, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 1], [0, 0, 1, 0, 1, 1],
-    [1, 1, 0, 1, 0, 0], [0, 0, 0, 0, 0, 1]], dtype=np.float64)
-_PSI_COEF = np.array([  # rows g_beta, g_one, lp_x, lp_beta (I = I1), h_1, h_k
-    [1, 0, 0, 0, 0], [0, 1, 1, 0, 0], [0, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 0, 1, 0], [0, 0, 1, 0, 1]],
-    dtype=np.float64)
+_PHI_COEF = np.array(
+    [  # rows g_beta, g_one, lp_x, lp_beta, h_1, h_2, (I of lp_beta is I1)
+        [1, 0, 0, 0, 0, 1],
+        [0, 1, 1, 0, 0, 0],
+        [0, 1, 1, 0, 0, 0],
+        [1, 0, 0, 0, 0, 1],
+        [0, 0, 1, 0, 1, 1],
+        [1, 1, 0, 1, 0, 0],
+        [0, 0, 0, 0, 0, 1],
+    ],
+    dtype=np.float64,
+)
+_PSI_COEF = np.array(
+    [  # rows g_beta, g_one, lp_x, lp_beta (I = I1), h_1, h_k
+        [1, 0, 0, 0, 0],
+        [0, 1, 1, 0, 0],
+        [0, 1, 1, 0, 0],
+        [1, 0, 0, 0, 0],
+        [1, 1, 0, 1, 0],
+        [0, 0, 1, 0, 1],
+    ],
+    dtype=np.float64,
+)
 #: Constant tables of ``_bs2002_lanes``: rows 0-2 Genz's ``A_j``, ``B_j`` (exponent ``hk A_j - hs B_j``)
 #: and weights, rows 3-9 ``_PHI_COEF``, rows 10-15 ``_PSI_COEF`` (``BVN_POINTS >= 6`` columns).
 _TABLES = np.zeros((16, BVN_POINTS))
@@ -408,7 +462,7 @@ def _bs2002_lanes(ws: FloatArray, n: int, nb: int, tab: FloatArray) -> None:
         ws[_R_X1 * ld + lane] = -(b * t1 + 2.0 * sig * sq1) * scale
         ws[_R_X2 * ld + lane] = -(b * t + 2.0 * sig * sq2) * scale
     for row in range(2):  # pass 2 (row views: LLVM vectorizes only constant offsets into ws)
-        x_row = ws[(_R_X1 + row) * ld:(_R_X1 + row + 1) * ld]
+        x_row = ws[(_R_X1 + row) * ld : (_R_X1 + row + 1) * ld]
         for lane in range(n):
             x_row[lane] = fast_exp(x_row[lane])
     for lane in range(n):  # pass 3: the flat boundaries I1 (on [t1, T]) and I2 (on [0, t1])
@@ -428,12 +482,13 @@ def _bs2002_lanes(ws: FloatArray, n: int, nb: int, tab: FloatArray) -> None:
         valid = (i1 >= k) & (i2 >= k)
         ws[_R_ST * ld + lane] = 2.0 if not valid else (1.0 if s >= i2 else 0.0)
     for row in range(4):  # pass 4: ln S, ln K, ln I1, ln I2
-        l_row = ws[(_R_LS + row) * ld:(_R_LS + row + 1) * ld]
+        l_row = ws[(_R_LS + row) * ld : (_R_LS + row + 1) * ld]
         for lane in range(n):
             l_row[lane] = fast_log(l_row[lane])
     for lane in range(n):  # run-away boundary: ln(I/F) / (sigma sqrt T) > 12.5 (QuantLib)
-        runaway = ((ws[_R_L2 * ld + lane] - ws[_R_LS * ld + lane]) - ws[_R_B * ld + lane] * ws[_R_T * ld + lane]
-                   > RUNAWAY_BOUNDARY * ws[_R_SIG * ld + lane] * math.sqrt(ws[_R_T * ld + lane]))
+        runaway = (ws[_R_L2 * ld + lane] - ws[_R_LS * ld + lane]) - ws[_R_B * ld + lane] * ws[
+            _R_T * ld + lane
+        ] > RUNAWAY_BOUNDARY * ws[_R_SIG * ld + lane] * math.sqrt(ws[_R_T * ld + lane])
         st = ws[_R_ST * ld + lane]
         ws[_R_ST * ld + lane] = 2.0 if (st == 0.0) & runaway else st
         ok = ws[_R_ST * ld + lane] == 0.0
@@ -448,8 +503,8 @@ def _bs2002_lanes(ws: FloatArray, n: int, nb: int, tab: FloatArray) -> None:
         h1 = tab[7, term]
         h2 = tab[8, term]
         lb_on_1 = tab[9, term]
-        d_rows = ws[(_R_D + 2 * term) * ld:(_R_D + 2 * term + 2) * ld]
-        p_rows = ws[(_R_PL + 2 * term) * ld:(_R_PL + 2 * term + 2) * ld]
+        d_rows = ws[(_R_D + 2 * term) * ld : (_R_D + 2 * term + 2) * ld]
+        p_rows = ws[(_R_PL + 2 * term) * ld : (_R_PL + 2 * term + 2) * ld]
         for lane in range(n):
             ok = ws[_R_ST * ld + lane] == 0.0
             r = ws[_R_R * ld + lane]
@@ -479,7 +534,7 @@ def _bs2002_lanes(ws: FloatArray, n: int, nb: int, tab: FloatArray) -> None:
         lp_beta = tab[13, term]
         h1 = tab[14, term]
         h_k = tab[15, term]
-        rows = ws[(_R_H + 4 * term) * ld:(_R_H + 4 * term + 4) * ld]  # one view per loop: few alias checks
+        rows = ws[(_R_H + 4 * term) * ld : (_R_H + 4 * term + 4) * ld]  # one view per loop: few alias checks
         for lane in range(n):
             ok = ws[_R_ST * ld + lane] == 0.0
             v = ws[_R_V * ld + lane]
@@ -495,7 +550,7 @@ def _bs2002_lanes(ws: FloatArray, n: int, nb: int, tab: FloatArray) -> None:
             rows[ld + lane] = -((u2 + m * t1) / s1) if ok else 0.0
             rows[2 * ld + lane] = -((u1 - m * t1) / s1) if ok else 0.0
             rows[3 * ld + lane] = -((u2 - m * t1) / s1) if ok else 0.0
-        rows = ws[(_R_KK + 4 * term) * ld:(_R_KK + 4 * term + 4) * ld]
+        rows = ws[(_R_KK + 4 * term) * ld : (_R_KK + 4 * term + 4) * ld]
         for lane in range(n):
             ok = ws[_R_ST * ld + lane] == 0.0
             t = ws[_R_T * ld + lane]
@@ -510,7 +565,7 @@ def _bs2002_lanes(ws: FloatArray, n: int, nb: int, tab: FloatArray) -> None:
             rows[ld + lane] = -((((2.0 * l2 - x) - lh) + m * t) / s2) if ok else 0.0
             rows[2 * ld + lane] = -((((2.0 * l1 - x) - lh) + m * t) / s2) if ok else 0.0
             rows[3 * ld + lane] = -(((((x + 2.0 * l1) - lh) - 2.0 * l2) + m * t) / s2) if ok else 0.0
-        rows = ws[(_R_LF + 4 * term) * ld:(_R_LF + 4 * term + 4) * ld]
+        rows = ws[(_R_LF + 4 * term) * ld : (_R_LF + 4 * term + 4) * ld]
         for lane in range(n):
             ok = ws[_R_ST * ld + lane] == 0.0
             b = ws[_R_B * ld + lane]
@@ -529,26 +584,26 @@ def _bs2002_lanes(ws: FloatArray, n: int, nb: int, tab: FloatArray) -> None:
             rows[3 * ld + lane] = base + kappa * (l1 - l2) if ok else 0.0
     for e in range(nb):  # pass 7: Genz's hk (sign of rho: + for the first two of every four) and hs
         sgn = 1.0 if (e & 2) == 0 else -1.0
-        h_row = ws[(_R_H + e) * ld:(_R_H + e + 1) * ld]
-        k_row = ws[(_R_KK + e) * ld:(_R_KK + e + 1) * ld]
-        hk_row = ws[(_R_HK + e) * ld:(_R_HK + e + 1) * ld]
-        hs_row = ws[(_R_HS + e) * ld:(_R_HS + e + 1) * ld]
+        h_row = ws[(_R_H + e) * ld : (_R_H + e + 1) * ld]
+        k_row = ws[(_R_KK + e) * ld : (_R_KK + e + 1) * ld]
+        hk_row = ws[(_R_HK + e) * ld : (_R_HK + e + 1) * ld]
+        hs_row = ws[(_R_HS + e) * ld : (_R_HS + e + 1) * ld]
         for lane in range(n):
             hv = h_row[lane]
             kv = k_row[lane]
             hk_row[lane] = sgn * (hv * kv)
             hs_row[lane] = 0.5 * (hv * hv + kv * kv)
     for row in range(12 + 2 * nb):  # pass 8: every normal CDF, N(d), N(-h), N(-k), in place
-        z_row = ws[(_R_D + row) * ld:(_R_D + row + 1) * ld]
+        z_row = ws[(_R_D + row) * ld : (_R_D + row + 1) * ld]
         for lane in range(n):
             z = z_row[lane]
             z_row[lane] = norm_cdf_from_exp(z, exp_minus_half_square(z))
     for e in range(nb):  # pass 9: Genz (2004) eq. (3) for |rho| < 0.925, into the rows of h
         sgn = 1.0 if (e & 2) == 0 else -1.0
-        h_row = ws[(_R_H + e) * ld:(_R_H + e + 1) * ld]
-        k_row = ws[(_R_KK + e) * ld:(_R_KK + e + 1) * ld]
-        hk_row = ws[(_R_HK + e) * ld:(_R_HK + e + 1) * ld]
-        hs_row = ws[(_R_HS + e) * ld:(_R_HS + e + 1) * ld]
+        h_row = ws[(_R_H + e) * ld : (_R_H + e + 1) * ld]
+        k_row = ws[(_R_KK + e) * ld : (_R_KK + e + 1) * ld]
+        hk_row = ws[(_R_HK + e) * ld : (_R_HK + e + 1) * ld]
+        hs_row = ws[(_R_HS + e) * ld : (_R_HS + e + 1) * ld]
         for lane in range(n):
             ws[_R_ACC * ld + lane] = 0.0
         for j in range(ngl):
@@ -560,8 +615,8 @@ def _bs2002_lanes(ws: FloatArray, n: int, nb: int, tab: FloatArray) -> None:
         for lane in range(n):
             h_row[lane] = ws[_R_ACC * ld + lane] * (sgn * _BVN_C) + h_row[lane] * k_row[lane]
     for row in range(13 + nb):  # pass 10: exp(log prefactor) x probability (0 where it is <= 0)
-        f_row = ws[(_R_LE2 + row) * ld:(_R_LE2 + row + 1) * ld]
-        m_row = ws[(_R_E2 + row) * ld:(_R_E2 + row + 1) * ld]
+        f_row = ws[(_R_LE2 + row) * ld : (_R_LE2 + row + 1) * ld]
+        m_row = ws[(_R_E2 + row) * ld : (_R_E2 + row + 1) * ld]
         for lane in range(n):
             lf = f_row[lane]
             m = m_row[lane]
@@ -579,18 +634,49 @@ def _bs2002_lanes(ws: FloatArray, n: int, nb: int, tab: FloatArray) -> None:
         ph3 = ws[(_R_D + 6) * ld + lane] - ws[(_R_D + 7) * ld + lane]
         ph4 = ws[(_R_D + 8) * ld + lane] - ws[(_R_D + 9) * ld + lane]
         ph5 = ws[(_R_D + 10) * ld + lane] - ws[(_R_D + 11) * ld + lane]
-        ps0 = (ws[(_R_H + 0) * ld + lane] - ws[(_R_H + 1) * ld + lane] - ws[(_R_H + 2) * ld + lane]
-               + ws[(_R_H + 3) * ld + lane])
-        ps1 = (ws[(_R_H + 4) * ld + lane] - ws[(_R_H + 5) * ld + lane] - ws[(_R_H + 6) * ld + lane]
-               + ws[(_R_H + 7) * ld + lane])
-        ps2 = (ws[(_R_H + 8) * ld + lane] - ws[(_R_H + 9) * ld + lane] - ws[(_R_H + 10) * ld + lane]
-               + ws[(_R_H + 11) * ld + lane])
-        ps3 = (ws[(_R_H + 12) * ld + lane] - ws[(_R_H + 13) * ld + lane] - ws[(_R_H + 14) * ld + lane]
-               + ws[(_R_H + 15) * ld + lane])
-        ps4 = (ws[(_R_H + 16) * ld + lane] - ws[(_R_H + 17) * ld + lane] - ws[(_R_H + 18) * ld + lane]
-               + ws[(_R_H + 19) * ld + lane])
-        total = (ws[_R_C2 * ld + lane] * (ws[_R_E2 * ld + lane] - ph0) + ph1 - ph2 - k * ph3 + k * ph4 + c1 * ph5
-                 - c1 * ps0 + ps1 - ps2 - k * ps3 + k * ps4)
+        ps0 = (
+            ws[(_R_H + 0) * ld + lane]
+            - ws[(_R_H + 1) * ld + lane]
+            - ws[(_R_H + 2) * ld + lane]
+            + ws[(_R_H + 3) * ld + lane]
+        )
+        ps1 = (
+            ws[(_R_H + 4) * ld + lane]
+            - ws[(_R_H + 5) * ld + lane]
+            - ws[(_R_H + 6) * ld + lane]
+            + ws[(_R_H + 7) * ld + lane]
+        )
+        ps2 = (
+            ws[(_R_H + 8) * ld + lane]
+            - ws[(_R_H + 9) * ld + lane]
+            - ws[(_R_H + 10) * ld + lane]
+            + ws[(_R_H + 11) * ld + lane]
+        )
+        ps3 = (
+            ws[(_R_H + 12) * ld + lane]
+            - ws[(_R_H + 13) * ld + lane]
+            - ws[(_R_H + 14) * ld + lane]
+            + ws[(_R_H + 15) * ld + lane]
+        )
+        ps4 = (
+            ws[(_R_H + 16) * ld + lane]
+            - ws[(_R_H + 17) * ld + lane]
+            - ws[(_R_H + 18) * ld + lane]
+            + ws[(_R_H + 19) * ld + lane]
+        )
+        total = (
+            ws[_R_C2 * ld + lane] * (ws[_R_E2 * ld + lane] - ph0)
+            + ph1
+            - ph2
+            - k * ph3
+            + k * ph4
+            + c1 * ph5
+            - c1 * ps0
+            + ps1
+            - ps2
+            - k * ps3
+            + k * ps4
+        )
         status = ws[_R_ST * ld + lane]
         ws[_R_OUT * ld + lane] = math.nan if status == 2.0 else (ws[_R_S * ld + lane] - k if status == 1.0 else total)
 
@@ -611,8 +697,9 @@ def _bs2002_call(s: float, k: float, t: float, r: float, q: float, sig: float) -
 
 
 @njit(**JIT)
-def _bs2002_call_block(s: FloatArray, k: FloatArray, t: FloatArray, r: FloatArray, q: FloatArray, sig: FloatArray,
-                       out: FloatArray) -> None:
+def _bs2002_call_block(
+    s: FloatArray, k: FloatArray, t: FloatArray, r: FloatArray, q: FloatArray, sig: FloatArray, out: FloatArray
+) -> None:
     """``_bs2002_call`` of 1-d arrays into ``out`` (sequential), by lanes."""
     n = s.shape[0]
     ws = np.empty(_NROWS * _LANES)
@@ -631,8 +718,9 @@ def _bs2002_call_block(s: FloatArray, k: FloatArray, t: FloatArray, r: FloatArra
 
 
 @njit(**JIT)
-def _american_setup(s: float, k: float, t: float, sig: float, r: float, q: float, call: bool
-                    ) -> tuple[float, bool, float, float, float, float, float]:
+def _american_setup(
+    s: float, k: float, t: float, sig: float, r: float, q: float, call: bool
+) -> tuple[float, bool, float, float, float, float, float]:
     """``american_price_point`` before the approximation: (value without it, whether BS2002 is needed,
     and the put-call transformed call inputs ``S, K, T, r, q``)."""
     valid = (s > 0.0) & (k > 0.0) & (sig >= 0.0) & (t == t) & (r == r) & (q == q)
@@ -646,8 +734,16 @@ def _american_setup(s: float, k: float, t: float, sig: float, r: float, q: float
 
 
 @njit(**JIT)
-def american_bs2002_prices(s: FloatArray, k: FloatArray, t: FloatArray, sig: FloatArray, r: FloatArray,
-                           q: FloatArray, call: BoolArray, out: FloatArray) -> None:
+def american_bs2002_prices(
+    s: FloatArray,
+    k: FloatArray,
+    t: FloatArray,
+    sig: FloatArray,
+    r: FloatArray,
+    q: FloatArray,
+    call: BoolArray,
+    out: FloatArray,
+) -> None:
     """``american_price_point(..., method=0)`` of 1-d arrays into ``out`` (sequential: call it from parallel
     kernels); the options that need BS2002 are packed into lanes, the others get their floor."""
     n = s.shape[0]
@@ -678,10 +774,13 @@ def american_bs2002_prices(s: FloatArray, k: FloatArray, t: FloatArray, sig: Flo
 
 
 @njit(**JIT)
-def american_price_point(s: float, k: float, t: float, sig: float, r: float, q: float, call: bool,
-                         method: int) -> float:
-    """American price of one option (``method`` 0 = BS2002, 1 = BS1993, 2 = BS2002 reference); module
-    docstring rules."""
+def american_price_point(
+    s: float, k: float, t: float, sig: float, r: float, q: float, call: bool, method: int
+) -> float:
+    """American price of one option (``method`` 0 = BS2002, 1 = BS1993, 2 = BS2002 reference, 3 = the exact
+    engine of ``american_alo.py``); module docstring rules."""
+    if method == 3:
+        return american_point(s, k, t, sig, r, q, call, NEWTON_STEP_TOL)[0]
     floor, need, cs, ck, tt, cr, cq = _american_setup(s, k, t, sig, r, q, call)
     if not need:
         return floor  # invalid input (NaN), deterministic limit, or early exercise never optimal
@@ -697,23 +796,32 @@ def american_price_point(s: float, k: float, t: float, sig: float, r: float, q: 
 
 
 @njit(parallel=True, **JIT)
-def _price_kernel(spot: FloatArray, strike: FloatArray, tau: FloatArray, vol: FloatArray, rate: FloatArray,
-                  div: FloatArray, call: NDArray[np.bool_], method: int, out: FloatArray) -> None:
+def _price_kernel(
+    spot: FloatArray,
+    strike: FloatArray,
+    tau: FloatArray,
+    vol: FloatArray,
+    rate: FloatArray,
+    div: FloatArray,
+    call: NDArray[np.bool_],
+    method: int,
+    out: FloatArray,
+) -> None:
     if method == 0:
         n = out.shape[0]
         for blk in prange((n + _LANES - 1) // _LANES):
             a = blk * _LANES
             z = min(n, a + _LANES)
-            american_bs2002_prices(spot[a:z], strike[a:z], tau[a:z], vol[a:z], rate[a:z], div[a:z], call[a:z],
-                                   out[a:z])
+            american_bs2002_prices(spot[a:z], strike[a:z], tau[a:z], vol[a:z], rate[a:z], div[a:z], call[a:z], out[a:z])
         return
     for i in prange(out.shape[0]):
         out[i] = american_price_point(spot[i], strike[i], tau[i], vol[i], rate[i], div[i], call[i], method)
 
 
 @njit(parallel=True, **JIT)
-def _raw_kernel(s: FloatArray, k: FloatArray, t: FloatArray, r: FloatArray, q: FloatArray, sig: FloatArray,
-                out: FloatArray) -> None:
+def _raw_kernel(
+    s: FloatArray, k: FloatArray, t: FloatArray, r: FloatArray, q: FloatArray, sig: FloatArray, out: FloatArray
+) -> None:
     n = out.shape[0]
     size = 8 * _LANES  # calls per work item (one scratch block each)
     for blk in prange((n + size - 1) // size):
@@ -724,15 +832,44 @@ def _raw_kernel(s: FloatArray, k: FloatArray, t: FloatArray, r: FloatArray, q: F
 
 #: Bumps of the Greeks kernel (multiples of the spot, vol, time and rate bumps), one repricing each:
 #: base; spot +-; vol +-; time +-; rate +-; spot x vol (vanna); spot x time (charm).
-_BUMPS = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [-1, 0, 0, 0], [0, 1, 0, 0], [0, -1, 0, 0], [0, 0, 1, 0],
-                   [0, 0, -1, 0], [0, 0, 0, 1], [0, 0, 0, -1], [1, 1, 0, 0], [1, -1, 0, 0], [-1, 1, 0, 0],
-                   [-1, -1, 0, 0], [1, 0, 1, 0], [1, 0, -1, 0], [-1, 0, 1, 0], [-1, 0, -1, 0]], dtype=np.float64)
+_BUMPS = np.array(
+    [
+        [0, 0, 0, 0],
+        [1, 0, 0, 0],
+        [-1, 0, 0, 0],
+        [0, 1, 0, 0],
+        [0, -1, 0, 0],
+        [0, 0, 1, 0],
+        [0, 0, -1, 0],
+        [0, 0, 0, 1],
+        [0, 0, 0, -1],
+        [1, 1, 0, 0],
+        [1, -1, 0, 0],
+        [-1, 1, 0, 0],
+        [-1, -1, 0, 0],
+        [1, 0, 1, 0],
+        [1, 0, -1, 0],
+        [-1, 0, 1, 0],
+        [-1, 0, -1, 0],
+    ],
+    dtype=np.float64,
+)
 _GREEK_BLOCK = 8  # options per parallel work item (8 x 17 repricings)
 
 
 @njit(parallel=True, **JIT)
-def _greeks_kernel(spot: FloatArray, strike: FloatArray, tau: FloatArray, vol: FloatArray, rate: FloatArray,
-                   div: FloatArray, call: NDArray[np.bool_], method: int, bumps: FloatArray, out: FloatArray) -> None:
+def _greeks_kernel(
+    spot: FloatArray,
+    strike: FloatArray,
+    tau: FloatArray,
+    vol: FloatArray,
+    rate: FloatArray,
+    div: FloatArray,
+    call: NDArray[np.bool_],
+    method: int,
+    bumps: FloatArray,
+    out: FloatArray,
+) -> None:
     """Bump-and-reprice central differences into the rows of ``out`` in ``BsmResult`` field order.
 
     The ``len(bumps)`` repricings of a block of options go through the lane kernel together (BS2002).
@@ -770,7 +907,7 @@ def _greeks_kernel(spot: FloatArray, strike: FloatArray, tau: FloatArray, vol: F
                 px[c] = american_price_point(bs[c], bk[c], bt[c], bv[c], br[c], bq[c], bc[c], method)
         for o in range(g):
             i = a + o
-            x = px[o * nbump:(o + 1) * nbump]
+            x = px[o * nbump : (o + 1) * nbump]
             p0, pu, pd, vu, vd, tu, td, ru, rd = x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], x[8]
             hs = SPOT_BUMP * spot[i]
             hv = VOL_BUMP * vol[i]
@@ -785,6 +922,46 @@ def _greeks_kernel(spot: FloatArray, strike: FloatArray, tau: FloatArray, vol: F
             out[7, i] = (x[9] - x[10] - x[11] + x[12]) / (4.0 * hs * hv)
             out[8, i] = (vu - 2.0 * p0 + vd) / (hv * hv)
             out[9, i] = -(x[13] - x[14] - x[15] + x[16]) / (4.0 * hs * ht)
+
+
+@njit(parallel=True, **JIT)
+def _alo_greeks_kernel(
+    spot: FloatArray,
+    strike: FloatArray,
+    tau: FloatArray,
+    vol: FloatArray,
+    rate: FloatArray,
+    div: FloatArray,
+    call: BoolArray,
+    out: FloatArray,
+) -> None:
+    """Greeks of the exact engine into the rows of ``out`` (``BsmResult`` order): price and delta analytic,
+    gamma from analytic deltas on the same boundary (``american_alo.american_point``); vega, volga and vanna
+    from vol bumps, rho from rate bumps, theta and charm from time bumps of the price and of the analytic
+    delta (central differences, the module's bump constants)."""
+    for i in prange(spot.shape[0]):
+        s, k, t, sig, r, q, c = spot[i], strike[i], tau[i], vol[i], rate[i], div[i], call[i]
+        tol = NEWTON_STEP_TOL_GREEKS
+        p0, d0, g0, _ = american_point(s, k, t, sig, r, q, c, tol, True)
+        hv = VOL_BUMP * sig
+        ht = TIME_BUMP * t
+        vu, dvu, _, _ = american_point(s, k, t, sig + hv, r, q, c, tol, True)
+        vd, dvd, _, _ = american_point(s, k, t, sig - hv, r, q, c, tol, True)
+        ru = american_point(s, k, t, sig, r + RATE_BUMP, q, c, tol, True)[0]
+        rd = american_point(s, k, t, sig, r - RATE_BUMP, q, c, tol, True)[0]
+        tu, du, _, _ = american_point(s, k, t + ht, sig, r, q, c, tol, True)
+        td, dd, _, _ = american_point(s, k, t - ht, sig, r, q, c, tol, True)
+        th0 = -(tu - td) / (2.0 * ht)
+        out[0, i] = p0
+        out[1, i] = d0
+        out[2, i] = g0
+        out[3, i] = (vu - vd) / (2.0 * hv)
+        out[4, i] = th0
+        out[5, i] = th0 / DAYS_PER_YEAR
+        out[6, i] = (ru - rd) / (2.0 * RATE_BUMP)
+        out[7, i] = (dvu - dvd) / (2.0 * hv)
+        out[8, i] = (vu - 2.0 * p0 + vd) / (hv * hv)
+        out[9, i] = -(du - dd) / (2.0 * ht)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -807,9 +984,10 @@ def american_price(
     dividend_yield: ArrayLike,
     is_call: ArrayLike,
     *,
-    method: Method = "bs2002",
+    method: Method = DEFAULT_METHOD,
 ) -> FloatArray:
-    """American price by Bjerksund-Stensland (module docstring), vectorized over broadcast inputs.
+    """American price by ``method`` (default the exact engine, ``american_alo.py``; the Bjerksund-Stensland
+    approximations of the module docstring on request), vectorized over broadcast inputs.
 
     Same argument order and units as ``bsm.bsm_price``; never below the European price or intrinsic.
     """
@@ -821,8 +999,14 @@ def american_price(
     return out.reshape(shape)
 
 
-def bs2002_call_raw(spot: ArrayLike, strike: ArrayLike, time_years: ArrayLike, vol: ArrayLike, rate: ArrayLike,
-                    dividend_yield: ArrayLike) -> FloatArray:
+def bs2002_call_raw(
+    spot: ArrayLike,
+    strike: ArrayLike,
+    time_years: ArrayLike,
+    vol: ArrayLike,
+    rate: ArrayLike,
+    dividend_yield: ArrayLike,
+) -> FloatArray:
     """The Bjerksund-Stensland (2002) call formula itself, vectorized over broadcast inputs (lane kernel):
     ``S - K`` in the exercise region, NaN where BS2002 falls back to the European value; no floor at the
     European or intrinsic value and no early-exercise checks (``american_price`` adds those). Puts are
@@ -844,21 +1028,29 @@ def american_greeks(
     dividend_yield: ArrayLike,
     is_call: ArrayLike,
     *,
-    method: Method = "bs2002",
+    method: Method = DEFAULT_METHOD,
 ) -> BsmResult:
-    """American price and finite-difference Greeks (bumps in the module constants) as a ``BsmResult``.
+    """American price and Greeks as a ``BsmResult`` (units of ``bsm.py``).
 
-    Central differences of ``american_price``: ``delta, gamma`` in spot, ``vega, volga`` in vol,
-    ``theta = -dV/dT``, ``rho`` in rate, ``vanna`` (spot x vol) and ``charm = -d delta/dT``
-    (spot x time) cross differences. Where ``sigma sqrt(T) <= MIN_TOTAL_STD`` the analytic BSM limits
-    of ``bsm.bsm_greeks`` are returned (price still the American value).
+    Exact engine (``method="alo"``, default): delta analytic, gamma from analytic deltas on the same
+    boundary (``american_alo.py``); ``vega, volga`` in vol, ``rho`` in rate, ``theta = -dV/dT``, ``vanna``
+    (vol bumps of the analytic delta) and ``charm = -d delta/dT`` by central differences, every price
+    converged to rounding (``NEWTON_STEP_TOL_GREEKS``; its price may differ from ``american_price`` by
+    ~1e-10 relative).
+    Bjerksund-Stensland methods: central differences of ``american_price`` (``delta, gamma`` in spot,
+    ``vega, volga`` in vol, ``theta = -dV/dT``, ``rho`` in rate, ``vanna`` spot x vol and ``charm`` spot x
+    time). Bumps are the module constants. Where ``sigma sqrt(T) <= MIN_TOTAL_STD`` the analytic BSM
+    limits of ``bsm.bsm_greeks`` are returned (price still the American value).
     """
     code = _method_code(method)
     shape, flat = broadcast_inputs(spot, strike, time_years, vol, rate, dividend_yield, is_call)
     n = math.prod(shape)
     block = np.empty((10, n), dtype=np.float64)
     if n:
-        _greeks_kernel(*flat, code, _BUMPS, block)
+        if code == _METHODS["alo"]:
+            _alo_greeks_kernel(*flat, block)
+        else:
+            _greeks_kernel(*flat, code, _BUMPS, block)
         with np.errstate(invalid="ignore"):
             tiny = flat[3] * np.sqrt(np.maximum(flat[2], 0.0)) <= MIN_TOTAL_STD
         if np.any(tiny):

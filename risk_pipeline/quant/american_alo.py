@@ -22,7 +22,8 @@ Lagrange form). Both integrals are taken in ``u = tau sin^2(phi)`` (boundary tim
 ``sqrt(tau - u)`` are smooth in ``phi``, by Gauss-Legendre in ``phi`` with ``FP_POINTS`` points for the
 boundary equation and ``PRICE_POINTS`` for the premium. Departure from ALO: the discretized boundary
 equation ``ln B_i = ln(K e^{-(r-q) tau_i} N_i / D_i)`` at the nodes is solved by Newton's method with
-its analytic Jacobian (all nodes at once), started from Li's QD+ boundary (M. Li, "Analytical
+its analytic Jacobian (all nodes at once; a step that does not reduce the largest residual is halved,
+up to 8 times), started from Li's QD+ boundary (M. Li, "Analytical
 approximations for the critical stock prices of American options: a performance comparison", 2009),
 instead of ALO's fixed-point (Jacobi-Newton) iteration, which converges slowly for long-dated
 low-volatility options; the iteration stops after a step below ``NEWTON_STEP_TOL`` in ``s`` (the next
@@ -49,25 +50,37 @@ import numpy as np
 from numba import njit
 
 from risk_pipeline.quant._numba import JIT, FloatArray
-from risk_pipeline.quant.special import exp_minus_half_square, fast_exp, norm_cdf_from_exp
+from risk_pipeline.quant.american_fd import fd_american_put
+from risk_pipeline.quant.bsm import _bsm_point, bsm_price_point
+from risk_pipeline.quant.special import exp_minus_half_square, fast_exp, fast_log, norm_cdf_from_exp
 
 #: Chebyshev intervals of the boundary interpolation (``NODES + 1`` points, ``tau = 0`` included).
-NODES = 16
+NODES = 12
 #: Gauss-Legendre points of each integral of the boundary equation.
-FP_POINTS = 12
+FP_POINTS = 10
 #: Gauss-Legendre points of the early-exercise premium integral.
 PRICE_POINTS = 48
-#: The Newton iteration on the boundary stops after a step of at most this (in ``s = -ln(B/X)``).
-NEWTON_STEP_TOL = 1e-7
+#: Gauss-Legendre points of the premium integral in the Greeks (``american_point(greeks=True)``).
+GREEKS_PRICE_POINTS = 96
+#: The Newton iteration on the boundary stops once the next step, predicted from the quadratic
+#: convergence of the last two, would be at most this (in ``s = -ln(B/X)``), or the last one was.
+NEWTON_STEP_TOL = 1e-8
+#: Same for the Greeks (bumped prices): converged to rounding, so the prices are smooth in the inputs.
+NEWTON_STEP_TOL_GREEKS = 1e-13
 #: Newton steps at most.
-NEWTON_MAX_STEPS = 12
+NEWTON_MAX_STEPS = 40
 #: Halley's iteration of the QD+ starting boundary stops after a step below this fraction of ``X``.
-QD_PLUS_TOL = 1e-4
+QD_PLUS_TOL = 1e-3
+#: The premium quadrature's first panel spans ``w = sqrt(t / T)`` in ``[0, min(LAYER_WIDTH w0, LAYER_MAX)]``
+#: with ``w0 = ln(S / B(T)) / (sigma sqrt T)`` (``put_from_boundary``).
+LAYER_WIDTH = 8.0
+LAYER_MAX = 0.7
+#: Relative spot step of the gamma taken from analytic deltas (``american_point(gamma_from_delta=True)``).
+GAMMA_BUMP = 1e-4
 #: ``sigma sqrt(T)`` at or below this uses the deterministic (zero-volatility) value.
 MIN_TOTAL_STD = 1e-8
 
 _INV_SQRT_2PI = 0.39894228040143267794
-_NL = NODES * FP_POINTS
 
 
 def _barycentric_matrix(x: FloatArray, z: FloatArray) -> FloatArray:
@@ -85,24 +98,40 @@ def _barycentric_matrix(x: FloatArray, z: FloatArray) -> FloatArray:
     return np.ascontiguousarray(out)
 
 
-def _tables() -> tuple[FloatArray, ...]:
-    """Chebyshev points, quadrature nodes and weights, and the interpolation matrices (parameter-free)."""
-    z = -np.cos(np.arange(NODES + 1) * np.pi / NODES)
-    gx, gw = np.polynomial.legendre.leggauss(FP_POINTS)
+def alo_tables(nodes: int, fp_points: int, price_points: int) -> tuple[FloatArray, ...]:
+    """Discretization tables (parameter-free): Chebyshev points and barycentric weights, the quadrature
+    nodes and weights, the interpolation matrices; ``tab`` argument of the kernels below."""
+    z = -np.cos(np.arange(nodes + 1) * np.pi / nodes)
+    bw = (-1.0) ** np.arange(nodes + 1)
+    bw[0] *= 0.5
+    bw[-1] *= 0.5
+    gx, gw = np.polynomial.legendre.leggauss(fp_points)
     phi = 0.25 * np.pi * (gx + 1.0)
     fw = gw * 0.25 * np.pi * np.sin(2.0 * phi)  # d(sin^2 phi) = sin(2 phi) dphi
     # interpolation of H at u = tau_i sin^2(phi_k): z(u) = (1 + z_i) sin(phi_k) - 1, independent of T
-    fm = np.empty((NODES, NODES + 1, FP_POINTS))
-    for i in range(1, NODES + 1):
+    fm = np.empty((nodes, nodes + 1, fp_points))
+    for i in range(1, nodes + 1):
         fm[i - 1] = _barycentric_matrix((1.0 + z[i]) * np.sin(phi) - 1.0, z).T
-    gx, gw = np.polynomial.legendre.leggauss(PRICE_POINTS)
-    phi_p = 0.25 * np.pi * (gx + 1.0)
-    pw = gw * 0.25 * np.pi * np.sin(2.0 * phi_p)
-    pm = _barycentric_matrix(2.0 * np.sin(phi_p) - 1.0, z)
-    return (z, np.sin(phi) ** 2, np.cos(phi), fw, np.ascontiguousarray(fm), np.cos(phi_p), pw, pm)
+    # premium: w = sqrt(t / T) in [0, LAYER_MAX] (dt = 2 T w dw) and phi = arccos(w) in [0, arccos(LAYER_MAX)]
+    # (dt = T sin(2 phi) dphi), half of the points each (put_from_boundary moves the split closer to 0)
+    lx, lw = np.polynomial.legendre.leggauss(price_points // 2)
+    w_a = 0.5 * LAYER_MAX * (lx + 1.0)
+    phi_c = np.arccos(LAYER_MAX)
+    phi_b = 0.5 * phi_c * (lx + 1.0)
+    pc = np.concatenate([w_a, np.cos(phi_b)])
+    pw = np.concatenate([lw * 0.5 * LAYER_MAX * 2.0 * w_a, lw * 0.5 * phi_c * np.sin(2.0 * phi_b)])
+    pm = _barycentric_matrix(2.0 * np.sqrt(1.0 - pc * pc) - 1.0, z)
+    return (z, bw, np.sin(phi) ** 2, np.cos(phi), fw, np.ascontiguousarray(fm), pc, pw, pm, lx, lw)
 
 
-_Z, _FS2, _FC, _FW, _FM, _PC, _PW, _PM = _tables()
+#: Tables of the exact engine (``NODES``, ``FP_POINTS``, ``PRICE_POINTS``).
+EXACT_TABLES = alo_tables(NODES, FP_POINTS, PRICE_POINTS)
+#: Coarser tables for the nodes of the scenario engine's early-exercise-premium grids (about 1e-5
+#: relative, far below the grid's own interpolation error; ``scenario_engine.py``).
+GRID_TABLES = alo_tables(8, 8, 24)
+#: Tables of the Greeks: ``GREEKS_PRICE_POINTS`` premium points, so that the spot derivatives stay
+#: accurate just above the exercise boundary.
+GREEKS_TABLES = alo_tables(NODES, FP_POINTS, GREEKS_PRICE_POINTS)
 
 
 @njit(inline="always", **JIT)
@@ -117,8 +146,9 @@ def exercise_limit(k: float, r: float, q: float) -> float:
 
 
 @njit(**JIT)
-def qd_plus_boundary(tau: float, k: float, r: float, q: float, sig: float, x_max: float, start: float,
-                     tol: float) -> float:
+def qd_plus_boundary(
+    tau: float, k: float, r: float, q: float, sig: float, x_max: float, start: float, tol: float
+) -> float:
     """Li's (2009) QD+ approximation of the put exercise boundary at time to maturity ``tau``: Halley's
     iteration from ``start`` until a step below ``tol * X``."""
     s2 = sig * sig
@@ -191,20 +221,32 @@ def _solve(a: FloatArray, b: FloatArray, n: int) -> None:
 
 
 @njit(**JIT)
-def put_boundary(k: float, r: float, q: float, sig: float, t: float, x_max: float, s: FloatArray) -> int:
+def put_boundary(
+    k: float,
+    r: float,
+    q: float,
+    sig: float,
+    t: float,
+    x_max: float,
+    s: FloatArray,
+    tol: float,
+    tab: tuple[FloatArray, ...],
+) -> int:
     """Solve the boundary equation: ``s[j] = -ln(B(tau_j)/X)`` at the ``NODES + 1`` Chebyshev points
-    ``tau_j = T (1 + z_j)^2 / 4``; returns the Newton steps taken (module docstring). Put with early
+    ``tau_j = T (1 + z_j)^2 / 4``; Newton steps until one is at most ``tol``; returns the steps taken
+    (negative if a step failed). Put with early
     exercise and a single boundary (``r >= 0``, not ``r <= 0 <= q``), ``sigma sqrt(T) > 0``."""
-    n = NODES
-    nl = _NL
-    lq = FP_POINTS
+    z_c, _, fs2, fc, fw, fm = tab[0], tab[1], tab[2], tab[3], tab[4], tab[5]
+    n = z_c.shape[0] - 1
+    lq = fs2.shape[0]
+    nl = n * lq
     sqt = math.sqrt(t)
     tau = np.empty(n)
     lnk = math.log(k / x_max)
     s[0] = 0.0
     b0 = x_max
     for i in range(n):  # QD+ start, node by node from the previous node's boundary (it falls with tau)
-        xi = 0.5 * sqt * (1.0 + _Z[i + 1])
+        xi = 0.5 * sqt * (1.0 + z_c[i + 1])
         tau[i] = xi * xi
         b0 = qd_plus_boundary(tau[i], k, r, q, sig, x_max, b0, QD_PLUS_TOL)
         s[i + 1] = max(-math.log(b0 / x_max), 0.0)
@@ -229,14 +271,20 @@ def put_boundary(k: float, r: float, q: float, sig: float, t: float, x_max: floa
         st = sig * math.sqrt(ti)
         for kk in range(lq):
             c = i * lq + kk
-            u = ti * _FS2[kk]
-            sd = st * _FC[kk]
+            u = ti * fs2[kk]
+            sd = st * fc[kk]
             inv_sd[c] = 1.0 / sd
             sdv[c] = sd
             cc[c] = (r - q) * (ti - u) / sd + 0.5 * sd
-            wr[c] = r * ti * _FW[kk] * math.exp(r * u)
-            wq[c] = q * ti * _FW[kk] * math.exp(q * u)
+            wr[c] = r * ti * fw[kk] * math.exp(r * u)
+            wq[c] = q * ti * fw[kk] * math.exp(q * u)
     steps = 0
+    prev = 1.0
+    best = math.inf
+    back = 0
+    lam = 1.0
+    s_acc = s.copy()
+    full = np.zeros(n)
     for _ in range(NEWTON_MAX_STEPS):
         steps += 1
         for j in range(n + 1):
@@ -247,7 +295,7 @@ def put_boundary(k: float, r: float, q: float, sig: float, t: float, x_max: floa
             for j in range(1, n + 1):
                 hj = hh[j]
                 for kk in range(lq):
-                    sh[i * lq + kk] += _FM[i, j, kk] * hj
+                    sh[i * lq + kk] += fm[i, j, kk] * hj
             for kk in range(lq):
                 sn[i * lq + kk] = s[i + 1]
         for c in range(nl):  # flat, branch-free: vectorized
@@ -281,12 +329,26 @@ def put_boundary(k: float, r: float, q: float, sig: float, t: float, x_max: floa
                 sc += ca[c]
             nn[i] = num
             dd[i] = den
-            res[i] = lnk - (r - q) * ti + math.log(num) - math.log(den) + si
+            res[i] = lnk - (r - q) * ti + fast_log(num) - fast_log(den) + si
             d_num = -(_INV_SQRT_2PI * e_m / v + sa)
             d_den = -(_INV_SQRT_2PI * e_p / v + sc)
             for j in range(n):
                 jac[i, j] = 0.0
             jac[i, i] = d_num / num - d_den / den + 1.0
+        norm = 0.0
+        for i in range(n):
+            norm = max(norm, abs(res[i]))
+        if not norm <= best and back < 8:  # the last step made the residual worse (or NaN): halve it
+            back += 1
+            lam *= 0.5
+            for i in range(n):
+                s[i + 1] = max(s_acc[i + 1] - lam * full[i], 0.0)
+            continue
+        best = norm
+        back = 0
+        lam = 1.0
+        for i in range(n + 1):
+            s_acc[i] = s[i]
         for i in range(n):  # d/ds_j through the interpolated H at the quadrature points
             inv_n = 1.0 / nn[i]
             inv_d = 1.0 / dd[i]
@@ -297,7 +359,7 @@ def put_boundary(k: float, r: float, q: float, sig: float, t: float, x_max: floa
             for j in range(1, n + 1):
                 acc = 0.0
                 for kk in range(lq):
-                    acc += tn[i * lq + kk] * _FM[i, j, kk]
+                    acc += tn[i * lq + kk] * fm[i, j, kk]
                 jac[i, j - 1] += s[j] * acc
         _solve(jac, res, n)
         big = 0.0
@@ -306,21 +368,68 @@ def put_boundary(k: float, r: float, q: float, sig: float, t: float, x_max: floa
             if not step == step:
                 big = math.inf
                 break
+            full[i] = step
             s[i + 1] = max(s[i + 1] - step, 0.0)
             big = max(big, abs(step))
-        if big <= NEWTON_STEP_TOL:
-            break
         if not big < math.inf:
             steps = -steps
             break
+        # quadratic convergence: the next step would be about (big / prev^2) big^2
+        if big <= tol or (steps > 1 and big * big * big <= tol * prev * prev):
+            break
+        prev = big
     return steps
 
 
 @njit(**JIT)
-def put_from_boundary(sp: float, k: float, r: float, q: float, sig: float, t: float, x_max: float,
-                      s: FloatArray) -> tuple[float, float, float]:
-    """(price, delta, gamma) of the put at spot ``sp`` from the boundary ``s`` of ``put_boundary``."""
-    n = NODES
+def _premium_terms(
+    sp: float, k: float, r: float, q: float, t: float, v: float, x_max: float, h: float, w: float, pc: float
+) -> tuple[float, float, float]:
+    """Integrands (times the weight ``w``) of the premium, delta and gamma at elapsed time ``t pc^2`` where
+    the interpolated ``H`` is ``h``."""
+    root = math.sqrt(np.maximum(h, 0.0))
+    tt = t * pc * pc
+    sd = v * pc
+    d1 = (math.log(sp / x_max) + root + (r - q) * tt) / sd + 0.5 * sd
+    d2 = d1 - sd
+    e1 = exp_minus_half_square(d1)
+    e2 = exp_minus_half_square(d2)
+    er = fast_exp(-r * tt)
+    eq = fast_exp(-q * tt)
+    b = x_max * fast_exp(-root)
+    n1 = norm_cdf_from_exp(-d1, e1)
+    rk = r * k
+    g = er * _INV_SQRT_2PI * e2 / (sp * sd)
+    return (
+        w * (rk * er * norm_cdf_from_exp(-d2, e2) - q * sp * eq * n1),
+        w * (-q * eq * n1 - g * (rk - q * b)),
+        w * g / sp * (q * b + (rk - q * b) * (1.0 + d2 / sd)),
+    )
+
+
+@njit(**JIT)
+def put_from_boundary(
+    sp: float,
+    k: float,
+    r: float,
+    q: float,
+    sig: float,
+    t: float,
+    x_max: float,
+    s: FloatArray,
+    tab: tuple[FloatArray, ...],
+) -> tuple[float, float, float]:
+    """(price, delta, gamma) of the put at spot ``sp`` from the boundary ``s`` of ``put_boundary``.
+
+    The premium integrals run over ``w = sqrt(t / T)`` (``t`` elapsed); their integrands change over
+    ``w ~ w0 = ln(S / B(T)) / (sigma sqrt T)``. Gauss-Legendre on two panels: ``w in [0, wc]`` (in ``w``)
+    and the rest (in ``phi = arccos w``, smooth at ``t = T``), half of the points each, with
+    ``wc = min(LAYER_WIDTH w0, LAYER_MAX)``: tabulated points far from the boundary, the same rule moved
+    towards ``w = 0`` close to it (the boundary interpolated there in barycentric form), so the price is
+    continuous in the spot.
+    """
+    z_c, bw, pcs, pws, pm, lx, lw = tab[0], tab[1], tab[6], tab[7], tab[8], tab[9], tab[10]
+    n = z_c.shape[0] - 1
     b_t = x_max * math.exp(-s[n])
     sqt = math.sqrt(t)
     v = sig * sqt
@@ -337,32 +446,48 @@ def put_from_boundary(sp: float, k: float, r: float, q: float, sig: float, t: fl
     hh = np.empty(n + 1)
     for j in range(n + 1):
         hh[j] = s[j] * s[j]
-    lsx = math.log(sp / x_max)
-    rk = r * k
     e_price = 0.0
     e_delta = 0.0
     e_gamma = 0.0
-    for c in range(PRICE_POINTS):
-        h = 0.0
-        for j in range(1, n + 1):
-            h += _PM[c, j] * hh[j]
-        root = math.sqrt(np.maximum(h, 0.0))
-        pc = _PC[c]
-        tt = t * pc * pc
-        sd = v * pc
-        d1 = (lsx + root + (r - q) * tt) / sd + 0.5 * sd
-        d2 = d1 - sd
-        e1 = exp_minus_half_square(d1)
-        e2 = exp_minus_half_square(d2)
-        er = fast_exp(-r * tt)
-        eq = fast_exp(-q * tt)
-        b = x_max * fast_exp(-root)
-        n1 = norm_cdf_from_exp(-d1, e1)
-        w = _PW[c]
-        g = er * _INV_SQRT_2PI * e2 / (sp * sd)
-        e_price += w * (rk * er * norm_cdf_from_exp(-d2, e2) - q * sp * eq * n1)
-        e_delta += w * (-q * eq * n1 - g * (rk - q * b))
-        e_gamma += w * g / sp * (q * b + (rk - q * b) * (1.0 + d2 / sd))
+    w0 = math.log(sp / b_t) / v
+    if LAYER_WIDTH * w0 >= LAYER_MAX:  # the tabulated split
+        for c in range(pcs.shape[0]):
+            h = 0.0
+            for j in range(1, n + 1):
+                h += pm[c, j] * hh[j]
+            a, b, g = _premium_terms(sp, k, r, q, t, v, x_max, h, pws[c], pcs[c])
+            e_price += a
+            e_delta += b
+            e_gamma += g
+    else:
+        wc = LAYER_WIDTH * w0
+        phi_c = math.acos(wc)
+        for c in range(lx.shape[0]):
+            for panel in range(2):
+                if panel == 0:  # w in [0, wc]: dt = 2 T w dw
+                    pc = 0.5 * wc * (lx[c] + 1.0)
+                    wt = lw[c] * 0.5 * wc * 2.0 * pc
+                else:  # phi in [0, phi_c]: dt = T sin(2 phi) dphi
+                    ph = 0.5 * phi_c * (lx[c] + 1.0)
+                    pc = math.cos(ph)
+                    wt = lw[c] * 0.5 * phi_c * math.sin(2.0 * ph)
+                zz = 2.0 * math.sqrt(1.0 - pc * pc) - 1.0  # z of the boundary time u = T (1 - w^2)
+                num = 0.0
+                den = 0.0
+                hit = -1
+                for j in range(n + 1):
+                    dz = zz - z_c[j]
+                    if dz == 0.0:
+                        hit = j
+                    else:
+                        f = bw[j] / dz
+                        num += f * hh[j]
+                        den += f
+                h = hh[hit] if hit >= 0 else num / den
+                a, b, g = _premium_terms(sp, k, r, q, t, v, x_max, h, wt, pc)
+                e_price += a
+                e_delta += b
+                e_gamma += g
     return price + t * e_price, delta + t * e_delta, gamma + t * e_gamma
 
 
@@ -385,28 +510,63 @@ def deterministic_put(sp: float, k: float, r: float, q: float, t: float) -> tupl
 
 
 @njit(**JIT)
-def alo_point(sp: float, k: float, t: float, sig: float, r: float, q: float, call: bool
-              ) -> tuple[float, float, float, float]:
-    """(price, delta, gamma, theta) of one American option on the single-boundary or deterministic
-    branches (module docstring); NaN for invalid input and for the double-boundary regime."""
+def price_from_unit_boundary(
+    sp: float, k: float, call: bool, pr: float, pq: float, sig: float, t: float, x_max: float, s: FloatArray
+) -> float:
+    """Price of an option whose put-space unit-strike boundary ``s`` (rates ``pr``, ``pq``; ``EXACT_TABLES``)
+    is already solved: the same arithmetic as ``american_point``'s single-boundary branch."""
+    ps, pk = (k, sp) if call else (sp, k)
+    p = put_from_boundary(ps / pk, 1.0, pr, pq, sig, t, x_max, s, EXACT_TABLES)[0] * pk
+    r, q = (pq, pr) if call else (pr, pq)
+    return max(p, pk - ps, bsm_price_point(sp, k, t, sig, r, q, call))
+
+
+@njit(**JIT)
+def american_point(
+    sp: float, k: float, t: float, sig: float, r: float, q: float, call: bool, tol: float, greeks: bool = False
+) -> tuple[float, float, float, float]:
+    """(price, delta, gamma, theta) of one American option in every regime of the module docstring;
+    ``tol`` is the Newton tolerance (``NEWTON_STEP_TOL`` or ``NEWTON_STEP_TOL_GREEKS``). Theta per year of
+    calendar time passing. With ``greeks`` the premium integral uses ``GREEKS_TABLES`` and the gamma is the
+    central difference of the analytic delta at ``S (1 +- GAMMA_BUMP)`` on the same boundary (accurate
+    also just above the exercise boundary, where the gamma integrand's ``1/t`` layer is hardest). NaN for invalid input
+    (non-positive spot or strike, negative or NaN vol, NaN)."""
     nan = math.nan
     if not ((sp > 0.0) & (k > 0.0) & (sig >= 0.0) & (t == t) & (r == r) & (q == q)):
         return nan, nan, nan, nan
     t = max(t, 0.0)
     ps, pk, pr, pq = (k, sp, q, r) if call else (sp, k, r, q)
-    if (pr < 0.0) & (pq < pr):
-        return nan, nan, nan, nan
+    if (pr <= 0.0) & (pr <= pq):  # early exercise never optimal: the European value
+        e = _bsm_point(sp, k, t, sig, r, q, call)
+        return e[0], e[1], e[2], e[4]
     if sig * math.sqrt(t) <= MIN_TOTAL_STD:
         p, d = deterministic_put(ps, pk, pr, pq, t)
         g = 0.0
         th = 0.0
     else:
-        x_max = exercise_limit(pk, pr, pq)
-        s = np.empty(NODES + 1)
-        put_boundary(pk, pr, pq, sig, t, x_max, s)
-        p, d, g = put_from_boundary(ps, pk, pr, pq, sig, t, x_max, s)
-        cont = ps > x_max * math.exp(-s[NODES])
+        if (pr < 0.0) & (pq < pr):  # two exercise boundaries: finite differences
+            p, d, g = fd_american_put(ps, pk, pr, pq, sig, t)
+            cont = p > pk - ps + 1e-12 * pk
+        else:  # unit strike: P(S', K') = K' p(S'/K'), so the boundary does not depend on the call's spot
+            x_max = exercise_limit(1.0, pr, pq)
+            tab = GREEKS_TABLES if greeks else EXACT_TABLES
+            s = np.empty(NODES + 1)
+            put_boundary(1.0, pr, pq, sig, t, x_max, s, tol, tab)
+            x = ps / pk
+            p, d, g = put_from_boundary(x, 1.0, pr, pq, sig, t, x_max, s, tab)
+            b_t = x_max * math.exp(-s[NODES])
+            cont = x > b_t
+            if greeks and cont:
+                h = GAMMA_BUMP * x
+                d_up = put_from_boundary(x + h, 1.0, pr, pq, sig, t, x_max, s, tab)[1]
+                d_dn = put_from_boundary(x - h, 1.0, pr, pq, sig, t, x_max, s, tab)[1] if x - h > b_t else -1.0
+                g = (d_up - d_dn) / (2.0 * h)
+            p *= pk
+            g /= pk
         th = (pr * p - (pr - pq) * ps * d - 0.5 * sig * sig * ps * ps * g) if cont else 0.0
+    # rounding of the quadrature (just above the boundary, or a vanishing premium) must not undercut
+    # immediate exercise or the European value
+    p = max(p, pk - ps, bsm_price_point(sp, k, t, sig, r, q, call))
     if call:  # C(S, K) = P(K, S): d/dS = d/dK' = (P - S' dP/dS') / K'; S^2 d2C/dS2 = S'^2 d2P/dS'2
         return p, (p - ps * d) / pk, ps * ps * g / (pk * pk), th
     return p, d, g, th

@@ -22,8 +22,9 @@ IntArray = NDArray[np.intp]
 BoolArray = NDArray[np.bool_]
 
 
-def _last_first(group: IntArray, x: FloatArray, target: FloatArray, valid: BoolArray, n_groups: int
-                ) -> tuple[IntArray, IntArray]:
+def _last_first(
+    group: IntArray, x: FloatArray, target: FloatArray, valid: BoolArray, n_groups: int
+) -> tuple[IntArray, IntArray]:
     """Per group: index of the valid element with the largest ``x <= target`` and of the smallest ``x > target``."""
     order = np.lexsort((x, group))
     below = order[(valid & (x <= target))[order]][::-1]
@@ -37,8 +38,9 @@ def _last_first(group: IntArray, x: FloatArray, target: FloatArray, valid: BoolA
     return lo, hi
 
 
-def expiry_atm_vols(slice_id: ArrayLike, log_moneyness: ArrayLike, implied_vol: ArrayLike, is_call: ArrayLike,
-                    n_slices: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+def expiry_atm_vols(
+    slice_id: ArrayLike, log_moneyness: ArrayLike, implied_vol: ArrayLike, is_call: ArrayLike, n_slices: int
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """At-the-forward vol per slice (one underlying and expiry) from its OTM quotes' implied vols.
 
     Returns ``(atm_vol, k_below, k_above)``: NaN where a slice lacks a valid OTM quote on either side.
@@ -70,8 +72,9 @@ class ConstantMaturityVol:
     extrapolated: BoolArray
 
 
-def constant_maturity_vol(underlying_id: ArrayLike, time_years: ArrayLike, atm_vol: ArrayLike, tenor_years: float,
-                          n_underlyings: int) -> ConstantMaturityVol:
+def constant_maturity_vol(
+    underlying_id: ArrayLike, time_years: ArrayLike, atm_vol: ArrayLike, tenor_years: float, n_underlyings: int
+) -> ConstantMaturityVol:
     """ATM vol at ``tenor_years`` per underlying from per-slice ATM vols.
 
     Total variance is interpolated linearly in time between the expiries bracketing the tenor. With

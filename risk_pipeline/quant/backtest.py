@@ -89,8 +89,7 @@ def _ratio(num: FloatArray, den: FloatArray) -> FloatArray:
     return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
 
 
-def christoffersen_independence(n00: ArrayLike, n01: ArrayLike, n10: ArrayLike, n11: ArrayLike
-                                ) -> tuple[Any, Any]:
+def christoffersen_independence(n00: ArrayLike, n01: ArrayLike, n10: ArrayLike, n11: ArrayLike) -> tuple[Any, Any]:
     """Christoffersen (1998) independence LR from the transition counts and its chi2(1) p-value."""
     c00, c01, c10, c11 = (np.asarray(v, dtype=np.float64) for v in (n00, n01, n10, n11))
     pi0 = _ratio(c01, c00 + c01)
@@ -179,8 +178,20 @@ def backtest_exceptions(exc: ArrayLike, confidence: float) -> BacktestResult:
     lr_pof, p_pof = kupiec_pof(x, n, confidence)
     lr_ind, p_ind = christoffersen_independence(*transition_counts(e))
     lr_cc, p_cc = conditional_coverage(lr_pof, lr_ind)
-    return BacktestResult(float(confidence), n, x, n * (1.0 - confidence), lr_pof, p_pof, lr_ind, p_ind, lr_cc,
-                          p_cc, traffic_light(x, n, confidence), n - 1)
+    return BacktestResult(
+        float(confidence),
+        n,
+        x,
+        n * (1.0 - confidence),
+        lr_pof,
+        p_pof,
+        lr_ind,
+        p_ind,
+        lr_cc,
+        p_cc,
+        traffic_light(x, n, confidence),
+        n - 1,
+    )
 
 
 def backtest(pnl: ArrayLike, var: ArrayLike, confidence: float, lag: int = 1) -> BacktestResult:
@@ -188,8 +199,9 @@ def backtest(pnl: ArrayLike, var: ArrayLike, confidence: float, lag: int = 1) ->
     return backtest_exceptions(exceptions(pnl, var, lag), confidence)
 
 
-def rolling_backtest(pnl: ArrayLike, var: ArrayLike, confidence: float, window: int = 250,
-                     lag: int = 1) -> tuple[BacktestResult, ...]:
+def rolling_backtest(
+    pnl: ArrayLike, var: ArrayLike, confidence: float, window: int = 250, lag: int = 1
+) -> tuple[BacktestResult, ...]:
     """Backtests of every ``window``-day window of exceptions (vectorized cumulative counts).
 
     ``window_end_index`` is the index in ``pnl`` of the window's last day.
@@ -204,8 +216,10 @@ def rolling_backtest(pnl: ArrayLike, var: ArrayLike, confidence: float, window: 
     cs = np.concatenate([[0], np.cumsum(e)])
     x = cs[ends + 1] - cs[ends + 1 - window]
     a, b = e[:-1], e[1:]
-    pair_cs = {key: np.concatenate([[0], np.cumsum(v)]) for key, v in
-               (("00", ~a & ~b), ("01", ~a & b), ("10", a & ~b), ("11", a & b))}
+    pair_cs = {
+        key: np.concatenate([[0], np.cumsum(v)])
+        for key, v in (("00", ~a & ~b), ("01", ~a & b), ("10", a & ~b), ("11", a & b))
+    }
     # pairs (i-1, i) with i in [end - window + 2, end]: pair indices end - window + 1 .. end - 1
     lo, hi = ends - window + 1, ends
     counts = [pair_cs[k][hi] - pair_cs[k][lo] for k in ("00", "01", "10", "11")]
@@ -213,12 +227,22 @@ def rolling_backtest(pnl: ArrayLike, var: ArrayLike, confidence: float, window: 
     lr_ind, p_ind = christoffersen_independence(*counts)
     lr_cc, p_cc = conditional_coverage(lr_pof, lr_ind)
     zones = traffic_light(x, window, confidence)
-    lr_pof, p_pof, lr_ind, p_ind, lr_cc, p_cc = (np.atleast_1d(v) for v in (lr_pof, p_pof, lr_ind, p_ind, lr_cc,
-                                                                            p_cc))
+    lr_pof, p_pof, lr_ind, p_ind, lr_cc, p_cc = (np.atleast_1d(v) for v in (lr_pof, p_pof, lr_ind, p_ind, lr_cc, p_cc))
     zones = np.atleast_1d(zones)
     return tuple(
-        BacktestResult(float(confidence), int(window), int(x[i]), window * (1.0 - confidence), float(lr_pof[i]),
-                       float(p_pof[i]), float(lr_ind[i]), float(p_ind[i]), float(lr_cc[i]), float(p_cc[i]),
-                       str(zones[i]), int(ends[i] + lag))
+        BacktestResult(
+            float(confidence),
+            int(window),
+            int(x[i]),
+            window * (1.0 - confidence),
+            float(lr_pof[i]),
+            float(p_pof[i]),
+            float(lr_ind[i]),
+            float(p_ind[i]),
+            float(lr_cc[i]),
+            float(p_cc[i]),
+            str(zones[i]),
+            int(ends[i] + lag),
+        )
         for i in range(ends.size)
     )

@@ -116,12 +116,18 @@ def static_book_backtest(
         first = max(0, t - cfg.lookback_days)
         history = MarketHistory(returns[first:t], iv_change[first:t])
         if MONTE_CARLO_FHS in methods and (params is None or i % refit_every == 0):
-            params = [fit_garch_or_constant(returns[first:t, s], None if params is None else params[s])
-                      for s in range(m)]
+            params = [
+                fit_garch_or_constant(returns[first:t, s], None if params is None else params[s]) for s in range(m)
+            ]
         report = compute_var(book, history, cfg, methods=methods, garch_params=params)
         vol_move = np.where(np.isfinite(iv_change[t]), 1.0 + iv_change[t], 1.0)
-        moved = revalue(book, (c[t + 1] / c[t] - 1.0)[None, :], horizon_days=float(gap[t + 1]),
-                        vol_scale=vol_move[None, :], american="exact")
+        moved = revalue(
+            book,
+            (c[t + 1] / c[t] - 1.0)[None, :],
+            horizon_days=float(gap[t + 1]),
+            vol_scale=vol_move[None, :],
+            american="exact",
+        )
         values.append(float(market_values(book).sum()))
         pnl.append(float(moved.pnl[0]))
         lookbacks.append(t - first)

@@ -189,8 +189,7 @@ def _greeks_kernel(
 ) -> None:
     """Fill the ten outputs (all arrays contiguous and of the same length)."""
     for i in prange(spot.shape[0]):
-        p, de, ga, ve, th, rh, va, vo, ch = _bsm_point(spot[i], strike[i], tau[i], vol[i], rate[i], div[i],
-                                                       call[i])
+        p, de, ga, ve, th, rh, va, vo, ch = _bsm_point(spot[i], strike[i], tau[i], vol[i], rate[i], div[i], call[i])
         price[i] = p
         delta[i] = de
         gamma[i] = ga
@@ -259,8 +258,9 @@ def _numpy_greeks(
     is_call: ArrayLike,
     price_only: bool,
 ) -> tuple[FloatArray, ...]:
-    s, k, t, sig, r, q = (np.asarray(a, dtype=np.float64) for a in
-                          (spot, strike, time_years, vol, rate, dividend_yield))
+    s, k, t, sig, r, q = (
+        np.asarray(a, dtype=np.float64) for a in (spot, strike, time_years, vol, rate, dividend_yield)
+    )
     s, k, t, sig, r, q, call = np.broadcast_arrays(s, k, t, sig, r, q, np.asarray(is_call, dtype=bool))
     # Underflow to zero is the correct limit everywhere below (numpy's default is to ignore it too).
     with np.errstate(under="ignore"):
@@ -287,9 +287,7 @@ def _numpy_greeks(
         h = np.where(wx > 0, 1.0, np.where(wx == 0, 0.5, 0.0))
         nd1 = np.where(reg, ndtr(w * d1), h)
         nd2 = np.where(reg, ndtr(w * d2), h)
-        price = np.where(
-            reg, w * (sdq * nd1 - kdr * nd2), np.where(wx > 0, w * (sdq - kdr), 0.0)
-        )
+        price = np.where(reg, w * (sdq * nd1 - kdr * nd2), np.where(wx > 0, w * (sdq - kdr), 0.0))
         price = np.maximum(price, 0.0) + 0.0
         if price_only:
             return (np.where(valid, price, np.nan),)

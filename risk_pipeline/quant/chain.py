@@ -1,14 +1,15 @@
-"""Implied vols of a whole option chain: European quotes by BSM, American by Bjerksund-Stensland."""
+"""Implied vols of a whole option chain: European quotes by BSM, American by the exact American engine."""
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from risk_pipeline.quant.american import DEFAULT_METHOD, MODEL_NAMES
 from risk_pipeline.quant.implied_vol import ImpliedVolResult, implied_vol_from_quotes
 
 MODEL_EUROPEAN = "bsm_european"
-MODEL_AMERICAN = "bjerksund_stensland_2002"
+MODEL_AMERICAN = MODEL_NAMES[DEFAULT_METHOD]  # "american_alo_exact"
 
 
 def chain_implied_vols(

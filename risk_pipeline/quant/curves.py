@@ -30,13 +30,10 @@ def discount_factor(rate: ArrayLike, time_years: ArrayLike) -> FloatArray:
     return np.exp(-np.asarray(rate, dtype=float) * np.asarray(time_years, dtype=float))
 
 
-def forward_price(
-    spot: ArrayLike, rate: ArrayLike, dividend_yield: ArrayLike, time_years: ArrayLike
-) -> FloatArray:
+def forward_price(spot: ArrayLike, rate: ArrayLike, dividend_yield: ArrayLike, time_years: ArrayLike) -> FloatArray:
     """F = S exp((r - q) T)."""
     return np.asarray(spot, dtype=float) * np.exp(
-        (np.asarray(rate, dtype=float) - np.asarray(dividend_yield, dtype=float))
-        * np.asarray(time_years, dtype=float)
+        (np.asarray(rate, dtype=float) - np.asarray(dividend_yield, dtype=float)) * np.asarray(time_years, dtype=float)
     )
 
 

@@ -1,9 +1,9 @@
 """Position-level Greeks: per-unit option Greeks scaled to positions, expiry buckets, betas.
 
 Per-unit Greeks come from ``bsm.bsm_greeks`` (European exercise) or ``american.american_greeks``
-(American, Bjerksund-Stensland 2002). Position conventions (docs/architecture.md): ``delta`` in shares
-of the underlying (quantity x multiplier x option delta), ``dollar_delta = delta x spot``,
-``gamma`` in shares per 1.00 of spot, ``dollar_gamma_1pct = gamma x spot^2 / 100``,
+(American, the exact engine of ``american_alo.py`` by default). Position conventions
+(docs/architecture.md): ``delta`` in shares of the underlying (quantity x multiplier x option delta),
+``dollar_delta = delta x spot``, ``gamma`` in shares per 1.00 of spot, ``dollar_gamma_1pct = gamma x spot^2 / 100``,
 ``vega_per_vol_point`` per 0.01 of vol, ``theta_per_day`` per calendar day, ``rho_per_pct`` per 0.01
 of rate; ``vanna``, ``volga``, ``charm`` are the per-unit values times quantity x multiplier. A stock
 row has delta = quantity x multiplier and zero option Greeks.
@@ -84,10 +84,7 @@ def position_greeks(
         "volga": np.zeros(n),
         "charm": np.zeros(n),
     }
-    args = [
-        np.broadcast_to(np.asarray(a, dtype=float), (n,))
-        for a in (strike, time_years, vol, rate, dividend_yield)
-    ]
+    args = [np.broadcast_to(np.asarray(a, dtype=float), (n,)) for a in (strike, time_years, vol, rate, dividend_yield)]
     call = np.broadcast_to(np.asarray(is_call, dtype=bool), (n,))
     american = np.broadcast_to(np.asarray(is_american, dtype=bool), (n,)) & opt
     for mask, fn in ((opt & ~american, bsm_greeks), (american, american_greeks)):

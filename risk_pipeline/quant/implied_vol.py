@@ -14,10 +14,15 @@ Comp. 23, 1969), the inverse normal CDF is Wichura's AS241 (Appl. Statist. 37, 1
 Iterations stop once a step is below ``STOP_STEP`` of ``sigma sqrt(T)`` (two iterations typically,
 relative error ~1e-12 or better); the limit is ``max_iterations``.
 
-American (``implied_vol_american``): Illinois-modified regula falsi on the Bjerksund-Stensland price
-of ``american.py``, bracketed between volatility 0 and the European implied volatility of the same
-price (an upper bound since American >= European), expanded when the quote exceeds the European
-upper bound.
+American (``implied_vol_american``): the price of ``american.py`` (by default the exact engine,
+``american_alo.py``) is inverted by a safeguarded secant: the bracket runs from volatility 0 to the
+European implied volatility of the same price (an upper bound since American >= European; doubled
+while the quote exceeds it). The exact engine starts from the European implied volatility of the quote
+less Bjerksund-Stensland 2002's early-exercise premium; the first step is Newton's with the European
+vega, then secant
+steps through the last two points, replaced by Illinois regula falsi whenever they leave the
+bracket; it stops once the model price is within ``PRICE_TOL`` of the quote and the vol within
+``VOL_TOL`` by the European vega (typically after 3 to 5 prices), or the bracket is narrower than ``tol``.
 
 Invalid quotes get ``vol = NaN`` and a non-zero ``IvStatus``; checks are made in normalised space
 against the discounted-forward bounds ``e^{-rT} max(w (F - K), 0) < price < e^{-rT} (F if call else K)``
@@ -36,8 +41,8 @@ from numba import njit, prange
 from numpy.typing import ArrayLike, NDArray
 
 from risk_pipeline.quant._numba import JIT, FloatArray
-from risk_pipeline.quant.american import Method, _method_code, american_price_point
-from risk_pipeline.quant.bsm import broadcast_inputs
+from risk_pipeline.quant.american import DEFAULT_METHOD, Method, _method_code, american_price_point
+from risk_pipeline.quant.bsm import broadcast_inputs, bsm_price_point
 from risk_pipeline.quant.special import erfc as _erfc
 from risk_pipeline.quant.special import erfcx as _erfcx
 from risk_pipeline.quant.special import inverse_norm_cdf as _inverse_norm_cdf
@@ -70,6 +75,10 @@ _MAX_RATIONAL_CUBIC_R = 2.0 / (_DBL_EPSILON * _DBL_EPSILON)
 #: convergence on 1e6 random quotes, sigma 1%-300%, T 1 day-5 years, +-8 sd). Not reaching it
 #: within the iteration limit is ``NOT_CONVERGED``.
 STOP_STEP = 1e-3
+#: American implied vols stop once the model price is within this fraction of the quote.
+PRICE_TOL = 1e-9
+#: ... and once the European vega puts the remaining vol error below this.
+VOL_TOL = 1e-10
 #: Default Householder iteration limit (Jäckel: 2 suffice; the rest is bisection safety).
 DEFAULT_MAX_ITERATIONS = 10
 
@@ -108,8 +117,7 @@ def _normalised_intrinsic(x: float, q: float) -> float:
         return 0.0
     x2 = x * x
     if x2 < 98.0 * _FOURTH_ROOT_DBL_EPSILON:
-        v = x * (1.0 + x2 * ((1.0 / 24.0) + x2 * ((1.0 / 1920.0) + x2 * ((1.0 / 322560.0)
-                                                                      + (1.0 / 92897280.0) * x2))))
+        v = x * (1.0 + x2 * ((1.0 / 24.0) + x2 * ((1.0 / 1920.0) + x2 * ((1.0 / 322560.0) + (1.0 / 92897280.0) * x2))))
         return abs(max(q * v, 0.0))
     b_max = math.exp(0.5 * x)
     return abs(max(q * (b_max - 1.0 / b_max), 0.0))
@@ -158,12 +166,34 @@ def _small_t_expansion(h: float, t: float, g: float) -> float:
     c1 = (-1.0 + 3.0 * a + a * h2) / 6.0
     c2 = (-7.0 + 15.0 * a + h2 * (-1.0 + 10.0 * a + a * h2)) / 120.0
     c3 = (-57.0 + 105.0 * a + h2 * (-18.0 + 105.0 * a + h2 * (-1.0 + 21.0 * a + a * h2))) / 5040.0
-    c4 = (-561.0 + 945.0 * a + h2 * (-285.0 + 1260.0 * a + h2 * (-33.0 + 378.0 * a + h2 * (
-        -1.0 + 36.0 * a + a * h2)))) / 362880.0
-    c5 = (-6555.0 + 10395.0 * a + h2 * (-4680.0 + 17325.0 * a + h2 * (-840.0 + 6930.0 * a + h2 * (
-        -52.0 + 990.0 * a + h2 * (-1.0 + 55.0 * a + a * h2))))) / 39916800.0
-    c6 = (-89055.0 + 135135.0 * a + h2 * (-82845.0 + 270270.0 * a + h2 * (-20370.0 + 135135.0 * a + h2 * (
-        -1926.0 + 25740.0 * a + h2 * (-75.0 + 2145.0 * a + h2 * (-1.0 + 78.0 * a + a * h2)))))) / 6227020800.0
+    c4 = (
+        -561.0 + 945.0 * a + h2 * (-285.0 + 1260.0 * a + h2 * (-33.0 + 378.0 * a + h2 * (-1.0 + 36.0 * a + a * h2)))
+    ) / 362880.0
+    c5 = (
+        -6555.0
+        + 10395.0 * a
+        + h2
+        * (
+            -4680.0
+            + 17325.0 * a
+            + h2 * (-840.0 + 6930.0 * a + h2 * (-52.0 + 990.0 * a + h2 * (-1.0 + 55.0 * a + a * h2)))
+        )
+    ) / 39916800.0
+    c6 = (
+        -89055.0
+        + 135135.0 * a
+        + h2
+        * (
+            -82845.0
+            + 270270.0 * a
+            + h2
+            * (
+                -20370.0
+                + 135135.0 * a
+                + h2 * (-1926.0 + 25740.0 * a + h2 * (-75.0 + 2145.0 * a + h2 * (-1.0 + 78.0 * a + a * h2)))
+            )
+        )
+    ) / 6227020800.0
     expansion = 2.0 * t * (a + w * (c1 + w * (c2 + w * (c3 + w * (c4 + w * (c5 + w * c6))))))
     b = _ONE_OVER_SQRT_TWO_PI * g * expansion
     return abs(max(b, 0.0))
@@ -241,8 +271,9 @@ def _is_zero(x: float) -> bool:
 
 
 @njit(**JIT)
-def _rational_cubic_interpolation(x: float, x_l: float, x_r: float, y_l: float, y_r: float, d_l: float,
-                                  d_r: float, r: float) -> float:
+def _rational_cubic_interpolation(
+    x: float, x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float, r: float
+) -> float:
     h = x_r - x_l
     if abs(h) <= 0.0:
         return 0.5 * (y_l + y_r)
@@ -251,14 +282,16 @@ def _rational_cubic_interpolation(x: float, x_l: float, x_r: float, y_l: float, 
         omt = 1.0 - t
         t2 = t * t
         omt2 = omt * omt
-        return (y_r * t2 * t + (r * y_r - h * d_r) * t2 * omt + (r * y_l + h * d_l) * t * omt2
-                + y_l * omt2 * omt) / (1.0 + (r - 3.0) * t * omt)
+        return (y_r * t2 * t + (r * y_r - h * d_r) * t2 * omt + (r * y_l + h * d_l) * t * omt2 + y_l * omt2 * omt) / (
+            1.0 + (r - 3.0) * t * omt
+        )
     return y_r * t + y_l * (1.0 - t)
 
 
 @njit(**JIT)
-def _r_fit_left(x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float,
-                second_derivative_l: float) -> float:
+def _r_fit_left(
+    x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float, second_derivative_l: float
+) -> float:
     h = x_r - x_l
     numerator = 0.5 * h * second_derivative_l + (d_r - d_l)
     if _is_zero(numerator):
@@ -270,8 +303,9 @@ def _r_fit_left(x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r:
 
 
 @njit(**JIT)
-def _r_fit_right(x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float,
-                 second_derivative_r: float) -> float:
+def _r_fit_right(
+    x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float, second_derivative_r: float
+) -> float:
     h = x_r - x_l
     numerator = 0.5 * h * second_derivative_r + (d_r - d_l)
     if _is_zero(numerator):
@@ -310,15 +344,17 @@ def _min_rational_cubic_r(d_l: float, d_r: float, s: float, prefer_shape: bool) 
 
 
 @njit(**JIT)
-def _convex_r_left(x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float, dd_l: float,
-                   prefer_shape: bool) -> float:
+def _convex_r_left(
+    x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float, dd_l: float, prefer_shape: bool
+) -> float:
     r = _r_fit_left(x_l, x_r, y_l, y_r, d_l, d_r, dd_l)
     return max(r, _min_rational_cubic_r(d_l, d_r, (y_r - y_l) / (x_r - x_l), prefer_shape))
 
 
 @njit(**JIT)
-def _convex_r_right(x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float, dd_r: float,
-                    prefer_shape: bool) -> float:
+def _convex_r_right(
+    x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float, dd_r: float, prefer_shape: bool
+) -> float:
     r = _r_fit_right(x_l, x_r, y_l, y_r, d_l, d_r, dd_r)
     return max(r, _min_rational_cubic_r(d_l, d_r, (y_r - y_l) / (x_r - x_l), prefer_shape))
 
@@ -338,9 +374,14 @@ def _f_lower_map(x: float, s: float) -> tuple[float, float, float]:
     big_phi = _norm_cdf(-z)
     e1 = math.exp(y + 0.125 * s2)  # exp(2y + s^2/4) = e1^2
     small_phi = _norm_pdf(z)
-    fpp = (_PI_OVER_SIX * y / (s2 * s) * big_phi
-           * (8.0 * _SQRT_THREE * s * ax + (3.0 * s2 * (s2 - 8.0) - 8.0 * x * x) * big_phi / small_phi)
-           * (e1 * e1))
+    fpp = (
+        _PI_OVER_SIX
+        * y
+        / (s2 * s)
+        * big_phi
+        * (8.0 * _SQRT_THREE * s * ax + (3.0 * s2 * (s2 - 8.0) - 8.0 * x * x) * big_phi / small_phi)
+        * (e1 * e1)
+    )
     phi2 = big_phi * big_phi
     fp = _TWO_PI * y * phi2 * e1
     f = _TWO_PI_OVER_SQRT_TWENTY_SEVEN * ax * (phi2 * big_phi)
@@ -459,8 +500,11 @@ def _lbr(beta: float, x: float, b_max: float, e_mhalf: float, n_max: int) -> tup
                 newton = (ln_beta - ln_b) * ln_b / ln_beta / bpob
                 halley = b_halley - bpob * (1.0 + 2.0 / ln_b)
                 b_hh3 = b_halley * b_halley - 3.0 * (h / s) * (h / s) - 0.25
-                hh3 = (b_hh3 + 2.0 * bpob * bpob * (1.0 + 3.0 / ln_b * (1.0 + 1.0 / ln_b))
-                       - 3.0 * b_halley * bpob * (1.0 + 2.0 / ln_b))
+                hh3 = (
+                    b_hh3
+                    + 2.0 * bpob * bpob * (1.0 + 3.0 / ln_b * (1.0 + 1.0 / ln_b))
+                    - 3.0 * b_halley * bpob * (1.0 + 2.0 / ln_b)
+                )
                 ds = newton * _householder_factor(newton, halley, hh3)
         elif objective == 2:
             if b >= b_max or bp <= _DBL_MIN:
@@ -497,8 +541,9 @@ def _lbr(beta: float, x: float, b_max: float, e_mhalf: float, n_max: int) -> tup
 
 
 @njit(**JIT)
-def _european_point(price: float, lnfk: float, sqrt_fk_df: float, t: float, call: bool,
-                    n_max: int) -> tuple[float, int, int]:
+def _european_point(
+    price: float, lnfk: float, sqrt_fk_df: float, t: float, call: bool, n_max: int
+) -> tuple[float, int, int]:
     """(vol, status, iterations) for an undiscounted normalisation ``beta = price / sqrt_fk_df``."""
     if not (t > 0.0):
         return math.nan, 5 if t == t else 7, 0
@@ -533,9 +578,19 @@ def _european_point(price: float, lnfk: float, sqrt_fk_df: float, t: float, call
 
 
 @njit(parallel=True, **JIT)
-def _iv_spot_kernel(price: FloatArray, spot: FloatArray, strike: FloatArray, tau: FloatArray,
-                    rate: FloatArray, div: FloatArray, call: NDArray[np.bool_], n_max: int, vol: FloatArray,
-                    status: NDArray[np.int8], iters: NDArray[np.int32]) -> None:
+def _iv_spot_kernel(
+    price: FloatArray,
+    spot: FloatArray,
+    strike: FloatArray,
+    tau: FloatArray,
+    rate: FloatArray,
+    div: FloatArray,
+    call: NDArray[np.bool_],
+    n_max: int,
+    vol: FloatArray,
+    status: NDArray[np.int8],
+    iters: NDArray[np.int32],
+) -> None:
     for i in prange(price.shape[0]):
         s, k, t, r, q = spot[i], strike[i], tau[i], rate[i], div[i]
         if s > 0.0 and k > 0.0 and r == r and q == q:
@@ -555,9 +610,18 @@ def _iv_spot_kernel(price: FloatArray, spot: FloatArray, strike: FloatArray, tau
 
 
 @njit(parallel=True, **JIT)
-def _iv_forward_kernel(price: FloatArray, forward: FloatArray, strike: FloatArray, tau: FloatArray,
-                       rate: FloatArray, call: NDArray[np.bool_], n_max: int, vol: FloatArray,
-                       status: NDArray[np.int8], iters: NDArray[np.int32]) -> None:
+def _iv_forward_kernel(
+    price: FloatArray,
+    forward: FloatArray,
+    strike: FloatArray,
+    tau: FloatArray,
+    rate: FloatArray,
+    call: NDArray[np.bool_],
+    n_max: int,
+    vol: FloatArray,
+    status: NDArray[np.int8],
+    iters: NDArray[np.int32],
+) -> None:
     for i in prange(price.shape[0]):
         f, k, t, r = forward[i], strike[i], tau[i], rate[i]
         if f > 0.0 and k > 0.0 and r == r:
@@ -573,9 +637,10 @@ def _iv_forward_kernel(price: FloatArray, forward: FloatArray, strike: FloatArra
 
 
 @njit(**JIT)
-def _american_point(price: float, s: float, k: float, t: float, r: float, q: float, call: bool, method: int,
-                    tol: float, n_max: int) -> tuple[float, int, int]:
-    """(vol, status, evaluations): Illinois regula falsi on the Bjerksund-Stensland price."""
+def _american_point(
+    price: float, s: float, k: float, t: float, r: float, q: float, call: bool, method: int, tol: float, n_max: int
+) -> tuple[float, int, int]:
+    """(vol, status, price evaluations): safeguarded secant on the American price (module docstring)."""
     if not (t > 0.0):
         return math.nan, 5 if t == t else 7, 0
     if not (price == price and s > 0.0 and k > 0.0 and r == r and q == q):
@@ -585,63 +650,94 @@ def _american_point(price: float, s: float, k: float, t: float, r: float, q: flo
     if price >= (s if call else k):
         return math.nan, 2, 0
     lo = 0.0
+    ftol = PRICE_TOL * price
     f_lo = american_price_point(s, k, t, 0.0, r, q, call, method) - price
-    if f_lo > 0.0:
+    if f_lo > ftol:
         return math.nan, 1, 0
-    if f_lo == 0.0:
+    if f_lo >= -ftol:  # no time value left to identify a volatility
         return math.nan, 3, 0
     # European implied vol of the same price bounds the American one from above (when it exists)
     lnfk = math.log(s / k) + (r - q) * t
     norm = math.sqrt(s) * math.sqrt(k) * math.exp(-0.5 * (r + q) * t)
-    hi, st, _ = _european_point(price, lnfk, norm, t, call, DEFAULT_MAX_ITERATIONS)
-    if st != 0:
+    sig_e, st, _ = _european_point(price, lnfk, norm, t, call, DEFAULT_MAX_ITERATIONS)
+    evals = 0
+    f_hi = math.inf  # f(hi) >= 0 is known without pricing at the European implied vol
+    if st == 0:
+        hi = max(sig_e, 1e-8) * (1.0 + 1e-9)
+        x = hi
+        if method == 3:  # start from the European vol of the quote less BS2002's early-exercise premium
+            eep = american_price_point(s, k, t, hi, r, q, call, 0) - bsm_price_point(s, k, t, hi, r, q, call)
+            guess, st_g, _ = _european_point(price - eep, lnfk, norm, t, call, DEFAULT_MAX_ITERATIONS)
+            if st_g == 0 and 0.0 < guess < hi:
+                x = guess
+    else:
         hi = 1.0
-    hi = max(hi, 1e-8) * (1.0 + 1e-9)
-    f_hi = american_price_point(s, k, t, hi, r, q, call, method) - price
-    evals = 1
-    while f_hi < 0.0:
-        hi *= 2.0
-        if hi > 1e3:
-            return math.nan, 2, evals
         f_hi = american_price_point(s, k, t, hi, r, q, call, method) - price
-        evals += 1
-    if f_hi == 0.0:
-        return hi, 0, evals
+        evals = 1
+        while f_hi < 0.0:
+            lo, f_lo = hi, f_hi
+            hi *= 2.0
+            if hi > 1e3:
+                return math.nan, 2, evals
+            f_hi = american_price_point(s, k, t, hi, r, q, call, method) - price
+            evals += 1
+        if f_hi <= ftol:
+            return hi, 0, evals
+        x = hi
+    x_prev = math.nan
+    f_prev = math.nan
     side = 0
-    x = hi
     while evals < n_max:
-        x = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
         if not (lo < x < hi):
-            x = 0.5 * (lo + hi)
+            x = (lo * f_hi - hi * f_lo) / (f_hi - f_lo) if f_hi < math.inf else 0.5 * (lo + hi)
+            if not (lo < x < hi):
+                x = 0.5 * (lo + hi)
         fx = american_price_point(s, k, t, x, r, q, call, method) - price
         evals += 1
-        if fx == 0.0 or (hi - lo) <= tol:
+        sd = x * math.sqrt(t)
+        d1 = lnfk / sd + 0.5 * sd
+        vega = s * math.exp(-q * t) * _ONE_OVER_SQRT_TWO_PI * math.exp(-0.5 * d1 * d1) * math.sqrt(t)
+        # converged: the quote is matched and the European vega says the vol is within VOL_TOL, or the
+        # bracket is narrower than tol
+        if (abs(fx) <= ftol and abs(fx) <= VOL_TOL * vega) or (hi - lo) <= tol:
             return x, 0, evals
-        if fx * f_hi > 0.0:
-            hi = x
-            f_hi = fx
+        if fx > 0.0:
+            hi, f_hi = x, fx
             if side == 1:
                 f_lo *= 0.5
             side = 1
         else:
-            lo = x
-            f_lo = fx
-            if side == -1:
+            lo, f_lo = x, fx
+            if side == -1 and f_hi < math.inf:
                 f_hi *= 0.5
             side = -1
-        if hi - lo <= tol:
-            return 0.5 * (lo + hi), 0, evals
+        if x_prev == x_prev and fx != f_prev:  # secant through the last two points
+            x_new = x - fx * (x - x_prev) / (fx - f_prev)
+        else:  # first step: Newton with the European vega (a close proxy of the American one)
+            x_new = x - fx / vega if vega > 0.0 else math.nan
+        x_prev, f_prev = x, fx
+        x = x_new
     return math.nan, 6, evals
 
 
 @njit(parallel=True, **JIT)
-def _iv_american_kernel(price: FloatArray, spot: FloatArray, strike: FloatArray, tau: FloatArray,
-                        rate: FloatArray, div: FloatArray, call: NDArray[np.bool_], method: int, tol: float,
-                        n_max: int, vol: FloatArray, status: NDArray[np.int8],
-                        iters: NDArray[np.int32]) -> None:
+def _iv_american_kernel(
+    price: FloatArray,
+    spot: FloatArray,
+    strike: FloatArray,
+    tau: FloatArray,
+    rate: FloatArray,
+    div: FloatArray,
+    call: NDArray[np.bool_],
+    method: int,
+    tol: float,
+    n_max: int,
+    vol: FloatArray,
+    status: NDArray[np.int8],
+    iters: NDArray[np.int32],
+) -> None:
     for i in prange(price.shape[0]):
-        v, st, it = _american_point(price[i], spot[i], strike[i], tau[i], rate[i], div[i], call[i], method,
-                                    tol, n_max)
+        v, st, it = _american_point(price[i], spot[i], strike[i], tau[i], rate[i], div[i], call[i], method, tol, n_max)
         vol[i] = v
         status[i] = st
         iters[i] = it
@@ -652,8 +748,9 @@ def _iv_american_kernel(price: FloatArray, spot: FloatArray, strike: FloatArray,
 # ----------------------------------------------------------------------------------------------
 
 
-def _result(shape: tuple[int, ...], vol: FloatArray, status: NDArray[np.int8],
-            iters: NDArray[np.int32]) -> ImpliedVolResult:
+def _result(
+    shape: tuple[int, ...], vol: FloatArray, status: NDArray[np.int8], iters: NDArray[np.int32]
+) -> ImpliedVolResult:
     return ImpliedVolResult(vol.reshape(shape), status.reshape(shape), int(iters.max()) if iters.size else 0)
 
 
@@ -710,13 +807,14 @@ def implied_vol_american(
     dividend_yield: ArrayLike,
     is_call: ArrayLike,
     *,
-    method: Method = "bs2002",
-    tol: float = 1e-10,
-    max_evaluations: int = 200,
+    method: Method = DEFAULT_METHOD,
+    tol: float = 1e-12,
+    max_evaluations: int = 60,
 ) -> ImpliedVolResult:
-    """Implied volatility of American prices under ``american.american_price`` (bracketed regula falsi).
+    """Implied volatility of American prices under ``american.american_price`` (safeguarded secant).
 
-    Converges when the volatility bracket is narrower than ``tol``; ``iterations`` counts price
+    Converges when the model price is within ``PRICE_TOL`` of the quote or the volatility bracket is
+    narrower than ``tol``; ``iterations`` counts price
     evaluations. ``BELOW_INTRINSIC`` means below the price at zero volatility.
     """
     code = _method_code(method)
@@ -738,7 +836,7 @@ def implied_vol_from_quotes(
     is_call: ArrayLike,
     *,
     style: Literal["european", "american"] = "european",
-    method: Method = "bs2002",
+    method: Method = DEFAULT_METHOD,
 ) -> ImpliedVolResult:
     """Implied volatility of the mid ``(bid + ask)/2`` (``style`` European or American).
 
@@ -755,8 +853,7 @@ def implied_vol_from_quotes(
     if style == "european":
         res = implied_vol(mid, spot, strike, time_years, rate, dividend_yield, is_call)
     elif style == "american":
-        res = implied_vol_american(mid, spot, strike, time_years, rate, dividend_yield, is_call,
-                                   method=method)
+        res = implied_vol_american(mid, spot, strike, time_years, rate, dividend_yield, is_call, method=method)
     else:
         raise ValueError(f"unknown style {style!r}")
     shape = res.vol.shape

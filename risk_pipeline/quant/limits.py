@@ -447,9 +447,7 @@ def load_limits(source: str | os.PathLike[str] | Mapping[str, Any]) -> LimitsFil
         for name in LIMIT_NAMES:
             if name not in defaults:
                 problems.append(
-                    LimitsProblem(
-                        file, "defaults", name, "<missing>", "required in defaults (null to disable)"
-                    )
+                    LimitsProblem(file, "defaults", name, "<missing>", "required in defaults (null to disable)")
                 )
         problems += _check_settings(defaults, file, "defaults")
     books = raw.get("books") or {}
@@ -793,9 +791,7 @@ def _bad_ids(exposure: BookExposure, held: IntArray, *arrays: FloatArray) -> str
     return f"missing (NaN) inputs at positions {', '.join(ids[:5].tolist())}{more}"
 
 
-def _group_drivers(
-    keys: NDArray[np.str_], values: FloatArray, warn: float, limit: int = 10
-) -> tuple[str, ...]:
+def _group_drivers(keys: NDArray[np.str_], values: FloatArray, warn: float, limit: int = 10) -> tuple[str, ...]:
     """Groups with ``values > warn`` (largest first, at most ``limit``), else the largest group."""
     if keys.size == 0 or not np.all(np.isfinite(values)):
         return ()
@@ -818,9 +814,7 @@ def _top_contributors(ids: NDArray[np.str_], contrib: FloatArray, sign: float, k
     return tuple(ids[order].tolist())
 
 
-def correlation_value(
-    exposure: BookExposure, symbols: NDArray[np.str_]
-) -> tuple[float, tuple[str, ...], str]:
+def correlation_value(exposure: BookExposure, symbols: NDArray[np.str_]) -> tuple[float, tuple[str, ...], str]:
     """Largest correlation between two of ``symbols``, the pair, and a note (NaN when unavailable)."""
     if symbols.size < 2:
         return 0.0, (), "fewer than two held underlyings: no pairs"

@@ -196,3 +196,136 @@ def implied_correlation(index_vol: ArrayLike, name_vols: ArrayLike, weights: Arr
     ws = s * w
     own = np.sum(ws * ws, axis=1)
     return (s_i**2 - own) / (np.sum(ws, axis=1) ** 2 - own)
+
+
+def stress_coverage(
+    index_close: ArrayLike,
+    window: int = 760,
+    vol_threshold: float = 0.25,
+    drawdown_threshold: float = -0.15,
+    step: int = 21,
+) -> float:
+    """Share of ``window``-session windows (every ``step`` sessions) with a stress episode.
+
+    A stress episode is a 21-day realized vol of at least ``vol_threshold`` or a drawdown of at least
+    ``-drawdown_threshold`` inside the window.
+    """
+    c = _vector(index_close)
+    if c.size < window + 1:
+        raise ValueError("need more than one window of prices")
+    r = np.diff(np.log(c))
+    hits = []
+    for start in range(0, c.size - window, step):
+        rv = rolling_realized_vol(r[start : start + window]).max()
+        hits.append(rv >= vol_threshold or max_drawdown(c[start : start + window + 1]) <= drawdown_threshold)
+    return float(np.mean(hits))
+
+
+@dataclass(frozen=True)
+class MarketPath:
+    """One simulated or historical path: daily closes and opens, event days and implied vols.
+
+    Rows are sessions (oldest first). Column 0 of the name arrays is not the index: ``names_*``
+    hold single stocks only. Implied vols are each session's constant-maturity vols; ``None`` where
+    the path has none (the S&P 500 history).
+    """
+
+    index_close: FloatArray
+    index_open: FloatArray
+    names_close: FloatArray | None = None  # (days, names)
+    names_open: FloatArray | None = None
+    earnings: NDArray[np.bool_] | None = None  # (days, names) earnings reaction sessions
+    implied_move: FloatArray | None = None  # (days, names) the calendar's implied move on those sessions
+    cpi: NDArray[np.bool_] | None = None  # (days,) CPI release sessions
+    fomc: NDArray[np.bool_] | None = None
+    index_iv30: FloatArray | None = None
+    index_iv365: FloatArray | None = None
+    names_iv30: FloatArray | None = None  # (days, names)
+    names_put25: FloatArray | None = None
+    names_call25: FloatArray | None = None
+
+
+def path_statistics(path: MarketPath, stress_vol: float = 0.35) -> dict[str, float]:
+    """Every statistic of the synthetic-market table that ``path`` supports (keys as in the table)."""
+    out: dict[str, float] = {}
+    c = _vector(path.index_close)
+    r = np.diff(np.log(c))
+    for lag, value in zip((1, 5, 20), abs_return_autocorrelation(r), strict=True):
+        out[f"acf_index_{lag}"] = float(value)
+    out["leverage"] = leverage_correlation(r)
+    out["skewness"] = skewness(r)
+    out["kurtosis"] = kurtosis(r)
+    out["hill"] = hill_tail_index(r)
+    out["vol"] = float(r.std() * np.sqrt(PERIODS_PER_YEAR))
+    out["max_rv21"] = float(rolling_realized_vol(r).max())
+    out["max_drawdown"] = max_drawdown(c)
+    bt = historical_var_backtest(r)
+    out["red_share"] = bt.red_share
+    out["clustering_p"] = bt.christoffersen_p_value
+    gap = np.log(_vector(path.index_open)[1:] / c[:-1])
+    if path.cpi is not None and path.fomc is not None:
+        cpi, fomc = np.asarray(path.cpi, bool)[1:], np.asarray(path.fomc, bool)[1:]
+        normal = ~cpi & ~fomc
+        if cpi.any():
+            out["cpi_gap_ratio"] = float(np.abs(gap[cpi]).mean() / np.abs(gap[normal]).mean())
+            out["cpi_move_ratio"] = float(np.abs(r[cpi]).mean() / np.abs(r[normal]).mean())
+    if path.names_close is not None:
+        nc = np.asarray(path.names_close, dtype=np.float64)
+        rn = np.diff(np.log(nc), axis=0)
+        acf = np.array([abs_return_autocorrelation(rn[:, j]) for j in range(rn.shape[1])])
+        for k, lag in enumerate((1, 5, 20)):
+            out[f"acf_names_{lag}"] = float(np.median(acf[:, k]))
+        out["leverage_names"] = float(np.median([leverage_correlation(rn[:, j]) for j in range(rn.shape[1])]))
+        out["kurtosis_names"] = float(np.median([kurtosis(rn[:, j]) for j in range(rn.shape[1])]))
+        out["hill_names"] = float(np.median([hill_tail_index(rn[:, j]) for j in range(rn.shape[1])]))
+        out["avg_correlation"] = mean_pairwise_correlation(rn)
+        down, up = down_up_correlation(rn, r)
+        out["down_minus_up_correlation"] = down - up
+        stress = stress_days(r, stress_vol)
+        if stress.sum() >= 21:
+            out["stress_correlation"] = mean_pairwise_correlation(rn[stress])
+        if path.earnings is not None and path.names_open is not None:
+            earn = np.asarray(path.earnings, bool)[1:]
+            quiet = ~earn
+            gaps = np.log(np.asarray(path.names_open, dtype=np.float64)[1:] / nc[:-1])
+            move = [np.abs(rn[earn[:, j], j]).mean() / np.abs(rn[quiet[:, j], j]).mean() for j in range(rn.shape[1])]
+            gap_ratio = [
+                np.abs(gaps[earn[:, j], j]).mean() / np.abs(gaps[quiet[:, j], j]).mean() for j in range(rn.shape[1])
+            ]
+            out["earnings_move_ratio"] = float(np.median(move))
+            out["earnings_gap_ratio"] = float(np.median(gap_ratio))
+            if path.implied_move is not None:
+                implied = np.asarray(path.implied_move, dtype=np.float64)[1:]
+                out["earnings_below_implied"] = float(np.mean(np.abs(rn[earn]) < implied[earn]))
+    if path.index_iv30 is not None:
+        iv = _vector(path.index_iv30)
+        out["spot_vol_correlation"], out["vol_of_vol"] = spot_vol(np.concatenate([[0.0], r]), iv)
+        ir = implied_realized(iv[:-1], r)
+        out["iv_minus_rv_points"] = 100.0 * ir.mean_difference
+        out["iv_above_rv_share"] = ir.share_above
+        out["iv_rv_ratio_index"] = ir.ratio
+        if path.index_iv365 is not None:
+            slope = _vector(path.index_iv365) - iv
+            out["level_slope_correlation"] = float(np.corrcoef(iv, slope)[0, 1])
+            top = iv >= np.quantile(iv, 0.95)
+            out["inverted_share_top5"] = float(np.mean(slope[top] < 0.0))
+            out["inverted_share"] = float(np.mean(slope < 0.0))
+            out["inverted_share_calm"] = float(np.mean(slope[iv <= np.median(iv)] < 0.0))
+        if path.names_iv30 is not None and path.names_close is not None:
+            niv = np.asarray(path.names_iv30, dtype=np.float64)
+            out["iv_rv_ratio_names"] = float(
+                np.median([implied_realized(niv[:-1, j], rn[:, j]).ratio for j in range(rn.shape[1])])
+            )
+            rv = np.column_stack([forward_realized_vol(x) for x in (r, *rn.T)])
+            ok = np.isfinite(rv[:, 0])
+            implied_c = implied_correlation(iv[:-1][ok], niv[:-1][ok])
+            realized_c = implied_correlation(rv[ok, 0], rv[ok, 1:])
+            out["implied_correlation"] = float(implied_c.mean())
+            out["realized_correlation"] = float(realized_c.mean())
+            out["implied_minus_realized_correlation"] = float(np.mean(implied_c - realized_c))
+        if path.names_put25 is not None and path.names_call25 is not None and path.names_iv30 is not None:
+            niv = np.asarray(path.names_iv30, dtype=np.float64)
+            put, call = np.asarray(path.names_put25, float), np.asarray(path.names_call25, float)
+            out["butterfly_names_points"] = float(np.median(100.0 * (0.5 * (put + call) - niv)))
+            out["call_wing_up_share"] = float(np.mean(np.mean(call > niv, axis=0) > 0.5))
+    return out

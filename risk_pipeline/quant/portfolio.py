@@ -58,8 +58,9 @@ class Portfolio:
         if not np.all(np.isfinite(spot)) or np.any(spot <= 0.0):
             raise ValueError("spot must be positive and finite")
         sym_idx = np.asarray(self.symbol_index).reshape(-1)
-        if sym_idx.size and (not np.issubdtype(sym_idx.dtype, np.integer) or sym_idx.min() < 0
-                             or sym_idx.max() >= spot.size):
+        if sym_idx.size and (
+            not np.issubdtype(sym_idx.dtype, np.integer) or sym_idx.min() < 0 or sym_idx.max() >= spot.size
+        ):
             raise ValueError("symbol_index must be integers indexing symbols")
         n = sym_idx.size
         quantity = np.asarray(self.quantity, dtype=np.float64).reshape(-1)

@@ -442,9 +442,7 @@ def check_order(
             _Check(
                 "max_theta_per_day_loss",
                 (_Form(lambda x: th0 + k_th * x, b_th),),
-                lambda x: (
-                    f"max_theta_per_day_loss: theta loss would be {_fmt(th0 + k_th * x)} > {_fmt(b_th)}"
-                ),
+                lambda x: f"max_theta_per_day_loss: theta loss would be {_fmt(th0 + k_th * x)} > {_fmt(b_th)}",
             )
         )
 
@@ -508,9 +506,7 @@ def check_order(
     )
 
     new_underlying = si < 0
-    corr_new, corr_with = (
-        _new_correlation(agg, sym) if new_underlying and agg.n_underlyings > 0 else (None, "")
-    )
+    corr_new, corr_with = _new_correlation(agg, sym) if new_underlying and agg.n_underlyings > 0 else (None, "")
     if new_underlying and config.threshold("max_positions") is not None:
         b_n = max(level("max_positions"), float(agg.n_underlyings))
         ok = agg.n_underlyings + 1 <= b_n
@@ -518,9 +514,7 @@ def check_order(
             _Check(
                 "max_positions",
                 (_Form(_const(ok), 0.0),),
-                lambda x: (
-                    f"max_positions: a new underlying {sym} would make {agg.n_underlyings + 1} > {_fmt(b_n)}"
-                ),
+                lambda x: f"max_positions: a new underlying {sym} would make {agg.n_underlyings + 1} > {_fmt(b_n)}",
             )
         )
     if corr_new is not None and config.threshold("max_pairwise_correlation") is not None:

@@ -182,9 +182,7 @@ def _scaled(a: sparse.csr_array, b: FloatArray) -> tuple[sparse.csr_array, Float
     return sparse.csr_array(inv @ a), b / scale
 
 
-def _bounds(
-    name: str, config: LimitsConfig, breached: set[str], current: FloatArray, margin: float
-) -> FloatArray:
+def _bounds(name: str, config: LimitsConfig, breached: set[str], current: FloatArray, margin: float) -> FloatArray:
     """Per-group bound: the warning level (less ``margin``, relative) if ``name`` is breached, else
     ``max(warning, current)`` so that no group gets worse than it is or than its warning level."""
     warn = config.warn_threshold(name)
@@ -194,9 +192,7 @@ def _bounds(
     return np.maximum(warn, current)
 
 
-def _close_for_count(
-    m: BookMetrics, lb: FloatArray, aq: FloatArray, unit_cost: FloatArray, keep: int
-) -> BoolArray:
+def _close_for_count(m: BookMetrics, lb: FloatArray, aq: FloatArray, unit_cost: FloatArray, keep: int) -> BoolArray:
     """Close the cheapest whole underlyings until at most ``keep`` stay open; mask of closed ones."""
     open_pos = lb < aq
     alive = np.bincount(m.sym_inv, weights=open_pos, minlength=m.symbols.size) > 0
@@ -344,9 +340,7 @@ def required_reductions(
         spec = speculative_mask(e, config)[held]
         lb[spec] = aq[spec]
         cleared[f"preservation:{state.preservation_level}"] = spec.copy()
-        notes.append(
-            f"preservation {state.preservation_level}: flatten positions not in {config.hedge_strategies}"
-        )
+        notes.append(f"preservation {state.preservation_level}: flatten positions not in {config.hedge_strategies}")
     count_warn = config.warn_threshold("max_positions")
     if "max_positions" in breached and count_warn is not None:
         closed = _close_for_count(m, lb, aq, unit_cost, math.floor(count_warn))
@@ -391,9 +385,7 @@ def required_reductions(
             gross_cap = math.inf
     if not targets_linear and not cleared:
         after = before_list
-        changes = tuple(
-            _change(before[n], before[n], None) for n in sorted(breached, key=_order_key) if n in before
-        )
+        changes = tuple(_change(before[n], before[n], None) for n in sorted(breached, key=_order_key) if n in before)
         return ReductionPlan(
             lines=(),
             reduce_quantity=np.zeros(e.n),
@@ -590,9 +582,7 @@ def _order_key(name: str) -> int:
 
 def _change(before: LimitResult, after: LimitResult | None, estimate: float | None) -> LimitChange:
     if estimate is not None:
-        status = (
-            "OK" if estimate <= before.warn_threshold else "WARN" if estimate <= before.threshold else BREACH
-        )
+        status = "OK" if estimate <= before.warn_threshold else "WARN" if estimate <= before.threshold else BREACH
         return LimitChange(
             before.limit_name,
             before.value,
@@ -650,9 +640,7 @@ def _verify(
             if not res.value <= allowed + 1e-9 * max(1.0, abs(allowed)):
                 failures.append(f"{name} worsened to {res.value:.6g} (allowed {allowed:.6g})")
     if math.isfinite(gross_cap) and not after_book.gross_exposure <= gross_cap:
-        failures.append(
-            f"gross {after_book.gross_exposure:,.0f} above the preservation target {gross_cap:,.0f}"
-        )
+        failures.append(f"gross {after_book.gross_exposure:,.0f} above the preservation target {gross_cap:,.0f}")
     return after, failures
 
 

@@ -11,26 +11,28 @@ and every rate ``r'_i = r_i + rate_shift_abs[j]``; time passes by ``horizon_days
 * stocks: ``P&L = quantity * multiplier * (S' - S)``;
 * European options: Black-Scholes-Merton (Hull, "Options, Futures, and Other Derivatives", ch. 15) with
   the Cody (1969) normal CDF of ``bsm.py``;
-* American options, ``american="exact"`` (default): Bjerksund-Stensland (2002) in every scenario,
-  batched through ``american.american_bs2002_prices`` (the vectorized lane kernel, ~1 us a call);
-* American options, ``american="eep_grid"`` (the VaR default, for many scenarios): BSM in every
-  scenario plus the early-exercise premium ``EEP = BS2002 - BSM`` interpolated per position on a
-  tensor-product not-a-knot cubic spline in (``y``, vol), ``y = w ln(S*(vol) / S')`` the log distance
-  to BS2002's flat exercise boundary ``S* = I2`` (Haug 2007; recomputed in closed form for each
-  scenario's vol), with ``EEP_SPOT_NODES`` nodes spanning the distances and ``EEP_VOL_NODES`` the vols
-  the scenario set reaches. In the exercise region (``y <= 0``) the price is BS2002's floor
-  ``max(BSM, intrinsic)`` exactly; the premium is stored before BS2002's floor at the European value
-  and floored after interpolation, so neither the boundary nor the floor is a kink inside the spline.
-  Options whose early exercise is never optimal (call ``q <= 0``, ``q <= r``; put ``r <= 0``,
-  ``r <= q``) are priced ``max(BSM, intrinsic)``; options for which BS2002 falls back to European
-  somewhere in the vol range, and scenarios off the grid, use exact BS2002. BS2002 costs ~75 BSM
-  evaluations even in the vectorized lane kernel (20 bivariate normals), so the grid replaces
-  ``n_scenarios`` BS2002 calls per position by ``13 x 5``. Measured (``test_scenario_engine.py``,
-  ``bench/bench_risk.py``): largest error per option 4.4e-4 per 100 of strike under Student-t(4) spot
-  moves of 2.5 % daily scale and 8 % vol moves, 5e-5 under the benchmark's 1-day FHS scenarios; 99 %
-  VaR of 100 American options within 5e-7 relative; about 10 times faster than exact BS2002 for
-  10,000 scenarios. Scenario sets with rate shifts or callable / per-position vol shifts fall back to
-  ``"exact"``.
+* American options, ``american="exact"`` (default): the exact engine (``american_alo.py``: Andersen,
+  Lake and Offengeld's boundary equation, ~10-20 us an option per core) in every scenario, option by
+  option; the boundary depends on the vol and rate only, so each option reuses the boundaries of its
+  last 16 distinct (vol, rate) pairs and prices a new spot on them (~2-4 us); a scenario repeating the
+  previous one's spot, vol and rate for an option reuses its price;
+* American options, ``american="bs2002"``: Bjerksund-Stensland (2002) in every scenario (the fast
+  approximation, up to ~0.8 % below the exact price), batched through ``american.american_bs2002_prices``
+  (the vectorized lane kernel, ~1 us a call); today's values by BS2002 as well;
+* American options, ``american="eep_grid"`` (VaR and stress, many scenarios): BSM in every scenario plus
+  the early-exercise premium ``EEP = American - BSM`` interpolated per position on a tensor-product
+  not-a-knot cubic spline in (``y``, vol), ``y = w ln(S*(vol) / S')`` the log distance to the exact
+  engine's exercise boundary at maturity ``S*`` (a cubic spline in vol through the boundaries solved at
+  the vol nodes), with ``EEP_SPOT_NODES`` nodes spanning the distances and ``EEP_VOL_NODES`` the vols the
+  scenario set reaches; the node values are the exact engine's prices on ``american_alo.GRID_TABLES``
+  (about 1e-5 relative, far below the spline's error), 5 boundary solves and 65 prices per option. In the
+  exercise region (``y <= 0``) the price is ``max(BSM, intrinsic)``, i.e. the intrinsic value; the
+  premium is floored at 0 after interpolation. Options whose early exercise is never optimal (call
+  ``q <= 0``, ``q <= r``; put ``r <= 0``, ``r <= q``) are priced ``max(BSM, intrinsic)``; options the grid
+  does not cover somewhere in the vol range (two exercise boundaries, zero vol) and scenarios off the grid
+  use the exact engine. Measured against ``"exact"`` (``test_scenario_engine.py``,
+  ``bench/bench_risk.py``): see the README's "Speed of the risk engine". Scenario sets with rate shifts or
+  callable / per-position vol shifts fall back to ``"exact"``.
 
 Every position's P&L is ``quantity * multiplier * (V' - V)`` where ``V`` is today's value by the same
 formula, so a zero scenario at zero horizon gives exactly zero. Per-underlying P&L (``per_symbol``)
@@ -53,6 +55,7 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -64,12 +67,23 @@ from scipy.interpolate import CubicSpline
 
 from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, IntArray
 from risk_pipeline.quant.american import MIN_TOTAL_STD as AMERICAN_MIN_TOTAL_STD
-from risk_pipeline.quant.american import american_bs2002_prices, american_price, bs2002_call_raw
+from risk_pipeline.quant.american import american_bs2002_prices, american_price
+from risk_pipeline.quant.american_alo import (
+    EXACT_TABLES,
+    GRID_TABLES,
+    NEWTON_STEP_TOL,
+    NODES,
+    american_point,
+    exercise_limit,
+    price_from_unit_boundary,
+    put_boundary,
+    put_from_boundary,
+)
 from risk_pipeline.quant.bsm import MIN_TOTAL_STD
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.special import fast_exp, norm_cdf_from_exp
 
-AmericanMethod = Literal["exact", "eep_grid"]
+AmericanMethod = Literal["exact", "eep_grid", "bs2002"]
 #: ``(rows, log_moneyness, symbol_index) -> vol shift``: ``rows`` is the slice of scenario indices of
 #: the chunk, ``log_moneyness`` is ``ln(K_i / S'_s)`` of every position (0 for stocks), shape
 #: ``(n_chunk, n_positions)``; returns the absolute vol shift of every position, same shape.
@@ -80,11 +94,14 @@ DAYS_PER_YEAR = 365.0
 EEP_SPOT_NODES = 13
 #: Volatility nodes of the early-exercise-premium spline.
 EEP_VOL_NODES = 5
+#: Exercise boundaries the exact kernel keeps per option (distinct vol-rate pairs, most recent first out).
+_BOUNDARY_CACHE = 16
+#: Scenario sets smaller than this are priced exactly (a grid costs about as much as 8 exact prices).
+EEP_MIN_SCENARIOS = 8
 #: Target size of one chunk's temporaries (bytes); bounds peak memory whatever the scenario count.
 CHUNK_MEMORY_BYTES = 64 * 2**20
 #: Fewest scenarios per chunk (parallel efficiency of the kernel).
 MIN_CHUNK = 256
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -217,13 +234,13 @@ class ScenarioPnl:
 _BLOCK = 32
 #: Exact BS2002 repricings per parallel work item of the exact kernel (lanes of ``american_bs2002_prices``).
 _LANE_TARGET = 256
-_T1_FRACTION = 0.5 * (math.sqrt(5.0) - 1.0)
 _AM_MIN_TOTAL_STD = AMERICAN_MIN_TOTAL_STD
 
 
 @njit(inline="always", **JIT)
-def _bsm(s: float, ls: float, lk: float, carry: float, sqt: float, sig: float, w: float, dq: float,
-         kdr: float) -> float:
+def _bsm(
+    s: float, ls: float, lk: float, carry: float, sqt: float, sig: float, w: float, dq: float, kdr: float
+) -> float:
     """BSM price (bsm.py formulas and limits) from ``ln S``, ``ln K``, ``carry = (r - q) T``,
     ``sqrt(T)``, ``e^{-qT}`` and ``K e^{-rT}``; branch-free."""
     sdq = s * dq
@@ -246,12 +263,33 @@ def _sigma(vol: float, scale: float, shift: float, skew: float, lk: float, ls: f
 
 
 @njit(parallel=True, **JIT)
-def _european_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: FloatArray, shift: FloatArray,
-                     skew: FloatArray, shift_opt: FloatArray, opt_stride: int, rate_shift: FloatArray,
-                     per_symbol: bool, n_euro: int, spot0: FloatArray, stock_units: FloatArray, opt_sym: IntArray,
-                     units: FloatArray, log_strike: FloatArray, t: FloatArray, sqt: FloatArray, carry: FloatArray,
-                     vol: FloatArray, w: FloatArray, dq: FloatArray, kdr: FloatArray, base: FloatArray,
-                     out_pnl: FloatArray, out_sym: FloatArray) -> None:
+def _european_kernel(
+    spot_new: FloatArray,
+    log_spot_new: FloatArray,
+    scale: FloatArray,
+    shift: FloatArray,
+    skew: FloatArray,
+    shift_opt: FloatArray,
+    opt_stride: int,
+    rate_shift: FloatArray,
+    per_symbol: bool,
+    n_euro: int,
+    spot0: FloatArray,
+    stock_units: FloatArray,
+    opt_sym: IntArray,
+    units: FloatArray,
+    log_strike: FloatArray,
+    t: FloatArray,
+    sqt: FloatArray,
+    carry: FloatArray,
+    vol: FloatArray,
+    w: FloatArray,
+    dq: FloatArray,
+    kdr: FloatArray,
+    base: FloatArray,
+    out_pnl: FloatArray,
+    out_sym: FloatArray,
+) -> None:
     """Stock and European-option (options ``0 .. n_euro-1``, BSM) P&L of every scenario into ``out_pnl``
     (and ``out_sym``). Kept apart from any BS2002 call: with one in the same function LLVM no longer
     vectorizes the pricing loop.
@@ -267,17 +305,28 @@ def _european_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: Floa
                 for i in range(n_euro):
                     s = opt_sym[i]
                     ls = log_spot_new[j, s]
-                    sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls,
-                                 shift_opt[j, i * opt_stride])
+                    sig = _sigma(
+                        vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls, shift_opt[j, i * opt_stride]
+                    )
                     buf[i] = _bsm(spot_new[j, s], ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
             else:
                 for i in range(n_euro):
                     s = opt_sym[i]
                     ls = log_spot_new[j, s]
-                    sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls,
-                                 shift_opt[j, i * opt_stride])
-                    buf[i] = _bsm(spot_new[j, s], ls, log_strike[i], carry[i] + dr * t[i], sqt[i], sig, w[i],
-                                  dq[i], kdr[i] * math.exp(-dr * t[i]))
+                    sig = _sigma(
+                        vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls, shift_opt[j, i * opt_stride]
+                    )
+                    buf[i] = _bsm(
+                        spot_new[j, s],
+                        ls,
+                        log_strike[i],
+                        carry[i] + dr * t[i],
+                        sqt[i],
+                        sig,
+                        w[i],
+                        dq[i],
+                        kdr[i] * math.exp(-dr * t[i]),
+                    )
             total = 0.0
             for s in range(nsym):
                 v = stock_units[s] * (spot_new[j, s] - spot0[s])
@@ -292,37 +341,32 @@ def _european_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: Floa
             out_pnl[j] = total
 
 
-@njit(inline="always", **JIT)
-def _boundary_ratio(t: float, r: float, q: float, sig: float, call: bool) -> float:
-    """BS2002 exercise boundary ``S* / K`` at the full maturity (flat boundary ``I2`` of Haug 2007).
-
-    A call is exercised at ``S >= K c2``; a put, through the put-call transformation
-    ``P(S, K, r, q) = C(K, S, q, r)``, at ``S <= K / c2`` with ``c2`` from the transformed rates. NaN
-    where BS2002 itself falls back to the European value (``I1`` or ``I2`` below the strike).
-    """
-    cr, cq = (r, q) if call else (q, r)
-    b = cr - cq
-    v = sig * sig
-    beta = (0.5 - b / v) + math.sqrt((b / v - 0.5) ** 2 + 2.0 * cr / v)
-    b_inf = beta / (beta - 1.0)
-    b0 = 1.0 if b == cr else max(1.0, cr / (cr - b))
-    scale = 1.0 / ((b_inf - b0) * b0)
-    t1 = _T1_FRACTION * t
-    c1 = b0 + (b_inf - b0) * (1.0 - math.exp(-(b * t1 + 2.0 * sig * math.sqrt(t1)) * scale))
-    c2 = b0 + (b_inf - b0) * (1.0 - math.exp(-(b * t + 2.0 * sig * math.sqrt(t)) * scale))
-    if not (c1 >= 1.0 and c2 >= 1.0 and c2 < math.inf):
-        return math.nan
-    return c2 if call else 1.0 / c2
-
-
 @njit(parallel=True, **JIT)
-def _american_exact_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale: FloatArray, shift: FloatArray,
-                           skew: FloatArray, shift_opt: FloatArray, opt_stride: int, rate_shift: FloatArray,
-                           per_symbol: bool, n_euro: int, opt_sym: IntArray, units: FloatArray,
-                           log_strike: FloatArray, strike: FloatArray, t: FloatArray, vol: FloatArray,
-                           rate: FloatArray, div: FloatArray, call: BoolArray, base: FloatArray,
-                           out_pnl: FloatArray, out_sym: FloatArray) -> None:
-    """Add the P&L of the American options ``n_euro ..`` priced by BS2002 in every scenario.
+def _american_exact_kernel(
+    spot_new: FloatArray,
+    log_spot_new: FloatArray,
+    scale: FloatArray,
+    shift: FloatArray,
+    skew: FloatArray,
+    shift_opt: FloatArray,
+    opt_stride: int,
+    rate_shift: FloatArray,
+    per_symbol: bool,
+    n_euro: int,
+    opt_sym: IntArray,
+    units: FloatArray,
+    log_strike: FloatArray,
+    strike: FloatArray,
+    t: FloatArray,
+    vol: FloatArray,
+    rate: FloatArray,
+    div: FloatArray,
+    call: BoolArray,
+    base: FloatArray,
+    out_pnl: FloatArray,
+    out_sym: FloatArray,
+) -> None:
+    """Add the P&L of the American options ``n_euro ..`` priced by BS2002 in every scenario (``"bs2002"``).
 
     Work items of ``max(1, _LANE_TARGET // n_american)`` scenarios: every (scenario, option) of an item
     goes through ``american_bs2002_prices`` together, then each scenario's terms are added in position
@@ -337,8 +381,15 @@ def _american_exact_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale
         j0 = item * per_item
         j1 = min(n, j0 + per_item)
         m = (j1 - j0) * na
-        ps, pk, pt, pv, pr, pq, px = (np.empty(m), np.empty(m), np.empty(m), np.empty(m), np.empty(m), np.empty(m),
-                                      np.empty(m))
+        ps, pk, pt, pv, pr, pq, px = (
+            np.empty(m),
+            np.empty(m),
+            np.empty(m),
+            np.empty(m),
+            np.empty(m),
+            np.empty(m),
+            np.empty(m),
+        )
         pc = np.empty(m, dtype=np.bool_)
         for j in range(j0, j1):
             dr = rate_shift[j]
@@ -349,8 +400,15 @@ def _american_exact_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale
                 ps[c] = spot_new[j, s]
                 pk[c] = strike[i]
                 pt[c] = t[i]
-                pv[c] = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], log_spot_new[j, s],
-                               shift_opt[j, i * opt_stride])
+                pv[c] = _sigma(
+                    vol[i],
+                    scale[j, s],
+                    shift[j, s],
+                    skew[j, s],
+                    log_strike[i],
+                    log_spot_new[j, s],
+                    shift_opt[j, i * opt_stride],
+                )
                 pr[c] = rate[i] + dr
                 pq[c] = div[i]
                 pc[c] = call[i]
@@ -367,12 +425,32 @@ def _american_exact_kernel(spot_new: FloatArray, log_spot_new: FloatArray, scale
 
 
 @njit(parallel=True, **JIT)
-def _american_grid_values(spot_t: FloatArray, log_spot_t: FloatArray, scale_t: FloatArray, shift_t: FloatArray,
-                          skew_t: FloatArray, n_euro: int, opt_sym: IntArray, log_strike: FloatArray,
-                          strike: FloatArray, sqt: FloatArray, carry: FloatArray, vol: FloatArray, w: FloatArray,
-                          dq: FloatArray, kdr: FloatArray, g_mode: NDArray[np.int8], g_y0: FloatArray,
-                          g_dy: FloatArray, g_v0: FloatArray, g_dv: FloatArray, g_coef: FloatArray,
-                          g_bcoef: FloatArray, values: FloatArray, n_nan: IntArray) -> None:
+def _american_grid_values(
+    spot_t: FloatArray,
+    log_spot_t: FloatArray,
+    scale_t: FloatArray,
+    shift_t: FloatArray,
+    skew_t: FloatArray,
+    n_euro: int,
+    opt_sym: IntArray,
+    log_strike: FloatArray,
+    strike: FloatArray,
+    sqt: FloatArray,
+    carry: FloatArray,
+    vol: FloatArray,
+    w: FloatArray,
+    dq: FloatArray,
+    kdr: FloatArray,
+    g_mode: NDArray[np.int8],
+    g_y0: FloatArray,
+    g_dy: FloatArray,
+    g_v0: FloatArray,
+    g_dv: FloatArray,
+    g_coef: FloatArray,
+    g_bcoef: FloatArray,
+    values: FloatArray,
+    n_nan: IntArray,
+) -> None:
     """American price ``values[m, j]`` of option ``n_euro + m`` in scenario ``j``: BSM plus the
     interpolated early-exercise premium, or NaN where exact BS2002 is needed (mode 2, off the grid in
     either coordinate, e.g. a book prepared for other scenarios); ``n_nan[m]`` counts the NaNs.
@@ -409,8 +487,10 @@ def _american_grid_values(spot_t: FloatArray, log_spot_t: FloatArray, scale_t: F
             ty = fy - iy
             eep = 0.0
             for a in range(4):
-                eep = eep * tv + (((g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty
-                                   + g_coef[m, iv, iy, a, 2]) * ty + g_coef[m, iv, iy, a, 3])
+                eep = eep * tv + (
+                    ((g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty + g_coef[m, iv, iy, a, 2]) * ty
+                    + g_coef[m, iv, iy, a, 3]
+                )
             euro = _bsm(spot_t[s, j], ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
             intrinsic = w[i] * (spot_t[s, j] - strike[i])
             on_grid = (fy >= 0.0) & (fy <= ny - 1.0) & (fv >= -1e-9) & (fv <= nv - 1.0 + 1e-9)
@@ -424,8 +504,16 @@ def _american_grid_values(spot_t: FloatArray, log_spot_t: FloatArray, scale_t: F
 
 
 @njit(parallel=True, **JIT)
-def _american_grid_sum(values: FloatArray, per_symbol: bool, n_euro: int, opt_sym: IntArray, units: FloatArray,
-                       base: FloatArray, out_pnl: FloatArray, out_sym: FloatArray) -> None:
+def _american_grid_sum(
+    values: FloatArray,
+    per_symbol: bool,
+    n_euro: int,
+    opt_sym: IntArray,
+    units: FloatArray,
+    base: FloatArray,
+    out_pnl: FloatArray,
+    out_sym: FloatArray,
+) -> None:
     """Add the American P&L from the prices ``values[m, j]``, each scenario's terms in position order (blocks
     of scenarios read the option-major values row by row)."""
     na, n = values.shape
@@ -445,45 +533,212 @@ def _american_grid_sum(values: FloatArray, per_symbol: bool, n_euro: int, opt_sy
 
 
 @njit(parallel=True, **JIT)
-def _bsm_kernel(spot: FloatArray, log_spot: FloatArray, log_strike: FloatArray, carry: FloatArray, sqt: FloatArray,
-                vol: FloatArray, w: FloatArray, dq: FloatArray, kdr: FloatArray, out: FloatArray) -> None:
+def _bsm_kernel(
+    spot: FloatArray,
+    log_spot: FloatArray,
+    log_strike: FloatArray,
+    carry: FloatArray,
+    sqt: FloatArray,
+    vol: FloatArray,
+    w: FloatArray,
+    dq: FloatArray,
+    kdr: FloatArray,
+    out: FloatArray,
+) -> None:
     """BSM prices by the kernels' own formula (``_bsm``), element by element."""
     for i in prange(out.shape[0]):
         out[i] = _bsm(spot[i], log_spot[i], log_strike[i], carry[i], sqt[i], vol[i], w[i], dq[i], kdr[i])
 
 
-def _eep_nodes(ls_star: FloatArray, y: FloatArray, v: FloatArray, k: FloatArray, lk: FloatArray, t: FloatArray,
-               sqt: FloatArray, carry: FloatArray, r: FloatArray, q: FloatArray, w: FloatArray, call: BoolArray,
-               dq: FloatArray, kdr: FloatArray) -> FloatArray:
-    """Unfloored ``BS2002 - BSM``, ``(n_options, n_vol_nodes, n_y_nodes)``, at ``ln S = ln S*(v_l) - w y_c``.
+@njit(parallel=True, **JIT)
+def _alo_values(
+    spot_t: FloatArray,
+    scale_t: FloatArray,
+    shift_t: FloatArray,
+    skew_t: FloatArray,
+    log_spot_t: FloatArray,
+    shift_opt: FloatArray,
+    opt_stride: int,
+    rate_shift: FloatArray,
+    n_euro: int,
+    opt_sym: IntArray,
+    log_strike: FloatArray,
+    strike: FloatArray,
+    t: FloatArray,
+    vol: FloatArray,
+    rate: FloatArray,
+    div: FloatArray,
+    call: BoolArray,
+    values: FloatArray,
+) -> None:
+    """Exact American price ``values[m, j]`` of option ``n_euro + m`` in scenario ``j`` (the engine of
+    ``american_alo.py``), option by option. The exercise boundary depends on the vol and rate only, not on
+    the spot: each option keeps the last ``_BOUNDARY_CACHE`` boundaries it solved, keyed by (vol, rate), and
+    reprices a new spot on a cached one (same arithmetic as ``american_price``). Scenario inputs symbol-major."""
+    na, n = values.shape
+    nb = _BOUNDARY_CACHE
+    for m in prange(na):
+        i = n_euro + m
+        sy = opt_sym[i]
+        k = strike[i]
+        c = call[i]
+        keys = np.full((nb, 2), math.nan)
+        bnd = np.empty((nb, NODES + 1))
+        slot = 0
+        last = (math.nan, math.nan, math.nan)
+        price = math.nan
+        for j in range(n):
+            sp = spot_t[sy, j]
+            sig = _sigma(
+                vol[i],
+                scale_t[sy, j],
+                shift_t[sy, j],
+                skew_t[sy, j],
+                log_strike[i],
+                log_spot_t[sy, j],
+                shift_opt[j, i * opt_stride],
+            )
+            rr = rate[i] + rate_shift[j]
+            if sp == last[0] and sig == last[1] and rr == last[2]:  # e.g. an underlying the set does not move
+                values[m, j] = price
+                continue
+            last = (sp, sig, rr)
+            pr, pq = (div[i], rr) if c else (rr, div[i])
+            single = not ((pr <= 0.0) & (pr <= pq) or (pr < 0.0) & (pq < pr)) and sig * math.sqrt(t[i]) > 1e-8
+            if not single:
+                price = american_point(sp, k, t[i], sig, rr, div[i], c, NEWTON_STEP_TOL)[0]
+                values[m, j] = price
+                continue
+            hit = -1
+            for b in range(nb):
+                if keys[b, 0] == sig and keys[b, 1] == rr:
+                    hit = b
+                    break
+            x_max = exercise_limit(1.0, pr, pq)
+            if hit < 0:
+                hit = slot
+                slot = (slot + 1) % nb
+                put_boundary(1.0, pr, pq, sig, t[i], x_max, bnd[hit], NEWTON_STEP_TOL, EXACT_TABLES)
+                keys[hit, 0] = sig
+                keys[hit, 1] = rr
+            price = price_from_unit_boundary(sp, k, c, pr, pq, sig, t[i], x_max, bnd[hit])
+            values[m, j] = price
 
-    The BS2002 formula is taken before its floor at the European value (``american.bs2002_call_raw``,
-    through the put-call transformation), so the premium is smooth where BS2002 dips below BSM; the
-    kernel applies the floor after interpolating. Where BS2002 falls back to BSM (run-away boundary)
-    the premium is 0.
-    """
+
+@njit(parallel=True, **JIT)
+def _alo_grid_boundaries(
+    t: FloatArray, r: FloatArray, q: FloatArray, call: BoolArray, v: FloatArray, ratio: FloatArray, bnd: FloatArray
+) -> None:
+    """Exercise boundary at maturity of every option at every grid vol: ``ratio[m, l] = S*/K`` (NaN where
+    the grid does not apply: no early exercise, two boundaries, zero vol, a failed solve) and the unit-strike
+    put boundary ``bnd[m, l]`` (``american_alo.put_boundary``, ``GRID_TABLES``; calls by the symmetry)."""
+    na, nv = v.shape
+    for m in prange(na):
+        pr, pq = (q[m], r[m]) if call[m] else (r[m], q[m])
+        for col in range(nv):
+            ratio[m, col] = math.nan
+            sig = v[m, col]
+            if (pr <= 0.0) & (pr <= pq) or (pr < 0.0) & (pq < pr) or not sig * math.sqrt(t[m]) > 1e-8:
+                continue
+            x_max = exercise_limit(1.0, pr, pq)
+            steps = put_boundary(1.0, pr, pq, sig, t[m], x_max, bnd[m, col], 1e-7, GRID_TABLES)
+            b_t = x_max * math.exp(-bnd[m, col, bnd.shape[2] - 1])
+            if steps > 0:
+                ratio[m, col] = 1.0 / b_t if call[m] else b_t
+
+
+@njit(parallel=True, **JIT)
+def _alo_grid_prices(
+    t: FloatArray,
+    r: FloatArray,
+    q: FloatArray,
+    call: BoolArray,
+    k: FloatArray,
+    v: FloatArray,
+    spot: FloatArray,
+    bnd: FloatArray,
+    out: FloatArray,
+) -> None:
+    """American prices at the grid nodes ``spot[m, l, c]`` (vol ``v[m, l]``) from the boundaries of
+    ``_alo_grid_boundaries``: ``K p(S/K)`` for puts, ``S p'(K/S)`` for calls (homogeneity, unit strike)."""
+    na, nv, nu = spot.shape
+    for m in prange(na):
+        pr, pq = (q[m], r[m]) if call[m] else (r[m], q[m])
+        x_max = exercise_limit(1.0, pr, pq)
+        for col in range(nv):
+            for c in range(nu):
+                sp = spot[m, col, c]
+                if call[m]:
+                    out[m, col, c] = (
+                        sp
+                        * put_from_boundary(k[m] / sp, 1.0, pr, pq, v[m, col], t[m], x_max, bnd[m, col], GRID_TABLES)[0]
+                    )
+                else:
+                    out[m, col, c] = (
+                        k[m]
+                        * put_from_boundary(sp / k[m], 1.0, pr, pq, v[m, col], t[m], x_max, bnd[m, col], GRID_TABLES)[0]
+                    )
+
+
+def _eep_nodes(
+    ls_star: FloatArray,
+    y: FloatArray,
+    v: FloatArray,
+    bnd: FloatArray,
+    k: FloatArray,
+    lk: FloatArray,
+    t: FloatArray,
+    sqt: FloatArray,
+    carry: FloatArray,
+    r: FloatArray,
+    q: FloatArray,
+    w: FloatArray,
+    call: BoolArray,
+    dq: FloatArray,
+    kdr: FloatArray,
+) -> FloatArray:
+    """``American - BSM``, ``(n_options, n_vol_nodes, n_y_nodes)``, at ``ln S = ln S*(v_l) - w y_c`` (the
+    exact engine on ``GRID_TABLES``, from the boundaries ``bnd`` already solved at those vols)."""
     shape = (v.shape[0], v.shape[1], y.shape[1])
     ls = ls_star[:, :, None] - w[:, None, None] * y[:, None, :]
     s = np.exp(ls)
-    c = call[:, None, None]
-    kb = np.broadcast_to(k[:, None, None], shape)
-    raw = bs2002_call_raw(np.where(c, s, kb), np.where(c, kb, s), t[:, None, None], v[:, :, None],
-                          np.where(call, r, q)[:, None, None], np.where(call, q, r)[:, None, None])
-    euro = np.empty(raw.size)
+    am = np.empty(shape)
+    _alo_grid_prices(t, r, q, call, k, v, s, bnd, am)
+    euro = np.empty(am.size)
 
     def flat(a: FloatArray) -> FloatArray:
         return np.ascontiguousarray(np.broadcast_to(a, shape)).reshape(-1)
 
-    _bsm_kernel(flat(s), flat(ls), flat(lk[:, None, None]), flat(carry[:, None, None]), flat(sqt[:, None, None]),
-                flat(v[:, :, None]), flat(w[:, None, None]), flat(dq[:, None, None]), flat(kdr[:, None, None]), euro)
-    with np.errstate(invalid="ignore"):
-        return np.where((raw == raw) & (raw < np.inf), raw - euro.reshape(shape), 0.0)
+    _bsm_kernel(
+        flat(s),
+        flat(ls),
+        flat(lk[:, None, None]),
+        flat(carry[:, None, None]),
+        flat(sqt[:, None, None]),
+        flat(v[:, :, None]),
+        flat(w[:, None, None]),
+        flat(dq[:, None, None]),
+        flat(kdr[:, None, None]),
+        euro,
+    )
+    return am - euro.reshape(shape)
 
 
 @njit(parallel=True, **JIT)
-def _vol_range(log_spot_new: FloatArray, scale: FloatArray, shift: FloatArray, skew: FloatArray,
-               opt_sym: IntArray, log_strike: FloatArray, vol: FloatArray, first: int, lo: FloatArray,
-               hi: FloatArray, ls_lo: FloatArray, ls_hi: FloatArray) -> None:
+def _vol_range(
+    log_spot_new: FloatArray,
+    scale: FloatArray,
+    shift: FloatArray,
+    skew: FloatArray,
+    opt_sym: IntArray,
+    log_strike: FloatArray,
+    vol: FloatArray,
+    first: int,
+    lo: FloatArray,
+    hi: FloatArray,
+    ls_lo: FloatArray,
+    ls_hi: FloatArray,
+) -> None:
     """Range of the shocked vol and of the shocked log spot of options ``first ..`` over all scenarios."""
     for m in prange(lo.shape[0]):
         i = first + m
@@ -505,15 +760,6 @@ def _vol_range(log_spot_new: FloatArray, scale: FloatArray, shift: FloatArray, s
         ls_hi[m] = d
 
 
-@njit(**JIT)
-def _boundary_table(t: FloatArray, r: FloatArray, q: FloatArray, call: BoolArray, v: FloatArray,
-                    out: FloatArray) -> None:
-    """``S*/K`` of every option at every vol in ``v`` (rows)."""
-    for a in range(v.shape[0]):
-        for m in range(v.shape[1]):
-            out[a, m] = _boundary_ratio(t[a], r[a], q[a], v[a, m], call[a])
-
-
 # ----------------------------------------------------------------------------------------------
 # prepared book
 # ----------------------------------------------------------------------------------------------
@@ -524,8 +770,9 @@ class PreparedBook:
     """Per-option constants of a portfolio at one horizon (built once by ``prepare``).
 
     Options are reordered Europeans first (``n_euro`` of them), then Americans; ``option_positions``
-    maps them back to positions. The ``grid_*`` arrays (one entry per American, when
-    ``american == "eep_grid"``) hold the early-exercise-premium spline.
+    maps them back to positions. ``base`` is every option's value today, ``unmoved`` its value at the
+    horizon with today's spot, vol and rate (both cached per portfolio). The ``grid_*`` arrays (one entry
+    per American, when ``american == "eep_grid"``) hold the early-exercise-premium spline.
     """
 
     n_positions: int
@@ -550,6 +797,7 @@ class PreparedBook:
     dq: FloatArray
     kdr: FloatArray
     base: FloatArray
+    unmoved: FloatArray
     grid_mode: NDArray[np.int8]
     grid_y0: FloatArray
     grid_dy: FloatArray
@@ -565,8 +813,7 @@ class PreparedBook:
         return int(self.spot0.shape[0])
 
 
-def _time_constants(t: FloatArray, strike: FloatArray, rate: FloatArray, div: FloatArray
-                    ) -> dict[str, FloatArray]:
+def _time_constants(t: FloatArray, strike: FloatArray, rate: FloatArray, div: FloatArray) -> dict[str, FloatArray]:
     """``sqrt(T)``, ``(r - q) T``, ``e^{-qT}`` and ``K e^{-rT}`` (one code path for every horizon)."""
     return {"sqrt_t": np.sqrt(t), "carry": (rate - div) * t, "dq": np.exp(-div * t), "kdr": strike * np.exp(-rate * t)}
 
@@ -586,38 +833,87 @@ def _option_arrays(p: Portfolio, opt: IntArray) -> dict[str, Any]:
     }
 
 
-def _base_values(p: Portfolio, opt: IntArray, arrays: dict[str, Any]) -> FloatArray:
-    t = np.ascontiguousarray(p.time_years[opt])
+#: Per portfolio: option values with today's spot, vol and rate after ``horizon_days`` (key ``(horizon_days,
+#: method)``), so that the many scenario sets of one book (VaR horizons, stress, events) price them once.
+_UNMOVED: weakref.WeakKeyDictionary[Portfolio, dict[tuple[float, str], FloatArray]] = weakref.WeakKeyDictionary()
+
+
+def _unmoved_values(
+    p: Portfolio, opt: IntArray, arrays: dict[str, Any], horizon_days: float, american: AmericanMethod
+) -> FloatArray:
+    """``_base_values`` at ``T' = max(T - horizon_days / 365, 0)`` for the options ``opt``, cached per portfolio."""
+    key = (float(horizon_days), "bs2002" if american == "bs2002" else "alo")
+    cache = _UNMOVED.setdefault(p, {})
+    if key not in cache:
+        all_opt = np.flatnonzero(p.is_option)
+        t_new = np.maximum(p.time_years[all_opt] - horizon_days / DAYS_PER_YEAR, 0.0)
+        full = np.full(p.n_positions, np.nan)
+        full[all_opt] = _base_values(p, all_opt, _option_arrays(p, all_opt), american, t_new)
+        full.setflags(write=False)
+        cache[key] = full
+    return cache[key][opt]
+
+
+def _base_values(
+    p: Portfolio,
+    opt: IntArray,
+    arrays: dict[str, Any],
+    american: AmericanMethod = "exact",
+    t_years: FloatArray | None = None,
+) -> FloatArray:
+    t = np.ascontiguousarray(p.time_years[opt] if t_years is None else t_years)
     tc = _time_constants(t, arrays["strike"], arrays["rate"], arrays["div"])
     sym = arrays["opt_sym"]
     out = np.empty(opt.size)
     if opt.size:
         spot = np.ascontiguousarray(p.spot[sym])
-        _bsm_kernel(spot, np.log(p.spot)[sym], arrays["log_strike"], tc["carry"], tc["sqrt_t"], arrays["vol"],
-                    arrays["w"], tc["dq"], tc["kdr"], out)
-        am = np.flatnonzero(p.is_american[opt])  # BS2002 as in the exact kernel (same lane kernel, same bits)
+        _bsm_kernel(
+            spot,
+            np.log(p.spot)[sym],
+            arrays["log_strike"],
+            tc["carry"],
+            tc["sqrt_t"],
+            arrays["vol"],
+            arrays["w"],
+            tc["dq"],
+            tc["kdr"],
+            out,
+        )
+        am = np.flatnonzero(p.is_american[opt])  # the exact engine, or BS2002 as in its kernel (same bits)
         if am.size:
-            out[am] = american_price(spot[am], arrays["strike"][am], t[am], arrays["vol"][am], arrays["rate"][am],
-                                     arrays["div"][am], arrays["call"][am])
+            out[am] = american_price(
+                spot[am],
+                arrays["strike"][am],
+                t[am],
+                arrays["vol"][am],
+                arrays["rate"][am],
+                arrays["div"][am],
+                arrays["call"][am],
+                method="bs2002" if american == "bs2002" else "alo",
+            )
     return out
 
 
 def option_values(portfolio: Portfolio) -> FloatArray:
-    """Today's price per unit of every position: spot for stocks, BSM or BS2002 for options."""
+    """Today's price per unit of every position: spot for stocks, BSM or the exact American engine for options."""
     out = np.asarray(portfolio.position_spot, dtype=np.float64).copy()
     opt = np.flatnonzero(portfolio.is_option)
-    out[opt] = _base_values(portfolio, opt, _option_arrays(portfolio, opt))
+    out[opt] = _unmoved_values(portfolio, opt, _option_arrays(portfolio, opt), 0.0, "exact")
     return out
 
 
-def prepare(portfolio: Portfolio, horizon_days: float = 0.0, scenarios: ScenarioSet | None = None,
-            american: AmericanMethod = "exact") -> PreparedBook:
+def prepare(
+    portfolio: Portfolio,
+    horizon_days: float = 0.0,
+    scenarios: ScenarioSet | None = None,
+    american: AmericanMethod = "exact",
+) -> PreparedBook:
     """Precompute the per-option constants at ``T' = max(T - horizon_days / 365, 0)``.
 
     ``american="eep_grid"`` needs ``scenarios`` (the grid spans exactly their spot and vol range); it
     falls back to ``"exact"`` when they carry rate shifts or callable / per-position vol shifts.
     """
-    if american not in ("exact", "eep_grid"):
+    if american not in ("exact", "eep_grid", "bs2002"):
         raise ValueError(f"unknown american method {american!r}")
     if not (math.isfinite(horizon_days) and horizon_days >= 0.0):
         raise ValueError("horizon_days must be finite and non-negative")
@@ -642,7 +938,8 @@ def prepare(portfolio: Portfolio, horizon_days: float = 0.0, scenarios: Scenario
         t=t_new,
         **_time_constants(t_new, arrays["strike"], arrays["rate"], arrays["div"]),
         **arrays,
-        base=_base_values(p, opt, arrays),
+        base=_unmoved_values(p, opt, arrays, 0.0, american),
+        unmoved=_unmoved_values(p, opt, arrays, horizon_days, american),
         grid_mode=np.zeros(0, dtype=np.int8),
         grid_y0=np.zeros(0),
         grid_dy=np.ones(0),
@@ -663,8 +960,7 @@ def _needs_exact(scenarios: ScenarioSet) -> bool:
     return (
         (scenarios.rate_shift_abs is not None and bool(np.any(scenarios.rate_shift_abs != 0.0)))
         or callable(scenarios.vol_shift_abs)
-        or (isinstance(scenarios.vol_shift_abs, np.ndarray) and scenarios.vol_shift_abs.shape[1]
-            != scenarios.n_symbols)
+        or (isinstance(scenarios.vol_shift_abs, np.ndarray) and scenarios.vol_shift_abs.shape[1] != scenarios.n_symbols)
     )
 
 
@@ -748,8 +1044,10 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
     Per option (mode 1): ``EEP_VOL_NODES`` vols spanning the scenarios' shocked vols and
     ``EEP_SPOT_NODES`` distances ``y = w ln(S*(vol) / S)`` from the exercise boundary, ``0 .. y_max``,
     the largest distance the scenarios reach (with a margin; farther scenarios are priced exactly).
-    Mode 0: early exercise never optimal (the floor ``max(BSM, intrinsic)`` is exact); mode 2: BS2002
-    falls back to European somewhere in the vol range (exact BS2002 in every scenario).
+    ``S*(vol)`` is the exact engine's boundary at maturity, solved once per vol node; the node values are
+    the exact engine's prices (``GRID_TABLES``) from those boundaries. Mode 0: early exercise never
+    optimal (the floor ``max(BSM, intrinsic)`` is exact); mode 2: the grid does not apply somewhere in the
+    vol range (two exercise boundaries, zero vol): exact prices in every scenario.
     """
     first = book.n_euro
     am = slice(first, None)
@@ -765,38 +1063,73 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
         ls_hi = inp.log_spot_new.max(axis=0)[sym]
     else:
         v_lo, v_hi, ls_lo, ls_hi = (np.empty(na) for _ in range(4))
-        _vol_range(inp.log_spot_new, inp.scale, inp.shift, inp.skew, book.opt_sym, book.log_strike, book.vol,
-                   first, v_lo, v_hi, ls_lo, ls_hi)
+        _vol_range(
+            inp.log_spot_new,
+            inp.scale,
+            inp.shift,
+            inp.skew,
+            book.opt_sym,
+            book.log_strike,
+            book.vol,
+            first,
+            v_lo,
+            v_hi,
+            ls_lo,
+            ls_hi,
+        )
+    # an option every scenario leaves alone, or a set too small to pay for a grid: exact prices (mode 2)
+    still = (v_hi == v_lo) & (ls_hi == ls_lo) | (sc.n_scenarios < EEP_MIN_SCENARIOS)
     v_hi = v_lo + np.maximum(v_hi - v_lo, 1e-4 * np.maximum(book.vol[am], 1e-2))
     nu, nv = EEP_SPOT_NODES, EEP_VOL_NODES
     v_nodes = v_lo[:, None] + (v_hi - v_lo)[:, None] * np.linspace(0.0, 1.0, nv)[None, :]
     t, r, q, call, w = (np.ascontiguousarray(getattr(book, f)[am]) for f in ("t", "rate", "div", "call", "w"))
-    fine = v_lo[:, None] + (v_hi - v_lo)[:, None] * np.linspace(0.0, 1.0, 4 * (nv - 1) + 1)[None, :]
-    ratio = np.empty(fine.shape)
-    _boundary_table(t, r, q, call, fine, ratio)
+    ratio = np.full((na, nv), np.nan)
+    bnd = np.zeros((na, nv, GRID_TABLES[0].size))
+    solve = np.flatnonzero(~still)
+    if solve.size:
+        part = np.empty((solve.size, nv))
+        part_b = np.zeros((solve.size, nv, GRID_TABLES[0].size))
+        _alo_grid_boundaries(
+            t[solve], r[solve], q[solve], call[solve], np.ascontiguousarray(v_nodes[solve]), part, part_b
+        )
+        ratio[solve] = part
+        bnd[solve] = part_b
     cr, cq = np.where(call, r, q), np.where(call, q, r)  # rates of the (put-call transformed) call
-    never = (cq <= 0.0) & (cq <= cr)  # early exercise never optimal: BS2002 is the European value
-    mode = np.where(never, 0, np.where(np.all(np.isfinite(ratio), axis=1), 1, 2)).astype(np.int8)
+    never = (cq <= 0.0) & (cq <= cr)  # early exercise never optimal: the European value
+    mode = np.where(never, 0, np.where(np.all(np.isfinite(ratio), axis=1) & ~still, 1, 2)).astype(np.int8)
     ls_star = book.log_strike[am][:, None] + np.log(np.where(np.isfinite(ratio), ratio, 1.0))
     # largest distance to the boundary any scenario reaches: far side of the boundary range, far spot
     y_far = np.where(w > 0, ls_star.max(axis=1) - ls_lo, ls_hi - ls_star.min(axis=1))
     y_near = np.where(w > 0, ls_star.min(axis=1) - ls_hi, ls_lo - ls_star.max(axis=1))
     y_lo = np.maximum(y_near - 0.05 * (y_far - y_near) - 1e-3, 0.0)
     y_hi = np.maximum(y_far + 0.05 * (y_far - y_near) + 1e-3, y_lo + 1e-3)
-    ls_nodes = ls_star[:, ::4]  # the vol nodes are every fourth point of the fine table
     y_nodes = y_lo[:, None] + (y_hi - y_lo)[:, None] * np.linspace(0.0, 1.0, nu)[None, :]
     vals = np.zeros((na, nv, nu))
     fit = np.flatnonzero(mode == 1)
     if fit.size:
-        vals[fit] = _eep_nodes(ls_nodes[fit], y_nodes[fit], v_nodes[fit], *(getattr(book, f)[am][fit] for f in (
-            "strike", "log_strike", "t", "sqrt_t", "carry", "rate", "div", "w", "call", "dq", "kdr")))
+        cols = ("strike", "log_strike", "t", "sqrt_t", "carry", "rate", "div", "w", "call", "dq", "kdr")
+        vals[fit] = _eep_nodes(
+            ls_star[fit],
+            y_nodes[fit],
+            v_nodes[fit],
+            bnd[fit],
+            *(np.ascontiguousarray(getattr(book, f)[am][fit]) for f in cols),
+        )
     # tensor-product not-a-knot cubic spline, along y and along vol: coef[a, vol cell, y cell, vol power, y power]
     coef = np.einsum("lmv,kin,avn->amilk", _spline_map(nv), _spline_map(nu), vals, optimize=True)
-    # ln(S*/K) along vol: cubic spline through the fine table (modes 0 and 2 never read it)
+    # ln(S*/K) along vol: cubic spline through the vol nodes (modes 0 and 2 never read it)
     lratio = np.log(np.where(mode[:, None] == 1, ratio, 1.0))
-    bcoef = np.einsum("kin,an->aik", _spline_map(fine.shape[1]), lratio, optimize=True)
-    return replace(book, grid_mode=mode, grid_y0=y_lo, grid_dy=(y_hi - y_lo) / (nu - 1), grid_v0=v_lo,
-                   grid_dv=(v_hi - v_lo) / (nv - 1), grid_coef=coef, grid_bcoef=bcoef)
+    bcoef = np.einsum("kin,an->aik", _spline_map(nv), lratio, optimize=True)
+    return replace(
+        book,
+        grid_mode=mode,
+        grid_y0=y_lo,
+        grid_dy=(y_hi - y_lo) / (nu - 1),
+        grid_v0=v_lo,
+        grid_dv=(v_hi - v_lo) / (nv - 1),
+        grid_coef=coef,
+        grid_bcoef=bcoef,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -813,41 +1146,135 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
     n = sc.n_scenarios
     pnl = np.empty(n)
     by_sym = np.empty((n, book.n_symbols) if per_symbol else (1, 1))
-    common = (inp.spot_new, inp.log_spot_new, inp.scale, inp.shift, inp.skew, inp.shift_opt, inp.opt_stride,
-              inp.rate, per_symbol, book.n_euro)
+    common = (
+        inp.spot_new,
+        inp.log_spot_new,
+        inp.scale,
+        inp.shift,
+        inp.skew,
+        inp.shift_opt,
+        inp.opt_stride,
+        inp.rate,
+        per_symbol,
+        book.n_euro,
+    )
     n_am = book.units.size - book.n_euro
     grid = use_grid and n_am > 0
-    _european_kernel(*common, book.spot0, book.stock_units, book.opt_sym, book.units, book.log_strike, book.t,
-                     book.sqrt_t, book.carry, book.vol, book.w, book.dq, book.kdr, book.base, pnl, by_sym)
+    _european_kernel(
+        *common,
+        book.spot0,
+        book.stock_units,
+        book.opt_sym,
+        book.units,
+        book.log_strike,
+        book.t,
+        book.sqrt_t,
+        book.carry,
+        book.vol,
+        book.w,
+        book.dq,
+        book.kdr,
+        book.base,
+        pnl,
+        by_sym,
+    )
     if grid:
         values = np.empty((n_am, n))
         n_nan = np.empty(n_am, dtype=np.intp)
-        sym_major = [np.ascontiguousarray(a.T) for a in (inp.spot_new, inp.log_spot_new, inp.scale, inp.shift,
-                                                          inp.skew)]
-        _american_grid_values(*sym_major, book.n_euro, book.opt_sym, book.log_strike, book.strike, book.sqrt_t,
-                              book.carry, book.vol, book.w, book.dq, book.kdr, book.grid_mode, book.grid_y0,
-                              book.grid_dy, book.grid_v0, book.grid_dv, book.grid_coef, book.grid_bcoef, values,
-                              n_nan)
+        sym_major = [
+            np.ascontiguousarray(a.T) for a in (inp.spot_new, inp.log_spot_new, inp.scale, inp.shift, inp.skew)
+        ]
+        _american_grid_values(
+            *sym_major,
+            book.n_euro,
+            book.opt_sym,
+            book.log_strike,
+            book.strike,
+            book.sqrt_t,
+            book.carry,
+            book.vol,
+            book.w,
+            book.dq,
+            book.kdr,
+            book.grid_mode,
+            book.grid_y0,
+            book.grid_dy,
+            book.grid_v0,
+            book.grid_dv,
+            book.grid_coef,
+            book.grid_bcoef,
+            values,
+            n_nan,
+        )
         if np.any(n_nan):
             _exact_where_nan(book, inp, values)
         _american_grid_sum(values, per_symbol, book.n_euro, book.opt_sym, book.units, book.base, pnl, by_sym)
+    elif n_am and book.american == "bs2002":
+        _american_exact_kernel(
+            *common,
+            book.opt_sym,
+            book.units,
+            book.log_strike,
+            book.strike,
+            book.t,
+            book.vol,
+            book.rate,
+            book.div,
+            book.call,
+            book.base,
+            pnl,
+            by_sym,
+        )
     elif n_am:
-        _american_exact_kernel(*common, book.opt_sym, book.units, book.log_strike, book.strike, book.t, book.vol,
-                               book.rate, book.div, book.call, book.base, pnl, by_sym)
+        values = np.empty((n_am, n))
+        sym_major = [
+            np.ascontiguousarray(a.T) for a in (inp.spot_new, inp.scale, inp.shift, inp.skew, inp.log_spot_new)
+        ]
+        _alo_values(
+            *sym_major,
+            inp.shift_opt,
+            inp.opt_stride,
+            inp.rate,
+            book.n_euro,
+            book.opt_sym,
+            book.log_strike,
+            book.strike,
+            book.t,
+            book.vol,
+            book.rate,
+            book.div,
+            book.call,
+            values,
+        )
+        _american_grid_sum(values, per_symbol, book.n_euro, book.opt_sym, book.units, book.base, pnl, by_sym)
     return ScenarioPnl(pnl, by_sym if per_symbol else None)
 
 
 def _exact_where_nan(book: PreparedBook, inp: _ChunkInputs, values: FloatArray) -> None:
-    """Exact BS2002 for the NaN entries of the grid values (mode 2, off the grid), in place."""
+    """The exact engine for the NaN entries of the grid values (mode 2, off the grid), in place."""
     m, j = np.nonzero(np.isnan(values))
     if m.size:
         i = book.n_euro + m
         s = book.opt_sym[i]
         ls = inp.log_spot_new[j, s]
-        sig = np.maximum(book.vol[i] * inp.scale[j, s] + inp.shift[j, s] + inp.skew[j, s] * (book.log_strike[i] - ls)
-                         + 0.0, 0.0)  # _sigma
-        values[m, j] = american_price(inp.spot_new[j, s], book.strike[i], book.t[i], sig, book.rate[i], book.div[i],
-                                      book.call[i])
+        sig = np.maximum(
+            book.vol[i] * inp.scale[j, s] + inp.shift[j, s] + inp.skew[j, s] * (book.log_strike[i] - ls) + 0.0, 0.0
+        )  # _sigma
+        spot = inp.spot_new[j, s]
+        alone = (spot == book.spot0[s]) & (sig == book.vol[i]) & (inp.rate[j] == 0.0)
+        values[m[alone], j[alone]] = book.unmoved[i[alone]]
+        m, j, i, spot, sig = (a[~alone] for a in (m, j, i, spot, sig))
+        if not m.size:
+            return
+        # price each distinct (option, spot, vol) once: an option no scenario moves costs one price
+        _, first, inverse = np.unique(
+            np.stack([m.astype(np.float64), spot, sig], axis=1), axis=0, return_index=True, return_inverse=True
+        )
+        f = first
+        prices = american_price(
+            spot[f], book.strike[i[f]], book.t[i[f]], sig[f], book.rate[i[f]], book.div[i[f]], book.call[i[f]]
+        )
+        values[m, j] = prices[inverse.reshape(-1)]
 
 
 def default_chunk_size(book: PreparedBook, sc: ScenarioSet) -> int:
@@ -862,8 +1289,14 @@ def default_chunk_size(book: PreparedBook, sc: ScenarioSet) -> int:
     return max(MIN_CHUNK, CHUNK_MEMORY_BYTES // per_scenario)
 
 
-def evaluate_prepared(book: PreparedBook, scenarios: ScenarioSet, *, per_symbol: bool = False,
-                      client: Any | None = None, chunk_size: int | None = None) -> ScenarioPnl:
+def evaluate_prepared(
+    book: PreparedBook,
+    scenarios: ScenarioSet,
+    *,
+    per_symbol: bool = False,
+    client: Any | None = None,
+    chunk_size: int | None = None,
+) -> ScenarioPnl:
     """Revalue all scenarios chunk by chunk, in process or (``client``) as Dask tasks; same numbers."""
     n = scenarios.n_scenarios
     size = int(chunk_size) if chunk_size else default_chunk_size(book, scenarios)
@@ -874,8 +1307,9 @@ def evaluate_prepared(book: PreparedBook, scenarios: ScenarioSet, *, per_symbol:
         parts = [evaluate_chunk(book, scenarios.take(a, b), per_symbol) for a, b in bounds]
     else:
         [remote_book] = client.scatter([book], broadcast=True, hash=False)
-        futures = [client.submit(evaluate_chunk, remote_book, scenarios.take(a, b), per_symbol, pure=False)
-                   for a, b in bounds]
+        futures = [
+            client.submit(evaluate_chunk, remote_book, scenarios.take(a, b), per_symbol, pure=False) for a, b in bounds
+        ]
         parts = client.gather(futures)
     if not parts:
         return ScenarioPnl(np.zeros(0), np.zeros((0, book.n_symbols)) if per_symbol else None)
@@ -884,13 +1318,19 @@ def evaluate_prepared(book: PreparedBook, scenarios: ScenarioSet, *, per_symbol:
     return ScenarioPnl(pnl, by_sym)
 
 
-def evaluate(portfolio: Portfolio, scenarios: ScenarioSet, horizon_days: float = 0.0, *,
-             american: AmericanMethod = "exact", per_symbol: bool = False, client: Any | None = None,
-             chunk_size: int | None = None) -> ScenarioPnl:
+def evaluate(
+    portfolio: Portfolio,
+    scenarios: ScenarioSet,
+    horizon_days: float = 0.0,
+    *,
+    american: AmericanMethod = "exact",
+    per_symbol: bool = False,
+    client: Any | None = None,
+    chunk_size: int | None = None,
+) -> ScenarioPnl:
     """Full-revaluation P&L of ``portfolio`` under ``scenarios`` after ``horizon_days`` calendar days."""
     if scenarios.n_symbols != portfolio.n_symbols:
-        raise ValueError(f"scenarios have {scenarios.n_symbols} symbol columns, the portfolio "
-                         f"{portfolio.n_symbols}")
+        raise ValueError(f"scenarios have {scenarios.n_symbols} symbol columns, the portfolio {portfolio.n_symbols}")
     book = prepare(portfolio, horizon_days, scenarios, american)
     return evaluate_prepared(book, scenarios, per_symbol=per_symbol, client=client, chunk_size=chunk_size)
 
@@ -923,8 +1363,11 @@ def revalue(
     ``horizon_days`` calendar days of time decay. See ``scenario_engine`` for the formulas, the
     American methods and the chunked / Dask evaluation.
     """
-    shifts: Any = vol_shift_abs if (vol_shift_abs is None or callable(vol_shift_abs)) else np.asarray(
-        vol_shift_abs, dtype=np.float64)
+    shifts: Any = (
+        vol_shift_abs
+        if (vol_shift_abs is None or callable(vol_shift_abs))
+        else np.asarray(vol_shift_abs, dtype=np.float64)
+    )
     sc = ScenarioSet(
         spot_shock_rel=np.asarray(spot_shock_rel, dtype=np.float64),
         vol_scale=None if vol_scale is None else np.asarray(vol_scale, dtype=np.float64),
@@ -933,5 +1376,6 @@ def revalue(
         rate_shift_abs=None if rate_shift_abs is None else np.asarray(rate_shift_abs, dtype=np.float64),
         vol_shift_per_position=vol_shift_per_position,
     )
-    return evaluate(portfolio, sc, horizon_days, american=american, per_symbol=per_symbol, client=client,
-                    chunk_size=chunk_size)
+    return evaluate(
+        portfolio, sc, horizon_days, american=american, per_symbol=per_symbol, client=client, chunk_size=chunk_size
+    )

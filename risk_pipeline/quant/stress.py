@@ -176,9 +176,24 @@ class ScenarioLibrary:
 
 
 _TOP_KEYS = {"version", "reference_index", "risk_levels", "liquidity", "grid", "scenarios"}
-_SCENARIO_KEYS = {"id", "type", "description", "index_move", "sector_moves", "symbol_moves", "vol", "rate_shift",
-                  "liquidity", "window", "measured_as", "measurable_from", "index_levels", "vol_index",
-                  "sources", "notes"}
+_SCENARIO_KEYS = {
+    "id",
+    "type",
+    "description",
+    "index_move",
+    "sector_moves",
+    "symbol_moves",
+    "vol",
+    "rate_shift",
+    "liquidity",
+    "window",
+    "measured_as",
+    "measurable_from",
+    "index_levels",
+    "vol_index",
+    "sources",
+    "notes",
+}
 _VOL_KEYS = {"multiplier", "shift", "skew"}
 _LIQ_KEYS = {"spread_multiplier", "volume_multiplier", "liquidation_fraction"}
 
@@ -216,8 +231,12 @@ def _scenario(raw: Mapping[str, Any]) -> StressScenario:
         raise ValueError(f"{where}: moves must be above -1")
     vs = VolShock(**{k: _num(f"{where}.vol.{k}", v) for k, v in vol.items()})
     ls = LiquidityShock(**{k: _num(f"{where}.liquidity.{k}", v) for k, v in liq.items()})
-    if vs.multiplier < 0 or ls.spread_multiplier < 0 or ls.volume_multiplier <= 0 \
-            or not 0.0 <= ls.liquidation_fraction <= 1.0:
+    if (
+        vs.multiplier < 0
+        or ls.spread_multiplier < 0
+        or ls.volume_multiplier <= 0
+        or not 0.0 <= ls.liquidation_fraction <= 1.0
+    ):
         raise ValueError(f"{where}: invalid vol or liquidity shock")
     return StressScenario(
         scenario_id=sid,
@@ -297,8 +316,12 @@ def beta_shocks(index_moves: ArrayLike, betas: ArrayLike) -> FloatArray:
     return np.expm1(np.asarray(betas, dtype=np.float64)[None, :] * np.log1p(m))
 
 
-def scenario_set(portfolio: Portfolio, scenarios: Sequence[StressScenario], betas: ArrayLike | None = None,
-                 sectors: Sequence[str | None] | None = None) -> ScenarioSet:
+def scenario_set(
+    portfolio: Portfolio,
+    scenarios: Sequence[StressScenario],
+    betas: ArrayLike | None = None,
+    sectors: Sequence[str | None] | None = None,
+) -> ScenarioSet:
     """The ``ScenarioSet`` of library scenarios for this portfolio's underlyings."""
     b = _betas(portfolio, betas)
     if sectors is not None and len(sectors) != portfolio.n_symbols:
@@ -324,9 +347,13 @@ def scenario_set(portfolio: Portfolio, scenarios: Sequence[StressScenario], beta
     )
 
 
-def liquidation_costs(portfolio: Portfolio, shocks: Sequence[LiquidityShock], spreads: ArrayLike | None,
-                      volumes: ArrayLike | None, model: LiquidityModel = LiquidityModel()
-                      ) -> tuple[FloatArray, FloatArray]:
+def liquidation_costs(
+    portfolio: Portfolio,
+    shocks: Sequence[LiquidityShock],
+    spreads: ArrayLike | None,
+    volumes: ArrayLike | None,
+    model: LiquidityModel = LiquidityModel(),
+) -> tuple[FloatArray, FloatArray]:
     """Per-scenario, per-underlying liquidation cost ``(n, n_symbols)`` and longest time to liquidate."""
     frac = np.array([s.liquidation_fraction for s in shocks], dtype=np.float64)
     n = frac.size
@@ -344,8 +371,14 @@ def liquidation_costs(portfolio: Portfolio, shocks: Sequence[LiquidityShock], sp
     vmul = np.array([s.volume_multiplier for s in shocks])[:, None]
     q = frac[:, None] * np.abs(portfolio.quantity)[None, :]
     days = q / (model.participation_rate * adv[None, :] * vmul)
-    cost = 0.5 * spr[None, :] * smul * portfolio.multiplier[None, :] * q * np.maximum(
-        1.0, np.sqrt(days / model.liquidation_horizon_days))
+    cost = (
+        0.5
+        * spr[None, :]
+        * smul
+        * portfolio.multiplier[None, :]
+        * q
+        * np.maximum(1.0, np.sqrt(days / model.liquidation_horizon_days))
+    )
     cells = (np.arange(n)[:, None] * portfolio.n_symbols + portfolio.symbol_index[None, :]).ravel()
     by_symbol = np.bincount(cells, weights=cost.ravel(), minlength=n * portfolio.n_symbols)
     return by_symbol.reshape(n, portfolio.n_symbols), days.max(axis=1, initial=0.0)
@@ -444,32 +477,52 @@ def run_stress(
     for j, s in enumerate(items):
         worst = int(np.argmin(by_sym[j])) if portfolio.n_symbols else -1
         pct = float(total[j] / nav_value)
-        out.append(StressResult(
-            scenario_id=s.scenario_id, scenario_type=s.scenario_type, description=s.description,
-            spot_shock=s.index_move, vol_shock=s.vol.multiplier - 1.0, vol_shift=s.vol.shift, vol_skew=s.vol.skew,
-            rate_shift=s.rate_shift, market_pnl=float(res.pnl[j]), liquidation_cost=float(liq[j]),
-            pnl=float(total[j]), pnl_pct_nav=pct, risk_level=th.level(pct),
-            worst_symbol=portfolio.symbols[worst] if worst >= 0 else None,
-            worst_symbol_pnl=float(by_sym[j, worst]) if worst >= 0 else 0.0,
-            days_to_liquidate=float(days[j]), library_version=version,
-        ))
+        out.append(
+            StressResult(
+                scenario_id=s.scenario_id,
+                scenario_type=s.scenario_type,
+                description=s.description,
+                spot_shock=s.index_move,
+                vol_shock=s.vol.multiplier - 1.0,
+                vol_shift=s.vol.shift,
+                vol_skew=s.vol.skew,
+                rate_shift=s.rate_shift,
+                market_pnl=float(res.pnl[j]),
+                liquidation_cost=float(liq[j]),
+                pnl=float(total[j]),
+                pnl_pct_nav=pct,
+                risk_level=th.level(pct),
+                worst_symbol=portfolio.symbols[worst] if worst >= 0 else None,
+                worst_symbol_pnl=float(by_sym[j, worst]) if worst >= 0 else 0.0,
+                days_to_liquidate=float(days[j]),
+                library_version=version,
+            )
+        )
     return tuple(out)
 
 
-def stress_grid(portfolio: Portfolio, grid: GridSpec | None = None, nav: float | None = None,
-                betas: ArrayLike | None = None, *, american: AmericanMethod = "exact",
-                client: Any | None = None) -> tuple[GridPoint, ...]:
+def stress_grid(
+    portfolio: Portfolio,
+    grid: GridSpec | None = None,
+    nav: float | None = None,
+    betas: ArrayLike | None = None,
+    *,
+    american: AmericanMethod = "exact",
+    client: Any | None = None,
+) -> tuple[GridPoint, ...]:
     """P&L on the grid of spot moves (every underlying, or by beta) against relative vol moves."""
     g = grid or GridSpec()
     nav_value = _nav(portfolio, nav)
     spot = np.repeat(np.asarray(g.spot_shocks, dtype=np.float64), len(g.vol_shocks))
     vol = np.tile(np.asarray(g.vol_shocks, dtype=np.float64), len(g.spot_shocks))
     b = _betas(portfolio, betas) if g.spot_mode == "beta" else np.ones(portfolio.n_symbols)
-    sc = ScenarioSet(beta_shocks(spot, b), vol_scale=np.broadcast_to((1.0 + vol)[:, None],
-                                                                     (vol.size, portfolio.n_symbols)))
+    sc = ScenarioSet(
+        beta_shocks(spot, b), vol_scale=np.broadcast_to((1.0 + vol)[:, None], (vol.size, portfolio.n_symbols))
+    )
     pnl = evaluate(portfolio, sc, 0.0, american=american, client=client).pnl
-    return tuple(GridPoint(float(a), float(v), float(p), float(p / nav_value))
-                 for a, v, p in zip(spot, vol, pnl, strict=True))
+    return tuple(
+        GridPoint(float(a), float(v), float(p), float(p / nav_value)) for a, v, p in zip(spot, vol, pnl, strict=True)
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -505,8 +558,13 @@ class EventRisk:
         return dict(self.__dict__)
 
 
-def event_scenarios(portfolio: Portfolio, event: GapEvent, moves: ArrayLike, betas: ArrayLike | None = None,
-                    vol_changes: ArrayLike | None = None) -> ScenarioSet:
+def event_scenarios(
+    portfolio: Portfolio,
+    event: GapEvent,
+    moves: ArrayLike,
+    betas: ArrayLike | None = None,
+    vol_changes: ArrayLike | None = None,
+) -> ScenarioSet:
     """One scenario per past event-day move: the symbol alone (earnings) or every symbol by beta.
 
     ``vol_changes`` (same length, relative) moves the implied vols of the same underlyings (e.g. the
@@ -532,11 +590,19 @@ def event_scenarios(portfolio: Portfolio, event: GapEvent, moves: ArrayLike, bet
     return ScenarioSet(spot, vol_scale=scale)
 
 
-def event_gap_risk(portfolio: Portfolio, events: Sequence[GapEvent], symbol_moves: Mapping[str, ArrayLike],
-                   market_moves: Mapping[str, ArrayLike], betas: ArrayLike | None = None, *,
-                   confidence: float = 0.95, horizon_days: float = 1.0,
-                   vol_changes: Mapping[str, ArrayLike] | None = None, american: AmericanMethod = "exact",
-                   client: Any | None = None) -> tuple[EventRisk, ...]:
+def event_gap_risk(
+    portfolio: Portfolio,
+    events: Sequence[GapEvent],
+    symbol_moves: Mapping[str, ArrayLike],
+    market_moves: Mapping[str, ArrayLike],
+    betas: ArrayLike | None = None,
+    *,
+    confidence: float = 0.95,
+    horizon_days: float = 1.0,
+    vol_changes: Mapping[str, ArrayLike] | None = None,
+    american: AmericanMethod = "exact",
+    client: Any | None = None,
+) -> tuple[EventRisk, ...]:
     """Per-event loss estimates from the empirical event-day moves (module docstring).
 
     ``symbol_moves[symbol]`` are the symbol's past earnings-day moves, ``market_moves[event_type]`` the
@@ -553,8 +619,20 @@ def event_gap_risk(portfolio: Portfolio, events: Sequence[GapEvent], symbol_move
         sc = event_scenarios(portfolio, ev, source[key], betas, vc)
         pnl = evaluate(portfolio, sc, horizon_days, american=american, client=client).pnl
         var, es = empirical_var_es(pnl, confidence)
-        out.append(EventRisk(ev.event_id, ev.event_type, ev.symbol, int(pnl.size), float(pnl.mean()),
-                             float(np.maximum(-pnl, 0.0).mean()), var, es, float(-pnl.min()), float(confidence)))
+        out.append(
+            EventRisk(
+                ev.event_id,
+                ev.event_type,
+                ev.symbol,
+                int(pnl.size),
+                float(pnl.mean()),
+                float(np.maximum(-pnl, 0.0).mean()),
+                var,
+                es,
+                float(-pnl.min()),
+                float(confidence),
+            )
+        )
     return tuple(out)
 
 
@@ -591,8 +669,13 @@ def _dates(dates: ArrayLike) -> NDArray[np.datetime64]:
     return d
 
 
-def measure_move(dates: ArrayLike, closes: ArrayLike, start: str | np.datetime64, end: str | np.datetime64,
-                 lows: ArrayLike | None = None) -> MeasuredMove:
+def measure_move(
+    dates: ArrayLike,
+    closes: ArrayLike,
+    start: str | np.datetime64,
+    end: str | np.datetime64,
+    lows: ArrayLike | None = None,
+) -> MeasuredMove:
     """Measure the window ``[start, end]`` of a daily close series (see ``MeasuredMove``)."""
     d = _dates(dates)
     c = np.asarray(closes, dtype=np.float64).reshape(-1)
@@ -602,15 +685,20 @@ def measure_move(dates: ArrayLike, closes: ArrayLike, start: str | np.datetime64
     i1 = int(np.searchsorted(d, np.datetime64(end, "D"), side="right")) - 1
     if i0 < 0 or i1 <= i0:
         raise ValueError("the series does not cover the window")
-    w = c[i0: i1 + 1]
+    w = c[i0 : i1 + 1]
     low_ret = None
     if lows is not None:
         lo = np.asarray(lows, dtype=np.float64).reshape(-1)
-        low_ret = float(lo[i0 + 1: i1 + 1].min() / w[0] - 1.0)
+        low_ret = float(lo[i0 + 1 : i1 + 1].min() / w[0] - 1.0)
     return MeasuredMove(
-        start_date=d[i0], end_date=d[i1], start_close=float(w[0]), end_close=float(w[-1]),
-        total_return=float(w[-1] / w[0] - 1.0), trough_return=float(w.min() / w[0] - 1.0),
-        intraday_trough_return=low_ret, worst_daily_return=float(np.min(w[1:] / w[:-1] - 1.0)),
+        start_date=d[i0],
+        end_date=d[i1],
+        start_close=float(w[0]),
+        end_close=float(w[-1]),
+        total_return=float(w[-1] / w[0] - 1.0),
+        trough_return=float(w.min() / w[0] - 1.0),
+        intraday_trough_return=low_ret,
+        worst_daily_return=float(np.min(w[1:] / w[:-1] - 1.0)),
         max_drawdown=float(np.min(w / np.maximum.accumulate(w) - 1.0)),
     )
 

@@ -8,6 +8,7 @@ slices form an ``SviSurface`` interpolated linearly in total variance between ex
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,11 +25,17 @@ from risk_pipeline.quant.svi import (
     butterfly_grid,
     durrleman_g,
     fit_svi_slice,
+    fit_svi_slices,
     svi_implied_vol,
     svi_total_variance,
 )
 
 FloatArray = NDArray[np.float64]
+Refit = Callable[..., SviFit | None]
+
+#: ``fit_underlying`` methods: batched quasi-explicit + cutting-plane refit, or the per-slice original.
+FIT_BATCHED = "batched"
+FIT_LEGACY = "legacy"
 
 #: Log-moneyness grid of ``vol_surface_grid``: ln(K/F) from -0.6 to 0.6 in steps of 0.05.
 DEFAULT_GRID = np.round(np.linspace(-0.6, 0.6, 25), 10)
@@ -104,6 +111,24 @@ def _violations(fit: SviFit, lower: SviFit | None) -> bool:
     return bool(np.any(svi_total_variance(lower, CALENDAR_POINTS) - svi_total_variance(fit, CALENDAR_POINTS) > 1e-10))
 
 
+#: Bounds of ``(a, b, rho, m, sigma)`` in the constrained refits.
+REFIT_BOUNDS = [(None, None), (0.0, 4.0), (-0.999, 0.999), (-2.0, 2.0), (1e-4, 5.0)]
+
+
+def _refit_starts(k: FloatArray, w: FloatArray, fit: SviFit, lower: SviFit | None) -> list[FloatArray]:
+    """Start points of the constrained refits."""
+    starts = [
+        np.array([fit.a, fit.b, fit.rho, fit.m, fit.sigma]),
+        # a smoother smile near the free fit (less skew, flatter wings, wider curvature)
+        np.array([fit.a, 0.8 * fit.b, 0.5 * fit.rho, fit.m, max(1.5 * fit.sigma, 0.05)]),
+    ]
+    if lower is not None:
+        # the previous slice lifted to the quotes' level: feasible for the calendar condition
+        lift = max(0.0, float(np.mean(w - svi_total_variance(lower, k))))
+        starts.append(np.array([lower.a + lift, lower.b, lower.rho, lower.m, lower.sigma]))
+    return starts
+
+
 def constrained_refit(
     k: FloatArray, w: FloatArray, weights: FloatArray, fit: SviFit, lower: SviFit | None, upper: SviFit | None = None
 ) -> SviFit | None:
@@ -146,18 +171,9 @@ def constrained_refit(
         constraints.append(
             {"type": "ineq", "fun": lambda x: cap - svi_total_variance(params(x), CALENDAR_POINTS) - CONSTRAINT_MARGIN}
         )
-    bounds = [(None, None), (0.0, 4.0), (-0.999, 0.999), (-2.0, 2.0), (1e-4, 5.0)]
-    starts = [
-        np.array([fit.a, fit.b, fit.rho, fit.m, fit.sigma]),
-        # a smoother smile near the free fit (less skew, flatter wings, wider curvature)
-        np.array([fit.a, 0.8 * fit.b, 0.5 * fit.rho, fit.m, max(1.5 * fit.sigma, 0.05)]),
-    ]
-    if lower is not None:
-        # the previous slice lifted to the quotes' level: feasible for the calendar condition
-        lift = max(0.0, float(np.mean(w - svi_total_variance(lower, k))))
-        starts.append(np.array([lower.a + lift, lower.b, lower.rho, lower.m, lower.sigma]))
+    bounds = REFIT_BOUNDS
     best = None
-    for x0 in starts:
+    for x0 in _refit_starts(k, w, fit, lower):
         try:
             res = minimize(
                 objective,
@@ -181,8 +197,14 @@ def constrained_refit(
             best = res
     if best is None:
         return None
-    res = best
-    p = params(res.x)
+    return _refit_result(k, w, fit, lower, upper, params(best.x), converged=bool(best.success))
+
+
+def _refit_result(
+    k: FloatArray, w: FloatArray, fit: SviFit, lower: SviFit | None, upper: SviFit | None, p: SviParams, converged: bool
+) -> SviFit | None:
+    """The refitted slice as an ``SviFit`` (flags by ``butterfly_check``), or None if it or ``upper`` violates."""
+    t = fit.time_years
     g_min, butterfly_ok = butterfly_check(p, t)
     candidate = SviFit(
         a=p.a,
@@ -194,7 +216,7 @@ def constrained_refit(
         rmse_vol_points=float(np.sqrt(np.mean((svi_implied_vol(p, k, t) - np.sqrt(w / t)) ** 2)) * 100.0),
         n_quotes=fit.n_quotes,
         method=f"{fit.method}+arbitrage_constrained",
-        converged=bool(res.success),
+        converged=converged,
         butterfly_arbitrage_free=butterfly_ok,
         min_durrleman_g=g_min,
     )
@@ -203,50 +225,338 @@ def constrained_refit(
     return candidate
 
 
+def _svi_jacobians(x: FloatArray, k: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``dg/dtheta`` (Durrleman) and ``dw/dtheta`` of raw SVI at ``k`` for ``theta = (a, b, rho, m, sigma)``, and ``g``.
+
+    Shapes ``(k.size, 5)``, ``(k.size, 5)``, ``(k.size,)``; analytic (chain rule through ``w, w', w''``).
+    """
+    a, b, rho, m, sigma = (float(e) for e in x)
+    d = k - m
+    r = np.sqrt(d * d + sigma * sigma)
+    w = a + b * (rho * d + r)
+    w1 = b * (rho + d / r)
+    w2 = b * sigma * sigma / r**3
+    zeros, ones = np.zeros_like(k), np.ones_like(k)
+    dw = np.stack((ones, rho * d + r, b * d, -b * (rho + d / r), b * sigma / r), axis=1)
+    dw1 = np.stack((zeros, rho + d / r, b * ones, -b * sigma * sigma / r**3, -b * d * sigma / r**3), axis=1)
+    dw2 = np.stack(
+        (
+            zeros,
+            sigma * sigma / r**3,
+            zeros,
+            3.0 * b * sigma * sigma * d / r**5,
+            b * (2.0 * sigma / r**3 - 3.0 * sigma**3 / r**5),
+        ),
+        axis=1,
+    )
+    safe_w = np.where(w > 0.0, w, 1.0)
+    lead = 1.0 - k * w1 / (2.0 * safe_w)
+    g = lead**2 - (w1 * w1 / 4.0) * (1.0 / safe_w + 0.25) + w2 / 2.0
+    g_w = lead * k * w1 / safe_w**2 + w1 * w1 / (4.0 * safe_w**2)
+    g_w1 = -lead * k / safe_w - 0.5 * w1 * (1.0 / safe_w + 0.25)
+    dg = g_w[:, None] * dw + g_w1[:, None] * dw1 + 0.5 * dw2
+    return np.where((w > 0.0)[:, None], dg, 0.0), dw, np.where(w > 0.0, g, -1.0)
+
+
+#: Cutting-plane refit: rounds, and the initial working set (every n-th point of each check grid).
+CUTTING_PLANE_ROUNDS = 8
+CUTTING_PLANE_STRIDE = 10
+#: SLSQP limits of the cutting-plane refit (objective normalized to 1 at the start).
+REFIT_MAX_ITERATIONS = 100
+REFIT_FTOL = 1e-6
+#: Further starts are skipped once a feasible refit is within this relative objective of the free fit.
+REFIT_GOOD_ENOUGH = 1e-3
+
+
+def constrained_refit_fast(
+    k: FloatArray, w: FloatArray, weights: FloatArray, fit: SviFit, lower: SviFit | None, upper: SviFit | None = None
+) -> SviFit | None:
+    """``constrained_refit`` (same objective, constraints, grids, starts and acceptance) by cutting planes.
+
+    SLSQP with analytic gradients, on scaled variables, is run with the butterfly (``g >= margin``)
+    and calendar constraints imposed only on a working set of grid points (every
+    ``CUTTING_PLANE_STRIDE``-th point at first); every point of the full grids where the result
+    violates a constraint is added and the problem re-solved from the result, until the full grids
+    hold (at most ``CUTTING_PLANE_ROUNDS`` rounds). The answer satisfies the constraints on the same
+    full grids as ``constrained_refit``; SLSQP's work per iteration shrinks with the number of
+    constraints. Unlike ``constrained_refit``, the remaining starts are skipped once a feasible
+    refit's objective is within ``REFIT_GOOD_ENOUGH`` (relative) of the free fit's (a lower bound
+    on it when the free fit is the unconstrained optimum).
+    """
+    t = fit.time_years
+    kb = butterfly_grid(t)
+    scale = float(np.mean(w))
+    wt = weights / weights.sum()
+    floor = None if lower is None else svi_total_variance(lower, CALENDAR_POINTS)
+    cap = None if upper is None else svi_total_variance(upper, CALENDAR_POINTS)
+
+    def params(x: FloatArray) -> SviParams:
+        return SviParams(float(x[0]), float(x[1]), float(x[2]), float(x[3]), float(x[4]))
+
+    def objective(x: FloatArray) -> tuple[float, FloatArray]:
+        a, b, rho, m, sigma = (float(e) for e in x)
+        d = k - m
+        r = np.sqrt(d * d + sigma * sigma)
+        resid = (a + b * (rho * d + r) - w) / scale
+        dw = np.stack((np.ones_like(d), rho * d + r, b * d, -b * (rho + d / r), b * sigma / r))
+        wr = wt * resid
+        return float(wr @ resid), 2.0 * (dw @ wr) / scale
+
+    def feasible_full(x: FloatArray) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
+        p = params(x)
+        g_bad = durrleman_g(p, kb) < CONSTRAINT_MARGIN
+        wc = svi_total_variance(p, CALENDAR_POINTS)
+        f_bad = np.zeros(CALENDAR_POINTS.size, bool) if floor is None else wc - floor < CONSTRAINT_MARGIN
+        c_bad = np.zeros(CALENDAR_POINTS.size, bool) if cap is None else cap - wc < CONSTRAINT_MARGIN
+        return g_bad, f_bad, c_bad
+
+    def strict_ok(x: FloatArray) -> bool:
+        p = params(x)
+        wc = svi_total_variance(p, CALENDAR_POINTS)
+        return bool(
+            np.min(durrleman_g(p, kb)) >= 0.0
+            and (floor is None or np.all(wc >= floor - 1e-12))
+            and (cap is None or np.all(wc <= cap + 1e-12))
+        )
+
+    def solve(x0: FloatArray, g_idx: NDArray[np.intp], c_idx: NDArray[np.intp]) -> tuple[FloatArray, bool] | None:
+        kg, kc = kb[g_idx], CALENDAR_POINTS[c_idx]
+        cache: dict[str, tuple[bytes, tuple[FloatArray, FloatArray, FloatArray]]] = {}
+
+        def jac_at(x: FloatArray, which: str) -> tuple[FloatArray, FloatArray, FloatArray]:
+            key = x.tobytes()
+            if which not in cache or cache[which][0] != key:
+                cache[which] = (key, _svi_jacobians(x, kg if which == "g" else kc))
+            return cache[which][1]
+
+        cons = [
+            {
+                "type": "ineq",
+                "fun": lambda x: np.array([x[0] + x[1] * x[4] * np.sqrt(max(1.0 - x[2] ** 2, 0.0))]),
+                "jac": lambda x: np.array(
+                    [
+                        [
+                            1.0,
+                            x[4] * np.sqrt(max(1.0 - x[2] ** 2, 0.0)),
+                            -x[1] * x[4] * x[2] / np.sqrt(max(1.0 - x[2] ** 2, 1e-300)),
+                            0.0,
+                            x[1] * np.sqrt(max(1.0 - x[2] ** 2, 0.0)),
+                        ]
+                    ]
+                ),
+            },
+            {  # b (1 + |rho|) <= 4 as two smooth constraints
+                "type": "ineq",
+                "fun": lambda x: np.array([4.0 - x[1] * (1.0 + x[2]), 4.0 - x[1] * (1.0 - x[2])]),
+                "jac": lambda x: np.array(
+                    [[0.0, -(1.0 + x[2]), -x[1], 0.0, 0.0], [0.0, -(1.0 - x[2]), x[1], 0.0, 0.0]]
+                ),
+            },
+            {  # finite (-1) where w <= 0, which the first constraint excludes anyway
+                "type": "ineq",
+                "fun": lambda x: jac_at(x, "g")[2] - CONSTRAINT_MARGIN,
+                "jac": lambda x: jac_at(x, "g")[0],
+            },
+        ]
+        if floor is not None and c_idx.size:
+            cons.append(
+                {
+                    "type": "ineq",
+                    "fun": lambda x: svi_total_variance(params(x), kc) - floor[c_idx] - CONSTRAINT_MARGIN,
+                    "jac": lambda x: jac_at(x, "c")[1],
+                }
+            )
+        if cap is not None and c_idx.size:
+            cons.append(
+                {
+                    "type": "ineq",
+                    "fun": lambda x: cap[c_idx] - svi_total_variance(params(x), kc) - CONSTRAINT_MARGIN,
+                    "jac": lambda x: -jac_at(x, "c")[1],
+                }
+            )
+        # SLSQP on z = x / dx with the objective divided by its value at the start: O(1) variables,
+        # gradients and constraints (its BFGS model starts from the identity)
+        obj0 = max(objective(x0)[0], 1e-16)
+
+        def scaled(
+            fun: Callable[[FloatArray], FloatArray], jac: Callable[[FloatArray], FloatArray], c: float
+        ) -> dict[str, object]:
+            return {"type": "ineq", "fun": lambda z: c * fun(dx * z), "jac": lambda z: c * jac(dx * z) * dx}
+
+        cons_z = [scaled(c["fun"], c["jac"], 1.0 if i < 3 else 1.0 / scale) for i, c in enumerate(cons)]
+
+        def objective_z(z: FloatArray) -> tuple[float, FloatArray]:
+            value, grad = objective(dx * z)
+            return value / obj0, grad * dx / obj0
+
+        bounds_z = [
+            (None if lo is None else lo / d, None if hi is None else hi / d)
+            for (lo, hi), d in zip(REFIT_BOUNDS, dx, strict=True)
+        ]
+        try:
+            res = minimize(
+                objective_z,
+                x0 / dx,
+                jac=True,
+                method="SLSQP",
+                bounds=bounds_z,
+                constraints=cons_z,
+                options={"maxiter": REFIT_MAX_ITERATIONS, "ftol": REFIT_FTOL},
+            )
+        except (ValueError, np.linalg.LinAlgError):
+            return None
+        x_out = dx * res.x
+        return (x_out, bool(res.success)) if np.all(np.isfinite(x_out)) else None
+
+    starts = _refit_starts(k, w, fit, lower)
+    dx = np.array([scale, max(abs(fit.b), 1e-3), 1.0, max(fit.sigma, 1e-2), max(fit.sigma, 1e-2)])
+    best: FloatArray | None = None
+    best_success = False
+    free_value = objective(starts[0])[0]  # the free fit: no feasible point fits better
+    for x0 in starts:
+        if best is not None and objective(best)[0] <= free_value * (1.0 + REFIT_GOOD_ENOUGH):
+            break
+        success = False
+        g_idx = np.arange(0, kb.size, CUTTING_PLANE_STRIDE)
+        c_idx = np.arange(0, CALENDAR_POINTS.size, CUTTING_PLANE_STRIDE)
+        x = x0
+        for _ in range(CUTTING_PLANE_ROUNDS):
+            sol = solve(x, g_idx, c_idx)
+            if sol is None:
+                break
+            x, success = sol
+            if strict_ok(x):
+                break
+            g_bad, f_bad, c_bad = feasible_full(x)
+            g_new = np.union1d(g_idx, np.flatnonzero(g_bad))
+            c_new = np.union1d(c_idx, np.flatnonzero(f_bad | c_bad))
+            if g_new.size == g_idx.size and c_new.size == c_idx.size:
+                break  # violations only at points already imposed: SLSQP cannot do better
+            g_idx, c_idx = g_new, c_new
+        if strict_ok(x) and (best is None or objective(x)[0] < objective(best)[0]):
+            best, best_success = x, success
+    if best is None:
+        return None
+    return _refit_result(k, w, fit, lower, upper, params(best), converged=best_success)
+
+
 def fit_underlying(
     expiry_label: ArrayLike,
     time_years: ArrayLike,
     log_moneyness: ArrayLike,
     implied_vol: ArrayLike,
     grid: ArrayLike = DEFAULT_GRID,
+    method: str = FIT_BATCHED,
 ) -> UnderlyingSurface:
-    """Fit every expiry of one underlying; quotes with the same label share ``time_years``."""
+    """Fit every expiry of one underlying; quotes with the same label share ``time_years``.
+
+    ``method`` ``"batched"`` (default): the slices' free fits in one ``fit_svi_slices`` call and the
+    constrained second pass by ``constrained_refit_fast``; ``"legacy"``: ``fit_svi_slice`` per slice
+    and ``constrained_refit``. Both solve the same problems and compute the same flags.
+    """
+    if method == FIT_BATCHED:
+        result = fit_underlyings([(expiry_label, time_years, log_moneyness, implied_vol)], grid)[0]
+        if isinstance(result, ValueError):
+            raise result
+        return result
+    if method != FIT_LEGACY:
+        raise ValueError(f"method must be {FIT_BATCHED!r} or {FIT_LEGACY!r}, got {method!r}")
+    slices = _slice_quotes(expiry_label, time_years, log_moneyness, implied_vol)
+    first = [fit_svi_slice(s[2], s[3], s[4], s[0]) for s in slices]
+    return _assemble(slices, first, grid, constrained_refit)
+
+
+def fit_underlyings(
+    underlyings: list[tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike]], grid: ArrayLike = DEFAULT_GRID
+) -> list[UnderlyingSurface | ValueError]:
+    """``fit_underlying(..., method="batched")`` for many underlyings, the free fits of all slices in one batch.
+
+    Each item is ``(expiry_label, time_years, log_moneyness, implied_vol)``; each result is the
+    surface, or the ``ValueError`` that underlying's quotes raise (the others are still fitted).
+    """
+    prepared: list[list[_SliceQuotes] | ValueError] = []
+    for item in underlyings:
+        try:
+            prepared.append(_slice_quotes(*item))
+        except ValueError as exc:
+            prepared.append(exc)
+
+    def free_fits(slices: list[_SliceQuotes]) -> list[SviFit]:
+        return fit_svi_slices(
+            [s[2] for s in slices], [s[3] for s in slices], [s[4] for s in slices], [s[0] for s in slices]
+        )
+
+    try:
+        first = iter(free_fits([s for p in prepared if not isinstance(p, ValueError) for s in p]))
+        per_underlying = [p if isinstance(p, ValueError) else [next(first) for _ in p] for p in prepared]
+    except ValueError:  # a slice the fit rejects: find its underlying, fit the others
+        per_underlying = []
+        for p in prepared:
+            try:
+                per_underlying.append(p if isinstance(p, ValueError) else free_fits(p))
+            except ValueError as exc:
+                per_underlying.append(exc)
+    out: list[UnderlyingSurface | ValueError] = []
+    for p, fits in zip(prepared, per_underlying, strict=True):
+        if isinstance(p, ValueError) or isinstance(fits, ValueError):
+            out.append(p if isinstance(p, ValueError) else fits)
+            continue
+        try:
+            out.append(_assemble(p, fits, grid, constrained_refit_fast))
+        except ValueError as exc:
+            out.append(exc)
+    return out
+
+
+_SliceQuotes = tuple[float, object, FloatArray, FloatArray, FloatArray]  # t, label, k, w, vega weights
+
+
+def _slice_quotes(
+    expiry_label: ArrayLike, time_years: ArrayLike, log_moneyness: ArrayLike, implied_vol: ArrayLike
+) -> list[_SliceQuotes]:
+    """Valid quotes per expiry label (sorted by label), with total variance and vega weights."""
     labels = np.asarray(expiry_label, dtype=object)
     t = np.asarray(time_years, dtype=float)
     k = np.asarray(log_moneyness, dtype=float)
     iv = np.asarray(implied_vol, dtype=float)
     ok = np.isfinite(t) & (t > 0) & np.isfinite(k) & np.isfinite(iv) & (iv > 0)
-    fits: list[tuple[float, object, SviFit, tuple[float, float]]] = []
+    slices = []
     for label in sorted(set(labels[ok].tolist()), key=str):
         sel = ok & (labels == label)
         t_slice = float(t[sel][0])
         w = iv[sel] ** 2 * t_slice
-        fit = fit_svi_slice(k[sel], w, black_vega_weight(k[sel], w), t_slice)
-        fits.append((t_slice, label, fit, (float(k[sel].min()), float(k[sel].max()))))
-    if not fits:
+        slices.append((t_slice, label, k[sel], w, black_vega_weight(k[sel], w)))
+    if not slices:
         raise ValueError("no valid quotes to fit a surface")
+    return slices
+
+
+def _assemble(slices: list[_SliceQuotes], first: list[SviFit], grid: ArrayLike, refit: Refit) -> UnderlyingSurface:
+    """Second (arbitrage-constrained) pass over the first-pass fits, then calendar checks and grid."""
+    fits: list[tuple[float, object, SviFit, tuple[float, float]]] = [
+        (s[0], s[1], f, (float(s[2].min()), float(s[2].max()))) for s, f in zip(slices, first, strict=True)
+    ]
+    by_label = {s[1]: s for s in slices}
     fits.sort(key=lambda x: x[0])
+
+    def quotes_of(label: object, t_slice: float) -> tuple[FloatArray, FloatArray, FloatArray]:
+        return by_label[label][2], by_label[label][3], by_label[label][4]
 
     # second pass in expiry order: a slice with butterfly arbitrage, or below the previous slice
     # anywhere on the calendar points, is refitted under those constraints when the optimizer can
-    def quotes_of(label: object, t_slice: float) -> tuple[FloatArray, FloatArray, FloatArray]:
-        sel = ok & (labels == label)
-        w = iv[sel] ** 2 * t_slice
-        return k[sel], w, black_vega_weight(k[sel], w)
-
     previous: SviFit | None = None
     for i, (t_slice, label, fit, quoted) in enumerate(fits):
         if _violations(fit, previous):
             # either raise this slice above the previous one, or lower the previous one below this one
             # (the wing that crosses is often extrapolated); keep whichever fits the quotes better
             options: list[tuple[float, SviFit | None, SviFit]] = []
-            raised = constrained_refit(*quotes_of(label, t_slice), fit, previous)
+            raised = refit(*quotes_of(label, t_slice), fit, previous)
             if raised is not None and raised.rmse_vol_points <= fit.rmse_vol_points + MAX_RMSE_INCREASE_VOL_POINTS:
                 options.append((raised.rmse_vol_points + (previous.rmse_vol_points if previous else 0.0), None, raised))
             if previous is not None and not _violations(fit, None):
                 t_prev, label_prev, _, _ = fits[i - 1]
                 before = fits[i - 2][2] if i >= 2 else None
-                lowered = constrained_refit(*quotes_of(label_prev, t_prev), previous, before, upper=fit)
+                lowered = refit(*quotes_of(label_prev, t_prev), previous, before, upper=fit)
                 if (
                     lowered is not None
                     and lowered.rmse_vol_points <= previous.rmse_vol_points + MAX_RMSE_INCREASE_VOL_POINTS

@@ -12,9 +12,10 @@ minimum of ``w``, so that ``w >= 0`` everywhere).
 Calibration follows the quasi-explicit method of Zeliade Systems (2009, "Quasi-explicit calibration
 of Gatheral's SVI model"): for fixed ``(m, sigma)`` the model is linear in ``(a, b*rho*sigma,
 b*sigma)`` and is fitted by exact box-constrained linear least squares; ``(m, sigma)`` are then
-found by a multi-start bounded Nelder-Mead search. Butterfly arbitrage is checked with Durrleman's
-condition ``g(k) >= 0`` and calendar arbitrage by total variance being non-decreasing in expiry at
-fixed ``k`` (Gatheral & Jacquier 2014, "Arbitrage-free SVI volatility surfaces").
+found by a multi-start bounded Nelder-Mead search (``fit_svi_slice``), or for many slices at once
+by a batched pattern search in numpy (``fit_svi_slices``). Butterfly arbitrage is checked with
+Durrleman's condition ``g(k) >= 0`` and calendar arbitrage by total variance being non-decreasing
+in expiry at fixed ``k`` (Gatheral & Jacquier 2014, "Arbitrage-free SVI volatility surfaces").
 
 Everything here is pure numerics: numpy arrays and frozen dataclasses in, the same out.
 """
@@ -47,6 +48,7 @@ MAX_ABS_RHO = 1.0 - 1e-6
 METHOD_QUASI_EXPLICIT = "quasi_explicit"
 METHOD_M0_FIXED_SIGMA = "m0_fixed_sigma"
 METHOD_FLAT_ATM = "flat_atm"
+METHOD_QUASI_EXPLICIT_BATCHED = "quasi_explicit_batched"
 
 
 @dataclass(frozen=True)
@@ -298,25 +300,44 @@ def _quasi_explicit(data: _Slice) -> tuple[SviParams, bool]:
     m = float(np.clip(best_x[0], *m_bounds))
     s = math.exp(float(np.clip(best_x[1], *log_s_bounds)))
     stage1 = _inner_fit(data, m, s)[0]
-    start = SviParams(
-        stage1.a, stage1.b, float(np.clip(stage1.rho, -MAX_ABS_RHO, MAX_ABS_RHO)), stage1.m, stage1.sigma
-    )
+    start = SviParams(stage1.a, stage1.b, float(np.clip(stage1.rho, -MAX_ABS_RHO, MAX_ABS_RHO)), stage1.m, stage1.sigma)
     return _polish(data, start, m_bounds, sigma_bounds), converged
 
 
 def _polish(
-    data: _Slice, start: SviParams, m_bounds: tuple[float, float], sigma_bounds: tuple[float, float]
+    data: _Slice,
+    start: SviParams,
+    m_bounds: tuple[float, float],
+    sigma_bounds: tuple[float, float],
+    analytic_constraint_jacobians: bool = False,
+    max_iterations: int = 300,
+    ftol: float = 1e-20,
 ) -> SviParams:
-    """SLSQP refinement of all five parameters under the exact raw-SVI constraints (see caller)."""
+    """SLSQP refinement of all five parameters under the exact raw-SVI constraints (see caller).
+
+    ``analytic_constraint_jacobians`` gives SLSQP the constraints' exact gradients instead of
+    letting it difference them (same problem, fewer evaluations; used by ``fit_svi_slices`` with
+    ``BATCH_POLISH_ITERATIONS``).
+    """
 
     def unpack(x: NDArray[np.float64]) -> SviParams:
         return SviParams(float(x[0]), float(x[1]), float(x[2]), float(x[3]), float(x[4]))
 
-    constraints = [
+    constraints: list[dict[str, object]] = [
         {"type": "ineq", "fun": lambda x: x[0] + x[1] * x[4] * np.sqrt(max(1.0 - x[2] ** 2, 0.0))},
         {"type": "ineq", "fun": lambda x: MAX_WING_SLOPE - x[1] * (1.0 + x[2])},
         {"type": "ineq", "fun": lambda x: MAX_WING_SLOPE - x[1] * (1.0 - x[2])},
     ]
+    if analytic_constraint_jacobians:
+
+        def min_w_jac(x: NDArray[np.float64]) -> FloatArray:
+            root = math.sqrt(max(1.0 - x[2] ** 2, 0.0))
+            d_rho = -x[1] * x[4] * x[2] / root if root > 0.0 else 0.0
+            return np.array([1.0, x[4] * root, d_rho, 0.0, x[1] * root])
+
+        constraints[0]["jac"] = min_w_jac
+        constraints[1]["jac"] = lambda x: np.array([0.0, -(1.0 + x[2]), -x[1], 0.0, 0.0])
+        constraints[2]["jac"] = lambda x: np.array([0.0, -(1.0 - x[2]), x[1], 0.0, 0.0])
 
     def objective_and_gradient(x: NDArray[np.float64]) -> tuple[float, FloatArray]:
         a, b, rho, m, sigma = (float(e) for e in x)
@@ -338,7 +359,7 @@ def _polish(
             method="SLSQP",
             bounds=bounds,
             constraints=constraints,
-            options={"ftol": 1e-20, "maxiter": 300},
+            options={"ftol": ftol, "maxiter": max_iterations},
         )
     except (ValueError, np.linalg.LinAlgError):  # pragma: no cover - defensive
         return start
@@ -432,6 +453,340 @@ def fit_svi_slice(
 
 
 # --------------------------------------------------------------------------------------------------
+# Batched calibration: the same Zeliade (2009) problem for many slices at once, in numpy
+# --------------------------------------------------------------------------------------------------
+
+#: Outer search of ``fit_svi_slices``: the 9 x 8 start grid of ``_quasi_explicit``, the number of
+#: best grid points searched from, and the pattern-search iterations and final step (in ``m`` units
+#: of the quoted span and in ``log sigma``).
+BATCH_STARTS = 3
+BATCH_MAX_ITERATIONS = 100
+BATCH_STEP_TOLERANCE = 1e-6
+#: SLSQP limits of the polish of slices whose ``a`` is at the Zeliade bound: ``fit_svi_slice``'s 300
+#: iterations, but stopping once the objective (scaled squared error, about 1e-5) changes by < 1e-16.
+BATCH_POLISH_ITERATIONS = 300
+BATCH_POLISH_FTOL = 1e-16
+
+
+def _batched_box_lsq(gram: FloatArray, rhs: FloatArray, hi: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``_box_lsq`` for a batch: minimizers of ``x' G x - 2 h' x`` over ``0 <= x <= hi`` and the values.
+
+    ``gram`` has shape ``(..., 3, 3)``, ``rhs`` and ``hi`` ``(..., 3)``. All 27 faces of the box are
+    solved at once in closed form (free variables from the face's 3 x 3, 2 x 2 or 1 x 1 linear
+    system by Cramer's rule, fixed ones at a bound) and the best feasible candidate is kept; the
+    eight vertices are always feasible.
+    """
+    g = [[gram[..., i, j] for j in range(3)] for i in range(3)]
+    h = [rhs[..., i] for i in range(3)]
+    bounds = [(np.zeros_like(hi[..., i]), hi[..., i]) for i in range(3)]
+    tiny = 1e-300
+    cands: list[tuple[FloatArray, FloatArray, FloatArray]] = []
+    # interior: G x = h
+    det = (
+        g[0][0] * (g[1][1] * g[2][2] - g[1][2] * g[2][1])
+        - g[0][1] * (g[1][0] * g[2][2] - g[1][2] * g[2][0])
+        + g[0][2] * (g[1][0] * g[2][1] - g[1][1] * g[2][0])
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv_det = 1.0 / np.where(np.abs(det) > tiny, det, np.nan)
+        x0 = (
+            h[0] * (g[1][1] * g[2][2] - g[1][2] * g[2][1])
+            - g[0][1] * (h[1] * g[2][2] - g[1][2] * h[2])
+            + g[0][2] * (h[1] * g[2][1] - g[1][1] * h[2])
+        ) * inv_det
+        x1 = (
+            g[0][0] * (h[1] * g[2][2] - g[1][2] * h[2])
+            - h[0] * (g[1][0] * g[2][2] - g[1][2] * g[2][0])
+            + g[0][2] * (g[1][0] * h[2] - h[1] * g[2][0])
+        ) * inv_det
+        x2 = (
+            g[0][0] * (g[1][1] * h[2] - h[1] * g[2][1])
+            - g[0][1] * (g[1][0] * h[2] - h[1] * g[2][0])
+            + h[0] * (g[1][0] * g[2][1] - g[1][1] * g[2][0])
+        ) * inv_det
+        cands.append((x0, x1, x2))
+        # one variable at a bound, two free
+        for fixed in range(3):
+            i, j = (n for n in range(3) if n != fixed)
+            det2 = g[i][i] * g[j][j] - g[i][j] * g[j][i]
+            inv2 = 1.0 / np.where(np.abs(det2) > tiny, det2, np.nan)
+            for c in bounds[fixed]:
+                ri = h[i] - g[i][fixed] * c
+                rj = h[j] - g[j][fixed] * c
+                x = [c, c, c]
+                x[i] = (ri * g[j][j] - g[i][j] * rj) * inv2
+                x[j] = (g[i][i] * rj - g[j][i] * ri) * inv2
+                x[fixed] = c
+                cands.append((x[0], x[1], x[2]))
+        # two at a bound, one free
+        for free in range(3):
+            i, j = (n for n in range(3) if n != free)
+            inv1 = 1.0 / np.where(np.abs(g[free][free]) > tiny, g[free][free], np.nan)
+            for ci in bounds[i]:
+                for cj in bounds[j]:
+                    x = [ci, ci, ci]
+                    x[i], x[j] = ci, cj
+                    x[free] = (h[free] - g[free][i] * ci - g[free][j] * cj) * inv1
+                    cands.append((x[0], x[1], x[2]))
+    # vertices
+    for c0 in bounds[0]:
+        for c1 in bounds[1]:
+            for c2 in bounds[2]:
+                cands.append((c0, c1, c2))
+    x0, x1, x2 = (np.stack([np.broadcast_to(c[n], det.shape) for c in cands], axis=-1) for n in range(3))
+    hi0, hi1, hi2 = (hi[..., n, None] for n in range(3))
+    tol = 1e-12
+    with np.errstate(invalid="ignore"):  # NaN (singular face) is infeasible
+        feasible = (
+            (x0 >= -tol * (1.0 + hi0))
+            & (x0 <= hi0 * (1.0 + tol) + tol)
+            & (x1 >= -tol * (1.0 + hi1))
+            & (x1 <= hi1 * (1.0 + tol) + tol)
+            & (x2 >= -tol * (1.0 + hi2))
+            & (x2 <= hi2 * (1.0 + tol) + tol)
+        )
+    x0 = np.clip(np.where(feasible, x0, 0.0), 0.0, hi0)
+    x1 = np.clip(np.where(feasible, x1, 0.0), 0.0, hi1)
+    x2 = np.clip(np.where(feasible, x2, 0.0), 0.0, hi2)
+    e = [[gram[..., i, j, None] for j in range(3)] for i in range(3)]
+    values = (
+        x0 * (e[0][0] * x0 + 2.0 * (e[0][1] * x1 + e[0][2] * x2 - rhs[..., 0, None]))
+        + x1 * (e[1][1] * x1 + 2.0 * (e[1][2] * x2 - rhs[..., 1, None]))
+        + x2 * (e[2][2] * x2 - 2.0 * rhs[..., 2, None])
+    )
+    values = np.where(feasible, values, np.inf)
+    best = np.argmin(values, axis=-1)[..., None]
+    x_best = np.stack([np.take_along_axis(c, best, axis=-1)[..., 0] for c in (x0, x1, x2)], axis=-1)
+    return x_best, np.take_along_axis(values, best, axis=-1)[..., 0]
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Quotes of many slices padded to a common length; padding carries zero weight."""
+
+    k: FloatArray  # (S, N)
+    w: FloatArray  # (S, N)
+    weights: FloatArray  # (S, N), each row sums to one
+    scale: FloatArray  # (S,)
+    t: FloatArray  # (S,)
+    k_lo: FloatArray
+    k_hi: FloatArray
+
+
+def _batched_inner(batch: _Batch, m: FloatArray, sigma: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``_inner_fit`` for every slice and candidate: ``(a, u, v)`` of shape ``(S, C, 3)`` and errors ``(S, C)``."""
+    y = (batch.k[:, None, :] - m[..., None]) / sigma[..., None]  # (S, C, N)
+    z = np.sqrt(y * y + 1.0)
+    p, q = 0.5 * (z + y), 0.5 * (z - y)  # p q = 1/4
+    wt = batch.weights[:, None, :]
+    target = (batch.w / batch.scale[:, None])[:, None, :]  # (S, 1, N)
+    inv = (1.0 / batch.scale)[:, None]
+    wp, wq = wt * p, wt * q
+    s_1 = np.ones_like(sigma)  # the weights sum to one
+    s_p, s_q = wp.sum(axis=-1), wq.sum(axis=-1)
+    s_pp, s_qq = (wp * p).sum(axis=-1), (wq * q).sum(axis=-1)
+    s_pq = np.broadcast_to(0.25, sigma.shape)
+    gram = (
+        np.stack((np.stack((s_1, s_p, s_q), -1), np.stack((s_p, s_pp, s_pq), -1), np.stack((s_q, s_pq, s_qq), -1)), -2)
+        * (inv * inv)[..., None, None]
+    )
+    wtt = wt * target
+    rhs = np.stack((np.broadcast_to(wtt.sum(axis=-1), sigma.shape), (wtt * p).sum(axis=-1), (wtt * q).sum(axis=-1)), -1)
+    rhs = rhs * inv[..., None]
+    const = np.sum(batch.weights * (batch.w / batch.scale[:, None]) ** 2, axis=1)[:, None]  # (S, 1)
+    upper_uv = MAX_WING_SLOPE * sigma
+    hi = np.stack((np.broadcast_to(np.max(batch.w, axis=1)[:, None], sigma.shape), upper_uv, upper_uv), axis=-1)
+    x, value = _batched_box_lsq(gram, rhs, hi)
+    return x, np.maximum(value + const, 0.0)
+
+
+def _take(batch: _Batch, rows: NDArray[np.intp]) -> _Batch:
+    """The slices ``rows`` of a batch (rows may repeat)."""
+    return _Batch(*(getattr(batch, f)[rows] for f in ("k", "w", "weights", "scale", "t", "k_lo", "k_hi")))
+
+
+def _batched_outer(batch: _Batch) -> tuple[FloatArray, FloatArray, NDArray[np.bool_]]:
+    """Best ``(m, sigma)`` per slice: the 9 x 8 grid of ``_quasi_explicit``, then a bounded pattern search.
+
+    The search runs from the ``BATCH_STARTS`` best grid points of each slice (a track each): a step
+    tries the eight neighbours ``(m +- dm, log sigma +- ds)`` and moves to the best if it lowers the
+    error (doubling the steps, at most to their start values), else halves the steps; a track stops
+    when both steps are below ``BATCH_STEP_TOLERANCE`` (converged). Only running tracks are evaluated.
+    """
+    s_count = batch.k.shape[0]
+    span = np.maximum(batch.k_hi - batch.k_lo, 1e-3)
+    m_grid = batch.k_lo[:, None] + np.linspace(0.0, 1.0, 9)[None, :] * (batch.k_hi - batch.k_lo)[:, None]
+    s_lo = np.log(np.maximum(0.02 * span, 2e-4))
+    s_hi = np.log(np.maximum(span, 0.05))
+    ls_grid = s_lo[:, None] + np.linspace(0.0, 1.0, 8)[None, :] * (s_hi - s_lo)[:, None]  # (S, 8)
+    m_c = np.repeat(m_grid, 8, axis=1)
+    ls_c = np.tile(ls_grid, (1, 9))
+    _, err = _batched_inner(batch, m_c, np.exp(ls_c))
+    order = np.argsort(err, axis=1, kind="stable")[:, :BATCH_STARTS]
+    # one row per track
+    owner = np.repeat(np.arange(s_count), order.shape[1])
+    m = np.take_along_axis(m_c, order, axis=1).ravel()
+    ls = np.take_along_axis(ls_c, order, axis=1).ravel()
+    best = np.take_along_axis(err, order, axis=1).ravel()
+    tracks = _take(batch, owner)
+    span_t = span[owner]
+    m_lo, m_hi = (batch.k_lo - span)[owner], (batch.k_hi + span)[owner]
+    ls_lo, ls_hi = math.log(1e-4), np.log(np.maximum(2.0, 2.0 * span))[owner]
+    dm0, ds0 = 0.1 * span_t, 0.5
+    dm, ds = dm0.copy(), np.full(m.shape, ds0)
+    offsets = np.array([(i, j) for i in (-1, 0, 1) for j in (-1, 0, 1) if (i, j) != (0, 0)], dtype=np.float64)
+    for _ in range(BATCH_MAX_ITERATIONS):
+        run = np.flatnonzero((dm > BATCH_STEP_TOLERANCE * span_t) | (ds > BATCH_STEP_TOLERANCE))
+        if run.size == 0:
+            break
+        cand_m = np.clip(m[run, None] + offsets[:, 0] * dm[run, None], m_lo[run, None], m_hi[run, None])
+        cand_ls = np.clip(ls[run, None] + offsets[:, 1] * ds[run, None], ls_lo, ls_hi[run, None])
+        _, cand_err = _batched_inner(_take(tracks, run), cand_m, np.exp(cand_ls))
+        # Newton point of the quadratic through the 3 x 3 stencil (steps dm, ds; cross term from diagonals)
+        f0 = best[run]
+        fm = cand_err.reshape(-1, 8)
+        e_m, e_p = fm[:, 3], fm[:, 4]  # (0, -1), (0, +1) in (m, ls) order: see offsets
+        e_lm, e_lp = fm[:, 1], fm[:, 6]  # (-1, 0), (+1, 0)
+        h_mm = (fm[:, 6] - 2.0 * f0 + fm[:, 1]) / dm[run] ** 2
+        h_ss = (e_p - 2.0 * f0 + e_m) / ds[run] ** 2
+        h_ms = (fm[:, 7] - fm[:, 5] - fm[:, 2] + fm[:, 0]) / (4.0 * dm[run] * ds[run])
+        g_m = (e_lp - e_lm) / (2.0 * dm[run])
+        g_s = (e_p - e_m) / (2.0 * ds[run])
+        det = h_mm * h_ss - h_ms * h_ms
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step_m = -(h_ss * g_m - h_ms * g_s) / det
+            step_s = -(h_mm * g_s - h_ms * g_m) / det
+        ok = (det > 0) & (h_mm > 0) & np.isfinite(step_m) & np.isfinite(step_s)
+        newton_m = np.clip(m[run] + np.where(ok, step_m, 0.0), m_lo[run], m_hi[run])[:, None]
+        newton_ls = np.clip(ls[run] + np.where(ok, step_s, 0.0), ls_lo, ls_hi[run])[:, None]
+        _, newton_err = _batched_inner(_take(tracks, run), newton_m, np.exp(newton_ls))
+        cand_m = np.concatenate((cand_m, newton_m), axis=1)
+        cand_ls = np.concatenate((cand_ls, newton_ls), axis=1)
+        cand_err = np.concatenate((cand_err, np.where(ok[:, None], newton_err, np.inf)), axis=1)
+        pick = np.argmin(cand_err, axis=1)[:, None]
+        pick_err = np.take_along_axis(cand_err, pick, axis=1)[:, 0]
+        better = pick_err < best[run] * (1.0 - 1e-12)
+        moved = run[better]
+        m[moved] = np.take_along_axis(cand_m, pick, axis=1)[better, 0]
+        ls[moved] = np.take_along_axis(cand_ls, pick, axis=1)[better, 0]
+        best[moved] = pick_err[better]
+        dm[moved] = np.minimum(2.0 * dm[moved], dm0[moved])
+        ds[moved] = np.minimum(2.0 * ds[moved], ds0)
+        stuck = run[~better]
+        dm[stuck] *= 0.5
+        ds[stuck] *= 0.5
+    converged = ~((dm > BATCH_STEP_TOLERANCE * span_t) | (ds > BATCH_STEP_TOLERANCE))
+    best_2d = best.reshape(s_count, -1)
+    winner = np.arange(s_count) * best_2d.shape[1] + np.argmin(best_2d, axis=1)
+    return m[winner], np.exp(ls[winner]), converged[winner]
+
+
+def batched_durrleman_min(
+    a: FloatArray, b: FloatArray, rho: FloatArray, m: FloatArray, sigma: FloatArray, time_years: FloatArray
+) -> FloatArray:
+    """``min g`` of ``durrleman_g`` on each slice's ``butterfly_grid`` (same grid, same formula), shape ``(S,)``."""
+    width = BUTTERFLY_K_WIDTH * np.sqrt(time_years)
+    k = np.linspace(-1.0, 1.0, BUTTERFLY_GRID_POINTS)[None, :] * width[:, None]
+    x = k - m[:, None]
+    root = np.sqrt(x * x + (sigma**2)[:, None])
+    w = a[:, None] + b[:, None] * (rho[:, None] * x + root)
+    w1 = b[:, None] * (rho[:, None] + x / root)
+    w2 = b[:, None] * (sigma**2)[:, None] / root**3
+    positive = w > 0.0
+    safe_w = np.where(positive, w, 1.0)
+    g = (1.0 - k * w1 / (2.0 * safe_w)) ** 2 - (w1 * w1 / 4.0) * (1.0 / safe_w + 0.25) + w2 / 2.0
+    return np.min(np.where(positive, g, -np.inf), axis=1)
+
+
+def fit_svi_slices(
+    log_moneyness: list[ArrayLike],
+    total_variance: list[ArrayLike],
+    weights: list[ArrayLike | None],
+    time_years: list[float],
+) -> list[SviFit]:
+    """``fit_svi_slice`` for many slices at once, with the outer search done for all of them in numpy.
+
+    Same objective, constraints, inner problem (Zeliade 2009 box least squares in ``(a, u, v)``),
+    start grid and fallbacks (``m0_fixed_sigma``, ``flat_atm``) as ``fit_svi_slice``; the outer
+    search over ``(m, log sigma)`` is a batched pattern search with a Newton step instead of
+    per-slice Nelder-Mead. The five-parameter SLSQP polish (which lets ``a`` go below the Zeliade
+    bound ``a >= 0``) runs only on slices whose best ``a`` is at that bound: elsewhere the box
+    optimum is already a local optimum of the five-parameter problem (the box's other faces are the
+    same constraints ``b >= 0``, ``b (1 +- rho) <= 4``). Flags and
+    ``min_durrleman_g`` are computed on the same grid with the same formula as ``butterfly_check``.
+    """
+    if not (len(log_moneyness) == len(total_variance) == len(weights) == len(time_years)):
+        raise ValueError("one log_moneyness, total_variance, weights and time_years per slice")
+    data = [
+        _validate(k, w, wt, t) for k, w, wt, t in zip(log_moneyness, total_variance, weights, time_years, strict=True)
+    ]
+    out: list[SviFit | None] = [None] * len(data)
+    full = [i for i, d in enumerate(data) if d.k.size >= MIN_QUOTES_FULL_FIT]
+    for i, d in enumerate(data):
+        if d.k.size < MIN_QUOTES_FULL_FIT:
+            out[i] = fit_svi_slice(d.k, d.w, d.weights, d.t)
+    if full:
+        n_max = max(data[i].k.size for i in full)
+        k = np.empty((len(full), n_max))
+        w = np.empty_like(k)
+        wt = np.zeros_like(k)
+        for row, i in enumerate(full):
+            d = data[i]
+            n = d.k.size
+            k[row, :n], k[row, n:] = d.k, d.k[0]
+            w[row, :n], w[row, n:] = d.w, d.w[0]
+            wt[row, :n] = d.weights
+        batch = _Batch(
+            k=k,
+            w=w,
+            weights=wt,
+            scale=np.array([data[i].scale for i in full]),
+            t=np.array([data[i].t for i in full]),
+            k_lo=np.array([float(np.min(data[i].k)) for i in full]),
+            k_hi=np.array([float(np.max(data[i].k)) for i in full]),
+        )
+        m, sigma, converged = _batched_outer(batch)
+        x, _ = _batched_inner(batch, m[:, None], sigma[:, None])
+        a, u, v = x[:, 0, 0], x[:, 0, 1], x[:, 0, 2]
+        c, d_ = 0.5 * (u + v), 0.5 * (u - v)
+        b = c / sigma
+        rho = np.clip(np.where(c > 0.0, d_ / np.where(c > 0.0, c, 1.0), 0.0), -MAX_ABS_RHO, MAX_ABS_RHO)
+        polished = {}
+        for row in np.flatnonzero(a <= 1e-12 * batch.scale):
+            # a at the Zeliade bound a >= 0: let the five-parameter polish of ``fit_svi_slice`` take a < 0
+            d = data[full[row]]
+            span = max(float(batch.k_hi[row] - batch.k_lo[row]), 1e-3)
+            start = SviParams(float(a[row]), float(b[row]), float(rho[row]), float(m[row]), float(sigma[row]))
+            bounds_m = (float(batch.k_lo[row]) - span, float(batch.k_hi[row]) + span)
+            polished[int(row)] = _polish(
+                d, start, bounds_m, (1e-4, max(2.0, 2.0 * span)), True, BATCH_POLISH_ITERATIONS, BATCH_POLISH_FTOL
+            )
+        for row, p in polished.items():
+            a[row], b[row], rho[row], m[row], sigma[row] = p.a, p.b, p.rho, p.m, p.sigma
+        g_min = batched_durrleman_min(a, b, rho, m, sigma, batch.t)
+        for row, i in enumerate(full):
+            d = data[i]
+            params = SviParams(float(a[row]), float(b[row]), float(rho[row]), float(m[row]), float(sigma[row]))
+            model_vol = svi_implied_vol(params, d.k, d.t)
+            rmse = float(np.sqrt(np.mean((model_vol - np.sqrt(d.w / d.t)) ** 2)) * 100.0)
+            out[i] = SviFit(
+                a=params.a,
+                b=params.b,
+                rho=params.rho,
+                m=params.m,
+                sigma=params.sigma,
+                time_years=d.t,
+                rmse_vol_points=rmse,
+                n_quotes=int(d.k.size),
+                method=METHOD_QUASI_EXPLICIT_BATCHED,
+                converged=bool(converged[row]),
+                butterfly_arbitrage_free=bool(g_min[row] >= -ARBITRAGE_TOLERANCE),
+                min_durrleman_g=float(g_min[row]),
+            )
+    return [f for f in out if f is not None]
+
+
+# --------------------------------------------------------------------------------------------------
 # Surface
 # --------------------------------------------------------------------------------------------------
 
@@ -501,11 +856,7 @@ class SviSurface:
 
         ``ARBITRAGE_TOLERANCE`` of total variance is allowed.
         """
-        k = (
-            self.default_grid()
-            if log_moneyness_grid is None
-            else np.asarray(log_moneyness_grid, float).ravel()
-        )
+        k = self.default_grid() if log_moneyness_grid is None else np.asarray(log_moneyness_grid, float).ravel()
         n = len(self.slices)
         if n < 2 or k.size == 0:
             return CalendarCheck(True, (True,) * n, 0.0, None, None, k)
@@ -518,9 +869,7 @@ class SviSurface:
         i, j = np.unravel_index(int(np.argmax(excess)), excess.shape)
         worst = float(excess[i, j])
         if worst > ARBITRAGE_TOLERANCE:
-            return CalendarCheck(
-                False, tuple(bool(x) for x in ok), worst, float(k[j]), (int(i), int(i) + 1), k
-            )
+            return CalendarCheck(False, tuple(bool(x) for x in ok), worst, float(k[j]), (int(i), int(i) + 1), k)
         return CalendarCheck(True, (True,) * n, 0.0, None, None, k)
 
     def total_variance(self, time_years: ArrayLike, log_moneyness: ArrayLike) -> FloatArray:

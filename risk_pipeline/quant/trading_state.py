@@ -317,8 +317,7 @@ def next_state(
     if a.warnings:
         reason += "; warnings: " + ", ".join(a.warnings)
     transitions = [
-        Transition(t.from_state, t.to_state, t.from_level, t.to_level, reason, t.limit, t.at)
-        for t in transitions
+        Transition(t.from_state, t.to_state, t.from_level, t.to_level, reason, t.limit, t.at) for t in transitions
     ]
     cut, hedges, flatten = _actions(level, config)
     return TradingStateRecord(

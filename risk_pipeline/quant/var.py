@@ -191,8 +191,13 @@ class VarResult:
     def contribution_rows(self) -> list[dict[str, Any]]:
         """``var_contributions`` rows (one per symbol) without ``as_of``/``book``."""
         return [
-            {"method": self.method, "horizon_days": self.horizon_days, "confidence": self.confidence,
-             "symbol": s, "component_var": float(c)}
+            {
+                "method": self.method,
+                "horizon_days": self.horizon_days,
+                "confidence": self.confidence,
+                "symbol": s,
+                "component_var": float(c),
+            }
             for s, c in zip(self.symbols, self.component_var, strict=True)
         ]
 
@@ -267,13 +272,31 @@ def kernel_component_var(by_symbol: ArrayLike, var: float) -> FloatArray:
     return comp
 
 
-def _simulation_results(method: str, horizon: int, pnl: FloatArray, by_symbol: FloatArray,
-                        config: VarConfig, symbols: tuple[str, ...], lookback: int) -> list[VarResult]:
+def _simulation_results(
+    method: str,
+    horizon: int,
+    pnl: FloatArray,
+    by_symbol: FloatArray,
+    config: VarConfig,
+    symbols: tuple[str, ...],
+    lookback: int,
+) -> list[VarResult]:
     out = []
     for c in config.confidences:
         var, es = empirical_var_es(pnl, c)
-        out.append(VarResult(method, horizon, float(c), var, es, int(pnl.size), lookback, symbols,
-                             kernel_component_var(by_symbol, var)))
+        out.append(
+            VarResult(
+                method,
+                horizon,
+                float(c),
+                var,
+                es,
+                int(pnl.size),
+                lookback,
+                symbols,
+                kernel_component_var(by_symbol, var),
+            )
+        )
     return out
 
 
@@ -297,8 +320,9 @@ def historical_scenarios(history: MarketHistory, horizon_days: int) -> ScenarioS
     return ScenarioSet(spot, vol_scale=scale)
 
 
-def historical_var(portfolio: Portfolio, history: MarketHistory, config: VarConfig | None = None, *,
-                   client: Any | None = None) -> tuple[tuple[VarResult, ...], dict[int, FloatArray]]:
+def historical_var(
+    portfolio: Portfolio, history: MarketHistory, config: VarConfig | None = None, *, client: Any | None = None
+) -> tuple[tuple[VarResult, ...], dict[int, FloatArray]]:
     """Historical-simulation VaR/ES with full revaluation; also the scenario P&L per horizon."""
     cfg = config or VarConfig()
     hist = history.window(cfg.lookback_days)
@@ -306,12 +330,18 @@ def historical_var(portfolio: Portfolio, history: MarketHistory, config: VarConf
     pnls: dict[int, FloatArray] = {}
     for h in cfg.horizons:
         sc = historical_scenarios(hist, h)
-        res = evaluate(portfolio, sc, h * cfg.calendar_days_per_trading_day, american=cfg.american,
-                       per_symbol=True, client=client, chunk_size=cfg.chunk_size)
+        res = evaluate(
+            portfolio,
+            sc,
+            h * cfg.calendar_days_per_trading_day,
+            american=cfg.american,
+            per_symbol=True,
+            client=client,
+            chunk_size=cfg.chunk_size,
+        )
         assert res.by_symbol is not None
         pnls[h] = res.pnl
-        results += _simulation_results(HISTORICAL, h, res.pnl, res.by_symbol, cfg, portfolio.symbols,
-                                       hist.n_days)
+        results += _simulation_results(HISTORICAL, h, res.pnl, res.by_symbol, cfg, portfolio.symbols, hist.n_days)
     return tuple(results), pnls
 
 
@@ -367,14 +397,22 @@ def cornish_fisher_var_es(moments: QuadraticMoments, confidence: float) -> tuple
     sd = math.sqrt(moments.variance)
     s, k = moments.skewness, moments.excess_kurtosis
     var = -(moments.mean + sd * float(cornish_fisher(z, s, k)))
-    tail, _ = integrate.quad(lambda u: float(cornish_fisher(u, s, k)) * float(norm.pdf(u)), -np.inf, z,
-                             epsabs=1e-13, epsrel=1e-11, limit=200)
+    tail, _ = integrate.quad(
+        lambda u: float(cornish_fisher(u, s, k)) * float(norm.pdf(u)), -np.inf, z, epsabs=1e-13, epsrel=1e-11, limit=200
+    )
     es = -(moments.mean + sd * tail / (1.0 - confidence))
     return var, es
 
 
-def cornish_fisher_components(a_sym: FloatArray, b: FloatArray, g: FloatArray, cov: FloatArray,
-                              owner: NDArray[np.intp], n_symbols: int, confidence: float) -> FloatArray:
+def cornish_fisher_components(
+    a_sym: FloatArray,
+    b: FloatArray,
+    g: FloatArray,
+    cov: FloatArray,
+    owner: NDArray[np.intp],
+    n_symbols: int,
+    confidence: float,
+) -> FloatArray:
     """Euler components of the CF VaR: exact derivatives in the per-underlying exposure scalings.
 
     ``owner[f]`` is the underlying of factor ``f``; ``g`` is block-diagonal by underlying;
@@ -439,8 +477,15 @@ def delta_gamma_exposures(portfolio: Portfolio, with_vega: bool) -> DeltaGammaEx
     for mask, fn in ((p.is_option & ~p.is_american, bsm_greeks), (p.is_american, american_greeks)):
         idx = np.flatnonzero(mask)
         if idx.size:
-            gr = fn(s[idx], p.strike[idx], p.time_years[idx], p.implied_vol[idx], p.rate[idx],
-                    p.dividend_yield[idx], p.is_call[idx])
+            gr = fn(
+                s[idx],
+                p.strike[idx],
+                p.time_years[idx],
+                p.implied_vol[idx],
+                p.rate[idx],
+                p.dividend_yield[idx],
+                p.is_call[idx],
+            )
             delta[idx], gamma[idx], vega[idx] = gr.delta, gr.gamma, gr.vega
             theta[idx], vanna[idx], volga[idx] = gr.theta, gr.vanna, gr.volga
     sig = p.implied_vol
@@ -475,8 +520,9 @@ def factor_covariance(history: MarketHistory, with_vega: bool) -> FloatArray:
     return (f.T @ f) / f.shape[0]
 
 
-def parametric_var(portfolio: Portfolio, history: MarketHistory,
-                   config: VarConfig | None = None) -> tuple[VarResult, ...]:
+def parametric_var(
+    portfolio: Portfolio, history: MarketHistory, config: VarConfig | None = None
+) -> tuple[VarResult, ...]:
     """Delta-normal and delta-gamma(-vega) Cornish-Fisher VaR/ES with Euler components."""
     cfg = config or VarConfig()
     hist = history.window(cfg.lookback_days)
@@ -494,13 +540,24 @@ def parametric_var(portfolio: Portfolio, history: MarketHistory,
         for c in cfg.confidences:
             z = float(norm.ppf(c))
             comp = (z * d_x * (cov_x @ d_x) / sd) if sd > 0.0 else np.zeros(n_sym)
-            out.append(VarResult(DELTA_NORMAL, h, float(c), z * sd, sd * float(norm.pdf(z)) / (1.0 - c), 0,
-                                 hist.n_days, portfolio.symbols, comp))
+            out.append(
+                VarResult(
+                    DELTA_NORMAL,
+                    h,
+                    float(c),
+                    z * sd,
+                    sd * float(norm.pdf(z)) / (1.0 - c),
+                    0,
+                    hist.n_days,
+                    portfolio.symbols,
+                    comp,
+                )
+            )
             var, es = cornish_fisher_var_es(mom, c)
-            comp_cf = cornish_fisher_components(expo.theta_per_year * dt, expo.delta, expo.gamma, h * cov1,
-                                                expo.owner, n_sym, c)
-            out.append(VarResult(DELTA_GAMMA_CF, h, float(c), var, es, 0, hist.n_days, portfolio.symbols,
-                                 comp_cf))
+            comp_cf = cornish_fisher_components(
+                expo.theta_per_year * dt, expo.delta, expo.gamma, h * cov1, expo.owner, n_sym, c
+            )
+            out.append(VarResult(DELTA_GAMMA_CF, h, float(c), var, es, 0, hist.n_days, portfolio.symbols, comp_cf))
     return tuple(out)
 
 
@@ -560,8 +617,9 @@ def fhs_draws(n_days: int, n_scenarios: int, max_horizon: int, seed: int) -> NDA
     return np.random.default_rng(seed).integers(0, n_days, size=(n_scenarios, max_horizon)).astype(np.intp)
 
 
-def fhs_scenarios(model: FhsModel, draws: NDArray[np.intp], horizon_days: int,
-                  paths: Literal["garch", "rescaled_sum"] = "garch") -> ScenarioSet:
+def fhs_scenarios(
+    model: FhsModel, draws: NDArray[np.intp], horizon_days: int, paths: Literal["garch", "rescaled_sum"] = "garch"
+) -> ScenarioSet:
     """h-day FHS scenarios from bootstrapped whole dates (module docstring)."""
     z = model.standardized
     omega = np.array([p.omega for p in model.params])
@@ -586,9 +644,15 @@ def fhs_scenarios(model: FhsModel, draws: NDArray[np.intp], horizon_days: int,
     return ScenarioSet(np.expm1(total), vol_scale=None if log_scale is None else np.exp(log_scale))
 
 
-def monte_carlo_var(portfolio: Portfolio, history: MarketHistory, config: VarConfig | None = None, *,
-                    garch_params: Sequence[GarchParams] | None = None, client: Any | None = None,
-                    model: FhsModel | None = None) -> tuple[tuple[VarResult, ...], dict[int, FloatArray]]:
+def monte_carlo_var(
+    portfolio: Portfolio,
+    history: MarketHistory,
+    config: VarConfig | None = None,
+    *,
+    garch_params: Sequence[GarchParams] | None = None,
+    client: Any | None = None,
+    model: FhsModel | None = None,
+) -> tuple[tuple[VarResult, ...], dict[int, FloatArray]]:
     """Monte Carlo FHS VaR/ES with full revaluation; also the scenario P&L per horizon."""
     cfg = config or VarConfig()
     hist = history.window(cfg.lookback_days)
@@ -598,18 +662,30 @@ def monte_carlo_var(portfolio: Portfolio, history: MarketHistory, config: VarCon
     pnls: dict[int, FloatArray] = {}
     for h in cfg.horizons:
         sc = fhs_scenarios(fhs, draws, h, cfg.fhs_paths)
-        res = evaluate(portfolio, sc, h * cfg.calendar_days_per_trading_day, american=cfg.american,
-                       per_symbol=True, client=client, chunk_size=cfg.chunk_size)
+        res = evaluate(
+            portfolio,
+            sc,
+            h * cfg.calendar_days_per_trading_day,
+            american=cfg.american,
+            per_symbol=True,
+            client=client,
+            chunk_size=cfg.chunk_size,
+        )
         assert res.by_symbol is not None
         pnls[h] = res.pnl
-        results += _simulation_results(MONTE_CARLO_FHS, h, res.pnl, res.by_symbol, cfg, portfolio.symbols,
-                                       hist.n_days)
+        results += _simulation_results(MONTE_CARLO_FHS, h, res.pnl, res.by_symbol, cfg, portfolio.symbols, hist.n_days)
     return tuple(results), pnls
 
 
-def compute_var(portfolio: Portfolio, history: MarketHistory, config: VarConfig | None = None, *,
-                methods: Sequence[str] = ALL_METHODS, garch_params: Sequence[GarchParams] | None = None,
-                client: Any | None = None) -> VarReport:
+def compute_var(
+    portfolio: Portfolio,
+    history: MarketHistory,
+    config: VarConfig | None = None,
+    *,
+    methods: Sequence[str] = ALL_METHODS,
+    garch_params: Sequence[GarchParams] | None = None,
+    client: Any | None = None,
+) -> VarReport:
     """Every requested method at every horizon and confidence of ``config``."""
     cfg = config or VarConfig()
     unknown = set(methods) - set(ALL_METHODS)

@@ -84,11 +84,7 @@ class VolForecastConfig:
     random_state: int = 0
 
     def __post_init__(self) -> None:
-        if (
-            not self.horizons
-            or any(h < 1 for h in self.horizons)
-            or len(set(self.horizons)) != len(self.horizons)
-        ):
+        if not self.horizons or any(h < 1 for h in self.horizons) or len(set(self.horizons)) != len(self.horizons):
             raise ValueError("horizons must be distinct positive integers")
         unknown = set(self.models) - set(ALL_MODELS)
         if unknown or MODEL_GARCH not in self.models:
@@ -232,9 +228,7 @@ def log_returns(close: ArrayLike) -> FloatArray:
     return np.diff(np.log(c))
 
 
-def ewma_variance(
-    returns: ArrayLike, lam: float = RISKMETRICS_LAMBDA, seed: float | None = None
-) -> FloatArray:
+def ewma_variance(returns: ArrayLike, lam: float = RISKMETRICS_LAMBDA, seed: float | None = None) -> FloatArray:
     """RiskMetrics (1996) EWMA one-step variances, ``n + 1`` entries.
 
     ``s_0 = seed`` (default ``r_0^2``) and ``s_t = lam s_{t-1} + (1 - lam) r_{t-1}^2``, i.e.
@@ -256,9 +250,7 @@ def _backcast(returns: FloatArray) -> float:
     return float(np.sum(returns[:tau] ** 2 * w) / w.sum())
 
 
-def fit_garch(
-    returns: ArrayLike, *, asymmetric: bool = False, previous: GarchParams | None = None
-) -> GarchParams:
+def fit_garch(returns: ArrayLike, *, asymmetric: bool = False, previous: GarchParams | None = None) -> GarchParams:
     """Fit zero-mean (GJR-)GARCH(1,1) with Student-t innovations with ``arch.arch_model``.
 
     Returns are rescaled to percent for the optimizer and parameters are converted back.
@@ -568,13 +560,10 @@ def select_models(
             reason = f"garch: too few out-of-sample points to compare (n_oos={xgbr.n_oos} < {min_oos})"
         elif xgbr.oos_qlike < garch.oos_qlike:
             use_xgb = True
-            reason = (
-                f"xgboost: OOS QLIKE {xgbr.oos_qlike:.6g} < garch {garch.oos_qlike:.6g} (n_oos={xgbr.n_oos})"
-            )
+            reason = f"xgboost: OOS QLIKE {xgbr.oos_qlike:.6g} < garch {garch.oos_qlike:.6g} (n_oos={xgbr.n_oos})"
         else:
             reason = (
-                f"garch: xgboost OOS QLIKE {xgbr.oos_qlike:.6g} >= garch {garch.oos_qlike:.6g} "
-                f"(n_oos={xgbr.n_oos})"
+                f"garch: xgboost OOS QLIKE {xgbr.oos_qlike:.6g} >= garch {garch.oos_qlike:.6g} (n_oos={xgbr.n_oos})"
             )
         chosen = MODEL_XGBOOST if use_xgb else MODEL_GARCH
         selections.append(ModelSelection(h, chosen, use_xgb, reason))

@@ -1,6 +1,6 @@
 """Synthetic market data: a seeded, self-consistent market of fictional stocks and one index (``SYNX``).
 
-Everything is a deterministic function of ``seed`` (and ``n_underlyings``, ``macro_event_dates``):
+Everything is a deterministic function of ``seed`` (and ``n_underlyings``, ``macro_event_dates``, ``market``):
 the whole daily history is simulated once per instance for the XNYS sessions 2020-07-01 … 2027-12-31
 (the part before 2021-01-04 is burn-in, used for entry prices of the sample book) and tables are
 cut from it, so a row never depends on which dates were asked for or in which order. Per-session
@@ -9,23 +9,46 @@ Published window: sessions ``FIRST_SESSION`` … ``LAST_SESSION``; other dates r
 
 Prices (daily log returns, one row per symbol and session)::
 
-    r = drift + β·m + s_sector + e + jumps
+    index  r = drift + m + crash + J
+    stock  r = drift + β (m - a (|m| - E|m|) + crash + J) + s_sector + e + own jumps
 
-``m`` (market), ``s`` (one per sector) and ``e`` (idiosyncratic) are GJR-GARCH(1,1) processes with
-standardized Student-t innovations: volatility clustering, leverage (negative shocks raise the
-variance more) and fat tails. Jumps are compound Poisson (index jumps reach stocks through β);
-earnings moves land on each name's reaction session, macro moves on ``macro_event_dates`` hit the
-index and, through β, every stock. The non-event part of a day is capped at ±30 % (index ±15 %), and
-a very weak mean reversion of the log price (half-life ≈ 1.4 years) keeps 7-year paths tradable.
-OHLC: an overnight gap (20 % of the diffusive variance plus any earnings move) then an intraday
-Brownian bridge from open to close; high and low are exact draws of that bridge's maximum and
-minimum, so ``low <= min(open, close) <= max(open, close) <= high``. Volume rises with |return|
-and on event days.
+``m`` (market), ``s`` (one per sector) and ``e`` (idiosyncratic) are Student-t shocks scaled by
+stochastic volatilities with long memory: each log-vol is a sum of three AR(1) components with
+half-lives of 4, 90 and 400 sessions (a multi-component SV model, close to a long-memory process over a
+7-year path), each moved every day by the factor's own shock (``-z``: falls raise the vol, the leverage
+effect; ``|z|``) and by independent noise, with no variance cap (soft bounds at 0.3x and 5x the median
+vol on the Gaussian part only keep it plausible). Sector and idiosyncratic log-vols load on the market's
+components too (volatility is a market-wide state). On top of that, crises: a renewal process starts one
+every 240-650 sessions ('realistic', so every 760-session window has one); each opens with a crash day
+(-4.5 % x its severity), then its crisis log-vol builds up over a crash phase of 8-15 sessions, every
+step of it with a fall of the market (``crash``), and decays with a half-life of 100 sessions. A crisis
+adds 0.75-0.86 to the market's log-vol (about doubles the vol), plus 0.66 per unit of the market's
+log-vol below its median when it starts (a crisis out of a calm market climbs further). The crisis
+log-vol loads fully on the market and little on sectors and names, so correlation rises in crises; the
+stocks' loading on the market is larger on falls than on rises (``β(1 ± a)``, ``a`` 0.2-0.4, mean-zero),
+so correlation is higher on down days. Index jumps ``J`` are a Hawkes process: a baseline of a few a
+year, each jump raising the intensity (branching ratio 0.4, half-life 10 sessions) and the market's
+log-vol; sizes average -3.5 % (log), larger when the vol is high; a crisis onset adds to the intensity.
+Stocks get ``J`` through β and have their own compound Poisson jumps. Earnings moves land on each name's
+reaction session (a random sign times a Gamma(2) size); macro moves on ``macro_event_dates`` are sized
+by the market's vol of the day (CPI 1.3x, payrolls 1.1x, FOMC 1.2x, other types 1x) and hit the index
+and, through β, every stock. The non-event part of a day is capped at ±30 % (index ±15 %); the log price
+reverts very weakly to a drifting anchor (half-life ≈ 1.4 years, started at its stationary offset) so
+7-year paths stay tradable and jumps and crashes are recovered over time. The ``market`` switch:
+'realistic' (above), 'calm' (no crises, 60 % of the vol of vol, fewer jumps) or 'crisis' (a crisis of
+severity 0.9-1.3 every 250-500 sessions). Every market has the realistic one's calm-time vol levels.
+OHLC: an overnight gap (20 % of the diffusive variance, any earnings move and the move of a macro
+release at 8:30 New York: CPI, payrolls) then an intraday Brownian bridge from open to close; an FOMC
+move is a step just after 14:00 New York; other macro types move intraday. High and low are exact draws
+of the bridge's maximum and minimum (with the day's whole intraday variance), so
+``low <= min(open, close) <= max(open, close) <= high``. Volume rises with |return| and on event days.
 
 ``event_flag`` marks the session whose close-to-close return contains the event: the announcement
 day for before-open earnings, the next session for after-close earnings, the date itself for
 macro events; values 'earnings', the macro type ('macro' for plain dates, or the type given in a
-``{date: 'fomc'}`` mapping), or both joined by ';'; None otherwise.
+``{date: 'fomc'}`` mapping), or both joined by ';'; None otherwise. The earnings calendar's notes
+state the implied move on a straddle basis: sqrt(2/π) x the implied sd of the reaction session (the
+event's implied variance plus a day of the name's implied variance).
 
 Option quotes (every underlying, per snapshot):
 
@@ -34,27 +57,33 @@ Option quotes (every underlying, per snapshot):
   (Mar/Jun/Sep/Dec) up to 380 days out. Strikes: 17-25 per expiry around the previous close with an
   increment from {0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250} (at least 5 for the index) that widens with
   expiry and price; strikes held in ``positions(session)`` are listed too.
-* Underlying price at a snapshot: one Brownian-bridge path per (seed, session) from the open to the
-  close on a one-minute grid, clipped to the day's [low, high].
+* Underlying price at a snapshot (``spot_prices``): one Brownian-bridge path per (seed, session) from
+  the open to the close on a one-minute grid, plus an FOMC day's step after 14:00, clipped to the
+  day's [low, high].
 * Conventions used for pricing (and needed to invert the quotes exactly): time to expiry
   ``T = (expiry session close - as_of) / 365 days`` (UTC instants); rate = the session's
   ``zero_rate`` linearly interpolated in ``tenor_days`` at ``365·T`` (flat outside the tenors);
   dividend = the session's ``dividend_yield``; forward ``F = S·exp((r - q)·T)``.
 * Smile: SSVI (Gatheral and Jacquier 2014) ``w(k) = θ/2·(1 + ρφk + sqrt((φk + ρ)² + 1 - ρ²))``,
   ``k = ln(K/F)``, with the power law ``φ = η / (θ^γ (1 + θ)^(1-γ))``, ``γ <= 1/2`` and
-  ``η(1 + |ρ|) < 2``, which is free of static arbitrage. θ(T) = (risk premium · GARCH term
-  structure of the name's current variance)² integrated to T, plus the earnings variance of every
-  reaction session in (session, expiry] and β²·macro variance of macro dates in (session, expiry].
-  Each slice is exactly a raw SVI: ``a = θ(1-ρ²)/2, b = θφ/2, ρ, m = -ρ/φ, σ = sqrt(1-ρ²)/φ``
-  (``true_surface``). Skew is negative (ρ ≈ -0.7 for the index, -0.55 … -0.25 for stocks).
-* Prices: Black-Scholes-Merton *European* formula for every option. Single-stock options are
-  American-style contracts (``exercise_style='american'``) but their synthetic quotes ignore the
-  early-exercise premium, only flooring the European price at the immediate-exercise value
-  (max(S - K, 0) or max(K - S, 0)), so no quote sits below intrinsic. The missing premium is small
-  for calls on low-dividend names and for out-of-the-money or short-dated puts; it grows for
-  in-the-money puts with long expiries (with rates near 4-5 % it reaches a few percent of the
-  strike at one year), where an American inversion returns a lower vol than the generating one.
-  Out-of-the-money quotes recover the generating smile (``true_surface``) with either model.
+  ``η(1 + |ρ|) < 2``, which is free of static arbitrage. θ(T) (``implied_vol_history`` at any tenor) =
+  vrp² x the expected diffusive variance to T of a three-level term structure (the current variance
+  decays to the medium level, the medium to the slow level and that to a long-run level ``ℓ_t`` that
+  moves on its own, a second, slow term-structure factor, so the curve inverts when the current vol is
+  far above it) plus the expected index jump variance (from the current Hawkes intensity), plus 1.1² x
+  the event variance of every earnings reaction and macro release after ``as_of`` whose session closes
+  by the expiry (a macro release sized by the current market vol). The index's vrp moves around 1.18 (up
+  in sell-offs) and 2 % of annual vol is added to its implied variance; the names' vrp is 0.945-0.985
+  (their IV/RV near 1: implied correlation above realized). Each slice is exactly a raw SVI:
+  ``a = θ(1-ρ²)/2, b = θφ/2, ρ, m = -ρ/φ, σ = sqrt(1-ρ²)/φ`` (``true_surface``). Skew is negative: ρ ≈
+  -0.7 for the index; for stocks -0.35 … -0.20 with η 0.85-1.2 and, for about a quarter of the names, a
+  smile (ρ -0.16 … -0.10, η 1.0-1.35) whose call wing rises above the ATM vol; γ 0.47-0.5 gives 1-month
+  25-delta butterflies of 1-3 vol points.
+* Prices: index options by the Black-Scholes-Merton European formula; single-stock options are
+  American-style contracts (``exercise_style='american'``) priced by the exact American engine
+  (``quant.american.american_price``, Andersen-Lake-Offengeld) at the smile's vol for their strike,
+  so an American inversion of the mid before spread noise recovers the generating smile
+  (``true_surface``) at every strike.
 * Quotes: half-spread grows with the distance from the money and with low open interest; tick 0.01
   below 3.00 and 0.05 from 3.00; bid floored to the tick and at 0, ask ceiled, ask > bid always,
   and the ask is raised where needed so the mid is never below the no-arbitrage floor. Open
@@ -72,10 +101,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -106,8 +136,7 @@ _NS_PER_YEAR = 365 * _NS_PER_DAY
 _QUARTERLY_HORIZON_DAYS = 380
 _NICE_INCREMENTS = np.array([0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0])
 _MACRO_SD = 0.012  # daily sd of a macro-day move of the market factor
-_EARNINGS_PREMIUM = 1.1  # implied / true earnings move
-_MARKET_VOL = 0.17
+_MARKET_VOL = 0.16
 _INDEX_LEVEL0 = 4200.0
 
 # Sector: (factor vol, dividend yield level, total vol range, mean beta); 8 fictional tickers each.
@@ -217,19 +246,94 @@ def _ssvi_total_variance(k: np.ndarray, theta: np.ndarray, phi: np.ndarray, rho:
 
 
 # ---------------------------------------------------------------------- model state
-_INDEX_JUMP = (1.5, -0.02, 0.02)  # index Poisson jumps: intensity per year, mean, sd
+# The parameters below are calibrated to the statistics of the S&P 500 and of option markets that
+# bench/bench_market_stats.py prints (and risk_pipeline_tests/sources/test_synthetic_market.py bounds).
+MARKETS: tuple[str, ...] = ("calm", "realistic", "crisis")
+#: Half-lives in sessions of the fast, medium and slow log-volatility components.
+_HALF_LIVES = np.array([4.0, 90.0, 400.0])
+_PHI = 0.5 ** (1.0 / _HALF_LIVES)  # daily AR(1) coefficients
+_KAPPA = 252.0 * np.log(2.0) / _HALF_LIVES  # annual mean-reversion rates
+_JUMP_HALF_LIFE = 10.0  # sessions: decay of the Hawkes excitation of index jumps
+_JUMP_BRANCHING = 0.4  # expected index jumps triggered by one index jump
+_INDEX_JUMP = (-0.035, 0.015)  # index jump size: mean, sd (log return)
+_ONSET_JUMP = (-0.045, 0.015)  # the crash that opens a crisis, per unit of its severity: mean, sd
+_CRISIS_JUMP_BOOST = 15.0  # added to the index jump intensity (per year) at a crisis onset, per unit of severity
+_INDEX_VRP = 1.18  # index implied / expected vol, long run
+_VRP_LOGVOL = (0.021, 0.014)  # index implied/expected log-vol: loading on -z, own noise (half-life 10 sessions)
+_CRASH_DRIFT = 0.075  # market fall per unit of crisis log-vol added during a crash phase
+_CRASH_DAYS = (8, 15)  # sessions of a crash phase (uniform)
+_CRISIS_HALF_LIFE = 100.0  # sessions: decay of the crisis log-vol after its crash phase
+#: Daily moves of the (fast, medium, slow) log-vol components per unit of -z (leverage), of |z| - E|z| and of
+#: independent noise: the market's, then the sectors' and names' own.
+_MARKET_LOGVOL = ((0.080, 0.043, 0.006), (0.013, 0.026, 0.0), (0.008, 0.026, 0.009))
+_FACTOR_LOGVOL = ((0.015, 0.012, 0.003), (0.040, 0.015, 0.0), (0.030, 0.035, 0.015))
+_JUMP_FEEDBACK = (0.040, 0.053, 0.0)  # market log-vol components per index jump (scaled to its size)
+_MARKET_NU = 14.0  # Student-t degrees of freedom of the market's shocks
+_IDIO_NU = (7.0, 10.0)  # ... of the names' own shocks (uniform range; sectors 6-9)
+_MARKET_LOAD = (0.5, 0.45)  # loading of the sectors' and names' log-vols on the market's components
+_CRISIS_LOAD = (0.2, 0.1)  # loading of the sectors' and names' log-vols on the crisis log-vol (market: 1)
+_LOGVOL_BOUNDS = (1.2, 1.6)  # soft bounds (tanh) of the Gaussian log-vol exponent: below, above
+_CRISIS_CATCH_UP = 0.66  # extra crisis log-vol per unit of the market's log-vol below its median
+_LEVEL_HALF_LIFE = 120.0  # sessions
+_LEVEL_PREMIUM = 1.25  # median multiplier of the long-run variance options revert to
+_LEVEL_LOGVOL = (0.006, 0.040)  # long-run level's innovations: loading on -z of the market, own noise
+_INDEX_VAR_PREMIUM = 0.02**2  # annual variance added to the index's implied variance (all regimes)
+#: Size of a macro release's move, x the market's daily vol of the day (other types: 1.0; 'opex' does not move).
+_MACRO_SCALE = {"cpi": 1.3, "nfp": 1.1, "payrolls": 1.1, "ppi": 0.8, "gdp": 0.8, "fomc": 1.2, "opex": 0.0}
+_GAP_EVENTS = frozenset({"cpi", "nfp", "payrolls", "ppi", "gdp"})  # released 8:30 New York: the move is in the open
+_AFTERNOON_EVENTS = frozenset({"fomc"})  # 14:00 New York: the move is after the 14:00 snapshot
+_AFTERNOON_NY = dt.time(14, 0)
+_EVENT_PREMIUM = 1.1  # implied / true sd of an event move (earnings, macro)
 
 
 @dataclass(frozen=True)
-class _Garch:
-    """GJR-GARCH(1,1) of the market (column 0), sector and idiosyncratic processes (daily units)."""
+class _Regime:
+    """What the ``market`` switch sets."""
 
-    omega: np.ndarray
-    alpha: np.ndarray
-    gamma: np.ndarray
-    beta: np.ndarray
-    long_run: np.ndarray
-    nu: np.ndarray
+    crisis_gap: tuple[int, int]  # sessions between crisis onsets: uniform range ((0, 0): no crises)
+    severity: tuple[float, float, float]  # crisis log-vol bump lo + (hi - lo) U^power, U uniform
+    jumps_per_year: float  # baseline intensity of index jumps (before self-excitation)
+    vol_of_vol: float  # scale of the Gaussian log-vol components
+    vol_scale: float  # scale of the market's long-run vol
+
+    @property
+    def crisis_rate(self) -> float:
+        """Crisis onsets per session (the renewal process's long-run rate)."""
+        return 2.0 / sum(self.crisis_gap) if self.crisis_gap[1] > 0 else 0.0
+
+    def severity_at(self, u: np.ndarray) -> np.ndarray:
+        lo, hi, power = self.severity
+        return lo + (hi - lo) * u**power
+
+
+_REGIMES: dict[str, _Regime] = {
+    "calm": _Regime((0, 0), (0.0, 0.0, 1.0), 0.6, 0.6, 1.0),
+    "realistic": _Regime((240, 650), (0.75, 0.86, 4.0), 0.82, 1.0, 1.0),
+    "crisis": _Regime((250, 500), (0.9, 1.3, 1.0), 1.0, 1.0, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class _VolModel:
+    """Log-vol model of the market (column 0), the sectors and the idiosyncratic parts (daily units).
+
+    ``y = Σ_k X_k + market_load · Σ_k X^market_k + crisis_load · R``; variance ``h = h_bar exp(2 soft(y - c))``
+    (``_soft``), times ``exp(2R)`` for the market, whose crisis log-vol ``R`` is outside the soft bounds.
+    Component ``k`` of a factor moves by ``lev_k (-z) + abs_k (|z| - E|z|) + noise_k ξ`` per day.
+    """
+
+    h_bar: np.ndarray  # (F,) long-run daily variance
+    nu: np.ndarray  # (F,) Student-t degrees of freedom of the shocks
+    lev: np.ndarray  # (F, 3)
+    absn: np.ndarray  # (F, 3)
+    noise: np.ndarray  # (F, 3)
+    market_load: np.ndarray  # (F,) 0 for the market itself
+    crisis_load: np.ndarray  # (F,)
+    jump_load: np.ndarray  # (3,) market components per unit of index jump (-J / 3.5 %)
+    c: np.ndarray  # (F,) normalization: E[h] = h_bar in the realistic market (calm-time vols alike in every market)
+    var_k: np.ndarray  # (F, 3) stationary variance of each own component
+    crisis_m2: np.ndarray  # (F,) E[exp(2 crisis_load R)] of this market (the market's with load 1)
+    abs_mean: np.ndarray  # (F,) E|z|
 
 
 @dataclass(frozen=True)
@@ -240,25 +344,26 @@ class _Universe:
     sectors: tuple[str, ...]
     sector_id: np.ndarray  # -1 for the index
     beta: np.ndarray
+    asym: np.ndarray  # down-day loading: β(1 + asym) on index falls, β(1 - asym) on rises
     div0: np.ndarray
     price0: np.ndarray
     lr_var: np.ndarray  # annual long-run diffusive variance
-    jump_lam: np.ndarray  # Poisson jumps per year (own jumps; the index's reach stocks through β)
+    jump_lam: np.ndarray  # own Poisson jumps per year (the index's are Hawkes, see _History.jump_lam)
     jump_mu: np.ndarray
     jump_sd: np.ndarray
-    jump_var: np.ndarray  # annual variance of all jumps a symbol sees
-    kappa: np.ndarray  # variance mean reversion per year
+    jump_var: np.ndarray  # annual long-run variance of all jumps a symbol sees
     earn_sd: np.ndarray
     earn_after_close: np.ndarray
     earn_lag: np.ndarray
     rho: np.ndarray
     eta: np.ndarray
     gamma: np.ndarray
-    vrp: np.ndarray
+    vrp: np.ndarray  # implied / expected vol (the index's moves around it, see _History.vrp)
     oi_base: np.ndarray
     volume_base: np.ndarray
     n_weeklies: np.ndarray
-    garch: _Garch
+    vol: _VolModel
+    index_jump_rate: float  # long-run index jumps per year
 
     @property
     def is_index(self) -> np.ndarray:
@@ -278,7 +383,13 @@ class _History:
     ret: np.ndarray
     day_var: np.ndarray  # conditional diffusive daily variance of each day
     var_ann: np.ndarray  # (n + 1, N) conditional annualized diffusive variance of day t (last row: next day)
+    med_ann: np.ndarray  # (n + 1, N) the same without the fast component (the medium level options see)
+    slow_ann: np.ndarray  # (n + 1, N) the slow level options see
+    jump_var: np.ndarray  # (n + 1,) expected index jump variance per year of day t (intensity x size²)
+    vrp: np.ndarray  # (n + 1,) index implied / expected vol
+    level: np.ndarray  # (n + 1,) multiplier of the long-run variance options revert to
     intraday_var: np.ndarray
+    afternoon: np.ndarray  # (n, N) log move after 14:00 New York (FOMC days), part of the close
     flags: np.ndarray  # object: None, 'earnings', the macro type, or both joined by ';'
     curve: np.ndarray  # (n, len(TENORS_DAYS))
     divs: np.ndarray
@@ -286,6 +397,41 @@ class _History:
     reactions: np.ndarray  # (N, quarters) session index of each earnings reaction (index row: -1)
     announce: np.ndarray  # (N, quarters) session index of each announcement (index row: -1)
     macro_idx: np.ndarray  # sorted session indices of macro events
+    macro_ns: np.ndarray  # instant after which each macro event's move is in the price (UTC ns)
+    macro_scale: np.ndarray  # its size in units of the market's daily vol
+    crisis: np.ndarray  # (n + 1,) crisis log-vol R of day t
+    index_jump: np.ndarray  # (n,) index jump log return of day t (0 without one; crash days included)
+
+
+def _abs_mean_t(nu: np.ndarray) -> np.ndarray:
+    """E|z| of a Student-t scaled to unit variance."""
+    from scipy.special import gammaln
+
+    e_abs = 2.0 * np.sqrt(nu) * np.exp(gammaln((nu + 1.0) / 2.0) - gammaln(nu / 2.0)) / (np.sqrt(np.pi) * (nu - 1.0))
+    return e_abs * np.sqrt((nu - 2.0) / nu)
+
+
+def _crisis_moment(regime: _Regime, load: np.ndarray) -> np.ndarray:
+    """E[exp(2 load R)] of the shot noise R_t = Σ S_i φ^(t - t_i), onsets at the regime's rate (as if Poisson)."""
+    rate = regime.crisis_rate
+    if rate <= 0.0:
+        return np.ones_like(load)
+    s = regime.severity_at((np.arange(64) + 0.5) / 64.0)  # midpoint quadrature over U
+    decay = (0.5 ** (1.0 / _CRISIS_HALF_LIFE)) ** np.arange(int(20 * _CRISIS_HALF_LIFE))
+    loads, back = np.unique(np.asarray(load, dtype=np.float64), return_inverse=True)
+    mgf = np.exp(2.0 * loads[:, None, None] * decay[None, :, None] * s[None, None, :]).mean(axis=2)
+    return np.exp(rate * np.sum(mgf - 1.0, axis=1))[back.reshape(-1)]
+
+
+def _soft(y: np.ndarray) -> np.ndarray:
+    """Log-vol exponent with soft bounds: ``Y tanh(y / Y)`` with Y = _LOGVOL_BOUNDS[1] above 0, [0] below."""
+    bound = np.where(y > 0.0, _LOGVOL_BOUNDS[1], _LOGVOL_BOUNDS[0])
+    return bound * np.tanh(y / bound)
+
+
+def _g(x: np.ndarray) -> np.ndarray:
+    """(1 - e^-x) / x with its limit 1 at 0."""
+    return np.where(x > 1e-8, -np.expm1(-x) / np.maximum(x, 1e-300), 1.0 - 0.5 * x)
 
 
 def _ticker_list(n: int) -> list[tuple[str, str]]:
@@ -337,8 +483,9 @@ class SyntheticSource(MarketDataSource):
     """Seeded synthetic market: daily bars, option chains, curves, dividends, earnings and a sample book.
 
     ``macro_event_dates``: dates with a market-wide move (and a vol premium in options expiring
-    after them); a plain sequence flags them 'macro', a mapping ``{date: 'fomc' | 'cpi' | ...}``
-    uses its values. Results are cached per instance; every call returns a fresh frame.
+    after them); a plain sequence flags them 'macro', a mapping ``{date: 'fomc' | 'cpi' | 'nfp' | ...}``
+    uses its values and times the move (module docstring). ``market``: 'realistic' (default), 'calm'
+    or 'crisis' (module docstring). Results are cached per instance; every call returns a fresh frame.
     """
 
     name = "synthetic"
@@ -348,13 +495,19 @@ class SyntheticSource(MarketDataSource):
         seed: int = 7,
         n_underlyings: int = 50,
         macro_event_dates: Sequence[dt.date] | Mapping[dt.date, str] = (),
+        market: Literal["calm", "realistic", "crisis"] = "realistic",
     ) -> None:
+        if market not in MARKETS:
+            raise ValueError(f"market must be one of {', '.join(MARKETS)}")
         if seed < 0:
             raise ValueError("seed must be >= 0")
         if not 1 <= n_underlyings <= 2000:
             raise ValueError("n_underlyings must be in 1..2000")
         self.seed = int(seed)
         self.n_underlyings = int(n_underlyings)
+        #: 'calm' (no crises, lower and tamer vol), 'realistic' (a stress episode every 220-650 sessions,
+        #: a few of them severe) or 'crisis' (a severe crisis every 150-450 sessions).
+        self.market: str = market
         if isinstance(macro_event_dates, Mapping):
             items = list(macro_event_dates.items())
         else:
@@ -365,7 +518,8 @@ class SyntheticSource(MarketDataSource):
             macro[day] = kind if macro.get(day, kind) == kind else f"{macro[day]};{kind}"
         #: Macro event date -> event_flag label.
         self.macro_events: dict[dt.date, str] = dict(sorted(macro.items()))
-        self.source_label = f"synthetic(seed={self.seed})"
+        market_tag = "" if market == "realistic" else f", market={market}"
+        self.source_label = f"synthetic(seed={self.seed}{market_tag})"
         self._universe_cache: _Universe | None = None
         self._history_cache: _History | None = None
         self._plan_cache: dict[str, Any] | None = None
@@ -471,6 +625,69 @@ class SyntheticSource(MarketDataSource):
             }
         )
 
+    def implied_vol_history(
+        self, start: dt.date, end: dt.date, tenors_days: Sequence[int] = (30, 91, 182, 365)
+    ) -> pd.DataFrame:
+        """Constant-maturity vols of the generating surface at each session's last snapshot.
+
+        Per published session in [start, end], symbol and tenor (calendar days, T = tenor / 365):
+        ``atm_vol`` at the forward (``sqrt(θ / T)``) and the vols at the forward-delta 25 % put and call
+        strikes (``put_25d_vol``, ``call_25d_vol``) of the SSVI slice with that θ. The quotes of
+        ``option_quotes`` are priced off the same surface at their listed expiries (``true_surface``).
+        """
+        cal = _calendar()
+        u = self._universe()
+        h = self._history()
+        lo, hi = self._public_range(start, end)
+        days = np.arange(lo, hi)
+        tenors = np.asarray(tenors_days, dtype=float)
+        n_d, n_s, n_k = len(days), len(u.symbols), len(tenors)
+        d = np.repeat(days, n_s * n_k)
+        sym = np.tile(np.repeat(np.arange(n_s), n_k), n_d)
+        T = np.tile(tenors / 365.0, n_d * n_s)
+        as_of = cal.closes_ns[d] - int(LAST_SNAPSHOT_BEFORE_CLOSE.total_seconds()) * 10**9
+        theta = self._atm_total_variance(d, as_of, sym, T)
+        g = u.gamma[sym]
+        phi = u.eta[sym] / (theta**g * (1.0 + theta) ** (1.0 - g))
+        rho = h.rho[d - h.sim0, sym]
+        z25 = 0.6744897501960817  # N^-1(0.75)
+        k_call = np.zeros_like(theta)
+        k_put = np.zeros_like(theta)
+        for _ in range(12):  # fixed point of k = sqrt(w(k)) (±z + sqrt(w(k)) / 2): forward delta ±25 %
+            s_c = np.sqrt(_ssvi_total_variance(k_call, theta, phi, rho))
+            s_p = np.sqrt(_ssvi_total_variance(k_put, theta, phi, rho))
+            k_call, k_put = s_c * (z25 + 0.5 * s_c), s_p * (0.5 * s_p - z25)
+        frame = pd.DataFrame(
+            {
+                "as_of_date": np.array(cal.dates, dtype=object)[d],
+                "symbol": np.array(u.symbols, dtype=object)[sym],
+                "tenor_days": np.tile(np.asarray(tenors_days, dtype=np.int64), n_d * n_s),
+                "atm_vol": np.sqrt(theta / T),
+                "put_25d_vol": np.sqrt(_ssvi_total_variance(k_put, theta, phi, rho) / T),
+                "call_25d_vol": np.sqrt(_ssvi_total_variance(k_call, theta, phi, rho) / T),
+            }
+        )
+        return frame
+
+    def index_jumps(self, start: dt.date, end: dt.date) -> pd.DataFrame:
+        """The index's jump part of each published session's return in [start, end] (0.0 without one).
+
+        Hawkes jumps and the crash that opens each crisis, as log returns (the generator's ground truth).
+        """
+        h = self._history()
+        lo, hi = self._public_range(start, end)
+        return pd.DataFrame(
+            {
+                "as_of_date": np.array(_calendar().dates[lo:hi], dtype=object),
+                "jump": h.index_jump[lo - h.sim0 : hi - h.sim0],
+            }
+        )
+
+    def spot_prices(self, session: dt.date, snapshot_time: dt.datetime | None = None) -> pd.Series:
+        """Every symbol's price at ``snapshot_time`` (default: the last snapshot): the quotes' underlying_price."""
+        d, as_of_ns = self._snapshot(session, snapshot_time)
+        return pd.Series(self._spot(d, as_of_ns), index=pd.Index(self.symbols(), name="symbol"), name="price")
+
     def positions(self, session: dt.date) -> pd.DataFrame:
         """The sample book at the start of ``session`` (books core_equity and vol_overlay).
 
@@ -544,50 +761,96 @@ class SyntheticSource(MarketDataSource):
 
     def _build_universe(self) -> _Universe:
         rng = np.random.default_rng([self.seed, 1])
+        regime = _REGIMES[self.market]
         names = _ticker_list(self.n_underlyings)
         n = len(names)
         sector_names = list(_SECTORS)
         sec = np.array([sector_names.index(s) for _, s in names])
-        fvol, dlevel, vrange, bmean = (
-            np.array(x) for x in zip(*(_SECTORS[s] for _, s in names), strict=True)
-        )
+        fvol, dlevel, vrange, bmean = (np.array(x) for x in zip(*(_SECTORS[s] for _, s in names), strict=True))
 
         beta = np.clip(bmean + rng.normal(0.0, 0.2, n), 0.5, 1.8)
         target = rng.uniform(vrange[:, 0], vrange[:, 1])
-        earn_sd = rng.uniform(0.025, 0.085, n) * np.sqrt(target / 0.35)
+        earn_sd = 0.9 * rng.uniform(0.025, 0.085, n) * np.sqrt(target / 0.35)
         jump_lam = rng.uniform(1.0, 3.0, n)
         jump_mu = np.full(n, -0.005)
         jump_sd = rng.uniform(0.025, 0.05, n)
         own_jump_var = jump_lam * (jump_mu**2 + jump_sd**2)
-        idx_jump_var = _INDEX_JUMP[0] * (_INDEX_JUMP[1] ** 2 + _INDEX_JUMP[2] ** 2)
-        systematic = (beta * _MARKET_VOL) ** 2 + fvol**2
-        idio_var = np.maximum(
-            target**2 - systematic - own_jump_var - beta**2 * idx_jump_var - 4.0 * earn_sd**2, 0.07**2
-        )
         div = np.clip(dlevel * rng.lognormal(0.0, 0.35, n), 0.0, 0.04)
         div = np.where((dlevel < 0.012) & (rng.random(n) < 0.35), 0.0, div)
         price0 = np.exp(rng.uniform(np.log(18.0), np.log(450.0), n))
         after_close = rng.random(n) < 0.7
         lag = rng.integers(12, 36, n)
-        rho = rng.uniform(-0.55, -0.25, n)
-        eta = np.minimum(rng.uniform(0.6, 1.0, n), 1.9 / (1.1 + np.abs(rho)))
-        gamma = rng.uniform(0.35, 0.5, n)
-        vrp = rng.uniform(1.04, 1.14, n)
+        # smiles: most names skewed, about a quarter with a smile whose call wing rises above the ATM vol
+        smile_name = rng.random(n) < 0.25
+        rho = np.where(smile_name, rng.uniform(-0.16, -0.10, n), rng.uniform(-0.35, -0.20, n))
+        eta = np.where(smile_name, rng.uniform(1.0, 1.35, n), rng.uniform(0.85, 1.2, n))
+        eta = np.minimum(eta, 1.9 / (1.0 + np.abs(rho)))
+        gamma = rng.uniform(0.47, 0.5, n)
+        vrp = rng.uniform(0.945, 0.985, n)
         liquidity = rng.lognormal(0.0, 0.7, n)
         weeklies = np.where(liquidity >= np.median(liquidity), 2, 1)
+        asym = rng.uniform(0.2, 0.4, n)
 
-        # GJR-GARCH: market, one per sector, one per name; persistence alpha + gamma/2 + beta
+        # index jumps: Hawkes with baseline jumps_per_year x E[exp(load R)] and branching ratio
+        crisis_rate = regime.crisis_rate
+        base_rate = regime.jumps_per_year  # x E[sqrt(h / h_bar)], close to 1
+        mean_severity = float(np.mean(regime.severity_at((np.arange(64) + 0.5) / 64.0))) if crisis_rate else 0.0
+        boost_jumps = crisis_rate * mean_severity * _CRISIS_JUMP_BOOST / (1.0 - 0.5 ** (1.0 / _JUMP_HALF_LIFE))
+        index_jump_rate = (base_rate + boost_jumps) / (1.0 - _JUMP_BRANCHING) + crisis_rate * 252.0
+        idx_jump_var = index_jump_rate * (_INDEX_JUMP[0] ** 2 + _INDEX_JUMP[1] ** 2)
+
+        e_abs2 = 0.8  # E|z|² of the market shock (approximate, t with 6-7 dof), for the asymmetric-beta variance
+        market_vol = _MARKET_VOL * regime.vol_scale
+        systematic = (beta * market_vol) ** 2 * (1.0 + asym**2 * (1.0 - e_abs2)) + fvol**2
+        idio_var = np.maximum(
+            target**2 - systematic - own_jump_var - beta**2 * idx_jump_var - 4.0 * earn_sd**2, 0.07**2
+        )
+
+        # log-vol model: market, one per sector, one per name
         n_sec = len(_SECTORS)
         sector_vol = np.array([v[0] for v in _SECTORS.values()])
-        pers = np.concatenate([[0.985], rng.uniform(0.96, 0.98, n_sec), rng.uniform(0.965, 0.985, n)])
-        alpha = np.concatenate([[0.02], rng.uniform(0.02, 0.04, n_sec), rng.uniform(0.03, 0.06, n)])
-        gam = np.concatenate([[0.13], rng.uniform(0.05, 0.09, n_sec), rng.uniform(0.10, 0.16, n)])
-        long_run = np.concatenate([[_MARKET_VOL**2], sector_vol**2, idio_var]) / 252.0
-        nu = np.concatenate([[7.0], rng.uniform(6.0, 9.0, n_sec), rng.uniform(7.0, 12.0, n)])
-        garch = _Garch(long_run * (1.0 - pers), alpha, gam, pers - alpha - 0.5 * gam, long_run, nu)
-        # options see a variance-weighted mean reversion speed of the three components
-        w_m, w_s = (beta * _MARKET_VOL) ** 2, fvol**2
-        p_name = (w_m * pers[0] + w_s * pers[1 + sec] + idio_var * pers[1 + n_sec :]) / (w_m + w_s + idio_var)
+        n_f = 1 + n_sec + n
+        s = regime.vol_of_vol
+        lev = np.zeros((n_f, 3))
+        absn = np.zeros((n_f, 3))
+        noise = np.zeros((n_f, 3))
+        lev[0], absn[0], noise[0] = _MARKET_LOGVOL
+        lev[1:], absn[1:], noise[1:] = _FACTOR_LOGVOL
+        lev, absn, noise = lev * s, absn * s, noise * s
+        market_load = np.concatenate([[0.0], np.full(n_sec, _MARKET_LOAD[0]), np.full(n, _MARKET_LOAD[1])])
+        crisis_load = np.concatenate([[0.0], np.full(n_sec, _CRISIS_LOAD[0]), np.full(n, _CRISIS_LOAD[1])])
+        nu = np.concatenate([[_MARKET_NU], rng.uniform(6.0, 9.0, n_sec), rng.uniform(*_IDIO_NU, n)])
+        abs_mean = _abs_mean_t(nu)
+        var_k = (lev**2 + absn**2 * (1.0 - abs_mean[:, None] ** 2) + noise**2) / (1.0 - _PHI[None, :] ** 2)
+        # E[exp(2 load R)] of this market's crises and of the realistic one's: every market is normalized as
+        # the realistic one (same calm-time vols); its long-run variances grow by the ratio (none in 'calm')
+        full_load = np.where(crisis_load > 0, crisis_load, 1.0)  # the market's crisis multiplies outside the bounds
+        crisis_m2 = _crisis_moment(regime, full_load)
+        growth = crisis_m2 / _crisis_moment(_REGIMES["realistic"], full_load)
+        own = var_k.sum(axis=1)
+        # index jumps raise the market's log-vol by jump_load per jump on average: part of the normalization
+        feedback = float(np.sum(np.array(_JUMP_FEEDBACK) * s * index_jump_rate / 252.0 / (1.0 - _PHI)))
+        c = (
+            own
+            + market_load**2 * own[0]
+            + 0.5 * np.log(crisis_m2 / growth)
+            + np.where(market_load > 0, market_load, 1.0) * feedback
+        )
+        h_bar = np.concatenate([[market_vol**2], sector_vol**2, idio_var]) / 252.0
+        vol = _VolModel(
+            h_bar=h_bar,
+            nu=nu,
+            lev=lev,
+            absn=absn,
+            noise=noise,
+            market_load=market_load,
+            crisis_load=crisis_load,
+            jump_load=np.array(_JUMP_FEEDBACK) * s,
+            c=c,
+            var_k=var_k,
+            crisis_m2=crisis_m2,
+            abs_mean=abs_mean,
+        )
 
         def with_index(value: float, values: np.ndarray) -> np.ndarray:
             return np.concatenate([np.array([value], dtype=values.dtype), values])
@@ -597,25 +860,29 @@ class SyntheticSource(MarketDataSource):
             sectors=(INDEX_SECTOR, *(s for _, s in names)),
             sector_id=with_index(-1, sec),
             beta=with_index(1.0, beta),
+            asym=with_index(0.0, asym),
             div0=with_index(0.015, div),
             price0=with_index(_INDEX_LEVEL0, price0),
-            lr_var=with_index(_MARKET_VOL**2, systematic + idio_var),
-            jump_lam=with_index(_INDEX_JUMP[0], jump_lam),
-            jump_mu=with_index(_INDEX_JUMP[1], jump_mu),
-            jump_sd=with_index(_INDEX_JUMP[2], jump_sd),
+            lr_var=with_index(
+                market_vol**2 * growth[0],
+                (systematic - fvol**2) * growth[0] + fvol**2 * growth[1 + sec] + idio_var * growth[1 + n_sec :],
+            ),
+            jump_lam=with_index(0.0, jump_lam),
+            jump_mu=with_index(0.0, jump_mu),
+            jump_sd=with_index(0.0, jump_sd),
             jump_var=with_index(idx_jump_var, own_jump_var + beta**2 * idx_jump_var),
-            kappa=with_index(-252.0 * np.log(pers[0]), -252.0 * np.log(p_name)),
             earn_sd=with_index(0.0, earn_sd),
             earn_after_close=with_index(False, after_close),
             earn_lag=with_index(0, lag),
             rho=with_index(-0.70, rho),
             eta=with_index(1.0, eta),
             gamma=with_index(0.5, gamma),
-            vrp=with_index(1.10, vrp),
+            vrp=with_index(_INDEX_VRP, vrp),
             oi_base=with_index(20_000.0, 1500.0 * liquidity),
             volume_base=with_index(3.0e9, 2.5e6 * liquidity * np.sqrt(100.0 / price0)),
             n_weeklies=with_index(2, weeklies),
-            garch=garch,
+            vol=vol,
+            index_jump_rate=float(index_jump_rate),
         )
 
     # ------------------------------------------------------------------ history
@@ -626,61 +893,190 @@ class SyntheticSource(MarketDataSource):
 
     def _build_history(self) -> _History:
         u = self._universe()
-        g = u.garch
+        v = u.vol
+        regime = _REGIMES[self.market]
         cal = _calendar()
         sim0 = int(np.searchsorted(cal.ordinals, _SIM_START.toordinal()))
         sim1 = cal.index(LAST_SESSION) + 1
         n_t = sim1 - sim0
         n_sym = len(u.symbols)
         n_sec = len(_SECTORS)
+        n_f = len(v.h_bar)
         beta_s = u.beta[1:]
         sec = u.sector_id[1:]
 
-        # diffusive factors: GJR-GARCH with standardized Student-t shocks (h has a next-day row)
+        # log-vol components before the index-jump feedback (rows: day t's state; the last row is the next day's)
         rng = np.random.default_rng([self.seed, 2])
-        z = rng.standard_t(g.nu, size=(n_t, len(g.nu))) * np.sqrt((g.nu - 2.0) / g.nu)
-        h = np.empty((n_t + 1, len(g.nu)))
-        h[0] = g.long_run
-        cap = 6.0 * g.long_run
-        for t in range(n_t):
-            zt = z[t]
-            h[t + 1] = np.minimum(
-                g.omega + (g.alpha + g.gamma * (zt < 0.0)) * (zt * zt) * h[t] + g.beta * h[t], cap
+        z = rng.standard_t(v.nu, size=(n_t, n_f)) * np.sqrt((v.nu - 2.0) / v.nu)
+        parts = []
+        for k in range(3):
+            innov = (
+                v.lev[:, k] * (-z)
+                + v.absn[:, k] * (np.abs(z) - v.abs_mean)
+                + v.noise[:, k] * rng.standard_normal((n_t, n_f))
             )
+            x0 = rng.standard_normal(n_f) * np.sqrt(v.var_k[:, k])
+            xk = np.empty((n_t + 1, n_f))
+            xk[0] = x0
+            xk[1:] = lfilter([1.0], [1.0, -_PHI[k]], innov, axis=0, zi=(_PHI[k] * x0)[None, :])[0]
+            parts.append(xk)
+
+        # crises: an onset on day t (a crash day) raises the crisis log-vol R from day t + 1
+        rng = np.random.default_rng([self.seed, 20])
+        onset = np.zeros(n_t, dtype=bool)
+        if regime.crisis_gap[1] > 0:  # a renewal process: gaps uniform in crisis_gap, the first within one gap
+            t = int(rng.integers(0, regime.crisis_gap[1]))
+            while t < n_t:
+                onset[t] = True
+                t += int(rng.integers(regime.crisis_gap[0], regime.crisis_gap[1] + 1))
+        # a crisis that starts from a calm market climbs further: its log-vol bump grows by CATCH_UP x the
+        # market's (Gaussian) log-vol below its median, so crises reach stress levels in absolute terms
+        calm = np.maximum(-(parts[0][:-1, 0] + parts[1][:-1, 0] + parts[2][:-1, 0]), 0.0)
+        severity = np.where(onset, regime.severity_at(rng.random(n_t)) + _CRISIS_CATCH_UP * calm, 0.0)
+        crisis = np.zeros(n_t + 1)
+        # a crash phase: the crisis log-vol builds up over 8-20 sessions, each step with a fall of the market
+        build = np.zeros(n_t)
+        for t0 in np.nonzero(onset)[0]:
+            n_days = int(rng.integers(_CRASH_DAYS[0], _CRASH_DAYS[1] + 1))
+            steps = rng.exponential(1.0, n_days)
+            stop = min(t0 + n_days, n_t)
+            build[t0:stop] += severity[t0] * steps[: stop - t0] / n_days
+        crisis[1:] = lfilter([1.0], [1.0, -(0.5 ** (1.0 / _CRISIS_HALF_LIFE))], build)
+
+        # index jumps: Hawkes (self-exciting); intensity and size grow with the market's vol, and every
+        # jump raises the market's log-vol components (jump_load per 3.5 % fall)
+        rng = np.random.default_rng([self.seed, 21])
+        size_draw = rng.standard_normal(n_t)
+        onset_draw = rng.standard_normal(n_t)
+        phi_h = 0.5 ** (1.0 / _JUMP_HALF_LIFE)
+        alpha = _JUMP_BRANCHING * 252.0 * (1.0 - phi_h)
+        y_base = (parts[0][:, 0] + parts[1][:, 0] + parts[2][:, 0] - v.c[0]).tolist()
+        crisis_mult = np.exp(2.0 * crisis)
+        mult = crisis_mult.tolist()
+        lo_b, hi_b = _LOGVOL_BOUNDS
+        phis = [float(p) for p in _PHI]
+        loads = [float(x) for x in v.jump_load]
+        feedback = np.zeros((n_t + 1, 3))
+        jump_lam = np.empty(n_t + 1)
+        jump_scale = np.empty(n_t + 1)
+        index_jump = np.zeros(n_t)
+        excite, f0, f1, f2 = 0.0, 0.0, 0.0, 0.0
+        for t in range(n_t + 1):
+            y = y_base[t] + f0 + f1 + f2
+            bound = hi_b if y > 0.0 else lo_b
+            ratio = math.exp(2.0 * bound * math.tanh(y / bound)) * mult[t]
+            scale = ratio**0.25
+            lam = regime.jumps_per_year * scale + excite
+            jump_lam[t], jump_scale[t] = lam, scale
+            feedback[t] = (f0, f1, f2)
+            if t == n_t:
+                break
+            k = int(rng.poisson(lam / 252.0))
+            jump = scale * (k * _INDEX_JUMP[0] + math.sqrt(k) * _INDEX_JUMP[1] * size_draw[t])
+            if onset[t]:
+                jump += (_ONSET_JUMP[0] + _ONSET_JUMP[1] * onset_draw[t]) * severity[t]
+            index_jump[t] = jump
+            news = -jump / (abs(_INDEX_JUMP[0]) * scale)
+            f0, f1, f2 = phis[0] * f0 + loads[0] * news, phis[1] * f1 + loads[1] * news, phis[2] * f2 + loads[2] * news
+            excite = phi_h * excite + alpha * k + _CRISIS_JUMP_BOOST * severity[t]
+        jump_news = -index_jump / (abs(_INDEX_JUMP[0]) * jump_scale[:-1])
+        for k in range(3):
+            parts[k][:, 0] += feedback[:, k]
+            parts[k] = parts[k] + v.market_load * parts[k][:, :1]
+        fast, med, slow = parts[0], parts[1] + v.crisis_load * crisis[:, None], parts[2]
+        var_fast = v.var_k[:, 0] + v.market_load**2 * v.var_k[0, 0]
+        var_med = v.var_k[:, 1] + v.market_load**2 * v.var_k[0, 1]
+        h = v.h_bar * np.exp(2.0 * _soft(fast + med + slow - v.c))
+        h_med = v.h_bar * np.exp(2.0 * _soft(med + slow - v.c + var_fast))
+        h_slow = v.h_bar * np.exp(2.0 * _soft(slow - v.c + var_fast + var_med + 0.5 * np.log(v.crisis_m2)))
+        for x in (h, h_med):  # the market's crisis (its slow level holds the crisis' long-run mean already)
+            x[:, 0] *= crisis_mult
+
+        def per_symbol(x: np.ndarray) -> np.ndarray:
+            """Index and stock variances from factor variances (asymmetric β adds β² asym² Var|z|)."""
+            load = beta_s**2 * (1.0 + u.asym[1:] ** 2 * (1.0 - v.abs_mean[0] ** 2))
+            return np.concatenate([x[:, :1], load * x[:, :1] + x[:, 1 : 1 + n_sec][:, sec] + x[:, 1 + n_sec :]], axis=1)
+
+        var_all, med_all, slow_all = per_symbol(h), per_symbol(h_med), per_symbol(h_slow)
+        day_var = var_all[:-1]
         eps = np.sqrt(h[:-1]) * z
         m, s, e = eps[:, 0], eps[:, 1 : 1 + n_sec], eps[:, 1 + n_sec :]
-        stock_var = beta_s**2 * h[:, :1] + h[:, 1 : 1 + n_sec][:, sec] + h[:, 1 + n_sec :]
-        var_all = np.concatenate([h[:, :1], stock_var], axis=1)
-        day_var = var_all[:-1]
+        m_dev = np.abs(m) - np.sqrt(h[:-1, 0]) * v.abs_mean[0]  # mean-zero: falls load more, rises less
 
-        # jumps (index jumps pass through β), macro-day and earnings moves
+        # implied/expected vol of the index: rises in sell-offs, decays in ~10 sessions
+        q_phi = 0.5 ** (1.0 / 10.0)
+        q_innov = _VRP_LOGVOL[0] * (-z[:, 0]) + _VRP_LOGVOL[1] * rng.standard_normal(n_t) + 0.03 * jump_news
+        vrp = np.empty(n_t + 1)
+        vrp[0] = 0.0
+        vrp[1:] = lfilter([1.0], [1.0, -q_phi], q_innov)
+        vrp = u.vrp[0] * np.exp(vrp)
+
+        # the long-run vol level options revert to: a slow second term-structure factor
+        l_phi = 0.5 ** (1.0 / _LEVEL_HALF_LIFE)
+        l_innov = _LEVEL_LOGVOL[0] * (-z[:, 0]) + _LEVEL_LOGVOL[1] * rng.standard_normal(n_t)
+        l_var = (_LEVEL_LOGVOL[0] ** 2 + _LEVEL_LOGVOL[1] ** 2) / (1.0 - l_phi**2)
+        level = np.empty(n_t + 1)
+        level[0] = rng.standard_normal() * np.sqrt(l_var)
+        level[1:] = lfilter([1.0], [1.0, -l_phi], l_innov, zi=[l_phi * level[0]])[0]
+        level = _LEVEL_PREMIUM * np.exp(2.0 * level)  # long-dated options carry a term premium
+
+        # own jumps of the names, macro-day and earnings moves
         rng = np.random.default_rng([self.seed, 3])
-        counts = rng.poisson(u.jump_lam / 252.0, size=(n_t, n_sym))
-        jumps = counts * u.jump_mu + np.sqrt(counts) * u.jump_sd * rng.standard_normal((n_t, n_sym))
-        macro_size = _MACRO_SD * rng.standard_t(5.0, n_t) * np.sqrt(3.0 / 5.0)
-        earn_size = rng.standard_t(4.0, size=(n_t, n_sym)) / np.sqrt(2.0)
+        own_counts = rng.poisson(u.jump_lam / 252.0, size=(n_t, n_sym))
+        own_jumps = own_counts * u.jump_mu + np.sqrt(own_counts) * u.jump_sd * rng.standard_normal((n_t, n_sym))
+        # earnings surprises: a random sign times a Gamma(2) size (unit second moment): beats and misses
+        # rather than a peak at zero, so the realized move is inside the straddle's ~60 % of the time
+        sign = np.where(rng.random((n_t, n_sym)) < 0.5, -1.0, 1.0)
+        earn_size = sign * rng.gamma(2.0, 1.0 / np.sqrt(6.0), (n_t, n_sym))
+        macro_draw = rng.standard_t(5.0, size=(n_t, 3)) * np.sqrt(3.0 / 5.0)
 
-        macro_idx = np.array(
-            sorted(cal.index(d) for d in self.macro_events if _is_session(d)), dtype=np.int64
-        )
+        macro_scale2 = np.zeros((n_t, 3))  # squared sizes of the gap, afternoon and intraday parts
         macro_day = np.zeros(n_t, dtype=bool)
-        macro_day[macro_idx[(macro_idx >= sim0) & (macro_idx < sim1)] - sim0] = True
+        ev_idx, ev_ns, ev_scale = [], [], []
+        for day, label in self.macro_events.items():
+            if not _is_session(day):
+                continue
+            i = cal.index(day)
+            for kind in label.split(";"):
+                scale = _MACRO_SCALE.get(kind, 1.0)
+                part = 0 if kind in _GAP_EVENTS else 1 if kind in _AFTERNOON_EVENTS else 2
+                local = (dt.time(8, 30), _AFTERNOON_NY, None)[part]
+                ev_idx.append(i)
+                ev_ns.append(_utc_ns(day, local) if local is not None else int(cal.opens_ns[i]))
+                ev_scale.append(scale)
+                if sim0 <= i < sim1:
+                    macro_day[i - sim0] = True
+                    macro_scale2[i - sim0, part] += scale**2
+        order = np.argsort(np.array(ev_ns, dtype=np.int64), kind="stable")
+        macro_sd = np.sqrt(macro_scale2) * np.sqrt(h[:-1, :1]) * macro_draw  # regime-sized: x today's vol
+        gap_move, after_move, intra_move = (macro_sd[:, p : p + 1] * u.beta for p in range(3))
+
         announce, reactions = self._earnings_schedule(u)
         earn_day = np.zeros((n_t, n_sym), dtype=bool)
         ok = (reactions >= sim0) & (reactions < sim1)
         earn_day[reactions[ok] - sim0, np.nonzero(ok)[0]] = True
 
-        market = m + jumps[:, 0]
+        drift_m = -_CRASH_DRIFT * build
+        market = m + drift_m + index_jump
         core = np.empty((n_t, n_sym))
         core[:, 0] = np.clip(market, -0.15, 0.15)
-        core[:, 1:] = np.clip(beta_s * market[:, None] + s[:, sec] + e + jumps[:, 1:], -0.30, 0.30)
-        macro_move = np.where(macro_day, macro_size, 0.0)[:, None] * u.beta
+        core[:, 1:] = np.clip(
+            beta_s * (market[:, None] - u.asym[1:] * m_dev[:, None]) + s[:, sec] + e + own_jumps[:, 1:], -0.30, 0.30
+        )
         earn_move = np.where(earn_day, earn_size * u.earn_sd, 0.0)
-        shock = core + macro_move + earn_move
+        shock = core + gap_move + after_move + intra_move + earn_move
         # log price = drifting anchor + dev, dev_t = (1 - k) dev_{t-1} + shock_t (half-life ~1.4 years)
+        # dev starts at its stationary mean (the mean shock / k: jumps and crashes are negative), so the pull
+        # back to the anchor offsets the mean shock and the log price grows with the anchor from the start
         k_mr = 0.002
-        dev = lfilter([1.0], [1.0, -(1.0 - k_mr)], shock, axis=0)
-        prev_dev = np.vstack([np.zeros((1, n_sym)), dev[:-1]])
+        mean_severity = float(np.mean(regime.severity_at((np.arange(64) + 0.5) / 64.0))) if regime.crisis_rate else 0.0
+        index_mean = u.index_jump_rate * _INDEX_JUMP[0] / 252.0 + regime.crisis_rate * mean_severity * (
+            _ONSET_JUMP[0] - _CRASH_DRIFT
+        )
+        dev0 = (u.beta * index_mean + u.jump_lam * u.jump_mu / 252.0) / k_mr
+        dev = lfilter([1.0], [1.0, -(1.0 - k_mr)], shock, axis=0, zi=((1.0 - k_mr) * dev0)[None, :])[0]
+        prev_dev = np.vstack([dev0[None, :], dev[:-1]])
+        # the anchor drifts 7 % (index) and 2 % + 5 % x β (stocks) a year, less the dividend yield
         mu = (np.concatenate([[0.07], 0.02 + 0.05 * beta_s]) - u.div0) / 252.0
         ret = mu - 0.5 * day_var + shock - k_mr * prev_dev
 
@@ -688,9 +1084,9 @@ class SyntheticSource(MarketDataSource):
         log_prev = np.vstack([np.log(u.price0)[None, :], log_close[:-1]])
         rng = np.random.default_rng([self.seed, 4])
         log_open = (
-            log_prev + 0.2 * core + np.sqrt(0.16 * day_var) * rng.standard_normal((n_t, n_sym)) + earn_move
+            log_prev + 0.2 * core + np.sqrt(0.16 * day_var) * rng.standard_normal((n_t, n_sym)) + earn_move + gap_move
         )
-        intraday_var = 0.8 * day_var + macro_move**2
+        intraday_var = 0.8 * day_var + intra_move**2 + after_move**2
         # exact max / min of a Brownian bridge from log open to log close with the intraday variance
         mid = 0.5 * (log_open + log_close)
         half2 = 0.25 * (log_close - log_open) ** 2
@@ -722,14 +1118,24 @@ class SyntheticSource(MarketDataSource):
             ret=ret,
             day_var=day_var,
             var_ann=252.0 * var_all,
+            med_ann=252.0 * med_all,
+            slow_ann=252.0 * slow_all,
+            jump_var=jump_lam * jump_scale**2 * (_INDEX_JUMP[0] ** 2 + _INDEX_JUMP[1] ** 2),
+            vrp=vrp,
+            level=level,
             intraday_var=intraday_var,
+            afternoon=after_move,
             flags=flags,
             curve=curve,
             divs=divs,
             rho=rho_t,
             reactions=reactions,
             announce=announce,
-            macro_idx=macro_idx,
+            macro_idx=np.array(ev_idx, dtype=np.int64)[order],
+            macro_ns=np.array(ev_ns, dtype=np.int64)[order],
+            macro_scale=np.array(ev_scale, dtype=np.float64)[order],
+            crisis=crisis,
+            index_jump=index_jump,
         )
 
     def _earnings_schedule(self, u: _Universe) -> tuple[np.ndarray, np.ndarray]:
@@ -762,6 +1168,7 @@ class SyntheticSource(MarketDataSource):
         x = _ou(rng, 1.0, 1.0, 0.0, (n_t, n))
         divs = np.round(np.clip(u.div0 * np.exp(np.where(u.is_index, 0.08, 0.15) * x), 0.0, 0.04), 6)
         rho_t = u.rho + 0.06 * np.clip(_ou(rng, 2.0, 1.0, 0.0, (n_t, n)), -1.5, 1.5)
+        rho_t = np.where(u.is_index, rho_t, np.minimum(rho_t, -0.08))  # the names' put wing stays above the call's
         return curve, divs, rho_t
 
     # ------------------------------------------------------------------ daily tables
@@ -813,15 +1220,27 @@ class SyntheticSource(MarketDataSource):
         u = self._universe()
         cal = _calendar()
         lo, hi = FIRST_SESSION.toordinal(), _EVENTS_END.toordinal()
+        # implied move on a straddle basis: E|move| = sqrt(2/π) x the implied sd of the reaction session
+        # (the event's implied variance plus one day of the name's implied diffusive variance, as of the
+        # close before the reaction; the long run beyond the simulated window)
+        rows_t = np.clip(h.reactions - h.sim0, 0, h.var_ann.shape[0] - 1)
+        day_var = np.where(
+            h.reactions - h.sim0 < h.var_ann.shape[0],
+            h.var_ann[rows_t, np.arange(len(u.symbols))[:, None]],
+            u.lr_var[:, None],
+        )
+        implied = np.sqrt(2.0 / np.pi) * np.sqrt(
+            (u.earn_sd[:, None] * _EVENT_PREMIUM) ** 2 + u.vrp[:, None] ** 2 * day_var / 252.0
+        )
         rows: list[tuple[int, str, str, str]] = []
         for j in range(1, len(u.symbols)):  # per symbol over its ~40 quarters
             timing = "after close" if u.earn_after_close[j] else "before open"
-            for a, r in zip(h.announce[j].tolist(), h.reactions[j].tolist(), strict=True):
+            for q, (a, r) in enumerate(zip(h.announce[j].tolist(), h.reactions[j].tolist(), strict=True)):
                 day = cal.dates[a]
                 if lo <= day.toordinal() <= hi:
                     note = (
                         f"{timing}; reaction session {cal.dates[r].isoformat()}; "
-                        f"implied move {u.earn_sd[j] * _EARNINGS_PREMIUM:.1%}"
+                        f"implied move {implied[j, q]:.1%} (straddle)"
                     )
                     rows.append((_utc_ns(day, EARNINGS_TIME_NY[timing]), u.symbols[j], day.isoformat(), note))
         rows.sort()
@@ -860,23 +1279,59 @@ class SyntheticSource(MarketDataSource):
         u = self._universe()
         cal = _calendar()
         ts = d - h.sim0
-        frac = float(np.clip((as_of_ns - cal.opens_ns[d]) / (cal.closes_ns[d] - cal.opens_ns[d]), 0.0, 1.0))
         T = (cal.closes_ns[exp] - as_of_ns) / _NS_PER_YEAR
         r = np.interp(T * 365.0, np.array(TENORS_DAYS, dtype=float), h.curve[ts])
-        var0 = (1.0 - frac) * h.var_ann[ts, sym] + frac * h.var_ann[ts + 1, sym] + u.jump_var[sym]
-        lr = u.lr_var[sym] + u.jump_var[sym]
-        kap = u.kappa[sym]
-        theta = u.vrp[sym] ** 2 * (lr * T + (var0 - lr) * (1.0 - np.exp(-kap * T)) / kap)
-        react = h.reactions[sym]
-        n_earn = ((react > d) & (react <= exp[:, None])).sum(axis=1)
-        theta = theta + n_earn * (u.earn_sd[sym] * _EARNINGS_PREMIUM) ** 2
-        n_macro = np.searchsorted(h.macro_idx, exp, side="right") - np.searchsorted(
-            h.macro_idx, d, side="right"
-        )
-        theta = theta + n_macro * (u.beta[sym] * _MACRO_SD) ** 2
+        theta = self._atm_total_variance(np.full(len(sym), d), np.full(len(sym), as_of_ns), sym, T)
         g = u.gamma[sym]
         phi = u.eta[sym] / (theta**g * (1.0 + theta) ** (1.0 - g))
         return {"T": T, "r": r, "q": h.divs[ts, sym], "theta": theta, "phi": phi, "rho": h.rho[ts, sym]}
+
+    def _atm_total_variance(self, d: np.ndarray, as_of_ns: np.ndarray, sym: np.ndarray, T: np.ndarray) -> np.ndarray:
+        """SSVI θ: implied at-the-forward total variance to ``as_of + T`` per (session, instant, symbol, T).
+
+        vrp² x (the expected diffusive variance of a three-level term structure, fast → medium → slow →
+        long run, plus the expected jump variance), plus the event variance (x the event premium) of every
+        earnings reaction and macro release after ``as_of`` whose session closes by ``as_of + T``.
+        """
+        h = self._history()
+        u = self._universe()
+        cal = _calendar()
+        ts = d - h.sim0
+        frac = np.clip((as_of_ns - cal.opens_ns[d]) / (cal.closes_ns[d] - cal.opens_ns[d]), 0.0, 1.0)
+
+        def now(x: np.ndarray) -> np.ndarray:  # state at as_of: between the day's and the next day's
+            return (
+                (1.0 - frac) * x[ts, sym] + frac * x[ts + 1, sym]
+                if x.ndim == 2
+                else (1.0 - frac) * x[ts] + frac * x[ts + 1]
+            )
+
+        level = now(h.level)
+        v, med, slow, lbar = now(h.var_ann), now(h.med_ann), now(h.slow_ann) * level, u.lr_var[sym] * level
+        k_f, k_m, k_s = _KAPPA
+        diffusive = T * (lbar + (slow - lbar) * _g(k_s * T) + (med - slow) * _g(k_m * T) + (v - med) * _g(k_f * T))
+        k_h = 252.0 * (1.0 - 0.5 ** (1.0 / _JUMP_HALF_LIFE))
+        long_run = u.index_jump_rate * (_INDEX_JUMP[0] ** 2 + _INDEX_JUMP[1] ** 2)
+        index_jumps = T * (long_run + (now(h.jump_var) - long_run) * _g(k_h * T))
+        own = u.jump_lam[sym] * (u.jump_mu[sym] ** 2 + u.jump_sd[sym] ** 2) * T
+        vrp = np.where(sym == 0, now(h.vrp), u.vrp[sym])
+        theta = vrp**2 * (diffusive + u.beta[sym] ** 2 * index_jumps + own) + np.where(
+            sym == 0, _INDEX_VAR_PREMIUM * T, 0.0
+        )
+
+        end_ns = as_of_ns + T * _NS_PER_YEAR + 1.0
+        react = h.reactions[sym]
+        react_close = np.where(react >= 0, cal.closes_ns[np.maximum(react, 0)], np.iinfo(np.int64).max)
+        n_earn = ((react > d[:, None]) & (react_close <= end_ns[:, None])).sum(axis=1)
+        theta = theta + n_earn * (u.earn_sd[sym] * _EVENT_PREMIUM) ** 2
+        if len(h.macro_idx):
+            pending = (h.macro_ns[None, :] >= as_of_ns[:, None]) & (
+                cal.closes_ns[h.macro_idx][None, :] <= end_ns[:, None]
+            )
+            scale2 = pending @ (h.macro_scale**2)
+            index_day_var = ((1.0 - frac) * h.var_ann[ts, 0] + frac * h.var_ann[ts + 1, 0]) / 252.0
+            theta = theta + scale2 * index_day_var * (u.beta[sym] * _EVENT_PREMIUM) ** 2
+        return theta
 
     def _spot(self, d: int, as_of_ns: int) -> np.ndarray:
         """Prices at as_of_ns: one minute-grid Brownian bridge per (seed, session) from open to close."""
@@ -893,15 +1348,15 @@ class SyntheticSource(MarketDataSource):
         m1 = min(m0 + 1, n_min)
         f = pos / n_min
         bridge = (1.0 - (pos - m0)) * walk[m0] + (pos - m0) * walk[m1] - f * walk[n_min]
-        lo, lc = np.log(h.open[ts]), np.log(h.close[ts])
-        return np.clip(
-            np.exp(lo + f * (lc - lo) + np.sqrt(h.intraday_var[ts]) * bridge), h.low[ts], h.high[ts]
-        )
+        # an afternoon (FOMC) move is a step just after 14:00 New York; the bridge carries the rest
+        step = h.afternoon[ts]
+        after = float(as_of_ns > _utc_ns(cal.dates[d], _AFTERNOON_NY))
+        lo, lc = np.log(h.open[ts]), np.log(h.close[ts]) - step
+        sd = np.sqrt(np.maximum(h.intraday_var[ts] - step**2, 0.0))
+        return np.clip(np.exp(lo + f * (lc - lo) + sd * bridge + after * step), h.low[ts], h.high[ts])
 
     @staticmethod
-    def _grid(
-        spot: np.ndarray, vol: np.ndarray, T: np.ndarray, is_index: np.ndarray
-    ) -> tuple[np.ndarray, ...]:
+    def _grid(spot: np.ndarray, vol: np.ndarray, T: np.ndarray, is_index: np.ndarray) -> tuple[np.ndarray, ...]:
         """Strike increment, strikes per side and centre strike per (underlying, expiry)."""
         width = np.clip(2.5 * vol * np.sqrt(T), 0.06, 0.6)
         raw = spot * width / 10.0
@@ -915,9 +1370,7 @@ class SyntheticSource(MarketDataSource):
         h = self._history()
         s = self._surface(d, int(_calendar().opens_ns[d]), sym, exp)
         ref = h.close[d - h.sim0 - 1, sym]
-        inc, n_side, center = self._grid(
-            ref, np.sqrt(s["theta"] / s["T"]), s["T"], self._universe().is_index[sym]
-        )
+        inc, n_side, center = self._grid(ref, np.sqrt(s["theta"] / s["T"]), s["T"], self._universe().is_index[sym])
         fwd = ref * np.exp((s["r"] - s["q"]) * s["T"])
         return {**s, "forward": fwd, "inc": inc, "n_side": n_side, "center": center}
 
@@ -936,7 +1389,9 @@ class SyntheticSource(MarketDataSource):
         fwd = spot[sym] * np.exp((s["r"] - s["q"]) * s["T"])
         w = _ssvi_total_variance(np.log(strike / fwd), s["theta"], s["phi"], s["rho"])
         price, fdelta = _bsm(fwd, strike, w, np.exp(-s["r"] * s["T"]), is_call)
-        price = self._american_floor(price, spot[sym], strike, is_call, self._universe().is_index[sym])
+        price = self._american_price(
+            price, spot[sym], strike, s["T"], w, s["r"], s["q"], is_call, self._universe().is_index[sym]
+        )
         return price, np.exp(-s["q"] * s["T"]) * fdelta
 
     @staticmethod
@@ -946,6 +1401,39 @@ class SyntheticSource(MarketDataSource):
         """American contracts are worth at least their immediate-exercise value."""
         intrinsic = np.maximum(np.where(is_call, spot - strike, strike - spot), 0.0)
         return np.where(european, price, np.maximum(price, intrinsic))
+
+    @staticmethod
+    def _american_price(
+        price: np.ndarray,
+        spot: np.ndarray,
+        strike: np.ndarray,
+        T: np.ndarray,
+        w: np.ndarray,
+        r: np.ndarray,
+        q: np.ndarray,
+        is_call: np.ndarray,
+        european: np.ndarray,
+    ) -> np.ndarray:
+        """European contracts keep ``price``; American ones get the exact American price at the surface's
+        vol ``sqrt(w / T)`` (``quant.american.american_price``), so an American inversion of the mid
+        recovers the generating vol."""
+        from risk_pipeline.quant.american import american_price
+
+        out = np.array(price, dtype=float)
+        am = ~np.broadcast_to(european, out.shape)
+        if am.any():
+            t, ww, rr, qq = (np.broadcast_to(a, out.shape)[am] for a in (T, w, r, q))
+            vol = np.sqrt(ww / np.maximum(t, 1e-300))
+            out[am] = american_price(
+                np.broadcast_to(spot, out.shape)[am],
+                np.broadcast_to(strike, out.shape)[am],
+                t,
+                vol,
+                rr,
+                qq,
+                np.broadcast_to(is_call, out.shape)[am],
+            )
+        return out
 
     def _chain(self, d: int, as_of_ns: int) -> pd.DataFrame:
         h = self._history()
@@ -964,10 +1452,7 @@ class SyntheticSource(MarketDataSource):
         if len(held):  # strikes with open positions stay listed
             pair_key = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(pair_sym, pair_exp, strict=True))}
             sym_pos = {s: i for i, s in enumerate(u.symbols)}
-            extra = [
-                pair_key[(sym_pos[s], cal.index(e))]
-                for s, e in zip(held["symbol"], held["expiry"], strict=True)
-            ]
+            extra = [pair_key[(sym_pos[s], cal.index(e))] for s, e in zip(held["symbol"], held["expiry"], strict=True)]
             pair_of = np.concatenate([pair_of, np.array(extra, dtype=np.int64)])
             strikes = np.concatenate([strikes, held["strike"].to_numpy(float)])
         keep = strikes > 0
@@ -986,7 +1471,7 @@ class SyntheticSource(MarketDataSource):
         w = _ssvi_total_variance(k, surf["theta"][p], surf["phi"][p], surf["rho"][p])
         disc = np.exp(-surf["r"][p] * T)
         price, _ = _bsm(fwd, K, w, disc, is_call)
-        price = self._american_floor(price, spot[sym], K, is_call, u.is_index[sym])
+        price = self._american_price(price, spot[sym], K, T, w, surf["r"][p], surf["q"][p], is_call, u.is_index[sym])
         ax = np.minimum(np.abs(k / np.sqrt(w)), 4.0)
         extrinsic = np.maximum(price - disc * np.maximum(np.where(is_call, fwd - K, K - fwd), 0.0), 0.0)
 
@@ -996,9 +1481,7 @@ class SyntheticSource(MarketDataSource):
         x = k0 / np.sqrt(_ssvi_total_variance(k0, ref["theta"][p], ref["phi"][p], ref["rho"][p]))
         T0 = ref["T"][p]
         rng = np.random.default_rng([self.seed, 11, d])
-        cycle = np.where(
-            np.isin(exp_idx, cal.quarterly), 1.3, np.where(np.isin(exp_idx, cal.monthly), 1.0, 0.45)
-        )
+        cycle = np.where(np.isin(exp_idx, cal.quarterly), 1.3, np.where(np.isin(exp_idx, cal.monthly), 1.0, 0.45))
         otm = np.where(is_call, k0 > 0, k0 < 0)
         oi = np.floor(
             u.oi_base[sym]
@@ -1020,15 +1503,11 @@ class SyntheticSource(MarketDataSource):
         ask = np.maximum(_to_tick(price + half, np.ceil), bid + np.where(bid >= 3.0, 0.05, 0.01))
         # the mid never sits below the no-arbitrage floor (discounted forward intrinsic; spot
         # intrinsic for American contracts) even after tick rounding
-        floor = np.maximum(
-            price - extrinsic, self._american_floor(0.0 * price, spot[sym], K, is_call, u.is_index[sym])
-        )
+        floor = np.maximum(price - extrinsic, self._american_floor(0.0 * price, spot[sym], K, is_call, u.is_index[sym]))
         ask = np.round(np.maximum(ask, _to_tick(2.0 * floor - bid, np.ceil)), 2)
         minute = int((as_of_ns - cal.opens_ns[d]) // 60_000_000_000)
         jitter = np.random.default_rng([self.seed, 12, d, max(minute, 0)]).uniform(-0.4, 0.4, n)
-        last = np.clip(
-            _to_tick(0.5 * (bid + ask) + jitter * (ask - bid), np.round), np.maximum(bid, 0.01), ask
-        )
+        last = np.clip(_to_tick(0.5 * (bid + ask) + jitter * (ask - bid), np.round), np.maximum(bid, 0.01), ask)
         last = np.where(volume > 0, last, np.nan)
 
         data = {
@@ -1151,9 +1630,7 @@ class SyntheticSource(MarketDataSource):
             legs.append(("vol_overlay", "short_strangle", j, "m", 1, "C", ("sd", 0.9), -q))
         for j in alloc["delta_hedged_short_vol"]:
             q = n_of["delta_hedged_short_vol"]
-            legs += [
-                ("vol_overlay", "delta_hedged_short_vol", j, "m", 1, t, ("atm",), -q) for t in ("C", "P")
-            ]
+            legs += [("vol_overlay", "delta_hedged_short_vol", j, "m", 1, t, ("atm",), -q) for t in ("C", "P")]
         q = n_of["iron_condor"]
         legs += [
             ("vol_overlay", "iron_condor", 0, "m", 1, "P", ("sd", -0.8), -q),
@@ -1202,9 +1679,7 @@ class SyntheticSource(MarketDataSource):
         for book, strategy, j, cycle, nth, otype, rule, qty in legs:
             expiries = cal.monthly if cycle == "m" else cal.quarterly
             i = int(np.searchsorted(expiries - 5, d, side="left")) - 1  # last roll strictly before d
-            resolved.append(
-                (book, strategy, j, int(expiries[i] - 5), int(expiries[i + nth]), otype, rule, qty)
-            )
+            resolved.append((book, strategy, j, int(expiries[i] - 5), int(expiries[i + nth]), otype, rule, qty))
         strikes = np.zeros(len(resolved))
         cost = np.zeros(len(resolved))
         for roll in sorted({leg[3] for leg in resolved}):
@@ -1230,9 +1705,7 @@ class SyntheticSource(MarketDataSource):
                     k = ref if rule[2] == "same" else (max(k, ref + step) if side > 0 else min(k, ref - step))
                 strikes[n] = max(float(np.round(k, 4)), step)
             is_call = np.array([resolved[n][5] == "C" for n in members])
-            cost[members] = self._contract_values(
-                roll, close_ns, spot_all, sym, exp, strikes[members], is_call
-            )[0]
+            cost[members] = self._contract_values(roll, close_ns, spot_all, sym, exp, strikes[members], is_call)[0]
         out = []
         for n, (book, strategy, j, _, exp_i, otype, _, qty) in enumerate(resolved):
             expiry = cal.dates[exp_i]

@@ -96,7 +96,7 @@ def test_var_document_per_book(run: Run, exports_root: str) -> None:
     var = wh.read("var_results", {"method": "historical"})
     for book, rows in var.groupby("book"):
         doc = json.loads((Path(exports_root) / "var" / f"{book}.json").read_text())
-        assert set(doc) == {"var_1d", "var_3d", "var_5d", "confidence", "current_exposure", "status"}
+        assert set(doc) == {"var_1d", "var_3d", "var_5d", "confidence", "current_exposure", "status", "gap_component"}
         pick = rows[np.isclose(rows["confidence"], 0.99)].set_index("horizon_days")["var"]
         assert (doc["var_1d"], doc["var_3d"], doc["var_5d"]) == pytest.approx((pick[1], pick[3], pick[5]))
         assert doc["status"] in ("within_limits", "breach")
@@ -170,8 +170,10 @@ def test_hypothetical_windows_recount_from_the_observations(run: Run) -> None:
         assert last["exceptions"] == x
         hat = x / n
         lr = -2 * (
-            (n - x) * np.log(1 - p0) + x * np.log(p0)
-            - ((n - x) * np.log(1 - hat) if hat < 1 else 0) - (x * np.log(hat) if x else 0)
+            (n - x) * np.log(1 - p0)
+            + x * np.log(p0)
+            - ((n - x) * np.log(1 - hat) if hat < 1 else 0)
+            - (x * np.log(hat) if x else 0)
         )
         assert last["kupiec_lr"] == pytest.approx(lr, abs=1e-9)
         assert last["kupiec_p_value"] == pytest.approx(chi2.sf(lr, 1), abs=1e-12)

@@ -56,8 +56,7 @@ class _QlAmerican:
             ql.QuoteHandle(self.spot),
             ql.YieldTermStructureHandle(ql.FlatForward(TODAY, ql.QuoteHandle(self.q), dc)),
             ql.YieldTermStructureHandle(ql.FlatForward(TODAY, ql.QuoteHandle(self.r), dc)),
-            ql.BlackVolTermStructureHandle(ql.BlackConstantVol(TODAY, ql.NullCalendar(), ql.QuoteHandle(self.v),
-                                                               dc)),
+            ql.BlackVolTermStructureHandle(ql.BlackConstantVol(TODAY, ql.NullCalendar(), ql.QuoteHandle(self.v), dc)),
         )
 
     def run(self, o: dict[str, np.ndarray], engine: ql.PricingEngine, greeks: bool = False) -> np.ndarray:
@@ -68,8 +67,10 @@ class _QlAmerican:
             self.q.setValue(float(o["dividend_yield"][i]))
             self.v.setValue(float(o["vol"][i]))
             kind = ql.Option.Call if o["is_call"][i] else ql.Option.Put
-            opt = ql.VanillaOption(ql.PlainVanillaPayoff(kind, float(o["strike"][i])),
-                                   ql.AmericanExercise(TODAY, TODAY + int(o["days"][i])))
+            opt = ql.VanillaOption(
+                ql.PlainVanillaPayoff(kind, float(o["strike"][i])),
+                ql.AmericanExercise(TODAY, TODAY + int(o["days"][i])),
+            )
             opt.setPricingEngine(engine)
             if greeks:
                 rows.append((opt.NPV(), opt.delta(), opt.gamma(), opt.vega(), opt.rho(), opt.theta()))
@@ -86,9 +87,11 @@ def qlam() -> _QlAmerican:
 def test_haug_textbook_values_bs1993() -> None:
     # Haug, "Option pricing formulas" (1998) p. 27 and its VBA code (QuantLib's test-suite values)
     assert float(american_price(42.0, 40.0, 0.75, 0.35, 0.04, 0.08, True, method="bs1993")) == pytest.approx(
-        5.2704, abs=1e-4)
+        5.2704, abs=1e-4
+    )
     assert float(american_price(36.0, 40.0, 1.0, 0.20, 0.06, 0.0, False, method="bs1993")) == pytest.approx(
-        4.4531, abs=1e-4)
+        4.4531, abs=1e-4
+    )
 
 
 def test_bs1993_matches_quantlib_engine(qlam: _QlAmerican) -> None:
@@ -114,7 +117,7 @@ def test_bs2002_against_accurate_american_engines(qlam: _QlAmerican) -> None:
     sub = {k: v[:40] for k, v in o.items()}  # the tree is slow: 40 options
     tree = qlam.run(sub, ql.BinomialVanillaEngine(qlam.process, "lr", 2001))[:, 0]
     np.testing.assert_allclose(tree, exact[:40], atol=1e-2)  # the two oracles agree to 1e-4 K
-    ours = american_price(*_args(o))
+    ours = american_price(*_args(o), method="bs2002")
     assert np.all(ours <= exact + 1e-8 * o["strike"])
     assert np.all(np.abs(ours[:40] - tree) <= 5e-3 * sub["strike"])
     assert np.all(np.abs(ours - exact) <= 5e-3 * o["strike"])
@@ -135,8 +138,11 @@ def _haug_bs2002_call_scalar(s: float, k: float, t: float, r: float, b: float, v
         lam = (-r + g * b + 0.5 * g * (g - 1) * v**2) * T
         d = -(math.log(S / h) + (b + (g - 0.5) * v**2) * T) / (v * math.sqrt(T))
         kap = 2 * b / v**2 + 2 * g - 1
-        return math.exp(lam) * S**g * (norm.cdf(d) - (i / S) ** kap * norm.cdf(d - 2 * math.log(i / S)
-                                                                              / (v * math.sqrt(T))))
+        return (
+            math.exp(lam)
+            * S**g
+            * (norm.cdf(d) - (i / S) ** kap * norm.cdf(d - 2 * math.log(i / S) / (v * math.sqrt(T))))
+        )
 
     def psi(S: float, T2: float, g: float, h: float, i2: float, i1: float, t1: float) -> float:
         m = b + (g - 0.5) * v**2
@@ -151,9 +157,16 @@ def _haug_bs2002_call_scalar(s: float, k: float, t: float, r: float, b: float, v
         rho = math.sqrt(t1 / T2)
         lam = -r + g * b + 0.5 * g * (g - 1) * v**2
         kap = 2 * b / v**2 + 2 * g - 1
-        return math.exp(lam * T2) * S**g * (cbnd(-e1, -f1, rho) - (i2 / S) ** kap * cbnd(-e2, -f2, rho)
-                                            - (i1 / S) ** kap * cbnd(-e3, -f3, -rho)
-                                            + (i1 / i2) ** kap * cbnd(-e4, -f4, -rho))
+        return (
+            math.exp(lam * T2)
+            * S**g
+            * (
+                cbnd(-e1, -f1, rho)
+                - (i2 / S) ** kap * cbnd(-e2, -f2, rho)
+                - (i1 / S) ** kap * cbnd(-e3, -f3, -rho)
+                + (i1 / i2) ** kap * cbnd(-e4, -f4, -rho)
+            )
+        )
 
     t1 = 0.5 * (math.sqrt(5) - 1) * t
     beta = (0.5 - b / v**2) + math.sqrt((b / v**2 - 0.5) ** 2 + 2 * r / v**2)
@@ -167,10 +180,20 @@ def _haug_bs2002_call_scalar(s: float, k: float, t: float, r: float, b: float, v
     a2 = (i2 - k) * i2 ** (-beta)
     if s >= i2:
         return s - k
-    return (a2 * s**beta - a2 * phi(s, t1, beta, i2, i2) + phi(s, t1, 1, i2, i2) - phi(s, t1, 1, i1, i2)
-            - k * phi(s, t1, 0, i2, i2) + k * phi(s, t1, 0, i1, i2) + a1 * phi(s, t1, beta, i1, i2)
-            - a1 * psi(s, t, beta, i1, i2, i1, t1) + psi(s, t, 1, i1, i2, i1, t1) - psi(s, t, 1, k, i2, i1, t1)
-            - k * psi(s, t, 0, i1, i2, i1, t1) + k * psi(s, t, 0, k, i2, i1, t1))
+    return (
+        a2 * s**beta
+        - a2 * phi(s, t1, beta, i2, i2)
+        + phi(s, t1, 1, i2, i2)
+        - phi(s, t1, 1, i1, i2)
+        - k * phi(s, t1, 0, i2, i2)
+        + k * phi(s, t1, 0, i1, i2)
+        + a1 * phi(s, t1, beta, i1, i2)
+        - a1 * psi(s, t, beta, i1, i2, i1, t1)
+        + psi(s, t, 1, i1, i2, i1, t1)
+        - psi(s, t, 1, k, i2, i1, t1)
+        - k * psi(s, t, 0, i1, i2, i1, t1)
+        + k * psi(s, t, 0, k, i2, i1, t1)
+    )
 
 
 @pytest.mark.parametrize(
@@ -182,15 +205,17 @@ def _haug_bs2002_call_scalar(s: float, k: float, t: float, r: float, b: float, v
         (90.0, 100.0, 2.0, 0.08, 0.02, 0.45, False),
     ],
 )
-def test_bs2002_matches_scalar_transcription(s: float, k: float, t: float, r: float, q: float, v: float,
-                                             call: bool) -> None:
+def test_bs2002_matches_scalar_transcription(
+    s: float, k: float, t: float, r: float, q: float, v: float, call: bool
+) -> None:
     # put-call transformation P(S, K, r, q) = C(K, S, q, r): r' = q, b' = q - r
-    expected = _haug_bs2002_call_scalar(s, k, t, r, r - q, v) if call else _haug_bs2002_call_scalar(
-        k, s, t, q, q - r, v)
-    assert float(american_price(s, k, t, v, r, q, call)) == pytest.approx(expected, rel=1e-9)
+    expected = (
+        _haug_bs2002_call_scalar(s, k, t, r, r - q, v) if call else _haug_bs2002_call_scalar(k, s, t, q, q - r, v)
+    )
+    assert float(american_price(s, k, t, v, r, q, call, method="bs2002")) == pytest.approx(expected, rel=1e-9)
 
 
-@pytest.mark.parametrize("method", ["bs2002", "bs1993"])
+@pytest.mark.parametrize("method", ["alo", "bs2002", "bs1993"])
 def test_never_below_european_or_intrinsic(method: str) -> None:
     rng = np.random.default_rng(4)
     n = 5000
@@ -210,12 +235,19 @@ def test_never_below_european_or_intrinsic(method: str) -> None:
     assert np.all(am <= np.where(c, s, 100.0) + 1e-12)
 
 
-@pytest.mark.parametrize("method", ["bs2002", "bs1993"])
+@pytest.mark.parametrize("method", ["alo", "bs2002", "bs1993"])
 def test_call_without_dividend_is_european(method: str) -> None:
     rng = np.random.default_rng(6)
     n = 500
-    args = (rng.uniform(50, 150, n), 100.0, rng.uniform(0.01, 3, n), rng.uniform(0.05, 0.8, n),
-            rng.uniform(0.0, 0.1, n), 0.0, True)
+    args = (
+        rng.uniform(50, 150, n),
+        100.0,
+        rng.uniform(0.01, 3, n),
+        rng.uniform(0.05, 0.8, n),
+        rng.uniform(0.0, 0.1, n),
+        0.0,
+        True,
+    )
     np.testing.assert_array_equal(american_price(*args, method=method), bsm_price(*args))
     # and so is a put at a non-positive rate with q >= r
     put = (args[0], 100.0, args[2], args[3], -0.01, 0.02, False)
@@ -226,16 +258,31 @@ def test_greeks_of_european_case_match_analytic() -> None:
     """With q = 0 the American call is European: finite-difference Greeks equal the BSM ones."""
     rng = np.random.default_rng(8)
     n = 200
-    args = (rng.uniform(70, 130, n), 100.0, rng.uniform(0.1, 2, n), rng.uniform(0.1, 0.5, n),
-            rng.uniform(0.0, 0.08, n), 0.0, True)
+    args = (
+        rng.uniform(70, 130, n),
+        100.0,
+        rng.uniform(0.1, 2, n),
+        rng.uniform(0.1, 0.5, n),
+        rng.uniform(0.0, 0.08, n),
+        0.0,
+        True,
+    )
     fd = american_greeks(*args)
     exact = bsm_greeks(*args)
-    tol = {"delta": 1e-7, "gamma": 1e-6, "vega": 1e-6, "theta": 1e-6, "theta_per_day": 1e-6, "rho": 1e-5,
-           "vanna": 1e-5, "volga": 1e-4, "charm": 1e-5}
+    tol = {
+        "delta": 1e-7,
+        "gamma": 1e-6,
+        "vega": 1e-6,
+        "theta": 1e-6,
+        "theta_per_day": 1e-6,
+        "rho": 1e-5,
+        "vanna": 1e-5,
+        "volga": 1e-4,
+        "charm": 1e-5,
+    }
     np.testing.assert_array_equal(fd.price, exact.price)
     for name, rtol in tol.items():
-        np.testing.assert_allclose(getattr(fd, name), getattr(exact, name), rtol=rtol, atol=rtol,
-                                   err_msg=name)
+        np.testing.assert_allclose(getattr(fd, name), getattr(exact, name), rtol=rtol, atol=rtol, err_msg=name)
 
 
 def test_american_greeks_shape_and_limits() -> None:
@@ -261,8 +308,7 @@ def test_bivariate_normal_against_scipy() -> None:
             ref = multivariate_normal(mean=[0.0, 0.0], cov=[[1.0, rho], [rho, 1.0]]).cdf([a, b])
             assert bivariate_normal_cdf(a, b, rho) == pytest.approx(ref, abs=5e-15), (a, b, rho)
     assert bivariate_normal_cdf(1.0, 2.0, 1.0) == pytest.approx(norm.cdf(1.0), abs=1e-15)
-    assert bivariate_normal_cdf(0.5, -0.3, -1.0) == pytest.approx(max(norm.cdf(0.5) + norm.cdf(-0.3) - 1, 0),
-                                                                   abs=1e-15)
+    assert bivariate_normal_cdf(0.5, -0.3, -1.0) == pytest.approx(max(norm.cdf(0.5) + norm.cdf(-0.3) - 1, 0), abs=1e-15)
 
 
 def _genz_bvn_numpy(a: np.ndarray, b: np.ndarray, rho: float, points: int = 24) -> np.ndarray:
@@ -275,8 +321,9 @@ def _genz_bvn_numpy(a: np.ndarray, b: np.ndarray, rho: float, points: int = 24) 
     return terms.sum(axis=-1) * asr / (4.0 * math.pi) + ndtr(a) * ndtr(b)
 
 
-def _bs2002_numpy(s: np.ndarray, k: np.ndarray, t: np.ndarray, r: np.ndarray, q: np.ndarray, v: np.ndarray,
-                  call: np.ndarray) -> np.ndarray:
+def _bs2002_numpy(
+    s: np.ndarray, k: np.ndarray, t: np.ndarray, r: np.ndarray, q: np.ndarray, v: np.ndarray, call: np.ndarray
+) -> np.ndarray:
     """Independent oracle: Haug (2007) BS2002 in plain numpy (24-point Genz bivariate normal, scipy ``ndtr``),
     put-call transformation, floored at BSM and intrinsic; European where BS2002 says so."""
     cs, ck, cr, cq = np.where(call, s, k), np.where(call, k, s), np.where(call, r, q), np.where(call, q, r)
@@ -297,24 +344,45 @@ def _bs2002_numpy(s: np.ndarray, k: np.ndarray, t: np.ndarray, r: np.ndarray, q:
 
     def psi(g: float | np.ndarray, h: np.ndarray) -> np.ndarray:
         m = b + (g - 0.5) * v**2
-        e = [(np.log(cs / i1) + m * t1), (np.log(i2**2 / (cs * i1)) + m * t1), (np.log(cs / i1) - m * t1),
-             (np.log(i2**2 / (cs * i1)) - m * t1)]
+        e = [
+            (np.log(cs / i1) + m * t1),
+            (np.log(i2**2 / (cs * i1)) + m * t1),
+            (np.log(cs / i1) - m * t1),
+            (np.log(i2**2 / (cs * i1)) - m * t1),
+        ]
         f = [np.log(cs / h), np.log(i2**2 / (cs * h)), np.log(i1**2 / (cs * h)), np.log(cs * i1**2 / (h * i2**2))]
         e = [x / (v * np.sqrt(t1)) for x in e]
         f = [(x + m * t) / (v * np.sqrt(t)) for x in f]
         kap = 2.0 * b / v**2 + 2.0 * g - 1.0
         lam = (-cr + g * b + 0.5 * g * (g - 1.0) * v**2) * t
-        return np.exp(lam) * cs**g * (_genz_bvn_numpy(-e[0], -f[0], rho) - (i2 / cs) ** kap
-                                      * _genz_bvn_numpy(-e[1], -f[1], rho) - (i1 / cs) ** kap
-                                      * _genz_bvn_numpy(-e[2], -f[2], -rho) + (i1 / i2) ** kap
-                                      * _genz_bvn_numpy(-e[3], -f[3], -rho))
+        return (
+            np.exp(lam)
+            * cs**g
+            * (
+                _genz_bvn_numpy(-e[0], -f[0], rho)
+                - (i2 / cs) ** kap * _genz_bvn_numpy(-e[1], -f[1], rho)
+                - (i1 / cs) ** kap * _genz_bvn_numpy(-e[2], -f[2], -rho)
+                + (i1 / i2) ** kap * _genz_bvn_numpy(-e[3], -f[3], -rho)
+            )
+        )
 
     a1 = (i1 - ck) * i1 ** (-beta)
     a2 = (i2 - ck) * i2 ** (-beta)
     with np.errstate(all="ignore"):
-        formula = (a2 * cs**beta - a2 * phi(t1, beta, i2, i2) + phi(t1, 1.0, i2, i2) - phi(t1, 1.0, i1, i2)
-                   - ck * phi(t1, 0.0, i2, i2) + ck * phi(t1, 0.0, i1, i2) + a1 * phi(t1, beta, i1, i2)
-                   - a1 * psi(beta, i1) + psi(1.0, i1) - psi(1.0, ck) - ck * psi(0.0, i1) + ck * psi(0.0, ck))
+        formula = (
+            a2 * cs**beta
+            - a2 * phi(t1, beta, i2, i2)
+            + phi(t1, 1.0, i2, i2)
+            - phi(t1, 1.0, i1, i2)
+            - ck * phi(t1, 0.0, i2, i2)
+            + ck * phi(t1, 0.0, i1, i2)
+            + a1 * phi(t1, beta, i1, i2)
+            - a1 * psi(beta, i1)
+            + psi(1.0, i1)
+            - psi(1.0, ck)
+            - ck * psi(0.0, i1)
+            + ck * psi(0.0, ck)
+        )
     formula = np.where(cs >= i2, cs - ck, formula)
     european = (i1 < ck) | (i2 < ck) | (np.log(i2 / cs) - b * t > 12.5 * v * np.sqrt(t))
     floor = np.maximum(bsm_price(s, k, t, v, r, q, call, backend="numpy"), np.maximum(np.where(call, s - k, k - s), 0))
@@ -326,10 +394,16 @@ def test_bs2002_lane_kernel_against_independent_numpy_oracle() -> None:
     transcription (24-point rule, libm, scipy): within 1e-12 of the strike (measured 2e-15)."""
     rng = np.random.default_rng(12)
     n = 4000
-    o = {"spot": rng.uniform(50.0, 160.0, n), "strike": rng.uniform(60.0, 140.0, n),
-         "time_years": rng.uniform(0.02, 2.0, n), "vol": rng.uniform(0.1, 0.7, n), "rate": rng.uniform(0.0, 0.08, n),
-         "dividend_yield": rng.uniform(0.001, 0.08, n), "is_call": rng.random(n) < 0.5}
-    ours = american_price(*_args(o))
+    o = {
+        "spot": rng.uniform(50.0, 160.0, n),
+        "strike": rng.uniform(60.0, 140.0, n),
+        "time_years": rng.uniform(0.02, 2.0, n),
+        "vol": rng.uniform(0.1, 0.7, n),
+        "rate": rng.uniform(0.0, 0.08, n),
+        "dividend_yield": rng.uniform(0.001, 0.08, n),
+        "is_call": rng.random(n) < 0.5,
+    }
+    ours = american_price(*_args(o), method="bs2002")
     oracle = _bs2002_numpy(*_args(o)[:3], o["rate"], o["dividend_yield"], o["vol"], o["is_call"])
     assert np.all(np.isfinite(oracle))
     assert np.max(np.abs(ours - oracle) / o["strike"]) < 1e-12
@@ -343,10 +417,17 @@ def test_bs2002_lane_kernel_over_a_wide_domain() -> None:
     is NaN; the lanes' overflow guards keep every price finite."""
     rng = np.random.default_rng(13)
     n = 20000
-    args = (rng.uniform(20.0, 200.0, n), 100.0, rng.uniform(0.0, 5.0, n), rng.uniform(0.01, 1.5, n),
-            rng.uniform(-0.02, 0.12, n), rng.uniform(-0.01, 0.12, n), rng.random(n) < 0.5)
+    args = (
+        rng.uniform(20.0, 200.0, n),
+        100.0,
+        rng.uniform(0.0, 5.0, n),
+        rng.uniform(0.01, 1.5, n),
+        rng.uniform(-0.02, 0.12, n),
+        rng.uniform(-0.01, 0.12, n),
+        rng.random(n) < 0.5,
+    )
     with np.errstate(all="ignore"):
-        ours = american_price(*args)
+        ours = american_price(*args, method="bs2002")
         ref = american_price(*args, method="bs2002_reference")
     assert np.all(np.isfinite(ours))
     np.testing.assert_allclose(ours, ref, rtol=0.0, atol=1e-13 * 100.0)
@@ -357,13 +438,14 @@ def test_bs2002_does_not_depend_on_batching() -> None:
     every lane by the same operations whatever the others hold)."""
     o = _random_american(300, seed=14)
     args = _args(o)
-    full = american_price(*args)
-    part = american_price(*(a[7:91] for a in args))
+    full = american_price(*args, method="bs2002")
+    part = american_price(*(a[7:91] for a in args), method="bs2002")
     np.testing.assert_array_equal(part, full[7:91])
-    scalar = np.array([american_price_point(*(float(a[i]) for a in args[:6]), bool(args[6][i]), 0)
-                       for i in range(0, 300, 17)])
+    scalar = np.array(
+        [american_price_point(*(float(a[i]) for a in args[:6]), bool(args[6][i]), 0) for i in range(0, 300, 17)]
+    )
     np.testing.assert_array_equal(scalar, full[::17])
-    np.testing.assert_array_equal(american_greeks(*args).price, full)
+    np.testing.assert_array_equal(american_greeks(*args, method="bs2002").price, full)
 
 
 def test_bvn_rule_of_the_lane_kernel_reaches_double_precision() -> None:

@@ -90,8 +90,14 @@ def test_christoffersen_independence_against_direct_likelihoods() -> None:
 @pytest.mark.parametrize("e", [np.zeros(250, bool), np.ones(250, bool), np.array([True]), np.array([False])])
 def test_degenerate_series_have_no_nan(e: np.ndarray) -> None:
     res = backtest_exceptions(e, 0.99)
-    values = [res.kupiec_lr, res.kupiec_p_value, res.christoffersen_lr, res.christoffersen_p_value,
-              res.conditional_coverage_lr, res.conditional_coverage_p_value]
+    values = [
+        res.kupiec_lr,
+        res.kupiec_p_value,
+        res.christoffersen_lr,
+        res.christoffersen_p_value,
+        res.conditional_coverage_lr,
+        res.conditional_coverage_p_value,
+    ]
     assert all(math.isfinite(v) for v in values)
     assert res.christoffersen_lr == 0.0 and res.christoffersen_p_value == 1.0
     single_after_none = np.array([False] * 50 + [True])  # no day after an exception: pi_1 undefined
@@ -106,8 +112,17 @@ def test_basel_traffic_light_250_days() -> None:
     assert list(zones[10:]) == [RED] * 6
     assert zone_bounds(250, 0.99) == (4, 9)
     assert traffic_light(4) == GREEN and traffic_light(5) == YELLOW and traffic_light(10) == RED
-    assert [basel_plus_factor(x) for x in (0, 4, 5, 6, 7, 8, 9, 10, 30)] == [0.0, 0.0, 0.40, 0.50, 0.65, 0.75,
-                                                                                0.85, 1.0, 1.0]
+    assert [basel_plus_factor(x) for x in (0, 4, 5, 6, 7, 8, 9, 10, 30)] == [
+        0.0,
+        0.0,
+        0.40,
+        0.50,
+        0.65,
+        0.75,
+        0.85,
+        1.0,
+        1.0,
+    ]
 
 
 @pytest.mark.parametrize(("n", "c"), [(500, 0.99), (250, 0.975), (1000, 0.95)])
@@ -130,15 +145,28 @@ def test_rolling_windows_equal_direct_backtests() -> None:
     e = exceptions(pnl, var)
     assert len(rolled) == e.size - 250 + 1
     for k in (0, 37, len(rolled) - 1):
-        direct = backtest_exceptions(e[k:k + 250], 0.99)
+        direct = backtest_exceptions(e[k : k + 250], 0.99)
         got = rolled[k]
         assert got.window_end_index == k + 250  # index into pnl (lag 1)
         assert got.exceptions == direct.exceptions and got.traffic_light == direct.traffic_light
-        for f in ("kupiec_lr", "kupiec_p_value", "christoffersen_lr", "christoffersen_p_value",
-                  "conditional_coverage_lr", "conditional_coverage_p_value"):
+        for f in (
+            "kupiec_lr",
+            "kupiec_p_value",
+            "christoffersen_lr",
+            "christoffersen_p_value",
+            "conditional_coverage_lr",
+            "conditional_coverage_p_value",
+        ):
             assert getattr(got, f) == pytest.approx(getattr(direct, f), rel=1e-12, abs=1e-14)
     whole = backtest(pnl, var, 0.99)
     assert whole.n_obs == n - 1 and whole.exceptions == int(e.sum())
-    assert set(whole.to_row()) >= {"n_obs", "exceptions", "kupiec_lr", "kupiec_p_value", "christoffersen_lr",
-                                   "christoffersen_p_value", "traffic_light"}
+    assert set(whole.to_row()) >= {
+        "n_obs",
+        "exceptions",
+        "kupiec_lr",
+        "kupiec_p_value",
+        "christoffersen_lr",
+        "christoffersen_p_value",
+        "traffic_light",
+    }
     assert rolling_backtest(pnl[:100], var[:100], 0.99, window=250) == ()

@@ -88,8 +88,9 @@ def test_option_pnl_is_the_repriced_difference_with_the_vol_move_and_calendar_da
             k, tau = book.strike[p] * move[s], book.time_years[p]
             sigma = book.implied_vol[p] * ratio[s]
             before = bsm_price(closes[t, s], k, tau, sigma, 0.03, 0.01, bool(book.is_call[p]))
-            after = bsm_price(closes[t + 1, s], k, tau - gaps[t + 1] / 365.0, sigma * vol_next[s], 0.03, 0.01,
-                              bool(book.is_call[p]))
+            after = bsm_price(
+                closes[t + 1, s], k, tau - gaps[t + 1] / 365.0, sigma * vol_next[s], 0.03, 0.01, bool(book.is_call[p])
+            )
             total += units * (float(after) - float(before))
         assert res.pnl[i] == pytest.approx(total, rel=1e-9)
     assert set(res.var) == {"historical", "delta_normal", "delta_gamma_cornish_fisher", "monte_carlo_fhs"}

@@ -60,16 +60,16 @@ def _quantlib_european(opts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ql.BlackVolTermStructureHandle(ql.BlackConstantVol(today, ql.NullCalendar(), ql.QuoteHandle(v), dc)),
     )
     engine = ql.AnalyticEuropeanEngine(process)
-    out: dict[str, list[float]] = {k: [] for k in ("price", "delta", "gamma", "vega", "theta", "theta_per_day",
-                                                   "rho")}
+    out: dict[str, list[float]] = {k: [] for k in ("price", "delta", "gamma", "vega", "theta", "theta_per_day", "rho")}
     for i in range(len(opts["strike"])):
         spot.setValue(float(opts["spot"][i]))
         r.setValue(float(opts["rate"][i]))
         q.setValue(float(opts["dividend_yield"][i]))
         v.setValue(float(opts["vol"][i]))
         kind = ql.Option.Call if opts["is_call"][i] else ql.Option.Put
-        option = ql.VanillaOption(ql.PlainVanillaPayoff(kind, float(opts["strike"][i])),
-                                  ql.EuropeanExercise(today + int(opts["days"][i])))
+        option = ql.VanillaOption(
+            ql.PlainVanillaPayoff(kind, float(opts["strike"][i])), ql.EuropeanExercise(today + int(opts["days"][i]))
+        )
         option.setPricingEngine(engine)
         out["price"].append(option.NPV())
         out["delta"].append(option.delta())
@@ -125,8 +125,14 @@ def test_textbook_values() -> None:
     # Hull, ch. 19 running example (S=49, K=50, r=5%, sigma=20%, 20 weeks): c = 2.40, delta 0.522,
     # gamma 0.066, vega 12.1, theta -4.31 per year, rho 8.91
     r = bsm_greeks(49.0, 50.0, 20 / 52, 0.2, 0.05, 0.0, True)
-    hull = {"price": (2.40, 5e-3), "delta": (0.522, 5e-4), "gamma": (0.066, 5e-4), "vega": (12.1, 0.05),
-            "theta": (-4.31, 5e-3), "rho": (8.91, 5e-3)}
+    hull = {
+        "price": (2.40, 5e-3),
+        "delta": (0.522, 5e-4),
+        "gamma": (0.066, 5e-4),
+        "vega": (12.1, 0.05),
+        "theta": (-4.31, 5e-3),
+        "rho": (8.91, 5e-3),
+    }
     for name, (value, tol) in hull.items():
         assert float(getattr(r, name)) == pytest.approx(value, abs=tol), name
     # Haug, The Complete Guide to Option Pricing Formulas (2007): generalized BSM examples
@@ -135,8 +141,7 @@ def test_textbook_values() -> None:
     futures = bsm_greeks(105.0, 100.0, 0.5, 0.36, 0.10, 0.10, np.array([True, False]))  # b = 0
     np.testing.assert_allclose(futures.delta, [0.5946, -0.3566], atol=5e-5)
     assert float(bsm_greeks(55.0, 60.0, 0.75, 0.30, 0.10, 0.0, True).gamma) == pytest.approx(0.0278, abs=5e-5)
-    assert float(bsm_greeks(430.0, 405.0, 0.0833, 0.2, 0.07, 0.05, False).theta) == pytest.approx(-31.1924,
-                                                                                                 abs=5e-4)
+    assert float(bsm_greeks(430.0, 405.0, 0.0833, 0.2, 0.07, 0.05, False).theta) == pytest.approx(-31.1924, abs=5e-4)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -271,8 +276,7 @@ def test_zero_vol_limits(strict_fp, backend: str) -> None:
     # sigma -> 0 converges to the sigma = 0 limit
     tiny = bsm_greeks(s, k, t, 1e-9, r, q, True, backend=backend)
     for name in ("price", "delta", "rho", "theta", "gamma", "vega"):
-        np.testing.assert_allclose(getattr(tiny, name), getattr(call, name), rtol=1e-12, atol=1e-12,
-                                   err_msg=name)
+        np.testing.assert_allclose(getattr(tiny, name), getattr(call, name), rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -303,8 +307,16 @@ def test_deep_wings_and_zero_rate(strict_fp, backend: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_invalid_inputs_give_nan(backend: str) -> None:
-    g = bsm_greeks([np.nan, -1.0, 100.0, 100.0], [100.0, 100.0, 0.0, 100.0], 1.0, [0.2, 0.2, 0.2, -0.1], 0.0,
-                   0.0, True, backend=backend)
+    g = bsm_greeks(
+        [np.nan, -1.0, 100.0, 100.0],
+        [100.0, 100.0, 0.0, 100.0],
+        1.0,
+        [0.2, 0.2, 0.2, -0.1],
+        0.0,
+        0.0,
+        True,
+        backend=backend,
+    )
     for name in GREEKS:
         assert np.all(np.isnan(getattr(g, name))), name
 
@@ -348,8 +360,9 @@ def test_vectorizable_exp_log_and_cdf_against_libm() -> None:
     assert np.all(np.abs(ours[~normal] - ref[~normal]) <= 4e-323)  # subnormal results: within 8 ulp of 5e-324
     np.testing.assert_array_equal(_apply(0, np.array([-800.0, 800.0, np.inf, -np.inf])), [0.0, np.inf, np.inf, 0.0])
     assert np.isnan(_apply(0, np.array([np.nan]))[0])
-    y = np.concatenate([np.exp(rng.uniform(-700.0, 700.0, 200_000)), 1.0 + rng.uniform(-1e-6, 1e-6, 50_000),
-                        [5e-324, 1e-310]])
+    y = np.concatenate(
+        [np.exp(rng.uniform(-700.0, 700.0, 200_000)), 1.0 + rng.uniform(-1e-6, 1e-6, 50_000), [5e-324, 1e-310]]
+    )
     ours, ref = _apply(1, y), np.log(y)
     nonzero = ref != 0.0
     assert np.max(np.abs(ours[nonzero] - ref[nonzero]) / np.abs(ref[nonzero])) < 5 * EPS

@@ -9,9 +9,7 @@ import QuantLib as ql
 from risk_pipeline.quant.greeks import expiry_bucket, position_greeks, rolling_beta
 
 
-def _ql_european(
-    s: float, k: float, t_days: int, vol: float, r: float, q: float, call: bool
-) -> ql.VanillaOption:
+def _ql_european(s: float, k: float, t_days: int, vol: float, r: float, q: float, call: bool) -> ql.VanillaOption:
     today = ql.Date(20, 11, 2026)
     ql.Settings.instance().evaluationDate = today
     dc = ql.Actual365Fixed()
@@ -80,9 +78,7 @@ def test_sticky_delta_adds_the_smile_slope() -> None:
     slope = -0.2  # vol falls as strike rises: d sigma / d ln K
     sticky_delta = position_greeks(**kwargs, smile_slope=[slope])
     vega_units = sticky_strike.vega_per_vol_point[0] * 100  # quantity x multiplier x vega
-    assert sticky_delta.delta[0] - sticky_strike.delta[0] == pytest.approx(
-        -vega_units * slope / 100.0, rel=1e-12
-    )
+    assert sticky_delta.delta[0] - sticky_strike.delta[0] == pytest.approx(-vega_units * slope / 100.0, rel=1e-12)
 
 
 def test_expiry_buckets_edges() -> None:

@@ -169,8 +169,8 @@ def test_from_quotes_uses_mid_and_flags_bad_quotes() -> None:
     res = implied_vol_from_quotes(bid, ask, s, k, t, r, q, True)
     assert isinstance(res, ImpliedVolResult)
     np.testing.assert_array_equal(
-        res.status, [IvStatus.OK, IvStatus.ZERO_PRICE, IvStatus.CROSSED, IvStatus.INVALID_INPUT,
-                     IvStatus.INVALID_INPUT])
+        res.status, [IvStatus.OK, IvStatus.ZERO_PRICE, IvStatus.CROSSED, IvStatus.INVALID_INPUT, IvStatus.INVALID_INPUT]
+    )
     assert res.vol[0] == pytest.approx(true_vol, abs=1e-12)
     assert np.all(np.isnan(res.vol[1:]))
     am = implied_vol_from_quotes([mid - 0.05, 0.0], [mid + 0.05, 1.0], s, k, t, r, q, True, style="american")
@@ -211,10 +211,19 @@ def test_american_round_trip() -> None:
         assert np.abs(res.vol - vol)[live].max() <= 1e-9
     # statuses: below the zero-volatility American value, above the upper bound, expired
     # (a q = 0 call is worth at least S - K e^{-rT} = 4.88 at zero volatility)
-    low = implied_vol_american([5.0, 150.0, 5.0, 4.0, 10.0], [110.0, 100.0, 100.0, 100.0, 100.0], 100.0,
-                               [1.0, 1.0, 0.0, 1.0, 1.0], 0.05, 0.0, True)
-    np.testing.assert_array_equal(low.status, [IvStatus.BELOW_INTRINSIC, IvStatus.ABOVE_UPPER_BOUND,
-                                               IvStatus.EXPIRED, IvStatus.BELOW_INTRINSIC, IvStatus.OK])
+    low = implied_vol_american(
+        [5.0, 150.0, 5.0, 4.0, 10.0],
+        [110.0, 100.0, 100.0, 100.0, 100.0],
+        100.0,
+        [1.0, 1.0, 0.0, 1.0, 1.0],
+        0.05,
+        0.0,
+        True,
+    )
+    np.testing.assert_array_equal(
+        low.status,
+        [IvStatus.BELOW_INTRINSIC, IvStatus.ABOVE_UPPER_BOUND, IvStatus.EXPIRED, IvStatus.BELOW_INTRINSIC, IvStatus.OK],
+    )
 
 
 @settings(max_examples=300, deadline=None)

@@ -323,9 +323,7 @@ def test_concentration_values_and_drivers() -> None:
         sector=["tech", "tech", "tech", "fin", "fin", "energy"],
     )
     rows = results_by_name(
-        evaluate_limits(
-            e, cfg(max_position_pct_gross=0.2, max_underlying_pct_gross=0.2, max_sector_pct_gross=0.4)
-        )
+        evaluate_limits(e, cfg(max_position_pct_gross=0.2, max_underlying_pct_gross=0.2, max_sector_pct_gross=0.4))
     )
     pos, und, sec = (
         rows["max_position_pct_gross"],
@@ -342,18 +340,14 @@ def test_concentration_values_and_drivers() -> None:
 def test_concentration_floor_uses_a_share_of_nav() -> None:
     # gross 1000 but the denominator is max(1000, 0.5 * 10000) = 5000
     e = stocks([50.0, 50.0], [10.0, 10.0], nav=10_000.0, peak_nav=10_000.0)
-    rows = results_by_name(
-        evaluate_limits(e, cfg(max_position_pct_gross=0.2, concentration_min_gross_pct_nav=0.5))
-    )
+    rows = results_by_name(evaluate_limits(e, cfg(max_position_pct_gross=0.2, concentration_min_gross_pct_nav=0.5)))
     assert rows["max_position_pct_gross"].value == pytest.approx(500.0 / 5000.0)
 
 
 def test_net_delta_shares_are_per_underlying_and_dollar_delta_per_book() -> None:
     # +100 shares of A at 10, -100 shares of B at 30, +50 shares of A at 10
     e = stocks([100.0, -100.0, 50.0], [10.0, 30.0, 10.0], symbol=["A", "B", "A"])
-    rows = results_by_name(
-        evaluate_limits(e, cfg(max_abs_net_delta_shares=1000.0, max_abs_net_dollar_delta=1e6))
-    )
+    rows = results_by_name(evaluate_limits(e, cfg(max_abs_net_delta_shares=1000.0, max_abs_net_dollar_delta=1e6)))
     assert rows["max_abs_net_delta_shares"].value == 150.0  # A: 150 shares, B: 100
     assert rows["max_abs_net_delta_shares"].drivers == ("A",)
     assert rows["max_abs_net_dollar_delta"].value == pytest.approx(abs(1500.0 - 3000.0))
@@ -424,28 +418,20 @@ def test_pairwise_correlation_over_held_underlyings_only() -> None:
         ]
     )
     # D is in the matrix but its position is flat: its 0.95 pairs do not count
-    e = stocks(
-        [1.0, 1.0, 1.0, 0.0], [10.0] * 4, symbol=list(symbols), correlation=corr, correlation_symbols=symbols
-    )
+    e = stocks([1.0, 1.0, 1.0, 0.0], [10.0] * 4, symbol=list(symbols), correlation=corr, correlation_symbols=symbols)
     r = results_by_name(evaluate_limits(e, cfg(max_pairwise_correlation=0.7)))["max_pairwise_correlation"]
     assert r.value == pytest.approx(0.65) and r.drivers == ("B/C",) and r.status == WARN
     missing = stocks([1.0, 1.0], [10.0] * 2, symbol=["A", "Q"], correlation=corr, correlation_symbols=symbols)
-    r = results_by_name(evaluate_limits(missing, cfg(max_pairwise_correlation=0.7)))[
-        "max_pairwise_correlation"
-    ]
+    r = results_by_name(evaluate_limits(missing, cfg(max_pairwise_correlation=0.7)))["max_pairwise_correlation"]
     assert r.status == NOT_AVAILABLE and "Q" in r.note
-    no_matrix = results_by_name(
-        evaluate_limits(stocks([1.0, 1.0], [1.0, 1.0]), cfg(max_pairwise_correlation=0.7))
-    )
+    no_matrix = results_by_name(evaluate_limits(stocks([1.0, 1.0], [1.0, 1.0]), cfg(max_pairwise_correlation=0.7)))
     assert no_matrix["max_pairwise_correlation"].status == NOT_AVAILABLE
 
 
 def test_nan_inputs_are_not_available_and_name_the_position() -> None:
     e = stocks([10.0, 5.0], [100.0, math.nan])
     rows = results_by_name(
-        evaluate_limits(
-            e, cfg(max_abs_net_dollar_delta=1e6, max_abs_net_delta_shares=1e6, max_position_pct_gross=0.5)
-        )
+        evaluate_limits(e, cfg(max_abs_net_dollar_delta=1e6, max_abs_net_delta_shares=1e6, max_position_pct_gross=0.5))
     )
     assert rows["max_abs_net_dollar_delta"].status == NOT_AVAILABLE
     assert "p1" in rows["max_abs_net_dollar_delta"].note

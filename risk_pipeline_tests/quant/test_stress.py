@@ -53,9 +53,20 @@ def library() -> ScenarioLibrary:
 
 def test_library_has_the_required_scenarios(library: ScenarioLibrary) -> None:
     ids = {s.scenario_id for s in library.scenarios}
-    assert {"black_monday_1987", "gfc_sep_oct_2008", "flash_crash_2010", "china_deval_aug_2015", "volmageddon_2018",
-            "covid_mar_2020", "rate_shock_2022", "market_crash_30", "liquidity_crisis", "flash_crash_15",
-            "position_limit_shock", "black_swan"} <= ids
+    assert {
+        "black_monday_1987",
+        "gfc_sep_oct_2008",
+        "flash_crash_2010",
+        "china_deval_aug_2015",
+        "volmageddon_2018",
+        "covid_mar_2020",
+        "rate_shock_2022",
+        "market_crash_30",
+        "liquidity_crisis",
+        "flash_crash_15",
+        "position_limit_shock",
+        "black_swan",
+    } <= ids
     assert library.version and library.reference_index == "SPX"
     assert (library.thresholds.medium, library.thresholds.high, library.thresholds.critical) == (-0.02, -0.05, -0.10)
     assert len(library.grid.spot_shocks) == 13 and library.grid.spot_shocks[0] == -0.30
@@ -108,8 +119,9 @@ def test_measure_move_on_a_hand_series() -> None:
     assert m.max_drawdown == pytest.approx(-0.2)
     moves = event_day_moves(dates, close, np.array(["2024-01-03", "2024-01-06", "2023-12-01"], dtype="datetime64[D]"))
     np.testing.assert_allclose(moves, [-0.1, 0.1])  # Jan 6 -> next session Jan 8; Dec 1 has no previous close
-    np.testing.assert_allclose(event_day_moves(dates, close, np.array(["2024-01-03"], "datetime64[D]"), lag=1),
-                               [95.0 / 90.0 - 1.0])
+    np.testing.assert_allclose(
+        event_day_moves(dates, close, np.array(["2024-01-03"], "datetime64[D]"), lag=1), [95.0 / 90.0 - 1.0]
+    )
 
 
 def test_invalid_library_entries_are_rejected() -> None:
@@ -141,8 +153,18 @@ class _QlPricer:
             ql.BlackVolTermStructureHandle(ql.BlackConstantVol(TODAY, ql.NullCalendar(), ql.QuoteHandle(self.v), dc)),
         )
 
-    def npv(self, s: float, k: float, days: int, vol: float, r: float, q: float, call: bool, american: bool,
-            engine: str = "analytic") -> float:
+    def npv(
+        self,
+        s: float,
+        k: float,
+        days: int,
+        vol: float,
+        r: float,
+        q: float,
+        call: bool,
+        american: bool,
+        engine: str = "analytic",
+    ) -> float:
         self.spot.setValue(s)
         self.r.setValue(r)
         self.q.setValue(q)
@@ -156,17 +178,30 @@ class _QlPricer:
 
 
 def _one_option(k: float, days: int, vol: float, call: bool, american: bool, q: float = 0.015) -> Portfolio:
-    return Portfolio(symbols=("IDX",), spot=[100.0], symbol_index=[0], quantity=[3.0], multiplier=100.0,
-                     is_option=True, is_call=call, strike=k, time_years=days / 365.0, implied_vol=vol, rate=0.04,
-                     dividend_yield=q, is_american=american)
+    return Portfolio(
+        symbols=("IDX",),
+        spot=[100.0],
+        symbol_index=[0],
+        quantity=[3.0],
+        multiplier=100.0,
+        is_option=True,
+        is_call=call,
+        strike=k,
+        time_years=days / 365.0,
+        implied_vol=vol,
+        rate=0.04,
+        dividend_yield=q,
+        is_american=american,
+    )
 
 
-SCENARIO = StressScenario("s", "hypothetical", "test", index_move=-0.2, vol=VolShock(2.5, 0.02, -0.1),
-                          rate_shift=-0.01)
+SCENARIO = StressScenario("s", "hypothetical", "test", index_move=-0.2, vol=VolShock(2.5, 0.02, -0.1), rate_shift=-0.01)
 
 
-@pytest.mark.parametrize(("k", "days", "vol", "call"), [(90.0, 30, 0.25, False), (105.0, 200, 0.4, True),
-                                                        (80.0, 700, 0.18, False), (100.0, 1, 0.3, True)])
+@pytest.mark.parametrize(
+    ("k", "days", "vol", "call"),
+    [(90.0, 30, 0.25, False), (105.0, 200, 0.4, True), (80.0, 700, 0.18, False), (100.0, 1, 0.3, True)],
+)
 def test_stress_pnl_of_a_european_equals_quantlib(k: float, days: int, vol: float, call: bool) -> None:
     ql_pricer = _QlPricer()
     p = _one_option(k, days, vol, call, american=False)
@@ -179,10 +214,12 @@ def test_stress_pnl_of_a_european_equals_quantlib(k: float, days: int, vol: floa
     assert res.pnl_pct_nav == pytest.approx(res.pnl / 1e6, rel=1e-15)
 
 
-@pytest.mark.parametrize(("k", "days", "vol", "call"), [(110.0, 180, 0.3, False), (95.0, 365, 0.25, True),
-                                                        (100.0, 90, 0.5, False)])
-def test_stress_pnl_of_an_american_is_bs2002_and_close_to_quantlib_fd(k: float, days: int, vol: float,
-                                                                      call: bool) -> None:
+@pytest.mark.parametrize(
+    ("k", "days", "vol", "call"), [(110.0, 180, 0.3, False), (95.0, 365, 0.25, True), (100.0, 90, 0.5, False)]
+)
+def test_stress_pnl_of_an_american_is_bs2002_and_close_to_quantlib_fd(
+    k: float, days: int, vol: float, call: bool
+) -> None:
     ql_pricer = _QlPricer()
     q = 0.04 if call else 0.015
     p = _one_option(k, days, vol, call, american=True, q=q)
@@ -190,11 +227,12 @@ def test_stress_pnl_of_an_american_is_bs2002_and_close_to_quantlib_fd(k: float, 
     s1 = 80.0
     vol1 = max(vol * 2.5 + 0.02 - 0.1 * math.log(k / s1), 0.0)
     t = days / 365.0
-    bs2002 = float(american_price(s1, k, t, vol1, 0.03, q, call) - american_price(100.0, k, t, vol, 0.04, q, call))
-    assert res.pnl == pytest.approx(300.0 * bs2002, rel=1e-12)
-    fd = (ql_pricer.npv(s1, k, days, vol1, 0.03, q, call, True, "fd")
-          - ql_pricer.npv(100.0, k, days, vol, 0.04, q, call, True, "fd"))
-    # BS2002 is an approximation: within 1 % of the option value of QuantLib's converged finite differences
+    exact = float(american_price(s1, k, t, vol1, 0.03, q, call) - american_price(100.0, k, t, vol, 0.04, q, call))
+    assert res.pnl == pytest.approx(300.0 * exact, rel=1e-12)
+    fd = ql_pricer.npv(s1, k, days, vol1, 0.03, q, call, True, "fd") - ql_pricer.npv(
+        100.0, k, days, vol, 0.04, q, call, True, "fd"
+    )
+    # the exact engine against QuantLib's finite differences (1 % of the option value, QuantLib's grid error)
     scale = ql_pricer.npv(s1, k, days, vol1, 0.03, q, call, True, "fd")
     assert abs(res.pnl / 300.0 - fd) < 0.01 * scale
 
@@ -204,8 +242,9 @@ def test_american_call_without_dividends_is_the_quantlib_european() -> None:
     p = _one_option(100.0, 120, 0.3, True, american=True, q=0.0)
     (res,) = run_stress(p, [SCENARIO], nav=1e6)
     vol1 = 0.3 * 2.5 + 0.02 - 0.1 * math.log(100.0 / 80.0)
-    ref = ql_pricer.npv(80.0, 100.0, 120, vol1, 0.03, 0.0, True, False) - ql_pricer.npv(100.0, 100.0, 120, 0.3, 0.04,
-                                                                                     0.0, True, False)
+    ref = ql_pricer.npv(80.0, 100.0, 120, vol1, 0.03, 0.0, True, False) - ql_pricer.npv(
+        100.0, 100.0, 120, 0.3, 0.04, 0.0, True, False
+    )
     assert res.pnl == pytest.approx(300.0 * ref, rel=1e-10)
 
 
@@ -216,19 +255,29 @@ def test_american_call_without_dividends_is_the_quantlib_european() -> None:
 
 def _book() -> Portfolio:
     spot = np.array([100.0, 50.0, 4000.0])
-    return Portfolio(symbols=("TEC", "ENE", "IDX"), spot=spot, symbol_index=[0, 1, 2, 0, 2],
-                     quantity=[1000.0, -2000.0, 10.0, 5.0, -3.0], multiplier=[1.0, 1.0, 1.0, 100.0, 100.0],
-                     is_option=[False, False, False, True, True], is_call=[True, True, True, False, False],
-                     strike=[1.0, 1.0, 1.0, 95.0, 3800.0], time_years=[0.0, 0.0, 0.0, 0.25, 0.5],
-                     implied_vol=[0.0, 0.0, 0.0, 0.35, 0.2], rate=0.04, dividend_yield=0.01,
-                     is_american=[False, False, False, True, False])
+    return Portfolio(
+        symbols=("TEC", "ENE", "IDX"),
+        spot=spot,
+        symbol_index=[0, 1, 2, 0, 2],
+        quantity=[1000.0, -2000.0, 10.0, 5.0, -3.0],
+        multiplier=[1.0, 1.0, 1.0, 100.0, 100.0],
+        is_option=[False, False, False, True, True],
+        is_call=[True, True, True, False, False],
+        strike=[1.0, 1.0, 1.0, 95.0, 3800.0],
+        time_years=[0.0, 0.0, 0.0, 0.25, 0.5],
+        implied_vol=[0.0, 0.0, 0.0, 0.35, 0.2],
+        rate=0.04,
+        dividend_yield=0.01,
+        is_american=[False, False, False, True, False],
+    )
 
 
 def test_beta_sector_and_symbol_shocks() -> None:
     p = _book()
     betas = np.array([1.5, 0.5, 1.0])
-    sc = StressScenario("x", "hypothetical", "x", index_move=-0.2, sector_moves={"Energy": -0.4},
-                        symbol_moves={"IDX": -0.19})
+    sc = StressScenario(
+        "x", "hypothetical", "x", index_move=-0.2, sector_moves={"Energy": -0.4}, symbol_moves={"IDX": -0.19}
+    )
     (res,) = run_stress(p, [sc], betas=betas, sectors=["Technology", "Energy", "Index"], nav=1e7)
     expected = np.array([0.8**1.5 - 1.0, -0.4, -0.19])
     np.testing.assert_allclose(beta_shocks([-0.2], betas)[0], [0.8**1.5 - 1, 0.8**0.5 - 1, -0.2], rtol=1e-15)
@@ -264,19 +313,41 @@ def test_liquidation_cost_formula() -> None:
 def test_run_stress_library_rows_and_levels(library: ScenarioLibrary) -> None:
     p = _book()
     nav = float(np.sum(np.abs(market_values(p))))
-    res = run_stress(p, library, betas=[1.3, 0.8, 1.0], sectors=["Technology", "Energy", "Index"],
-                     spreads=np.full(5, 0.05), volumes=np.full(5, 1e4), nav=nav)
+    res = run_stress(
+        p,
+        library,
+        betas=[1.3, 0.8, 1.0],
+        sectors=["Technology", "Energy", "Index"],
+        spreads=np.full(5, 0.05),
+        volumes=np.full(5, 1e4),
+        nav=nav,
+    )
     assert [r.scenario_id for r in res] == [s.scenario_id for s in library.scenarios]
     th = library.thresholds
     for r in res:
         assert r.pnl == pytest.approx(r.market_pnl - r.liquidation_cost, rel=1e-12, abs=1e-9)
         assert r.pnl_pct_nav == pytest.approx(r.pnl / nav, rel=1e-15)
-        expected = (CRITICAL if r.pnl_pct_nav <= th.critical else HIGH if r.pnl_pct_nav <= th.high
-                    else MEDIUM if r.pnl_pct_nav <= th.medium else LOW)
+        expected = (
+            CRITICAL
+            if r.pnl_pct_nav <= th.critical
+            else HIGH
+            if r.pnl_pct_nav <= th.high
+            else MEDIUM
+            if r.pnl_pct_nav <= th.medium
+            else LOW
+        )
         assert r.risk_level == expected
         assert r.library_version == library.version
-        assert {"scenario_id", "scenario_type", "description", "spot_shock", "vol_shock", "pnl", "pnl_pct_nav",
-                "risk_level"} <= set(r.to_row())
+        assert {
+            "scenario_id",
+            "scenario_type",
+            "description",
+            "spot_shock",
+            "vol_shock",
+            "pnl",
+            "pnl_pct_nav",
+            "risk_level",
+        } <= set(r.to_row())
     by_id = {r.scenario_id: r for r in res}
     assert by_id["liquidity_crisis"].market_pnl == 0.0 and by_id["liquidity_crisis"].liquidation_cost > 0.0
     assert by_id["black_swan"].pnl < by_id["market_crash_30"].pnl < 0.0
@@ -303,10 +374,14 @@ def test_event_gap_risk() -> None:
     earnings = rng.standard_t(3, 16) * 0.05
     crush = np.full(16, -0.3)
     fomc = rng.normal(0.0, 0.01, 40)
-    events = [GapEvent("earn-TEC", "earnings", "TEC"), GapEvent("fomc-1", "fomc"), GapEvent("earn-XXX", "earnings",
-                                                                                            "XXX")]
-    res = event_gap_risk(p, events, {"TEC": earnings}, {"fomc": fomc}, betas=[1.2, 0.7, 1.0],
-                         vol_changes={"TEC": crush}, confidence=0.9)
+    events = [
+        GapEvent("earn-TEC", "earnings", "TEC"),
+        GapEvent("fomc-1", "fomc"),
+        GapEvent("earn-XXX", "earnings", "XXX"),
+    ]
+    res = event_gap_risk(
+        p, events, {"TEC": earnings}, {"fomc": fomc}, betas=[1.2, 0.7, 1.0], vol_changes={"TEC": crush}, confidence=0.9
+    )
     assert [r.event_id for r in res] == ["earn-TEC", "fomc-1"]  # no history for XXX
     sc = event_scenarios(p, events[0], earnings, vol_changes=crush)
     assert np.all(sc.spot_shock_rel[:, 1:] == 0.0) and np.all(sc.spot_shock_rel[:, 0] == earnings)

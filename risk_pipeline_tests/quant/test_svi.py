@@ -210,9 +210,7 @@ def test_one_or_two_quotes_give_flat_atm_total_variance() -> None:
     assert two.a == pytest.approx(0.06)  # linear interpolation to k = 0
     np.testing.assert_allclose(svi_total_variance(two, np.linspace(-1, 1, 5)), 0.06)
     assert two.butterfly_arbitrage_free and two.min_durrleman_g == pytest.approx(1.0)
-    assert two.rmse_vol_points == pytest.approx(
-        100 * np.sqrt(np.mean((np.sqrt([0.05, 0.07]) - 0.06**0.5) ** 2))
-    )
+    assert two.rmse_vol_points == pytest.approx(100 * np.sqrt(np.mean((np.sqrt([0.05, 0.07]) - 0.06**0.5) ** 2)))
 
 
 @pytest.mark.parametrize(
@@ -326,9 +324,7 @@ def test_extrapolation_rules() -> None:
     surface, params, _ = _three_slice_surface()
     k = np.linspace(-0.5, 0.5, 11)
     # before the first expiry: w proportional to t, so implied vol equals the first slice's
-    np.testing.assert_allclose(
-        surface.total_variance(0.05, k), raw_svi(params[0], k) * 0.05 / 0.1, rtol=1e-13
-    )
+    np.testing.assert_allclose(surface.total_variance(0.05, k), raw_svi(params[0], k) * 0.05 / 0.1, rtol=1e-13)
     np.testing.assert_allclose(surface.implied_vol(0.05, k), np.sqrt(raw_svi(params[0], k) / 0.1), rtol=1e-13)
     # after the last: constant implied vol
     np.testing.assert_allclose(surface.implied_vol(3.0, k), np.sqrt(raw_svi(params[2], k) / 1.0), rtol=1e-13)
@@ -345,9 +341,7 @@ def test_implied_vol_broadcasts_any_shapes() -> None:
     assert iv.shape == (3, 4)
     for i in range(3):
         for j in range(4):
-            assert iv[i, j] == pytest.approx(
-                float(surface.implied_vol(float(t[i, 0]), float(k[j]))), rel=1e-14
-            )
+            assert iv[i, j] == pytest.approx(float(surface.implied_vol(float(t[i, 0]), float(k[j]))), rel=1e-14)
     assert np.ndim(surface.implied_vol(0.3, 0.0)) == 0
 
 
@@ -373,3 +367,90 @@ def test_fitted_slices_build_a_calendar_free_surface() -> None:
     assert surface.calendar_check().arbitrage_free
     k = np.linspace(-0.3, 0.3, 7)
     np.testing.assert_allclose(surface.implied_vol(0.7, k), surface_true.implied_vol(0.7, k), rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ batched fit
+
+
+def test_batched_box_least_squares_matches_scipy_lsq_linear() -> None:
+    from scipy.optimize import lsq_linear
+
+    from risk_pipeline.quant.svi import _batched_box_lsq
+
+    rng = np.random.default_rng(11)
+    design = rng.standard_normal((40, 12, 3))  # 40 problems, 12 rows, 3 unknowns
+    target = rng.standard_normal((40, 12)) * 2.0
+    hi = rng.uniform(0.1, 1.5, (40, 3))
+    gram = np.einsum("pni,pnj->pij", design, design)
+    rhs = np.einsum("pni,pn->pi", design, target)
+    x, value = _batched_box_lsq(gram, rhs, hi)
+    for p in range(40):
+        ref = lsq_linear(design[p], target[p], bounds=(np.zeros(3), hi[p]), tol=1e-14, method="bvls")
+        np.testing.assert_allclose(x[p], ref.x, atol=1e-9)
+        sse = np.sum((design[p] @ x[p] - target[p]) ** 2)
+        assert value[p] + target[p] @ target[p] == pytest.approx(sse, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("params", "t"),
+    [
+        (EQUITY, 1.0),
+        (SviParams(a=0.002, b=0.05, rho=-0.6, m=0.01, sigma=0.04), 0.08),
+        (SviParams(a=-0.02, b=0.3, rho=0.2, m=0.1, sigma=0.2), 0.5),  # a < 0: the polish takes it
+        (VOGT, 1.0),
+    ],
+)
+def test_batched_fit_recovers_parameters_in_one_batch(params: SviParams, t: float) -> None:
+    from risk_pipeline.quant.svi import METHOD_QUASI_EXPLICIT_BATCHED, fit_svi_slices
+
+    k = np.linspace(-0.6, 0.5, 25) * math.sqrt(t)
+    other = SviParams(a=0.01, b=0.1, rho=-0.3, m=0.0, sigma=0.1)  # a second slice in the same batch
+    k2 = np.linspace(-0.3, 0.3, 9)
+    fits = fit_svi_slices([k, k2], [raw_svi(params, k), raw_svi(other, k2)], [None, None], [t, 0.25])
+    fit = fits[0]
+    assert fit.method == METHOD_QUASI_EXPLICIT_BATCHED and fit.n_quotes == 25
+    assert fit.rmse_vol_points < 1e-4
+    for name in ("a", "b", "rho", "m", "sigma"):
+        assert getattr(fit, name) == pytest.approx(getattr(params, name), abs=1e-4), name
+    assert_raw_svi_constraints(fit)
+    assert fits[1].rmse_vol_points < 1e-4
+
+
+def test_batched_flags_equal_butterfly_check_and_finite_differences() -> None:
+    from risk_pipeline.quant.svi import fit_svi_slices
+
+    rng = np.random.default_rng(3)
+    ks, ws, ts = [], [], []
+    for p, t in ((EQUITY, 1.0), (VOGT, 1.0), (SviParams(0.001, 0.3, -0.9, 0.02, 0.01), 0.05)):
+        k = np.linspace(-1.2, 1.2, 30) * math.sqrt(t)
+        ks.append(k)
+        ws.append(raw_svi(p, k) * (1 + 0.002 * rng.standard_normal(k.size)))
+        ts.append(t)
+    fits = fit_svi_slices(ks, ws, [None] * 3, ts)
+    flags = []
+    for fit in fits:
+        g_min, ok = butterfly_check(fit, fit.time_years)
+        assert fit.min_durrleman_g == pytest.approx(g_min, rel=1e-12, abs=1e-14)
+        assert fit.butterfly_arbitrage_free == ok
+        # independent: Durrleman g from finite differences of total variance on the same grid
+        grid = butterfly_grid(fit.time_years)
+        h = 1e-5
+        p = SviParams(fit.a, fit.b, fit.rho, fit.m, fit.sigma)
+        w = raw_svi(p, grid)
+        w1 = (raw_svi(p, grid + h) - raw_svi(p, grid - h)) / (2 * h)
+        w2 = (raw_svi(p, grid + h) - 2 * w + raw_svi(p, grid - h)) / h**2
+        g_fd = (1 - grid * w1 / (2 * w)) ** 2 - w1**2 / 4 * (1 / w + 0.25) + w2 / 2
+        assert fit.min_durrleman_g == pytest.approx(g_fd.min(), abs=1e-4)
+        flags.append(fit.butterfly_arbitrage_free)
+    assert flags[0] and not flags[1]  # the Vogt quotes keep their arbitrage
+
+
+def test_batched_thin_slices_use_the_same_fallbacks() -> None:
+    from risk_pipeline.quant.svi import fit_svi_slices
+
+    k3 = np.array([-0.1, 0.0, 0.1])
+    w3 = np.array([0.05, 0.04, 0.045])
+    batched = fit_svi_slices([k3, [0.02]], [w3, [0.05]], [None, None], [0.5, 1.0])
+    assert batched[0] == fit_svi_slice(k3, w3, None, 0.5)
+    assert batched[1] == fit_svi_slice([0.02], [0.05], None, 1.0)
+    assert batched[0].method == METHOD_M0_FIXED_SIGMA and batched[1].method == METHOD_FLAT_ATM

@@ -40,9 +40,7 @@ def rows(**statuses: str) -> list[LimitResult]:
         status = statuses.get(name, OK)
         value = {OK: 1.0, WARN: 9.0, BREACH: 12.0, NOT_AVAILABLE: math.nan}[status]
         out.append(
-            LimitResult(
-                name, value, 10.0, 8.0, value / 10.0, status, note="missing" if math.isnan(value) else ""
-            )
+            LimitResult(name, value, 10.0, 8.0, value / 10.0, status, note="missing" if math.isnan(value) else "")
         )
     return out
 
@@ -141,9 +139,7 @@ def test_recovery_stops_at_the_level_the_inputs_still_call_for() -> None:
         (0.0, 0.0201, HALTED, LEVEL_MAXIMUM, 0.50, True),  # daily loss limit hit
     ],
 )
-def test_preservation_levels(
-    dd: float, loss: float, state: str, level: str, cut: float, hedges: bool
-) -> None:
+def test_preservation_levels(dd: float, loss: float, state: str, level: str, cut: float, hedges: bool) -> None:
     s = step(None, 1, dd=dd, loss=loss, gross=1000.0)
     assert (s.state, s.preservation_level, s.target_gross_cut, s.hedges_required) == (
         state,

@@ -48,11 +48,18 @@ def _book(seed: int = 0) -> Portfolio:
     m = sym.size
     opt = np.arange(m) < n
     return Portfolio(
-        symbols=("AAA", "BBB", "CCC"), spot=spot, symbol_index=sym,
+        symbols=("AAA", "BBB", "CCC"),
+        spot=spot,
+        symbol_index=sym,
         quantity=np.where(opt, rng.integers(-30, 31, m), rng.integers(-3000, 3001, m)).astype(float),
-        multiplier=np.where(opt, 100.0, 1.0), is_option=opt, is_call=rng.random(m) < 0.5,
-        strike=spot[sym] * np.exp(rng.normal(0.0, 0.1, m)), time_years=rng.uniform(0.05, 1.0, m),
-        implied_vol=rng.uniform(0.15, 0.5, m), rate=0.04, dividend_yield=0.01,
+        multiplier=np.where(opt, 100.0, 1.0),
+        is_option=opt,
+        is_call=rng.random(m) < 0.5,
+        strike=spot[sym] * np.exp(rng.normal(0.0, 0.1, m)),
+        time_years=rng.uniform(0.05, 1.0, m),
+        implied_vol=rng.uniform(0.15, 0.5, m),
+        rate=0.04,
+        dividend_yield=0.01,
         is_american=opt & (rng.random(m) < 0.3),
     )
 
@@ -106,8 +113,8 @@ def _brute_force_historical_pnl(p: Portfolio, hist: MarketHistory, h: int, days_
     r, iv = hist.log_returns, hist.iv_rel_changes
     assert iv is not None
     starts = range(r.shape[0] - h + 1)
-    move = np.exp(np.array([r[a:a + h].sum(axis=0) for a in starts]))
-    volm = np.array([np.prod(1.0 + iv[a:a + h], axis=0) for a in starts])
+    move = np.exp(np.array([r[a : a + h].sum(axis=0) for a in starts]))
+    volm = np.array([np.prod(1.0 + iv[a : a + h], axis=0) for a in starts])
     s0 = p.position_spot
     t1 = np.maximum(p.time_years - h * days_per_td / 365.0, 0.0)
 
@@ -165,8 +172,11 @@ def test_monte_carlo_converges_to_parametric_for_a_linear_book() -> None:
     for paths in ("garch", "rescaled_sum"):
         cfg = VarConfig(lookback_days=n, n_scenarios=n_mc, horizons=(1, 5), fhs_paths=paths, seed=11)
         mc, _ = monte_carlo_var(p, MarketHistory(r), cfg, garch_params=[flat])
-        para = {(x.horizon_days, x.confidence): x for x in parametric_var(p, MarketHistory(r), cfg)
-                if x.method == DELTA_NORMAL}
+        para = {
+            (x.horizon_days, x.confidence): x
+            for x in parametric_var(p, MarketHistory(r), cfg)
+            if x.method == DELTA_NORMAL
+        }
         for x in mc:
             ref = para[(x.horizon_days, x.confidence)].var
             zc = norm.ppf(x.confidence)
@@ -300,8 +310,15 @@ def test_all_methods_are_coherent() -> None:
             v = [report.get(method, h, c).var for c in CONFIDENCES]
             assert v == sorted(v)
     rows = report.rows()
-    assert set(rows[0]) == {"method", "horizon_days", "confidence", "var", "expected_shortfall", "n_scenarios",
-                            "lookback_days"}
+    assert set(rows[0]) == {
+        "method",
+        "horizon_days",
+        "confidence",
+        "var",
+        "expected_shortfall",
+        "n_scenarios",
+        "lookback_days",
+    }
     contrib = report.contribution_rows()
     assert len(contrib) == len(report.results) * 3
     assert {c["symbol"] for c in contrib} == set(p.symbols)

@@ -168,9 +168,9 @@ def test_gjr_fit_recovers_asymmetry() -> None:
 @pytest.mark.parametrize("asymmetric", [False, True])
 def test_garch_variance_path_matches_arch(simulated: tuple[np.ndarray, np.ndarray], asymmetric: bool) -> None:
     r = simulated[0][:1500]
-    res = arch_model(
-        100 * r, mean="Zero", vol="GARCH", p=1, o=int(asymmetric), q=1, dist="t", rescale=False
-    ).fit(disp="off", show_warning=False)
+    res = arch_model(100 * r, mean="Zero", vol="GARCH", p=1, o=int(asymmetric), q=1, dist="t", rescale=False).fit(
+        disp="off", show_warning=False
+    )
     params = GarchParams(
         omega=res.params["omega"] / 1e4,
         alpha=res.params["alpha[1]"],
@@ -201,9 +201,7 @@ def test_garch_h_step_forecast_matches_closed_form(simulated: tuple[np.ndarray, 
         assert garch_variance_sum(p, next_var, h) == pytest.approx(closed, rel=1e-12)
     # vectorized over origins
     many = np.array([0.5, 1.0, 2.0]) * next_var
-    np.testing.assert_allclose(
-        garch_variance_sum(p, many, 5), [garch_variance_sum(p, v, 5) for v in many], rtol=1e-14
-    )
+    np.testing.assert_allclose(garch_variance_sum(p, many, 5), [garch_variance_sum(p, v, 5) for v in many], rtol=1e-14)
 
 
 def test_fit_garch_against_arch_parameters(simulated: tuple[np.ndarray, np.ndarray]) -> None:
@@ -228,9 +226,7 @@ def test_true_model_beats_constant_vol_in_qlike(simulated: tuple[np.ndarray, np.
         realized = np.array([np.sum(r[t + 1 : t + h + 1] ** 2) for t in origins])
         keep = realized > 0
         k = np.arange(1, h + 1)
-        true_fc = np.sum(
-            uncond + persistence ** (k[None, :] - 1) * (variance[origins + 1, None] - uncond), axis=1
-        )
+        true_fc = np.sum(uncond + persistence ** (k[None, :] - 1) * (variance[origins + 1, None] - uncond), axis=1)
         const_fc = np.full(origins.size, h * uncond)
         assert qlike(realized[keep], true_fc[keep]) < qlike(realized[keep], const_fc[keep])
 
@@ -261,9 +257,7 @@ def test_features_are_trailing_and_match_direct_formulas() -> None:
     col = dict(zip(names, x.T, strict=True))
     t = 120
     for w in (5, 10, 21, 63):
-        assert col[f"rv_{w}"][t] == pytest.approx(
-            math.sqrt(252 * np.mean(r[t - w + 1 : t + 1] ** 2)), rel=1e-10
-        )
+        assert col[f"rv_{w}"][t] == pytest.approx(math.sqrt(252 * np.mean(r[t - w + 1 : t + 1] ** 2)), rel=1e-10)
         assert np.isnan(col[f"rv_{w}"][w - 2])
     # day d = t + 1 is the day return t ends on
     days = slice(t + 1 - 4, t + 2)
@@ -329,9 +323,7 @@ def test_walk_forward_bookkeeping(small_run: tuple[PriceHistory, object]) -> Non
     }
     r = history.returns
     for h in SMALL.horizons:
-        np.testing.assert_allclose(
-            wf.realized_variance[h], 252 / h * forward_realized_variance(r, h)[wf.origins]
-        )
+        np.testing.assert_allclose(wf.realized_variance[h], 252 / h * forward_realized_variance(r, h)[wf.origins])
         rows = {f.model: f for f in result.forecasts if f.horizon_days == h}
         assert set(rows) == {MODEL_EWMA, MODEL_GARCH, MODEL_GJR, MODEL_XGBOOST}
         assert np.all(r != 0.0)  # so every OOS origin with an observed target counts
@@ -340,9 +332,7 @@ def test_walk_forward_bookkeeping(small_run: tuple[PriceHistory, object]) -> Non
             assert f.oos_qlike is not None and f.oos_qlike > 0 and f.oos_mse is not None and f.oos_mse > 0
             assert f.annualized_vol == pytest.approx(math.sqrt(wf.forecast_variance[(f.model, h)][-1]))
         # latest EWMA: sqrt(252 * s_{n}) for every horizon (square-root-of-time)
-        assert rows[MODEL_EWMA].annualized_vol == pytest.approx(
-            math.sqrt(252 * ewma_variance(r)[-1]), rel=1e-12
-        )
+        assert rows[MODEL_EWMA].annualized_vol == pytest.approx(math.sqrt(252 * ewma_variance(r)[-1]), rel=1e-12)
         # latest GARCH: closed form from the last refit's parameters
         p = wf.garch_params[MODEL_GARCH][-1]
         nv = garch_variance(p, r)[-1]
@@ -353,9 +343,7 @@ def test_walk_forward_bookkeeping(small_run: tuple[PriceHistory, object]) -> Non
         # OOS QLIKE recomputed from the stored arrays
         f = wf.forecast_variance[(MODEL_GARCH, h)]
         mask = wf.is_oos & np.isfinite(wf.realized_variance[h])
-        assert rows[MODEL_GARCH].oos_qlike == pytest.approx(
-            qlike(wf.realized_variance[h][mask], f[mask]), rel=1e-12
-        )
+        assert rows[MODEL_GARCH].oos_qlike == pytest.approx(qlike(wf.realized_variance[h][mask], f[mask]), rel=1e-12)
 
 
 def test_walk_forward_garch_beats_constant_vol() -> None:

@@ -384,12 +384,8 @@ def test_true_surface_is_arbitrage_free_and_matches_quotes(src: SyntheticSource,
     q = q.sample(n=min(len(q), 200), random_state=0)
     for _, o in q.iterrows():
         x = math.log(o["strike"] / (o["underlying_price"] * math.exp((o["r"] - o["q"]) * o["T"])))
-        w = o["svi_a"] + o["svi_b"] * (
-            o["svi_rho"] * (x - o["svi_m"]) + math.hypot(x - o["svi_m"], o["svi_sigma"])
-        )
-        iv = implied_vol(
-            o["mid"], o["underlying_price"], o["strike"], o["T"], o["r"], o["q"], o["option_type"] == "C"
-        )
+        w = o["svi_a"] + o["svi_b"] * (o["svi_rho"] * (x - o["svi_m"]) + math.hypot(x - o["svi_m"], o["svi_sigma"]))
+        iv = implied_vol(o["mid"], o["underlying_price"], o["strike"], o["T"], o["r"], o["q"], o["option_type"] == "C")
         assert abs(iv - math.sqrt(w / o["T"])) < 0.03
 
 
@@ -405,10 +401,7 @@ def test_positions_reference_listed_contracts(src: SyntheticSource) -> None:
         assert book["sector"].notna().all() and (book["cost_basis"] > 0).all()
         stocks = book[book["instrument_type"] == "stock"]
         assert (stocks["multiplier"] == 1).all()
-        assert (
-            stocks[["expiry", "option_type", "exercise_style"]].isna().all().all()
-            and stocks["strike"].isna().all()
-        )
+        assert stocks[["expiry", "option_type", "exercise_style"]].isna().all().all() and stocks["strike"].isna().all()
         options = book[book["instrument_type"] == "option"]
         assert (options["expiry"] > day).all() and (options["multiplier"] == 100).all()
         quotes = src.option_quotes(day)

@@ -33,4 +33,13 @@ end_of_day_job = dg.define_asset_job(
     description="Everything for one session: the main job.",
 )
 
-JOBS = [market_data_job, price_history_job, start_of_day_job, end_of_day_job]
+gap_risk_job = dg.define_asset_job(
+    "gap_risk_job",
+    selection=dg.AssetSelection.assets("event_risk", "gap_risk_actions"),
+    description=(
+        "Event risk and gap-risk actions for one session at its latest valuation; the event-calendar sensor "
+        "launches it per event and exposed book (the book in the run config)."
+    ),
+)
+
+JOBS = [market_data_job, price_history_job, start_of_day_job, end_of_day_job, gap_risk_job]

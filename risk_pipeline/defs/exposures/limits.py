@@ -18,6 +18,7 @@ from risk_pipeline.defs.common import (
     table_definition_metadata,
 )
 from risk_pipeline.errors import RiskDataError
+from risk_pipeline.event_windows import apply_event_caps
 from risk_pipeline.paths import BOOKS_FILE, LIMITS_FILE
 from risk_pipeline.quant.limits import (
     LimitResult,
@@ -159,7 +160,8 @@ def evaluate_book(
         cfg = replace(cfg, max_var_99_1d=None, max_es_975_1d=None)
         notes.append("risk layer (var_results) not materialized: VaR/ES caps reported, not enforced")
     exposure = book_exposure(rows, nav, correlation, var, es)
-    results = evaluate_limits(exposure, cfg)
+    # caps tightened by gap-risk actions in force at this valuation (their detail says so)
+    results = apply_event_caps(wh, book, as_of, exposure, cfg, evaluate_limits(exposure, cfg))
     previous = previous_state(wh, book, as_of)
     state = next_state(
         previous,
@@ -181,7 +183,7 @@ def evaluate_book(
         dg.AssetSpec(
             "limit_status",
             group_name=GROUP,
-            deps=["position_greeks", "book_nav", "market_prices", "var_results"],
+            deps=["position_greeks", "book_nav", "market_prices", "var_results", "gap_risk_actions"],
             kinds={"pandas"},
             owners=OWNERS,
             metadata=table_definition_metadata("limit_status"),

@@ -1,6 +1,7 @@
 """VaR and expected shortfall four ways per book, with component VaR and a JSON document per book."""
 
 import datetime as dt
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from risk_pipeline.defs.common import (
     publish,
     table_definition_metadata,
 )
+from risk_pipeline.event_windows import var_with_gap_scenarios
 from risk_pipeline.paths import LIMITS_FILE
 from risk_pipeline.quant.limits import load_limits
 from risk_pipeline.quant.portfolio import Portfolio
@@ -122,6 +124,11 @@ def var_document(rows: pd.DataFrame, current_exposure: float, var_cap: float | N
         "confidence": 0.99,
         "current_exposure": float(current_exposure),
         "status": "within_limits" if var_cap is None or var_1d <= var_cap else "breach",
+        # what the gap scenarios of events inside each horizon add to that VaR (0 without such an event)
+        "gap_component": {
+            **{f"var_{h}d": float(np.nan_to_num(pick.loc[h].get("gap_var", np.nan))) for h in (1, 3, 5)},
+            "events": sorted({e for v in pick.get("gap_events", pd.Series()).dropna() for e in json.loads(v)}),
+        },
     }
 
 
@@ -130,7 +137,7 @@ def var_document(rows: pd.DataFrame, current_exposure: float, var_cap: float | N
         dg.AssetSpec(
             "var_results",
             group_name=GROUP,
-            deps=["position_greeks", "market_prices", "atm_vol_history"],
+            deps=["position_greeks", "market_prices", "atm_vol_history", "event_calendar"],
             kinds={"pandas", "numba", "json"},
             owners=OWNERS,
             description=(
@@ -195,7 +202,13 @@ def var_results(
         option_symbols = sorted(v.rows.loc[v.rows["instrument_type"] == "option", "symbol"].unique())
         factors = return_history(wh, v.session, portfolio.symbols, cfg.lookback_days, option_symbols)
         report = compute_var(portfolio, factors.history, cfg)
-        book_rows = pd.DataFrame(report.rows())
+        # events inside a horizon: historical VaR with their gap scenarios, the gap component in its own columns
+        gap = var_with_gap_scenarios(wh, v.session, v.as_of, v.rows, portfolio, factors.history, cfg, report)
+        report = gap.report
+        book_rows = pd.DataFrame(report.rows()).merge(
+            gap.gap_columns, on=["method", "horizon_days", "confidence"], how="left"
+        )
+        book_rows["gap_events"] = book_rows["gap_events"].astype(object).where(book_rows["gap_events"].notna(), None)
         book_rows.insert(0, "book", v.book)
         book_rows.insert(0, "as_of_date", v.session)
         book_rows.insert(0, "as_of", v.as_of)

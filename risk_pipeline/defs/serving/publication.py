@@ -24,6 +24,7 @@ VALUATION_TABLES = (
     "audit_trail",
     *END_OF_DAY_TABLES,
     "event_risk",
+    "gap_risk_actions",
     "var_backtest",
     "var_backtest_observations",
 )

@@ -91,8 +91,14 @@ def atm_vol_rows(iv: pd.DataFrame, tenor_days: int, source: str) -> pd.DataFrame
     per_slice = (
         iv.assign(slice=slices)
         .groupby("slice", sort=True)
-        .agg(as_of_date=("as_of_date", "first"), symbol=("underlying", "first"), expiry=("expiry", "first"),
-             time_years=("time_to_expiry_years", "first"), as_of=("as_of", "first"), spot=("spot", "first"))
+        .agg(
+            as_of_date=("as_of_date", "first"),
+            symbol=("underlying", "first"),
+            expiry=("expiry", "first"),
+            time_years=("time_to_expiry_years", "first"),
+            as_of=("as_of", "first"),
+            spot=("spot", "first"),
+        )
     )
     per_slice["atm_vol"] = atm
     per_slice["quotes_used"] = valid_quotes.astype(np.int64)
@@ -223,7 +229,8 @@ def atm_vol_history(
     yield from publish(
         context,
         wh,
-        [TableWrite("atm_vol_history", rows, [{"as_of_date": s} for s in sessions])],
+        # only the sessions that had quotes: a session the source has no chain for keeps what is stored
+        [TableWrite("atm_vol_history", rows, [{"as_of_date": s} for s in quoted])],
         checks=[
             dg.AssetCheckResult(
                 check_name="source_quotes_valid",
@@ -246,6 +253,7 @@ def atm_vol_history(
             "atm_vol_history": {
                 "sessions_with_quotes": len(quoted),
                 "sessions_without_quotes": len(sessions) - len(quoted),
+                "sessions_kept_as_stored": ", ".join(str(s) for s in sessions if s not in quoted) or "none",
                 "underlyings_per_session": f"{int(per_day.min())}..{int(per_day.max())}" if len(per_day) else "0",
                 "extrapolated_rows": int(rows["extrapolated"].sum()),
                 "preview": dg.MetadataValue.md(markdown_table(preview, 10)),

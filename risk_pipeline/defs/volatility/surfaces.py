@@ -24,7 +24,7 @@ from risk_pipeline.defs.common import (
 from risk_pipeline.quant.chain import chain_implied_vols
 from risk_pipeline.quant.curves import discount_factor, forward_price, parity_forward, zero_rate
 from risk_pipeline.quant.implied_vol import IvStatus
-from risk_pipeline.quant.surfaces import UnderlyingSurface, fit_underlying, otm_mask
+from risk_pipeline.quant.surfaces import UnderlyingSurface, fit_underlyings, otm_mask
 from risk_pipeline.quant.svi import durrleman_g
 from risk_pipeline.resources import WarehouseResource
 from risk_pipeline.warehouse import Warehouse
@@ -190,21 +190,23 @@ def implied_vols(
 
 
 # ------------------------------------------------------------------------------------------ surfaces
-def _fit_one(args: tuple[str, pd.DataFrame]) -> tuple[str, UnderlyingSurface | None, str]:
-    underlying, quotes = args
-    try:
-        return (
-            underlying,
-            fit_underlying(
+def _fit_chunk(jobs: list[tuple[str, pd.DataFrame]]) -> list[tuple[str, UnderlyingSurface | None, str]]:
+    """Fit several underlyings in one batch (``fit_underlyings``): (underlying, surface or None, error)."""
+    results = fit_underlyings(
+        [
+            (
                 quotes["expiry"].to_numpy(),
                 quotes["time_to_expiry_years"].to_numpy(float),
                 np.log(quotes["strike"].to_numpy(float) / quotes["forward"].to_numpy(float)),
                 quotes["implied_vol"].to_numpy(float),
-            ),
-            "",
-        )
-    except ValueError as exc:
-        return underlying, None, str(exc)
+            )
+            for _, quotes in jobs
+        ]
+    )
+    return [
+        (u, r, "") if isinstance(r, UnderlyingSurface) else (u, None, str(r))
+        for (u, _), r in zip(jobs, results, strict=True)
+    ]
 
 
 def fit_surfaces(iv: pd.DataFrame, workers: int = 2) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
@@ -213,9 +215,10 @@ def fit_surfaces(iv: pd.DataFrame, workers: int = 2) -> tuple[pd.DataFrame, pd.D
     jobs = [(str(u), g) for u, g in usable.groupby("underlying", sort=True)]
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            fitted = list(pool.map(_fit_one, jobs, chunksize=2))
+            parts = pool.map(_fit_chunk, [jobs[i::workers] for i in range(workers)])
+            fitted = sorted((f for part in parts for f in part), key=lambda f: f[0])
     else:
-        fitted = [_fit_one(j) for j in jobs]
+        fitted = _fit_chunk(jobs)
     as_of = iv["as_of"].iloc[0]
     surface_rows, grid_rows, surfaces = [], [], {}
     for underlying, surface, error in fitted:

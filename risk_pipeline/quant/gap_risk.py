@@ -1,0 +1,746 @@
+"""Gap-risk decisions ahead of scheduled events: reduce, tighten caps, block new entries, flatten short gamma.
+
+Pure numerics (numpy and dataclasses in and out, no Dagster, no I/O). The exchange calendar is an input
+(a tuple of sessions), so every rule here is testable against ``exchange_calendars`` by the caller.
+
+Events and windows. An event's *reaction session* is the first session whose close is after the event
+time (an earnings release after the close moves the next session; CPI at 08:30 New York moves the same
+session; an early close counts as that session's close). ``trading_days_until`` counts the sessions
+after the evaluation session up to and including the reaction session (0: the gap hits this session).
+An event is *in its window* while it has not happened and ``trading_days_until <= lead`` for its type
+(``LeadWindows``: earnings 2, FOMC 1, CPI 1, any other type 1 by default).
+
+Actions per book and event (one row per event: the name for earnings, ``*`` = the whole book for
+market-wide events):
+
+* ``flatten_short_gamma`` (earnings, when the book's policy says so): every short option on the name is
+  bought back (trade ``+|q|``);
+* ``reduce``: the remaining positions in scope (the name's, or the whole book's for a market-wide event)
+  are scaled by the largest ``k`` in [0, 1] (a grid of ``1 / REDUCE_GRID``, refined to ``1 / REDUCE_GRID**2``
+  above its largest passing point) whose estimated event
+  loss is within the budget ``max_event_loss_pct_nav * NAV``, then truncated to whole units toward zero;
+  the loss after is recomputed by full revaluation of the resulting book. The event-day P&L of the
+  scaled book is ``k A + B`` (``A`` the P&L of the positions in scope, ``B`` of everything else,
+  including time decay), so the loss measure is evaluated for every ``k`` of the grid at once;
+* ``tighten_caps``: limit overrides in force until the event has happened: the name's caps
+  (``max_abs_net_delta_shares``, ``max_abs_gamma_shares``) or the book's (``max_abs_net_dollar_delta``,
+  ``max_abs_gamma_shares`` for every underlying) times ``cap_factor`` (0.5);
+* ``block_new``: the pre-trade check rejects orders that add risk in the name (or book-wide for
+  market-wide events) until the event time;
+* ``alert``: every row (recorded in the audit trail).
+
+The row's ``action`` is the most severe one taken (``ACTION_SEVERITY``); ``actions`` lists them all.
+The loss measure is the event-risk loss at its confidence (``loss_quantile``, empirical VaR of the event
+day), or its expected shortfall or worst case (``empirical_var_es`` conventions of ``quant.var``).
+
+UVaR with gap scenarios (``gap_var``): when an event's reaction session falls inside a VaR horizon of
+``h`` sessions, each historical ``h``-day scenario is combined with each past event-day move
+(``(1 + r)(1 + g) - 1`` per underlying; several events multiply their gaps), the book is revalued in
+full under the combined set (sampled without replacement down to ``max_scenarios`` when larger), and
+the gap component is that VaR minus the VaR without the gaps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from risk_pipeline.quant.limits import BREACH, OK, WARN, LimitResult, limit_status, utilization
+
+if TYPE_CHECKING:  # the revaluation engine is imported where it is used: the pre-trade path needs none of it
+    from risk_pipeline.quant.portfolio import Portfolio
+    from risk_pipeline.quant.scenario_engine import AmericanMethod, ScenarioSet
+
+FloatArray = NDArray[np.float64]
+LossMeasure = Literal["loss_quantile", "expected_shortfall", "worst_loss"]
+
+REDUCE = "reduce"
+TIGHTEN_CAPS = "tighten_caps"
+BLOCK_NEW = "block_new"
+FLATTEN_SHORT_GAMMA = "flatten_short_gamma"
+ALERT = "alert"
+NO_ACTION = "none"
+#: Least to most severe; a row's ``action`` is the most severe action taken.
+ACTION_SEVERITY: tuple[str, ...] = (NO_ACTION, ALERT, TIGHTEN_CAPS, BLOCK_NEW, REDUCE, FLATTEN_SHORT_GAMMA)
+#: ``symbol`` of a row that applies to the whole book (market-wide events and the no-event marker).
+BOOK_WIDE = "*"
+#: Grid steps of the reduction factor ``k`` in [0, 1].
+REDUCE_GRID = 1000
+#: Single-name limits tightened for earnings, and book limits tightened for market-wide events.
+SINGLE_NAME_LIMITS: tuple[str, ...] = ("max_abs_net_delta_shares", "max_abs_gamma_shares")
+MARKET_LIMITS: tuple[str, ...] = ("max_abs_net_dollar_delta", "max_abs_gamma_shares")
+#: Per-underlying limits (their value is the largest over underlyings).
+PER_UNDERLYING_LIMITS: frozenset[str] = frozenset({"max_abs_net_delta_shares", "max_abs_gamma_shares"})
+DEFAULT_LEAD_SESSIONS: dict[str, int] = {"earnings": 2, "fomc": 1, "cpi": 1}
+#: Risk level of the estimated loss against the budget: LOW below half, MEDIUM up to the budget,
+#: HIGH up to twice, CRITICAL beyond.
+RISK_LEVEL_RATIOS: tuple[tuple[float, str], ...] = ((0.5, "LOW"), (1.0, "MEDIUM"), (2.0, "HIGH"))
+
+
+# --------------------------------------------------------------------------------------------------
+# configuration
+# --------------------------------------------------------------------------------------------------
+
+
+class GapRiskConfigError(ValueError):
+    """Every problem of a gap-risk policy mapping at once."""
+
+
+@dataclass(frozen=True)
+class LeadWindows:
+    """Lead window per event type in exchange sessions (``default`` for types not listed)."""
+
+    sessions: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_LEAD_SESSIONS))
+    default: int = 1
+
+    def __post_init__(self) -> None:
+        bad = {k: v for k, v in self.sessions.items() if not isinstance(v, int) or isinstance(v, bool) or v < 0}
+        if bad or not isinstance(self.default, int) or self.default < 0:
+            raise GapRiskConfigError(f"lead windows must be whole sessions >= 0: {bad or self.default!r}")
+        object.__setattr__(self, "sessions", dict(self.sessions))
+
+    def lead(self, event_type: str) -> int:
+        return int(self.sessions.get(event_type, self.default))
+
+
+@dataclass(frozen=True)
+class GapRiskPolicy:
+    """What a book does ahead of events (module docstring)."""
+
+    book: str = "default"
+    max_event_loss_pct_nav: float = 0.01
+    loss_measure: LossMeasure = "loss_quantile"
+    reduce: bool = True
+    tighten_caps: bool = True
+    cap_factor: float = 0.5
+    block_new: bool = True
+    block_new_market_wide: bool = True
+    flatten_short_gamma_before_earnings: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not (isinstance(self.max_event_loss_pct_nav, int | float) and 0.0 < self.max_event_loss_pct_nav < 1.0):
+            problems.append(f"max_event_loss_pct_nav {self.max_event_loss_pct_nav!r} must be in (0, 1)")
+        if self.loss_measure not in ("loss_quantile", "expected_shortfall", "worst_loss"):
+            problems.append(
+                f"loss_measure {self.loss_measure!r} must be loss_quantile, expected_shortfall or worst_loss"
+            )
+        if not (isinstance(self.cap_factor, int | float) and 0.0 < self.cap_factor <= 1.0):
+            problems.append(f"cap_factor {self.cap_factor!r} must be in (0, 1]")
+        for name in (
+            "reduce",
+            "tighten_caps",
+            "block_new",
+            "block_new_market_wide",
+            "flatten_short_gamma_before_earnings",
+        ):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name} {getattr(self, name)!r} must be true or false")
+        if problems:
+            raise GapRiskConfigError(f"gap-risk policy of book {self.book!r}: " + "; ".join(problems))
+
+
+POLICY_FIELDS: tuple[str, ...] = (
+    "max_event_loss_pct_nav",
+    "loss_measure",
+    "reduce",
+    "tighten_caps",
+    "cap_factor",
+    "block_new",
+    "block_new_market_wide",
+    "flatten_short_gamma_before_earnings",
+)
+
+
+@dataclass(frozen=True)
+class GapRiskConfig:
+    """A parsed gap-risk file: version, lead windows, default policy and per-book overrides."""
+
+    version: str
+    leads: LeadWindows
+    defaults: GapRiskPolicy
+    books: Mapping[str, GapRiskPolicy]
+
+    def for_book(self, book: str) -> GapRiskPolicy:
+        return self.books.get(book, replace(self.defaults, book=book))
+
+
+def parse_gap_risk_config(raw: Mapping[str, Any], source: str = "<dict>") -> GapRiskConfig:
+    """Validate a gap-risk mapping: ``version``, ``lead_sessions``, ``default_lead_sessions``, ``defaults``,
+    ``books`` (book -> overrides of ``defaults``). Raises ``GapRiskConfigError`` naming every problem."""
+    problems: list[str] = []
+    if not isinstance(raw, Mapping):
+        raise GapRiskConfigError(f"{source}: must hold a mapping")
+    known = {"version", "lead_sessions", "default_lead_sessions", "defaults", "books"}
+    problems += [f"{source}: unknown top-level key {k!r}" for k in raw if k not in known]
+    version = raw.get("version")
+    if not version:
+        problems.append(f"{source}: version is required")
+    leads_raw = raw.get("lead_sessions") or {}
+    try:
+        leads = LeadWindows({**DEFAULT_LEAD_SESSIONS, **dict(leads_raw)}, raw.get("default_lead_sessions", 1))
+    except (GapRiskConfigError, TypeError, ValueError) as exc:
+        problems.append(f"{source}: {exc}")
+        leads = LeadWindows()
+
+    def policy(book: str, values: Mapping[str, Any]) -> GapRiskPolicy | None:
+        unknown = [k for k in values if k not in POLICY_FIELDS]
+        if unknown:
+            problems.append(f"{source}: book {book!r}: unknown field(s) {unknown}; known: {list(POLICY_FIELDS)}")
+            return None
+        try:
+            return GapRiskPolicy(book=book, **dict(values))
+        except GapRiskConfigError as exc:
+            problems.append(f"{source}: {exc}")
+            return None
+
+    defaults_raw = raw.get("defaults") or {}
+    defaults = policy("defaults", defaults_raw) or GapRiskPolicy()
+    books = {}
+    for book, overrides in (raw.get("books") or {}).items():
+        got = policy(str(book), {**defaults_raw, **(overrides or {})})
+        if got is not None:
+            books[str(book)] = got
+    if problems:
+        raise GapRiskConfigError("\n".join(problems))
+    return GapRiskConfig(str(version), leads, defaults, books)
+
+
+# --------------------------------------------------------------------------------------------------
+# exchange-calendar rules (sessions are an input)
+# --------------------------------------------------------------------------------------------------
+
+
+def trading_days_until(session: dt.date, reaction_session: dt.date, sessions: Sequence[dt.date]) -> int:
+    """Sessions after ``session`` up to and including ``reaction_session`` (0 when it is ``session`` or earlier)."""
+    days = np.asarray(sessions, dtype="datetime64[D]")
+    lo = np.searchsorted(days, np.datetime64(session, "D"), side="right")
+    hi = np.searchsorted(days, np.datetime64(reaction_session, "D"), side="right")
+    return int(max(hi - lo, 0))
+
+
+def window_start(reaction_session: dt.date, lead: int, sessions: Sequence[dt.date]) -> dt.date:
+    """First session of an event's window: ``lead`` sessions before its reaction session."""
+    days = list(sessions)
+    i = days.index(reaction_session)
+    if i - lead < 0:
+        raise ValueError(f"the sessions given do not reach {lead} sessions before {reaction_session}")
+    return days[i - lead]
+
+
+def monthly_expirations(sessions: Sequence[dt.date], first_month: dt.date, last_month: dt.date) -> list[dt.date]:
+    """Standard monthly option expirations: the third Friday of each month, or the session before it when
+    the exchange is closed that Friday (e.g. Good Friday 2025-04-18 -> 2025-04-17)."""
+    days = np.asarray(sessions, dtype="datetime64[D]")
+    out = []
+    y, m = first_month.year, first_month.month
+    while (y, m) <= (last_month.year, last_month.month):
+        first = dt.date(y, m, 1)
+        friday = first + dt.timedelta(days=(4 - first.weekday()) % 7 + 14)
+        i = int(np.searchsorted(days, np.datetime64(friday, "D"), side="right")) - 1
+        if i < 0:
+            raise ValueError(f"no session on or before {friday} in the sessions given")
+        out.append(days[i].astype(dt.date))
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# loss measures
+# --------------------------------------------------------------------------------------------------
+
+
+def loss_measures(pnl: ArrayLike, confidence: float) -> dict[str, FloatArray]:
+    """Loss quantile (empirical VaR), expected shortfall and worst loss of every column of ``pnl``
+    (scenarios x columns), with the conventions of ``quant.var.empirical_var_es``; positive = loss."""
+    p = np.sort(np.asarray(pnl, dtype=np.float64), axis=0)
+    if p.ndim == 1:
+        p = p[:, None]
+    n = p.shape[0]
+    if n == 0 or not np.all(np.isfinite(p)):
+        raise ValueError("pnl must be a non-empty finite sample")
+    m = n * (1.0 - confidence)
+    if abs(m - round(m)) < 1e-9:
+        m = float(round(m))
+    var = -p[max(1, math.ceil(m)) - 1]
+    if m <= 1.0:
+        es = -p[0]
+    else:
+        whole = math.floor(m)
+        tail = p[:whole].sum(axis=0) + (m - whole) * (p[whole] if whole < n else 0.0)
+        es = -tail / m
+    return {"loss_quantile": var, "expected_shortfall": es, "worst_loss": -p[0]}
+
+
+def loss_of(pnl: ArrayLike, measure: LossMeasure, confidence: float) -> float:
+    """One loss measure of one P&L sample."""
+    return float(loss_measures(np.asarray(pnl, dtype=np.float64).reshape(-1), confidence)[measure][0])
+
+
+# --------------------------------------------------------------------------------------------------
+# actions
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowEvent:
+    """An event inside its lead window (``symbol`` None: market-wide)."""
+
+    event_id: str
+    event_type: str
+    symbol: str | None
+    event_time: Any
+    reaction_session: dt.date
+    trading_days_until: int
+
+    @property
+    def market_wide(self) -> bool:
+        return self.symbol is None
+
+
+@dataclass(frozen=True)
+class Trade:
+    """One position's trade: ``trade_quantity`` signed (``> 0`` buys), in the position's units."""
+
+    position_id: str
+    action: str
+    quantity_before: float
+    trade_quantity: float
+    quantity_after: float
+
+
+@dataclass(frozen=True)
+class GapDecision:
+    """Everything decided for one book and one event."""
+
+    event: WindowEvent
+    symbol: str
+    actions: tuple[str, ...]
+    trades: tuple[Trade, ...]
+    limit_overrides: dict[str, float]
+    loss_before: float
+    loss_after: float
+    budget: float
+    n_scenarios: int
+    reduce_factor: float
+    reason: str
+
+    @property
+    def action(self) -> str:
+        return max(self.actions, key=ACTION_SEVERITY.index) if self.actions else NO_ACTION
+
+    @property
+    def quantity(self) -> float:
+        """Units traded, summed over positions (shares and contracts as each position counts them)."""
+        return float(sum(abs(t.trade_quantity) for t in self.trades))
+
+    def trades_json(self) -> str:
+        return json.dumps([t.__dict__ for t in self.trades], sort_keys=True)
+
+    def overrides_json(self) -> str | None:
+        return json.dumps(self.limit_overrides, sort_keys=True) if self.limit_overrides else None
+
+
+def event_pnl(
+    portfolio: Portfolio,
+    event: WindowEvent,
+    moves: ArrayLike,
+    betas: ArrayLike | None,
+    *,
+    horizon_days: float = 1.0,
+    american: AmericanMethod = "eep_grid",
+) -> FloatArray:
+    """Event-day P&L of ``portfolio`` under each past move (the event-risk scenario set)."""
+    from risk_pipeline.quant.scenario_engine import evaluate
+    from risk_pipeline.quant.stress import GapEvent, event_scenarios
+
+    sc = event_scenarios(portfolio, GapEvent(event.event_id, event.event_type, event.symbol), moves, betas)
+    return evaluate(portfolio, sc, horizon_days, american=american).pnl
+
+
+def decide(
+    portfolio: Portfolio,
+    event: WindowEvent,
+    moves: ArrayLike,
+    betas: ArrayLike | None,
+    *,
+    nav: float,
+    policy: GapRiskPolicy,
+    caps: Mapping[str, float | None],
+    confidence: float = 0.95,
+    horizon_days: float = 1.0,
+    american: AmericanMethod = "eep_grid",
+) -> GapDecision:
+    """The actions of one book for one event in its window (module docstring).
+
+    ``portfolio`` is the book (``position_id`` set), ``moves`` the event's past event-day moves (of the
+    name for earnings, of the index for market-wide events, mapped by ``betas``), ``caps`` the book's
+    current limits (``None`` = disabled).
+    """
+    if not (math.isfinite(nav) and nav > 0.0):
+        raise ValueError(f"NAV {nav!r} must be positive to size the event-loss budget")
+    measure = policy.loss_measure
+    budget = policy.max_event_loss_pct_nav * nav
+    q0 = np.asarray(portfolio.quantity, dtype=np.float64)
+    sym = np.asarray(portfolio.symbols)[portfolio.symbol_index]
+    in_scope = np.ones(q0.size, dtype=bool) if event.market_wide else (sym == event.symbol)
+    in_scope &= q0 != 0.0
+
+    def book_pnl(quantity: FloatArray) -> FloatArray:
+        return event_pnl(
+            replace(portfolio, quantity=quantity), event, moves, betas, horizon_days=horizon_days, american=american
+        )
+
+    m = np.asarray(moves if moves is not None else [], dtype=np.float64).reshape(-1)
+    known = m.size > 0
+    pnl_before = book_pnl(q0) if known else np.zeros(0)
+    loss_before = loss_of(pnl_before, measure, confidence) if known else math.nan
+    actions: list[str] = [ALERT]
+    q1 = q0.copy()
+    flattened = np.zeros(q0.size, dtype=bool)
+    if not event.market_wide and policy.flatten_short_gamma_before_earnings:
+        flattened = in_scope & np.asarray(portfolio.is_option) & (q0 < 0.0)
+        q1[flattened] = 0.0
+        if flattened.any():
+            actions.append(FLATTEN_SHORT_GAMMA)
+    scaled = in_scope & ~flattened
+    k = 1.0
+    if policy.reduce and scaled.any() and known:
+        a = book_pnl(np.where(scaled, q1, 0.0))
+        b = book_pnl(np.where(scaled, 0.0, q1))
+
+        def losses_at(ks: FloatArray) -> FloatArray:
+            return loss_measures(a[:, None] * ks[None, :] + b[:, None], confidence)[measure]
+
+        grid = np.linspace(0.0, 1.0, REDUCE_GRID + 1)
+        losses = losses_at(grid)
+        if losses[-1] > budget:
+            ok = np.flatnonzero(losses <= budget)
+            candidates = np.array([0.0])
+            if ok.size:  # refine above the largest passing grid point (steps of 1e-6 of the position)
+                lo = grid[ok[-1]]
+                fine = np.linspace(lo, min(lo + 1.0 / REDUCE_GRID, 1.0), REDUCE_GRID + 1)
+                best = fine[losses_at(fine) <= budget][-1:]
+                candidates = np.unique(np.concatenate([best, grid[ok], candidates]))[::-1]
+            for k in candidates:  # the largest k whose whole-unit book is within budget (few iterations)
+                trial = np.where(scaled, np.trunc(q1 * k), q1)
+                if loss_of(book_pnl(trial), measure, confidence) <= budget or k == 0.0:
+                    break
+            k = float(k)
+            q1 = np.where(scaled, np.trunc(q1 * k), q1)
+            if np.any(q1 != np.where(flattened, 0.0, q0)):
+                actions.append(REDUCE)
+    trades = tuple(
+        Trade(
+            str(portfolio.position_id[i]),
+            FLATTEN_SHORT_GAMMA if flattened[i] else REDUCE,
+            float(q0[i]),
+            float(q1[i] - q0[i]),
+            float(q1[i]),
+        )
+        for i in np.flatnonzero(q1 != q0)
+    )
+    loss_after = loss_of(book_pnl(q1), measure, confidence) if trades and known else loss_before
+    overrides: dict[str, float] = {}
+    if policy.tighten_caps:
+        names = MARKET_LIMITS if event.market_wide else SINGLE_NAME_LIMITS
+        overrides = {n: float(caps[n]) * policy.cap_factor for n in names if caps.get(n) is not None}
+        if overrides:
+            actions.append(TIGHTEN_CAPS)
+    if policy.block_new and (not event.market_wide or policy.block_new_market_wide):
+        actions.append(BLOCK_NEW)
+    where = "the book" if event.market_wide else event.symbol
+    reason = (
+        f"{event.event_type} {event.event_id} in {event.trading_days_until} session(s) "
+        f"(reaction {event.reaction_session}): "
+    )
+    if known:
+        reason += (
+            f"estimated {measure.replace('_', ' ')} {loss_before:,.0f} vs budget {budget:,.0f} "
+            f"({policy.max_event_loss_pct_nav:.2%} of NAV {nav:,.0f}) over {len(pnl_before)} past moves"
+        )
+    else:
+        reason += "no past event-day moves of this event in the price history: loss not estimated, no reduction"
+    if FLATTEN_SHORT_GAMMA in actions:
+        reason += f"; short options on {event.symbol} bought back"
+    if REDUCE in actions:
+        reason += f"; positions of {where} scaled by {k:.3f}"
+    if known and loss_after > budget:
+        reason += f"; loss after {loss_after:,.0f} still above budget (only {where} is in scope)"
+    if overrides:
+        reason += f"; caps x{policy.cap_factor:g} until the event: " + ", ".join(
+            f"{n} {v:,.0f}" for n, v in overrides.items()
+        )
+    if BLOCK_NEW in actions:
+        reason += f"; no new risk in {where} until the event"
+    return GapDecision(
+        event=event,
+        symbol=BOOK_WIDE if event.market_wide else str(event.symbol),
+        actions=tuple(sorted(set(actions), key=ACTION_SEVERITY.index, reverse=True)),
+        trades=trades,
+        limit_overrides=overrides,
+        loss_before=loss_before,
+        loss_after=loss_after,
+        budget=budget,
+        n_scenarios=len(pnl_before),
+        reduce_factor=k,
+        reason=reason,
+    )
+
+
+def risk_level(loss: float, budget: float) -> str:
+    """LOW / MEDIUM / HIGH / CRITICAL of an estimated loss against the budget (``RISK_LEVEL_RATIOS``)."""
+    ratio = loss / budget if budget > 0.0 else math.inf
+    for bound, level in RISK_LEVEL_RATIOS:
+        if ratio < bound:
+            return level
+    return "CRITICAL"
+
+
+def gap_document(rows: Sequence[Mapping[str, Any]], budget: float) -> dict[str, Any]:
+    """The per-book JSON document: upcoming events with their action, the risk level and the recommendation.
+
+    ``rows`` are the book's ``gap_risk_actions`` rows (the no-event marker is skipped); ``date`` is the event's
+    New York date (ISO), ``days_until`` the sessions to its reaction session; the risk level is that of the
+    largest estimated loss before action against the budget (events with no move history have no estimate).
+    """
+    real = [r for r in rows if r["action"] != NO_ACTION]
+    upcoming = [
+        {
+            "symbol": None if r["symbol"] == BOOK_WIDE else r["symbol"],
+            "event_type": r["event_type"],
+            "date": r["event_date"].isoformat() if hasattr(r["event_date"], "isoformat") else r["event_date"],
+            "days_until": int(r["trading_days_until"]),
+            "action": r["action"],
+        }
+        for r in sorted(real, key=lambda r: (int(r["trading_days_until"]), str(r["event_id"]), str(r["symbol"])))
+    ]
+    known = [float(r["loss_before"]) for r in real if r.get("loss_before") is not None]
+    worst = max((x for x in known if math.isfinite(x)), default=0.0)  # events without move history: not estimated
+    recommended = max((r["action"] for r in real), key=ACTION_SEVERITY.index, default=NO_ACTION)
+    return {"upcoming_events": upcoming, "risk_level": risk_level(worst, budget), "recommended_action": recommended}
+
+
+# --------------------------------------------------------------------------------------------------
+# limits, pre-trade
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LimitOverride:
+    """A tightened cap in force until ``expires_at``: ``symbol`` None applies to the book (or every underlying)."""
+
+    limit_name: str
+    cap: float
+    symbol: str | None
+    event_id: str
+    expires_at: Any
+
+
+def overrides_from_rows(rows: Sequence[Mapping[str, Any]]) -> list[LimitOverride]:
+    """``LimitOverride``s of ``gap_risk_actions`` rows (their ``limit_overrides`` JSON)."""
+    out = []
+    for r in rows:
+        if not r.get("limit_overrides"):
+            continue
+        symbol = None if r["symbol"] == BOOK_WIDE else str(r["symbol"])
+        for name, cap in json.loads(r["limit_overrides"]).items():
+            out.append(LimitOverride(str(name), float(cap), symbol, str(r["event_id"]), r["expires_at"]))
+    return out
+
+
+def apply_limit_overrides(
+    results: Sequence[LimitResult],
+    overrides: Sequence[LimitOverride],
+    symbols: Sequence[str],
+    net_delta_by_symbol: ArrayLike,
+    gamma_by_symbol: ArrayLike,
+) -> tuple[list[LimitResult], dict[str, str]]:
+    """Limit rows with the tightened caps in force, and a note per limit changed (also appended to ``note``).
+
+    A book-level limit gets the lowest cap in force. A per-underlying limit is evaluated per underlying
+    against its own cap (the override's for its name, the file's otherwise); the row reports the
+    underlying with the highest utilization, and drivers are the underlyings above their warning level.
+    The warning level keeps the limit's warning fraction. NOT_AVAILABLE rows are left as they are.
+    """
+    by_limit: dict[str, list[LimitOverride]] = {}
+    for o in overrides:
+        by_limit.setdefault(o.limit_name, []).append(o)
+    values = {
+        "max_abs_net_delta_shares": np.abs(np.asarray(net_delta_by_symbol, dtype=np.float64)),
+        "max_abs_gamma_shares": np.abs(np.asarray(gamma_by_symbol, dtype=np.float64)),
+    }
+    names = np.asarray(list(symbols), dtype=object)
+    out: list[LimitResult] = []
+    notes: dict[str, str] = {}
+    for r in results:
+        found = by_limit.get(r.limit_name)
+        if not found or not math.isfinite(r.value) or not r.threshold:
+            out.append(r)
+            continue
+        fraction = r.warn_threshold / r.threshold
+        text = ", ".join(f"{o.symbol or 'book'} cap {o.cap:,.6g} until {o.expires_at} ({o.event_id})" for o in found)
+        notes[r.limit_name] = f"event caps in force: {text}"
+        r = replace(r, note="; ".join(x for x in (r.note, notes[r.limit_name]) if x))
+        if r.limit_name in PER_UNDERLYING_LIMITS and names.size:
+            cap = np.full(names.size, r.threshold)
+            for o in found:
+                mask = np.ones(names.size, dtype=bool) if o.symbol is None else names == o.symbol
+                cap = np.where(mask, np.minimum(cap, o.cap), cap)
+            v = values[r.limit_name]
+            util = v / cap
+            i = int(np.argmax(util))
+            above = np.argsort(-util, kind="stable")
+            above = above[v[above] > fraction * cap[above]][:10]
+            status = BREACH if np.any(v > cap) else WARN if np.any(v > fraction * cap) else OK
+            out.append(
+                replace(
+                    r,
+                    value=float(v[i]),
+                    threshold=float(cap[i]),
+                    warn_threshold=float(fraction * cap[i]),
+                    utilization=float(util[i]),
+                    status=status,
+                    drivers=tuple(str(s) for s in names[above]) or (str(names[i]),),
+                )
+            )
+        else:
+            cap_b = min([r.threshold, *(o.cap for o in found)])
+            warn = fraction * cap_b
+            out.append(
+                replace(
+                    r,
+                    threshold=cap_b,
+                    warn_threshold=warn,
+                    utilization=utilization(r.value, cap_b, r.kind),
+                    status=limit_status(r.value, cap_b, warn, r.kind),
+                )
+            )
+    return out, notes
+
+
+@dataclass(frozen=True)
+class Blackout:
+    """New risk blocked in ``symbol`` (``*`` = the whole book) until ``expires_at``."""
+
+    symbol: str
+    reason: str
+    expires_at: Any
+
+
+def blackouts_from_rows(rows: Sequence[Mapping[str, Any]]) -> list[Blackout]:
+    """Blackouts of ``gap_risk_actions`` rows whose actions include ``block_new``."""
+    out = []
+    for r in rows:
+        if BLOCK_NEW not in json.loads(r.get("actions") or "[]"):
+            continue
+        where = "the whole book" if r["symbol"] == BOOK_WIDE else str(r["symbol"])
+        reason = (
+            f"{r['event_type']} {r['event_id']} at {r['event_time']} (new risk in {where} blocked until "
+            f"{r['expires_at']})"
+        )
+        out.append(Blackout(str(r["symbol"]), reason, r["expires_at"]))
+    return out
+
+
+def blackout_for_order(blackouts: Sequence[Blackout], symbol: str, now: Any) -> str | None:
+    """Why an order adding risk in ``symbol`` is blocked at ``now`` (None when no blackout is in force)."""
+    reasons = [b.reason for b in blackouts if (b.symbol in (symbol, BOOK_WIDE)) and now < b.expires_at]
+    return "; ".join(reasons) if reasons else None
+
+
+# --------------------------------------------------------------------------------------------------
+# UVaR with gap scenarios
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GapVar:
+    """VaR/ES with the gap scenarios of ``event_ids`` and the gap component (with minus without)."""
+
+    horizon_days: int
+    confidence: float
+    var: float
+    expected_shortfall: float
+    gap_var: float
+    gap_expected_shortfall: float
+    n_scenarios: int
+    event_ids: tuple[str, ...]
+    component_var: FloatArray = field(repr=False)
+
+
+def combined_gap_scenarios(
+    base: ScenarioSet, gap_spot: Sequence[FloatArray], max_scenarios: int, seed: int
+) -> ScenarioSet:
+    """Every base scenario with every combination of past gaps (one gap matrix per event, ``(m_e, n_symbols)``),
+    or a seeded sample without replacement of ``max_scenarios`` of those pairs."""
+    from risk_pipeline.quant.scenario_engine import ScenarioSet
+
+    gaps = np.zeros((1, base.n_symbols))
+    for g in gap_spot:
+        g = np.asarray(g, dtype=np.float64)
+        gaps = ((1.0 + gaps[:, None, :]) * (1.0 + g[None, :, :]) - 1.0).reshape(-1, base.n_symbols)
+    n_base, n_gap = base.n_scenarios, gaps.shape[0]
+    total = n_base * n_gap
+    pick = (
+        np.arange(total)
+        if total <= max_scenarios
+        else np.sort(np.random.default_rng(seed).choice(total, size=max_scenarios, replace=False))
+    )
+    i, j = np.divmod(pick, n_gap)
+    spot = (1.0 + base.spot_shock_rel[i]) * (1.0 + gaps[j]) - 1.0
+    scale = None if base.vol_scale is None else base.vol_scale[i]
+    return ScenarioSet(spot, vol_scale=scale)
+
+
+def gap_var(
+    portfolio: Portfolio,
+    base: ScenarioSet,
+    base_pnl: ArrayLike,
+    events: Sequence[tuple[str, FloatArray]],
+    *,
+    horizon_days: int,
+    confidences: Sequence[float],
+    calendar_days: float,
+    american: AmericanMethod = "eep_grid",
+    max_scenarios: int = 50_000,
+    seed: int = 0,
+) -> list[GapVar]:
+    """VaR/ES of ``portfolio`` over ``horizon_days`` including the gap scenarios of ``events``.
+
+    ``base`` is the horizon's historical scenario set and ``base_pnl`` its P&L (the VaR without gaps);
+    each event is ``(event_id, gap_spot)`` with ``gap_spot`` its past moves per underlying
+    (``(m, n_symbols)``, e.g. ``quant.stress.event_scenarios(...).spot_shock_rel``). ``calendar_days`` of
+    time decay. Components (per underlying) sum to the VaR with gaps.
+    """
+    from risk_pipeline.quant.scenario_engine import evaluate
+    from risk_pipeline.quant.var import empirical_var_es, kernel_component_var
+
+    sc = combined_gap_scenarios(base, [g for _, g in events], max_scenarios, seed)
+    res = evaluate(portfolio, sc, calendar_days, american=american, per_symbol=True)
+    assert res.by_symbol is not None
+    out = []
+    for c in confidences:
+        var, es = empirical_var_es(res.pnl, c)
+        var0, es0 = empirical_var_es(base_pnl, c)
+        out.append(
+            GapVar(
+                horizon_days=int(horizon_days),
+                confidence=float(c),
+                var=var,
+                expected_shortfall=es,
+                gap_var=var - var0,
+                gap_expected_shortfall=es - es0,
+                n_scenarios=int(res.pnl.size),
+                event_ids=tuple(e for e, _ in events),
+                component_var=kernel_component_var(res.by_symbol, var),
+            )
+        )
+    return out
