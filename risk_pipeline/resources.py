@@ -63,6 +63,8 @@ class MarketDataResource(dg.ConfigurableResource):
     kind: Literal["synthetic", "folder", "packaged"] = "synthetic"
     seed: int = 7
     n_underlyings: int = 50
+    #: Synthetic market regime: calm, realistic (crisis episodes, long-memory vol) or crisis.
+    market: Literal["calm", "realistic", "crisis"] = "realistic"
     folder: str = str(SAMPLE_FOLDER)
     dataset: str = "sp500"
     macro_events_file: str = str(MACRO_EVENTS_FILE)
@@ -98,7 +100,9 @@ class MarketDataResource(dg.ConfigurableResource):
             for t, kind in zip(pd.to_datetime(macro["event_time"], utc=True), macro["event_type"], strict=True):
                 day = t.tz_convert("America/New_York").date()
                 kinds[day] = f"{kinds[day]};{kind}" if day in kinds else str(kind)
-            return SyntheticSource(seed=self.seed, n_underlyings=self.n_underlyings, macro_event_dates=kinds)
+            return SyntheticSource(
+                seed=self.seed, n_underlyings=self.n_underlyings, macro_event_dates=kinds, market=self.market
+            )
         if self.kind == "folder":
             from risk_pipeline.sources.folder import FolderSource
 
@@ -174,6 +178,7 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     market = MarketDataResource(
         kind=os.environ.get("RISK_PIPELINE_SOURCE", "synthetic"),  # type: ignore[arg-type]
         seed=int(os.environ.get("RISK_PIPELINE_SEED", "7")),
+        market=os.environ.get("RISK_PIPELINE_MARKET", "realistic"),  # type: ignore[arg-type]
         folder=os.environ.get("RISK_PIPELINE_FOLDER", str(SAMPLE_FOLDER)),
     )
     # the URL may carry a password: passed as EnvVar, so only the variable's name is ever shown

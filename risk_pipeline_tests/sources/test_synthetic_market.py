@@ -323,3 +323,11 @@ def test_markets_are_deterministic() -> None:
     assert list(xnys_sessions(dt.date(2025, 1, 2), dt.date(2025, 1, 31))) == SyntheticSource().sessions(
         dt.date(2025, 1, 2), dt.date(2025, 1, 31)
     )
+
+
+def test_market_regime_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from risk_pipeline.resources import resources_from_env
+
+    monkeypatch.setenv("RISK_PIPELINE_MARKET", "calm")
+    market = resources_from_env()["market_data"]
+    assert market.market == "calm" and market.get_source().market == "calm"  # type: ignore[attr-defined]
