@@ -33,13 +33,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 from scipy.special import xlogy
 from scipy.stats import binom, chi2
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.int64]
-BoolArray = NDArray[np.bool_]
+from risk_pipeline.quant._numba import BoolArray, FloatArray
 
 GREEN = "green"
 YELLOW = "yellow"

@@ -17,8 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
+from risk_pipeline.quant._numba import FloatArray, IntArray
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.scenario_engine import market_values, revalue
 from risk_pipeline.quant.var import (
@@ -30,9 +31,6 @@ from risk_pipeline.quant.var import (
     fit_garch_or_constant,
 )
 from risk_pipeline.quant.vol_forecast import GarchParams
-
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.intp]
 
 
 def rescaled_book(portfolio: Portfolio, spot: ArrayLike, atm_ratio: ArrayLike) -> Portfolio:

@@ -8,9 +8,10 @@ extrapolated flat beyond the end points (the convention the synthetic source pri
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
-FloatArray = NDArray[np.float64]
+from risk_pipeline.quant._numba import FloatArray
+
 DAYS_PER_YEAR = 365.0
 
 

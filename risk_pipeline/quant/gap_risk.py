@@ -50,15 +50,15 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
+from risk_pipeline.quant._numba import FloatArray
 from risk_pipeline.quant.limits import BREACH, OK, WARN, LimitResult, limit_status, utilization
 
 if TYPE_CHECKING:  # the revaluation engine is imported where it is used: the pre-trade path needs none of it
     from risk_pipeline.quant.portfolio import Portfolio
     from risk_pipeline.quant.scenario_engine import AmericanMethod, ScenarioSet
 
-FloatArray = NDArray[np.float64]
 LossMeasure = Literal["loss_quantile", "expected_shortfall", "worst_loss"]
 
 REDUCE = "reduce"

@@ -66,9 +66,7 @@ import numpy as np
 import yaml
 from numpy.typing import ArrayLike, NDArray
 
-FloatArray = NDArray[np.float64]
-BoolArray = NDArray[np.bool_]
-IntArray = NDArray[np.intp]
+from risk_pipeline.quant._numba import FloatArray, IntArray
 
 OK = "OK"
 WARN = "WARN"

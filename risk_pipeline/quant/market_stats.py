@@ -23,9 +23,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import ArrayLike, NDArray
 
+from risk_pipeline.quant._numba import FloatArray
 from risk_pipeline.quant.backtest import RED, YELLOW, christoffersen_independence, traffic_light, transition_counts
 
-FloatArray = NDArray[np.float64]
 PERIODS_PER_YEAR = 252
 
 

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from risk_pipeline.quant._numba import FloatArray
 from risk_pipeline.quant.limits import (
     BREACH,
     WARN,
@@ -56,8 +57,6 @@ from risk_pipeline.quant.limits import (
     make_result,
 )
 from risk_pipeline.quant.trading_state import HALTED, REDUCING, TradingStateRecord
-
-FloatArray = NDArray[np.float64]
 
 APPROVE = "approve"
 RESIZE = "resize"

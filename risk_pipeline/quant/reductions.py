@@ -55,6 +55,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import sparse
 from scipy.optimize import OptimizeWarning, linprog
 
+from risk_pipeline.quant._numba import BoolArray, FloatArray
 from risk_pipeline.quant.limits import (
     BREACH,
     LIMIT_NAMES,
@@ -68,9 +69,6 @@ from risk_pipeline.quant.limits import (
     results_by_name,
 )
 from risk_pipeline.quant.trading_state import TradingStateRecord
-
-FloatArray = NDArray[np.float64]
-BoolArray = NDArray[np.bool_]
 
 #: LP cuts within this many units of an integer count as that integer when rounding up.
 ROUND_TOLERANCE = 1e-6

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from risk_pipeline.quant._numba import FloatArray
 from risk_pipeline.quant.bsm import bsm_price
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.var import ALL_METHODS, MarketHistory, VarConfig, compute_var
 from risk_pipeline.quant.vol_forecast import GarchParams, fit_garch, garch_variance
 
-FloatArray = NDArray[np.float64]
 TRADING_DAYS = 252
 OPTION_DAYS = 21
 CALL_MONEYNESS = 1.05

@@ -59,11 +59,10 @@ import numpy as np
 import yaml
 from numpy.typing import ArrayLike, NDArray
 
+from risk_pipeline.quant._numba import FloatArray
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.scenario_engine import AmericanMethod, ScenarioSet, evaluate, market_values
 from risk_pipeline.quant.var import empirical_var_es
-
-FloatArray = NDArray[np.float64]
 
 LOW, MEDIUM, HIGH, CRITICAL = "LOW", "MEDIUM", "HIGH", "CRITICAL"
 SCENARIO_TYPES = ("historical", "hypothetical")

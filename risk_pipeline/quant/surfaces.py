@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize
 
+from risk_pipeline.quant._numba import FloatArray
 from risk_pipeline.quant.svi import (
     CalendarCheck,
     SurfaceGrid,
@@ -30,7 +31,6 @@ from risk_pipeline.quant.svi import (
     svi_total_variance,
 )
 
-FloatArray = NDArray[np.float64]
 Refit = Callable[..., SviFit | None]
 
 #: ``fit_underlying`` methods: batched quasi-explicit + cutting-plane refit, or the per-slice original.

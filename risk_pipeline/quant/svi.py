@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize
 
-FloatArray = NDArray[np.float64]
+from risk_pipeline.quant._numba import FloatArray
 
 #: Slices with fewer quotes than this use a constrained simpler shape (see ``fit_svi_slice``).
 MIN_QUOTES_FULL_FIT = 5

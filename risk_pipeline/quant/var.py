@@ -78,13 +78,12 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import integrate
 from scipy.stats import norm
 
+from risk_pipeline.quant._numba import FloatArray
 from risk_pipeline.quant.american import american_greeks
 from risk_pipeline.quant.bsm import bsm_greeks
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.scenario_engine import AmericanMethod, ScenarioSet, evaluate
 from risk_pipeline.quant.vol_forecast import GarchParams, fit_garch, garch_variance
-
-FloatArray = NDArray[np.float64]
 
 HISTORICAL = "historical"
 DELTA_NORMAL = "delta_normal"

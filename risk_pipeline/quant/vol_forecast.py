@@ -39,7 +39,7 @@ from arch import arch_model
 from numpy.typing import ArrayLike, NDArray
 from scipy.signal import lfilter
 
-FloatArray = NDArray[np.float64]
+from risk_pipeline.quant._numba import FloatArray
 
 TRADING_DAYS = 252
 RISKMETRICS_LAMBDA = 0.94
