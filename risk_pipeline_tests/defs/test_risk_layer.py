@@ -194,3 +194,23 @@ def test_event_day_moves_are_the_flagged_days(run: Run) -> None:
     risk = wh.read("event_risk")
     assert (risk["worst_loss"] >= risk["loss_quantile"] - 1e-9).all()
     assert (risk["expected_loss"] >= 0).all()
+
+
+def test_a_held_option_that_did_not_trade_today_liquidates_one_contract_a_day(run: Run) -> None:
+    """Zero volume (thin single-name options) must not fail the stress step: the most conservative volume."""
+    from risk_pipeline.defs.risk.stress import liquidity_inputs
+
+    wh, _ = run
+    rows = wh.read("position_greeks")
+    rows = rows[rows["book"] == rows["book"].iloc[0]].reset_index(drop=True)
+    option = rows.index[rows["instrument_type"] == "option"][0]
+    quotes = wh.read("option_quotes", {"as_of": rows["as_of"].iloc[0]})
+    held = quotes.merge(
+        rows.loc[[option], ["symbol", "expiry", "strike", "option_type"]].rename(columns={"symbol": "underlying"})
+    )
+    assert len(held) == 1
+    _, volumes = liquidity_inputs(wh, rows, rows["as_of"].iloc[0], 5.0)
+    assert volumes[option] == max(float(held["volume"].iloc[0]), 1.0)
+    missing = rows.assign(strike=rows["strike"] + 0.123)  # no quote for the held contract
+    _, volumes_missing = liquidity_inputs(wh, missing, rows["as_of"].iloc[0], 5.0)
+    assert volumes_missing[option] == 1.0 and (volumes_missing > 0).all()

@@ -38,7 +38,8 @@ def liquidity_inputs(
     wh: Warehouse, rows: pd.DataFrame, as_of: pd.Timestamp, stock_half_spread_bps: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per position: quoted spread (options: ask - bid at the snapshot; stocks: 2 x the configured half
-    spread of the price) and daily volume (options: the contract's volume; stocks: the session's)."""
+    spread of the price) and daily volume (options: the contract's volume; stocks: the session's), at
+    least 1 (a contract with no volume today liquidates one unit a day)."""
     quotes = wh.read(
         "option_quotes",
         {"as_of": as_of},
@@ -55,7 +56,10 @@ def liquidity_inputs(
         2 * stock_half_spread_bps / 1e4 * rows["spot"].to_numpy(float),
     )
     volume = np.where(is_option, merged["volume"].to_numpy(float), stock_volume.to_numpy(float))
-    return np.nan_to_num(spread), np.nan_to_num(volume)
+    # a contract that did not trade today (volume 0 or no quote) is liquidated at the minimum, one unit a
+    # day: the most conservative days-to-liquidate, instead of failing the whole stress step
+    volume = np.maximum(np.nan_to_num(volume), 1.0)
+    return np.nan_to_num(spread), volume
 
 
 def heat_map(grid: pd.DataFrame, book: str) -> str:
