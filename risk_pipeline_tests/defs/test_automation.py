@@ -73,13 +73,18 @@ def test_sensor_does_nothing_on_a_holiday(tmp_path: Path, monkeypatch: pytest.Mo
     ("day", "expected"),
     [(dt.date(2026, 11, 20), "2026-11-20"), (dt.date(2026, 11, 26), None), (dt.date(2026, 11, 27), "2026-11-27")],
 )
-def test_end_of_day_schedule_follows_the_exchange_calendar(day: dt.date, expected: str | None) -> None:
-    when = dt.datetime.combine(day, dt.time(17, 15), tzinfo=dt.timezone(dt.timedelta(hours=-5)))
-    result = sensors.end_of_day_schedule(dg.build_schedule_context(scheduled_execution_time=when))
+@pytest.mark.parametrize(
+    ("schedule", "at", "prefix"), [("end_of_day_schedule", (17, 15), "eod"), ("start_of_day_schedule", (8, 0), "sod")]
+)
+def test_session_schedules_follow_the_exchange_calendar(
+    day: dt.date, expected: str | None, schedule: str, at: tuple[int, int], prefix: str
+) -> None:
+    when = dt.datetime.combine(day, dt.time(*at), tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    result = getattr(sensors, schedule)(dg.build_schedule_context(scheduled_execution_time=when))
     if expected is None:
         assert isinstance(result, dg.SkipReason)
     else:
-        assert result.partition_key == expected and result.run_key == f"eod:{expected}"
+        assert result.partition_key == expected and result.run_key == f"{prefix}:{expected}"
 
 
 def test_intraday_refresh_recomputes_greeks_per_snapshot(tmp_path: Path) -> None:

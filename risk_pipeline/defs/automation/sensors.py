@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -128,29 +129,37 @@ def option_snapshot_sensor(
     return dg.SensorResult(run_requests=requests, cursor=found[-1].snapshot.isoformat())
 
 
-@dg.schedule(
-    job_name="start_of_day_job",
-    cron_schedule="0 8 * * 1-5",
-    execution_timezone=NEW_YORK,
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Start of day at 08:00 New York on every XNYS session (holidays skipped), before the open.",
-)
-def start_of_day_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    day = context.scheduled_execution_time.astimezone(ZoneInfo(NEW_YORK)).date()
-    if not sessions(day, day):
-        return dg.SkipReason(f"{day} is not an XNYS session")
-    return dg.RunRequest(run_key=f"sod:{day.isoformat()}", partition_key=day.isoformat())
+def session_schedule(name: str, job_name: str, cron: str, run_key_prefix: str, description: str) -> Any:
+    """A schedule in New York time that launches ``job_name`` for the day's partition on XNYS sessions only."""
+
+    @dg.schedule(
+        name=name,
+        job_name=job_name,
+        cron_schedule=cron,
+        execution_timezone=NEW_YORK,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description=description,
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        day = context.scheduled_execution_time.astimezone(ZoneInfo(NEW_YORK)).date()
+        if not sessions(day, day):
+            return dg.SkipReason(f"{day} is not an XNYS session")
+        return dg.RunRequest(run_key=f"{run_key_prefix}:{day.isoformat()}", partition_key=day.isoformat())
+
+    return _schedule
 
 
-@dg.schedule(
-    job_name="end_of_day_job",
-    cron_schedule="15 17 * * 1-5",
-    execution_timezone=NEW_YORK,
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="End of day at 17:15 New York on every XNYS session (holidays skipped).",
+start_of_day_schedule = session_schedule(
+    "start_of_day_schedule",
+    "start_of_day_job",
+    "0 8 * * 1-5",
+    "sod",
+    "Start of day at 08:00 New York on every XNYS session (holidays skipped), before the open.",
 )
-def end_of_day_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    day = context.scheduled_execution_time.astimezone(ZoneInfo(NEW_YORK)).date()
-    if not sessions(day, day):
-        return dg.SkipReason(f"{day} is not an XNYS session")
-    return dg.RunRequest(run_key=f"eod:{day.isoformat()}", partition_key=day.isoformat())
+end_of_day_schedule = session_schedule(
+    "end_of_day_schedule",
+    "end_of_day_job",
+    "15 17 * * 1-5",
+    "eod",
+    "End of day at 17:15 New York on every XNYS session (holidays skipped).",
+)
