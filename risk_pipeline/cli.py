@@ -144,6 +144,27 @@ def _stored_sessions(warehouse: Any, name: str) -> set[dt.date]:
     return {pd.Timestamp(d).date() for d in got}
 
 
+def _session_with_gap_events(resources: dict[str, Any], latest: dt.date, lookback: int = 60) -> tuple[dt.date, str]:
+    """The latest session at or before ``latest`` with an event inside its lead window for a held name or the whole
+    book (so the demo exercises the gap-risk layer), and what that event is; ``latest`` itself when none is found
+    in ``lookback`` sessions."""
+    from risk_pipeline.calendar import sessions
+    from risk_pipeline.event_windows import events_in_window, load_gap_risk_config
+
+    market_data = resources["market_data"]
+    source = market_data.get_source()
+    calendar = pd.concat([source.earnings_events(), market_data.macro_events()], ignore_index=True)
+    leads = load_gap_risk_config().leads
+    for day in reversed(sessions(latest - dt.timedelta(days=2 * lookback), latest)[-lookback:]):
+        found = events_in_window(calendar, day, leads, set(source.positions(day)["symbol"]))
+        if len(found):
+            names = ", ".join(
+                f"{r.event_type} {'' if pd.isna(r.symbol) else r.symbol}".strip() for r in found.itertuples()
+            )
+            return day, names
+    return latest, "none"
+
+
 def demo(args: argparse.Namespace) -> int:
     """History for the lookback window, then the whole graph for the session; prints a summary."""
     home = _prepare_dagster_home()
@@ -151,9 +172,13 @@ def demo(args: argparse.Namespace) -> int:
     from risk_pipeline.resources import resources_from_env
 
     now = pd.Timestamp.now(tz="UTC")
-    session = dt.date.fromisoformat(args.date) if args.date else latest_closed_session(now)
-    window = [d for d in sessions(partition_start(), session) if d < session][-args.history_sessions :]
     resources = resources_from_env()
+    if args.date:
+        session = dt.date.fromisoformat(args.date)
+    else:
+        session, events = _session_with_gap_events(resources, latest_closed_session(now))
+        print(f"risk_pipeline demo: gap-risk events in window at {session}: {events}")
+    window = [d for d in sessions(partition_start(), session) if d < session][-args.history_sessions :]
     warehouse = Warehouse(warehouse_url())
     warehouse.ensure_tables()
     loaded = _stored_sessions(warehouse, "market_prices")
@@ -358,7 +383,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="risk-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="materialize the whole graph for one session on the configured storage")
-    p_demo.add_argument("--date", help="session (YYYY-MM-DD); default the latest session that has closed")
+    p_demo.add_argument(
+        "--date",
+        help="session (YYYY-MM-DD); default the latest closed session with a gap-risk event inside its lead "
+        "window (searched back 60 sessions)",
+    )
     p_demo.add_argument(
         "--history-sessions",
         type=int,

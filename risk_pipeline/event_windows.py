@@ -25,6 +25,7 @@ from risk_pipeline.quant.gap_risk import (
     Blackout,
     GapRiskConfig,
     LeadWindows,
+    LimitOverride,
     WindowEvent,
     apply_limit_overrides,
     blackouts_from_rows,
@@ -138,6 +139,16 @@ def upcoming(calendar: pd.DataFrame, session: dt.date, now: pd.Timestamp, leads:
     return events.sort_values(["event_time", "event_id"]).reset_index(drop=True)
 
 
+def events_in_window(
+    calendar: pd.DataFrame, session: dt.date, leads: LeadWindows, held_symbols: set[str]
+) -> pd.DataFrame:
+    """Events inside their lead window at ``session``'s close that concern a held name (earnings) or every book
+    (market-wide types): what the gap-risk layer acts on that session."""
+    events = upcoming(calendar, session, session_close_utc(session), leads)
+    concerns = events["symbol"].isna() | events["symbol"].isin(sorted(held_symbols))
+    return events[events["in_window"] & concerns].reset_index(drop=True)
+
+
 def window_events(frame: pd.DataFrame) -> list[WindowEvent]:
     """``WindowEvent``s of ``upcoming`` rows."""
     return [
@@ -230,17 +241,19 @@ def actions_in_force(wh: Warehouse, book: str, at: pd.Timestamp) -> list[dict[st
     return live.to_dict("records")
 
 
+def event_overrides(wh: Warehouse, book: str, as_of: pd.Timestamp) -> list[LimitOverride]:
+    """The caps tightened by the book's gap-risk actions in force at ``as_of``."""
+    return overrides_from_rows(actions_in_force(wh, book, as_of))
+
+
 def apply_event_caps(
-    wh: Warehouse,
-    book: str,
-    as_of: pd.Timestamp,
     exposure: BookExposure,
     config: LimitsConfig,
     results: list[LimitResult],
+    overrides: list[LimitOverride],
 ) -> list[LimitResult]:
-    """``results`` with the caps tightened by gap-risk actions in force at ``as_of`` (each changed row says so in
-    its note); unchanged when none is in force."""
-    overrides = overrides_from_rows(actions_in_force(wh, book, as_of))
+    """``results`` with the tightened caps ``overrides`` (each changed row says so in its note); unchanged when
+    none is in force."""
     if not overrides:
         return list(results)
     m = book_metrics(exposure, config)

@@ -56,6 +56,7 @@ from scipy import sparse
 from scipy.optimize import OptimizeWarning, linprog
 
 from risk_pipeline.quant._numba import BoolArray, FloatArray
+from risk_pipeline.quant.gap_risk import PER_UNDERLYING_LIMITS, LimitOverride, apply_limit_overrides
 from risk_pipeline.quant.limits import (
     BREACH,
     LIMIT_NAMES,
@@ -180,14 +181,57 @@ def _scaled(a: sparse.csr_array, b: FloatArray) -> tuple[sparse.csr_array, Float
     return sparse.csr_array(inv @ a), b / scale
 
 
-def _bounds(name: str, config: LimitsConfig, breached: set[str], current: FloatArray, margin: float) -> FloatArray:
-    """Per-group bound: the warning level (less ``margin``, relative) if ``name`` is breached, else
-    ``max(warning, current)`` so that no group gets worse than it is or than its warning level."""
+def _evaluate(e: BookExposure, config: LimitsConfig, overrides: Sequence[LimitOverride]) -> list[LimitResult]:
+    """The limits of a book, with the tightened caps of ``overrides`` in force (as ``limit_status`` applies them)."""
+    results = evaluate_limits(e, config)
+    if not overrides:
+        return results
+    m = book_metrics(e, config)
+    out, _ = apply_limit_overrides(results, overrides, m.symbols.tolist(), m.net_delta_by_symbol, m.gamma_by_symbol)
+    return out
+
+
+def _warn_levels(
+    name: str, config: LimitsConfig, overrides: Sequence[LimitOverride], symbols: FloatArray | NDArray[np.object_]
+) -> FloatArray | float:
+    """The warning level of a limit: per underlying (one entry per ``symbols``) for a per-underlying limit with an
+    override for it, the lowest cap in force for a book-level one; the file's level when no override applies.
+    The warning fraction of the file is kept, as ``apply_limit_overrides`` does."""
     warn = config.warn_threshold(name)
+    cap = config.threshold(name)
+    assert warn is not None and cap is not None
+    found = [o for o in overrides if o.limit_name == name]
+    if not found or not cap:
+        return warn
+    fraction = warn / cap
+    if name in PER_UNDERLYING_LIMITS:
+        names = np.asarray(symbols, dtype=object)
+        caps = np.full(names.size, float(cap))
+        for o in found:
+            mask = np.ones(names.size, dtype=bool) if o.symbol is None else names == o.symbol
+            caps = np.where(mask, np.minimum(caps, o.cap), caps)
+        return fraction * caps
+    return fraction * min([float(cap), *(o.cap for o in found)])
+
+
+def _bounds(
+    name: str,
+    config: LimitsConfig,
+    breached: set[str],
+    current: FloatArray,
+    margin: float,
+    warn: FloatArray | float | None = None,
+) -> FloatArray:
+    """Per-group bound: the warning level (less ``margin``, relative) if ``name`` is breached, else
+    ``max(warning, current)`` so that no group gets worse than it is or than its warning level. ``warn``
+    (scalar or one per group) replaces the file's warning level, e.g. with event caps in force."""
+    if warn is None:
+        warn = config.warn_threshold(name)
     assert warn is not None
+    level = np.broadcast_to(np.asarray(warn, dtype=np.float64), current.shape)
     if name in breached:
-        return np.full(current.shape, warn * (1.0 - margin))
-    return np.maximum(warn, current)
+        return level * (1.0 - margin)
+    return np.maximum(level, current)
 
 
 def _close_for_count(m: BookMetrics, lb: FloatArray, aq: FloatArray, unit_cost: FloatArray, keep: int) -> BoolArray:
@@ -235,14 +279,15 @@ def _contributors(
     config: LimitsConfig,
     targets: Sequence[str],
     before: dict[str, LimitResult],
+    overrides: Sequence[LimitOverride] = (),
 ) -> dict[str, BoolArray]:
     """Per targeted linear limit: which held positions' cuts lower its value."""
     held = m.held
     out: dict[str, BoolArray] = {}
     for name in targets:
-        warn = config.warn_threshold(name)
-        if warn is None or name not in before:
+        if config.warn_threshold(name) is None or name not in before:
             continue
+        warn = _warn_levels(name, config, overrides, m.symbols)
         if name in ("max_abs_net_delta_shares", "max_abs_gamma_shares"):
             net = m.net_delta_by_symbol if name == "max_abs_net_delta_shares" else m.gamma_by_symbol
             per = e.delta_shares[held] if name == "max_abs_net_delta_shares" else e.gamma_shares[held]
@@ -288,19 +333,21 @@ def required_reductions(
     costs_per_unit: ArrayLike | None = None,
     objective: Literal["turnover", "cost"] = "turnover",
     state: TradingStateRecord | None = None,
+    overrides: Sequence[LimitOverride] = (),
 ) -> ReductionPlan:
     """The cheapest whole-unit cuts that bring every BREACH in ``limit_results`` to its warning level.
 
     See the module docstring for the formulation. ``costs_per_unit`` (half-spread per unit of
     underlying, one entry per position) is required for ``objective='cost'``. ``state`` adds the
-    capital-preservation actions of the trading state.
+    capital-preservation actions of the trading state. ``overrides`` are the tightened caps in force
+    (gap-risk actions): the plan targets, and is verified against, the tightened warning levels.
     """
     if objective not in ("turnover", "cost"):
         raise ValueError("objective must be 'turnover' or 'cost'")
     e = exposure
     status_in = {r.limit_name: r.status for r in limit_results}
     breached = {name for name, st in status_in.items() if st == BREACH}
-    before_list = evaluate_limits(e, config)
+    before_list = _evaluate(e, config, overrides)
     before = results_by_name(before_list)
     m = book_metrics(e, config)
     held = m.held
@@ -430,17 +477,21 @@ def required_reductions(
         for name in lin_enabled:
             if name in nets:
                 inv, n_groups, coef, current = nets[name]
-                bound = _bounds(name, config, breached, np.abs(current), margin)
+                warn = _warn_levels(name, config, overrides, m.symbols)
+                bound = _bounds(name, config, breached, np.abs(current), margin, warn)
                 _add_abs(p, _group_rows(inv, n_groups, coef, h), current, bound)
             elif name == "max_theta_per_day_loss":
-                bound = _bounds(name, config, breached, np.array([m.theta_loss]), margin)
+                warn = _warn_levels(name, config, overrides, m.symbols)
+                bound = _bounds(name, config, breached, np.array([m.theta_loss]), margin, warn)
                 theta = mult * e.theta_per_day[held] * sign
                 p.add(_group_rows(zeros_inv, 1, theta, h), bound - m.theta_loss)
             else:
                 inv, n_groups = shares[name]
                 start = np.bincount(inv, weights=g * aq, minlength=n_groups)
                 share0 = start / d0 if d0 > 0.0 else np.zeros(n_groups)
-                bound = _bounds(name, config, breached, share0, margin)
+                bound = _bounds(
+                    name, config, breached, share0, margin, _warn_levels(name, config, overrides, m.symbols)
+                )
                 rows = -_group_rows(inv, n_groups, g, h)  # group gross = start + rows @ x
                 if m.gross_floor > m.gross:  # constant denominator F
                     p.add(rows, bound * m.gross_floor - start)
@@ -474,7 +525,7 @@ def required_reductions(
     r = np.clip(np.ceil(x_lp - ROUND_TOLERANCE), 0.0, ub)
     targets = targets_linear + sorted(n for n in cleared if n not in targets_linear)
     method = METHOD_LP
-    after, failures = _verify(e, config, m, r, sign, breached, before, gross_cap)
+    after, failures = _verify(e, config, m, r, sign, breached, before, gross_cap, overrides)
     if failures:
         notes.append("rounded LP plan failed verification (" + "; ".join(failures) + ")")
         a_ub, b_ub, upper = build(MILP_MARGIN)
@@ -495,7 +546,7 @@ def required_reductions(
                 notes.append(f"{label}: {message}")
                 continue
             r_try = np.clip(np.round(solution[:h]), 0.0, ub)
-            after_try, failures_try = _verify(e, config, m, r_try, sign, breached, before, gross_cap)
+            after_try, failures_try = _verify(e, config, m, r_try, sign, breached, before, gross_cap, overrides)
             if not failures_try:
                 r, after, failures, method = r_try, after_try, [], METHOD_MILP
                 notes.append(f"{label}: verified")
@@ -506,14 +557,14 @@ def required_reductions(
                 ("closing every position the LP cuts", np.where(x_lp > ROUND_TOLERANCE, ub, lb_int)),
                 ("closing every position", ub.copy()),
             ):
-                after_try, failures_try = _verify(e, config, m, r_try, sign, breached, before, gross_cap)
+                after_try, failures_try = _verify(e, config, m, r_try, sign, breached, before, gross_cap, overrides)
                 if not failures_try:
                     r, after, failures, method = r_try, after_try, [], METHOD_CLOSE
                     notes.append(f"{label}: verified")
                     break
         if failures:
             notes.append("no verified plan: returning the rounded LP plan (feasible=False)")
-    cleared.update(_contributors(e, m, config, targets_linear, before))
+    cleared.update(_contributors(e, m, config, targets_linear, before, overrides))
     after_by = results_by_name(after)
     changes = []
     for name in sorted(breached | set(targets_linear), key=_order_key):
@@ -613,8 +664,10 @@ def _verify(
     breached: set[str],
     before: dict[str, LimitResult],
     gross_cap: float,
+    overrides: Sequence[LimitOverride] = (),
 ) -> tuple[list[LimitResult], list[str]]:
-    """Evaluate the book after the cuts; list every targeted limit still above its level."""
+    """Evaluate the book after the cuts (tightened caps in force); list every targeted limit still above its
+    level."""
     new_q = e.quantity.copy()
     new_q[m.held] = e.quantity[m.held] - sign * r
     changed = bool(np.any(r > 0.0))
@@ -624,7 +677,7 @@ def _verify(
         var_99_1d=None if changed else e.var_99_1d,
         es_975_1d=None if changed else e.es_975_1d,
     )
-    after = evaluate_limits(after_book, config)
+    after = _evaluate(after_book, config, overrides)
     failures: list[str] = []
     for res in after:
         name = res.limit_name

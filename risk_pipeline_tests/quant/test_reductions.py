@@ -321,3 +321,26 @@ def test_five_thousand_positions_plan_is_feasible_and_clears_the_limit() -> None
     after = results_by_name(evaluate_limits(e.with_quantity(plan.new_quantity), c))
     assert after["max_abs_net_dollar_delta"].status == OK
     assert_plan_is_well_formed(e, plan)
+
+
+def test_event_caps_in_force_are_the_targets_of_the_plan() -> None:
+    """A gap-risk action halves A's delta cap (250k -> 125k, warning 100k at 80 %), so the per-underlying limit is
+    breached. As for any breached per-underlying limit, every underlying is brought to its own warning level: A
+    to the tightened 100k (cut 50,000), B to the file's 200k (cut 10,000). Without the override the plan would
+    aim at the file's levels and cut A by nothing."""
+    from risk_pipeline.quant.gap_risk import LimitOverride, apply_limit_overrides
+
+    c = cfg(max_abs_net_delta_shares=250_000, warning_fraction=0.8)
+    e = book([("a", "A", "Tech", 150_000.0, 1.0, 50.0, 50.0, 1.0), ("b", "B", "Tech", 210_000.0, 1.0, 40.0, 40.0, 1.0)])
+    plain = evaluate_limits(e, c)
+    assert results_by_name(plain)["max_abs_net_delta_shares"].status != BREACH
+    overrides = [LimitOverride("max_abs_net_delta_shares", 125_000.0, "A", "earn-A", "2026-12-09T21:00:00Z")]
+    tightened, _ = apply_limit_overrides(plain, overrides, ["A", "B"], [150_000.0, 210_000.0], [0.0, 0.0])
+    assert results_by_name(tightened)["max_abs_net_delta_shares"].status == BREACH
+    plan = required_reductions(e, c, tightened, overrides=overrides)
+    assert plan.feasible
+    np.testing.assert_allclose(plan.reduce_quantity, [50_000.0, 10_000.0])
+    after = results_by_name(list(plan.after))["max_abs_net_delta_shares"]
+    assert after.value <= after.warn_threshold  # re-evaluated with the tightened caps in force
+    # the same breach list without the overrides aims at the file's 200k for A: no cut of A
+    assert required_reductions(e, c, tightened).reduce_quantity[0] == 0.0
