@@ -24,13 +24,19 @@ telemetry:
 run_queue:
   # every run writes the one DuckDB warehouse: the daemon starts them one at a time, in order
   max_concurrent_runs: 1
+run_launcher:
+  # the default launcher plus a liveness probe of each run worker (a run killed with kill -9 is failed)
+  module: risk_pipeline.run_launcher
+  class: MonitoredRunLauncher
 run_monitoring:
   enabled: true
   start_timeout_seconds: 180
   cancel_timeout_seconds: 180
-  # the default run launcher cannot probe a run worker: a run still STARTED after this is marked failed
+  # a dead run worker fails its run (the launcher cannot resume one)
+  max_resume_run_attempts: 0
+  # the backstop for a run worker that hangs alive
   max_runtime_seconds: 7200
-  poll_interval_seconds: 60
+  poll_interval_seconds: 30
 """
 
 
@@ -57,8 +63,18 @@ def init_warehouse(args: argparse.Namespace) -> int:
 
 
 def init_home(args: argparse.Namespace) -> int:
-    """Create or update DAGSTER_HOME's embedded dagster.yaml (used by `make dev` and `make demo`)."""
-    print(_prepare_dagster_home() / "dagster.yaml")
+    """Create or update DAGSTER_HOME's embedded dagster.yaml (used by `make dev` and `make demo`) and create the
+    instance's storage, so a daemon and a webserver started together do not race to create the same tables."""
+    import dagster as dg
+
+    home = _prepare_dagster_home()
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        instance.get_runs(limit=1)
+        instance.get_daemon_heartbeats()
+    finally:
+        instance.dispose()
+    print(home / "dagster.yaml")
     return 0
 
 
