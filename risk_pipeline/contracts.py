@@ -374,7 +374,13 @@ POSITION_GREEKS = Table(
         _c("strike", "double", True),
         _c("time_to_expiry_years", "double", True),
         _c("implied_vol", "double", True, "Vol from the surface at (expiry, strike)"),
-        _c("vol_model", "text", True, "Surface and sticky mode the vol came from"),
+        _c(
+            "vol_model",
+            "text",
+            True,
+            "Surface and sticky mode the vol came from; ends in '; expiry not listed: interpolated ...' or "
+            "'...: extrapolated ...' when the option's expiry has no fitted slice",
+        ),
         _c("rate", "double", True),
         _c("dividend_yield", "double", True),
         _c("pricing_model", "text", False),

@@ -40,6 +40,13 @@ class ValuationSettings:
     index_symbol: str = "SYNX"
 
 
+#: An option's time to expiry within this of a fitted slice's is on a listed expiry (about 30 seconds).
+LISTED_EXPIRY_TOLERANCE_YEARS = 1e-6
+#: Flags appended to ``vol_model`` for an option whose expiry has no fitted slice.
+UNLISTED_INTERPOLATED = "; expiry not listed: interpolated in total variance between listed expiries"
+UNLISTED_EXTRAPOLATED = "; expiry not listed: extrapolated beyond the listed expiries"
+
+
 def surfaces_by_underlying(rows: pd.DataFrame) -> dict[str, SviSurface]:
     """SviSurface per underlying from stored vol_surface rows."""
     out = {}
@@ -126,6 +133,9 @@ def value_positions(
     strike = positions["strike"].to_numpy(float)
     vol = np.full(len(positions), np.nan)
     slope = np.zeros(len(positions))
+    # an option whose expiry has no fitted slice is valued off the surface between or beyond the listed
+    # expiries (total variance linear in t, or proportional to t outside); its vol_model says which
+    expiry_note = np.full(len(positions), "", dtype=object)
     no_surface = []
     for sym in positions.loc[is_option, "symbol"].unique():
         rows = is_option & (positions["symbol"] == sym).to_numpy(bool)
@@ -137,6 +147,14 @@ def value_positions(
         k = np.log(strike[rows] / forward)
         tt = np.maximum(t[rows], 1e-8)
         vol[rows] = surface.implied_vol(tt, k)
+        listed_t = np.array([f.time_years for f in surface.slices])
+        unlisted = np.min(np.abs(tt[:, None] - listed_t[None, :]), axis=1) > LISTED_EXPIRY_TOLERANCE_YEARS
+        inside = (tt >= listed_t.min()) & (tt <= listed_t.max())
+        expiry_note[rows] = np.where(
+            unlisted,
+            np.where(inside, UNLISTED_INTERPOLATED, UNLISTED_EXTRAPOLATED),
+            "",
+        )
         slope[rows] = (
             surface.implied_vol(tt, k + SMILE_SLOPE_STEP) - surface.implied_vol(tt, k - SMILE_SLOPE_STEP)
         ) / (2 * SMILE_SLOPE_STEP)
@@ -183,7 +201,7 @@ def value_positions(
             "strike": np.where(is_option, strike, np.nan),
             "time_to_expiry_years": np.where(is_option, t, np.nan),
             "implied_vol": np.where(is_option, vol, np.nan),
-            "vol_model": np.where(is_option, f"raw_svi surface, sticky-{settings.sticky}", None),
+            "vol_model": np.where(is_option, f"raw_svi surface, sticky-{settings.sticky}" + expiry_note, None),
             "rate": np.where(is_option, rate, np.nan),
             "dividend_yield": np.where(is_option, q, np.nan),
             "pricing_model": np.where(is_option, np.where(american, "american_alo_exact", "bsm_european"), "linear"),

@@ -97,3 +97,54 @@ def test_json_document_per_book(run: Run, exports_root: str) -> None:
         assert doc["theta"] == pytest.approx(total["theta_per_day"])
         assert doc["positions_count"] == total["positions_count"]
         assert doc["timestamp"] == total["as_of"].strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_an_option_on_an_unlisted_expiry_is_valued_off_the_surface_and_flagged(run: Run) -> None:
+    """Two positions whose expiries have no fitted slice (one between listed expiries, one past the last) are
+    valued with the total variance interpolated linearly in t between the bracketing slices (raw-SVI formula
+    evaluated here by hand), or proportional to t past the last, and their vol_model says so."""
+    import datetime as dt
+
+    import pandas as pd
+
+    from risk_pipeline.calendar import expiry_close_utc
+    from risk_pipeline.valuation import UNLISTED_EXTRAPOLATED, UNLISTED_INTERPOLATED, value_positions
+
+    wh, _ = run
+    stored = wh.read("position_greeks")
+    as_of = stored["as_of"].max()
+    options = stored[(stored["as_of"] == as_of) & (stored["instrument_type"] == "option")]
+    sym = options["symbol"].iloc[0]
+    session = pd.Timestamp(stored["as_of_date"].max()).date()
+    slices = wh.read("vol_surface", {"as_of": as_of, "underlying": sym}).sort_values("time_to_expiry_years")
+    expiries = sorted(pd.to_datetime(slices["expiry"]).dt.date)
+    between = expiries[0] + (expiries[1] - expiries[0]) / 2
+    beyond = expiries[-1] + dt.timedelta(days=91)
+    assert between not in expiries and beyond not in expiries
+    base = wh.read("positions", {"as_of_date": session})
+    template = base[(base["symbol"] == sym) & (base["instrument_type"] == "option")].iloc[[0, 0]].copy()
+    template["position_id"] = ["unlisted-between", "unlisted-beyond"]
+    template["expiry"] = [between, beyond]
+    template["exercise_style"] = "european"
+    out = value_positions(wh, session, as_of, positions=template.reset_index(drop=True))
+    assert out["vol_model"].tolist() == [
+        "raw_svi surface, sticky-strike" + UNLISTED_INTERPOLATED,
+        "raw_svi surface, sticky-strike" + UNLISTED_EXTRAPOLATED,
+    ]
+
+    def w(r: pd.Series, k: float) -> float:  # raw SVI total variance
+        return r.svi_a + r.svi_b * (r.svi_rho * (k - r.svi_m) + np.sqrt((k - r.svi_m) ** 2 + r.svi_sigma**2))
+
+    closes = expiry_close_utc(pd.Series([between, beyond]))
+    for i, row in out.iterrows():
+        t = (closes.iloc[i] - as_of).total_seconds() / (365.0 * 86400.0)
+        assert row["time_to_expiry_years"] == pytest.approx(t, rel=1e-12)
+        k = float(np.log(row["strike"] / (row["spot"] * np.exp((row["rate"] - row["dividend_yield"]) * t))))
+        ts = slices["time_to_expiry_years"].to_numpy()
+        if i == 0:
+            lo, hi = slices.iloc[0], slices.iloc[1]
+            x = (t - ts[0]) / (ts[1] - ts[0])
+            total = (1 - x) * w(lo, k) + x * w(hi, k)
+        else:
+            total = w(slices.iloc[-1], k) * t / ts[-1]
+        assert row["implied_vol"] == pytest.approx(np.sqrt(total / t), rel=1e-9)
