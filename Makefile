@@ -3,7 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+# the project folder: its dagster.yaml is the embedded default (storage in .dagster_home/)
+export DAGSTER_HOME ?= $(CURDIR)
 
 .PHONY: demo test dev bench lint validate clean
 
@@ -11,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24,<27"
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
-	@mkdir -p $(DAGSTER_HOME)
+	@mkdir -p .dagster_home
 	@touch $(STAMP)
 
 ## make demo: install if needed, run the main job on the embedded default, print a summary

@@ -41,11 +41,20 @@ run_monitoring:
 
 
 def _prepare_dagster_home() -> Path:
-    """DAGSTER_HOME, defaulting to a project-local folder: the embedded instance on SQLite.
+    """DAGSTER_HOME, defaulting to the embedded instance on SQLite in the project's ``.dagster_home/``.
 
-    Writes the embedded dagster.yaml when the folder has none, or has one this command wrote before.
+    Unset, it is the project folder when the command runs there (its dagster.yaml is the embedded default,
+    with storage in ``.dagster_home/``), otherwise ``.dagster_home/`` itself; both use the same storage files.
+    In any folder but the project's, writes the embedded dagster.yaml when there is none, or one this command
+    wrote before.
     """
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home")))
+    default = PROJECT_ROOT if Path.cwd().resolve() == PROJECT_ROOT.resolve() else PROJECT_ROOT / ".dagster_home"
+    if not (default / "dagster.yaml").exists() and default == PROJECT_ROOT:
+        default = PROJECT_ROOT / ".dagster_home"  # an installed package without the project's files
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(default)))
+    if home.resolve() == PROJECT_ROOT.resolve():
+        (PROJECT_ROOT / ".dagster_home").mkdir(exist_ok=True)
+        return home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     ours = not config.exists() or config.read_text().startswith(("# risk_pipeline embedded", "# embedded default"))

@@ -104,3 +104,28 @@ def test_a_run_killed_with_kill_9_is_marked_failed_by_run_monitoring(
         except subprocess.TimeoutExpired:
             os.killpg(daemon.pid, signal.SIGKILL)
         log.close()
+
+
+def test_the_project_dagster_yaml_is_the_embedded_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The top-level dagster.yaml (DAGSTER_HOME = the project folder, as make dev and make demo set it) has the
+    settings init-home writes elsewhere, with every storage folder inside the git-ignored .dagster_home/."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    project = yaml.safe_load((root / "dagster.yaml").read_text())
+    written = yaml.safe_load(cli.EMBEDDED_INSTANCE_YAML)
+    storage_keys = {"storage", "local_artifact_storage", "compute_logs"}
+    assert {k: v for k, v in project.items() if k not in storage_keys} == written
+    assert project["storage"]["sqlite"]["base_dir"] == ".dagster_home"
+    assert project["local_artifact_storage"]["config"]["base_dir"] == ".dagster_home"
+    assert project["compute_logs"]["config"]["base_dir"].startswith(".dagster_home/")
+    assert ".dagster_home/" in (root / ".gitignore").read_text().split()
+    monkeypatch.chdir(root)
+    instance = dg.DagsterInstance.from_config(str(root))
+    try:
+        assert type(instance.run_launcher).__name__ == "MonitoredRunLauncher"
+        assert Path(instance.run_storage._conn_string.removeprefix("sqlite:///")).parent.parent == (  # type: ignore[attr-defined]
+            root / ".dagster_home"
+        )
+    finally:
+        instance.dispose()
