@@ -95,25 +95,20 @@ def _run_job(
     end: str | None = None,
     run_config: dict | None = None,
 ) -> tuple[bool, dict[str, tuple[int, int]], float]:
-    """Run a job in process; returns success, (passed, failed) checks per asset and seconds."""
+    """Run a job in this process through the instance, as a run of code location ``risk_pipeline`` (so the UI
+    lists it under the job and can re-execute it); returns success, (passed, failed) checks per asset and
+    seconds."""
     import dagster as dg
 
-    from risk_pipeline.definitions import defs
-
     instance = dg.DagsterInstance.get()
-    job = defs.resolve_job_def(job_name)
     tags = {}
     if start and end:
         tags = {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end}
+    if partition_key is not None:
+        tags["dagster/partition"] = partition_key
     began = time.perf_counter()
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-    result = job.execute_in_process(
-        instance=instance,
-        partition_key=partition_key,
-        tags=tags,
-        run_config={**quiet, **(run_config or {})},
-        raise_on_error=False,
-    )
+    result = launch_in_process(instance, job_name, tags, {**quiet, **(run_config or {})})
     seconds = time.perf_counter() - began
     checks: dict[str, tuple[int, int]] = {}
     for event in result.all_events:
@@ -128,6 +123,39 @@ def _run_job(
     for message in step_failure_messages(result):
         print(message, file=sys.stderr)
     return result.success, checks, seconds
+
+
+#: The code location name of the definitions (as in workspace.yaml, deploy/workspace.yaml and ``dg dev``).
+CODE_LOCATION = "risk_pipeline"
+
+
+def launch_in_process(instance: Any, job_name: str, tags: dict[str, str], run_config: dict[str, Any]) -> Any:
+    """Create the run in ``instance`` with the origin of code location ``risk_pipeline`` and execute it here
+    (one process, steps in process: no run worker or process per step to start)."""
+    import dagster as dg
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+    from dagster._core.execution.api import execute_run
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    module, attribute = "risk_pipeline.definitions", "defs"
+    repository = ReconstructableRepository.for_module(module, attribute, str(PROJECT_ROOT))
+    recon_job = repository.get_reconstructable_job(job_name)
+    target = LoadableTargetOrigin(
+        executable_path=sys.executable, module_name=module, attribute=attribute, working_directory=str(PROJECT_ROOT)
+    )
+    location = InProcessCodeLocationOrigin(target, location_name=CODE_LOCATION)
+    origin = RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"), job_name)
+    job_def = recon_job.get_definition()
+    run = instance.create_run_for_job(
+        job_def=job_def,
+        run_config=run_config,
+        tags={**job_def.tags, **tags},
+        remote_job_origin=origin,
+        job_code_origin=recon_job.get_python_origin(),
+        status=dg.DagsterRunStatus.NOT_STARTED,
+    )
+    return execute_run(recon_job, run, instance, raise_on_error=False)
 
 
 def print_step_times(result: Any) -> None:
