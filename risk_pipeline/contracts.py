@@ -565,6 +565,26 @@ VAR_RESULTS = Table(
         ),
         _c("gap_expected_shortfall", "double", True, "The same for expected shortfall"),
         _c("gap_events", "json", True, "event_calendar ids whose past event-day moves are in the scenarios (JSON)"),
+        _c(
+            "standard_error",
+            "double",
+            True,
+            "Sampling standard error of the VaR, USD: 0 for an exact result (1-day FHS from every filtered date), "
+            "the bootstrap error of sampled Monte Carlo paths; NULL for historical and parametric rows",
+        ),
+        _c(
+            "var_non_overlapping",
+            "double",
+            True,
+            "Historical multi-day: VaR from the non-overlapping windows only, USD (positive = loss; cross-check)",
+        ),
+        _c(
+            "independent_tail_obs",
+            "double",
+            True,
+            "Historical: independent episodes among the tail windows (overlapping windows count once), count",
+        ),
+        _c("method_note", "text", True, "How the figure was obtained and any flag (tail is one episode, ...)"),
     ),
 )
 

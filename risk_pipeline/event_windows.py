@@ -356,6 +356,9 @@ def var_with_gap_scenarios(
                 expected_shortfall=g.expected_shortfall,
                 n_scenarios=g.n_scenarios,
                 component_var=g.component_var,
+                var_non_overlapping=float("nan"),
+                independent_tail_obs=float("nan"),
+                note="gap scenarios combined with every window: tail diagnostics not computed",
             )
             gap_rows.append(
                 [HISTORICAL, h, g.confidence, g.gap_var, g.gap_expected_shortfall, json.dumps(list(g.event_ids))]

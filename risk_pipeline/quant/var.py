@@ -20,8 +20,9 @@ Methods (``method`` column):
   underlying (without that history vols are left unchanged). Multi-day horizons use the
   ``lookback - h + 1`` overlapping h-day windows, not the square-root-of-time rule (Hull ch. 13).
 * ``delta_normal``: ``P&L = sum_s D_s x_s`` with dollar deltas ``D_s = sum units delta S_s`` and
-  ``x ~ N(0, h Sigma)``, ``Sigma`` the zero-mean covariance of daily log returns over the lookback
-  (RiskMetrics 1996); ``VaR = z_c sqrt(D' h Sigma D)``, ``ES = sqrt(D' h Sigma D) phi(z_c) / (1 - c)``
+  ``x ~ N(0, h Sigma)``, ``Sigma`` the zero-mean covariance of daily log returns over the lookback,
+  equal-weighted by default or exponentially weighted (``covariance="ewma"``, RiskMetrics 1996, lambda
+  0.94); ``VaR = z_c sqrt(D' h Sigma D)``, ``ES = sqrt(D' h Sigma D) phi(z_c) / (1 - c)``
   (Jorion ch. 7 and 11).
 * ``delta_gamma_cornish_fisher``: the quadratic ``P&L = a + b'f + f'Gf / 2`` in the factors ``f`` =
   (returns, and relative ATM vol changes when that history is given) ~ ``N(0, h Sigma)``, with
@@ -46,7 +47,15 @@ Methods (``method`` column):
   "garch"`` (default) builds h-day paths day by day with the GARCH variance recursion driven by the
   simulated returns (as in Barone-Adesi et al.); ``"rescaled_sum"`` uses today's forecast vol for all
   h days (``sigma_{T+1} sum z``). Vol changes are bootstrapped unfiltered and compounded over the h
-  days. ``n_scenarios`` (default 10,000) paths, seeded, full revaluation.
+  days. ``n_scenarios`` (default 10,000) paths, seeded, full revaluation. At one day the bootstrap's
+  distribution is uniform over the ``lookback`` filtered dates, so the 1-day VaR/ES are computed exactly
+  from every date once (``standard_error`` 0); longer horizons report the bootstrap standard error of
+  the sampled VaR (200 resamples of the scenario P&L).
+
+Tail diagnostics of historical multi-day VaR (overlapping windows): ``var_non_overlapping`` is the VaR
+of the non-overlapping windows only (every h-th, ending on the last day: fewer, independent scenarios),
+``independent_tail_obs`` the number of episodes the ``ceil(n (1 - c))`` tail windows form (windows whose
+starts are less than h days apart share days and count once), and a tail that is one episode is noted.
 
 Component VaR (Euler allocation, ``sum_s component_s = VaR``; Jorion ch. 7; Tasche 2000):
 
@@ -112,6 +121,9 @@ class VarConfig:
     american: AmericanMethod = "eep_grid"
     calendar_days_per_trading_day: float = DAYS_PER_YEAR / TRADING_DAYS
     chunk_size: int | None = None
+    #: covariance of the parametric methods: equal weights over the look-back, or RiskMetrics EWMA
+    covariance: Literal["equal_weight", "ewma"] = "equal_weight"
+    ewma_decay: float = 0.94
 
     def __post_init__(self) -> None:
         if not self.confidences or any(not 0.5 < c < 1.0 for c in self.confidences):
@@ -120,6 +132,8 @@ class VarConfig:
             raise ValueError("horizons must be positive integers")
         if self.lookback_days < 2 or self.n_scenarios < 1:
             raise ValueError("lookback_days must be at least 2 and n_scenarios at least 1")
+        if self.covariance not in ("equal_weight", "ewma") or not 0.0 < self.ewma_decay < 1.0:
+            raise ValueError("covariance must be 'equal_weight' or 'ewma' with 0 < ewma_decay < 1")
         if self.fhs_paths not in ("garch", "rescaled_sum"):
             raise ValueError("fhs_paths must be 'garch' or 'rescaled_sum'")
         if not self.calendar_days_per_trading_day >= 0.0:
@@ -174,6 +188,13 @@ class VarResult:
     lookback_days: int
     symbols: tuple[str, ...]
     component_var: FloatArray = field(repr=False)
+    #: bootstrap standard error of a sampled VaR (0 for an exact one, NaN where it does not apply)
+    standard_error: float = math.nan
+    #: historical multi-day: VaR from the non-overlapping windows only (every h-th, ending on the last day)
+    var_non_overlapping: float = math.nan
+    #: simulation methods: independent episodes among the tail scenarios (overlapping windows count once)
+    independent_tail_obs: float = math.nan
+    note: str = ""
 
     def to_row(self) -> dict[str, Any]:
         """A ``var_results`` row without ``as_of``/``book``."""
@@ -185,6 +206,10 @@ class VarResult:
             "expected_shortfall": self.expected_shortfall,
             "n_scenarios": self.n_scenarios,
             "lookback_days": self.lookback_days,
+            "standard_error": self.standard_error,
+            "var_non_overlapping": self.var_non_overlapping,
+            "independent_tail_obs": self.independent_tail_obs,
+            "method_note": self.note,
         }
 
     def contribution_rows(self) -> list[dict[str, Any]]:
@@ -271,6 +296,35 @@ def kernel_component_var(by_symbol: ArrayLike, var: float) -> FloatArray:
     return comp
 
 
+def tail_episodes(pnl: ArrayLike, confidence: float, horizon_days: int) -> tuple[int, int]:
+    """Tail scenarios of overlapping h-day windows (in date order) and how many independent episodes they form.
+
+    The tail is the ``ceil(n (1 - c))`` worst windows (those at or beyond the VaR); two tail windows whose
+    starts are less than ``h`` days apart share days and belong to one episode (chained). Returns
+    ``(tail scenarios, episodes)``; for ``h = 1`` every tail day is its own episode.
+    """
+    p = np.asarray(pnl, dtype=np.float64).reshape(-1)
+    m = max(1, math.ceil(round(_tail_count(p.size, confidence), 9)))
+    starts = np.sort(np.argsort(p, kind="stable")[:m])
+    if horizon_days <= 1:
+        return m, m
+    return m, int(1 + np.count_nonzero(np.diff(starts) >= horizon_days))
+
+
+def bootstrap_standard_error(
+    pnl: ArrayLike, confidences: Sequence[float], n_boot: int = 200, seed: int = 0
+) -> FloatArray:
+    """Standard error of the empirical VaR of an i.i.d. scenario sample, by resampling it ``n_boot`` times."""
+    p = np.asarray(pnl, dtype=np.float64).reshape(-1)
+    idx = np.random.default_rng(seed).integers(0, p.size, size=(n_boot, p.size))
+    resampled = np.sort(p[idx], axis=1)
+    out = np.empty(len(confidences))
+    for j, c in enumerate(confidences):
+        k = max(1, math.ceil(round(_tail_count(p.size, c), 9)))
+        out[j] = float(np.std(-resampled[:, k - 1], ddof=1))
+    return out
+
+
 def _simulation_results(
     method: str,
     horizon: int,
@@ -279,10 +333,28 @@ def _simulation_results(
     config: VarConfig,
     symbols: tuple[str, ...],
     lookback: int,
+    *,
+    overlapping: bool = False,
+    standard_errors: FloatArray | None = None,
+    note: str = "",
 ) -> list[VarResult]:
+    """VaR, ES and components per confidence. ``overlapping`` (historical h-day windows in date order) adds the
+    non-overlapping cross-check and the tail's episodes; ``standard_errors`` are the sampling errors."""
     out = []
-    for c in config.confidences:
+    for j, c in enumerate(config.confidences):
         var, es = empirical_var_es(pnl, c)
+        extra: dict[str, Any] = {"note": note}
+        if standard_errors is not None:
+            extra["standard_error"] = float(standard_errors[j])
+        if overlapping:
+            tail, episodes = tail_episodes(pnl, c, horizon)
+            extra["independent_tail_obs"] = float(episodes)
+            if horizon > 1:
+                extra["var_non_overlapping"] = empirical_var_es(pnl[::-1][::horizon], c)[0]
+                if episodes == 1 and tail > 1:
+                    extra["note"] = "; ".join(
+                        x for x in (note, f"tail is one episode ({tail} overlapping windows)") if x
+                    )
         out.append(
             VarResult(
                 method,
@@ -294,6 +366,7 @@ def _simulation_results(
                 lookback,
                 symbols,
                 kernel_component_var(by_symbol, var),
+                **extra,
             )
         )
     return out
@@ -340,7 +413,9 @@ def historical_var(
         )
         assert res.by_symbol is not None
         pnls[h] = res.pnl
-        results += _simulation_results(HISTORICAL, h, res.pnl, res.by_symbol, cfg, portfolio.symbols, hist.n_days)
+        results += _simulation_results(
+            HISTORICAL, h, res.pnl, res.by_symbol, cfg, portfolio.symbols, hist.n_days, overlapping=True
+        )
     return tuple(results), pnls
 
 
@@ -401,6 +476,46 @@ def cornish_fisher_var_es(moments: QuadraticMoments, confidence: float) -> tuple
     )
     es = -(moments.mean + sd * tail / (1.0 - confidence))
     return var, es
+
+
+#: The Cornish-Fisher quantile must increase on [CF_CHECK_FROM, z]: below it the normal mass is < 1e-15.
+CF_CHECK_FROM = -8.0
+#: Draws of the quadratic form when the Cornish-Fisher expansion is not valid (seeded).
+QUADRATIC_DRAWS = 200_000
+
+
+def cornish_fisher_is_monotone(skewness: float, excess_kurtosis: float, confidence: float) -> bool:
+    """Whether ``w(u)`` increases on the whole lower tail ``[-8, z_{1-c}]`` that VaR and ES use.
+
+    ``w'(u) = 1 + u s/3 + (u^2 - 1) k/8 - (6u^2 - 5) s^2/36``; where it is negative the expansion is not a
+    quantile function (Chernozhukov, Fernandez-Val & Galichon 2010; Maillard 2012, "A user's guide to the
+    Cornish Fisher expansion"), which happens for strongly skewed books such as long gamma.
+    """
+    s, k = skewness, excess_kurtosis
+    u = np.linspace(CF_CHECK_FROM, float(norm.ppf(1.0 - confidence)), 2001)
+    slope = 1.0 + u * s / 3.0 + (u * u - 1.0) * k / 8.0 - (6.0 * u * u - 5.0) * s * s / 36.0
+    return bool(np.all(slope > 0.0))
+
+
+def quadratic_var_es(
+    a: float,
+    b: ArrayLike,
+    gamma: ArrayLike,
+    cov: ArrayLike,
+    confidences: Sequence[float],
+    n_draws: int = QUADRATIC_DRAWS,
+    seed: int = 0,
+) -> list[tuple[float, float]]:
+    """VaR and ES of ``a + b'f + f'Gf/2``, ``f ~ N(0, cov)``, from ``n_draws`` seeded draws (the fallback of the
+    Cornish-Fisher method: no expansion, the distribution of the same quadratic form)."""
+    bb = np.asarray(b, dtype=np.float64)
+    g = np.asarray(gamma, dtype=np.float64)
+    c = np.asarray(cov, dtype=np.float64)
+    w, v = np.linalg.eigh(c)  # cov may be singular (a factor without history): the PSD square root
+    root = v * np.sqrt(np.clip(w, 0.0, None))
+    f = np.random.default_rng(seed).standard_normal((n_draws, bb.size)) @ root.T
+    pnl = a + f @ bb + 0.5 * np.einsum("ij,jk,ik->i", f, g, f, optimize=True)
+    return [empirical_var_es(pnl, conf) for conf in confidences]
 
 
 def cornish_fisher_components(
@@ -510,13 +625,28 @@ def delta_gamma_exposures(portfolio: Portfolio, with_vega: bool) -> DeltaGammaEx
     return DeltaGammaExposures(np.concatenate([d_x, d_y]), g, th, np.concatenate([i, i]), True)
 
 
-def factor_covariance(history: MarketHistory, with_vega: bool) -> FloatArray:
-    """Zero-mean daily covariance of log returns (and relative vol changes) (RiskMetrics 1996)."""
+def factor_covariance(
+    history: MarketHistory,
+    with_vega: bool,
+    method: Literal["equal_weight", "ewma"] = "equal_weight",
+    decay: float = 0.94,
+) -> FloatArray:
+    """Zero-mean daily covariance of log returns (and relative vol changes) over the look-back.
+
+    ``equal_weight``: every day weighs ``1/n``. ``ewma``: day ``t`` days back weighs ``(1 - lambda) lambda^t``,
+    normalized over the window (RiskMetrics 1996 technical document, lambda = 0.94 for daily data).
+    """
     f = history.log_returns
     if with_vega:
         assert history.iv_rel_changes is not None
         f = np.hstack([f, history.iv_rel_changes])
-    return (f.T @ f) / f.shape[0]
+    if method == "equal_weight":
+        return (f.T @ f) / f.shape[0]
+    if method != "ewma" or not 0.0 < decay < 1.0:
+        raise ValueError("covariance must be 'equal_weight' or 'ewma' with 0 < decay < 1")
+    w = decay ** np.arange(f.shape[0] - 1, -1, -1, dtype=np.float64)
+    w /= w.sum()
+    return (f * w[:, None]).T @ f
 
 
 def parametric_var(
@@ -527,7 +657,7 @@ def parametric_var(
     hist = history.window(cfg.lookback_days)
     with_vega = hist.iv_rel_changes is not None
     expo = delta_gamma_exposures(portfolio, with_vega)
-    cov1 = factor_covariance(hist, with_vega)
+    cov1 = factor_covariance(hist, with_vega, cfg.covariance, cfg.ewma_decay)
     n_sym = portfolio.n_symbols
     out: list[VarResult] = []
     d_x = expo.delta[:n_sym]
@@ -535,7 +665,16 @@ def parametric_var(
         cov_x = h * cov1[:n_sym, :n_sym]
         sd = math.sqrt(max(float(d_x @ cov_x @ d_x), 0.0))
         dt = h * cfg.calendar_days_per_trading_day / DAYS_PER_YEAR
-        mom = delta_gamma_moments(float(expo.theta_per_year.sum() * dt), expo.delta, expo.gamma, h * cov1)
+        a = float(expo.theta_per_year.sum() * dt)
+        mom = delta_gamma_moments(a, expo.delta, expo.gamma, h * cov1)
+        invalid = [c for c in cfg.confidences if not cornish_fisher_is_monotone(mom.skewness, mom.excess_kurtosis, c)]
+        fallback = (
+            dict(
+                zip(invalid, quadratic_var_es(a, expo.delta, expo.gamma, h * cov1, invalid, seed=cfg.seed), strict=True)
+            )
+            if invalid
+            else {}
+        )
         for c in cfg.confidences:
             z = float(norm.ppf(c))
             comp = (z * d_x * (cov_x @ d_x) / sd) if sd > 0.0 else np.zeros(n_sym)
@@ -550,13 +689,38 @@ def parametric_var(
                     hist.n_days,
                     portfolio.symbols,
                     comp,
+                    note=f"{cfg.covariance.replace('_', '-')} covariance",
                 )
             )
-            var, es = cornish_fisher_var_es(mom, c)
             comp_cf = cornish_fisher_components(
                 expo.theta_per_year * dt, expo.delta, expo.gamma, h * cov1, expo.owner, n_sym, c
             )
-            out.append(VarResult(DELTA_GAMMA_CF, h, float(c), var, es, 0, hist.n_days, portfolio.symbols, comp_cf))
+            note = f"Cornish-Fisher expansion, {cfg.covariance.replace('_', '-')} covariance"
+            if c in fallback:
+                var, es = fallback[c]
+                total = float(comp_cf.sum())
+                comp_cf = comp_cf * (var / total) if total else np.full(n_sym, var / n_sym)
+                note = (
+                    f"Cornish-Fisher not monotone (skewness {mom.skewness:.2f}, excess kurtosis "
+                    f"{mom.excess_kurtosis:.2f}): quantile of {QUADRATIC_DRAWS:,} draws of the same quadratic form, "
+                    "components rescaled"
+                )
+            else:
+                var, es = cornish_fisher_var_es(mom, c)
+            out.append(
+                VarResult(
+                    DELTA_GAMMA_CF,
+                    h,
+                    float(c),
+                    var,
+                    es,
+                    QUADRATIC_DRAWS if c in fallback else 0,
+                    hist.n_days,
+                    portfolio.symbols,
+                    comp_cf,
+                    note=note,
+                )
+            )
     return tuple(out)
 
 
@@ -656,11 +820,15 @@ def monte_carlo_var(
     cfg = config or VarConfig()
     hist = history.window(cfg.lookback_days)
     fhs = model or fit_fhs(hist, garch_params)
-    draws = fhs_draws(fhs.standardized.shape[0], cfg.n_scenarios, max(cfg.horizons), cfg.seed)
+    n_days = fhs.standardized.shape[0]
+    draws = fhs_draws(n_days, cfg.n_scenarios, max(cfg.horizons), cfg.seed)
     results: list[VarResult] = []
     pnls: dict[int, FloatArray] = {}
     for h in cfg.horizons:
-        sc = fhs_scenarios(fhs, draws, h, cfg.fhs_paths)
+        # one day: the bootstrap's distribution is exactly uniform over the filtered dates, so every date once
+        # gives the exact FHS VaR (no sampling error); longer horizons are sampled paths
+        exact = h == 1
+        sc = fhs_scenarios(fhs, np.arange(n_days, dtype=np.intp)[:, None] if exact else draws, h, cfg.fhs_paths)
         res = evaluate(
             portfolio,
             sc,
@@ -672,7 +840,19 @@ def monte_carlo_var(
         )
         assert res.by_symbol is not None
         pnls[h] = res.pnl
-        results += _simulation_results(MONTE_CARLO_FHS, h, res.pnl, res.by_symbol, cfg, portfolio.symbols, hist.n_days)
+        errors = np.zeros(len(cfg.confidences)) if exact else bootstrap_standard_error(res.pnl, cfg.confidences)
+        note = "exact: every filtered date once" if exact else f"{res.pnl.size} sampled paths"
+        results += _simulation_results(
+            MONTE_CARLO_FHS,
+            h,
+            res.pnl,
+            res.by_symbol,
+            cfg,
+            portfolio.symbols,
+            hist.n_days,
+            standard_errors=errors,
+            note=note,
+        )
     return tuple(results), pnls
 
 

@@ -183,7 +183,8 @@ def test_monte_carlo_converges_to_parametric_for_a_linear_book() -> None:
             rel_se = math.sqrt(x.confidence * (1 - x.confidence) / n_mc) / (norm.pdf(zc) * zc)
             bias = 0.5 * zc * sd * math.sqrt(x.horizon_days)  # exp(r) - 1 against r
             assert abs(x.var / ref - 1.0) < 4.0 * rel_se + bias, (paths, x.horizon_days, x.confidence)
-            assert x.n_scenarios == n_mc and x.method == MONTE_CARLO_FHS
+            # one day is exact (every filtered date once), longer horizons are the sampled paths
+            assert x.n_scenarios == (n if x.horizon_days == 1 else n_mc) and x.method == MONTE_CARLO_FHS
 
 
 def test_fhs_paths_brute_force() -> None:
@@ -318,6 +319,10 @@ def test_all_methods_are_coherent() -> None:
         "expected_shortfall",
         "n_scenarios",
         "lookback_days",
+        "standard_error",
+        "var_non_overlapping",
+        "independent_tail_obs",
+        "method_note",
     }
     contrib = report.contribution_rows()
     assert len(contrib) == len(report.results) * 3
@@ -336,3 +341,89 @@ def test_no_vol_history_leaves_vols_unchanged() -> None:
     np.testing.assert_allclose(pnls[1], ref, rtol=1e-12, atol=1e-9)
     with pytest.raises(ValueError, match="log_returns"):
         MarketHistory(np.array([[np.nan, 0.0], [0.0, 0.0]]))
+
+
+def test_one_day_fhs_is_exact_the_sorted_filtered_scenarios() -> None:
+    """1-day FHS VaR/ES equal the order statistics of the P&L of every filtered date rescaled to today's vol
+    (computed here by hand for a stock book: q S expm1(sigma_{T+1} z_t)), with zero sampling error; the 5-day
+    rows carry a bootstrap standard error close to the asymptotic sqrt(p (1 - p) / n) / f(q)."""
+    rng = np.random.default_rng(8)
+    r = rng.standard_t(5, size=(500, 1)) * 0.012
+    params = [GarchParams(3e-6, 0.07, 0.06, 0.88, 6.0, 1.4e-4, True)]
+    p = Portfolio(symbols=("X",), spot=[50.0], symbol_index=[0], quantity=[10_000.0])
+    cfg = VarConfig(lookback_days=500, n_scenarios=20_000, horizons=(1, 5), seed=2, calendar_days_per_trading_day=0.0)
+    results, pnls = monte_carlo_var(p, MarketHistory(r), cfg, garch_params=params)
+    var_path = garch_variance(params[0], r[:, 0])
+    z = r[:, 0] / np.sqrt(var_path[:-1])
+    by_hand = np.sort(10_000.0 * 50.0 * np.expm1(np.sqrt(var_path[-1]) * z))
+    for c in cfg.confidences:
+        one = next(x for x in results if x.horizon_days == 1 and x.confidence == c)
+        k = math.ceil(round(500 * (1 - c), 9))
+        assert one.var == pytest.approx(-by_hand[k - 1], rel=1e-12)
+        m = 500 * (1 - c)
+        whole = math.floor(m + 1e-9)
+        es = (
+            -(by_hand[:whole].sum() + (m - whole) * by_hand[whole]) / m if m > whole + 1e-9 else -by_hand[:whole].mean()
+        )
+        assert one.expected_shortfall == pytest.approx(es, rel=1e-12)
+        assert one.n_scenarios == 500 and one.standard_error == 0.0
+        five = next(x for x in results if x.horizon_days == 5 and x.confidence == c)
+        sample = pnls[5]
+        q = -five.var
+        density = float(np.mean(norm.pdf((sample - q) / (h := 1.06 * sample.std() * sample.size**-0.2))) / h)
+        asymptotic = math.sqrt(c * (1 - c) / sample.size) / density
+        assert five.standard_error == pytest.approx(asymptotic, rel=0.35)
+
+
+def test_tail_episodes_and_the_non_overlapping_cross_check() -> None:
+    """Overlapping 5-day windows of a series with one crash: the tail windows all contain the crash, so the tail
+    is one episode and is flagged; the non-overlapping VaR is the order statistic of every 5th window."""
+    from risk_pipeline.quant.var import _simulation_results, tail_episodes
+
+    pnl = np.full(200, 1.0) + 0.001 * np.arange(200)
+    pnl[100:105] = [-50.0, -60.0, -70.0, -60.0, -50.0]  # five windows that hold the crash day
+    pnl[30] = -40.0  # a second, separate bad window
+    assert tail_episodes(pnl, 0.975, 5) == (5, 1)  # ceil(200 * 0.025) = 5 tail windows, all at 100..104
+    assert tail_episodes(pnl, 0.97, 5) == (6, 2)  # the sixth worst (day 30) is another episode
+    assert tail_episodes(pnl, 0.975, 1) == (5, 5)
+    cfg = VarConfig(confidences=(0.975,), horizons=(5,))
+    (row,) = _simulation_results("historical", 5, pnl, pnl[:, None], cfg, ("X",), 204, overlapping=True)
+    assert row.independent_tail_obs == 1.0 and "tail is one episode (5 overlapping windows)" in row.note
+    ends = pnl[::-1][::5]  # windows ending on the last day, every 5th: 40 independent windows
+    assert ends.size == 40
+    assert row.var_non_overlapping == -np.sort(ends)[math.ceil(40 * 0.025) - 1]
+
+
+def test_cornish_fisher_validity_check_and_its_fallback() -> None:
+    """A long-gamma position, P&L = a + g f^2 / 2 with f ~ N(0, s^2): skewness 2 sqrt 2 and excess kurtosis 12,
+    so the expansion bends back in the lower tail (w' < 0 between about -4.9 and -0.75) and is not used. The
+    fallback's quantile matches the closed form -(a + g s^2 q^2 / 2), q = Phi^-1((2 - c) / 2), and a mild
+    delta-dominated book keeps the expansion."""
+    from risk_pipeline.quant.var import cornish_fisher_is_monotone, delta_gamma_moments, quadratic_var_es
+
+    a, g, sd = -1_000.0, 4.0e6, 0.02
+    mom = delta_gamma_moments(a, [0.0], [[g]], [[sd * sd]])
+    assert mom.skewness == pytest.approx(2 * math.sqrt(2)) and mom.excess_kurtosis == pytest.approx(12.0)
+    assert not cornish_fisher_is_monotone(mom.skewness, mom.excess_kurtosis, 0.99)
+    got = quadratic_var_es(a, [0.0], [[g]], [[sd * sd]], [0.95, 0.99], n_draws=400_000, seed=1)
+    for (var, es), c in zip(got, (0.95, 0.99), strict=True):
+        q = norm.ppf((2.0 - c) / 2.0)  # |f| / s below q with probability 1 - c
+        exact = -(a + 0.5 * g * sd * sd * q * q)
+        assert var == pytest.approx(exact, abs=0.5 * g * sd * sd * 0.01)  # within 1 % of the gamma scale
+        assert es >= var
+    mild = delta_gamma_moments(0.0, [1e6], [[-1e6]], [[sd * sd]])
+    assert cornish_fisher_is_monotone(mild.skewness, mild.excess_kurtosis, 0.99)
+
+
+def test_ewma_covariance_is_the_riskmetrics_recursion() -> None:
+    """EWMA weights over the window equal the RiskMetrics recursion S_t = lambda S_{t-1} + (1 - lambda) r r',
+    normalized by the weight mass of the window; equal weights stay the plain mean of r r'."""
+    from risk_pipeline.quant.var import factor_covariance
+
+    r = np.random.default_rng(6).normal(0.0, 0.01, (300, 3))
+    hist = MarketHistory(r)
+    rec = np.zeros((3, 3))
+    for row in r:  # the recursion, started from zero
+        rec = 0.94 * rec + 0.06 * np.outer(row, row)
+    np.testing.assert_allclose(factor_covariance(hist, False, "ewma"), rec / (1 - 0.94**300), rtol=1e-12)
+    np.testing.assert_allclose(factor_covariance(hist, False), r.T @ r / 300, rtol=1e-14)

@@ -39,6 +39,8 @@ class VarSettings(dg.Config):
     n_scenarios: int = 10_000
     seed: int = 0
     limits_file: str = str(LIMITS_FILE)
+    #: covariance of the parametric methods: "equal_weight" over the look-back or "ewma" (RiskMetrics, 0.94)
+    covariance: str = "equal_weight"
 
 
 def book_portfolio(rows: pd.DataFrame) -> Portfolio:
@@ -195,7 +197,12 @@ def var_results(
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     wh = warehouse.get()
     limits = load_limits(config.limits_file)
-    cfg = VarConfig(lookback_days=config.lookback_days, n_scenarios=config.n_scenarios, seed=config.seed)
+    cfg = VarConfig(
+        lookback_days=config.lookback_days,
+        n_scenarios=config.n_scenarios,
+        seed=config.seed,
+        covariance=config.covariance,  # type: ignore[arg-type]  # checked by VarConfig
+    )
     result_rows, component_rows, documents = [], [], {}
     for v in book_valuations(wh, partition_sessions(context)):
         portfolio = book_portfolio(v.rows)
