@@ -19,9 +19,7 @@ from risk_pipeline.defs.common import (
 )
 from risk_pipeline.errors import RiskDataError
 from risk_pipeline.event_windows import apply_event_caps, event_overrides
-from risk_pipeline import controls
-from risk_pipeline.paths import BOOKS_FILE, COMPLIANCE_RULES_FILE, LIMITS_FILE
-from risk_pipeline.quant.compliance import load_rules
+from risk_pipeline.paths import BOOKS_FILE, LIMITS_FILE
 from risk_pipeline.quant.limits import (
     LimitResult,
     LimitsConfig,
@@ -30,23 +28,11 @@ from risk_pipeline.quant.limits import (
     unheld_hedge_strategies,
 )
 from risk_pipeline.quant.reductions import required_reductions
-from risk_pipeline.quant.trading_state import (
-    EmergencyCondition,
-    EmergencyConfig,
-    TradingStateRecord,
-    correlation_condition,
-    loss_streak,
-    next_state,
-    realized_vol_series,
-    risk_budget_factor,
-    volatility_spikes,
-)
+from risk_pipeline.quant.trading_state import TradingStateRecord, next_state
 from risk_pipeline.queries import (
     AUDIT_COLUMNS,
-    atm_vol_matrix,
     audit_row,
     book_capital,
-    close_matrix,
     correlation_matrix,
     latest_as_of,
     latest_valuation,
@@ -68,8 +54,6 @@ class LimitsSettings(dg.Config):
     limits_file: str = str(LIMITS_FILE)
     books_file: str = str(BOOKS_FILE)
     correlation_window: int = 63
-    #: emergency rules (volatility spike, correlation, loss streak) are read from its ``emergency`` section
-    rules_file: str = str(COMPLIANCE_RULES_FILE)
 
 
 def nav_rows(wh: Warehouse, session: dt.date, capital: dict[str, float]) -> pd.DataFrame:
@@ -159,26 +143,6 @@ def book_nav(
     )
 
 
-def volatility_conditions(
-    wh: Warehouse, session: dt.date, symbols: list[str], cfg: EmergencyConfig
-) -> dict[str, list[EmergencyCondition]]:
-    """Per held underlying, the volatility spikes of the session: realized vol and closing ATM implied vol."""
-    depth = cfg.vol_median_sessions + cfg.realized_vol_sessions + 2
-    closes = close_matrix(wh, session, depth, symbols).reindex(columns=symbols)
-    out: dict[str, list[EmergencyCondition]] = {s: [] for s in symbols}
-    if len(closes) and closes.index[-1] == session:
-        realized = realized_vol_series(closes.to_numpy(float), cfg.realized_vol_sessions)
-        label = f"{cfg.realized_vol_sessions}-session realized vol"
-        for c in volatility_spikes(realized[-cfg.vol_median_sessions - 1 :], symbols, cfg, label):
-            out[c.subject].append(c)
-        implied = atm_vol_matrix(wh, closes.index[0], session, symbols)
-        if len(implied) and implied.index[-1] == session:
-            window = implied.to_numpy(float)[-cfg.vol_median_sessions - 1 :]
-            for c in volatility_spikes(window, symbols, cfg, "ATM implied vol"):
-                out[c.subject].append(c)
-    return out
-
-
 def evaluate_book(
     wh: Warehouse,
     rows: pd.DataFrame,
@@ -186,38 +150,11 @@ def evaluate_book(
     cfg: LimitsConfig,
     correlation: pd.DataFrame,
     as_of: pd.Timestamp,
-    *,
-    manual_halt: str | None = None,
-    emergency: list[EmergencyCondition] | None = None,
-    emergency_config: EmergencyConfig | None = None,
 ) -> tuple[list[LimitResult], TradingStateRecord, Any, list[str], TradingStateRecord | None]:
-    """Limits, next trading state, the reduction plan (when anything is breached) and the previous state.
-
-    ``manual_halt`` describes a manual halt in force at ``as_of``; ``emergency`` are the volatility-spike
-    conditions of the book's underlyings; with ``emergency_config`` the average correlation of the held
-    underlyings and the loss streak (which scales the VaR/ES caps) are judged too.
-    """
+    """Limits, next trading state, the reduction plan (when anything is breached) and the previous state."""
     book = str(nav["book"])
     deployed, var, es = risk_numbers(wh, as_of, book)
     notes = []
-    conditions = list(emergency or [])
-    if emergency_config is not None:
-        held = [s for s in dict.fromkeys(rows["symbol"]) if s in correlation.index]
-        conditions += correlation_condition(correlation.loc[held, held].to_numpy(float), emergency_config)
-        pnl = wh.query(
-            "SELECT as_of_date, as_of, daily_pnl FROM risk.book_nav WHERE book = ? AND as_of <= ? "
-            "ORDER BY as_of_date DESC, as_of DESC LIMIT ?",
-            [book, as_of, 5 * emergency_config.loss_streak_sessions + 5],
-        ).drop_duplicates("as_of_date")
-        streak = loss_streak(pnl["daily_pnl"].to_numpy(float)[::-1])
-        factor = risk_budget_factor(streak, emergency_config)
-        if factor < 1.0:
-            notes.append(f"loss streak of {streak} sessions: VaR/ES caps x {factor:g}")
-            cfg = replace(
-                cfg,
-                max_var_99_1d=None if cfg.max_var_99_1d is None else cfg.max_var_99_1d * factor,
-                max_es_975_1d=None if cfg.max_es_975_1d is None else cfg.max_es_975_1d * factor,
-            )
     if not deployed:
         # the risk layer has not produced VaR/ES at all: report the caps as not available, do not enforce
         cfg = replace(cfg, max_var_99_1d=None, max_es_975_1d=None)
@@ -235,8 +172,6 @@ def evaluate_book(
         as_of,
         cfg,
         gross_exposure=exposure.gross_exposure,
-        manual_halt=manual_halt,
-        emergency=conditions,
     )
     plan = None
     if any(r.status == "BREACH" for r in results) or state.flatten_speculative or state.target_gross_cut > 0:
@@ -258,13 +193,7 @@ def evaluate_book(
         dg.AssetSpec(
             "trading_state",
             group_name=GROUP,
-            deps=[
-                "limit_status",
-                dg.AssetDep("trading_state", partition_mapping=PREVIOUS_SESSION),
-                # manual halts in force at the valuation; emergency rules read prices and ATM vol history
-                "manual_controls",
-                "atm_vol_history",
-            ],
+            deps=["limit_status", dg.AssetDep("trading_state", partition_mapping=PREVIOUS_SESSION)],
             kinds={"pandas"},
             owners=OWNERS,
             metadata=table_definition_metadata("trading_state"),
@@ -296,7 +225,6 @@ def evaluate_book(
 def risk_limits(context: dg.AssetExecutionContext, config: LimitsSettings, warehouse: WarehouseResource) -> Any:
     wh = warehouse.get()
     limits = load_limits(config.limits_file)
-    emergency_config = load_rules(config.rules_file).emergency
     status_frames, state_rows, reduction_rows, audit_rows = [], [], [], []
     hedge_warnings: list[str] = []
     for key in context.partition_keys:
@@ -306,8 +234,6 @@ def risk_limits(context: dg.AssetExecutionContext, config: LimitsSettings, wareh
             raise RiskDataError(f"{key}: position_greeks and book_nav must exist for the same valuation (fail closed)")
         navs = wh.read("book_nav", {"as_of": as_of}).set_index("book")
         correlation = correlation_matrix(wh, session, config.correlation_window)
-        halts = controls.active_halts(wh, as_of)
-        spikes = volatility_conditions(wh, session, sorted(set(positions["symbol"])), emergency_config)
         for book, rows in positions.groupby("book", sort=True):
             cfg = limits.for_book(str(book))
             unheld = unheld_hedge_strategies(cfg, rows["strategy"])
@@ -316,18 +242,7 @@ def risk_limits(context: dg.AssetExecutionContext, config: LimitsSettings, wareh
                 context.log.warning(hedge_warnings[-1])
             nav = navs.loc[book].copy()
             nav["book"] = book
-            halt = controls.halt_for_book(halts, str(book))
-            results, state, plan, notes, previous = evaluate_book(
-                wh,
-                rows,
-                nav,
-                cfg,
-                correlation,
-                as_of,
-                manual_halt=controls.describe(halt) if halt else None,
-                emergency=[c for s in dict.fromkeys(rows["symbol"]) for c in spikes.get(s, [])],
-                emergency_config=emergency_config,
-            )
+            results, state, plan, notes, previous = evaluate_book(wh, rows, nav, cfg, correlation, as_of)
             for r in results:
                 status_frames.append(
                     {
