@@ -118,7 +118,6 @@ def test_services_on_postgres_run_a_job_launched_through_graphql(
     from dagster_graphql import DagsterGraphQLClient
 
     instance, _ = postgres_instance
-    home = Path(os.environ["DAGSTER_HOME"])
     grpc_port, web_port = _free_port(), _free_port()
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text((PROJECT_ROOT / "deploy" / "workspace.yaml").read_text().replace("4266", str(grpc_port)))
