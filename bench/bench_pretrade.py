@@ -119,6 +119,10 @@ def build(wh: Warehouse, limits: Path) -> None:
             "gap_var": None,
             "gap_expected_shortfall": None,
             "gap_events": None,
+            "standard_error": None,
+            "var_non_overlapping": None,
+            "independent_tail_obs": None,
+            "method_note": None,
         }
         for c in (0.975, 0.99)
     ]

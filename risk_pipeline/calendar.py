@@ -39,6 +39,12 @@ def session_close_utc(session: dt.date) -> pd.Timestamp:
     return cal.session_close(pd.Timestamp(session)).tz_convert("UTC")  # type: ignore[attr-defined]
 
 
+def session_open_utc(session: dt.date) -> pd.Timestamp:
+    """The session's open, UTC."""
+    cal = _calendar(dt.date(1990, 1, 2), CALENDAR_END)
+    return cal.session_open(pd.Timestamp(session)).tz_convert("UTC")  # type: ignore[attr-defined]
+
+
 def expiry_close_utc(expiries: pd.Series) -> pd.Series:
     """Each expiry's session close (early closes included); 16:00 New York when not a session."""
     closes = {}

@@ -366,6 +366,72 @@ def check_trade(args: argparse.Namespace) -> int:
     return exit_code(decision)
 
 
+def size(args: argparse.Namespace) -> int:
+    """Print the recommended size of one name (position_sizing at the latest published valuation) as JSON.
+
+    Exit 0, or 4 when there is no recommendation (no published valuation, no signal for the name).
+    """
+    import json
+
+    from risk_pipeline.errors import RiskDataError
+    from risk_pipeline.sizing_service import SizingService
+
+    try:
+        out = SizingService(Warehouse(warehouse_url(), create=False)).size(args.book, args.symbol, args.confidence)
+    except (RiskDataError, OSError) as exc:
+        print(json.dumps({"book": args.book, "symbol": args.symbol, "error": str(exc)}, indent=2))
+        return 4
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def manual_control(args: argparse.Namespace) -> int:
+    """halt / resume / emergency-stop: record the control (manual_controls + audit_trail), print it as JSON."""
+    import json
+
+    from risk_pipeline import controls
+
+    warehouse = Warehouse(warehouse_url())
+    try:
+        if args.command == "halt":
+            event = controls.halt(warehouse, args.book, args.reason, args.actor, hours=args.hours)
+        elif args.command == "resume":
+            event = controls.resume(warehouse, args.book, args.reason, args.actor)
+        else:
+            event = controls.emergency_stop(warehouse, args.reason, args.actor)
+    except controls.ControlError as exc:
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(event, indent=2))
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the risk service (HTTP API) on uvicorn; settings reach every worker through RISK_SERVICE_* variables."""
+    import uvicorn
+
+    settings = {
+        "RISK_SERVICE_MAX_AGE_SESSIONS": str(args.max_age_sessions),
+        "RISK_SERVICE_POLL_SECONDS": str(args.poll_seconds),
+        "RISK_SERVICE_MAX_BODY_BYTES": str(args.max_body_bytes),
+        "RISK_SERVICE_DB_CONNECTIONS": str(args.db_connections),
+    }
+    if args.limits_file:
+        settings["RISK_SERVICE_LIMITS_FILE"] = args.limits_file
+    os.environ.update(settings)
+    uvicorn.run(
+        "risk_pipeline.service.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=not args.no_access_log,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=5,  # open streams end 5 s after a shutdown signal
+    )
+    return 0
+
+
 def var_backtest(args: argparse.Namespace) -> int:
     """Reference VaR backtests on the S&P 500 (arch) and the synthetic index; rows to var_backtest."""
     import numpy as np
@@ -470,6 +536,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="reject when the book's latest valuation is older than this many sessions (default 1)",
     )
     p_trade.set_defaults(func=check_trade)
+    p_size = sub.add_parser("size", help="recommended position size of one name (position_sizing)")
+    p_size.add_argument("--book", required=True)
+    p_size.add_argument("--symbol", required=True)
+    p_size.add_argument(
+        "--confidence", type=float, default=0.0, help="minimum signal confidence; below it the size is 0 (default 0)"
+    )
+    p_size.set_defaults(func=size)
+    default_actor = os.environ.get("USER", "cli")
+    p_halt = sub.add_parser("halt", help="halt a book now (pre-trade rejects at once; the next run's state honors it)")
+    p_halt.add_argument("--book", required=True, help="book to halt ('*' = every book)")
+    p_halt.add_argument("--reason", required=True)
+    p_halt.add_argument("--hours", type=float, help="lapse after this many hours (default: until resumed)")
+    p_halt.add_argument("--actor", default=default_actor, help="who orders it (recorded in audit_trail)")
+    p_halt.set_defaults(func=manual_control)
+    p_resume = sub.add_parser("resume", help="lift the manual halt of a book ('*' lifts every halt)")
+    p_resume.add_argument("--book", required=True)
+    p_resume.add_argument("--reason", required=True)
+    p_resume.add_argument("--actor", default=default_actor)
+    p_resume.set_defaults(func=manual_control)
+    p_stop = sub.add_parser("emergency-stop", help="halt every book until `resume --book '*'`")
+    p_stop.add_argument("--reason", required=True)
+    p_stop.add_argument("--actor", default=default_actor)
+    p_stop.set_defaults(func=manual_control)
+    p_serve = sub.add_parser(
+        "serve", help="run the risk service (HTTP API: pre-trade checks, fills, documents, stream, metrics)"
+    )
+    p_serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback; see README for TLS)")
+    p_serve.add_argument("--port", type=int, default=8000)
+    p_serve.add_argument("--workers", type=int, default=1, help="worker processes (use PostgreSQL for more than 1)")
+    p_serve.add_argument(
+        "--max-age-sessions",
+        type=int,
+        default=1,
+        help="reject orders (and report not ready) when a book's valuation is older than this many sessions",
+    )
+    p_serve.add_argument("--poll-seconds", type=float, default=1.0, help="how often the tables are watched")
+    p_serve.add_argument("--max-body-bytes", type=int, default=16_384, help="larger request bodies get 413")
+    p_serve.add_argument("--limits-file", help="limits YAML (default data/limits/limits.yaml)")
+    p_serve.add_argument(
+        "--db-connections", type=int, default=4, help="PostgreSQL connections per worker answering orders at once"
+    )
+    p_serve.add_argument("--no-access-log", action="store_true", help="no per-request log line")
+    p_serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p_serve.set_defaults(func=serve)
     p_bt = sub.add_parser("var-backtest", help="reference VaR backtests on the S&P 500 and the synthetic index")
     p_bt.add_argument("--series", nargs="+", default=["SPX", "SYNX"], choices=["SPX", "SYNX"])
     p_bt.add_argument("--scenarios", type=int, default=10_000, help="Monte Carlo scenarios per day")

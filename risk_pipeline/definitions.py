@@ -23,11 +23,17 @@ from risk_pipeline.defs.automation.sensors import (
     option_snapshot_sensor,
     start_of_day_schedule,
 )
+from risk_pipeline.defs.compliance import ASSETS as COMPLIANCE_ASSETS
+from risk_pipeline.defs.compliance import SENSORS as COMPLIANCE_SENSORS
 from risk_pipeline.defs.exposures import ASSETS as EXPOSURE_ASSETS
 from risk_pipeline.defs.gap_risk import ASSETS as GAP_RISK_ASSETS
+from risk_pipeline.defs.hedging import ASSETS as HEDGING_ASSETS
+from risk_pipeline.defs.hedging import JOBS as HEDGING_JOBS
+from risk_pipeline.defs.hedging import SCHEDULES as HEDGING_SCHEDULES
 from risk_pipeline.defs.market_data.assets import ASSETS as MARKET_DATA_ASSETS
 from risk_pipeline.defs.risk import ASSETS as RISK_ASSETS
 from risk_pipeline.defs.serving.assets import ASSETS as SERVING_ASSETS
+from risk_pipeline.defs.sizing import ASSETS as SIZING_ASSETS
 from risk_pipeline.defs.volatility import ASSETS as VOLATILITY_ASSETS
 from risk_pipeline.resources import resources_from_env
 
@@ -43,7 +49,17 @@ def executor_from_env() -> dg.ExecutorDefinition:
 
 #: Every asset, each carrying a code reference to the file and line that defines it (shown in the UI).
 ALL_ASSETS = dg.with_source_code_references(
-    [*MARKET_DATA_ASSETS, *VOLATILITY_ASSETS, *EXPOSURE_ASSETS, *RISK_ASSETS, *GAP_RISK_ASSETS, *SERVING_ASSETS]
+    [
+        *MARKET_DATA_ASSETS,
+        *VOLATILITY_ASSETS,
+        *EXPOSURE_ASSETS,
+        *RISK_ASSETS,
+        *GAP_RISK_ASSETS,
+        *HEDGING_ASSETS,
+        *SERVING_ASSETS,
+        *COMPLIANCE_ASSETS,
+        *SIZING_ASSETS,
+    ]
 )
 
 
@@ -51,9 +67,9 @@ def build_definitions(resources: Mapping[str, Any], executor: dg.ExecutorDefinit
     """The whole graph with the given resources (tests pass their own warehouse and source)."""
     return dg.Definitions(
         assets=ALL_ASSETS,
-        jobs=[*JOBS, intraday_refresh_job],
-        sensors=[option_snapshot_sensor, event_calendar_sensor],
-        schedules=[start_of_day_schedule, end_of_day_schedule],
+        jobs=[*JOBS, intraday_refresh_job, *HEDGING_JOBS],
+        sensors=[option_snapshot_sensor, event_calendar_sensor, *COMPLIANCE_SENSORS],
+        schedules=[start_of_day_schedule, end_of_day_schedule, *HEDGING_SCHEDULES],
         resources=dict(resources),
         executor=executor or executor_from_env(),
     )

@@ -15,6 +15,8 @@ BOOKS_FILE = DATA_DIR / "books.yaml"
 LIMITS_FILE = DATA_DIR / "limits" / "limits.yaml"
 SCENARIOS_FILE = DATA_DIR / "stress" / "scenarios.yaml"
 SQL_MODELS_DIR = PROJECT_ROOT / "dbt_like_sql"
+COMPLIANCE_RULES_FILE = DATA_DIR / "compliance" / "rules.yaml"
+ALERTS_FILE = DATA_DIR / "alerts.yaml"
 
 
 def warehouse_url() -> str:

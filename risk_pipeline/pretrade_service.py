@@ -13,12 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from risk_pipeline import controls
 from risk_pipeline.calendar import latest_session, sessions
 from risk_pipeline.errors import RiskDataError
 from risk_pipeline.event_windows import event_blackouts
@@ -35,6 +36,7 @@ from risk_pipeline.queries import (
     risk_numbers,
     state_at,
 )
+from risk_pipeline.sizing_service import Recommendation, cap_to_recommendation, recommended_sizes
 from risk_pipeline.valuation import book_exposure, value_positions
 from risk_pipeline.warehouse import Warehouse
 
@@ -52,6 +54,8 @@ class BookSnapshot:
     state: TradingStateRecord | None
     blackouts: list[Blackout]
     symbol_of: dict[str, str]
+    #: recommended position per symbol (position_sizing at the same valuation; empty without the table)
+    sizing: dict[str, Recommendation] = field(default_factory=dict)
 
 
 def utc_now() -> pd.Timestamp:
@@ -61,6 +65,10 @@ def utc_now() -> pd.Timestamp:
 
 class PreTradeError(RiskDataError):
     """The check could not be made (the caller must treat the order as rejected)."""
+
+
+class BookHalted(RiskDataError):
+    """A manual halt or emergency stop is in force for the book (risk_pipeline.controls): every order is rejected."""
 
 
 #: Prefix of the reason when the check itself could not be made (warehouse unreachable, malformed order).
@@ -106,6 +114,7 @@ class PreTradeService:
         self.max_valuation_age_sessions = max_valuation_age_sessions
         self.clock = clock or (lambda: utc_now())
         self._books: dict[str, BookSnapshot] = {}
+        self._controls_table = False
 
     def refresh(self) -> None:
         self._books.clear()
@@ -156,6 +165,7 @@ class PreTradeService:
             state=state,
             blackouts=event_blackouts(wh, book, as_of),
             symbol_of=dict(zip(positions["position_id"], positions["symbol"], strict=True)),
+            sizing=recommended_sizes(wh, book, as_of, positions),
         )
 
     def check(
@@ -173,6 +183,7 @@ class PreTradeService:
     ) -> PreTradeDecision:
         """Approve, resize or reject an order; an existing position by id, or a stock / listed option."""
         try:
+            self._raise_if_halted(book)
             snap = self.snapshot(book)
             order = self._order(snap, side, quantity, position_id, symbol, expiry, strike, option_type)
             traded = symbol or snap.symbol_of[position_id]
@@ -186,6 +197,10 @@ class PreTradeService:
                 blackout_reason=blackout or "",
                 aggregates=snap.aggregates,
             )
+            decision = self._cap_to_recommendation(snap, decision, side, str(traded), order)
+        except BookHalted as exc:  # checked on every order, never cached: a halt applies at once
+            decision = PreTradeDecision("reject", 0, float(quantity), (str(exc),), ())
+            snap = None
         except (RiskDataError, KeyError) as exc:
             decision = PreTradeDecision("reject", 0, float(quantity), (f"fail closed: {exc}",), ())
             snap = None
@@ -210,6 +225,28 @@ class PreTradeService:
                     reason = f"{NOT_POSSIBLE}: the audit trail could not be written ({type(exc).__name__}: {exc})"
                     decision = PreTradeDecision("reject", 0, float(quantity), (reason,), ())
         return decision
+
+    def _cap_to_recommendation(
+        self, snap: BookSnapshot, decision: PreTradeDecision, side: str, symbol: str, order: Order
+    ) -> PreTradeDecision:
+        """Attach the name's recommended size; resize a stock order that would take the position beyond it."""
+        rec = snap.sizing.get(symbol)
+        if rec is None:
+            return decision
+        is_stock = (order.instrument is not None and not order.instrument.is_option) or (
+            order.position_id in rec.stock_position_ids
+        )
+        return cap_to_recommendation(decision, rec, side, rec.held_shares, is_stock)
+
+    def _raise_if_halted(self, book: str) -> None:
+        """BookHalted when a manual halt (controls.halt / emergency_stop) is in force for the book now."""
+        if not self._controls_table:
+            self._controls_table = self.warehouse.table_exists(controls.TABLE)  # once it exists it stays
+            if not self._controls_table:
+                return
+        event = controls.book_halt(self.warehouse, book, self.clock())
+        if event is not None:
+            raise BookHalted(controls.describe(event))
 
     def _order(
         self,
@@ -360,6 +397,7 @@ def decision_json(decision: PreTradeDecision) -> str:
             "approved_quantity": decision.approved_quantity,
             "requested_quantity": decision.requested_quantity,
             "reasons": list(decision.reasons),
+            **({"sizing": dict(decision.sizing)} if decision.sizing else {}),
         },
         indent=2,
     )

@@ -113,6 +113,7 @@ class QualitySettings:
             "dividend_yields": (1, 100_000),
             "event_calendar": (1, 1_000_000),
             "positions": (1, 1_000_000),
+            "signals": (0, 1_000_000),  # a session without signals is allowed
         }
     )
 
@@ -166,9 +167,27 @@ class ValidationReport:
     def failed(self) -> list[RuleResult]:
         return [r for r in self.results if not r.passed]
 
+    def source_location(self, position: int) -> str | None:
+        """Where the row at ``position`` came from: its file, or for a generated row (no file) the scheme
+        ``<source>:<table>/<session or snapshot>?<key>=<value>&...``, e.g.
+        ``synthetic(seed=7):market_prices/2026-11-20?symbol=STK03``, which regenerates the row.
+        """
+        file = _cell(self.raw, position, "source_file")
+        if file is not None:
+            return str(file)
+        source = _cell(self.raw, position, "source")
+        if source is None:
+            return None
+        t = table(self.table)
+        when = _cell(self.raw, position, "as_of") or _cell(self.raw, position, "as_of_date")
+        stamp = pd.Timestamp(when).isoformat() if isinstance(when, (dt.datetime, pd.Timestamp)) else when
+        keys = [k for k in t.key if k not in ("as_of", "as_of_date")]
+        query = "&".join(f"{k}={_cell(self.raw, position, k)}" for k in keys if k in self.raw.columns)
+        return f"{source}:{self.table}/{stamp if stamp is not None else 'all'}" + (f"?{query}" if query else "")
+
     def location(self, position: int) -> str:
-        """``file F row N`` for a row position of the frame."""
-        file = _cell(self.raw, position, "source_file") or "generated"
+        """``file F row N`` for a row position of the frame (F: ``source_location``)."""
+        file = self.source_location(position) or "source"
         row = _cell(self.raw, position, "source_row")
         row_number = int(row) if row is not None else position + 1
         return f"file {file} row {row_number}"
@@ -248,7 +267,7 @@ class ValidationReport:
                         "row_number": int(row) if row is not None else p + 1,
                         "check_name": r.rule,
                         "reason": r.description + (f": {why}" if why else ""),
-                        "source_file": _cell(self.raw, p, "source_file"),
+                        "source_file": self.source_location(p),
                         "row": _row_record(self.raw, p),
                     }
                 )
@@ -716,6 +735,17 @@ def table_rules(name: str, settings: QualitySettings) -> list[Rule]:
             ),
             _date_in_partition(),
         ],
+        "signals": [
+            Rule("direction_valid", "direction in {-1, 1}", _in_set("direction", (-1, 1))),
+            Rule(
+                "expected_return_plausible",
+                "-1 < expected_return <= 10 and its sign agrees with direction (or it is 0)",
+                _in_set("_expected_return_ok", (True,)),
+            ),
+            Rule("horizon_positive", "1 <= horizon_days <= 252", _between("horizon_days", 1, 252)),
+            Rule("confidence_in_unit_interval", "0 <= confidence <= 1", _between("confidence", 0.0, 1.0)),
+            _date_in_partition(),
+        ],
     }
     return rules[name]
 
@@ -788,6 +818,11 @@ def _derive(name: str, typed: pd.DataFrame, ctx: ValidationContext, settings: Qu
         )
         out["_option_terms_ok"] = (~is_option | terms).astype(bool)
         out = pd.concat([out, _symbols_priced(out, ctx.priced_symbols)], axis=1)
+    if name == "signals":
+        er = pd.to_numeric(out["expected_return"], errors="coerce").to_numpy(float)
+        direction = pd.to_numeric(out["direction"], errors="coerce").to_numpy(float)
+        with np.errstate(invalid="ignore"):
+            out["_expected_return_ok"] = (er > -1.0) & (er <= 10.0) & ((er == 0.0) | (np.sign(er) == direction))
     return out
 
 

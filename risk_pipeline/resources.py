@@ -11,7 +11,10 @@ import dagster as dg
 import pandas as pd
 from pydantic import PrivateAttr
 
+from risk_pipeline.alerts import AlertsConfig
+from risk_pipeline.alerts import load_config as load_alerts_config
 from risk_pipeline.paths import (
+    ALERTS_FILE,
     DEFAULT_EXPORTS_DIR,
     DEFAULT_WAREHOUSE_PATH,
     MACRO_EVENTS_FILE,
@@ -155,6 +158,37 @@ class ExportsResource(dg.ConfigurableResource):
         tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
         tmp.replace(path)
         return path
+
+    def write_bytes(self, relative: str, data: bytes) -> Path:
+        """Write a binary file (a PNG plot) atomically under the root; returns its absolute path."""
+        path = (Path(self.root) / relative).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        return path
+
+
+class AlertsResource(dg.ConfigurableResource):
+    """Alert channels and rules (``data/alerts.yaml``, see ``risk_pipeline.alerts``).
+
+    Holds no secret: a channel names the environment variables of its webhook URL or SMTP host and
+    password, read when an alert is sent (a channel whose variables are unset is skipped).
+    """
+
+    config_file: str = str(ALERTS_FILE)
+
+    def config(self) -> AlertsConfig:
+        return load_alerts_config(self.config_file)
+
+
+def alerts_resource_from_env() -> AlertsResource:
+    """The alert channels of ``RISK_PIPELINE_ALERTS_FILE`` (default ``data/alerts.yaml``).
+
+    Used by the alerts asset (unless its ``alerts_file`` config names another file) and the run-failure
+    sensor; not a required resource, so code that builds its own resources needs no alert configuration.
+    """
+    return AlertsResource(config_file=os.environ.get("RISK_PIPELINE_ALERTS_FILE", str(ALERTS_FILE)))
 
 
 def _setting(variable: str, default: str) -> str | dg.EnvVar:

@@ -18,6 +18,8 @@ from risk_pipeline.contracts import TABLES
 from risk_pipeline.warehouse import SCHEMA, Warehouse
 
 REF = re.compile(r"\{\{\s*ref\(\s*['\"]([a-z_][a-z0-9_]*)['\"]\s*\)\s*\}\}")
+#: ``-- requires: a, b``: the model is built only where those tables are part of the contracts (optional layers).
+REQUIRES = re.compile(r"^--\s*requires:\s*(.+)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ def load_models(folder: Path) -> list[SqlModel]:
     models = {}
     for path in sorted(folder.glob("*.sql")):
         sql = path.read_text()
+        required = [t.strip() for m in REQUIRES.findall(sql) for t in m.split(",") if t.strip()]
+        if any(t not in TABLES for t in required):
+            continue  # a view over a layer this deployment does not have
         models[path.stem] = SqlModel(path.stem, path, sql, tuple(dict.fromkeys(REF.findall(sql))))
     for m in models.values():
         unknown = [r for r in m.refs if r not in models and r not in TABLES]

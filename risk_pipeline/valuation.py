@@ -25,7 +25,15 @@ from risk_pipeline.queries import close_matrix
 from risk_pipeline.warehouse import Warehouse
 
 #: Tables ``value_positions`` reads: an asset that values positions declares all of them upstream.
-VALUATION_INPUTS = ("positions", "vol_surface", "option_quotes", "market_prices", "rates_curve", "dividend_yields")
+VALUATION_INPUTS = (
+    "positions",
+    "executions",
+    "vol_surface",
+    "option_quotes",
+    "market_prices",
+    "rates_curve",
+    "dividend_yields",
+)
 
 #: ln(K/F) step of the smile-slope finite difference (sticky-delta Greeks).
 SMILE_SLOPE_STEP = 1e-4
@@ -82,6 +90,92 @@ def betas(wh: Warehouse, session: dt.date, window: int, index_symbol: str) -> di
     return dict(zip(returns.columns, beta, strict=True))
 
 
+def _instrument_key(frame: pd.DataFrame) -> pd.Series:
+    """Book and instrument of each row as one text key (stock-like rows: book and symbol; options: the contract)."""
+    option = frame["instrument_type"].eq("option")
+    expiry = pd.to_datetime(frame["expiry"]).dt.strftime("%Y-%m-%d").fillna("")
+    strike = pd.to_numeric(frame["strike"]).round(6).astype(str)
+    contract = expiry + "|" + strike + "|" + frame["option_type"].fillna("").astype(str)
+    return frame["book"].astype(str) + "|" + frame["symbol"].astype(str) + "|" + contract.where(option, "linear")
+
+
+def session_fills(wh: Warehouse, session: dt.date, as_of: pd.Timestamp) -> pd.DataFrame:
+    """``executions`` of ``session`` filled at or before ``as_of`` (none when the table does not exist)."""
+    if not wh.table_exists("executions"):
+        return pd.DataFrame()
+    fills = wh.read("executions", {"as_of_date": session})
+    return fills[fills["at"] <= as_of].reset_index(drop=True)
+
+
+def apply_fills(positions: pd.DataFrame, fills: pd.DataFrame, session: dt.date) -> pd.DataFrame:
+    """Start-of-day ``positions`` plus intraday ``fills``: the book as it stands after them.
+
+    A fill changes the quantity of the position holding the same instrument (same book, symbol and, for an
+    option, expiry, strike and type); fills of an instrument not held open a position ``fill:<key>`` with the
+    fills' volume-weighted price as cost basis. Positions left at zero are dropped.
+    """
+    if fills.empty:
+        return positions
+    fills = fills.assign(
+        key=_instrument_key(fills).to_numpy(),
+        signed=np.where(fills["side"].eq("buy"), 1.0, -1.0) * fills["quantity"].to_numpy(float),
+    )
+    fills = fills.assign(signed_notional=fills["signed"] * fills["price"])
+    net = fills.groupby("key", sort=True).agg(
+        signed=("signed", "sum"), signed_notional=("signed_notional", "sum"), first=("signed", "idxmin")
+    )
+    out = positions.reset_index(drop=True).copy()
+    held_keys = _instrument_key(out) if len(out) else pd.Series(dtype=object)
+    first_row = pd.Series(out.index, index=held_keys.to_numpy()).groupby(level=0).first()
+    held = net.index.isin(first_row.index)
+    rows = first_row.reindex(net.index[held]).to_numpy()
+    out.loc[rows, "quantity"] = out.loc[rows, "quantity"].to_numpy(float) + net.loc[held, "signed"].to_numpy(float)
+    new = net[~held]
+    if len(new):
+        first = fills.groupby("key", sort=True).head(1).set_index("key").loc[new.index]
+        sector = out.groupby("symbol")["sector"].first() if len(out) else pd.Series(dtype=object)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            basis = np.where(new["signed"] != 0, new["signed_notional"] / new["signed"], np.nan)
+        opened = pd.DataFrame(
+            {
+                "as_of_date": session,
+                "book": first["book"].to_numpy(),
+                "position_id": ("fill:" + new.index.to_series()).to_numpy(),
+                "instrument_type": first["instrument_type"].to_numpy(),
+                "symbol": first["symbol"].to_numpy(),
+                "expiry": first["expiry"].to_numpy(),
+                "strike": first["strike"].to_numpy(),
+                "option_type": first["option_type"].to_numpy(),
+                "exercise_style": first["exercise_style"].to_numpy(),
+                "quantity": new["signed"].to_numpy(float),
+                "multiplier": first["multiplier"].to_numpy(float),
+                "cost_basis": basis,
+                "strategy": first["strategy"].fillna("intraday").to_numpy(),
+                "sector": first["symbol"].map(sector).to_numpy(),
+                "source": "executions",
+            }
+        )
+        out = pd.concat([out, opened[[c for c in out.columns if c in opened.columns]]], ignore_index=True)
+    return out[out["quantity"] != 0].reset_index(drop=True)
+
+
+def fill_pnl(fills: pd.DataFrame, valued: pd.DataFrame) -> pd.Series:
+    """P&L per book of ``fills`` marked at the valuation ``valued`` (position_greeks rows holding the instruments).
+
+    ``signed quantity x multiplier x (valuation price - fill price)``: what the trades made or lost by the
+    valuation time. An instrument no longer held at the valuation is marked at its fill price (no P&L).
+    """
+    if fills.empty:
+        return pd.Series(dtype=float)
+    price = pd.Series(valued["price"].to_numpy(float), index=_instrument_key(valued).to_numpy())
+    price = price.groupby(level=0).first()
+    key = _instrument_key(fills)
+    mark = key.map(price).fillna(fills["price"]).to_numpy(float)
+    signed = np.where(fills["side"].eq("buy"), 1.0, -1.0) * fills["quantity"].to_numpy(float)
+    pnl = signed * fills["multiplier"].to_numpy(float) * (mark - fills["price"].to_numpy(float))
+    return pd.Series(pnl, index=fills["book"].to_numpy()).groupby(level=0).sum()
+
+
 def value_positions(
     wh: Warehouse,
     session: dt.date,
@@ -92,12 +186,15 @@ def value_positions(
 ) -> pd.DataFrame:
     """position_greeks rows of every book at one snapshot; fails closed on any missing input.
 
-    ``positions`` defaults to the session's stored positions (another session's book can be passed
-    to revalue it); ``allow_expired`` values options past expiry at their exercise value.
+    ``positions`` defaults to the session's stored positions with the session's ``executions`` up to
+    ``as_of`` applied (``apply_fills``; another session's book can be passed to revalue it);
+    ``allow_expired`` values options past expiry at their exercise value.
     """
     settings = settings or ValuationSettings()
-    if positions is None:
-        positions = wh.read("positions", {"as_of_date": session})
+    if positions is None:  # the session's book: start-of-day positions plus the fills up to the snapshot
+        positions = apply_fills(
+            wh.read("positions", {"as_of_date": session}), session_fills(wh, session, as_of), session
+        )
     positions = positions.reset_index(drop=True)
     if positions.empty:
         raise RiskDataError(f"no positions stored for {session}")

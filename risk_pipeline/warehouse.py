@@ -257,6 +257,25 @@ class Warehouse:
                             "write a migration (see README, 'Migrations')"
                         )
                     self._execute(con, f"ALTER TABLE {SCHEMA}.{t.name} ADD COLUMN {_ident(c.name)} {want}")
+            if self.engine == "postgres":
+                self._append_only_triggers(con, [t for t in wanted if t.append_only])
+
+    def _append_only_triggers(self, con: Any, tables: Sequence[Table]) -> None:
+        """PostgreSQL: append-only tables reject UPDATE, DELETE and TRUNCATE in the database itself."""
+        if not tables:
+            return
+        self._execute(
+            con,
+            f"CREATE OR REPLACE FUNCTION {SCHEMA}.reject_append_only_change() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN RAISE EXCEPTION 'table %.% is append-only: % refused', TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP "
+            "USING ERRCODE = 'insufficient_privilege'; END $$",
+        )
+        for t in tables:  # statement-level: refused even when no row would be touched
+            self._execute(
+                con,
+                f"CREATE OR REPLACE TRIGGER {t.name}_append_only BEFORE UPDATE OR DELETE OR TRUNCATE "
+                f"ON {SCHEMA}.{t.name} FOR EACH STATEMENT EXECUTE FUNCTION {SCHEMA}.reject_append_only_change()",
+            )
 
     def _existing_columns(self, con: Any, name: str) -> dict[str, str]:
         """Stored columns of a table and their types as the engine names them (empty: no such table)."""

@@ -8,6 +8,7 @@ import functools
 import graphlib
 import inspect
 import io
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,16 @@ _DAGSTER_TYPES = {
     "boolean": "bool",
     "json": "json",
 }
+
+
+def compliance_rules(path: str) -> Any:
+    """The validated compliance rules file; an invalid file fails the step closed (RiskDataError) naming it."""
+    from risk_pipeline.quant.compliance import RulesError, load_rules
+
+    try:
+        return load_rules(path)
+    except RulesError as exc:
+        raise RiskDataError(str(exc)) from exc
 
 
 def fail_closed(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -111,12 +122,69 @@ def partition_label(sessions: Sequence[dt.date]) -> str:
     return f"{sessions[0].isoformat()}..{sessions[-1].isoformat()}"
 
 
+def session_check_spec(name: str, **kwargs: Any) -> dg.AssetCheckSpec:
+    """``dg.AssetCheckSpec`` partitioned by session like the assets, so each result names its partition.
+
+    With an unpartitioned spec on a partitioned asset the UI shows "Partition —" and Dagster records a
+    planned evaluation per partition that the (unpartitioned) result never resolves: a phantom row.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)  # partitioned checks are a preview in Dagster 1.13
+        return dg.AssetCheckSpec(name, partitions_def=PARTITIONS, **kwargs)
+
+
 def check_specs(name: str) -> list[dg.AssetCheckSpec]:
     """One blocking check per data-quality rule of the table."""
     return [
-        dg.AssetCheckSpec(rule, asset=name, blocking=True, description=f"Great Expectations rule: {desc}")
+        session_check_spec(rule, asset=name, blocking=True, description=f"Great Expectations rule: {desc}")
         for rule, desc in rule_descriptions(name).items()
     ]
+
+
+#: Longest session range whose check results are recorded once per session (see ``check_events``).
+MAX_SESSIONS_PER_CHECK_FANOUT = 31
+
+
+def check_events(
+    context: dg.AssetExecutionContext, results: Sequence[dg.AssetCheckResult]
+) -> Iterator[dg.AssetCheckResult | dg.Output | dg.AssetCheckEvaluation]:
+    """The events that report ``results``, one evaluation per partition of the run.
+
+    A single-session run reports each result as is (Dagster stamps the session on it). A run over a
+    session range (backfills, single-run policy) would otherwise report one result without a partition
+    beside a planned evaluation per session that never resolves; here the check's output is emitted once
+    and the same verdict is recorded for every session of the range. Ranges longer than
+    ``MAX_SESSIONS_PER_CHECK_FANOUT`` (a price-history load of hundreds of sessions) keep Dagster's single
+    unpartitioned result: one stored evaluation per session and check would slow such a run by minutes.
+    """
+    if (
+        not context.has_partition_key_range
+        or context.has_partition_key
+        or len(context.partition_keys) > MAX_SESSIONS_PER_CHECK_FANOUT
+    ):
+        yield from results
+        return
+    keys = context.partition_keys
+    outputs = {spec.key: name for name, spec in context.assets_def.check_specs_by_output_name.items()}
+    for result in results:
+        asset_key = result.asset_key or next(iter(context.assets_def.keys))
+        check_key = dg.AssetCheckKey(asset_key, result.check_name or "")
+        spec = context.assets_def.get_spec_for_check_key(check_key)
+        if spec.partitions_def is None or check_key not in outputs or check_key not in context.assets_def.check_keys:
+            yield result
+            continue
+        yield dg.Output(None, output_name=outputs[check_key])
+        for key in keys:
+            yield dg.AssetCheckEvaluation(
+                asset_key=asset_key,
+                check_name=check_key.name,
+                passed=result.passed,
+                metadata={**result.metadata, "evaluated_over": f"{keys[0]}..{keys[-1]}"},
+                severity=result.severity,
+                description=result.description,
+                blocking=spec.blocking,
+                partition=key,
+            )
 
 
 def markdown_table(frame: pd.DataFrame, limit: int = 10) -> str:
@@ -180,7 +248,7 @@ def publish_raw(
     if not report.passed:
         quarantine = report.quarantine_frame(name)
         write_quarantine(context, warehouse, quarantine, asset=name, partition_key=validation.partition_key)
-        yield from check_results
+        yield from check_events(context, check_results)
         raise dg.Failure(
             description=report.message(),
             metadata={
@@ -206,8 +274,8 @@ def publish_raw(
             ),
             **(extra_metadata or {}),
         },
-        check_results=check_results,
     )
+    yield from check_events(context, check_results)
 
 
 def _without_missing_sessions(
@@ -294,7 +362,7 @@ def publish(
     blocking = {(s.asset_key.to_user_string(), s.name) for s in context.assets_def.check_specs if s.blocking}
     failed = [c for c in checks if not c.passed and _check_key(context, c) in blocking]
     if failed:
-        yield from checks
+        yield from check_events(context, checks)
         names = ", ".join(f"{a}.{c}" for a, c in (_check_key(context, f) for f in failed))
         raise dg.Failure(
             description=(
@@ -310,17 +378,27 @@ def publish(
         if key in counts:
             meta["dagster/row_count"] = counts[key]
         yield dg.MaterializeResult(asset_key=key, metadata=meta)
-    yield from checks
+    yield from check_events(context, checks)
 
 
-def png_markdown(figure: Any, title: str) -> str:
-    """A matplotlib figure as an inline PNG in markdown (Dagster has no plot metadata type); closes it."""
+def png_bytes(figure: Any) -> bytes:
+    """A matplotlib figure as PNG bytes at its own size and dpi; closes it."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     figure.savefig(buf, format="png")
     plt.close(figure)
-    return f"![{title}](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+    return buf.getvalue()
+
+
+def markdown_png(data: bytes, title: str) -> str:
+    """PNG bytes as an inline markdown image (Dagster has no plot metadata type): keep such images small."""
+    return f"![{title}](data:image/png;base64,{base64.b64encode(data).decode()})"
+
+
+def png_markdown(figure: Any, title: str) -> str:
+    """A matplotlib figure as an inline PNG in markdown; closes it."""
+    return markdown_png(png_bytes(figure), title)
 
 
 def pyplot() -> Any:

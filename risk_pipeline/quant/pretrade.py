@@ -36,8 +36,9 @@ costs O(number of underlyings) at most, independent of the number of positions.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -115,6 +116,8 @@ class PreTradeDecision:
     requested_quantity: float
     reasons: tuple[str, ...]
     post_trade_limits: tuple[LimitResult, ...]
+    #: the name's recommended size (position_sizing) with its method and binding limit, when there is one
+    sizing: Mapping[str, Any] | None = None
 
 
 def _top2(values: FloatArray) -> tuple[int, float, float]:

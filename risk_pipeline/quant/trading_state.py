@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+import numpy as np
 
 from risk_pipeline.quant.limits import (
     ADVISORY_LIMITS,
@@ -59,6 +61,9 @@ LEVEL_LIGHT = "light"
 LEVEL_MODERATE = "moderate"
 LEVEL_MAXIMUM = "maximum"
 LEVELS: tuple[str, ...] = (LEVEL_NONE, LEVEL_LIGHT, LEVEL_MODERATE, LEVEL_MAXIMUM)
+
+#: Name of the manual halt among the triggering limits (risk_pipeline.controls).
+MANUAL_HALT = "manual_halt"
 
 #: The least severe state each preservation level allows.
 LEVEL_STATE: dict[str, str] = {
@@ -183,9 +188,19 @@ def _describe(r: LimitResult) -> str:
 
 
 def assess(
-    limit_results: Sequence[LimitResult], drawdown_pct: float, daily_loss_pct: float, config: LimitsConfig
+    limit_results: Sequence[LimitResult],
+    drawdown_pct: float,
+    daily_loss_pct: float,
+    config: LimitsConfig,
+    *,
+    manual_halt: str | None = None,
+    emergency: Sequence[EmergencyCondition] = (),
 ) -> Assessment:
-    """The target state and level the inputs call for (see the module docstring)."""
+    """The target state and level the inputs call for (see the module docstring).
+
+    ``manual_halt`` (the description of a manual halt in force) calls for HALTED; each ``emergency``
+    condition (volatility spike, correlation) calls for its ``state``.
+    """
     state_rank = 0
     reasons: list[str] = []
     limits: list[str] = []
@@ -218,6 +233,14 @@ def assess(
         reasons.append(_describe(r))
         limits.append(r.limit_name)
         state_rank = max(state_rank, _rank_state(target))
+    for e in emergency:
+        reasons.append(e.reason)
+        limits.append(e.name)
+        state_rank = max(state_rank, _rank_state(e.state))
+    if manual_halt:
+        reasons.insert(0, manual_halt)
+        limits.insert(0, MANUAL_HALT)
+        state_rank = _rank_state(HALTED)
     return Assessment(
         state=STATES[state_rank],
         level=level,
@@ -259,14 +282,22 @@ def next_state(
     config: LimitsConfig,
     *,
     gross_exposure: float | None = None,
+    manual_halt: str | None = None,
+    emergency: Sequence[EmergencyCondition] = (),
 ) -> TradingStateRecord:
     """The book's trading state after one evaluation at session ``at`` (see the module docstring).
 
     ``previous`` is the record of the previous session (``None`` for a book's first evaluation);
     ``gross_exposure`` (optional) is recorded as ``reference_gross`` when a preservation level is
-    first entered.
+    first entered. ``manual_halt`` describes a manual halt in force (HALTED at once); once it is lifted
+    the previous record counts as being in the state its preservation level implies, so a resume takes
+    effect at once (the other inputs still escalate immediately). ``emergency`` lists the emergency
+    conditions in force (``emergency_conditions``).
     """
-    a = assess(limit_results, drawdown_pct, daily_loss_pct, config)
+    a = assess(limit_results, drawdown_pct, daily_loss_pct, config, manual_halt=manual_halt, emergency=emergency)
+    if previous is not None and not manual_halt and MANUAL_HALT in previous.triggering_limits:
+        # resumed: the halt was the officer's, not the inputs'; do not make the book recover from it
+        previous = replace(previous, state=LEVEL_STATE[previous.preservation_level])
     gross = math.nan if gross_exposure is None else float(gross_exposure)
     if previous is None:
         state, level, clear = a.state, a.level, 0
@@ -337,3 +368,128 @@ def next_state(
         reference_gross=reference,
         transitions=tuple(transitions),
     )
+
+
+# ---------------------------------------------------------------------- emergency rules
+@dataclass(frozen=True)
+class EmergencyConfig:
+    """Emergency rules beyond the drawdown and daily-loss levels (``data/compliance/rules.yaml``, ``emergency``).
+
+    A volatility (realized or implied, per held underlying, or the volatility index) at least
+    ``vol_spike_multiple`` times its median over the previous ``vol_median_sessions`` sessions, or an average
+    pairwise correlation of the held underlyings above ``max_average_correlation``, moves the book to
+    REDUCING. ``loss_streak_sessions`` losing sessions in a row multiply the VaR/ES caps (the risk budget)
+    by ``loss_streak_budget_factor``.
+    """
+
+    vol_spike_multiple: float = 3.0
+    vol_median_sessions: int = 60
+    realized_vol_sessions: int = 20
+    max_average_correlation: float = 0.9
+    loss_streak_sessions: int = 5
+    loss_streak_budget_factor: float = 0.5
+
+
+@dataclass(frozen=True)
+class EmergencyCondition:
+    """One emergency rule in force: its name, the state it calls for, the reason, the measured value."""
+
+    name: str
+    state: str
+    reason: str
+    value: float
+    threshold: float
+    subject: str = ""
+
+
+def volatility_spikes(
+    vols: np.ndarray, names: Sequence[str], config: EmergencyConfig, label: str
+) -> list[EmergencyCondition]:
+    """Series (columns of ``vols``, sessions in rows, last row = today) at >= multiple x their trailing median.
+
+    The median is over the ``vol_median_sessions`` rows before the last (NaN ignored; at least half of
+    them must be measured, else the series is not judged).
+    """
+    vols = np.asarray(vols, dtype=float)
+    if vols.ndim != 2 or vols.shape[0] < 2:
+        return []
+    window = vols[-config.vol_median_sessions - 1 : -1]
+    enough = np.sum(np.isfinite(window), axis=0) >= max(1, config.vol_median_sessions // 2)
+    with np.errstate(all="ignore"):
+        median = np.nanmedian(np.where(np.isfinite(window), window, np.nan), axis=0) if window.size else None
+    if median is None:
+        return []
+    today = vols[-1]
+    ratio = today / median
+    hit = enough & np.isfinite(ratio) & (median > 0) & (ratio >= config.vol_spike_multiple)
+    return [
+        EmergencyCondition(
+            name="volatility_spike",
+            state=REDUCING,
+            reason=(
+                f"volatility spike: {label} of {names[i]} {today[i]:.1%} is {ratio[i]:.2f}x its "
+                f"{config.vol_median_sessions}-session median {median[i]:.1%} (>= {config.vol_spike_multiple:g}x)"
+            ),
+            value=float(ratio[i]),
+            threshold=config.vol_spike_multiple,
+            subject=str(names[i]),
+        )
+        for i in np.flatnonzero(hit)
+    ]
+
+
+def realized_vol_series(closes: np.ndarray, sessions: int) -> np.ndarray:
+    """Annualized realized vol (sample std of daily log returns x sqrt(252)) over a trailing window.
+
+    ``closes`` is sessions x series; row t of the result uses the returns ending at row t (NaN before
+    ``sessions`` returns exist).
+    """
+    closes = np.asarray(closes, dtype=float)
+    returns = np.diff(np.log(closes), axis=0)
+    out = np.full(closes.shape, np.nan)
+    if returns.shape[0] < sessions:
+        return out
+    windows = np.lib.stride_tricks.sliding_window_view(returns, sessions, axis=0)  # (n-s+1, k, s)
+    out[sessions:] = np.std(windows, axis=-1, ddof=1) * np.sqrt(252.0)
+    return out
+
+
+def average_pairwise_correlation(correlation: np.ndarray) -> float:
+    """Mean of the off-diagonal entries of a correlation matrix (NaN pairs ignored; NaN below 2 names)."""
+    c = np.asarray(correlation, dtype=float)
+    n = c.shape[0]
+    if n < 2:
+        return float("nan")
+    off = c[~np.eye(n, dtype=bool)]
+    off = off[np.isfinite(off)]
+    return float(off.mean()) if off.size else float("nan")
+
+
+def correlation_condition(correlation: np.ndarray, config: EmergencyConfig) -> list[EmergencyCondition]:
+    """REDUCING when the average pairwise correlation of the held underlyings is above the cap."""
+    avg = average_pairwise_correlation(correlation)
+    if not (avg > config.max_average_correlation):
+        return []
+    return [
+        EmergencyCondition(
+            name="average_correlation",
+            state=REDUCING,
+            reason=f"average pairwise correlation {avg:.3f} above {config.max_average_correlation:g}",
+            value=avg,
+            threshold=config.max_average_correlation,
+        )
+    ]
+
+
+def loss_streak(daily_pnl: np.ndarray) -> int:
+    """Losing sessions in a row ending at the last entry (P&L < 0)."""
+    losing = np.asarray(daily_pnl, dtype=float) < 0
+    if not losing.size or not losing[-1]:
+        return 0
+    breaks = np.flatnonzero(~losing)
+    return int(losing.size - (breaks[-1] + 1 if breaks.size else 0))
+
+
+def risk_budget_factor(streak: int, config: EmergencyConfig) -> float:
+    """Multiplier of the VaR/ES caps: ``loss_streak_budget_factor`` once the streak reaches its count."""
+    return config.loss_streak_budget_factor if streak >= config.loss_streak_sessions > 0 else 1.0

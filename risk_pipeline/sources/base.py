@@ -10,11 +10,23 @@ read is what it returns, so the checks see it.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from datetime import date, datetime
 
+import numpy as np
 import pandas as pd
 
 LINEAGE_SOURCE_COLUMNS = ("source_file", "source_row")
+#: option_quotes columns known before a quote is priced (what ``option_quotes_where``'s ``select`` sees).
+QUOTE_KEY_COLUMNS = (
+    "as_of_date",
+    "underlying",
+    "expiry",
+    "strike",
+    "option_type",
+    "underlying_price",
+    "exercise_style",
+)
 
 
 class SourceError(Exception):
@@ -44,6 +56,20 @@ class MarketDataSource(abc.ABC):
         ``None`` means the last snapshot of the session the source has.
         """
 
+    def option_quotes_where(
+        self, session: date, select: Callable[[pd.DataFrame], np.ndarray], snapshot_time: datetime | None = None
+    ) -> pd.DataFrame:
+        """The rows of ``option_quotes(session, snapshot_time)`` that ``select`` keeps, index reset.
+
+        ``select`` receives a frame with at least the ``QUOTE_KEY_COLUMNS`` of every row (no prices) and
+        returns a boolean mask over its rows. The default builds the whole chain and filters it; a source
+        that prices its own quotes (``SyntheticSource``) prices only the rows kept.
+        """
+        quotes = self.option_quotes(session, snapshot_time)
+        out = quotes[np.asarray(select(quotes), dtype=bool)].reset_index(drop=True)
+        out.attrs = quotes.attrs
+        return out
+
     @abc.abstractmethod
     def snapshot_times(self, session: date) -> list[datetime]:
         """Snapshot times (UTC, ascending) the source holds for ``session``."""
@@ -63,6 +89,12 @@ class MarketDataSource(abc.ABC):
     @abc.abstractmethod
     def positions(self, session: date) -> pd.DataFrame:
         """Positions of every book at the start of ``session``."""
+
+    def signals(self, start: date, end: date) -> pd.DataFrame:
+        """Trade signals (the ``signals`` table) for every session in [start, end]; none by default."""
+        out = pd.DataFrame()
+        out.attrs["source_files"] = [f"{self.name} (no signals)"]
+        return out
 
     def symbols(self) -> list[str]:
         """Symbols the source covers (may be empty if unknown before reading)."""

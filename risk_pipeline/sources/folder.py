@@ -7,6 +7,7 @@ Layout under the folder root (one file per table per session or snapshot; ``.csv
     rates_curve/2026-11-20.csv
     dividend_yields/2026-11-20.csv
     positions/2026-11-20.csv
+    signals/2026-11-20.csv                    trade signals (strategy, symbol, direction, expected_return, ...)
     event_calendar/*.csv                      every file is read (earnings and other events)
 
 Columns are the contract's data columns (contracts.py); ``source`` may be omitted and is then set
@@ -110,6 +111,9 @@ class FolderSource(MarketDataSource):
 
     def positions(self, session: dt.date) -> pd.DataFrame:
         return self._sessions_frame("positions", session, session)
+
+    def signals(self, start: dt.date, end: dt.date) -> pd.DataFrame:
+        return self._sessions_frame("signals", start, end)
 
     def _snapshot_files(self, session: dt.date) -> tuple[dict[dt.datetime, list[Path]], list[Path]]:
         """Snapshot files of a session by UTC time, and the data files whose name is not ``HHMMSSZ``."""

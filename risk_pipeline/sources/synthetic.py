@@ -115,6 +115,7 @@ from scipy.special import ndtr
 
 from risk_pipeline.contracts import table
 from risk_pipeline.sources.base import MarketDataSource
+from risk_pipeline.sources.signals import synthetic_signals
 
 FIRST_SESSION = dt.date(2021, 1, 4)
 LAST_SESSION = dt.date(2027, 12, 31)
@@ -597,6 +598,15 @@ class SyntheticSource(MarketDataSource):
         d, as_of_ns = self._snapshot(session, snapshot_time)
         return self._chain(d, as_of_ns)
 
+    def option_quotes_where(
+        self, session: dt.date, select: Callable[[pd.DataFrame], np.ndarray], snapshot_time: dt.datetime | None = None
+    ) -> pd.DataFrame:
+        """The rows of ``option_quotes(session, snapshot_time)`` that ``select`` keeps, identical to the full
+        chain's; only those are priced. ``select`` gets the unpriced chain (``base.QUOTE_KEY_COLUMNS``) and
+        returns a boolean mask over its rows."""
+        d, as_of_ns = self._snapshot(session, snapshot_time)
+        return self._chain(d, as_of_ns, select)
+
     def true_surface(self, session: dt.date, snapshot_time: dt.datetime | None = None) -> pd.DataFrame:
         """The generating smile per underlying and listed expiry as raw-SVI parameters of total variance."""
         d, as_of_ns = self._snapshot(session, snapshot_time)
@@ -701,6 +711,18 @@ class SyntheticSource(MarketDataSource):
         if d not in self._positions_cache:
             self._positions_cache[d] = self._build_positions(d)
         return self._positions_cache[d].copy()
+
+    def signals(self, start: dt.date, end: dt.date) -> pd.DataFrame:
+        """Trade signals with a weak, noisy edge for every published session in [start, end] (sources/signals.py)."""
+        h = self._history()
+        u = self._universe()
+        lo, hi = self._public_range(start, end)
+        days = np.arange(lo, hi)
+        data = synthetic_signals(
+            h.close, days - h.sim0, np.array(_calendar().dates[lo:hi], dtype=object),
+            np.array(u.symbols, dtype=object), u.is_index, self.seed, days,
+        )  # fmt: skip
+        return self._finish("signals", data, len(data["symbol"]))
 
     # ------------------------------------------------------------------ window helpers
     @staticmethod
@@ -1435,7 +1457,8 @@ class SyntheticSource(MarketDataSource):
             )
         return out
 
-    def _chain(self, d: int, as_of_ns: int) -> pd.DataFrame:
+    def _chain(self, d: int, as_of_ns: int, select: Callable[[pd.DataFrame], np.ndarray] | None = None) -> pd.DataFrame:
+        """The chain on session d at as_of_ns; with ``select`` only the rows it keeps (``option_quotes_where``)."""
         h = self._history()
         u = self._universe()
         cal = _calendar()
@@ -1471,7 +1494,21 @@ class SyntheticSource(MarketDataSource):
         w = _ssvi_total_variance(k, surf["theta"][p], surf["phi"][p], surf["rho"][p])
         disc = np.exp(-surf["r"][p] * T)
         price, _ = _bsm(fwd, K, w, disc, is_call)
-        price = self._american_price(price, spot[sym], K, T, w, surf["r"][p], surf["q"][p], is_call, u.is_index[sym])
+        keep = np.ones(n, dtype=bool)
+        if select is not None:
+            unpriced = {
+                "as_of_date": np.full(n, cal.dates[d], dtype=object),
+                "underlying": np.array(u.symbols, dtype=object)[sym],
+                "expiry": np.array(cal.dates, dtype=object)[exp_idx],
+                "strike": K,
+                "option_type": np.where(is_call, "C", "P").astype(object),
+                "underlying_price": spot[sym],
+                "exercise_style": np.where(u.is_index[sym], "european", "american").astype(object),
+            }
+            keep = np.asarray(select(pd.DataFrame(unpriced)), dtype=bool)
+        # rows left out keep the European price: they are dropped below, every kept row is as in the full chain
+        european = u.is_index[sym] | ~keep
+        price = self._american_price(price, spot[sym], K, T, w, surf["r"][p], surf["q"][p], is_call, european)
         ax = np.minimum(np.abs(k / np.sqrt(w)), 4.0)
         extrinsic = np.maximum(price - disc * np.maximum(np.where(is_call, fwd - K, K - fwd), 0.0), 0.0)
 
@@ -1526,6 +1563,9 @@ class SyntheticSource(MarketDataSource):
             "exercise_style": np.where(u.is_index[sym], "european", "american").astype(object),
             "multiplier": np.full(n, 100.0),
         }
+        if select is not None:
+            data = {c: v[keep] for c, v in data.items()}
+            n = int(keep.sum())
         return self._finish("option_quotes", data, n)
 
     # ------------------------------------------------------------------ sample book

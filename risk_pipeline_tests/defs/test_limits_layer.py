@@ -174,6 +174,10 @@ def _store_var(wh: Warehouse, books: tuple[str, ...] = ("core", "clean")) -> Non
                 "gap_var": None,
                 "gap_expected_shortfall": None,
                 "gap_events": None,
+                "standard_error": None,
+                "var_non_overlapping": None,
+                "independent_tail_obs": None,
+                "method_note": None,
             }
             for b in books
             for c in (0.975, 0.99)

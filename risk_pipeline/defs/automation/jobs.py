@@ -42,4 +42,14 @@ gap_risk_job = dg.define_asset_job(
     ),
 )
 
-JOBS = [market_data_job, price_history_job, start_of_day_job, end_of_day_job, gap_risk_job]
+compliance_job = dg.define_asset_job(
+    "compliance_job",
+    selection=dg.AssetSelection.assets("compliance_reports", "alerts")
+    | dg.AssetSelection.assets(*(m.name for m in MODELS)),
+    description=(
+        "Compliance reports, alerts and the views for one session from the tables already published (after a "
+        "manual control or a rules change, without re-running the valuation)."
+    ),
+)
+
+JOBS = [market_data_job, price_history_job, start_of_day_job, end_of_day_job, gap_risk_job, compliance_job]

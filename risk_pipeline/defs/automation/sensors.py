@@ -31,6 +31,9 @@ INTRADAY_ASSETS = [
     "required_reductions",
     "audit_trail",
     "published_valuations",
+    # a breach found intraday gets its hedge recommendation in the same run
+    "volatility_index",
+    "hedge_recommendations",
 ]
 
 intraday_refresh_job = dg.define_asset_job(

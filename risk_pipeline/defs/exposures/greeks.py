@@ -17,6 +17,7 @@ from risk_pipeline.defs.common import (
     png_markdown,
     publish,
     pyplot,
+    session_check_spec,
     table_definition_metadata,
 )
 from risk_pipeline.defs.volatility.surfaces import SnapshotSelection, snapshot_time
@@ -136,6 +137,19 @@ def _bar_chart(rows: pd.DataFrame, book: str) -> str:
     return png_markdown(fig, book)
 
 
+#: Book totals reported as typed numbers (USD) so the asset's Plots tab charts them run after run.
+HEADLINE_GREEKS = ("dollar_delta", "vega_per_vol_point", "theta_per_day", "market_value")
+
+
+def headline_metadata(totals: pd.DataFrame) -> dict[str, dg.FloatMetadataValue]:
+    """``<book>/<greek>`` floats of each book's total row (USD, as in the portfolio_greeks contract)."""
+    return {
+        f"{row['book']}/{greek}": dg.MetadataValue.float(round(float(row[greek]), 2))
+        for _, row in totals.sort_values("book").iterrows()
+        for greek in HEADLINE_GREEKS
+    }
+
+
 def splits_check(rows: pd.DataFrame) -> dg.AssetCheckResult:
     """Every split (underlying, expiry bucket, strategy) of every book sums back to the book's total."""
     totals = rows[rows["scope"] == "total"].set_index(["as_of", "book"])[GREEK_COLUMNS]
@@ -167,7 +181,7 @@ def splits_check(rows: pd.DataFrame) -> dg.AssetCheckResult:
     ),
     metadata=table_definition_metadata("portfolio_greeks"),
     check_specs=[
-        dg.AssetCheckSpec(
+        session_check_spec(
             "splits_sum_to_total",
             asset="portfolio_greeks",
             blocking=True,
@@ -200,6 +214,7 @@ def portfolio_greeks(
                 ),
                 "by_underlying": dg.MetadataValue.md(charts),
                 "json_documents": ", ".join(f"portfolio_greeks/{b}.json" for b in totals["book"]),
+                **headline_metadata(totals),
             }
         },
     )

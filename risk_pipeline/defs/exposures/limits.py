@@ -8,18 +8,21 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from risk_pipeline import controls
+from risk_pipeline.contracts import TABLES
 from risk_pipeline.defs.common import (
     OWNERS,
     PARTITIONS,
     PREVIOUS_AND_CURRENT_SESSION,
     PREVIOUS_SESSION,
+    compliance_rules,
     fail_closed,
     markdown_table,
     table_definition_metadata,
 )
 from risk_pipeline.errors import RiskDataError
 from risk_pipeline.event_windows import apply_event_caps, event_overrides
-from risk_pipeline.paths import BOOKS_FILE, LIMITS_FILE
+from risk_pipeline.paths import BOOKS_FILE, COMPLIANCE_RULES_FILE, LIMITS_FILE
 from risk_pipeline.quant.limits import (
     LimitResult,
     LimitsConfig,
@@ -28,11 +31,23 @@ from risk_pipeline.quant.limits import (
     unheld_hedge_strategies,
 )
 from risk_pipeline.quant.reductions import required_reductions
-from risk_pipeline.quant.trading_state import TradingStateRecord, next_state
+from risk_pipeline.quant.trading_state import (
+    EmergencyCondition,
+    EmergencyConfig,
+    TradingStateRecord,
+    correlation_condition,
+    loss_streak,
+    next_state,
+    realized_vol_series,
+    risk_budget_factor,
+    volatility_spikes,
+)
 from risk_pipeline.queries import (
     AUDIT_COLUMNS,
+    atm_vol_matrix,
     audit_row,
     book_capital,
+    close_matrix,
     correlation_matrix,
     latest_as_of,
     latest_valuation,
@@ -40,7 +55,14 @@ from risk_pipeline.queries import (
     risk_numbers,
 )
 from risk_pipeline.resources import WarehouseResource
-from risk_pipeline.valuation import VALUATION_INPUTS, book_exposure, value_positions
+from risk_pipeline.valuation import (
+    VALUATION_INPUTS,
+    apply_fills,
+    book_exposure,
+    fill_pnl,
+    session_fills,
+    value_positions,
+)
 from risk_pipeline.warehouse import Warehouse
 
 GROUP = "exposures"
@@ -54,6 +76,8 @@ class LimitsSettings(dg.Config):
     limits_file: str = str(LIMITS_FILE)
     books_file: str = str(BOOKS_FILE)
     correlation_window: int = 63
+    #: emergency rules (volatility spike, correlation, loss streak) are read from its ``emergency`` section
+    rules_file: str = str(COMPLIANCE_RULES_FILE)
 
 
 def nav_rows(wh: Warehouse, session: dt.date, capital: dict[str, float]) -> pd.DataFrame:
@@ -64,10 +88,14 @@ def nav_rows(wh: Warehouse, session: dt.date, capital: dict[str, float]) -> pd.D
     previous_nav: dict[str, tuple[float, float]] = {}
     if previous_as_of is not None:
         previous = wh.read("position_greeks", {"as_of": previous_as_of})
-        held = wh.read("positions", {"as_of_date": previous["as_of_date"].iloc[0]})
+        day = previous["as_of_date"].iloc[0]
+        # the book as valued then: that session's positions plus its fills up to the valuation
+        held = apply_fills(wh.read("positions", {"as_of_date": day}), session_fills(wh, day, previous_as_of), day)
         now = value_positions(wh, session, as_of, positions=held, allow_expired=True)
         moved = now.groupby("book")["market_value"].sum() - previous.groupby("book")["market_value"].sum()
-        pnl = moved.to_dict()
+        # plus this session's fills (executions) marked at this valuation
+        traded = fill_pnl(session_fills(wh, session, as_of), today)
+        pnl = moved.add(traded, fill_value=0.0).to_dict()
         stored = wh.read("book_nav", {"as_of": previous_as_of})
         previous_nav = {r.book: (r.nav, r.peak_nav) for r in stored.itertuples()}
     rows = []
@@ -143,6 +171,66 @@ def book_nav(
     )
 
 
+def volatility_conditions(
+    wh: Warehouse, session: dt.date, symbols: list[str], cfg: EmergencyConfig
+) -> dict[str, list[EmergencyCondition]]:
+    """Per held underlying, the volatility spikes of the session: realized vol and closing ATM implied vol."""
+    depth = cfg.vol_median_sessions + cfg.realized_vol_sessions + 2
+    closes = close_matrix(wh, session, depth, symbols).reindex(columns=symbols)
+    out: dict[str, list[EmergencyCondition]] = {s: [] for s in symbols}
+    if len(closes) and closes.index[-1] == session:
+        realized = realized_vol_series(closes.to_numpy(float), cfg.realized_vol_sessions)
+        label = f"{cfg.realized_vol_sessions}-session realized vol"
+        for c in volatility_spikes(realized[-cfg.vol_median_sessions - 1 :], symbols, cfg, label):
+            out[c.subject].append(c)
+        implied = atm_vol_matrix(wh, closes.index[0], session, symbols)
+        if len(implied) and implied.index[-1] == session:
+            window = implied.to_numpy(float)[-cfg.vol_median_sessions - 1 :]
+            for c in volatility_spikes(window, symbols, cfg, "ATM implied vol"):
+                out[c.subject].append(c)
+    return out
+
+
+#: How long the daily-loss stop halts a book (unless resumed earlier).
+DAILY_LOSS_STOP_HOURS = 24.0
+
+
+def daily_loss_stop(
+    wh: Warehouse, book: str, state: TradingStateRecord, as_of: pd.Timestamp, halt: dict | None
+) -> dict | None:
+    """A book past its daily-loss cap is halted for 24 hours from the valuation (a ``manual_controls`` halt by
+    this asset, so the pre-trade check rejects its orders until it lapses or is resumed); None otherwise.
+
+    Idempotent: a re-run records the same event (same id), and a halt already in force is not repeated.
+    """
+    if "max_daily_loss_pct_nav" not in state.triggering_limits or halt is not None:
+        return None
+    reason = "daily-loss stop: " + state.reason
+    return controls.halt(wh, book, reason, ACTOR, hours=DAILY_LOSS_STOP_HOURS, at=as_of.to_pydatetime())
+
+
+#: The volatility index (hedging layer) judged by the volatility-spike rule where the deployment has it.
+VOLATILITY_INDEX_DEPS = ["volatility_index"] if "volatility_index" in TABLES else []
+
+
+def index_spikes(wh: Warehouse, session: dt.date, cfg: EmergencyConfig) -> list[EmergencyCondition]:
+    """Volatility-index spikes of the session (market-wide: they apply to every book); none without the table."""
+    if not VOLATILITY_INDEX_DEPS or not wh.table_exists("volatility_index"):
+        return []
+    got = wh.query(
+        "SELECT as_of_date, as_of, index_symbol, level FROM risk.volatility_index WHERE as_of_date <= ? "
+        "AND as_of_date >= ? ORDER BY as_of_date, as_of",
+        [session, session - dt.timedelta(days=int(cfg.vol_median_sessions * 7 / 5) + 30)],
+    )
+    if got.empty or pd.Timestamp(got["as_of_date"].max()).date() != session:
+        return []
+    wide = got.drop_duplicates(["as_of_date", "index_symbol"], keep="last").pivot(
+        index="as_of_date", columns="index_symbol", values="level"
+    )
+    names = [str(c) for c in wide.columns]
+    return volatility_spikes(wide.to_numpy(float)[-cfg.vol_median_sessions - 1 :], names, cfg, "volatility index")
+
+
 def evaluate_book(
     wh: Warehouse,
     rows: pd.DataFrame,
@@ -150,11 +238,38 @@ def evaluate_book(
     cfg: LimitsConfig,
     correlation: pd.DataFrame,
     as_of: pd.Timestamp,
+    *,
+    manual_halt: str | None = None,
+    emergency: list[EmergencyCondition] | None = None,
+    emergency_config: EmergencyConfig | None = None,
 ) -> tuple[list[LimitResult], TradingStateRecord, Any, list[str], TradingStateRecord | None]:
-    """Limits, next trading state, the reduction plan (when anything is breached) and the previous state."""
+    """Limits, next trading state, the reduction plan (when anything is breached) and the previous state.
+
+    ``manual_halt`` describes a manual halt in force at ``as_of``; ``emergency`` are the volatility-spike
+    conditions of the book's underlyings; with ``emergency_config`` the average correlation of the held
+    underlyings and the loss streak (which scales the VaR/ES caps) are judged too.
+    """
     book = str(nav["book"])
     deployed, var, es = risk_numbers(wh, as_of, book)
     notes = []
+    conditions = list(emergency or [])
+    if emergency_config is not None:
+        held = [s for s in dict.fromkeys(rows["symbol"]) if s in correlation.index]
+        conditions += correlation_condition(correlation.loc[held, held].to_numpy(float), emergency_config)
+        pnl = wh.query(
+            "SELECT as_of_date, as_of, daily_pnl FROM risk.book_nav WHERE book = ? AND as_of <= ? "
+            "ORDER BY as_of_date DESC, as_of DESC LIMIT ?",
+            [book, as_of, 5 * emergency_config.loss_streak_sessions + 5],
+        ).drop_duplicates("as_of_date")
+        streak = loss_streak(pnl["daily_pnl"].to_numpy(float)[::-1])
+        factor = risk_budget_factor(streak, emergency_config)
+        if factor < 1.0:
+            notes.append(f"loss streak of {streak} sessions: VaR/ES caps x {factor:g}")
+            cfg = replace(
+                cfg,
+                max_var_99_1d=None if cfg.max_var_99_1d is None else cfg.max_var_99_1d * factor,
+                max_es_975_1d=None if cfg.max_es_975_1d is None else cfg.max_es_975_1d * factor,
+            )
     if not deployed:
         # the risk layer has not produced VaR/ES at all: report the caps as not available, do not enforce
         cfg = replace(cfg, max_var_99_1d=None, max_es_975_1d=None)
@@ -172,6 +287,8 @@ def evaluate_book(
         as_of,
         cfg,
         gross_exposure=exposure.gross_exposure,
+        manual_halt=manual_halt,
+        emergency=conditions,
     )
     plan = None
     if any(r.status == "BREACH" for r in results) or state.flatten_speculative or state.target_gross_cut > 0:
@@ -193,7 +310,14 @@ def evaluate_book(
         dg.AssetSpec(
             "trading_state",
             group_name=GROUP,
-            deps=["limit_status", dg.AssetDep("trading_state", partition_mapping=PREVIOUS_SESSION)],
+            deps=[
+                "limit_status",
+                dg.AssetDep("trading_state", partition_mapping=PREVIOUS_SESSION),
+                # manual halts in force at the valuation; emergency rules read prices and ATM vol history
+                "manual_controls",
+                "atm_vol_history",
+                *VOLATILITY_INDEX_DEPS,
+            ],
             kinds={"pandas"},
             owners=OWNERS,
             metadata=table_definition_metadata("trading_state"),
@@ -225,6 +349,7 @@ def evaluate_book(
 def risk_limits(context: dg.AssetExecutionContext, config: LimitsSettings, warehouse: WarehouseResource) -> Any:
     wh = warehouse.get()
     limits = load_limits(config.limits_file)
+    emergency_config = compliance_rules(config.rules_file).emergency
     status_frames, state_rows, reduction_rows, audit_rows = [], [], [], []
     hedge_warnings: list[str] = []
     for key in context.partition_keys:
@@ -234,6 +359,9 @@ def risk_limits(context: dg.AssetExecutionContext, config: LimitsSettings, wareh
             raise RiskDataError(f"{key}: position_greeks and book_nav must exist for the same valuation (fail closed)")
         navs = wh.read("book_nav", {"as_of": as_of}).set_index("book")
         correlation = correlation_matrix(wh, session, config.correlation_window)
+        halts = controls.active_halts(wh, as_of)
+        spikes = volatility_conditions(wh, session, sorted(set(positions["symbol"])), emergency_config)
+        market_spikes = index_spikes(wh, session, emergency_config)
         for book, rows in positions.groupby("book", sort=True):
             cfg = limits.for_book(str(book))
             unheld = unheld_hedge_strategies(cfg, rows["strategy"])
@@ -242,7 +370,19 @@ def risk_limits(context: dg.AssetExecutionContext, config: LimitsSettings, wareh
                 context.log.warning(hedge_warnings[-1])
             nav = navs.loc[book].copy()
             nav["book"] = book
-            results, state, plan, notes, previous = evaluate_book(wh, rows, nav, cfg, correlation, as_of)
+            halt = controls.halt_for_book(halts, str(book))
+            results, state, plan, notes, previous = evaluate_book(
+                wh,
+                rows,
+                nav,
+                cfg,
+                correlation,
+                as_of,
+                manual_halt=controls.describe(halt) if halt else None,
+                emergency=[c for s in dict.fromkeys(rows["symbol"]) for c in spikes.get(s, [])] + market_spikes,
+                emergency_config=emergency_config,
+            )
+            daily_loss_stop(wh, str(book), state, as_of, halt)
             for r in results:
                 status_frames.append(
                     {

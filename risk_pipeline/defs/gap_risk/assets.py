@@ -20,6 +20,7 @@ from risk_pipeline.defs.common import (
     fail_closed,
     markdown_table,
     publish,
+    session_check_spec,
     table_definition_metadata,
 )
 from risk_pipeline.defs.risk.events import AMERICAN
@@ -141,7 +142,7 @@ def expiry_audit(wh: Any, book: str, as_of: pd.Timestamp) -> list[dict[str, Any]
     kinds={"pandas", "numba", "json"},
     owners=OWNERS,
     check_specs=[
-        dg.AssetCheckSpec(
+        session_check_spec(
             "loss_before_matches_event_risk",
             asset="gap_risk_actions",
             description="Each action's estimated loss before equals event_risk's for the same valuation and event.",

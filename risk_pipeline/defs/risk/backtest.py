@@ -19,7 +19,12 @@ from risk_pipeline.defs.common import (
     table_definition_metadata,
 )
 from risk_pipeline.defs.risk.var import book_portfolio, factor_levels
-from risk_pipeline.quant.backtest import backtest_exceptions
+from risk_pipeline.quant.backtest import (
+    christoffersen_independence,
+    conditional_coverage,
+    kupiec_pof,
+    traffic_light,
+)
 from risk_pipeline.quant.book_backtest import static_book_backtest
 from risk_pipeline.quant.var import ALL_METHODS, MONTE_CARLO_FHS, VarConfig
 from risk_pipeline.queries import latest_valuation
@@ -65,30 +70,57 @@ def book_series(wh: Warehouse, book: str, until: dt.date) -> pd.DataFrame:
 def rolling_rows(
     pnl_dates: pd.Series, pnl: np.ndarray, var: dict[str, np.ndarray], book: str, source: str
 ) -> pd.DataFrame:
-    """var_backtest rows: for every day, the window of the last WINDOW observations ending there."""
-    rows: list[dict[str, Any]] = []
-    dates = list(pnl_dates)
+    """var_backtest rows: for every day, the window of the last WINDOW observations ending there.
+
+    Days without a VaR are left out of a window (its exceptions and consecutive-day pairs are those of
+    the days kept); a window without any is skipped. All windows of a method at once (cumulative counts).
+    """
+    columns = table("var_backtest").data_column_names
+    dates = np.asarray(list(pnl_dates), dtype=object)
+    ends = np.arange(len(dates))
+    starts = np.maximum(0, ends - WINDOW + 1)
+    frames = []
     for method, v in var.items():
         ok = np.isfinite(v)
-        exc = pnl < -v
-        for end in range(len(dates)):
-            start = max(0, end - WINDOW + 1)
-            window = ok[start : end + 1]
-            if not window.any():
-                continue
-            r = backtest_exceptions(exc[start : end + 1][window], CONFIDENCE)
-            rows.append(
+        kept = (pnl < -v)[ok]  # the exception series of the days with a VaR
+        before = np.concatenate([[0], np.cumsum(ok)])
+        lo, hi = before[starts], before[ends + 1]  # each window's days in ``kept``: [lo, hi)
+        has = hi > lo
+        lo, hi, n_obs = lo[has], hi[has], (hi - lo)[has]
+        cum = np.concatenate([[0], np.cumsum(kept)])
+        x = cum[hi] - cum[lo]
+        a, b = kept[:-1], kept[1:]
+        # pairs (j, j + 1) of the window: j in [lo, hi - 2]
+        pairs = [np.concatenate([[0], np.cumsum(p)]) for p in (~a & ~b, ~a & b, a & ~b, a & b)]
+        counts = [c[hi - 1] - c[lo] for c in pairs]
+        lr_pof, p_pof = (np.atleast_1d(r) for r in kupiec_pof(x, n_obs, CONFIDENCE))
+        lr_ind, p_ind = (np.atleast_1d(r) for r in christoffersen_independence(*counts))
+        lr_cc, p_cc = (np.atleast_1d(r) for r in conditional_coverage(lr_pof, lr_ind))
+        frames.append(
+            pd.DataFrame(
                 {
-                    **r.to_row(),
-                    "window_end": dates[end],
-                    "window_start": dates[start],
+                    "window_end": dates[ends[has]],
                     "book": book,
                     "method": method,
-                    "expected_exceptions": r.expected_exceptions,
+                    "confidence": float(CONFIDENCE),
+                    "window_start": dates[starts[has]],
+                    "n_obs": n_obs.astype(np.int64),
+                    "exceptions": x.astype(np.int64),
+                    "expected_exceptions": n_obs * (1.0 - CONFIDENCE),
+                    "kupiec_lr": lr_pof,
+                    "kupiec_p_value": p_pof,
+                    "christoffersen_lr": lr_ind,
+                    "christoffersen_p_value": p_ind,
+                    "conditional_coverage_lr": lr_cc,
+                    "conditional_coverage_p_value": p_cc,
+                    "traffic_light": np.atleast_1d(traffic_light(x, n_obs, CONFIDENCE)).astype(object),
                     "source": source,
-                }
+                },
+                columns=columns,
             )
-    return pd.DataFrame(rows, columns=table("var_backtest").data_column_names)
+        )
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 def observation_frame(

@@ -18,6 +18,7 @@ from risk_pipeline.defs.common import (
     markdown_table,
     partition_sessions,
     publish,
+    session_check_spec,
     table_definition_metadata,
 )
 from risk_pipeline.event_windows import var_with_gap_scenarios
@@ -167,24 +168,24 @@ def var_document(rows: pd.DataFrame, current_exposure: float, var_cap: float | N
     partitions_def=PARTITIONS,
     backfill_policy=dg.BackfillPolicy.single_run(),
     check_specs=[
-        dg.AssetCheckSpec(
+        session_check_spec(
             "es_at_least_var",
             asset="var_results",
             blocking=True,
             description="Expected shortfall >= VaR for every row.",
         ),
-        dg.AssetCheckSpec(
+        session_check_spec(
             "monotone_in_confidence_and_horizon",
             asset="var_results",
             description="VaR non-decreasing in confidence and in horizon.",
         ),
-        dg.AssetCheckSpec(
+        session_check_spec(
             "components_sum_to_var",
             asset="var_contributions",
             blocking=True,
             description="Component VaR of every result sums to its VaR.",
         ),
-        dg.AssetCheckSpec(
+        session_check_spec(
             "methods_agree",
             asset="var_results",
             description="Every method within a factor 3 of historical VaR (warning).",

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import dagster as dg
 
 from risk_pipeline.defs.common import OWNERS, PARTITIONS
+from risk_pipeline.defs.serving.executions import executions
 from risk_pipeline.defs.serving.publication import published_valuations
 from risk_pipeline.paths import SQL_MODELS_DIR
 from risk_pipeline.resources import WarehouseResource
@@ -56,4 +57,4 @@ def sql_models(context: dg.AssetExecutionContext, warehouse: WarehouseResource) 
         )
 
 
-ASSETS = [sql_models, published_valuations]
+ASSETS = [sql_models, published_valuations, executions]

@@ -1,6 +1,7 @@
 """Daily constant-maturity ATM implied vol per underlying: the implied-vol risk factor history of VaR."""
 
 import datetime as dt
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -8,23 +9,26 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from risk_pipeline.calendar import session_close_utc
+from risk_pipeline.calendar import expiry_close_utc, session_close_utc
 from risk_pipeline.contracts import table
 from risk_pipeline.defs.common import (
     OWNERS,
     PARTITIONS,
     TableWrite,
+    check_events,
     markdown_table,
     partition_label,
     partition_sessions,
     publish,
+    session_check_spec,
     table_definition_metadata,
     write_quarantine,
 )
-from risk_pipeline.defs.volatility.surfaces import implied_vol_frame
 from risk_pipeline.quality import ValidationContext, validate
 from risk_pipeline.quant.atm_vol import constant_maturity_vol, expiry_atm_vols
-from risk_pipeline.quant.curves import zero_rate
+from risk_pipeline.quant.chain import chain_implied_vols
+from risk_pipeline.quant.curves import forward_price, zero_rate
+from risk_pipeline.quant.implied_vol import IvStatus
 from risk_pipeline.resources import MarketDataResource, WarehouseResource
 from risk_pipeline.warehouse import Between
 
@@ -40,40 +44,128 @@ class AtmVolSettings(dg.Config):
     strikes_per_side: int = 3
 
 
+def _codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Integer code per row and the distinct values (``pd.factorize``; missing values get -1)."""
+    codes, uniques = pd.factorize(values, sort=False)
+    return codes, np.asarray(uniques, dtype=object)
+
+
+def bracketing_mask(
+    quotes: pd.DataFrame, curve: pd.DataFrame, dividends: pd.DataFrame, settings: AtmVolSettings
+) -> np.ndarray:
+    """Which of one session's quotes are used: per underlying the two expiries around the tenor (the first
+    two after it when none is before), and per expiry the ``strikes_per_side`` out-of-the-money puts and
+    calls nearest the forward (curve rate, dividend yield; ties to the earlier row).
+
+    Needs only ``base.QUOTE_KEY_COLUMNS`` (no prices), so a source can price just these rows
+    (``option_quotes_where``).
+    """
+    n = len(quotes)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    exp_code, exp_values = _codes(quotes["expiry"])
+    day_code, day_values = _codes(quotes["as_of_date"])
+    exp_days = pd.to_datetime(pd.Series(exp_values)).to_numpy("datetime64[D]").astype(np.int64)
+    as_of_days = pd.to_datetime(pd.Series(day_values)).to_numpy("datetime64[D]").astype(np.int64)
+    days = exp_days[exp_code] - as_of_days[day_code]
+    und_code, und_values = _codes(quotes["underlying"])
+    n_und = len(und_values)
+    listed = (days >= settings.min_expiry_days) & (exp_code >= 0) & (day_code >= 0) & (und_code >= 0)
+    before = listed & (days <= settings.tenor_days)
+    after = listed & (days > settings.tenor_days)
+    none = np.iinfo(np.int64).max
+    near = np.full(n_und, -1, dtype=np.int64)
+    np.maximum.at(near, und_code[before], days[before])
+    far = np.full(n_und, none, dtype=np.int64)
+    np.minimum.at(far, und_code[after], days[after])
+    later = after & (days > far[und_code])
+    second = np.full(n_und, none, dtype=np.int64)
+    np.minimum.at(second, und_code[later], days[later])
+    # the second expiry after the tenor only where none is before it (extrapolation, quant.atm_vol)
+    nu, fu, su = near[und_code], far[und_code], second[und_code]
+    use = listed & ((days == nu) | ((fu < none) & (days == fu)) | ((nu < 0) & (su < none) & (days == su)))
+    t = days.astype(float) / 365.0
+    rate = zero_rate(curve["tenor_days"].to_numpy(float), curve["zero_rate"].to_numpy(float), t)
+    q_by_symbol = dict(zip(dividends["symbol"], dividends["dividend_yield"], strict=True))
+    q = pd.Series(und_values).map(q_by_symbol).fillna(0.0).to_numpy(float)[und_code]
+    forward = quotes["underlying_price"].to_numpy(float) * np.exp((rate - q) * t)
+    k = np.log(quotes["strike"].to_numpy(float) / forward)
+    is_call = (quotes["option_type"] == "C").to_numpy(bool)
+    candidate = use & np.where(is_call, k > 0.0, k <= 0.0)
+    rows = np.flatnonzero(candidate)
+    # rank by |k| within (underlying, expiry, option type); stable sort keeps ties in row order
+    group = (und_code[rows].astype(np.int64) * len(exp_values) + exp_code[rows]) * 2 + is_call[rows]
+    order = rows[np.lexsort((np.abs(k[rows]), group))]
+    group_sorted = group[np.lexsort((np.abs(k[rows]), group))]
+    start = np.searchsorted(group_sorted, group_sorted, side="left")
+    rank = np.arange(len(order)) - start + 1
+    out = np.zeros(n, dtype=bool)
+    out[order[rank <= settings.strikes_per_side]] = True
+    return out
+
+
 def bracketing_quotes(
     quotes: pd.DataFrame, curve: pd.DataFrame, dividends: pd.DataFrame, settings: AtmVolSettings
 ) -> pd.DataFrame:
-    """One session's quotes used: per underlying the two expiries around the tenor (the first two after it
-    when none is before), and per expiry the ``strikes_per_side`` out-of-the-money puts and calls nearest
-    the forward (curve rate, dividend yield)."""
-    if quotes.empty:
-        return quotes
-    days = (pd.to_datetime(quotes["expiry"]) - pd.to_datetime(quotes["as_of_date"])).dt.days.to_numpy()
-    listed = quotes.assign(_days=days)[days >= settings.min_expiry_days]
-    key = ["underlying"]
-    near = listed[listed["_days"] <= settings.tenor_days].groupby(key)["_days"].max().rename("_near")
-    after = listed.loc[listed["_days"] > settings.tenor_days, ["underlying", "_days"]].drop_duplicates()
-    after = after.sort_values(["underlying", "_days"])
-    rank = after.groupby("underlying").cumcount().to_numpy()
-    far = after[rank == 0].set_index("underlying")["_days"].rename("_far")
-    second = after[rank == 1].set_index("underlying")["_days"].rename("_second")
-    chosen = listed.join(near, on=key).join(far, on=key).join(second, on=key)
-    # the second expiry after the tenor only where none is before it (extrapolation, quant.atm_vol)
-    use = (chosen["_days"] == chosen["_near"]) | (chosen["_days"] == chosen["_far"])
-    use |= chosen["_near"].isna() & (chosen["_days"] == chosen["_second"])
-    chosen = chosen[use]
-    t = chosen["_days"].to_numpy(float) / 365.0
-    rate = zero_rate(curve["tenor_days"].to_numpy(float), curve["zero_rate"].to_numpy(float), t)
-    q = chosen["underlying"].map(dict(zip(dividends["symbol"], dividends["dividend_yield"], strict=True)))
-    forward = chosen["underlying_price"].to_numpy(float) * np.exp((rate - q.fillna(0.0).to_numpy(float)) * t)
-    k = np.log(chosen["strike"].to_numpy(float) / forward)
-    is_call = (chosen["option_type"] == "C").to_numpy()
-    otm = np.where(is_call, k > 0.0, k <= 0.0)
-    chosen = chosen.assign(_abs_k=np.abs(k))[otm]
-    rank = chosen.groupby(["underlying", "expiry", "option_type"])["_abs_k"].rank(method="first")
-    out = chosen[rank.to_numpy() <= settings.strikes_per_side]
-    out = out.drop(columns=["_days", "_near", "_far", "_second", "_abs_k"]).reset_index(drop=True)
+    """The rows of one session's quotes that ``bracketing_mask`` keeps, in their order, index reset."""
+    out = quotes[bracketing_mask(quotes, curve, dividends, settings)].reset_index(drop=True)
     out.attrs = quotes.attrs
+    return out
+
+
+def history_implied_vols(
+    quotes: pd.DataFrame, curve_by_day: dict[dt.date, pd.DataFrame], div_by_day: dict[dt.date, pd.DataFrame]
+) -> pd.DataFrame:
+    """``surfaces.implied_vol_frame`` of several sessions' quotes in one inversion (the columns ``atm_vol_rows``
+    reads plus the inputs): each row's time, rate (its session's curve), dividend yield and vol as the
+    per-session frame has them, rows ordered by session (stable)."""
+    day_code, days = pd.factorize(quotes["as_of_date"], sort=True)
+    quotes = quotes.iloc[np.argsort(day_code, kind="stable")].reset_index(drop=True)
+    day_code = np.sort(day_code, kind="stable")
+    as_of = quotes["as_of"]
+    t = ((expiry_close_utc(quotes["expiry"]) - as_of).dt.total_seconds() / (365.0 * 86400.0)).to_numpy(float)
+    rate = np.empty(len(quotes))
+    q = np.empty(len(quotes))
+    bounds = np.searchsorted(day_code, np.arange(len(days) + 1))
+    underlying = quotes["underlying"]
+    for i, session in enumerate(days):
+        rows = slice(bounds[i], bounds[i + 1])
+        curve, dividends = curve_by_day[session], div_by_day[session]
+        rate[rows] = zero_rate(curve["tenor_days"].to_numpy(float), curve["zero_rate"].to_numpy(float), t[rows])
+        q_map = dict(zip(dividends["symbol"], dividends["dividend_yield"], strict=True))
+        missing = sorted(set(underlying.iloc[rows]) - set(q_map))
+        if missing:
+            raise dg.Failure(f"no dividend_yields row for {missing[:10]} on {session}: cannot compute forwards")
+        q[rows] = underlying.iloc[rows].map(q_map).to_numpy(float)
+    spot = quotes["underlying_price"].to_numpy(float)
+    strike = quotes["strike"].to_numpy(float)
+    bid = quotes["bid"].to_numpy(float)
+    ask = quotes["ask"].to_numpy(float)
+    american = (quotes["exercise_style"] == "american").to_numpy(bool)
+    is_call = (quotes["option_type"] == "C").to_numpy(bool)
+    result, model = chain_implied_vols(bid, ask, spot, strike, t, rate, q, is_call, american)
+    status_names = np.array([s.name for s in sorted(IvStatus)], dtype=object)
+    out = pd.DataFrame(
+        {
+            "as_of_date": quotes["as_of_date"].to_numpy(),
+            "as_of": pd.to_datetime(as_of.to_numpy(), utc=True),
+            "underlying": underlying.to_numpy(),
+            "expiry": quotes["expiry"].to_numpy(),
+            "strike": strike,
+            "option_type": quotes["option_type"].to_numpy(),
+            "bid": bid,
+            "ask": ask,
+            "spot": spot,
+            "forward": forward_price(spot, rate, q, t),
+            "time_to_expiry_years": t,
+            "rate": rate,
+            "dividend_yield": q,
+            "exercise_style": quotes["exercise_style"].to_numpy(),
+            "model": model,
+            "implied_vol": result.vol,
+            "status": status_names[result.status.astype(np.intp)],
+        }
+    )
     return out
 
 
@@ -152,13 +244,13 @@ def atm_vol_rows(iv: pd.DataFrame, tenor_days: int, source: str) -> pd.DataFrame
     ),
     metadata=table_definition_metadata("atm_vol_history"),
     check_specs=[
-        dg.AssetCheckSpec(
+        session_check_spec(
             "source_quotes_valid",
             asset="atm_vol_history",
             blocking=True,
             description="The quotes used pass every option_quotes rule (failing rows go to quarantine).",
         ),
-        dg.AssetCheckSpec(
+        session_check_spec(
             "atm_vol_plausible",
             asset="atm_vol_history",
             blocking=True,
@@ -181,15 +273,19 @@ def atm_vol_history(
     div_by_day = dict(tuple(wh.read("dividend_yields", span).groupby("as_of_date")))
     chains = []
     for session in sessions:
-        quotes = source.option_quotes(session)
-        if quotes.empty:
-            continue
         if session not in curve_by_day or session not in div_by_day:
+            if source.option_quotes(session).empty:
+                continue
             raise dg.Failure(f"no rates_curve / dividend_yields for {session}: load the price history first")
-        chains.append(bracketing_quotes(quotes, curve_by_day[session], div_by_day[session], config))
+        # only the quotes used are built (and, for the synthetic source, priced): bracketing_mask
+        select = functools.partial(
+            bracketing_mask, curve=curve_by_day[session], dividends=div_by_day[session], settings=config
+        )
+        quotes = source.option_quotes_where(session, select)
+        if not quotes.empty:
+            chains.append(quotes)
     raw = pd.concat(chains, ignore_index=True) if chains else None
     quoted: list[dt.date] = []
-    frames = []
     if raw is not None:
         now = pd.Timestamp.now(tz="UTC")
         ctx = ValidationContext(label, tuple(sessions), {s: min(session_close_utc(s), now) for s in sessions})
@@ -197,7 +293,7 @@ def atm_vol_history(
         if not report.passed:
             quarantine = report.quarantine_frame("atm_vol_history")
             write_quarantine(context, wh, quarantine, asset="atm_vol_history", partition_key=label)
-            yield dg.AssetCheckResult(
+            failed_check = dg.AssetCheckResult(
                 check_name="source_quotes_valid",
                 asset_key="atm_vol_history",
                 passed=False,
@@ -208,6 +304,7 @@ def atm_vol_history(
                     "where": "; ".join(report.location(p) for r in report.failed for p in r.failing_positions[:3]),
                 },
             )
+            yield from check_events(context, [failed_check])
             raise dg.Failure(
                 description=report.message(),
                 metadata={
@@ -216,12 +313,10 @@ def atm_vol_history(
                     "table_unchanged": "risk.atm_vol_history",
                 },
             )
-        for session, q in report.typed.groupby("as_of_date", sort=True):
-            iv = implied_vol_frame(q, curve_by_day[session], div_by_day[session])
-            iv["as_of_date"] = session
-            frames.append(iv)
-            quoted.append(session)
-    iv_all = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        iv_all = history_implied_vols(report.typed, curve_by_day, div_by_day)
+        quoted = sorted(set(iv_all["as_of_date"]))
+    else:
+        iv_all = pd.DataFrame()
     rows = atm_vol_rows(iv_all, config.tenor_days, market_data.kind)
     bad = rows[~((rows["atm_vol"] >= MIN_VOL) & (rows["atm_vol"] <= MAX_VOL))]
     per_day = rows.groupby("as_of_date")["symbol"].count()

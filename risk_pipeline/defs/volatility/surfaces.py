@@ -1,7 +1,10 @@
 """Implied vols per quote and arbitrage-checked SVI surfaces per underlying."""
 
 import datetime as dt
+import html
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -14,10 +17,13 @@ from risk_pipeline.defs.common import (
     OWNERS,
     PARTITIONS,
     TableWrite,
+    check_events,
+    markdown_png,
     markdown_table,
-    png_markdown,
+    png_bytes,
     publish,
     pyplot,
+    session_check_spec,
     table_definition_metadata,
     table_schema,
 )
@@ -26,7 +32,7 @@ from risk_pipeline.quant.curves import discount_factor, forward_price, parity_fo
 from risk_pipeline.quant.implied_vol import IvStatus
 from risk_pipeline.quant.surfaces import UnderlyingSurface, fit_underlyings, otm_mask
 from risk_pipeline.quant.svi import durrleman_g
-from risk_pipeline.resources import WarehouseResource
+from risk_pipeline.resources import ExportsResource, WarehouseResource
 from risk_pipeline.warehouse import Warehouse
 
 GROUP = "volatility"
@@ -139,7 +145,7 @@ def parity_forwards(iv: pd.DataFrame) -> pd.DataFrame:
     ),
     metadata=table_definition_metadata("implied_vols"),
     check_specs=[
-        dg.AssetCheckSpec(
+        session_check_spec(
             "forward_matches_put_call_parity",
             asset="implied_vols",
             description="Curve forward within 0.5 % of the put-call-parity forward of every European expiry.",
@@ -148,7 +154,7 @@ def parity_forwards(iv: pd.DataFrame) -> pd.DataFrame:
 )
 def implied_vols(
     context: dg.AssetExecutionContext, config: SnapshotSelection, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
+) -> Iterator[Any]:
     wh = warehouse.get()
     frames = []
     for key in context.partition_keys:
@@ -165,7 +171,7 @@ def implied_vols(
     worst = parity["relative_difference"].abs().max() if len(parity) else 0.0
     bad = parity[parity["relative_difference"].abs() > 0.005]
     status_counts = out["status"].value_counts().rename_axis("status").reset_index(name="quotes")
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": written,
             "dagster/column_schema": table_schema("implied_vols"),
@@ -174,19 +180,18 @@ def implied_vols(
             "ok_fraction": float((out["status"] == "OK").mean()),
             "run_id": context.run.run_id,
         },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="forward_matches_put_call_parity",
-                passed=bad.empty,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={
-                    "expiries_checked": len(parity),
-                    "worst_relative_difference": float(worst) if np.isfinite(worst) else -1.0,
-                    "outside_tolerance": dg.MetadataValue.md(markdown_table(bad, 20)),
-                },
-            )
-        ],
     )
+    parity_check = dg.AssetCheckResult(
+        check_name="forward_matches_put_call_parity",
+        passed=bad.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "expiries_checked": len(parity),
+            "worst_relative_difference": float(worst) if np.isfinite(worst) else -1.0,
+            "outside_tolerance": dg.MetadataValue.md(markdown_table(bad, 20)),
+        },
+    )
+    yield from check_events(context, [parity_check])
 
 
 # ------------------------------------------------------------------------------------------ surfaces
@@ -268,12 +273,29 @@ def fit_surfaces(iv: pd.DataFrame, workers: int = 2) -> tuple[pd.DataFrame, pd.D
     return pd.DataFrame(surface_rows), pd.concat(grid_rows, ignore_index=True), surfaces
 
 
-def smile_png(underlying: str, quotes: pd.DataFrame, surface: UnderlyingSurface) -> str:
-    """A small PNG (markdown image) of quoted OTM vols and the fitted smiles, one line per expiry."""
+#: Inline smile thumbnails stop once their markdown reaches this size (the rest are files under exports/).
+INLINE_SMILES_MAX_BYTES = 120_000
+#: Tenor of the headline ATM vol per key underlying (the slice nearest to it), calendar days.
+HEADLINE_TENOR_DAYS = 30
+
+
+def smile_png(
+    underlying: str,
+    quotes: pd.DataFrame,
+    surface: UnderlyingSurface,
+    *,
+    size: tuple[float, float] = (4.2, 2.8),
+    dpi: int = 72,
+    max_expiries: int | None = 6,
+) -> bytes:
+    """A PNG of quoted OTM vols (dots) and the fitted smiles (lines), one colour per expiry.
+
+    The defaults make the small inline thumbnail; the exported file is larger and shows every expiry.
+    """
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(4.2, 2.8), dpi=72)
+    fig, ax = plt.subplots(figsize=size, dpi=dpi)
     k_grid = np.linspace(-0.6, 0.6, 121)
-    for label, fit in list(zip(surface.expiry_labels, surface.fits, strict=True))[:6]:
+    for label, fit in list(zip(surface.expiry_labels, surface.fits, strict=True))[:max_expiries]:
         q = quotes[quotes["expiry"] == label]
         k = np.log(q["strike"] / q["forward"])
         (line,) = ax.plot(
@@ -283,9 +305,64 @@ def smile_png(underlying: str, quotes: pd.DataFrame, surface: UnderlyingSurface)
     ax.set_xlabel("ln(K/F)")
     ax.set_ylabel("implied vol (%)")
     ax.set_title(f"{underlying} smiles", fontsize=9)
-    ax.legend(fontsize=5, loc="upper right")
+    ax.legend(fontsize=5 if dpi < 90 else 7, loc="upper right")
     fig.tight_layout()
-    return png_markdown(fig, underlying)
+    return png_bytes(fig)
+
+
+def headline_atm_vol(surface: UnderlyingSurface, tenor_days: int = HEADLINE_TENOR_DAYS) -> float:
+    """ATM (ln(K/F) = 0) vol of the slice whose expiry is nearest ``tenor_days``, annualized decimal."""
+    fit = min(surface.fits, key=lambda f: abs(f.time_years - tenor_days / 365.0))
+    return float(np.sqrt(max(float(_w(fit, np.zeros(1))[0]), 0.0) / fit.time_years))
+
+
+def smile_metadata(
+    thumbnails: dict[str, bytes], index_file: Path | None, files: int, atm_vols: dict[str, float]
+) -> dict[str, Any]:
+    """vol_surface metadata for the smiles: key names inline (within a byte budget), a link to every file,
+    and each key name's headline ATM vol as a float (charted over time on the asset's Plots tab)."""
+    parts, used, shown = [], 0, 0
+    for underlying, png in thumbnails.items():
+        image = markdown_png(png, underlying)
+        if used + len(image) > INLINE_SMILES_MAX_BYTES:
+            break
+        parts.append(f"**{underlying}**\n\n{image}")
+        used, shown = used + len(image), shown + 1
+    if index_file is not None:
+        parts.append(f"{shown} key underlyings shown; every underlying's smile ({files} plots): `{index_file}`")
+    meta: dict[str, Any] = {"smiles": dg.MetadataValue.md("\n\n".join(parts) or "(plots disabled)")}
+    if index_file is not None:
+        meta["smiles_all"] = dg.MetadataValue.path(str(index_file))
+    meta["smile_plots_exported"] = dg.MetadataValue.int(files)
+    for underlying, vol in atm_vols.items():
+        meta[f"atm_vol_{HEADLINE_TENOR_DAYS}d_{underlying}"] = dg.MetadataValue.float(round(vol, 6))
+    return meta
+
+
+def smiles_index(exports: ExportsResource, partition_key: str) -> Path:
+    """Where ``export_smiles`` puts the session's index page: exports/smiles/<session>/index.html."""
+    return (Path(exports.root) / "smiles" / partition_key / "index.html").resolve()
+
+
+def full_smiles(quotes: pd.DataFrame, surfaces: dict[str, UnderlyingSurface]) -> dict[str, bytes]:
+    """Every underlying's full-size smile plot (every expiry), by underlying."""
+    return {
+        u: smile_png(u, quotes[quotes["underlying"] == u], surfaces[u], size=(8.0, 5.0), dpi=100, max_expiries=None)
+        for u in sorted(surfaces)
+    }
+
+
+def export_smiles(exports: ExportsResource, partition_key: str, plots: dict[str, bytes]) -> Path:
+    """The plots as exports/smiles/<session>/<underlying>.png with an index.html showing them all."""
+    for u, png in plots.items():
+        exports.write_bytes(f"smiles/{partition_key}/{u}.png", png)
+    body = "\n".join(
+        f'<h2>{html.escape(u)}</h2><img src="{html.escape(u)}.png" alt="{html.escape(u)} smiles">' for u in plots
+    )
+    page = f"<!doctype html><title>Smiles {partition_key}</title><h1>Implied vol smiles, {partition_key}</h1>\n{body}\n"
+    path = exports.write_bytes(f"smiles/{partition_key}/index.html", page.encode())
+    assert path == smiles_index(exports, partition_key)
+    return path
 
 
 def _w(fit: Any, k: np.ndarray) -> np.ndarray:
@@ -301,6 +378,8 @@ class SurfaceSettings(dg.Config):
     max_rmse_vol_points: float = 2.0
     workers: int = 2
     smile_plots: bool = True
+    #: Underlyings whose smile thumbnail and headline ATM vol go into the metadata: the most quoted ones.
+    inline_smiles: int = 4
 
 
 @dg.multi_asset(
@@ -331,28 +410,32 @@ class SurfaceSettings(dg.Config):
     partitions_def=PARTITIONS,
     backfill_policy=dg.BackfillPolicy.single_run(),
     check_specs=[
-        dg.AssetCheckSpec(
+        session_check_spec(
             "grid_vols_finite",
             asset="vol_surface_grid",
             blocking=True,
             description="No NaN or non-positive vol anywhere on the grid.",
         ),
-        dg.AssetCheckSpec(
+        session_check_spec(
             "fit_rmse_within_bound",
             asset="vol_surface",
             blocking=True,
             description="Every slice's fit RMSE under the configured bound (vol points).",
         ),
-        dg.AssetCheckSpec(
+        session_check_spec(
             "arbitrage_free",
             asset="vol_surface",
             description="Butterfly and calendar arbitrage flags (warning only).",
         ),
     ],
 )
-def vol_surfaces(context: dg.AssetExecutionContext, config: SurfaceSettings, warehouse: WarehouseResource) -> Any:
+def vol_surfaces(
+    context: dg.AssetExecutionContext, config: SurfaceSettings, warehouse: WarehouseResource, exports: ExportsResource
+) -> Any:
     wh = warehouse.get()
-    surface_frames, grid_frames, plots = [], [], {}
+    surface_frames, grid_frames = [], []
+    smiles: dict[str, Any] = {"smiles": dg.MetadataValue.md("(plots disabled)")}
+    exported: tuple[str, dict[str, bytes]] | None = None
     for key in context.partition_keys:
         session = dt.date.fromisoformat(key)
         as_of = snapshot_time(wh, session, SnapshotSelection(snapshot_time=config.snapshot_time), "implied_vols")
@@ -364,8 +447,12 @@ def vol_surfaces(context: dg.AssetExecutionContext, config: SurfaceSettings, war
         grid_frames.append(grid_rows)
         if config.smile_plots and key == context.partition_keys[-1]:
             usable = iv[(iv["status"] == "OK") & otm_mask(iv["strike"], iv["forward"], iv["option_type"] == "C")]
-            for u, s in surfaces.items():
-                plots[u] = smile_png(u, usable[usable["underlying"] == u], s)
+            counts = usable["underlying"].value_counts()
+            key_names = sorted(surfaces, key=lambda u: (-int(counts.get(u, 0)), u))[: max(config.inline_smiles, 0)]
+            thumbnails = {u: smile_png(u, usable[usable["underlying"] == u], surfaces[u]) for u in key_names}
+            exported = (key, full_smiles(usable, surfaces))
+            atm = {u: headline_atm_vol(surfaces[u]) for u in key_names}
+            smiles = smile_metadata(thumbnails, smiles_index(exports, key), len(surfaces), atm)
     surface = pd.concat(surface_frames, ignore_index=True)
     grid = pd.concat(grid_frames, ignore_index=True)
     snapshots = [{"as_of": t} for t in sorted(surface["as_of"].unique())]
@@ -381,7 +468,6 @@ def vol_surfaces(context: dg.AssetExecutionContext, config: SurfaceSettings, war
         .reset_index()
         .round(3)
     )
-    plot_md = "\n\n".join(f"**{u}**\n\n{png}" for u, png in plots.items())
     yield from publish(
         context,
         wh,
@@ -390,10 +476,18 @@ def vol_surfaces(context: dg.AssetExecutionContext, config: SurfaceSettings, war
         metadata={
             "vol_surface": {
                 "fit_quality": dg.MetadataValue.md(markdown_table(quality, 200)),
-                "smiles": dg.MetadataValue.md(plot_md or "(plots disabled)"),
+                "slices": dg.MetadataValue.int(len(surface)),
+                "mean_rmse_vol_points": dg.MetadataValue.float(round(float(surface["rmse_vol_points"].mean()), 6)),
+                "max_rmse_vol_points": dg.MetadataValue.float(round(float(surface["rmse_vol_points"].max()), 6)),
+                "arbitrage_free_slices": dg.MetadataValue.int(
+                    int((surface["butterfly_arbitrage_free"] & surface["calendar_arbitrage_free"]).sum())
+                ),
+                **smiles,
             }
         },
     )
+    if exported is not None:  # only once the surfaces they plot are published
+        export_smiles(exports, *exported)
 
 
 def surface_checks(surface: pd.DataFrame, grid: pd.DataFrame, max_rmse_vol_points: float) -> list[dg.AssetCheckResult]:

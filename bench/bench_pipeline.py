@@ -1,0 +1,424 @@
+"""Wall time of the daily run (issue #10): price_history_job, end_of_day_job and intraday_refresh_job.
+
+Run ``python bench/bench_pipeline.py`` (``--help`` for options). On a fresh DuckDB warehouse and a fresh
+DAGSTER_HOME (both in a temporary folder, the embedded SQLite instance ``risk-pipeline demo`` uses), in one
+process, it runs
+
+1. ``price_history_job`` for the ``--history-sessions`` sessions before ``--date`` as one run (as the demo
+   loads its history),
+2. ``end_of_day_job`` for ``--date`` (``--warm-repeat``: a second time, warm, on the same warehouse),
+3. ``intraday_refresh_job`` for the session's second-to-last snapshot.
+
+Per run it prints every step's wall time from the run's event log (STEP_START to STEP_SUCCESS/FAILURE), the
+time outside the steps (the run's wall time, measured around ``execute_in_process``, minus the union of the
+step intervals: launch, Dagster events and their SQLite commits, checks recorded outside a step), the
+number of events the run recorded, the numba compile time (``numba:compile`` events: cache misses only;
+``numba:compiler_lock`` also counts loading cached machine code) and the process's peak resident memory,
+then the targets of issue #10 with MET / MISSED.
+
+The machine may be shared: every run also prints a calibration workload's time (a fixed single-threaded
+numpy sort) before and after, so two reports can be compared by the ratio of a step to it.
+``--reference-warehouse PATH`` compares the tables of this run with a warehouse written by another version
+of the code for the same date and window (floats to 1e-10 relative, everything else exactly, run-specific
+columns such as run ids and publication times ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+#: Targets of issue #10 (seconds unless stated).
+HISTORY_TARGET_S = 30.0
+EOD_TARGET_S = 30.0
+STEP_TARGET_S = 5.0
+OVERHEAD_TARGET_SHARE = 0.20
+INTRADAY_TARGET_S = 10.0
+VAR_TARGET_S = 5.0
+COLD_COMPILE_TARGET_S = 15.0
+#: Columns that differ between two runs of identical code (ids and times of the run itself).
+RUN_SPECIFIC = ("run_id", "audit_id", "hedge_id", "alert_id", "execution_id", "client_order_id")
+
+
+@dataclass
+class RunTiming:
+    """One job run: wall time around ``execute_in_process`` and what its event log says."""
+
+    job: str
+    success: bool
+    wall_s: float
+    steps: dict[str, float]
+    in_steps_s: float
+    events: Counter[str]
+    compile_s: float
+    compiler_lock_s: float
+    peak_rss_gib: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def outside_s(self) -> float:
+        return max(self.wall_s - self.in_steps_s, 0.0)
+
+
+def calibration_s() -> float:
+    """Best of three: sort 4 million seeded uniforms (one core, no BLAS), a fixed unit of machine speed."""
+    x = np.random.default_rng(0).random(4_000_000)
+    best = np.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        np.sort(x, kind="quicksort")
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process and of finished children, GiB (``ru_maxrss`` is KiB on Linux)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 2**20
+
+
+def step_intervals(instance: Any, run_id: str) -> tuple[dict[str, tuple[float, float]], Counter[str]]:
+    """(start, end) timestamps of every step of a run and the count of each event type it recorded."""
+    import dagster as dg
+
+    start: dict[str, float] = {}
+    end: dict[str, float] = {}
+    counts: Counter[str] = Counter()
+    for entry in instance.all_logs(run_id):
+        if not entry.is_dagster_event:
+            counts["log message"] += 1
+            continue
+        kind = entry.dagster_event_type
+        counts[kind.value] += 1
+        if entry.step_key is None:
+            continue
+        if kind == dg.DagsterEventType.STEP_START:
+            start[entry.step_key] = entry.timestamp
+        elif kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
+            end[entry.step_key] = entry.timestamp
+    return {k: (start[k], end[k]) for k in start if k in end}, counts
+
+
+def union_length(intervals: list[tuple[float, float]]) -> float:
+    """Total length covered by possibly overlapping intervals (steps of a multiprocess run overlap)."""
+    total, reach = 0.0, -np.inf
+    for a, b in sorted(intervals):
+        if b > reach:
+            total += b - max(a, reach)
+            reach = b
+    return total
+
+
+def run_job(
+    defs: Any,
+    instance: Any,
+    job_name: str,
+    *,
+    partition_key: str | None = None,
+    tags: dict | None = None,
+    run_config: dict | None = None,
+) -> RunTiming:
+    from numba.core import event
+
+    job = defs.resolve_job_def(job_name)
+    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    compile_timer = event.TimingListener()
+    lock_timer = event.TimingListener()
+    with (
+        event.install_listener("numba:compile", compile_timer),
+        event.install_listener("numba:compiler_lock", lock_timer),
+    ):
+        t0 = time.perf_counter()
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=partition_key,
+            tags=tags or {},
+            run_config={**quiet, **(run_config or {})},
+            raise_on_error=False,
+        )
+        wall = time.perf_counter() - t0
+    intervals, counts = step_intervals(instance, result.run_id)
+    steps = {k: b - a for k, (a, b) in sorted(intervals.items(), key=lambda kv: kv[1][0])}
+    notes = []
+    if not result.success:
+        failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        notes.append(f"FAILED steps: {', '.join(str(f) for f in failed) or 'run failure'}")
+    return RunTiming(
+        job=job_name,
+        success=result.success,
+        wall_s=wall,
+        steps=steps,
+        in_steps_s=union_length(list(intervals.values())),
+        events=counts,
+        compile_s=compile_timer.duration if compile_timer.done else 0.0,
+        compiler_lock_s=lock_timer.duration if lock_timer.done else 0.0,
+        peak_rss_gib=peak_rss_gib(),
+        notes=notes,
+    )
+
+
+def print_run(label: str, run: RunTiming, calibration: float) -> None:
+    status = "ok" if run.success else "FAILED"
+    print(f"\n== {label}: {status}, wall {run.wall_s:.1f} s ({run.wall_s / calibration:.0f} calibration units)")
+    for note in run.notes:
+        print(f"   {note}")
+    print(f"   {'step':<34}{'seconds':>9}{'share':>8}")
+    for step, secs in sorted(run.steps.items(), key=lambda kv: -kv[1]):
+        print(f"   {step:<34}{secs:>9.2f}{secs / run.wall_s:>8.1%}")
+    print(f"   {'(in steps, union)':<34}{run.in_steps_s:>9.2f}{run.in_steps_s / run.wall_s:>8.1%}")
+    print(f"   {'(outside steps)':<34}{run.outside_s:>9.2f}{run.outside_s / run.wall_s:>8.1%}")
+    n_events = sum(v for k, v in run.events.items() if k != "log message")
+    top = ", ".join(f"{k} {v}" for k, v in run.events.most_common(6))
+    print(f"   events recorded: {n_events} ({top})")
+    print(
+        f"   numba: compile {run.compile_s:.1f} s, compile + cache loading {run.compiler_lock_s:.1f} s; "
+        f"peak RSS so far {run.peak_rss_gib:.2f} GiB"
+    )
+
+
+def verdict(ok: bool) -> str:
+    return "MET" if ok else "MISSED"
+
+
+def print_targets(runs: dict[str, RunTiming]) -> None:
+    print("\n== targets of issue #10 (this machine, this load)")
+    rows: list[tuple[str, str, str]] = []
+    hist = runs.get("history")
+    if hist:
+        rows.append(("price_history_job <= 30 s", f"{hist.wall_s:.1f} s", verdict(hist.wall_s <= HISTORY_TARGET_S)))
+    eod = runs.get("eod_warm") or runs.get("eod")
+    if eod:
+        which = "warm repeat" if "eod_warm" in runs else "first run"
+        rows.append((f"end_of_day_job <= 30 s ({which})", f"{eod.wall_s:.1f} s", verdict(eod.wall_s <= EOD_TARGET_S)))
+        slow = {k: v for k, v in eod.steps.items() if v > STEP_TARGET_S}
+        worst = max(eod.steps.items(), key=lambda kv: kv[1], default=("-", 0.0))
+        rows.append(
+            (
+                "no end-of-day step over 5 s",
+                f"{len(slow)} over; slowest {worst[0]} {worst[1]:.1f} s",
+                verdict(not slow),
+            )
+        )
+        share = eod.outside_s / eod.wall_s
+        rows.append(("Dagster overhead <= 20 % of wall", f"{share:.1%}", verdict(share <= OVERHEAD_TARGET_SHARE)))
+        for step in ("var_results", "var_backtest"):
+            if step in eod.steps:
+                secs = eod.steps[step]
+                rows.append((f"{step} <= 5 s", f"{secs:.1f} s", verdict(secs <= VAR_TARGET_S)))
+            else:
+                rows.append((f"{step} <= 5 s", "did not run (an upstream step failed)", "MISSED"))
+    intraday = runs.get("intraday")
+    if intraday:
+        rows.append(
+            ("intraday_refresh_job <= 10 s", f"{intraday.wall_s:.1f} s", verdict(intraday.wall_s <= INTRADAY_TARGET_S))
+        )
+    compiled = sum(r.compile_s for r in runs.values())
+    if compiled > 0.5:
+        rows.append(("cold numba compilation <= 15 s", f"{compiled:.1f} s", verdict(compiled <= COLD_COMPILE_TARGET_S)))
+    else:
+        rows.append(("cold numba compilation <= 15 s", "not measured: the on-disk cache was warm", "-"))
+    rows.append(("make demo <= 90 s, SVI >= 200 slices/s, 3,000 underlyings", "not measured here", "-"))
+    width = max(len(r[0]) for r in rows) + 2
+    for name, value, mark in rows:
+        print(f"   {name:<{width}}{value:<44}{mark}")
+
+
+def compare_warehouses(url: str, reference_url: str) -> bool:
+    """Every table present in both: same rows (sorted on the non-float columns), floats to 1e-10 relative."""
+    from risk_pipeline.contracts import TABLES
+    from risk_pipeline.warehouse import Warehouse
+
+    ours, ref = Warehouse(url), Warehouse(reference_url)
+    print(f"\n== tables against the reference warehouse {reference_url}")
+    all_equal = True
+    for name in TABLES:
+        if not (ours.table_exists(name) and ref.table_exists(name)):
+            continue
+        a, b = ours.read(name), ref.read(name)
+        if a.empty and b.empty:
+            continue
+        cols = [c for c in a.columns if c in b.columns and not c.endswith(("_at", "_at_utc")) and c not in RUN_SPECIFIC]
+        floats = [c for c in cols if pd.api.types.is_float_dtype(a[c])]
+        keys = [c for c in cols if c not in floats]
+        if len(a) != len(b):
+            print(f"   {name:<28} DIFFERENT row counts {len(a)} vs {len(b)}")
+            all_equal = False
+            continue
+        a = a.assign(**{c: a[c].astype(str) for c in keys}).sort_values(keys, kind="stable").reset_index(drop=True)
+        b = b.assign(**{c: b[c].astype(str) for c in keys}).sort_values(keys, kind="stable").reset_index(drop=True)
+        key_diff = [c for c in keys if not a[c].equals(b[c])]
+        worst = 0.0
+        for c in floats:
+            x, y = a[c].to_numpy(float), b[c].to_numpy(float)
+            both_nan = np.isnan(x) & np.isnan(y)
+            scale = np.maximum(np.abs(y), 1e-300)
+            rel = np.where(both_nan, 0.0, np.abs(x - y) / scale)
+            worst = max(worst, float(np.nanmax(np.where(np.isnan(rel), np.inf, rel))) if rel.size else 0.0)
+        same = not key_diff and worst <= 1e-10
+        all_equal &= same
+        detail = f"max relative difference {worst:.1e}" + (
+            f"; columns differ: {', '.join(key_diff)}" if key_diff else ""
+        )
+        print(f"   {name:<28} {'equal' if same else 'DIFFERENT':<10} {len(a):>8} rows, {detail}")
+    return all_equal
+
+
+def atm_history_paths(session: dt.date, n_sessions: int) -> bool:
+    """atm_vol_history's work on ``n_sessions`` sessions, two ways in this process, blocks interleaved:
+    the whole chain priced and filtered, then one inversion per session (the path before the fast path),
+    against only the quotes used priced and one inversion for all sessions. Returns whether rows agree."""
+    from risk_pipeline.defs.volatility.atm_history import (
+        AtmVolSettings,
+        atm_vol_rows,
+        bracketing_mask,
+        history_implied_vols,
+    )
+    from risk_pipeline.defs.volatility.surfaces import implied_vol_frame
+    from risk_pipeline.sources.base import MarketDataSource
+    from risk_pipeline.sources.synthetic import SyntheticSource
+
+    source = SyntheticSource()
+    days = [d for d in source.sessions(session - dt.timedelta(days=3 * n_sessions), session) if d < session]
+    days = days[-n_sessions:]
+    curves = dict(tuple(source.rates_curve(days[0], days[-1]).groupby("as_of_date")))
+    dividends = dict(tuple(source.dividend_yields(days[0], days[-1]).groupby("as_of_date")))
+    settings = AtmVolSettings()
+
+    def select(day: dt.date) -> Any:
+        return lambda q: bracketing_mask(q, curves[day], dividends[day], settings)
+
+    def full_path(block: list[dt.date]) -> pd.DataFrame:
+        frames = []
+        for day in block:
+            quotes = MarketDataSource.option_quotes_where(source, day, select(day))  # whole chain, filtered
+            iv = implied_vol_frame(quotes, curves[day], dividends[day])
+            iv["as_of_date"] = day
+            frames.append(iv)
+        return pd.concat(frames, ignore_index=True)
+
+    def fast_path(block: list[dt.date]) -> pd.DataFrame:
+        quotes = pd.concat([source.option_quotes_where(day, select(day)) for day in block], ignore_index=True)
+        return history_implied_vols(quotes, curves, dividends)
+
+    fast_path(days[:1])  # warm-up: the source's simulated history, numba caches
+    full_path(days[:1])
+    timing = {"full": 0.0, "fast": 0.0}
+    results: dict[str, list[pd.DataFrame]] = {"full": [], "fast": []}
+    for i in range(0, len(days), 5):
+        block = days[i : i + 5]
+        for name, path in (("full", full_path), ("fast", fast_path)):
+            t0 = time.perf_counter()
+            results[name].append(path(block))
+            timing[name] += time.perf_counter() - t0
+    rows = {
+        k: atm_vol_rows(pd.concat(v, ignore_index=True), settings.tenor_days, "synthetic") for k, v in results.items()
+    }
+    same = rows["full"].equals(rows["fast"])
+    n = len(days)
+    print(f"\n== atm_vol_history work on {n} sessions in this process (blocks of 5 interleaved)")
+    for name, label in (
+        ("full", "whole chain priced, one inversion a session"),
+        ("fast", "quotes used only, one inversion"),
+    ):
+        print(f"   {label:<44} {timing[name]:7.1f} s ({timing[name] / n:.3f} s a session)")
+    print(f"   ratio {timing['full'] / timing['fast']:.1f}x; rows identical: {same}")
+    return same
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--date", default="2026-12-03", help="end-of-day session (default 2026-12-03)")
+    parser.add_argument("--history-sessions", type=int, default=760, help="sessions before --date (default 760)")
+    parser.add_argument("--warm-repeat", action="store_true", help="run end_of_day_job a second time, warm")
+    parser.add_argument("--skip-intraday", action="store_true")
+    parser.add_argument("--reference-warehouse", help="DuckDB path of a warehouse to compare the tables with")
+    parser.add_argument("--keep", help="folder for the warehouse and DAGSTER_HOME (default a temporary one)")
+    parser.add_argument(
+        "--atm-sample", type=int, default=20, help="sessions of the in-process atm_vol_history comparison (0: skip)"
+    )
+    parser.add_argument("--atm-only", action="store_true", help="only the atm_vol_history comparison, no jobs")
+    args = parser.parse_args(argv)
+
+    folder = Path(args.keep or tempfile.mkdtemp(prefix="bench_pipeline_"))
+    folder.mkdir(parents=True, exist_ok=True)
+    url = str(folder / "risk_warehouse.duckdb")
+    os.environ["DAGSTER_HOME"] = str(folder / "dagster_home")
+    os.environ["RISK_PIPELINE_WAREHOUSE_URL"] = url
+    t_import = time.perf_counter()
+    import dagster as dg
+
+    from risk_pipeline.calendar import partition_start, sessions
+    from risk_pipeline.cli import _prepare_dagster_home
+    from risk_pipeline.definitions import defs
+    from risk_pipeline.defs.automation.sensors import snapshot_run_config
+    from risk_pipeline.resources import resources_from_env
+    from risk_pipeline.warehouse import Warehouse
+
+    import_s = time.perf_counter() - t_import
+    _prepare_dagster_home()
+    Warehouse(url).ensure_tables()
+    instance = dg.DagsterInstance.get()
+    session = dt.date.fromisoformat(args.date)
+    window = [d for d in sessions(partition_start(), session) if d < session][-args.history_sessions :]
+    calibration_before = calibration_s()
+    print(f"bench_pipeline: session {session}, {len(window)} history sessions, warehouse {url}")
+    print(f"   DAGSTER_HOME {os.environ['DAGSTER_HOME']}; imports {import_s:.1f} s; cores {os.cpu_count()}")
+    print(f"   load average {os.getloadavg()[0]:.1f}; calibration {calibration_before * 1e3:.0f} ms")
+
+    ok = True
+    if args.atm_sample > 0:
+        ok &= atm_history_paths(session, args.atm_sample)
+    if args.atm_only:
+        return 0 if ok else 1
+    runs: dict[str, RunTiming] = {}
+    tags = {
+        "dagster/asset_partition_range_start": window[0].isoformat(),
+        "dagster/asset_partition_range_end": window[-1].isoformat(),
+    }
+    runs["history"] = run_job(defs, instance, "price_history_job", tags=tags)
+    print_run(f"price_history_job ({len(window)} sessions, one run)", runs["history"], calibration_before)
+    if runs["history"].success:
+        runs["eod"] = run_job(defs, instance, "end_of_day_job", partition_key=session.isoformat())
+        print_run(f"end_of_day_job {session}", runs["eod"], calibration_before)
+        if args.warm_repeat:
+            runs["eod_warm"] = run_job(defs, instance, "end_of_day_job", partition_key=session.isoformat())
+            print_run(f"end_of_day_job {session} (warm repeat)", runs["eod_warm"], calibration_before)
+        if not args.skip_intraday and runs["eod"].success:
+            source = resources_from_env()["market_data"].get_source()
+            snaps = source.snapshot_times(session)
+            snap = pd.Timestamp(snaps[-2] if len(snaps) > 1 else snaps[-1])
+            config = snapshot_run_config(snap, snap + pd.Timedelta(minutes=2))
+            runs["intraday"] = run_job(
+                defs, instance, "intraday_refresh_job", partition_key=session.isoformat(), run_config=config
+            )
+            print_run(f"intraday_refresh_job {snap.isoformat()}", runs["intraday"], calibration_before)
+    calibration_after = calibration_s()
+    print(
+        f"\ncalibration before {calibration_before * 1e3:.0f} ms, after {calibration_after * 1e3:.0f} ms "
+        f"(load average {os.getloadavg()[0]:.1f}): timings are for this machine under this load"
+    )
+    print_targets(runs)
+    ok &= all(r.success for r in runs.values())
+    if args.reference_warehouse:
+        ok &= compare_warehouses(url, args.reference_warehouse)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

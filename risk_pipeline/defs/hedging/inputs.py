@@ -1,0 +1,215 @@
+"""Reading the hedging layer's inputs from the warehouse into the quant core's arrays (no Dagster)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from risk_pipeline.defs.hedging.config import HedgingConfig
+from risk_pipeline.defs.risk.var import book_portfolio, return_history
+from risk_pipeline.quant.hedging import GreekRows
+from risk_pipeline.quant.limits import LimitsConfig
+from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant.scenario_engine import ScenarioSet
+from risk_pipeline.quant.stress import ScenarioLibrary, scenario_set
+from risk_pipeline.quant.var import historical_scenarios
+from risk_pipeline.warehouse import Warehouse
+
+#: Days of decay per trading session (as the VaR layer: 365 / 252).
+CALENDAR_DAYS_PER_SESSION = 365.0 / 252.0
+#: Revaluation method for American options everywhere in this layer (one method: the optimizer's linear
+#: model and the verifying revaluation agree to rounding).
+AMERICAN = "exact"
+VAR_LOOKBACK = 500
+EFFECTIVENESS_WINDOW = 60
+
+
+@dataclass(frozen=True)
+class ScenarioBlocks:
+    """Stress, 1-day and 5-day historical scenarios on the universe's symbols, with their horizons (days)."""
+
+    stress: ScenarioSet
+    stress_ids: tuple[str, ...]
+    hist_1d: ScenarioSet
+    hist_5d: ScenarioSet
+    history_first: dt.date | None
+    history_last: dt.date | None
+    #: why there are no historical scenarios (ES is then not measured, and not constrained)
+    history_missing: str | None = None
+
+    def blocks(self) -> list[tuple[ScenarioSet, float]]:
+        return [
+            (self.stress, 0.0),
+            (self.hist_1d, CALENDAR_DAYS_PER_SESSION),
+            (self.hist_5d, 5 * CALENDAR_DAYS_PER_SESSION),
+        ]
+
+    def slices(self) -> dict[str, slice]:
+        a, b = self.stress.n_scenarios, self.hist_1d.n_scenarios
+        return {
+            "stress": slice(0, a),
+            "es_1d": slice(a, a + b),
+            "es_5d": slice(a + b, a + b + self.hist_5d.n_scenarios),
+        }
+
+
+def universe(rows: pd.DataFrame, extra: dict[str, float]) -> Portfolio:
+    """The book's portfolio with ``extra`` symbols (name -> spot) added, held by no position."""
+    p = book_portfolio(rows)
+    new = [s for s in extra if s not in p.symbols]
+    if not new:
+        return p
+    from dataclasses import replace
+
+    return replace(p, symbols=p.symbols + tuple(new), spot=np.concatenate([p.spot, [extra[s] for s in new]]))
+
+
+def symbol_attributes(rows: pd.DataFrame, symbols: tuple[str, ...]) -> tuple[np.ndarray, list[Any]]:
+    """Beta (position_greeks; 1 where unknown, e.g. the index) and sector per symbol."""
+    betas = rows.groupby("symbol")["beta"].first().reindex(list(symbols)).fillna(1.0).to_numpy(float)
+    sectors = rows.groupby("symbol")["sector"].first().reindex(list(symbols))
+    return betas, [None if pd.isna(s) else s for s in sectors]
+
+
+def scenario_blocks(
+    wh: Warehouse, session: dt.date, p: Portfolio, rows: pd.DataFrame, library: ScenarioLibrary
+) -> ScenarioBlocks:
+    """The stress library (betas and sectors as the stress layer) and the VaR layer's historical scenarios
+    (none, with the reason, when the history is shorter than VaR needs)."""
+    betas, sectors = symbol_attributes(rows, p.symbols)
+    option_symbols = sorted(rows.loc[rows["instrument_type"] == "option", "symbol"].unique())
+    stress = scenario_set(p, library.scenarios, betas, sectors)
+    ids = tuple(s.scenario_id for s in library.scenarios)
+    try:
+        factors = return_history(wh, session, p.symbols, VAR_LOOKBACK, option_symbols)
+    except dg.Failure as exc:  # too short a history (e.g. an intraday run on a new folder source)
+        empty = ScenarioSet(np.zeros((0, p.n_symbols)))
+        return ScenarioBlocks(stress, ids, empty, empty, None, None, str(exc.description))
+    hist = factors.history.window(VAR_LOOKBACK)
+    return ScenarioBlocks(
+        stress=stress,
+        stress_ids=ids,
+        hist_1d=historical_scenarios(hist, 1),
+        hist_5d=historical_scenarios(hist, 5),
+        history_first=factors.first,
+        history_last=factors.last,
+    )
+
+
+def greek_rows(limits: LimitsConfig, symbols: tuple[str, ...]) -> tuple[GreekRows, np.ndarray]:
+    """Rows for every enabled Greek limit (per-symbol delta and gamma, book dollar delta and vega) and their
+    warning levels."""
+    wd = limits.warn_threshold("max_abs_net_delta_shares")
+    wg = limits.warn_threshold("max_abs_gamma_shares")
+    wdd = limits.warn_threshold("max_abs_net_dollar_delta")
+    wv = limits.warn_threshold("max_abs_vega_per_vol_point")
+    rows = GreekRows(
+        delta_symbols=symbols if wd is not None else (),
+        gamma_symbols=symbols if wg is not None else (),
+        dollar_delta=wdd is not None,
+        vega=wv is not None,
+    )
+    levels = [wd] * len(rows.delta_symbols) + [wg] * len(rows.gamma_symbols)
+    levels += [wdd] if wdd is not None else []
+    levels += [wv] if wv is not None else []
+    return rows, np.array(levels, dtype=float)
+
+
+def book_exposure(rows: pd.DataFrame, g: GreekRows) -> np.ndarray:
+    """The book's value of every Greek row, from the stored position_greeks."""
+    return g.matrix(
+        rows["symbol"].tolist(),
+        rows["delta"].to_numpy(float),
+        rows["gamma"].to_numpy(float),
+        rows["dollar_delta"].to_numpy(float),
+        rows["vega_per_vol_point"].to_numpy(float),
+    ).sum(axis=1)
+
+
+def option_candidates(
+    quotes: pd.DataFrame, vols: pd.DataFrame, spots: dict[str, float], as_of: pd.Timestamp, cfg: HedgingConfig
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Liquid quotes of the candidate underlyings, priced at the side traded (ask to buy, bid to sell).
+
+    Keeps quotes with a positive bid, a relative spread at most ``max_relative_spread``, days to expiry in
+    range, |ln(K / S)| at most ``max_abs_log_moneyness`` and an OK implied vol; then the
+    ``max_options_per_underlying`` nearest the money per underlying. One row per quote and side.
+    Also returns how many quotes each filter removed.
+    """
+    key = ["underlying", "expiry", "strike", "option_type"]
+    q = quotes[quotes["underlying"].isin(list(spots))].copy()
+    skipped: dict[str, int] = {}
+
+    def keep(mask: pd.Series, why: str) -> None:
+        nonlocal q
+        skipped[why] = int((~mask).sum())
+        q = q[mask]
+
+    keep(q["bid"] > 0, "zero_bid")
+    mid = (q["bid"] + q["ask"]) / 2
+    keep((q["ask"] > q["bid"]) & ((q["ask"] - q["bid"]) / mid <= cfg.max_relative_spread), "spread_too_wide")
+    days = (pd.to_datetime(q["expiry"]) - as_of.tz_convert("America/New_York").tz_localize(None).normalize()).dt.days
+    keep((days >= cfg.min_days_to_expiry) & (days <= cfg.max_days_to_expiry), "expiry_out_of_range")
+    spot = q["underlying"].map(spots).astype(float)
+    lm = np.log(q["strike"].astype(float) / spot)
+    keep(lm.abs() <= cfg.max_abs_log_moneyness, "strike_out_of_range")
+    v = vols[vols["implied_vol"].notna() & (vols["status"].str.upper() == "OK")]
+    v = v[[*key, "implied_vol", "time_to_expiry_years", "rate", "dividend_yield"]]
+    merged = q.merge(v, on=key, how="left")
+    skipped["no_implied_vol"] = int(merged["implied_vol"].isna().sum())
+    merged = merged[merged["implied_vol"].notna()].copy()
+    merged["abs_lm"] = np.log(merged["strike"] / merged["underlying"].map(spots)).abs()
+    merged = merged.sort_values(["underlying", "abs_lm", "expiry", "strike", "option_type"])
+    merged = merged.groupby("underlying", sort=True).head(cfg.max_options_per_underlying)
+    buy = merged.assign(side=1, price=merged["ask"], price_side="ask")
+    sell = merged.assign(side=-1, price=merged["bid"], price_side="bid")
+    out = pd.concat([buy, sell], ignore_index=True)
+    out["mid"] = (out["bid"] + out["ask"]) / 2
+    out["instrument_type"] = "option"
+    out = out.rename(columns={"underlying": "symbol"})
+    return out.reset_index(drop=True), skipped
+
+
+def delta_one_candidates(spots: dict[str, float], index_symbol: str, cfg: HedgingConfig) -> pd.DataFrame:
+    """Buy and sell lines of every underlying and the index at mid -/+ the configured half spread."""
+    h = cfg.stock_half_spread_bps / 1e4
+    out = []
+    for s, px in spots.items():
+        kind = "index" if s == index_symbol else "stock"
+        for side, price, label in ((1, px * (1 + h), "ask"), (-1, px * (1 - h), "bid")):
+            out.append(
+                {"symbol": s, "instrument_type": kind, "side": side, "price": price, "mid": px, "price_side": label}
+            )
+    return pd.DataFrame(out)
+
+
+def lines_portfolio(c: pd.DataFrame, spots: dict[str, float], quantity: np.ndarray) -> Portfolio:
+    """Candidate rows as a Portfolio (``quantity`` signed per row), on the symbols they name."""
+    symbols = tuple(sorted(set(c["symbol"]))) if len(c) else (next(iter(spots)),)
+    index = {s: i for i, s in enumerate(symbols)}
+    opt = (c["instrument_type"] == "option").to_numpy(bool)
+
+    def col(name: str, default: float) -> np.ndarray:
+        return np.where(opt, c[name].to_numpy(float), default) if name in c else np.full(len(c), default)
+
+    return Portfolio(
+        symbols=symbols,
+        spot=np.array([spots[s] for s in symbols]),
+        symbol_index=c["symbol"].map(index).to_numpy(np.intp),
+        quantity=np.asarray(quantity, dtype=float),
+        multiplier=np.where(opt, c["multiplier"].to_numpy(float), 1.0) if "multiplier" in c else 1.0,
+        is_option=opt,
+        is_call=(c["option_type"] == "C").to_numpy(bool) if "option_type" in c else False,
+        strike=col("strike", 1.0),
+        time_years=col("time_to_expiry_years", 0.0),
+        implied_vol=col("implied_vol", 0.0),
+        rate=col("rate", 0.0),
+        dividend_yield=col("dividend_yield", 0.0),
+        is_american=(c["exercise_style"] == "american").to_numpy(bool) & opt if "exercise_style" in c else False,
+        position_id=tuple(f"hedge-{i}" for i in range(len(c))),
+    )

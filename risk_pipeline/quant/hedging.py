@@ -1,0 +1,806 @@
+"""Hedge selection: triggers, a cost-minimizing mixed-integer program over listed candidates, CPPI and beta hedges,
+and the Cboe volatility index.
+
+Why ``scipy.optimize.milp`` (HiGHS branch and cut): quantities are whole contracts and every line is
+semi-continuous (zero or at least ``min_hedge_notional``), which needs integer and binary variables; every
+other constraint is linear in the quantities. A candidate's scenario P&L comes from full revaluation
+(``scenario_engine``) of one contract, and the P&L of ``q`` contracts is ``q`` times it, so the scenario-loss
+and Rockafellar-Uryasev expected-shortfall constraints are exact, not an approximation. ``minimize`` (SLSQP)
+would need rounding afterwards and gives no optimality proof; ``linprog`` has no integrality.
+
+Program (per book; ``x_j >= 0`` integer contracts of candidate ``j`` on its side, ``z_j`` binary)::
+
+    minimize    sum_j x_j * cost_j                        (half spread + decay/financing over the horizon)
+    subject to  |g_k + sum_j x_j G_kj| <= w_k              (net delta per underlying, book dollar delta,
+                                                            gamma per underlying, book vega: warning levels)
+                P_s + sum_j x_j H_sj >= -loss_cap          (every stress and VaR scenario s)
+                ES_975(P + H x) <= es_target                (97.5 % expected shortfall over the ES scenarios)
+                sum_j x_j (premium_j + cost_j) <= budget
+                notional_j x_j >= min_notional z_j,  x_j <= U_j z_j
+
+The ES row is the Rockafellar-Uryasev constraint ``a + 1/((1-c)N) sum_s (L_s - a)^+ <= target`` in its dual
+form: ES is the maximum of ``w . L`` over the tail weights (``0 <= w_s <= 1/((1-c)N)``, ``sum w = 1``), so
+``w . L(x) <= target`` for every such ``w`` (Kuenzi-Bay and Mayer 2006). Those cuts, and the scenario-loss
+rows, are added lazily (the ones violated at the current solution), which keeps each MILP small; at the end
+every scenario row and the exact ES hold, and the hedge is optimal since each round solves a relaxation.
+
+When it is infeasible, the elastic program adds a non-negative slack to every Greek row and one each to the
+scenario losses and the ES (scaled by each row's level), minimizes the slacks first and cost second, and
+names the rows still violated: the best partial hedge within the budget.
+
+Volatility index: Cboe, "VIX White Paper" (2019 edition), equations 1-3.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import csr_matrix, hstack, vstack
+
+from risk_pipeline.quant._numba import FloatArray, IntArray
+from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant.scenario_engine import AmericanMethod, ScenarioSet, evaluate
+
+URGENCIES = ("LOW", "MEDIUM", "HIGH", "IMMEDIATE")
+MINUTES_PER_YEAR = 525_600.0
+MINUTES_30_DAYS = 43_200.0
+
+# ----------------------------------------------------------------------------------------------
+# triggers
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Why a book is hedged: ``kind``, what was measured against what, and the urgency it implies."""
+
+    kind: str
+    detail: str
+    value: float | None
+    threshold: float | None
+    urgency: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def urgency_from_excess(ratio: float) -> str:
+    """Urgency of a measure at ``ratio`` x its threshold: >= 1.5 IMMEDIATE, >= 1.2 HIGH, >= 1 MEDIUM, else LOW."""
+    if ratio >= 1.5:
+        return "IMMEDIATE"
+    if ratio >= 1.2:
+        return "HIGH"
+    if ratio >= 1.0:
+        return "MEDIUM"
+    return "LOW"
+
+
+def max_urgency(levels: Sequence[str]) -> str:
+    """The most urgent of ``levels`` (LOW when empty)."""
+    return max(levels, key=URGENCIES.index, default="LOW")
+
+
+def threshold_trigger(kind: str, value: float, threshold: float, what: str) -> Trigger | None:
+    """A trigger when ``value > threshold`` (both positive, e.g. a loss as a fraction of NAV)."""
+    if not (math.isfinite(value) and value > threshold):
+        return None
+    ratio = value / threshold
+    return Trigger(
+        kind, f"{what} {value:.2%} of NAV above {threshold:.2%}", value, threshold, urgency_from_excess(ratio)
+    )
+
+
+def limit_trigger(limit_name: str, status: str, value: float, threshold: float, utilization: float) -> Trigger:
+    """A WARN (MEDIUM) or BREACH (by how far over: HIGH, IMMEDIATE from 1.5 x) limit of ``limit_status``."""
+    urgency = "MEDIUM" if status == "WARN" else max_urgency(["HIGH", urgency_from_excess(utilization)])
+    return Trigger(
+        f"limit_{status.lower()}",
+        f"{limit_name} {status}: {value:,.0f} against {threshold:,.0f} ({utilization:.0%})",
+        float(value),
+        float(threshold),
+        urgency,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# candidates and the program
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class HedgeCandidates:
+    """Tradable lines, one contract each, signed for their side (``side`` +1 buys, -1 sells).
+
+    ``greeks`` is ``(n_rows, n)``: the change of each constrained exposure per contract (``greek_names`` rows);
+    ``scenario_pnl`` is ``(n_scenarios, n)`` from full revaluation of one contract; ``cost`` per contract is
+    half spread x multiplier plus decay/financing over the horizon; ``premium`` the cash paid per contract
+    (bought options; 0 otherwise); ``notional`` per contract (underlying notional, for the minimum size).
+    """
+
+    labels: tuple[str, ...]
+    side: IntArray
+    greeks: FloatArray
+    scenario_pnl: FloatArray
+    cost: FloatArray
+    premium: FloatArray
+    notional: FloatArray
+    max_contracts: FloatArray
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True, eq=False)
+class HedgeTargets:
+    """Book exposures and the levels the hedged book must meet.
+
+    ``exposure`` and ``warn_level`` pair with the candidates' ``greeks`` rows (|exposure after| <= warn);
+    ``book_pnl`` is the book's scenario P&L (same rows as the candidates'); ``es_rows`` selects the
+    scenarios the ES constraint ranges over (one horizon's historical scenarios).
+    """
+
+    greek_names: tuple[str, ...]
+    exposure: FloatArray
+    warn_level: FloatArray
+    book_pnl: FloatArray
+    loss_cap: float
+    es_rows: IntArray
+    es_confidence: float
+    es_target: float
+    budget: float
+    min_notional: float
+
+
+@dataclass(frozen=True)
+class HedgeSolution:
+    """Contracts per candidate, status, the constraints binding when infeasible, the model's view of the result."""
+
+    quantity: FloatArray
+    status: str  # optimal | partial | no_candidates | time_limit | error
+    partial: bool
+    binding: tuple[str, ...]
+    cost: float
+    outlay: float
+    solve_seconds: float
+    message: str
+    model_es: float = float("nan")
+    model_worst_loss: float = float("nan")
+    violations: Mapping[str, float] = field(default_factory=dict)
+
+
+def _tail_weights(losses: FloatArray, confidence: float) -> FloatArray:
+    """Weights ``w`` with ``w . losses`` = the Acerbi-Tasche ES of ``losses`` (as ``var.empirical_var_es``).
+
+    ES is the maximum of ``w . L`` over ``0 <= w_s <= 1/m``, ``sum w = 1`` (``m = (1 - c) N``); the maximizer
+    puts ``1/m`` on the ``floor(m)`` largest losses and the rest on the next one. Each such ``w`` gives a
+    linear cut valid for every hedge (Kuenzi-Bay and Mayer 2006): the Rockafellar-Uryasev constraint in dual form.
+    """
+    n = losses.size
+    m = (1.0 - confidence) * n
+    if abs(m - round(m)) < 1e-9:
+        m = float(round(m))
+    order = np.argsort(-losses, kind="stable")
+    w = np.zeros(n)
+    if m <= 1.0:
+        w[order[0]] = 1.0
+        return w
+    whole = math.floor(m)
+    w[order[:whole]] = 1.0 / m
+    if whole < n:
+        w[order[whole]] = (m - whole) / m
+    return w
+
+
+def empirical_es(pnl: FloatArray, confidence: float) -> float:
+    """Acerbi-Tasche ES (positive = loss) through the tail weights."""
+    losses = -np.asarray(pnl, dtype=float)
+    return float(_tail_weights(losses, confidence) @ losses) if losses.size else 0.0
+
+
+def solve_hedge(
+    c: HedgeCandidates,
+    t: HedgeTargets,
+    *,
+    time_limit: float = 10.0,
+    elastic_weight: float = 1e4,
+    max_rounds: int = 100,
+    rows_per_round: int = 25,
+    mip_rel_gap: float = 1e-4,
+    partial_time_limit: float = 2.0,
+) -> HedgeSolution:
+    """The cheapest whole-contract hedge meeting every target (``scipy.optimize.milp``), else the best partial one.
+
+    Scenario-loss rows and ES cuts are generated lazily: solve with the binding ones found so far, revalue
+    every scenario at the solution (exact: linear in the quantities), add the violated scenario rows and the
+    ES cut at the solution, repeat until nothing is violated. The final hedge meets every scenario row and
+    the ES target exactly, and is optimal (to ``mip_rel_gap``) because each round solves a relaxation of the
+    full program. The elastic (partial-hedge) program, a min-max that HiGHS proves slowly, gets at most
+    ``partial_time_limit`` seconds per round and keeps the best hedge found.
+    """
+    start = time.perf_counter()
+    if c.n == 0:
+        return _no_candidates(start)
+    es_H = c.scenario_pnl[t.es_rows]
+    es_book = t.book_pnl[t.es_rows]
+    for elastic in (False, True):
+        loss_rows = list(np.argsort(t.book_pnl, kind="stable")[: min(rows_per_round, t.book_pnl.size)])
+        cuts = [_tail_weights(-es_book, t.es_confidence)] if t.es_rows.size else []
+        relaxed = True  # rows and cuts from the LP relaxation first (milliseconds a round), then the MILP
+        for _ in range(max_rounds):
+            remaining = time_limit - (time.perf_counter() - start)
+            if remaining <= 0:
+                return _failed(c, "time_limit", start, "time limit reached while adding scenario rows")
+            prog = _program(c, t, np.array(loss_rows, dtype=np.intp), cuts, es_H, es_book, elastic, elastic_weight)
+            res = milp(
+                prog["objective"],
+                integrality=np.zeros_like(prog["integrality"]) if relaxed else prog["integrality"],
+                bounds=prog["bounds"],
+                constraints=prog["constraints"],
+                options={
+                    "time_limit": min(remaining, partial_time_limit) if elastic else remaining,
+                    "presolve": True,
+                    "mip_rel_gap": mip_rel_gap,
+                },
+            )
+            if res.x is None:
+                if not elastic and res.status == 2:  # a relaxation is infeasible: so is the full program
+                    break
+                return _failed(c, "error" if res.status != 1 else "time_limit", start, str(res.message))
+            x = res.x[: c.n] if relaxed else np.round(res.x[: c.n])
+            pnl = t.book_pnl + c.scenario_pnl @ x
+            es_pnl = es_book + es_H @ x
+            s_loss, s_es = (res.x[prog["loss_slack"]], res.x[prog["es_slack"]]) if elastic else (0.0, 0.0)
+            scale_loss, scale_es = max(t.loss_cap, 1.0), max(t.es_target, 1.0)
+            tol_loss, tol_es = 1e-9 * scale_loss + 1e-7, 1e-9 * scale_es + 1e-7
+            over = -pnl - t.loss_cap - s_loss * scale_loss
+            new_rows = [int(i) for i in np.argsort(-over, kind="stable")[:rows_per_round] if over[i] > tol_loss]
+            new_rows = [i for i in new_rows if i not in set(loss_rows)]
+            es_now = empirical_es(es_pnl, t.es_confidence) if t.es_rows.size else 0.0
+            es_violated = t.es_rows.size and es_now > t.es_target + s_es * scale_es + tol_es
+            if es_violated:
+                cuts.append(_tail_weights(-es_pnl, t.es_confidence))
+            loss_rows += new_rows
+            if new_rows or es_violated:
+                continue
+            if relaxed:
+                # cuts at the whole-contract points around the relaxed optimum: the MILP's tail sets are
+                # usually among them, which saves MILP rounds (every tail-weight cut is valid everywhere)
+                if t.es_rows.size:
+                    for near in (np.floor(x), np.ceil(x), np.round(x)):
+                        cuts.append(_tail_weights(-(es_book + es_H @ near), t.es_confidence))
+                relaxed = False
+                continue
+            status = "optimal" if res.status == 0 else "time_limit"
+            if not elastic:
+                return _solution(c, t, x, status, False, (), start, str(res.message), es_now, pnl)
+            binding = [n for n, v in zip(t.greek_names, res.x[prog["greek_slack"]], strict=True) if v > 1e-7]
+            binding += ["scenario_loss"] if s_loss > 1e-9 else []
+            binding += ["es_975"] if s_es > 1e-9 else []
+            return _solution(c, t, x, "partial", True, tuple(binding), start, str(res.message), es_now, pnl)
+        else:
+            return _failed(c, "time_limit", start, f"no convergence in {max_rounds} rounds")
+    raise AssertionError("unreachable: the elastic program is always feasible (no hedge meets its hard rows)")
+
+
+def _failed(c: HedgeCandidates, status: str, start: float, message: str) -> HedgeSolution:
+    return HedgeSolution(np.zeros(c.n), status, True, ("solver",), 0.0, 0.0, time.perf_counter() - start, message)
+
+
+def _no_candidates(start: float) -> HedgeSolution:
+    return HedgeSolution(
+        np.zeros(0), "no_candidates", True, ("no_liquid_candidate",), 0.0, 0.0, time.perf_counter() - start,
+        "no liquid candidate (empty chain, zero bids or spreads above the configured width)",
+    )  # fmt: skip
+
+
+def _solution(
+    c: HedgeCandidates,
+    t: HedgeTargets,
+    x: FloatArray,
+    status: str,
+    partial: bool,
+    binding: tuple[str, ...],
+    start: float,
+    message: str,
+    es: float,
+    pnl: FloatArray,
+) -> HedgeSolution:
+    after = t.exposure + c.greeks @ x
+    viol = {
+        name: float(abs(a) - w) for name, a, w in zip(t.greek_names, after, t.warn_level, strict=True) if abs(a) > w
+    }
+    return HedgeSolution(
+        quantity=x,
+        status=status,
+        partial=partial,
+        binding=binding,
+        cost=float(c.cost @ x),
+        outlay=float((c.premium + c.cost) @ x),
+        solve_seconds=time.perf_counter() - start,
+        message=message,
+        model_es=float(es),
+        model_worst_loss=float(-pnl.min()) if pnl.size else 0.0,
+        violations=viol,
+    )
+
+
+def _program(
+    c: HedgeCandidates,
+    t: HedgeTargets,
+    loss_rows: IntArray,
+    cuts: list[FloatArray],
+    es_H: FloatArray,
+    es_book: FloatArray,
+    elastic: bool,
+    weight: float,
+) -> dict[str, Any]:
+    """Variables ``[x (n), z (n)]`` plus, when ``elastic``, one slack per Greek row, one for the scenario
+    losses and one for ES (each in units of its row's level), and the rows."""
+    n = c.n
+    n_g = t.exposure.size
+    n_slack = n_g + 2 if elastic else 0
+    nv = 2 * n + n_slack
+    blocks: list[tuple[Any, FloatArray, FloatArray]] = []
+
+    def row(a_x: FloatArray, lo: FloatArray, hi: FloatArray, slack: FloatArray | None = None) -> None:
+        m = a_x.shape[0]
+        parts = [csr_matrix(a_x), csr_matrix((m, n))]
+        if elastic:
+            parts.append(csr_matrix(slack) if slack is not None else csr_matrix((m, n_slack)))
+        blocks.append((hstack(parts), lo, hi))
+
+    # Greeks: |g + G x| <= w (upper rows subtract the slack, lower rows add it)
+    gs = np.hstack([np.diag(t.warn_level), np.zeros((n_g, 2))]) if elastic else None
+    row(c.greeks, np.full(n_g, -np.inf), t.warn_level - t.exposure, None if gs is None else -gs)
+    row(c.greeks, -t.warn_level - t.exposure, np.full(n_g, np.inf), gs)
+    # scenario losses: H_s x + cap_scale * s_loss >= -cap - P_s
+    if loss_rows.size:
+        ls = np.zeros((loss_rows.size, n_slack))
+        if elastic:
+            ls[:, n_g] = max(t.loss_cap, 1.0)
+        row(c.scenario_pnl[loss_rows], -t.loss_cap - t.book_pnl[loss_rows], np.full(loss_rows.size, np.inf), ls)
+    # ES cuts: w . (-(P + H x)) - es_scale * s_es <= target
+    if cuts:
+        W = np.vstack(cuts)
+        es_s = np.zeros((W.shape[0], n_slack))
+        if elastic:
+            es_s[:, n_g + 1] = -max(t.es_target, 1.0)
+        row(-(W @ es_H), np.full(W.shape[0], -np.inf), t.es_target + W @ es_book, es_s)
+    # budget (hard)
+    blocks.append(
+        (
+            csr_matrix(np.concatenate([c.premium + c.cost, np.zeros(nv - n)])[None, :]),
+            np.array([-np.inf]),
+            np.array([t.budget]),
+        )
+    )
+    # semi-continuous, only for lines whose single contract is below the minimum notional (one contract of
+    # the others already meets it, so their binary is fixed at 0 and unused): notional x - min z >= 0, x - U z <= 0
+    small = np.flatnonzero(c.notional < t.min_notional)
+    if small.size:
+        sel = csr_matrix((np.ones(small.size), (np.arange(small.size), small)), shape=(small.size, n))
+        rest = csr_matrix((small.size, n_slack))
+        k = small.size
+        blocks.append(
+            (hstack([sel.multiply(c.notional[None, :]), -t.min_notional * sel, rest]), np.zeros(k), np.full(k, np.inf))
+        )
+        blocks.append((hstack([sel, -sel.multiply(c.max_contracts[None, :]), rest]), np.full(k, -np.inf), np.zeros(k)))
+    z_upper = np.zeros(n)
+    z_upper[small] = 1.0
+    cost = c.cost / max(t.budget, 1.0) if elastic else c.cost
+    objective = np.concatenate([cost, np.zeros(n), np.full(n_slack, weight)])
+    lower = np.zeros(nv)
+    upper = np.concatenate([c.max_contracts, z_upper, np.full(n_slack, np.inf)])
+    integrality = np.concatenate([np.ones(2 * n), np.zeros(n_slack)])
+    A = vstack([b[0] for b in blocks], format="csr")
+    # each row scaled by its largest coefficient (money rows reach 1e6; HiGHS presolves far faster scaled)
+    scale = 1.0 / np.maximum(abs(A).max(axis=1).toarray().ravel(), 1e-12)
+    A = csr_matrix(A.multiply(scale[:, None]))
+    lo_all = np.concatenate([b[1] for b in blocks]) * scale
+    hi_all = np.concatenate([b[2] for b in blocks]) * scale
+    return {
+        "objective": objective,
+        "integrality": integrality,
+        "bounds": Bounds(lower, upper),
+        "constraints": [LinearConstraint(A, lo_all, hi_all)],
+        "greek_slack": slice(2 * n, 2 * n + n_g),
+        "loss_slack": 2 * n + n_g,
+        "es_slack": 2 * n + n_g + 1,
+    }  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# revaluation of candidates and of the hedged book
+# ----------------------------------------------------------------------------------------------
+
+
+def one_symbol_per_position(portfolio: Portfolio) -> tuple[Portfolio, IntArray]:
+    """The same positions, each on its own copy of its underlying (so per-symbol P&L is per-position P&L).
+
+    Returns the copy and, per position, the column of its underlying in the original ``symbols``.
+    """
+    col = np.asarray(portfolio.symbol_index)
+    n = portfolio.n_positions
+    return (
+        Portfolio(
+            symbols=tuple(f"{portfolio.symbols[j]}#{i}" for i, j in enumerate(col)),
+            spot=np.asarray(portfolio.spot)[col],
+            symbol_index=np.arange(n, dtype=np.intp),
+            quantity=portfolio.quantity,
+            multiplier=portfolio.multiplier,
+            is_option=portfolio.is_option,
+            is_call=portfolio.is_call,
+            strike=portfolio.strike,
+            time_years=portfolio.time_years,
+            implied_vol=portfolio.implied_vol,
+            rate=portfolio.rate,
+            dividend_yield=portfolio.dividend_yield,
+            is_american=portfolio.is_american,
+            position_id=portfolio.position_id,
+        ),
+        col,
+    )
+
+
+def columns_of(scenarios: ScenarioSet, col: IntArray) -> ScenarioSet:
+    """The scenario set with its symbol columns gathered by ``col`` (per-symbol arrays only)."""
+
+    def pick(a: Any) -> Any:
+        return a[:, col] if isinstance(a, np.ndarray) and a.ndim == 2 else a
+
+    if callable(scenarios.vol_shift_abs):
+        raise ValueError("per-position revaluation needs array vol shifts, not a callable")
+    return ScenarioSet(
+        spot_shock_rel=scenarios.spot_shock_rel[:, col],
+        vol_scale=pick(scenarios.vol_scale),
+        vol_shift_abs=pick(scenarios.vol_shift_abs),
+        vol_skew=pick(scenarios.vol_skew),
+        rate_shift_abs=scenarios.rate_shift_abs,
+    )
+
+
+def per_position_pnl(
+    portfolio: Portfolio, scenarios: ScenarioSet, horizon_days: float = 0.0, american: AmericanMethod = "exact"
+) -> FloatArray:
+    """Full-revaluation P&L ``(n_scenarios, n_positions)`` of every position on its own (one engine call)."""
+    if portfolio.n_positions == 0:
+        return np.zeros((scenarios.n_scenarios, 0))
+    split, col = one_symbol_per_position(portfolio)
+    res = evaluate(split, columns_of(scenarios, col), horizon_days, american=american, per_symbol=True)
+    assert res.by_symbol is not None
+    return res.by_symbol
+
+
+def combine(book: Portfolio, lines: Portfolio) -> Portfolio:
+    """One portfolio of ``book``'s positions then ``lines``' (symbols: the book's, then new ones in order)."""
+    symbols = list(book.symbols)
+    spot = list(np.asarray(book.spot))
+    for s, v in zip(lines.symbols, np.asarray(lines.spot), strict=True):
+        if s not in symbols:
+            symbols.append(s)
+            spot.append(v)
+    where = {s: i for i, s in enumerate(symbols)}
+    line_idx = np.array([where[lines.symbols[j]] for j in lines.symbol_index], dtype=np.intp)
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([np.asarray(getattr(book, name)), np.asarray(getattr(lines, name))])
+
+    return Portfolio(
+        symbols=tuple(symbols),
+        spot=np.array(spot),
+        symbol_index=np.concatenate([book.symbol_index, line_idx]),
+        quantity=cat("quantity"),
+        multiplier=cat("multiplier"),
+        is_option=cat("is_option"),
+        is_call=cat("is_call"),
+        strike=cat("strike"),
+        time_years=cat("time_years"),
+        implied_vol=cat("implied_vol"),
+        rate=cat("rate"),
+        dividend_yield=cat("dividend_yield"),
+        is_american=cat("is_american"),
+        position_id=tuple(book.position_id or ()) + tuple(lines.position_id or ()),
+    )
+
+
+def with_quantity(p: Portfolio, quantity: ArrayLike) -> Portfolio:
+    """``p`` with new quantities (same positions)."""
+    from dataclasses import replace
+
+    return replace(p, quantity=np.asarray(quantity, dtype=np.float64))
+
+
+def tail_es(pnl: ArrayLike, confidence: float) -> float:
+    """Acerbi-Tasche expected shortfall (positive = loss) of a P&L sample; equals the RU minimum."""
+    from risk_pipeline.quant.var import empirical_var_es
+
+    return empirical_var_es(pnl, confidence)[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# capital preservation: beta hedge and CPPI
+# ----------------------------------------------------------------------------------------------
+
+
+def beta_hedge_quantity(
+    beta_weighted_dollar_delta: float, target_dollar_delta: float, hedge_dollar_delta_per_unit: float
+) -> int:
+    """Whole units of the hedge instrument taking beta-weighted dollar delta to the target (signed; < 0 sells).
+
+    ``hedge_dollar_delta_per_unit`` is the instrument's beta-weighted dollar delta per unit (index: spot x
+    multiplier; a -1x ETF: -price). Rounded to the nearest unit.
+    """
+    if hedge_dollar_delta_per_unit == 0.0:
+        raise ValueError("the hedge instrument has no dollar delta")
+    return round((target_dollar_delta - beta_weighted_dollar_delta) / hedge_dollar_delta_per_unit)
+
+
+@dataclass(frozen=True)
+class CppiTarget:
+    """CPPI (Black & Jones 1987; Perold & Sharpe 1988): floor, cushion, target risky exposure and the scale."""
+
+    nav: float
+    peak_nav: float
+    floor: float
+    cushion: float
+    multiplier: float
+    target_exposure: float
+    risky_exposure: float
+    scale: float
+
+
+def cppi_target(
+    nav: float, peak_nav: float, floor_fraction: float, multiplier: float, risky_exposure: float
+) -> CppiTarget:
+    """Floor = floor_fraction x peak NAV; target = multiplier x max(NAV - floor, 0); scale = target / current."""
+    floor = floor_fraction * peak_nav
+    cushion = max(nav - floor, 0.0)
+    target = multiplier * cushion
+    scale = target / risky_exposure if risky_exposure > 0.0 else 1.0
+    return CppiTarget(nav, peak_nav, floor, cushion, multiplier, target, risky_exposure, scale)
+
+
+# ----------------------------------------------------------------------------------------------
+# volatility index (Cboe VIX white paper)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExpiryVariance:
+    """One expiry's contribution: T (years), minutes to expiry, forward, K0, variance, strikes used."""
+
+    minutes: float
+    t_years: float
+    rate: float
+    forward: float
+    k0: float
+    variance: float
+    n_strikes: int
+
+
+def expiry_variance(
+    strikes: ArrayLike,
+    call_bid: ArrayLike,
+    call_ask: ArrayLike,
+    put_bid: ArrayLike,
+    put_ask: ArrayLike,
+    minutes_to_expiry: float,
+    rate: float,
+) -> ExpiryVariance:
+    """``sigma^2 = 2/T sum dK_i / K_i^2 e^{RT} Q(K_i) - 1/T (F / K0 - 1)^2`` (white paper, equation 2).
+
+    Strikes ascending with both quotes; ``F = K* + e^{RT}(C - P)`` at the strike of the smallest
+    |call mid - put mid|; ``K0`` is the first strike at or below F; OTM puts below K0 and calls above,
+    each side stopping after two consecutive zero bids and skipping zero bids; Q(K0) averages the put
+    and call mids; dK is half the distance between the neighbours (one-sided at the ends).
+    """
+    k = np.asarray(strikes, dtype=float)
+    cb, ca, pb, pa = (np.asarray(a, dtype=float) for a in (call_bid, call_ask, put_bid, put_ask))
+    if k.size < 2 or np.any(np.diff(k) <= 0):
+        raise ValueError("need at least two ascending strikes")
+    t = minutes_to_expiry / MINUTES_PER_YEAR
+    growth = math.exp(rate * t)
+    cm, pm = (cb + ca) / 2.0, (pb + pa) / 2.0
+    both = (cb > 0) & (pb > 0)
+    pool = np.flatnonzero(both) if both.any() else np.arange(k.size)
+    star = pool[np.argmin(np.abs(cm[pool] - pm[pool]))]
+    forward = k[star] + growth * (cm[star] - pm[star])
+    below = np.flatnonzero(k <= forward)
+    i0 = int(below[-1]) if below.size else 0
+    k0 = k[i0]
+    use = np.zeros(k.size, dtype=bool)
+    q = np.zeros(k.size)
+    use[i0], q[i0] = True, (cm[i0] + pm[i0]) / 2.0
+    for step, bid, mid in ((-1, pb, pm), (1, cb, cm)):
+        zeros = 0
+        i = i0 + step
+        while 0 <= i < k.size:
+            if bid[i] <= 0.0:
+                zeros += 1
+                if zeros == 2:
+                    break
+            else:
+                zeros = 0
+                use[i], q[i] = True, mid[i]
+            i += step
+    ks = k[use]
+    qs = q[use]
+    dk = np.empty(ks.size)
+    if ks.size == 1:
+        dk[:] = np.diff(k).min()
+    else:
+        dk[1:-1] = (ks[2:] - ks[:-2]) / 2.0
+        dk[0] = ks[1] - ks[0]
+        dk[-1] = ks[-1] - ks[-2]
+    variance = 2.0 / t * float(np.sum(dk / ks**2 * growth * qs)) - (forward / k0 - 1.0) ** 2 / t
+    return ExpiryVariance(minutes_to_expiry, t, rate, float(forward), float(k0), variance, int(ks.size))
+
+
+def vix_from_variances(near: ExpiryVariance, nxt: ExpiryVariance) -> float:
+    """30-day volatility (decimal) from the two expiries' variances (white paper, equation 3)."""
+    n1, n2 = near.minutes, nxt.minutes
+    if n2 == n1:
+        var30 = near.t_years * near.variance * MINUTES_PER_YEAR / n1
+    else:
+        w1 = (n2 - MINUTES_30_DAYS) / (n2 - n1)
+        w2 = (MINUTES_30_DAYS - n1) / (n2 - n1)
+        var30 = (near.t_years * near.variance * w1 + nxt.t_years * nxt.variance * w2) * MINUTES_PER_YEAR
+        var30 /= MINUTES_30_DAYS
+    return math.sqrt(max(var30, 0.0))
+
+
+def bracketing_expiries(minutes: ArrayLike, min_minutes: float = 7 * 1440.0) -> tuple[int, int] | None:
+    """Indices of the near (last at or before 30 days) and next (first after) expiries, both beyond
+    ``min_minutes``; the two nearest when none brackets 30 days; None with fewer than two."""
+    m = np.asarray(minutes, dtype=float)
+    ok = np.flatnonzero(m >= min_minutes)
+    if ok.size < 2:
+        return None
+    order = ok[np.argsort(m[ok])]
+    before = [i for i in order if m[i] <= MINUTES_30_DAYS]
+    after = [i for i in order if m[i] > MINUTES_30_DAYS]
+    if before and after:
+        return int(before[-1]), int(after[0])
+    return (int(order[0]), int(order[1])) if not before else (int(before[-2]), int(before[-1]))
+
+
+def finite(values: Mapping[str, float]) -> dict[str, float | None]:
+    """``values`` with NaN / inf as None (JSON and NULL-friendly)."""
+    return {k: (float(v) if v is not None and math.isfinite(float(v)) else None) for k, v in values.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# building the program's inputs
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GreekRows:
+    """The constrained exposures: net delta and gamma (shares) per symbol, book dollar delta, book vega."""
+
+    delta_symbols: tuple[str, ...]
+    gamma_symbols: tuple[str, ...]
+    dollar_delta: bool = True
+    vega: bool = True
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (
+            tuple(f"net_delta_shares:{s}" for s in self.delta_symbols)
+            + tuple(f"gamma_shares:{s}" for s in self.gamma_symbols)
+            + (("dollar_delta",) if self.dollar_delta else ())
+            + (("vega_per_vol_point",) if self.vega else ())
+        )
+
+    def matrix(
+        self,
+        symbols: Sequence[str],
+        delta: FloatArray,
+        gamma: FloatArray,
+        dollar_delta: FloatArray,
+        vega_per_vol_point: FloatArray,
+    ) -> FloatArray:
+        """``(n_rows, n_positions)``: each position's contribution to every row (sum over positions = exposure)."""
+        sym = np.asarray(symbols, dtype=object)
+        parts = [np.where(sym == s, delta, 0.0) for s in self.delta_symbols]
+        parts += [np.where(sym == s, gamma, 0.0) for s in self.gamma_symbols]
+        if self.dollar_delta:
+            parts.append(np.asarray(dollar_delta, dtype=float))
+        if self.vega:
+            parts.append(np.asarray(vega_per_vol_point, dtype=float))
+        return np.vstack(parts) if parts else np.zeros((0, len(symbols)))
+
+
+def position_greek_arrays(p: Portfolio) -> dict[str, FloatArray]:
+    """Per-position Greeks of ``p`` through ``quant.greeks.position_greeks`` (the code behind ``position_greeks``)."""
+    from risk_pipeline.quant.greeks import position_greeks
+
+    g = position_greeks(
+        p.quantity,
+        p.multiplier,
+        p.is_option,
+        p.is_call,
+        p.is_american,
+        p.position_spot,
+        p.strike,
+        p.time_years,
+        p.implied_vol,
+        p.rate,
+        p.dividend_yield,
+    )
+    return {
+        "price": g.price,
+        "market_value": g.market_value,
+        "delta": g.delta,
+        "dollar_delta": g.dollar_delta,
+        "gamma": g.gamma,
+        "vega_per_vol_point": g.vega_per_vol_point,
+        "theta_per_day": g.theta_per_day,
+    }
+
+
+def build_candidates(
+    lines: Portfolio,
+    trade_price: ArrayLike,
+    mid_price: ArrayLike,
+    rows: GreekRows,
+    scenarios: Sequence[tuple[ScenarioSet, float]],
+    *,
+    symbol_columns: Sequence[str],
+    horizon_calendar_days: float,
+    financing_rate: float,
+    budget: float,
+    max_contracts: float = 1e6,
+    american: AmericanMethod = "exact",
+    labels: Sequence[str] | None = None,
+) -> HedgeCandidates:
+    """Candidates from one contract per line (``lines.quantity`` is the side, +1 buy / -1 sell).
+
+    ``scenarios`` are blocks (scenario set, horizon in calendar days), each with one column per
+    ``symbol_columns`` entry (the hedged book's symbols); a line's scenario P&L (blocks stacked in order)
+    is its full revaluation from today's model value. Cost per contract: half spread
+    ``|trade - mid| x multiplier``, plus for options the decay over the horizon when it is a cost
+    (``max(-theta_per_day x days, 0)``: decay earned by a sold option is not counted as income), plus for
+    delta-one lines the financing ``|notional| x financing_rate x days / 365``.
+    """
+    side = np.sign(np.asarray(lines.quantity))
+    if np.any(side == 0):
+        raise ValueError("every line needs a side (+1 or -1)")
+    mult = np.asarray(lines.multiplier)
+    tp, mp = np.asarray(trade_price, dtype=float), np.asarray(mid_price, dtype=float)
+    g = position_greek_arrays(lines)
+    line_symbols = [lines.symbols[i] for i in lines.symbol_index]
+    G = rows.matrix(line_symbols, g["delta"], g["gamma"], g["dollar_delta"], g["vega_per_vol_point"])
+    where = {s: i for i, s in enumerate(symbol_columns)}
+    col = np.array([where[s] for s in lines.symbols], dtype=np.intp)
+    H = np.vstack(
+        [per_position_pnl(lines, columns_of(sc, col), horizon, american) for sc, horizon in scenarios]
+        or [np.zeros((0, lines.n_positions))]
+    )
+    opt = np.asarray(lines.is_option)
+    decay = np.maximum(-g["theta_per_day"] * horizon_calendar_days, 0.0)
+    spot = lines.position_spot
+    notional = np.abs(spot * mult)
+    financing = np.where(opt, 0.0, notional * financing_rate * horizon_calendar_days / 365.0)
+    cost = np.abs(tp - mp) * mult + np.where(opt, decay, 0.0) + financing
+    premium = np.where(opt & (side > 0), tp * mult, 0.0)
+    per = premium + cost
+    cap = np.where(per > 0, np.floor(budget / np.maximum(per, 1e-12)), max_contracts)
+    return HedgeCandidates(
+        labels=tuple(labels) if labels is not None else tuple(lines.position_id or ()),
+        side=side.astype(np.intp),
+        greeks=G,
+        scenario_pnl=H,
+        cost=cost,
+        premium=premium,
+        notional=notional,
+        max_contracts=np.minimum(cap, max_contracts),
+    )

@@ -1,0 +1,141 @@
+"""Serving position sizes without Dagster: the recommendation for one name, and the pre-trade cap it implies.
+
+Reads ``position_sizing`` rows (method ``recommended``) at the book's latest published valuation. The pre-trade
+check (pretrade_service.py) attaches the recommendation to every answer on a stock and resizes an order whose
+post-trade position would exceed it (``quant.sizing.quantity_within_recommendation``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pandas as pd
+
+from risk_pipeline.errors import RiskDataError
+from risk_pipeline.quant.pretrade import PreTradeDecision
+from risk_pipeline.quant.sizing import quantity_within_recommendation
+from risk_pipeline.queries import latest_published_as_of
+from risk_pipeline.warehouse import Warehouse
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One name's recommended position (signed shares and fraction of NAV), the method and the binding limit."""
+
+    book: str
+    symbol: str
+    as_of: pd.Timestamp
+    quantity: float
+    notional: float
+    weight: float
+    method: str
+    binding_limit: str
+    strategy: str
+    signal_confidence: float
+    #: the book's stock shares in the symbol at the valuation, and those stock positions' ids
+    held_shares: float = 0.0
+    stock_position_ids: frozenset[str] = frozenset()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "book": self.book,
+            "symbol": self.symbol,
+            "as_of": self.as_of.isoformat(),
+            "recommended_quantity": self.quantity,
+            "recommended_notional": round(self.notional, 2),
+            "recommended_weight_pct_nav": self.weight,
+            "method": self.method,
+            "binding_limit": self.binding_limit,
+            "strategy": self.strategy,
+            "signal_confidence": self.signal_confidence,
+        }
+
+
+def recommended_sizes(
+    wh: Warehouse, book: str, as_of: pd.Timestamp, positions: pd.DataFrame | None = None
+) -> dict[str, Recommendation]:
+    """The book's recommendations at ``as_of`` by symbol (empty when the table or the rows are absent).
+
+    ``positions`` (the book's position_greeks rows) give each name's stock holding, so a check needs no lookup.
+    """
+    if not wh.table_exists("position_sizing"):
+        return {}
+    rows = wh.read("position_sizing", {"as_of": as_of, "book": book, "method": "recommended"})
+    stocks = positions[positions["instrument_type"] != "option"] if positions is not None else None
+    out = {}
+    for r in rows.itertuples():
+        method = json.loads(r.inputs).get("method", "") if isinstance(r.inputs, str) else ""
+        held = stocks[stocks["symbol"] == r.symbol] if stocks is not None else None
+        out[str(r.symbol)] = Recommendation(
+            book,
+            str(r.symbol),
+            as_of,
+            float(r.size_quantity),
+            float(r.size_notional),
+            float(r.weight),
+            method,
+            str(r.binding_limit),
+            str(r.strategy),
+            float(r.signal_confidence),
+            float(held["quantity"].sum()) if held is not None else 0.0,
+            frozenset(held["position_id"]) if held is not None else frozenset(),
+        )
+    return out
+
+
+def cap_to_recommendation(
+    decision: PreTradeDecision, rec: Recommendation | None, side: str, current_shares: float, is_stock: bool
+) -> PreTradeDecision:
+    """Attach the recommendation; resize (or reject) an approved stock order that would exceed it."""
+    if rec is None:
+        return decision
+    info = rec.as_dict()
+    if not is_stock or decision.decision == "reject" or decision.approved_quantity == 0:
+        return replace(decision, sizing=info)
+    sign = 1.0 if side == "buy" else -1.0
+    allowed = abs(quantity_within_recommendation(current_shares, sign * decision.approved_quantity, rec.quantity))
+    allowed_whole = math.floor(allowed + 1e-9)
+    if allowed_whole >= decision.approved_quantity:
+        return replace(decision, sizing=info)
+    reason = (
+        f"sizing: recommended position {rec.quantity:g} shares of {rec.symbol} ({rec.method}, binding "
+        f"{rec.binding_limit}); position {current_shares:g} allows {allowed_whole} of {decision.approved_quantity}"
+    )
+    kind = "resize" if allowed_whole > 0 else "reject"
+    return replace(
+        decision, decision=kind, approved_quantity=allowed_whole, reasons=(*decision.reasons, reason), sizing=info
+    )
+
+
+class SizingService:
+    """``risk-pipeline size``: the recommendation for one name at the book's latest published valuation."""
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self.warehouse = warehouse
+        self._cache: dict[str, dict[str, Recommendation]] = {}
+
+    def recommendations(self, book: str) -> dict[str, Recommendation]:
+        if book not in self._cache:
+            as_of = latest_published_as_of(self.warehouse, book)
+            if as_of is None:
+                raise RiskDataError(f"no published valuation of book {book!r}")
+            self._cache[book] = recommended_sizes(self.warehouse, book, as_of)
+        return self._cache[book]
+
+    def size(self, book: str, symbol: str, min_confidence: float = 0.0) -> dict[str, Any]:
+        """The recommendation as a dict; size 0 when the signal's confidence is below ``min_confidence``."""
+        rec = self.recommendations(book).get(symbol)
+        if rec is None:
+            raise RiskDataError(f"no recommended size for {symbol} in book {book} (no signal, or no price history)")
+        out = rec.as_dict()
+        if rec.signal_confidence < min_confidence:
+            out |= {
+                "recommended_quantity": 0.0,
+                "recommended_notional": 0.0,
+                "recommended_weight_pct_nav": 0.0,
+                "binding_limit": f"signal confidence {rec.signal_confidence:.3f} below {min_confidence:g}",
+            }
+        return out

@@ -1,0 +1,277 @@
+"""Hedge selection against independent oracles: BSM closed forms (scipy), brute-force enumeration, CPPI and
+beta-hedge formulas, and the Cboe variance-strip formula computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from risk_pipeline.quant.hedging import (
+    GreekRows,
+    HedgeTargets,
+    beta_hedge_quantity,
+    bracketing_expiries,
+    build_candidates,
+    combine,
+    cppi_target,
+    expiry_variance,
+    limit_trigger,
+    position_greek_arrays,
+    solve_hedge,
+    tail_es,
+    threshold_trigger,
+    vix_from_variances,
+)
+from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate
+
+S, R, Q = 100.0, 0.03, 0.0
+
+
+def bsm(s: float, k: float, t: float, vol: float, call: bool) -> tuple[float, float, float]:
+    """Price, delta and vega per 0.01 vol of one European option (textbook Black-Scholes-Merton)."""
+    d1 = (math.log(s / k) + (R - Q + vol * vol / 2) * t) / (vol * math.sqrt(t))
+    d2 = d1 - vol * math.sqrt(t)
+    if call:
+        price = s * math.exp(-Q * t) * norm.cdf(d1) - k * math.exp(-R * t) * norm.cdf(d2)
+        delta = math.exp(-Q * t) * norm.cdf(d1)
+    else:
+        price = k * math.exp(-R * t) * norm.cdf(-d2) - s * math.exp(-Q * t) * norm.cdf(-d1)
+        delta = -math.exp(-Q * t) * norm.cdf(-d1)
+    vega = s * math.exp(-Q * t) * norm.pdf(d1) * math.sqrt(t) / 100.0
+    return price, delta, vega
+
+
+def options(
+    quantity: list[float], strike: list[float], t: list[float], vol: list[float], call: list[bool]
+) -> Portfolio:
+    n = len(quantity)
+    return Portfolio(
+        symbols=("XYZ",),
+        spot=np.array([S]),
+        symbol_index=np.zeros(n, dtype=np.intp),
+        quantity=np.array(quantity, dtype=float),
+        multiplier=100.0,
+        is_option=True,
+        is_call=np.array(call),
+        strike=np.array(strike, dtype=float),
+        time_years=np.array(t, dtype=float),
+        implied_vol=np.array(vol, dtype=float),
+        rate=R,
+        dividend_yield=Q,
+    )
+
+
+def stock_lines(sides: list[int]) -> Portfolio:
+    return Portfolio(("XYZ",), np.array([S]), np.zeros(len(sides), dtype=np.intp), np.array(sides, dtype=float))
+
+
+def spot_scenarios(moves: np.ndarray, vol_scale: np.ndarray | None = None) -> ScenarioSet:
+    return ScenarioSet(moves.reshape(-1, 1), vol_scale=None if vol_scale is None else vol_scale.reshape(-1, 1))
+
+
+def targets(
+    rows: GreekRows, book: Portfolio, warn: list[float], sc: ScenarioSet, *, cap: float = 1e12, es: float = 1e12
+) -> HedgeTargets:
+    g = position_greek_arrays(book)
+    syms = [book.symbols[i] for i in book.symbol_index]
+    exposure = rows.matrix(syms, g["delta"], g["gamma"], g["dollar_delta"], g["vega_per_vol_point"]).sum(axis=1)
+    return HedgeTargets(
+        greek_names=rows.names,
+        exposure=exposure,
+        warn_level=np.array(warn, dtype=float),
+        book_pnl=evaluate(book, sc).pnl,
+        loss_cap=cap,
+        es_rows=np.arange(sc.n_scenarios),
+        es_confidence=0.975,
+        es_target=es,
+        budget=1e9,
+        min_notional=0.0,
+    )
+
+
+def test_delta_hedge_with_the_underlying_zeroes_delta_by_the_bsm_closed_form() -> None:
+    book = options([1000.0], [105.0], [0.5], [0.25], [True])
+    sc = spot_scenarios(np.array([-0.1, 0.0, 0.1]))
+    rows = GreekRows(("XYZ",), (), dollar_delta=False, vega=False)
+    lines = stock_lines([1, -1])
+    cands = build_candidates(
+        lines, [S + 0.01, S - 0.01], [S, S], rows, [(sc, 0.0)], symbol_columns=("XYZ",), horizon_calendar_days=7,
+        financing_rate=0.0, budget=1e9,
+    )  # fmt: skip
+    sol = solve_hedge(cands, targets(rows, book, [0.5], sc))
+    _, delta, _ = bsm(S, 105.0, 0.5, 0.25, True)
+    expected_shares = 1000 * 100 * delta
+    assert sol.status == "optimal"
+    assert sol.quantity[0] == 0 and sol.quantity[1] == round(expected_shares)
+    # fully revalued with the position_greeks code: the hedged delta is the rounding residual
+    hedged = combine(book, Portfolio(("XYZ",), np.array([S]), np.zeros(1, dtype=np.intp), -sol.quantity[1:2]))
+    residual = position_greek_arrays(hedged)["delta"].sum()
+    assert abs(residual) <= 0.5
+    assert residual == pytest.approx(expected_shares - round(expected_shares), abs=1e-6)
+
+
+def vega_case() -> tuple[Portfolio, Portfolio, list[float], list[float], GreekRows, ScenarioSet]:
+    """A book short 300 ATM straddles' worth of calls (vega far above its warning level) and three calls to buy."""
+    book = options([-300.0], [100.0], [0.25], [0.2], [True])
+    strikes, expiries, vols = [95.0, 100.0, 110.0], [0.5, 0.25, 0.75], [0.22, 0.2, 0.19]
+    lines = options([1.0, 1.0, 1.0], strikes, expiries, vols, [True, True, True])
+    mids = [bsm(S, k, t, v, True)[0] for k, t, v in zip(strikes, expiries, vols, strict=True)]
+    asks = [m * 1.02 + 0.05 for m in mids]
+    rows = GreekRows((), (), dollar_delta=False, vega=True)
+    sc = spot_scenarios(np.array([-0.05, 0.05]), np.array([1.0, 1.0]))
+    return book, lines, asks, mids, rows, sc
+
+
+def test_vega_breach_is_hedged_under_the_warning_level_on_revaluation_and_is_cheapest_by_enumeration() -> None:
+    book, lines, asks, mids, rows, sc = vega_case()
+    book_vega = -300 * 100 * bsm(S, 100.0, 0.25, 0.2, True)[2]
+    warn = 1500.0
+    assert abs(book_vega) > warn
+    cands = build_candidates(
+        lines, asks, mids, rows, [(sc, 0.0)], symbol_columns=("XYZ",), horizon_calendar_days=7, financing_rate=0.0,
+        budget=1e9, max_contracts=400,
+    )  # fmt: skip
+    t = targets(rows, book, [warn], sc)
+    sol = solve_hedge(cands, t)
+    assert sol.status == "optimal"
+    assert np.all(sol.quantity == np.round(sol.quantity))
+    # after-vega by an independent BSM vega (scipy) of each bought call
+    after = book_vega + sum(
+        q * 100 * bsm(S, k, tt, v, True)[2]
+        for q, k, tt, v in zip(sol.quantity, [95.0, 100.0, 110.0], [0.5, 0.25, 0.75], [0.22, 0.2, 0.19], strict=True)
+    )
+    assert abs(after) <= warn + 1e-6
+    # ... and through the position_greeks code on the hedged book
+    hedged = combine(book, options(list(sol.quantity), [95.0, 100.0, 110.0], [0.5, 0.25, 0.75], [0.22, 0.2, 0.19],
+                                   [True] * 3))  # fmt: skip
+    assert abs(position_greek_arrays(hedged)["vega_per_vol_point"].sum()) <= warn + 1e-6
+    # brute force over every combination: none feasible is cheaper
+    unit_vega = np.array([100 * bsm(S, k, tt, v, True)[2] for k, tt, v in
+                          zip([95.0, 100.0, 110.0], [0.5, 0.25, 0.75], [0.22, 0.2, 0.19], strict=True)])  # fmt: skip
+    # (each quantity is bounded by (|book vega| + warn) / unit vega, else the hedged vega exceeds +warn)
+    top = [int((abs(book_vega) + warn) // u) + 1 for u in unit_vega]
+    x0, x1 = np.meshgrid(np.arange(top[0] + 1.0), np.arange(top[1] + 1.0), indexing="ij")
+    best = math.inf
+    for x2 in range(top[2] + 1):
+        vega = book_vega + unit_vega[0] * x0 + unit_vega[1] * x1 + unit_vega[2] * x2
+        cost = cands.cost[0] * x0 + cands.cost[1] * x1 + cands.cost[2] * x2
+        feasible = np.abs(vega) <= warn
+        if feasible.any():
+            best = min(best, float(cost[feasible].min()))
+    assert sol.cost == pytest.approx(best, rel=1e-9)
+
+
+def test_es_and_scenario_loss_constraints_hold_on_full_revaluation() -> None:
+    rng = np.random.default_rng(7)
+    moves = np.clip(rng.standard_t(4, 400) * 0.02, -0.5, 0.5)
+    vol_scale = np.exp(-3.0 * moves)  # vol up when spot falls
+    sc = spot_scenarios(moves, vol_scale)
+    book = Portfolio(("XYZ",), np.array([S]), np.zeros(1, dtype=np.intp), np.array([50_000.0]))
+    lines = combine(options([1.0, 1.0], [95.0, 90.0], [0.25, 0.25], [0.24, 0.27], [False, False]), stock_lines([-1]))
+    mids = [bsm(S, 95.0, 0.25, 0.24, False)[0], bsm(S, 90.0, 0.25, 0.27, False)[0], S]
+    trade = [mids[0] + 0.05, mids[1] + 0.05, S - 0.01]
+    rows = GreekRows((), (), dollar_delta=False, vega=False)
+    cands = build_candidates(
+        lines, trade, mids, rows, [(sc, 0.0)], symbol_columns=("XYZ",), horizon_calendar_days=7, financing_rate=0.02,
+        budget=1e9,
+    )  # fmt: skip
+    before = evaluate(book, sc).pnl
+    es_before = tail_es(before, 0.975)
+    cap, es_target = 0.5 * -before.min(), 0.5 * es_before
+    t = targets(rows, book, [], sc, cap=cap, es=es_target)
+    sol = solve_hedge(cands, t)
+    assert sol.status == "optimal" and sol.quantity.sum() > 0
+    hedge = Portfolio(
+        lines.symbols, lines.spot, lines.symbol_index, lines.quantity * sol.quantity, lines.multiplier,
+        lines.is_option, lines.is_call, lines.strike, lines.time_years, lines.implied_vol, lines.rate,
+        lines.dividend_yield,
+    )  # fmt: skip
+    after = evaluate(combine(book, hedge), sc).pnl
+    assert -after.min() <= cap * (1 + 1e-9)
+    assert tail_es(after, 0.975) <= es_target * (1 + 1e-9)
+    # the RU value the optimizer saw is the empirical ES of the revalued book
+    assert sol.model_es == pytest.approx(tail_es(after, 0.975), rel=1e-9)
+
+
+def test_illiquid_chain_gives_no_hedge_with_the_reason_and_a_tight_budget_a_flagged_partial() -> None:
+    book, lines, asks, mids, rows, sc = vega_case()
+    t = targets(rows, book, [1500.0], sc)
+    empty = build_candidates(
+        Portfolio(("XYZ",), np.array([S]), np.zeros(0, dtype=np.intp), np.zeros(0)), [], [], rows, [(sc, 0.0)],
+        symbol_columns=("XYZ",), horizon_calendar_days=7, financing_rate=0.0, budget=1e9,
+    )  # fmt: skip
+    none = solve_hedge(empty, t)
+    assert none.status == "no_candidates" and none.partial and none.binding == ("no_liquid_candidate",)
+    budget = 5_000.0
+    cands = build_candidates(
+        lines, asks, mids, rows, [(sc, 0.0)], symbol_columns=("XYZ",), horizon_calendar_days=7, financing_rate=0.0,
+        budget=budget,
+    )  # fmt: skip
+    tight = HedgeTargets(**{**t.__dict__, "budget": budget})
+    sol = solve_hedge(cands, tight)
+    assert sol.status == "partial" and sol.partial
+    assert sol.binding == ("vega_per_vol_point",)
+    assert sol.outlay <= budget + 1e-6 and sol.quantity.sum() > 0
+    assert "vega_per_vol_point" in sol.violations
+
+
+def test_cppi_and_beta_hedge_match_their_closed_forms() -> None:
+    c = cppi_target(nav=95e6, peak_nav=100e6, floor_fraction=0.85, multiplier=4.0, risky_exposure=80e6)
+    assert c.floor == 85e6 and c.cushion == 10e6 and c.target_exposure == 40e6 and c.scale == 0.5
+    assert cppi_target(80e6, 100e6, 0.85, 4.0, 50e6).target_exposure == 0.0  # below the floor: no risky exposure
+    # sell index units: (target - current) / (index spot x multiplier)
+    assert beta_hedge_quantity(30e6, 10e6, 5000.0 * 50) == -80
+    assert beta_hedge_quantity(-2e6, 0.0, -40.0) == -50_000  # a -1x ETF at 40: sell to remove short beta
+    assert beta_hedge_quantity(30e6, 0.0, -40.0) == 750_000
+
+
+def test_triggers_record_value_threshold_and_urgency() -> None:
+    assert threshold_trigger("tail_es", 0.04, 0.05, "ES") is None
+    t = threshold_trigger("tail_es", 0.08, 0.05, "ES")
+    assert t is not None and t.urgency == "IMMEDIATE" and t.value == 0.08
+    assert limit_trigger("max_abs_vega_per_vol_point", "WARN", 85.0, 100.0, 0.85).urgency == "MEDIUM"
+    assert limit_trigger("max_abs_vega_per_vol_point", "BREACH", 110.0, 100.0, 1.1).urgency == "HIGH"
+    assert limit_trigger("max_abs_vega_per_vol_point", "BREACH", 160.0, 100.0, 1.6).urgency == "IMMEDIATE"
+
+
+def test_volatility_index_of_a_small_chain_matches_the_hand_computed_strip() -> None:
+    k = np.array([90.0, 95.0, 100.0, 105.0, 110.0, 115.0])
+    call_bid = np.array([10.5, 6.2, 2.9, 1.0, 0.0, 0.0])
+    call_ask = np.array([11.5, 6.8, 3.1, 1.2, 0.1, 0.1])
+    put_bid = np.array([0.0, 0.9, 2.6, 5.8, 10.0, 15.0])
+    put_ask = np.array([0.1, 1.1, 2.8, 6.2, 11.0, 16.0])
+    minutes, rate = 30 * 1440.0, 0.02
+    ev = expiry_variance(k, call_bid, call_ask, put_bid, put_ask, minutes, rate)
+    # by hand: |C - P| is smallest at 100 (3.0 - 2.7): F = 100 + e^{RT} 0.3, K0 = 100
+    t = minutes / 525_600
+    g = math.exp(rate * t)
+    f = 100 + g * (3.0 - 2.7)
+    assert ev.forward == pytest.approx(f) and ev.k0 == 100.0
+    # puts below K0: 95 (mid 1.0); 90 has a zero bid (skipped). Calls above: 105 (1.1); 110 and 115 zero bids.
+    # strikes used 95, 100, 105: dK 5 each; Q(100) = (3.0 + 2.7) / 2
+    contrib = 5 / 95**2 * 1.0 + 5 / 100**2 * 2.85 + 5 / 105**2 * 1.1
+    expected = 2 / t * g * contrib - (f / 100 - 1) ** 2 / t
+    assert ev.n_strikes == 3
+    assert ev.variance == pytest.approx(expected, rel=1e-12)
+
+
+def test_volatility_index_of_a_dense_flat_vol_chain_is_that_vol() -> None:
+    """Under BSM with one vol, the 30-day variance strip prices that vol (Demeterfi et al. 1999)."""
+    vol, f0 = 0.2, 100.0
+    out = []
+    for days in (23.0, 37.0):
+        t = days / 365.0
+        k = np.arange(30.0, 300.0, 0.25)
+        d1 = (np.log(f0 / k) + vol**2 * t / 2) / (vol * math.sqrt(t))
+        d2 = d1 - vol * math.sqrt(t)
+        disc = math.exp(-R * t)
+        call = disc * (f0 * norm.cdf(d1) - k * norm.cdf(d2))
+        put = disc * (k * norm.cdf(-d2) - f0 * norm.cdf(-d1))
+        tick = 1e-4
+        out.append(expiry_variance(k, call, call + tick, put, put + tick, days * 1440.0, R))
+    assert bracketing_expiries([out[0].minutes, out[1].minutes]) == (0, 1)
+    assert vix_from_variances(out[0], out[1]) == pytest.approx(vol, rel=2e-3)
