@@ -635,7 +635,13 @@ VAR_RESULTS = Table(
         _c("as_of", "timestamp", False, "Valuation (option snapshot) the book was revalued at"),
         _c("as_of_date", "date", False, "Trading session date (XNYS calendar)"),
         _c("book", "text", False, "Book name"),
-        _c("method", "text", False, "historical, delta_normal, delta_gamma_cf, monte_carlo_fhs"),
+        _c(
+            "method",
+            "text",
+            False,
+            "historical, delta_normal, delta_gamma_cornish_fisher, monte_carlo_fhs, or stressed_historical "
+            "(historical on the worst 250-session window of the stored history: history_start/history_end)",
+        ),
         _c("horizon_days", "bigint", False, "Trading days"),
         _c("confidence", "double", False, "Confidence level, decimal (0.99 = 99 %)"),
         _c("var", "double", False, "Value at risk, USD (positive = loss)"),

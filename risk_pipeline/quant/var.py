@@ -79,7 +79,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -99,6 +99,10 @@ DELTA_NORMAL = "delta_normal"
 DELTA_GAMMA_CF = "delta_gamma_cornish_fisher"
 MONTE_CARLO_FHS = "monte_carlo_fhs"
 ALL_METHODS = (HISTORICAL, DELTA_NORMAL, DELTA_GAMMA_CF, MONTE_CARLO_FHS)
+#: Historical simulation on the worst window of the available history (``stressed_var``), reported beside
+#: the four methods; not part of ``ALL_METHODS`` (the backtests and limits use those).
+STRESSED_HISTORICAL = "stressed_historical"
+STRESS_WINDOW_DAYS = 250
 TRADING_DAYS = 252
 DAYS_PER_YEAR = 365.0
 
@@ -417,6 +421,51 @@ def historical_var(
             HISTORICAL, h, res.pnl, res.by_symbol, cfg, portfolio.symbols, hist.n_days, overlapping=True
         )
     return tuple(results), pnls
+
+
+def worst_window(pnl_1d: ArrayLike, window: int, confidence: float) -> int:
+    """Start of the ``window``-day span of a 1-day P&L series (in date order) with the largest empirical VaR at
+    ``confidence``; the latest such span on ties."""
+    p = np.asarray(pnl_1d, dtype=np.float64).reshape(-1)
+    if p.size < window:
+        raise ValueError(f"a stressed window of {window} days needs at least that many days, got {p.size}")
+    spans = np.sort(np.lib.stride_tricks.sliding_window_view(p, window), axis=1)
+    k = max(1, math.ceil(round(_tail_count(window, confidence), 9)))
+    var = -spans[:, k - 1]
+    return int(var.size - 1 - np.argmax(var[::-1]))
+
+
+def stressed_var(
+    portfolio: Portfolio,
+    history: MarketHistory,
+    config: VarConfig | None = None,
+    *,
+    window: int = STRESS_WINDOW_DAYS,
+    select_confidence: float = 0.99,
+    client: Any | None = None,
+) -> tuple[tuple[VarResult, ...], int]:
+    """Stressed VaR/ES (Basel 2.5 stressed VaR, FRTB's stressed ES calibration): historical simulation with full
+    revaluation on the ``window``-day span of ``history`` where today's book has its largest 1-day VaR at
+    ``select_confidence`` (every 1-day scenario of the whole history is revalued to find it); every horizon and
+    confidence of ``config`` on that span. Returns the results (method ``stressed_historical``) and the span's
+    start index in ``history``."""
+    cfg = config or VarConfig()
+    one_day = evaluate(
+        portfolio,
+        historical_scenarios(history, 1),
+        cfg.calendar_days_per_trading_day,
+        american=cfg.american,
+        client=client,
+        chunk_size=cfg.chunk_size,
+    ).pnl
+    start = worst_window(one_day, window, select_confidence)
+    v = history.iv_rel_changes
+    span = MarketHistory(history.log_returns[start : start + window], None if v is None else v[start : start + window])
+    results, _ = historical_var(portfolio, span, replace(cfg, lookback_days=window), client=client)
+    note = f"worst {window}-day window of {history.n_days} by 1-day {select_confidence:.0%} VaR"
+    return tuple(
+        replace(r, method=STRESSED_HISTORICAL, note="; ".join(x for x in (note, r.note) if x)) for r in results
+    ), start
 
 
 # ----------------------------------------------------------------------------------------------

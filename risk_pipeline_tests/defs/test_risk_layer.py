@@ -22,8 +22,18 @@ def test_every_book_method_horizon_confidence_and_components(run: Run) -> None:
     assert result.success
     var = wh.read("var_results")
     books = wh.read("position_greeks")["book"].nunique()
-    assert len(var) == books * 4 * 3 * 3
+    assert len(var) == books * 5 * 3 * 3  # four methods and stressed historical
     assert (var["expected_shortfall"] >= var["var"] - 1e-9).all()
+    # stressed VaR: a span of 250 return days (XNYS sessions) inside the stored history
+    import exchange_calendars as xcals
+
+    stressed = var[var["method"] == "stressed_historical"]
+    assert len(stressed) == books * 9
+    cal = xcals.get_calendar("XNYS")
+    prices = wh.read("market_prices", columns=["as_of_date"])["as_of_date"]
+    for r in stressed.drop_duplicates(["book"]).itertuples():
+        span = cal.sessions_in_range(pd.Timestamp(r.history_start), pd.Timestamp(r.history_end))
+        assert len(span) == 250 and pd.Timestamp(r.history_start) > pd.Timestamp(prices.min())
     parts = wh.read("var_contributions")
     sums = parts.groupby(["book", "method", "horizon_days", "confidence"])["component_var"].sum()
     stored = var.set_index(["book", "method", "horizon_days", "confidence"])["var"]
