@@ -259,6 +259,12 @@ def _tail_count(n: int, confidence: float) -> float:
     return n * (1.0 - confidence)
 
 
+def _var_rank(n: int, confidence: float) -> int:
+    """1-based rank ``k = ceil(n (1 - c))`` of the VaR order statistic (at least 1; rounding of ``n (1 - c)``
+    absorbed, e.g. 500 * (1 - 0.99) = 5.000000000000004)."""
+    return max(1, math.ceil(round(_tail_count(n, confidence), 9)))
+
+
 def empirical_var_es(pnl: ArrayLike, confidence: float) -> tuple[float, float]:
     """VaR (lower empirical quantile) and Acerbi-Tasche ES of a P&L sample (module docstring)."""
     p = np.sort(np.asarray(pnl, dtype=np.float64).reshape(-1))
@@ -308,7 +314,7 @@ def tail_episodes(pnl: ArrayLike, confidence: float, horizon_days: int) -> tuple
     ``(tail scenarios, episodes)``; for ``h = 1`` every tail day is its own episode.
     """
     p = np.asarray(pnl, dtype=np.float64).reshape(-1)
-    m = max(1, math.ceil(round(_tail_count(p.size, confidence), 9)))
+    m = _var_rank(p.size, confidence)
     starts = np.sort(np.argsort(p, kind="stable")[:m])
     if horizon_days <= 1:
         return m, m
@@ -324,7 +330,7 @@ def bootstrap_standard_error(
     resampled = np.sort(p[idx], axis=1)
     out = np.empty(len(confidences))
     for j, c in enumerate(confidences):
-        k = max(1, math.ceil(round(_tail_count(p.size, c), 9)))
+        k = _var_rank(p.size, c)
         out[j] = float(np.std(-resampled[:, k - 1], ddof=1))
     return out
 
@@ -430,7 +436,7 @@ def worst_window(pnl_1d: ArrayLike, window: int, confidence: float) -> int:
     if p.size < window:
         raise ValueError(f"a stressed window of {window} days needs at least that many days, got {p.size}")
     spans = np.sort(np.lib.stride_tricks.sliding_window_view(p, window), axis=1)
-    k = max(1, math.ceil(round(_tail_count(window, confidence), 9)))
+    k = _var_rank(window, confidence)
     var = -spans[:, k - 1]
     return int(var.size - 1 - np.argmax(var[::-1]))
 
