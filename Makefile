@@ -20,10 +20,12 @@ demo: $(STAMP)
 	$(BIN)/risk-pipeline demo
 
 ## make test: install if needed, run every test (PostgreSQL tests need 127.0.0.1:5432; required when CI=true)
+## in two worker processes (pytest-xdist), a test file per worker at a time; TEST_WORKERS=0 runs in one process
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 ## make dev: the Dagster UI on the embedded default (http://127.0.0.1:3000)
 dev: $(STAMP)

@@ -4,7 +4,9 @@ Builds the 5,000-position book of ``bench_pretrade.py`` (400 underlyings, 250 se
 fresh warehouse (a new PostgreSQL database, dropped afterwards, or a temporary DuckDB file), starts
 ``risk-pipeline serve`` as a subprocess on 127.0.0.1 with ``--workers`` processes, and runs
 ``--clients`` concurrent keep-alive clients (split over ``--load-processes`` processes) for
-``--duration`` seconds. Every request carries a unique client order id, except that every tenth
+``--duration`` seconds: closed loop (each client sends its next order when the answer arrives) or, with
+``--rate-per-client R``, an open loop of Poisson arrivals at R orders/s per client with latency counted
+from each order's scheduled send time. Every request carries a unique client order id, except that every tenth
 request repeats the previous one (a replay). Afterwards it counts the ``audit_trail`` rows: there must
 be exactly one per distinct client order id answered (none lost, none duplicated).
 
@@ -94,8 +96,18 @@ async def _post(
 
 
 async def _client(
-    base: str, token: str, index: int, proc: int, stop_at: float, rng: np.random.Generator, out: list[tuple[Any, ...]]
+    base: str,
+    token: str,
+    index: int,
+    proc: int,
+    stop_at: float,
+    rng: np.random.Generator,
+    out: list[tuple[Any, ...]],
+    rate: float = 0.0,
 ) -> None:
+    """One keep-alive client. ``rate`` 0: closed loop (the next order as soon as the answer is read); else an
+    open loop of Poisson arrivals at ``rate`` orders/s, latency counted from each order's scheduled time (so a
+    slow answer that delays the next order counts against the service: no coordinated omission)."""
     host, port = base.removeprefix("http://").split(":")
     head = (
         f"POST /v1/orders/check HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
@@ -103,7 +115,14 @@ async def _client(
     ).encode()
     reader, writer = await asyncio.open_connection(host, int(port))
     n, previous = 0, None
+    scheduled = time.perf_counter() + (rng.exponential(1.0 / rate) if rate > 0 else 0.0)
     while time.monotonic() < stop_at:
+        if rate > 0:
+            wait = scheduled - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if time.monotonic() >= stop_at:
+                break
         if previous is not None and n % 10 == 9:
             body = previous  # a replay of the previous order: same id, same answer, no new audit row
         else:
@@ -114,7 +133,8 @@ async def _client(
                 "position_id": f"p{int(rng.integers(0, N_POSITIONS))}",
                 "client_order_id": f"load-{proc}-{index}-{n}",
             }
-        began = time.perf_counter()
+        began = scheduled if rate > 0 else time.perf_counter()
+        scheduled += rng.exponential(1.0 / rate) if rate > 0 else 0.0
         try:
             status, headers, content = await asyncio.wait_for(_post(reader, writer, head, body), 60)
             took = (time.perf_counter() - began) * 1000.0
@@ -141,15 +161,17 @@ async def _client(
     writer.close()
 
 
-def _load_process(base: str, token: str, clients: int, proc: int, start_at: float, duration: float, queue: Any) -> None:
-    """One load process: ``clients`` concurrent clients on one event loop."""
+def _load_process(
+    base: str, token: str, clients: int, proc: int, start_at: float, duration: float, queue: Any, rate: float = 0.0
+) -> None:
+    """One load process: ``clients`` concurrent clients on one event loop (``rate``: see ``_client``)."""
 
     async def main() -> list[tuple[Any, ...]]:
         await asyncio.sleep(max(0.0, start_at - time.time()))
         stop_at = time.monotonic() + duration
         out: list[tuple[Any, ...]] = []
         rngs = [np.random.default_rng(1000 * proc + i) for i in range(clients)]
-        await asyncio.gather(*(_client(base, token, i, proc, stop_at, rngs[i], out) for i in range(clients)))
+        await asyncio.gather(*(_client(base, token, i, proc, stop_at, rngs[i], out, rate) for i in range(clients)))
         return out
 
     queue.put(asyncio.run(main()))
@@ -226,6 +248,12 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load (at most 600)")
     parser.add_argument("--load-processes", type=int, default=2, help="processes the clients are split over")
+    parser.add_argument(
+        "--rate-per-client",
+        type=float,
+        default=0.0,
+        help="orders/s each client sends (Poisson arrivals, latency from the scheduled time); 0: closed loop",
+    )
     parser.add_argument("--rewrite", action="store_true", help="rewrite the book's tables during the load")
     parser.add_argument("--rewrite-every", type=float, default=10.0)
     args = parser.parse_args()
@@ -313,7 +341,9 @@ def main() -> int:
         per = [clients // n_proc + (1 if i < clients % n_proc else 0) for i in range(n_proc)]
         start_at = time.time() + 3.0
         procs = [
-            ctx.Process(target=_load_process, args=(base, TOKEN, per[i], i, start_at, duration, queue))
+            ctx.Process(
+                target=_load_process, args=(base, TOKEN, per[i], i, start_at, duration, queue, args.rate_per_client)
+            )
             for i in range(n_proc)
         ]
         for p in procs:
@@ -326,7 +356,10 @@ def main() -> int:
         stop.set()
         if thread is not None:
             thread.join()
-        label = f"{args.engine}, {args.workers} worker(s), {clients} clients, {duration:.0f} s" + (
+        pacing = (
+            f"open loop, {args.rate_per_client:g} orders/s per client" if args.rate_per_client > 0 else "closed loop"
+        )
+        label = f"{args.engine}, {args.workers} worker(s), {clients} clients ({pacing}), {duration:.0f} s" + (
             f", tables rewritten every {args.rewrite_every:g} s ({len(rewrites)} rewrites)" if args.rewrite else ""
         )
         summary = summarize(label, rows, duration)

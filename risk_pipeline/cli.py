@@ -19,6 +19,14 @@ from risk_pipeline.warehouse import Warehouse
 #: The embedded instance's dagster.yaml (SQLite storage in DAGSTER_HOME); see the README's Operations.
 EMBEDDED_INSTANCE_YAML = """\
 # risk_pipeline embedded instance (written by `risk-pipeline init-home`): SQLite storage in this folder.
+storage:
+  # Dagster's SQLite storage whose event log keeps its connections open (risk_pipeline/dagster_storage.py)
+  custom:
+    module: risk_pipeline.dagster_storage
+    class: TunedSqliteStorage
+    config:
+      base_dir:
+        env: DAGSTER_HOME
 telemetry:
   enabled: false
 run_queue:

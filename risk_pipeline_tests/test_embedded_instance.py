@@ -115,8 +115,12 @@ def test_the_project_dagster_yaml_is_the_embedded_default(monkeypatch: pytest.Mo
     project = yaml.safe_load((root / "dagster.yaml").read_text())
     written = yaml.safe_load(cli.EMBEDDED_INSTANCE_YAML)
     storage_keys = {"storage", "local_artifact_storage", "compute_logs"}
-    assert {k: v for k, v in project.items() if k not in storage_keys} == written
-    assert project["storage"]["sqlite"]["base_dir"] == ".dagster_home"
+    assert {k: v for k, v in project.items() if k not in storage_keys} == {
+        k: v for k, v in written.items() if k not in storage_keys
+    }
+    assert project["storage"]["custom"]["class"] == written["storage"]["custom"]["class"] == "TunedSqliteStorage"
+    assert project["storage"]["custom"]["config"]["base_dir"] == ".dagster_home"
+    assert written["storage"]["custom"]["config"]["base_dir"] == {"env": "DAGSTER_HOME"}
     assert project["local_artifact_storage"]["config"]["base_dir"] == ".dagster_home"
     assert project["compute_logs"]["config"]["base_dir"].startswith(".dagster_home/")
     assert ".dagster_home/" in (root / ".gitignore").read_text().split()

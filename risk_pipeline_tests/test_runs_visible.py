@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from dagster._core.storage.dagster_run import RunsFilter
 
 from risk_pipeline_tests.folder_fixture import write_good_folder
@@ -17,7 +18,7 @@ from risk_pipeline_tests.folder_fixture import write_good_folder
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_cli_runs_carry_the_code_location_the_ui_filters_on(tmp_path: Path) -> None:
+def test_cli_runs_carry_the_code_location_the_ui_filters_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "home"
     env = {
         **os.environ,
@@ -33,6 +34,7 @@ def test_cli_runs_carry_the_code_location_the_ui_filters_on(tmp_path: Path) -> N
     )
     subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, check=True, capture_output=True, timeout=600)
     location = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["dg"]["project"]["code_location_name"]
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # the instance's storage is found through DAGSTER_HOME
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         (run,) = instance.get_runs()

@@ -18,6 +18,7 @@ import pandas as pd
 
 from risk_pipeline.calendar import trading_day_partitions
 from risk_pipeline.contracts import table
+from risk_pipeline.dagster_storage import resolve_planned_check_partitions
 from risk_pipeline.errors import RiskDataError
 from risk_pipeline.quality import (
     SUITE_VERSION,
@@ -154,15 +155,19 @@ def check_events(
     session range (backfills, single-run policy) would otherwise report one result without a partition
     beside a planned evaluation per session that never resolves; here the check's output is emitted once
     and the same verdict is recorded for every session of the range. Ranges longer than
-    ``MAX_SESSIONS_PER_CHECK_FANOUT`` (a price-history load of hundreds of sessions) keep Dagster's single
-    unpartitioned result: one stored evaluation per session and check would slow such a run by minutes.
+    ``MAX_SESSIONS_PER_CHECK_FANOUT`` (a price-history load of hundreds of sessions) report one result per
+    check, and its verdict is then copied onto the planned row of every session in one statement per check
+    (``resolve_planned_check_partitions``): one stored evaluation per session and check would slow such a
+    run by minutes.
     """
-    if (
-        not context.has_partition_key_range
-        or context.has_partition_key
-        or len(context.partition_keys) > MAX_SESSIONS_PER_CHECK_FANOUT
-    ):
+    if not context.has_partition_key_range or context.has_partition_key:
         yield from results
+        return
+    if len(context.partition_keys) > MAX_SESSIONS_PER_CHECK_FANOUT:
+        yield from results  # each is stored before the generator resumes
+        default_asset = next(iter(context.assets_def.keys))
+        keys = [dg.AssetCheckKey(r.asset_key or default_asset, r.check_name or "") for r in results]
+        resolve_planned_check_partitions(context.instance, context.run.run_id, keys)
         return
     keys = context.partition_keys
     outputs = {spec.key: name for name, spec in context.assets_def.check_specs_by_output_name.items()}

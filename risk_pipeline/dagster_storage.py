@@ -1,0 +1,192 @@
+"""Dagster instance storage for the embedded default: SQLite with connections kept open per database.
+
+Dagster's ``SqliteEventLogStorage`` opens a new engine and connection for every statement and closes it
+afterwards. In WAL mode the close of the last connection to a database checkpoints the WAL into the
+database and deletes it, with an fsync each time; with the default ``synchronous=FULL`` every commit
+fsyncs as well. A run over a range of sessions stores one materialization event per session and
+asset, so a price-history load writes thousands of events and spent most of its time in those fsyncs
+(measured on this machine: about 40 ms per open-write-close of a WAL database against 1.2 ms with a
+connection held open and ``synchronous=NORMAL``; see ``bench/bench_instance_storage.py``).
+
+``TunedSqliteStorage`` is Dagster's SQLite storage with one change in the event log: each database
+(the index and the most recently used run shards) keeps a small pool of open connections, and every
+connection runs with ``synchronous=NORMAL``. In WAL mode that setting cannot corrupt the database; a
+power cut (not a process crash) can lose the last events written before it. Production uses
+PostgreSQL (``deploy/dagster.yaml``) and is not affected.
+
+This builds on Dagster's private storage classes (``dagster._core.storage``): the dependency is pinned
+below the next minor release and ``risk_pipeline_tests/test_instance_storage.py`` exercises it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+import yaml
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._core.storage.sqlite_storage import (
+    DagsterSqliteStorage,
+    _event_logs_directory,
+    _runs_directory,
+    _schedule_directory,
+)
+from dagster._serdes import ConfigurableClassData
+from sqlalchemy.engine import Connection, Engine
+
+if TYPE_CHECKING:
+    from dagster import AssetCheckKey, DagsterInstance
+
+
+def _set_synchronous_normal(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+
+class TunedSqliteEventLogStorage(SqliteEventLogStorage):
+    """``SqliteEventLogStorage`` whose databases keep open connections (``synchronous=NORMAL``)."""
+
+    #: run shards whose engines stay open; older ones are disposed (their WAL is checkpointed then)
+    max_open_shards = 8
+
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
+        self._engines: OrderedDict[str, Engine] = OrderedDict()
+        super().__init__(base_dir, inst_data)
+
+    @classmethod
+    def from_config_value(  # type: ignore[override]
+        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+    ) -> TunedSqliteEventLogStorage:
+        return cls(inst_data=inst_data, **config_value)
+
+    def _engine(self, shard: str) -> Engine:
+        engine = self._engines.get(shard)
+        if engine is not None:
+            self._engines.move_to_end(shard)
+            return engine
+        engine = sa.create_engine(
+            self.conn_string_for_shard(shard),
+            pool_size=1,
+            max_overflow=4,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+        )
+        sa.event.listen(engine, "connect", _set_synchronous_normal)
+        self._engines[shard] = engine
+        while len(self._engines) > self.max_open_shards:
+            _, oldest = self._engines.popitem(last=False)
+            oldest.dispose()
+        return engine
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[Connection]:
+        # the same critical section as Dagster's implementation, on a cached engine
+        with self._db_lock:
+            engine = self._engine(shard)
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            with engine.connect() as conn:
+                with conn.begin():
+                    yield conn
+
+    def dispose(self) -> None:
+        with self._db_lock:
+            for engine in self._engines.values():
+                engine.dispose()
+            self._engines.clear()
+        super().dispose()
+
+
+class TunedSqliteStorage(DagsterSqliteStorage):
+    """Dagster's SQLite instance storage with ``TunedSqliteEventLogStorage`` as its event log.
+
+    Configured in ``dagster.yaml`` as ``storage: custom: {module: risk_pipeline.dagster_storage,
+    class: TunedSqliteStorage, config: {base_dir: ...}}``.
+    """
+
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
+        self.base_dir = base_dir
+        self._run_storage = SqliteRunStorage.from_local(_runs_directory(base_dir))
+        self._event_log_storage = TunedSqliteEventLogStorage(_event_logs_directory(base_dir))
+        self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))
+        self._inst_data = inst_data
+        super(DagsterSqliteStorage, self).__init__()
+
+    @classmethod
+    def from_config_value(  # type: ignore[override]
+        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+    ) -> TunedSqliteStorage:
+        return cls.from_local(inst_data=inst_data, **config_value)
+
+    @property
+    def event_storage_data(self) -> ConfigurableClassData | None:
+        return ConfigurableClassData(
+            __name__,
+            TunedSqliteEventLogStorage.__name__,
+            yaml.dump({"base_dir": _event_logs_directory(self.base_dir)}, default_flow_style=False),
+        )
+
+
+def resolve_planned_check_partitions(
+    instance: DagsterInstance, run_id: str, check_keys: Sequence[AssetCheckKey]
+) -> int:
+    """Give each check's planned per-partition rows of ``run_id`` the run's one unpartitioned verdict.
+
+    A run over a session range plans one evaluation per session of a partitioned check. Recording a result
+    per session costs one stored event each (34 checks x 760 sessions in a history load); instead the run
+    reports one unpartitioned result per check and this copies its status and event onto the planned rows
+    in one UPDATE per check, then drops the unpartitioned row, so the UI shows the verdict on every session
+    and no planned row is left behind. Works on any SQL event log (SQLite and PostgreSQL); returns the
+    number of rows resolved.
+    """
+    storage = instance.event_log_storage
+    if not isinstance(storage, SqlEventLogStorage):
+        return 0
+    table = AssetCheckExecutionsTable
+    planned = AssetCheckExecutionRecordStatus.PLANNED.value
+    resolved = 0
+    with storage.index_connection() as conn:
+        for key in check_keys:
+            this_run = sa.and_(
+                table.c.asset_key == key.asset_key.to_string(),
+                table.c.check_name == key.name,
+                table.c.run_id == run_id,
+            )
+            verdict = conn.execute(
+                sa.select(
+                    table.c.id,
+                    table.c.execution_status,
+                    table.c.evaluation_event,
+                    table.c.evaluation_event_timestamp,
+                    table.c.evaluation_event_storage_id,
+                    table.c.materialization_event_storage_id,
+                )
+                .where(this_run, table.c.partition.is_(None), table.c.execution_status != planned)
+                .order_by(table.c.id.desc())
+            ).first()
+            if verdict is None:
+                continue
+            updated = conn.execute(
+                sa.update(table)
+                .where(this_run, table.c.partition.isnot(None), table.c.execution_status == planned)
+                .values(
+                    execution_status=verdict.execution_status,
+                    evaluation_event=verdict.evaluation_event,
+                    evaluation_event_timestamp=verdict.evaluation_event_timestamp,
+                    evaluation_event_storage_id=verdict.evaluation_event_storage_id,
+                    materialization_event_storage_id=verdict.materialization_event_storage_id,
+                )
+            ).rowcount
+            if updated:
+                conn.execute(sa.delete(table).where(table.c.id == verdict.id))
+            resolved += updated
+    return resolved

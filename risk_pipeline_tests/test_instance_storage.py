@@ -1,0 +1,141 @@
+"""The embedded instance's tuned SQLite storage, and check verdicts of long session ranges on every session."""
+
+import sqlite3
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+from risk_pipeline import cli
+from risk_pipeline.dagster_storage import TunedSqliteEventLogStorage, TunedSqliteStorage
+from risk_pipeline.defs.common import MAX_SESSIONS_PER_CHECK_FANOUT, PARTITIONS, check_events, session_check_spec
+
+SESSIONS = PARTITIONS.get_partition_keys()[:45]
+assert len(SESSIONS) > MAX_SESSIONS_PER_CHECK_FANOUT
+
+
+@dg.asset(
+    partitions_def=PARTITIONS,
+    check_specs=[
+        session_check_spec("prices_positive", asset="toy_prices", blocking=True),
+        session_check_spec("few_gaps", asset="toy_prices"),
+    ],
+)
+def toy_prices(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    yield dg.MaterializeResult(metadata={"sessions": len(context.partition_keys)})
+    yield from check_events(
+        context,
+        [
+            dg.AssetCheckResult(check_name="prices_positive", passed=True, metadata={"failing_rows": 0}),
+            dg.AssetCheckResult(
+                check_name="few_gaps", passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"gaps": 3}
+            ),
+        ],
+    )
+
+
+def _run_range(instance: dg.DagsterInstance, keys: list[str]) -> dg.ExecuteInProcessResult:
+    tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+    return dg.materialize([toy_prices], instance=instance, tags=tags)
+
+
+def _check_rows(instance: dg.DagsterInstance, run_id: str, check: str) -> list[tuple[str | None, str]]:
+    from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable as T
+
+    with instance.event_log_storage.index_connection() as conn:  # type: ignore[attr-defined]
+        rows = conn.execute(
+            sa.select(T.c.partition, T.c.execution_status).where(T.c.run_id == run_id, T.c.check_name == check)
+        ).all()
+    return [(r.partition, r.execution_status) for r in rows]
+
+
+@pytest.fixture
+def embedded_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
+    """An instance from the dagster.yaml that ``risk-pipeline init-home`` writes."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    (tmp_path / "dagster.yaml").write_text(cli.EMBEDDED_INSTANCE_YAML)
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    yield instance
+    instance.dispose()
+
+
+def _assert_every_session_has_the_verdict(instance: dg.DagsterInstance, run_id: str) -> None:
+    for check, status in (("prices_positive", "SUCCEEDED"), ("few_gaps", "FAILED")):
+        rows = _check_rows(instance, run_id, check)
+        assert sorted(p for p, _ in rows) == SESSIONS, "one row per session, no unpartitioned row"
+        assert Counter(s for _, s in rows) == {status: len(SESSIONS)}, "no planned (phantom) row is left"
+        # what the UI's partition view of the check reads
+        infos = instance.event_log_storage.get_asset_check_partition_info(
+            [dg.AssetCheckKey(dg.AssetKey("toy_prices"), check)]
+        )
+        assert sorted(i.partition_key for i in infos) == SESSIONS
+        assert {(i.latest_execution_status.value, i.latest_planned_run_id) for i in infos} == {(status, run_id)}
+
+
+def test_embedded_instance_stores_a_long_range_run_with_every_verdict(embedded_home: dg.DagsterInstance) -> None:
+    instance = embedded_home
+    storage = instance.get_ref().storage_data
+    assert storage is not None and storage.class_name == "TunedSqliteStorage"
+    assert isinstance(instance.event_log_storage, TunedSqliteEventLogStorage)
+    result = _run_range(instance, SESSIONS)
+    assert result.success
+    run_id = result.run_id
+    materialized = instance.fetch_materializations(dg.AssetKey("toy_prices"), limit=1000).records
+    assert sorted(r.partition_key for r in materialized) == SESSIONS
+    _assert_every_session_has_the_verdict(instance, run_id)
+
+    # the event log connections commit with synchronous=NORMAL (1) and stay open between statements
+    with instance.event_log_storage.index_connection() as conn:  # type: ignore[attr-defined]
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+    # Dagster's own SQLite storage reads the same files (nothing is stored differently)
+    base = Path(instance.event_log_storage._base_dir)  # type: ignore[attr-defined]
+    stock = SqliteEventLogStorage(str(base))
+    records = stock.get_event_records(dg.EventRecordsFilter(dg.DagsterEventType.ASSET_MATERIALIZATION))
+    assert len(records) == len(SESSIONS)
+    with sqlite3.connect(base / "index.db") as raw:
+        assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_the_serialized_instance_rebuilds_the_tuned_storage(embedded_home: dg.DagsterInstance) -> None:
+    """A run worker or code server rebuilds the instance from its ref: it must get the tuned classes too."""
+    ref = embedded_home.get_ref()
+    rebuilt = dg.DagsterInstance.from_ref(ref)
+    try:
+        assert isinstance(rebuilt.event_log_storage, TunedSqliteEventLogStorage)
+        storage = ref.storage_data.rehydrate(TunedSqliteStorage)  # type: ignore[union-attr]
+        assert isinstance(storage, TunedSqliteStorage)
+        event_data = storage.event_storage_data
+        assert event_data is not None
+        assert isinstance(event_data.rehydrate(TunedSqliteEventLogStorage), TunedSqliteEventLogStorage)
+        storage.dispose()
+    finally:
+        rebuilt.dispose()
+
+
+def test_a_short_range_records_each_session_itself(embedded_home: dg.DagsterInstance) -> None:
+    keys = SESSIONS[:5]
+    result = _run_range(embedded_home, keys)
+    assert result.success
+    rows = _check_rows(embedded_home, result.run_id, "prices_positive")
+    assert sorted(p for p, _ in rows) == keys
+    assert {s for _, s in rows} == {"SUCCEEDED"}
+
+
+@pytest.mark.postgres
+def test_long_range_verdicts_on_postgresql_instance_storage(pg_server_url: str, tmp_path: Path) -> None:
+    # psycopg2, as deploy/dagster.yaml sets it: a bare postgresql:// means psycopg 3 to SQLAlchemy 2.1
+    url = pg_server_url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    (tmp_path / "dagster.yaml").write_text(f"storage:\n  postgres:\n    postgres_url: {url}\n")
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    try:
+        result = _run_range(instance, SESSIONS)
+        assert result.success
+        _assert_every_session_has_the_verdict(instance, result.run_id)
+    finally:
+        instance.dispose()
