@@ -134,6 +134,48 @@ OPTION_QUOTES = Table(
     ),
 )
 
+INSTRUMENT_QUOTES = Table(
+    name="instrument_quotes",
+    description=(
+        "Delta-one hedge instruments on the index per snapshot: quarterly index futures (fair value by cost "
+        "of carry) and the daily-reset -1x inverse ETF, quoted bid/ask (sources/instruments.py)."
+    ),
+    key=("as_of", "symbol"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False, "Snapshot time (UTC), the option snapshot's"),
+        _c("as_of_date", "date", False, "Trading session date of the snapshot"),
+        _c("symbol", "text", False, "Instrument ticker (SYNXZ6: index future, December 2026; SYNXS: inverse ETF)"),
+        _c("instrument_type", "text", False, "future or etf"),
+        _c("underlying", "text", False, "Index the instrument tracks"),
+        _c("expiry", "date", True, "Futures expiry session (final settlement at its close); NULL for an ETF"),
+        _c("multiplier", "double", False, "USD per index point per futures contract; 1 per ETF share"),
+        _c("leverage", "double", False, "Daily return per unit of the index's daily return (1 future, -1 inverse ETF)"),
+        _c("bid", "double", False, "Best bid, index points (futures) or USD per share (ETF)"),
+        _c("ask", "double", False, "Best ask, index points (futures) or USD per share (ETF)"),
+        _c("price", "double", False, "Quote midpoint (bid + ask) / 2, index points or USD per share"),
+        _c(
+            "fair_value",
+            "double",
+            False,
+            "Futures: S exp((r - q) T), index points; ETF: previous close x (1 + leverage x index return "
+            "since the previous close), USD per share",
+        ),
+        _c("underlying_price", "double", False, "Index level at the snapshot, index points"),
+        _c("time_to_expiry_years", "double", True, "Years to the expiry session's close, ACT/365; NULL for an ETF"),
+        _c("rate", "double", True, "Zero rate at the expiry, continuously compounded decimal; NULL for an ETF"),
+        _c("dividend_yield", "double", True, "Index dividend yield, continuous decimal; NULL for an ETF"),
+        _c("previous_close", "double", True, "ETF close of the previous session, USD per share; NULL for futures"),
+        _c(
+            "underlying_previous_close",
+            "double",
+            True,
+            "Index close of the previous session the ETF resets on, index points; NULL for futures",
+        ),
+        _c("source", "text", False, "Source name and file or dataset the row came from"),
+    ),
+)
+
 RATES_CURVE = Table(
     name="rates_curve",
     description="Risk-free zero curve, continuously compounded, per tenor in calendar days.",
@@ -357,6 +399,132 @@ VOL_FORECASTS = Table(
 )
 
 
+SABR_SLICES = Table(
+    name="sabr_slices",
+    description=(
+        "SABR slice per underlying and expiry beside the SVI slice of vol_surface, fitted to the same "
+        "out-of-the-money mid vols (Hagan et al. 2002 with Obloj's 2008 leading term, beta fixed per underlying)."
+    ),
+    key=("as_of", "underlying", "expiry"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False, "Option snapshot time (UTC)"),
+        _c("underlying", "text", False, "Underlying ticker symbol"),
+        _c("expiry", "date", False, "Expiry date of the slice"),
+        _c("time_to_expiry_years", "double", False, "Years to expiry, ACT/365"),
+        _c("forward", "double", False, "Forward of the slice, USD per share"),
+        _c("model", "text", False, "Surface model and implied-vol formula (sabr:obloj)"),
+        _c("sabr_alpha", "double", False, "SABR initial vol alpha > 0, forward^(1-beta) x annualized vol units"),
+        _c("sabr_beta", "double", False, "SABR CEV exponent beta in [0, 1], fixed per underlying (1 = lognormal)"),
+        _c("sabr_rho", "double", False, "SABR forward-vol correlation in (-1, 1), dimensionless (< 0 = put skew)"),
+        _c("sabr_nu", "double", False, "SABR vol of vol nu >= 0, annualized decimal"),
+        _c("rmse_vol_points", "double", False, "RMSE of fitted against quoted vols, vol points (1.0 = 0.01 of vol)"),
+        _c("n_quotes", "bigint", False, "Quotes fitted (count)"),
+        _c("converged", "boolean", False, "The least-squares solver reported convergence"),
+        _c(
+            "butterfly_arbitrage_free",
+            "boolean",
+            False,
+            "Risk-neutral density (second strike difference of Black call prices) >= 0 on a +-4 sd strike grid",
+        ),
+        _c("min_density", "double", False, "Minimum of that density on the grid, per USD of strike (< 0 = arbitrage)"),
+    ),
+)
+
+HESTON_PARAMETERS = Table(
+    name="heston_parameters",
+    description=(
+        "Heston parameters per underlying calibrated to the whole surface of out-of-the-money mid vols of one "
+        "snapshot (COS pricing, Levenberg-Marquardt), with fit quality and the Feller flag."
+    ),
+    key=("as_of", "underlying"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False, "Option snapshot time (UTC) of the implied vols fitted"),
+        _c("underlying", "text", False, "Underlying ticker symbol"),
+        _c("v0", "double", False, "Initial instantaneous variance, annualized decimal variance (0.04 = 20 % vol)"),
+        _c("kappa", "double", False, "Mean-reversion speed of the variance, per year"),
+        _c("theta", "double", False, "Long-run variance, annualized decimal variance"),
+        _c("xi", "double", False, "Vol of variance, per sqrt(year)"),
+        _c("rho", "double", False, "Spot-variance correlation in (-1, 1), dimensionless (< 0 = put skew)"),
+        _c("feller_ok", "boolean", False, "Feller condition 2 kappa theta >= xi^2 holds (variance never reaches 0)"),
+        _c("feller_ratio", "double", False, "2 kappa theta / xi^2, dimensionless (>= 1 when feller_ok)"),
+        _c(
+            "rmse_vol_points",
+            "double",
+            False,
+            "RMSE over all quotes of model (Black-inverted Heston price) against quoted vols, vol points",
+        ),
+        _c("max_abs_error_vol_points", "double", False, "Largest absolute vol error over the quotes, vol points"),
+        _c("n_quotes", "bigint", False, "Quotes fitted (count)"),
+        _c("n_expiries", "bigint", False, "Expiries fitted (count)"),
+        _c("converged", "boolean", False, "The Levenberg-Marquardt solver reported convergence"),
+        _c("spot", "double", False, "Underlying price of the snapshot, USD per share"),
+        _c("min_time_to_expiry_years", "double", False, "Shortest expiry fitted, years ACT/365"),
+        _c("max_time_to_expiry_years", "double", False, "Longest expiry fitted, years ACT/365"),
+    ),
+)
+
+VOL_FIT_COMPARISON = Table(
+    name="vol_fit_comparison",
+    description=(
+        "Fit RMSE per slice of the three surface models on the same quotes: SVI (vol_surface), SABR "
+        "(sabr_slices) and Heston (heston_parameters, one fit per underlying evaluated on the slice)."
+    ),
+    key=("as_of", "underlying", "expiry"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False, "Option snapshot time (UTC)"),
+        _c("underlying", "text", False, "Underlying ticker symbol"),
+        _c("expiry", "date", False, "Expiry date of the slice"),
+        _c("time_to_expiry_years", "double", False, "Years to expiry, ACT/365"),
+        _c("n_quotes", "bigint", False, "Quotes of the slice (count)"),
+        _c("svi_rmse_vol_points", "double", True, "SVI fit RMSE of the slice, vol points (NULL: no SVI slice)"),
+        _c("sabr_rmse_vol_points", "double", True, "SABR fit RMSE of the slice, vol points (NULL: under 3 quotes)"),
+        _c("heston_rmse_vol_points", "double", False, "Heston surface fit's RMSE on the slice's quotes, vol points"),
+        _c("best_model", "text", False, "Model with the smallest RMSE on the slice (svi, sabr or heston)"),
+    ),
+)
+
+STRESS_MODEL_CONSISTENT = Table(
+    name="stress_model_consistent",
+    description=(
+        "Each library scenario's market P&L with model-consistent vol shocks: every option's vol moves by its "
+        "underlying's calibrated Heston model (v0 shifted by rho xi ln(1 + spot move), surface re-implied at the "
+        "moved spot), beside the rule-based market P&L of stress_results for the same scenario."
+    ),
+    key=("as_of", "book", "scenario_id"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False, "Valuation time: the option snapshot used (UTC)"),
+        _c("book", "text", False, "Book name"),
+        _c("scenario_id", "text", False, "Scenario id in the library"),
+        _c("spot_shock", "double", False, "Index move, relative decimal (-0.20 = -20 %)"),
+        _c("rate_shift", "double", False, "Parallel rate shift, decimal (0.01 = +100 bp)"),
+        _c(
+            "market_pnl",
+            "double",
+            False,
+            "Full-revaluation P&L with the Heston vol shifts, USD (positive = gain; no liquidation cost)",
+        ),
+        _c("pnl_pct_nav", "double", False, "market_pnl / nav, decimal fraction (positive = gain)"),
+        _c(
+            "rule_based_market_pnl",
+            "double",
+            True,
+            "market_pnl of stress_results for the same scenario (rule-based vol shocks), USD (positive = gain)",
+        ),
+        _c(
+            "mean_abs_vol_shift_vol_points",
+            "double",
+            False,
+            "Mean absolute Heston vol shift over the modelled option positions, vol points (1.0 = 0.01 of vol)",
+        ),
+        _c("options_without_model", "bigint", False, "Option positions whose underlying has no Heston fit (count)"),
+        _c("nav", "double", False, "NAV the percentage is taken of, USD"),
+    ),
+)
+
 ATM_VOL_HISTORY = Table(
     name="atm_vol_history",
     description=(
@@ -510,7 +678,9 @@ LIMIT_STATUS = Table(
             "limit_name",
             "text",
             False,
-            "Limit of data/limits.yaml (its name carries the unit: _shares, _pct_nav, ...)",
+            "Limit of data/limits.yaml (its name carries the unit: _shares, _pct_nav, ...), or "
+            "risk_budget:<position strategy> (value: the strategy's component VaR, USD; threshold: its share of the "
+            "book's 99 % 1-day VaR, USD)",
         ),
         _c(
             "value",
@@ -529,6 +699,19 @@ LIMIT_STATUS = Table(
         _c("status", "text", False, "OK, WARN, BREACH or NOT_AVAILABLE"),
         _c("detail", "text", True, "Which underlying, position or pair the value was taken over"),
         _c("limits_version", "text", False, "Version of the limits file"),
+        _c(
+            "risk_level",
+            "text",
+            True,
+            "Risk-level preset in force for the book (conservative, moderate, aggressive; NULL: none)",
+        ),
+        _c(
+            "effective_config",
+            "text",
+            True,
+            "Effective configuration: limits version, risk level and the RISK_PIPELINE_* environment overrides "
+            "applied (name=value), as text",
+        ),
     ),
 )
 
@@ -707,6 +890,13 @@ VAR_CONTRIBUTIONS = Table(
             False,
             "Component VaR of the underlying, USD (positive = adds to the loss; sums to var)",
         ),
+        _c(
+            "component_es",
+            "double",
+            True,
+            "ES contribution of the underlying: its mean loss over the book's tail scenarios, USD (positive = adds "
+            "to the loss; sums to expected_shortfall); NULL for the parametric methods",
+        ),
     ),
 )
 
@@ -723,7 +913,13 @@ STRESS_RESULTS = Table(
         _c("scenario_type", "text", False, "historical, hypothetical, ..."),
         _c("description", "text", False, "What the scenario represents"),
         _c("spot_shock", "double", False, "Index move, relative decimal (-0.20 = -20 %)"),
-        _c("vol_shock", "double", False, "Relative implied vol move, decimal (multiplier - 1; 0.5 = vols x 1.5)"),
+        _c(
+            "vol_shock",
+            "double",
+            False,
+            "Relative move of the reference 30-day vol index, decimal (multiplier - 1; 0.5 = x 1.5); each option's "
+            "vol moves by vol_rule",
+        ),
         _c("vol_shift", "double", True, "Additive implied vol shift, annualized decimal (0.05 = +5 vol points)"),
         _c(
             "vol_skew",
@@ -752,6 +948,22 @@ STRESS_RESULTS = Table(
         ),
         _c("library_version", "text", False, "Version of the scenario library"),
         _c("nav", "double", False, "NAV the percentage is taken of, USD"),
+        _c(
+            "vol_rule",
+            "text",
+            True,
+            "Implied-vol shock rule applied (dimensionless text): expiry_name_skew with its vol-beta floor/cap, "
+            "expiry exponent alpha and calibration source, or flat_multiplier (vol_shock applied to every vol)",
+        ),
+        _c(
+            "recommendations",
+            "json",
+            True,
+            "HIGH and CRITICAL rows: what brings the loss to at most the HIGH threshold x NAV (JSON list; each with "
+            "action reduce_book / reduce_name / index_hedge, cut_fraction as a decimal fraction of the positions, "
+            "losses and hedge_pnl in USD as positive numbers, quantity in index units, side buy/sell, and text); "
+            "empty list for LOW and MEDIUM rows",
+        ),
     ),
 )
 
@@ -812,6 +1024,38 @@ VAR_BACKTEST = Table(
         ),
         _c("traffic_light", "text", False, "green, yellow, red"),
         _c("source", "text", False, "Where the P&L and VaR series came from"),
+        _c(
+            "es_confidence",
+            "double",
+            True,
+            "Confidence level of the ES backtest, decimal (0.975 = 97.5 %); NULL without ES in the series",
+        ),
+        _c(
+            "es_n_obs",
+            "bigint",
+            True,
+            "Observations of the window with a VaR and ES at es_confidence (count)",
+        ),
+        _c(
+            "es_z2",
+            "double",
+            True,
+            "Acerbi-Szekely Z2 of the window, dimensionless: 1 + sum(pnl x exception / es) / (n x (1 - "
+            "es_confidence)); about 0 if ES is right, negative if ES is too small",
+        ),
+        _c(
+            "es_z2_p_value",
+            "double",
+            True,
+            "Simulated P(Z2 <= es_z2) under the model (each day a Student-t matched to its VaR and ES), "
+            "probability in [0, 1]; only on each method's latest window (NULL on earlier windows)",
+        ),
+        _c(
+            "es_traffic_light",
+            "text",
+            True,
+            "green (p > 5 %), yellow (p > 0.01 %), red; only on each method's latest window",
+        ),
     ),
 )
 
@@ -840,6 +1084,14 @@ VAR_BACKTEST_OBSERVATIONS = Table(
         _c("seed", "bigint", True, "Random seed of the Monte Carlo draws (NULL for other methods)"),
         _c("positions_as_of", "timestamp", True, "Valuation whose positions were carried back (hypothetical)"),
         _c("source", "text", False, "Where the P&L and VaR came from"),
+        _c("es_confidence", "double", True, "Confidence level of es_var and expected_shortfall, decimal"),
+        _c("es_var", "double", True, "VaR made on var_date at es_confidence, USD (positive = loss)"),
+        _c(
+            "expected_shortfall",
+            "double",
+            True,
+            "ES made on var_date at es_confidence, USD (positive = loss); the ES backtest compares it with pnl",
+        ),
     ),
 )
 
@@ -1341,13 +1593,15 @@ _HEDGE_METRICS = (
 HEDGE_RECOMMENDATIONS = Table(
     name="hedge_recommendations",
     description=(
-        "Hedges a trader can execute, per book with a trigger: the cheapest whole-contract hedge from the live "
-        "option chain, stocks and the index (scipy.optimize.milp, HiGHS) meeting the Greek warning levels, the "
-        "loss cap in every stress and VaR scenario and the 97.5 % 5-day ES target, within the cost cap; one row "
-        "per line, with the book's metrics before and after (the after-metrics from full revaluation of the "
-        "hedged book, the Greeks through the position_greeks code), the triggers, urgency, rationale and solver "
-        "status. hedge_id 'none': triggered but no trade needed or possible; 'beta': the capital-preservation "
-        "beta hedge (index, closed form), with the CPPI target on every row. A book without trigger has no rows."
+        "Hedges a trader can execute, per book with a trigger: the cheapest whole-contract hedge from the "
+        "live option chain, stocks, the index, index futures and the inverse ETF (scipy.optimize.milp, HiGHS)"
+        " meeting the Greek warning levels, the loss cap in every stress and VaR scenario and the 97.5 % "
+        "5-day ES target, within the cost cap; one row per line, with the book's metrics before and after "
+        "(the after-metrics from full revaluation of the hedged book, the Greeks through the position_greeks "
+        "code), the triggers, urgency, rationale and solver status. hedge_id 'none': triggered but no trade "
+        "needed or possible; 'beta': the capital-preservation beta hedge (closed form, with the front index "
+        "future, else the inverse ETF, else the index), with the CPPI target on every row. A book without "
+        "trigger has no rows."
     ),
     key=("as_of", "book", "hedge_id"),
     partition_by=("as_of", "book"),
@@ -1357,15 +1611,15 @@ HEDGE_RECOMMENDATIONS = Table(
         _c("book", "text", False, "Book name"),
         _c("hedge_id", "text", False, "opt-NN (optimized line), beta (preservation beta hedge), none"),
         _c("kind", "text", False, "optimized, beta_hedge or none"),
-        _c("instrument_type", "text", False, "option, stock, index or none"),
+        _c("instrument_type", "text", False, "option, stock, index, future, etf or none"),
         _c("symbol", "text", True, "Instrument or underlying symbol (NULL for none)"),
-        _c("expiry", "date", True, "Option expiry"),
+        _c("expiry", "date", True, "Option or futures expiry"),
         _c("strike", "double", True, "Option strike, USD per share"),
         _c("option_type", "text", True, "C or P"),
         _c("exercise_style", "text", True, "american or european"),
         _c("side", "text", True, "buy or sell"),
         _c("quantity", "double", False, "Whole contracts (options) or shares/units, >= 0 (side gives the sign)"),
-        _c("multiplier", "double", True, "Shares per contract (1 for delta one)"),
+        _c("multiplier", "double", True, "Shares per contract (1: stock, index, ETF); USD per index point (future)"),
         _c(
             "price",
             "double",
@@ -1510,11 +1764,121 @@ HEDGE_PERFORMANCE = Table(
 )
 
 
+PERFORMANCE_ANALYTICS = Table(
+    name="performance_analytics",
+    description=(
+        "Performance of each book and strategy and of the risk controls, per valuation and rolling window. kind "
+        "'returns': strategy '*' is the book (returns from book_nav), any other strategy its share of the book's "
+        "revaluation P&L (return = P&L / the book's start-of-day NAV; 'unattributed' holds the rest, e.g. fills), "
+        "ratios from empyrical; kind 'trades': closed round trips of executions (strategy 'trades') and stop hits "
+        "of position_stops (strategy 'stops'); kind 'control': capital-preservation episodes, hedge "
+        "recommendations and gap-risk actions judged on a counterfactual static book over the next "
+        "horizon_sessions valuations, and the held hedges of hedge_performance (strategy 'control:<type>'). "
+        "Formulas: README, 'Performance analytics'."
+    ),
+    key=("as_of", "book", "strategy", "window"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False, "Valuation time: the option snapshot used (UTC)"),
+        _c("as_of_date", "date", False, "Trading session date (XNYS calendar)"),
+        _c("book", "text", False, "Book name"),
+        _c(
+            "strategy",
+            "text",
+            False,
+            "'*' (the whole book), a position strategy, 'unattributed', 'trades', 'stops' or 'control:<type>'",
+        ),
+        _c("window", "text", False, "1d, 21d, 63d, 252d (sessions) or inception"),
+        _c("kind", "text", False, "returns, trades or control"),
+        _c("window_start", "date", True, "First session in the window (NULL: no observation)"),
+        _c("n_obs", "bigint", False, "Daily returns (returns), closed trades or stop hits (trades), events (control)"),
+        _c("pnl", "double", True, "Sum of daily P&L over the window, USD (positive = gain)"),
+        _c("nav", "double", True, "NAV of the book at as_of, USD"),
+        _c("cumulative_return", "double", True, "prod(1 + r) - 1, decimal fraction (0.05 = +5 %)"),
+        _c("annual_return", "double", True, "(1 + cumulative_return)^(252 / n) - 1 (CAGR), decimal fraction per year"),
+        _c("annual_volatility", "double", True, "std(r, ddof=1) x sqrt(252), annualized decimal"),
+        _c("sharpe_ratio", "double", True, "mean(r) / std(r, ddof=1) x sqrt(252), risk-free 0, dimensionless"),
+        _c(
+            "sortino_ratio",
+            "double",
+            True,
+            "252 mean(r) / (sqrt(mean(min(r, 0)^2)) sqrt(252)), target 0, dimensionless",
+        ),
+        _c("calmar_ratio", "double", True, "annual_return / max_drawdown, dimensionless (NULL without drawdown)"),
+        _c("max_drawdown", "double", True, "Largest fall of compounded wealth from its peak, decimal fraction >= 0"),
+        _c(
+            "max_drawdown_duration_sessions",
+            "bigint",
+            True,
+            "Longest run of sessions below the running peak of wealth (sessions)",
+        ),
+        _c("hit_rate", "double", True, "#(r > 0) / #(r != 0), decimal fraction"),
+        _c("profit_factor", "double", True, "sum of gains / |sum of losses|, dimensionless (NULL without a loss)"),
+        _c("average_win", "double", True, "Mean of the positive daily returns, decimal fraction"),
+        _c("average_loss", "double", True, "Mean of the negative daily returns, decimal fraction (< 0)"),
+        _c("tail_ratio", "double", True, "|95th percentile of r| / |5th percentile of r|, dimensionless"),
+        _c("win_rate", "double", True, "Closed trades with P&L > 0 / closed trades, decimal fraction"),
+        _c("average_holding_sessions", "double", True, "Mean sessions from the first opening to the closing fill"),
+        _c("average_mfe", "double", True, "Mean maximum favourable excursion, fraction of the entry price (>= 0)"),
+        _c("average_mae", "double", True, "Mean maximum adverse excursion, fraction of the entry price (>= 0)"),
+        _c(
+            "stop_loss_avoided_pct",
+            "double",
+            True,
+            "Mean side x (stop - close horizon_sessions later) / stop over stop hits, decimal (> 0 = the stop paid)",
+        ),
+        _c(
+            "trailing_capture",
+            "double",
+            True,
+            "Mean share of the best move kept by trailing stops that were hit, decimal fraction",
+        ),
+        _c("horizon_sessions", "bigint", True, "Sessions after an event over which a control is judged"),
+        _c(
+            "pnl_with",
+            "double",
+            True,
+            "Static book's P&L with the control(s), summed over events, USD (positive = gain)",
+        ),
+        _c(
+            "pnl_without",
+            "double",
+            True,
+            "Static book's P&L without the control(s), summed over events, USD (positive = gain)",
+        ),
+        _c("control_difference", "double", True, "pnl_with - pnl_without, USD (positive = the control made money)"),
+        _c(
+            "drawdown_reduction",
+            "double",
+            True,
+            "Max drawdown of the cumulative P&L without minus with, summed over events, USD (positive = cut)",
+        ),
+        _c("pnl_given_up", "double", True, "Sum of max(0, pnl_without - pnl_with) per event, USD (positive = cost)"),
+        _c(
+            "explicit_cost",
+            "double",
+            True,
+            "Stated costs of the controls (hedges: estimated_cost), USD (positive = cost)",
+        ),
+        _c("net_benefit", "double", True, "control_difference - explicit_cost, USD (positive = paid for itself)"),
+        _c(
+            "share_paid",
+            "double",
+            True,
+            "Share of events with net_benefit > 0 or drawdown_reduction > pnl_given_up + explicit_cost, decimal",
+        ),
+        _c("events", "json", True, "Per event or trade: its inputs and results (JSON list)"),
+        _c("inputs", "json", False, "Tables, valuations and settings the row was computed from (JSON)"),
+    ),
+)
+
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
         MARKET_PRICES,
         OPTION_QUOTES,
+        INSTRUMENT_QUOTES,
         RATES_CURVE,
         DIVIDEND_YIELDS,
         EVENT_CALENDAR,
@@ -1523,6 +1887,10 @@ TABLES: dict[str, Table] = {
         IMPLIED_VOLS,
         VOL_SURFACE,
         VOL_SURFACE_GRID,
+        SABR_SLICES,
+        HESTON_PARAMETERS,
+        VOL_FIT_COMPARISON,
+        STRESS_MODEL_CONSISTENT,
         VOL_FORECASTS,
         ATM_VOL_HISTORY,
         POSITION_GREEKS,
@@ -1553,6 +1921,7 @@ TABLES: dict[str, Table] = {
         POSITION_STOPS,
         CORRELATION_MATRIX,
         PORTFOLIO_HEAT,
+        PERFORMANCE_ANALYTICS,
     )
 }
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 
+from risk_pipeline.defs.analytics import ASSETS as ANALYTICS_ASSETS
 from risk_pipeline.defs.automation.event_sensor import event_calendar_sensor
 from risk_pipeline.defs.automation.jobs import JOBS
 from risk_pipeline.defs.automation.sensors import (
@@ -31,6 +32,7 @@ from risk_pipeline.defs.hedging import ASSETS as HEDGING_ASSETS
 from risk_pipeline.defs.hedging import JOBS as HEDGING_JOBS
 from risk_pipeline.defs.hedging import SCHEDULES as HEDGING_SCHEDULES
 from risk_pipeline.defs.market_data.assets import ASSETS as MARKET_DATA_ASSETS
+from risk_pipeline.defs.market_data.instruments import instrument_quotes
 from risk_pipeline.defs.risk import ASSETS as RISK_ASSETS
 from risk_pipeline.defs.serving.assets import ASSETS as SERVING_ASSETS
 from risk_pipeline.defs.sizing import ASSETS as SIZING_ASSETS
@@ -51,6 +53,7 @@ def executor_from_env() -> dg.ExecutorDefinition:
 ALL_ASSETS = dg.with_source_code_references(
     [
         *MARKET_DATA_ASSETS,
+        instrument_quotes,
         *VOLATILITY_ASSETS,
         *EXPOSURE_ASSETS,
         *RISK_ASSETS,
@@ -59,6 +62,7 @@ ALL_ASSETS = dg.with_source_code_references(
         *SERVING_ASSETS,
         *COMPLIANCE_ASSETS,
         *SIZING_ASSETS,
+        *ANALYTICS_ASSETS,
     ]
 )
 

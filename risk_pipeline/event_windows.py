@@ -290,10 +290,11 @@ def var_with_gap_scenarios(
     """Historical VaR/ES with the gap scenarios of every event whose reaction session is within the horizon.
 
     For horizon ``h`` the events of the book (earnings of a held name, every market-wide event) with
-    ``1 <= trading_days_until <= h`` add their past event-day moves to each historical ``h``-day scenario
-    (``quant.gap_risk.gap_var``); the historical rows of that horizon are replaced by the VaR/ES with gaps, and
-    ``gap_var`` / ``gap_expected_shortfall`` / ``gap_events`` say how much the gaps added. Other rows are left
-    as they are (gap columns NULL).
+    ``1 <= trading_days_until <= h`` add their past event-day moves, each with both signs, to each historical
+    ``h``-day scenario (``quant.gap_risk.gap_var``); the historical rows of that horizon are replaced by the
+    VaR/ES with gaps when that is not lower (else kept, gap component 0), and ``gap_var`` /
+    ``gap_expected_shortfall`` / ``gap_events`` say how much the gaps added. Other rows are left as they are
+    (gap columns NULL).
     """
     from risk_pipeline.quant.gap_risk import gap_var
     from risk_pipeline.quant.stress import GapEvent, event_scenarios
@@ -330,7 +331,9 @@ def var_with_gap_scenarios(
             if m is None or not len(m):
                 continue
             spot = event_scenarios(portfolio, GapEvent(e.event_id, e.event_type, symbol), m, betas).spot_shock_rel
-            todo.append((str(e.event_id), spot))
+            # each past reaction with both signs: the next reaction's direction is unknown, and the positive
+            # mean of a handful of past reactions must not make the event lower the VaR
+            todo.append((str(e.event_id), np.vstack([spot, -spot])))
         if not todo:
             continue
         gaps = gap_var(
@@ -350,12 +353,18 @@ def var_with_gap_scenarios(
                 for k, r in enumerate(results)
                 if r.method == HISTORICAL and r.horizon_days == h and np.isclose(r.confidence, g.confidence)
             )
+            if g.gap_var < 0.0:
+                # the combined set's empirical quantile fell (the base tail spread over many more points, or
+                # small past reactions): an event never lowers the VaR, so the row without gaps is kept
+                gap_rows.append([HISTORICAL, h, g.confidence, 0.0, 0.0, json.dumps(list(g.event_ids))])
+                continue
             results[i] = replace(
                 results[i],
                 var=g.var,
                 expected_shortfall=g.expected_shortfall,
                 n_scenarios=g.n_scenarios,
                 component_var=g.component_var,
+                component_es=g.component_es,
                 var_non_overlapping=float("nan"),
                 independent_tail_obs=float("nan"),
                 note="gap scenarios combined with every window: tail diagnostics not computed",

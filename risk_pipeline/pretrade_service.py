@@ -36,7 +36,13 @@ from risk_pipeline.queries import (
     risk_numbers,
     state_at,
 )
-from risk_pipeline.sizing_service import Recommendation, cap_to_recommendation, recommended_sizes
+from risk_pipeline.sizing_service import (
+    Recommendation,
+    budget_breaches,
+    cap_to_recommendation,
+    cap_to_risk_budget,
+    recommended_sizes,
+)
 from risk_pipeline.valuation import book_exposure, value_positions
 from risk_pipeline.warehouse import Warehouse
 
@@ -56,6 +62,8 @@ class BookSnapshot:
     symbol_of: dict[str, str]
     #: recommended position per symbol (position_sizing at the same valuation; empty without the table)
     sizing: dict[str, Recommendation] = field(default_factory=dict)
+    #: position strategies over their VaR budget at the valuation (limit_status risk_budget:* in BREACH)
+    budget_breaches: dict[str, str] = field(default_factory=dict)
 
 
 def utc_now() -> pd.Timestamp:
@@ -166,6 +174,7 @@ class PreTradeService:
             blackouts=event_blackouts(wh, book, as_of),
             symbol_of=dict(zip(positions["position_id"], positions["symbol"], strict=True)),
             sizing=recommended_sizes(wh, book, as_of, positions),
+            budget_breaches=budget_breaches(wh, book, as_of),
         )
 
     def check(
@@ -198,6 +207,11 @@ class PreTradeService:
                 aggregates=snap.aggregates,
             )
             decision = self._cap_to_recommendation(snap, decision, side, str(traded), order)
+            if position_id is not None and snap.budget_breaches:  # adding to a strategy over its VaR budget
+                held = snap.positions.loc[snap.positions["position_id"] == position_id].iloc[0]
+                decision = cap_to_risk_budget(
+                    decision, snap.budget_breaches, str(held["strategy"]), float(held["quantity"]), side
+                )
         except BookHalted as exc:  # checked on every order, never cached: a halt applies at once
             decision = PreTradeDecision("reject", 0, float(quantity), (str(exc),), ())
             snap = None

@@ -21,6 +21,7 @@ import yaml
 
 from risk_pipeline.errors import RiskDataError
 from risk_pipeline.quant.trading_state import TradingStateRecord
+from risk_pipeline.risk_levels import capital_with_overrides
 from risk_pipeline.warehouse import Between, Warehouse
 
 #: Columns of an ``audit_trail`` row a writer supplies.
@@ -112,10 +113,10 @@ def correlation_matrix(wh: Warehouse, session: dt.date, window: int) -> pd.DataF
 
 
 def book_capital(path: str | Path) -> dict[str, float]:
-    """Starting capital per book from data/books.yaml."""
+    """Starting capital per book from data/books.yaml (``RISK_PIPELINE_PORTFOLIO_VALUE_<BOOK>`` replaces it)."""
     with open(path) as handle:
         books = (yaml.safe_load(handle) or {}).get("books", {})
-    return {name: float(spec["capital"]) for name, spec in books.items()}
+    return capital_with_overrides({name: float(spec["capital"]) for name, spec in books.items()})
 
 
 def risk_numbers(wh: Warehouse, as_of: pd.Timestamp, book: str) -> tuple[bool, float | None, float | None]:

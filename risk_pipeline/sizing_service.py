@@ -110,6 +110,46 @@ def cap_to_recommendation(
     )
 
 
+#: limit_status rows of the risk budgets (defs/exposures/budgets.py): ``risk_budget:<position strategy>``
+BUDGET_PREFIX = "risk_budget:"
+
+
+def budget_breaches(wh: Warehouse, book: str, as_of: pd.Timestamp) -> dict[str, str]:
+    """Position strategies of the book whose component VaR is above their budget at ``as_of`` (limit_status BREACH),
+    with the numbers; empty without the table or such rows."""
+    if not wh.table_exists("limit_status"):
+        return {}
+    rows = wh.query_rows(
+        "SELECT limit_name, value, threshold FROM risk.limit_status WHERE book = ? AND as_of = ? "
+        "AND status = 'BREACH' AND limit_name LIKE ?",  # the pattern as a parameter: a literal % breaks psycopg
+        [book, as_of, BUDGET_PREFIX + "%"],
+    )
+    return {
+        name.removeprefix(BUDGET_PREFIX): f"component VaR {float(value):,.0f} above its budget {float(threshold):,.0f}"
+        for name, value, threshold in rows
+    }
+
+
+def cap_to_risk_budget(
+    decision: PreTradeDecision, breaches: dict[str, str], strategy: str | None, current: float, side: str
+) -> PreTradeDecision:
+    """Reject an approved order that adds to a position of a strategy over its VaR budget; one that reduces the
+    position (toward 0) is never cut, and the part of an order beyond 0 (a flip) counts as adding."""
+    if strategy not in breaches or decision.decision == "reject" or decision.approved_quantity == 0:
+        return decision
+    sign = 1.0 if side == "buy" else -1.0
+    allowed = math.floor(min(decision.approved_quantity, abs(current)) + 1e-9) if sign * current < 0 else 0
+    if allowed >= decision.approved_quantity:
+        return decision
+    reason = f"risk budget: strategy {strategy} {breaches[strategy]}; only reductions of its positions pass"
+    return replace(
+        decision,
+        decision="resize" if allowed > 0 else "reject",
+        approved_quantity=allowed,
+        reasons=(*decision.reasons, reason),
+    )
+
+
 class SizingService:
     """``risk-pipeline size``: the recommendation for one name at the book's latest published valuation."""
 

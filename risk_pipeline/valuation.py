@@ -33,6 +33,7 @@ VALUATION_INPUTS = (
     "market_prices",
     "rates_curve",
     "dividend_yields",
+    "instrument_quotes",
 )
 
 #: ln(K/F) step of the smile-slope finite difference (sticky-delta Greeks).
@@ -88,6 +89,28 @@ def betas(wh: Warehouse, session: dt.date, window: int, index_symbol: str) -> di
     returns = np.log(wide).diff().iloc[1:]
     beta = rolling_beta(returns.to_numpy(), returns[index_symbol].to_numpy(), window)
     return dict(zip(returns.columns, beta, strict=True))
+
+
+def listed_instrument_quotes(
+    wh: Warehouse, session: dt.date, as_of: pd.Timestamp, positions: pd.DataFrame
+) -> pd.DataFrame:
+    """``instrument_quotes`` rows (indexed by symbol) of the future and ETF positions, at the session's latest
+    snapshot at or before ``as_of``; empty without such positions; RiskDataError naming the positions
+    whose instrument has no quote."""
+    rows = positions[positions["instrument_type"].isin(["future", "etf"])]
+    if rows.empty:
+        return pd.DataFrame(columns=["price", "leverage", "underlying"])
+    t = wh.query(
+        "SELECT MAX(as_of) AS t FROM risk.instrument_quotes WHERE as_of_date = ? AND as_of <= ?", [session, as_of]
+    )["t"].iloc[0]
+    quotes = wh.read("instrument_quotes", {"as_of": pd.Timestamp(t)}) if pd.notna(t) else pd.DataFrame()
+    quotes = quotes.set_index("symbol") if len(quotes) else pd.DataFrame(columns=["price", "leverage", "underlying"])
+    missing = rows.loc[~rows["symbol"].isin(quotes.index), "position_id"].tolist()
+    if missing:
+        raise RiskDataError(
+            f"no instrument_quotes on {session} at or before {as_of} for future/ETF positions {missing[:10]}"
+        )
+    return quotes.loc[sorted(set(rows["symbol"]))]
 
 
 def _instrument_key(frame: pd.DataFrame) -> pd.Series:
@@ -211,6 +234,9 @@ def value_positions(
             spots.setdefault(sym, close)
         if set(positions["symbol"]) <= set(spots):
             break
+    listed = listed_instrument_quotes(wh, session, as_of, positions)
+    for sym, price in zip(listed.index, listed["price"], strict=True):
+        spots[sym] = float(price)  # futures and ETFs at their own quote (the mid), not the index level
     missing_spot = sorted(set(positions["symbol"]) - set(spots))
     if missing_spot:
         raise RiskDataError(f"no price at {as_of} and no close on {session} or the session before for {missing_spot}")
@@ -280,6 +306,11 @@ def value_positions(
     )
     beta_map = betas(wh, session, settings.beta_window, settings.index_symbol)
     beta = positions["symbol"].map(beta_map).to_numpy(float)
+    if len(listed):  # a future or ETF moves leverage x its index: beta = leverage x the index's beta (1 for the index)
+        lev = positions["symbol"].map(listed["leverage"]).to_numpy(float)
+        under = positions["symbol"].map(listed["underlying"])
+        under_beta = under.map(lambda u: beta_map.get(u, 1.0) if isinstance(u, str) else np.nan).to_numpy(float)
+        beta = np.where(np.isfinite(lev), lev * np.nan_to_num(under_beta, nan=1.0), beta)
     days = np.where(is_option, t * 365.0, np.nan)
     out = pd.DataFrame(
         {

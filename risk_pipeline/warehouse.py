@@ -549,6 +549,11 @@ class Warehouse:
             names = [d[0] for d in cur.description]
             return pd.DataFrame(cur.fetchall(), columns=names)
 
+    def query_rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """``query`` without the DataFrame: the rows as tuples (for latency-bound readers of small results)."""
+        with self.connect() as con:
+            return list(self._execute(con, sql, [_plain(p) for p in params]).fetchall())
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Run one DDL or DML statement (used by the SQL-model runner)."""
         with self.connect() as con:

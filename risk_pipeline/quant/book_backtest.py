@@ -14,7 +14,7 @@ constant-exposure book, so the exception count tests the VaR model, not the trad
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -63,6 +63,10 @@ class StaticBookBacktest:
     var: dict[str, FloatArray]
     lookback_days: IntArray
     confidence: float
+    #: VaR and ES per method at ``es_confidence`` (the ES backtest's level; empty when not asked for)
+    es_var: dict[str, FloatArray] = field(default_factory=dict)
+    expected_shortfall: dict[str, FloatArray] = field(default_factory=dict)
+    es_confidence: float | None = None
 
 
 def static_book_backtest(
@@ -74,6 +78,7 @@ def static_book_backtest(
     config: VarConfig,
     *,
     confidence: float = 0.99,
+    es_confidence: float | None = None,
     min_history: int = 250,
     methods: tuple[str, ...] = ALL_METHODS,
     refit_every: int = 21,
@@ -104,9 +109,12 @@ def static_book_backtest(
     returns = np.diff(np.log(c), axis=0)  # returns[i] is row i -> i + 1
     iv_change = v[1:] / v[:-1] - 1.0  # NaN where either vol is missing
     today = v[-1]
-    cfg = replace(config, confidences=(confidence,), horizons=(1,))
+    levels = (confidence,) if es_confidence is None else (confidence, es_confidence)
+    cfg = replace(config, confidences=levels, horizons=(1,))
     values, pnl, lookbacks = [], [], []
     var: dict[str, list[float]] = {name: [] for name in methods}
+    es_var: dict[str, list[float]] = {name: [] for name in methods} if es_confidence is not None else {}
+    es: dict[str, list[float]] = {name: [] for name in methods} if es_confidence is not None else {}
     params: list[GarchParams] | None = None
     for i, t in enumerate(t_days):
         ratio = np.where(np.isfinite(v[t]) & np.isfinite(today), v[t] / today, 1.0)
@@ -131,6 +139,10 @@ def static_book_backtest(
         lookbacks.append(t - first)
         for name in methods:
             var[name].append(report.get(name, 1, confidence).var)
+            if es_confidence is not None:
+                at_es = report.get(name, 1, es_confidence)
+                es_var[name].append(at_es.var)
+                es[name].append(at_es.expected_shortfall)
     return StaticBookBacktest(
         day_index=t_days.copy(),
         book_value=np.asarray(values),
@@ -138,4 +150,7 @@ def static_book_backtest(
         var={name: np.asarray(x) for name, x in var.items()},
         lookback_days=np.asarray(lookbacks, dtype=np.intp),
         confidence=confidence,
+        es_var={name: np.asarray(x) for name, x in es_var.items()},
+        expected_shortfall={name: np.asarray(x) for name, x in es.items()},
+        es_confidence=es_confidence,
     )

@@ -101,3 +101,23 @@ def z2_test(
     p_value = float((1 + np.sum(simulated <= z2)) / (n_simulations + 1))
     zone = "green" if p_value > YELLOW_BELOW else ("yellow" if p_value > RED_BELOW else "red")
     return EsBacktestResult(z2, p_value, zone, int(x.size), int(np.sum(x < -v)), alpha, n_simulations, seed)
+
+
+def rolling_z2(
+    pnl: ArrayLike, var: ArrayLike, es: ArrayLike, alpha: float, window: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each day i, Z2 over days max(0, i - window + 1)..i that have a finite VaR and ES, and their count.
+
+    The windows are positions in the series, as the VaR backtest's; NaN where a window has no such day.
+    """
+    x, v, e = (np.asarray(a, dtype=float) for a in (pnl, var, es))
+    ok = np.isfinite(v) & np.isfinite(e) & np.isfinite(x)
+    term = np.where(ok & (x < -np.where(ok, v, 0.0)), x / np.where(ok, e, 1.0), 0.0)
+    ends = np.arange(x.size)
+    starts = np.maximum(0, ends - window + 1)
+    n = (np.concatenate([[0], np.cumsum(ok)])[ends + 1] - np.concatenate([[0], np.cumsum(ok)])[starts]).astype(float)
+    total = np.concatenate([[0.0], np.cumsum(term)])
+    tail = total[ends + 1] - total[starts]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z2 = np.where(n > 0, 1.0 + tail / (n * alpha), np.nan)
+    return z2, n.astype(np.int64)

@@ -674,6 +674,8 @@ class GapVar:
     n_scenarios: int
     event_ids: tuple[str, ...]
     component_var: FloatArray = field(repr=False)
+    #: ES contributions per underlying (``var.tail_component_es``), summing to ``expected_shortfall``
+    component_es: FloatArray | None = field(default=None, repr=False)
 
 
 def combined_gap_scenarios(
@@ -721,7 +723,7 @@ def gap_var(
     time decay. Components (per underlying) sum to the VaR with gaps.
     """
     from risk_pipeline.quant.scenario_engine import evaluate
-    from risk_pipeline.quant.var import empirical_var_es, kernel_component_var
+    from risk_pipeline.quant.var import empirical_var_es, kernel_component_var, tail_component_es
 
     sc = combined_gap_scenarios(base, [g for _, g in events], max_scenarios, seed)
     res = evaluate(portfolio, sc, calendar_days, american=american, per_symbol=True)
@@ -741,6 +743,7 @@ def gap_var(
                 n_scenarios=int(res.pnl.size),
                 event_ids=tuple(e for e, _ in events),
                 component_var=kernel_component_var(res.by_symbol, var),
+                component_es=tail_component_es(res.by_symbol, c),
             )
         )
     return out

@@ -36,15 +36,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from scipy.sparse import csr_matrix, hstack, vstack
 
-from risk_pipeline.quant._numba import FloatArray, IntArray
+from risk_pipeline.quant._numba import BoolArray, FloatArray, IntArray
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.scenario_engine import AmericanMethod, ScenarioSet, evaluate
 
@@ -215,6 +215,8 @@ def solve_hedge(
     rows_per_round: int = 25,
     mip_rel_gap: float = 1e-4,
     partial_time_limit: float = 2.0,
+    window: float = 200.0,
+    screen: Sequence[int] = (12, 48),
 ) -> HedgeSolution:
     """The cheapest whole-contract hedge meeting every target (``scipy.optimize.milp``), else the best partial one.
 
@@ -224,12 +226,20 @@ def solve_hedge(
     the ES target exactly, and is optimal (to ``mip_rel_gap``) because each round solves a relaxation of the
     full program. The elastic (partial-hedge) program, a min-max that HiGHS proves slowly, gets at most
     ``partial_time_limit`` seconds per round and keeps the best hedge found.
+
+    Each MILP round first solves the LP relaxation (a lower bound on the round's optimum), then the MILP
+    on the relaxation's lines plus the ``screen`` unused lines of smallest reduced cost, each boxed within
+    ``window`` contracts of the relaxed quantity (``_windowed_milp``); that hedge is accepted when its
+    cost is within ``mip_rel_gap`` of the bound (optimal to the same gap as the unrestricted MILP), else
+    more lines, else the unrestricted MILP. ``message`` says how each round was solved.
     """
     start = time.perf_counter()
     if c.n == 0:
         return _no_candidates(start)
     es_H = c.scenario_pnl[t.es_rows]
     es_book = t.book_pnl[t.es_rows]
+    methods: list[str] = []
+    state: dict[str, bool] = {}
     for elastic in (False, True):
         loss_rows = list(np.argsort(t.book_pnl, kind="stable")[: min(rows_per_round, t.book_pnl.size)])
         cuts = [_tail_weights(-es_book, t.es_confidence)] if t.es_rows.size else []
@@ -239,17 +249,12 @@ def solve_hedge(
             if remaining <= 0:
                 return _failed(c, "time_limit", start, "time limit reached while adding scenario rows")
             prog = _program(c, t, np.array(loss_rows, dtype=np.intp), cuts, es_H, es_book, elastic, elastic_weight)
-            res = milp(
-                prog["objective"],
-                integrality=np.zeros_like(prog["integrality"]) if relaxed else prog["integrality"],
-                bounds=prog["bounds"],
-                constraints=prog["constraints"],
-                options={
-                    "time_limit": min(remaining, partial_time_limit) if elastic else remaining,
-                    "presolve": True,
-                    "mip_rel_gap": mip_rel_gap,
-                },
-            )
+            limit = min(remaining, partial_time_limit) if elastic else remaining
+            if relaxed:
+                res = _milp(prog, np.zeros_like(prog["integrality"]), prog["bounds"], limit, mip_rel_gap)
+            else:
+                res, how = _windowed_milp(prog, c.n, limit, mip_rel_gap, window, screen, state)
+                methods.append(how)
             if res.x is None:
                 if not elastic and res.status == 2:  # a relaxation is infeasible: so is the full program
                     break
@@ -279,15 +284,98 @@ def solve_hedge(
                 relaxed = False
                 continue
             status = "optimal" if res.status == 0 else "time_limit"
+            message = f"{res.message} [{len(methods)} MILP round(s): {', '.join(methods)}]"
             if not elastic:
-                return _solution(c, t, x, status, False, (), start, str(res.message), es_now, pnl)
+                return _solution(c, t, x, status, False, (), start, message, es_now, pnl)
             binding = [n for n, v in zip(t.greek_names, res.x[prog["greek_slack"]], strict=True) if v > 1e-7]
             binding += ["scenario_loss"] if s_loss > 1e-9 else []
             binding += ["es_975"] if s_es > 1e-9 else []
-            return _solution(c, t, x, "partial", True, tuple(binding), start, str(res.message), es_now, pnl)
+            return _solution(c, t, x, "partial", True, tuple(binding), start, message, es_now, pnl)
         else:
             return _failed(c, "time_limit", start, f"no convergence in {max_rounds} rounds")
     raise AssertionError("unreachable: the elastic program is always feasible (no hedge meets its hard rows)")
+
+
+def _milp(prog: dict[str, Any], integrality: FloatArray, bounds: Bounds, limit: float, gap: float) -> Any:
+    """One ``scipy.optimize.milp`` (HiGHS) call on ``prog`` with the given integrality and bounds."""
+    return milp(
+        prog["objective"],
+        integrality=integrality,
+        bounds=bounds,
+        constraints=prog["constraints"],
+        options={"time_limit": max(limit, 1e-3), "presolve": True, "mip_rel_gap": gap},
+    )
+
+
+def _lp_relaxation(prog: dict[str, Any]) -> Any:
+    """The program's LP relaxation by ``scipy.optimize.linprog`` (HiGHS), which also returns the duals."""
+    con = prog["constraints"][0]
+    lo, hi = np.asarray(con.lb, dtype=float), np.asarray(con.ub, dtype=float)
+    up, down = np.isfinite(hi), np.isfinite(lo)
+    a_ub = vstack([con.A[up], -con.A[down]], format="csr")
+    b_ub = np.concatenate([hi[up], -lo[down]])
+    res = linprog(
+        prog["objective"],
+        A_ub=a_ub,
+        b_ub=b_ub,
+        bounds=np.column_stack([prog["bounds"].lb, prog["bounds"].ub]),
+        method="highs",
+    )
+    res.reduced_cost = (prog["objective"] - a_ub.T @ res.ineqlin.marginals) if res.status == 0 else None
+    return res
+
+
+def _windowed_milp(
+    prog: dict[str, Any], n: int, limit: float, gap: float, window: float, screen: Sequence[int], state: dict
+) -> tuple[Any, str]:
+    """The round's MILP: LP relaxation, then small boxed MILPs around it, certified against the LP bound.
+
+    Why: HiGHS spends seconds in root-node probing when 200 whole-contract variables have domains of up
+    to 10^6 contracts, and a tenth of a second on a few dozen boxed ones. The box keeps the lines the
+    relaxation uses, within ``[floor(x_lp) - window, ceil(x_lp) + window]``, plus the ``k`` unused lines
+    with the smallest reduced costs (the LP's own ranking of which line would enter next) within
+    ``[0, window]``; the other lines are fixed at zero. ``k`` runs through ``screen`` and then every line.
+    A boxed optimum is feasible for the full MILP; once its cost is within ``gap`` of the LP bound, no
+    whole-contract hedge is cheaper by more than that gap (the unrestricted MILP's own stopping rule).
+    If no box is certified (or one costs over 50 x ``gap`` above the bound: whole contracts matter, the bound
+    cannot certify), the unrestricted MILP runs with the time left, and in the solve's later rounds directly
+    (``state``). Returns the result and how it was found.
+    """
+    start = time.perf_counter()
+    if state.get("unrestricted"):
+        return _milp(prog, prog["integrality"], prog["bounds"], limit, gap), "unrestricted (as the round before)"
+    lp = _lp_relaxation(prog)
+    if lp.status != 0:
+        return _milp(prog, prog["integrality"], prog["bounds"], limit, gap), "unrestricted (relaxation failed)"
+    bound = float(lp.fun)
+    x_lp = lp.x[:n]
+    used = x_lp > 1e-9
+    order = np.argsort(np.where(used, np.inf, lp.reduced_cost[:n]), kind="stable")
+    lower, upper = np.array(prog["bounds"].lb, dtype=float), np.array(prog["bounds"].ub, dtype=float)
+    lower[:n] = np.where(used, np.maximum(np.floor(x_lp) - window, lower[:n]), lower[:n])
+    upper[:n] = np.minimum(upper[:n], np.where(used, np.ceil(x_lp) + window, window))
+    n_unused = int((~used).sum())
+    for k in [*(k for k in screen if k < n_unused), n_unused]:
+        keep = used.copy()
+        keep[order[:k]] = True
+        lo, hi = lower.copy(), upper.copy()
+        hi[:n] = np.where(keep, hi[:n], 0.0)
+        hi[n : 2 * n] = np.where(keep, hi[n : 2 * n], 0.0)
+        remaining = limit - (time.perf_counter() - start)
+        if remaining <= 0:
+            break
+        boxed = _milp(prog, prog["integrality"], Bounds(lo, hi), remaining, gap)
+        if boxed.x is not None and boxed.status == 0 and boxed.fun - bound <= gap * max(abs(bound), 1e-9) + 1e-9:
+            return boxed, (
+                f"{int(keep.sum())} of {n} lines boxed within {window:g} contracts of the LP optimum, "
+                f"certified by the LP bound ({(boxed.fun - bound) / max(abs(bound), 1e-9):.1e} relative)"
+            )
+        if boxed.x is not None and boxed.status == 0 and boxed.fun - bound > 50 * gap * max(abs(bound), 1e-9):
+            break  # whole contracts cost far more than the LP bound (small quantities, semi-continuous lines):
+            # no box will be certified by it, solve the unrestricted MILP
+    state["unrestricted"] = True  # later rounds of this solve go straight to the unrestricted MILP
+    remaining = max(limit - (time.perf_counter() - start), 1e-3)
+    return _milp(prog, prog["integrality"], prog["bounds"], remaining, gap), "unrestricted (no box certified)"
 
 
 def _failed(c: HedgeCandidates, status: str, start: float, message: str) -> HedgeSolution:
@@ -471,12 +559,21 @@ def per_position_pnl(
     portfolio: Portfolio, scenarios: ScenarioSet, horizon_days: float = 0.0, american: AmericanMethod = "exact"
 ) -> FloatArray:
     """Full-revaluation P&L ``(n_scenarios, n_positions)`` of every position on its own (one engine call)."""
-    if portfolio.n_positions == 0:
-        return np.zeros((scenarios.n_scenarios, 0))
+    if portfolio.n_positions == 0 or scenarios.n_scenarios == 0:
+        return np.zeros((scenarios.n_scenarios, portfolio.n_positions))
     split, col = one_symbol_per_position(portfolio)
     res = evaluate(split, columns_of(scenarios, col), horizon_days, american=american, per_symbol=True)
     assert res.by_symbol is not None
     return res.by_symbol
+
+
+def scenario_pnl(
+    portfolio: Portfolio, scenarios: ScenarioSet, horizon_days: float = 0.0, american: AmericanMethod = "exact"
+) -> FloatArray:
+    """The book's full-revaluation P&L per scenario (``evaluate``); empty for an empty scenario set."""
+    if scenarios.n_scenarios == 0:
+        return np.zeros(0)
+    return evaluate(portfolio, scenarios, horizon_days, american=american).pnl
 
 
 def combine(book: Portfolio, lines: Portfolio) -> Portfolio:
@@ -719,6 +816,81 @@ class GreekRows:
         return np.vstack(parts) if parts else np.zeros((0, len(symbols)))
 
 
+def scenario_rows(scenarios: ScenarioSet, rows: IntArray) -> ScenarioSet:
+    """The scenarios ``rows`` of a set with array fields (row-wise arrays gathered, the rest kept)."""
+
+    def pick(a: Any) -> Any:
+        return a[rows] if isinstance(a, np.ndarray) and a.ndim >= 1 and a.shape[0] == scenarios.n_scenarios else a
+
+    if callable(scenarios.vol_shift_abs):
+        raise ValueError("selecting scenario rows needs array vol shifts, not a callable")
+    return replace(
+        scenarios,
+        spot_shock_rel=scenarios.spot_shock_rel[rows],
+        vol_scale=pick(scenarios.vol_scale),
+        vol_shift_abs=pick(scenarios.vol_shift_abs),
+        vol_skew=pick(scenarios.vol_skew),
+        rate_shift_abs=pick(scenarios.rate_shift_abs),
+        row_offset=0,
+    )
+
+
+def screen_candidates(
+    c: HedgeCandidates,
+    is_option: BoolArray,
+    exposure: FloatArray,
+    warn_level: FloatArray,
+    tail_book_pnl: FloatArray,
+    keep: int,
+) -> IntArray:
+    """Indices (ascending) of every delta-one line and at most ``keep`` option lines worth revaluing in full.
+
+    ``c`` holds every line with its Greeks and its P&L in the book's worst scenarios only (``tail_book_pnl``,
+    same rows). Criteria, each ranking option lines by what one contract fixes per dollar of its cost
+    (``c.cost``, the objective, plus the premium): every Greek row over half its warning level (the share of
+    the row ``-sign(g) G / |g|`` a contract removes) and the tail (the contract's mean P&L in those
+    scenarios over the book's mean loss there). The best ``keep // n_criteria`` option lines with a positive
+    effect of each criterion are kept (a line can serve several).
+    """
+    opt = np.asarray(is_option, dtype=bool)
+    per_dollar = 1.0 / np.maximum(c.cost + c.premium, 1e-9)
+    effects = []
+    for g, w, row in zip(exposure, warn_level, c.greeks, strict=True):
+        if abs(g) > 0.5 * w and abs(g) > 0.0:
+            effects.append(-np.sign(g) * row / abs(g))
+    tail_loss = float(-np.mean(tail_book_pnl)) if tail_book_pnl.size else 0.0
+    if tail_loss > 0.0 and c.scenario_pnl.shape[0]:
+        effects.append(c.scenario_pnl.mean(axis=0) / tail_loss)
+    chosen = ~opt
+    if effects:
+        per = max(keep // len(effects), 1)
+        for effect in effects:
+            score = np.where(opt & (effect > 0.0), effect * per_dollar, -np.inf)
+            best = np.argsort(-score, kind="stable")[:per]
+            chosen[best[np.isfinite(score[best])]] = True
+    return np.flatnonzero(chosen)
+
+
+def _unique_contracts(p: Portfolio) -> tuple[int, IntArray, IntArray]:
+    """Distinct contracts of ``p`` (every field but the quantity): their count, the first position of
+    each, and each position's contract."""
+    n = p.n_positions
+    fields = [p.symbol_index, p.multiplier, p.is_option, p.is_call, p.strike, p.time_years, p.implied_vol, p.rate,
+              p.dividend_yield, p.is_american]  # fmt: skip
+    key = np.column_stack([np.broadcast_to(np.asarray(f, dtype=np.float64), (n,)) for f in fields])
+    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    return first.size, first.astype(np.intp), inverse.reshape(-1).astype(np.intp)
+
+
+def _subset(p: Portfolio, idx: IntArray) -> Portfolio:
+    """The positions ``idx`` of ``p`` (same symbols)."""
+    return Portfolio(
+        p.symbols, p.spot, p.symbol_index[idx], p.quantity[idx], p.multiplier[idx], p.is_option[idx],
+        p.is_call[idx], p.strike[idx], p.time_years[idx], p.implied_vol[idx], p.rate[idx], p.dividend_yield[idx],
+        p.is_american[idx], tuple(p.position_id[i] for i in idx) if p.position_id else None,
+    )  # fmt: skip
+
+
 def position_greek_arrays(p: Portfolio) -> dict[str, FloatArray]:
     """Per-position Greeks of ``p`` through ``quant.greeks.position_greeks`` (the code behind ``position_greeks``)."""
     from risk_pipeline.quant.greeks import position_greeks
@@ -761,6 +933,8 @@ def build_candidates(
     max_contracts: float = 1e6,
     american: AmericanMethod = "exact",
     labels: Sequence[str] | None = None,
+    price_multiplier: ArrayLike | None = None,
+    delta_one_carry: ArrayLike | None = None,
 ) -> HedgeCandidates:
     """Candidates from one contract per line (``lines.quantity`` is the side, +1 buy / -1 sell).
 
@@ -770,28 +944,44 @@ def build_candidates(
     ``|trade - mid| x multiplier``, plus for options the decay over the horizon when it is a cost
     (``max(-theta_per_day x days, 0)``: decay earned by a sold option is not counted as income), plus for
     delta-one lines the financing ``|notional| x financing_rate x days / 365``.
+
+    Index futures and ETFs are delta-one lines on the index whose ``lines.multiplier`` is the index units
+    one contract moves like (a future: contract multiplier x F / S; a -1x ETF share: -P / S), so their
+    scenario P&L and Greeks are exact for an instantaneous index move; ``price_multiplier`` (default
+    ``lines.multiplier``) converts their quoted half spread to USD per contract, and ``delta_one_carry``
+    (NaN: the financing above) replaces a line's financing by its own carry over the horizon (a future's
+    basis roll-down).
     """
     side = np.sign(np.asarray(lines.quantity))
     if np.any(side == 0):
         raise ValueError("every line needs a side (+1 or -1)")
     mult = np.asarray(lines.multiplier)
+    price_mult = np.abs(mult if price_multiplier is None else np.asarray(price_multiplier, dtype=float))
     tp, mp = np.asarray(trade_price, dtype=float), np.asarray(mid_price, dtype=float)
     g = position_greek_arrays(lines)
     line_symbols = [lines.symbols[i] for i in lines.symbol_index]
     G = rows.matrix(line_symbols, g["delta"], g["gamma"], g["dollar_delta"], g["vega_per_vol_point"])
     where = {s: i for i, s in enumerate(symbol_columns)}
     col = np.array([where[s] for s in lines.symbols], dtype=np.intp)
+    # a contract listed on both sides is revalued once (one long contract; each line's P&L is side x that)
+    unique, first, inverse = _unique_contracts(lines)
+    long_one = replace(lines, quantity=np.ones(lines.n_positions))
+    distinct = _subset(long_one, first) if unique < lines.n_positions else long_one
     H = np.vstack(
-        [per_position_pnl(lines, columns_of(sc, col), horizon, american) for sc, horizon in scenarios]
-        or [np.zeros((0, lines.n_positions))]
+        [per_position_pnl(distinct, columns_of(sc, col), horizon, american) for sc, horizon in scenarios]
+        or [np.zeros((0, distinct.n_positions))]
     )
+    H = H[:, inverse] * side[None, :] if unique < lines.n_positions else H * side[None, :]
     opt = np.asarray(lines.is_option)
     decay = np.maximum(-g["theta_per_day"] * horizon_calendar_days, 0.0)
     spot = lines.position_spot
     notional = np.abs(spot * mult)
     financing = np.where(opt, 0.0, notional * financing_rate * horizon_calendar_days / 365.0)
-    cost = np.abs(tp - mp) * mult + np.where(opt, decay, 0.0) + financing
-    premium = np.where(opt & (side > 0), tp * mult, 0.0)
+    if delta_one_carry is not None:
+        own = np.asarray(delta_one_carry, dtype=float)
+        financing = np.where(~opt & np.isfinite(own), own, financing)
+    cost = np.abs(tp - mp) * price_mult + np.where(opt, decay, 0.0) + financing
+    premium = np.where(opt & (side > 0), tp * price_mult, 0.0)
     per = premium + cost
     cap = np.where(per > 0, np.floor(budget / np.maximum(per, 1e-12)), max_contracts)
     return HedgeCandidates(

@@ -66,7 +66,9 @@ import numpy as np
 import yaml
 from numpy.typing import ArrayLike, NDArray
 
+from risk_pipeline.quant import presets
 from risk_pipeline.quant._numba import FloatArray, IntArray
+from risk_pipeline.quant.presets import RISK_LEVELS
 
 OK = "OK"
 WARN = "WARN"
@@ -167,6 +169,7 @@ _RULE_TEXT = {
     "names": "must be a list of strings",
     "warnings": "must map limit names to numbers in (0, 1)",
     "text": "must be a string",
+    "level": f"must be one of {list(RISK_LEVELS)}",
 }
 
 #: Field -> (rule kind, null allowed). Every limit may be null (disabled) except max_drawdown_pct,
@@ -197,6 +200,8 @@ _FIELD_RULES: dict[str, tuple[str, bool]] = {
     "not_available_state": ("state", False),
     "hedge_strategies": ("names", False),
     "concentration_min_gross_pct_nav": ("nonneg", False),
+    # a named preset (quant/presets.py): sets the fractional limits beneath the book's own values
+    "risk_level": ("level", True),
 }
 SETTING_NAMES: tuple[str, ...] = tuple(_FIELD_RULES)
 
@@ -227,6 +232,8 @@ def _rule_broken(kind: str, value: Any) -> bool:
         return not isinstance(value, list | tuple) or not all(isinstance(s, str) for s in value)
     if kind == "text":
         return not isinstance(value, str)
+    if kind == "level":
+        return value not in RISK_LEVELS
     raise AssertionError(kind)
 
 
@@ -353,6 +360,9 @@ class LimitsConfig:
     not_available_state: str = "HALTED"
     hedge_strategies: tuple[str, ...] = ("index_hedge", "protective_put")
     concentration_min_gross_pct_nav: float = 0.0
+    #: the preset in force (None: none) and the environment variables applied (name, raw value)
+    risk_level: str | None = None
+    environment: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         wf = self.warning_fractions
@@ -399,6 +409,10 @@ class LimitsFile:
     source: str
     defaults: LimitsConfig
     books: tuple[LimitsConfig, ...]
+    #: the ``defaults`` section as written and the RISK_PIPELINE_* environment it was loaded with, so a book
+    #: without a section gets its own preset and overrides (see quant/presets.py)
+    raw_defaults: Mapping[str, Any] | None = None
+    env: Mapping[str, str] | None = None
 
     @property
     def book_names(self) -> tuple[str, ...]:
@@ -406,20 +420,70 @@ class LimitsFile:
         return tuple(b.book for b in self.books)
 
     def for_book(self, book: str) -> LimitsConfig:
-        """The config of ``book``; a book without a section gets the defaults under its own name."""
+        """The config of ``book``; a book without a section gets the defaults (with its preset and environment
+        overrides, if any) under its own name."""
         for cfg in self.books:
             if cfg.book == book:
                 return cfg
-        return replace(self.defaults, book=book)
+        if self.raw_defaults is None:
+            return replace(self.defaults, book=book)
+        values, used, problems = _resolve_book(self.source, book, self.raw_defaults, {}, self.env or {})
+        if problems:
+            raise LimitsConfigError(problems)
+        return _make_config(book, self.version, self.source, values, used)
 
 
-def load_limits(source: str | os.PathLike[str] | Mapping[str, Any]) -> LimitsFile:
+def _resolve_book(
+    file: str, book: str, defaults: Mapping[str, Any], section: Mapping[str, Any], env: Mapping[str, str]
+) -> tuple[dict[str, Any], tuple[tuple[str, str], ...], list[LimitsProblem]]:
+    """A book's settings: defaults < preset of its risk level < its own section < the environment's drawdown.
+
+    The level: ``RISK_PIPELINE_RISK_LEVEL_<BOOK>``, ``RISK_PIPELINE_RISK_LEVEL``, the section's ``risk_level``,
+    the defaults' ``risk_level``. Problems of environment values name the variable as the field and
+    ``environment`` as the file.
+    """
+    over, env_problems = presets.environment_overrides(env, [book] if book != "defaults" else [])
+    problems = [LimitsProblem(presets.ENV_SOURCE, p.book, p.field, p.value, p.rule) for p in env_problems]
+    level = over.level(book) or section.get("risk_level") or defaults.get("risk_level")
+    values: dict[str, Any] = {**defaults}
+    if level in presets.LIMITS:
+        values |= presets.LIMITS[level]
+    values |= section
+    values["risk_level"] = level
+    used = (
+        over.applied(book)
+        if book != "defaults"
+        else {k: v for k, v in over.used.items() if k in (presets.ENV_RISK_LEVEL, presets.ENV_MAX_DRAWDOWN)}
+    )
+    drawdown = over.drawdown(book)
+    if drawdown is not None:
+        values["max_drawdown_pct"] = drawdown
+        var = next(k for k in used if k.startswith(presets.ENV_MAX_DRAWDOWN))
+        for p in _check_settings(values, file, book):
+            problems.append(LimitsProblem(presets.ENV_SOURCE, book, var, used[var], f"{p.field}: {p.rule}"))
+    return values, tuple(sorted(used.items())), problems
+
+
+def _make_config(
+    book: str, version: str, file: str, values: Mapping[str, Any], environment: tuple[tuple[str, str], ...] = ()
+) -> LimitsConfig:
+    kwargs = dict(values)
+    if "hedge_strategies" in kwargs:
+        kwargs["hedge_strategies"] = tuple(kwargs["hedge_strategies"])
+    return LimitsConfig(book=book, version=version, source=file, environment=environment, **kwargs)
+
+
+def load_limits(source: str | os.PathLike[str] | Mapping[str, Any], env: Mapping[str, str] | None = None) -> LimitsFile:
     """Read and validate a limits file (a path to YAML, or the already-parsed mapping).
 
     Schema: ``version`` (required), ``defaults`` (required; every limit name present, ``null`` to
-    disable), ``books`` (optional; book name -> overrides of any setting). Raises
-    ``LimitsConfigError`` listing every problem (file, book, field, value, rule).
+    disable), ``books`` (optional; book name -> overrides of any setting; ``risk_level`` names a preset
+    of quant/presets.py applied beneath the section's own values). ``env`` (default ``os.environ``) gives
+    the deployment overrides ``RISK_PIPELINE_RISK_LEVEL[_<BOOK>]`` and ``RISK_PIPELINE_MAX_DRAWDOWN_PCT[_<BOOK>]``.
+    Raises ``LimitsConfigError`` listing every problem (file, book, field, value, rule; for an environment
+    value the file is ``environment`` and the field the variable).
     """
+    env = {k: v for k, v in (os.environ if env is None else env).items() if k.startswith("RISK_PIPELINE_")}
     if isinstance(source, Mapping):
         file, raw = "<dict>", source
     else:
@@ -453,6 +517,7 @@ def load_limits(source: str | os.PathLike[str] | Mapping[str, Any]) -> LimitsFil
         problems.append(LimitsProblem(file, "books", "books", books, "must map book names to mappings"))
         books = {}
     merged: dict[str, dict[str, Any]] = {}
+    used: dict[str, tuple[tuple[str, str], ...]] = {}
     for book, overrides in books.items():
         if not isinstance(overrides, Mapping):
             problems.append(LimitsProblem(file, str(book), "-", overrides, "must be a mapping"))
@@ -460,23 +525,21 @@ def load_limits(source: str | os.PathLike[str] | Mapping[str, Any]) -> LimitsFil
         own = _check_settings(overrides, file, str(book))
         problems += own
         if not own:
-            merged[str(book)] = {**defaults, **overrides}
-            problems += _check_settings(merged[str(book)], file, str(book))
+            values, used[str(book)], env_problems = _resolve_book(file, str(book), defaults, overrides, env)
+            problems += env_problems or _check_settings(values, file, str(book))
+            merged[str(book)] = values
+    base, used["defaults"], env_problems = _resolve_book(file, "defaults", defaults, {}, env)
+    problems += env_problems
     if problems:
-        raise LimitsConfigError(problems)
+        raise LimitsConfigError(list(dict.fromkeys(problems)))  # a global variable's problem once
     ver = str(version)
-
-    def make(book: str, values: Mapping[str, Any]) -> LimitsConfig:
-        kwargs = dict(values)
-        if "hedge_strategies" in kwargs:
-            kwargs["hedge_strategies"] = tuple(kwargs["hedge_strategies"])
-        return LimitsConfig(book=book, version=ver, source=file, **kwargs)
-
     return LimitsFile(
         version=ver,
         source=file,
-        defaults=make("defaults", defaults),
-        books=tuple(make(b, v) for b, v in merged.items()),
+        defaults=_make_config("defaults", ver, file, base, used["defaults"]),
+        books=tuple(_make_config(b, ver, file, v, used[b]) for b, v in merged.items()),
+        raw_defaults=dict(defaults),
+        env=env,
     )
 
 

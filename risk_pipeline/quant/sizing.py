@@ -755,11 +755,34 @@ class SizeLimits:
     sector: float = math.inf
     cluster: float = math.inf
     delta: float = math.inf
+    dollar_delta: float = math.inf
+    gamma: float = math.inf
+    vega: float = math.inf
+    theta: float = math.inf
     correlation: float = math.inf
     trading_state: float = math.inf
     position_risk: float = math.inf
     portfolio_risk: float = math.inf
     risk_budget: float = math.inf
+
+
+def greek_cap(
+    current: float, per_unit: float, cap: float | None, direction: float, *, loss_only: bool = False
+) -> float:
+    """Most units of an instrument (in the signal's ``direction``) a Greek cap allows: the largest ``q >= 0`` with
+    ``|current + direction x per_unit x q| <= cap`` (``loss_only``: ``-(current + direction x per_unit x q) <= cap``,
+    the theta cap on the loss per day). ``current`` is the Greek of everything else the cap covers. Inf when the
+    instrument does not move the Greek toward the cap (a stock's gamma, vega and theta are 0) or there is no cap;
+    0 when the cap is already used up in the direction the trade moves it.
+    """
+    g = direction * per_unit
+    if cap is None or not math.isfinite(cap):
+        return math.inf
+    if loss_only:
+        return math.inf if g >= 0.0 else max((cap + current) / -g, 0.0)
+    if g == 0.0:
+        return math.inf
+    return max((cap - math.copysign(1.0, g) * current) / abs(g), 0.0)
 
 
 def gross_share_cap(cap_share: float, gross_other: float, group_other: float = 0.0) -> float:

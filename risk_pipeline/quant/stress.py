@@ -8,9 +8,12 @@ decay). Per underlying ``s`` with beta ``b_s`` to the reference index and index 
 unless the scenario gives a move for the underlying's sector (``sector_moves``) or for the symbol
 itself (``symbol_moves``), which is applied as is (symbol over sector over beta). Implied vols move by
 ``sigma' = max(sigma * multiplier + shift + skew * ln(K / S'), 0)`` (level multiplicative and/or
-additive, skew per unit log-moneyness after the move, so ``skew < 0`` steepens the put skew); rates by
-``rate_shift``. Jorion, "Value at Risk", 3rd ed., ch. 14; Hull, "Risk Management and Financial
-Institutions", 5th ed., ch. 22.
+additive, skew per unit log-moneyness after the move, so ``skew < 0`` steepens the put skew) under the
+legacy rule ``flat_multiplier``; the library's ``vol_rule`` ``expiry_name_skew`` (``vol_shocks``) instead
+reads ``multiplier`` as the reference vol index's move and scales its log by each name's vol beta and
+each expiry's ``(30 / tau)^alpha``, the skew by ``(30 / tau)^(1/2)``, and adds adverse idiosyncratic
+spot and vol moves of single names (``idiosyncratic_sigmas``); rates by ``rate_shift``. Jorion, "Value
+at Risk", 3rd ed., ch. 14; Hull, "Risk Management and Financial Institutions", 5th ed., ch. 22.
 
 Liquidation cost (an exogenous spread cost scaled by a square-root participation rule; Bangia,
 Diebold, Schuermann & Stroughair 1999, "Modeling liquidity risk, with implications for traditional
@@ -63,9 +66,20 @@ from risk_pipeline.quant._numba import FloatArray
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.scenario_engine import AmericanMethod, ScenarioSet, evaluate, market_values
 from risk_pipeline.quant.var import empirical_var_es
+from risk_pipeline.quant.vol_shocks import (
+    VolShockRule,
+    clipped_vol_betas,
+    idiosyncratic_sign_sets,
+    max_loss_weights,
+    option_vol_shifts,
+    window_sessions,
+    worst_by_symbol,
+)
 
 LOW, MEDIUM, HIGH, CRITICAL = "LOW", "MEDIUM", "HIGH", "CRITICAL"
 SCENARIO_TYPES = ("historical", "hypothetical")
+#: The legacy vol rule: one multiplier for every name and expiry.
+FLAT_MULTIPLIER = VolShockRule(kind="flat_multiplier")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,6 +125,8 @@ class StressScenario:
     index_levels: Mapping[str, float] = field(default_factory=dict)
     vol_index: Mapping[str, Any] = field(default_factory=dict)
     sources: tuple[str, ...] = ()
+    #: adverse idiosyncratic move of every single name, in residual sds (None: the library rule's default)
+    idiosyncratic_sigmas: float | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +182,8 @@ class ScenarioLibrary:
     thresholds: RiskThresholds = RiskThresholds()
     liquidity: LiquidityModel = LiquidityModel()
     grid: GridSpec = GridSpec()
+    #: implied-vol shock rule (a library without ``vol_rule`` keeps the legacy flat multiplier)
+    vol_rule: VolShockRule = FLAT_MULTIPLIER
 
     def get(self, scenario_id: str) -> StressScenario:
         for s in self.scenarios:
@@ -174,7 +192,22 @@ class ScenarioLibrary:
         raise KeyError(scenario_id)
 
 
-_TOP_KEYS = {"version", "reference_index", "risk_levels", "liquidity", "grid", "scenarios"}
+_TOP_KEYS = {"version", "reference_index", "risk_levels", "liquidity", "grid", "vol_rule", "scenarios"}
+_RULE_KEYS = {
+    "kind",
+    "reference_tenor_days",
+    "min_tenor_days",
+    "term_exponent",
+    "term_exponent_floor",
+    "term_exponent_cap",
+    "skew_term_exponent",
+    "vol_beta_floor",
+    "vol_beta_cap",
+    "default_vol_beta",
+    "log_move_cap",
+    "idiosyncratic_sigmas",
+    "source",
+}
 _SCENARIO_KEYS = {
     "id",
     "type",
@@ -192,6 +225,7 @@ _SCENARIO_KEYS = {
     "vol_index",
     "sources",
     "notes",
+    "idiosyncratic_sigmas",
 }
 _VOL_KEYS = {"multiplier", "shift", "skew"}
 _LIQ_KEYS = {"spread_multiplier", "volume_multiplier", "liquidation_fraction"}
@@ -224,6 +258,7 @@ def _scenario(raw: Mapping[str, Any]) -> StressScenario:
     window = dict(raw.get("window") or {})
     _check_keys(f"{where}.window", window, {"start", "end"})
     index_move = _num(f"{where}.index_move", raw.get("index_move", 0.0))
+    idio = raw.get("idiosyncratic_sigmas")
     sector = {str(k): _num(f"{where}.sector_moves.{k}", v) for k, v in (raw.get("sector_moves") or {}).items()}
     symbol = {str(k): _num(f"{where}.symbol_moves.{k}", v) for k, v in (raw.get("symbol_moves") or {}).items()}
     if any(v <= -1.0 for v in (index_move, *sector.values(), *symbol.values())):
@@ -254,6 +289,9 @@ def _scenario(raw: Mapping[str, Any]) -> StressScenario:
         index_levels={str(k): _num(f"{where}.index_levels.{k}", v) for k, v in (raw.get("index_levels") or {}).items()},
         vol_index=dict(raw.get("vol_index") or {}),
         sources=tuple(str(s) for s in raw.get("sources") or ()),
+        idiosyncratic_sigmas=(
+            None if raw.get("idiosyncratic_sigmas") is None else _num(f"{where}.idiosyncratic_sigmas", idio)
+        ),
     )
 
 
@@ -275,7 +313,21 @@ def load_scenarios(path_or_dict: str | os.PathLike[str] | Mapping[str, Any]) -> 
     _check_keys("liquidity", liq, {"participation_rate", "liquidation_horizon_days"})
     grid = dict(raw.get("grid") or {})
     _check_keys("grid", grid, {"spot_shocks", "vol_shocks", "spot_mode"})
+    rule_raw = dict(raw.get("vol_rule") or {"kind": "flat_multiplier"})
+    _check_keys("vol_rule", rule_raw, _RULE_KEYS)
+    try:
+        rule = VolShockRule(
+            **{k: (str(v) if k in ("kind", "source") else _num(f"vol_rule.{k}", v)) for k, v in rule_raw.items()}
+        )
+    except ValueError as exc:
+        raise ValueError(f"vol_rule: {exc}") from None
     scenarios = tuple(_scenario(s) for s in raw["scenarios"])
+    if rule.kind == "expiry_name_skew":
+        bad = [s.scenario_id for s in scenarios if s.vol.multiplier <= 0.0]
+        if bad:
+            raise ValueError(f"scenario {bad[0]}: vol.multiplier must be positive under vol_rule expiry_name_skew")
+    if any((s.idiosyncratic_sigmas or 0.0) < 0.0 for s in scenarios):
+        raise ValueError("idiosyncratic_sigmas must be non-negative")
     ids = [s.scenario_id for s in scenarios]
     if len(set(ids)) != len(ids):
         raise ValueError("scenario ids must be unique")
@@ -292,6 +344,7 @@ def load_scenarios(path_or_dict: str | os.PathLike[str] | Mapping[str, Any]) -> 
         thresholds=RiskThresholds(**{k: _num(f"risk_levels.{k}", v) for k, v in levels.items()}),
         liquidity=LiquidityModel(**{k: _num(f"liquidity.{k}", v) for k, v in liq.items()}),
         grid=gs,
+        vol_rule=rule,
     )
 
 
@@ -409,6 +462,7 @@ class StressResult:
     worst_symbol_pnl: float
     days_to_liquidate: float
     library_version: str
+    vol_rule: str = ""
 
     def to_row(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -447,12 +501,20 @@ def run_stress(
     liquidity_model: LiquidityModel | None = None,
     american: AmericanMethod = "exact",
     client: Any | None = None,
+    vol_rule: VolShockRule | None = None,
+    vol_betas: ArrayLike | None = None,
+    idio_spot_sd: ArrayLike | None = None,
+    idio_vol_sd: ArrayLike | None = None,
 ) -> tuple[StressResult, ...]:
     """Full-revaluation stress P&L of every scenario, P&L % NAV, worst underlying and risk level.
 
     ``betas`` (default 1) and ``sectors`` are per symbol; ``spreads`` and ``volumes`` per position
     (needed by scenarios that liquidate); ``nav`` defaults to the book's market value; thresholds and
     the liquidity model default to the library's (or the module defaults for a plain sequence).
+    ``vol_rule`` defaults to the library's (``flat_multiplier`` for a plain sequence); under
+    ``expiry_name_skew``, ``vol_betas`` (per symbol, NaN = no history), ``idio_spot_sd`` (daily residual
+    log-return sd) and ``idio_vol_sd`` (daily residual 30-day log-vol sd; both 0 for the index, NaN or
+    ``None`` = no idiosyncratic move) are per symbol (``vol_shocks``).
     """
     lib = scenarios if isinstance(scenarios, ScenarioLibrary) else None
     items = tuple(lib.scenarios if lib is not None else scenarios)
@@ -464,14 +526,23 @@ def run_stress(
         th = thresholds if isinstance(thresholds, RiskThresholds) else RiskThresholds(**thresholds)
     model = liquidity_model or (lib.liquidity if lib is not None else LiquidityModel())
     nav_value = _nav(portfolio, nav)
+    rule = vol_rule or (lib.vol_rule if lib is not None else FLAT_MULTIPLIER)
     sc = scenario_set(portfolio, items, betas, sectors)
-    res = evaluate(portfolio, sc, 0.0, american=american, per_symbol=True, client=client)
-    assert res.by_symbol is not None
+    if rule.kind == "flat_multiplier":
+        res = evaluate(portfolio, sc, 0.0, american=american, per_symbol=True, client=client)
+        assert res.by_symbol is not None
+        market_by_sym, market = res.by_symbol, res.pnl
+    else:
+        market_by_sym = _expiry_name_skew_pnl(
+            portfolio, items, sc, rule, vol_betas, idio_spot_sd, idio_vol_sd, american, client
+        )
+        market = market_by_sym.sum(axis=1)
     liq_sym, days = liquidation_costs(portfolio, [s.liquidity for s in items], spreads, volumes, model)
-    by_sym = res.by_symbol - liq_sym
+    by_sym = market_by_sym - liq_sym
     liq = liq_sym.sum(axis=1)
-    total = res.pnl - liq
+    total = market - liq
     version = lib.version if lib is not None else ""
+    label = rule.label()
     out = []
     for j, s in enumerate(items):
         worst = int(np.argmin(by_sym[j])) if portfolio.n_symbols else -1
@@ -486,7 +557,7 @@ def run_stress(
                 vol_shift=s.vol.shift,
                 vol_skew=s.vol.skew,
                 rate_shift=s.rate_shift,
-                market_pnl=float(res.pnl[j]),
+                market_pnl=float(market[j]),
                 liquidation_cost=float(liq[j]),
                 pnl=float(total[j]),
                 pnl_pct_nav=pct,
@@ -495,9 +566,103 @@ def run_stress(
                 worst_symbol_pnl=float(by_sym[j, worst]) if worst >= 0 else 0.0,
                 days_to_liquidate=float(days[j]),
                 library_version=version,
+                vol_rule=label,
             )
         )
     return tuple(out)
+
+
+def _per_symbol_sd(value: ArrayLike | None, n_symbols: int, name: str) -> FloatArray:
+    if value is None:
+        return np.zeros(n_symbols)
+    arr = np.asarray(value, dtype=np.float64).reshape(-1)
+    if arr.shape != (n_symbols,) or np.any(arr[np.isfinite(arr)] < 0.0):
+        raise ValueError(f"{name} must be non-negative, one per symbol")
+    return np.where(np.isfinite(arr), arr, 0.0)
+
+
+def _expiry_name_skew_pnl(
+    portfolio: Portfolio,
+    items: Sequence[StressScenario],
+    sc: ScenarioSet,
+    rule: VolShockRule,
+    vol_betas: ArrayLike | None,
+    idio_spot_sd: ArrayLike | None,
+    idio_vol_sd: ArrayLike | None,
+    american: AmericanMethod,
+    client: Any | None,
+) -> FloatArray:
+    """Market P&L per (scenario, symbol) under ``expiry_name_skew`` (``vol_shocks``), idiosyncratic moves included.
+
+    Without idiosyncratic moves one revaluation of the n scenarios. With them, pass 1 revalues the scenarios
+    without and with every sign combination at full size (5 n rows, one set) and takes each name's worst
+    combination and its extra loss ``a_js``; pass 2 revalues the scenarios with each name moved by its worst
+    signs scaled by ``u_js = a_js / ||a_j||`` (``vol_shocks.max_loss_weights``).
+    """
+    n, n_sym = sc.n_scenarios, portfolio.n_symbols
+    k = np.array(
+        [rule.idiosyncratic_sigmas if s.idiosyncratic_sigmas is None else s.idiosyncratic_sigmas for s in items]
+    )
+    size = k * np.sqrt(window_sessions([s.window_start for s in items], [s.window_end for s in items]))
+    spot_sd = _per_symbol_sd(idio_spot_sd, n_sym, "idio_spot_sd")
+    vol_sd = _per_symbol_sd(idio_vol_sd, n_sym, "idio_vol_sd")
+    spot_log = np.log1p(sc.spot_shock_rel)
+    none = np.zeros((n, n_sym))
+    args = (portfolio, items, sc, rule, vol_betas, american, client)
+    if not (np.any(size > 0.0) and (np.any(spot_sd > 0.0) or np.any(vol_sd > 0.0))):
+        return _revalue_sets([(spot_log, none)], *args)[0]
+    combos = idiosyncratic_sign_sets(spot_log, none, spot_sd, vol_sd, size)
+    base, *moved = _revalue_sets([(spot_log, none), *combos], *args)
+    worst, pick = worst_by_symbol(moved)
+    u = max_loss_weights(base - worst)
+    spot_sign = np.where(pick < 2, 1.0, -1.0)
+    vol_sign = np.where(pick % 2 == 0, 1.0, -1.0)
+    scaled = u * size[:, None]
+    final = (spot_log + spot_sign * scaled * spot_sd[None, :], vol_sign * scaled * vol_sd[None, :])
+    return _revalue_sets([final], *args)[0]
+
+
+def _revalue_sets(
+    sets: Sequence[tuple[FloatArray, FloatArray]],
+    portfolio: Portfolio,
+    items: Sequence[StressScenario],
+    sc: ScenarioSet,
+    rule: VolShockRule,
+    vol_betas: ArrayLike | None,
+    american: AmericanMethod,
+    client: Any | None,
+) -> list[FloatArray]:
+    """P&L per (scenario, symbol) for each ``(spot log shock, idiosyncratic 30-day log-vol move)`` set, revalued
+    together as one scenario set."""
+    p = portfolio
+    n, reps = sc.n_scenarios, len(sets)
+    spot_all = np.concatenate([a for a, _ in sets])
+    idio_all = np.concatenate([b for _, b in sets])
+    mult = np.array([s.vol.multiplier for s in items], dtype=np.float64)
+    shifts = option_vol_shifts(
+        implied_vol=p.implied_vol,
+        time_years=p.time_years,
+        log_strike=np.log(np.where(p.is_option, p.strike, 1.0)),
+        symbol_index=p.symbol_index,
+        is_option=p.is_option,
+        log_spot_new=np.log(p.spot)[None, :] + spot_all,
+        index_log_vol_move=np.tile(np.log(mult), reps),
+        vol_shift=np.tile([s.vol.shift for s in items], reps),
+        vol_skew=np.tile([s.vol.skew for s in items], reps),
+        vol_betas=clipped_vol_betas(vol_betas, p.n_symbols, rule),
+        idio_log_vol_move=idio_all,
+        rule=rule,
+    )
+    rates = np.zeros(n) if sc.rate_shift_abs is None else sc.rate_shift_abs
+    full = ScenarioSet(
+        np.expm1(spot_all),
+        vol_shift_abs=shifts,
+        rate_shift_abs=np.tile(rates, reps),
+        vol_shift_per_position=True,
+    )
+    res = evaluate(p, full, 0.0, american=american, per_symbol=True, client=client)
+    assert res.by_symbol is not None
+    return [res.by_symbol[c * n : (c + 1) * n] for c in range(reps)]
 
 
 def stress_grid(

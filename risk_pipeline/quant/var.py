@@ -199,6 +199,8 @@ class VarResult:
     #: simulation methods: independent episodes among the tail scenarios (overlapping windows count once)
     independent_tail_obs: float = math.nan
     note: str = ""
+    #: simulation methods: per-underlying ES contributions summing to the ES (``tail_component_es``)
+    component_es: FloatArray | None = field(default=None, repr=False)
 
     def to_row(self) -> dict[str, Any]:
         """A ``var_results`` row without ``as_of``/``book``."""
@@ -225,8 +227,9 @@ class VarResult:
                 "confidence": self.confidence,
                 "symbol": s,
                 "component_var": float(c),
+                "component_es": math.nan if self.component_es is None else float(self.component_es[i]),
             }
-            for s, c in zip(self.symbols, self.component_var, strict=True)
+            for i, (s, c) in enumerate(zip(self.symbols, self.component_var, strict=True))
         ]
 
 
@@ -280,6 +283,29 @@ def empirical_var_es(pnl: ArrayLike, confidence: float) -> tuple[float, float]:
     whole = math.floor(m)
     tail = float(np.sum(p[:whole])) + (m - whole) * (float(p[whole]) if whole < n else 0.0)
     return var, -tail / m
+
+
+def tail_component_es(by_symbol: ArrayLike, confidence: float) -> FloatArray:
+    """ES contributions per underlying: the ``empirical_var_es`` tail average applied to each column.
+
+    The scenarios are ordered by the book P&L (the row sum of ``by_symbol``); the ``m = n (1 - c)`` worst
+    get weight ``1 / m`` (the fractional one ``(m - floor m) / m``), so the contributions sum to the ES and
+    each is ``E[-P&L_s | tail]`` (Euler allocation of ES, Tasche 2002, "Expected shortfall and beyond").
+    """
+    x = np.asarray(by_symbol, dtype=np.float64)
+    n = x.shape[0]
+    order = np.argsort(x.sum(axis=1), kind="stable")
+    m = _tail_count(n, confidence)
+    if abs(m - round(m)) < 1e-9:
+        m = float(round(m))
+    if m <= 1.0:
+        return -x[order[0]]
+    whole = math.floor(m)
+    w = np.zeros(n)
+    w[:whole] = 1.0
+    if whole < n:
+        w[whole] = m - whole
+    return -(w @ x[order]) / m
 
 
 def kernel_component_var(by_symbol: ArrayLike, var: float) -> FloatArray:
@@ -376,6 +402,7 @@ def _simulation_results(
                 lookback,
                 symbols,
                 kernel_component_var(by_symbol, var),
+                component_es=tail_component_es(by_symbol, c),
                 **extra,
             )
         )

@@ -96,6 +96,12 @@ class MarketDataSource(abc.ABC):
         out.attrs["source_files"] = [f"{self.name} (no signals)"]
         return out
 
+    def instrument_quotes(self, session: date, snapshot_time: datetime | None = None) -> pd.DataFrame:
+        """Index futures and inverse-ETF quotes (the ``instrument_quotes`` table) at the snapshot; none by default."""
+        out = pd.DataFrame()
+        out.attrs["source_files"] = [f"{self.name} (no index futures or ETFs)"]
+        return out
+
     def symbols(self) -> list[str]:
         """Symbols the source covers (may be empty if unknown before reading)."""
         return []

@@ -4,6 +4,7 @@ Layout under the folder root (one file per table per session or snapshot; ``.csv
 
     market_prices/2026-11-20.csv
     option_quotes/2026-11-20/204500Z.csv      one file per snapshot, UTC time HHMMSSZ
+    instrument_quotes/2026-11-20/204500Z.csv  optional: index futures and inverse ETFs at that snapshot
     rates_curve/2026-11-20.csv
     dividend_yields/2026-11-20.csv
     positions/2026-11-20.csv
@@ -152,6 +153,26 @@ class FolderSource(MarketDataSource):
         if not paths:
             out.attrs["expected_files"] = {session.isoformat(): wanted}
         return out
+
+    def instrument_quotes(self, session: dt.date, snapshot_time: dt.datetime | None = None) -> pd.DataFrame:
+        """``instrument_quotes/<session>/<HHMMSSZ>.csv`` (index futures and ETFs) of the snapshot; none when the
+        layout has no ``instrument_quotes`` folder for the session (a market without them)."""
+        folder = self.root / "instrument_quotes" / session.isoformat()
+        if not folder.is_dir():
+            return super().instrument_quotes(session, snapshot_time)
+        by_time: dict[dt.datetime, list[Path]] = {}
+        frames = []
+        for path in sorted(p for p in folder.iterdir() if _is_data_file(p)):
+            t = _snapshot_time_of(path.stem)
+            if t is None:
+                why = f"snapshot file name is not a UTC time HHMMSSZ{path.suffix}"
+                frames.append(error_frame(self._rel(path), why))
+            else:
+                by_time.setdefault(dt.datetime.combine(session, t, tzinfo=dt.UTC), []).append(path)
+        if snapshot_time is None and by_time:
+            snapshot_time = max(by_time)
+        paths = by_time.get(snapshot_time.astimezone(dt.UTC), []) if snapshot_time is not None else []
+        return concat_source_frames([*frames, *(self._read(p) for p in paths)])
 
     def earnings_events(self) -> pd.DataFrame:
         folder = self.root / "event_calendar"

@@ -13,30 +13,33 @@ Prices (daily log returns, one row per symbol and session)::
     stock  r = drift + β (m - a (|m| - E|m|) + crash + J) + s_sector + e + own jumps
 
 ``m`` (market), ``s`` (one per sector) and ``e`` (idiosyncratic) are Student-t shocks scaled by
-stochastic volatilities with long memory: each log-vol is a sum of three AR(1) components with
-half-lives of 4, 90 and 400 sessions (a multi-component SV model, close to a long-memory process over a
-7-year path), each moved every day by the factor's own shock (``-z``: falls raise the vol, the leverage
-effect; ``|z|``) and by independent noise, with no variance cap (soft bounds at 0.3x and 5x the median
-vol on the Gaussian part only keep it plausible). Sector and idiosyncratic log-vols load on the market's
-components too (volatility is a market-wide state). On top of that, crises: a renewal process starts one
-every 240-650 sessions ('realistic', so every 760-session window has one); each opens with a crash day
-(-4.5 % x its severity), then its crisis log-vol builds up over a crash phase of 8-15 sessions, every
-step of it with a fall of the market (``crash``), and decays with a half-life of 100 sessions. A crisis
-adds 0.75-0.86 to the market's log-vol (about doubles the vol), plus 0.66 per unit of the market's
-log-vol below its median when it starts (a crisis out of a calm market climbs further). The crisis
-log-vol loads fully on the market and little on sectors and names, so correlation rises in crises; the
-stocks' loading on the market is larger on falls than on rises (``β(1 ± a)``, ``a`` 0.2-0.4, mean-zero),
-so correlation is higher on down days. Index jumps ``J`` are a Hawkes process: a baseline of a few a
-year, each jump raising the intensity (branching ratio 0.4, half-life 10 sessions) and the market's
-log-vol; sizes average -3.5 % (log), larger when the vol is high; a crisis onset adds to the intensity.
+stochastic volatilities. Each Gaussian log-vol is a sum of three AR(1) components with half-lives of 4,
+90 and 400 sessions, each moved every day by the factor's own shock (``-z``: falls raise the vol, the
+leverage effect; ``|z|``) and by independent noise (soft tanh bounds at ±2 on the log-vol exponent only
+keep it finite; there is no variance cap). The market's Gaussian vol has a long-run level of 6.5 %
+(calm markets); sector and idiosyncratic log-vols load on the market's components too. On top of that, crises
+(the long memory and the regimes): a renewal process starts one every 240-650 sessions ('realistic', so
+every 760-session window has one). Each crisis drives the market's diffusive vol to a peak level drawn
+in absolute terms, ``18.5 % + 66.5 % U^15`` (mostly a 20-30 % plateau, about one crisis in fourteen
+above 40 %): it adds the annual variance ``max(peak² - vol², peak² / 4)`` (``vol`` the market's at the onset),
+built up over a crash phase of 15-30 sessions with random steps, every step with a fall of the market of
+12 % per unit of the log-vol rise (``crash``), held for 130-300 sessions, then decaying with a half-life
+of 40 sessions; the crisis variance moves with the market's fast log-vol component (loading 0.6). The
+crisis log-vol ``R`` (``exp(2R)`` = the market's variance over its Gaussian part) loads 0.5 on the
+sectors' log-vols and 0.35 on the names', so correlation rises in crises; the stocks' loading on the
+market is larger on falls than on rises (``β(1 ± a)``, ``a`` 0.25-0.45, mean-zero), so correlation is
+higher on down days. Index jumps ``J`` are a Hawkes process: a baseline of 1.2 a year, each jump raising
+the intensity (branching ratio 0.4, half-life 6 sessions) and the market's log-vol; sizes -4.1 % ± 1.5 %
+(log); a crisis opens with a crash day of -4.5 % x ``min(peak / 60 %, 1)²`` and adds
+15 x ``min(peak / 60 %, 1)²`` jumps a year to the intensity (severe crises crash harder).
 Stocks get ``J`` through β and have their own compound Poisson jumps. Earnings moves land on each name's
 reaction session (a random sign times a Gamma(2) size); macro moves on ``macro_event_dates`` are sized
 by the market's vol of the day (CPI 1.3x, payrolls 1.1x, FOMC 1.2x, other types 1x) and hit the index
 and, through β, every stock. The non-event part of a day is capped at ±30 % (index ±15 %); the log price
 reverts very weakly to a drifting anchor (half-life ≈ 1.4 years, started at its stationary offset) so
 7-year paths stay tradable and jumps and crashes are recovered over time. The ``market`` switch:
-'realistic' (above), 'calm' (no crises, 60 % of the vol of vol, fewer jumps) or 'crisis' (a crisis of
-severity 0.9-1.3 every 250-500 sessions). Every market has the realistic one's calm-time vol levels.
+'realistic' (above), 'calm' (no crises, 60 % of the vol of vol, fewer jumps) or 'crisis' (a crisis
+peaking at 45-85 % vol every 250-500 sessions). Every market has the same calm-time vol levels.
 OHLC: an overnight gap (20 % of the diffusive variance, any earnings move and the move of a macro
 release at 8:30 New York: CPI, payrolls) then an intraday Brownian bridge from open to close; an FOMC
 move is a step just after 14:00 New York; other macro types move intraday. High and low are exact draws
@@ -72,9 +75,11 @@ Option quotes (every underlying, per snapshot):
   moves on its own, a second, slow term-structure factor, so the curve inverts when the current vol is
   far above it) plus the expected index jump variance (from the current Hawkes intensity), plus 1.1² x
   the event variance of every earnings reaction and macro release after ``as_of`` whose session closes
-  by the expiry (a macro release sized by the current market vol). The index's vrp moves around 1.18 (up
-  in sell-offs) and 2 % of annual vol is added to its implied variance; the names' vrp is 0.945-0.985
-  (their IV/RV near 1: implied correlation above realized). Each slice is exactly a raw SVI:
+  by the expiry (a macro release sized by the current market vol). The index's vrp moves around 1.07:
+  its log jumps up in sell-offs (0.125 per unit of ``-z``) and decays with a half-life of 10 sessions, so
+  an option of ``T`` years carries ``vrp_bar (vrp / vrp_bar)^g(kT)`` (``g(x) = (1 - e^-x) / x``: the
+  average over its life, the short end moves most); 2 % of annual vol is added to its implied variance;
+  the names' vrp is 0.90-0.94 (their IV/RV near 1: implied correlation above realized). Each slice is exactly a raw SVI:
   ``a = θ(1-ρ²)/2, b = θφ/2, ρ, m = -ρ/φ, σ = sqrt(1-ρ²)/φ`` (``true_surface``). Skew is negative: ρ ≈
   -0.7 for the index; for stocks -0.35 … -0.20 with η 0.85-1.2 and, for about a quarter of the names, a
   smile (ρ -0.16 … -0.10, η 1.0-1.35) whose call wing rises above the ATM vol; γ 0.47-0.5 gives 1-month
@@ -115,6 +120,7 @@ from scipy.special import ndtr
 
 from risk_pipeline.contracts import table
 from risk_pipeline.sources.base import MarketDataSource
+from risk_pipeline.sources.instruments import instrument_quotes_frame
 from risk_pipeline.sources.signals import synthetic_signals
 
 FIRST_SESSION = dt.date(2021, 1, 4)
@@ -254,27 +260,34 @@ MARKETS: tuple[str, ...] = ("calm", "realistic", "crisis")
 _HALF_LIVES = np.array([4.0, 90.0, 400.0])
 _PHI = 0.5 ** (1.0 / _HALF_LIVES)  # daily AR(1) coefficients
 _KAPPA = 252.0 * np.log(2.0) / _HALF_LIVES  # annual mean-reversion rates
-_JUMP_HALF_LIFE = 10.0  # sessions: decay of the Hawkes excitation of index jumps
+_JUMP_HALF_LIFE = 6.0  # sessions: decay of the Hawkes excitation of index jumps
 _JUMP_BRANCHING = 0.4  # expected index jumps triggered by one index jump
-_INDEX_JUMP = (-0.035, 0.015)  # index jump size: mean, sd (log return)
+_INDEX_JUMP = (-0.041, 0.015)  # index jump size: mean, sd (log return)
 _ONSET_JUMP = (-0.045, 0.015)  # the crash that opens a crisis, per unit of its severity: mean, sd
 _CRISIS_JUMP_BOOST = 15.0  # added to the index jump intensity (per year) at a crisis onset, per unit of severity
-_INDEX_VRP = 1.18  # index implied / expected vol, long run
-_VRP_LOGVOL = (0.021, 0.014)  # index implied/expected log-vol: loading on -z, own noise (half-life 10 sessions)
-_CRASH_DRIFT = 0.075  # market fall per unit of crisis log-vol added during a crash phase
-_CRASH_DAYS = (8, 15)  # sessions of a crash phase (uniform)
-_CRISIS_HALF_LIFE = 100.0  # sessions: decay of the crisis log-vol after its crash phase
+_INDEX_VRP = 1.07  # index implied / expected vol, long run
+_VRP_HALF_LIFE = 10.0  # sessions: decay of the index premium's shocks
+_VRP_LOGVOL = (0.125, 0.008)  # index implied/expected log-vol: loading on -z, own noise (half-life 10 sessions)
+_CRASH_DRIFT = 0.12  # market fall per unit of crisis log-vol added during a crash phase
+_CRASH_DAYS = (15, 30)  # sessions of a crash phase (uniform)
+_CRISIS_HALF_LIFE = 40.0  # sessions: decay of the crisis log-vol after its crash phase
 #: Daily moves of the (fast, medium, slow) log-vol components per unit of -z (leverage), of |z| - E|z| and of
 #: independent noise: the market's, then the sectors' and names' own.
-_MARKET_LOGVOL = ((0.080, 0.043, 0.006), (0.013, 0.026, 0.0), (0.008, 0.026, 0.009))
-_FACTOR_LOGVOL = ((0.015, 0.012, 0.003), (0.040, 0.015, 0.0), (0.030, 0.035, 0.015))
+_MARKET_LOGVOL = ((0.155, 0.015, 0.003), (0.010, 0.010, 0.0), (0.006, 0.008, 0.005))
+_FACTOR_LOGVOL = ((0.010, 0.010, 0.003), (0.025, 0.012, 0.0), (0.015, 0.085, 0.030))
 _JUMP_FEEDBACK = (0.040, 0.053, 0.0)  # market log-vol components per index jump (scaled to its size)
 _MARKET_NU = 14.0  # Student-t degrees of freedom of the market's shocks
-_IDIO_NU = (7.0, 10.0)  # ... of the names' own shocks (uniform range; sectors 6-9)
-_MARKET_LOAD = (0.5, 0.45)  # loading of the sectors' and names' log-vols on the market's components
-_CRISIS_LOAD = (0.2, 0.1)  # loading of the sectors' and names' log-vols on the crisis log-vol (market: 1)
-_LOGVOL_BOUNDS = (1.2, 1.6)  # soft bounds (tanh) of the Gaussian log-vol exponent: below, above
-_CRISIS_CATCH_UP = 0.66  # extra crisis log-vol per unit of the market's log-vol below its median
+_IDIO_NU = (8.0, 12.0)  # ... of the names' own shocks (uniform range; sectors 6-9)
+_MARKET_LOAD = (0.5, 0.9)  # loading of the sectors' and names' log-vols on the market's components
+_CRISIS_LOAD = (0.5, 0.35)  # loading of the sectors' and names' log-vols on the crisis log-vol (market: 1)
+_LOGVOL_BOUNDS = (2.0, 2.0)  # soft bounds (tanh) of the Gaussian log-vol exponent: below, above
+_FULL_CRASH_PEAK = 0.6  # crisis peak vol from which its opening crash and jump burst are full size
+_CRASH_POWER = 2.0  # below it they scale as (peak / _FULL_CRASH_PEAK)^this
+_MAX_JUMP_SCALE = 2.0  # largest multiplier of index jump sizes and intensity in high vol
+_CRISIS_FAST_LOAD = 0.6  # loading of the crisis log-vol on the market's fast log-vol component
+_JUMP_VOL_POWER = 0.0  # index jump sizes and intensity grow as (variance / h_bar)^this
+_MIN_BUMP = 0.3  # smallest crisis log-vol bump (a crisis starting when the market's vol is above its peak target)
+_CALM_VOL = 0.065  # the market's long-run vol outside crises (annual, the Gaussian part's level)
 _LEVEL_HALF_LIFE = 120.0  # sessions
 _LEVEL_PREMIUM = 1.25  # median multiplier of the long-run variance options revert to
 _LEVEL_LOGVOL = (0.006, 0.040)  # long-run level's innovations: loading on -z of the market, own noise
@@ -285,6 +298,10 @@ _GAP_EVENTS = frozenset({"cpi", "nfp", "payrolls", "ppi", "gdp"})  # released 8:
 _AFTERNOON_EVENTS = frozenset({"fomc"})  # 14:00 New York: the move is after the 14:00 snapshot
 _AFTERNOON_NY = dt.time(14, 0)
 _EVENT_PREMIUM = 1.1  # implied / true sd of an event move (earnings, macro)
+_DOWN_BETA = (0.25, 0.45)  # range of a: stocks load β(1 + a) on index falls, β(1 - a) on rises
+_NAME_VRP = (0.90, 0.94)  # the names' implied / expected vol (uniform range)
+_IDIO_SCALE = 1.6  # multiplier of the names' idiosyncratic long-run variance
+_EARNINGS_SCALE = 0.7  # earnings-move sd per unit of uniform(2.5 %, 8.5 %) x sqrt(name's vol / 35 %)
 
 
 @dataclass(frozen=True)
@@ -292,25 +309,35 @@ class _Regime:
     """What the ``market`` switch sets."""
 
     crisis_gap: tuple[int, int]  # sessions between crisis onsets: uniform range ((0, 0): no crises)
-    severity: tuple[float, float, float]  # crisis log-vol bump lo + (hi - lo) U^power, U uniform
+    peak_vol: tuple[float, float, float]  # annual vol a crisis drives the market to: lo + (hi - lo) U^power
     jumps_per_year: float  # baseline intensity of index jumps (before self-excitation)
     vol_of_vol: float  # scale of the Gaussian log-vol components
     vol_scale: float  # scale of the market's long-run vol
+    crisis_hold: tuple[int, int] = (0, 0)  # sessions a crisis holds its peak log-vol before it decays (uniform)
 
     @property
     def crisis_rate(self) -> float:
         """Crisis onsets per session (the renewal process's long-run rate)."""
         return 2.0 / sum(self.crisis_gap) if self.crisis_gap[1] > 0 else 0.0
 
-    def severity_at(self, u: np.ndarray) -> np.ndarray:
-        lo, hi, power = self.severity
+    def peak_at(self, u: np.ndarray) -> np.ndarray:
+        """Crisis peak vol (annual) at the uniform draw ``u``."""
+        lo, hi, power = self.peak_vol
         return lo + (hi - lo) * u**power
+
+    def crash_at(self, peak: np.ndarray) -> np.ndarray:
+        """Size of a crisis' opening crash and jump burst (0-1) from its peak vol: severe crises crash harder."""
+        return np.minimum(np.asarray(peak) / _FULL_CRASH_PEAK, 1.0) ** _CRASH_POWER
+
+    def severity_at(self, u: np.ndarray) -> np.ndarray:
+        """Crisis log-vol bump at ``u`` for a crisis starting at the typical onset vol (normalizations only)."""
+        return np.maximum(np.log(self.peak_at(u) / _CALM_VOL), _MIN_BUMP)
 
 
 _REGIMES: dict[str, _Regime] = {
-    "calm": _Regime((0, 0), (0.0, 0.0, 1.0), 0.6, 0.6, 1.0),
-    "realistic": _Regime((240, 650), (0.75, 0.86, 4.0), 0.82, 1.0, 1.0),
-    "crisis": _Regime((250, 500), (0.9, 1.3, 1.0), 1.0, 1.0, 1.0),
+    "calm": _Regime((0, 0), (_CALM_VOL, _CALM_VOL, 1.0), 0.6, 0.6, 1.0),
+    "realistic": _Regime((240, 650), (0.185, 0.85, 15.0), 1.2, 1.0, 1.0, (130, 300)),
+    "crisis": _Regime((250, 500), (0.45, 0.85, 1.0), 1.4, 1.0, 1.0, (130, 300)),
 }
 
 
@@ -412,16 +439,26 @@ def _abs_mean_t(nu: np.ndarray) -> np.ndarray:
     return e_abs * np.sqrt((nu - 2.0) / nu)
 
 
+def _crisis_profile(ramp: np.ndarray, hold: int) -> np.ndarray:
+    """A crisis' log-vol per unit severity on the sessions after its onset: ``ramp`` (rising to 1), ``hold``
+    sessions at 1, then a decay with half-life _CRISIS_HALF_LIFE (cut after 20 half-lives)."""
+    decay = 0.5 ** (np.arange(1, int(20 * _CRISIS_HALF_LIFE) + 1) / _CRISIS_HALF_LIFE)
+    return np.concatenate([ramp, np.ones(hold), decay])
+
+
 def _crisis_moment(regime: _Regime, load: np.ndarray) -> np.ndarray:
-    """E[exp(2 load R)] of the shot noise R_t = Σ S_i φ^(t - t_i), onsets at the regime's rate (as if Poisson)."""
+    """E[exp(2 load R)] over time, R the crisis log-vol: ``exp(2R) = 1 + (peak / calm vol)² g(τ)²`` τ sessions
+    after an onset (g: _crisis_profile with the mean crash phase and hold), onsets at the regime's rate, overlaps
+    neglected: ``1 + rate Σ_τ E[(1 + (peak / calm)² g(τ)²)^load - 1]``."""
     rate = regime.crisis_rate
     if rate <= 0.0:
         return np.ones_like(load)
-    s = regime.severity_at((np.arange(64) + 0.5) / 64.0)  # midpoint quadrature over U
-    decay = (0.5 ** (1.0 / _CRISIS_HALF_LIFE)) ** np.arange(int(20 * _CRISIS_HALF_LIFE))
+    ratio2 = (regime.peak_at((np.arange(64) + 0.5) / 64.0) / _CALM_VOL) ** 2  # midpoint quadrature over U
+    n_ramp = round(0.5 * sum(_CRASH_DAYS))
+    g2 = _crisis_profile(np.arange(1, n_ramp + 1) / n_ramp, round(0.5 * sum(regime.crisis_hold))) ** 2
     loads, back = np.unique(np.asarray(load, dtype=np.float64), return_inverse=True)
-    mgf = np.exp(2.0 * loads[:, None, None] * decay[None, :, None] * s[None, None, :]).mean(axis=2)
-    return np.exp(rate * np.sum(mgf - 1.0, axis=1))[back.reshape(-1)]
+    excess = ((1.0 + ratio2[None, None, :] * g2[None, :, None]) ** loads[:, None, None] - 1.0).mean(axis=2)
+    return (1.0 + rate * np.sum(excess, axis=1))[back.reshape(-1)]
 
 
 def _soft(y: np.ndarray) -> np.ndarray:
@@ -698,6 +735,30 @@ class SyntheticSource(MarketDataSource):
         d, as_of_ns = self._snapshot(session, snapshot_time)
         return pd.Series(self._spot(d, as_of_ns), index=pd.Index(self.symbols(), name="symbol"), name="price")
 
+    def instrument_quotes(self, session: dt.date, snapshot_time: dt.datetime | None = None) -> pd.DataFrame:
+        """Quarterly SYNX futures and the daily-reset -1x ETF at the snapshot (sources/instruments.py).
+
+        Futures at the cost-of-carry fair value off the snapshot's index price, the session's zero curve
+        and index dividend yield; the ETF on the published index closes from its launch session.
+        """
+        d, as_of_ns = self._snapshot(session, snapshot_time)
+        day = _calendar().dates[d]
+        bars = self._slice("market_prices", FIRST_SESSION, day, len(self._universe().symbols))
+        idx = bars[bars["symbol"] == INDEX_SYMBOL]
+        closes = pd.Series(idx["close"].to_numpy(float), index=list(idx["as_of_date"]))
+        dividends = self.dividend_yields(day, day)
+        frame = instrument_quotes_frame(
+            index_symbol=INDEX_SYMBOL,
+            session=day,
+            as_of=pd.Timestamp(as_of_ns, tz="UTC"),
+            index_price=float(self._spot(d, as_of_ns)[0]),
+            index_closes=closes,
+            curve=self.rates_curve(day, day),
+            index_dividend_yield=float(dividends.loc[dividends["symbol"] == INDEX_SYMBOL, "dividend_yield"].iloc[0]),
+            source=self.source_label,
+        )
+        return self._finish("instrument_quotes", {c: frame[c] for c in frame.columns}, len(frame))
+
     def positions(self, session: dt.date) -> pd.DataFrame:
         """The sample book at the start of ``session`` (books core_equity and vol_overlay).
 
@@ -792,7 +853,7 @@ class SyntheticSource(MarketDataSource):
 
         beta = np.clip(bmean + rng.normal(0.0, 0.2, n), 0.5, 1.8)
         target = rng.uniform(vrange[:, 0], vrange[:, 1])
-        earn_sd = 0.9 * rng.uniform(0.025, 0.085, n) * np.sqrt(target / 0.35)
+        earn_sd = _EARNINGS_SCALE * rng.uniform(0.025, 0.085, n) * np.sqrt(target / 0.35)
         jump_lam = rng.uniform(1.0, 3.0, n)
         jump_mu = np.full(n, -0.005)
         jump_sd = rng.uniform(0.025, 0.05, n)
@@ -808,23 +869,23 @@ class SyntheticSource(MarketDataSource):
         eta = np.where(smile_name, rng.uniform(1.0, 1.35, n), rng.uniform(0.85, 1.2, n))
         eta = np.minimum(eta, 1.9 / (1.0 + np.abs(rho)))
         gamma = rng.uniform(0.47, 0.5, n)
-        vrp = rng.uniform(0.945, 0.985, n)
+        vrp = rng.uniform(*_NAME_VRP, n)
         liquidity = rng.lognormal(0.0, 0.7, n)
         weeklies = np.where(liquidity >= np.median(liquidity), 2, 1)
-        asym = rng.uniform(0.2, 0.4, n)
+        asym = rng.uniform(*_DOWN_BETA, n)
 
         # index jumps: Hawkes with baseline jumps_per_year x E[exp(load R)] and branching ratio
         crisis_rate = regime.crisis_rate
         base_rate = regime.jumps_per_year  # x E[sqrt(h / h_bar)], close to 1
-        mean_severity = float(np.mean(regime.severity_at((np.arange(64) + 0.5) / 64.0))) if crisis_rate else 0.0
-        boost_jumps = crisis_rate * mean_severity * _CRISIS_JUMP_BOOST / (1.0 - 0.5 ** (1.0 / _JUMP_HALF_LIFE))
+        mean_crash = float(np.mean(regime.crash_at(regime.peak_at((np.arange(64) + 0.5) / 64.0))))
+        boost_jumps = crisis_rate * mean_crash * _CRISIS_JUMP_BOOST / (1.0 - 0.5 ** (1.0 / _JUMP_HALF_LIFE))
         index_jump_rate = (base_rate + boost_jumps) / (1.0 - _JUMP_BRANCHING) + crisis_rate * 252.0
         idx_jump_var = index_jump_rate * (_INDEX_JUMP[0] ** 2 + _INDEX_JUMP[1] ** 2)
 
         e_abs2 = 0.8  # E|z|² of the market shock (approximate, t with 6-7 dof), for the asymmetric-beta variance
         market_vol = _MARKET_VOL * regime.vol_scale
         systematic = (beta * market_vol) ** 2 * (1.0 + asym**2 * (1.0 - e_abs2)) + fvol**2
-        idio_var = np.maximum(
+        idio_var = _IDIO_SCALE * np.maximum(
             target**2 - systematic - own_jump_var - beta**2 * idx_jump_var - 4.0 * earn_sd**2, 0.07**2
         )
 
@@ -858,7 +919,10 @@ class SyntheticSource(MarketDataSource):
             + 0.5 * np.log(crisis_m2 / growth)
             + np.where(market_load > 0, market_load, 1.0) * feedback
         )
-        h_bar = np.concatenate([[market_vol**2], sector_vol**2, idio_var]) / 252.0
+        # the market's Gaussian log-vol is normalized to the calm level; its crises come on top (in absolute terms)
+        calm_vol = _CALM_VOL * regime.vol_scale
+        c[0] -= 0.5 * np.log(crisis_m2[0] / growth[0])
+        h_bar = np.concatenate([[calm_vol**2], sector_vol**2, idio_var]) / 252.0
         vol = _VolModel(
             h_bar=h_bar,
             nu=nu,
@@ -886,7 +950,7 @@ class SyntheticSource(MarketDataSource):
             div0=with_index(0.015, div),
             price0=with_index(_INDEX_LEVEL0, price0),
             lr_var=with_index(
-                market_vol**2 * growth[0],
+                calm_vol**2 * crisis_m2[0],
                 (systematic - fvol**2) * growth[0] + fvol**2 * growth[1 + sec] + idio_var * growth[1 + n_sec :],
             ),
             jump_lam=with_index(0.0, jump_lam),
@@ -951,19 +1015,30 @@ class SyntheticSource(MarketDataSource):
             while t < n_t:
                 onset[t] = True
                 t += int(rng.integers(regime.crisis_gap[0], regime.crisis_gap[1] + 1))
-        # a crisis that starts from a calm market climbs further: its log-vol bump grows by CATCH_UP x the
-        # market's (Gaussian) log-vol below its median, so crises reach stress levels in absolute terms
-        calm = np.maximum(-(parts[0][:-1, 0] + parts[1][:-1, 0] + parts[2][:-1, 0]), 0.0)
-        severity = np.where(onset, regime.severity_at(rng.random(n_t)) + _CRISIS_CATCH_UP * calm, 0.0)
-        crisis = np.zeros(n_t + 1)
-        # a crash phase: the crisis log-vol builds up over 8-20 sessions, each step with a fall of the market
+        # each crisis drives the market's vol to a peak level drawn in absolute terms (regime.peak_vol): its
+        # log-vol bump (the severity) is log(peak / the market's vol at the onset), at least _MIN_BUMP, so a
+        # crisis out of a calm market climbs further and the peaks' distribution does not depend on the start
+        peak = regime.peak_at(rng.random(n_t))
+        gauss_vol = np.sqrt(252.0 * v.h_bar[0]) * np.exp(
+            _soft(parts[0][:-1, 0] + parts[1][:-1, 0] + parts[2][:-1, 0] - v.c[0])
+        )
+        severity = np.zeros(n_t)
+        crisis_var = np.zeros(n_t + 1)  # annual variance the crises add to the market's of day t
+        # a crash phase: the crisis vol builds up over 8-15 sessions, each step with a fall of the market; it then
+        # holds for regime.crisis_hold sessions and decays (_crisis_profile). The crisis adds the variance that takes
+        # the market to the peak vol (at least a quarter of the peak's); severity is the log-vol rise
         build = np.zeros(n_t)
         for t0 in np.nonzero(onset)[0]:
+            before = gauss_vol[t0] ** 2 + crisis_var[t0]
+            added = max(peak[t0] ** 2 - before, 0.25 * peak[t0] ** 2)
+            severity[t0] = 0.5 * math.log1p(added / before)
             n_days = int(rng.integers(_CRASH_DAYS[0], _CRASH_DAYS[1] + 1))
-            steps = rng.exponential(1.0, n_days)
+            steps = rng.exponential(1.0, n_days)  # random daily steps that add up to the severity
+            hold = int(rng.integers(regime.crisis_hold[0], regime.crisis_hold[1] + 1))
             stop = min(t0 + n_days, n_t)
-            build[t0:stop] += severity[t0] * steps[: stop - t0] / n_days
-        crisis[1:] = lfilter([1.0], [1.0, -(0.5 ** (1.0 / _CRISIS_HALF_LIFE))], build)
+            build[t0:stop] += severity[t0] * steps[: stop - t0] / steps.sum()
+            profile = _crisis_profile(np.cumsum(steps) / steps.sum(), hold)[: n_t - t0]
+            crisis_var[t0 + 1 : t0 + 1 + len(profile)] += added * profile**2
 
         # index jumps: Hawkes (self-exciting); intensity and size grow with the market's vol, and every
         # jump raises the market's log-vol components (jump_load per 3.5 % fall)
@@ -973,8 +1048,11 @@ class SyntheticSource(MarketDataSource):
         phi_h = 0.5 ** (1.0 / _JUMP_HALF_LIFE)
         alpha = _JUMP_BRANCHING * 252.0 * (1.0 - phi_h)
         y_base = (parts[0][:, 0] + parts[1][:, 0] + parts[2][:, 0] - v.c[0]).tolist()
-        crisis_mult = np.exp(2.0 * crisis)
-        mult = crisis_mult.tolist()
+        added_ratio = (crisis_var / (252.0 * v.h_bar[0])).tolist()  # crisis variance in units of h_bar
+        gauss_ratio = np.empty(n_t + 1)
+        crisis_ratio = np.empty(n_t + 1)
+        # the crisis variance moves with the market's fast log-vol component (leverage and clustering in crises)
+        fast_base = (parts[0][:, 0] - _CRISIS_FAST_LOAD * v.var_k[0, 0]).tolist()
         lo_b, hi_b = _LOGVOL_BOUNDS
         phis = [float(p) for p in _PHI]
         loads = [float(x) for x in v.jump_load]
@@ -983,11 +1061,14 @@ class SyntheticSource(MarketDataSource):
         jump_scale = np.empty(n_t + 1)
         index_jump = np.zeros(n_t)
         excite, f0, f1, f2 = 0.0, 0.0, 0.0, 0.0
+        crash = np.where(onset, regime.crash_at(peak), 0.0).tolist()  # opening crash and jump burst per crisis
         for t in range(n_t + 1):
             y = y_base[t] + f0 + f1 + f2
             bound = hi_b if y > 0.0 else lo_b
-            ratio = math.exp(2.0 * bound * math.tanh(y / bound)) * mult[t]
-            scale = ratio**0.25
+            gauss_ratio[t] = math.exp(2.0 * bound * math.tanh(y / bound))
+            crisis_ratio[t] = added_ratio[t] * math.exp(2.0 * _CRISIS_FAST_LOAD * (fast_base[t] + f0))
+            ratio = gauss_ratio[t] + crisis_ratio[t]
+            scale = min(ratio**_JUMP_VOL_POWER, _MAX_JUMP_SCALE)
             lam = regime.jumps_per_year * scale + excite
             jump_lam[t], jump_scale[t] = lam, scale
             feedback[t] = (f0, f1, f2)
@@ -996,12 +1077,14 @@ class SyntheticSource(MarketDataSource):
             k = int(rng.poisson(lam / 252.0))
             jump = scale * (k * _INDEX_JUMP[0] + math.sqrt(k) * _INDEX_JUMP[1] * size_draw[t])
             if onset[t]:
-                jump += (_ONSET_JUMP[0] + _ONSET_JUMP[1] * onset_draw[t]) * severity[t]
+                jump += (_ONSET_JUMP[0] + _ONSET_JUMP[1] * onset_draw[t]) * crash[t]
             index_jump[t] = jump
             news = -jump / (abs(_INDEX_JUMP[0]) * scale)
             f0, f1, f2 = phis[0] * f0 + loads[0] * news, phis[1] * f1 + loads[1] * news, phis[2] * f2 + loads[2] * news
-            excite = phi_h * excite + alpha * k + _CRISIS_JUMP_BOOST * severity[t]
+            excite = phi_h * excite + alpha * k + _CRISIS_JUMP_BOOST * crash[t]
         jump_news = -index_jump / (abs(_INDEX_JUMP[0]) * jump_scale[:-1])
+        crisis_mult = 1.0 + crisis_ratio / gauss_ratio  # the market's variance multiplier
+        crisis = 0.5 * np.log(crisis_mult)  # the crisis log-vol R
         for k in range(3):
             parts[k][:, 0] += feedback[:, k]
             parts[k] = parts[k] + v.market_load * parts[k][:, :1]
@@ -1026,7 +1109,7 @@ class SyntheticSource(MarketDataSource):
         m_dev = np.abs(m) - np.sqrt(h[:-1, 0]) * v.abs_mean[0]  # mean-zero: falls load more, rises less
 
         # implied/expected vol of the index: rises in sell-offs, decays in ~10 sessions
-        q_phi = 0.5 ** (1.0 / 10.0)
+        q_phi = 0.5 ** (1.0 / _VRP_HALF_LIFE)
         q_innov = _VRP_LOGVOL[0] * (-z[:, 0]) + _VRP_LOGVOL[1] * rng.standard_normal(n_t) + 0.03 * jump_news
         vrp = np.empty(n_t + 1)
         vrp[0] = 0.0
@@ -1091,9 +1174,11 @@ class SyntheticSource(MarketDataSource):
         # dev starts at its stationary mean (the mean shock / k: jumps and crashes are negative), so the pull
         # back to the anchor offsets the mean shock and the log price grows with the anchor from the start
         k_mr = 0.002
-        mean_severity = float(np.mean(regime.severity_at((np.arange(64) + 0.5) / 64.0))) if regime.crisis_rate else 0.0
-        index_mean = u.index_jump_rate * _INDEX_JUMP[0] / 252.0 + regime.crisis_rate * mean_severity * (
-            _ONSET_JUMP[0] - _CRASH_DRIFT
+        quadrature = (np.arange(64) + 0.5) / 64.0
+        mean_severity = float(np.mean(regime.severity_at(quadrature)))
+        mean_crash = float(np.mean(regime.crash_at(regime.peak_at(quadrature))))
+        index_mean = u.index_jump_rate * _INDEX_JUMP[0] / 252.0 + regime.crisis_rate * (
+            mean_crash * _ONSET_JUMP[0] - mean_severity * _CRASH_DRIFT
         )
         dev0 = (u.beta * index_mean + u.jump_lam * u.jump_mu / 252.0) / k_mr
         dev = lfilter([1.0], [1.0, -(1.0 - k_mr)], shock, axis=0, zi=((1.0 - k_mr) * dev0)[None, :])[0]
@@ -1336,7 +1421,9 @@ class SyntheticSource(MarketDataSource):
         long_run = u.index_jump_rate * (_INDEX_JUMP[0] ** 2 + _INDEX_JUMP[1] ** 2)
         index_jumps = T * (long_run + (now(h.jump_var) - long_run) * _g(k_h * T))
         own = u.jump_lam[sym] * (u.jump_mu[sym] ** 2 + u.jump_sd[sym] ** 2) * T
-        vrp = np.where(sym == 0, now(h.vrp), u.vrp[sym])
+        # the index's premium shock decays with a 10-session half-life: an option's average premium over its life
+        k_q = 252.0 * (1.0 - 0.5 ** (1.0 / _VRP_HALF_LIFE))
+        vrp = np.where(sym == 0, u.vrp[0] * (now(h.vrp) / u.vrp[0]) ** _g(k_q * T), u.vrp[sym])
         theta = vrp**2 * (diffusive + u.beta[sym] ** 2 * index_jumps + own) + np.where(
             sym == 0, _INDEX_VAR_PREMIUM * T, 0.0
         )

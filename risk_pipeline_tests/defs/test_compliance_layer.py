@@ -148,15 +148,22 @@ def test_compliance_reports_of_the_run(run: Run) -> None:
         assert row["n_major"] == len(majors)
         for v in violations:  # one session of valuations: every violation started today
             assert (v["since"], v["duration_sessions"]) == (SESSION.isoformat(), 1)
-    # core_equity is in BREACH of its position caps: major, with the breach, its numbers and the actions taken
-    core = reports.loc["core_equity"]
+    # the book in BREACH of a position cap (with required reductions): major, with the breach, its numbers and the
+    # actions taken
+    reductions = wh.read("required_reductions", {"as_of": wh.read("required_reductions")["as_of"].max()})
+    book = str(reductions["book"].iloc[0])
+    reductions = reductions[reductions["book"] == book]
+    core = reports.loc[book]
     assert core["status"] == "major_violations"
-    breach = next(v for v in json.loads(core["violations"]) if v["rule"] == "limit_breach")
-    limit = wh.read("limit_status", {"book": "core_equity", "limit_name": breach["subject"]}).iloc[0]
+    breach = next(
+        v
+        for v in json.loads(core["violations"])
+        if v["rule"] == "limit_breach" and not v["subject"].startswith("risk_budget:")
+    )
+    limit = wh.read("limit_status", {"book": book, "limit_name": breach["subject"]}).iloc[0]
     assert (breach["value"], breach["threshold"]) == pytest.approx((limit["value"], limit["threshold"]))
     actions = json.loads(core["actions"])
     assert {"state_change", "required_reduction"} <= {a["type"] for a in actions}
-    reductions = wh.read("required_reductions", {"book": "core_equity"})
     assert {a["position_id"] for a in actions if a["type"] == "required_reduction"} == set(reductions["position_id"])
     assert breach["recommendations"] and json.loads(core["recommendations"])
     page = Path(core["report_path"]).read_text()
@@ -186,11 +193,13 @@ def test_book_held_in_breach_for_three_sessions(run: Run, tmp_path: Path) -> Non
             wh.write(name, _shift(wh.read(name, {"as_of": as_of}), days, session), run_id="test")
     previous_as_of = pd.Timestamp(as_of) - pd.Timedelta(days=(SESSION - earlier[-1]).days)
     asked = wh.read("required_reductions", {"as_of": as_of})
+    book = str(asked["book"].iloc[0])  # a book in BREACH of a position cap, asked to reduce
     asked["as_of"] = previous_as_of
     wh.write("required_reductions", asked, run_id="test")
-    report = build_report(wh, SESSION, "core_equity", load_rules(COMPLIANCE_RULES_FILE))
+    asked = asked[asked["book"] == book]
+    report = build_report(wh, SESSION, book, load_rules(COMPLIANCE_RULES_FILE))
     assert report.status == "major_violations"
-    breach = next(v for v in report.violations if v.rule == "limit_breach")
+    breach = next(v for v in report.violations if v.rule == "limit_breach" and not v.subject.startswith("risk_budget:"))
     assert (breach.duration_sessions, breach.since) == (3, earlier[0])
     unexecuted = [v for v in report.violations if v.rule == "unexecuted_reductions"]
     assert {v.subject for v in unexecuted} == set(asked["position_id"])
@@ -203,13 +212,26 @@ def test_run_alerts_to_the_log_once_per_cooldown(run: Run, tmp_path: Path) -> No
     alerts = wh.read("alerts")
     assert set(alerts["channel"]) == {"log"} and set(alerts["delivery_status"]) == {"delivered"}
     limits = wh.read("limit_status")
-    breaches = limits[limits["status"] == "BREACH"]
+    budget = limits["limit_name"].str.startswith("risk_budget:")  # strategy VaR budgets alert under their own rule
+    breaches = limits[(limits["status"] == "BREACH") & ~budget]
+    over = alerts[alerts["rule"] == "risk_budget"]
+    assert set(
+        zip(over["book"], over["subject"].str.extract(r": (risk_budget:\w+) ")[0], over["level"], strict=True)
+    ) == {
+        (r.book, r.limit_name, {"WARN": "INFO", "BREACH": "WARNING"}[r.status])
+        for r in limits[budget & limits["status"].isin(["WARN", "BREACH"])].itertuples()
+    }
     position = alerts[alerts["rule"] == "position_limit"]
     critical = position[position["level"] == "CRITICAL"]
     assert set(zip(critical["book"], critical["subject"].str.extract(r": (\w+) BREACH")[0], strict=True)) == set(
         zip(breaches["book"], breaches["limit_name"], strict=True)
     )
-    warned = limits[(limits["status"] == "WARN") & limits["limit_name"].str.startswith("max_position")]
+    from risk_pipeline.alerts import load_config
+    from risk_pipeline.paths import DATA_DIR
+
+    rule = next(r for r in load_config(DATA_DIR / "alerts.yaml").rules if r.name == "position_limit")
+    names = rule.where["limit_name"]["in"]
+    warned = limits[(limits["status"] == "WARN") & limits["limit_name"].isin(names)]
     assert set(position.loc[position["level"] == "WARNING", "book"]) == set(warned["book"])
     compliance = alerts[alerts["rule"] == "compliance_status"].set_index("book")
     assert compliance.loc["core_equity", "level"] == "CRITICAL"

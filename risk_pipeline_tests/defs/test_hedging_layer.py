@@ -11,6 +11,7 @@ import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from risk_pipeline.defs.automation.sensors import intraday_refresh_job
 from risk_pipeline.defs.hedging.assets import REVIEW_TAG
@@ -76,7 +77,7 @@ def test_recommendations_are_consistent_with_the_other_layers(run: Run, exports_
             continue
         r = rows.iloc[0]
         g = greeks[greeks["book"] == book]
-        # before-metrics: the stored Greeks, and ES by the VaR layer's historical method (eep_grid there, exact here)
+        # before-metrics: the stored Greeks, and ES by the VaR layer's historical method (eep_grid in both layers)
         assert r["dollar_delta_before"] == pytest.approx(g["dollar_delta"].sum(), rel=1e-9)
         assert r["vega_per_vol_point_before"] == pytest.approx(g["vega_per_vol_point"].sum(), rel=1e-9)
         hist = var[(var["book"] == book) & (var["method"] == "historical") & np.isclose(var["confidence"], 0.975)]
@@ -178,7 +179,8 @@ def test_config_errors_name_file_field_value_and_rule(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def triggered(run: Run, tmp_path_factory: pytest.TempPathFactory) -> tuple[Warehouse, dg.ExecuteInProcessResult, Path]:
     """hedge_recommendations re-materialized on a copy of the run for vol_overlay, with its vega cap lowered to
-    3,000 (warning level 2,400, under the book's vega) and an ES threshold and target it is over."""
+    0.75 x the book's vega (warning level 0.6 x, under the book's vega) and an ES threshold and target it is
+    over."""
     import shutil
 
     import yaml
@@ -191,7 +193,9 @@ def triggered(run: Run, tmp_path_factory: pytest.TempPathFactory) -> tuple[Wareh
     url = str(tmp / "risk_warehouse.duckdb")
     shutil.copy(wh.url, url)
     limits = yaml.safe_load(LIMITS_FILE.read_text())
-    limits["books"]["vol_overlay"]["max_abs_vega_per_vol_point"] = 3000
+    # the vega cap at 0.75 x the book's vega: its warning level (0.8 x the cap) is 0.6 x the book's vega
+    vega = float(_latest(wh, "position_greeks").query("book == 'vol_overlay'")["vega_per_vol_point"].sum())
+    limits["books"]["vol_overlay"]["max_abs_vega_per_vol_point"] = round(0.75 * abs(vega))
     (tmp / "limits.yaml").write_text(yaml.safe_dump(limits))
     es = float(_latest(wh, "var_results").query("book == 'vol_overlay'")["expected_shortfall"].max())
     nav = 50e6
@@ -228,7 +232,8 @@ def test_vega_over_its_warning_level_is_hedged_under_it_on_full_revaluation(trig
     recs = _latest(wh, "hedge_recommendations")
     assert set(recs["book"]) == {"vol_overlay"}
     r = recs.iloc[0]
-    assert r["vega_per_vol_point_before"] > 2400 and not r["partial"] and r["meets_constraints"]
+    warn = 0.8 * yaml.safe_load((tmp / "limits.yaml").read_text())["books"]["vol_overlay"]["max_abs_vega_per_vol_point"]
+    assert abs(r["vega_per_vol_point_before"]) > warn and not r["partial"] and r["meets_constraints"]
     assert "tail_es" in r["trigger_kinds"]
     # independent revaluation of the lines' vega: BSM vega (scipy) per chosen option at its stored inputs
     from scipy.stats import norm
@@ -243,7 +248,7 @@ def test_vega_over_its_warning_level_is_hedged_under_it_on_full_revaluation(trig
     after = r["vega_per_vol_point_before"] + signed.sum()
     if european:
         assert after == pytest.approx(r["vega_per_vol_point_after"], rel=1e-6)
-    assert abs(r["vega_per_vol_point_after"]) <= 2400 * (1 + 1e-9)
+    assert abs(r["vega_per_vol_point_after"]) <= warn * (1 + 1e-9)
     assert r["es_975_5d_after"] <= r["es_target"] * (1 + 1e-6) < r["es_975_5d_before"]
     assert (recs["quantity"] == recs["quantity"].round()).all() and (recs["quantity"] > 0).all()
     assert r["total_outlay"] <= r["budget"]
@@ -253,10 +258,16 @@ def test_vega_over_its_warning_level_is_hedged_under_it_on_full_revaluation(trig
     greeks = _latest(wh, "position_greeks").query("book == 'vol_overlay'")
     bwdd = greeks["beta_weighted_delta"].fillna(greeks["dollar_delta"]).sum()
     beta = recs[recs["hedge_id"] == "beta"].iloc[0]
-    assert beta["symbol"] == "SYNX" and "preservation_hedges_required" in beta["trigger_kinds"]
+    assert "preservation_hedges_required" in beta["trigger_kinds"]
     assert beta["urgency"] in ("HIGH", "IMMEDIATE")  # moderate preservation level: HIGH at least
     signed = beta["quantity"] * (1 if beta["side"] == "buy" else -1)
-    assert signed == round(-bwdd / beta["spot"]) and beta["beta_weighted_dollar_delta"] == pytest.approx(bwdd)
+    # with the front index future: one contract carries multiplier x S exp((r - q) T) of index dollar delta
+    fut = wh.read("instrument_quotes", {"as_of": r["as_of"]}).sort_values("expiry").iloc[0]
+    assert beta["symbol"] == fut["symbol"] and beta["instrument_type"] == "future"
+    carry = np.exp((fut["rate"] - fut["dividend_yield"]) * fut["time_to_expiry_years"])
+    per_contract = fut["multiplier"] * beta["spot"] * carry
+    assert signed == round(-bwdd / per_contract) and beta["beta_weighted_dollar_delta"] == pytest.approx(bwdd)
+    assert beta["price"] == (fut["ask"] if signed > 0 else fut["bid"]) and beta["multiplier"] == fut["multiplier"]
     # CPPI on every row: target = multiplier x (NAV - floor x peak NAV)
     nav = _latest(wh, "book_nav").set_index("book").loc["vol_overlay"]
     assert r["cppi_target_exposure"] == pytest.approx(4.0 * max(nav["nav"] - 0.85 * nav["peak_nav"], 0.0))
@@ -285,3 +296,80 @@ def test_an_illiquid_or_empty_chain_leaves_only_delta_one_candidates_and_says_wh
     cands = pd.concat([empty, delta_one_candidates(spots, "SYNX", cfg)], ignore_index=True)
     p = lines_portfolio(cands, spots, cands["side"].to_numpy(float))
     assert p.n_positions == 2 and not p.is_option.any()
+
+
+def test_index_futures_and_the_inverse_etf_are_published_and_offered_as_candidates(run: Run) -> None:
+    from risk_pipeline.defs.hedging.inputs import index_instrument_candidates, lines_portfolio
+    from risk_pipeline.quant.hedging import per_position_pnl
+    from risk_pipeline.quant.scenario_engine import ScenarioSet
+
+    wh, result = run
+    checks = {
+        e.check_name: e.passed
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key.to_user_string() == "instrument_quotes"
+    }
+    assert checks == {"instrument_rows_valid": True}
+    inst = _latest(wh, "instrument_quotes")
+    assert sorted(inst["instrument_type"]) == ["etf", "future", "future"]
+    spot = float(inst["underlying_price"].iloc[0])
+    cfg = load_hedging_config().for_book("core_equity")
+    cands = index_instrument_candidates(inst, "SYNX", spot, pd.Timestamp(inst["as_of"].iloc[0]), cfg)
+    assert len(cands) == 6 and set(cands["price_side"]) == {"ask", "bid"}
+    fut = inst[inst["instrument_type"] == "future"].set_index("symbol")
+    etf = inst[inst["instrument_type"] == "etf"].iloc[0]
+    # a +5 % index move: a future gains multiplier x F x 5 % (F linear in S), a -1x ETF share loses price x 5 %
+    p = lines_portfolio(cands, {"SYNX": spot}, cands["side"].to_numpy(float))
+    pnl = per_position_pnl(p, ScenarioSet(np.array([[0.05]])))[0]
+    for i, c in cands.iterrows():
+        if c["instrument_type"] == "future":
+            f = fut.loc[c["instrument_symbol"]]
+            expected = c["side"] * f["multiplier"] * f["fair_value"] * 0.05
+        else:
+            expected = -c["side"] * etf["price"] * 0.05
+        assert pnl[i] == pytest.approx(expected, rel=1e-12)
+    # buying a future pays its basis roll-down over the horizon when r > q, selling does not
+    days = cfg.horizon_sessions * 365 / 252
+    for c in cands[cands["instrument_type"] == "future"].itertuples():
+        f = fut.loc[c.instrument_symbol]
+        roll = c.side * f["multiplier"] * f["fair_value"] * (f["rate"] - f["dividend_yield"]) * days / 365
+        assert c.carry == pytest.approx(max(roll, 0.0), rel=1e-12, abs=1e-12)
+
+
+def test_future_and_etf_positions_are_valued_at_their_own_quotes(run: Run) -> None:
+    from risk_pipeline.valuation import value_positions
+
+    wh, _ = run
+    inst = _latest(wh, "instrument_quotes").set_index("symbol")
+    as_of = pd.Timestamp(inst["as_of"].iloc[0])
+    session = inst["as_of_date"].iloc[0]
+    front = inst[inst["instrument_type"] == "future"].sort_values("expiry").index[0]
+    positions = pd.DataFrame(
+        {
+            "book": ["core_equity", "core_equity"],
+            "position_id": ["fut-1", "etf-1"],
+            "instrument_type": ["future", "etf"],
+            "symbol": [front, "SYNXS"],
+            "expiry": [inst.loc[front, "expiry"], None],
+            "strike": [np.nan, np.nan],
+            "option_type": [None, None],
+            "exercise_style": [None, None],
+            "quantity": [-3.0, 400.0],
+            "multiplier": [50.0, 1.0],
+            "cost_basis": [np.nan, np.nan],
+            "strategy": ["index_hedge", "index_hedge"],
+            "sector": ["Index", "Index"],
+        }
+    )
+    valued = value_positions(wh, session, as_of, positions=positions).set_index("position_id")
+    for pid, sym, qty, mult, lev in (("fut-1", front, -3.0, 50.0, 1.0), ("etf-1", "SYNXS", 400.0, 1.0, -1.0)):
+        mid = (inst.loc[sym, "bid"] + inst.loc[sym, "ask"]) / 2
+        v = valued.loc[pid]
+        assert v["price"] == pytest.approx(mid, rel=1e-12)
+        assert v["market_value"] == pytest.approx(qty * mult * mid, rel=1e-12)
+        assert v["dollar_delta"] == pytest.approx(qty * mult * mid, rel=1e-12)
+        assert v["gamma"] == 0.0 and v["vega_per_vol_point"] == 0.0
+        assert v["beta"] == lev and v["beta_weighted_delta"] == pytest.approx(lev * qty * mult * mid, rel=1e-12)
+    missing = positions.assign(symbol=["SYNXU9", "SYNXS"])
+    with pytest.raises(Exception, match="fut-1"):
+        value_positions(wh, session, as_of, positions=missing)

@@ -38,6 +38,12 @@ def test_every_book_method_horizon_confidence_and_components(run: Run) -> None:
     sums = parts.groupby(["book", "method", "horizon_days", "confidence"])["component_var"].sum()
     stored = var.set_index(["book", "method", "horizon_days", "confidence"])["var"]
     np.testing.assert_allclose(sums.sort_index(), stored.reindex(sums.index).sort_index(), rtol=1e-9)
+    # ES contributions of the simulation methods sum to the ES; NULL for the parametric ones
+    simulated = parts["method"].isin(["historical", "monte_carlo_fhs", "stressed_historical"])
+    assert parts.loc[simulated, "component_es"].notna().all() and parts.loc[~simulated, "component_es"].isna().all()
+    es_sums = parts[simulated].groupby(["book", "method", "horizon_days", "confidence"])["component_es"].sum()
+    es = var.set_index(["book", "method", "horizon_days", "confidence"])["expected_shortfall"]
+    np.testing.assert_allclose(es_sums.sort_index(), es.reindex(es_sums.index).sort_index(), rtol=1e-9)
 
 
 def _position_values(
@@ -119,6 +125,9 @@ def test_stress_and_grid_cover_every_book(run: Run) -> None:
     for book, rows in stress.groupby("book"):
         assert {"market_crash_30", "black_swan", "flash_crash_15"} <= set(rows["scenario_id"])
         np.testing.assert_allclose(rows["pnl_pct_nav"], rows["pnl"] / rows["nav"])
+        # the vol rule of every row, its expiry exponent calibrated on the stored atm_vol_history
+        assert rows["vol_rule"].str.startswith("expiry_name_skew").all()
+        assert rows["vol_rule"].str.contains("alpha from atm_vol_history").all(), rows["vol_rule"].iloc[0]
         g = grid[grid["book"] == book]
         assert len(g) == 13 * 8
         # no move, no P&L (other than one day of nothing: the grid is instantaneous)
@@ -162,6 +171,33 @@ def test_hypothetical_backtest_last_day_is_an_independent_repricing(run: Run) ->
         ).sum()
         assert last["pnl"] == pytest.approx(value_now - value_then, rel=1e-9, abs=1e-6)
         assert last["book_value"] == pytest.approx(value_then, rel=1e-9)
+
+
+def test_es_backtest_recomputes_from_the_observations(run: Run) -> None:
+    """Each method's latest window carries Z2 at 97.5 %, recomputed here by the paper's formula from the stored
+    97.5 % VaR, ES and P&L of the window's days; its p-value and zone are consistent."""
+    wh, _ = run
+    windows = wh.read("var_backtest")
+    obs = wh.read("var_backtest_observations")
+    assert (obs["expected_shortfall"] >= obs["es_var"] - 1e-9).all()
+    assert set(obs["es_confidence"].dropna()) == {0.975}
+    checked = 0
+    for (book, method), w in windows.groupby(["book", "method"]):
+        last = w.sort_values("window_end").iloc[-1]
+        o = obs[(obs["book"] == book) & (obs["method"] == method)]
+        inside = o[(o["pnl_date"] >= last["window_start"]) & (o["pnl_date"] <= last["window_end"])]
+        inside = inside.dropna(subset=["expected_shortfall", "es_var"])
+        hit = inside["pnl"] < -inside["es_var"]
+        z2 = 1 + (inside["pnl"] / inside["expected_shortfall"])[hit].sum() / (len(inside) * 0.025)
+        assert last["es_confidence"] == 0.975 and last["es_n_obs"] == len(inside)
+        assert last["es_z2"] == pytest.approx(z2, abs=1e-12)
+        assert 0 < last["es_z2_p_value"] <= 1
+        zone = "green" if last["es_z2_p_value"] > 0.05 else ("yellow" if last["es_z2_p_value"] > 1e-4 else "red")
+        assert last["es_traffic_light"] == zone
+        earlier = w.sort_values("window_end").iloc[:-1]
+        assert earlier["es_z2_p_value"].isna().all() and earlier["es_z2"].notna().all()
+        checked += 1
+    assert checked >= 2
 
 
 def test_hypothetical_windows_recount_from_the_observations(run: Run) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from risk_pipeline.quant.es_backtest import matched_student_t, z2_statistic, z2_test
+from risk_pipeline.quant.es_backtest import matched_student_t, rolling_z2, z2_statistic, z2_test
 
 ALPHA = 0.025
 
@@ -77,3 +77,19 @@ def test_zones_and_counts() -> None:
     crash = np.full(n, -3.0 * es)  # every day an exception three times the ES
     result = z2_test(crash, np.full(n, var), np.full(n, es), ALPHA, n_simulations=20_000)
     assert result.zone == "red" and result.n_exceptions == n and result.n_obs == n
+
+
+def test_rolling_z2_equals_z2_of_each_window() -> None:
+    rng = np.random.default_rng(3)
+    n, window = 40, 10
+    pnl = rng.standard_normal(n) * 2
+    var = np.full(n, 1.5)
+    es = np.full(n, 2.0)
+    var[[3, 17]] = np.nan  # days without a VaR are left out of their windows
+    es[25] = np.nan
+    z2, count = rolling_z2(pnl, var, es, 0.1, window)
+    for i in range(n):
+        days = np.arange(max(0, i - window + 1), i + 1)
+        days = days[np.isfinite(var[days]) & np.isfinite(es[days])]
+        assert count[i] == len(days)
+        assert z2[i] == pytest.approx(z2_statistic(pnl[days], var[days], es[days], 0.1), abs=1e-12)

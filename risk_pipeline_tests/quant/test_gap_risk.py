@@ -455,6 +455,7 @@ def test_gap_var_is_the_var_of_every_combined_scenario() -> None:
         assert g.var == pytest.approx(expected)
         assert g.gap_var == pytest.approx(expected - (-np.sort(base_pnl)[math.ceil(base_pnl.size * (1 - c)) - 1]))
         assert g.n_scenarios == 404 and g.component_var.sum() == pytest.approx(g.var)
+        assert g.component_es is not None and g.component_es.sum() == pytest.approx(g.expected_shortfall)
         assert g.gap_var > 0
     sampled = combined_gap_scenarios(base, [gaps, gaps], max_scenarios=500, seed=1)
     assert sampled.n_scenarios == 500

@@ -275,3 +275,72 @@ def test_volatility_index_of_a_dense_flat_vol_chain_is_that_vol() -> None:
         out.append(expiry_variance(k, call, call + tick, put, put + tick, days * 1440.0, R))
     assert bracketing_expiries([out[0].minutes, out[1].minutes]) == (0, 1)
     assert vix_from_variances(out[0], out[1]) == pytest.approx(vol, rel=2e-3)
+
+
+def test_boxed_milp_matches_the_unrestricted_milp_to_its_gap_and_meets_every_row() -> None:
+    # a large short-vega book on one name (hedges of hundreds of contracts, so whole contracts cost little over
+    # the LP bound and the boxed MILP is certified), 20 option quotes a side plus the stock
+    rng = np.random.default_rng(3)
+    n_book, n_quotes, n_sc = 40, 20, 300
+    book = options(
+        list(rng.integers(-600, 100, n_book).astype(float)), list(S * np.exp(rng.normal(0, 0.1, n_book))),
+        list(rng.uniform(0.1, 0.8, n_book)), list(rng.uniform(0.18, 0.4, n_book)), list(rng.random(n_book) < 0.5),
+    )  # fmt: skip
+    k, t = S * np.exp(rng.normal(-0.05, 0.1, n_quotes)), rng.uniform(0.1, 0.5, n_quotes)
+    v, c = rng.uniform(0.2, 0.35, n_quotes), rng.random(n_quotes) < 0.4
+    lines = combine(
+        options([1.0] * n_quotes + [-1.0] * n_quotes, [*k, *k], [*t, *t], [*v, *v], [*c, *c]), stock_lines([1, -1])
+    )
+    mid = position_greek_arrays(lines)["price"]
+    trade = np.where(lines.quantity > 0, mid * 1.04 + 0.02, np.maximum(mid * 0.96 - 0.02, 0.0))
+    moves = np.clip(rng.standard_t(4, n_sc) * 0.015, -0.5, 0.5)
+    sc = spot_scenarios(moves, np.exp(-2.5 * moves))
+    rows = GreekRows(("XYZ",), (), dollar_delta=False, vega=True)
+    t0 = targets(rows, book, [1.0], sc)
+    vega, es = float(t0.exposure[1]), tail_es(t0.book_pnl, 0.975)
+    t1 = HedgeTargets(
+        t0.greek_names, t0.exposure, np.array([abs(t0.exposure[0]) + 500.0, 0.5 * abs(vega)]), t0.book_pnl,
+        0.9 * float(-t0.book_pnl.min()), t0.es_rows, 0.975, 0.8 * es, 1e9, 0.0,
+    )  # fmt: skip
+    cands = build_candidates(
+        lines, trade, mid, rows, [(sc, 0.0)], symbol_columns=("XYZ",), horizon_calendar_days=7.0,
+        financing_rate=0.05, budget=1e9,
+    )  # fmt: skip
+    boxed = solve_hedge(cands, t1)
+    full = solve_hedge(cands, t1, window=math.inf, screen=())
+    assert boxed.status == full.status == "optimal"
+    assert "certified by the LP bound" in boxed.message and "unrestricted" in full.message
+    assert boxed.cost <= full.cost * (1 + 1e-4) + 1e-6 and full.cost <= boxed.cost * (1 + 1e-4) + 1e-6
+    x = boxed.quantity
+    assert np.all(x == np.round(x))
+    # every row on full revaluation of the hedged book (lines' P&L from the engine, not the candidates' matrix)
+    hedged = combine(book, Portfolio(lines.symbols, lines.spot, lines.symbol_index, lines.quantity * x,
+                                     lines.multiplier, lines.is_option, lines.is_call, lines.strike, lines.time_years,
+                                     lines.implied_vol, lines.rate, lines.dividend_yield))  # fmt: skip
+    pnl = evaluate(hedged, sc).pnl
+    assert tail_es(pnl, 0.975) <= 0.8 * es * (1 + 1e-9)
+    assert float(-pnl.min()) <= t1.loss_cap * (1 + 1e-9)
+    after_vega = vega + float(cands.greeks[1] @ x)
+    assert abs(after_vega) <= 0.5 * abs(vega) * (1 + 1e-9)
+
+
+def test_screen_keeps_delta_one_lines_and_the_most_efficient_option_per_criterion() -> None:
+    from risk_pipeline.quant.hedging import HedgeCandidates, screen_candidates
+
+    # rows: vega (book short 1,000, level 500: over half its level), delta (book 10, level 1,000: not screened on)
+    greeks = np.array([[+50.0, +80.0, -60.0, +10.0, 0.0], [0.3, -0.4, 0.5, 0.1, 1.0]])
+    tail = np.array([[+200.0, -50.0, +900.0, +100.0, 0.0], [+100.0, -30.0, +300.0, +60.0, 0.0]])
+    cost = np.array([10.0, 40.0, 30.0, 1.0, 0.01])
+    c = HedgeCandidates(
+        labels=tuple("abcde"), side=np.ones(5, dtype=np.intp), greeks=greeks, scenario_pnl=tail, cost=cost,
+        premium=np.zeros(5), notional=np.full(5, 1e5), max_contracts=np.full(5, 1e6),
+    )  # fmt: skip
+    opt = np.array([True, True, True, True, False])
+    book_tail = np.array([-5_000.0, -3_000.0])
+    kept = screen_candidates(c, opt, np.array([-1_000.0, 10.0]), np.array([500.0, 1_000.0]), book_tail, keep=2)
+    # vega per dollar: a 5.0, b 2.0, d 10.0 (c lowers vega): d; tail per dollar: a 15, c 20, d 80: d again;
+    # with one pick per criterion both pick d, plus the delta-one line e
+    assert kept.tolist() == [3, 4]
+    kept = screen_candidates(c, opt, np.array([-1_000.0, 10.0]), np.array([500.0, 1_000.0]), book_tail, keep=4)
+    # two per criterion: vega d, a; tail d, c
+    assert kept.tolist() == [0, 2, 3, 4]

@@ -115,7 +115,8 @@ def test_volatility_clusters_with_long_memory(index_stats: pd.DataFrame, full_st
     assert 0.20 <= lag5 <= 0.36
     assert 0.13 <= lag20 <= 0.28
     names = [full_stats[f"acf_names_{k}"].median() for k in (1, 5, 20)]
-    assert 0.10 <= names[0] <= 0.32 and 0.10 <= names[1] <= 0.32 and 0.07 <= names[2] <= 0.26
+    # the names stay below the target at lags 5 and 20 (earnings days and own jumps are isolated moves)
+    assert 0.18 <= names[0] <= 0.32 and 0.16 <= names[1] <= 0.36 and 0.11 <= names[2] <= 0.28
 
 
 def test_leverage_and_negative_skew(index_stats: pd.DataFrame) -> None:
@@ -132,14 +133,14 @@ def test_fat_tails_kept(index_stats: pd.DataFrame, full_stats: pd.DataFrame) -> 
 
 
 def test_crises_reach_realistic_depths(index_stats: pd.DataFrame) -> None:
-    """Peaks of 60-90 % in the worse paths, 5 % worst drawdown <= -45 %; a >40 % episode in most paths.
+    """Peaks of 60-90 % in the worse paths, 5 % worst drawdown <= -45 %; a >40 % episode in 35-75 % of paths.
 
-    The issue asks for a >40 % episode in about half of the 7-year paths; with a stress episode in
-    every demo window (test_every_demo_window_has_a_stress_episode) the generator has one in about 85 %
-    of them (120 seeds), as the S&P 500 had in 13 of its 14 rolling 7-year windows of 1999-2018.
+    The issue asks for a >40 % episode in about half of the 7-year paths; the generator has one in about
+    70 % of them (40 seeds): a moderate crisis (a plateau of about 20 % vol) reaches 40 % over 21 days
+    when index jumps cluster in it.
     """
     peak = index_stats["max_rv21"]
-    assert 0.40 <= (peak > 0.40).mean() <= 0.90
+    assert 0.35 <= (peak > 0.40).mean() <= 0.75
     assert 0.60 <= peak.quantile(0.75) <= 0.90
     assert index_stats["max_drawdown"].quantile(0.05) <= -0.45
     assert index_stats["max_drawdown"].min() >= -0.85  # tradable: no path close to zero

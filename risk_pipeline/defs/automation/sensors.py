@@ -33,6 +33,7 @@ INTRADAY_ASSETS = [
     "published_valuations",
     # a breach found intraday gets its hedge recommendation in the same run
     "volatility_index",
+    "instrument_quotes",
     "hedge_recommendations",
 ]
 
@@ -76,6 +77,7 @@ def snapshot_run_config(snapshot: pd.Timestamp, reference: pd.Timestamp) -> dict
             "implied_vols": {"config": {"snapshot_time": iso}},
             "vol_surfaces": {"config": {"snapshot_time": iso}},
             "position_greeks": {"config": {"snapshot_time": iso}},
+            "instrument_quotes": {"config": {"snapshot_time": iso}},
         }
     }
 

@@ -13,7 +13,7 @@ import html
 import io
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -84,133 +84,206 @@ def build_report(
 ) -> BookReport:
     """Read the book's tables over the look-back, evaluate the rules, list actions and recommendations."""
     exists = {} if exists is None else exists
-    navs = wh.query(
+    # plain tuples rather than DataFrames: building frames (arrow strings, tz-aware timestamps) was most of the time
+    picked: list[tuple[Any, Any, Any]] = []
+    seen: set[Any] = set()
+    for d, t, v in wh.query_rows(
         "SELECT as_of_date, as_of, nav FROM risk.book_nav WHERE book = ? AND as_of_date <= ? "
         "ORDER BY as_of_date DESC, as_of DESC LIMIT ?",
         [book, session, 3 * rules.lookback_sessions],
-    )
-    navs["as_of"] = pd.to_datetime(navs["as_of"], utc=True)
-    navs = navs.drop_duplicates("as_of_date").head(rules.lookback_sessions).iloc[::-1].reset_index(drop=True)
-    if navs.empty or pd.Timestamp(navs["as_of_date"].iloc[-1]).date() != session:
+    ):
+        if d not in seen and len(picked) < rules.lookback_sessions:
+            seen.add(d)
+            picked.append((d, t, v))
+    picked.reverse()
+    if not picked or pd.Timestamp(picked[-1][0]).date() != session:
         from risk_pipeline.errors import RiskDataError
 
         raise RiskDataError(f"compliance report {book} {session}: no book_nav for the session (value the book first)")
-    as_ofs = list(navs["as_of"])
+    as_ofs = [_utc(t) for _, t, _ in picked]
     as_of = as_ofs[-1]
     first = as_ofs[0]
-    index = {t.value: i for i, t in enumerate(as_ofs)}
     n = len(as_ofs)
+    nav_values = np.array([float(v) for _, _, v in picked])
+    # everything else in one round trip (the per-query overhead dominated the report's time): a UNION ALL of one
+    # branch per input with the columns (kind, t_us, ts_us, a..f text, u..x double); valuation times come back as
+    # integer microseconds since the epoch (the same on DuckDB and PostgreSQL), matched to the look-back's
+    # valuations without converting timestamps
+    keys_us = np.array([t.value // 1000 for t in as_ofs], dtype=np.int64)
+    previous_as_of = as_ofs[-2] if n >= 2 else as_of - pd.Timedelta(days=1)
+    branches: list[tuple[str, list[Any]]] = []
 
-    def rows_of(sql: str, extra: list[Any] | None = None) -> pd.DataFrame:
-        """Rows of the book between the first and last valuation, with ``pos`` = their session index."""
-        got = wh.query(sql + " WHERE book = ? AND as_of BETWEEN ? AND ?", [*(extra or []), book, first, as_of])
-        got["pos"] = [index.get(pd.Timestamp(t).value, -1) for t in got["as_of"]]
-        return got[got["pos"] >= 0]
+    def branch(kind: str, columns: dict[str, str], sql_from: str, params: list[Any], t: str | None = "x.as_of") -> None:
+        cols = [f"CAST({columns[c]} AS TEXT)" if c in columns else "CAST(NULL AS TEXT)" for c in "abcdef"]
+        cols += [columns.get(c, "CAST(NULL AS DOUBLE PRECISION)") for c in "uvwx"]
+        epoch = "CAST(EXTRACT(EPOCH FROM {}) * 1000000 AS BIGINT)"
+        times = [
+            epoch.format(t) if t else "CAST(NULL AS BIGINT)",
+            epoch.format(columns["ts"]) if "ts" in columns else "CAST(NULL AS BIGINT)",
+        ]
+        branches.append((f"SELECT '{kind}', {', '.join(times + cols)} {sql_from}", params))
 
-    def per_session(frame: pd.DataFrame, column: str) -> np.ndarray:
+    window = [book, first, as_of]
+    in_window = "WHERE x.book = ? AND x.as_of BETWEEN ? AND ?"
+    branch(
+        "var",
+        {"u": "x.var"},
+        f"FROM risk.var_results x {in_window} AND x.method = 'historical' AND x.horizon_days = 1 "
+        "AND x.confidence = 0.99",
+        window,
+    )
+    # the largest delta-adjusted exposure per valuation, aggregated in the database
+    branch(
+        "largest",
+        {"u": "MAX(ABS(x.dollar_delta))"},
+        f"FROM risk.position_greeks x {in_window} GROUP BY x.as_of",
+        window,
+    )
+    limit_cols = {"a": "x.limit_name", "b": "x.status", "u": "x.value", "v": "x.threshold", "w": "x.utilization"}
+    branch("limit", limit_cols, f"FROM risk.limit_status x {in_window}", window)
+    branch("state", {"a": "x.state", "b": "x.reason"}, f"FROM risk.trading_state x {in_window}", window)
+    reduction_cols = {"a": "x.position_id", "b": "x.symbol", "c": "x.reason", "u": "x.quantity_before"}
+    reduction_cols |= {"v": "x.reduce_quantity", "w": "x.quantity_after"}
+    branch("reduction", reduction_cols, f"FROM risk.required_reductions x {in_window}", window)
+    # today's largest position, and today's quantity of each position asked to reduce at the previous valuation
+    branch(
+        "top",
+        {"a": "x.position_id", "b": "x.symbol", "u": "x.quantity", "v": "ABS(x.dollar_delta)"},
+        "FROM (SELECT position_id, symbol, quantity, dollar_delta FROM risk.position_greeks WHERE book = ? "
+        "AND as_of = ? ORDER BY ABS(dollar_delta) DESC, position_id LIMIT 1) x",
+        [book, as_of],
+        t=None,
+    )
+    branch(
+        "now",
+        {"a": "x.position_id", "u": "x.quantity"},
+        "FROM risk.position_greeks x WHERE x.book = ? AND x.as_of = ? AND x.position_id IN (SELECT r.position_id "
+        "FROM risk.required_reductions r WHERE r.book = ? AND r.as_of = ?)",
+        [book, as_of, book, previous_as_of],
+        t=None,
+    )
+    if _exists(wh, "gap_risk_actions", exists):
+        # today's actions, and those expiring since the previous valuation still above budget
+        gap_cols = {"a": "x.event_id", "b": "x.symbol", "c": "x.action", "u": "x.quantity", "v": "x.loss_before"}
+        gap_cols |= {"w": "x.loss_after", "x": "x.budget", "ts": "x.expires_at"}
+        branch(
+            "gap",
+            gap_cols,
+            "FROM risk.gap_risk_actions x WHERE x.book = ? AND (x.as_of = ? OR (x.expires_at > ? "
+            "AND x.expires_at <= ? AND x.loss_after > x.budget))",
+            [book, as_of, previous_as_of, as_of],
+        )
+    branch(
+        "failed",
+        {"a": "x.asset", "b": "x.check_name", "u": "COUNT(*)"},
+        "FROM risk.quarantine x WHERE x.partition_key = ? GROUP BY x.asset, x.check_name",
+        [session.isoformat()],
+        t=None,
+    )
+    stress_cols = {"a": "x.scenario_id", "b": "x.risk_level", "c": "x.worst_symbol", "u": "x.pnl"}
+    stress_cols |= {"v": "x.pnl_pct_nav", "w": "x.worst_symbol_pnl"}
+    if "recommendations" in TABLES["stress_results"].column_names:
+        stress_cols["d"] = "x.recommendations"
+    branch(
+        "stress",
+        stress_cols,
+        "FROM risk.stress_results x WHERE x.book = ? AND x.as_of = ? AND x.risk_level IN ('HIGH', 'CRITICAL')",
+        [book, as_of],
+        t=None,
+    )
+    if "hedge_recommendations" in OPTIONAL_TABLES and _exists(wh, "hedge_recommendations", exists):
+        hedge_cols = {"a": "x.hedge_id", "b": "x.symbol", "c": "x.side", "d": "x.trigger", "e": "x.urgency"}
+        hedge_cols |= {"f": "x.rationale", "u": "x.quantity"}
+        branch("hedge", hedge_cols, "FROM risk.hedge_recommendations x WHERE x.book = ? AND x.as_of = ?", [book, as_of])
+    audit_cols = {"a": "x.decision_type", "b": "x.actor", "c": "x.subject", "d": "x.decision", "e": "x.inputs"}
+    branch(
+        "audit",
+        {**audit_cols, "ts": 'x."at"'},
+        "FROM risk.audit_trail x WHERE (x.book = ? OR x.book = '*') AND x.decision_type IN ('state_change', "
+        """'manual_control') AND x."at" >= ?""",
+        [book, first - pd.Timedelta(days=1)],
+        t=None,
+    )
+    got = wh.query_rows(" UNION ALL ".join(sql for sql, _ in branches), [x for _, ps in branches for x in ps])
+    rows: dict[str, list[tuple[Any, ...]]] = {k: [] for k in _KINDS}
+    t_us = np.array([-1 if r[1] is None else r[1] for r in got], dtype=np.int64)
+    at = np.minimum(np.searchsorted(keys_us, t_us), n - 1)
+    for p, r, hit in zip(at, got, keys_us[at] == t_us, strict=True):
+        # (pos or -1, ts_us, a, b, c, d, e, f, u, v, w, x); gap-risk actions decided at any earlier valuation count
+        if r[1] is None or hit or r[0] == "gap":
+            rows[r[0]].append((int(p) if hit else -1, *r[2:]))
+
+    def per_session(kind: str) -> np.ndarray:
         out = np.full(n, np.nan)
-        out[frame["pos"].to_numpy(int)] = frame[column].to_numpy(float)
+        for r in rows[kind]:
+            out[r[0]] = np.nan if r[8] is None else float(r[8])
         return out
 
-    var = rows_of(
-        "SELECT as_of, var FROM (SELECT as_of, book, var FROM risk.var_results WHERE method = 'historical' "
-        "AND horizon_days = 1 AND confidence = 0.99) v"
-    )
-    # the largest delta-adjusted exposure per valuation is aggregated in the database (one row per session)
-    largest = wh.query(
-        "SELECT as_of, MAX(ABS(dollar_delta)) AS exposure FROM risk.position_greeks "
-        "WHERE book = ? AND as_of BETWEEN ? AND ? GROUP BY as_of",
-        [book, first, as_of],
-    )
-    largest["pos"] = [index.get(pd.Timestamp(t).value, -1) for t in largest["as_of"]]
-    largest = largest[largest["pos"] >= 0]
-    today = wh.query(
-        "SELECT position_id, symbol, quantity, dollar_delta FROM risk.position_greeks WHERE book = ? AND as_of = ?",
-        [book, as_of],
-    )
-    today["exposure"] = today["dollar_delta"].abs()
-    largest_today = today.loc[today["exposure"].idxmax()] if len(today) else None
-    limits = rows_of("SELECT as_of, limit_name, value, threshold, utilization, status FROM risk.limit_status")
+    largest_today: dict[str, Any] | None = None
+    for r in rows["top"]:
+        largest_today = {"position_id": r[2], "symbol": r[3], "quantity": float(r[8]), "exposure": float(r[9])}
     history: dict[str, list[str | None]] = {}
-    for name, pos, status in zip(limits["limit_name"], limits["pos"], limits["status"], strict=True):
-        history.setdefault(name, [None] * n)[pos] = status
-    current = limits[limits["pos"] == n - 1]
+    for r in rows["limit"]:
+        history.setdefault(r[2], [None] * n)[r[0]] = r[3]
+    # today's limits: (limit_name, value, threshold, utilization, status)
+    current = sorted(((r[2], r[8], r[9], r[10], r[3]) for r in rows["limit"] if r[0] == n - 1), key=lambda r: r[0])
     limit_histories = [
-        LimitHistory(str(r.limit_name), history[r.limit_name], float(r.value), float(r.threshold))
-        for r in current.sort_values("limit_name").itertuples(index=False)
+        LimitHistory(str(name), history[name], float(value), float(threshold))
+        for name, value, threshold, _, _ in current
     ]
-    states = rows_of("SELECT as_of, state, reason FROM risk.trading_state")
+    current_frame = pd.DataFrame(current, columns=["limit_name", "value", "threshold", "utilization", "status"])
     state_list: list[str | None] = [None] * n
-    for pos, state in zip(states["pos"], states["state"], strict=True):
-        state_list[pos] = state
-    today_state = states[states["pos"] == n - 1]
-    reductions = rows_of(
-        "SELECT as_of, position_id, symbol, quantity_before, reduce_quantity, quantity_after, reason "
-        "FROM risk.required_reductions"
-    )
+    state_reason = None
+    for r in rows["state"]:
+        state_list[r[0]] = r[2]
+        if r[0] == n - 1:
+            state_reason = str(r[3])
+    # _Reduction fields: (pos, position_id, symbol, quantity_before, reduce_quantity, quantity_after, reason)
+    reduction_rows = [(r[0], r[2], r[3], r[8], r[9], r[10], r[4]) for r in rows["reduction"]]
+    asked: dict[str, list[int]] = {}  # sessions in which each position was asked to reduce
+    for r in reduction_rows:
+        asked.setdefault(r[1], []).append(r[0])
     unexecuted = []
     if n >= 2:
-        before = reductions[reductions["pos"] == n - 2]
-        qty_now = dict(zip(today["position_id"], today["quantity"], strict=True))
-        for r in before.itertuples(index=False):
+        qty_now = {r[2]: r[8] for r in rows["now"]}
+        for r in (_Reduction(*r) for r in reduction_rows if r[0] == n - 2):
             now_q = float(qty_now.get(r.position_id, 0.0))
             if r.quantity_after is not None and abs(now_q) > abs(float(r.quantity_after)) + 1e-9:
-                asked = reductions.loc[reductions["position_id"] == r.position_id, "pos"].to_numpy(int)
                 flags = np.zeros(n - 1, dtype=bool)
-                flags[asked[asked < n - 1]] = True
+                flags[[p for p in asked[r.position_id] if p < n - 1]] = True
                 unexecuted.append((str(r.position_id), now_q, float(r.quantity_after), n - 1 - trailing_run(flags)))
     gap_expired = []
-    gap_today = pd.DataFrame()
-    if _exists(wh, "gap_risk_actions", exists):
-        previous_as_of = as_ofs[-2] if n >= 2 else as_of - pd.Timedelta(days=1)
-        gap = wh.query(
-            "SELECT event_id, symbol, loss_after, budget, expires_at FROM risk.gap_risk_actions "
-            "WHERE book = ? AND expires_at > ? AND expires_at <= ? AND loss_after > budget",
-            [book, previous_as_of, as_of],
-        ).drop_duplicates(["event_id", "symbol"])
-        gap_expired = [
-            (str(r.event_id), str(r.symbol), float(r.loss_after), float(r.budget), str(r.expires_at))
-            for r in gap.itertuples(index=False)
-        ]
-        gap_today = wh.query(
-            "SELECT event_id, symbol, action, quantity, loss_before, loss_after, expires_at "
-            "FROM risk.gap_risk_actions WHERE book = ? AND as_of = ?",
-            [book, as_of],
-        )
-    failed = wh.query(
-        "SELECT asset, check_name, COUNT(*) AS n FROM risk.quarantine WHERE partition_key = ? "
-        "GROUP BY asset, check_name ORDER BY asset, check_name",
-        [session.isoformat()],
-    )
+    gap_today: list[_GapAction] = []
+    expired: dict[tuple[Any, Any], tuple[Any, ...]] = {}
+    for r in rows["gap"]:
+        expires = None if r[1] is None else pd.Timestamp(r[1], unit="us", tz="UTC")
+        if r[0] == n - 1:
+            gap_today.append(_GapAction(r[2], r[3], r[4], r[8], r[9], r[10], expires))
+        loss_after, budget = r[10], r[11]
+        if None not in (loss_after, budget, expires) and loss_after > budget and previous_as_of < expires <= as_of:
+            expired.setdefault((r[2], r[3]), (float(loss_after), float(budget), str(expires)))
+    gap_expired = [(str(e), str(s), *x) for (e, s), x in expired.items()]
+    failed = sorted((str(r[2]), str(r[3]), int(r[8])) for r in rows["failed"])
     inputs = ComplianceInputs(
         book=book,
-        sessions=[pd.Timestamp(d).date() for d in navs["as_of_date"]],
-        nav=navs["nav"].to_numpy(float),
-        var_99=per_session(var, "var"),
-        max_position_exposure=per_session(largest, "exposure"),
+        sessions=[pd.Timestamp(d).date() for d, _, _ in picked],
+        nav=nav_values,
+        var_99=per_session("var"),
+        max_position_exposure=per_session("largest"),
         largest_position=None if largest_today is None else str(largest_today["position_id"]),
         limits=limit_histories,
         states=state_list,
-        state_reason=None if today_state.empty else str(today_state["reason"].iloc[0]),
+        state_reason=state_reason,
         unexecuted=unexecuted,
         expired_gap_actions=gap_expired,
-        failed_checks=[(str(r.asset), str(r.check_name), int(r.n)) for r in failed.itertuples(index=False)],
+        failed_checks=failed,
     )
     violations = evaluate(inputs, rules)
-    nav = float(navs["nav"].iloc[-1])
-    hedges = pd.DataFrame()
-    if "hedge_recommendations" in OPTIONAL_TABLES and _exists(wh, "hedge_recommendations", exists):
-        hedges = wh.query("SELECT * FROM risk.hedge_recommendations WHERE book = ? AND as_of = ?", [book, as_of])
-    stressed = wh.query(
-        "SELECT scenario_id, risk_level, pnl, pnl_pct_nav, worst_symbol, worst_symbol_pnl FROM risk.stress_results "
-        "WHERE book = ? AND as_of = ? AND risk_level IN ('HIGH', 'CRITICAL') ORDER BY pnl",
-        [book, as_of],
-    )
-    stress_recs = stress_recommendations(
-        [tuple(r) for r in stressed.itertuples(index=False)], _stress_thresholds(str(SCENARIOS_FILE)).high, nav
-    )
-    reductions_today = reductions[reductions["pos"] == n - 1]
-    actions = _actions(wh, book, first, as_of, reductions_today, gap_today, hedges)
+    nav = float(nav_values[-1])
+    hedges = [dict(zip(_HEDGE_FIELDS, (r[2], r[3], r[4], r[8], r[5], r[6], r[7]), strict=True)) for r in rows["hedge"]]
+    stress_recs = _stress_recommendations(rows["stress"], nav)
+    reductions_today = [_Reduction(*r) for r in reduction_rows if r[0] == n - 1]
+    actions = _actions(rows["audit"], as_of, reductions_today, gap_today, hedges)
     recommendations = _recommend(violations, rules, nav, largest_today, reductions_today, hedges)
     hedge_lines = [r for r in recommendations if r.startswith("hedge ")] if stress_recs else []
     recommendations = list(dict.fromkeys([*recommendations, *stress_recs, *hedge_lines]))
@@ -223,39 +296,79 @@ def build_report(
         actions=actions,
         recommendations=recommendations,
         nav=nav,
-        frames={"var": var, "limits": current, "navs": navs},
+        frames={"limits": current_frame},
     )
+
+
+def _utc(value: Any) -> pd.Timestamp:
+    t = pd.Timestamp(value)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
+class _Reduction(NamedTuple):
+    """A required_reductions row with its session index in the look-back."""
+
+    pos: int
+    position_id: str
+    symbol: str
+    quantity_before: float | None
+    reduce_quantity: float
+    quantity_after: float | None
+    reason: str
+
+
+class _GapAction(NamedTuple):
+    """A gap_risk_actions row of the valuation."""
+
+    event_id: str
+    symbol: str
+    action: str
+    quantity: float | None
+    loss_before: float | None
+    loss_after: float | None
+    expires_at: Any
+
+
+def _stress_recommendations(stressed: list[tuple[Any, ...]], nav: float) -> list[str]:
+    """The recommendations stored on the book's HIGH and CRITICAL stress_results rows (worst loss first, texts of
+    ``quant.stress_actions``); for rows stored without them, the cut of ``quant.compliance.stress_recommendations``.
+    ``stressed``: union rows (pos, ts_us, scenario_id, risk_level, worst_symbol, recommendations, e, f, pnl,
+    pnl_pct_nav, worst_symbol_pnl, x)."""
+    out: list[str] = []
+    for r in sorted(stressed, key=lambda r: float(r[8])):
+        texts = json.loads(r[5]) if r[5] else None
+        if texts:
+            out += [f"stress {r[2]} ({r[3]}): {t['text']}" for t in texts]
+        else:
+            row = (r[2], r[3], float(r[8]), float(r[9]), r[4], None if r[10] is None else float(r[10]))
+            out += stress_recommendations([row], _stress_thresholds(str(SCENARIOS_FILE)).high, nav)
+    return out
 
 
 def _actions(
-    wh: Warehouse,
-    book: str,
-    first: pd.Timestamp,
+    audit: list[tuple[Any, ...]],
     as_of: pd.Timestamp,
-    reductions: pd.DataFrame,
-    gap_today: pd.DataFrame,
-    hedges: pd.DataFrame,
+    reductions: list[_Reduction],
+    gap_today: list[_GapAction],
+    hedges: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    """State changes, manual controls and breaches from the audit trail; today's reductions, gap-risk trades and
-    hedges from their tables."""
-    audit = wh.query(
-        'SELECT "at", actor, decision_type, book, subject, decision, inputs FROM risk.audit_trail '
-        "WHERE (book = ? OR book = '*') AND decision_type IN ('state_change', 'manual_control') "
-        'AND "at" >= ? ORDER BY "at"',
-        [book, first - pd.Timedelta(days=1)],
-    )
-    out: list[dict[str, Any]] = [
-        {
-            "type": r.decision_type,
-            "at": pd.Timestamp(r.at).isoformat(),
-            "actor": r.actor,
-            "subject": r.subject,
-            "decision": r.decision,
-            "detail": json.loads(r.inputs).get("reason"),
-        }
-        for r in audit.itertuples(index=False)
-        if pd.Timestamp(r.at) <= as_of or r.decision_type == "manual_control"
-    ]
+    """State changes and manual controls from the audit trail (``audit``: union rows, pos, at as epoch microseconds,
+    decision_type, actor, subject, decision, inputs); today's reductions, gap-risk trades and hedges."""
+    out: list[dict[str, Any]] = []
+    for _, at_us, kind, actor, subject, decision, raw, *_ in sorted(audit, key=lambda r: r[1]):
+        t = pd.Timestamp(at_us, unit="us", tz="UTC")
+        if t <= as_of or kind == "manual_control":
+            detail = json.loads(raw).get("reason")
+            out.append(
+                {
+                    "type": kind,
+                    "at": t.isoformat(),
+                    "actor": actor,
+                    "subject": subject,
+                    "decision": decision,
+                    "detail": detail,
+                }
+            )
     out += [
         {
             "type": "required_reduction",
@@ -265,7 +378,7 @@ def _actions(
             "reduce_quantity": float(r.reduce_quantity),
             "detail": r.reason,
         }
-        for r in reductions.itertuples(index=False)
+        for r in reductions
     ]
     out += [
         {
@@ -277,30 +390,32 @@ def _actions(
             "quantity": None if r.quantity is None or r.quantity != r.quantity else float(r.quantity),
             "detail": f"event-day loss {r.loss_before} -> {r.loss_after} until {r.expires_at}",
         }
-        for r in gap_today.itertuples(index=False)
+        for r in gap_today
         if r.action not in ("none",)
     ]
-    for r in hedges.to_dict("records"):
+    for r in hedges:
         out.append({"type": "hedge", "at": as_of.isoformat(), **{k: r[k] for k in r if k in _HEDGE_FIELDS}})
     return out
 
 
 _HEDGE_FIELDS = ("hedge_id", "symbol", "side", "quantity", "trigger", "urgency", "rationale")
+#: Branches of the report's one query (see build_report).
+_KINDS = ("var", "largest", "limit", "state", "reduction", "top", "now", "gap", "failed", "stress", "hedge", "audit")
 
 
 def _recommend(
     violations: list[Violation],
     rules: ComplianceRules,
     nav: float,
-    largest: pd.Series | None,
-    reductions: pd.DataFrame,
-    hedges: pd.DataFrame,
+    largest: dict[str, Any] | None,
+    reductions: list[_Reduction],
+    hedges: list[dict[str, Any]],
 ) -> list[str]:
     """What would clear each violation, attached to it and listed once for the book."""
     book_level: list[str] = []
     hedge_text = [
         f"hedge {r.get('side')} {r.get('quantity')} {r.get('symbol', '')} ({r.get('rationale', '')})".strip()
-        for r in hedges.to_dict("records")
+        for r in hedges
     ]
     for v in violations:
         recs = list(v.recommendations)
@@ -315,13 +430,8 @@ def _recommend(
             recs.append(f"cut 99% 1-day VaR by {(v.value - v.threshold) * nav:,.0f} to {v.threshold:.1%} of NAV")
             recs += hedge_text
         elif v.rule == "limit_breach":
-            lines = reductions[reductions["reason"].astype(str).str.contains(v.subject, regex=False)]
-            if lines.empty:
-                lines = reductions
-            recs += [
-                f"execute required reduction: {r.position_id} by {float(r.reduce_quantity):,.6g}"
-                for r in lines.itertuples(index=False)
-            ]
+            lines = [r for r in reductions if v.subject in str(r.reason)] or reductions
+            recs += [f"execute required reduction: {r.position_id} by {float(r.reduce_quantity):,.6g}" for r in lines]
             recs += hedge_text
             if not recs:
                 recs.append(f"bring {v.subject} under its threshold {v.threshold:,.6g}")

@@ -20,6 +20,8 @@ from risk_pipeline.defs.common import (
     markdown_table,
     table_definition_metadata,
 )
+from risk_pipeline.defs.exposures.budgets import budget_results, loss_streak_factor
+from risk_pipeline.defs.sizing.config import load_sizing_config
 from risk_pipeline.errors import RiskDataError
 from risk_pipeline.event_windows import apply_event_caps, event_overrides
 from risk_pipeline.paths import BOOKS_FILE, COMPLIANCE_RULES_FILE, LIMITS_FILE
@@ -55,6 +57,7 @@ from risk_pipeline.queries import (
     risk_numbers,
 )
 from risk_pipeline.resources import WarehouseResource
+from risk_pipeline.risk_levels import effective_configuration
 from risk_pipeline.valuation import (
     VALUATION_INPUTS,
     apply_fills,
@@ -78,6 +81,8 @@ class LimitsSettings(dg.Config):
     correlation_window: int = 63
     #: emergency rules (volatility spike, correlation, loss streak) are read from its ``emergency`` section
     rules_file: str = str(COMPLIANCE_RULES_FILE)
+    #: risk budgets per book and position strategy (``risk_budgets``); empty: data/sizing.yaml
+    sizing_file: str = ""
 
 
 def nav_rows(wh: Warehouse, session: dt.date, capital: dict[str, float]) -> pd.DataFrame:
@@ -301,7 +306,14 @@ def evaluate_book(
         dg.AssetSpec(
             "limit_status",
             group_name=GROUP,
-            deps=["position_greeks", "book_nav", "market_prices", "var_results", "gap_risk_actions"],
+            deps=[
+                "position_greeks",
+                "book_nav",
+                "market_prices",
+                "var_results",
+                "var_contributions",
+                "gap_risk_actions",
+            ],
             kinds={"pandas"},
             owners=OWNERS,
             metadata=table_definition_metadata("limit_status"),
@@ -350,6 +362,7 @@ def risk_limits(context: dg.AssetExecutionContext, config: LimitsSettings, wareh
     wh = warehouse.get()
     limits = load_limits(config.limits_file)
     emergency_config = compliance_rules(config.rules_file).emergency
+    budgets = load_sizing_config(config.sizing_file or None).risk_budgets
     status_frames, state_rows, reduction_rows, audit_rows = [], [], [], []
     hedge_warnings: list[str] = []
     for key in context.partition_keys:
@@ -383,6 +396,10 @@ def risk_limits(context: dg.AssetExecutionContext, config: LimitsSettings, wareh
                 emergency_config=emergency_config,
             )
             daily_loss_stop(wh, str(book), state, as_of, halt)
+            # each position strategy's component VaR against its budget (reported, not driving the state)
+            shares = dict(budgets.get(str(book), {}))
+            factor = loss_streak_factor(wh, str(book), as_of, emergency_config)[1] if shares else 1.0
+            results = [*results, *budget_results(wh, as_of, str(book), rows, shares, cfg, factor)]
             for r in results:
                 status_frames.append(
                     {
@@ -395,6 +412,8 @@ def risk_limits(context: dg.AssetExecutionContext, config: LimitsSettings, wareh
                         "utilization": r.utilization,
                         "status": r.status,
                         "limits_version": limits.version,
+                        "risk_level": cfg.risk_level,
+                        "effective_config": effective_configuration(limits.version, cfg.risk_level, cfg.environment),
                         "detail": "; ".join(
                             x
                             for x in (r.note, ", ".join(r.drivers), *(notes if r.limit_name in RISK_LIMITS else []))

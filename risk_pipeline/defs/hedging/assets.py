@@ -33,6 +33,7 @@ from risk_pipeline.defs.hedging.inputs import (
     book_exposure,
     delta_one_candidates,
     greek_rows,
+    index_instrument_candidates,
     lines_portfolio,
     option_candidates,
     scenario_blocks,
@@ -54,16 +55,19 @@ from risk_pipeline.quant.hedging import (
     max_urgency,
     per_position_pnl,
     position_greek_arrays,
+    scenario_pnl,
+    scenario_rows,
+    screen_candidates,
     solve_hedge,
     tail_es,
     threshold_trigger,
     vix_from_variances,
 )
 from risk_pipeline.quant.limits import LimitsConfig, load_limits
-from risk_pipeline.quant.scenario_engine import evaluate
 from risk_pipeline.quant.stress import load_scenarios
 from risk_pipeline.queries import latest_as_of
 from risk_pipeline.resources import ExportsResource, WarehouseResource
+from risk_pipeline.risk_levels import hedging_for_book
 from risk_pipeline.warehouse import Between, Warehouse
 
 GROUP = "hedging"
@@ -80,6 +84,11 @@ TRIGGER_LIMITS = (
     "max_es_975_1d",
 )
 SOLVER = "scipy.optimize.milp (HiGHS)"
+#: Option lines revalued in full per book (the issue's benchmark size less the delta-one lines): when the
+#: chain offers more, every line is first revalued in the book's SCREEN_TAIL_SCENARIOS worst scenarios and
+#: the most efficient per dollar for each Greek row over half its level and for the tail are kept.
+SCREEN_OPTIONS = 160
+SCREEN_TAIL_SCENARIOS = 25
 TOL = 1e-6
 
 
@@ -311,6 +320,8 @@ def rationale(book: str, triggers: list[Trigger], lines: pd.DataFrame, before: d
 def line_label(r: Any) -> str:
     if r.instrument_type == "option":
         return f"{r.symbol} {pd.Timestamp(r.expiry).date()} {r.strike:g}{r.option_type}"
+    if r.instrument_type in ("future", "etf"):
+        return f"{r.instrument_symbol} ({r.instrument_type} on {r.symbol})"
     return str(r.symbol)
 
 
@@ -323,6 +334,7 @@ def recommend_book(
     nav_row: pd.Series,
     quotes: pd.DataFrame,
     vols: pd.DataFrame,
+    instruments: pd.DataFrame,
     index_spot: float | None,
     triggers_in: dict[str, Any],
     cfg: HedgingConfig,
@@ -340,7 +352,7 @@ def recommend_book(
     p = universe(rows, extra)
     blocks = scenario_blocks(wh, session, p, rows, library)
     sl = blocks.slices()
-    book_pnl = np.concatenate([evaluate(p, sc, h, american=AMERICAN).pnl for sc, h in blocks.blocks()])
+    book_pnl = np.concatenate([scenario_pnl(p, sc, h, AMERICAN) for sc, h in blocks.blocks()])
     totals = {c: float(rows[c].sum()) for c in GREEK_COLUMNS}
     before = _metrics(totals, book_pnl, sl)
     triggers = book_triggers(
@@ -379,27 +391,48 @@ def recommend_book(
         return [], summary
     g_rows, warn = greek_rows(limits, p.symbols)
     opts, skipped = option_candidates(quotes, vols, spots, as_of, cfg)
-    cands = pd.concat([opts, delta_one_candidates(spots, settings.index_symbol, cfg)], ignore_index=True)
+    parts = [opts, delta_one_candidates(spots, settings.index_symbol, cfg)]
+    if index_spot is not None and len(instruments):  # index futures and inverse ETFs (instrument_quotes)
+        parts.append(index_instrument_candidates(instruments, settings.index_symbol, index_spot, as_of, cfg))
+    cands = pd.concat([f for f in parts if len(f)], ignore_index=True)
+    for c in ("instrument_symbol", "index_units", "carry"):
+        if c not in cands:
+            cands[c] = np.nan
     cands["label"] = [line_label(r) for r in cands.itertuples()]
-    lines = lines_portfolio(cands, spots, cands["side"].to_numpy(float))
+    is_opt = (cands["instrument_type"] == "option").to_numpy(bool)
     budget = cfg.max_hedge_cost_pct_nav * nav
     horizon_days = cfg.horizon_sessions * CALENDAR_DAYS_PER_SESSION
-    hc = build_candidates(
-        lines,
-        cands["price"].to_numpy(float),
-        cands["mid"].to_numpy(float),
-        g_rows,
-        blocks.blocks(),
-        symbol_columns=p.symbols,
-        horizon_calendar_days=horizon_days,
-        financing_rate=cfg.financing_rate,
-        budget=budget,
-        american=AMERICAN,
-        labels=cands["label"].tolist(),
-    )
+    exposure = book_exposure(rows, g_rows)
+
+    def candidates(c: pd.DataFrame, scenarios: list) -> Any:
+        is_option = (c["instrument_type"] == "option").to_numpy(bool)
+        mult = np.where(is_option | c["instrument_type"].isin(["future", "etf"]).to_numpy(bool),
+                        c["multiplier"].to_numpy(float) if "multiplier" in c else 1.0, 1.0)  # fmt: skip
+        return build_candidates(
+            lines_portfolio(c, spots, c["side"].to_numpy(float)), c["price"].to_numpy(float),
+            c["mid"].to_numpy(float), g_rows, scenarios, symbol_columns=p.symbols,
+            horizon_calendar_days=horizon_days, financing_rate=cfg.financing_rate, budget=budget,
+            american=AMERICAN, labels=c["label"].tolist(), price_multiplier=mult,
+            delta_one_carry=c["carry"].to_numpy(float),
+        ), mult  # fmt: skip
+
+    # pre-screen: every line revalued in the book's worst scenarios only, the most efficient options kept
+    n_listed = len(cands)
+    if int(is_opt.sum()) > SCREEN_OPTIONS and book_pnl.size:
+        worst = np.sort(np.argsort(book_pnl, kind="stable")[:SCREEN_TAIL_SCENARIOS])
+        tail, start = [], 0
+        for sc, h in blocks.blocks():
+            inside = worst[(worst >= start) & (worst < start + sc.n_scenarios)] - start
+            if inside.size:
+                tail.append((scenario_rows(sc, inside), h))
+            start += sc.n_scenarios
+        pre, _ = candidates(cands, tail)
+        kept = screen_candidates(pre, is_opt, exposure, warn, book_pnl[worst], SCREEN_OPTIONS)
+        cands = cands.iloc[kept].reset_index(drop=True)
+    hc, price_mult = candidates(cands, blocks.blocks())
     targets = HedgeTargets(
         greek_names=g_rows.names,
-        exposure=book_exposure(rows, g_rows),
+        exposure=exposure,
         warn_level=warn,
         book_pnl=book_pnl,
         loss_cap=cfg.max_scenario_loss_pct_nav * nav,
@@ -416,7 +449,7 @@ def recommend_book(
     # verification: the hedged book revalued in full, Greeks of the lines through the position_greeks code
     hedge_p = lines_portfolio(picked, spots, picked["side"].to_numpy(float) * picked["quantity"].to_numpy(float))
     hedged = combine(p, hedge_p)
-    after_pnl = np.concatenate([evaluate(hedged, sc, h, american=AMERICAN).pnl for sc, h in blocks.blocks()])
+    after_pnl = np.concatenate([scenario_pnl(hedged, sc, h, AMERICAN) for sc, h in blocks.blocks()])
     lg = position_greek_arrays(hedge_p)
     after_totals = {c: totals[c] + float(lg[c].sum()) for c in GREEK_COLUMNS}
     after = _metrics(after_totals, after_pnl, sl)
@@ -467,6 +500,7 @@ def recommend_book(
     for n, j in enumerate(chosen, start=1):
         c = cands.iloc[j]
         opt = c["instrument_type"] == "option"
+        listed_line = c["instrument_type"] in ("future", "etf")
         q = float(sol.quantity[j])
         out.append(
             {
@@ -474,14 +508,14 @@ def recommend_book(
                 "hedge_id": f"opt-{n:02d}",
                 "kind": "optimized",
                 "instrument_type": c["instrument_type"],
-                "symbol": c["symbol"],
-                "expiry": c["expiry"] if opt else None,
+                "symbol": c["instrument_symbol"] if listed_line else c["symbol"],
+                "expiry": c["expiry"] if opt or c["instrument_type"] == "future" else None,
                 "strike": float(c["strike"]) if opt else None,
                 "option_type": c["option_type"] if opt else None,
                 "exercise_style": c["exercise_style"] if opt else None,
                 "side": "buy" if c["side"] > 0 else "sell",
                 "quantity": q,
-                "multiplier": float(c["multiplier"]) if opt else 1.0,
+                "multiplier": float(price_mult[j]),
                 "price": float(c["price"]),
                 "price_side": c["price_side"],
                 "mid": float(c["mid"]),
@@ -491,41 +525,45 @@ def recommend_book(
                 "rate": float(c["rate"]) if opt else None,
                 "dividend_yield": float(c["dividend_yield"]) if opt else None,
                 "estimated_cost": q * float(hc.cost[j]),
-                "carry_cost": q * float(hc.cost[j] - abs(c["price"] - c["mid"]) * (c["multiplier"] if opt else 1.0)),
+                "carry_cost": q * float(hc.cost[j] - abs(c["price"] - c["mid"]) * price_mult[j]),
                 "premium": q * float(hc.premium[j]),
             }
         )
     if not out:
         out.append({**common, "hedge_id": "none", "kind": "none", "instrument_type": "none", "quantity": 0.0})
-    # capital preservation: the beta hedge with the index, sized by closed form
+    # capital preservation: the beta hedge, sized by closed form, with the front index future (else the
+    # inverse ETF, else the index itself)
     if (
         index_spot is not None
         and triggers_in["state"] is not None
         and bool(triggers_in["state"].get("hedges_required"))
     ):
-        h = cfg.stock_half_spread_bps / 1e4
-        qty = beta_hedge_quantity(bwdd, cfg.beta_target_dollar_delta, index_spot)
+        beta_line = beta_hedge_line(cands, index_spot, settings.index_symbol, cfg)
+        qty = beta_hedge_quantity(bwdd, cfg.beta_target_dollar_delta, beta_line["dollar_delta_per_unit"])
         if qty:
-            price = index_spot * (1 + h if qty > 0 else 1 - h)
+            side = 1 if qty > 0 else -1
+            price, mid, mult = beta_line["ask" if side > 0 else "bid"], beta_line["mid"], beta_line["multiplier"]
             out.append(
                 {
                     **common,
                     "hedge_id": "beta",
                     "kind": "beta_hedge",
-                    "instrument_type": "index",
-                    "symbol": settings.index_symbol,
-                    "side": "buy" if qty > 0 else "sell",
+                    "instrument_type": beta_line["instrument_type"],
+                    "symbol": beta_line["symbol"],
+                    "expiry": beta_line["expiry"],
+                    "side": "buy" if side > 0 else "sell",
                     "quantity": float(abs(qty)),
-                    "multiplier": 1.0,
+                    "multiplier": mult,
                     "price": price,
-                    "price_side": "ask" if qty > 0 else "bid",
-                    "mid": index_spot,
+                    "price_side": "ask" if side > 0 else "bid",
+                    "mid": mid,
                     "spot": index_spot,
-                    "estimated_cost": abs(qty) * index_spot * h,
-                    "carry_cost": abs(qty) * index_spot * cfg.financing_rate * horizon_days / 365.0,
+                    "estimated_cost": abs(qty) * (abs(price - mid) * mult + beta_line["carry"][side]),
+                    "carry_cost": abs(qty) * beta_line["carry"][side],
                     "rationale": (
                         f"{book}: preservation level requires hedges; {'buy' if qty > 0 else 'sell'} {abs(qty):,} "
-                        f"{settings.index_symbol} to take beta-weighted dollar delta {bwdd:,.0f} to "
+                        f"{beta_line['symbol']} ({beta_line['dollar_delta_per_unit']:,.0f} beta-weighted dollar "
+                        f"delta each) to take beta-weighted dollar delta {bwdd:,.0f} to "
                         f"{cfg.beta_target_dollar_delta:,.0f} (CPPI target risky exposure "
                         f"{cppi.target_exposure:,.0f}, scale {cppi.scale:.2f})."
                     ),
@@ -539,6 +577,7 @@ def recommend_book(
         "meets_constraints": meets,
         "skipped_quotes": skipped,
         "n_candidates": hc.n,
+        "n_candidates_listed": n_listed,
         "solve_seconds": sol.solve_seconds,
         "lines": [
             {
@@ -566,6 +605,45 @@ def recommend_book(
         "rationale": text,
     }
     return out, summary
+
+
+def beta_hedge_line(cands: pd.DataFrame, index_spot: float, index_symbol: str, cfg: HedgingConfig) -> dict[str, Any]:
+    """The beta hedge's instrument: the nearest index future, else the inverse ETF, else the index.
+
+    ``dollar_delta_per_unit``: beta-weighted dollar delta of one unit (future: multiplier x F, i.e.
+    multiplier x S exp((r - q) T); ETF: leverage x price; index: its level); ``carry`` by side (+1 / -1)
+    over the horizon, as the optimizer's candidates.
+    """
+    for kind in ("future", "etf"):
+        rows = cands[cands["instrument_type"] == kind]
+        if len(rows):
+            first = rows.sort_values("expiry" if kind == "future" else "instrument_symbol", kind="stable")
+            sym = first["instrument_symbol"].iloc[0]
+            both = rows[rows["instrument_symbol"] == sym].set_index("side")
+            return {
+                "instrument_type": kind,
+                "symbol": sym,
+                "expiry": both["expiry"].iloc[0] if kind == "future" else None,
+                "multiplier": float(both["multiplier"].iloc[0]),
+                "dollar_delta_per_unit": float(both["index_units"].iloc[0]) * index_spot,
+                "bid": float(both.loc[-1, "price"]),
+                "ask": float(both.loc[1, "price"]),
+                "mid": float(both["mid"].iloc[0]),
+                "carry": {1: float(both.loc[1, "carry"]), -1: float(both.loc[-1, "carry"])},
+            }
+    h = cfg.stock_half_spread_bps / 1e4
+    financing = index_spot * cfg.financing_rate * cfg.horizon_sessions * CALENDAR_DAYS_PER_SESSION / 365.0
+    return {
+        "instrument_type": "index",
+        "symbol": index_symbol,
+        "expiry": None,
+        "multiplier": 1.0,
+        "dollar_delta_per_unit": index_spot,
+        "bid": index_spot * (1 - h),
+        "ask": index_spot * (1 + h),
+        "mid": index_spot,
+        "carry": {1: financing, -1: financing},
+    }
 
 
 def recommendation_checks(frame: pd.DataFrame) -> list[dg.AssetCheckResult]:
@@ -604,6 +682,14 @@ def recommendation_checks(frame: pd.DataFrame) -> list[dg.AssetCheckResult]:
     ]
 
 
+def latest_instruments(wh: Warehouse, session: dt.date, as_of: pd.Timestamp) -> pd.DataFrame:
+    """The session's latest instrument_quotes snapshot at or before ``as_of`` (empty when there is none)."""
+    t = wh.query(
+        "SELECT MAX(as_of) AS t FROM risk.instrument_quotes WHERE as_of_date = ? AND as_of <= ?", [session, as_of]
+    )["t"].iloc[0]
+    return wh.read("instrument_quotes", {"as_of": pd.Timestamp(t)}) if pd.notna(t) else pd.DataFrame()
+
+
 def _scheduled(context: dg.AssetExecutionContext) -> bool:
     return REVIEW_TAG in context.run.tags
 
@@ -623,6 +709,7 @@ def _scheduled(context: dg.AssetExecutionContext) -> bool:
         "atm_vol_history",
         "gap_risk_actions",
         "volatility_index",
+        "instrument_quotes",
     ],
     kinds={"pandas", "scipy", "json"},
     owners=OWNERS,
@@ -674,6 +761,7 @@ def hedge_recommendations(
         navs = wh.read("book_nav", {"as_of": as_of}).set_index("book")
         quotes = wh.read("option_quotes", {"as_of": as_of})
         vols = wh.read("implied_vols", {"as_of": as_of})
+        instruments = latest_instruments(wh, session, as_of)
         limit_rows = wh.read("limit_status", {"as_of": as_of})
         states = wh.read("trading_state", {"as_of": as_of}).set_index("book")
         gap_as_of = wh.query(
@@ -705,8 +793,8 @@ def hedge_recommendations(
                 "scheduled": _scheduled(context),
             }
             out, summary = recommend_book(
-                wh, session, as_of, book, rows, navs.loc[book], quotes, vols, index_spot, trig,
-                hfile.for_book(book), limits.for_book(book), library, config,
+                wh, session, as_of, book, rows, navs.loc[book], quotes, vols, instruments, index_spot, trig,
+                hedging_for_book(hfile, book, limits.for_book(book).risk_level), limits.for_book(book), library, config,
             )  # fmt: skip
             for r in out:
                 r["config_version"] = hfile.version
@@ -905,7 +993,8 @@ def hedge_performance(
                 wh, session, as_of, book, rows,
                 previous[previous["book"] == book] if len(previous) else previous,
                 prev_perf[prev_perf["book"] == book] if len(prev_perf) else prev_perf,
-                float(navs[book]), tuple(limits.for_book(book).hedge_strategies), hfile.for_book(book), library,
+                float(navs[book]), tuple(limits.for_book(book).hedge_strategies),
+                hedging_for_book(hfile, book, limits.for_book(book).risk_level), library,
             )  # fmt: skip
             parts.append({"as_of": as_of, "book": book})
     frame = pd.DataFrame(out, columns=table("hedge_performance").data_column_names)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,8 @@ class HedgingFile:
     version: str
     defaults: HedgingConfig
     books: dict[str, HedgingConfig]
+    #: settings each book's own section sets (they win over a risk-level preset, risk_pipeline/risk_levels.py)
+    explicit: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def for_book(self, book: str) -> HedgingConfig:
         return self.books.get(book, self.defaults)
@@ -139,4 +141,7 @@ def load_hedging_config(path: str | os.PathLike[str] | None = None) -> HedgingFi
     def make(values: dict[str, Any]) -> HedgingConfig:
         return HedgingConfig(**{k: (int(v) if cast[k] == "int" else float(v)) for k, v in values.items()})
 
-    return HedgingFile(file, str(raw["version"]), make({**base, **defaults}), {b: make(v) for b, v in merged.items()})
+    explicit = {str(b): frozenset(over or {}) for b, over in books.items()}
+    return HedgingFile(
+        file, str(raw["version"]), make({**base, **defaults}), {b: make(v) for b, v in merged.items()}, explicit
+    )

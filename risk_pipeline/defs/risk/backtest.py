@@ -26,6 +26,7 @@ from risk_pipeline.quant.backtest import (
     traffic_light,
 )
 from risk_pipeline.quant.book_backtest import static_book_backtest
+from risk_pipeline.quant.es_backtest import rolling_z2, z2_test
 from risk_pipeline.quant.var import ALL_METHODS, MONTE_CARLO_FHS, VarConfig
 from risk_pipeline.queries import latest_valuation
 from risk_pipeline.resources import WarehouseResource
@@ -34,6 +35,17 @@ from risk_pipeline.warehouse import Warehouse
 WINDOW = 250
 CONFIDENCE = 0.99
 MIN_HISTORY = 250
+#: Level of the ES backtest (FRTB's ES level) and the simulations behind its p-value.
+ES_CONFIDENCE = 0.975
+ES_SIMULATIONS = 5_000
+
+#: Columns of each method's latest window shown in the materialization's metadata.
+SUMMARY_COLUMNS = ["book", "method", "n_obs", "exceptions", "kupiec_p_value", "traffic_light", "es_z2"]
+SUMMARY_COLUMNS += ["es_z2_p_value", "es_traffic_light"]
+#: The ES-backtest columns of var_backtest.
+ES_COLUMNS = ("es_confidence", "es_n_obs", "es_z2", "es_z2_p_value", "es_traffic_light")
+#: Per method: (VaR, ES) at ES_CONFIDENCE on each day of the series.
+EsSeries = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 class BacktestSettings(dg.Config):
@@ -61,19 +73,36 @@ def book_series(wh: Warehouse, book: str, until: dt.date) -> pd.DataFrame:
     if nav.empty or var.empty:
         return pd.DataFrame()
     wide = var.pivot(index="as_of", columns="method", values="var")
+    at_es = wh.query(
+        "SELECT as_of, method, var, expected_shortfall FROM risk.var_results "
+        "WHERE book = ? AND horizon_days = 1 AND confidence = ?",
+        [book, ES_CONFIDENCE],
+    )
+    if len(at_es):
+        for value, prefix in (("var", "es_var:"), ("expected_shortfall", "es:")):
+            part = at_es.pivot(index="as_of", columns="method", values=value)
+            wide = wide.join(part.add_prefix(prefix), how="left")
     nav["previous_as_of"] = nav["as_of"].shift(1)
     nav["previous_date"] = nav["as_of_date"].shift(1)
     nav = nav[~nav["pnl_basis"].str.startswith("inception")].dropna(subset=["previous_as_of"])
-    return nav.join(wide, on="previous_as_of").dropna(subset=list(wide.columns), how="all")
+    at_99 = [c for c in wide.columns if ":" not in c]
+    return nav.join(wide, on="previous_as_of").dropna(subset=at_99, how="all")
 
 
 def rolling_rows(
-    pnl_dates: pd.Series, pnl: np.ndarray, var: dict[str, np.ndarray], book: str, source: str
+    pnl_dates: pd.Series,
+    pnl: np.ndarray,
+    var: dict[str, np.ndarray],
+    book: str,
+    source: str,
+    es: EsSeries | None = None,
 ) -> pd.DataFrame:
     """var_backtest rows: for every day, the window of the last WINDOW observations ending there.
 
     Days without a VaR are left out of a window (its exceptions and consecutive-day pairs are those of
     the days kept); a window without any is skipped. All windows of a method at once (cumulative counts).
+    With ``es``, each window also gets the Acerbi-Szekely Z2 at ES_CONFIDENCE over its days with a VaR and
+    ES there, and each method's latest window its simulated p-value and zone.
     """
     columns = table("var_backtest").data_column_names
     dates = np.asarray(list(pnl_dates), dtype=object)
@@ -115,12 +144,42 @@ def rolling_rows(
                     "conditional_coverage_p_value": p_cc,
                     "traffic_light": np.atleast_1d(traffic_light(x, n_obs, CONFIDENCE)).astype(object),
                     "source": source,
+                    **_es_columns(pnl, (es or {}).get(method), ends[has]),
                 },
                 columns=columns,
             )
         )
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def _es_columns(pnl: np.ndarray, series: tuple[np.ndarray, np.ndarray] | None, ends: np.ndarray) -> dict[str, Any]:
+    """The ES-backtest columns of the windows ending at ``ends`` (none without an ES series: NULL)."""
+    n = len(ends)
+    if series is None or n == 0:
+        return {name: np.full(n, np.nan) for name in ES_COLUMNS}
+    out: dict[str, Any] = {
+        "es_confidence": np.full(n, np.nan),
+        "es_n_obs": pd.array([None] * n, dtype="Int64"),
+        "es_z2": np.full(n, np.nan),
+        "es_z2_p_value": np.full(n, np.nan),
+        "es_traffic_light": np.full(n, None, dtype=object),
+    }
+    es_var, es = series
+    alpha = 1.0 - ES_CONFIDENCE
+    z2, count = rolling_z2(pnl, es_var, es, alpha, WINDOW)
+    z2, count = z2[ends], count[ends]
+    has = count > 0
+    out["es_confidence"] = np.where(has, ES_CONFIDENCE, np.nan)
+    out["es_n_obs"] = pd.Series(count).where(has).astype("Int64").array
+    out["es_z2"] = z2
+    if has[-1]:
+        last = np.arange(max(0, int(ends[-1]) - WINDOW + 1), int(ends[-1]) + 1)
+        keep = last[np.isfinite(es_var[last]) & np.isfinite(es[last]) & np.isfinite(pnl[last])]
+        test = z2_test(pnl[keep], es_var[keep], es[keep], alpha, n_simulations=ES_SIMULATIONS, seed=0)
+        out["es_z2_p_value"][-1] = test.p_value
+        out["es_traffic_light"][-1] = test.zone
+    return out
 
 
 def observation_frame(
@@ -132,16 +191,19 @@ def observation_frame(
     source: str,
     *,
     n_scenarios: int | None = None,
+    es: EsSeries | None = None,
     **inputs: Any,
 ) -> pd.DataFrame:
     """var_backtest_observations rows: one per method and day with a VaR (``inputs``: the optional columns).
 
-    ``n_scenarios`` applies to the Monte Carlo method only.
+    ``n_scenarios`` applies to the Monte Carlo method only; ``es`` gives each method's VaR and ES at
+    ES_CONFIDENCE.
     """
     columns = table("var_backtest_observations").data_column_names
     inputs = {k: v.to_numpy() if isinstance(v, pd.Series) else v for k, v in inputs.items()}
     frames = []
     for method, v in var.items():
+        es_var, es_value = (es or {}).get(method, (np.full(len(v), np.nan), np.full(len(v), np.nan)))
         frame = pd.DataFrame(
             {
                 **inputs,
@@ -156,6 +218,9 @@ def observation_frame(
                 "exception": pnl < -v,
                 "n_scenarios": n_scenarios if method == MONTE_CARLO_FHS else None,
                 "source": source,
+                "es_confidence": np.where(np.isfinite(es_value), ES_CONFIDENCE, np.nan),
+                "es_var": es_var,
+                "expected_shortfall": es_value,
             }
         ).reindex(columns=columns)
         frames.append(frame[np.isfinite(v)])
@@ -167,9 +232,14 @@ def realized(wh: Warehouse, book: str, until: dt.date) -> tuple[pd.DataFrame, pd
     series = book_series(wh, book, until)
     methods = [m for m in ALL_METHODS if m in series.columns]
     var = {m: series[m].to_numpy(float) for m in methods}
+    es = {
+        m: (series[f"es_var:{m}"].to_numpy(float), series[f"es:{m}"].to_numpy(float))
+        for m in methods
+        if f"es:{m}" in series.columns
+    }
     pnl = series["daily_pnl"].to_numpy(float) if len(series) else np.zeros(0)
     source = "book_nav.daily_pnl against the previous valuation's var_results"
-    windows = rolling_rows(series.get("as_of_date", pd.Series(dtype=object)), pnl, var, book, source)
+    windows = rolling_rows(series.get("as_of_date", pd.Series(dtype=object)), pnl, var, book, source, es)
     obs = observation_frame(
         book,
         series.get("previous_date"),
@@ -177,6 +247,7 @@ def realized(wh: Warehouse, book: str, until: dt.date) -> tuple[pd.DataFrame, pd
         pnl,
         var,
         source,
+        es=es,
         positions_as_of=series.get("previous_as_of"),
     )
     return windows, obs
@@ -210,6 +281,7 @@ def hypothetical(
         days,
         cfg,
         confidence=CONFIDENCE,
+        es_confidence=ES_CONFIDENCE,
         min_history=MIN_HISTORY,
     )
     source = (
@@ -217,7 +289,8 @@ def hypothetical(
         f"VaR by var.compute_var, look-back {settings.lookback_days}, seed {settings.seed}"
     )
     pnl_dates = dates.iloc[days + 1].reset_index(drop=True)
-    windows = rolling_rows(pnl_dates, result.pnl, result.var, label, source)
+    es = {m: (result.es_var[m], result.expected_shortfall[m]) for m in result.expected_shortfall}
+    windows = rolling_rows(pnl_dates, result.pnl, result.var, label, source, es)
     obs = observation_frame(
         label,
         dates.iloc[days],
@@ -225,6 +298,7 @@ def hypothetical(
         result.pnl,
         result.var,
         source,
+        es=es,
         book_value=result.book_value,
         lookback_days=result.lookback_days,
         n_scenarios=settings.n_scenarios,
@@ -240,8 +314,9 @@ BACKTEST_DESCRIPTION = (
     "the book's realized daily P&L (book_nav) against the previous end-of-day VaR (fills as valuations "
     "accumulate), and `hypothetical:<book>`, today's book carried back over the last 250 sessions (constant "
     "notional, moneyness and tenor; full revaluation) against the VaR made each day from the history before "
-    "it. Every observation is in var_backtest_observations. Reference backtests on the S&P 500 come from "
-    "`risk-pipeline var-backtest`."
+    "it. Every observation is in var_backtest_observations. Each window also carries the Acerbi-Szekely Z2 ES "
+    "backtest at 97.5 % (its latest window a simulated p-value and zone). Reference backtests on the S&P 500 "
+    "come from `risk-pipeline var-backtest`."
 )
 
 
@@ -292,7 +367,7 @@ def var_backtest(
         observation_frames.append(obs)
         if len(windows):
             last = windows[windows["window_end"] == windows["window_end"].max()]
-            summary.append(last[["book", "method", "n_obs", "exceptions", "kupiec_p_value", "traffic_light"]])
+            summary.append(last[SUMMARY_COLUMNS])
     latest = pd.concat(summary) if summary else pd.DataFrame()
     labels = [{"book": label} for label, _ in jobs]
     yield from publish(

@@ -18,6 +18,8 @@ from risk_pipeline.defs.common import (
     pyplot,
     table_definition_metadata,
 )
+from risk_pipeline.defs.risk.stress_recs import index_close, row_recommendations
+from risk_pipeline.defs.risk.stress_vol import StressVolInputs, stress_vol_inputs
 from risk_pipeline.defs.risk.var import book_portfolio
 from risk_pipeline.errors import RiskDataError
 from risk_pipeline.paths import SCENARIOS_FILE
@@ -32,6 +34,11 @@ class StressSettings(dg.Config):
 
     scenarios_file: str = str(SCENARIOS_FILE)
     stock_half_spread_bps: float = 5.0
+    #: reference index of the vol rule (vol betas, residuals); the synthetic market's index
+    index_symbol: str = "SYNX"
+    #: sessions of atm_vol_history / market_prices the vol rule is calibrated on, and the fewest observations
+    vol_calibration_sessions: int = 500
+    vol_calibration_min_obs: int = 250
 
 
 def liquidity_inputs(
@@ -83,7 +90,7 @@ def heat_map(grid: pd.DataFrame, book: str) -> str:
         dg.AssetSpec(
             "stress_results",
             group_name="risk",
-            deps=["position_greeks", "book_nav", "option_quotes", "market_prices"],
+            deps=["position_greeks", "book_nav", "option_quotes", "market_prices", "atm_vol_history"],
             kinds={"pandas", "numba"},
             owners=OWNERS,
             metadata=table_definition_metadata("stress_results"),
@@ -109,7 +116,23 @@ def stress_tests(context: dg.AssetExecutionContext, config: StressSettings, ware
     library = load_scenarios(config.scenarios_file)
     results, grids = [], []
     navs: dict[pd.Timestamp, pd.Series] = {}
-    for v in book_valuations(wh, partition_sessions(context)):
+    index_spots: dict[pd.Timestamp, float | None] = {}
+    valuations = list(book_valuations(wh, partition_sessions(context)))
+    vol_inputs: dict[pd.Timestamp, StressVolInputs] = {}
+    for v in valuations:
+        if library.vol_rule.kind == "expiry_name_skew" and v.as_of not in vol_inputs:
+            symbols = sorted({s for w in valuations if w.as_of == v.as_of for s in w.rows["symbol"]})
+            session = pd.Timestamp(v.rows["as_of_date"].iloc[0]).date()
+            vol_inputs[v.as_of] = stress_vol_inputs(
+                wh,
+                session,
+                symbols,
+                config.index_symbol,
+                library.vol_rule,
+                config.vol_calibration_sessions,
+                config.vol_calibration_min_obs,
+            )
+    for v in valuations:
         if v.as_of not in navs:
             navs[v.as_of] = wh.read("book_nav", {"as_of": v.as_of}).set_index("book")["nav"]
         if v.book not in navs[v.as_of]:
@@ -120,11 +143,27 @@ def stress_tests(context: dg.AssetExecutionContext, config: StressSettings, ware
         sectors = rows.groupby("symbol")["sector"].first().reindex(list(portfolio.symbols)).tolist()
         spreads, volumes = liquidity_inputs(wh, rows, v.as_of, config.stock_half_spread_bps)
         nav = float(navs[v.as_of][v.book])
-        out = run_stress(portfolio, library, betas, sectors, spreads, volumes, nav)
+        vol_kw: dict[str, Any] = {}
+        if v.as_of in vol_inputs:
+            vi = vol_inputs[v.as_of]
+            vol_beta, vol_sd = vi.per_symbol(portfolio.symbols)
+            vol_kw = {
+                "vol_rule": vi.rule,
+                "vol_betas": vol_beta,
+                "idio_vol_sd": vol_sd,
+                "idio_spot_sd": vi.spot_resid_sd(portfolio.symbols, betas, config.vol_calibration_min_obs),
+            }
+        out = run_stress(portfolio, library, betas, sectors, spreads, volumes, nav, **vol_kw)
         frame = pd.DataFrame([r.to_row() for r in out])
         frame.insert(0, "book", v.book)
         frame.insert(0, "as_of", v.as_of)
         frame["nav"] = nav
+        # HIGH / CRITICAL rows: the book cut, the name or the index hedge that brings the loss within HIGH
+        if v.as_of not in index_spots:
+            day = pd.Timestamp(rows["as_of_date"].iloc[0]).date()
+            index_spots[v.as_of] = index_close(wh, day, config.index_symbol)
+        spot = index_spots[v.as_of]
+        frame["recommendations"] = row_recommendations(frame, library.thresholds.high, config.index_symbol, spot)
         results.append(frame)
         grid = pd.DataFrame([g.to_row() for g in stress_grid(portfolio, library.grid, nav, betas)])
         grid.insert(0, "book", v.book)
@@ -144,6 +183,7 @@ def stress_tests(context: dg.AssetExecutionContext, config: StressSettings, ware
         metadata={
             "stress_results": {
                 "library_version": library.version,
+                "vol_rule": dg.MetadataValue.text(str(stress["vol_rule"].iloc[-1]) if len(stress) else ""),
                 "worst_scenarios": dg.MetadataValue.md(markdown_table(worst, 20)),
             },
             "stress_grid": {"heat_map": dg.MetadataValue.md(maps)},

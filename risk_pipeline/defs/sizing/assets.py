@@ -23,6 +23,7 @@ from risk_pipeline.defs.common import (
     PREVIOUS_SESSION,
     TableWrite,
     check_specs,
+    compliance_rules,
     fail_closed,
     markdown_table,
     partition_label,
@@ -32,14 +33,16 @@ from risk_pipeline.defs.common import (
     session_check_spec,
     table_definition_metadata,
 )
+from risk_pipeline.defs.exposures.budgets import loss_streak_factor
 from risk_pipeline.defs.sizing.config import SizingConfig, load_sizing_config
 from risk_pipeline.errors import RiskDataError
-from risk_pipeline.paths import LIMITS_FILE
+from risk_pipeline.paths import COMPLIANCE_RULES_FILE, LIMITS_FILE
 from risk_pipeline.quality import ValidationContext, error_frame
 from risk_pipeline.quant import sizing as sz
 from risk_pipeline.quant.limits import load_limits
 from risk_pipeline.queries import AUDIT_COLUMNS, audit_row, latest_as_of
 from risk_pipeline.resources import MarketDataResource, WarehouseResource
+from risk_pipeline.risk_levels import sizing_for_book
 from risk_pipeline.sources.base import SourceError
 from risk_pipeline.warehouse import Between, Warehouse
 
@@ -59,6 +62,8 @@ class SizingSettings(dg.Config):
     sizing_file: str = ""
     limits_file: str = str(LIMITS_FILE)
     index_symbol: str = INDEX_SYMBOL
+    #: the loss-streak rule that scales the risk budgets (``emergency`` section), as the limits step applies it
+    rules_file: str = str(COMPLIANCE_RULES_FILE)
 
 
 def _config(settings: SizingSettings) -> SizingConfig:
@@ -465,6 +470,14 @@ class BookInputs:
     #: strategy holding each symbol (largest |dollar delta|) and the budget status of every budgeted strategy
     held_strategy: dict[str, str] = dataclasses.field(default_factory=dict)
     budgets: dict[str, sz.RiskBudget] = dataclasses.field(default_factory=dict)
+    #: Greeks the caps cover besides the sized stock position: per symbol the stock shares and dollar delta held
+    #: and the name's gamma (shares per 1.00 of spot); book totals of dollar delta, vega per vol point, theta per day
+    stock_delta: pd.Series = dataclasses.field(default_factory=lambda: pd.Series(dtype=float))
+    stock_dollar_delta: pd.Series = dataclasses.field(default_factory=lambda: pd.Series(dtype=float))
+    name_gamma: pd.Series = dataclasses.field(default_factory=lambda: pd.Series(dtype=float))
+    book_dollar_delta: float = 0.0
+    book_vega_per_vol_point: float = 0.0
+    book_theta_per_day: float = 0.0
 
 
 def size_book(
@@ -713,7 +726,35 @@ def size_book(
         too_close = []
         if rho_cap is not None and s in corr.index:
             too_close = [k for k in held if k in corr.columns and corr.loc[s, k] > rho_cap]
-        delta_cap = lim.threshold("max_abs_net_delta_shares")
+        # Greek caps on the post-trade book with the name's stock position at the recommendation (a stock: delta 1
+        # share, dollar delta = spot per share, gamma, vega and theta 0); "other" is everything else each cap covers
+        other = {
+            "delta": float(b.net_delta.get(s, 0.0)) - float(b.stock_delta.get(s, 0.0)),
+            "dollar_delta": b.book_dollar_delta - float(b.stock_dollar_delta.get(s, 0.0)),
+            "gamma": float(b.name_gamma.get(s, 0.0)),
+            "vega_per_vol_point": b.book_vega_per_vol_point,
+            "theta_per_day": b.book_theta_per_day,
+        }
+        per_share = {
+            "delta": 1.0,
+            "dollar_delta": spots[s],
+            "gamma": 0.0,
+            "vega_per_vol_point": 0.0,
+            "theta_per_day": 0.0,
+        }
+        greek_limits = {
+            "delta": lim.threshold("max_abs_net_delta_shares"),
+            "dollar_delta": lim.threshold("max_abs_net_dollar_delta"),
+            "gamma": lim.threshold("max_abs_gamma_shares"),
+            "vega_per_vol_point": lim.threshold("max_abs_vega_per_vol_point"),
+            "theta_per_day": lim.threshold("max_theta_per_day_loss"),
+        }
+        greek_caps = {
+            k: sz.greek_cap(other[k], per_share[k], greek_limits[k], direction[i], loss_only=k == "theta_per_day")
+            * spots[s]
+            / b.nav
+            for k in other
+        }
         # what is held on the signal's side: the most a REDUCING book (or a too-correlated name) may keep
         same_side = own if float(b.net_delta.get(s, 0.0)) * direction[i] > 0 else 0.0
         budget = b.budgets.get(b.held_strategy.get(s, ""))
@@ -723,7 +764,11 @@ def size_book(
             if sector
             else math.inf,
             cluster=_share_cap(d.max_cluster_pct_gross, g_other, cl_other) / b.nav if cl else math.inf,
-            delta=delta_cap * spots[s] / b.nav if delta_cap is not None else math.inf,
+            delta=greek_caps["delta"],
+            dollar_delta=greek_caps["dollar_delta"],
+            gamma=greek_caps["gamma"],
+            vega=greek_caps["vega_per_vol_point"],
+            theta=greek_caps["theta_per_day"],
             correlation=same_side / b.nav if too_close else math.inf,
             trading_state={"HALTED": 0.0, "REDUCING": same_side / b.nav}.get(b.state, math.inf),
             position_risk=d.max_position_risk_pct_nav / stop_dist,
@@ -750,6 +795,7 @@ def size_book(
                     "hedge_cost_scale": scale,
                     "caps": {k: _num(v) for k, v in vars(caps).items()},
                     "correlated_with": too_close,
+                    "greeks": {"other": other, "per_share": per_share, "limits": greek_limits},
                     "trading_state": b.state,
                     "sizing_version": cfg.version,
                     "limits_version": limits.version,
@@ -864,6 +910,7 @@ def position_sizing(context: dg.AssetExecutionContext, config: SizingSettings, w
     wh = warehouse.get()
     cfg = _config(config)
     limits = load_limits(config.limits_file)
+    emergency = compliance_rules(config.rules_file).emergency
     frames, parts, budget_rows = [], [], []
     for session in partition_sessions(context):
         as_of, positions = valuation(wh, session)
@@ -908,14 +955,28 @@ def position_sizing(context: dg.AssetExecutionContext, config: SizingSettings, w
                 },
                 risk_at_stops=stops[stops["book"] == book].groupby("symbol")["risk_at_stop"].sum(),
                 net_delta=p.groupby("symbol")["delta"].sum(),
+                stock_delta=p[p["instrument_type"] != "option"].groupby("symbol")["delta"].sum(),
+                stock_dollar_delta=p[p["instrument_type"] != "option"].groupby("symbol")["dollar_delta"].sum(),
+                name_gamma=p.groupby("symbol")["gamma"].sum(),
+                book_dollar_delta=float(p["dollar_delta"].sum()),
+                book_vega_per_vol_point=float(p["vega_per_vol_point"].sum()),
+                book_theta_per_day=float(p["theta_per_day"].sum()),
             )
+            # the budgets as limit_status judges them: scaled by a loss streak, warned at the book's warning fraction
+            shares = dict(cfg.risk_budgets.get(book, {}))
+            factor = loss_streak_factor(wh, book, as_of, emergency)[1] if shares else 1.0
             b.held_strategy, b.budgets = book_budgets(
-                dd, component[component["book"] == book], book_vars.get(book), cfg.risk_budgets.get(book, {})
+                dd,
+                component[component["book"] == book],
+                book_vars.get(book),
+                {k: v * factor for k, v in shares.items()},
+                limits.for_book(book).warning_fraction,
             )
             budget_rows += [{"book": book, **dataclasses.asdict(x)} for x in b.budgets.values()]
             book_sigs = sigs[sigs["strategy"].isin(cfg.book_strategies(book, set(sigs["strategy"])))]
             drag = hedge_drags.get(book)
-            rows = size_book(b, book_sigs, h, cfg, ml, forecasts, corr, clusters, limits, atr, vix_pct, spots, drag)
+            bcfg = sizing_for_book(cfg, limits.for_book(book).risk_level)  # the book's risk-level preset
+            rows = size_book(b, book_sigs, h, bcfg, ml, forecasts, corr, clusters, limits, atr, vix_pct, spots, drag)
             if rows:
                 f = pd.DataFrame(rows)
                 f["as_of"], f["as_of_date"], f["book"] = as_of, session, book
@@ -961,7 +1022,11 @@ def position_sizing(context: dg.AssetExecutionContext, config: SizingSettings, w
 
 
 def book_budgets(
-    rows: pd.DataFrame, component: pd.DataFrame, book_var: float | None, shares: dict[str, float]
+    rows: pd.DataFrame,
+    component: pd.DataFrame,
+    book_var: float | None,
+    shares: dict[str, float],
+    warn_fraction: float = 0.8,
 ) -> tuple[dict[str, str], dict[str, sz.RiskBudget]]:
     """The strategy holding each symbol (largest |dollar delta|) and each budgeted strategy's budget status."""
     held = rows.sort_values("g", ascending=False).drop_duplicates("symbol")
@@ -970,7 +1035,8 @@ def book_budgets(
         return held_strategy, {}
     by_symbol = dict(zip(component["symbol"], component["component_var"], strict=True))
     by_strategy = sz.strategy_component_var(list(rows["symbol"]), list(rows["strategy"]), rows["g"], by_symbol)
-    return held_strategy, {x.strategy: x for x in sz.risk_budget_status(by_strategy, float(book_var), shares)}
+    budgets = sz.risk_budget_status(by_strategy, float(book_var), shares, warn_fraction)
+    return held_strategy, {x.strategy: x for x in budgets}
 
 
 def hedge_cost_drags(wh: Warehouse, as_of: pd.Timestamp) -> dict[str, float]:
@@ -1013,7 +1079,7 @@ def _recommendation_violations(out: pd.DataFrame) -> list[str]:
 @fail_closed
 def portfolio_heat(context: dg.AssetExecutionContext, config: SizingSettings, warehouse: WarehouseResource) -> Events:
     wh = warehouse.get()
-    d = _config(config).defaults
+    sizing = _config(config)
     limits = load_limits(config.limits_file)
     rows, parts = [], []
     for session in partition_sessions(context):
@@ -1029,6 +1095,7 @@ def portfolio_heat(context: dg.AssetExecutionContext, config: SizingSettings, wa
             labels = np.array([clusters.get(s, -i - 1) for i, s in enumerate(p["symbol"])])  # unclustered: own label
             risk = stops.loc[stops["book"] == book, "risk_at_stop"].to_numpy(float)
             cap_pos = limits.for_book(book).threshold("max_position_pct_gross") or 1.0
+            d = sizing_for_book(sizing, limits.for_book(book).risk_level).defaults  # the book's risk-level preset
             heat = sz.portfolio_heat(
                 risk,
                 gross,

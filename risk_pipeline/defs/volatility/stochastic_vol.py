@@ -1,0 +1,377 @@
+"""SABR slices and Heston surfaces beside the SVI fit, from the same implied vols, with a per-slice fit comparison."""
+
+import datetime as dt
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from risk_pipeline.defs.common import (
+    OWNERS,
+    PARTITIONS,
+    TableWrite,
+    markdown_table,
+    publish,
+    session_check_spec,
+    table_definition_metadata,
+)
+from risk_pipeline.defs.volatility.surfaces import GROUP, SnapshotSelection, snapshot_time
+from risk_pipeline.quant.heston import calibrate_heston
+from risk_pipeline.quant.sabr import calibrate_sabr, density_check
+from risk_pipeline.quant.surfaces import otm_mask
+from risk_pipeline.resources import WarehouseResource
+
+SABR_FORMULA = "obloj"
+#: Fewer underlyings than this are fitted in the step's own process (starting spawned workers costs seconds).
+MIN_JOBS_FOR_POOL = 8
+
+
+def usable_quotes(iv: pd.DataFrame) -> pd.DataFrame:
+    """The quotes every surface model fits (as ``fit_surfaces`` selects them): status OK and out of the money."""
+    return iv[(iv["status"] == "OK") & otm_mask(iv["strike"], iv["forward"], iv["option_type"] == "C")]
+
+
+def sabr_rows(quotes: pd.DataFrame, beta: float) -> list[dict[str, Any]]:
+    """sabr_slices rows of one underlying: one SABR fit per expiry with at least 3 quotes."""
+    rows = []
+    for expiry, g in quotes.groupby("expiry", sort=True):
+        if len(g) < 3:
+            continue
+        forward = float(g["forward"].iloc[0])
+        t = float(g["time_to_expiry_years"].iloc[0])
+        try:
+            fit = calibrate_sabr(
+                g["strike"].to_numpy(float), g["implied_vol"].to_numpy(float), forward, t, beta, SABR_FORMULA
+            )
+        except ValueError as exc:
+            raise ValueError(f"SABR fit of {g['underlying'].iloc[0]} {expiry}: {exc}") from exc
+        density = density_check(fit)
+        rows.append(
+            {
+                "expiry": expiry,
+                "time_to_expiry_years": t,
+                "forward": forward,
+                "model": f"sabr:{fit.formula}",
+                "sabr_alpha": fit.alpha,
+                "sabr_beta": fit.beta,
+                "sabr_rho": fit.rho,
+                "sabr_nu": fit.nu,
+                "rmse_vol_points": fit.rmse_vol_points,
+                "n_quotes": fit.n_quotes,
+                "converged": fit.converged,
+                "butterfly_arbitrage_free": density.arbitrage_free,
+                "min_density": density.min_density,
+            }
+        )
+    return rows
+
+
+def heston_fit(quotes: pd.DataFrame) -> tuple[dict[str, Any], pd.Series]:
+    """heston_parameters row of one underlying and the model vol of every quote (index of ``quotes``)."""
+    t = quotes["time_to_expiry_years"].to_numpy(float)
+    k = np.log(quotes["strike"].to_numpy(float) / quotes["forward"].to_numpy(float))
+    started = time.perf_counter()
+    fit = calibrate_heston(t, k, quotes["implied_vol"].to_numpy(float))
+    seconds = time.perf_counter() - started
+    p = fit.params
+    row = {
+        "v0": p.v0,
+        "kappa": p.kappa,
+        "theta": p.theta,
+        "xi": p.xi,
+        "rho": p.rho,
+        "feller_ok": p.feller_ok,
+        "feller_ratio": p.feller_ratio,
+        "rmse_vol_points": fit.rmse_vol_points,
+        "max_abs_error_vol_points": fit.max_abs_error_vol_points,
+        "n_quotes": fit.n_quotes,
+        "n_expiries": fit.n_expiries,
+        "converged": fit.converged,
+        "spot": float(quotes["spot"].iloc[0]),
+        "min_time_to_expiry_years": float(t.min()),
+        "max_time_to_expiry_years": float(t.max()),
+        "calibration_seconds": seconds,
+    }
+    return row, pd.Series(fit.model_vol, index=quotes.index)
+
+
+def _fit_underlying(
+    job: tuple[str, pd.DataFrame, float],
+) -> tuple[str, list[dict[str, Any]], dict[str, Any], pd.Series, str]:
+    underlying, quotes, beta = job
+    try:
+        sabr = sabr_rows(quotes, beta)
+        heston, model_vol = heston_fit(quotes)
+    except ValueError as exc:
+        return underlying, [], {}, pd.Series(dtype=float), str(exc)
+    return underlying, sabr, heston, model_vol, ""
+
+
+def _fit_chunk(
+    jobs: list[tuple[str, pd.DataFrame, float]],
+) -> list[tuple[str, list[dict[str, Any]], dict[str, Any], pd.Series, str]]:
+    return [_fit_underlying(j) for j in jobs]
+
+
+def fit_models(
+    iv: pd.DataFrame, svi: pd.DataFrame, betas: dict[str, float], default_beta: float, workers: int = 1
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """sabr_slices, heston_parameters and vol_fit_comparison rows for one snapshot of implied vols; ``svi`` is
+    the snapshot's vol_surface rows (their RMSE goes into the comparison)."""
+    usable = usable_quotes(iv)
+    as_of = iv["as_of"].iloc[0]
+    jobs = [(str(u), g, float(betas.get(str(u), default_beta))) for u, g in usable.groupby("underlying", sort=True)]
+    if workers > 1 and len(jobs) >= MIN_JOBS_FOR_POOL:
+        # spawn, not fork: a step earlier in the same process may have started numba's OpenMP threads, and
+        # forking such a process aborts the child ("fork() called from a process already using GNU OpenMP")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = pool.map(_fit_chunk, [jobs[i::workers] for i in range(workers)])
+            fitted = sorted((f for part in parts for f in part), key=lambda f: f[0])
+    else:
+        fitted = _fit_chunk(jobs)
+    sabr_out, heston_out, vols = [], [], []
+    for underlying, sabr, heston, model_vol, error in fitted:
+        if error:
+            raise dg.Failure(f"stochastic vol models for {underlying} at {as_of}: {error}")
+        sabr_out += [{"as_of": as_of, "underlying": underlying, **r} for r in sabr]
+        heston_out.append({"as_of": as_of, "underlying": underlying, **heston})
+        vols.append(model_vol)
+    sabr_frame = pd.DataFrame(sabr_out)
+    heston_frame = pd.DataFrame(heston_out)
+    heston_vol = pd.concat(vols) if vols else pd.Series(dtype=float)
+    return sabr_frame, heston_frame, comparison(usable, heston_vol, sabr_frame, svi)
+
+
+def comparison(usable: pd.DataFrame, heston_vol: pd.Series, sabr: pd.DataFrame, svi: pd.DataFrame) -> pd.DataFrame:
+    """RMSE per slice of the three models on the same quotes (Heston's from its whole-surface fit)."""
+    err = usable.assign(err2=((heston_vol.reindex(usable.index) - usable["implied_vol"]) * 100.0) ** 2)
+    per_slice = (
+        err.groupby(["underlying", "expiry"], sort=True)
+        .agg(
+            as_of=("as_of", "first"),
+            time_to_expiry_years=("time_to_expiry_years", "first"),
+            n_quotes=("implied_vol", "size"),
+            heston_rmse_vol_points=("err2", lambda s: float(np.sqrt(s.mean()))),
+        )
+        .reset_index()
+    )
+    svi_part = svi[["underlying", "expiry", "rmse_vol_points"]].rename(
+        columns={"rmse_vol_points": "svi_rmse_vol_points"}
+    )
+    sabr_part = sabr[["underlying", "expiry", "rmse_vol_points"]].rename(
+        columns={"rmse_vol_points": "sabr_rmse_vol_points"}
+    )
+    out = per_slice.merge(svi_part, on=["underlying", "expiry"], how="left").merge(
+        sabr_part, on=["underlying", "expiry"], how="left"
+    )
+    models = ["svi", "sabr", "heston"]
+    rmse = out[[f"{m}_rmse_vol_points" for m in models]].to_numpy(float)
+    best = np.where(np.isnan(rmse), np.inf, rmse).argmin(axis=1)
+    out["best_model"] = np.asarray(models)[best]
+    cols = [
+        "as_of",
+        "underlying",
+        "expiry",
+        "time_to_expiry_years",
+        "n_quotes",
+        "svi_rmse_vol_points",
+        "sabr_rmse_vol_points",
+        "heston_rmse_vol_points",
+        "best_model",
+    ]
+    return out[cols]
+
+
+def summary_by_underlying(cmp: pd.DataFrame, heston: pd.DataFrame) -> pd.DataFrame:
+    """Mean RMSE per slice by model and underlying, with Heston's whole-surface RMSE and Feller flag."""
+    mean = (
+        cmp.groupby("underlying")[["svi_rmse_vol_points", "sabr_rmse_vol_points", "heston_rmse_vol_points"]]
+        .mean()
+        .rename(columns=lambda c: "mean_slice_" + c)
+    )
+    surface = heston.set_index("underlying")[["rmse_vol_points", "feller_ok", "calibration_seconds"]].rename(
+        columns={"rmse_vol_points": "heston_surface_rmse_vol_points"}
+    )
+    return mean.join(surface).reset_index().round(4)
+
+
+class StochasticVolSettings(dg.Config):
+    """Snapshot (default the session's latest), SABR beta per underlying (default 1, lognormal, for equities),
+    the warning bounds on fit RMSE and the worker processes."""
+
+    snapshot_time: str | None = None
+    sabr_beta: dict[str, float] = Field(default_factory=dict)
+    default_sabr_beta: float = 1.0
+    max_sabr_rmse_vol_points: float = 2.0
+    max_heston_rmse_vol_points: float = 5.0
+    #: 1 fits in the step's process; more start spawned workers, which took longer than they saved on 2 busy cores
+    workers: int = 1
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "sabr_slices",
+            group_name=GROUP,
+            deps=["implied_vols"],
+            kinds={"pandas", "scipy"},
+            owners=OWNERS,
+            description=(
+                "SABR slice per underlying and expiry (Hagan 2002 with Obloj's 2008 leading term, beta fixed per "
+                "underlying) fitted to the same out-of-the-money mid vols as the SVI slices, vega weighted, with "
+                "fit RMSE and a butterfly (risk-neutral density >= 0) flag."
+            ),
+            metadata=table_definition_metadata("sabr_slices"),
+        ),
+        dg.AssetSpec(
+            "heston_parameters",
+            group_name=GROUP,
+            deps=["implied_vols"],
+            kinds={"pandas", "scipy", "numba"},
+            owners=OWNERS,
+            description=(
+                "Heston (v0, kappa, theta, xi, rho) per underlying calibrated to its whole surface of "
+                "out-of-the-money mid vols (COS pricing, Levenberg-Marquardt), with fit RMSE and the Feller flag."
+            ),
+            metadata=table_definition_metadata("heston_parameters"),
+        ),
+        dg.AssetSpec(
+            "vol_fit_comparison",
+            group_name=GROUP,
+            deps=["sabr_slices", "heston_parameters", "vol_surface"],
+            kinds={"pandas"},
+            owners=OWNERS,
+            description="RMSE per slice of SVI, SABR and Heston on the same quotes, and the best model of each slice.",
+            metadata=table_definition_metadata("vol_fit_comparison"),
+        ),
+    ],
+    partitions_def=PARTITIONS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    check_specs=[
+        session_check_spec(
+            "parameters_valid",
+            asset="heston_parameters",
+            blocking=True,
+            description="Heston parameters finite and in the model's domain, RMSE finite.",
+        ),
+        session_check_spec(
+            "parameters_valid",
+            asset="sabr_slices",
+            blocking=True,
+            description="SABR parameters finite and in the model's domain, RMSE finite.",
+        ),
+        session_check_spec(
+            "fit_rmse_within_bound",
+            asset="sabr_slices",
+            description="Every SABR slice's RMSE under the configured bound (warning only).",
+        ),
+        session_check_spec(
+            "fit_rmse_within_bound",
+            asset="heston_parameters",
+            description="Every Heston surface RMSE under the configured bound (warning only).",
+        ),
+    ],
+)
+def stochastic_vol_models(
+    context: dg.AssetExecutionContext, config: StochasticVolSettings, warehouse: WarehouseResource
+) -> Any:
+    wh = warehouse.get()
+    sabr_frames, heston_frames, cmp_frames = [], [], []
+    for key in context.partition_keys:
+        session = dt.date.fromisoformat(key)
+        as_of = snapshot_time(wh, session, SnapshotSelection(snapshot_time=config.snapshot_time), "implied_vols")
+        iv = wh.read("implied_vols", {"as_of": as_of})
+        if iv.empty:
+            raise dg.Failure(f"no implied_vols stored for snapshot {as_of.isoformat()}: materialize implied_vols")
+        svi = wh.read("vol_surface", {"as_of": as_of})
+        sabr, heston, cmp = fit_models(iv, svi, dict(config.sabr_beta), config.default_sabr_beta, config.workers)
+        sabr_frames.append(sabr)
+        heston_frames.append(heston)
+        cmp_frames.append(cmp)
+    sabr = pd.concat(sabr_frames, ignore_index=True)
+    heston = pd.concat(heston_frames, ignore_index=True)
+    cmp = pd.concat(cmp_frames, ignore_index=True)
+    snapshots = [{"as_of": t} for t in sorted(heston["as_of"].unique())]
+    summary = summary_by_underlying(cmp, heston)
+    yield from publish(
+        context,
+        wh,
+        [
+            TableWrite("sabr_slices", sabr, snapshots),
+            TableWrite("heston_parameters", heston.drop(columns="calibration_seconds"), snapshots),
+            TableWrite("vol_fit_comparison", cmp, snapshots),
+        ],
+        checks=model_checks(sabr, heston, config),
+        metadata={
+            "sabr_slices": {
+                "slices": dg.MetadataValue.int(len(sabr)),
+                "mean_rmse_vol_points": dg.MetadataValue.float(round(float(sabr["rmse_vol_points"].mean()), 6)),
+            },
+            "heston_parameters": {
+                "underlyings": dg.MetadataValue.int(len(heston)),
+                "feller_ok": dg.MetadataValue.int(int(heston["feller_ok"].sum())),
+                "max_calibration_seconds": dg.MetadataValue.float(round(float(heston["calibration_seconds"].max()), 4)),
+            },
+            "vol_fit_comparison": {"by_underlying": dg.MetadataValue.md(markdown_table(summary, 200))},
+        },
+    )
+
+
+def model_checks(sabr: pd.DataFrame, heston: pd.DataFrame, config: StochasticVolSettings) -> list[dg.AssetCheckResult]:
+    """The sabr_slices and heston_parameters checks, evaluated on the staged rows."""
+    h_ok = (
+        np.isfinite(heston[["v0", "kappa", "theta", "xi", "rho", "rmse_vol_points"]]).all(axis=1)
+        & (heston[["v0", "kappa", "theta", "xi"]] > 0).all(axis=1)
+        & (heston["rho"].abs() < 1)
+    )
+    s_ok = (
+        np.isfinite(sabr[["sabr_alpha", "sabr_rho", "sabr_nu", "rmse_vol_points"]]).all(axis=1)
+        & (sabr["sabr_alpha"] > 0)
+        & (sabr["sabr_nu"] >= 0)
+        & (sabr["sabr_rho"].abs() < 1)
+    )
+    rough_s = sabr[~(sabr["rmse_vol_points"] <= config.max_sabr_rmse_vol_points)]
+    rough_h = heston[~(heston["rmse_vol_points"] <= config.max_heston_rmse_vol_points)]
+    return [
+        dg.AssetCheckResult(
+            check_name="parameters_valid",
+            asset_key="heston_parameters",
+            passed=bool(h_ok.all()),
+            metadata={"invalid_rows": dg.MetadataValue.md(markdown_table(heston[~h_ok], 10))},
+        ),
+        dg.AssetCheckResult(
+            check_name="parameters_valid",
+            asset_key="sabr_slices",
+            passed=bool(s_ok.all()),
+            metadata={"invalid_rows": dg.MetadataValue.md(markdown_table(sabr[~s_ok], 10))},
+        ),
+        dg.AssetCheckResult(
+            check_name="fit_rmse_within_bound",
+            asset_key="sabr_slices",
+            passed=rough_s.empty,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "bound_vol_points": config.max_sabr_rmse_vol_points,
+                "slices_over_bound": dg.MetadataValue.md(
+                    markdown_table(rough_s[["underlying", "expiry", "rmse_vol_points", "n_quotes"]], 20)
+                ),
+            },
+        ),
+        dg.AssetCheckResult(
+            check_name="fit_rmse_within_bound",
+            asset_key="heston_parameters",
+            passed=rough_h.empty,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "bound_vol_points": config.max_heston_rmse_vol_points,
+                "underlyings_over_bound": dg.MetadataValue.md(
+                    markdown_table(rough_h[["underlying", "rmse_vol_points", "n_quotes"]], 20)
+                ),
+            },
+        ),
+    ]

@@ -1,0 +1,140 @@
+"""A "model-consistent" vol shock: the implied-vol surface a calibrated Heston model gives after a spot shock.
+
+Rule-based stress vol shocks (``stress.py``, ``vol_shocks.py``) move implied vols by a rule. Here the move comes
+from the calibrated model instead: over a short horizon Heston's variance and log-spot move together,
+``E[dv | d ln S] = rho xi d ln S`` (``d ln S ~ sqrt(v) dW``, ``dv ~ xi sqrt(v) dZ``, ``E[dZ | dW] = rho dW``), so a
+spot shock ``s`` (relative, -0.2 = down 20 %) shifts the instantaneous variance to::
+
+    v0' = max(v0 + rho xi ln(1 + s), V0_FLOOR) * (1 + extra_vol_shock)^2
+
+(``extra_vol_shock`` an optional relative shock of ``sqrt(v0)`` on top, 0 by default). The shocked surface is
+the Black implied vol of Heston prices with ``v0'`` and the shocked spot, the other parameters (kappa, theta, xi,
+rho) unchanged, at each option's own strike and expiry: short expiries move more (their vol is mostly ``v0``)
+than long ones (mean reversion to ``theta``), and the skew follows from the model.
+
+``heston_vol_shifts`` turns this into the per-position absolute vol shifts of a scenario set (``ScenarioSet(...,
+vol_shift_abs=shifts, vol_shift_per_position=True)`` of ``scenario_engine``): each option keeps its market vol
+plus the model's change at its strike and expiry. Not yet used by the stress asset: ``stress_results`` still
+applies the rule-based vol shocks only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from risk_pipeline.quant._numba import FloatArray
+from risk_pipeline.quant.heston import HestonParams, heston_implied_vol, heston_price
+from risk_pipeline.quant.implied_vol import implied_vol_black76
+from risk_pipeline.quant.portfolio import Portfolio
+
+#: Smallest shocked initial variance (1 % vol): an up-move with rho < 0 cannot make v0 negative.
+V0_FLOOR = 1e-4
+
+
+@dataclass(frozen=True)
+class ModelConsistentShock:
+    """Implied vols before and after a spot shock under one calibrated Heston model, per option."""
+
+    params_before: HestonParams
+    params_after: HestonParams
+    spot_shock: float
+    vol_before: FloatArray
+    vol_after: FloatArray
+
+    @property
+    def vol_change(self) -> FloatArray:
+        """``vol_after - vol_before``, annualized decimal vol (0.01 = one vol point)."""
+        return self.vol_after - self.vol_before
+
+
+def shocked_v0(params: HestonParams, spot_shock: float, extra_vol_shock: float = 0.0) -> float:
+    """``v0'`` of the module docstring."""
+    if not spot_shock > -1.0:
+        raise ValueError(f"spot_shock must be above -1 (a relative move), got {spot_shock}")
+    if not extra_vol_shock > -1.0:
+        raise ValueError(f"extra_vol_shock must be above -1 (a relative move of sqrt(v0)), got {extra_vol_shock}")
+    v = max(params.v0 + params.rho * params.xi * math.log1p(spot_shock), V0_FLOOR)
+    return v * (1.0 + extra_vol_shock) ** 2
+
+
+def model_consistent_vols(
+    params: HestonParams,
+    spot: float,
+    spot_shock: float,
+    strike: ArrayLike,
+    time_years: ArrayLike,
+    rate: ArrayLike,
+    dividend_yield: ArrayLike,
+    extra_vol_shock: float = 0.0,
+) -> ModelConsistentShock:
+    """Heston implied vols of each option (``strike``, ``time_years``) at ``spot`` and after ``spot * (1 +
+    spot_shock)`` with the correlated shift of ``v0`` (module docstring); inputs broadcast together."""
+    k, t, r, q = np.broadcast_arrays(
+        *(np.asarray(x, dtype=np.float64) for x in (strike, time_years, rate, dividend_yield))
+    )
+    after = replace(params, v0=shocked_v0(params, spot_shock, extra_vol_shock))
+    carry = (r - q) * t
+    before_k = np.log(k / spot) - carry
+    after_k = np.log(k / (spot * (1.0 + spot_shock))) - carry
+    return ModelConsistentShock(
+        params,
+        after,
+        float(spot_shock),
+        heston_implied_vol(params, t, before_k),
+        heston_implied_vol(after, t, after_k),
+    )
+
+
+def _otm_vol(
+    t: FloatArray,
+    log_k: FloatArray,
+    v0: FloatArray,
+    kappa: FloatArray,
+    theta: FloatArray,
+    xi: FloatArray,
+    rho: FloatArray,
+) -> FloatArray:
+    """Black vol of the OTM Heston price at ``ln(K/F)`` per element (parameters per element)."""
+    call = log_k > 0.0
+    price = heston_price(1.0, np.exp(log_k), t, 0.0, 0.0, call, v0, kappa, theta, xi, rho)
+    return implied_vol_black76(price, 1.0, np.exp(log_k), t, 0.0, call).vol
+
+
+def heston_vol_shifts(portfolio: Portfolio, params: ArrayLike, spot_shock_rel: ArrayLike) -> FloatArray:
+    """Model-consistent absolute vol shift of every position in every scenario, shape ``(scenarios, positions)``.
+
+    ``params`` has one row ``(v0, kappa, theta, xi, rho)`` per portfolio symbol (a row of NaN: no model, shift
+    0); ``spot_shock_rel`` is ``(scenarios, symbols)`` relative spot moves (a ``ScenarioSet``'s
+    ``spot_shock_rel``). Stocks and symbols without a model get 0; every option gets Heston's vol at its strike
+    and expiry after the move (``v0`` shifted by ``rho xi ln(1 + s)``, floored) less the vol before."""
+    p = np.asarray(params, dtype=np.float64).reshape(portfolio.n_symbols, 5)
+    moves = np.atleast_2d(np.asarray(spot_shock_rel, dtype=np.float64))
+    if moves.shape[1] != portfolio.n_symbols:
+        raise ValueError(f"spot_shock_rel needs one column per symbol ({portfolio.n_symbols}), got {moves.shape[1]}")
+    if np.any(moves <= -1.0):
+        raise ValueError("spot_shock_rel must be above -1 (relative moves)")
+    out = np.zeros((moves.shape[0], portfolio.quantity.size))
+    sym = portfolio.symbol_index
+    use = np.flatnonzero(portfolio.is_option & np.isfinite(p[sym]).all(axis=1) & (portfolio.time_years > 0.0))
+    if use.size == 0:
+        return out
+    q = p[sym[use]]
+    t = portfolio.time_years[use]
+    carry = (portfolio.rate[use] - portfolio.dividend_yield[use]) * t
+    log_k = np.log(portfolio.strike[use] / portfolio.spot[sym[use]]) - carry
+    before = _otm_vol(t, log_k, *q.T)
+    s = moves[:, sym[use]]  # (scenarios, options)
+    v0_after = np.maximum(q[:, 0] + q[:, 4] * q[:, 3] * np.log1p(s), V0_FLOOR)
+    shape = s.shape
+    after = _otm_vol(
+        np.broadcast_to(t, shape).ravel(),
+        (log_k[None, :] - np.log1p(s)).ravel(),
+        v0_after.ravel(),
+        *(np.broadcast_to(q[:, i], shape).ravel() for i in (1, 2, 3, 4)),
+    ).reshape(shape)
+    out[:, use] = after - before[None, :]
+    return out
