@@ -115,7 +115,8 @@ def rolling_z2(
     term = np.where(ok & (x < -np.where(ok, v, 0.0)), x / np.where(ok, e, 1.0), 0.0)
     ends = np.arange(x.size)
     starts = np.maximum(0, ends - window + 1)
-    n = (np.concatenate([[0], np.cumsum(ok)])[ends + 1] - np.concatenate([[0], np.cumsum(ok)])[starts]).astype(float)
+    kept = np.concatenate([[0], np.cumsum(ok)])
+    n = (kept[ends + 1] - kept[starts]).astype(float)
     total = np.concatenate([[0.0], np.cumsum(term)])
     tail = total[ends + 1] - total[starts]
     with np.errstate(invalid="ignore", divide="ignore"):
