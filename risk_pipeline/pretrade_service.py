@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from risk_pipeline import controls
@@ -243,14 +244,18 @@ class PreTradeService:
     def _cap_to_recommendation(
         self, snap: BookSnapshot, decision: PreTradeDecision, side: str, symbol: str, order: Order
     ) -> PreTradeDecision:
-        """Attach the name's recommended size; resize a stock order that would take the position beyond it."""
+        """Attach the name's recommended size; resize an order whose delta-equivalent shares take the name
+        beyond it (a stock by its shares, an option by delta x multiplier per contract)."""
         rec = snap.sizing.get(symbol)
         if rec is None:
             return decision
-        is_stock = (order.instrument is not None and not order.instrument.is_option) or (
-            order.position_id in rec.stock_position_ids
-        )
-        return cap_to_recommendation(decision, rec, side, rec.held_shares, is_stock)
+        if order.instrument is not None:
+            per_unit = order.instrument.delta * order.instrument.multiplier
+        else:
+            i = snap.aggregates.row_of[str(order.position_id)]
+            e = snap.exposure
+            per_unit = float(np.asarray(e.delta)[i]) * float(np.asarray(e.multiplier)[i])
+        return cap_to_recommendation(decision, rec, side, rec.held_shares, float(per_unit))
 
     def _raise_if_halted(self, book: str) -> None:
         """BookHalted when a manual halt (controls.halt / emergency_stop) is in force for the book now."""

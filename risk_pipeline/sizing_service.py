@@ -1,8 +1,9 @@
 """Serving position sizes without Dagster: the recommendation for one name, and the pre-trade cap it implies.
 
 Reads ``position_sizing`` rows (method ``recommended``) at the book's latest published valuation. The pre-trade
-check (pretrade_service.py) attaches the recommendation to every answer on a stock and resizes an order whose
-post-trade position would exceed it (``quant.sizing.quantity_within_recommendation``).
+check (pretrade_service.py) attaches the recommendation to every answer on the name and resizes an order whose
+post-trade position would exceed it (``quant.sizing.quantity_within_recommendation``): a stock order by its shares,
+an option order by its delta-equivalent shares (delta x multiplier per contract).
 """
 
 from __future__ import annotations
@@ -87,22 +88,43 @@ def recommended_sizes(
 
 
 def cap_to_recommendation(
-    decision: PreTradeDecision, rec: Recommendation | None, side: str, current_shares: float, is_stock: bool
+    decision: PreTradeDecision,
+    rec: Recommendation | None,
+    side: str,
+    current_shares: float,
+    shares_per_unit: float = 1.0,
 ) -> PreTradeDecision:
-    """Attach the recommendation; resize (or reject) an approved stock order that would exceed it."""
+    """Attach the recommendation; resize (or reject) an approved order that would take the name beyond it.
+
+    ``shares_per_unit`` is the order's signed delta in shares per unit bought (1 for a stock, delta x multiplier
+    for an option). The order's delta-equivalent shares count against the headroom between the book's stock
+    shares in the name (``current_shares``) and the recommended stock position: the recommendation already
+    treats the options held as part of the rest of the book (its Greek caps), so only the new delta is added.
+    An option order that moves the name toward 0 is never cut; one with zero delta adds nothing to the name.
+    """
     if rec is None:
         return decision
     info = rec.as_dict()
-    if not is_stock or decision.decision == "reject" or decision.approved_quantity == 0:
+    if decision.decision == "reject" or decision.approved_quantity == 0:
+        return replace(decision, sizing=info)
+    if not math.isfinite(shares_per_unit):  # fail closed: the order's delta is unknown
+        reason = f"sizing: the order's delta in {rec.symbol} is not available, so its size cannot be checked"
+        return replace(
+            decision, decision="reject", approved_quantity=0, reasons=(*decision.reasons, reason), sizing=info
+        )
+    if shares_per_unit == 0.0:
         return replace(decision, sizing=info)
     sign = 1.0 if side == "buy" else -1.0
-    allowed = abs(quantity_within_recommendation(current_shares, sign * decision.approved_quantity, rec.quantity))
-    allowed_whole = math.floor(allowed + 1e-9)
+    order_shares = sign * decision.approved_quantity * shares_per_unit
+    allowed_shares = abs(quantity_within_recommendation(current_shares, order_shares, rec.quantity))
+    allowed_whole = math.floor(allowed_shares / abs(shares_per_unit) + 1e-9)
     if allowed_whole >= decision.approved_quantity:
         return replace(decision, sizing=info)
+    unit = "" if shares_per_unit == 1.0 else f" (delta-equivalent {shares_per_unit:+.4g} shares per unit)"
     reason = (
         f"sizing: recommended position {rec.quantity:g} shares of {rec.symbol} ({rec.method}, binding "
-        f"{rec.binding_limit}); position {current_shares:g} allows {allowed_whole} of {decision.approved_quantity}"
+        f"{rec.binding_limit}); position {current_shares:g} allows {allowed_whole} of "
+        f"{decision.approved_quantity}{unit}"
     )
     kind = "resize" if allowed_whole > 0 else "reject"
     return replace(

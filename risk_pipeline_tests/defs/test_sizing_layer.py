@@ -215,6 +215,76 @@ def test_pre_trade_check_attaches_and_enforces_the_recommendation(
     assert checked
 
 
+def test_pre_trade_check_resizes_an_option_order_by_its_delta_shares(
+    run: tuple[Warehouse, dg.ExecuteInProcessResult],
+) -> None:
+    from risk_pipeline.pretrade_service import PreTradeService
+    from risk_pipeline.quant.sizing import quantity_within_recommendation
+    from risk_pipeline.valuation import value_positions
+
+    wh, _ = run
+    clock = lambda: pd.Timestamp("2026-11-20T21:30:00Z")  # noqa: E731
+    service = PreTradeService(wh, actor="test", clock=clock)
+    rec = _latest(wh, "position_sizing").query("method == 'recommended' and size_quantity != 0")
+    greeks = _latest(wh, "position_greeks")
+    as_of = greeks["as_of"].iloc[0]
+    quotes = wh.read("option_quotes", {"as_of": as_of})
+    resized = 0
+    for r in rec.itertuples():
+        listed = quotes[(quotes["underlying"] == r.symbol) & (quotes["option_type"] == "C")]
+        if listed.empty:
+            continue
+        q = listed.iloc[(listed["strike"] / listed["strike"].median() - 1).abs().argmin()]
+        # the call's delta per contract, valued independently of the service off the same surface
+        row = pd.DataFrame(
+            [
+                {
+                    "as_of_date": SESSION,
+                    "book": r.book,
+                    "position_id": "x",
+                    "instrument_type": "option",
+                    "symbol": r.symbol,
+                    "expiry": q["expiry"],
+                    "strike": float(q["strike"]),
+                    "option_type": "C",
+                    "exercise_style": q["exercise_style"],
+                    "quantity": 1.0,
+                    "multiplier": float(q["multiplier"]),
+                    "cost_basis": None,
+                    "strategy": "new",
+                    "sector": "x",
+                    "source": "test",
+                }
+            ]
+        )
+        per_contract = float(value_positions(wh, SESSION, as_of, positions=row)["delta"].iloc[0])
+        held = greeks[(greeks["book"] == r.book) & (greeks["symbol"] == r.symbol)]
+        stock = float(held.loc[held["instrument_type"] != "option", "quantity"].sum())
+        side = "buy" if r.size_quantity > 0 else "sell"  # a call bought adds long delta, sold adds short
+        d = service.check(
+            r.book,
+            side,
+            100_000,
+            symbol=r.symbol,
+            expiry=q["expiry"],
+            strike=float(q["strike"]),
+            option_type="C",
+            record=False,
+        )
+        assert d.sizing is not None and d.sizing["recommended_quantity"] == r.size_quantity
+        if d.decision == "reject" and not any(x.startswith("sizing:") for x in d.reasons):
+            continue
+        sign = 1 if side == "buy" else -1
+        allowed = abs(quantity_within_recommendation(stock, sign * 100_000 * per_contract, r.size_quantity))
+        assert d.approved_quantity <= math.floor(allowed / abs(per_contract) + 1e-9)
+        # one more contract would take the name beyond the recommendation (or the order was cut by another limit)
+        if any(x.startswith("sizing:") for x in d.reasons):
+            post = stock + sign * (d.approved_quantity + 1) * per_contract
+            assert abs(post) > abs(r.size_quantity) - 1e-9
+            resized += 1
+    assert resized
+
+
 def test_size_command_prints_the_recommendation(
     run: tuple[Warehouse, dg.ExecuteInProcessResult], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

@@ -104,3 +104,37 @@ def test_cap_to_risk_budget_by_hand() -> None:
     # another strategy, or no breach: untouched
     assert cap_to_risk_budget(approve, over, "covered_call", 1_000.0, "buy") == approve
     assert cap_to_risk_budget(approve, {}, "long_stock", 1_000.0, "buy") == approve
+
+
+def test_cap_to_recommendation_counts_an_option_order_by_its_delta_shares() -> None:
+    import pandas as pd
+
+    from risk_pipeline.quant.pretrade import PreTradeDecision
+    from risk_pipeline.sizing_service import Recommendation, cap_to_recommendation
+
+    rec = Recommendation("b", "AAA", pd.Timestamp("2026-11-20"), 3_000.0, 3e5, 0.03, "kelly", "none", "trend", 0.6)
+    approve = PreTradeDecision("approve", 100, 100.0, (), ())
+    # 1,000 shares held, 2,000 of headroom; a call of delta 0.45 on 100 shares adds 45 shares a contract:
+    # floor(2000 / 45) = 44 contracts
+    call = cap_to_recommendation(approve, rec, "buy", 1_000.0, 0.45 * 100)
+    assert (call.decision, call.approved_quantity) == ("resize", 44) and "delta-equivalent" in call.reasons[-1]
+    assert call.sizing is not None and call.sizing["recommended_quantity"] == 3_000.0
+    # 44 contracts fit (1,980 shares), 45 would not (2,025): the bound is tight
+    assert 44 * 45 <= 2_000 < 45 * 45
+    # selling calls or buying puts moves the name toward 0 (and then short, against a long recommendation):
+    # the part down to 0 passes, nothing beyond it; 1,000 shares at 45 a contract: 22 contracts
+    put = cap_to_recommendation(approve, rec, "buy", 1_000.0, -0.45 * 100)
+    assert (put.decision, put.approved_quantity) == ("resize", 22)
+    assert cap_to_recommendation(approve, rec, "sell", 1_000.0, 0.45 * 100).approved_quantity == 22
+    # a small order within the headroom is untouched, apart from the attached recommendation
+    small = cap_to_recommendation(PreTradeDecision("approve", 10, 10.0, (), ()), rec, "buy", 1_000.0, 45.0)
+    assert (small.decision, small.approved_quantity, small.reasons) == ("approve", 10, ())
+    # a stock order: one share a unit, as before
+    stock = cap_to_recommendation(PreTradeDecision("approve", 5_000, 5e3, (), ()), rec, "buy", 1_000.0)
+    assert (stock.decision, stock.approved_quantity) == ("resize", 2_000)
+    # already at the recommendation: adding is rejected; a delta that is not known fails closed
+    assert cap_to_recommendation(approve, rec, "buy", 3_000.0, 45.0).decision == "reject"
+    unknown = cap_to_recommendation(approve, rec, "buy", 0.0, float("nan"))
+    assert (unknown.decision, unknown.approved_quantity) == ("reject", 0) and "delta" in unknown.reasons[-1]
+    # a zero-delta order adds nothing to the name
+    assert cap_to_recommendation(approve, rec, "buy", 3_000.0, 0.0).approved_quantity == 100
