@@ -491,7 +491,8 @@ STRESS_MODEL_CONSISTENT = Table(
     description=(
         "Each library scenario's market P&L with model-consistent vol shocks: every option's vol moves by its "
         "underlying's calibrated Heston model (v0 shifted by rho xi ln(1 + spot move), surface re-implied at the "
-        "moved spot), beside the rule-based market P&L of stress_results for the same scenario."
+        "moved spot), and by its SABR slice (forward and alpha moved together: alpha + rho nu dF / F^beta), "
+        "beside the rule-based market P&L of stress_results for the same scenario."
     ),
     key=("as_of", "book", "scenario_id"),
     partition_by=("as_of",),
@@ -522,6 +523,26 @@ STRESS_MODEL_CONSISTENT = Table(
         ),
         _c("options_without_model", "bigint", False, "Option positions whose underlying has no Heston fit (count)"),
         _c("nav", "double", False, "NAV the percentage is taken of, USD"),
+        _c(
+            "sabr_market_pnl",
+            "double",
+            True,
+            "Full-revaluation P&L with SABR smile dynamics (forward and alpha moved together, quant.sabr_dynamics; "
+            "vols of options without a SABR slice unchanged), USD (positive = gain)",
+        ),
+        _c("sabr_pnl_pct_nav", "double", True, "sabr_market_pnl / nav, decimal fraction (positive = gain)"),
+        _c(
+            "sabr_mean_abs_vol_shift_vol_points",
+            "double",
+            True,
+            "Mean absolute SABR vol shift over the option positions with a slice, vol points (1.0 = 0.01 of vol)",
+        ),
+        _c(
+            "options_without_sabr",
+            "bigint",
+            True,
+            "Option positions with no SABR slice for their underlying and expiry (count)",
+        ),
     ),
 )
 

@@ -91,6 +91,7 @@ from risk_pipeline.quant._numba import FloatArray
 from risk_pipeline.quant.american import american_greeks
 from risk_pipeline.quant.bsm import bsm_greeks
 from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant.sabr_dynamics import SabrSlices, sabr_smile_slide
 from risk_pipeline.quant.scenario_engine import AmericanMethod, ScenarioSet, evaluate
 from risk_pipeline.quant.vol_forecast import GarchParams, fit_garch, garch_variance
 
@@ -430,15 +431,27 @@ def historical_scenarios(history: MarketHistory, horizon_days: int) -> ScenarioS
 
 
 def historical_var(
-    portfolio: Portfolio, history: MarketHistory, config: VarConfig | None = None, *, client: Any | None = None
+    portfolio: Portfolio,
+    history: MarketHistory,
+    config: VarConfig | None = None,
+    *,
+    client: Any | None = None,
+    smile: SabrSlices | None = None,
 ) -> tuple[tuple[VarResult, ...], dict[int, FloatArray]]:
-    """Historical-simulation VaR/ES with full revaluation; also the scenario P&L per horizon."""
+    """Historical-simulation VaR/ES with full revaluation; also the scenario P&L per horizon.
+
+    ``smile`` (SABR slices per position): each option's vol also slides along its slice's backbone under the
+    scenario's spot move, around the historical ATM vol move (``sabr_dynamics.sabr_smile_slide``); without it
+    each option keeps its strike's vol scaled by the ATM move (sticky strike)."""
     cfg = config or VarConfig()
     hist = history.window(cfg.lookback_days)
     results: list[VarResult] = []
     pnls: dict[int, FloatArray] = {}
     for h in cfg.horizons:
         sc = historical_scenarios(hist, h)
+        if smile is not None:
+            slide = sabr_smile_slide(portfolio, smile, sc.spot_shock_rel)
+            sc = replace(sc, vol_shift_abs=slide, vol_shift_per_position=True)
         res = evaluate(
             portfolio,
             sc,
@@ -453,6 +466,9 @@ def historical_var(
         results += _simulation_results(
             HISTORICAL, h, res.pnl, res.by_symbol, cfg, portfolio.symbols, hist.n_days, overlapping=True
         )
+    if smile is not None:
+        tag = "smile: SABR backbone around the ATM move"
+        results = [replace(r, note="; ".join(x for x in (tag, r.note) if x)) for r in results]
     return tuple(results), pnls
 
 
@@ -946,8 +962,9 @@ def compute_var(
     methods: Sequence[str] = ALL_METHODS,
     garch_params: Sequence[GarchParams] | None = None,
     client: Any | None = None,
+    smile: SabrSlices | None = None,
 ) -> VarReport:
-    """Every requested method at every horizon and confidence of ``config``."""
+    """Every requested method at every horizon and confidence of ``config`` (``smile``: historical_var's)."""
     cfg = config or VarConfig()
     unknown = set(methods) - set(ALL_METHODS)
     if unknown:
@@ -957,7 +974,7 @@ def compute_var(
     results: list[VarResult] = []
     pnl: dict[tuple[str, int], FloatArray] = {}
     if HISTORICAL in methods:
-        res, p = historical_var(portfolio, history, cfg, client=client)
+        res, p = historical_var(portfolio, history, cfg, client=client, smile=smile)
         results += res
         pnl.update({(HISTORICAL, h): v for h, v in p.items()})
     if DELTA_NORMAL in methods or DELTA_GAMMA_CF in methods:

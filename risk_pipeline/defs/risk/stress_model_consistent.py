@@ -1,4 +1,5 @@
-"""Stress variant with model-consistent vol shocks: the library's spot and rate moves, vols moved by Heston."""
+"""Stress variants with model-consistent vol shocks: the library's spot and rate moves, vols moved by Heston and
+by the SABR smile dynamics."""
 
 from typing import Any
 
@@ -16,10 +17,11 @@ from risk_pipeline.defs.common import (
     publish,
     table_definition_metadata,
 )
-from risk_pipeline.defs.risk.var import book_portfolio
+from risk_pipeline.defs.risk.var import book_portfolio, book_slices
 from risk_pipeline.errors import RiskDataError
 from risk_pipeline.paths import SCENARIOS_FILE
 from risk_pipeline.quant.heston_stress import heston_vol_shifts
+from risk_pipeline.quant.sabr_dynamics import sabr_vol_shifts
 from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate
 from risk_pipeline.quant.stress import load_scenarios, scenario_set
 from risk_pipeline.queries import book_valuations
@@ -35,10 +37,15 @@ class ModelConsistentStressSettings(dg.Config):
 
 
 def book_rows(
-    rows: pd.DataFrame, heston: pd.DataFrame, library: Any, nav: float, rule_based: pd.Series
+    rows: pd.DataFrame,
+    heston: pd.DataFrame,
+    library: Any,
+    nav: float,
+    rule_based: pd.Series,
+    sabr: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """stress_model_consistent rows of one book (``heston`` indexed by underlying, ``rule_based`` the
-    stress_results market P&L by scenario id)."""
+    stress_results market P&L by scenario id, ``sabr`` the snapshot's sabr_slices rows)."""
     portfolio = book_portfolio(rows)
     symbols = list(portfolio.symbols)
     betas = rows.groupby("symbol")["beta"].first().reindex(symbols).fillna(1.0).to_numpy()
@@ -57,6 +64,26 @@ def book_rows(
     modelled = portfolio.is_option & np.isfinite(params[portfolio.symbol_index]).all(axis=1)
     mean_shift = np.abs(shifts[:, modelled]).mean(axis=1) * 100.0 if modelled.any() else np.zeros(len(items))
     ids = [s.scenario_id for s in items]
+    sabr_part: dict[str, Any] = {}
+    if sabr is not None:
+        slices = book_slices(rows, portfolio, sabr)
+        sabr_shifts = sabr_vol_shifts(portfolio, slices, sc.spot_shock_rel)
+        moved = ScenarioSet(
+            spot_shock_rel=sc.spot_shock_rel,
+            vol_shift_abs=sabr_shifts,
+            rate_shift_abs=sc.rate_shift_abs,
+            vol_shift_per_position=True,
+        )
+        sabr_pnl = evaluate(portfolio, moved, 0.0).pnl
+        with_slice = portfolio.is_option & (slices.slice_of_position >= 0)
+        sabr_part = {
+            "sabr_market_pnl": sabr_pnl,
+            "sabr_pnl_pct_nav": sabr_pnl / nav,
+            "sabr_mean_abs_vol_shift_vol_points": np.abs(sabr_shifts[:, with_slice]).mean(axis=1) * 100.0
+            if with_slice.any()
+            else np.zeros(len(items)),
+            "options_without_sabr": int((portfolio.is_option & ~with_slice).sum()),
+        }
     return pd.DataFrame(
         {
             "scenario_id": ids,
@@ -68,6 +95,7 @@ def book_rows(
             "mean_abs_vol_shift_vol_points": mean_shift,
             "options_without_model": int((portfolio.is_option & ~modelled).sum()),
             "nav": nav,
+            **sabr_part,
         }
     )
 
@@ -75,7 +103,7 @@ def book_rows(
 @dg.asset(
     name="stress_model_consistent",
     group_name="risk",
-    deps=["position_greeks", "book_nav", "heston_parameters", "stress_results"],
+    deps=["position_greeks", "book_nav", "heston_parameters", "sabr_slices", "stress_results"],
     kinds={"pandas", "numba"},
     owners=OWNERS,
     partitions_def=PARTITIONS,
@@ -83,8 +111,9 @@ def book_rows(
     metadata=table_definition_metadata("stress_model_consistent"),
     description=(
         "Every library scenario revalued with model-consistent vol shocks (each underlying's calibrated Heston "
-        "model: v0 moved by rho xi ln(1 + spot move), the surface re-implied at the moved spot) beside the "
-        "rule-based market P&L of stress_results."
+        "model: v0 moved by rho xi ln(1 + spot move), the surface re-implied at the moved spot) and with SABR "
+        "smile dynamics (each slice's forward and alpha moved together), beside the rule-based market P&L of "
+        "stress_results."
     ),
 )
 @fail_closed
@@ -94,19 +123,20 @@ def stress_model_consistent(
     wh = warehouse.get()
     library = load_scenarios(config.scenarios_file)
     frames = []
-    cache: dict[pd.Timestamp, tuple[pd.Series, pd.DataFrame, pd.DataFrame]] = {}
+    cache: dict[pd.Timestamp, tuple[pd.Series, pd.DataFrame, pd.DataFrame, pd.DataFrame]] = {}
     for v in book_valuations(wh, partition_sessions(context)):
         if v.as_of not in cache:
             cache[v.as_of] = (
                 wh.read("book_nav", {"as_of": v.as_of}).set_index("book")["nav"],
                 wh.read("heston_parameters", {"as_of": v.as_of}).set_index("underlying"),
                 wh.read("stress_results", {"as_of": v.as_of}),
+                wh.read("sabr_slices", {"as_of": v.as_of}) if wh.table_exists("sabr_slices") else None,
             )
-        navs, heston, rules = cache[v.as_of]
+        navs, heston, rules, sabr = cache[v.as_of]
         if v.book not in navs:
             raise RiskDataError(f"no book_nav for {v.book} at {v.as_of.isoformat()}: stress P&L needs the NAV")
         rule_based = rules[rules["book"] == v.book].set_index("scenario_id")["market_pnl"]
-        frame = book_rows(v.rows, heston, library, float(navs[v.book]), rule_based)
+        frame = book_rows(v.rows, heston, library, float(navs[v.book]), rule_based, sabr)
         frame.insert(0, "book", v.book)
         frame.insert(0, "as_of", v.as_of)
         frames.append(frame)
@@ -114,7 +144,8 @@ def stress_model_consistent(
     parts = [{"as_of": t} for t in sorted(out["as_of"].unique())]
     last = out[out["as_of"] == out["as_of"].max()]
     worst = last.sort_values("pnl_pct_nav").groupby("book").head(5)
-    cols = ["book", "scenario_id", "market_pnl", "rule_based_market_pnl", "mean_abs_vol_shift_vol_points"]
+    cols = ["book", "scenario_id", "market_pnl", "sabr_market_pnl", "rule_based_market_pnl"]
+    cols += ["mean_abs_vol_shift_vol_points", "sabr_mean_abs_vol_shift_vol_points"]
     yield from publish(
         context,
         wh,

@@ -21,10 +21,12 @@ from risk_pipeline.defs.common import (
     session_check_spec,
     table_definition_metadata,
 )
+from risk_pipeline.errors import RiskDataError
 from risk_pipeline.event_windows import var_with_gap_scenarios
 from risk_pipeline.paths import LIMITS_FILE
 from risk_pipeline.quant.limits import load_limits
 from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant.sabr_dynamics import SabrSlices
 from risk_pipeline.quant.var import (
     STRESS_WINDOW_DAYS,
     STRESSED_HISTORICAL,
@@ -43,6 +45,10 @@ GROUP = "risk"
 STRESS_HISTORY_SESSIONS = 2520
 
 
+#: smile dynamics historical VaR offers (VarSettings.smile_dynamics)
+SMILE_DYNAMICS = ("sticky_strike", "sabr")
+
+
 class VarSettings(dg.Config):
     """Look-back, scenario count and seed of the VaR run."""
 
@@ -52,6 +58,9 @@ class VarSettings(dg.Config):
     limits_file: str = str(LIMITS_FILE)
     #: covariance of the parametric methods: "equal_weight" over the look-back or "ewma" (RiskMetrics, 0.94)
     covariance: str = "equal_weight"
+    #: smile dynamics of historical VaR: "sticky_strike" (each strike's vol scaled by the ATM move) or "sabr"
+    #: (also slid along each option's SABR slice backbone under the spot move; sabr_slices of the snapshot)
+    smile_dynamics: str = "sticky_strike"
 
 
 def book_portfolio(rows: pd.DataFrame) -> Portfolio:
@@ -75,6 +84,33 @@ def book_portfolio(rows: pd.DataFrame) -> Portfolio:
         dividend_yield=np.where(is_option, rows["dividend_yield"].to_numpy(float), 0.0),
         is_american=(rows["exercise_style"] == "american").to_numpy(bool),
         position_id=tuple(rows["position_id"]),
+    )
+
+
+def book_slices(rows: pd.DataFrame, portfolio: Portfolio, sabr: pd.DataFrame) -> SabrSlices:
+    """The book's SABR slices (``sabr_slices`` rows of the snapshot) and each position's, by underlying and expiry."""
+    keyed = sabr.reset_index(drop=True)
+    index = {
+        (str(u), pd.Timestamp(e).date()): i
+        for i, (u, e) in enumerate(zip(keyed["underlying"], keyed["expiry"], strict=True))
+    }
+    expiry = pd.to_datetime(rows["expiry"]).dt.date
+    of = np.array(
+        [
+            index.get((str(s), e), -1) if o else -1
+            for s, e, o in zip(rows["symbol"], expiry, portfolio.is_option, strict=True)
+        ],
+        dtype=np.intp,
+    )
+    return SabrSlices(
+        alpha=keyed["sabr_alpha"].to_numpy(float),
+        beta=keyed["sabr_beta"].to_numpy(float),
+        rho=keyed["sabr_rho"].to_numpy(float),
+        nu=keyed["sabr_nu"].to_numpy(float),
+        forward=keyed["forward"].to_numpy(float),
+        time_years=keyed["time_to_expiry_years"].to_numpy(float),
+        formula=tuple(str(m).split(":")[-1] for m in keyed["model"]),
+        slice_of_position=of,
     )
 
 
@@ -153,7 +189,7 @@ def var_document(rows: pd.DataFrame, current_exposure: float, var_cap: float | N
         dg.AssetSpec(
             "var_results",
             group_name=GROUP,
-            deps=["position_greeks", "market_prices", "atm_vol_history", "event_calendar"],
+            deps=["position_greeks", "market_prices", "atm_vol_history", "event_calendar", "sabr_slices"],
             kinds={"pandas", "numba", "json"},
             owners=OWNERS,
             description=(
@@ -217,12 +253,20 @@ def var_results(
         seed=config.seed,
         covariance=config.covariance,  # type: ignore[arg-type]  # checked by VarConfig
     )
+    if config.smile_dynamics not in SMILE_DYNAMICS:
+        raise dg.Failure(f"var_results: smile_dynamics must be one of {SMILE_DYNAMICS}, got {config.smile_dynamics!r}")
     result_rows, component_rows, documents = [], [], {}
     for v in book_valuations(wh, partition_sessions(context)):
         portfolio = book_portfolio(v.rows)
         option_symbols = sorted(v.rows.loc[v.rows["instrument_type"] == "option", "symbol"].unique())
         factors = return_history(wh, v.session, portfolio.symbols, cfg.lookback_days, option_symbols)
-        report = compute_var(portfolio, factors.history, cfg)
+        smile = None
+        if config.smile_dynamics == "sabr":
+            slices = wh.read("sabr_slices", {"as_of": v.as_of}) if wh.table_exists("sabr_slices") else None
+            if slices is None or slices.empty:
+                raise RiskDataError(f"smile_dynamics 'sabr' needs sabr_slices at {v.as_of.isoformat()}: run them first")
+            smile = book_slices(v.rows, portfolio, slices)
+        report = compute_var(portfolio, factors.history, cfg, smile=smile)
         # events inside a horizon: historical VaR with their gap scenarios, the gap component in its own columns
         gap = var_with_gap_scenarios(wh, v.session, v.as_of, v.rows, portfolio, factors.history, cfg, report)
         report = gap.report
