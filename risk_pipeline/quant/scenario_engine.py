@@ -32,7 +32,7 @@ and every rate ``r'_i = r_i + rate_shift_abs[j]``; time passes by ``horizon_days
   does not cover somewhere in the vol range (two exercise boundaries, zero vol) and scenarios off the grid
   use the exact engine. Measured against ``"exact"`` (``test_scenario_engine.py``,
   ``bench/bench_risk.py``): see the README's "Speed of the risk engine". Scenario sets with rate shifts or
-  callable / per-position vol shifts fall back to ``"exact"``.
+  callable vol shifts fall back to ``"exact"`` (per-position shift arrays are covered by the grid's vol range).
 
 Every position's P&L is ``quantity * multiplier * (V' - V)`` where ``V`` is today's value by the same
 formula, so a zero scenario at zero horizon gives exactly zero. Per-underlying P&L (``per_symbol``)
@@ -431,6 +431,8 @@ def _american_grid_values(
     scale_t: FloatArray,
     shift_t: FloatArray,
     skew_t: FloatArray,
+    shift_opt_t: FloatArray,
+    opt_stride: int,
     n_euro: int,
     opt_sym: IntArray,
     log_strike: FloatArray,
@@ -473,7 +475,8 @@ def _american_grid_values(
         count = 0
         for j in range(n):
             ls = log_spot_t[s, j]
-            sig = _sigma(vol[i], scale_t[s, j], shift_t[s, j], skew_t[s, j], log_strike[i], ls, 0.0)
+            extra = shift_opt_t[i * opt_stride, j]
+            sig = _sigma(vol[i], scale_t[s, j], shift_t[s, j], skew_t[s, j], log_strike[i], ls, extra)
             fv = (sig - g_v0[m]) * inv_dv
             iv = np.int64(np.minimum(np.maximum(fv, 0.0), nv - 2.0))
             tv = fv - iv
@@ -730,6 +733,8 @@ def _vol_range(
     scale: FloatArray,
     shift: FloatArray,
     skew: FloatArray,
+    shift_opt: FloatArray,
+    opt_stride: int,
     opt_sym: IntArray,
     log_strike: FloatArray,
     vol: FloatArray,
@@ -749,7 +754,7 @@ def _vol_range(
         d = -math.inf
         for j in range(log_spot_new.shape[0]):
             ls = log_spot_new[j, s]
-            sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls, 0.0)
+            sig = _sigma(vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls, shift_opt[j, i * opt_stride])
             a = min(a, sig)
             b = max(b, sig)
             c = min(c, ls)
@@ -911,7 +916,7 @@ def prepare(
     """Precompute the per-option constants at ``T' = max(T - horizon_days / 365, 0)``.
 
     ``american="eep_grid"`` needs ``scenarios`` (the grid spans exactly their spot and vol range); it
-    falls back to ``"exact"`` when they carry rate shifts or callable / per-position vol shifts.
+    falls back to ``"exact"`` when they carry rate shifts or callable vol shifts.
     """
     if american not in ("exact", "eep_grid", "bs2002"):
         raise ValueError(f"unknown american method {american!r}")
@@ -957,10 +962,9 @@ def prepare(
 
 
 def _needs_exact(scenarios: ScenarioSet) -> bool:
-    return (
-        (scenarios.rate_shift_abs is not None and bool(np.any(scenarios.rate_shift_abs != 0.0)))
-        or callable(scenarios.vol_shift_abs)
-        or (isinstance(scenarios.vol_shift_abs, np.ndarray) and scenarios.vol_shift_abs.shape[1] != scenarios.n_symbols)
+    # per-position vol shifts are arrays known in advance: the grid spans the vols they reach (_vol_range)
+    return (scenarios.rate_shift_abs is not None and bool(np.any(scenarios.rate_shift_abs != 0.0))) or callable(
+        scenarios.vol_shift_abs
     )
 
 
@@ -1068,6 +1072,8 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
             inp.scale,
             inp.shift,
             inp.skew,
+            inp.shift_opt,
+            inp.opt_stride,
             book.opt_sym,
             book.log_strike,
             book.vol,
@@ -1186,6 +1192,8 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
         ]
         _american_grid_values(
             *sym_major,
+            np.ascontiguousarray(inp.shift_opt.T),  # option-major, like the symbol-major inputs
+            inp.opt_stride,
             book.n_euro,
             book.opt_sym,
             book.log_strike,
@@ -1257,8 +1265,9 @@ def _exact_where_nan(book: PreparedBook, inp: _ChunkInputs, values: FloatArray) 
         i = book.n_euro + m
         s = book.opt_sym[i]
         ls = inp.log_spot_new[j, s]
+        extra = inp.shift_opt[j, i * inp.opt_stride]
         sig = np.maximum(
-            book.vol[i] * inp.scale[j, s] + inp.shift[j, s] + inp.skew[j, s] * (book.log_strike[i] - ls) + 0.0, 0.0
+            book.vol[i] * inp.scale[j, s] + inp.shift[j, s] + inp.skew[j, s] * (book.log_strike[i] - ls) + extra, 0.0
         )  # _sigma
         spot = inp.spot_new[j, s]
         alone = (spot == book.spot0[s]) & (sig == book.vol[i]) & (inp.rate[j] == 0.0)
