@@ -25,6 +25,8 @@ Trades (``side`` +1 long, -1 short; prices per share)::
 
     mfe = max(0, max_t side * (extreme_t - entry) / entry)   extreme = high (long) / low (short) while held
     mae = max(0, max_t -side * (extreme_t - entry) / entry)  extreme = low (long) / high (short) while held
+    (options, ``path_excursions``: no high/low is stored, so the extremes are the max / min of the path
+     entry price, quote mids while held, exit price)
     stop loss_avoided_pct  = side * (stop - close_{t+h}) / stop   (> 0: the price kept going against the
                                                                    position after the stop: the stop paid)
     trailing_capture       = side * (stop - entry) / (side * (best - entry))   (share of the best move kept)
@@ -214,6 +216,31 @@ def excursions(side: float, entry_price: float, highs: ArrayLike, lows: ArrayLik
     favourable = (hi.max() - entry_price) if side > 0 else (entry_price - lo.min())
     adverse = (entry_price - lo.min()) if side > 0 else (hi.max() - entry_price)
     return max(0.0, favourable / entry_price), max(0.0, adverse / entry_price)
+
+
+def path_excursions(
+    side: ArrayLike, entry_price: ArrayLike, exit_price: ArrayLike, mark_trade: ArrayLike, mark_price: ArrayLike
+) -> tuple[FloatArray, FloatArray]:
+    """(MFE, MAE) of k trades (fractions of the entry price, >= 0) over a price path without highs and lows.
+
+    Trade ``i``'s path is ``entry_price[i]``, the marks with ``mark_trade == i`` (e.g. option quote mids while
+    held) and ``exit_price[i]``; its high and low are the path's max and min, then as ``excursions``. The path
+    always holds the entry, so both are >= 0 without clipping. NaN where the entry price is not > 0.
+    """
+    s = np.asarray(side, dtype=np.float64).ravel()
+    entry = np.asarray(entry_price, dtype=np.float64).ravel()
+    exit_ = np.asarray(exit_price, dtype=np.float64).ravel()
+    k = np.asarray(mark_trade, dtype=np.int64).ravel()
+    m = np.asarray(mark_price, dtype=np.float64).ravel()
+    keep = np.isfinite(m)
+    hi, lo = np.fmax(entry, exit_), np.fmin(entry, exit_)
+    np.maximum.at(hi, k[keep], m[keep])
+    np.minimum.at(lo, k[keep], m[keep])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        favourable = np.where(s > 0, hi - entry, entry - lo) / entry
+        adverse = np.where(s > 0, entry - lo, hi - entry) / entry
+    bad = ~(entry > 0)
+    return np.where(bad, np.nan, favourable), np.where(bad, np.nan, adverse)
 
 
 @dataclass(frozen=True)

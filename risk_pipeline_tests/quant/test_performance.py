@@ -119,3 +119,25 @@ def test_counterfactual_of_a_preservation_episode_on_a_scripted_static_book() ->
     assert perf.summarize_controls([e, late]).share_paid == pytest.approx(0.5)
     with pytest.raises(ValueError, match="same sessions"):
         perf.control_effect([1.0], [1.0, 2.0])
+
+
+def test_path_excursions_of_option_trades_over_entry_mids_and_exit() -> None:
+    """No high/low for an option: the path is entry, mids while held, exit; marks come unordered across trades."""
+    side = [1, -1, 1, 1]
+    entry = [2.00, 5.00, 1.00, 0.0]
+    exit_ = [2.40, 4.00, 0.80, 1.0]
+    # trade 0 (long from 2.00): mids 2.10, 1.70, 2.90 -> high 2.90, low 1.70: MFE 0.90 / 2, MAE 0.30 / 2
+    # trade 1 (short from 5.00): mids 5.50, 3.50 -> favourable 5.00 - 3.50, adverse 5.50 - 5.00, over 5.00
+    # trade 2 (long from 1.00, no mid): path 1.00, 0.80 -> MFE 0, MAE 0.20 (the exit fill is the low)
+    # trade 3: entry 0 -> undefined; a NaN mark of trade 0 is ignored
+    marks = [(1, 5.50), (0, 2.10), (0, 1.70), (1, 3.50), (0, np.nan), (0, 2.90), (3, 2.0)]
+    k, m = zip(*marks, strict=True)
+    mfe, mae = perf.path_excursions(side, entry, exit_, k, m)
+    assert mfe[:3] == pytest.approx([0.45, 0.30, 0.0])
+    assert mae[:3] == pytest.approx([0.15, 0.10, 0.20])
+    assert math.isnan(mfe[3]) and math.isnan(mae[3])
+    # the same as excursions with the path as both highs and lows
+    path0 = [2.00, 2.10, 1.70, 2.90, 2.40]
+    assert (mfe[0], mae[0]) == pytest.approx(perf.excursions(1, 2.00, path0, path0))
+    empty = perf.path_excursions([], [], [], [], [])
+    assert empty[0].size == 0 and empty[1].size == 0

@@ -5,7 +5,7 @@ control is a static book: the positions held at the event's valuation, held unch
 the control's trades (reductions, hedge lines, gap-risk trades) applied, both revalued by ``value_positions``
 at each of the next ``horizon_sessions`` valuations. Events older than ``horizon_sessions`` + 1 sessions (their
 horizon is over) are carried over from the previous partition's rows (``events``), so a run revalues only the
-recent events.
+recent events (``judge_from``: those not complete in the previous partition; all of the cache window without one).
 """
 
 import datetime as dt
@@ -262,6 +262,22 @@ def judge_events(wh: Warehouse, events: list[dict[str, Any]], session: dt.date, 
     return out
 
 
+def judge_from(session: dt.date, previous: dt.date | None, horizon: int, window_start: dt.date) -> dt.date:
+    """First session whose control events ``session``'s partition judges; earlier ones are carried over from the
+    previous partition (of session ``previous``), where their horizon was already over.
+
+    At ``previous`` an event was complete when ``horizon`` sessions followed it, i.e. it was at or before the
+    (horizon+1)-th last session up to ``previous``; judging starts at the session after that one (with
+    consecutive partitions: the (horizon+1)-th last session up to ``session``). Without a previous partition
+    every event from ``window_start`` (the cache window's first session) on is judged.
+    """
+    if previous is None:
+        return window_start
+    days = xnys_sessions(previous - dt.timedelta(days=3 * horizon + 10), session)
+    complete = [d for d in days if d <= previous][-(horizon + 1)]
+    return max(next(d for d in days if d > complete), window_start)
+
+
 def as_of_known(day: dt.date, values: dict[dt.date, Any], notes: dict[dt.date, str]) -> bool:
     """The session has a valuation (valued, or failed with a note)."""
     return day in values or day in notes
@@ -303,39 +319,104 @@ def control_row(label: str, effects: list[dict[str, Any]], horizon: int) -> dict
 
 
 # -------------------------------------------------------------------------------------------- trades, stops
+#: strikes of an execution and a quote within this (USD per share) are the same contract
+STRIKE_TOLERANCE = 1e-6
+
+
+def option_marks(wh: Warehouse, trips: pd.DataFrame) -> pd.DataFrame:
+    """Quote mids ``(bid + ask) / 2`` of each option trip's contract at the ``option_quotes`` snapshots strictly
+    between its opening and its closing fill (columns ``row``: the trip's position in ``trips``, ``mid``).
+
+    ``trips`` has symbol, expiry, strike, option_type, entry_at, exit_at. One query for all trips: a clause per
+    contract over [its first entry, its last exit]; each trip then keeps the snapshots inside its own holding.
+    No high/low is stored for an option, so the mids are its price path (the fills are added by the caller).
+    """
+    t = trips.assign(
+        row=np.arange(len(trips)),
+        entry_at=pd.to_datetime(trips["entry_at"], utc=True),
+        exit_at=pd.to_datetime(trips["exit_at"], utc=True),
+        expiry=pd.to_datetime(trips["expiry"]).dt.date,
+    )
+    contracts = t.groupby(["symbol", "expiry", "strike", "option_type"], as_index=False).agg(
+        t0=("entry_at", "min"), t1=("exit_at", "max")
+    )
+    clause = (
+        "(underlying = ? AND expiry = ? AND option_type = ? AND strike BETWEEN ? AND ? AND as_of > ? AND as_of < ?)"
+    )
+    params: list[Any] = []
+    for c in contracts.itertuples():
+        params += [c.symbol, c.expiry, c.option_type, c.strike - STRIKE_TOLERANCE, c.strike + STRIKE_TOLERANCE,
+                   c.t0, c.t1]  # fmt: skip
+    quotes = wh.query(
+        "SELECT as_of, underlying AS symbol, expiry, strike, option_type, (bid + ask) / 2 AS mid "
+        f"FROM risk.option_quotes WHERE {' OR '.join([clause] * len(contracts))}",
+        params,
+    )
+    if quotes.empty:
+        return pd.DataFrame({"row": np.array([], dtype=np.int64), "mid": np.array([], dtype=float)})
+    quotes = quotes.assign(
+        as_of=pd.to_datetime(quotes["as_of"], utc=True),
+        expiry=pd.to_datetime(quotes["expiry"]).dt.date,
+        strike=quotes["strike"].astype(float).round(6),
+    )
+    both = t.assign(strike=t["strike"].round(6)).merge(quotes, on=["symbol", "expiry", "strike", "option_type"])
+    inside = both[(both["as_of"] > both["entry_at"]) & (both["as_of"] < both["exit_at"])]
+    return inside[["row", "mid"]].reset_index(drop=True)
+
+
 def trade_rows(wh: Warehouse, book: str, session: dt.date, as_of: pd.Timestamp, horizon: int) -> list[dict]:
-    """'trades' (closed round trips of executions) and 'stops' (position_stops hits) rows, one per window."""
+    """'trades' (closed round trips of executions) and 'stops' (position_stops hits) rows, one per window.
+
+    MFE/MAE of a trip: stock-like instruments over the symbol's daily highs and lows (``perf.excursions``);
+    options over entry fill, quote mids while held and exit fill (``option_marks``, ``perf.path_excursions``).
+    """
     days = list(xnys_sessions(session - dt.timedelta(days=400), session))
     rows: list[dict[str, Any]] = []
     fills = _read(wh, "executions", {"book": book})
     fills = fills[fills["at"] <= as_of].sort_values(["at", "execution_id"])
     trips: list[dict[str, Any]] = []
     if len(fills):
-        fills = fills.assign(
-            key=fills["symbol"] + "|" + fills["instrument_type"] + "|" + fills["expiry"].astype(str) + "|"
-            + fills["strike"].astype(str) + "|" + fills["option_type"].astype(str)
-        )  # fmt: skip
+        # the instrument as text; a missing part (a stock's expiry) is "" (pandas 3 keeps None as NaN through
+        # astype(str), which made a stock's key NaN and dropped its trips from the groupby)
+        parts = ["symbol", "instrument_type", "expiry", "strike", "option_type"]
+        text = [fills[c].astype(object).where(fills[c].notna(), "").astype(str) for c in parts]
+        fills = fills.assign(key=text[0].str.cat(text[1:], sep="|"))
         bars = wh.read(
             "market_prices", {"symbol": sorted(set(fills["symbol"])), "as_of_date": Between(days[0], session)}
         )
+        options: list[dict[str, Any]] = []  # option trips: MFE/MAE from their quotes, one query below
         for key, g in fills.groupby("key"):
             signed = np.where(g["side"].eq("buy"), 1.0, -1.0) * g["quantity"].to_numpy(float)
             rt = perf.round_trips(signed, g["price"].to_numpy(float), float(g["multiplier"].iloc[0]))
-            dates = g["as_of_date"].to_numpy()
+            dates, at = g["as_of_date"].to_numpy(), list(g["at"])
             sym_bars = bars[bars["symbol"] == g["symbol"].iloc[0]].set_index("as_of_date").sort_index()
+            stock = g["instrument_type"].iloc[0] != "option"
             for i in range(rt.n):
-                d0, d1 = dates[int(rt.entry_index[i])], dates[int(rt.exit_index[i])]
-                held = sym_bars.loc[d0:d1]
-                stock = g["instrument_type"].iloc[0] != "option"
-                mfe, mae = (
-                    perf.excursions(rt.side[i], rt.entry_price[i], held["high"], held["low"])
-                    if stock
-                    else (math.nan, math.nan)
-                )
+                i0, i1 = int(rt.entry_index[i]), int(rt.exit_index[i])
+                d0, d1 = dates[i0], dates[i1]
+                mfe, mae = math.nan, math.nan
+                if stock:
+                    held = sym_bars.loc[d0:d1]
+                    mfe, mae = perf.excursions(rt.side[i], rt.entry_price[i], held["high"], held["low"])
+                else:  # filled in below from the option's quote mids
+                    first = g.iloc[0]
+                    options.append({"trip": len(trips), "symbol": first["symbol"], "expiry": first["expiry"],
+                                    "strike": float(first["strike"]), "option_type": first["option_type"],
+                                    "entry_at": at[i0], "exit_at": at[i1], "side": rt.side[i],
+                                    "entry_price": rt.entry_price[i], "exit_price": rt.exit_price[i]})  # fmt: skip
                 trips.append({"instrument": key, "entry_date": d0, "exit_date": d1, "side": rt.side[i],
                               "quantity": rt.quantity[i], "entry_price": rt.entry_price[i],
                               "exit_price": rt.exit_price[i], "pnl": rt.pnl[i], "mfe": _num(mfe), "mae": _num(mae),
                               "holding_sessions": len(xnys_sessions(d0, d1)) - 1})  # fmt: skip
+        if options:
+            held_options = pd.DataFrame(options)
+            marks = option_marks(wh, held_options)
+            mfe_o, mae_o = perf.path_excursions(
+                held_options["side"], held_options["entry_price"], held_options["exit_price"],
+                marks["row"], marks["mid"],
+            )  # fmt: skip
+            for j, t in enumerate(held_options["trip"]):
+                trips[t]["mfe"], trips[t]["mae"] = _num(mfe_o[j]), _num(mae_o[j])
     stops = _read(wh, "position_stops", {"book": book, "as_of_date": Between(days[0], session)})
     hits = stops[stops["hit"].astype(bool)].sort_values("as_of")
     outcomes: list[dict[str, Any]] = []
@@ -391,9 +472,11 @@ def analytics_rows(wh: Warehouse, session: dt.date, settings: AnalyticsSettings)
         raise RiskDataError(f"no book_nav at {as_of.isoformat()} ({session}): run book_nav for the session first")
     horizon, ann = settings.horizon_sessions, settings.periods_per_year
     pnl_today = strategy_pnl(wh, session, as_of, nav)
-    prev_as_of = wh.query(
-        "SELECT MAX(as_of) AS t FROM risk.performance_analytics WHERE as_of_date < ?", [session]
-    )["t"].iloc[0] if wh.table_exists("performance_analytics") else None  # fmt: skip
+    prev = wh.query(
+        "SELECT MAX(as_of) AS t, MAX(as_of_date) AS d FROM risk.performance_analytics WHERE as_of_date < ?", [session]
+    ) if wh.table_exists("performance_analytics") else None  # fmt: skip
+    prev_as_of = prev["t"].iloc[0] if prev is not None else None
+    prev_session = pd.Timestamp(prev["d"].iloc[0]).date() if prev is not None and pd.notna(prev_as_of) else None
     history = (
         wh.query(
             "SELECT as_of_date, book, strategy, pnl, as_of FROM risk.performance_analytics WHERE \"window\" = '1d' "
@@ -404,15 +487,16 @@ def analytics_rows(wh: Warehouse, session: dt.date, settings: AnalyticsSettings)
         else pd.DataFrame(columns=["as_of_date", "book", "strategy", "pnl"])
     )
     # controls: completed events carried over from the previous partition, recent ones revalued
-    carried: list[dict[str, Any]] = []
-    if prev_as_of is not None and pd.notna(prev_as_of):
-        prev = wh.read("performance_analytics", {"as_of": prev_as_of, "window": CACHE_WINDOW, "kind": "control"})
-        for ev in prev["events"].dropna():
-            carried += [e for e in json.loads(ev) if "session" in e]
-    recent_from = xnys_sessions(session - dt.timedelta(days=3 * horizon + 10), session)[-(horizon + 1)]
-    carried = [e for e in carried if dt.date.fromisoformat(e["session"]) < recent_from]
-    judged = carried + judge_events(wh, control_events(wh, recent_from, session), session, horizon)
     all_days = xnys_sessions(session - dt.timedelta(days=400), session)
+    cache_size = dict(CONTROL_WINDOWS)[CACHE_WINDOW]
+    rejudge_from = judge_from(session, prev_session, horizon, all_days[-min(cache_size, len(all_days))])
+    carried: list[dict[str, Any]] = []
+    if prev_session is not None:
+        prev_rows = wh.read("performance_analytics", {"as_of": prev_as_of, "window": CACHE_WINDOW, "kind": "control"})
+        for ev in prev_rows["events"].dropna():
+            carried += [e for e in json.loads(ev) if e.get("type") in CONTROL_TYPES and "session" in e]
+    carried = [e for e in carried if dt.date.fromisoformat(e["session"]) < rejudge_from]
+    judged = carried + judge_events(wh, control_events(wh, rejudge_from, session), session, horizon)
     rows: list[dict[str, Any]] = []
     for b in today.itertuples():
         book, book_nav_now = str(b.book), float(b.nav)
@@ -466,7 +550,7 @@ def analytics_rows(wh: Warehouse, session: dt.date, settings: AnalyticsSettings)
             "book_nav": "daily_pnl / (nav - daily_pnl) per session",
             "horizon_sessions": horizon,
             "periods_per_year": ann,
-            "tables": [*UPSTREAM, "executions", "market_prices"],
+            "tables": [*UPSTREAM, "executions", "market_prices", "option_quotes"],
             "ratios": "empyrical-reloaded",
         }
     )
