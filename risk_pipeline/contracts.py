@@ -985,6 +985,16 @@ STRESS_RESULTS = Table(
             "losses and hedge_pnl in USD as positive numbers, quantity in index units, side buy/sell, and text); "
             "empty list for LOW and MEDIUM rows",
         ),
+        _c(
+            "vol_parameters",
+            "json",
+            True,
+            "The vol rule's inputs for this book (JSON, same on every row of the book): rule (every VolShockRule "
+            "field; term_exponent is the fitted expiry exponent alpha, dimensionless), and per symbol of the book and "
+            "the reference index: symbols, vol_beta (dimensionless, before floor and cap), idio_vol_sd (daily "
+            "residual 30-day log-vol sd, decimal) and idio_spot_sd (daily residual log-return sd, decimal); null = "
+            "no history. The hedging layer revalues its stress scenarios with these",
+        ),
     ),
 )
 
@@ -1702,6 +1712,80 @@ HEDGE_RECOMMENDATIONS = Table(
     ),
 )
 
+HEDGE_STRESS_EFFECTS = Table(
+    name="hedge_stress_effects",
+    description=(
+        "Per book with a hedge recommendation and per stress scenario: the loss before and after the hedging "
+        "layer's optimized hedge (hedge_recommendations lines opt-*, not the beta hedge), revalued in full under "
+        "the stress layer's scenarios and vol rule (the parameters stored in stress_results.vol_parameters; the "
+        "idiosyncratic moves are the book's worst before and the hedged book's worst after, as stress_results "
+        "would find them), and whether the hedge brings the loss under the HIGH threshold. At a valuation "
+        "stress_results has, pnl_before equals its pnl for the same book and scenario."
+    ),
+    key=("as_of", "book", "scenario_id"),
+    partition_by=("as_of", "book"),
+    columns=(
+        _c("as_of", "timestamp", False, "Valuation time of the hedge (UTC)"),
+        _c("as_of_date", "date", False, "Trading session (New York)"),
+        _c("book", "text", False, "Book name"),
+        _c("scenario_id", "text", False, "Scenario id in the stress library"),
+        _c(
+            "stress_as_of",
+            "timestamp",
+            True,
+            "Valuation time of the stress_results run whose vol_parameters and liquidation_cost were used (UTC); "
+            "null: none stored, the library's rule uncalibrated",
+        ),
+        _c("nav", "double", False, "NAV the percentages are taken of, USD"),
+        _c(
+            "hedge_ids",
+            "text",
+            True,
+            "hedge_recommendations.hedge_id of the hedge lines, comma-separated; null: no line",
+        ),
+        _c("market_pnl_before", "double", False, "Full-revaluation P&L of the book, USD (positive = gain)"),
+        _c(
+            "liquidation_cost",
+            "double",
+            True,
+            "The book's liquidation cost in the scenario from stress_results at stress_as_of, USD (positive = cost); "
+            "the hedge lines' own liquidation cost is not included",
+        ),
+        _c("pnl_before", "double", True, "market_pnl_before - liquidation_cost, USD (positive = gain)"),
+        _c("pnl_pct_nav_before", "double", True, "pnl_before / nav, decimal fraction (positive = gain)"),
+        _c("risk_level_before", "text", True, "LOW, MEDIUM, HIGH, CRITICAL of pnl_pct_nav_before"),
+        _c(
+            "hedge_pnl",
+            "double",
+            False,
+            "What the hedge lines change in the scenario: market_pnl_after - market_pnl_before, USD (positive = gain)",
+        ),
+        _c(
+            "market_pnl_after",
+            "double",
+            False,
+            "Full-revaluation P&L of the book plus the hedge lines (idiosyncratic moves the hedged book's worst), "
+            "USD (positive = gain)",
+        ),
+        _c("pnl_after", "double", True, "market_pnl_after - liquidation_cost, USD (positive = gain)"),
+        _c("pnl_pct_nav_after", "double", True, "pnl_after / nav, decimal fraction (positive = gain)"),
+        _c("risk_level_after", "text", True, "LOW, MEDIUM, HIGH, CRITICAL of pnl_pct_nav_after"),
+        _c(
+            "high_threshold",
+            "double",
+            False,
+            "The library's HIGH threshold, decimal fraction of NAV (negative: a loss at or below it is HIGH)",
+        ),
+        _c(
+            "under_high_threshold",
+            "boolean",
+            True,
+            "pnl_pct_nav_after above high_threshold: the hedge brings the loss under the HIGH threshold",
+        ),
+        _c("vol_rule", "text", True, "The vol rule applied (dimensionless text, as stress_results.vol_rule)"),
+    ),
+)
+
 HEDGE_PERFORMANCE = Table(
     name="hedge_performance",
     description=(
@@ -1932,6 +2016,7 @@ TABLES: dict[str, Table] = {
         GAP_RISK_ACTIONS,
         VOLATILITY_INDEX,
         HEDGE_RECOMMENDATIONS,
+        HEDGE_STRESS_EFFECTS,
         HEDGE_PERFORMANCE,
         EXECUTIONS,
         MANUAL_CONTROLS,

@@ -47,6 +47,7 @@ from scipy.sparse import csr_matrix, hstack, vstack
 from risk_pipeline.quant._numba import BoolArray, FloatArray, IntArray
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.scenario_engine import AmericanMethod, ScenarioSet, evaluate
+from risk_pipeline.quant.stress import RuleScenarios
 
 URGENCIES = ("LOW", "MEDIUM", "HIGH", "IMMEDIATE")
 MINUTES_PER_YEAR = 525_600.0
@@ -538,8 +539,24 @@ def one_symbol_per_position(portfolio: Portfolio) -> tuple[Portfolio, IntArray]:
     )
 
 
-def columns_of(scenarios: ScenarioSet, col: IntArray) -> ScenarioSet:
+#: A scenario block: a ``ScenarioSet`` or stress scenarios under the stress layer's vol rule (``RuleScenarios``,
+#: revalued per portfolio with the stress engine's method).
+Scenarios = ScenarioSet | RuleScenarios
+
+
+def engine_inputs(
+    portfolio: Portfolio, scenarios: Scenarios, american: AmericanMethod
+) -> tuple[ScenarioSet, AmericanMethod]:
+    """The ``ScenarioSet`` and American method to revalue ``portfolio`` in ``scenarios`` with."""
+    if isinstance(scenarios, RuleScenarios):
+        return scenarios.scenario_set(portfolio), scenarios.american
+    return scenarios, american
+
+
+def columns_of(scenarios: Scenarios, col: IntArray) -> Scenarios:
     """The scenario set with its symbol columns gathered by ``col`` (per-symbol arrays only)."""
+    if isinstance(scenarios, RuleScenarios):
+        return scenarios.columns(col)
 
     def pick(a: Any) -> Any:
         return a[:, col] if isinstance(a, np.ndarray) and a.ndim == 2 else a
@@ -556,24 +573,26 @@ def columns_of(scenarios: ScenarioSet, col: IntArray) -> ScenarioSet:
 
 
 def per_position_pnl(
-    portfolio: Portfolio, scenarios: ScenarioSet, horizon_days: float = 0.0, american: AmericanMethod = "exact"
+    portfolio: Portfolio, scenarios: Scenarios, horizon_days: float = 0.0, american: AmericanMethod = "exact"
 ) -> FloatArray:
     """Full-revaluation P&L ``(n_scenarios, n_positions)`` of every position on its own (one engine call)."""
     if portfolio.n_positions == 0 or scenarios.n_scenarios == 0:
         return np.zeros((scenarios.n_scenarios, portfolio.n_positions))
     split, col = one_symbol_per_position(portfolio)
-    res = evaluate(split, columns_of(scenarios, col), horizon_days, american=american, per_symbol=True)
+    sc, method = engine_inputs(split, columns_of(scenarios, col), american)
+    res = evaluate(split, sc, horizon_days, american=method, per_symbol=True)
     assert res.by_symbol is not None
     return res.by_symbol
 
 
 def scenario_pnl(
-    portfolio: Portfolio, scenarios: ScenarioSet, horizon_days: float = 0.0, american: AmericanMethod = "exact"
+    portfolio: Portfolio, scenarios: Scenarios, horizon_days: float = 0.0, american: AmericanMethod = "exact"
 ) -> FloatArray:
     """The book's full-revaluation P&L per scenario (``evaluate``); empty for an empty scenario set."""
     if scenarios.n_scenarios == 0:
         return np.zeros(0)
-    return evaluate(portfolio, scenarios, horizon_days, american=american).pnl
+    sc, method = engine_inputs(portfolio, scenarios, american)
+    return evaluate(portfolio, sc, horizon_days, american=method).pnl
 
 
 def combine(book: Portfolio, lines: Portfolio) -> Portfolio:
@@ -816,8 +835,10 @@ class GreekRows:
         return np.vstack(parts) if parts else np.zeros((0, len(symbols)))
 
 
-def scenario_rows(scenarios: ScenarioSet, rows: IntArray) -> ScenarioSet:
+def scenario_rows(scenarios: Scenarios, rows: IntArray) -> Scenarios:
     """The scenarios ``rows`` of a set with array fields (row-wise arrays gathered, the rest kept)."""
+    if isinstance(scenarios, RuleScenarios):
+        return scenarios.rows(rows)
 
     def pick(a: Any) -> Any:
         return a[rows] if isinstance(a, np.ndarray) and a.ndim >= 1 and a.shape[0] == scenarios.n_scenarios else a
@@ -924,7 +945,7 @@ def build_candidates(
     trade_price: ArrayLike,
     mid_price: ArrayLike,
     rows: GreekRows,
-    scenarios: Sequence[tuple[ScenarioSet, float]],
+    scenarios: Sequence[tuple[Scenarios, float]],
     *,
     symbol_columns: Sequence[str],
     horizon_calendar_days: float,

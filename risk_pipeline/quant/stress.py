@@ -54,7 +54,7 @@ import difflib
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -533,7 +533,7 @@ def run_stress(
         assert res.by_symbol is not None
         market_by_sym, market = res.by_symbol, res.pnl
     else:
-        market_by_sym = _expiry_name_skew_pnl(
+        market_by_sym, _, _ = _expiry_name_skew_pnl(
             portfolio, items, sc, rule, vol_betas, idio_spot_sd, idio_vol_sd, american, client
         )
         market = market_by_sym.sum(axis=1)
@@ -591,8 +591,9 @@ def _expiry_name_skew_pnl(
     idio_vol_sd: ArrayLike | None,
     american: AmericanMethod,
     client: Any | None,
-) -> FloatArray:
-    """Market P&L per (scenario, symbol) under ``expiry_name_skew`` (``vol_shocks``), idiosyncratic moves included.
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Market P&L per (scenario, symbol) under ``expiry_name_skew`` (``vol_shocks``), idiosyncratic moves included,
+    and the final log spot shock and idiosyncratic 30-day log-vol move per (scenario, symbol).
 
     Without idiosyncratic moves one revaluation of the n scenarios. With them, pass 1 revalues the scenarios
     without and with every sign combination at full size (5 n rows, one set) and takes each name's worst
@@ -610,7 +611,7 @@ def _expiry_name_skew_pnl(
     none = np.zeros((n, n_sym))
     args = (portfolio, items, sc, rule, vol_betas, american, client)
     if not (np.any(size > 0.0) and (np.any(spot_sd > 0.0) or np.any(vol_sd > 0.0))):
-        return _revalue_sets([(spot_log, none)], *args)[0]
+        return _revalue_sets([(spot_log, none)], *args)[0], spot_log, none
     combos = idiosyncratic_sign_sets(spot_log, none, spot_sd, vol_sd, size)
     base, *moved = _revalue_sets([(spot_log, none), *combos], *args)
     worst, pick = worst_by_symbol(moved)
@@ -619,7 +620,7 @@ def _expiry_name_skew_pnl(
     vol_sign = np.where(pick % 2 == 0, 1.0, -1.0)
     scaled = u * size[:, None]
     final = (spot_log + spot_sign * scaled * spot_sd[None, :], vol_sign * scaled * vol_sd[None, :])
-    return _revalue_sets([final], *args)[0]
+    return _revalue_sets([final], *args)[0], *final
 
 
 def _revalue_sets(
@@ -663,6 +664,128 @@ def _revalue_sets(
     res = evaluate(p, full, 0.0, american=american, per_symbol=True, client=client)
     assert res.by_symbol is not None
     return [res.by_symbol[c * n : (c + 1) * n] for c in range(reps)]
+
+
+@dataclass(frozen=True, eq=False)
+class RuleScenarios:
+    """Stress scenarios as realized shocks per (scenario, symbol column), revalued on any portfolio of those columns.
+
+    ``spot_log_shock`` is ``ln(S' / S)`` and ``name_log_vol_move`` the name's 30-day log-vol move ``L_js``
+    (``vol_shocks``: vol beta x ``ln(multiplier)`` plus the idiosyncratic move), both ``(n, n_symbols)``;
+    ``vol_multiplier``, ``vol_shift``, ``vol_skew``, ``rate_shift`` are ``(n,)``. ``scenario_set`` applies
+    ``rule`` to each option of the portfolio it is given (its own expiry, strike and vol), so a book and hedge
+    lines on the same symbols move exactly as ``run_stress`` moves the book. ``american`` is the method the
+    stress engine revalues with.
+    """
+
+    spot_log_shock: FloatArray
+    name_log_vol_move: FloatArray
+    vol_multiplier: FloatArray
+    vol_shift: FloatArray
+    vol_skew: FloatArray
+    rate_shift: FloatArray
+    rule: VolShockRule
+    american: AmericanMethod = "exact"
+
+    @property
+    def n_scenarios(self) -> int:
+        return int(self.spot_log_shock.shape[0])
+
+    @property
+    def n_symbols(self) -> int:
+        return int(self.spot_log_shock.shape[1])
+
+    def columns(self, col: ArrayLike) -> RuleScenarios:
+        """The same scenarios on the symbol columns ``col``."""
+        c = np.asarray(col, dtype=np.intp)
+        return replace(self, spot_log_shock=self.spot_log_shock[:, c], name_log_vol_move=self.name_log_vol_move[:, c])
+
+    def rows(self, idx: ArrayLike) -> RuleScenarios:
+        """The scenarios ``idx``."""
+        i = np.asarray(idx, dtype=np.intp)
+        return replace(
+            self,
+            spot_log_shock=self.spot_log_shock[i],
+            name_log_vol_move=self.name_log_vol_move[i],
+            vol_multiplier=self.vol_multiplier[i],
+            vol_shift=self.vol_shift[i],
+            vol_skew=self.vol_skew[i],
+            rate_shift=self.rate_shift[i],
+        )
+
+    def scenario_set(self, p: Portfolio) -> ScenarioSet:
+        """The ``ScenarioSet`` of ``p`` (one symbol per column): per-position vol shifts under ``expiry_name_skew``."""
+        if p.n_symbols != self.n_symbols:
+            raise ValueError(f"portfolio has {p.n_symbols} symbols, the scenarios {self.n_symbols} columns")
+        n = self.n_scenarios
+        ones = np.ones((1, p.n_symbols))
+        if self.rule.kind == "flat_multiplier":
+            return ScenarioSet(
+                np.expm1(self.spot_log_shock),
+                vol_scale=self.vol_multiplier[:, None] * ones,
+                vol_shift_abs=self.vol_shift[:, None] * ones,
+                vol_skew=self.vol_skew[:, None] * ones,
+                rate_shift_abs=self.rate_shift,
+            )
+        shifts = option_vol_shifts(
+            implied_vol=p.implied_vol,
+            time_years=p.time_years,
+            log_strike=np.log(np.where(p.is_option, p.strike, 1.0)),
+            symbol_index=p.symbol_index,
+            is_option=p.is_option,
+            log_spot_new=np.log(p.spot)[None, :] + self.spot_log_shock,
+            index_log_vol_move=np.zeros(n),
+            vol_shift=self.vol_shift,
+            vol_skew=self.vol_skew,
+            vol_betas=np.zeros(p.n_symbols),
+            idio_log_vol_move=self.name_log_vol_move,
+            rule=self.rule,
+        )
+        return ScenarioSet(
+            np.expm1(self.spot_log_shock),
+            vol_shift_abs=shifts,
+            rate_shift_abs=self.rate_shift,
+            vol_shift_per_position=True,
+        )
+
+
+def stress_scenarios(
+    portfolio: Portfolio,
+    scenarios: Sequence[StressScenario],
+    betas: ArrayLike | None = None,
+    sectors: Sequence[str | None] | None = None,
+    *,
+    vol_rule: VolShockRule = FLAT_MULTIPLIER,
+    vol_betas: ArrayLike | None = None,
+    idio_spot_sd: ArrayLike | None = None,
+    idio_vol_sd: ArrayLike | None = None,
+    american: AmericanMethod = "exact",
+) -> RuleScenarios:
+    """The shocks ``run_stress`` applies to ``portfolio`` (same arguments), as ``RuleScenarios``.
+
+    Under ``expiry_name_skew`` the idiosyncratic moves are the book's worst (``run_stress``), found by
+    revaluing ``portfolio``; revaluing other lines in the result keeps these shocks (the scenario is the
+    book's, not re-searched for the lines).
+    """
+    items = tuple(scenarios)
+    sc = scenario_set(portfolio, items, betas, sectors)
+    mult = np.array([s.vol.multiplier for s in items], dtype=np.float64)
+    common = {
+        "vol_multiplier": mult,
+        "vol_shift": np.array([s.vol.shift for s in items], dtype=np.float64),
+        "vol_skew": np.array([s.vol.skew for s in items], dtype=np.float64),
+        "rate_shift": np.zeros(len(items)) if sc.rate_shift_abs is None else np.asarray(sc.rate_shift_abs, float),
+        "rule": vol_rule,
+        "american": american,
+    }
+    if vol_rule.kind == "flat_multiplier" or not items:
+        none = np.zeros((len(items), portfolio.n_symbols))
+        return RuleScenarios(np.log1p(sc.spot_shock_rel), none, **common)
+    _, spot_log, idio = _expiry_name_skew_pnl(
+        portfolio, items, sc, vol_rule, vol_betas, idio_spot_sd, idio_vol_sd, american, None
+    )
+    beta = clipped_vol_betas(vol_betas, portfolio.n_symbols, vol_rule)
+    return RuleScenarios(spot_log, beta[None, :] * np.log(mult)[:, None] + idio, **common)
 
 
 def stress_grid(

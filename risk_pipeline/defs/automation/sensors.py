@@ -35,6 +35,7 @@ INTRADAY_ASSETS = [
     "volatility_index",
     "instrument_quotes",
     "hedge_recommendations",
+    "hedge_stress_effects",  # written by the same step
 ]
 
 intraday_refresh_job = dg.define_asset_job(

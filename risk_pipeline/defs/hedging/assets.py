@@ -37,8 +37,10 @@ from risk_pipeline.defs.hedging.inputs import (
     lines_portfolio,
     option_candidates,
     scenario_blocks,
+    stress_block,
     universe,
 )
+from risk_pipeline.defs.hedging.stress_effects import stress_effect_rows
 from risk_pipeline.errors import RiskDataError
 from risk_pipeline.paths import LIMITS_FILE, SCENARIOS_FILE
 from risk_pipeline.quant.hedging import (
@@ -341,8 +343,9 @@ def recommend_book(
     limits: LimitsConfig,
     library: Any,
     settings: HedgingSettings,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The book's recommendation rows (none without a trigger) and a summary for the metadata and JSON."""
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+    """The book's recommendation rows (none without a trigger), a summary for the metadata and JSON, and the
+    optimized hedge's effect per stress scenario (``hedge_stress_effects`` rows; none without a trigger)."""
     nav = float(nav_row["nav"])
     spots = rows.groupby("symbol")["spot"].first().astype(float).to_dict()
     # the index is a candidate (and the beta hedge's instrument) when the market has it
@@ -373,6 +376,7 @@ def recommend_book(
     cppi = cppi_target(nav, float(nav_row["peak_nav"]), cfg.cppi_floor_fraction, cfg.cppi_multiplier, risky_exposure)
     summary: dict[str, Any] = {
         "history_missing": blocks.history_missing,
+        "stress_vol_rule": blocks.stress_vol_source,
         "book": book,
         "as_of": as_of.isoformat(),
         "nav": nav,
@@ -388,7 +392,7 @@ def recommend_book(
             f"{before['worst_stress_loss'] / nav:.2%} (threshold {cfg.max_stress_loss_pct_nav:.0%}), no hedges "
             "required by the preservation level, no event window"
         )
-        return [], summary
+        return [], summary, []
     g_rows, warn = greek_rows(limits, p.symbols)
     opts, skipped = option_candidates(quotes, vols, spots, as_of, cfg)
     parts = [opts, delta_one_candidates(spots, settings.index_symbol, cfg)]
@@ -529,6 +533,12 @@ def recommend_book(
                 "premium": q * float(hc.premium[j]),
             }
         )
+    # the hedged book under the stress layer's rule, its idiosyncratic moves searched again (as stress_results would)
+    hedged_stress = scenario_pnl(hedged, stress_block(hedged, rows, library, blocks.stress_vol), 0.0, AMERICAN)
+    effects = stress_effect_rows(
+        wh, as_of, session, book, nav, blocks, book_pnl[sl["stress"]], hedged_stress,
+        [r["hedge_id"] for r in out], library.thresholds,
+    )  # fmt: skip
     if not out:
         out.append({**common, "hedge_id": "none", "kind": "none", "instrument_type": "none", "quantity": 0.0})
     # capital preservation: the beta hedge, sized by closed form, with the front index future (else the
@@ -604,7 +614,7 @@ def recommend_book(
         "urgency": urgency,
         "rationale": text,
     }
-    return out, summary
+    return out, summary, effects
 
 
 def beta_hedge_line(cands: pd.DataFrame, index_spot: float, index_symbol: str, cfg: HedgingConfig) -> dict[str, Any]:
@@ -694,25 +704,56 @@ def _scheduled(context: dg.AssetExecutionContext) -> bool:
     return REVIEW_TAG in context.run.tags
 
 
-@dg.asset(
-    group_name=GROUP,
+HEDGE_DEPS = [
+    "position_greeks",
+    "book_nav",
+    "option_quotes",
+    "implied_vols",
+    "limit_status",
+    "trading_state",
+    "market_prices",
+    "atm_vol_history",
+    "gap_risk_actions",
+    "volatility_index",
+    "instrument_quotes",
+    "stress_results",
+]
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "hedge_recommendations",
+            group_name=GROUP,
+            deps=HEDGE_DEPS,
+            kinds={"pandas", "scipy", "json"},
+            owners=OWNERS,
+            description=(
+                "Per book with a trigger (Greek/VaR/ES limit in WARN or BREACH, 97.5 % 5-day ES or worst stress "
+                "loss over its threshold, hedges required by the preservation level, an event window, the hourly "
+                "review): the cheapest whole-contract hedge from the live chain, stocks and the index "
+                "(scipy.optimize.milp) meeting the Greek warning levels, the loss cap in every stress and VaR "
+                "scenario and the ES target (Rockafellar-Uryasev), within the cost cap; verified by full "
+                "revaluation; the beta hedge and CPPI when the preservation level requires hedges. Stress "
+                "scenarios under stress_results' vol rule and parameters. Also exports/hedges/<book>.json."
+            ),
+            metadata=table_definition_metadata("hedge_recommendations"),
+        ),
+        dg.AssetSpec(
+            "hedge_stress_effects",
+            group_name=GROUP,
+            deps=HEDGE_DEPS,
+            kinds={"pandas"},
+            owners=OWNERS,
+            description=(
+                "Per book with a hedge recommendation and stress scenario: loss before and after the optimized "
+                "hedge under stress_results' scenario and vol rule, and whether it brings the loss under HIGH."
+            ),
+            metadata=table_definition_metadata("hedge_stress_effects"),
+        ),
+    ],
     partitions_def=PARTITIONS,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[
-        "position_greeks",
-        "book_nav",
-        "option_quotes",
-        "implied_vols",
-        "limit_status",
-        "trading_state",
-        "market_prices",
-        "atm_vol_history",
-        "gap_risk_actions",
-        "volatility_index",
-        "instrument_quotes",
-    ],
-    kinds={"pandas", "scipy", "json"},
-    owners=OWNERS,
     check_specs=[
         session_check_spec(
             "quantities_whole", asset="hedge_recommendations", blocking=True, description="Whole contracts only."
@@ -733,15 +774,6 @@ def _scheduled(context: dg.AssetExecutionContext) -> bool:
             ),
         ),
     ],
-    description=(
-        "Per book with a trigger (Greek/VaR/ES limit in WARN or BREACH, 97.5 % 5-day ES or worst stress loss "
-        "over its threshold, hedges required by the preservation level, an event window, the hourly review): "
-        "the cheapest whole-contract hedge from the live chain, stocks and the index (scipy.optimize.milp) "
-        "meeting the Greek warning levels, the loss cap in every stress and VaR scenario and the ES target "
-        "(Rockafellar-Uryasev), within the cost cap; verified by full revaluation; the beta hedge and CPPI "
-        "when the preservation level requires hedges. Also exports/hedges/<book>.json."
-    ),
-    metadata=table_definition_metadata("hedge_recommendations"),
 )
 @fail_closed
 def hedge_recommendations(
@@ -752,6 +784,7 @@ def hedge_recommendations(
     limits = load_limits(config.limits_file)
     library = load_scenarios(config.scenarios_file)
     rows_out: list[dict[str, Any]] = []
+    effects_out: list[dict[str, Any]] = []
     parts, documents, reasons, notes = [], {}, {}, []
     for session in partition_sessions(context):
         as_of = latest_as_of(wh, "position_greeks", session)
@@ -792,13 +825,14 @@ def hedge_recommendations(
                 "gap": gap[gap["book"] == book] if len(gap) else gap,
                 "scheduled": _scheduled(context),
             }
-            out, summary = recommend_book(
+            out, summary, effects = recommend_book(
                 wh, session, as_of, book, rows, navs.loc[book], quotes, vols, instruments, index_spot, trig,
                 hedging_for_book(hfile, book, limits.for_book(book).risk_level), limits.for_book(book), library, config,
             )  # fmt: skip
             for r in out:
                 r["config_version"] = hfile.version
             rows_out += out
+            effects_out += effects
             parts.append({"as_of": as_of, "book": book})
             documents[book] = summary
             if not out:
@@ -807,10 +841,15 @@ def hedge_recommendations(
     for c in ("expiry", "strike", "option_type", "exercise_style", "binding_constraints"):
         frame[c] = frame[c].astype(object).where(frame[c].notna(), None)
     shown = frame[["book", "hedge_id", "symbol", "side", "quantity", "price", "estimated_cost", "urgency"]]
+    effects_frame = pd.DataFrame(effects_out, columns=table("hedge_stress_effects").data_column_names)
+    for c in ("stress_as_of", "hedge_ids", "liquidation_cost", "pnl_before", "pnl_pct_nav_before", "risk_level_before",
+              "pnl_after", "pnl_pct_nav_after", "risk_level_after", "under_high_threshold"):  # fmt: skip
+        effects_frame[c] = effects_frame[c].astype(object).where(effects_frame[c].notna(), None)
+    reaching = effects_frame[effects_frame["risk_level_before"].isin(["HIGH", "CRITICAL"])]
     yield from publish(
         context,
         wh,
-        [TableWrite("hedge_recommendations", frame, parts)],
+        [TableWrite("hedge_recommendations", frame, parts), TableWrite("hedge_stress_effects", effects_frame, parts)],
         checks=recommendation_checks(frame),
         metadata={
             "hedge_recommendations": {
@@ -822,7 +861,11 @@ def hedge_recommendations(
                 "config": f"{hfile.path} (version {hfile.version})",
                 "notes": "; ".join(notes) or "none",
                 "solver": SOLVER,
-            }
+            },
+            "hedge_stress_effects": {
+                "high_critical_scenarios": len(reaching),
+                "brought_under_high": int(reaching["under_high_threshold"].fillna(False).astype(bool).sum()),
+            },
         },
     )
     for book, doc in documents.items():  # only once the rows they summarize are published
@@ -951,6 +994,7 @@ def performance_rows(
         "book_nav",
         "market_prices",
         "atm_vol_history",
+        "stress_results",
         dg.AssetDep("hedge_performance", partition_mapping=PREVIOUS_SESSION),
     ],
     kinds={"pandas"},

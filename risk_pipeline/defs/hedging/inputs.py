@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 
 from risk_pipeline.defs.hedging.config import HedgingConfig
+from risk_pipeline.defs.risk.stress_vol import StoredVolParameters
 from risk_pipeline.defs.risk.var import book_portfolio, return_history
-from risk_pipeline.quant.hedging import GreekRows
+from risk_pipeline.quant.hedging import GreekRows, Scenarios
 from risk_pipeline.quant.limits import LimitsConfig
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.scenario_engine import ScenarioSet
-from risk_pipeline.quant.stress import ScenarioLibrary, scenario_set
+from risk_pipeline.quant.stress import RuleScenarios, ScenarioLibrary, stress_scenarios
 from risk_pipeline.quant.var import historical_scenarios
 from risk_pipeline.warehouse import Warehouse
 
@@ -35,7 +36,7 @@ EFFECTIVENESS_WINDOW = 60
 class ScenarioBlocks:
     """Stress, 1-day and 5-day historical scenarios on the universe's symbols, with their horizons (days)."""
 
-    stress: ScenarioSet
+    stress: RuleScenarios
     stress_ids: tuple[str, ...]
     hist_1d: ScenarioSet
     hist_5d: ScenarioSet
@@ -43,8 +44,14 @@ class ScenarioBlocks:
     history_last: dt.date | None
     #: why there are no historical scenarios (ES is then not measured, and not constrained)
     history_missing: str | None = None
+    #: where the stress vol rule's parameters came from (the stress_results row read, or why none)
+    stress_vol_source: str = ""
+    #: ``as_of`` of the stress_results run those parameters are stored with (None: none)
+    stress_as_of: pd.Timestamp | None = None
+    #: the parameters themselves (None: the library's rule uncalibrated)
+    stress_vol: StoredVolParameters | None = None
 
-    def blocks(self) -> list[tuple[ScenarioSet, float]]:
+    def blocks(self) -> list[tuple[Scenarios, float]]:
         return [
             (self.stress, 0.0),
             (self.hist_1d, CALENDAR_DAYS_PER_SESSION),
@@ -78,20 +85,54 @@ def symbol_attributes(rows: pd.DataFrame, symbols: tuple[str, ...]) -> tuple[np.
     return betas, [None if pd.isna(s) else s for s in sectors]
 
 
+def stored_vol_parameters(
+    wh: Warehouse, book: str, as_of: pd.Timestamp, max_age_days: int = 10
+) -> tuple[StoredVolParameters | None, pd.Timestamp | None, str]:
+    """The book's ``stress_results.vol_parameters`` at the latest stress run at or before ``as_of`` (within
+    ``max_age_days``: an intraday review uses the last end of day's calibration), its ``as_of`` and where they
+    came from."""
+    if not wh.table_exists("stress_results"):
+        return None, None, "no stress_results table"
+    got = wh.query(
+        "SELECT as_of, vol_parameters FROM risk.stress_results WHERE book = ? AND as_of <= ? AND as_of >= ? "
+        "AND vol_parameters IS NOT NULL ORDER BY as_of DESC LIMIT 1",
+        [book, as_of, as_of - pd.Timedelta(days=max_age_days)],
+    )
+    if got.empty:
+        return None, None, f"no stress_results vol_parameters for {book} at or before {as_of.isoformat()}"
+    t = pd.Timestamp(got["as_of"].iloc[0])
+    return StoredVolParameters.parse(str(got["vol_parameters"].iloc[0])), t, f"stress_results {book} at {t.isoformat()}"
+
+
+def stress_block(
+    p: Portfolio, rows: pd.DataFrame, library: ScenarioLibrary, vol: StoredVolParameters | None
+) -> RuleScenarios:
+    """The library's scenarios on ``p`` under the stress layer's vol rule: the rule, vol betas and residual sds
+    stored with ``stress_results`` (``vol``), the book's worst idiosyncratic moves as ``run_stress`` finds them;
+    without ``vol`` the library's rule uncalibrated (default vol beta, no idiosyncratic move)."""
+    betas, sectors = symbol_attributes(rows, p.symbols)
+    if vol is None:
+        return stress_scenarios(p, library.scenarios, betas, sectors, vol_rule=library.vol_rule)
+    return stress_scenarios(p, library.scenarios, betas, sectors, vol_rule=vol.rule, **vol.per_symbol(p.symbols))
+
+
 def scenario_blocks(
     wh: Warehouse, session: dt.date, p: Portfolio, rows: pd.DataFrame, library: ScenarioLibrary
 ) -> ScenarioBlocks:
-    """The stress library (betas and sectors as the stress layer) and the VaR layer's historical scenarios
-    (none, with the reason, when the history is shorter than VaR needs)."""
-    betas, sectors = symbol_attributes(rows, p.symbols)
+    """The stress library (``stress_block``: scenarios, betas, sectors and vol rule as the stress layer) and the VaR
+    layer's historical scenarios (none, with the reason, when the history is shorter than VaR needs)."""
     option_symbols = sorted(rows.loc[rows["instrument_type"] == "option", "symbol"].unique())
-    stress = scenario_set(p, library.scenarios, betas, sectors)
+    vol, stress_as_of, source = stored_vol_parameters(
+        wh, str(rows["book"].iloc[0]), pd.Timestamp(rows["as_of"].iloc[0])
+    )
+    stress = stress_block(p, rows, library, vol)
+    source = f"{stress.rule.label()} ({source})"
     ids = tuple(s.scenario_id for s in library.scenarios)
     try:
         factors = return_history(wh, session, p.symbols, VAR_LOOKBACK, option_symbols)
     except dg.Failure as exc:  # too short a history (e.g. an intraday run on a new folder source)
         empty = ScenarioSet(np.zeros((0, p.n_symbols)))
-        return ScenarioBlocks(stress, ids, empty, empty, None, None, str(exc.description))
+        return ScenarioBlocks(stress, ids, empty, empty, None, None, str(exc.description), source, stress_as_of, vol)
     hist = factors.history.window(VAR_LOOKBACK)
     return ScenarioBlocks(
         stress=stress,
@@ -100,6 +141,9 @@ def scenario_blocks(
         hist_5d=historical_scenarios(hist, 5),
         history_first=factors.first,
         history_last=factors.last,
+        stress_vol_source=source,
+        stress_as_of=stress_as_of,
+        stress_vol=vol,
     )
 
 

@@ -17,7 +17,7 @@ REVIEW_CRON = "0 10-16 * * 1-5"
 
 hedge_review_job = dg.define_asset_job(
     "hedge_review_job",
-    selection=dg.AssetSelection.assets("volatility_index", "hedge_recommendations"),
+    selection=dg.AssetSelection.assets("volatility_index", "hedge_recommendations", "hedge_stress_effects"),
     description=(
         "Hedge review at the session's latest valuation: the volatility index and the hedge recommendations "
         "(the run's review tag adds the scheduled-review trigger)."

@@ -19,7 +19,7 @@ from risk_pipeline.defs.common import (
     table_definition_metadata,
 )
 from risk_pipeline.defs.risk.stress_recs import index_close, row_recommendations
-from risk_pipeline.defs.risk.stress_vol import StressVolInputs, stress_vol_inputs
+from risk_pipeline.defs.risk.stress_vol import StressVolInputs, stress_vol_inputs, vol_parameters_json
 from risk_pipeline.defs.risk.var import book_portfolio
 from risk_pipeline.errors import RiskDataError
 from risk_pipeline.paths import SCENARIOS_FILE
@@ -158,6 +158,15 @@ def stress_tests(context: dg.AssetExecutionContext, config: StressSettings, ware
         frame.insert(0, "book", v.book)
         frame.insert(0, "as_of", v.as_of)
         frame["nav"] = nav
+        # the calibrated rule and per-symbol inputs (the book's names and the index), for the hedging layer
+        names = [*portfolio.symbols, *([] if config.index_symbol in portfolio.symbols else [config.index_symbol])]
+        frame["vol_parameters"] = vol_parameters_json(
+            vol_kw.get("vol_rule", library.vol_rule),
+            vol_inputs.get(v.as_of),
+            names,
+            np.concatenate([betas, np.ones(len(names) - len(betas))]),
+            config.vol_calibration_min_obs,
+        )
         # HIGH / CRITICAL rows: the book cut, the name or the index hedge that brings the loss within HIGH
         if v.as_of not in index_spots:
             day = pd.Timestamp(rows["as_of_date"].iloc[0]).date()

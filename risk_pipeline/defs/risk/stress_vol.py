@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -108,3 +109,62 @@ def stress_vol_inputs(
     return StressVolInputs(
         replace(rule, term_exponent=alpha, source=source), vol_beta, vol_sd, returns, index_symbol, fit.n_obs
     )
+
+
+def _listed(values: np.ndarray) -> list[float | None]:
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=float)]
+
+
+def vol_parameters_json(
+    rule: VolShockRule,
+    inputs: StressVolInputs | None,
+    symbols: Sequence[str],
+    betas: np.ndarray,
+    min_obs: int,
+) -> str:
+    """``stress_results.vol_parameters``: the rule as applied (every field) and, per symbol, the vol beta, the daily
+    residual 30-day log-vol sd and log-return sd fed to ``run_stress`` (null: no history)."""
+    doc: dict[str, object] = {"rule": asdict(rule)}
+    if inputs is not None:
+        beta, vol_sd = inputs.per_symbol(symbols)
+        doc |= {
+            "symbols": list(symbols),
+            "vol_beta": _listed(beta),
+            "idio_vol_sd": _listed(vol_sd),
+            "idio_spot_sd": _listed(inputs.spot_resid_sd(symbols, betas, min_obs)),
+        }
+    return json.dumps(doc)
+
+
+@dataclass(frozen=True)
+class StoredVolParameters:
+    """``stress_results.vol_parameters`` read back: the rule and per-symbol arrays for ``run_stress`` (NaN: none)."""
+
+    rule: VolShockRule
+    vol_beta: pd.Series
+    idio_vol_sd: pd.Series
+    idio_spot_sd: pd.Series
+
+    @classmethod
+    def parse(cls, text: str) -> StoredVolParameters:
+        doc = json.loads(text)
+        names = doc.get("symbols", [])
+
+        def series(key: str) -> pd.Series:
+            return pd.Series([np.nan if v is None else v for v in doc.get(key, [])], index=names, dtype=float)
+
+        return cls(VolShockRule(**doc["rule"]), series("vol_beta"), series("idio_vol_sd"), series("idio_spot_sd"))
+
+    def missing(self, symbols: Sequence[str]) -> list[str]:
+        """Symbols without stored parameters (under ``expiry_name_skew``)."""
+        if self.rule.kind == "flat_multiplier":
+            return []
+        return [s for s in symbols if s not in self.vol_beta.index]
+
+    def per_symbol(self, symbols: Sequence[str]) -> dict[str, np.ndarray]:
+        """``run_stress`` / ``stress_scenarios`` keyword arrays for ``symbols``."""
+        return {
+            "vol_betas": self.vol_beta.reindex(list(symbols)).to_numpy(float),
+            "idio_vol_sd": self.idio_vol_sd.reindex(list(symbols)).to_numpy(float),
+            "idio_spot_sd": self.idio_spot_sd.reindex(list(symbols)).to_numpy(float),
+        }

@@ -1,0 +1,86 @@
+"""The hedging layer's stress block (``RuleScenarios``): the stress engine's shocks and vol rule on any lines."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from risk_pipeline.quant.hedging import columns_of, combine, per_position_pnl, scenario_pnl, scenario_rows
+from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant.stress import load_scenarios, run_stress, stress_scenarios
+from risk_pipeline_tests.quant.test_vol_shocks import _long_equity_book
+
+LIBRARY = Path(__file__).resolve().parents[2] / "data" / "stress" / "scenarios.yaml"
+SPOT_SD = np.array([0.0, 0.018, 0.015, 0.022, 0.012])
+VOL_SD = np.array([0.0, 0.05, 0.04, 0.06, 0.05])
+NAV = 2e6
+
+
+def _bsm(s: float, k: float, t: float, vol: float, r: float, q: float, call: bool) -> float:
+    d1 = (math.log(s / k) + (r - q + 0.5 * vol * vol) * t) / (vol * math.sqrt(t))
+    d2 = d1 - vol * math.sqrt(t)
+    if call:
+        return s * math.exp(-q * t) * stats.norm.cdf(d1) - k * math.exp(-r * t) * stats.norm.cdf(d2)
+    return k * math.exp(-r * t) * stats.norm.cdf(-d2) - s * math.exp(-q * t) * stats.norm.cdf(-d1)
+
+
+def _setup() -> tuple:
+    lib = load_scenarios(LIBRARY)
+    p, beta, vol_beta = _long_equity_book()
+    kw = {"vol_rule": lib.vol_rule, "vol_betas": vol_beta, "idio_spot_sd": SPOT_SD, "idio_vol_sd": VOL_SD}
+    return lib, p, beta, vol_beta, kw
+
+
+def test_book_revalued_in_rule_scenarios_equals_run_stress() -> None:
+    lib, p, beta, _, kw = _setup()
+    assert any((s.idiosyncratic_sigmas or 0) > 0 for s in lib.scenarios)
+    spreads, volumes = np.full(p.n_positions, 0.05), np.full(p.n_positions, 1e4)
+    out = run_stress(p, lib, betas=beta, nav=NAV, spreads=spreads, volumes=volumes, **kw)
+    expected = np.array([r.market_pnl for r in out])
+    rs = stress_scenarios(p, lib.scenarios, beta, None, **kw)
+    # the hedging layer revalues with its own method argument; the block uses the stress engine's ("exact")
+    got = scenario_pnl(p, rs, 0.0, "eep_grid")
+    # same engine, same shocks and vols: only the order of the sum over positions differs (per symbol first)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9 * NAV)
+    # rows and columns select like a ScenarioSet
+    np.testing.assert_allclose(scenario_pnl(p, scenario_rows(rs, np.array([0, 3])), 0.0), got[[0, 3]], atol=1e-6)
+    # per position sums to the book
+    np.testing.assert_allclose(per_position_pnl(p, rs, 0.0).sum(axis=1), got, rtol=0, atol=1e-6)
+
+
+def test_a_hedge_line_moves_by_the_same_rule() -> None:
+    lib, p, beta, vol_beta, kw = _setup()
+    rs = stress_scenarios(p, lib.scenarios, beta, None, **kw)
+    rule = lib.vol_rule
+    # a European put on AAA (column 1) with its own expiry and strike, one contract
+    k, days, vol, r, q = 95.0, 200.0, 0.31, 0.04, 0.01
+    line = Portfolio(
+        symbols=("AAA",), spot=np.array([100.0]), symbol_index=[0], quantity=[1.0], multiplier=[100.0],
+        is_option=[True], is_call=[False], strike=[k], time_years=[days / 365.0], implied_vol=[vol], rate=r,
+        dividend_yield=q,
+    )  # fmt: skip
+    got = per_position_pnl(line, columns_of(rs, np.array([1])), 0.0)[:, 0]
+    base = 100.0 * _bsm(100.0, k, days / 365.0, vol, r, q, False)
+    f = (30.0 / days) ** rule.term_exponent
+    g = (30.0 / days) ** 0.5
+    no_idio = [j for j, s in enumerate(lib.scenarios) if not (s.idiosyncratic_sigmas or rule.idiosyncratic_sigmas)]
+    assert no_idio
+    for j in no_idio:  # hand: spot by beta 1.1, the name's log-vol move clip(0.5) x ln(multiplier)
+        s = lib.scenarios[j]
+        spot = 100.0 * (1.0 + s.symbol_moves.get("AAA", (1.0 + s.index_move) ** 1.1 - 1.0))
+        d = float(np.clip(np.clip(vol_beta[1], 0.25, 2.0) * math.log(s.vol.multiplier) * f, -1.6094, 1.6094))
+        v = max(vol * math.exp(d) + s.vol.shift * f + s.vol.skew * g * math.log(k / spot), 0.0)
+        hand = 100.0 * _bsm(spot, k, days / 365.0, v, r + s.rate_shift, q, False) - base
+        assert got[j] == pytest.approx(hand, rel=1e-9, abs=1e-6), s.scenario_id
+    # in every scenario (idiosyncratic ones too) a line that is a book position moves exactly as that position
+    copy = replace(line, strike=[92.0], time_years=[50.0 / 365.0], implied_vol=[0.29], is_american=[False])
+    book_put = per_position_pnl(p, rs, 0.0)[:, 4] / 30.0
+    np.testing.assert_allclose(per_position_pnl(copy, columns_of(rs, np.array([1])), 0.0)[:, 0], book_put, rtol=1e-12)
+    # and the hedged book is the book plus the line
+    both = scenario_pnl(combine(p, replace(line, symbols=("AAA",))), rs, 0.0)
+    np.testing.assert_allclose(both - scenario_pnl(p, rs, 0.0), got, rtol=1e-9, atol=1e-6)
