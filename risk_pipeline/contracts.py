@@ -890,6 +890,13 @@ VAR_RESULTS = Table(
             "Historical: independent episodes among the tail windows (overlapping windows count once), count",
         ),
         _c("method_note", "text", True, "How the figure was obtained and any flag (tail is one episode, ...)"),
+        _c(
+            "smile_sensitivity",
+            "text",
+            True,
+            "Historical rows: this horizon and confidence's VaR under each smile dynamic, USD (JSON "
+            '{"production": name, "var": {sticky_strike, sticky_moneyness, sabr}}; before event gaps)',
+        ),
     ),
 )
 

@@ -154,3 +154,14 @@ def _per_position(portfolio: Portfolio, slices: SabrSlices, spot_shock_rel: Arra
             slices.formula[j],
         )
     return out
+
+
+@dataclass(frozen=True)
+class SabrBackboneSlide:
+    """``smile_dynamics.SmileDynamics`` of the SABR backbone with alpha held (``sabr_smile_slide``)."""
+
+    slices: SabrSlices
+    label: str = "SABR backbone around the ATM move"
+
+    def shifts(self, portfolio: Portfolio, spot_shock_rel: ArrayLike) -> FloatArray:
+        return sabr_smile_slide(portfolio, self.slices, spot_shock_rel)

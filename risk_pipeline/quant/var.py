@@ -91,8 +91,8 @@ from risk_pipeline.quant._numba import FloatArray
 from risk_pipeline.quant.american import american_greeks
 from risk_pipeline.quant.bsm import bsm_greeks
 from risk_pipeline.quant.portfolio import Portfolio
-from risk_pipeline.quant.sabr_dynamics import SabrSlices, sabr_smile_slide
 from risk_pipeline.quant.scenario_engine import AmericanMethod, ScenarioSet, evaluate
+from risk_pipeline.quant.smile_dynamics import SmileDynamics
 from risk_pipeline.quant.vol_forecast import GarchParams, fit_garch, garch_variance
 
 HISTORICAL = "historical"
@@ -436,13 +436,13 @@ def historical_var(
     config: VarConfig | None = None,
     *,
     client: Any | None = None,
-    smile: SabrSlices | None = None,
+    smile: SmileDynamics | None = None,
 ) -> tuple[tuple[VarResult, ...], dict[int, FloatArray]]:
     """Historical-simulation VaR/ES with full revaluation; also the scenario P&L per horizon.
 
-    ``smile`` (SABR slices per position): each option's vol also slides along its slice's backbone under the
-    scenario's spot move, around the historical ATM vol move (``sabr_dynamics.sabr_smile_slide``); without it
-    each option keeps its strike's vol scaled by the ATM move (sticky strike)."""
+    ``smile`` (``smile_dynamics``): each option's vol also moves with the scenario's spot move by that dynamic
+    (sticky moneyness, the SABR backbone), around the historical ATM vol move; without it each option keeps its
+    strike's vol scaled by the ATM move (sticky strike)."""
     cfg = config or VarConfig()
     hist = history.window(cfg.lookback_days)
     results: list[VarResult] = []
@@ -450,8 +450,7 @@ def historical_var(
     for h in cfg.horizons:
         sc = historical_scenarios(hist, h)
         if smile is not None:
-            slide = sabr_smile_slide(portfolio, smile, sc.spot_shock_rel)
-            sc = replace(sc, vol_shift_abs=slide, vol_shift_per_position=True)
+            sc = replace(sc, vol_shift_abs=smile.shifts(portfolio, sc.spot_shock_rel), vol_shift_per_position=True)
         res = evaluate(
             portfolio,
             sc,
@@ -467,7 +466,7 @@ def historical_var(
             HISTORICAL, h, res.pnl, res.by_symbol, cfg, portfolio.symbols, hist.n_days, overlapping=True
         )
     if smile is not None:
-        tag = "smile: SABR backbone around the ATM move"
+        tag = f"smile: {smile.label}"
         results = [replace(r, note="; ".join(x for x in (tag, r.note) if x)) for r in results]
     return tuple(results), pnls
 
@@ -962,7 +961,7 @@ def compute_var(
     methods: Sequence[str] = ALL_METHODS,
     garch_params: Sequence[GarchParams] | None = None,
     client: Any | None = None,
-    smile: SabrSlices | None = None,
+    smile: SmileDynamics | None = None,
 ) -> VarReport:
     """Every requested method at every horizon and confidence of ``config`` (``smile``: historical_var's)."""
     cfg = config or VarConfig()

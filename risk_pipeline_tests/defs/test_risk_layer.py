@@ -268,6 +268,7 @@ def test_var_results_with_sabr_smile_dynamics(run: Run, tmp_path: Path) -> None:
     import shutil
 
     from risk_pipeline.defs.risk.var import book_portfolio, book_slices, return_history, var_results
+    from risk_pipeline.quant.sabr_dynamics import SabrBackboneSlide
     from risk_pipeline.quant.var import VarConfig, historical_var
     from risk_pipeline.resources import ExportsResource, WarehouseResource
     from risk_pipeline_tests.defs.conftest import SESSION
@@ -307,7 +308,10 @@ def test_var_results_with_sabr_smile_dynamics(run: Run, tmp_path: Path) -> None:
         options = sorted(rows.loc[rows["instrument_type"] == "option", "symbol"].unique())
         factors = return_history(copy, SESSION, portfolio.symbols, 500, options)
         res, _ = historical_var(
-            portfolio, factors.history, VarConfig(horizons=(1,)), smile=book_slices(rows, portfolio, sabr)
+            portfolio,
+            factors.history,
+            VarConfig(horizons=(1,)),
+            smile=SabrBackboneSlide(book_slices(rows, portfolio, sabr)),
         )
         for r in res:
             stored = hist.loc[(book, 1, r.confidence)]
@@ -315,6 +319,18 @@ def test_var_results_with_sabr_smile_dynamics(run: Run, tmp_path: Path) -> None:
                 assert stored["var"] == pytest.approx(r.var, rel=1e-12)
                 compared += 1
     assert compared
+    # every historical row carries the VaR under each smile dynamic; the production one changed, the others not
+    for (book, method, h, c), row in now.iterrows():
+        if method != "historical":
+            assert row["smile_sensitivity"] is None or pd.isna(row["smile_sensitivity"])
+            continue
+        new_s, old_s = (
+            json.loads(row["smile_sensitivity"]),
+            json.loads(was.loc[(book, method, h, c), "smile_sensitivity"]),
+        )
+        assert (new_s["production"], old_s["production"]) == ("sabr", "sticky_strike")
+        assert set(new_s["var"]) == {"sticky_strike", "sticky_moneyness", "sabr"}
+        assert new_s["var"] == pytest.approx(old_s["var"], rel=1e-12)
     bad = dg.materialize(
         [var_results],
         partition_key=SESSION.isoformat(),

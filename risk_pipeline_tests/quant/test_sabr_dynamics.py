@@ -13,6 +13,7 @@ from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.sabr import sabr_hagan_vol, sabr_obloj_vol
 from risk_pipeline.quant.sabr_dynamics import (
     ALPHA_FLOOR_VOL,
+    SabrBackboneSlide,
     SabrSlices,
     sabr_vol_shifts,
     shifted_alpha,
@@ -180,7 +181,7 @@ def test_historical_var_with_the_smile_slide_revalues_with_each_options_shift() 
     )
     history = MarketHistory(rng.normal(0, 0.02, (260, 1)), rng.normal(0, 0.04, (260, 1)))
     cfg = VarConfig(horizons=(1, 5), lookback_days=250)
-    results, pnl = historical_var(book, history, cfg, smile=slices)
+    results, pnl = historical_var(book, history, cfg, smile=SabrBackboneSlide(slices))
     plain, plain_pnl = historical_var(book, history, cfg)
     for h in (1, 5):
         sc = historical_scenarios(history.window(250), h)
@@ -203,3 +204,40 @@ def test_historical_var_with_the_smile_slide_revalues_with_each_options_shift() 
         assert not np.allclose(pnl[h], plain_pnl[h])  # the slide changes the P&L
     assert all("smile: SABR backbone" in r.note for r in results)
     assert not any("smile" in r.note for r in plain)
+
+
+def test_sticky_moneyness_reads_each_options_svi_slice_at_the_moved_log_moneyness() -> None:
+    """shift = sqrt(w(k - ln(1 + s)) / T) - sqrt(w(k) / T), k = ln(K / F), raw SVI written out here; a strike at
+    the moved forward gets the old ATM vol; stocks and options without a slice get 0."""
+    from risk_pipeline.quant.smile_dynamics import StickyMoneyness, SviSlices
+
+    book = Portfolio(
+        symbols=("A", "B"),
+        spot=[100.0, 50.0],
+        symbol_index=[0, 0, 1, 1],
+        quantity=[10.0, 2.0, -3.0, 4.0],
+        multiplier=[1.0, 100.0, 100.0, 100.0],
+        is_option=[False, True, True, True],
+        is_call=[True, False, True, False],
+        strike=[1.0, 90.0, 50.0 * 1.1, 45.0],
+        time_years=[0.0, 0.3, 0.6, 0.6],
+        implied_vol=[0.0, 0.3, 0.4, 0.45],
+    )
+    raw = {"a": [0.01, 0.03], "b": [0.1, 0.2], "rho": [-0.6, -0.4], "m": [0.02, -0.05], "sigma": [0.2, 0.3]}
+    slices = SviSlices(**{k: np.array(v) for k, v in raw.items()}, forward=np.array([100.5, 50.0]),
+                       time_years=np.array([0.3, 0.6]), slice_of_position=np.array([-1, 0, 1, -1]))  # fmt: skip
+    moves = np.array([[-0.2, 0.1], [0.05, -0.3]])
+    got = StickyMoneyness(slices).shifts(book, moves)
+
+    def vol(j: int, k: float) -> float:
+        a, b, r, m, sg = (raw[c][j] for c in ("a", "b", "rho", "m", "sigma"))
+        return math.sqrt((a + b * (r * (k - m) + math.sqrt((k - m) ** 2 + sg * sg))) / slices.time_years[j])
+
+    for i in range(2):
+        for p, j in ((1, 0), (2, 1)):
+            s = moves[i, book.symbol_index[p]]
+            k = math.log(book.strike[p] / slices.forward[j])
+            assert got[i, p] == pytest.approx(vol(j, k - math.log1p(s)) - vol(j, k), abs=1e-14)
+    np.testing.assert_array_equal(got[:, [0, 3]], 0.0)
+    # B's call struck at 1.1 F: after a +10 % move it is at the money and takes the old ATM vol
+    assert got[0, 2] + vol(1, math.log(1.1)) == pytest.approx(vol(1, 0.0), abs=1e-14)

@@ -26,14 +26,17 @@ from risk_pipeline.event_windows import var_with_gap_scenarios
 from risk_pipeline.paths import LIMITS_FILE
 from risk_pipeline.quant.limits import load_limits
 from risk_pipeline.quant.portfolio import Portfolio
-from risk_pipeline.quant.sabr_dynamics import SabrSlices
+from risk_pipeline.quant.sabr_dynamics import SabrBackboneSlide, SabrSlices
+from risk_pipeline.quant.smile_dynamics import SmileDynamics, StickyMoneyness, SviSlices
 from risk_pipeline.quant.var import (
+    HISTORICAL,
     STRESS_WINDOW_DAYS,
     STRESSED_HISTORICAL,
     MarketHistory,
     VarConfig,
     VarReport,
     compute_var,
+    historical_var,
     stressed_var,
 )
 from risk_pipeline.queries import atm_vol_matrix, book_valuations, close_matrix
@@ -46,7 +49,7 @@ STRESS_HISTORY_SESSIONS = 2520
 
 
 #: smile dynamics historical VaR offers (VarSettings.smile_dynamics)
-SMILE_DYNAMICS = ("sticky_strike", "sabr")
+SMILE_DYNAMICS = ("sticky_strike", "sticky_moneyness", "sabr")
 
 
 class VarSettings(dg.Config):
@@ -58,8 +61,10 @@ class VarSettings(dg.Config):
     limits_file: str = str(LIMITS_FILE)
     #: covariance of the parametric methods: "equal_weight" over the look-back or "ewma" (RiskMetrics, 0.94)
     covariance: str = "equal_weight"
-    #: smile dynamics of historical VaR: "sticky_strike" (each strike's vol scaled by the ATM move) or "sabr"
-    #: (also slid along each option's SABR slice backbone under the spot move; sabr_slices of the snapshot)
+    #: smile dynamics of historical VaR (quant/smile_dynamics.py): "sticky_strike" (each strike's vol scaled by the
+    #: ATM move), "sticky_moneyness" (also read at the moved log-moneyness of its SVI slice, vol_surface) or "sabr"
+    #: (also slid along its SABR slice's backbone, sabr_slices); the others are computed beside it
+    #: (var_results.smile_sensitivity)
     smile_dynamics: str = "sticky_strike"
 
 
@@ -87,21 +92,25 @@ def book_portfolio(rows: pd.DataFrame) -> Portfolio:
     )
 
 
-def book_slices(rows: pd.DataFrame, portfolio: Portfolio, sabr: pd.DataFrame) -> SabrSlices:
-    """The book's SABR slices (``sabr_slices`` rows of the snapshot) and each position's, by underlying and expiry."""
-    keyed = sabr.reset_index(drop=True)
+def slice_of_position(rows: pd.DataFrame, portfolio: Portfolio, slices: pd.DataFrame) -> np.ndarray:
+    """Each position's row in ``slices`` (underlying, expiry), -1 for stocks and options without one."""
     index = {
         (str(u), pd.Timestamp(e).date()): i
-        for i, (u, e) in enumerate(zip(keyed["underlying"], keyed["expiry"], strict=True))
+        for i, (u, e) in enumerate(zip(slices["underlying"], slices["expiry"], strict=True))
     }
     expiry = pd.to_datetime(rows["expiry"]).dt.date
-    of = np.array(
+    return np.array(
         [
             index.get((str(s), e), -1) if o else -1
             for s, e, o in zip(rows["symbol"], expiry, portfolio.is_option, strict=True)
         ],
         dtype=np.intp,
     )
+
+
+def book_slices(rows: pd.DataFrame, portfolio: Portfolio, sabr: pd.DataFrame) -> SabrSlices:
+    """The book's SABR slices (``sabr_slices`` rows of the snapshot) and each position's, by underlying and expiry."""
+    keyed = sabr.reset_index(drop=True)
     return SabrSlices(
         alpha=keyed["sabr_alpha"].to_numpy(float),
         beta=keyed["sabr_beta"].to_numpy(float),
@@ -110,8 +119,61 @@ def book_slices(rows: pd.DataFrame, portfolio: Portfolio, sabr: pd.DataFrame) ->
         forward=keyed["forward"].to_numpy(float),
         time_years=keyed["time_to_expiry_years"].to_numpy(float),
         formula=tuple(str(m).split(":")[-1] for m in keyed["model"]),
-        slice_of_position=of,
+        slice_of_position=slice_of_position(rows, portfolio, keyed),
     )
+
+
+def book_svi_slices(rows: pd.DataFrame, portfolio: Portfolio, surface: pd.DataFrame) -> SviSlices:
+    """The book's SVI slices (``vol_surface`` rows of the snapshot) and each position's, by underlying and expiry."""
+    keyed = surface.reset_index(drop=True)
+    return SviSlices(
+        *(keyed[f"svi_{c}"].to_numpy(float) for c in ("a", "b", "rho", "m", "sigma")),
+        forward=keyed["forward"].to_numpy(float),
+        time_years=keyed["time_to_expiry_years"].to_numpy(float),
+        slice_of_position=slice_of_position(rows, portfolio, keyed),
+    )
+
+
+def smile_dynamics(
+    wh: Warehouse, as_of: pd.Timestamp, rows: pd.DataFrame, portfolio: Portfolio
+) -> dict[str, SmileDynamics | None]:
+    """Every smile dynamic historical VaR offers for the book at ``as_of`` (None: sticky strike, or the slices
+    it needs are not stored, then left out)."""
+    out: dict[str, SmileDynamics | None] = {"sticky_strike": None}
+    for name, table_name, build in (
+        ("sticky_moneyness", "vol_surface", lambda f: StickyMoneyness(book_svi_slices(rows, portfolio, f))),
+        ("sabr", "sabr_slices", lambda f: SabrBackboneSlide(book_slices(rows, portfolio, f))),
+    ):
+        frame = wh.read(table_name, {"as_of": as_of}) if wh.table_exists(table_name) else None
+        if frame is not None and len(frame):
+            out[name] = build(frame)
+    return out
+
+
+def smile_sensitivity(
+    portfolio: Portfolio,
+    history: MarketHistory,
+    cfg: VarConfig,
+    dynamics: dict[str, SmileDynamics | None],
+    production: str,
+    report: VarReport,
+) -> dict[tuple[str, int, float], str]:
+    """Historical VaR of every (horizon, confidence) under each available smile dynamic, as the JSON of the
+    historical rows (``{"production": name, "var": {name: USD}}``), keyed by (method, horizon, confidence); the
+    production figure is the report's (before event gaps)."""
+    by_dynamic = {production: {(r.horizon_days, round(r.confidence, 6)): r.var for r in report.results
+                               if r.method == HISTORICAL}}  # fmt: skip
+    for name, dyn in dynamics.items():
+        if name != production:
+            res, _ = historical_var(portfolio, history, cfg, smile=dyn)
+            by_dynamic[name] = {(r.horizon_days, round(r.confidence, 6)): r.var for r in res}
+    keys = by_dynamic[production].keys()
+    return {
+        (HISTORICAL, h, c): json.dumps(
+            {"production": production, "var": {name: round(v[(h, c)], 2) for name, v in by_dynamic.items()}}
+        )
+        for h, c in keys
+    }
 
 
 @dataclass(frozen=True)
@@ -189,7 +251,14 @@ def var_document(rows: pd.DataFrame, current_exposure: float, var_cap: float | N
         dg.AssetSpec(
             "var_results",
             group_name=GROUP,
-            deps=["position_greeks", "market_prices", "atm_vol_history", "event_calendar", "sabr_slices"],
+            deps=[
+                "position_greeks",
+                "market_prices",
+                "atm_vol_history",
+                "event_calendar",
+                "vol_surface",
+                "sabr_slices",
+            ],
             kinds={"pandas", "numba", "json"},
             owners=OWNERS,
             description=(
@@ -260,13 +329,15 @@ def var_results(
         portfolio = book_portfolio(v.rows)
         option_symbols = sorted(v.rows.loc[v.rows["instrument_type"] == "option", "symbol"].unique())
         factors = return_history(wh, v.session, portfolio.symbols, cfg.lookback_days, option_symbols)
-        smile = None
-        if config.smile_dynamics == "sabr":
-            slices = wh.read("sabr_slices", {"as_of": v.as_of}) if wh.table_exists("sabr_slices") else None
-            if slices is None or slices.empty:
-                raise RiskDataError(f"smile_dynamics 'sabr' needs sabr_slices at {v.as_of.isoformat()}: run them first")
-            smile = book_slices(v.rows, portfolio, slices)
-        report = compute_var(portfolio, factors.history, cfg, smile=smile)
+        dynamics = smile_dynamics(wh, v.as_of, v.rows, portfolio)
+        if config.smile_dynamics not in dynamics:
+            raise RiskDataError(
+                f"smile_dynamics {config.smile_dynamics!r} needs its slices "
+                f"({'vol_surface' if config.smile_dynamics == 'sticky_moneyness' else 'sabr_slices'}) at "
+                f"{v.as_of.isoformat()}: run them first"
+            )
+        report = compute_var(portfolio, factors.history, cfg, smile=dynamics[config.smile_dynamics])
+        sensitivity = smile_sensitivity(portfolio, factors.history, cfg, dynamics, config.smile_dynamics, report)
         # events inside a horizon: historical VaR with their gap scenarios, the gap component in its own columns
         gap = var_with_gap_scenarios(wh, v.session, v.as_of, v.rows, portfolio, factors.history, cfg, report)
         report = gap.report
@@ -274,6 +345,10 @@ def var_results(
             gap.gap_columns, on=["method", "horizon_days", "confidence"], how="left"
         )
         book_rows["gap_events"] = book_rows["gap_events"].astype(object).where(book_rows["gap_events"].notna(), None)
+        book_rows["smile_sensitivity"] = [
+            sensitivity.get((m, int(h), round(float(c), 6))) for m, h, c in
+            zip(book_rows["method"], book_rows["horizon_days"], book_rows["confidence"], strict=True)
+        ]  # fmt: skip
         book_rows.insert(0, "book", v.book)
         book_rows.insert(0, "as_of_date", v.session)
         book_rows.insert(0, "as_of", v.as_of)
@@ -289,7 +364,7 @@ def var_results(
         stressed_rows["history_start"] = long.dates[start]
         stressed_rows["history_end"] = long.dates[start + STRESS_WINDOW_DAYS - 1]
         stressed_rows["seed"], stressed_rows["iv_history_coverage"] = cfg.seed, long.iv_coverage
-        for c in ("gap_var", "gap_expected_shortfall", "gap_events"):
+        for c in ("gap_var", "gap_expected_shortfall", "gap_events", "smile_sensitivity"):
             stressed_rows[c] = None
         result_rows.append(pd.concat([book_rows, stressed_rows[book_rows.columns]], ignore_index=True))
         report = VarReport(report.results + stressed, report.scenario_pnl)

@@ -1,0 +1,94 @@
+"""How an option's implied vol moves with its underlying in a VaR scenario, beyond the ATM vol move.
+
+Historical VaR moves every option of an underlying by the relative change of its ATM vol (``vol_scale``); by
+itself that is *sticky strike*: the smile stays where it is in strike. A smile dynamic adds a per-position
+absolute shift (``ScenarioSet(vol_shift_abs=..., vol_shift_per_position=True)``) for the scenario's spot move:
+
+* *sticky moneyness* (``StickyMoneyness``): the smile is fixed in log-moneyness ``k = ln(K / F)`` and the forward
+  moves with spot, ``F' = F (1 + s)``, so an option's vol is read at ``k' = k - ln(1 + s)`` of its own SVI slice
+  (``vol_surface``): ``shift = sigma_SVI(k') - sigma_SVI(k)``. The ATM vol is unchanged by it, so the level is
+  still the ATM factor's;
+* the SABR backbone (``sabr_dynamics.SabrBackboneSlide``): the smile slides along its SABR slice's backbone
+  with alpha held, measured against the slice's own ATM vol (the "sticky-model" dynamic).
+
+Both are protocols of ``SmileDynamics``: a ``label`` and ``shifts(portfolio, spot_shock_rel) -> (scenarios,
+positions)`` (0 for stocks and options without a slice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from risk_pipeline.quant._numba import FloatArray
+from risk_pipeline.quant.portfolio import Portfolio
+
+
+class SmileDynamics(Protocol):
+    """A smile dynamic for historical VaR (module docstring)."""
+
+    @property
+    def label(self) -> str: ...
+
+    def shifts(self, portfolio: Portfolio, spot_shock_rel: ArrayLike) -> FloatArray: ...
+
+
+def checked_moves(portfolio: Portfolio, spot_shock_rel: ArrayLike) -> FloatArray:
+    """``spot_shock_rel`` as a ``(scenarios, symbols)`` array, validated."""
+    moves = np.atleast_2d(np.asarray(spot_shock_rel, dtype=np.float64))
+    if moves.shape[1] != portfolio.n_symbols:
+        raise ValueError(f"spot_shock_rel needs one column per symbol ({portfolio.n_symbols}), got {moves.shape[1]}")
+    if np.any(moves <= -1.0):
+        raise ValueError("spot_shock_rel must be above -1 (relative moves)")
+    return moves
+
+
+@dataclass(frozen=True)
+class SviSlices:
+    """Raw-SVI slices by row (``vol_surface`` columns) and each portfolio position's slice (-1: none)."""
+
+    a: FloatArray
+    b: FloatArray
+    rho: FloatArray
+    m: FloatArray
+    sigma: FloatArray
+    forward: FloatArray
+    time_years: FloatArray
+    slice_of_position: np.ndarray
+
+
+@dataclass(frozen=True)
+class StickyMoneyness:
+    """The smile fixed in ``ln(K / F)`` while the forward moves with spot (module docstring)."""
+
+    slices: SviSlices
+    label: str = "sticky moneyness (each option's SVI slice)"
+
+    def shifts(self, portfolio: Portfolio, spot_shock_rel: ArrayLike) -> FloatArray:
+        moves = checked_moves(portfolio, spot_shock_rel)
+        out = np.zeros((moves.shape[0], portfolio.quantity.size))
+        of = np.asarray(self.slices.slice_of_position, dtype=np.intp)
+        cols = np.flatnonzero(portfolio.is_option & (of >= 0))
+        if cols.size == 0:
+            return out
+        j = of[cols]
+        sl = self.slices
+        a, b, rho, m, sig, t = (
+            np.asarray(x, dtype=np.float64)[j] for x in (sl.a, sl.b, sl.rho, sl.m, sl.sigma, sl.time_years)
+        )
+        k = np.log(portfolio.strike[cols] / np.asarray(sl.forward, dtype=np.float64)[j])
+        k_moved = k[None, :] - np.log1p(moves[:, portfolio.symbol_index[cols]])
+
+        def vol(x: FloatArray) -> FloatArray:
+            d = x - m
+            w = a + b * (rho * d + np.sqrt(d * d + sig * sig))
+            if np.any(w < 0.0):
+                bad = int(np.flatnonzero((w < 0.0).reshape(-1, cols.size).any(axis=0))[0])
+                raise ValueError(f"SVI slice {int(j[bad])} has negative total variance at a scenario's moneyness")
+            return np.sqrt(w / t)
+
+        out[:, cols] = vol(k_moved) - vol(k)[None, :]
+        return out
