@@ -894,8 +894,10 @@ VAR_RESULTS = Table(
             "smile_sensitivity",
             "text",
             True,
-            "Historical rows: this horizon and confidence's VaR under each smile dynamic, USD (JSON "
-            '{"production": name, "var": {sticky_strike, sticky_moneyness, sabr}}; before event gaps)',
+            "Historical rows: this horizon and confidence's VaR under each smile dynamic (production term "
+            "structure) and each term structure (production smile), USD (JSON {smile: {production, var: "
+            "{sticky_strike, sticky_moneyness, sabr}}, term: {production, var: {flat, expiry_scaled}}}; before "
+            "event gaps)",
         ),
     ),
 )

@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -286,6 +287,7 @@ def var_with_gap_scenarios(
     config: Any,
     report: Any,
     index_symbol: str = "SYNX",
+    dynamics: Sequence[Any] = (),
 ) -> GapVarResult:
     """Historical VaR/ES with the gap scenarios of every event whose reaction session is within the horizon.
 
@@ -294,7 +296,8 @@ def var_with_gap_scenarios(
     ``h``-day scenario (``quant.gap_risk.gap_var``); the historical rows of that horizon are replaced by the
     VaR/ES with gaps when that is not lower (else kept, gap component 0), and ``gap_var`` /
     ``gap_expected_shortfall`` / ``gap_events`` say how much the gaps added. Other rows are left as they are
-    (gap columns NULL).
+    (gap columns NULL). ``dynamics``: the smile / term dynamics the historical VaR used, applied to the gap
+    scenarios too.
     """
     from risk_pipeline.quant.gap_risk import gap_var
     from risk_pipeline.quant.stress import GapEvent, event_scenarios
@@ -346,6 +349,7 @@ def var_with_gap_scenarios(
             calendar_days=h * config.calendar_days_per_trading_day,
             american=config.american,
             seed=config.seed,
+            dynamics=dynamics,
         )
         for g in gaps:
             i = next(

@@ -714,8 +714,12 @@ def gap_var(
     american: AmericanMethod = "eep_grid",
     max_scenarios: int = 50_000,
     seed: int = 0,
+    dynamics: Sequence[Any] = (),
 ) -> list[GapVar]:
     """VaR/ES of ``portfolio`` over ``horizon_days`` including the gap scenarios of ``events``.
+
+    ``dynamics`` (``smile_dynamics.SmileDynamics``, as historical VaR used them) add their per-position vol
+    shifts for each combined scenario's own spot move.
 
     ``base`` is the horizon's historical scenario set and ``base_pnl`` its P&L (the VaR without gaps);
     each event is ``(event_id, gap_spot)`` with ``gap_spot`` its past moves per underlying
@@ -726,6 +730,9 @@ def gap_var(
     from risk_pipeline.quant.var import empirical_var_es, kernel_component_var, tail_component_es
 
     sc = combined_gap_scenarios(base, [g for _, g in events], max_scenarios, seed)
+    if dynamics:
+        shifts = [d.shifts(portfolio, sc) for d in dynamics]
+        sc = replace(sc, vol_shift_abs=sum(shifts[1:], shifts[0]), vol_shift_per_position=True)
     res = evaluate(portfolio, sc, calendar_days, american=american, per_symbol=True)
     assert res.by_symbol is not None
     out = []

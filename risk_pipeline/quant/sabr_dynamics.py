@@ -30,6 +30,7 @@ from numpy.typing import ArrayLike
 from risk_pipeline.quant._numba import FloatArray
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.sabr import FORMULAS
+from risk_pipeline.quant.scenario_engine import ScenarioSet
 
 #: Smallest shifted alpha, as a lognormal vol (1 %): an up-move with rho < 0 cannot make alpha negative.
 ALPHA_FLOOR_VOL = 0.01
@@ -163,5 +164,5 @@ class SabrBackboneSlide:
     slices: SabrSlices
     label: str = "SABR backbone around the ATM move"
 
-    def shifts(self, portfolio: Portfolio, spot_shock_rel: ArrayLike) -> FloatArray:
-        return sabr_smile_slide(portfolio, self.slices, spot_shock_rel)
+    def shifts(self, portfolio: Portfolio, scenarios: ScenarioSet) -> FloatArray:
+        return sabr_smile_slide(portfolio, self.slices, scenarios.spot_shock_rel)

@@ -11,8 +11,14 @@ absolute shift (``ScenarioSet(vol_shift_abs=..., vol_shift_per_position=True)``)
 * the SABR backbone (``sabr_dynamics.SabrBackboneSlide``): the smile slides along its SABR slice's backbone
   with alpha held, measured against the slice's own ATM vol (the "sticky-model" dynamic).
 
-Both are protocols of ``SmileDynamics``: a ``label`` and ``shifts(portfolio, spot_shock_rel) -> (scenarios,
-positions)`` (0 for stocks and options without a slice).
+and the term structure of the ATM move (``ExpiryScaledVolMoves``): the scenario's 30-day ATM log-vol move
+``ln c`` applies to an option of ``tau`` days as ``ln c * (30 / max(tau, 7))^alpha`` (the stress layer's expiry
+rule, ``vol_shocks.expiry_factor``, alpha fitted on ``atm_vol_history``'s near and far expiries), so short-dated
+vols move more than the 30-day one and long-dated less: shift ``sigma (c^g - c)`` on top of the scenario's
+``sigma c``.
+
+Each is a ``SmileDynamics``: a ``label`` and ``shifts(portfolio, scenarios) -> (scenarios, positions)`` (0 for
+stocks and options they do not cover); shifts of several add up.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from numpy.typing import ArrayLike
 
 from risk_pipeline.quant._numba import FloatArray
 from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant.scenario_engine import ScenarioSet
+from risk_pipeline.quant.vol_shocks import VolShockRule, expiry_factor
 
 
 class SmileDynamics(Protocol):
@@ -33,7 +41,7 @@ class SmileDynamics(Protocol):
     @property
     def label(self) -> str: ...
 
-    def shifts(self, portfolio: Portfolio, spot_shock_rel: ArrayLike) -> FloatArray: ...
+    def shifts(self, portfolio: Portfolio, scenarios: ScenarioSet) -> FloatArray: ...
 
 
 def checked_moves(portfolio: Portfolio, spot_shock_rel: ArrayLike) -> FloatArray:
@@ -67,8 +75,8 @@ class StickyMoneyness:
     slices: SviSlices
     label: str = "sticky moneyness (each option's SVI slice)"
 
-    def shifts(self, portfolio: Portfolio, spot_shock_rel: ArrayLike) -> FloatArray:
-        moves = checked_moves(portfolio, spot_shock_rel)
+    def shifts(self, portfolio: Portfolio, scenarios: ScenarioSet) -> FloatArray:
+        moves = checked_moves(portfolio, scenarios.spot_shock_rel)
         out = np.zeros((moves.shape[0], portfolio.quantity.size))
         of = np.asarray(self.slices.slice_of_position, dtype=np.intp)
         cols = np.flatnonzero(portfolio.is_option & (of >= 0))
@@ -91,4 +99,28 @@ class StickyMoneyness:
             return np.sqrt(w / t)
 
         out[:, cols] = vol(k_moved) - vol(k)[None, :]
+        return out
+
+
+@dataclass(frozen=True)
+class ExpiryScaledVolMoves:
+    """The ATM move scaled by expiry, ``(30 / max(tau, 7))^alpha`` of ``rule`` (module docstring)."""
+
+    rule: VolShockRule
+
+    @property
+    def label(self) -> str:
+        return f"ATM vol move x ({self.rule.reference_tenor_days:g}/tau)^{self.rule.term_exponent:.3f}"
+
+    def shifts(self, portfolio: Portfolio, scenarios: ScenarioSet) -> FloatArray:
+        checked_moves(portfolio, scenarios.spot_shock_rel)
+        out = np.zeros((scenarios.n_scenarios, portfolio.quantity.size))
+        if scenarios.vol_scale is None:
+            return out
+        cols = np.flatnonzero(portfolio.is_option & (portfolio.time_years > 0.0))
+        if cols.size == 0:
+            return out
+        c = scenarios.vol_scale[:, portfolio.symbol_index[cols]]
+        g = expiry_factor(portfolio.time_years[cols], self.rule)[None, :]
+        out[:, cols] = portfolio.implied_vol[cols][None, :] * (np.power(c, g) - c)
         return out

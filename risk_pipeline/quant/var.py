@@ -437,20 +437,23 @@ def historical_var(
     *,
     client: Any | None = None,
     smile: SmileDynamics | None = None,
+    term: SmileDynamics | None = None,
 ) -> tuple[tuple[VarResult, ...], dict[int, FloatArray]]:
     """Historical-simulation VaR/ES with full revaluation; also the scenario P&L per horizon.
 
     ``smile`` (``smile_dynamics``): each option's vol also moves with the scenario's spot move by that dynamic
     (sticky moneyness, the SABR backbone), around the historical ATM vol move; without it each option keeps its
-    strike's vol scaled by the ATM move (sticky strike)."""
+    strike's vol scaled by the ATM move (sticky strike). ``term`` (``smile_dynamics.ExpiryScaledVolMoves``):
+    the ATM move scaled by expiry instead of the same relative move at every expiry; the two shifts add up."""
     cfg = config or VarConfig()
     hist = history.window(cfg.lookback_days)
     results: list[VarResult] = []
     pnls: dict[int, FloatArray] = {}
     for h in cfg.horizons:
         sc = historical_scenarios(hist, h)
-        if smile is not None:
-            sc = replace(sc, vol_shift_abs=smile.shifts(portfolio, sc.spot_shock_rel), vol_shift_per_position=True)
+        extra = [d.shifts(portfolio, sc) for d in (smile, term) if d is not None]
+        if extra:
+            sc = replace(sc, vol_shift_abs=sum(extra[1:], extra[0]), vol_shift_per_position=True)
         res = evaluate(
             portfolio,
             sc,
@@ -465,9 +468,9 @@ def historical_var(
         results += _simulation_results(
             HISTORICAL, h, res.pnl, res.by_symbol, cfg, portfolio.symbols, hist.n_days, overlapping=True
         )
-    if smile is not None:
-        tag = f"smile: {smile.label}"
-        results = [replace(r, note="; ".join(x for x in (tag, r.note) if x)) for r in results]
+    tags = [f"{kind}: {d.label}" for kind, d in (("smile", smile), ("term", term)) if d is not None]
+    if tags:
+        results = [replace(r, note="; ".join(x for x in (*tags, r.note) if x)) for r in results]
     return tuple(results), pnls
 
 
@@ -962,8 +965,9 @@ def compute_var(
     garch_params: Sequence[GarchParams] | None = None,
     client: Any | None = None,
     smile: SmileDynamics | None = None,
+    term: SmileDynamics | None = None,
 ) -> VarReport:
-    """Every requested method at every horizon and confidence of ``config`` (``smile``: historical_var's)."""
+    """Every requested method at every horizon and confidence of ``config`` (``smile``, ``term``: historical_var's)."""
     cfg = config or VarConfig()
     unknown = set(methods) - set(ALL_METHODS)
     if unknown:
@@ -973,7 +977,7 @@ def compute_var(
     results: list[VarResult] = []
     pnl: dict[tuple[str, int], FloatArray] = {}
     if HISTORICAL in methods:
-        res, p = historical_var(portfolio, history, cfg, client=client, smile=smile)
+        res, p = historical_var(portfolio, history, cfg, client=client, smile=smile, term=term)
         results += res
         pnl.update({(HISTORICAL, h): v for h, v in p.items()})
     if DELTA_NORMAL in methods or DELTA_GAMMA_CF in methods:

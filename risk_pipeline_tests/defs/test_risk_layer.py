@@ -262,13 +262,17 @@ def test_a_held_option_that_did_not_trade_today_liquidates_one_contract_a_day(ru
     assert volumes_missing[option] == 1.0 and (volumes_missing > 0).all()
 
 
-def test_var_results_with_sabr_smile_dynamics(run: Run, tmp_path: Path) -> None:
-    """var_results with smile_dynamics 'sabr' on a copy of the run: historical rows say so and equal
-    historical_var with each position's stored SABR slice; the other methods are unchanged; a wrong value fails."""
+def test_var_results_with_sabr_smile_and_expiry_scaled_term_structure(run: Run, tmp_path: Path) -> None:
+    """var_results with smile_dynamics 'sabr' and vol_term_structure 'expiry_scaled' on a copy of the run:
+    historical rows say so and equal historical_var with each position's stored SABR slice and the stress layer's
+    stored expiry exponent; the other methods are unchanged; the sensitivity JSON of both runs agree where they
+    describe the same choice; a wrong value fails."""
     import shutil
 
+    from risk_pipeline.defs.risk.stress_vol import StoredVolParameters
     from risk_pipeline.defs.risk.var import book_portfolio, book_slices, return_history, var_results
     from risk_pipeline.quant.sabr_dynamics import SabrBackboneSlide
+    from risk_pipeline.quant.smile_dynamics import ExpiryScaledVolMoves
     from risk_pipeline.quant.var import VarConfig, historical_var
     from risk_pipeline.resources import ExportsResource, WarehouseResource
     from risk_pipeline_tests.defs.conftest import SESSION
@@ -278,11 +282,12 @@ def test_var_results_with_sabr_smile_dynamics(run: Run, tmp_path: Path) -> None:
     shutil.copy(wh.url, url)
     resources = {"warehouse": WarehouseResource(url=url), "exports": ExportsResource(root=str(tmp_path / "exports"))}
     before = Warehouse(url).read("var_results")
+    choice = {"smile_dynamics": "sabr", "vol_term_structure": "expiry_scaled"}
     result = dg.materialize(
         [var_results],
         partition_key=SESSION.isoformat(),
         resources=resources,
-        run_config={"ops": {"var_results": {"config": {"smile_dynamics": "sabr"}}}},
+        run_config={"ops": {"var_results": {"config": choice}}},
     )
     assert result.success
     copy = Warehouse(url)
@@ -293,49 +298,58 @@ def test_var_results_with_sabr_smile_dynamics(run: Run, tmp_path: Path) -> None:
     was = before[before["as_of"] == as_of].set_index(key).sort_index()
     hist = now.xs("historical", level="method")
     assert hist["method_note"].str.contains("smile: SABR backbone").all()
+    assert hist["method_note"].str.contains("term: ATM vol move x").all()
     others = [
         m for m in now.index.get_level_values("method").unique() if m not in ("historical", "stressed_historical")
     ]
     for m in others:
         np.testing.assert_allclose(now.xs(m, level="method")["var"], was.xs(m, level="method")["var"], rtol=1e-12)
-    # the 1-day historical VaR of each book equals historical_var with the stored slices (inputs as stored)
+    # the 1-day historical VaR of each book equals historical_var with the stored SABR slices and the alpha the
+    # stress layer fitted and stored (stress_results.vol_parameters)
     sabr = copy.read("sabr_slices", {"as_of": as_of})
     greeks = copy.read("position_greeks", {"as_of": as_of})
+    stress = copy.read("stress_results", {"as_of": as_of})
     compared = 0
     for book, rows in greeks.groupby("book"):
         rows = rows.reset_index(drop=True)
         portfolio = book_portfolio(rows)
         options = sorted(rows.loc[rows["instrument_type"] == "option", "symbol"].unique())
         factors = return_history(copy, SESSION, portfolio.symbols, 500, options)
+        stored = StoredVolParameters.parse(str(stress.loc[stress["book"] == book, "vol_parameters"].iloc[0]))
         res, _ = historical_var(
             portfolio,
             factors.history,
             VarConfig(horizons=(1,)),
             smile=SabrBackboneSlide(book_slices(rows, portfolio, sabr)),
+            term=ExpiryScaledVolMoves(stored.rule),
         )
         for r in res:
-            stored = hist.loc[(book, 1, r.confidence)]
-            if pd.isna(stored["gap_var"]) or stored["gap_var"] == 0:  # an event gap adds its own scenarios
-                assert stored["var"] == pytest.approx(r.var, rel=1e-12)
+            row = hist.loc[(book, 1, r.confidence)]
+            if pd.isna(row["gap_var"]) or row["gap_var"] == 0:  # an event gap adds its own scenarios
+                assert row["var"] == pytest.approx(r.var, rel=1e-12)
                 compared += 1
     assert compared
-    # every historical row carries the VaR under each smile dynamic; the production one changed, the others not
+    # every historical row carries the VaR under each smile (production term) and each term (production smile)
     for (book, method, h, c), row in now.iterrows():
         if method != "historical":
             assert row["smile_sensitivity"] is None or pd.isna(row["smile_sensitivity"])
             continue
-        new_s, old_s = (
-            json.loads(row["smile_sensitivity"]),
-            json.loads(was.loc[(book, method, h, c), "smile_sensitivity"]),
+        new_s = json.loads(row["smile_sensitivity"])
+        old_s = json.loads(was.loc[(book, method, h, c), "smile_sensitivity"])
+        assert (new_s["smile"]["production"], new_s["term"]["production"]) == ("sabr", "expiry_scaled")
+        assert (old_s["smile"]["production"], old_s["term"]["production"]) == ("sticky_strike", "flat")
+        assert set(new_s["smile"]["var"]) == {"sticky_strike", "sticky_moneyness", "sabr"}
+        assert set(new_s["term"]["var"]) == {"flat", "expiry_scaled"}
+        assert new_s["smile"]["var"]["sabr"] == new_s["term"]["var"]["expiry_scaled"]
+        # (sabr, flat) and (sticky_strike, expiry_scaled) were computed by both runs
+        assert new_s["term"]["var"]["flat"] == pytest.approx(old_s["smile"]["var"]["sabr"], rel=1e-12)
+        assert new_s["smile"]["var"]["sticky_strike"] == pytest.approx(old_s["term"]["var"]["expiry_scaled"], rel=1e-12)
+    for bad_choice in ({"smile_dynamics": "sticky_delta"}, {"vol_term_structure": "steep"}):
+        bad = dg.materialize(
+            [var_results],
+            partition_key=SESSION.isoformat(),
+            resources=resources,
+            run_config={"ops": {"var_results": {"config": bad_choice}}},
+            raise_on_error=False,
         )
-        assert (new_s["production"], old_s["production"]) == ("sabr", "sticky_strike")
-        assert set(new_s["var"]) == {"sticky_strike", "sticky_moneyness", "sabr"}
-        assert new_s["var"] == pytest.approx(old_s["var"], rel=1e-12)
-    bad = dg.materialize(
-        [var_results],
-        partition_key=SESSION.isoformat(),
-        resources=resources,
-        run_config={"ops": {"var_results": {"config": {"smile_dynamics": "sticky_delta"}}}},
-        raise_on_error=False,
-    )
-    assert not bad.success
+        assert not bad.success

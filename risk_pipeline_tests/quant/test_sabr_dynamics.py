@@ -209,6 +209,7 @@ def test_historical_var_with_the_smile_slide_revalues_with_each_options_shift() 
 def test_sticky_moneyness_reads_each_options_svi_slice_at_the_moved_log_moneyness() -> None:
     """shift = sqrt(w(k - ln(1 + s)) / T) - sqrt(w(k) / T), k = ln(K / F), raw SVI written out here; a strike at
     the moved forward gets the old ATM vol; stocks and options without a slice get 0."""
+    from risk_pipeline.quant.scenario_engine import ScenarioSet
     from risk_pipeline.quant.smile_dynamics import StickyMoneyness, SviSlices
 
     book = Portfolio(
@@ -227,7 +228,7 @@ def test_sticky_moneyness_reads_each_options_svi_slice_at_the_moved_log_moneynes
     slices = SviSlices(**{k: np.array(v) for k, v in raw.items()}, forward=np.array([100.5, 50.0]),
                        time_years=np.array([0.3, 0.6]), slice_of_position=np.array([-1, 0, 1, -1]))  # fmt: skip
     moves = np.array([[-0.2, 0.1], [0.05, -0.3]])
-    got = StickyMoneyness(slices).shifts(book, moves)
+    got = StickyMoneyness(slices).shifts(book, ScenarioSet(moves))
 
     def vol(j: int, k: float) -> float:
         a, b, r, m, sg = (raw[c][j] for c in ("a", "b", "rho", "m", "sigma"))
@@ -241,3 +242,52 @@ def test_sticky_moneyness_reads_each_options_svi_slice_at_the_moved_log_moneynes
     np.testing.assert_array_equal(got[:, [0, 3]], 0.0)
     # B's call struck at 1.1 F: after a +10 % move it is at the money and takes the old ATM vol
     assert got[0, 2] + vol(1, math.log(1.1)) == pytest.approx(vol(1, 0.0), abs=1e-14)
+
+
+def test_expiry_scaled_atm_moves_against_the_formula_and_a_direct_revaluation() -> None:
+    """shift = sigma (c^g - c), g = (30 / max(tau_days, 7))^alpha; historical_var with it revalues each option at
+    sigma c^g (built here as an absolute new vol, without vol_scale)."""
+    from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate
+    from risk_pipeline.quant.smile_dynamics import ExpiryScaledVolMoves
+    from risk_pipeline.quant.var import MarketHistory, VarConfig, historical_scenarios, historical_var
+    from risk_pipeline.quant.vol_shocks import VolShockRule
+
+    book = Portfolio(
+        symbols=("A", "B"),
+        spot=[100.0, 50.0],
+        symbol_index=[0, 0, 0, 1],
+        quantity=[100.0, 5.0, -3.0, 4.0],
+        multiplier=[1.0, 100.0, 100.0, 100.0],
+        is_option=[False, True, True, True],
+        is_call=[True, False, True, True],
+        strike=[1.0, 95.0, 110.0, 52.0],
+        time_years=[0.0, 3 / 365, 1.5, 0.25],
+        implied_vol=[0.0, 0.35, 0.22, 0.3],
+        rate=0.03,
+        dividend_yield=0.01,
+    )
+    rule = VolShockRule(term_exponent=0.43)
+    dyn = ExpiryScaledVolMoves(rule)
+    c = np.array([[1.2, 0.9], [0.8, 1.0]])
+    got = dyn.shifts(book, ScenarioSet(np.zeros((2, 2)), vol_scale=c))
+    for i in range(2):
+        for p in (1, 2, 3):
+            g = (30.0 / max(book.time_years[p] * 365.0, 7.0)) ** 0.43
+            cc = c[i, book.symbol_index[p]]
+            assert got[i, p] == pytest.approx(book.implied_vol[p] * (cc**g - cc), abs=1e-15)
+    np.testing.assert_array_equal(got[:, 0], 0.0)
+    assert "0.430" in dyn.label
+    rng = np.random.default_rng(8)
+    history = MarketHistory(rng.normal(0, 0.015, (260, 2)), rng.normal(0, 0.05, (260, 2)))
+    cfg = VarConfig(horizons=(1, 3), lookback_days=250)
+    _, pnl = historical_var(book, history, cfg, term=dyn)
+    for h in (1, 3):
+        sc = historical_scenarios(history.window(250), h)
+        g = (30.0 / np.maximum(book.time_years * 365.0, 7.0)) ** 0.43
+        new_vol = book.implied_vol[None, :] * sc.vol_scale[:, book.symbol_index] ** g[None, :]
+        direct = ScenarioSet(
+            sc.spot_shock_rel, vol_shift_abs=np.where(book.is_option, new_vol - book.implied_vol, 0.0),
+            vol_shift_per_position=True,
+        )  # fmt: skip
+        want = evaluate(book, direct, h * cfg.calendar_days_per_trading_day, american=cfg.american).pnl
+        np.testing.assert_allclose(pnl[h], want, rtol=1e-10, atol=1e-8)

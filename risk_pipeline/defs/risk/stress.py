@@ -19,7 +19,14 @@ from risk_pipeline.defs.common import (
     table_definition_metadata,
 )
 from risk_pipeline.defs.risk.stress_recs import index_close, row_recommendations
-from risk_pipeline.defs.risk.stress_vol import StressVolInputs, stress_vol_inputs, vol_parameters_json
+from risk_pipeline.defs.risk.stress_vol import (
+    CALIBRATION_MIN_OBS,
+    CALIBRATION_SESSIONS,
+    DEFAULT_INDEX_SYMBOL,
+    StressVolInputs,
+    stress_vol_inputs,
+    vol_parameters_json,
+)
 from risk_pipeline.defs.risk.var import book_portfolio
 from risk_pipeline.errors import RiskDataError
 from risk_pipeline.paths import SCENARIOS_FILE
@@ -35,10 +42,10 @@ class StressSettings(dg.Config):
     scenarios_file: str = str(SCENARIOS_FILE)
     stock_half_spread_bps: float = 5.0
     #: reference index of the vol rule (vol betas, residuals); the synthetic market's index
-    index_symbol: str = "SYNX"
+    index_symbol: str = DEFAULT_INDEX_SYMBOL
     #: sessions of atm_vol_history / market_prices the vol rule is calibrated on, and the fewest observations
-    vol_calibration_sessions: int = 500
-    vol_calibration_min_obs: int = 250
+    vol_calibration_sessions: int = CALIBRATION_SESSIONS
+    vol_calibration_min_obs: int = CALIBRATION_MIN_OBS
 
 
 def liquidity_inputs(

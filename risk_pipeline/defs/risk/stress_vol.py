@@ -14,6 +14,12 @@ from risk_pipeline.quant.vol_shocks import VolShockRule, fit_term_exponent, fit_
 from risk_pipeline.queries import close_matrix
 from risk_pipeline.warehouse import Between, Warehouse
 
+#: defaults of the vol rule's calibration (stress_results' StressSettings, and var_results' expiry-scaled term
+#: structure): the reference index, the sessions calibrated on and the fewest expiry moves for a fitted alpha
+DEFAULT_INDEX_SYMBOL = "SYNX"
+CALIBRATION_SESSIONS = 500
+CALIBRATION_MIN_OBS = 250
+
 
 @dataclass(frozen=True)
 class StressVolInputs:

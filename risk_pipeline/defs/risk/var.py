@@ -21,13 +21,20 @@ from risk_pipeline.defs.common import (
     session_check_spec,
     table_definition_metadata,
 )
+from risk_pipeline.defs.risk.stress_vol import (
+    CALIBRATION_MIN_OBS,
+    CALIBRATION_SESSIONS,
+    DEFAULT_INDEX_SYMBOL,
+    stress_vol_inputs,
+)
 from risk_pipeline.errors import RiskDataError
 from risk_pipeline.event_windows import var_with_gap_scenarios
-from risk_pipeline.paths import LIMITS_FILE
+from risk_pipeline.paths import LIMITS_FILE, SCENARIOS_FILE
 from risk_pipeline.quant.limits import load_limits
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.sabr_dynamics import SabrBackboneSlide, SabrSlices
-from risk_pipeline.quant.smile_dynamics import SmileDynamics, StickyMoneyness, SviSlices
+from risk_pipeline.quant.smile_dynamics import ExpiryScaledVolMoves, SmileDynamics, StickyMoneyness, SviSlices
+from risk_pipeline.quant.stress import load_scenarios
 from risk_pipeline.quant.var import (
     HISTORICAL,
     STRESS_WINDOW_DAYS,
@@ -50,6 +57,8 @@ STRESS_HISTORY_SESSIONS = 2520
 
 #: smile dynamics historical VaR offers (VarSettings.smile_dynamics)
 SMILE_DYNAMICS = ("sticky_strike", "sticky_moneyness", "sabr")
+#: term structures of the ATM vol move (VarSettings.vol_term_structure)
+TERM_STRUCTURES = ("flat", "expiry_scaled")
 
 
 class VarSettings(dg.Config):
@@ -66,6 +75,9 @@ class VarSettings(dg.Config):
     #: (also slid along its SABR slice's backbone, sabr_slices); the others are computed beside it
     #: (var_results.smile_sensitivity)
     smile_dynamics: str = "sticky_strike"
+    #: term structure of the ATM vol move: "flat" (the 30-day move at every expiry) or "expiry_scaled" (times
+    #: (30 / tau)^alpha, alpha fitted as the stress layer fits it); the other is computed beside it
+    vol_term_structure: str = "flat"
 
 
 def book_portfolio(rows: pd.DataFrame) -> Portfolio:
@@ -155,25 +167,44 @@ def smile_sensitivity(
     history: MarketHistory,
     cfg: VarConfig,
     dynamics: dict[str, SmileDynamics | None],
-    production: str,
+    terms: dict[str, SmileDynamics | None],
+    production: tuple[str, str],
     report: VarReport,
 ) -> dict[tuple[str, int, float], str]:
-    """Historical VaR of every (horizon, confidence) under each available smile dynamic, as the JSON of the
-    historical rows (``{"production": name, "var": {name: USD}}``), keyed by (method, horizon, confidence); the
-    production figure is the report's (before event gaps)."""
-    by_dynamic = {production: {(r.horizon_days, round(r.confidence, 6)): r.var for r in report.results
-                               if r.method == HISTORICAL}}  # fmt: skip
-    for name, dyn in dynamics.items():
-        if name != production:
-            res, _ = historical_var(portfolio, history, cfg, smile=dyn)
-            by_dynamic[name] = {(r.horizon_days, round(r.confidence, 6)): r.var for r in res}
-    keys = by_dynamic[production].keys()
+    """Historical VaR of every (horizon, confidence) under each available smile dynamic (with the production term
+    structure) and under each term structure (with the production smile), as the JSON of the historical rows
+    (``{"smile": {"production": name, "var": {name: USD}}, "term": {...}}``) keyed by (method, horizon,
+    confidence); the production figure is the report's (before event gaps)."""
+    smile, term = production
+
+    def run(s: str, t: str) -> dict[tuple[int, float], float]:
+        if (s, t) == production:
+            res = [r for r in report.results if r.method == HISTORICAL]
+        else:
+            res, _ = historical_var(portfolio, history, cfg, smile=dynamics[s], term=terms[t])
+        return {(r.horizon_days, round(r.confidence, 6)): r.var for r in res}
+
+    by_smile = {name: run(name, term) for name in dynamics}
+    by_term = {name: (by_smile[smile] if name == term else run(smile, name)) for name in terms}
     return {
         (HISTORICAL, h, c): json.dumps(
-            {"production": production, "var": {name: round(v[(h, c)], 2) for name, v in by_dynamic.items()}}
+            {
+                "smile": {"production": smile, "var": {n: round(v[(h, c)], 2) for n, v in by_smile.items()}},
+                "term": {"production": term, "var": {n: round(v[(h, c)], 2) for n, v in by_term.items()}},
+            }
         )
-        for h, c in keys
+        for h, c in by_smile[smile]
     }
+
+
+def term_structures(wh: Warehouse, session: dt.date, symbols: Sequence[str]) -> dict[str, SmileDynamics | None]:
+    """``flat`` (the 30-day ATM move at every expiry) and ``expiry_scaled`` (that move times (30 / tau)^alpha, alpha
+    fitted on atm_vol_history's near and far expiries exactly as the stress layer fits it)."""
+    library = load_scenarios(str(SCENARIOS_FILE))
+    fitted = stress_vol_inputs(
+        wh, session, symbols, DEFAULT_INDEX_SYMBOL, library.vol_rule, CALIBRATION_SESSIONS, CALIBRATION_MIN_OBS
+    )
+    return {"flat": None, "expiry_scaled": ExpiryScaledVolMoves(fitted.rule)}
 
 
 @dataclass(frozen=True)
@@ -324,6 +355,10 @@ def var_results(
     )
     if config.smile_dynamics not in SMILE_DYNAMICS:
         raise dg.Failure(f"var_results: smile_dynamics must be one of {SMILE_DYNAMICS}, got {config.smile_dynamics!r}")
+    if config.vol_term_structure not in TERM_STRUCTURES:
+        raise dg.Failure(
+            f"var_results: vol_term_structure must be one of {TERM_STRUCTURES}, got {config.vol_term_structure!r}"
+        )
     result_rows, component_rows, documents = [], [], {}
     for v in book_valuations(wh, partition_sessions(context)):
         portfolio = book_portfolio(v.rows)
@@ -336,10 +371,16 @@ def var_results(
                 f"({'vol_surface' if config.smile_dynamics == 'sticky_moneyness' else 'sabr_slices'}) at "
                 f"{v.as_of.isoformat()}: run them first"
             )
-        report = compute_var(portfolio, factors.history, cfg, smile=dynamics[config.smile_dynamics])
-        sensitivity = smile_sensitivity(portfolio, factors.history, cfg, dynamics, config.smile_dynamics, report)
+        terms = term_structures(wh, v.session, portfolio.symbols)
+        smile, term = dynamics[config.smile_dynamics], terms[config.vol_term_structure]
+        report = compute_var(portfolio, factors.history, cfg, smile=smile, term=term)
+        production = (config.smile_dynamics, config.vol_term_structure)
+        sensitivity = smile_sensitivity(portfolio, factors.history, cfg, dynamics, terms, production, report)
         # events inside a horizon: historical VaR with their gap scenarios, the gap component in its own columns
-        gap = var_with_gap_scenarios(wh, v.session, v.as_of, v.rows, portfolio, factors.history, cfg, report)
+        gap = var_with_gap_scenarios(
+            wh, v.session, v.as_of, v.rows, portfolio, factors.history, cfg, report,
+            dynamics=[d for d in (smile, term) if d is not None],
+        )  # fmt: skip
         report = gap.report
         book_rows = pd.DataFrame(report.rows()).merge(
             gap.gap_columns, on=["method", "horizon_days", "confidence"], how="left"
