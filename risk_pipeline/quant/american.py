@@ -780,7 +780,7 @@ def american_price_point(
     """American price of one option (``method`` 0 = BS2002, 1 = BS1993, 2 = BS2002 reference, 3 = the exact
     engine of ``american_alo.py``); module docstring rules."""
     if method == 3:
-        return american_point(s, k, t, sig, r, q, call, NEWTON_STEP_TOL)[0]
+        return american_point(s, k, t, sig, r, q, call, NEWTON_STEP_TOL, False, True)[0]
     floor, need, cs, ck, tt, cr, cq = _american_setup(s, k, t, sig, r, q, call)
     if not need:
         return floor  # invalid input (NaN), deterministic limit, or early exercise never optimal
@@ -945,12 +945,13 @@ def _alo_greeks_kernel(
         p0, d0, g0, _ = american_point(s, k, t, sig, r, q, c, tol, True)
         hv = VOL_BUMP * sig
         ht = TIME_BUMP * t
-        vu, dvu, _, _ = american_point(s, k, t, sig + hv, r, q, c, tol, True)
-        vd, dvd, _, _ = american_point(s, k, t, sig - hv, r, q, c, tol, True)
-        ru = american_point(s, k, t, sig, r + RATE_BUMP, q, c, tol, True)[0]
-        rd = american_point(s, k, t, sig, r - RATE_BUMP, q, c, tol, True)[0]
-        tu, du, _, _ = american_point(s, k, t + ht, sig, r, q, c, tol, True)
-        td, dd, _, _ = american_point(s, k, t - ht, sig, r, q, c, tol, True)
+        # the bumped repricings' gammas are not used: no bumped deltas for them (price and delta unchanged)
+        vu, dvu, _, _ = american_point(s, k, t, sig + hv, r, q, c, tol, True, False, False)
+        vd, dvd, _, _ = american_point(s, k, t, sig - hv, r, q, c, tol, True, False, False)
+        ru = american_point(s, k, t, sig, r + RATE_BUMP, q, c, tol, True, False, False)[0]
+        rd = american_point(s, k, t, sig, r - RATE_BUMP, q, c, tol, True, False, False)[0]
+        tu, du, _, _ = american_point(s, k, t + ht, sig, r, q, c, tol, True, False, False)
+        td, dd, _, _ = american_point(s, k, t - ht, sig, r, q, c, tol, True, False, False)
         th0 = -(tu - td) / (2.0 * ht)
         out[0, i] = p0
         out[1, i] = d0

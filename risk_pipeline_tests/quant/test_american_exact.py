@@ -9,7 +9,7 @@ import pytest
 import QuantLib as ql
 
 from risk_pipeline.quant.american import american_greeks, american_price
-from risk_pipeline.quant.american_alo import NEWTON_STEP_TOL_GREEKS, american_point
+from risk_pipeline.quant.american_alo import NEWTON_STEP_TOL, NEWTON_STEP_TOL_GREEKS, american_point
 from risk_pipeline.quant.bsm import bsm_price
 from risk_pipeline.quant.implied_vol import IvStatus, implied_vol_american
 from risk_pipeline.quant.portfolio import Portfolio
@@ -308,3 +308,20 @@ def test_eep_grid_reproduces_the_exact_engine_on_var_scenarios() -> None:
         big = price > 1e-3 * book.strike[i]
         worst = max(worst, float(np.max(np.abs(grid - exact)[big] / price[big], initial=0.0)))
     assert worst < 1e-4
+
+
+def test_price_only_path_gives_the_same_prices() -> None:
+    # american_price skips the delta and gamma integrals (american_point(price_only=True)); the price must be the
+    # one of the full path, bit for bit, in every regime the grid reaches (negative rates included)
+    o = _grid(500, 31, r_lo=-0.03)
+    full = np.array(
+        [
+            american_point(
+                *(float(o[x][i]) for x in ("spot", "strike", "t", "vol", "rate", "div")),
+                bool(o["call"][i]),
+                NEWTON_STEP_TOL,
+            )[0]
+            for i in range(o["spot"].size)
+        ]
+    )
+    np.testing.assert_array_equal(american_price(*_args(o)), full)
