@@ -297,9 +297,11 @@ def var_with_gap_scenarios(
     VaR/ES with gaps when that is not lower (else kept, gap component 0), and ``gap_var`` /
     ``gap_expected_shortfall`` / ``gap_events`` say how much the gaps added. Other rows are left as they are
     (gap columns NULL). ``dynamics``: the smile / term dynamics the historical VaR used, applied to the gap
-    scenarios too.
+    scenarios too; an earnings event also crushes the reporting name's implied vols in its gap scenarios
+    (``smile_dynamics.EarningsVolCrush``, event variance = mean squared log move of its past reactions).
     """
     from risk_pipeline.quant.gap_risk import gap_var
+    from risk_pipeline.quant.smile_dynamics import EarningsVolCrush
     from risk_pipeline.quant.stress import GapEvent, event_scenarios
     from risk_pipeline.quant.var import HISTORICAL, VarReport, historical_scenarios
 
@@ -328,6 +330,7 @@ def var_with_gap_scenarios(
     gap_rows = []
     for h in config.horizons:
         todo = []
+        crush: list[Any] = []
         for e in events[events["trading_days_until"] <= h].sort_values(["event_time", "event_id"]).itertuples():
             symbol = None if pd.isna(e.symbol) else str(e.symbol)
             m = moves.market_moves.get(e.event_type) if symbol is None else moves.symbol_moves.get(symbol)
@@ -337,6 +340,15 @@ def var_with_gap_scenarios(
             # each past reaction with both signs: the next reaction's direction is unknown, and the positive
             # mean of a handful of past reactions must not make the event lower the VaR
             todo.append((str(e.event_id), np.vstack([spot, -spot])))
+            if symbol is not None and e.event_type == "earnings":  # the reporting name's options lose the event
+                crush.append(
+                    EarningsVolCrush(
+                        symbol=int(portfolio.symbol_position([symbol])[0]),
+                        event_variance=float(np.mean(np.log1p(np.asarray(m, dtype=float)) ** 2)),
+                        years_to_reaction=(e.reaction_session - session).days / 365.0,
+                        event_id=str(e.event_id),
+                    )
+                )
         if not todo:
             continue
         gaps = gap_var(
@@ -349,7 +361,7 @@ def var_with_gap_scenarios(
             calendar_days=h * config.calendar_days_per_trading_day,
             american=config.american,
             seed=config.seed,
-            dynamics=dynamics,
+            dynamics=[*dynamics, *crush],
         )
         for g in gaps:
             i = next(
@@ -371,7 +383,8 @@ def var_with_gap_scenarios(
                 component_es=g.component_es,
                 var_non_overlapping=float("nan"),
                 independent_tail_obs=float("nan"),
-                note="gap scenarios combined with every window: tail diagnostics not computed",
+                note="gap scenarios combined with every window: tail diagnostics not computed"
+                + "".join(f"; {c.label}" for c in crush),
             )
             gap_rows.append(
                 [HISTORICAL, h, g.confidence, g.gap_var, g.gap_expected_shortfall, json.dumps(list(g.event_ids))]

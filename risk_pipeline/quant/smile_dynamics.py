@@ -124,3 +124,45 @@ class ExpiryScaledVolMoves:
         g = expiry_factor(portfolio.time_years[cols], self.rule)[None, :]
         out[:, cols] = portfolio.implied_vol[cols][None, :] * (np.power(c, g) - c)
         return out
+
+
+#: The crush never takes an option's vol below this fraction of its vol before the event.
+CRUSH_FLOOR_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class EarningsVolCrush:
+    """The post-earnings implied-vol crush in an earnings gap scenario.
+
+    An option of ``tau`` years on the reporting name whose expiry is after the reaction session holds the
+    event's variance ``e`` in its total variance; once the name has reacted it is gone::
+
+        sigma' = sqrt(max(sigma^2 tau - e, (CRUSH_FLOOR_FRACTION sigma)^2 tau) / tau)
+
+    (options expiring before the reaction keep their vol). ``e`` is the mean squared log move of the name's
+    past earnings reactions: a realized proxy of the variance the market prices in (the quoted implied move is
+    usually a little larger, so this understates the crush slightly). Applied to every scenario of the event's
+    gap set, since each of them contains the event; ``symbol`` is the name's index in the portfolio.
+    """
+
+    symbol: int
+    event_variance: float
+    years_to_reaction: float
+    event_id: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"post-earnings vol crush {self.event_id} (event variance {self.event_variance:.3g})"
+
+    def shifts(self, portfolio: Portfolio, scenarios: ScenarioSet) -> FloatArray:
+        checked_moves(portfolio, scenarios.spot_shock_rel)
+        if not (self.event_variance >= 0.0 and np.isfinite(self.event_variance)):
+            raise ValueError(f"{self.event_id}: event variance must be finite and non-negative")
+        tau = portfolio.time_years
+        sigma = portfolio.implied_vol
+        hit = portfolio.is_option & (portfolio.symbol_index == self.symbol) & (tau > self.years_to_reaction)
+        shift = np.zeros(portfolio.quantity.size)
+        total = sigma[hit] ** 2 * tau[hit]
+        left = np.maximum(total - self.event_variance, (CRUSH_FLOOR_FRACTION * sigma[hit]) ** 2 * tau[hit])
+        shift[hit] = np.sqrt(left / tau[hit]) - sigma[hit]
+        return np.broadcast_to(shift, (scenarios.n_scenarios, shift.size)).copy()

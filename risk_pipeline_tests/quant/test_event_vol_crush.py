@@ -1,0 +1,79 @@
+"""The post-earnings vol crush: the event variance leaves the total variance of options expiring after it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from risk_pipeline.quant.gap_risk import gap_var
+from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate
+from risk_pipeline.quant.smile_dynamics import CRUSH_FLOOR_FRACTION, EarningsVolCrush
+from risk_pipeline.quant.var import empirical_var_es
+
+
+def _book() -> Portfolio:
+    return Portfolio(
+        symbols=("IDX", "XYZ"),
+        spot=[100.0, 50.0],
+        symbol_index=[1, 1, 1, 1, 0],
+        quantity=[10.0, 10.0, -5.0, 3.0, 2.0],
+        multiplier=[100.0, 100.0, 100.0, 100.0, 100.0],
+        is_option=True,
+        is_call=[True, False, True, False, False],
+        strike=[50.0, 50.0, 55.0, 45.0, 95.0],
+        time_years=[20 / 365, 20 / 365, 0.5, 2 / 365, 20 / 365],
+        implied_vol=[0.55, 0.55, 0.40, 0.70, 0.2],
+        rate=0.03,
+        dividend_yield=0.0,
+    )
+
+
+def test_crush_removes_the_event_variance_from_options_expiring_after_it() -> None:
+    book = _book()
+    e = 0.06**2
+    crush = EarningsVolCrush(symbol=1, event_variance=e, years_to_reaction=3 / 365, event_id="XYZ-earnings")
+    got = crush.shifts(book, ScenarioSet(np.zeros((3, 2))))
+    assert got.shape == (3, 5) and np.all(got == got[0])
+    for p in (0, 1, 2):  # XYZ options expiring after the reaction
+        s, t = book.implied_vol[p], book.time_years[p]
+        assert got[0, p] == pytest.approx(math.sqrt(s * s - e / t) - s, abs=1e-15)
+    assert got[0, 3] == 0.0  # expires before the reaction: no event in it
+    assert got[0, 4] == 0.0  # another underlying
+    # a short-dated option whose variance is mostly the event keeps half its vol at least
+    big = EarningsVolCrush(symbol=1, event_variance=0.2**2, years_to_reaction=1 / 365)
+    floor = big.shifts(book, ScenarioSet(np.zeros((1, 2))))[0, 0]
+    assert floor == pytest.approx((CRUSH_FLOOR_FRACTION - 1.0) * 0.55, abs=1e-15)
+    with pytest.raises(ValueError, match="event variance"):
+        EarningsVolCrush(symbol=1, event_variance=-1.0, years_to_reaction=0.0).shifts(
+            book, ScenarioSet(np.zeros((1, 2)))
+        )
+
+
+def test_gap_var_with_the_crush_revalues_each_combined_scenario_at_the_crushed_vols() -> None:
+    """A long straddle loses its event premium: the gap VaR with the crush equals the empirical quantile of the
+    combined scenarios revalued here at the crushed vols, and exceeds the VaR without it."""
+    book = _book()
+    rng = np.random.default_rng(2)
+    base = ScenarioSet(np.expm1(rng.normal(0, 0.01, (250, 2))), vol_scale=np.exp(rng.normal(0, 0.03, (250, 2))))
+    base_pnl = evaluate(book, base, 1.4, american="exact").pnl
+    past = np.array([0.08, -0.05, 0.11, -0.07])
+    gaps = np.column_stack([np.zeros(8), np.concatenate([past, -past])])
+    e = float(np.mean(np.log1p(past) ** 2))
+    crush = EarningsVolCrush(symbol=1, event_variance=e, years_to_reaction=1 / 365, event_id="XYZ")
+    common = dict(horizon_days=1, confidences=(0.99,), calendar_days=1.4, american="exact")
+    with_crush = gap_var(book, base, base_pnl, [("XYZ", gaps)], dynamics=[crush], **common)[0]
+    without = gap_var(book, base, base_pnl, [("XYZ", gaps)], **common)[0]
+    # independent: every (base, gap) pair, spot compounded, XYZ vols after the event written out
+    i, j = np.divmod(np.arange(250 * 8), 8)
+    spot = (1.0 + base.spot_shock_rel[i]) * (1.0 + gaps[j]) - 1.0
+    crushed = book.implied_vol.copy()
+    after = book.is_option & (book.symbol_index == 1) & (book.time_years > 1 / 365)
+    crushed[after] = np.sqrt(np.maximum(crushed[after] ** 2 - e / book.time_years[after], 0.25 * crushed[after] ** 2))
+    shift = np.broadcast_to(crushed - book.implied_vol, (spot.shape[0], 5))
+    sc = ScenarioSet(spot, vol_scale=base.vol_scale[i], vol_shift_abs=shift, vol_shift_per_position=True)
+    var, _ = empirical_var_es(evaluate(book, sc, 1.4, american="exact").pnl, 0.99)
+    assert with_crush.var == pytest.approx(var, rel=1e-12)
+    assert with_crush.var > without.var  # the straddle's event premium is gone in every gap scenario
