@@ -136,7 +136,17 @@ async def _client(
         began = scheduled if rate > 0 else time.perf_counter()
         scheduled += rng.exponential(1.0 / rate) if rate > 0 else 0.0
         try:
-            status, headers, content = await asyncio.wait_for(_post(reader, writer, head, body), 60)
+            if reader.at_eof():  # the server closed the idle keep-alive connection (uvicorn: after 5 s)
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, int(port))
+            try:
+                status, headers, content = await asyncio.wait_for(_post(reader, writer, head, body), 60)
+            except (IndexError, ConnectionError, asyncio.IncompleteReadError):
+                # closed while idle before the request reached it (no status line came back): as an HTTP client
+                # with a connection pool does, reconnect and send again (the client order id makes it idempotent)
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, int(port))
+                status, headers, content = await asyncio.wait_for(_post(reader, writer, head, body), 60)
             took = (time.perf_counter() - began) * 1000.0
             timings = dict(
                 part.strip().split(";dur=") for part in headers.get("server-timing", "").split(",") if "dur=" in part
