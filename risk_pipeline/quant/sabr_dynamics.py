@@ -31,6 +31,7 @@ from risk_pipeline.quant._numba import FloatArray
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.sabr import FORMULAS
 from risk_pipeline.quant.scenario_engine import ScenarioSet
+from risk_pipeline.quant.smile_dynamics import checked_moves
 
 #: Smallest shifted alpha, as a lognormal vol (1 %): an up-move with rho < 0 cannot make alpha negative.
 ALPHA_FLOOR_VOL = 0.01
@@ -76,9 +77,7 @@ def slice_vol_shifts(
     formula: str = "obloj",
 ) -> FloatArray:
     """Vol shift at each strike (columns) of one slice for each relative move (rows): ``(moves, strikes)``."""
-    vol = FORMULAS[formula]
-    k = np.asarray(strike, dtype=np.float64).reshape(1, -1)
-    s = np.asarray(spot_shock, dtype=np.float64).reshape(-1, 1)
+    vol, k, s = _slice_inputs(formula, strike, spot_shock)
     before = vol(k, forward, time_years, alpha, beta, rho, nu)
     moved = forward * (1.0 + s)
     # the formulas broadcast: forward and alpha as columns (one per move), strikes as a row
@@ -112,11 +111,7 @@ def slice_smile_slide(
     ``alpha`` fixed: the level of the at-the-money vol is left to another factor (historical VaR's ATM vol
     change), so only the smile's slide along the strikes under the spot move is added. For ``beta = 1`` this is
     sticky moneyness of the skew around a separately moving ATM vol."""
-    vol = FORMULAS[formula]
-    k = np.asarray(strike, dtype=np.float64).reshape(1, -1)
-    s = np.asarray(spot_shock, dtype=np.float64).reshape(-1, 1)
-    if np.any(~(s > -1.0)):
-        raise ValueError("spot_shock must be above -1 (relative moves)")
+    vol, k, s = _slice_inputs(formula, strike, spot_shock)
     moved = forward * (1.0 + s)
     before = vol(k, forward, time_years, alpha, beta, rho, nu) - vol(
         np.array([forward]), forward, time_years, alpha, beta, rho, nu
@@ -131,12 +126,16 @@ def sabr_smile_slide(portfolio: Portfolio, slices: SabrSlices, spot_shock_rel: A
     return _per_position(portfolio, slices, spot_shock_rel, slice_smile_slide)
 
 
+def _slice_inputs(formula: str, strike: ArrayLike, spot_shock: ArrayLike) -> tuple[Any, FloatArray, FloatArray]:
+    """The slice's formula, strikes as a row and relative moves (> -1) as a column (the formulas broadcast)."""
+    s = np.asarray(spot_shock, dtype=np.float64).reshape(-1, 1)
+    if np.any(~(s > -1.0)):
+        raise ValueError("spot_shock must be above -1 (relative moves)")
+    return FORMULAS[formula], np.asarray(strike, dtype=np.float64).reshape(1, -1), s
+
+
 def _per_position(portfolio: Portfolio, slices: SabrSlices, spot_shock_rel: ArrayLike, fn: Any) -> FloatArray:
-    moves = np.atleast_2d(np.asarray(spot_shock_rel, dtype=np.float64))
-    if moves.shape[1] != portfolio.n_symbols:
-        raise ValueError(f"spot_shock_rel needs one column per symbol ({portfolio.n_symbols}), got {moves.shape[1]}")
-    if np.any(moves <= -1.0):
-        raise ValueError("spot_shock_rel must be above -1 (relative moves)")
+    moves = checked_moves(portfolio, spot_shock_rel)
     out = np.zeros((moves.shape[0], portfolio.quantity.size))
     of = np.asarray(slices.slice_of_position, dtype=np.intp)
     use = portfolio.is_option & (of >= 0)

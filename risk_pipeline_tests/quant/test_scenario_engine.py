@@ -159,13 +159,11 @@ def test_default_chunks_stay_under_the_memory_budget() -> None:
     assert default_chunk_size(book, callable_sc) * 8 * 5 * p.n_positions <= CHUNK_MEMORY_BYTES
 
 
-def test_eep_grid_is_close_to_the_exact_engine() -> None:
-    """The documented fast American method against the exact engine in every scenario, per option."""
-    rng = np.random.default_rng(4)
-    n_opt = 40
+def _random_american_book(rng: np.random.Generator, n_opt: int) -> Portfolio:
+    """``n_opt`` American options of unit quantity on two underlyings (80 and 150), random terms."""
     spot = np.array([80.0, 150.0])
     sym = rng.integers(0, 2, n_opt)
-    p = Portfolio(
+    return Portfolio(
         symbols=("A", "B"),
         spot=spot,
         symbol_index=sym,
@@ -179,6 +177,14 @@ def test_eep_grid_is_close_to_the_exact_engine() -> None:
         dividend_yield=rng.uniform(0.0, 0.04, n_opt),
         is_american=True,
     )
+
+
+def test_eep_grid_is_close_to_the_exact_engine() -> None:
+    """The documented fast American method against the exact engine in every scenario, per option."""
+    rng = np.random.default_rng(4)
+    n_opt = 40
+    p = _random_american_book(rng, n_opt)
+    spot, sym = p.spot, p.symbol_index
     n = 1500
     sc = ScenarioSet(np.expm1(rng.standard_t(4, (n, 2)) * 0.025), vol_scale=np.exp(rng.normal(0.0, 0.08, (n, 2))))
     for i in range(n_opt):  # per option, so errors cannot cancel
@@ -210,22 +216,8 @@ def test_eep_grid_covers_per_position_vol_shifts() -> None:
     exact engine (measured 3.0e-5 of the strike at most on this wider vol range)."""
     rng = np.random.default_rng(14)
     n_opt = 24
-    spot = np.array([80.0, 150.0])
-    sym = rng.integers(0, 2, n_opt)
-    p = Portfolio(
-        symbols=("A", "B"),
-        spot=spot,
-        symbol_index=sym,
-        quantity=np.ones(n_opt),
-        is_option=True,
-        is_call=rng.random(n_opt) < 0.4,
-        strike=spot[sym] * np.exp(rng.normal(0.0, 0.2, n_opt)),
-        time_years=rng.uniform(0.05, 2.0, n_opt),
-        implied_vol=rng.uniform(0.15, 0.6, n_opt),
-        rate=0.05,
-        dividend_yield=rng.uniform(0.0, 0.04, n_opt),
-        is_american=True,
-    )
+    p = _random_american_book(rng, n_opt)
+    sym = p.symbol_index
     n = 600
     moves = np.expm1(rng.standard_t(4, (n, 2)) * 0.025)
     scale = np.exp(rng.normal(0.0, 0.05, (n, 2)))

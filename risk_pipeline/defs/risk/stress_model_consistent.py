@@ -21,6 +21,7 @@ from risk_pipeline.defs.risk.var import book_portfolio, book_slices
 from risk_pipeline.errors import RiskDataError
 from risk_pipeline.paths import SCENARIOS_FILE
 from risk_pipeline.quant.heston_stress import heston_vol_shifts
+from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.sabr_dynamics import sabr_vol_shifts
 from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate
 from risk_pipeline.quant.stress import load_scenarios, scenario_set
@@ -34,6 +35,21 @@ class ModelConsistentStressSettings(dg.Config):
     """The scenario library (the same file as stress_results by default)."""
 
     scenarios_file: str = str(SCENARIOS_FILE)
+
+
+def revalue_with_shifts(
+    portfolio: Portfolio, sc: ScenarioSet, shifts: np.ndarray, covered: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Full-revaluation P&L of the library's spot and rate moves with per-position vol ``shifts``, and the mean
+    absolute shift over the ``covered`` options per scenario (vol points; 0 without any)."""
+    moved = ScenarioSet(
+        spot_shock_rel=sc.spot_shock_rel,
+        vol_shift_abs=shifts,
+        rate_shift_abs=sc.rate_shift_abs,
+        vol_shift_per_position=True,
+    )
+    mean = np.abs(shifts[:, covered]).mean(axis=1) * 100.0 if covered.any() else np.zeros(sc.n_scenarios)
+    return evaluate(portfolio, moved, 0.0).pnl, mean
 
 
 def book_rows(
@@ -54,34 +70,20 @@ def book_rows(
     sc = scenario_set(portfolio, items, betas, sectors)
     params = heston.reindex(symbols)[PARAMS].to_numpy(float)
     shifts = heston_vol_shifts(portfolio, params, sc.spot_shock_rel)
-    full = ScenarioSet(
-        spot_shock_rel=sc.spot_shock_rel,
-        vol_shift_abs=shifts,
-        rate_shift_abs=sc.rate_shift_abs,
-        vol_shift_per_position=True,
-    )
-    pnl = evaluate(portfolio, full, 0.0).pnl
     modelled = portfolio.is_option & np.isfinite(params[portfolio.symbol_index]).all(axis=1)
-    mean_shift = np.abs(shifts[:, modelled]).mean(axis=1) * 100.0 if modelled.any() else np.zeros(len(items))
+    pnl, mean_shift = revalue_with_shifts(portfolio, sc, shifts, modelled)
     ids = [s.scenario_id for s in items]
     sabr_part: dict[str, Any] = {}
     if sabr is not None:
         slices = book_slices(rows, portfolio, sabr)
-        sabr_shifts = sabr_vol_shifts(portfolio, slices, sc.spot_shock_rel)
-        moved = ScenarioSet(
-            spot_shock_rel=sc.spot_shock_rel,
-            vol_shift_abs=sabr_shifts,
-            rate_shift_abs=sc.rate_shift_abs,
-            vol_shift_per_position=True,
-        )
-        sabr_pnl = evaluate(portfolio, moved, 0.0).pnl
         with_slice = portfolio.is_option & (slices.slice_of_position >= 0)
+        sabr_pnl, sabr_shift = revalue_with_shifts(
+            portfolio, sc, sabr_vol_shifts(portfolio, slices, sc.spot_shock_rel), with_slice
+        )
         sabr_part = {
             "sabr_market_pnl": sabr_pnl,
             "sabr_pnl_pct_nav": sabr_pnl / nav,
-            "sabr_mean_abs_vol_shift_vol_points": np.abs(sabr_shifts[:, with_slice]).mean(axis=1) * 100.0
-            if with_slice.any()
-            else np.zeros(len(items)),
+            "sabr_mean_abs_vol_shift_vol_points": sabr_shift,
             "options_without_sabr": int((portfolio.is_option & ~with_slice).sum()),
         }
     return pd.DataFrame(
