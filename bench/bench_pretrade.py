@@ -123,6 +123,7 @@ def build(wh: Warehouse, limits: Path) -> None:
             "var_non_overlapping": None,
             "independent_tail_obs": None,
             "method_note": None,
+            "smile_sensitivity": None,
         }
         for c in (0.975, 0.99)
     ]

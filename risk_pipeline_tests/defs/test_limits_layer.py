@@ -178,6 +178,7 @@ def _store_var(wh: Warehouse, books: tuple[str, ...] = ("core", "clean")) -> Non
                 "var_non_overlapping": None,
                 "independent_tail_obs": None,
                 "method_note": None,
+                "smile_sensitivity": None,
             }
             for b in books
             for c in (0.975, 0.99)
