@@ -80,7 +80,40 @@ def test_limit_status_carries_each_strategy_budget(run: Run) -> None:
 
 def test_high_and_critical_stress_rows_carry_recommendations(run: Run) -> None:
     wh, _ = run
-    high = load_scenarios(SCENARIOS_FILE).thresholds.high
+    severe = _check_stress_recommendations(wh, load_scenarios(SCENARIOS_FILE).thresholds.high)
+    if severe.empty:
+        pytest.skip("no HIGH or CRITICAL scenario in this run: only the empty lists were checked")
+
+
+def test_recommendations_with_risk_levels_low_enough_that_rows_are_severe(run: Run, tmp_path: Path) -> None:
+    """The same checks on a copy of the run whose stress step ran with the library's risk levels at a tenth,
+    so that HIGH and CRITICAL rows exist whatever the synthetic market did."""
+    import yaml
+
+    from risk_pipeline.defs.risk.stress import stress_tests
+    from risk_pipeline.resources import WarehouseResource
+
+    source, _ = run
+    url = str(tmp_path / "copy.duckdb")
+    shutil.copy(source.url, url)
+    library = yaml.safe_load(Path(SCENARIOS_FILE).read_text())
+    library["version"] = f"{library['version']}-test-levels"
+    library["risk_levels"] = {k: v / 10.0 for k, v in library["risk_levels"].items()}
+    scenarios = tmp_path / "scenarios.yaml"
+    scenarios.write_text(yaml.safe_dump(library, sort_keys=False))
+    result = dg.materialize(
+        [stress_tests],
+        partition_key=SESSION.isoformat(),
+        resources={"warehouse": WarehouseResource(url=url)},
+        run_config={"ops": {"stress_tests": {"config": {"scenarios_file": str(scenarios)}}}},
+    )
+    assert result.success
+    severe = _check_stress_recommendations(Warehouse(url), load_scenarios(str(scenarios)).thresholds.high)
+    assert not severe.empty and set(severe["risk_level"]) <= {"HIGH", "CRITICAL"}
+
+
+def _check_stress_recommendations(wh: Warehouse, high: float) -> pd.DataFrame:
+    """Every latest stress_results row's recommendations against their formulas; returns the HIGH/CRITICAL rows."""
     rows = _latest(wh, "stress_results")
     assert "recommendations" in rows
     severe = rows[rows["risk_level"].isin(["HIGH", "CRITICAL"])]
@@ -107,8 +140,7 @@ def test_high_and_critical_stress_rows_carry_recommendations(run: Run) -> None:
             assert (x["symbol"], x["index_spot"], x["index_move"]) == ("SYNX", spot, r.spot_shock)
             assert x["side"] == ("sell" if r.spot_shock < 0 else "buy")
             assert x["quantity"] == math.ceil(excess / (spot * abs(r.spot_shock)) - 1e-9)
-    if severe.empty:
-        pytest.skip("no HIGH or CRITICAL scenario in this run: only the empty lists were checked")
+    return severe
 
 
 @pytest.mark.postgres
