@@ -8,8 +8,10 @@ import functools
 import graphlib
 import inspect
 import io
+import multiprocessing
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +47,23 @@ _DAGSTER_TYPES = {
     "boolean": "bool",
     "json": "json",
 }
+
+
+def map_in_processes(
+    fn: Callable[[list[Any]], list[Any]], jobs: list[Any], workers: int, *, min_jobs: int = 2, start: str | None = None
+) -> list[Any]:
+    """``fn`` (one result per job of a chunk) over ``jobs`` split into ``workers`` interleaved chunks, each in a
+    worker process; in this process when ``workers <= 1`` or there are fewer than ``min_jobs`` jobs. Results come
+    back in job order. ``start`` is the multiprocessing start method (``"spawn"`` where numba's OpenMP threads
+    may already run in this process, since forking such a process aborts the child); None: the default."""
+    if workers <= 1 or len(jobs) < min_jobs:
+        return fn(jobs)
+    context = multiprocessing.get_context(start) if start else None
+    out: list[Any] = [None] * len(jobs)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        for i, part in enumerate(pool.map(fn, [jobs[i::workers] for i in range(workers)])):
+            out[i::workers] = part
+    return out
 
 
 def compliance_rules(path: str) -> Any:

@@ -360,7 +360,9 @@ def var_results(
             f"var_results: vol_term_structure must be one of {TERM_STRUCTURES}, got {config.vol_term_structure!r}"
         )
     result_rows, component_rows, documents = [], [], {}
-    for v in book_valuations(wh, partition_sessions(context)):
+    valuations = list(book_valuations(wh, partition_sessions(context)))
+    terms_at: dict[pd.Timestamp, dict[str, SmileDynamics | None]] = {}
+    for v in valuations:
         portfolio = book_portfolio(v.rows)
         option_symbols = sorted(v.rows.loc[v.rows["instrument_type"] == "option", "symbol"].unique())
         factors = return_history(wh, v.session, portfolio.symbols, cfg.lookback_days, option_symbols)
@@ -371,7 +373,10 @@ def var_results(
                 f"({'vol_surface' if config.smile_dynamics == 'sticky_moneyness' else 'sabr_slices'}) at "
                 f"{v.as_of.isoformat()}: run them first"
             )
-        terms = term_structures(wh, v.session, portfolio.symbols)
+        if v.as_of not in terms_at:  # one calibration a valuation, on every book's names as the stress step does
+            names = sorted({str(x) for w in valuations if w.as_of == v.as_of for x in w.rows["symbol"]})
+            terms_at[v.as_of] = term_structures(wh, v.session, names)
+        terms = terms_at[v.as_of]
         smile, term = dynamics[config.smile_dynamics], terms[config.vol_term_structure]
         report = compute_var(portfolio, factors.history, cfg, smile=smile, term=term)
         production = (config.smile_dynamics, config.vol_term_structure)

@@ -1,9 +1,7 @@
 """SABR slices and Heston surfaces beside the SVI fit, from the same implied vols, with a per-slice fit comparison."""
 
 import datetime as dt
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import dagster as dg
@@ -15,6 +13,7 @@ from risk_pipeline.defs.common import (
     OWNERS,
     PARTITIONS,
     TableWrite,
+    map_in_processes,
     markdown_table,
     publish,
     session_check_spec,
@@ -126,14 +125,9 @@ def fit_models(
     usable = usable_quotes(iv)
     as_of = iv["as_of"].iloc[0]
     jobs = [(str(u), g, float(betas.get(str(u), default_beta))) for u, g in usable.groupby("underlying", sort=True)]
-    if workers > 1 and len(jobs) >= MIN_JOBS_FOR_POOL:
-        # spawn, not fork: a step earlier in the same process may have started numba's OpenMP threads, and
-        # forking such a process aborts the child ("fork() called from a process already using GNU OpenMP")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            parts = pool.map(_fit_chunk, [jobs[i::workers] for i in range(workers)])
-            fitted = sorted((f for part in parts for f in part), key=lambda f: f[0])
-    else:
-        fitted = _fit_chunk(jobs)
+    # spawn, not fork: a step earlier in the same process may have started numba's OpenMP threads, and forking
+    # such a process aborts the child ("fork() called from a process already using GNU OpenMP")
+    fitted = map_in_processes(_fit_chunk, jobs, workers, min_jobs=MIN_JOBS_FOR_POOL, start="spawn")
     sabr_out, heston_out, vols = [], [], []
     for underlying, sabr, heston, model_vol, error in fitted:
         if error:

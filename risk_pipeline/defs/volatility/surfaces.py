@@ -3,7 +3,6 @@
 import datetime as dt
 import html
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from risk_pipeline.defs.common import (
     PARTITIONS,
     TableWrite,
     check_events,
+    map_in_processes,
     markdown_png,
     markdown_table,
     png_bytes,
@@ -218,12 +218,7 @@ def fit_surfaces(iv: pd.DataFrame, workers: int = 2) -> tuple[pd.DataFrame, pd.D
     """vol_surface and vol_surface_grid rows for one snapshot, and the fitted surfaces by underlying."""
     usable = iv[(iv["status"] == "OK") & otm_mask(iv["strike"], iv["forward"], iv["option_type"] == "C")]
     jobs = [(str(u), g) for u, g in usable.groupby("underlying", sort=True)]
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            parts = pool.map(_fit_chunk, [jobs[i::workers] for i in range(workers)])
-            fitted = sorted((f for part in parts for f in part), key=lambda f: f[0])
-    else:
-        fitted = _fit_chunk(jobs)
+    fitted = map_in_processes(_fit_chunk, jobs, workers)
     as_of = iv["as_of"].iloc[0]
     surface_rows, grid_rows, surfaces = [], [], {}
     for underlying, surface, error in fitted:
