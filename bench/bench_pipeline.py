@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import os
 import resource
 import sys
@@ -280,14 +281,17 @@ def compare_warehouses(url: str, reference_url: str) -> bool:
 
 
 def atm_history_paths(session: dt.date, n_sessions: int) -> bool:
-    """atm_vol_history's work on ``n_sessions`` sessions, two ways in this process, blocks interleaved:
-    the whole chain priced and filtered, then one inversion per session (the path before the fast path),
-    against only the quotes used priced and one inversion for all sessions. Returns whether rows agree."""
+    """atm_vol_history's work on ``n_sessions`` sessions, three ways in this process, blocks interleaved:
+    the whole chain priced and filtered, then one inversion per session (the path before the fast path);
+    only the quotes used priced, session by session, and one inversion for all sessions; and the asset's
+    path: the quotes used of many sessions selected and priced together (``option_quotes_where_many``), one
+    inversion. Returns whether the rows agree."""
     from risk_pipeline.defs.volatility.atm_history import (
         AtmVolSettings,
         atm_vol_rows,
         bracketing_mask,
         history_implied_vols,
+        sessions_bracketing_mask,
     )
     from risk_pipeline.defs.volatility.surfaces import implied_vol_frame
     from risk_pipeline.sources.base import MarketDataSource
@@ -316,28 +320,39 @@ def atm_history_paths(session: dt.date, n_sessions: int) -> bool:
         quotes = pd.concat([source.option_quotes_where(day, select(day)) for day in block], ignore_index=True)
         return history_implied_vols(quotes, curves, dividends)
 
-    fast_path(days[:1])  # warm-up: the source's simulated history, numba caches
-    full_path(days[:1])
-    timing = {"full": 0.0, "fast": 0.0}
-    results: dict[str, list[pd.DataFrame]] = {"full": [], "fast": []}
-    for i in range(0, len(days), 5):
-        block = days[i : i + 5]
-        for name, path in (("full", full_path), ("fast", fast_path)):
+    def many_path(block: list[dt.date]) -> pd.DataFrame:
+        select_many = functools.partial(
+            sessions_bracketing_mask, curve_by_day=curves, div_by_day=dividends, settings=settings
+        )
+        return history_implied_vols(source.option_quotes_where_many(block, select_many), curves, dividends)
+
+    paths = (("full", full_path), ("fast", fast_path), ("many", many_path))
+    for _, path in paths:  # warm-up: the source's simulated history, numba caches
+        path(days[:1])
+    timing = dict.fromkeys(("full", "fast", "many"), 0.0)
+    results: dict[str, list[pd.DataFrame]] = {"full": [], "fast": [], "many": []}
+    for i in range(0, len(days), 20):
+        block = days[i : i + 20]
+        for name, path in paths:
             t0 = time.perf_counter()
             results[name].append(path(block))
             timing[name] += time.perf_counter() - t0
     rows = {
         k: atm_vol_rows(pd.concat(v, ignore_index=True), settings.tenor_days, "synthetic") for k, v in results.items()
     }
-    same = rows["full"].equals(rows["fast"])
+    same = rows["full"].equals(rows["fast"]) and rows["full"].equals(rows["many"])
     n = len(days)
-    print(f"\n== atm_vol_history work on {n} sessions in this process (blocks of 5 interleaved)")
+    print(f"\n== atm_vol_history work on {n} sessions in this process (blocks of 20 interleaved)")
     for name, label in (
         ("full", "whole chain priced, one inversion a session"),
-        ("fast", "quotes used only, one inversion"),
+        ("fast", "quotes used only, session by session"),
+        ("many", "quotes used only, many sessions at once"),
     ):
         print(f"   {label:<44} {timing[name]:7.1f} s ({timing[name] / n:.3f} s a session)")
-    print(f"   ratio {timing['full'] / timing['fast']:.1f}x; rows identical: {same}")
+    print(
+        f"   ratios full/many {timing['full'] / timing['many']:.1f}x, "
+        f"fast/many {timing['fast'] / timing['many']:.1f}x; rows identical: {same}"
+    )
     return same
 
 

@@ -546,6 +546,27 @@ STRESS_MODEL_CONSISTENT = Table(
     ),
 )
 
+SMILE_HISTORY = Table(
+    name="smile_history",
+    description=(
+        "The source's standardized implied-vol grid per underlying, session and constant maturity: the vols at "
+        "the forward, at the 25 % forward-delta put and at the 25 % forward-delta call strike (the form vendors "
+        "deliver volatility-surface history in). The stored surface the surface-repriced VaR backtest reprices "
+        "every option off; a session without rows is allowed (those backtest days are left out)."
+    ),
+    key=("as_of_date", "symbol", "tenor_days"),
+    partition_by=("as_of_date",),
+    columns=(
+        _c("as_of_date", "date", False, "Trading session date (XNYS calendar), closing surface"),
+        _c("symbol", "text", False, "Ticker symbol"),
+        _c("tenor_days", "bigint", False, "Constant maturity in calendar days (T = tenor_days / 365)"),
+        _c("atm_vol", "double", False, "Implied vol at the forward, annualized decimal (0.20 = 20 %)"),
+        _c("put_25d_vol", "double", False, "Implied vol at the 25 % forward-delta put strike, annualized decimal"),
+        _c("call_25d_vol", "double", False, "Implied vol at the 25 % forward-delta call strike, annualized decimal"),
+        _c("source", "text", False, "Source name and file or dataset the row came from"),
+    ),
+)
+
 ATM_VOL_HISTORY = Table(
     name="atm_vol_history",
     description=(
@@ -931,6 +952,111 @@ VAR_CONTRIBUTIONS = Table(
 )
 
 
+REGULATORY_ES = Table(
+    name="regulatory_es",
+    description=(
+        "FRTB-style expected shortfall per book: 97.5 % ES of overlapping 10-session moves applied instantly with "
+        "the Basel MAR33.4 liquidity-horizon cascade (MAR33.12 horizons by risk-factor class), on the current "
+        "period and on stressed windows (the 250 sessions where today's book has its largest 1-day 97.5 % ES: of "
+        "the stored history, and of arch's S&P 500 1999-2018 mapped through the index); each row names its window "
+        "and data source so it can be recomputed."
+    ),
+    key=("as_of", "book", "period", "source"),
+    partition_by=("as_of",),
+    columns=(
+        _c("as_of", "timestamp", False, "Valuation time: the option snapshot used (UTC)"),
+        _c("as_of_date", "date", False, "Trading session date (XNYS calendar) of the valuation"),
+        _c("book", "text", False, "Book name"),
+        _c("period", "text", False, "current (the last sessions) or stressed (the worst window)"),
+        _c(
+            "source",
+            "text",
+            False,
+            "stored_history (market_prices and atm_vol_history, every factor) or sp500_arch (the S&P 500 of "
+            "arch.data.sp500 as the index, names through their beta: a reduced set of one factor)",
+        ),
+        _c("window_start", "date", False, "Session of the window's first daily return"),
+        _c("window_end", "date", False, "Session of the window's last daily return"),
+        _c("n_return_days", "bigint", False, "Daily returns in the window (count)"),
+        _c("var_99_1d", "double", False, "99 % VaR of the window's 1-session moves, USD (positive = loss)"),
+        _c(
+            "es_975_1d",
+            "double",
+            False,
+            "97.5 % ES of the window's 1-session moves, USD (positive = loss; selects the window)",
+        ),
+        _c(
+            "var_99_10d",
+            "double",
+            False,
+            "99 % VaR of the overlapping 10-session moves, every factor, USD (positive = loss)",
+        ),
+        _c(
+            "es_975_10d",
+            "double",
+            False,
+            "ES_T(P): 97.5 % ES of the overlapping 10-session moves, every factor, USD (positive = loss)",
+        ),
+        _c(
+            "es_975_10d_lh20",
+            "double",
+            False,
+            "ES_T(P, 2): only factors of liquidity horizon >= 20 days moved, USD (positive = loss)",
+        ),
+        _c(
+            "es_975_10d_lh40",
+            "double",
+            False,
+            "ES_T(P, 3): only factors of liquidity horizon >= 40 days moved, USD (positive = loss)",
+        ),
+        _c(
+            "es_975_10d_lh60",
+            "double",
+            False,
+            "ES_T(P, 4): only factors of liquidity horizon >= 60 days moved, USD (positive = loss)",
+        ),
+        _c(
+            "es_975_10d_lh120",
+            "double",
+            False,
+            "ES_T(P, 5): only factors of liquidity horizon 120 days moved, USD (positive = loss)",
+        ),
+        _c(
+            "es_liquidity_adjusted",
+            "double",
+            False,
+            "MAR33.4: sqrt(ES_T(P)^2 + sum_j>=2 (ES_T(P, j) sqrt((LH_j - LH_j-1) / 10))^2), USD (positive = loss; "
+            "a negative bucket counts as 0)",
+        ),
+        _c(
+            "reduced_set_ratio",
+            "double",
+            True,
+            "sp500_arch: ES_F,C / ES_R,C, full-set over reduced-set (index only) liquidity-adjusted ES on the current "
+            "period (dimensionless); NULL for full-set rows",
+        ),
+        _c(
+            "es_regulatory",
+            "double",
+            False,
+            "es_liquidity_adjusted, times reduced_set_ratio floored at 1 for the reduced set (MAR33.5), USD "
+            "(positive = loss)",
+        ),
+        _c("n_scenarios_10d", "bigint", False, "Overlapping 10-session moves in the window (count)"),
+        _c("data_source", "text", False, "Tables or dataset, with dates, the window was taken from"),
+        _c("method_note", "text", False, "How the row was computed (window rule, mapping, cascade)"),
+        _c("selected", "boolean", False, "True on the stressed row with the largest es_regulatory of the book"),
+        _c(
+            "factor_mapping",
+            "json",
+            False,
+            "Per symbol: large_cap, median_dollar_volume_usd, spot_lh_days, vol_lh_days (MAR33.12) and, with the "
+            "S&P 500 proxy, spot_beta and vol_slope (ATM log-vol change per unit index log return) on index_symbol",
+        ),
+    ),
+)
+
+
 STRESS_RESULTS = Table(
     name="stress_results",
     description="Full-revaluation P&L of every position under every scenario of data/stress/scenarios.yaml.",
@@ -1037,8 +1163,9 @@ VAR_BACKTEST = Table(
             "book",
             "text",
             False,
-            "A pipeline book (realized P&L), hypothetical:<book> (today's book carried back through history) or "
-            "reference:<series>:<portfolio> (reference backtest)",
+            "A pipeline book (realized P&L), hypothetical:<book> (today's book carried back through history), "
+            "surface:<book> (the same, P&L repriced off smile_history) or reference:<series>:<portfolio> "
+            "(reference backtest)",
         ),
         _c("method", "text", False, "VaR method"),
         _c("confidence", "double", False, "Confidence level, decimal (0.99 = 99 %)"),
@@ -1109,7 +1236,12 @@ VAR_BACKTEST_OBSERVATIONS = Table(
     key=("book", "method", "confidence", "var_date"),
     partition_by=("book",),
     columns=(
-        _c("book", "text", False, "As in var_backtest (hypothetical:<book> for the static-book backtest)"),
+        _c(
+            "book",
+            "text",
+            False,
+            "As in var_backtest (hypothetical:<book> and surface:<book> for the static-book backtests)",
+        ),
         _c("method", "text", False, "VaR method"),
         _c("confidence", "double", False, "Confidence level, decimal (0.99 = 99 %)"),
         _c("var_date", "date", False, "Session whose close the VaR was made at"),
@@ -2007,6 +2139,7 @@ TABLES: dict[str, Table] = {
         STRESS_MODEL_CONSISTENT,
         VOL_FORECASTS,
         ATM_VOL_HISTORY,
+        SMILE_HISTORY,
         POSITION_GREEKS,
         PORTFOLIO_GREEKS,
         LIMIT_STATUS,
@@ -2017,6 +2150,7 @@ TABLES: dict[str, Table] = {
         BOOK_NAV,
         VAR_RESULTS,
         VAR_CONTRIBUTIONS,
+        REGULATORY_ES,
         STRESS_RESULTS,
         STRESS_GRID,
         VAR_BACKTEST,
@@ -2049,6 +2183,7 @@ RAW_TABLES: tuple[str, ...] = (
     "event_calendar",
     "positions",
     "signals",
+    "smile_history",
 )
 
 

@@ -114,6 +114,7 @@ class QualitySettings:
             "event_calendar": (1, 1_000_000),
             "positions": (1, 1_000_000),
             "signals": (0, 1_000_000),  # a session without signals is allowed
+            "smile_history": (0, 1_000_000),  # a session without a stored surface is allowed
         }
     )
 
@@ -744,6 +745,13 @@ def table_rules(name: str, settings: QualitySettings) -> list[Rule]:
             ),
             Rule("horizon_positive", "1 <= horizon_days <= 252", _between("horizon_days", 1, 252)),
             Rule("confidence_in_unit_interval", "0 <= confidence <= 1", _between("confidence", 0.0, 1.0)),
+            _date_in_partition(),
+        ],
+        "smile_history": [
+            Rule("tenor_positive", "1 <= tenor_days <= 3650", _between("tenor_days", 1, 3650)),
+            Rule("atm_vol_plausible", "0.01 <= atm_vol <= 5", _between("atm_vol", 0.01, 5.0)),
+            Rule("put_25d_vol_plausible", "0.01 <= put_25d_vol <= 5", _between("put_25d_vol", 0.01, 5.0)),
+            Rule("call_25d_vol_plausible", "0.01 <= call_25d_vol <= 5", _between("call_25d_vol", 0.01, 5.0)),
             _date_in_partition(),
         ],
     }

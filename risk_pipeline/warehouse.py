@@ -116,6 +116,10 @@ def _ident(name: str) -> str:
     return f'"{name}"'
 
 
+#: Partition values per DELETE statement of a write over many partitions.
+DELETE_CHUNK = 500
+
+
 def _is_missing(value: Any) -> bool:
     if value is None or value is pd.NA or value is pd.NaT:
         return True
@@ -374,6 +378,13 @@ class Warehouse:
             for t, rows, parts in prepared:
                 if not t.partition_by:
                     self._execute(con, f"DELETE FROM {SCHEMA}.{t.name}")
+                if len(t.partition_by) == 1:  # the partitions' rows in a few statements
+                    (key,) = t.partition_by
+                    for i in range(0, len(parts), DELETE_CHUNK):
+                        values = [p[key] for p in parts[i : i + DELETE_CHUNK]]
+                        marks = ", ".join("?" for _ in values)
+                        self._execute(con, f"DELETE FROM {SCHEMA}.{t.name} WHERE {_ident(key)} IN ({marks})", values)
+                    parts = []
                 for p in parts:
                     where = " AND ".join(f"{_ident(k)} = ?" for k in t.partition_by)
                     self._execute(con, f"DELETE FROM {SCHEMA}.{t.name} WHERE {where}", [p[k] for k in t.partition_by])
@@ -468,13 +479,18 @@ class Warehouse:
         present_set = {tuple(_plain(v) for v in r) for r in present.itertuples(index=False)}
         if partitions is None:
             return [dict(zip(t.partition_by, p, strict=True)) for p in sorted(present_set, key=str)]
-        owned: list[dict[str, Any]] = []
         for p in partitions:
             if set(p) != set(t.partition_by):
                 raise WarehouseError(f"{t.name}: partition must name {list(t.partition_by)}, got {sorted(p)}")
-            owned.append(
-                {k: _plain(_coerce(pd.Series([p[k]]), t.column(k).type, t.name, k).iloc[0]) for k in t.partition_by}
-            )
+        owned: list[dict[str, Any]] = [{} for _ in partitions]
+        for k in t.partition_by:
+            values = [p[k] for p in partitions]
+            if len({type(v) for v in values}) == 1:  # one conversion for the column (the same values)
+                coerced = list(_coerce(pd.Series(values), t.column(k).type, t.name, k))
+            else:
+                coerced = [_coerce(pd.Series([v]), t.column(k).type, t.name, k).iloc[0] for v in values]
+            for o, v in zip(owned, coerced, strict=True):
+                o[k] = _plain(v)
         owned_set = {tuple(p[k] for k in t.partition_by) for p in owned}
         stray = present_set - owned_set
         if stray:

@@ -139,3 +139,73 @@ def test_long_range_verdicts_on_postgresql_instance_storage(pg_server_url: str, 
         _assert_every_session_has_the_verdict(instance, result.run_id)
     finally:
         instance.dispose()
+
+
+def _stored_state(instance: dg.DagsterInstance, run_id: str) -> dict[str, list[tuple]]:
+    """What a run left in the index and its run shard, without ids and times."""
+    from dagster._core.storage.event_log.schema import (
+        AssetCheckExecutionsTable,
+        AssetEventTagsTable,
+        AssetKeyTable,
+        SqlEventLogStorageTable,
+    )
+
+    storage = instance.event_log_storage
+    events = SqlEventLogStorageTable
+    cols = (events.c.dagster_event_type, events.c.asset_key, events.c.partition, events.c.step_key)
+    state: dict[str, list[tuple]] = {}
+    with storage.index_connection() as conn:  # type: ignore[attr-defined]
+        state["index events"] = sorted(tuple(r) for r in conn.execute(sa.select(*cols)).all())
+        checks = AssetCheckExecutionsTable
+        state["check rows"] = sorted(
+            (r.asset_key, r.check_name, r.partition, r.execution_status, r.evaluation_event_storage_id is not None)
+            for r in conn.execute(sa.select(checks)).all()
+        )
+        # values differ per run (the data version hashes the run's output)
+        tags = conn.execute(sa.select(AssetEventTagsTable.c.asset_key, AssetEventTagsTable.c.key)).all()
+        state["asset tags"] = sorted(tuple(r) for r in tags)
+        keys = conn.execute(sa.select(AssetKeyTable.c.asset_key, AssetKeyTable.c.last_run_id)).all()
+        state["asset keys"] = sorted((k, r == run_id) for k, r in keys)
+    with storage.run_connection(run_id) as conn:  # type: ignore[attr-defined]
+        state["run events"] = sorted(
+            (tuple(r) for r in conn.execute(sa.select(*cols))), key=lambda r: tuple(str(x) for x in r)
+        )
+    latest = instance.get_latest_materialization_event(dg.AssetKey("toy_prices"))
+    state["latest materialization"] = [(latest.run_id == run_id, latest.dagster_event.partition)]  # type: ignore[union-attr]
+    return state
+
+
+def test_batched_events_store_what_event_by_event_storage_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planned events and a range step's materializations go through ``store_event_batch`` (one transaction
+    per database); the rows are those of storing each event on its own (``DAGSTER_EVENT_BATCH_SIZE=0``)."""
+    states = {}
+    batches: list[int] = []
+    original = TunedSqliteEventLogStorage.store_event_batch
+
+    def spy(self: TunedSqliteEventLogStorage, events: list) -> None:
+        batches.append(len(events))
+        original(self, events)
+
+    monkeypatch.setattr(TunedSqliteEventLogStorage, "store_event_batch", spy)
+    for size in ("0", "10000"):
+        home = tmp_path / size
+        home.mkdir()
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", size)
+        (home / "dagster.yaml").write_text(cli.EMBEDDED_INSTANCE_YAML)
+        instance = dg.DagsterInstance.from_config(str(home))
+        try:
+            result = _run_range(instance, SESSIONS)
+            assert result.success
+            _assert_every_session_has_the_verdict(instance, result.run_id)
+            states[size] = _stored_state(instance, result.run_id)
+        finally:
+            instance.dispose()
+        if size == "0":
+            assert batches == []
+    # the run's planned events (45 materializations, 2 checks) and its 45 materializations: two batches
+    assert sorted(batches) == [len(SESSIONS), len(SESSIONS) + 2]
+    assert states["0"] == states["10000"]
+    assert len(states["0"]["check rows"]) == 2 * len(SESSIONS)

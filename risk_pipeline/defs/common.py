@@ -221,6 +221,36 @@ def markdown_table(frame: pd.DataFrame, limit: int = 10) -> str:
     return "\n".join([header, rule, *body])
 
 
+def publish_source_sessions(
+    context: dg.AssetExecutionContext,
+    name: str,
+    read: Callable[[dt.date, dt.date], pd.DataFrame],
+    warehouse: Warehouse,
+    settings: QualitySettings,
+    source_kind: str,
+) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+    """``publish_raw`` of an optional per-session source table: ``read(first, last)`` over the run's sessions (a
+    source error becomes an unreadable-input row), one partition per session."""
+    from risk_pipeline.quality import error_frame
+    from risk_pipeline.sources.base import SourceError
+
+    sessions = partition_sessions(context)
+    try:
+        raw = read(sessions[0], sessions[-1])
+    except SourceError as exc:
+        raw = error_frame(exc.file, str(exc))
+    yield from publish_raw(
+        context,
+        name=name,
+        raw=raw,
+        warehouse=warehouse,
+        settings=settings,
+        validation=ValidationContext(partition_label(sessions), tuple(sessions)),
+        partitions=[{"as_of_date": s} for s in sessions],
+        extra_metadata={"source": source_kind},
+    )
+
+
 def publish_raw(
     context: dg.AssetExecutionContext,
     *,

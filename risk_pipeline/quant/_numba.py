@@ -10,6 +10,17 @@ against its own file's timestamp, so after a change to a function it inlines fro
 American engine into the scenario engine, say) it would load the old machine code and run the old numbers
 without a word. Any change to a file of ``risk_pipeline/quant`` starts a fresh directory; the three most
 recent are kept, so switching back to a version is free. ``NUMBA_CACHE_DIR`` set by the user wins.
+
+Cold compilation (a first run, or any change to this package) is kept short by three rules:
+
+* one signature per kernel: numba compiles a callee once per distinct argument types, and a constant
+  argument (``True``, ``0``) is a literal type of its own, as is an omitted default; kernels pass flags as
+  ``np.bool_(...)``/``np.int64(...)`` and every optional argument explicitly;
+* small helpers are inlined by LLVM (``forceinline=True``, the ``alwaysinline`` attribute), not by numba
+  (``inline="always"`` re-types the helper's IR at every call site);
+* a kernel whose loop calls a large engine (the exact American engine) is a sequential ``nogil`` kernel over
+  ``[start, stop)`` run on threads by ``run_chunked``: ``parallel=True`` compiles the loop body, and the
+  whole call tree it links, a second time.
 """
 
 from __future__ import annotations
@@ -17,6 +28,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +78,32 @@ def _use_versioned_cache() -> Path | None:
 
 
 CACHE_DIR = _use_versioned_cache()
+
+#: Chunks per thread of ``run_chunked`` (work per option varies; smaller chunks balance the threads).
+CHUNKS_PER_THREAD = 4
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, threads, pool)
+
+
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    """This process's pool of ``threads`` threads (a forked child makes its own: threads do not survive a fork)."""
+    global _pool
+    if _pool is None or _pool[0] != os.getpid() or _pool[1] != threads:
+        _pool = (os.getpid(), threads, ThreadPoolExecutor(max_workers=threads, thread_name_prefix="quant"))
+    return _pool[2]
+
+
+def run_chunked(kernel: Callable[..., None], n: int, *args: Any) -> None:
+    """``kernel(*args, start, stop)`` over chunks of ``range(n)`` on ``numba.config.NUMBA_NUM_THREADS`` threads.
+
+    For a ``nogil`` kernel whose iterations are independent (each writes its own outputs): the same
+    arithmetic as a ``prange`` loop, but numba compiles the loop body and its call tree once, not twice.
+    """
+    threads = max(int(numba.config.NUMBA_NUM_THREADS), 1)
+    chunks = min(n, threads * CHUNKS_PER_THREAD)
+    if threads == 1 or chunks <= 1:
+        kernel(*args, 0, n)
+        return
+    bounds = [n * c // chunks for c in range(chunks + 1)]
+    pool = _thread_pool(threads)
+    for done in [pool.submit(kernel, *args, a, b) for a, b in pairwise(bounds)]:
+        done.result()

@@ -50,7 +50,7 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import ArrayLike, NDArray
 
-from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray
+from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, run_chunked
 from risk_pipeline.quant.american_alo import NEWTON_STEP_TOL, NEWTON_STEP_TOL_GREEKS, american_point
 from risk_pipeline.quant.bsm import (
     DAYS_PER_YEAR,
@@ -780,7 +780,8 @@ def american_price_point(
     """American price of one option (``method`` 0 = BS2002, 1 = BS1993, 2 = BS2002 reference, 3 = the exact
     engine of ``american_alo.py``); module docstring rules."""
     if method == 3:
-        return american_point(s, k, t, sig, r, q, call, NEWTON_STEP_TOL, False, True)[0]
+        no, yes = np.bool_(False), np.bool_(True)  # not literals: one compiled signature of american_point
+        return american_point(s, k, t, sig, r, q, call, NEWTON_STEP_TOL, no, yes, yes)[0]
     floor, need, cs, ck, tt, cr, cq = _american_setup(s, k, t, sig, r, q, call)
     if not need:
         return floor  # invalid input (NaN), deterministic limit, or early exercise never optimal
@@ -795,6 +796,48 @@ def american_price_point(
     return floor
 
 
+# One kernel per method family, so that a run compiles only the engines it prices with.
+@njit(parallel=True, **JIT)
+def _bs2002_price_kernel(
+    spot: FloatArray,
+    strike: FloatArray,
+    tau: FloatArray,
+    vol: FloatArray,
+    rate: FloatArray,
+    div: FloatArray,
+    call: NDArray[np.bool_],
+    out: FloatArray,
+) -> None:
+    """``american_price_point(..., method=0)`` by blocks of lanes."""
+    n = out.shape[0]
+    for blk in prange((n + _LANES - 1) // _LANES):
+        a = blk * _LANES
+        z = min(n, a + _LANES)
+        american_bs2002_prices(spot[a:z], strike[a:z], tau[a:z], vol[a:z], rate[a:z], div[a:z], call[a:z], out[a:z])
+
+
+@njit(nogil=True, **JIT)
+def _alo_price_kernel(
+    spot: FloatArray,
+    strike: FloatArray,
+    tau: FloatArray,
+    vol: FloatArray,
+    rate: FloatArray,
+    div: FloatArray,
+    call: NDArray[np.bool_],
+    out: FloatArray,
+    start: int,
+    stop: int,
+) -> None:
+    """``american_price_point(..., method=3)`` of options ``start .. stop-1``: the exact engine, price only
+    (``run_chunked``)."""
+    no, yes = np.bool_(False), np.bool_(True)  # not literals: one compiled signature of american_point
+    for i in range(start, stop):
+        out[i] = american_point(
+            spot[i], strike[i], tau[i], vol[i], rate[i], div[i], call[i], NEWTON_STEP_TOL, no, yes, yes
+        )[0]
+
+
 @njit(parallel=True, **JIT)
 def _price_kernel(
     spot: FloatArray,
@@ -807,13 +850,7 @@ def _price_kernel(
     method: int,
     out: FloatArray,
 ) -> None:
-    if method == 0:
-        n = out.shape[0]
-        for blk in prange((n + _LANES - 1) // _LANES):
-            a = blk * _LANES
-            z = min(n, a + _LANES)
-            american_bs2002_prices(spot[a:z], strike[a:z], tau[a:z], vol[a:z], rate[a:z], div[a:z], call[a:z], out[a:z])
-        return
+    """``american_price_point`` option by option (the scalar methods 1 and 2)."""
     for i in prange(out.shape[0]):
         out[i] = american_price_point(spot[i], strike[i], tau[i], vol[i], rate[i], div[i], call[i], method)
 
@@ -924,7 +961,7 @@ def _greeks_kernel(
             out[9, i] = -(x[13] - x[14] - x[15] + x[16]) / (4.0 * hs * ht)
 
 
-@njit(parallel=True, **JIT)
+@njit(nogil=True, **JIT)
 def _alo_greeks_kernel(
     spot: FloatArray,
     strike: FloatArray,
@@ -934,24 +971,27 @@ def _alo_greeks_kernel(
     div: FloatArray,
     call: BoolArray,
     out: FloatArray,
+    start: int,
+    stop: int,
 ) -> None:
     """Greeks of the exact engine into the rows of ``out`` (``BsmResult`` order): price and delta analytic,
     gamma from analytic deltas on the same boundary (``american_alo.american_point``); vega, volga and vanna
     from vol bumps, rho from rate bumps, theta and charm from time bumps of the price and of the analytic
-    delta (central differences, the module's bump constants)."""
-    for i in prange(spot.shape[0]):
+    delta (central differences, the module's bump constants). Options ``start .. stop-1`` (``run_chunked``)."""
+    for i in range(start, stop):
         s, k, t, sig, r, q, c = spot[i], strike[i], tau[i], vol[i], rate[i], div[i], call[i]
         tol = NEWTON_STEP_TOL_GREEKS
-        p0, d0, g0, _ = american_point(s, k, t, sig, r, q, c, tol, True)
+        no, yes = np.bool_(False), np.bool_(True)  # not literals: one compiled signature of american_point
+        p0, d0, g0, _ = american_point(s, k, t, sig, r, q, c, tol, yes, no, yes)
         hv = VOL_BUMP * sig
         ht = TIME_BUMP * t
         # the bumped repricings' gammas are not used: no bumped deltas for them (price and delta unchanged)
-        vu, dvu, _, _ = american_point(s, k, t, sig + hv, r, q, c, tol, True, False, False)
-        vd, dvd, _, _ = american_point(s, k, t, sig - hv, r, q, c, tol, True, False, False)
-        ru = american_point(s, k, t, sig, r + RATE_BUMP, q, c, tol, True, False, False)[0]
-        rd = american_point(s, k, t, sig, r - RATE_BUMP, q, c, tol, True, False, False)[0]
-        tu, du, _, _ = american_point(s, k, t + ht, sig, r, q, c, tol, True, False, False)
-        td, dd, _, _ = american_point(s, k, t - ht, sig, r, q, c, tol, True, False, False)
+        vu, dvu, _, _ = american_point(s, k, t, sig + hv, r, q, c, tol, yes, no, no)
+        vd, dvd, _, _ = american_point(s, k, t, sig - hv, r, q, c, tol, yes, no, no)
+        ru = american_point(s, k, t, sig, r + RATE_BUMP, q, c, tol, yes, no, no)[0]
+        rd = american_point(s, k, t, sig, r - RATE_BUMP, q, c, tol, yes, no, no)[0]
+        tu, du, _, _ = american_point(s, k, t + ht, sig, r, q, c, tol, yes, no, no)
+        td, dd, _, _ = american_point(s, k, t - ht, sig, r, q, c, tol, yes, no, no)
         th0 = -(tu - td) / (2.0 * ht)
         out[0, i] = p0
         out[1, i] = d0
@@ -996,7 +1036,12 @@ def american_price(
     shape, flat = broadcast_inputs(spot, strike, time_years, vol, rate, dividend_yield, is_call)
     out = np.empty(math.prod(shape), dtype=np.float64)
     if out.size:
-        _price_kernel(*flat, code, out)
+        if code == _METHODS["bs2002"]:
+            _bs2002_price_kernel(*flat, out)
+        elif code == _METHODS["alo"]:
+            run_chunked(_alo_price_kernel, out.size, *flat, out)
+        else:
+            _price_kernel(*flat, code, out)
     return out.reshape(shape)
 
 
@@ -1049,7 +1094,7 @@ def american_greeks(
     block = np.empty((10, n), dtype=np.float64)
     if n:
         if code == _METHODS["alo"]:
-            _alo_greeks_kernel(*flat, block)
+            run_chunked(_alo_greeks_kernel, n, *flat, block)
         else:
             _greeks_kernel(*flat, code, _BUMPS, block)
         with np.errstate(invalid="ignore"):

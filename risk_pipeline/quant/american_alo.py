@@ -142,7 +142,7 @@ GRID_TABLES = alo_tables(8, 8, 24)
 GREEKS_TABLES = alo_tables(NODES, FP_POINTS, GREEKS_PRICE_POINTS)
 
 
-@njit(inline="always", **JIT)
+@njit(forceinline=True, **JIT)
 def _ncdf(x: float) -> float:
     return norm_cdf_from_exp(x, exp_minus_half_square(x))
 
@@ -558,7 +558,7 @@ def price_from_unit_boundary(
     """Price of an option whose put-space unit-strike boundary ``s`` (rates ``pr``, ``pq``; ``EXACT_TABLES``)
     is already solved: the same arithmetic as ``american_point``'s single-boundary branch."""
     ps, pk = (k, sp) if call else (sp, k)
-    p = put_from_boundary(ps / pk, 1.0, pr, pq, sig, t, x_max, s, EXACT_TABLES, False)[0] * pk
+    p = put_from_boundary(ps / pk, 1.0, pr, pq, sig, t, x_max, s, EXACT_TABLES, np.bool_(False))[0] * pk
     r, q = (pq, pr) if call else (pr, pq)
     return max(p, pk - ps, bsm_price_point(sp, k, t, sig, r, q, call))
 
@@ -614,8 +614,9 @@ def american_point(
             cont = x > b_t
             if greeks and gamma_bump and cont:
                 h = GAMMA_BUMP * x
-                d_up = put_from_boundary(x + h, 1.0, pr, pq, sig, t, x_max, s, tab)[1]
-                d_dn = put_from_boundary(x - h, 1.0, pr, pq, sig, t, x_max, s, tab)[1] if x - h > b_t else -1.0
+                yes = np.bool_(True)  # not a literal: one compiled signature of put_from_boundary
+                d_up = put_from_boundary(x + h, 1.0, pr, pq, sig, t, x_max, s, tab, yes)[1]
+                d_dn = put_from_boundary(x - h, 1.0, pr, pq, sig, t, x_max, s, tab, yes)[1] if x - h > b_t else -1.0
                 g = (d_up - d_dn) / (2.0 * h)
             p *= pk
             g /= pk

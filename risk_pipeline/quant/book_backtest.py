@@ -20,17 +20,30 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from risk_pipeline.quant._numba import FloatArray, IntArray
-from risk_pipeline.quant.portfolio import Portfolio
-from risk_pipeline.quant.scenario_engine import market_values, revalue
+from risk_pipeline.quant.portfolio import Portfolio, stack_portfolios
+from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate_many, market_values
 from risk_pipeline.quant.var import (
     ALL_METHODS,
     MONTE_CARLO_FHS,
     MarketHistory,
     VarConfig,
-    compute_var,
+    compute_var_batch,
     fit_garch_or_constant,
 )
 from risk_pipeline.quant.vol_forecast import GarchParams
+
+#: GARCH fits by (returns window as bytes, warm start): books of one run sharing an underlying share its fits.
+GarchCache = dict[tuple[bytes, GarchParams | None], GarchParams]
+
+
+def _garch_fit(returns: FloatArray, previous: GarchParams | None, cache: GarchCache | None) -> GarchParams:
+    """``fit_garch_or_constant(returns, previous)``, looked up in ``cache`` first (and stored there)."""
+    if cache is None:
+        return fit_garch_or_constant(returns, previous)
+    key = (returns.tobytes(), previous)
+    if key not in cache:
+        cache[key] = fit_garch_or_constant(returns, previous)
+    return cache[key]
 
 
 def rescaled_book(portfolio: Portfolio, spot: ArrayLike, atm_ratio: ArrayLike) -> Portfolio:
@@ -82,6 +95,7 @@ def static_book_backtest(
     min_history: int = 250,
     methods: tuple[str, ...] = ALL_METHODS,
     refit_every: int = 21,
+    garch_cache: GarchCache | None = None,
 ) -> StaticBookBacktest:
     """Backtest the book of the last row of ``closes`` on the backtest days ``days``.
 
@@ -91,7 +105,9 @@ def static_book_backtest(
     Each ``t`` in ``days`` needs ``t + 1 < n_days`` and at least ``min_history`` returns before it; the
     VaR uses the last ``config.lookback_days`` of them. The Monte Carlo method's GARCH(1,1)-t parameters
     are refitted on that window every ``refit_every`` backtest days (warm-started from the last fit) and
-    used to filter the window in between, as in ``reference_backtest``.
+    used to filter the window in between, as in ``reference_backtest``; ``garch_cache`` (one dict for the books
+    of a run) lets books that share an underlying share its fits. Every day's VaR is ``var.compute_var``'s,
+    computed for all days at once (``var.compute_var_batch``: one scenario-engine call per method).
     """
     if refit_every < 1:
         raise ValueError("refit_every must be at least 1")
@@ -111,46 +127,49 @@ def static_book_backtest(
     today = v[-1]
     levels = (confidence,) if es_confidence is None else (confidence, es_confidence)
     cfg = replace(config, confidences=levels, horizons=(1,))
-    values, pnl, lookbacks = [], [], []
-    var: dict[str, list[float]] = {name: [] for name in methods}
-    es_var: dict[str, list[float]] = {name: [] for name in methods} if es_confidence is not None else {}
-    es: dict[str, list[float]] = {name: [] for name in methods} if es_confidence is not None else {}
+    books, histories, lookbacks = [], [], []
+    fits: list[list[GarchParams] | None] = []
     params: list[GarchParams] | None = None
-    for i, t in enumerate(t_days):
+    for i, t in enumerate(t_days):  # per day: the rescaled book, its history and (every refit_every days) GARCH fits
         ratio = np.where(np.isfinite(v[t]) & np.isfinite(today), v[t] / today, 1.0)
-        book = rescaled_book(portfolio, c[t], ratio)
+        books.append(rescaled_book(portfolio, c[t], ratio))
         first = max(0, t - cfg.lookback_days)
-        history = MarketHistory(returns[first:t], iv_change[first:t])
-        if MONTE_CARLO_FHS in methods and (params is None or i % refit_every == 0):
-            params = [
-                fit_garch_or_constant(returns[first:t, s], None if params is None else params[s]) for s in range(m)
-            ]
-        report = compute_var(book, history, cfg, methods=methods, garch_params=params)
-        vol_move = np.where(np.isfinite(iv_change[t]), 1.0 + iv_change[t], 1.0)
-        moved = revalue(
-            book,
-            (c[t + 1] / c[t] - 1.0)[None, :],
-            horizon_days=float(gap[t + 1]),
-            vol_scale=vol_move[None, :],
-            american="exact",
-        )
-        values.append(float(market_values(book).sum()))
-        pnl.append(float(moved.pnl[0]))
+        histories.append(MarketHistory(returns[first:t], iv_change[first:t]))
         lookbacks.append(t - first)
+        if MONTE_CARLO_FHS in methods and (params is None or i % refit_every == 0):
+            previous = [None] * m if params is None else params
+            params = [_garch_fit(returns[first:t, s], previous[s], garch_cache) for s in range(m)]
+        fits.append(params)
+    # every day's VaR by the production code path, all days' books in one scenario-engine call per method
+    reports = compute_var_batch(books, histories, cfg, methods=methods, garch_params=fits)
+    n_pos = portfolio.n_positions
+    values = market_values(stack_portfolios(books)).reshape(-1, n_pos).sum(axis=1) if books else np.zeros(0)
+    # the next day's full revaluation (exact American prices), the days of one calendar gap in one call
+    pnl = np.empty(len(books))
+    step = gap[t_days + 1]
+    for days_elapsed in np.unique(step):
+        idx = np.flatnonzero(step == days_elapsed)
+        tt = t_days[idx]
+        vol_move = np.where(np.isfinite(iv_change[tt]), 1.0 + iv_change[tt], 1.0)
+        sets = [ScenarioSet((c[t + 1] / c[t] - 1.0)[None, :], vol_scale=vol_move[j][None, :]) for j, t in enumerate(tt)]
+        moved = evaluate_many([books[k] for k in idx], sets, float(days_elapsed), american="exact")
+        pnl[idx] = [float(r.pnl[0]) for r in moved]
+    var = {name: np.array([r.get(name, 1, confidence).var for r in reports]) for name in methods}
+    es_var: dict[str, FloatArray] = {}
+    es: dict[str, FloatArray] = {}
+    if es_confidence is not None:
         for name in methods:
-            var[name].append(report.get(name, 1, confidence).var)
-            if es_confidence is not None:
-                at_es = report.get(name, 1, es_confidence)
-                es_var[name].append(at_es.var)
-                es[name].append(at_es.expected_shortfall)
+            at_es = [r.get(name, 1, es_confidence) for r in reports]
+            es_var[name] = np.array([x.var for x in at_es])
+            es[name] = np.array([x.expected_shortfall for x in at_es])
     return StaticBookBacktest(
         day_index=t_days.copy(),
-        book_value=np.asarray(values),
-        pnl=np.asarray(pnl),
-        var={name: np.asarray(x) for name, x in var.items()},
+        book_value=np.asarray(values, dtype=np.float64),
+        pnl=pnl,
+        var=var,
         lookback_days=np.asarray(lookbacks, dtype=np.intp),
         confidence=confidence,
-        es_var={name: np.asarray(x) for name, x in es_var.items()},
-        expected_shortfall={name: np.asarray(x) for name, x in es.items()},
+        es_var=es_var,
+        expected_shortfall=es,
         es_confidence=es_confidence,
     )

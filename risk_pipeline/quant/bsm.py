@@ -91,7 +91,7 @@ class BsmResult:
 # ----------------------------------------------------------------------------------------------
 
 
-@njit(inline="always", **JIT)
+@njit(forceinline=True, **JIT)
 def _bsm_point(
     s: float, k: float, t: float, sig: float, r: float, q: float, call: bool
 ) -> tuple[float, float, float, float, float, float, float, float, float]:
@@ -145,7 +145,7 @@ def _bsm_point(
     return nan, nan, nan, nan, nan, nan, nan, nan, nan
 
 
-@njit(inline="always", **JIT)
+@njit(forceinline=True, **JIT)
 def bsm_price_point(s: float, k: float, t: float, sig: float, r: float, q: float, call: bool) -> float:
     """Price of one option in numba (same formula and limits as ``bsm_greeks``), branch-free."""
     valid = (s > 0.0) & (k > 0.0) & (sig >= 0.0) & (t == t) & (r == r) & (q == q)

@@ -356,12 +356,16 @@ def event_pnl(
     *,
     horizon_days: float = 1.0,
     american: AmericanMethod = "eep_grid",
+    vol_dynamics: Any | None = None,
 ) -> FloatArray:
-    """Event-day P&L of ``portfolio`` under each past move (the event-risk scenario set)."""
+    """Event-day P&L of ``portfolio`` under each past move (the event-risk scenario set); ``vol_dynamics``
+    (``smile_dynamics.EarningsVolCrush``) adds its per-position vol shifts to every scenario."""
     from risk_pipeline.quant.scenario_engine import evaluate
     from risk_pipeline.quant.stress import GapEvent, event_scenarios
 
     sc = event_scenarios(portfolio, GapEvent(event.event_id, event.event_type, event.symbol), moves, betas)
+    if vol_dynamics is not None:
+        sc = replace(sc, vol_shift_abs=vol_dynamics.shifts(portfolio, sc), vol_shift_per_position=True)
     return evaluate(portfolio, sc, horizon_days, american=american).pnl
 
 
@@ -377,12 +381,13 @@ def decide(
     confidence: float = 0.95,
     horizon_days: float = 1.0,
     american: AmericanMethod = "eep_grid",
+    vol_dynamics: Any | None = None,
 ) -> GapDecision:
     """The actions of one book for one event in its window (module docstring).
 
     ``portfolio`` is the book (``position_id`` set), ``moves`` the event's past event-day moves (of the
     name for earnings, of the index for market-wide events, mapped by ``betas``), ``caps`` the book's
-    current limits (``None`` = disabled).
+    current limits (``None`` = disabled); ``vol_dynamics``: the earnings vol crush (as ``event_risk``).
     """
     if not (math.isfinite(nav) and nav > 0.0):
         raise ValueError(f"NAV {nav!r} must be positive to size the event-loss budget")
@@ -395,7 +400,13 @@ def decide(
 
     def book_pnl(quantity: FloatArray) -> FloatArray:
         return event_pnl(
-            replace(portfolio, quantity=quantity), event, moves, betas, horizon_days=horizon_days, american=american
+            replace(portfolio, quantity=quantity),
+            event,
+            moves,
+            betas,
+            horizon_days=horizon_days,
+            american=american,
+            vol_dynamics=vol_dynamics,
         )
 
     m = np.asarray(moves if moves is not None else [], dtype=np.float64).reshape(-1)
@@ -699,7 +710,8 @@ def combined_gap_scenarios(
     i, j = np.divmod(pick, n_gap)
     spot = (1.0 + base.spot_shock_rel[i]) * (1.0 + gaps[j]) - 1.0
     scale = None if base.vol_scale is None else base.vol_scale[i]
-    return ScenarioSet(spot, vol_scale=scale)
+    rate = None if base.rate_shift_abs is None else base.rate_shift_abs[i]
+    return ScenarioSet(spot, vol_scale=scale, rate_shift_abs=rate)
 
 
 def gap_var(

@@ -214,7 +214,7 @@ def _tail_interval(
     return min(lo, best_lo), max(hi, best_hi)
 
 
-@njit(parallel=True, **JIT)
+@njit(parallel=True, nogil=True, **JIT)
 def _slice_setup(
     t: FloatArray, params: FloatArray, l_std: float, tol: float, a: FloatArray, b: FloatArray, n: IntArray
 ) -> None:
@@ -226,7 +226,7 @@ def _slice_setup(
         a[s], b[s], n[s] = lo, hi, _terms(t[s], v0, kappa, theta, xi, rho, hi - lo, tol)
 
 
-@njit(parallel=True, **JIT)
+@njit(parallel=True, nogil=True, **JIT)
 def _cf_coefficients(
     t: FloatArray, params: FloatArray, a: FloatArray, b: FloatArray, offset: IntArray, put: FloatArray, call: FloatArray
 ) -> None:
@@ -275,7 +275,7 @@ def _cos_otm(
     return 2.0 / w * total
 
 
-@njit(parallel=True, **JIT)
+@njit(parallel=True, nogil=True, **JIT)
 def _price_kernel(
     put: FloatArray,
     call: FloatArray,
@@ -522,7 +522,7 @@ class _SurfaceCos:
         return out
 
 
-@njit(**JIT)
+@njit(nogil=True, **JIT)
 def _cf_block(t: float, a: float, w: float, params: FloatArray, put: FloatArray, call: FloatArray) -> None:
     """Both measures' coefficients of one slice for each parameter row: ``put[i, k]``, ``call[i, k]``."""
     m, n = put.shape

@@ -40,7 +40,7 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import ArrayLike, NDArray
 
-from risk_pipeline.quant._numba import JIT, FloatArray
+from risk_pipeline.quant._numba import JIT, FloatArray, run_chunked
 from risk_pipeline.quant.american import DEFAULT_METHOD, Method, _method_code, american_price_point
 from risk_pipeline.quant.bsm import broadcast_inputs, bsm_price_point
 from risk_pipeline.quant.special import erfc as _erfc
@@ -609,7 +609,7 @@ def _iv_spot_kernel(
         iters[i] = it
 
 
-@njit(parallel=True, **JIT)
+@njit(parallel=True, nogil=True, **JIT)
 def _iv_forward_kernel(
     price: FloatArray,
     forward: FloatArray,
@@ -659,15 +659,15 @@ def _american_point(
     # European implied vol of the same price bounds the American one from above (when it exists)
     lnfk = math.log(s / k) + (r - q) * t
     norm = math.sqrt(s) * math.sqrt(k) * math.exp(-0.5 * (r + q) * t)
-    sig_e, st, _ = _european_point(price, lnfk, norm, t, call, DEFAULT_MAX_ITERATIONS)
+    sig_e, st, _ = _european_point(price, lnfk, norm, t, call, np.int64(DEFAULT_MAX_ITERATIONS))
     evals = 0
     f_hi = math.inf  # f(hi) >= 0 is known without pricing at the European implied vol
     if st == 0:
         hi = max(sig_e, 1e-8) * (1.0 + 1e-9)
         x = hi
         if method == 3:  # start from the European vol of the quote less BS2002's early-exercise premium
-            eep = american_price_point(s, k, t, hi, r, q, call, 0) - bsm_price_point(s, k, t, hi, r, q, call)
-            guess, st_g, _ = _european_point(price - eep, lnfk, norm, t, call, DEFAULT_MAX_ITERATIONS)
+            eep = american_price_point(s, k, t, hi, r, q, call, np.int64(0)) - bsm_price_point(s, k, t, hi, r, q, call)
+            guess, st_g, _ = _european_point(price - eep, lnfk, norm, t, call, np.int64(DEFAULT_MAX_ITERATIONS))
             if st_g == 0 and 0.0 < guess < hi:
                 x = guess
     else:
@@ -720,7 +720,7 @@ def _american_point(
     return math.nan, 6, evals
 
 
-@njit(parallel=True, **JIT)
+@njit(nogil=True, **JIT)
 def _iv_american_kernel(
     price: FloatArray,
     spot: FloatArray,
@@ -735,8 +735,11 @@ def _iv_american_kernel(
     vol: FloatArray,
     status: NDArray[np.int8],
     iters: NDArray[np.int32],
+    start: int,
+    stop: int,
 ) -> None:
-    for i in prange(price.shape[0]):
+    """``_american_point`` of quotes ``start .. stop-1`` (``run_chunked``)."""
+    for i in range(start, stop):
         v, st, it = _american_point(price[i], spot[i], strike[i], tau[i], rate[i], div[i], call[i], method, tol, n_max)
         vol[i] = v
         status[i] = st
@@ -821,7 +824,7 @@ def implied_vol_american(
     shape, flat = broadcast_inputs(price, spot, strike, time_years, rate, dividend_yield, is_call)
     vol, status, iters = _outputs(flat[0].size)
     if vol.size:
-        _iv_american_kernel(*flat, code, float(tol), int(max_evaluations), vol, status, iters)
+        run_chunked(_iv_american_kernel, vol.size, *flat, code, float(tol), int(max_evaluations), vol, status, iters)
     return _result(shape, vol, status, iters)
 
 

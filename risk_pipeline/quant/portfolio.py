@@ -136,3 +136,31 @@ class Portfolio:
         """Indices in ``self.symbols`` of the given names (KeyError for an unknown one)."""
         where = {s: i for i, s in enumerate(self.symbols)}
         return np.array([where[s] for s in symbols], dtype=np.intp)
+
+
+def stack_portfolios(portfolios: Sequence[Portfolio]) -> Portfolio:
+    """The books side by side as one book: book ``k``'s symbols become ``"k:<symbol>"`` (one block of columns per
+    book, in order) and its positions follow those of book ``k - 1`` in their own order."""
+    if not portfolios:
+        raise ValueError("need at least one portfolio")
+    offsets = np.cumsum([0] + [p.n_symbols for p in portfolios])
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([np.asarray(getattr(p, name)) for p in portfolios])
+
+    return Portfolio(
+        symbols=tuple(f"{k}:{s}" for k, p in enumerate(portfolios) for s in p.symbols),
+        spot=cat("spot"),
+        symbol_index=np.concatenate([p.symbol_index + offsets[k] for k, p in enumerate(portfolios)]),
+        quantity=cat("quantity"),
+        multiplier=cat("multiplier"),
+        is_option=cat("is_option"),
+        is_call=cat("is_call"),
+        strike=cat("strike"),
+        time_years=cat("time_years"),
+        implied_vol=cat("implied_vol"),
+        rate=cat("rate"),
+        dividend_yield=cat("dividend_yield"),
+        is_american=cat("is_american"),
+        position_id=tuple(f"{k}:{i}" for k, p in enumerate(portfolios) for i in (p.position_id or ())),
+    )

@@ -56,7 +56,7 @@ from __future__ import annotations
 import functools
 import math
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -65,7 +65,7 @@ from numba import njit, prange
 from numpy.typing import ArrayLike, NDArray
 from scipy.interpolate import CubicSpline
 
-from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, IntArray
+from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, IntArray, run_chunked
 from risk_pipeline.quant.american import MIN_TOTAL_STD as AMERICAN_MIN_TOTAL_STD
 from risk_pipeline.quant.american import american_bs2002_prices, american_price
 from risk_pipeline.quant.american_alo import (
@@ -80,7 +80,7 @@ from risk_pipeline.quant.american_alo import (
     put_from_boundary,
 )
 from risk_pipeline.quant.bsm import MIN_TOTAL_STD
-from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant.portfolio import Portfolio, stack_portfolios
 from risk_pipeline.quant.special import fast_exp, norm_cdf_from_exp
 
 AmericanMethod = Literal["exact", "eep_grid", "bs2002"]
@@ -237,7 +237,7 @@ _LANE_TARGET = 256
 _AM_MIN_TOTAL_STD = AMERICAN_MIN_TOTAL_STD
 
 
-@njit(inline="always", **JIT)
+@njit(forceinline=True, **JIT)
 def _bsm(
     s: float, ls: float, lk: float, carry: float, sqt: float, sig: float, w: float, dq: float, kdr: float
 ) -> float:
@@ -257,7 +257,7 @@ def _bsm(
     return (price if reg else limit) + 0.0
 
 
-@njit(inline="always", **JIT)
+@njit(forceinline=True, **JIT)
 def _sigma(vol: float, scale: float, shift: float, skew: float, lk: float, ls: float, extra: float) -> float:
     return np.maximum(vol * scale + shift + skew * (lk - ls) + extra, 0.0)
 
@@ -506,7 +506,7 @@ def _american_grid_values(
         n_nan[m] = count
 
 
-@njit(parallel=True, **JIT)
+@njit(**JIT)
 def _american_grid_sum(
     values: FloatArray,
     per_symbol: bool,
@@ -518,9 +518,10 @@ def _american_grid_sum(
     out_sym: FloatArray,
 ) -> None:
     """Add the American P&L from the prices ``values[m, j]``, each scenario's terms in position order (blocks
-    of scenarios read the option-major values row by row)."""
+    of scenarios read the option-major values row by row). Sequential: a pass over memory, too short to gain
+    from threads."""
     na, n = values.shape
-    for blk in prange((n + _BLOCK - 1) // _BLOCK):
+    for blk in range((n + _BLOCK - 1) // _BLOCK):
         j0 = blk * _BLOCK
         j1 = min(n, j0 + _BLOCK)
         total = out_pnl[j0:j1].copy()
@@ -535,7 +536,7 @@ def _american_grid_sum(
         out_pnl[j0:j1] = total
 
 
-@njit(parallel=True, **JIT)
+@njit(**JIT)
 def _bsm_kernel(
     spot: FloatArray,
     log_spot: FloatArray,
@@ -548,12 +549,13 @@ def _bsm_kernel(
     kdr: FloatArray,
     out: FloatArray,
 ) -> None:
-    """BSM prices by the kernels' own formula (``_bsm``), element by element."""
-    for i in prange(out.shape[0]):
+    """BSM prices by the kernels' own formula (``_bsm``), element by element (sequential: the book's options
+    and the premium grid's nodes, a few milliseconds)."""
+    for i in range(out.shape[0]):
         out[i] = _bsm(spot[i], log_spot[i], log_strike[i], carry[i], sqt[i], vol[i], w[i], dq[i], kdr[i])
 
 
-@njit(parallel=True, **JIT)
+@njit(nogil=True, **JIT)
 def _alo_values(
     spot_t: FloatArray,
     scale_t: FloatArray,
@@ -573,14 +575,18 @@ def _alo_values(
     div: FloatArray,
     call: BoolArray,
     values: FloatArray,
+    start: int,
+    stop: int,
 ) -> None:
-    """Exact American price ``values[m, j]`` of option ``n_euro + m`` in scenario ``j`` (the engine of
+    """Exact American price ``values[m, j]`` of option ``n_euro + m`` (``m`` in ``start .. stop-1``, ``run_chunked``)
+    in scenario ``j`` (the engine of
     ``american_alo.py``), option by option. The exercise boundary depends on the vol and rate only, not on
     the spot: each option keeps the last ``_BOUNDARY_CACHE`` boundaries it solved, keyed by (vol, rate), and
     reprices a new spot on a cached one (same arithmetic as ``american_price``). Scenario inputs symbol-major."""
-    na, n = values.shape
+    _, n = values.shape
     nb = _BOUNDARY_CACHE
-    for m in prange(na):
+    no, yes = np.bool_(False), np.bool_(True)  # not literals: one compiled signature of american_point
+    for m in range(start, stop):
         i = n_euro + m
         sy = opt_sym[i]
         k = strike[i]
@@ -609,7 +615,7 @@ def _alo_values(
             pr, pq = (div[i], rr) if c else (rr, div[i])
             single = not ((pr <= 0.0) & (pr <= pq) or (pr < 0.0) & (pq < pr)) and sig * math.sqrt(t[i]) > 1e-8
             if not single:
-                price = american_point(sp, k, t[i], sig, rr, div[i], c, NEWTON_STEP_TOL)[0]
+                price = american_point(sp, k, t[i], sig, rr, div[i], c, NEWTON_STEP_TOL, no, no, yes)[0]
                 values[m, j] = price
                 continue
             hit = -1
@@ -665,22 +671,16 @@ def _alo_grid_prices(
     """American prices at the grid nodes ``spot[m, l, c]`` (vol ``v[m, l]``) from the boundaries of
     ``_alo_grid_boundaries``: ``K p(S/K)`` for puts, ``S p'(K/S)`` for calls (homogeneity, unit strike)."""
     na, nv, nu = spot.shape
+    yes = np.bool_(True)  # not a literal: one compiled signature of put_from_boundary
     for m in prange(na):
         pr, pq = (q[m], r[m]) if call[m] else (r[m], q[m])
         x_max = exercise_limit(1.0, pr, pq)
         for col in range(nv):
             for c in range(nu):
                 sp = spot[m, col, c]
-                if call[m]:
-                    out[m, col, c] = (
-                        sp
-                        * put_from_boundary(k[m] / sp, 1.0, pr, pq, v[m, col], t[m], x_max, bnd[m, col], GRID_TABLES)[0]
-                    )
-                else:
-                    out[m, col, c] = (
-                        k[m]
-                        * put_from_boundary(sp / k[m], 1.0, pr, pq, v[m, col], t[m], x_max, bnd[m, col], GRID_TABLES)[0]
-                    )
+                x, scale = (k[m] / sp, sp) if call[m] else (sp / k[m], k[m])
+                p = put_from_boundary(x, 1.0, pr, pq, v[m, col], t[m], x_max, bnd[m, col], GRID_TABLES, yes)[0]
+                out[m, col, c] = scale * p
 
 
 def _eep_nodes(
@@ -1238,7 +1238,9 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
         sym_major = [
             np.ascontiguousarray(a.T) for a in (inp.spot_new, inp.scale, inp.shift, inp.skew, inp.log_spot_new)
         ]
-        _alo_values(
+        run_chunked(
+            _alo_values,
+            n_am,
             *sym_major,
             inp.shift_opt,
             inp.opt_stride,
@@ -1342,6 +1344,83 @@ def evaluate(
         raise ValueError(f"scenarios have {scenarios.n_symbols} symbol columns, the portfolio {portfolio.n_symbols}")
     book = prepare(portfolio, horizon_days, scenarios, american)
     return evaluate_prepared(book, scenarios, per_symbol=per_symbol, client=client, chunk_size=chunk_size)
+
+
+def _stack_sets(sets: Sequence[ScenarioSet], n: int) -> ScenarioSet:
+    """The sets side by side (one block of symbol columns each), each padded to ``n`` rows by repeating its last."""
+
+    def pad(a: FloatArray) -> FloatArray:
+        return a if a.shape[0] == n else np.vstack([a, np.repeat(a[-1:], n - a.shape[0], axis=0)])
+
+    def cat(name: str, fill: float) -> FloatArray | None:
+        if all(getattr(sc, name) is None for sc in sets):
+            return None
+        return np.hstack(
+            [pad(np.full(sc.spot_shock_rel.shape, fill) if (a := getattr(sc, name)) is None else a) for sc in sets]
+        )
+
+    return ScenarioSet(
+        spot_shock_rel=np.hstack([pad(sc.spot_shock_rel) for sc in sets]),
+        vol_scale=cat("vol_scale", 1.0),
+        vol_shift_abs=cat("vol_shift_abs", 0.0),
+        vol_skew=cat("vol_skew", 0.0),
+    )
+
+
+def evaluate_many(
+    portfolios: Sequence[Portfolio],
+    scenario_sets: Sequence[ScenarioSet],
+    horizon_days: float = 0.0,
+    *,
+    american: AmericanMethod = "exact",
+    stacked: Portfolio | None = None,
+    chunk_size: int | None = None,
+) -> list[ScenarioPnl]:
+    """``evaluate(portfolios[k], scenario_sets[k], horizon_days, per_symbol=True)`` of every ``k`` in one engine call.
+
+    The books are evaluated side by side as one book (``stack_portfolios``; ``stacked``, if given, must be that
+    book, so that its cached values today are reused), set ``k`` moving book ``k``'s block of symbols. Every
+    option's price in every scenario, each American's early-exercise grid (it spans its own set's range) and the
+    per-underlying P&L are those of the separate calls, bit for bit; a book's P&L is the sum of its
+    per-underlying P&L (the separate call sums by position: equal to rounding). Sets are padded to the longest by
+    repeating their last row (no range changes); sets below ``EEP_MIN_SCENARIOS`` rows are evaluated apart from
+    the others (they get no grid). Per-symbol vol shifts and skews only (no rate shifts, callables or per-position
+    shifts).
+    """
+    if len(portfolios) != len(scenario_sets) or not portfolios:
+        raise ValueError("need one scenario set per portfolio, at least one")
+    for p, sc in zip(portfolios, scenario_sets, strict=True):
+        if sc.n_symbols != p.n_symbols:
+            raise ValueError(f"scenarios have {sc.n_symbols} symbol columns, the portfolio {p.n_symbols}")
+        if sc.rate_shift_abs is not None or callable(sc.vol_shift_abs) or sc.vol_shift_per_position:
+            raise ValueError("evaluate_many takes per-symbol spot, vol scale, vol shift and skew scenarios only")
+        if isinstance(sc.vol_shift_abs, np.ndarray) and sc.vol_shift_abs.shape[1] != p.n_symbols:
+            raise ValueError("evaluate_many takes per-symbol vol shifts only")
+    small = np.array([sc.n_scenarios < EEP_MIN_SCENARIOS for sc in scenario_sets])
+    out: list[ScenarioPnl | None] = [None] * len(portfolios)
+    for flag in (False, True):
+        idx = np.flatnonzero(small == flag)
+        if not idx.size:
+            continue
+        books = [portfolios[k] for k in idx]
+        sets = [scenario_sets[k] for k in idx]
+        book = stacked if (stacked is not None and idx.size == len(portfolios)) else stack_portfolios(books)
+        n = max(sc.n_scenarios for sc in sets)
+        res = evaluate(
+            book,
+            _stack_sets(sets, n),
+            horizon_days,
+            american=american,
+            per_symbol=True,
+            chunk_size=chunk_size,
+        )
+        assert res.by_symbol is not None
+        lo = 0
+        for k, p, sc in zip(idx, books, sets, strict=True):
+            block = res.by_symbol[: sc.n_scenarios, lo : lo + p.n_symbols]
+            out[k] = ScenarioPnl(block.sum(axis=1), np.ascontiguousarray(block))
+            lo += p.n_symbols
+    return [r for r in out if r is not None]
 
 
 def market_values(portfolio: Portfolio) -> FloatArray:

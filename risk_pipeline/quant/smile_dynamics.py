@@ -166,3 +166,19 @@ class EarningsVolCrush:
         left = np.maximum(total - self.event_variance, (CRUSH_FLOOR_FRACTION * sigma[hit]) ** 2 * tau[hit])
         shift[hit] = np.sqrt(left / tau[hit]) - sigma[hit]
         return np.broadcast_to(shift, (scenarios.n_scenarios, shift.size)).copy()
+
+
+def earnings_vol_crush(
+    portfolio: Portfolio, symbol: str, past_moves: ArrayLike, years_to_reaction: float, event_id: str = ""
+) -> EarningsVolCrush | None:
+    """The crush of ``symbol``'s earnings: event variance = mean squared log move of its past reactions (simple
+    returns ``past_moves``); None without past moves or when the book does not hold the name."""
+    m = np.asarray(past_moves, dtype=np.float64).reshape(-1)
+    if m.size == 0 or symbol not in portfolio.symbols:
+        return None
+    return EarningsVolCrush(
+        symbol=int(portfolio.symbol_position([symbol])[0]),
+        event_variance=float(np.mean(np.log1p(m) ** 2)),
+        years_to_reaction=float(years_to_reaction),
+        event_id=event_id,
+    )

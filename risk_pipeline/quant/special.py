@@ -109,7 +109,7 @@ _EXP_C = tuple(1.0 / math.factorial(j) for j in range(14))
 _LOG_C = tuple(2.0 / (2 * j + 1) for j in range(13))
 
 
-@njit(inline="always", **JIT)
+@njit(forceinline=True, **JIT)
 def fast_exp(x: float) -> float:
     """``exp(x)`` within 2 ulp of libm, branch-free so that loops calling it vectorize.
 
@@ -138,7 +138,7 @@ def fast_exp(x: float) -> float:
     return p * _i64_as_f64((k1 + 1023) << 52) * _i64_as_f64((k - k1 + 1023) << 52)
 
 
-@njit(inline="always", **JIT)
+@njit(forceinline=True, **JIT)
 def fast_log(x: float) -> float:
     """``log(x)`` within 4 ulp of libm, branch-free: ``x = 2^e m``, ``ln m = 2 atanh((m-1)/(m+1))``."""
     small = x < 2.2250738585072014e-308
@@ -167,7 +167,7 @@ def fast_log(x: float) -> float:
     return res if x > 0.0 else (-math.inf if x == 0.0 else math.nan)
 
 
-@njit(inline="always", **JIT)
+@njit(forceinline=True, **JIT)
 def norm_cdf_from_exp(z: float, e: float) -> float:
     """``N(z)`` given ``e = exp(-z^2/2)``: Cody's (1969) erf/erfc rational approximations, branch-free.
 
@@ -195,7 +195,7 @@ def norm_cdf_from_exp(z: float, e: float) -> float:
     return tail if z < 0.0 else 1.0 - tail
 
 
-@njit(inline="always", **JIT)
+@njit(forceinline=True, **JIT)
 def exp_minus_half_square(z: float) -> float:
     """``exp(-z^2/2)`` to full relative accuracy: Dekker's exact ``z^2 = hi + lo``, ``e^{-hi/2}(1 - lo/2)``."""
     zc = np.minimum(np.maximum(z, -1e10), 1e10)  # beyond, the result underflows to 0 anyway

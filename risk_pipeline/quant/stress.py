@@ -56,7 +56,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import yaml
@@ -75,6 +75,9 @@ from risk_pipeline.quant.vol_shocks import (
     window_sessions,
     worst_by_symbol,
 )
+
+if TYPE_CHECKING:
+    from risk_pipeline.quant.smile_dynamics import SmileDynamics
 
 LOW, MEDIUM, HIGH, CRITICAL = "LOW", "MEDIUM", "HIGH", "CRITICAL"
 SCENARIO_TYPES = ("historical", "hypothetical")
@@ -887,14 +890,17 @@ def event_gap_risk(
     confidence: float = 0.95,
     horizon_days: float = 1.0,
     vol_changes: Mapping[str, ArrayLike] | None = None,
+    vol_dynamics: Mapping[str, SmileDynamics] | None = None,
     american: AmericanMethod = "exact",
     client: Any | None = None,
 ) -> tuple[EventRisk, ...]:
     """Per-event loss estimates from the empirical event-day moves (module docstring).
 
     ``symbol_moves[symbol]`` are the symbol's past earnings-day moves, ``market_moves[event_type]`` the
-    index's past moves on that type of day; ``vol_changes`` is keyed like the moves. Events without
-    history are skipped. ``horizon_days`` calendar days of time decay (the gap spans a day).
+    index's past moves on that type of day; ``vol_changes`` is keyed like the moves. ``vol_dynamics[event_id]``
+    adds its per-position vol shifts to every scenario of that event (``smile_dynamics.EarningsVolCrush``: the
+    reporting name's post-earnings vol crush). Events without history are skipped. ``horizon_days`` calendar days
+    of time decay (the gap spans a day).
     """
     out = []
     for ev in events:  # one scenario set per event (a few per book)
@@ -904,6 +910,9 @@ def event_gap_risk(
             continue
         vc = None if vol_changes is None else vol_changes.get(key)
         sc = event_scenarios(portfolio, ev, source[key], betas, vc)
+        if vol_dynamics is not None and ev.event_id in vol_dynamics:
+            shift = vol_dynamics[ev.event_id].shifts(portfolio, sc)
+            sc = replace(sc, vol_shift_abs=shift, vol_shift_per_position=True)
         pnl = evaluate(portfolio, sc, horizon_days, american=american, client=client).pnl
         var, es = empirical_var_es(pnl, confidence)
         out.append(

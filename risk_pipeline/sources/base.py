@@ -10,7 +10,7 @@ read is what it returns, so the checks see it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 
 import numpy as np
@@ -70,6 +70,22 @@ class MarketDataSource(abc.ABC):
         out.attrs = quotes.attrs
         return out
 
+    def option_quotes_where_many(
+        self, sessions: Sequence[date], select: Callable[[pd.DataFrame], np.ndarray]
+    ) -> pd.DataFrame:
+        """``option_quotes_where(session, select)`` at the last snapshot of each session, concatenated in the
+        given order (index reset; empty chains left out).
+
+        ``select`` may get several sessions' rows in one frame (a source that builds its own quotes groups
+        sessions), so it must select per ``as_of_date``. The default asks session by session.
+        """
+        frames = [f for f in (self.option_quotes_where(s, select) for s in sessions) if not f.empty]
+        if not frames:
+            return pd.DataFrame()
+        out = pd.concat(frames, ignore_index=True)
+        out.attrs = frames[0].attrs
+        return out
+
     @abc.abstractmethod
     def snapshot_times(self, session: date) -> list[datetime]:
         """Snapshot times (UTC, ascending) the source holds for ``session``."""
@@ -94,6 +110,13 @@ class MarketDataSource(abc.ABC):
         """Trade signals (the ``signals`` table) for every session in [start, end]; none by default."""
         out = pd.DataFrame()
         out.attrs["source_files"] = [f"{self.name} (no signals)"]
+        return out
+
+    def smile_history(self, start: date, end: date) -> pd.DataFrame:
+        """Standardized implied-vol grid (the ``smile_history`` table) for every session in [start, end]; none by
+        default."""
+        out = pd.DataFrame()
+        out.attrs["source_files"] = [f"{self.name} (no smile history)"]
         return out
 
     def instrument_quotes(self, session: date, snapshot_time: datetime | None = None) -> pd.DataFrame:

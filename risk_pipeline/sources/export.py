@@ -50,7 +50,10 @@ def export_folder(
             ("rates_curve", source.rates_curve(day, day), None),
             ("dividend_yields", source.dividend_yields(day, day), "symbol"),
             ("positions", source.positions(day), "symbol"),
+            ("smile_history", source.smile_history(day, day), "symbol"),
         ):
+            if name == "smile_history" and frame.empty:  # optional: a source without it writes no file
+                continue
             path = root / name / f"{stem}.{fmt}"
             _write(pick(frame, column) if column else frame, name, path)
             written.append(path)

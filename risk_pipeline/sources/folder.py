@@ -9,6 +9,7 @@ Layout under the folder root (one file per table per session or snapshot; ``.csv
     dividend_yields/2026-11-20.csv
     positions/2026-11-20.csv
     signals/2026-11-20.csv                    trade signals (strategy, symbol, direction, expected_return, ...)
+    smile_history/2026-11-20.csv              optional: vols per symbol and tenor_days at the forward and 25-delta
     event_calendar/*.csv                      every file is read (earnings and other events)
 
 Columns are the contract's data columns (contracts.py); ``source`` may be omitted and is then set
@@ -115,6 +116,9 @@ class FolderSource(MarketDataSource):
 
     def signals(self, start: dt.date, end: dt.date) -> pd.DataFrame:
         return self._sessions_frame("signals", start, end)
+
+    def smile_history(self, start: dt.date, end: dt.date) -> pd.DataFrame:
+        return self._sessions_frame("smile_history", start, end)
 
     def _snapshot_files(self, session: dt.date) -> tuple[dict[dt.datetime, list[Path]], list[Path]]:
         """Snapshot files of a session by UTC time, and the data files whose name is not ``HHMMSSZ``."""

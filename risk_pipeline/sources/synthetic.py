@@ -16,28 +16,34 @@ Prices (daily log returns, one row per symbol and session)::
 stochastic volatilities. Each Gaussian log-vol is a sum of three AR(1) components with half-lives of 4,
 90 and 400 sessions, each moved every day by the factor's own shock (``-z``: falls raise the vol, the
 leverage effect; ``|z|``) and by independent noise (soft tanh bounds at ±2 on the log-vol exponent only
-keep it finite; there is no variance cap). The market's Gaussian vol has a long-run level of 6.5 %
+keep it finite; there is no variance cap). A name's own log-vol is persistent but bounded: its noise is in
+the 90-session component (stationary sd 1.6, none in the 400-session one, whose 7-year average would differ
+from name to name) and its exponent's soft upper bound is 1 (the idiosyncratic vol at most e x its median),
+normalized by quadrature so its variance has the long-run mean; vol regimes of a name average out over a
+7-year path instead of making one name explode. The market's Gaussian vol has a long-run level of 6.5 %
 (calm markets); sector and idiosyncratic log-vols load on the market's components too. On top of that, crises
 (the long memory and the regimes): a renewal process starts one every 240-650 sessions ('realistic', so
 every 760-session window has one). Each crisis drives the market's diffusive vol to a peak level drawn
-in absolute terms, ``18.5 % + 66.5 % U^15`` (mostly a 20-30 % plateau, about one crisis in fourteen
-above 40 %): it adds the annual variance ``max(peak² - vol², peak² / 4)`` (``vol`` the market's at the onset),
-built up over a crash phase of 15-30 sessions with random steps, every step with a fall of the market of
-12 % per unit of the log-vol rise (``crash``), held for 130-300 sessions, then decaying with a half-life
-of 40 sessions; the crisis variance moves with the market's fast log-vol component (loading 0.6). The
-crisis log-vol ``R`` (``exp(2R)`` = the market's variance over its Gaussian part) loads 0.5 on the
-sectors' log-vols and 0.35 on the names', so correlation rises in crises; the stocks' loading on the
+in absolute terms: a moderate crisis (93 %) to ``18.5 % + 4.5 % V²`` (a plateau near 20 %), a severe one
+(7 %) to 50-85 % (uniform), nothing in between (``V`` uniform): it adds the annual variance
+``max(peak² - vol², peak² / 4)`` (``vol`` the market's at the onset), built up over a crash phase of 15-30
+sessions with random steps, every step with a fall of the market of 12 % per unit of the log-vol rise
+(``crash``), held for 115-260 sessions, then decaying with a half-life of 40 sessions; the crisis variance
+moves with the market's fast log-vol component (loading 0.6). The crisis log-vol ``R`` (``exp(2R)`` = the
+market's variance over its Gaussian part) loads 0.5 on the sectors' and the names' log-vols, so
+correlation rises in crises; the stocks' loading on the
 market is larger on falls than on rises (``β(1 ± a)``, ``a`` 0.25-0.45, mean-zero), so correlation is
 higher on down days. Index jumps ``J`` are a Hawkes process: a baseline of 1.2 a year, each jump raising
 the intensity (branching ratio 0.4, half-life 6 sessions) and the market's log-vol; sizes -4.1 % ± 1.5 %
 (log); a crisis opens with a crash day of -4.5 % x ``min(peak / 60 %, 1)²`` and adds
 15 x ``min(peak / 60 %, 1)²`` jumps a year to the intensity (severe crises crash harder).
 Stocks get ``J`` through β and have their own compound Poisson jumps. Earnings moves land on each name's
-reaction session (a random sign times a Gamma(2) size); macro moves on ``macro_event_dates`` are sized
-by the market's vol of the day (CPI 1.3x, payrolls 1.1x, FOMC 1.2x, other types 1x) and hit the index
-and, through β, every stock. The non-event part of a day is capped at ±30 % (index ±15 %); the log price
-reverts very weakly to a drifting anchor (half-life ≈ 1.4 years, started at its stationary offset) so
-7-year paths stay tradable and jumps and crashes are recovered over time. The ``market`` switch:
+reaction session (a random sign times a Gamma(2) size); macro moves on ``macro_event_dates`` (Student-t,
+10 degrees of freedom) are sized by the market's vol of the day (CPI 1.3x, payrolls 1.1x, FOMC 1.2x, other
+types 1x) and hit the index and, through β, every stock. The non-event part of a day is capped at ±30 %
+(index ±15 %); the log price reverts very weakly to a drifting anchor (half-life ≈ 1.4 years, started at
+its stationary offset) so 7-year paths stay tradable and jumps and crashes are recovered over time. The
+``market`` switch:
 'realistic' (above), 'calm' (no crises, 60 % of the vol of vol, fewer jumps) or 'crisis' (a crisis
 peaking at 45-85 % vol every 250-500 sessions). Every market has the same calm-time vol levels.
 OHLC: an overnight gap (20 % of the diffusive variance, any earnings move and the move of a macro
@@ -131,6 +137,8 @@ TENORS_DAYS: tuple[int, ...] = (1, 7, 30, 60, 91, 182, 273, 365, 730)
 #: Snapshot wall-clock times (America/New_York); the last one is always 15 minutes before the close.
 SNAPSHOT_TIMES_NY: tuple[dt.time, ...] = (dt.time(10, 0), dt.time(12, 0), dt.time(14, 0))
 LAST_SNAPSHOT_BEFORE_CLOSE = dt.timedelta(minutes=15)
+#: Constant maturities (calendar days) of the ``smile_history`` grid.
+SMILE_TENORS_DAYS = (10, 30, 60, 91, 182, 365)
 EARNINGS_TIME_NY = {"after close": dt.time(16, 30), "before open": dt.time(8, 0)}
 
 _SIM_START = dt.date(2020, 7, 1)
@@ -272,15 +280,17 @@ _CRASH_DRIFT = 0.12  # market fall per unit of crisis log-vol added during a cra
 _CRASH_DAYS = (15, 30)  # sessions of a crash phase (uniform)
 _CRISIS_HALF_LIFE = 40.0  # sessions: decay of the crisis log-vol after its crash phase
 #: Daily moves of the (fast, medium, slow) log-vol components per unit of -z (leverage), of |z| - E|z| and of
-#: independent noise: the market's, then the sectors' and names' own.
+#: independent noise: the market's, the sectors' and the names' own (bounded above by _NAME_LOGVOL_CAP).
 _MARKET_LOGVOL = ((0.155, 0.015, 0.003), (0.010, 0.010, 0.0), (0.006, 0.008, 0.005))
 _FACTOR_LOGVOL = ((0.010, 0.010, 0.003), (0.025, 0.012, 0.0), (0.015, 0.085, 0.030))
+_NAME_LOGVOL = ((0.010, 0.010, 0.003), (0.025, 0.012, 0.0), (0.015, 0.20, 0.0))
 _JUMP_FEEDBACK = (0.040, 0.053, 0.0)  # market log-vol components per index jump (scaled to its size)
 _MARKET_NU = 14.0  # Student-t degrees of freedom of the market's shocks
 _IDIO_NU = (8.0, 12.0)  # ... of the names' own shocks (uniform range; sectors 6-9)
 _MARKET_LOAD = (0.5, 0.9)  # loading of the sectors' and names' log-vols on the market's components
-_CRISIS_LOAD = (0.5, 0.35)  # loading of the sectors' and names' log-vols on the crisis log-vol (market: 1)
+_CRISIS_LOAD = (0.5, 0.5)  # loading of the sectors' and names' log-vols on the crisis log-vol (market: 1)
 _LOGVOL_BOUNDS = (2.0, 2.0)  # soft bounds (tanh) of the Gaussian log-vol exponent: below, above
+_NAME_LOGVOL_CAP = 1.0  # soft upper bound of the names' idiosyncratic log-vol exponent (vol up to e^this x its median)
 _FULL_CRASH_PEAK = 0.6  # crisis peak vol from which its opening crash and jump burst are full size
 _CRASH_POWER = 2.0  # below it they scale as (peak / _FULL_CRASH_PEAK)^this
 _MAX_JUMP_SCALE = 2.0  # largest multiplier of index jump sizes and intensity in high vol
@@ -294,13 +304,14 @@ _LEVEL_LOGVOL = (0.006, 0.040)  # long-run level's innovations: loading on -z of
 _INDEX_VAR_PREMIUM = 0.02**2  # annual variance added to the index's implied variance (all regimes)
 #: Size of a macro release's move, x the market's daily vol of the day (other types: 1.0; 'opex' does not move).
 _MACRO_SCALE = {"cpi": 1.3, "nfp": 1.1, "payrolls": 1.1, "ppi": 0.8, "gdp": 0.8, "fomc": 1.2, "opex": 0.0}
+_MACRO_NU = 10.0  # Student-t degrees of freedom of a macro release's move
 _GAP_EVENTS = frozenset({"cpi", "nfp", "payrolls", "ppi", "gdp"})  # released 8:30 New York: the move is in the open
 _AFTERNOON_EVENTS = frozenset({"fomc"})  # 14:00 New York: the move is after the 14:00 snapshot
 _AFTERNOON_NY = dt.time(14, 0)
 _EVENT_PREMIUM = 1.1  # implied / true sd of an event move (earnings, macro)
 _DOWN_BETA = (0.25, 0.45)  # range of a: stocks load β(1 + a) on index falls, β(1 - a) on rises
 _NAME_VRP = (0.90, 0.94)  # the names' implied / expected vol (uniform range)
-_IDIO_SCALE = 1.6  # multiplier of the names' idiosyncratic long-run variance
+_IDIO_SCALE = 1.25  # multiplier of the names' idiosyncratic long-run variance
 _EARNINGS_SCALE = 0.7  # earnings-move sd per unit of uniform(2.5 %, 8.5 %) x sqrt(name's vol / 35 %)
 
 
@@ -314,6 +325,7 @@ class _Regime:
     vol_of_vol: float  # scale of the Gaussian log-vol components
     vol_scale: float  # scale of the market's long-run vol
     crisis_hold: tuple[int, int] = (0, 0)  # sessions a crisis holds its peak log-vol before it decays (uniform)
+    severe: tuple[float, float, float] = (0.0, 0.0, 0.0)  # share of severe crises and their peak vol range (uniform)
 
     @property
     def crisis_rate(self) -> float:
@@ -321,9 +333,14 @@ class _Regime:
         return 2.0 / sum(self.crisis_gap) if self.crisis_gap[1] > 0 else 0.0
 
     def peak_at(self, u: np.ndarray) -> np.ndarray:
-        """Crisis peak vol (annual) at the uniform draw ``u``."""
+        """Crisis peak vol (annual) at the uniform draw ``u``: ``lo + (hi - lo) v^power`` (peak_vol) for a moderate
+        crisis, uniform in the severe range for the top ``severe[0]`` of ``u`` (``v``: ``u`` rescaled to 0-1)."""
         lo, hi, power = self.peak_vol
-        return lo + (hi - lo) * u**power
+        share, severe_lo, severe_hi = self.severe
+        u = np.asarray(u, dtype=np.float64)
+        mild = u < 1.0 - share
+        v = np.where(mild, u / (1.0 - share), (u - 1.0 + share) / max(share, 1e-12))
+        return np.where(mild, lo + (hi - lo) * v**power, severe_lo + (severe_hi - severe_lo) * v)
 
     def crash_at(self, peak: np.ndarray) -> np.ndarray:
         """Size of a crisis' opening crash and jump burst (0-1) from its peak vol: severe crises crash harder."""
@@ -336,7 +353,7 @@ class _Regime:
 
 _REGIMES: dict[str, _Regime] = {
     "calm": _Regime((0, 0), (_CALM_VOL, _CALM_VOL, 1.0), 0.6, 0.6, 1.0),
-    "realistic": _Regime((240, 650), (0.185, 0.85, 15.0), 1.2, 1.0, 1.0, (130, 300)),
+    "realistic": _Regime((240, 650), (0.185, 0.23, 2.0), 1.2, 1.0, 1.0, (115, 260), (0.07, 0.50, 0.85)),
     "crisis": _Regime((250, 500), (0.45, 0.85, 1.0), 1.4, 1.0, 1.0, (130, 300)),
 }
 
@@ -362,6 +379,7 @@ class _VolModel:
     var_k: np.ndarray  # (F, 3) stationary variance of each own component
     crisis_m2: np.ndarray  # (F,) E[exp(2 crisis_load R)] of this market (the market's with load 1)
     abs_mean: np.ndarray  # (F,) E|z|
+    upper: np.ndarray  # (F,) soft upper bound of the log-vol exponent
 
 
 @dataclass(frozen=True)
@@ -461,10 +479,47 @@ def _crisis_moment(regime: _Regime, load: np.ndarray) -> np.ndarray:
     return (1.0 + rate * np.sum(excess, axis=1))[back.reshape(-1)]
 
 
-def _soft(y: np.ndarray) -> np.ndarray:
-    """Log-vol exponent with soft bounds: ``Y tanh(y / Y)`` with Y = _LOGVOL_BOUNDS[1] above 0, [0] below."""
-    bound = np.where(y > 0.0, _LOGVOL_BOUNDS[1], _LOGVOL_BOUNDS[0])
+def _soft(y: np.ndarray, upper: np.ndarray | float = _LOGVOL_BOUNDS[1]) -> np.ndarray:
+    """Log-vol exponent with soft bounds: ``Y tanh(y / Y)`` with Y = ``upper`` above 0, _LOGVOL_BOUNDS[0] below."""
+    bound = np.where(y > 0.0, upper, _LOGVOL_BOUNDS[0])
     return bound * np.tanh(y / bound)
+
+
+def _soft_shift(var: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """``c`` with ``E[exp(2 soft(x - c, upper))] = 1`` for ``x ~ N(0, var)`` (Gauss-Hermite, bisection)."""
+    nodes, weights = _hermite_nodes(48)
+    x = np.sqrt(np.asarray(var, dtype=np.float64))[:, None] * nodes[None, :]
+    up = np.asarray(upper, dtype=np.float64)[:, None]
+    lo, hi = np.full(x.shape[0], -5.0), np.full(x.shape[0], 10.0)
+    for _ in range(60):  # E[...] falls as c rises
+        c = 0.5 * (lo + hi)
+        above = np.exp(2.0 * _soft(x - c[:, None], up)) @ weights > 1.0
+        lo, hi = np.where(above, c, lo), np.where(above, hi, c)
+    return 0.5 * (lo + hi)
+
+
+@functools.cache
+def _hermite_nodes(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Hermite nodes and weights (summing to 1) for expectations over a standard normal."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(n)
+    return nodes, weights / weights.sum()
+
+
+def _soft_mean(mean: np.ndarray, var: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """``E[exp(2 soft(mean + x, upper))]`` for ``x ~ N(0, var)``, per column (``var``, ``upper``: one per column).
+
+    Gauss-Hermite (60 nodes) on a grid of means (step 0.025, linear interpolation: relative error below 1e-3),
+    one table per distinct (var, upper) rounded to 4 decimals (the names' variances differ by far less).
+    """
+    nodes, weights = _hermite_nodes(60)
+    grid = np.linspace(-10.0, 10.0, 801)
+    out = np.empty_like(mean)
+    keys = np.round(np.column_stack([var, upper]), 4)
+    for key in np.unique(keys, axis=0):
+        cols = np.flatnonzero((keys == key).all(axis=1))
+        table = np.exp(2.0 * _soft(grid[:, None] + math.sqrt(key[0]) * nodes[None, :], key[1])) @ weights
+        out[:, cols] = np.interp(mean[:, cols], grid, table)
+    return out
 
 
 def _g(x: np.ndarray) -> np.ndarray:
@@ -563,6 +618,7 @@ class SyntheticSource(MarketDataSource):
         self._plan_cache: dict[str, Any] | None = None
         self._frames: dict[str, pd.DataFrame] = {}
         self._positions_cache: dict[int, pd.DataFrame] = {}
+        self._held_cache: dict[tuple[tuple[int, int], ...], np.ndarray] = {}
 
     # ------------------------------------------------------------------ public API
     def symbols(self) -> list[str]:
@@ -644,6 +700,23 @@ class SyntheticSource(MarketDataSource):
         d, as_of_ns = self._snapshot(session, snapshot_time)
         return self._chain(d, as_of_ns, select)
 
+    def option_quotes_where_many(
+        self, sessions: Sequence[dt.date], select: Callable[[pd.DataFrame], np.ndarray], block: int = 20
+    ) -> pd.DataFrame:
+        """``option_quotes_where(session, select)`` at the last snapshot of each session, in one frame (sessions
+        in the given order, index reset), identical to the per-session frames concatenated. ``select`` gets the
+        unpriced chains of up to ``block`` sessions at once (categorical keys); the kept contracts of those
+        sessions are priced in one call."""
+        frames = []
+        for i in range(0, len(sessions), block):
+            snaps = [self._snapshot(s, None) for s in sessions[i : i + block]]
+            frames.append(self._chain_many([d for d, _ in snaps], [t for _, t in snaps], select))
+        if not frames:
+            return self._finish("option_quotes", {c: np.empty(0) for c in table("option_quotes").data_column_names}, 0)
+        out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        out.attrs["source_files"] = [self.source_label]
+        return out
+
     def true_surface(self, session: dt.date, snapshot_time: dt.datetime | None = None) -> pd.DataFrame:
         """The generating smile per underlying and listed expiry as raw-SVI parameters of total variance."""
         d, as_of_ns = self._snapshot(session, snapshot_time)
@@ -715,6 +788,12 @@ class SyntheticSource(MarketDataSource):
             }
         )
         return frame
+
+    def smile_history(self, start: dt.date, end: dt.date) -> pd.DataFrame:
+        """The ``smile_history`` table: ``implied_vol_history`` at ``SMILE_TENORS_DAYS`` (the quotes' surface)."""
+        frame = self.implied_vol_history(start, end, SMILE_TENORS_DAYS)
+        data = {c: frame[c].to_numpy() for c in frame.columns}
+        return self._finish("smile_history", data, len(frame))
 
     def index_jumps(self, start: dt.date, end: dt.date) -> pd.DataFrame:
         """The index's jump part of each published session's return in [start, end] (0.0 without one).
@@ -898,7 +977,8 @@ class SyntheticSource(MarketDataSource):
         absn = np.zeros((n_f, 3))
         noise = np.zeros((n_f, 3))
         lev[0], absn[0], noise[0] = _MARKET_LOGVOL
-        lev[1:], absn[1:], noise[1:] = _FACTOR_LOGVOL
+        lev[1 : 1 + n_sec], absn[1 : 1 + n_sec], noise[1 : 1 + n_sec] = _FACTOR_LOGVOL
+        lev[1 + n_sec :], absn[1 + n_sec :], noise[1 + n_sec :] = _NAME_LOGVOL
         lev, absn, noise = lev * s, absn * s, noise * s
         market_load = np.concatenate([[0.0], np.full(n_sec, _MARKET_LOAD[0]), np.full(n, _MARKET_LOAD[1])])
         crisis_load = np.concatenate([[0.0], np.full(n_sec, _CRISIS_LOAD[0]), np.full(n, _CRISIS_LOAD[1])])
@@ -911,11 +991,12 @@ class SyntheticSource(MarketDataSource):
         crisis_m2 = _crisis_moment(regime, full_load)
         growth = crisis_m2 / _crisis_moment(_REGIMES["realistic"], full_load)
         own = var_k.sum(axis=1)
+        upper = np.concatenate([np.full(1 + n_sec, _LOGVOL_BOUNDS[1]), np.full(n, _NAME_LOGVOL_CAP)])
+        gauss = own + market_load**2 * own[0]
         # index jumps raise the market's log-vol by jump_load per jump on average: part of the normalization
         feedback = float(np.sum(np.array(_JUMP_FEEDBACK) * s * index_jump_rate / 252.0 / (1.0 - _PHI)))
         c = (
-            own
-            + market_load**2 * own[0]
+            np.concatenate([gauss[:1], _soft_shift(gauss[1:], upper[1:])])
             + 0.5 * np.log(crisis_m2 / growth)
             + np.where(market_load > 0, market_load, 1.0) * feedback
         )
@@ -936,6 +1017,7 @@ class SyntheticSource(MarketDataSource):
             var_k=var_k,
             crisis_m2=crisis_m2,
             abs_mean=abs_mean,
+            upper=upper,
         )
 
         def with_index(value: float, values: np.ndarray) -> np.ndarray:
@@ -1091,9 +1173,16 @@ class SyntheticSource(MarketDataSource):
         fast, med, slow = parts[0], parts[1] + v.crisis_load * crisis[:, None], parts[2]
         var_fast = v.var_k[:, 0] + v.market_load**2 * v.var_k[0, 0]
         var_med = v.var_k[:, 1] + v.market_load**2 * v.var_k[0, 1]
-        h = v.h_bar * np.exp(2.0 * _soft(fast + med + slow - v.c))
-        h_med = v.h_bar * np.exp(2.0 * _soft(med + slow - v.c + var_fast))
-        h_slow = v.h_bar * np.exp(2.0 * _soft(slow - v.c + var_fast + var_med + 0.5 * np.log(v.crisis_m2)))
+        h = v.h_bar * np.exp(2.0 * _soft(fast + med + slow - v.c, v.upper))
+        # the levels options see: the expectation over the faster components (market, sectors: the lognormal
+        # shift; names, whose bound is tighter: by quadrature)
+        fs, nm = slice(0, 1 + n_sec), slice(1 + n_sec, None)
+        slow_mean = slow - v.c + 0.5 * np.log(v.crisis_m2)
+        h_med, h_slow = np.empty_like(h), np.empty_like(h)
+        h_med[:, fs] = v.h_bar[fs] * np.exp(2.0 * _soft((med + slow - v.c + var_fast)[:, fs]))
+        h_slow[:, fs] = v.h_bar[fs] * np.exp(2.0 * _soft((slow_mean + var_fast + var_med)[:, fs]))
+        h_med[:, nm] = v.h_bar[nm] * _soft_mean((med + slow - v.c)[:, nm], var_fast[nm], v.upper[nm])
+        h_slow[:, nm] = v.h_bar[nm] * _soft_mean(slow_mean[:, nm], (var_fast + var_med)[nm], v.upper[nm])
         for x in (h, h_med):  # the market's crisis (its slow level holds the crisis' long-run mean already)
             x[:, 0] *= crisis_mult
 
@@ -1133,7 +1222,7 @@ class SyntheticSource(MarketDataSource):
         # rather than a peak at zero, so the realized move is inside the straddle's ~60 % of the time
         sign = np.where(rng.random((n_t, n_sym)) < 0.5, -1.0, 1.0)
         earn_size = sign * rng.gamma(2.0, 1.0 / np.sqrt(6.0), (n_t, n_sym))
-        macro_draw = rng.standard_t(5.0, size=(n_t, 3)) * np.sqrt(3.0 / 5.0)
+        macro_draw = rng.standard_t(_MACRO_NU, size=(n_t, 3)) * np.sqrt((_MACRO_NU - 2.0) / _MACRO_NU)
 
         macro_scale2 = np.zeros((n_t, 3))  # squared sizes of the gap, afternoon and intraday parts
         macro_day = np.zeros(n_t, dtype=bool)
@@ -1546,10 +1635,78 @@ class SyntheticSource(MarketDataSource):
 
     def _chain(self, d: int, as_of_ns: int, select: Callable[[pd.DataFrame], np.ndarray] | None = None) -> pd.DataFrame:
         """The chain on session d at as_of_ns; with ``select`` only the rows it keeps (``option_quotes_where``)."""
-        h = self._history()
+        c = self._chain_contracts(d, as_of_ns)
+        rows = np.arange(c["n"])
+        if select is not None:
+            unpriced = {
+                "as_of_date": np.full(c["n"], _calendar().dates[d], dtype=object),
+                "underlying": np.array(self._universe().symbols, dtype=object)[c["sym"]],
+                "expiry": np.array(_calendar().dates, dtype=object)[c["exp_idx"]],
+                "strike": c["K"],
+                "option_type": np.where(c["is_call"], "C", "P").astype(object),
+                "underlying_price": c["spot"][c["sym"]],
+                "exercise_style": np.where(self._universe().is_index[c["sym"]], "european", "american").astype(object),
+            }
+            rows = np.flatnonzero(np.asarray(select(pd.DataFrame(unpriced)), dtype=bool))
+        data = self._chain_quotes(d, as_of_ns, c, rows, self._american_price(*self._pricing_inputs(c, rows)))
+        return self._finish("option_quotes", data, len(rows))
+
+    def _chain_many(
+        self, days: Sequence[int], as_of_ns: Sequence[int], select: Callable[[pd.DataFrame], np.ndarray]
+    ) -> pd.DataFrame:
+        """``_chain(d, as_of_ns, select)`` of several sessions in one frame (ordered by session): ``select`` sees
+        every session's unpriced chain in one frame (categorical keys), the kept American contracts of all
+        sessions are priced in one call and the frame is built once."""
         u = self._universe()
         cal = _calendar()
-        ts = d - h.sim0
+        parts = [self._chain_contracts(d, t) for d, t in zip(days, as_of_ns, strict=True)]
+        day_code = np.repeat(np.arange(len(parts)), [c["n"] for c in parts])
+        sym = np.concatenate([c["sym"] for c in parts])
+        exp_idx = np.concatenate([c["exp_idx"] for c in parts])
+        call = np.concatenate([c["is_call"] for c in parts])
+        dates = np.array(cal.dates, dtype=object)
+        unpriced = pd.DataFrame(
+            {
+                "as_of_date": pd.Categorical.from_codes(day_code, categories=list(dates[list(days)])),
+                "underlying": pd.Categorical.from_codes(sym, categories=list(u.symbols)),
+                "expiry": pd.Categorical.from_codes(exp_idx, categories=list(dates)),
+                "strike": np.concatenate([c["K"] for c in parts]),
+                "option_type": pd.Categorical.from_codes((~call).astype(np.int8), categories=["C", "P"]),
+                "underlying_price": np.concatenate([c["spot"][c["sym"]] for c in parts]),
+                "exercise_style": pd.Categorical.from_codes(
+                    u.is_index[sym].astype(np.int8), categories=["american", "european"]
+                ),
+            }
+        )
+        keep = np.asarray(select(unpriced), dtype=bool)
+        bounds = np.concatenate([[0], np.cumsum([c["n"] for c in parts])])
+        rows = [np.flatnonzero(keep[bounds[i] : bounds[i + 1]]) for i in range(len(parts))]
+        inputs = [self._pricing_inputs(c, r) for c, r in zip(parts, rows, strict=True)]
+        price = self._american_price(*(np.concatenate(x) for x in zip(*inputs, strict=True)))
+        ends = np.cumsum([len(r) for r in rows])
+        columns = [
+            self._chain_quotes(d, t, c, r, price[e - len(r) : e])
+            for d, t, c, r, e in zip(days, as_of_ns, parts, rows, ends, strict=True)
+        ]
+        data = {name: np.concatenate([col[name] for col in columns]) for name in columns[0] if name != "as_of"}
+        data["as_of"] = pd.to_datetime(np.concatenate([col["as_of"].asi8 for col in columns]), utc=True)
+        return self._finish("option_quotes", data, int(ends[-1]) if len(ends) else 0)
+
+    def _held_options(self, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(symbol index, expiry session index, strike) of the sample book's option legs on session d: the
+        contracts of ``positions`` without pricing them (strikes fixed at each roll, cached per roll set)."""
+        resolved = self._resolve_legs(d, self._option_leg_specs())
+        key = tuple((leg[3], leg[4]) for leg in resolved)
+        if key not in self._held_cache:
+            self._held_cache[key] = self._leg_strikes(resolved)
+        sym = np.array([leg[2] for leg in resolved], dtype=np.int64)
+        exp = np.array([leg[4] for leg in resolved], dtype=np.int64)
+        return sym, exp, self._held_cache[key]
+
+    def _chain_contracts(self, d: int, as_of_ns: int) -> dict[str, Any]:
+        """Every contract listed on session d (the strike grid plus held strikes), seen at as_of_ns: keys,
+        the surface at each and the European model price; arrays over the ``n`` rows of the chain."""
+        u = self._universe()
         pair_sym, pair_exp = self._pairs(d)
         ref = self._day_reference(d, pair_sym, pair_exp)
         inc, n_side, center = ref["inc"], ref["n_side"], ref["center"]
@@ -1557,45 +1714,74 @@ class SyntheticSource(MarketDataSource):
         pair_of = np.repeat(np.arange(len(pair_sym)), counts)
         offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts + n_side, counts)
         strikes = np.round(center[pair_of] + inc[pair_of] * offset, 4)
-        held = self.positions(cal.dates[d])
-        held = held[held["instrument_type"] == "option"]
-        if len(held):  # strikes with open positions stay listed
+        held_sym, held_exp, held_strike = self._held_options(d)
+        if len(held_strike):  # strikes with open positions stay listed
             pair_key = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(pair_sym, pair_exp, strict=True))}
-            sym_pos = {s: i for i, s in enumerate(u.symbols)}
-            extra = [pair_key[(sym_pos[s], cal.index(e))] for s, e in zip(held["symbol"], held["expiry"], strict=True)]
+            extra = [pair_key[(int(s), int(e))] for s, e in zip(held_sym, held_exp, strict=True)]
             pair_of = np.concatenate([pair_of, np.array(extra, dtype=np.int64)])
-            strikes = np.concatenate([strikes, held["strike"].to_numpy(float)])
+            strikes = np.concatenate([strikes, held_strike])
         keep = strikes > 0
-        both = np.unique(np.column_stack([pair_of[keep].astype(float), strikes[keep]]), axis=0)
+        # distinct (pair, strike), sorted by pair then strike (np.unique of the rows)
+        pair_kept, strike_kept = pair_of[keep], strikes[keep]
+        order = np.lexsort((strike_kept, pair_kept))
+        pair_kept, strike_kept = pair_kept[order], strike_kept[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = (pair_kept[1:] != pair_kept[:-1]) | (strike_kept[1:] != strike_kept[:-1])
 
         spot = self._spot(d, as_of_ns)
         surf = self._surface(d, as_of_ns, pair_sym, pair_exp)
-        n_k = len(both)
-        p = np.repeat(both[:, 0].astype(np.int64), 2)
-        K = np.repeat(both[:, 1], 2)
+        n_k = int(first.sum())
+        p = np.repeat(pair_kept[first].astype(np.int64), 2)
+        K = np.repeat(strike_kept[first], 2)
         is_call = np.tile(np.array([True, False]), n_k)
-        n = len(K)
         sym, exp_idx, T = pair_sym[p], pair_exp[p], surf["T"][p]
         fwd = spot[sym] * np.exp((surf["r"][p] - surf["q"][p]) * T)
         k = np.log(K / fwd)
         w = _ssvi_total_variance(k, surf["theta"][p], surf["phi"][p], surf["rho"][p])
         disc = np.exp(-surf["r"][p] * T)
         price, _ = _bsm(fwd, K, w, disc, is_call)
-        keep = np.ones(n, dtype=bool)
-        if select is not None:
-            unpriced = {
-                "as_of_date": np.full(n, cal.dates[d], dtype=object),
-                "underlying": np.array(u.symbols, dtype=object)[sym],
-                "expiry": np.array(cal.dates, dtype=object)[exp_idx],
-                "strike": K,
-                "option_type": np.where(is_call, "C", "P").astype(object),
-                "underlying_price": spot[sym],
-                "exercise_style": np.where(u.is_index[sym], "european", "american").astype(object),
-            }
-            keep = np.asarray(select(pd.DataFrame(unpriced)), dtype=bool)
-        # rows left out keep the European price: they are dropped below, every kept row is as in the full chain
-        european = u.is_index[sym] | ~keep
-        price = self._american_price(price, spot[sym], K, T, w, surf["r"][p], surf["q"][p], is_call, european)
+        return {
+            "n": len(K),
+            "p": p,
+            "K": K,
+            "is_call": is_call,
+            "sym": sym,
+            "exp_idx": exp_idx,
+            "T": T,
+            "fwd": fwd,
+            "k": k,
+            "w": w,
+            "disc": disc,
+            "price": price,
+            "r": surf["r"][p],
+            "q": surf["q"][p],
+            "spot": spot,
+            "ref": ref,
+            "european": u.is_index[sym],
+        }
+
+    @staticmethod
+    def _pricing_inputs(c: dict[str, Any], rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``_american_price`` arguments of the chain rows ``rows`` (European price, spot, strike, T, w, r, q,
+        call, european)."""
+        names = ("price", "K", "T", "w", "r", "q", "is_call", "european")
+        price, K, T, w, r, q, call, european = (c[name][rows] for name in names)
+        return price, c["spot"][c["sym"][rows]], K, T, w, r, q, call, european
+
+    def _chain_quotes(
+        self, d: int, as_of_ns: int, c: dict[str, Any], rows: np.ndarray, price: np.ndarray
+    ) -> dict[str, Any]:
+        """The quote columns of the chain rows ``rows`` (ascending) from their model ``price``; the session's
+        random draws are taken over the whole chain, so every row is as in the full chain."""
+        h = self._history()
+        u = self._universe()
+        cal = _calendar()
+        ts = d - h.sim0
+        n_all, n = c["n"], len(rows)
+        ref = c["ref"]
+        p, K, is_call, sym, exp_idx = (c[name][rows] for name in ("p", "K", "is_call", "sym", "exp_idx"))
+        fwd, k, w, disc = (c[name][rows] for name in ("fwd", "k", "w", "disc"))
+        spot = c["spot"]
         ax = np.minimum(np.abs(k / np.sqrt(w)), 4.0)
         extrinsic = np.maximum(price - disc * np.maximum(np.where(is_call, fwd - K, K - fwd), 0.0), 0.0)
 
@@ -1613,11 +1799,11 @@ class SyntheticSource(MarketDataSource):
             * (0.15 + np.exp(-T0 / 0.5))
             * np.exp(-0.5 * (x / 1.4) ** 2)
             * np.where(otm, 1.0, 0.6)
-            * rng.lognormal(0.0, 0.5, n)
+            * rng.lognormal(0.0, 0.5, n_all)[rows]
         )
         gap = np.log(h.open[ts, sym] / h.close[ts - 1, sym])
         big_move = 1.0 + 3.0 * np.abs(gap) / np.sqrt(h.day_var[ts, sym])
-        day_volume = oi * 0.12 * big_move * np.exp(-0.5 * (x / 1.1) ** 2) * rng.lognormal(0.0, 0.8, n)
+        day_volume = oi * 0.12 * big_move * np.exp(-0.5 * (x / 1.1) ** 2) * rng.lognormal(0.0, 0.8, n_all)[rows]
         elapsed = (as_of_ns - cal.opens_ns[d]) / (cal.closes_ns[d] - cal.opens_ns[d])
         volume = np.floor(day_volume * float(np.clip(elapsed, 0.0, 1.0)) ** 0.85)
 
@@ -1630,11 +1816,11 @@ class SyntheticSource(MarketDataSource):
         floor = np.maximum(price - extrinsic, self._american_floor(0.0 * price, spot[sym], K, is_call, u.is_index[sym]))
         ask = np.round(np.maximum(ask, _to_tick(2.0 * floor - bid, np.ceil)), 2)
         minute = int((as_of_ns - cal.opens_ns[d]) // 60_000_000_000)
-        jitter = np.random.default_rng([self.seed, 12, d, max(minute, 0)]).uniform(-0.4, 0.4, n)
+        jitter = np.random.default_rng([self.seed, 12, d, max(minute, 0)]).uniform(-0.4, 0.4, n_all)[rows]
         last = np.clip(_to_tick(0.5 * (bid + ask) + jitter * (ask - bid), np.round), np.maximum(bid, 0.01), ask)
         last = np.where(volume > 0, last, np.nan)
 
-        data = {
+        return {
             "as_of": pd.to_datetime(np.full(n, as_of_ns, dtype=np.int64), utc=True),
             "as_of_date": np.full(n, cal.dates[d], dtype=object),
             "underlying": np.array(u.symbols, dtype=object)[sym],
@@ -1650,10 +1836,6 @@ class SyntheticSource(MarketDataSource):
             "exercise_style": np.where(u.is_index[sym], "european", "american").astype(object),
             "multiplier": np.full(n, 100.0),
         }
-        if select is not None:
-            data = {c: v[keep] for c, v in data.items()}
-            n = int(keep.sum())
-        return self._finish("option_quotes", data, n)
 
     # ------------------------------------------------------------------ sample book
     def _plan(self) -> dict[str, Any]:
@@ -1707,7 +1889,7 @@ class SyntheticSource(MarketDataSource):
         u = self._universe()
         cal = _calendar()
         plan = self._plan()
-        alloc, entry, shares, n_of = plan["alloc"], plan["entry"], plan["shares"], plan["contracts"]
+        alloc, entry, shares = plan["alloc"], plan["entry"], plan["shares"]
         rows: list[dict[str, Any]] = []
 
         def stock(book: str, j: int, qty: float, strategy: str, cost: float) -> None:
@@ -1729,19 +1911,53 @@ class SyntheticSource(MarketDataSource):
                 }
             )
 
-        # option legs: (book, strategy, symbol, cycle, nth expiry after the roll, type, strike rule, qty)
-        # strike rule: ("atm",), ("pct", x), ("sd", n) [n standard deviations of the slice], optionally
-        # a third element = offset of an earlier leg of the same strategy to stay beyond (or "same")
-        legs: list[tuple[str, str, int, str, int, str, tuple[Any, ...], float]] = []
         for j in alloc["long_stock"]:
             stock("core_equity", j, shares[j], "long_stock", h.close[entry[j], j])
         for j in alloc["short_stock"]:
             stock("core_equity", j, -shares[j], "short_stock", h.close[entry[j], j])
         for j in alloc["covered_call"]:
             stock("core_equity", j, shares[j], "covered_call", h.close[entry[j], j])
-            legs.append(("core_equity", "covered_call", j, "m", 1, "C", ("pct", 1.05), -shares[j] / 100.0))
         for j in alloc["protective_put"]:
             stock("core_equity", j, shares[j], "protective_put", h.close[entry[j], j])
+        legs = self._option_leg_specs()
+        option_rows = self._option_legs(d, legs)
+        rows += option_rows
+
+        # delta hedge of each short straddle at the previous close, in round lots of 10 shares
+        prev = d - 1
+        prev_close = h.close[prev - h.sim0]
+        for j in alloc["delta_hedged_short_vol"]:
+            mine = [r for r in option_rows if r["strategy"] == "delta_hedged_short_vol" and r["_sym"] == j]
+            _, delta = self._contract_values(
+                prev,
+                int(cal.closes_ns[prev]),
+                prev_close,
+                np.full(len(mine), j),
+                np.array([cal.index(r["expiry"]) for r in mine]),
+                np.array([r["strike"] for r in mine]),
+                np.array([r["option_type"] == "C" for r in mine]),
+            )
+            hedge = -float(np.round(np.sum(delta * np.array([r["quantity"] for r in mine]) * 100.0), -1))
+            if hedge != 0.0:
+                stock("vol_overlay", j, hedge, "delta_hedged_short_vol", prev_close[j])
+        n = len(rows)
+        data: dict[str, Any] = {c: np.array([r[c] for r in rows], dtype=object) for c in rows[0]}
+        for c in ("strike", "quantity", "multiplier", "cost_basis"):
+            data[c] = data[c].astype(float)
+        data["as_of_date"] = np.full(n, cal.dates[d], dtype=object)
+        return self._finish("positions", data, n)
+
+    def _option_leg_specs(self) -> list[tuple[str, str, int, str, int, str, tuple[Any, ...], float]]:
+        """The sample book's option legs (fixed per seed), in ``positions`` order."""
+        plan = self._plan()
+        alloc, shares, n_of = plan["alloc"], plan["shares"], plan["contracts"]
+        # option legs: (book, strategy, symbol, cycle, nth expiry after the roll, type, strike rule, qty)
+        # strike rule: ("atm",), ("pct", x), ("sd", n) [n standard deviations of the slice], optionally
+        # a third element = offset of an earlier leg of the same strategy to stay beyond (or "same")
+        legs: list[tuple[str, str, int, str, int, str, tuple[Any, ...], float]] = []
+        for j in alloc["covered_call"]:
+            legs.append(("core_equity", "covered_call", j, "m", 1, "C", ("pct", 1.05), -shares[j] / 100.0))
+        for j in alloc["protective_put"]:
             legs.append(("core_equity", "protective_put", j, "m", 2, "P", ("pct", 0.92), shares[j] / 100.0))
         for j in alloc["bull_call_spread"]:
             q = n_of["bull_call_spread"]
@@ -1770,45 +1986,24 @@ class SyntheticSource(MarketDataSource):
             ("vol_overlay", "calendar_spread", 0, "m", 1, "C", ("atm",), -q),
             ("vol_overlay", "calendar_spread", 0, "m", 2, "C", ("atm", 0.0, "same"), q),
         ]
-        option_rows = self._option_legs(d, legs)
-        rows += option_rows
+        return legs
 
-        # delta hedge of each short straddle at the previous close, in round lots of 10 shares
-        prev = d - 1
-        prev_close = h.close[prev - h.sim0]
-        for j in alloc["delta_hedged_short_vol"]:
-            mine = [r for r in option_rows if r["strategy"] == "delta_hedged_short_vol" and r["_sym"] == j]
-            _, delta = self._contract_values(
-                prev,
-                int(cal.closes_ns[prev]),
-                prev_close,
-                np.full(len(mine), j),
-                np.array([cal.index(r["expiry"]) for r in mine]),
-                np.array([r["strike"] for r in mine]),
-                np.array([r["option_type"] == "C" for r in mine]),
-            )
-            hedge = -float(np.round(np.sum(delta * np.array([r["quantity"] for r in mine]) * 100.0), -1))
-            if hedge != 0.0:
-                stock("vol_overlay", j, hedge, "delta_hedged_short_vol", prev_close[j])
-        n = len(rows)
-        data: dict[str, Any] = {c: np.array([r[c] for r in rows], dtype=object) for c in rows[0]}
-        for c in ("strike", "quantity", "multiplier", "cost_basis"):
-            data[c] = data[c].astype(float)
-        data["as_of_date"] = np.full(n, cal.dates[d], dtype=object)
-        return self._finish("positions", data, n)
-
-    def _option_legs(self, d: int, legs: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
-        """Roll session, expiry, strike and entry price (model, at the roll close) of each leg."""
-        h = self._history()
-        u = self._universe()
+    @staticmethod
+    def _resolve_legs(d: int, legs: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Each leg with its roll session and expiry (session indices) as held on session d."""
         cal = _calendar()
         resolved = []
         for book, strategy, j, cycle, nth, otype, rule, qty in legs:
             expiries = cal.monthly if cycle == "m" else cal.quarterly
             i = int(np.searchsorted(expiries - 5, d, side="left")) - 1  # last roll strictly before d
             resolved.append((book, strategy, j, int(expiries[i] - 5), int(expiries[i + nth]), otype, rule, qty))
+        return resolved
+
+    def _leg_strikes(self, resolved: list[tuple[Any, ...]]) -> np.ndarray:
+        """Strike of each resolved leg, set by its rule at its roll session's close."""
+        h = self._history()
+        cal = _calendar()
         strikes = np.zeros(len(resolved))
-        cost = np.zeros(len(resolved))
         for roll in sorted({leg[3] for leg in resolved}):
             members = [n for n, leg in enumerate(resolved) if leg[3] == roll]
             sym = np.array([resolved[n][2] for n in members])
@@ -1831,6 +2026,22 @@ class SyntheticSource(MarketDataSource):
                     ref = strikes[n + rule[2]] if rule[2] != "same" else strikes[n - 1]
                     k = ref if rule[2] == "same" else (max(k, ref + step) if side > 0 else min(k, ref - step))
                 strikes[n] = max(float(np.round(k, 4)), step)
+        return strikes
+
+    def _option_legs(self, d: int, legs: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        """Roll session, expiry, strike and entry price (model, at the roll close) of each leg."""
+        h = self._history()
+        u = self._universe()
+        cal = _calendar()
+        resolved = self._resolve_legs(d, legs)
+        strikes = self._leg_strikes(resolved)
+        cost = np.zeros(len(resolved))
+        for roll in sorted({leg[3] for leg in resolved}):
+            members = [n for n, leg in enumerate(resolved) if leg[3] == roll]
+            sym = np.array([resolved[n][2] for n in members])
+            exp = np.array([resolved[n][4] for n in members])
+            close_ns = int(cal.closes_ns[roll])
+            spot_all = h.close[roll - h.sim0]
             is_call = np.array([resolved[n][5] == "C" for n in members])
             cost[members] = self._contract_values(roll, close_ns, spot_all, sym, exp, strikes[members], is_call)[0]
         out = []

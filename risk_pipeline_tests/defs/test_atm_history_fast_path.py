@@ -15,6 +15,7 @@ from risk_pipeline.defs.volatility.atm_history import (
     bracketing_mask,
     bracketing_quotes,
     history_implied_vols,
+    sessions_bracketing_mask,
 )
 from risk_pipeline.defs.volatility.surfaces import implied_vol_frame
 from risk_pipeline.quant.curves import zero_rate
@@ -126,6 +127,47 @@ def test_source_prices_only_the_selected_quotes_with_the_full_chains_values(
     pd.testing.assert_frame_equal(fast, bracketing_quotes(full, curve, dividends, AtmVolSettings()), check_exact=True)
     assert 0 < len(fast) < len(full) / 10
     assert (fast["exercise_style"] == "american").sum() > len(fast) / 2  # the exact engine priced these
+
+
+def test_mask_over_several_sessions_equals_the_per_session_masks(source: SyntheticSource) -> None:
+    """Sessions in one frame, each with its own curve and dividends, select what each session alone selects."""
+    curves = {s: _inputs(source, s)[0] for s in SESSIONS}
+    dividends = {s: _inputs(source, s)[1] for s in SESSIONS}
+    order = list(reversed(SESSIONS))  # not in date order
+    chains = [_chain(source, s) for s in order]
+    expected = np.concatenate(
+        [bracketing_mask(_chain(source, s), curves[s], dividends[s], AtmVolSettings()) for s in order]
+    )
+    together = pd.concat(chains, ignore_index=True)
+    got = sessions_bracketing_mask(together, curves, dividends, AtmVolSettings())
+    np.testing.assert_array_equal(got, expected)
+    # rows of the sessions interleaved: the same rows are selected
+    shuffled = np.random.default_rng(3).permutation(len(together))
+    got = sessions_bracketing_mask(together.iloc[shuffled].reset_index(drop=True), curves, dividends, AtmVolSettings())
+    np.testing.assert_array_equal(got, expected[shuffled])
+
+
+def test_quotes_of_many_sessions_equal_the_per_session_quotes(source: SyntheticSource) -> None:
+    """``option_quotes_where_many`` (several sessions' chains selected together, priced in one call) returns the
+    per-session frames, concatenated, value for value; so does the generic source implementation."""
+    sessions = source.sessions(dt.date(2024, 12, 16), dt.date(2025, 1, 10))
+    curves = dict(tuple(source.rates_curve(sessions[0], sessions[-1]).groupby("as_of_date")))
+    dividends = dict(tuple(source.dividend_yields(sessions[0], sessions[-1]).groupby("as_of_date")))
+    seen: list[int] = []
+
+    def select(unpriced: pd.DataFrame) -> np.ndarray:
+        seen.append(unpriced["as_of_date"].nunique())
+        return sessions_bracketing_mask(unpriced, curves, dividends, AtmVolSettings())
+
+    expected = pd.concat(
+        [bracketing_quotes(source.option_quotes(s), curves[s], dividends[s], AtmVolSettings()) for s in sessions],
+        ignore_index=True,
+    )
+    got = source.option_quotes_where_many(sessions, select, block=7)
+    assert seen == [7, 7, len(sessions) - 14]
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    generic = MarketDataSource.option_quotes_where_many(source, sessions, select)
+    pd.testing.assert_frame_equal(generic, expected, check_exact=True)
 
 
 def test_one_inversion_for_all_sessions_equals_the_per_session_frames(source: SyntheticSource) -> None:

@@ -134,7 +134,40 @@ def _expected_violations(wh: Warehouse, book: str) -> set[tuple[str, str]]:
     return expected
 
 
-def test_compliance_reports_of_the_run(run: Run) -> None:
+@pytest.fixture(scope="module")
+def breach_run(run: Run, tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
+    """A copy of the run whose limits and compliance steps ran again with vol_overlay's position cap
+    (max_position_pct_gross) at 90 % of the book's value in the run, so that a book is in BREACH of a position
+    cap with required reductions whatever the synthetic market did (the run itself may have no such breach)."""
+    import yaml
+
+    from risk_pipeline.defs.compliance.assets import compliance_reports
+    from risk_pipeline.defs.exposures.limits import risk_limits
+    from risk_pipeline.paths import LIMITS_FILE
+    from risk_pipeline.resources import ExportsResource, WarehouseResource
+
+    source, _ = run
+    root = tmp_path_factory.mktemp("breach")
+    url = str(root / "risk_warehouse.duckdb")
+    shutil.copy(source.url, url)
+    status = Warehouse(url).read("limit_status", {"book": "vol_overlay", "limit_name": "max_position_pct_gross"})
+    value = float(status.sort_values("as_of")["value"].iloc[-1])
+    limits = yaml.safe_load(Path(LIMITS_FILE).read_text())
+    limits["version"] = f"{limits['version']}-test-breach"
+    limits["books"]["vol_overlay"]["max_position_pct_gross"] = round(0.9 * value, 6)
+    limits_file = root / "limits.yaml"
+    limits_file.write_text(yaml.safe_dump(limits, sort_keys=False))
+    result = dg.materialize(
+        [risk_limits, compliance_reports],
+        partition_key=SESSION.isoformat(),
+        resources={"warehouse": WarehouseResource(url=url), "exports": ExportsResource(root=str(root / "exports"))},
+        run_config={"ops": {"risk_limits": {"config": {"limits_file": str(limits_file)}}}},
+    )
+    assert result.success
+    return Warehouse(url)
+
+
+def test_compliance_reports_of_the_run(run: Run, breach_run: Warehouse) -> None:
     wh, result = run
     assert result.success
     reports = wh.read("compliance_reports", {"report_date": SESSION}).set_index("book")
@@ -149,7 +182,11 @@ def test_compliance_reports_of_the_run(run: Run) -> None:
         for v in violations:  # one session of valuations: every violation started today
             assert (v["since"], v["duration_sessions"]) == (SESSION.isoformat(), 1)
     # the book in BREACH of a position cap (with required reductions): major, with the breach, its numbers and the
-    # actions taken
+    # actions taken (on the copy with a tighter cap: the run's market need not breach one)
+    wh = breach_run
+    reports = wh.read("compliance_reports", {"report_date": SESSION}).set_index("book")
+    for book, row in reports.iterrows():
+        assert {(v["rule"], v["subject"]) for v in json.loads(row["violations"])} == _expected_violations(wh, str(book))
     reductions = wh.read("required_reductions", {"as_of": wh.read("required_reductions")["as_of"].max()})
     book = str(reductions["book"].iloc[0])
     reductions = reductions[reductions["book"] == book]
@@ -181,10 +218,14 @@ def _shift(frame: pd.DataFrame, days: int, session: dt.date) -> pd.DataFrame:
     return out
 
 
-def test_book_held_in_breach_for_three_sessions(run: Run, tmp_path: Path) -> None:
+def test_book_held_in_breach_for_three_sessions(breach_run: Warehouse, tmp_path: Path) -> None:
     """Two earlier valuations in the same breach (today's rows carried back): duration 3, since the first;
-    the reduction asked for at the previous valuation and not executed is a violation of its own."""
-    wh = _copy(run, tmp_path)
+    the reduction asked for at the previous valuation and not executed is a violation of its own (on the copy
+    of the run with a position cap in BREACH)."""
+    target = tmp_path / "copy" / "risk_warehouse.duckdb"
+    target.parent.mkdir()
+    shutil.copy(breach_run.url, target)
+    wh = Warehouse(str(target))
     earlier = [d for d in sessions(SESSION - dt.timedelta(days=10), SESSION) if d < SESSION][-2:]
     as_of = wh.query("SELECT MAX(as_of) AS t FROM risk.book_nav")["t"].iloc[0]
     for session in earlier:

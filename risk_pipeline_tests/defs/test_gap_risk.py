@@ -197,9 +197,18 @@ def test_launched_runs_write_actions_audit_and_documents(flow: Copy, monkeypatch
     job = flow.defs.resolve_job_def("gap_risk_job")
     wh = flow.wh
     audit_before = len(wh.read("audit_trail"))
-    # core_equity with a 0.1 % budget (75,000): its QBYT shares must be cut
+    # core_equity with a budget at half the loss of its QBYT shares on the 95 % quantile of QBYT's past earnings
+    # moves (computed here from the bars): the shares must be cut, whatever size and vol the market gave them
+    bars = wh.read("market_prices", {"symbol": "QBYT"}).sort_values("as_of_date").reset_index(drop=True)
+    moves = (bars["close"] / bars["close"].shift(1) - 1)[bars["event_flag"].fillna("").str.contains("earnings")]
+    worst_q = np.sort(moves.dropna().to_numpy())
+    k = int(np.ceil(worst_q.size * 0.05)) - 1
+    shares = _latest(wh, "position_greeks").set_index("position_id").loc["core_equity:QBYT:stock"]
+    nav = float(_latest(wh, "book_nav").set_index("book").loc["core_equity", "nav"])
+    budget_pct = 0.5 * float(shares["quantity"] * shares["spot"] * -worst_q[k]) / nav
+    assert budget_pct > 0.0
     policy = yaml.safe_load(GAP_RISK_FILE.read_text())
-    policy["books"]["core_equity"] = {"max_event_loss_pct_nav": 0.001}
+    policy["books"]["core_equity"] = {"max_event_loss_pct_nav": budget_pct}
     policy_file = flow.exports.parent / "gap_risk.yaml"
     policy_file.write_text(yaml.safe_dump(policy))
     for r in sorted(requests, key=lambda r: r.tags["risk_pipeline/book"]):
@@ -218,7 +227,7 @@ def test_launched_runs_write_actions_audit_and_documents(flow: Copy, monkeypatch
         assert {"block_new", "tighten_caps", "alert"} <= set(json.loads(r["actions"]))
         # the same estimate as event_risk (full revaluation under QBYT's past earnings-day moves)
         assert r["loss_before"] == pytest.approx(risk.loc[(book, EVENT_ID), "loss_quantile"], rel=1e-9)
-        assert r["budget"] == pytest.approx(r["nav"] * {"core_equity": 0.001, "vol_overlay": 0.015}[book])
+        assert r["budget"] == pytest.approx(r["nav"] * {"core_equity": budget_pct, "vol_overlay": 0.015}[book])
     assert json.loads(core["limit_overrides"]) == {
         "max_abs_net_delta_shares": 125_000.0,
         "max_abs_gamma_shares": 12_500.0,

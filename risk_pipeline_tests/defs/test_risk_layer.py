@@ -71,7 +71,8 @@ def _position_values(
 
 
 def test_historical_var_equals_an_independent_revaluation(run: Run) -> None:
-    """Each historical day: spots by the day's returns, vols by the day's relative ATM-vol change."""
+    """Each historical day: spots by the day's returns, vols by the day's relative ATM-vol change (the rate factor
+    is off by default: rates unchanged)."""
     wh, _ = run
     positions = wh.read("position_greeks")
     book = "vol_overlay" if "vol_overlay" in set(positions["book"]) else positions["book"].iloc[0]
@@ -137,7 +138,35 @@ def test_stress_and_grid_cover_every_book(run: Run) -> None:
 def test_realized_backtest_waits_for_two_valuations(run: Run) -> None:
     wh, _ = run
     books = set(wh.read("var_backtest")["book"])
-    assert books and all(b.startswith("hypothetical:") for b in books)  # one valuation: no realized P&L yet
+    assert books and all(b.startswith(("hypothetical:", "surface:")) for b in books)  # one valuation: no realized P&L
+    assert {b.split(":", 1)[1] for b in books if b.startswith("surface:")} == {
+        b.split(":", 1)[1] for b in books if b.startswith("hypothetical:")
+    }
+
+
+def test_surface_backtest_shares_the_static_books_var_and_reprices_off_smile_history(run: Run) -> None:
+    """surface:<book> compares the VaR of hypothetical:<book> (same days, same figures) with P&L repriced off the
+    stored smile_history; a day's P&L differs from the factor-mapped one only through the options' vols."""
+    wh, _ = run
+    assert len(wh.read("smile_history")) > 0
+    obs = wh.read("var_backtest_observations")
+    hyp = obs[obs["book"].str.startswith("hypothetical:")].copy()
+    surf = obs[obs["book"].str.startswith("surface:")].copy()
+    assert len(surf) > 0
+    hyp["name"] = hyp["book"].str.split(":").str[1]
+    surf["name"] = surf["book"].str.split(":").str[1]
+    key = ["name", "method", "var_date"]
+    both = surf.merge(hyp, on=key, suffixes=("_s", "_h"))
+    assert len(both) == len(surf)
+    np.testing.assert_array_equal(both["var_s"], both["var_h"])
+    np.testing.assert_array_equal(both["pnl_date_s"], both["pnl_date_h"])
+    assert both["pnl_s"].notna().all() and (both["exception_s"] == (both["pnl_s"] < -both["var_s"])).all()
+    assert surf["source"].str.contains("smile_history").all()
+    positions = wh.read("position_greeks")
+    for name, p in positions.groupby("book"):
+        if not (p["instrument_type"] == "option").any():  # a stock book: the same P&L either way
+            rows = both[both["name"] == name]
+            np.testing.assert_allclose(rows["pnl_s"], rows["pnl_h"], rtol=1e-12)
 
 
 def test_hypothetical_backtest_last_day_is_an_independent_repricing(run: Run) -> None:

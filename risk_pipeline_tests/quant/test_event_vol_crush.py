@@ -77,3 +77,29 @@ def test_gap_var_with_the_crush_revalues_each_combined_scenario_at_the_crushed_v
     var, _ = empirical_var_es(evaluate(book, sc, 1.4, american="exact").pnl, 0.99)
     assert with_crush.var == pytest.approx(var, rel=1e-12)
     assert with_crush.var > without.var  # the straddle's event premium is gone in every gap scenario
+
+
+def test_event_risk_scenarios_carry_the_crush() -> None:
+    """event_gap_risk with the crush: each past reaction revalued at the crushed vols by hand (Black-Scholes
+    through the engine's exact path, vols written out), and a long straddle loses more than without it."""
+    from risk_pipeline.quant.stress import GapEvent, event_gap_risk
+
+    book = _book()
+    past = np.array([0.08, -0.05, 0.11, -0.07, 0.02])
+    e = float(np.mean(np.log1p(past) ** 2))
+    crush = EarningsVolCrush(symbol=1, event_variance=e, years_to_reaction=1 / 365, event_id="XYZ-q4")
+    event = [GapEvent("XYZ-q4", "earnings", "XYZ")]
+    common = dict(confidence=0.8, horizon_days=1.0, american="exact")
+    with_crush = event_gap_risk(book, event, {"XYZ": past}, {}, vol_dynamics={"XYZ-q4": crush}, **common)[0]
+    without = event_gap_risk(book, event, {"XYZ": past}, {}, **common)[0]
+    crushed = book.implied_vol.copy()
+    after = book.is_option & (book.symbol_index == 1) & (book.time_years > 1 / 365)
+    crushed[after] = np.sqrt(np.maximum(crushed[after] ** 2 - e / book.time_years[after], 0.25 * crushed[after] ** 2))
+    spot = np.column_stack([np.zeros(5), past])
+    sc = ScenarioSet(
+        spot, vol_shift_abs=np.broadcast_to(crushed - book.implied_vol, (5, 5)), vol_shift_per_position=True
+    )
+    pnl = evaluate(book, sc, 1.0, american="exact").pnl
+    assert with_crush.expected_pnl == pytest.approx(pnl.mean(), rel=1e-12)
+    assert with_crush.worst_loss == pytest.approx(-pnl.min(), rel=1e-12)
+    assert with_crush.expected_pnl < without.expected_pnl

@@ -115,8 +115,25 @@ def test_volatility_clusters_with_long_memory(index_stats: pd.DataFrame, full_st
     assert 0.20 <= lag5 <= 0.36
     assert 0.13 <= lag20 <= 0.28
     names = [full_stats[f"acf_names_{k}"].median() for k in (1, 5, 20)]
-    # the names stay below the target at lags 5 and 20 (earnings days and own jumps are isolated moves)
-    assert 0.18 <= names[0] <= 0.32 and 0.16 <= names[1] <= 0.36 and 0.11 <= names[2] <= 0.28
+    # the names stay below the target at lags 5 and 20 (earnings days and own jumps are isolated moves, and a
+    # name's own vol regimes are bounded so that its 7-year vol stays near its level: test_names_vols_stay_sane)
+    assert 0.20 <= names[0] <= 0.32 and 0.20 <= names[1] <= 0.36 and 0.15 <= names[2] <= 0.28
+
+
+def test_names_vols_stay_sane() -> None:
+    """Long memory in the names without a name exploding: every name's 7-year realized vol is 12-100 %, the
+    most volatile name of a path is at most 75 % in the median path, and no name loses 99 % of its price."""
+    largest, median = [], []
+    for seed in FULL_SEEDS:
+        close = SyntheticSource(seed=seed, macro_event_dates=MACRO).market_prices(FIRST_SESSION, LAST_SESSION)
+        wide = close.pivot(index="as_of_date", columns="symbol", values="close").drop(columns="SYNX")
+        vol = np.log(wide).diff().std() * math.sqrt(252)
+        assert vol.between(0.12, 1.0).all(), (seed, vol.idxmax(), vol.max())
+        assert (wide.min() / wide.iloc[0]).min() > 0.01, seed
+        largest.append(vol.max())
+        median.append(vol.median())
+    assert np.median(largest) <= 0.75
+    assert 0.25 <= np.median(median) <= 0.40
 
 
 def test_leverage_and_negative_skew(index_stats: pd.DataFrame) -> None:
@@ -133,14 +150,13 @@ def test_fat_tails_kept(index_stats: pd.DataFrame, full_stats: pd.DataFrame) -> 
 
 
 def test_crises_reach_realistic_depths(index_stats: pd.DataFrame) -> None:
-    """Peaks of 60-90 % in the worse paths, 5 % worst drawdown <= -45 %; a >40 % episode in 35-75 % of paths.
+    """Peaks of 60-90 % in the worse paths, 5 % worst drawdown <= -45 %; a >40 % episode in about half (35-65 %).
 
-    The issue asks for a >40 % episode in about half of the 7-year paths; the generator has one in about
-    70 % of them (40 seeds): a moderate crisis (a plateau of about 20 % vol) reaches 40 % over 21 days
-    when index jumps cluster in it.
+    A moderate crisis (a plateau near 20 % vol) still reaches 40 % over 21 days in some paths, when index
+    jumps and macro releases cluster in it; a severe one (50-85 %) does in every path that has one.
     """
     peak = index_stats["max_rv21"]
-    assert 0.35 <= (peak > 0.40).mean() <= 0.75
+    assert 0.35 <= (peak > 0.40).mean() <= 0.65
     assert 0.60 <= peak.quantile(0.75) <= 0.90
     assert index_stats["max_drawdown"].quantile(0.05) <= -0.45
     assert index_stats["max_drawdown"].min() >= -0.85  # tradable: no path close to zero

@@ -14,8 +14,13 @@ market_data_job = dg.define_asset_job(
 
 price_history_job = dg.define_asset_job(
     "price_history_job",
-    selection=dg.AssetSelection.assets("market_prices", "rates_curve", "dividend_yields", "atm_vol_history"),
-    description="Daily history (prices, curves, dividends, ATM implied vols) for a partition range, for look-backs.",
+    selection=dg.AssetSelection.assets(
+        "market_prices", "rates_curve", "dividend_yields", "atm_vol_history", "smile_history"
+    ),
+    description=(
+        "Daily history (prices, curves, dividends, ATM implied vols, the smile grid) for a partition range, for "
+        "look-backs."
+    ),
 )
 
 start_of_day_job = dg.define_asset_job(

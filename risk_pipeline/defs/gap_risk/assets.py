@@ -37,6 +37,7 @@ from risk_pipeline.event_windows import (
 from risk_pipeline.paths import LIMITS_FILE
 from risk_pipeline.quant.gap_risk import BOOK_WIDE, NO_ACTION, GapDecision, decide, gap_document
 from risk_pipeline.quant.limits import load_limits
+from risk_pipeline.quant.smile_dynamics import earnings_vol_crush
 from risk_pipeline.queries import AUDIT_COLUMNS, audit_row, latest_as_of
 from risk_pipeline.resources import ExportsResource, WarehouseResource
 
@@ -209,6 +210,10 @@ def gap_risk_actions(
                     continue
                 market = event.market_wide
                 m = moves.market_moves.get(event.event_type) if market else moves.symbol_moves.get(event.symbol)
+                crush = None
+                if event.event_type == "earnings" and event.symbol is not None and m is not None:
+                    years = (event.reaction_session - session).days / 365.0
+                    crush = earnings_vol_crush(portfolio, event.symbol, m, years, event.event_id)
                 d = decide(
                     portfolio,
                     event,
@@ -219,6 +224,7 @@ def gap_risk_actions(
                     caps=caps,
                     confidence=confidence,
                     american=AMERICAN,
+                    vol_dynamics=crush,
                 )
                 src = (
                     f"index {config.index_symbol} on past {event.event_type} reaction sessions"

@@ -1,13 +1,14 @@
 """VaR backtests per book: realized P&L against the previous valuation's VaR, and today's book carried back."""
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
+from risk_pipeline.calendar import sessions
 from risk_pipeline.contracts import table
 from risk_pipeline.defs.common import (
     OWNERS,
@@ -25,12 +26,13 @@ from risk_pipeline.quant.backtest import (
     kupiec_pof,
     traffic_light,
 )
-from risk_pipeline.quant.book_backtest import static_book_backtest
+from risk_pipeline.quant.book_backtest import GarchCache, static_book_backtest
 from risk_pipeline.quant.es_backtest import rolling_z2, z2_test
+from risk_pipeline.quant.surface_backtest import SmileGrid, surface_repriced_pnl
 from risk_pipeline.quant.var import ALL_METHODS, MONTE_CARLO_FHS, VarConfig
 from risk_pipeline.queries import latest_valuation
 from risk_pipeline.resources import WarehouseResource
-from risk_pipeline.warehouse import Warehouse
+from risk_pipeline.warehouse import Between, Warehouse
 
 WINDOW = 250
 CONFIDENCE = 0.99
@@ -87,6 +89,17 @@ def book_series(wh: Warehouse, book: str, until: dt.date) -> pd.DataFrame:
     nav = nav[~nav["pnl_basis"].str.startswith("inception")].dropna(subset=["previous_as_of"])
     at_99 = [c for c in wide.columns if ":" not in c]
     return nav.join(wide, on="previous_as_of").dropna(subset=at_99, how="all")
+
+
+def sessions_apart(series: pd.DataFrame) -> np.ndarray:
+    """Exchange sessions from each row's ``previous_date`` to its ``as_of_date`` (1 = consecutive valuations)."""
+    if series.empty:
+        return np.zeros(0, dtype=np.int64)
+    first, last = min(series["previous_date"]), max(series["as_of_date"])
+    ordinals = np.array([d.toordinal() for d in sessions(first, last)])
+    before = np.searchsorted(ordinals, [d.toordinal() for d in series["previous_date"]], side="right")
+    upto = np.searchsorted(ordinals, [d.toordinal() for d in series["as_of_date"]], side="right")
+    return upto - before
 
 
 def rolling_rows(
@@ -230,6 +243,8 @@ def observation_frame(
 def realized(wh: Warehouse, book: str, until: dt.date) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Windows and observations of the book's realized P&L against the previous valuation's VaR."""
     series = book_series(wh, book, until)
+    gaps = sessions_apart(series)
+    series = series[gaps <= 1] if len(series) else series
     methods = [m for m in ALL_METHODS if m in series.columns]
     var = {m: series[m].to_numpy(float) for m in methods}
     es = {
@@ -239,6 +254,8 @@ def realized(wh: Warehouse, book: str, until: dt.date) -> tuple[pd.DataFrame, pd
     }
     pnl = series["daily_pnl"].to_numpy(float) if len(series) else np.zeros(0)
     source = "book_nav.daily_pnl against the previous valuation's var_results"
+    if (gaps > 1).any():
+        source += f"; {int((gaps > 1).sum())} P&L spanning more than one session left out (a gap between valuations)"
     windows = rolling_rows(series.get("as_of_date", pd.Series(dtype=object)), pnl, var, book, source, es)
     obs = observation_frame(
         book,
@@ -254,9 +271,16 @@ def realized(wh: Warehouse, book: str, until: dt.date) -> tuple[pd.DataFrame, pd
 
 
 def hypothetical(
-    wh: Warehouse, book: str, rows: pd.DataFrame, as_of: pd.Timestamp, session: dt.date, settings: BacktestSettings
+    wh: Warehouse,
+    book: str,
+    rows: pd.DataFrame,
+    as_of: pd.Timestamp,
+    session: dt.date,
+    settings: BacktestSettings,
+    garch_cache: GarchCache | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Windows and observations of the book as of ``as_of`` carried back over the last sessions."""
+    """Windows and observations of the book as of ``as_of`` carried back over the last sessions (``garch_cache``:
+    one dict for the run's books, so that books sharing an underlying share its GARCH fits)."""
     portfolio = book_portfolio(rows)
     need = settings.backtest_days + settings.lookback_days + 1
     wide, vols = factor_levels(wh, session, need, portfolio.symbols, f"the static-book backtest of {book}")
@@ -283,6 +307,7 @@ def hypothetical(
         confidence=CONFIDENCE,
         es_confidence=ES_CONFIDENCE,
         min_history=MIN_HISTORY,
+        garch_cache=garch_cache,
     )
     source = (
         f"hypothetical P&L of {book}'s positions as of {as_of.isoformat()} carried back (quant.book_backtest); "
@@ -308,13 +333,100 @@ def hypothetical(
     return windows, obs
 
 
+def smile_grid(wh: Warehouse, dates: Sequence[dt.date], symbols: Sequence[str]) -> SmileGrid:
+    """The stored surfaces (``smile_history``) of ``dates`` x ``symbols`` as a ``SmileGrid`` (NaN: none stored)."""
+    rows = wh.read(
+        "smile_history",
+        {"as_of_date": Between(dates[0], dates[-1])},
+        columns=["as_of_date", "symbol", "tenor_days", "atm_vol", "put_25d_vol", "call_25d_vol"],
+    )
+    rows = rows[rows["symbol"].isin(list(symbols))]
+    tenors = np.sort(rows["tenor_days"].unique().astype(np.int64)) if len(rows) else np.array([30], dtype=np.int64)
+    day_at = {d: i for i, d in enumerate(dates)}
+    sym_at = {s: j for j, s in enumerate(symbols)}
+    shape = (len(dates), len(symbols), tenors.size)
+    out = {c: np.full(shape, np.nan) for c in ("atm_vol", "put_25d_vol", "call_25d_vol")}
+    if len(rows):
+        i = rows["as_of_date"].map(day_at)
+        keep = i.notna().to_numpy()
+        i = i.to_numpy()[keep].astype(np.intp)
+        j = rows["symbol"].map(sym_at).to_numpy()[keep].astype(np.intp)
+        k = np.searchsorted(tenors, rows["tenor_days"].to_numpy(np.int64)[keep])
+        for c, arr in out.items():
+            arr[i, j, k] = rows[c].to_numpy(float)[keep]
+    return SmileGrid(tenors / 365.0, out["atm_vol"], out["put_25d_vol"], out["call_25d_vol"])
+
+
+def surface_repriced(
+    wh: Warehouse, book: str, rows: pd.DataFrame, as_of: pd.Timestamp, session: dt.date, hypothetical_obs: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Windows and observations of ``surface:<book>``: the static book's VaR (those of ``hypothetical:<book>``)
+    against its P&L repriced off each day's stored surface (``quant.surface_backtest``)."""
+    if hypothetical_obs.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    portfolio = book_portfolio(rows)
+    var_dates = sorted(set(hypothetical_obs["var_date"]))
+    wide, _ = factor_levels(wh, session, len(var_dates) + 2, portfolio.symbols, f"the surface backtest of {book}")
+    wide = wide.dropna()
+    wide = wide[wide.index >= var_dates[0]]
+    dates = list(wide.index)
+    at = {d: i for i, d in enumerate(dates)}
+    days = np.array([at[d] for d in var_dates if d in at and at[d] + 1 < len(dates)], dtype=np.intp)
+    if days.size == 0:
+        return pd.DataFrame(), pd.DataFrame()
+    ordinals = np.array([d.toordinal() for d in dates], dtype=float)
+    gaps = np.concatenate([[0.0], np.diff(ordinals)])
+    result = surface_repriced_pnl(portfolio, wide.to_numpy(float), smile_grid(wh, dates, portfolio.symbols), gaps, days)
+    priced = np.isfinite(result.pnl)
+    if not priced.any():
+        return pd.DataFrame(), pd.DataFrame()
+    day_dates = [dates[t] for t in days[priced]]
+    next_dates = pd.Series([dates[t + 1] for t in days[priced]])
+    by_day = hypothetical_obs.set_index(["method", "var_date"])
+    methods = list(dict.fromkeys(hypothetical_obs["method"]))
+
+    def series(method: str, column: str) -> np.ndarray:
+        return by_day.loc[method][column].reindex(day_dates).to_numpy(float)
+
+    var = {m: series(m, "var") for m in methods}
+    es = {m: (series(m, "es_var"), series(m, "expected_shortfall")) for m in methods}
+    lookback = by_day.loc[methods[0]]["lookback_days"].reindex(day_dates).to_numpy()
+    label = f"surface:{book}"
+    n_missing = int((~priced).sum())
+    source = (
+        f"hypothetical P&L of {book}'s positions as of {as_of.isoformat()} carried back and repriced off each day's "
+        f"smile_history surface (quant.surface_backtest; {n_missing} day(s) without a stored surface left out); "
+        f"VaR of hypothetical:{book}"
+    )
+    pnl = result.pnl[priced]
+    windows = rolling_rows(next_dates, pnl, var, label, source, es)
+    first = hypothetical_obs.iloc[0]
+    obs = observation_frame(
+        label,
+        pd.Series(day_dates),
+        next_dates,
+        pnl,
+        var,
+        source,
+        es=es,
+        book_value=result.book_value[priced],
+        lookback_days=lookback,
+        n_scenarios=first["n_scenarios"] if MONTE_CARLO_FHS in methods else None,
+        seed=first["seed"],
+        positions_as_of=as_of,
+    )
+    return windows, obs
+
+
 BACKTEST_DESCRIPTION = (
     "1-day 99 % VaR backtests per book and method, over rolling windows of the last 250 observations: "
-    "exceptions, Kupiec, Christoffersen, conditional coverage and the Basel traffic light. Two P&L series: "
+    "exceptions, Kupiec, Christoffersen, conditional coverage and the Basel traffic light. Three P&L series: "
     "the book's realized daily P&L (book_nav) against the previous end-of-day VaR (fills as valuations "
-    "accumulate), and `hypothetical:<book>`, today's book carried back over the last 250 sessions (constant "
-    "notional, moneyness and tenor; full revaluation) against the VaR made each day from the history before "
-    "it. Every observation is in var_backtest_observations. Each window also carries the Acerbi-Szekely Z2 ES "
+    "accumulate; P&L spanning more than one session is left out), `hypothetical:<book>`, today's book carried "
+    "back over the last 250 sessions (constant notional, moneyness and tenor; full revaluation with the VaR's "
+    "vol mapping) against the VaR made each day from the history before it, and `surface:<book>`, the same "
+    "book and VaR with the P&L repriced off each day's stored smile_history surface. Every observation is in "
+    "var_backtest_observations. Each window also carries the Acerbi-Szekely Z2 ES "
     "backtest at 97.5 % (its latest window a simulated p-value and zone). Reference backtests on the S&P 500 "
     "come from `risk-pipeline var-backtest`."
 )
@@ -325,7 +437,7 @@ BACKTEST_DESCRIPTION = (
         dg.AssetSpec(
             "var_backtest",
             group_name="risk",
-            deps=["book_nav", "var_results", "position_greeks", "market_prices", "atm_vol_history"],
+            deps=["book_nav", "var_results", "position_greeks", "market_prices", "atm_vol_history", "smile_history"],
             kinds={"pandas", "scipy"},
             owners=OWNERS,
             description=BACKTEST_DESCRIPTION,
@@ -334,7 +446,7 @@ BACKTEST_DESCRIPTION = (
         dg.AssetSpec(
             "var_backtest_observations",
             group_name="risk",
-            deps=["book_nav", "var_results", "position_greeks", "market_prices", "atm_vol_history"],
+            deps=["book_nav", "var_results", "position_greeks", "market_prices", "atm_vol_history", "smile_history"],
             kinds={"pandas"},
             owners=OWNERS,
             description=(
@@ -358,11 +470,18 @@ def var_backtest(
     jobs: list[tuple[str, Any]] = [(str(b), None) for b in sorted(realized_books)]
     jobs += [(f"hypothetical:{b}", rows) for b, rows in positions.groupby("book", sort=True)]
     window_frames, observation_frames, summary = [], [], []
+    garch_cache: GarchCache = {}
     for label, rows in jobs:
         if rows is None:
             windows, obs = realized(wh, label, session)
         else:
-            windows, obs = hypothetical(wh, label.split(":", 1)[1], rows, as_of, session, config)
+            windows, obs = hypothetical(wh, label.split(":", 1)[1], rows, as_of, session, config, garch_cache)
+            surface_windows, surface_obs = surface_repriced(wh, label.split(":", 1)[1], rows, as_of, session, obs)
+            window_frames.append(surface_windows)
+            observation_frames.append(surface_obs)
+            if len(surface_windows):
+                last = surface_windows[surface_windows["window_end"] == surface_windows["window_end"].max()]
+                summary.append(last[SUMMARY_COLUMNS])
         window_frames.append(windows)
         observation_frames.append(obs)
         if len(windows):
@@ -370,6 +489,7 @@ def var_backtest(
             summary.append(last[SUMMARY_COLUMNS])
     latest = pd.concat(summary) if summary else pd.DataFrame()
     labels = [{"book": label} for label, _ in jobs]
+    labels += [{"book": f"surface:{b}"} for b in sorted(positions["book"].unique())]
     yield from publish(
         context,
         wh,

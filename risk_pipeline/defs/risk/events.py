@@ -11,6 +11,8 @@ from risk_pipeline.defs.common import OWNERS, PARTITIONS, fail_closed, markdown_
 from risk_pipeline.defs.risk.var import book_portfolio
 from risk_pipeline.errors import RiskDataError
 from risk_pipeline.event_windows import event_move_history, live_events, trading_days_until
+from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant.smile_dynamics import EarningsVolCrush, earnings_vol_crush
 from risk_pipeline.quant.stress import GapEvent, event_gap_risk
 from risk_pipeline.queries import latest_as_of
 from risk_pipeline.resources import WarehouseResource
@@ -49,6 +51,27 @@ def upcoming_events(calendar: pd.DataFrame, session: dt.date, as_of: pd.Timestam
     return events[events["trading_days_until"] <= horizon]
 
 
+def earnings_crush(
+    portfolio: Portfolio,
+    events: pd.DataFrame,
+    todo: list[GapEvent],
+    symbol_moves: dict[str, np.ndarray],
+    session: dt.date,
+) -> dict[str, EarningsVolCrush]:
+    """Per earnings event of a held name: the post-earnings crush of its options' vols in the event's scenarios
+    (``smile_dynamics.earnings_vol_crush``, as gap VaR and the gap-risk actions use it)."""
+    reaction = events.set_index("event_id")["reaction_session"]
+    out = {}
+    for ev in todo:
+        if ev.symbol is None or ev.event_type != "earnings" or ev.symbol not in symbol_moves:
+            continue
+        years = (reaction[ev.event_id] - session).days / 365.0
+        crush = earnings_vol_crush(portfolio, ev.symbol, symbol_moves[ev.symbol], years, ev.event_id)
+        if crush is not None:
+            out[ev.event_id] = crush
+    return out
+
+
 @dg.asset(
     group_name="risk",
     partitions_def=PARTITIONS,
@@ -60,7 +83,9 @@ def upcoming_events(calendar: pd.DataFrame, session: dt.date, as_of: pd.Timestam
         "For every book and every event whose reaction session is in the next sessions (earnings of a held "
         "underlying; FOMC, CPI, payrolls, PPI, GDP, option expiration and other market-wide events), the book "
         "fully revalued under each past event-day move of that underlying (or of the index on that type of day, "
-        "mapped by beta): expected loss, 95 % loss, expected shortfall and worst case."
+        "mapped by beta): expected loss, 95 % loss, expected shortfall and worst case. Earnings scenarios also "
+        "crush the reporting name's implied vols: the event variance leaves every option expiring after the "
+        "reaction (moves_source says so)."
     ),
     metadata=table_definition_metadata("event_risk"),
 )
@@ -93,8 +118,16 @@ def event_risk(
                 if (pd.isna(e.symbol) and e.event_type in market_moves) or (e.symbol in held)
             ]
             betas = rows.groupby("symbol")["beta"].first().reindex(list(portfolio.symbols)).fillna(1.0).to_numpy()
+            crush = earnings_crush(portfolio, events, todo, symbol_moves, session)
             results = event_gap_risk(
-                portfolio, todo, symbol_moves, market_moves, betas, confidence=config.confidence, american=AMERICAN
+                portfolio,
+                todo,
+                symbol_moves,
+                market_moves,
+                betas,
+                confidence=config.confidence,
+                vol_dynamics=crush,
+                american=AMERICAN,
             )
             if not results:
                 continue
@@ -107,6 +140,10 @@ def event_risk(
                 "index " + config.index_symbol + " on past " + frame["event_type"] + " reaction sessions "
                 "(market_prices.event_flag and event_calendar)",
                 "the symbol on past earnings reaction sessions (market_prices.event_flag and event_calendar)",
+            )
+            labels = frame["event_id"].map({k: v.label for k, v in crush.items()})
+            frame["moves_source"] = np.where(
+                labels.notna(), frame["moves_source"] + "; " + labels.fillna(""), frame["moves_source"]
             )
             frame.insert(0, "book", book)
             frame.insert(0, "as_of", as_of)

@@ -48,7 +48,7 @@ from risk_pipeline.quant.var import (
 )
 from risk_pipeline.queries import atm_vol_matrix, book_valuations, close_matrix
 from risk_pipeline.resources import ExportsResource, WarehouseResource
-from risk_pipeline.warehouse import Warehouse
+from risk_pipeline.warehouse import Between, Warehouse
 
 GROUP = "risk"
 #: Sessions of stored history searched for the stressed window (up to ten years; whatever is stored).
@@ -78,6 +78,10 @@ class VarSettings(dg.Config):
     #: term structure of the ATM vol move: "flat" (the 30-day move at every expiry) or "expiry_scaled" (times
     #: (30 / tau)^alpha, alpha fitted as the stress layer fits it); the other is computed beside it
     vol_term_structure: str = "flat"
+    #: the rate risk factor of historical VaR: every option's rate moves by the day's change of the 91-day zero
+    #: rate. Off by default: a rate shift takes American options off the early-exercise grid onto the exact
+    #: engine (var_results 2.3 s -> 11.2 s on the demo books) for a rho P&L of a few basis points a day
+    rate_factor: bool = False
 
 
 def book_portfolio(rows: pd.DataFrame) -> Portfolio:
@@ -234,13 +238,24 @@ def factor_levels(
     return wide[list(symbols)], vols
 
 
+#: Tenor (calendar days) of the zero rate whose daily change is the rate risk factor of historical VaR.
+RATE_FACTOR_TENOR_DAYS = 91
+
+
 def return_history(
-    wh: Warehouse, session: dt.date, symbols: tuple[str, ...], lookback: int, option_symbols: Sequence[str] = ()
+    wh: Warehouse,
+    session: dt.date,
+    symbols: tuple[str, ...],
+    lookback: int,
+    option_symbols: Sequence[str] = (),
+    rate_factor: bool = False,
 ) -> RiskFactorHistory:
     """Daily log returns and relative ATM-vol changes of ``symbols`` over the last ``lookback`` sessions.
 
     The vol change of a day is ``atm_vol_t / atm_vol_(t-1) - 1`` from ``atm_vol_history``; a day without both
-    vols is NaN (the vol is left unchanged that day). ``iv_coverage`` is the measured share of the
+    vols is NaN (the vol is left unchanged that day). With ``rate_factor`` the rate change of a day is the change
+    of the ``RATE_FACTOR_TENOR_DAYS`` zero rate (``rates_curve``), applied to every option's rate as a parallel
+    shift (NaN without both: rates unchanged that day). ``iv_coverage`` is the measured share of the
     (day, underlying) cells of ``option_symbols`` (1.0 when the book has no options).
     """
     wide, vols = factor_levels(wh, session, lookback, symbols, "VaR")
@@ -249,8 +264,17 @@ def return_history(
         raise dg.Failure(f"only {len(returns)} days of complete return history before {session}; VaR needs 250")
     iv_change = (vols / vols.shift(1) - 1.0).reindex(returns.index)
     measured = np.isfinite(iv_change[list(option_symbols)].to_numpy(float)) if option_symbols else np.ones(1)
+    rate_change = None
+    if rate_factor:
+        curve = wh.read(
+            "rates_curve",
+            {"tenor_days": RATE_FACTOR_TENOR_DAYS, "as_of_date": Between(wide.index[0], wide.index[-1])},
+            columns=["as_of_date", "zero_rate"],
+        )
+        rate = curve.set_index("as_of_date")["zero_rate"].reindex(wide.index)
+        rate_change = rate.diff().reindex(returns.index).to_numpy(float)
     return RiskFactorHistory(
-        MarketHistory(returns.to_numpy(float), iv_change.to_numpy(float)),
+        MarketHistory(returns.to_numpy(float), iv_change.to_numpy(float), rate_change),
         returns.index[0],
         returns.index[-1],
         float(measured.mean()),
@@ -365,7 +389,9 @@ def var_results(
     for v in valuations:
         portfolio = book_portfolio(v.rows)
         option_symbols = sorted(v.rows.loc[v.rows["instrument_type"] == "option", "symbol"].unique())
-        factors = return_history(wh, v.session, portfolio.symbols, cfg.lookback_days, option_symbols)
+        factors = return_history(
+            wh, v.session, portfolio.symbols, cfg.lookback_days, option_symbols, rate_factor=config.rate_factor
+        )
         dynamics = smile_dynamics(wh, v.as_of, v.rows, portfolio)
         if config.smile_dynamics not in dynamics:
             raise RiskDataError(
@@ -401,7 +427,9 @@ def var_results(
         book_rows["history_start"], book_rows["history_end"] = factors.first, factors.last
         book_rows["seed"], book_rows["iv_history_coverage"] = cfg.seed, factors.iv_coverage
         # stressed VaR/ES: historical simulation on the worst 250-session window of the whole stored history
-        long = return_history(wh, v.session, portfolio.symbols, STRESS_HISTORY_SESSIONS, option_symbols)
+        long = return_history(
+            wh, v.session, portfolio.symbols, STRESS_HISTORY_SESSIONS, option_symbols, rate_factor=config.rate_factor
+        )
         stressed, start = stressed_var(portfolio, long.history, cfg)
         stressed_rows = pd.DataFrame([r.to_row() for r in stressed])
         stressed_rows.insert(0, "book", v.book)

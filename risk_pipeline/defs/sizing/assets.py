@@ -26,10 +26,9 @@ from risk_pipeline.defs.common import (
     compliance_rules,
     fail_closed,
     markdown_table,
-    partition_label,
     partition_sessions,
     publish,
-    publish_raw,
+    publish_source_sessions,
     session_check_spec,
     table_definition_metadata,
 )
@@ -37,13 +36,11 @@ from risk_pipeline.defs.exposures.budgets import loss_streak_factor
 from risk_pipeline.defs.sizing.config import SizingConfig, load_sizing_config
 from risk_pipeline.errors import RiskDataError
 from risk_pipeline.paths import COMPLIANCE_RULES_FILE, LIMITS_FILE
-from risk_pipeline.quality import ValidationContext, error_frame
 from risk_pipeline.quant import sizing as sz
 from risk_pipeline.quant.limits import load_limits
 from risk_pipeline.queries import AUDIT_COLUMNS, audit_row, latest_as_of
 from risk_pipeline.resources import MarketDataResource, WarehouseResource
 from risk_pipeline.risk_levels import sizing_for_book
-from risk_pipeline.sources.base import SourceError
 from risk_pipeline.warehouse import Between, Warehouse
 
 GROUP = "sizing"
@@ -141,20 +138,13 @@ def atr_now(h: History) -> dict[str, float]:
     metadata=table_definition_metadata("signals"),
 )
 def signals(context: dg.AssetExecutionContext, warehouse: WarehouseResource, market_data: MarketDataResource) -> Events:
-    sessions = partition_sessions(context)
-    try:
-        raw = market_data.get_source().signals(sessions[0], sessions[-1])
-    except SourceError as exc:
-        raw = error_frame(exc.file, str(exc))
-    yield from publish_raw(
+    yield from publish_source_sessions(
         context,
-        name="signals",
-        raw=raw,
-        warehouse=warehouse.get(),
-        settings=market_data.quality,
-        validation=ValidationContext(partition_label(sessions), tuple(sessions)),
-        partitions=[{"as_of_date": s} for s in sessions],
-        extra_metadata={"source": market_data.kind},
+        "signals",
+        lambda first, last: market_data.get_source().signals(first, last),
+        warehouse.get(),
+        market_data.quality,
+        market_data.kind,
     )
 
 

@@ -2,7 +2,8 @@
 
 import datetime as dt
 import functools
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
@@ -60,6 +61,17 @@ def bracketing_mask(
     Needs only ``base.QUOTE_KEY_COLUMNS`` (no prices), so a source can price just these rows
     (``option_quotes_where``).
     """
+    return sessions_bracketing_mask(quotes, defaultdict(lambda: curve), defaultdict(lambda: dividends), settings)
+
+
+def sessions_bracketing_mask(
+    quotes: pd.DataFrame,
+    curve_by_day: Mapping[dt.date, pd.DataFrame],
+    div_by_day: Mapping[dt.date, pd.DataFrame],
+    settings: AtmVolSettings,
+) -> np.ndarray:
+    """``bracketing_mask`` of quotes of several sessions at once, each session with its own curve and dividend
+    yields: the same rows as the per-session masks (``option_quotes_where_many``)."""
     n = len(quotes)
     if n == 0:
         return np.zeros(0, dtype=bool)
@@ -71,30 +83,41 @@ def bracketing_mask(
     und_code, und_values = _codes(quotes["underlying"])
     n_und = len(und_values)
     listed = (days >= settings.min_expiry_days) & (exp_code >= 0) & (day_code >= 0) & (und_code >= 0)
+    # per (session, underlying): rows with a missing code are never listed, their index is not used
+    pair = day_code.astype(np.int64) * n_und + und_code
+    n_pair = len(day_values) * n_und
     before = listed & (days <= settings.tenor_days)
     after = listed & (days > settings.tenor_days)
     none = np.iinfo(np.int64).max
-    near = np.full(n_und, -1, dtype=np.int64)
-    np.maximum.at(near, und_code[before], days[before])
-    far = np.full(n_und, none, dtype=np.int64)
-    np.minimum.at(far, und_code[after], days[after])
-    later = after & (days > far[und_code])
-    second = np.full(n_und, none, dtype=np.int64)
-    np.minimum.at(second, und_code[later], days[later])
+    near = np.full(n_pair, -1, dtype=np.int64)
+    np.maximum.at(near, pair[before], days[before])
+    far = np.full(n_pair, none, dtype=np.int64)
+    np.minimum.at(far, pair[after], days[after])
+    later = after & (days > far[pair])
+    second = np.full(n_pair, none, dtype=np.int64)
+    np.minimum.at(second, pair[later], days[later])
     # the second expiry after the tenor only where none is before it (extrapolation, quant.atm_vol)
-    nu, fu, su = near[und_code], far[und_code], second[und_code]
+    nu, fu, su = near[pair], far[pair], second[pair]
     use = listed & ((days == nu) | ((fu < none) & (days == fu)) | ((nu < 0) & (su < none) & (days == su)))
     t = days.astype(float) / 365.0
-    rate = zero_rate(curve["tenor_days"].to_numpy(float), curve["zero_rate"].to_numpy(float), t)
-    q_by_symbol = dict(zip(dividends["symbol"], dividends["dividend_yield"], strict=True))
-    q = pd.Series(und_values).map(q_by_symbol).fillna(0.0).to_numpy(float)[und_code]
+    rate = np.zeros(n)
+    q_table = np.zeros((len(day_values), n_und))
+    order = np.argsort(day_code, kind="stable")
+    bounds = np.searchsorted(day_code[order], np.arange(len(day_values) + 1))
+    for i, day in enumerate(day_values):
+        rows = order[bounds[i] : bounds[i + 1]]
+        curve, dividends = curve_by_day[day], div_by_day[day]
+        rate[rows] = zero_rate(curve["tenor_days"].to_numpy(float), curve["zero_rate"].to_numpy(float), t[rows])
+        q_by_symbol = dict(zip(dividends["symbol"], dividends["dividend_yield"], strict=True))
+        q_table[i] = pd.Series(und_values).map(q_by_symbol).fillna(0.0).to_numpy(float)
+    q = q_table[day_code, und_code]
     forward = quotes["underlying_price"].to_numpy(float) * np.exp((rate - q) * t)
     k = np.log(quotes["strike"].to_numpy(float) / forward)
     is_call = (quotes["option_type"] == "C").to_numpy(bool)
     candidate = use & np.where(is_call, k > 0.0, k <= 0.0)
     rows = np.flatnonzero(candidate)
-    # rank by |k| within (underlying, expiry, option type); stable sort keeps ties in row order
-    group = (und_code[rows].astype(np.int64) * len(exp_values) + exp_code[rows]) * 2 + is_call[rows]
+    # rank by |k| within (session, underlying, expiry, option type); stable sort keeps ties in row order
+    group = (pair[rows] * len(exp_values) + exp_code[rows]) * 2 + is_call[rows]
     order = rows[np.lexsort((np.abs(k[rows]), group))]
     group_sorted = group[np.lexsort((np.abs(k[rows]), group))]
     start = np.searchsorted(group_sorted, group_sorted, side="left")
@@ -271,20 +294,18 @@ def atm_vol_history(
     span = {"as_of_date": Between(sessions[0], sessions[-1])}
     curve_by_day = dict(tuple(wh.read("rates_curve", span).groupby("as_of_date")))
     div_by_day = dict(tuple(wh.read("dividend_yields", span).groupby("as_of_date")))
-    chains = []
     for session in sessions:
         if session not in curve_by_day or session not in div_by_day:
             if source.option_quotes(session).empty:
                 continue
             raise dg.Failure(f"no rates_curve / dividend_yields for {session}: load the price history first")
-        # only the quotes used are built (and, for the synthetic source, priced): bracketing_mask
-        select = functools.partial(
-            bracketing_mask, curve=curve_by_day[session], dividends=div_by_day[session], settings=config
-        )
-        quotes = source.option_quotes_where(session, select)
-        if not quotes.empty:
-            chains.append(quotes)
-    raw = pd.concat(chains, ignore_index=True) if chains else None
+    with_inputs = [s for s in sessions if s in curve_by_day and s in div_by_day]
+    # only the quotes used are built (and, for the synthetic source, priced), many sessions at a time
+    select = functools.partial(
+        sessions_bracketing_mask, curve_by_day=curve_by_day, div_by_day=div_by_day, settings=config
+    )
+    quotes = source.option_quotes_where_many(with_inputs, select) if with_inputs else pd.DataFrame()
+    raw = None if quotes.empty else quotes
     quoted: list[dt.date] = []
     if raw is not None:
         now = pd.Timestamp.now(tz="UTC")

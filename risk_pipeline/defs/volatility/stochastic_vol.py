@@ -2,9 +2,12 @@
 
 import datetime as dt
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import dagster as dg
+import numba
 import numpy as np
 import pandas as pd
 from pydantic import Field
@@ -99,35 +102,64 @@ def heston_fit(quotes: pd.DataFrame) -> tuple[dict[str, Any], pd.Series]:
     return row, pd.Series(fit.model_vol, index=quotes.index)
 
 
-def _fit_underlying(
-    job: tuple[str, pd.DataFrame, float],
-) -> tuple[str, list[dict[str, Any]], dict[str, Any], pd.Series, str]:
-    underlying, quotes, beta = job
+def _heston_or_error(quotes: pd.DataFrame, single_thread: bool) -> tuple[dict[str, Any], pd.Series] | ValueError:
+    """``heston_fit``, or the ValueError it raised; numba's parallel kernels on one thread if ``single_thread``."""
+    if single_thread:
+        numba.set_num_threads(1)  # per calling thread: the fits themselves are spread over threads
     try:
-        sabr = sabr_rows(quotes, beta)
-        heston, model_vol = heston_fit(quotes)
+        return heston_fit(quotes)
     except ValueError as exc:
-        return underlying, [], {}, pd.Series(dtype=float), str(exc)
-    return underlying, sabr, heston, model_vol, ""
+        return exc
 
 
 def _fit_chunk(
-    jobs: list[tuple[str, pd.DataFrame, float]],
+    jobs: list[tuple[str, pd.DataFrame, float]], threads: int = 1
 ) -> list[tuple[str, list[dict[str, Any]], dict[str, Any], pd.Series, str]]:
-    return [_fit_underlying(j) for j in jobs]
+    """SABR slices of every job in turn, then the Heston fits on ``threads`` threads of this process (the
+    Heston kernels release the GIL, so the threads share the cores; each fit is the same computation as on
+    one thread): (underlying, SABR rows, Heston row, Heston model vols, error)."""
+    sabr: list[list[dict[str, Any]] | ValueError] = []
+    for _, quotes, beta in jobs:
+        try:
+            sabr.append(sabr_rows(quotes, beta))
+        except ValueError as exc:
+            sabr.append(exc)
+    todo = [i for i, rows in enumerate(sabr) if not isinstance(rows, ValueError)]
+    if threads > 1 and len(todo) > 1:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            fits = list(pool.map(lambda i: _heston_or_error(jobs[i][1], True), todo))
+    else:
+        fits = [_heston_or_error(jobs[i][1], False) for i in todo]
+    heston = dict(zip(todo, fits, strict=True))
+    out = []
+    for i, (underlying, _, _) in enumerate(jobs):
+        error = sabr[i] if isinstance(sabr[i], ValueError) else heston[i]
+        if isinstance(error, ValueError):
+            out.append((underlying, [], {}, pd.Series(dtype=float), str(error)))
+        else:
+            row, model_vol = heston[i]
+            out.append((underlying, sabr[i], row, model_vol, ""))
+    return out
 
 
 def fit_models(
-    iv: pd.DataFrame, svi: pd.DataFrame, betas: dict[str, float], default_beta: float, workers: int = 1
+    iv: pd.DataFrame,
+    svi: pd.DataFrame,
+    betas: dict[str, float],
+    default_beta: float,
+    workers: int = 1,
+    threads: int = 1,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """sabr_slices, heston_parameters and vol_fit_comparison rows for one snapshot of implied vols; ``svi`` is
-    the snapshot's vol_surface rows (their RMSE goes into the comparison)."""
+    the snapshot's vol_surface rows (their RMSE goes into the comparison). ``workers`` processes, each fitting
+    Heston on ``threads`` threads."""
     usable = usable_quotes(iv)
     as_of = iv["as_of"].iloc[0]
     jobs = [(str(u), g, float(betas.get(str(u), default_beta))) for u, g in usable.groupby("underlying", sort=True)]
     # spawn, not fork: a step earlier in the same process may have started numba's OpenMP threads, and forking
     # such a process aborts the child ("fork() called from a process already using GNU OpenMP")
-    fitted = map_in_processes(_fit_chunk, jobs, workers, min_jobs=MIN_JOBS_FOR_POOL, start="spawn")
+    chunk = partial(_fit_chunk, threads=threads)
+    fitted = map_in_processes(chunk, jobs, workers, min_jobs=MIN_JOBS_FOR_POOL, start="spawn")
     sabr_out, heston_out, vols = [], [], []
     for underlying, sabr, heston, model_vol, error in fitted:
         if error:
@@ -205,6 +237,8 @@ class StochasticVolSettings(dg.Config):
     max_heston_rmse_vol_points: float = 5.0
     #: 1 fits in the step's process; more start spawned workers, which took longer than they saved on 2 busy cores
     workers: int = 1
+    #: Threads of the Heston fits in each process (numba's kernels release the GIL); 1: one after the other
+    threads: int = 2
 
 
 @dg.multi_asset(
@@ -283,7 +317,9 @@ def stochastic_vol_models(
         if iv.empty:
             raise dg.Failure(f"no implied_vols stored for snapshot {as_of.isoformat()}: materialize implied_vols")
         svi = wh.read("vol_surface", {"as_of": as_of})
-        sabr, heston, cmp = fit_models(iv, svi, dict(config.sabr_beta), config.default_sabr_beta, config.workers)
+        sabr, heston, cmp = fit_models(
+            iv, svi, dict(config.sabr_beta), config.default_sabr_beta, config.workers, config.threads
+        )
         sabr_frames.append(sabr)
         heston_frames.append(heston)
         cmp_frames.append(cmp)

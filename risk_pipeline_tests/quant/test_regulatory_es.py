@@ -1,0 +1,138 @@
+"""MAR33 liquidity-horizon ES and the stressed window: hand computations, direct repricing, the S&P 500 in 2008."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from risk_pipeline.quant.bsm import bsm_price
+from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant.regulatory_es import (
+    cascade_es,
+    equity_liquidity_horizons,
+    index_betas,
+    index_mapped_history,
+    liquidity_adjusted_es,
+    reduced_set_scaling,
+    window_es,
+    worst_es_window,
+)
+from risk_pipeline.quant.var import MarketHistory, worst_window
+
+
+def test_cascade_hand_computed() -> None:
+    # ES_T(P, j) = 100, 60, 30, 20, 10 at LH 10, 20, 40, 60, 120 (T = 10):
+    # 100^2 + (60 sqrt(10/10))^2 + (30 sqrt(20/10))^2 + (20 sqrt(20/10))^2 + (10 sqrt(60/10))^2
+    # = 10000 + 3600 + 1800 + 800 + 600 = 16800
+    assert cascade_es([100.0, 60.0, 30.0, 20.0, 10.0]) == pytest.approx(math.sqrt(16800.0), rel=1e-15)
+    # only the 10-day factors: the 10-day ES itself; a negative (gaining) bucket counts as 0
+    assert cascade_es([250.0, 0.0, 0.0, 0.0, 0.0]) == 250.0
+    assert cascade_es([30.0, -40.0, 0.0, 0.0, 0.0]) == 30.0
+    # all risk in one 120-day bucket: ES_T sqrt(1 + 1 + 2 + 2 + 6) = ES_T sqrt(12)
+    assert cascade_es([5.0] * 5) == pytest.approx(5.0 * math.sqrt(12.0), rel=1e-15)
+    with pytest.raises(ValueError):
+        cascade_es([1.0, 2.0], horizons_days=(20, 40))
+
+
+def test_equity_mapping_mar33_12() -> None:
+    spot, vol = equity_liquidity_horizons([True, False])
+    assert spot.tolist() == [10, 20] and vol.tolist() == [20, 60]
+
+
+def test_liquidity_adjusted_es_against_direct_repricing() -> None:
+    """A European put on a large-cap name A (spot 10 d, vol 20 d) and stock of a small-cap name B (spot 20 d,
+    vol 60 d): each bucket's 10-day P&L repriced with bsm_price, the ES the mean of the 6 worst of 240."""
+    rng = np.random.default_rng(7)
+    n_days = 249  # 240 overlapping 10-day moves: 240 x 2.5 % = 6 tail scenarios exactly
+    r = rng.standard_t(4, (n_days, 2)) * np.array([0.015, 0.025])
+    iv = np.expm1(-3.0 * r + rng.normal(0.0, 0.03, r.shape))
+    hist = MarketHistory(r, iv)
+    s0, k, t, sig, rate, q = 120.0, 115.0, 0.4, 0.3, 0.03, 0.01
+    book = Portfolio(
+        symbols=("A", "B"),
+        spot=[s0, 40.0],
+        symbol_index=[0, 1],
+        quantity=[-50.0, 2000.0],
+        multiplier=[100.0, 1.0],
+        is_option=[True, False],
+        is_call=[False, False],
+        strike=[k, 1.0],
+        time_years=[t, 0.0],
+        implied_vol=[sig, 0.0],
+        rate=[rate, 0.0],
+        dividend_yield=[q, 0.0],
+    )
+    cum_r = np.array([r[i : i + 10].sum(axis=0) for i in range(240)])
+    cum_v = np.array([np.prod(1.0 + iv[i : i + 10], axis=0) for i in range(240)])
+    base = float(bsm_price(s0, k, t, sig, rate, q, False))
+
+    def es_of(spot_a: bool, vol_a: bool, spot_b: bool) -> float:
+        sa = s0 * np.exp(cum_r[:, 0]) if spot_a else np.full(240, s0)
+        va = sig * cum_v[:, 0] if vol_a else np.full(240, sig)
+        pnl = -5000.0 * (bsm_price(sa, k, t, va, rate, q, False) - base)
+        if spot_b:
+            pnl = pnl + 2000.0 * 40.0 * np.expm1(cum_r[:, 1])
+        return float(-np.sort(pnl)[:6].mean())
+
+    got = liquidity_adjusted_es(book, hist, [10, 20], [20, 60], american="exact")
+    expected = [es_of(True, True, True), es_of(False, True, True), 0.0, 0.0, 0.0]
+    np.testing.assert_allclose(got.es_by_horizon, expected, rtol=1e-9)
+    assert got.es == pytest.approx(math.sqrt(expected[0] ** 2 + expected[1] ** 2), rel=1e-9)
+    assert got.n_scenarios == 240
+    # all small cap: A's spot moves to the 20-day bucket and its vol to the 60-day one
+    small = liquidity_adjusted_es(book, hist, [20, 20], [60, 60], american="exact")
+    e60 = es_of(False, True, False)
+    np.testing.assert_allclose(small.es_by_horizon, [expected[0], expected[0], e60, e60, 0.0], rtol=1e-9)
+    assert small.es == pytest.approx(math.sqrt(expected[0] ** 2 + expected[0] ** 2 + 2 * e60**2 + 2 * e60**2), rel=1e-9)
+
+
+def test_worst_window_of_a_constructed_series() -> None:
+    """Gains of 1 everywhere, six losses of 10 on days 300-305 and three of 20 on days 700-702: at 97.5 % over
+    250 days (6.25 tail days) the first cluster is worse, (60 - 0.25) / 6.25 against (60 - 3.25) / 6.25, and the
+    latest of the tied windows that hold it starts on day 300; the 99 % VaR (third worst day) prefers the other."""
+    p = np.ones(1000)
+    p[300:306] = -10.0
+    p[700:703] = -20.0
+    es = window_es(p, 250)
+    assert worst_es_window(p, 250) == 300
+    assert es[300] == pytest.approx((60.0 - 0.25) / 6.25, rel=1e-15)
+    assert es[700] == pytest.approx((60.0 - 3.25) / 6.25, rel=1e-15)
+    assert 700 - 249 <= worst_window(p, 250, 0.99) <= 700
+    # every window against a plain loop over the definition
+    for i in (0, 56, 299, 300, 301, 500, 750):
+        w = np.sort(p[i : i + 250])
+        assert es[i] == pytest.approx(-(w[:6].sum() + 0.25 * w[6]) / 6.25, rel=1e-15)
+
+
+def test_sp500_2008_is_the_worst_window() -> None:
+    """The worst 250-session window of arch's S&P 500 (1999-2018) for a long index position holds Sep-Dec 2008."""
+    sp500 = pytest.importorskip("arch.data.sp500")
+    close = sp500.load()["Adj Close"]
+    r = np.log(close).diff().dropna()
+    start = worst_es_window(np.expm1(r.to_numpy()), 250)
+    first, last = r.index[start], r.index[start + 249]
+    assert first <= pd.Timestamp("2008-09-29") and last >= pd.Timestamp("2008-12-31")
+
+
+def test_index_betas_and_mapped_history() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(0.0, 0.01, 300)
+    y = np.column_stack([2.0 * x, -7.0 * x + rng.normal(0.0, 0.02, 300), x])
+    y[:250, 2] = np.nan  # 50 days only: below min_obs
+    b = index_betas(y, x, min_obs=60)
+    assert b[0] == pytest.approx(2.0, rel=1e-12)
+    ols = np.linalg.lstsq(x[:, None], y[:, 1], rcond=None)[0][0]
+    assert b[1] == pytest.approx(ols, rel=1e-12) and math.isnan(b[2])
+    h = index_mapped_history([0.01, -0.02], [1.5, 1.0], [-4.0, np.nan])
+    np.testing.assert_allclose(h.log_returns, [[0.015, 0.01], [-0.03, -0.02]], rtol=1e-15)
+    assert h.iv_rel_changes is not None
+    np.testing.assert_allclose(h.iv_rel_changes, [[math.exp(-0.04) - 1.0, 0.0], [math.exp(0.08) - 1.0, 0.0]])
+
+
+def test_reduced_set_scaling_is_floored_at_one() -> None:
+    assert reduced_set_scaling(150.0, 100.0) == 1.5
+    assert reduced_set_scaling(80.0, 100.0) == 1.0
+    assert reduced_set_scaling(80.0, 0.0) == 1.0

@@ -1,0 +1,192 @@
+"""Batched VaR (compute_var_batch, evaluate_many, the batched static-book backtest) against the per-call path."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from risk_pipeline.quant.book_backtest import rescaled_book, static_book_backtest
+from risk_pipeline.quant.portfolio import Portfolio, stack_portfolios
+from risk_pipeline.quant.scenario_engine import (
+    EEP_MIN_SCENARIOS,
+    ScenarioSet,
+    evaluate,
+    evaluate_many,
+    market_values,
+    revalue,
+)
+from risk_pipeline.quant.var import (
+    ALL_METHODS,
+    MONTE_CARLO_FHS,
+    MarketHistory,
+    VarConfig,
+    compute_var,
+    compute_var_batch,
+    fit_garch_or_constant,
+)
+
+RTOL = 1e-10
+
+
+def _book(spot: np.ndarray) -> Portfolio:
+    """Stocks, European and American options (puts and calls, early exercise optimal somewhere) on two names."""
+    return Portfolio(
+        symbols=("A", "B"),
+        spot=spot,
+        symbol_index=[0, 1, 0, 1, 0, 1, 0],
+        quantity=[10.0, -20.0, 5.0, -8.0, 6.0, 4.0, -3.0],
+        multiplier=[1.0, 1.0, 100.0, 100.0, 100.0, 100.0, 100.0],
+        is_option=[False, False, True, True, True, True, True],
+        is_call=[True, True, False, True, False, True, False],
+        strike=[1.0, 1.0, 0.95 * spot[0], 1.1 * spot[1], 1.05 * spot[0], 0.9 * spot[1], 0.8 * spot[0]],
+        time_years=[0.0, 0.0, 0.25, 0.5, 0.4, 0.75, 1.0],
+        implied_vol=[0.0, 0.0, 0.30, 0.40, 0.35, 0.45, 0.28],
+        rate=0.04,
+        dividend_yield=[0.0, 0.0, 0.01, 0.01, 0.0, 0.06, 0.02],
+        is_american=[False, False, False, False, True, True, True],
+    )
+
+
+def _market(n: int = 330, seed: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    r = rng.standard_t(4, size=(n - 1, 2)) * np.array([0.012, 0.02]) / math.sqrt(2.0)
+    closes = np.vstack([[100.0, 50.0], 100.0 * np.exp(np.cumsum(r, axis=0)) * [1.0, 0.5]])
+    vols = np.column_stack(
+        [0.3 * np.exp(np.cumsum(rng.normal(0, 0.03, n))), 0.4 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))]
+    )
+    vols[rng.random(n) < 0.05, 1] = np.nan  # some days without an ATM vol
+    gaps = np.r_[0.0, rng.choice([1.0, 1.0, 1.0, 1.0, 3.0], n - 1)]
+    return closes, vols, gaps
+
+
+def _assert_reports_equal(batched, single) -> None:  # type: ignore[no-untyped-def]
+    assert [(r.method, r.horizon_days, r.confidence) for r in batched.results] == [
+        (r.method, r.horizon_days, r.confidence) for r in single.results
+    ]
+    for b, s in zip(batched.results, single.results, strict=True):
+        for name in ("var", "expected_shortfall", "standard_error", "var_non_overlapping", "independent_tail_obs"):
+            np.testing.assert_allclose(getattr(b, name), getattr(s, name), rtol=RTOL, atol=0.0, err_msg=name)
+        np.testing.assert_allclose(b.component_var, s.component_var, rtol=RTOL, atol=RTOL * abs(s.var))
+        if s.component_es is not None:
+            np.testing.assert_allclose(b.component_es, s.component_es, rtol=RTOL, atol=RTOL * abs(s.expected_shortfall))
+        assert (b.n_scenarios, b.lookback_days, b.symbols, b.note) == (
+            s.n_scenarios,
+            s.lookback_days,
+            s.symbols,
+            s.note,
+        )
+    assert batched.scenario_pnl.keys() == single.scenario_pnl.keys()
+    for key, pnl in single.scenario_pnl.items():
+        np.testing.assert_allclose(batched.scenario_pnl[key], pnl, rtol=RTOL, atol=RTOL * np.abs(pnl).max())
+
+
+def test_compute_var_batch_equals_compute_var_day_by_day() -> None:
+    closes, vols, _ = _market()
+    returns = np.diff(np.log(closes), axis=0)
+    iv = vols[1:] / vols[:-1] - 1.0
+    cfg = VarConfig(confidences=(0.99, 0.975), horizons=(1, 3), lookback_days=280, n_scenarios=500)
+    ends = [262, 280, 300, 320]  # the first window is shorter than the look-back: sets of different sizes
+    books = [rescaled_book(_book(closes[-1]), closes[t], [1.0 + 0.01 * k, 1.0]) for k, t in enumerate(ends)]
+    histories = [MarketHistory(returns[max(0, t - 300) : t], iv[max(0, t - 300) : t]) for t in ends]
+    histories[1] = MarketHistory(histories[1].log_returns)  # one without vol changes
+    params = [
+        fit_garch_or_constant(h.window(cfg.lookback_days).log_returns[:, s]) for s in range(2) for h in histories[:1]
+    ]
+    garch = [params, None, params, None]
+    batched = compute_var_batch(books, histories, cfg, garch_params=garch)
+    for k, (book, history) in enumerate(zip(books, histories, strict=True)):
+        _assert_reports_equal(batched[k], compute_var(book, history, cfg, garch_params=garch[k]))
+    only = compute_var_batch(books[:2], histories[:2], cfg, methods=(MONTE_CARLO_FHS,))
+    _assert_reports_equal(only[1], compute_var(books[1], histories[1], cfg, methods=(MONTE_CARLO_FHS,)))
+
+
+def test_evaluate_many_prices_every_book_as_a_separate_call() -> None:
+    rng = np.random.default_rng(1)
+    books = [_book(np.array([100.0, 50.0]) * (1.0 + 0.1 * k)) for k in range(3)]
+    sizes = [300, 40, EEP_MIN_SCENARIOS - 3]  # padded to the longest; the smallest gets no grid
+    sets = [ScenarioSet(rng.normal(0.0, 0.03, (n, 2)), vol_scale=np.exp(rng.normal(0.0, 0.1, (n, 2)))) for n in sizes]
+    sets[1] = ScenarioSet(sets[1].spot_shock_rel)  # no vol moves
+    for american in ("eep_grid", "exact"):
+        got = evaluate_many(books, sets, 2.0, american=american)
+        for book, sc, res in zip(books, sets, got, strict=True):
+            want = evaluate(book, sc, 2.0, american=american, per_symbol=True)
+            assert res.by_symbol is not None and want.by_symbol is not None
+            np.testing.assert_array_equal(res.by_symbol, want.by_symbol)  # same prices, same order of terms
+            np.testing.assert_allclose(res.pnl, want.pnl, rtol=1e-12, atol=1e-9)
+    np.testing.assert_array_equal(
+        market_values(stack_portfolios(books)), np.concatenate([market_values(b) for b in books])
+    )
+
+
+def _per_day_reference(book, closes, vols, gaps, days, cfg, confidence, es_confidence, refit_every=21):  # type: ignore[no-untyped-def]
+    """The static-book backtest day by day: one compute_var and one revalue per day (the unbatched path)."""
+    returns = np.diff(np.log(closes), axis=0)
+    iv = vols[1:] / vols[:-1] - 1.0
+    cfg = replace(cfg, confidences=(confidence, es_confidence), horizons=(1,))
+    out: dict[str, list[float]] = {"pnl": [], "value": []}
+    params = None
+    for i, t in enumerate(days):
+        ratio = np.where(np.isfinite(vols[t]) & np.isfinite(vols[-1]), vols[t] / vols[-1], 1.0)
+        day_book = rescaled_book(book, closes[t], ratio)
+        first = max(0, t - cfg.lookback_days)
+        if params is None or i % refit_every == 0:
+            params = [
+                fit_garch_or_constant(returns[first:t, s], None if params is None else params[s]) for s in range(2)
+            ]
+        report = compute_var(day_book, MarketHistory(returns[first:t], iv[first:t]), cfg, garch_params=params)
+        move = np.where(np.isfinite(iv[t]), 1.0 + iv[t], 1.0)
+        moved = revalue(
+            day_book,
+            (closes[t + 1] / closes[t] - 1.0)[None, :],
+            horizon_days=float(gaps[t + 1]),
+            vol_scale=move[None, :],
+            american="exact",
+        )
+        out["pnl"].append(float(moved.pnl[0]))
+        out["value"].append(float(market_values(day_book).sum()))
+        for m in ALL_METHODS:
+            out.setdefault(m, []).append(report.get(m, 1, confidence).var)
+            out.setdefault(f"es:{m}", []).append(report.get(m, 1, es_confidence).expected_shortfall)
+    return out
+
+
+def test_static_book_backtest_equals_the_per_day_compute_var_path() -> None:
+    closes, vols, gaps = _market()
+    book = _book(closes[-1])
+    cfg = VarConfig(lookback_days=270, n_scenarios=500)
+    days = np.arange(255, 300, 2)  # the first windows shorter than the look-back; GARCH refits every 4 days
+    res = static_book_backtest(book, closes, vols, gaps, days, cfg, es_confidence=0.975, refit_every=4)
+    ref = _per_day_reference(book, closes, vols, gaps, days, cfg, 0.99, 0.975, refit_every=4)
+    np.testing.assert_allclose(res.pnl, ref["pnl"], rtol=RTOL, atol=RTOL * np.abs(ref["pnl"]).max())
+    np.testing.assert_allclose(res.book_value, ref["value"], rtol=RTOL)
+    for m in ALL_METHODS:
+        np.testing.assert_allclose(res.var[m], ref[m], rtol=RTOL, err_msg=m)
+        np.testing.assert_allclose(res.expected_shortfall[m], ref[f"es:{m}"], rtol=RTOL, err_msg=m)
+
+
+def test_books_sharing_an_underlying_share_its_garch_fits() -> None:
+    closes, vols, gaps = _market()
+    book = _book(closes[-1])
+    other = Portfolio(symbols=("A", "B"), spot=closes[-1], symbol_index=[0, 1], quantity=[3.0, 7.0])
+    cfg = VarConfig(lookback_days=260, n_scenarios=500)
+    days = np.arange(300, 320)
+    cache: dict = {}
+    first = static_book_backtest(book, closes, vols, gaps, days, cfg, methods=(MONTE_CARLO_FHS,), garch_cache=cache)
+    fits = len(cache)
+    assert fits == 2 * 1  # two names, one fit each (refits every 21 days)
+    second = static_book_backtest(other, closes, vols, gaps, days, cfg, methods=(MONTE_CARLO_FHS,), garch_cache=cache)
+    assert len(cache) == fits
+    alone = static_book_backtest(other, closes, vols, gaps, days, cfg, methods=(MONTE_CARLO_FHS,))
+    np.testing.assert_array_equal(second.var[MONTE_CARLO_FHS], alone.var[MONTE_CARLO_FHS])
+    assert np.all(first.var[MONTE_CARLO_FHS] > 0)
+
+
+def test_evaluate_many_refuses_what_it_cannot_stack() -> None:
+    book = _book(np.array([100.0, 50.0]))
+    with pytest.raises(ValueError, match="one scenario set per portfolio"):
+        evaluate_many([book], [])
+    with pytest.raises(ValueError, match="per-symbol"):
+        evaluate_many([book], [ScenarioSet(np.zeros((3, 2)), rate_shift_abs=np.zeros(3))])
