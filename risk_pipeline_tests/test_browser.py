@@ -256,7 +256,7 @@ def test_failed_blocking_check_page_shows_the_rule_and_the_failing_rows(ui: tupl
     page.wait_for("document.body && document.body.innerText.includes('slices_over_bound')", "the check's metadata")
     text = page.text()
     assert "This is a blocking asset check" in text
-    assert "Every slice's fit RMSE under the configured bound (vol points)." in text  # the rule
+    assert "Every slice's fit RMSE under the configured bound (vol points);" in text  # the rule
     assert "Failed" in text and f"Partition {SESSION}" in text
     page.show_markdown("slices_over_bound")
     rows = page.wait_for(

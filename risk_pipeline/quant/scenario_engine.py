@@ -634,15 +634,24 @@ def _alo_values(
             values[m, j] = price
 
 
-@njit(parallel=True, **JIT)
+@njit(nogil=True, **JIT)
 def _alo_grid_boundaries(
-    t: FloatArray, r: FloatArray, q: FloatArray, call: BoolArray, v: FloatArray, ratio: FloatArray, bnd: FloatArray
+    t: FloatArray,
+    r: FloatArray,
+    q: FloatArray,
+    call: BoolArray,
+    v: FloatArray,
+    ratio: FloatArray,
+    bnd: FloatArray,
+    start: int,
+    stop: int,
 ) -> None:
     """Exercise boundary at maturity of every option at every grid vol: ``ratio[m, l] = S*/K`` (NaN where
     the grid does not apply: no early exercise, two boundaries, zero vol, a failed solve) and the unit-strike
-    put boundary ``bnd[m, l]`` (``american_alo.put_boundary``, ``GRID_TABLES``; calls by the symmetry)."""
-    na, nv = v.shape
-    for m in prange(na):
+    put boundary ``bnd[m, l]`` (``american_alo.put_boundary``, ``GRID_TABLES``; calls by the symmetry). Options
+    ``start .. stop-1`` (``run_chunked``)."""
+    nv = v.shape[1]
+    for m in range(start, stop):
         pr, pq = (q[m], r[m]) if call[m] else (r[m], q[m])
         for col in range(nv):
             ratio[m, col] = math.nan
@@ -656,7 +665,7 @@ def _alo_grid_boundaries(
                 ratio[m, col] = 1.0 / b_t if call[m] else b_t
 
 
-@njit(parallel=True, **JIT)
+@njit(nogil=True, **JIT)
 def _alo_grid_prices(
     t: FloatArray,
     r: FloatArray,
@@ -667,12 +676,15 @@ def _alo_grid_prices(
     spot: FloatArray,
     bnd: FloatArray,
     out: FloatArray,
+    start: int,
+    stop: int,
 ) -> None:
     """American prices at the grid nodes ``spot[m, l, c]`` (vol ``v[m, l]``) from the boundaries of
-    ``_alo_grid_boundaries``: ``K p(S/K)`` for puts, ``S p'(K/S)`` for calls (homogeneity, unit strike)."""
-    na, nv, nu = spot.shape
+    ``_alo_grid_boundaries``: ``K p(S/K)`` for puts, ``S p'(K/S)`` for calls (homogeneity, unit strike).
+    Options ``start .. stop-1`` (``run_chunked``)."""
+    _, nv, nu = spot.shape
     yes = np.bool_(True)  # not a literal: one compiled signature of put_from_boundary
-    for m in prange(na):
+    for m in range(start, stop):
         pr, pq = (q[m], r[m]) if call[m] else (r[m], q[m])
         x_max = exercise_limit(1.0, pr, pq)
         for col in range(nv):
@@ -706,7 +718,7 @@ def _eep_nodes(
     ls = ls_star[:, :, None] - w[:, None, None] * y[:, None, :]
     s = np.exp(ls)
     am = np.empty(shape)
-    _alo_grid_prices(t, r, q, call, k, v, s, bnd, am)
+    run_chunked(_alo_grid_prices, shape[0], t, r, q, call, k, v, s, bnd, am)
     euro = np.empty(am.size)
 
     def flat(a: FloatArray) -> FloatArray:
@@ -727,7 +739,7 @@ def _eep_nodes(
     return am - euro.reshape(shape)
 
 
-@njit(parallel=True, **JIT)
+@njit(nogil=True, **JIT)
 def _vol_range(
     log_spot_new: FloatArray,
     scale: FloatArray,
@@ -743,9 +755,12 @@ def _vol_range(
     hi: FloatArray,
     ls_lo: FloatArray,
     ls_hi: FloatArray,
+    start: int,
+    stop: int,
 ) -> None:
-    """Range of the shocked vol and of the shocked log spot of options ``first ..`` over all scenarios."""
-    for m in prange(lo.shape[0]):
+    """Range of the shocked vol and of the shocked log spot of options ``first + m`` over all scenarios, ``m`` in
+    ``start .. stop-1`` (``run_chunked``)."""
+    for m in range(start, stop):
         i = first + m
         s = opt_sym[i]
         a = math.inf
@@ -1067,7 +1082,9 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
         ls_hi = inp.log_spot_new.max(axis=0)[sym]
     else:
         v_lo, v_hi, ls_lo, ls_hi = (np.empty(na) for _ in range(4))
-        _vol_range(
+        run_chunked(
+            _vol_range,
+            na,
             inp.log_spot_new,
             inp.scale,
             inp.shift,
@@ -1095,8 +1112,16 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
     if solve.size:
         part = np.empty((solve.size, nv))
         part_b = np.zeros((solve.size, nv, GRID_TABLES[0].size))
-        _alo_grid_boundaries(
-            t[solve], r[solve], q[solve], call[solve], np.ascontiguousarray(v_nodes[solve]), part, part_b
+        run_chunked(
+            _alo_grid_boundaries,
+            solve.size,
+            t[solve],
+            r[solve],
+            q[solve],
+            call[solve],
+            np.ascontiguousarray(v_nodes[solve]),
+            part,
+            part_b,
         )
         ratio[solve] = part
         bnd[solve] = part_b

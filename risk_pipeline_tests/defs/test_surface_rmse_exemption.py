@@ -27,7 +27,7 @@ def _rmse_check(surface: pd.DataFrame) -> object:
 def test_two_quote_weekly_is_exempt_but_listed() -> None:
     check = _rmse_check(_surface([2, 12], [1.0, 30.0], [2.9, 0.4]))
     assert check.passed
-    assert "U0" in check.metadata["exempt_slices_over_bound"].value
+    assert "U0" in check.metadata["slices_over_bound_exempt"].value
 
 
 def test_three_quotes_or_a_longer_expiry_are_held_to_the_bound() -> None:

@@ -104,7 +104,9 @@ def sessions_bracketing_mask(
     q_table = np.zeros((len(day_values), n_und))
     order = np.argsort(day_code, kind="stable")
     bounds = np.searchsorted(day_code[order], np.arange(len(day_values) + 1))
-    for i, day in enumerate(day_values):
+    # the sessions as dates: a folder source's unpriced chain carries them as text
+    day_dates = pd.to_datetime(pd.Series(day_values)).dt.date.to_numpy()
+    for i, day in enumerate(day_dates):
         rows = order[bounds[i] : bounds[i + 1]]
         curve, dividends = curve_by_day[day], div_by_day[day]
         rate[rows] = zero_rate(curve["tenor_days"].to_numpy(float), curve["zero_rate"].to_numpy(float), t[rows])

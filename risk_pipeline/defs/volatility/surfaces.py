@@ -565,7 +565,7 @@ def surface_checks(surface: pd.DataFrame, grid: pd.DataFrame, max_rmse_vol_point
                 "slices_over_bound": dg.MetadataValue.md(
                     markdown_table(too_rough[["underlying", "expiry", "rmse_vol_points", "n_quotes"]], 20)
                 ),
-                "exempt_slices_over_bound": dg.MetadataValue.md(
+                "slices_over_bound_exempt": dg.MetadataValue.md(
                     markdown_table(
                         surface[exempt & ~(surface["rmse_vol_points"] <= max_rmse_vol_points)][
                             ["underlying", "expiry", "rmse_vol_points", "n_quotes"]
