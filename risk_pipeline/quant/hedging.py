@@ -45,7 +45,7 @@ from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from scipy.sparse import csr_matrix, hstack, vstack
 
 from risk_pipeline.quant._numba import BoolArray, FloatArray, IntArray
-from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant.portfolio import Portfolio, concatenated
 from risk_pipeline.quant.scenario_engine import AmericanMethod, ScenarioSet, evaluate
 from risk_pipeline.quant.stress import RuleScenarios
 
@@ -606,24 +606,12 @@ def combine(book: Portfolio, lines: Portfolio) -> Portfolio:
     where = {s: i for i, s in enumerate(symbols)}
     line_idx = np.array([where[lines.symbols[j]] for j in lines.symbol_index], dtype=np.intp)
 
-    def cat(name: str) -> np.ndarray:
-        return np.concatenate([np.asarray(getattr(book, name)), np.asarray(getattr(lines, name))])
-
-    return Portfolio(
-        symbols=tuple(symbols),
-        spot=np.array(spot),
-        symbol_index=np.concatenate([book.symbol_index, line_idx]),
-        quantity=cat("quantity"),
-        multiplier=cat("multiplier"),
-        is_option=cat("is_option"),
-        is_call=cat("is_call"),
-        strike=cat("strike"),
-        time_years=cat("time_years"),
-        implied_vol=cat("implied_vol"),
-        rate=cat("rate"),
-        dividend_yield=cat("dividend_yield"),
-        is_american=cat("is_american"),
-        position_id=tuple(book.position_id or ()) + tuple(lines.position_id or ()),
+    return concatenated(
+        [book, lines],
+        symbols,
+        spot,
+        np.concatenate([book.symbol_index, line_idx]),
+        tuple(book.position_id or ()) + tuple(lines.position_id or ()),
     )
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from risk_pipeline.quant._numba import BoolArray, FloatArray, IntArray
 
@@ -138,29 +139,53 @@ class Portfolio:
         return np.array([where[s] for s in symbols], dtype=np.intp)
 
 
+#: The per-position fields of a Portfolio after ``quantity`` (its option terms and exercise style).
+POSITION_FIELDS = (
+    "multiplier",
+    "is_option",
+    "is_call",
+    "strike",
+    "time_years",
+    "implied_vol",
+    "rate",
+    "dividend_yield",
+    "is_american",
+)
+
+
+def concatenated(
+    parts: Sequence[Portfolio],
+    symbols: Sequence[str],
+    spot: ArrayLike,
+    symbol_index: ArrayLike,
+    position_id: Sequence[str],
+) -> Portfolio:
+    """The positions of ``parts`` one after another (quantities and every field of ``POSITION_FIELDS``) on the
+    given symbols and spots; ``symbol_index`` and ``position_id`` for the joined positions."""
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([np.asarray(getattr(p, name)) for p in parts])
+
+    return Portfolio(
+        symbols=tuple(symbols),
+        spot=np.asarray(spot, dtype=np.float64),
+        symbol_index=np.asarray(symbol_index),
+        quantity=cat("quantity"),
+        position_id=tuple(position_id),
+        **{name: cat(name) for name in POSITION_FIELDS},
+    )
+
+
 def stack_portfolios(portfolios: Sequence[Portfolio]) -> Portfolio:
     """The books side by side as one book: book ``k``'s symbols become ``"k:<symbol>"`` (one block of columns per
     book, in order) and its positions follow those of book ``k - 1`` in their own order."""
     if not portfolios:
         raise ValueError("need at least one portfolio")
     offsets = np.cumsum([0] + [p.n_symbols for p in portfolios])
-
-    def cat(name: str) -> np.ndarray:
-        return np.concatenate([np.asarray(getattr(p, name)) for p in portfolios])
-
-    return Portfolio(
-        symbols=tuple(f"{k}:{s}" for k, p in enumerate(portfolios) for s in p.symbols),
-        spot=cat("spot"),
-        symbol_index=np.concatenate([p.symbol_index + offsets[k] for k, p in enumerate(portfolios)]),
-        quantity=cat("quantity"),
-        multiplier=cat("multiplier"),
-        is_option=cat("is_option"),
-        is_call=cat("is_call"),
-        strike=cat("strike"),
-        time_years=cat("time_years"),
-        implied_vol=cat("implied_vol"),
-        rate=cat("rate"),
-        dividend_yield=cat("dividend_yield"),
-        is_american=cat("is_american"),
-        position_id=tuple(f"{k}:{i}" for k, p in enumerate(portfolios) for i in (p.position_id or ())),
+    return concatenated(
+        portfolios,
+        [f"{k}:{s}" for k, p in enumerate(portfolios) for s in p.symbols],
+        np.concatenate([np.asarray(p.spot) for p in portfolios]),
+        np.concatenate([p.symbol_index + offsets[k] for k, p in enumerate(portfolios)]),
+        [f"{k}:{i}" for k, p in enumerate(portfolios) for i in (p.position_id or ())],
     )
