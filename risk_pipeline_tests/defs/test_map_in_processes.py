@@ -15,7 +15,8 @@ def test_results_come_back_in_job_order_from_worker_processes() -> None:
     jobs = list(range(7))
     out = map_in_processes(_square_with_pid, jobs, workers=2)
     assert [v for v, _ in out] == [x * x for x in jobs]
-    assert os.getpid() not in {pid for _, pid in out} and len({pid for _, pid in out}) == 2
+    # every chunk ran in a worker; the pool may hand both chunks to one worker that is up before the other
+    assert os.getpid() not in {pid for _, pid in out} and 1 <= len({pid for _, pid in out}) <= 2
     spawned = map_in_processes(_square_with_pid, jobs, workers=2, start="spawn")
     assert [v for v, _ in spawned] == [x * x for x in jobs]
 
