@@ -109,7 +109,7 @@ def smile_vol(grid: SmileGrid, log_moneyness: ArrayLike, time_years: ArrayLike) 
 
 @dataclass(frozen=True, eq=False)
 class SurfaceRepricedPnl:
-    """Per backtest day ``t``: the book value at day ``t``'s surface and its P&L to ``t + 1`` (NaN: no surface)."""
+    """Per backtest day ``t``: the book value at day ``t``'s surface and its P&L to ``t + 1`` (both NaN: no surface)."""
 
     day_index: IntArray
     book_value: FloatArray
@@ -165,8 +165,6 @@ def surface_repriced_pnl(
     vol_t = np.where(opt, smile_vol(surface(t_days), k_today, tau), 0.0)
     vol_next = np.where(opt, smile_vol(surface(t_days + 1), k_next, tau_next), 0.0)
     missing = np.any(opt & ~(np.isfinite(vol_t) & np.isfinite(vol_next)), axis=1)
-    vol_t = np.where(np.isfinite(vol_t), vol_t, 0.2)  # placeholders of days reported as NaN below
-    vol_next = np.where(np.isfinite(vol_next), vol_next, 0.2)
     per_day = {
         "quantity": np.asarray(p.quantity)[None, :] / move,
         "strike": strike,
@@ -176,12 +174,14 @@ def surface_repriced_pnl(
     tiled = ("multiplier", "is_option", "is_call", "rate", "dividend_yield", "is_american")
     shock = c[t_days + 1] / c[t_days] - 1.0  # (n_days, m)
     shift = vol_next - vol_t
-    values = np.zeros(n_days)
+    values = np.full(n_days, np.nan)
     pnl = np.full(n_days, np.nan)
     for g in np.unique(gap[t_days + 1]):
         # one stacked book per distinct gap (the engine takes one horizon a call): position (day i, j) sits on
         # the stacked symbol i * m + symbol_index[j] at day i's close
-        rows = np.flatnonzero(gap[t_days + 1] == g)
+        rows = np.flatnonzero((gap[t_days + 1] == g) & ~missing)  # days without a surface stay NaN
+        if rows.size == 0:
+            continue
         k = rows.size
         book = replace(
             p,
@@ -204,5 +204,4 @@ def surface_repriced_pnl(
         )
         by_symbol = np.asarray(moved.by_symbol)
         pnl[rows] = by_symbol[0].reshape(k, m).sum(axis=1)
-    pnl[missing] = np.nan
     return SurfaceRepricedPnl(t_days.copy(), values, pnl, int(opt.sum()))
