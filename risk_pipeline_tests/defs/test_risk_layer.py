@@ -71,8 +71,11 @@ def _position_values(
 
 
 def test_historical_var_equals_an_independent_revaluation(run: Run) -> None:
-    """Each historical day: spots by the day's returns, vols by the day's relative ATM-vol change (the rate factor
-    is off by default: rates unchanged)."""
+    """Each historical day: spots by the day's returns, each option's vol by the day's relative ATM-vol change ``c``
+    raised to ``(30 / max(tau_days, 7))^alpha`` (the default expiry-scaled term structure, alpha as the stress layer
+    stored it), the rate factor off by default: rates unchanged."""
+    from risk_pipeline.defs.risk.stress_vol import StoredVolParameters
+
     wh, _ = run
     positions = wh.read("position_greeks")
     book = "vol_overlay" if "vol_overlay" in set(positions["book"]) else positions["book"].iloc[0]
@@ -86,6 +89,12 @@ def test_historical_var_equals_an_independent_revaluation(run: Run) -> None:
     returns = np.log(wide).diff().loc[start:end]
     atm = wh.read("atm_vol_history", {"symbol": symbols}).pivot(index="as_of_date", columns="symbol", values="atm_vol")
     vol_change = (atm / atm.shift(1)).reindex(returns.index).fillna(1.0)
+    stress = wh.read("stress_results", {"book": book})
+    latest = stress.loc[stress["as_of"] == stress["as_of"].max(), "vol_parameters"].iloc[0]
+    rule = StoredVolParameters.parse(str(latest)).rule
+    tau_days = p["time_to_expiry_years"].to_numpy(float) * 365.0
+    power = (rule.reference_tenor_days / np.maximum(tau_days, rule.min_tenor_days)) ** rule.term_exponent
+    assert 0.0 < rule.term_exponent < 1.0 and rule.reference_tenor_days == 30.0
     base = _position_values(p, p["spot"].to_numpy(float), 0.0).sum()
     pnl = np.array(
         [
@@ -93,7 +102,7 @@ def test_historical_var_equals_an_independent_revaluation(run: Run) -> None:
                 p,
                 p["spot"].to_numpy(float) * np.exp(returns.loc[day, p["symbol"]].to_numpy(float)),
                 1 / 252,
-                vol_change.loc[day, p["symbol"]].to_numpy(float),
+                vol_change.loc[day, p["symbol"]].to_numpy(float) ** power,
             ).sum()
             - base
             for day in returns.index
@@ -291,17 +300,15 @@ def test_a_held_option_that_did_not_trade_today_liquidates_one_contract_a_day(ru
     assert volumes_missing[option] == 1.0 and (volumes_missing > 0).all()
 
 
-def test_var_results_with_sabr_smile_and_expiry_scaled_term_structure(run: Run, tmp_path: Path) -> None:
-    """var_results with smile_dynamics 'sabr' and vol_term_structure 'expiry_scaled' on a copy of the run:
-    historical rows say so and equal historical_var with each position's stored SABR slice and the stress layer's
-    stored expiry exponent; the other methods are unchanged; the sensitivity JSON of both runs agree where they
-    describe the same choice; a wrong value fails."""
+def test_var_results_with_sabr_smile_and_flat_term_structure(run: Run, tmp_path: Path) -> None:
+    """var_results with smile_dynamics 'sabr' and vol_term_structure 'flat' on a copy of the run (both differ from
+    the defaults, sticky strike and expiry-scaled): historical rows say so and equal historical_var with each
+    position's stored SABR slice and no expiry scaling; the other methods are unchanged; the sensitivity JSON of
+    both runs agree where they describe the same choice; a wrong value fails."""
     import shutil
 
-    from risk_pipeline.defs.risk.stress_vol import StoredVolParameters
     from risk_pipeline.defs.risk.var import book_portfolio, book_slices, return_history, var_results
     from risk_pipeline.quant.sabr_dynamics import SabrBackboneSlide
-    from risk_pipeline.quant.smile_dynamics import ExpiryScaledVolMoves
     from risk_pipeline.quant.var import VarConfig, historical_var
     from risk_pipeline.resources import ExportsResource, WarehouseResource
     from risk_pipeline_tests.defs.conftest import SESSION
@@ -311,7 +318,7 @@ def test_var_results_with_sabr_smile_and_expiry_scaled_term_structure(run: Run, 
     shutil.copy(wh.url, url)
     resources = {"warehouse": WarehouseResource(url=url), "exports": ExportsResource(root=str(tmp_path / "exports"))}
     before = Warehouse(url).read("var_results")
-    choice = {"smile_dynamics": "sabr", "vol_term_structure": "expiry_scaled"}
+    choice = {"smile_dynamics": "sabr", "vol_term_structure": "flat"}
     result = dg.materialize(
         [var_results],
         partition_key=SESSION.isoformat(),
@@ -327,30 +334,29 @@ def test_var_results_with_sabr_smile_and_expiry_scaled_term_structure(run: Run, 
     was = before[before["as_of"] == as_of].set_index(key).sort_index()
     hist = now.xs("historical", level="method")
     assert hist["method_note"].str.contains("smile: SABR backbone").all()
-    assert hist["method_note"].str.contains("term: ATM vol move x").all()
+    assert not hist["method_note"].str.contains("term:").any()
+    assert was.xs("historical", level="method")["method_note"].str.contains("term: ATM vol move x").all()
     others = [
         m for m in now.index.get_level_values("method").unique() if m not in ("historical", "stressed_historical")
     ]
     for m in others:
         np.testing.assert_allclose(now.xs(m, level="method")["var"], was.xs(m, level="method")["var"], rtol=1e-12)
-    # the 1-day historical VaR of each book equals historical_var with the stored SABR slices and the alpha the
-    # stress layer fitted and stored (stress_results.vol_parameters)
+    # the 1-day historical VaR of each book equals historical_var with the stored SABR slices, every expiry moved
+    # by the 30-day ATM ratio
     sabr = copy.read("sabr_slices", {"as_of": as_of})
     greeks = copy.read("position_greeks", {"as_of": as_of})
-    stress = copy.read("stress_results", {"as_of": as_of})
     compared = 0
     for book, rows in greeks.groupby("book"):
         rows = rows.reset_index(drop=True)
         portfolio = book_portfolio(rows)
         options = sorted(rows.loc[rows["instrument_type"] == "option", "symbol"].unique())
         factors = return_history(copy, SESSION, portfolio.symbols, 500, options)
-        stored = StoredVolParameters.parse(str(stress.loc[stress["book"] == book, "vol_parameters"].iloc[0]))
         res, _ = historical_var(
             portfolio,
             factors.history,
             VarConfig(horizons=(1,)),
             smile=SabrBackboneSlide(book_slices(rows, portfolio, sabr)),
-            term=ExpiryScaledVolMoves(stored.rule),
+            term=None,
         )
         for r in res:
             row = hist.loc[(book, 1, r.confidence)]
@@ -365,14 +371,14 @@ def test_var_results_with_sabr_smile_and_expiry_scaled_term_structure(run: Run, 
             continue
         new_s = json.loads(row["smile_sensitivity"])
         old_s = json.loads(was.loc[(book, method, h, c), "smile_sensitivity"])
-        assert (new_s["smile"]["production"], new_s["term"]["production"]) == ("sabr", "expiry_scaled")
-        assert (old_s["smile"]["production"], old_s["term"]["production"]) == ("sticky_strike", "flat")
+        assert (new_s["smile"]["production"], new_s["term"]["production"]) == ("sabr", "flat")
+        assert (old_s["smile"]["production"], old_s["term"]["production"]) == ("sticky_strike", "expiry_scaled")
         assert set(new_s["smile"]["var"]) == {"sticky_strike", "sticky_moneyness", "sabr"}
         assert set(new_s["term"]["var"]) == {"flat", "expiry_scaled"}
-        assert new_s["smile"]["var"]["sabr"] == new_s["term"]["var"]["expiry_scaled"]
-        # (sabr, flat) and (sticky_strike, expiry_scaled) were computed by both runs
-        assert new_s["term"]["var"]["flat"] == pytest.approx(old_s["smile"]["var"]["sabr"], rel=1e-12)
-        assert new_s["smile"]["var"]["sticky_strike"] == pytest.approx(old_s["term"]["var"]["expiry_scaled"], rel=1e-12)
+        assert new_s["smile"]["var"]["sabr"] == new_s["term"]["var"]["flat"]
+        # (sabr, expiry_scaled) and (sticky_strike, flat) were computed by both runs
+        assert new_s["term"]["var"]["expiry_scaled"] == pytest.approx(old_s["smile"]["var"]["sabr"], rel=1e-12)
+        assert new_s["smile"]["var"]["sticky_strike"] == pytest.approx(old_s["term"]["var"]["flat"], rel=1e-12)
     for bad_choice in ({"smile_dynamics": "sticky_delta"}, {"vol_term_structure": "steep"}):
         bad = dg.materialize(
             [var_results],
