@@ -409,6 +409,8 @@ def _arch_fit(model: arch.univariate.base.ARCHModel, start: FloatArray | None) -
     Student-t errors: arch's own sample, backcast, bounds, constraints and log-likelihood, minimized by
     ``_slsqp_minimize`` (arch's starting-value grid search runs only without ``start``)."""
     v, dist = model.volatility, model.distribution
+    if int(model.num_params):
+        raise ValueError("_arch_fit handles zero-mean models only")
     model._adjust_sample(None, None)
     resids = model.resids(model.starting_values())
     backcast = v.backcast(resids)
@@ -434,7 +436,15 @@ def _arch_fit(model: arch.univariate.base.ARCHModel, start: FloatArray | None) -
     bounds = [*model.bounds(), *v.bounds(resids), *dist.bounds(std_resids)]
     lower = np.array([float(lo) if lo is not None else -np.inf for lo, _ in bounds])
     upper = np.array([float(up) if up is not None else np.inf for _, up in bounds])
-    return _slsqp_minimize(lambda x: model._loglikelihood(x, sigma2, backcast, var_bounds), sv, lower, upper, a, b)
+    kv = int(v.num_params)
+
+    def negative_loglikelihood(x: FloatArray) -> float:
+        """``model._loglikelihood(x, sigma2, backcast, var_bounds)`` of a zero-mean model (no mean
+        parameters, residuals = data): the same variance recursion and Student-t density calls."""
+        variance = v.compute_variance(x[:kv], resids, sigma2, backcast, var_bounds)
+        return -float(dist.loglikelihood(x[kv:], resids, variance, False))
+
+    return _slsqp_minimize(negative_loglikelihood, sv, lower, upper, a, b)
 
 
 def fit_garch(returns: ArrayLike, *, asymmetric: bool = False, previous: GarchParams | None = None) -> GarchParams:
