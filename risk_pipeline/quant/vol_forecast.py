@@ -436,6 +436,9 @@ def _arch_fit(model: arch.univariate.base.ARCHModel, start: FloatArray | None) -
     bounds = [*model.bounds(), *v.bounds(resids), *dist.bounds(std_resids)]
     lower = np.array([float(lo) if lo is not None else -np.inf for lo, _ in bounds])
     upper = np.array([float(up) if up is not None else np.inf for _, up in bounds])
+    if np.any(~(lower < upper)):  # a fixed parameter (all-zero returns): minimize takes another route, so arch fits
+        res = model.fit(disp="off", show_warning=False, starting_values=start)
+        return np.asarray(res.params, dtype=float), int(res.convergence_flag)
     kv = int(v.num_params)
 
     def negative_loglikelihood(x: FloatArray) -> float:

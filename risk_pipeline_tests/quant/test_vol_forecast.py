@@ -254,6 +254,16 @@ def test_lean_garch_fit_is_bit_equal_to_arch_fit(asymmetric: bool) -> None:
             np.testing.assert_array_equal(x, ref_x)
 
 
+@pytest.mark.parametrize("previous", [None, GarchParams(1e-6, 0.05, 0.0, 0.9, 8.0, 1e-4, True)])
+def test_fit_garch_on_constant_prices_equals_reference_path(
+    monkeypatch: pytest.MonkeyPatch, previous: GarchParams | None
+) -> None:
+    """All-zero returns fix omega's bounds at 0 (SciPy then drops the parameter): both paths give arch's answer."""
+    fast = fit_garch(np.zeros(300), previous=previous)
+    monkeypatch.setattr(vf, "_LEAN_SLSQP", False)
+    assert fast == fit_garch(np.zeros(300), previous=previous)
+
+
 def test_lean_fit_garch_equals_reference_path_in_walk_forward(monkeypatch: pytest.MonkeyPatch) -> None:
     """fit_garch and the XGBoost training on their fast paths give the very numbers of ARCHModel.fit and
     xgb.train (the reference paths) over a whole walk-forward."""
