@@ -28,18 +28,29 @@ beats GARCH's.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+import arch
 import numpy as np
+import scipy
 import xgboost as xgb
 from arch import arch_model
 from numpy.typing import ArrayLike, NDArray
 from scipy.signal import lfilter
 
 from risk_pipeline.quant._numba import FloatArray
+
+try:  # the C entry point Booster.update calls, used without its per-round feature checks
+    from xgboost.core import _LIB as _XGB_LIB
+    from xgboost.core import _check_call as _xgb_check_call
+except ImportError:  # pragma: no cover - other XGBoost versions: xgb.train
+    _XGB_LIB = None
+#: Train with ``_train_booster``'s direct loop (False: ``xgb.train``; the benchmark compares both).
+_LEAN_XGB = _XGB_LIB is not None
 
 TRADING_DAYS = 252
 RISKMETRICS_LAMBDA = 0.94
@@ -250,6 +261,195 @@ def _backcast(returns: FloatArray) -> float:
     return float(np.sum(returns[:tau] ** 2 * w) / w.sum())
 
 
+try:  # SciPy's reverse-communication SLSQP core, the one ``scipy.optimize.minimize(method="SLSQP")`` steps
+    from scipy.optimize._slsqplib import slsqp as _slsqp_core
+except ImportError:  # pragma: no cover - other SciPy versions: arch's own fit is used
+    _slsqp_core = None
+
+#: ``_arch_fit`` repeats the floating-point steps of these versions' ``ARCHModel.fit`` and SLSQP driver
+#: exactly; with any other version (or False: the benchmark compares both) ``fit_garch`` calls ``ARCHModel.fit``.
+_LEAN_SLSQP = (
+    _slsqp_core is not None
+    and scipy.__version__.split(".")[:2] == ["1", "17"]
+    and arch.__version__.split(".")[0] == "8"
+)
+#: SciPy's finite-difference step for SLSQP gradients (``sqrt(machine epsilon)``, absolute).
+_SLSQP_STEP = float(np.sqrt(np.finfo(np.float64).eps))
+
+
+def _forward_steps(x: FloatArray, lower: FloatArray, upper: FloatArray) -> FloatArray:
+    """SciPy's 2-point steps at ``x``: ``sqrt(eps)`` absolute, reversed or shrunk to stay within the bounds."""
+    if np.any((x < lower) | (x > upper)):
+        raise ValueError("`x0` violates bound constraints.")  # what approx_derivative raises
+    sign = (x >= 0).astype(float) * 2 - 1
+    h = np.where((x + _SLSQP_STEP) - x == 0, _SLSQP_STEP * sign * np.maximum(1.0, np.abs(x)), _SLSQP_STEP)
+    lower_dist, upper_dist = x - lower, upper - x
+    violated = ((x + h) < lower) | ((x + h) > upper)
+    fitting = np.abs(h) <= np.maximum(lower_dist, upper_dist)
+    h[violated & fitting] *= -1
+    forward = (upper_dist >= lower_dist) & ~fitting
+    h[forward] = upper_dist[forward]
+    backward = (upper_dist < lower_dist) & ~fitting
+    h[backward] = -lower_dist[backward]
+    return h
+
+
+def _slsqp_minimize(
+    objective: Callable[[FloatArray], float],
+    x0: FloatArray,
+    lower: FloatArray,
+    upper: FloatArray,
+    a: FloatArray,
+    b: FloatArray,
+    maxiter: int = 100,
+    ftol: float = 1e-6,
+) -> tuple[FloatArray, int]:
+    """``scipy.optimize.minimize(objective, x0, method="SLSQP", bounds=..., constraints=...)`` with the
+    inequality constraints ``a[k] . x - b[k] >= 0`` given one function per row and no gradients (arch's
+    call), step for step: the same SLSQP core, the same forward-difference gradients and constraint normals
+    (each constraint value an ``np.dot`` of the same vectors), the same function-value caching; without
+    SciPy's per-call wrappers. Returns the solution and SLSQP's exit mode (0: converged)."""
+    n, m = x0.size, a.shape[0]
+    x = np.clip(np.asarray(x0, dtype=np.float64).reshape(-1), lower, upper)
+    xl = np.where(np.isfinite(lower), lower, np.nan)
+    xu = np.where(np.isfinite(upper), upper, np.nan)
+    rows = [(a[k], b[k]) for k in range(m)]
+
+    def value(point: FloatArray) -> float:
+        fx = objective(np.copy(point))
+        return fx if np.isscalar(fx) else np.asarray(fx).item()
+
+    def gradient(point: FloatArray, f0: float, h: FloatArray) -> FloatArray:
+        g = np.empty(n)
+        for i in range(n):
+            shifted = np.copy(point)
+            shifted[i] = point[i] + h[i]
+            g[i] = (value(shifted) - f0) / ((point[i] + h[i]) - point[i])
+        return g
+
+    def constraint_values(out: FloatArray, point: FloatArray) -> None:
+        for k, (coeff, val) in enumerate(rows):
+            out[k] = np.dot(coeff, point) - val
+
+    def constraint_normals(out: FloatArray, point: FloatArray, h: FloatArray) -> None:
+        shifted = []
+        for i in range(n):
+            p = np.copy(point)
+            p[i] = point[i] + h[i]
+            shifted.append((p, (point[i] + h[i]) - point[i]))
+        for k, (coeff, val) in enumerate(rows):
+            f0 = np.dot(coeff, point) - val
+            for i, (p, dx) in enumerate(shifted):
+                out[k, i] = ((np.dot(coeff, p) - val) - f0) / dx
+
+    # ScalarFunction's cache: f and g at x_cached, recomputed only when x changes; the driver's fx is
+    # reassigned only on a function request (mode 1), as in SciPy
+    # (the steps h at a point serve its gradient and constraint normals: SLSQP asks for gradients only at
+    # points inside the bounds - elsewhere SciPy's gradient raises before the constraints are clipped)
+    x_cached = x.copy()
+    f_cached = value(x_cached)
+    h_cached = _forward_steps(x_cached, lower, upper)
+    g = gradient(x_cached, f_cached, h_cached)
+    g_current = True
+    fx = f_cached
+    state = {
+        "acc": ftol,
+        "alpha": 0.0,
+        "f0": 0.0,
+        "gs": 0.0,
+        "h1": 0.0,
+        "h2": 0.0,
+        "h3": 0.0,
+        "h4": 0.0,
+        "t": 0.0,
+        "t0": 0.0,
+        "tol": 10.0 * ftol,
+        "exact": 0,
+        "inconsistent": 0,
+        "reset": 0,
+        "iter": 0,
+        "itermax": int(maxiter),
+        "line": 0,
+        "m": m,
+        "meq": 0,
+        "mode": 0,
+        "n": n,
+    }
+    indices = np.zeros([max(m + 2 * n + 2, 1)], dtype=np.int32)
+    size = n * (n + 1) // 2 + 3 * m * n + 9 * m + 8 * n * n + 35 * n + 28 + (2 * n * (n + 1) if m == 0 else 0)
+    buffer = np.zeros(max(size, 1), dtype=np.float64)
+    mult = np.zeros([max(1, m + 2 * n + 2)], dtype=np.float64)
+    c = np.zeros([max(1, m), n], dtype=np.float64, order="F")
+    d = np.zeros([max(1, m)], dtype=np.float64)
+    if m:
+        constraint_normals(c, x, h_cached)
+        constraint_values(d, x)
+    while True:
+        _slsqp_core(state, fx, g, c, d, x, mult, xl, xu, buffer, indices)
+        mode = state["mode"]
+        if mode in (1, -1) and not np.array_equal(x, x_cached):
+            x_cached, g_current = x.copy(), False
+            f_cached = value(x_cached)
+        if mode == 1:
+            fx = f_cached
+            if m:
+                constraint_values(d, x)
+        if mode == -1:
+            if not g_current:
+                h_cached = _forward_steps(x_cached, lower, upper)
+                g, g_current = gradient(x_cached, f_cached, h_cached), True
+            if m:
+                constraint_normals(c, x, h_cached)
+        if abs(mode) != 1:
+            return x, int(mode)
+
+
+def _arch_fit(model: arch.univariate.base.ARCHModel, start: FloatArray | None) -> tuple[FloatArray, int]:
+    """``model.fit(starting_values=start)``'s parameters and convergence flag for a zero-mean model with
+    Student-t errors: arch's own sample, backcast, bounds, constraints and log-likelihood, minimized by
+    ``_slsqp_minimize`` (arch's starting-value grid search runs only without ``start``)."""
+    v, dist = model.volatility, model.distribution
+    if int(model.num_params):
+        raise ValueError("_arch_fit handles zero-mean models only")
+    model._adjust_sample(None, None)
+    resids = model.resids(model.starting_values())
+    backcast = v.backcast(resids)
+    sigma2 = np.zeros(resids.shape[0], dtype=float)
+    var_bounds = v.variance_bounds(resids)
+    blocks = [model.constraints(), v.constraints(), dist.constraints()]
+    widths = [int(model.num_params), int(v.num_params), int(dist.num_params)]
+    a = np.zeros((sum(blk[0].shape[0] for blk in blocks), sum(widths)))
+    b = np.zeros(a.shape[0])
+    row = col = 0
+    for (ak, bk), width in zip(blocks, widths, strict=True):
+        a[row : row + ak.shape[0], col : col + width] = ak
+        b[row : row + ak.shape[0]] = bk
+        row, col = row + ak.shape[0], col + width
+    if start is None:
+        sv_volatility = v.starting_values(resids)
+        v.compute_variance(sv_volatility, resids, sigma2, backcast, var_bounds)
+        std_resids = resids / np.sqrt(sigma2)
+        sv = np.hstack([model.starting_values(), sv_volatility, dist.starting_values(std_resids)])
+    else:
+        sv = np.asarray(start, dtype=float)
+        std_resids = resids  # the Student-t bounds do not depend on the standardized residuals
+    bounds = [*model.bounds(), *v.bounds(resids), *dist.bounds(std_resids)]
+    lower = np.array([float(lo) if lo is not None else -np.inf for lo, _ in bounds])
+    upper = np.array([float(up) if up is not None else np.inf for _, up in bounds])
+    if np.any(~(lower < upper)):  # a fixed parameter (all-zero returns): minimize takes another route, so arch fits
+        res = model.fit(disp="off", show_warning=False, starting_values=start)
+        return np.asarray(res.params, dtype=float), int(res.convergence_flag)
+    kv = int(v.num_params)
+
+    def negative_loglikelihood(x: FloatArray) -> float:
+        """``model._loglikelihood(x, sigma2, backcast, var_bounds)`` of a zero-mean model (no mean
+        parameters, residuals = data): the same variance recursion and Student-t density calls."""
+        variance = v.compute_variance(x[:kv], resids, sigma2, backcast, var_bounds)
+        return -float(dist.loglikelihood(x[kv:], resids, variance, False))
+
+    return _slsqp_minimize(negative_loglikelihood, sv, lower, upper, a, b)
+
+
 def fit_garch(returns: ArrayLike, *, asymmetric: bool = False, previous: GarchParams | None = None) -> GarchParams:
     """Fit zero-mean (GJR-)GARCH(1,1) with Student-t innovations with ``arch.arch_model``.
 
@@ -269,20 +469,24 @@ def fit_garch(returns: ArrayLike, *, asymmetric: bool = False, previous: GarchPa
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = model.fit(disp="off", show_warning=False, starting_values=start)
+            if _LEAN_SLSQP:
+                x, flag = _arch_fit(model, start)
+            else:
+                res = model.fit(disp="off", show_warning=False, starting_values=start)
+                x, flag = np.asarray(res.params, dtype=float), int(res.convergence_flag)
     except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
         if previous is None:
             raise RuntimeError(f"GARCH fit failed: {exc}") from exc
         return replace(previous, converged=False)
-    p = res.params
+    # parameter order: omega, alpha[1], (gamma[1],) beta[1], nu
     params = GarchParams(
-        omega=float(p["omega"]) / PERCENT**2,
-        alpha=float(p["alpha[1]"]),
-        gamma=float(p["gamma[1]"]) if asymmetric else 0.0,
-        beta=float(p["beta[1]"]),
-        nu=float(p["nu"]),
+        omega=float(x[0]) / PERCENT**2,
+        alpha=float(x[1]),
+        gamma=float(x[2]) if asymmetric else 0.0,
+        beta=float(x[-2]),
+        nu=float(x[-1]),
         backcast=_backcast(r),
-        converged=res.convergence_flag == 0,
+        converged=flag == 0,
     )
     if not all(math.isfinite(v) for v in (params.omega, params.alpha, params.gamma, params.beta)):
         if previous is None:
@@ -419,7 +623,21 @@ def _fit_xgboost(features: FloatArray, target: FloatArray, config: VolForecastCo
         "verbosity": 0,
     }
     dtrain = xgb.DMatrix(features[keep], label=y, missing=np.nan, nthread=config.xgb_n_jobs)
-    return xgb.train(params, dtrain, num_boost_round=config.xgb_num_boost_round)
+    return _train_booster(params, dtrain, config.xgb_num_boost_round)
+
+
+def _train_booster(params: dict[str, object], dtrain: xgb.DMatrix, rounds: int) -> xgb.Booster:
+    """``xgb.train(params, dtrain, rounds)`` (no evaluation sets, no callbacks): the same booster and the same
+    ``XGBoosterUpdateOneIter`` call per round, without ``xgb.train``'s callback container and the feature-name
+    checks ``Booster.update`` repeats every round (the first round's ``update`` sets them), and without the
+    final cache reset (the booster is only used to predict, then dropped)."""
+    if not _LEAN_XGB or rounds < 1:
+        return xgb.train(params, dtrain, num_boost_round=rounds)
+    booster = xgb.Booster(params, [dtrain])
+    booster.update(dtrain, iteration=0)
+    for i in range(1, rounds):
+        _xgb_check_call(_XGB_LIB.XGBoosterUpdateOneIter(booster.handle, ctypes.c_int(i), dtrain.handle))
+    return booster
 
 
 def walk_forward(history: PriceHistory, config: VolForecastConfig | None = None) -> WalkForward:

@@ -7,11 +7,14 @@ or hand computation, never from this module's earlier output.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
+import xgboost as xgb
 from arch import arch_model
 
+from risk_pipeline.quant import vol_forecast as vf
 from risk_pipeline.quant.vol_forecast import (
     MODEL_EWMA,
     MODEL_GARCH,
@@ -215,6 +218,88 @@ def test_fit_garch_against_arch_parameters(simulated: tuple[np.ndarray, np.ndarr
     assert ours.beta == pytest.approx(res.params["beta[1]"], rel=1e-6)
     w = 0.94 ** np.arange(75)
     assert ours.backcast == pytest.approx(np.sum(r[:75] ** 2 * w) / w.sum(), rel=1e-12)
+
+
+def _arch_reference(r: np.ndarray, asymmetric: bool, start: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """arch's own ``ARCHModel.fit`` (scipy.optimize.minimize SLSQP): parameters and convergence flag."""
+    model = arch_model(100 * r, mean="Zero", vol="GARCH", p=1, o=int(asymmetric), q=1, dist="t", rescale=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = model.fit(disp="off", show_warning=False, starting_values=start)
+    return np.asarray(res.params, dtype=float), int(res.convergence_flag)
+
+
+@pytest.mark.skipif(not vf._LEAN_SLSQP, reason="lean SLSQP path only for the SciPy/arch versions it repeats")
+@pytest.mark.parametrize("asymmetric", [False, True])
+def test_lean_garch_fit_is_bit_equal_to_arch_fit(asymmetric: bool) -> None:
+    """The lean SLSQP driver repeats arch's fit step for step: identical parameters and flag, from arch's own
+    starting values, from a warm start, and from a start outside the constraints (arch keeps it, clipped)."""
+    r, _ = simulate_garch(900, gamma=0.06 if asymmetric else 0.0, alpha=0.05, seed=21)
+    starts: list[np.ndarray | None] = [None]
+    previous = _arch_reference(r[:600], asymmetric, None)[0]
+    starts.append(previous)
+    bad = previous.copy()
+    bad[-2] = 1.5  # beta above its bound and alpha + gamma / 2 + beta > 1
+    starts.append(bad)
+    for n_obs in (400, 650, 900):
+        for start in starts:
+            model = arch_model(
+                100 * r[:n_obs], mean="Zero", vol="GARCH", p=1, o=int(asymmetric), q=1, dist="t", rescale=False
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                x, flag = vf._arch_fit(model, start)
+            ref_x, ref_flag = _arch_reference(r[:n_obs], asymmetric, start)
+            assert flag == ref_flag
+            np.testing.assert_array_equal(x, ref_x)
+
+
+@pytest.mark.parametrize("previous", [None, GarchParams(1e-6, 0.05, 0.0, 0.9, 8.0, 1e-4, True)])
+def test_fit_garch_on_constant_prices_equals_reference_path(
+    monkeypatch: pytest.MonkeyPatch, previous: GarchParams | None
+) -> None:
+    """All-zero returns fix omega's bounds at 0 (SciPy then drops the parameter): both paths give arch's answer."""
+    fast = fit_garch(np.zeros(300), previous=previous)
+    monkeypatch.setattr(vf, "_LEAN_SLSQP", False)
+    assert fast == fit_garch(np.zeros(300), previous=previous)
+
+
+def test_lean_fit_garch_equals_reference_path_in_walk_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fit_garch and the XGBoost training on their fast paths give the very numbers of ARCHModel.fit and
+    xgb.train (the reference paths) over a whole walk-forward."""
+    r, _ = simulate_garch(700, seed=8)
+    history = history_from_returns(r)
+    fast = walk_forward(history, SMALL)
+    monkeypatch.setattr(vf, "_LEAN_SLSQP", False)
+    monkeypatch.setattr(vf, "_LEAN_XGB", False)
+    reference = walk_forward(history, SMALL)
+    assert fast.forecast_variance.keys() == reference.forecast_variance.keys()
+    for key, values in reference.forecast_variance.items():
+        np.testing.assert_array_equal(fast.forecast_variance[key], values)
+    assert fast.garch_params == reference.garch_params
+
+
+def test_train_booster_matches_xgb_train() -> None:
+    """The direct boosting loop gives the predictions of xgb.train with the same parameters and data."""
+    rng = np.random.default_rng(3)
+    features = rng.standard_normal((400, 6))
+    target = np.exp(0.5 * features[:, 0] + 0.3 * rng.standard_normal(400))
+    params = {
+        "objective": "reg:gamma",
+        "tree_method": "hist",
+        "max_depth": 2,
+        "eta": 0.1,
+        "min_child_weight": 5.0,
+        "nthread": 1,
+        "seed": 0,
+        "base_score": float(target.mean()),
+        "verbosity": 0,
+    }
+    test = xgb.DMatrix(rng.standard_normal((50, 6)), nthread=1)
+    for rounds in (0, 1, 40):
+        ours = vf._train_booster(params, xgb.DMatrix(features, label=target, nthread=1), rounds)
+        theirs = xgb.train(params, xgb.DMatrix(features, label=target, nthread=1), num_boost_round=rounds)
+        np.testing.assert_array_equal(ours.predict(test), theirs.predict(test))
 
 
 def test_true_model_beats_constant_vol_in_qlike(simulated: tuple[np.ndarray, np.ndarray]) -> None:
