@@ -389,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history-sessions", type=int, default=760, help="sessions before --date (default 760)")
     parser.add_argument("--warm-repeat", action="store_true", help="run end_of_day_job a second time, warm")
     parser.add_argument("--skip-intraday", action="store_true")
+    parser.add_argument("--history-only", action="store_true", help="only price_history_job (and --atm-sample)")
     parser.add_argument("--reference-warehouse", help="DuckDB path of a warehouse to compare the tables with")
     parser.add_argument("--keep", help="folder for the warehouse and DAGSTER_HOME (default a temporary one)")
     parser.add_argument(
@@ -435,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     runs["history"] = run_job(defs, instance, "price_history_job", tags=tags)
     print_run(f"price_history_job ({len(window)} sessions, one run)", runs["history"], calibration_before)
-    if runs["history"].success:
+    if runs["history"].success and not args.history_only:
         runs["eod"] = run_job(defs, instance, "end_of_day_job", partition_key=session.isoformat())
         print_run(f"end_of_day_job {session}", runs["eod"], calibration_before)
         if args.warm_repeat:

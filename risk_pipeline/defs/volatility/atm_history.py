@@ -99,10 +99,12 @@ def sessions_bracketing_mask(
     # the second expiry after the tenor only where none is before it (extrapolation, quant.atm_vol)
     nu, fu, su = near[pair], far[pair], second[pair]
     use = listed & ((days == nu) | ((fu < none) & (days == fu)) | ((nu < 0) & (su < none) & (days == su)))
-    t = days.astype(float) / 365.0
-    rate = np.zeros(n)
-    order = np.argsort(day_code, kind="stable")
-    bounds = np.searchsorted(day_code[order], np.arange(len(day_values) + 1))
+    # forwards and log-moneyness of the rows of the expiries used only
+    used = np.flatnonzero(use)
+    t = days[used].astype(float) / 365.0
+    rate = np.zeros(len(used))
+    order = np.argsort(day_code[used], kind="stable")
+    bounds = np.searchsorted(day_code[used][order], np.arange(len(day_values) + 1))
     # the sessions as dates: a folder source's unpriced chain carries them as text
     day_dates = pd.to_datetime(pd.Series(day_values)).dt.date.to_numpy()
     for i, day in enumerate(day_dates):
@@ -110,17 +112,18 @@ def sessions_bracketing_mask(
         curve = curve_by_day[day]
         rate[rows] = zero_rate(curve["tenor_days"].to_numpy(float), curve["zero_rate"].to_numpy(float), t[rows])
     yields = _yields_by_session(div_by_day, day_dates, und_values)[0]
-    q_table = np.where(np.isnan(yields), 0.0, yields)
-    q = q_table[day_code, und_code]
-    forward = quotes["underlying_price"].to_numpy(float) * np.exp((rate - q) * t)
-    k = np.log(quotes["strike"].to_numpy(float) / forward)
-    is_call = (quotes["option_type"] == "C").to_numpy(bool)
-    candidate = use & np.where(is_call, k > 0.0, k <= 0.0)
-    rows = np.flatnonzero(candidate)
+    q = np.where(np.isnan(yields), 0.0, yields)[day_code[used], und_code[used]]
+    forward = quotes["underlying_price"].to_numpy(float)[used] * np.exp((rate - q) * t)
+    k = np.log(quotes["strike"].to_numpy(float)[used] / forward)
+    is_call = (quotes["option_type"] == "C").to_numpy(bool)[used]
+    candidate = np.where(is_call, k > 0.0, k <= 0.0)
+    rows = used[candidate]
+    abs_k = np.abs(k[candidate])
     # rank by |k| within (session, underlying, expiry, option type); stable sort keeps ties in row order
-    group = (pair[rows] * len(exp_values) + exp_code[rows]) * 2 + is_call[rows]
-    order = rows[np.lexsort((np.abs(k[rows]), group))]
-    group_sorted = group[np.lexsort((np.abs(k[rows]), group))]
+    group = (pair[rows] * len(exp_values) + exp_code[rows]) * 2 + is_call[candidate]
+    by_group = np.lexsort((abs_k, group))
+    order = rows[by_group]
+    group_sorted = group[by_group]
     start = np.searchsorted(group_sorted, group_sorted, side="left")
     rank = np.arange(len(order)) - start + 1
     out = np.zeros(n, dtype=bool)
@@ -207,7 +210,10 @@ def history_implied_vols(
     quotes = quotes.iloc[np.argsort(day_code, kind="stable")].reset_index(drop=True)
     day_code = np.sort(day_code, kind="stable")
     as_of = quotes["as_of"]
-    t = ((expiry_close_utc(quotes["expiry"]) - as_of).dt.total_seconds() / (365.0 * 86400.0)).to_numpy(float)
+    # each distinct expiry's close once, then taken per row (the values a per-row map gives)
+    expiry_code, expiries = pd.factorize(quotes["expiry"], use_na_sentinel=False)
+    close = expiry_close_utc(pd.Series(expiries)).iloc[expiry_code].reset_index(drop=True)
+    t = ((close - as_of).dt.total_seconds() / (365.0 * 86400.0)).to_numpy(float)
     rate = np.empty(len(quotes))
     bounds = np.searchsorted(day_code, np.arange(len(days) + 1))
     for i, session in enumerate(days):
@@ -244,7 +250,7 @@ def history_implied_vols(
     out = pd.DataFrame(
         {
             "as_of_date": quotes["as_of_date"].to_numpy(),
-            "as_of": pd.to_datetime(as_of.to_numpy(), utc=True),
+            "as_of": pd.to_datetime(as_of, utc=True).array,
             "underlying": underlying.to_numpy(),
             "expiry": quotes["expiry"].to_numpy(),
             "strike": strike,
@@ -307,7 +313,7 @@ def atm_vol_rows(iv: pd.DataFrame, tenor_days: int, source: str) -> pd.DataFrame
         {
             "as_of_date": head["as_of_date"].to_numpy(),
             "symbol": head["symbol"].to_numpy(),
-            "as_of": head["as_of"].to_numpy(),
+            "as_of": head["as_of"].array,
             "tenor_days": tenor_days,
             "atm_vol": cm.atm_vol,
             "spot": head["spot"].to_numpy(float),
