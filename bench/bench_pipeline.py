@@ -281,11 +281,13 @@ def compare_warehouses(url: str, reference_url: str) -> bool:
 
 
 def atm_history_paths(session: dt.date, n_sessions: int) -> bool:
-    """atm_vol_history's work on ``n_sessions`` sessions, three ways in this process, blocks interleaved:
+    """atm_vol_history's work on ``n_sessions`` sessions, four ways in this process, blocks interleaved:
     the whole chain priced and filtered, then one inversion per session (the path before the fast path);
-    only the quotes used priced, session by session, and one inversion for all sessions; and the asset's
-    path: the quotes used of many sessions selected and priced together (``option_quotes_where_many``), one
-    inversion. Returns whether the rows agree."""
+    only the quotes used priced, session by session, and one inversion for all sessions; the quotes used of
+    many sessions selected and priced together (``option_quotes_where_many``), one inversion of all; and the
+    asset's path: the same quotes, only those the ATM interpolation needs inverted
+    (``history_implied_vols(atm_only=True)``). Then the inversion alone both ways on the same quotes. Returns
+    whether the rows, the vols of the quotes inverted both ways and every quote's status agree."""
     from risk_pipeline.defs.volatility.atm_history import (
         AtmVolSettings,
         atm_vol_rows,
@@ -320,40 +322,65 @@ def atm_history_paths(session: dt.date, n_sessions: int) -> bool:
         quotes = pd.concat([source.option_quotes_where(day, select(day)) for day in block], ignore_index=True)
         return history_implied_vols(quotes, curves, dividends)
 
+    select_many = functools.partial(
+        sessions_bracketing_mask, curve_by_day=curves, div_by_day=dividends, settings=settings
+    )
+
     def many_path(block: list[dt.date]) -> pd.DataFrame:
-        select_many = functools.partial(
-            sessions_bracketing_mask, curve_by_day=curves, div_by_day=dividends, settings=settings
-        )
         return history_implied_vols(source.option_quotes_where_many(block, select_many), curves, dividends)
 
-    paths = (("full", full_path), ("fast", fast_path), ("many", many_path))
+    def atm_path(block: list[dt.date]) -> pd.DataFrame:
+        quotes = source.option_quotes_where_many(block, select_many)
+        return history_implied_vols(quotes, curves, dividends, atm_only=True)
+
+    paths = (("full", full_path), ("fast", fast_path), ("many", many_path), ("atm", atm_path))
     for _, path in paths:  # warm-up: the source's simulated history, numba caches
         path(days[:1])
-    timing = dict.fromkeys(("full", "fast", "many"), 0.0)
-    results: dict[str, list[pd.DataFrame]] = {"full": [], "fast": [], "many": []}
+    timing = dict.fromkeys(("full", "fast", "many", "atm"), 0.0)
+    inversion = dict.fromkeys(("many", "atm"), 0.0)
+    results: dict[str, list[pd.DataFrame]] = {"full": [], "fast": [], "many": [], "atm": []}
+    frames: dict[str, list[pd.DataFrame]] = {"many": [], "atm": []}
     for i in range(0, len(days), 20):
         block = days[i : i + 20]
         for name, path in paths:
             t0 = time.perf_counter()
             results[name].append(path(block))
             timing[name] += time.perf_counter() - t0
+        # the inversion alone, on the same quotes: every quote (before) against the quotes used (atm_only)
+        quotes = source.option_quotes_where_many(block, select_many)
+        for name, atm_only in (("many", False), ("atm", True)):
+            t0 = time.perf_counter()
+            frames[name].append(history_implied_vols(quotes, curves, dividends, atm_only=atm_only))
+            inversion[name] += time.perf_counter() - t0
     rows = {
         k: atm_vol_rows(pd.concat(v, ignore_index=True), settings.tenor_days, "synthetic") for k, v in results.items()
     }
-    same = rows["full"].equals(rows["fast"]) and rows["full"].equals(rows["many"])
+    same = all(rows["full"].equals(rows[k]) for k in ("fast", "many", "atm"))
+    before, after = (pd.concat(frames[k], ignore_index=True) for k in ("many", "atm"))
+    inverted = np.isfinite(after["implied_vol"].to_numpy(float))
+    same_vols = np.array_equal(
+        before["implied_vol"].to_numpy(float)[inverted], after["implied_vol"].to_numpy(float)[inverted]
+    )
+    same_status = bool((before["status"] == after["status"]).all())
     n = len(days)
     print(f"\n== atm_vol_history work on {n} sessions in this process (blocks of 20 interleaved)")
     for name, label in (
         ("full", "whole chain priced, one inversion a session"),
         ("fast", "quotes used only, session by session"),
         ("many", "quotes used only, many sessions at once"),
+        ("atm", "same, only the ATM interpolation's quotes inverted"),
     ):
-        print(f"   {label:<44} {timing[name]:7.1f} s ({timing[name] / n:.3f} s a session)")
+        print(f"   {label:<52} {timing[name]:7.1f} s ({timing[name] / n:.3f} s a session)")
     print(
-        f"   ratios full/many {timing['full'] / timing['many']:.1f}x, "
-        f"fast/many {timing['fast'] / timing['many']:.1f}x; rows identical: {same}"
+        f"   ratios full/atm {timing['full'] / timing['atm']:.1f}x, fast/atm {timing['fast'] / timing['atm']:.1f}x, "
+        f"many/atm {timing['many'] / timing['atm']:.1f}x; rows identical: {same}"
     )
-    return same
+    print(
+        f"   history_implied_vols on the same quotes: every quote {inversion['many']:.1f} s, atm_only "
+        f"{inversion['atm']:.1f} s ({inversion['many'] / inversion['atm']:.1f}x); {int(inverted.sum())} of "
+        f"{len(after)} quotes inverted, their vols identical: {same_vols}, every status identical: {same_status}"
+    )
+    return same and same_vols and same_status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history-sessions", type=int, default=760, help="sessions before --date (default 760)")
     parser.add_argument("--warm-repeat", action="store_true", help="run end_of_day_job a second time, warm")
     parser.add_argument("--skip-intraday", action="store_true")
+    parser.add_argument("--history-only", action="store_true", help="only price_history_job (and --atm-sample)")
     parser.add_argument("--reference-warehouse", help="DuckDB path of a warehouse to compare the tables with")
     parser.add_argument("--keep", help="folder for the warehouse and DAGSTER_HOME (default a temporary one)")
     parser.add_argument(
@@ -408,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     runs["history"] = run_job(defs, instance, "price_history_job", tags=tags)
     print_run(f"price_history_job ({len(window)} sessions, one run)", runs["history"], calibration_before)
-    if runs["history"].success:
+    if runs["history"].success and not args.history_only:
         runs["eod"] = run_job(defs, instance, "end_of_day_job", partition_key=session.isoformat())
         print_run(f"end_of_day_job {session}", runs["eod"], calibration_before)
         if args.warm_repeat:

@@ -36,6 +36,19 @@ def _last_first(
     return lo, hi
 
 
+def atm_quote_picks(
+    slice_id: ArrayLike, log_moneyness: ArrayLike, is_call: ArrayLike, usable: ArrayLike, n_slices: int
+) -> tuple[IntArray, IntArray]:
+    """The two quotes ``expiry_atm_vols`` interpolates between, per slice, among the ``usable`` ones: index of
+    the OTM put with the largest ``k <= 0`` and of the OTM call with the smallest ``k > 0`` (-1 if none)."""
+    sid = np.asarray(slice_id, dtype=np.intp)
+    k = np.asarray(log_moneyness, dtype=np.float64)
+    call = np.asarray(is_call, dtype=bool)
+    otm = np.where(call, k > 0.0, k <= 0.0)
+    valid = otm & np.asarray(usable, dtype=bool) & np.isfinite(k)
+    return _last_first(sid, k, np.zeros_like(k), valid, n_slices)
+
+
 def expiry_atm_vols(
     slice_id: ArrayLike, log_moneyness: ArrayLike, implied_vol: ArrayLike, is_call: ArrayLike, n_slices: int
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -43,13 +56,9 @@ def expiry_atm_vols(
 
     Returns ``(atm_vol, k_below, k_above)``: NaN where a slice lacks a valid OTM quote on either side.
     """
-    sid = np.asarray(slice_id, dtype=np.intp)
     k = np.asarray(log_moneyness, dtype=np.float64)
     iv = np.asarray(implied_vol, dtype=np.float64)
-    call = np.asarray(is_call, dtype=bool)
-    otm = np.where(call, k > 0.0, k <= 0.0)
-    valid = otm & np.isfinite(iv) & (iv > 0.0) & np.isfinite(k)
-    lo, hi = _last_first(sid, k, np.zeros_like(k), valid, n_slices)
+    lo, hi = atm_quote_picks(slice_id, k, is_call, np.isfinite(iv) & (iv > 0.0), n_slices)
     ok = (lo >= 0) & (hi >= 0)
     atm = np.full(n_slices, np.nan)
     k_lo = np.full(n_slices, np.nan)

@@ -637,29 +637,45 @@ def _iv_forward_kernel(
 
 
 @njit(**JIT)
-def _american_point(
-    price: float, s: float, k: float, t: float, r: float, q: float, call: bool, method: int, tol: float, n_max: int
-) -> tuple[float, int, int]:
-    """(vol, status, price evaluations): safeguarded secant on the American price (module docstring)."""
+def _american_bounds(
+    price: float, s: float, k: float, t: float, r: float, q: float, call: bool, method: int
+) -> tuple[int, float, float, int]:
+    """The checks before ``_american_point``'s iteration: ``(status, price at zero volatility less the quote,
+    European implied vol of the quote, its status)``; status -1 when the quote lies strictly between its
+    zero-volatility price and the upper bound (a volatility exists), else the ``IvStatus`` code."""
     if not (t > 0.0):
-        return math.nan, 5 if t == t else 7, 0
+        return 5 if t == t else 7, math.nan, math.nan, 7
     if not (price == price and s > 0.0 and k > 0.0 and r == r and q == q):
-        return math.nan, 7, 0
+        return 7, math.nan, math.nan, 7
     if price == 0.0:
-        return math.nan, 3, 0
+        return 3, math.nan, math.nan, 7
     if price >= (s if call else k):
-        return math.nan, 2, 0
-    lo = 0.0
+        return 2, math.nan, math.nan, 7
     ftol = PRICE_TOL * price
     f_lo = american_price_point(s, k, t, 0.0, r, q, call, method) - price
     if f_lo > ftol:
-        return math.nan, 1, 0
+        return 1, f_lo, math.nan, 7
     if f_lo >= -ftol:  # no time value left to identify a volatility
-        return math.nan, 3, 0
+        return 3, f_lo, math.nan, 7
     # European implied vol of the same price bounds the American one from above (when it exists)
     lnfk = math.log(s / k) + (r - q) * t
     norm = math.sqrt(s) * math.sqrt(k) * math.exp(-0.5 * (r + q) * t)
     sig_e, st, _ = _european_point(price, lnfk, norm, t, call, np.int64(DEFAULT_MAX_ITERATIONS))
+    return -1, f_lo, sig_e, st
+
+
+@njit(**JIT)
+def _american_point(
+    price: float, s: float, k: float, t: float, r: float, q: float, call: bool, method: int, tol: float, n_max: int
+) -> tuple[float, int, int]:
+    """(vol, status, price evaluations): safeguarded secant on the American price (module docstring)."""
+    status, f_lo, sig_e, st = _american_bounds(price, s, k, t, r, q, call, method)
+    if status >= 0:
+        return math.nan, status, 0
+    lo = 0.0
+    ftol = PRICE_TOL * price
+    lnfk = math.log(s / k) + (r - q) * t
+    norm = math.sqrt(s) * math.sqrt(k) * math.exp(-0.5 * (r + q) * t)
     evals = 0
     f_hi = math.inf  # f(hi) >= 0 is known without pricing at the European implied vol
     if st == 0:
@@ -744,6 +760,28 @@ def _iv_american_kernel(
         vol[i] = v
         status[i] = st
         iters[i] = it
+
+
+@njit(nogil=True, **JIT)
+def _american_bounds_kernel(
+    price: FloatArray,
+    spot: FloatArray,
+    strike: FloatArray,
+    tau: FloatArray,
+    rate: FloatArray,
+    div: FloatArray,
+    call: NDArray[np.bool_],
+    method: int,
+    status: NDArray[np.int8],
+    bounded: NDArray[np.bool_],
+    start: int,
+    stop: int,
+) -> None:
+    """``_american_bounds`` of quotes ``start .. stop-1`` (``run_chunked``): status 0 where a volatility exists."""
+    for i in range(start, stop):
+        st, _, _, st_e = _american_bounds(price[i], spot[i], strike[i], tau[i], rate[i], div[i], call[i], method)
+        status[i] = max(st, 0)
+        bounded[i] = st < 0 and st_e == 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -846,13 +884,7 @@ def implied_vol_from_quotes(
     Zero bids get ``ZERO_PRICE``, ``bid > ask`` gets ``CROSSED``, NaN or negative ask gets
     ``INVALID_INPUT`` (later ones take precedence), all with NaN volatility.
     """
-    bid_a = np.asarray(bid, dtype=np.float64)
-    ask_a = np.asarray(ask, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        mid = 0.5 * (bid_a + ask_a)
-        crossed = bid_a > ask_a
-        zero_bid = bid_a <= 0.0
-        bad = np.isnan(bid_a) | np.isnan(ask_a) | (ask_a < 0.0)
+    mid, flags = _mid_and_flags(bid, ask)
     if style == "european":
         res = implied_vol(mid, spot, strike, time_years, rate, dividend_yield, is_call)
     elif style == "american":
@@ -862,9 +894,54 @@ def implied_vol_from_quotes(
     shape = res.vol.shape
     status = res.status.copy()
     vol = res.vol.copy()
-    flags = ((zero_bid, IvStatus.ZERO_PRICE), (crossed, IvStatus.CROSSED), (bad, IvStatus.INVALID_INPUT))
     for mask, code in flags:
         m = np.broadcast_to(mask, shape)
         status[m] = code
         vol[m] = np.nan
     return ImpliedVolResult(vol, status, res.iterations)
+
+
+def american_quote_status(
+    bid: ArrayLike,
+    ask: ArrayLike,
+    spot: ArrayLike,
+    strike: ArrayLike,
+    time_years: ArrayLike,
+    rate: ArrayLike,
+    dividend_yield: ArrayLike,
+    is_call: ArrayLike,
+    *,
+    method: Method = DEFAULT_METHOD,
+) -> tuple[NDArray[np.int8], NDArray[np.bool_]]:
+    """``implied_vol_from_quotes(style="american")``'s checks without its iteration: ``(status, bounded)``.
+
+    ``status`` is the ``IvStatus`` it returns unless its iteration fails: ``OK`` where the mid lies strictly
+    between the zero-volatility price and the upper bound, so an implied volatility exists. ``bounded``: the
+    European implied vol of the mid bounds the search (else the search doubles a bracket from 100 % and can
+    still end ``ABOVE_UPPER_BOUND``).
+    """
+    mid, flags = _mid_and_flags(bid, ask)
+    code = _method_code(method)
+    shape, flat = broadcast_inputs(mid, spot, strike, time_years, rate, dividend_yield, is_call)
+    status = np.empty(flat[0].size, dtype=np.int8)
+    bounded = np.empty(flat[0].size, dtype=bool)
+    if status.size:
+        run_chunked(_american_bounds_kernel, status.size, *flat, code, status, bounded)
+    status, bounded = status.reshape(shape), bounded.reshape(shape)
+    for mask, flag in flags:
+        m = np.broadcast_to(mask, shape)
+        status[m] = flag
+        bounded[m] = False
+    return status, bounded
+
+
+def _mid_and_flags(bid: ArrayLike, ask: ArrayLike) -> tuple[FloatArray, tuple[tuple[NDArray[np.bool_], IvStatus], ...]]:
+    """The mid of each quote and its quote-level failures, later ones taking precedence."""
+    bid_a = np.asarray(bid, dtype=np.float64)
+    ask_a = np.asarray(ask, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        mid = 0.5 * (bid_a + ask_a)
+        crossed = bid_a > ask_a
+        zero_bid = bid_a <= 0.0
+        bad = np.isnan(bid_a) | np.isnan(ask_a) | (ask_a < 0.0)
+    return mid, ((zero_bid, IvStatus.ZERO_PRICE), (crossed, IvStatus.CROSSED), (bad, IvStatus.INVALID_INPUT))

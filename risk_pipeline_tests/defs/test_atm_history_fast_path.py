@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
 
+from risk_pipeline.defs.volatility import atm_history
 from risk_pipeline.defs.volatility.atm_history import (
     AtmVolSettings,
     atm_vol_rows,
@@ -19,6 +21,7 @@ from risk_pipeline.defs.volatility.atm_history import (
 )
 from risk_pipeline.defs.volatility.surfaces import implied_vol_frame
 from risk_pipeline.quant.curves import zero_rate
+from risk_pipeline.quant.implied_vol import ImpliedVolResult, IvStatus
 from risk_pipeline.resources import MarketDataResource
 from risk_pipeline.sources.base import QUOTE_KEY_COLUMNS, MarketDataSource
 from risk_pipeline.sources.synthetic import SyntheticSource
@@ -213,3 +216,62 @@ def test_stored_history_equals_the_full_chain_path(run: tuple[Warehouse, dg.Exec
         np.testing.assert_array_equal(got[column].to_numpy(float), expected[column].to_numpy(float))
     assert got["quotes_used"].tolist() == expected["quotes_used"].tolist()
     assert got["extrapolated"].tolist() == expected["extrapolated"].tolist()
+
+
+def test_atm_only_inversion_gives_the_rows_of_every_quote_inverted(
+    source: SyntheticSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``history_implied_vols(atm_only=True)`` inverts only the quotes the ATM interpolation lands on and gives
+    the rows, every status and those quotes' vols of inverting every quote, with zero bids and crossed quotes
+    (found before the iteration). When the iteration fails on a pick, the next quote out is inverted: the
+    vols are still those of inverting every quote; ``quotes_used`` then counts the quotes not inverted as
+    valid (a volatility exists), so only it can differ."""
+    sessions = source.sessions(dt.date(2023, 3, 1), dt.date(2023, 3, 10))
+    curves = dict(tuple(source.rates_curve(sessions[0], sessions[-1]).groupby("as_of_date")))
+    dividends = dict(tuple(source.dividend_yields(sessions[0], sessions[-1]).groupby("as_of_date")))
+    select = functools.partial(
+        sessions_bracketing_mask, curve_by_day=curves, div_by_day=dividends, settings=AtmVolSettings()
+    )
+    quotes = source.option_quotes_where_many(sessions, select)
+    rng = np.random.default_rng(4)
+    faulty = rng.random(len(quotes))
+    quotes.loc[faulty < 0.05, "bid"] = 0.0
+    crossed = (faulty >= 0.05) & (faulty < 0.08)
+    quotes.loc[crossed, "bid"] = quotes.loc[crossed, "ask"] + 0.01
+
+    every = history_implied_vols(quotes, curves, dividends)
+    atm_only = history_implied_vols(quotes, curves, dividends, atm_only=True)
+    inverted = np.isfinite(atm_only["implied_vol"].to_numpy(float))
+    assert inverted.sum() < 0.5 * len(quotes)
+    assert set(every["status"]) == {"OK", "ZERO_PRICE", "CROSSED"}
+    pd.testing.assert_series_equal(atm_only["status"], every["status"])
+    np.testing.assert_array_equal(
+        atm_only["implied_vol"].to_numpy(float)[inverted], every["implied_vol"].to_numpy(float)[inverted]
+    )
+    rows = atm_vol_rows(every, 30, "s")
+    assert len(rows) > 0
+    pd.testing.assert_frame_equal(atm_vol_rows(atm_only, 30, "s"), rows, check_exact=True)
+
+    solver = atm_history.chain_implied_vols
+
+    def failing_solver(*args: np.ndarray) -> tuple[ImpliedVolResult, np.ndarray]:
+        """The solver, with the iteration failing on every quote whose strike is a multiple of 7."""
+        result, model = solver(*args)
+        fails = np.asarray(args[3]) % 7.0 == 0.0
+        vol = np.where(fails, np.nan, result.vol)
+        status = np.where(fails, np.int8(IvStatus.NOT_CONVERGED), result.status)
+        return ImpliedVolResult(vol, status, result.iterations), model
+
+    monkeypatch.setattr(atm_history, "chain_implied_vols", failing_solver)
+    every = history_implied_vols(quotes, curves, dividends)
+    atm_only = history_implied_vols(quotes, curves, dividends, atm_only=True)
+    inverted = np.isfinite(atm_only["implied_vol"].to_numpy(float)) | (atm_only["status"] == "NOT_CONVERGED")
+    assert (atm_only["status"] == "NOT_CONVERGED").any()  # picks that failed, replaced by the next quote out
+    pd.testing.assert_series_equal(atm_only["status"][inverted], every["status"][inverted])
+    np.testing.assert_array_equal(
+        atm_only["implied_vol"].to_numpy(float)[inverted], every["implied_vol"].to_numpy(float)[inverted]
+    )
+    rows = atm_vol_rows(every, 30, "s")
+    got = atm_vol_rows(atm_only, 30, "s")
+    pd.testing.assert_frame_equal(got.drop(columns="quotes_used"), rows.drop(columns="quotes_used"), check_exact=True)
+    assert (got["quotes_used"] >= rows["quotes_used"]).all()

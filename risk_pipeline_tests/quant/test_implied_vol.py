@@ -16,6 +16,7 @@ from risk_pipeline.quant.bsm import bsm_price
 from risk_pipeline.quant.implied_vol import (
     ImpliedVolResult,
     IvStatus,
+    american_quote_status,
     implied_vol,
     implied_vol_american,
     implied_vol_black76,
@@ -246,3 +247,33 @@ def test_round_trip_property(log_moneyness: float, t: float, vol: float, r: floa
         assert abs(float(res.vol) - vol) <= bound
     else:
         assert int(res.status) in {int(s) for s in IvStatus}
+
+
+def test_american_quote_status_is_the_solvers_status_without_its_iteration() -> None:
+    """``american_quote_status`` gives ``implied_vol_from_quotes(style="american")``'s status on live, zero-bid,
+    crossed, NaN, below the zero-volatility value, above the upper bound and expired quotes, and says where the
+    European implied vol of the mid does not bound the search (a deep put priced above K e^{-rT})."""
+    s, k, t, r, q = 100.0, 100.0, 0.5, 0.05, 0.01
+    live = float(american_price(s, k, t, 0.3, r, q, False))
+    spot = np.array([s, s, s, s, 110.0, s, s, 3.0])
+    strike = np.array([k, k, k, k, 100.0, k, k, 100.0])
+    time_years = np.array([t, t, t, t, t, t, 0.0, 1.0])
+    call = np.array([False, False, False, False, True, True, False, False])
+    bid = np.array([live - 0.05, 0.0, live + 0.1, np.nan, 5.0, 150.0, live - 0.05, 97.4])
+    ask = np.array([live + 0.05, 0.5, live - 0.1, 1.0, 5.2, 150.2, live + 0.05, 97.6])
+    status, bounded = american_quote_status(bid, ask, spot, strike, time_years, r, q, call)
+    solver = implied_vol_from_quotes(bid, ask, spot, strike, time_years, r, q, call, style="american")
+    expected = [
+        IvStatus.OK,
+        IvStatus.ZERO_PRICE,
+        IvStatus.CROSSED,
+        IvStatus.INVALID_INPUT,
+        IvStatus.BELOW_INTRINSIC,
+        IvStatus.ABOVE_UPPER_BOUND,
+        IvStatus.EXPIRED,
+        IvStatus.OK,
+    ]
+    np.testing.assert_array_equal(status, expected)
+    np.testing.assert_array_equal(solver.status, expected)
+    # the European vol of the last mid does not exist: 97.5 > 100 e^{-0.05}
+    np.testing.assert_array_equal(bounded, [True, False, False, False, False, False, False, False])

@@ -26,10 +26,10 @@ from risk_pipeline.defs.common import (
     write_quarantine,
 )
 from risk_pipeline.quality import ValidationContext, validate
-from risk_pipeline.quant.atm_vol import constant_maturity_vol, expiry_atm_vols
-from risk_pipeline.quant.chain import chain_implied_vols
+from risk_pipeline.quant.atm_vol import atm_quote_picks, constant_maturity_vol, expiry_atm_vols
+from risk_pipeline.quant.chain import MODEL_AMERICAN, MODEL_EUROPEAN, chain_implied_vols
 from risk_pipeline.quant.curves import forward_price, zero_rate
-from risk_pipeline.quant.implied_vol import IvStatus
+from risk_pipeline.quant.implied_vol import IvStatus, american_quote_status
 from risk_pipeline.resources import MarketDataResource, WarehouseResource
 from risk_pipeline.warehouse import Between
 
@@ -99,29 +99,31 @@ def sessions_bracketing_mask(
     # the second expiry after the tenor only where none is before it (extrapolation, quant.atm_vol)
     nu, fu, su = near[pair], far[pair], second[pair]
     use = listed & ((days == nu) | ((fu < none) & (days == fu)) | ((nu < 0) & (su < none) & (days == su)))
-    t = days.astype(float) / 365.0
-    rate = np.zeros(n)
-    q_table = np.zeros((len(day_values), n_und))
-    order = np.argsort(day_code, kind="stable")
-    bounds = np.searchsorted(day_code[order], np.arange(len(day_values) + 1))
+    # forwards and log-moneyness of the rows of the expiries used only
+    used = np.flatnonzero(use)
+    t = days[used].astype(float) / 365.0
+    rate = np.zeros(len(used))
+    order = np.argsort(day_code[used], kind="stable")
+    bounds = np.searchsorted(day_code[used][order], np.arange(len(day_values) + 1))
     # the sessions as dates: a folder source's unpriced chain carries them as text
     day_dates = pd.to_datetime(pd.Series(day_values)).dt.date.to_numpy()
     for i, day in enumerate(day_dates):
         rows = order[bounds[i] : bounds[i + 1]]
-        curve, dividends = curve_by_day[day], div_by_day[day]
+        curve = curve_by_day[day]
         rate[rows] = zero_rate(curve["tenor_days"].to_numpy(float), curve["zero_rate"].to_numpy(float), t[rows])
-        q_by_symbol = dict(zip(dividends["symbol"], dividends["dividend_yield"], strict=True))
-        q_table[i] = pd.Series(und_values).map(q_by_symbol).fillna(0.0).to_numpy(float)
-    q = q_table[day_code, und_code]
-    forward = quotes["underlying_price"].to_numpy(float) * np.exp((rate - q) * t)
-    k = np.log(quotes["strike"].to_numpy(float) / forward)
-    is_call = (quotes["option_type"] == "C").to_numpy(bool)
-    candidate = use & np.where(is_call, k > 0.0, k <= 0.0)
-    rows = np.flatnonzero(candidate)
+    yields = _yields_by_session(div_by_day, day_dates, und_values)[0]
+    q = np.where(np.isnan(yields), 0.0, yields)[day_code[used], und_code[used]]
+    forward = quotes["underlying_price"].to_numpy(float)[used] * np.exp((rate - q) * t)
+    k = np.log(quotes["strike"].to_numpy(float)[used] / forward)
+    is_call = (quotes["option_type"] == "C").to_numpy(bool)[used]
+    candidate = np.where(is_call, k > 0.0, k <= 0.0)
+    rows = used[candidate]
+    abs_k = np.abs(k[candidate])
     # rank by |k| within (session, underlying, expiry, option type); stable sort keeps ties in row order
-    group = (pair[rows] * len(exp_values) + exp_code[rows]) * 2 + is_call[rows]
-    order = rows[np.lexsort((np.abs(k[rows]), group))]
-    group_sorted = group[np.lexsort((np.abs(k[rows]), group))]
+    group = (pair[rows] * len(exp_values) + exp_code[rows]) * 2 + is_call[candidate]
+    by_group = np.lexsort((abs_k, group))
+    order = rows[by_group]
+    group_sorted = group[by_group]
     start = np.searchsorted(group_sorted, group_sorted, side="left")
     rank = np.arange(len(order)) - start + 1
     out = np.zeros(n, dtype=bool)
@@ -138,42 +140,117 @@ def bracketing_quotes(
     return out
 
 
+def _yields_by_session(
+    div_by_day: Mapping[dt.date, pd.DataFrame], days: np.ndarray, symbols: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dividend yield per (session, symbol) from each session's dividend_yields rows (the last row of a
+    symbol wins) and whether the session has a row for the symbol (NaN yield where not)."""
+    frames = [div_by_day[day] for day in days]
+    out = np.full((len(days), len(symbols)), np.nan)
+    listed = np.zeros(out.shape, dtype=bool)
+    if not frames:
+        return out, listed
+    rows = pd.concat(frames, ignore_index=True)
+    day_index = np.repeat(np.arange(len(days)), [len(f) for f in frames])
+    symbol_index = pd.Index(symbols).get_indexer(rows["symbol"])
+    known = symbol_index >= 0
+    out[day_index[known], symbol_index[known]] = rows["dividend_yield"].to_numpy(float)[known]
+    listed[day_index[known], symbol_index[known]] = True
+    return out, listed
+
+
+def _atm_quote_vols(
+    values: tuple[np.ndarray, ...], is_call: np.ndarray, american: np.ndarray, slices: np.ndarray, k: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Implied vol and ``IvStatus`` code per quote, inverting only the quotes ``atm_vol_rows`` interpolates
+    between: the European quotes, the American quotes the two picks of a slice (``atm_quote_picks``) land on,
+    repeated while a pick fails to invert, and those whose search is not bounded by their European vol. Every
+    other American quote keeps NaN and ``american_quote_status``'s code (OK where a volatility exists).
+    ``values`` are bid, ask, spot, strike, time, rate and dividend yield."""
+    n = len(is_call)
+    vol = np.full(n, np.nan)
+    status = np.zeros(n, dtype=np.int8)
+    inverted = np.zeros(n, dtype=bool)
+
+    def invert(rows: np.ndarray) -> None:
+        result, _ = chain_implied_vols(*(v[rows] for v in values), is_call[rows], american[rows])
+        vol[rows], status[rows], inverted[rows] = result.vol, result.status, True
+
+    rows = np.flatnonzero(american)
+    status[rows], bounded = american_quote_status(*(v[rows] for v in values), is_call[rows])
+    unbounded = rows[(status[rows] == IvStatus.OK) & ~bounded]
+    invert(np.union1d(np.flatnonzero(~american), unbounded))
+    n_slices = int(slices.max()) + 1 if n else 0
+    while True:
+        usable = np.where(inverted, np.isfinite(vol) & (vol > 0.0), status == IvStatus.OK)
+        below, above = atm_quote_picks(slices, k, is_call, usable, n_slices)
+        picks = np.union1d(below[below >= 0], above[above >= 0])
+        todo = picks[~inverted[picks]]
+        if todo.size == 0:
+            return vol, status
+        invert(todo)
+
+
 def history_implied_vols(
-    quotes: pd.DataFrame, curve_by_day: dict[dt.date, pd.DataFrame], div_by_day: dict[dt.date, pd.DataFrame]
+    quotes: pd.DataFrame,
+    curve_by_day: Mapping[dt.date, pd.DataFrame],
+    div_by_day: Mapping[dt.date, pd.DataFrame],
+    *,
+    atm_only: bool = False,
 ) -> pd.DataFrame:
     """``surfaces.implied_vol_frame`` of several sessions' quotes in one inversion (the columns ``atm_vol_rows``
     reads plus the inputs): each row's time, rate (its session's curve), dividend yield and vol as the
-    per-session frame has them, rows ordered by session (stable)."""
+    per-session frame has them, rows ordered by session (stable).
+
+    ``atm_only``: only the quotes ``atm_vol_rows`` interpolates between get a vol; the other American ones
+    keep NaN with the status of the checks before the iteration (``_atm_quote_vols``), so ``atm_vol_rows``
+    gives the same rows as from the full frame.
+    """
     day_code, days = pd.factorize(quotes["as_of_date"], sort=True)
     quotes = quotes.iloc[np.argsort(day_code, kind="stable")].reset_index(drop=True)
     day_code = np.sort(day_code, kind="stable")
     as_of = quotes["as_of"]
-    t = ((expiry_close_utc(quotes["expiry"]) - as_of).dt.total_seconds() / (365.0 * 86400.0)).to_numpy(float)
+    # each distinct expiry's close once, then taken per row (the values a per-row map gives)
+    expiry_code, expiries = pd.factorize(quotes["expiry"], use_na_sentinel=False)
+    close = expiry_close_utc(pd.Series(expiries)).iloc[expiry_code].reset_index(drop=True)
+    t = ((close - as_of).dt.total_seconds() / (365.0 * 86400.0)).to_numpy(float)
     rate = np.empty(len(quotes))
-    q = np.empty(len(quotes))
     bounds = np.searchsorted(day_code, np.arange(len(days) + 1))
-    underlying = quotes["underlying"]
     for i, session in enumerate(days):
         rows = slice(bounds[i], bounds[i + 1])
-        curve, dividends = curve_by_day[session], div_by_day[session]
+        curve = curve_by_day[session]
         rate[rows] = zero_rate(curve["tenor_days"].to_numpy(float), curve["zero_rate"].to_numpy(float), t[rows])
-        q_map = dict(zip(dividends["symbol"], dividends["dividend_yield"], strict=True))
-        missing = sorted(set(underlying.iloc[rows]) - set(q_map))
-        if missing:
-            raise dg.Failure(f"no dividend_yields row for {missing[:10]} on {session}: cannot compute forwards")
-        q[rows] = underlying.iloc[rows].map(q_map).to_numpy(float)
+    underlying = quotes["underlying"]
+    und_code, symbols = _codes(underlying)
+    yields, listed = _yields_by_session(div_by_day, np.asarray(days, dtype=object), symbols)
+    q = yields[day_code, und_code]
+    unlisted = ~listed[day_code, und_code]
+    if unlisted.any():
+        missing = pd.DataFrame({"session": days[day_code], "symbol": underlying.to_numpy()})[unlisted]
+        for session, symbols_missing in missing.groupby("session", sort=True)["symbol"]:
+            raise dg.Failure(
+                f"no dividend_yields row for {sorted(set(symbols_missing))[:10]} on {session}: cannot compute forwards"
+            )
     spot = quotes["underlying_price"].to_numpy(float)
     strike = quotes["strike"].to_numpy(float)
     bid = quotes["bid"].to_numpy(float)
     ask = quotes["ask"].to_numpy(float)
     american = (quotes["exercise_style"] == "american").to_numpy(bool)
     is_call = (quotes["option_type"] == "C").to_numpy(bool)
-    result, model = chain_implied_vols(bid, ask, spot, strike, t, rate, q, is_call, american)
+    forward = forward_price(spot, rate, q, t)
+    values = (bid, ask, spot, strike, t, rate, q)
+    if atm_only:
+        slices = quotes.groupby(["as_of_date", "underlying", "expiry"], sort=True).ngroup().to_numpy()
+        vol, status = _atm_quote_vols(values, is_call, american, slices, np.log(strike / forward))
+        model = np.where(american, MODEL_AMERICAN, MODEL_EUROPEAN)
+    else:
+        result, model = chain_implied_vols(*values, is_call, american)
+        vol, status = result.vol, result.status
     status_names = np.array([s.name for s in sorted(IvStatus)], dtype=object)
     out = pd.DataFrame(
         {
             "as_of_date": quotes["as_of_date"].to_numpy(),
-            "as_of": pd.to_datetime(as_of.to_numpy(), utc=True),
+            "as_of": pd.to_datetime(as_of, utc=True).array,
             "underlying": underlying.to_numpy(),
             "expiry": quotes["expiry"].to_numpy(),
             "strike": strike,
@@ -181,14 +258,14 @@ def history_implied_vols(
             "bid": bid,
             "ask": ask,
             "spot": spot,
-            "forward": forward_price(spot, rate, q, t),
+            "forward": forward,
             "time_to_expiry_years": t,
             "rate": rate,
             "dividend_yield": q,
             "exercise_style": quotes["exercise_style"].to_numpy(),
             "model": model,
-            "implied_vol": result.vol,
-            "status": status_names[result.status.astype(np.intp)],
+            "implied_vol": vol,
+            "status": status_names[status.astype(np.intp)],
         }
     )
     return out
@@ -202,9 +279,11 @@ def atm_vol_rows(iv: pd.DataFrame, tenor_days: int, source: str) -> pd.DataFrame
     slices = iv.groupby(["as_of_date", "underlying", "expiry"], sort=True).ngroup().to_numpy()
     n_slices = int(slices.max()) + 1
     k = np.log(iv["strike"].to_numpy(float) / iv["forward"].to_numpy(float))
-    vol = np.where(iv["status"].to_numpy() == "OK", iv["implied_vol"].to_numpy(float), np.nan)
+    ok = iv["status"].to_numpy() == "OK"
+    vol = np.where(ok, iv["implied_vol"].to_numpy(float), np.nan)
     atm, _, _ = expiry_atm_vols(slices, k, vol, iv["option_type"].to_numpy() == "C", n_slices)
-    valid_quotes = np.bincount(slices, weights=np.isfinite(vol), minlength=n_slices)
+    # a quote with a valid implied vol: status OK (a frame made with atm_only has vols only where they are used)
+    valid_quotes = np.bincount(slices, weights=ok, minlength=n_slices)
     per_slice = (
         iv.assign(slice=slices)
         .groupby("slice", sort=True)
@@ -234,7 +313,7 @@ def atm_vol_rows(iv: pd.DataFrame, tenor_days: int, source: str) -> pd.DataFrame
         {
             "as_of_date": head["as_of_date"].to_numpy(),
             "symbol": head["symbol"].to_numpy(),
-            "as_of": head["as_of"].to_numpy(),
+            "as_of": head["as_of"].array,
             "tenor_days": tenor_days,
             "atm_vol": cm.atm_vol,
             "spot": head["spot"].to_numpy(float),
@@ -336,7 +415,7 @@ def atm_vol_history(
                     "table_unchanged": "risk.atm_vol_history",
                 },
             )
-        iv_all = history_implied_vols(report.typed, curve_by_day, div_by_day)
+        iv_all = history_implied_vols(report.typed, curve_by_day, div_by_day, atm_only=True)
         quoted = sorted(set(iv_all["as_of_date"]))
     else:
         iv_all = pd.DataFrame()
