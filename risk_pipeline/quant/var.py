@@ -90,10 +90,11 @@ from scipy.stats import norm
 from risk_pipeline.quant._numba import FloatArray
 from risk_pipeline.quant.american import american_greeks
 from risk_pipeline.quant.bsm import bsm_greeks
+from risk_pipeline.quant.garch_fit import fit_garch_fast
 from risk_pipeline.quant.portfolio import Portfolio, stack_portfolios
 from risk_pipeline.quant.scenario_engine import AmericanMethod, ScenarioSet, evaluate, evaluate_many
 from risk_pipeline.quant.smile_dynamics import SmileDynamics
-from risk_pipeline.quant.vol_forecast import GarchParams, fit_garch, garch_variance
+from risk_pipeline.quant.vol_forecast import GarchParams, garch_variance
 
 HISTORICAL = "historical"
 DELTA_NORMAL = "delta_normal"
@@ -952,9 +953,10 @@ def _constant_variance(r: FloatArray) -> GarchParams:
 
 
 def fit_garch_or_constant(returns: FloatArray, previous: GarchParams | None = None) -> GarchParams:
-    """GARCH(1,1)-t of one return series (warm-started from ``previous``); constant variance if it fails."""
+    """GARCH(1,1)-t of one return series (warm-started from ``previous``; ``vol_forecast.fit_garch``'s fit, by
+    ``garch_fit.fit_garch_fast``); constant variance if it fails."""
     try:
-        return fit_garch(returns, previous=previous)
+        return fit_garch_fast(returns, previous=previous)
     except RuntimeError:
         return _constant_variance(returns)
 
