@@ -29,7 +29,7 @@ from risk_pipeline.quant.backtest import (
     traffic_light,
 )
 from risk_pipeline.quant.book_backtest import GarchCache, rolling_garch_fits, static_book_backtest
-from risk_pipeline.quant.es_backtest import Z2Cache, rolling_z2, z2_test
+from risk_pipeline.quant.es_backtest import Z2Cache, rolling_z2, simulated_z2, z2_test
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.surface_backtest import SmileGrid, surface_repriced_pnl
 from risk_pipeline.quant.var import ALL_METHODS, MONTE_CARLO_FHS, VarConfig
@@ -129,6 +129,8 @@ def rolling_rows(
     dates = np.asarray(list(pnl_dates), dtype=object)
     ends = np.arange(len(dates))
     starts = np.maximum(0, ends - WINDOW + 1)
+    if z2_cache is not None and es:
+        _simulate_latest_z2(pnl, var, es, starts, ends, z2_cache)
     frames = []
     for method, v in var.items():
         ok = np.isfinite(v)
@@ -174,6 +176,34 @@ def rolling_rows(
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
+def _latest_es_window(pnl: np.ndarray, es_var: np.ndarray, es: np.ndarray, end: int) -> np.ndarray:
+    """Days of the WINDOW ending at ``end`` with a P&L, VaR and ES (the latest window's Z2 test)."""
+    last = np.arange(max(0, end - WINDOW + 1), end + 1)
+    return last[np.isfinite(es_var[last]) & np.isfinite(es[last]) & np.isfinite(pnl[last])]
+
+
+def _simulate_latest_z2(
+    pnl: np.ndarray, var: dict[str, np.ndarray], es: EsSeries, starts: np.ndarray, ends: np.ndarray, cache: Z2Cache
+) -> None:
+    """Simulate the Z2 distributions of every method's latest window into ``cache`` at once, on two threads
+    (numpy's generator releases the GIL), so that ``_es_columns`` finds them there."""
+    todo = []
+    for method, v in var.items():
+        before = np.concatenate([[0], np.cumsum(np.isfinite(v))])
+        has = before[ends + 1] > before[starts]
+        if method not in es or not has.any():
+            continue
+        es_var, es_value = es[method]
+        keep = _latest_es_window(pnl, es_var, es_value, int(ends[has][-1]))
+        if keep.size:
+            todo.append((es_var[keep], es_value[keep]))
+    if len(todo) < 2:
+        return
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="z2") as pool:
+        for future in [pool.submit(simulated_z2, v, e, 1.0 - ES_CONFIDENCE, ES_SIMULATIONS, 0, cache) for v, e in todo]:
+            future.result()
+
+
 def _es_columns(
     pnl: np.ndarray,
     series: tuple[np.ndarray, np.ndarray] | None,
@@ -200,8 +230,7 @@ def _es_columns(
     out["es_n_obs"] = pd.Series(count).where(has).astype("Int64").array
     out["es_z2"] = z2
     if has[-1]:
-        last = np.arange(max(0, int(ends[-1]) - WINDOW + 1), int(ends[-1]) + 1)
-        keep = last[np.isfinite(es_var[last]) & np.isfinite(es[last]) & np.isfinite(pnl[last])]
+        keep = _latest_es_window(pnl, es_var, es, int(ends[-1]))
         test = z2_test(pnl[keep], es_var[keep], es[keep], alpha, n_simulations=ES_SIMULATIONS, seed=0, cache=z2_cache)
         out["es_z2_p_value"][-1] = test.p_value
         out["es_traffic_light"][-1] = test.zone
