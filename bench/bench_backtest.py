@@ -16,7 +16,7 @@ Float columns are compared relative to the earlier value, every other column exa
 replaced (one ``var.compute_var`` and one ``revalue`` per day).
 
     .venv/bin/python bench/bench_backtest.py --warehouse /tmp/copy.duckdb [--session 2026-12-03] [--days 250]
-        [--compare tables|paths|both]
+        [--compare tables|paths|both] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -128,8 +128,9 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float, float, float]:
     return out, time.perf_counter() - t0, load, os.getloadavg()[0]
 
 
-def compare_tables(wh: Warehouse, session: dt.date, settings: BacktestSettings) -> None:
-    """Print the before/after comparison of var_backtest's tables and of the GARCH refits alone."""
+def compare_tables(wh: Warehouse, session: dt.date, settings: BacktestSettings, repeat: int = 1) -> None:
+    """Print the before/after comparison of var_backtest's tables (``repeat`` alternated timings) and of the
+    GARCH refits alone."""
 
     def before() -> tuple[pd.DataFrame, pd.DataFrame]:
         with garch_fitter(fit_garch):
@@ -139,21 +140,22 @@ def compare_tables(wh: Warehouse, session: dt.date, settings: BacktestSettings) 
         tables = backtest_tables(wh, session, settings)
         return tables.windows, tables.observations
 
-    runs = {}
-    for name, fn in (("before", before), ("after", after)):
-        fn()  # warm
-        runs[name] = timed(fn)
-    print(
-        f"var_backtest tables, session {session} (rows: {len(runs['after'][0][0])} windows, "
-        f"{len(runs['after'][0][1])} observations)"
-    )
-    for name, (_, sec, l0, l1) in runs.items():
-        print(f"  {name:8s} {sec:7.2f} s warm   (1-min load average {l0:.2f} before, {l1:.2f} after)")
+    runs: dict[str, Any] = {}
+    before(), after()  # warm
+    ratios = []
+    print(f"var_backtest tables, session {session}")
+    for _ in range(repeat):  # alternated, so that a change of the machine's load hits both
+        for name, fn in (("before", before), ("after", after)):
+            runs[name] = timed(fn)
+            sec, l0, l1 = runs[name][1:]
+            print(f"  {name:8s} {sec:7.2f} s warm   (1-min load average {l0:.2f} before, {l1:.2f} after)")
+        ratios.append(runs["before"][1] / runs["after"][1])
     w_rel, w_cells = frame_difference(runs["after"][0][0], runs["before"][0][0])
     o_rel, o_cells = frame_difference(runs["after"][0][1], runs["before"][0][1])
     print(
-        f"  speed-up {runs['before'][1] / runs['after'][1]:.2f}x; var_backtest: largest relative difference "
-        f"{w_rel:.2e}, {w_cells} other cells differ; var_backtest_observations: {o_rel:.2e}, {o_cells}"
+        f"  speed-up {', '.join(f'{r:.2f}x' for r in ratios)} (median {float(np.median(ratios)):.2f}x); "
+        f"{len(runs['after'][0][0])} var_backtest rows: largest relative difference {w_rel:.2e}, {w_cells} other "
+        f"cells differ; {len(runs['after'][0][1])} var_backtest_observations rows: {o_rel:.2e}, {o_cells}"
     )
     _, positions = latest_valuation(wh, session)
     histories = [book_history(wh, str(b), rows, session, settings) for b, rows in positions.groupby("book")]
@@ -283,6 +285,7 @@ def main() -> None:
     ap.add_argument("--session", default=None, help="session date (default: the latest valuation's)")
     ap.add_argument("--days", type=int, default=250, help="backtest days")
     ap.add_argument("--compare", choices=("tables", "paths", "both"), default="tables")
+    ap.add_argument("--repeat", type=int, default=1, help="alternated before/after timings of the tables")
     args = ap.parse_args()
     wh = Warehouse(args.warehouse, create=False)
     if args.session:
@@ -291,7 +294,7 @@ def main() -> None:
         session = wh.query("SELECT MAX(as_of_date) AS d FROM risk.position_greeks")["d"].iloc[0]
     settings = BacktestSettings(backtest_days=args.days)
     if args.compare in ("tables", "both"):
-        compare_tables(wh, session, settings)
+        compare_tables(wh, session, settings, args.repeat)
     if args.compare in ("paths", "both"):
         compare_paths(wh, session, settings)
 

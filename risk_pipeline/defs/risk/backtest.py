@@ -43,6 +43,8 @@ CONFIDENCE = 0.99
 MIN_HISTORY = 250
 #: Backtest days between refits of the Monte Carlo method's GARCH models in the static-book backtest.
 GARCH_REFIT_DAYS = 21
+#: Books whose static-book and surface backtests run at the same time (threads).
+BOOK_THREADS = 2
 #: Level of the ES backtest (FRTB's ES level) and the simulations behind its p-value.
 ES_CONFIDENCE = 0.975
 ES_SIMULATIONS = 5_000
@@ -525,8 +527,9 @@ def backtest_tables(wh: Warehouse, session: dt.date, config: BacktestSettings) -
     """Every book's realized, ``hypothetical:`` and ``surface:`` backtests for ``session``.
 
     The static-book backtests' GARCH refits (one chain per book and underlying, shared between books through one
-    cache) run on a worker thread, book after book, while this thread reads the realized series and revalues
-    the books whose fits are done; the fits and their order are those of a serial run.
+    cache) run on a worker thread, book after book, in the order of a serial run; the books' backtests run on
+    BOOK_THREADS threads (the scenario engine's kernels release the GIL, so one book's Python work overlaps
+    another's kernels) while this thread reads the realized series. Every result is that of a serial run.
     """
     realized_books = wh.query("SELECT DISTINCT book FROM risk.book_nav WHERE as_of_date <= ?", [session])["book"]
     as_of, positions = latest_valuation(wh, session)
@@ -538,28 +541,36 @@ def backtest_tables(wh: Warehouse, session: dt.date, config: BacktestSettings) -
     z2_cache: Z2Cache = {}
     histories: dict[str, BookHistory] = {}
     fits: dict[str, Future[list[list[GarchParams]]]] = {}
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="garch-refits") as pool:
+
+    def static_book(book: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, ...]:
+        """``hypothetical:<book>`` and ``surface:<book>``: windows and observations of each."""
+        windows, obs = hypothetical(
+            wh,
+            book,
+            rows,
+            as_of,
+            session,
+            config,
+            history=histories[book],
+            garch_fits=fits[book].result() if book in fits else None,
+            z2_cache=z2_cache,
+        )
+        return (windows, obs, *surface_repriced(wh, book, rows, as_of, session, obs, z2_cache))
+
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="garch-refits") as refits,
+        ThreadPoolExecutor(max_workers=BOOK_THREADS, thread_name_prefix="static-book") as books,
+    ):
         for b, rows in position_books:  # each book's fits start as soon as its history is read
             histories[str(b)] = x = book_history(wh, str(b), rows, session, config)
             if x.days.size:
-                fits[str(b)] = pool.submit(book_garch_fits, x, garch_cache)
+                fits[str(b)] = refits.submit(book_garch_fits, x, garch_cache)
+        static = {str(b): books.submit(static_book, str(b), rows) for b, rows in position_books}
         for label, rows in jobs:
             if rows is None:
                 windows, obs = realized(wh, label, session)
             else:
-                book = label.split(":", 1)[1]
-                windows, obs = hypothetical(
-                    wh,
-                    book,
-                    rows,
-                    as_of,
-                    session,
-                    config,
-                    history=histories[book],
-                    garch_fits=fits[book].result() if book in fits else None,
-                    z2_cache=z2_cache,
-                )
-                surface_windows, surface_obs = surface_repriced(wh, book, rows, as_of, session, obs, z2_cache)
+                windows, obs, surface_windows, surface_obs = static[label.split(":", 1)[1]].result()
                 window_frames.append(surface_windows)
                 observation_frames.append(surface_obs)
                 if len(surface_windows):
