@@ -46,6 +46,36 @@ def _garch_fit(returns: FloatArray, previous: GarchParams | None, cache: GarchCa
     return cache[key]
 
 
+def rolling_garch_fits(
+    closes: ArrayLike,
+    days: ArrayLike,
+    lookback_days: int,
+    *,
+    refit_every: int = 21,
+    garch_cache: GarchCache | None = None,
+) -> list[list[GarchParams]]:
+    """The Monte Carlo method's GARCH(1,1)-t parameters per symbol on each backtest day (``static_book_backtest``).
+
+    On every ``refit_every``-th day (the first included) each symbol's model is refitted on the day's look-back
+    window of log returns (the last ``lookback_days`` before it), warm-started from the previous fit; the days
+    in between keep the last fit. Independent of the book's positions, so it can run ahead of (or beside) the
+    revaluation.
+    """
+    if refit_every < 1:
+        raise ValueError("refit_every must be at least 1")
+    returns = np.diff(np.log(np.asarray(closes, dtype=np.float64)), axis=0)  # returns[i] is row i -> i + 1
+    m = returns.shape[1]
+    fits: list[list[GarchParams]] = []
+    params: list[GarchParams] | None = None
+    for i, t in enumerate(np.asarray(days, dtype=np.intp)):
+        first = max(0, t - lookback_days)
+        if params is None or i % refit_every == 0:
+            previous = [None] * m if params is None else params
+            params = [_garch_fit(returns[first:t, s], previous[s], garch_cache) for s in range(m)]
+        fits.append(params)
+    return fits
+
+
 def rescaled_book(portfolio: Portfolio, spot: ArrayLike, atm_ratio: ArrayLike) -> Portfolio:
     """``portfolio`` re-expressed at per-symbol ``spot`` with vols scaled by ``atm_ratio`` (module docstring)."""
     s = np.asarray(spot, dtype=np.float64)
@@ -96,6 +126,7 @@ def static_book_backtest(
     methods: tuple[str, ...] = ALL_METHODS,
     refit_every: int = 21,
     garch_cache: GarchCache | None = None,
+    garch_fits: list[list[GarchParams]] | None = None,
 ) -> StaticBookBacktest:
     """Backtest the book of the last row of ``closes`` on the backtest days ``days``.
 
@@ -106,8 +137,10 @@ def static_book_backtest(
     VaR uses the last ``config.lookback_days`` of them. The Monte Carlo method's GARCH(1,1)-t parameters
     are refitted on that window every ``refit_every`` backtest days (warm-started from the last fit) and
     used to filter the window in between, as in ``reference_backtest``; ``garch_cache`` (one dict for the books
-    of a run) lets books that share an underlying share its fits. Every day's VaR is ``var.compute_var``'s,
-    computed for all days at once (``var.compute_var_batch``: one scenario-engine call per method).
+    of a run) lets books that share an underlying share its fits; ``garch_fits`` are those fits made
+    beforehand (``rolling_garch_fits`` with the same closes, days, look-back and ``refit_every``). Every day's
+    VaR is ``var.compute_var``'s, computed for all days at once (``var.compute_var_batch``: one scenario-engine
+    call per method).
     """
     if refit_every < 1:
         raise ValueError("refit_every must be at least 1")
@@ -128,18 +161,21 @@ def static_book_backtest(
     levels = (confidence,) if es_confidence is None else (confidence, es_confidence)
     cfg = replace(config, confidences=levels, horizons=(1,))
     books, histories, lookbacks = [], [], []
-    fits: list[list[GarchParams] | None] = []
-    params: list[GarchParams] | None = None
-    for i, t in enumerate(t_days):  # per day: the rescaled book, its history and (every refit_every days) GARCH fits
+    for t in t_days:  # per day: the rescaled book and its history
         ratio = np.where(np.isfinite(v[t]) & np.isfinite(today), v[t] / today, 1.0)
         books.append(rescaled_book(portfolio, c[t], ratio))
         first = max(0, t - cfg.lookback_days)
         histories.append(MarketHistory(returns[first:t], iv_change[first:t]))
         lookbacks.append(t - first)
-        if MONTE_CARLO_FHS in methods and (params is None or i % refit_every == 0):
-            previous = [None] * m if params is None else params
-            params = [_garch_fit(returns[first:t, s], previous[s], garch_cache) for s in range(m)]
-        fits.append(params)
+    fits: list[list[GarchParams]] | list[None] = [None] * len(t_days)
+    if MONTE_CARLO_FHS in methods:  # every refit_every days GARCH fits (given, or made here)
+        if garch_fits is None:
+            garch_fits = rolling_garch_fits(
+                c, t_days, cfg.lookback_days, refit_every=refit_every, garch_cache=garch_cache
+            )
+        if len(garch_fits) != len(t_days) or any(len(p) != m for p in garch_fits):
+            raise ValueError("garch_fits needs one set of per-symbol parameters per backtest day")
+        fits = garch_fits
     # every day's VaR by the production code path, all days' books in one scenario-engine call per method
     reports = compute_var_batch(books, histories, cfg, methods=methods, garch_params=fits)
     n_pos = portfolio.n_positions

@@ -79,25 +79,52 @@ def matched_student_t(var: ArrayLike, es: ArrayLike, alpha: float) -> tuple[np.n
     return df, v / q
 
 
-def z2_test(
-    pnl: ArrayLike, var: ArrayLike, es: ArrayLike, alpha: float, n_simulations: int = 10_000, seed: int = 0
-) -> EsBacktestResult:
-    """Z2 of the series and P(Z2 <= z2) under the model (each day's matched Student-t), with its zone."""
-    x, v, e = (np.asarray(a, dtype=float) for a in (pnl, var, es))
-    if not (x.shape == v.shape == e.shape) or x.ndim != 1 or x.size == 0:
-        raise ValueError("pnl, var and es must be equal-length non-empty 1-d series")
-    z2 = z2_statistic(x, v, e, alpha)
-    pairs, inverse = np.unique(np.column_stack([v, e]), axis=0, return_inverse=True)
+#: Simulated Z2 by (VaR bytes, ES bytes, alpha, simulations, seed): series with the same VaR and ES (e.g. one
+#: book's VaR against two P&L series) share one simulation.
+Z2Cache = dict[tuple[bytes, bytes, float, int, int], np.ndarray]
+
+
+def simulated_z2(
+    var: np.ndarray, es: np.ndarray, alpha: float, n_simulations: int, seed: int, cache: Z2Cache | None = None
+) -> np.ndarray:
+    """``n_simulations`` draws of Z2 under the model (each day's matched Student-t), looked up in ``cache``."""
+    key = (var.tobytes(), es.tobytes(), float(alpha), int(n_simulations), int(seed))
+    if cache is not None and key in cache:
+        return cache[key]
+    pairs, inverse = np.unique(np.column_stack([var, es]), axis=0, return_inverse=True)
     df, scale = (m[inverse.ravel()] for m in matched_student_t(pairs[:, 0], pairs[:, 1], alpha))
     rng = np.random.default_rng(seed)
     normal = np.isinf(df)
-    draws = np.empty((n_simulations, x.size))
+    draws = np.empty((n_simulations, var.size))
     if normal.any():
         draws[:, normal] = rng.standard_normal((n_simulations, int(normal.sum())))
     if not normal.all():
         draws[:, ~normal] = rng.standard_t(df[~normal], size=(n_simulations, int((~normal).sum())))
     losses = draws * scale
-    simulated = 1.0 - np.sum(np.where(losses > v, losses / e, 0.0), axis=1) / (x.size * alpha)
+    simulated = 1.0 - np.sum(np.where(losses > var, losses / es, 0.0), axis=1) / (var.size * alpha)
+    if cache is not None:
+        cache[key] = simulated
+    return simulated
+
+
+def z2_test(
+    pnl: ArrayLike,
+    var: ArrayLike,
+    es: ArrayLike,
+    alpha: float,
+    n_simulations: int = 10_000,
+    seed: int = 0,
+    cache: Z2Cache | None = None,
+) -> EsBacktestResult:
+    """Z2 of the series and P(Z2 <= z2) under the model (each day's matched Student-t), with its zone.
+
+    ``cache`` (one dict for a run) keeps the simulated Z2 of each VaR and ES series (``simulated_z2``).
+    """
+    x, v, e = (np.asarray(a, dtype=float) for a in (pnl, var, es))
+    if not (x.shape == v.shape == e.shape) or x.ndim != 1 or x.size == 0:
+        raise ValueError("pnl, var and es must be equal-length non-empty 1-d series")
+    z2 = z2_statistic(x, v, e, alpha)
+    simulated = simulated_z2(v, e, alpha, n_simulations, seed, cache)
     p_value = float((1 + np.sum(simulated <= z2)) / (n_simulations + 1))
     zone = "green" if p_value > YELLOW_BELOW else ("yellow" if p_value > RED_BELOW else "red")
     return EsBacktestResult(z2, p_value, zone, int(x.size), int(np.sum(x < -v)), alpha, n_simulations, seed)

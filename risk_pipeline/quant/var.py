@@ -952,7 +952,8 @@ def _constant_variance(r: FloatArray) -> GarchParams:
 
 
 def fit_garch_or_constant(returns: FloatArray, previous: GarchParams | None = None) -> GarchParams:
-    """GARCH(1,1)-t of one return series (warm-started from ``previous``); constant variance if it fails."""
+    """GARCH(1,1)-t of one return series (warm-started from ``previous``; ``vol_forecast.fit_garch``);
+    constant variance if it fails."""
     try:
         return fit_garch(returns, previous=previous)
     except RuntimeError:

@@ -93,3 +93,20 @@ def test_rolling_z2_equals_z2_of_each_window() -> None:
         days = days[np.isfinite(var[days]) & np.isfinite(es[days])]
         assert count[i] == len(days)
         assert z2[i] == pytest.approx(z2_statistic(pnl[days], var[days], es[days], 0.1), abs=1e-12)
+
+
+def test_series_with_the_same_var_and_es_share_one_simulation() -> None:
+    rng = np.random.default_rng(3)
+    n = 250
+    var, es = (np.full(n, x) for x in _t_var_es(5.0, 2.0))
+    var[::7] *= 1.3  # days with another matched t
+    es[::7] *= 1.3
+    pnl_a, pnl_b = -2.0 * rng.standard_t(5.0, n), -2.0 * rng.standard_t(5.0, n)
+    cache: dict = {}
+    a = z2_test(pnl_a, var, es, ALPHA, n_simulations=2_000, seed=4, cache=cache)
+    b = z2_test(pnl_b, var, es, ALPHA, n_simulations=2_000, seed=4, cache=cache)
+    assert len(cache) == 1
+    assert a == z2_test(pnl_a, var, es, ALPHA, n_simulations=2_000, seed=4)
+    assert b == z2_test(pnl_b, var, es, ALPHA, n_simulations=2_000, seed=4)
+    z2_test(pnl_a, var, es, ALPHA, n_simulations=2_000, seed=5, cache=cache)  # another seed: another simulation
+    assert len(cache) == 2

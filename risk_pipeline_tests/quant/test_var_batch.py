@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from risk_pipeline.quant.book_backtest import rescaled_book, static_book_backtest
+from risk_pipeline.quant.book_backtest import rescaled_book, rolling_garch_fits, static_book_backtest
 from risk_pipeline.quant.portfolio import Portfolio, stack_portfolios
 from risk_pipeline.quant.scenario_engine import (
     EEP_MIN_SCENARIOS,
@@ -182,6 +182,24 @@ def test_books_sharing_an_underlying_share_its_garch_fits() -> None:
     alone = static_book_backtest(other, closes, vols, gaps, days, cfg, methods=(MONTE_CARLO_FHS,))
     np.testing.assert_array_equal(second.var[MONTE_CARLO_FHS], alone.var[MONTE_CARLO_FHS])
     assert np.all(first.var[MONTE_CARLO_FHS] > 0)
+
+
+def test_garch_fits_made_beforehand_give_the_same_backtest() -> None:
+    closes, vols, gaps = _market()
+    book = _book(closes[-1])
+    cfg = VarConfig(lookback_days=260, n_scenarios=500)
+    days = np.arange(298, 328)
+    fits = rolling_garch_fits(closes, days, cfg.lookback_days, refit_every=4)
+    # a refit on days 0, 4, 8, ... of the backtest, each day keeping the last fit
+    assert [fits[i] is fits[i - i % 4] for i in range(days.size)] == [True] * days.size
+    assert len({id(f) for f in fits}) == 8
+    inline = static_book_backtest(book, closes, vols, gaps, days, cfg, methods=(MONTE_CARLO_FHS,), refit_every=4)
+    given = static_book_backtest(
+        book, closes, vols, gaps, days, cfg, methods=(MONTE_CARLO_FHS,), refit_every=4, garch_fits=fits
+    )
+    np.testing.assert_array_equal(given.var[MONTE_CARLO_FHS], inline.var[MONTE_CARLO_FHS])
+    with pytest.raises(ValueError, match="one set of per-symbol parameters per backtest day"):
+        static_book_backtest(book, closes, vols, gaps, days, cfg, methods=(MONTE_CARLO_FHS,), garch_fits=fits[:-1])
 
 
 def test_evaluate_many_refuses_what_it_cannot_stack() -> None:

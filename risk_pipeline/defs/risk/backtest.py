@@ -2,6 +2,8 @@
 
 import datetime as dt
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -26,10 +28,12 @@ from risk_pipeline.quant.backtest import (
     kupiec_pof,
     traffic_light,
 )
-from risk_pipeline.quant.book_backtest import GarchCache, static_book_backtest
-from risk_pipeline.quant.es_backtest import rolling_z2, z2_test
+from risk_pipeline.quant.book_backtest import GarchCache, rolling_garch_fits, static_book_backtest
+from risk_pipeline.quant.es_backtest import Z2Cache, rolling_z2, simulated_z2, z2_test
+from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.surface_backtest import SmileGrid, surface_repriced_pnl
 from risk_pipeline.quant.var import ALL_METHODS, MONTE_CARLO_FHS, VarConfig
+from risk_pipeline.quant.vol_forecast import GarchParams
 from risk_pipeline.queries import latest_valuation
 from risk_pipeline.resources import WarehouseResource
 from risk_pipeline.warehouse import Between, Warehouse
@@ -37,6 +41,10 @@ from risk_pipeline.warehouse import Between, Warehouse
 WINDOW = 250
 CONFIDENCE = 0.99
 MIN_HISTORY = 250
+#: Backtest days between refits of the Monte Carlo method's GARCH models in the static-book backtest.
+GARCH_REFIT_DAYS = 21
+#: Books whose static-book and surface backtests run at the same time (threads).
+BOOK_THREADS = 2
 #: Level of the ES backtest (FRTB's ES level) and the simulations behind its p-value.
 ES_CONFIDENCE = 0.975
 ES_SIMULATIONS = 5_000
@@ -109,18 +117,22 @@ def rolling_rows(
     book: str,
     source: str,
     es: EsSeries | None = None,
+    z2_cache: Z2Cache | None = None,
 ) -> pd.DataFrame:
     """var_backtest rows: for every day, the window of the last WINDOW observations ending there.
 
     Days without a VaR are left out of a window (its exceptions and consecutive-day pairs are those of
     the days kept); a window without any is skipped. All windows of a method at once (cumulative counts).
     With ``es``, each window also gets the Acerbi-Szekely Z2 at ES_CONFIDENCE over its days with a VaR and
-    ES there, and each method's latest window its simulated p-value and zone.
+    ES there, and each method's latest window its simulated p-value and zone (``z2_cache``: one dict for a run,
+    so that series with the same VaR and ES share one simulation).
     """
     columns = table("var_backtest").data_column_names
     dates = np.asarray(list(pnl_dates), dtype=object)
     ends = np.arange(len(dates))
     starts = np.maximum(0, ends - WINDOW + 1)
+    if z2_cache is not None and es:
+        _simulate_latest_z2(pnl, var, es, starts, ends, z2_cache)
     frames = []
     for method, v in var.items():
         ok = np.isfinite(v)
@@ -157,7 +169,7 @@ def rolling_rows(
                     "conditional_coverage_p_value": p_cc,
                     "traffic_light": np.atleast_1d(traffic_light(x, n_obs, CONFIDENCE)).astype(object),
                     "source": source,
-                    **_es_columns(pnl, (es or {}).get(method), ends[has]),
+                    **_es_columns(pnl, (es or {}).get(method), ends[has], z2_cache),
                 },
                 columns=columns,
             )
@@ -166,7 +178,40 @@ def rolling_rows(
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
-def _es_columns(pnl: np.ndarray, series: tuple[np.ndarray, np.ndarray] | None, ends: np.ndarray) -> dict[str, Any]:
+def _latest_es_window(pnl: np.ndarray, es_var: np.ndarray, es: np.ndarray, end: int) -> np.ndarray:
+    """Days of the WINDOW ending at ``end`` with a P&L, VaR and ES (the latest window's Z2 test)."""
+    last = np.arange(max(0, end - WINDOW + 1), end + 1)
+    return last[np.isfinite(es_var[last]) & np.isfinite(es[last]) & np.isfinite(pnl[last])]
+
+
+def _simulate_latest_z2(
+    pnl: np.ndarray, var: dict[str, np.ndarray], es: EsSeries, starts: np.ndarray, ends: np.ndarray, cache: Z2Cache
+) -> None:
+    """Simulate the Z2 distributions of every method's latest window into ``cache`` at once, on two threads
+    (numpy's generator releases the GIL), so that ``_es_columns`` finds them there."""
+    todo = []
+    for method, v in var.items():
+        before = np.concatenate([[0], np.cumsum(np.isfinite(v))])
+        has = before[ends + 1] > before[starts]
+        if method not in es or not has.any():
+            continue
+        es_var, es_value = es[method]
+        keep = _latest_es_window(pnl, es_var, es_value, int(ends[has][-1]))
+        if keep.size:
+            todo.append((es_var[keep], es_value[keep]))
+    if len(todo) < 2:
+        return
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="z2") as pool:
+        for future in [pool.submit(simulated_z2, v, e, 1.0 - ES_CONFIDENCE, ES_SIMULATIONS, 0, cache) for v, e in todo]:
+            future.result()
+
+
+def _es_columns(
+    pnl: np.ndarray,
+    series: tuple[np.ndarray, np.ndarray] | None,
+    ends: np.ndarray,
+    z2_cache: Z2Cache | None = None,
+) -> dict[str, Any]:
     """The ES-backtest columns of the windows ending at ``ends`` (none without an ES series: NULL)."""
     n = len(ends)
     if series is None or n == 0:
@@ -187,9 +232,8 @@ def _es_columns(pnl: np.ndarray, series: tuple[np.ndarray, np.ndarray] | None, e
     out["es_n_obs"] = pd.Series(count).where(has).astype("Int64").array
     out["es_z2"] = z2
     if has[-1]:
-        last = np.arange(max(0, int(ends[-1]) - WINDOW + 1), int(ends[-1]) + 1)
-        keep = last[np.isfinite(es_var[last]) & np.isfinite(es[last]) & np.isfinite(pnl[last])]
-        test = z2_test(pnl[keep], es_var[keep], es[keep], alpha, n_simulations=ES_SIMULATIONS, seed=0)
+        keep = _latest_es_window(pnl, es_var, es, int(ends[-1]))
+        test = z2_test(pnl[keep], es_var[keep], es[keep], alpha, n_simulations=ES_SIMULATIONS, seed=0, cache=z2_cache)
         out["es_z2_p_value"][-1] = test.p_value
         out["es_traffic_light"][-1] = test.zone
     return out
@@ -270,17 +314,23 @@ def realized(wh: Warehouse, book: str, until: dt.date) -> tuple[pd.DataFrame, pd
     return windows, obs
 
 
-def hypothetical(
-    wh: Warehouse,
-    book: str,
-    rows: pd.DataFrame,
-    as_of: pd.Timestamp,
-    session: dt.date,
-    settings: BacktestSettings,
-    garch_cache: GarchCache | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Windows and observations of the book as of ``as_of`` carried back over the last sessions (``garch_cache``:
-    one dict for the run's books, so that books sharing an underlying share its GARCH fits)."""
+@dataclass(frozen=True, eq=False)
+class BookHistory:
+    """The inputs of one book's static-book backtest: closes and ATM vols (oldest first, the session last)."""
+
+    portfolio: Portfolio
+    dates: pd.Series
+    closes: np.ndarray
+    atm_vols: np.ndarray
+    calendar_days: np.ndarray
+    days: np.ndarray
+    config: VarConfig
+
+
+def book_history(
+    wh: Warehouse, book: str, rows: pd.DataFrame, session: dt.date, settings: BacktestSettings
+) -> BookHistory:
+    """The closes and ATM vols behind ``book``'s static-book backtest and its backtest days (may be none)."""
     portfolio = book_portfolio(rows)
     need = settings.backtest_days + settings.lookback_days + 1
     wide, vols = factor_levels(wh, session, need, portfolio.symbols, f"the static-book backtest of {book}")
@@ -289,36 +339,74 @@ def hypothetical(
     if len(wide) == 0 or wide.index[-1] != session:
         raise dg.Failure(f"no closes of {book}'s underlyings on {session}")
     first_day = max(MIN_HISTORY, len(wide) - 1 - settings.backtest_days)
-    days = np.arange(first_day, len(wide) - 1)
-    label = f"hypothetical:{book}"
-    if days.size == 0:
-        return pd.DataFrame(), pd.DataFrame()
     dates = pd.Series(list(wide.index))
     ordinals = np.array([d.toordinal() for d in dates], dtype=float)
-    gaps = np.concatenate([[0.0], np.diff(ordinals)])
-    cfg = VarConfig(lookback_days=settings.lookback_days, n_scenarios=settings.n_scenarios, seed=settings.seed)
+    return BookHistory(
+        portfolio=portfolio,
+        dates=dates,
+        closes=wide.to_numpy(float),
+        atm_vols=vols.to_numpy(float),
+        calendar_days=np.concatenate([[0.0], np.diff(ordinals)]),
+        days=np.arange(first_day, len(wide) - 1),
+        config=VarConfig(lookback_days=settings.lookback_days, n_scenarios=settings.n_scenarios, seed=settings.seed),
+    )
+
+
+def book_garch_fits(history: BookHistory, garch_cache: GarchCache | None = None) -> list[list[GarchParams]]:
+    """The Monte Carlo method's GARCH fits of ``history``'s backtest days (``book_backtest.rolling_garch_fits``)."""
+    return rolling_garch_fits(
+        history.closes,
+        history.days,
+        history.config.lookback_days,
+        refit_every=GARCH_REFIT_DAYS,
+        garch_cache=garch_cache,
+    )
+
+
+def hypothetical(
+    wh: Warehouse,
+    book: str,
+    rows: pd.DataFrame,
+    as_of: pd.Timestamp,
+    session: dt.date,
+    settings: BacktestSettings,
+    garch_cache: GarchCache | None = None,
+    *,
+    history: BookHistory | None = None,
+    garch_fits: list[list[GarchParams]] | None = None,
+    z2_cache: Z2Cache | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Windows and observations of the book as of ``as_of`` carried back over the last sessions (``garch_cache``:
+    one dict for the run's books, so that books sharing an underlying share its GARCH fits; ``history`` and
+    ``garch_fits``: ``book_history`` and ``book_garch_fits`` made beforehand)."""
+    x = history if history is not None else book_history(wh, book, rows, session, settings)
+    label = f"hypothetical:{book}"
+    if x.days.size == 0:
+        return pd.DataFrame(), pd.DataFrame()
     result = static_book_backtest(
-        portfolio,
-        wide.to_numpy(float),
-        vols.to_numpy(float),
-        gaps,
-        days,
-        cfg,
+        x.portfolio,
+        x.closes,
+        x.atm_vols,
+        x.calendar_days,
+        x.days,
+        x.config,
         confidence=CONFIDENCE,
         es_confidence=ES_CONFIDENCE,
         min_history=MIN_HISTORY,
+        refit_every=GARCH_REFIT_DAYS,
         garch_cache=garch_cache,
+        garch_fits=garch_fits,
     )
     source = (
         f"hypothetical P&L of {book}'s positions as of {as_of.isoformat()} carried back (quant.book_backtest); "
         f"VaR by var.compute_var, look-back {settings.lookback_days}, seed {settings.seed}"
     )
-    pnl_dates = dates.iloc[days + 1].reset_index(drop=True)
+    pnl_dates = x.dates.iloc[x.days + 1].reset_index(drop=True)
     es = {m: (result.es_var[m], result.expected_shortfall[m]) for m in result.expected_shortfall}
-    windows = rolling_rows(pnl_dates, result.pnl, result.var, label, source, es)
+    windows = rolling_rows(pnl_dates, result.pnl, result.var, label, source, es, z2_cache)
     obs = observation_frame(
         label,
-        dates.iloc[days],
+        x.dates.iloc[x.days],
         pnl_dates,
         result.pnl,
         result.var,
@@ -358,7 +446,13 @@ def smile_grid(wh: Warehouse, dates: Sequence[dt.date], symbols: Sequence[str]) 
 
 
 def surface_repriced(
-    wh: Warehouse, book: str, rows: pd.DataFrame, as_of: pd.Timestamp, session: dt.date, hypothetical_obs: pd.DataFrame
+    wh: Warehouse,
+    book: str,
+    rows: pd.DataFrame,
+    as_of: pd.Timestamp,
+    session: dt.date,
+    hypothetical_obs: pd.DataFrame,
+    z2_cache: Z2Cache | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Windows and observations of ``surface:<book>``: the static book's VaR (those of ``hypothetical:<book>``)
     against its P&L repriced off each day's stored surface (``quant.surface_backtest``)."""
@@ -399,7 +493,7 @@ def surface_repriced(
         f"VaR of hypothetical:{book}"
     )
     pnl = result.pnl[priced]
-    windows = rolling_rows(next_dates, pnl, var, label, source, es)
+    windows = rolling_rows(next_dates, pnl, var, label, source, es, z2_cache)
     first = hypothetical_obs.iloc[0]
     obs = observation_frame(
         label,
@@ -416,6 +510,86 @@ def surface_repriced(
         positions_as_of=as_of,
     )
     return windows, obs
+
+
+@dataclass(frozen=True, eq=False)
+class BacktestTables:
+    """var_backtest and var_backtest_observations rows of a session, each method's latest window, the labels."""
+
+    windows: pd.DataFrame
+    observations: pd.DataFrame
+    latest_windows: pd.DataFrame
+    labels: list[dict[str, str]]
+    positions_as_of: pd.Timestamp
+
+
+def backtest_tables(wh: Warehouse, session: dt.date, config: BacktestSettings) -> BacktestTables:
+    """Every book's realized, ``hypothetical:`` and ``surface:`` backtests for ``session``.
+
+    The static-book backtests' GARCH refits (one chain per book and underlying, shared between books through one
+    cache) run on a worker thread, book after book, in the order of a serial run; the books' backtests run on
+    BOOK_THREADS threads (the scenario engine's kernels release the GIL, so one book's Python work overlaps
+    another's kernels) while this thread reads the realized series. Every result is that of a serial run.
+    """
+    realized_books = wh.query("SELECT DISTINCT book FROM risk.book_nav WHERE as_of_date <= ?", [session])["book"]
+    as_of, positions = latest_valuation(wh, session)
+    position_books = list(positions.groupby("book", sort=True))
+    jobs: list[tuple[str, Any]] = [(str(b), None) for b in sorted(realized_books)]
+    jobs += [(f"hypothetical:{b}", rows) for b, rows in position_books]
+    window_frames, observation_frames, summary = [], [], []
+    garch_cache: GarchCache = {}
+    z2_cache: Z2Cache = {}
+    histories: dict[str, BookHistory] = {}
+    fits: dict[str, Future[list[list[GarchParams]]]] = {}
+
+    def static_book(book: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, ...]:
+        """``hypothetical:<book>`` and ``surface:<book>``: windows and observations of each."""
+        windows, obs = hypothetical(
+            wh,
+            book,
+            rows,
+            as_of,
+            session,
+            config,
+            history=histories[book],
+            garch_fits=fits[book].result() if book in fits else None,
+            z2_cache=z2_cache,
+        )
+        return (windows, obs, *surface_repriced(wh, book, rows, as_of, session, obs, z2_cache))
+
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="garch-refits") as refits,
+        ThreadPoolExecutor(max_workers=BOOK_THREADS, thread_name_prefix="static-book") as books,
+    ):
+        for b, rows in position_books:  # each book's fits start as soon as its history is read
+            histories[str(b)] = x = book_history(wh, str(b), rows, session, config)
+            if x.days.size:
+                fits[str(b)] = refits.submit(book_garch_fits, x, garch_cache)
+        static = {str(b): books.submit(static_book, str(b), rows) for b, rows in position_books}
+        for label, rows in jobs:
+            if rows is None:
+                windows, obs = realized(wh, label, session)
+            else:
+                windows, obs, surface_windows, surface_obs = static[label.split(":", 1)[1]].result()
+                window_frames.append(surface_windows)
+                observation_frames.append(surface_obs)
+                if len(surface_windows):
+                    last = surface_windows[surface_windows["window_end"] == surface_windows["window_end"].max()]
+                    summary.append(last[SUMMARY_COLUMNS])
+            window_frames.append(windows)
+            observation_frames.append(obs)
+            if len(windows):
+                last = windows[windows["window_end"] == windows["window_end"].max()]
+                summary.append(last[SUMMARY_COLUMNS])
+    labels = [{"book": label} for label, _ in jobs]
+    labels += [{"book": f"surface:{b}"} for b in sorted(positions["book"].unique())]
+    return BacktestTables(
+        windows=_concat(window_frames, "var_backtest"),
+        observations=_concat(observation_frames, "var_backtest_observations"),
+        latest_windows=pd.concat(summary) if summary else pd.DataFrame(),
+        labels=labels,
+        positions_as_of=as_of,
+    )
 
 
 BACKTEST_DESCRIPTION = (
@@ -465,44 +639,21 @@ def var_backtest(
 ) -> Iterator[dg.MaterializeResult]:
     wh = warehouse.get()
     session = dt.date.fromisoformat(context.partition_keys[-1])
-    realized_books = wh.query("SELECT DISTINCT book FROM risk.book_nav WHERE as_of_date <= ?", [session])["book"]
-    as_of, positions = latest_valuation(wh, session)
-    jobs: list[tuple[str, Any]] = [(str(b), None) for b in sorted(realized_books)]
-    jobs += [(f"hypothetical:{b}", rows) for b, rows in positions.groupby("book", sort=True)]
-    window_frames, observation_frames, summary = [], [], []
-    garch_cache: GarchCache = {}
-    for label, rows in jobs:
-        if rows is None:
-            windows, obs = realized(wh, label, session)
-        else:
-            windows, obs = hypothetical(wh, label.split(":", 1)[1], rows, as_of, session, config, garch_cache)
-            surface_windows, surface_obs = surface_repriced(wh, label.split(":", 1)[1], rows, as_of, session, obs)
-            window_frames.append(surface_windows)
-            observation_frames.append(surface_obs)
-            if len(surface_windows):
-                last = surface_windows[surface_windows["window_end"] == surface_windows["window_end"].max()]
-                summary.append(last[SUMMARY_COLUMNS])
-        window_frames.append(windows)
-        observation_frames.append(obs)
-        if len(windows):
-            last = windows[windows["window_end"] == windows["window_end"].max()]
-            summary.append(last[SUMMARY_COLUMNS])
-    latest = pd.concat(summary) if summary else pd.DataFrame()
-    labels = [{"book": label} for label, _ in jobs]
-    labels += [{"book": f"surface:{b}"} for b in sorted(positions["book"].unique())]
+    tables = backtest_tables(wh, session, config)
+    latest = tables.latest_windows
     yield from publish(
         context,
         wh,
         [
-            TableWrite("var_backtest", _concat(window_frames, "var_backtest"), labels),
-            TableWrite("var_backtest_observations", _concat(observation_frames, "var_backtest_observations"), labels),
+            TableWrite("var_backtest", tables.windows, tables.labels),
+            TableWrite("var_backtest_observations", tables.observations, tables.labels),
         ],
         metadata={
             "var_backtest": {
                 "latest_windows": dg.MetadataValue.md(
                     markdown_table(latest.round(3), 40) if len(latest) else "(no backtest observations yet)"
                 ),
-                "positions_as_of": as_of.isoformat(),
+                "positions_as_of": tables.positions_as_of.isoformat(),
             }
         },
     )
