@@ -119,8 +119,11 @@ def test_sabr_pnl_is_the_revaluation_with_each_options_slice_moved_by_quantlibs_
 def test_an_option_whose_heston_vol_cannot_be_implied_keeps_its_vol(run: Run, monkeypatch) -> None:
     """A non-finite Heston shift (a short-dated far out-of-the-money strike: no time value to invert) leaves that
     option's vol unchanged in every scenario and counts it in options_without_model; the other options move."""
-    import risk_pipeline.defs.risk.stress_model_consistent as smc
+    import importlib
+
     from risk_pipeline.quant.heston_stress import heston_vol_shifts
+
+    smc = importlib.import_module("risk_pipeline.defs.risk.stress_model_consistent")  # the package exports the asset
 
     wh, _ = run
     out = wh.read("stress_model_consistent")
