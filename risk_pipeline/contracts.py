@@ -521,7 +521,12 @@ STRESS_MODEL_CONSISTENT = Table(
             False,
             "Mean absolute Heston vol shift over the modelled option positions, vol points (1.0 = 0.01 of vol)",
         ),
-        _c("options_without_model", "bigint", False, "Option positions whose underlying has no Heston fit (count)"),
+        _c(
+            "options_without_model",
+            "bigint",
+            False,
+            "Option positions without a Heston vol (no fit of the underlying, or not invertible in a scenario), count",
+        ),
         _c("nav", "double", False, "NAV the percentage is taken of, USD"),
         _c(
             "sabr_market_pnl",

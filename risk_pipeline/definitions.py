@@ -2,7 +2,8 @@
 
 Environment variables (all optional; the embedded default needs none):
 ``RISK_PIPELINE_WAREHOUSE_URL`` (postgresql:// URL or DuckDB path), ``RISK_PIPELINE_SOURCE``
-(synthetic | folder | packaged), ``RISK_PIPELINE_FOLDER``, ``RISK_PIPELINE_SEED``,
+(synthetic | folder | packaged), ``RISK_PIPELINE_FOLDER``, ``RISK_PIPELINE_SEED``, ``RISK_PIPELINE_UNIVERSE``
+(sample | medium | large),
 ``RISK_PIPELINE_PARTITION_START``, ``RISK_PIPELINE_EXECUTOR`` (in_process | multiprocess) and
 ``RISK_PIPELINE_MAX_CONCURRENT``.
 """

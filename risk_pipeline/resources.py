@@ -66,6 +66,9 @@ class MarketDataResource(dg.ConfigurableResource):
     kind: Literal["synthetic", "folder", "packaged"] = "synthetic"
     seed: int = 7
     n_underlyings: int = 50
+    #: Synthetic universe size: sample (``n_underlyings`` stocks and the sample book), medium (500 stocks, a book
+    #: of about 5,000 positions) or large (3,000 stocks, about 50,000 positions); ``RISK_PIPELINE_UNIVERSE``.
+    universe: Literal["sample", "medium", "large"] = "sample"
     #: Synthetic market regime: calm, realistic (crisis episodes, long-memory vol) or crisis.
     market: Literal["calm", "realistic", "crisis"] = "realistic"
     folder: str = str(SAMPLE_FOLDER)
@@ -103,8 +106,15 @@ class MarketDataResource(dg.ConfigurableResource):
             for t, kind in zip(pd.to_datetime(macro["event_time"], utc=True), macro["event_type"], strict=True):
                 day = t.tz_convert("America/New_York").date()
                 kinds[day] = f"{kinds[day]};{kind}" if day in kinds else str(kind)
+            from risk_pipeline.sources.synthetic import UNIVERSES
+
+            n_underlyings, book_positions = UNIVERSES[self.universe]
             return SyntheticSource(
-                seed=self.seed, n_underlyings=self.n_underlyings, macro_event_dates=kinds, market=self.market
+                seed=self.seed,
+                n_underlyings=self.n_underlyings if self.universe == "sample" else n_underlyings,
+                macro_event_dates=kinds,
+                market=self.market,
+                book_positions=book_positions,
             )
         if self.kind == "folder":
             from risk_pipeline.sources.folder import FolderSource
@@ -206,13 +216,15 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
 
     ``RISK_PIPELINE_WAREHOUSE_URL``: a ``postgresql://`` URL (production) or a DuckDB path; default
     ``warehouse/risk_warehouse.duckdb`` in the project. ``RISK_PIPELINE_SOURCE``: synthetic (default),
-    folder or packaged; ``RISK_PIPELINE_FOLDER`` and ``RISK_PIPELINE_SEED`` configure them;
+    folder or packaged; ``RISK_PIPELINE_FOLDER``, ``RISK_PIPELINE_SEED``, ``RISK_PIPELINE_MARKET`` and
+    ``RISK_PIPELINE_UNIVERSE`` (sample | medium | large: synthetic names and book size) configure them;
     ``RISK_PIPELINE_EXPORTS`` is the folder of the JSON documents.
     """
     market = MarketDataResource(
         kind=os.environ.get("RISK_PIPELINE_SOURCE", "synthetic"),  # type: ignore[arg-type]
         seed=int(os.environ.get("RISK_PIPELINE_SEED", "7")),
         market=os.environ.get("RISK_PIPELINE_MARKET", "realistic"),  # type: ignore[arg-type]
+        universe=os.environ.get("RISK_PIPELINE_UNIVERSE", "sample"),  # type: ignore[arg-type]
         folder=os.environ.get("RISK_PIPELINE_FOLDER", str(SAMPLE_FOLDER)),
     )
     # the URL may carry a password: passed as EnvVar, so only the variable's name is ever shown

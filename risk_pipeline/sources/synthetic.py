@@ -140,6 +140,9 @@ LAST_SNAPSHOT_BEFORE_CLOSE = dt.timedelta(minutes=15)
 #: Constant maturities (calendar days) of the ``smile_history`` grid.
 SMILE_TENORS_DAYS = (10, 30, 60, 91, 182, 365)
 EARNINGS_TIME_NY = {"after close": dt.time(16, 30), "before open": dt.time(8, 0)}
+#: Universe sizes (``RISK_PIPELINE_UNIVERSE``): stocks besides the index, and the positions the books total
+#: (None: the sample book of about 60 positions; otherwise the scaled book of ``_scaled_plan``, about this many).
+UNIVERSES: dict[str, tuple[int, int | None]] = {"sample": (50, None), "medium": (500, 5_000), "large": (3_000, 50_000)}
 
 _SIM_START = dt.date(2020, 7, 1)
 _CAL_START = dt.date(2020, 1, 1)
@@ -578,7 +581,10 @@ class SyntheticSource(MarketDataSource):
     ``macro_event_dates``: dates with a market-wide move (and a vol premium in options expiring
     after them); a plain sequence flags them 'macro', a mapping ``{date: 'fomc' | 'cpi' | 'nfp' | ...}``
     uses its values and times the move (module docstring). ``market``: 'realistic' (default), 'calm'
-    or 'crisis' (module docstring). Results are cached per instance; every call returns a fresh frame.
+    or 'crisis' (module docstring). ``book_positions``: None for the sample book (books core_equity and
+    vol_overlay, about 60 positions); a number for the scaled book of a large universe (the sample's strategies
+    on proportionally more names plus an option ladder on every other stock, about that many positions in all,
+    ``UNIVERSES``). Results are cached per instance; every call returns a fresh frame.
     """
 
     name = "synthetic"
@@ -589,15 +595,20 @@ class SyntheticSource(MarketDataSource):
         n_underlyings: int = 50,
         macro_event_dates: Sequence[dt.date] | Mapping[dt.date, str] = (),
         market: Literal["calm", "realistic", "crisis"] = "realistic",
+        book_positions: int | None = None,
     ) -> None:
         if market not in MARKETS:
             raise ValueError(f"market must be one of {', '.join(MARKETS)}")
         if seed < 0:
             raise ValueError("seed must be >= 0")
-        if not 1 <= n_underlyings <= 2000:
-            raise ValueError("n_underlyings must be in 1..2000")
+        if not 1 <= n_underlyings <= 5000:
+            raise ValueError("n_underlyings must be in 1..5000")
+        if book_positions is not None and book_positions < 100:
+            raise ValueError("book_positions must be None (the sample book) or at least 100")
         self.seed = int(seed)
         self.n_underlyings = int(n_underlyings)
+        #: None: the sample book; otherwise the scaled book of about this many positions (``_scaled_plan``).
+        self.book_positions = None if book_positions is None else int(book_positions)
         #: 'calm' (no crises, lower and tamer vol), 'realistic' (a stress episode every 220-650 sessions,
         #: a few of them severe) or 'crisis' (a severe crisis every 150-450 sessions).
         self.market: str = market
@@ -1859,11 +1870,13 @@ class SyntheticSource(MarketDataSource):
             ),
             ({"long_straddle": 2, "short_strangle": 2, "delta_hedged_short_vol": 2}),
         )
+        # a scaled book: as many names per strategy per 50 stocks as the sample book has in all
+        scale = 1 if self.book_positions is None else max(1, round(len(stocks) / 50))
         alloc: dict[str, list[int]] = {}
         for wanted in books:
             perm = rng.permutation(stocks).tolist()
             for strategy, count in wanted.items():
-                alloc[strategy], perm = perm[:count], perm[count:]
+                alloc[strategy], perm = perm[: count * scale], perm[count * scale :]
         entry = {j: int(rng.integers(5, first_public - 10)) for j in stocks}
         notional = {j: float(rng.uniform(0.5e6, 3.0e6)) for j in stocks}
         shares = {j: max(100.0, float(np.round(notional[j] / h.close[entry[j], j], -2))) for j in stocks}
@@ -1881,8 +1894,29 @@ class SyntheticSource(MarketDataSource):
             "shares": shares,
             "contracts": contracts,
             "index_hedge": index_hedge,
+            "ladders": self._ladder_plan(alloc, stocks) if self.book_positions is not None else [],
         }
         return self._plan_cache
+
+    def _ladder_plan(self, alloc: dict[str, list[int]], stocks: list[int]) -> list[tuple[int, int, int]]:
+        """(stock, legs, signed contracts) of the scaled book's option ladders in vol_overlay: every stock
+        without another vol_overlay strategy gets one, their legs together filling the book up to about
+        ``book_positions`` positions (the strategies of ``_plan`` count 2 per stock leg and option pair)."""
+        assert self.book_positions is not None
+        rng = np.random.default_rng([self.seed, 8])
+        overlay = set(alloc["long_straddle"]) | set(alloc["short_strangle"]) | set(alloc["delta_hedged_short_vol"])
+        names = [j for j in stocks if j not in overlay]
+        stock_legs = sum(len(alloc[s]) for s in ("long_stock", "short_stock", "covered_call", "protective_put"))
+        option_legs = (
+            len(alloc["covered_call"]) + len(alloc["protective_put"]) + 2 * len(alloc["bull_call_spread"])
+            + 2 * len(alloc["long_straddle"]) + 2 * len(alloc["short_strangle"])
+            + 3 * len(alloc["delta_hedged_short_vol"]) + 7
+        )  # fmt: skip
+        wanted = max(self.book_positions - stock_legs - option_legs, len(names))
+        legs = np.full(len(names), wanted // len(names))
+        legs[rng.permutation(len(names))[: wanted % len(names)]] += 1
+        contracts = rng.integers(1, 11, len(names)) * np.where(rng.random(len(names)) < 0.5, -1, 1)
+        return [(j, int(k), int(q)) for j, k, q in zip(names, legs, contracts, strict=True)]
 
     def _build_positions(self, d: int) -> pd.DataFrame:
         h = self._history()
@@ -1926,8 +1960,9 @@ class SyntheticSource(MarketDataSource):
         # delta hedge of each short straddle at the previous close, in round lots of 10 shares
         prev = d - 1
         prev_close = h.close[prev - h.sim0]
+        hedged = [r for r in option_rows if r["strategy"] == "delta_hedged_short_vol"]
         for j in alloc["delta_hedged_short_vol"]:
-            mine = [r for r in option_rows if r["strategy"] == "delta_hedged_short_vol" and r["_sym"] == j]
+            mine = [r for r in hedged if r["_sym"] == j]
             _, delta = self._contract_values(
                 prev,
                 int(cal.closes_ns[prev]),
@@ -1986,6 +2021,16 @@ class SyntheticSource(MarketDataSource):
             ("vol_overlay", "calendar_spread", 0, "m", 1, "C", ("atm",), -q),
             ("vol_overlay", "calendar_spread", 0, "m", 2, "C", ("atm", 0.0, "same"), q),
         ]
+        # scaled book: a ladder per stock over the next two monthlies, calls above and puts below the money, leg
+        # i on (expiry, type) i % 4; the first of each at 2 % out of the money, every later one 3 % further out
+        # and at least one strike beyond the one before it (four legs back), so every contract is distinct
+        combos = ((1, "C", 1.0), (1, "P", -1.0), (2, "C", 1.0), (2, "P", -1.0))
+        for j, n_legs, q in plan["ladders"]:
+            for i in range(n_legs):
+                nth, otype, side = combos[i % 4]
+                depth = i // 4
+                rule = ("pct", 1.0 + side * (0.02 + 0.03 * depth)) + ((-4,) if depth else ())
+                legs.append(("vol_overlay", "option_ladder", j, "m", nth, otype, rule, float(q)))
         return legs
 
     @staticmethod

@@ -114,3 +114,47 @@ def test_sabr_pnl_is_the_revaluation_with_each_options_slice_moved_by_quantlibs_
         np.testing.assert_allclose(got["sabr_market_pnl"].reindex(want.index), want, rtol=1e-9, atol=1e-6)
         np.testing.assert_allclose(got["sabr_pnl_pct_nav"], got["sabr_market_pnl"] / got["nav"], rtol=1e-14)
         assert (got["options_without_sabr"] == missing).all()
+
+
+def test_an_option_whose_heston_vol_cannot_be_implied_keeps_its_vol(run: Run, monkeypatch) -> None:
+    """A non-finite Heston shift (a short-dated far out-of-the-money strike: no time value to invert) leaves that
+    option's vol unchanged in every scenario and counts it in options_without_model; the other options move."""
+    import importlib
+
+    from risk_pipeline.quant.heston_stress import heston_vol_shifts
+
+    smc = importlib.import_module("risk_pipeline.defs.risk.stress_model_consistent")  # the package exports the asset
+
+    wh, _ = run
+    out = wh.read("stress_model_consistent")
+    book = sorted(out["book"].unique())[0]
+    as_of = out["as_of"].max()
+    rows = wh.read("position_greeks", {"as_of": as_of})
+    rows = rows[rows["book"] == book].reset_index(drop=True)
+    heston = wh.read("heston_parameters", {"as_of": as_of}).set_index("underlying")
+    portfolio = book_portfolio(rows)
+    broken = int(np.flatnonzero(portfolio.is_option)[0])
+
+    def with_one_nan(*args):
+        shifts = heston_vol_shifts(*args).copy()
+        shifts[0, broken] = np.nan
+        return shifts
+
+    monkeypatch.setattr(smc, "heston_vol_shifts", with_one_nan)
+    library = load_scenarios(str(SCENARIOS_FILE))
+    rules = wh.read("stress_results", {"as_of": as_of})
+    rule_based = rules[rules["book"] == book].set_index("scenario_id")["market_pnl"]
+    frame = smc.book_rows(rows, heston, library, 1.0, rule_based)
+    assert (frame["options_without_model"] == 1).all()
+
+    symbols = list(portfolio.symbols)
+    betas = rows.groupby("symbol")["beta"].first().reindex(symbols).fillna(1.0).to_numpy()
+    sectors = rows.groupby("symbol")["sector"].first().reindex(symbols).tolist()
+    sc = scenario_set(portfolio, list(library.scenarios), betas, sectors)
+    params = heston.reindex(symbols)[smc.PARAMS].to_numpy(float)
+    shifts = heston_vol_shifts(portfolio, params, sc.spot_shock_rel)
+    shifts[:, broken] = 0.0
+    full = ScenarioSet(
+        sc.spot_shock_rel, vol_shift_abs=shifts, rate_shift_abs=sc.rate_shift_abs, vol_shift_per_position=True
+    )
+    np.testing.assert_allclose(frame["market_pnl"], evaluate(portfolio, full, 0.0).pnl, rtol=1e-12, atol=1e-9)

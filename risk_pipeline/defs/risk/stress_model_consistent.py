@@ -70,7 +70,11 @@ def book_rows(
     sc = scenario_set(portfolio, items, betas, sectors)
     params = heston.reindex(symbols)[PARAMS].to_numpy(float)
     shifts = heston_vol_shifts(portfolio, params, sc.spot_shock_rel)
-    modelled = portfolio.is_option & np.isfinite(params[portfolio.symbol_index]).all(axis=1)
+    # an option whose Heston vol cannot be implied in some scenario (a short-dated far out-of-the-money strike:
+    # no time value left to invert) keeps its vol and counts as without a model
+    inverted = np.isfinite(shifts).all(axis=0)
+    shifts = np.where(inverted, shifts, 0.0)
+    modelled = portfolio.is_option & np.isfinite(params[portfolio.symbol_index]).all(axis=1) & inverted
     pnl, mean_shift = revalue_with_shifts(portfolio, sc, shifts, modelled)
     ids = [s.scenario_id for s in items]
     sabr_part: dict[str, Any] = {}
