@@ -95,16 +95,17 @@ def _thread_pool(threads: int) -> ThreadPoolExecutor:
 
 
 def _threads() -> int:
-    """``numba.get_num_threads()`` once numba's threading layer is up (``numba.set_num_threads`` in this thread
-    is honoured), else ``NUMBA_NUM_THREADS`` (without starting the layer: a forked child of a process running
-    OpenMP threads aborts)."""
+    """``NUMBA_NUM_THREADS``, or fewer if ``numba.set_num_threads`` lowered it in this thread (read only once
+    numba's threading layer is up: starting it here would start OpenMP threads, and a forked child of a
+    process running them aborts)."""
+    threads = int(numba.config.NUMBA_NUM_THREADS)
     if getattr(numba_parallel, "_is_initialized", False):
-        return int(numba.get_num_threads())
-    return int(numba.config.NUMBA_NUM_THREADS)
+        threads = min(threads, int(numba.get_num_threads()))
+    return threads
 
 
 def run_chunked(kernel: Callable[..., None], n: int, *args: Any) -> None:
-    """``kernel(*args, start, stop)`` over chunks of ``range(n)`` on ``numba.get_num_threads()`` threads.
+    """``kernel(*args, start, stop)`` over chunks of ``range(n)`` on ``_threads()`` threads.
 
     For a ``nogil`` kernel whose iterations are independent (each writes its own outputs): the same
     arithmetic as a ``prange`` loop, but numba compiles the loop body and its call tree once, not twice.
