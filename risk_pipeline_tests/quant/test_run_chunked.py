@@ -87,6 +87,7 @@ def test_no_kernel_compiles_a_parallel_loop() -> None:
 
 
 def test_one_compiled_signature_per_kernel_across_methods() -> None:
+    """Never two signatures (a callee is compiled only when its caller is: with a warm on-disk cache it has none)."""
     rng = np.random.default_rng(5)
     n = 20
     s, t, v = rng.uniform(60.0, 150.0, n), rng.uniform(0.02, 2.0, n), rng.uniform(0.1, 0.8, n)
@@ -95,4 +96,4 @@ def test_one_compiled_signature_per_kernel_across_methods() -> None:
         american_price(s, 100.0, t, v, r, q, call, method=method)
     implied_vol.implied_vol(american_price(s, 100.0, t, v, r, 0.0, call, method="bs2002"), s, 100.0, t, r, 0.0, call)
     for kernel in (american._price_kernel, american._bvn_2002, special.calerf):
-        assert len(kernel.signatures) == 1, kernel
+        assert len(kernel.signatures) <= 1, kernel
