@@ -47,8 +47,8 @@ from dataclasses import fields
 from typing import Literal
 
 import numpy as np
-from numba import njit, prange
-from numpy.typing import ArrayLike, NDArray
+from numba import njit
+from numpy.typing import ArrayLike
 
 from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, run_chunked
 from risk_pipeline.quant.american_alo import NEWTON_STEP_TOL, NEWTON_STEP_TOL_GREEKS, american_point
@@ -266,11 +266,12 @@ def _psi(
     lam = (-r + gamma * b + 0.5 * gamma * (gamma - 1.0) * v) * t2
     kappa = 2.0 * b / v + (2.0 * gamma - 1.0)
     base = log_pre + lam
+    no, yes = np.bool_(False), np.bool_(True)  # not literals: one compiled signature of _bvn_2002
     return (
-        _exp_times(base, _bvn_2002(-e1, -f1, True))
-        - _exp_times(base + kappa * math.log(i2 / s), _bvn_2002(-e2, -f2, True))
-        - _exp_times(base + kappa * math.log(i1 / s), _bvn_2002(-e3, -f3, False))
-        + _exp_times(base + kappa * math.log(i1 / i2), _bvn_2002(-e4, -f4, False))
+        _exp_times(base, _bvn_2002(-e1, -f1, yes))
+        - _exp_times(base + kappa * math.log(i2 / s), _bvn_2002(-e2, -f2, yes))
+        - _exp_times(base + kappa * math.log(i1 / s), _bvn_2002(-e3, -f3, no))
+        + _exp_times(base + kappa * math.log(i1 / i2), _bvn_2002(-e4, -f4, no))
     )
 
 
@@ -744,8 +745,8 @@ def american_bs2002_prices(
     call: BoolArray,
     out: FloatArray,
 ) -> None:
-    """``american_price_point(..., method=0)`` of 1-d arrays into ``out`` (sequential: call it from parallel
-    kernels); the options that need BS2002 are packed into lanes, the others get their floor."""
+    """``american_price_point(..., method=0)`` of 1-d arrays into ``out`` (sequential: called by the kernels);
+    the options that need BS2002 are packed into lanes, the others get their floor."""
     n = s.shape[0]
     ws = np.empty(_NROWS * _LANES)
     floor = np.empty(_LANES)
@@ -796,49 +797,7 @@ def american_price_point(
     return floor
 
 
-# One kernel per method family, so that a run compiles only the engines it prices with.
-@njit(parallel=True, **JIT)
-def _bs2002_price_kernel(
-    spot: FloatArray,
-    strike: FloatArray,
-    tau: FloatArray,
-    vol: FloatArray,
-    rate: FloatArray,
-    div: FloatArray,
-    call: NDArray[np.bool_],
-    out: FloatArray,
-) -> None:
-    """``american_price_point(..., method=0)`` by blocks of lanes."""
-    n = out.shape[0]
-    for blk in prange((n + _LANES - 1) // _LANES):
-        a = blk * _LANES
-        z = min(n, a + _LANES)
-        american_bs2002_prices(spot[a:z], strike[a:z], tau[a:z], vol[a:z], rate[a:z], div[a:z], call[a:z], out[a:z])
-
-
 @njit(nogil=True, **JIT)
-def _alo_price_kernel(
-    spot: FloatArray,
-    strike: FloatArray,
-    tau: FloatArray,
-    vol: FloatArray,
-    rate: FloatArray,
-    div: FloatArray,
-    call: NDArray[np.bool_],
-    out: FloatArray,
-    start: int,
-    stop: int,
-) -> None:
-    """``american_price_point(..., method=3)`` of options ``start .. stop-1``: the exact engine, price only
-    (``run_chunked``)."""
-    no, yes = np.bool_(False), np.bool_(True)  # not literals: one compiled signature of american_point
-    for i in range(start, stop):
-        out[i] = american_point(
-            spot[i], strike[i], tau[i], vol[i], rate[i], div[i], call[i], NEWTON_STEP_TOL, no, yes, yes
-        )[0]
-
-
-@njit(parallel=True, **JIT)
 def _price_kernel(
     spot: FloatArray,
     strike: FloatArray,
@@ -846,25 +805,44 @@ def _price_kernel(
     vol: FloatArray,
     rate: FloatArray,
     div: FloatArray,
-    call: NDArray[np.bool_],
+    call: BoolArray,
     method: int,
     out: FloatArray,
+    start: int,
+    stop: int,
 ) -> None:
-    """``american_price_point`` option by option (the scalar methods 1 and 2)."""
-    for i in prange(out.shape[0]):
-        out[i] = american_price_point(spot[i], strike[i], tau[i], vol[i], rate[i], div[i], call[i], method)
+    """``american_price_point(..., method)`` of options ``start .. stop-1`` (``run_chunked``); BS2002 by blocks
+    of lanes (a lane's price does not depend on the others in its block)."""
+    if method == 0:
+        for a in range(start, stop, _LANES):
+            z = min(stop, a + _LANES)
+            american_bs2002_prices(spot[a:z], strike[a:z], tau[a:z], vol[a:z], rate[a:z], div[a:z], call[a:z], out[a:z])
+    else:
+        for i in range(start, stop):
+            out[i] = american_price_point(spot[i], strike[i], tau[i], vol[i], rate[i], div[i], call[i], method)
 
 
-@njit(parallel=True, **JIT)
+@njit(nogil=True, **JIT)
 def _raw_kernel(
-    s: FloatArray, k: FloatArray, t: FloatArray, r: FloatArray, q: FloatArray, sig: FloatArray, out: FloatArray
+    s: FloatArray,
+    k: FloatArray,
+    t: FloatArray,
+    r: FloatArray,
+    q: FloatArray,
+    sig: FloatArray,
+    out: FloatArray,
+    start: int,
+    stop: int,
 ) -> None:
+    """``_bs2002_call_block`` of work items ``start .. stop-1`` of ``_RAW_ITEM`` calls each (``run_chunked``)."""
     n = out.shape[0]
-    size = 8 * _LANES  # calls per work item (one scratch block each)
-    for blk in prange((n + size - 1) // size):
-        a = blk * size
-        z = min(n, a + size)
+    for blk in range(start, stop):
+        a = blk * _RAW_ITEM
+        z = min(n, a + _RAW_ITEM)
         _bs2002_call_block(s[a:z], k[a:z], t[a:z], r[a:z], q[a:z], sig[a:z], out[a:z])
+
+
+_RAW_ITEM = 8 * _LANES  # calls per work item of ``_raw_kernel`` (one scratch block each)
 
 
 #: Bumps of the Greeks kernel (multiples of the spot, vol, time and rate bumps), one repricing each:
@@ -891,10 +869,10 @@ _BUMPS = np.array(
     ],
     dtype=np.float64,
 )
-_GREEK_BLOCK = 8  # options per parallel work item (8 x 17 repricings)
+_GREEK_BLOCK = 8  # options per work item of the Greeks kernel (8 x 17 repricings)
 
 
-@njit(parallel=True, **JIT)
+@njit(nogil=True, **JIT)
 def _greeks_kernel(
     spot: FloatArray,
     strike: FloatArray,
@@ -902,18 +880,21 @@ def _greeks_kernel(
     vol: FloatArray,
     rate: FloatArray,
     div: FloatArray,
-    call: NDArray[np.bool_],
+    call: BoolArray,
     method: int,
     bumps: FloatArray,
     out: FloatArray,
+    start: int,
+    stop: int,
 ) -> None:
-    """Bump-and-reprice central differences into the rows of ``out`` in ``BsmResult`` field order.
+    """Bump-and-reprice central differences into the rows of ``out`` in ``BsmResult`` field order, for the
+    blocks of ``_GREEK_BLOCK`` options ``start .. stop-1`` (``run_chunked``).
 
     The ``len(bumps)`` repricings of a block of options go through the lane kernel together (BS2002).
     """
     n = spot.shape[0]
     nbump = bumps.shape[0]
-    for blk in prange((n + _GREEK_BLOCK - 1) // _GREEK_BLOCK):
+    for blk in range(start, stop):
         a = blk * _GREEK_BLOCK
         g = min(n, a + _GREEK_BLOCK) - a
         m = g * nbump
@@ -1036,12 +1017,7 @@ def american_price(
     shape, flat = broadcast_inputs(spot, strike, time_years, vol, rate, dividend_yield, is_call)
     out = np.empty(math.prod(shape), dtype=np.float64)
     if out.size:
-        if code == _METHODS["bs2002"]:
-            _bs2002_price_kernel(*flat, out)
-        elif code == _METHODS["alo"]:
-            run_chunked(_alo_price_kernel, out.size, *flat, out)
-        else:
-            _price_kernel(*flat, code, out)
+        run_chunked(_price_kernel, out.size, *flat, code, out)
     return out.reshape(shape)
 
 
@@ -1061,7 +1037,7 @@ def bs2002_call_raw(
     s, k, t, v, r, q = flat[:6]
     out = np.empty(math.prod(shape), dtype=np.float64)
     if out.size:
-        _raw_kernel(s, k, t, r, q, v, out)
+        run_chunked(_raw_kernel, (out.size + _RAW_ITEM - 1) // _RAW_ITEM, s, k, t, r, q, v, out)
     return out.reshape(shape)
 
 
@@ -1096,7 +1072,7 @@ def american_greeks(
         if code == _METHODS["alo"]:
             run_chunked(_alo_greeks_kernel, n, *flat, block)
         else:
-            _greeks_kernel(*flat, code, _BUMPS, block)
+            run_chunked(_greeks_kernel, (n + _GREEK_BLOCK - 1) // _GREEK_BLOCK, *flat, code, _BUMPS, block)
         with np.errstate(invalid="ignore"):
             tiny = flat[3] * np.sqrt(np.maximum(flat[2], 0.0)) <= MIN_TOTAL_STD
         if np.any(tiny):

@@ -47,8 +47,9 @@ def fd_american_put(sp: float, k: float, r: float, q: float, sig: float, t: floa
     for g in range(2):
         m = m0 * (g + 1)
         dx = dx0 / (g + 1)
-        p1, d1, c1 = _fd_put(sp, k, r, q, sig, t, m, dx, FD_TIME_STEPS)
-        p2, d2, c2 = _fd_put(sp, k, r, q, sig, t, m, dx, 2 * FD_TIME_STEPS)
+        # np.int64: the constant alone would be a literal type, one more compiled signature of _fd_put
+        p1, d1, c1 = _fd_put(sp, k, r, q, sig, t, m, dx, np.int64(FD_TIME_STEPS))
+        p2, d2, c2 = _fd_put(sp, k, r, q, sig, t, m, dx, np.int64(2 * FD_TIME_STEPS))
         out[g, 0] = 2.0 * p2 - p1
         out[g, 1] = 2.0 * d2 - d1
         out[g, 2] = 2.0 * c2 - c1

@@ -29,9 +29,9 @@ diverge at ``F == K`` (the Dirac mass of gamma; the ``sigma/(2 sqrt(T))`` term o
 the ``(r - q)/s`` term of charm) are dropped so every output stays finite. ``time_years < 0`` is
 treated as 0. Non-positive spot or strike, negative or NaN volatility and NaN inputs give NaN.
 
-Two implementations agree to ~1e-13 relative: a numba kernel (``parallel=True``, ``fastmath=False``,
-auto-vectorized) whose normal CDF is W. J. Cody's rational Chebyshev erfc (Math. Comp. 23, 1969; ``special.py``)
-evaluated branch-free on the density's ``exp(-d^2/2)`` (Dekker's exact square), with polynomial
+Two implementations agree to ~1e-13 relative: a numba kernel (``nogil``, run on threads by ``_numba.run_chunked``,
+``fastmath=False``, auto-vectorized) whose normal CDF is W. J. Cody's rational Chebyshev erfc (Math. Comp. 23,
+1969; ``special.py``) evaluated branch-free on the density's ``exp(-d^2/2)`` (Dekker's exact square), with polynomial
 ``exp``/``log`` (Cody-Waite reduction, <= 2 and 4 ulp), and a plain numpy / ``scipy.special.ndtr``
 reference.
 """
@@ -43,11 +43,11 @@ from dataclasses import dataclass, fields
 from typing import Literal
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import ndtr
 
-from risk_pipeline.quant._numba import JIT, FloatArray
+from risk_pipeline.quant._numba import JIT, FloatArray, run_chunked
 from risk_pipeline.quant.special import (
     exp_minus_half_square,
     fast_exp,
@@ -167,7 +167,7 @@ def bsm_price_point(s: float, k: float, t: float, sig: float, r: float, q: float
     return price if valid else np.nan
 
 
-@njit(parallel=True, **JIT)
+@njit(nogil=True, **JIT)
 def _greeks_kernel(
     spot: FloatArray,
     strike: FloatArray,
@@ -186,9 +186,12 @@ def _greeks_kernel(
     vanna: FloatArray,
     volga: FloatArray,
     charm: FloatArray,
+    start: int,
+    stop: int,
 ) -> None:
-    """Fill the ten outputs (all arrays contiguous and of the same length)."""
-    for i in prange(spot.shape[0]):
+    """Fill the ten outputs at ``start .. stop-1`` (all arrays contiguous and of the same length;
+    ``run_chunked``)."""
+    for i in range(start, stop):
         p, de, ga, ve, th, rh, va, vo, ch = _bsm_point(spot[i], strike[i], tau[i], vol[i], rate[i], div[i], call[i])
         price[i] = p
         delta[i] = de
@@ -202,7 +205,7 @@ def _greeks_kernel(
         charm[i] = ch
 
 
-@njit(parallel=True, **JIT)
+@njit(nogil=True, **JIT)
 def _price_kernel(
     spot: FloatArray,
     strike: FloatArray,
@@ -212,9 +215,11 @@ def _price_kernel(
     div: FloatArray,
     call: NDArray[np.bool_],
     price: FloatArray,
+    start: int,
+    stop: int,
 ) -> None:
-    """Fill ``price`` (all inputs contiguous and of the same length)."""
-    for i in prange(price.shape[0]):
+    """Fill ``price`` at ``start .. stop-1`` (all inputs contiguous and of the same length; ``run_chunked``)."""
+    for i in range(start, stop):
         price[i] = bsm_price_point(spot[i], strike[i], tau[i], vol[i], rate[i], div[i], call[i])
 
 
@@ -335,7 +340,7 @@ def bsm_greeks(
     ``time_years`` in years, ``vol``/``rate``/``dividend_yield`` as decimals (continuously
     compounded), ``is_call`` boolean. Each field has the broadcast shape of the inputs. Units,
     sign conventions and the ``sigma sqrt(T) -> 0`` limits are in the module docstring.
-    ``backend="numba"`` (also ``"auto"``) runs the parallel kernel, ``"numpy"`` the reference.
+    ``backend="numba"`` (also ``"auto"``) runs the numba kernel on threads, ``"numpy"`` the reference.
     ``out`` (numba backend only) receives the results in place and is returned.
     """
     if _resolve_backend(backend) == "numpy":
@@ -351,7 +356,7 @@ def bsm_greeks(
         result = out
         rows = [_check_out(getattr(out, f.name), shape) for f in fields(BsmResult)]
     if flat[0].size:
-        _greeks_kernel(*flat, *rows)
+        run_chunked(_greeks_kernel, flat[0].size, *flat, *rows)
     return result
 
 
@@ -376,5 +381,5 @@ def bsm_price(
     result = np.empty(shape, dtype=np.float64) if out is None else out
     target = _check_out(result, shape)
     if target.size:
-        _price_kernel(*flat, target)
+        run_chunked(_price_kernel, target.size, *flat, target)
     return result

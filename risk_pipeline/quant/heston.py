@@ -45,12 +45,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 from numpy.typing import ArrayLike
 from scipy.optimize import least_squares
 from scipy.stats import norm
 
-from risk_pipeline.quant._numba import JIT, FloatArray, IntArray
+from risk_pipeline.quant._numba import JIT, FloatArray, IntArray, run_chunked
 from risk_pipeline.quant.implied_vol import implied_vol_black76
 
 #: Half-width of the COS interval in standard deviations of ln(S_T/F_T).
@@ -214,25 +214,42 @@ def _tail_interval(
     return min(lo, best_lo), max(hi, best_hi)
 
 
-@njit(parallel=True, nogil=True, **JIT)
+@njit(nogil=True, **JIT)
 def _slice_setup(
-    t: FloatArray, params: FloatArray, l_std: float, tol: float, a: FloatArray, b: FloatArray, n: IntArray
+    t: FloatArray,
+    params: FloatArray,
+    l_std: float,
+    tol: float,
+    a: FloatArray,
+    b: FloatArray,
+    n: IntArray,
+    start: int,
+    stop: int,
 ) -> None:
-    """Interval (cumulants, widened for the tails) and number of terms per slice."""
-    for s in prange(t.size):
+    """Interval (cumulants, widened for the tails) and number of terms of slices ``start .. stop-1``
+    (``run_chunked``)."""
+    for s in range(start, stop):
         v0, kappa, theta, xi, rho = params[s, 0], params[s, 1], params[s, 2], params[s, 3], params[s, 4]
         lo, hi = _interval(t[s], v0, kappa, theta, xi, rho, l_std)
         lo, hi = _tail_interval(t[s], v0, kappa, theta, xi, rho, lo, hi)
         a[s], b[s], n[s] = lo, hi, _terms(t[s], v0, kappa, theta, xi, rho, hi - lo, tol)
 
 
-@njit(parallel=True, nogil=True, **JIT)
+@njit(nogil=True, **JIT)
 def _cf_coefficients(
-    t: FloatArray, params: FloatArray, a: FloatArray, b: FloatArray, offset: IntArray, put: FloatArray, call: FloatArray
+    t: FloatArray,
+    params: FloatArray,
+    a: FloatArray,
+    b: FloatArray,
+    offset: IntArray,
+    put: FloatArray,
+    call: FloatArray,
+    start: int,
+    stop: int,
 ) -> None:
-    """Pricing-measure (puts) and share-measure (calls) coefficients of every slice, ragged: slice ``s`` at
-    ``offset[s]:offset[s+1]``."""
-    for s in prange(t.size):
+    """Pricing-measure (puts) and share-measure (calls) coefficients of slices ``start .. stop-1``
+    (``run_chunked``), ragged: slice ``s`` at ``offset[s]:offset[s+1]``."""
+    for s in range(start, stop):
         v0, kappa, theta, xi, rho = params[s, 0], params[s, 1], params[s, 2], params[s, 3], params[s, 4]
         w = b[s] - a[s]
         for k in range(offset[s + 1] - offset[s]):
@@ -275,7 +292,7 @@ def _cos_otm(
     return 2.0 / w * total
 
 
-@njit(parallel=True, nogil=True, **JIT)
+@njit(nogil=True, **JIT)
 def _price_kernel(
     put: FloatArray,
     call: FloatArray,
@@ -287,17 +304,20 @@ def _price_kernel(
     is_call: np.ndarray,
     parity: bool,
     out: FloatArray,
+    start: int,
+    stop: int,
 ) -> None:
-    """Undiscounted price per unit forward of every option: OTM by COS and ITM by parity, or (``parity``
-    False) each by its own payoff's series."""
-    for j in prange(log_k.size):
+    """Undiscounted price per unit forward of options ``start .. stop-1`` (``run_chunked``): OTM by COS and
+    ITM by parity, or (``parity`` False) each by its own payoff's series."""
+    no, yes = np.bool_(False), np.bool_(True)  # not literals: one compiled signature of _cos_otm
+    for j in range(start, stop):
         s = slice_of[j]
-        start, n = offset[s], offset[s + 1] - offset[s]
+        first, n = offset[s], offset[s + 1] - offset[s]
         otm_call = log_k[j] > 0.0 if parity else is_call[j]
         if otm_call:
-            v = _cos_otm(call[0], call[1], call[2], start, n, a[s], b[s], log_k[j], True)
+            v = _cos_otm(call[0], call[1], call[2], first, n, a[s], b[s], log_k[j], yes)
         else:
-            v = _cos_otm(put[0], put[1], put[2], start, n, a[s], b[s], log_k[j], False)
+            v = _cos_otm(put[0], put[1], put[2], first, n, a[s], b[s], log_k[j], no)
         v = max(v, 0.0)
         if is_call[j] == otm_call:
             out[j] = v
@@ -340,11 +360,11 @@ def cos_grid(
     t = np.ascontiguousarray(t, dtype=np.float64).reshape(-1)
     p = np.ascontiguousarray(np.broadcast_to(np.asarray(params, dtype=np.float64), (t.size, 5)))
     a, b, n = np.empty(t.size), np.empty(t.size), np.empty(t.size, dtype=np.intp)
-    _slice_setup(t, p, float(l_std), float(cf_tolerance), a, b, n)
+    run_chunked(_slice_setup, t.size, t, p, float(l_std), float(cf_tolerance), a, b, n)
     offset = np.zeros(t.size + 1, dtype=np.intp)
     np.cumsum(n, out=offset[1:])
     put, call = np.empty(int(offset[-1])), np.empty(int(offset[-1]))
-    _cf_coefficients(t, p, a, b, offset, put, call)
+    run_chunked(_cf_coefficients, t.size, t, p, a, b, offset, put, call)
     return CosGrid(a, b, offset, put, call)
 
 
@@ -402,7 +422,9 @@ def heston_price(
     fwd = s * np.exp((r - q) * t)
     out = np.empty(s.size)
     put_scaled, call_scaled = grid.scaled()
-    _price_kernel(
+    run_chunked(
+        _price_kernel,
+        out.size,
         put_scaled,
         call_scaled,
         grid.offset,

@@ -37,7 +37,7 @@ from enum import IntEnum
 from typing import Literal
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 from numpy.typing import ArrayLike, NDArray
 
 from risk_pipeline.quant._numba import JIT, FloatArray, run_chunked
@@ -577,7 +577,7 @@ def _european_point(
     return s / math.sqrt(t), 0, it
 
 
-@njit(parallel=True, **JIT)
+@njit(nogil=True, **JIT)
 def _iv_spot_kernel(
     price: FloatArray,
     spot: FloatArray,
@@ -590,8 +590,11 @@ def _iv_spot_kernel(
     vol: FloatArray,
     status: NDArray[np.int8],
     iters: NDArray[np.int32],
+    start: int,
+    stop: int,
 ) -> None:
-    for i in prange(price.shape[0]):
+    """``_european_point`` of quotes ``start .. stop-1`` given the spot (``run_chunked``)."""
+    for i in range(start, stop):
         s, k, t, r, q = spot[i], strike[i], tau[i], rate[i], div[i]
         if s > 0.0 and k > 0.0 and r == r and q == q:
             tt = max(t, 0.0)
@@ -609,7 +612,7 @@ def _iv_spot_kernel(
         iters[i] = it
 
 
-@njit(parallel=True, nogil=True, **JIT)
+@njit(nogil=True, **JIT)
 def _iv_forward_kernel(
     price: FloatArray,
     forward: FloatArray,
@@ -621,8 +624,11 @@ def _iv_forward_kernel(
     vol: FloatArray,
     status: NDArray[np.int8],
     iters: NDArray[np.int32],
+    start: int,
+    stop: int,
 ) -> None:
-    for i in prange(price.shape[0]):
+    """``_european_point`` of quotes ``start .. stop-1`` given the forward (``run_chunked``)."""
+    for i in range(start, stop):
         f, k, t, r = forward[i], strike[i], tau[i], rate[i]
         if f > 0.0 and k > 0.0 and r == r:
             lnfk = math.log(f / k)
@@ -817,7 +823,7 @@ def implied_vol(
     shape, flat = broadcast_inputs(price, spot, strike, time_years, rate, dividend_yield, is_call)
     vol, status, iters = _outputs(flat[0].size)
     if vol.size:
-        _iv_spot_kernel(*flat, int(max_iterations), vol, status, iters)
+        run_chunked(_iv_spot_kernel, vol.size, *flat, int(max_iterations), vol, status, iters)
     return _result(shape, vol, status, iters)
 
 
@@ -835,7 +841,7 @@ def implied_vol_black76(
     shape, flat = broadcast_inputs(price, forward, strike, time_years, rate, is_call)
     vol, status, iters = _outputs(flat[0].size)
     if vol.size:
-        _iv_forward_kernel(*flat, int(max_iterations), vol, status, iters)
+        run_chunked(_iv_forward_kernel, vol.size, *flat, int(max_iterations), vol, status, iters)
     return _result(shape, vol, status, iters)
 
 

@@ -61,7 +61,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 from numpy.typing import ArrayLike, NDArray
 from scipy.interpolate import CubicSpline
 
@@ -230,10 +230,11 @@ class ScenarioPnl:
 # batches (its lane kernel vectorizes across options and scenarios).
 # ----------------------------------------------------------------------------------------------
 
-#: Scenarios per parallel work item (one price buffer each).
+#: Scenarios per work item of the European kernel (one price buffer each).
 _BLOCK = 32
-#: Exact BS2002 repricings per parallel work item of the exact kernel (lanes of ``american_bs2002_prices``).
+#: Exact BS2002 repricings per work item of the exact kernel (lanes of ``american_bs2002_prices``).
 _LANE_TARGET = 256
+
 _AM_MIN_TOTAL_STD = AMERICAN_MIN_TOTAL_STD
 
 
@@ -262,7 +263,7 @@ def _sigma(vol: float, scale: float, shift: float, skew: float, lk: float, ls: f
     return np.maximum(vol * scale + shift + skew * (lk - ls) + extra, 0.0)
 
 
-@njit(parallel=True, **JIT)
+@njit(nogil=True, **JIT)
 def _european_kernel(
     spot_new: FloatArray,
     log_spot_new: FloatArray,
@@ -289,13 +290,15 @@ def _european_kernel(
     base: FloatArray,
     out_pnl: FloatArray,
     out_sym: FloatArray,
+    start: int,
+    stop: int,
 ) -> None:
-    """Stock and European-option (options ``0 .. n_euro-1``, BSM) P&L of every scenario into ``out_pnl``
-    (and ``out_sym``). Kept apart from any BS2002 call: with one in the same function LLVM no longer
-    vectorizes the pricing loop.
+    """Stock and European-option (options ``0 .. n_euro-1``, BSM) P&L of the scenarios of blocks
+    ``start .. stop-1`` of ``_BLOCK`` (``run_chunked``) into ``out_pnl`` (and ``out_sym``). Kept apart from any
+    BS2002 call: with one in the same function LLVM no longer vectorizes the pricing loop.
     """
     n, nsym = spot_new.shape
-    for blk in prange((n + _BLOCK - 1) // _BLOCK):
+    for blk in range(start, stop):
         j0 = blk * _BLOCK
         j1 = min(n, j0 + _BLOCK)
         buf = np.empty(n_euro)
@@ -341,7 +344,7 @@ def _european_kernel(
             out_pnl[j] = total
 
 
-@njit(parallel=True, **JIT)
+@njit(nogil=True, **JIT)
 def _american_exact_kernel(
     spot_new: FloatArray,
     log_spot_new: FloatArray,
@@ -365,8 +368,11 @@ def _american_exact_kernel(
     base: FloatArray,
     out_pnl: FloatArray,
     out_sym: FloatArray,
+    start: int,
+    stop: int,
 ) -> None:
-    """Add the P&L of the American options ``n_euro ..`` priced by BS2002 in every scenario (``"bs2002"``).
+    """Add the P&L of the American options ``n_euro ..`` priced by BS2002 in the scenarios of work items
+    ``start .. stop-1`` (``"bs2002"``; ``run_chunked``).
 
     Work items of ``max(1, _LANE_TARGET // n_american)`` scenarios: every (scenario, option) of an item
     goes through ``american_bs2002_prices`` together, then each scenario's terms are added in position
@@ -377,7 +383,7 @@ def _american_exact_kernel(
     if na == 0:
         return
     per_item = max(1, _LANE_TARGET // na)
-    for item in prange((n + per_item - 1) // per_item):
+    for item in range(start, stop):
         j0 = item * per_item
         j1 = min(n, j0 + per_item)
         m = (j1 - j0) * na
@@ -424,7 +430,7 @@ def _american_exact_kernel(
             out_pnl[j] = total
 
 
-@njit(parallel=True, **JIT)
+@njit(nogil=True, **JIT)
 def _american_grid_values(
     spot_t: FloatArray,
     log_spot_t: FloatArray,
@@ -452,8 +458,11 @@ def _american_grid_values(
     g_bcoef: FloatArray,
     values: FloatArray,
     n_nan: IntArray,
+    start: int,
+    stop: int,
 ) -> None:
-    """American price ``values[m, j]`` of option ``n_euro + m`` in scenario ``j``: BSM plus the
+    """American price ``values[m, j]`` of option ``n_euro + m``, ``m`` in ``start .. stop-1`` (``run_chunked``),
+    in scenario ``j``: BSM plus the
     interpolated early-exercise premium, or NaN where exact BS2002 is needed (mode 2, off the grid in
     either coordinate, e.g. a book prepared for other scenarios); ``n_nan[m]`` counts the NaNs.
 
@@ -461,12 +470,12 @@ def _american_grid_values(
     so that it vectorizes (kept apart from any BS2002 call); ``g_bcoef`` is the cubic spline in vol of
     ``ln(S*/K)`` on a four times finer vol grid.
     """
-    na, n = values.shape
+    n = values.shape[1]
     ny = g_coef.shape[2] + 1
     nv = g_coef.shape[1] + 1
     nb = g_bcoef.shape[1] + 1
     b_per_v = (nb - 1) / (nv - 1)
-    for m in prange(na):  # option-major: one option's spline (~3 kB) stays in cache across the scenarios
+    for m in range(start, stop):  # option-major: one option's spline (~3 kB) stays in cache across the scenarios
         i = n_euro + m
         s = opt_sym[i]
         mode = g_mode[m]
@@ -725,8 +734,8 @@ def _eep_nodes(
         return np.ascontiguousarray(np.broadcast_to(a, shape)).reshape(-1)
 
     _bsm_kernel(
-        flat(s),
-        flat(ls),
+        s.reshape(-1),  # already of the full shape: a broadcast view would be read-only (one more signature)
+        ls.reshape(-1),
         flat(lk[:, None, None]),
         flat(carry[:, None, None]),
         flat(sqt[:, None, None]),
@@ -1191,7 +1200,9 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
     )
     n_am = book.units.size - book.n_euro
     grid = use_grid and n_am > 0
-    _european_kernel(
+    run_chunked(
+        _european_kernel,
+        (n + _BLOCK - 1) // _BLOCK,
         *common,
         book.spot0,
         book.stock_units,
@@ -1215,7 +1226,9 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
         sym_major = [
             np.ascontiguousarray(a.T) for a in (inp.spot_new, inp.log_spot_new, inp.scale, inp.shift, inp.skew)
         ]
-        _american_grid_values(
+        run_chunked(
+            _american_grid_values,
+            n_am,
             *sym_major,
             np.ascontiguousarray(inp.shift_opt.T),  # option-major, like the symbol-major inputs
             inp.opt_stride,
@@ -1243,7 +1256,9 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
             _exact_where_nan(book, inp, values)
         _american_grid_sum(values, per_symbol, book.n_euro, book.opt_sym, book.units, book.base, pnl, by_sym)
     elif n_am and book.american == "bs2002":
-        _american_exact_kernel(
+        run_chunked(
+            _american_exact_kernel,
+            -(-n // max(1, _LANE_TARGET // n_am)),  # work items of the kernel
             *common,
             book.opt_sym,
             book.units,

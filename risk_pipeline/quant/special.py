@@ -271,13 +271,13 @@ def calerf(x: float, jint: int) -> float:
 @njit(**JIT)
 def erfc(x: float) -> float:
     """Complementary error function (Cody's CALERF, ``jint = 1``)."""
-    return calerf(x, 1)
+    return calerf(x, np.int64(1))  # not a literal: one compiled signature of calerf
 
 
 @njit(**JIT)
 def erfcx(x: float) -> float:
     """Scaled complementary error function ``exp(x^2) erfc(x)`` (Cody's CALERF, ``jint = 2``)."""
-    return calerf(x, 2)
+    return calerf(x, np.int64(2))
 
 
 @njit(**JIT)

@@ -1,0 +1,239 @@
+"""Cold numba compilation and warm (cached) loading of the pricing core, and the demo from a clean state.
+
+``python bench/bench_compile.py`` runs a workload that calls every kernel family the demo uses (the
+exact American engine through ``american_price`` / ``american_greeks`` / ``implied_vol_american``, BSM
+Greeks, the European implied vols, Heston COS pricing and calibration, the scenario engine with the exact
+engine and with the early-exercise grid) twice, each time in a fresh subprocess:
+
+* cold: with an empty ``NUMBA_CACHE_DIR`` (a temporary directory), so every kernel compiles; prints the
+  workload's wall time, the compile time (``numba:compile`` events, outermost only) and the ten kernels
+  that took longest on their own (callees' compile time not counted in their callers);
+* warm: the same workload again on the cache the cold run left, so every kernel loads from disk; prints
+  the wall time and the time spent loading (``numba:compiler_lock`` events, outermost only).
+
+``--all-methods`` adds the Bjerksund-Stensland methods (``bs2002``, ``bs1993``, ``bs2002_reference``) and
+the scenario engine's ``bs2002`` kernel. ``--demo`` instead runs ``risk-pipeline demo`` in a subprocess
+from a clean state (a temporary DAGSTER_HOME, warehouse, exports folder and numba cache) and prints its
+wall time and the compile time of the demo process (spawned worker processes not counted). The load
+average is printed with every figure: on a shared machine only figures taken at a low load compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _listen() -> dict[str, Any]:
+    """Register numba event listeners in this process; the returned dict fills in as kernels compile."""
+    from numba.core import event
+
+    stats: dict[str, Any] = {"compile_s": 0.0, "lock_s": 0.0, "compilations": 0, "own_s": {}}
+    stack: list[list[float]] = []
+
+    class Compile(event.Listener):
+        def on_start(self, ev: event.Event) -> None:
+            stack.append([time.perf_counter(), 0.0])
+
+        def on_end(self, ev: event.Event) -> None:
+            began, inner = stack.pop()
+            took = time.perf_counter() - began
+            if stack:
+                stack[-1][1] += took
+            else:
+                stats["compile_s"] += took
+            stats["compilations"] += 1
+            d = ev.data.get("dispatcher")
+            name = f"{d.py_func.__module__}.{d.py_func.__qualname__}" if d is not None else "?"
+            stats["own_s"][name] = stats["own_s"].get(name, 0.0) + took - inner
+
+    class Lock(event.Listener):
+        depth = 0
+
+        def on_start(self, ev: event.Event) -> None:
+            if Lock.depth == 0:
+                Lock.began = time.perf_counter()
+            Lock.depth += 1
+
+        def on_end(self, ev: event.Event) -> None:
+            Lock.depth -= 1
+            if Lock.depth == 0:
+                stats["lock_s"] += time.perf_counter() - Lock.began
+
+    event.register("numba:compile", Compile())
+    event.register("numba:compiler_lock", Lock())
+    return stats
+
+
+def workload(all_methods: bool) -> None:
+    """Small inputs of the demo's argument types through every kernel family it uses."""
+    import numpy as np
+
+    from risk_pipeline.quant.american import american_greeks, american_price
+    from risk_pipeline.quant.bsm import bsm_greeks, bsm_price
+    from risk_pipeline.quant.heston import HestonParams, calibrate_heston, heston_implied_vol
+    from risk_pipeline.quant.implied_vol import implied_vol, implied_vol_american
+    from risk_pipeline.quant.portfolio import Portfolio
+    from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate
+
+    rng = np.random.default_rng(7)
+    n = 64
+    s, k = rng.uniform(80.0, 120.0, n), np.full(n, 100.0)
+    t, v = rng.uniform(0.05, 1.5, n), rng.uniform(0.15, 0.6, n)
+    r, q, call = np.full(n, 0.04), rng.uniform(0.0, 0.05, n), rng.random(n) < 0.5
+    methods = ["alo", "bs2002", "bs1993", "bs2002_reference"] if all_methods else ["alo"]
+    for method in methods:
+        price = american_price(s, k, t, v, r, q, call, method=method)
+        american_greeks(s, k, t, v, r, q, call, method=method)
+        implied_vol_american(price, s, k, t, r, q, call, method=method)
+    bsm_greeks(s, k, t, v, r, q, call)
+    implied_vol(bsm_price(s, k, t, v, r, q, call), s, k, t, r, q, call)
+    lk = np.linspace(-0.3, 0.2, 24)
+    tt = np.repeat([0.1, 0.5, 1.0], 8)
+    vols = heston_implied_vol(HestonParams(0.04, 1.5, 0.05, 0.6, -0.7), tt, lk)
+    calibrate_heston(tt, lk, vols + 0.002 * np.sin(5.0 * lk))
+    n_sym, n_pos = 4, 40
+    sym = np.arange(n_pos) % n_sym
+    is_opt = np.arange(n_pos) >= n_sym
+    book = Portfolio(
+        symbols=tuple(f"S{i}" for i in range(n_sym)),
+        spot=np.array([50.0, 100.0, 150.0, 200.0]),
+        symbol_index=sym,
+        quantity=rng.integers(-20, 21, n_pos).astype(float),
+        multiplier=np.where(is_opt, 100.0, 1.0),
+        is_option=is_opt,
+        is_call=rng.random(n_pos) < 0.5,
+        strike=np.array([50.0, 100.0, 150.0, 200.0])[sym] * rng.uniform(0.85, 1.15, n_pos),
+        time_years=rng.uniform(0.05, 1.0, n_pos),
+        implied_vol=rng.uniform(0.2, 0.5, n_pos),
+        rate=0.04,
+        dividend_yield=0.02,
+        is_american=is_opt & (rng.random(n_pos) < 0.5),
+    )
+    n_sc = 200
+    scenarios = ScenarioSet(
+        spot_shock_rel=rng.normal(0.0, 0.05, (n_sc, n_sym)),
+        vol_scale=rng.uniform(0.8, 1.4, (n_sc, n_sym)),
+        rate_shift_abs=np.where(rng.random(n_sc) < 0.3, 0.01, 0.0),
+    )
+    for american in ["exact", "eep_grid", "bs2002"] if all_methods else ["exact", "eep_grid"]:
+        evaluate(book, scenarios, 1.0, american=american, per_symbol=True)  # type: ignore[arg-type]
+
+
+def child(all_methods: bool) -> None:
+    """The workload with the listeners on; one JSON line on stdout."""
+    sys.path.insert(0, str(ROOT))
+    stats = _listen()
+    began = time.perf_counter()
+    workload(all_methods)
+    stats["wall_s"] = time.perf_counter() - began
+    print(json.dumps(stats))
+
+
+def demo_child() -> int:
+    """``risk-pipeline demo`` in this process with the listeners on; the compile figures on the last line."""
+    sys.path.insert(0, str(ROOT))
+    stats = _listen()
+    from risk_pipeline import cli
+
+    began = time.perf_counter()
+    code = cli.main(["demo"])
+    stats["wall_s"] = time.perf_counter() - began
+    print(json.dumps(stats))
+    return code
+
+
+def _load() -> str:
+    return "load average " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _run(args: list[str], env: dict[str, str]) -> tuple[dict[str, Any], float, str]:
+    began = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, __file__, *args], env=env, cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    took = time.perf_counter() - began
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
+        raise SystemExit(f"{args} failed with exit code {done.returncode}")
+    return json.loads(done.stdout.strip().splitlines()[-1]), took, done.stdout
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, **extra}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def bench_workload(all_methods: bool, top: int) -> None:
+    flag = ["--all-methods"] if all_methods else []
+    with tempfile.TemporaryDirectory(prefix="bench_compile_") as tmp:
+        env = _env(NUMBA_CACHE_DIR=str(Path(tmp) / "numba"))
+        print(f"cold (empty cache), {_load()}")
+        cold, took, _ = _run(["--child", *flag], env)
+        print(
+            f"  workload {cold['wall_s']:.1f} s (process {took:.1f} s); compile {cold['compile_s']:.1f} s, "
+            f"{cold['compilations']} compilations; longest on their own:"
+        )
+        for name, secs in sorted(cold["own_s"].items(), key=lambda kv: -kv[1])[:top]:
+            print(f"    {secs:6.2f} s  {name.removeprefix('risk_pipeline.quant.')}")
+        print(f"warm (the cache above), {_load()}")
+        warm, took, _ = _run(["--child", *flag], env)
+        print(
+            f"  workload {warm['wall_s']:.2f} s (process {took:.1f} s); loading cached kernels "
+            f"{warm['lock_s']:.2f} s; compile {warm['compile_s']:.2f} s ({warm['compilations']} compilations)"
+        )
+        print(f"done, {_load()}")
+
+
+def bench_demo() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench_demo_") as tmp:
+        home = Path(tmp) / "dagster_home"
+        home.mkdir()
+        env = _env(
+            DAGSTER_HOME=str(home),
+            RISK_PIPELINE_WAREHOUSE_URL=str(Path(tmp) / "warehouse.duckdb"),
+            RISK_PIPELINE_EXPORTS=str(Path(tmp) / "exports"),
+            NUMBA_CACHE_DIR=str(Path(tmp) / "numba"),
+        )
+        print(f"risk-pipeline demo from a clean state, {_load()}")
+        stats, took, out = _run(["--demo-child"], env)
+        for line in out.splitlines()[:-1]:
+            if line.startswith(("  ", "risk_pipeline demo", "result")):
+                print(line)
+        share = stats["compile_s"] / took if took else 0.0
+        print(
+            f"demo {took:.1f} s wall (target 90 s), numba compile {stats['compile_s']:.1f} s ({share:.0%}) in "
+            f"{stats['compilations']} compilations, {_load()}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--all-methods", action="store_true", help="also the Bjerksund-Stensland methods")
+    parser.add_argument("--demo", action="store_true", help="time risk-pipeline demo from a clean state")
+    parser.add_argument("--top", type=int, default=10, help="kernels listed by own compile time")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--demo-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.all_methods)
+    elif args.demo_child:
+        raise SystemExit(demo_child())
+    elif args.demo:
+        bench_demo()
+    else:
+        bench_workload(args.all_methods, args.top)
+
+
+if __name__ == "__main__":
+    main()
