@@ -1173,9 +1173,15 @@ def _chunk_inputs(book: PreparedBook, sc: ScenarioSet) -> _ChunkInputs:
             shift = np.ascontiguousarray(arr)
     if shift_opt.shape[1] == 0:
         shift_opt, stride = np.zeros((n, 1)), 0
+    # without shifts the kernels never read these (``moved`` all False, ``evaluate_chunk`` passes no transposes)
     rate = sc.rate_by_symbol()
     rate = np.zeros((n, n_sym)) if rate is None else np.ascontiguousarray(rate)
     div = np.zeros((n, n_sym)) if sc.dividend_shift_abs is None else np.ascontiguousarray(sc.dividend_shift_abs)
+    moved = (
+        np.zeros(n, dtype=np.bool_)
+        if sc.rate_shift_abs is None and sc.dividend_shift_abs is None
+        else np.any(rate != 0.0, axis=1) | np.any(div != 0.0, axis=1)
+    )
     return _ChunkInputs(
         spot_new=book.spot0[None, :] * (1.0 + sc.spot_shock_rel),
         log_spot_new=log_spot_new,
@@ -1186,7 +1192,7 @@ def _chunk_inputs(book: PreparedBook, sc: ScenarioSet) -> _ChunkInputs:
         opt_stride=stride,
         rate=rate,
         div=div,
-        moved=np.any(rate != 0.0, axis=1) | np.any(div != 0.0, axis=1),
+        moved=moved,
     )
 
 
@@ -1469,6 +1475,10 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
 # ----------------------------------------------------------------------------------------------
 
 
+#: Placeholder for kernel inputs a call does not read.
+_NOT_READ = np.zeros((1, 1))
+
+
 def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False) -> ScenarioPnl:
     """Revalue one chunk of scenarios in this process (the unit of work sent to Dask workers)."""
     inp = _chunk_inputs(book, sc)
@@ -1523,8 +1533,8 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
             *sym_major,
             np.ascontiguousarray(inp.shift_opt.T),  # option-major, like the symbol-major inputs
             inp.opt_stride,
-            np.ascontiguousarray(inp.rate.T),
-            np.ascontiguousarray(inp.div.T),
+            np.ascontiguousarray(inp.rate.T) if shifted else _NOT_READ,
+            np.ascontiguousarray(inp.div.T) if shifted else _NOT_READ,
             np.bool_(shifted),
             book.n_euro,
             book.opt_sym,
@@ -1634,7 +1644,9 @@ def _exact_where_nan(book: PreparedBook, inp: _ChunkInputs, values: FloatArray) 
 
 def default_chunk_size(book: PreparedBook, sc: ScenarioSet) -> int:
     """Scenarios per chunk so that one chunk's temporaries stay under ``CHUNK_MEMORY_BYTES``."""
-    per_scenario = 8 * (8 * book.n_symbols + 2)
+    per_scenario = 8 * (6 * book.n_symbols + 2)
+    if sc.rate_shift_abs is not None or sc.dividend_shift_abs is not None:
+        per_scenario += 8 * 2 * book.n_symbols
     if book.american == "eep_grid":
         per_scenario += 8 * (book.units.size - book.n_euro + 5 * book.n_symbols)  # values, symbol-major inputs
     if callable(sc.vol_shift_abs):
