@@ -603,6 +603,10 @@ def _american_grid_values(
     steps, ``g_dcoef``/``g_dbcoef`` their differences from the base grid); without it those are not read.
     """
     na, n = values.shape
+    ny = g_coef.shape[2] + 1
+    nv = g_coef.shape[1] + 1
+    nb = g_bcoef.shape[1] + 1
+    b_per_v = (nb - 1) / (nv - 1)
     for m in prange(na):  # option-major: one option's spline (~3 kB) stays in cache across the scenarios
         i = n_euro + m
         s = opt_sym[i]
@@ -630,15 +634,35 @@ def _american_grid_values(
                 )  # fmt: skip
                 count += np.int64(price != price)
                 values[m, j] = price
-        else:
+        else:  # the unshifted read, written out (as before the shifts) so that LLVM vectorizes it as before
             for j in range(n):
                 ls = log_spot_t[s, j]
                 extra = shift_opt_t[i * opt_stride, j]
                 sig = _sigma(vol[i], scale_t[s, j], shift_t[s, j], skew_t[s, j], log_strike[i], ls, extra)
-                price = _grid_price(
-                    False, 0.0, 0.0, spot_t[s, j], ls, sig, m, i, log_strike, strike, t, sqt, carry, w, dq, kdr,
-                    mode, g_y0, inv_dy, g_v0, inv_dv, g_coef, g_bcoef, 0.0, 0.0, True, g_dcoef, g_dbcoef,
-                )  # fmt: skip
+                fv = (sig - g_v0[m]) * inv_dv
+                iv = np.int64(np.minimum(np.maximum(fv, 0.0), nv - 2.0))
+                tv = fv - iv
+                fb = fv * b_per_v
+                ib = np.int64(np.minimum(np.maximum(fb, 0.0), nb - 2.0))
+                tb = fb - ib
+                lstar = ((g_bcoef[m, ib, 0] * tb + g_bcoef[m, ib, 1]) * tb + g_bcoef[m, ib, 2]) * tb + g_bcoef[m, ib, 3]
+                y = w[i] * (lstar - ls + log_strike[i])  # distance to the exercise boundary, > 0: continuation
+                fy = (y - g_y0[m]) * inv_dy
+                iy = np.int64(np.minimum(np.maximum(fy, 0.0), ny - 2.0))
+                ty = fy - iy
+                eep = 0.0
+                for a in range(4):
+                    eep = eep * tv + (
+                        ((g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty + g_coef[m, iv, iy, a, 2]) * ty
+                        + g_coef[m, iv, iy, a, 3]
+                    )
+                euro = _bsm(spot_t[s, j], ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
+                intrinsic = w[i] * (spot_t[s, j] - strike[i])
+                on_grid = (fy >= 0.0) & (fy <= ny - 1.0) & (fv >= -1e-9) & (fv <= nv - 1.0 + 1e-9)
+                spline = np.maximum(euro + np.maximum(eep, 0.0), intrinsic)  # BS2002's own floors
+                floor_only = (mode == 0) | (sig * sqt[i] <= _AM_MIN_TOTAL_STD) | ((mode == 1) & (y <= 0.0))
+                value = spline if ((mode == 1) & on_grid) else math.nan
+                price = np.maximum(euro, intrinsic) if floor_only else value
                 count += np.int64(price != price)
                 values[m, j] = price
         n_nan[m] = count

@@ -47,9 +47,15 @@ def test_every_book_method_horizon_confidence_and_components(run: Run) -> None:
 
 
 def _position_values(
-    p: pd.DataFrame, spot: np.ndarray, years_later: float, vol_scale: np.ndarray | float = 1.0
+    p: pd.DataFrame,
+    spot: np.ndarray,
+    years_later: float,
+    vol_scale: np.ndarray | float = 1.0,
+    rate_shift: float = 0.0,
+    dividend_shift: np.ndarray | float = 0.0,
 ) -> np.ndarray:
-    """Exact value of each position (Black-Scholes-Merton or Bjerksund-Stensland 2002) at given spots and vols."""
+    """Exact value of each position (Black-Scholes-Merton or the exact American engine) at given spots, vols, rate
+    and dividend-yield shifts."""
     units = (p["quantity"] * p["multiplier"]).to_numpy()
     option = (p["instrument_type"] == "option").to_numpy()
     value = spot.copy()
@@ -59,8 +65,8 @@ def _position_values(
         p["strike"].to_numpy(float),
         t,
         p["implied_vol"].to_numpy(float) * vol_scale,
-        p["rate"].to_numpy(float),
-        p["dividend_yield"].to_numpy(float),
+        p["rate"].to_numpy(float) + rate_shift,
+        p["dividend_yield"].to_numpy(float) + dividend_shift,
         (p["option_type"] == "C").to_numpy(),
     )
     american = (p["exercise_style"] == "american").to_numpy()
@@ -71,14 +77,16 @@ def _position_values(
 
 
 def test_historical_var_equals_an_independent_revaluation(run: Run) -> None:
-    """Each historical day: spots by the day's returns, vols by the day's relative ATM-vol change (the rate factor
-    is off by default: rates unchanged)."""
+    """Each historical day: spots by the day's returns, vols by the day's relative ATM-vol change, every option's
+    rate by the day's change of the 91-day zero rate and its dividend yield by its underlying's yield change (both
+    factors are on by default)."""
     wh, _ = run
     positions = wh.read("position_greeks")
     book = "vol_overlay" if "vol_overlay" in set(positions["book"]) else positions["book"].iloc[0]
     p = positions[positions["book"] == book].reset_index(drop=True)
     stored = wh.read("var_results", {"book": book, "method": "historical", "horizon_days": 1})
     assert (stored["iv_history_coverage"] == 1.0).all()
+    assert (stored["rate_history_coverage"] == 1.0).all() and (stored["dividend_history_coverage"] == 1.0).all()
     start, end = stored["history_start"].iloc[0], stored["history_end"].iloc[0]
     symbols = sorted(set(p["symbol"]))
     closes = wh.read("market_prices", {"symbol": symbols}, columns=["as_of_date", "symbol", "close"])
@@ -86,6 +94,11 @@ def test_historical_var_equals_an_independent_revaluation(run: Run) -> None:
     returns = np.log(wide).diff().loc[start:end]
     atm = wh.read("atm_vol_history", {"symbol": symbols}).pivot(index="as_of_date", columns="symbol", values="atm_vol")
     vol_change = (atm / atm.shift(1)).reindex(returns.index).fillna(1.0)
+    curve = wh.read("rates_curve", {"tenor_days": 91}).set_index("as_of_date")["zero_rate"].sort_index()
+    rate_change = curve.diff().reindex(returns.index).fillna(0.0)
+    yields = wh.read("dividend_yields", {"symbol": symbols})
+    yields = yields.pivot(index="as_of_date", columns="symbol", values="dividend_yield").sort_index()
+    div_change = yields.diff().reindex(returns.index).fillna(0.0)
     base = _position_values(p, p["spot"].to_numpy(float), 0.0).sum()
     pnl = np.array(
         [
@@ -94,6 +107,8 @@ def test_historical_var_equals_an_independent_revaluation(run: Run) -> None:
                 p["spot"].to_numpy(float) * np.exp(returns.loc[day, p["symbol"]].to_numpy(float)),
                 1 / 252,
                 vol_change.loc[day, p["symbol"]].to_numpy(float),
+                float(rate_change.loc[day]),
+                div_change.loc[day, p["symbol"]].to_numpy(float),
             ).sum()
             - base
             for day in returns.index
@@ -343,7 +358,7 @@ def test_var_results_with_sabr_smile_and_expiry_scaled_term_structure(run: Run, 
         rows = rows.reset_index(drop=True)
         portfolio = book_portfolio(rows)
         options = sorted(rows.loc[rows["instrument_type"] == "option", "symbol"].unique())
-        factors = return_history(copy, SESSION, portfolio.symbols, 500, options)
+        factors = return_history(copy, SESSION, portfolio.symbols, 500, options, True, True)  # the defaults
         stored = StoredVolParameters.parse(str(stress.loc[stress["book"] == book, "vol_parameters"].iloc[0]))
         res, _ = historical_var(
             portfolio,
