@@ -888,6 +888,20 @@ VAR_RESULTS = Table(
             "Share of look-back (day, underlying) cells with a measured ATM-vol move, decimal fraction",
         ),
         _c(
+            "rate_history_coverage",
+            "double",
+            True,
+            "Share of look-back days with a measured 91-day zero-rate change (the rate factor of historical and "
+            "Monte Carlo rows), decimal fraction; NULL with the rate factor off",
+        ),
+        _c(
+            "dividend_history_coverage",
+            "double",
+            True,
+            "Share of look-back (day, optioned underlying) cells with a measured dividend-yield change (the dividend "
+            "factor of historical and Monte Carlo rows), decimal fraction; NULL with the dividend factor off",
+        ),
+        _c(
             "gap_var",
             "double",
             True,

@@ -383,7 +383,9 @@ def var_with_gap_scenarios(
                 component_es=g.component_es,
                 var_non_overlapping=float("nan"),
                 independent_tail_obs=float("nan"),
-                note="gap scenarios combined with every window: tail diagnostics not computed"
+                note="; ".join(
+                    [*hist.factor_tags(), "gap scenarios combined with every window: tail diagnostics not computed"]
+                )
                 + "".join(f"; {c.label}" for c in crush),
             )
             gap_rows.append(

@@ -711,7 +711,8 @@ def combined_gap_scenarios(
     spot = (1.0 + base.spot_shock_rel[i]) * (1.0 + gaps[j]) - 1.0
     scale = None if base.vol_scale is None else base.vol_scale[i]
     rate = None if base.rate_shift_abs is None else base.rate_shift_abs[i]
-    return ScenarioSet(spot, vol_scale=scale, rate_shift_abs=rate)
+    div = None if base.dividend_shift_abs is None else base.dividend_shift_abs[i]
+    return ScenarioSet(spot, vol_scale=scale, rate_shift_abs=rate, dividend_shift_abs=div)
 
 
 def gap_var(

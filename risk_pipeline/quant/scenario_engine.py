@@ -5,7 +5,8 @@ option's implied volatility (position ``i`` on underlying ``s``, ``K_i`` its str
 
     sigma'_i = max(sigma_i * vol_scale[j, s] + vol_shift_abs[j, s or i] + vol_skew[j, s] * ln(K_i / S'_s), 0)
 
-and every rate ``r'_i = r_i + rate_shift_abs[j]``; time passes by ``horizon_days`` calendar days
+every rate ``r'_i = r_i + rate_shift_abs[j (, s)]`` and every dividend yield ``q'_i = q_i +
+dividend_shift_abs[j, s]`` (absolute shifts); time passes by ``horizon_days`` calendar days
 (``T'_i = max(T_i - horizon_days / 365, 0)``). Each option is then repriced in full (no Greeks):
 
 * stocks: ``P&L = quantity * multiplier * (S' - S)``;
@@ -13,9 +14,9 @@ and every rate ``r'_i = r_i + rate_shift_abs[j]``; time passes by ``horizon_days
   the Cody (1969) normal CDF of ``bsm.py``;
 * American options, ``american="exact"`` (default): the exact engine (``american_alo.py``: Andersen,
   Lake and Offengeld's boundary equation, ~10-20 us an option per core) in every scenario, option by
-  option; the boundary depends on the vol and rate only, so each option reuses the boundaries of its
-  last 16 distinct (vol, rate) pairs and prices a new spot on them (~2-4 us); a scenario repeating the
-  previous one's spot, vol and rate for an option reuses its price;
+  option; the boundary depends on the vol, rate and yield only, so each option reuses the boundaries of its
+  last 16 distinct (vol, rate, yield) triples and prices a new spot on them (~2-4 us); a scenario repeating
+  the previous one's spot, vol, rate and yield for an option reuses its price;
 * American options, ``american="bs2002"``: Bjerksund-Stensland (2002) in every scenario (the fast
   approximation, up to ~0.8 % below the exact price), batched through ``american.american_bs2002_prices``
   (the vectorized lane kernel, ~1 us a call); today's values by BS2002 as well;
@@ -31,8 +32,15 @@ and every rate ``r'_i = r_i + rate_shift_abs[j]``; time passes by ``horizon_days
   ``q <= 0``, ``q <= r``; put ``r <= 0``, ``r <= q``) are priced ``max(BSM, intrinsic)``; options the grid
   does not cover somewhere in the vol range (two exercise boundaries, zero vol) and scenarios off the grid
   use the exact engine. Measured against ``"exact"`` (``test_scenario_engine.py``,
-  ``bench/bench_risk.py``): see the README's "Speed of the risk engine". Scenario sets with rate shifts or
-  callable vol shifts fall back to ``"exact"`` (per-position shift arrays are covered by the grid's vol range).
+  ``bench/bench_risk.py``): see the README's "Speed of the risk engine". Rate and dividend-yield shifts: the
+  BSM part is priced at the shifted rate and yield exactly; ``ln(S*/K)`` and the premium splines are built
+  again at ``r -+ h_r`` and ``q -+ h_q`` (``h`` the set's largest shift of the option's underlying) on the same
+  nodes and read as the quadratic through the three grids of each factor (no cross term; measured in
+  ``test_var_rate_dividend.py`` and ``bench/bench_var_factors.py``); options whose shifted range reaches the
+  edge of the never-exercise region, or ``r = q`` (a kink of the boundary) where the grid is more than
+  ``KINK_CHECK_TOL`` of the strike off the exact engine at check points, use the exact engine. Scenario
+  sets with callable vol shifts fall back to ``"exact"`` (per-position shift arrays are covered by the grid's
+  vol range).
 
 Every position's P&L is ``quantity * multiplier * (V' - V)`` where ``V`` is today's value by the same
 formula, so a zero scenario at zero horizon gives exactly zero. Per-underlying P&L (``per_symbol``)
@@ -79,7 +87,7 @@ from risk_pipeline.quant.american_alo import (
     put_boundary,
     put_from_boundary,
 )
-from risk_pipeline.quant.bsm import MIN_TOTAL_STD
+from risk_pipeline.quant.bsm import MIN_TOTAL_STD, bsm_price
 from risk_pipeline.quant.portfolio import Portfolio, stack_portfolios
 from risk_pipeline.quant.special import fast_exp, norm_cdf_from_exp
 
@@ -96,6 +104,10 @@ EEP_SPOT_NODES = 13
 EEP_VOL_NODES = 5
 #: Exercise boundaries the exact kernel keeps per option (distinct vol-rate pairs, most recent first out).
 _BOUNDARY_CACHE = 16
+#: Options whose rate and yield shifts reach ``r = q`` (a kink of the exercise boundary in the shifts) are read from
+#: the shifted grids only if the grid is within this fraction of the strike of the exact engine at check points
+#: halfway between the grids (``_kink_check``); others are priced exactly.
+KINK_CHECK_TOL = 2e-5
 #: Scenario sets smaller than this are priced exactly (a grid costs about as much as 8 exact prices).
 EEP_MIN_SCENARIOS = 8
 #: Target size of one chunk's temporaries (bytes); bounds peak memory whatever the scenario count.
@@ -127,8 +139,10 @@ class ScenarioSet:
     ``spot_shock_rel`` is ``(n, n_symbols)`` with every entry above -1; ``vol_scale`` and ``vol_skew``
     are ``(n, n_symbols)`` or ``None`` (1 and 0); ``vol_shift_abs`` is ``(n, n_symbols)``,
     ``(n, n_positions)`` (``vol_shift_per_position=True`` when the two counts are equal), a
-    ``VolShiftFn`` or ``None``; ``rate_shift_abs`` is ``(n,)`` or ``None``. ``row_offset`` is the index
-    of the first row in the full set (chunks keep it for callables).
+    ``VolShiftFn`` or ``None``; ``rate_shift_abs`` is ``(n,)`` (every option) or ``(n, n_symbols)`` (the
+    options on each underlying) or ``None``; ``dividend_shift_abs`` is ``(n, n_symbols)`` or ``None``
+    (absolute shifts of the continuous rate and dividend yield, decimal). ``row_offset`` is the index of
+    the first row in the full set (chunks keep it for callables).
     """
 
     spot_shock_rel: FloatArray
@@ -138,6 +152,7 @@ class ScenarioSet:
     rate_shift_abs: FloatArray | None = None
     vol_shift_per_position: bool | None = None
     row_offset: int = 0
+    dividend_shift_abs: FloatArray | None = None
 
     def __post_init__(self) -> None:
         spot = _as_2d("spot_shock_rel", self.spot_shock_rel, None)
@@ -157,9 +172,13 @@ class ScenarioSet:
             object.__setattr__(self, "vol_shift_abs", _as_2d("vol_shift_abs", self.vol_shift_abs, n))
         if self.rate_shift_abs is not None:
             rate = np.ascontiguousarray(self.rate_shift_abs, dtype=np.float64)
-            if rate.shape != (n,) or not np.all(np.isfinite(rate)):
-                raise ValueError("rate_shift_abs must be a finite (n_scenarios,) array")
+            if rate.shape not in ((n,), (n, n_sym)) or not np.all(np.isfinite(rate)):
+                raise ValueError("rate_shift_abs must be a finite (n_scenarios,) or (n_scenarios, n_symbols) array")
             object.__setattr__(self, "rate_shift_abs", rate)
+        div = _as_2d("dividend_shift_abs", self.dividend_shift_abs, n)
+        if div is not None and div.shape[1] != n_sym:
+            raise ValueError("dividend_shift_abs must have one column per symbol")
+        object.__setattr__(self, "dividend_shift_abs", div)
 
     @property
     def n_scenarios(self) -> int:
@@ -182,8 +201,21 @@ class ScenarioSet:
             vol_shift_abs=cut(self.vol_shift_abs),
             vol_skew=cut(self.vol_skew),
             rate_shift_abs=cut(self.rate_shift_abs),
+            dividend_shift_abs=cut(self.dividend_shift_abs),
             row_offset=self.row_offset + start,
         )
+
+    def rate_by_symbol(self) -> FloatArray | None:
+        """``rate_shift_abs`` as ``(n, n_symbols)`` (a per-scenario shift repeated for every underlying)."""
+        r = self.rate_shift_abs
+        if r is None or r.ndim == 2:
+            return r
+        return np.ascontiguousarray(np.broadcast_to(r[:, None], self.spot_shock_rel.shape))
+
+    @property
+    def moves_carry(self) -> bool:
+        """Whether any scenario shifts a rate or a dividend yield."""
+        return any(a is not None and bool(np.any(a != 0.0)) for a in (self.rate_shift_abs, self.dividend_shift_abs))
 
 
 @dataclass(frozen=True, eq=False)
@@ -273,6 +305,8 @@ def _european_kernel(
     shift_opt: FloatArray,
     opt_stride: int,
     rate_shift: FloatArray,
+    div_shift: FloatArray,
+    moved: BoolArray,
     per_symbol: bool,
     n_euro: int,
     spot0: FloatArray,
@@ -303,8 +337,7 @@ def _european_kernel(
         j1 = min(n, j0 + _BLOCK)
         buf = np.empty(n_euro)
         for j in range(j0, j1):
-            dr = rate_shift[j]
-            if dr == 0.0:
+            if not moved[j]:
                 for i in range(n_euro):
                     s = opt_sym[i]
                     ls = log_spot_new[j, s]
@@ -319,15 +352,17 @@ def _european_kernel(
                     sig = _sigma(
                         vol[i], scale[j, s], shift[j, s], skew[j, s], log_strike[i], ls, shift_opt[j, i * opt_stride]
                     )
+                    dr = rate_shift[j, s]
+                    dd = div_shift[j, s]
                     buf[i] = _bsm(
                         spot_new[j, s],
                         ls,
                         log_strike[i],
-                        carry[i] + dr * t[i],
+                        carry[i] + (dr - dd) * t[i],
                         sqt[i],
                         sig,
                         w[i],
-                        dq[i],
+                        dq[i] * math.exp(-dd * t[i]),
                         kdr[i] * math.exp(-dr * t[i]),
                     )
             total = 0.0
@@ -354,6 +389,8 @@ def _american_exact_kernel(
     shift_opt: FloatArray,
     opt_stride: int,
     rate_shift: FloatArray,
+    div_shift: FloatArray,
+    moved: BoolArray,
     per_symbol: bool,
     n_euro: int,
     opt_sym: IntArray,
@@ -398,7 +435,6 @@ def _american_exact_kernel(
         )
         pc = np.empty(m, dtype=np.bool_)
         for j in range(j0, j1):
-            dr = rate_shift[j]
             for a in range(na):
                 i = n_euro + a
                 s = opt_sym[i]
@@ -415,8 +451,8 @@ def _american_exact_kernel(
                     log_spot_new[j, s],
                     shift_opt[j, i * opt_stride],
                 )
-                pr[c] = rate[i] + dr
-                pq[c] = div[i]
+                pr[c] = rate[i] + rate_shift[j, s]
+                pq[c] = div[i] + div_shift[j, s]
                 pc[c] = call[i]
         american_bs2002_prices(ps, pk, pt, pv, pr, pq, pc, px)
         for j in range(j0, j1):
@@ -430,6 +466,102 @@ def _american_exact_kernel(
             out_pnl[j] = total
 
 
+@njit(forceinline=True, **JIT)
+def _horner(c: FloatArray, x: float) -> float:
+    """``((c[0] x + c[1]) x + c[2]) x + c[3]``."""
+    return ((c[0] * x + c[1]) * x + c[2]) * x + c[3]
+
+
+@njit(forceinline=True, **JIT)
+def _grid_price(
+    shifted: bool,
+    dr: float,
+    dd: float,
+    sp: float,
+    ls: float,
+    sig: float,
+    m: int,
+    i: int,
+    log_strike: FloatArray,
+    strike: FloatArray,
+    t: FloatArray,
+    sqt: FloatArray,
+    carry: FloatArray,
+    w: FloatArray,
+    dq: FloatArray,
+    kdr: FloatArray,
+    mode: int,
+    g_y0: FloatArray,
+    inv_dy: float,
+    g_v0: FloatArray,
+    inv_dv: float,
+    g_coef: FloatArray,
+    g_bcoef: FloatArray,
+    xr: float,
+    xq: float,
+    in_range: bool,
+    g_dcoef: FloatArray,
+    g_dbcoef: FloatArray,
+) -> float:
+    """One American price of ``_american_grid_values`` (NaN where the exact engine is needed). ``shifted``:
+    the rate and yield move by ``dr``, ``dd`` (``xr = dr / h_r``, ``xq = dd / h_q`` the coordinates of the
+    quadratic in the shifted grids, ``in_range`` whether the shifts are within the grids'); without it none of
+    those is read."""
+    ny = g_coef.shape[2] + 1
+    nv = g_coef.shape[1] + 1
+    nb = g_bcoef.shape[1] + 1
+    b_per_v = (nb - 1) / (nv - 1)
+    fv = (sig - g_v0[m]) * inv_dv
+    iv = np.int64(np.minimum(np.maximum(fv, 0.0), nv - 2.0))
+    tv = fv - iv
+    fb = fv * b_per_v
+    ib = np.int64(np.minimum(np.maximum(fb, 0.0), nb - 2.0))
+    tb = fb - ib
+    lstar = ((g_bcoef[m, ib, 0] * tb + g_bcoef[m, ib, 1]) * tb + g_bcoef[m, ib, 2]) * tb + g_bcoef[m, ib, 3]
+    if shifted:
+        b0 = _horner(g_dbcoef[m, 0, ib], tb)
+        b1 = _horner(g_dbcoef[m, 1, ib], tb)
+        b2 = _horner(g_dbcoef[m, 2, ib], tb)
+        b3 = _horner(g_dbcoef[m, 3, ib], tb)
+        lstar += xr * (b0 + xr * b1) + xq * (b2 + xq * b3)
+    y = w[i] * (lstar - ls + log_strike[i])  # distance to the exercise boundary, > 0: continuation
+    fy = (y - g_y0[m]) * inv_dy
+    iy = np.int64(np.minimum(np.maximum(fy, 0.0), ny - 2.0))
+    ty = fy - iy
+    eep = 0.0
+    for a in range(4):
+        c = ((g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty + g_coef[m, iv, iy, a, 2]) * ty + g_coef[
+            m, iv, iy, a, 3
+        ]
+        if shifted:
+            e0 = _horner(g_dcoef[m, 0, iv, iy, a], ty)
+            e1 = _horner(g_dcoef[m, 1, iv, iy, a], ty)
+            e2 = _horner(g_dcoef[m, 2, iv, iy, a], ty)
+            e3 = _horner(g_dcoef[m, 3, iv, iy, a], ty)
+            c += xr * (e0 + xr * e1) + xq * (e2 + xq * e3)
+        eep = eep * tv + c
+    if shifted:
+        euro = _bsm(
+            sp,
+            ls,
+            log_strike[i],
+            carry[i] + (dr - dd) * t[i],
+            sqt[i],
+            sig,
+            w[i],
+            dq[i] * math.exp(-dd * t[i]),
+            kdr[i] * math.exp(-dr * t[i]),
+        )
+    else:
+        euro = _bsm(sp, ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
+    intrinsic = w[i] * (sp - strike[i])
+    on_grid = (fy >= 0.0) & (fy <= ny - 1.0) & (fv >= -1e-9) & (fv <= nv - 1.0 + 1e-9) & in_range
+    spline = np.maximum(euro + np.maximum(eep, 0.0), intrinsic)  # BS2002's own floors
+    floor_only = (mode == 0) | (sig * sqt[i] <= _AM_MIN_TOTAL_STD) | ((mode == 1) & (y <= 0.0))
+    value = spline if ((mode == 1) & on_grid) else math.nan
+    return np.maximum(euro, intrinsic) if floor_only else value
+
+
 @njit(nogil=True, **JIT)
 def _american_grid_values(
     spot_t: FloatArray,
@@ -439,10 +571,14 @@ def _american_grid_values(
     skew_t: FloatArray,
     shift_opt_t: FloatArray,
     opt_stride: int,
+    rate_t: FloatArray,
+    div_t: FloatArray,
+    shifted: bool,
     n_euro: int,
     opt_sym: IntArray,
     log_strike: FloatArray,
     strike: FloatArray,
+    t: FloatArray,
     sqt: FloatArray,
     carry: FloatArray,
     vol: FloatArray,
@@ -456,19 +592,24 @@ def _american_grid_values(
     g_dv: FloatArray,
     g_coef: FloatArray,
     g_bcoef: FloatArray,
+    g_step: FloatArray,
+    g_dcoef: FloatArray,
+    g_dbcoef: FloatArray,
     values: FloatArray,
     n_nan: IntArray,
     start: int,
     stop: int,
 ) -> None:
     """American price ``values[m, j]`` of option ``n_euro + m``, ``m`` in ``start .. stop-1`` (``run_chunked``),
-    in scenario ``j``: BSM plus the
-    interpolated early-exercise premium, or NaN where exact BS2002 is needed (mode 2, off the grid in
-    either coordinate, e.g. a book prepared for other scenarios); ``n_nan[m]`` counts the NaNs.
+    in scenario ``j``: BSM plus the interpolated early-exercise premium, or NaN where the exact engine is needed
+    (mode 2, off the grid in any coordinate, e.g. a book prepared for other scenarios); ``n_nan[m]`` counts the
+    NaNs.
 
     The scenario inputs are symbol-major (``x_t[s, j]``, contiguous along the scenarios). Branch-free
-    so that it vectorizes (kept apart from any BS2002 call); ``g_bcoef`` is the cubic spline in vol of
-    ``ln(S*/K)`` on a four times finer vol grid.
+    so that it vectorizes (kept apart from any exact pricing); ``g_bcoef`` is the cubic spline in vol of
+    ``ln(S*/K)``. ``shifted`` (the set moves rates or dividend yields, ``rate_t``/``div_t``): each price is
+    read from the grids interpolated quadratically in the shifts (``_with_eep_grid``; ``g_step`` the shifted grids'
+    steps, ``g_dcoef``/``g_dbcoef`` their differences from the base grid); without it those are not read.
     """
     n = values.shape[1]
     ny = g_coef.shape[2] + 1
@@ -482,36 +623,57 @@ def _american_grid_values(
         inv_dv = 1.0 / g_dv[m]  # grid coordinates by multiplication (vectorizes better)
         inv_dy = 1.0 / g_dy[m]
         count = 0
-        for j in range(n):
-            ls = log_spot_t[s, j]
-            extra = shift_opt_t[i * opt_stride, j]
-            sig = _sigma(vol[i], scale_t[s, j], shift_t[s, j], skew_t[s, j], log_strike[i], ls, extra)
-            fv = (sig - g_v0[m]) * inv_dv
-            iv = np.int64(np.minimum(np.maximum(fv, 0.0), nv - 2.0))
-            tv = fv - iv
-            fb = fv * b_per_v
-            ib = np.int64(np.minimum(np.maximum(fb, 0.0), nb - 2.0))
-            tb = fb - ib
-            lstar = ((g_bcoef[m, ib, 0] * tb + g_bcoef[m, ib, 1]) * tb + g_bcoef[m, ib, 2]) * tb + g_bcoef[m, ib, 3]
-            y = w[i] * (lstar - ls + log_strike[i])  # distance to the exercise boundary, > 0: continuation
-            fy = (y - g_y0[m]) * inv_dy
-            iy = np.int64(np.minimum(np.maximum(fy, 0.0), ny - 2.0))
-            ty = fy - iy
-            eep = 0.0
-            for a in range(4):
-                eep = eep * tv + (
-                    ((g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty + g_coef[m, iv, iy, a, 2]) * ty
-                    + g_coef[m, iv, iy, a, 3]
-                )
-            euro = _bsm(spot_t[s, j], ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
-            intrinsic = w[i] * (spot_t[s, j] - strike[i])
-            on_grid = (fy >= 0.0) & (fy <= ny - 1.0) & (fv >= -1e-9) & (fv <= nv - 1.0 + 1e-9)
-            spline = np.maximum(euro + np.maximum(eep, 0.0), intrinsic)  # BS2002's own floors
-            floor_only = (mode == 0) | (sig * sqt[i] <= _AM_MIN_TOTAL_STD) | ((mode == 1) & (y <= 0.0))
-            value = spline if ((mode == 1) & on_grid) else math.nan
-            price = np.maximum(euro, intrinsic) if floor_only else value
-            count += np.int64(price != price)
-            values[m, j] = price
+        if shifted:
+            h_r = g_step[m, 0]
+            h_q = g_step[m, 1]
+            inv_r = 1.0 / h_r if h_r != 0.0 else 0.0
+            inv_q = 1.0 / h_q if h_q != 0.0 else 0.0
+            lim_r = abs(h_r) * (1.0 + 1e-9)
+            lim_q = abs(h_q) * (1.0 + 1e-9)
+            for j in range(n):
+                ls = log_spot_t[s, j]
+                extra = shift_opt_t[i * opt_stride, j]
+                sig = _sigma(vol[i], scale_t[s, j], shift_t[s, j], skew_t[s, j], log_strike[i], ls, extra)
+                dr = rate_t[s, j]
+                dd = div_t[s, j]
+                price = _grid_price(
+                    True, dr, dd, spot_t[s, j], ls, sig, m, i, log_strike, strike, t, sqt, carry, w, dq, kdr,
+                    mode, g_y0, inv_dy, g_v0, inv_dv, g_coef, g_bcoef, dr * inv_r, dd * inv_q,
+                    (abs(dr) <= lim_r) & (abs(dd) <= lim_q), g_dcoef, g_dbcoef,
+                )  # fmt: skip
+                count += np.int64(price != price)
+                values[m, j] = price
+        else:  # the unshifted read, written out (as before the shifts) so that LLVM vectorizes it as before
+            for j in range(n):
+                ls = log_spot_t[s, j]
+                extra = shift_opt_t[i * opt_stride, j]
+                sig = _sigma(vol[i], scale_t[s, j], shift_t[s, j], skew_t[s, j], log_strike[i], ls, extra)
+                fv = (sig - g_v0[m]) * inv_dv
+                iv = np.int64(np.minimum(np.maximum(fv, 0.0), nv - 2.0))
+                tv = fv - iv
+                fb = fv * b_per_v
+                ib = np.int64(np.minimum(np.maximum(fb, 0.0), nb - 2.0))
+                tb = fb - ib
+                lstar = ((g_bcoef[m, ib, 0] * tb + g_bcoef[m, ib, 1]) * tb + g_bcoef[m, ib, 2]) * tb + g_bcoef[m, ib, 3]
+                y = w[i] * (lstar - ls + log_strike[i])  # distance to the exercise boundary, > 0: continuation
+                fy = (y - g_y0[m]) * inv_dy
+                iy = np.int64(np.minimum(np.maximum(fy, 0.0), ny - 2.0))
+                ty = fy - iy
+                eep = 0.0
+                for a in range(4):
+                    eep = eep * tv + (
+                        ((g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty + g_coef[m, iv, iy, a, 2]) * ty
+                        + g_coef[m, iv, iy, a, 3]
+                    )
+                euro = _bsm(spot_t[s, j], ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
+                intrinsic = w[i] * (spot_t[s, j] - strike[i])
+                on_grid = (fy >= 0.0) & (fy <= ny - 1.0) & (fv >= -1e-9) & (fv <= nv - 1.0 + 1e-9)
+                spline = np.maximum(euro + np.maximum(eep, 0.0), intrinsic)  # BS2002's own floors
+                floor_only = (mode == 0) | (sig * sqt[i] <= _AM_MIN_TOTAL_STD) | ((mode == 1) & (y <= 0.0))
+                value = spline if ((mode == 1) & on_grid) else math.nan
+                price = np.maximum(euro, intrinsic) if floor_only else value
+                count += np.int64(price != price)
+                values[m, j] = price
         n_nan[m] = count
 
 
@@ -573,7 +735,8 @@ def _alo_values(
     log_spot_t: FloatArray,
     shift_opt: FloatArray,
     opt_stride: int,
-    rate_shift: FloatArray,
+    rate_t: FloatArray,
+    div_t: FloatArray,
     n_euro: int,
     opt_sym: IntArray,
     log_strike: FloatArray,
@@ -589,9 +752,10 @@ def _alo_values(
 ) -> None:
     """Exact American price ``values[m, j]`` of option ``n_euro + m`` (``m`` in ``start .. stop-1``, ``run_chunked``)
     in scenario ``j`` (the engine of
-    ``american_alo.py``), option by option. The exercise boundary depends on the vol and rate only, not on
-    the spot: each option keeps the last ``_BOUNDARY_CACHE`` boundaries it solved, keyed by (vol, rate), and
-    reprices a new spot on a cached one (same arithmetic as ``american_price``). Scenario inputs symbol-major."""
+    ``american_alo.py``), option by option. The exercise boundary depends on the vol, rate and dividend yield
+    only, not on the spot: each option keeps the last ``_BOUNDARY_CACHE`` boundaries it solved, keyed by (vol,
+    rate, yield), and reprices a new spot on a cached one (same arithmetic as ``american_price``). Scenario
+    inputs symbol-major."""
     _, n = values.shape
     nb = _BOUNDARY_CACHE
     no, yes = np.bool_(False), np.bool_(True)  # not literals: one compiled signature of american_point
@@ -600,10 +764,10 @@ def _alo_values(
         sy = opt_sym[i]
         k = strike[i]
         c = call[i]
-        keys = np.full((nb, 2), math.nan)
+        keys = np.full((nb, 3), math.nan)
         bnd = np.empty((nb, NODES + 1))
         slot = 0
-        last = (math.nan, math.nan, math.nan)
+        last = (math.nan, math.nan, math.nan, math.nan)
         price = math.nan
         for j in range(n):
             sp = spot_t[sy, j]
@@ -616,20 +780,21 @@ def _alo_values(
                 log_spot_t[sy, j],
                 shift_opt[j, i * opt_stride],
             )
-            rr = rate[i] + rate_shift[j]
-            if sp == last[0] and sig == last[1] and rr == last[2]:  # e.g. an underlying the set does not move
+            rr = rate[i] + rate_t[sy, j]
+            qq = div[i] + div_t[sy, j]
+            if sp == last[0] and sig == last[1] and rr == last[2] and qq == last[3]:  # e.g. an unmoved underlying
                 values[m, j] = price
                 continue
-            last = (sp, sig, rr)
-            pr, pq = (div[i], rr) if c else (rr, div[i])
+            last = (sp, sig, rr, qq)
+            pr, pq = (qq, rr) if c else (rr, qq)
             single = not ((pr <= 0.0) & (pr <= pq) or (pr < 0.0) & (pq < pr)) and sig * math.sqrt(t[i]) > 1e-8
             if not single:
-                price = american_point(sp, k, t[i], sig, rr, div[i], c, NEWTON_STEP_TOL, no, no, yes)[0]
+                price = american_point(sp, k, t[i], sig, rr, qq, c, NEWTON_STEP_TOL, no, no, yes)[0]
                 values[m, j] = price
                 continue
             hit = -1
             for b in range(nb):
-                if keys[b, 0] == sig and keys[b, 1] == rr:
+                if keys[b, 0] == sig and keys[b, 1] == rr and keys[b, 2] == qq:
                     hit = b
                     break
             x_max = exercise_limit(1.0, pr, pq)
@@ -639,6 +804,7 @@ def _alo_values(
                 put_boundary(1.0, pr, pq, sig, t[i], x_max, bnd[hit], NEWTON_STEP_TOL, EXACT_TABLES)
                 keys[hit, 0] = sig
                 keys[hit, 1] = rr
+                keys[hit, 2] = qq
             price = price_from_unit_boundary(sp, k, c, pr, pq, sig, t[i], x_max, bnd[hit])
             values[m, j] = price
 
@@ -834,6 +1000,11 @@ class PreparedBook:
     grid_dv: FloatArray
     grid_coef: FloatArray
     grid_bcoef: FloatArray
+    #: rate and yield steps of the shifted grids ``(n_american, 2)``, their coefficient differences from the base
+    #: grid (no rows when the set shifts neither)
+    grid_step: FloatArray
+    grid_dcoef: FloatArray
+    grid_dbcoef: FloatArray
     horizon_days: float
     american: AmericanMethod
 
@@ -939,8 +1110,8 @@ def prepare(
 ) -> PreparedBook:
     """Precompute the per-option constants at ``T' = max(T - horizon_days / 365, 0)``.
 
-    ``american="eep_grid"`` needs ``scenarios`` (the grid spans exactly their spot and vol range); it
-    falls back to ``"exact"`` when they carry rate shifts or callable vol shifts.
+    ``american="eep_grid"`` needs ``scenarios`` (the grid spans exactly their spot, vol, rate and dividend-yield
+    range); it falls back to ``"exact"`` when they carry callable vol shifts.
     """
     if american not in ("exact", "eep_grid", "bs2002"):
         raise ValueError(f"unknown american method {american!r}")
@@ -976,6 +1147,9 @@ def prepare(
         grid_dv=np.ones(0),
         grid_coef=np.zeros((0, 1, 1, 4, 4)),
         grid_bcoef=np.zeros((0, 1, 4)),
+        grid_step=np.zeros((0, 2)),
+        grid_dcoef=np.zeros((0, 4, 1, 1, 4, 4)),
+        grid_dbcoef=np.zeros((0, 4, 1, 4)),
         horizon_days=float(horizon_days),
         american=method,
     )
@@ -986,10 +1160,9 @@ def prepare(
 
 
 def _needs_exact(scenarios: ScenarioSet) -> bool:
-    # per-position vol shifts are arrays known in advance: the grid spans the vols they reach (_vol_range)
-    return (scenarios.rate_shift_abs is not None and bool(np.any(scenarios.rate_shift_abs != 0.0))) or callable(
-        scenarios.vol_shift_abs
-    )
+    # per-position vol shifts are arrays known in advance: the grid spans the vols they reach (_vol_range); rate
+    # and dividend-yield shifts are spanned by the shifted grids
+    return callable(scenarios.vol_shift_abs)
 
 
 @dataclass(frozen=True, eq=False)
@@ -1001,7 +1174,10 @@ class _ChunkInputs:
     skew: FloatArray
     shift_opt: FloatArray
     opt_stride: int
+    #: rate and dividend-yield shifts ``(n, n_symbols)`` and whether row ``j`` moves either (``(n,)``)
     rate: FloatArray
+    div: FloatArray
+    moved: BoolArray
 
 
 def _chunk_inputs(book: PreparedBook, sc: ScenarioSet) -> _ChunkInputs:
@@ -1030,6 +1206,15 @@ def _chunk_inputs(book: PreparedBook, sc: ScenarioSet) -> _ChunkInputs:
             shift = np.ascontiguousarray(arr)
     if shift_opt.shape[1] == 0:
         shift_opt, stride = np.zeros((n, 1)), 0
+    # without shifts the kernels never read these (``moved`` all False, ``evaluate_chunk`` passes no transposes)
+    rate = sc.rate_by_symbol()
+    rate = np.zeros((n, n_sym)) if rate is None else np.ascontiguousarray(rate)
+    div = np.zeros((n, n_sym)) if sc.dividend_shift_abs is None else np.ascontiguousarray(sc.dividend_shift_abs)
+    moved = (
+        np.zeros(n, dtype=np.bool_)
+        if sc.rate_shift_abs is None and sc.dividend_shift_abs is None
+        else np.any(rate != 0.0, axis=1) | np.any(div != 0.0, axis=1)
+    )
     return _ChunkInputs(
         spot_new=book.spot0[None, :] * (1.0 + sc.spot_shock_rel),
         log_spot_new=log_spot_new,
@@ -1038,7 +1223,9 @@ def _chunk_inputs(book: PreparedBook, sc: ScenarioSet) -> _ChunkInputs:
         skew=np.zeros((n, n_sym)) if sc.vol_skew is None else np.ascontiguousarray(sc.vol_skew),
         shift_opt=shift_opt,
         opt_stride=stride,
-        rate=np.zeros(n) if sc.rate_shift_abs is None else np.ascontiguousarray(sc.rate_shift_abs),
+        rate=rate,
+        div=div,
+        moved=moved,
     )
 
 
@@ -1066,8 +1253,97 @@ def _spline_map(n: int) -> FloatArray:
     return out
 
 
+def _grid_boundaries(
+    t: FloatArray, r: FloatArray, q: FloatArray, call: BoolArray, v_nodes: FloatArray, solve: IntArray
+) -> tuple[FloatArray, FloatArray]:
+    """``S*/K`` and the unit-strike put boundaries at the vol nodes (``_alo_grid_boundaries``) of the options
+    ``solve`` (NaN ratios elsewhere)."""
+    na, nv = v_nodes.shape
+    ratio = np.full((na, nv), np.nan)
+    bnd = np.zeros((na, nv, GRID_TABLES[0].size))
+    if solve.size:
+        part = np.empty((solve.size, nv))
+        part_b = np.zeros((solve.size, nv, GRID_TABLES[0].size))
+        run_chunked(
+            _alo_grid_boundaries,
+            solve.size,
+            t[solve],
+            r[solve],
+            q[solve],
+            call[solve],
+            np.ascontiguousarray(v_nodes[solve]),
+            part,
+            part_b,
+        )
+        ratio[solve] = part
+        bnd[solve] = part_b
+    return ratio, bnd
+
+
+def _never_exercised(call: BoolArray, r: FloatArray, q: FloatArray) -> BoolArray:
+    """Early exercise never optimal (the European value): call ``q <= 0``, ``q <= r``; put ``r <= 0``, ``r <= q``."""
+    cr, cq = np.where(call, r, q), np.where(call, q, r)  # rates of the (put-call transformed) call
+    return (cq <= 0.0) & (cq <= cr)
+
+
+def _largest_shift(shift: FloatArray, sym: IntArray) -> FloatArray:
+    """Per option, the largest magnitude of the scenario set's shifts of its underlying (0 if none)."""
+    return np.abs(shift).max(axis=0)[sym]
+
+
+def _horner_np(c: FloatArray, x: FloatArray) -> FloatArray:
+    """``((c[..., 0] x + c[..., 1]) x + c[..., 2]) x + c[..., 3]``."""
+    return ((c[..., 0] * x + c[..., 1]) * x + c[..., 2]) * x + c[..., 3]
+
+
+def _kink_check(
+    book: PreparedBook,
+    check: IntArray,
+    grids: tuple[FloatArray, ...],
+    steps: FloatArray,
+    v_nodes: FloatArray,
+    ls_lo: FloatArray,
+    ls_hi: FloatArray,
+) -> BoolArray:
+    """Whether the shifted grids of the Americans ``check`` (indices among the Americans) are within
+    ``KINK_CHECK_TOL`` of the strike of the exact engine at 12 points each: the lowest, middle and highest shocked
+    spot, the vol halfway between the 2nd and 3rd vol nodes, and the four rate and yield shifts ``-+ h / 2`` (the
+    grid read as ``_american_grid_values`` reads it, BSM by ``bsm.bsm_price``)."""
+    coef, bcoef, dcoef, dbcoef, y0, dy, v0, dv = grids
+    half = np.array([(a, b) for a in (-0.5, 0.5) for b in (-0.5, 0.5)])
+    a = np.repeat(check, 12)
+    ls = np.repeat(np.stack([ls_lo, 0.5 * (ls_lo + ls_hi), ls_hi], axis=1)[check], 4, axis=1).ravel()
+    xr = np.tile(half[:, 0], 3 * check.size)
+    xq = np.tile(half[:, 1], 3 * check.size)
+    sig = 0.5 * (v_nodes[a, 1] + v_nodes[a, 2])
+    i = book.n_euro + a
+    nv, ny = coef.shape[1] + 1, coef.shape[2] + 1
+    fv = (sig - v0[a]) / dv[a]
+    iv = np.clip(fv, 0.0, nv - 2.0).astype(np.int64)
+    tv = fv - iv
+    d = [_horner_np(dbcoef[a, k, iv], tv) for k in range(4)]
+    lstar = _horner_np(bcoef[a, iv], tv) + xr * (d[0] + xr * d[1]) + xq * (d[2] + xq * d[3])
+    y = book.w[i] * (lstar - ls + book.log_strike[i])
+    fy = (y - y0[a]) / dy[a]
+    iy = np.clip(fy, 0.0, ny - 2.0).astype(np.int64)
+    ty = fy - iy
+    eep = np.zeros(a.size)
+    for power in range(4):
+        e = [_horner_np(dcoef[a, k, iv, iy, power], ty) for k in range(4)]
+        c = _horner_np(coef[a, iv, iy, power], ty) + xr * (e[0] + xr * e[1]) + xq * (e[2] + xq * e[3])
+        eep = eep * tv + c
+    spot = np.exp(ls)
+    r, q = book.rate[i] + xr * steps[a, 0], book.div[i] + xq * steps[a, 1]
+    args = (spot, book.strike[i], book.t[i], sig, r, q, book.call[i])
+    euro = bsm_price(*args, backend="numpy")
+    intrinsic = book.w[i] * (spot - book.strike[i])
+    grid = np.where(y <= 0.0, np.maximum(euro, intrinsic), np.maximum(euro + np.maximum(eep, 0.0), intrinsic))
+    bad = np.abs(grid - american_price(*args)) > KINK_CHECK_TOL * book.strike[i]
+    return ~bad.reshape(check.size, 12).any(axis=1)
+
+
 def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
-    """Build the EEP grids of the Americans over the spot and vol range reached by ``sc``.
+    """Build the EEP grids of the Americans over the spot, vol, rate and dividend-yield range reached by ``sc``.
 
     Per option (mode 1): ``EEP_VOL_NODES`` vols spanning the scenarios' shocked vols and
     ``EEP_SPOT_NODES`` distances ``y = w ln(S*(vol) / S)`` from the exercise boundary, ``0 .. y_max``,
@@ -1076,6 +1352,14 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
     the exact engine's prices (``GRID_TABLES``) from those boundaries. Mode 0: early exercise never
     optimal (the floor ``max(BSM, intrinsic)`` is exact); mode 2: the grid does not apply somewhere in the
     vol range (two exercise boundaries, zero vol): exact prices in every scenario.
+
+    Rate and dividend-yield shifts (``sc.moves_carry``): the same grid is built again at ``r -+ h_r`` and at
+    ``q -+ h_q`` on the same (y, vol) nodes, ``h`` the set's largest shift of the option's underlying, and the
+    kernel reads ``ln(S*/K)`` and the premium as the quadratic through the three grids of each factor,
+    ``f(x_r, x_q) = f + x_r D1_r + x_r^2 D2_r + x_q D1_q + x_q^2 D2_q`` with ``x = shift / h`` (no cross term;
+    the BSM part is priced at the shifted rate and yield exactly). Options whose shifted box reaches the edge of
+    the never-exercise region, or ``r = q`` (where the boundary at maturity has a kink) unless the grid passes
+    ``_kink_check``, are priced exactly (mode 2).
     """
     first = book.n_euro
     am = slice(first, None)
@@ -1115,51 +1399,95 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
     nu, nv = EEP_SPOT_NODES, EEP_VOL_NODES
     v_nodes = v_lo[:, None] + (v_hi - v_lo)[:, None] * np.linspace(0.0, 1.0, nv)[None, :]
     t, r, q, call, w = (np.ascontiguousarray(getattr(book, f)[am]) for f in ("t", "rate", "div", "call", "w"))
-    ratio = np.full((na, nv), np.nan)
-    bnd = np.zeros((na, nv, GRID_TABLES[0].size))
     solve = np.flatnonzero(~still)
-    if solve.size:
-        part = np.empty((solve.size, nv))
-        part_b = np.zeros((solve.size, nv, GRID_TABLES[0].size))
-        run_chunked(
-            _alo_grid_boundaries,
-            solve.size,
-            t[solve],
-            r[solve],
-            q[solve],
-            call[solve],
-            np.ascontiguousarray(v_nodes[solve]),
-            part,
-            part_b,
-        )
-        ratio[solve] = part
-        bnd[solve] = part_b
-    cr, cq = np.where(call, r, q), np.where(call, q, r)  # rates of the (put-call transformed) call
-    never = (cq <= 0.0) & (cq <= cr)  # early exercise never optimal: the European value
-    mode = np.where(never, 0, np.where(np.all(np.isfinite(ratio), axis=1) & ~still, 1, 2)).astype(np.int8)
+    ratio, bnd = _grid_boundaries(t, r, q, call, v_nodes, solve)
+    never = _never_exercised(call, r, q)
+    finite = np.all(np.isfinite(ratio), axis=1)
+    # the shifted grids: (rate step, yield step) per option; grids at r -+ h_r and at q -+ h_q
+    shifted = sc.moves_carry
+    steps = np.zeros((na, 2))
+    variants: list[tuple[int, float, FloatArray, FloatArray, FloatArray, FloatArray]] = []
+    if shifted:
+        steps[:, 0] = _largest_shift(inp.rate, sym)
+        steps[:, 1] = _largest_shift(inp.div, sym)
+        h_r, h_q = steps[:, 0], steps[:, 1]
+        # the region where exercise is never optimal is convex: never at the four corners is never in the box
+        corners = [_never_exercised(call, r + a * h_r, q + b * h_q) for a in (-1.0, 1.0) for b in (-1.0, 1.0)]
+        always = never & np.all(corners, axis=0)
+        # exact where the box reaches exercise never being optimal (but not everywhere); where it reaches r = q the
+        # boundary at maturity, K max(1, r/q) for calls and K min(1, r/q) for puts, has a kink: exact unless the
+        # grid passes _kink_check below
+        kink = np.abs(r - q) <= h_r + h_q
+        exact = (never | np.any(corners, axis=0)) & ~always
+        never = always
+        for k in (0, 1):
+            on = (steps[:, k] != 0.0) & ~still & ~exact & ~never
+            for sign in (1.0, -1.0):
+                rk = r + sign * h_r if k == 0 else r
+                qk = q + sign * h_q if k == 1 else q
+                ratio_k, bnd_k = _grid_boundaries(t, rk, qk, call, v_nodes, np.flatnonzero(on))
+                ratio_k[~on] = ratio[~on]
+                finite &= np.all(np.isfinite(ratio_k), axis=1)
+                variants.append((k, sign, rk, qk, ratio_k, bnd_k))
+        finite &= ~exact
+    mode = np.where(never, 0, np.where(finite & ~still, 1, 2)).astype(np.int8)
     ls_star = book.log_strike[am][:, None] + np.log(np.where(np.isfinite(ratio), ratio, 1.0))
+    ls_all = [ls_star] + [
+        book.log_strike[am][:, None] + np.log(np.where(np.isfinite(v[4]), v[4], 1.0)) for v in variants
+    ]
+    ls_max = np.max([x.max(axis=1) for x in ls_all], axis=0)
+    ls_min = np.min([x.min(axis=1) for x in ls_all], axis=0)
     # largest distance to the boundary any scenario reaches: far side of the boundary range, far spot
-    y_far = np.where(w > 0, ls_star.max(axis=1) - ls_lo, ls_hi - ls_star.min(axis=1))
-    y_near = np.where(w > 0, ls_star.min(axis=1) - ls_hi, ls_lo - ls_star.max(axis=1))
+    y_far = np.where(w > 0, ls_max - ls_lo, ls_hi - ls_min)
+    y_near = np.where(w > 0, ls_min - ls_hi, ls_lo - ls_max)
     y_lo = np.maximum(y_near - 0.05 * (y_far - y_near) - 1e-3, 0.0)
     y_hi = np.maximum(y_far + 0.05 * (y_far - y_near) + 1e-3, y_lo + 1e-3)
     y_nodes = y_lo[:, None] + (y_hi - y_lo)[:, None] * np.linspace(0.0, 1.0, nu)[None, :]
-    vals = np.zeros((na, nv, nu))
     fit = np.flatnonzero(mode == 1)
-    if fit.size:
-        cols = ("strike", "log_strike", "t", "sqrt_t", "carry", "rate", "div", "w", "call", "dq", "kdr")
-        vals[fit] = _eep_nodes(
-            ls_star[fit],
-            y_nodes[fit],
-            v_nodes[fit],
-            bnd[fit],
-            *(np.ascontiguousarray(getattr(book, f)[am][fit]) for f in cols),
-        )
-    # tensor-product not-a-knot cubic spline, along y and along vol: coef[a, vol cell, y cell, vol power, y power]
-    coef = np.einsum("lmv,kin,avn->amilk", _spline_map(nv), _spline_map(nu), vals, optimize=True)
-    # ln(S*/K) along vol: cubic spline through the vol nodes (modes 0 and 2 never read it)
-    lratio = np.log(np.where(mode[:, None] == 1, ratio, 1.0))
-    bcoef = np.einsum("kin,an->aik", _spline_map(nv), lratio, optimize=True)
+
+    def spline(ls_node: FloatArray, bnd_v: FloatArray, r_v: FloatArray, q_v: FloatArray) -> FloatArray:
+        """Premium spline coefficients ``[a, vol cell, y cell, vol power, y power]`` of the grid at rates ``r_v``,
+        ``q_v`` (zero outside mode 1)."""
+        vals = np.zeros((na, nv, nu))
+        if fit.size:
+            consts = {**_time_constants(t, book.strike[am], r_v, q_v), "rate": r_v, "div": q_v}
+            cols = ("strike", "log_strike", "t", "sqrt_t", "carry", "rate", "div", "w", "call", "dq", "kdr")
+            vals[fit] = _eep_nodes(
+                ls_node[fit],
+                y_nodes[fit],
+                v_nodes[fit],
+                bnd_v[fit],
+                *(np.ascontiguousarray((consts[f] if f in consts else getattr(book, f)[am])[fit]) for f in cols),
+            )
+        return np.einsum("lmv,kin,avn->amilk", _spline_map(nv), _spline_map(nu), vals, optimize=True)
+
+    def boundary(ratio_v: FloatArray) -> FloatArray:
+        """ln(S*/K) along vol: cubic spline through the vol nodes (modes 0 and 2 never read it)."""
+        lratio = np.log(np.where(mode[:, None] == 1, ratio_v, 1.0))
+        return np.einsum("kin,an->aik", _spline_map(nv), lratio, optimize=True)
+
+    coef = spline(ls_star, bnd, book.rate[am], book.div[am])  # the book's own time constants, bit for bit
+    bcoef = boundary(ratio)
+    dcoef = np.zeros((0, 4, *coef.shape[1:]))
+    dbcoef = np.zeros((0, 4, *bcoef.shape[1:]))
+    if shifted:
+        # f(x) = f + x D1 + x^2 D2, x = shift / h: D1 = (f+ - f-) / 2, D2 = (f+ + f- - 2 f) / 2 (quadratic through the
+        # three grids; zero where a factor does not move)
+        dcoef = np.zeros((na, 4, *coef.shape[1:]))
+        dbcoef = np.zeros((na, 4, *bcoef.shape[1:]))
+        for k in (0, 1):
+            (_, _, r_p, q_p, ratio_p, bnd_p), (_, _, r_m, q_m, ratio_m, bnd_m) = variants[2 * k : 2 * k + 2]
+            on = steps[:, k] != 0.0
+            c_p, c_m = spline(ls_all[2 * k + 1], bnd_p, r_p, q_p), spline(ls_all[2 * k + 2], bnd_m, r_m, q_m)
+            b_p, b_m = boundary(ratio_p), boundary(ratio_m)
+            dcoef[on, 2 * k] = (0.5 * (c_p - c_m))[on]
+            dcoef[on, 2 * k + 1] = (0.5 * (c_p + c_m) - coef)[on]
+            dbcoef[on, 2 * k] = (0.5 * (b_p - b_m))[on]
+            dbcoef[on, 2 * k + 1] = (0.5 * (b_p + b_m) - bcoef)[on]
+        check = np.flatnonzero(kink & (mode == 1))
+        if check.size:
+            grids = (coef, bcoef, dcoef, dbcoef, y_lo, (y_hi - y_lo) / (nu - 1), v_lo, (v_hi - v_lo) / (nv - 1))
+            mode[check[~_kink_check(book, check, grids, steps, v_nodes, ls_lo, ls_hi)]] = 2
     return replace(
         book,
         grid_mode=mode,
@@ -1169,6 +1497,9 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
         grid_dv=(v_hi - v_lo) / (nv - 1),
         grid_coef=coef,
         grid_bcoef=bcoef,
+        grid_step=steps,
+        grid_dcoef=dcoef,
+        grid_dbcoef=dbcoef,
     )
 
 
@@ -1177,12 +1508,17 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
 # ----------------------------------------------------------------------------------------------
 
 
+#: Placeholder for kernel inputs a call does not read.
+_NOT_READ = np.zeros((1, 1))
+
+
 def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False) -> ScenarioPnl:
     """Revalue one chunk of scenarios in this process (the unit of work sent to Dask workers)."""
     inp = _chunk_inputs(book, sc)
     use_grid = book.american == "eep_grid"
-    if use_grid and np.any(inp.rate != 0.0):
-        raise ValueError("this book's early-exercise grid was built without rate shifts")
+    shifted = bool(np.any(inp.moved))
+    if use_grid and shifted and book.grid_dcoef.shape[0] != book.grid_mode.size:
+        raise ValueError("this book's early-exercise grid was built without rate or dividend-yield shifts")
     n = sc.n_scenarios
     pnl = np.empty(n)
     by_sym = np.empty((n, book.n_symbols) if per_symbol else (1, 1))
@@ -1195,6 +1531,8 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
         inp.shift_opt,
         inp.opt_stride,
         inp.rate,
+        inp.div,
+        inp.moved,
         per_symbol,
         book.n_euro,
     )
@@ -1232,10 +1570,14 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
             *sym_major,
             np.ascontiguousarray(inp.shift_opt.T),  # option-major, like the symbol-major inputs
             inp.opt_stride,
+            np.ascontiguousarray(inp.rate.T) if shifted else _NOT_READ,
+            np.ascontiguousarray(inp.div.T) if shifted else _NOT_READ,
+            np.bool_(shifted),
             book.n_euro,
             book.opt_sym,
             book.log_strike,
             book.strike,
+            book.t,
             book.sqrt_t,
             book.carry,
             book.vol,
@@ -1249,6 +1591,9 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
             book.grid_dv,
             book.grid_coef,
             book.grid_bcoef,
+            book.grid_step,
+            book.grid_dcoef,
+            book.grid_dbcoef,
             values,
             n_nan,
         )
@@ -1284,7 +1629,8 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
             *sym_major,
             inp.shift_opt,
             inp.opt_stride,
-            inp.rate,
+            np.ascontiguousarray(inp.rate.T),
+            np.ascontiguousarray(inp.div.T),
             book.n_euro,
             book.opt_sym,
             book.log_strike,
@@ -1312,18 +1658,25 @@ def _exact_where_nan(book: PreparedBook, inp: _ChunkInputs, values: FloatArray) 
             book.vol[i] * inp.scale[j, s] + inp.shift[j, s] + inp.skew[j, s] * (book.log_strike[i] - ls) + extra, 0.0
         )  # _sigma
         spot = inp.spot_new[j, s]
-        alone = (spot == book.spot0[s]) & (sig == book.vol[i]) & (inp.rate[j] == 0.0)
+        dr, dd = inp.rate[j, s], inp.div[j, s]
+        alone = (spot == book.spot0[s]) & (sig == book.vol[i]) & (dr == 0.0) & (dd == 0.0)
         values[m[alone], j[alone]] = book.unmoved[i[alone]]
-        m, j, i, spot, sig = (a[~alone] for a in (m, j, i, spot, sig))
+        m, j, i, spot, sig, dr, dd = (a[~alone] for a in (m, j, i, spot, sig, dr, dd))
         if not m.size:
             return
-        # price each distinct (option, spot, vol) once: an option no scenario moves costs one price
+        # price each distinct (option, spot, vol, rate, yield) once: an option no scenario moves costs one price
         _, first, inverse = np.unique(
-            np.stack([m.astype(np.float64), spot, sig], axis=1), axis=0, return_index=True, return_inverse=True
+            np.stack([m.astype(np.float64), spot, sig, dr, dd], axis=1), axis=0, return_index=True, return_inverse=True
         )
         f = first
         prices = american_price(
-            spot[f], book.strike[i[f]], book.t[i[f]], sig[f], book.rate[i[f]], book.div[i[f]], book.call[i[f]]
+            spot[f],
+            book.strike[i[f]],
+            book.t[i[f]],
+            sig[f],
+            book.rate[i[f]] + dr[f],
+            book.div[i[f]] + dd[f],
+            book.call[i[f]],
         )
         values[m, j] = prices[inverse.reshape(-1)]
 
@@ -1331,6 +1684,8 @@ def _exact_where_nan(book: PreparedBook, inp: _ChunkInputs, values: FloatArray) 
 def default_chunk_size(book: PreparedBook, sc: ScenarioSet) -> int:
     """Scenarios per chunk so that one chunk's temporaries stay under ``CHUNK_MEMORY_BYTES``."""
     per_scenario = 8 * (6 * book.n_symbols + 2)
+    if sc.rate_shift_abs is not None or sc.dividend_shift_abs is not None:
+        per_scenario += 8 * 2 * book.n_symbols
     if book.american == "eep_grid":
         per_scenario += 8 * (book.units.size - book.n_euro + 5 * book.n_symbols)  # values, symbol-major inputs
     if callable(sc.vol_shift_abs):
@@ -1392,18 +1747,23 @@ def _stack_sets(sets: Sequence[ScenarioSet], n: int) -> ScenarioSet:
     def pad(a: FloatArray) -> FloatArray:
         return a if a.shape[0] == n else np.vstack([a, np.repeat(a[-1:], n - a.shape[0], axis=0)])
 
-    def cat(name: str, fill: float) -> FloatArray | None:
-        if all(getattr(sc, name) is None for sc in sets):
+    def cat(blocks: list[FloatArray | None], fill: float) -> FloatArray | None:
+        if all(a is None for a in blocks):
             return None
         return np.hstack(
-            [pad(np.full(sc.spot_shock_rel.shape, fill) if (a := getattr(sc, name)) is None else a) for sc in sets]
+            [
+                pad(np.full(sc.spot_shock_rel.shape, fill) if a is None else a)
+                for sc, a in zip(sets, blocks, strict=True)
+            ]
         )
 
     return ScenarioSet(
         spot_shock_rel=np.hstack([pad(sc.spot_shock_rel) for sc in sets]),
-        vol_scale=cat("vol_scale", 1.0),
-        vol_shift_abs=cat("vol_shift_abs", 0.0),
-        vol_skew=cat("vol_skew", 0.0),
+        vol_scale=cat([sc.vol_scale for sc in sets], 1.0),
+        vol_shift_abs=cat([sc.vol_shift_abs for sc in sets], 0.0),  # type: ignore[misc]  # arrays (checked)
+        vol_skew=cat([sc.vol_skew for sc in sets], 0.0),
+        rate_shift_abs=cat([sc.rate_by_symbol() for sc in sets], 0.0),
+        dividend_shift_abs=cat([sc.dividend_shift_abs for sc in sets], 0.0),
     )
 
 
@@ -1424,16 +1784,16 @@ def evaluate_many(
     per-underlying P&L are those of the separate calls, bit for bit; a book's P&L is the sum of its
     per-underlying P&L (the separate call sums by position: equal to rounding). Sets are padded to the longest by
     repeating their last row (no range changes); sets below ``EEP_MIN_SCENARIOS`` rows are evaluated apart from
-    the others (they get no grid). Per-symbol vol shifts and skews only (no rate shifts, callables or per-position
-    shifts).
+    the others (they get no grid). Per-symbol vol shifts and skews only (no callables or per-position shifts); rate
+    and dividend-yield shifts move each set's own block (a per-scenario rate shift becomes per-symbol).
     """
     if len(portfolios) != len(scenario_sets) or not portfolios:
         raise ValueError("need one scenario set per portfolio, at least one")
     for p, sc in zip(portfolios, scenario_sets, strict=True):
         if sc.n_symbols != p.n_symbols:
             raise ValueError(f"scenarios have {sc.n_symbols} symbol columns, the portfolio {p.n_symbols}")
-        if sc.rate_shift_abs is not None or callable(sc.vol_shift_abs) or sc.vol_shift_per_position:
-            raise ValueError("evaluate_many takes per-symbol spot, vol scale, vol shift and skew scenarios only")
+        if callable(sc.vol_shift_abs) or sc.vol_shift_per_position:
+            raise ValueError("evaluate_many takes per-symbol spot, vol, rate and dividend-yield scenarios only")
         if isinstance(sc.vol_shift_abs, np.ndarray) and sc.vol_shift_abs.shape[1] != p.n_symbols:
             raise ValueError("evaluate_many takes per-symbol vol shifts only")
     small = np.array([sc.n_scenarios < EEP_MIN_SCENARIOS for sc in scenario_sets])

@@ -17,7 +17,9 @@ Methods (``method`` column):
 * ``historical``: full revaluation under the joint historical moves of the last ``lookback_days``
   days: each underlying's h-day log return and, when a history of relative ATM implied-vol changes
   is supplied, its h-day relative vol change applied multiplicatively to every option on that
-  underlying (without that history vols are left unchanged). Multi-day horizons use the
+  underlying (without that history vols are left unchanged); with ``MarketHistory.rate_changes`` every
+  option's rate moves by the day's zero-rate change, with ``dividend_changes`` every option's dividend yield
+  by its underlying's yield change (absolute shifts, summed over the horizon). Multi-day horizons use the
   ``lookback - h + 1`` overlapping h-day windows, not the square-root-of-time rule (Hull ch. 13).
 * ``delta_normal``: ``P&L = sum_s D_s x_s`` with dollar deltas ``D_s = sum units delta S_s`` and
   ``x ~ N(0, h Sigma)``, ``Sigma`` the zero-mean covariance of daily log returns over the lookback,
@@ -47,7 +49,8 @@ Methods (``method`` column):
   "garch"`` (default) builds h-day paths day by day with the GARCH variance recursion driven by the
   simulated returns (as in Barone-Adesi et al.); ``"rescaled_sum"`` uses today's forecast vol for all
   h days (``sigma_{T+1} sum z``). Vol changes are bootstrapped unfiltered and compounded over the h
-  days. ``n_scenarios`` (default 10,000) paths, seeded, full revaluation. At one day the bootstrap's
+  days, rate and dividend-yield changes (when the history has them) unfiltered and summed.
+  ``n_scenarios`` (default 10,000) paths, seeded, full revaluation. At one day the bootstrap's
   distribution is uniform over the ``lookback`` filtered dates, so the 1-day VaR/ES are computed exactly
   from every date once (``standard_error`` 0); longer horizons report the bootstrap standard error of
   the sampled VaR (200 resamples of the scenario P&L).
@@ -164,12 +167,15 @@ class MarketHistory:
     ``log_returns[t, s] = ln(C_{t+1} / C_t)``; ``iv_rel_changes[t, s] = iv_{t+1} / iv_t - 1`` of the
     underlying's ATM implied vol on the same days (NaN where unknown: vol unchanged that day);
     ``rate_changes[t] = r_{t+1} - r_t``, the absolute change of the zero rate (decimal; NaN where unknown:
-    rates unchanged that day), applied to every option as a parallel shift of its rate (historical VaR).
+    rates unchanged that day), applied to every option as a parallel shift of its rate;
+    ``dividend_changes[t, s] = q_{t+1} - q_t``, the absolute change of the underlying's continuous dividend
+    yield (decimal; NaN where unknown: unchanged that day), applied to every option on it (historical and FHS).
     """
 
     log_returns: FloatArray
     iv_rel_changes: FloatArray | None = None
     rate_changes: FloatArray | None = None
+    dividend_changes: FloatArray | None = None
 
     def __post_init__(self) -> None:
         r = np.ascontiguousarray(self.log_returns, dtype=np.float64)
@@ -190,6 +196,12 @@ class MarketHistory:
                 raise ValueError("rate_changes must have one entry per day of log_returns")
             dr[~np.isfinite(dr)] = 0.0
             object.__setattr__(self, "rate_changes", dr)
+        if self.dividend_changes is not None:
+            dq = np.array(self.dividend_changes, dtype=np.float64)
+            if dq.shape != r.shape:
+                raise ValueError("dividend_changes must have the shape of log_returns")
+            dq[~np.isfinite(dq)] = 0.0
+            object.__setattr__(self, "dividend_changes", dq)
 
     @property
     def n_days(self) -> int:
@@ -197,10 +209,26 @@ class MarketHistory:
 
     def window(self, lookback: int) -> MarketHistory:
         """The last ``lookback`` days (all of them if fewer)."""
-        v, dr = self.iv_rel_changes, self.rate_changes
+        return self.rows(slice(-lookback, None))
+
+    def rows(self, days: slice) -> MarketHistory:
+        """The days ``days`` of every factor."""
+        v, dr, dq = self.iv_rel_changes, self.rate_changes, self.dividend_changes
         return MarketHistory(
-            self.log_returns[-lookback:], None if v is None else v[-lookback:], None if dr is None else dr[-lookback:]
+            self.log_returns[days],
+            None if v is None else v[days],
+            None if dr is None else dr[days],
+            None if dq is None else dq[days],
         )
+
+    def factor_tags(self) -> list[str]:
+        """``method_note`` parts naming the rate and dividend-yield factors this history moves."""
+        tags = []
+        if self.rate_changes is not None:
+            tags.append("rates: every option's rate shifted by the history's zero-rate change")
+        if self.dividend_changes is not None:
+            tags.append("dividends: every option's yield shifted by its underlying's dividend-yield change")
+        return tags
 
 
 @dataclass(frozen=True, eq=False)
@@ -440,7 +468,7 @@ def _simulation_results(
 
 def historical_scenarios(history: MarketHistory, horizon_days: int) -> ScenarioSet:
     """Overlapping h-day scenarios: ``expm1`` of h-day log returns, compounded h-day vol changes and summed h-day
-    rate changes."""
+    rate and dividend-yield changes."""
     r = history.log_returns
     n = r.shape[0] - horizon_days + 1
     if n < 1:
@@ -455,7 +483,11 @@ def historical_scenarios(history: MarketHistory, horizon_days: int) -> ScenarioS
     if history.rate_changes is not None:
         cr = np.concatenate([[0.0], np.cumsum(history.rate_changes)])
         rate = cr[horizon_days:] - cr[:n]
-    return ScenarioSet(spot, vol_scale=scale, rate_shift_abs=rate)
+    div = None
+    if history.dividend_changes is not None:
+        cq = np.vstack([np.zeros((1, r.shape[1])), np.cumsum(history.dividend_changes, axis=0)])
+        div = cq[horizon_days:] - cq[:n]
+    return ScenarioSet(spot, vol_scale=scale, rate_shift_abs=rate, dividend_shift_abs=div)
 
 
 def historical_var(
@@ -497,8 +529,7 @@ def historical_var(
             HISTORICAL, h, res.pnl, res.by_symbol, cfg, portfolio.symbols, hist.n_days, overlapping=True
         )
     tags = [f"{kind}: {d.label}" for kind, d in (("smile", smile), ("term", term)) if d is not None]
-    if hist.rate_changes is not None:
-        tags.append("rates: every option's rate shifted by the history's zero-rate change")
+    tags += hist.factor_tags()
     if tags:
         results = [replace(r, note="; ".join(x for x in (*tags, r.note) if x)) for r in results]
     return tuple(results), pnls
@@ -540,12 +571,7 @@ def stressed_var(
         chunk_size=cfg.chunk_size,
     ).pnl
     start = worst_window(one_day, window, select_confidence)
-    v, dr = history.iv_rel_changes, history.rate_changes
-    span = MarketHistory(
-        history.log_returns[start : start + window],
-        None if v is None else v[start : start + window],
-        None if dr is None else dr[start : start + window],
-    )
+    span = history.rows(slice(start, start + window))
     results, _ = historical_var(portfolio, span, replace(cfg, lookback_days=window), client=client)
     note = f"worst {window}-day window of {history.n_days} by 1-day {select_confidence:.0%} VaR"
     return tuple(
@@ -937,13 +963,16 @@ def parametric_var(
 @dataclass(frozen=True, eq=False)
 class FhsModel:
     """GARCH filter of each underlying: parameters, standardized returns ``z[t, s]`` and the
-    one-step-ahead variance ``next_variance[s]`` (daily), plus the vol-change rows bootstrapped with z.
+    one-step-ahead variance ``next_variance[s]`` (daily), plus the vol-, rate- and dividend-yield-change rows
+    bootstrapped with z (unfiltered).
     """
 
     params: tuple[GarchParams, ...]
     standardized: FloatArray
     next_variance: FloatArray
     iv_rel_changes: FloatArray | None
+    rate_changes: FloatArray | None = None
+    dividend_changes: FloatArray | None = None
 
 
 def _constant_variance(r: FloatArray) -> GarchParams:
@@ -978,7 +1007,7 @@ def fit_fhs(history: MarketHistory, garch_params: Sequence[GarchParams] | None =
         params.append(p)
         z[:, s] = r[:, s] / np.sqrt(var[:-1])
         nxt[s] = var[-1]
-    return FhsModel(tuple(params), z, nxt, history.iv_rel_changes)
+    return FhsModel(tuple(params), z, nxt, history.iv_rel_changes, history.rate_changes, history.dividend_changes)
 
 
 def fhs_draws(n_days: int, n_scenarios: int, max_horizon: int, seed: int) -> NDArray[np.intp]:
@@ -999,6 +1028,9 @@ def fhs_scenarios(
     var = np.broadcast_to(model.next_variance, (n, z.shape[1])).copy()
     total = np.zeros_like(var)
     log_scale = np.zeros_like(var) if model.iv_rel_changes is not None else None
+    # rate and dividend-yield changes of the drawn dates, summed over the horizon (as historical_scenarios)
+    rate = None if model.rate_changes is None else model.rate_changes[draws[:, :horizon_days]].sum(axis=1)
+    div = None if model.dividend_changes is None else model.dividend_changes[draws[:, :horizon_days]].sum(axis=1)
     for d in range(horizon_days):  # loop over the days of the horizon only
         zd = z[draws[:, d]]
         if paths == "garch":
@@ -1010,7 +1042,12 @@ def fhs_scenarios(
         if log_scale is not None:
             assert model.iv_rel_changes is not None
             log_scale += np.log1p(model.iv_rel_changes[draws[:, d]])
-    return ScenarioSet(np.expm1(total), vol_scale=None if log_scale is None else np.exp(log_scale))
+    return ScenarioSet(
+        np.expm1(total),
+        vol_scale=None if log_scale is None else np.exp(log_scale),
+        rate_shift_abs=rate,
+        dividend_shift_abs=div,
+    )
 
 
 def monte_carlo_var(
@@ -1040,7 +1077,7 @@ def monte_carlo_var(
         )
         assert res.by_symbol is not None
         pnls[h] = res.pnl
-        results += _fhs_results(h, res.pnl, res.by_symbol, cfg, portfolio.symbols, hist.n_days)
+        results += _fhs_results(h, res.pnl, res.by_symbol, cfg, portfolio.symbols, hist.n_days, hist.factor_tags())
     return tuple(results), pnls
 
 
@@ -1057,11 +1094,17 @@ def fhs_scenario_sets(fhs: FhsModel, config: VarConfig) -> dict[int, ScenarioSet
 
 
 def _fhs_results(
-    h: int, pnl: FloatArray, by_symbol: FloatArray, cfg: VarConfig, symbols: tuple[str, ...], lookback: int
+    h: int,
+    pnl: FloatArray,
+    by_symbol: FloatArray,
+    cfg: VarConfig,
+    symbols: tuple[str, ...],
+    lookback: int,
+    tags: Sequence[str] = (),
 ) -> list[VarResult]:
     exact = h == 1
     errors = np.zeros(len(cfg.confidences)) if exact else bootstrap_standard_error(pnl, cfg.confidences)
-    note = "exact: every filtered date once" if exact else f"{pnl.size} sampled paths"
+    note = "; ".join([*tags, "exact: every filtered date once" if exact else f"{pnl.size} sampled paths"])
     return _simulation_results(
         MONTE_CARLO_FHS, h, pnl, by_symbol, cfg, symbols, lookback, standard_errors=errors, note=note
     )
@@ -1143,10 +1186,11 @@ def compute_var_batch(
                 pnl[k][(method, h)] = res.pnl
                 if method == HISTORICAL:
                     results[k] += _simulation_results(
-                        HISTORICAL, h, res.pnl, res.by_symbol, cfg, p.symbols, x.n_days, overlapping=True
-                    )
+                        HISTORICAL, h, res.pnl, res.by_symbol, cfg, p.symbols, x.n_days, overlapping=True,
+                        note="; ".join(x.factor_tags()),
+                    )  # fmt: skip
                 else:
-                    results[k] += _fhs_results(h, res.pnl, res.by_symbol, cfg, p.symbols, x.n_days)
+                    results[k] += _fhs_results(h, res.pnl, res.by_symbol, cfg, p.symbols, x.n_days, x.factor_tags())
 
     if HISTORICAL in methods:
         each_horizon(HISTORICAL, [{h: historical_scenarios(x, h) for h in cfg.horizons} for x in hists])

@@ -47,9 +47,15 @@ def test_every_book_method_horizon_confidence_and_components(run: Run) -> None:
 
 
 def _position_values(
-    p: pd.DataFrame, spot: np.ndarray, years_later: float, vol_scale: np.ndarray | float = 1.0
+    p: pd.DataFrame,
+    spot: np.ndarray,
+    years_later: float,
+    vol_scale: np.ndarray | float = 1.0,
+    rate_shift: float = 0.0,
+    dividend_shift: np.ndarray | float = 0.0,
 ) -> np.ndarray:
-    """Exact value of each position (Black-Scholes-Merton or Bjerksund-Stensland 2002) at given spots and vols."""
+    """Exact value of each position (Black-Scholes-Merton or the exact American engine) at given spots, vols, rate
+    and dividend-yield shifts."""
     units = (p["quantity"] * p["multiplier"]).to_numpy()
     option = (p["instrument_type"] == "option").to_numpy()
     value = spot.copy()
@@ -59,8 +65,8 @@ def _position_values(
         p["strike"].to_numpy(float),
         t,
         p["implied_vol"].to_numpy(float) * vol_scale,
-        p["rate"].to_numpy(float),
-        p["dividend_yield"].to_numpy(float),
+        p["rate"].to_numpy(float) + rate_shift,
+        p["dividend_yield"].to_numpy(float) + dividend_shift,
         (p["option_type"] == "C").to_numpy(),
     )
     american = (p["exercise_style"] == "american").to_numpy()
@@ -73,7 +79,8 @@ def _position_values(
 def test_historical_var_equals_an_independent_revaluation(run: Run) -> None:
     """Each historical day: spots by the day's returns, each option's vol by the day's relative ATM-vol change ``c``
     raised to ``(30 / max(tau_days, 7))^alpha`` (the default expiry-scaled term structure, alpha as the stress layer
-    stored it), the rate factor off by default: rates unchanged."""
+    stored it), every option's rate by the day's change of the 91-day zero rate and its dividend yield by its
+    underlying's yield change (both factors are on by default)."""
     from risk_pipeline.defs.risk.stress_vol import StoredVolParameters
 
     wh, _ = run
@@ -82,6 +89,7 @@ def test_historical_var_equals_an_independent_revaluation(run: Run) -> None:
     p = positions[positions["book"] == book].reset_index(drop=True)
     stored = wh.read("var_results", {"book": book, "method": "historical", "horizon_days": 1})
     assert (stored["iv_history_coverage"] == 1.0).all()
+    assert (stored["rate_history_coverage"] == 1.0).all() and (stored["dividend_history_coverage"] == 1.0).all()
     start, end = stored["history_start"].iloc[0], stored["history_end"].iloc[0]
     symbols = sorted(set(p["symbol"]))
     closes = wh.read("market_prices", {"symbol": symbols}, columns=["as_of_date", "symbol", "close"])
@@ -95,6 +103,11 @@ def test_historical_var_equals_an_independent_revaluation(run: Run) -> None:
     tau_days = p["time_to_expiry_years"].to_numpy(float) * 365.0
     power = (rule.reference_tenor_days / np.maximum(tau_days, rule.min_tenor_days)) ** rule.term_exponent
     assert 0.0 < rule.term_exponent < 1.0 and rule.reference_tenor_days == 30.0
+    curve = wh.read("rates_curve", {"tenor_days": 91}).set_index("as_of_date")["zero_rate"].sort_index()
+    rate_change = curve.diff().reindex(returns.index).fillna(0.0)
+    yields = wh.read("dividend_yields", {"symbol": symbols})
+    yields = yields.pivot(index="as_of_date", columns="symbol", values="dividend_yield").sort_index()
+    div_change = yields.diff().reindex(returns.index).fillna(0.0)
     base = _position_values(p, p["spot"].to_numpy(float), 0.0).sum()
     pnl = np.array(
         [
@@ -103,6 +116,8 @@ def test_historical_var_equals_an_independent_revaluation(run: Run) -> None:
                 p["spot"].to_numpy(float) * np.exp(returns.loc[day, p["symbol"]].to_numpy(float)),
                 1 / 252,
                 vol_change.loc[day, p["symbol"]].to_numpy(float) ** power,
+                float(rate_change.loc[day]),
+                div_change.loc[day, p["symbol"]].to_numpy(float),
             ).sum()
             - base
             for day in returns.index
@@ -350,7 +365,7 @@ def test_var_results_with_sabr_smile_and_flat_term_structure(run: Run, tmp_path:
         rows = rows.reset_index(drop=True)
         portfolio = book_portfolio(rows)
         options = sorted(rows.loc[rows["instrument_type"] == "option", "symbol"].unique())
-        factors = return_history(copy, SESSION, portfolio.symbols, 500, options)
+        factors = return_history(copy, SESSION, portfolio.symbols, 500, options, True, True)  # the defaults
         res, _ = historical_var(
             portfolio,
             factors.history,

@@ -239,11 +239,14 @@ def test_eep_grid_covers_per_position_vol_shifts() -> None:
     assert worst < 5e-5
 
 
-def test_eep_grid_falls_back_to_exact_with_rate_shifts() -> None:
+def test_eep_grid_spans_rate_shifts_and_small_sets_stay_exact() -> None:
     p = _book()
     sc = ScenarioSet(np.full((2, p.n_symbols), -0.05), rate_shift_abs=np.array([0.0, 0.01]))
-    assert prepare(p, 0.0, sc, "eep_grid").american == "exact"
+    book = prepare(p, 0.0, sc, "eep_grid")
+    assert book.american == "eep_grid" and np.all(book.grid_mode != 1)  # two scenarios: no grid, exact prices
     np.testing.assert_array_equal(evaluate(p, sc, american="eep_grid").pnl, evaluate(p, sc).pnl)
+    callable_shift = ScenarioSet(sc.spot_shock_rel, vol_shift_abs=SkewVolShift(0.01, -0.1))
+    assert prepare(p, 0.0, callable_shift, "eep_grid").american == "exact"
 
 
 def test_portfolio_validation() -> None:

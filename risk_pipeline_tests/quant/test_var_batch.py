@@ -207,4 +207,6 @@ def test_evaluate_many_refuses_what_it_cannot_stack() -> None:
     with pytest.raises(ValueError, match="one scenario set per portfolio"):
         evaluate_many([book], [])
     with pytest.raises(ValueError, match="per-symbol"):
-        evaluate_many([book], [ScenarioSet(np.zeros((3, 2)), rate_shift_abs=np.zeros(3))])
+        evaluate_many(
+            [book], [ScenarioSet(np.zeros((3, 2)), vol_shift_abs=np.zeros((3, 2)), vol_shift_per_position=True)]
+        )

@@ -78,10 +78,12 @@ class VarSettings(dg.Config):
     #: term structure of the ATM vol move: "flat" (the 30-day move at every expiry) or "expiry_scaled" (times
     #: (30 / tau)^alpha, alpha fitted as the stress layer fits it); the other is computed beside it
     vol_term_structure: str = "expiry_scaled"
-    #: the rate risk factor of historical VaR: every option's rate moves by the day's change of the 91-day zero
-    #: rate. Off by default: a rate shift takes American options off the early-exercise grid onto the exact
-    #: engine (var_results 2.3 s -> 11.2 s on the demo books) for a rho P&L of a few basis points a day
-    rate_factor: bool = False
+    #: the rate risk factor of historical and FHS VaR: every option's rate moves by the day's change of the 91-day
+    #: zero rate (rates_curve)
+    rate_factor: bool = True
+    #: the dividend risk factor of historical and FHS VaR: every option's dividend yield moves by the day's change of
+    #: its underlying's yield (dividend_yields)
+    dividend_factor: bool = True
 
 
 def book_portfolio(rows: pd.DataFrame) -> Portfolio:
@@ -221,6 +223,10 @@ class RiskFactorHistory:
     iv_coverage: float
     #: the date of each return row (the session it ends on)
     dates: tuple[dt.date, ...] = ()
+    #: share of the days with a measured zero-rate change (NaN without the rate factor)
+    rate_coverage: float = float("nan")
+    #: share of the (day, optioned underlying) cells with a measured dividend-yield change (NaN without the factor)
+    dividend_coverage: float = float("nan")
 
 
 def factor_levels(
@@ -249,14 +255,18 @@ def return_history(
     lookback: int,
     option_symbols: Sequence[str] = (),
     rate_factor: bool = False,
+    dividend_factor: bool = False,
 ) -> RiskFactorHistory:
     """Daily log returns and relative ATM-vol changes of ``symbols`` over the last ``lookback`` sessions.
 
     The vol change of a day is ``atm_vol_t / atm_vol_(t-1) - 1`` from ``atm_vol_history``; a day without both
     vols is NaN (the vol is left unchanged that day). With ``rate_factor`` the rate change of a day is the change
     of the ``RATE_FACTOR_TENOR_DAYS`` zero rate (``rates_curve``), applied to every option's rate as a parallel
-    shift (NaN without both: rates unchanged that day). ``iv_coverage`` is the measured share of the
-    (day, underlying) cells of ``option_symbols`` (1.0 when the book has no options).
+    shift (NaN without both: rates unchanged that day). With ``dividend_factor`` the dividend-yield change of a
+    day is that of each underlying's yield (``dividend_yields``), applied to every option on it (NaN without
+    both: unchanged that day). ``iv_coverage`` is the measured share of the (day, underlying) cells of
+    ``option_symbols`` (1.0 when the book has no options); ``rate_coverage`` and ``dividend_coverage`` the same
+    for the two factors (NaN when off).
     """
     wide, vols = factor_levels(wh, session, lookback, symbols, "VaR")
     returns = np.log(wide).diff().iloc[1:].dropna().tail(lookback)
@@ -264,21 +274,39 @@ def return_history(
         raise dg.Failure(f"only {len(returns)} days of complete return history before {session}; VaR needs 250")
     iv_change = (vols / vols.shift(1) - 1.0).reindex(returns.index)
     measured = np.isfinite(iv_change[list(option_symbols)].to_numpy(float)) if option_symbols else np.ones(1)
-    rate_change = None
+    rate_change, div_change = None, None
+    rate_coverage, div_coverage = float("nan"), float("nan")
+    span = Between(wide.index[0], wide.index[-1])
     if rate_factor:
         curve = wh.read(
             "rates_curve",
-            {"tenor_days": RATE_FACTOR_TENOR_DAYS, "as_of_date": Between(wide.index[0], wide.index[-1])},
+            {"tenor_days": RATE_FACTOR_TENOR_DAYS, "as_of_date": span},
             columns=["as_of_date", "zero_rate"],
         )
         rate = curve.set_index("as_of_date")["zero_rate"].reindex(wide.index)
         rate_change = rate.diff().reindex(returns.index).to_numpy(float)
+        rate_coverage = float(np.isfinite(rate_change).mean())
+    if dividend_factor:
+        rows = wh.read(
+            "dividend_yields",
+            {"as_of_date": span, "symbol": list(symbols)},
+            columns=["as_of_date", "symbol", "dividend_yield"],
+        )
+        yields = rows.pivot(index="as_of_date", columns="symbol", values="dividend_yield")
+        yields = yields.reindex(index=wide.index, columns=list(symbols))
+        div_frame = yields.diff().reindex(returns.index)
+        div_change = div_frame.to_numpy(float)
+        div_coverage = (
+            float(np.isfinite(div_frame[list(option_symbols)].to_numpy(float)).mean()) if option_symbols else 1.0
+        )
     return RiskFactorHistory(
-        MarketHistory(returns.to_numpy(float), iv_change.to_numpy(float), rate_change),
+        MarketHistory(returns.to_numpy(float), iv_change.to_numpy(float), rate_change, div_change),
         returns.index[0],
         returns.index[-1],
         float(measured.mean()),
         tuple(returns.index),
+        rate_coverage,
+        div_coverage,
     )
 
 
@@ -310,6 +338,8 @@ def var_document(rows: pd.DataFrame, current_exposure: float, var_cap: float | N
                 "position_greeks",
                 "market_prices",
                 "atm_vol_history",
+                "rates_curve",
+                "dividend_yields",
                 "event_calendar",
                 "vol_surface",
                 "sabr_slices",
@@ -318,8 +348,9 @@ def var_document(rows: pd.DataFrame, current_exposure: float, var_cap: float | N
             owners=OWNERS,
             description=(
                 "VaR and ES per book at 95 / 97.5 / 99 % over 1, 3 and 5 sessions: historical simulation with full "
-                "revaluation under joint moves of spot and ATM implied vol (atm_vol_history; overlapping multi-day "
-                "moves), delta-normal, delta-gamma-vega Cornish-Fisher, and filtered historical simulation Monte "
+                "revaluation under joint moves of spot, ATM implied vol (atm_vol_history), the 91-day zero rate "
+                "(rates_curve) and each name's dividend yield (dividend_yields; overlapping multi-day moves), "
+                "delta-normal, delta-gamma-vega Cornish-Fisher, and filtered historical simulation Monte "
                 "Carlo (GARCH-standardized returns, joint date resampling, 10,000 scenarios). Also "
                 "exports/var/<book>.json, written once the rows are published."
             ),
@@ -390,8 +421,9 @@ def var_results(
         portfolio = book_portfolio(v.rows)
         option_symbols = sorted(v.rows.loc[v.rows["instrument_type"] == "option", "symbol"].unique())
         factors = return_history(
-            wh, v.session, portfolio.symbols, cfg.lookback_days, option_symbols, rate_factor=config.rate_factor
-        )
+            wh, v.session, portfolio.symbols, cfg.lookback_days, option_symbols, config.rate_factor,
+            config.dividend_factor,
+        )  # fmt: skip
         dynamics = smile_dynamics(wh, v.as_of, v.rows, portfolio)
         if config.smile_dynamics not in dynamics:
             raise RiskDataError(
@@ -426,10 +458,13 @@ def var_results(
         book_rows.insert(0, "as_of", v.as_of)
         book_rows["history_start"], book_rows["history_end"] = factors.first, factors.last
         book_rows["seed"], book_rows["iv_history_coverage"] = cfg.seed, factors.iv_coverage
+        book_rows["rate_history_coverage"] = factors.rate_coverage
+        book_rows["dividend_history_coverage"] = factors.dividend_coverage
         # stressed VaR/ES: historical simulation on the worst 250-session window of the whole stored history
         long = return_history(
-            wh, v.session, portfolio.symbols, STRESS_HISTORY_SESSIONS, option_symbols, rate_factor=config.rate_factor
-        )
+            wh, v.session, portfolio.symbols, STRESS_HISTORY_SESSIONS, option_symbols, config.rate_factor,
+            config.dividend_factor,
+        )  # fmt: skip
         stressed, start = stressed_var(portfolio, long.history, cfg)
         stressed_rows = pd.DataFrame([r.to_row() for r in stressed])
         stressed_rows.insert(0, "book", v.book)
@@ -438,6 +473,8 @@ def var_results(
         stressed_rows["history_start"] = long.dates[start]
         stressed_rows["history_end"] = long.dates[start + STRESS_WINDOW_DAYS - 1]
         stressed_rows["seed"], stressed_rows["iv_history_coverage"] = cfg.seed, long.iv_coverage
+        stressed_rows["rate_history_coverage"] = long.rate_coverage
+        stressed_rows["dividend_history_coverage"] = long.dividend_coverage
         for c in ("gap_var", "gap_expected_shortfall", "gap_events", "smile_sensitivity"):
             stressed_rows[c] = None
         result_rows.append(pd.concat([book_rows, stressed_rows[book_rows.columns]], ignore_index=True))
