@@ -320,6 +320,7 @@ def _view(wh: Warehouse, name: str) -> pd.DataFrame:
             "underlying",
             "method",
             "confidence",
+            "horizon_days",
             "var_date",
             "origin",
             "symbol_a",

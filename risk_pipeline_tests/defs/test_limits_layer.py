@@ -171,6 +171,8 @@ def _store_var(wh: Warehouse, books: tuple[str, ...] = ("core", "clean")) -> Non
                 "history_end": None,
                 "seed": None,
                 "iv_history_coverage": None,
+                "rate_history_coverage": None,
+                "dividend_history_coverage": None,
                 "gap_var": None,
                 "gap_expected_shortfall": None,
                 "gap_events": None,
