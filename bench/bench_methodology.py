@@ -62,8 +62,10 @@ def book_rows(wh: Warehouse, session: dt.date, book: str, rows: pd.DataFrame, na
     cfg = VarConfig(lookback_days=settings.lookback_days, n_scenarios=settings.n_scenarios, seed=settings.seed)
     portfolio = book_portfolio(rows)
     options = sorted(rows.loc[rows["instrument_type"] == "option", "symbol"].unique())
-    factors = return_history(wh, session, portfolio.symbols, cfg.lookback_days, options)
-    with_rates = return_history(wh, session, portfolio.symbols, cfg.lookback_days, options, rate_factor=True)
+    factors = return_history(
+        wh, session, portfolio.symbols, cfg.lookback_days, options, settings.rate_factor, settings.dividend_factor
+    )
+    spot_and_vol_only = return_history(wh, session, portfolio.symbols, cfg.lookback_days, options)
     dynamics = smile_dynamics(wh, rows["as_of"].iloc[0], rows, portfolio)
     terms = term_structures(wh, session, names)
     out: list[str] = []
@@ -95,13 +97,14 @@ def book_rows(wh: Warehouse, session: dt.date, book: str, rows: pd.DataFrame, na
                     "alternative computed beside it (var_results.smile_sensitivity); Bartlett 2006 for SABR",
                 )
             )  # fmt: skip
-    rated = compute_var(portfolio, with_rates.history, cfg, methods=(HISTORICAL,), term=terms["expiry_scaled"]).get(
-        HISTORICAL, 1, 0.99
-    )
+    before = compute_var(
+        portfolio, spot_and_vol_only.history, cfg, methods=(HISTORICAL,), term=terms["expiry_scaled"]
+    ).get(HISTORICAL, 1, 0.99)
     out.append(
         _row(
-            book, "rate factor (91-day zero rate shift)", "historical VaR 99 % 1d",
-            f"{base:,.0f}", f"{rated.var:,.0f}", _pct(base, rated.var), "VarSettings.rate_factor",
+            book, "rate (91-day zero) and dividend-yield factors", "historical VaR 99 % 1d",
+            f"{before.var:,.0f}", f"{base:,.0f}", _pct(before.var, base),
+            "VarSettings.rate_factor, dividend_factor (early-exercise grid, quadratic in the shifts)",
         )
     )  # fmt: skip
     # Monte Carlo FHS: at one day the exact statistic over the filtered dates against 10,000 resampled draws of them

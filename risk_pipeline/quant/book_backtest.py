@@ -22,6 +22,7 @@ from numpy.typing import ArrayLike
 from risk_pipeline.quant._numba import FloatArray, IntArray
 from risk_pipeline.quant.portfolio import Portfolio, stack_portfolios
 from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate_many, market_values
+from risk_pipeline.quant.smile_dynamics import SmileDynamics
 from risk_pipeline.quant.var import (
     ALL_METHODS,
     MONTE_CARLO_FHS,
@@ -127,6 +128,7 @@ def static_book_backtest(
     refit_every: int = 21,
     garch_cache: GarchCache | None = None,
     garch_fits: list[list[GarchParams]] | None = None,
+    term: SmileDynamics | None = None,
 ) -> StaticBookBacktest:
     """Backtest the book of the last row of ``closes`` on the backtest days ``days``.
 
@@ -140,7 +142,8 @@ def static_book_backtest(
     of a run) lets books that share an underlying share its fits; ``garch_fits`` are those fits made
     beforehand (``rolling_garch_fits`` with the same closes, days, look-back and ``refit_every``). Every day's
     VaR is ``var.compute_var``'s, computed for all days at once (``var.compute_var_batch``: one scenario-engine
-    call per method).
+    call per method). ``term`` (``smile_dynamics.ExpiryScaledVolMoves``): the historical VaR's and the P&L's ATM
+    vol move scaled by expiry, as ``var.historical_var`` applies it (None: every expiry moves by the ATM ratio).
     """
     if refit_every < 1:
         raise ValueError("refit_every must be at least 1")
@@ -177,7 +180,7 @@ def static_book_backtest(
             raise ValueError("garch_fits needs one set of per-symbol parameters per backtest day")
         fits = garch_fits
     # every day's VaR by the production code path, all days' books in one scenario-engine call per method
-    reports = compute_var_batch(books, histories, cfg, methods=methods, garch_params=fits)
+    reports = compute_var_batch(books, histories, cfg, methods=methods, garch_params=fits, term=term)
     n_pos = portfolio.n_positions
     values = market_values(stack_portfolios(books)).reshape(-1, n_pos).sum(axis=1) if books else np.zeros(0)
     # the next day's full revaluation (exact American prices), the days of one calendar gap in one call
@@ -188,6 +191,11 @@ def static_book_backtest(
         tt = t_days[idx]
         vol_move = np.where(np.isfinite(iv_change[tt]), 1.0 + iv_change[tt], 1.0)
         sets = [ScenarioSet((c[t + 1] / c[t] - 1.0)[None, :], vol_scale=vol_move[j][None, :]) for j, t in enumerate(tt)]
+        if term is not None:
+            sets = [
+                replace(sc, vol_shift_abs=term.shifts(books[k], sc), vol_shift_per_position=True)
+                for k, sc in zip(idx, sets, strict=True)
+            ]
         moved = evaluate_many([books[k] for k in idx], sets, float(days_elapsed), american="exact")
         pnl[idx] = [float(r.pnl[0]) for r in moved]
     var = {name: np.array([r.get(name, 1, confidence).var for r in reports]) for name in methods}

@@ -1741,8 +1741,10 @@ def evaluate(
     return evaluate_prepared(book, scenarios, per_symbol=per_symbol, client=client, chunk_size=chunk_size)
 
 
-def _stack_sets(sets: Sequence[ScenarioSet], n: int) -> ScenarioSet:
-    """The sets side by side (one block of symbol columns each), each padded to ``n`` rows by repeating its last."""
+def _stack_sets(sets: Sequence[ScenarioSet], n: int, books: Sequence[Portfolio]) -> ScenarioSet:
+    """The sets side by side (one block of symbol columns each), each padded to ``n`` rows by repeating its last.
+    If any set shifts vols per position, the stacked set does too (one block of position columns per book; a
+    per-symbol shift is read at each position's symbol, none is 0)."""
 
     def pad(a: FloatArray) -> FloatArray:
         return a if a.shape[0] == n else np.vstack([a, np.repeat(a[-1:], n - a.shape[0], axis=0)])
@@ -1757,10 +1759,23 @@ def _stack_sets(sets: Sequence[ScenarioSet], n: int) -> ScenarioSet:
             ]
         )
 
+    per_position = any(sc.vol_shift_per_position for sc in sets)
+    if per_position:
+        shifts = []
+        for sc, book in zip(sets, books, strict=True):
+            a = sc.vol_shift_abs
+            if a is None:
+                shifts.append(pad(np.zeros((sc.n_scenarios, book.n_positions))))
+            else:
+                shifts.append(pad(a if sc.vol_shift_per_position else a[:, book.symbol_index]))  # type: ignore[index]
+        vol_shift: FloatArray | None = np.hstack(shifts)
+    else:
+        vol_shift = cat([sc.vol_shift_abs for sc in sets], 0.0)  # type: ignore[misc]  # arrays (checked)
     return ScenarioSet(
         spot_shock_rel=np.hstack([pad(sc.spot_shock_rel) for sc in sets]),
         vol_scale=cat([sc.vol_scale for sc in sets], 1.0),
-        vol_shift_abs=cat([sc.vol_shift_abs for sc in sets], 0.0),  # type: ignore[misc]  # arrays (checked)
+        vol_shift_abs=vol_shift,
+        vol_shift_per_position=True if per_position else None,
         vol_skew=cat([sc.vol_skew for sc in sets], 0.0),
         rate_shift_abs=cat([sc.rate_by_symbol() for sc in sets], 0.0),
         dividend_shift_abs=cat([sc.dividend_shift_abs for sc in sets], 0.0),
@@ -1784,18 +1799,20 @@ def evaluate_many(
     per-underlying P&L are those of the separate calls, bit for bit; a book's P&L is the sum of its
     per-underlying P&L (the separate call sums by position: equal to rounding). Sets are padded to the longest by
     repeating their last row (no range changes); sets below ``EEP_MIN_SCENARIOS`` rows are evaluated apart from
-    the others (they get no grid). Per-symbol vol shifts and skews only (no callables or per-position shifts); rate
-    and dividend-yield shifts move each set's own block (a per-scenario rate shift becomes per-symbol).
+    the others (they get no grid). Vol shifts per symbol or per position (``vol_shift_per_position``), no
+    callables; rate and dividend-yield shifts move each set's own block (a per-scenario rate shift becomes
+    per-symbol).
     """
     if len(portfolios) != len(scenario_sets) or not portfolios:
         raise ValueError("need one scenario set per portfolio, at least one")
     for p, sc in zip(portfolios, scenario_sets, strict=True):
         if sc.n_symbols != p.n_symbols:
             raise ValueError(f"scenarios have {sc.n_symbols} symbol columns, the portfolio {p.n_symbols}")
-        if callable(sc.vol_shift_abs) or sc.vol_shift_per_position:
-            raise ValueError("evaluate_many takes per-symbol spot, vol, rate and dividend-yield scenarios only")
-        if isinstance(sc.vol_shift_abs, np.ndarray) and sc.vol_shift_abs.shape[1] != p.n_symbols:
-            raise ValueError("evaluate_many takes per-symbol vol shifts only")
+        if callable(sc.vol_shift_abs):
+            raise ValueError("evaluate_many takes array scenarios only (no vol shift functions)")
+        width = p.n_positions if sc.vol_shift_per_position else p.n_symbols
+        if isinstance(sc.vol_shift_abs, np.ndarray) and sc.vol_shift_abs.shape[1] != width:
+            raise ValueError("a vol shift needs one column per symbol (per position with vol_shift_per_position)")
     small = np.array([sc.n_scenarios < EEP_MIN_SCENARIOS for sc in scenario_sets])
     out: list[ScenarioPnl | None] = [None] * len(portfolios)
     for flag in (False, True):
@@ -1808,7 +1825,7 @@ def evaluate_many(
         n = max(sc.n_scenarios for sc in sets)
         res = evaluate(
             book,
-            _stack_sets(sets, n),
+            _stack_sets(sets, n, books),
             horizon_days,
             american=american,
             per_symbol=True,

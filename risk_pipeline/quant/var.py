@@ -1150,9 +1150,10 @@ def compute_var_batch(
     *,
     methods: Sequence[str] = ALL_METHODS,
     garch_params: Sequence[Sequence[GarchParams] | None] | None = None,
+    term: SmileDynamics | None = None,
 ) -> list[VarReport]:
-    """``compute_var(portfolios[k], histories[k], config, methods=methods, garch_params=garch_params[k])`` for every
-    ``k`` at once: one scenario-engine call per simulation method and horizon for all the books
+    """``compute_var(portfolios[k], histories[k], config, methods=methods, garch_params=garch_params[k], term=term)``
+    for every ``k`` at once: one scenario-engine call per simulation method and horizon for all the books
     (``scenario_engine.evaluate_many``) and one Greeks call; the same scenarios, prices and statistics (a book's
     scenario P&L is the sum of its per-underlying P&L instead of the sum by position: equal to rounding)."""
     cfg = config or VarConfig()
@@ -1185,15 +1186,22 @@ def compute_var_batch(
                 assert res.by_symbol is not None
                 pnl[k][(method, h)] = res.pnl
                 if method == HISTORICAL:
+                    tags = ([f"term: {term.label}"] if term is not None else []) + x.factor_tags()
                     results[k] += _simulation_results(
                         HISTORICAL, h, res.pnl, res.by_symbol, cfg, p.symbols, x.n_days, overlapping=True,
-                        note="; ".join(x.factor_tags()),
+                        note="; ".join(tags),
                     )  # fmt: skip
                 else:
                     results[k] += _fhs_results(h, res.pnl, res.by_symbol, cfg, p.symbols, x.n_days, x.factor_tags())
 
     if HISTORICAL in methods:
-        each_horizon(HISTORICAL, [{h: historical_scenarios(x, h) for h in cfg.horizons} for x in hists])
+        sets = [{h: historical_scenarios(x, h) for h in cfg.horizons} for x in hists]
+        if term is not None:  # the expiry-scaled ATM move: per-position vol shifts, as historical_var adds them
+            sets = [
+                {h: replace(sc, vol_shift_abs=term.shifts(p, sc), vol_shift_per_position=True) for h, sc in s.items()}
+                for p, s in zip(portfolios, sets, strict=True)
+            ]
+        each_horizon(HISTORICAL, sets)
     if DELTA_NORMAL in methods or DELTA_GAMMA_CF in methods:
         greeks = position_greeks(stacked)
         ends = np.cumsum([0] + [p.n_positions for p in portfolios])

@@ -194,11 +194,20 @@ def test_surface_backtest_shares_the_static_books_var_and_reprices_off_smile_his
 
 
 def test_hypothetical_backtest_last_day_is_an_independent_repricing(run: Run) -> None:
-    """The book carried back to the previous session and moved to today, repriced exactly by hand."""
+    """The book carried back to the previous session and moved to today, repriced exactly by hand; each option's
+    vol moves by the ATM ratio ``c`` raised to ``(30 / max(tau_days, 7))^alpha`` (the default expiry-scaled term
+    structure, alpha as the stress layer stored it at the session)."""
+    from risk_pipeline.defs.risk.stress_vol import StoredVolParameters
+
     wh, _ = run
     positions = wh.read("position_greeks")
+    stress = wh.read("stress_results")
+    latest = stress.loc[stress["as_of"] == stress["as_of"].max(), "vol_parameters"].iloc[0]
+    rule = StoredVolParameters.parse(str(latest)).rule
     for book, p in positions.groupby("book"):
         p = p.reset_index(drop=True)
+        tau_days = p["time_to_expiry_years"].to_numpy(float) * 365.0
+        power = (rule.reference_tenor_days / np.maximum(tau_days, rule.min_tenor_days)) ** rule.term_exponent
         obs = wh.read("var_backtest_observations", {"book": f"hypothetical:{book}", "method": "historical"})
         last = obs.sort_values("var_date").iloc[-1]
         today, before = last["pnl_date"], last["var_date"]
@@ -220,7 +229,7 @@ def test_hypothetical_backtest_last_day_is_an_independent_repricing(run: Run) ->
             carried,
             close.loc[today, p["symbol"]].to_numpy(float),
             days / 365.0,
-            (vol.loc[today, p["symbol"]] / vol.loc[before, p["symbol"]]).to_numpy(float),
+            (vol.loc[today, p["symbol"]] / vol.loc[before, p["symbol"]]).to_numpy(float) ** power,
         ).sum()
         assert last["pnl"] == pytest.approx(value_now - value_then, rel=1e-9, abs=1e-6)
         assert last["book_value"] == pytest.approx(value_then, rel=1e-9)

@@ -206,7 +206,74 @@ def test_evaluate_many_refuses_what_it_cannot_stack() -> None:
     book = _book(np.array([100.0, 50.0]))
     with pytest.raises(ValueError, match="one scenario set per portfolio"):
         evaluate_many([book], [])
-    with pytest.raises(ValueError, match="per-symbol"):
+    with pytest.raises(ValueError, match="per position with vol_shift_per_position"):  # 2 columns, 7 positions
         evaluate_many(
             [book], [ScenarioSet(np.zeros((3, 2)), vol_shift_abs=np.zeros((3, 2)), vol_shift_per_position=True)]
         )
+    with pytest.raises(ValueError, match="no vol shift functions"):
+        evaluate_many([book], [ScenarioSet(np.zeros((3, 2)), vol_shift_abs=lambda *_: np.zeros((3, 7)))])
+
+
+def test_expiry_scaled_term_structure_in_the_batch_and_the_static_book_backtest() -> None:
+    """With the expiry-scaled ATM move, evaluate_many with per-position vol shifts equals separate evaluate calls,
+    compute_var_batch's historical VaR equals compute_var's, and the static-book backtest's P&L equals an exact
+    revaluation at vols ``sigma c^g``, ``g = (30 / max(365 tau, 7))^alpha`` written out by hand."""
+    from risk_pipeline.quant.smile_dynamics import ExpiryScaledVolMoves
+    from risk_pipeline.quant.var import HISTORICAL
+    from risk_pipeline.quant.vol_shocks import VolShockRule
+
+    alpha = 0.5
+    term = ExpiryScaledVolMoves(VolShockRule(term_exponent=alpha))
+    closes, vols, gaps = _market()
+    book = _book(closes[-1])
+    other = replace(_book(closes[-1] * 1.1), quantity=np.array([1.0, 2.0, -4.0, 3.0, 2.0, -5.0, 6.0]))
+    rng = np.random.default_rng(11)
+    sets = []
+    for p in (book, other):
+        sc = ScenarioSet(
+            rng.normal(0, 0.03, (EEP_MIN_SCENARIOS + 40, 2)),
+            vol_scale=np.exp(rng.normal(0, 0.1, (EEP_MIN_SCENARIOS + 40, 2))),
+        )
+        sets.append(replace(sc, vol_shift_abs=term.shifts(p, sc), vol_shift_per_position=True))
+    sets.append(ScenarioSet(rng.normal(0, 0.03, (EEP_MIN_SCENARIOS + 10, 2))))  # no vol shift: zeros per position
+    portfolios = [book, other, book]
+    together = evaluate_many(portfolios, sets, 1.0, american="eep_grid")
+    for p, sc, got in zip(portfolios, sets, together, strict=True):
+        alone = evaluate(p, sc, 1.0, american="eep_grid", per_symbol=True)
+        np.testing.assert_allclose(got.pnl, alone.pnl, rtol=RTOL, atol=1e-9 * np.abs(alone.pnl).max())
+
+    cfg = VarConfig(lookback_days=260, n_scenarios=500, horizons=(1,))
+    returns = np.diff(np.log(closes), axis=0)
+    iv = vols[1:] / vols[:-1] - 1.0
+    histories = [MarketHistory(returns[40:300], iv[40:300]), MarketHistory(returns[20:280], iv[20:280])]
+    batch = compute_var_batch([book, other], histories, cfg, methods=(HISTORICAL,), term=term)
+    for p, x, got in zip([book, other], histories, batch, strict=True):
+        want = compute_var(p, x, cfg, methods=(HISTORICAL,), term=term)
+        for c in cfg.confidences:
+            assert got.get(HISTORICAL, 1, c).var == pytest.approx(want.get(HISTORICAL, 1, c).var, rel=RTOL)
+            assert got.get(HISTORICAL, 1, c).note == want.get(HISTORICAL, 1, c).note
+        assert "term: ATM vol move x (30/tau)^0.500" in got.get(HISTORICAL, 1, 0.99).note
+
+    days = np.arange(280, 300, 3)
+    res = static_book_backtest(book, closes, vols, gaps, days, cfg, methods=(HISTORICAL,), term=term)
+    flat = static_book_backtest(book, closes, vols, gaps, days, cfg, methods=(HISTORICAL,))
+    tau_days = np.asarray(book.time_years) * 365.0
+    g = (30.0 / np.maximum(tau_days, 7.0)) ** alpha
+    option = np.asarray(book.is_option)
+    for k, t in enumerate(days):
+        ratio = np.where(np.isfinite(vols[t]) & np.isfinite(vols[-1]), vols[t] / vols[-1], 1.0)
+        day_book = rescaled_book(book, closes[t], ratio)
+        c = np.where(np.isfinite(iv[t]), 1.0 + iv[t], 1.0)[np.asarray(book.symbol_index)]
+        moved_vol = np.where(option, np.asarray(day_book.implied_vol) * c**g, 0.0)
+        moved = replace(
+            day_book,
+            spot=closes[t + 1],
+            implied_vol=moved_vol,
+            time_years=np.maximum(np.asarray(day_book.time_years) - gaps[t + 1] / 365.0, 0.0),
+        )
+        want = float(market_values(moved).sum() - market_values(day_book).sum())
+        assert res.pnl[k] == pytest.approx(want, rel=1e-9, abs=1e-6 * abs(want) + 1e-8)
+        day_var = compute_var(day_book, MarketHistory(returns[max(0, t - 260) : t], iv[max(0, t - 260) : t]), cfg,
+                              methods=(HISTORICAL,), term=term)  # fmt: skip
+        assert res.var[HISTORICAL][k] == pytest.approx(day_var.get(HISTORICAL, 1, 0.99).var, rel=RTOL)
+    assert not np.allclose(res.pnl, flat.pnl)  # the scaling moves the P&L

@@ -21,7 +21,7 @@ from risk_pipeline.defs.common import (
     publish,
     table_definition_metadata,
 )
-from risk_pipeline.defs.risk.var import book_portfolio, factor_levels
+from risk_pipeline.defs.risk.var import TERM_STRUCTURES, book_portfolio, factor_levels, term_structures
 from risk_pipeline.quant.backtest import (
     christoffersen_independence,
     conditional_coverage,
@@ -31,6 +31,7 @@ from risk_pipeline.quant.backtest import (
 from risk_pipeline.quant.book_backtest import GarchCache, rolling_garch_fits, static_book_backtest
 from risk_pipeline.quant.es_backtest import Z2Cache, rolling_z2, simulated_z2, z2_test
 from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant.smile_dynamics import SmileDynamics
 from risk_pipeline.quant.surface_backtest import SmileGrid, surface_repriced_pnl
 from risk_pipeline.quant.var import ALL_METHODS, MONTE_CARLO_FHS, VarConfig
 from risk_pipeline.quant.vol_forecast import GarchParams
@@ -65,6 +66,9 @@ class BacktestSettings(dg.Config):
     lookback_days: int = 500
     n_scenarios: int = 10_000
     seed: int = 0
+    #: term structure of the historical VaR's and the hypothetical P&L's ATM vol move, as var_results'
+    #: ``vol_term_structure`` ("flat" or "expiry_scaled", alpha fitted on atm_vol_history at the session)
+    vol_term_structure: str = "expiry_scaled"
 
 
 def book_series(wh: Warehouse, book: str, until: dt.date) -> pd.DataFrame:
@@ -375,6 +379,7 @@ def hypothetical(
     history: BookHistory | None = None,
     garch_fits: list[list[GarchParams]] | None = None,
     z2_cache: Z2Cache | None = None,
+    term: SmileDynamics | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Windows and observations of the book as of ``as_of`` carried back over the last sessions (``garch_cache``:
     one dict for the run's books, so that books sharing an underlying share its GARCH fits; ``history`` and
@@ -396,10 +401,12 @@ def hypothetical(
         refit_every=GARCH_REFIT_DAYS,
         garch_cache=garch_cache,
         garch_fits=garch_fits,
+        term=term,
     )
     source = (
         f"hypothetical P&L of {book}'s positions as of {as_of.isoformat()} carried back (quant.book_backtest); "
-        f"VaR by var.compute_var, look-back {settings.lookback_days}, seed {settings.seed}"
+        f"VaR by var.compute_var, look-back {settings.lookback_days}, seed {settings.seed}; "
+        f"vol term structure {'flat' if term is None else term.label}"
     )
     pnl_dates = x.dates.iloc[x.days + 1].reset_index(drop=True)
     es = {m: (result.es_var[m], result.expected_shortfall[m]) for m in result.expected_shortfall}
@@ -531,8 +538,15 @@ def backtest_tables(wh: Warehouse, session: dt.date, config: BacktestSettings) -
     BOOK_THREADS threads (the scenario engine's kernels release the GIL, so one book's Python work overlaps
     another's kernels) while this thread reads the realized series. Every result is that of a serial run.
     """
+    if config.vol_term_structure not in TERM_STRUCTURES:
+        raise dg.Failure(
+            f"var_backtest: vol_term_structure must be one of {TERM_STRUCTURES}, got {config.vol_term_structure!r}"
+        )
     realized_books = wh.query("SELECT DISTINCT book FROM risk.book_nav WHERE as_of_date <= ?", [session])["book"]
     as_of, positions = latest_valuation(wh, session)
+    # alpha fitted once at the session on every book's names, as var_results fits it
+    names = sorted({str(x) for x in positions["symbol"]})
+    term = term_structures(wh, session, names)[config.vol_term_structure] if len(positions) else None
     position_books = list(positions.groupby("book", sort=True))
     jobs: list[tuple[str, Any]] = [(str(b), None) for b in sorted(realized_books)]
     jobs += [(f"hypothetical:{b}", rows) for b, rows in position_books]
@@ -554,6 +568,7 @@ def backtest_tables(wh: Warehouse, session: dt.date, config: BacktestSettings) -
             history=histories[book],
             garch_fits=fits[book].result() if book in fits else None,
             z2_cache=z2_cache,
+            term=term,
         )
         return (windows, obs, *surface_repriced(wh, book, rows, as_of, session, obs, z2_cache))
 
