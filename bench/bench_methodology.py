@@ -140,7 +140,7 @@ def book_rows(wh: Warehouse, session: dt.date, book: str, rows: pd.DataFrame, na
             _row(
                 book, "multi-day: overlapping vs non-overlapping windows", f"historical VaR 99 % {h}d",
                 f"{r.var_non_overlapping:,.0f} (non-overlapping)", f"{r.var:,.0f} (overlapping)",
-                f"{r.independent_tail_obs:.0f} independent tail episodes", r.note.split(";")[-1].strip()[:70] or "-",
+                f"{r.independent_tail_obs:.0f} independent tail episodes", "var_non_overlapping",
             )
         )  # fmt: skip
     return out
