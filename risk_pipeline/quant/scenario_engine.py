@@ -291,6 +291,26 @@ def _bsm(
 
 
 @njit(forceinline=True, **JIT)
+def _bsm_shifted(
+    s: float,
+    ls: float,
+    lk: float,
+    carry: float,
+    sqt: float,
+    sig: float,
+    w: float,
+    dq: float,
+    kdr: float,
+    t: float,
+    dr: float,
+    dd: float,
+) -> float:
+    """``_bsm`` with the rate moved by ``dr`` and the dividend yield by ``dd`` (``carry``, ``dq``, ``kdr`` those of
+    the unmoved rate and yield, ``t`` the time in years)."""
+    return _bsm(s, ls, lk, carry + (dr - dd) * t, sqt, sig, w, dq * math.exp(-dd * t), kdr * math.exp(-dr * t))
+
+
+@njit(forceinline=True, **JIT)
 def _sigma(vol: float, scale: float, shift: float, skew: float, lk: float, ls: float, extra: float) -> float:
     return np.maximum(vol * scale + shift + skew * (lk - ls) + extra, 0.0)
 
@@ -354,16 +374,8 @@ def _european_kernel(
                     )
                     dr = rate_shift[j, s]
                     dd = div_shift[j, s]
-                    buf[i] = _bsm(
-                        spot_new[j, s],
-                        ls,
-                        log_strike[i],
-                        carry[i] + (dr - dd) * t[i],
-                        sqt[i],
-                        sig,
-                        w[i],
-                        dq[i] * math.exp(-dd * t[i]),
-                        kdr[i] * math.exp(-dr * t[i]),
+                    buf[i] = _bsm_shifted(
+                        spot_new[j, s], ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i], t[i], dr, dd
                     )
             total = 0.0
             for s in range(nsym):
@@ -541,17 +553,7 @@ def _grid_price(
             c += xr * (e0 + xr * e1) + xq * (e2 + xq * e3)
         eep = eep * tv + c
     if shifted:
-        euro = _bsm(
-            sp,
-            ls,
-            log_strike[i],
-            carry[i] + (dr - dd) * t[i],
-            sqt[i],
-            sig,
-            w[i],
-            dq[i] * math.exp(-dd * t[i]),
-            kdr[i] * math.exp(-dr * t[i]),
-        )
+        euro = _bsm_shifted(sp, ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i], t[i], dr, dd)
     else:
         euro = _bsm(sp, ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
     intrinsic = w[i] * (sp - strike[i])

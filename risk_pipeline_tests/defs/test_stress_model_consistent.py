@@ -11,6 +11,7 @@ from risk_pipeline.defs.risk.var import book_portfolio
 from risk_pipeline.paths import SCENARIOS_FILE
 from risk_pipeline.quant.heston import HestonParams
 from risk_pipeline.quant.heston_stress import model_consistent_vols
+from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate
 from risk_pipeline.quant.stress import load_scenarios, scenario_set
 from risk_pipeline.warehouse import Warehouse
@@ -31,9 +32,8 @@ def test_one_row_per_book_and_scenario_beside_the_rule_based_pnl(run: Run) -> No
     assert (out["options_without_model"] == 0).all()  # every underlying has a Heston fit
 
 
-def test_pnl_is_the_revaluation_with_each_options_heston_vol_change(run: Run) -> None:
-    """For one book: each option's vol shift recomputed name by name with ``model_consistent_vols`` (one
-    underlying and one spot move at a time) from the stored heston_parameters, then revalued."""
+def _first_book(run: Run) -> tuple[Warehouse, pd.DataFrame, str, pd.Timestamp, pd.DataFrame, pd.DataFrame, Portfolio]:
+    """The stored rows, the first book's name, valuation, positions, Heston fits and portfolio."""
     wh, _ = run
     out = wh.read("stress_model_consistent")
     book = sorted(out["book"].unique())[0]
@@ -41,7 +41,13 @@ def test_pnl_is_the_revaluation_with_each_options_heston_vol_change(run: Run) ->
     rows = wh.read("position_greeks", {"as_of": as_of})
     rows = rows[rows["book"] == book].reset_index(drop=True)
     heston = wh.read("heston_parameters", {"as_of": as_of}).set_index("underlying")
-    portfolio = book_portfolio(rows)
+    return wh, out, book, as_of, rows, heston, book_portfolio(rows)
+
+
+def test_pnl_is_the_revaluation_with_each_options_heston_vol_change(run: Run) -> None:
+    """For one book: each option's vol shift recomputed name by name with ``model_consistent_vols`` (one
+    underlying and one spot move at a time) from the stored heston_parameters, then revalued."""
+    _wh, out, book, as_of, rows, heston, portfolio = _first_book(run)
     symbols = list(portfolio.symbols)
     betas = rows.groupby("symbol")["beta"].first().reindex(symbols).fillna(1.0).to_numpy()
     sectors = rows.groupby("symbol")["sector"].first().reindex(symbols).tolist()
@@ -125,14 +131,7 @@ def test_an_option_whose_heston_vol_cannot_be_implied_keeps_its_vol(run: Run, mo
 
     smc = importlib.import_module("risk_pipeline.defs.risk.stress_model_consistent")  # the package exports the asset
 
-    wh, _ = run
-    out = wh.read("stress_model_consistent")
-    book = sorted(out["book"].unique())[0]
-    as_of = out["as_of"].max()
-    rows = wh.read("position_greeks", {"as_of": as_of})
-    rows = rows[rows["book"] == book].reset_index(drop=True)
-    heston = wh.read("heston_parameters", {"as_of": as_of}).set_index("underlying")
-    portfolio = book_portfolio(rows)
+    wh, _out, book, as_of, rows, heston, portfolio = _first_book(run)
     broken = int(np.flatnonzero(portfolio.is_option)[0])
 
     def with_one_nan(*args):
