@@ -980,17 +980,24 @@ def _constant_variance(r: FloatArray) -> GarchParams:
     return GarchParams(omega=v, alpha=0.0, gamma=0.0, beta=0.0, nu=math.inf, backcast=v, converged=False)
 
 
-def fit_garch_or_constant(returns: FloatArray, previous: GarchParams | None = None) -> GarchParams:
-    """GARCH(1,1)-t of one return series (warm-started from ``previous``; ``vol_forecast.fit_garch``);
-    constant variance if it fails."""
+def fit_garch_or_constant(
+    returns: FloatArray, previous: GarchParams | None = None, asymmetric: bool = False
+) -> GarchParams:
+    """GARCH(1,1)-t (GJR-GARCH(1,1)-t with ``asymmetric``) of one return series (warm-started from ``previous``;
+    ``vol_forecast.fit_garch``); constant variance if it fails."""
     try:
-        return fit_garch(returns, previous=previous)
+        return fit_garch(returns, asymmetric=asymmetric, previous=previous)
     except RuntimeError:
         return _constant_variance(returns)
 
 
-def fit_fhs(history: MarketHistory, garch_params: Sequence[GarchParams] | None = None) -> FhsModel:
-    """Fit (or take) GARCH(1,1)-t per underlying and standardize the returns by its conditional vol.
+def fit_fhs(
+    history: MarketHistory,
+    garch_params: Sequence[GarchParams] | None = None,
+    asymmetric: Sequence[bool] | None = None,
+) -> FhsModel:
+    """Fit (or take) GARCH(1,1)-t per underlying (GJR-GARCH(1,1)-t where ``asymmetric``) and standardize the
+    returns by its conditional vol.
 
     A failed fit falls back to a constant variance (the sample mean square, ``converged=False``).
     """
@@ -998,11 +1005,14 @@ def fit_fhs(history: MarketHistory, garch_params: Sequence[GarchParams] | None =
     n_sym = r.shape[1]
     if garch_params is not None and len(garch_params) != n_sym:
         raise ValueError("garch_params must have one entry per symbol")
+    gjr = np.zeros(n_sym, dtype=bool) if asymmetric is None else np.asarray(asymmetric, dtype=bool)
+    if gjr.shape != (n_sym,):
+        raise ValueError("asymmetric must have one entry per symbol")
     params: list[GarchParams] = []
     z = np.empty_like(r)
     nxt = np.empty(n_sym)
     for s in range(n_sym):  # one GARCH fit per underlying (calibration, not a hot path)
-        p = garch_params[s] if garch_params is not None else fit_garch_or_constant(r[:, s])
+        p = garch_params[s] if garch_params is not None else fit_garch_or_constant(r[:, s], asymmetric=bool(gjr[s]))
         var = garch_variance(p, r[:, s])
         params.append(p)
         z[:, s] = r[:, s] / np.sqrt(var[:-1])
@@ -1058,11 +1068,17 @@ def monte_carlo_var(
     garch_params: Sequence[GarchParams] | None = None,
     client: Any | None = None,
     model: FhsModel | None = None,
+    asymmetric: Sequence[bool] | None = None,
 ) -> tuple[tuple[VarResult, ...], dict[int, FloatArray]]:
-    """Monte Carlo FHS VaR/ES with full revaluation; also the scenario P&L per horizon."""
+    """Monte Carlo FHS VaR/ES with full revaluation; also the scenario P&L per horizon (``asymmetric``: the
+    underlyings filtered by GJR-GARCH instead of GARCH, named in each row's note)."""
     cfg = config or VarConfig()
     hist = history.window(cfg.lookback_days)
-    fhs = model or fit_fhs(hist, garch_params)
+    fhs = model or fit_fhs(hist, garch_params, asymmetric)
+    tags = hist.factor_tags()
+    if asymmetric is not None and np.any(asymmetric):
+        names = ", ".join(s for s, a in zip(portfolio.symbols, asymmetric, strict=True) if a)
+        tags = [f"GJR-GARCH filter for {names}", *tags]
     results: list[VarResult] = []
     pnls: dict[int, FloatArray] = {}
     for h, sc in fhs_scenario_sets(fhs, cfg).items():
@@ -1077,7 +1093,7 @@ def monte_carlo_var(
         )
         assert res.by_symbol is not None
         pnls[h] = res.pnl
-        results += _fhs_results(h, res.pnl, res.by_symbol, cfg, portfolio.symbols, hist.n_days, hist.factor_tags())
+        results += _fhs_results(h, res.pnl, res.by_symbol, cfg, portfolio.symbols, hist.n_days, tags)
     return tuple(results), pnls
 
 
@@ -1120,8 +1136,10 @@ def compute_var(
     client: Any | None = None,
     smile: SmileDynamics | None = None,
     term: SmileDynamics | None = None,
+    fhs_asymmetric: Sequence[bool] | None = None,
 ) -> VarReport:
-    """Every requested method at every horizon and confidence of ``config`` (``smile``, ``term``: historical_var's)."""
+    """Every requested method at every horizon and confidence of ``config`` (``smile``, ``term``: historical_var's;
+    ``fhs_asymmetric``: monte_carlo_var's ``asymmetric``)."""
     cfg = config or VarConfig()
     unknown = set(methods) - set(ALL_METHODS)
     if unknown:
@@ -1137,7 +1155,9 @@ def compute_var(
     if DELTA_NORMAL in methods or DELTA_GAMMA_CF in methods:
         results += [r for r in parametric_var(portfolio, history, cfg) if r.method in methods]
     if MONTE_CARLO_FHS in methods:
-        res, p = monte_carlo_var(portfolio, history, cfg, garch_params=garch_params, client=client)
+        res, p = monte_carlo_var(
+            portfolio, history, cfg, garch_params=garch_params, client=client, asymmetric=fhs_asymmetric
+        )
         results += res
         pnl.update({(MONTE_CARLO_FHS, h): v for h, v in p.items()})
     return VarReport(tuple(results), pnl)

@@ -412,3 +412,27 @@ def test_var_results_with_sabr_smile_and_flat_term_structure(run: Run, tmp_path:
             raise_on_error=False,
         )
         assert not bad.success
+
+
+def test_fhs_uses_gjr_garch_where_it_wins_out_of_sample(run: Run) -> None:
+    """The Monte Carlo FHS rows name, for each book, exactly its underlyings whose stored 1-day out-of-sample QLIKE
+    of GJR-GARCH (vol_forecasts) is below GARCH's."""
+    wh, _ = run
+    forecasts = wh.read("vol_forecasts", {"horizon_days": 1})
+    forecasts = forecasts[forecasts["as_of_date"] == forecasts["as_of_date"].max()]
+    loss = forecasts.pivot_table(index="symbol", columns="model", values="oos_loss", aggfunc="first")
+    winners = set(loss.index[loss["gjr"] < loss["garch"]])
+    var = wh.read("var_results", {"method": "monte_carlo_fhs"})
+    latest = var["as_of"].max()
+    positions = wh.read("position_greeks", {"as_of": latest})
+    checked = 0
+    for book, rows in var[var["as_of"] == latest].groupby("book"):
+        held = set(positions.loc[positions["book"] == book, "symbol"])
+        want = sorted(held & winners)
+        for note in rows["method_note"]:
+            named = (
+                note.split(";")[0].removeprefix("GJR-GARCH filter for ").split(", ") if note.startswith("GJR") else []
+            )
+            assert sorted(named) == want, (book, note, want)
+            checked += 1
+    assert checked and winners

@@ -472,3 +472,44 @@ def test_stressed_var_takes_the_worst_window_of_the_history() -> None:
         assert x.var == pytest.approx(-span[k - 1], rel=1e-12)
     calm, _ = historical_var(p, MarketHistory(r[-250:]), replace(cfg, lookback_days=250))
     assert all(s.var > c.var for s, c in zip(results, calm, strict=True))
+
+
+def test_fhs_filters_the_asymmetric_names_with_gjr_garch_as_arch_does() -> None:
+    """``asymmetric``: that underlying's returns are standardized by GJR-GARCH(1,1)-t. The 1-day FHS VaR equals
+    the order statistic of q S expm1(sigma_{T+1} z_t) summed over the names, with arch's own fits, conditional
+    vols and one-step forecasts (GJR for the first name, GARCH for the second) as the oracle."""
+    from arch import arch_model
+
+    rng = np.random.default_rng(21)
+    n = 500
+    shocks = rng.standard_t(6, size=(n, 2)) * 0.011
+    r = np.empty_like(shocks)
+    var = np.array([1.2e-4, 1.2e-4])
+    for t in range(n):  # a leveraged first name: variance reacts more to falls (test data, not a hot path)
+        r[t] = np.sqrt(var) * shocks[t] / 0.011
+        var = (
+            2e-6
+            + (0.03 + np.array([0.12, 0.0]) * (r[t] < 0)) * r[t] ** 2
+            + 0.9 * var
+            + np.array([0.0, 0.03]) * r[t] ** 2
+        )
+    p = Portfolio(symbols=("LEV", "SYM"), spot=[80.0, 40.0], symbol_index=[0, 1], quantity=[5_000.0, -3_000.0])
+    cfg = VarConfig(lookback_days=n, horizons=(1,), calendar_days_per_trading_day=0.0)
+    results, _ = monte_carlo_var(p, MarketHistory(r), cfg, asymmetric=[True, False])
+    sigma_next, z = np.empty(2), np.empty((n, 2))
+    for s, o in ((0, 1), (1, 0)):
+        fit = arch_model(100.0 * r[:, s], mean="Zero", vol="GARCH", p=1, o=o, q=1, dist="t", rescale=False).fit(
+            disp="off"
+        )
+        z[:, s] = 100.0 * r[:, s] / fit.conditional_volatility
+        sigma_next[s] = math.sqrt(float(fit.forecast(horizon=1, reindex=False).variance.iloc[-1, 0])) / 100.0
+    pnl = np.sort((np.array([5_000.0 * 80.0, -3_000.0 * 40.0]) * np.expm1(sigma_next * z)).sum(axis=1))
+    for c in cfg.confidences:
+        one = next(x for x in results if x.confidence == c)
+        assert one.var == pytest.approx(-pnl[math.ceil(round(n * (1 - c), 9)) - 1], rel=1e-6)
+        assert one.note.startswith("GJR-GARCH filter for LEV;")
+    fitted = fit_fhs(MarketHistory(r), asymmetric=[True, False])
+    assert fitted.params[0].gamma > 0.0 and fitted.params[1].gamma == 0.0
+    plain, _ = monte_carlo_var(p, MarketHistory(r), cfg)
+    same, _ = monte_carlo_var(p, MarketHistory(r), cfg, asymmetric=[False, False])
+    assert [x.var for x in plain] == [x.var for x in same] and "GJR" not in plain[0].note

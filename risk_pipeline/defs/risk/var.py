@@ -203,6 +203,21 @@ def smile_sensitivity(
     }
 
 
+def gjr_wins(wh: Warehouse, session: dt.date, symbols: Sequence[str]) -> np.ndarray:
+    """Per symbol: GJR-GARCH's out-of-sample 1-day QLIKE in ``vol_forecasts`` (the latest session up to
+    ``session``) is below GARCH's; False without both losses (the FHS then filters with GARCH)."""
+    if not wh.table_exists("vol_forecasts") or not symbols:
+        return np.zeros(len(symbols), dtype=bool)
+    rows = wh.query(
+        "SELECT symbol, model, oos_loss FROM risk.vol_forecasts WHERE horizon_days = 1 AND model IN ('garch', 'gjr') "
+        "AND as_of_date = (SELECT MAX(as_of_date) FROM risk.vol_forecasts WHERE as_of_date <= ?)",
+        [session],
+    )
+    loss = rows.pivot_table(index="symbol", columns="model", values="oos_loss", aggfunc="first")
+    loss = loss.reindex(index=list(symbols), columns=["garch", "gjr"])
+    return (loss["gjr"] < loss["garch"]).to_numpy(bool)  # NaN compares False
+
+
 def term_structures(wh: Warehouse, session: dt.date, symbols: Sequence[str]) -> dict[str, SmileDynamics | None]:
     """``flat`` (the 30-day ATM move at every expiry) and ``expiry_scaled`` (that move times (30 / tau)^alpha, alpha
     fitted on atm_vol_history's near and far expiries exactly as the stress layer fits it)."""
@@ -343,6 +358,7 @@ def var_document(rows: pd.DataFrame, current_exposure: float, var_cap: float | N
                 "event_calendar",
                 "vol_surface",
                 "sabr_slices",
+                "vol_forecasts",
             ],
             kinds={"pandas", "numba", "json"},
             owners=OWNERS,
@@ -351,7 +367,8 @@ def var_document(rows: pd.DataFrame, current_exposure: float, var_cap: float | N
                 "revaluation under joint moves of spot, ATM implied vol (atm_vol_history), the 91-day zero rate "
                 "(rates_curve) and each name's dividend yield (dividend_yields; overlapping multi-day moves), "
                 "delta-normal, delta-gamma-vega Cornish-Fisher, and filtered historical simulation Monte "
-                "Carlo (GARCH-standardized returns, joint date resampling, 10,000 scenarios). Also "
+                "Carlo (returns standardized by GARCH, or by GJR-GARCH where its out-of-sample 1-day QLIKE in "
+                "vol_forecasts is lower; joint date resampling, 10,000 scenarios). Also "
                 "exports/var/<book>.json, written once the rows are published."
             ),
             metadata=table_definition_metadata("var_results"),
@@ -436,7 +453,10 @@ def var_results(
             terms_at[v.as_of] = term_structures(wh, v.session, names)
         terms = terms_at[v.as_of]
         smile, term = dynamics[config.smile_dynamics], terms[config.vol_term_structure]
-        report = compute_var(portfolio, factors.history, cfg, smile=smile, term=term)
+        report = compute_var(
+            portfolio, factors.history, cfg, smile=smile, term=term,
+            fhs_asymmetric=gjr_wins(wh, v.session, portfolio.symbols),
+        )  # fmt: skip
         production = (config.smile_dynamics, config.vol_term_structure)
         sensitivity = smile_sensitivity(portfolio, factors.history, cfg, dynamics, terms, production, report)
         # events inside a horizon: historical VaR with their gap scenarios, the gap component in its own columns
