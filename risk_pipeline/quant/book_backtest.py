@@ -14,6 +14,7 @@ constant-exposure book, so the exception count tests the VaR model, not the trad
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -33,17 +34,19 @@ from risk_pipeline.quant.var import (
 )
 from risk_pipeline.quant.vol_forecast import GarchParams
 
-#: GARCH fits by (returns window as bytes, warm start): books of one run sharing an underlying share its fits.
-GarchCache = dict[tuple[bytes, GarchParams | None], GarchParams]
+#: GARCH fits by (returns window as bytes, warm start, GJR): books of one run sharing an underlying share its fits.
+GarchCache = dict[tuple[bytes, GarchParams | None, bool], GarchParams]
 
 
-def _garch_fit(returns: FloatArray, previous: GarchParams | None, cache: GarchCache | None) -> GarchParams:
-    """``fit_garch_or_constant(returns, previous)``, looked up in ``cache`` first (and stored there)."""
+def _garch_fit(
+    returns: FloatArray, previous: GarchParams | None, cache: GarchCache | None, asymmetric: bool = False
+) -> GarchParams:
+    """``fit_garch_or_constant(returns, previous, asymmetric)``, looked up in ``cache`` first (and stored there)."""
     if cache is None:
-        return fit_garch_or_constant(returns, previous)
-    key = (returns.tobytes(), previous)
+        return fit_garch_or_constant(returns, previous, asymmetric)
+    key = (returns.tobytes(), previous, asymmetric)
     if key not in cache:
-        cache[key] = fit_garch_or_constant(returns, previous)
+        cache[key] = fit_garch_or_constant(returns, previous, asymmetric)
     return cache[key]
 
 
@@ -54,8 +57,10 @@ def rolling_garch_fits(
     *,
     refit_every: int = 21,
     garch_cache: GarchCache | None = None,
+    asymmetric: Sequence[bool] | None = None,
 ) -> list[list[GarchParams]]:
-    """The Monte Carlo method's GARCH(1,1)-t parameters per symbol on each backtest day (``static_book_backtest``).
+    """The Monte Carlo method's GARCH(1,1)-t parameters per symbol on each backtest day (``static_book_backtest``;
+    GJR-GARCH(1,1)-t for the symbols flagged ``asymmetric``, as ``var.fit_fhs`` fits them).
 
     On every ``refit_every``-th day (the first included) each symbol's model is refitted on the day's look-back
     window of log returns (the last ``lookback_days`` before it), warm-started from the previous fit; the days
@@ -66,13 +71,16 @@ def rolling_garch_fits(
         raise ValueError("refit_every must be at least 1")
     returns = np.diff(np.log(np.asarray(closes, dtype=np.float64)), axis=0)  # returns[i] is row i -> i + 1
     m = returns.shape[1]
+    gjr = [False] * m if asymmetric is None else [bool(a) for a in asymmetric]
+    if len(gjr) != m:
+        raise ValueError("asymmetric must have one entry per symbol")
     fits: list[list[GarchParams]] = []
     params: list[GarchParams] | None = None
     for i, t in enumerate(np.asarray(days, dtype=np.intp)):
         first = max(0, t - lookback_days)
         if params is None or i % refit_every == 0:
             previous = [None] * m if params is None else params
-            params = [_garch_fit(returns[first:t, s], previous[s], garch_cache) for s in range(m)]
+            params = [_garch_fit(returns[first:t, s], previous[s], garch_cache, gjr[s]) for s in range(m)]
         fits.append(params)
     return fits
 
@@ -129,6 +137,7 @@ def static_book_backtest(
     garch_cache: GarchCache | None = None,
     garch_fits: list[list[GarchParams]] | None = None,
     term: SmileDynamics | None = None,
+    fhs_asymmetric: Sequence[bool] | None = None,
 ) -> StaticBookBacktest:
     """Backtest the book of the last row of ``closes`` on the backtest days ``days``.
 
@@ -144,6 +153,7 @@ def static_book_backtest(
     VaR is ``var.compute_var``'s, computed for all days at once (``var.compute_var_batch``: one scenario-engine
     call per method). ``term`` (``smile_dynamics.ExpiryScaledVolMoves``): the historical VaR's and the P&L's ATM
     vol move scaled by expiry, as ``var.historical_var`` applies it (None: every expiry moves by the ATM ratio).
+    ``fhs_asymmetric``: the symbols the Monte Carlo method filters with GJR-GARCH (``rolling_garch_fits``).
     """
     if refit_every < 1:
         raise ValueError("refit_every must be at least 1")
@@ -174,7 +184,12 @@ def static_book_backtest(
     if MONTE_CARLO_FHS in methods:  # every refit_every days GARCH fits (given, or made here)
         if garch_fits is None:
             garch_fits = rolling_garch_fits(
-                c, t_days, cfg.lookback_days, refit_every=refit_every, garch_cache=garch_cache
+                c,
+                t_days,
+                cfg.lookback_days,
+                refit_every=refit_every,
+                garch_cache=garch_cache,
+                asymmetric=fhs_asymmetric,
             )
         if len(garch_fits) != len(t_days) or any(len(p) != m for p in garch_fits):
             raise ValueError("garch_fits needs one set of per-symbol parameters per backtest day")

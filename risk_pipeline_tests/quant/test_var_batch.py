@@ -277,3 +277,24 @@ def test_expiry_scaled_term_structure_in_the_batch_and_the_static_book_backtest(
                               methods=(HISTORICAL,), term=term)  # fmt: skip
         assert res.var[HISTORICAL][k] == pytest.approx(day_var.get(HISTORICAL, 1, 0.99).var, rel=RTOL)
     assert not np.allclose(res.pnl, flat.pnl)  # the scaling moves the P&L
+
+
+def test_rolling_garch_fits_use_gjr_for_the_asymmetric_symbols() -> None:
+    """The flagged symbol is refitted by GJR-GARCH (warm-started chain equal to vol_forecast.fit_garch's), the other
+    by GARCH; a cache shared with a symmetric run keeps the two models apart."""
+    from risk_pipeline.quant.vol_forecast import fit_garch
+
+    closes, _, _ = _market()
+    days = np.arange(290, 300)
+    cache: dict = {}
+    fits = rolling_garch_fits(closes, days, 260, refit_every=4, garch_cache=cache, asymmetric=[True, False])
+    plain = rolling_garch_fits(closes, days, 260, refit_every=4, garch_cache=cache)
+    returns = np.diff(np.log(closes), axis=0)
+    previous = None
+    for i, t in enumerate(days):
+        if i % 4 == 0:
+            previous = fit_garch(returns[t - 260 : t, 0], asymmetric=True, previous=previous)
+        assert fits[i][0] == previous and fits[i][0].gamma != 0.0
+        assert fits[i][1] == plain[i][1] and plain[i][0].gamma == 0.0
+    with pytest.raises(ValueError, match="one entry per symbol"):
+        rolling_garch_fits(closes, days, 260, asymmetric=[True])

@@ -21,7 +21,7 @@ from risk_pipeline.defs.common import (
     publish,
     table_definition_metadata,
 )
-from risk_pipeline.defs.risk.var import TERM_STRUCTURES, book_portfolio, factor_levels, term_structures
+from risk_pipeline.defs.risk.var import TERM_STRUCTURES, book_portfolio, factor_levels, gjr_wins, term_structures
 from risk_pipeline.quant.backtest import (
     christoffersen_independence,
     conditional_coverage,
@@ -356,14 +356,18 @@ def book_history(
     )
 
 
-def book_garch_fits(history: BookHistory, garch_cache: GarchCache | None = None) -> list[list[GarchParams]]:
-    """The Monte Carlo method's GARCH fits of ``history``'s backtest days (``book_backtest.rolling_garch_fits``)."""
+def book_garch_fits(
+    history: BookHistory, garch_cache: GarchCache | None = None, asymmetric: Sequence[bool] | None = None
+) -> list[list[GarchParams]]:
+    """The Monte Carlo method's GARCH fits of ``history``'s backtest days (``book_backtest.rolling_garch_fits``;
+    GJR-GARCH for the symbols flagged ``asymmetric``, as var_results filters them)."""
     return rolling_garch_fits(
         history.closes,
         history.days,
         history.config.lookback_days,
         refit_every=GARCH_REFIT_DAYS,
         garch_cache=garch_cache,
+        asymmetric=asymmetric,
     )
 
 
@@ -579,7 +583,8 @@ def backtest_tables(wh: Warehouse, session: dt.date, config: BacktestSettings) -
         for b, rows in position_books:  # each book's fits start as soon as its history is read
             histories[str(b)] = x = book_history(wh, str(b), rows, session, config)
             if x.days.size:
-                fits[str(b)] = refits.submit(book_garch_fits, x, garch_cache)
+                gjr = gjr_wins(wh, session, x.portfolio.symbols)  # as var_results chooses them at the session
+                fits[str(b)] = refits.submit(book_garch_fits, x, garch_cache, gjr)
         static = {str(b): books.submit(static_book, str(b), rows) for b, rows in position_books}
         for label, rows in jobs:
             if rows is None:
@@ -626,7 +631,15 @@ BACKTEST_DESCRIPTION = (
         dg.AssetSpec(
             "var_backtest",
             group_name="risk",
-            deps=["book_nav", "var_results", "position_greeks", "market_prices", "atm_vol_history", "smile_history"],
+            deps=[
+                "book_nav",
+                "var_results",
+                "position_greeks",
+                "market_prices",
+                "atm_vol_history",
+                "smile_history",
+                "vol_forecasts",
+            ],
             kinds={"pandas", "scipy"},
             owners=OWNERS,
             description=BACKTEST_DESCRIPTION,
@@ -635,7 +648,15 @@ BACKTEST_DESCRIPTION = (
         dg.AssetSpec(
             "var_backtest_observations",
             group_name="risk",
-            deps=["book_nav", "var_results", "position_greeks", "market_prices", "atm_vol_history", "smile_history"],
+            deps=[
+                "book_nav",
+                "var_results",
+                "position_greeks",
+                "market_prices",
+                "atm_vol_history",
+                "smile_history",
+                "vol_forecasts",
+            ],
             kinds={"pandas"},
             owners=OWNERS,
             description=(
