@@ -29,10 +29,15 @@ from risk_pipeline.quant.var import (
     MONTE_CARLO_FHS,
     MarketHistory,
     VarConfig,
+    VarReport,
     compute_var_batch,
     fit_garch_or_constant,
 )
 from risk_pipeline.quant.vol_forecast import GarchParams
+
+#: Scenario rows x positions of one ``compute_var_batch`` call of the backtest (each per-position array of the
+#: stacked call is at most this many floats, 400 MB).
+BATCH_CELLS = 50_000_000
 
 #: GARCH fits by (returns window as bytes, warm start, GJR): books of one run sharing an underlying share its fits.
 GarchCache = dict[tuple[bytes, GarchParams | None, bool], GarchParams]
@@ -138,6 +143,7 @@ def static_book_backtest(
     garch_fits: list[list[GarchParams]] | None = None,
     term: SmileDynamics | None = None,
     fhs_asymmetric: Sequence[bool] | None = None,
+    days_per_call: int | None = None,
 ) -> StaticBookBacktest:
     """Backtest the book of the last row of ``closes`` on the backtest days ``days``.
 
@@ -154,6 +160,8 @@ def static_book_backtest(
     call per method). ``term`` (``smile_dynamics.ExpiryScaledVolMoves``): the historical VaR's and the P&L's ATM
     vol move scaled by expiry, as ``var.historical_var`` applies it (None: every expiry moves by the ATM ratio).
     ``fhs_asymmetric``: the symbols the Monte Carlo method filters with GJR-GARCH (``rolling_garch_fits``).
+    ``days_per_call``: backtest days per ``compute_var_batch`` call (default: as many as keep scenarios x
+    positions within ``BATCH_CELLS``, so memory stays bounded for large books; the figures do not depend on it).
     """
     if refit_every < 1:
         raise ValueError("refit_every must be at least 1")
@@ -194,8 +202,15 @@ def static_book_backtest(
         if len(garch_fits) != len(t_days) or any(len(p) != m for p in garch_fits):
             raise ValueError("garch_fits needs one set of per-symbol parameters per backtest day")
         fits = garch_fits
-    # every day's VaR by the production code path, all days' books in one scenario-engine call per method
-    reports = compute_var_batch(books, histories, cfg, methods=methods, garch_params=fits, term=term)
+    # every day's VaR by the production code path, the days' books in as few scenario-engine calls per method as
+    # the memory bound allows (one call for the sample books)
+    per_call = days_per_call or max(1, BATCH_CELLS // max(1, cfg.lookback_days * portfolio.n_positions))
+    reports: list[VarReport] = []
+    for lo in range(0, len(books), per_call):
+        hi = lo + per_call
+        reports += compute_var_batch(
+            books[lo:hi], histories[lo:hi], cfg, methods=methods, garch_params=fits[lo:hi], term=term
+        )
     n_pos = portfolio.n_positions
     values = market_values(stack_portfolios(books)).reshape(-1, n_pos).sum(axis=1) if books else np.zeros(0)
     # the next day's full revaluation (exact American prices), the days of one calendar gap in one call

@@ -298,3 +298,19 @@ def test_rolling_garch_fits_use_gjr_for_the_asymmetric_symbols() -> None:
         assert fits[i][1] == plain[i][1] and plain[i][0].gamma == 0.0
     with pytest.raises(ValueError, match="one entry per symbol"):
         rolling_garch_fits(closes, days, 260, asymmetric=[True])
+
+
+def test_static_book_backtest_in_blocks_of_days_equals_one_call() -> None:
+    """Days split over several compute_var_batch calls (the memory bound for large books) give the same figures."""
+    closes, vols, gaps = _market()
+    book = _book(closes[-1])
+    cfg = VarConfig(lookback_days=260, n_scenarios=500)
+    days = np.arange(280, 300)
+    whole = static_book_backtest(book, closes, vols, gaps, days, cfg, es_confidence=0.975, refit_every=4)
+    blocks = static_book_backtest(
+        book, closes, vols, gaps, days, cfg, es_confidence=0.975, refit_every=4, days_per_call=3
+    )
+    np.testing.assert_array_equal(blocks.pnl, whole.pnl)
+    for m in ALL_METHODS:
+        np.testing.assert_allclose(blocks.var[m], whole.var[m], rtol=1e-12, err_msg=m)
+        np.testing.assert_allclose(blocks.expected_shortfall[m], whole.expected_shortfall[m], rtol=1e-12, err_msg=m)
