@@ -626,20 +626,24 @@ BACKTEST_DESCRIPTION = (
 )
 
 
+#: The tables both backtest assets are computed from.
+BACKTEST_READS = [
+    "book_nav",
+    "var_results",
+    "position_greeks",
+    "market_prices",
+    "atm_vol_history",
+    "smile_history",
+    "vol_forecasts",
+]
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
             "var_backtest",
             group_name="risk",
-            deps=[
-                "book_nav",
-                "var_results",
-                "position_greeks",
-                "market_prices",
-                "atm_vol_history",
-                "smile_history",
-                "vol_forecasts",
-            ],
+            deps=BACKTEST_READS,
             kinds={"pandas", "scipy"},
             owners=OWNERS,
             description=BACKTEST_DESCRIPTION,
@@ -648,15 +652,7 @@ BACKTEST_DESCRIPTION = (
         dg.AssetSpec(
             "var_backtest_observations",
             group_name="risk",
-            deps=[
-                "book_nav",
-                "var_results",
-                "position_greeks",
-                "market_prices",
-                "atm_vol_history",
-                "smile_history",
-                "vol_forecasts",
-            ],
+            deps=BACKTEST_READS,
             kinds={"pandas"},
             owners=OWNERS,
             description=(
