@@ -57,8 +57,10 @@ def _row(book: str, choice: str, measure: str, before: str, after: str, change: 
     return f"| {book} | {choice} | {measure} | {before} | {after} | {change} | {reference} |"
 
 
-def book_rows(wh: Warehouse, session: dt.date, book: str, rows: pd.DataFrame, names: list[str]) -> list[str]:
-    """The table's rows for one book."""
+def book_rows(
+    wh: Warehouse, session: dt.date, book: str, rows: pd.DataFrame, terms: dict[str, SmileDynamics | None]
+) -> list[str]:
+    """The table's rows for one book (``terms``: ``term_structures`` of the session, fitted on every book's names)."""
     settings = VarSettings()
     cfg = VarConfig(lookback_days=settings.lookback_days, n_scenarios=settings.n_scenarios, seed=settings.seed)
     portfolio = book_portfolio(rows)
@@ -68,7 +70,6 @@ def book_rows(wh: Warehouse, session: dt.date, book: str, rows: pd.DataFrame, na
     )
     spot_and_vol_only = return_history(wh, session, portfolio.symbols, cfg.lookback_days, options)
     dynamics = smile_dynamics(wh, rows["as_of"].iloc[0], rows, portfolio)
-    terms = term_structures(wh, session, names)
     out: list[str] = []
 
     def hist(term: SmileDynamics | None = None, smile: SmileDynamics | None = None) -> VarReport:
@@ -207,13 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     session = dt.date.fromisoformat(args.date)
     as_of, positions = latest_valuation(wh, session)
     names = sorted({str(s) for s in positions["symbol"]})
+    terms = term_structures(wh, session, names)  # alpha fitted once on every book's names, as var_results fits it
     books = sorted(str(b) for b in positions["book"].unique())
     print(f"valuation {as_of.isoformat()}, books {', '.join(books)}; USD")
     print("| book | choice | measure | before | after | change | reference |")
     print("|---|---|---|---:|---:|---|---|")
     for book in books:
         rows = positions[positions["book"] == book].reset_index(drop=True)
-        for line in book_rows(wh, session, book, rows, names):
+        for line in book_rows(wh, session, book, rows, terms):
             print(line)
     for line in stored_rows(wh, session, books):
         print(line)
