@@ -1,6 +1,6 @@
 """The synthetic market's stylized facts next to the S&P 500's (arch.data.sp500, 1999-2018).
 
-Usage: ``python bench/bench_market_stats.py [--seeds 30] [--market realistic] [--fomc-seeds 3]``
+Usage: ``python bench/bench_market_stats.py [--seeds 30] [--market realistic] [--fomc-seeds 3] [--prices-only]``
 
 For every seed the generator's 2021-2027 path (market_prices, implied_vol_history at 30 and 365 days,
 the earnings calendar and the macro calendar of ``data/event_calendar/macro_events.csv``) goes through
@@ -9,7 +9,9 @@ aggregate over paths) beside the same statistic on the S&P 500: the whole 1999-2
 rolling 7-year windows (one a year, the length of a synthetic path). Statistics that need single
 stocks or implied vols have no S&P value here (arch ships the index only); their reference values
 come from the literature cited in the issue and are marked as such. The FOMC afternoon ratio reads the
-generator's intraday prices at the 14:00 snapshot and the close on ``--fomc-seeds`` seeds.
+generator's intraday prices at the 14:00 snapshot and the close on ``--fomc-seeds`` seeds. ``--prices-only``
+skips the implied vols and the FOMC ratio and leaves out the rows that need them (about 0.15 s a seed
+instead of 1.5 s: for screening variants of the generator on many seeds).
 Prints a Markdown table (the README's "Synthetic market" table) and the time taken.
 """
 
@@ -209,6 +211,9 @@ def main() -> None:
     parser.add_argument("--market", default="realistic")
     parser.add_argument("--fomc-seeds", type=int, default=3)
     parser.add_argument(
+        "--prices-only", action="store_true", help="no implied vols or FOMC ratio (their rows are left out)"
+    )
+    parser.add_argument(
         "--backtest", action="store_true", help="only the sample books' VaR backtest on the demo window"
     )
     parser.add_argument("--date", help="demo session (default: the latest closed XNYS session)")
@@ -236,10 +241,10 @@ def main() -> None:
     stats, coverage, fomc = [], [], []
     for seed in range(args.seeds):
         src = SyntheticSource(seed=seed, macro_event_dates=macro, market=args.market)
-        path = synthetic_path(src)
+        path = synthetic_path(src, with_implied=not args.prices_only)
         stats.append(ms.path_statistics(path))
         coverage.append(ms.stress_coverage(path.index_close))
-        if seed < args.fomc_seeds:
+        if seed < args.fomc_seeds and not args.prices_only:
             fomc.append(fomc_afternoon_ratio(src))
     elapsed = time.perf_counter() - start
     full, windows = sp500_paths()
@@ -250,7 +255,8 @@ def main() -> None:
         return np.array([r.get(key, np.nan) for r in rows], dtype=float)
 
     def med(key: str, rows: list[dict[str, float]] = stats) -> float:
-        return float(np.nanmedian(col(key, rows)))
+        values = col(key, rows)
+        return float(np.nanmedian(values)) if np.isfinite(values).any() else float("nan")
 
     def triple(prefix: str, rows: list[dict[str, float]] = stats) -> str:
         return "/".join(_fmt(med(f"{prefix}_{lag}", rows)) for lag in (1, 5, 20))
@@ -395,6 +401,8 @@ def main() -> None:
     print(f"| statistic | synthetic (median over {n} seeds) | S&P 500 | target |")
     print("|---|---|---|---|")
     for row in table:
+        if args.prices_only and ("nan" in row[1] or row[1] == "–"):
+            continue  # needs the implied vols or the intraday prices
         print("| " + " | ".join(row) + " |")
 
 
