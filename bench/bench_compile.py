@@ -138,8 +138,12 @@ def outputs() -> dict[str, Any]:
     from risk_pipeline.quant.american import american_greeks, american_price, bs2002_call_raw
     from risk_pipeline.quant.bsm import bsm_greeks, bsm_price
     from risk_pipeline.quant.heston import HestonParams, calibrate_heston, heston_implied_vol
-    from risk_pipeline.quant.implied_vol import american_quote_status, implied_vol, implied_vol_american
-    from risk_pipeline.quant.implied_vol import implied_vol_from_quotes
+    from risk_pipeline.quant.implied_vol import (
+        american_quote_status,
+        implied_vol,
+        implied_vol_american,
+        implied_vol_from_quotes,
+    )
     from risk_pipeline.quant.portfolio import Portfolio
     from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate
 
@@ -248,9 +252,11 @@ def compare(before: str, after: str) -> None:
         with np.errstate(invalid="ignore", divide="ignore"):
             both_nan = np.isnan(x) & np.isnan(y) if x.dtype.kind == "f" else np.zeros(x.shape, bool)
             rel = np.where(both_nan | (x == y), 0.0, np.abs(x - y) / np.maximum(np.abs(x), np.abs(y)))
-        print(f"  {name}: largest relative difference {np.nanmax(rel) if rel.size else 0.0:.3g}"
-              f" ({int(np.count_nonzero(rel))} of {x.size} elements differ; NaN mismatch "
-              f"{int(np.count_nonzero(np.isnan(x) != np.isnan(y))) if x.dtype.kind == 'f' else 0})")
+        print(
+            f"  {name}: largest relative difference {np.nanmax(rel) if rel.size else 0.0:.3g}"
+            f" ({int(np.count_nonzero(rel))} of {x.size} elements differ; NaN mismatch "
+            f"{int(np.count_nonzero(np.isnan(x) != np.isnan(y))) if x.dtype.kind == 'f' else 0})"
+        )
     print(f"{same} of {len(a.files)} arrays bit-identical")
 
 

@@ -51,7 +51,7 @@ from numba import njit
 from numpy.typing import ArrayLike
 
 from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, run_chunked
-from risk_pipeline.quant.american_alo import NEWTON_STEP_TOL, NEWTON_STEP_TOL_GREEKS, american_point
+from risk_pipeline.quant.american_alo import NEWTON_STEP_TOL, NEWTON_STEP_TOL_GREEKS, american_points
 from risk_pipeline.quant.bsm import (
     DAYS_PER_YEAR,
     BsmResult,
@@ -778,11 +778,9 @@ def american_bs2002_prices(
 def american_price_point(
     s: float, k: float, t: float, sig: float, r: float, q: float, call: bool, method: int
 ) -> float:
-    """American price of one option (``method`` 0 = BS2002, 1 = BS1993, 2 = BS2002 reference, 3 = the exact
-    engine of ``american_alo.py``); module docstring rules."""
-    if method == 3:
-        no, yes = np.bool_(False), np.bool_(True)  # not literals: one compiled signature of american_point
-        return american_point(s, k, t, sig, r, q, call, NEWTON_STEP_TOL, no, yes, yes)[0]
+    """American price of one option by a Bjerksund-Stensland method (``method`` 0 = BS2002, 1 = BS1993, 2 =
+    BS2002 reference); module docstring rules. The exact engine is priced in arrays only
+    (``american_alo.american_points``: no kernel links its call tree but its own)."""
     floor, need, cs, ck, tt, cr, cq = _american_setup(s, k, t, sig, r, q, call)
     if not need:
         return floor  # invalid input (NaN), deterministic limit, or early exercise never optimal
@@ -811,8 +809,8 @@ def _price_kernel(
     start: int,
     stop: int,
 ) -> None:
-    """``american_price_point(..., method)`` of options ``start .. stop-1`` (``run_chunked``); BS2002 by blocks
-    of lanes (a lane's price does not depend on the others in its block)."""
+    """``american_price_point(..., method)`` (a Bjerksund-Stensland method) of options ``start .. stop-1``
+    (``run_chunked``); BS2002 by blocks of lanes (a lane's price does not depend on the others in its block)."""
     if method == 0:
         for a in range(start, stop, _LANES):
             z = min(stop, a + _LANES)
@@ -942,8 +940,7 @@ def _greeks_kernel(
             out[9, i] = -(x[13] - x[14] - x[15] + x[16]) / (4.0 * hs * ht)
 
 
-@njit(nogil=True, **JIT)
-def _alo_greeks_kernel(
+def _alo_greeks(
     spot: FloatArray,
     strike: FloatArray,
     tau: FloatArray,
@@ -952,38 +949,43 @@ def _alo_greeks_kernel(
     div: FloatArray,
     call: BoolArray,
     out: FloatArray,
-    start: int,
-    stop: int,
 ) -> None:
     """Greeks of the exact engine into the rows of ``out`` (``BsmResult`` order): price and delta analytic,
     gamma from analytic deltas on the same boundary (``american_alo.american_point``); vega, volga and vanna
     from vol bumps, rho from rate bumps, theta and charm from time bumps of the price and of the analytic
-    delta (central differences, the module's bump constants). Options ``start .. stop-1`` (``run_chunked``)."""
-    for i in range(start, stop):
-        s, k, t, sig, r, q, c = spot[i], strike[i], tau[i], vol[i], rate[i], div[i], call[i]
-        tol = NEWTON_STEP_TOL_GREEKS
-        no, yes = np.bool_(False), np.bool_(True)  # not literals: one compiled signature of american_point
-        p0, d0, g0, _ = american_point(s, k, t, sig, r, q, c, tol, yes, no, yes)
-        hv = VOL_BUMP * sig
-        ht = TIME_BUMP * t
-        # the bumped repricings' gammas are not used: no bumped deltas for them (price and delta unchanged)
-        vu, dvu, _, _ = american_point(s, k, t, sig + hv, r, q, c, tol, yes, no, no)
-        vd, dvd, _, _ = american_point(s, k, t, sig - hv, r, q, c, tol, yes, no, no)
-        ru = american_point(s, k, t, sig, r + RATE_BUMP, q, c, tol, yes, no, no)[0]
-        rd = american_point(s, k, t, sig, r - RATE_BUMP, q, c, tol, yes, no, no)[0]
-        tu, du, _, _ = american_point(s, k, t + ht, sig, r, q, c, tol, yes, no, no)
-        td, dd, _, _ = american_point(s, k, t - ht, sig, r, q, c, tol, yes, no, no)
+    delta (central differences, the module's bump constants). The seven repricings of every option go
+    through ``american_alo.american_points`` in one batch."""
+    n = spot.shape[0]
+    hv = VOL_BUMP * vol
+    ht = TIME_BUMP * tau
+
+    def seven(base: FloatArray, up: FloatArray, down: FloatArray, which: int) -> FloatArray:
+        cols = [base] * 7
+        cols[which], cols[which + 1] = up, down
+        return np.concatenate(cols)
+
+    sig = seven(vol, vol + hv, vol - hv, 1)
+    r = seven(rate, rate + RATE_BUMP, rate - RATE_BUMP, 3)
+    t = seven(tau, tau + ht, tau - ht, 5)
+    s, k, q, c = (np.concatenate([a] * 7) for a in (spot, strike, div, call))
+    # the bumped repricings' gammas are not used: no bumped deltas for them (price and delta unchanged)
+    bump = np.zeros(7 * n, dtype=np.bool_)
+    bump[:n] = True
+    price, delta, gamma, _ = american_points(s, k, t, sig, r, q, c, NEWTON_STEP_TOL_GREEKS, True, False, bump)
+    with np.errstate(divide="ignore", invalid="ignore"):  # NaN Greeks of invalid inputs, as before
+        p0, vu, vd, ru, rd, tu, td = (price[j * n : (j + 1) * n] for j in range(7))
+        d0, dvu, dvd, du, dd = (delta[j * n : (j + 1) * n] for j in (0, 1, 2, 5, 6))
         th0 = -(tu - td) / (2.0 * ht)
-        out[0, i] = p0
-        out[1, i] = d0
-        out[2, i] = g0
-        out[3, i] = (vu - vd) / (2.0 * hv)
-        out[4, i] = th0
-        out[5, i] = th0 / DAYS_PER_YEAR
-        out[6, i] = (ru - rd) / (2.0 * RATE_BUMP)
-        out[7, i] = (dvu - dvd) / (2.0 * hv)
-        out[8, i] = (vu - 2.0 * p0 + vd) / (hv * hv)
-        out[9, i] = -(du - dd) / (2.0 * ht)
+        out[0] = p0
+        out[1] = d0
+        out[2] = gamma[:n]
+        out[3] = (vu - vd) / (2.0 * hv)
+        out[4] = th0
+        out[5] = th0 / DAYS_PER_YEAR
+        out[6] = (ru - rd) / (2.0 * RATE_BUMP)
+        out[7] = (dvu - dvd) / (2.0 * hv)
+        out[8] = (vu - 2.0 * p0 + vd) / (hv * hv)
+        out[9] = -(du - dd) / (2.0 * ht)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1016,7 +1018,9 @@ def american_price(
     code = _method_code(method)
     shape, flat = broadcast_inputs(spot, strike, time_years, vol, rate, dividend_yield, is_call)
     out = np.empty(math.prod(shape), dtype=np.float64)
-    if out.size:
+    if out.size and code == _METHODS["alo"]:
+        out = american_points(*flat, NEWTON_STEP_TOL, False, True, True)[0]
+    elif out.size:
         run_chunked(_price_kernel, out.size, *flat, code, out)
     return out.reshape(shape)
 
@@ -1070,7 +1074,7 @@ def american_greeks(
     block = np.empty((10, n), dtype=np.float64)
     if n:
         if code == _METHODS["alo"]:
-            run_chunked(_alo_greeks_kernel, n, *flat, block)
+            _alo_greeks(*flat, block)
         else:
             run_chunked(_greeks_kernel, (n + _GREEK_BLOCK - 1) // _GREEK_BLOCK, *flat, code, _BUMPS, block)
         with np.errstate(invalid="ignore"):
