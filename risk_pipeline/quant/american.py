@@ -734,7 +734,7 @@ def _american_setup(
     return (floor if valid else math.nan), need, cs, ck, tt, cr, cq
 
 
-@njit(**JIT)
+@njit(nogil=True, **JIT)
 def american_bs2002_prices(
     s: FloatArray,
     k: FloatArray,
@@ -744,16 +744,19 @@ def american_bs2002_prices(
     q: FloatArray,
     call: BoolArray,
     out: FloatArray,
+    start: int,
+    stop: int,
 ) -> None:
-    """``american_price_point(..., method=0)`` of 1-d arrays into ``out`` (sequential: called by the kernels);
-    the options that need BS2002 are packed into lanes, the others get their floor."""
-    n = s.shape[0]
+    """``american_price_point(..., method=0)`` of options ``start .. stop-1`` of 1-d arrays into ``out`` (a
+    ``run_chunked`` kernel, and called by the other BS2002 kernels with ``0, n``); the options that need BS2002
+    are packed into lanes (a lane's price does not depend on the others in its block), the others get their
+    floor."""
     ws = np.empty(_NROWS * _LANES)
     floor = np.empty(_LANES)
     pos = np.empty(_LANES, dtype=np.intp)
-    for a in range(0, n, _LANES):
+    for a in range(start, stop, _LANES):
         m = np.intp(0)
-        for i in range(a, min(n, a + _LANES)):
+        for i in range(a, min(stop, a + _LANES)):
             fl, need, cs, ck, tt, cr, cq = _american_setup(s[i], k[i], t[i], sig[i], r[i], q[i], call[i])
             out[i] = fl
             if need:
@@ -775,21 +778,33 @@ def american_bs2002_prices(
 
 
 @njit(**JIT)
-def american_price_point(
-    s: float, k: float, t: float, sig: float, r: float, q: float, call: bool, method: int
-) -> float:
-    """American price of one option by a Bjerksund-Stensland method (``method`` 0 = BS2002, 1 = BS1993, 2 =
-    BS2002 reference); module docstring rules. The exact engine is priced in arrays only
-    (``american_alo.american_points``: no kernel links its call tree but its own)."""
+def _bs_point(s: float, k: float, t: float, sig: float, r: float, q: float, call: bool, method: int) -> float:
+    """BS1993 (``method`` 1) or the BS2002 reference (2) of one option; module docstring rules."""
     floor, need, cs, ck, tt, cr, cq = _american_setup(s, k, t, sig, r, q, call)
     if not need:
         return floor  # invalid input (NaN), deterministic limit, or early exercise never optimal
-    if method == 0:
-        approx = _bs2002_call(cs, ck, tt, cr, cq, sig)
-    elif method == 1:
+    if method == 1:
         approx = _bs1993_call(cs, ck, tt, cr, cq, sig)
     else:
         approx = _bs2002_call_reference(cs, ck, tt, cr, cq, sig)
+    if approx == approx and approx < math.inf:
+        return max(approx, floor)
+    return floor
+
+
+@njit(**JIT)
+def american_price_point(
+    s: float, k: float, t: float, sig: float, r: float, q: float, call: bool, method: int
+) -> float:
+    """American price of one option by a Bjerksund-Stensland method (``method`` 0 = BS2002 on one lane of the
+    lane kernel, 1 = BS1993, 2 = BS2002 reference); module docstring rules. No kernel calls it (each would link
+    every method's call tree): the exact engine is priced in arrays only (``american_alo.american_points``)."""
+    if method != 0:
+        return _bs_point(s, k, t, sig, r, q, call, method)
+    floor, need, cs, ck, tt, cr, cq = _american_setup(s, k, t, sig, r, q, call)
+    if not need:
+        return floor
+    approx = _bs2002_call(cs, ck, tt, cr, cq, sig)
     if approx == approx and approx < math.inf:
         return max(approx, floor)
     return floor
@@ -809,15 +824,10 @@ def _price_kernel(
     start: int,
     stop: int,
 ) -> None:
-    """``american_price_point(..., method)`` (a Bjerksund-Stensland method) of options ``start .. stop-1``
-    (``run_chunked``); BS2002 by blocks of lanes (a lane's price does not depend on the others in its block)."""
-    if method == 0:
-        for a in range(start, stop, _LANES):
-            z = min(stop, a + _LANES)
-            american_bs2002_prices(spot[a:z], strike[a:z], tau[a:z], vol[a:z], rate[a:z], div[a:z], call[a:z], out[a:z])
-    else:
-        for i in range(start, stop):
-            out[i] = american_price_point(spot[i], strike[i], tau[i], vol[i], rate[i], div[i], call[i], method)
+    """``_bs_point(..., method)`` (BS1993 or the BS2002 reference) of options ``start .. stop-1``
+    (``run_chunked``; BS2002 is ``american_bs2002_prices``)."""
+    for i in range(start, stop):
+        out[i] = _bs_point(spot[i], strike[i], tau[i], vol[i], rate[i], div[i], call[i], method)
 
 
 @njit(nogil=True, **JIT)
@@ -917,10 +927,10 @@ def _greeks_kernel(
                 bq[c] = div[i]
                 bc[c] = call[i]
         if method == 0:
-            american_bs2002_prices(bs, bk, bt, bv, br, bq, bc, px)
+            american_bs2002_prices(bs, bk, bt, bv, br, bq, bc, px, np.intp(0), m)
         else:
             for c in range(m):
-                px[c] = american_price_point(bs[c], bk[c], bt[c], bv[c], br[c], bq[c], bc[c], method)
+                px[c] = _bs_point(bs[c], bk[c], bt[c], bv[c], br[c], bq[c], bc[c], method)
         for o in range(g):
             i = a + o
             x = px[o * nbump : (o + 1) * nbump]
@@ -1020,6 +1030,8 @@ def american_price(
     out = np.empty(math.prod(shape), dtype=np.float64)
     if out.size and code == _METHODS["alo"]:
         out = american_points(*flat, NEWTON_STEP_TOL, False, True, True)[0]
+    elif out.size and code == _METHODS["bs2002"]:
+        run_chunked(american_bs2002_prices, out.size, *flat, out)
     elif out.size:
         run_chunked(_price_kernel, out.size, *flat, code, out)
     return out.reshape(shape)

@@ -265,7 +265,7 @@ def put_boundary(
         b0 = qd_plus_boundary(tau[i], k, r, q, sig, x_max, b0, QD_PLUS_TOL)
         s[i + 1] = max(-math.log(b0 / x_max), 0.0)
     # one workspace for the arrays of the iteration (views into it)
-    work = np.empty(11 * nl + (n + 1) * 3 + n * (n + 6))
+    work = np.empty(11 * nl + (n + 1) * 3 + n * 6)
     inv_sd = work[0:nl]
     cc = work[nl : 2 * nl]
     sdv = work[2 * nl : 3 * nl]
@@ -288,7 +288,7 @@ def put_boundary(
     vv = work[o + 3 * n : o + 4 * n]
     pm0 = work[o + 4 * n : o + 5 * n]
     pp0 = work[o + 5 * n : o + 6 * n]
-    jac = work[o + 6 * n : o + 6 * n + n * n].reshape((n, n))
+    jac = np.empty((n, n))  # not a reshaped view: reshape's error path compiles numba's string formatting
     for i in range(n):
         ti = tau[i]
         st = sig * math.sqrt(ti)

@@ -578,68 +578,54 @@ def _european_point(
 
 
 @njit(nogil=True, **JIT)
-def _iv_spot_kernel(
-    price: FloatArray,
+def _spot_norm_kernel(
     spot: FloatArray,
     strike: FloatArray,
     tau: FloatArray,
     rate: FloatArray,
     div: FloatArray,
-    call: NDArray[np.bool_],
-    n_max: int,
-    vol: FloatArray,
-    status: NDArray[np.int8],
-    iters: NDArray[np.int32],
+    lnfk: FloatArray,
+    norm: FloatArray,
     start: int,
     stop: int,
 ) -> None:
-    """``_european_point`` of quotes ``start .. stop-1`` given the spot (``run_chunked``)."""
+    """``ln(F/K)`` and ``e^{-rT} sqrt(F K)`` given the spot (NaN for invalid input), quotes ``start .. stop-1``
+    (``run_chunked``)."""
     for i in range(start, stop):
         s, k, t, r, q = spot[i], strike[i], tau[i], rate[i], div[i]
         if s > 0.0 and k > 0.0 and r == r and q == q:
             tt = max(t, 0.0)
-            lnfk = math.log(s / k) + (r - q) * tt
+            lnfk[i] = math.log(s / k) + (r - q) * tt
             # e^{-rT} sqrt(F K) = sqrt(S K) e^{-(r+q)T/2}
             sk = s * k
             root = math.sqrt(sk) if sk < math.inf else math.sqrt(s) * math.sqrt(k)
-            norm = root * math.exp(-0.5 * (r + q) * tt)
+            norm[i] = root * math.exp(-0.5 * (r + q) * tt)
         else:
-            lnfk = math.nan
-            norm = math.nan
-        v, st, it = _european_point(price[i], lnfk, norm, t, call[i], n_max)
-        vol[i] = v
-        status[i] = st
-        iters[i] = it
+            lnfk[i] = math.nan
+            norm[i] = math.nan
 
 
 @njit(nogil=True, **JIT)
-def _iv_forward_kernel(
-    price: FloatArray,
+def _forward_norm_kernel(
     forward: FloatArray,
     strike: FloatArray,
     tau: FloatArray,
     rate: FloatArray,
-    call: NDArray[np.bool_],
-    n_max: int,
-    vol: FloatArray,
-    status: NDArray[np.int8],
-    iters: NDArray[np.int32],
+    lnfk: FloatArray,
+    norm: FloatArray,
     start: int,
     stop: int,
 ) -> None:
-    """``_european_point`` of quotes ``start .. stop-1`` given the forward (``run_chunked``)."""
+    """``ln(F/K)`` and ``e^{-rT} sqrt(F K)`` given the forward (NaN for invalid input), quotes ``start ..
+    stop-1`` (``run_chunked``)."""
     for i in range(start, stop):
         f, k, t, r = forward[i], strike[i], tau[i], rate[i]
         if f > 0.0 and k > 0.0 and r == r:
-            lnfk = math.log(f / k)
-            norm = math.sqrt(f) * math.sqrt(k) * math.exp(-r * max(t, 0.0))
+            lnfk[i] = math.log(f / k)
+            norm[i] = math.sqrt(f) * math.sqrt(k) * math.exp(-r * max(t, 0.0))
         else:
-            lnfk = math.nan
-            norm = math.nan
-        v, st, it = _european_point(price[i], lnfk, norm, t, call[i], n_max)
-        vol[i] = v
-        status[i] = st
-        iters[i] = it
+            lnfk[i] = math.nan
+            norm[i] = math.nan
 
 
 @njit(nogil=True, **JIT)
@@ -931,10 +917,11 @@ def implied_vol(
     Inputs broadcast like ``bsm.bsm_price``; ``F = S e^{(r-q)T}``. Statuses in ``IvStatus``.
     """
     shape, flat = broadcast_inputs(price, spot, strike, time_years, rate, dividend_yield, is_call)
-    vol, status, iters = _outputs(flat[0].size)
-    if vol.size:
-        run_chunked(_iv_spot_kernel, vol.size, *flat, int(max_iterations), vol, status, iters)
-    return _result(shape, vol, status, iters)
+    n = flat[0].size
+    lnfk, norm = np.empty(n), np.empty(n)
+    if n:
+        run_chunked(_spot_norm_kernel, n, *flat[1:6], lnfk, norm)
+    return _result(shape, *_european(flat[0], lnfk, norm, flat[3], flat[6], max_iterations))
 
 
 def implied_vol_black76(
@@ -949,10 +936,11 @@ def implied_vol_black76(
 ) -> ImpliedVolResult:
     """Black (1976) implied volatility from a forward price, discounting at ``rate`` (Jäckel 2015)."""
     shape, flat = broadcast_inputs(price, forward, strike, time_years, rate, is_call)
-    vol, status, iters = _outputs(flat[0].size)
-    if vol.size:
-        run_chunked(_iv_forward_kernel, vol.size, *flat, int(max_iterations), vol, status, iters)
-    return _result(shape, vol, status, iters)
+    n = flat[0].size
+    lnfk, norm = np.empty(n), np.empty(n)
+    if n:
+        run_chunked(_forward_norm_kernel, n, *flat[1:5], lnfk, norm)
+    return _result(shape, *_european(flat[0], lnfk, norm, flat[3], flat[5], max_iterations))
 
 
 def implied_vol_american(

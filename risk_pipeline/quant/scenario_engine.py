@@ -467,7 +467,7 @@ def _american_exact_kernel(
                 pr[c] = rate[i] + rate_shift[j, s]
                 pq[c] = div[i] + div_shift[j, s]
                 pc[c] = call[i]
-        american_bs2002_prices(ps, pk, pt, pv, pr, pq, pc, px)
+        american_bs2002_prices(ps, pk, pt, pv, pr, pq, pc, px, np.intp(0), m)
         for j in range(j0, j1):
             total = out_pnl[j]
             for a in range(na):
