@@ -15,7 +15,14 @@ engine and with the early-exercise grid) twice, each time in a fresh subprocess:
 the scenario engine's ``bs2002`` kernel. ``--demo`` instead runs ``risk-pipeline demo`` in a subprocess
 from a clean state (a temporary DAGSTER_HOME, warehouse, exports folder and numba cache) and prints its
 wall time and the compile time of the demo process (spawned worker processes not counted). The load
-average is printed with every figure: on a shared machine only figures taken at a low load compare.
+average and a calibration (``bench_pipeline.py``'s sort) are printed with every figure: on a shared machine
+only figures taken at the same load compare (run two versions side by side).
+
+``--dump FILE`` writes 119 arrays of the public API (the four American methods' prices, Greeks, implied
+vols and quote checks over every regime of the exact engine, BSM Greeks and implied vols, Heston prices and a
+calibration, the scenario engine's three American modes with and without vol, rate and yield moves);
+``--compare BEFORE AFTER`` checks two dumps bit for bit. ``--warm N`` times the kernel families warm at
+pipeline sizes (best of N, in process).
 """
 
 from __future__ import annotations
@@ -228,6 +235,74 @@ def outputs() -> dict[str, Any]:
     return {key: np.asarray(val) for key, val in out.items()}
 
 
+def warm_timings(repeat: int) -> dict[str, float]:
+    """Best-of-``repeat`` seconds of each kernel family at pipeline sizes (``--warm``; call after a first run has
+    compiled or loaded every kernel)."""
+    import numpy as np
+
+    from risk_pipeline.quant.american import american_greeks, american_price
+    from risk_pipeline.quant.bsm import bsm_price
+    from risk_pipeline.quant.implied_vol import american_quote_status, implied_vol, implied_vol_american
+    from risk_pipeline.quant.portfolio import Portfolio
+    from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate
+
+    rng = np.random.default_rng(3)
+    n = 20_000
+    s, k = rng.uniform(70.0, 130.0, n), np.full(n, 100.0)
+    t, v = rng.uniform(0.02, 2.0, n), rng.uniform(0.1, 0.7, n)
+    r, q, call = np.full(n, 0.04), rng.uniform(0.0, 0.05, n), rng.random(n) < 0.5
+    price = american_price(s, k, t, v, r, q, call)
+    euro = bsm_price(s, k, t, v, r, q, call)
+    n_sym, n_pos = 10, 110
+    sym = np.arange(n_pos) % n_sym
+    is_opt = np.arange(n_pos) >= n_sym
+    spot0 = np.linspace(50.0, 200.0, n_sym)
+    book = Portfolio(
+        symbols=tuple(f"S{i}" for i in range(n_sym)),
+        spot=spot0,
+        symbol_index=sym,
+        quantity=rng.integers(-20, 21, n_pos).astype(float),
+        multiplier=np.where(is_opt, 100.0, 1.0),
+        is_option=is_opt,
+        is_call=rng.random(n_pos) < 0.5,
+        strike=spot0[sym] * rng.uniform(0.85, 1.15, n_pos),
+        time_years=rng.uniform(0.05, 1.0, n_pos),
+        implied_vol=rng.uniform(0.2, 0.5, n_pos),
+        rate=0.04,
+        dividend_yield=0.02,
+        is_american=is_opt,
+    )
+    n_sc = 2_000
+    spot_sc = ScenarioSet(spot_shock_rel=rng.normal(0.0, 0.05, (n_sc, n_sym)))
+    full_sc = ScenarioSet(
+        spot_shock_rel=rng.normal(0.0, 0.05, (n_sc, n_sym)),
+        vol_scale=rng.uniform(0.8, 1.4, (n_sc, n_sym)),
+        rate_shift_abs=rng.normal(0.0, 0.002, n_sc),
+    )
+    cases = {
+        "american_price alo, 20,000": lambda: american_price(s, k, t, v, r, q, call),
+        "american_greeks alo, 5,000": lambda: american_greeks(
+            s[:5000], k[:5000], t[:5000], v[:5000], r[:5000], q[:5000], call[:5000]
+        ),
+        "american_price bs2002, 20,000": lambda: american_price(s, k, t, v, r, q, call, method="bs2002"),
+        "implied_vol_american alo, 20,000": lambda: implied_vol_american(price, s, k, t, r, q, call),
+        "american_quote_status, 20,000": lambda: american_quote_status(price * 0.99, price * 1.01, s, k, t, r, q, call),
+        "implied_vol European, 20,000": lambda: implied_vol(euro, s, k, t, r, q, call),
+        "scenarios exact, spot only, 100 Americans x 2,000": lambda: evaluate(book, spot_sc, 1.0, american="exact"),
+        "scenarios exact, vol and rate, 100 x 500": lambda: evaluate(book, full_sc.take(0, 500), 1.0, american="exact"),
+        "scenarios eep_grid, 100 x 2,000": lambda: evaluate(book, full_sc, 1.0, american="eep_grid"),
+    }
+    out = {}
+    for name, fn in cases.items():
+        best = np.inf
+        for _ in range(repeat):
+            began = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - began)
+        out[name] = best
+    return out
+
+
 def dump(path: str) -> None:
     import numpy as np
 
@@ -370,12 +445,19 @@ def main() -> None:
     parser.add_argument("--all-methods", action="store_true", help="also the Bjerksund-Stensland methods")
     parser.add_argument("--demo", action="store_true", help="time risk-pipeline demo from a clean state")
     parser.add_argument("--top", type=int, default=10, help="kernels listed by own compile time")
+    parser.add_argument("--warm", type=int, metavar="REPEAT", help="warm kernel timings in process (best of REPEAT)")
     parser.add_argument("--dump", metavar="NPZ", help="write the outputs of the public API to NPZ (in process)")
     parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"), help="compare two --dump files")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--demo-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.dump:
+    if args.warm:
+        sys.path.insert(0, str(ROOT))
+        warm_timings(1)  # compile or load every kernel
+        print(f"warm kernels, best of {args.warm} ({_load()}):")
+        for name, secs in warm_timings(args.warm).items():
+            print(f"  {secs * 1e3:9.1f} ms  {name}")
+    elif args.dump:
         dump(args.dump)
     elif args.compare:
         compare(*args.compare)
