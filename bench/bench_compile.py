@@ -15,7 +15,14 @@ engine and with the early-exercise grid) twice, each time in a fresh subprocess:
 the scenario engine's ``bs2002`` kernel. ``--demo`` instead runs ``risk-pipeline demo`` in a subprocess
 from a clean state (a temporary DAGSTER_HOME, warehouse, exports folder and numba cache) and prints its
 wall time and the compile time of the demo process (spawned worker processes not counted). The load
-average is printed with every figure: on a shared machine only figures taken at a low load compare.
+average and a calibration (``bench_pipeline.py``'s sort) are printed with every figure: on a shared machine
+only figures taken at the same load compare (run two versions side by side).
+
+``--dump FILE`` writes 119 arrays of the public API (the four American methods' prices, Greeks, implied
+vols and quote checks over every regime of the exact engine, BSM Greeks and implied vols, Heston prices and a
+calibration, the scenario engine's three American modes with and without vol, rate and yield moves);
+``--compare BEFORE AFTER`` checks two dumps bit for bit. ``--warm N`` times the kernel families warm at
+pipeline sizes (best of N, in process).
 """
 
 from __future__ import annotations
@@ -129,6 +136,205 @@ def workload(all_methods: bool) -> None:
         evaluate(book, scenarios, 1.0, american=american, per_symbol=True)  # type: ignore[arg-type]
 
 
+def outputs() -> dict[str, Any]:
+    """Arrays through the public API of every kernel family (``--dump``/``--compare``: outputs before and after
+    a change); inputs cover every regime of the American engine (single and double boundary, never exercised,
+    zero vol, expired, invalid)."""
+    import numpy as np
+
+    from risk_pipeline.quant.american import american_greeks, american_price, bs2002_call_raw
+    from risk_pipeline.quant.bsm import bsm_greeks, bsm_price
+    from risk_pipeline.quant.heston import HestonParams, calibrate_heston, heston_implied_vol
+    from risk_pipeline.quant.implied_vol import (
+        american_quote_status,
+        implied_vol,
+        implied_vol_american,
+        implied_vol_from_quotes,
+    )
+    from risk_pipeline.quant.portfolio import Portfolio
+    from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate
+
+    rng = np.random.default_rng(11)
+    n = 400
+    s, k = rng.uniform(60.0, 140.0, n), rng.uniform(80.0, 120.0, n)
+    t, v = rng.uniform(0.02, 3.0, n), rng.uniform(0.05, 0.9, n)
+    r, q, call = rng.uniform(-0.02, 0.08, n), rng.uniform(-0.01, 0.06, n), rng.random(n) < 0.5
+    # regimes: double boundary (r < 0, q < r), never exercised, zero vol, expired, invalid, tiny vol
+    r[:20], q[:20] = -0.01, -0.03
+    r[20:40], q[20:40] = -0.005, 0.01
+    v[40:50] = 0.0
+    t[50:55] = 0.0
+    s[55], v[56], t[57], k[58] = -1.0, np.nan, np.nan, 0.0
+    v[60:65] = 1e-9
+    out: dict[str, Any] = {}
+    for method in ["alo", "bs2002", "bs1993", "bs2002_reference"]:
+        price = american_price(s, k, t, v, r, q, call, method=method)
+        out[f"{method}.price"] = price
+        g = american_greeks(s, k, t, v, r, q, call, method=method)
+        for name, arr in vars(g).items():
+            out[f"{method}.greeks.{name}"] = arr
+        quote = price * (1.0 + 0.01 * rng.standard_normal(n))
+        iv = implied_vol_american(quote, s, k, t, r, q, call, method=method)
+        out[f"{method}.iv.vol"], out[f"{method}.iv.status"] = iv.vol, iv.status
+        out[f"{method}.iv.iterations"] = np.array(iv.iterations)
+        iv = implied_vol_american(price, s, k, t, r, q, call, method=method)
+        out[f"{method}.iv_exact.vol"], out[f"{method}.iv_exact.status"] = iv.vol, iv.status
+        bid, ask = quote * 0.99, quote * 1.01
+        bid[::37] = 0.0
+        ask[::41] = np.nan
+        qs = american_quote_status(bid, ask, s, k, t, r, q, call, method=method)
+        out[f"{method}.quote_status"], out[f"{method}.quote_bounded"] = qs
+        iv = implied_vol_from_quotes(bid, ask, s, k, t, r, q, call, style="american", method=method)
+        out[f"{method}.iv_quotes.vol"], out[f"{method}.iv_quotes.status"] = iv.vol, iv.status
+    out["bs2002_call_raw"] = bs2002_call_raw(s[100:], k[100:], t[100:], v[100:], r[100:], q[100:])
+    for name, arr in vars(bsm_greeks(s, k, t, v, r, q, call)).items():
+        out[f"bsm.greeks.{name}"] = arr
+    euro = bsm_price(s, k, t, v, r, q, call)
+    iv = implied_vol(euro, s, k, t, r, q, call)
+    out["bsm.iv.vol"], out["bsm.iv.status"] = iv.vol, iv.status
+    lk = np.linspace(-0.3, 0.2, 24)
+    tt = np.repeat([0.1, 0.5, 1.0], 8)
+    vols = heston_implied_vol(HestonParams(0.04, 1.5, 0.05, 0.6, -0.7), tt, lk)
+    out["heston.vols"] = vols
+    fit = calibrate_heston(tt, lk, vols + 0.002 * np.sin(5.0 * lk))
+    out["heston.fit"] = np.array([*fit.params.as_array(), fit.rmse_vol_points, fit.max_abs_error_vol_points])
+    n_sym, n_pos = 5, 60
+    sym = np.arange(n_pos) % n_sym
+    is_opt = np.arange(n_pos) >= n_sym
+    spot0 = np.array([50.0, 100.0, 150.0, 200.0, 80.0])
+    book = Portfolio(
+        symbols=tuple(f"S{i}" for i in range(n_sym)),
+        spot=spot0,
+        symbol_index=sym,
+        quantity=rng.integers(-20, 21, n_pos).astype(float),
+        multiplier=np.where(is_opt, 100.0, 1.0),
+        is_option=is_opt,
+        is_call=rng.random(n_pos) < 0.5,
+        strike=spot0[sym] * rng.uniform(0.8, 1.2, n_pos),
+        time_years=rng.uniform(0.02, 2.0, n_pos),
+        implied_vol=rng.uniform(0.15, 0.6, n_pos),
+        rate=np.where(sym == 4, -0.01, 0.04),
+        dividend_yield=np.where(sym == 4, -0.03, np.where(sym == 3, 0.0, 0.02)),
+        is_american=is_opt & (rng.random(n_pos) < 0.7),
+    )
+    n_sc = 300
+    spot_only = ScenarioSet(spot_shock_rel=rng.normal(0.0, 0.05, (n_sc, n_sym)))
+    full = ScenarioSet(
+        spot_shock_rel=rng.normal(0.0, 0.05, (n_sc, n_sym)),
+        vol_scale=np.where(rng.random((n_sc, n_sym)) < 0.3, 1.0, rng.uniform(0.7, 1.5, (n_sc, n_sym))),
+        vol_skew=rng.normal(0.0, 0.05, (n_sc, n_sym)),
+        rate_shift_abs=np.where(rng.random(n_sc) < 0.3, 0.01, 0.0),
+        dividend_shift_abs=rng.normal(0.0, 0.002, (n_sc, n_sym)),
+    )
+    for label, sc in [("spot", spot_only), ("full", full)]:
+        for american in ["exact", "eep_grid", "bs2002"]:
+            for horizon in [0.0, 5.0]:
+                res = evaluate(book, sc, horizon, american=american, per_symbol=True)  # type: ignore[arg-type]
+                out[f"scenario.{label}.{american}.{horizon}.pnl"] = res.pnl
+                out[f"scenario.{label}.{american}.{horizon}.by_symbol"] = res.by_symbol
+    return {key: np.asarray(val) for key, val in out.items()}
+
+
+def warm_timings(repeat: int) -> dict[str, float]:
+    """Best-of-``repeat`` seconds of each kernel family at pipeline sizes (``--warm``; call after a first run has
+    compiled or loaded every kernel)."""
+    import numpy as np
+
+    from risk_pipeline.quant.american import american_greeks, american_price
+    from risk_pipeline.quant.bsm import bsm_price
+    from risk_pipeline.quant.implied_vol import american_quote_status, implied_vol, implied_vol_american
+    from risk_pipeline.quant.portfolio import Portfolio
+    from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate
+
+    rng = np.random.default_rng(3)
+    n = 20_000
+    s, k = rng.uniform(70.0, 130.0, n), np.full(n, 100.0)
+    t, v = rng.uniform(0.02, 2.0, n), rng.uniform(0.1, 0.7, n)
+    r, q, call = np.full(n, 0.04), rng.uniform(0.0, 0.05, n), rng.random(n) < 0.5
+    price = american_price(s, k, t, v, r, q, call)
+    euro = bsm_price(s, k, t, v, r, q, call)
+    n_sym, n_pos = 10, 110
+    sym = np.arange(n_pos) % n_sym
+    is_opt = np.arange(n_pos) >= n_sym
+    spot0 = np.linspace(50.0, 200.0, n_sym)
+    book = Portfolio(
+        symbols=tuple(f"S{i}" for i in range(n_sym)),
+        spot=spot0,
+        symbol_index=sym,
+        quantity=rng.integers(-20, 21, n_pos).astype(float),
+        multiplier=np.where(is_opt, 100.0, 1.0),
+        is_option=is_opt,
+        is_call=rng.random(n_pos) < 0.5,
+        strike=spot0[sym] * rng.uniform(0.85, 1.15, n_pos),
+        time_years=rng.uniform(0.05, 1.0, n_pos),
+        implied_vol=rng.uniform(0.2, 0.5, n_pos),
+        rate=0.04,
+        dividend_yield=0.02,
+        is_american=is_opt,
+    )
+    n_sc = 2_000
+    spot_sc = ScenarioSet(spot_shock_rel=rng.normal(0.0, 0.05, (n_sc, n_sym)))
+    full_sc = ScenarioSet(
+        spot_shock_rel=rng.normal(0.0, 0.05, (n_sc, n_sym)),
+        vol_scale=rng.uniform(0.8, 1.4, (n_sc, n_sym)),
+        rate_shift_abs=rng.normal(0.0, 0.002, n_sc),
+    )
+    cases = {
+        "american_price alo, 20,000": lambda: american_price(s, k, t, v, r, q, call),
+        "american_greeks alo, 5,000": lambda: american_greeks(
+            s[:5000], k[:5000], t[:5000], v[:5000], r[:5000], q[:5000], call[:5000]
+        ),
+        "american_price bs2002, 20,000": lambda: american_price(s, k, t, v, r, q, call, method="bs2002"),
+        "implied_vol_american alo, 20,000": lambda: implied_vol_american(price, s, k, t, r, q, call),
+        "american_quote_status, 20,000": lambda: american_quote_status(price * 0.99, price * 1.01, s, k, t, r, q, call),
+        "implied_vol European, 20,000": lambda: implied_vol(euro, s, k, t, r, q, call),
+        "scenarios exact, spot only, 100 Americans x 2,000": lambda: evaluate(book, spot_sc, 1.0, american="exact"),
+        "scenarios exact, vol and rate, 100 x 500": lambda: evaluate(book, full_sc.take(0, 500), 1.0, american="exact"),
+        "scenarios eep_grid, 100 x 2,000": lambda: evaluate(book, full_sc, 1.0, american="eep_grid"),
+    }
+    out = {}
+    for name, fn in cases.items():
+        best = np.inf
+        for _ in range(repeat):
+            began = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - began)
+        out[name] = best
+    return out
+
+
+def dump(path: str) -> None:
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT))
+    arrays = outputs()
+    np.savez(path, **arrays)
+    print(f"{len(arrays)} arrays written to {path}")
+
+
+def compare(before: str, after: str) -> None:
+    """Every array of two ``--dump`` files: bit-identical, or the largest relative difference."""
+    import numpy as np
+
+    a, b = np.load(before), np.load(after)
+    assert sorted(a.files) == sorted(b.files), "different array names"
+    same = 0
+    for name in sorted(a.files):
+        x, y = a[name], b[name]
+        if x.shape == y.shape and x.tobytes() == y.tobytes():
+            same += 1
+            continue
+        with np.errstate(invalid="ignore", divide="ignore"):
+            both_nan = np.isnan(x) & np.isnan(y) if x.dtype.kind == "f" else np.zeros(x.shape, bool)
+            rel = np.where(both_nan | (x == y), 0.0, np.abs(x - y) / np.maximum(np.abs(x), np.abs(y)))
+        print(
+            f"  {name}: largest relative difference {np.nanmax(rel) if rel.size else 0.0:.3g}"
+            f" ({int(np.count_nonzero(rel))} of {x.size} elements differ; NaN mismatch "
+            f"{int(np.count_nonzero(np.isnan(x) != np.isnan(y))) if x.dtype.kind == 'f' else 0})"
+        )
+    print(f"{same} of {len(a.files)} arrays bit-identical")
+
+
 def child(all_methods: bool) -> None:
     """The workload with the listeners on; one JSON line on stdout."""
     sys.path.insert(0, str(ROOT))
@@ -152,8 +358,25 @@ def demo_child() -> int:
     return code
 
 
+def calibration_s() -> float:
+    """Best of three: sort 4 million seeded uniforms (one core; ``bench_pipeline.py``'s unit of machine speed)."""
+    import numpy as np
+
+    x = np.random.default_rng(0).random(4_000_000)
+    best = np.inf
+    for _ in range(3):
+        began = time.perf_counter()
+        np.sort(x, kind="quicksort")
+        best = min(best, time.perf_counter() - began)
+    return best
+
+
 def _load() -> str:
-    return "load average " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        "load average "
+        + ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        + f", calibration {1e3 * calibration_s():.0f} ms (27-30 ms idle)"
+    )
 
 
 def _run(args: list[str], env: dict[str, str]) -> tuple[dict[str, Any], float, str]:
@@ -222,10 +445,23 @@ def main() -> None:
     parser.add_argument("--all-methods", action="store_true", help="also the Bjerksund-Stensland methods")
     parser.add_argument("--demo", action="store_true", help="time risk-pipeline demo from a clean state")
     parser.add_argument("--top", type=int, default=10, help="kernels listed by own compile time")
+    parser.add_argument("--warm", type=int, metavar="REPEAT", help="warm kernel timings in process (best of REPEAT)")
+    parser.add_argument("--dump", metavar="NPZ", help="write the outputs of the public API to NPZ (in process)")
+    parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"), help="compare two --dump files")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--demo-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
+    if args.warm:
+        sys.path.insert(0, str(ROOT))
+        warm_timings(1)  # compile or load every kernel
+        print(f"warm kernels, best of {args.warm} ({_load()}):")
+        for name, secs in warm_timings(args.warm).items():
+            print(f"  {secs * 1e3:9.1f} ms  {name}")
+    elif args.dump:
+        dump(args.dump)
+    elif args.compare:
+        compare(*args.compare)
+    elif args.child:
         child(args.all_methods)
     elif args.demo_child:
         raise SystemExit(demo_child())

@@ -11,8 +11,14 @@ American engine into the scenario engine, say) it would load the old machine cod
 without a word. Any change to a file of ``risk_pipeline/quant`` starts a fresh directory; the three most
 recent are kept, so switching back to a version is free. ``NUMBA_CACHE_DIR`` set by the user wins.
 
-Cold compilation (a first run, or any change to this package) is kept short by three rules:
+Cold compilation (a first run, or any change to this package) is kept short by four rules:
 
+* one compiled caller per call tree: numba links a callee's whole call tree into every function that calls
+  it and optimizes and emits it again there (the exact American engine's tree: 5-9 s a caller under load).
+  The exact engine's pieces are each linked into one array kernel (``american_alo``'s ``boundary_kernel``,
+  ``premium_kernel``, ``special_kernel``), and its users (prices, Greeks, the American implied-vol search,
+  the scenario engine) combine them in numpy from Python, batch by batch, with the same IEEE operations
+  (the same bits); likewise one kernel for BS2002's lanes and one for Jäckel's European inversion;
 * one signature per kernel: numba compiles a callee once per distinct argument types, and a constant
   argument (``True``, ``0``) is a literal type of its own, as is an omitted default; kernels pass flags as
   ``np.bool_(...)``/``np.int64(...)`` and every optional argument explicitly;

@@ -51,7 +51,7 @@ from numba import njit
 from numpy.typing import ArrayLike
 
 from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, run_chunked
-from risk_pipeline.quant.american_alo import NEWTON_STEP_TOL, NEWTON_STEP_TOL_GREEKS, american_point
+from risk_pipeline.quant.american_alo import NEWTON_STEP_TOL, NEWTON_STEP_TOL_GREEKS, american_points
 from risk_pipeline.quant.bsm import (
     DAYS_PER_YEAR,
     BsmResult,
@@ -734,7 +734,7 @@ def _american_setup(
     return (floor if valid else math.nan), need, cs, ck, tt, cr, cq
 
 
-@njit(**JIT)
+@njit(nogil=True, **JIT)
 def american_bs2002_prices(
     s: FloatArray,
     k: FloatArray,
@@ -744,16 +744,19 @@ def american_bs2002_prices(
     q: FloatArray,
     call: BoolArray,
     out: FloatArray,
+    start: int,
+    stop: int,
 ) -> None:
-    """``american_price_point(..., method=0)`` of 1-d arrays into ``out`` (sequential: called by the kernels);
-    the options that need BS2002 are packed into lanes, the others get their floor."""
-    n = s.shape[0]
+    """``american_price_point(..., method=0)`` of options ``start .. stop-1`` of 1-d arrays into ``out`` (a
+    ``run_chunked`` kernel, and called by the other BS2002 kernels with ``0, n``); the options that need BS2002
+    are packed into lanes (a lane's price does not depend on the others in its block), the others get their
+    floor."""
     ws = np.empty(_NROWS * _LANES)
     floor = np.empty(_LANES)
     pos = np.empty(_LANES, dtype=np.intp)
-    for a in range(0, n, _LANES):
+    for a in range(start, stop, _LANES):
         m = np.intp(0)
-        for i in range(a, min(n, a + _LANES)):
+        for i in range(a, min(stop, a + _LANES)):
             fl, need, cs, ck, tt, cr, cq = _american_setup(s[i], k[i], t[i], sig[i], r[i], q[i], call[i])
             out[i] = fl
             if need:
@@ -775,23 +778,33 @@ def american_bs2002_prices(
 
 
 @njit(**JIT)
-def american_price_point(
-    s: float, k: float, t: float, sig: float, r: float, q: float, call: bool, method: int
-) -> float:
-    """American price of one option (``method`` 0 = BS2002, 1 = BS1993, 2 = BS2002 reference, 3 = the exact
-    engine of ``american_alo.py``); module docstring rules."""
-    if method == 3:
-        no, yes = np.bool_(False), np.bool_(True)  # not literals: one compiled signature of american_point
-        return american_point(s, k, t, sig, r, q, call, NEWTON_STEP_TOL, no, yes, yes)[0]
+def _bs_point(s: float, k: float, t: float, sig: float, r: float, q: float, call: bool, method: int) -> float:
+    """BS1993 (``method`` 1) or the BS2002 reference (2) of one option; module docstring rules."""
     floor, need, cs, ck, tt, cr, cq = _american_setup(s, k, t, sig, r, q, call)
     if not need:
         return floor  # invalid input (NaN), deterministic limit, or early exercise never optimal
-    if method == 0:
-        approx = _bs2002_call(cs, ck, tt, cr, cq, sig)
-    elif method == 1:
+    if method == 1:
         approx = _bs1993_call(cs, ck, tt, cr, cq, sig)
     else:
         approx = _bs2002_call_reference(cs, ck, tt, cr, cq, sig)
+    if approx == approx and approx < math.inf:
+        return max(approx, floor)
+    return floor
+
+
+@njit(**JIT)
+def american_price_point(
+    s: float, k: float, t: float, sig: float, r: float, q: float, call: bool, method: int
+) -> float:
+    """American price of one option by a Bjerksund-Stensland method (``method`` 0 = BS2002 on one lane of the
+    lane kernel, 1 = BS1993, 2 = BS2002 reference); module docstring rules. No kernel calls it (each would link
+    every method's call tree): the exact engine is priced in arrays only (``american_alo.american_points``)."""
+    if method != 0:
+        return _bs_point(s, k, t, sig, r, q, call, method)
+    floor, need, cs, ck, tt, cr, cq = _american_setup(s, k, t, sig, r, q, call)
+    if not need:
+        return floor
+    approx = _bs2002_call(cs, ck, tt, cr, cq, sig)
     if approx == approx and approx < math.inf:
         return max(approx, floor)
     return floor
@@ -811,15 +824,10 @@ def _price_kernel(
     start: int,
     stop: int,
 ) -> None:
-    """``american_price_point(..., method)`` of options ``start .. stop-1`` (``run_chunked``); BS2002 by blocks
-    of lanes (a lane's price does not depend on the others in its block)."""
-    if method == 0:
-        for a in range(start, stop, _LANES):
-            z = min(stop, a + _LANES)
-            american_bs2002_prices(spot[a:z], strike[a:z], tau[a:z], vol[a:z], rate[a:z], div[a:z], call[a:z], out[a:z])
-    else:
-        for i in range(start, stop):
-            out[i] = american_price_point(spot[i], strike[i], tau[i], vol[i], rate[i], div[i], call[i], method)
+    """``_bs_point(..., method)`` (BS1993 or the BS2002 reference) of options ``start .. stop-1``
+    (``run_chunked``; BS2002 is ``american_bs2002_prices``)."""
+    for i in range(start, stop):
+        out[i] = _bs_point(spot[i], strike[i], tau[i], vol[i], rate[i], div[i], call[i], method)
 
 
 @njit(nogil=True, **JIT)
@@ -919,10 +927,10 @@ def _greeks_kernel(
                 bq[c] = div[i]
                 bc[c] = call[i]
         if method == 0:
-            american_bs2002_prices(bs, bk, bt, bv, br, bq, bc, px)
+            american_bs2002_prices(bs, bk, bt, bv, br, bq, bc, px, np.intp(0), m)
         else:
             for c in range(m):
-                px[c] = american_price_point(bs[c], bk[c], bt[c], bv[c], br[c], bq[c], bc[c], method)
+                px[c] = _bs_point(bs[c], bk[c], bt[c], bv[c], br[c], bq[c], bc[c], method)
         for o in range(g):
             i = a + o
             x = px[o * nbump : (o + 1) * nbump]
@@ -942,8 +950,7 @@ def _greeks_kernel(
             out[9, i] = -(x[13] - x[14] - x[15] + x[16]) / (4.0 * hs * ht)
 
 
-@njit(nogil=True, **JIT)
-def _alo_greeks_kernel(
+def _alo_greeks(
     spot: FloatArray,
     strike: FloatArray,
     tau: FloatArray,
@@ -952,38 +959,43 @@ def _alo_greeks_kernel(
     div: FloatArray,
     call: BoolArray,
     out: FloatArray,
-    start: int,
-    stop: int,
 ) -> None:
     """Greeks of the exact engine into the rows of ``out`` (``BsmResult`` order): price and delta analytic,
     gamma from analytic deltas on the same boundary (``american_alo.american_point``); vega, volga and vanna
     from vol bumps, rho from rate bumps, theta and charm from time bumps of the price and of the analytic
-    delta (central differences, the module's bump constants). Options ``start .. stop-1`` (``run_chunked``)."""
-    for i in range(start, stop):
-        s, k, t, sig, r, q, c = spot[i], strike[i], tau[i], vol[i], rate[i], div[i], call[i]
-        tol = NEWTON_STEP_TOL_GREEKS
-        no, yes = np.bool_(False), np.bool_(True)  # not literals: one compiled signature of american_point
-        p0, d0, g0, _ = american_point(s, k, t, sig, r, q, c, tol, yes, no, yes)
-        hv = VOL_BUMP * sig
-        ht = TIME_BUMP * t
-        # the bumped repricings' gammas are not used: no bumped deltas for them (price and delta unchanged)
-        vu, dvu, _, _ = american_point(s, k, t, sig + hv, r, q, c, tol, yes, no, no)
-        vd, dvd, _, _ = american_point(s, k, t, sig - hv, r, q, c, tol, yes, no, no)
-        ru = american_point(s, k, t, sig, r + RATE_BUMP, q, c, tol, yes, no, no)[0]
-        rd = american_point(s, k, t, sig, r - RATE_BUMP, q, c, tol, yes, no, no)[0]
-        tu, du, _, _ = american_point(s, k, t + ht, sig, r, q, c, tol, yes, no, no)
-        td, dd, _, _ = american_point(s, k, t - ht, sig, r, q, c, tol, yes, no, no)
+    delta (central differences, the module's bump constants). The seven repricings of every option go
+    through ``american_alo.american_points`` in one batch."""
+    n = spot.shape[0]
+    hv = VOL_BUMP * vol
+    ht = TIME_BUMP * tau
+
+    def seven(base: FloatArray, up: FloatArray, down: FloatArray, which: int) -> FloatArray:
+        cols = [base] * 7
+        cols[which], cols[which + 1] = up, down
+        return np.concatenate(cols)
+
+    sig = seven(vol, vol + hv, vol - hv, 1)
+    r = seven(rate, rate + RATE_BUMP, rate - RATE_BUMP, 3)
+    t = seven(tau, tau + ht, tau - ht, 5)
+    s, k, q, c = (np.concatenate([a] * 7) for a in (spot, strike, div, call))
+    # the bumped repricings' gammas are not used: no bumped deltas for them (price and delta unchanged)
+    bump = np.zeros(7 * n, dtype=np.bool_)
+    bump[:n] = True
+    price, delta, gamma, _ = american_points(s, k, t, sig, r, q, c, NEWTON_STEP_TOL_GREEKS, True, False, bump)
+    with np.errstate(divide="ignore", invalid="ignore"):  # NaN Greeks of invalid inputs, as before
+        p0, vu, vd, ru, rd, tu, td = (price[j * n : (j + 1) * n] for j in range(7))
+        d0, dvu, dvd, du, dd = (delta[j * n : (j + 1) * n] for j in (0, 1, 2, 5, 6))
         th0 = -(tu - td) / (2.0 * ht)
-        out[0, i] = p0
-        out[1, i] = d0
-        out[2, i] = g0
-        out[3, i] = (vu - vd) / (2.0 * hv)
-        out[4, i] = th0
-        out[5, i] = th0 / DAYS_PER_YEAR
-        out[6, i] = (ru - rd) / (2.0 * RATE_BUMP)
-        out[7, i] = (dvu - dvd) / (2.0 * hv)
-        out[8, i] = (vu - 2.0 * p0 + vd) / (hv * hv)
-        out[9, i] = -(du - dd) / (2.0 * ht)
+        out[0] = p0
+        out[1] = d0
+        out[2] = gamma[:n]
+        out[3] = (vu - vd) / (2.0 * hv)
+        out[4] = th0
+        out[5] = th0 / DAYS_PER_YEAR
+        out[6] = (ru - rd) / (2.0 * RATE_BUMP)
+        out[7] = (dvu - dvd) / (2.0 * hv)
+        out[8] = (vu - 2.0 * p0 + vd) / (hv * hv)
+        out[9] = -(du - dd) / (2.0 * ht)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1016,7 +1028,11 @@ def american_price(
     code = _method_code(method)
     shape, flat = broadcast_inputs(spot, strike, time_years, vol, rate, dividend_yield, is_call)
     out = np.empty(math.prod(shape), dtype=np.float64)
-    if out.size:
+    if out.size and code == _METHODS["alo"]:
+        out = american_points(*flat, NEWTON_STEP_TOL, False, True, True)[0]
+    elif out.size and code == _METHODS["bs2002"]:
+        run_chunked(american_bs2002_prices, out.size, *flat, out)
+    elif out.size:
         run_chunked(_price_kernel, out.size, *flat, code, out)
     return out.reshape(shape)
 
@@ -1070,7 +1086,7 @@ def american_greeks(
     block = np.empty((10, n), dtype=np.float64)
     if n:
         if code == _METHODS["alo"]:
-            run_chunked(_alo_greeks_kernel, n, *flat, block)
+            _alo_greeks(*flat, block)
         else:
             run_chunked(_greeks_kernel, (n + _GREEK_BLOCK - 1) // _GREEK_BLOCK, *flat, code, _BUMPS, block)
         with np.errstate(invalid="ignore"):

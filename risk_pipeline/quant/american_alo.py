@@ -51,10 +51,11 @@ import math
 
 import numpy as np
 from numba import njit
+from numpy.typing import ArrayLike
 
-from risk_pipeline.quant._numba import JIT, FloatArray
+from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, IntArray, run_chunked
 from risk_pipeline.quant.american_fd import fd_american_put
-from risk_pipeline.quant.bsm import _bsm_point, bsm_price_point
+from risk_pipeline.quant.bsm import _bsm_point, _greeks_kernel, _price_kernel, bsm_price_point
 from risk_pipeline.quant.special import exp_minus_half_square, fast_exp, fast_log, norm_cdf_from_exp
 
 #: Chebyshev intervals of the boundary interpolation (``NODES + 1`` points, ``tau = 0`` included). With 12
@@ -264,7 +265,7 @@ def put_boundary(
         b0 = qd_plus_boundary(tau[i], k, r, q, sig, x_max, b0, QD_PLUS_TOL)
         s[i + 1] = max(-math.log(b0 / x_max), 0.0)
     # one workspace for the arrays of the iteration (views into it)
-    work = np.empty(11 * nl + (n + 1) * 3 + n * (n + 6))
+    work = np.empty(11 * nl + (n + 1) * 3 + n * 6)
     inv_sd = work[0:nl]
     cc = work[nl : 2 * nl]
     sdv = work[2 * nl : 3 * nl]
@@ -287,7 +288,7 @@ def put_boundary(
     vv = work[o + 3 * n : o + 4 * n]
     pm0 = work[o + 4 * n : o + 5 * n]
     pp0 = work[o + 5 * n : o + 6 * n]
-    jac = work[o + 6 * n : o + 6 * n + n * n].reshape((n, n))
+    jac = np.empty((n, n))  # not a reshaped view: reshape's error path compiles numba's string formatting
     for i in range(n):
         ti = tau[i]
         st = sig * math.sqrt(ti)
@@ -627,3 +628,242 @@ def american_point(
     if call:  # C(S, K) = P(K, S): d/dS = d/dK' = (P - S' dP/dS') / K'; S^2 d2C/dS2 = S'^2 d2P/dS'2
         return p, (p - ps * d) / pk, ps * ps * g / (pk * pk), th
     return p, d, g, th
+
+
+# ----------------------------------------------------------------------------------------------
+# array kernels: the only compiled callers of the engine's call tree
+#
+# Each piece of the engine (the boundary solve, the premium integral, the finite-difference and
+# zero-volatility regimes) is linked into exactly one kernel, compiled once; ``american_points`` and the
+# scenario engine combine them with numpy (the same IEEE operations as ``american_point``, so the same
+# bits). A numba kernel that called ``american_point`` would link, re-optimize and re-emit the whole call
+# tree again (5-9 s of compilation each).
+# ----------------------------------------------------------------------------------------------
+
+
+@njit(nogil=True, **JIT)
+def boundary_kernel(
+    pr: FloatArray,
+    pq: FloatArray,
+    sig: FloatArray,
+    t: FloatArray,
+    x_max: FloatArray,
+    tol: float,
+    tab: tuple[FloatArray, ...],
+    s: FloatArray,
+    steps: IntArray,
+    b_t: FloatArray,
+    start: int,
+    stop: int,
+) -> None:
+    """``put_boundary(1, pr[i], pq[i], sig[i], t[i], x_max[i], s[i], tol, tab)`` of unit-strike puts ``start ..
+    stop-1`` (``run_chunked``): the boundary ``s[i]``, the Newton steps and ``B(T) = x_max e^{-s[i, -1]}``."""
+    last = s.shape[1] - 1
+    for i in range(start, stop):
+        steps[i] = put_boundary(1.0, pr[i], pq[i], sig[i], t[i], x_max[i], s[i], tol, tab)
+        b_t[i] = x_max[i] * math.exp(-s[i, last])
+
+
+@njit(nogil=True, **JIT)
+def premium_kernel(
+    x: FloatArray,
+    row: IntArray,
+    pr: FloatArray,
+    pq: FloatArray,
+    sig: FloatArray,
+    t: FloatArray,
+    x_max: FloatArray,
+    s: FloatArray,
+    tab: tuple[FloatArray, ...],
+    greeks: bool,
+    price: FloatArray,
+    delta: FloatArray,
+    gamma: FloatArray,
+    start: int,
+    stop: int,
+) -> None:
+    """``put_from_boundary`` of unit-strike puts at spots ``x[i]`` on the boundaries ``s[row[i]]`` (solved at
+    ``pr, pq, sig, t, x_max`` of that row), ``i`` in ``start .. stop-1`` (``run_chunked``)."""
+    for i in range(start, stop):
+        b = row[i]
+        p, d, g = put_from_boundary(x[i], 1.0, pr[b], pq[b], sig[b], t[b], x_max[b], s[b], tab, greeks)
+        price[i] = p
+        delta[i] = d
+        gamma[i] = g
+
+
+@njit(nogil=True, **JIT)
+def special_kernel(
+    ps: FloatArray,
+    pk: FloatArray,
+    pr: FloatArray,
+    pq: FloatArray,
+    sig: FloatArray,
+    t: FloatArray,
+    fd: BoolArray,
+    price: FloatArray,
+    delta: FloatArray,
+    gamma: FloatArray,
+    start: int,
+    stop: int,
+) -> None:
+    """Puts outside the single-boundary engine, ``start .. stop-1`` (``run_chunked``): two boundaries
+    (``fd``: ``fd_american_put``) or zero volatility (``deterministic_put``, gamma 0)."""
+    for i in range(start, stop):
+        if fd[i]:
+            p, d, g = fd_american_put(ps[i], pk[i], pr[i], pq[i], sig[i], t[i])
+        else:
+            p, d = deterministic_put(ps[i], pk[i], pr[i], pq[i], t[i])
+            g = 0.0
+        price[i] = p
+        delta[i] = d
+        gamma[i] = g
+
+
+def py_max(a: ArrayLike, b: ArrayLike) -> FloatArray:
+    """Elementwise ``max(a, b)`` with Python's (and numba's) rule: ``b`` only if ``b > a`` (NaN in ``a`` stays,
+    and of two equal zeros the first)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return np.where(b > a, b, a)
+
+
+def py_min(a: ArrayLike, b: ArrayLike) -> FloatArray:
+    """Elementwise ``min(a, b)`` with Python's rule: ``b`` only if ``b < a``."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return np.where(b < a, b, a)
+
+
+def exercise_limits(r: FloatArray, q: FloatArray) -> FloatArray:
+    """``exercise_limit(1, r, q)`` of arrays."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(q > 0.0, py_min(1.0, r / q), 1.0)
+
+
+def solve_boundaries(
+    pr: FloatArray,
+    pq: FloatArray,
+    sig: FloatArray,
+    t: FloatArray,
+    x_max: FloatArray,
+    tol: float,
+    tab: tuple[FloatArray, ...],
+) -> tuple[FloatArray, IntArray, FloatArray]:
+    """``boundary_kernel`` of 1-d arrays: (boundaries ``(n, nodes + 1)``, Newton steps, ``B(T)``)."""
+    n = pr.shape[0]
+    s = np.empty((n, tab[0].shape[0]))
+    steps = np.empty(n, dtype=np.intp)
+    b_t = np.empty(n)
+    if n:
+        run_chunked(boundary_kernel, n, pr, pq, sig, t, x_max, float(tol), tab, s, steps, b_t)
+    return s, steps, b_t
+
+
+def premiums(
+    x: FloatArray,
+    row: IntArray,
+    bounds: tuple[FloatArray, ...],
+    s: FloatArray,
+    tab: tuple[FloatArray, ...],
+    greeks: bool,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``premium_kernel`` of 1-d arrays: (price, delta, gamma) of unit-strike puts at ``x`` on boundaries
+    ``s[row]``; ``bounds`` = (pr, pq, sig, t, x_max) per boundary."""
+    n = x.shape[0]
+    out = np.empty(n), np.empty(n), np.empty(n)
+    if n:
+        run_chunked(premium_kernel, n, x, row, *bounds, s, tab, np.bool_(greeks), *out)
+    return out
+
+
+def american_points(
+    sp: FloatArray,
+    k: FloatArray,
+    t: FloatArray,
+    sig: FloatArray,
+    r: FloatArray,
+    q: FloatArray,
+    call: BoolArray,
+    tol: float,
+    greeks: bool = False,
+    price_only: bool = False,
+    gamma_bump: BoolArray | bool = True,
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """``american_point`` of 1-d float64 arrays (``gamma_bump`` per option or one flag): (price, delta, gamma,
+    theta), bit for bit the same, from the array kernels above and numpy (each step the same IEEE operation
+    as in ``american_point``)."""
+    n = sp.shape[0]
+    nan = np.full(n, np.nan)
+    price, delta, gamma, theta = nan.copy(), nan.copy(), nan.copy(), nan.copy()
+    if not n:
+        return price, delta, gamma, theta
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        valid = (sp > 0.0) & (k > 0.0) & (sig >= 0.0) & (t == t) & (r == r) & (q == q)
+        tt = np.where(0.0 > t, 0.0, t)
+        ps, pk = np.where(call, k, sp), np.where(call, sp, k)
+        pr, pq = np.where(call, q, r), np.where(call, r, q)
+        never = valid & (pr <= 0.0) & (pr <= pq)
+        rest = valid & ~never
+        det = rest & (sig * np.sqrt(tt) <= MIN_TOTAL_STD)
+        fd = rest & ~det & (pr < 0.0) & (pq < pr)
+        single = rest & ~det & ~fd
+        if never.any():  # early exercise never optimal: the European value
+            i = np.flatnonzero(never)
+            e = [np.empty(i.size) for _ in range(10)]
+            args = (sp[i], k[i], tt[i], sig[i], r[i], q[i], np.ascontiguousarray(call[i]))
+            run_chunked(_greeks_kernel, i.size, *args, *e)
+            price[i], delta[i], gamma[i], theta[i] = e[0], e[1], e[2], e[4]
+        p, d, g, th = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+        other = np.flatnonzero(det | fd)
+        if other.size:
+            pd = (np.empty(other.size), np.empty(other.size), np.empty(other.size))
+            o = other
+            run_chunked(special_kernel, o.size, ps[o], pk[o], pr[o], pq[o], sig[o], tt[o], fd[o], *pd)
+            p[o], d[o], g[o] = pd
+            of = np.flatnonzero(fd)
+            cont = p[of] > pk[of] - ps[of] + 1e-12 * pk[of]
+            th[of] = np.where(
+                cont,
+                pr[of] * p[of] - (pr[of] - pq[of]) * ps[of] * d[of] - 0.5 * sig[of] * sig[of] * ps[of] * ps[of] * g[of],
+                0.0,
+            )
+        i = np.flatnonzero(single)
+        if i.size:  # unit strike: P(S', K') = K' p(S'/K'), so the boundary does not depend on the call's spot
+            tab = GREEKS_TABLES if greeks else EXACT_TABLES
+            bounds = (pr[i], pq[i], sig[i], tt[i], exercise_limits(pr[i], pq[i]))
+            s, _, b_t = solve_boundaries(*bounds, tol, tab)
+            x = ps[i] / pk[i]
+            row = np.arange(i.size)
+            pi, di, gi = premiums(x, row, bounds, s, tab, greeks or not price_only)
+            cont = x > b_t
+            if greeks:
+                bump = np.flatnonzero(np.broadcast_to(gamma_bump, (n,))[i] & cont)
+                if bump.size:
+                    xb = x[bump]
+                    h = GAMMA_BUMP * xb
+                    d_up = premiums(xb + h, bump, bounds, s, tab, True)[1]
+                    down = xb - h > b_t[bump]
+                    d_dn = np.full(bump.size, -1.0)
+                    d_dn[down] = premiums((xb - h)[down], bump[down], bounds, s, tab, True)[1]
+                    gi[bump] = (d_up - d_dn) / (2.0 * h)
+            pi = pi * pk[i]
+            gi = gi / pk[i]
+            p[i], d[i], g[i] = pi, di, gi
+            th[i] = np.where(
+                cont,
+                pr[i] * pi - (pr[i] - pq[i]) * ps[i] * di - 0.5 * sig[i] * sig[i] * ps[i] * ps[i] * gi,
+                0.0,
+            )
+        j = np.flatnonzero(rest)
+        if j.size:
+            # rounding of the quadrature must not undercut immediate exercise or the European value
+            euro = np.empty(j.size)
+            run_chunked(
+                _price_kernel, j.size, sp[j], k[j], tt[j], sig[j], r[j], q[j], np.ascontiguousarray(call[j]), euro
+            )
+            pj = py_max(py_max(p[j], pk[j] - ps[j]), euro)
+            cj = call[j]
+            price[j] = pj
+            delta[j] = np.where(cj, (pj - ps[j] * d[j]) / pk[j], d[j])
+            gamma[j] = np.where(cj, ps[j] * ps[j] * g[j] / (pk[j] * pk[j]), g[j])
+            theta[j] = th[j]
+    return price, delta, gamma, theta

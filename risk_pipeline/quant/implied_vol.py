@@ -41,8 +41,8 @@ from numba import njit
 from numpy.typing import ArrayLike, NDArray
 
 from risk_pipeline.quant._numba import JIT, FloatArray, run_chunked
-from risk_pipeline.quant.american import DEFAULT_METHOD, Method, _method_code, american_price_point
-from risk_pipeline.quant.bsm import broadcast_inputs, bsm_price_point
+from risk_pipeline.quant.american import DEFAULT_METHOD, Method, _method_code, american_price
+from risk_pipeline.quant.bsm import broadcast_inputs, bsm_price
 from risk_pipeline.quant.special import erfc as _erfc
 from risk_pipeline.quant.special import erfcx as _erfcx
 from risk_pipeline.quant.special import inverse_norm_cdf as _inverse_norm_cdf
@@ -578,181 +578,82 @@ def _european_point(
 
 
 @njit(nogil=True, **JIT)
-def _iv_spot_kernel(
-    price: FloatArray,
+def _spot_norm_kernel(
     spot: FloatArray,
     strike: FloatArray,
     tau: FloatArray,
     rate: FloatArray,
     div: FloatArray,
-    call: NDArray[np.bool_],
-    n_max: int,
-    vol: FloatArray,
-    status: NDArray[np.int8],
-    iters: NDArray[np.int32],
+    lnfk: FloatArray,
+    norm: FloatArray,
     start: int,
     stop: int,
 ) -> None:
-    """``_european_point`` of quotes ``start .. stop-1`` given the spot (``run_chunked``)."""
+    """``ln(F/K)`` and ``e^{-rT} sqrt(F K)`` given the spot (NaN for invalid input), quotes ``start .. stop-1``
+    (``run_chunked``)."""
     for i in range(start, stop):
         s, k, t, r, q = spot[i], strike[i], tau[i], rate[i], div[i]
         if s > 0.0 and k > 0.0 and r == r and q == q:
             tt = max(t, 0.0)
-            lnfk = math.log(s / k) + (r - q) * tt
+            lnfk[i] = math.log(s / k) + (r - q) * tt
             # e^{-rT} sqrt(F K) = sqrt(S K) e^{-(r+q)T/2}
             sk = s * k
             root = math.sqrt(sk) if sk < math.inf else math.sqrt(s) * math.sqrt(k)
-            norm = root * math.exp(-0.5 * (r + q) * tt)
+            norm[i] = root * math.exp(-0.5 * (r + q) * tt)
         else:
-            lnfk = math.nan
-            norm = math.nan
-        v, st, it = _european_point(price[i], lnfk, norm, t, call[i], n_max)
-        vol[i] = v
-        status[i] = st
-        iters[i] = it
+            lnfk[i] = math.nan
+            norm[i] = math.nan
 
 
 @njit(nogil=True, **JIT)
-def _iv_forward_kernel(
-    price: FloatArray,
+def _forward_norm_kernel(
     forward: FloatArray,
     strike: FloatArray,
     tau: FloatArray,
     rate: FloatArray,
-    call: NDArray[np.bool_],
-    n_max: int,
-    vol: FloatArray,
-    status: NDArray[np.int8],
-    iters: NDArray[np.int32],
+    lnfk: FloatArray,
+    norm: FloatArray,
     start: int,
     stop: int,
 ) -> None:
-    """``_european_point`` of quotes ``start .. stop-1`` given the forward (``run_chunked``)."""
+    """``ln(F/K)`` and ``e^{-rT} sqrt(F K)`` given the forward (NaN for invalid input), quotes ``start ..
+    stop-1`` (``run_chunked``)."""
     for i in range(start, stop):
         f, k, t, r = forward[i], strike[i], tau[i], rate[i]
         if f > 0.0 and k > 0.0 and r == r:
-            lnfk = math.log(f / k)
-            norm = math.sqrt(f) * math.sqrt(k) * math.exp(-r * max(t, 0.0))
+            lnfk[i] = math.log(f / k)
+            norm[i] = math.sqrt(f) * math.sqrt(k) * math.exp(-r * max(t, 0.0))
         else:
-            lnfk = math.nan
-            norm = math.nan
-        v, st, it = _european_point(price[i], lnfk, norm, t, call[i], n_max)
-        vol[i] = v
-        status[i] = st
-        iters[i] = it
-
-
-@njit(**JIT)
-def _american_bounds(
-    price: float, s: float, k: float, t: float, r: float, q: float, call: bool, method: int
-) -> tuple[int, float, float, int]:
-    """The checks before ``_american_point``'s iteration: ``(status, price at zero volatility less the quote,
-    European implied vol of the quote, its status)``; status -1 when the quote lies strictly between its
-    zero-volatility price and the upper bound (a volatility exists), else the ``IvStatus`` code."""
-    if not (t > 0.0):
-        return 5 if t == t else 7, math.nan, math.nan, 7
-    if not (price == price and s > 0.0 and k > 0.0 and r == r and q == q):
-        return 7, math.nan, math.nan, 7
-    if price == 0.0:
-        return 3, math.nan, math.nan, 7
-    if price >= (s if call else k):
-        return 2, math.nan, math.nan, 7
-    ftol = PRICE_TOL * price
-    f_lo = american_price_point(s, k, t, 0.0, r, q, call, method) - price
-    if f_lo > ftol:
-        return 1, f_lo, math.nan, 7
-    if f_lo >= -ftol:  # no time value left to identify a volatility
-        return 3, f_lo, math.nan, 7
-    # European implied vol of the same price bounds the American one from above (when it exists)
-    lnfk = math.log(s / k) + (r - q) * t
-    norm = math.sqrt(s) * math.sqrt(k) * math.exp(-0.5 * (r + q) * t)
-    sig_e, st, _ = _european_point(price, lnfk, norm, t, call, np.int64(DEFAULT_MAX_ITERATIONS))
-    return -1, f_lo, sig_e, st
-
-
-@njit(**JIT)
-def _american_point(
-    price: float, s: float, k: float, t: float, r: float, q: float, call: bool, method: int, tol: float, n_max: int
-) -> tuple[float, int, int]:
-    """(vol, status, price evaluations): safeguarded secant on the American price (module docstring)."""
-    status, f_lo, sig_e, st = _american_bounds(price, s, k, t, r, q, call, method)
-    if status >= 0:
-        return math.nan, status, 0
-    lo = 0.0
-    ftol = PRICE_TOL * price
-    lnfk = math.log(s / k) + (r - q) * t
-    norm = math.sqrt(s) * math.sqrt(k) * math.exp(-0.5 * (r + q) * t)
-    evals = 0
-    f_hi = math.inf  # f(hi) >= 0 is known without pricing at the European implied vol
-    if st == 0:
-        hi = max(sig_e, 1e-8) * (1.0 + 1e-9)
-        x = hi
-        if method == 3:  # start from the European vol of the quote less BS2002's early-exercise premium
-            eep = american_price_point(s, k, t, hi, r, q, call, np.int64(0)) - bsm_price_point(s, k, t, hi, r, q, call)
-            guess, st_g, _ = _european_point(price - eep, lnfk, norm, t, call, np.int64(DEFAULT_MAX_ITERATIONS))
-            if st_g == 0 and 0.0 < guess < hi:
-                x = guess
-    else:
-        hi = 1.0
-        f_hi = american_price_point(s, k, t, hi, r, q, call, method) - price
-        evals = 1
-        while f_hi < 0.0:
-            lo, f_lo = hi, f_hi
-            hi *= 2.0
-            if hi > 1e3:
-                return math.nan, 2, evals
-            f_hi = american_price_point(s, k, t, hi, r, q, call, method) - price
-            evals += 1
-        if f_hi <= ftol:
-            return hi, 0, evals
-        x = hi
-    x_prev = math.nan
-    f_prev = math.nan
-    side = 0
-    while evals < n_max:
-        if not (lo < x < hi):
-            x = (lo * f_hi - hi * f_lo) / (f_hi - f_lo) if f_hi < math.inf else 0.5 * (lo + hi)
-            if not (lo < x < hi):
-                x = 0.5 * (lo + hi)
-        fx = american_price_point(s, k, t, x, r, q, call, method) - price
-        evals += 1
-        sd = x * math.sqrt(t)
-        d1 = lnfk / sd + 0.5 * sd
-        vega = s * math.exp(-q * t) * _ONE_OVER_SQRT_TWO_PI * math.exp(-0.5 * d1 * d1) * math.sqrt(t)
-        # converged: the quote is matched and the European vega says the vol is within VOL_TOL, or the
-        # bracket is narrower than tol
-        if (abs(fx) <= ftol and abs(fx) <= VOL_TOL * vega) or (hi - lo) <= tol:
-            return x, 0, evals
-        if fx > 0.0:
-            hi, f_hi = x, fx
-            if side == 1:
-                f_lo *= 0.5
-            side = 1
-        else:
-            lo, f_lo = x, fx
-            if side == -1 and f_hi < math.inf:
-                f_hi *= 0.5
-            side = -1
-        if x_prev == x_prev and fx != f_prev:  # secant through the last two points
-            x_new = x - fx * (x - x_prev) / (fx - f_prev)
-        else:  # first step: Newton with the European vega (a close proxy of the American one)
-            x_new = x - fx / vega if vega > 0.0 else math.nan
-        x_prev, f_prev = x, fx
-        x = x_new
-    return math.nan, 6, evals
+            lnfk[i] = math.nan
+            norm[i] = math.nan
 
 
 @njit(nogil=True, **JIT)
-def _iv_american_kernel(
-    price: FloatArray,
+def _american_norm_kernel(
     spot: FloatArray,
     strike: FloatArray,
     tau: FloatArray,
     rate: FloatArray,
     div: FloatArray,
+    lnfk: FloatArray,
+    norm: FloatArray,
+    start: int,
+    stop: int,
+) -> None:
+    """``ln(F/K)`` and ``e^{-rT} sqrt(F K)`` of the American search (quotes ``start .. stop-1``, ``run_chunked``)."""
+    for i in range(start, stop):
+        s, k, t, r, q = spot[i], strike[i], tau[i], rate[i], div[i]
+        lnfk[i] = math.log(s / k) + (r - q) * t
+        norm[i] = math.sqrt(s) * math.sqrt(k) * math.exp(-0.5 * (r + q) * t)
+
+
+@njit(nogil=True, **JIT)
+def _european_kernel(
+    price: FloatArray,
+    lnfk: FloatArray,
+    norm: FloatArray,
+    tau: FloatArray,
     call: NDArray[np.bool_],
-    method: int,
-    tol: float,
     n_max: int,
     vol: FloatArray,
     status: NDArray[np.int8],
@@ -760,34 +661,229 @@ def _iv_american_kernel(
     start: int,
     stop: int,
 ) -> None:
-    """``_american_point`` of quotes ``start .. stop-1`` (``run_chunked``)."""
+    """``_european_point`` of quotes ``start .. stop-1`` given ``ln(F/K)`` and ``e^{-rT} sqrt(F K)``
+    (``run_chunked``)."""
     for i in range(start, stop):
-        v, st, it = _american_point(price[i], spot[i], strike[i], tau[i], rate[i], div[i], call[i], method, tol, n_max)
+        v, st, it = _european_point(price[i], lnfk[i], norm[i], tau[i], call[i], n_max)
         vol[i] = v
         status[i] = st
         iters[i] = it
 
 
 @njit(nogil=True, **JIT)
-def _american_bounds_kernel(
-    price: FloatArray,
+def _vega_kernel(
+    x: FloatArray,
     spot: FloatArray,
-    strike: FloatArray,
     tau: FloatArray,
-    rate: FloatArray,
     div: FloatArray,
-    call: NDArray[np.bool_],
-    method: int,
-    status: NDArray[np.int8],
-    bounded: NDArray[np.bool_],
+    lnfk: FloatArray,
+    vega: FloatArray,
     start: int,
     stop: int,
 ) -> None:
-    """``_american_bounds`` of quotes ``start .. stop-1`` (``run_chunked``): status 0 where a volatility exists."""
+    """European vega at vol ``x`` (the American search's convergence test and first step), ``start .. stop-1``."""
     for i in range(start, stop):
-        st, _, _, st_e = _american_bounds(price[i], spot[i], strike[i], tau[i], rate[i], div[i], call[i], method)
-        status[i] = max(st, 0)
-        bounded[i] = st < 0 and st_e == 0
+        t = tau[i]
+        sd = x[i] * math.sqrt(t)
+        d1 = lnfk[i] / sd + 0.5 * sd
+        vega[i] = spot[i] * math.exp(-div[i] * t) * _ONE_OVER_SQRT_TWO_PI * math.exp(-0.5 * d1 * d1) * math.sqrt(t)
+
+
+def _european(
+    price: FloatArray, lnfk: FloatArray, norm: FloatArray, tau: FloatArray, call: NDArray[np.bool_], n_max: int
+) -> tuple[FloatArray, NDArray[np.int8], NDArray[np.int32]]:
+    vol, status, iters = _outputs(price.size)
+    if price.size:
+        run_chunked(_european_kernel, price.size, price, lnfk, norm, tau, call, int(n_max), vol, status, iters)
+    return vol, status, iters
+
+
+@dataclass
+class _AmericanQuotes:
+    """Flat inputs of the American search and its checks (``_american_bounds``)."""
+
+    price: FloatArray
+    s: FloatArray
+    k: FloatArray
+    t: FloatArray
+    r: FloatArray
+    q: FloatArray
+    call: NDArray[np.bool_]
+    method: Method
+    status: NDArray[np.int8]  # -1 where a volatility exists (the search runs), else the IvStatus
+    f_lo: FloatArray  # price at zero volatility less the quote
+    sig_e: FloatArray  # European implied vol of the quote
+    st_e: NDArray[np.int8]  # its status
+    lnfk: FloatArray
+    norm: FloatArray
+
+    def model(self, idx: NDArray[np.intp], vol: FloatArray, method: Method | None = None) -> FloatArray:
+        """The American price of quotes ``idx`` at volatilities ``vol`` (``american.american_price``)."""
+        m = self.method if method is None else method
+        return american_price(
+            self.s[idx], self.k[idx], self.t[idx], vol, self.r[idx], self.q[idx], self.call[idx], method=m
+        )
+
+
+def _american_bounds(
+    price: FloatArray,
+    s: FloatArray,
+    k: FloatArray,
+    t: FloatArray,
+    r: FloatArray,
+    q: FloatArray,
+    call: NDArray[np.bool_],
+    method: Method,
+) -> _AmericanQuotes:
+    """The checks before the American search, in the order of the scalar rules: expired or NaN time, invalid
+    input, zero price, at or above the upper bound, then (pricing at zero volatility) below the zero-volatility
+    price or no time value; status -1 where the quote lies strictly between (a volatility exists), with the
+    European implied vol of the quote."""
+    n = price.size
+    status = np.full(n, -1, dtype=np.int8)
+    f_lo = np.full(n, np.nan)
+    sig_e = np.full(n, np.nan)
+    st_e = np.full(n, 7, dtype=np.int8)
+    lnfk = np.full(n, np.nan)
+    norm = np.full(n, np.nan)
+    with np.errstate(invalid="ignore"):
+        expired = ~(t > 0.0)
+        status[expired] = np.where(t[expired] == t[expired], 5, 7)
+        left = ~expired
+        bad = left & ~((price == price) & (s > 0.0) & (k > 0.0) & (r == r) & (q == q))
+        status[bad] = 7
+        left &= ~bad
+        zero = left & (price == 0.0)
+        status[zero] = 3
+        left &= ~zero
+        above = left & (price >= np.where(call, s, k))
+        status[above] = 2
+        left &= ~above
+    quotes = _AmericanQuotes(price, s, k, t, r, q, call, method, status, f_lo, sig_e, st_e, lnfk, norm)
+    i = np.flatnonzero(left)
+    if i.size:
+        ftol = PRICE_TOL * price[i]
+        f = quotes.model(i, np.zeros(i.size)) - price[i]
+        f_lo[i] = f
+        status[i[f > ftol]] = 1
+        status[i[(f <= ftol) & (f >= -ftol)]] = 3  # no time value left to identify a volatility
+        j = i[f < -ftol]
+        if j.size:
+            # European implied vol of the same price bounds the American one from above (when it exists)
+            ln, nm = np.empty(j.size), np.empty(j.size)
+            run_chunked(_american_norm_kernel, j.size, s[j], k[j], t[j], r[j], q[j], ln, nm)
+            lnfk[j], norm[j] = ln, nm
+            sig_e[j], st_e[j], _ = _european(price[j], ln, nm, t[j], call[j], DEFAULT_MAX_ITERATIONS)
+    return quotes
+
+
+def _american_search(
+    quotes: _AmericanQuotes, tol: float, n_max: int
+) -> tuple[FloatArray, NDArray[np.int8], NDArray[np.int32]]:
+    """Safeguarded secant on the American price (module docstring), all quotes with status -1 at once: every
+    step is the scalar rule applied elementwise, one batch of model prices per step."""
+    n = quotes.price.size
+    vol = np.full(n, np.nan)
+    status = np.maximum(quotes.status, 0).astype(np.int8)
+    evals = np.zeros(n, dtype=np.int32)
+    a = np.flatnonzero(quotes.status < 0)
+    if not a.size:
+        return vol, status, evals
+    price, t, lnfk, norm = quotes.price[a], quotes.t[a], quotes.lnfk[a], quotes.norm[a]
+    sig_e, st_e = quotes.sig_e[a], quotes.st_e[a]
+    m = a.size
+    lo = np.zeros(m)
+    f_lo = quotes.f_lo[a].copy()
+    ftol = PRICE_TOL * price
+    ev = np.zeros(m, dtype=np.int32)
+    f_hi = np.full(m, math.inf)  # f(hi) >= 0 is known without pricing at the European implied vol
+    hi = np.ones(m)
+    x = np.ones(m)
+    done = np.zeros(m, dtype=bool)
+    res_v = np.full(m, np.nan)
+    res_s = np.full(m, 6, dtype=np.int8)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        e = np.flatnonzero(st_e == 0)
+        if e.size:
+            h = np.where(1e-8 > sig_e[e], 1e-8, sig_e[e]) * (1.0 + 1e-9)
+            hi[e] = h
+            x[e] = h
+            if quotes.method == "alo":
+                # start from the European vol of the quote less BS2002's early-exercise premium
+                ae = a[e]
+                euro = bsm_price(quotes.s[ae], quotes.k[ae], t[e], h, quotes.r[ae], quotes.q[ae], quotes.call[ae])
+                eep = quotes.model(ae, h, "bs2002") - euro
+                guess, st_g, _ = _european(
+                    price[e] - eep, lnfk[e], norm[e], t[e], quotes.call[ae], DEFAULT_MAX_ITERATIONS
+                )
+                use = (st_g == 0) & (0.0 < guess) & (guess < h)
+                x[e[use]] = guess[use]
+        b = np.flatnonzero(st_e != 0)
+        if b.size:
+            f_hi[b] = quotes.model(a[b], hi[b]) - price[b]
+            ev[b] = 1
+            while b.size:
+                up = b[f_hi[b] < 0.0]
+                if not up.size:
+                    break
+                lo[up], f_lo[up] = hi[up], f_hi[up]
+                hi[up] *= 2.0
+                out = up[hi[up] > 1e3]
+                done[out] = True
+                res_s[out] = 2
+                up = up[hi[up] <= 1e3]
+                f_hi[up] = quotes.model(a[up], hi[up]) - price[up]
+                ev[up] += 1
+                b = up
+            b = np.flatnonzero((st_e != 0) & ~done)
+            ok = b[f_hi[b] <= ftol[b]]
+            done[ok] = True
+            res_v[ok] = hi[ok]
+            res_s[ok] = 0
+            x[b] = hi[b]
+        x_prev = np.full(m, np.nan)
+        f_prev = np.full(m, np.nan)
+        side = np.zeros(m, dtype=np.int8)
+        while True:
+            c = np.flatnonzero(~done & (ev < n_max))
+            if not c.size:
+                break
+            lc, hc, xc, flc, fhc = lo[c], hi[c], x[c], f_lo[c], f_hi[c]
+            outside = ~((lc < xc) & (xc < hc))
+            sec = np.where(fhc < math.inf, (lc * fhc - hc * flc) / (fhc - flc), 0.5 * (lc + hc))
+            sec = np.where((lc < sec) & (sec < hc), sec, 0.5 * (lc + hc))
+            xc = np.where(outside, sec, xc)
+            fx = quotes.model(a[c], xc) - price[c]
+            ev[c] += 1
+            vega = np.empty(c.size)
+            ac = a[c]
+            run_chunked(_vega_kernel, c.size, xc, quotes.s[ac], t[c], quotes.q[ac], lnfk[c], vega)
+            # converged: the quote is matched and the European vega says the vol is within VOL_TOL, or the
+            # bracket is narrower than tol
+            conv = ((np.abs(fx) <= ftol[c]) & (np.abs(fx) <= VOL_TOL * vega)) | ((hc - lc) <= tol)
+            done[c[conv]] = True
+            res_v[c[conv]] = xc[conv]
+            res_s[c[conv]] = 0
+            pos = fx > 0.0
+            sc = side[c]
+            hc = np.where(pos, xc, hc)
+            fhc = np.where(pos, fx, fhc)
+            flc = np.where(pos & (sc == 1), flc * 0.5, flc)
+            lc = np.where(pos, lc, xc)
+            flc = np.where(pos, flc, fx)
+            fhc = np.where(~pos & (sc == -1) & (fhc < math.inf), fhc * 0.5, fhc)
+            xp, fp = x_prev[c], f_prev[c]
+            secant = (xp == xp) & (fx != fp)  # secant through the last two points
+            newton = np.where(vega > 0.0, xc - fx / vega, math.nan)  # first step: Newton with the European vega
+            x_new = np.where(secant, xc - fx * (xc - xp) / (fx - fp), newton)
+            lo[c], hi[c], f_lo[c], f_hi[c] = lc, hc, flc, fhc
+            side[c] = np.where(pos, 1, -1)
+            x_prev[c], f_prev[c] = xc, fx
+            x[c] = x_new
+    vol[a] = res_v
+    status[a] = res_s
+    evals[a] = ev
+    return vol, status, evals
 
 
 # ----------------------------------------------------------------------------------------------
@@ -821,10 +917,11 @@ def implied_vol(
     Inputs broadcast like ``bsm.bsm_price``; ``F = S e^{(r-q)T}``. Statuses in ``IvStatus``.
     """
     shape, flat = broadcast_inputs(price, spot, strike, time_years, rate, dividend_yield, is_call)
-    vol, status, iters = _outputs(flat[0].size)
-    if vol.size:
-        run_chunked(_iv_spot_kernel, vol.size, *flat, int(max_iterations), vol, status, iters)
-    return _result(shape, vol, status, iters)
+    n = flat[0].size
+    lnfk, norm = np.empty(n), np.empty(n)
+    if n:
+        run_chunked(_spot_norm_kernel, n, *flat[1:6], lnfk, norm)
+    return _result(shape, *_european(flat[0], lnfk, norm, flat[3], flat[6], max_iterations))
 
 
 def implied_vol_black76(
@@ -839,10 +936,11 @@ def implied_vol_black76(
 ) -> ImpliedVolResult:
     """Black (1976) implied volatility from a forward price, discounting at ``rate`` (Jäckel 2015)."""
     shape, flat = broadcast_inputs(price, forward, strike, time_years, rate, is_call)
-    vol, status, iters = _outputs(flat[0].size)
-    if vol.size:
-        run_chunked(_iv_forward_kernel, vol.size, *flat, int(max_iterations), vol, status, iters)
-    return _result(shape, vol, status, iters)
+    n = flat[0].size
+    lnfk, norm = np.empty(n), np.empty(n)
+    if n:
+        run_chunked(_forward_norm_kernel, n, *flat[1:5], lnfk, norm)
+    return _result(shape, *_european(flat[0], lnfk, norm, flat[3], flat[5], max_iterations))
 
 
 def implied_vol_american(
@@ -864,11 +962,9 @@ def implied_vol_american(
     narrower than ``tol``; ``iterations`` counts price
     evaluations. ``BELOW_INTRINSIC`` means below the price at zero volatility.
     """
-    code = _method_code(method)
+    _method_code(method)
     shape, flat = broadcast_inputs(price, spot, strike, time_years, rate, dividend_yield, is_call)
-    vol, status, iters = _outputs(flat[0].size)
-    if vol.size:
-        run_chunked(_iv_american_kernel, vol.size, *flat, code, float(tol), int(max_evaluations), vol, status, iters)
+    vol, status, iters = _american_search(_american_bounds(*flat, method), float(tol), int(max_evaluations))
     return _result(shape, vol, status, iters)
 
 
@@ -927,13 +1023,11 @@ def american_quote_status(
     still end ``ABOVE_UPPER_BOUND``).
     """
     mid, flags = _mid_and_flags(bid, ask)
-    code = _method_code(method)
+    _method_code(method)
     shape, flat = broadcast_inputs(mid, spot, strike, time_years, rate, dividend_yield, is_call)
-    status = np.empty(flat[0].size, dtype=np.int8)
-    bounded = np.empty(flat[0].size, dtype=bool)
-    if status.size:
-        run_chunked(_american_bounds_kernel, status.size, *flat, code, status, bounded)
-    status, bounded = status.reshape(shape), bounded.reshape(shape)
+    quotes = _american_bounds(*flat, method)
+    status = np.maximum(quotes.status, 0).astype(np.int8).reshape(shape)
+    bounded = ((quotes.status < 0) & (quotes.st_e == 0)).reshape(shape)
     for mask, flag in flags:
         m = np.broadcast_to(mask, shape)
         status[m] = flag

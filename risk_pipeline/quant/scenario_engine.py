@@ -80,14 +80,15 @@ from risk_pipeline.quant.american_alo import (
     EXACT_TABLES,
     GRID_TABLES,
     NEWTON_STEP_TOL,
-    NODES,
-    american_point,
+    american_points,
     exercise_limit,
-    price_from_unit_boundary,
-    put_boundary,
-    put_from_boundary,
+    exercise_limits,
+    premiums,
+    py_max,
+    solve_boundaries,
 )
 from risk_pipeline.quant.bsm import MIN_TOTAL_STD, bsm_price
+from risk_pipeline.quant.bsm import _price_kernel as _bsm_price_kernel
 from risk_pipeline.quant.portfolio import Portfolio, stack_portfolios
 from risk_pipeline.quant.special import fast_exp, norm_cdf_from_exp
 
@@ -466,7 +467,7 @@ def _american_exact_kernel(
                 pr[c] = rate[i] + rate_shift[j, s]
                 pq[c] = div[i] + div_shift[j, s]
                 pc[c] = call[i]
-        american_bs2002_prices(ps, pk, pt, pv, pr, pq, pc, px)
+        american_bs2002_prices(ps, pk, pt, pv, pr, pq, pc, px, np.intp(0), m)
         for j in range(j0, j1):
             total = out_pnl[j]
             for a in range(na):
@@ -728,150 +729,6 @@ def _bsm_kernel(
         out[i] = _bsm(spot[i], log_spot[i], log_strike[i], carry[i], sqt[i], vol[i], w[i], dq[i], kdr[i])
 
 
-@njit(nogil=True, **JIT)
-def _alo_values(
-    spot_t: FloatArray,
-    scale_t: FloatArray,
-    shift_t: FloatArray,
-    skew_t: FloatArray,
-    log_spot_t: FloatArray,
-    shift_opt: FloatArray,
-    opt_stride: int,
-    rate_t: FloatArray,
-    div_t: FloatArray,
-    n_euro: int,
-    opt_sym: IntArray,
-    log_strike: FloatArray,
-    strike: FloatArray,
-    t: FloatArray,
-    vol: FloatArray,
-    rate: FloatArray,
-    div: FloatArray,
-    call: BoolArray,
-    values: FloatArray,
-    start: int,
-    stop: int,
-) -> None:
-    """Exact American price ``values[m, j]`` of option ``n_euro + m`` (``m`` in ``start .. stop-1``, ``run_chunked``)
-    in scenario ``j`` (the engine of
-    ``american_alo.py``), option by option. The exercise boundary depends on the vol, rate and dividend yield
-    only, not on the spot: each option keeps the last ``_BOUNDARY_CACHE`` boundaries it solved, keyed by (vol,
-    rate, yield), and reprices a new spot on a cached one (same arithmetic as ``american_price``). Scenario
-    inputs symbol-major."""
-    _, n = values.shape
-    nb = _BOUNDARY_CACHE
-    no, yes = np.bool_(False), np.bool_(True)  # not literals: one compiled signature of american_point
-    for m in range(start, stop):
-        i = n_euro + m
-        sy = opt_sym[i]
-        k = strike[i]
-        c = call[i]
-        keys = np.full((nb, 3), math.nan)
-        bnd = np.empty((nb, NODES + 1))
-        slot = 0
-        last = (math.nan, math.nan, math.nan, math.nan)
-        price = math.nan
-        for j in range(n):
-            sp = spot_t[sy, j]
-            sig = _sigma(
-                vol[i],
-                scale_t[sy, j],
-                shift_t[sy, j],
-                skew_t[sy, j],
-                log_strike[i],
-                log_spot_t[sy, j],
-                shift_opt[j, i * opt_stride],
-            )
-            rr = rate[i] + rate_t[sy, j]
-            qq = div[i] + div_t[sy, j]
-            if sp == last[0] and sig == last[1] and rr == last[2] and qq == last[3]:  # e.g. an unmoved underlying
-                values[m, j] = price
-                continue
-            last = (sp, sig, rr, qq)
-            pr, pq = (qq, rr) if c else (rr, qq)
-            single = not ((pr <= 0.0) & (pr <= pq) or (pr < 0.0) & (pq < pr)) and sig * math.sqrt(t[i]) > 1e-8
-            if not single:
-                price = american_point(sp, k, t[i], sig, rr, qq, c, NEWTON_STEP_TOL, no, no, yes)[0]
-                values[m, j] = price
-                continue
-            hit = -1
-            for b in range(nb):
-                if keys[b, 0] == sig and keys[b, 1] == rr and keys[b, 2] == qq:
-                    hit = b
-                    break
-            x_max = exercise_limit(1.0, pr, pq)
-            if hit < 0:
-                hit = slot
-                slot = (slot + 1) % nb
-                put_boundary(1.0, pr, pq, sig, t[i], x_max, bnd[hit], NEWTON_STEP_TOL, EXACT_TABLES)
-                keys[hit, 0] = sig
-                keys[hit, 1] = rr
-                keys[hit, 2] = qq
-            price = price_from_unit_boundary(sp, k, c, pr, pq, sig, t[i], x_max, bnd[hit])
-            values[m, j] = price
-
-
-@njit(nogil=True, **JIT)
-def _alo_grid_boundaries(
-    t: FloatArray,
-    r: FloatArray,
-    q: FloatArray,
-    call: BoolArray,
-    v: FloatArray,
-    ratio: FloatArray,
-    bnd: FloatArray,
-    start: int,
-    stop: int,
-) -> None:
-    """Exercise boundary at maturity of every option at every grid vol: ``ratio[m, l] = S*/K`` (NaN where
-    the grid does not apply: no early exercise, two boundaries, zero vol, a failed solve) and the unit-strike
-    put boundary ``bnd[m, l]`` (``american_alo.put_boundary``, ``GRID_TABLES``; calls by the symmetry). Options
-    ``start .. stop-1`` (``run_chunked``)."""
-    nv = v.shape[1]
-    for m in range(start, stop):
-        pr, pq = (q[m], r[m]) if call[m] else (r[m], q[m])
-        for col in range(nv):
-            ratio[m, col] = math.nan
-            sig = v[m, col]
-            if (pr <= 0.0) & (pr <= pq) or (pr < 0.0) & (pq < pr) or not sig * math.sqrt(t[m]) > 1e-8:
-                continue
-            x_max = exercise_limit(1.0, pr, pq)
-            steps = put_boundary(1.0, pr, pq, sig, t[m], x_max, bnd[m, col], 1e-7, GRID_TABLES)
-            b_t = x_max * math.exp(-bnd[m, col, bnd.shape[2] - 1])
-            if steps > 0:
-                ratio[m, col] = 1.0 / b_t if call[m] else b_t
-
-
-@njit(nogil=True, **JIT)
-def _alo_grid_prices(
-    t: FloatArray,
-    r: FloatArray,
-    q: FloatArray,
-    call: BoolArray,
-    k: FloatArray,
-    v: FloatArray,
-    spot: FloatArray,
-    bnd: FloatArray,
-    out: FloatArray,
-    start: int,
-    stop: int,
-) -> None:
-    """American prices at the grid nodes ``spot[m, l, c]`` (vol ``v[m, l]``) from the boundaries of
-    ``_alo_grid_boundaries``: ``K p(S/K)`` for puts, ``S p'(K/S)`` for calls (homogeneity, unit strike).
-    Options ``start .. stop-1`` (``run_chunked``)."""
-    _, nv, nu = spot.shape
-    yes = np.bool_(True)  # not a literal: one compiled signature of put_from_boundary
-    for m in range(start, stop):
-        pr, pq = (q[m], r[m]) if call[m] else (r[m], q[m])
-        x_max = exercise_limit(1.0, pr, pq)
-        for col in range(nv):
-            for c in range(nu):
-                sp = spot[m, col, c]
-                x, scale = (k[m] / sp, sp) if call[m] else (sp / k[m], k[m])
-                p = put_from_boundary(x, 1.0, pr, pq, v[m, col], t[m], x_max, bnd[m, col], GRID_TABLES, yes)[0]
-                out[m, col, c] = scale * p
-
-
 def _eep_nodes(
     ls_star: FloatArray,
     y: FloatArray,
@@ -894,8 +751,7 @@ def _eep_nodes(
     shape = (v.shape[0], v.shape[1], y.shape[1])
     ls = ls_star[:, :, None] - w[:, None, None] * y[:, None, :]
     s = np.exp(ls)
-    am = np.empty(shape)
-    run_chunked(_alo_grid_prices, shape[0], t, r, q, call, k, v, s, bnd, am)
+    am = _grid_prices(t, r, q, call, k, v, s, bnd)
     euro = np.empty(am.size)
 
     def flat(a: FloatArray) -> FloatArray:
@@ -955,6 +811,213 @@ def _vol_range(
         hi[m] = b
         ls_lo[m] = c
         ls_hi[m] = d
+
+
+@njit(nogil=True, **JIT)
+def _alo_plan(
+    spot_t: FloatArray,
+    scale_t: FloatArray,
+    shift_t: FloatArray,
+    skew_t: FloatArray,
+    log_spot_t: FloatArray,
+    shift_opt: FloatArray,
+    opt_stride: int,
+    rate_t: FloatArray,
+    div_t: FloatArray,
+    n_euro: int,
+    opt_sym: IntArray,
+    log_strike: FloatArray,
+    t: FloatArray,
+    vol: FloatArray,
+    rate: FloatArray,
+    div: FloatArray,
+    call: BoolArray,
+    inputs: FloatArray,
+    kind: NDArray[np.int8],
+    src: IntArray,
+    bounds: FloatArray,
+    n_bounds: IntArray,
+    start: int,
+    stop: int,
+) -> None:
+    """What the exact engine must do for option ``n_euro + m`` (``m`` in ``start .. stop-1``, ``run_chunked``) in
+    scenario ``j``, scenario inputs symbol-major: ``inputs[:, m, j]`` = (spot, vol, rate, yield); ``kind[m, j]`` 0:
+    the previous scenario's inputs again (its price: scenario ``src[m, j]``), 1: ``american_point`` (no single
+    exercise boundary, or zero vol), 2: the price on boundary ``src[m, j]`` of the option's list ``bounds[:, m]``
+    (pr, pq, vol, x_max; ``n_bounds[m]`` of them). The boundary depends on the vol, rate and dividend yield only,
+    not on the spot: each option keeps the last ``_BOUNDARY_CACHE`` boundaries it solved, keyed by (vol, rate,
+    yield), and prices a new spot on a cached one."""
+    n = kind.shape[1]
+    nb = _BOUNDARY_CACHE
+    for m in range(start, stop):
+        i = n_euro + m
+        sy = opt_sym[i]
+        c = call[i]
+        keys = np.full((nb, 3), math.nan)
+        ids = np.zeros(nb, dtype=np.intp)
+        slot = 0
+        count = 0
+        last = (math.nan, math.nan, math.nan, math.nan)
+        last_j = -1
+        for j in range(n):
+            sp = spot_t[sy, j]
+            sig = _sigma(
+                vol[i],
+                scale_t[sy, j],
+                shift_t[sy, j],
+                skew_t[sy, j],
+                log_strike[i],
+                log_spot_t[sy, j],
+                shift_opt[j, i * opt_stride],
+            )
+            rr = rate[i] + rate_t[sy, j]
+            qq = div[i] + div_t[sy, j]
+            if sp == last[0] and sig == last[1] and rr == last[2] and qq == last[3]:  # e.g. an unmoved underlying
+                kind[m, j] = 0
+                src[m, j] = last_j
+                continue
+            last = (sp, sig, rr, qq)
+            last_j = j
+            inputs[0, m, j] = sp
+            inputs[1, m, j] = sig
+            inputs[2, m, j] = rr
+            inputs[3, m, j] = qq
+            pr, pq = (qq, rr) if c else (rr, qq)
+            single = not ((pr <= 0.0) & (pr <= pq) or (pr < 0.0) & (pq < pr)) and sig * math.sqrt(t[i]) > 1e-8
+            if not single:
+                kind[m, j] = 1
+                continue
+            hit = -1
+            for b in range(nb):
+                if keys[b, 0] == sig and keys[b, 1] == rr and keys[b, 2] == qq:
+                    hit = b
+                    break
+            if hit < 0:
+                hit = slot
+                slot = (slot + 1) % nb
+                keys[hit, 0] = sig
+                keys[hit, 1] = rr
+                keys[hit, 2] = qq
+                ids[hit] = count
+                bounds[0, m, count] = pr
+                bounds[1, m, count] = pq
+                bounds[2, m, count] = sig
+                bounds[3, m, count] = exercise_limit(1.0, pr, pq)
+                count += 1
+            kind[m, j] = 2
+            src[m, j] = ids[hit]
+        n_bounds[m] = count
+
+
+def _alo_values(book: PreparedBook, inp: _ChunkInputs, values: FloatArray) -> None:
+    """Exact American price ``values[m, j]`` of option ``n_euro + m`` in scenario ``j`` (the engine of
+    ``american_alo.py``): ``_alo_plan``, then each boundary solved once (``american_alo.solve_boundaries``), the
+    spots priced on them (``premiums``, same arithmetic as ``american_price``) and the other regimes by
+    ``american_points``."""
+    n_am, n = values.shape
+    first = book.n_euro
+    inputs = np.empty((4, n_am, n))
+    kind = np.empty((n_am, n), dtype=np.int8)
+    src = np.empty((n_am, n), dtype=np.intp)
+    bounds = np.empty((4, n_am, n))
+    n_bounds = np.empty(n_am, dtype=np.intp)
+    sym_major = [np.ascontiguousarray(a.T) for a in (inp.spot_new, inp.scale, inp.shift, inp.skew, inp.log_spot_new)]
+    run_chunked(
+        _alo_plan,
+        n_am,
+        *sym_major,
+        inp.shift_opt,
+        inp.opt_stride,
+        np.ascontiguousarray(inp.rate.T),
+        np.ascontiguousarray(inp.div.T),
+        first,
+        book.opt_sym,
+        book.log_strike,
+        book.t,
+        book.vol,
+        book.rate,
+        book.div,
+        book.call,
+        inputs,
+        kind,
+        src,
+        bounds,
+        n_bounds,
+    )
+    used = np.arange(n)[None, :] < n_bounds[:, None]
+    t_b = book.t[first + np.nonzero(used)[0]]
+    pr, pq, sig_b, x_max = (bounds[f][used] for f in range(4))
+    s, _, _ = solve_boundaries(pr, pq, sig_b, t_b, x_max, NEWTON_STEP_TOL, EXACT_TABLES)
+    m, j = np.nonzero(kind == 2)
+    if m.size:  # american_alo.price_from_unit_boundary
+        i = first + m
+        sp, sig, rr, qq = (inputs[f, m, j] for f in range(4))
+        c, k = book.call[i], book.strike[i]
+        ps, pk = np.where(c, k, sp), np.where(c, sp, k)
+        row = (np.cumsum(n_bounds) - n_bounds)[m] + src[m, j]
+        p = premiums(ps / pk, row, (pr, pq, sig_b, t_b, x_max), s, EXACT_TABLES, False)[0] * pk
+        euro = np.empty(m.size)
+        run_chunked(_bsm_price_kernel, m.size, sp, k, book.t[i], sig, rr, qq, c, euro)
+        values[m, j] = py_max(py_max(p, pk - ps), euro)
+    m, j = np.nonzero(kind == 1)
+    if m.size:
+        i = first + m
+        sp, sig, rr, qq = (inputs[f, m, j] for f in range(4))
+        values[m, j] = american_points(
+            sp, book.strike[i], book.t[i], sig, rr, qq, book.call[i], NEWTON_STEP_TOL, False, False, True
+        )[0]
+    m, j = np.nonzero(kind == 0)
+    values[m, j] = values[m, src[m, j]]
+
+
+def _grid_solve(
+    t: FloatArray, r: FloatArray, q: FloatArray, call: BoolArray, v: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Exercise boundary at maturity of every option at every grid vol: ``ratio[m, l] = S*/K`` (NaN where
+    the grid does not apply: no early exercise, two boundaries, zero vol, a failed solve) and the unit-strike
+    put boundary ``bnd[m, l]`` (``american_alo.put_boundary``, ``GRID_TABLES``; calls by the symmetry; zeros
+    where not solved)."""
+    na, nv = v.shape
+    ratio = np.full((na, nv), np.nan)
+    bnd = np.zeros((na, nv, GRID_TABLES[0].size))
+    pr, pq = np.where(call, q, r), np.where(call, r, q)
+    skip = (pr <= 0.0) & (pr <= pq) | (pr < 0.0) & (pq < pr)
+    with np.errstate(invalid="ignore"):
+        go = ~skip[:, None] & (v * np.sqrt(t)[:, None] > 1e-8)
+    m, col = np.nonzero(go)
+    if m.size:
+        s, steps, b_t = solve_boundaries(
+            pr[m], pq[m], v[m, col], t[m], exercise_limits(pr[m], pq[m]), 1e-7, GRID_TABLES
+        )
+        bnd[m, col] = s
+        with np.errstate(divide="ignore"):
+            ratio[m, col] = np.where(steps > 0, np.where(call[m], 1.0 / b_t, b_t), np.nan)
+    return ratio, bnd
+
+
+def _grid_prices(
+    t: FloatArray,
+    r: FloatArray,
+    q: FloatArray,
+    call: BoolArray,
+    k: FloatArray,
+    v: FloatArray,
+    spot: FloatArray,
+    bnd: FloatArray,
+) -> FloatArray:
+    """American prices at the grid nodes ``spot[m, l, c]`` (vol ``v[m, l]``) from the boundaries of
+    ``_grid_solve``: ``K p(S/K)`` for puts, ``S p'(K/S)`` for calls (homogeneity, unit strike)."""
+    na, nv, nu = spot.shape
+    pr, pq = np.where(call, q, r), np.where(call, r, q)
+    per_bnd = [np.repeat(a, nv) for a in (pr, pq)]
+    bounds = (*per_bnd, np.ascontiguousarray(v).reshape(-1), np.repeat(t, nv), np.repeat(exercise_limits(pr, pq), nv))
+    cb = call[:, None, None]
+    kb = k[:, None, None]
+    x = np.where(cb, kb / spot, spot / kb).reshape(-1)
+    scale = np.where(cb, spot, kb)
+    row = np.repeat(np.arange(na * nv), nu)
+    p = premiums(x, row, bounds, np.ascontiguousarray(bnd).reshape(na * nv, -1), GRID_TABLES, True)[0]
+    return scale * p.reshape(spot.shape)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1258,27 +1321,13 @@ def _spline_map(n: int) -> FloatArray:
 def _grid_boundaries(
     t: FloatArray, r: FloatArray, q: FloatArray, call: BoolArray, v_nodes: FloatArray, solve: IntArray
 ) -> tuple[FloatArray, FloatArray]:
-    """``S*/K`` and the unit-strike put boundaries at the vol nodes (``_alo_grid_boundaries``) of the options
+    """``S*/K`` and the unit-strike put boundaries at the vol nodes (``_grid_solve``) of the options
     ``solve`` (NaN ratios elsewhere)."""
     na, nv = v_nodes.shape
     ratio = np.full((na, nv), np.nan)
     bnd = np.zeros((na, nv, GRID_TABLES[0].size))
     if solve.size:
-        part = np.empty((solve.size, nv))
-        part_b = np.zeros((solve.size, nv, GRID_TABLES[0].size))
-        run_chunked(
-            _alo_grid_boundaries,
-            solve.size,
-            t[solve],
-            r[solve],
-            q[solve],
-            call[solve],
-            np.ascontiguousarray(v_nodes[solve]),
-            part,
-            part_b,
-        )
-        ratio[solve] = part
-        bnd[solve] = part_b
+        ratio[solve], bnd[solve] = _grid_solve(t[solve], r[solve], q[solve], call[solve], v_nodes[solve])
     return ratio, bnd
 
 
@@ -1622,28 +1671,7 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
         )
     elif n_am:
         values = np.empty((n_am, n))
-        sym_major = [
-            np.ascontiguousarray(a.T) for a in (inp.spot_new, inp.scale, inp.shift, inp.skew, inp.log_spot_new)
-        ]
-        run_chunked(
-            _alo_values,
-            n_am,
-            *sym_major,
-            inp.shift_opt,
-            inp.opt_stride,
-            np.ascontiguousarray(inp.rate.T),
-            np.ascontiguousarray(inp.div.T),
-            book.n_euro,
-            book.opt_sym,
-            book.log_strike,
-            book.strike,
-            book.t,
-            book.vol,
-            book.rate,
-            book.div,
-            book.call,
-            values,
-        )
+        _alo_values(book, inp, values)
         _american_grid_sum(values, per_symbol, book.n_euro, book.opt_sym, book.units, book.base, pnl, by_sym)
     return ScenarioPnl(pnl, by_sym if per_symbol else None)
 
