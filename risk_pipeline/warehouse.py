@@ -554,6 +554,9 @@ class Warehouse:
         if order:
             sql += " ORDER BY " + ", ".join(_ident(c) for c in order)
         with self.connect() as con:
+            if self.engine == "duckdb":  # columnar (Arrow): no Python tuple per row, the same frame once normalized
+                frame = con.sql(sql, params=params).to_arrow_table().to_pandas()
+                return _normalize(frame.set_axis(cols, axis=1), t)
             cur = self._execute(con, sql, params)
             data = cur.fetchall()
         return _normalize(pd.DataFrame(data, columns=cols), t)
