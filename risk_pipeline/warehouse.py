@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import math
 import re
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,12 @@ def _ident(name: str) -> str:
 DELETE_CHUNK = 500
 
 
+#: Opening and closing DuckDB connections of one process, one at a time: threads that connect to a file while another
+#: closes its last connection to it otherwise race in DuckDB's database cache ("Unique file handle conflict: Cannot
+#: attach ... already attached"), seen with the static-book backtest's threads.
+_DUCKDB_ATTACH = threading.Lock()
+
+
 def _is_missing(value: Any) -> bool:
     if value is None or value is pd.NA or value is pd.NaT:
         return True
@@ -186,11 +193,13 @@ class Warehouse:
                     self._memory_con = duckdb.connect(":memory:")
                 yield self._memory_con
                 return
-            con = duckdb.connect(self.url)
+            with _DUCKDB_ATTACH:
+                con = duckdb.connect(self.url)
             try:
                 yield con
             finally:
-                con.close()
+                with _DUCKDB_ATTACH:
+                    con.close()
 
     @contextlib.contextmanager
     def _transaction(self, con: Any) -> Iterator[None]:
@@ -554,6 +563,9 @@ class Warehouse:
         if order:
             sql += " ORDER BY " + ", ".join(_ident(c) for c in order)
         with self.connect() as con:
+            if self.engine == "duckdb":  # columnar (Arrow): no Python tuple per row, the same frame once normalized
+                frame = con.sql(sql, params=params).to_arrow_table().to_pandas()
+                return _normalize(frame.set_axis(cols, axis=1), t)
             cur = self._execute(con, sql, params)
             data = cur.fetchall()
         return _normalize(pd.DataFrame(data, columns=cols), t)

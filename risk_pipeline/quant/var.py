@@ -653,6 +653,8 @@ def cornish_fisher_var_es(moments: QuadraticMoments, confidence: float) -> tuple
 CF_CHECK_FROM = -8.0
 #: Draws of the quadratic form when the Cornish-Fisher expansion is not valid (seeded).
 QUADRATIC_DRAWS = 200_000
+#: Draws x factors above which the fallback draws in blocks (a book of a few hundred underlyings and more).
+QUADRATIC_CELLS = 50_000_000
 
 
 def cornish_fisher_is_monotone(skewness: float, excess_kurtosis: float, confidence: float) -> bool:
@@ -684,8 +686,18 @@ def quadratic_var_es(
     c = np.asarray(cov, dtype=np.float64)
     w, v = np.linalg.eigh(c)  # cov may be singular (a factor without history): the PSD square root
     root = v * np.sqrt(np.clip(w, 0.0, None))
-    f = np.random.default_rng(seed).standard_normal((n_draws, bb.size)) @ root.T
-    pnl = a + f @ bb + 0.5 * np.einsum("ij,jk,ik->i", f, g, f, optimize=True)
+    rng = np.random.default_rng(seed)
+    if n_draws * bb.size <= QUADRATIC_CELLS:
+        f = rng.standard_normal((n_draws, bb.size)) @ root.T
+        pnl = a + f @ bb + 0.5 * np.einsum("ij,jk,ik->i", f, g, f, optimize=True)
+    else:  # a large book: the same draws in blocks of rows, f'Gf over G's non-zero entries (memory and time ~ n)
+        rows_i, cols_j = np.nonzero(g)
+        weights = g[rows_i, cols_j]
+        block = max(1, QUADRATIC_CELLS // (4 * bb.size))
+        pnl = np.empty(n_draws)
+        for lo in range(0, n_draws, block):
+            f = rng.standard_normal((min(block, n_draws - lo), bb.size)) @ root.T
+            pnl[lo : lo + f.shape[0]] = a + f @ bb + 0.5 * ((f[:, rows_i] * f[:, cols_j]) @ weights)
     return [empirical_var_es(pnl, conf) for conf in confidences]
 
 
@@ -721,6 +733,16 @@ def cornish_fisher_components(
     d2 = 2.0 * grp(b * u0) + grp(np.diag(gs2))
     d3 = 3.0 * (2.0 * grp(b * u1) + grp(u0 * (g @ u0))) + 3.0 * grp(np.diag(gs3))
     d4 = 12.0 * (2.0 * grp(b * u2) + 2.0 * grp(u0 * (g @ u1))) + 12.0 * grp(np.diag(gs3 @ gs))
+    return _cf_euler((k1, k2, k3, k4), (d1, d2, d3, d4), z)
+
+
+def _cf_euler(
+    cumulants: tuple[float, float, float, float], derivatives: tuple[FloatArray, ...], z: float
+) -> FloatArray:
+    """Euler components of the CF VaR at the normal quantile ``z`` from the cumulants and their derivatives in the
+    per-underlying exposure scalings (``cornish_fisher_components``; ``k2 > 0``)."""
+    k1, k2, k3, k4 = cumulants
+    d1, d2, d3, d4 = derivatives
     sd = math.sqrt(k2)
     s = k3 / k2**1.5
     k = k4 / k2**2
@@ -734,6 +756,106 @@ def cornish_fisher_components(
     total = -(k1 + sd * w)
     comp[np.argmax(np.abs(comp))] += total - comp.sum()
     return comp
+
+
+@dataclass(frozen=True, eq=False)
+class LowRankQuadratic:
+    """The moments and Euler-component terms of ``a + b'f + f'Gf/2``, ``f ~ N(0, Sigma)``, ``Sigma = scale R'R`` with
+    the ``d x n`` root ``R`` of fewer rows than factors (a covariance of ``d`` days of ``n`` factors: rank ``d``).
+
+    Every trace and diagonal of ``(G Sigma)^k`` is taken in the ``d``-dimensional span of ``R``:
+    ``(G Sigma)^k = scale G R' M^(k-1) R`` with ``M = scale R G R'`` (``d x d``), so ``tr((G Sigma)^k) = tr(M^k)``
+    and its diagonal is ``scale`` times the row sums of ``(G R' M^(k-1)) * R'``: O(n^2 d) instead of the n x n
+    products' O(n^3) of ``_cumulants`` and ``cornish_fisher_components``, equal to them up to rounding.
+    """
+
+    b: FloatArray
+    #: ``Sigma b``, ``Sigma G Sigma b``, ``Sigma (G Sigma)^2 b`` and ``G u0``, ``G u1``
+    u: tuple[FloatArray, FloatArray, FloatArray]
+    g_u: tuple[FloatArray, FloatArray]
+    #: ``tr((G Sigma)^k)`` and ``diag((G Sigma)^k)``, k = 1..4
+    traces: tuple[float, float, float, float]
+    diagonals: tuple[FloatArray, FloatArray, FloatArray, FloatArray]
+
+    @classmethod
+    def build(cls, b: ArrayLike, gamma: ArrayLike, root: ArrayLike, scale: float) -> LowRankQuadratic:
+        bb = np.asarray(b, dtype=np.float64)
+        g = np.asarray(gamma, dtype=np.float64)
+        r = np.asarray(root, dtype=np.float64)
+        rt = r.T
+        gr = g @ rt  # G R', n x d
+        m = scale * (r @ gr)
+        powers = [m, m @ m]
+        powers += [powers[1] @ m, powers[1] @ powers[1]]
+        left = [gr, gr @ powers[0], gr @ powers[1], gr @ powers[2]]  # G R' M^(k-1)
+
+        def cov_times(v: FloatArray) -> FloatArray:
+            return scale * (rt @ (r @ v))
+
+        u0 = cov_times(bb)
+        g_u0 = g @ u0
+        u1 = cov_times(g_u0)
+        g_u1 = g @ u1
+        u2 = cov_times(g_u1)
+        return cls(
+            b=bb,
+            u=(u0, u1, u2),
+            g_u=(g_u0, g_u1),
+            traces=tuple(float(np.trace(x)) for x in powers),  # type: ignore[arg-type]
+            diagonals=tuple(scale * np.einsum("ij,ij->i", x, rt) for x in left),  # type: ignore[arg-type]
+        )
+
+    def cumulants(self, a: float) -> tuple[float, float, float, float]:
+        """``_cumulants(a, b, G, Sigma)``."""
+        (u0, u1, u2), (t1, t2, t3, t4) = self.u, self.traces
+        k1 = a + 0.5 * t1
+        k2 = float(self.b @ u0) + 0.5 * t2
+        k3 = 3.0 * float(self.b @ u1) + t3
+        k4 = 12.0 * float(self.b @ u2) + 3.0 * t4
+        return float(k1), float(k2), k3, k4
+
+    def moments(self, a: float) -> QuadraticMoments:
+        """``delta_gamma_moments(a, b, G, Sigma)``."""
+        k1, k2, k3, k4 = self.cumulants(a)
+        if k2 <= 0.0:
+            return QuadraticMoments(k1, 0.0, 0.0, 0.0)
+        return QuadraticMoments(k1, k2, k3 / k2**1.5, k4 / k2**2)
+
+    def components(self, a_sym: FloatArray, owner: NDArray[np.intp], n_symbols: int, confidence: float) -> FloatArray:
+        """``cornish_fisher_components(a_sym, b, G, Sigma, owner, n_symbols, confidence)``."""
+        k = self.cumulants(float(a_sym.sum()))
+        if k[1] <= 0.0:
+            return -a_sym.copy()
+
+        def grp(v: FloatArray) -> FloatArray:
+            return np.bincount(owner, weights=v, minlength=n_symbols)
+
+        b, (u0, u1, u2), (g_u0, g_u1), dg = self.b, self.u, self.g_u, self.diagonals
+        d1 = a_sym + 0.5 * grp(dg[0])
+        d2 = 2.0 * grp(b * u0) + grp(dg[1])
+        d3 = 3.0 * (2.0 * grp(b * u1) + grp(u0 * g_u0)) + 3.0 * grp(dg[2])
+        d4 = 12.0 * (2.0 * grp(b * u2) + 2.0 * grp(u0 * g_u1)) + 12.0 * grp(dg[3])
+        return _cf_euler(k, (d1, d2, d3, d4), _norm_ppf(1.0 - confidence))
+
+
+def factor_root(
+    history: MarketHistory,
+    with_vega: bool,
+    method: Literal["equal_weight", "ewma"] = "equal_weight",
+    decay: float = 0.94,
+) -> FloatArray:
+    """``R`` (days x factors) with ``R'R = factor_covariance(history, with_vega, method, decay)`` up to rounding."""
+    f = history.log_returns
+    if with_vega:
+        assert history.iv_rel_changes is not None
+        f = np.hstack([f, history.iv_rel_changes])
+    if method == "equal_weight":
+        return f / math.sqrt(f.shape[0])
+    if method != "ewma" or not 0.0 < decay < 1.0:
+        raise ValueError("covariance must be 'equal_weight' or 'ewma' with 0 < decay < 1")
+    w = decay ** np.arange(f.shape[0] - 1, -1, -1, dtype=np.float64)
+    w /= w.sum()
+    return f * np.sqrt(w)[:, None]
 
 
 @dataclass(frozen=True, eq=False)
@@ -888,27 +1010,39 @@ def parametric_var(
     hist = history.window(cfg.lookback_days)
     with_vega = hist.iv_rel_changes is not None
     expo = delta_gamma_exposures(portfolio, with_vega, greeks)
-    cov1 = factor_covariance(hist, with_vega, cfg.covariance, cfg.ewma_decay) if covariance is None else covariance
+    # fewer days than factors (a large book): the covariance has the rank of the days, and the quadratic form's
+    # terms are taken in their span (LowRankQuadratic: O(n^2 d) instead of O(n^3), equal up to rounding)
+    root = factor_root(hist, with_vega, cfg.covariance, cfg.ewma_decay) if hist.n_days < expo.delta.size else None
+    cov1 = np.zeros(0)
+    if root is None:
+        cov1 = factor_covariance(hist, with_vega, cfg.covariance, cfg.ewma_decay) if covariance is None else covariance
     n_sym = portfolio.n_symbols
     out: list[VarResult] = []
     d_x = expo.delta[:n_sym]
     for h in cfg.horizons:
-        cov_x = h * cov1[:n_sym, :n_sym]
-        sd = math.sqrt(max(float(d_x @ cov_x @ d_x), 0.0))
+        form = None if root is None else LowRankQuadratic.build(expo.delta, expo.gamma, root, float(h))
+        if root is None:
+            cov_x = h * cov1[:n_sym, :n_sym]
+            variance_x = float(d_x @ cov_x @ d_x)
+            cov_d_x = cov_x @ d_x
+        else:
+            y = root[:, :n_sym] @ d_x
+            variance_x = float(h * (y @ y))
+            cov_d_x = h * (root[:, :n_sym].T @ y)
+        sd = math.sqrt(max(variance_x, 0.0))
         dt = h * cfg.calendar_days_per_trading_day / DAYS_PER_YEAR
         a = float(expo.theta_per_year.sum() * dt)
-        mom = delta_gamma_moments(a, expo.delta, expo.gamma, h * cov1)
+        mom = delta_gamma_moments(a, expo.delta, expo.gamma, h * cov1) if form is None else form.moments(a)
         invalid = [c for c in cfg.confidences if not cornish_fisher_is_monotone(mom.skewness, mom.excess_kurtosis, c)]
-        fallback = (
-            dict(
-                zip(invalid, quadratic_var_es(a, expo.delta, expo.gamma, h * cov1, invalid, seed=cfg.seed), strict=True)
+        fallback = {}
+        if invalid:
+            cov_h = h * cov1 if root is None else float(h) * (root.T @ root)
+            fallback = dict(
+                zip(invalid, quadratic_var_es(a, expo.delta, expo.gamma, cov_h, invalid, seed=cfg.seed), strict=True)
             )
-            if invalid
-            else {}
-        )
         for c in cfg.confidences:
             z = _norm_ppf(c)
-            comp = (z * d_x * (cov_x @ d_x) / sd) if sd > 0.0 else np.zeros(n_sym)
+            comp = (z * d_x * cov_d_x / sd) if sd > 0.0 else np.zeros(n_sym)
             out.append(
                 VarResult(
                     DELTA_NORMAL,
@@ -923,8 +1057,12 @@ def parametric_var(
                     note=f"{cfg.covariance.replace('_', '-')} covariance",
                 )
             )
-            comp_cf = cornish_fisher_components(
-                expo.theta_per_year * dt, expo.delta, expo.gamma, h * cov1, expo.owner, n_sym, c
+            comp_cf = (
+                cornish_fisher_components(
+                    expo.theta_per_year * dt, expo.delta, expo.gamma, h * cov1, expo.owner, n_sym, c
+                )
+                if form is None
+                else form.components(expo.theta_per_year * dt, expo.owner, n_sym, c)
             )
             note = f"Cornish-Fisher expansion, {cfg.covariance.replace('_', '-')} covariance"
             if c in fallback:
@@ -1225,7 +1363,17 @@ def compute_var_batch(
     if DELTA_NORMAL in methods or DELTA_GAMMA_CF in methods:
         greeks = position_greeks(stacked)
         ends = np.cumsum([0] + [p.n_positions for p in portfolios])
-        cov = factor_covariances(hists, cfg.covariance, cfg.ewma_decay)
+        # the covariances parametric_var uses (none where it works in the span of fewer days than factors)
+        dense = [
+            k
+            for k, (p, x) in enumerate(zip(portfolios, hists, strict=True))
+            if x.n_days >= p.n_symbols * (1 if x.iv_rel_changes is None else 2)
+        ]
+        cov: list[FloatArray | None] = [None] * n
+        for k, c in zip(
+            dense, factor_covariances([hists[k] for k in dense], cfg.covariance, cfg.ewma_decay), strict=True
+        ):
+            cov[k] = c
         for k, (p, x) in enumerate(zip(portfolios, histories, strict=True)):
             mine = tuple(g[ends[k] : ends[k + 1]] for g in greeks)
             results[k] += [

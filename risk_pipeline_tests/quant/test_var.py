@@ -235,6 +235,72 @@ def test_delta_gamma_moments_match_a_large_sample() -> None:
     assert abs(mom.skewness) > 0.2  # a genuinely non-normal case
 
 
+def test_low_rank_terms_equal_the_dense_moments_and_components() -> None:
+    """A covariance of fewer days than factors: the d x d route (LowRankQuadratic) against the n x n products."""
+    from risk_pipeline.quant.var import LowRankQuadratic, cornish_fisher_components
+
+    rng = np.random.default_rng(11)
+    n_sym, d = 40, 25
+    n = 2 * n_sym
+    root = rng.normal(0.0, 0.02, (d, n))
+    b = rng.normal(0.0, 1e5, n)
+    i = np.arange(n_sym)
+    g = np.zeros((n, n))  # block structure of delta_gamma_exposures: spot, vol and cross terms per underlying
+    g[i, i], g[n_sym + i, n_sym + i] = rng.normal(0.0, 4e6, n_sym), rng.normal(0.0, 1e6, n_sym)
+    g[i, n_sym + i] = g[n_sym + i, i] = rng.normal(0.0, 2e6, n_sym)
+    owner = np.concatenate([i, i])
+    a_sym = rng.normal(0.0, 50.0, n_sym)
+    for h in (1.0, 3.0):
+        cov = h * (root.T @ root)
+        form = LowRankQuadratic.build(b, g, root, h)
+        dense, low = delta_gamma_moments(float(a_sym.sum()), b, g, cov), form.moments(float(a_sym.sum()))
+        for x, y in zip(
+            (dense.mean, dense.variance, dense.skewness, dense.excess_kurtosis),
+            (low.mean, low.variance, low.skewness, low.excess_kurtosis),
+            strict=True,
+        ):
+            assert y == pytest.approx(x, rel=1e-10)
+        for c in CONFIDENCES:
+            want = cornish_fisher_components(a_sym, b, g, cov, owner, n_sym, c)
+            np.testing.assert_allclose(
+                form.components(a_sym, owner, n_sym, c), want, rtol=1e-9, atol=1e-9 * abs(want).max()
+            )
+
+
+def test_quadratic_fallback_in_blocks_equals_one_draw(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallback's draws in blocks of rows (a large book) are the same draws and the same quantiles."""
+    from risk_pipeline.quant import var as var_module
+
+    rng = np.random.default_rng(12)
+    n = 6
+    a_mat = rng.normal(0.0, 0.02, (n, n))
+    b = rng.normal(0.0, 1e5, n)
+    g = np.diag(rng.normal(0.0, 4e6, n))
+    g[0, 3] = g[3, 0] = 1e6
+    whole = var_module.quadratic_var_es(5.0, b, g, a_mat @ a_mat.T, CONFIDENCES, n_draws=20_000, seed=3)
+    monkeypatch.setattr(var_module, "QUADRATIC_CELLS", 1_000)
+    blocks = var_module.quadratic_var_es(5.0, b, g, a_mat @ a_mat.T, CONFIDENCES, n_draws=20_000, seed=3)
+    for (v1, e1), (v2, e2) in zip(whole, blocks, strict=True):
+        assert v2 == pytest.approx(v1, rel=1e-10)
+        assert e2 == pytest.approx(e1, rel=1e-10)
+
+
+def test_parametric_var_with_fewer_days_than_factors_equals_the_dense_covariance() -> None:
+    """Equal-weight covariance of a history and of the same days twice over are equal; the first (4 days, 6 factors)
+    takes the low-rank route, the second (8 days) the dense one."""
+    p = _book()
+    x = _history(n=4)
+    twice = MarketHistory(np.vstack([x.log_returns] * 2), np.vstack([x.iv_rel_changes] * 2))
+    cfg = VarConfig(lookback_days=8, horizons=(1, 5))
+    low, dense = parametric_var(p, x, cfg), parametric_var(p, twice, cfg)
+    assert len(low) == len(dense)
+    for a, b in zip(low, dense, strict=True):
+        assert (a.method, a.horizon_days, a.confidence) == (b.method, b.horizon_days, b.confidence)
+        assert a.var == pytest.approx(b.var, rel=1e-10)
+        assert a.expected_shortfall == pytest.approx(b.expected_shortfall, rel=1e-10)
+        np.testing.assert_allclose(a.component_var, b.component_var, rtol=1e-8, atol=1e-9 * abs(b.var))
+
+
 def test_cornish_fisher_es_reduces_to_the_normal_closed_form() -> None:
     for c in CONFIDENCES:
         var, es = cornish_fisher_var_es(QuadraticMoments(10.0, 4.0, 0.0, 0.0), c)

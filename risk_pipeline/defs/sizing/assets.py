@@ -1076,7 +1076,10 @@ def portfolio_heat(context: dg.AssetExecutionContext, config: SizingSettings, wa
         as_of, positions = valuation(wh, session)
         navs = wh.read("book_nav", {"as_of": as_of}).set_index("book")["nav"]
         stops = wh.read("position_stops", {"as_of": as_of})
-        cm = wh.read("correlation_matrix", {"as_of": as_of})
+        # each symbol's cluster from the matrix's diagonal (n rows, not the n x n of the whole matrix)
+        cm = wh.query(
+            "SELECT symbol_a, cluster_a FROM risk.correlation_matrix WHERE as_of = ? AND symbol_a = symbol_b", [as_of]
+        )
         clusters = dict(zip(cm["symbol_a"], cm["cluster_a"], strict=True)) if len(cm) else {}
         parts.append({"as_of": as_of})
         for book in sorted(set(positions["book"]) & set(navs.index)):
