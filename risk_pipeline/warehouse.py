@@ -145,6 +145,11 @@ class Warehouse:
         self._memory_con: Any = None
         #: Set by the Dagster resource for a run: taken before the run's first write (DuckDB only).
         self.writer_lock: WriterLock | None = None
+        #: DuckDB file: once the writer lock is taken, keep one connection open until ``release_writer`` (the
+        #: Dagster resource sets it for a run), so every later ``connect`` reuses the open database instead of
+        #: opening the file, reading its catalog and checkpointing it on close (about 800 times a daily run).
+        self.hold_open_while_writing = False
+        self._held: Any = None
         if self.engine == "duckdb" and url != ":memory:":
             if Path(url).stem == SCHEMA:
                 raise WarehouseError(f"DuckDB file {url}: a file named {SCHEMA}.* clashes with schema {SCHEMA!r}")
@@ -186,6 +191,9 @@ class Warehouse:
                     self._memory_con = duckdb.connect(":memory:")
                 yield self._memory_con
                 return
+            if self.hold_open_while_writing and self._held is None and self.writer_lock is not None:
+                if self.writer_lock.held:
+                    self._held = duckdb.connect(self.url)  # later connects share its database instance
             con = duckdb.connect(self.url)
             try:
                 yield con
@@ -587,6 +595,15 @@ class Warehouse:
         if self._kept is not None:
             self._kept.close()
             self._kept = None
+
+    def release_writer(self) -> None:
+        """End of a run: close the database held open while writing (DuckDB checkpoints it), then release the
+        writer lock, so the next writer finds the file closed."""
+        if self._held is not None:
+            self._held.close()
+            self._held = None
+        if self.writer_lock is not None:
+            self.writer_lock.release()
 
     def describe(self) -> str:
         """Where the data lives, for logs and summaries (no password)."""
