@@ -562,6 +562,9 @@ class Warehouse:
         if order:
             sql += " ORDER BY " + ", ".join(_ident(c) for c in order)
         with self.connect() as con:
+            if self.engine == "duckdb":  # columnar: no Python object per value (timestamps, dates)
+                arrow = con.sql(sql, params=params).to_arrow_table()
+                return _normalize_arrow(arrow, cols, t)
             cur = self._execute(con, sql, params)
             data = cur.fetchall()
         return _normalize(pd.DataFrame(data, columns=cols), t)
@@ -656,12 +659,15 @@ def _coerce(series: pd.Series, type_: str, table_name: str, column: str) -> pd.S
         raise WarehouseError(f"{table_name}: column {column!r} is not {type_}: {exc}") from exc
 
 
-def _normalize(frame: pd.DataFrame, t: Table) -> pd.DataFrame:
-    """Engine-independent dtypes for rows read back."""
+def _normalize(frame: pd.DataFrame, t: Table, dates_as_objects: bool = False) -> pd.DataFrame:
+    """Engine-independent dtypes for rows read back (``dates_as_objects``: DATE columns already hold
+    ``datetime.date`` objects or missing values)."""
     for name in frame.columns:
         c = t.column(name)
         s = frame[name]
-        if c.type == "date":
+        if c.type == "date" and dates_as_objects:
+            frame[name] = s.astype(object).where(s.notna(), None)
+        elif c.type == "date":
             conv = pd.to_datetime(s)
             frame[name] = conv.dt.date.astype(object).where(conv.notna(), None)
         elif c.type == "timestamp":
@@ -675,3 +681,12 @@ def _normalize(frame: pd.DataFrame, t: Table) -> pd.DataFrame:
         else:
             frame[name] = s.astype(object).where(s.notna(), None)
     return frame
+
+
+def _normalize_arrow(arrow: Any, columns: Sequence[str], t: Table) -> pd.DataFrame:
+    """``_normalize`` of a DuckDB result fetched as Arrow (``columns`` in order): the same dtypes and values as
+    ``_normalize(pd.DataFrame(cursor.fetchall(), columns=columns), t)`` without a Python object per value. DATE
+    columns come from Arrow as ``datetime.date`` objects (None for NULL), which is what ``_normalize`` makes of
+    them; every other column goes through ``_normalize``."""
+    frame = pd.DataFrame({name: arrow.column(i).to_pandas(date_as_object=True) for i, name in enumerate(columns)})
+    return _normalize(frame, t, dates_as_objects=True)
