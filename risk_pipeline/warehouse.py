@@ -684,9 +684,24 @@ def _normalize(frame: pd.DataFrame, t: Table, dates_as_objects: bool = False) ->
 
 
 def _normalize_arrow(arrow: Any, columns: Sequence[str], t: Table) -> pd.DataFrame:
-    """``_normalize`` of a DuckDB result fetched as Arrow (``columns`` in order): the same dtypes and values as
-    ``_normalize(pd.DataFrame(cursor.fetchall(), columns=columns), t)`` without a Python object per value. DATE
-    columns come from Arrow as ``datetime.date`` objects (None for NULL), which is what ``_normalize`` makes of
-    them; every other column goes through ``_normalize``."""
-    frame = pd.DataFrame({name: arrow.column(i).to_pandas(date_as_object=True) for i, name in enumerate(columns)})
-    return _normalize(frame, t, dates_as_objects=True)
+    """The rows of a DuckDB result fetched as Arrow (``columns`` in order) with the dtypes and values
+    ``_normalize(pd.DataFrame(cursor.fetchall(), columns=columns), t)`` gives, built column by column without a
+    Python object per number or timestamp and without a pandas conversion per column of the frame."""
+    n = arrow.num_rows
+    index = pd.RangeIndex(n)
+    data: dict[str, pd.Series] = {}
+    for i, name in enumerate(columns):
+        col = arrow.column(i)
+        kind = t.column(name).type
+        nulls = col.null_count > 0
+        if kind in ("date", "text", "json"):  # datetime.date / str objects, None for NULL
+            values = np.empty(n, dtype=object)
+            values[:] = col.to_pylist()
+            data[name] = pd.Series(values, index=index, dtype=object, copy=False)
+        elif kind == "double":
+            data[name] = pd.Series(col.to_numpy().astype(np.float64, copy=False), index=index, copy=False)
+        elif kind == "bigint" and not nulls:
+            data[name] = pd.Series(col.to_numpy().astype(np.int64, copy=False), index=index, copy=False)
+        else:  # timestamps, booleans and bigint with NULLs: as _normalize converts them
+            data[name] = _normalize(pd.DataFrame({name: col.to_pandas()}, index=index), t)[name]
+    return pd.DataFrame(data, index=index, copy=False)
