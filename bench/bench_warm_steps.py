@@ -44,8 +44,9 @@ class CpuSampler:
             time.sleep(self.period_s)
 
     def between(self, start: float, end: float) -> float:
-        wall = np.array([s[0] for s in self.samples])
-        cpu = np.array([s[1] for s in self.samples])
+        samples = list(self.samples)  # the sampler thread keeps appending
+        wall = np.array([s[0] for s in samples])
+        cpu = np.array([s[1] for s in samples])
         return float(np.interp(end, wall, cpu) - np.interp(start, wall, cpu))
 
 

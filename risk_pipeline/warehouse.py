@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import math
 import re
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,9 @@ def _ident(name: str) -> str:
     return f'"{name}"'
 
 
+#: Guards opening and closing the database a writer holds open (threads of one step may connect at once).
+_HOLD_LOCK = threading.Lock()
+
 #: Partition values per DELETE statement of a write over many partitions.
 DELETE_CHUNK = 500
 
@@ -192,8 +196,9 @@ class Warehouse:
                 yield self._memory_con
                 return
             if self.hold_open_while_writing and self._held is None and self.writer_lock is not None:
-                if self.writer_lock.held:
-                    self._held = duckdb.connect(self.url)  # later connects share its database instance
+                with _HOLD_LOCK:  # threads of one step may connect at once
+                    if self._held is None and self.writer_lock.held:
+                        self._held = duckdb.connect(self.url)  # later connects share its database instance
             con = duckdb.connect(self.url)
             try:
                 yield con
@@ -602,9 +607,10 @@ class Warehouse:
     def release_writer(self) -> None:
         """End of a run: close the database held open while writing (DuckDB checkpoints it), then release the
         writer lock, so the next writer finds the file closed."""
-        if self._held is not None:
-            self._held.close()
-            self._held = None
+        with _HOLD_LOCK:
+            if self._held is not None:
+                self._held.close()
+                self._held = None
         if self.writer_lock is not None:
             self.writer_lock.release()
 
