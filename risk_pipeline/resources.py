@@ -43,8 +43,8 @@ class WarehouseResource(dg.ConfigurableResource):
         self._owner = context.run.run_id if context.run is not None else "no run"
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._warehouse is not None and self._warehouse.writer_lock is not None:
-            self._warehouse.writer_lock.release()
+        if self._warehouse is not None:
+            self._warehouse.release_writer()
 
     def get(self) -> Warehouse:
         if self._warehouse is None:
@@ -53,6 +53,7 @@ class WarehouseResource(dg.ConfigurableResource):
                 self._warehouse.writer_lock = WriterLock(
                     self.url, self._owner or "no run", self.writer_lock_timeout_seconds
                 )
+                self._warehouse.hold_open_while_writing = True
             self._warehouse.ensure_tables()
         return self._warehouse
 

@@ -121,9 +121,10 @@ def _ident(name: str) -> str:
 DELETE_CHUNK = 500
 
 
-#: Opening and closing DuckDB connections of one process, one at a time: threads that connect to a file while another
-#: closes its last connection to it otherwise race in DuckDB's database cache ("Unique file handle conflict: Cannot
-#: attach ... already attached"), seen with the static-book backtest's threads.
+#: Opening and closing DuckDB connections of one process (and the database a writer holds open), one at a time:
+#: threads that connect to a file while another closes its last connection to it otherwise race in DuckDB's
+#: database cache ("Unique file handle conflict: Cannot attach ... already attached"), seen with the static-book
+#: backtest's threads.
 _DUCKDB_ATTACH = threading.Lock()
 
 
@@ -152,6 +153,11 @@ class Warehouse:
         self._memory_con: Any = None
         #: Set by the Dagster resource for a run: taken before the run's first write (DuckDB only).
         self.writer_lock: WriterLock | None = None
+        #: DuckDB file: once the writer lock is taken, keep one connection open until ``release_writer`` (the
+        #: Dagster resource sets it for a run), so every later ``connect`` reuses the open database instead of
+        #: opening the file, reading its catalog and checkpointing it on close (about 800 times a daily run).
+        self.hold_open_while_writing = False
+        self._held: Any = None
         if self.engine == "duckdb" and url != ":memory:":
             if Path(url).stem == SCHEMA:
                 raise WarehouseError(f"DuckDB file {url}: a file named {SCHEMA}.* clashes with schema {SCHEMA!r}")
@@ -193,7 +199,10 @@ class Warehouse:
                     self._memory_con = duckdb.connect(":memory:")
                 yield self._memory_con
                 return
-            with _DUCKDB_ATTACH:
+            with _DUCKDB_ATTACH:  # threads of one step may connect at once
+                if self.hold_open_while_writing and self._held is None and self.writer_lock is not None:
+                    if self.writer_lock.held:
+                        self._held = duckdb.connect(self.url)  # later connects share its database instance
                 con = duckdb.connect(self.url)
             try:
                 yield con
@@ -563,9 +572,9 @@ class Warehouse:
         if order:
             sql += " ORDER BY " + ", ".join(_ident(c) for c in order)
         with self.connect() as con:
-            if self.engine == "duckdb":  # columnar (Arrow): no Python tuple per row, the same frame once normalized
-                frame = con.sql(sql, params=params).to_arrow_table().to_pandas()
-                return _normalize(frame.set_axis(cols, axis=1), t)
+            if self.engine == "duckdb":  # columnar: no Python object per value (timestamps, dates)
+                arrow = con.sql(sql, params=params).to_arrow_table()
+                return _normalize_arrow(arrow, cols, t)
             cur = self._execute(con, sql, params)
             data = cur.fetchall()
         return _normalize(pd.DataFrame(data, columns=cols), t)
@@ -599,6 +608,16 @@ class Warehouse:
         if self._kept is not None:
             self._kept.close()
             self._kept = None
+
+    def release_writer(self) -> None:
+        """End of a run: close the database held open while writing (DuckDB checkpoints it), then release the
+        writer lock, so the next writer finds the file closed."""
+        with _DUCKDB_ATTACH:
+            if self._held is not None:
+                self._held.close()
+                self._held = None
+        if self.writer_lock is not None:
+            self.writer_lock.release()
 
     def describe(self) -> str:
         """Where the data lives, for logs and summaries (no password)."""
@@ -651,12 +670,15 @@ def _coerce(series: pd.Series, type_: str, table_name: str, column: str) -> pd.S
         raise WarehouseError(f"{table_name}: column {column!r} is not {type_}: {exc}") from exc
 
 
-def _normalize(frame: pd.DataFrame, t: Table) -> pd.DataFrame:
-    """Engine-independent dtypes for rows read back."""
+def _normalize(frame: pd.DataFrame, t: Table, dates_as_objects: bool = False) -> pd.DataFrame:
+    """Engine-independent dtypes for rows read back (``dates_as_objects``: DATE columns already hold
+    ``datetime.date`` objects or missing values)."""
     for name in frame.columns:
         c = t.column(name)
         s = frame[name]
-        if c.type == "date":
+        if c.type == "date" and dates_as_objects:
+            frame[name] = s.astype(object).where(s.notna(), None)
+        elif c.type == "date":
             conv = pd.to_datetime(s)
             frame[name] = conv.dt.date.astype(object).where(conv.notna(), None)
         elif c.type == "timestamp":
@@ -670,3 +692,27 @@ def _normalize(frame: pd.DataFrame, t: Table) -> pd.DataFrame:
         else:
             frame[name] = s.astype(object).where(s.notna(), None)
     return frame
+
+
+def _normalize_arrow(arrow: Any, columns: Sequence[str], t: Table) -> pd.DataFrame:
+    """The rows of a DuckDB result fetched as Arrow (``columns`` in order) with the dtypes and values
+    ``_normalize(pd.DataFrame(cursor.fetchall(), columns=columns), t)`` gives, built column by column without a
+    Python object per number or timestamp and without a pandas conversion per column of the frame."""
+    n = arrow.num_rows
+    index = pd.RangeIndex(n)
+    data: dict[str, pd.Series] = {}
+    for i, name in enumerate(columns):
+        col = arrow.column(i)
+        kind = t.column(name).type
+        nulls = col.null_count > 0
+        if kind in ("date", "text", "json"):  # datetime.date / str objects, None for NULL
+            values = np.empty(n, dtype=object)
+            values[:] = col.to_pylist()
+            data[name] = pd.Series(values, index=index, dtype=object, copy=False)
+        elif kind == "double":
+            data[name] = pd.Series(col.to_numpy().astype(np.float64, copy=False), index=index, copy=False)
+        elif kind == "bigint" and not nulls:
+            data[name] = pd.Series(col.to_numpy().astype(np.int64, copy=False), index=index, copy=False)
+        else:  # timestamps, booleans and bigint with NULLs: as _normalize converts them
+            data[name] = _normalize(pd.DataFrame({name: col.to_pandas()}, index=index), t)[name]
+    return pd.DataFrame(data, index=index, copy=False)

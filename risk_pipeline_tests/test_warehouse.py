@@ -251,3 +251,61 @@ def test_missing_json_value_is_null_not_the_text_nan(warehouse: Warehouse) -> No
     warehouse.write("trading_state", rows, run_id="r")
     got = warehouse.read("trading_state").sort_values("book")["triggering_limits"].tolist()
     assert got == [None, '["max_drawdown_pct"]']
+
+
+def _typed_rows(t: object, n: int) -> pd.DataFrame:
+    """``n`` rows of a contract table: every column filled, and every nullable non-key column NULL in the odd
+    rows (keys differ between rows)."""
+    import json
+
+    stamp = pd.Timestamp("2026-11-20T21:00:00Z")
+    rows = []
+    for i in range(n):
+        values = {
+            "date": D1 + dt.timedelta(days=i),
+            "timestamp": stamp + pd.Timedelta(minutes=37 * i, microseconds=i),
+            "double": 1.5 + i / 3,
+            "bigint": 2**53 + 1 + i,
+            "text": f"x{i}",
+            "boolean": i % 4 == 0,
+            "json": json.dumps({"i": i}),
+        }
+        rows.append(
+            {
+                c.name: None if i % 2 and c.nullable and c.name not in t.key else values[c.type]  # type: ignore[attr-defined]
+                for c in t.columns  # type: ignore[attr-defined]
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("warehouse", ["duckdb"], indirect=True)
+def test_duckdb_reads_equal_row_by_row_fetching(warehouse: Warehouse) -> None:
+    """``read`` fetches DuckDB results as Arrow: every table's rows (NULLs in every nullable column, 64-bit
+    integers above 2**53, microsecond timestamps), an empty result and a column subset come back with the same
+    dtypes, values and value types as fetching the rows one by one and normalizing them (the previous path)."""
+    from risk_pipeline.warehouse import _ident, _normalize
+
+    for name, t in TABLES.items():
+        rows = _typed_rows(t, 4)
+        if t.append_only:
+            warehouse.append(name, rows, run_id="r")
+        else:
+            warehouse.write(name, rows, run_id="r")
+        for columns, where in ((None, None), (None, {t.key[0]: "no such value"}), (list(t.key), None)):
+            cols = columns or t.column_names
+            if where is not None and t.column(t.key[0]).type != "text":
+                continue
+            got = warehouse.read(name, where, columns=columns)
+            sql = f"SELECT {', '.join(_ident(c) for c in cols)} FROM risk.{name}"
+            params = []
+            if where:
+                sql += f" WHERE {_ident(t.key[0])} = ?"
+                params = [where[t.key[0]]]
+            sql += " ORDER BY " + ", ".join(_ident(k) for k in t.key if k in cols)
+            with warehouse.connect() as con:
+                expected = _normalize(pd.DataFrame(con.execute(sql, params).fetchall(), columns=cols), t)
+            pd.testing.assert_frame_equal(got, expected, check_exact=True)
+            for c in cols:
+                assert got[c].map(type).tolist() == expected[c].map(type).tolist(), (name, c)
+        assert len(warehouse.read(name)) == 4, name

@@ -93,3 +93,31 @@ def test_a_run_waits_for_the_warehouse_and_fails_closed_when_it_stays_busy(tmp_p
     after = WriterLock(url, "after", timeout_seconds=0.1)
     after.acquire()
     after.release()
+
+
+def _other_process_reads(url: str) -> subprocess.CompletedProcess[str]:
+    code = (
+        "import sys; from risk_pipeline.warehouse import Warehouse; "
+        "print(Warehouse(sys.argv[1]).read('rates_curve')['zero_rate'].tolist())"
+    )
+    return subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True, timeout=120)
+
+
+def test_a_writer_holds_the_database_open_until_it_releases_the_writer_lock(tmp_path: Path) -> None:
+    """The resource's warehouse keeps its DuckDB database open from the writer lock to ``release_writer`` (the
+    end of the run): its connections reuse it, another process cannot open the file meanwhile, and after the
+    release it reads everything written."""
+    url = str(tmp_path / "risk_warehouse.duckdb")
+    wh = Warehouse(url)
+    wh.ensure_tables()
+    wh.writer_lock = WriterLock(url, "run-A", timeout_seconds=5)
+    wh.hold_open_while_writing = True
+    assert _other_process_reads(url).returncode == 0  # nothing held before the first write
+    wh.write("rates_curve", _curve(0.04), run_id="run-A")
+    assert wh.read("rates_curve")["zero_rate"].tolist() == [0.04]
+    held = _other_process_reads(url)
+    assert held.returncode != 0 and "lock" in held.stderr.lower()
+    wh.release_writer()
+    after = _other_process_reads(url)
+    assert after.returncode == 0 and after.stdout.strip() == "[0.04]", after.stderr
+    assert not wh.writer_lock.held

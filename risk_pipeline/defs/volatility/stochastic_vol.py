@@ -2,7 +2,7 @@
 
 import datetime as dt
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -115,21 +115,32 @@ def _heston_or_error(quotes: pd.DataFrame, single_thread: bool) -> tuple[dict[st
 def _fit_chunk(
     jobs: list[tuple[str, pd.DataFrame, float]], threads: int = 1
 ) -> list[tuple[str, list[dict[str, Any]], dict[str, Any], pd.Series, str]]:
-    """SABR slices of every job in turn, then the Heston fits on ``threads`` threads of this process (the
-    Heston kernels release the GIL, so the threads share the cores; each fit is the same computation as on
-    one thread): (underlying, SABR rows, Heston row, Heston model vols, error)."""
-    sabr: list[list[dict[str, Any]] | ValueError] = []
-    for _, quotes, beta in jobs:
-        try:
-            sabr.append(sabr_rows(quotes, beta))
-        except ValueError as exc:
-            sabr.append(exc)
-    todo = [i for i, rows in enumerate(sabr) if not isinstance(rows, ValueError)]
-    if threads > 1 and len(todo) > 1:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            fits = list(pool.map(lambda i: _heston_or_error(jobs[i][1], True), todo))
-    else:
-        fits = [_heston_or_error(jobs[i][1], False) for i in todo]
+    """SABR slices and Heston surface of every job: (underlying, SABR rows, Heston row, Heston model vols, error).
+
+    With ``threads > 1`` the Heston fits start at once on ``threads`` threads of this process while this thread
+    fits the SABR slices: the Heston kernels release the GIL, so the SABR fits (Python and scipy) run beside
+    them; each fit is the same computation as in turn. A SABR error takes precedence, as when the Heston fit
+    ran only after a successful SABR fit (the Heston outcome of such an underlying, error or not, is dropped).
+    """
+    futures: list[Future[tuple[dict[str, Any], pd.Series] | ValueError]] = []
+    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 and len(jobs) > 1 else None
+    try:
+        if pool is not None:
+            futures = [pool.submit(_heston_or_error, quotes, True) for _, quotes, _ in jobs]
+        sabr: list[list[dict[str, Any]] | ValueError] = []
+        for _, quotes, beta in jobs:
+            try:
+                sabr.append(sabr_rows(quotes, beta))
+            except ValueError as exc:
+                sabr.append(exc)
+        todo = [i for i, rows in enumerate(sabr) if not isinstance(rows, ValueError)]
+        if pool is not None:
+            fits = [futures[i].result() for i in todo]
+        else:
+            fits = [_heston_or_error(jobs[i][1], False) for i in todo]
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
     heston = dict(zip(todo, fits, strict=True))
     out = []
     for i, (underlying, _, _) in enumerate(jobs):

@@ -1,0 +1,104 @@
+"""Warm end-of-day (or intraday) runs in one process on a copy of a kept warehouse, with each step's CPU seconds.
+
+``python bench/bench_warm_steps.py KEPT COPY [--runs N] [--job end_of_day_job] [--profile]``: ``KEPT`` is a folder
+written by ``bench_pipeline.py --keep`` (its ``risk_warehouse.duckdb`` and ``dagster_home``); it is copied to
+``COPY`` (replaced) so every run starts from the same tables. The job runs ``--runs`` times in this process; each
+run prints bench_pipeline's step table and, per step, the CPU seconds of this process and its finished children
+(sampled every 20 ms), which load on a shared machine inflates far less than wall time. ``--profile`` writes a
+cProfile of the last run (this thread only) to ``COPY/prof.out``. Run it once with the code before a change and once
+with the code after (alternated, same period) to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+class CpuSampler:
+    """(wall time, CPU seconds of this process and its finished children) every ``period_s`` on a daemon thread."""
+
+    def __init__(self, period_s: float = 0.02) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self.period_s = period_s
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            t = os.times()
+            self.samples.append((time.time(), t.user + t.system + t.children_user + t.children_system))
+            time.sleep(self.period_s)
+
+    def between(self, start: float, end: float) -> float:
+        samples = list(self.samples)  # the sampler thread keeps appending
+        wall = np.array([s[0] for s in samples])
+        cpu = np.array([s[1] for s in samples])
+        return float(np.interp(end, wall, cpu) - np.interp(start, wall, cpu))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kept", help="folder kept by bench_pipeline.py --keep")
+    parser.add_argument("copy", help="folder to copy it to (replaced)")
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--job", default="end_of_day_job", choices=["end_of_day_job", "intraday_refresh_job"])
+    parser.add_argument("--date", default="2026-12-03")
+    parser.add_argument("--profile", action="store_true", help="cProfile the last run into COPY/prof.out")
+    args = parser.parse_args(argv)
+    copy = Path(args.copy)
+    if copy.exists():
+        shutil.rmtree(copy)
+    shutil.copytree(args.kept, copy)
+    os.environ["DAGSTER_HOME"] = str(copy / "dagster_home")
+    os.environ["RISK_PIPELINE_WAREHOUSE_URL"] = str(copy / "risk_warehouse.duckdb")
+    import bench_pipeline as bp
+    import dagster as dg
+
+    from risk_pipeline.definitions import defs
+
+    instance = dg.DagsterInstance.get()
+    calibration = bp.calibration_s()
+    print(f"load average {os.getloadavg()[0]:.1f}; calibration {calibration * 1e3:.0f} ms")
+    session = dt.date.fromisoformat(args.date)
+    config = None
+    if args.job == "intraday_refresh_job":
+        from risk_pipeline.defs.automation.sensors import snapshot_run_config
+        from risk_pipeline.resources import resources_from_env
+
+        snaps = resources_from_env()["market_data"].get_source().snapshot_times(session)
+        snap = pd.Timestamp(snaps[-2] if len(snaps) > 1 else snaps[-1])
+        config = snapshot_run_config(snap, snap + pd.Timedelta(minutes=2))
+    sampler = CpuSampler()
+    for i in range(args.runs):
+        profiler = cProfile.Profile() if args.profile and i == args.runs - 1 else None
+        if profiler:
+            profiler.enable()
+        run = bp.run_job(defs, instance, args.job, partition_key=session.isoformat(), run_config=config)
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(str(copy / "prof.out"))
+        bp.print_run(f"{args.job} run {i + 1} of {args.runs}", run, calibration)
+        intervals, _ = bp.step_intervals(instance, instance.get_runs(limit=1)[0].run_id)
+        cpu = {k: sampler.between(a, b) for k, (a, b) in intervals.items()}
+        by_step = ", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))
+        print(f"   CPU seconds in steps {sum(cpu.values()):.1f}; by step: {by_step}")
+    print(f"load average {os.getloadavg()[0]:.1f}; calibration {bp.calibration_s() * 1e3:.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
