@@ -205,7 +205,8 @@ def numba_cache_is_empty() -> bool:
     return not str(folder) or not any(Path(folder).rglob("*.nbi"))
 
 
-def print_targets(runs: dict[str, RunTiming], cold_cache: bool = False) -> None:
+def print_targets(runs: dict[str, RunTiming], cold_cache: bool = False, compiled_before_s: float = 0.0) -> None:
+    """``compiled_before_s``: numba compilation in this process before the first job (the atm comparison)."""
     print("\n== targets of issue #10 (this machine, this load)")
     rows: list[tuple[str, str, str]] = []
     hist = runs.get("history")
@@ -237,9 +238,12 @@ def print_targets(runs: dict[str, RunTiming], cold_cache: bool = False) -> None:
         rows.append(
             ("intraday_refresh_job <= 10 s", f"{intraday.wall_s:.1f} s", verdict(intraday.wall_s <= INTRADAY_TARGET_S))
         )
-    compiled = sum(r.compile_s for r in runs.values())
+    compiled = compiled_before_s + sum(r.compile_s for r in runs.values())
     if cold_cache:
-        rows.append(("cold numba compilation <= 15 s", f"{compiled:.1f} s", verdict(compiled <= COLD_COMPILE_TARGET_S)))
+        where = f" ({compiled_before_s:.1f} s before the jobs)" if compiled_before_s > 0 else ""
+        rows.append(
+            ("cold numba compilation <= 15 s", f"{compiled:.1f} s{where}", verdict(compiled <= COLD_COMPILE_TARGET_S))
+        )
     else:
         note = "cache warm" if compiled <= 0.5 else f"cache partly warm, {compiled:.1f} s compiled"
         rows.append(("cold numba compilation <= 15 s", f"not measured ({note}; bench_compile.py)", "-"))
@@ -415,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["RISK_PIPELINE_WAREHOUSE_URL"] = url
     t_import = time.perf_counter()
     import dagster as dg
+    from numba.core import event
 
     from risk_pipeline.calendar import partition_start, sessions
     from risk_pipeline.cli import _prepare_dagster_home
@@ -435,8 +440,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"   load average {os.getloadavg()[0]:.1f}; calibration {calibration_before * 1e3:.0f} ms")
 
     ok = True
+    compiled_before = event.TimingListener()  # the atm comparison compiles kernels the jobs then find cached
     if args.atm_sample > 0:
-        ok &= atm_history_paths(session, args.atm_sample)
+        with event.install_listener("numba:compile", compiled_before):
+            ok &= atm_history_paths(session, args.atm_sample)
+    compiled_before_s = compiled_before.duration if compiled_before.done else 0.0
     if args.atm_only:
         return 0 if ok else 1
     runs: dict[str, RunTiming] = {}
@@ -466,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\ncalibration before {calibration_before * 1e3:.0f} ms, after {calibration_after * 1e3:.0f} ms "
         f"(load average {os.getloadavg()[0]:.1f}): timings are for this machine under this load"
     )
-    print_targets(runs, cold_cache)
+    print_targets(runs, cold_cache, compiled_before_s)
     ok &= all(r.success for r in runs.values())
     if args.reference_warehouse:
         ok &= compare_warehouses(url, args.reference_warehouse)
