@@ -175,7 +175,7 @@ def bar_chart_svg(
     """An SVG document of bar panels side by side, each ``(title, category labels, values, colours)``, on a
     value axis fitted to the values and zero; ``horizontal`` lays the bars along x (categories down the y
     axis); ``reference`` draws a black line at that value."""
-    left, right, top, bottom = (120.0, 15.0, 25.0, 35.0) if horizontal else (70.0, 10.0, 25.0, 70.0)
+    left, right, top, bottom = (190.0, 15.0, 25.0, 35.0) if horizontal else (70.0, 10.0, 25.0, 70.0)
     width = int(len(panels) * panel_width)
     plot_w, plot_h = panel_width - left - right, height - top - bottom
     out = _svg_open(width, height)
