@@ -1,4 +1,4 @@
-"""SVG line charts (risk_pipeline.defs.svg) and the exported smile pages of vol_surfaces.
+"""SVG charts (risk_pipeline.defs.svg: lines, bars, heat maps) and the exported smile pages of vol_surfaces.
 
 Ticks are checked against hand-picked values; the documents are parsed as XML and their elements counted
 against the series given.
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from risk_pipeline.defs.svg import Series, line_chart_svg, nice_ticks
+from risk_pipeline.defs.svg import Series, bar_chart_svg, heat_map_svg, line_chart_svg, nice_ticks
 from risk_pipeline.defs.volatility.surfaces import export_smiles, full_smiles, smiles_index
 from risk_pipeline.quant.surfaces import fit_underlying
 from risk_pipeline.resources import ExportsResource
@@ -51,6 +51,44 @@ def test_line_chart_elements_match_the_series() -> None:
         pts = np.array([p.split(",") for p in line.get("points").split()], dtype=float)
         assert (pts[:, 0] >= 70.0).all() and (pts[:, 0] <= 785.0).all()
         assert (pts[:, 1] >= 30.0).all() and (pts[:, 1] <= 450.0).all()
+
+
+def test_bar_chart_bar_lengths_are_proportional_to_the_values() -> None:
+    """Bars start at zero; their lengths are in the ratio of the values (|-2| : 1 : 4), one bar a value."""
+    for horizontal in (False, True):
+        svg = bar_chart_svg(
+            [("util", ["a", "b<", "c"], np.array([-2.0, 1.0, 4.0]), ["#111111"] * 3)],
+            horizontal=horizontal,
+            reference=1.0,
+        )
+        root = ET.fromstring(svg)
+        bars = [r for r in root.iter(f"{SVG}rect") if r.get("fill") == "#111111"]
+        lengths = np.array([float(r.get("width" if horizontal else "height")) for r in bars])
+        np.testing.assert_allclose(lengths / lengths[1], [2.0, 1.0, 4.0], rtol=2e-2)  # 0.1 px rounding
+        texts = [t.text for t in root.iter(f"{SVG}text")]
+        assert "util" in texts and "b<" in texts
+        assert len(list(root.iter(f"{SVG}line"))) == 1  # the reference line
+
+
+def test_heat_map_has_one_cell_a_value_in_the_given_colours() -> None:
+    colours = [f"#0000{i:02x}" for i in range(6)]
+    root = ET.fromstring(
+        heat_map_svg(
+            np.arange(6.0).reshape(2, 3),
+            colours,
+            x_labels=["-10%", "+0%", "+10%"],
+            y_labels=["+20%", "-20%"],
+            x_label="spot shock",
+            y_label="vol shock",
+            bar_label="P&L % NAV",
+            bar_range=(-5.0, 5.0),
+            bar_colours=["#ff0000", "#00ff00"],
+        )
+    )
+    fills = [r.get("fill") for r in root.iter(f"{SVG}rect")]
+    assert [f for f in fills if f in colours] == colours  # row-major
+    texts = [t.text for t in root.iter(f"{SVG}text")]
+    assert {"-10%", "+20%", "spot shock", "vol shock", "P&L % NAV"} <= set(texts)
 
 
 def test_exported_smiles_are_svg_files_listed_in_the_index(tmp_path: Path) -> None:

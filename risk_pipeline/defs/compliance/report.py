@@ -1,7 +1,8 @@
 """One book's compliance report from the warehouse: inputs, violations, actions, recommendations, HTML.
 
 No Dagster here: the asset (``assets.py``) and the benchmark (``bench/bench_compliance_report.py``) call
-``build_report``; ``render_html`` draws the plots (matplotlib, embedded as PNG) into a standalone file.
+``build_report``; ``report_plots`` draws the plots as SVG text (no matplotlib figures), ``render_html`` embeds
+them in a standalone file.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import base64
 import datetime as dt
 import functools
 import html
-import io
 import json
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from risk_pipeline.contracts import TABLES
+from risk_pipeline.defs.svg import Series, bar_chart_svg, heat_map_svg, line_chart_svg
 from risk_pipeline.paths import SCENARIOS_FILE
 from risk_pipeline.quant.compliance import (
     ComplianceInputs,
@@ -449,34 +450,32 @@ def _recommend(
 
 
 # ---------------------------------------------------------------------- HTML
-def _png(figure: Any) -> str:
-    import matplotlib.pyplot as plt
+def _img(svg: str) -> str:
+    """An SVG document as an ``<img>`` tag with the image inline (base64 data URL)."""
+    return f'<img alt="plot" src="data:image/svg+xml;base64,{base64.b64encode(svg.encode()).decode()}">'
 
-    buf = io.BytesIO()
-    figure.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    plt.close(figure)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+def _date_label(days: float) -> str:
+    return (dt.date(1970, 1, 1) + dt.timedelta(days=round(days))).isoformat()
 
 
 def report_plots(wh: Warehouse, report: BookReport, exists: dict[str, bool] | None = None) -> dict[str, str]:
-    """Plot title -> ``<img>`` tag: Greeks by underlying, VaR history with exceptions, stress heat map,
-    limit utilization, hedge effectiveness (where the table exists)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Plot title -> ``<img>`` tag (SVG, drawn as text without matplotlib): Greeks by underlying, VaR history
+    with exceptions, stress heat map, limit utilization, hedge effectiveness (where the table exists)."""
     exists = {} if exists is None else exists
     out: dict[str, str] = {}
     book, as_of = report.book, report.as_of
     greeks = wh.read("portfolio_greeks", {"book": book, "as_of": as_of, "scope": "underlying"})
     if len(greeks):
-        fig, axes = plt.subplots(1, 3, figsize=(11, 3))
-        for ax, col in zip(axes, ("dollar_delta", "vega_per_vol_point", "theta_per_day"), strict=True):
-            ax.bar(greeks["scope_value"], greeks[col], color="#4472c4")
-            ax.set_title(col)
-            ax.tick_params(axis="x", rotation=45)
-        out["Greeks by underlying"] = _png(fig)
+        names = [str(x) for x in greeks["scope_value"]]
+        out["Greeks by underlying"] = _img(
+            bar_chart_svg(
+                [
+                    (col, names, greeks[col].to_numpy(float), ["#4472c4"] * len(names))
+                    for col in ("dollar_delta", "vega_per_vol_point", "theta_per_day")
+                ]
+            )
+        )
     obs = wh.query(
         "SELECT var_date, var, pnl, exception FROM risk.var_backtest_observations WHERE book IN (?, ?) "
         "AND method = 'historical' AND confidence = 0.99 ORDER BY var_date",
@@ -484,42 +483,77 @@ def report_plots(wh: Warehouse, report: BookReport, exists: dict[str, bool] | No
     )
     if len(obs):
         obs = obs.drop_duplicates("var_date", keep="first")
-        fig, ax = plt.subplots(figsize=(11, 3))
-        dates = pd.to_datetime(obs["var_date"])
-        ax.plot(dates, -obs["var"].astype(float), color="#c00000", label="-VaR 99% 1d")
-        ax.plot(dates, obs["pnl"].astype(float), color="#808080", lw=0.7, label="P&L")
+        days = ((pd.to_datetime(obs["var_date"]) - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)).to_numpy(float)
+        pnl = obs["pnl"].astype(float).to_numpy()
         hit = obs["exception"].astype(bool).to_numpy()
-        ax.scatter(dates[hit], obs["pnl"].astype(float)[hit], color="red", zorder=3, label=f"exceptions ({hit.sum()})")
-        ax.legend(loc="lower left")
-        ax.set_title("VaR history and backtest exceptions")
-        out["VaR history"] = _png(fig)
+        empty = np.empty(0)
+        series = [
+            Series("-VaR 99% 1d", days, -obs["var"].astype(float).to_numpy(), empty, empty),
+            Series("P&L", days, pnl, empty, empty),
+            Series(f"exceptions ({hit.sum()})", empty, empty, days[hit], pnl[hit]),
+        ]
+        out["VaR history"] = _img(
+            line_chart_svg(
+                series,
+                title="VaR history and backtest exceptions",
+                x_label="date",
+                y_label="USD",
+                width=880,
+                height=260,
+                x_format=_date_label,
+            )
+        )
     grid = wh.read("stress_grid", {"book": book, "as_of": as_of})
     if len(grid):
+        from matplotlib import colormaps, colors  # colours only: no figure is drawn
+
         pivot = grid.pivot(index="vol_shock", columns="spot_shock", values="pnl_pct_nav").sort_index(ascending=False)
-        fig, ax = plt.subplots(figsize=(8, 4))
-        limit = float(np.nanmax(np.abs(pivot.to_numpy()))) or 1.0
-        im = ax.imshow(pivot.to_numpy(), cmap="RdYlGn", vmin=-limit, vmax=limit, aspect="auto")
-        ax.set_xticks(range(len(pivot.columns)), [f"{x:+.0%}" for x in pivot.columns], rotation=45)
-        ax.set_yticks(range(len(pivot.index)), [f"{y:+.0%}" for y in pivot.index])
-        ax.set_xlabel("spot shock")
-        ax.set_ylabel("vol shock")
-        fig.colorbar(im, ax=ax, label="P&L % NAV")
-        out["Stress heat map"] = _png(fig)
+        values = pivot.to_numpy(float)
+        limit = float(np.nanmax(np.abs(values))) or 1.0
+        cmap = colormaps["RdYlGn"]
+        cells = [colors.to_hex(c) for c in cmap((values.ravel() + limit) / (2 * limit))]
+        out["Stress heat map"] = _img(
+            heat_map_svg(
+                values,
+                cells,
+                x_labels=[f"{x:+.0%}" for x in pivot.columns],
+                y_labels=[f"{y:+.0%}" for y in pivot.index],
+                x_label="spot shock",
+                y_label="vol shock",
+                bar_label="P&L % NAV",
+                bar_range=(-limit, limit),
+                bar_colours=[colors.to_hex(c) for c in cmap(np.linspace(0.0, 1.0, 64))],
+            )
+        )
     limits = report.frames["limits"].dropna(subset=["utilization"])
     if len(limits):
-        fig, ax = plt.subplots(figsize=(9, 3))
-        colors = {"OK": "#70ad47", "WARN": "#ffc000", "BREACH": "#c00000"}
-        ax.barh(limits["limit_name"], limits["utilization"], color=[colors.get(s, "#999") for s in limits["status"]])
-        ax.axvline(1.0, color="black", lw=1)
-        ax.set_title("Limit utilization")
-        out["Limit utilization"] = _png(fig)
+        colours = {"OK": "#70ad47", "WARN": "#ffc000", "BREACH": "#c00000"}
+        out["Limit utilization"] = _img(
+            bar_chart_svg(
+                [
+                    (
+                        "Limit utilization",
+                        [str(x) for x in limits["limit_name"]],
+                        limits["utilization"].to_numpy(float),
+                        [colours.get(s, "#999") for s in limits["status"]],
+                    )
+                ],
+                horizontal=True,
+                reference=1.0,
+                panel_width=720,
+                height=int(60 + 18 * len(limits)),
+            )
+        )
     if "hedge_performance" in OPTIONAL_TABLES and _exists(wh, "hedge_performance", exists):
         perf = wh.read("hedge_performance", {"book": book, "as_of": as_of})
         if len(perf) and "effectiveness" in perf:
-            fig, ax = plt.subplots(figsize=(8, 3))
-            ax.bar(perf["position_id"].astype(str), perf["effectiveness"].astype(float), color="#4472c4")
-            ax.set_title("Hedge effectiveness")
-            out["Hedge effectiveness"] = _png(fig)
+            names = [str(x) for x in perf["position_id"]]
+            out["Hedge effectiveness"] = _img(
+                bar_chart_svg(
+                    [("Hedge effectiveness", names, perf["effectiveness"].to_numpy(float), ["#4472c4"] * len(names))],
+                    panel_width=640,
+                )
+            )
     return out
 
 
