@@ -670,15 +670,12 @@ def _coerce(series: pd.Series, type_: str, table_name: str, column: str) -> pd.S
         raise WarehouseError(f"{table_name}: column {column!r} is not {type_}: {exc}") from exc
 
 
-def _normalize(frame: pd.DataFrame, t: Table, dates_as_objects: bool = False) -> pd.DataFrame:
-    """Engine-independent dtypes for rows read back (``dates_as_objects``: DATE columns already hold
-    ``datetime.date`` objects or missing values)."""
+def _normalize(frame: pd.DataFrame, t: Table) -> pd.DataFrame:
+    """Engine-independent dtypes for rows read back."""
     for name in frame.columns:
         c = t.column(name)
         s = frame[name]
-        if c.type == "date" and dates_as_objects:
-            frame[name] = s.astype(object).where(s.notna(), None)
-        elif c.type == "date":
+        if c.type == "date":
             conv = pd.to_datetime(s)
             frame[name] = conv.dt.date.astype(object).where(conv.notna(), None)
         elif c.type == "timestamp":
