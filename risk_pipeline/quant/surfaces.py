@@ -266,6 +266,10 @@ REFIT_MAX_ITERATIONS = 100
 REFIT_FTOL = 1e-6
 #: Further starts are skipped once a feasible refit is within this relative objective of the free fit.
 REFIT_GOOD_ENOUGH = 1e-3
+#: Least divisor of the refit's objective (weighted mean squared total-variance error relative to
+#: the slice's mean total variance): 1e-8 is a relative error of 1e-4 in total variance, about 0.001
+#: vol points at a 20 % vol.
+REFIT_OBJECTIVE_FLOOR = 1e-8
 
 
 def constrained_refit_fast(
@@ -375,8 +379,10 @@ def constrained_refit_fast(
                 }
             )
         # SLSQP on z = x / dx with the objective divided by its value at the start: O(1) variables,
-        # gradients and constraints (its BFGS model starts from the identity)
-        obj0 = max(objective(x0)[0], 1e-16)
+        # gradients and constraints (its BFGS model starts from the identity). The divisor is at least
+        # REFIT_OBJECTIVE_FLOOR: a free fit through every quote (5 quotes, 5 parameters) has an objective
+        # near 0, and dividing by it made every step look 1e8 times too costly to SLSQP
+        obj0 = max(objective(x0)[0], REFIT_OBJECTIVE_FLOOR)
 
         def scaled(
             fun: Callable[[FloatArray], FloatArray], jac: Callable[[FloatArray], FloatArray], c: float

@@ -16,6 +16,7 @@ from risk_pipeline.quant.sabr import (
     black_call,
     calibrate_sabr,
     density_check,
+    nu_upper_bound,
     sabr_hagan_vol,
     sabr_obloj_vol,
     sabr_vol,
@@ -127,3 +128,15 @@ def test_density_check_against_black_prices_computed_here() -> None:
     h = np.diff(k)
     density = 2.0 * np.diff(np.diff(c) / h) / (h[1:] + h[:-1])
     assert density.min() == pytest.approx(bad.min_density, rel=1e-6)
+
+
+def test_a_one_day_slice_is_not_held_at_a_flat_vol_of_vol_cap() -> None:
+    # weekly options one day from expiry: their curvature needs a vol of vol above 10 (nu^2 T = 0.6 here)
+    f, t, beta = 35.0, 1.0 / 365.0, 1.0
+    truth = (0.72, -0.3, 15.0)
+    k = f * np.exp(np.linspace(-0.09, 0.08, 17))
+    vols = sabr_obloj_vol(k, f, t, truth[0], beta, truth[1], truth[2])
+    fit = calibrate_sabr(k, vols, f, t, beta=beta)
+    assert (fit.alpha, fit.rho, fit.nu) == pytest.approx(truth, abs=1e-4)
+    assert fit.rmse_vol_points < 1e-6
+    assert nu_upper_bound(t) == pytest.approx(math.sqrt(2.0 * 365.0)) and nu_upper_bound(1.0) == 10.0

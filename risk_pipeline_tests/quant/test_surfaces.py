@@ -215,3 +215,19 @@ def test_legacy_method_removes_the_wing_arbitrage_too() -> None:
         assert all(f.butterfly_arbitrage_free for f in surface.fits)
     for old, new in zip(legacy.fits, batched.fits, strict=True):
         assert new.rmse_vol_points <= old.rmse_vol_points + 0.05
+
+
+def test_refit_of_a_slice_fitted_through_every_quote_keeps_the_quotes() -> None:
+    # a 1-day weekly of a 11 %-vol name with five out-of-the-money quotes (strikes 244-248, forward 246.53):
+    # the free fit passes through all five (five parameters) with butterfly arbitrage in the extrapolated wings
+    t = 0.0027682648401826486
+    k = np.log(np.array([244.0, 245.0, 246.0, 247.0, 248.0]) / 246.526269)
+    iv = np.array([0.149000, 0.131042, 0.116400, 0.109203, 0.113987])
+    free = fit_underlying(["1d"] * 5, [t] * 5, k, iv, method=FIT_LEGACY)  # legacy path: its own SLSQP
+    batched = fit_underlying(["1d"] * 5, [t] * 5, k, iv)
+    butterfly, _ = _independent_flags(batched)
+    assert butterfly == [True] and batched.fits[0].butterfly_arbitrage_free
+    assert "arbitrage_constrained" in batched.fits[0].method
+    # the quotes are themselves free of arbitrage, so the constrained fit still goes through them
+    assert batched.fits[0].rmse_vol_points < 0.05
+    assert batched.fits[0].rmse_vol_points <= free.fits[0].rmse_vol_points + 0.01
