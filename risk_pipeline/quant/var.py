@@ -877,13 +877,15 @@ PositionGreeks = tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArra
 
 
 def position_greeks(portfolio: Portfolio) -> PositionGreeks:
-    """Each position's Greeks: BSM for European options, the exact American engine for American ones."""
+    """Each position's Greeks: BSM for European options, the exact American engine for American ones (without its
+    rate bumps: no method uses rho)."""
     p = portfolio
     s = p.position_spot
     delta = np.ones(p.n_positions)
     zeros = np.zeros(p.n_positions)
     gamma, vega, theta, vanna, volga = zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy()
-    for mask, fn in ((p.is_option & ~p.is_american, bsm_greeks), (p.is_american, american_greeks)):
+    american = functools.partial(american_greeks, with_rho=False)
+    for mask, fn in ((p.is_option & ~p.is_american, bsm_greeks), (p.is_american, american)):
         idx = np.flatnonzero(mask)
         if idx.size:
             gr = fn(
@@ -1309,11 +1311,14 @@ def compute_var_batch(
     methods: Sequence[str] = ALL_METHODS,
     garch_params: Sequence[Sequence[GarchParams] | None] | None = None,
     term: SmileDynamics | None = None,
+    stacked: Portfolio | None = None,
 ) -> list[VarReport]:
     """``compute_var(portfolios[k], histories[k], config, methods=methods, garch_params=garch_params[k], term=term)``
     for every ``k`` at once: one scenario-engine call per simulation method and horizon for all the books
     (``scenario_engine.evaluate_many``) and one Greeks call; the same scenarios, prices and statistics (a book's
-    scenario P&L is the sum of its per-underlying P&L instead of the sum by position: equal to rounding)."""
+    scenario P&L is the sum of its per-underlying P&L instead of the sum by position: equal to rounding).
+    ``stacked``: ``stack_portfolios(portfolios)`` made by the caller, so that the option values the engine caches
+    on it (today's, ``scenario_engine.market_values``) serve the caller too."""
     cfg = config or VarConfig()
     unknown = set(methods) - set(ALL_METHODS)
     if unknown:
@@ -1325,7 +1330,10 @@ def compute_var_batch(
         raise ValueError("history must have one column per portfolio symbol")
     if n == 0:
         return []
-    stacked = stack_portfolios(portfolios)
+    if stacked is None:
+        stacked = stack_portfolios(portfolios)
+    elif stacked.n_positions != sum(p.n_positions for p in portfolios):
+        raise ValueError("stacked must be stack_portfolios(portfolios)")
     hists = [x.window(cfg.lookback_days) for x in histories]
     results: list[list[VarResult]] = [[] for _ in range(n)]
     pnl: list[dict[tuple[str, int], FloatArray]] = [{} for _ in range(n)]
