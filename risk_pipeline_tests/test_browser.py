@@ -243,7 +243,7 @@ def test_portfolio_greeks_catalog_page_shows_units_and_its_plot(ui: tuple[str, P
     assert "core_equity/dollar_delta" in page.text()  # headline figures as numbers (charted on the Plots tab)
     page.show_markdown("by_underlying")
     size = page.wait_for(
-        "(() => { const img = [...document.querySelectorAll('img')].find((i) => i.src.startsWith('data:image/png')"
+        "(() => { const img = [...document.querySelectorAll('img')].find((i) => i.src.startsWith('data:image/svg+xml')"
         " && i.complete && i.naturalWidth > 100); return img ? img.naturalWidth : 0; })()",
         "the by-underlying plot",
     )

@@ -959,32 +959,42 @@ def _alo_greeks(
     div: FloatArray,
     call: BoolArray,
     out: FloatArray,
+    with_rho: bool = True,
 ) -> None:
     """Greeks of the exact engine into the rows of ``out`` (``BsmResult`` order): price and delta analytic,
     gamma from analytic deltas on the same boundary (``american_alo.american_point``); vega, volga and vanna
     from vol bumps, rho from rate bumps, theta and charm from time bumps of the price and of the analytic
     delta (central differences, the module's bump constants). The seven repricings of every option go
-    through ``american_alo.american_points`` in one batch."""
+    through ``american_alo.american_points`` in one batch; without ``with_rho`` the two rate bumps are left out
+    (rho NaN; every other Greek the same bits: each point is priced on its own)."""
     n = spot.shape[0]
     hv = VOL_BUMP * vol
     ht = TIME_BUMP * tau
+    # columns of the batch: base, vol up, vol down, (rate up, rate down,) time up, time down
+    which = {"vol": 1, "rate": 3, "time": 5} if with_rho else {"vol": 1, "time": 3}
+    cols_n = 7 if with_rho else 5
 
-    def seven(base: FloatArray, up: FloatArray, down: FloatArray, which: int) -> FloatArray:
-        cols = [base] * 7
-        cols[which], cols[which + 1] = up, down
+    def batch(base: FloatArray, up: FloatArray, down: FloatArray, name: str) -> FloatArray:
+        cols = [base] * cols_n
+        if name in which:
+            cols[which[name]], cols[which[name] + 1] = up, down
         return np.concatenate(cols)
 
-    sig = seven(vol, vol + hv, vol - hv, 1)
-    r = seven(rate, rate + RATE_BUMP, rate - RATE_BUMP, 3)
-    t = seven(tau, tau + ht, tau - ht, 5)
-    s, k, q, c = (np.concatenate([a] * 7) for a in (spot, strike, div, call))
+    sig = batch(vol, vol + hv, vol - hv, "vol")
+    r = batch(rate, rate + RATE_BUMP, rate - RATE_BUMP, "rate")
+    t = batch(tau, tau + ht, tau - ht, "time")
+    s, k, q, c = (np.concatenate([a] * cols_n) for a in (spot, strike, div, call))
     # the bumped repricings' gammas are not used: no bumped deltas for them (price and delta unchanged)
-    bump = np.zeros(7 * n, dtype=np.bool_)
+    bump = np.zeros(cols_n * n, dtype=np.bool_)
     bump[:n] = True
     price, delta, gamma, _ = american_points(s, k, t, sig, r, q, c, NEWTON_STEP_TOL_GREEKS, True, False, bump)
+
+    def col(a: FloatArray, j: int) -> FloatArray:
+        return a[j * n : (j + 1) * n]
+
     with np.errstate(divide="ignore", invalid="ignore"):  # NaN Greeks of invalid inputs, as before
-        p0, vu, vd, ru, rd, tu, td = (price[j * n : (j + 1) * n] for j in range(7))
-        d0, dvu, dvd, du, dd = (delta[j * n : (j + 1) * n] for j in (0, 1, 2, 5, 6))
+        p0, vu, vd, tu, td = (col(price, j) for j in (0, 1, 2, which["time"], which["time"] + 1))
+        d0, dvu, dvd, du, dd = (col(delta, j) for j in (0, 1, 2, which["time"], which["time"] + 1))
         th0 = -(tu - td) / (2.0 * ht)
         out[0] = p0
         out[1] = d0
@@ -992,7 +1002,7 @@ def _alo_greeks(
         out[3] = (vu - vd) / (2.0 * hv)
         out[4] = th0
         out[5] = th0 / DAYS_PER_YEAR
-        out[6] = (ru - rd) / (2.0 * RATE_BUMP)
+        out[6] = (col(price, 3) - col(price, 4)) / (2.0 * RATE_BUMP) if with_rho else np.nan
         out[7] = (dvu - dvd) / (2.0 * hv)
         out[8] = (vu - 2.0 * p0 + vd) / (hv * hv)
         out[9] = -(du - dd) / (2.0 * ht)
@@ -1067,8 +1077,10 @@ def american_greeks(
     is_call: ArrayLike,
     *,
     method: Method = DEFAULT_METHOD,
+    with_rho: bool = True,
 ) -> BsmResult:
-    """American price and Greeks as a ``BsmResult`` (units of ``bsm.py``).
+    """American price and Greeks as a ``BsmResult`` (units of ``bsm.py``; ``with_rho=False``: the exact engine
+    skips the rate bumps and leaves ``rho`` NaN, the other Greeks unchanged).
 
     Exact engine (``method="alo"``, default): delta analytic, gamma from analytic deltas on the same
     boundary (``american_alo.py``); ``vega, volga`` in vol, ``rho`` in rate, ``theta = -dV/dT``, ``vanna``
@@ -1086,7 +1098,7 @@ def american_greeks(
     block = np.empty((10, n), dtype=np.float64)
     if n:
         if code == _METHODS["alo"]:
-            _alo_greeks(*flat, block)
+            _alo_greeks(*flat, block, with_rho)
         else:
             run_chunked(_greeks_kernel, (n + _GREEK_BLOCK - 1) // _GREEK_BLOCK, *flat, code, _BUMPS, block)
         with np.errstate(invalid="ignore"):

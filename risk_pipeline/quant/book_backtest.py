@@ -206,13 +206,18 @@ def static_book_backtest(
     # the memory bound allows (one call for the sample books)
     per_call = days_per_call or max(1, BATCH_CELLS // max(1, cfg.lookback_days * portfolio.n_positions))
     reports: list[VarReport] = []
+    n_pos = portfolio.n_positions
+    value_parts = [np.zeros(0)]
     for lo in range(0, len(books), per_call):
         hi = lo + per_call
+        stacked = stack_portfolios(books[lo:hi])
         reports += compute_var_batch(
-            books[lo:hi], histories[lo:hi], cfg, methods=methods, garch_params=fits[lo:hi], term=term
+            books[lo:hi], histories[lo:hi], cfg, methods=methods, garch_params=fits[lo:hi], term=term, stacked=stacked
         )
-    n_pos = portfolio.n_positions
-    values = market_values(stack_portfolios(books)).reshape(-1, n_pos).sum(axis=1) if books else np.zeros(0)
+        # each day's book value: today's option values, which the VaR's engine calls cached on the stacked book
+        # (each option priced on its own: the same bits as a stack of every day's book)
+        value_parts.append(market_values(stacked).reshape(-1, n_pos).sum(axis=1))
+    values = np.concatenate(value_parts)
     # the next day's full revaluation (exact American prices), the days of one calendar gap in one call
     pnl = np.empty(len(books))
     step = gap[t_days + 1]

@@ -35,9 +35,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.optimize import least_squares
-from scipy.stats import norm
+from scipy.special import ndtr
 
 from risk_pipeline.quant._numba import FloatArray
+
+_SQRT_2PI = np.sqrt(2 * np.pi)  # scipy.stats' _norm_pdf_C
 
 #: Bounds of the calibrated parameters: alpha > 0, |rho| < 1, ``0 <= nu <= nu_upper_bound(t)``.
 RHO_BOUND = 0.999
@@ -140,7 +142,8 @@ def _black_vega_weight(strike: FloatArray, forward: float, t: float, vol: FloatA
     """Undiscounted Black vega per unit forward, ``phi(d1) sqrt(T)``."""
     sd = np.maximum(vol * math.sqrt(t), 1e-12)
     d1 = np.log(forward / strike) / sd + 0.5 * sd
-    return norm.pdf(d1) * math.sqrt(t)
+    # scipy.stats.norm.pdf's own formula without its per-call argument handling (same bits)
+    return np.exp(-(d1**2) / 2.0) / _SQRT_2PI * math.sqrt(t)
 
 
 def calibrate_sabr(
@@ -196,7 +199,7 @@ def black_call(forward: float, strike: FloatArray, t: float, vol: FloatArray) ->
     """Undiscounted Black call price."""
     sd = np.maximum(vol * math.sqrt(t), 1e-300)
     d1 = np.log(forward / strike) / sd + 0.5 * sd
-    return forward * norm.cdf(d1) - strike * norm.cdf(d1 - sd)
+    return forward * ndtr(d1) - strike * ndtr(d1 - sd)  # ndtr: what scipy.stats.norm.cdf evaluates
 
 
 def density_check(fit: SabrFit, n_std: float = 4.0, points: int = 401, tolerance: float = 1e-10) -> DensityCheck:

@@ -322,7 +322,11 @@ def _var_rank(n: int, confidence: float) -> int:
 
 def empirical_var_es(pnl: ArrayLike, confidence: float) -> tuple[float, float]:
     """VaR (lower empirical quantile) and Acerbi-Tasche ES of a P&L sample (module docstring)."""
-    p = np.sort(np.asarray(pnl, dtype=np.float64).reshape(-1))
+    return _var_es_of_sorted(np.sort(np.asarray(pnl, dtype=np.float64).reshape(-1)), confidence)
+
+
+def _var_es_of_sorted(p: FloatArray, confidence: float) -> tuple[float, float]:
+    """``empirical_var_es`` of a sample already sorted ascending."""
     n = p.size
     if n == 0 or not np.all(np.isfinite(p)):
         raise ValueError("pnl must be a non-empty finite sample")
@@ -345,19 +349,23 @@ def tail_component_es(by_symbol: ArrayLike, confidence: float) -> FloatArray:
     each is ``E[-P&L_s | tail]`` (Euler allocation of ES, Tasche 2002, "Expected shortfall and beyond").
     """
     x = np.asarray(by_symbol, dtype=np.float64)
-    n = x.shape[0]
-    order = np.argsort(x.sum(axis=1), kind="stable")
+    return _tail_component_of_ordered(x[np.argsort(x.sum(axis=1), kind="stable")], confidence)
+
+
+def _tail_component_of_ordered(ordered: FloatArray, confidence: float) -> FloatArray:
+    """``tail_component_es`` of ``by_symbol`` rows already in ``tail_component_es``'s order (book P&L ascending)."""
+    n = ordered.shape[0]
     m = _tail_count(n, confidence)
     if abs(m - round(m)) < 1e-9:
         m = float(round(m))
     if m <= 1.0:
-        return -x[order[0]]
+        return -ordered[0]
     whole = math.floor(m)
     w = np.zeros(n)
     w[:whole] = 1.0
     if whole < n:
         w[whole] = m - whole
-    return -(w @ x[order]) / m
+    return -(w @ ordered) / m
 
 
 def kernel_component_var(by_symbol: ArrayLike, var: float) -> FloatArray:
@@ -368,9 +376,18 @@ def kernel_component_var(by_symbol: ArrayLike, var: float) -> FloatArray:
     """
     x = np.asarray(by_symbol, dtype=np.float64)
     total = x.sum(axis=1)
-    n = total.size
+    return _kernel_component(x, total, _kernel_spread(total), var)
+
+
+def _kernel_spread(total: FloatArray) -> float:
+    """``kernel_component_var``'s spread of the book P&L: ``min(std, IQR / 1.34)``, or the std."""
     q75, q25 = np.percentile(total, [75.0, 25.0])
-    spread = min(float(np.std(total)), float(q75 - q25) / 1.34) or float(np.std(total))
+    return min(float(np.std(total)), float(q75 - q25) / 1.34) or float(np.std(total))
+
+
+def _kernel_component(x: FloatArray, total: FloatArray, spread: float, var: float) -> FloatArray:
+    """``kernel_component_var`` from the row sums ``total`` of ``x`` and their ``_kernel_spread``."""
+    n = total.size
     if spread <= 0.0:
         return np.full(x.shape[1], var / x.shape[1])
     h = 1.06 * spread * n ** (-0.2)
@@ -392,8 +409,13 @@ def tail_episodes(pnl: ArrayLike, confidence: float, horizon_days: int) -> tuple
     ``(tail scenarios, episodes)``; for ``h = 1`` every tail day is its own episode.
     """
     p = np.asarray(pnl, dtype=np.float64).reshape(-1)
-    m = _var_rank(p.size, confidence)
-    starts = np.sort(np.argsort(p, kind="stable")[:m])
+    return _tail_episodes_of_order(np.argsort(p, kind="stable"), confidence, horizon_days)
+
+
+def _tail_episodes_of_order(order: NDArray[np.intp], confidence: float, horizon_days: int) -> tuple[int, int]:
+    """``tail_episodes`` from the P&L's stable ascending order."""
+    m = _var_rank(order.size, confidence)
+    starts = np.sort(order[:m])
     if horizon_days <= 1:
         return m, m
     return m, int(1 + np.count_nonzero(np.diff(starts) >= horizon_days))
@@ -427,15 +449,24 @@ def _simulation_results(
     note: str = "",
 ) -> list[VarResult]:
     """VaR, ES and components per confidence. ``overlapping`` (historical h-day windows in date order) adds the
-    non-overlapping cross-check and the tail's episodes; ``standard_errors`` are the sampling errors."""
+    non-overlapping cross-check and the tail's episodes; ``standard_errors`` are the sampling errors. The sorts,
+    row sums and spread are made once for every confidence: each figure is that of ``empirical_var_es``,
+    ``tail_episodes``, ``kernel_component_var`` and ``tail_component_es``, bit for bit."""
     out = []
+    p = np.asarray(pnl, dtype=np.float64).reshape(-1)
+    p_sorted = np.sort(p)
+    cols = np.asarray(by_symbol, dtype=np.float64)
+    total = cols.sum(axis=1)
+    spread = _kernel_spread(total)
+    ordered = cols[np.argsort(total, kind="stable")]
+    pnl_order = np.argsort(p, kind="stable") if overlapping else None
     for j, c in enumerate(config.confidences):
-        var, es = empirical_var_es(pnl, c)
+        var, es = _var_es_of_sorted(p_sorted, c)
         extra: dict[str, Any] = {"note": note}
         if standard_errors is not None:
             extra["standard_error"] = float(standard_errors[j])
-        if overlapping:
-            tail, episodes = tail_episodes(pnl, c, horizon)
+        if pnl_order is not None:
+            tail, episodes = _tail_episodes_of_order(pnl_order, c, horizon)
             extra["independent_tail_obs"] = float(episodes)
             if horizon > 1:
                 extra["var_non_overlapping"] = empirical_var_es(pnl[::-1][::horizon], c)[0]
@@ -453,8 +484,8 @@ def _simulation_results(
                 int(pnl.size),
                 lookback,
                 symbols,
-                kernel_component_var(by_symbol, var),
-                component_es=tail_component_es(by_symbol, c),
+                _kernel_component(cols, total, spread, var),
+                component_es=_tail_component_of_ordered(ordered, c),
                 **extra,
             )
         )
@@ -877,13 +908,15 @@ PositionGreeks = tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArra
 
 
 def position_greeks(portfolio: Portfolio) -> PositionGreeks:
-    """Each position's Greeks: BSM for European options, the exact American engine for American ones."""
+    """Each position's Greeks: BSM for European options, the exact American engine for American ones (without its
+    rate bumps: no method uses rho)."""
     p = portfolio
     s = p.position_spot
     delta = np.ones(p.n_positions)
     zeros = np.zeros(p.n_positions)
     gamma, vega, theta, vanna, volga = zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy()
-    for mask, fn in ((p.is_option & ~p.is_american, bsm_greeks), (p.is_american, american_greeks)):
+    american = functools.partial(american_greeks, with_rho=False)
+    for mask, fn in ((p.is_option & ~p.is_american, bsm_greeks), (p.is_american, american)):
         idx = np.flatnonzero(mask)
         if idx.size:
             gr = fn(
@@ -1309,11 +1342,14 @@ def compute_var_batch(
     methods: Sequence[str] = ALL_METHODS,
     garch_params: Sequence[Sequence[GarchParams] | None] | None = None,
     term: SmileDynamics | None = None,
+    stacked: Portfolio | None = None,
 ) -> list[VarReport]:
     """``compute_var(portfolios[k], histories[k], config, methods=methods, garch_params=garch_params[k], term=term)``
     for every ``k`` at once: one scenario-engine call per simulation method and horizon for all the books
     (``scenario_engine.evaluate_many``) and one Greeks call; the same scenarios, prices and statistics (a book's
-    scenario P&L is the sum of its per-underlying P&L instead of the sum by position: equal to rounding)."""
+    scenario P&L is the sum of its per-underlying P&L instead of the sum by position: equal to rounding).
+    ``stacked``: ``stack_portfolios(portfolios)`` made by the caller, so that the option values the engine caches
+    on it (today's, ``scenario_engine.market_values``) serve the caller too."""
     cfg = config or VarConfig()
     unknown = set(methods) - set(ALL_METHODS)
     if unknown:
@@ -1325,7 +1361,10 @@ def compute_var_batch(
         raise ValueError("history must have one column per portfolio symbol")
     if n == 0:
         return []
-    stacked = stack_portfolios(portfolios)
+    if stacked is None:
+        stacked = stack_portfolios(portfolios)
+    elif stacked.n_positions != sum(p.n_positions for p in portfolios):
+        raise ValueError("stacked must be stack_portfolios(portfolios)")
     hists = [x.window(cfg.lookback_days) for x in histories]
     results: list[list[VarResult]] = [[] for _ in range(n)]
     pnl: list[dict[tuple[str, int], FloatArray]] = [{} for _ in range(n)]

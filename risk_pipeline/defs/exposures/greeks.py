@@ -13,13 +13,13 @@ from risk_pipeline.defs.common import (
     PARTITIONS,
     TableWrite,
     fail_closed,
+    markdown_svg,
     markdown_table,
-    png_markdown,
     publish,
-    pyplot,
     session_check_spec,
     table_definition_metadata,
 )
+from risk_pipeline.defs.svg import bar_chart_svg
 from risk_pipeline.defs.volatility.surfaces import SnapshotSelection, snapshot_time
 from risk_pipeline.queries import latest_valuation
 from risk_pipeline.resources import ExportsResource, WarehouseResource
@@ -122,19 +122,21 @@ def book_document(total_row: pd.Series) -> dict[str, object]:
 
 
 def _bar_chart(rows: pd.DataFrame, book: str) -> str:
-    """Dollar delta and vega per underlying of one book, as a markdown image."""
-    plt = pyplot()
-    data = rows[(rows["scope"] == "underlying") & (rows["book"] == book)].sort_values("dollar_delta")
-    fig, axes = plt.subplots(1, 2, figsize=(8, max(2.5, 0.16 * len(data))), dpi=72, sharey=True)
-    axes[0].barh(data["scope_value"], data["dollar_delta"] / 1e6)
-    axes[0].set_xlabel("dollar delta ($M)")
-    axes[1].barh(data["scope_value"], data["vega_per_vol_point"] / 1e3)
-    axes[1].set_xlabel("vega per vol point ($k)")
-    for ax in axes:
-        ax.tick_params(labelsize=6)
-    fig.suptitle(f"{book}: by underlying", fontsize=9)
-    fig.tight_layout()
-    return png_markdown(fig, book)
+    """Dollar delta and vega per underlying of one book, as a markdown heading and SVG image (``defs.svg``: drawn
+    as text, where a matplotlib PNG took about 0.3 s)."""
+    data = rows[(rows["scope"] == "underlying") & (rows["book"] == book)].sort_values("dollar_delta", ascending=False)
+    names = [str(x) for x in data["scope_value"]]
+    blue = ["#1f77b4"] * len(names)
+    svg = bar_chart_svg(
+        [
+            ("dollar delta ($M)", names, data["dollar_delta"].to_numpy(float) / 1e6, blue),
+            ("vega per vol point ($k)", names, data["vega_per_vol_point"].to_numpy(float) / 1e3, blue),
+        ],
+        horizontal=True,
+        panel_width=420,
+        height=max(180, 60 + 12 * len(names)),
+    )
+    return f"**{book}: by underlying**\n\n{markdown_svg(svg, book)}"
 
 
 #: Book totals reported as typed numbers (USD) so the asset's Plots tab charts them run after run.
