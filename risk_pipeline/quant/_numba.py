@@ -51,7 +51,7 @@ IntArray = NDArray[np.intp]
 BoolArray = NDArray[np.bool_]
 
 #: Keyword arguments of every ``numba.njit`` in ``risk_pipeline.quant``.
-JIT: dict[str, Any] = {"cache": True, "fastmath": False, "error_model": "numpy"}
+JIT: dict[str, Any] = {"cache": True, "fastmath": False, "error_model": "numpy", "no_cfunc_wrapper": True}
 
 
 #: Cache directories of earlier source versions kept beside the current one.
