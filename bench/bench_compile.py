@@ -6,15 +6,17 @@ Greeks, the European implied vols, Heston COS pricing and calibration, the scena
 engine and with the early-exercise grid) twice, each time in a fresh subprocess:
 
 * cold: with an empty ``NUMBA_CACHE_DIR`` (a temporary directory), so every kernel compiles; prints the
-  workload's wall time, the compile time (``numba:compile`` events, outermost only) and the ten kernels
-  that took longest on their own (callees' compile time not counted in their callers);
+  workload's wall time, the compile time (``numba:compile`` events, outermost only; wall and the compiling
+  thread's CPU time, the figure that holds on a loaded machine) and the ten kernels that took longest on
+  their own (callees' compile time not counted in their callers);
 * warm: the same workload again on the cache the cold run left, so every kernel loads from disk; prints
   the wall time and the time spent loading (``numba:compiler_lock`` events, outermost only).
 
 ``--all-methods`` adds the Bjerksund-Stensland methods (``bs2002``, ``bs1993``, ``bs2002_reference``) and
 the scenario engine's ``bs2002`` kernel. ``--demo`` instead runs ``risk-pipeline demo`` in a subprocess
 from a clean state (a temporary DAGSTER_HOME, warehouse, exports folder and numba cache) and prints its
-wall time and the compile time of the demo process (spawned worker processes not counted). The load
+wall time, its CPU time (with the processes it waited for) and the compile time (wall and CPU) of the demo
+process (spawned worker processes not counted). The load
 average and a calibration (``bench_pipeline.py``'s sort) are printed with every figure: on a shared machine
 only figures taken at the same load compare (run two versions side by side).
 
@@ -44,20 +46,23 @@ def _listen() -> dict[str, Any]:
     """Register numba event listeners in this process; the returned dict fills in as kernels compile."""
     from numba.core import event
 
-    stats: dict[str, Any] = {"compile_s": 0.0, "lock_s": 0.0, "compilations": 0, "own_s": {}}
+    stats: dict[str, Any] = {"compile_s": 0.0, "compile_cpu_s": 0.0, "lock_s": 0.0, "compilations": 0, "own_s": {}}
     stack: list[list[float]] = []
 
+    # compilations hold numba's global compiler lock: one at a time, each started and ended in one thread, so
+    # the thread's CPU time over a compilation is that compilation's (the figure that holds under load)
     class Compile(event.Listener):
         def on_start(self, ev: event.Event) -> None:
-            stack.append([time.perf_counter(), 0.0])
+            stack.append([time.perf_counter(), 0.0, time.thread_time()])
 
         def on_end(self, ev: event.Event) -> None:
-            began, inner = stack.pop()
+            began, inner, began_cpu = stack.pop()
             took = time.perf_counter() - began
             if stack:
                 stack[-1][1] += took
             else:
                 stats["compile_s"] += took
+                stats["compile_cpu_s"] += time.thread_time() - began_cpu
             stats["compilations"] += 1
             d = ev.data.get("dispatcher")
             name = f"{d.py_func.__module__}.{d.py_func.__qualname__}" if d is not None else "?"
@@ -374,8 +379,17 @@ def _load() -> str:
     )
 
 
+def _children_cpu_s() -> float:
+    import resource
+
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def _run(args: list[str], env: dict[str, str]) -> tuple[dict[str, Any], float, str]:
-    began = time.perf_counter()
+    """Run this script with ``args`` in a subprocess: its JSON line (plus ``cpu_s``, the CPU time of the
+    process and the processes it waited for), wall seconds and stdout."""
+    began, began_cpu = time.perf_counter(), _children_cpu_s()
     done = subprocess.run(
         [sys.executable, __file__, *args], env=env, cwd=ROOT, capture_output=True, text=True, check=False
     )
@@ -383,7 +397,9 @@ def _run(args: list[str], env: dict[str, str]) -> tuple[dict[str, Any], float, s
     if done.returncode != 0:
         sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
         raise SystemExit(f"{args} failed with exit code {done.returncode}")
-    return json.loads(done.stdout.strip().splitlines()[-1]), took, done.stdout
+    stats = json.loads(done.stdout.strip().splitlines()[-1])
+    stats["cpu_s"] = _children_cpu_s() - began_cpu
+    return stats, took, done.stdout
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -399,8 +415,9 @@ def bench_workload(all_methods: bool, top: int) -> None:
         print(f"cold (empty cache), {_load()}")
         cold, took, _ = _run(["--child", *flag], env)
         print(
-            f"  workload {cold['wall_s']:.1f} s (process {took:.1f} s); compile {cold['compile_s']:.1f} s, "
-            f"{cold['compilations']} compilations; longest on their own:"
+            f"  workload {cold['wall_s']:.1f} s (process {took:.1f} s, CPU {cold['cpu_s']:.1f} s); compile "
+            f"{cold['compile_s']:.1f} s (CPU {cold['compile_cpu_s']:.1f} s), {cold['compilations']} compilations; "
+            "longest on their own:"
         )
         for name, secs in sorted(cold["own_s"].items(), key=lambda kv: -kv[1])[:top]:
             print(f"    {secs:6.2f} s  {name.removeprefix('risk_pipeline.quant.')}")
@@ -430,7 +447,8 @@ def bench_demo() -> None:
                 print(line)
         share = stats["compile_s"] / took if took else 0.0
         print(
-            f"demo {took:.1f} s wall (target 90 s), numba compile {stats['compile_s']:.1f} s ({share:.0%}) in "
+            f"demo {took:.1f} s wall (target 90 s; CPU {stats['cpu_s']:.1f} s), numba compile "
+            f"{stats['compile_s']:.1f} s ({share:.0%}; CPU {stats['compile_cpu_s']:.1f} s) in "
             f"{stats['compilations']} compilations, {_load()}"
         )
 

@@ -39,6 +39,14 @@ def session_close_utc(session: dt.date) -> pd.Timestamp:
     return cal.session_close(pd.Timestamp(session)).tz_convert("UTC")  # type: ignore[attr-defined]
 
 
+def session_closes_utc(days: tuple[dt.date, ...]) -> pd.DatetimeIndex:
+    """``session_close_utc`` of many sessions at once (the calendar's column of closes: the same values, without
+    a calendar lookup per session); a day that is not a session raises KeyError."""
+    cal = _calendar(dt.date(1990, 1, 2), CALENDAR_END)
+    closes = pd.DatetimeIndex(cal.closes.loc[pd.DatetimeIndex([pd.Timestamp(d) for d in days])])  # type: ignore[attr-defined]
+    return closes.tz_localize("UTC") if closes.tz is None else closes.tz_convert("UTC")
+
+
 def session_open_utc(session: dt.date) -> pd.Timestamp:
     """The session's open, UTC."""
     cal = _calendar(dt.date(1990, 1, 2), CALENDAR_END)

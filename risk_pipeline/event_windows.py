@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from risk_pipeline.calendar import CALENDAR_END, session_close_utc, sessions
+from risk_pipeline.calendar import CALENDAR_END, session_close_utc, session_closes_utc, sessions
 from risk_pipeline.errors import RiskDataError
 from risk_pipeline.paths import DATA_DIR
 from risk_pipeline.quant.gap_risk import (
@@ -60,7 +60,7 @@ def load_gap_risk_config(path: str | os.PathLike[str] | None = None) -> GapRiskC
 def _session_closes() -> tuple[np.ndarray, np.ndarray]:
     """Every XNYS session from 1999 to the calendar's end and its close (UTC, ns), early closes included."""
     days = sessions(_FIRST, CALENDAR_END)
-    closes = np.array([session_close_utc(d).value for d in days], dtype=np.int64)
+    closes = session_closes_utc(days).as_unit("ns").asi8.astype(np.int64)
     return np.asarray(days, dtype="datetime64[D]"), closes
 
 

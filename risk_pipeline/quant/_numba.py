@@ -1,8 +1,9 @@
 """Array type aliases and numba settings shared by the pricing core.
 
 Every kernel is compiled with ``JIT``: on-disk caching (``cache=True``; a cold process loads the
-machine code instead of compiling it), IEEE semantics (no ``fastmath``) and numpy's error model (a
-division by zero gives inf/NaN instead of raising inside a kernel).
+machine code instead of compiling it), IEEE semantics (no ``fastmath``), numpy's error model (a
+division by zero gives inf/NaN instead of raising inside a kernel) and no C-callback wrapper
+(``no_cfunc_wrapper``: numba would build and compile one per function; none is used as a ``cfunc``).
 
 The cache lives in a directory named by a hash of this package's sources
 (``~/.cache/risk_pipeline/numba/<hash>``, or under ``XDG_CACHE_HOME``): numba checks a cached kernel only
@@ -11,7 +12,7 @@ American engine into the scenario engine, say) it would load the old machine cod
 without a word. Any change to a file of ``risk_pipeline/quant`` starts a fresh directory; the three most
 recent are kept, so switching back to a version is free. ``NUMBA_CACHE_DIR`` set by the user wins.
 
-Cold compilation (a first run, or any change to this package) is kept short by four rules:
+Cold compilation (a first run, or any change to this package) is kept short by five rules:
 
 * one compiled caller per call tree: numba links a callee's whole call tree into every function that calls
   it and optimizes and emits it again there (the exact American engine's tree: 5-9 s a caller under load).
@@ -21,7 +22,11 @@ Cold compilation (a first run, or any change to this package) is kept short by f
   (the same bits); likewise one kernel for BS2002's lanes and one for Jäckel's European inversion;
 * one signature per kernel: numba compiles a callee once per distinct argument types, and a constant
   argument (``True``, ``0``) is a literal type of its own, as is an omitted default; kernels pass flags as
-  ``np.bool_(...)``/``np.int64(...)`` and every optional argument explicitly;
+  ``np.bool_(...)``/``np.int64(...)`` (inside a kernel too) and every optional argument explicitly, and a
+  real argument where a complex one is expected as ``complex(x)``;
+* no array operation whose error path formats a message: a slice assignment ``a[i:j] = b`` or a
+  ``reshape`` checks shapes and compiles numba's string formatting for the message (37 functions, 1.8 s
+  of CPU in the demo at load 7); kernels copy element by element and allocate the shape they need;
 * small helpers are inlined by LLVM (``forceinline=True``, the ``alwaysinline`` attribute), not by numba
   (``inline="always"`` re-types the helper's IR at every call site);
 * no ``parallel=True``: every kernel with independent iterations is a sequential ``nogil`` kernel over
@@ -51,7 +56,7 @@ IntArray = NDArray[np.intp]
 BoolArray = NDArray[np.bool_]
 
 #: Keyword arguments of every ``numba.njit`` in ``risk_pipeline.quant``.
-JIT: dict[str, Any] = {"cache": True, "fastmath": False, "error_model": "numpy"}
+JIT: dict[str, Any] = {"cache": True, "fastmath": False, "error_model": "numpy", "no_cfunc_wrapper": True}
 
 
 #: Cache directories of earlier source versions kept beside the current one.

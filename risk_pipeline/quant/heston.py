@@ -96,7 +96,9 @@ class HestonParams:
 # ------------------------------------------------------------------------------------ characteristic function
 @njit(**JIT)
 def _log_cf(u: complex, t: float, v0: float, kappa: float, theta: float, xi: float, rho: float) -> complex:
-    """``ln phi(u)`` of ``ln(S_T/F_T)``, little-Heston-trap form (module docstring)."""
+    """``ln phi(u)`` of ``ln(S_T/F_T)``, little-Heston-trap form (module docstring). Callers pass a real ``u`` as
+    ``complex(u)``: one compiled signature (the same bits: ``u * u + iu`` and ``1j * u`` give the same complex
+    numbers from ``u`` and from ``u + 0j``)."""
     iu = 1j * u
     beta = kappa - rho * xi * iu
     d = cmath.sqrt(beta * beta + xi * xi * (u * u + iu))
@@ -134,7 +136,7 @@ def _interval(
     c1 = -0.5 * (theta * t + (v0 - theta) * decay)  # E[ln S_T/F_T] = -1/2 E[int v dt]
     scale = max(theta * t + (v0 - theta) * decay, 1e-12)
     h = 1e-3 / math.sqrt(scale)
-    c2 = -2.0 * _log_cf(h, t, v0, kappa, theta, xi, rho).real / (h * h)
+    c2 = -2.0 * _log_cf(complex(h), t, v0, kappa, theta, xi, rho).real / (h * h)
     half = l_std * math.sqrt(max(c2, 0.25 * scale))
     # the share measure (density e^x p(x), ln phi_S(u) = ln phi(u - i)) has the fatter right tail an OTM call sees
     z = _log_cf(h - 1j, t, v0, kappa, theta, xi, rho)
@@ -152,8 +154,8 @@ def _terms(t: float, v0: float, kappa: float, theta: float, xi: float, rho: floa
     while n < MAX_TERMS:
         u = math.ceil(n) * math.pi / width
         if (
-            _log_cf(u, t, v0, kappa, theta, xi, rho).real - math.log1p(u * u) < log_tol
-            and _log_cf(2.0 * u, t, v0, kappa, theta, xi, rho).real - math.log1p(4.0 * u * u) < log_tol
+            _log_cf(complex(u), t, v0, kappa, theta, xi, rho).real - math.log1p(u * u) < log_tol
+            and _log_cf(complex(2.0 * u), t, v0, kappa, theta, xi, rho).real - math.log1p(4.0 * u * u) < log_tol
             and _log_cf(u - 1j, t, v0, kappa, theta, xi, rho).real - math.log1p(u * u) < log_tol
             and _log_cf(2.0 * u - 1j, t, v0, kappa, theta, xi, rho).real - math.log1p(4.0 * u * u) < log_tol
         ):

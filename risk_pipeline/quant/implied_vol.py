@@ -437,7 +437,7 @@ def _lbr(beta: float, x: float, b_max: float, e_mhalf: float, n_max: int) -> tup
         b_l, v_l = _black_and_vega(x, s_l, b_max, e_mhalf)
         if beta < b_l:
             f_l, df_l, d2f_l = _f_lower_map(x, s_l)
-            r_ll = _convex_r_right(0.0, b_l, 0.0, f_l, 1.0, df_l, d2f_l, True)
+            r_ll = _convex_r_right(0.0, b_l, 0.0, f_l, 1.0, df_l, d2f_l, np.bool_(True))
             f = _rational_cubic_interpolation(beta, 0.0, b_l, 0.0, f_l, 1.0, df_l, r_ll)
             if not f > 0.0:
                 t = beta / b_l
@@ -446,7 +446,7 @@ def _lbr(beta: float, x: float, b_max: float, e_mhalf: float, n_max: int) -> tup
             s_right = s_l
             objective = 1
         else:
-            r_lm = _convex_r_right(b_l, b_c, s_l, s_c, 1.0 / v_l, 1.0 / v_c, 0.0, False)
+            r_lm = _convex_r_right(b_l, b_c, s_l, s_c, 1.0 / v_l, 1.0 / v_c, 0.0, np.bool_(False))
             s = _rational_cubic_interpolation(beta, b_l, b_c, s_l, s_c, 1.0 / v_l, 1.0 / v_c, r_lm)
             s_left = s_l
             s_right = s_c
@@ -454,14 +454,14 @@ def _lbr(beta: float, x: float, b_max: float, e_mhalf: float, n_max: int) -> tup
         s_h = s_c + (b_max - b_c) / v_c if v_c > _DBL_MIN else s_c
         b_h, v_h = _black_and_vega(x, s_h, b_max, e_mhalf)
         if beta <= b_h:
-            r_hm = _convex_r_left(b_c, b_h, s_c, s_h, 1.0 / v_c, 1.0 / v_h, 0.0, False)
+            r_hm = _convex_r_left(b_c, b_h, s_c, s_h, 1.0 / v_c, 1.0 / v_h, 0.0, np.bool_(False))
             s = _rational_cubic_interpolation(beta, b_c, b_h, s_c, s_h, 1.0 / v_c, 1.0 / v_h, r_hm)
             s_left = s_c
             s_right = s_h
         else:
             f_h, df_h, d2f_h = _f_upper_map(x, s_h)
             if -_SQRT_DBL_MAX < d2f_h < _SQRT_DBL_MAX:
-                r_hh = _convex_r_left(b_h, b_max, f_h, 0.0, df_h, -0.5, d2f_h, True)
+                r_hh = _convex_r_left(b_h, b_max, f_h, 0.0, df_h, -0.5, d2f_h, np.bool_(True))
                 f = _rational_cubic_interpolation(beta, b_h, b_max, f_h, 0.0, df_h, -0.5, r_hh)
             if f <= 0.0:
                 h = b_max - b_h

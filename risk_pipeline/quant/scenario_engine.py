@@ -707,7 +707,8 @@ def _american_grid_sum(
                 total[j - j0] += v
                 if per_symbol:
                     out_sym[j, s] += v
-        out_pnl[j0:j1] = total
+        for j in range(j0, j1):  # not out_pnl[j0:j1] = total: its shape check compiles numba's string formatting
+            out_pnl[j] = total[j - j0]
 
 
 @njit(**JIT)
