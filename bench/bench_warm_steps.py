@@ -29,19 +29,41 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process now (``/proc/self/statm``)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE_BYTES
+
+
 class CpuSampler:
-    """(wall time, CPU seconds of this process and its finished children) every ``period_s`` on a daemon thread."""
+    """(wall time, CPU seconds of this process and its finished children, resident bytes) every ``period_s``
+    on a daemon thread."""
 
     def __init__(self, period_s: float = 0.02) -> None:
         self.samples: list[tuple[float, float]] = []
+        self.rss: list[int] = []
         self.period_s = period_s
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
         while True:
             t = os.times()
+            rss = rss_bytes()
             self.samples.append((time.time(), t.user + t.system + t.children_user + t.children_system))
+            self.rss.append(rss)
             time.sleep(self.period_s)
+
+    def peak_rss(self, start: float, end: float) -> tuple[int, int]:
+        """(resident bytes at ``start``, the largest sample between ``start`` and ``end``)."""
+        n = min(len(self.samples), len(self.rss))
+        wall = np.array([s[0] for s in self.samples[:n]])
+        rss = np.array(self.rss[:n])
+        inside = (wall >= start) & (wall <= end)
+        first = int(rss[max(int(np.searchsorted(wall, start)) - 1, 0)])
+        return first, int(rss[inside].max()) if inside.any() else first
 
     def between(self, start: float, end: float) -> float:
         samples = list(self.samples)  # the sampler thread keeps appending
@@ -96,6 +118,15 @@ def main(argv: list[str] | None = None) -> int:
         cpu = {k: sampler.between(a, b) for k, (a, b) in intervals.items()}
         by_step = ", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))
         print(f"   CPU seconds in steps {sum(cpu.values()):.1f}; by step: {by_step}")
+        gib = 2.0**30
+        rss = {k: sampler.peak_rss(a, b) for k, (a, b) in intervals.items()}
+        by_peak = ", ".join(
+            f"{k} {peak / gib:.2f} (+{(peak - first) / gib:.2f})"
+            for k, (first, peak) in sorted(rss.items(), key=lambda kv: -(kv[1][1] - kv[1][0]))
+            if peak - first > 0.05 * gib
+        )
+        print(f"   peak RSS GiB in steps (rise from the step's start) where it rose over 0.05 GiB: {by_peak}")
+        print(f"   peak RSS of the process so far {max(sampler.rss) / gib:.2f} GiB")
     print(f"load average {os.getloadavg()[0]:.1f}; calibration {bp.calibration_s() * 1e3:.0f} ms")
     return 0
 

@@ -1416,35 +1416,50 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
     first = book.n_euro
     am = slice(first, None)
     na = book.units.size - first
-    inp = _chunk_inputs(book, sc)
     sym = book.opt_sym[am]
-    if sc.vol_shift_abs is None and sc.vol_skew is None:
-        # sigma' = sigma * scale exactly (see _sigma); x -> sigma x is monotone, so its range is sigma times the
-        # range of the symbol's scale, bit for bit what _vol_range finds scenario by scenario
-        v_lo = book.vol[am] * inp.scale.min(axis=0)[sym]
-        v_hi = book.vol[am] * inp.scale.max(axis=0)[sym]
-        ls_lo = inp.log_spot_new.min(axis=0)[sym]
-        ls_hi = inp.log_spot_new.max(axis=0)[sym]
-    else:
-        v_lo, v_hi, ls_lo, ls_hi = (np.empty(na) for _ in range(4))
-        run_chunked(
-            _vol_range,
-            na,
-            inp.log_spot_new,
-            inp.scale,
-            inp.shift,
-            inp.skew,
-            inp.shift_opt,
-            inp.opt_stride,
-            book.opt_sym,
-            book.log_strike,
-            book.vol,
-            first,
-            v_lo,
-            v_hi,
-            ls_lo,
-            ls_hi,
-        )
+    v_lo, ls_lo = np.full(na, np.inf), np.full(na, np.inf)
+    v_hi, ls_hi = np.full(na, -np.inf), np.full(na, -np.inf)
+    lr, lq = np.zeros(na), np.zeros(na)  # the largest rate and dividend-yield shift of each option's underlying
+    # the ranges over the whole set, taken a chunk of scenarios at a time (min and max are exact, so the same
+    # numbers as one pass over the set; only one chunk's dense inputs are held, not the set's)
+    n = sc.n_scenarios
+    rows = default_chunk_size(book, sc)
+    for start in range(0, n, rows):
+        inp = _chunk_inputs(book, sc.take(start, min(start + rows, n)))
+        if sc.vol_shift_abs is None and sc.vol_skew is None:
+            # sigma' = sigma * scale exactly (see _sigma); x -> sigma x is monotone, so its range is sigma times
+            # the range of the symbol's scale, bit for bit what _vol_range finds scenario by scenario
+            b_lo = book.vol[am] * inp.scale.min(axis=0)[sym]
+            b_hi = book.vol[am] * inp.scale.max(axis=0)[sym]
+            b_ls_lo = inp.log_spot_new.min(axis=0)[sym]
+            b_ls_hi = inp.log_spot_new.max(axis=0)[sym]
+        else:
+            b_lo, b_hi, b_ls_lo, b_ls_hi = (np.empty(na) for _ in range(4))
+            run_chunked(
+                _vol_range,
+                na,
+                inp.log_spot_new,
+                inp.scale,
+                inp.shift,
+                inp.skew,
+                inp.shift_opt,
+                inp.opt_stride,
+                book.opt_sym,
+                book.log_strike,
+                book.vol,
+                first,
+                b_lo,
+                b_hi,
+                b_ls_lo,
+                b_ls_hi,
+            )
+        np.minimum(v_lo, b_lo, out=v_lo)
+        np.maximum(v_hi, b_hi, out=v_hi)
+        np.minimum(ls_lo, b_ls_lo, out=ls_lo)
+        np.maximum(ls_hi, b_ls_hi, out=ls_hi)
+        if sc.moves_carry:
+            np.maximum(lr, _largest_shift(inp.rate, sym), out=lr)
+            np.maximum(lq, _largest_shift(inp.div, sym), out=lq)
     # an option every scenario leaves alone, or a set too small to pay for a grid: exact prices (mode 2)
     still = (v_hi == v_lo) & (ls_hi == ls_lo) | (sc.n_scenarios < EEP_MIN_SCENARIOS)
     v_hi = v_lo + np.maximum(v_hi - v_lo, 1e-4 * np.maximum(book.vol[am], 1e-2))
@@ -1460,8 +1475,8 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
     steps = np.zeros((na, 2))
     variants: list[tuple[int, float, FloatArray, FloatArray, FloatArray, FloatArray]] = []
     if shifted:
-        steps[:, 0] = _largest_shift(inp.rate, sym)
-        steps[:, 1] = _largest_shift(inp.div, sym)
+        steps[:, 0] = lr
+        steps[:, 1] = lq
         h_r, h_q = steps[:, 0], steps[:, 1]
         # the region where exercise is never optimal is convex: never at the four corners is never in the box
         corners = [_never_exercised(call, r + a * h_r, q + b * h_q) for a in (-1.0, 1.0) for b in (-1.0, 1.0)]

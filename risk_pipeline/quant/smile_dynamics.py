@@ -23,6 +23,7 @@ stocks and options they do not cover); shifts of several add up.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,6 +43,35 @@ class SmileDynamics(Protocol):
     def label(self) -> str: ...
 
     def shifts(self, portfolio: Portfolio, scenarios: ScenarioSet) -> FloatArray: ...
+
+
+#: Scenario rows x positions of one block of ``summed_shifts`` (each temporary of a dynamic's ``shifts`` is at most
+#: this many floats, 32 MB).
+SHIFT_BLOCK_CELLS = 4_000_000
+
+
+def summed_shifts(
+    dynamics: Sequence[SmileDynamics], portfolio: Portfolio, scenarios: ScenarioSet, block_cells: int | None = None
+) -> FloatArray:
+    """The sum of every dynamic's ``shifts`` (in the order given), ``(scenarios, positions)``.
+
+    Every dynamic's shift of a scenario depends on that scenario's row only, so the rows are taken in blocks of
+    at most ``block_cells`` (default ``SHIFT_BLOCK_CELLS``) rows x positions: the same numbers as summing the
+    whole-set arrays, bit for bit, while only the result and one block's temporaries are held (the gap VaR of a
+    5,000-position book sums 50,000 scenarios' shifts: 1.9 GB per whole-set array, several at once).
+    """
+    if not dynamics:
+        raise ValueError("summed_shifts needs at least one dynamic")
+    n, n_pos = scenarios.n_scenarios, portfolio.quantity.size
+    rows = max(1, (block_cells or SHIFT_BLOCK_CELLS) // max(1, n_pos))
+    out = np.empty((n, n_pos))
+    for start in range(0, n, rows):
+        part = scenarios.take(start, min(start + rows, n))
+        total = dynamics[0].shifts(portfolio, part)
+        for d in dynamics[1:]:
+            total = total + d.shifts(portfolio, part)
+        out[start : start + part.n_scenarios] = total
+    return out
 
 
 def checked_moves(portfolio: Portfolio, spot_shock_rel: ArrayLike) -> FloatArray:

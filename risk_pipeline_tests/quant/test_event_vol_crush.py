@@ -103,3 +103,35 @@ def test_event_risk_scenarios_carry_the_crush() -> None:
     assert with_crush.expected_pnl == pytest.approx(pnl.mean(), rel=1e-12)
     assert with_crush.worst_loss == pytest.approx(-pnl.min(), rel=1e-12)
     assert with_crush.expected_pnl < without.expected_pnl
+
+
+def test_summed_shifts_in_blocks_of_scenarios_equal_the_formulas_written_out() -> None:
+    """``summed_shifts`` (the gap VaR's vol shifts, taken a few scenarios at a time) equals the crush plus the
+    expiry-scaled ATM move written out for every scenario, in blocks of one row, of a few rows and in one block."""
+    from risk_pipeline.quant.smile_dynamics import ExpiryScaledVolMoves, summed_shifts
+    from risk_pipeline.quant.vol_shocks import VolShockRule
+
+    book = _book()
+    rng = np.random.default_rng(7)
+    n = 37
+    sc = ScenarioSet(np.expm1(rng.normal(0, 0.02, (n, 2))), vol_scale=np.exp(rng.normal(0, 0.05, (n, 2))))
+    e = 0.05**2
+    crush = EarningsVolCrush(symbol=1, event_variance=e, years_to_reaction=3 / 365)
+    term = ExpiryScaledVolMoves(VolShockRule(term_exponent=0.4))
+    # written out: crush sqrt(max(s^2 - e / t, s^2 / 4)) - s after the reaction on XYZ; term s (c^g - c),
+    # g = (30 / max(tau days, 7))^0.4, c the scenario's ATM vol scale of the option's underlying
+    s, t = book.implied_vol, book.time_years
+    after = book.symbol_index == 1
+    after &= t > 3 / 365
+    crushed = np.where(after, np.sqrt(np.maximum(s * s - e / t, 0.25 * s * s)) - s, 0.0)
+    c = sc.vol_scale[:, book.symbol_index]
+    g = (30.0 / np.maximum(t * 365.0, 7.0)) ** 0.4
+    expected = crushed[None, :] + s[None, :] * (c**g - c)
+    for cells in (1, 3 * 5, 10**6):  # one scenario a block, three, all at once
+        got = summed_shifts([crush, term], book, sc, block_cells=cells)
+        assert got.shape == (n, 5)
+        np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-15)
+    whole = crush.shifts(book, sc) + term.shifts(book, sc)
+    assert np.array_equal(summed_shifts([crush, term], book, sc, block_cells=5), whole)  # same order, same bits
+    with pytest.raises(ValueError, match="at least one"):
+        summed_shifts([], book, sc)
