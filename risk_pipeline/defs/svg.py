@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 #: matplotlib's default colour cycle (tab10), so the exports look like the inline matplotlib thumbnails.
 COLOURS = (
@@ -311,3 +312,24 @@ def heat_map_svg(
     )
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def stress_grid_heat_map_svg(table: pd.DataFrame, *, x_label: str, y_label: str) -> str:
+    """``heat_map_svg`` of a stress grid pivoted to vol shocks (rows, top first) x spot shocks (columns, both as
+    fractions, labelled in %), in matplotlib's RdYlGn symmetric about 0, the colour bar labelled P&L % NAV."""
+    from matplotlib import colormaps, colors  # colours only: no figure is drawn
+
+    values = table.to_numpy(float)
+    limit = (float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 0.0) or 1.0
+    cmap = colormaps["RdYlGn"]
+    return heat_map_svg(
+        values,
+        [colors.to_hex(c) for c in cmap((values.ravel() + limit) / (2 * limit))],
+        x_labels=[f"{x:+.0%}" for x in table.columns],
+        y_labels=[f"{y:+.0%}" for y in table.index],
+        x_label=x_label,
+        y_label=y_label,
+        bar_label="P&L % NAV",
+        bar_range=(-limit, limit),
+        bar_colours=[colors.to_hex(c) for c in cmap(np.linspace(0.0, 1.0, 64))],
+    )

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from risk_pipeline.contracts import TABLES
-from risk_pipeline.defs.svg import Series, bar_chart_svg, heat_map_svg, line_chart_svg
+from risk_pipeline.defs.svg import Series, bar_chart_svg, line_chart_svg, stress_grid_heat_map_svg
 from risk_pipeline.paths import SCENARIOS_FILE
 from risk_pipeline.quant.compliance import (
     ComplianceInputs,
@@ -505,26 +505,8 @@ def report_plots(wh: Warehouse, report: BookReport, exists: dict[str, bool] | No
         )
     grid = wh.read("stress_grid", {"book": book, "as_of": as_of})
     if len(grid):
-        from matplotlib import colormaps, colors  # colours only: no figure is drawn
-
         pivot = grid.pivot(index="vol_shock", columns="spot_shock", values="pnl_pct_nav").sort_index(ascending=False)
-        values = pivot.to_numpy(float)
-        limit = float(np.nanmax(np.abs(values))) or 1.0
-        cmap = colormaps["RdYlGn"]
-        cells = [colors.to_hex(c) for c in cmap((values.ravel() + limit) / (2 * limit))]
-        out["Stress heat map"] = _img(
-            heat_map_svg(
-                values,
-                cells,
-                x_labels=[f"{x:+.0%}" for x in pivot.columns],
-                y_labels=[f"{y:+.0%}" for y in pivot.index],
-                x_label="spot shock",
-                y_label="vol shock",
-                bar_label="P&L % NAV",
-                bar_range=(-limit, limit),
-                bar_colours=[colors.to_hex(c) for c in cmap(np.linspace(0.0, 1.0, 64))],
-            )
-        )
+        out["Stress heat map"] = _img(stress_grid_heat_map_svg(pivot, x_label="spot shock", y_label="vol shock"))
     limits = report.frames["limits"].dropna(subset=["utilization"])
     if len(limits):
         colours = {"OK": "#70ad47", "WARN": "#ffc000", "BREACH": "#c00000"}

@@ -27,7 +27,7 @@ from risk_pipeline.defs.risk.stress_vol import (
     vol_parameters_json,
 )
 from risk_pipeline.defs.risk.var import book_portfolio
-from risk_pipeline.defs.svg import heat_map_svg
+from risk_pipeline.defs.svg import stress_grid_heat_map_svg
 from risk_pipeline.errors import RiskDataError
 from risk_pipeline.paths import SCENARIOS_FILE
 from risk_pipeline.quant.stress import load_scenarios, run_stress, stress_grid
@@ -79,24 +79,8 @@ def liquidity_inputs(
 def heat_map(grid: pd.DataFrame, book: str) -> str:
     """P&L in % of NAV over the spot x vol grid of one book, as a markdown heading and SVG image (``defs.svg``:
     drawn as text, where a matplotlib PNG took about 0.2 s); colours on matplotlib's RdYlGn, symmetric about 0."""
-    from matplotlib import colormaps, colors  # colours only: no figure is drawn
-
     table = grid.pivot(index="vol_shock", columns="spot_shock", values="pnl_pct_nav").sort_index(ascending=False) * 100
-    values = table.to_numpy(float)
-    limit = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 0.0
-    limit = limit or 1.0
-    cmap = colormaps["RdYlGn"]
-    svg = heat_map_svg(
-        values,
-        [colors.to_hex(c) for c in cmap((values.ravel() + limit) / (2 * limit))],
-        x_labels=[f"{c:+.0%}" for c in table.columns],
-        y_labels=[f"{v:+.0%}" for v in table.index],
-        x_label="spot move",
-        y_label="vol move (relative)",
-        bar_label="P&L % NAV",
-        bar_range=(-limit, limit),
-        bar_colours=[colors.to_hex(c) for c in cmap(np.linspace(0.0, 1.0, 64))],
-    )
+    svg = stress_grid_heat_map_svg(table, x_label="spot move", y_label="vol move (relative)")
     return f"**{book}: P&L % NAV**\n\n{markdown_svg(svg, book)}"
 
 
