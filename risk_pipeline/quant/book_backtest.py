@@ -22,7 +22,7 @@ from numpy.typing import ArrayLike
 
 from risk_pipeline.quant._numba import FloatArray, IntArray
 from risk_pipeline.quant.portfolio import Portfolio, stack_portfolios
-from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate_many, market_values
+from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate_many, market_values, share_values
 from risk_pipeline.quant.smile_dynamics import SmileDynamics
 from risk_pipeline.quant.var import (
     ALL_METHODS,
@@ -208,9 +208,11 @@ def static_book_backtest(
     reports: list[VarReport] = []
     n_pos = portfolio.n_positions
     value_parts = [np.zeros(0)]
+    stacks: list[Portfolio] = []  # the stacked book of each call: day k is block k % per_call of stacks[k // per_call]
     for lo in range(0, len(books), per_call):
         hi = lo + per_call
         stacked = stack_portfolios(books[lo:hi])
+        stacks.append(stacked)
         reports += compute_var_batch(
             books[lo:hi], histories[lo:hi], cfg, methods=methods, garch_params=fits[lo:hi], term=term, stacked=stacked
         )
@@ -231,7 +233,15 @@ def static_book_backtest(
                 replace(sc, vol_shift_abs=term.shifts(books[k], sc), vol_shift_per_position=True)
                 for k, sc in zip(idx, sets, strict=True)
             ]
-        moved = evaluate_many([books[k] for k in idx], sets, float(days_elapsed), american="exact")
+        # the days' books stacked as the engine stacks them, given today's option values the VaR's calls priced
+        # (each option on its own: the same bits), so that only the moved prices are computed here
+        day_books = [books[k] for k in idx]
+        together = stack_portfolios(day_books)
+        part = idx // per_call
+        if np.all(part == part[0]):  # days of one call (always, unless the memory bound split the days)
+            rows = ((idx % per_call)[:, None] * n_pos + np.arange(n_pos)[None, :]).ravel()
+            share_values(stacks[int(part[0])], rows, together)
+        moved = evaluate_many(day_books, sets, float(days_elapsed), american="exact", stacked=together)
         pnl[idx] = [float(r.pnl[0]) for r in moved]
     var = {name: np.array([r.get(name, 1, confidence).var for r in reports]) for name in methods}
     es_var: dict[str, FloatArray] = {}

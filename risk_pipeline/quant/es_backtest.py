@@ -95,13 +95,18 @@ def simulated_z2(
     df, scale = (m[inverse.ravel()] for m in matched_student_t(pairs[:, 0], pairs[:, 1], alpha))
     rng = np.random.default_rng(seed)
     normal = np.isinf(df)
-    draws = np.empty((n_simulations, var.size))
-    if normal.any():
+    if not normal.any():  # every day a Student-t (the usual case): the draws as drawn, without a copy
+        draws = rng.standard_t(df, size=(n_simulations, var.size))
+    else:
+        draws = np.empty((n_simulations, var.size))
         draws[:, normal] = rng.standard_normal((n_simulations, int(normal.sum())))
-    if not normal.all():
-        draws[:, ~normal] = rng.standard_t(df[~normal], size=(n_simulations, int((~normal).sum())))
-    losses = draws * scale
-    simulated = 1.0 - np.sum(np.where(losses > var, losses / es, 0.0), axis=1) / (var.size * alpha)
+        if not normal.all():
+            draws[:, ~normal] = rng.standard_t(df[~normal], size=(n_simulations, int((~normal).sum())))
+    losses = np.multiply(draws, scale, out=draws)
+    # X_t I_t / ES_t: the quotient where the loss exceeds the VaR, 0 elsewhere (dividing only there: the same array)
+    term = np.zeros_like(losses)
+    np.divide(losses, es, out=term, where=losses > var)
+    simulated = 1.0 - np.sum(term, axis=1) / (var.size * alpha)
     if cache is not None:
         cache[key] = simulated
     return simulated

@@ -1032,7 +1032,8 @@ class PreparedBook:
 
     Options are reordered Europeans first (``n_euro`` of them), then Americans; ``option_positions``
     maps them back to positions. ``base`` is every option's value today, ``unmoved`` its value at the
-    horizon with today's spot, vol and rate (both cached per portfolio). The ``grid_*`` arrays (one entry
+    horizon with today's spot, vol and rate (both cached per portfolio; ``unmoved`` priced on first use: only a
+    scenario that leaves an American off its grid and unmoved reads it). The ``grid_*`` arrays (one entry
     per American, when ``american == "eep_grid"``) hold the early-exercise-premium spline.
     """
 
@@ -1058,7 +1059,7 @@ class PreparedBook:
     dq: FloatArray
     kdr: FloatArray
     base: FloatArray
-    unmoved: FloatArray
+    unmoved_values: _UnmovedValues
     grid_mode: NDArray[np.int8]
     grid_y0: FloatArray
     grid_dy: FloatArray
@@ -1077,6 +1078,11 @@ class PreparedBook:
     @property
     def n_symbols(self) -> int:
         return int(self.spot0.shape[0])
+
+    @property
+    def unmoved(self) -> FloatArray:
+        """Every option's value at the horizon with today's spot, vol and rate (priced on first use)."""
+        return self.unmoved_values()
 
 
 def _time_constants(t: FloatArray, strike: FloatArray, rate: FloatArray, div: FloatArray) -> dict[str, FloatArray]:
@@ -1118,6 +1124,22 @@ def _unmoved_values(
         full.setflags(write=False)
         cache[key] = full
     return cache[key][opt]
+
+
+@dataclass(frozen=True, eq=False)
+class _UnmovedValues:
+    """``_unmoved_values(portfolio, opt, ..., horizon_days, american)``, priced when first called (then cached per
+    portfolio like every ``_unmoved_values``): most scenario sets never read them, and each option is priced on
+    its own, so pricing them later gives the same bits."""
+
+    portfolio: Portfolio
+    opt: IntArray
+    horizon_days: float
+    american: AmericanMethod
+
+    def __call__(self) -> FloatArray:
+        p = self.portfolio
+        return _unmoved_values(p, self.opt, _option_arrays(p, self.opt), self.horizon_days, self.american)
 
 
 def _base_values(
@@ -1205,7 +1227,7 @@ def prepare(
         **_time_constants(t_new, arrays["strike"], arrays["rate"], arrays["div"]),
         **arrays,
         base=_unmoved_values(p, opt, arrays, 0.0, american),
-        unmoved=_unmoved_values(p, opt, arrays, horizon_days, american),
+        unmoved_values=_UnmovedValues(p, opt, float(horizon_days), american),
         grid_mode=np.zeros(0, dtype=np.int8),
         grid_y0=np.zeros(0),
         grid_dy=np.ones(0),
@@ -1706,7 +1728,8 @@ def _exact_where_nan(book: PreparedBook, inp: _ChunkInputs, values: FloatArray) 
         spot = inp.spot_new[j, s]
         dr, dd = inp.rate[j, s], inp.div[j, s]
         alone = (spot == book.spot0[s]) & (sig == book.vol[i]) & (dr == 0.0) & (dd == 0.0)
-        values[m[alone], j[alone]] = book.unmoved[i[alone]]
+        if alone.any():
+            values[m[alone], j[alone]] = book.unmoved[i[alone]]
         m, j, i, spot, sig, dr, dd = (a[~alone] for a in (m, j, i, spot, sig, dr, dd))
         if not m.size:
             return
@@ -1884,6 +1907,31 @@ def evaluate_many(
             out[k] = ScenarioPnl(block.sum(axis=1), np.ascontiguousarray(block))
             lo += p.n_symbols
     return [r for r in out if r is not None]
+
+
+def share_values(source: Portfolio, rows: IntArray, target: Portfolio) -> None:
+    """Give ``target``, whose positions are ``source``'s positions ``rows`` (checked), the option values cached on
+    ``source`` (today's and after each horizon already priced), so that ``target`` does not price them again.
+    Each option is priced on its own (BSM or the American engine, element by element), so they are the values
+    ``target`` would get, bit for bit."""
+    idx = np.asarray(rows, dtype=np.intp)
+    same = target.n_positions == idx.size and all(
+        np.array_equal(np.asarray(getattr(source, f))[idx], np.asarray(getattr(target, f)))
+        for f in ("position_spot", "strike", "time_years", "implied_vol", "rate", "dividend_yield", "is_call")
+    )
+    same = same and np.array_equal(source.is_option[idx], target.is_option)
+    same = same and np.array_equal(source.is_american[idx], target.is_american)
+    if not same:
+        raise ValueError("target's positions must be source's positions rows")
+    cached = _UNMOVED.get(source)
+    if not cached:
+        return
+    mine = _UNMOVED.setdefault(target, {})
+    for key, values in cached.items():
+        if key not in mine:
+            part = values[idx]
+            part.setflags(write=False)
+            mine[key] = part
 
 
 def market_values(portfolio: Portfolio) -> FloatArray:

@@ -436,10 +436,9 @@ def smile_grid(wh: Warehouse, dates: Sequence[dt.date], symbols: Sequence[str]) 
     """The stored surfaces (``smile_history``) of ``dates`` x ``symbols`` as a ``SmileGrid`` (NaN: none stored)."""
     rows = wh.read(
         "smile_history",
-        {"as_of_date": Between(dates[0], dates[-1])},
+        {"as_of_date": Between(dates[0], dates[-1]), "symbol": list(symbols)},
         columns=["as_of_date", "symbol", "tenor_days", "atm_vol", "put_25d_vol", "call_25d_vol"],
     )
-    rows = rows[rows["symbol"].isin(list(symbols))]
     tenors = np.sort(rows["tenor_days"].unique().astype(np.int64)) if len(rows) else np.array([30], dtype=np.int64)
     day_at = {d: i for i, d in enumerate(dates)}
     sym_at = {s: j for j, s in enumerate(symbols)}
