@@ -213,8 +213,15 @@ def static_book_backtest(
         hi = lo + per_call
         stacked = stack_portfolios(books[lo:hi])
         stacks.append(stacked)
-        reports += compute_var_batch(
-            books[lo:hi], histories[lo:hi], cfg, methods=methods, garch_params=fits[lo:hi], term=term, stacked=stacked
+        reports += compute_var_batch(  # no component VaR or ES: the backtest reads the VaR and ES only
+            books[lo:hi],
+            histories[lo:hi],
+            cfg,
+            methods=methods,
+            garch_params=fits[lo:hi],
+            term=term,
+            stacked=stacked,
+            components=False,
         )
         # each day's book value: today's option values, which the VaR's engine calls cached on the stacked book
         # (each option priced on its own: the same bits as a stack of every day's book)

@@ -447,18 +447,21 @@ def _simulation_results(
     overlapping: bool = False,
     standard_errors: FloatArray | None = None,
     note: str = "",
+    components: bool = True,
 ) -> list[VarResult]:
     """VaR, ES and components per confidence. ``overlapping`` (historical h-day windows in date order) adds the
     non-overlapping cross-check and the tail's episodes; ``standard_errors`` are the sampling errors. The sorts,
     row sums and spread are made once for every confidence: each figure is that of ``empirical_var_es``,
-    ``tail_episodes``, ``kernel_component_var`` and ``tail_component_es``, bit for bit."""
+    ``tail_episodes``, ``kernel_component_var`` and ``tail_component_es``, bit for bit. Without ``components``
+    the component VaR is NaN and the component ES None (not computed; every other figure the same)."""
     out = []
     p = np.asarray(pnl, dtype=np.float64).reshape(-1)
     p_sorted = np.sort(p)
     cols = np.asarray(by_symbol, dtype=np.float64)
-    total = cols.sum(axis=1)
-    spread = _kernel_spread(total)
-    ordered = cols[np.argsort(total, kind="stable")]
+    if components:
+        total = cols.sum(axis=1)
+        spread = _kernel_spread(total)
+        ordered = cols[np.argsort(total, kind="stable")]
     pnl_order = np.argsort(p, kind="stable") if overlapping else None
     for j, c in enumerate(config.confidences):
         var, es = _var_es_of_sorted(p_sorted, c)
@@ -484,8 +487,8 @@ def _simulation_results(
                 int(pnl.size),
                 lookback,
                 symbols,
-                _kernel_component(cols, total, spread, var),
-                component_es=_tail_component_of_ordered(ordered, c),
+                _kernel_component(cols, total, spread, var) if components else np.full(cols.shape[1], np.nan),
+                component_es=_tail_component_of_ordered(ordered, c) if components else None,
                 **extra,
             )
         )
@@ -1036,9 +1039,11 @@ def parametric_var(
     *,
     greeks: PositionGreeks | None = None,
     covariance: FloatArray | None = None,
+    components: bool = True,
 ) -> tuple[VarResult, ...]:
     """Delta-normal and delta-gamma(-vega) Cornish-Fisher VaR/ES with Euler components (``greeks``: the book's
-    ``position_greeks``, ``covariance``: the look-back's ``factor_covariance``; computed if not given)."""
+    ``position_greeks``, ``covariance``: the look-back's ``factor_covariance``; computed if not given; without
+    ``components`` the components are NaN, not computed, and every VaR and ES the same)."""
     cfg = config or VarConfig()
     hist = history.window(cfg.lookback_days)
     with_vega = hist.iv_rel_changes is not None
@@ -1076,6 +1081,8 @@ def parametric_var(
         for c in cfg.confidences:
             z = _norm_ppf(c)
             comp = (z * d_x * cov_d_x / sd) if sd > 0.0 else np.zeros(n_sym)
+            if not components:
+                comp = np.full(n_sym, np.nan)
             out.append(
                 VarResult(
                     DELTA_NORMAL,
@@ -1090,18 +1097,20 @@ def parametric_var(
                     note=f"{cfg.covariance.replace('_', '-')} covariance",
                 )
             )
-            comp_cf = (
-                cornish_fisher_components(
+            if not components:
+                comp_cf = np.full(n_sym, np.nan)
+            elif form is None:
+                comp_cf = cornish_fisher_components(
                     expo.theta_per_year * dt, expo.delta, expo.gamma, h * cov1, expo.owner, n_sym, c
                 )
-                if form is None
-                else form.components(expo.theta_per_year * dt, expo.owner, n_sym, c)
-            )
+            else:
+                comp_cf = form.components(expo.theta_per_year * dt, expo.owner, n_sym, c)
             note = f"Cornish-Fisher expansion, {cfg.covariance.replace('_', '-')} covariance"
             if c in fallback:
                 var, es = fallback[c]
-                total = float(comp_cf.sum())
-                comp_cf = comp_cf * (var / total) if total else np.full(n_sym, var / n_sym)
+                if components:
+                    total = float(comp_cf.sum())
+                    comp_cf = comp_cf * (var / total) if total else np.full(n_sym, var / n_sym)
                 note = (
                     f"Cornish-Fisher not monotone (skewness {mom.skewness:.2f}, excess kurtosis "
                     f"{mom.excess_kurtosis:.2f}): quantile of {QUADRATIC_DRAWS:,} draws of the same quadratic form, "
@@ -1288,12 +1297,22 @@ def _fhs_results(
     symbols: tuple[str, ...],
     lookback: int,
     tags: Sequence[str] = (),
+    components: bool = True,
 ) -> list[VarResult]:
     exact = h == 1
     errors = np.zeros(len(cfg.confidences)) if exact else bootstrap_standard_error(pnl, cfg.confidences)
     note = "; ".join([*tags, "exact: every filtered date once" if exact else f"{pnl.size} sampled paths"])
     return _simulation_results(
-        MONTE_CARLO_FHS, h, pnl, by_symbol, cfg, symbols, lookback, standard_errors=errors, note=note
+        MONTE_CARLO_FHS,
+        h,
+        pnl,
+        by_symbol,
+        cfg,
+        symbols,
+        lookback,
+        standard_errors=errors,
+        note=note,
+        components=components,
     )
 
 
@@ -1343,13 +1362,15 @@ def compute_var_batch(
     garch_params: Sequence[Sequence[GarchParams] | None] | None = None,
     term: SmileDynamics | None = None,
     stacked: Portfolio | None = None,
+    components: bool = True,
 ) -> list[VarReport]:
     """``compute_var(portfolios[k], histories[k], config, methods=methods, garch_params=garch_params[k], term=term)``
     for every ``k`` at once: one scenario-engine call per simulation method and horizon for all the books
     (``scenario_engine.evaluate_many``) and one Greeks call; the same scenarios, prices and statistics (a book's
     scenario P&L is the sum of its per-underlying P&L instead of the sum by position: equal to rounding).
     ``stacked``: ``stack_portfolios(portfolios)`` made by the caller, so that the option values the engine caches
-    on it (today's, ``scenario_engine.market_values``) serve the caller too."""
+    on it (today's, ``scenario_engine.market_values``) serve the caller too. ``components=False``: no component
+    VaR or ES (NaN and None; callers that read only the VaR and ES, such as the backtest, skip their work)."""
     cfg = config or VarConfig()
     unknown = set(methods) - set(ALL_METHODS)
     if unknown:
@@ -1386,10 +1407,12 @@ def compute_var_batch(
                     tags = ([f"term: {term.label}"] if term is not None else []) + x.factor_tags()
                     results[k] += _simulation_results(
                         HISTORICAL, h, res.pnl, res.by_symbol, cfg, p.symbols, x.n_days, overlapping=True,
-                        note="; ".join(tags),
+                        note="; ".join(tags), components=components,
                     )  # fmt: skip
                 else:
-                    results[k] += _fhs_results(h, res.pnl, res.by_symbol, cfg, p.symbols, x.n_days, x.factor_tags())
+                    results[k] += _fhs_results(
+                        h, res.pnl, res.by_symbol, cfg, p.symbols, x.n_days, x.factor_tags(), components
+                    )
 
     if HISTORICAL in methods:
         sets = [{h: historical_scenarios(x, h) for h in cfg.horizons} for x in hists]
@@ -1417,7 +1440,14 @@ def compute_var_batch(
             mine = tuple(g[ends[k] : ends[k + 1]] for g in greeks)
             results[k] += [
                 r
-                for r in parametric_var(p, x, cfg, greeks=mine, covariance=cov[k])  # type: ignore[arg-type]
+                for r in parametric_var(
+                    p,
+                    x,
+                    cfg,
+                    greeks=mine,  # type: ignore[arg-type]
+                    covariance=cov[k],
+                    components=components,
+                )
                 if r.method in methods
             ]
     if MONTE_CARLO_FHS in methods:
