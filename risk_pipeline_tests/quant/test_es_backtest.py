@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from risk_pipeline.quant.es_backtest import matched_student_t, rolling_z2, z2_statistic, z2_test
+from risk_pipeline.quant.es_backtest import matched_student_t, rolling_z2, simulated_z2, z2_statistic, z2_test
 
 ALPHA = 0.025
 
@@ -110,3 +110,27 @@ def test_series_with_the_same_var_and_es_share_one_simulation() -> None:
     assert b == z2_test(pnl_b, var, es, ALPHA, n_simulations=2_000, seed=4)
     z2_test(pnl_a, var, es, ALPHA, n_simulations=2_000, seed=5, cache=cache)  # another seed: another simulation
     assert len(cache) == 2
+
+
+@pytest.mark.parametrize("with_normal", [False, True])
+def test_simulated_z2_is_the_formula_on_the_matched_draws(with_normal: bool) -> None:
+    """The simulated Z2 is ``1 - sum_t L_t 1{L_t > VaR_t} / ES_t / (T alpha)`` of each day's matched Student-t
+    draws (standard normal where the ratio is the normal's), drawn normal columns first: equal bit for bit to
+    that formula written with ``np.where``."""
+    rng = np.random.default_rng(3)
+    var = rng.uniform(1.0, 2.0, 40)
+    es = var * rng.uniform(1.2, 1.5, 40)
+    if with_normal:  # some days with the normal's ES/VaR ratio
+        z = stats.norm.ppf(1 - ALPHA)
+        es[::5] = var[::5] * stats.norm.pdf(z) / ALPHA / z
+    df, scale = matched_student_t(var, es, ALPHA)
+    normal = np.isinf(df)
+    assert normal.any() == with_normal
+    gen = np.random.default_rng(11)
+    draws = np.empty((700, var.size))
+    if normal.any():
+        draws[:, normal] = gen.standard_normal((700, int(normal.sum())))
+    draws[:, ~normal] = gen.standard_t(df[~normal], size=(700, int((~normal).sum())))
+    losses = draws * scale
+    want = 1.0 - np.sum(np.where(losses > var, losses / es, 0.0), axis=1) / (var.size * ALPHA)
+    np.testing.assert_array_equal(simulated_z2(var, es, ALPHA, 700, 11), want)

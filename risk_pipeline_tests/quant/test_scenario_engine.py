@@ -395,3 +395,45 @@ def test_eep_grid_ranges_taken_chunk_by_chunk_give_the_same_grid(monkeypatch: py
         for name in fields:
             np.testing.assert_array_equal(getattr(chunked, name), getattr(whole[k], name), err_msg=f"{k} {name}")
     assert np.any(whole["carry"].grid_step != 0.0)
+
+
+def test_unmoved_values_are_priced_on_first_use_and_equal_the_pricers_at_the_horizon() -> None:
+    """``PreparedBook.unmoved`` (read only where a scenario leaves an American off its grid and unmoved) is not
+    priced by ``prepare``; when read it is each option's price at ``T - h/365`` with today's inputs (the public
+    pricers), bit for bit."""
+    from risk_pipeline.quant import scenario_engine as se
+
+    p = _book(seed=4, american=0.6)
+    sc = ScenarioSet(np.random.default_rng(0).normal(0.0, 0.02, (50, p.n_symbols)))
+    book = prepare(p, 3.0, sc, "eep_grid")
+    assert (3.0, "alo") not in se._UNMOVED.get(p, {})
+    opt = book.option_positions
+    t1 = np.maximum(p.time_years[opt] - 3.0 / 365.0, 0.0)
+    args = (p.position_spot[opt], p.strike[opt], t1, p.implied_vol[opt], p.rate[opt], p.dividend_yield[opt])
+    am = p.is_american[opt]
+    want = np.where(am, american_price(*args, p.is_call[opt]), np.nan)
+    np.testing.assert_array_equal(book.unmoved[am], want[am])
+    assert (3.0, "alo") in se._UNMOVED[p]
+
+
+def test_shared_option_values_are_those_the_target_would_price() -> None:
+    """``share_values``: a book made of some of a priced book's positions gets their values, equal bit for bit to
+    pricing it afresh, and the revaluation is unchanged; positions that are not those rows are refused."""
+    from risk_pipeline.quant import scenario_engine as se
+    from risk_pipeline.quant.portfolio import stack_portfolios
+
+    books = [_book(n=12, seed=s, american=0.6) for s in (1, 2, 3)]
+    whole = stack_portfolios(books)
+    values = market_values(whole)
+    part = stack_portfolios([books[2], books[0]])
+    n = [b.n_positions for b in books]
+    rows = np.r_[np.arange(n[0] + n[1], sum(n)), np.arange(n[0])]
+    se.share_values(whole, rows, part)
+    np.testing.assert_array_equal(se._UNMOVED[part][(0.0, "alo")], se._UNMOVED[whole][(0.0, "alo")][rows])
+    fresh = stack_portfolios([books[2], books[0]])
+    np.testing.assert_array_equal(market_values(part), market_values(fresh))
+    np.testing.assert_array_equal(market_values(part), values[rows])
+    sc = ScenarioSet(np.random.default_rng(1).normal(0.0, 0.03, (3, part.n_symbols)))
+    np.testing.assert_array_equal(evaluate(part, sc, 1.0).pnl, evaluate(fresh, sc, 1.0).pnl)
+    with pytest.raises(ValueError, match="rows"):
+        se.share_values(whole, rows[::-1], stack_portfolios([books[2], books[0]]))

@@ -314,3 +314,25 @@ def test_static_book_backtest_in_blocks_of_days_equals_one_call() -> None:
     for m in ALL_METHODS:
         np.testing.assert_allclose(blocks.var[m], whole.var[m], rtol=1e-12, err_msg=m)
         np.testing.assert_allclose(blocks.expected_shortfall[m], whole.expected_shortfall[m], rtol=1e-12, err_msg=m)
+
+
+def test_compute_var_batch_without_components_gives_the_same_var_and_es() -> None:
+    """``components=False`` (the backtest reads only the VaR and ES) skips the component VaR and ES: every other
+    figure is the same, bit for bit."""
+    closes, vols, _ = _market()
+    returns = np.diff(np.log(closes), axis=0)
+    iv = vols[1:] / vols[:-1] - 1.0
+    cfg = VarConfig(confidences=(0.99, 0.975), horizons=(1, 3), lookback_days=280, n_scenarios=500)
+    ends = [262, 300]
+    books = [rescaled_book(_book(closes[-1]), closes[t], [1.0, 1.0]) for t in ends]
+    histories = [MarketHistory(returns[max(0, t - 300) : t], iv[max(0, t - 300) : t]) for t in ends]
+    full = compute_var_batch(books, histories, cfg)
+    lean = compute_var_batch(books, histories, cfg, components=False)
+    for f, g in zip(full, lean, strict=True):
+        assert len(f.results) == len(g.results)
+        for a, b in zip(f.results, g.results, strict=True):
+            assert (a.method, a.horizon_days, a.confidence, a.note) == (b.method, b.horizon_days, b.confidence, b.note)
+            for name in ("var", "expected_shortfall", "standard_error", "var_non_overlapping", "independent_tail_obs"):
+                np.testing.assert_array_equal(getattr(b, name), getattr(a, name), err_msg=name)
+            assert np.isnan(b.component_var).all() and b.component_var.shape == a.component_var.shape
+            assert b.component_es is None
