@@ -1280,9 +1280,10 @@ def monte_carlo_var(
 def fhs_scenario_sets(fhs: FhsModel, config: VarConfig) -> dict[int, ScenarioSet]:
     """The FHS scenarios of every horizon of ``config`` (one day: every filtered date once; longer: sampled paths)."""
     n_days = fhs.standardized.shape[0]
-    draws = fhs_draws(n_days, config.n_scenarios, max(config.horizons), config.seed)
     # one day: the bootstrap's distribution is exactly uniform over the filtered dates, so every date once
-    # gives the exact FHS VaR (no sampling error); longer horizons are sampled paths
+    # gives the exact FHS VaR (no sampling error); longer horizons are sampled paths (drawn only if asked for)
+    longest = max(config.horizons)
+    draws = fhs_draws(n_days, config.n_scenarios, longest, config.seed) if longest > 1 else np.zeros((0, 1), np.intp)
     return {
         h: fhs_scenarios(fhs, np.arange(n_days, dtype=np.intp)[:, None] if h == 1 else draws, h, config.fhs_paths)
         for h in config.horizons

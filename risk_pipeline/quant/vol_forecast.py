@@ -39,10 +39,10 @@ import numpy as np
 import scipy
 import xgboost as xgb
 from arch import arch_model
+from numba import njit
 from numpy.typing import ArrayLike, NDArray
-from scipy.signal import lfilter
 
-from risk_pipeline.quant._numba import FloatArray
+from risk_pipeline.quant._numba import JIT, FloatArray
 
 try:  # the C entry point Booster.update calls, used without its per-round feature checks
     from xgboost.core import _LIB as _XGB_LIB
@@ -250,8 +250,27 @@ def ewma_variance(returns: ArrayLike, lam: float = RISKMETRICS_LAMBDA, seed: flo
     if r.size == 0:
         raise ValueError("need at least one return")
     s0 = float(r[0] ** 2) if seed is None else float(seed)
-    filtered = lfilter([1.0 - lam], [1.0, -lam], r * r, zi=[lam * s0])[0]
-    return np.concatenate(([s0], filtered))
+    return _one_pole(s0, 1.0 - lam, lam, r * r)
+
+
+@njit(nogil=True, **JIT)
+def _one_pole_kernel(b0: float, a1: float, x: FloatArray, z: float, out: FloatArray) -> None:
+    """``out[1 + k] = y[k]`` of ``scipy.signal.lfilter([b0], [1, a1], x, zi=[z])``, operation for operation as
+    its direct form II transposed loop (``y = z + b0 x; z = 0 x - a1 y``): the same bits."""
+    for k in range(x.shape[0]):
+        y = z + b0 * x[k]
+        out[1 + k] = y
+        z = 0.0 * x[k] - a1 * y
+
+
+def _one_pole(s0: float, b0: float, pole: float, x: FloatArray) -> FloatArray:
+    """``[s0, y_0, .., y_{n-1}]`` with ``y_k = pole y_{k-1} + b0 x_k`` and ``y_{-1} = s0``:
+    ``np.concatenate(([s0], lfilter([b0], [1, -pole], x, zi=[pole * s0])[0]))`` without SciPy's per-call
+    overhead (thousands of short filters a backtest)."""
+    out = np.empty(x.shape[0] + 1)
+    out[0] = s0
+    _one_pole_kernel(float(b0), -float(pole), np.ascontiguousarray(x, dtype=np.float64), float(pole) * s0, out)
+    return out
 
 
 def _backcast(returns: FloatArray) -> float:
@@ -504,8 +523,7 @@ def garch_variance(params: GarchParams, returns: ArrayLike) -> FloatArray:
     r = np.asarray(returns, dtype=np.float64)
     s0 = params.omega + params.persistence * params.backcast
     shock = params.omega + (params.alpha + params.gamma * (r < 0.0)) * r * r
-    filtered = lfilter([1.0], [1.0, -params.beta], shock, zi=[params.beta * s0])[0]
-    return np.concatenate(([s0], filtered))
+    return _one_pole(s0, 1.0, params.beta, shock)
 
 
 def garch_variance_sum(params: GarchParams, next_variance: ArrayLike, horizon: int) -> FloatArray:

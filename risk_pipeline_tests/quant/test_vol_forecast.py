@@ -531,3 +531,30 @@ def test_xgboost_selected_when_it_has_information_garch_lacks() -> None:
     assert "implied_vol" in result.walk_forward.feature_names
     for s in result.selections:
         assert s.use_xgboost and s.selected_model == MODEL_XGBOOST, s
+
+
+def test_garch_and_ewma_variance_recursions_equal_scipy_lfilter() -> None:
+    """``garch_variance`` and ``ewma_variance`` run their one-pole recursion in a compiled loop: equal bit for bit
+    to ``scipy.signal.lfilter`` with the initial state (the oracle), on random shocks, poles and seeds."""
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(7)
+    for k in range(200):
+        n = int(rng.integers(1, 600))
+        r = rng.standard_t(4, n) * 10 ** rng.uniform(-3, -1)
+        p = vf.GarchParams(
+            omega=float(rng.uniform(1e-7, 1e-5)),
+            alpha=float(rng.uniform(0.01, 0.2)),
+            gamma=float(rng.uniform(0.0, 0.1)) if k % 2 else 0.0,
+            beta=float(rng.uniform(0.5, 0.95)),
+            nu=8.0,
+            backcast=float(np.mean(r * r)),
+            converged=True,
+        )
+        s0 = p.omega + p.persistence * p.backcast
+        shock = p.omega + (p.alpha + p.gamma * (r < 0.0)) * r * r
+        want = np.concatenate(([s0], lfilter([1.0], [1.0, -p.beta], shock, zi=[p.beta * s0])[0]))
+        np.testing.assert_array_equal(vf.garch_variance(p, r), want)
+        lam = float(rng.uniform(0.8, 0.99))
+        want = np.concatenate(([r[0] ** 2], lfilter([1.0 - lam], [1.0, -lam], r * r, zi=[lam * r[0] ** 2])[0]))
+        np.testing.assert_array_equal(vf.ewma_variance(r, lam), want)
