@@ -41,6 +41,7 @@ import xgboost as xgb
 from arch import arch_model
 from numba import njit
 from numpy.typing import ArrayLike, NDArray
+from scipy.special import gammaln
 
 from risk_pipeline.quant._numba import JIT, FloatArray
 
@@ -465,6 +466,25 @@ def _arch_fit(model: arch.univariate.base.ARCHModel, start: FloatArray | None) -
         parameters, residuals = data): the same variance recursion and Student-t density calls."""
         variance = v.compute_variance(x[:kv], resids, sigma2, backcast, var_bounds)
         return -float(dist.loglikelihood(x[kv:], resids, variance, False))
+
+    if type(v) is arch.univariate.GARCH and type(dist) is arch.univariate.StudentsT:
+        # arch 8's GARCH.compute_variance and StudentsT.loglikelihood, operation for operation, with what they
+        # recompute on every call from the residuals alone (|e|^power, sign(e), e^2) computed once per fit
+        recursion = arch.univariate.volatility.rec.garch_recursion
+        f_resids = np.absolute(resids) ** v.power
+        s_resids = np.sign(resids)
+        squared = resids**2.0
+        p, o, q, nobs = v.p, v.o, v.q, resids.shape[0]
+
+        def garch_t_negative_loglikelihood(x: FloatArray) -> float:
+            recursion(x[:kv], f_resids, s_resids, sigma2, p, o, q, nobs, backcast, var_bounds)
+            nu = x[kv:][0]
+            lls = gammaln((nu + 1) / 2) - gammaln(nu / 2) - np.log(np.pi * (nu - 2)) / 2
+            lls -= 0.5 * (np.log(sigma2))
+            lls -= ((nu + 1) / 2) * (np.log(1 + squared / (sigma2 * (nu - 2))))
+            return -float(np.sum(lls))
+
+        return _slsqp_minimize(garch_t_negative_loglikelihood, sv, lower, upper, a, b)
 
     return _slsqp_minimize(negative_loglikelihood, sv, lower, upper, a, b)
 
