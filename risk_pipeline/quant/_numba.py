@@ -48,6 +48,7 @@ from typing import Any
 
 import numba
 import numpy as np
+from numba.core.registry import CPUDispatcher
 from numba.np.ufunc import parallel as numba_parallel
 from numpy.typing import NDArray
 
@@ -55,8 +56,50 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
 BoolArray = NDArray[np.bool_]
 
-#: Keyword arguments of every ``numba.njit`` in ``risk_pipeline.quant``.
-JIT: dict[str, Any] = {"cache": True, "fastmath": False, "error_model": "numpy", "no_cfunc_wrapper": True}
+#: Keyword arguments of every ``numba.njit`` in ``risk_pipeline.quant`` (``nogil`` on every function, kernels and
+#: helpers alike: numba compiles a library function such as ``np.empty`` or ``min`` once per set of its
+#: caller's flags, so mixed flags compiled some twice).
+JIT: dict[str, Any] = {
+    "cache": True,
+    "fastmath": False,
+    "error_model": "numpy",
+    "no_cfunc_wrapper": True,
+    "nogil": True,
+}
+
+
+class _InnerDispatcher(CPUDispatcher):  # type: ignore[misc]
+    """A dispatcher whose compiled versions have no CPython wrapper: only other compiled functions call them.
+
+    Its versions are kept for compiled callers but not entered in the table Python calls go through (a call
+    from Python would jump to the missing wrapper); a call from Python raises ``TypeError`` instead.
+    """
+
+    def add_overload(self, cres: Any) -> None:
+        self.overloads[tuple(cres.signature.args)] = cres
+
+    def _compile_for_args(self, *args: Any, **kws: Any) -> None:
+        raise TypeError(
+            f"{self.py_func.__module__}.{self.py_func.__qualname__} is compiled for numba kernels only (no "
+            "Python wrapper); call it from a compiled function, or its .py_func"
+        )
+
+
+def inner_njit(**options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``numba.njit(**JIT, **options)`` for a helper called only from other compiled functions: compiled without
+    the CPython wrapper (``no_cpython_wrapper``; numba builds, optimizes and emits one per compiled function, about
+    7 % of the cold compile time here), and not callable from Python (``_InnerDispatcher``)."""
+    target = {key: val for key, val in JIT.items() if key != "cache"}
+
+    def wrap(func: Callable[..., Any]) -> Any:
+        disp = _InnerDispatcher(
+            py_func=func, locals={}, targetoptions={**target, **options, "nopython": True, "no_cpython_wrapper": True}
+        )
+        if JIT["cache"]:
+            disp.enable_caching()
+        return disp
+
+    return wrap
 
 
 #: Cache directories of earlier source versions kept beside the current one.
