@@ -55,9 +55,10 @@ from typing import Any
 
 import numba
 import numpy as np
-from numba.core import compiler
+from numba.core import compiler, lowering, typed_passes
 from numba.core.codegen import JITCodeLibrary
 from numba.core.compiler_lock import require_global_compiler_lock
+from numba.core.compiler_machinery import register_pass
 from numba.core.registry import CPUDispatcher
 from numba.np.ufunc import parallel as numba_parallel
 from numpy.typing import NDArray
@@ -121,13 +122,40 @@ class _LinkOnlyLibrary(JITCodeLibrary):  # type: ignore[misc]
         return 0
 
 
+class _NoWrapperLower(lowering.Lower):  # type: ignore[misc]
+    def create_cpython_wrapper(self, release_gil: bool = False) -> None:
+        pass
+
+
+@register_pass(mutates_CFG=True, analysis_only=False)
+class _InnerLowering(typed_passes.NativeLowering):  # type: ignore[misc]
+    """numba's lowering without the CPython wrapper. Not the ``no_cpython_wrapper`` flag: numba compiles a library
+    function once per set of its caller's flags, so helpers with flags of their own compiled ``np.empty``,
+    ``min`` and ``max`` again."""
+
+    _name = "inner_native_lowering"
+
+    @property
+    def lowering_class(self) -> type:
+        return _NoWrapperLower
+
+
 class _InnerCompiler(compiler.Compiler):  # type: ignore[misc]
-    """numba's pipeline, lowering into a ``_LinkOnlyLibrary``."""
+    """numba's pipeline, lowering into a ``_LinkOnlyLibrary`` without the CPython wrapper."""
 
     def compile_extra(self, func: Callable[..., Any]) -> Any:
         if self.state.library is None:
             self.state.library = _LinkOnlyLibrary(self.state.targetctx.codegen(), func.__qualname__)
         return super().compile_extra(func)
+
+    def define_pipelines(self) -> list[Any]:
+        pipelines = super().define_pipelines()
+        for pm in pipelines:
+            pm.passes = [
+                (_InnerLowering if pss is typed_passes.NativeLowering else pss, desc) for pss, desc in pm.passes
+            ]
+            pm.finalize()
+        return pipelines
 
 
 class _InnerDispatcher(CPUDispatcher):  # type: ignore[misc]
@@ -150,16 +178,17 @@ class _InnerDispatcher(CPUDispatcher):  # type: ignore[misc]
 
 def inner_njit(**options: Any) -> Callable[[Callable[..., Any]], Any]:
     """``numba.njit(**JIT, **options)`` for a helper called only from other compiled functions. numba would give
-    every compiled function a CPython wrapper and machine code of its own, and save both to the cache (about
-    7 % and ... of the cold compile time here); a helper's code only runs as the copy linked into each of its
-    callers, so ``_InnerDispatcher`` compiles it without them. Not callable from Python (its ``.py_func`` is)."""
+    every compiled function a CPython wrapper and machine code of its own, and save both to the cache; a helper's
+    code only runs as the copy linked into each of its callers, so ``_InnerDispatcher`` compiles it without them
+    (the wrapper was about 7 % of the cold compile time of ``bench_compile.py``'s workload, the machine code and
+    cache entries about 8 %). Not callable from Python (its ``.py_func`` is)."""
     target = {key: val for key, val in JIT.items() if key != "cache"}
 
     def wrap(func: Callable[..., Any]) -> Any:
         return _InnerDispatcher(
             py_func=func,
             locals={},
-            targetoptions={**target, **options, "nopython": True, "no_cpython_wrapper": True},
+            targetoptions={**target, **options, "nopython": True},
             pipeline_class=_InnerCompiler,
         )
 
