@@ -12,7 +12,7 @@ American engine into the scenario engine, say) it would load the old machine cod
 without a word. Any change to a file of ``risk_pipeline/quant`` starts a fresh directory; the three most
 recent are kept, so switching back to a version is free. ``NUMBA_CACHE_DIR`` set by the user wins.
 
-Cold compilation (a first run, or any change to this package) is kept short by five rules:
+Cold compilation (a first run, or any change to this package) is kept short by seven rules:
 
 * one compiled caller per call tree: numba links a callee's whole call tree into every function that calls
   it and optimizes and emits it again there (the exact American engine's tree: 5-9 s a caller under load).
@@ -32,7 +32,14 @@ Cold compilation (a first run, or any change to this package) is kept short by f
 * no ``parallel=True``: every kernel with independent iterations is a sequential ``nogil`` kernel over
   ``[start, stop)`` run on threads by ``run_chunked``. ``parallel=True`` compiles the loop body, and the
   whole call tree it links, a second time (for the BSM Greeks kernel: 3.9 s against 0.6 s, measured at
-  load 12); the arithmetic per iteration is the same either way.
+  load 12); the arithmetic per iteration is the same either way;
+* helpers that only compiled functions call are ``inner_njit``: numba gives every compiled function a
+  CPython wrapper, machine code of its own and a cache entry, but a helper's code only ever runs as the copy
+  linked into each caller. ``inner_njit`` compiles it to optimized LLVM IR only (the same module its callers
+  linked before, so the same machine code in them), without the wrapper; calling it from Python raises
+  ``TypeError`` (its ``.py_func`` runs the Python source);
+* every function is ``nogil``: numba compiles a library function (``np.empty``, ``min``) once per set of its
+  caller's flags, so kernels and helpers with different flags compiled some of them twice.
 """
 
 from __future__ import annotations
@@ -48,6 +55,11 @@ from typing import Any
 
 import numba
 import numpy as np
+from numba.core import compiler, lowering, typed_passes
+from numba.core.codegen import JITCodeLibrary
+from numba.core.compiler_lock import require_global_compiler_lock
+from numba.core.compiler_machinery import register_pass
+from numba.core.registry import CPUDispatcher
 from numba.np.ufunc import parallel as numba_parallel
 from numpy.typing import NDArray
 
@@ -55,8 +67,132 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
 BoolArray = NDArray[np.bool_]
 
-#: Keyword arguments of every ``numba.njit`` in ``risk_pipeline.quant``.
-JIT: dict[str, Any] = {"cache": True, "fastmath": False, "error_model": "numpy", "no_cfunc_wrapper": True}
+#: Keyword arguments of every ``numba.njit`` in ``risk_pipeline.quant`` (``nogil`` on every function, kernels and
+#: helpers alike: numba compiles a library function such as ``np.empty`` or ``min`` once per set of its
+#: caller's flags, so mixed flags compiled some twice).
+JIT: dict[str, Any] = {
+    "cache": True,
+    "fastmath": False,
+    "error_model": "numpy",
+    "no_cfunc_wrapper": True,
+    "nogil": True,
+}
+
+
+class _EnvlessCodegen:
+    """The codegen of a ``_LinkOnlyLibrary`` as ``get_executable`` sees it: no environment to set (the function has no
+    machine code of its own, and its copies in its callers use none: no object mode, no CPython wrapper)."""
+
+    def __init__(self, codegen: Any) -> None:
+        self._codegen = codegen
+
+    def set_env(self, env_name: str, env: Any) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._codegen, name)
+
+
+class _LinkOnlyLibrary(JITCodeLibrary):  # type: ignore[misc]
+    """The code of an inner helper: linked and optimized exactly as numba does (so every caller links the same
+    module as before, and runs the same machine code), but never emitted as machine code of its own: only the
+    copies linked into its callers run."""
+
+    @property
+    def codegen(self) -> Any:
+        return _EnvlessCodegen(self._codegen)
+
+    def finalize(self) -> None:
+        require_global_compiler_lock()
+        self._raise_if_finalized()
+        seen = set()
+        for library in self._linking_libraries:
+            if library not in seen:
+                self._reload_init.update(library._reload_init)
+                seen.add(library)
+                self._final_module.link_in(library._get_module_for_linking(), preserve=True)
+        self._optimize_final_module()
+        self._final_module.verify()
+        self._finalize_dynamic_globals()
+        self._verify_declare_only_symbols()
+        self._finalized = True
+
+    def get_pointer_to_function(self, name: str) -> int:
+        self._ensure_finalized()
+        return 0
+
+
+class _NoWrapperLower(lowering.Lower):  # type: ignore[misc]
+    def create_cpython_wrapper(self, release_gil: bool = False) -> None:
+        pass
+
+
+@register_pass(mutates_CFG=True, analysis_only=False)
+class _InnerLowering(typed_passes.NativeLowering):  # type: ignore[misc]
+    """numba's lowering without the CPython wrapper. Not the ``no_cpython_wrapper`` flag: numba compiles a library
+    function once per set of its caller's flags, so helpers with flags of their own compiled ``np.empty``,
+    ``min`` and ``max`` again."""
+
+    _name = "inner_native_lowering"
+
+    @property
+    def lowering_class(self) -> type:
+        return _NoWrapperLower
+
+
+class _InnerCompiler(compiler.Compiler):  # type: ignore[misc]
+    """numba's pipeline, lowering into a ``_LinkOnlyLibrary`` without the CPython wrapper."""
+
+    def compile_extra(self, func: Callable[..., Any]) -> Any:
+        if self.state.library is None:
+            self.state.library = _LinkOnlyLibrary(self.state.targetctx.codegen(), func.__qualname__)
+        return super().compile_extra(func)
+
+    def define_pipelines(self) -> list[Any]:
+        pipelines = super().define_pipelines()
+        for pm in pipelines:
+            pm.passes = [
+                (_InnerLowering if pss is typed_passes.NativeLowering else pss, desc) for pss, desc in pm.passes
+            ]
+            pm.finalize()
+        return pipelines
+
+
+class _InnerDispatcher(CPUDispatcher):  # type: ignore[misc]
+    """A dispatcher whose compiled versions only other compiled functions call: no CPython wrapper, no machine
+    code of their own (``_InnerCompiler``), no cache entry (a cached caller holds the helper's code).
+
+    Its versions are kept for compiled callers but not entered in the table Python calls go through (there is
+    nothing to call); a call from Python raises ``TypeError`` instead.
+    """
+
+    def add_overload(self, cres: Any) -> None:
+        self.overloads[tuple(cres.signature.args)] = cres
+
+    def _compile_for_args(self, *args: Any, **kws: Any) -> None:
+        raise TypeError(
+            f"{self.py_func.__module__}.{self.py_func.__qualname__} is compiled for numba kernels only (no "
+            "Python wrapper); call it from a compiled function, or its .py_func"
+        )
+
+
+def inner_njit(**options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``numba.njit(**JIT, **options)`` for a helper called only from other compiled functions. numba would give
+    every compiled function a CPython wrapper and machine code of its own, and save both to the cache; a helper's
+    code only runs as the copy linked into each of its callers, so ``_InnerDispatcher`` compiles it without them
+    (the wrapper was about 7 % of the cold compile time of ``bench_compile.py``'s workload, the machine code and
+    cache entries about 8 %). Not callable from Python (its ``.py_func`` is)."""
+    target = {key: val for key, val in JIT.items() if key != "cache"}
+
+    def wrap(func: Callable[..., Any]) -> Any:
+        return _InnerDispatcher(
+            py_func=func,
+            locals={},
+            targetoptions={**target, **options, "nopython": True},
+            pipeline_class=_InnerCompiler,
+        )
+
+    return wrap
 
 
 #: Cache directories of earlier source versions kept beside the current one.

@@ -50,7 +50,7 @@ import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike
 
-from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, run_chunked
+from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, inner_njit, run_chunked
 from risk_pipeline.quant.american_alo import NEWTON_STEP_TOL, NEWTON_STEP_TOL_GREEKS, american_points
 from risk_pipeline.quant.bsm import (
     DAYS_PER_YEAR,
@@ -112,7 +112,7 @@ _SN_2002_NEG = -_SN_2002
 # ----------------------------------------------------------------------------------------------
 
 
-@njit(**JIT)
+@inner_njit()
 def _bvn_tabulated(h: float, k: float, sn: FloatArray, w: FloatArray, asr: float) -> float:
     """Genz eq. (3) quadrature for ``|rho| < 0.925`` with tabulated ``sin`` values; upper-tail form."""
     hk = h * k
@@ -208,7 +208,7 @@ def _bvn_2002(a: float, b: float, positive: bool) -> float:
 # ----------------------------------------------------------------------------------------------
 
 
-@njit(**JIT)
+@inner_njit()
 def _exp_times(log_factor: float, m: float) -> float:
     """``exp(log_factor) * m`` without overflow when a huge factor meets a tiny probability."""
     if m <= 0.0:
@@ -218,7 +218,7 @@ def _exp_times(log_factor: float, m: float) -> float:
     return math.exp(log_factor + math.log(m))
 
 
-@njit(**JIT)
+@inner_njit()
 def _phi(
     log_pre: float, s: float, t: float, gamma: float, hh: float, ii: float, r: float, b: float, sig: float
 ) -> float:
@@ -234,7 +234,7 @@ def _phi(
     )
 
 
-@njit(**JIT)
+@inner_njit()
 def _psi(
     log_pre: float,
     s: float,
@@ -275,13 +275,13 @@ def _psi(
     )
 
 
-@njit(**JIT)
+@inner_njit()
 def _beta(r: float, b: float, sig: float) -> float:
     v = sig * sig
     return (0.5 - b / v) + math.sqrt((b / v - 0.5) ** 2 + 2.0 * r / v)
 
 
-@njit(**JIT)
+@inner_njit()
 def _bs1993_call(s: float, k: float, t: float, r: float, q: float, sig: float) -> float:
     """Bjerksund-Stensland (1993) call as in QuantLib's engine; NaN means "use the European value"."""
     b = r - q
@@ -307,7 +307,7 @@ def _bs1993_call(s: float, k: float, t: float, r: float, q: float, sig: float) -
     )
 
 
-@njit(**JIT)
+@inner_njit()
 def _bs2002_call_reference(s: float, k: float, t: float, r: float, q: float, sig: float) -> float:
     """Bjerksund-Stensland (2002) call as a direct scalar transcription of Haug (2007): libm ``exp`` and
     ``log``, Genz's 20-point rule (``_bvn_2002``). The reference of the lane kernel (method
@@ -427,7 +427,7 @@ _TABLES[3:10, :6] = _PHI_COEF
 _TABLES[10:16, :5] = _PSI_COEF
 
 
-@njit(**JIT)
+@inner_njit()
 def _bs2002_lanes(ws: FloatArray, n: int, nb: int, tab: FloatArray) -> None:
     """BS2002 calls (Haug 2007) of lanes ``0 .. n-1`` of the flat scratch ``ws`` (row ``i`` is
     ``ws[i * _LANES: i * _LANES + n]``; inputs in rows ``_R_S .. _R_SIG``) into row ``_R_OUT``: ``S - K``
@@ -682,7 +682,7 @@ def _bs2002_lanes(ws: FloatArray, n: int, nb: int, tab: FloatArray) -> None:
         ws[_R_OUT * ld + lane] = math.nan if status == 2.0 else (ws[_R_S * ld + lane] - k if status == 1.0 else total)
 
 
-@njit(**JIT)
+@inner_njit()
 def _bs2002_call(s: float, k: float, t: float, r: float, q: float, sig: float) -> float:
     """Bjerksund-Stensland (2002) call (Haug 2007) on one lane of the lane kernel (the same bits as in an
     array); NaN means "use the European value"."""
@@ -697,7 +697,7 @@ def _bs2002_call(s: float, k: float, t: float, r: float, q: float, sig: float) -
     return ws[_R_OUT * _LANES]
 
 
-@njit(**JIT)
+@inner_njit()
 def _bs2002_call_block(
     s: FloatArray, k: FloatArray, t: FloatArray, r: FloatArray, q: FloatArray, sig: FloatArray, out: FloatArray
 ) -> None:
@@ -718,7 +718,7 @@ def _bs2002_call_block(
             out[a + lane] = ws[_R_OUT * _LANES + lane]
 
 
-@njit(**JIT)
+@inner_njit()
 def _american_setup(
     s: float, k: float, t: float, sig: float, r: float, q: float, call: bool
 ) -> tuple[float, bool, float, float, float, float, float]:
@@ -734,7 +734,7 @@ def _american_setup(
     return (floor if valid else math.nan), need, cs, ck, tt, cr, cq
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def american_bs2002_prices(
     s: FloatArray,
     k: FloatArray,
@@ -777,7 +777,7 @@ def american_bs2002_prices(
                 out[pos[c]] = max(approx, floor[c])
 
 
-@njit(**JIT)
+@inner_njit()
 def _bs_point(s: float, k: float, t: float, sig: float, r: float, q: float, call: bool, method: int) -> float:
     """BS1993 (``method`` 1) or the BS2002 reference (2) of one option; module docstring rules."""
     floor, need, cs, ck, tt, cr, cq = _american_setup(s, k, t, sig, r, q, call)
@@ -810,7 +810,7 @@ def american_price_point(
     return floor
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def _price_kernel(
     spot: FloatArray,
     strike: FloatArray,
@@ -830,7 +830,7 @@ def _price_kernel(
         out[i] = _bs_point(spot[i], strike[i], tau[i], vol[i], rate[i], div[i], call[i], method)
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def _raw_kernel(
     s: FloatArray,
     k: FloatArray,
@@ -880,7 +880,7 @@ _BUMPS = np.array(
 _GREEK_BLOCK = 8  # options per work item of the Greeks kernel (8 x 17 repricings)
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def _greeks_kernel(
     spot: FloatArray,
     strike: FloatArray,

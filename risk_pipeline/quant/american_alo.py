@@ -53,7 +53,7 @@ import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike
 
-from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, IntArray, run_chunked
+from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, IntArray, inner_njit, run_chunked
 from risk_pipeline.quant.american_fd import fd_american_put
 from risk_pipeline.quant.bsm import _bsm_point, _greeks_kernel, _price_kernel, bsm_price_point
 from risk_pipeline.quant.special import exp_minus_half_square, fast_exp, fast_log, norm_cdf_from_exp
@@ -143,18 +143,18 @@ GRID_TABLES = alo_tables(8, 8, 24)
 GREEKS_TABLES = alo_tables(NODES, FP_POINTS, GREEKS_PRICE_POINTS)
 
 
-@njit(forceinline=True, **JIT)
+@inner_njit(forceinline=True)
 def _ncdf(x: float) -> float:
     return norm_cdf_from_exp(x, exp_minus_half_square(x))
 
 
-@njit(**JIT)
+@inner_njit()
 def exercise_limit(k: float, r: float, q: float) -> float:
     """``X = B(0+)`` of a put with early exercise: ``K min(1, r/q)`` for ``q > 0``, else ``K``."""
     return k * min(1.0, r / q) if q > 0.0 else k
 
 
-@njit(**JIT)
+@inner_njit()
 def qd_plus_boundary(
     tau: float, k: float, r: float, q: float, sig: float, x_max: float, start: float, tol: float
 ) -> float:
@@ -201,7 +201,7 @@ def qd_plus_boundary(
     return min(x, x_max)
 
 
-@njit(**JIT)
+@inner_njit()
 def _solve(a: FloatArray, b: FloatArray, n: int) -> None:
     """``b <- a^{-1} b`` by Gaussian elimination with partial pivoting (``a`` is overwritten)."""
     for c in range(n):
@@ -229,7 +229,7 @@ def _solve(a: FloatArray, b: FloatArray, n: int) -> None:
         b[c] = acc / a[c, c]
 
 
-@njit(**JIT)
+@inner_njit()
 def put_boundary(
     k: float,
     r: float,
@@ -412,7 +412,7 @@ def put_boundary(
     return steps
 
 
-@njit(**JIT)
+@inner_njit()
 def put_from_boundary(
     sp: float,
     k: float,
@@ -534,7 +534,7 @@ def put_from_boundary(
     return price + t * e_price, delta + t * e_delta, gamma + t * e_gamma
 
 
-@njit(**JIT)
+@inner_njit()
 def deterministic_put(sp: float, k: float, r: float, q: float, t: float) -> tuple[float, float]:
     """Zero-volatility American put ``max_t (K e^{-rt} - S e^{-qt})^+`` over ``t in [0, T]`` and its delta."""
     best = max(k - sp, 0.0)
@@ -552,7 +552,7 @@ def deterministic_put(sp: float, k: float, r: float, q: float, t: float) -> tupl
     return best, (-math.exp(-q * arg) if best > 0.0 else 0.0)
 
 
-@njit(**JIT)
+@inner_njit()
 def price_from_unit_boundary(
     sp: float, k: float, call: bool, pr: float, pq: float, sig: float, t: float, x_max: float, s: FloatArray
 ) -> float:
@@ -641,7 +641,7 @@ def american_point(
 # ----------------------------------------------------------------------------------------------
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def boundary_kernel(
     pr: FloatArray,
     pq: FloatArray,
@@ -664,7 +664,7 @@ def boundary_kernel(
         b_t[i] = x_max[i] * math.exp(-s[i, last])
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def premium_kernel(
     x: FloatArray,
     row: IntArray,
@@ -692,7 +692,7 @@ def premium_kernel(
         gamma[i] = g
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def special_kernel(
     ps: FloatArray,
     pk: FloatArray,

@@ -21,7 +21,7 @@ import math
 import numpy as np
 from numba import njit
 
-from risk_pipeline.quant._numba import JIT
+from risk_pipeline.quant._numba import JIT, inner_njit
 
 #: Space intervals of the coarser grid (the finer has twice as many).
 FD_SPACE_STEPS = 800
@@ -62,7 +62,7 @@ def fd_american_put(sp: float, k: float, r: float, q: float, sig: float, t: floa
     )
 
 
-@njit(**JIT)
+@inner_njit()
 def _fd_put(
     sp: float, k: float, r: float, q: float, sig: float, t: float, m: int, dx: float, n_time: int
 ) -> tuple[float, float, float]:

@@ -47,7 +47,7 @@ from numba import njit
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import ndtr
 
-from risk_pipeline.quant._numba import JIT, FloatArray, run_chunked
+from risk_pipeline.quant._numba import JIT, FloatArray, inner_njit, run_chunked
 from risk_pipeline.quant.special import (
     exp_minus_half_square,
     fast_exp,
@@ -91,7 +91,7 @@ class BsmResult:
 # ----------------------------------------------------------------------------------------------
 
 
-@njit(forceinline=True, **JIT)
+@inner_njit(forceinline=True)
 def _bsm_point(
     s: float, k: float, t: float, sig: float, r: float, q: float, call: bool
 ) -> tuple[float, float, float, float, float, float, float, float, float]:
@@ -145,7 +145,7 @@ def _bsm_point(
     return nan, nan, nan, nan, nan, nan, nan, nan, nan
 
 
-@njit(forceinline=True, **JIT)
+@inner_njit(forceinline=True)
 def bsm_price_point(s: float, k: float, t: float, sig: float, r: float, q: float, call: bool) -> float:
     """Price of one option in numba (same formula and limits as ``bsm_greeks``), branch-free."""
     valid = (s > 0.0) & (k > 0.0) & (sig >= 0.0) & (t == t) & (r == r) & (q == q)
@@ -167,7 +167,7 @@ def bsm_price_point(s: float, k: float, t: float, sig: float, r: float, q: float
     return price if valid else np.nan
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def _greeks_kernel(
     spot: FloatArray,
     strike: FloatArray,
@@ -205,7 +205,7 @@ def _greeks_kernel(
         charm[i] = ch
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def _price_kernel(
     spot: FloatArray,
     strike: FloatArray,

@@ -50,7 +50,7 @@ from numpy.typing import ArrayLike
 from scipy.optimize import least_squares
 from scipy.stats import norm
 
-from risk_pipeline.quant._numba import JIT, FloatArray, IntArray, run_chunked
+from risk_pipeline.quant._numba import JIT, FloatArray, IntArray, inner_njit, run_chunked
 from risk_pipeline.quant.implied_vol import implied_vol_black76
 
 #: Half-width of the COS interval in standard deviations of ln(S_T/F_T).
@@ -94,7 +94,7 @@ class HestonParams:
 
 
 # ------------------------------------------------------------------------------------ characteristic function
-@njit(**JIT)
+@inner_njit()
 def _log_cf(u: complex, t: float, v0: float, kappa: float, theta: float, xi: float, rho: float) -> complex:
     """``ln phi(u)`` of ``ln(S_T/F_T)``, little-Heston-trap form (module docstring). Callers pass a real ``u`` as
     ``complex(u)``: one compiled signature (the same bits: ``u * u + iu`` and ``1j * u`` give the same complex
@@ -127,7 +127,7 @@ def heston_log_cf(
     return c + v0 * (beta - d) / xi2 * (1.0 - e) / (1.0 - g * e)
 
 
-@njit(**JIT)
+@inner_njit()
 def _interval(
     t: float, v0: float, kappa: float, theta: float, xi: float, rho: float, l_std: float
 ) -> tuple[float, float]:
@@ -145,7 +145,7 @@ def _interval(
     return min(c1 - half, c1s - half_s), max(c1 + half, c1s + half_s)
 
 
-@njit(**JIT)
+@inner_njit()
 def _terms(t: float, v0: float, kappa: float, theta: float, xi: float, rho: float, width: float, tol: float) -> int:
     """Fewest terms ``N`` (``MIN_TERMS`` times powers of 1.25) where ``|phi| / (1 + u^2)`` and ``|phi_S| / (1 +
     u^2)`` (the payoff coefficients fall like ``1 / u^2``) are under ``tol`` at ``u_N`` and ``2 u_N``."""
@@ -164,7 +164,7 @@ def _terms(t: float, v0: float, kappa: float, theta: float, xi: float, rho: floa
     return MAX_TERMS
 
 
-@njit(**JIT)
+@inner_njit()
 def _coefficient(
     k: int, t: float, v0: float, kappa: float, theta: float, xi: float, rho: float, a: float, w: float, shift: float
 ) -> float:
@@ -176,7 +176,7 @@ def _coefficient(
     return math.exp(z.real) * math.cos(z.imag)
 
 
-@njit(**JIT)
+@inner_njit()
 def _explosion_time(omega: float, kappa: float, xi: float, rho: float) -> float:
     """Time at which ``E[(S_T/F_T)^omega]`` becomes infinite, ``omega`` outside ``[0, 1]`` (Andersen &
     Piterbarg 2007, Prop. 3.1); ``inf`` if it never does."""
@@ -191,7 +191,7 @@ def _explosion_time(omega: float, kappa: float, xi: float, rho: float) -> float:
     return 2.0 / gamma * ((math.pi if k < 0.0 else 0.0) + math.atan(gamma / k) if k != 0.0 else 0.5 * math.pi)
 
 
-@njit(**JIT)
+@inner_njit()
 def _tail_interval(
     t: float, v0: float, kappa: float, theta: float, xi: float, rho: float, lo: float, hi: float
 ) -> tuple[float, float]:
@@ -216,7 +216,7 @@ def _tail_interval(
     return min(lo, best_lo), max(hi, best_hi)
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def _slice_setup(
     t: FloatArray,
     params: FloatArray,
@@ -237,7 +237,7 @@ def _slice_setup(
         a[s], b[s], n[s] = lo, hi, _terms(t[s], v0, kappa, theta, xi, rho, hi - lo, tol)
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def _cf_coefficients(
     t: FloatArray,
     params: FloatArray,
@@ -259,7 +259,7 @@ def _cf_coefficients(
             call[offset[s] + k] = _coefficient(k, t[s], v0, kappa, theta, xi, rho, a[s], w, 1.0)
 
 
-@njit(**JIT)
+@inner_njit()
 def _cos_otm(
     ca: FloatArray, cb: FloatArray, cc: FloatArray, start: int, n: int, a: float, b: float, log_k: float, call: bool
 ) -> float:
@@ -294,7 +294,7 @@ def _cos_otm(
     return 2.0 / w * total
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def _price_kernel(
     put: FloatArray,
     call: FloatArray,
@@ -546,7 +546,7 @@ class _SurfaceCos:
         return out
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def _cf_block(t: float, a: float, w: float, params: FloatArray, put: FloatArray, call: FloatArray) -> None:
     """Both measures' coefficients of one slice for each parameter row: ``put[i, k]``, ``call[i, k]``."""
     m, n = put.shape

@@ -40,7 +40,7 @@ import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike, NDArray
 
-from risk_pipeline.quant._numba import JIT, FloatArray, run_chunked
+from risk_pipeline.quant._numba import JIT, FloatArray, inner_njit, run_chunked
 from risk_pipeline.quant.american import DEFAULT_METHOD, Method, _method_code, american_price
 from risk_pipeline.quant.bsm import broadcast_inputs, bsm_price
 from risk_pipeline.quant.special import erfc as _erfc
@@ -110,7 +110,7 @@ class ImpliedVolResult:
 # ----------------------------------------------------------------------------------------------
 
 
-@njit(**JIT)
+@inner_njit()
 def _normalised_intrinsic(x: float, q: float) -> float:
     """``max(q (e^{x/2} - e^{-x/2}), 0)`` with a Taylor series for small ``|x|``."""
     if q * x <= 0.0:
@@ -135,7 +135,7 @@ def _asymptotic_coefficients() -> FloatArray:
 _ASYMPTOTIC = _asymptotic_coefficients()
 
 
-@njit(**JIT)
+@inner_njit()
 def _asymptotic_expansion(h: float, t: float, g: float) -> float:
     """Normalised Black call for ``h < -10``: Jäckel (2015) eq. (2.8)-(2.9), 17 terms.
 
@@ -156,7 +156,7 @@ def _asymptotic_expansion(h: float, t: float, g: float) -> float:
     return abs(max(b, 0.0))
 
 
-@njit(**JIT)
+@inner_njit()
 def _small_t_expansion(h: float, t: float, g: float) -> float:
     """Normalised Black call for small ``t = s/2``: Jäckel (2015) eq. (2.11)-(2.12), to ``t^13``;
     ``g = exp(-(h^2 + t^2)/2)``."""
@@ -199,7 +199,7 @@ def _small_t_expansion(h: float, t: float, g: float) -> float:
     return abs(max(b, 0.0))
 
 
-@njit(**JIT)
+@inner_njit()
 def _normalised_black_call_cody(x: float, s: float, e_half: float, e_mhalf: float, g: float) -> float:
     """``b(x, s)`` from Cody's erfc/erfcx choosing per term the accurate form (Jäckel's regions 3-4).
 
@@ -222,7 +222,7 @@ def _normalised_black_call_cody(x: float, s: float, e_half: float, e_mhalf: floa
     return abs(max(0.5 * two_b, 0.0))
 
 
-@njit(**JIT)
+@inner_njit()
 def _black_and_vega(x: float, s: float, e_half: float, e_mhalf: float) -> tuple[float, float]:
     """``(b(x, s), db/ds)`` for ``x <= 0`` (Jäckel's four regions), sharing ``exp(-(h^2 + t^2)/2)``.
 
@@ -243,13 +243,13 @@ def _black_and_vega(x: float, s: float, e_half: float, e_mhalf: float) -> tuple[
     return _normalised_black_call_cody(x, s, e_half, e_mhalf, g), vega
 
 
-@njit(**JIT)
+@inner_njit()
 def _normalised_black_otm(x: float, s: float, e_half: float, e_mhalf: float) -> float:
     """``b(x, s)`` for ``x <= 0`` (Jäckel's four regions); ``e_half = exp(x/2)``, ``e_mhalf = exp(-x/2)``."""
     return _black_and_vega(x, s, e_half, e_mhalf)[0]
 
 
-@njit(**JIT)
+@inner_njit()
 def normalised_black_call(x: float, s: float) -> float:
     """Normalised undiscounted Black call ``e^{x/2} N(x/s + s/2) - e^{-x/2} N(x/s - s/2)``, accurate.
 
@@ -265,12 +265,12 @@ def normalised_black_call(x: float, s: float) -> float:
 # ----------------------------------------------------------------------------------------------
 
 
-@njit(**JIT)
+@inner_njit()
 def _is_zero(x: float) -> bool:
     return abs(x) < _DBL_MIN
 
 
-@njit(**JIT)
+@inner_njit()
 def _rational_cubic_interpolation(
     x: float, x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float, r: float
 ) -> float:
@@ -288,7 +288,7 @@ def _rational_cubic_interpolation(
     return y_r * t + y_l * (1.0 - t)
 
 
-@njit(**JIT)
+@inner_njit()
 def _r_fit_left(
     x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float, second_derivative_l: float
 ) -> float:
@@ -302,7 +302,7 @@ def _r_fit_left(
     return numerator / denominator
 
 
-@njit(**JIT)
+@inner_njit()
 def _r_fit_right(
     x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float, second_derivative_r: float
 ) -> float:
@@ -316,7 +316,7 @@ def _r_fit_right(
     return numerator / denominator
 
 
-@njit(**JIT)
+@inner_njit()
 def _min_rational_cubic_r(d_l: float, d_r: float, s: float, prefer_shape: bool) -> float:
     monotonic = d_l * s >= 0.0 and d_r * s >= 0.0
     convex = d_l <= s <= d_r
@@ -343,7 +343,7 @@ def _min_rational_cubic_r(d_l: float, d_r: float, s: float, prefer_shape: bool) 
     return max(_MIN_RATIONAL_CUBIC_R, max(r1, r2))
 
 
-@njit(**JIT)
+@inner_njit()
 def _convex_r_left(
     x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float, dd_l: float, prefer_shape: bool
 ) -> float:
@@ -351,7 +351,7 @@ def _convex_r_left(
     return max(r, _min_rational_cubic_r(d_l, d_r, (y_r - y_l) / (x_r - x_l), prefer_shape))
 
 
-@njit(**JIT)
+@inner_njit()
 def _convex_r_right(
     x_l: float, x_r: float, y_l: float, y_r: float, d_l: float, d_r: float, dd_r: float, prefer_shape: bool
 ) -> float:
@@ -364,7 +364,7 @@ def _convex_r_right(
 # ----------------------------------------------------------------------------------------------
 
 
-@njit(**JIT)
+@inner_njit()
 def _f_lower_map(x: float, s: float) -> tuple[float, float, float]:
     """Jäckel's lower-branch map ``f(beta)`` at ``s`` and its first two ``beta`` derivatives (eq. 4.5-4.7)."""
     ax = abs(x)
@@ -388,7 +388,7 @@ def _f_lower_map(x: float, s: float) -> tuple[float, float, float]:
     return f, fp, fpp
 
 
-@njit(**JIT)
+@inner_njit()
 def _inverse_f_lower_map(x: float, f: float) -> float:
     if f <= 0.0:
         return 0.0
@@ -396,7 +396,7 @@ def _inverse_f_lower_map(x: float, f: float) -> float:
     return abs(x / (_SQRT_THREE * _inverse_norm_cdf(u)))
 
 
-@njit(**JIT)
+@inner_njit()
 def _f_upper_map(x: float, s: float) -> tuple[float, float, float]:
     f = _norm_cdf(-0.5 * s)
     if x == 0.0:
@@ -405,12 +405,12 @@ def _f_upper_map(x: float, s: float) -> tuple[float, float, float]:
     return f, -0.5 * math.exp(0.5 * w), _SQRT_PI_OVER_TWO * math.exp(w + 0.125 * s * s) * w / s
 
 
-@njit(**JIT)
+@inner_njit()
 def _householder_factor(newton: float, halley: float, hh3: float) -> float:
     return (1.0 + 0.5 * halley * newton) / (1.0 + newton * (halley + hh3 * newton / 6.0))
 
 
-@njit(**JIT)
+@inner_njit()
 def _lbr(beta: float, x: float, b_max: float, e_mhalf: float, n_max: int) -> tuple[float, int, bool]:
     """Normalised implied ``s = sigma sqrt(T)`` of an out-of-the-money call quote (Jäckel 2015).
 
@@ -540,7 +540,7 @@ def _lbr(beta: float, x: float, b_max: float, e_mhalf: float, n_max: int) -> tup
 # ----------------------------------------------------------------------------------------------
 
 
-@njit(**JIT)
+@inner_njit()
 def _european_point(
     price: float, lnfk: float, sqrt_fk_df: float, t: float, call: bool, n_max: int
 ) -> tuple[float, int, int]:
@@ -577,7 +577,7 @@ def _european_point(
     return s / math.sqrt(t), 0, it
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def _spot_norm_kernel(
     spot: FloatArray,
     strike: FloatArray,
@@ -605,7 +605,7 @@ def _spot_norm_kernel(
             norm[i] = math.nan
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def _forward_norm_kernel(
     forward: FloatArray,
     strike: FloatArray,
@@ -628,7 +628,7 @@ def _forward_norm_kernel(
             norm[i] = math.nan
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def _american_norm_kernel(
     spot: FloatArray,
     strike: FloatArray,
@@ -647,7 +647,7 @@ def _american_norm_kernel(
         norm[i] = math.sqrt(s) * math.sqrt(k) * math.exp(-0.5 * (r + q) * t)
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def _european_kernel(
     price: FloatArray,
     lnfk: FloatArray,
@@ -670,7 +670,7 @@ def _european_kernel(
         iters[i] = it
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def _vega_kernel(
     x: FloatArray,
     spot: FloatArray,

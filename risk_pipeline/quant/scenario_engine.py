@@ -73,7 +73,7 @@ from numba import njit
 from numpy.typing import ArrayLike, NDArray
 from scipy.interpolate import CubicSpline
 
-from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, IntArray, run_chunked
+from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, IntArray, inner_njit, run_chunked
 from risk_pipeline.quant.american import MIN_TOTAL_STD as AMERICAN_MIN_TOTAL_STD
 from risk_pipeline.quant.american import american_bs2002_prices, american_price
 from risk_pipeline.quant.american_alo import (
@@ -291,7 +291,7 @@ def _bsm(
     return (price if reg else limit) + 0.0
 
 
-@njit(forceinline=True, **JIT)
+@inner_njit(forceinline=True)
 def _bsm_shifted(
     s: float,
     ls: float,
@@ -311,12 +311,12 @@ def _bsm_shifted(
     return _bsm(s, ls, lk, carry + (dr - dd) * t, sqt, sig, w, dq * math.exp(-dd * t), kdr * math.exp(-dr * t))
 
 
-@njit(forceinline=True, **JIT)
+@inner_njit(forceinline=True)
 def _sigma(vol: float, scale: float, shift: float, skew: float, lk: float, ls: float, extra: float) -> float:
     return np.maximum(vol * scale + shift + skew * (lk - ls) + extra, 0.0)
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def _european_kernel(
     spot_new: FloatArray,
     log_spot_new: FloatArray,
@@ -392,7 +392,7 @@ def _european_kernel(
             out_pnl[j] = total
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def _american_exact_kernel(
     spot_new: FloatArray,
     log_spot_new: FloatArray,
@@ -479,13 +479,13 @@ def _american_exact_kernel(
             out_pnl[j] = total
 
 
-@njit(forceinline=True, **JIT)
+@inner_njit(forceinline=True)
 def _horner(c: FloatArray, x: float) -> float:
     """``((c[0] x + c[1]) x + c[2]) x + c[3]``."""
     return ((c[0] * x + c[1]) * x + c[2]) * x + c[3]
 
 
-@njit(forceinline=True, **JIT)
+@inner_njit(forceinline=True)
 def _grid_price(
     shifted: bool,
     dr: float,
@@ -565,7 +565,7 @@ def _grid_price(
     return np.maximum(euro, intrinsic) if floor_only else value
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def _american_grid_values(
     spot_t: FloatArray,
     log_spot_t: FloatArray,
@@ -773,7 +773,7 @@ def _eep_nodes(
     return am - euro.reshape(shape)
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def _vol_range(
     log_spot_new: FloatArray,
     scale: FloatArray,
@@ -814,7 +814,7 @@ def _vol_range(
         ls_hi[m] = d
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def _alo_plan(
     spot_t: FloatArray,
     scale_t: FloatArray,

@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
-from risk_pipeline.quant._numba import JIT
+from risk_pipeline.quant._numba import JIT, inner_njit
 
 _DBL_EPSILON = float(np.finfo(np.float64).eps)
 _DBL_MAX = float(np.finfo(np.float64).max)
@@ -109,7 +109,7 @@ _EXP_C = tuple(1.0 / math.factorial(j) for j in range(14))
 _LOG_C = tuple(2.0 / (2 * j + 1) for j in range(13))
 
 
-@njit(forceinline=True, **JIT)
+@inner_njit(forceinline=True)
 def fast_exp(x: float) -> float:
     """``exp(x)`` within 2 ulp of libm, branch-free so that loops calling it vectorize.
 
@@ -138,7 +138,7 @@ def fast_exp(x: float) -> float:
     return p * _i64_as_f64((k1 + 1023) << 52) * _i64_as_f64((k - k1 + 1023) << 52)
 
 
-@njit(forceinline=True, **JIT)
+@inner_njit(forceinline=True)
 def fast_log(x: float) -> float:
     """``log(x)`` within 4 ulp of libm, branch-free: ``x = 2^e m``, ``ln m = 2 atanh((m-1)/(m+1))``."""
     small = x < 2.2250738585072014e-308
@@ -167,7 +167,7 @@ def fast_log(x: float) -> float:
     return res if x > 0.0 else (-math.inf if x == 0.0 else math.nan)
 
 
-@njit(forceinline=True, **JIT)
+@inner_njit(forceinline=True)
 def norm_cdf_from_exp(z: float, e: float) -> float:
     """``N(z)`` given ``e = exp(-z^2/2)``: Cody's (1969) erf/erfc rational approximations, branch-free.
 
@@ -195,7 +195,7 @@ def norm_cdf_from_exp(z: float, e: float) -> float:
     return tail if z < 0.0 else 1.0 - tail
 
 
-@njit(forceinline=True, **JIT)
+@inner_njit(forceinline=True)
 def exp_minus_half_square(z: float) -> float:
     """``exp(-z^2/2)`` to full relative accuracy: Dekker's exact ``z^2 = hi + lo``, ``e^{-hi/2}(1 - lo/2)``."""
     zc = np.minimum(np.maximum(z, -1e10), 1e10)  # beyond, the result underflows to 0 anyway
@@ -207,13 +207,13 @@ def exp_minus_half_square(z: float) -> float:
     return fast_exp(-0.5 * hi) * (1.0 - 0.5 * lo)
 
 
-@njit(**JIT)
+@inner_njit()
 def norm_cdf_nb(z: float) -> float:
     """Standard normal CDF ``N(z)`` for scalar numba code (Cody 1969, relative accuracy ~1e-15)."""
     return norm_cdf_from_exp(z, exp_minus_half_square(z))
 
 
-@njit(**JIT)
+@inner_njit()
 def exp_minus_square(y: float) -> float:
     """``exp(-y^2)`` to full relative accuracy: Dekker's exact ``y^2 = hi + lo`` then ``e^{-hi}(1 - lo)``.
 
@@ -274,19 +274,19 @@ def erfc(x: float) -> float:
     return calerf(x, np.int64(1))  # not a literal: one compiled signature of calerf
 
 
-@njit(**JIT)
+@inner_njit()
 def erfcx(x: float) -> float:
     """Scaled complementary error function ``exp(x^2) erfc(x)`` (Cody's CALERF, ``jint = 2``)."""
     return calerf(x, np.int64(2))
 
 
-@njit(**JIT)
+@inner_njit()
 def norm_pdf(x: float) -> float:
     """Standard normal density."""
     return _ONE_OVER_SQRT_TWO_PI * math.exp(-0.5 * x * x)
 
 
-@njit(**JIT)
+@inner_njit()
 def norm_cdf(z: float) -> float:
     """``N(z)``; below -10 the asymptotic series of Abramowitz-Stegun 26.2.12 (as in Jäckel's code)."""
     if z <= -10.0:
@@ -311,7 +311,7 @@ def norm_cdf(z: float) -> float:
     return 0.5 * erfc(-z * _ONE_OVER_SQRT_TWO)
 
 
-@njit(**JIT)
+@inner_njit()
 def inverse_norm_cdf(u: float) -> float:
     """Wichura's AS241 (PPND16), about 1e-16 relative accuracy."""
     if u <= 0.0:
