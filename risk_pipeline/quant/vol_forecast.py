@@ -254,7 +254,7 @@ def ewma_variance(returns: ArrayLike, lam: float = RISKMETRICS_LAMBDA, seed: flo
     return _one_pole(s0, 1.0 - lam, lam, r * r)
 
 
-@njit(nogil=True, **JIT)
+@njit(**JIT)
 def _one_pole_kernel(b0: float, a1: float, x: FloatArray, z: float, out: FloatArray) -> None:
     """``out[1 + k] = y[k]`` of ``scipy.signal.lfilter([b0], [1, a1], x, zi=[z])``, operation for operation as
     its direct form II transposed loop (``y = z + b0 x; z = 0 x - a1 y``): the same bits."""
