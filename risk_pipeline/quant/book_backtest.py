@@ -160,8 +160,9 @@ def static_book_backtest(
     call per method). ``term`` (``smile_dynamics.ExpiryScaledVolMoves``): the historical VaR's and the P&L's ATM
     vol move scaled by expiry, as ``var.historical_var`` applies it (None: every expiry moves by the ATM ratio).
     ``fhs_asymmetric``: the symbols the Monte Carlo method filters with GJR-GARCH (``rolling_garch_fits``).
-    ``days_per_call``: backtest days per ``compute_var_batch`` call (default: as many as keep scenarios x
-    positions within ``BATCH_CELLS``, so memory stays bounded for large books; the figures do not depend on it).
+    ``days_per_call``: backtest days per ``compute_var_batch`` call and per stacked revaluation of the next day's
+    P&L (default: as many as keep scenarios x positions within ``BATCH_CELLS``, so memory stays bounded for large
+    books; the figures do not depend on it).
     """
     if refit_every < 1:
         raise ValueError("refit_every must be at least 1")
@@ -227,11 +228,17 @@ def static_book_backtest(
         # (each option priced on its own: the same bits as a stack of every day's book)
         value_parts.append(market_values(stacked).reshape(-1, n_pos).sum(axis=1))
     values = np.concatenate(value_parts)
-    # the next day's full revaluation (exact American prices), the days of one calendar gap in one call
+    # the next day's full revaluation (exact American prices), the days of one calendar gap together, at most
+    # per_call days' books stacked in one call (each book's P&L is its own options', bit for bit whatever the stack)
     pnl = np.empty(len(books))
     step = gap[t_days + 1]
-    for days_elapsed in np.unique(step):
-        idx = np.flatnonzero(step == days_elapsed)
+    blocks = [
+        same[lo : lo + per_call]
+        for same in (np.flatnonzero(step == d) for d in np.unique(step))
+        for lo in range(0, same.size, per_call)
+    ]
+    for idx in blocks:
+        days_elapsed = step[idx[0]]
         tt = t_days[idx]
         vol_move = np.where(np.isfinite(iv_change[tt]), 1.0 + iv_change[tt], 1.0)
         sets = [ScenarioSet((c[t + 1] / c[t] - 1.0)[None, :], vol_scale=vol_move[j][None, :]) for j, t in enumerate(tt)]

@@ -743,10 +743,10 @@ def gap_var(
     from risk_pipeline.quant.var import empirical_var_es, kernel_component_var, tail_component_es
 
     sc = combined_gap_scenarios(base, [g for _, g in events], max_scenarios, seed)
-    if dynamics:  # summed in blocks of scenarios (the same numbers; bounded temporaries)
-        from risk_pipeline.quant.smile_dynamics import summed_shifts
+    if dynamics:  # made chunk by chunk inside the engine (the same numbers; no whole-set scenarios x positions array)
+        from risk_pipeline.quant.smile_dynamics import summed_shift_rows
 
-        sc = replace(sc, vol_shift_abs=summed_shifts(dynamics, portfolio, sc), vol_shift_per_position=True)
+        sc = replace(sc, vol_shift_abs=summed_shift_rows(dynamics, portfolio, sc), vol_shift_per_position=True)
     res = evaluate(portfolio, sc, calendar_days, american=american, per_symbol=True)
     assert res.by_symbol is not None
     out = []

@@ -39,8 +39,8 @@ dividend_shift_abs[j, s]`` (absolute shifts); time passes by ``horizon_days`` ca
   ``test_var_rate_dividend.py`` and ``bench/bench_var_factors.py``); options whose shifted range reaches the
   edge of the never-exercise region, or ``r = q`` (a kink of the boundary) where the grid is more than
   ``KINK_CHECK_TOL`` of the strike off the exact engine at check points, use the exact engine. Scenario
-  sets with callable vol shifts fall back to ``"exact"`` (per-position shift arrays are covered by the grid's
-  vol range).
+  sets with callable vol shifts fall back to ``"exact"`` (per-position shift arrays, and ``RowVolShifts`` made
+  chunk by chunk, are covered by the grid's vol range).
 
 Every position's P&L is ``quantity * multiplier * (V' - V)`` where ``V`` is today's value by the same
 formula, so a zero scenario at zero horizon gives exactly zero. Per-underlying P&L (``per_symbol``)
@@ -52,8 +52,9 @@ scenarios are split into chunks (``chunk_size``, by default sized so one chunk's
 under ``CHUNK_MEMORY_BYTES``) evaluated by numba kernels that loop scenarios in parallel and positions
 sequentially (Europeans in a vectorized loop into a per-scenario buffer; Americans on the grid option by
 option over the chunk's scenarios, read symbol-major, or exactly in batches of the lane kernel), so no
-``n_scenarios x n_positions`` array is ever built (unless the caller passes per-position vol shifts or
-a callable; the grid keeps one ``n_chunk x n_american`` block). With a ``dask.distributed.Client`` the
+``n_scenarios x n_positions`` array is ever built (unless the caller passes per-position vol shifts as a
+whole-set array; ``RowVolShifts`` and callables make one chunk's at a time; the grid keeps one
+``n_chunk x n_american`` block). With a ``dask.distributed.Client`` the
 book is scattered to every worker once and the chunks run as tasks; each scenario's P&L is a sequential
 sum over positions in a fixed order, so the result is bit-for-bit the same as in process whatever the
 chunking.
@@ -134,16 +135,35 @@ def _as_2d(name: str, value: ArrayLike | None, n: int | None) -> FloatArray | No
 
 
 @dataclass(frozen=True, eq=False)
+class RowVolShifts:
+    """Per-position vol shifts of a scenario set, made a block of rows at a time instead of held whole.
+
+    ``make(start, stop)`` returns the ``(stop - start, n_positions)`` absolute vol shifts of rows ``start:stop`` of
+    the full set; each row's shifts must depend on that row only, so that any blocks give the numbers of the
+    whole-set array, bit for bit. The engine takes them like a per-position array (``vol_shift_per_position``):
+    the early-exercise grid's range scan and every evaluation chunk ask for their own rows, so only one chunk's
+    shifts exist at a time (each row is made twice: once for the grid's range, once for the revaluation).
+    Unlike a ``VolShiftFn`` they do not read the shocked log-moneyness, which is why the grid can span them.
+    ``work_per_position``: floats per scenario row and position ``make`` holds at once (chunk sizing).
+    """
+
+    make: Callable[[int, int], FloatArray]
+    n_positions: int
+    work_per_position: int = 5
+
+
+@dataclass(frozen=True, eq=False)
 class ScenarioSet:
     """Scenarios as arrays, one row per scenario (module docstring for the formulas).
 
     ``spot_shock_rel`` is ``(n, n_symbols)`` with every entry above -1; ``vol_scale`` and ``vol_skew``
     are ``(n, n_symbols)`` or ``None`` (1 and 0); ``vol_shift_abs`` is ``(n, n_symbols)``,
     ``(n, n_positions)`` (``vol_shift_per_position=True`` when the two counts are equal), a
-    ``VolShiftFn`` or ``None``; ``rate_shift_abs`` is ``(n,)`` (every option) or ``(n, n_symbols)`` (the
-    options on each underlying) or ``None``; ``dividend_shift_abs`` is ``(n, n_symbols)`` or ``None``
-    (absolute shifts of the continuous rate and dividend yield, decimal). ``row_offset`` is the index of
-    the first row in the full set (chunks keep it for callables).
+    ``RowVolShifts`` (per position, made chunk by chunk), a ``VolShiftFn`` or ``None``; ``rate_shift_abs``
+    is ``(n,)`` (every option) or ``(n, n_symbols)`` (the options on each underlying) or ``None``;
+    ``dividend_shift_abs`` is ``(n, n_symbols)`` or ``None`` (absolute shifts of the continuous rate and
+    dividend yield, decimal). ``row_offset`` is the index of the first row in the full set (chunks keep it
+    for callables and ``RowVolShifts``).
     """
 
     spot_shock_rel: FloatArray
@@ -169,7 +189,10 @@ class ScenarioSet:
             object.__setattr__(self, name, arr)
         if self.vol_scale is not None and np.any(self.vol_scale < 0.0):
             raise ValueError("vol_scale must be non-negative")
-        if not callable(self.vol_shift_abs):
+        if isinstance(self.vol_shift_abs, RowVolShifts):
+            if self.vol_shift_per_position is False:
+                raise ValueError("RowVolShifts are per position (vol_shift_per_position True or None)")
+        elif not callable(self.vol_shift_abs):
             object.__setattr__(self, "vol_shift_abs", _as_2d("vol_shift_abs", self.vol_shift_abs, n))
         if self.rate_shift_abs is not None:
             rate = np.ascontiguousarray(self.rate_shift_abs, dtype=np.float64)
@@ -1286,6 +1309,14 @@ def _chunk_inputs(book: PreparedBook, sc: ScenarioSet) -> _ChunkInputs:
         if full.shape != lm.shape or not np.all(np.isfinite(full)):
             raise ValueError("a vol-shift callable must return finite (n_chunk, n_positions) shifts")
         shift_opt, stride = np.ascontiguousarray(full[:, book.option_positions]), 1
+    elif isinstance(v, RowVolShifts):
+        if v.n_positions != book.n_positions:
+            raise ValueError(f"RowVolShifts are for {v.n_positions} positions, the book has {book.n_positions}")
+        full = np.asarray(v.make(sc.row_offset, sc.row_offset + n), dtype=np.float64)
+        if full.shape != (n, book.n_positions) or not np.all(np.isfinite(full)):
+            raise ValueError("RowVolShifts must make finite (rows, n_positions) shifts")
+        shift_opt, stride = np.ascontiguousarray(full[:, book.option_positions]), 1
+        del full
     elif v is not None:
         arr = np.asarray(v)
         if _per_position(book, arr.shape[1], sc.vol_shift_per_position):
@@ -1759,6 +1790,8 @@ def default_chunk_size(book: PreparedBook, sc: ScenarioSet) -> int:
         per_scenario += 8 * (book.units.size - book.n_euro + 5 * book.n_symbols)  # values, symbol-major inputs
     if callable(sc.vol_shift_abs):
         per_scenario += 8 * 5 * book.n_positions
+    elif isinstance(sc.vol_shift_abs, RowVolShifts):
+        per_scenario += 8 * (sc.vol_shift_abs.work_per_position * book.n_positions + book.option_positions.size)
     elif isinstance(sc.vol_shift_abs, np.ndarray) and sc.vol_shift_abs.shape[1] != book.n_symbols:
         per_scenario += 8 * book.option_positions.size
     return max(MIN_CHUNK, CHUNK_MEMORY_BYTES // per_scenario)
@@ -1779,7 +1812,16 @@ def evaluate_prepared(
         raise ValueError("chunk_size must be positive")
     bounds = [(a, min(a + size, n)) for a in range(0, n, size)]
     if client is None:
-        parts = [evaluate_chunk(book, scenarios.take(a, b), per_symbol) for a, b in bounds]
+        # each chunk written into the result as it comes (no list of parts and concatenated copy: the per-underlying
+        # P&L of a large set is scenarios x symbols)
+        pnl = np.empty(n)
+        by_sym = np.empty((n, book.n_symbols)) if per_symbol else None
+        for a, b in bounds:
+            part = evaluate_chunk(book, scenarios.take(a, b), per_symbol)
+            pnl[a:b] = part.pnl
+            if by_sym is not None:
+                by_sym[a:b] = part.by_symbol
+        return ScenarioPnl(pnl, by_sym)
     else:
         [remote_book] = client.scatter([book], broadcast=True, hash=False)
         futures = [
@@ -1877,7 +1919,7 @@ def evaluate_many(
     for p, sc in zip(portfolios, scenario_sets, strict=True):
         if sc.n_symbols != p.n_symbols:
             raise ValueError(f"scenarios have {sc.n_symbols} symbol columns, the portfolio {p.n_symbols}")
-        if callable(sc.vol_shift_abs):
+        if callable(sc.vol_shift_abs) or isinstance(sc.vol_shift_abs, RowVolShifts):
             raise ValueError("evaluate_many takes array scenarios only (no vol shift functions)")
         width = p.n_positions if sc.vol_shift_per_position else p.n_symbols
         if isinstance(sc.vol_shift_abs, np.ndarray) and sc.vol_shift_abs.shape[1] != width:

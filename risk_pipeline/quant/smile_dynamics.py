@@ -32,7 +32,7 @@ from numpy.typing import ArrayLike
 
 from risk_pipeline.quant._numba import FloatArray
 from risk_pipeline.quant.portfolio import Portfolio
-from risk_pipeline.quant.scenario_engine import ScenarioSet
+from risk_pipeline.quant.scenario_engine import RowVolShifts, ScenarioSet
 from risk_pipeline.quant.vol_shocks import VolShockRule, expiry_factor
 
 
@@ -72,6 +72,32 @@ def summed_shifts(
             total = total + d.shifts(portfolio, part)
         out[start : start + part.n_scenarios] = total
     return out
+
+
+@dataclass(frozen=True, eq=False)
+class SummedShiftRows:
+    """``summed_shifts`` of rows ``start:stop`` of ``scenarios``: the ``make`` of a ``scenario_engine.RowVolShifts``
+    (``summed_shift_rows``)."""
+
+    dynamics: tuple[SmileDynamics, ...]
+    portfolio: Portfolio
+    scenarios: ScenarioSet
+    block_cells: int | None = None
+
+    def __call__(self, start: int, stop: int) -> FloatArray:
+        return summed_shifts(self.dynamics, self.portfolio, self.scenarios.take(start, stop), self.block_cells)
+
+
+def summed_shift_rows(
+    dynamics: Sequence[SmileDynamics], portfolio: Portfolio, scenarios: ScenarioSet, block_cells: int | None = None
+) -> RowVolShifts:
+    """``summed_shifts(dynamics, portfolio, scenarios)`` as ``RowVolShifts``: the scenario engine makes each chunk's
+    rows when it needs them (the early-exercise grid's range scan, then each evaluation chunk), so the whole-set
+    ``(scenarios, positions)`` array is never held. Every dynamic's shift of a scenario depends on its own row
+    only, so the engine sees the numbers of the whole-set sum, bit for bit; each row is made twice."""
+    if not dynamics:
+        raise ValueError("summed_shift_rows needs at least one dynamic")
+    return RowVolShifts(SummedShiftRows(tuple(dynamics), portfolio, scenarios, block_cells), portfolio.quantity.size)
 
 
 def checked_moves(portfolio: Portfolio, spot_shock_rel: ArrayLike) -> FloatArray:

@@ -135,3 +135,45 @@ def test_summed_shifts_in_blocks_of_scenarios_equal_the_formulas_written_out() -
     assert np.array_equal(summed_shifts([crush, term], book, sc, block_cells=5), whole)  # same order, same bits
     with pytest.raises(ValueError, match="at least one"):
         summed_shifts([], book, sc)
+
+
+def test_gap_var_makes_the_dynamics_shifts_chunk_by_chunk_with_the_whole_set_numbers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """gap_var hands the engine the crush plus the expiry-scaled move as ``RowVolShifts`` (made per chunk, here
+    chunks of 256 of 2,000 combined scenarios): VaR, ES and the components equal, bit for bit, the combined set
+    revalued on the grid with the whole-set ``summed_shifts`` array (checked against the formulas above)."""
+    import risk_pipeline.quant.scenario_engine as se
+    from risk_pipeline.quant.gap_risk import combined_gap_scenarios
+    from risk_pipeline.quant.smile_dynamics import ExpiryScaledVolMoves, RowVolShifts, summed_shift_rows, summed_shifts
+    from risk_pipeline.quant.var import kernel_component_var, tail_component_es
+    from risk_pipeline.quant.vol_shocks import VolShockRule
+
+    book = _book()
+    rng = np.random.default_rng(9)
+    base = ScenarioSet(np.expm1(rng.normal(0, 0.01, (250, 2))), vol_scale=np.exp(rng.normal(0, 0.03, (250, 2))))
+    base_pnl = evaluate(book, base, 1.4, american="eep_grid").pnl
+    past = np.array([0.08, -0.05, 0.11, -0.07])
+    gaps = np.column_stack([np.zeros(8), np.concatenate([past, -past])])
+    dyn = [
+        EarningsVolCrush(symbol=1, event_variance=float(np.mean(np.log1p(past) ** 2)), years_to_reaction=1 / 365),
+        ExpiryScaledVolMoves(VolShockRule(term_exponent=0.4)),
+    ]
+    monkeypatch.setattr(se, "CHUNK_MEMORY_BYTES", 1)  # every chunk MIN_CHUNK scenarios
+    common = dict(horizon_days=1, confidences=(0.99, 0.975), calendar_days=1.4, american="eep_grid")
+    got = gap_var(book, base, base_pnl, [("XYZ", gaps)], dynamics=dyn, **common)
+    sc = combined_gap_scenarios(base, [gaps], 50_000, 0)
+    assert isinstance(summed_shift_rows(dyn, book, sc), RowVolShifts)
+    whole = ScenarioSet(
+        sc.spot_shock_rel,
+        vol_scale=sc.vol_scale,
+        vol_shift_abs=summed_shifts(dyn, book, sc),
+        vol_shift_per_position=True,
+    )
+    ref = evaluate(book, whole, 1.4, american="eep_grid", per_symbol=True)
+    assert se.prepare(book, 1.4, whole, "eep_grid").american == "eep_grid"
+    for g, c in zip(got, (0.99, 0.975), strict=True):
+        var, es = empirical_var_es(ref.pnl, c)
+        assert (g.var, g.expected_shortfall, g.n_scenarios) == (var, es, 2000)
+        np.testing.assert_array_equal(g.component_var, kernel_component_var(ref.by_symbol, var))
+        np.testing.assert_array_equal(g.component_es, tail_component_es(ref.by_symbol, c))

@@ -437,3 +437,55 @@ def test_shared_option_values_are_those_the_target_would_price() -> None:
     np.testing.assert_array_equal(evaluate(part, sc, 1.0).pnl, evaluate(fresh, sc, 1.0).pnl)
     with pytest.raises(ValueError, match="rows"):
         se.share_values(whole, rows[::-1], stack_portfolios([books[2], books[0]]))
+
+
+def test_row_vol_shifts_made_chunk_by_chunk_equal_the_whole_set_array(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-position vol shifts made a chunk of rows at a time (``RowVolShifts``) give the whole-set array's EEP grid
+    and P&L bit for bit, with and without rate and yield shifts, keep the grid (no fallback to exact pricing), and
+    are never asked for more than one chunk of rows (chunks of 256 of 1,100 scenarios here)."""
+    import risk_pipeline.quant.scenario_engine as se
+
+    p = _book(n=60, american=0.5, seed=41)
+    rng = np.random.default_rng(42)
+    n = 1100
+    shock = np.expm1(rng.normal(0.0, 0.03, (n, p.n_symbols)))
+    scale = np.exp(rng.normal(0.0, 0.1, (n, p.n_symbols)))
+    per_pos = rng.normal(0.0, 0.01, (n, p.n_positions))
+    asked: list[tuple[int, int]] = []
+
+    def make(start: int, stop: int) -> np.ndarray:
+        asked.append((start, stop))
+        return per_pos[start:stop].copy()
+
+    carry = dict(rate_shift_abs=rng.normal(0.0, 0.002, n), dividend_shift_abs=rng.normal(0.0, 0.001, (n, p.n_symbols)))
+    fields = ("grid_mode", "grid_y0", "grid_dy", "grid_v0", "grid_dv", "grid_coef", "grid_bcoef", "grid_step")
+    fields += ("grid_dcoef", "grid_dbcoef")
+    monkeypatch.setattr(se, "CHUNK_MEMORY_BYTES", 1)  # every chunk MIN_CHUNK scenarios
+    for extra in ({}, carry):
+        whole = ScenarioSet(shock, vol_scale=scale, vol_shift_abs=per_pos, vol_shift_per_position=True, **extra)
+        rows = ScenarioSet(shock, vol_scale=scale, vol_shift_abs=se.RowVolShifts(make, p.n_positions), **extra)
+        asked.clear()
+        b_whole, b_rows = prepare(p, 1.0, whole, "eep_grid"), prepare(p, 1.0, rows, "eep_grid")
+        assert b_whole.american == b_rows.american == "eep_grid" and np.any(b_rows.grid_mode == 1)
+        for name in fields:
+            np.testing.assert_array_equal(getattr(b_rows, name), getattr(b_whole, name), err_msg=name)
+        got = se.evaluate_prepared(b_rows, rows, per_symbol=True)
+        ref = se.evaluate_prepared(b_whole, whole, per_symbol=True)
+        np.testing.assert_array_equal(got.pnl, ref.pnl)
+        assert got.by_symbol is not None and ref.by_symbol is not None
+        np.testing.assert_array_equal(got.by_symbol, ref.by_symbol)
+        assert max(b - a for a, b in asked) == se.MIN_CHUNK < n
+        # the range scan and the evaluation each cover every row once
+        assert sorted(asked) == sorted(2 * [(a, min(a + se.MIN_CHUNK, n)) for a in range(0, n, se.MIN_CHUNK)])
+    # and the same P&L as the exact engine on the whole-set array where the grid is not used
+    few = ScenarioSet(shock[:5], vol_scale=scale[:5], vol_shift_abs=se.RowVolShifts(make, p.n_positions))
+    exact = evaluate(
+        p, ScenarioSet(shock[:5], vol_scale=scale[:5], vol_shift_abs=per_pos[:5], vol_shift_per_position=True)
+    )
+    np.testing.assert_array_equal(evaluate(p, few).pnl, exact.pnl)
+    with pytest.raises(ValueError, match="positions"):
+        evaluate(p, ScenarioSet(shock, vol_shift_abs=se.RowVolShifts(make, p.n_positions + 1)))
+    with pytest.raises(ValueError, match="per position"):
+        ScenarioSet(shock, vol_shift_abs=se.RowVolShifts(make, p.n_positions), vol_shift_per_position=False)
+    with pytest.raises(ValueError, match="array scenarios only"):
+        se.evaluate_many([p], [rows])
