@@ -27,12 +27,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-PAGE = os.sysconf("SC_PAGE_SIZE")
+sys.path.insert(0, str(ROOT / "bench"))
 
-
-def rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
+from bench_warm_steps import rss_bytes as rss  # noqa: E402
 
 
 class Sampler:
