@@ -1120,6 +1120,41 @@ def _describe_header(unknown: list[str], missing: list[str]) -> str:
     return "; ".join(parts)
 
 
+def combine_reports(reports: list[ValidationReport]) -> ValidationReport:
+    """One report for the frames of several reports of the same table and partition, validated apart (blocks of
+    sessions), as the rows of their frames concatenated in order: each rule's failing rows, entries and
+    observations of every report, so its message and quarantine hold every failure once."""
+    first = reports[0]
+    raw = pd.concat([r.raw for r in reports], ignore_index=True) if len(reports) > 1 else first.raw
+    raw.attrs = dict(first.raw.attrs)
+    raw.attrs["source_files"] = list(dict.fromkeys(f for r in reports for f in r.raw.attrs.get("source_files", [])))
+    offsets = np.cumsum([0] + [len(r.raw) for r in reports[:-1]])
+    merged: dict[str, RuleResult] = {}
+    for report, offset in zip(reports, offsets, strict=True):
+        for r in report.results:
+            shifted = replace(
+                r,
+                failing_positions=tuple(int(p + offset) for p in r.failing_positions),
+                row_reasons={int(p + offset): why for p, why in r.row_reasons.items()},
+            )
+            seen = merged.get(r.rule)
+            if seen is None:
+                merged[r.rule] = shifted
+                continue
+            observed = [o for o in dict.fromkeys((seen.observed, shifted.observed)) if o]
+            merged[r.rule] = replace(
+                seen,
+                passed=seen.passed and shifted.passed,
+                failing_positions=seen.failing_positions + shifted.failing_positions,
+                observed="; ".join(observed),
+                entries=seen.entries + shifted.entries,
+                row_reasons={**seen.row_reasons, **shifted.row_reasons},
+            )
+    typed = pd.concat([r.typed for r in reports], ignore_index=True) if len(reports) > 1 else first.typed
+    missing = tuple(dict.fromkeys(s for r in reports for s in r.missing_sessions))
+    return ValidationReport(first.table, first.partition_key, raw, typed, list(merged.values()), missing)
+
+
 def validate(
     name: str,
     raw: pd.DataFrame,

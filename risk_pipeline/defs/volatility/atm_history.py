@@ -25,7 +25,7 @@ from risk_pipeline.defs.common import (
     table_definition_metadata,
     write_quarantine,
 )
-from risk_pipeline.quality import ValidationContext, validate
+from risk_pipeline.quality import ValidationContext, ValidationReport, combine_reports, validate
 from risk_pipeline.quant.atm_vol import atm_quote_picks, constant_maturity_vol, expiry_atm_vols
 from risk_pipeline.quant.chain import MODEL_AMERICAN, MODEL_EUROPEAN, chain_implied_vols
 from risk_pipeline.quant.curves import forward_price, zero_rate
@@ -38,11 +38,14 @@ MIN_VOL, MAX_VOL = 0.01, 5.0
 
 
 class AtmVolSettings(dg.Config):
-    """Tenor of the constant-maturity vol, shortest expiry used and OTM strikes used per side of the forward."""
+    """Tenor of the constant-maturity vol, shortest expiry used and OTM strikes used per side of the forward;
+    ``sessions_per_block``: sessions whose quotes are built, validated and inverted together (memory is bounded
+    by one block's quotes; the rows do not depend on it)."""
 
     tenor_days: int = 30
     min_expiry_days: int = 7
     strikes_per_side: int = 3
+    sessions_per_block: int = 60
 
 
 def _codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -385,41 +388,79 @@ def atm_vol_history(
     select = functools.partial(
         sessions_bracketing_mask, curve_by_day=curve_by_day, div_by_day=div_by_day, settings=config
     )
-    quotes = source.option_quotes_where_many(with_inputs, select) if with_inputs else pd.DataFrame()
-    raw = None if quotes.empty else quotes
+    now = pd.Timestamp.now(tz="UTC")
+    reference = {s: min(session_close_utc(s), now) for s in sessions}
+
+    def check(counted: list[dt.date], block: list[dt.date]) -> tuple[int, ValidationReport | None]:
+        """The block's quotes and their validation, the row counts judged on the sessions ``counted``."""
+        quotes = source.option_quotes_where_many(block, select)
+        if quotes.empty:
+            return 0, None
+        ctx = ValidationContext(label, tuple(counted), reference)
+        return len(quotes), validate("option_quotes", quotes, ctx, market_data.quality)
+
+    # block by block, memory bounded by one block's quotes: quotes, validation and rows are per session, so
+    # the rows are those of one block. After a failed block the rest are still validated (every bad row is
+    # quarantined) but not inverted. A session without quotes is counted with the next block that has some
+    # (the one before for the last ones), as in the one validation of the whole range.
+    size = max(1, config.sessions_per_block)
+    validated = 0
+    failed: list[ValidationReport] = []
+    blocks: list[pd.DataFrame] = []
     quoted: list[dt.date] = []
-    if raw is not None:
-        now = pd.Timestamp.now(tz="UTC")
-        ctx = ValidationContext(label, tuple(sessions), {s: min(session_close_utc(s), now) for s in sessions})
-        report = validate("option_quotes", raw, ctx, market_data.quality)
+    carried = [s for s in sessions if s not in with_inputs]
+    # the last block with quotes: its counted sessions, its sessions and whether it failed
+    last: tuple[list[dt.date], list[dt.date], bool] | None = None
+    for i in range(0, len(with_inputs), size):
+        block = with_inputs[i : i + size]
+        n, report = check(carried + block, block)
+        if report is None:
+            carried += block
+            continue
+        last, carried = (carried + block, block, not report.passed), []
+        validated += n
         if not report.passed:
-            quarantine = report.quarantine_frame("atm_vol_history")
-            write_quarantine(context, wh, quarantine, asset="atm_vol_history", partition_key=label)
-            failed_check = dg.AssetCheckResult(
-                check_name="source_quotes_valid",
-                asset_key="atm_vol_history",
-                passed=False,
-                metadata={
-                    "quotes_validated": len(raw),
-                    "failed_rules": ", ".join(r.rule for r in report.failed),
-                    "quarantined_rows": len(quarantine),
-                    "where": "; ".join(report.location(p) for r in report.failed for p in r.failing_positions[:3]),
-                },
-            )
-            yield from check_events(context, [failed_check])
-            raise dg.Failure(
-                description=report.message(),
-                metadata={
-                    "failed_rules": ", ".join(r.rule for r in report.failed),
-                    "quarantined_rows": len(quarantine),
-                    "table_unchanged": "risk.atm_vol_history",
-                },
-            )
-        iv_all = history_implied_vols(report.typed, curve_by_day, div_by_day, atm_only=True)
-        quoted = sorted(set(iv_all["as_of_date"]))
+            failed.append(report)
+        if failed:
+            continue
+        iv = history_implied_vols(report.typed, curve_by_day, div_by_day, atm_only=True)
+        del report
+        quoted += sorted(set(iv["as_of_date"]))
+        blocks.append(atm_vol_rows(iv, config.tenor_days, market_data.kind))
+        del iv
+    if carried and last is not None:
+        # sessions without quotes after the last block with quotes: that block validated again with them
+        _, report = check(last[0] + carried, last[1])
+        if report is not None and not report.passed:
+            failed[-1 if last[2] else len(failed) :] = [report]
+    if failed:
+        report = combine_reports(failed)
+        quarantine = report.quarantine_frame("atm_vol_history")
+        write_quarantine(context, wh, quarantine, asset="atm_vol_history", partition_key=label)
+        failed_check = dg.AssetCheckResult(
+            check_name="source_quotes_valid",
+            asset_key="atm_vol_history",
+            passed=False,
+            metadata={
+                "quotes_validated": validated,
+                "failed_rules": ", ".join(r.rule for r in report.failed),
+                "quarantined_rows": len(quarantine),
+                "where": "; ".join(report.location(p) for r in report.failed for p in r.failing_positions[:3]),
+            },
+        )
+        yield from check_events(context, [failed_check])
+        raise dg.Failure(
+            description=report.message(),
+            metadata={
+                "failed_rules": ", ".join(r.rule for r in report.failed),
+                "quarantined_rows": len(quarantine),
+                "table_unchanged": "risk.atm_vol_history",
+            },
+        )
+    if len(blocks) > 1:
+        rows = pd.concat(blocks, ignore_index=True)
     else:
-        iv_all = pd.DataFrame()
-    rows = atm_vol_rows(iv_all, config.tenor_days, market_data.kind)
+        rows = blocks[0] if blocks else atm_vol_rows(pd.DataFrame(), config.tenor_days, market_data.kind)
     bad = rows[~((rows["atm_vol"] >= MIN_VOL) & (rows["atm_vol"] <= MAX_VOL))]
     per_day = rows.groupby("as_of_date")["symbol"].count()
     preview = rows.tail(10).round(dict.fromkeys(rows.select_dtypes("number").columns, 4))
@@ -433,7 +474,7 @@ def atm_vol_history(
                 check_name="source_quotes_valid",
                 asset_key="atm_vol_history",
                 passed=True,
-                metadata={"quotes_validated": 0 if raw is None else len(raw)},
+                metadata={"quotes_validated": validated},
             ),
             dg.AssetCheckResult(
                 check_name="atm_vol_plausible",
