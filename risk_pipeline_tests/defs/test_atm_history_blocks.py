@@ -125,9 +125,7 @@ def test_a_bad_quote_in_later_blocks_fails_the_step_and_quarantines_every_bad_ro
     assert len(q) == 2 * QUOTES and q["row_number"].is_unique
     days = {str(d) for d in bad_days}
     assert {f.split("/")[1][:10] for f in q["source_file"]} == days, q["source_file"].head()
-    checks = [
-        e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    ]
+    checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     # one failed evaluation per session of the partition, no other check
     assert len(checks) == len(SESSIONS)
     assert {(c.check_name, c.passed) for c in checks} == {("source_quotes_valid", False)}
