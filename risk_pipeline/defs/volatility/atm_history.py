@@ -430,9 +430,14 @@ def atm_vol_history(
         del iv
     if carried and last is not None:
         # sessions without quotes after the last block with quotes: that block validated again with them
-        _, report = check(last[0] + carried, last[1])
+        counted, block, block_failed = last
+        _, report = check(counted + carried, block)
         if report is not None and not report.passed:
-            failed[-1 if last[2] else len(failed) :] = [report]
+            # this report replaces the block's own failed one (it holds the same rows and more rules)
+            if block_failed:
+                failed[-1] = report
+            else:
+                failed.append(report)
     if failed:
         report = combine_reports(failed)
         quarantine = report.quarantine_frame("atm_vol_history")
