@@ -16,8 +16,8 @@ engine and with the early-exercise grid) twice, each time in a fresh subprocess:
 the scenario engine's ``bs2002`` kernel. ``--demo`` instead runs ``risk-pipeline demo`` in a subprocess
 from a clean state (a temporary DAGSTER_HOME, warehouse, exports folder and numba cache) and prints its
 wall time, its CPU time (with the processes it waited for), the compile time (wall and CPU) of the demo
-process (spawned worker processes not counted), the garbage collector's time inside the compilations and the
-kernels that took longest on their own. The load
+process (spawned worker processes not counted), the garbage collector's time inside the compilations and in the
+whole process, the demo process's peak resident memory and the kernels that took longest on their own. The load
 average and a calibration (``bench_pipeline.py``'s sort) are printed with every figure: on a shared machine
 only figures taken at the same load compare (run two versions side by side).
 
@@ -87,13 +87,17 @@ def _listen() -> dict[str, Any]:
     import gc
 
     stats["gc_in_compile_s"] = 0.0
+    stats["gc_total_s"] = 0.0
     gc_began: list[float] = []
 
     def collecting(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             gc_began[:] = [time.perf_counter()]
-        elif gc_began and stack:
-            stats["gc_in_compile_s"] += time.perf_counter() - gc_began[0]
+        elif gc_began:
+            took = time.perf_counter() - gc_began[0]
+            stats["gc_total_s"] += took
+            if stack:
+                stats["gc_in_compile_s"] += took
 
     gc.callbacks.append(collecting)
     event.register("numba:compile", Compile())
@@ -414,6 +418,9 @@ def _run(args: list[str], env: dict[str, str]) -> tuple[dict[str, Any], float, s
         raise SystemExit(f"{args} failed with exit code {done.returncode}")
     stats = json.loads(done.stdout.strip().splitlines()[-1])
     stats["cpu_s"] = _children_cpu_s() - began_cpu
+    import resource
+
+    stats["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # largest child so far
     return stats, took, done.stdout
 
 
@@ -432,7 +439,8 @@ def bench_workload(all_methods: bool, top: int) -> None:
         print(
             f"  workload {cold['wall_s']:.1f} s (process {took:.1f} s, CPU {cold['cpu_s']:.1f} s); compile "
             f"{cold['compile_s']:.1f} s (CPU {cold['compile_cpu_s']:.1f} s; garbage collection inside it "
-            f"{cold['gc_in_compile_s']:.1f} s), {cold['compilations']} compilations; "
+            f"{cold['gc_in_compile_s']:.1f} s, in the whole process {cold['gc_total_s']:.1f} s), "
+            f"{cold['compilations']} compilations; "
             "longest on their own:"
         )
         for name, secs in sorted(cold["own_s"].items(), key=lambda kv: -kv[1])[:top]:
@@ -465,7 +473,8 @@ def bench_demo(top: int) -> None:
         print(
             f"demo {took:.1f} s wall (target 90 s; CPU {stats['cpu_s']:.1f} s), numba compile "
             f"{stats['compile_s']:.1f} s ({share:.0%}; CPU {stats['compile_cpu_s']:.1f} s; garbage collection "
-            f"inside it {stats['gc_in_compile_s']:.1f} s) in {stats['compilations']} compilations, {_load()}"
+            f"inside it {stats['gc_in_compile_s']:.1f} s, in the whole process {stats['gc_total_s']:.1f} s) in "
+            f"{stats['compilations']} compilations, peak RSS {stats['peak_rss_mib']:.0f} MiB, {_load()}"
         )
         print("  longest on their own:")
         for name, secs in sorted(stats["own_s"].items(), key=lambda kv: -kv[1])[:top]:

@@ -44,6 +44,7 @@ Cold compilation (a first run, or any change to this package) is kept short by s
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import shutil
@@ -55,7 +56,7 @@ from typing import Any
 
 import numba
 import numpy as np
-from numba.core import compiler, lowering, typed_passes
+from numba.core import compiler, event, lowering, typed_passes
 from numba.core.codegen import JITCodeLibrary
 from numba.core.compiler_lock import require_global_compiler_lock
 from numba.core.compiler_machinery import register_pass
@@ -193,6 +194,39 @@ def inner_njit(**options: Any) -> Callable[[Callable[..., Any]], Any]:
         )
 
     return wrap
+
+
+class _NoCollectionWhileCompiling(event.Listener):  # type: ignore[misc]
+    """Python's cyclic garbage collector off while numba compiles (from the start to the end of the outermost
+    ``numba:compile`` event), back to its previous state afterwards.
+
+    numba's compiler allocates hundreds of thousands of objects per kernel (IR, types, LLVM IR text), so the
+    collector runs many times inside a compilation, and each full pass walks every object of the process (the
+    demo's Dagster heap as well). Garbage left by a compilation is collected by the first collection after it.
+    Compilations hold numba's global compiler lock (one at a time, each started and ended in one thread), so one
+    depth counter serves every thread; the collector is process-wide, so other threads run without it for the
+    length of a compilation (seconds) too.
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.was_enabled = False
+
+    def on_start(self, ev: event.Event) -> None:
+        if self.depth == 0:
+            self.was_enabled = gc.isenabled()
+            gc.disable()
+        self.depth += 1
+
+    def on_end(self, ev: event.Event) -> None:
+        self.depth -= 1
+        if self.depth == 0 and self.was_enabled:
+            gc.enable()
+
+
+#: The listener registered on ``numba:compile`` at import (one per process).
+NO_COLLECTION_WHILE_COMPILING = _NoCollectionWhileCompiling()
+event.register("numba:compile", NO_COLLECTION_WHILE_COMPILING)
 
 
 #: Cache directories of earlier source versions kept beside the current one.
