@@ -85,10 +85,12 @@ def constant_maturity_vol(
     """ATM vol at ``tenor_years`` per underlying from per-slice ATM vols.
 
     Total variance is interpolated linearly in time between the expiries bracketing the tenor. With
-    every expiry after the tenor, it is extrapolated along the line through the first two (kept only if
-    positive; else the first expiry's vol), so the series does not jump by the term-structure slope
-    when the front expiry rolls off; with every expiry before it, or a single one, the nearest vol is
-    used. Both cases are flagged ``extrapolated``.
+    every expiry after the tenor, it is extrapolated back along the line through the first two, but the
+    vol is never below the first expiry's: a falling front (an event before the tenor, a crisis) gives
+    a vol above the first expiry's, at most ``sqrt(t1 / tenor)`` times it, as the line gives; a rising
+    front (often an event between the first two expiries, which the tenor does not span) gives the first
+    expiry's vol instead of a line that can fall to zero. With every expiry before the tenor, or a single
+    one, the nearest vol is used. Both cases are flagged ``extrapolated``.
     """
     if not tenor_years > 0.0:
         raise ValueError("tenor_years must be positive")
@@ -111,7 +113,9 @@ def constant_maturity_vol(
     pair = (near >= 0) & (far >= 0)
     n_, f_ = near[pair], far[pair]
     w_tau = w[n_] + (tenor_years - t[n_]) * (w[f_] - w[n_]) / (t[f_] - t[n_])
-    out[pair] = np.sqrt(np.where(w_tau > 0.0, w_tau, np.nan) / tenor_years)
+    line = np.sqrt(np.maximum(w_tau, 0.0) / tenor_years)  # w_tau > 0 between two expiries
+    # extrapolated back (every expiry after the tenor): not below the first expiry's vol
+    out[pair] = np.where(bracketed[pair], line, np.maximum(line, vol[n_]))
     nearest = np.where(near >= 0, near, far)
     flat = np.isnan(out) & (nearest >= 0)
     out[flat] = vol[nearest[flat]]

@@ -45,12 +45,33 @@ def test_total_variance_interpolation_and_extrapolation() -> None:
     assert cm.atm_vol[1] == 0.18 and cm.extrapolated[1] and (cm.near_slice[1], cm.far_slice[1]) == (-1, 3)
     assert cm.atm_vol[2] == 0.4 and cm.extrapolated[2] and cm.far_slice[2] == -1
     assert math.isnan(cm.atm_vol[3]) and not cm.extrapolated[3]
-    # every expiry after the tenor: total variance extrapolated back along the first two
+    # every expiry after the tenor, a falling front: total variance extrapolated back along the first two,
+    # a vol above the first expiry's
     w4 = w[6] + (tau - t[6]) * (w[7] - w[6]) / (t[7] - t[6])
     assert cm.atm_vol[4] == pytest.approx(math.sqrt(w4 / tau))
+    assert 0.30 < cm.atm_vol[4] < 0.30 * math.sqrt(t[6] / tau)
     assert (cm.near_slice[4], cm.far_slice[4], cm.extrapolated[4]) == (6, 7, True)
-    # a steep term structure extrapolates to negative variance: the first expiry's vol instead
+    # a steep rising front extrapolates to negative variance: the first expiry's vol instead
     assert cm.atm_vol[5] == 0.10 and cm.extrapolated[5]
+
+
+def test_rising_front_is_not_extrapolated_below_the_first_expiry() -> None:
+    """An earnings move between the first two expiries (39 and 67 days) does not pull the 30-day vol down.
+
+    Base variance rate 0.08**2 a year plus a jump of total variance J on day 50: the first expiry does not
+    span the event, so the 30-day vol is 0.08 (the line through the two expiries would give about 0.005).
+    """
+    base, jump = 0.08**2, 0.00163
+    t = np.array([39.0, 67.0]) / 365.0
+    w = base * t + np.array([0.0, jump])
+    cm = constant_maturity_vol(np.zeros(2, int), t, np.sqrt(w / t), 30 / 365.0, 1)
+    line = w[0] + (30 / 365.0 - t[0]) * (w[1] - w[0]) / (t[1] - t[0])
+    assert 0.0 < line and math.sqrt(line / (30 / 365.0)) < 0.01  # what the line alone gives
+    assert cm.atm_vol[0] == pytest.approx(0.08, rel=1e-12) and cm.extrapolated[0]
+    # the event before the tenor (day 10) instead: both expiries span it and the line gives the truth
+    w = base * t + jump
+    cm = constant_maturity_vol(np.zeros(2, int), t, np.sqrt(w / t), 30 / 365.0, 1)
+    assert cm.atm_vol[0] == pytest.approx(math.sqrt((base * 30 / 365.0 + jump) / (30 / 365.0)), rel=1e-12)
 
 
 def test_priced_chain_round_trips_to_the_generating_atm_vol() -> None:

@@ -33,7 +33,10 @@ from risk_pipeline.quant.implied_vol import IvStatus, american_quote_status
 from risk_pipeline.resources import MarketDataResource, WarehouseResource
 from risk_pipeline.warehouse import Between
 
-METHOD = "at-forward vol linear in ln(K/F) between OTM mids; total variance linear in T between bracketing expiries"
+METHOD = (
+    "at-forward vol linear in ln(K/F) between OTM mids; total variance linear in T between bracketing expiries"
+    " (every expiry after the tenor: extrapolated back along the first two, not below the first expiry's vol)"
+)
 MIN_VOL, MAX_VOL = 0.01, 5.0
 
 
