@@ -589,7 +589,14 @@ class _SurfaceCos:
 
 @njit(**JIT)
 def _cf_block(
-    t: float, a: float, w: float, params: FloatArray, put: FloatArray, call: FloatArray, key: FloatArray, core: np.ndarray
+    t: float,
+    a: float,
+    w: float,
+    params: FloatArray,
+    put: FloatArray,
+    call: FloatArray,
+    key: FloatArray,
+    core: np.ndarray,
 ) -> None:
     """Both measures' coefficients of one slice for each parameter row: ``put[i, k]``, ``call[i, k]``, each equal
     bit for bit to ``_coefficient(k, t, *params[i], a, w, 0.0 or 1.0)``.
