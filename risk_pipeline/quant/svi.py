@@ -13,7 +13,8 @@ Calibration follows the quasi-explicit method of Zeliade Systems (2009, "Quasi-e
 of Gatheral's SVI model"): for fixed ``(m, sigma)`` the model is linear in ``(a, b*rho*sigma,
 b*sigma)`` and is fitted by exact box-constrained linear least squares; ``(m, sigma)`` are then
 found by a multi-start bounded Nelder-Mead search (``fit_svi_slice``), or for many slices at once
-by a batched pattern search in numpy (``fit_svi_slices``). Butterfly arbitrage is checked with
+by a batched pattern search (``fit_svi_slices``; its inner problems of every slice and candidate in one
+compiled kernel, bit-identical to the numpy formulation kept beside it). Butterfly arbitrage is checked with
 Durrleman's condition ``g(k) >= 0`` and calendar arbitrage by total variance being non-decreasing
 in expiry at fixed ``k`` (Gatheral & Jacquier 2014, "Arbitrage-free SVI volatility surfaces").
 
