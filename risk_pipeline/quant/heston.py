@@ -32,8 +32,11 @@ dZ``, ``dW dZ = rho dt``, ``v(0) = v0``.
   vega-scaled price differences (``(model - quote) / vega`` ~ vol error, weighted by ``sqrt(vega / max vega)``
   as the SVI and SABR fits are). With each slice's COS grid held fixed, price = (payoff matrix) x
   (characteristic-function coefficients), so the Jacobian comes from central differences of ``phi`` alone: one
-  vectorized evaluation for the 10 shifted parameter points. Two rounds: the second re-centres the grids on the first
-  round's parameters, skipped when the grids used already cover them. The reported RMSE is exact (model prices
+  vectorized evaluation for the 10 shifted parameter points. ``v0`` and ``theta`` enter ``ln phi`` only through its
+  last products, so the 4 points shifted in them share the costly part (complex square root, exponential, logarithm,
+  divisions) of the unshifted point, which each slice keeps from the residual evaluation just before (same
+  operations, same bits: 6 of the 10 points cost a full evaluation). Two rounds: the second re-centres the grids on
+  the first round's parameters, skipped when the grids used already cover them. The reported RMSE is exact (model prices
   inverted to implied vols, Jaeckel 2015). The Feller condition ``2 kappa theta >= xi^2`` (variance never
   reaches 0) is reported, not imposed.
 """
@@ -107,6 +110,30 @@ def _log_cf(u: complex, t: float, v0: float, kappa: float, theta: float, xi: flo
     xi2 = xi * xi
     c = kappa * theta / xi2 * ((beta - d) * t - 2.0 * cmath.log((1.0 - g * e) / (1.0 - g)))
     dd = (beta - d) / xi2 * (1.0 - e) / (1.0 - g * e)
+    return c + dd * v0
+
+
+@inner_njit()
+def _log_cf_core(u: complex, t: float, kappa: float, xi: float, rho: float) -> tuple[complex, complex]:
+    """The part of ``_log_cf`` that does not involve ``v0`` or ``theta``, with the same operations in the same
+    order: ``ln phi(u) = kappa theta / xi^2 * big + dd * v0`` (``_log_cf_from_core``) equals ``_log_cf`` bit for
+    bit, so parameter rows that differ only in ``v0`` and ``theta`` can share the costly complex functions."""
+    iu = 1j * u
+    beta = kappa - rho * xi * iu
+    d = cmath.sqrt(beta * beta + xi * xi * (u * u + iu))
+    g = (beta - d) / (beta + d)
+    e = cmath.exp(-d * t)
+    xi2 = xi * xi
+    big = (beta - d) * t - 2.0 * cmath.log((1.0 - g * e) / (1.0 - g))
+    dd = (beta - d) / xi2 * (1.0 - e) / (1.0 - g * e)
+    return big, dd
+
+
+@inner_njit()
+def _log_cf_from_core(big: complex, dd: complex, v0: float, kappa: float, theta: float, xi: float) -> complex:
+    """``_log_cf`` from its ``_log_cf_core`` parts (the same last operations)."""
+    xi2 = xi * xi
+    c = kappa * theta / xi2 * big
     return c + dd * v0
 
 
@@ -353,6 +380,18 @@ class CosGrid:
         return tuple(np.stack([c * inv_u, c * inv_1u2, c * u * inv_1u2]) for c in (self.put_coef, self.call_coef))
 
 
+def cos_interval(
+    t: ArrayLike, params: ArrayLike, l_std: float = DEFAULT_L, cf_tolerance: float = DEFAULT_CF_TOLERANCE
+) -> tuple[FloatArray, FloatArray, IntArray]:
+    """The interval ``[a, b]`` and number of terms of each slice of ``cos_grid`` (same arguments), without its
+    characteristic-function coefficients."""
+    t = np.ascontiguousarray(t, dtype=np.float64).reshape(-1)
+    p = np.ascontiguousarray(np.broadcast_to(np.asarray(params, dtype=np.float64), (t.size, 5)))
+    a, b, n = np.empty(t.size), np.empty(t.size), np.empty(t.size, dtype=np.intp)
+    run_chunked(_slice_setup, t.size, t, p, float(l_std), float(cf_tolerance), a, b, n)
+    return a, b, n
+
+
 def cos_grid(
     t: ArrayLike, params: ArrayLike, l_std: float = DEFAULT_L, cf_tolerance: float = DEFAULT_CF_TOLERANCE
 ) -> CosGrid:
@@ -361,8 +400,7 @@ def cos_grid(
     ``t`` (years) has one entry per slice, ``params`` shape ``(slices, 5)`` (v0, kappa, theta, xi, rho)."""
     t = np.ascontiguousarray(t, dtype=np.float64).reshape(-1)
     p = np.ascontiguousarray(np.broadcast_to(np.asarray(params, dtype=np.float64), (t.size, 5)))
-    a, b, n = np.empty(t.size), np.empty(t.size), np.empty(t.size, dtype=np.intp)
-    run_chunked(_slice_setup, t.size, t, p, float(l_std), float(cf_tolerance), a, b, n)
+    a, b, n = cos_interval(t, p, l_std, cf_tolerance)
     offset = np.zeros(t.size + 1, dtype=np.intp)
     np.cumsum(n, out=offset[1:])
     put, call = np.empty(int(offset[-1])), np.empty(int(offset[-1]))
@@ -494,9 +532,8 @@ class _SurfaceCos:
         l_std: float,
         tol: float,
     ) -> None:
-        grid = cos_grid(t_slice, p, l_std, tol)
         self.t = t_slice
-        self.a, self.b, self.n = grid.a, grid.b, grid.terms
+        self.a, self.b, self.n = cos_interval(t_slice, p, l_std, tol)  # cos_grid's, without its coefficients
         self.order = [np.flatnonzero(slice_of == s) for s in range(t_slice.size)]
         self.k = [np.arange(n) * math.pi / (b - a) for a, b, n in zip(self.a, self.b, self.n, strict=True)]
         self.payoff = [self._payoff(s, log_k[idx], call[idx]) for s, idx in enumerate(self.order)]
@@ -509,6 +546,8 @@ class _SurfaceCos:
             for idx in self.order
         ]
         self.size = log_k.size
+        #: per slice: (set flag, kappa, xi, rho) of the last parameters seen and their _log_cf_core parts
+        self.cache = [(np.zeros(4), np.zeros((4, int(n)), dtype=np.complex128)) for n in self.n]
 
     def _payoff(self, s: int, log_k: FloatArray, call: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Payoff coefficients of the slice's quotes, OTM side: (put rows, call rows), zero on the other rows."""
@@ -534,27 +573,86 @@ class _SurfaceCos:
         return np.where(otm_call, 0.0, put) * scale, np.where(otm_call, call, 0.0) * scale
 
     def prices(self, params: FloatArray) -> FloatArray:
-        """Undiscounted prices per unit forward for each row of ``params`` (shape ``(m, 5)``) -> ``(m, quotes)``."""
+        """Undiscounted prices per unit forward for each row of ``params`` (shape ``(m, 5)``) -> ``(m, quotes)``.
+
+        Each slice keeps the ``v0``/``theta``-free parts of the characteristic function of the last parameters
+        it saw (``_cf_block``): a Levenberg-Marquardt Jacobian is asked for at the point whose residuals were
+        just evaluated, so its rows shifted in ``v0`` or ``theta`` cost no complex function at all."""
         out = np.empty((params.shape[0], self.size))
         p = np.ascontiguousarray(params, dtype=np.float64)
         for s, idx in enumerate(self.order):
             put = np.empty((p.shape[0], int(self.n[s])))
             call = np.empty_like(put)
-            _cf_block(float(self.t[s]), float(self.a[s]), float(self.b[s] - self.a[s]), p, put, call)
+            key, core = self.cache[s]
+            _cf_block(float(self.t[s]), float(self.a[s]), float(self.b[s] - self.a[s]), p, put, call, key, core)
             v_put, v_call = self.payoff[s]
             out[:, idx] = put @ v_put.T + call @ v_call.T + self.parity[s][None, :]
         return out
 
 
 @njit(**JIT)
-def _cf_block(t: float, a: float, w: float, params: FloatArray, put: FloatArray, call: FloatArray) -> None:
-    """Both measures' coefficients of one slice for each parameter row: ``put[i, k]``, ``call[i, k]``."""
+def _cf_block(
+    t: float,
+    a: float,
+    w: float,
+    params: FloatArray,
+    put: FloatArray,
+    call: FloatArray,
+    key: FloatArray,
+    core: np.ndarray,
+) -> None:
+    """Both measures' coefficients of one slice for each parameter row: ``put[i, k]``, ``call[i, k]``, each equal
+    bit for bit to ``_coefficient(k, t, *params[i], a, w, 0.0 or 1.0)``.
+
+    Rows with the same ``(kappa, xi, rho)`` (exactly) share ``_log_cf_core``; a group whose ``(kappa, xi, rho)``
+    equals ``key[1:4]`` (``key[0]`` 1: set) takes its parts from ``core`` (shape ``(4, n)``: put ``big``, put
+    ``dd``, call ``big``, call ``dd``), and the parts of row 0's group are left there with ``key`` for the next
+    call."""
     m, n = put.shape
+    leader = np.empty(m, dtype=np.intp)
     for i in range(m):
-        v0, kappa, theta, xi, rho = params[i, 0], params[i, 1], params[i, 2], params[i, 3], params[i, 4]
+        leader[i] = i
+        for j in range(i):
+            if (
+                leader[j] == j
+                and params[j, 1] == params[i, 1]
+                and params[j, 3] == params[i, 3]
+                and params[j, 4] == params[i, 4]
+            ):
+                leader[i] = j
+                break
+    cached = key[0] == 1.0 and params[0, 1] == key[1] and params[0, 3] == key[2] and params[0, 4] == key[3]
+    for i in range(m):
+        if leader[i] != i:
+            continue
+        kappa, xi, rho = params[i, 1], params[i, 3], params[i, 4]
+        from_cache = cached and i == 0
         for k in range(n):
-            put[i, k] = _coefficient(k, t, v0, kappa, theta, xi, rho, a, w, 0.0)
-            call[i, k] = _coefficient(k, t, v0, kappa, theta, xi, rho, a, w, 1.0)
+            if k == 0:
+                big_p, dd_p, big_c, dd_c = 0j, 0j, 0j, 0j
+            elif from_cache:
+                big_p, dd_p, big_c, dd_c = core[0, k], core[1, k], core[2, k], core[3, k]
+            else:
+                u = k * math.pi / w
+                big_p, dd_p = _log_cf_core(u - 1j * 0.0, t, kappa, xi, rho)
+                big_c, dd_c = _log_cf_core(u - 1j * 1.0, t, kappa, xi, rho)
+                if i == 0:
+                    core[0, k], core[1, k], core[2, k], core[3, k] = big_p, dd_p, big_c, dd_c
+            for r in range(i, m):
+                if leader[r] != i:
+                    continue
+                if k == 0:
+                    put[r, 0] = 1.0  # phi(0) = phi(-i) = 1, as _coefficient
+                    call[r, 0] = 1.0
+                    continue
+                u = k * math.pi / w
+                v0, theta = params[r, 0], params[r, 2]
+                z = _log_cf_from_core(big_p, dd_p, v0, kappa, theta, xi) - 1j * u * a
+                put[r, k] = math.exp(z.real) * math.cos(z.imag)
+                z = _log_cf_from_core(big_c, dd_c, v0, kappa, theta, xi) - 1j * u * a
+                call[r, k] = math.exp(z.real) * math.cos(z.imag)
+    if not cached and n > 0:
+        key[0], key[1], key[2], key[3] = 1.0, params[0, 1], params[0, 3], params[0, 4]
 
 
 def calibrate_heston(
@@ -592,9 +690,9 @@ def calibrate_heston(
     surf = _SurfaceCos(t_slice, slice_of, lk, call, _to_p(x)[None, :], l_std, cf_tolerance)
     for round_ in range(max(rounds, 1)):
         if round_ > 0:  # re-centre the grids on the fitted parameters unless the ones used already cover them
-            grid = cos_grid(t_slice, _to_p(x)[None, :], l_std, cf_tolerance)
-            width, used = grid.b - grid.a, surf.b - surf.a
-            if np.all((grid.a >= surf.a) & (grid.b <= surf.b) & (grid.terms * used / width <= surf.n)):
+            grid_a, grid_b, grid_n = cos_interval(t_slice, _to_p(x)[None, :], l_std, cf_tolerance)
+            width, used = grid_b - grid_a, surf.b - surf.a
+            if np.all((grid_a >= surf.a) & (grid_b <= surf.b) & (grid_n * used / width <= surf.n)):
                 break
             surf = _SurfaceCos(t_slice, slice_of, lk, call, _to_p(x)[None, :], l_std, cf_tolerance)
 

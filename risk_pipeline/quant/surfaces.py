@@ -233,22 +233,30 @@ def _svi_jacobians(x: FloatArray, k: FloatArray) -> tuple[FloatArray, FloatArray
     a, b, rho, m, sigma = (float(e) for e in x)
     d = k - m
     r = np.sqrt(d * d + sigma * sigma)
+    d_r = d / r
+    r3, r5 = r**3, r**5  # each power once (the same values as computing it at every use)
     w = a + b * (rho * d + r)
-    w1 = b * (rho + d / r)
-    w2 = b * sigma * sigma / r**3
-    zeros, ones = np.zeros_like(k), np.ones_like(k)
-    dw = np.stack((ones, rho * d + r, b * d, -b * (rho + d / r), b * sigma / r), axis=1)
-    dw1 = np.stack((zeros, rho + d / r, b * ones, -b * sigma * sigma / r**3, -b * d * sigma / r**3), axis=1)
-    dw2 = np.stack(
-        (
-            zeros,
-            sigma * sigma / r**3,
-            zeros,
-            3.0 * b * sigma * sigma * d / r**5,
-            b * (2.0 * sigma / r**3 - 3.0 * sigma**3 / r**5),
-        ),
-        axis=1,
-    )
+    w1 = b * (rho + d_r)
+    w2 = b * sigma * sigma / r3
+    # the columns written in place of np.stack: the same numbers without the stacking's copies
+    dw = np.empty((k.size, 5))
+    dw[:, 0] = 1.0
+    dw[:, 1] = rho * d + r
+    dw[:, 2] = b * d
+    dw[:, 3] = -b * (rho + d_r)
+    dw[:, 4] = b * sigma / r
+    dw1 = np.empty((k.size, 5))
+    dw1[:, 0] = 0.0
+    dw1[:, 1] = rho + d_r
+    dw1[:, 2] = b  # b * 1.0
+    dw1[:, 3] = -b * sigma * sigma / r3
+    dw1[:, 4] = -b * d * sigma / r3
+    dw2 = np.empty((k.size, 5))
+    dw2[:, 0] = 0.0
+    dw2[:, 1] = sigma * sigma / r3
+    dw2[:, 2] = 0.0
+    dw2[:, 3] = 3.0 * b * sigma * sigma * d / r5
+    dw2[:, 4] = b * (2.0 * sigma / r3 - 3.0 * sigma**3 / r5)
     safe_w = np.where(w > 0.0, w, 1.0)
     lead = 1.0 - k * w1 / (2.0 * safe_w)
     g = lead**2 - (w1 * w1 / 4.0) * (1.0 / safe_w + 0.25) + w2 / 2.0
@@ -302,7 +310,12 @@ def constrained_refit_fast(
         d = k - m
         r = np.sqrt(d * d + sigma * sigma)
         resid = (a + b * (rho * d + r) - w) / scale
-        dw = np.stack((np.ones_like(d), rho * d + r, b * d, -b * (rho + d / r), b * sigma / r))
+        dw = np.empty((5, d.size))  # np.stack's rows, written in place
+        dw[0] = 1.0
+        dw[1] = rho * d + r
+        dw[2] = b * d
+        dw[3] = -b * (rho + d / r)
+        dw[4] = b * sigma / r
         wr = wt * resid
         return float(wr @ resid), 2.0 * (dw @ wr) / scale
 
