@@ -173,6 +173,28 @@ def test_quotes_of_many_sessions_equal_the_per_session_quotes(source: SyntheticS
     pd.testing.assert_frame_equal(generic, expected, check_exact=True)
 
 
+def test_default_block_holds_about_the_row_budget(source: SyntheticSource, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``block`` the sessions per call follow ``CHAIN_ROWS_PER_CALL`` (at most 20): a budget of 7 sessions'
+    contracts selects 7 sessions at a time, and the frame is the one of any other block size."""
+    import risk_pipeline.sources.synthetic as synthetic
+
+    sessions = source.sessions(dt.date(2024, 12, 16), dt.date(2025, 1, 10))
+    seen: list[int] = []
+
+    def select(unpriced: pd.DataFrame) -> np.ndarray:
+        seen.append(unpriced["as_of_date"].nunique())
+        return (unpriced["strike"].to_numpy() / unpriced["underlying_price"].to_numpy() > 1.1).astype(bool)
+
+    per_session = synthetic._CHAIN_ROWS_PER_NAME * len(source.symbols())
+    source.option_quotes_where_many(sessions, select)
+    assert seen == [len(sessions)] and len(sessions) <= 20  # the sample universe: up to 20 sessions a call
+    seen.clear()
+    monkeypatch.setattr(synthetic, "CHAIN_ROWS_PER_CALL", 7 * per_session + per_session // 2)
+    got = source.option_quotes_where_many(sessions, select)
+    assert seen == [7, 7, len(sessions) - 14]
+    pd.testing.assert_frame_equal(got, source.option_quotes_where_many(sessions, select, block=20), check_exact=True)
+
+
 def test_one_inversion_for_all_sessions_equals_the_per_session_frames(source: SyntheticSource) -> None:
     sessions = source.sessions(dt.date(2023, 3, 1), dt.date(2023, 3, 10))
     curves = dict(tuple(source.rates_curve(sessions[0], sessions[-1]).groupby("as_of_date")))
