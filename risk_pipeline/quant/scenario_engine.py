@@ -86,6 +86,7 @@ from risk_pipeline.quant.american_alo import (
     exercise_limits,
     premiums,
     py_max,
+    row_premiums,
     solve_boundaries,
 )
 from risk_pipeline.quant.bsm import MIN_TOTAL_STD, bsm_price
@@ -1037,10 +1038,10 @@ def _grid_prices(
     bounds = (*per_bnd, np.ascontiguousarray(v).reshape(-1), np.repeat(t, nv), np.repeat(exercise_limits(pr, pq), nv))
     cb = call[:, None, None]
     kb = k[:, None, None]
-    x = np.where(cb, kb / spot, spot / kb).reshape(-1)
+    x = np.where(cb, kb / spot, spot / kb).reshape(na * nv, nu)
     scale = np.where(cb, spot, kb)
-    row = np.repeat(np.arange(na * nv), nu)
-    p = premiums(x, row, bounds, np.ascontiguousarray(bnd).reshape(na * nv, -1), GRID_TABLES, True)[0]
+    # the nu spots of each boundary together (its spot-free terms once): premiums' prices, bit for bit
+    p = row_premiums(x, bounds, np.ascontiguousarray(bnd).reshape(na * nv, -1), GRID_TABLES)
     return scale * p.reshape(spot.shape)
 
 
