@@ -946,7 +946,7 @@ def _alo_values(book: PreparedBook, inp: _ChunkInputs, values: FloatArray) -> No
     src = np.empty((n_am, n), dtype=np.intp)
     bounds = np.empty((4, n_am, n))
     n_bounds = np.empty(n_am, dtype=np.intp)
-    sym_major = [np.ascontiguousarray(a.T) for a in (inp.spot_new, inp.scale, inp.shift, inp.skew, inp.log_spot_new)]
+    sym_major = inp.symbol_major("spot_new", "scale", "shift", "skew", "log_spot_new")
     run_chunked(
         _alo_plan,
         n_am,
@@ -1290,6 +1290,17 @@ class _ChunkInputs:
     rate: FloatArray
     div: FloatArray
     moved: BoolArray
+    #: the arrays made as constants (absent shocks), by name: their value (0 or 1 everywhere)
+    constant: tuple[tuple[str, float], ...] = ()
+
+    def symbol_major(self, *names: str) -> list[FloatArray]:
+        """The arrays ``names`` transposed to ``(n_symbols, n)``, contiguous (the constants made so, not copied)."""
+        fill = dict(self.constant)
+        out = []
+        for name in names:
+            a = getattr(self, name)
+            out.append(np.full(a.shape[::-1], fill[name]) if name in fill else np.ascontiguousarray(a.T))
+        return out
 
 
 def _chunk_inputs(book: PreparedBook, sc: ScenarioSet) -> _ChunkInputs:
@@ -1298,7 +1309,7 @@ def _chunk_inputs(book: PreparedBook, sc: ScenarioSet) -> _ChunkInputs:
     if sc.n_symbols != n_sym:
         raise ValueError(f"scenarios have {sc.n_symbols} symbol columns, the book {n_sym}")
     log_spot_new = book.log_spot0[None, :] + np.log1p(sc.spot_shock_rel)
-    shift = np.zeros((n, n_sym))
+    shift = no_shift = np.zeros((n, n_sym))
     shift_opt = np.zeros((n, 1))
     stride = 0
     v = sc.vol_shift_abs
@@ -1335,6 +1346,11 @@ def _chunk_inputs(book: PreparedBook, sc: ScenarioSet) -> _ChunkInputs:
         if sc.rate_shift_abs is None and sc.dividend_shift_abs is None
         else np.any(rate != 0.0, axis=1) | np.any(div != 0.0, axis=1)
     )
+    constant = [("shift", 0.0)] if shift is no_shift else []
+    if sc.vol_scale is None:
+        constant.append(("scale", 1.0))
+    if sc.vol_skew is None:
+        constant.append(("skew", 0.0))
     return _ChunkInputs(
         spot_new=book.spot0[None, :] * (1.0 + sc.spot_shock_rel),
         log_spot_new=log_spot_new,
@@ -1346,6 +1362,7 @@ def _chunk_inputs(book: PreparedBook, sc: ScenarioSet) -> _ChunkInputs:
         rate=rate,
         div=div,
         moved=moved,
+        constant=tuple(constant),
     )
 
 
@@ -1682,9 +1699,7 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
     if grid:
         values = np.empty((n_am, n))
         n_nan = np.empty(n_am, dtype=np.intp)
-        sym_major = [
-            np.ascontiguousarray(a.T) for a in (inp.spot_new, inp.log_spot_new, inp.scale, inp.shift, inp.skew)
-        ]
+        sym_major = inp.symbol_major("spot_new", "log_spot_new", "scale", "shift", "skew")
         run_chunked(
             _american_grid_values,
             n_am,
