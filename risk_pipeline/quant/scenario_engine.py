@@ -62,6 +62,7 @@ chunking.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import weakref
@@ -214,12 +215,13 @@ class ScenarioSet:
         return int(self.spot_shock_rel.shape[1])
 
     def take(self, start: int, stop: int) -> ScenarioSet:
-        """Rows ``start:stop`` (views), keeping the absolute row offset for callables."""
+        """Rows ``start:stop`` (views), keeping the absolute row offset for callables (not checked again: the rows
+        of a checked set are checked, ``_checked``)."""
 
         def cut(a: Any) -> Any:
             return a[start:stop] if isinstance(a, np.ndarray) else a
 
-        return replace(
+        return _checked(
             self,
             spot_shock_rel=self.spot_shock_rel[start:stop],
             vol_scale=cut(self.vol_scale),
@@ -241,6 +243,19 @@ class ScenarioSet:
     def moves_carry(self) -> bool:
         """Whether any scenario shifts a rate or a dividend yield."""
         return any(a is not None and bool(np.any(a != 0.0)) for a in (self.rate_shift_abs, self.dividend_shift_abs))
+
+
+def _checked(template: ScenarioSet, **fields: Any) -> ScenarioSet:
+    """``replace(template, **fields)`` without repeating ``ScenarioSet.__post_init__``'s checks, for a set made of a
+    checked set's arrays (row slices): the same object ``replace`` makes when every array is C-contiguous float64
+    (the checks keep those as they are); otherwise ``replace`` itself."""
+    for value in fields.values():
+        if isinstance(value, np.ndarray) and not (value.dtype == np.float64 and value.flags.c_contiguous):
+            return replace(template, **fields)
+    out = object.__new__(ScenarioSet)
+    for f in dataclasses.fields(ScenarioSet):
+        object.__setattr__(out, f.name, fields[f.name] if f.name in fields else getattr(template, f.name))
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -1898,7 +1913,9 @@ def _stack_sets(sets: Sequence[ScenarioSet], n: int, books: Sequence[Portfolio])
         vol_shift: FloatArray | None = np.hstack(shifts)
     else:
         vol_shift = cat([sc.vol_shift_abs for sc in sets], 0.0)  # type: ignore[misc]  # arrays (checked)
-    return ScenarioSet(
+    # blocks of checked sets (and constants that pass the checks): the stacked set is not checked again
+    return _checked(
+        sets[0],
         spot_shock_rel=np.hstack([pad(sc.spot_shock_rel) for sc in sets]),
         vol_scale=cat([sc.vol_scale for sc in sets], 1.0),
         vol_shift_abs=vol_shift,
@@ -1906,6 +1923,7 @@ def _stack_sets(sets: Sequence[ScenarioSet], n: int, books: Sequence[Portfolio])
         vol_skew=cat([sc.vol_skew for sc in sets], 0.0),
         rate_shift_abs=cat([sc.rate_by_symbol() for sc in sets], 0.0),
         dividend_shift_abs=cat([sc.dividend_shift_abs for sc in sets], 0.0),
+        row_offset=0,
     )
 
 
