@@ -546,12 +546,14 @@ def put_prices_from_boundary(
     s: FloatArray,
     tab: tuple[FloatArray, ...],
     out: FloatArray,
+    moved: BoolArray,
 ) -> None:
     """``out[c] = put_from_boundary(sps[c], k, r, q, sig, t, x_max, s, tab)[0]`` for several spots on one boundary,
-    bit for bit: what does not depend on the spot (the squared boundary, and on the tabulated split the
-    interpolated boundary at the premium points with its square root, elapsed times, spreads and discount factors)
-    is computed once and read by every spot in the same operations; spots on the moved split (close to the
-    boundary) go through ``put_from_boundary`` itself."""
+    bit for bit, for the spots in the exercise region and on the tabulated split: what does not depend on the spot
+    (the squared boundary, the interpolated boundary at the premium points with its square root, elapsed times,
+    spreads and discount factors) is computed once and read by every spot in the same operations. Spots on the
+    moved split (close to the boundary, and NaN) are only flagged in ``moved`` (``out`` not written) for the
+    caller to price by ``put_from_boundary`` (``premiums``)."""
     z_c, pcs, pws, pm = tab[0], tab[6], tab[7], tab[8]
     n = z_c.shape[0] - 1
     b_t = x_max * math.exp(-s[n])
@@ -578,8 +580,8 @@ def put_prices_from_boundary(
             out[i] = k - sp
             continue
         w0 = math.log(sp / b_t) / v
-        if not LAYER_WIDTH * w0 >= LAYER_MAX:
-            out[i] = put_from_boundary(sp, k, r, q, sig, t, x_max, s, tab, False)[0]
+        if not LAYER_WIDTH * w0 >= LAYER_MAX:  # the moved split: left to put_from_boundary (moved[i])
+            moved[i] = True
             continue
         if not ready:
             for c in range(nq):
@@ -781,14 +783,15 @@ def premium_rows_kernel(
     s: FloatArray,
     tab: tuple[FloatArray, ...],
     price: FloatArray,
+    moved: BoolArray,
     start: int,
     stop: int,
 ) -> None:
     """``put_prices_from_boundary`` of unit-strike puts at the spots ``x[b]`` on the boundary ``s[b]`` (solved at
-    ``pr, pq, sig, t, x_max`` of row ``b``) into ``price[b]``, rows ``start .. stop-1`` (``run_chunked``): the
-    prices of ``premium_kernel`` with ``row[i] = b`` for the spots of each row, bit for bit."""
+    ``pr, pq, sig, t, x_max`` of row ``b``) into ``price[b]`` and ``moved[b]``, rows ``start .. stop-1``
+    (``run_chunked``)."""
     for b in range(start, stop):
-        put_prices_from_boundary(x[b], 1.0, pr[b], pq[b], sig[b], t[b], x_max[b], s[b], tab, price[b])
+        put_prices_from_boundary(x[b], 1.0, pr[b], pq[b], sig[b], t[b], x_max[b], s[b], tab, price[b], moved[b])
 
 
 @njit(**JIT)
@@ -883,7 +886,11 @@ def row_premiums(
     x = np.ascontiguousarray(x, dtype=np.float64)
     out = np.empty(x.shape)
     if x.size:
-        run_chunked(premium_rows_kernel, x.shape[0], x, *bounds, s, tab, out)
+        moved = np.zeros(x.shape, dtype=np.bool_)
+        run_chunked(premium_rows_kernel, x.shape[0], x, *bounds, s, tab, out, moved)
+        b, c = np.nonzero(moved)  # the spots close to the boundary: premium_kernel itself
+        if b.size:
+            out[b, c] = premiums(np.ascontiguousarray(x[b, c]), b, bounds, s, tab, False)[0]
     return out
 
 
