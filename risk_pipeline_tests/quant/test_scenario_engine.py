@@ -541,3 +541,34 @@ def test_rows_and_stacks_of_checked_sets_are_the_sets_the_checks_make() -> None:
     # anything else is checked as before
     with pytest.raises(ValueError, match="above -1"):
         _checked(full, spot_shock_rel=np.asfortranarray(np.full((4, n_sym), -1.5)))
+
+
+def test_symbol_major_inputs_are_the_transposed_chunk_inputs() -> None:
+    """``_ChunkInputs.symbol_major``: the kernels' ``(symbols, scenarios)`` inputs, made directly for absent shocks
+    (zero shifts and skews, unit scales), equal the transposes of the chunk's dense inputs, for sets with and without
+    those shocks."""
+    from risk_pipeline.quant.scenario_engine import _chunk_inputs
+
+    p = _book(n=30, n_sym=4, american=0.5, seed=3)
+    rng = np.random.default_rng(4)
+    shock = rng.normal(0.0, 0.02, (50, p.n_symbols))
+    sets = [
+        ScenarioSet(shock),
+        ScenarioSet(
+            shock,
+            vol_scale=np.exp(rng.normal(0.0, 0.1, shock.shape)),
+            vol_shift_abs=rng.normal(0.0, 0.01, shock.shape),
+            vol_skew=rng.normal(0.0, 0.01, shock.shape),
+        ),
+    ]
+    names = ("spot_new", "log_spot_new", "scale", "shift", "skew")
+    for sc in sets:
+        inp = _chunk_inputs(prepare(p, 1.0, sc, "eep_grid"), sc)
+        for name, got in zip(names, inp.symbol_major(*names), strict=True):
+            assert got.flags.c_contiguous and got.dtype == np.float64
+            np.testing.assert_array_equal(got, getattr(inp, name).T)
+    assert {name for name, _ in _chunk_inputs(prepare(p, 1.0, sets[0], "eep_grid"), sets[0]).constant} == {
+        "scale",
+        "shift",
+        "skew",
+    }
