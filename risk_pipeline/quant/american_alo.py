@@ -535,6 +535,86 @@ def put_from_boundary(
 
 
 @inner_njit()
+def put_prices_from_boundary(
+    sps: FloatArray,
+    k: float,
+    r: float,
+    q: float,
+    sig: float,
+    t: float,
+    x_max: float,
+    s: FloatArray,
+    tab: tuple[FloatArray, ...],
+    out: FloatArray,
+    moved: BoolArray,
+) -> None:
+    """``out[c] = put_from_boundary(sps[c], k, r, q, sig, t, x_max, s, tab)[0]`` for several spots on one boundary,
+    bit for bit, for the spots in the exercise region and on the tabulated split: what does not depend on the spot
+    (the squared boundary, the interpolated boundary at the premium points with its square root, elapsed times,
+    spreads and discount factors) is computed once and read by every spot in the same operations. Spots on the
+    moved split (close to the boundary, and NaN) are only flagged in ``moved`` (``out`` not written) for the
+    caller to price by ``put_from_boundary`` (``premiums``)."""
+    z_c, pcs, pws, pm = tab[0], tab[6], tab[7], tab[8]
+    n = z_c.shape[0] - 1
+    b_t = x_max * math.exp(-s[n])
+    sqt = math.sqrt(t)
+    v = sig * sqt
+    dq = math.exp(-q * t)
+    dr = math.exp(-r * t)
+    nq = pcs.shape[0]
+    hh = np.empty(n + 1)
+    for j in range(n + 1):
+        hh[j] = s[j] * s[j]
+    # the tabulated split's spot-free terms, made on its first spot
+    root_a = np.empty(nq)
+    tt_a = np.empty(nq)
+    sd_a = np.empty(nq)
+    er_a = np.empty(nq)
+    eq_a = np.empty(nq)
+    ta = np.empty(nq)
+    ready = False
+    rk = r * k
+    for i in range(sps.shape[0]):
+        sp = sps[i]
+        if sp <= b_t:
+            out[i] = k - sp
+            continue
+        w0 = math.log(sp / b_t) / v
+        if not LAYER_WIDTH * w0 >= LAYER_MAX:  # the moved split: left to put_from_boundary (moved[i])
+            moved[i] = True
+            continue
+        if not ready:
+            for c in range(nq):
+                h = 0.0
+                for j in range(1, n + 1):
+                    h += pm[c, j] * hh[j]
+                pc = pcs[c]
+                root_a[c] = math.sqrt(np.maximum(h, 0.0))
+                tt = t * pc * pc
+                tt_a[c] = tt
+                sd_a[c] = v * pc
+                er_a[c] = fast_exp(-r * tt)
+                eq_a[c] = fast_exp(-q * tt)
+            ready = True
+        dp = (math.log(sp / k) + (r - q) * t) / v + 0.5 * v
+        e_p = exp_minus_half_square(dp)
+        price = k * dr * _ncdf(-(dp - v)) - sp * dq * norm_cdf_from_exp(-dp, e_p)
+        lsx = math.log(sp / x_max)
+        for c in range(nq):  # branch-free (vectorized), summed in point order afterwards
+            sd = sd_a[c]
+            d1 = (lsx + root_a[c] + (r - q) * tt_a[c]) / sd + 0.5 * sd
+            d2 = d1 - sd
+            e1 = exp_minus_half_square(d1)
+            e2 = exp_minus_half_square(d2)
+            n1 = norm_cdf_from_exp(-d1, e1)
+            ta[c] = pws[c] * (rk * er_a[c] * norm_cdf_from_exp(-d2, e2) - q * sp * eq_a[c] * n1)
+        e_price = 0.0
+        for c in range(nq):
+            e_price += ta[c]
+        out[i] = price + t * e_price
+
+
+@inner_njit()
 def deterministic_put(sp: float, k: float, r: float, q: float, t: float) -> tuple[float, float]:
     """Zero-volatility American put ``max_t (K e^{-rt} - S e^{-qt})^+`` over ``t in [0, T]`` and its delta."""
     best = max(k - sp, 0.0)
@@ -693,6 +773,28 @@ def premium_kernel(
 
 
 @njit(**JIT)
+def premium_rows_kernel(
+    x: FloatArray,
+    pr: FloatArray,
+    pq: FloatArray,
+    sig: FloatArray,
+    t: FloatArray,
+    x_max: FloatArray,
+    s: FloatArray,
+    tab: tuple[FloatArray, ...],
+    price: FloatArray,
+    moved: BoolArray,
+    start: int,
+    stop: int,
+) -> None:
+    """``put_prices_from_boundary`` of unit-strike puts at the spots ``x[b]`` on the boundary ``s[b]`` (solved at
+    ``pr, pq, sig, t, x_max`` of row ``b``) into ``price[b]`` and ``moved[b]``, rows ``start .. stop-1``
+    (``run_chunked``)."""
+    for b in range(start, stop):
+        put_prices_from_boundary(x[b], 1.0, pr[b], pq[b], sig[b], t[b], x_max[b], s[b], tab, price[b], moved[b])
+
+
+@njit(**JIT)
 def special_kernel(
     ps: FloatArray,
     pk: FloatArray,
@@ -772,6 +874,23 @@ def premiums(
     out = np.empty(n), np.empty(n), np.empty(n)
     if n:
         run_chunked(premium_kernel, n, x, row, *bounds, s, tab, np.bool_(greeks), *out)
+    return out
+
+
+def row_premiums(
+    x: FloatArray, bounds: tuple[FloatArray, ...], s: FloatArray, tab: tuple[FloatArray, ...]
+) -> FloatArray:
+    """``premium_rows_kernel`` of 2-d spots: the prices ``(n_rows, n_spots)`` of unit-strike puts at ``x[b]`` on the
+    boundary ``s[b]``, ``bounds`` = (pr, pq, sig, t, x_max) per row; equal, bit for bit, to
+    ``premiums(x.ravel(), np.repeat(np.arange(n_rows), n_spots), bounds, s, tab, greeks)[0]``."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    out = np.empty(x.shape)
+    if x.size:
+        moved = np.zeros(x.shape, dtype=np.bool_)
+        run_chunked(premium_rows_kernel, x.shape[0], x, *bounds, s, tab, out, moved)
+        b, c = np.nonzero(moved)  # the spots close to the boundary: premium_kernel itself
+        if b.size:
+            out[b, c] = premiums(np.ascontiguousarray(x[b, c]), b, bounds, s, tab, False)[0]
     return out
 
 

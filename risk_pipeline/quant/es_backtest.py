@@ -51,9 +51,16 @@ def z2_statistic(pnl: ArrayLike, var: ArrayLike, es: ArrayLike, alpha: float) ->
 
 
 def _t_ratio(df: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """(ES / VaR, VaR) of the standard Student-t with ``df`` degrees of freedom at tail ``alpha``."""
-    q = stats.t.ppf(1.0 - alpha, df)
-    es = stats.t.pdf(q, df) * (df + q * q) / (df - 1.0) / alpha
+    """(ES / VaR, VaR) of the standard Student-t with ``df`` degrees of freedom (finite, positive) at tail ``alpha``.
+
+    ``stats.t.ppf(1 - alpha, df)`` and ``stats.t.pdf(q, df)`` as SciPy computes them for finite ``df`` (its quantile
+    and log-density functions, the same operations on the same arrays), without the distribution's per-call
+    argument handling: the bisection of ``matched_student_t`` calls this 60 times a series."""
+    q = special.stdtrit(df, 1.0 - alpha)
+    log_pdf = (
+        np.log(special.poch(0.5 * df, 0.5)) - 0.5 * (np.log(df) + np.log(np.pi)) - (df + 1) / 2 * np.log1p(q * q / df)
+    )
+    es = np.exp(log_pdf) * (df + q * q) / (df - 1.0) / alpha
     return es / q, q
 
 

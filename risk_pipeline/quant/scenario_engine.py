@@ -62,6 +62,7 @@ chunking.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import weakref
@@ -86,6 +87,7 @@ from risk_pipeline.quant.american_alo import (
     exercise_limits,
     premiums,
     py_max,
+    row_premiums,
     solve_boundaries,
 )
 from risk_pipeline.quant.bsm import MIN_TOTAL_STD, bsm_price
@@ -213,12 +215,13 @@ class ScenarioSet:
         return int(self.spot_shock_rel.shape[1])
 
     def take(self, start: int, stop: int) -> ScenarioSet:
-        """Rows ``start:stop`` (views), keeping the absolute row offset for callables."""
+        """Rows ``start:stop`` (views), keeping the absolute row offset for callables (not checked again: the rows
+        of a checked set are checked, ``_checked``)."""
 
         def cut(a: Any) -> Any:
             return a[start:stop] if isinstance(a, np.ndarray) else a
 
-        return replace(
+        return _checked(
             self,
             spot_shock_rel=self.spot_shock_rel[start:stop],
             vol_scale=cut(self.vol_scale),
@@ -240,6 +243,19 @@ class ScenarioSet:
     def moves_carry(self) -> bool:
         """Whether any scenario shifts a rate or a dividend yield."""
         return any(a is not None and bool(np.any(a != 0.0)) for a in (self.rate_shift_abs, self.dividend_shift_abs))
+
+
+def _checked(template: ScenarioSet, **fields: Any) -> ScenarioSet:
+    """``replace(template, **fields)`` without repeating ``ScenarioSet.__post_init__``'s checks, for a set made of a
+    checked set's arrays (row slices): the same object ``replace`` makes when every array is C-contiguous float64
+    (the checks keep those as they are); otherwise ``replace`` itself."""
+    for value in fields.values():
+        if isinstance(value, np.ndarray) and not (value.dtype == np.float64 and value.flags.c_contiguous):
+            return replace(template, **fields)
+    out = object.__new__(ScenarioSet)
+    for f in dataclasses.fields(ScenarioSet):
+        object.__setattr__(out, f.name, fields[f.name] if f.name in fields else getattr(template, f.name))
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -945,7 +961,7 @@ def _alo_values(book: PreparedBook, inp: _ChunkInputs, values: FloatArray) -> No
     src = np.empty((n_am, n), dtype=np.intp)
     bounds = np.empty((4, n_am, n))
     n_bounds = np.empty(n_am, dtype=np.intp)
-    sym_major = [np.ascontiguousarray(a.T) for a in (inp.spot_new, inp.scale, inp.shift, inp.skew, inp.log_spot_new)]
+    sym_major = inp.symbol_major("spot_new", "scale", "shift", "skew", "log_spot_new")
     run_chunked(
         _alo_plan,
         n_am,
@@ -1037,10 +1053,10 @@ def _grid_prices(
     bounds = (*per_bnd, np.ascontiguousarray(v).reshape(-1), np.repeat(t, nv), np.repeat(exercise_limits(pr, pq), nv))
     cb = call[:, None, None]
     kb = k[:, None, None]
-    x = np.where(cb, kb / spot, spot / kb).reshape(-1)
+    x = np.where(cb, kb / spot, spot / kb).reshape(na * nv, nu)
     scale = np.where(cb, spot, kb)
-    row = np.repeat(np.arange(na * nv), nu)
-    p = premiums(x, row, bounds, np.ascontiguousarray(bnd).reshape(na * nv, -1), GRID_TABLES, True)[0]
+    # the nu spots of each boundary together (its spot-free terms once): premiums' prices, bit for bit
+    p = row_premiums(x, bounds, np.ascontiguousarray(bnd).reshape(na * nv, -1), GRID_TABLES)
     return scale * p.reshape(spot.shape)
 
 
@@ -1289,6 +1305,17 @@ class _ChunkInputs:
     rate: FloatArray
     div: FloatArray
     moved: BoolArray
+    #: the arrays made as constants (absent shocks), by name: their value (0 or 1 everywhere)
+    constant: tuple[tuple[str, float], ...] = ()
+
+    def symbol_major(self, *names: str) -> list[FloatArray]:
+        """The arrays ``names`` transposed to ``(n_symbols, n)``, contiguous (the constants made so, not copied)."""
+        fill = dict(self.constant)
+        out = []
+        for name in names:
+            a = getattr(self, name)
+            out.append(np.full(a.shape[::-1], fill[name]) if name in fill else np.ascontiguousarray(a.T))
+        return out
 
 
 def _chunk_inputs(book: PreparedBook, sc: ScenarioSet) -> _ChunkInputs:
@@ -1297,7 +1324,7 @@ def _chunk_inputs(book: PreparedBook, sc: ScenarioSet) -> _ChunkInputs:
     if sc.n_symbols != n_sym:
         raise ValueError(f"scenarios have {sc.n_symbols} symbol columns, the book {n_sym}")
     log_spot_new = book.log_spot0[None, :] + np.log1p(sc.spot_shock_rel)
-    shift = np.zeros((n, n_sym))
+    shift = no_shift = np.zeros((n, n_sym))
     shift_opt = np.zeros((n, 1))
     stride = 0
     v = sc.vol_shift_abs
@@ -1334,6 +1361,11 @@ def _chunk_inputs(book: PreparedBook, sc: ScenarioSet) -> _ChunkInputs:
         if sc.rate_shift_abs is None and sc.dividend_shift_abs is None
         else np.any(rate != 0.0, axis=1) | np.any(div != 0.0, axis=1)
     )
+    constant = [("shift", 0.0)] if shift is no_shift else []
+    if sc.vol_scale is None:
+        constant.append(("scale", 1.0))
+    if sc.vol_skew is None:
+        constant.append(("skew", 0.0))
     return _ChunkInputs(
         spot_new=book.spot0[None, :] * (1.0 + sc.spot_shock_rel),
         log_spot_new=log_spot_new,
@@ -1345,6 +1377,7 @@ def _chunk_inputs(book: PreparedBook, sc: ScenarioSet) -> _ChunkInputs:
         rate=rate,
         div=div,
         moved=moved,
+        constant=tuple(constant),
     )
 
 
@@ -1681,9 +1714,7 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
     if grid:
         values = np.empty((n_am, n))
         n_nan = np.empty(n_am, dtype=np.intp)
-        sym_major = [
-            np.ascontiguousarray(a.T) for a in (inp.spot_new, inp.log_spot_new, inp.scale, inp.shift, inp.skew)
-        ]
+        sym_major = inp.symbol_major("spot_new", "log_spot_new", "scale", "shift", "skew")
         run_chunked(
             _american_grid_values,
             n_am,
@@ -1882,7 +1913,9 @@ def _stack_sets(sets: Sequence[ScenarioSet], n: int, books: Sequence[Portfolio])
         vol_shift: FloatArray | None = np.hstack(shifts)
     else:
         vol_shift = cat([sc.vol_shift_abs for sc in sets], 0.0)  # type: ignore[misc]  # arrays (checked)
-    return ScenarioSet(
+    # blocks of checked sets (and constants that pass the checks): the stacked set is not checked again
+    return _checked(
+        sets[0],
         spot_shock_rel=np.hstack([pad(sc.spot_shock_rel) for sc in sets]),
         vol_scale=cat([sc.vol_scale for sc in sets], 1.0),
         vol_shift_abs=vol_shift,
@@ -1890,6 +1923,7 @@ def _stack_sets(sets: Sequence[ScenarioSet], n: int, books: Sequence[Portfolio])
         vol_skew=cat([sc.vol_skew for sc in sets], 0.0),
         rate_shift_abs=cat([sc.rate_by_symbol() for sc in sets], 0.0),
         dividend_shift_abs=cat([sc.dividend_shift_abs for sc in sets], 0.0),
+        row_offset=0,
     )
 
 

@@ -325,3 +325,50 @@ def test_price_only_path_gives_the_same_prices() -> None:
         ]
     )
     np.testing.assert_array_equal(american_price(*_args(o)), full)
+
+
+def test_prices_of_many_spots_on_one_boundary_equal_the_premium_kernel_and_quantlib(qlam: _Ql) -> None:
+    """``row_premiums`` (the spots of each boundary together, as the early-exercise grid prices its nodes) gives
+    ``premiums``' prices bit for bit, on both quadrature splits (spots far from and close to the boundary), in the
+    exercise region and for NaN spots, with the grid's and the exact engine's tables; with the exact tables and a
+    boundary converged like ``american_price``'s, the put prices match QuantLib's QD-FP high-precision engine."""
+    from risk_pipeline.quant.american_alo import (
+        EXACT_TABLES,
+        GRID_TABLES,
+        exercise_limits,
+        premiums,
+        row_premiums,
+        solve_boundaries,
+    )
+
+    rng = np.random.default_rng(41)
+    n, nu = 300, 13
+    days = rng.integers(1, 3 * 365 + 1, n)
+    pr, pq = rng.uniform(0.0, 0.10, n), rng.uniform(0.0, 0.10, n)
+    sig, t = np.exp(rng.uniform(np.log(0.05), np.log(1.5), n)), days / 365.0
+    x_max = exercise_limits(pr, pq)
+    for tab in (GRID_TABLES, EXACT_TABLES):
+        s, steps, b_t = solve_boundaries(pr, pq, sig, t, x_max, NEWTON_STEP_TOL, tab)
+        assert np.all(steps > 0)
+        # from just below the boundary (exercise) through the moved split near it to far above it
+        x = b_t[:, None] * np.exp(np.linspace(-0.02, 1.2, nu))[None, :] * rng.uniform(0.99, 1.01, (n, nu))
+        x[::9, 4] = np.nan
+        bounds = (pr, pq, sig, t, x_max)
+        got = row_premiums(x, bounds, s, tab)
+        for greeks in (True, False):
+            want = premiums(x.ravel(), np.repeat(np.arange(n), nu), bounds, s, tab, greeks)[0].reshape(n, nu)
+            np.testing.assert_array_equal(got, want)
+    engine = ql.QdFpAmericanEngine(qlam.process, ql.QdFpAmericanEngine.highPrecisionScheme())
+    rows = np.arange(0, n, 15)
+    cols = np.array([0, 2, 6, 12])
+    ref = np.array(
+        [
+            qlam.npv(
+                100.0 * float(x[i, j]), 100.0, int(days[i]), float(sig[i]), float(pr[i]), float(pq[i]), False, engine
+            )
+            for i in rows
+            for j in cols
+        ]
+    )
+    ours = 100.0 * got[rows][:, cols].ravel()
+    assert np.all(_score(ours, ref, np.full(ref.size, 100.0)) < 1.0)

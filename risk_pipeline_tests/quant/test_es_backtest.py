@@ -134,3 +134,25 @@ def test_simulated_z2_is_the_formula_on_the_matched_draws(with_normal: bool) -> 
     losses = draws * scale
     want = 1.0 - np.sum(np.where(losses > var, losses / es, 0.0), axis=1) / (var.size * ALPHA)
     np.testing.assert_array_equal(simulated_z2(var, es, ALPHA, 700, 11), want)
+
+
+def test_t_ratio_is_scipy_t_distribution_bit_for_bit() -> None:
+    """``_t_ratio`` calls SciPy's Student-t quantile and log-density functions directly: the same bits as
+    ``stats.t.ppf`` and ``stats.t.pdf`` (arrays of any length and 0-d, the bisection's range of ``df``), and its ES
+    over VaR is the Student-t's own (``stats.t.expect`` of the tail)."""
+    from risk_pipeline.quant.es_backtest import DF_MAX, DF_MIN, _t_ratio
+
+    rng = np.random.default_rng(5)
+    alpha = 0.025
+    for n in (1, 2, 7, 8, 9, 250, 1001):
+        df = np.exp(rng.uniform(np.log(DF_MIN), np.log(DF_MAX), n))
+        for d in (df, df[0].reshape(())):
+            q = stats.t.ppf(1.0 - alpha, d)
+            want = stats.t.pdf(q, d) * (d + q * q) / (d - 1.0) / alpha / q
+            ratio, quantile = _t_ratio(d, alpha)
+            np.testing.assert_array_equal(quantile, q)
+            np.testing.assert_array_equal(ratio, want)
+    for d in (2.5, 4.0, 30.0):
+        q = stats.t.ppf(1.0 - alpha, d)
+        es = stats.t.expect(lambda x: -x, args=(d,), ub=-q) / alpha
+        assert abs(_t_ratio(np.array([d]), alpha)[0][0] - es / q) < 1e-7 * es / q

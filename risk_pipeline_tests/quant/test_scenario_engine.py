@@ -489,3 +489,86 @@ def test_row_vol_shifts_made_chunk_by_chunk_equal_the_whole_set_array(monkeypatc
         ScenarioSet(shock, vol_shift_abs=se.RowVolShifts(make, p.n_positions), vol_shift_per_position=False)
     with pytest.raises(ValueError, match="array scenarios only"):
         se.evaluate_many([p], [rows])
+
+
+def test_rows_and_stacks_of_checked_sets_are_the_sets_the_checks_make() -> None:
+    """``ScenarioSet.take`` and ``_stack_sets`` skip the checks of ``__post_init__`` for arrays made of checked sets:
+    every field is the one the checked constructor gives (same arrays, bit for bit, C-contiguous float64), and an
+    invalid or non-contiguous array still goes through the checks."""
+    from dataclasses import fields, replace
+
+    from risk_pipeline.quant.scenario_engine import _checked, _stack_sets
+
+    rng = np.random.default_rng(7)
+    n, n_sym = 40, 3
+    full = ScenarioSet(
+        rng.normal(0.0, 0.02, (n, n_sym)),
+        vol_scale=np.exp(rng.normal(0.0, 0.1, (n, n_sym))),
+        vol_shift_abs=rng.normal(0.0, 0.01, (n, n_sym)),
+        vol_skew=rng.normal(0.0, 0.01, (n, n_sym)),
+        rate_shift_abs=rng.normal(0.0, 1e-3, n),
+        dividend_shift_abs=rng.normal(0.0, 1e-3, (n, n_sym)),
+        row_offset=5,
+    )
+
+    def same(a: ScenarioSet, b: ScenarioSet) -> None:
+        for f in fields(ScenarioSet):
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            if isinstance(y, np.ndarray):
+                assert isinstance(x, np.ndarray) and x.dtype == np.float64 and x.flags.c_contiguous
+                np.testing.assert_array_equal(x, y)
+            else:
+                assert x == y, f.name
+
+    part = full.take(7, 19)
+    cut = {k: getattr(full, k)[7:19] for k in ("spot_shock_rel", "vol_scale", "vol_shift_abs", "vol_skew")}
+    rates = {"rate_shift_abs": full.rate_shift_abs[7:19], "dividend_shift_abs": full.dividend_shift_abs[7:19]}
+    same(part, replace(full, **cut, **rates, row_offset=12))
+    assert part.row_offset == 12
+    books = [_book(n=12, n_sym=n_sym, seed=s) for s in (1, 2)]
+    sets = [full.take(0, 30), ScenarioSet(rng.normal(0.0, 0.02, (25, n_sym)))]
+    stacked = _stack_sets(sets, 30, books)
+    pad = np.vstack([sets[1].spot_shock_rel, np.repeat(sets[1].spot_shock_rel[-1:], 5, axis=0)])
+    want = ScenarioSet(
+        np.hstack([sets[0].spot_shock_rel, pad]),
+        vol_scale=np.hstack([sets[0].vol_scale, np.ones((30, n_sym))]),
+        vol_shift_abs=np.hstack([sets[0].vol_shift_abs, np.zeros((30, n_sym))]),
+        vol_skew=np.hstack([sets[0].vol_skew, np.zeros((30, n_sym))]),
+        rate_shift_abs=np.hstack([sets[0].rate_by_symbol(), np.zeros((30, n_sym))]),
+        dividend_shift_abs=np.hstack([sets[0].dividend_shift_abs, np.zeros((30, n_sym))]),
+    )
+    same(stacked, want)
+    # anything else is checked as before
+    with pytest.raises(ValueError, match="above -1"):
+        _checked(full, spot_shock_rel=np.asfortranarray(np.full((4, n_sym), -1.5)))
+
+
+def test_symbol_major_inputs_are_the_transposed_chunk_inputs() -> None:
+    """``_ChunkInputs.symbol_major``: the kernels' ``(symbols, scenarios)`` inputs, made directly for absent shocks
+    (zero shifts and skews, unit scales), equal the transposes of the chunk's dense inputs, for sets with and without
+    those shocks."""
+    from risk_pipeline.quant.scenario_engine import _chunk_inputs
+
+    p = _book(n=30, n_sym=4, american=0.5, seed=3)
+    rng = np.random.default_rng(4)
+    shock = rng.normal(0.0, 0.02, (50, p.n_symbols))
+    sets = [
+        ScenarioSet(shock),
+        ScenarioSet(
+            shock,
+            vol_scale=np.exp(rng.normal(0.0, 0.1, shock.shape)),
+            vol_shift_abs=rng.normal(0.0, 0.01, shock.shape),
+            vol_skew=rng.normal(0.0, 0.01, shock.shape),
+        ),
+    ]
+    names = ("spot_new", "log_spot_new", "scale", "shift", "skew")
+    for sc in sets:
+        inp = _chunk_inputs(prepare(p, 1.0, sc, "eep_grid"), sc)
+        for name, got in zip(names, inp.symbol_major(*names), strict=True):
+            assert got.flags.c_contiguous and got.dtype == np.float64
+            np.testing.assert_array_equal(got, getattr(inp, name).T)
+    assert {name for name, _ in _chunk_inputs(prepare(p, 1.0, sets[0], "eep_grid"), sets[0]).constant} == {
+        "scale",
+        "shift",
+        "skew",
+    }
