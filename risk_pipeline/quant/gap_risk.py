@@ -779,6 +779,10 @@ def sub_portfolio(portfolio: Portfolio, rows: IntArray, symbols: IntArray) -> Po
     return sub
 
 
+#: Pairs x names of one block copied from a group's P&L by underlying into the combined set's (8 MB).
+COPY_BLOCK_CELLS = 1_000_000
+
+
 def gap_pnl_by_underlying(
     portfolio: Portfolio,
     base: ScenarioSet,
@@ -850,13 +854,22 @@ def gap_pnl_by_underlying(
         parts.append((positions, sub, sc))
         copies.append((cols, inverse.reshape(-1)))
     books = prepare_parts(portfolio, calendar_days, parts, n, carry)
+    if len(parts) == 1 and copies[0][0].size == n_sym and np.array_equal(copies[0][1], np.arange(n)):
+        # one group of every name with a scenario per pair (market-wide events only): the whole set itself
+        res = evaluate_prepared(books[0], parts[0][2], per_symbol=True)
+        assert res.by_symbol is not None
+        return res.pnl, res.by_symbol
     pnl = np.zeros(n)
     by_symbol = np.zeros((n, n_sym))
-    for book, (_, _, sc), (cols, inverse) in zip(books, parts, copies, strict=True):
-        res = evaluate_prepared(book, sc, per_symbol=True)
+    block = max(1, COPY_BLOCK_CELLS // n_sym)
+    for k, book in enumerate(books):
+        res = evaluate_prepared(book, parts[k][2], per_symbol=True)
         assert res.by_symbol is not None
+        cols, inverse = copies[k]
         pnl += res.pnl[inverse]
-        by_symbol[:, cols] = res.by_symbol[inverse]
+        for a in range(0, n, block):  # copied a block of pairs at a time (no second pairs x names array)
+            by_symbol[a : a + block, cols] = res.by_symbol[inverse[a : a + block]]
+        del res
     return pnl, by_symbol
 
 

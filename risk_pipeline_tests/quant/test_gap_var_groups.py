@@ -249,3 +249,18 @@ def test_an_unknown_dynamic_revalues_the_whole_set() -> None:
     a = gr.gap_var(book, base, base_pnl, [("E", g)], **common)[0]
     b = gr.gap_var(book, base, base_pnl, [("E", g)], by_underlying=False, **common)[0]
     assert (a.var, a.expected_shortfall) == (b.var, b.expected_shortfall)
+
+
+def test_market_wide_events_alone_revalue_the_whole_set_as_before() -> None:
+    """Every name moved by the same market-wide events: one group, a scenario per pair, so the book P&L is the whole
+    set's too, bit for bit (sampled)."""
+    rng = np.random.default_rng(17)
+    book = _book(rng)
+    base = _base(rng)
+    shocks = [beta_shocks(rng.normal(0.0, 0.01, m), np.linspace(0.7, 1.3, N_SYM)) for m in (5, 2)]
+    gaps = [np.vstack([g, -g]) for g in shocks]
+    dyn = [ExpiryScaledVolMoves(VolShockRule(term_exponent=0.4))]
+    got = gr.gap_pnl_by_underlying(book, base, gaps, calendar_days=5.0, max_scenarios=1_500, dynamics=dyn)
+    assert got is not None
+    ref = _whole_set(book, base, gaps, dyn, 1_500, 5.0)
+    assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1])
