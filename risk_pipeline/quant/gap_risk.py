@@ -709,9 +709,13 @@ def _gap_rows(gap_spot: Sequence[FloatArray], rows: IntArray, columns: IntArray)
     """The combined gap of the event rows ``rows`` (``(n, n_events)``) in the symbol columns ``columns``:
     ``combined_gap_scenarios``' product of the events' gaps in their order, the same operations element by element
     (so the same numbers), without the whole product."""
+    every = columns.size == (gap_spot[0].shape[1] if gap_spot else 0) and np.array_equal(
+        columns, np.arange(columns.size)
+    )
     gaps = np.zeros((rows.shape[0], columns.size))
     for e, g in enumerate(gap_spot):
-        gaps = (1.0 + gaps) * (1.0 + g[rows[:, e][:, None], columns[None, :]]) - 1.0
+        mine = g[rows[:, e]] if every else g[rows[:, e][:, None], columns[None, :]]
+        gaps = (1.0 + gaps) * (1.0 + mine) - 1.0
     return gaps
 
 
@@ -779,6 +783,16 @@ def sub_portfolio(portfolio: Portfolio, rows: IntArray, symbols: IntArray) -> Po
     return sub
 
 
+def _rows_cols(a: Any, rows: IntArray, columns: IntArray) -> Any:
+    """Rows ``rows`` of a scenario array, and its symbol columns ``columns`` when it has them (all of them in order:
+    the rows alone, without a second copy); None stays None."""
+    if a is None or a.ndim == 1:
+        return None if a is None else a[rows]
+    if columns.size == a.shape[1] and np.array_equal(columns, np.arange(columns.size)):
+        return a[rows]
+    return a[rows[:, None], columns[None, :]]
+
+
 #: Pairs x names of one block copied from a group's P&L by underlying into the combined set's (8 MB).
 COPY_BLOCK_CELLS = 1_000_000
 
@@ -841,12 +855,13 @@ def gap_pnl_by_underlying(
             np.column_stack([i, rows[:, events]]), axis=0, return_index=True, return_inverse=True
         )
         b = i[first]
-        rate = base.rate_shift_abs
+
+        spot = (1.0 + _rows_cols(base.spot_shock_rel, b, cols)) * (1.0 + _gap_rows(gap_spot, rows[first], cols)) - 1.0
         sc = ScenarioSet(
-            (1.0 + base.spot_shock_rel[b][:, cols]) * (1.0 + _gap_rows(gap_spot, rows[first], cols)) - 1.0,
-            vol_scale=None if base.vol_scale is None else base.vol_scale[b][:, cols],
-            rate_shift_abs=None if rate is None else rate[b] if rate.ndim == 1 else rate[b][:, cols],
-            dividend_shift_abs=None if base.dividend_shift_abs is None else base.dividend_shift_abs[b][:, cols],
+            spot,
+            vol_scale=_rows_cols(base.vol_scale, b, cols),
+            rate_shift_abs=_rows_cols(base.rate_shift_abs, b, cols),
+            dividend_shift_abs=_rows_cols(base.dividend_shift_abs, b, cols),
         )
         sub = sub_portfolio(portfolio, positions, cols)
         if mine:
