@@ -3,7 +3,8 @@
 ``python bench/bench_gap_memory.py --positions 5000 --symbols 500 [--scenarios 50000] [--american 0.9]
 [--mode rows|whole] [--out FILE]``: a synthetic book (``--positions`` options on ``--symbols`` underlyings, a
 fraction ``--american`` of them American, plus one stock per underlying), 300 historical scenarios with rate and
-dividend-yield shifts, and one earnings event of 200 past moves, combined by ``gap_risk.gap_var`` into
+dividend-yield shifts, and one earnings event of 200 past moves (``--events market``: three market-wide events by beta
+and one earnings), combined by ``gap_risk.gap_var`` into
 ``--scenarios`` scenarios (its ``max_scenarios``) and revalued on the early-exercise grid with the expiry-scaled ATM
 move and the event's vol crush as dynamics, as ``var_results``' gap VaR does. ``--mode rows`` (the code as it is):
 the dynamics' shifts are ``RowVolShifts``, made per engine chunk; ``--mode whole``: the whole-set
@@ -37,6 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenarios", type=int, default=50_000)
     ap.add_argument("--american", type=float, default=0.9)
     ap.add_argument("--mode", choices=["rows", "whole"], default="rows")
+    ap.add_argument(
+        "--events",
+        choices=["earnings", "market"],
+        default="earnings",
+        help="one earnings event of 200 past moves (default), or three market-wide events moving every name by "
+        "beta (14, 3 and 14 past moves, each with both signs, like NFP, FOMC and CPI in 300 sessions) plus "
+        "the earnings of one name (3 past moves, both signs)",
+    )
     ap.add_argument("--out")
     ap.add_argument("--compare", nargs=2)
     a = ap.parse_args(argv)
@@ -81,13 +90,20 @@ def main(argv: list[str] | None = None) -> int:
         dividend_shift_abs=rng.normal(0.0, 0.0002, (days, k)),
     )
     base_pnl = np.zeros(days)
-    past = rng.normal(0.0, 0.06, 100)
-    gap = np.zeros((200, k))
-    gap[:, 0] = np.concatenate([past, -past])
-    dynamics = [
-        sd.EarningsVolCrush(symbol=0, event_variance=float(np.mean(np.log1p(past) ** 2)), years_to_reaction=2 / 365),
-        sd.ExpiryScaledVolMoves(VolShockRule(term_exponent=0.4)),
-    ]
+    events, dynamics = [], [sd.ExpiryScaledVolMoves(VolShockRule(term_exponent=0.4))]
+    if a.events == "market":
+        betas = rng.uniform(0.5, 1.5, k)
+        for name, count in (("nfp", 14), ("fomc", 3), ("cpi", 14)):
+            moves = rng.normal(0.0, 0.01, count)[:, None]
+            shock = np.expm1(betas[None, :] * np.log1p(moves))
+            events.append((name, np.vstack([shock, -shock])))
+    for s, count in ((0, 100),) if a.events == "earnings" else ((0, 3),):
+        past = rng.normal(0.0, 0.06, count)
+        gap = np.zeros((2 * count, k))
+        gap[:, s] = np.concatenate([past, -past])
+        events.append((f"earnings-{s}", gap))
+        crush = sd.EarningsVolCrush(s, float(np.mean(np.log1p(past) ** 2)), 2 / 365)
+        dynamics.insert(len(dynamics) - 1, crush)
     if a.mode == "whole":  # the code before: the whole set's summed shifts as one array
         sd.summed_shift_rows = lambda d, p, sc, block_cells=None: sd.summed_shifts(d, p, sc)  # type: ignore[assignment]
 
@@ -106,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         book,
         base,
         base_pnl,
-        [("E", gap)],
+        events,
         horizon_days=5,
         confidences=(0.99, 0.975),
         calendar_days=7.0,

@@ -894,6 +894,33 @@ def row_premiums(
     return out
 
 
+#: Odd multiplier of ``distinct_rows``' hash of the columns' bits.
+_HASH_MULTIPLIER = np.int64(-7046029254386353131)  # 0x9E3779B97F4A7C15 as a signed 64-bit integer
+
+
+def distinct_rows(*columns: FloatArray) -> tuple[IntArray, IntArray]:
+    """Rows of the float columns that are equal bit for bit, grouped: a representative index of each group and each
+    row's group (``c[first][row]`` is ``c`` bit for bit, for every column ``c``). The rows are sorted by a hash of
+    their bits and a group is a run of identical rows in that order (two different rows of one hash at most split
+    a group), so it costs a sort of one integer per row."""
+    n = columns[0].shape[0]
+    if n <= 1:
+        return np.arange(n), np.arange(n)
+    bits = [np.ascontiguousarray(c, dtype=np.float64).view(np.int64) for c in columns]
+    h = bits[0].copy()
+    for b in bits[1:]:
+        h = (h * _HASH_MULTIPLIER) ^ b  # wraps around (numpy integer arithmetic)
+    order = np.argsort(h, kind="stable")
+    new = np.zeros(n, dtype=bool)
+    new[0] = True
+    for b in bits:
+        sb = b[order]
+        new[1:] |= sb[1:] != sb[:-1]
+    row = np.empty(n, dtype=np.intp)
+    row[order] = np.cumsum(new) - 1
+    return order[new], row
+
+
 def american_points(
     sp: FloatArray,
     k: FloatArray,
@@ -948,10 +975,13 @@ def american_points(
         i = np.flatnonzero(single)
         if i.size:  # unit strike: P(S', K') = K' p(S'/K'), so the boundary does not depend on the call's spot
             tab = GREEKS_TABLES if greeks else EXACT_TABLES
-            bounds = (pr[i], pq[i], sig[i], tt[i], exercise_limits(pr[i], pq[i]))
-            s, _, b_t = solve_boundaries(*bounds, tol, tab)
+            # one boundary per distinct (pr, pq, sig, t), bit for bit (points of many spots on few vols share it)
+            first, row = distinct_rows(pr[i], pq[i], sig[i], tt[i])
+            u = i[first]
+            bounds = (pr[u], pq[u], sig[u], tt[u], exercise_limits(pr[u], pq[u]))
+            s, _, b_u = solve_boundaries(*bounds, tol, tab)
+            b_t = b_u[row]
             x = ps[i] / pk[i]
-            row = np.arange(i.size)
             pi, di, gi = premiums(x, row, bounds, s, tab, greeks or not price_only)
             cont = x > b_t
             if greeks:
@@ -959,10 +989,10 @@ def american_points(
                 if bump.size:
                     xb = x[bump]
                     h = GAMMA_BUMP * xb
-                    d_up = premiums(xb + h, bump, bounds, s, tab, True)[1]
+                    d_up = premiums(xb + h, row[bump], bounds, s, tab, True)[1]
                     down = xb - h > b_t[bump]
                     d_dn = np.full(bump.size, -1.0)
-                    d_dn[down] = premiums((xb - h)[down], bump[down], bounds, s, tab, True)[1]
+                    d_dn[down] = premiums((xb - h)[down], row[bump][down], bounds, s, tab, True)[1]
                     gi[bump] = (d_up - d_dn) / (2.0 * h)
             pi = pi * pk[i]
             gi = gi / pk[i]

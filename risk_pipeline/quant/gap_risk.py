@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from risk_pipeline.quant._numba import FloatArray
+from risk_pipeline.quant._numba import FloatArray, IntArray
 from risk_pipeline.quant.limits import BREACH, OK, WARN, LimitResult, limit_status, utilization
 
 if TYPE_CHECKING:  # the revaluation engine is imported where it is used: the pre-trade path needs none of it
@@ -689,6 +689,36 @@ class GapVar:
     component_es: FloatArray | None = field(default=None, repr=False)
 
 
+def gap_picks(n_base: int, gap_rows: Sequence[int], max_scenarios: int, seed: int) -> tuple[IntArray, IntArray]:
+    """The pairs of ``combined_gap_scenarios``: each combined scenario's base row ``i`` and its row of every event's
+    gap matrix (``(n, n_events)``; the combined gap row is their C-order index), all ``n_base * prod(gap_rows)``
+    pairs or the same seeded sample of ``max_scenarios`` of them."""
+    n_gap = math.prod(int(m) for m in gap_rows)
+    total = n_base * n_gap
+    pick = (
+        np.arange(total)
+        if total <= max_scenarios
+        else np.sort(np.random.default_rng(seed).choice(total, size=max_scenarios, replace=False))
+    )
+    i, j = np.divmod(pick, n_gap)
+    per_event = np.unravel_index(j, tuple(int(m) for m in gap_rows)) if gap_rows else ()
+    return i, np.stack(per_event, axis=1) if gap_rows else np.zeros((i.size, 0), dtype=np.intp)
+
+
+def _gap_rows(gap_spot: Sequence[FloatArray], rows: IntArray, columns: IntArray) -> FloatArray:
+    """The combined gap of the event rows ``rows`` (``(n, n_events)``) in the symbol columns ``columns``:
+    ``combined_gap_scenarios``' product of the events' gaps in their order, the same operations element by element
+    (so the same numbers), without the whole product."""
+    every = columns.size == (gap_spot[0].shape[1] if gap_spot else 0) and np.array_equal(
+        columns, np.arange(columns.size)
+    )
+    gaps = np.zeros((rows.shape[0], columns.size))
+    for e, g in enumerate(gap_spot):
+        mine = g[rows[:, e]] if every else g[rows[:, e][:, None], columns[None, :]]
+        gaps = (1.0 + gaps) * (1.0 + mine) - 1.0
+    return gaps
+
+
 def combined_gap_scenarios(
     base: ScenarioSet, gap_spot: Sequence[FloatArray], max_scenarios: int, seed: int
 ) -> ScenarioSet:
@@ -715,6 +745,149 @@ def combined_gap_scenarios(
     return ScenarioSet(spot, vol_scale=scale, rate_shift_abs=rate, dividend_shift_abs=div)
 
 
+def _restricted(dynamic: Any, rows: IntArray, symbol_of: IntArray) -> Any:
+    """``dynamic`` for the sub-book of positions ``rows`` on some of the symbols (``symbol_of[s]``: symbol ``s``'s
+    column in the sub-book, -1 if not in it): the same shift of each of its positions in every scenario. None for a
+    dynamic not known to read only each position and its own underlying's column of a scenario."""
+    from risk_pipeline.quant.sabr_dynamics import SabrBackboneSlide
+    from risk_pipeline.quant.smile_dynamics import EarningsVolCrush, ExpiryScaledVolMoves, StickyMoneyness
+
+    if type(dynamic) is ExpiryScaledVolMoves:
+        return dynamic
+    if type(dynamic) is EarningsVolCrush:  # its options: those on its symbol (none if the sub-book lacks it)
+        return replace(dynamic, symbol=int(symbol_of[dynamic.symbol]))
+    if type(dynamic) in (StickyMoneyness, SabrBackboneSlide):  # per position through its slice
+        of = np.asarray(dynamic.slices.slice_of_position)[rows]
+        return replace(dynamic, slices=replace(dynamic.slices, slice_of_position=of))
+    return None
+
+
+def sub_portfolio(portfolio: Portfolio, rows: IntArray, symbols: IntArray) -> Portfolio:
+    """The positions ``rows`` of ``portfolio`` (in order) on its symbols ``symbols`` (increasing, holding every one of
+    those positions' underlyings), with the option values cached on ``portfolio``."""
+    from risk_pipeline.quant.portfolio import POSITION_FIELDS, Portfolio
+    from risk_pipeline.quant.scenario_engine import share_values
+
+    column = np.full(portfolio.n_symbols, -1, dtype=np.intp)
+    column[symbols] = np.arange(symbols.size)
+    pid = portfolio.position_id or ()
+    sub = Portfolio(
+        symbols=tuple(portfolio.symbols[s] for s in symbols),
+        spot=np.asarray(portfolio.spot)[symbols],
+        symbol_index=column[portfolio.symbol_index[rows]],
+        quantity=portfolio.quantity[rows],
+        position_id=tuple(pid[k] for k in rows),
+        **{f: np.asarray(getattr(portfolio, f))[rows] for f in POSITION_FIELDS},
+    )
+    share_values(portfolio, rows, sub)
+    return sub
+
+
+def _rows_cols(a: Any, rows: IntArray, columns: IntArray) -> Any:
+    """Rows ``rows`` of a scenario array, and its symbol columns ``columns`` when it has them (all of them in order:
+    the rows alone, without a second copy); None stays None."""
+    if a is None or a.ndim == 1:
+        return None if a is None else a[rows]
+    if columns.size == a.shape[1] and np.array_equal(columns, np.arange(columns.size)):
+        return a[rows]
+    return a[rows[:, None], columns[None, :]]
+
+
+#: Pairs x names of one block copied from a group's P&L by underlying into the combined set's (8 MB).
+COPY_BLOCK_CELLS = 1_000_000
+
+
+def gap_pnl_by_underlying(
+    portfolio: Portfolio,
+    base: ScenarioSet,
+    gap_spot: Sequence[FloatArray],
+    *,
+    calendar_days: float,
+    american: AmericanMethod = "eep_grid",
+    max_scenarios: int = 50_000,
+    seed: int = 0,
+    dynamics: Sequence[Any] = (),
+) -> tuple[FloatArray, FloatArray] | None:
+    """The P&L and P&L by underlying of ``combined_gap_scenarios(base, gap_spot, max_scenarios, seed)`` (with the
+    ``dynamics``' per-position vol shifts), each underlying revalued only under its distinct scenarios.
+
+    An underlying's column of a combined pair ``(i, rows)`` is a function of the base row ``i`` and of the rows of
+    the events that move it (an event's gap is 0 in the columns of the names it does not move), and so is every
+    shift of its positions (each dynamic reads a position and its own underlying's column). The underlyings moved
+    by the same events form a group; its positions are revalued, on its own columns, once per distinct ``(i, rows
+    of those events)`` and copied to every pair: the underlyings no event moves once per base row, an earnings name
+    once per (base row, past move), instead of once per pair and position. The early-exercise grids are built once
+    for the whole book over the ranges the groups reach (``scenario_engine.prepare_parts``: those of the whole set),
+    and each underlying's P&L sums the same positions in the same order, so the P&L by underlying is that of the
+    whole set's revaluation, bit for bit; the book P&L adds the groups' sums (equal to rounding). None when a
+    dynamic is not known to be per position (``_restricted``) or the engine would not use the grid: revalue the
+    whole set.
+    """
+    from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate_prepared, prepare_parts
+    from risk_pipeline.quant.smile_dynamics import summed_shift_rows
+
+    if american != "eep_grid":
+        return None
+    gap_spot = [np.asarray(g, dtype=np.float64) for g in gap_spot]
+    n_sym = base.n_symbols
+    i, rows = gap_picks(base.n_scenarios, [g.shape[0] for g in gap_spot], max_scenarios, seed)
+    n = i.size
+    moved_by = np.array([np.any(g != 0.0, axis=0) for g in gap_spot], dtype=bool).reshape(len(gap_spot), n_sym)
+    groups: dict[bytes, list[int]] = {}
+    for s in range(n_sym):
+        groups.setdefault(moved_by[:, s].tobytes(), []).append(s)
+    used = np.unique(i)  # the combined set shifts a rate or a yield iff one of its base rows does
+    carry = any(a is not None and bool(np.any(a[used] != 0.0)) for a in (base.rate_shift_abs, base.dividend_shift_abs))
+    parts, copies = [], []
+    for key, names in groups.items():
+        events = np.flatnonzero(np.frombuffer(key, dtype=bool))
+        cols = np.asarray(names, dtype=np.intp)
+        positions = np.flatnonzero(np.isin(portfolio.symbol_index, cols))
+        if positions.size == 0:
+            continue
+        column = np.full(n_sym, -1, dtype=np.intp)
+        column[cols] = np.arange(cols.size)
+        mine = [_restricted(d, positions, column) for d in dynamics]
+        if any(d is None for d in mine):
+            return None
+        # the distinct (base row, rows of this group's events): one scenario each, the first pair that has it
+        _, first, inverse = np.unique(
+            np.column_stack([i, rows[:, events]]), axis=0, return_index=True, return_inverse=True
+        )
+        b = i[first]
+
+        spot = (1.0 + _rows_cols(base.spot_shock_rel, b, cols)) * (1.0 + _gap_rows(gap_spot, rows[first], cols)) - 1.0
+        sc = ScenarioSet(
+            spot,
+            vol_scale=_rows_cols(base.vol_scale, b, cols),
+            rate_shift_abs=_rows_cols(base.rate_shift_abs, b, cols),
+            dividend_shift_abs=_rows_cols(base.dividend_shift_abs, b, cols),
+        )
+        sub = sub_portfolio(portfolio, positions, cols)
+        if mine:
+            sc = replace(sc, vol_shift_abs=summed_shift_rows(mine, sub, sc), vol_shift_per_position=True)
+        parts.append((positions, sub, sc))
+        copies.append((cols, inverse.reshape(-1)))
+    books = prepare_parts(portfolio, calendar_days, parts, n, carry)
+    if len(parts) == 1 and copies[0][0].size == n_sym and np.array_equal(copies[0][1], np.arange(n)):
+        # one group of every name with a scenario per pair (market-wide events only): the whole set itself
+        res = evaluate_prepared(books[0], parts[0][2], per_symbol=True)
+        assert res.by_symbol is not None
+        return res.pnl, res.by_symbol
+    pnl = np.zeros(n)
+    by_symbol = np.zeros((n, n_sym))
+    block = max(1, COPY_BLOCK_CELLS // n_sym)
+    for k, book in enumerate(books):
+        res = evaluate_prepared(book, parts[k][2], per_symbol=True)
+        assert res.by_symbol is not None
+        cols, inverse = copies[k]
+        pnl += res.pnl[inverse]
+        for a in range(0, n, block):  # copied a block of pairs at a time (no second pairs x names array)
+            by_symbol[a : a + block, cols] = res.by_symbol[inverse[a : a + block]]
+        del res
+    return pnl, by_symbol
+
+
 def gap_var(
     portfolio: Portfolio,
     base: ScenarioSet,
@@ -728,6 +901,7 @@ def gap_var(
     max_scenarios: int = 50_000,
     seed: int = 0,
     dynamics: Sequence[Any] = (),
+    by_underlying: bool = True,
 ) -> list[GapVar]:
     """VaR/ES of ``portfolio`` over ``horizon_days`` including the gap scenarios of ``events``.
 
@@ -738,20 +912,41 @@ def gap_var(
     each event is ``(event_id, gap_spot)`` with ``gap_spot`` its past moves per underlying
     (``(m, n_symbols)``, e.g. ``quant.stress.event_scenarios(...).spot_shock_rel``). ``calendar_days`` of
     time decay. Components (per underlying) sum to the VaR with gaps.
+
+    ``by_underlying`` (default): each group of underlyings is revalued under its distinct scenarios only
+    (``gap_pnl_by_underlying``: the same P&L by underlying, the book P&L equal to rounding); False revalues the
+    whole combined set (also the fallback for dynamics not known to be per position).
     """
     from risk_pipeline.quant.scenario_engine import evaluate
     from risk_pipeline.quant.var import empirical_var_es, kernel_component_var, tail_component_es
 
-    sc = combined_gap_scenarios(base, [g for _, g in events], max_scenarios, seed)
-    if dynamics:  # made chunk by chunk inside the engine (the same numbers; no whole-set scenarios x positions array)
-        from risk_pipeline.quant.smile_dynamics import summed_shift_rows
+    gap_spot = [g for _, g in events]
+    grouped = None
+    if by_underlying:
+        grouped = gap_pnl_by_underlying(
+            portfolio,
+            base,
+            gap_spot,
+            calendar_days=calendar_days,
+            american=american,
+            max_scenarios=max_scenarios,
+            seed=seed,
+            dynamics=dynamics,
+        )
+    if grouped is not None:
+        pnl, by_symbol = grouped
+    else:
+        sc = combined_gap_scenarios(base, gap_spot, max_scenarios, seed)
+        if dynamics:  # made chunk by chunk inside the engine (the same numbers; no scenarios x positions array)
+            from risk_pipeline.quant.smile_dynamics import summed_shift_rows
 
-        sc = replace(sc, vol_shift_abs=summed_shift_rows(dynamics, portfolio, sc), vol_shift_per_position=True)
-    res = evaluate(portfolio, sc, calendar_days, american=american, per_symbol=True)
-    assert res.by_symbol is not None
+            sc = replace(sc, vol_shift_abs=summed_shift_rows(dynamics, portfolio, sc), vol_shift_per_position=True)
+        res = evaluate(portfolio, sc, calendar_days, american=american, per_symbol=True)
+        assert res.by_symbol is not None
+        pnl, by_symbol = res.pnl, res.by_symbol
     out = []
     for c in confidences:
-        var, es = empirical_var_es(res.pnl, c)
+        var, es = empirical_var_es(pnl, c)
         var0, es0 = empirical_var_es(base_pnl, c)
         out.append(
             GapVar(
@@ -761,10 +956,10 @@ def gap_var(
                 expected_shortfall=es,
                 gap_var=var - var0,
                 gap_expected_shortfall=es - es0,
-                n_scenarios=int(res.pnl.size),
+                n_scenarios=int(pnl.size),
                 event_ids=tuple(e for e, _ in events),
-                component_var=kernel_component_var(res.by_symbol, var),
-                component_es=tail_component_es(res.by_symbol, c),
+                component_var=kernel_component_var(by_symbol, var),
+                component_es=tail_component_es(by_symbol, c),
             )
         )
     return out

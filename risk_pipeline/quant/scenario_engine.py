@@ -1286,6 +1286,61 @@ def prepare(
     return book
 
 
+def prepare_parts(
+    portfolio: Portfolio,
+    horizon_days: float,
+    parts: Sequence[tuple[IntArray, Portfolio, ScenarioSet]],
+    n_scenarios: int,
+    moves_carry: bool,
+) -> list[PreparedBook]:
+    """``prepare(portfolio, horizon_days, S, "eep_grid")`` restricted to parts of the book, without ``S``.
+
+    Part ``k`` is ``(rows, sub, scenarios)``: the positions ``rows`` of ``portfolio`` (increasing; every position
+    in one part), ``sub`` the book of those positions (on some of the symbols, ``gap_risk.sub_portfolio``), and the
+    scenarios under which they are revalued (``sub``'s columns); ``S`` is a set of ``n_scenarios`` scenarios whose
+    rows give each part's positions exactly the values its scenarios give them (the spot, vol, rate and yield of
+    each option), and ``moves_carry`` whether ``S`` shifts a rate or a yield. Each American's early-exercise grid
+    spans the ranges its part's scenarios reach, and the grids are built once for the whole book, as ``prepare``
+    builds them on ``S`` (same ranges, same arrays, so the same coefficients bit for bit: the spline fit of
+    ``_grid_from_ranges`` is a matrix product over all the book's Americans, whose rounding depends on their count);
+    part ``k``'s book is ``sub``'s with its Americans' grids, so revaluing part ``k``'s scenarios on it gives
+    ``sub``'s P&L of them on ``S``'s grid.
+    """
+    books = [prepare(sub, horizon_days, None, "exact") for _, sub, _ in parts]
+    full = replace(prepare(portfolio, horizon_days, None, "exact"), american="eep_grid")
+    na = full.units.size - full.n_euro
+    if na == 0 or any(_needs_exact(sc) for _, _, sc in parts):
+        return [prepare(sub, horizon_days, sc, "eep_grid") for _, sub, sc in parts]
+    # each part's Americans among the whole book's (both in position order)
+    am_full = full.option_positions[full.n_euro :]
+    where = []
+    got = {k: np.full(na, np.nan) for k in ("v_lo", "v_hi", "ls_lo", "ls_hi", "lr", "lq")}
+    for (rows, sub, sc), book in zip(parts, books, strict=True):
+        if sub.n_positions != len(rows):
+            raise ValueError("each part's book must hold its rows")
+        at = np.searchsorted(am_full, np.asarray(rows)[book.option_positions[book.n_euro :]])
+        where.append(at)
+        if at.size:
+            ranges = _eep_ranges(book, sc)
+            for k, v in got.items():
+                v[at] = getattr(ranges, k)
+    if np.any(np.isnan(got["v_lo"])):
+        raise ValueError("every American of the book must be in one part")
+    grid = _grid_from_ranges(full, _GridRanges(**got), n_scenarios, moves_carry)
+    fields = ("grid_mode", "grid_y0", "grid_dy", "grid_v0", "grid_dv", "grid_coef", "grid_bcoef")
+    out = []
+    for book, at in zip(books, where, strict=True):
+        if at.size == 0:
+            out.append(book)
+            continue
+        mine = {f: np.ascontiguousarray(getattr(grid, f)[at]) for f in fields}
+        for f in ("grid_step", "grid_dcoef", "grid_dbcoef"):  # empty when the set shifts no rate or yield
+            a = getattr(grid, f)
+            mine[f] = np.ascontiguousarray(a[at]) if a.shape[0] == na else a
+        out.append(replace(book, american="eep_grid", **mine))
+    return out
+
+
 def _needs_exact(scenarios: ScenarioSet) -> bool:
     # per-position vol shifts are arrays known in advance: the grid spans the vols they reach (_vol_range); rate
     # and dividend-yield shifts are spanned by the shifted grids
@@ -1499,6 +1554,24 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
     the never-exercise region, or ``r = q`` (where the boundary at maturity has a kink) unless the grid passes
     ``_kink_check``, are priced exactly (mode 2).
     """
+    return _grid_from_ranges(book, _eep_ranges(book, sc), sc.n_scenarios, sc.moves_carry)
+
+
+@dataclass(frozen=True, eq=False)
+class _GridRanges:
+    """Per American of a book: the lowest and highest shocked vol and log spot a scenario set reaches, and the largest
+    rate and dividend-yield shift of its underlying (``_eep_ranges``)."""
+
+    v_lo: FloatArray
+    v_hi: FloatArray
+    ls_lo: FloatArray
+    ls_hi: FloatArray
+    lr: FloatArray
+    lq: FloatArray
+
+
+def _eep_ranges(book: PreparedBook, sc: ScenarioSet) -> _GridRanges:
+    """The ranges ``_with_eep_grid`` spans, over the whole set (a chunk of scenarios at a time)."""
     first = book.n_euro
     am = slice(first, None)
     na = book.units.size - first
@@ -1546,8 +1619,18 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
         if sc.moves_carry:
             np.maximum(lr, _largest_shift(inp.rate, sym), out=lr)
             np.maximum(lq, _largest_shift(inp.div, sym), out=lq)
+    return _GridRanges(v_lo, v_hi, ls_lo, ls_hi, lr, lq)
+
+
+def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int, moves_carry: bool) -> PreparedBook:
+    """``_with_eep_grid`` from the ranges of a set of ``n_scenarios`` scenarios (``moves_carry``: whether it shifts a
+    rate or a dividend yield)."""
+    first = book.n_euro
+    am = slice(first, None)
+    na = book.units.size - first
+    v_lo, v_hi, ls_lo, ls_hi, lr, lq = ranges.v_lo, ranges.v_hi, ranges.ls_lo, ranges.ls_hi, ranges.lr, ranges.lq
     # an option every scenario leaves alone, or a set too small to pay for a grid: exact prices (mode 2)
-    still = (v_hi == v_lo) & (ls_hi == ls_lo) | (sc.n_scenarios < EEP_MIN_SCENARIOS)
+    still = (v_hi == v_lo) & (ls_hi == ls_lo) | (n_scenarios < EEP_MIN_SCENARIOS)
     v_hi = v_lo + np.maximum(v_hi - v_lo, 1e-4 * np.maximum(book.vol[am], 1e-2))
     nu, nv = EEP_SPOT_NODES, EEP_VOL_NODES
     v_nodes = v_lo[:, None] + (v_hi - v_lo)[:, None] * np.linspace(0.0, 1.0, nv)[None, :]
@@ -1557,7 +1640,7 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
     never = _never_exercised(call, r, q)
     finite = np.all(np.isfinite(ratio), axis=1)
     # the shifted grids: (rate step, yield step) per option; grids at r -+ h_r and at q -+ h_q
-    shifted = sc.moves_carry
+    shifted = moves_carry
     steps = np.zeros((na, 2))
     variants: list[tuple[int, float, FloatArray, FloatArray, FloatArray, FloatArray]] = []
     if shifted:

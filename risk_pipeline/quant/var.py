@@ -589,21 +589,29 @@ def stressed_var(
     window: int = STRESS_WINDOW_DAYS,
     select_confidence: float = 0.99,
     client: Any | None = None,
+    one_day_pnl: ArrayLike | None = None,
 ) -> tuple[tuple[VarResult, ...], int]:
     """Stressed VaR/ES (Basel 2.5 stressed VaR, FRTB's stressed ES calibration): historical simulation with full
     revaluation on the ``window``-day span of ``history`` where today's book has its largest 1-day VaR at
     ``select_confidence`` (every 1-day scenario of the whole history is revalued to find it); every horizon and
     confidence of ``config`` on that span. Returns the results (method ``stressed_historical``) and the span's
-    start index in ``history``."""
+    start index in ``history``. ``one_day_pnl``: that 1-day P&L of every scenario of the whole history, when the
+    caller has already revalued ``historical_scenarios(history, 1)`` for this book (e.g. as the sticky-strike,
+    flat-term historical VaR of the same returns): not revalued again."""
     cfg = config or VarConfig()
-    one_day = evaluate(
-        portfolio,
-        historical_scenarios(history, 1),
-        cfg.calendar_days_per_trading_day,
-        american=cfg.american,
-        client=client,
-        chunk_size=cfg.chunk_size,
-    ).pnl
+    if one_day_pnl is not None:
+        one_day = np.asarray(one_day_pnl, dtype=np.float64)
+        if one_day.shape != (history.n_days,):
+            raise ValueError("one_day_pnl needs one P&L per day of history")
+    else:
+        one_day = evaluate(
+            portfolio,
+            historical_scenarios(history, 1),
+            cfg.calendar_days_per_trading_day,
+            american=cfg.american,
+            client=client,
+            chunk_size=cfg.chunk_size,
+        ).pnl
     start = worst_window(one_day, window, select_confidence)
     span = history.rows(slice(start, start + window))
     results, _ = historical_var(portfolio, span, replace(cfg, lookback_days=window), client=client)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import fields, replace
 from fractions import Fraction
 
 import numpy as np
@@ -538,6 +538,56 @@ def test_stressed_var_takes_the_worst_window_of_the_history() -> None:
         assert x.var == pytest.approx(-span[k - 1], rel=1e-12)
     calm, _ = historical_var(p, MarketHistory(r[-250:]), replace(cfg, lookback_days=250))
     assert all(s.var > c.var for s, c in zip(results, calm, strict=True))
+
+
+def test_stressed_var_reuses_the_one_day_pnl_of_the_same_scenarios() -> None:
+    """The stressed window search revalues every 1-day scenario of the whole history; given that P&L from the
+    sticky-strike, flat-term historical VaR of the same returns (``one_day_pnl``), the results are the same, bit for
+    bit, on a book of American options on the early-exercise grid with rate moves; and ``var_results`` hands it
+    over only when the look-back holds the whole history (the same scenarios)."""
+    from risk_pipeline.defs.risk.var import same_one_day_pnl
+    from risk_pipeline.quant.var import stressed_var
+
+    rng = np.random.default_rng(21)
+    n_days = 280
+    r = rng.normal(0.0, 0.012, (n_days, 2))
+    hist = MarketHistory(
+        r, iv_rel_changes=rng.normal(0.0, 0.03, (n_days, 2)), rate_changes=rng.normal(0.0, 3e-4, n_days)
+    )
+    p = Portfolio(
+        symbols=("A", "B"),
+        spot=[100.0, 40.0],
+        symbol_index=[0, 0, 1, 1],
+        quantity=[10.0, -5.0, 7.0, 100.0],
+        multiplier=[100.0, 100.0, 100.0, 1.0],
+        is_option=[True, True, True, False],
+        is_call=[False, True, False, True],
+        strike=[95.0, 110.0, 42.0, 1.0],
+        time_years=[0.4, 0.8, 0.25, 0.0],
+        implied_vol=[0.3, 0.25, 0.45, 0.0],
+        rate=0.05,
+        dividend_yield=[0.02, 0.0, 0.03, 0.0],
+        is_american=[True, True, True, False],
+    )
+    cfg = VarConfig(lookback_days=500)  # more than the history: the look-back is the whole history
+    _, pnls = historical_var(p, hist, cfg)
+    given = same_one_day_pnl(hist, hist, cfg, {("sticky_strike", "flat"): pnls})
+    assert given is pnls[1]
+    fresh, start = stressed_var(p, hist, cfg)
+    reused, start2 = stressed_var(p, hist, cfg, one_day_pnl=given)
+    assert start == start2 and len(fresh) == len(reused)
+    for a, b in zip(fresh, reused, strict=True):
+        for f in fields(a):
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            if isinstance(x, np.ndarray | float):
+                assert np.array_equal(x, y, equal_nan=True), f.name
+            else:
+                assert x == y, f.name
+    shorter = replace(cfg, lookback_days=250)  # a look-back shorter than the history: other scenarios
+    assert same_one_day_pnl(hist, hist, shorter, {("sticky_strike", "flat"): pnls}) is None
+    assert same_one_day_pnl(hist, hist, cfg, {}) is None
+    with pytest.raises(ValueError, match="one P&L per day"):
+        stressed_var(p, hist, cfg, one_day_pnl=pnls[1][:-1])
 
 
 def test_fhs_filters_the_asymmetric_names_with_gjr_garch_as_arch_does() -> None:

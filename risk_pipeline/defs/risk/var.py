@@ -43,6 +43,7 @@ from risk_pipeline.quant.var import (
     VarConfig,
     VarReport,
     compute_var,
+    historical_scenarios,
     historical_var,
     stressed_var,
 )
@@ -176,18 +177,23 @@ def smile_sensitivity(
     terms: dict[str, SmileDynamics | None],
     production: tuple[str, str],
     report: VarReport,
+    pnl_out: dict[tuple[str, str], dict[int, np.ndarray]] | None = None,
 ) -> dict[tuple[str, int, float], str]:
     """Historical VaR of every (horizon, confidence) under each available smile dynamic (with the production term
     structure) and under each term structure (with the production smile), as the JSON of the historical rows
     (``{"smile": {"production": name, "var": {name: USD}}, "term": {...}}``) keyed by (method, horizon,
-    confidence); the production figure is the report's (before event gaps)."""
+    confidence); the production figure is the report's (before event gaps). ``pnl_out`` receives each (smile, term)
+    pair's scenario P&L by horizon."""
     smile, term = production
 
     def run(s: str, t: str) -> dict[tuple[int, float], float]:
         if (s, t) == production:
             res = [r for r in report.results if r.method == HISTORICAL]
+            pnls = {h: p for (m, h), p in report.scenario_pnl.items() if m == HISTORICAL}
         else:
-            res, _ = historical_var(portfolio, history, cfg, smile=dynamics[s], term=terms[t])
+            res, pnls = historical_var(portfolio, history, cfg, smile=dynamics[s], term=terms[t])
+        if pnl_out is not None:
+            pnl_out[(s, t)] = pnls
         return {(r.horizon_days, round(r.confidence, 6)): r.var for r in res}
 
     by_smile = {name: run(name, term) for name in dynamics}
@@ -201,6 +207,28 @@ def smile_sensitivity(
         )
         for h, c in by_smile[smile]
     }
+
+
+def same_one_day_pnl(
+    history: MarketHistory,
+    long: MarketHistory,
+    cfg: VarConfig,
+    pnls: dict[tuple[str, str], dict[int, np.ndarray]],
+) -> np.ndarray | None:
+    """The sticky-strike, flat-term historical VaR's 1-day P&L (``smile_sensitivity``'s) when its scenarios are
+    those of the stressed VaR's whole-history search (``stressed_var``): the look-back holds every stored return of
+    ``long`` (fewer stored sessions than the look-back), so both revalue the same 1-day set, no vol shifts, the same
+    book; None otherwise."""
+    mine = pnls.get(("sticky_strike", "flat"), {}).get(1)
+    if mine is None:
+        return None
+    a, b = historical_scenarios(history.window(cfg.lookback_days), 1), historical_scenarios(long, 1)
+
+    def same(x: np.ndarray | None, y: np.ndarray | None) -> bool:
+        return (x is None and y is None) or (x is not None and y is not None and np.array_equal(x, y))
+
+    fields = ("spot_shock_rel", "vol_scale", "rate_shift_abs", "dividend_shift_abs")
+    return mine if all(same(getattr(a, f), getattr(b, f)) for f in fields) else None
 
 
 def gjr_wins(wh: Warehouse, session: dt.date, symbols: Sequence[str]) -> np.ndarray:
@@ -458,7 +486,8 @@ def var_results(
             fhs_asymmetric=gjr_wins(wh, v.session, portfolio.symbols),
         )  # fmt: skip
         production = (config.smile_dynamics, config.vol_term_structure)
-        sensitivity = smile_sensitivity(portfolio, factors.history, cfg, dynamics, terms, production, report)
+        pnls: dict[tuple[str, str], dict[int, np.ndarray]] = {}
+        sensitivity = smile_sensitivity(portfolio, factors.history, cfg, dynamics, terms, production, report, pnls)
         # events inside a horizon: historical VaR with their gap scenarios, the gap component in its own columns
         gap = var_with_gap_scenarios(
             wh, v.session, v.as_of, v.rows, portfolio, factors.history, cfg, report,
@@ -485,7 +514,9 @@ def var_results(
             wh, v.session, portfolio.symbols, STRESS_HISTORY_SESSIONS, option_symbols, config.rate_factor,
             config.dividend_factor,
         )  # fmt: skip
-        stressed, start = stressed_var(portfolio, long.history, cfg)
+        stressed, start = stressed_var(
+            portfolio, long.history, cfg, one_day_pnl=same_one_day_pnl(factors.history, long.history, cfg, pnls)
+        )
         stressed_rows = pd.DataFrame([r.to_row() for r in stressed])
         stressed_rows.insert(0, "book", v.book)
         stressed_rows.insert(0, "as_of_date", v.session)
