@@ -98,26 +98,10 @@ class HestonParams:
 
 # ------------------------------------------------------------------------------------ characteristic function
 @inner_njit()
-def _log_cf(u: complex, t: float, v0: float, kappa: float, theta: float, xi: float, rho: float) -> complex:
-    """``ln phi(u)`` of ``ln(S_T/F_T)``, little-Heston-trap form (module docstring). Callers pass a real ``u`` as
-    ``complex(u)``: one compiled signature (the same bits: ``u * u + iu`` and ``1j * u`` give the same complex
-    numbers from ``u`` and from ``u + 0j``)."""
-    iu = 1j * u
-    beta = kappa - rho * xi * iu
-    d = cmath.sqrt(beta * beta + xi * xi * (u * u + iu))
-    g = (beta - d) / (beta + d)
-    e = cmath.exp(-d * t)
-    xi2 = xi * xi
-    c = kappa * theta / xi2 * ((beta - d) * t - 2.0 * cmath.log((1.0 - g * e) / (1.0 - g)))
-    dd = (beta - d) / xi2 * (1.0 - e) / (1.0 - g * e)
-    return c + dd * v0
-
-
-@inner_njit()
 def _log_cf_core(u: complex, t: float, kappa: float, xi: float, rho: float) -> tuple[complex, complex]:
-    """The part of ``_log_cf`` that does not involve ``v0`` or ``theta``, with the same operations in the same
-    order: ``ln phi(u) = kappa theta / xi^2 * big + dd * v0`` (``_log_cf_from_core``) equals ``_log_cf`` bit for
-    bit, so parameter rows that differ only in ``v0`` and ``theta`` can share the costly complex functions."""
+    """The part of ``_log_cf`` that does not involve ``v0`` or ``theta``: ``ln phi(u) = kappa theta / xi^2 * big +
+    dd * v0`` (``_log_cf_from_core``; ``_log_cf`` is the two together), so parameter rows that differ only in ``v0``
+    and ``theta`` can share the costly complex functions."""
     iu = 1j * u
     beta = kappa - rho * xi * iu
     d = cmath.sqrt(beta * beta + xi * xi * (u * u + iu))
@@ -135,6 +119,15 @@ def _log_cf_from_core(big: complex, dd: complex, v0: float, kappa: float, theta:
     xi2 = xi * xi
     c = kappa * theta / xi2 * big
     return c + dd * v0
+
+
+@inner_njit()
+def _log_cf(u: complex, t: float, v0: float, kappa: float, theta: float, xi: float, rho: float) -> complex:
+    """``ln phi(u)`` of ``ln(S_T/F_T)``, little-Heston-trap form (module docstring). Callers pass a real ``u`` as
+    ``complex(u)``: one compiled signature (the same bits: ``u * u + iu`` and ``1j * u`` give the same complex
+    numbers from ``u`` and from ``u + 0j``)."""
+    big, dd = _log_cf_core(u, t, kappa, xi, rho)
+    return _log_cf_from_core(big, dd, v0, kappa, theta, xi)
 
 
 def heston_log_cf(
