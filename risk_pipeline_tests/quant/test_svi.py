@@ -375,7 +375,7 @@ def test_fitted_slices_build_a_calendar_free_surface() -> None:
 def test_batched_box_least_squares_matches_scipy_lsq_linear() -> None:
     from scipy.optimize import lsq_linear
 
-    from risk_pipeline.quant.svi import _batched_box_lsq
+    from risk_pipeline_tests.quant.svi_numpy_reference import batched_box_lsq
 
     rng = np.random.default_rng(11)
     design = rng.standard_normal((40, 12, 3))  # 40 problems, 12 rows, 3 unknowns
@@ -383,7 +383,7 @@ def test_batched_box_least_squares_matches_scipy_lsq_linear() -> None:
     hi = rng.uniform(0.1, 1.5, (40, 3))
     gram = np.einsum("pni,pnj->pij", design, design)
     rhs = np.einsum("pni,pn->pi", design, target)
-    x, value = _batched_box_lsq(gram, rhs, hi)
+    x, value = batched_box_lsq(gram, rhs, hi)
     for p in range(40):
         ref = lsq_linear(design[p], target[p], bounds=(np.zeros(3), hi[p]), tol=1e-14, method="bvls")
         np.testing.assert_allclose(x[p], ref.x, atol=1e-9)

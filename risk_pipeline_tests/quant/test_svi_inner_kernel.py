@@ -1,7 +1,7 @@
 """The compiled batched inner problem of the SVI fit (``_batched_inner``): bit for bit the numpy path
-(``_batched_inner_numpy``) on random, degenerate and padded batches; numpy's summation order (``_pairwise_sum``);
-and against the per-slice inner fit (``_inner_fit``, ``np.linalg.solve`` and the face enumeration of ``_box_lsq``) and
-scipy's bounded least squares."""
+(``svi_numpy_reference.batched_inner_numpy``) on random, degenerate and padded batches; numpy's summation order
+(``_pairwise_sum``); and against the per-slice inner fit (``_inner_fit``, ``np.linalg.solve`` and the face
+enumeration of ``_box_lsq``) and scipy's bounded least squares."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from risk_pipeline.quant.svi import (
     MAX_WING_SLOPE,
     _Batch,
     _batched_inner,
-    _batched_inner_numpy,
     _inner_fit,
     _pairwise_sum,
     _Slice,
 )
+from risk_pipeline_tests.quant.svi_numpy_reference import batched_inner_numpy
 
 
 @njit(cache=False)
@@ -63,7 +63,7 @@ def test_compiled_inner_problem_is_the_numpy_path_bit_for_bit(slices: int, n_max
     m = rng.uniform(-0.8, 0.6, (slices, candidates))
     sigma = np.exp(rng.uniform(np.log(1e-4), np.log(2.0), (slices, candidates)))
     x, err = _batched_inner(batch, m, sigma)
-    x_ref, err_ref = _batched_inner_numpy(batch, m, sigma)
+    x_ref, err_ref = batched_inner_numpy(batch, m, sigma)
     assert _same_bits(x, x_ref)
     assert _same_bits(err, err_ref)
 
@@ -85,7 +85,7 @@ def test_degenerate_candidates_agree_bit_for_bit() -> None:
     sigma = np.array([[1e-12, 1e-8, 1e3, 1e8, 1e-4, 2.0]] * 6)
     for b in (batch, flat):
         x, err = _batched_inner(b, m, sigma)
-        x_ref, err_ref = _batched_inner_numpy(b, m, sigma)
+        x_ref, err_ref = batched_inner_numpy(b, m, sigma)
         assert _same_bits(x, x_ref)
         assert _same_bits(err, err_ref)
 
