@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
-from scipy.sparse import csr_matrix, hstack, vstack
+from scipy.sparse import csr_array, csr_matrix, hstack, issparse, vstack
 
 from risk_pipeline.quant._numba import BoolArray, FloatArray, IntArray
 from risk_pipeline.quant.portfolio import Portfolio, concatenated
@@ -119,7 +119,9 @@ def limit_trigger(limit_name: str, status: str, value: float, threshold: float, 
 class HedgeCandidates:
     """Tradable lines, one contract each, signed for their side (``side`` +1 buys, -1 sells).
 
-    ``greeks`` is ``(n_rows, n)``: the change of each constrained exposure per contract (``greek_names`` rows);
+    ``greeks`` is ``(n_rows, n)``: the change of each constrained exposure per contract (``greek_names`` rows),
+    a ``scipy.sparse.csr_array`` from ``build_candidates`` (a line moves its own symbol's delta and gamma rows and
+    the book rows only; a dense array is accepted too);
     ``scenario_pnl`` is ``(n_scenarios, n)`` from full revaluation of one contract; ``cost`` per contract is
     half spread x multiplier plus decay/financing over the horizon; ``premium`` the cash paid per contract
     (bought options; 0 otherwise); ``notional`` per contract (underlying notional, for the minimum size).
@@ -127,7 +129,7 @@ class HedgeCandidates:
 
     labels: tuple[str, ...]
     side: IntArray
-    greeks: FloatArray
+    greeks: FloatArray | csr_array
     scenario_pnl: FloatArray
     cost: FloatArray
     premium: FloatArray
@@ -421,6 +423,15 @@ def _solution(
     )
 
 
+def _nonzero_csr(rows: IntArray, cols: IntArray, values: FloatArray, shape: tuple[int, int]) -> csr_matrix:
+    """``csr_matrix`` with ``values`` at ``(rows, cols)`` (no repeated cell), zeros dropped and indices sorted:
+    the same arrays ``csr_matrix`` gives for the dense matrix, without the dense matrix."""
+    out = csr_matrix((np.asarray(values, dtype=float), (rows, cols)), shape=shape)
+    out.eliminate_zeros()
+    out.sort_indices()
+    return out
+
+
 def _program(
     c: HedgeCandidates,
     t: HedgeTargets,
@@ -439,29 +450,30 @@ def _program(
     nv = 2 * n + n_slack
     blocks: list[tuple[Any, FloatArray, FloatArray]] = []
 
-    def row(a_x: FloatArray, lo: FloatArray, hi: FloatArray, slack: FloatArray | None = None) -> None:
+    def row(a_x: Any, lo: FloatArray, hi: FloatArray, slack: csr_matrix | None = None) -> None:
         m = a_x.shape[0]
         parts = [csr_matrix(a_x), csr_matrix((m, n))]
         if elastic:
-            parts.append(csr_matrix(slack) if slack is not None else csr_matrix((m, n_slack)))
+            parts.append(slack if slack is not None else csr_matrix((m, n_slack)))
         blocks.append((hstack(parts), lo, hi))
 
-    # Greeks: |g + G x| <= w (upper rows subtract the slack, lower rows add it)
-    gs = np.hstack([np.diag(t.warn_level), np.zeros((n_g, 2))]) if elastic else None
-    row(c.greeks, np.full(n_g, -np.inf), t.warn_level - t.exposure, None if gs is None else -gs)
-    row(c.greeks, -t.warn_level - t.exposure, np.full(n_g, np.inf), gs)
+    def slack_column(m: int, column: int, value: FloatArray | float) -> csr_matrix:
+        """``(m, n_slack)`` with ``value`` in ``column`` of every row (the other slacks 0)."""
+        return _nonzero_csr(np.arange(m), np.full(m, column), np.broadcast_to(value, (m,)), (m, n_slack))
+
+    # Greeks: |g + G x| <= w (upper rows subtract the slack, lower rows add it); G is sparse (one symbol per line)
+    G = csr_matrix(c.greeks)
+    gs = _nonzero_csr(np.arange(n_g), np.arange(n_g), t.warn_level, (n_g, n_slack)) if elastic else None
+    row(G, np.full(n_g, -np.inf), t.warn_level - t.exposure, None if gs is None else -gs)
+    row(G, -t.warn_level - t.exposure, np.full(n_g, np.inf), gs)
     # scenario losses: H_s x + cap_scale * s_loss >= -cap - P_s
     if loss_rows.size:
-        ls = np.zeros((loss_rows.size, n_slack))
-        if elastic:
-            ls[:, n_g] = max(t.loss_cap, 1.0)
+        ls = slack_column(loss_rows.size, n_g, max(t.loss_cap, 1.0)) if elastic else None
         row(c.scenario_pnl[loss_rows], -t.loss_cap - t.book_pnl[loss_rows], np.full(loss_rows.size, np.inf), ls)
     # ES cuts: w . (-(P + H x)) - es_scale * s_es <= target
     if cuts:
         W = np.vstack(cuts)
-        es_s = np.zeros((W.shape[0], n_slack))
-        if elastic:
-            es_s[:, n_g + 1] = -max(t.es_target, 1.0)
+        es_s = slack_column(W.shape[0], n_g + 1, -max(t.es_target, 1.0)) if elastic else None
         row(-(W @ es_H), np.full(W.shape[0], -np.inf), t.es_target + W @ es_book, es_s)
     # budget (hard)
     blocks.append(
@@ -599,8 +611,10 @@ def combine(book: Portfolio, lines: Portfolio) -> Portfolio:
     """One portfolio of ``book``'s positions then ``lines``' (symbols: the book's, then new ones in order)."""
     symbols = list(book.symbols)
     spot = list(np.asarray(book.spot))
+    known = set(symbols)
     for s, v in zip(lines.symbols, np.asarray(lines.spot), strict=True):
-        if s not in symbols:
+        if s not in known:
+            known.add(s)
             symbols.append(s)
             spot.append(v)
     where = {s: i for i, s in enumerate(symbols)}
@@ -811,16 +825,68 @@ class GreekRows:
         gamma: FloatArray,
         dollar_delta: FloatArray,
         vega_per_vol_point: FloatArray,
+    ) -> csr_array:
+        """``(n_rows, n_positions)`` sparse: each position's contribution to every row (sum over positions =
+        exposure). A position touches its own symbol's delta and gamma rows and the two book rows only, so
+        the matrix holds about 4 entries per position (zeros dropped, indices sorted: the same arrays as
+        ``csr_array`` of the dense matrix) instead of ``(2 x symbols + 2) x positions``."""
+        n = len(symbols)
+        n_d, n_g = len(self.delta_symbols), len(self.gamma_symbols)
+        rows, cols, vals = [], [], []
+        for offset, row_symbols, values in ((0, self.delta_symbols, delta), (n_d, self.gamma_symbols, gamma)):
+            r, pos = _matching(row_symbols, symbols)
+            rows.append(offset + r)
+            cols.append(pos)
+            vals.append(np.broadcast_to(np.asarray(values, dtype=float), (n,))[pos])
+        book = [v for v, on in ((dollar_delta, self.dollar_delta), (vega_per_vol_point, self.vega)) if on]
+        for k, values in enumerate(book):
+            rows.append(np.full(n, n_d + n_g + k, dtype=np.intp))
+            cols.append(np.arange(n, dtype=np.intp))
+            vals.append(np.broadcast_to(np.asarray(values, dtype=float), (n,)))
+        shape = (n_d + n_g + len(book), n)
+        out = csr_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
+        out.eliminate_zeros()
+        out.sort_indices()
+        return out
+
+    def totals(
+        self,
+        symbols: Sequence[str],
+        delta: FloatArray,
+        gamma: FloatArray,
+        dollar_delta: FloatArray,
+        vega_per_vol_point: FloatArray,
     ) -> FloatArray:
-        """``(n_rows, n_positions)``: each position's contribution to every row (sum over positions = exposure)."""
-        sym = np.asarray(symbols, dtype=object)
-        parts = [np.where(sym == s, delta, 0.0) for s in self.delta_symbols]
-        parts += [np.where(sym == s, gamma, 0.0) for s in self.gamma_symbols]
-        if self.dollar_delta:
-            parts.append(np.asarray(dollar_delta, dtype=float))
-        if self.vega:
-            parts.append(np.asarray(vega_per_vol_point, dtype=float))
-        return np.vstack(parts) if parts else np.zeros((0, len(symbols)))
+        """Every row summed over the positions (the book's exposure), in time and memory linear in the positions.
+
+        Per-symbol rows add their positions in position order (``np.bincount``; the dense matrix's row sums
+        differ by rounding only); the book rows are ``np.sum`` of the positions, as the dense rows' sums."""
+        n = len(symbols)
+        parts = []
+        for row_symbols, values in ((self.delta_symbols, delta), (self.gamma_symbols, gamma)):
+            r, pos = _matching(row_symbols, symbols)
+            v = np.broadcast_to(np.asarray(values, dtype=float), (n,))[pos]
+            parts.append(np.bincount(r, weights=v, minlength=len(row_symbols)).astype(float))
+        for values, on in ((dollar_delta, self.dollar_delta), (vega_per_vol_point, self.vega)):
+            if on:
+                parts.append(np.array([np.broadcast_to(np.asarray(values, dtype=float), (n,)).sum()]))
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def _matching(row_symbols: Sequence[str], symbols: Sequence[str]) -> tuple[IntArray, IntArray]:
+    """Every pair (row, position) with ``row_symbols[row] == symbols[position]``, positions ascending
+    (sorted search: time ``(rows + positions) log rows``)."""
+    keys = np.asarray(list(row_symbols), dtype=str)
+    names = np.asarray(list(symbols), dtype=str)
+    if keys.size == 0 or names.size == 0:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    lo = np.searchsorted(ordered, names, side="left")
+    counts = np.searchsorted(ordered, names, side="right") - lo
+    pos = np.repeat(np.arange(names.size, dtype=np.intp), counts)
+    within = np.arange(pos.size, dtype=np.intp) - np.repeat(np.cumsum(counts) - counts, counts)
+    return order[np.repeat(lo, counts) + within].astype(np.intp), pos
 
 
 def scenario_rows(scenarios: Scenarios, rows: IntArray) -> Scenarios:
@@ -863,20 +929,30 @@ def screen_candidates(
     """
     opt = np.asarray(is_option, dtype=bool)
     per_dollar = 1.0 / np.maximum(c.cost + c.premium, 1e-9)
-    effects = []
-    for g, w, row in zip(exposure, warn_level, c.greeks, strict=True):
+    G = csr_array(c.greeks) if issparse(c.greeks) else csr_array(np.asarray(c.greeks, dtype=float))
+    if G.shape[0] != len(exposure) or len(warn_level) != len(exposure):
+        raise ValueError("exposure, warn_level and the candidates' Greek rows must pair")
+    if not G.has_sorted_indices:
+        G = G.sorted_indices()
+    # each criterion as (lines it touches, ascending; their effect): a per-symbol row only touches that
+    # symbol's lines (the other lines' effect is 0, never kept), so nothing is (rows x lines)
+    effects: list[tuple[IntArray, FloatArray]] = []
+    for k, (g, w) in enumerate(zip(exposure, warn_level, strict=True)):
         if abs(g) > 0.5 * w and abs(g) > 0.0:
-            effects.append(-np.sign(g) * row / abs(g))
+            lo, hi = G.indptr[k], G.indptr[k + 1]
+            effects.append((G.indices[lo:hi].astype(np.intp), -np.sign(g) * G.data[lo:hi] / abs(g)))
     tail_loss = float(-np.mean(tail_book_pnl)) if tail_book_pnl.size else 0.0
     if tail_loss > 0.0 and c.scenario_pnl.shape[0]:
-        effects.append(c.scenario_pnl.mean(axis=0) / tail_loss)
+        effects.append((np.arange(c.n, dtype=np.intp), c.scenario_pnl.mean(axis=0) / tail_loss))
     chosen = ~opt
     if effects:
         per = max(keep // len(effects), 1)
-        for effect in effects:
-            score = np.where(opt & (effect > 0.0), effect * per_dollar, -np.inf)
+        for lines, effect in effects:
+            ok = opt[lines] & (effect > 0.0)
+            lines = lines[ok]
+            score = effect[ok] * per_dollar[lines]
             best = np.argsort(-score, kind="stable")[:per]
-            chosen[best[np.isfinite(score[best])]] = True
+            chosen[lines[best[np.isfinite(score[best])]]] = True
     return np.flatnonzero(chosen)
 
 

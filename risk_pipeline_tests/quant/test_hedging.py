@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.sparse import csr_array
 from scipy.stats import norm
 
 from risk_pipeline.quant.hedging import (
@@ -344,3 +345,159 @@ def test_screen_keeps_delta_one_lines_and_the_most_efficient_option_per_criterio
     kept = screen_candidates(c, opt, np.array([-1_000.0, 10.0]), np.array([500.0, 1_000.0]), book_tail, keep=4)
     # two per criterion: vega d, a; tail d, c
     assert kept.tolist() == [0, 2, 3, 4]
+
+
+def _dense_greek_rows(rows: GreekRows, symbols: list[str], d: np.ndarray, g: np.ndarray, dd: np.ndarray,
+                      v: np.ndarray) -> np.ndarray:  # fmt: skip
+    """The exposure matrix as it was built before it was sparse: one dense row per symbol and Greek."""
+    sym = np.asarray(symbols, dtype=object)
+    parts = [np.where(sym == s, d, 0.0) for s in rows.delta_symbols]
+    parts += [np.where(sym == s, g, 0.0) for s in rows.gamma_symbols]
+    parts += [dd] if rows.dollar_delta else []
+    parts += [v] if rows.vega else []
+    return np.vstack(parts) if parts else np.zeros((0, len(symbols)))
+
+
+def _random_greeks(rng: np.random.Generator, n_sym: int, n: int) -> tuple[tuple[str, ...], list[str], list[np.ndarray]]:
+    names = tuple(f"N{i:03d}" for i in range(n_sym))
+    # some positions on symbols that have no row, some exact zeros (dropped from the sparse matrix)
+    picked = [names[i] if i < n_sym else f"OTHER{i}" for i in rng.integers(0, n_sym + 3, n)]
+    arrays = [rng.normal(0.0, 1e3, n) * (rng.random(n) < 0.9) for _ in range(4)]
+    return names, picked, arrays
+
+
+@pytest.mark.parametrize(("delta", "gamma", "book"), [(True, True, True), (True, False, False), (False, True, True)])
+def test_sparse_exposure_matrix_equals_the_dense_one_on_a_book_of_many_symbols(delta: bool, gamma: bool,
+                                                                               book: bool) -> None:  # fmt: skip
+    rng = np.random.default_rng(11)
+    names, picked, (d, g, dd, v) = _random_greeks(rng, 250, 4_000)
+    rows = GreekRows(names if delta else (), names[::-1] if gamma else (), dollar_delta=book, vega=book)
+    dense = _dense_greek_rows(rows, picked, d, g, dd, v)
+    sparse = rows.matrix(picked, d, g, dd, v)
+    assert sparse.shape == dense.shape
+    np.testing.assert_array_equal(sparse.toarray(), dense)
+    # the same compressed arrays as the dense matrix converted (what HiGHS is given)
+    ref = csr_array(dense)
+    np.testing.assert_array_equal(sparse.indptr, ref.indptr)
+    np.testing.assert_array_equal(sparse.indices, ref.indices)
+    np.testing.assert_array_equal(sparse.data, ref.data)
+    # about four entries per position, not (2 x symbols + 2) per position
+    assert sparse.nnz <= (int(delta) + int(gamma) + 2 * int(book)) * len(picked)
+    # the book's exposure: the dense row sums (per-symbol rows to rounding, the book rows bit for bit)
+    totals = rows.totals(picked, d, g, dd, v)
+    np.testing.assert_allclose(totals, dense.sum(axis=1), rtol=1e-12, atol=1e-9)
+    if book:
+        np.testing.assert_array_equal(totals[-2:], dense.sum(axis=1)[-2:])
+
+
+def test_sparse_exposure_matrix_repeats_a_symbol_listed_twice_and_handles_no_rows() -> None:
+    d, g = np.array([1.0, 2.0, 3.0]), np.array([4.0, 5.0, 6.0])
+    rows = GreekRows(("A", "B", "A"), (), dollar_delta=False, vega=False)
+    dense = _dense_greek_rows(rows, ["A", "B", "A"], d, g, d, d)
+    np.testing.assert_array_equal(rows.matrix(["A", "B", "A"], d, g, d, d).toarray(), dense)
+    np.testing.assert_array_equal(rows.totals(["A", "B", "A"], d, g, d, d), [4.0, 2.0, 4.0])
+    none = GreekRows((), (), dollar_delta=False, vega=False)
+    assert none.matrix(["A"], d[:1], g[:1], d[:1], d[:1]).shape == (0, 1)
+    assert none.totals(["A"], d[:1], g[:1], d[:1], d[:1]).shape == (0,)
+
+
+def _screen_dense_reference(
+    greeks: np.ndarray, scen: np.ndarray, cost: np.ndarray, opt: np.ndarray, exposure: np.ndarray, warn: np.ndarray,
+    tail: np.ndarray, keep: int,
+) -> np.ndarray:  # fmt: skip
+    """The screen as it ran on the dense matrix: every criterion scored over every line."""
+    per_dollar = 1.0 / np.maximum(cost, 1e-9)
+    effects = [
+        -np.sign(e) * r / abs(e) for e, w, r in zip(exposure, warn, greeks, strict=True) if abs(e) > 0.5 * w and e
+    ]
+    if -np.mean(tail) > 0:
+        effects.append(scen.mean(axis=0) / -np.mean(tail))
+    chosen = ~opt
+    per = max(keep // len(effects), 1)
+    for effect in effects:
+        score = np.where(opt & (effect > 0.0), effect * per_dollar, -np.inf)
+        best = np.argsort(-score, kind="stable")[:per]
+        chosen[best[np.isfinite(score[best])]] = True
+    return np.flatnonzero(chosen)
+
+
+@pytest.mark.parametrize("keep", [10, 160, 2_000])
+def test_screen_on_the_sparse_matrix_keeps_what_the_dense_screen_keeps(keep: int) -> None:
+    from risk_pipeline.quant.hedging import HedgeCandidates, screen_candidates
+
+    rng = np.random.default_rng(5)
+    names, picked, (d, g, dd, v) = _random_greeks(rng, 200, 6_000)
+    d[rng.random(d.size) < 0.05] = 50.0  # ties in score between lines of one symbol (same cost below)
+    rows = GreekRows(names, names, dollar_delta=True, vega=True)
+    sparse = rows.matrix(picked, d, g, dd, v)
+    dense = sparse.toarray()
+    n = len(picked)
+    cost = np.where(rng.random(n) < 0.1, 7.0, rng.uniform(1.0, 50.0, n))
+    scen = rng.normal(0.0, 100.0, (25, n))
+    opt = rng.random(n) < 0.8
+    # about a third of the rows over half their level
+    exposure = rng.normal(0.0, 1e3, dense.shape[0])
+    warn = np.abs(exposure) * rng.choice([1.5, 3.0, 3.0], exposure.size)
+    tail = rng.normal(-500.0, 100.0, 25)
+    ref = _screen_dense_reference(dense, scen, cost, opt, exposure, warn, tail, keep)
+
+    def cands(greeks: object) -> HedgeCandidates:
+        return HedgeCandidates(
+            labels=tuple(map(str, range(n))), side=np.ones(n, dtype=np.intp), greeks=greeks, scenario_pnl=scen,
+            cost=cost, premium=np.zeros(n), notional=np.full(n, 1e5), max_contracts=np.full(n, 1e6),
+        )  # fmt: skip
+
+    np.testing.assert_array_equal(screen_candidates(cands(sparse), opt, exposure, warn, tail, keep), ref)
+    np.testing.assert_array_equal(screen_candidates(cands(dense), opt, exposure, warn, tail, keep), ref)
+
+
+@pytest.mark.parametrize("elastic", [False, True])
+def test_program_matrix_is_the_same_from_sparse_or_dense_greeks(elastic: bool) -> None:
+    from dataclasses import replace
+
+    from risk_pipeline.quant.hedging import _program
+
+    rng = np.random.default_rng(3)
+    n_sym, n, n_sc = 30, 400, 60
+    names = tuple(f"N{i}" for i in range(n_sym))
+    sym = rng.integers(0, n_sym, n)
+    lines = Portfolio(names, rng.uniform(20, 200, n_sym), sym, rng.choice([-1.0, 1.0], n), 100.0, True,
+                      rng.random(n) < 0.5, rng.uniform(20, 200, n_sym)[sym], rng.uniform(0.05, 0.5, n),
+                      rng.uniform(0.15, 0.5, n), R, Q)  # fmt: skip
+    lines = replace(lines, strike=lines.spot[sym] * np.exp(rng.normal(0, 0.1, n)))
+    mid = position_greek_arrays(lines)["price"]
+    sc = ScenarioSet(rng.normal(0.0, 0.05, (n_sc, n_sym)))
+    rows = GreekRows(names, names, dollar_delta=True, vega=True)
+    c = build_candidates(lines, mid * 1.02, mid, rows, [(sc, 0.0)], symbol_columns=names, horizon_calendar_days=7.0,
+                         financing_rate=0.05, budget=1e6, labels=[str(i) for i in range(n)])  # fmt: skip
+    dense = replace(c, greeks=c.greeks.toarray())
+    m = len(rows.names)
+    warn = np.concatenate([rng.uniform(0.0, 1e3, m - 1), [0.0]])  # one zero level: its slack entry is dropped
+    t = HedgeTargets(rows.names, rng.normal(0, 1e3, m), warn, rng.normal(0, 1e4, n_sc), 2e4, np.arange(n_sc),
+                     0.975, 1e4, 1e6, 1e4)  # fmt: skip
+    es_h = c.scenario_pnl[t.es_rows]
+    cuts = [rng.random(n_sc) / n_sc for _ in range(3)]
+    loss_rows = np.array([3, 7, 11])
+    a = _program(c, t, loss_rows, cuts, es_h, t.book_pnl, elastic, 1e4)
+    b = _program(dense, t, loss_rows, cuts, es_h, t.book_pnl, elastic, 1e4)
+    ca, cb = a["constraints"][0], b["constraints"][0]
+    for attr in ("indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(ca.A, attr), getattr(cb.A, attr))
+    np.testing.assert_array_equal(ca.lb, cb.lb)
+    np.testing.assert_array_equal(ca.ub, cb.ub)
+    # the rows as the dense construction built them (Greeks, scenario losses, ES cuts; each slack in its column:
+    # the warning level on each Greek row's own slack, none where the level is 0), scaled by their largest entry
+    G = c.greeks.toarray()
+    n_slack = m + 2 if elastic else 0
+    greek_slack = np.hstack([np.diag(warn), np.zeros((m, 2))]) if elastic else np.zeros((m, 0))
+    loss_slack, es_slack = np.zeros((3, n_slack)), np.zeros((3, n_slack))
+    if elastic:
+        loss_slack[:, m], es_slack[:, m + 1] = 2e4, -1e4
+    raw = np.vstack([
+        np.hstack([G, np.zeros((m, n)), -greek_slack]),
+        np.hstack([G, np.zeros((m, n)), greek_slack]),
+        np.hstack([c.scenario_pnl[loss_rows], np.zeros((3, n)), loss_slack]),
+        np.hstack([-(np.vstack(cuts) @ es_h), np.zeros((3, n)), es_slack]),
+    ])  # fmt: skip
+    expected = raw * (1.0 / np.maximum(np.abs(raw).max(axis=1), 1e-12))[:, None]
+    np.testing.assert_array_equal(ca.A.toarray()[: raw.shape[0]], expected)

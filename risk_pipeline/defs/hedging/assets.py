@@ -931,10 +931,15 @@ def performance_rows(
             "effectiveness": eff,
         }
 
+    # the book's columns once (each hedge's drag reads its own entries: no pass over the book per hedge)
+    theta_all = rows["theta_per_day"].to_numpy(float)
+    opt_all = (rows["instrument_type"] == "option").to_numpy(bool)
+    mv_all = rows["market_value"].to_numpy(float)
+
     def drag(idx: np.ndarray) -> float:
-        theta = rows["theta_per_day"].to_numpy(float)[idx]
-        opt = (rows["instrument_type"] == "option").to_numpy(bool)[idx]
-        financing = np.where(opt, 0.0, np.abs(rows["market_value"].to_numpy(float)[idx]) * cfg.financing_rate)
+        theta = theta_all[idx]
+        opt = opt_all[idx]
+        financing = np.where(opt, 0.0, np.abs(mv_all[idx]) * cfg.financing_rate)
         return float((np.maximum(-theta, 0.0) * 365.0 + financing).sum() / nav)
 
     total_day, total_cum = 0.0, 0.0

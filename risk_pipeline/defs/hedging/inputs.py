@@ -167,14 +167,15 @@ def greek_rows(limits: LimitsConfig, symbols: tuple[str, ...]) -> tuple[GreekRow
 
 
 def book_exposure(rows: pd.DataFrame, g: GreekRows) -> np.ndarray:
-    """The book's value of every Greek row, from the stored position_greeks."""
-    return g.matrix(
+    """The book's value of every Greek row, from the stored position_greeks (``GreekRows.totals``: linear in the
+    positions, no rows x positions matrix)."""
+    return g.totals(
         rows["symbol"].tolist(),
         rows["delta"].to_numpy(float),
         rows["gamma"].to_numpy(float),
         rows["dollar_delta"].to_numpy(float),
         rows["vega_per_vol_point"].to_numpy(float),
-    ).sum(axis=1)
+    )
 
 
 def option_candidates(
