@@ -2,10 +2,11 @@
 
 ``python bench/bench_corr_scale.py [--symbols 500 3000] [--repeat 1] [--sample 300]``: synthetic daily log returns
 (63 sessions; a market factor, 12 sector factors and noise, so some pairs are above the 0.70 correlation cap) for
-``--symbols`` names, then, each in its own process (peak resident memory is the process's ``ru_maxrss`` and a 5 ms
-sampler's peak rise above the process after its imports), the code of ``main`` ("old": the asset's frame of object
-columns from ``np.meshgrid`` and ``main``'s ``Warehouse`` from ``git show main:risk_pipeline/warehouse.py``) and the
-code of this checkout ("new": ``sizing.assets.correlation_rows`` and this ``Warehouse``), old and new alternating:
+``--symbols`` names, then, each in its own process (peak resident memory: a 5 ms sampler's peak rise above the
+process after its imports, and ``ru_maxrss``, which Linux carries over from the parent), the code of ``main`` ("old":
+the asset's frame of object columns from ``np.meshgrid`` and ``main``'s ``Warehouse`` from ``git show
+main:risk_pipeline/warehouse.py``) and the code of this checkout ("new": ``sizing.assets.correlation_rows`` and this
+``Warehouse``), old and new alternating:
 
 * ``build``: ``np.corrcoef``, the clusters, the asset's validity check, its metadata (the diagonal's clusters, the
   symbol count) and ``Warehouse.write_many`` (contract checks, then the DuckDB insert) into a fresh DuckDB file in a
@@ -17,6 +18,7 @@ code of this checkout ("new": ``sizing.assets.correlation_rows`` and this ``Ware
   holding every name with every name signalled: the other names' exposure in the same sector and cluster and the held
   names correlated above 0.70. Old (the Python passes over the held names per signalled name, the matrix's ``.loc``)
   runs on the first ``--sample`` signalled names only; new on all of them; their answers on the sample are compared.
+  The old read runs up to ``--old-read-max`` names (1,000: at 3,000 it peaked at 6.07 GiB).
 
 The figures are printed with the load average; compare the ratios (the machine is shared).
 """
@@ -298,7 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--symbols", type=int, nargs="+", default=[500, 3000])
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--sample", type=int, default=300, help="signalled names the old caps' loop runs on")
-    ap.add_argument("--worker", choices=["build", "read"])
+    ap.add_argument(
+        "--old-read-max",
+        type=int,
+        default=1000,
+        help="the old read (the whole matrix as a frame: 6.1 GiB peak at 3,000 names) runs up to this many names",
+    )
+    ap.add_argument("--worker", choices=["build", "read", "compare"])
     ap.add_argument("--code", choices=["old", "new"])
     ap.add_argument("--db")
     a = ap.parse_args(argv)
@@ -307,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.worker == "read":
         print(json.dumps(worker_read(a.code, a.symbols[0], a.db, a.sample)))
+        return 0
+    if a.worker == "compare":  # in its own process: the parent's peak would be inherited by later workers' ru_maxrss
+        print(json.dumps(same_tables(*a.db.split(","))))
         return 0
     tmp = Path(tempfile.mkdtemp(prefix="bench_corr_scale_"))
     failures = 0
@@ -317,9 +328,8 @@ def main(argv: list[str] | None = None) -> int:
             for code in ("old", "new") if rep % 2 == 0 else ("new", "old"):
                 db = tmp / f"{code}_{n}_{rep}.duckdb"
                 got[code] = run("--worker", "build", "--code", code, "--symbols", str(n), "--db", str(db))
-            rows, only_old, only_new = same_tables(
-                str(tmp / f"old_{n}_{rep}.duckdb"), str(tmp / f"new_{n}_{rep}.duckdb")
-            )
+            pair = f"{tmp / f'old_{n}_{rep}.duckdb'},{tmp / f'new_{n}_{rep}.duckdb'}"
+            rows, only_old, only_new = run("--worker", "compare", "--db", pair)
             meta_same = all(got["old"][k] == got["new"][k] for k in ("symbols", "clusters_md", "valid", "rows"))
             print(f"\n{n} names, build + write ({rows:,} rows), load {load:.1f}:")
             for code in ("old", "new"):
@@ -337,12 +347,13 @@ def main(argv: list[str] | None = None) -> int:
             load = os.getloadavg()[0]
             db = str(tmp / f"new_{n}_{rep}.duckdb")
             rd = {}
-            for code in ("old", "new") if rep % 2 == 0 else ("new", "old"):
+            codes = ("old", "new") if n <= a.old_read_max else ("new",)
+            for code in codes if rep % 2 == 0 else codes[::-1]:
                 rd[code] = run(
                     "--worker", "read", "--code", code, "--symbols", str(n), "--db", db, "--sample", str(a.sample)
                 )
             print(f"{n} names, position_sizing's read of the matrix and the caps' selections, load {load:.1f}:")
-            for code in ("old", "new"):
+            for code in codes:
                 g = rd[code]
                 pairs = f", {g['pairs_read']:,} pairs at or above the lowest cap" if g["pairs_read"] >= 0 else ""
                 print(
@@ -351,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"({1e3 * g['cpu_caps_s'] / g['caps_symbols']:.2f} ms each); peak rise {g['rise_gib']:.2f} GiB, "
                     f"ru_maxrss {g['maxrss_gib']:.2f} GiB"
                 )
+            if "old" not in rd:
+                print(f"  old: not run above --old-read-max {a.old_read_max} names")
+                continue
             same = rd["old"]["clusters"] == rd["new"]["clusters"] and rd["old"]["caps"] == rd["new"]["caps"]
             close = sum(len(v[2]) for v in rd["new"]["caps"].values())
             print(

@@ -135,3 +135,29 @@ def test_sessions_to_earnings_counts_business_days_to_the_next_event() -> None:
             assert got[i, j] == want, (s, d)
     assert got[dates.index(dt.date(2026, 11, 24)), 1] == 0.0  # AAA's second event is on the 24th in New York
     assert (sessions_to_earnings(dates, ["AAA"], calendar.iloc[:0]) == 63.0).all()
+
+
+def test_best_forecasts_pick_the_lowest_loss_per_symbol_and_horizon() -> None:
+    from risk_pipeline.defs.sizing.assets import best_forecasts
+
+    rng = np.random.default_rng(4)
+    rows = [(f"S{k % 7}", m, h) for k in range(21) for m in ("EWMA", "GARCH", "GJR") for h in (1, 5)]
+    rows = [rows[k] for k in rng.permutation(len(rows))]
+    f = pd.DataFrame(rows, columns=["symbol", "model", "horizon_days"]).drop_duplicates(ignore_index=True)
+    f["annualized_vol"] = rng.uniform(0.1, 0.5, len(f))
+    f["oos_loss"] = np.round(rng.uniform(0.0, 1.0, len(f)), 1)  # ties: the earlier row wins
+    f.loc[rng.random(len(f)) < 0.2, "oos_loss"] = np.nan
+    f["n_oos"] = rng.integers(50, 300, len(f))
+    got = best_forecasts(f)
+    expected = {}
+    for s, h in sorted(set(zip(f["symbol"], f["horizon_days"], strict=True))):  # brute force per key, row by row
+        g = [r for r in f.itertuples() if r.symbol == s and r.horizon_days == h and not np.isnan(r.oos_loss)]
+        if not g:
+            continue
+        order = sorted(range(len(g)), key=lambda k: (g[k].oos_loss, k))
+        best, rest = g[order[0]], [g[k] for k in order[1:]]
+        others = ", ".join(f"{r.model} {r.oos_loss:.4g}" for r in rest) or "no other model"
+        reason = f"lowest OOS QLIKE {best.oos_loss:.4g} (n_oos={best.n_oos}) against {others}"
+        expected[(s, int(h))] = (best.annualized_vol, best.model, reason)
+    assert got == expected and len(expected) == 14
+    assert best_forecasts(f.iloc[:0]) == {}

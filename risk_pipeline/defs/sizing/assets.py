@@ -455,13 +455,23 @@ def correlation_inputs(
 def best_forecasts(forecasts: pd.DataFrame) -> dict[tuple[str, int], tuple[float, str, str]]:
     """Per (symbol, horizon): the model with the lowest out-of-sample QLIKE among all models, and why."""
     out: dict[tuple[str, int], tuple[float, str, str]] = {}
-    f = forecasts.dropna(subset=["oos_loss"])
-    for (symbol, horizon), g in f.groupby(["symbol", "horizon_days"]):
-        g = g.sort_values("oos_loss", kind="stable")
-        best = g.iloc[0]
-        others = ", ".join(f"{m} {v:.4g}" for m, v in zip(g["model"].iloc[1:], g["oos_loss"].iloc[1:], strict=True))
-        reason = f"lowest OOS QLIKE {best['oos_loss']:.4g} (n_oos={best['n_oos']}) against {others or 'no other model'}"
-        out[(str(symbol), int(horizon))] = (float(best["annualized_vol"]), str(best["model"]), reason)
+    # one stable sort by (symbol, horizon, loss), then each group's slice (not a frame per group: 9,000 at 3,000 names)
+    f = forecasts.dropna(subset=["oos_loss"]).sort_values(["symbol", "horizon_days", "oos_loss"], kind="stable")
+    if f.empty:
+        return out
+    symbol, horizon = f["symbol"].to_numpy(object), f["horizon_days"].to_numpy()
+    model, loss, vol, n_oos = (
+        f["model"].to_numpy(object),
+        f["oos_loss"].to_numpy(float),
+        f["annualized_vol"],
+        f["n_oos"],
+    )
+    vol, n_oos = vol.to_numpy(float), n_oos.array
+    new = np.flatnonzero((symbol[1:] != symbol[:-1]) | (horizon[1:] != horizon[:-1])) + 1
+    for a, b in zip(np.concatenate([[0], new]), np.concatenate([new, [len(f)]]), strict=True):
+        others = ", ".join(f"{m} {v:.4g}" for m, v in zip(model[a + 1 : b], loss[a + 1 : b], strict=True))
+        reason = f"lowest OOS QLIKE {loss[a]:.4g} (n_oos={n_oos[a]}) against {others or 'no other model'}"
+        out[(str(symbol[a]), int(horizon[a]))] = (float(vol[a]), str(model[a]), reason)
     return out
 
 
