@@ -93,12 +93,13 @@ def main_warehouse():
     text = subprocess.run(
         ["git", "-C", str(ROOT), "show", "main:risk_pipeline/warehouse.py"], check=True, capture_output=True, text=True
     ).stdout
-    path = Path(tempfile.mkdtemp(prefix="corr_scale_main_")) / "warehouse_main.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location("warehouse_main", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["warehouse_main"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory(prefix="corr_scale_main_") as folder:
+        path = Path(folder) / "warehouse_main.py"
+        path.write_text(text)
+        spec = importlib.util.spec_from_file_location("warehouse_main", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["warehouse_main"] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
     return module
 
 
@@ -319,7 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.worker == "compare":  # in its own process: the parent's peak would be inherited by later workers' ru_maxrss
         print(json.dumps(same_tables(*a.db.split(","))))
         return 0
-    tmp = Path(tempfile.mkdtemp(prefix="bench_corr_scale_"))
+    with tempfile.TemporaryDirectory(prefix="bench_corr_scale_") as folder:  # 9 million rows: 1.3 GB of files
+        return compare_runs(a, Path(folder))
+
+
+def compare_runs(a: argparse.Namespace, tmp: Path) -> int:
     failures = 0
     for n in a.symbols:
         for rep in range(a.repeat):
