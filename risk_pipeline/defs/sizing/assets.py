@@ -82,9 +82,13 @@ class History:
         self.high = wide["high"].to_numpy(float)
         self.low = wide["low"].to_numpy(float)
         self.volume = wide["volume"].to_numpy(float)
+        self._columns = {s: j for j, s in enumerate(self.symbols)}
 
     def column(self, symbol: str) -> int:
-        return self.symbols.index(symbol)
+        """The symbol's column (a dict: the callers ask once per position or per name, 50,000 at 3,000 names)."""
+        if symbol not in self._columns:
+            raise ValueError(f"{symbol!r} is not in the history")
+        return self._columns[symbol]
 
     def returns(self, symbols: list[str], window: int) -> np.ndarray:
         """Daily log returns of ``symbols`` over the last ``window`` sessions where every one has a bar."""
@@ -317,6 +321,41 @@ def _universe(positions: pd.DataFrame, sigs: pd.DataFrame, h: History) -> list[s
     return sorted(s for s in wanted if s in h.symbols)
 
 
+def correlation_rows(
+    as_of: pd.Timestamp,
+    session: dt.date,
+    symbols: list[str],
+    corr: np.ndarray,
+    labels: np.ndarray,
+    window_days: int,
+    min_cluster_correlation: float,
+) -> pd.DataFrame:
+    """correlation_matrix rows of one session: every (symbol_a, symbol_b) pair, symbol_a major, both in ``symbols``'
+    order. The symbols and the session are categorical (codes into ``symbols``: 2 bytes a row instead of an 8-byte
+    reference and a hash per row when the warehouse checks and writes 9 million rows at 3,000 names); the warehouse
+    stores the same text and dates."""
+    n = len(symbols)
+    codes = np.arange(n, dtype=np.int16 if n < 2**15 else np.int32)
+    a = np.repeat(codes, n)  # row k = i n + j: symbol_a i, symbol_b j (the meshgrid's ravel, without its int64 grids)
+    b = np.tile(codes, n)
+    names = pd.Index(symbols, dtype=object)
+    lab = np.asarray(labels, dtype=np.int64)
+    return pd.DataFrame(
+        {
+            "as_of": pd.Series(as_of, index=range(n * n)).astype("datetime64[us, UTC]"),
+            "as_of_date": pd.Categorical.from_codes(np.zeros(n * n, np.int8), pd.Index([session], dtype=object)),
+            "symbol_a": pd.Categorical.from_codes(a, categories=names),
+            "symbol_b": pd.Categorical.from_codes(b, categories=names),
+            "correlation": np.asarray(corr, dtype=np.float64).ravel(),
+            "window_days": np.full(n * n, window_days, dtype=np.int64),
+            "cluster_a": lab[a],
+            "cluster_b": lab[b],
+            "min_cluster_correlation": np.full(n * n, min_cluster_correlation),
+        },
+        copy=False,
+    )
+
+
 @dg.asset(
     group_name=GROUP,
     partitions_def=PARTITIONS,
@@ -345,7 +384,7 @@ def correlation_matrix(
 ) -> Events:
     wh = warehouse.get()
     d = _config(config).defaults
-    frames, parts, problems = [], [], []
+    frames, parts, problems, diagonals = [], [], [], []
     for session in partition_sessions(context):
         as_of, positions = valuation(wh, session)
         sigs = wh.read("signals", {"as_of_date": session}, columns=["symbol"])
@@ -358,27 +397,14 @@ def correlation_matrix(
             continue
         corr = np.atleast_2d(np.corrcoef(r, rowvar=False))
         labels = sz.correlation_clusters(corr, d.min_cluster_correlation)
-        n = len(symbols)
-        i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-        frames.append(
-            pd.DataFrame(
-                {
-                    "as_of": as_of,
-                    "as_of_date": session,
-                    "symbol_a": np.array(symbols, dtype=object)[i.ravel()],
-                    "symbol_b": np.array(symbols, dtype=object)[j.ravel()],
-                    "correlation": corr.ravel(),
-                    "window_days": int(r.shape[0]),
-                    "cluster_a": labels[i.ravel()],
-                    "cluster_b": labels[j.ravel()],
-                    "min_cluster_correlation": d.min_cluster_correlation,
-                }
-            )
-        )
+        window = int(r.shape[0])
+        frames.append(correlation_rows(as_of, session, symbols, corr, labels, window, d.min_cluster_correlation))
+        diagonals.append(pd.DataFrame({"symbol": symbols, "cluster": labels}))
         ok = np.allclose(corr, corr.T) and np.allclose(np.diag(corr), 1.0) and np.all(np.abs(corr) <= 1 + 1e-12)
         if not ok or np.linalg.eigvalsh(corr).min() < -1e-10:
             problems.append(str(session))
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0] if frames else pd.DataFrame()
+    del frames
     out = out.reindex(columns=table("correlation_matrix").data_column_names)
     check = dg.AssetCheckResult(
         check_name="valid_correlation_matrix",
@@ -386,7 +412,8 @@ def correlation_matrix(
         passed=not problems,
         metadata={"sessions_failing": ", ".join(problems) or "none"},
     )
-    clusters = out[out["symbol_a"] == out["symbol_b"]][["symbol_a", "cluster_a"]]
+    # each session's symbols and clusters (the diagonal rows), without comparing the 9 million symbol pairs at 3,000
+    clusters = pd.concat(diagonals, ignore_index=True) if diagonals else pd.DataFrame(columns=["symbol", "cluster"])
     yield from publish(
         context,
         wh,
@@ -394,26 +421,57 @@ def correlation_matrix(
         checks=[check],
         metadata={
             "correlation_matrix": {
-                "symbols": int(out["symbol_a"].nunique()),
-                "clusters": dg.MetadataValue.md(
-                    markdown_table(clusters.rename(columns={"symbol_a": "symbol", "cluster_a": "cluster"}), 60)
-                ),
+                "symbols": int(clusters["symbol"].nunique()),
+                "clusters": dg.MetadataValue.md(markdown_table(clusters, 60)),
             }
         },
     )
 
 
 # --------------------------------------------------------------------------------------------- sizing
+def correlation_inputs(
+    wh: Warehouse, as_of: pd.Timestamp, caps: list[float]
+) -> tuple[dict[str, int], dict[str, dict[str, float]]]:
+    """What sizing reads of the correlation matrix at ``as_of``: each symbol's cluster (the diagonal rows) and, per
+    symbol, the other symbols whose correlation with it is at least the lowest of ``caps`` (nothing when there is no
+    cap). Not the n x n rows (9 million at 3,000 names) with a Python object per symbol of each row."""
+    diagonal = wh.query(
+        "SELECT symbol_a, cluster_a FROM risk.correlation_matrix WHERE as_of = ? AND symbol_a = symbol_b", [as_of]
+    )
+    clusters = {str(s): int(c) for s, c in zip(diagonal["symbol_a"], diagonal["cluster_a"], strict=True)}
+    correlated: dict[str, dict[str, float]] = {}
+    if caps and clusters:
+        pairs = wh.read(
+            "correlation_matrix",
+            {"as_of": as_of, "correlation": Between(min(caps), math.inf)},
+            columns=["symbol_a", "symbol_b", "correlation"],
+        )
+        for a, b, rho in zip(pairs["symbol_a"], pairs["symbol_b"], pairs["correlation"].to_numpy(float), strict=True):
+            if a != b:
+                correlated.setdefault(a, {})[b] = float(rho)
+    return clusters, correlated
+
+
 def best_forecasts(forecasts: pd.DataFrame) -> dict[tuple[str, int], tuple[float, str, str]]:
     """Per (symbol, horizon): the model with the lowest out-of-sample QLIKE among all models, and why."""
     out: dict[tuple[str, int], tuple[float, str, str]] = {}
-    f = forecasts.dropna(subset=["oos_loss"])
-    for (symbol, horizon), g in f.groupby(["symbol", "horizon_days"]):
-        g = g.sort_values("oos_loss", kind="stable")
-        best = g.iloc[0]
-        others = ", ".join(f"{m} {v:.4g}" for m, v in zip(g["model"].iloc[1:], g["oos_loss"].iloc[1:], strict=True))
-        reason = f"lowest OOS QLIKE {best['oos_loss']:.4g} (n_oos={best['n_oos']}) against {others or 'no other model'}"
-        out[(str(symbol), int(horizon))] = (float(best["annualized_vol"]), str(best["model"]), reason)
+    # one stable sort by (symbol, horizon, loss), then each group's slice (not a frame per group: 9,000 at 3,000 names)
+    f = forecasts.dropna(subset=["oos_loss"]).sort_values(["symbol", "horizon_days", "oos_loss"], kind="stable")
+    if f.empty:
+        return out
+    symbol, horizon = f["symbol"].to_numpy(object), f["horizon_days"].to_numpy()
+    model, loss, vol, n_oos = (
+        f["model"].to_numpy(object),
+        f["oos_loss"].to_numpy(float),
+        f["annualized_vol"],
+        f["n_oos"],
+    )
+    vol, n_oos = vol.to_numpy(float), n_oos.array
+    new = np.flatnonzero((symbol[1:] != symbol[:-1]) | (horizon[1:] != horizon[:-1])) + 1
+    for a, b in zip(np.concatenate([[0], new]), np.concatenate([new, [len(f)]]), strict=True):
+        others = ", ".join(f"{m} {v:.4g}" for m, v in zip(model[a + 1 : b], loss[a + 1 : b], strict=True))
+        reason = f"lowest OOS QLIKE {loss[a]:.4g} (n_oos={n_oos[a]}) against {others or 'no other model'}"
+        out[(str(symbol[a]), int(horizon[a]))] = (float(vol[a]), str(model[a]), reason)
     return out
 
 
@@ -424,15 +482,18 @@ def sessions_to_earnings(dates: list[dt.date], symbols: list[str], calendar: pd.
         return out
     earn = calendar[calendar["event_type"] == "earnings"].dropna(subset=["symbol"])
     day = np.array(dates, dtype="datetime64[D]")
+    # each symbol's New York event dates, grouped once (not a pass over the calendar per symbol)
+    local = (
+        pd.to_datetime(earn["event_time"], utc=True).dt.tz_convert("America/New_York").dt.date.to_numpy()
+        if len(earn)
+        else np.empty(0, dtype=object)
+    )
+    by_symbol = pd.Series(local, dtype=object).groupby(earn["symbol"].to_numpy(object), sort=False).indices
     for j, s in enumerate(symbols):
-        ev = np.sort(
-            pd.to_datetime(earn.loc[earn["symbol"] == s, "event_time"], utc=True)
-            .dt.tz_convert("America/New_York")
-            .dt.date.to_numpy()
-            .astype("datetime64[D]")
-        )
-        if ev.size == 0:
+        rows = by_symbol.get(s)
+        if rows is None:
             continue
+        ev = np.sort(local[rows].astype("datetime64[D]"))
         k = np.searchsorted(ev, day, side="left")
         has = k < ev.size
         out[has, j] = np.minimum(np.busday_count(day[has], ev[k[has]]), cap)
@@ -477,7 +538,7 @@ def size_book(
     cfg: SizingConfig,
     ml: dict[str, Any],
     forecasts: dict[tuple[str, int], tuple[float, str, str]],
-    corr: pd.DataFrame,
+    correlated: dict[str, dict[str, float]],
     clusters: dict[str, int],
     limits: Any,
     atr: dict[str, float],
@@ -485,7 +546,11 @@ def size_book(
     spots: dict[str, float],
     hedge_drag: float | None = None,
 ) -> list[dict[str, Any]]:
-    """position_sizing rows (every method and the recommendation) for the book's signalled symbols."""
+    """position_sizing rows (every method and the recommendation) for the book's signalled symbols.
+
+    ``correlated``: per symbol of the correlation matrix, the other symbols whose correlation with it is at least the
+    lowest pairwise-correlation cap (``correlation_inputs``); ``clusters``: each matrix symbol's cluster.
+    """
     d = cfg.defaults
     sigs = sigs[sigs["symbol"].isin(h.symbols) & sigs["symbol"].isin(list(atr))]
     sigs = sigs.sort_values(["symbol", "confidence"], ascending=[True, False]).drop_duplicates("symbol")
@@ -696,26 +761,27 @@ def size_book(
     # the recommendation: most conservative method, then every limit
     lim = limits.for_book(b.book)
     gross = float(b.exposure.sum())
+    # the book's held names with their sector and cluster, once: each signalled symbol (up to every name of the
+    # universe) selects the others by masks instead of a Python pass over the held names (same names, same order)
+    held_names = b.exposure.index.to_numpy(object)
+    held_sector = np.array([b.sector.get(k) for k in held_names], dtype=object)
+    held_cluster = np.array([clusters.get(k) for k in held_names], dtype=object)
+    held_rank = {k: r for r, k in enumerate(held_names[b.exposure.to_numpy(float) > 0])}
+    rho_cap = lim.threshold("max_pairwise_correlation")
     for i, s in enumerate(symbols):
         own = float(b.exposure.get(s, 0.0))
         g_other = gross - own
         sector = b.sector.get(s)
-        sec_other = (
-            float(b.exposure[[k for k in b.exposure.index if b.sector.get(k) == sector and k != s]].sum())
-            if sector
-            else 0.0
-        )
+        others = held_names != s
+        sec_other = float(b.exposure[(held_sector == sector) & others].sum()) if sector else 0.0
         cl = clusters.get(s)
-        cl_other = (
-            float(b.exposure[[k for k in b.exposure.index if clusters.get(k) == cl and k != s]].sum()) if cl else 0.0
-        )
+        cl_other = float(b.exposure[(held_cluster == cl) & others].sum()) if cl else 0.0
         stop_dist = 2.0 * atr[s] / spots[s]
         other_risk = float(b.risk_at_stops.drop(s, errors="ignore").sum())
-        held = [k for k in b.exposure.index if k != s and b.exposure[k] > 0]
-        rho_cap = lim.threshold("max_pairwise_correlation")
         too_close = []
-        if rho_cap is not None and s in corr.index:
-            too_close = [k for k in held if k in corr.columns and corr.loc[s, k] > rho_cap]
+        if rho_cap is not None:  # the held names (other than s) correlated with s above the cap, in holding order
+            near = [k for k, rho in correlated.get(s, {}).items() if k != s and k in held_rank and rho > rho_cap]
+            too_close = sorted(near, key=held_rank.__getitem__)
         # Greek caps on the post-trade book with the name's stock position at the recommendation (a stock: delta 1
         # share, dollar delta = spot per share, gamma, vega and theta 0); "other" is everything else each cap covers
         other = {
@@ -914,9 +980,9 @@ def position_sizing(context: dg.AssetExecutionContext, config: SizingSettings, w
             "atm_vol_history", {"as_of_date": Between(h.dates[0], session)}, columns=["as_of_date", "symbol", "atm_vol"]
         )
         stops = wh.read("position_stops", {"as_of": as_of})
-        cm = wh.read("correlation_matrix", {"as_of": as_of})
-        corr = cm.pivot(index="symbol_a", columns="symbol_b", values="correlation") if len(cm) else pd.DataFrame()
-        clusters = dict(zip(cm["symbol_a"], cm["cluster_a"], strict=True)) if len(cm) else {}
+        books = sorted(set(positions["book"]) & set(navs.index))
+        rho_caps = [limits.for_book(book).threshold("max_pairwise_correlation") for book in books]
+        clusters, correlated = correlation_inputs(wh, as_of, [c for c in rho_caps if c is not None])
         sectors = {
             str(k): str(v) for k, v in positions.dropna(subset=["sector"]).groupby("symbol")["sector"].first().items()
         }
@@ -932,7 +998,7 @@ def position_sizing(context: dg.AssetExecutionContext, config: SizingSettings, w
         book_vars = wh.read("var_results", {"as_of": as_of, "method": "historical", "horizon_days": 1})
         book_vars = book_vars[np.isclose(book_vars["confidence"], 0.99)].set_index("book")["var"]
         parts.append({"as_of": as_of})
-        for book in sorted(set(positions["book"]) & set(navs.index)):
+        for book in books:
             p = positions[positions["book"] == book]
             dd = p.assign(g=p["dollar_delta"].abs())
             b = BookInputs(
@@ -966,7 +1032,9 @@ def position_sizing(context: dg.AssetExecutionContext, config: SizingSettings, w
             book_sigs = sigs[sigs["strategy"].isin(cfg.book_strategies(book, set(sigs["strategy"])))]
             drag = hedge_drags.get(book)
             bcfg = sizing_for_book(cfg, limits.for_book(book).risk_level)  # the book's risk-level preset
-            rows = size_book(b, book_sigs, h, bcfg, ml, forecasts, corr, clusters, limits, atr, vix_pct, spots, drag)
+            rows = size_book(
+                b, book_sigs, h, bcfg, ml, forecasts, correlated, clusters, limits, atr, vix_pct, spots, drag
+            )
             if rows:
                 f = pd.DataFrame(rows)
                 f["as_of"], f["as_of_date"], f["book"] = as_of, session, book
