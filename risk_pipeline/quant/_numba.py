@@ -17,13 +17,15 @@ Cold compilation (a first run, or any change to this package) is kept short by s
 * one compiled caller per call tree: numba links a callee's whole call tree into every function that calls
   it and optimizes and emits it again there (the exact American engine's tree: 5-9 s a caller under load).
   The exact engine's pieces are each linked into one array kernel (``american_alo``'s ``boundary_kernel``,
-  ``premium_kernel``, ``special_kernel``), and its users (prices, Greeks, the American implied-vol search,
-  the scenario engine) combine them in numpy from Python, batch by batch, with the same IEEE operations
-  (the same bits); likewise one kernel for BS2002's lanes and one for Jäckel's European inversion;
+  ``premium_kernel``, ``deterministic_kernel``, ``fd_kernel``), and its users (prices, Greeks, the American
+  implied-vol search, the scenario engine) combine them in numpy from Python, batch by batch, with the same
+  IEEE operations (the same bits); likewise one kernel for BS2002's lanes and one for Jäckel's European inversion;
 * one signature per kernel: numba compiles a callee once per distinct argument types, and a constant
   argument (``True``, ``0``) is a literal type of its own, as is an omitted default; kernels pass flags as
   ``np.bool_(...)``/``np.int64(...)`` (inside a kernel too) and every optional argument explicitly, and a
-  real argument where a complex one is expected as ``complex(x)``;
+  real argument where a complex one is expected as ``complex(x)``; arrays too are types of their own by
+  layout and writability (``np.nonzero``'s strided indices, an ``einsum`` view, a read-only ``broadcast_to``
+  view): kernels get C-contiguous writable arrays;
 * no array operation whose error path formats a message: a slice assignment ``a[i:j] = b`` or a
   ``reshape`` checks shapes and compiles numba's string formatting for the message (37 functions, 1.8 s
   of CPU in the demo at load 7); kernels copy element by element and allocate the shape they need;

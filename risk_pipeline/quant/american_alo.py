@@ -795,28 +795,45 @@ def premium_rows_kernel(
 
 
 @njit(**JIT)
-def special_kernel(
+def deterministic_kernel(
     ps: FloatArray,
     pk: FloatArray,
     pr: FloatArray,
     pq: FloatArray,
-    sig: FloatArray,
     t: FloatArray,
-    fd: BoolArray,
     price: FloatArray,
     delta: FloatArray,
     gamma: FloatArray,
     start: int,
     stop: int,
 ) -> None:
-    """Puts outside the single-boundary engine, ``start .. stop-1`` (``run_chunked``): two boundaries
-    (``fd``: ``fd_american_put``) or zero volatility (``deterministic_put``, gamma 0)."""
+    """Puts at zero volatility, ``start .. stop-1`` (``run_chunked``): ``deterministic_put``, gamma 0."""
     for i in range(start, stop):
-        if fd[i]:
-            p, d, g = fd_american_put(ps[i], pk[i], pr[i], pq[i], sig[i], t[i])
-        else:
-            p, d = deterministic_put(ps[i], pk[i], pr[i], pq[i], t[i])
-            g = 0.0
+        p, d = deterministic_put(ps[i], pk[i], pr[i], pq[i], t[i])
+        price[i] = p
+        delta[i] = d
+        gamma[i] = 0.0
+
+
+@njit(**JIT)
+def fd_kernel(
+    ps: FloatArray,
+    pk: FloatArray,
+    pr: FloatArray,
+    pq: FloatArray,
+    sig: FloatArray,
+    t: FloatArray,
+    price: FloatArray,
+    delta: FloatArray,
+    gamma: FloatArray,
+    start: int,
+    stop: int,
+) -> None:
+    """Puts with two exercise boundaries, ``start .. stop-1`` (``run_chunked``): ``fd_american_put``. A kernel
+    of its own, compiled only by a run that meets the regime (``q < r < 0``): the finite-difference solver's
+    compilation is not paid by the zero-volatility prices of every American implied-vol search."""
+    for i in range(start, stop):
+        p, d, g = fd_american_put(ps[i], pk[i], pr[i], pq[i], sig[i], t[i])
         price[i] = p
         delta[i] = d
         gamma[i] = g
@@ -873,6 +890,9 @@ def premiums(
     n = x.shape[0]
     out = np.empty(n), np.empty(n), np.empty(n)
     if n:
+        # contiguous inputs: a strided index (``np.nonzero`` of a 2-d mask) would compile the kernel a second time
+        x, row = np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(row, dtype=np.intp)
+        bounds = tuple(np.ascontiguousarray(b, dtype=np.float64) for b in bounds)
         run_chunked(premium_kernel, n, x, row, *bounds, s, tab, np.bool_(greeks), *out)
     return out
 
@@ -959,13 +979,16 @@ def american_points(
             run_chunked(_greeks_kernel, i.size, *args, *e)
             price[i], delta[i], gamma[i], theta[i] = e[0], e[1], e[2], e[4]
         p, d, g, th = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
-        other = np.flatnonzero(det | fd)
-        if other.size:
-            pd = (np.empty(other.size), np.empty(other.size), np.empty(other.size))
-            o = other
-            run_chunked(special_kernel, o.size, ps[o], pk[o], pr[o], pq[o], sig[o], tt[o], fd[o], *pd)
+        o = np.flatnonzero(det)
+        if o.size:
+            pd = (np.empty(o.size), np.empty(o.size), np.empty(o.size))
+            run_chunked(deterministic_kernel, o.size, ps[o], pk[o], pr[o], pq[o], tt[o], *pd)
             p[o], d[o], g[o] = pd
-            of = np.flatnonzero(fd)
+        of = np.flatnonzero(fd)
+        if of.size:
+            pd = (np.empty(of.size), np.empty(of.size), np.empty(of.size))
+            run_chunked(fd_kernel, of.size, ps[of], pk[of], pr[of], pq[of], sig[of], tt[of], *pd)
+            p[of], d[of], g[of] = pd
             cont = p[of] > pk[of] - ps[of] + 1e-12 * pk[of]
             th[of] = np.where(
                 cont,

@@ -379,7 +379,8 @@ def cos_interval(
     """The interval ``[a, b]`` and number of terms of each slice of ``cos_grid`` (same arguments), without its
     characteristic-function coefficients."""
     t = np.ascontiguousarray(t, dtype=np.float64).reshape(-1)
-    p = np.ascontiguousarray(np.broadcast_to(np.asarray(params, dtype=np.float64), (t.size, 5)))
+    # a copy: a broadcast view is read-only, another numba type (the kernels compiled twice)
+    p = np.array(np.broadcast_to(np.asarray(params, dtype=np.float64), (t.size, 5)), order="C")
     a, b, n = np.empty(t.size), np.empty(t.size), np.empty(t.size, dtype=np.intp)
     run_chunked(_slice_setup, t.size, t, p, float(l_std), float(cf_tolerance), a, b, n)
     return a, b, n
@@ -392,7 +393,8 @@ def cos_grid(
 
     ``t`` (years) has one entry per slice, ``params`` shape ``(slices, 5)`` (v0, kappa, theta, xi, rho)."""
     t = np.ascontiguousarray(t, dtype=np.float64).reshape(-1)
-    p = np.ascontiguousarray(np.broadcast_to(np.asarray(params, dtype=np.float64), (t.size, 5)))
+    # a copy: a broadcast view is read-only, another numba type (the kernels compiled twice)
+    p = np.array(np.broadcast_to(np.asarray(params, dtype=np.float64), (t.size, 5)), order="C")
     a, b, n = cos_interval(t, p, l_std, cf_tolerance)
     offset = np.zeros(t.size + 1, dtype=np.intp)
     np.cumsum(n, out=offset[1:])

@@ -1704,6 +1704,9 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
 
     coef = spline(ls_star, bnd, book.rate[am], book.div[am])  # the book's own time constants, bit for bit
     bcoef = boundary(ratio)
+    # contiguous, as the split books' grids are (``einsum`` may return a strided view): one compiled signature
+    # of ``_american_grid_values`` instead of two
+    coef, bcoef = np.ascontiguousarray(coef), np.ascontiguousarray(bcoef)
     dcoef = np.zeros((0, 4, *coef.shape[1:]))
     dbcoef = np.zeros((0, 4, *bcoef.shape[1:]))
     if shifted:
