@@ -14,7 +14,8 @@ time outside the steps (the run's wall time, measured around ``execute_in_proces
 step intervals: launch, Dagster events and their SQLite commits, checks recorded outside a step), the
 number of events the run recorded, the numba compile time (``numba:compile`` events: cache misses only;
 ``numba:compiler_lock`` also counts loading cached machine code) and the process's peak resident memory,
-then the targets of issue #10 with MET / MISSED.
+then the targets of issue #10 with MET / MISSED and, under them, where the time of each missed target went
+(its slowest steps, compilation, time outside the steps).
 
 The machine may be shared: every run also prints a calibration workload's time (a fixed single-threaded
 numpy sort) before and after, so two reports can be compared by the ratio of a step to it.
@@ -251,6 +252,35 @@ def print_targets(runs: dict[str, RunTiming], cold_cache: bool = False, compiled
     width = max(len(r[0]) for r in rows) + 2
     for name, value, mark in rows:
         print(f"   {name:<{width}}{value:<44}{mark}")
+    for line in missed_reasons(rows, runs, compiled):
+        print(f"   why: {line}")
+
+
+def missed_reasons(rows: list[tuple[str, str, str]], runs: dict[str, RunTiming], compiled_s: float) -> list[str]:
+    """Where the time of each missed target went, from the runs' own step timings and compile events."""
+
+    def top(run: RunTiming, n: int = 3) -> str:
+        slowest = sorted(run.steps.items(), key=lambda kv: -kv[1])[:n]
+        return ", ".join(f"{k} {v:.1f} s" for k, v in slowest)
+
+    missed = {name for name, _, mark in rows if mark == "MISSED"}
+    out: list[str] = []
+    hist = runs.get("history")
+    if hist and "price_history_job <= 30 s" in missed:
+        out.append(
+            f"price_history_job: {top(hist)}; numba compilation {hist.compile_s:.1f} s inside the steps; "
+            f"{hist.outside_s:.1f} s outside the steps"
+        )
+    eod = runs.get("eod_warm") or runs.get("eod")
+    if eod and any(name.startswith(("end_of_day_job", "no end-of-day step", "var_")) for name in missed):
+        out.append(f"end_of_day_job: {top(eod, 5)}; numba compilation {eod.compile_s:.1f} s")
+    if "cold numba compilation <= 15 s" in missed:
+        per_run = ", ".join(f"{r.job} {r.compile_s:.1f} s" for r in runs.values() if r.compile_s > 0)
+        out.append(
+            f"cold numba compilation {compiled_s:.1f} s ({per_run}): the kernels compile on first use; "
+            "bench_compile.py lists the longest ones"
+        )
+    return out
 
 
 def compare_warehouses(url: str, reference_url: str) -> bool:
