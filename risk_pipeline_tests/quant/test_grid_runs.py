@@ -144,3 +144,40 @@ def test_sets_without_runs_keep_the_scenario_by_scenario_read() -> None:
     book = prepare(p, 1.0, sc, "eep_grid")
     assert not se._rows_repeat(se._chunk_inputs(book, sc))
     np.testing.assert_array_equal(evaluate(p, sc, 1.0, american="eep_grid").pnl, se.evaluate_prepared(book, sc).pnl)
+
+
+def test_shifts_made_per_base_row_are_the_summed_shifts_of_every_row() -> None:
+    """``gap_risk.base_row_shifts``: the expiry-scaled move and an earnings crush made once per base row and gathered
+    give every row of the combined set the shifts ``summed_shifts`` makes for it, bit for bit; a dynamic that reads
+    the spot (sticky moneyness) keeps the row-by-row shifts."""
+    from risk_pipeline.quant.gap_risk import base_row_shifts, gap_picks
+    from risk_pipeline.quant.smile_dynamics import (
+        EarningsVolCrush,
+        ExpiryScaledVolMoves,
+        StickyMoneyness,
+        SummedShiftRows,
+        SviSlices,
+        summed_shifts,
+    )
+    from risk_pipeline.quant.vol_shocks import VolShockRule
+
+    rng = np.random.default_rng(11)
+    p = _book(rng)
+    sc = _gap_set(rng, p, n_base=40, n_gap=24)
+    base_rows, _ = gap_picks(40, [24], 10_000, 0)
+    dynamics = [EarningsVolCrush(1, 0.002, 3 / 365), ExpiryScaledVolMoves(VolShockRule(term_exponent=0.4))]
+    rows = base_row_shifts(dynamics, p, sc, base_rows)
+    assert not isinstance(rows.make, SummedShiftRows)  # gathered from the per-base-row table
+    whole = summed_shifts(dynamics, p, sc)
+    for a, b in ((0, sc.n_scenarios), (5, 300), (700, 701)):
+        np.testing.assert_array_equal(rows.make(a, b), whole[a:b])
+    opt = np.flatnonzero(p.is_option)
+    k = opt.size
+    slices = SviSlices(
+        *(np.full(k, v) for v in (0.04, 0.1, -0.3, 0.0, 0.2)),
+        forward=p.spot[p.symbol_index[opt]],
+        time_years=p.time_years[opt],
+        slice_of_position=np.where(p.is_option, np.cumsum(p.is_option) - 1, -1),
+    )
+    spot_dependent = base_row_shifts([StickyMoneyness(slices), *dynamics], p, sc, base_rows)
+    assert isinstance(spot_dependent.make, SummedShiftRows)
