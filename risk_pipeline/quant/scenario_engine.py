@@ -1735,15 +1735,20 @@ def _eep_ranges(book: PreparedBook, sc: ScenarioSet) -> _GridRanges:
             b_ls_hi = inp.log_spot_new.max(axis=0)[sym]
         else:
             b_lo, b_hi, b_ls_lo, b_ls_hi = (np.empty(na) for _ in range(4))
+            # without a skew an option's shocked vol does not depend on the spot: a scenario repeating the previous
+            # one's vol scales and shifts (the gap sets' runs) repeats every vol, so only the others are scanned for
+            # the vol range (min and max of the same values); the log spots' range is every scenario's
+            keep = _new_vol_rows(inp) if sc.vol_skew is None else None
+            scan = inp if keep is None else _rows_of(inp, keep)
             run_chunked(
                 _vol_range,
                 na,
-                inp.log_spot_new,
-                inp.scale,
-                inp.shift,
-                inp.skew,
-                inp.shift_opt,
-                inp.opt_stride,
+                scan.log_spot_new,
+                scan.scale,
+                scan.shift,
+                scan.skew,
+                scan.shift_opt,
+                scan.opt_stride,
                 book.opt_sym,
                 book.log_strike,
                 book.vol,
@@ -1753,6 +1758,9 @@ def _eep_ranges(book: PreparedBook, sc: ScenarioSet) -> _GridRanges:
                 b_ls_lo,
                 b_ls_hi,
             )
+            if keep is not None:
+                b_ls_lo = inp.log_spot_new.min(axis=0)[sym]
+                b_ls_hi = inp.log_spot_new.max(axis=0)[sym]
         np.minimum(v_lo, b_lo, out=v_lo)
         np.maximum(v_hi, b_hi, out=v_hi)
         np.minimum(ls_lo, b_ls_lo, out=ls_lo)
@@ -1761,6 +1769,34 @@ def _eep_ranges(book: PreparedBook, sc: ScenarioSet) -> _GridRanges:
             np.maximum(lr, _largest_shift(inp.rate, sym), out=lr)
             np.maximum(lq, _largest_shift(inp.div, sym), out=lq)
     return _GridRanges(v_lo, v_hi, ls_lo, ls_hi, lr, lq)
+
+
+def _new_vol_rows(inp: _ChunkInputs) -> IntArray | None:
+    """The scenarios of a chunk whose vol scales or vol shifts (per symbol or per position) differ in their bits from
+    the previous scenario's (the first always), or None when that is more than half of them (no runs worth skipping)."""
+    n = inp.log_spot_new.shape[0]
+    if n < 2:
+        return None
+    fixed = dict(inp.constant)
+    new = np.zeros(n - 1, dtype=bool)
+    arrays = [getattr(inp, name) for name in ("scale", "shift") if name not in fixed]
+    for a in arrays + ([inp.shift_opt] if inp.opt_stride else []):
+        bits = np.ascontiguousarray(a).view(np.int64)  # bits, not values: -0.0 and 0.0 differ
+        new |= np.any(bits[1:] != bits[:-1], axis=1)
+    rows = np.concatenate([[0], 1 + np.flatnonzero(new)])
+    return rows if 2 * rows.size <= n else None
+
+
+def _rows_of(inp: _ChunkInputs, rows: IntArray) -> _ChunkInputs:
+    """The vol inputs of the scenarios ``rows`` of a chunk (what ``_vol_range`` reads)."""
+    return replace(
+        inp,
+        log_spot_new=inp.log_spot_new[rows],
+        scale=inp.scale[rows],
+        shift=inp.shift[rows],
+        skew=inp.skew[rows],
+        shift_opt=inp.shift_opt[rows] if inp.opt_stride else inp.shift_opt[:1],
+    )
 
 
 def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int, moves_carry: bool) -> PreparedBook:

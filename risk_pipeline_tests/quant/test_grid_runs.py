@@ -4,6 +4,8 @@ scenario-by-scenario read gives, bit for bit."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -181,3 +183,30 @@ def test_shifts_made_per_base_row_are_the_summed_shifts_of_every_row() -> None:
     )
     spot_dependent = base_row_shifts([StickyMoneyness(slices), *dynamics], p, sc, base_rows)
     assert isinstance(spot_dependent.make, SummedShiftRows)
+
+
+@pytest.mark.parametrize("position_shifts", [False, True])
+def test_grid_ranges_scanned_on_new_vol_rows_only_give_the_same_grid(
+    monkeypatch: pytest.MonkeyPatch, position_shifts: bool
+) -> None:
+    """The range scan of a set in runs reads the vols of the scenarios that change them only (``_new_vol_rows``):
+    the same grid, every array bit for bit, as scanning every scenario."""
+    rng = np.random.default_rng(21)
+    p = _book(rng)
+    sc = _gap_set(rng, p)
+    if position_shifts:
+        sc = _with_position_shifts(rng, p, sc, 24)
+    else:  # per-symbol shifts: the scan, not the shortcut for scales alone
+        sc = replace(sc, vol_shift_abs=np.zeros_like(sc.spot_shock_rel))
+    monkeypatch.setattr(se, "CHUNK_MEMORY_BYTES", 1)  # chunks of MIN_CHUNK scenarios: runs cut at the chunks
+    inp = se._chunk_inputs(prepare(p, 7.0, None, "exact"), sc.take(0, se.MIN_CHUNK))
+    rows = se._new_vol_rows(inp)
+    assert rows is not None and rows.size < se.MIN_CHUNK // 4
+    got = prepare(p, 7.0, sc, "eep_grid")
+    monkeypatch.setattr(se, "_new_vol_rows", lambda inp: None)
+    ref = prepare(p, 7.0, sc, "eep_grid")
+    fields = ("grid_mode", "grid_y0", "grid_dy", "grid_v0", "grid_dv", "grid_coef", "grid_bcoef", "grid_step")
+    for name in (*fields, "grid_dcoef", "grid_dbcoef"):
+        a, b = getattr(got, name), getattr(ref, name)
+        np.testing.assert_array_equal(a, b, err_msg=name)
+        assert a.tobytes() == b.tobytes(), name  # signs of zero too
