@@ -793,6 +793,58 @@ def _rows_cols(a: Any, rows: IntArray, columns: IntArray) -> Any:
     return a[rows[:, None], columns[None, :]]
 
 
+def base_row_shifts(dynamics: Sequence[Any], portfolio: Portfolio, sc: ScenarioSet, base_rows: IntArray) -> Any:
+    """``smile_dynamics.summed_shift_rows(dynamics, portfolio, sc)``, where row ``k`` of ``sc`` is a combined scenario
+    of base row ``base_rows[k]`` (its vol scale that row's). When no dynamic reads the spot (the expiry-scaled ATM
+    move reads the vol scale, the earnings crush nothing of the scenario), each row's shifts are those of its base
+    row: they are made once per distinct base row and each chunk's rows gathered from them, so the same numbers
+    (every dynamic's shift of a row depends on that row only) without computing them again for every gap."""
+    from risk_pipeline.quant.scenario_engine import RowVolShifts
+    from risk_pipeline.quant.smile_dynamics import (
+        EarningsVolCrush,
+        ExpiryScaledVolMoves,
+        summed_shift_rows,
+        summed_shifts,
+    )
+
+    rows = np.asarray(base_rows, dtype=np.intp)
+    if not all(type(d) in (ExpiryScaledVolMoves, EarningsVolCrush) for d in dynamics) or rows.size != sc.n_scenarios:
+        return summed_shift_rows(dynamics, portfolio, sc)
+    _, first, row_of = np.unique(rows, return_index=True, return_inverse=True)
+    if 2 * first.size > rows.size:  # few repeats: not worth the table
+        return summed_shift_rows(dynamics, portfolio, sc)
+    table = summed_shifts(dynamics, portfolio, _take_rows(sc, first))
+    row_of = row_of.reshape(-1)
+    return RowVolShifts(_GatheredRows(table, row_of), portfolio.quantity.size)
+
+
+@dataclass(frozen=True, eq=False)
+class _GatheredRows:
+    """Rows ``start:stop`` of a set as rows of ``table`` (``row_of``): ``RowVolShifts.make`` of ``base_row_shifts``."""
+
+    table: FloatArray
+    row_of: IntArray
+
+    def __call__(self, start: int, stop: int) -> FloatArray:
+        return self.table[self.row_of[start:stop]]
+
+
+def _take_rows(sc: ScenarioSet, idx: IntArray) -> ScenarioSet:
+    """The rows ``idx`` of a scenario set of arrays (its vol shifts left out)."""
+    from risk_pipeline.quant.scenario_engine import ScenarioSet
+
+    def cut(a: Any) -> Any:
+        return a[idx] if isinstance(a, np.ndarray) else a
+
+    return ScenarioSet(
+        sc.spot_shock_rel[idx],
+        vol_scale=cut(sc.vol_scale),
+        vol_skew=cut(sc.vol_skew),
+        rate_shift_abs=cut(sc.rate_shift_abs),
+        dividend_shift_abs=cut(sc.dividend_shift_abs),
+    )
+
+
 #: Pairs x names of one block copied from a group's P&L by underlying into the combined set's (8 MB).
 COPY_BLOCK_CELLS = 1_000_000
 
@@ -824,7 +876,6 @@ def gap_pnl_by_underlying(
     whole set.
     """
     from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate_prepared, prepare_parts
-    from risk_pipeline.quant.smile_dynamics import summed_shift_rows
 
     if american != "eep_grid":
         return None
@@ -865,7 +916,7 @@ def gap_pnl_by_underlying(
         )
         sub = sub_portfolio(portfolio, positions, cols)
         if mine:
-            sc = replace(sc, vol_shift_abs=summed_shift_rows(mine, sub, sc), vol_shift_per_position=True)
+            sc = replace(sc, vol_shift_abs=base_row_shifts(mine, sub, sc, b), vol_shift_per_position=True)
         parts.append((positions, sub, sc))
         copies.append((cols, inverse.reshape(-1)))
     books = prepare_parts(portfolio, calendar_days, parts, n, carry)

@@ -720,6 +720,147 @@ def _american_grid_values(
 
 
 @njit(**JIT)
+def _american_grid_values_runs(
+    spot_t: FloatArray,
+    log_spot_t: FloatArray,
+    scale_t: FloatArray,
+    shift_t: FloatArray,
+    skew_t: FloatArray,
+    shift_opt_t: FloatArray,
+    opt_stride: int,
+    rate_t: FloatArray,
+    div_t: FloatArray,
+    n_euro: int,
+    opt_sym: IntArray,
+    log_strike: FloatArray,
+    strike: FloatArray,
+    t: FloatArray,
+    sqt: FloatArray,
+    carry: FloatArray,
+    vol: FloatArray,
+    w: FloatArray,
+    dq: FloatArray,
+    kdr: FloatArray,
+    g_mode: NDArray[np.int8],
+    g_y0: FloatArray,
+    g_dy: FloatArray,
+    g_v0: FloatArray,
+    g_dv: FloatArray,
+    g_coef: FloatArray,
+    g_bcoef: FloatArray,
+    g_step: FloatArray,
+    g_dcoef: FloatArray,
+    g_dbcoef: FloatArray,
+    values: FloatArray,
+    n_nan: IntArray,
+    start: int,
+    stop: int,
+) -> None:
+    """``_american_grid_values`` with rate and yield shifts, for scenario sets whose rows come in runs that move an
+    option's vol, rate and yield alike and only its spot differently (the gap VaR's combined set: many past gaps
+    of one historical window). What does not depend on the spot (the vol coordinates, the boundary ``ln(S*/K)``
+    read from the shifted grids, BSM's shifted carry and discount factors) is computed only when an option's
+    (vol, rate shift, yield shift) differs in its bits from the previous scenario's, and reused while it does not:
+    ``_grid_price``'s operations on the same inputs, split where the spot enters, so the same prices bit for bit."""
+    n = values.shape[1]
+    ny = g_coef.shape[2] + 1
+    nv = g_coef.shape[1] + 1
+    nb = g_bcoef.shape[1] + 1
+    b_per_v = (nb - 1) / (nv - 1)
+    for m in range(start, stop):
+        i = n_euro + m
+        s = opt_sym[i]
+        mode = g_mode[m]
+        inv_dv = 1.0 / g_dv[m]
+        inv_dy = 1.0 / g_dy[m]
+        count = 0
+        h_r = g_step[m, 0]
+        h_q = g_step[m, 1]
+        inv_r = 1.0 / h_r if h_r != 0.0 else 0.0
+        inv_q = 1.0 / h_q if h_q != 0.0 else 0.0
+        lim_r = abs(h_r) * (1.0 + 1e-9)
+        lim_q = abs(h_q) * (1.0 + 1e-9)
+        lk = log_strike[i]
+        ti = t[i]
+        # the previous scenario's vol and shifts, and what they gave
+        last_sig = math.nan
+        last_dr = math.nan
+        last_dd = math.nan
+        fv = 0.0
+        iv = np.int64(0)
+        tv = 0.0
+        lstar = 0.0
+        xr = 0.0
+        xq = 0.0
+        in_range = False
+        carry_s = 0.0
+        dq_s = 0.0
+        kdr_s = 0.0
+        for j in range(n):
+            ls = log_spot_t[s, j]
+            extra = shift_opt_t[i * opt_stride, j]
+            sig = _sigma(vol[i], scale_t[s, j], shift_t[s, j], skew_t[s, j], lk, ls, extra)
+            dr = rate_t[s, j]
+            dd = div_t[s, j]
+            same = (
+                sig == last_sig
+                and dr == last_dr
+                and dd == last_dd
+                and math.copysign(1.0, sig) == math.copysign(1.0, last_sig)
+                and math.copysign(1.0, dr) == math.copysign(1.0, last_dr)
+                and math.copysign(1.0, dd) == math.copysign(1.0, last_dd)
+            )
+            if not same:
+                last_sig = sig
+                last_dr = dr
+                last_dd = dd
+                xr = dr * inv_r
+                xq = dd * inv_q
+                in_range = (abs(dr) <= lim_r) & (abs(dd) <= lim_q)
+                fv = (sig - g_v0[m]) * inv_dv
+                iv = np.int64(np.minimum(np.maximum(fv, 0.0), nv - 2.0))
+                tv = fv - iv
+                fb = fv * b_per_v
+                ib = np.int64(np.minimum(np.maximum(fb, 0.0), nb - 2.0))
+                tb = fb - ib
+                lstar = ((g_bcoef[m, ib, 0] * tb + g_bcoef[m, ib, 1]) * tb + g_bcoef[m, ib, 2]) * tb + g_bcoef[m, ib, 3]
+                b0 = _horner(g_dbcoef[m, 0, ib], tb)
+                b1 = _horner(g_dbcoef[m, 1, ib], tb)
+                b2 = _horner(g_dbcoef[m, 2, ib], tb)
+                b3 = _horner(g_dbcoef[m, 3, ib], tb)
+                lstar += xr * (b0 + xr * b1) + xq * (b2 + xq * b3)
+                carry_s = carry[i] + (dr - dd) * ti  # _bsm_shifted's arguments
+                dq_s = dq[i] * math.exp(-dd * ti)
+                kdr_s = kdr[i] * math.exp(-dr * ti)
+            sp = spot_t[s, j]
+            y = w[i] * (lstar - ls + lk)
+            fy = (y - g_y0[m]) * inv_dy
+            iy = np.int64(np.minimum(np.maximum(fy, 0.0), ny - 2.0))
+            ty = fy - iy
+            eep = 0.0
+            for a in range(4):
+                c = ((g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty + g_coef[m, iv, iy, a, 2]) * ty + (
+                    g_coef[m, iv, iy, a, 3]
+                )
+                e0 = _horner(g_dcoef[m, 0, iv, iy, a], ty)
+                e1 = _horner(g_dcoef[m, 1, iv, iy, a], ty)
+                e2 = _horner(g_dcoef[m, 2, iv, iy, a], ty)
+                e3 = _horner(g_dcoef[m, 3, iv, iy, a], ty)
+                c += xr * (e0 + xr * e1) + xq * (e2 + xq * e3)
+                eep = eep * tv + c
+            euro = _bsm(sp, ls, lk, carry_s, sqt[i], sig, w[i], dq_s, kdr_s)
+            intrinsic = w[i] * (sp - strike[i])
+            on_grid = (fy >= 0.0) & (fy <= ny - 1.0) & (fv >= -1e-9) & (fv <= nv - 1.0 + 1e-9) & in_range
+            spline = np.maximum(euro + np.maximum(eep, 0.0), intrinsic)  # BS2002's own floors
+            floor_only = (mode == 0) | (sig * sqt[i] <= _AM_MIN_TOTAL_STD) | ((mode == 1) & (y <= 0.0))
+            value = spline if ((mode == 1) & on_grid) else math.nan
+            price = np.maximum(euro, intrinsic) if floor_only else value
+            count += np.int64(price != price)
+            values[m, j] = price
+        n_nan[m] = count
+
+
+@njit(**JIT)
 def _american_grid_sum(
     values: FloatArray,
     per_symbol: bool,
@@ -1594,15 +1735,20 @@ def _eep_ranges(book: PreparedBook, sc: ScenarioSet) -> _GridRanges:
             b_ls_hi = inp.log_spot_new.max(axis=0)[sym]
         else:
             b_lo, b_hi, b_ls_lo, b_ls_hi = (np.empty(na) for _ in range(4))
+            # without a skew an option's shocked vol does not depend on the spot: a scenario repeating the previous
+            # one's vol scales and shifts (the gap sets' runs) repeats every vol, so only the others are scanned for
+            # the vol range (min and max of the same values); the log spots' range is every scenario's
+            keep = _new_vol_rows(inp) if sc.vol_skew is None else None
+            scan = inp if keep is None else _rows_of(inp, keep)
             run_chunked(
                 _vol_range,
                 na,
-                inp.log_spot_new,
-                inp.scale,
-                inp.shift,
-                inp.skew,
-                inp.shift_opt,
-                inp.opt_stride,
+                scan.log_spot_new,
+                scan.scale,
+                scan.shift,
+                scan.skew,
+                scan.shift_opt,
+                scan.opt_stride,
                 book.opt_sym,
                 book.log_strike,
                 book.vol,
@@ -1612,6 +1758,9 @@ def _eep_ranges(book: PreparedBook, sc: ScenarioSet) -> _GridRanges:
                 b_ls_lo,
                 b_ls_hi,
             )
+            if keep is not None:
+                b_ls_lo = inp.log_spot_new.min(axis=0)[sym]
+                b_ls_hi = inp.log_spot_new.max(axis=0)[sym]
         np.minimum(v_lo, b_lo, out=v_lo)
         np.maximum(v_hi, b_hi, out=v_hi)
         np.minimum(ls_lo, b_ls_lo, out=ls_lo)
@@ -1620,6 +1769,34 @@ def _eep_ranges(book: PreparedBook, sc: ScenarioSet) -> _GridRanges:
             np.maximum(lr, _largest_shift(inp.rate, sym), out=lr)
             np.maximum(lq, _largest_shift(inp.div, sym), out=lq)
     return _GridRanges(v_lo, v_hi, ls_lo, ls_hi, lr, lq)
+
+
+def _new_vol_rows(inp: _ChunkInputs) -> IntArray | None:
+    """The scenarios of a chunk whose vol scales or vol shifts (per symbol or per position) differ in their bits from
+    the previous scenario's (the first always), or None when that is more than half of them (no runs worth skipping)."""
+    n = inp.log_spot_new.shape[0]
+    if n < 2:
+        return None
+    fixed = dict(inp.constant)
+    new = np.zeros(n - 1, dtype=bool)
+    arrays = [getattr(inp, name) for name in ("scale", "shift") if name not in fixed]
+    for a in arrays + ([inp.shift_opt] if inp.opt_stride else []):
+        bits = np.ascontiguousarray(a).view(np.int64)  # bits, not values: -0.0 and 0.0 differ
+        new |= np.any(bits[1:] != bits[:-1], axis=1)
+    rows = np.concatenate([[0], 1 + np.flatnonzero(new)])
+    return rows if 2 * rows.size <= n else None
+
+
+def _rows_of(inp: _ChunkInputs, rows: IntArray) -> _ChunkInputs:
+    """The vol inputs of the scenarios ``rows`` of a chunk (what ``_vol_range`` reads)."""
+    return replace(
+        inp,
+        log_spot_new=inp.log_spot_new[rows],
+        scale=inp.scale[rows],
+        shift=inp.shift[rows],
+        skew=inp.skew[rows],
+        shift_opt=inp.shift_opt[rows] if inp.opt_stride else inp.shift_opt[:1],
+    )
 
 
 def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int, moves_carry: bool) -> PreparedBook:
@@ -1751,6 +1928,28 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
 _NOT_READ = np.zeros((1, 1))
 
 
+#: Share of a chunk's scenarios that repeat the previous one's vols, rates and yields per underlying (moving only
+#: spots) from which ``evaluate_chunk`` reads the Americans with ``_american_grid_values_runs``.
+RUNS_SHARE = 0.5
+
+
+def _rows_repeat(inp: _ChunkInputs) -> bool:
+    """Whether at least ``RUNS_SHARE`` of the chunk's scenarios leave every underlying's vol scale, vol shift, skew,
+    rate and yield shift as the scenario before them (the gap VaR's combined sets: runs of gaps on one window)."""
+    n = inp.spot_new.shape[0]
+    if n < 2:
+        return False
+    fixed = dict(inp.constant)
+    same = np.ones(n - 1, dtype=bool)
+    for name in ("scale", "shift", "skew", "rate", "div"):
+        if name not in fixed:
+            a = getattr(inp, name)
+            same &= np.all(a[1:] == a[:-1], axis=1)
+    if inp.opt_stride:
+        same &= np.all(inp.shift_opt[1:] == inp.shift_opt[:-1], axis=1)
+    return bool(np.count_nonzero(same) >= RUNS_SHARE * (n - 1))
+
+
 def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False) -> ScenarioPnl:
     """Revalue one chunk of scenarios in this process (the unit of work sent to Dask workers)."""
     inp = _chunk_inputs(book, sc)
@@ -1801,15 +2000,16 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
         values = np.empty((n_am, n))
         n_nan = np.empty(n_am, dtype=np.intp)
         sym_major = inp.symbol_major("spot_new", "log_spot_new", "scale", "shift", "skew")
+        runs = shifted and _rows_repeat(inp)
         run_chunked(
-            _american_grid_values,
+            _american_grid_values_runs if runs else _american_grid_values,
             n_am,
             *sym_major,
             np.ascontiguousarray(inp.shift_opt.T),  # option-major, like the symbol-major inputs
             inp.opt_stride,
             np.ascontiguousarray(inp.rate.T) if shifted else _NOT_READ,
             np.ascontiguousarray(inp.div.T) if shifted else _NOT_READ,
-            np.bool_(shifted),
+            *(() if runs else (np.bool_(shifted),)),
             book.n_euro,
             book.opt_sym,
             book.log_strike,
