@@ -39,19 +39,28 @@ def usable_quotes(iv: pd.DataFrame) -> pd.DataFrame:
 
 
 def sabr_rows(quotes: pd.DataFrame, beta: float) -> list[dict[str, Any]]:
-    """sabr_slices rows of one underlying: one SABR fit per expiry with at least 3 quotes."""
+    """sabr_slices rows of one underlying: one SABR fit per expiry with at least 3 quotes (expiries in sorted order,
+    each slice's quotes in their order in ``quotes``, as ``groupby("expiry", sort=True)`` gives them; the columns are
+    taken out once rather than per slice)."""
+    codes, expiries = pd.factorize(quotes["expiry"].to_numpy(), sort=True)
+    order = np.argsort(codes, kind="stable")
+    order = order[codes[order] >= 0]  # groupby drops missing keys
+    starts = np.searchsorted(codes[order], np.arange(len(expiries) + 1))
+    strike = quotes["strike"].to_numpy(float)
+    vol = quotes["implied_vol"].to_numpy(float)
+    forwards = quotes["forward"].to_numpy(float)
+    times = quotes["time_to_expiry_years"].to_numpy(float)
     rows = []
-    for expiry, g in quotes.groupby("expiry", sort=True):
-        if len(g) < 3:
+    for j, expiry in enumerate(expiries):
+        idx = order[starts[j] : starts[j + 1]]
+        if len(idx) < 3:
             continue
-        forward = float(g["forward"].iloc[0])
-        t = float(g["time_to_expiry_years"].iloc[0])
+        forward = float(forwards[idx[0]])
+        t = float(times[idx[0]])
         try:
-            fit = calibrate_sabr(
-                g["strike"].to_numpy(float), g["implied_vol"].to_numpy(float), forward, t, beta, SABR_FORMULA
-            )
+            fit = calibrate_sabr(strike[idx], vol[idx], forward, t, beta, SABR_FORMULA)
         except ValueError as exc:
-            raise ValueError(f"SABR fit of {g['underlying'].iloc[0]} {expiry}: {exc}") from exc
+            raise ValueError(f"SABR fit of {quotes['underlying'].iloc[0]} {expiry}: {exc}") from exc
         density = density_check(fit)
         rows.append(
             {
