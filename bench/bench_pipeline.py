@@ -53,8 +53,9 @@ OVERHEAD_TARGET_SHARE = 0.20
 INTRADAY_TARGET_S = 10.0
 VAR_TARGET_S = 5.0
 COLD_COMPILE_TARGET_S = 15.0
-#: Columns that differ between two runs of identical code (ids and times of the run itself).
-RUN_SPECIFIC = ("run_id", "audit_id", "hedge_id", "alert_id", "execution_id", "client_order_id")
+#: Columns that differ between two runs of identical code (ids and times of the run itself; the hedge solver's
+#: wall time ``solve_seconds``).
+RUN_SPECIFIC = ("run_id", "audit_id", "hedge_id", "alert_id", "execution_id", "client_order_id", "solve_seconds")
 
 
 @dataclass
