@@ -148,19 +148,9 @@ def setup(n_names: int, seed: int = 0) -> dict[str, Any]:
 def subset(p: Any, idx: np.ndarray) -> Any:
     from dataclasses import replace
 
-    fields = (
-        "symbol_index",
-        "quantity",
-        "multiplier",
-        "is_option",
-        "is_call",
-        "strike",
-        "time_years",
-        "implied_vol",
-        "rate",
-        "dividend_yield",
-        "is_american",
-    )
+    from risk_pipeline.quant.portfolio import POSITION_FIELDS
+
+    fields = ("symbol_index", "quantity", *POSITION_FIELDS)
     return replace(
         p,
         **{f: np.broadcast_to(np.asarray(getattr(p, f)), (p.n_positions,))[idx] for f in fields},
