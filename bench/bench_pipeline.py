@@ -72,6 +72,8 @@ class RunTiming:
     compiler_lock_s: float
     peak_rss_gib: float
     notes: list[str] = field(default_factory=list)
+    #: CPU seconds of this process (every thread, user + system) around ``execute_in_process``
+    cpu_s: float = 0.0
 
     @property
     def outside_s(self) -> float:
@@ -94,6 +96,12 @@ def peak_rss_gib() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, children) / 2**20
+
+
+def process_cpu_s() -> float:
+    """User and system CPU seconds of this process so far (every thread)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def step_intervals(instance: Any, run_id: str) -> tuple[dict[str, tuple[float, float]], Counter[str]]:
@@ -147,7 +155,7 @@ def run_job(
         event.install_listener("numba:compile", compile_timer),
         event.install_listener("numba:compiler_lock", lock_timer),
     ):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), process_cpu_s()
         result = job.execute_in_process(
             instance=instance,
             partition_key=partition_key,
@@ -155,7 +163,7 @@ def run_job(
             run_config={**quiet, **(run_config or {})},
             raise_on_error=False,
         )
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, process_cpu_s() - c0
     intervals, counts = step_intervals(instance, result.run_id)
     steps = {k: b - a for k, (a, b) in sorted(intervals.items(), key=lambda kv: kv[1][0])}
     notes = []
@@ -173,12 +181,16 @@ def run_job(
         compiler_lock_s=lock_timer.duration if lock_timer.done else 0.0,
         peak_rss_gib=peak_rss_gib(),
         notes=notes,
+        cpu_s=cpu,
     )
 
 
 def print_run(label: str, run: RunTiming, calibration: float) -> None:
     status = "ok" if run.success else "FAILED"
-    print(f"\n== {label}: {status}, wall {run.wall_s:.1f} s ({run.wall_s / calibration:.0f} calibration units)")
+    print(
+        f"\n== {label}: {status}, wall {run.wall_s:.1f} s ({run.wall_s / calibration:.0f} calibration units), "
+        f"CPU {run.cpu_s:.1f} s (every thread), load average {os.getloadavg()[0]:.1f}"
+    )
     for note in run.notes:
         print(f"   {note}")
     print(f"   {'step':<34}{'seconds':>9}{'share':>8}")

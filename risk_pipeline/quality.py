@@ -407,8 +407,7 @@ def coerce_types(raw: pd.DataFrame, t: Table) -> tuple[pd.DataFrame, dict[int, l
                 pd.array([None if isinstance(v, str) else v for v in parsed], dtype="Int64"), index=s.index
             )
         elif c.type == "date":
-            conv = _to_datetime(s.where(present, None), utc=False)
-            conv = pd.Series(conv.dt.date.astype(object).where(conv.notna(), None), index=s.index)
+            conv = _to_date(s.where(present, None))
             flag(present & conv.isna().to_numpy(bool), c.name, s, "is not a date")
         elif c.type == "timestamp":
             conv = _to_datetime(s.where(present, None), utc=True)
@@ -474,11 +473,43 @@ def _map_unique(s: pd.Series, f: Callable[[Any], Any]) -> pd.Series:
     return pd.Series(values[codes], index=s.index, dtype=object)
 
 
+def _is_text_like(s: pd.Series) -> bool:
+    return s.dtype == object or str(s.dtype) in ("str", "string")
+
+
+def _unique_datetimes(s: pd.Series, utc: bool) -> tuple[np.ndarray, pd.Series] | None:
+    """Code per row (-1: missing) and the distinct values parsed (``_parse_one``) and converted by
+    ``pd.to_datetime``, with NaT appended last (so code -1 takes it); None for unhashable values."""
+    try:
+        codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    except TypeError:
+        return None
+    parsed = pd.Series([_parse_one(v, utc) for v in uniques] + [None], dtype=object)
+    return codes, pd.to_datetime(parsed, utc=utc)
+
+
 def _to_datetime(s: pd.Series, *, utc: bool) -> pd.Series:
-    if s.dtype == object or str(s.dtype) in ("str", "string"):
-        parsed = _map_unique(s, lambda v: _parse_one(v, utc))
-        return pd.to_datetime(parsed, utc=utc)
+    """``pd.to_datetime`` of the values parsed one by one (text, dates, timestamps; unparseable: NaT), each
+    distinct value converted once."""
+    if _is_text_like(s):
+        found = _unique_datetimes(s, utc)
+        if found is None:
+            return pd.to_datetime(_map_unique(s, lambda v: _parse_one(v, utc)), utc=utc)
+        codes, converted = found
+        return pd.Series(converted.array.take(codes), index=s.index)
     return pd.to_datetime(s, errors="coerce", utc=utc)
+
+
+def _to_date(s: pd.Series) -> pd.Series:
+    """``datetime.date`` per value (None where missing or unparseable), as ``_to_datetime(s, utc=False)``'s
+    dates, each distinct value converted once."""
+    found = _unique_datetimes(s, False) if _is_text_like(s) else None
+    if found is None:
+        conv = _to_datetime(s, utc=False)
+        return pd.Series(conv.dt.date.astype(object).where(conv.notna(), None), index=s.index)
+    codes, converted = found
+    dates = converted.dt.date.astype(object).where(converted.notna(), None).to_numpy(object)
+    return pd.Series(dates[codes], index=s.index, dtype=object)
 
 
 def _parse_one(v: Any, utc: bool) -> Any:
@@ -792,19 +823,24 @@ def _derive(name: str, typed: pd.DataFrame, ctx: ValidationContext, settings: Qu
     out = typed.copy()
     sessions = set(ctx.sessions)
     if "as_of_date" in out.columns:
-        out["_in_partition"] = out["as_of_date"].map(lambda d: d is not None and (not sessions or d in sessions))
+        out["_in_partition"] = _map_unique(
+            out["as_of_date"], lambda d: d is not None and (not sessions or d in sessions)
+        ).astype(bool)
     if name == "market_prices":
         out["_abs_unflagged_log_return"] = _abs_unflagged_returns(out, ctx.previous_close)
         repeated, notes = _repeated_bars(out, ctx.previous_bars)
         out["_bar_repeated"] = repeated
         out["_bar_repeated_note"] = notes
     if name == "option_quotes":
-        expiry = pd.to_datetime(out["expiry"])
-        as_of_date = pd.to_datetime(out["as_of_date"])
+        expiry = _per_distinct(out["expiry"], pd.to_datetime)
+        as_of_date = _per_distinct(out["as_of_date"], pd.to_datetime)
         out["_expiry_after"] = (expiry > as_of_date).fillna(False).astype(bool)
         ref: Any = ctx.reference_time if ctx.reference_time is not None else pd.Timestamp.now(tz="UTC")
         if isinstance(ref, Mapping):
-            ref = pd.to_datetime(out["as_of_date"].map(lambda d: ref.get(d)), utc=True)
+            times = ref
+            ref = _per_distinct(
+                out["as_of_date"], lambda days: pd.to_datetime(days.map(lambda d: times.get(d)), utc=True)
+            )
         age = ((ref - out["as_of"]).dt.total_seconds() / 60.0).to_numpy(float)
         # a row without a reference (session outside the partition) or without as_of is not fresh
         out["_snapshot_age_minutes"] = np.where(np.isnan(age), np.inf, age)
@@ -832,6 +868,17 @@ def _derive(name: str, typed: pd.DataFrame, ctx: ValidationContext, settings: Qu
         with np.errstate(invalid="ignore"):
             out["_expected_return_ok"] = (er > -1.0) & (er <= 10.0) & ((er == 0.0) | (np.sign(er) == direction))
     return out
+
+
+def _per_distinct(s: pd.Series, convert: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """``convert(s)`` for an element-wise ``convert``, applied to the distinct values of ``s`` (and a missing
+    value) only and taken back per row; ``convert(s)`` itself where the values are not hashable."""
+    try:
+        codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    except TypeError:
+        return convert(s)
+    converted = convert(pd.Series([*uniques, None], dtype=object))
+    return pd.Series(converted.array.take(codes), index=s.index)
 
 
 def _abs_unflagged_returns(frame: pd.DataFrame, previous_close: Mapping[str, float]) -> pd.Series:
@@ -1051,7 +1098,12 @@ def _run_gx(name: str, frame: pd.DataFrame, rules: list[Rule]) -> dict[str, tupl
     out: dict[str, tuple[set[int], list[str]]] = {r.name: (set(), []) for r in rules}
     if not suite.expectations:
         return out
-    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame.reset_index(drop=True)})
+    # only the columns the expectations read (``column``, ``column_A``, ``column_B``; every column for any other
+    # kind): GX hashes the whole frame it is given; the rows keep their positions
+    named = [{getattr(e, f, None) for f in ("column", "column_A", "column_B")} - {None} for e in suite.expectations]
+    used = set().union(*named)
+    columns = [c for c in frame.columns if c in used] if all(named) else list(frame.columns)
+    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame[columns].reset_index(drop=True)})
     # pass/fail first (about half the cost: no unexpected-row lists); only a suite with a failure is run again for
     # the failing rows and observations, so every outcome is that of the complete run
     result = batch.validate(suite, result_format={"result_format": "BOOLEAN_ONLY"})

@@ -274,3 +274,53 @@ def test_quarantine_keeps_the_same_row_and_rule_of_two_files() -> None:
     assert len(row) == 1
     assert row["source_file"].iloc[0] == "market_prices/2026-11-19.csv, market_prices/2026-11-20.csv"
     assert [r["source_file"] for r in json.loads(row["row"].iloc[0])] == list(prices["source_file"])
+
+
+_MIXED = [
+    dt.date(2026, 11, 20),
+    "2026-11-23",
+    None,
+    dt.date(2026, 11, 20),
+    "not a date",
+    pd.Timestamp("2026-11-24 15:45", tz="America/New_York"),
+    float("nan"),
+    dt.datetime(2026, 11, 25, 9, 30),
+    "2026-11-23",
+    "  ",
+]
+
+
+def test_dates_and_timestamps_converted_once_per_distinct_value_equal_the_row_by_row_conversion() -> None:
+    from risk_pipeline.quality import _parse_one, _per_distinct, _to_date, _to_datetime
+
+    s = pd.Series(_MIXED * 3, dtype=object, index=np.arange(30) * 2)  # a non-default index is kept
+    for utc in (False, True):
+        # reference: every row parsed on its own, then one pandas conversion of the column
+        expected = pd.to_datetime(s.map(lambda v, u=utc: _parse_one(v, u)).astype(object), utc=utc)
+        pd.testing.assert_series_equal(_to_datetime(s, utc=utc), expected, check_exact=True)
+    naive = pd.to_datetime(s.map(lambda v: _parse_one(v, False)).astype(object))
+    dates = pd.Series(naive.dt.date.astype(object).where(naive.notna(), None), index=s.index)
+    got = _to_date(s)
+    pd.testing.assert_series_equal(got, dates, check_exact=True)
+    assert got.iloc[0] == dt.date(2026, 11, 20) and got.iloc[2] is None and got.iloc[4] is None
+    days = pd.Series([dt.date(2026, 11, 20), None, dt.date(2026, 11, 23), dt.date(2026, 11, 20)], dtype=object)
+    pd.testing.assert_series_equal(_per_distinct(days, pd.to_datetime), pd.to_datetime(days), check_exact=True)
+
+
+def test_suite_on_a_frame_with_columns_no_rule_reads_gives_the_same_failures() -> None:
+    from risk_pipeline.quality import _run_gx, table_rules
+
+    rules = table_rules("dividend_yields", QualitySettings())
+    frame = pd.DataFrame(
+        {
+            "dividend_yield": [0.01, -0.02, 0.30, 0.0],
+            "_in_partition": [True, True, False, True],
+            "unrelated": ["x", None, "y", "z"],
+            "other": [1.0, np.nan, np.inf, 2.0],
+        }
+    )
+    failures = _run_gx("dividend_yields", frame, rules)
+    # yield_plausible is 0 <= dividend_yield <= 0.25; date_in_partition needs _in_partition True
+    assert failures["yield_plausible"][0] == {1, 2}
+    assert failures["date_in_partition"][0] == {2}
+    assert _run_gx("dividend_yields", frame[["dividend_yield", "_in_partition"]], rules) == failures

@@ -1670,7 +1670,8 @@ class SyntheticSource(MarketDataSource):
                 "exercise_style": np.where(self._universe().is_index[c["sym"]], "european", "american").astype(object),
             }
             rows = np.flatnonzero(np.asarray(select(pd.DataFrame(unpriced)), dtype=bool))
-        data = self._chain_quotes(d, as_of_ns, c, rows, self._american_price(*self._pricing_inputs(c, rows)))
+        v = self._contract_rows(c, rows)
+        data = self._chain_quotes(d, as_of_ns, c, rows, v, self._american_price(*self._pricing_inputs(c, v)))
         return self._finish("option_quotes", data, len(rows))
 
     def _chain_many(
@@ -1703,12 +1704,13 @@ class SyntheticSource(MarketDataSource):
         keep = np.asarray(select(unpriced), dtype=bool)
         bounds = np.concatenate([[0], np.cumsum([c["n"] for c in parts])])
         rows = [np.flatnonzero(keep[bounds[i] : bounds[i + 1]]) for i in range(len(parts))]
-        inputs = [self._pricing_inputs(c, r) for c, r in zip(parts, rows, strict=True)]
+        values = [self._contract_rows(c, r) for c, r in zip(parts, rows, strict=True)]
+        inputs = [self._pricing_inputs(c, v) for c, v in zip(parts, values, strict=True)]
         price = self._american_price(*(np.concatenate(x) for x in zip(*inputs, strict=True)))
         ends = np.cumsum([len(r) for r in rows])
         columns = [
-            self._chain_quotes(d, t, c, r, price[e - len(r) : e])
-            for d, t, c, r, e in zip(days, as_of_ns, parts, rows, ends, strict=True)
+            self._chain_quotes(d, t, c, r, v, price[e - len(r) : e])
+            for d, t, c, r, v, e in zip(days, as_of_ns, parts, rows, values, ends, strict=True)
         ]
         data = {name: np.concatenate([col[name] for col in columns]) for name in columns[0] if name != "as_of"}
         data["as_of"] = pd.to_datetime(np.concatenate([col["as_of"].asi8 for col in columns]), utc=True)
@@ -1751,58 +1753,77 @@ class SyntheticSource(MarketDataSource):
         first[1:] = (pair_kept[1:] != pair_kept[:-1]) | (strike_kept[1:] != strike_kept[:-1])
 
         spot = self._spot(d, as_of_ns)
-        surf = self._surface(d, as_of_ns, pair_sym, pair_exp)
         n_k = int(first.sum())
         p = np.repeat(pair_kept[first].astype(np.int64), 2)
         K = np.repeat(strike_kept[first], 2)
         is_call = np.tile(np.array([True, False]), n_k)
-        sym, exp_idx, T = pair_sym[p], pair_exp[p], surf["T"][p]
-        fwd = spot[sym] * np.exp((surf["r"][p] - surf["q"][p]) * T)
-        k = np.log(K / fwd)
-        w = _ssvi_total_variance(k, surf["theta"][p], surf["phi"][p], surf["rho"][p])
-        disc = np.exp(-surf["r"][p] * T)
-        price, _ = _bsm(fwd, K, w, disc, is_call)
+        sym = pair_sym[p]
         return {
             "n": len(K),
             "p": p,
             "K": K,
             "is_call": is_call,
             "sym": sym,
-            "exp_idx": exp_idx,
+            "exp_idx": pair_exp[p],
+            "spot": spot,
+            "surf": self._surface(d, as_of_ns, pair_sym, pair_exp),
+            "ref": ref,
+            "european": u.is_index[sym],
+        }
+
+    @staticmethod
+    def _contract_rows(c: dict[str, Any], rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The chain rows ``rows`` of ``_chain_contracts``: keys, the surface at each (T, r, q, forward,
+        log-moneyness, total variance, discount factor) and the European model price. Every value is computed
+        element by element, so it is the same as on the whole chain."""
+        surf = c["surf"]
+        p = c["p"][rows]
+        K, is_call, sym = c["K"][rows], c["is_call"][rows], c["sym"][rows]
+        T, r, q = surf["T"][p], surf["r"][p], surf["q"][p]
+        fwd = c["spot"][sym] * np.exp((r - q) * T)
+        k = np.log(K / fwd)
+        w = _ssvi_total_variance(k, surf["theta"][p], surf["phi"][p], surf["rho"][p])
+        disc = np.exp(-r * T)
+        price, _ = _bsm(fwd, K, w, disc, is_call)
+        return {
+            "p": p,
+            "K": K,
+            "is_call": is_call,
+            "sym": sym,
+            "exp_idx": c["exp_idx"][rows],
             "T": T,
             "fwd": fwd,
             "k": k,
             "w": w,
             "disc": disc,
             "price": price,
-            "r": surf["r"][p],
-            "q": surf["q"][p],
-            "spot": spot,
-            "ref": ref,
-            "european": u.is_index[sym],
+            "r": r,
+            "q": q,
+            "european": c["european"][rows],
         }
 
     @staticmethod
-    def _pricing_inputs(c: dict[str, Any], rows: np.ndarray) -> tuple[np.ndarray, ...]:
-        """``_american_price`` arguments of the chain rows ``rows`` (European price, spot, strike, T, w, r, q,
-        call, european)."""
+    def _pricing_inputs(c: dict[str, Any], v: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+        """``_american_price`` arguments of the chain rows ``v`` (``_contract_rows``: European price, spot, strike,
+        T, w, r, q, call, european)."""
         names = ("price", "K", "T", "w", "r", "q", "is_call", "european")
-        price, K, T, w, r, q, call, european = (c[name][rows] for name in names)
-        return price, c["spot"][c["sym"][rows]], K, T, w, r, q, call, european
+        price, K, T, w, r, q, call, european = (v[name] for name in names)
+        return price, c["spot"][v["sym"]], K, T, w, r, q, call, european
 
     def _chain_quotes(
-        self, d: int, as_of_ns: int, c: dict[str, Any], rows: np.ndarray, price: np.ndarray
+        self, d: int, as_of_ns: int, c: dict[str, Any], rows: np.ndarray, v: dict[str, np.ndarray], price: np.ndarray
     ) -> dict[str, Any]:
-        """The quote columns of the chain rows ``rows`` (ascending) from their model ``price``; the session's
-        random draws are taken over the whole chain, so every row is as in the full chain."""
+        """The quote columns of the chain rows ``rows`` (ascending; ``v`` their ``_contract_rows``) from their model
+        ``price``; the session's random draws are taken over the whole chain, so every row is as in the full
+        chain."""
         h = self._history()
         u = self._universe()
         cal = _calendar()
         ts = d - h.sim0
         n_all, n = c["n"], len(rows)
         ref = c["ref"]
-        p, K, is_call, sym, exp_idx = (c[name][rows] for name in ("p", "K", "is_call", "sym", "exp_idx"))
-        fwd, k, w, disc = (c[name][rows] for name in ("fwd", "k", "w", "disc"))
+        p, K, is_call, sym, exp_idx = (v[name] for name in ("p", "K", "is_call", "sym", "exp_idx"))
+        fwd, k, w, disc = (v[name] for name in ("fwd", "k", "w", "disc"))
         spot = c["spot"]
         ax = np.minimum(np.abs(k / np.sqrt(w)), 4.0)
         extrinsic = np.maximum(price - disc * np.maximum(np.where(is_call, fwd - K, K - fwd), 0.0), 0.0)

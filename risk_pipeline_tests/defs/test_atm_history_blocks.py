@@ -4,6 +4,7 @@ fails the step, reaches quarantine and leaves the table as it was."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -38,12 +39,15 @@ class Pipeline:
         }
         self.defs = build_definitions(resources, executor=dg.in_process_executor)
 
-    def run(self, block: int, *, atm_only: bool = False) -> dg.ExecuteInProcessResult:
+    def run(self, block: int, *, atm_only: bool = False, prefetch: int | None = None) -> dg.ExecuteInProcessResult:
         tags = {
             "dagster/asset_partition_range_start": SESSIONS[0].isoformat(),
             "dagster/asset_partition_range_end": SESSIONS[-1].isoformat(),
         }
-        config = {"ops": {"atm_vol_history": {"config": {"sessions_per_block": block}}}}
+        settings: dict[str, int] = {"sessions_per_block": block}
+        if prefetch is not None:
+            settings["prefetch_max_quotes"] = prefetch
+        config = {"ops": {"atm_vol_history": {"config": settings}}}
         return self.defs.resolve_job_def("price_history_job").execute_in_process(
             instance=self.instance,
             tags=tags,
@@ -93,6 +97,34 @@ def test_rows_do_not_depend_on_the_block_size(loaded: tuple[Pipeline, pd.DataFra
         }
         # summed over the blocks
         assert checks["source_quotes_valid"]["quotes_validated"].value == QUOTES * len(SESSIONS)
+
+
+def test_rows_do_not_depend_on_building_the_next_blocks_quotes_in_a_second_thread(
+    loaded: tuple[Pipeline, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p, by_three = loaded
+    original = SyntheticSource.option_quotes_where_many
+    lock = threading.Lock()
+    calls: list[tuple[list[dt.date], str]] = []
+
+    def one_at_a_time(self: SyntheticSource, days: Sequence[dt.date], select: object, **kw: object) -> pd.DataFrame:
+        assert lock.acquire(blocking=False), "the source is building two blocks at once"
+        try:
+            calls.append((list(days), threading.current_thread().name))
+            return original(self, days, select, **kw)  # type: ignore[arg-type]
+        finally:
+            lock.release()
+
+    monkeypatch.setattr(SyntheticSource, "option_quotes_where_many", one_at_a_time)
+    for prefetch, threads in ((0, {"MainThread"}), (QUOTES * 3, {"MainThread", "atm_quotes_0"})):
+        calls.clear()
+        result = p.run(3, atm_only=True, prefetch=prefetch)
+        assert result.success, step_failure_messages(result)
+        # every block once, in order; with prefetching all but the first built in the second thread
+        assert [d for days, _ in calls for d in days] == list(SESSIONS)
+        assert {name for _, name in calls} == threads
+        again = p.warehouse.read("atm_vol_history")
+        pd.testing.assert_frame_equal(again.drop(columns=META), by_three.drop(columns=META), check_exact=True)
 
 
 def _corrupting(bad_days: Sequence[dt.date]) -> Callable[..., pd.DataFrame]:

@@ -3,7 +3,8 @@
 import datetime as dt
 import functools
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import dagster as dg
@@ -31,6 +32,7 @@ from risk_pipeline.quant.chain import MODEL_AMERICAN, MODEL_EUROPEAN, chain_impl
 from risk_pipeline.quant.curves import forward_price, zero_rate
 from risk_pipeline.quant.implied_vol import IvStatus, american_quote_status
 from risk_pipeline.resources import MarketDataResource, WarehouseResource
+from risk_pipeline.sources.base import MarketDataSource
 from risk_pipeline.warehouse import Between
 
 METHOD = (
@@ -43,12 +45,15 @@ MIN_VOL, MAX_VOL = 0.01, 5.0
 class AtmVolSettings(dg.Config):
     """Tenor of the constant-maturity vol, shortest expiry used and OTM strikes used per side of the forward;
     ``sessions_per_block``: sessions whose quotes are built, validated and inverted together (memory is bounded
-    by one block's quotes; the rows do not depend on it)."""
+    by one block's quotes; the rows do not depend on it); ``prefetch_max_quotes``: while a block is validated
+    and inverted, the next block's quotes are built in a second thread if the block has at most this many quotes
+    (memory then holds two blocks' quotes; 0: never; the rows do not depend on it)."""
 
     tenor_days: int = 30
     min_expiry_days: int = 7
     strikes_per_side: int = 3
     sessions_per_block: int = 60
+    prefetch_max_quotes: int = 1_000_000
 
 
 def _codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -339,6 +344,35 @@ def atm_vol_rows(iv: pd.DataFrame, tenor_days: int, source: str) -> pd.DataFrame
     return out[np.isfinite(out["atm_vol"].to_numpy(float))].reset_index(drop=True)[columns]
 
 
+class _QuoteBlocks:
+    """The quotes of each block of sessions in turn (``source.option_quotes_where_many``): asked for block ``j``,
+    it returns its quotes and starts building block ``j + 1``'s in ``pool`` if block ``j`` has at most
+    ``max_quotes`` quotes, so the source works in one thread at a time and each block's quotes are those it
+    gives alone."""
+
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        source: MarketDataSource,
+        select: Callable[[pd.DataFrame], np.ndarray],
+        blocks: Sequence[list[dt.date]],
+        max_quotes: int,
+    ) -> None:
+        self.pool, self.source, self.select, self.blocks, self.max_quotes = pool, source, select, blocks, max_quotes
+        self.pending: dict[int, Future[pd.DataFrame]] = {}
+
+    def __call__(self, j: int) -> pd.DataFrame:
+        future = self.pending.pop(j, None)
+        if future is not None:
+            quotes = future.result()
+        else:
+            quotes = self.source.option_quotes_where_many(self.blocks[j], self.select)
+        if j + 1 < len(self.blocks) and 0 < self.max_quotes and len(quotes) <= self.max_quotes:
+            build = self.source.option_quotes_where_many
+            self.pending[j + 1] = self.pool.submit(build, self.blocks[j + 1], self.select)
+        return quotes
+
+
 @dg.asset(
     group_name="volatility",
     partitions_def=PARTITIONS,
@@ -394,9 +428,13 @@ def atm_vol_history(
     now = pd.Timestamp.now(tz="UTC")
     reference = {s: min(session_close_utc(s), now) for s in sessions}
 
-    def check(counted: list[dt.date], block: list[dt.date]) -> tuple[int, ValidationReport | None]:
-        """The block's quotes and their validation, the row counts judged on the sessions ``counted``."""
-        quotes = source.option_quotes_where_many(block, select)
+    def check(
+        counted: list[dt.date], block: list[dt.date], quotes: pd.DataFrame | None = None
+    ) -> tuple[int, ValidationReport | None]:
+        """The block's quotes (built here unless given) and their validation, the row counts judged on the
+        sessions ``counted``."""
+        if quotes is None:
+            quotes = source.option_quotes_where_many(block, select)
         if quotes.empty:
             return 0, None
         ctx = ValidationContext(label, tuple(counted), reference)
@@ -414,23 +452,30 @@ def atm_vol_history(
     carried = [s for s in sessions if s not in with_inputs]
     # the last block with quotes: its counted sessions, its sessions and whether it failed
     last: tuple[list[dt.date], list[dt.date], bool] | None = None
-    for i in range(0, len(with_inputs), size):
-        block = with_inputs[i : i + size]
-        n, report = check(carried + block, block)
-        if report is None:
-            carried += block
-            continue
-        last, carried = (carried + block, block, not report.passed), []
-        validated += n
-        if not report.passed:
-            failed.append(report)
-        if failed:
-            continue
-        iv = history_implied_vols(report.typed, curve_by_day, div_by_day, atm_only=True)
-        del report
-        quoted += sorted(set(iv["as_of_date"]))
-        blocks.append(atm_vol_rows(iv, config.tenor_days, market_data.kind))
-        del iv
+    block_list = [with_inputs[i : i + size] for i in range(0, len(with_inputs), size)]
+    # the next block's quotes are built (the source's Python and its pricing kernels) while this block is
+    # validated and inverted: the source is used by that one thread only, each block's quotes as built alone
+    prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atm_quotes")
+    try:
+        quotes_of = _QuoteBlocks(prefetch, source, select, block_list, config.prefetch_max_quotes)
+        for j, block in enumerate(block_list):
+            n, report = check(carried + block, block, quotes_of(j))
+            if report is None:
+                carried += block
+                continue
+            last, carried = (carried + block, block, not report.passed), []
+            validated += n
+            if not report.passed:
+                failed.append(report)
+            if failed:
+                continue
+            iv = history_implied_vols(report.typed, curve_by_day, div_by_day, atm_only=True)
+            del report
+            quoted += sorted(set(iv["as_of_date"]))
+            blocks.append(atm_vol_rows(iv, config.tenor_days, market_data.kind))
+            del iv
+    finally:
+        prefetch.shutdown(wait=True, cancel_futures=True)
     if carried and last is not None:
         # sessions without quotes after the last block with quotes: that block validated again with them
         counted, block, block_failed = last
