@@ -1562,12 +1562,16 @@ class SyntheticSource(MarketDataSource):
         n_min = max(1, round((close_ns - open_ns) / 60e9))
         n_sym = h.close.shape[1]
         steps = np.random.default_rng([self.seed, 10, d]).standard_normal((n_min, n_sym))
-        walk = np.vstack([np.zeros((1, n_sym)), np.cumsum(steps, axis=0)]) / np.sqrt(n_min)
+        cumulative = np.cumsum(steps, axis=0)
+
+        def walk(m: int) -> np.ndarray:  # the scaled walk after m minutes (0 at the open)
+            return cumulative[m - 1] / np.sqrt(n_min) if m > 0 else np.zeros(n_sym)
+
         pos = float(np.clip((as_of_ns - open_ns) / 60e9, 0.0, n_min))
         m0 = min(int(pos), n_min)
         m1 = min(m0 + 1, n_min)
         f = pos / n_min
-        bridge = (1.0 - (pos - m0)) * walk[m0] + (pos - m0) * walk[m1] - f * walk[n_min]
+        bridge = (1.0 - (pos - m0)) * walk(m0) + (pos - m0) * walk(m1) - f * walk(n_min)
         # an afternoon (FOMC) move is a step just after 14:00 New York; the bridge carries the rest
         step = h.afternoon[ts]
         after = float(as_of_ns > _utc_ns(cal.dates[d], _AFTERNOON_NY))
