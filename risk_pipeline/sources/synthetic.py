@@ -1540,8 +1540,9 @@ class SyntheticSource(MarketDataSource):
         )
 
         end_ns = as_of_ns + T * _NS_PER_YEAR + 1.0
-        react = h.reactions[sym]
-        react_close = np.where(react >= 0, cal.closes_ns[np.maximum(react, 0)], np.iinfo(np.int64).max)
+        # each symbol's reaction sessions and their closes (never for a missing one, -1), then taken per row
+        closes = np.where(h.reactions >= 0, cal.closes_ns[np.maximum(h.reactions, 0)], np.iinfo(np.int64).max)
+        react, react_close = h.reactions[sym], closes[sym]
         n_earn = ((react > d[:, None]) & (react_close <= end_ns[:, None])).sum(axis=1)
         theta = theta + n_earn * (u.earn_sd[sym] * _EVENT_PREMIUM) ** 2
         if len(h.macro_idx):
