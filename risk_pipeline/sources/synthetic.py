@@ -1733,8 +1733,9 @@ class SyntheticSource(MarketDataSource):
         return sym, exp, self._held_cache[key]
 
     def _chain_contracts(self, d: int, as_of_ns: int) -> dict[str, Any]:
-        """Every contract listed on session d (the strike grid plus held strikes), seen at as_of_ns: keys,
-        the surface at each and the European model price; arrays over the ``n`` rows of the chain."""
+        """Every contract listed on session d (the strike grid plus held strikes), seen at as_of_ns: the keys as
+        arrays over the ``n`` rows of the chain, the spots, each listed expiry's surface (``surf``) and the day's
+        reference slice; ``_contract_rows`` gives the surface values and European prices of the rows used."""
         u = self._universe()
         pair_sym, pair_exp = self._pairs(d)
         ref = self._day_reference(d, pair_sym, pair_exp)
