@@ -89,6 +89,39 @@ def test_liquidity_adjusted_es_against_direct_repricing() -> None:
     assert small.es == pytest.approx(math.sqrt(expected[0] ** 2 + expected[0] ** 2 + 2 * e60**2 + 2 * e60**2), rel=1e-9)
 
 
+def test_buckets_shocking_the_same_factors_are_revalued_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large-cap (10 / 20 days) and a small-cap name (20 / 60 days): the 40- and 60-day buckets both shock the
+    small cap's vol alone, so one revaluation serves both (3 sets, not 4) and their ES are the same bits as a
+    revaluation of each."""
+    import risk_pipeline.quant.regulatory_es as reg
+
+    rng = np.random.default_rng(3)
+    r = rng.normal(0.0, 0.02, (120, 2))
+    hist = MarketHistory(r, np.expm1(-2.0 * r))
+    book = Portfolio(
+        symbols=("A", "B"), spot=[100.0, 50.0], symbol_index=[0, 1, 1], quantity=[-10.0, 20.0, 300.0],
+        multiplier=[100.0, 100.0, 1.0], is_option=[True, True, False], is_call=[False, True, False],
+        strike=[95.0, 55.0, 1.0], time_years=[0.3, 0.5, 0.0], implied_vol=[0.25, 0.4, 0.0],
+        rate=0.03, dividend_yield=0.01,
+    )  # fmt: skip
+    sets = []
+    real = reg.evaluate
+
+    def counted(portfolio: Portfolio, sc: object, *args: object, **kw: object) -> object:
+        sets.append(sc)
+        return real(portfolio, sc, *args, **kw)
+
+    monkeypatch.setattr(reg, "evaluate", counted)
+    got = liquidity_adjusted_es(book, hist, [10, 20], [20, 60], american="exact")
+    assert len(sets) == 3
+    assert got.es_by_horizon[2] == got.es_by_horizon[3] > 0.0 and got.es_by_horizon[4] == 0.0
+    # the 60-day bucket revalued on its own: B's vol moved alone
+    sc = reg.historical_scenarios(hist, 10)
+    alone = reg.ScenarioSet(np.zeros_like(sc.spot_shock_rel), vol_scale=np.where([False, True], sc.vol_scale, 1.0))
+    pnl = real(book, alone, 0.0, american="exact").pnl
+    assert got.es_by_horizon[3] == reg.empirical_var_es(pnl, reg.FRTB_CONFIDENCE)[1]
+
+
 def test_worst_window_of_a_constructed_series() -> None:
     """Gains of 1 everywhere, six losses of 10 on days 300-305 and three of 20 on days 700-702: at 97.5 % over
     250 days (6.25 tail days) the first cluster is worse, (60 - 0.25) / 6.25 against (60 - 3.25) / 6.25, and the
