@@ -169,3 +169,26 @@ def test_reduced_set_scaling_is_floored_at_one() -> None:
     assert reduced_set_scaling(150.0, 100.0) == 1.5
     assert reduced_set_scaling(80.0, 100.0) == 1.0
     assert reduced_set_scaling(80.0, 0.0) == 1.0
+
+
+def test_historical_scenarios_are_the_padded_running_sums_bit_for_bit() -> None:
+    """``historical_scenarios`` (running sums without the zero-padded copy): ``expm1`` / ``exp`` of ``c[h:] - c[:n]``
+    with ``c = [0, cumsum]`` as the formula writes it, bit for bit, and the h-day windows' own sums to 1e-13."""
+    from risk_pipeline.quant.var import historical_scenarios
+
+    rng = np.random.default_rng(19)
+    r = rng.standard_t(3, (260, 7)) * 0.02
+    r[0, 0] = -0.0
+    iv = np.expm1(rng.normal(0.0, 0.05, r.shape))
+    iv[3, 2] = np.nan  # unknown: vol unchanged that day
+    hist = MarketHistory(r, iv)
+    lv_days = np.log1p(np.where(np.isfinite(iv), iv, 0.0))
+    for h in (1, 2, 10, 260):
+        sc = historical_scenarios(hist, h)
+        n = r.shape[0] - h + 1
+        c = np.vstack([np.zeros((1, 7)), np.cumsum(r, axis=0)])
+        lv = np.vstack([np.zeros((1, 7)), np.cumsum(lv_days, axis=0)])
+        assert np.expm1(c[h:] - c[:n]).tobytes() == sc.spot_shock_rel.tobytes()
+        assert sc.vol_scale is not None and np.exp(lv[h:] - lv[:n]).tobytes() == sc.vol_scale.tobytes()
+        windows = np.array([r[i : i + h].sum(axis=0) for i in range(n)])
+        np.testing.assert_allclose(np.log1p(sc.spot_shock_rel), windows, rtol=0.0, atol=1e-13)
