@@ -36,7 +36,7 @@ V0_FLOOR = 1e-4
 #: Most (scenario, option) prices in one ``heston_price`` call of ``heston_vol_shifts``: the call's COS grid (every
 #: distinct slice's coefficients, up to ``heston.MAX_TERMS`` terms each, and their scaled copies) is what takes the
 #: memory, not the prices.
-SHIFT_BLOCK = 8192
+SHIFT_BLOCK = 2048
 
 
 @dataclass(frozen=True)
