@@ -500,11 +500,11 @@ def _simulation_results(
 # ----------------------------------------------------------------------------------------------
 
 
-def _window_sums(x: FloatArray, h: int) -> FloatArray:
+def _window_sums(x: FloatArray, h: int, overwrite: bool = False) -> FloatArray:
     """``c[h:] - c[:n]`` of the running sums ``c = [0, cumsum(x)]`` (every ``h``-row window's sum as the difference
     of two running sums; ``n = rows - h + 1``), without the zero-padded copy of ``c``: the same bits with one
-    temporary the size of ``x`` instead of three."""
-    c = np.cumsum(x, axis=0)  # c[i] is the padded sums' row i + 1
+    temporary the size of ``x`` instead of three (none with ``overwrite``: the sums are run in ``x`` itself)."""
+    c = np.cumsum(x, axis=0, out=x if overwrite else None)  # c[i] is the padded sums' row i + 1
     n = x.shape[0] - h + 1
     out = np.empty((n, x.shape[1]))
     np.subtract(c[h - 1], 0.0, out=out[0])  # the padded row 0 is zeros
@@ -523,7 +523,7 @@ def historical_scenarios(history: MarketHistory, horizon_days: int) -> ScenarioS
     np.expm1(spot, out=spot)
     scale = None
     if history.iv_rel_changes is not None:
-        scale = _window_sums(np.log1p(history.iv_rel_changes), horizon_days)
+        scale = _window_sums(np.log1p(history.iv_rel_changes), horizon_days, overwrite=True)
         np.exp(scale, out=scale)
     rate = None
     if history.rate_changes is not None:
