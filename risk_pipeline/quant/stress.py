@@ -664,7 +664,9 @@ def _revalue_sets(
         rate_shift_abs=np.tile(rates, reps),
         vol_shift_per_position=True,
     )
-    res = evaluate(p, full, 0.0, american=american, per_symbol=True, client=client)
+    # three sets of n scenarios per chunk: the exact engine's work arrays for 3 n rows at a time, not reps x n (each
+    # scenario's P&L is its own: the same numbers; one set per chunk took about 7 % more CPU at 8,333 positions)
+    res = evaluate(p, full, 0.0, american=american, per_symbol=True, client=client, chunk_size=max(3 * n, 1))
     assert res.by_symbol is not None
     return [res.by_symbol[c * n : (c + 1) * n] for c in range(reps)]
 
