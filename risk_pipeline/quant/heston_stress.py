@@ -33,6 +33,10 @@ from risk_pipeline.quant.portfolio import Portfolio
 
 #: Smallest shocked initial variance (1 % vol): an up-move with rho < 0 cannot make v0 negative.
 V0_FLOOR = 1e-4
+#: Most (scenario, option) prices in one ``heston_price`` call of ``heston_vol_shifts``: the call's COS grid (every
+#: distinct slice's coefficients, up to ``heston.MAX_TERMS`` terms each, and their scaled copies) is what takes the
+#: memory, not the prices.
+SHIFT_BLOCK = 2048
 
 
 @dataclass(frozen=True)
@@ -122,19 +126,27 @@ def heston_vol_shifts(portfolio: Portfolio, params: ArrayLike, spot_shock_rel: A
     use = np.flatnonzero(portfolio.is_option & np.isfinite(p[sym]).all(axis=1) & (portfolio.time_years > 0.0))
     if use.size == 0:
         return out
+    # the options of one underlying and expiry side by side, so that a block of them shares its slices' COS grids
+    use = use[np.lexsort((portfolio.time_years[use], sym[use]))]
     q = p[sym[use]]
     t = portfolio.time_years[use]
     carry = (portfolio.rate[use] - portfolio.dividend_yield[use]) * t
     log_k = np.log(portfolio.strike[use] / portfolio.spot[sym[use]]) - carry
-    before = _otm_vol(t, log_k, *q.T)
-    s = moves[:, sym[use]]  # (scenarios, options)
-    v0_after = np.maximum(q[:, 0] + q[:, 4] * q[:, 3] * np.log1p(s), V0_FLOOR)
-    shape = s.shape
-    after = _otm_vol(
-        np.broadcast_to(t, shape).ravel(),
-        (log_k[None, :] - np.log1p(s)).ravel(),
-        v0_after.ravel(),
-        *(np.broadcast_to(q[:, i], shape).ravel() for i in (1, 2, 3, 4)),
-    ).reshape(shape)
-    out[:, use] = after - before[None, :]
+    # a block of options in every scenario at a time: each price is its own (its slice's COS grid, an elementwise
+    # kernel), so the same numbers as one call over the whole book, with one block's grids held instead of all
+    width = max(1, SHIFT_BLOCK // max(1, moves.shape[0]))
+    for a in range(0, use.size, width):
+        b = min(a + width, use.size)
+        qb, tb = q[a:b], t[a:b]
+        before = _otm_vol(tb, log_k[a:b], *qb.T)
+        s = moves[:, sym[use[a:b]]]  # (scenarios, options of the block)
+        v0_after = np.maximum(qb[:, 0] + qb[:, 4] * qb[:, 3] * np.log1p(s), V0_FLOOR)
+        shape = s.shape
+        after = _otm_vol(
+            np.broadcast_to(tb, shape).ravel(),
+            (log_k[a:b][None, :] - np.log1p(s)).ravel(),
+            v0_after.ravel(),
+            *(np.broadcast_to(qb[:, i], shape).ravel() for i in (1, 2, 3, 4)),
+        ).reshape(shape)
+        out[:, use[a:b]] = after - before[None, :]
     return out

@@ -156,11 +156,16 @@ def liquidity_adjusted_es(
     sc = historical_scenarios(history, base_days)
     es = np.zeros(len(horizons_days))
     var_base = math.nan
+    done: dict[tuple[bytes, bytes], float] = {}  # ES by the factors a bucket shocks
     for j, lh in enumerate(horizons_days):  # five buckets, each a vectorized revaluation of every scenario
         spot_on = spot_lh >= lh
         vol_on = (vol_lh >= lh) & (sc.vol_scale is not None)
         if j > 0 and not (spot_on.any() or vol_on.any()):
             continue  # nothing shocked: no contribution
+        key = (spot_on.tobytes(), vol_on.tobytes())
+        if key in done:  # the same factors as a shorter horizon's bucket (equity: 40 and 60 days): the same set
+            es[j] = done[key]
+            continue
         moved = ScenarioSet(
             np.where(spot_on, sc.spot_shock_rel, 0.0),
             vol_scale=None if sc.vol_scale is None else np.where(vol_on, sc.vol_scale, 1.0),
@@ -168,7 +173,7 @@ def liquidity_adjusted_es(
         pnl = evaluate(
             portfolio, moved, carry_calendar_days, american=american, client=client, chunk_size=chunk_size
         ).pnl
-        es[j] = empirical_var_es(pnl, confidence)[1]
+        es[j] = done[key] = empirical_var_es(pnl, confidence)[1]
         if j == 0:
             var_base = empirical_var_es(pnl, var_confidence)[0]
     return LiquidityAdjustedES(es, cascade_es(es, horizons_days, base_days), var_base, var_confidence, sc.n_scenarios)

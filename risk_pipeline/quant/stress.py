@@ -664,7 +664,9 @@ def _revalue_sets(
         rate_shift_abs=np.tile(rates, reps),
         vol_shift_per_position=True,
     )
-    res = evaluate(p, full, 0.0, american=american, per_symbol=True, client=client)
+    # three sets of n scenarios per chunk: the exact engine's work arrays for 3 n rows at a time, not reps x n (each
+    # scenario's P&L is its own: the same numbers; one set per chunk took about 7 % more CPU at 8,333 positions)
+    res = evaluate(p, full, 0.0, american=american, per_symbol=True, client=client, chunk_size=max(3 * n, 1))
     assert res.by_symbol is not None
     return [res.by_symbol[c * n : (c + 1) * n] for c in range(reps)]
 
@@ -803,13 +805,19 @@ def stress_grid(
     """P&L on the grid of spot moves (every underlying, or by beta) against relative vol moves."""
     g = grid or GridSpec()
     nav_value = _nav(portfolio, nav)
-    spot = np.repeat(np.asarray(g.spot_shocks, dtype=np.float64), len(g.vol_shocks))
-    vol = np.tile(np.asarray(g.vol_shocks, dtype=np.float64), len(g.spot_shocks))
+    spots, vols = np.asarray(g.spot_shocks, dtype=np.float64), np.asarray(g.vol_shocks, dtype=np.float64)
+    spot, vol = np.repeat(spots, vols.size), np.tile(vols, spots.size)  # the grid's order: spot-major
     b = _betas(portfolio, betas) if g.spot_mode == "beta" else np.ones(portfolio.n_symbols)
-    sc = ScenarioSet(
-        beta_shocks(spot, b), vol_scale=np.broadcast_to((1.0 + vol)[:, None], (vol.size, portfolio.n_symbols))
+    # revalued vol-major, one vol move (every spot move) per chunk: the exact American engine solves an option's
+    # exercise boundary once per vol and prices every spot on it, so a chunk needs one boundary per option, and
+    # holds a vol move's scenarios instead of the whole grid's (each scenario's P&L is its own: the same numbers)
+    by_vol = ScenarioSet(
+        beta_shocks(np.tile(spots, vols.size), b),
+        vol_scale=np.broadcast_to(np.repeat(1.0 + vols, spots.size)[:, None], (spot.size, portfolio.n_symbols)),
     )
-    pnl = evaluate(portfolio, sc, 0.0, american=american, client=client).pnl
+    chunk = max(spots.size, 1)
+    pnl_by_vol = evaluate(portfolio, by_vol, 0.0, american=american, client=client, chunk_size=chunk).pnl
+    pnl = pnl_by_vol.reshape(vols.size, spots.size).T.reshape(-1)
     return tuple(
         GridPoint(float(a), float(v), float(p), float(p / nav_value)) for a, v, p in zip(spot, vol, pnl, strict=True)
     )

@@ -500,6 +500,18 @@ def _simulation_results(
 # ----------------------------------------------------------------------------------------------
 
 
+def _window_sums(x: FloatArray, h: int, overwrite: bool = False) -> FloatArray:
+    """``c[h:] - c[:n]`` of the running sums ``c = [0, cumsum(x)]`` (every ``h``-row window's sum as the difference
+    of two running sums; ``n = rows - h + 1``), without the zero-padded copy of ``c``: the same bits with one
+    temporary the size of ``x`` instead of three (none with ``overwrite``: the sums are run in ``x`` itself)."""
+    c = np.cumsum(x, axis=0, out=x if overwrite else None)  # c[i] is the padded sums' row i + 1
+    n = x.shape[0] - h + 1
+    out = np.empty((n, x.shape[1]))
+    np.subtract(c[h - 1], 0.0, out=out[0])  # the padded row 0 is zeros
+    np.subtract(c[h:], c[: n - 1], out=out[1:])
+    return out
+
+
 def historical_scenarios(history: MarketHistory, horizon_days: int) -> ScenarioSet:
     """Overlapping h-day scenarios: ``expm1`` of h-day log returns, compounded h-day vol changes and summed h-day
     rate and dividend-yield changes."""
@@ -507,12 +519,12 @@ def historical_scenarios(history: MarketHistory, horizon_days: int) -> ScenarioS
     n = r.shape[0] - horizon_days + 1
     if n < 1:
         raise ValueError("history shorter than the horizon")
-    c = np.vstack([np.zeros((1, r.shape[1])), np.cumsum(r, axis=0)])
-    spot = np.expm1(c[horizon_days:] - c[:n])
+    spot = _window_sums(r, horizon_days)
+    np.expm1(spot, out=spot)
     scale = None
     if history.iv_rel_changes is not None:
-        lv = np.vstack([np.zeros((1, r.shape[1])), np.cumsum(np.log1p(history.iv_rel_changes), axis=0)])
-        scale = np.exp(lv[horizon_days:] - lv[:n])
+        scale = _window_sums(np.log1p(history.iv_rel_changes), horizon_days, overwrite=True)
+        np.exp(scale, out=scale)
     rate = None
     if history.rate_changes is not None:
         cr = np.concatenate([[0.0], np.cumsum(history.rate_changes)])

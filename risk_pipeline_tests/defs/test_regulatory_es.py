@@ -94,3 +94,18 @@ def test_stressed_window_against_an_independent_revaluation(run: Run) -> None:
     ratios = vol_change.iloc[start : start + 250]
     ten_day = np.array([pnl(window.iloc[i : i + 10].sum(), ratios.iloc[i : i + 10].prod()) for i in range(241)])
     assert row["es_975_10d"] == pytest.approx(_es(ten_day), rel=0.01)
+
+
+def test_same_history_compares_every_factor_bit_for_bit() -> None:
+    """The current period reused as the stressed window only when every factor change is the same bits."""
+    from risk_pipeline.defs.risk.regulatory_es import same_history
+    from risk_pipeline.quant.var import MarketHistory
+
+    r = np.array([[0.01, -0.02], [0.0, 0.03], [0.02, 0.01]])
+    iv = np.array([[0.1, np.nan], [-0.05, 0.0], [0.02, 0.01]])
+    a = MarketHistory(r, iv)
+    assert same_history(a, MarketHistory(r.copy(), iv.copy()))
+    assert not same_history(a, MarketHistory(r, None))
+    assert not same_history(a, MarketHistory(r[1:], iv[1:]))
+    assert not same_history(a, MarketHistory(np.where(r == 0.0, -0.0, r), iv))  # -0.0 is other bits
+    assert not same_history(a, MarketHistory(r, iv, rate_changes=np.zeros(3)))

@@ -324,6 +324,27 @@ def test_a_held_option_that_did_not_trade_today_liquidates_one_contract_a_day(ru
     assert volumes_missing[option] == 1.0 and (volumes_missing > 0).all()
 
 
+def test_liquidity_inputs_read_only_the_books_contracts_and_match_the_whole_snapshot(run: Run) -> None:
+    """The quotes read for a book (its underlyings, expiries and strikes) give every position the spread and volume
+    of a merge with the whole snapshot, bit for bit, for each book."""
+    from risk_pipeline.defs.risk.stress import liquidity_inputs
+
+    wh, _ = run
+    everything = wh.read("position_greeks")
+    for _, rows in everything.groupby("book"):
+        rows = rows.reset_index(drop=True)
+        as_of = rows["as_of"].iloc[0]
+        quotes = wh.read("option_quotes", {"as_of": as_of}).rename(columns={"underlying": "symbol"})
+        key = ["symbol", "expiry", "strike", "option_type"]
+        merged = rows[key].merge(quotes, on=key, how="left")
+        is_option = (rows["instrument_type"] == "option").to_numpy(bool)
+        assert is_option.any() and merged["ask"].notna()[is_option].all()
+        spreads, volumes = liquidity_inputs(wh, rows, as_of, 5.0)
+        np.testing.assert_array_equal(spreads[is_option], (merged["ask"] - merged["bid"]).to_numpy(float)[is_option])
+        np.testing.assert_array_equal(volumes[is_option], np.maximum(merged["volume"].to_numpy(float), 1.0)[is_option])
+        np.testing.assert_array_equal(spreads[~is_option], 2 * 5.0 / 1e4 * rows["spot"].to_numpy(float)[~is_option])
+
+
 def test_var_results_with_sabr_smile_and_flat_term_structure(run: Run, tmp_path: Path) -> None:
     """var_results with smile_dynamics 'sabr' and vol_term_structure 'flat' on a copy of the run (both differ from
     the defaults, sticky strike and expiry-scaled): historical rows say so and equal historical_var with each

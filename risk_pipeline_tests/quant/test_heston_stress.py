@@ -141,3 +141,38 @@ def test_vol_shifts_per_position_revalue_in_the_scenario_engine() -> None:
             moved = _bsm(s0 * (1 + moves[i, sym]), *args, portfolio.implied_vol[j] + shifts[i, j], call)
             want += portfolio.quantity[j] * 100.0 * (moved - _bsm(s0, *args, portfolio.implied_vol[j], call))
         assert pnl[i] == pytest.approx(want, rel=1e-9)
+
+
+def test_vol_shifts_in_blocks_are_the_whole_book_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three names, four expiries, positions in no order: priced a few (scenario, option) prices at a time
+    (``SHIFT_BLOCK`` 7, blocks cutting across slices and names) the shifts are the bits of one call over the whole
+    book, and each is ``model_consistent_vols``' change for its name, strike and expiry."""
+    import risk_pipeline.quant.heston_stress as hs
+
+    rng = np.random.default_rng(11)
+    n = 40
+    spot = np.array([100.0, 40.0, 250.0])
+    sym = rng.integers(0, 3, n)
+    days = np.array([30, 91, 182, 365])[rng.integers(0, 4, n)]
+    strike = spot[sym] * np.exp(rng.normal(0.0, 0.1, n))
+    div = np.array([0.0, 0.01, 0.02])[sym]
+    portfolio = Portfolio(
+        symbols=("AAA", "BBB", "CCC"), spot=spot, symbol_index=sym, quantity=np.ones(n), multiplier=100.0,
+        is_option=rng.random(n) < 0.9, is_call=rng.random(n) < 0.5, strike=strike, time_years=days / 365.0,
+        implied_vol=0.25, rate=0.03, dividend_yield=div,
+    )  # fmt: skip
+    params = np.array([PARAMS.as_array(), [0.09, 2.0, 0.06, 0.5, -0.4], [0.02, 0.8, 0.03, 1.1, -0.8]])
+    moves = np.array([[-0.15, -0.1, -0.05], [0.1, 0.05, 0.0], [0.0, 0.0, 0.0], [-0.1, 0.1, 0.05]])
+    monkeypatch.setattr(hs, "SHIFT_BLOCK", 1 << 20)
+    whole = heston_vol_shifts(portfolio, params, moves)
+    monkeypatch.setattr(hs, "SHIFT_BLOCK", 7)
+    blocks = heston_vol_shifts(portfolio, params, moves)
+    np.testing.assert_array_equal(blocks, whole)
+    for j in range(n):
+        if not portfolio.is_option[j]:
+            assert np.all(blocks[:, j] == 0.0)
+            continue
+        p = HestonParams(*params[sym[j]])
+        for i in range(moves.shape[0]):
+            want = model_consistent_vols(p, spot[sym[j]], moves[i, sym[j]], strike[j], days[j] / 365.0, 0.03, div[j])
+            assert blocks[i, j] == pytest.approx(float(want.vol_change[()]), abs=1e-10)

@@ -89,6 +89,39 @@ def test_liquidity_adjusted_es_against_direct_repricing() -> None:
     assert small.es == pytest.approx(math.sqrt(expected[0] ** 2 + expected[0] ** 2 + 2 * e60**2 + 2 * e60**2), rel=1e-9)
 
 
+def test_buckets_shocking_the_same_factors_are_revalued_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large-cap (10 / 20 days) and a small-cap name (20 / 60 days): the 40- and 60-day buckets both shock the
+    small cap's vol alone, so one revaluation serves both (3 sets, not 4) and their ES are the same bits as a
+    revaluation of each."""
+    import risk_pipeline.quant.regulatory_es as reg
+
+    rng = np.random.default_rng(3)
+    r = rng.normal(0.0, 0.02, (120, 2))
+    hist = MarketHistory(r, np.expm1(-2.0 * r))
+    book = Portfolio(
+        symbols=("A", "B"), spot=[100.0, 50.0], symbol_index=[0, 1, 1], quantity=[-10.0, 20.0, 300.0],
+        multiplier=[100.0, 100.0, 1.0], is_option=[True, True, False], is_call=[False, True, False],
+        strike=[95.0, 55.0, 1.0], time_years=[0.3, 0.5, 0.0], implied_vol=[0.25, 0.4, 0.0],
+        rate=0.03, dividend_yield=0.01,
+    )  # fmt: skip
+    sets = []
+    real = reg.evaluate
+
+    def counted(portfolio: Portfolio, sc: object, *args: object, **kw: object) -> object:
+        sets.append(sc)
+        return real(portfolio, sc, *args, **kw)
+
+    monkeypatch.setattr(reg, "evaluate", counted)
+    got = liquidity_adjusted_es(book, hist, [10, 20], [20, 60], american="exact")
+    assert len(sets) == 3
+    assert got.es_by_horizon[2] == got.es_by_horizon[3] > 0.0 and got.es_by_horizon[4] == 0.0
+    # the 60-day bucket revalued on its own: B's vol moved alone
+    sc = reg.historical_scenarios(hist, 10)
+    alone = reg.ScenarioSet(np.zeros_like(sc.spot_shock_rel), vol_scale=np.where([False, True], sc.vol_scale, 1.0))
+    pnl = real(book, alone, 0.0, american="exact").pnl
+    assert got.es_by_horizon[3] == reg.empirical_var_es(pnl, reg.FRTB_CONFIDENCE)[1]
+
+
 def test_worst_window_of_a_constructed_series() -> None:
     """Gains of 1 everywhere, six losses of 10 on days 300-305 and three of 20 on days 700-702: at 97.5 % over
     250 days (6.25 tail days) the first cluster is worse, (60 - 0.25) / 6.25 against (60 - 3.25) / 6.25, and the
@@ -136,3 +169,26 @@ def test_reduced_set_scaling_is_floored_at_one() -> None:
     assert reduced_set_scaling(150.0, 100.0) == 1.5
     assert reduced_set_scaling(80.0, 100.0) == 1.0
     assert reduced_set_scaling(80.0, 0.0) == 1.0
+
+
+def test_historical_scenarios_are_the_padded_running_sums_bit_for_bit() -> None:
+    """``historical_scenarios`` (running sums without the zero-padded copy): ``expm1`` / ``exp`` of ``c[h:] - c[:n]``
+    with ``c = [0, cumsum]`` as the formula writes it, bit for bit, and the h-day windows' own sums to 1e-13."""
+    from risk_pipeline.quant.var import historical_scenarios
+
+    rng = np.random.default_rng(19)
+    r = rng.standard_t(3, (260, 7)) * 0.02
+    r[0, 0] = -0.0
+    iv = np.expm1(rng.normal(0.0, 0.05, r.shape))
+    iv[3, 2] = np.nan  # unknown: vol unchanged that day
+    hist = MarketHistory(r, iv)
+    lv_days = np.log1p(np.where(np.isfinite(iv), iv, 0.0))
+    for h in (1, 2, 10, 260):
+        sc = historical_scenarios(hist, h)
+        n = r.shape[0] - h + 1
+        c = np.vstack([np.zeros((1, 7)), np.cumsum(r, axis=0)])
+        lv = np.vstack([np.zeros((1, 7)), np.cumsum(lv_days, axis=0)])
+        assert np.expm1(c[h:] - c[:n]).tobytes() == sc.spot_shock_rel.tobytes()
+        assert sc.vol_scale is not None and np.exp(lv[h:] - lv[:n]).tobytes() == sc.vol_scale.tobytes()
+        windows = np.array([r[i : i + h].sum(axis=0) for i in range(n)])
+        np.testing.assert_allclose(np.log1p(sc.spot_shock_rel), windows, rtol=0.0, atol=1e-13)

@@ -84,3 +84,24 @@ def test_a_hedge_line_moves_by_the_same_rule() -> None:
     # and the hedged book is the book plus the line
     both = scenario_pnl(combine(p, replace(line, symbols=("AAA",))), rs, 0.0)
     np.testing.assert_allclose(both - scenario_pnl(p, rs, 0.0), got, rtol=1e-9, atol=1e-6)
+
+
+def test_sets_revalued_in_chunks_are_the_one_chunk_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run_stress`` under ``expiry_name_skew`` revalues its sign-combination sets a few per chunk: every row is
+    the bits of the whole set revalued in one chunk (the engine's reference path, the chunk size taken away)."""
+    import risk_pipeline.quant.stress as stress
+
+    lib, p, beta, _, kw = _setup()
+    spreads, volumes = np.full(p.n_positions, 0.05), np.full(p.n_positions, 1e4)
+    chunked = run_stress(p, lib, betas=beta, nav=NAV, spreads=spreads, volumes=volumes, **kw)
+    real = stress.evaluate
+    sizes = []
+
+    def one_chunk(*args: object, chunk_size: int | None = None, **kwargs: object) -> object:
+        sizes.append(chunk_size)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stress, "evaluate", one_chunk)
+    whole = run_stress(p, lib, betas=beta, nav=NAV, spreads=spreads, volumes=volumes, **kw)
+    assert sizes and all(s == 3 * len(lib.scenarios) for s in sizes)
+    assert [r.to_row() for r in chunked] == [r.to_row() for r in whole]

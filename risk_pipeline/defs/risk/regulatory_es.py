@@ -164,6 +164,18 @@ def _measures(
     }
 
 
+def same_history(a: MarketHistory, b: MarketHistory) -> bool:
+    """Whether two histories hold the same factor changes, bit for bit (then every measure of them is the same)."""
+
+    def bits(x: np.ndarray | None) -> bytes | None:
+        return None if x is None else np.ascontiguousarray(x).tobytes()
+
+    fields = ("log_returns", "iv_rel_changes", "rate_changes", "dividend_changes")
+    return a.log_returns.shape == b.log_returns.shape and all(
+        bits(getattr(a, f)) == bits(getattr(b, f)) for f in fields
+    )
+
+
 def _rows(a: np.ndarray | None, start: int, n: int) -> np.ndarray | None:
     return None if a is None else a[start : start + n]
 
@@ -237,10 +249,12 @@ def book_rows(
     pnl = one_day_pnl(portfolio, book_hist)
     s = worst_es_window(pnl, n_win)
     span = hist.book(symbols, slice(s, s + n_win))
+    # the worst window can be the current period itself (the same days): its ES is already known, to the bit
+    span_la = full_current if same_history(span, current) else la(span)
     row(
         "stressed", SYNTHETIC, dates[s], dates[s + n_win - 1], n_win, stored,
         f"worst {n_win}-session window of {len(dates)} by 1-day 97.5 % ES; {lh_note}",
-        **_measures(pnl[s : s + n_win], la(span)),
+        **_measures(pnl[s : s + n_win], span_la),
     )  # fmt: skip
     if proxy:
         # reduced set: the index factor alone, every name by its beta (spot) and slope (ATM log-vol) on the index
