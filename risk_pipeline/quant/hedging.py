@@ -319,7 +319,8 @@ def solve_hedge(
             prog = _program(
                 c, t, np.array(loss_rows, dtype=np.intp), cuts, es_H, es_book, elastic, elastic_weight, prog_cache
             )
-            limit = min(remaining, partial_time_limit) if elastic else remaining
+            # elastic MILP rounds (a min-max HiGHS proves slowly) get partial_time_limit after their LP relaxation
+            limit = remaining
             if relaxed:
                 # HiGHS' presolve costs 3/4 of these LPs at thousands of lines (same optima measured without it)
                 res = _milp(
@@ -329,8 +330,9 @@ def solve_hedge(
                     best.bound = max(best.bound, float(res.fun))
             else:
                 res, how = _windowed_milp(
-                    prog, c.n, limit, mip_rel_gap, window, screen, state, box_incumbent, node_limit=node_limit
-                )
+                    prog, c.n, limit, mip_rel_gap, window, screen, state, box_incumbent, node_limit=node_limit,
+                    box_limit=partial_time_limit if elastic else math.inf,
+                )  # fmt: skip
                 methods.append(how)
                 bound = state.pop("bound", -math.inf)
                 if not elastic:
@@ -496,9 +498,8 @@ def _milp(
     )
 
 
-def _lp_relaxation(prog: dict[str, Any], limit: float | None = None) -> Any:
-    """The program's LP relaxation by ``scipy.optimize.linprog`` (HiGHS), which also returns the duals (within
-    ``limit`` seconds: a relaxation stopped by it has status 1, no duals)."""
+def _lp_relaxation(prog: dict[str, Any]) -> Any:
+    """The program's LP relaxation by ``scipy.optimize.linprog`` (HiGHS), which also returns the duals."""
     con = prog["constraints"][0]
     lo, hi = np.asarray(con.lb, dtype=float), np.asarray(con.ub, dtype=float)
     up, down = np.isfinite(hi), np.isfinite(lo)
@@ -510,7 +511,6 @@ def _lp_relaxation(prog: dict[str, Any], limit: float | None = None) -> Any:
         b_ub=b_ub,
         bounds=np.column_stack([prog["bounds"].lb, prog["bounds"].ub]),
         method="highs",
-        options={} if limit is None else {"time_limit": max(limit, 1e-3)},
     )
     res.reduced_cost = (prog["objective"] - a_ub.T @ res.ineqlin.marginals) if res.status == 0 else None
     return res
@@ -526,6 +526,7 @@ def _windowed_milp(
     state: dict,
     incumbent: Any = None,
     node_limit: int | None = None,
+    box_limit: float = math.inf,
 ) -> tuple[Any, str]:
     """The round's MILP: LP relaxation, then small boxed MILPs around it, certified against the LP bound.
 
@@ -536,13 +537,13 @@ def _windowed_milp(
     ``[0, window]``; the other lines are fixed at zero. ``k`` runs through ``screen`` and then every line.
     A boxed optimum is feasible for the full MILP; once its cost is within ``gap`` of the LP bound, no
     whole-contract hedge is cheaper by more than that gap (the unrestricted MILP's own stopping rule).
-    After each uncertified box, until one call returns True, ``incumbent(x_boxed, lines, lo, hi, deadline)``
-    (``solve_hedge``: keep a hedge meeting the full program within that box). If no box is certified (or one
-    costs over 50 x ``gap`` above the bound: whole contracts matter, the bound cannot certify), the
+    After each uncertified box, ``incumbent(x_boxed, lines, lo, hi, deadline, kept)`` (``solve_hedge``: keep a
+    hedge meeting the full program within that box; returns whether one is kept). If no box is certified (or
+    one costs over 50 x ``gap`` above the bound: whole contracts matter, the bound cannot certify), the
     unrestricted MILP runs with the time left (at most ``node_limit`` nodes), and in the solve's later rounds
-    directly (``state``). ``state["bound"]`` gets the
-    round's lower bound (the LP optimum, or the unrestricted MILP's dual bound). Returns the result and how it
-    was found.
+    directly (``state``). The MILPs get at most ``box_limit`` seconds after the relaxation (the elastic
+    rounds'). ``state["bound"]`` gets the round's lower bound (the LP optimum, or the unrestricted MILP's dual
+    bound). Returns the result and how it was found.
     """
     start = time.perf_counter()
 
@@ -554,10 +555,12 @@ def _windowed_milp(
         return res, how
 
     if state.get("unrestricted"):
-        return unrestricted(limit, "unrestricted (as the round before)")
-    lp = _lp_relaxation(prog, limit)
+        return unrestricted(min(limit, box_limit), "unrestricted (as the round before)")
+    lp = _lp_relaxation(prog)
     if lp.status != 0:
-        return unrestricted(max(limit - (time.perf_counter() - start), 1e-3), "unrestricted (relaxation failed)")
+        return unrestricted(min(limit, box_limit), "unrestricted (relaxation failed)")
+    # the boxes and the unrestricted MILP: until the round's limit, and at most box_limit after the relaxation
+    deadline = min(start + limit, time.perf_counter() + box_limit)
     bound = float(lp.fun)
     state["bound"] = bound
     x_lp = lp.x[:n]
@@ -573,7 +576,7 @@ def _windowed_milp(
         lo, hi = lower.copy(), upper.copy()
         hi[:n] = np.where(keep, hi[:n], 0.0)
         hi[n : 2 * n] = np.where(keep, hi[n : 2 * n], 0.0)
-        remaining = limit - (time.perf_counter() - start)
+        remaining = deadline - time.perf_counter()
         if remaining <= 0:
             break
         boxed = _milp(prog, prog["integrality"], Bounds(lo, hi), remaining, gap)
@@ -584,12 +587,12 @@ def _windowed_milp(
             )
         if incumbent is not None:
             # an uncertified box: a hedge that meets the full program, within the same box, for the time limit
-            state["incumbent"] = incumbent(boxed.x, keep, lo[:n], hi[:n], start + limit, state.get("incumbent"))
+            state["incumbent"] = incumbent(boxed.x, keep, lo[:n], hi[:n], deadline, state.get("incumbent"))
         if boxed.x is not None and boxed.status == 0 and boxed.fun - bound > 50 * gap * max(abs(bound), 1e-9):
             break  # whole contracts cost far more than the LP bound (small quantities, semi-continuous lines):
             # no box will be certified by it, solve the unrestricted MILP
     state["unrestricted"] = True  # later rounds of this solve go straight to the unrestricted MILP
-    remaining = max(limit - (time.perf_counter() - start), 1e-3)
+    remaining = max(deadline - time.perf_counter(), 1e-3)
     return unrestricted(remaining, "unrestricted (no box certified)")
 
 
