@@ -318,10 +318,12 @@ def rationale(book: str, triggers: list[Trigger], lines: pd.DataFrame, before: d
         )
     unproven = ""
     if sol.status == "time_limit":  # a verified hedge, but the time limit stopped the proof of optimality
-        unproven = (
-            f" (not proven optimal: the solver stopped at its time limit, cost at most {sol.gap:.2%} above the "
-            f"lower bound {sol.lower_bound:,.0f})"
+        bound = (
+            f", cost at most {sol.gap:.2%} above the lower bound {sol.lower_bound:,.0f}"
+            if np.isfinite(sol.gap) and np.isfinite(sol.lower_bound)
+            else ", no lower bound proven"
         )
+        unproven = f" (not proven optimal: the solver stopped at its time limit{bound})"
     return f"{book}: {what or 'no trade needed'} for {sol.cost:,.0f} in costs{unproven}; {change}; triggered by {why}."
 
 
