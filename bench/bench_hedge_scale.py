@@ -19,12 +19,21 @@ measured here). The measured core is ``recommend_book``'s from the book's exposu
   verification's exposure after the hedge (``greeks[:, chosen] @ quantity``).
 
 Per phase: CPU seconds (``time.process_time``) and the tracemalloc peak above the phase's start (numpy arrays
-are traced; HiGHS' own memory is not), and for the whole core the process's peak RSS rise (``ru_maxrss`` less
-the RSS at the core's start; the setup's own peak stays below the core's at these sizes when it matters). The
+are traced; HiGHS' own memory is not; ``solve_hedge`` runs untraced, as tracemalloc slows its Python side), and
+for the whole core the process's peak RSS rise (``ru_maxrss`` less the RSS at the core's start; the setup's own
+peak stays below the core's at these sizes when it matters). The
 old code is not run above ``--old-max-names`` (default 1,000: at 3,000 names its dense exposure matrix alone is
 6,004 x 150,000 x 8 bytes = 7.2 GB, twice over while stacked). Equality: the parent compares old and new at each
 size where both ran: the exposure (relative difference), the screened lines, the chosen lines and quantities,
 the cost.
+
+The solve under the time limit (``--time-limit 20``: the step's ``time_limit_seconds``): its status, cost, CPU
+and wall seconds, the CPU and wall seconds to the first hedge meeting every row (``first_feasible_*`` of the
+solution), the gap of the returned cost to the lower bound proven, and whether the hedge meets every row, checked
+here on the candidates' matrices. ``--gamma-levels above`` puts every name's gamma within its level, which makes
+the program feasible (the default, the 99th percentile, leaves names no screened option can fix: a partial
+hedge); ``--compare-solver`` also solves the same candidates with the ``--ref`` ``solve_hedge`` in the new code's
+process, so old and new solvers are compared on one problem at every size.
 """
 
 from __future__ import annotations
@@ -158,7 +167,25 @@ def subset(p: Any, idx: np.ndarray) -> Any:
     )
 
 
-def child(code: str, n_names: int, ref: str, time_limit: float) -> dict[str, Any]:
+def meets_every_row(h: Any, hc: Any, t: Any, x: np.ndarray) -> bool:
+    """The hedge against every row of the program, computed here (Greek levels, every scenario's loss cap, the
+    exact 97.5 % ES, the budget, the minimum notional, whole contracts)."""
+    after = t.exposure + hc.greeks @ x
+    pnl = t.book_pnl + hc.scenario_pnl @ x
+    used = x > 0
+    return bool(
+        np.all(np.abs(after) <= t.warn_level * (1 + 1e-6) + 1e-6)
+        and -pnl.min() <= t.loss_cap * (1 + 1e-9)
+        and h.empirical_es(pnl[t.es_rows], t.es_confidence) <= t.es_target * (1 + 1e-9)
+        and (hc.premium + hc.cost) @ x <= t.budget * (1 + 1e-9)
+        and np.all(hc.notional[used] * x[used] >= t.min_notional * (1 - 1e-9))
+        and np.all(x == np.round(x))
+    )
+
+
+def child(
+    code: str, n_names: int, ref: str, time_limit: float, gamma_levels: str = "q99", compare_solver: bool = False
+) -> dict[str, Any]:
     from risk_pipeline.quant.scenario_engine import evaluate
 
     h = load_hedging(code, ref)
@@ -176,10 +203,12 @@ def child(code: str, n_names: int, ref: str, time_limit: float) -> dict[str, Any
     n_sym = len(symbols)
     net_d = np.bincount(book.symbol_index, g_book["delta"], n_sym)
     net_g = np.bincount(book.symbol_index, g_book["gamma"], n_sym)
+    # --gamma-levels above: every name's gamma within its level (the program is then feasible)
+    gamma_level = np.quantile(np.abs(net_g), 0.99) if gamma_levels == "q99" else 1.01 * np.abs(net_g).max()
     warn = np.concatenate(
         [
             np.full(n_sym, np.quantile(np.abs(net_d), 0.99)),
-            np.full(n_sym, np.quantile(np.abs(net_g), 0.99)),
+            np.full(n_sym, gamma_level),
             [0.8 * abs(g_book["dollar_delta"].sum()), 0.8 * abs(g_book["vega_per_vol_point"].sum())],
         ]
     )
@@ -200,7 +229,14 @@ def child(code: str, n_names: int, ref: str, time_limit: float) -> dict[str, Any
     rss0 = rss_bytes()
     tracemalloc.start()
 
-    def phase(name: str, fn: Any) -> Any:
+    def phase(name: str, fn: Any, traced: bool = True) -> Any:
+        if not traced:  # tracemalloc slows the solver's Python side several-fold: time it untraced
+            tracemalloc.stop()
+            t = time.process_time()
+            out = fn()
+            phases[name] = {"cpu_s": time.process_time() - t, "peak_mb": float("nan")}
+            tracemalloc.start()
+            return out
         base = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
         t = time.process_time()
@@ -258,8 +294,38 @@ def child(code: str, n_names: int, ref: str, time_limit: float) -> dict[str, Any
         budget=budget,
         min_notional=10_000.0,
     )
-    sol = phase("solve_hedge", lambda: h.solve_hedge(hc, targets, time_limit=time_limit))
+    load_at_solve = os.getloadavg()[0]
+    sol = phase("solve_hedge", lambda: h.solve_hedge(hc, targets, time_limit=time_limit), traced=False)
     chosen = np.flatnonzero(sol.quantity > 0)
+    solver = {
+        "status": sol.status,
+        "partial": bool(sol.partial),
+        "cost": sol.cost,
+        "wall_s": sol.solve_seconds,
+        "cpu_s": phases["solve_hedge"]["cpu_s"],
+        "load": load_at_solve,
+        "first_feasible_s": getattr(sol, "first_feasible_seconds", None),
+        "first_feasible_cpu_s": getattr(sol, "first_feasible_cpu_seconds", None),
+        "lower_bound": getattr(sol, "lower_bound", None),
+        "gap": getattr(sol, "gap", None),
+        "meets_every_row": bool(chosen.size) and meets_every_row(h, hc, targets, sol.quantity),
+    }
+    if compare_solver:  # the old solve_hedge on the same candidates, same limit, same process, untraced
+        tracemalloc.stop()
+        old = load_hedging("old", ref)
+        load_old = os.getloadavg()[0]
+        t0, w0 = time.process_time(), time.perf_counter()
+        so = old.solve_hedge(hc, targets, time_limit=time_limit)
+        solver["old"] = {
+            "status": so.status,
+            "partial": bool(so.partial),
+            "cost": so.cost,
+            "wall_s": time.perf_counter() - w0,
+            "cpu_s": time.process_time() - t0,
+            "load": load_old,
+            "meets_every_row": bool((so.quantity > 0).any()) and meets_every_row(h, hc, targets, so.quantity),
+        }
+        tracemalloc.start()
     after = phase(
         "verify_exposure", lambda: exposure + (hc.greeks[:, chosen] @ sol.quantity[chosen] if chosen.size else 0.0)
     )
@@ -280,6 +346,7 @@ def child(code: str, n_names: int, ref: str, time_limit: float) -> dict[str, Any
         "peak_rss_gib": peak_rss / 2**30,
         "rss_rise_gib": max(peak_rss - rss0, 0) / 2**30,
         "status": sol.status,
+        "solver": solver,
         "message": sol.message,
         "cost": sol.cost,
         "kept": kept.tolist(),
@@ -296,11 +363,20 @@ def main() -> None:
     parser.add_argument("--ref", default="main", help="git revision of the old quant/hedging.py")
     parser.add_argument("--old-max-names", type=int, default=1000)
     parser.add_argument("--time-limit", type=float, default=60.0)
+    parser.add_argument(
+        "--gamma-levels", choices=["q99", "above"], default="q99",
+        help="per-name gamma warning level: the 99th percentile of the names' |gamma| (the program is infeasible: "
+        "a partial hedge), or above every name's (feasible)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compare-solver", action="store_true",
+        help="in the new code's process, also solve the same candidates with the --ref solve_hedge",
+    )  # fmt: skip
     parser.add_argument("--child", choices=["old", "new"])
     parser.add_argument("--json", help="also write every run's result here")
     a = parser.parse_args()
     if a.child:
-        print(json.dumps(child(a.child, a.sizes[0], a.ref, a.time_limit)))
+        print(json.dumps(child(a.child, a.sizes[0], a.ref, a.time_limit, a.gamma_levels, a.compare_solver)))
         return
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     print(f"load average at start: {os.getloadavg()}")
@@ -322,6 +398,9 @@ def main() -> None:
                 a.ref,
                 "--time-limit",
                 str(a.time_limit),
+                "--gamma-levels",
+                a.gamma_levels,
+                *(["--compare-solver"] if a.compare_solver and code == "new" else []),
             ]
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
             if proc.returncode:
@@ -341,6 +420,23 @@ def main() -> None:
                 f"(+{r['rss_rise_gib']:.2f} over {r['rss_before_gib']:.2f} at the core's start)"
             )
             print(f"  solve: {r['status']}, cost {r['cost']:,.2f}, {len(r['chosen'])} lines; {r['message'][:160]}")
+            sv = r["solver"]
+            first = sv["first_feasible_cpu_s"]
+            print(
+                f"  solver (limit {a.time_limit:g} s wall, load {sv['load']:.1f}): {sv['status']}, "
+                f"{'partial, ' if sv['partial'] else ''}cost {sv['cost']:,.2f}, {sv['cpu_s']:.2f} CPU s "
+                f"({sv['wall_s']:.1f} s wall); first hedge meeting every row after "
+                + (f"{first:.2f} CPU s ({sv['first_feasible_s']:.1f} s wall)" if first == first and first else "-")
+                + (f"; gap to the lower bound {sv['gap']:.3%}" if sv["gap"] == sv["gap"] and sv["gap"] else "")
+                + f"; meets every row (checked here): {'yes' if sv['meets_every_row'] else 'no'}"
+            )
+            if "old" in sv:
+                o = sv["old"]
+                print(
+                    f"  --ref solve_hedge, same candidates (load {o['load']:.1f}): {o['status']}, "
+                    f"{'partial, ' if o['partial'] else ''}cost {o['cost']:,.2f}, {o['cpu_s']:.2f} CPU s "
+                    f"({o['wall_s']:.1f} s wall); meets every row: {'yes' if o['meets_every_row'] else 'no'}"
+                )
         if len(got) == 2:
             o, w = got["old"], got["new"]
             eo, en = np.array(o["exposure"]), np.array(w["exposure"])

@@ -177,6 +177,10 @@ class HedgeSolution:
     model_es: float = float("nan")
     model_worst_loss: float = float("nan")
     violations: Mapping[str, float] = field(default_factory=dict)
+    lower_bound: float = float("nan")
+    gap: float = float("nan")
+    first_feasible_seconds: float = float("nan")
+    first_feasible_cpu_seconds: float = float("nan")
 
 
 def _tail_weights(losses: FloatArray, confidence: float) -> FloatArray:
@@ -220,6 +224,8 @@ def solve_hedge(
     partial_time_limit: float = 2.0,
     window: float = 200.0,
     screen: Sequence[int] = (12, 48),
+    relaxed_share: float = 0.5,
+    node_limit: int | None = None,
 ) -> HedgeSolution:
     """The cheapest whole-contract hedge meeting every target (``scipy.optimize.milp``), else the best partial one.
 
@@ -235,39 +241,114 @@ def solve_hedge(
     ``window`` contracts of the relaxed quantity (``_windowed_milp``); that hedge is accepted when its
     cost is within ``mip_rel_gap`` of the bound (optimal to the same gap as the unrestricted MILP), else
     more lines, else the unrestricted MILP. ``message`` says how each round was solved.
+
+    Incumbent: every whole-contract hedge a MILP returns (boxed or not, finished or stopped) is checked against
+    the full program (``check_hedge``: every Greek row, every scenario, the exact ES, the budget, the minimum
+    notional) and the cheapest that meets it all is kept (elastic program: the smallest elastic objective).
+    When a box is not certified and its hedge misses a row not generated yet, the box's lines alone are solved
+    with lazy rows (``_restricted_milp``, a program of a few dozen lines) until their hedge meets every row,
+    before the unrestricted MILP gets the time left (again for a later box whose hedge is cheaper than the kept
+    one). The LP rounds (HiGHS without presolve) stop adding rows after ``relaxed_share`` of the time limit; the
+    MILP rounds add the rest. When the time limit (or ``node_limit`` nodes of the unrestricted MILP) stops the
+    solve, the kept hedge is returned with status ``time_limit``, ``gap`` and ``lower_bound`` (the best bound
+    proven: the LP relaxations' optima and the unrestricted MILPs' dual bounds, each a relaxation of the full
+    program) and ``first_feasible_seconds`` (wall and CPU); no hedge only when none was found.
     """
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if c.n == 0:
         return _no_candidates(start)
     es_H = c.scenario_pnl[t.es_rows]
     es_book = t.book_pnl[t.es_rows]
     methods: list[str] = []
-    state: dict[str, bool] = {}
+    state: dict[str, Any] = {}
+    prog_cache: dict[Any, Any] = {}  # the rows that do not change from round to round
+    scale_loss, scale_es = max(t.loss_cap, 1.0), max(t.es_target, 1.0)
+    tol_loss, tol_es = 1e-9 * scale_loss + 1e-7, 1e-9 * scale_es + 1e-7
     for elastic in (False, True):
         loss_rows = list(np.argsort(t.book_pnl, kind="stable")[: min(rows_per_round, t.book_pnl.size)])
         cuts = [_tail_weights(-es_book, t.es_confidence)] if t.es_rows.size else []
         relaxed = True  # rows and cuts from the LP relaxation first (milliseconds a round), then the MILP
+        best = _Incumbent()  # and the best lower bound proven on the full program's cost (non-elastic)
+
+        def consider(x: FloatArray, source: str, elastic: bool = elastic, best: _Incumbent = best) -> HedgeCheck:
+            """Check a whole-contract hedge against the full program; keep it when it is the best so far."""
+            chk = check_hedge(c, t, x, elastic_weight)
+            score = chk.elastic_objective if elastic else chk.cost
+            if (elastic or chk.feasible) and score < best.score:
+                best.x, best.score, best.check, best.source = x.copy(), score, chk, source
+                best.seconds = time.perf_counter() - start
+                if math.isnan(best.first):
+                    best.first, best.first_cpu = best.seconds, time.process_time() - cpu_start
+            return chk
+
+        def box_incumbent(
+            x_boxed: FloatArray | None, lines: BoolArray, lo: FloatArray, hi: FloatArray, deadline: float,
+            kept: bool | None, elastic: bool = elastic, loss_rows: list = loss_rows, cuts: list = cuts,
+            best: _Incumbent = best,
+        ) -> bool:  # fmt: skip
+            """Keep the boxed hedge if it meets the full program (elastic: always) and is the best so far; else,
+            when no hedge is ``kept`` yet or the boxed one is cheaper than the kept one, solve the box's lines
+            against every row (``_restricted_milp``, from the boxed hedge's violations). Whether a hedge is kept."""
+            x = None if x_boxed is None else np.round(x_boxed[: c.n])
+            chk = None if x is None else consider(x, "uncertified box")
+            if chk is not None and (chk.feasible or elastic):
+                return True
+            worth = not kept or (chk is not None and chk.cost < best.score)
+            if not worth or elastic or deadline <= time.perf_counter():
+                return bool(kept)
+            x = _restricted_milp(
+                c, t, np.flatnonzero(lines), lo, hi, deadline - time.perf_counter(), mip_rel_gap, loss_rows, cuts,
+                rows_per_round, x,
+            )  # fmt: skip
+            found = x is not None and consider(x, f"box of {int(lines.sum())} lines against every row").feasible
+            return found or bool(kept)
+
+        def stopped(why: str, best: _Incumbent = best, elastic: bool = elastic) -> HedgeSolution:
+            """The kept hedge with status ``time_limit`` (and its gap), else no hedge."""
+            if best.x is None:
+                return _failed(c, "time_limit", start, why)
+            return _kept(c, t, best, elastic, start, f"{why}; {len(methods)} MILP round(s): {', '.join(methods)}")
+
         for _ in range(max_rounds):
-            remaining = time_limit - (time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            remaining = time_limit - elapsed
             if remaining <= 0:
-                return _failed(c, "time_limit", start, "time limit reached while adding scenario rows")
-            prog = _program(c, t, np.array(loss_rows, dtype=np.intp), cuts, es_H, es_book, elastic, elastic_weight)
-            limit = min(remaining, partial_time_limit) if elastic else remaining
+                return stopped("time limit reached while adding scenario rows")
+            if relaxed and elapsed > relaxed_share * time_limit:
+                relaxed = False  # the MILP rounds add the rows still missing (and give a hedge in time)
+            prog = _program(
+                c, t, np.array(loss_rows, dtype=np.intp), cuts, es_H, es_book, elastic, elastic_weight, prog_cache
+            )
+            # elastic MILP rounds (a min-max HiGHS proves slowly) get partial_time_limit after their LP relaxation
+            limit = remaining
             if relaxed:
-                res = _milp(prog, np.zeros_like(prog["integrality"]), prog["bounds"], limit, mip_rel_gap)
+                # HiGHS' presolve costs 3/4 of these LPs at thousands of lines (same optima measured without it)
+                res = _milp(
+                    prog, np.zeros_like(prog["integrality"]), prog["bounds"], limit, mip_rel_gap, presolve=False
+                )
+                if not elastic and res.status == 0:
+                    best.bound = max(best.bound, float(res.fun))
             else:
-                res, how = _windowed_milp(prog, c.n, limit, mip_rel_gap, window, screen, state)
+                res, how = _windowed_milp(
+                    prog, c.n, limit, mip_rel_gap, window, screen, state, box_incumbent, node_limit=node_limit,
+                    box_limit=partial_time_limit if elastic else math.inf,
+                )  # fmt: skip
                 methods.append(how)
+                bound = state.pop("bound", -math.inf)
+                if not elastic:
+                    best.bound = max(best.bound, bound)
             if res.x is None:
                 if not elastic and res.status == 2:  # a relaxation is infeasible: so is the full program
                     break
-                return _failed(c, "error" if res.status != 1 else "time_limit", start, str(res.message))
+                if res.status == 1:
+                    return stopped(f"{res.message}")
+                return _failed(c, "error", start, str(res.message))
             x = res.x[: c.n] if relaxed else np.round(res.x[: c.n])
+            if not relaxed:
+                consider(x, how)
             pnl = t.book_pnl + c.scenario_pnl @ x
             es_pnl = es_book + es_H @ x
             s_loss, s_es = (res.x[prog["loss_slack"]], res.x[prog["es_slack"]]) if elastic else (0.0, 0.0)
-            scale_loss, scale_es = max(t.loss_cap, 1.0), max(t.es_target, 1.0)
-            tol_loss, tol_es = 1e-9 * scale_loss + 1e-7, 1e-9 * scale_es + 1e-7
             over = -pnl - t.loss_cap - s_loss * scale_loss
             new_rows = [int(i) for i in np.argsort(-over, kind="stable")[:rows_per_round] if over[i] > tol_loss]
             new_rows = [i for i in new_rows if i not in set(loss_rows)]
@@ -286,27 +367,134 @@ def solve_hedge(
                         cuts.append(_tail_weights(-(es_book + es_H @ near), t.es_confidence))
                 relaxed = False
                 continue
-            status = "optimal" if res.status == 0 else "time_limit"
             message = f"{res.message} [{len(methods)} MILP round(s): {', '.join(methods)}]"
             if not elastic:
-                return _solution(c, t, x, status, False, (), start, message, es_now, pnl)
+                if res.status != 0:  # stopped by the time (or node) limit: this hedge or a cheaper one kept
+                    return stopped(f"{res.message}")
+                sol = _solution(c, t, x, "optimal", False, (), start, message, es_now, pnl)
+                return replace(
+                    sol,
+                    lower_bound=best.bound,
+                    first_feasible_seconds=best.first,
+                    first_feasible_cpu_seconds=best.first_cpu,
+                )
             binding = [n for n, v in zip(t.greek_names, res.x[prog["greek_slack"]], strict=True) if v > 1e-7]
             binding += ["scenario_loss"] if s_loss > 1e-9 else []
             binding += ["es_975"] if s_es > 1e-9 else []
             return _solution(c, t, x, "partial", True, tuple(binding), start, message, es_now, pnl)
         else:
-            return _failed(c, "time_limit", start, f"no convergence in {max_rounds} rounds")
+            return stopped(f"no convergence in {max_rounds} rounds")
     raise AssertionError("unreachable: the elastic program is always feasible (no hedge meets its hard rows)")
 
 
-def _milp(prog: dict[str, Any], integrality: FloatArray, bounds: Bounds, limit: float, gap: float) -> Any:
+@dataclass(frozen=True)
+class HedgeCheck:
+    """A whole-contract hedge against the full program (``check_hedge``).
+
+    Excesses are in units of each row's level, as the elastic program's slacks: ``greek_excess`` per Greek row
+    ``max(|g + G x| - w, 0) / w``; ``loss_excess`` the worst scenario loss over the cap over ``max(cap, 1)``;
+    ``es_excess`` the exact 97.5 % ES over its target over ``max(target, 1)``. ``feasible``: no excess beyond
+    the solver's tolerances, the outlay within the budget, every line zero or at least the minimum notional,
+    whole contracts within ``max_contracts``.
+    """
+
+    feasible: bool
+    cost: float
+    outlay: float
+    es: float
+    worst_loss: float
+    greek_excess: FloatArray
+    loss_excess: float
+    es_excess: float
+    elastic_objective: float
+
+
+def check_hedge(c: HedgeCandidates, t: HedgeTargets, x: FloatArray, elastic_weight: float = 1e4) -> HedgeCheck:
+    """``x`` (contracts per candidate) against every row of the full program, scenario by scenario."""
+    x = np.asarray(x, dtype=float)
+    after = t.exposure + c.greeks @ x
+    w = np.maximum(t.warn_level, 1e-300)
+    greek_excess = np.maximum(np.abs(after) - t.warn_level, 0.0) / w
+    pnl = t.book_pnl + c.scenario_pnl @ x
+    worst = float(-pnl.min()) if pnl.size else 0.0
+    es = empirical_es(pnl[t.es_rows], t.es_confidence) if t.es_rows.size else 0.0
+    scale_loss, scale_es = max(t.loss_cap, 1.0), max(t.es_target, 1.0)
+    loss_excess = max(worst - t.loss_cap, 0.0) / scale_loss
+    es_excess = max(es - t.es_target, 0.0) / scale_es if t.es_rows.size else 0.0
+    cost, outlay = float(c.cost @ x), float((c.premium + c.cost) @ x)
+    used = x > 0
+    feasible = bool(
+        np.all(np.abs(after) <= t.warn_level * (1 + 1e-6) + 1e-6)
+        and worst <= t.loss_cap + 1e-9 * scale_loss + 1e-7
+        and es <= t.es_target + 1e-9 * scale_es + 1e-7
+        and outlay <= t.budget * (1 + 1e-9) + 1e-7
+        and np.all(c.notional[used] * x[used] >= t.min_notional * (1 - 1e-9))
+        and np.all(x == np.round(x))
+        and np.all((x >= 0) & (x <= c.max_contracts))
+    )
+    objective = cost / max(t.budget, 1.0) + elastic_weight * (float(greek_excess.sum()) + loss_excess + es_excess)
+    return HedgeCheck(feasible, cost, outlay, es, worst, greek_excess, loss_excess, es_excess, objective)
+
+
+@dataclass
+class _Incumbent:
+    """The best whole-contract hedge checked so far (``solve_hedge``)."""
+
+    x: FloatArray | None = None
+    score: float = math.inf
+    check: HedgeCheck | None = None
+    source: str = ""
+    seconds: float = math.nan
+    first: float = math.nan
+    first_cpu: float = math.nan
+    bound: float = -math.inf
+
+
+def _kept(
+    c: HedgeCandidates, t: HedgeTargets, best: _Incumbent, elastic: bool, start: float, why: str
+) -> HedgeSolution:
+    """The kept hedge as a ``time_limit`` solution, with its gap to the lower bound (hard program) or its binding
+    rows (elastic)."""
+    assert best.x is not None and best.check is not None
+    chk, bound = best.check, best.bound
+    pnl = t.book_pnl + c.scenario_pnl @ best.x
+    if elastic:
+        binding = [n for n, v in zip(t.greek_names, chk.greek_excess, strict=True) if v > 1e-7]
+        binding += ["scenario_loss"] if chk.loss_excess > 1e-9 else []
+        binding += ["es_975"] if chk.es_excess > 1e-9 else []
+        message = f"time limit: best partial hedge found ({best.source}, after {best.seconds:.1f} s); {why}"
+        sol = _solution(c, t, best.x, "time_limit", True, tuple(binding), start, message, chk.es, pnl)
+        return replace(sol, first_feasible_seconds=best.first, first_feasible_cpu_seconds=best.first_cpu)
+    gap = (chk.cost - bound) / max(abs(chk.cost), 1e-9) if math.isfinite(bound) else math.nan
+    message = (
+        f"time limit: best verified hedge ({best.source}, found after {best.seconds:.1f} s), cost {chk.cost:,.2f}, "
+        f"lower bound {bound:,.2f} (gap {gap:.2%}), not proven optimal; {why}"
+    )
+    sol = _solution(c, t, best.x, "time_limit", False, (), start, message, chk.es, pnl)
+    return replace(
+        sol, lower_bound=bound, gap=gap, first_feasible_seconds=best.first, first_feasible_cpu_seconds=best.first_cpu
+    )
+
+
+def _milp(
+    prog: dict[str, Any],
+    integrality: FloatArray,
+    bounds: Bounds,
+    limit: float,
+    gap: float,
+    node_limit: int | None = None,
+    presolve: bool = True,
+) -> Any:
     """One ``scipy.optimize.milp`` (HiGHS) call on ``prog`` with the given integrality and bounds."""
+    options: dict[str, Any] = {"time_limit": max(limit, 1e-3), "presolve": presolve, "mip_rel_gap": gap}
+    if node_limit is not None:
+        options["node_limit"] = node_limit
     return milp(
         prog["objective"],
         integrality=integrality,
         bounds=bounds,
         constraints=prog["constraints"],
-        options={"time_limit": max(limit, 1e-3), "presolve": True, "mip_rel_gap": gap},
+        options=options,
     )
 
 
@@ -329,7 +517,16 @@ def _lp_relaxation(prog: dict[str, Any]) -> Any:
 
 
 def _windowed_milp(
-    prog: dict[str, Any], n: int, limit: float, gap: float, window: float, screen: Sequence[int], state: dict
+    prog: dict[str, Any],
+    n: int,
+    limit: float,
+    gap: float,
+    window: float,
+    screen: Sequence[int],
+    state: dict,
+    incumbent: Any = None,
+    node_limit: int | None = None,
+    box_limit: float = math.inf,
 ) -> tuple[Any, str]:
     """The round's MILP: LP relaxation, then small boxed MILPs around it, certified against the LP bound.
 
@@ -340,17 +537,32 @@ def _windowed_milp(
     ``[0, window]``; the other lines are fixed at zero. ``k`` runs through ``screen`` and then every line.
     A boxed optimum is feasible for the full MILP; once its cost is within ``gap`` of the LP bound, no
     whole-contract hedge is cheaper by more than that gap (the unrestricted MILP's own stopping rule).
-    If no box is certified (or one costs over 50 x ``gap`` above the bound: whole contracts matter, the bound
-    cannot certify), the unrestricted MILP runs with the time left, and in the solve's later rounds directly
-    (``state``). Returns the result and how it was found.
+    After each uncertified box, ``incumbent(x_boxed, lines, lo, hi, deadline, kept)`` (``solve_hedge``: keep a
+    hedge meeting the full program within that box; returns whether one is kept). If no box is certified (or
+    one costs over 50 x ``gap`` above the bound: whole contracts matter, the bound cannot certify), the
+    unrestricted MILP runs with the time left (at most ``node_limit`` nodes), and in the solve's later rounds
+    directly (``state``). The MILPs get at most ``box_limit`` seconds after the relaxation (the elastic
+    rounds'). ``state["bound"]`` gets the round's lower bound (the LP optimum, or the unrestricted MILP's dual
+    bound). Returns the result and how it was found.
     """
     start = time.perf_counter()
+
+    def unrestricted(left: float, how: str) -> tuple[Any, str]:
+        res = _milp(prog, prog["integrality"], prog["bounds"], left, gap, node_limit)
+        dual = getattr(res, "mip_dual_bound", None)
+        if dual is not None and np.isfinite(dual):
+            state["bound"] = max(state.get("bound", -math.inf), float(dual))
+        return res, how
+
     if state.get("unrestricted"):
-        return _milp(prog, prog["integrality"], prog["bounds"], limit, gap), "unrestricted (as the round before)"
+        return unrestricted(min(limit, box_limit), "unrestricted (as the round before)")
     lp = _lp_relaxation(prog)
     if lp.status != 0:
-        return _milp(prog, prog["integrality"], prog["bounds"], limit, gap), "unrestricted (relaxation failed)"
+        return unrestricted(min(limit, box_limit), "unrestricted (relaxation failed)")
+    # the boxes and the unrestricted MILP: until the round's limit, and at most box_limit after the relaxation
+    deadline = min(start + limit, time.perf_counter() + box_limit)
     bound = float(lp.fun)
+    state["bound"] = bound
     x_lp = lp.x[:n]
     used = x_lp > 1e-9
     order = np.argsort(np.where(used, np.inf, lp.reduced_cost[:n]), kind="stable")
@@ -364,7 +576,7 @@ def _windowed_milp(
         lo, hi = lower.copy(), upper.copy()
         hi[:n] = np.where(keep, hi[:n], 0.0)
         hi[n : 2 * n] = np.where(keep, hi[n : 2 * n], 0.0)
-        remaining = limit - (time.perf_counter() - start)
+        remaining = deadline - time.perf_counter()
         if remaining <= 0:
             break
         boxed = _milp(prog, prog["integrality"], Bounds(lo, hi), remaining, gap)
@@ -373,12 +585,78 @@ def _windowed_milp(
                 f"{int(keep.sum())} of {n} lines boxed within {window:g} contracts of the LP optimum, "
                 f"certified by the LP bound ({(boxed.fun - bound) / max(abs(bound), 1e-9):.1e} relative)"
             )
+        if incumbent is not None:
+            # an uncertified box: a hedge that meets the full program, within the same box, for the time limit
+            state["incumbent"] = incumbent(boxed.x, keep, lo[:n], hi[:n], deadline, state.get("incumbent"))
         if boxed.x is not None and boxed.status == 0 and boxed.fun - bound > 50 * gap * max(abs(bound), 1e-9):
             break  # whole contracts cost far more than the LP bound (small quantities, semi-continuous lines):
             # no box will be certified by it, solve the unrestricted MILP
     state["unrestricted"] = True  # later rounds of this solve go straight to the unrestricted MILP
-    remaining = max(limit - (time.perf_counter() - start), 1e-3)
-    return _milp(prog, prog["integrality"], prog["bounds"], remaining, gap), "unrestricted (no box certified)"
+    remaining = max(deadline - time.perf_counter(), 1e-3)
+    return unrestricted(remaining, "unrestricted (no box certified)")
+
+
+def _restricted_milp(
+    c: HedgeCandidates,
+    t: HedgeTargets,
+    lines: IntArray,
+    lo: FloatArray,
+    hi: FloatArray,
+    limit: float,
+    gap: float,
+    loss_rows: Sequence[int],
+    cuts: Sequence[FloatArray],
+    rows_per_round: int,
+    first: FloatArray | None = None,
+) -> FloatArray | None:
+    """The cheapest hedge on ``lines`` only (quantities within ``[lo, hi]``) meeting every row of the full program.
+
+    The same lazy rows as ``solve_hedge`` (starting from its ``loss_rows`` and ES ``cuts``), on the few lines
+    of a box: the program keeps only the Greek rows those lines move (a row they do not move must already be
+    within its level, else None), each MILP round is small, every scenario and the exact ES are checked after
+    it and the violated ones added, until none is. A hedge it returns meets the full program (the rows of
+    ``check_hedge``). None when the box has no such hedge or the time runs out first. Returns contracts per
+    candidate (zero off ``lines``)."""
+    deadline = time.perf_counter() + limit
+    G = csr_matrix(c.greeks)[:, lines] if issparse(c.greeks) else csr_matrix(np.asarray(c.greeks)[:, lines])
+    touched = np.diff(G.indptr) > 0
+    if np.any(~touched & (np.abs(t.exposure) > t.warn_level)):
+        return None  # a Greek row over its level that none of the lines moves
+    sub = HedgeCandidates(
+        tuple(c.labels[i] for i in lines) if c.labels else (), c.side[lines], G[touched],
+        c.scenario_pnl[:, lines], c.cost[lines], c.premium[lines], c.notional[lines], c.max_contracts[lines],
+    )  # fmt: skip
+    names = tuple(n for n, on in zip(t.greek_names, touched, strict=True) if on)
+    ts = replace(t, greek_names=names, exposure=t.exposure[touched], warn_level=t.warn_level[touched])
+    es_H, es_book = sub.scenario_pnl[t.es_rows], t.book_pnl[t.es_rows]
+    rows, cut_list = [int(i) for i in loss_rows], list(cuts)
+    scale_loss, scale_es = max(t.loss_cap, 1.0), max(t.es_target, 1.0)
+    tol_loss, tol_es = 1e-9 * scale_loss + 1e-7, 1e-9 * scale_es + 1e-7
+    k, cache = lines.size, {}
+    xs = None if first is None else first[lines]  # a hedge of the box already solved: its violations first
+    while (left := deadline - time.perf_counter()) > 0:
+        if xs is None:
+            prog = _program(sub, ts, np.array(rows, dtype=np.intp), cut_list, es_H, es_book, False, 1.0, cache)
+            lower, upper = np.array(prog["bounds"].lb, dtype=float), np.array(prog["bounds"].ub, dtype=float)
+            lower[:k], upper[:k] = np.maximum(lower[:k], lo[lines]), np.minimum(upper[:k], hi[lines])
+            res = _milp(prog, prog["integrality"], Bounds(lower, upper), left, gap)
+            if res.x is None:
+                return None
+            xs = np.round(res.x[:k])
+        over = -(t.book_pnl + sub.scenario_pnl @ xs) - t.loss_cap
+        new = [int(i) for i in np.argsort(-over, kind="stable")[:rows_per_round] if over[i] > tol_loss]
+        new = [i for i in new if i not in set(rows)]
+        es_pnl = es_book + es_H @ xs
+        es_bad = bool(t.es_rows.size) and empirical_es(es_pnl, t.es_confidence) > t.es_target + tol_es
+        if es_bad:
+            cut_list.append(_tail_weights(-es_pnl, t.es_confidence))
+        rows += new
+        if not new and not es_bad:
+            x = np.zeros(c.n)
+            x[lines] = xs
+            return x
+        xs = None
+    return None
 
 
 def _failed(c: HedgeCandidates, status: str, start: float, message: str) -> HedgeSolution:
@@ -441,77 +719,104 @@ def _program(
     es_book: FloatArray,
     elastic: bool,
     weight: float,
+    cache: dict[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Variables ``[x (n), z (n)]`` plus, when ``elastic``, one slack per Greek row, one for the scenario
-    losses and one for ES (each in units of its row's level), and the rows."""
+    losses and one for ES (each in units of its row's level), and the rows.
+
+    Rows in order: Greek upper and lower, scenario losses, ES cuts, budget, semi-continuous; each scaled by its
+    largest coefficient. The rows that do not depend on ``loss_rows`` and ``cuts`` (scaled), the objective and
+    the bounds are kept in ``cache`` (per ``elastic`` and ``weight``) for the next call with the same ``c`` and
+    ``t``: the same program, built once per solve instead of once per round."""
     n = c.n
     n_g = t.exposure.size
     n_slack = n_g + 2 if elastic else 0
     nv = 2 * n + n_slack
-    blocks: list[tuple[Any, FloatArray, FloatArray]] = []
 
-    def row(a_x: Any, lo: FloatArray, hi: FloatArray, slack: csr_matrix | None = None) -> None:
+    def row(a_x: Any, lo: FloatArray, hi: FloatArray, slack: csr_matrix | None = None) -> tuple[Any, Any, Any]:
         m = a_x.shape[0]
         parts = [csr_matrix(a_x), csr_matrix((m, n))]
         if elastic:
             parts.append(slack if slack is not None else csr_matrix((m, n_slack)))
-        blocks.append((hstack(parts), lo, hi))
+        return hstack(parts), lo, hi
 
     def slack_column(m: int, column: int, value: FloatArray | float) -> csr_matrix:
         """``(m, n_slack)`` with ``value`` in ``column`` of every row (the other slacks 0)."""
         return _nonzero_csr(np.arange(m), np.full(m, column), np.broadcast_to(value, (m,)), (m, n_slack))
 
-    # Greeks: |g + G x| <= w (upper rows subtract the slack, lower rows add it); G is sparse (one symbol per line)
-    G = csr_matrix(c.greeks)
-    gs = _nonzero_csr(np.arange(n_g), np.arange(n_g), t.warn_level, (n_g, n_slack)) if elastic else None
-    row(G, np.full(n_g, -np.inf), t.warn_level - t.exposure, None if gs is None else -gs)
-    row(G, -t.warn_level - t.exposure, np.full(n_g, np.inf), gs)
+    def scaled(blocks: list[tuple[Any, FloatArray, FloatArray]]) -> tuple[csr_matrix, FloatArray, FloatArray]:
+        # each row scaled by its largest coefficient (money rows reach 1e6; HiGHS presolves far faster scaled)
+        A = vstack([b[0] for b in blocks], format="csr")
+        scale = 1.0 / np.maximum(abs(A).max(axis=1).toarray().ravel(), 1e-12)
+        A = csr_matrix(A.multiply(scale[:, None]))
+        return A, np.concatenate([b[1] for b in blocks]) * scale, np.concatenate([b[2] for b in blocks]) * scale
+
+    key = ("static", elastic, weight)
+    static = cache.get(key) if cache is not None else None
+    if static is None:
+        # Greeks: |g + G x| <= w (upper rows subtract the slack, lower rows add it); G is sparse (one symbol a line)
+        G = csr_matrix(c.greeks)
+        gs = _nonzero_csr(np.arange(n_g), np.arange(n_g), t.warn_level, (n_g, n_slack)) if elastic else None
+        top = [
+            row(G, np.full(n_g, -np.inf), t.warn_level - t.exposure, None if gs is None else -gs),
+            row(G, -t.warn_level - t.exposure, np.full(n_g, np.inf), gs),
+        ]
+        # budget (hard)
+        bottom: list[tuple[Any, FloatArray, FloatArray]] = [
+            (
+                csr_matrix(np.concatenate([c.premium + c.cost, np.zeros(nv - n)])[None, :]),
+                np.array([-np.inf]),
+                np.array([t.budget]),
+            )
+        ]
+        # semi-continuous, only for lines whose single contract is below the minimum notional (one contract of
+        # the others already meets it, so their binary is fixed at 0 and unused): notional x - min z >= 0,
+        # x - U z <= 0
+        small = np.flatnonzero(c.notional < t.min_notional)
+        if small.size:
+            sel = csr_matrix((np.ones(small.size), (np.arange(small.size), small)), shape=(small.size, n))
+            rest = csr_matrix((small.size, n_slack))
+            k = small.size
+            bottom.append(
+                (hstack([sel.multiply(c.notional[None, :]), -t.min_notional * sel, rest]), np.zeros(k),
+                 np.full(k, np.inf))
+            )  # fmt: skip
+            bottom.append(
+                (hstack([sel, -sel.multiply(c.max_contracts[None, :]), rest]), np.full(k, -np.inf), np.zeros(k))
+            )
+        z_upper = np.zeros(n)
+        z_upper[small] = 1.0
+        cost = c.cost / max(t.budget, 1.0) if elastic else c.cost
+        static = {
+            "top": scaled(top),
+            "bottom": scaled(bottom),
+            "objective": np.concatenate([cost, np.zeros(n), np.full(n_slack, weight)]),
+            "bounds": Bounds(np.zeros(nv), np.concatenate([c.max_contracts, z_upper, np.full(n_slack, np.inf)])),
+            "integrality": np.concatenate([np.ones(2 * n), np.zeros(n_slack)]),
+        }
+        if cache is not None:
+            cache[key] = static
+    middle = []
     # scenario losses: H_s x + cap_scale * s_loss >= -cap - P_s
     if loss_rows.size:
         ls = slack_column(loss_rows.size, n_g, max(t.loss_cap, 1.0)) if elastic else None
-        row(c.scenario_pnl[loss_rows], -t.loss_cap - t.book_pnl[loss_rows], np.full(loss_rows.size, np.inf), ls)
+        middle.append(
+            row(c.scenario_pnl[loss_rows], -t.loss_cap - t.book_pnl[loss_rows], np.full(loss_rows.size, np.inf), ls)
+        )
     # ES cuts: w . (-(P + H x)) - es_scale * s_es <= target
     if cuts:
         W = np.vstack(cuts)
         es_s = slack_column(W.shape[0], n_g + 1, -max(t.es_target, 1.0)) if elastic else None
-        row(-(W @ es_H), np.full(W.shape[0], -np.inf), t.es_target + W @ es_book, es_s)
-    # budget (hard)
-    blocks.append(
-        (
-            csr_matrix(np.concatenate([c.premium + c.cost, np.zeros(nv - n)])[None, :]),
-            np.array([-np.inf]),
-            np.array([t.budget]),
-        )
-    )
-    # semi-continuous, only for lines whose single contract is below the minimum notional (one contract of
-    # the others already meets it, so their binary is fixed at 0 and unused): notional x - min z >= 0, x - U z <= 0
-    small = np.flatnonzero(c.notional < t.min_notional)
-    if small.size:
-        sel = csr_matrix((np.ones(small.size), (np.arange(small.size), small)), shape=(small.size, n))
-        rest = csr_matrix((small.size, n_slack))
-        k = small.size
-        blocks.append(
-            (hstack([sel.multiply(c.notional[None, :]), -t.min_notional * sel, rest]), np.zeros(k), np.full(k, np.inf))
-        )
-        blocks.append((hstack([sel, -sel.multiply(c.max_contracts[None, :]), rest]), np.full(k, -np.inf), np.zeros(k)))
-    z_upper = np.zeros(n)
-    z_upper[small] = 1.0
-    cost = c.cost / max(t.budget, 1.0) if elastic else c.cost
-    objective = np.concatenate([cost, np.zeros(n), np.full(n_slack, weight)])
-    lower = np.zeros(nv)
-    upper = np.concatenate([c.max_contracts, z_upper, np.full(n_slack, np.inf)])
-    integrality = np.concatenate([np.ones(2 * n), np.zeros(n_slack)])
-    A = vstack([b[0] for b in blocks], format="csr")
-    # each row scaled by its largest coefficient (money rows reach 1e6; HiGHS presolves far faster scaled)
-    scale = 1.0 / np.maximum(abs(A).max(axis=1).toarray().ravel(), 1e-12)
-    A = csr_matrix(A.multiply(scale[:, None]))
-    lo_all = np.concatenate([b[1] for b in blocks]) * scale
-    hi_all = np.concatenate([b[2] for b in blocks]) * scale
+        middle.append(row(-(W @ es_H), np.full(W.shape[0], -np.inf), t.es_target + W @ es_book, es_s))
+    parts = [static["top"], *([scaled(middle)] if middle else []), static["bottom"]]
+    A = csr_matrix(vstack([p[0] for p in parts], format="csr"))
     return {
-        "objective": objective,
-        "integrality": integrality,
-        "bounds": Bounds(lower, upper),
-        "constraints": [LinearConstraint(A, lo_all, hi_all)],
+        "objective": static["objective"],
+        "integrality": static["integrality"],
+        "bounds": static["bounds"],
+        "constraints": [
+            LinearConstraint(A, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]))
+        ],
         "greek_slack": slice(2 * n, 2 * n + n_g),
         "loss_slack": 2 * n + n_g,
         "es_slack": 2 * n + n_g + 1,

@@ -501,3 +501,183 @@ def test_program_matrix_is_the_same_from_sparse_or_dense_greeks(elastic: bool) -
     ])  # fmt: skip
     expected = raw * (1.0 / np.maximum(np.abs(raw).max(axis=1), 1e-12))[:, None]
     np.testing.assert_array_equal(ca.A.toarray()[: raw.shape[0]], expected)
+
+
+# ----------------------------------------------------------------------------------------------
+# lazy rows, the incumbent and the time limit against the whole program solved at once
+# ----------------------------------------------------------------------------------------------
+
+
+def random_program(seed: int, n: int = 30, n_sc: int = 120) -> tuple:
+    """A random hedge program: a book losing in the market factor's down moves, lines that hedge it in various
+    amounts, the ES target at 75 % of the book's ES and the loss cap at 85 % of its worst loss, Greek rows under
+    the book's, half the lines below the minimum notional."""
+    from risk_pipeline.quant.hedging import HedgeCandidates
+
+    rng = np.random.default_rng(seed)
+    m = 4
+    f = rng.standard_t(4, n_sc)
+    G = rng.normal(0.0, 1.0, (m, n)) * (rng.random((m, n)) < 0.5)
+    H = -np.outer(f, rng.uniform(-0.5, 2.0, n)) * 30.0 + rng.normal(0.0, 15.0, (n_sc, n))
+    book = f * 400.0 + rng.normal(0.0, 100.0, n_sc)
+    g = rng.normal(0.0, 20.0, m)
+    cost = rng.uniform(0.5, 5.0, n)
+    premium = np.where(rng.random(n) < 0.5, rng.uniform(1.0, 20.0, n), 0.0)
+    notional = np.where(rng.random(n) < 0.5, rng.uniform(100.0, 900.0, n), rng.uniform(1e3, 5e3, n))
+    es_rows = np.arange(40, n_sc)
+    c = HedgeCandidates(
+        labels=tuple(str(i) for i in range(n)), side=np.ones(n, dtype=np.intp), greeks=G, scenario_pnl=H, cost=cost,
+        premium=premium, notional=notional, max_contracts=np.full(n, 50.0),
+    )  # fmt: skip
+    t = HedgeTargets(
+        greek_names=tuple(f"g{k}" for k in range(m)), exposure=g, warn_level=np.maximum(np.abs(g) * 0.8, 5.0),
+        book_pnl=book, loss_cap=float(-book.min()) * 0.85, es_rows=es_rows, es_confidence=0.9,
+        es_target=tail_es(book[es_rows], 0.9) * 0.75, budget=float(cost.sum() + premium.sum()) * 3, min_notional=1e3,
+    )  # fmt: skip
+    return c, t
+
+
+def whole_program_milp(c: object, t: HedgeTargets, lines: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """The whole program in one ``scipy.optimize.milp``: every scenario row, the ES in Rockafellar-Uryasev form
+    with its auxiliary variables, the minimum notional with binaries (only ``lines`` may trade)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    G, H = np.asarray(c.greeks), c.scenario_pnl
+    n, n_es = c.n, t.es_rows.size
+    m = (1 - t.es_confidence) * n_es
+    # variables x (n), z (n), a, u (n_es)
+    nv = 2 * n + 1 + n_es
+    rows, lo, hi = [], [], []
+
+    def add(a: np.ndarray, low: float, high: float) -> None:
+        rows.append(a), lo.append(low), hi.append(high)
+
+    for k in range(G.shape[0]):
+        add(np.concatenate([G[k], np.zeros(nv - n)]), -t.warn_level[k] - t.exposure[k], t.warn_level[k] - t.exposure[k])
+    for s in range(H.shape[0]):
+        add(np.concatenate([H[s], np.zeros(nv - n)]), -t.loss_cap - t.book_pnl[s], np.inf)
+    for i, s in enumerate(t.es_rows):  # u_s >= -(P_s + H_s x) - a
+        e = np.zeros(n_es)
+        e[i] = 1.0
+        add(np.concatenate([H[s], np.zeros(n), [1.0], e]), -t.book_pnl[s], np.inf)
+    add(np.concatenate([np.zeros(2 * n), [1.0], np.full(n_es, 1.0 / m)]), -np.inf, t.es_target)
+    add(np.concatenate([c.premium + c.cost, np.zeros(nv - n)]), -np.inf, t.budget)
+    for j in range(n):  # notional x_j >= min z_j, x_j <= U z_j
+        a, b = np.zeros(nv), np.zeros(nv)
+        a[j], a[n + j] = c.notional[j], -t.min_notional
+        b[j], b[n + j] = 1.0, -c.max_contracts[j]
+        add(a, 0.0, np.inf)
+        add(b, -np.inf, 0.0)
+    upper = np.concatenate([c.max_contracts, np.ones(n), [np.inf], np.full(n_es, np.inf)])
+    if lines is not None:
+        off = np.setdiff1d(np.arange(n), lines)
+        upper[off] = 0.0
+    res = milp(
+        np.concatenate([c.cost, np.zeros(nv - n)]), integrality=np.concatenate([np.ones(2 * n), np.zeros(1 + n_es)]),
+        bounds=Bounds(np.concatenate([np.zeros(2 * n), [-np.inf], np.zeros(n_es)]), upper),
+        constraints=[LinearConstraint(np.array(rows), np.array(lo), np.array(hi))], options={"mip_rel_gap": 1e-9},
+    )  # fmt: skip
+    assert res.status == 0
+    return float(res.fun), np.round(res.x[:n])
+
+
+def meets_every_row(c: object, t: HedgeTargets, x: np.ndarray) -> bool:
+    """Every row of the program at ``x``, computed directly (not through the module's checks)."""
+    G = np.asarray(c.greeks)
+    pnl = t.book_pnl + c.scenario_pnl @ x
+    losses = np.sort(-pnl[t.es_rows])[::-1]
+    m = (1 - t.es_confidence) * t.es_rows.size  # ES: 1/m on the floor(m) worst, the rest on the next one
+    es = (losses[: int(m)].sum() + (m - int(m)) * losses[int(m)]) / m
+    return bool(
+        np.all(np.abs(t.exposure + G @ x) <= t.warn_level * (1 + 1e-9))
+        and -pnl.min() <= t.loss_cap * (1 + 1e-9)
+        and es <= t.es_target * (1 + 1e-9)
+        and (c.premium + c.cost) @ x <= t.budget * (1 + 1e-9)
+        and np.all((x == 0) | (c.notional * x >= t.min_notional * (1 - 1e-9)))
+        and np.all((x == np.round(x)) & (x >= 0) & (x <= c.max_contracts))
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_lazy_rows_reach_the_whole_programs_optimum(seed: int) -> None:
+    c, t = random_program(seed)
+    assert not meets_every_row(c, t, np.zeros(c.n))
+    best, x_best = whole_program_milp(c, t)
+    assert best > 0 and meets_every_row(c, t, x_best)
+    sol = solve_hedge(c, t, time_limit=60.0, rows_per_round=3)
+    assert sol.status == "optimal" and not sol.partial
+    assert meets_every_row(c, t, sol.quantity)
+    assert best * (1 - 1e-4) - 1e-9 <= sol.cost <= best * (1 + 1e-4) + 1e-9
+    assert sol.lower_bound <= sol.cost + 1e-9
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_restricted_box_meets_every_row_and_is_the_whole_programs_optimum_on_its_lines(seed: int) -> None:
+    from risk_pipeline.quant.hedging import _restricted_milp, _tail_weights
+
+    c, t = random_program(seed)
+    _, x_best = whole_program_milp(c, t)
+    lines = np.union1d(np.flatnonzero(x_best > 0), np.arange(5))  # the optimum's lines and a few more
+    es_book = t.book_pnl[t.es_rows]
+    x = _restricted_milp(
+        c, t, lines, np.zeros(c.n), c.max_contracts, 60.0, 1e-9, [int(np.argmin(t.book_pnl))],
+        [_tail_weights(-es_book, t.es_confidence)], 2,
+    )  # fmt: skip
+    assert x is not None and meets_every_row(c, t, x)
+    assert np.all(x[np.setdiff1d(np.arange(c.n), lines)] == 0)
+    best, _ = whole_program_milp(c, t, lines)
+    assert float(c.cost @ x) == pytest.approx(best, rel=1e-6)
+
+
+def test_a_solve_stopped_early_returns_a_hedge_meeting_every_row_with_an_honest_gap() -> None:
+    stopped = 0
+    for seed in (0, 2, 5):
+        c, t = random_program(seed, n=60)
+        best, _ = whole_program_milp(c, t)
+        # no box certified (gap 0), the unrestricted MILP stopped at its first node: the kept hedge comes back
+        sol = solve_hedge(c, t, time_limit=60.0, mip_rel_gap=0.0, node_limit=1, rows_per_round=3)
+        assert sol.status in ("optimal", "time_limit") and not sol.partial
+        assert meets_every_row(c, t, sol.quantity)
+        assert sol.cost >= best * (1 - 1e-9) - 1e-9
+        if sol.status == "time_limit":
+            stopped += 1
+            assert "not proven optimal" in sol.message
+            assert sol.lower_bound <= best * (1 + 1e-9) + 1e-9
+            assert sol.gap == pytest.approx((sol.cost - sol.lower_bound) / sol.cost)
+            assert sol.first_feasible_seconds <= sol.solve_seconds
+    assert stopped  # the path is exercised
+
+
+def test_check_hedge_agrees_with_a_direct_check_of_every_row() -> None:
+    from risk_pipeline.quant.hedging import check_hedge
+
+    c, t = random_program(1)
+    _, x_best = whole_program_milp(c, t)
+    rng = np.random.default_rng(0)
+    trials = [x_best, np.zeros(c.n), x_best + 1.0, np.maximum(x_best - 1.0, 0.0)]
+    trials += [np.where(rng.random(c.n) < 0.3, rng.integers(0, 20, c.n), 0).astype(float) for _ in range(30)]
+    verdicts = [check_hedge(c, t, x).feasible for x in trials]
+    assert verdicts == [meets_every_row(c, t, x) for x in trials]
+    assert verdicts[0] and not verdicts[1]
+
+
+@pytest.mark.parametrize("elastic", [False, True])
+def test_program_built_from_its_cache_equals_the_program_built_afresh(elastic: bool) -> None:
+    from risk_pipeline.quant.hedging import _program, _tail_weights
+
+    c, t = random_program(3)
+    es_h, es_book = c.scenario_pnl[t.es_rows], t.book_pnl[t.es_rows]
+    cache: dict = {}
+    rows: list[int] = []
+    cuts: list[np.ndarray] = []
+    for k in range(4):  # rounds adding rows and cuts, as solve_hedge does
+        a = _program(c, t, np.array(rows, dtype=np.intp), cuts, es_h, es_book, elastic, 1e4, cache)
+        b = _program(c, t, np.array(rows, dtype=np.intp), cuts, es_h, es_book, elastic, 1e4)
+        ca, cb = a["constraints"][0], b["constraints"][0]
+        for attr in ("indptr", "indices", "data"):
+            np.testing.assert_array_equal(getattr(ca.A, attr), getattr(cb.A, attr))
+        pairs = ((ca.lb, cb.lb), (ca.ub, cb.ub), (a["objective"], b["objective"]), (a["bounds"].ub, b["bounds"].ub))
+        for x, y in pairs:
+            np.testing.assert_array_equal(x, y)
+        rows += [3 * k, 3 * k + 1]
+        cuts.append(_tail_weights(-(es_book + es_h @ np.full(c.n, float(k))), t.es_confidence))

@@ -316,7 +316,15 @@ def rationale(book: str, triggers: list[Trigger], lines: pd.DataFrame, before: d
             f"{book}: best partial hedge ({what or 'no trade'}) because {', '.join(sol.binding)} cannot be met "
             f"within the budget; {change}; triggered by {why}."
         )
-    return f"{book}: {what or 'no trade needed'} for {sol.cost:,.0f} in costs; {change}; triggered by {why}."
+    unproven = ""
+    if sol.status == "time_limit":  # a verified hedge, but the time limit stopped the proof of optimality
+        bound = (
+            f", cost at most {sol.gap:.2%} above the lower bound {sol.lower_bound:,.0f}"
+            if np.isfinite(sol.gap) and np.isfinite(sol.lower_bound)
+            else ", no lower bound proven"
+        )
+        unproven = f" (not proven optimal: the solver stopped at its time limit{bound})"
+    return f"{book}: {what or 'no trade needed'} for {sol.cost:,.0f} in costs{unproven}; {change}; triggered by {why}."
 
 
 def line_label(r: Any) -> str:
@@ -589,6 +597,10 @@ def recommend_book(
         "n_candidates": hc.n,
         "n_candidates_listed": n_listed,
         "solve_seconds": sol.solve_seconds,
+        "solver_message": sol.message,
+        "lower_bound": finite({"v": sol.lower_bound})["v"],
+        "mip_gap": finite({"v": sol.gap})["v"],
+        "first_feasible_seconds": finite({"v": sol.first_feasible_seconds})["v"],
         "lines": [
             {
                 k: (v.isoformat() if isinstance(v, dt.date | pd.Timestamp) else v)
