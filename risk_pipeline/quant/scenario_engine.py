@@ -1824,14 +1824,6 @@ def _rows_of(inp: _ChunkInputs, rows: IntArray) -> _ChunkInputs:
     )
 
 
-def _put_rows(out: FloatArray, on: BoolArray, a: FloatArray) -> None:
-    """``out[on] = a[on]`` (all rows without the fancy-indexed copy)."""
-    if np.all(on):
-        out[...] = a
-    else:
-        out[on] = a[on]
-
-
 def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int, moves_carry: bool) -> PreparedBook:
     """``_with_eep_grid`` from the ranges of a set of ``n_scenarios`` scenarios (``moves_carry``: whether it shifts a
     rate or a dividend yield)."""
@@ -1929,12 +1921,15 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
             on = steps[:, k] != 0.0
             c_p, c_m = spline(ls_all[2 * k + 1], bnd_p, r_p, q_p), spline(ls_all[2 * k + 2], bnd_m, r_m, q_m)
             b_p, b_m = boundary(ratio_p), boundary(ratio_m)
-            # in place (the same operations: one temporary of the coefficients' size instead of three)
-            two = np.add(c_p, c_m)
-            _put_rows(dcoef[:, 2 * k], on, np.multiply(np.subtract(c_p, c_m, out=c_p), 0.5, out=c_p))
+            # the same operations made in their rows of dcoef (no temporary of the coefficients' size), then zero
+            # where the factor does not move
+            d1, d2 = dcoef[:, 2 * k], dcoef[:, 2 * k + 1]
+            np.multiply(np.add(c_p, c_m, out=d2), 0.5, out=d2)
+            np.subtract(d2, coef, out=d2)
+            np.multiply(np.subtract(c_p, c_m, out=d1), 0.5, out=d1)
             del c_p, c_m
-            _put_rows(dcoef[:, 2 * k + 1], on, np.subtract(np.multiply(two, 0.5, out=two), coef, out=two))
-            del two
+            d1[~on] = 0.0
+            d2[~on] = 0.0
             dbcoef[on, 2 * k] = (0.5 * (b_p - b_m))[on]
             dbcoef[on, 2 * k + 1] = (0.5 * (b_p + b_m) - bcoef)[on]
         check = np.flatnonzero(kink & (mode == 1))
