@@ -1919,17 +1919,21 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
         for k in (0, 1):
             (_, _, r_p, q_p, ratio_p, bnd_p), (_, _, r_m, q_m, ratio_m, bnd_m) = variants[2 * k : 2 * k + 2]
             on = steps[:, k] != 0.0
-            c_p, c_m = spline(ls_all[2 * k + 1], bnd_p, r_p, q_p), spline(ls_all[2 * k + 2], bnd_m, r_m, q_m)
-            b_p, b_m = boundary(ratio_p), boundary(ratio_m)
-            # the same operations made in their rows of dcoef (no temporary of the coefficients' size), then zero
-            # where the factor does not move
+            # the same operations made in their rows of dcoef (f+ held there while f- is fitted: no other array of the
+            # coefficients' size), then zero where the factor does not move
             d1, d2 = dcoef[:, 2 * k], dcoef[:, 2 * k + 1]
-            np.multiply(np.add(c_p, c_m, out=d2), 0.5, out=d2)
+            c_p = spline(ls_all[2 * k + 1], bnd_p, r_p, q_p)
+            d1[...] = c_p
+            d2[...] = c_p
+            del c_p
+            c_m = spline(ls_all[2 * k + 2], bnd_m, r_m, q_m)
+            np.multiply(np.add(d2, c_m, out=d2), 0.5, out=d2)
             np.subtract(d2, coef, out=d2)
-            np.multiply(np.subtract(c_p, c_m, out=d1), 0.5, out=d1)
-            del c_p, c_m
+            np.multiply(np.subtract(d1, c_m, out=d1), 0.5, out=d1)
+            del c_m
             d1[~on] = 0.0
             d2[~on] = 0.0
+            b_p, b_m = boundary(ratio_p), boundary(ratio_m)
             dbcoef[on, 2 * k] = (0.5 * (b_p - b_m))[on]
             dbcoef[on, 2 * k + 1] = (0.5 * (b_p + b_m) - bcoef)[on]
         check = np.flatnonzero(kink & (mode == 1))
