@@ -303,9 +303,10 @@ def test_group_sets_made_in_blocks_give_the_whole_sets_numbers(
     np.testing.assert_allclose(blocked[0], ref_pnl, rtol=1e-12, atol=1e-9)
 
 
-def test_group_blocks_cover_the_set_in_order() -> None:
+def test_group_blocks_cover_the_set_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     """``_GroupBlocks``: blocks of whole multiples of the engine's smallest chunk, in order, with their first row as
     ``row_offset``, whose rows are those of the whole set made at once."""
+    monkeypatch.setattr(gr, "SCENARIO_BLOCK_CELLS", 300 * N_SYM)  # 300 rows, rounded up to 512
     rng = np.random.default_rng(3)
     base = _base(rng, days=40)
     g = np.expm1(rng.normal(0.0, 0.05, (30, N_SYM)))
@@ -317,7 +318,7 @@ def test_group_blocks_cover_the_set_in_order() -> None:
     assert np.array_equal(whole.spot_shock_rel, ref.spot_shock_rel)
     assert np.array_equal(whole.dividend_shift_abs, ref.dividend_shift_abs)
     size = blocks.size
-    assert size % 256 == 0
+    assert size == 512 and len(blocks) == 2
     starts = [blocks[k].row_offset for k in range(len(blocks))]
     assert starts == list(range(0, blocks.n, size))
     got = np.vstack([blocks[k].spot_shock_rel for k in range(len(blocks))])
