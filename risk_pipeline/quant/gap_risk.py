@@ -45,7 +45,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -799,23 +799,31 @@ def base_row_shifts(dynamics: Sequence[Any], portfolio: Portfolio, sc: ScenarioS
     move reads the vol scale, the earnings crush nothing of the scenario), each row's shifts are those of its base
     row: they are made once per distinct base row and each chunk's rows gathered from them, so the same numbers
     (every dynamic's shift of a row depends on that row only) without computing them again for every gap."""
-    from risk_pipeline.quant.scenario_engine import RowVolShifts
-    from risk_pipeline.quant.smile_dynamics import (
-        EarningsVolCrush,
-        ExpiryScaledVolMoves,
-        summed_shift_rows,
-        summed_shifts,
-    )
+    from risk_pipeline.quant.smile_dynamics import summed_shift_rows
 
     rows = np.asarray(base_rows, dtype=np.intp)
-    if not all(type(d) in (ExpiryScaledVolMoves, EarningsVolCrush) for d in dynamics) or rows.size != sc.n_scenarios:
+    if rows.size != sc.n_scenarios:
         return summed_shift_rows(dynamics, portfolio, sc)
-    _, first, row_of = np.unique(rows, return_index=True, return_inverse=True)
-    if 2 * first.size > rows.size:  # few repeats: not worth the table
-        return summed_shift_rows(dynamics, portfolio, sc)
-    table = summed_shifts(dynamics, portfolio, _take_rows(sc, first))
-    row_of = row_of.reshape(-1)
-    return RowVolShifts(_GatheredRows(table, row_of), portfolio.quantity.size)
+    table = _base_row_table(dynamics, portfolio, lambda idx: _take_rows(sc, idx), rows)
+    return summed_shift_rows(dynamics, portfolio, sc) if table is None else table
+
+
+def _base_row_table(
+    dynamics: Sequence[Any], portfolio: Portfolio, rows_of: Callable[[IntArray], ScenarioSet], base_rows: IntArray
+) -> Any:
+    """``base_row_shifts``' table of shifts per distinct base row, as ``RowVolShifts`` of the set whose row ``k`` is a
+    combined scenario of base row ``base_rows[k]`` (``rows_of(idx)``: that set's rows ``idx``, without vol shifts);
+    None when a dynamic reads the spot or the base rows repeat too little."""
+    from risk_pipeline.quant.scenario_engine import RowVolShifts
+    from risk_pipeline.quant.smile_dynamics import EarningsVolCrush, ExpiryScaledVolMoves, summed_shifts
+
+    if not all(type(d) in (ExpiryScaledVolMoves, EarningsVolCrush) for d in dynamics):
+        return None
+    _, first, row_of = np.unique(base_rows, return_index=True, return_inverse=True)
+    if 2 * first.size > base_rows.size:  # few repeats: not worth the table
+        return None
+    table = summed_shifts(dynamics, portfolio, rows_of(first))
+    return RowVolShifts(_GatheredRows(table, row_of.reshape(-1)), portfolio.quantity.size)
 
 
 @dataclass(frozen=True, eq=False)
@@ -875,7 +883,7 @@ def gap_pnl_by_underlying(
     dynamic is not known to be per position (``_restricted``) or the engine would not use the grid: revalue the
     whole set.
     """
-    from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate_prepared, prepare_parts
+    from risk_pipeline.quant.scenario_engine import prepare_parts
 
     if american != "eep_grid":
         return None
@@ -905,37 +913,119 @@ def gap_pnl_by_underlying(
         _, first, inverse = np.unique(
             np.column_stack([i, rows[:, events]]), axis=0, return_index=True, return_inverse=True
         )
-        b = i[first]
-
-        spot = (1.0 + _rows_cols(base.spot_shock_rel, b, cols)) * (1.0 + _gap_rows(gap_spot, rows[first], cols)) - 1.0
-        sc = ScenarioSet(
-            spot,
-            vol_scale=_rows_cols(base.vol_scale, b, cols),
-            rate_shift_abs=_rows_cols(base.rate_shift_abs, b, cols),
-            dividend_shift_abs=_rows_cols(base.dividend_shift_abs, b, cols),
-        )
         sub = sub_portfolio(portfolio, positions, cols)
+        blocks = _GroupBlocks(base, gap_spot, i[first], rows[first], cols)
         if mine:
-            sc = replace(sc, vol_shift_abs=base_row_shifts(mine, sub, sc, b), vol_shift_per_position=True)
-        parts.append((positions, sub, sc))
+            shifts = _base_row_table(mine, sub, blocks.rows, blocks.base_rows)
+            if shifts is None:  # a dynamic reads the spot: the group's whole set, with its shifts made from it
+                whole = blocks.rows(np.arange(blocks.n))
+                shifts = base_row_shifts(mine, sub, whole, blocks.base_rows)
+                blocks = replace(blocks, whole=whole)
+            blocks = replace(blocks, vol_shift_abs=shifts)
+        parts.append((positions, sub, blocks))
         copies.append((cols, inverse.reshape(-1)))
     books = prepare_parts(portfolio, calendar_days, parts, n, carry)
     if len(parts) == 1 and copies[0][0].size == n_sym and np.array_equal(copies[0][1], np.arange(n)):
         # one group of every name with a scenario per pair (market-wide events only): the whole set itself
-        res = evaluate_prepared(books[0], parts[0][2], per_symbol=True)
-        assert res.by_symbol is not None
-        return res.pnl, res.by_symbol
+        return _evaluate_blocks(books[0], parts[0][2])
     pnl = np.zeros(n)
     by_symbol = np.zeros((n, n_sym))
     block = max(1, COPY_BLOCK_CELLS // n_sym)
     for k, book in enumerate(books):
-        res = evaluate_prepared(book, parts[k][2], per_symbol=True)
-        assert res.by_symbol is not None
+        group_pnl, group_by = _evaluate_blocks(book, parts[k][2])
         cols, inverse = copies[k]
-        pnl += res.pnl[inverse]
+        pnl += group_pnl[inverse]
         for a in range(0, n, block):  # copied a block of pairs at a time (no second pairs x names array)
-            by_symbol[a : a + block, cols] = res.by_symbol[inverse[a : a + block]]
-        del res
+            by_symbol[a : a + block, cols] = group_by[inverse[a : a + block]]
+        del group_pnl, group_by
+    return pnl, by_symbol
+
+
+#: Distinct scenarios x names of one block of a group's combined set made at a time (``_GroupBlocks``; 32 MB an array).
+SCENARIO_BLOCK_CELLS = 4_000_000
+
+
+@dataclass(frozen=True, eq=False)
+class _GroupBlocks(Sequence["ScenarioSet"]):
+    """A group's distinct combined scenarios (``gap_pnl_by_underlying``) as blocks of rows made when read: block ``k``
+    is rows ``k * size ..`` of the group's whole set (its spot moves, vol scales, rate and yield shifts on the group's
+    columns; the same operations element by element, so the same numbers), with ``row_offset`` its first row, so that
+    the group's per-position vol shifts (``RowVolShifts`` of the whole set) give each block's rows. Only one block's
+    ``rows x names`` arrays are held at a time instead of the whole set's (a 50,000-scenario gap set of 3,000 names:
+    1.2 GB an array). ``whole``: the set made at once (vol shifts that read it), served as one block."""
+
+    base: ScenarioSet
+    gap_spot: Sequence[FloatArray]
+    #: each distinct scenario's base row and its row of every event (``(n, n_events)``), the group's symbol columns
+    base_rows: IntArray
+    event_rows: IntArray
+    cols: IntArray
+    vol_shift_abs: Any = None
+    whole: ScenarioSet | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.base_rows.size)
+
+    @property
+    def size(self) -> int:
+        """Rows a block (a multiple of the engine's smallest chunk)."""
+        from risk_pipeline.quant.scenario_engine import MIN_CHUNK
+
+        rows = max(1, SCENARIO_BLOCK_CELLS // max(1, self.cols.size))
+        return -(-rows // MIN_CHUNK) * MIN_CHUNK
+
+    def rows(self, idx: IntArray) -> ScenarioSet:
+        """Rows ``idx`` of the group's whole set (without vol shifts; ``row_offset`` 0)."""
+        from risk_pipeline.quant.scenario_engine import ScenarioSet
+
+        b, cols = self.base_rows[idx], self.cols
+        spot = (1.0 + _rows_cols(self.base.spot_shock_rel, b, cols)) * (
+            1.0 + _gap_rows(self.gap_spot, self.event_rows[idx], cols)
+        ) - 1.0
+        return ScenarioSet(
+            spot,
+            vol_scale=_rows_cols(self.base.vol_scale, b, cols),
+            rate_shift_abs=_rows_cols(self.base.rate_shift_abs, b, cols),
+            dividend_shift_abs=_rows_cols(self.base.dividend_shift_abs, b, cols),
+        )
+
+    def __len__(self) -> int:
+        return 1 if self.whole is not None else -(-self.n // self.size)
+
+    def __getitem__(self, k: Any) -> Any:
+        if not isinstance(k, int):
+            raise TypeError("_GroupBlocks are read one block at a time")
+        if not 0 <= k < len(self):
+            raise IndexError(k)
+        if self.whole is not None:
+            sc = self.whole
+            start = 0
+        else:
+            start = k * self.size
+            sc = self.rows(np.arange(start, min(start + self.size, self.n)))
+        if self.vol_shift_abs is None:
+            return sc if start == 0 else replace(sc, row_offset=start)
+        return replace(sc, vol_shift_abs=self.vol_shift_abs, vol_shift_per_position=True, row_offset=start)
+
+
+def _evaluate_blocks(book: Any, blocks: _GroupBlocks) -> tuple[FloatArray, FloatArray]:
+    """The P&L and P&L by underlying of every scenario of ``blocks``, block by block (each scenario's P&L does not
+    depend on the others: the numbers of one ``evaluate_prepared`` of the whole set)."""
+    from risk_pipeline.quant.scenario_engine import evaluate_prepared
+
+    pnl = np.empty(blocks.n)
+    by_symbol = np.empty((blocks.n, book.n_symbols))
+    start = 0
+    for k in range(len(blocks)):
+        sc = blocks[k]
+        res = evaluate_prepared(book, sc, per_symbol=True)
+        assert res.by_symbol is not None
+        stop = start + sc.n_scenarios
+        pnl[start:stop] = res.pnl
+        by_symbol[start:stop] = res.by_symbol
+        start = stop
+        del sc, res
     return pnl, by_symbol
 
 

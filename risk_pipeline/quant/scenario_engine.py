@@ -1430,7 +1430,7 @@ def prepare(
 def prepare_parts(
     portfolio: Portfolio,
     horizon_days: float,
-    parts: Sequence[tuple[IntArray, Portfolio, ScenarioSet]],
+    parts: Sequence[tuple[IntArray, Portfolio, ScenarioSet | Sequence[ScenarioSet]]],
     n_scenarios: int,
     moves_carry: bool,
 ) -> list[PreparedBook]:
@@ -1445,24 +1445,31 @@ def prepare_parts(
     builds them on ``S`` (same ranges, same arrays, so the same coefficients bit for bit: the spline fit of
     ``_grid_from_ranges`` is a matrix product over all the book's Americans, whose rounding depends on their count);
     part ``k``'s book is ``sub``'s with its Americans' grids, so revaluing part ``k``'s scenarios on it gives
-    ``sub``'s P&L of them on ``S``'s grid.
+    ``sub``'s P&L of them on ``S``'s grid. A part's scenarios may come as a sequence of blocks of rows (made when
+    read, one at a time): its ranges are those of all of them (min and max, exact).
     """
+    blocks = [[sc] if isinstance(sc, ScenarioSet) else sc for _, _, sc in parts]
     books = [prepare(sub, horizon_days, None, "exact") for _, sub, _ in parts]
     full = replace(prepare(portfolio, horizon_days, None, "exact"), american="eep_grid")
     na = full.units.size - full.n_euro
-    if na == 0 or any(_needs_exact(sc) for _, _, sc in parts):
-        return [prepare(sub, horizon_days, sc, "eep_grid") for _, sub, sc in parts]
+    # a part's blocks share their vol shifts' kind (one whole-set shift, read by rows); without Americans prepare
+    # reads only that kind, so the first block stands for them
+    exact = [len(b) > 0 and _needs_exact(b[0]) for b in blocks]
+    if na == 0 or any(exact):
+        if na and any(len(b) != 1 for b in blocks):
+            raise ValueError("scenarios the grid cannot span must come as one set per part")
+        return [prepare(sub, horizon_days, b[0], "eep_grid") for (_, sub, _), b in zip(parts, blocks, strict=True)]
     # each part's Americans among the whole book's (both in position order)
     am_full = full.option_positions[full.n_euro :]
     where = []
     got = {k: np.full(na, np.nan) for k in ("v_lo", "v_hi", "ls_lo", "ls_hi", "lr", "lq")}
-    for (rows, sub, sc), book in zip(parts, books, strict=True):
+    for (rows, sub, _), part_blocks, book in zip(parts, blocks, books, strict=True):
         if sub.n_positions != len(rows):
             raise ValueError("each part's book must hold its rows")
         at = np.searchsorted(am_full, np.asarray(rows)[book.option_positions[book.n_euro :]])
         where.append(at)
         if at.size:
-            ranges = _eep_ranges(book, sc)
+            ranges = _eep_ranges_of_blocks(book, part_blocks)
             for k, v in got.items():
                 v[at] = getattr(ranges, k)
     if np.any(np.isnan(got["v_lo"])):
@@ -1479,6 +1486,24 @@ def prepare_parts(
             a = getattr(grid, f)
             mine[f] = np.ascontiguousarray(a[at]) if a.shape[0] == na else a
         out.append(replace(book, american="eep_grid", **mine))
+    return out
+
+
+def _eep_ranges_of_blocks(book: PreparedBook, blocks: Sequence[ScenarioSet]) -> _GridRanges:
+    """``_eep_ranges`` of the blocks of rows of one set together (min and max of theirs: exact, so the ranges of the
+    whole set bit for bit)."""
+    out: _GridRanges | None = None
+    for k in range(len(blocks)):
+        r = _eep_ranges(book, blocks[k])
+        if out is None:
+            out = r
+            continue
+        for f, pick in (("v_lo", np.minimum), ("v_hi", np.maximum), ("ls_lo", np.minimum), ("ls_hi", np.maximum)):
+            pick(getattr(out, f), getattr(r, f), out=getattr(out, f))
+        np.maximum(out.lr, r.lr, out=out.lr)
+        np.maximum(out.lq, r.lq, out=out.lq)
+    if out is None:
+        raise ValueError("a part needs at least one block of scenarios")
     return out
 
 
@@ -1894,10 +1919,21 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
         for k in (0, 1):
             (_, _, r_p, q_p, ratio_p, bnd_p), (_, _, r_m, q_m, ratio_m, bnd_m) = variants[2 * k : 2 * k + 2]
             on = steps[:, k] != 0.0
-            c_p, c_m = spline(ls_all[2 * k + 1], bnd_p, r_p, q_p), spline(ls_all[2 * k + 2], bnd_m, r_m, q_m)
+            # the same operations made in their rows of dcoef (f+ held there while f- is fitted: no other array of the
+            # coefficients' size), then zero where the factor does not move
+            d1, d2 = dcoef[:, 2 * k], dcoef[:, 2 * k + 1]
+            c_p = spline(ls_all[2 * k + 1], bnd_p, r_p, q_p)
+            d1[...] = c_p
+            d2[...] = c_p
+            del c_p
+            c_m = spline(ls_all[2 * k + 2], bnd_m, r_m, q_m)
+            np.multiply(np.add(d2, c_m, out=d2), 0.5, out=d2)
+            np.subtract(d2, coef, out=d2)
+            np.multiply(np.subtract(d1, c_m, out=d1), 0.5, out=d1)
+            del c_m
+            d1[~on] = 0.0
+            d2[~on] = 0.0
             b_p, b_m = boundary(ratio_p), boundary(ratio_m)
-            dcoef[on, 2 * k] = (0.5 * (c_p - c_m))[on]
-            dcoef[on, 2 * k + 1] = (0.5 * (c_p + c_m) - coef)[on]
             dbcoef[on, 2 * k] = (0.5 * (b_p - b_m))[on]
             dbcoef[on, 2 * k + 1] = (0.5 * (b_p + b_m) - bcoef)[on]
         check = np.flatnonzero(kink & (mode == 1))

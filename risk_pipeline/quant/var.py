@@ -82,7 +82,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -1281,7 +1281,7 @@ def monte_carlo_var(
         tags = [f"GJR-GARCH filter for {names}", *tags]
     results: list[VarResult] = []
     pnls: dict[int, FloatArray] = {}
-    for h, sc in fhs_scenario_sets(fhs, cfg).items():
+    for h, sc in iter_fhs_scenario_sets(fhs, cfg):  # one horizon's paths held at a time
         res = evaluate(
             portfolio,
             sc,
@@ -1299,15 +1299,19 @@ def monte_carlo_var(
 
 def fhs_scenario_sets(fhs: FhsModel, config: VarConfig) -> dict[int, ScenarioSet]:
     """The FHS scenarios of every horizon of ``config`` (one day: every filtered date once; longer: sampled paths)."""
+    return dict(iter_fhs_scenario_sets(fhs, config))
+
+
+def iter_fhs_scenario_sets(fhs: FhsModel, config: VarConfig) -> Iterator[tuple[int, ScenarioSet]]:
+    """``fhs_scenario_sets``' (horizon, scenarios) pairs in the horizons' order, each set made when asked for (the
+    same draws for every horizon), so that a caller revaluing one horizon at a time holds one set of paths."""
     n_days = fhs.standardized.shape[0]
     # one day: the bootstrap's distribution is exactly uniform over the filtered dates, so every date once
     # gives the exact FHS VaR (no sampling error); longer horizons are sampled paths (drawn only if asked for)
     longest = max(config.horizons)
     draws = fhs_draws(n_days, config.n_scenarios, longest, config.seed) if longest > 1 else np.zeros((0, 1), np.intp)
-    return {
-        h: fhs_scenarios(fhs, np.arange(n_days, dtype=np.intp)[:, None] if h == 1 else draws, h, config.fhs_paths)
-        for h in config.horizons
-    }
+    for h in config.horizons:
+        yield h, fhs_scenarios(fhs, np.arange(n_days, dtype=np.intp)[:, None] if h == 1 else draws, h, config.fhs_paths)
 
 
 def _fhs_results(

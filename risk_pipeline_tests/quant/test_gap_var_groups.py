@@ -264,3 +264,62 @@ def test_market_wide_events_alone_revalue_the_whole_set_as_before() -> None:
     assert got is not None
     ref = _whole_set(book, base, gaps, dyn, 1_500, 5.0)
     assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1])
+
+
+@pytest.mark.parametrize(
+    ("market", "earnings", "sticky"),
+    [(True, False, False), (True, True, False), (False, True, False), (True, True, True)],
+)
+def test_group_sets_made_in_blocks_give_the_whole_sets_numbers(
+    monkeypatch: pytest.MonkeyPatch, market: bool, earnings: bool, sticky: bool
+) -> None:
+    """Each group's combined set made and revalued a block of rows at a time (``_GroupBlocks``, blocks of 256 rows
+    here) gives the P&L by underlying of the whole combined set bit for bit, and the same P&L and P&L by underlying as
+    the group sets made whole (one block), bit for bit: market-wide only (one group of every name), with earnings
+    (their crushes: vol shifts gathered per base row), and with sticky moneyness (shifts that read the spot: the
+    group's set made whole)."""
+    rng = np.random.default_rng(23)
+    book = _book(rng)
+    base = _base(rng)
+    gaps, dyn = [], [ExpiryScaledVolMoves(VolShockRule(term_exponent=0.35))]
+    if earnings:
+        (g1, c1), (g2, c2) = _earnings(rng, 2, 4), _earnings(rng, 5, 3)
+        gaps += [g1, g2]
+        dyn += [c1, c2]
+    if market:
+        moves = rng.normal(0.0, 0.015, 6)
+        shocks = beta_shocks(moves, np.linspace(0.6, 1.4, N_SYM))
+        gaps.append(np.vstack([shocks, -shocks]))
+    if sticky:
+        dyn.insert(0, _sticky(rng, book))
+    kw = dict(calendar_days=7.0, american="eep_grid", max_scenarios=3_000, dynamics=dyn)
+    one = gr.gap_pnl_by_underlying(book, base, gaps, **kw)
+    monkeypatch.setattr(gr, "SCENARIO_BLOCK_CELLS", 1)
+    blocked = gr.gap_pnl_by_underlying(book, base, gaps, **kw)
+    assert one is not None and blocked is not None
+    assert np.array_equal(blocked[0], one[0]) and np.array_equal(blocked[1], one[1])
+    ref_pnl, ref_by = _whole_set(book, base, gaps, dyn, 3_000, 7.0)
+    assert np.array_equal(blocked[1], ref_by)
+    np.testing.assert_allclose(blocked[0], ref_pnl, rtol=1e-12, atol=1e-9)
+
+
+def test_group_blocks_cover_the_set_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_GroupBlocks``: blocks of whole multiples of the engine's smallest chunk, in order, with their first row as
+    ``row_offset``, whose rows are those of the whole set made at once."""
+    monkeypatch.setattr(gr, "SCENARIO_BLOCK_CELLS", 300 * N_SYM)  # 300 rows, rounded up to 512
+    rng = np.random.default_rng(3)
+    base = _base(rng, days=40)
+    g = np.expm1(rng.normal(0.0, 0.05, (30, N_SYM)))
+    i, rows = gr.gap_picks(base.n_scenarios, [g.shape[0]], 1_000, 0)
+    cols = np.arange(N_SYM, dtype=np.intp)
+    blocks = gr._GroupBlocks(base, [g], i, rows, cols)
+    whole = blocks.rows(np.arange(blocks.n))
+    ref = gr.combined_gap_scenarios(base, [g], 1_000, 0)
+    assert np.array_equal(whole.spot_shock_rel, ref.spot_shock_rel)
+    assert np.array_equal(whole.dividend_shift_abs, ref.dividend_shift_abs)
+    size = blocks.size
+    assert size == 512 and len(blocks) == 2
+    starts = [blocks[k].row_offset for k in range(len(blocks))]
+    assert starts == list(range(0, blocks.n, size))
+    got = np.vstack([blocks[k].spot_shock_rel for k in range(len(blocks))])
+    assert np.array_equal(got, ref.spot_shock_rel)
