@@ -144,6 +144,7 @@ def run_job(
     partition_key: str | None = None,
     tags: dict | None = None,
     run_config: dict | None = None,
+    asset_selection: list[Any] | None = None,
 ) -> RunTiming:
     from numba.core import event
 
@@ -162,6 +163,7 @@ def run_job(
             tags=tags or {},
             run_config={**quiet, **(run_config or {})},
             raise_on_error=False,
+            asset_selection=asset_selection,
         )
         wall, cpu = time.perf_counter() - t0, process_cpu_s() - c0
     intervals, counts = step_intervals(instance, result.run_id)

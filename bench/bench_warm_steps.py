@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -119,6 +120,19 @@ def partial(copy: Path, samples_file: str) -> int:
     return 0
 
 
+def remaining_assets(instance: Any, defs: Any, job_name: str) -> list[Any]:
+    """The asset keys of ``job_name`` that the instance's last run did not materialize."""
+    import dagster as dg
+
+    run = instance.get_runs(limit=1)[0]
+    done = {
+        entry.dagster_event.asset_key
+        for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    }
+    keys = defs.resolve_job_def(job_name).asset_layer.executable_asset_keys
+    return sorted((k for k in keys if k not in done), key=lambda k: k.to_user_string())
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None and len(sys.argv) == 4 and sys.argv[1] == "--partial":
         return partial(Path(sys.argv[2]), sys.argv[3])
@@ -130,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--date", default="2026-12-03")
     parser.add_argument("--profile", action="store_true", help="cProfile the last run into COPY/prof.out")
     parser.add_argument("--samples", help="append every (wall, CPU, RSS) sample to this file (see --partial)")
+    parser.add_argument(
+        "--remaining",
+        action="store_true",
+        help="run only the job's assets that the last run in KEPT did not materialize (a run stopped part way)",
+    )
     args = parser.parse_args(argv)
     copy = Path(args.copy)
     if copy.exists():
@@ -154,12 +173,18 @@ def main(argv: list[str] | None = None) -> int:
         snaps = resources_from_env()["market_data"].get_source().snapshot_times(session)
         snap = pd.Timestamp(snaps[-2] if len(snaps) > 1 else snaps[-1])
         config = snapshot_run_config(snap, snap + pd.Timedelta(minutes=2))
+    selection = remaining_assets(instance, defs, args.job) if args.remaining else None
+    if selection is not None:
+        names = ", ".join(k.to_user_string() for k in selection)
+        print(f"{len(selection)} assets not materialized by the last run: {names}")
     sampler = CpuSampler(path=args.samples)
     for i in range(args.runs):
         profiler = cProfile.Profile() if args.profile and i == args.runs - 1 else None
         if profiler:
             profiler.enable()
-        run = bp.run_job(defs, instance, args.job, partition_key=session.isoformat(), run_config=config)
+        run = bp.run_job(
+            defs, instance, args.job, partition_key=session.isoformat(), run_config=config, asset_selection=selection
+        )
         if profiler:
             profiler.disable()
             profiler.dump_stats(str(copy / "prof.out"))
