@@ -8,7 +8,7 @@ engine and with the early-exercise grid) twice, each time in a fresh subprocess:
 * cold: with an empty ``NUMBA_CACHE_DIR`` (a temporary directory), so every kernel compiles; prints the
   workload's wall time, the compile time (``numba:compile`` events, outermost only; wall and the compiling
   thread's CPU time, the figure that holds on a loaded machine) and the ten kernels that took longest on
-  their own (callees' compile time not counted in their callers);
+  their own (the compiling thread's CPU, with the wall time; callees' compile time not counted in their callers);
 * warm: the same workload again on the cache the cold run left, so every kernel loads from disk; prints
   the wall time and the time spent loading (``numba:compiler_lock`` events, outermost only).
 
@@ -26,6 +26,13 @@ vols and quote checks over every regime of the exact engine, BSM Greeks and impl
 calibration, the scenario engine's three American modes with and without vol, rate and yield moves);
 ``--compare BEFORE AFTER`` checks two dumps bit for bit. ``--warm N`` times the kernel families warm at
 pipeline sizes (best of N, in process).
+
+``--demo --signatures FILE`` also writes the demo's outermost compilations (function and argument types, in
+order) to FILE; ``--replay FILE`` compiles exactly those in a fresh process with an empty cache (about 20 s of
+CPU instead of the demo's minutes) and prints the compile CPU and the longest functions on their own, so that a
+change to a kernel's compile time can be measured many times, side by side with the code before. Compile it in
+the same order as the demo did, a recorded signature compiles the same callees; a renamed kernel needs a new
+recording.
 """
 
 from __future__ import annotations
@@ -47,27 +54,37 @@ def _listen() -> dict[str, Any]:
     """Register numba event listeners in this process; the returned dict fills in as kernels compile."""
     from numba.core import event
 
-    stats: dict[str, Any] = {"compile_s": 0.0, "compile_cpu_s": 0.0, "lock_s": 0.0, "compilations": 0, "own_s": {}}
+    stats: dict[str, Any] = {
+        "compile_s": 0.0,
+        "compile_cpu_s": 0.0,
+        "lock_s": 0.0,
+        "compilations": 0,
+        "own_s": {},
+        "own_cpu_s": {},
+    }
     stack: list[list[float]] = []
 
     # compilations hold numba's global compiler lock: one at a time, each started and ended in one thread, so
     # the thread's CPU time over a compilation is that compilation's (the figure that holds under load)
     class Compile(event.Listener):
         def on_start(self, ev: event.Event) -> None:
-            stack.append([time.perf_counter(), 0.0, time.thread_time()])
+            stack.append([time.perf_counter(), 0.0, time.thread_time(), 0.0])
 
         def on_end(self, ev: event.Event) -> None:
-            began, inner, began_cpu = stack.pop()
+            began, inner, began_cpu, inner_cpu = stack.pop()
             took = time.perf_counter() - began
+            took_cpu = time.thread_time() - began_cpu
             if stack:
                 stack[-1][1] += took
+                stack[-1][3] += took_cpu
             else:
                 stats["compile_s"] += took
-                stats["compile_cpu_s"] += time.thread_time() - began_cpu
+                stats["compile_cpu_s"] += took_cpu
             stats["compilations"] += 1
             d = ev.data.get("dispatcher")
             name = f"{d.py_func.__module__}.{d.py_func.__qualname__}" if d is not None else "?"
             stats["own_s"][name] = stats["own_s"].get(name, 0.0) + took - inner
+            stats["own_cpu_s"][name] = stats["own_cpu_s"].get(name, 0.0) + took_cpu - inner_cpu
 
     class Lock(event.Listener):
         depth = 0
@@ -369,17 +386,83 @@ def child(all_methods: bool) -> None:
     print(json.dumps(stats))
 
 
+def _record_signatures() -> list[dict[str, Any]]:
+    """Register a listener that appends every outermost compilation (module, qualified name, pickled argument
+    types) to the returned list."""
+    import pickle
+
+    from numba.core import event
+
+    records: list[dict[str, Any]] = []
+    depth = [0]
+
+    class Record(event.Listener):
+        def on_start(self, ev: event.Event) -> None:
+            depth[0] += 1
+
+        def on_end(self, ev: event.Event) -> None:
+            depth[0] -= 1
+            d = ev.data.get("dispatcher")
+            if depth[0] == 0 and d is not None:
+                records.append(
+                    {
+                        "module": d.py_func.__module__,
+                        "qualname": d.py_func.__qualname__,
+                        "args": pickle.dumps(tuple(ev.data["args"])),
+                    }
+                )
+
+    event.register("numba:compile", Record())
+    return records
+
+
 def demo_child() -> int:
     """``risk-pipeline demo`` in this process with the listeners on; the compile figures on the last line."""
     sys.path.insert(0, str(ROOT))
     stats = _listen()
+    path = os.environ.get("BENCH_COMPILE_SIGNATURES")
+    records = _record_signatures() if path else []
     from risk_pipeline import cli
 
     began = time.perf_counter()
     code = cli.main(["demo"])
     stats["wall_s"] = time.perf_counter() - began
+    if path:
+        import pickle
+
+        Path(path).write_bytes(pickle.dumps(records))
     print(json.dumps(stats))
     return code
+
+
+def replay_child(path: str) -> None:
+    """Compile the outermost compilations recorded by ``--signatures`` in their order; one JSON line on stdout."""
+    import importlib
+    import pickle
+
+    sys.path.insert(0, str(ROOT))
+    stats = _listen()
+    began = time.perf_counter()
+    for rec in pickle.loads(Path(path).read_bytes()):
+        func: Any = importlib.import_module(rec["module"])
+        for part in rec["qualname"].split("."):
+            func = getattr(func, part)
+        func.compile(pickle.loads(rec["args"]))
+    stats["wall_s"] = time.perf_counter() - began
+    print(json.dumps(stats))
+
+
+def bench_replay(path: str, top: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench_replay_") as tmp:
+        env = _env(NUMBA_CACHE_DIR=str(Path(tmp) / "numba"))
+        print(f"replay of {path} (empty cache), {_load()}")
+        stats, took, _ = _run(["--replay-child", path], env)
+        print(
+            f"  compile {stats['compile_s']:.1f} s (CPU {stats['compile_cpu_s']:.2f} s), "
+            f"{stats['compilations']} compilations (process {took:.1f} s); longest on their own:"
+        )
+        _print_own(stats, top)
+        print(f"done, {_load()}")
 
 
 def calibration_s() -> float:
@@ -430,6 +513,14 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _print_own(stats: dict[str, Any], top: int) -> None:
+    """The ``top`` functions by their own compile CPU (the compiling thread's, callees' compilations not counted),
+    with their own wall time."""
+    for name, cpu in sorted(stats["own_cpu_s"].items(), key=lambda kv: -kv[1])[:top]:
+        wall = stats["own_s"][name]
+        print(f"    {cpu:6.2f} s CPU ({wall:6.2f} s wall)  {name.removeprefix('risk_pipeline.quant.')}")
+
+
 def bench_workload(all_methods: bool, top: int) -> None:
     flag = ["--all-methods"] if all_methods else []
     with tempfile.TemporaryDirectory(prefix="bench_compile_") as tmp:
@@ -443,8 +534,7 @@ def bench_workload(all_methods: bool, top: int) -> None:
             f"{cold['compilations']} compilations; "
             "longest on their own:"
         )
-        for name, secs in sorted(cold["own_s"].items(), key=lambda kv: -kv[1])[:top]:
-            print(f"    {secs:6.2f} s  {name.removeprefix('risk_pipeline.quant.')}")
+        _print_own(cold, top)
         print(f"warm (the cache above), {_load()}")
         warm, took, _ = _run(["--child", *flag], env)
         print(
@@ -454,15 +544,17 @@ def bench_workload(all_methods: bool, top: int) -> None:
         print(f"done, {_load()}")
 
 
-def bench_demo(top: int) -> None:
+def bench_demo(top: int, signatures: str | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_demo_") as tmp:
         home = Path(tmp) / "dagster_home"
         home.mkdir()
+        extra = {"BENCH_COMPILE_SIGNATURES": str(Path(signatures).resolve())} if signatures else {}
         env = _env(
             DAGSTER_HOME=str(home),
             RISK_PIPELINE_WAREHOUSE_URL=str(Path(tmp) / "warehouse.duckdb"),
             RISK_PIPELINE_EXPORTS=str(Path(tmp) / "exports"),
             NUMBA_CACHE_DIR=str(Path(tmp) / "numba"),
+            **extra,
         )
         print(f"risk-pipeline demo from a clean state, {_load()}")
         stats, took, out = _run(["--demo-child"], env)
@@ -477,8 +569,7 @@ def bench_demo(top: int) -> None:
             f"{stats['compilations']} compilations, peak RSS {stats['peak_rss_mib']:.0f} MiB, {_load()}"
         )
         print("  longest on their own:")
-        for name, secs in sorted(stats["own_s"].items(), key=lambda kv: -kv[1])[:top]:
-            print(f"    {secs:6.2f} s  {name.removeprefix('risk_pipeline.quant.')}")
+        _print_own(stats, top)
 
 
 def main() -> None:
@@ -489,6 +580,11 @@ def main() -> None:
     parser.add_argument("--warm", type=int, metavar="REPEAT", help="warm kernel timings in process (best of REPEAT)")
     parser.add_argument("--dump", metavar="NPZ", help="write the outputs of the public API to NPZ (in process)")
     parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"), help="compare two --dump files")
+    parser.add_argument(
+        "--signatures", metavar="FILE", help="with --demo: write the demo's outermost compilations to FILE"
+    )
+    parser.add_argument("--replay", metavar="FILE", help="compile the compilations of a --signatures FILE, cold")
+    parser.add_argument("--replay-child", metavar="FILE", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--demo-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -506,8 +602,12 @@ def main() -> None:
         child(args.all_methods)
     elif args.demo_child:
         raise SystemExit(demo_child())
+    elif args.replay_child:
+        replay_child(args.replay_child)
+    elif args.replay:
+        bench_replay(args.replay, args.top)
     elif args.demo:
-        bench_demo(args.top)
+        bench_demo(args.top, args.signatures)
     else:
         bench_workload(args.all_methods, args.top)
 

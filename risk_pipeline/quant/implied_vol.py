@@ -577,8 +577,13 @@ def _european_point(
     return s / math.sqrt(t), 0, it
 
 
+#: ``_norm_kernel``'s inputs: spot (``implied_vol``), forward (``implied_vol_black76``), the American search's.
+_NORM_SPOT, _NORM_FORWARD, _NORM_AMERICAN = np.int64(0), np.int64(1), np.int64(2)
+
+
 @njit(**JIT)
-def _spot_norm_kernel(
+def _norm_kernel(
+    kind: int,
     spot: FloatArray,
     strike: FloatArray,
     tau: FloatArray,
@@ -589,11 +594,24 @@ def _spot_norm_kernel(
     start: int,
     stop: int,
 ) -> None:
-    """``ln(F/K)`` and ``e^{-rT} sqrt(F K)`` given the spot (NaN for invalid input), quotes ``start .. stop-1``
-    (``run_chunked``)."""
+    """``ln(F/K)`` and ``e^{-rT} sqrt(F K)`` of quotes ``start .. stop-1`` (``run_chunked``; one kernel for the three
+    callers: one compilation instead of three). ``_NORM_SPOT``: given the spot, NaN for invalid input;
+    ``_NORM_FORWARD``: ``spot`` is the forward (``div`` unread), NaN for invalid input; ``_NORM_AMERICAN``: the
+    American search's (valid inputs only)."""
     for i in range(start, stop):
         s, k, t, r, q = spot[i], strike[i], tau[i], rate[i], div[i]
-        if s > 0.0 and k > 0.0 and r == r and q == q:
+        if kind == _NORM_AMERICAN:
+            lnfk[i] = math.log(s / k) + (r - q) * t
+            norm[i] = math.sqrt(s) * math.sqrt(k) * math.exp(-0.5 * (r + q) * t)
+        elif kind == _NORM_FORWARD:
+            f = s
+            if f > 0.0 and k > 0.0 and r == r:
+                lnfk[i] = math.log(f / k)
+                norm[i] = math.sqrt(f) * math.sqrt(k) * math.exp(-r * max(t, 0.0))
+            else:
+                lnfk[i] = math.nan
+                norm[i] = math.nan
+        elif s > 0.0 and k > 0.0 and r == r and q == q:
             tt = max(t, 0.0)
             lnfk[i] = math.log(s / k) + (r - q) * tt
             # e^{-rT} sqrt(F K) = sqrt(S K) e^{-(r+q)T/2}
@@ -603,48 +621,6 @@ def _spot_norm_kernel(
         else:
             lnfk[i] = math.nan
             norm[i] = math.nan
-
-
-@njit(**JIT)
-def _forward_norm_kernel(
-    forward: FloatArray,
-    strike: FloatArray,
-    tau: FloatArray,
-    rate: FloatArray,
-    lnfk: FloatArray,
-    norm: FloatArray,
-    start: int,
-    stop: int,
-) -> None:
-    """``ln(F/K)`` and ``e^{-rT} sqrt(F K)`` given the forward (NaN for invalid input), quotes ``start ..
-    stop-1`` (``run_chunked``)."""
-    for i in range(start, stop):
-        f, k, t, r = forward[i], strike[i], tau[i], rate[i]
-        if f > 0.0 and k > 0.0 and r == r:
-            lnfk[i] = math.log(f / k)
-            norm[i] = math.sqrt(f) * math.sqrt(k) * math.exp(-r * max(t, 0.0))
-        else:
-            lnfk[i] = math.nan
-            norm[i] = math.nan
-
-
-@njit(**JIT)
-def _american_norm_kernel(
-    spot: FloatArray,
-    strike: FloatArray,
-    tau: FloatArray,
-    rate: FloatArray,
-    div: FloatArray,
-    lnfk: FloatArray,
-    norm: FloatArray,
-    start: int,
-    stop: int,
-) -> None:
-    """``ln(F/K)`` and ``e^{-rT} sqrt(F K)`` of the American search (quotes ``start .. stop-1``, ``run_chunked``)."""
-    for i in range(start, stop):
-        s, k, t, r, q = spot[i], strike[i], tau[i], rate[i], div[i]
-        lnfk[i] = math.log(s / k) + (r - q) * t
-        norm[i] = math.sqrt(s) * math.sqrt(k) * math.exp(-0.5 * (r + q) * t)
 
 
 @njit(**JIT)
@@ -771,7 +747,7 @@ def _american_bounds(
         if j.size:
             # European implied vol of the same price bounds the American one from above (when it exists)
             ln, nm = np.empty(j.size), np.empty(j.size)
-            run_chunked(_american_norm_kernel, j.size, s[j], k[j], t[j], r[j], q[j], ln, nm)
+            run_chunked(_norm_kernel, j.size, _NORM_AMERICAN, s[j], k[j], t[j], r[j], q[j], ln, nm)
             lnfk[j], norm[j] = ln, nm
             sig_e[j], st_e[j], _ = _european(price[j], ln, nm, t[j], call[j], DEFAULT_MAX_ITERATIONS)
     return quotes
@@ -920,7 +896,7 @@ def implied_vol(
     n = flat[0].size
     lnfk, norm = np.empty(n), np.empty(n)
     if n:
-        run_chunked(_spot_norm_kernel, n, *flat[1:6], lnfk, norm)
+        run_chunked(_norm_kernel, n, _NORM_SPOT, *flat[1:6], lnfk, norm)
     return _result(shape, *_european(flat[0], lnfk, norm, flat[3], flat[6], max_iterations))
 
 
@@ -939,7 +915,7 @@ def implied_vol_black76(
     n = flat[0].size
     lnfk, norm = np.empty(n), np.empty(n)
     if n:
-        run_chunked(_forward_norm_kernel, n, *flat[1:5], lnfk, norm)
+        run_chunked(_norm_kernel, n, _NORM_FORWARD, *flat[1:5], flat[4], lnfk, norm)
     return _result(shape, *_european(flat[0], lnfk, norm, flat[3], flat[5], max_iterations))
 
 
