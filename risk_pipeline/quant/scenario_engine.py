@@ -524,86 +524,6 @@ def _horner(c: FloatArray, x: float) -> float:
     return ((c[0] * x + c[1]) * x + c[2]) * x + c[3]
 
 
-@inner_njit(forceinline=True)
-def _grid_price(
-    shifted: bool,
-    dr: float,
-    dd: float,
-    sp: float,
-    ls: float,
-    sig: float,
-    m: int,
-    i: int,
-    log_strike: FloatArray,
-    strike: FloatArray,
-    t: FloatArray,
-    sqt: FloatArray,
-    carry: FloatArray,
-    w: FloatArray,
-    dq: FloatArray,
-    kdr: FloatArray,
-    mode: int,
-    g_y0: FloatArray,
-    inv_dy: float,
-    g_v0: FloatArray,
-    inv_dv: float,
-    g_coef: FloatArray,
-    g_bcoef: FloatArray,
-    xr: float,
-    xq: float,
-    in_range: bool,
-    g_dcoef: FloatArray,
-    g_dbcoef: FloatArray,
-) -> float:
-    """One American price of ``_american_grid_values`` (NaN where the exact engine is needed). ``shifted``:
-    the rate and yield move by ``dr``, ``dd`` (``xr = dr / h_r``, ``xq = dd / h_q`` the coordinates of the
-    quadratic in the shifted grids, ``in_range`` whether the shifts are within the grids'); without it none of
-    those is read."""
-    ny = g_coef.shape[2] + 1
-    nv = g_coef.shape[1] + 1
-    nb = g_bcoef.shape[1] + 1
-    b_per_v = (nb - 1) / (nv - 1)
-    fv = (sig - g_v0[m]) * inv_dv
-    iv = np.int64(np.minimum(np.maximum(fv, 0.0), nv - 2.0))
-    tv = fv - iv
-    fb = fv * b_per_v
-    ib = np.int64(np.minimum(np.maximum(fb, 0.0), nb - 2.0))
-    tb = fb - ib
-    lstar = ((g_bcoef[m, ib, 0] * tb + g_bcoef[m, ib, 1]) * tb + g_bcoef[m, ib, 2]) * tb + g_bcoef[m, ib, 3]
-    if shifted:
-        b0 = _horner(g_dbcoef[m, 0, ib], tb)
-        b1 = _horner(g_dbcoef[m, 1, ib], tb)
-        b2 = _horner(g_dbcoef[m, 2, ib], tb)
-        b3 = _horner(g_dbcoef[m, 3, ib], tb)
-        lstar += xr * (b0 + xr * b1) + xq * (b2 + xq * b3)
-    y = w[i] * (lstar - ls + log_strike[i])  # distance to the exercise boundary, > 0: continuation
-    fy = (y - g_y0[m]) * inv_dy
-    iy = np.int64(np.minimum(np.maximum(fy, 0.0), ny - 2.0))
-    ty = fy - iy
-    eep = 0.0
-    for a in range(4):
-        c = ((g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty + g_coef[m, iv, iy, a, 2]) * ty + g_coef[
-            m, iv, iy, a, 3
-        ]
-        if shifted:
-            e0 = _horner(g_dcoef[m, 0, iv, iy, a], ty)
-            e1 = _horner(g_dcoef[m, 1, iv, iy, a], ty)
-            e2 = _horner(g_dcoef[m, 2, iv, iy, a], ty)
-            e3 = _horner(g_dcoef[m, 3, iv, iy, a], ty)
-            c += xr * (e0 + xr * e1) + xq * (e2 + xq * e3)
-        eep = eep * tv + c
-    if shifted:
-        euro = _bsm_shifted(sp, ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i], t[i], dr, dd)
-    else:
-        euro = _bsm(sp, ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
-    intrinsic = w[i] * (sp - strike[i])
-    on_grid = (fy >= 0.0) & (fy <= ny - 1.0) & (fv >= -1e-9) & (fv <= nv - 1.0 + 1e-9) & in_range
-    spline = np.maximum(euro + np.maximum(eep, 0.0), intrinsic)  # BS2002's own floors
-    floor_only = (mode == 0) | (sig * sqt[i] <= _AM_MIN_TOTAL_STD) | ((mode == 1) & (y <= 0.0))
-    value = spline if ((mode == 1) & on_grid) else math.nan
-    return np.maximum(euro, intrinsic) if floor_only else value
-
-
 @njit(**JIT)
 def _american_grid_values(
     spot_t: FloatArray,
@@ -616,6 +536,7 @@ def _american_grid_values(
     rate_t: FloatArray,
     div_t: FloatArray,
     shifted: bool,
+    runs: bool,
     n_euro: int,
     opt_sym: IntArray,
     log_strike: FloatArray,
@@ -652,6 +573,14 @@ def _american_grid_values(
     ``ln(S*/K)``. ``shifted`` (the set moves rates or dividend yields, ``rate_t``/``div_t``): each price is
     read from the grids interpolated quadratically in the shifts (``_with_eep_grid``; ``g_step`` the shifted grids'
     steps, ``g_dcoef``/``g_dbcoef`` their differences from the base grid); without it those are not read.
+
+    ``runs`` (with ``shifted``; scenario sets whose rows come in runs that move an option's vol, rate and yield alike
+    and only its spot differently, e.g. the gap VaR's combined set of many past gaps of one historical window): what
+    does not depend on the spot (the vol coordinates, the boundary ``ln(S*/K)`` read from the shifted grids, BSM's
+    shifted carry and discount factors) is computed only when an option's (vol, rate shift, yield shift) differs in
+    its bits from the previous scenario's, and reused while it does not. The same operations on the same inputs
+    either way, so the same prices bit for bit; without ``runs`` every scenario computes them. One kernel for both
+    reads (not a second ``_american_grid_values_runs``), so the demo compiles one.
     """
     n = values.shape[1]
     ny = g_coef.shape[2] + 1
@@ -672,17 +601,83 @@ def _american_grid_values(
             inv_q = 1.0 / h_q if h_q != 0.0 else 0.0
             lim_r = abs(h_r) * (1.0 + 1e-9)
             lim_q = abs(h_q) * (1.0 + 1e-9)
+            lk = log_strike[i]
+            ti = t[i]
+            # the previous scenario's vol and shifts, and what they gave
+            last_sig = math.nan
+            last_dr = math.nan
+            last_dd = math.nan
+            fv = 0.0
+            iv = np.int64(0)
+            tv = 0.0
+            lstar = 0.0
+            xr = 0.0
+            xq = 0.0
+            in_range = False
+            carry_s = 0.0
+            dq_s = 0.0
+            kdr_s = 0.0
             for j in range(n):
                 ls = log_spot_t[s, j]
                 extra = shift_opt_t[i * opt_stride, j]
-                sig = _sigma(vol[i], scale_t[s, j], shift_t[s, j], skew_t[s, j], log_strike[i], ls, extra)
+                sig = _sigma(vol[i], scale_t[s, j], shift_t[s, j], skew_t[s, j], lk, ls, extra)
                 dr = rate_t[s, j]
                 dd = div_t[s, j]
-                price = _grid_price(
-                    True, dr, dd, spot_t[s, j], ls, sig, m, i, log_strike, strike, t, sqt, carry, w, dq, kdr,
-                    mode, g_y0, inv_dy, g_v0, inv_dv, g_coef, g_bcoef, dr * inv_r, dd * inv_q,
-                    (abs(dr) <= lim_r) & (abs(dd) <= lim_q), g_dcoef, g_dbcoef,
-                )  # fmt: skip
+                same = runs and (
+                    sig == last_sig
+                    and dr == last_dr
+                    and dd == last_dd
+                    and math.copysign(1.0, sig) == math.copysign(1.0, last_sig)
+                    and math.copysign(1.0, dr) == math.copysign(1.0, last_dr)
+                    and math.copysign(1.0, dd) == math.copysign(1.0, last_dd)
+                )
+                if not same:
+                    last_sig = sig
+                    last_dr = dr
+                    last_dd = dd
+                    xr = dr * inv_r
+                    xq = dd * inv_q
+                    in_range = (abs(dr) <= lim_r) & (abs(dd) <= lim_q)
+                    fv = (sig - g_v0[m]) * inv_dv
+                    iv = np.int64(np.minimum(np.maximum(fv, 0.0), nv - 2.0))
+                    tv = fv - iv
+                    fb = fv * b_per_v
+                    ib = np.int64(np.minimum(np.maximum(fb, 0.0), nb - 2.0))
+                    tb = fb - ib
+                    lstar = ((g_bcoef[m, ib, 0] * tb + g_bcoef[m, ib, 1]) * tb + g_bcoef[m, ib, 2]) * tb + (
+                        g_bcoef[m, ib, 3]
+                    )
+                    b0 = _horner(g_dbcoef[m, 0, ib], tb)
+                    b1 = _horner(g_dbcoef[m, 1, ib], tb)
+                    b2 = _horner(g_dbcoef[m, 2, ib], tb)
+                    b3 = _horner(g_dbcoef[m, 3, ib], tb)
+                    lstar += xr * (b0 + xr * b1) + xq * (b2 + xq * b3)
+                    carry_s = carry[i] + (dr - dd) * ti  # _bsm_shifted's arguments
+                    dq_s = dq[i] * math.exp(-dd * ti)
+                    kdr_s = kdr[i] * math.exp(-dr * ti)
+                sp = spot_t[s, j]
+                y = w[i] * (lstar - ls + lk)
+                fy = (y - g_y0[m]) * inv_dy
+                iy = np.int64(np.minimum(np.maximum(fy, 0.0), ny - 2.0))
+                ty = fy - iy
+                eep = 0.0
+                for a in range(4):
+                    c = (
+                        (g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty + g_coef[m, iv, iy, a, 2]
+                    ) * ty + g_coef[m, iv, iy, a, 3]
+                    e0 = _horner(g_dcoef[m, 0, iv, iy, a], ty)
+                    e1 = _horner(g_dcoef[m, 1, iv, iy, a], ty)
+                    e2 = _horner(g_dcoef[m, 2, iv, iy, a], ty)
+                    e3 = _horner(g_dcoef[m, 3, iv, iy, a], ty)
+                    c += xr * (e0 + xr * e1) + xq * (e2 + xq * e3)
+                    eep = eep * tv + c
+                euro = _bsm(sp, ls, lk, carry_s, sqt[i], sig, w[i], dq_s, kdr_s)
+                intrinsic = w[i] * (sp - strike[i])
+                on_grid = (fy >= 0.0) & (fy <= ny - 1.0) & (fv >= -1e-9) & (fv <= nv - 1.0 + 1e-9) & in_range
+                spline = np.maximum(euro + np.maximum(eep, 0.0), intrinsic)  # BS2002's own floors
+                floor_only = (mode == 0) | (sig * sqt[i] <= _AM_MIN_TOTAL_STD) | ((mode == 1) & (y <= 0.0))
+                value = spline if ((mode == 1) & on_grid) else math.nan
+                price = np.maximum(euro, intrinsic) if floor_only else value
                 count += np.int64(price != price)
                 values[m, j] = price
         else:  # the unshifted read, written out (as before the shifts) so that LLVM vectorizes it as before
@@ -716,147 +711,6 @@ def _american_grid_values(
                 price = np.maximum(euro, intrinsic) if floor_only else value
                 count += np.int64(price != price)
                 values[m, j] = price
-        n_nan[m] = count
-
-
-@njit(**JIT)
-def _american_grid_values_runs(
-    spot_t: FloatArray,
-    log_spot_t: FloatArray,
-    scale_t: FloatArray,
-    shift_t: FloatArray,
-    skew_t: FloatArray,
-    shift_opt_t: FloatArray,
-    opt_stride: int,
-    rate_t: FloatArray,
-    div_t: FloatArray,
-    n_euro: int,
-    opt_sym: IntArray,
-    log_strike: FloatArray,
-    strike: FloatArray,
-    t: FloatArray,
-    sqt: FloatArray,
-    carry: FloatArray,
-    vol: FloatArray,
-    w: FloatArray,
-    dq: FloatArray,
-    kdr: FloatArray,
-    g_mode: NDArray[np.int8],
-    g_y0: FloatArray,
-    g_dy: FloatArray,
-    g_v0: FloatArray,
-    g_dv: FloatArray,
-    g_coef: FloatArray,
-    g_bcoef: FloatArray,
-    g_step: FloatArray,
-    g_dcoef: FloatArray,
-    g_dbcoef: FloatArray,
-    values: FloatArray,
-    n_nan: IntArray,
-    start: int,
-    stop: int,
-) -> None:
-    """``_american_grid_values`` with rate and yield shifts, for scenario sets whose rows come in runs that move an
-    option's vol, rate and yield alike and only its spot differently (the gap VaR's combined set: many past gaps
-    of one historical window). What does not depend on the spot (the vol coordinates, the boundary ``ln(S*/K)``
-    read from the shifted grids, BSM's shifted carry and discount factors) is computed only when an option's
-    (vol, rate shift, yield shift) differs in its bits from the previous scenario's, and reused while it does not:
-    ``_grid_price``'s operations on the same inputs, split where the spot enters, so the same prices bit for bit."""
-    n = values.shape[1]
-    ny = g_coef.shape[2] + 1
-    nv = g_coef.shape[1] + 1
-    nb = g_bcoef.shape[1] + 1
-    b_per_v = (nb - 1) / (nv - 1)
-    for m in range(start, stop):
-        i = n_euro + m
-        s = opt_sym[i]
-        mode = g_mode[m]
-        inv_dv = 1.0 / g_dv[m]
-        inv_dy = 1.0 / g_dy[m]
-        count = 0
-        h_r = g_step[m, 0]
-        h_q = g_step[m, 1]
-        inv_r = 1.0 / h_r if h_r != 0.0 else 0.0
-        inv_q = 1.0 / h_q if h_q != 0.0 else 0.0
-        lim_r = abs(h_r) * (1.0 + 1e-9)
-        lim_q = abs(h_q) * (1.0 + 1e-9)
-        lk = log_strike[i]
-        ti = t[i]
-        # the previous scenario's vol and shifts, and what they gave
-        last_sig = math.nan
-        last_dr = math.nan
-        last_dd = math.nan
-        fv = 0.0
-        iv = np.int64(0)
-        tv = 0.0
-        lstar = 0.0
-        xr = 0.0
-        xq = 0.0
-        in_range = False
-        carry_s = 0.0
-        dq_s = 0.0
-        kdr_s = 0.0
-        for j in range(n):
-            ls = log_spot_t[s, j]
-            extra = shift_opt_t[i * opt_stride, j]
-            sig = _sigma(vol[i], scale_t[s, j], shift_t[s, j], skew_t[s, j], lk, ls, extra)
-            dr = rate_t[s, j]
-            dd = div_t[s, j]
-            same = (
-                sig == last_sig
-                and dr == last_dr
-                and dd == last_dd
-                and math.copysign(1.0, sig) == math.copysign(1.0, last_sig)
-                and math.copysign(1.0, dr) == math.copysign(1.0, last_dr)
-                and math.copysign(1.0, dd) == math.copysign(1.0, last_dd)
-            )
-            if not same:
-                last_sig = sig
-                last_dr = dr
-                last_dd = dd
-                xr = dr * inv_r
-                xq = dd * inv_q
-                in_range = (abs(dr) <= lim_r) & (abs(dd) <= lim_q)
-                fv = (sig - g_v0[m]) * inv_dv
-                iv = np.int64(np.minimum(np.maximum(fv, 0.0), nv - 2.0))
-                tv = fv - iv
-                fb = fv * b_per_v
-                ib = np.int64(np.minimum(np.maximum(fb, 0.0), nb - 2.0))
-                tb = fb - ib
-                lstar = ((g_bcoef[m, ib, 0] * tb + g_bcoef[m, ib, 1]) * tb + g_bcoef[m, ib, 2]) * tb + g_bcoef[m, ib, 3]
-                b0 = _horner(g_dbcoef[m, 0, ib], tb)
-                b1 = _horner(g_dbcoef[m, 1, ib], tb)
-                b2 = _horner(g_dbcoef[m, 2, ib], tb)
-                b3 = _horner(g_dbcoef[m, 3, ib], tb)
-                lstar += xr * (b0 + xr * b1) + xq * (b2 + xq * b3)
-                carry_s = carry[i] + (dr - dd) * ti  # _bsm_shifted's arguments
-                dq_s = dq[i] * math.exp(-dd * ti)
-                kdr_s = kdr[i] * math.exp(-dr * ti)
-            sp = spot_t[s, j]
-            y = w[i] * (lstar - ls + lk)
-            fy = (y - g_y0[m]) * inv_dy
-            iy = np.int64(np.minimum(np.maximum(fy, 0.0), ny - 2.0))
-            ty = fy - iy
-            eep = 0.0
-            for a in range(4):
-                c = ((g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty + g_coef[m, iv, iy, a, 2]) * ty + (
-                    g_coef[m, iv, iy, a, 3]
-                )
-                e0 = _horner(g_dcoef[m, 0, iv, iy, a], ty)
-                e1 = _horner(g_dcoef[m, 1, iv, iy, a], ty)
-                e2 = _horner(g_dcoef[m, 2, iv, iy, a], ty)
-                e3 = _horner(g_dcoef[m, 3, iv, iy, a], ty)
-                c += xr * (e0 + xr * e1) + xq * (e2 + xq * e3)
-                eep = eep * tv + c
-            euro = _bsm(sp, ls, lk, carry_s, sqt[i], sig, w[i], dq_s, kdr_s)
-            intrinsic = w[i] * (sp - strike[i])
-            on_grid = (fy >= 0.0) & (fy <= ny - 1.0) & (fv >= -1e-9) & (fv <= nv - 1.0 + 1e-9) & in_range
-            spline = np.maximum(euro + np.maximum(eep, 0.0), intrinsic)  # BS2002's own floors
-            floor_only = (mode == 0) | (sig * sqt[i] <= _AM_MIN_TOTAL_STD) | ((mode == 1) & (y <= 0.0))
-            value = spline if ((mode == 1) & on_grid) else math.nan
-            price = np.maximum(euro, intrinsic) if floor_only else value
-            count += np.int64(price != price)
-            values[m, j] = price
         n_nan[m] = count
 
 
@@ -1965,7 +1819,7 @@ _NOT_READ = np.zeros((1, 1))
 
 
 #: Share of a chunk's scenarios that repeat the previous one's vols, rates and yields per underlying (moving only
-#: spots) from which ``evaluate_chunk`` reads the Americans with ``_american_grid_values_runs``.
+#: spots) from which ``evaluate_chunk`` reads the Americans with ``_american_grid_values(runs=True)``.
 RUNS_SHARE = 0.5
 
 
@@ -2038,14 +1892,15 @@ def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False
         sym_major = inp.symbol_major("spot_new", "log_spot_new", "scale", "shift", "skew")
         runs = shifted and _rows_repeat(inp)
         run_chunked(
-            _american_grid_values_runs if runs else _american_grid_values,
+            _american_grid_values,
             n_am,
             *sym_major,
             np.ascontiguousarray(inp.shift_opt.T),  # option-major, like the symbol-major inputs
             inp.opt_stride,
             np.ascontiguousarray(inp.rate.T) if shifted else _NOT_READ,
             np.ascontiguousarray(inp.div.T) if shifted else _NOT_READ,
-            *(() if runs else (np.bool_(shifted),)),
+            np.bool_(shifted),
+            np.bool_(runs),
             book.n_euro,
             book.opt_sym,
             book.log_strike,

@@ -1,6 +1,6 @@
-"""The early-exercise grid read for scenario sets in runs (``scenario_engine._american_grid_values_runs``): what does
-not depend on the spot is reused while an option's vol, rate and yield repeat, and every price is the one the
-scenario-by-scenario read gives, bit for bit."""
+"""The early-exercise grid read for scenario sets in runs (``scenario_engine._american_grid_values`` with ``runs``):
+what does not depend on the spot is reused while an option's vol, rate and yield repeat, and every price is the one
+the scenario-by-scenario read gives, bit for bit."""
 
 from __future__ import annotations
 
@@ -84,16 +84,17 @@ def test_runs_read_gives_the_scenario_by_scenario_prices_bit_for_bit(
     real = se.run_chunked
 
     def spy(kernel, *args):  # type: ignore[no-untyped-def]
-        used.append(kernel.__name__)
+        # the grid read's ``runs`` flag (after n, the 5 symbol-major inputs, shift_opt, opt_stride, rate, div, shifted)
+        used.append(kernel.__name__ + ("(runs)" if kernel is se._american_grid_values and args[11] else ""))
         return real(kernel, *args)
 
     monkeypatch.setattr(se, "run_chunked", spy)
     got = se.evaluate_prepared(book, sc, per_symbol=True)
-    assert "_american_grid_values_runs" in used and "_american_grid_values" not in used
+    assert "_american_grid_values(runs)" in used and "_american_grid_values" not in used
     used.clear()
     monkeypatch.setattr(se, "RUNS_SHARE", 2.0)  # never in runs: the scenario-by-scenario read
     ref = se.evaluate_prepared(book, sc, per_symbol=True)
-    assert "_american_grid_values" in used and "_american_grid_values_runs" not in used
+    assert "_american_grid_values" in used and "_american_grid_values(runs)" not in used
     np.testing.assert_array_equal(got.pnl, ref.pnl)
     assert got.by_symbol is not None and ref.by_symbol is not None
     np.testing.assert_array_equal(got.by_symbol, ref.by_symbol)
@@ -111,10 +112,11 @@ def test_runs_read_is_close_to_the_exact_engine() -> None:
     values = np.empty((n_am, sc.n_scenarios))
     n_nan = np.empty(n_am, dtype=np.intp)
     major = inp.symbol_major("spot_new", "log_spot_new", "scale", "shift", "skew")
-    se._american_grid_values_runs(
+    se._american_grid_values(
         *major, np.ascontiguousarray(inp.shift_opt.T), inp.opt_stride, np.ascontiguousarray(inp.rate.T),
-        np.ascontiguousarray(inp.div.T), book.n_euro, book.opt_sym, book.log_strike, book.strike, book.t,
-        book.sqrt_t, book.carry, book.vol, book.w, book.dq, book.kdr, book.grid_mode, book.grid_y0, book.grid_dy,
+        np.ascontiguousarray(inp.div.T), np.bool_(True), np.bool_(True), book.n_euro, book.opt_sym, book.log_strike,
+        book.strike, book.t, book.sqrt_t, book.carry, book.vol, book.w, book.dq, book.kdr, book.grid_mode, book.grid_y0,
+        book.grid_dy,
         book.grid_v0, book.grid_dv, book.grid_coef, book.grid_bcoef, book.grid_step, book.grid_dcoef,
         book.grid_dbcoef, values, n_nan, 0, n_am,
     )  # fmt: skip
