@@ -759,39 +759,38 @@ def premium_kernel(
     price: FloatArray,
     delta: FloatArray,
     gamma: FloatArray,
+    rows: bool,
+    x_rows: FloatArray,
+    price_rows: FloatArray,
+    moved: BoolArray,
     start: int,
     stop: int,
 ) -> None:
     """``put_from_boundary`` of unit-strike puts at spots ``x[i]`` on the boundaries ``s[row[i]]`` (solved at
-    ``pr, pq, sig, t, x_max`` of that row), ``i`` in ``start .. stop-1`` (``run_chunked``)."""
+    ``pr, pq, sig, t, x_max`` of that row), ``i`` in ``start .. stop-1`` (``run_chunked``).
+
+    With ``rows`` instead (``x``, ``row``, ``price``, ``delta``, ``gamma`` not read): the prices of the spots
+    ``x_rows[b]`` on the boundary ``s[b]`` into ``price_rows[b]``, rows ``b`` in ``start .. stop-1``, by
+    ``put_prices_from_boundary``, and the spots it leaves (``moved[b]``) by ``put_from_boundary`` without Greeks.
+    One kernel for both (not a second ``premium_rows_kernel``), so a run that needs both compiles one."""
+    if rows:
+        for b in range(start, stop):
+            put_prices_from_boundary(
+                x_rows[b], 1.0, pr[b], pq[b], sig[b], t[b], x_max[b], s[b], tab, price_rows[b], moved[b]
+            )
+            for c in range(x_rows.shape[1]):
+                if moved[b, c]:
+                    no = np.bool_(False)  # not a literal: one compiled signature of put_from_boundary
+                    price_rows[b, c] = put_from_boundary(
+                        x_rows[b, c], 1.0, pr[b], pq[b], sig[b], t[b], x_max[b], s[b], tab, no
+                    )[0]
+        return
     for i in range(start, stop):
         b = row[i]
         p, d, g = put_from_boundary(x[i], 1.0, pr[b], pq[b], sig[b], t[b], x_max[b], s[b], tab, greeks)
         price[i] = p
         delta[i] = d
         gamma[i] = g
-
-
-@njit(**JIT)
-def premium_rows_kernel(
-    x: FloatArray,
-    pr: FloatArray,
-    pq: FloatArray,
-    sig: FloatArray,
-    t: FloatArray,
-    x_max: FloatArray,
-    s: FloatArray,
-    tab: tuple[FloatArray, ...],
-    price: FloatArray,
-    moved: BoolArray,
-    start: int,
-    stop: int,
-) -> None:
-    """``put_prices_from_boundary`` of unit-strike puts at the spots ``x[b]`` on the boundary ``s[b]`` (solved at
-    ``pr, pq, sig, t, x_max`` of row ``b``) into ``price[b]`` and ``moved[b]``, rows ``start .. stop-1``
-    (``run_chunked``)."""
-    for b in range(start, stop):
-        put_prices_from_boundary(x[b], 1.0, pr[b], pq[b], sig[b], t[b], x_max[b], s[b], tab, price[b], moved[b])
 
 
 @njit(**JIT)
@@ -893,25 +892,31 @@ def premiums(
         # contiguous inputs: a strided index (``np.nonzero`` of a 2-d mask) would compile the kernel a second time
         x, row = np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(row, dtype=np.intp)
         bounds = tuple(np.ascontiguousarray(b, dtype=np.float64) for b in bounds)
-        run_chunked(premium_kernel, n, x, row, *bounds, s, tab, np.bool_(greeks), *out)
+        run_chunked(premium_kernel, n, x, row, *bounds, s, tab, np.bool_(greeks), *out, np.bool_(False), *_NO_ROWS)
     return out
 
 
 def row_premiums(
     x: FloatArray, bounds: tuple[FloatArray, ...], s: FloatArray, tab: tuple[FloatArray, ...]
 ) -> FloatArray:
-    """``premium_rows_kernel`` of 2-d spots: the prices ``(n_rows, n_spots)`` of unit-strike puts at ``x[b]`` on the
-    boundary ``s[b]``, ``bounds`` = (pr, pq, sig, t, x_max) per row; equal, bit for bit, to
+    """``premium_kernel`` (``rows``) of 2-d spots: the prices ``(n_rows, n_spots)`` of unit-strike puts at ``x[b]``
+    on the boundary ``s[b]``, ``bounds`` = (pr, pq, sig, t, x_max) per row; equal, bit for bit, to
     ``premiums(x.ravel(), np.repeat(np.arange(n_rows), n_spots), bounds, s, tab, greeks)[0]``."""
     x = np.ascontiguousarray(x, dtype=np.float64)
     out = np.empty(x.shape)
     if x.size:
         moved = np.zeros(x.shape, dtype=np.bool_)
-        run_chunked(premium_rows_kernel, x.shape[0], x, *bounds, s, tab, out, moved)
-        b, c = np.nonzero(moved)  # the spots close to the boundary: premium_kernel itself
-        if b.size:
-            out[b, c] = premiums(np.ascontiguousarray(x[b, c]), b, bounds, s, tab, False)[0]
+        bounds = tuple(np.ascontiguousarray(b, dtype=np.float64) for b in bounds)
+        no_x, no_row = np.empty(0), np.empty(0, dtype=np.intp)
+        run_chunked(
+            premium_kernel, x.shape[0], no_x, no_row, *bounds, s, tab, np.bool_(False), no_x, no_x, no_x,
+            np.bool_(True), x, out, moved,
+        )  # fmt: skip
     return out
+
+
+#: ``premium_kernel``'s 2-d arguments when it prices 1-d spots (``rows`` false; not read).
+_NO_ROWS = (np.empty((0, 0)), np.empty((0, 0)), np.zeros((0, 0), dtype=np.bool_))
 
 
 #: Odd multiplier of ``distinct_rows``' hash of the columns' bits.
