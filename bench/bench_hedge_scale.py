@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import os
 import resource
@@ -54,15 +53,15 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_warm_steps import rss_bytes  # noqa: E402
+from old_code import module_at  # noqa: E402
+
 POSITIONS_PER_NAME = 50_000 / 3_000
 QUOTES_PER_NAME = 24  # HedgingConfig.max_options_per_underlying
 N_STRESS, N_1D, N_5D = 30, 500, 496
 SCREEN_OPTIONS, SCREEN_TAIL = 160, 25  # defs/hedging/assets.py
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def load_hedging(code: str, ref: str) -> Any:
@@ -70,18 +69,7 @@ def load_hedging(code: str, ref: str) -> Any:
         import risk_pipeline.quant.hedging as mod
 
         return mod
-    text = subprocess.run(
-        ["git", "show", f"{ref}:risk_pipeline/quant/hedging.py"], cwd=ROOT, check=True, capture_output=True, text=True
-    ).stdout
-    path = Path(f"/tmp/bench_hedge_scale_old_{os.getpid()}.py")
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location("hedging_old", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["hedging_old"] = mod
-    spec.loader.exec_module(mod)
-    path.unlink()
-    return mod
+    return module_at(ref, "risk_pipeline.quant.hedging")
 
 
 def setup(n_names: int, seed: int = 0) -> dict[str, Any]:

@@ -16,7 +16,6 @@ both). The old code is not run above ``--old-max-names`` (it holds every scenari
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import resource
@@ -31,11 +30,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-
-def rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+from bench_warm_steps import rss_bytes  # noqa: E402
+from old_code import module_at  # noqa: E402
 
 
 def load(code: str, ref: str) -> Any:
@@ -43,22 +41,7 @@ def load(code: str, ref: str) -> Any:
         import risk_pipeline.quant.heston_stress as mod
 
         return mod
-    text = subprocess.run(
-        ["git", "show", f"{ref}:risk_pipeline/quant/heston_stress.py"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    path = Path(tempfile.gettempdir()) / f"bench_heston_shifts_old_{os.getpid()}.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location("heston_stress_old", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["heston_stress_old"] = mod
-    spec.loader.exec_module(mod)
-    path.unlink()
-    return mod
+    return module_at(ref, "risk_pipeline.quant.heston_stress")
 
 
 def book(n_names: int, seed: int = 0) -> tuple[Any, np.ndarray, np.ndarray]:
@@ -105,7 +88,7 @@ def child(code: str, n_names: int, ref: str, out: str) -> dict[str, Any]:
     mod = load(code, ref)
     mod.heston_vol_shifts(*book(12, seed=1))  # the kernels loaded (or compiled) before the measured call
     portfolio, params, moves = book(n_names)
-    before = rss()
+    before = rss_bytes()
     c0 = time.process_time()
     shifts = mod.heston_vol_shifts(portfolio, params, moves)
     cpu = time.process_time() - c0
