@@ -477,39 +477,30 @@ def _is_text_like(s: pd.Series) -> bool:
     return s.dtype == object or str(s.dtype) in ("str", "string")
 
 
-def _unique_datetimes(s: pd.Series, utc: bool) -> tuple[np.ndarray, pd.Series] | None:
-    """Code per row (-1: missing) and the distinct values parsed (``_parse_one``) and converted by
-    ``pd.to_datetime``, with NaT appended last (so code -1 takes it); None for unhashable values."""
-    try:
-        codes, uniques = pd.factorize(s, use_na_sentinel=True)
-    except TypeError:
-        return None
-    parsed = pd.Series([_parse_one(v, utc) for v in uniques] + [None], dtype=object)
-    return codes, pd.to_datetime(parsed, utc=utc)
+def _parsed_datetimes(values: pd.Series, utc: bool) -> pd.Series:
+    """``pd.to_datetime`` of the values parsed one by one (``_parse_one``: text, dates, timestamps; unparseable:
+    NaT)."""
+    return pd.to_datetime(pd.Series([_parse_one(v, utc) for v in values], index=values.index, dtype=object), utc=utc)
+
+
+def _dates(conv: pd.Series) -> pd.Series:
+    """``datetime.date`` per timestamp, None where missing."""
+    return pd.Series(conv.dt.date.astype(object).where(conv.notna(), None), index=conv.index)
 
 
 def _to_datetime(s: pd.Series, *, utc: bool) -> pd.Series:
-    """``pd.to_datetime`` of the values parsed one by one (text, dates, timestamps; unparseable: NaT), each
-    distinct value converted once."""
+    """``pd.to_datetime`` of the values parsed one by one, each distinct text value converted once."""
     if _is_text_like(s):
-        found = _unique_datetimes(s, utc)
-        if found is None:
-            return pd.to_datetime(_map_unique(s, lambda v: _parse_one(v, utc)), utc=utc)
-        codes, converted = found
-        return pd.Series(converted.array.take(codes), index=s.index)
+        return _per_distinct(s, lambda values: _parsed_datetimes(values, utc))
     return pd.to_datetime(s, errors="coerce", utc=utc)
 
 
 def _to_date(s: pd.Series) -> pd.Series:
     """``datetime.date`` per value (None where missing or unparseable), as ``_to_datetime(s, utc=False)``'s
-    dates, each distinct value converted once."""
-    found = _unique_datetimes(s, False) if _is_text_like(s) else None
-    if found is None:
-        conv = _to_datetime(s, utc=False)
-        return pd.Series(conv.dt.date.astype(object).where(conv.notna(), None), index=s.index)
-    codes, converted = found
-    dates = converted.dt.date.astype(object).where(converted.notna(), None).to_numpy(object)
-    return pd.Series(dates[codes], index=s.index, dtype=object)
+    dates, each distinct text value converted once."""
+    if _is_text_like(s):
+        return _per_distinct(s, lambda values: _dates(_parsed_datetimes(values, False)))
+    return _dates(_to_datetime(s, utc=False))
 
 
 def _parse_one(v: Any, utc: bool) -> Any:
