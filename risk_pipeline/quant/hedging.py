@@ -164,7 +164,12 @@ class HedgeTargets:
 
 @dataclass(frozen=True)
 class HedgeSolution:
-    """Contracts per candidate, status, the constraints binding when infeasible, the model's view of the result."""
+    """Contracts per candidate, status, the constraints binding when infeasible, the model's view of the result.
+
+    A partial hedge (``partial``) carries ``violation``, the target rows' excess after it in units of each row's
+    level (``HedgeCheck``: Greek rows, the worst scenario loss, the ES), and, when stopped at the time limit,
+    ``violation_bound``, a lower bound on that of any hedge within the budget and the hard rows (from the elastic
+    program's relaxations), and ``gap``, the elastic objective's relative gap to its bound."""
 
     quantity: FloatArray
     status: str  # optimal | partial | no_candidates | time_limit | error
@@ -181,6 +186,8 @@ class HedgeSolution:
     gap: float = float("nan")
     first_feasible_seconds: float = float("nan")
     first_feasible_cpu_seconds: float = float("nan")
+    violation: float = float("nan")
+    violation_bound: float = float("nan")
 
 
 def _tail_weights(losses: FloatArray, confidence: float) -> FloatArray:
@@ -253,6 +260,15 @@ def solve_hedge(
     solve, the kept hedge is returned with status ``time_limit``, ``gap`` and ``lower_bound`` (the best bound
     proven: the LP relaxations' optima and the unrestricted MILPs' dual bounds, each a relaxation of the full
     program) and ``first_feasible_seconds`` (wall and CPU); no hedge only when none was found.
+
+    Partial hedge at the time limit: every LP relaxation round's quantities, rounded down to whole contracts
+    with the lines under the minimum notional dropped (``_whole_within_hard_rows``: the budget, the bounds and
+    the minimum notional still hold), and every MILP hedge are scored by the elastic objective
+    (``check_hedge``); the best that meets the hard rows (budget, contract bounds, minimum notional, whole
+    contracts) is returned with status ``time_limit``, ``partial``, its ``violation`` and, from the elastic
+    rounds' LP optima and MILP dual bounds, ``violation_bound`` and ``gap``. This holds from the first LP round
+    on, also when the time limit stops the search for a hedge meeting every row before the program is found
+    infeasible (``violation_bound`` then unknown). The elastic rounds do at least one LP round.
     """
     start, cpu_start = time.perf_counter(), time.process_time()
     if c.n == 0:
@@ -264,21 +280,33 @@ def solve_hedge(
     prog_cache: dict[Any, Any] = {}  # the rows that do not change from round to round
     scale_loss, scale_es = max(t.loss_cap, 1.0), max(t.es_target, 1.0)
     tol_loss, tol_es = 1e-9 * scale_loss + 1e-7, 1e-9 * scale_es + 1e-7
+    # the best partial hedge (elastic objective, within the hard rows) from both phases; the elastic phase's own
+    partial = _Incumbent()
+
+    def keep(kept: _Incumbent, x: FloatArray, score: float, chk: HedgeCheck, source: str) -> None:
+        kept.x, kept.score, kept.check, kept.source = x.copy(), score, chk, source
+        kept.seconds = time.perf_counter() - start
+        if math.isnan(kept.first):
+            kept.first, kept.first_cpu = kept.seconds, time.process_time() - cpu_start
+
     for elastic in (False, True):
         loss_rows = list(np.argsort(t.book_pnl, kind="stable")[: min(rows_per_round, t.book_pnl.size)])
         cuts = [_tail_weights(-es_book, t.es_confidence)] if t.es_rows.size else []
         relaxed = True  # rows and cuts from the LP relaxation first (milliseconds a round), then the MILP
-        best = _Incumbent()  # and the best lower bound proven on the full program's cost (non-elastic)
+        lp_rounds = 0
+        # the best hedge and the best lower bound proven on the full program's cost (elastic: on its objective)
+        best = partial if elastic else _Incumbent()
 
-        def consider(x: FloatArray, source: str, elastic: bool = elastic, best: _Incumbent = best) -> HedgeCheck:
-            """Check a whole-contract hedge against the full program; keep it when it is the best so far."""
+        def consider(
+            x: FloatArray, source: str, elastic: bool = elastic, best: _Incumbent = best, full: bool = True
+        ) -> HedgeCheck:
+            """Check a whole-contract hedge against the full program; keep it when it is the best so far (a hedge
+            within the hard rows only: the best partial one; ``full`` false: only as that)."""
             chk = check_hedge(c, t, x, elastic_weight)
-            score = chk.elastic_objective if elastic else chk.cost
-            if (elastic or chk.feasible) and score < best.score:
-                best.x, best.score, best.check, best.source = x.copy(), score, chk, source
-                best.seconds = time.perf_counter() - start
-                if math.isnan(best.first):
-                    best.first, best.first_cpu = best.seconds, time.process_time() - cpu_start
+            if not elastic and full and chk.feasible and chk.cost < best.score:
+                keep(best, x, chk.cost, chk, source)
+            if chk.within_hard_rows and chk.elastic_objective < partial.score:
+                keep(partial, x, chk.elastic_objective, chk, source)
             return chk
 
         def box_incumbent(
@@ -304,17 +332,21 @@ def solve_hedge(
             return found or bool(kept)
 
         def stopped(why: str, best: _Incumbent = best, elastic: bool = elastic) -> HedgeSolution:
-            """The kept hedge with status ``time_limit`` (and its gap), else no hedge."""
-            if best.x is None:
-                return _failed(c, "time_limit", start, why)
-            return _kept(c, t, best, elastic, start, f"{why}; {len(methods)} MILP round(s): {', '.join(methods)}")
+            """The kept hedge with status ``time_limit`` (and its gap), else the best partial hedge, else none."""
+            rounds = f"{len(methods)} MILP round(s): {', '.join(methods)}"
+            if best.x is not None:
+                return _kept(c, t, best, elastic, start, f"{why}; {rounds}", elastic_weight)
+            if partial.x is not None:  # the time ran out before a hedge meeting every row (or infeasibility)
+                why = f"no hedge meeting every row found before the time limit; {why}"
+                return _kept(c, t, partial, True, start, f"{why}; {rounds}", elastic_weight, bounded=False)
+            return _failed(c, "time_limit", start, why)
 
         for _ in range(max_rounds):
             elapsed = time.perf_counter() - start
             remaining = time_limit - elapsed
             if remaining <= 0:
                 return stopped("time limit reached while adding scenario rows")
-            if relaxed and elapsed > relaxed_share * time_limit:
+            if relaxed and elapsed > relaxed_share * time_limit and (lp_rounds or not elastic):
                 relaxed = False  # the MILP rounds add the rows still missing (and give a hedge in time)
             prog = _program(
                 c, t, np.array(loss_rows, dtype=np.intp), cuts, es_H, es_book, elastic, elastic_weight, prog_cache
@@ -326,7 +358,7 @@ def solve_hedge(
                 res = _milp(
                     prog, np.zeros_like(prog["integrality"]), prog["bounds"], limit, mip_rel_gap, presolve=False
                 )
-                if not elastic and res.status == 0:
+                if res.status == 0:
                     best.bound = max(best.bound, float(res.fun))
             else:
                 res, how = _windowed_milp(
@@ -334,9 +366,7 @@ def solve_hedge(
                     box_limit=partial_time_limit if elastic else math.inf,
                 )  # fmt: skip
                 methods.append(how)
-                bound = state.pop("bound", -math.inf)
-                if not elastic:
-                    best.bound = max(best.bound, bound)
+                best.bound = max(best.bound, state.pop("bound", -math.inf))
             if res.x is None:
                 if not elastic and res.status == 2:  # a relaxation is infeasible: so is the full program
                     break
@@ -344,7 +374,10 @@ def solve_hedge(
                     return stopped(f"{res.message}")
                 return _failed(c, "error", start, str(res.message))
             x = res.x[: c.n] if relaxed else np.round(res.x[: c.n])
-            if not relaxed:
+            if relaxed:
+                lp_rounds += 1
+                consider(_whole_within_hard_rows(c, t, x), "LP relaxation rounded down", full=False)
+            else:
                 consider(x, how)
             pnl = t.book_pnl + c.scenario_pnl @ x
             es_pnl = es_book + es_H @ x
@@ -378,10 +411,14 @@ def solve_hedge(
                     first_feasible_seconds=best.first,
                     first_feasible_cpu_seconds=best.first_cpu,
                 )
+            if res.status != 0:  # the elastic MILP stopped by its node limit: its hedge or a better one kept
+                return stopped(f"{res.message}")
             binding = [n for n, v in zip(t.greek_names, res.x[prog["greek_slack"]], strict=True) if v > 1e-7]
             binding += ["scenario_loss"] if s_loss > 1e-9 else []
             binding += ["es_975"] if s_es > 1e-9 else []
-            return _solution(c, t, x, "partial", True, tuple(binding), start, message, es_now, pnl)
+            sol = _solution(c, t, x, "partial", True, tuple(binding), start, message, es_now, pnl)
+            chk = check_hedge(c, t, x, elastic_weight)
+            return replace(sol, violation=float(chk.greek_excess.sum()) + chk.loss_excess + chk.es_excess)
         else:
             return stopped(f"no convergence in {max_rounds} rounds")
     raise AssertionError("unreachable: the elastic program is always feasible (no hedge meets its hard rows)")
@@ -393,9 +430,10 @@ class HedgeCheck:
 
     Excesses are in units of each row's level, as the elastic program's slacks: ``greek_excess`` per Greek row
     ``max(|g + G x| - w, 0) / w``; ``loss_excess`` the worst scenario loss over the cap over ``max(cap, 1)``;
-    ``es_excess`` the exact 97.5 % ES over its target over ``max(target, 1)``. ``feasible``: no excess beyond
-    the solver's tolerances, the outlay within the budget, every line zero or at least the minimum notional,
-    whole contracts within ``max_contracts``.
+    ``es_excess`` the exact 97.5 % ES over its target over ``max(target, 1)``. ``within_hard_rows``: the outlay
+    within the budget, every line zero or at least the minimum notional, whole contracts within
+    ``max_contracts`` (what a partial hedge must meet); ``feasible``: that and no excess beyond the solver's
+    tolerances.
     """
 
     feasible: bool
@@ -407,6 +445,7 @@ class HedgeCheck:
     loss_excess: float
     es_excess: float
     elastic_objective: float
+    within_hard_rows: bool = False
 
 
 def check_hedge(c: HedgeCandidates, t: HedgeTargets, x: FloatArray, elastic_weight: float = 1e4) -> HedgeCheck:
@@ -423,17 +462,28 @@ def check_hedge(c: HedgeCandidates, t: HedgeTargets, x: FloatArray, elastic_weig
     es_excess = max(es - t.es_target, 0.0) / scale_es if t.es_rows.size else 0.0
     cost, outlay = float(c.cost @ x), float((c.premium + c.cost) @ x)
     used = x > 0
-    feasible = bool(
-        np.all(np.abs(after) <= t.warn_level * (1 + 1e-6) + 1e-6)
-        and worst <= t.loss_cap + 1e-9 * scale_loss + 1e-7
-        and es <= t.es_target + 1e-9 * scale_es + 1e-7
-        and outlay <= t.budget * (1 + 1e-9) + 1e-7
+    hard = bool(
+        outlay <= t.budget * (1 + 1e-9) + 1e-7
         and np.all(c.notional[used] * x[used] >= t.min_notional * (1 - 1e-9))
         and np.all(x == np.round(x))
         and np.all((x >= 0) & (x <= c.max_contracts))
     )
+    feasible = bool(
+        np.all(np.abs(after) <= t.warn_level * (1 + 1e-6) + 1e-6)
+        and worst <= t.loss_cap + 1e-9 * scale_loss + 1e-7
+        and es <= t.es_target + 1e-9 * scale_es + 1e-7
+        and hard
+    )
     objective = cost / max(t.budget, 1.0) + elastic_weight * (float(greek_excess.sum()) + loss_excess + es_excess)
-    return HedgeCheck(feasible, cost, outlay, es, worst, greek_excess, loss_excess, es_excess, objective)
+    return HedgeCheck(feasible, cost, outlay, es, worst, greek_excess, loss_excess, es_excess, objective, hard)
+
+
+def _whole_within_hard_rows(c: HedgeCandidates, t: HedgeTargets, x_relaxed: FloatArray) -> FloatArray:
+    """Whole contracts from relaxed quantities: each rounded down within ``[0, max_contracts]`` and the lines
+    under the minimum notional dropped, so the outlay (per contract >= 0) stays within the relaxed one's budget."""
+    x = np.floor(np.clip(x_relaxed, 0.0, c.max_contracts) + 1e-9)
+    x[c.notional * x < t.min_notional * (1 - 1e-9)] = 0.0
+    return x
 
 
 @dataclass
@@ -451,10 +501,17 @@ class _Incumbent:
 
 
 def _kept(
-    c: HedgeCandidates, t: HedgeTargets, best: _Incumbent, elastic: bool, start: float, why: str
+    c: HedgeCandidates,
+    t: HedgeTargets,
+    best: _Incumbent,
+    elastic: bool,
+    start: float,
+    why: str,
+    elastic_weight: float = 1e4,
+    bounded: bool = True,
 ) -> HedgeSolution:
     """The kept hedge as a ``time_limit`` solution, with its gap to the lower bound (hard program) or its binding
-    rows (elastic)."""
+    rows, its violation and (``bounded``: ``best.bound`` is the elastic program's) the bound on it (elastic)."""
     assert best.x is not None and best.check is not None
     chk, bound = best.check, best.bound
     pnl = t.book_pnl + c.scenario_pnl @ best.x
@@ -462,9 +519,27 @@ def _kept(
         binding = [n for n, v in zip(t.greek_names, chk.greek_excess, strict=True) if v > 1e-7]
         binding += ["scenario_loss"] if chk.loss_excess > 1e-9 else []
         binding += ["es_975"] if chk.es_excess > 1e-9 else []
-        message = f"time limit: best partial hedge found ({best.source}, after {best.seconds:.1f} s); {why}"
+        violation = float(chk.greek_excess.sum()) + chk.loss_excess + chk.es_excess
+        # elastic objective = cost / budget (at most outlay / budget <= 1) + weight x violation
+        lower = bound if bounded and math.isfinite(bound) else math.nan
+        floor = max(lower - 1.0, 0.0) / elastic_weight if math.isfinite(lower) else math.nan
+        gap = (
+            (chk.elastic_objective - lower) / max(abs(chk.elastic_objective), 1e-9)
+            if math.isfinite(lower)
+            else math.nan
+        )
+        proven = f"at least {floor:.4g} for any hedge within the budget" if math.isfinite(floor) else "no bound proven"
+        message = (
+            f"time limit: best partial hedge found ({best.source}, after {best.seconds:.1f} s), target rows' "
+            f"excess {violation:.4g} in units of their levels (Greek {float(chk.greek_excess.sum()):.4g}, scenario "
+            f"loss {chk.loss_excess:.4g}, ES {chk.es_excess:.4g}; {proven}), ES {chk.es:,.0f} against "
+            f"{t.es_target:,.0f}, cost {chk.cost:,.2f}, outlay {chk.outlay:,.2f} of {t.budget:,.2f}; {why}"
+        )
         sol = _solution(c, t, best.x, "time_limit", True, tuple(binding), start, message, chk.es, pnl)
-        return replace(sol, first_feasible_seconds=best.first, first_feasible_cpu_seconds=best.first_cpu)
+        return replace(
+            sol, gap=gap, violation=violation, violation_bound=floor, first_feasible_seconds=best.first,
+            first_feasible_cpu_seconds=best.first_cpu,
+        )  # fmt: skip
     gap = (chk.cost - bound) / max(abs(chk.cost), 1e-9) if math.isfinite(bound) else math.nan
     message = (
         f"time limit: best verified hedge ({best.source}, found after {best.seconds:.1f} s), cost {chk.cost:,.2f}, "

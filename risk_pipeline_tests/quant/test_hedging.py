@@ -681,3 +681,160 @@ def test_program_built_from_its_cache_equals_the_program_built_afresh(elastic: b
             np.testing.assert_array_equal(x, y)
         rows += [3 * k, 3 * k + 1]
         cuts.append(_tail_weights(-(es_book + es_h @ np.full(c.n, float(k))), t.es_confidence))
+
+
+# ----------------------------------------------------------------------------------------------
+# the partial hedge: the elastic program against the whole elastic program solved at once
+# ----------------------------------------------------------------------------------------------
+
+ELASTIC_WEIGHT = 1e4
+
+
+def infeasible_program(seed: int, n: int = 30) -> tuple:
+    """``random_program`` with the ES target at 5 % of the book's ES and the budget a tenth of one contract of
+    each line: no hedge meets it, the partial hedge spends the budget."""
+    from dataclasses import replace
+
+    c, t = random_program(seed, n=n)
+    es = tail_es(t.book_pnl[t.es_rows], t.es_confidence)
+    return c, replace(t, es_target=0.05 * es, budget=0.1 * float((c.cost + c.premium).sum()))
+
+
+def whole_elastic_milp(c: object, t: HedgeTargets) -> tuple[float, float]:
+    """The whole elastic program in one ``scipy.optimize.milp``: minimize cost / budget + weight x (the Greek
+    rows' excess over their levels / level + the worst scenario loss over the cap / cap + the ES over its target /
+    target) within the budget, the minimum notional (binaries) and whole contracts; every scenario row, the ES in
+    Rockafellar-Uryasev form. Returns the optimum and its excess (the optimum's violation)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    G, H = np.asarray(c.greeks), c.scenario_pnl
+    n, m_g, n_es = c.n, G.shape[0], t.es_rows.size
+    m = (1 - t.es_confidence) * n_es
+    # variables x (n), z (n), s_g (m_g), s_loss, s_es, a, u (n_es)
+    ix_s, ix_loss, ix_es, ix_a, ix_u = 2 * n, 2 * n + m_g, 2 * n + m_g + 1, 2 * n + m_g + 2, 2 * n + m_g + 3
+    nv = ix_u + n_es
+    rows, lo, hi = [], [], []
+
+    def add(entries: dict[int, float] | np.ndarray, low: float, high: float) -> None:
+        a = np.zeros(nv)
+        if isinstance(entries, dict):
+            for k, v in entries.items():
+                a[k] = v
+        else:
+            a[: entries.size] = entries
+        rows.append(a), lo.append(low), hi.append(high)
+
+    for k in range(m_g):  # -w (1 + s) <= g + G x <= w (1 + s)
+        w = t.warn_level[k]
+        up, down = np.concatenate([G[k], np.zeros(nv - n)]), np.concatenate([G[k], np.zeros(nv - n)])
+        up[ix_s + k], down[ix_s + k] = -w, w
+        add(up, -np.inf, w - t.exposure[k])
+        add(down, -w - t.exposure[k], np.inf)
+    for s in range(H.shape[0]):  # P_s + H_s x >= -cap (1 + s_loss)
+        a = np.concatenate([H[s], np.zeros(nv - n)])
+        a[ix_loss] = t.loss_cap
+        add(a, -t.loss_cap - t.book_pnl[s], np.inf)
+    for i, s in enumerate(t.es_rows):  # u_s >= -(P_s + H_s x) - a
+        a = np.concatenate([H[s], np.zeros(nv - n)])
+        a[ix_a], a[ix_u + i] = 1.0, 1.0
+        add(a, -t.book_pnl[s], np.inf)
+    es_row = np.zeros(nv)
+    es_row[ix_a], es_row[ix_u:], es_row[ix_es] = 1.0, 1.0 / m, -t.es_target
+    add(es_row, -np.inf, t.es_target)  # a + sum u / m <= target (1 + s_es)
+    add(c.premium + c.cost, -np.inf, t.budget)
+    for j in range(n):  # notional x_j >= min z_j, x_j <= U z_j
+        add({j: c.notional[j], n + j: -t.min_notional}, 0.0, np.inf)
+        add({j: 1.0, n + j: -c.max_contracts[j]}, -np.inf, 0.0)
+    objective = np.zeros(nv)
+    objective[:n] = c.cost / max(t.budget, 1.0)
+    objective[ix_s : ix_es + 1] = ELASTIC_WEIGHT
+    lower = np.concatenate([np.zeros(ix_a), [-np.inf], np.zeros(n_es)])
+    upper = np.concatenate([c.max_contracts, np.ones(n), np.full(nv - 2 * n, np.inf)])
+    res = milp(
+        objective, integrality=np.concatenate([np.ones(2 * n), np.zeros(nv - 2 * n)]), bounds=Bounds(lower, upper),
+        constraints=[LinearConstraint(np.array(rows), np.array(lo), np.array(hi))], options={"mip_rel_gap": 1e-9},
+    )  # fmt: skip
+    assert res.status == 0
+    return float(res.fun), float(res.x[ix_s : ix_es + 1].sum())
+
+
+def partial_by_hand(c: object, t: HedgeTargets, x: np.ndarray) -> tuple[bool, float, float]:
+    """Whether ``x`` meets the hard rows (budget, whole contracts within their bounds, minimum notional), its
+    elastic objective and its violation, computed directly (not through the module's checks)."""
+    G = np.asarray(c.greeks)
+    pnl = t.book_pnl + c.scenario_pnl @ x
+    losses = np.sort(-pnl[t.es_rows])[::-1]
+    m = (1 - t.es_confidence) * t.es_rows.size
+    es = (losses[: int(m)].sum() + (m - int(m)) * losses[int(m)]) / m
+    violation = (
+        float(np.sum(np.maximum(np.abs(t.exposure + G @ x) - t.warn_level, 0.0) / t.warn_level))
+        + max(-pnl.min() - t.loss_cap, 0.0) / t.loss_cap
+        + max(es - t.es_target, 0.0) / t.es_target
+    )
+    hard = bool(
+        (c.premium + c.cost) @ x <= t.budget * (1 + 1e-9)
+        and np.all((x == 0) | (c.notional * x >= t.min_notional * (1 - 1e-9)))
+        and np.all((x == np.round(x)) & (x >= 0) & (x <= c.max_contracts))
+    )
+    return hard, float(c.cost @ x) / max(t.budget, 1.0) + ELASTIC_WEIGHT * violation, violation
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_partial_hedge_is_the_whole_elastic_programs_optimum(seed: int) -> None:
+    c, t = infeasible_program(seed)
+    best, best_violation = whole_elastic_milp(c, t)
+    assert best_violation > 0.1  # no hedge meets the targets
+    sol = solve_hedge(c, t, time_limit=120.0, rows_per_round=3, partial_time_limit=120.0)
+    assert sol.status == "partial" and sol.partial
+    hard, objective, violation = partial_by_hand(c, t, sol.quantity)
+    assert hard and np.any(sol.quantity > 0)
+    assert best * (1 - 1e-9) <= objective <= best * (1 + 1e-4) + 1e-9  # optimal to mip_rel_gap
+    assert sol.violation == pytest.approx(violation, rel=1e-9)
+
+
+def test_partial_hedge_stopped_early_meets_the_hard_rows_with_an_honest_bound() -> None:
+    stopped = 0
+    for seed in (0, 1):
+        c, t = infeasible_program(seed, n=60)
+        best, best_violation = whole_elastic_milp(c, t)
+        # no box certified (gap 0), the unrestricted MILP stopped at its first node: the best partial hedge comes back
+        sol = solve_hedge(c, t, time_limit=120.0, mip_rel_gap=0.0, node_limit=1, rows_per_round=3)
+        assert sol.partial and sol.status in ("partial", "time_limit")
+        hard, objective, violation = partial_by_hand(c, t, sol.quantity)
+        assert hard and objective >= best * (1 - 1e-9)
+        assert sol.violation == pytest.approx(violation, rel=1e-9)
+        if sol.status == "time_limit":
+            stopped += 1
+            # the bound: at most the optimum's violation; the gap: the elastic objective's to the bound
+            assert sol.violation_bound <= best_violation * (1 + 1e-9) + 1e-9
+            assert sol.violation >= best_violation - 1.0 / ELASTIC_WEIGHT - 1e-9
+            lower = objective * (1 - sol.gap)
+            assert lower <= best * (1 + 1e-9) + 1e-9
+            assert "best partial hedge found" in sol.message and "in units of their levels" in sol.message
+    assert stopped  # the path is exercised
+
+
+def test_search_for_a_full_hedge_stopped_returns_the_best_partial_hedge_within_the_hard_rows() -> None:
+    # one round: the LP relaxation's hedge rounded down is the only hedge found; the program is feasible, so no
+    # bound on the violation is claimed
+    c, t = random_program(0)
+    sol = solve_hedge(c, t, time_limit=60.0, rows_per_round=3, max_rounds=1)
+    assert sol.status == "time_limit" and sol.partial
+    hard, _, violation = partial_by_hand(c, t, sol.quantity)
+    assert hard and np.any(sol.quantity > 0)
+    assert sol.violation == pytest.approx(violation, rel=1e-9) and math.isnan(sol.violation_bound)
+    assert "no hedge meeting every row found before the time limit" in sol.message
+
+
+def test_relaxed_quantities_rounded_down_stay_within_the_budget_and_the_minimum_notional() -> None:
+    from risk_pipeline.quant.hedging import _whole_within_hard_rows
+
+    c, t = random_program(2)
+    rng = np.random.default_rng(1)
+    per = c.premium + c.cost
+    for _ in range(50):
+        x = rng.uniform(0.0, 60.0, c.n) * (rng.random(c.n) < 0.3)
+        x *= min(1.0, t.budget / float(per @ x))  # a relaxed hedge within the budget
+        whole = _whole_within_hard_rows(c, t, x)
+        assert partial_by_hand(c, t, whole)[0]
+        assert np.all(whole <= x + 1e-9)

@@ -312,9 +312,20 @@ def rationale(book: str, triggers: list[Trigger], lines: pd.DataFrame, before: d
     )
     why = "; ".join(t.kind for t in triggers)
     if sol.partial:
+        stopped = ""
+        if sol.status == "time_limit":  # the best partial hedge found before the time limit, with its bound
+            bound = (
+                f", at least {sol.violation_bound:.4g} for any hedge within the budget"
+                if np.isfinite(sol.violation_bound)
+                else ", no bound proven"
+            )
+            stopped = (
+                f" (the solver stopped at its time limit: target rows' excess {sol.violation:.4g} in units of their "
+                f"levels{bound})"
+            )
         return (
             f"{book}: best partial hedge ({what or 'no trade'}) because {', '.join(sol.binding)} cannot be met "
-            f"within the budget; {change}; triggered by {why}."
+            f"within the budget{stopped}; {change}; triggered by {why}."
         )
     unproven = ""
     if sol.status == "time_limit":  # a verified hedge, but the time limit stopped the proof of optimality
@@ -601,6 +612,8 @@ def recommend_book(
         "lower_bound": finite({"v": sol.lower_bound})["v"],
         "mip_gap": finite({"v": sol.gap})["v"],
         "first_feasible_seconds": finite({"v": sol.first_feasible_seconds})["v"],
+        "violation": finite({"v": sol.violation})["v"],
+        "violation_lower_bound": finite({"v": sol.violation_bound})["v"],
         "lines": [
             {
                 k: (v.isoformat() if isinstance(v, dt.date | pd.Timestamp) else v)
