@@ -33,7 +33,9 @@ solution), the gap of the returned cost to the lower bound proven, and whether t
 here on the candidates' matrices. ``--gamma-levels above`` puts every name's gamma within its level, which makes
 the program feasible (the default, the 99th percentile, leaves names no screened option can fix: a partial
 hedge); ``--compare-solver`` also solves the same candidates with the ``--ref`` ``solve_hedge`` in the new code's
-process, so old and new solvers are compared on one problem at every size.
+process, so old and new solvers are compared on one problem at every size. A partial hedge's line says
+whether it meets the budget, contract bounds and minimum notional (checked here), the ES before and after, and
+its violation and bound (``HedgeSolution.violation``, ``violation_bound``; not in older code).
 """
 
 from __future__ import annotations
@@ -171,6 +173,17 @@ def meets_every_row(h: Any, hc: Any, t: Any, x: np.ndarray) -> bool:
     )
 
 
+def within_hard_rows(hc: Any, t: Any, x: np.ndarray) -> bool:
+    """The hedge against the rows a partial hedge must meet, computed here: the budget, whole contracts within
+    their bounds, the minimum notional."""
+    used = x > 0
+    return bool(
+        (hc.premium + hc.cost) @ x <= t.budget * (1 + 1e-9)
+        and np.all(hc.notional[used] * x[used] >= t.min_notional * (1 - 1e-9))
+        and np.all((x == np.round(x)) & (x >= 0) & (x <= hc.max_contracts))
+    )
+
+
 def child(
     code: str, n_names: int, ref: str, time_limit: float, gamma_levels: str = "q99", compare_solver: bool = False
 ) -> dict[str, Any]:
@@ -297,6 +310,12 @@ def child(
         "lower_bound": getattr(sol, "lower_bound", None),
         "gap": getattr(sol, "gap", None),
         "meets_every_row": bool(chosen.size) and meets_every_row(h, hc, targets, sol.quantity),
+        "within_hard_rows": within_hard_rows(hc, targets, sol.quantity),
+        "violation": getattr(sol, "violation", None),
+        "violation_bound": getattr(sol, "violation_bound", None),
+        "es_after": h.empirical_es((targets.book_pnl + hc.scenario_pnl @ sol.quantity)[es_rows], 0.975),
+        "es_before": es,
+        "es_target": targets.es_target,
     }
     if compare_solver:  # the old solve_hedge on the same candidates, same limit, same process, untraced
         tracemalloc.stop()
@@ -418,6 +437,15 @@ def main() -> None:
                 + (f"; gap to the lower bound {sv['gap']:.3%}" if sv["gap"] == sv["gap"] and sv["gap"] else "")
                 + f"; meets every row (checked here): {'yes' if sv['meets_every_row'] else 'no'}"
             )
+            if sv["partial"]:
+                viol, vb = sv.get("violation"), sv.get("violation_bound")
+                print(
+                    f"  partial hedge: {len(r['chosen'])} lines, within the budget, bounds and minimum notional "
+                    f"(checked here): {'yes' if sv['within_hard_rows'] else 'no'}; ES {sv['es_before']:,.0f} -> "
+                    f"{sv['es_after']:,.0f} (target {sv['es_target']:,.0f}); target rows' excess "
+                    + (f"{viol:.4g}" if viol is not None and viol == viol else "-")
+                    + (f", bound {vb:.4g}" if vb is not None and vb == vb else ", no bound")
+                )
             if "old" in sv:
                 o = sv["old"]
                 print(
