@@ -312,21 +312,17 @@ def rationale(book: str, triggers: list[Trigger], lines: pd.DataFrame, before: d
     )
     why = "; ".join(t.kind for t in triggers)
     if sol.partial:
-        stopped = ""
-        if sol.status == "time_limit":  # the best partial hedge found before the time limit, with its bound
-            bound = (
-                f", at least {sol.violation_bound:.4g} for any hedge within the budget"
+        reason = f"{', '.join(sol.binding)} cannot be met within the budget"
+        if sol.status == "time_limit" and np.isfinite(sol.violation):  # the best partial hedge found, its bound
+            excess = f"target rows' excess {sol.violation:.4g} in units of their levels"
+            reason = (
+                f"{reason} (the solver stopped at its time limit: {excess}, at least {sol.violation_bound:.4g} for "
+                "any hedge within the budget)"
                 if np.isfinite(sol.violation_bound)
-                else ", no bound proven"
+                else f"no hedge meeting {', '.join(sol.binding)} was found before the time limit ({excess}, no bound "
+                "proven)"
             )
-            stopped = (
-                f" (the solver stopped at its time limit: target rows' excess {sol.violation:.4g} in units of their "
-                f"levels{bound})"
-            )
-        return (
-            f"{book}: best partial hedge ({what or 'no trade'}) because {', '.join(sol.binding)} cannot be met "
-            f"within the budget{stopped}; {change}; triggered by {why}."
-        )
+        return f"{book}: best partial hedge ({what or 'no trade'}) because {reason}; {change}; triggered by {why}."
     unproven = ""
     if sol.status == "time_limit":  # a verified hedge, but the time limit stopped the proof of optimality
         bound = (
