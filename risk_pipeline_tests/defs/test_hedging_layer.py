@@ -373,3 +373,21 @@ def test_future_and_etf_positions_are_valued_at_their_own_quotes(run: Run) -> No
     missing = positions.assign(symbol=["SYNXU9", "SYNXS"])
     with pytest.raises(Exception, match="fut-1"):
         value_positions(wh, session, as_of, positions=missing)
+
+
+def test_rationale_of_a_partial_hedge_stopped_at_the_time_limit_gives_its_excess_and_bound() -> None:
+    from risk_pipeline.defs.hedging.assets import rationale
+    from risk_pipeline.quant.hedging import Trigger, check_hedge, solve_hedge
+    from risk_pipeline_tests.quant.test_hedging import infeasible_program
+
+    c, t = infeasible_program(0, n=60)
+    # stopped at the MILP's first node: the best partial hedge, its excess and the bound
+    sol = solve_hedge(c, t, time_limit=120.0, mip_rel_gap=0.0, node_limit=1, rows_per_round=3)
+    assert sol.status == "time_limit" and sol.partial and np.isfinite(sol.violation_bound)
+    chk = check_hedge(c, t, sol.quantity)
+    assert sol.violation == pytest.approx(float(chk.greek_excess.sum()) + chk.loss_excess + chk.es_excess)
+    metrics = {"es_975_5d": 1.0, "worst_stress_loss": 1.0, "vega_per_vol_point": 0.0, "dollar_delta": 0.0}
+    lines = pd.DataFrame({"side": [1], "quantity": [2.0], "label": ["X"]})
+    text = rationale("b", [Trigger("limit_breach", "", 1.0, 1.0, "HIGH")], lines, metrics, metrics, sol)
+    assert text.startswith(f"b: best partial hedge (buy 2 X) because {', '.join(sol.binding)} cannot be met")
+    assert f"excess {sol.violation:.4g} in units of their levels, at least {sol.violation_bound:.4g}" in text
