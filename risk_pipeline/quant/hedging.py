@@ -280,7 +280,7 @@ def solve_hedge(
     prog_cache: dict[Any, Any] = {}  # the rows that do not change from round to round
     scale_loss, scale_es = max(t.loss_cap, 1.0), max(t.es_target, 1.0)
     tol_loss, tol_es = 1e-9 * scale_loss + 1e-7, 1e-9 * scale_es + 1e-7
-    # the best partial hedge (elastic objective, within the hard rows) from both phases; the elastic phase's own
+    # the best partial hedge (elastic objective, within the hard rows) of either phase: the elastic phase's best
     partial = _Incumbent()
 
     def keep(kept: _Incumbent, x: FloatArray, score: float, chk: HedgeCheck, source: str) -> None:
