@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -127,10 +128,14 @@ class HistoryKernelWarmup:
             self._started = True
             if os.environ.get("NUMBA_DISABLE_JIT") == "1" or cached_on_disk(history_kernels()):
                 return False
+            # the processes import this very package (not another install of it): its folder first on their path
+            root = str(Path(__file__).resolve().parent.parent)
+            path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+            env = {**os.environ, "PYTHONPATH": path}
             for command in self.commands:
                 self._processes.append(
                     subprocess.Popen(
-                        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+                        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
                     )
                 )
             return True

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import dagster as dg
@@ -117,3 +118,18 @@ def test_market_data_resource_starts_the_warmup_for_history_runs(
     context = SimpleNamespace(run=SimpleNamespace(job_name=job_name, asset_selection=keys))
     MarketDataResource().setup_for_execution(context)  # type: ignore[arg-type]
     assert recorder.started == started
+
+
+def test_processes_import_this_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The processes are started with this package's folder first on their path, from any working folder."""
+    monkeypatch.setattr(kernel_warmup, "cached_on_disk", lambda kernels: False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    expected = str(Path(kernel_warmup.__file__).resolve())
+    check = (
+        "import pathlib, sys; import risk_pipeline.kernel_warmup as k; "
+        f"sys.exit(str(pathlib.Path(k.__file__).resolve()) != {expected!r})"
+    )
+    warmup = HistoryKernelWarmup([[sys.executable, "-c", check]])
+    assert warmup.start()
+    assert warmup.wait().startswith("kernels compiled in 1 separate processes")
