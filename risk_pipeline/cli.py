@@ -108,6 +108,12 @@ def _run_job(
     seconds."""
     import dagster as dg
 
+    if job_name == "price_history_job":
+        # a first run's history kernels compile in a separate process while the run is created and its first
+        # steps run (the resource would start it only once the run exists)
+        from risk_pipeline.kernel_warmup import HISTORY_WARMUP
+
+        HISTORY_WARMUP.start()
     instance = dg.DagsterInstance.get()
     tags = {}
     if start and end:

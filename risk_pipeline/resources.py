@@ -61,6 +61,10 @@ class WarehouseResource(dg.ConfigurableResource):
         return Warehouse(self.url)
 
 
+#: The assets of ``price_history_job``.
+HISTORY_ASSETS = frozenset({"market_prices", "rates_curve", "dividend_yields", "atm_vol_history", "smile_history"})
+
+
 class MarketDataResource(dg.ConfigurableResource):
     """Chooses the market data source and holds the data-quality thresholds."""
 
@@ -87,6 +91,21 @@ class MarketDataResource(dg.ConfigurableResource):
     underlying_close_window_minutes: float = 60.0
 
     _source: MarketDataSource | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """At the start of a ``price_history_job`` run (or a run of some of its assets with ``atm_vol_history``)
+        with its steps in this process, start compiling the history's numba kernels in a separate process
+        (``kernel_warmup``; nothing if they are cached already), so a first run's compilation overlaps the steps
+        before ``atm_vol_history``."""
+        run = context.run
+        if run is None or os.environ.get("RISK_PIPELINE_EXECUTOR", "in_process") == "multiprocess":
+            return
+        selection = {key.to_user_string() for key in run.asset_selection or ()}
+        history = run.job_name == "price_history_job" and not selection
+        if history or ("atm_vol_history" in selection and selection <= HISTORY_ASSETS):
+            from risk_pipeline.kernel_warmup import HISTORY_WARMUP
+
+            HISTORY_WARMUP.start()
 
     def get_source(self) -> MarketDataSource:
         """The configured source, built once per resource instance."""

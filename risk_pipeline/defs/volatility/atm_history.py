@@ -26,6 +26,7 @@ from risk_pipeline.defs.common import (
     table_definition_metadata,
     write_quarantine,
 )
+from risk_pipeline.kernel_warmup import HISTORY_WARMUP
 from risk_pipeline.quality import ValidationContext, ValidationReport, combine_reports, validate
 from risk_pipeline.quant.atm_vol import atm_quote_picks, constant_maturity_vol, expiry_atm_vols
 from risk_pipeline.quant.chain import MODEL_AMERICAN, MODEL_EUROPEAN, chain_implied_vols
@@ -415,6 +416,11 @@ def atm_vol_history(
     span = {"as_of_date": Between(sessions[0], sessions[-1])}
     curve_by_day = dict(tuple(wh.read("rates_curve", span).groupby("as_of_date")))
     div_by_day = dict(tuple(wh.read("dividend_yields", span).groupby("as_of_date")))
+    # a first run's kernels, compiled in a separate process since the run started (MarketDataResource): wait
+    # for it and load them from numba's cache instead of compiling them a second time here
+    warmup = HISTORY_WARMUP.wait()
+    if warmup:
+        context.log.info(warmup)
     for session in sessions:
         if session not in curve_by_day or session not in div_by_day:
             if source.option_quotes(session).empty:

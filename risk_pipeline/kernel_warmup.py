@@ -1,0 +1,168 @@
+"""Cold numba compilation of the price history's kernels in separate processes, beside the run's first steps.
+
+A first run (empty numba cache) compiles the kernels ``atm_vol_history`` uses on first call, inside that step:
+about 11 s of CPU on this 2-core machine, most of it numba's own passes in Python, which hold the GIL, so a
+thread would not overlap them with the run's other Python. ``HistoryKernelWarmup.start`` instead starts
+``python -m risk_pipeline.kernel_warmup GROUP`` for each of the two ``GROUPS`` (one process without a group on
+a single core), which calls those kernels on a few made-up quotes (``compile_history_kernels``: the same
+argument types as the pipeline's calls) and so writes their machine code to the on-disk cache
+(``quant._numba``: every kernel is ``cache=True``); ``wait`` blocks until they have ended, so the step then
+loads the cached code instead of compiling it a second time. ``risk-pipeline`` starts them with the
+``price_history_job`` run (``cli._run_job``), any other launch when the run's resources are set up
+(``MarketDataResource``); they run while the steps before ``atm_vol_history`` do.
+
+Nothing changes numerically: the step runs the machine code numba compiled for the same function and argument
+types, loaded from the cache as in every warm run. Nothing is started when every kernel is already on disk;
+if a process fails, the step compiles what is missing itself, as before.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def history_kernels() -> list[Any]:
+    """The numba dispatchers the price history's steps call (``compile_history_kernels`` compiles each)."""
+    from risk_pipeline.quant import american, american_alo, bsm, implied_vol
+
+    return [
+        bsm._greeks_kernel,
+        bsm._price_kernel,
+        american_alo.boundary_kernel,
+        american_alo.premium_kernel,
+        american_alo.deterministic_kernel,
+        american.american_bs2002_prices,
+        implied_vol._norm_kernel,
+        implied_vol._european_kernel,
+        implied_vol._vega_kernel,
+    ]
+
+
+#: ``compile_history_kernels``'s groups: kernels of each group are compiled by one process, the groups in parallel
+#: (no kernel or inner helper is compiled by both).
+GROUPS = ("exact American prices", "implied vols")
+
+
+def _quotes() -> tuple[np.ndarray, ...]:
+    """Spot, strike, time, vol, rate, dividend yield and call flag of a few made-up options: calls without
+    dividends (early exercise never optimal), zero volatility and ordinary ones."""
+    strike = np.array([80.0, 90.0, 95.0, 100.0, 105.0, 110.0, 120.0, 100.0, 100.0, 100.0])
+    n = strike.size
+    t = np.array([0.02, 0.05, 0.08, 0.1, 0.1, 0.15, 0.25, 0.1, 0.1, 0.1])
+    vol = np.array([0.3, 0.25, 0.22, 0.2, 0.2, 0.21, 0.24, 0.0, 0.2, 2.5])
+    div = np.array([0.02, 0.0, 0.01, 0.02, 0.0, 0.02, 0.03, 0.02, 0.0, 0.02])
+    call = np.array([True, False, True, False, True, False, True, False, True, False])
+    return np.full(n, 100.0), strike, t, vol, np.full(n, 0.04), div, call
+
+
+def compile_history_kernels(group: int | None = None) -> None:
+    """Call every kernel of ``history_kernels`` with the argument types ``atm_vol_history`` gives them, or
+    those of one of ``GROUPS``: 0, the synthetic source's exact American prices (``american_price``); 1, the
+    implied vols' own kernels (the European inversion, BS2002 prices, the American search's vega), which
+    ``american_quote_status`` and ``chain_implied_vols`` of American and European quotes then use with
+    group 0's."""
+    from risk_pipeline.quant import implied_vol
+    from risk_pipeline.quant.american import american_price
+    from risk_pipeline.quant.chain import chain_implied_vols
+    from risk_pipeline.quant.implied_vol import american_quote_status
+
+    spot, strike, t, vol, rate, div, call = _quotes()
+    n = strike.size
+    if group in (None, 0):
+        american = american_price(spot, strike, t, vol, rate, div, call)
+    if group == 1:
+        price = american_price(spot, strike, t, vol, rate, div, call, method="bs2002")
+        bid, ask = price * 0.99 - 0.01, price * 1.01 + 0.01
+        chain_implied_vols(bid, ask, spot, strike, t, rate, div, call, np.zeros(n, dtype=bool))
+        arrays = [np.array(v, dtype=float) for v in (price, spot, t, div, strike, vol)]
+        implied_vol._vega_kernel(*arrays, 0, n)
+    if group is None:
+        bid, ask = american * 0.99 - 0.01, american * 1.01 + 0.01
+        american_quote_status(bid, ask, spot, strike, t, rate, div, call)
+        for is_american in (True, False):
+            chain_implied_vols(bid, ask, spot, strike, t, rate, div, call, np.full(n, is_american))
+
+
+def cached_on_disk(kernels: list[Any]) -> bool:
+    """Every kernel has an index in numba's on-disk cache (compiled before for some argument types)."""
+    try:
+        return all(os.path.exists(k._cache._cache_file._index_path) for k in kernels)
+    except AttributeError:
+        return False
+
+
+def warmup_commands() -> list[list[str]]:
+    """One ``python -m risk_pipeline.kernel_warmup GROUP`` per group of ``GROUPS`` (one process for all of them
+    on a single core)."""
+    base = [sys.executable, "-m", "risk_pipeline.kernel_warmup"]
+    if (os.cpu_count() or 1) < 2:
+        return [base]
+    return [[*base, str(group)] for group in range(len(GROUPS))]
+
+
+class HistoryKernelWarmup:
+    """The processes of ``commands`` (``warmup_commands()`` by default) started at most once per process
+    (``start``) and waited for (``wait``)."""
+
+    def __init__(self, commands: Sequence[Sequence[str]] | None = None) -> None:
+        self.commands = [list(c) for c in commands] if commands is not None else warmup_commands()
+        self._lock = threading.Lock()
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._started = False
+
+    def start(self) -> bool:
+        """Start compiling the history's kernels in separate processes, unless this process started them before
+        or every kernel is on disk already; whether they were started."""
+        with self._lock:
+            if self._started:
+                return False
+            self._started = True
+            if os.environ.get("NUMBA_DISABLE_JIT") == "1" or cached_on_disk(history_kernels()):
+                return False
+            # the processes import this very package (not another install of it): its folder first on their path
+            root = str(Path(__file__).resolve().parent.parent)
+            path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+            env = {**os.environ, "PYTHONPATH": path}
+            for command in self.commands:
+                self._processes.append(
+                    subprocess.Popen(
+                        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+                    )
+                )
+            return True
+
+    def wait(self) -> str:
+        """Block until the processes ``start`` started have ended; what happened, once ("" if none was started
+        or it was reported before)."""
+        with self._lock:
+            processes, self._processes = self._processes, []
+            if not processes:
+                return ""
+            began = time.perf_counter()
+            stderr = [p.communicate()[1] for p in processes]
+            errors = [(p.returncode, err) for p, err in zip(processes, stderr, strict=True)]
+            waited = f"waited {time.perf_counter() - began:.1f} s for them"
+            failed = [(code, err) for code, err in errors if code != 0]
+            if failed:
+                code, err = failed[0]
+                tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+                return f"kernel warm-up failed (exit {code}: {tail[0]}; {waited}): compiling here"
+            return f"kernels compiled in {len(processes)} separate processes ({waited})"
+
+
+#: One warm-up per process: the steps of a run share it.
+HISTORY_WARMUP = HistoryKernelWarmup()
+
+
+if __name__ == "__main__":
+    compile_history_kernels(int(sys.argv[1]) if len(sys.argv) > 1 else None)
+    sys.exit(0)

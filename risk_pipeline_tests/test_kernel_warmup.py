@@ -1,0 +1,135 @@
+"""The history's kernel warm-up: it compiles the argument types the history's steps use, its processes are
+started once (for history runs only), waited for and a failure reported."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from risk_pipeline import kernel_warmup
+from risk_pipeline.defs.volatility.atm_history import AtmVolSettings, history_implied_vols, sessions_bracketing_mask
+from risk_pipeline.kernel_warmup import (
+    GROUPS,
+    HistoryKernelWarmup,
+    compile_history_kernels,
+    history_kernels,
+    warmup_commands,
+)
+from risk_pipeline.resources import MarketDataResource
+from risk_pipeline.sources.synthetic import SyntheticSource
+
+
+def test_groups_compile_every_history_kernel() -> None:
+    """The groups the processes compile cover ``history_kernels``."""
+    for group in range(len(GROUPS)):
+        compile_history_kernels(group)
+    assert all(k.signatures for k in history_kernels())
+    commands = warmup_commands()
+    assert len(commands) in (1, len(GROUPS))
+
+
+def test_warmup_compiles_every_signature_of_the_history_path() -> None:
+    """After ``compile_history_kernels``, building, pricing and inverting two sessions' quotes as
+    ``atm_vol_history`` does compiles nothing new (each kernel already has the argument types it is given)."""
+    compile_history_kernels()
+    kernels = history_kernels()
+    before = {k: set(k.signatures) for k in kernels}
+    assert all(before.values())
+    source = SyntheticSource(seed=11, n_underlyings=6)
+    sessions = [dt.date(2024, 12, 23), dt.date(2024, 12, 24)]
+    curve = dict(tuple(source.rates_curve(sessions[0], sessions[-1]).groupby("as_of_date")))
+    dividends = dict(tuple(source.dividend_yields(sessions[0], sessions[-1]).groupby("as_of_date")))
+    select = functools.partial(
+        sessions_bracketing_mask, curve_by_day=curve, div_by_day=dividends, settings=AtmVolSettings()
+    )
+    quotes = source.option_quotes_where_many(sessions, select)
+    assert (quotes["exercise_style"] == "american").any() and (quotes["exercise_style"] == "european").any()
+    iv = history_implied_vols(quotes, curve, dividends, atm_only=True)
+    assert iv["implied_vol"].notna().any()
+    assert {k: set(k.signatures) for k in kernels} == before
+
+
+def test_process_started_once_and_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernel_warmup, "cached_on_disk", lambda kernels: False)
+    warmup = HistoryKernelWarmup([[sys.executable, "-c", "pass"], [sys.executable, "-c", "pass"]])
+    assert warmup.start()
+    assert not warmup.start()
+    assert warmup.wait().startswith("kernels compiled in 2 separate processes")
+    assert warmup.wait() == ""
+
+
+def test_failed_process_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernel_warmup, "cached_on_disk", lambda kernels: False)
+    fail = [sys.executable, "-c", "raise SystemExit('no compiler here')"]
+    warmup = HistoryKernelWarmup([[sys.executable, "-c", "pass"], fail])
+    assert warmup.start()
+    message = warmup.wait()
+    assert message.startswith("kernel warm-up failed (exit 1: no compiler here")
+    assert message.endswith("compiling here")
+
+
+def test_nothing_started_when_the_kernels_are_on_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernel_warmup, "cached_on_disk", lambda kernels: True)
+    warmup = HistoryKernelWarmup([[sys.executable, "-c", "raise SystemExit(1)"]])
+    assert not warmup.start()
+    assert warmup.wait() == ""
+
+
+def test_cached_on_disk_reads_numba_index() -> None:
+    compile_history_kernels()
+    assert kernel_warmup.cached_on_disk(history_kernels())
+    assert not kernel_warmup.cached_on_disk([pd.DataFrame])
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.started = 0
+
+    def start(self) -> bool:
+        self.started += 1
+        return True
+
+
+@pytest.mark.parametrize(
+    ("job_name", "selection", "executor", "started"),
+    [
+        ("price_history_job", None, "in_process", 1),
+        ("price_history_job", None, "multiprocess", 0),
+        ("end_of_day_job", None, "in_process", 0),
+        ("__ASSET_JOB", ["atm_vol_history", "rates_curve"], "in_process", 1),
+        ("__ASSET_JOB", ["atm_vol_history", "implied_vols"], "in_process", 0),
+        ("__ASSET_JOB", ["smile_history"], "in_process", 0),
+    ],
+)
+def test_market_data_resource_starts_the_warmup_for_history_runs(
+    monkeypatch: pytest.MonkeyPatch, job_name: str, selection: list[str] | None, executor: str, started: int
+) -> None:
+    recorder = _Recorder()
+    monkeypatch.setattr(kernel_warmup, "HISTORY_WARMUP", recorder)
+    monkeypatch.setenv("RISK_PIPELINE_EXECUTOR", executor)
+    keys = frozenset(dg.AssetKey(k) for k in selection) if selection is not None else None
+    context = SimpleNamespace(run=SimpleNamespace(job_name=job_name, asset_selection=keys))
+    MarketDataResource().setup_for_execution(context)  # type: ignore[arg-type]
+    assert recorder.started == started
+
+
+def test_processes_import_this_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The processes are started with this package's folder first on their path, from any working folder."""
+    monkeypatch.setattr(kernel_warmup, "cached_on_disk", lambda kernels: False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    expected = str(Path(kernel_warmup.__file__).resolve())
+    check = (
+        "import pathlib, sys; import risk_pipeline.kernel_warmup as k; "
+        f"sys.exit(str(pathlib.Path(k.__file__).resolve()) != {expected!r})"
+    )
+    warmup = HistoryKernelWarmup([[sys.executable, "-c", check]])
+    assert warmup.start()
+    assert warmup.wait().startswith("kernels compiled in 1 separate processes")
