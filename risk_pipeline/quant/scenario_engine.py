@@ -83,6 +83,7 @@ from risk_pipeline.quant.american_alo import (
     GRID_TABLES,
     NEWTON_STEP_TOL,
     american_points,
+    distinct_rows,
     exercise_limit,
     exercise_limits,
     premiums,
@@ -1971,11 +1972,9 @@ def _exact_where_nan(book: PreparedBook, inp: _ChunkInputs, values: FloatArray) 
         m, j, i, spot, sig, dr, dd = (a[~alone] for a in (m, j, i, spot, sig, dr, dd))
         if not m.size:
             return
-        # price each distinct (option, spot, vol, rate, yield) once: an option no scenario moves costs one price
-        _, first, inverse = np.unique(
-            np.stack([m.astype(np.float64), spot, sig, dr, dd], axis=1), axis=0, return_index=True, return_inverse=True
-        )
-        f = first
+        # price each distinct (option, spot, vol, rate, yield) once: an option no scenario moves costs one price (rows
+        # equal in their bits share a price, grouped by a hash of the bits instead of a lexicographic sort of the rows)
+        f, inverse = distinct_rows(m.astype(np.float64), spot, sig, dr, dd)
         prices = american_price(
             spot[f],
             book.strike[i[f]],
@@ -1985,7 +1984,7 @@ def _exact_where_nan(book: PreparedBook, inp: _ChunkInputs, values: FloatArray) 
             book.div[i[f]] + dd[f],
             book.call[i[f]],
         )
-        values[m, j] = prices[inverse.reshape(-1)]
+        values[m, j] = prices[inverse]
 
 
 def default_chunk_size(book: PreparedBook, sc: ScenarioSet) -> int:
