@@ -83,6 +83,7 @@ from risk_pipeline.quant.american_alo import (
     GRID_TABLES,
     NEWTON_STEP_TOL,
     american_points,
+    distinct_rows,
     exercise_limit,
     exercise_limits,
     premiums,
@@ -1737,9 +1738,10 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
     y_nodes = y_lo[:, None] + (y_hi - y_lo)[:, None] * np.linspace(0.0, 1.0, nu)[None, :]
     fit = np.flatnonzero(mode == 1)
 
-    def spline(ls_node: FloatArray, bnd_v: FloatArray, r_v: FloatArray, q_v: FloatArray) -> FloatArray:
+    def spline(ls_node: FloatArray, bnd_v: FloatArray, r_v: FloatArray, q_v: FloatArray, out: FloatArray) -> FloatArray:
         """Premium spline coefficients ``[a, vol cell, y cell, vol power, y power]`` of the grid at rates ``r_v``,
-        ``q_v`` (zero outside mode 1)."""
+        ``q_v`` (zero outside mode 1), written into ``out`` (the einsum's own products, copied into ``out`` instead
+        of a new array in the einsum's internal layout: no strided copy of it afterwards)."""
         vals = np.zeros((na, nv, nu))
         if fit.size:
             consts = {**_time_constants(t, book.strike[am], r_v, q_v), "rate": r_v, "div": q_v}
@@ -1751,40 +1753,38 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
                 bnd_v[fit],
                 *(np.ascontiguousarray((consts[f] if f in consts else getattr(book, f)[am])[fit]) for f in cols),
             )
-        return np.einsum("lmv,kin,avn->amilk", _spline_map(nv), _spline_map(nu), vals, optimize=True)
+        return np.einsum("lmv,kin,avn->amilk", _spline_map(nv), _spline_map(nu), vals, optimize=True, out=out)
 
     def boundary(ratio_v: FloatArray) -> FloatArray:
         """ln(S*/K) along vol: cubic spline through the vol nodes (modes 0 and 2 never read it)."""
         lratio = np.log(np.where(mode[:, None] == 1, ratio_v, 1.0))
         return np.einsum("kin,an->aik", _spline_map(nv), lratio, optimize=True)
 
-    coef = spline(ls_star, bnd, book.rate[am], book.div[am])  # the book's own time constants, bit for bit
-    bcoef = boundary(ratio)
     # contiguous, as the split books' grids are (``einsum`` may return a strided view): one compiled signature
     # of ``_american_grid_values`` instead of two
-    coef, bcoef = np.ascontiguousarray(coef), np.ascontiguousarray(bcoef)
+    coef_shape = (na, nv - 1, nu - 1, 4, 4)
+    coef = spline(ls_star, bnd, book.rate[am], book.div[am], np.empty(coef_shape))  # the book's own time constants
+    bcoef = np.ascontiguousarray(boundary(ratio))
     dcoef = np.zeros((0, 4, *coef.shape[1:]))
     dbcoef = np.zeros((0, 4, *bcoef.shape[1:]))
     if shifted:
         # f(x) = f + x D1 + x^2 D2, x = shift / h: D1 = (f+ - f-) / 2, D2 = (f+ + f- - 2 f) / 2 (quadratic through the
         # three grids; zero where a factor does not move)
-        dcoef = np.zeros((na, 4, *coef.shape[1:]))
+        dcoef = np.empty((na, 4, *coef.shape[1:]))  # every row written below
         dbcoef = np.zeros((na, 4, *bcoef.shape[1:]))
+        c_m = np.empty(coef_shape)
         for k in (0, 1):
             (_, _, r_p, q_p, ratio_p, bnd_p), (_, _, r_m, q_m, ratio_m, bnd_m) = variants[2 * k : 2 * k + 2]
             on = steps[:, k] != 0.0
-            # the same operations made in their rows of dcoef (f+ held there while f- is fitted: no other array of the
-            # coefficients' size), then zero where the factor does not move
+            # the same operations made in their rows of dcoef (f+ fitted into the first while f- is fitted into c_m:
+            # one other array of the coefficients' size), then zero where the factor does not move
             d1, d2 = dcoef[:, 2 * k], dcoef[:, 2 * k + 1]
-            c_p = spline(ls_all[2 * k + 1], bnd_p, r_p, q_p)
-            d1[...] = c_p
-            d2[...] = c_p
-            del c_p
-            c_m = spline(ls_all[2 * k + 2], bnd_m, r_m, q_m)
+            spline(ls_all[2 * k + 1], bnd_p, r_p, q_p, d1)
+            d2[...] = d1
+            spline(ls_all[2 * k + 2], bnd_m, r_m, q_m, c_m)
             np.multiply(np.add(d2, c_m, out=d2), 0.5, out=d2)
             np.subtract(d2, coef, out=d2)
             np.multiply(np.subtract(d1, c_m, out=d1), 0.5, out=d1)
-            del c_m
             d1[~on] = 0.0
             d2[~on] = 0.0
             b_p, b_m = boundary(ratio_p), boundary(ratio_m)
@@ -1972,11 +1972,9 @@ def _exact_where_nan(book: PreparedBook, inp: _ChunkInputs, values: FloatArray) 
         m, j, i, spot, sig, dr, dd = (a[~alone] for a in (m, j, i, spot, sig, dr, dd))
         if not m.size:
             return
-        # price each distinct (option, spot, vol, rate, yield) once: an option no scenario moves costs one price
-        _, first, inverse = np.unique(
-            np.stack([m.astype(np.float64), spot, sig, dr, dd], axis=1), axis=0, return_index=True, return_inverse=True
-        )
-        f = first
+        # price each distinct (option, spot, vol, rate, yield) once: an option no scenario moves costs one price (rows
+        # equal in their bits share a price, grouped by a hash of the bits instead of a lexicographic sort of the rows)
+        f, inverse = distinct_rows(m.astype(np.float64), spot, sig, dr, dd)
         prices = american_price(
             spot[f],
             book.strike[i[f]],
@@ -1986,7 +1984,7 @@ def _exact_where_nan(book: PreparedBook, inp: _ChunkInputs, values: FloatArray) 
             book.div[i[f]] + dd[f],
             book.call[i[f]],
         )
-        values[m, j] = prices[inverse.reshape(-1)]
+        values[m, j] = prices[inverse]
 
 
 def default_chunk_size(book: PreparedBook, sc: ScenarioSet) -> int:
