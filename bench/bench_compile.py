@@ -16,7 +16,10 @@ engine and with the early-exercise grid) twice, each time in a fresh subprocess:
 the scenario engine's ``bs2002`` kernel. ``--demo`` instead runs ``risk-pipeline demo`` in a subprocess
 from a clean state (a temporary DAGSTER_HOME, warehouse, exports folder and numba cache) and prints its
 wall time, its CPU time (with the processes it waited for), the compile time (wall and CPU) of the demo
-process (spawned worker processes not counted), the garbage collector's time inside the compilations and in the
+process (spawned processes not counted: a first run's history kernels compile in the kernel warm-up processes
+of ``risk_pipeline.kernel_warmup``, so the CPU of the demo's child processes, the warm-up and any worker pools,
+is printed beside; ``--no-warmup`` sets ``RISK_PIPELINE_KERNEL_WARMUP=0``, so the history's kernels compile in
+the demo process and are counted), the garbage collector's time inside the compilations and in the
 whole process, the demo process's peak resident memory and the kernels that took longest on their own. The load
 average and a calibration (``bench_pipeline.py``'s sort) are printed with every figure: on a shared machine
 only figures taken at the same load compare (run two versions side by side).
@@ -427,6 +430,7 @@ def demo_child() -> int:
     began = time.perf_counter()
     code = cli.main(["demo"])
     stats["wall_s"] = time.perf_counter() - began
+    stats["children_cpu_s"] = _children_cpu_s()  # the kernel warm-up processes and any worker pools
     if path:
         import pickle
 
@@ -544,7 +548,7 @@ def bench_workload(all_methods: bool, top: int) -> None:
         print(f"done, {_load()}")
 
 
-def bench_demo(top: int, signatures: str | None = None) -> None:
+def bench_demo(top: int, signatures: str | None = None, warmup: bool = True) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_demo_") as tmp:
         home = Path(tmp) / "dagster_home"
         home.mkdir()
@@ -555,6 +559,7 @@ def bench_demo(top: int, signatures: str | None = None) -> None:
             RISK_PIPELINE_EXPORTS=str(Path(tmp) / "exports"),
             NUMBA_CACHE_DIR=str(Path(tmp) / "numba"),
             **extra,
+            **({} if warmup else {"RISK_PIPELINE_KERNEL_WARMUP": "0"}),
         )
         print(f"risk-pipeline demo from a clean state, {_load()}")
         stats, took, out = _run(["--demo-child"], env)
@@ -568,6 +573,10 @@ def bench_demo(top: int, signatures: str | None = None) -> None:
             f"inside it {stats['gc_in_compile_s']:.1f} s, in the whole process {stats['gc_total_s']:.1f} s) in "
             f"{stats['compilations']} compilations, peak RSS {stats['peak_rss_mib']:.0f} MiB, {_load()}"
         )
+        print(
+            f"  the demo's child processes (kernel warm-up{'' if warmup else ' off'}, worker pools): "
+            f"{stats.get('children_cpu_s', 0.0):.1f} CPU s, their compilations not counted above"
+        )
         print("  longest on their own:")
         _print_own(stats, top)
 
@@ -576,6 +585,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--all-methods", action="store_true", help="also the Bjerksund-Stensland methods")
     parser.add_argument("--demo", action="store_true", help="time risk-pipeline demo from a clean state")
+    parser.add_argument(
+        "--no-warmup", action="store_true", help="--demo with RISK_PIPELINE_KERNEL_WARMUP=0 (every compile counted)"
+    )
     parser.add_argument("--top", type=int, default=10, help="kernels listed by own compile time")
     parser.add_argument("--warm", type=int, metavar="REPEAT", help="warm kernel timings in process (best of REPEAT)")
     parser.add_argument("--dump", metavar="NPZ", help="write the outputs of the public API to NPZ (in process)")
@@ -607,7 +619,7 @@ def main() -> None:
     elif args.replay:
         bench_replay(args.replay, args.top)
     elif args.demo:
-        bench_demo(args.top, args.signatures)
+        bench_demo(args.top, args.signatures, warmup=not args.no_warmup)
     else:
         bench_workload(args.all_methods, args.top)
 

@@ -126,7 +126,9 @@ class HistoryKernelWarmup:
             if self._started:
                 return False
             self._started = True
-            if os.environ.get("NUMBA_DISABLE_JIT") == "1" or cached_on_disk(history_kernels()):
+            if os.environ.get("RISK_PIPELINE_KERNEL_WARMUP", "1") == "0" or os.environ.get("NUMBA_DISABLE_JIT") == "1":
+                return False
+            if cached_on_disk(history_kernels()):
                 return False
             # the processes import this very package (not another install of it): its folder first on their path
             root = str(Path(__file__).resolve().parent.parent)
