@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -109,6 +110,12 @@ def warmup_commands() -> list[list[str]]:
     return [[*base, str(group)] for group in range(len(GROUPS))]
 
 
+def _reap(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Wait for ``processes`` (their exit status is kept for ``HistoryKernelWarmup.wait``)."""
+    for process in processes:
+        process.wait()
+
+
 class HistoryKernelWarmup:
     """The processes of ``commands`` (``warmup_commands()`` by default) started at most once per process
     (``start``) and waited for (``wait``)."""
@@ -116,7 +123,7 @@ class HistoryKernelWarmup:
     def __init__(self, commands: Sequence[Sequence[str]] | None = None) -> None:
         self.commands = [list(c) for c in commands] if commands is not None else warmup_commands()
         self._lock = threading.Lock()
-        self._processes: list[subprocess.Popen[bytes]] = []
+        self._processes: list[tuple[subprocess.Popen[bytes], Any]] = []
         self._started = False
 
     def start(self) -> bool:
@@ -135,11 +142,14 @@ class HistoryKernelWarmup:
             path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
             env = {**os.environ, "PYTHONPATH": path}
             for command in self.commands:
-                self._processes.append(
-                    subprocess.Popen(
-                        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
-                    )
+                # stderr to a file, not a pipe: a process that writes much never blocks on a pipe nobody reads yet
+                err = tempfile.TemporaryFile()
+                process = subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env
                 )
+                self._processes.append((process, err))
+            # reaped as they end, so a run that fails before ``wait`` leaves no zombie behind
+            threading.Thread(target=_reap, args=([p for p, _ in self._processes],), daemon=True).start()
             return True
 
     def wait(self) -> str:
@@ -150,8 +160,12 @@ class HistoryKernelWarmup:
             if not processes:
                 return ""
             began = time.perf_counter()
-            stderr = [p.communicate()[1] for p in processes]
-            errors = [(p.returncode, err) for p, err in zip(processes, stderr, strict=True)]
+            errors = []
+            for process, err in processes:
+                code = process.wait()
+                err.seek(0)
+                errors.append((code, err.read()))
+                err.close()
             waited = f"waited {time.perf_counter() - began:.1f} s for them"
             failed = [(code, err) for code, err in errors if code != 0]
             if failed:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -73,6 +74,33 @@ def test_failed_process_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     message = warmup.wait()
     assert message.startswith("kernel warm-up failed (exit 1: no compiler here")
     assert message.endswith("compiling here")
+
+
+def test_switched_off_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernel_warmup, "cached_on_disk", lambda kernels: False)
+    monkeypatch.setenv("RISK_PIPELINE_KERNEL_WARMUP", "0")
+    warmup = HistoryKernelWarmup([[sys.executable, "-c", "raise SystemExit(1)"]])
+    assert not warmup.start()
+    assert warmup.wait() == ""
+
+
+def test_a_process_writing_much_to_stderr_ends_and_is_reaped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stderr goes to a file (more than a pipe's 64 KiB does not block the process) and the ended processes are
+    reaped before ``wait`` is called (no zombie when the run fails before ``atm_vol_history``)."""
+    monkeypatch.setattr(kernel_warmup, "cached_on_disk", lambda kernels: False)
+    noisy = [
+        sys.executable,
+        "-c",
+        "import sys; sys.stderr.write('x' * 1_000_000 + '\\n'); raise SystemExit('last line')",
+    ]
+    warmup = HistoryKernelWarmup([noisy])
+    assert warmup.start()
+    ((process, _),) = warmup._processes
+    deadline = time.monotonic() + 60
+    while process.returncode is None and time.monotonic() < deadline:  # set by the reaping thread
+        time.sleep(0.05)
+    assert process.returncode == 1
+    assert warmup.wait().startswith("kernel warm-up failed (exit 1: last line")
 
 
 def test_nothing_started_when_the_kernels_are_on_disk(monkeypatch: pytest.MonkeyPatch) -> None:
