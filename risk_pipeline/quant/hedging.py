@@ -351,8 +351,11 @@ def solve_hedge(
             prog = _program(
                 c, t, np.array(loss_rows, dtype=np.intp), cuts, es_H, es_book, elastic, elastic_weight, prog_cache
             )
+            # the time left after building the program (no solver call gets more than remains of the limit);
             # elastic MILP rounds (a min-max HiGHS proves slowly) get partial_time_limit after their LP relaxation
-            limit = remaining
+            limit = time_limit - (time.perf_counter() - start)
+            if limit <= 0:
+                return stopped("time limit reached while adding scenario rows")
             if relaxed:
                 # HiGHS' presolve costs 3/4 of these LPs at thousands of lines (same optima measured without it)
                 res = _milp(
@@ -632,8 +635,9 @@ def _windowed_milp(
     if state.get("unrestricted"):
         return unrestricted(min(limit, box_limit), "unrestricted (as the round before)")
     lp = _lp_relaxation(prog)
-    if lp.status != 0:
-        return unrestricted(min(limit, box_limit), "unrestricted (relaxation failed)")
+    if lp.status != 0:  # the time the relaxation took is not given again
+        left = max(start + limit - time.perf_counter(), 1e-3)
+        return unrestricted(min(left, box_limit), "unrestricted (relaxation failed)")
     # the boxes and the unrestricted MILP: until the round's limit, and at most box_limit after the relaxation
     deadline = min(start + limit, time.perf_counter() + box_limit)
     bound = float(lp.fun)
@@ -709,11 +713,13 @@ def _restricted_milp(
     tol_loss, tol_es = 1e-9 * scale_loss + 1e-7, 1e-9 * scale_es + 1e-7
     k, cache = lines.size, {}
     xs = None if first is None else first[lines]  # a hedge of the box already solved: its violations first
-    while (left := deadline - time.perf_counter()) > 0:
+    while deadline > time.perf_counter():
         if xs is None:
             prog = _program(sub, ts, np.array(rows, dtype=np.intp), cut_list, es_H, es_book, False, 1.0, cache)
             lower, upper = np.array(prog["bounds"].lb, dtype=float), np.array(prog["bounds"].ub, dtype=float)
             lower[:k], upper[:k] = np.maximum(lower[:k], lo[lines]), np.minimum(upper[:k], hi[lines])
+            if (left := deadline - time.perf_counter()) <= 0:  # the time left after building the program
+                return None
             res = _milp(prog, prog["integrality"], Bounds(lower, upper), left, gap)
             if res.x is None:
                 return None

@@ -838,3 +838,33 @@ def test_relaxed_quantities_rounded_down_stay_within_the_budget_and_the_minimum_
         whole = _whole_within_hard_rows(c, t, x)
         assert partial_by_hand(c, t, whole)[0]
         assert np.all(whole <= x + 1e-9)
+
+
+def test_no_solver_call_is_given_more_time_than_remains_of_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clock that moves only while programs are built (1 s each, 2.5 s limit): every HiGHS call's ``time_limit``
+    ends within the solve's limit (deterministic: the solvers' own time does not move this clock)."""
+    import types
+
+    import risk_pipeline.quant.hedging as hedging
+
+    clock = [0.0]
+    calls: list[tuple[float, float]] = []  # (clock at the call, time_limit given)
+    real_program, real_milp = hedging._program, hedging.milp
+
+    def slow_program(*args: object, **kwargs: object) -> object:
+        clock[0] += 1.0
+        return real_program(*args, **kwargs)
+
+    def recorded_milp(*args: object, options: dict, **kwargs: object) -> object:
+        calls.append((clock[0], float(options["time_limit"])))
+        return real_milp(*args, options=options, **kwargs)
+
+    fake_time = types.SimpleNamespace(perf_counter=lambda: clock[0], process_time=hedging.time.process_time)
+    monkeypatch.setattr(hedging, "time", fake_time)
+    monkeypatch.setattr(hedging, "_program", slow_program)
+    monkeypatch.setattr(hedging, "milp", recorded_milp)
+    c, t = random_program(0)
+    sol = solve_hedge(c, t, time_limit=2.5, rows_per_round=3)
+    assert len(calls) >= 2
+    assert all(at + given <= 2.5 + 1e-9 for at, given in calls), calls
+    assert sol.status == "time_limit"  # the third round's program is built past the limit: no third solve
