@@ -61,10 +61,6 @@ class WarehouseResource(dg.ConfigurableResource):
         return Warehouse(self.url)
 
 
-#: The assets of ``price_history_job``.
-HISTORY_ASSETS = frozenset({"market_prices", "rates_curve", "dividend_yields", "atm_vol_history", "smile_history"})
-
-
 class MarketDataResource(dg.ConfigurableResource):
     """Chooses the market data source and holds the data-quality thresholds."""
 
@@ -97,12 +93,14 @@ class MarketDataResource(dg.ConfigurableResource):
         with its steps in this process, start compiling the history's numba kernels in a separate process
         (``kernel_warmup``; nothing if they are cached already), so a first run's compilation overlaps the steps
         before ``atm_vol_history``."""
+        from risk_pipeline.defs.automation.jobs import PRICE_HISTORY_ASSETS, price_history_job
+
         run = context.run
         if run is None or os.environ.get("RISK_PIPELINE_EXECUTOR", "in_process") == "multiprocess":
             return
         selection = {key.to_user_string() for key in run.asset_selection or ()}
-        history = run.job_name == "price_history_job" and not selection
-        if history or ("atm_vol_history" in selection and selection <= HISTORY_ASSETS):
+        history = run.job_name == price_history_job.name and not selection
+        if history or ("atm_vol_history" in selection and selection <= set(PRICE_HISTORY_ASSETS)):
             from risk_pipeline.kernel_warmup import HISTORY_WARMUP
 
             HISTORY_WARMUP.start()

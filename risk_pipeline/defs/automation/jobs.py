@@ -12,11 +12,12 @@ market_data_job = dg.define_asset_job(
     description="Market data layer and its views for one session (or a range as one run).",
 )
 
+#: The assets of ``price_history_job``.
+PRICE_HISTORY_ASSETS = ("market_prices", "rates_curve", "dividend_yields", "atm_vol_history", "smile_history")
+
 price_history_job = dg.define_asset_job(
     "price_history_job",
-    selection=dg.AssetSelection.assets(
-        "market_prices", "rates_curve", "dividend_yields", "atm_vol_history", "smile_history"
-    ),
+    selection=dg.AssetSelection.assets(*PRICE_HISTORY_ASSETS),
     description=(
         "Daily history (prices, curves, dividends, ATM implied vols, the smile grid) for a partition range, for "
         "look-backs."
