@@ -54,6 +54,14 @@ the overload templates a call tried before the one that matched (formatted only 
 compile flags' values, hash and equality (compared on every typing-cache lookup), the templates' order per target
 (computed once), and the recursive walk that lists an IR statement's variables. numba's versions are kept in
 ``NUMBA_ORIGINALS``. The demo's compilations, replayed cold, took 1.4-3.3 s (median 1.8 s) less CPU.
+
+On the same version (``WRAPPERS_UNOPTIMIZED``), three more steps: every kernel's CPython wrapper (it unboxes the
+arguments of a call from Python and calls the kernel, never inlined into it) is marked ``optnone noinline``, so LLVM's
+passes skip it and its instructions are selected the fast way, while the kernel's own function is optimized as
+before (the same machine code); the walk that finds the NRT meminfos of a value to incref or decref skips members
+that hold none (numba emitted an unused ``extractvalue`` for each: a sixth of the instructions numba built); and IR
+statements and expressions list their variables into one list. A kernel also called only from other kernels is an
+``inner_njit`` helper (``special.calerf``, ``scenario_engine._bsm``).
 """
 
 from __future__ import annotations
@@ -70,14 +78,17 @@ from typing import Any
 
 import numba
 import numpy as np
-from numba.core import compiler, event, lowering, targetconfig, typed_passes, types
+from llvmlite import ir as llvm_ir
+from numba.core import compiler, cpu, event, lowering, targetconfig, typed_passes, types
 from numba.core import errors as numba_errors
 from numba.core import ir as numba_ir
 from numba.core import utils as numba_utils
+from numba.core.callwrapper import PyCallWrapper
 from numba.core.codegen import JITCodeLibrary
 from numba.core.compiler_lock import require_global_compiler_lock
 from numba.core.compiler_machinery import register_pass
 from numba.core.registry import CPUDispatcher
+from numba.core.runtime import context as nrt_context
 from numba.core.types import functions as numba_functions
 from numba.core.typing import npydecl
 from numba.np.ufunc import parallel as numba_parallel
@@ -290,6 +301,39 @@ def _rec_list_vars(self: Any, val: Any) -> list[Any]:
     return found
 
 
+def _add_vars(items: Any, found: list[Any]) -> None:
+    """Append to ``found`` every ``Var`` in ``items`` (depth first, in order), as ``_rec_list_vars`` lists them: one
+    list for the whole walk, and an ``ir.Expr`` (not a subclass: a parfor lists its own) walked here."""
+    for item in items:
+        kind = type(item)
+        if kind is numba_ir.Var:
+            found.append(item)
+        elif kind is numba_ir.Expr:
+            _add_vars(item._kws.values(), found)
+        elif isinstance(item, numba_ir.Var):
+            found.append(item)
+        elif isinstance(item, numba_ir.Inst):
+            found.extend(item.list_vars())
+        elif isinstance(item, (list, tuple)):
+            _add_vars(item, found)
+        elif isinstance(item, dict):
+            _add_vars(item.values(), found)
+
+
+def _stmt_list_vars(self: Any) -> list[Any]:
+    """``ir.Stmt.list_vars``: every ``Var`` in the statement's attributes, in order (``_add_vars``)."""
+    found: list[Any] = []
+    _add_vars(self.__dict__.values(), found)
+    return found
+
+
+def _expr_list_vars(self: Any) -> list[Any]:
+    """``ir.Expr.list_vars``: every ``Var`` in the expression's arguments, in order (``_add_vars``)."""
+    found: list[Any] = []
+    _add_vars(self._kws.values(), found)
+    return found
+
+
 _CONFIG_HASHES: dict[type, int] = {}
 
 
@@ -304,12 +348,15 @@ def _config_hash(self: Any) -> int:
 
 def _config_eq(self: Any, other: Any) -> Any:
     """``TargetConfig.__eq__`` (``self.values() == other.values()``) without building the two dicts when both have
-    the same options: every value equal (``is`` or ``==``, as a dict comparison does)."""
+    the same options: equal stored values (one dict comparison, the usual case), else every value equal (``is`` or
+    ``==``, as a dict comparison does)."""
     if not isinstance(other, targetconfig.TargetConfig):
         return NotImplemented
     if self.options is not other.options:
         return _config_values(self) == _config_values(other)
     mine, theirs = self._values, other._values
+    if mine == theirs:  # the same stored values: the same values, defaults included
+        return True
     for name, option in self.options.items():
         a = mine.get(name, option.default)
         b = theirs.get(name, option.default)
@@ -408,6 +455,66 @@ def _get_call_type(self: Any, context: Any, args: Any, kws: Any) -> Any:
     failures.raise_error()
 
 
+#: LLVM attributes of every function of a kernel's CPython wrapper module (``WRAPPERS_UNOPTIMIZED``).
+WRAPPER_ATTRIBUTES = ("noinline", "optnone")
+
+
+def _create_cpython_wrapper(
+    self: Any, library: Any, fndesc: Any, env: Any, call_helper: Any, release_gil: bool = False
+) -> None:
+    """``CPUContext.create_cpython_wrapper`` (numba 0.68.1, the same IR) with the wrapper's functions marked
+    ``optnone noinline``: LLVM's passes skip them and its code generator selects their instructions the fast
+    way. The wrapper unboxes a Python call's arguments and calls the kernel (never inlined into it:
+    numba's call is ``noinline``), once per call from Python, so its speed does not matter; the kernel's own
+    function is optimized as before."""
+    wrapper_module = self.create_module("wrapper")
+    fnty = self.call_conv.get_function_type(fndesc.restype, fndesc.argtypes)
+    wrapper_callee = llvm_ir.Function(wrapper_module, fnty, fndesc.llvm_func_name)
+    builder = PyCallWrapper(
+        self, wrapper_module, wrapper_callee, fndesc, env, call_helper=call_helper, release_gil=release_gil
+    )
+    builder.build()
+    for fn in wrapper_module.functions:
+        if not fn.is_declaration:
+            for attribute in WRAPPER_ATTRIBUTES:
+                fn.attributes.add(attribute)
+    library.add_ir_module(wrapper_module)
+
+
+_HOLDS_NO_MEMINFO: dict[tuple[Any, Any], bool] = {}
+
+
+def _holds_no_meminfo(dmm: Any, ty: Any, builder: Any) -> bool:
+    """Whether a value of numba type ``ty`` holds no NRT meminfo, in itself or in any member (once per type and
+    data model manager: the walk of ``NRTContext.get_meminfos`` over the types only)."""
+    key = (ty, dmm)
+    free = _HOLDS_NO_MEMINFO.get(key)
+    if free is None:
+        model = dmm[ty]
+        members = model.traverse(builder)
+        free = not model.has_nrt_meminfo() and all(_holds_no_meminfo(dmm, t, builder) for t, _ in members)
+        _HOLDS_NO_MEMINFO[key] = free
+    return free
+
+
+def _get_meminfos(self: Any, builder: Any, ty: Any, val: Any) -> list[tuple[Any, Any]]:
+    """``NRTContext.get_meminfos`` (numba 0.68.1: every ``(type, meminfo)`` inside ``val``, in the same order) without
+    the walk into members that hold none. numba's walk emits an ``extractvalue`` for every member of every value
+    it increfs or decrefs (a float in a tuple, an array's shape) and only then finds no meminfo in it: instructions
+    without a use, that LLVM deletes, but that numba builds, prints and LLVM parses first."""
+    dmm = self._context.data_model_manager
+    if _holds_no_meminfo(dmm, ty, builder):
+        return []
+    datamodel = dmm[ty]
+    meminfos = []
+    if datamodel.has_nrt_meminfo():
+        meminfos.append((ty, datamodel.get_nrt_meminfo(builder, val)))
+    for mtyp, getter in datamodel.traverse(builder):
+        if not _holds_no_meminfo(dmm, mtyp, builder):
+            meminfos.extend(self.get_meminfos(builder, mtyp, getter(val)))
+    return meminfos
+
+
 _array_operator_generic = npydecl.NumpyRulesArrayOperator.generic
 #: numba's own versions of the replaced functions (the tests compare against them).
 NUMBA_ORIGINALS: dict[str, Any] = {
@@ -415,7 +522,11 @@ NUMBA_ORIGINALS: dict[str, Any] = {
     "hash": targetconfig.TargetConfig.__hash__,
     "eq": targetconfig.TargetConfig.__eq__,
     "rec_list_vars": numba_ir.Inst._rec_list_vars,
+    "stmt_list_vars": numba_ir.Stmt.list_vars,
+    "expr_list_vars": numba_ir.Expr.list_vars,
     "get_call_type": numba_functions.BaseFunction.get_call_type,
+    "create_cpython_wrapper": cpu.CPUContext.create_cpython_wrapper,
+    "get_meminfos": nrt_context.NRTContext.get_meminfos,
 }
 #: Whether the replacements are installed (only on the numba version they were copied from).
 COMPILER_SHORTCUTS = numba.__version__ == "0.68.1"
@@ -425,7 +536,15 @@ if COMPILER_SHORTCUTS:  # the replaced functions are copies of this version's
     targetconfig.TargetConfig.__hash__ = _config_hash
     targetconfig.TargetConfig.__eq__ = _config_eq
     numba_ir.Inst._rec_list_vars = _rec_list_vars
+    numba_ir.Stmt.list_vars = _stmt_list_vars
+    numba_ir.Expr.list_vars = _expr_list_vars
     numba_functions.BaseFunction.get_call_type = _get_call_type
+    nrt_context.NRTContext.get_meminfos = _get_meminfos
+#: Whether kernels' CPython wrappers are compiled without LLVM optimization (``_create_cpython_wrapper``; only on
+#: the numba version it was copied from).
+WRAPPERS_UNOPTIMIZED = COMPILER_SHORTCUTS
+if WRAPPERS_UNOPTIMIZED:
+    cpu.CPUContext.create_cpython_wrapper = _create_cpython_wrapper
 
 
 #: Cache directories of earlier source versions kept beside the current one.

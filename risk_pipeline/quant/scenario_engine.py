@@ -311,7 +311,7 @@ _LANE_TARGET = 256
 _AM_MIN_TOTAL_STD = AMERICAN_MIN_TOTAL_STD
 
 
-@njit(forceinline=True, **JIT)
+@inner_njit(forceinline=True)
 def _bsm(
     s: float, ls: float, lk: float, carry: float, sqt: float, sig: float, w: float, dq: float, kdr: float
 ) -> float:

@@ -227,7 +227,7 @@ def exp_minus_square(y: float) -> float:
     return math.exp(-hi) * (1.0 - lo)
 
 
-@njit(**JIT)
+@inner_njit()
 def calerf(x: float, jint: int) -> float:
     """Cody's CALERF: ``erfc(x)`` for ``jint == 1``, ``erfcx(x) = exp(x^2) erfc(x)`` for ``jint == 2``.
 

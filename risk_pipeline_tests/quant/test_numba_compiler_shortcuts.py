@@ -1,6 +1,7 @@
 """The replacements of numba compiler steps in ``_numba`` give what numba's own versions give: the same flags
 hashes, equality and values, the same variables of an IR statement, the same types and results of a kernel with
-scalar and array operators, and the same failure report for a call with no matching implementation."""
+scalar and array operators, the same failure report for a call with no matching implementation, the same meminfos
+of a value (with fewer instructions), and the same machine code for a kernel whose CPython wrapper is unoptimized."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import itertools
 import numba
 import numpy as np
 import pytest
-from numba.core import compiler
+from llvmlite import ir as llvm_ir
+from numba.core import compiler, cpu, types
+from numba.core import ir as numba_ir
 from numba.core.errors import TypingError
 
 from risk_pipeline.quant import _numba
@@ -43,18 +46,27 @@ def test_flags_values_hash_and_equality_match_numba() -> None:
     assert flags[0] != flags[1]
 
 
-def test_statement_variables_match_numba() -> None:
+def test_statement_variables_match_numba(monkeypatch: pytest.MonkeyPatch) -> None:
     def source(x: np.ndarray, y: float) -> float:
         total = 0.0
         for i in range(x.size):
             total += x[i] * y if x[i] > 0.0 else -x[i]
-        return min(total, y) + np.sum(x)
+        z = (x[0], y, (total, x))
+        x[1] = z[2][0]
+        return min(total, y) + np.sum(x) + max(x[0], y, key=None)
 
     ir = numba.core.compiler.run_frontend(source)
     statements = [stmt for block in ir.blocks.values() for stmt in block.body]
-    assert len(statements) > 20
-    for stmt in statements:
-        assert stmt.list_vars() == NUMBA_ORIGINALS["rec_list_vars"](stmt, stmt.__dict__)
+    exprs = [stmt.value for stmt in statements if isinstance(stmt, numba_ir.Assign)]
+    exprs = [e for e in exprs if isinstance(e, numba_ir.Expr)]
+    assert len(statements) > 40 and len(exprs) > 20
+    ours = [stmt.list_vars() for stmt in statements], [e.list_vars() for e in exprs]
+    monkeypatch.setattr(numba_ir.Inst, "_rec_list_vars", NUMBA_ORIGINALS["rec_list_vars"])
+    monkeypatch.setattr(numba_ir.Stmt, "list_vars", NUMBA_ORIGINALS["stmt_list_vars"])
+    monkeypatch.setattr(numba_ir.Expr, "list_vars", NUMBA_ORIGINALS["expr_list_vars"])
+    numbas = [stmt.list_vars() for stmt in statements], [e.list_vars() for e in exprs]
+    assert ours == numbas
+    assert sum(len(v) for v in ours[0]) > 60
 
 
 def test_kernel_with_scalar_and_array_operators() -> None:
@@ -89,3 +101,107 @@ def test_failed_call_still_reports_every_candidate() -> None:
     assert "No implementation of function Function(<built-in function add>)" in text
     assert "No match for registered cases:" in text
     assert " * (int64, int64) -> int64" in text
+
+
+def test_flags_with_a_default_set_explicitly_equal_unset_flags() -> None:
+    explicit = compiler.Flags()
+    explicit.nrt = False  # numba's default, stored
+    assert explicit == compiler.Flags() and NUMBA_ORIGINALS["eq"](explicit, compiler.Flags())
+    assert hash(explicit) == hash(compiler.Flags())
+
+
+def _meminfo_walks(ty: types.Type) -> tuple[list[types.Type], list[types.Type], int, int]:
+    """The meminfo types ``NRTContext.get_meminfos`` finds in an argument of type ``ty``, numba's walk and the
+    replacement, each in a fresh function, and the instructions each emitted."""
+    from numba.core.registry import cpu_target
+
+    # a copy with NRT on, as numba compiles with (the shared context caches its NRT context, off)
+    context = cpu_target.target_context.subtarget(enable_nrt=True)
+    found = []
+    emitted = []
+    for walk in (NUMBA_ORIGINALS["get_meminfos"], _numba._get_meminfos):
+        module = llvm_ir.Module()
+        fn = llvm_ir.Function(module, llvm_ir.FunctionType(llvm_ir.VoidType(), [context.get_value_type(ty)]), "f")
+        builder = llvm_ir.IRBuilder(fn.append_basic_block())
+        found.append([t for t, _ in walk(context.nrt, builder, ty, fn.args[0])])
+        emitted.append(len(fn.blocks[0].instructions))
+    return found[0], found[1], emitted[0], emitted[1]
+
+
+def test_meminfo_walk_matches_numba() -> None:
+    arr = types.float64[:]
+    arr2 = types.float64[:, ::1]
+    for ty in (
+        types.float64,
+        types.UniTuple(types.float64, 3),
+        types.Tuple((types.int64, types.boolean, types.complex128)),
+        arr,
+        arr2,
+        types.UniTuple(arr, 2),
+        types.Tuple((arr, types.float64, types.int64, arr2)),
+        types.Tuple((types.Tuple((types.float64, arr)), types.boolean, types.UniTuple(types.float64, 2))),
+    ):
+        numba_types, our_types, numba_count, our_count = _meminfo_walks(ty)
+        assert our_types == numba_types, ty
+        if not numba_types:
+            assert our_count == 0 < numba_count or our_count == numba_count == 0, ty
+        else:
+            assert 0 < our_count <= numba_count, ty
+    assert _meminfo_walks(types.Tuple((arr, types.float64)))[0] == [types.MemInfoPointer(types.float64)]
+
+
+def _defines(llvm_text: str) -> dict[str, str]:
+    """Each defined function's name and the attribute comment LLVM prints above its definition."""
+    out = {}
+    lines = llvm_text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("define "):
+            name = line.split("@", 1)[1].split("(", 1)[0].strip('"')
+            out[name] = lines[i - 1] if lines[i - 1].startswith("; Function Attrs") else ""
+    return out
+
+
+def _body(asm: str, name: str) -> str:
+    """A function's machine code in LLVM's assembly listing, from its label to its end label, its name replaced
+    (numba names each dispatcher's functions apart)."""
+    start = asm.index(f"\n{name}:")
+    return asm[start : asm.index(".Lfunc_end", start)].replace(name, "KERNEL")
+
+
+def _kernel_name(attrs: dict[str, str]) -> str:
+    (name,) = [name for name in attrs if "weighted_sums" in name and not name.startswith("_ZN7cpython")]
+    return name
+
+
+def test_only_the_cpython_wrapper_is_unoptimized(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wrapper gets ``optnone noinline``; the kernel's own function gets the same machine code as with numba's
+    wrapper, and both give the closed-form sums."""
+
+    def weighted_sums(x: np.ndarray, w: float, out: np.ndarray, start: int, stop: int) -> None:
+        for i in range(start, stop):
+            out[i] = w * (x[i] * (x[i] + 1.0) / 2.0)
+
+    ours = numba.njit(**{**JIT, "cache": False})(weighted_sums)
+    x = np.arange(1000, dtype=np.float64)
+    out = np.empty_like(x)
+    ours(x, 2.0, out, 0, x.size)
+    np.testing.assert_array_equal(out, x * (x + 1.0))  # 2 * (1 + 2 + ... + x): exact in binary floating point
+    assert _numba.WRAPPERS_UNOPTIMIZED
+    sig = ours.signatures[0]
+    attrs = _defines(ours.inspect_llvm(sig))
+    wrappers = [name for name in attrs if name.startswith("_ZN7cpython")]
+    assert len(wrappers) == 1
+    assert "optnone" in attrs[wrappers[0]] and "noinline" in attrs[wrappers[0]]
+    kernel = _kernel_name(attrs)
+    assert "optnone" not in attrs[kernel]
+
+    monkeypatch.setattr(cpu.CPUContext, "create_cpython_wrapper", NUMBA_ORIGINALS["create_cpython_wrapper"])
+    numbas = numba.njit(**{**JIT, "cache": False})(weighted_sums)
+    out2 = np.empty_like(x)
+    numbas(x, 2.0, out2, 0, x.size)
+    np.testing.assert_array_equal(out2, out)
+    theirs = _defines(numbas.inspect_llvm(sig))
+    assert not any("optnone" in a for a in theirs.values())
+    ours_code = _body(ours.inspect_asm(sig), kernel)
+    assert ours_code == _body(numbas.inspect_asm(sig), _kernel_name(theirs))
+    assert "vmulpd" in ours_code or "mulpd" in ours_code  # vectorized: LLVM optimized the kernel
