@@ -60,8 +60,9 @@ arguments of a call from Python and calls the kernel, never inlined into it) is 
 passes skip it and its instructions are selected the fast way, while the kernel's own function is optimized as
 before (the same machine code); the walk that finds the NRT meminfos of a value to incref or decref skips members
 that hold none (numba emitted an unused ``extractvalue`` for each: a sixth of the instructions numba built); and IR
-statements and expressions list their variables into one list. A kernel also called only from other kernels is an
-``inner_njit`` helper (``special.calerf``, ``scenario_engine._bsm``).
+statements and expressions list their variables into one list; SSA reconstruction (once per variable assigned more
+than once) copies the blocks that neither assign nor use that variable instead of visiting their statements. A
+kernel called only from other kernels is an ``inner_njit`` helper (``special.calerf``, ``scenario_engine._bsm``).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ from typing import Any
 import numba
 import numpy as np
 from llvmlite import ir as llvm_ir
-from numba.core import compiler, cpu, event, lowering, targetconfig, typed_passes, types
+from numba.core import compiler, cpu, event, lowering, ssa, targetconfig, typed_passes, types
 from numba.core import errors as numba_errors
 from numba.core import ir as numba_ir
 from numba.core import utils as numba_utils
@@ -515,6 +516,62 @@ def _get_meminfos(self: Any, builder: Any, ty: Any, val: Any) -> list[tuple[Any,
     return meminfos
 
 
+def _block_uses(body: list[Any], varname: str, cache: Any) -> bool:
+    """Whether ``_FixSSAVars`` finds ``varname`` among the variables a statement of ``body`` uses (the same lists
+    from the same cache as its ``on_assign``/``on_other``)."""
+    for stmt in body:
+        if isinstance(stmt, numba_ir.Assign):
+            rhs = stmt.value
+            if isinstance(rhs, numba_ir.Inst):
+                used = cache.get(rhs)
+            elif isinstance(rhs, numba_ir.Var):
+                used = (rhs,)
+            else:
+                continue
+        else:
+            used = cache.get(stmt)
+        for var in used:
+            if var.name == varname:
+                return True
+    return False
+
+
+def _block_assigns(body: list[Any], varname: str) -> bool:
+    """Whether ``_FreshVarHandler`` renames an assignment of ``body`` (one to ``varname``)."""
+    return any(isinstance(stmt, numba_ir.Assign) and stmt.target.name == varname for stmt in body)
+
+
+def _run_block_rewrite(blocks: dict[int, Any], states: dict[str, Any], handler: Any) -> dict[int, Any]:
+    """``ssa._run_block_rewrite`` that copies a block the handler would leave as it is without calling the handler
+    on each of its statements: SSA reconstruction rewrites the whole function once per variable assigned more than
+    once, first the assignments to it (``_FreshVarHandler``) and then its uses (``_FixSSAVars``), and most blocks
+    hold neither. Other handlers, and blocks with an assignment or a use, go through numba's version."""
+    kind = type(handler)
+    if kind is ssa._FixSSAVars:
+        cache = handler._cache_list_vars
+
+        def untouched(body: list[Any]) -> bool:
+            return not _block_uses(body, states["varname"], cache)
+    elif kind is ssa._FreshVarHandler:
+
+        def untouched(body: list[Any]) -> bool:
+            return not _block_assigns(body, states["varname"])
+    else:
+        return _numba_run_block_rewrite(blocks, states, handler)  # type: ignore[no-any-return]
+    newblocks = {}
+    for label, blk in blocks.items():
+        if untouched(blk.body):
+            states["label"] = label
+            states["block"] = blk
+            newblk = numba_ir.Block(scope=blk.scope, loc=blk.loc)
+            newblk.body = list(blk.body)
+            newblocks[label] = newblk
+        else:
+            newblocks.update(_numba_run_block_rewrite({label: blk}, states, handler))
+    return newblocks
+
+
+_numba_run_block_rewrite = ssa._run_block_rewrite
 _array_operator_generic = npydecl.NumpyRulesArrayOperator.generic
 #: numba's own versions of the replaced functions (the tests compare against them).
 NUMBA_ORIGINALS: dict[str, Any] = {
@@ -527,6 +584,7 @@ NUMBA_ORIGINALS: dict[str, Any] = {
     "get_call_type": numba_functions.BaseFunction.get_call_type,
     "create_cpython_wrapper": cpu.CPUContext.create_cpython_wrapper,
     "get_meminfos": nrt_context.NRTContext.get_meminfos,
+    "run_block_rewrite": ssa._run_block_rewrite,
 }
 #: Whether the replacements are installed (only on the numba version they were copied from).
 COMPILER_SHORTCUTS = numba.__version__ == "0.68.1"
@@ -540,6 +598,7 @@ if COMPILER_SHORTCUTS:  # the replaced functions are copies of this version's
     numba_ir.Expr.list_vars = _expr_list_vars
     numba_functions.BaseFunction.get_call_type = _get_call_type
     nrt_context.NRTContext.get_meminfos = _get_meminfos
+    ssa._run_block_rewrite = _run_block_rewrite
 #: Whether kernels' CPython wrappers are compiled without LLVM optimization (``_create_cpython_wrapper``; only on
 #: the numba version it was copied from).
 WRAPPERS_UNOPTIMIZED = COMPILER_SHORTCUTS

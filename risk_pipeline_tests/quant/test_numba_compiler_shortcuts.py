@@ -1,17 +1,20 @@
 """The replacements of numba compiler steps in ``_numba`` give what numba's own versions give: the same flags
 hashes, equality and values, the same variables of an IR statement, the same types and results of a kernel with
 scalar and array operators, the same failure report for a call with no matching implementation, the same meminfos
-of a value (with fewer instructions), and the same machine code for a kernel whose CPython wrapper is unoptimized."""
+of a value (with fewer instructions), the same machine code for a kernel whose CPython wrapper is unoptimized, and the
+same IR after SSA reconstruction."""
 
 from __future__ import annotations
 
+import io
 import itertools
+from typing import Any
 
 import numba
 import numpy as np
 import pytest
 from llvmlite import ir as llvm_ir
-from numba.core import compiler, cpu, types
+from numba.core import compiler, cpu, ssa, types
 from numba.core import ir as numba_ir
 from numba.core.errors import TypingError
 
@@ -205,3 +208,53 @@ def test_only_the_cpython_wrapper_is_unoptimized(monkeypatch: pytest.MonkeyPatch
     ours_code = _body(ours.inspect_asm(sig), kernel)
     assert ours_code == _body(numbas.inspect_asm(sig), _kernel_name(theirs))
     assert "vmulpd" in ours_code or "mulpd" in ours_code  # vectorized: LLVM optimized the kernel
+
+
+def _ssa_text(source: Any) -> str:
+    """The numba IR of ``source`` after SSA reconstruction, as text."""
+    func_ir = compiler.run_frontend(source)
+    func_ir.blocks = ssa._run_ssa(func_ir.blocks)
+    buf = io.StringIO()
+    func_ir.dump(file=buf)
+    return buf.getvalue()
+
+
+def test_ssa_reconstruction_matches_numba(monkeypatch: pytest.MonkeyPatch) -> None:
+    def source(x: np.ndarray, n: int) -> tuple[float, int]:
+        total = 0.0
+        k = 0
+        for i in range(n):
+            if x[i] > 0.0:
+                total = total + x[i]
+                k = k + 1
+            elif x[i] < -1.0:
+                total = total - 1.0
+                continue
+            else:
+                k = k - 1
+            total = total * 0.5
+        y = total if k else -total
+        return y, k
+
+    ours = _ssa_text(source)
+    monkeypatch.setattr(ssa, "_run_block_rewrite", NUMBA_ORIGINALS["run_block_rewrite"])
+    numbas = _ssa_text(source)
+    assert ours == numbas
+    assert "phi" in ours and "total.1" in ours
+
+
+def test_kernel_with_reassigned_variables_gives_its_python_results() -> None:
+    @numba.njit(**{**JIT, "cache": False})
+    def kernel(x: np.ndarray) -> tuple[float, int]:
+        total = 0.0
+        k = 0
+        for i in range(x.size):
+            if x[i] > 0.0:
+                total = total + x[i]
+                k = k + 1
+            else:
+                total = total - 1.0
+        return total, k
+
+    x = np.array([0.5, -2.0, 1.25, 3.0, -0.5])
+    assert kernel(x) == (0.5 - 1.0 + 1.25 + 3.0 - 1.0, 3)
