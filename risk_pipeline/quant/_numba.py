@@ -349,8 +349,8 @@ def _config_hash(self: Any) -> int:
 
 def _config_eq(self: Any, other: Any) -> Any:
     """``TargetConfig.__eq__`` (``self.values() == other.values()``) without building the two dicts when both have
-    the same options: equal stored values (one dict comparison, the usual case), else every value equal (``is`` or
-    ``==``, as a dict comparison does)."""
+    the same options: equal stored values (one dict comparison), else every option stored in either equal (``is`` or
+    ``==``, as a dict comparison does; an option stored in neither has its default on both sides)."""
     if not isinstance(other, targetconfig.TargetConfig):
         return NotImplemented
     if self.options is not other.options:
@@ -358,7 +358,11 @@ def _config_eq(self: Any, other: Any) -> Any:
     mine, theirs = self._values, other._values
     if mine == theirs:  # the same stored values: the same values, defaults included
         return True
-    for name, option in self.options.items():
+    options = self.options
+    for name in mine.keys() | theirs.keys():
+        option = options.get(name)
+        if option is None:  # not an option: values() leaves it out
+            continue
         a = mine.get(name, option.default)
         b = theirs.get(name, option.default)
         if not (a is b or a == b):

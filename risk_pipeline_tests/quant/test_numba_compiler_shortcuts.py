@@ -35,6 +35,11 @@ def _flag_sets() -> list[compiler.Flags]:
     both.nrt = True
     both.release_gil = True
     out.append(both)
+    for values in ({"forceinline": False}, {"forceinline": True, "dbg_optnone": False}, {"dbg_optnone": False}):
+        f = compiler.Flags()  # defaults stored explicitly, or not, as numba's callers do
+        for name, value in values.items():
+            setattr(f, name, value)
+        out.append(f)
     return out
 
 
