@@ -267,6 +267,43 @@ def test_low_rank_terms_equal_the_dense_moments_and_components() -> None:
             )
 
 
+def test_low_rank_terms_from_the_gamma_blocks_and_without_diagonals() -> None:
+    """``LowRankQuadratic.build`` from G's diagonal blocks (no dense product) and without the diagonals: the same
+    moments as the dense route of ``_cumulants`` (an independent n x n computation); without diagonals the moments'
+    terms are the same bits as with them, and the components are refused."""
+    from risk_pipeline.quant.var import LowRankQuadratic
+
+    rng = np.random.default_rng(13)
+    for n_sym, d, with_vega in ((40, 25, True), (300, 120, True), (60, 30, False)):
+        n = 2 * n_sym if with_vega else n_sym
+        root = rng.normal(0.0, 0.02, (d, n))
+        b = rng.normal(0.0, 1e5, n)
+        i = np.arange(n_sym)
+        g_xx, g_yy, g_xy = rng.normal(0.0, 4e6, n_sym), rng.normal(0.0, 1e6, n_sym), rng.normal(0.0, 2e6, n_sym)
+        g = np.zeros((n, n))
+        g[i, i] = g_xx
+        blocks: tuple[np.ndarray, ...] = (g_xx,)
+        if with_vega:
+            g[n_sym + i, n_sym + i] = g_yy
+            g[i, n_sym + i] = g[n_sym + i, i] = g_xy
+            blocks = (g_xx, g_yy, g_xy)
+        dense = delta_gamma_moments(7.0, b, g, 2.0 * (root.T @ root))
+        full = LowRankQuadratic.build(b, g, root, 2.0)
+        lean = LowRankQuadratic.build(b, g, root, 2.0, diagonals=False, gamma_blocks=blocks)
+        low = lean.moments(7.0)
+        for x, y in zip(
+            (dense.mean, dense.variance, dense.skewness, dense.excess_kurtosis),
+            (low.mean, low.variance, low.skewness, low.excess_kurtosis),
+            strict=True,
+        ):
+            assert y == pytest.approx(x, rel=1e-10)
+        assert lean.traces == pytest.approx(full.traces, rel=1e-13)
+        assert LowRankQuadratic.build(b, g, root, 2.0, diagonals=False).traces == full.traces  # same products
+        assert lean.diagonals == ()
+        with pytest.raises(ValueError, match="without diagonals"):
+            lean.components(np.zeros(n_sym), np.concatenate([i, i]) if with_vega else i, n_sym, 0.99)
+
+
 def test_quadratic_fallback_in_blocks_equals_one_draw(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fallback's draws in blocks of rows (a large book) are the same draws and the same quantiles."""
     from risk_pipeline.quant import var as var_module
@@ -299,6 +336,10 @@ def test_parametric_var_with_fewer_days_than_factors_equals_the_dense_covariance
         assert a.var == pytest.approx(b.var, rel=1e-10)
         assert a.expected_shortfall == pytest.approx(b.expected_shortfall, rel=1e-10)
         np.testing.assert_allclose(a.component_var, b.component_var, rtol=1e-8, atol=1e-9 * abs(b.var))
+    # without components the low-rank route skips the diagonals: the same VaR and ES bits
+    for a, b in zip(low, parametric_var(p, x, cfg, components=False), strict=True):
+        assert (a.var, a.expected_shortfall) == (b.var, b.expected_shortfall)
+        assert np.isnan(b.component_var).all()
 
 
 def test_cornish_fisher_es_reduces_to_the_normal_closed_form() -> None:
