@@ -1115,7 +1115,9 @@ def parametric_var(
         form = (
             None
             if root is None
-            else LowRankQuadratic.build(expo.delta, expo.gamma, root, float(h), components, expo.gamma_blocks)
+            else LowRankQuadratic.build(
+                expo.delta, expo.gamma, root, float(h), diagonals=components, gamma_blocks=expo.gamma_blocks
+            )
         )
         if root is None:
             cov_x = h * cov1[:n_sym, :n_sym]
