@@ -281,24 +281,10 @@ def _config_values(self: Any) -> dict[str, Any]:
 
 
 def _rec_list_vars(self: Any, val: Any) -> list[Any]:
-    """``ir.Inst._rec_list_vars`` (every ``Var`` in ``val``, depth first, in order) without a recursive call per
-    leaf."""
-    if isinstance(val, numba_ir.Var):
-        return [val]
-    if isinstance(val, numba_ir.Inst):
-        return val.list_vars()  # type: ignore[no-any-return]
-    if isinstance(val, (list, tuple)):
-        items = val
-    elif isinstance(val, dict):
-        items = val.values()
-    else:
-        return []
+    """``ir.Inst._rec_list_vars`` (every ``Var`` in ``val``, depth first, in order) by ``_add_vars``' one-list walk
+    (numba's own ``Stmt.list_vars`` and ``Expr.list_vars``, its callers, are replaced by that walk as well)."""
     found: list[Any] = []
-    for item in items:
-        if isinstance(item, numba_ir.Var):
-            found.append(item)
-        elif isinstance(item, (numba_ir.Inst, list, tuple, dict)):
-            found.extend(self._rec_list_vars(item))
+    _add_vars((val,), found)
     return found
 
 
