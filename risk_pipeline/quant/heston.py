@@ -27,8 +27,8 @@ dZ``, ``dW dZ = rho dt``, ``v(0) = v0``.
   coefficients fall like ``1 / u^2``), capped at ``MAX_TERMS``. Kernels are numba, parallel over slices and
   options.
 * Calibration (``calibrate_heston``): ``(v0, kappa, theta, xi, rho)`` to the implied vols of one underlying's
-  out-of-the-money quotes, all expiries at once, by Levenberg-Marquardt (``scipy.optimize.least_squares``,
-  ``method="lm"``) in unbounded coordinates (logs of the positive parameters, ``atanh rho``). Residuals are
+  out-of-the-money quotes, all expiries at once, by Levenberg-Marquardt (MINPACK's ``lmder`` as
+  ``scipy.optimize.least_squares(method="lm")`` runs it, called through ``leastsq``) in unbounded coordinates (logs of the positive parameters, ``atanh rho``). Residuals are
   vega-scaled price differences (``(model - quote) / vega`` ~ vol error, weighted by ``sqrt(vega / max vega)``
   as the SVI and SABR fits are). With each slice's COS grid held fixed, price = (payoff matrix) x
   (characteristic-function coefficients), so the Jacobian comes from central differences of ``phi`` alone: one
@@ -45,12 +45,13 @@ from __future__ import annotations
 
 import cmath
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike
-from scipy.optimize import least_squares
+from scipy.optimize import leastsq
 from scipy.stats import norm
 
 from risk_pipeline.quant._numba import JIT, FloatArray, IntArray, inner_njit, run_chunked
@@ -650,6 +651,47 @@ def _cf_block(
         key[0], key[1], key[2], key[3] = 1.0, params[0, 1], params[0, 3], params[0, 4]
 
 
+#: MINPACK's limit on residual evaluations, as ``least_squares(method="lm")`` sets it for 5 parameters (``100 n``).
+_MAX_NFEV = 500
+#: MINPACK's return codes of a converged fit.
+_LM_CONVERGED = (1, 2, 3, 4)
+
+
+class _LastPoint:
+    """``fn`` remembering its last point: called again at the same bits, it returns a copy of the same value."""
+
+    def __init__(self, fn: Callable[[FloatArray], FloatArray]) -> None:
+        self.fn = fn
+        self.key = b""
+        self.value = np.empty(0)
+
+    def __call__(self, x: FloatArray) -> FloatArray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.tobytes() != self.key:
+            self.value = self.fn(x)
+            self.key = x.tobytes()
+        return self.value.copy()
+
+
+def _levenberg_marquardt(
+    residuals: Callable[[FloatArray], FloatArray], jacobian: Callable[[FloatArray], FloatArray], x0: FloatArray
+) -> tuple[FloatArray, int, bool]:
+    """MINPACK's ``lmder`` from ``x0`` with the arguments ``least_squares(residuals, x0, jac=jacobian, method="lm",
+    xtol=1e-10, ftol=1e-10, gtol=1e-10)`` gives it, so the same iterates: the solution, MINPACK's count of residual
+    evaluations and whether it converged. Through ``leastsq``, which (unlike ``least_squares``) evaluates no
+    Jacobian at the solution once MINPACK has returned (a whole Jacobian, 10 shifted points, for a ``grad`` not
+    used here); its checks at ``x0`` are the residuals and Jacobian that MINPACK then asks for at ``x0``, so each
+    function remembers its last point. Residuals not finite at ``x0`` raise ``least_squares``' ValueError."""
+    fun, jac = _LastPoint(residuals), _LastPoint(jacobian)
+    x0 = np.array(x0, dtype=np.float64)
+    if not np.all(np.isfinite(fun(x0))):
+        raise ValueError("Residuals are not finite in the initial point.")
+    x, _, info, _, status = leastsq(
+        fun, x0, Dfun=jac, full_output=True, ftol=1e-10, xtol=1e-10, gtol=1e-10, maxfev=_MAX_NFEV, factor=100.0
+    )
+    return x, int(info["nfev"]), status in _LM_CONVERGED
+
+
 def calibrate_heston(
     time_years: ArrayLike,
     log_moneyness: ArrayLike,
@@ -701,8 +743,8 @@ def calibrate_heston(
             pr = surf.prices(_to_p(pts))
             return (weight * (pr[0::2] - pr[1::2]) / (2.0 * step)).T
 
-        res = least_squares(residuals, x, jac=jacobian, method="lm", xtol=1e-10, ftol=1e-10, gtol=1e-10)
-        x, iterations, converged = res.x, iterations + int(res.nfev), bool(res.success)
+        x, nfev, converged = _levenberg_marquardt(residuals, jacobian, x)
+        iterations += nfev
     p = _to_p(x)
     params = HestonParams(*(float(v) for v in p))
     model_price = heston_price(1.0, np.exp(lk), t, 0.0, 0.0, call, *p)
