@@ -28,7 +28,8 @@ dZ``, ``dW dZ = rho dt``, ``v(0) = v0``.
   options.
 * Calibration (``calibrate_heston``): ``(v0, kappa, theta, xi, rho)`` to the implied vols of one underlying's
   out-of-the-money quotes, all expiries at once, by Levenberg-Marquardt (MINPACK's ``lmder`` as
-  ``scipy.optimize.least_squares(method="lm")`` runs it, called through ``leastsq``) in unbounded coordinates (logs of the positive parameters, ``atanh rho``). Residuals are
+  ``scipy.optimize.least_squares(method="lm")`` runs it, called through ``leastsq``) in unbounded coordinates
+  (logs of the positive parameters, ``atanh rho``). Residuals are
   vega-scaled price differences (``(model - quote) / vega`` ~ vol error, weighted by ``sqrt(vega / max vega)``
   as the SVI and SABR fits are). With each slice's COS grid held fixed, price = (payoff matrix) x
   (characteristic-function coefficients), so the Jacobian comes from central differences of ``phi`` alone: one
