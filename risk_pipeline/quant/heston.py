@@ -545,6 +545,23 @@ class _SurfaceCos:
         self.size = log_k.size
         #: per slice: (set flag, kappa, xi, rho) of the last parameters seen and their _log_cf_core parts
         self.cache = [(np.zeros(4), np.zeros((4, int(n)), dtype=np.complex128)) for n in self.n]
+        #: per slice, taken out once: ``_cf_block``'s scalars and cache, the payoff matrices (transposed views, as
+        #: ``prices`` multiplied by them), the parity row, and the slice's quotes (a ``slice`` where consecutive)
+        self.slices = [
+            (
+                float(self.t[s]),
+                float(self.a[s]),
+                float(self.b[s] - self.a[s]),
+                *self.cache[s],
+                self.payoff[s][0].T,
+                self.payoff[s][1].T,
+                self.parity[s][None, :],
+                slice(int(idx[0]), int(idx[-1]) + 1) if int(idx[-1]) - int(idx[0]) + 1 == idx.size else idx,
+            )
+            for s, idx in enumerate(self.order)
+        ]
+        #: coefficient arrays (put, call) per slice by number of parameter rows, reused (``_cf_block`` fills them)
+        self.buffers: dict[int, list[tuple[FloatArray, FloatArray]]] = {}
 
     def _payoff(self, s: int, log_k: FloatArray, call: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Payoff coefficients of the slice's quotes, OTM side: (put rows, call rows), zero on the other rows."""
@@ -575,15 +592,17 @@ class _SurfaceCos:
         Each slice keeps the ``v0``/``theta``-free parts of the characteristic function of the last parameters
         it saw (``_cf_block``): a Levenberg-Marquardt Jacobian is asked for at the point whose residuals were
         just evaluated, so its rows shifted in ``v0`` or ``theta`` cost no complex function at all."""
-        out = np.empty((params.shape[0], self.size))
         p = np.ascontiguousarray(params, dtype=np.float64)
-        for s, idx in enumerate(self.order):
-            put = np.empty((p.shape[0], int(self.n[s])))
-            call = np.empty_like(put)
-            key, core = self.cache[s]
-            _cf_block(float(self.t[s]), float(self.a[s]), float(self.b[s] - self.a[s]), p, put, call, key, core)
-            v_put, v_call = self.payoff[s]
-            out[:, idx] = put @ v_put.T + call @ v_call.T + self.parity[s][None, :]
+        m = p.shape[0]
+        out = np.empty((m, self.size))
+        buffers = self.buffers.get(m)
+        if buffers is None:
+            buffers = self.buffers[m] = [(np.empty((m, int(n))), np.empty((m, int(n)))) for n in self.n]
+        for (t, a, w, key, core, v_put_t, v_call_t, parity, quotes), (put, call) in zip(
+            self.slices, buffers, strict=True
+        ):
+            _cf_block(t, a, w, p, put, call, key, core)
+            out[:, quotes] = put @ v_put_t + call @ v_call_t + parity
         return out
 
 
