@@ -701,7 +701,8 @@ def _levenberg_marquardt(
     evaluations and whether it converged. Through ``leastsq``, which (unlike ``least_squares``) evaluates no
     Jacobian at the solution once MINPACK has returned (a whole Jacobian, 10 shifted points, for a ``grad`` not
     used here); its checks at ``x0`` are the residuals and Jacobian that MINPACK then asks for at ``x0``, so each
-    function remembers its last point. Residuals not finite at ``x0`` raise ``least_squares``' ValueError."""
+    function remembers its last point. Residuals not finite at ``x0`` raise ``least_squares``' ValueError; MINPACK's
+    codes 6-8 (no further progress possible), on which ``least_squares`` raised a KeyError, count as not converged."""
     fun, jac = _LastPoint(residuals), _LastPoint(jacobian)
     x0 = np.array(x0, dtype=np.float64)
     if not np.all(np.isfinite(fun(x0))):
