@@ -27,8 +27,9 @@ dZ``, ``dW dZ = rho dt``, ``v(0) = v0``.
   coefficients fall like ``1 / u^2``), capped at ``MAX_TERMS``. Kernels are numba, parallel over slices and
   options.
 * Calibration (``calibrate_heston``): ``(v0, kappa, theta, xi, rho)`` to the implied vols of one underlying's
-  out-of-the-money quotes, all expiries at once, by Levenberg-Marquardt (``scipy.optimize.least_squares``,
-  ``method="lm"``) in unbounded coordinates (logs of the positive parameters, ``atanh rho``). Residuals are
+  out-of-the-money quotes, all expiries at once, by Levenberg-Marquardt (MINPACK's ``lmder`` as
+  ``scipy.optimize.least_squares(method="lm")`` runs it, called through ``leastsq``) in unbounded coordinates
+  (logs of the positive parameters, ``atanh rho``). Residuals are
   vega-scaled price differences (``(model - quote) / vega`` ~ vol error, weighted by ``sqrt(vega / max vega)``
   as the SVI and SABR fits are). With each slice's COS grid held fixed, price = (payoff matrix) x
   (characteristic-function coefficients), so the Jacobian comes from central differences of ``phi`` alone: one
@@ -45,12 +46,13 @@ from __future__ import annotations
 
 import cmath
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike
-from scipy.optimize import least_squares
+from scipy.optimize import leastsq
 from scipy.stats import norm
 
 from risk_pipeline.quant._numba import JIT, FloatArray, IntArray, inner_njit, run_chunked
@@ -543,6 +545,23 @@ class _SurfaceCos:
         self.size = log_k.size
         #: per slice: (set flag, kappa, xi, rho) of the last parameters seen and their _log_cf_core parts
         self.cache = [(np.zeros(4), np.zeros((4, int(n)), dtype=np.complex128)) for n in self.n]
+        #: per slice, taken out once: ``_cf_block``'s scalars and cache, the payoff matrices (transposed views, as
+        #: ``prices`` multiplied by them), the parity row, and the slice's quotes (a ``slice`` where consecutive)
+        self.slices = [
+            (
+                float(self.t[s]),
+                float(self.a[s]),
+                float(self.b[s] - self.a[s]),
+                *self.cache[s],
+                self.payoff[s][0].T,
+                self.payoff[s][1].T,
+                self.parity[s][None, :],
+                slice(int(idx[0]), int(idx[-1]) + 1) if int(idx[-1]) - int(idx[0]) + 1 == idx.size else idx,
+            )
+            for s, idx in enumerate(self.order)
+        ]
+        #: coefficient arrays (put, call) per slice by number of parameter rows, reused (``_cf_block`` fills them)
+        self.buffers: dict[int, list[tuple[FloatArray, FloatArray]]] = {}
 
     def _payoff(self, s: int, log_k: FloatArray, call: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Payoff coefficients of the slice's quotes, OTM side: (put rows, call rows), zero on the other rows."""
@@ -573,15 +592,17 @@ class _SurfaceCos:
         Each slice keeps the ``v0``/``theta``-free parts of the characteristic function of the last parameters
         it saw (``_cf_block``): a Levenberg-Marquardt Jacobian is asked for at the point whose residuals were
         just evaluated, so its rows shifted in ``v0`` or ``theta`` cost no complex function at all."""
-        out = np.empty((params.shape[0], self.size))
         p = np.ascontiguousarray(params, dtype=np.float64)
-        for s, idx in enumerate(self.order):
-            put = np.empty((p.shape[0], int(self.n[s])))
-            call = np.empty_like(put)
-            key, core = self.cache[s]
-            _cf_block(float(self.t[s]), float(self.a[s]), float(self.b[s] - self.a[s]), p, put, call, key, core)
-            v_put, v_call = self.payoff[s]
-            out[:, idx] = put @ v_put.T + call @ v_call.T + self.parity[s][None, :]
+        m = p.shape[0]
+        out = np.empty((m, self.size))
+        buffers = self.buffers.get(m)
+        if buffers is None:
+            buffers = self.buffers[m] = [(np.empty((m, int(n))), np.empty((m, int(n)))) for n in self.n]
+        for (t, a, w, key, core, v_put_t, v_call_t, parity, quotes), (put, call) in zip(
+            self.slices, buffers, strict=True
+        ):
+            _cf_block(t, a, w, p, put, call, key, core)
+            out[:, quotes] = put @ v_put_t + call @ v_call_t + parity
         return out
 
 
@@ -650,6 +671,48 @@ def _cf_block(
         key[0], key[1], key[2], key[3] = 1.0, params[0, 1], params[0, 3], params[0, 4]
 
 
+#: MINPACK's limit on residual evaluations, as ``least_squares(method="lm")`` sets it for 5 parameters (``100 n``).
+_MAX_NFEV = 500
+#: MINPACK's return codes of a converged fit.
+_LM_CONVERGED = (1, 2, 3, 4)
+
+
+class _LastPoint:
+    """``fn`` remembering its last point: called again at the same bits, it returns a copy of the same value."""
+
+    def __init__(self, fn: Callable[[FloatArray], FloatArray]) -> None:
+        self.fn = fn
+        self.key = b""
+        self.value = np.empty(0)
+
+    def __call__(self, x: FloatArray) -> FloatArray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.tobytes() != self.key:
+            self.value = self.fn(x)
+            self.key = x.tobytes()
+        return self.value.copy()
+
+
+def _levenberg_marquardt(
+    residuals: Callable[[FloatArray], FloatArray], jacobian: Callable[[FloatArray], FloatArray], x0: FloatArray
+) -> tuple[FloatArray, int, bool]:
+    """MINPACK's ``lmder`` from ``x0`` with the arguments ``least_squares(residuals, x0, jac=jacobian, method="lm",
+    xtol=1e-10, ftol=1e-10, gtol=1e-10)`` gives it, so the same iterates: the solution, MINPACK's count of residual
+    evaluations and whether it converged. Through ``leastsq``, which (unlike ``least_squares``) evaluates no
+    Jacobian at the solution once MINPACK has returned (a whole Jacobian, 10 shifted points, for a ``grad`` not
+    used here); its checks at ``x0`` are the residuals and Jacobian that MINPACK then asks for at ``x0``, so each
+    function remembers its last point. Residuals not finite at ``x0`` raise ``least_squares``' ValueError; MINPACK's
+    codes 6-8 (no further progress possible), on which ``least_squares`` raised a KeyError, count as not converged."""
+    fun, jac = _LastPoint(residuals), _LastPoint(jacobian)
+    x0 = np.array(x0, dtype=np.float64)
+    if not np.all(np.isfinite(fun(x0))):
+        raise ValueError("Residuals are not finite in the initial point.")
+    x, _, info, _, status = leastsq(
+        fun, x0, Dfun=jac, full_output=True, ftol=1e-10, xtol=1e-10, gtol=1e-10, maxfev=_MAX_NFEV, factor=100.0
+    )
+    return x, int(info["nfev"]), status in _LM_CONVERGED
+
+
 def calibrate_heston(
     time_years: ArrayLike,
     log_moneyness: ArrayLike,
@@ -701,8 +764,8 @@ def calibrate_heston(
             pr = surf.prices(_to_p(pts))
             return (weight * (pr[0::2] - pr[1::2]) / (2.0 * step)).T
 
-        res = least_squares(residuals, x, jac=jacobian, method="lm", xtol=1e-10, ftol=1e-10, gtol=1e-10)
-        x, iterations, converged = res.x, iterations + int(res.nfev), bool(res.success)
+        x, nfev, converged = _levenberg_marquardt(residuals, jacobian, x)
+        iterations += nfev
     p = _to_p(x)
     params = HestonParams(*(float(v) for v in p))
     model_price = heston_price(1.0, np.exp(lk), t, 0.0, 0.0, call, *p)

@@ -30,7 +30,6 @@ on a strike grid, the no-butterfly-arbitrage condition, as the SVI slices have t
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +40,9 @@ from scipy.special import ndtr
 from risk_pipeline.quant._numba import FloatArray
 
 _SQRT_2PI = np.sqrt(2 * np.pi)  # scipy.stats' _norm_pdf_C
+#: ``least_squares``' relative step of 2-point differences (``_numdiff._eps_for_method``) and the diagonal of 3x3.
+_SQRT_EPS = np.finfo(np.float64).eps ** 0.5
+_DIAG = np.arange(3)
 
 #: Bounds of the calibrated parameters: alpha > 0, |rho| < 1, ``0 <= nu <= nu_upper_bound(t)``.
 RHO_BOUND = 0.999
@@ -84,49 +86,73 @@ def _z_over_x(z: FloatArray, rho: float) -> FloatArray:
     return np.where(small, 1.0 - 0.5 * rho * z, zz / x)
 
 
-def _correction(
-    strike: FloatArray, forward: float, t: float, alpha: float, beta: float, rho: float, nu: float
+def _correction_from(
+    den_alpha: FloatArray, den_rho: FloatArray, t: float, alpha: float, beta: float, rho: float, nu: float
 ) -> FloatArray:
-    """The ``1 + T c`` factor shared by both formulas (module docstring)."""
-    fk = forward * strike
+    """The ``1 + T c`` factor shared by both formulas (module docstring), from its parameter-free denominators
+    ``24 (F K)^(1-b)`` and ``4 (F K)^((1-b)/2)``."""
     c = (
-        (1.0 - beta) ** 2 * alpha * alpha / (24.0 * fk ** (1.0 - beta))
-        + rho * beta * nu * alpha / (4.0 * fk ** (0.5 * (1.0 - beta)))
+        (1.0 - beta) ** 2 * alpha * alpha / den_alpha
+        + rho * beta * nu * alpha / den_rho
         + (2.0 - 3.0 * rho * rho) * nu * nu / 24.0
     )
     return 1.0 + t * c
+
+
+@dataclass(frozen=True)
+class _Smile:
+    """The parts of a formula's smile that depend on the strikes, forward and ``beta`` only: ``vol = alpha / lead
+    * z / x(z) * (1 + T c)`` with ``z = nu / alpha * z_scale * log_fk`` and ``c`` over ``den_alpha``, ``den_rho``
+    (``_correction_from``). Computed once per slice, the same operations as each formula's own lines."""
+
+    log_fk: FloatArray
+    z_scale: FloatArray
+    lead: FloatArray
+    den_alpha: FloatArray
+    den_rho: FloatArray
+
+
+def _smile(strike: ArrayLike, forward: float, beta: float, formula: str) -> _Smile:
+    """``_Smile`` of ``formula`` (``"hagan"`` or ``"obloj"``) at ``strike``."""
+    k = np.asarray(strike, dtype=np.float64)
+    log_fk = np.log(forward / k)
+    b1 = 1.0 - beta
+    if formula == "hagan":
+        fk_half = (forward * k) ** (0.5 * (1.0 - beta))
+        z_scale = fk_half
+        lead = fk_half * (1.0 + b1 * b1 * log_fk * log_fk / 24.0 + b1**4 * log_fk**4 / 1920.0)
+    elif b1 == 0.0:
+        z_scale = lead = np.full_like(log_fk, 1.0)  # (F^{1-b} - K^{1-b}) / ((1-b) L) -> 1 at b = 1
+    else:
+        # (F^{1-b} - K^{1-b}) / ((1 - b) L) = F^{1-b} (1 - exp(-(1-b) L)) / ((1-b) L), stable near L = 0
+        small = np.abs(b1 * log_fk) < 1e-12
+        safe = np.where(small, 1.0, b1 * log_fk)
+        z_scale = lead = forward**b1 * np.where(small, 1.0, -np.expm1(-safe) / safe)
+    fk = forward * k
+    return _Smile(log_fk, z_scale, lead, 24.0 * fk ** (1.0 - beta), 4.0 * fk ** (0.5 * (1.0 - beta)))
+
+
+def _smile_vol(smile: _Smile, t: float, alpha: float, beta: float, rho: float, nu: float) -> FloatArray:
+    """The smile's vols for parameters (scalars, or columns: one smile per row)."""
+    z = nu / alpha * smile.z_scale * smile.log_fk
+    corr = _correction_from(smile.den_alpha, smile.den_rho, t, alpha, beta, rho, nu)
+    return alpha / smile.lead * _z_over_x(z, rho) * corr
 
 
 def sabr_hagan_vol(
     strike: ArrayLike, forward: float, t: float, alpha: float, beta: float, rho: float, nu: float
 ) -> FloatArray:
     """Hagan et al. (2002) lognormal implied vol at each strike (module docstring)."""
-    k = np.asarray(strike, dtype=np.float64)
-    log_fk = np.log(forward / k)
-    fk_half = (forward * k) ** (0.5 * (1.0 - beta))
-    b1 = 1.0 - beta
-    denom = fk_half * (1.0 + b1 * b1 * log_fk * log_fk / 24.0 + b1**4 * log_fk**4 / 1920.0)
-    z = nu / alpha * fk_half * log_fk
-    return alpha / denom * _z_over_x(z, rho) * _correction(k, forward, t, alpha, beta, rho, nu)
+    return _smile_vol(_smile(strike, forward, beta, "hagan"), t, alpha, beta, rho, nu)
 
 
 def sabr_obloj_vol(
     strike: ArrayLike, forward: float, t: float, alpha: float, beta: float, rho: float, nu: float
 ) -> FloatArray:
-    """Obloj (2008): the exact short-expiry leading term of Berestycki et al. times Hagan's correction."""
-    k = np.asarray(strike, dtype=np.float64)
-    log_fk = np.log(forward / k)
-    b1 = 1.0 - beta
-    if b1 == 0.0:
-        ratio = np.full_like(log_fk, 1.0)  # (F^{1-b} - K^{1-b}) / ((1-b) L) -> 1 at b = 1
-    else:
-        # (F^{1-b} - K^{1-b}) / ((1 - b) L) = F^{1-b} (1 - exp(-(1-b) L)) / ((1-b) L), stable near L = 0
-        small = np.abs(b1 * log_fk) < 1e-12
-        safe = np.where(small, 1.0, b1 * log_fk)
-        ratio = forward**b1 * np.where(small, 1.0, -np.expm1(-safe) / safe)
-    z = nu / alpha * ratio * log_fk
-    # sigma_0 = nu L / x(z) = (nu L / z) (z / x(z)) = alpha / ratio * z / x(z)
-    return alpha / ratio * _z_over_x(z, rho) * _correction(k, forward, t, alpha, beta, rho, nu)
+    """Obloj (2008): the exact short-expiry leading term of Berestycki et al. times Hagan's correction
+    (``sigma_0 = nu L / x(z) = (nu L / z) (z / x(z)) = alpha / ratio * z / x(z)``,
+    ``ratio = (F^{1-b} - K^{1-b}) / ((1-b) L)``, ``z = nu / alpha * ratio * L``)."""
+    return _smile_vol(_smile(strike, forward, beta, "obloj"), t, alpha, beta, rho, nu)
 
 
 FORMULAS = {"hagan": sabr_hagan_vol, "obloj": sabr_obloj_vol}
@@ -170,35 +196,52 @@ def calibrate_sabr(
         raise ValueError("forward and time to expiry must be positive")
     weight = np.sqrt(_black_vega_weight(k, forward, t, v))
     weight /= weight.max()
-    vol_fn = FORMULAS[formula]
+    smile = _smile(k, forward, beta, formula)
     atm = int(np.argmin(np.abs(np.log(k / forward))))
     alpha0 = float(v[atm] * forward ** (1.0 - beta))
     x0 = np.array([alpha0, 0.0, 0.5])
     lower = np.array([1e-8, -RHO_BOUND, 0.0])
     upper = np.array([np.inf, RHO_BOUND, nu_upper_bound(t)])
+    last: list[tuple[bytes, FloatArray]] = [(b"", v)]
 
     def residuals(x: FloatArray) -> FloatArray:
-        return weight * (vol_fn(k, forward, t, x[0], beta, x[1], x[2]) - v)
+        out = weight * (_smile_vol(smile, t, x[0], beta, x[1], x[2]) - v)
+        last[0] = (x.tobytes(), out)
+        return out
 
-    def shifted_residuals(fun: object, points: Iterable[FloatArray]) -> list[FloatArray]:
-        """The residuals at the finite-difference points of one Jacobian (``least_squares`` hands them to its
-        ``workers`` map) in one evaluation: the parameters as columns, every element the same operations as
-        ``residuals`` (the tests check the fits are bit-identical to one call per point)."""
-        x = np.array(list(points))
-        return list(weight * (vol_fn(k, forward, t, x[:, 0:1], beta, x[:, 1:2], x[:, 2:3]) - v))
+    def jacobian(x: FloatArray) -> FloatArray:
+        """``least_squares``' own 2-point differences (``scipy.optimize._numdiff.approx_derivative`` with the
+        bounds, the same operations), the shifted points in one evaluation: parameters as columns, every element
+        the same operations as ``residuals`` (the tests check the fits bit for bit against ``least_squares``
+        differencing by itself)."""
+        key, f0 = last[0]
+        if key != x.tobytes():
+            f0 = residuals(x)
+        h = _SQRT_EPS * ((x >= 0).astype(float) * 2 - 1) * np.maximum(1.0, np.abs(x))
+        lower_dist, upper_dist = x - lower, upper - x
+        fitting = np.abs(h) <= np.maximum(lower_dist, upper_dist)
+        h[(((x + h) < lower) | ((x + h) > upper)) & fitting] *= -1
+        forward_only = (upper_dist >= lower_dist) & ~fitting
+        h[forward_only] = upper_dist[forward_only]
+        backward_only = (upper_dist < lower_dist) & ~fitting
+        h[backward_only] = -lower_dist[backward_only]
+        points = np.repeat(x[None, :], 3, axis=0)
+        points[_DIAG, _DIAG] = x + h
+        shifted = weight * (_smile_vol(smile, t, points[:, 0:1], beta, points[:, 1:2], points[:, 2:3]) - v)
+        return ((shifted - f0) / (points[_DIAG, _DIAG] - x)[:, None]).T
 
     res = least_squares(
         residuals,
         x0,
+        jac=jacobian,
         bounds=(lower, upper),
         method="trf",
         x_scale="jac",
         xtol=1e-12,
         ftol=1e-12,
-        workers=shifted_residuals,
     )
     alpha, rho, nu = (float(x) for x in res.x)
-    model = vol_fn(k, forward, t, alpha, beta, rho, nu)
+    model = _smile_vol(smile, t, alpha, beta, rho, nu)
     rmse = float(np.sqrt(np.mean((model - v) ** 2)) * 100.0)
     return SabrFit(alpha, beta, rho, nu, float(forward), float(t), rmse, int(k.size), bool(res.success), formula)
 

@@ -193,19 +193,34 @@ def fit_models(
     return sabr_frame, heston_frame, comparison(usable, heston_vol, sabr_frame, svi)
 
 
+def group_rmse(err2: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:
+    """``sqrt`` of the mean of ``err2`` per group (``group``: each row's group number, -1 for none), NaNs skipped and
+    NaN for a group without a number: the same operations as ``Series.mean`` on each group's rows in their order
+    (pandas' ``nanops.nanmean``: NaNs set to 0, numpy's sum, divided by the count), without a Series per group."""
+    order = np.argsort(group, kind="stable")
+    values = err2[order]
+    bounds = np.searchsorted(group[order], np.arange(groups + 1))
+    out = np.empty(groups)
+    for g in range(groups):
+        v = values[bounds[g] : bounds[g + 1]]
+        missing = np.isnan(v)
+        count = v.size - int(missing.sum())
+        if count < v.size:
+            v = np.where(missing, 0.0, v)
+        out[g] = np.sqrt(v.sum() / np.float64(count)) if count > 0 else np.nan
+    return out
+
+
 def comparison(usable: pd.DataFrame, heston_vol: pd.Series, sabr: pd.DataFrame, svi: pd.DataFrame) -> pd.DataFrame:
     """RMSE per slice of the three models on the same quotes (Heston's from its whole-surface fit)."""
-    err = usable.assign(err2=((heston_vol.reindex(usable.index) - usable["implied_vol"]) * 100.0) ** 2)
-    per_slice = (
-        err.groupby(["underlying", "expiry"], sort=True)
-        .agg(
-            as_of=("as_of", "first"),
-            time_to_expiry_years=("time_to_expiry_years", "first"),
-            n_quotes=("implied_vol", "size"),
-            heston_rmse_vol_points=("err2", lambda s: float(np.sqrt(s.mean()))),
-        )
-        .reset_index()
-    )
+    err2 = ((heston_vol.reindex(usable.index) - usable["implied_vol"]) * 100.0) ** 2
+    grouped = usable.groupby(["underlying", "expiry"], sort=True)
+    per_slice = grouped.agg(
+        as_of=("as_of", "first"),
+        time_to_expiry_years=("time_to_expiry_years", "first"),
+        n_quotes=("implied_vol", "size"),
+    ).reset_index()
+    per_slice["heston_rmse_vol_points"] = group_rmse(err2.to_numpy(float), grouped.ngroup().to_numpy(), len(per_slice))
     svi_part = svi[["underlying", "expiry", "rmse_vol_points"]].rename(
         columns={"rmse_vol_points": "svi_rmse_vol_points"}
     )
