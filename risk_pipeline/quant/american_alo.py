@@ -154,12 +154,9 @@ def exercise_limit(k: float, r: float, q: float) -> float:
     return k * min(1.0, r / q) if q > 0.0 else k
 
 
-@inner_njit()
-def qd_plus_boundary(
-    tau: float, k: float, r: float, q: float, sig: float, x_max: float, start: float, tol: float
-) -> float:
-    """Li's (2009) QD+ approximation of the put exercise boundary at time to maturity ``tau``: Halley's
-    iteration from ``start`` until a step below ``tol * X``."""
+@inner_njit(forceinline=True)
+def _qd_plus_terms(tau: float, r: float, q: float, sig: float) -> tuple[float, float, float, float, float]:
+    """QD+'s constants at time to maturity ``tau``: ``(sigma sqrt(tau), e^{-r tau}, e^{-q tau}, alpha, beta)``."""
     s2 = sig * sig
     v = sig * math.sqrt(tau)
     dr = math.exp(-r * tau)
@@ -173,25 +170,44 @@ def qd_plus_boundary(
     den = 2.0 * lam + om - 1.0
     alpha = 2.0 * dr / (s2 * den)
     beta = alpha * (ddr + lam_p / den) - lam
+    return v, dr, dq, alpha, beta
+
+
+@inner_njit(forceinline=True)
+def _halley_step(
+    x: float, tau: float, k: float, r: float, q: float, sig: float, terms: tuple[float, float, float, float, float]
+) -> float:
+    """Halley's step of QD+'s boundary equation at ``x`` (``terms`` from ``_qd_plus_terms``)."""
+    v, dr, dq, alpha, beta = terms
+    s2 = sig * sig
+    dp = math.log(x * dq / (k * dr)) / v + 0.5 * v
+    dm = dp - v
+    e_p = exp_minus_half_square(dp)
+    n_mdp = norm_cdf_from_exp(-dp, e_p)
+    n_mdm = _ncdf(-dm)
+    pdf = _INV_SQRT_2PI * e_p
+    npv = dr * k * n_mdm - x * dq * n_mdp
+    theta = r * k * dr * n_mdm - q * x * dq * n_mdp - s2 * x / (2.0 * v) * dq * pdf
+    charm = -dq * (pdf * ((r - q) / v - dm / (2.0 * tau)) + q * n_mdp)
+    fx = (1.0 - dq * n_mdp) * x - beta * (k - x - npv) + alpha * theta / dr
+    f1 = 1.0 - dq * n_mdp + dq / v * pdf + beta * (1.0 - dq * n_mdp) + alpha / dr * charm
+    gam = pdf * dq / (v * x)
+    colour = gam * (q + (r - q) * dp / v + (1.0 - dp * dm) / (2.0 * tau))
+    f2 = dq * (pdf / (x * v) - pdf * dp / (x * v * v)) + beta * gam + alpha / dr * colour
+    return fx / f1 / (1.0 - 0.5 * fx * f2 / (f1 * f1))
+
+
+@inner_njit()
+def qd_plus_boundary(
+    tau: float, k: float, r: float, q: float, sig: float, x_max: float, start: float, tol: float
+) -> float:
+    """Li's (2009) QD+ approximation of the put exercise boundary at time to maturity ``tau``: Halley's
+    iteration from ``start`` until a step below ``tol * X``."""
+    terms = _qd_plus_terms(tau, r, q, sig)
     x_min = 1e-12 * x_max
     x = start
     for _ in range(16):
-        dp = math.log(x * dq / (k * dr)) / v + 0.5 * v
-        dm = dp - v
-        e_p = exp_minus_half_square(dp)
-        n_mdp = norm_cdf_from_exp(-dp, e_p)
-        n_mdm = _ncdf(-dm)
-        pdf = _INV_SQRT_2PI * e_p
-        npv = dr * k * n_mdm - x * dq * n_mdp
-        theta = r * k * dr * n_mdm - q * x * dq * n_mdp - s2 * x / (2.0 * v) * dq * pdf
-        charm = -dq * (pdf * ((r - q) / v - dm / (2.0 * tau)) + q * n_mdp)
-        fx = (1.0 - dq * n_mdp) * x - beta * (k - x - npv) + alpha * theta / dr
-        f1 = 1.0 - dq * n_mdp + dq / v * pdf + beta * (1.0 - dq * n_mdp) + alpha / dr * charm
-        gam = pdf * dq / (v * x)
-        colour = gam * (q + (r - q) * dp / v + (1.0 - dp * dm) / (2.0 * tau))
-        f2 = dq * (pdf / (x * v) - pdf * dp / (x * v * v)) + beta * gam + alpha / dr * colour
-        step = fx / f1 / (1.0 - 0.5 * fx * f2 / (f1 * f1))
-        x_new = max(x_min, x - step)
+        x_new = max(x_min, x - _halley_step(x, tau, k, r, q, sig, terms))
         if not x_new == x_new:
             break
         done = abs(x_new - x) < tol * x_max
@@ -199,6 +215,91 @@ def qd_plus_boundary(
         if done:
             break
     return min(x, x_max)
+
+
+@inner_njit(forceinline=True)
+def _qd_plus_guess(s: FloatArray, i: int, z_c: FloatArray, x_max: float) -> float:
+    """Start of node ``i``'s Halley iteration: ``H = s^2`` extrapolated linearly in ``z`` from nodes ``i - 1, i``."""
+    if i == 0:
+        return x_max
+    h1 = s[i] * s[i]
+    h0 = s[i - 1] * s[i - 1]
+    hg = h1 + (h1 - h0) * (z_c[i + 1] - z_c[i]) / (z_c[i] - z_c[i - 1])
+    return x_max * math.exp(-math.sqrt(max(hg, 0.0)))
+
+
+@inner_njit()
+def qd_plus_start(
+    k: float, r: float, q: float, sig: float, t: float, x_max: float, s: FloatArray, z_c: FloatArray
+) -> None:
+    """``s[j] = -ln(B(tau_j)/X)`` of the QD+ boundary at the Chebyshev points ``tau_j = T (1 + z_j)^2 / 4``: node
+    by node, Halley from ``H = s^2`` extrapolated linearly in ``z`` from the previous two (``_qd_plus_guess``)."""
+    sqt = math.sqrt(t)
+    s[0] = 0.0
+    for i in range(z_c.shape[0] - 1):
+        xi = 0.5 * sqt * (1.0 + z_c[i + 1])
+        b0 = qd_plus_boundary(xi * xi, k, r, q, sig, x_max, _qd_plus_guess(s, i, z_c, x_max), QD_PLUS_TOL)
+        s[i + 1] = max(-math.log(b0 / x_max), 0.0)
+
+
+@inner_njit()
+def qd_plus_start_pair(
+    k: float,
+    r: float,
+    q: float,
+    sig: float,
+    t: float,
+    x_max: float,
+    s: FloatArray,
+    r_b: float,
+    q_b: float,
+    sig_b: float,
+    t_b: float,
+    x_max_b: float,
+    s_b: FloatArray,
+    z_c: FloatArray,
+) -> None:
+    """``qd_plus_start`` of two options (unit strike ``k``) at once, bit for bit: their Halley iterations
+    interleaved step by step (two independent chains of dependent operations, which the CPU runs side by side),
+    each updated and stopped by its own rule (a stopped one's step is computed and not used)."""
+    sqt = math.sqrt(t)
+    sqt_b = math.sqrt(t_b)
+    x_min = 1e-12 * x_max
+    x_min_b = 1e-12 * x_max_b
+    s[0] = 0.0
+    s_b[0] = 0.0
+    for i in range(z_c.shape[0] - 1):
+        xi = 0.5 * sqt * (1.0 + z_c[i + 1])
+        tau = xi * xi
+        xi = 0.5 * sqt_b * (1.0 + z_c[i + 1])
+        tau_b = xi * xi
+        x = _qd_plus_guess(s, i, z_c, x_max)
+        x_b = _qd_plus_guess(s_b, i, z_c, x_max_b)
+        terms = _qd_plus_terms(tau, r, q, sig)
+        terms_b = _qd_plus_terms(tau_b, r_b, q_b, sig_b)
+        run = True
+        run_b = True
+        for _ in range(16):
+            step = _halley_step(x, tau, k, r, q, sig, terms)
+            step_b = _halley_step(x_b, tau_b, k, r_b, q_b, sig_b, terms_b)
+            if run:
+                x_new = max(x_min, x - step)
+                if not x_new == x_new:
+                    run = False
+                else:
+                    run = not abs(x_new - x) < QD_PLUS_TOL * x_max
+                    x = x_new
+            if run_b:
+                x_new = max(x_min_b, x_b - step_b)
+                if not x_new == x_new:
+                    run_b = False
+                else:
+                    run_b = not abs(x_new - x_b) < QD_PLUS_TOL * x_max_b
+                    x_b = x_new
+            if not (run or run_b):
+                break
+        s[i + 1] = max(-math.log(min(x, x_max) / x_max), 0.0)
+        s_b[i + 1] = max(-math.log(min(x_b, x_max_b) / x_max_b), 0.0)
 
 
 @inner_njit()
@@ -245,6 +346,23 @@ def put_boundary(
     ``tau_j = T (1 + z_j)^2 / 4``; Newton steps until one is at most ``tol``; returns the steps taken
     (negative if a step failed). Put with early
     exercise and a single boundary (``r >= 0``, not ``r <= 0 <= q``), ``sigma sqrt(T) > 0``."""
+    qd_plus_start(k, r, q, sig, t, x_max, s, tab[0])
+    return newton_boundary(k, r, q, sig, t, x_max, s, tol, tab)
+
+
+@inner_njit()
+def newton_boundary(
+    k: float,
+    r: float,
+    q: float,
+    sig: float,
+    t: float,
+    x_max: float,
+    s: FloatArray,
+    tol: float,
+    tab: tuple[FloatArray, ...],
+) -> int:
+    """``put_boundary``'s Newton iteration from the start in ``s`` (``qd_plus_start``)."""
     z_c, _, fs2, fc, fw, fm = tab[0], tab[1], tab[2], tab[3], tab[4], tab[5]
     n = z_c.shape[0] - 1
     lq = fs2.shape[0]
@@ -252,18 +370,9 @@ def put_boundary(
     sqt = math.sqrt(t)
     tau = np.empty(n)
     lnk = math.log(k / x_max)
-    s[0] = 0.0
-    b0 = x_max
-    for i in range(n):  # QD+ start, node by node, Halley from H = s^2 extrapolated linearly in z
+    for i in range(n):
         xi = 0.5 * sqt * (1.0 + z_c[i + 1])
         tau[i] = xi * xi
-        if i > 0:
-            h1 = s[i] * s[i]
-            h0 = s[i - 1] * s[i - 1]
-            hg = h1 + (h1 - h0) * (z_c[i + 1] - z_c[i]) / (z_c[i] - z_c[i - 1])
-            b0 = x_max * math.exp(-math.sqrt(max(hg, 0.0)))
-        b0 = qd_plus_boundary(tau[i], k, r, q, sig, x_max, b0, QD_PLUS_TOL)
-        s[i + 1] = max(-math.log(b0 / x_max), 0.0)
     # one workspace for the arrays of the iteration (views into it)
     work = np.empty(11 * nl + (n + 1) * 3 + n * 6)
     inv_sd = work[0:nl]
@@ -739,9 +848,14 @@ def boundary_kernel(
     """``put_boundary(1, pr[i], pq[i], sig[i], t[i], x_max[i], s[i], tol, tab)`` of unit-strike puts ``start ..
     stop-1`` (``run_chunked``): the boundary ``s[i]``, the Newton steps and ``B(T) = x_max e^{-s[i, -1]}``."""
     last = s.shape[1] - 1
-    for i in range(start, stop):
-        steps[i] = put_boundary(1.0, pr[i], pq[i], sig[i], t[i], x_max[i], s[i], tol, tab)
-        b_t[i] = x_max[i] * math.exp(-s[i, last])
+    for i in range(start, stop, 2):
+        j = min(i + 1, stop - 1)  # the last of an odd count is started twice
+        qd_plus_start_pair(
+            1.0, pr[i], pq[i], sig[i], t[i], x_max[i], s[i], pr[j], pq[j], sig[j], t[j], x_max[j], s[j], tab[0]
+        )
+        for m in range(i, j + 1):
+            steps[m] = newton_boundary(1.0, pr[m], pq[m], sig[m], t[m], x_max[m], s[m], tol, tab)
+            b_t[m] = x_max[m] * math.exp(-s[m, last])
 
 
 @njit(**JIT)
