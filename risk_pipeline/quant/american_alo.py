@@ -56,7 +56,11 @@ from numpy.typing import ArrayLike
 from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, IntArray, inner_njit, run_chunked
 from risk_pipeline.quant.american_fd import fd_american_put
 from risk_pipeline.quant.bsm import _bsm_point, _greeks_kernel, _price_kernel, bsm_price_point
-from risk_pipeline.quant.special import exp_minus_half_square, fast_exp, fast_log, norm_cdf_from_exp
+from risk_pipeline.quant.special import (
+    _A0, _A1, _A2, _A3, _A4, _B0, _B1, _B2, _B3, _C0, _C1, _C2, _C3, _C4, _C5, _C6, _C7, _C8, _D0, _D1, _D2, _D3, _D4,
+    _D5, _D6, _D7, _INV_SQRT2, _P0, _P1, _P2, _P3, _P4, _P5, _Q0, _Q1, _Q2, _Q3, _Q4, _SQRT_PI_INV,
+    exp_minus_half_square, fast_exp, fast_log, norm_cdf_from_exp,
+)  # fmt: skip
 
 #: Chebyshev intervals of the boundary interpolation (``NODES + 1`` points, ``tau = 0`` included). With 12
 #: intervals and 10 points below, 2 of 20,000 random contracts of the issue's grid (vol 5.5-6.5 %, |r - q| >=
@@ -148,6 +152,29 @@ def _ncdf(x: float) -> float:
     return norm_cdf_from_exp(x, exp_minus_half_square(x))
 
 
+@inner_njit(forceinline=True)
+def _ncdf_scalar(z: float, e: float) -> float:
+    """``norm_cdf_from_exp(z, e)`` bit for bit, for scalar code: only the rational of ``|z|``'s region is evaluated
+    (the branch-free form adds the other two times 0.0, which changes no bit of the finite terms)."""
+    y = abs(z) * _INV_SQRT2
+    if y <= 0.46875:
+        w1 = y * y
+        num1 = (((_A4 * w1 + _A0) * w1 + _A1) * w1 + _A2) * w1 + _A3
+        den1 = (((w1 + _B0) * w1 + _B1) * w1 + _B2) * w1 + _B3
+        tail = 0.5 * (1.0 - y * (num1 / den1))
+    elif y > 4.0:
+        y3 = min(y, 32.0)
+        w3 = y3 * y3
+        p3 = ((((_P4 * w3 + _P3) * w3 + _P2) * w3 + _P1) * w3 + _P0) * w3 + _P5
+        q3 = w3 * (((((_Q4 * w3 + _Q3) * w3 + _Q2) * w3 + _Q1) * w3 + _Q0) * w3 + 1.0)
+        tail = 0.5 * (e * ((q3 * _SQRT_PI_INV - p3) / (q3 * y3)))
+    else:
+        num2 = (((((((_C8 * y + _C0) * y + _C1) * y + _C2) * y + _C3) * y + _C4) * y + _C5) * y + _C6) * y + _C7
+        den2 = (((((((y + _D0) * y + _D1) * y + _D2) * y + _D3) * y + _D4) * y + _D5) * y + _D6) * y + _D7
+        tail = 0.5 * (e * (num2 / den2))
+    return tail if z < 0.0 else 1.0 - tail
+
+
 @inner_njit()
 def exercise_limit(k: float, r: float, q: float) -> float:
     """``X = B(0+)`` of a put with early exercise: ``K min(1, r/q)`` for ``q > 0``, else ``K``."""
@@ -183,8 +210,8 @@ def _halley_step(
     dp = math.log(x * dq / (k * dr)) / v + 0.5 * v
     dm = dp - v
     e_p = exp_minus_half_square(dp)
-    n_mdp = norm_cdf_from_exp(-dp, e_p)
-    n_mdm = _ncdf(-dm)
+    n_mdp = _ncdf_scalar(-dp, e_p)
+    n_mdm = _ncdf_scalar(-dm, exp_minus_half_square(-dm))
     pdf = _INV_SQRT_2PI * e_p
     npv = dr * k * n_mdm - x * dq * n_mdp
     theta = r * k * dr * n_mdm - q * x * dq * n_mdp - s2 * x / (2.0 * v) * dq * pdf
