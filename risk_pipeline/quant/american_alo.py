@@ -244,91 +244,6 @@ def qd_plus_boundary(
     return min(x, x_max)
 
 
-@inner_njit(forceinline=True)
-def _qd_plus_guess(s: FloatArray, i: int, z_c: FloatArray, x_max: float) -> float:
-    """Start of node ``i``'s Halley iteration: ``H = s^2`` extrapolated linearly in ``z`` from nodes ``i - 1, i``."""
-    if i == 0:
-        return x_max
-    h1 = s[i] * s[i]
-    h0 = s[i - 1] * s[i - 1]
-    hg = h1 + (h1 - h0) * (z_c[i + 1] - z_c[i]) / (z_c[i] - z_c[i - 1])
-    return x_max * math.exp(-math.sqrt(max(hg, 0.0)))
-
-
-@inner_njit()
-def qd_plus_start(
-    k: float, r: float, q: float, sig: float, t: float, x_max: float, s: FloatArray, z_c: FloatArray
-) -> None:
-    """``s[j] = -ln(B(tau_j)/X)`` of the QD+ boundary at the Chebyshev points ``tau_j = T (1 + z_j)^2 / 4``: node
-    by node, Halley from ``H = s^2`` extrapolated linearly in ``z`` from the previous two (``_qd_plus_guess``)."""
-    sqt = math.sqrt(t)
-    s[0] = 0.0
-    for i in range(z_c.shape[0] - 1):
-        xi = 0.5 * sqt * (1.0 + z_c[i + 1])
-        b0 = qd_plus_boundary(xi * xi, k, r, q, sig, x_max, _qd_plus_guess(s, i, z_c, x_max), QD_PLUS_TOL)
-        s[i + 1] = max(-math.log(b0 / x_max), 0.0)
-
-
-@inner_njit()
-def qd_plus_start_pair(
-    k: float,
-    r: float,
-    q: float,
-    sig: float,
-    t: float,
-    x_max: float,
-    s: FloatArray,
-    r_b: float,
-    q_b: float,
-    sig_b: float,
-    t_b: float,
-    x_max_b: float,
-    s_b: FloatArray,
-    z_c: FloatArray,
-) -> None:
-    """``qd_plus_start`` of two options (unit strike ``k``) at once, bit for bit: their Halley iterations
-    interleaved step by step (two independent chains of dependent operations, which the CPU runs side by side),
-    each updated and stopped by its own rule (a stopped one's step is computed and not used)."""
-    sqt = math.sqrt(t)
-    sqt_b = math.sqrt(t_b)
-    x_min = 1e-12 * x_max
-    x_min_b = 1e-12 * x_max_b
-    s[0] = 0.0
-    s_b[0] = 0.0
-    for i in range(z_c.shape[0] - 1):
-        xi = 0.5 * sqt * (1.0 + z_c[i + 1])
-        tau = xi * xi
-        xi = 0.5 * sqt_b * (1.0 + z_c[i + 1])
-        tau_b = xi * xi
-        x = _qd_plus_guess(s, i, z_c, x_max)
-        x_b = _qd_plus_guess(s_b, i, z_c, x_max_b)
-        terms = _qd_plus_terms(tau, r, q, sig)
-        terms_b = _qd_plus_terms(tau_b, r_b, q_b, sig_b)
-        run = True
-        run_b = True
-        for _ in range(16):
-            step = _halley_step(x, tau, k, r, q, sig, terms)
-            step_b = _halley_step(x_b, tau_b, k, r_b, q_b, sig_b, terms_b)
-            if run:
-                x_new = max(x_min, x - step)
-                if not x_new == x_new:
-                    run = False
-                else:
-                    run = not abs(x_new - x) < QD_PLUS_TOL * x_max
-                    x = x_new
-            if run_b:
-                x_new = max(x_min_b, x_b - step_b)
-                if not x_new == x_new:
-                    run_b = False
-                else:
-                    run_b = not abs(x_new - x_b) < QD_PLUS_TOL * x_max_b
-                    x_b = x_new
-            if not (run or run_b):
-                break
-        s[i + 1] = max(-math.log(min(x, x_max) / x_max), 0.0)
-        s_b[i + 1] = max(-math.log(min(x_b, x_max_b) / x_max_b), 0.0)
-
-
 @inner_njit()
 def _solve(a: FloatArray, b: FloatArray, n: int) -> None:
     """``b <- a^{-1} b`` by Gaussian elimination with partial pivoting (``a`` is overwritten)."""
@@ -373,23 +288,6 @@ def put_boundary(
     ``tau_j = T (1 + z_j)^2 / 4``; Newton steps until one is at most ``tol``; returns the steps taken
     (negative if a step failed). Put with early
     exercise and a single boundary (``r >= 0``, not ``r <= 0 <= q``), ``sigma sqrt(T) > 0``."""
-    qd_plus_start(k, r, q, sig, t, x_max, s, tab[0])
-    return newton_boundary(k, r, q, sig, t, x_max, s, tol, tab)
-
-
-@inner_njit()
-def newton_boundary(
-    k: float,
-    r: float,
-    q: float,
-    sig: float,
-    t: float,
-    x_max: float,
-    s: FloatArray,
-    tol: float,
-    tab: tuple[FloatArray, ...],
-) -> int:
-    """``put_boundary``'s Newton iteration from the start in ``s`` (``qd_plus_start``)."""
     z_c, _, fs2, fc, fw, fm = tab[0], tab[1], tab[2], tab[3], tab[4], tab[5]
     n = z_c.shape[0] - 1
     lq = fs2.shape[0]
@@ -397,33 +295,40 @@ def newton_boundary(
     sqt = math.sqrt(t)
     tau = np.empty(n)
     lnk = math.log(k / x_max)
-    for i in range(n):
+    s[0] = 0.0
+    b0 = x_max
+    for i in range(n):  # QD+ start, node by node, Halley from H = s^2 extrapolated linearly in z
         xi = 0.5 * sqt * (1.0 + z_c[i + 1])
         tau[i] = xi * xi
-    # one workspace for the arrays of the iteration (views into it)
-    work = np.empty(11 * nl + (n + 1) * 3 + n * 6)
-    inv_sd = work[0:nl]
-    cc = work[nl : 2 * nl]
-    sdv = work[2 * nl : 3 * nl]
-    wr = work[3 * nl : 4 * nl]
-    wq = work[4 * nl : 5 * nl]
-    sh = work[5 * nl : 6 * nl]
-    sn = work[6 * nl : 7 * nl]
-    tn = work[7 * nl : 8 * nl]
-    td = work[8 * nl : 9 * nl]
-    aa = work[9 * nl : 10 * nl]
-    ca = work[10 * nl : 11 * nl]
-    o = 11 * nl
-    hh = work[o : o + n + 1]
-    s_acc = work[o + n + 1 : o + 2 * (n + 1)]
-    full = work[o + 2 * (n + 1) : o + 3 * (n + 1)]
-    o += 3 * (n + 1)
-    res = work[o : o + n]
-    nn = work[o + n : o + 2 * n]
-    dd = work[o + 2 * n : o + 3 * n]
-    vv = work[o + 3 * n : o + 4 * n]
-    pm0 = work[o + 4 * n : o + 5 * n]
-    pp0 = work[o + 5 * n : o + 6 * n]
+        if i > 0:
+            h1 = s[i] * s[i]
+            h0 = s[i - 1] * s[i - 1]
+            hg = h1 + (h1 - h0) * (z_c[i + 1] - z_c[i]) / (z_c[i] - z_c[i - 1])
+            b0 = x_max * math.exp(-math.sqrt(max(hg, 0.0)))
+        b0 = qd_plus_boundary(tau[i], k, r, q, sig, x_max, b0, QD_PLUS_TOL)
+        s[i + 1] = max(-math.log(b0 / x_max), 0.0)
+    # one workspace for the arrays of the iteration (its rows; row views, not slices: less code to compile)
+    work = np.empty((20, max(nl, n + 1)))
+    inv_sd = work[0]
+    cc = work[1]
+    sdv = work[2]
+    wr = work[3]
+    wq = work[4]
+    sh = work[5]
+    sn = work[6]
+    tn = work[7]
+    td = work[8]
+    aa = work[9]
+    ca = work[10]
+    hh = work[11]
+    s_acc = work[12]
+    full = work[13]
+    res = work[14]
+    nn = work[15]
+    dd = work[16]
+    vv = work[17]
+    pm0 = work[18]
+    pp0 = work[19]
     jac = np.empty((n, n))  # not a reshaped view: reshape's error path compiles numba's string formatting
     for i in range(n):
         ti = tau[i]
@@ -588,14 +493,14 @@ def put_from_boundary(
     delta = -dq * norm_cdf_from_exp(-dp, e_p)
     gamma = dq * pdf / (sp * v)
     nq = pcs.shape[0]
-    work = np.empty(6 * nq + n + 1)
-    pc_a = work[:nq]
-    wt_a = work[nq : 2 * nq]
-    h_a = work[2 * nq : 3 * nq]
-    ta = work[3 * nq : 4 * nq]
-    tb = work[4 * nq : 5 * nq]
-    tg = work[5 * nq : 6 * nq]
-    hh = work[6 * nq :]
+    work = np.empty((7, max(nq, n + 1)))  # row views, not slices: less code to compile
+    pc_a = work[0]
+    wt_a = work[1]
+    h_a = work[2]
+    ta = work[3]
+    tb = work[4]
+    tg = work[5]
+    hh = work[6]
     for j in range(n + 1):
         hh[j] = s[j] * s[j]
     w0 = math.log(sp / b_t) / v
@@ -698,16 +603,17 @@ def put_prices_from_boundary(
     dq = math.exp(-q * t)
     dr = math.exp(-r * t)
     nq = pcs.shape[0]
-    hh = np.empty(n + 1)
+    work = np.empty((7, max(nq, n + 1)))  # one allocation (row views)
+    hh = work[0]
     for j in range(n + 1):
         hh[j] = s[j] * s[j]
     # the tabulated split's spot-free terms, made on its first spot
-    root_a = np.empty(nq)
-    tt_a = np.empty(nq)
-    sd_a = np.empty(nq)
-    er_a = np.empty(nq)
-    eq_a = np.empty(nq)
-    ta = np.empty(nq)
+    root_a = work[1]
+    tt_a = work[2]
+    sd_a = work[3]
+    er_a = work[4]
+    eq_a = work[5]
+    ta = work[6]
     ready = False
     rk = r * k
     for i in range(sps.shape[0]):
@@ -875,14 +781,9 @@ def boundary_kernel(
     """``put_boundary(1, pr[i], pq[i], sig[i], t[i], x_max[i], s[i], tol, tab)`` of unit-strike puts ``start ..
     stop-1`` (``run_chunked``): the boundary ``s[i]``, the Newton steps and ``B(T) = x_max e^{-s[i, -1]}``."""
     last = s.shape[1] - 1
-    for i in range(start, stop, 2):
-        j = min(i + 1, stop - 1)  # the last of an odd count is started twice
-        qd_plus_start_pair(
-            1.0, pr[i], pq[i], sig[i], t[i], x_max[i], s[i], pr[j], pq[j], sig[j], t[j], x_max[j], s[j], tab[0]
-        )
-        for m in range(i, j + 1):
-            steps[m] = newton_boundary(1.0, pr[m], pq[m], sig[m], t[m], x_max[m], s[m], tol, tab)
-            b_t[m] = x_max[m] * math.exp(-s[m, last])
+    for i in range(start, stop):
+        steps[i] = put_boundary(1.0, pr[i], pq[i], sig[i], t[i], x_max[i], s[i], tol, tab)
+        b_t[i] = x_max[i] * math.exp(-s[i, last])
 
 
 @njit(**JIT)
