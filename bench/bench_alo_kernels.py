@@ -211,6 +211,7 @@ def compile_child(which: str, ref: str) -> None:
 
 
 def compile_bench(ref: str, repeat: int) -> None:
+    got: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
     for r in range(repeat):
         for which in ("old", "new"):
             with tempfile.TemporaryDirectory() as cache:
@@ -222,10 +223,17 @@ def compile_bench(ref: str, repeat: int) -> None:
                 )  # fmt: skip
                 d = json.loads(res.stdout.strip().splitlines()[-1])
                 total = sum(d.values())
+                got[which].append(d)
                 print(
                     f"run {r + 1} {which}: boundary_kernel {d['boundary_kernel']:.2f}  premium_kernel "
                     f"{d['premium_kernel']:.2f}  total {total:.2f} CPU s (load {load:.1f})"
                 )
+    for which, runs in got.items():
+        med = {key: float(np.median([d[key] for d in runs])) for key in runs[0]}
+        print(
+            f"median of {len(runs)} {which}: boundary_kernel {med['boundary_kernel']:.2f}  premium_kernel "
+            f"{med['premium_kernel']:.2f}  total {float(np.median([sum(d.values()) for d in runs])):.2f} CPU s"
+        )
 
 
 def main() -> None:

@@ -53,14 +53,11 @@ import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike
 
+from risk_pipeline.quant import special as _sf
 from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, IntArray, inner_njit, run_chunked
 from risk_pipeline.quant.american_fd import fd_american_put
 from risk_pipeline.quant.bsm import _bsm_point, _greeks_kernel, _price_kernel, bsm_price_point
-from risk_pipeline.quant.special import (
-    _A0, _A1, _A2, _A3, _A4, _B0, _B1, _B2, _B3, _C0, _C1, _C2, _C3, _C4, _C5, _C6, _C7, _C8, _D0, _D1, _D2, _D3, _D4,
-    _D5, _D6, _D7, _INV_SQRT2, _P0, _P1, _P2, _P3, _P4, _P5, _Q0, _Q1, _Q2, _Q3, _Q4, _SQRT_PI_INV,
-    exp_minus_half_square, fast_exp, fast_log, norm_cdf_from_exp,
-)  # fmt: skip
+from risk_pipeline.quant.special import exp_minus_half_square, fast_exp, fast_log, norm_cdf_from_exp
 
 #: Chebyshev intervals of the boundary interpolation (``NODES + 1`` points, ``tau = 0`` included). With 12
 #: intervals and 10 points below, 2 of 20,000 random contracts of the issue's grid (vol 5.5-6.5 %, |r - q| >=
@@ -94,6 +91,17 @@ GAMMA_BUMP = 1e-4
 MIN_TOTAL_STD = 1e-8
 
 _INV_SQRT_2PI = 0.39894228040143267794
+
+
+#: W. J. Cody's erf/erfc coefficients of ``special.norm_cdf_from_exp`` (``_ncdf_scalar``).
+_A = (_sf._A0, _sf._A1, _sf._A2, _sf._A3, _sf._A4)
+_B = (_sf._B0, _sf._B1, _sf._B2, _sf._B3)
+_C = (_sf._C0, _sf._C1, _sf._C2, _sf._C3, _sf._C4, _sf._C5, _sf._C6, _sf._C7, _sf._C8)
+_D = (_sf._D0, _sf._D1, _sf._D2, _sf._D3, _sf._D4, _sf._D5, _sf._D6, _sf._D7)
+_P = (_sf._P0, _sf._P1, _sf._P2, _sf._P3, _sf._P4, _sf._P5)
+_Q = (_sf._Q0, _sf._Q1, _sf._Q2, _sf._Q3, _sf._Q4)
+_INV_SQRT2 = _sf._INV_SQRT2
+_SQRT_PI_INV = _sf._SQRT_PI_INV
 
 
 def _barycentric_matrix(x: FloatArray, z: FloatArray) -> FloatArray:
@@ -148,29 +156,26 @@ GREEKS_TABLES = alo_tables(NODES, FP_POINTS, GREEKS_PRICE_POINTS)
 
 
 @inner_njit(forceinline=True)
-def _ncdf(x: float) -> float:
-    return norm_cdf_from_exp(x, exp_minus_half_square(x))
-
-
-@inner_njit(forceinline=True)
 def _ncdf_scalar(z: float, e: float) -> float:
     """``norm_cdf_from_exp(z, e)`` bit for bit, for scalar code: only the rational of ``|z|``'s region is evaluated
     (the branch-free form adds the other two times 0.0, which changes no bit of the finite terms)."""
     y = abs(z) * _INV_SQRT2
     if y <= 0.46875:
         w1 = y * y
-        num1 = (((_A4 * w1 + _A0) * w1 + _A1) * w1 + _A2) * w1 + _A3
-        den1 = (((w1 + _B0) * w1 + _B1) * w1 + _B2) * w1 + _B3
+        num1 = (((_A[4] * w1 + _A[0]) * w1 + _A[1]) * w1 + _A[2]) * w1 + _A[3]
+        den1 = (((w1 + _B[0]) * w1 + _B[1]) * w1 + _B[2]) * w1 + _B[3]
         tail = 0.5 * (1.0 - y * (num1 / den1))
     elif y > 4.0:
         y3 = min(y, 32.0)
         w3 = y3 * y3
-        p3 = ((((_P4 * w3 + _P3) * w3 + _P2) * w3 + _P1) * w3 + _P0) * w3 + _P5
-        q3 = w3 * (((((_Q4 * w3 + _Q3) * w3 + _Q2) * w3 + _Q1) * w3 + _Q0) * w3 + 1.0)
+        p3 = ((((_P[4] * w3 + _P[3]) * w3 + _P[2]) * w3 + _P[1]) * w3 + _P[0]) * w3 + _P[5]
+        q3 = w3 * (((((_Q[4] * w3 + _Q[3]) * w3 + _Q[2]) * w3 + _Q[1]) * w3 + _Q[0]) * w3 + 1.0)
         tail = 0.5 * (e * ((q3 * _SQRT_PI_INV - p3) / (q3 * y3)))
     else:
-        num2 = (((((((_C8 * y + _C0) * y + _C1) * y + _C2) * y + _C3) * y + _C4) * y + _C5) * y + _C6) * y + _C7
-        den2 = (((((((y + _D0) * y + _D1) * y + _D2) * y + _D3) * y + _D4) * y + _D5) * y + _D6) * y + _D7
+        num2 = ((((_C[8] * y + _C[0]) * y + _C[1]) * y + _C[2]) * y + _C[3]) * y + _C[4]
+        num2 = ((num2 * y + _C[5]) * y + _C[6]) * y + _C[7]
+        den2 = ((((y + _D[0]) * y + _D[1]) * y + _D[2]) * y + _D[3]) * y + _D[4]
+        den2 = ((den2 * y + _D[5]) * y + _D[6]) * y + _D[7]
         tail = 0.5 * (e * (num2 / den2))
     return tail if z < 0.0 else 1.0 - tail
 
@@ -489,8 +494,10 @@ def put_from_boundary(
     dp = (math.log(sp / k) + (r - q) * t) / v + 0.5 * v
     e_p = exp_minus_half_square(dp)
     pdf = _INV_SQRT_2PI * e_p
-    price = k * dr * _ncdf(-(dp - v)) - sp * dq * norm_cdf_from_exp(-dp, e_p)
-    delta = -dq * norm_cdf_from_exp(-dp, e_p)
+    n_mdp = _ncdf_scalar(-dp, e_p)
+    z = -(dp - v)
+    price = k * dr * _ncdf_scalar(z, exp_minus_half_square(z)) - sp * dq * n_mdp
+    delta = -dq * n_mdp
     gamma = dq * pdf / (sp * v)
     nq = pcs.shape[0]
     work = np.empty((7, max(nq, n + 1)))  # row views, not slices: less code to compile
@@ -640,7 +647,8 @@ def put_prices_from_boundary(
             ready = True
         dp = (math.log(sp / k) + (r - q) * t) / v + 0.5 * v
         e_p = exp_minus_half_square(dp)
-        price = k * dr * _ncdf(-(dp - v)) - sp * dq * norm_cdf_from_exp(-dp, e_p)
+        z = -(dp - v)
+        price = k * dr * _ncdf_scalar(z, exp_minus_half_square(z)) - sp * dq * _ncdf_scalar(-dp, e_p)
         lsx = math.log(sp / x_max)
         for c in range(nq):  # branch-free (vectorized), summed in point order afterwards
             sd = sd_a[c]
