@@ -166,7 +166,7 @@ def _ncdf_scalar(z: float, e: float) -> float:
         den1 = (((w1 + _B[0]) * w1 + _B[1]) * w1 + _B[2]) * w1 + _B[3]
         tail = 0.5 * (1.0 - y * (num1 / den1))
     elif y > 4.0:
-        y3 = min(y, 32.0)
+        y3 = np.minimum(y, 32.0)
         w3 = y3 * y3
         p3 = ((((_P[4] * w3 + _P[3]) * w3 + _P[2]) * w3 + _P[1]) * w3 + _P[0]) * w3 + _P[5]
         q3 = w3 * (((((_Q[4] * w3 + _Q[3]) * w3 + _Q[2]) * w3 + _Q[1]) * w3 + _Q[0]) * w3 + 1.0)
@@ -187,29 +187,10 @@ def exercise_limit(k: float, r: float, q: float) -> float:
 
 
 @inner_njit(forceinline=True)
-def _qd_plus_terms(tau: float, r: float, q: float, sig: float) -> tuple[float, float, float, float, float]:
-    """QD+'s constants at time to maturity ``tau``: ``(sigma sqrt(tau), e^{-r tau}, e^{-q tau}, alpha, beta)``."""
-    s2 = sig * sig
-    v = sig * math.sqrt(tau)
-    dr = math.exp(-r * tau)
-    dq = math.exp(-q * tau)
-    rt = r * tau
-    ddr = r / (1.0 - dr) if abs(rt) > 1e-5 else 1.0 / (tau * (1.0 - 0.5 * rt * (1.0 - rt / 3.0)))
-    om = 2.0 * (r - q) / s2
-    root = math.sqrt((om - 1.0) ** 2 + 8.0 * ddr / s2)
-    lam = 0.5 * (-(om - 1.0) - root)
-    lam_p = 2.0 * ddr * ddr / (s2 * root)
-    den = 2.0 * lam + om - 1.0
-    alpha = 2.0 * dr / (s2 * den)
-    beta = alpha * (ddr + lam_p / den) - lam
-    return v, dr, dq, alpha, beta
-
-
-@inner_njit(forceinline=True)
 def _halley_step(
     x: float, tau: float, k: float, r: float, q: float, sig: float, terms: tuple[float, float, float, float, float]
 ) -> float:
-    """Halley's step of QD+'s boundary equation at ``x`` (``terms`` from ``_qd_plus_terms``)."""
+    """Halley's step of QD+'s boundary equation at ``x`` (``terms`` of ``tau`` from ``qd_plus_boundary``)."""
     v, dr, dq, alpha, beta = terms
     s2 = sig * sig
     dp = math.log(x * dq / (k * dr)) / v + 0.5 * v
@@ -235,7 +216,20 @@ def qd_plus_boundary(
 ) -> float:
     """Li's (2009) QD+ approximation of the put exercise boundary at time to maturity ``tau``: Halley's
     iteration from ``start`` until a step below ``tol * X``."""
-    terms = _qd_plus_terms(tau, r, q, sig)
+    s2 = sig * sig
+    v = sig * math.sqrt(tau)
+    dr = math.exp(-r * tau)
+    dq = math.exp(-q * tau)
+    rt = r * tau
+    ddr = r / (1.0 - dr) if abs(rt) > 1e-5 else 1.0 / (tau * (1.0 - 0.5 * rt * (1.0 - rt / 3.0)))
+    om = 2.0 * (r - q) / s2
+    root = math.sqrt((om - 1.0) ** 2 + 8.0 * ddr / s2)
+    lam = 0.5 * (-(om - 1.0) - root)
+    lam_p = 2.0 * ddr * ddr / (s2 * root)
+    den = 2.0 * lam + om - 1.0
+    alpha = 2.0 * dr / (s2 * den)
+    beta = alpha * (ddr + lam_p / den) - lam
+    terms = (v, dr, dq, alpha, beta)
     x_min = 1e-12 * x_max
     x = start
     for _ in range(16):
