@@ -53,6 +53,7 @@ import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike
 
+from risk_pipeline.quant import special as _sf
 from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, IntArray, inner_njit, run_chunked
 from risk_pipeline.quant.american_fd import fd_american_put
 from risk_pipeline.quant.bsm import _bsm_point, _greeks_kernel, _price_kernel, bsm_price_point
@@ -90,6 +91,17 @@ GAMMA_BUMP = 1e-4
 MIN_TOTAL_STD = 1e-8
 
 _INV_SQRT_2PI = 0.39894228040143267794
+
+
+#: W. J. Cody's erf/erfc coefficients of ``special.norm_cdf_from_exp`` (``_ncdf_scalar``).
+_A = (_sf._A0, _sf._A1, _sf._A2, _sf._A3, _sf._A4)
+_B = (_sf._B0, _sf._B1, _sf._B2, _sf._B3)
+_C = (_sf._C0, _sf._C1, _sf._C2, _sf._C3, _sf._C4, _sf._C5, _sf._C6, _sf._C7, _sf._C8)
+_D = (_sf._D0, _sf._D1, _sf._D2, _sf._D3, _sf._D4, _sf._D5, _sf._D6, _sf._D7)
+_P = (_sf._P0, _sf._P1, _sf._P2, _sf._P3, _sf._P4, _sf._P5)
+_Q = (_sf._Q0, _sf._Q1, _sf._Q2, _sf._Q3, _sf._Q4)
+_INV_SQRT2 = _sf._INV_SQRT2
+_SQRT_PI_INV = _sf._SQRT_PI_INV
 
 
 def _barycentric_matrix(x: FloatArray, z: FloatArray) -> FloatArray:
@@ -144,14 +156,58 @@ GREEKS_TABLES = alo_tables(NODES, FP_POINTS, GREEKS_PRICE_POINTS)
 
 
 @inner_njit(forceinline=True)
-def _ncdf(x: float) -> float:
-    return norm_cdf_from_exp(x, exp_minus_half_square(x))
+def _ncdf_scalar(z: float, e: float) -> float:
+    """``norm_cdf_from_exp(z, e)`` bit for bit, for scalar code: only the rational of ``|z|``'s region is evaluated
+    (the branch-free form adds the other two times 0.0, which changes no bit of the finite terms)."""
+    y = abs(z) * _INV_SQRT2
+    if y <= 0.46875:
+        w1 = y * y
+        num1 = (((_A[4] * w1 + _A[0]) * w1 + _A[1]) * w1 + _A[2]) * w1 + _A[3]
+        den1 = (((w1 + _B[0]) * w1 + _B[1]) * w1 + _B[2]) * w1 + _B[3]
+        tail = 0.5 * (1.0 - y * (num1 / den1))
+    elif y > 4.0:
+        y3 = np.minimum(y, 32.0)
+        w3 = y3 * y3
+        p3 = ((((_P[4] * w3 + _P[3]) * w3 + _P[2]) * w3 + _P[1]) * w3 + _P[0]) * w3 + _P[5]
+        q3 = w3 * (((((_Q[4] * w3 + _Q[3]) * w3 + _Q[2]) * w3 + _Q[1]) * w3 + _Q[0]) * w3 + 1.0)
+        tail = 0.5 * (e * ((q3 * _SQRT_PI_INV - p3) / (q3 * y3)))
+    else:
+        num2 = ((((_C[8] * y + _C[0]) * y + _C[1]) * y + _C[2]) * y + _C[3]) * y + _C[4]
+        num2 = ((num2 * y + _C[5]) * y + _C[6]) * y + _C[7]
+        den2 = ((((y + _D[0]) * y + _D[1]) * y + _D[2]) * y + _D[3]) * y + _D[4]
+        den2 = ((den2 * y + _D[5]) * y + _D[6]) * y + _D[7]
+        tail = 0.5 * (e * (num2 / den2))
+    return tail if z < 0.0 else 1.0 - tail
 
 
 @inner_njit()
 def exercise_limit(k: float, r: float, q: float) -> float:
     """``X = B(0+)`` of a put with early exercise: ``K min(1, r/q)`` for ``q > 0``, else ``K``."""
     return k * min(1.0, r / q) if q > 0.0 else k
+
+
+@inner_njit(forceinline=True)
+def _halley_step(
+    x: float, tau: float, k: float, r: float, q: float, sig: float, terms: tuple[float, float, float, float, float]
+) -> float:
+    """Halley's step of QD+'s boundary equation at ``x`` (``terms`` of ``tau`` from ``qd_plus_boundary``)."""
+    v, dr, dq, alpha, beta = terms
+    s2 = sig * sig
+    dp = math.log(x * dq / (k * dr)) / v + 0.5 * v
+    dm = dp - v
+    e_p = exp_minus_half_square(dp)
+    n_mdp = _ncdf_scalar(-dp, e_p)
+    n_mdm = _ncdf_scalar(-dm, exp_minus_half_square(-dm))
+    pdf = _INV_SQRT_2PI * e_p
+    npv = dr * k * n_mdm - x * dq * n_mdp
+    theta = r * k * dr * n_mdm - q * x * dq * n_mdp - s2 * x / (2.0 * v) * dq * pdf
+    charm = -dq * (pdf * ((r - q) / v - dm / (2.0 * tau)) + q * n_mdp)
+    fx = (1.0 - dq * n_mdp) * x - beta * (k - x - npv) + alpha * theta / dr
+    f1 = 1.0 - dq * n_mdp + dq / v * pdf + beta * (1.0 - dq * n_mdp) + alpha / dr * charm
+    gam = pdf * dq / (v * x)
+    colour = gam * (q + (r - q) * dp / v + (1.0 - dp * dm) / (2.0 * tau))
+    f2 = dq * (pdf / (x * v) - pdf * dp / (x * v * v)) + beta * gam + alpha / dr * colour
+    return fx / f1 / (1.0 - 0.5 * fx * f2 / (f1 * f1))
 
 
 @inner_njit()
@@ -173,25 +229,11 @@ def qd_plus_boundary(
     den = 2.0 * lam + om - 1.0
     alpha = 2.0 * dr / (s2 * den)
     beta = alpha * (ddr + lam_p / den) - lam
+    terms = (v, dr, dq, alpha, beta)
     x_min = 1e-12 * x_max
     x = start
     for _ in range(16):
-        dp = math.log(x * dq / (k * dr)) / v + 0.5 * v
-        dm = dp - v
-        e_p = exp_minus_half_square(dp)
-        n_mdp = norm_cdf_from_exp(-dp, e_p)
-        n_mdm = _ncdf(-dm)
-        pdf = _INV_SQRT_2PI * e_p
-        npv = dr * k * n_mdm - x * dq * n_mdp
-        theta = r * k * dr * n_mdm - q * x * dq * n_mdp - s2 * x / (2.0 * v) * dq * pdf
-        charm = -dq * (pdf * ((r - q) / v - dm / (2.0 * tau)) + q * n_mdp)
-        fx = (1.0 - dq * n_mdp) * x - beta * (k - x - npv) + alpha * theta / dr
-        f1 = 1.0 - dq * n_mdp + dq / v * pdf + beta * (1.0 - dq * n_mdp) + alpha / dr * charm
-        gam = pdf * dq / (v * x)
-        colour = gam * (q + (r - q) * dp / v + (1.0 - dp * dm) / (2.0 * tau))
-        f2 = dq * (pdf / (x * v) - pdf * dp / (x * v * v)) + beta * gam + alpha / dr * colour
-        step = fx / f1 / (1.0 - 0.5 * fx * f2 / (f1 * f1))
-        x_new = max(x_min, x - step)
+        x_new = max(x_min, x - _halley_step(x, tau, k, r, q, sig, terms))
         if not x_new == x_new:
             break
         done = abs(x_new - x) < tol * x_max
@@ -264,30 +306,28 @@ def put_boundary(
             b0 = x_max * math.exp(-math.sqrt(max(hg, 0.0)))
         b0 = qd_plus_boundary(tau[i], k, r, q, sig, x_max, b0, QD_PLUS_TOL)
         s[i + 1] = max(-math.log(b0 / x_max), 0.0)
-    # one workspace for the arrays of the iteration (views into it)
-    work = np.empty(11 * nl + (n + 1) * 3 + n * 6)
-    inv_sd = work[0:nl]
-    cc = work[nl : 2 * nl]
-    sdv = work[2 * nl : 3 * nl]
-    wr = work[3 * nl : 4 * nl]
-    wq = work[4 * nl : 5 * nl]
-    sh = work[5 * nl : 6 * nl]
-    sn = work[6 * nl : 7 * nl]
-    tn = work[7 * nl : 8 * nl]
-    td = work[8 * nl : 9 * nl]
-    aa = work[9 * nl : 10 * nl]
-    ca = work[10 * nl : 11 * nl]
-    o = 11 * nl
-    hh = work[o : o + n + 1]
-    s_acc = work[o + n + 1 : o + 2 * (n + 1)]
-    full = work[o + 2 * (n + 1) : o + 3 * (n + 1)]
-    o += 3 * (n + 1)
-    res = work[o : o + n]
-    nn = work[o + n : o + 2 * n]
-    dd = work[o + 2 * n : o + 3 * n]
-    vv = work[o + 3 * n : o + 4 * n]
-    pm0 = work[o + 4 * n : o + 5 * n]
-    pp0 = work[o + 5 * n : o + 6 * n]
+    # one workspace for the arrays of the iteration (its rows; row views, not slices: less code to compile)
+    work = np.empty((20, max(nl, n + 1)))
+    inv_sd = work[0]
+    cc = work[1]
+    sdv = work[2]
+    wr = work[3]
+    wq = work[4]
+    sh = work[5]
+    sn = work[6]
+    tn = work[7]
+    td = work[8]
+    aa = work[9]
+    ca = work[10]
+    hh = work[11]
+    s_acc = work[12]
+    full = work[13]
+    res = work[14]
+    nn = work[15]
+    dd = work[16]
+    vv = work[17]
+    pm0 = work[18]
+    pp0 = work[19]
     jac = np.empty((n, n))  # not a reshaped view: reshape's error path compiles numba's string formatting
     for i in range(n):
         ti = tau[i]
@@ -448,18 +488,20 @@ def put_from_boundary(
     dp = (math.log(sp / k) + (r - q) * t) / v + 0.5 * v
     e_p = exp_minus_half_square(dp)
     pdf = _INV_SQRT_2PI * e_p
-    price = k * dr * _ncdf(-(dp - v)) - sp * dq * norm_cdf_from_exp(-dp, e_p)
-    delta = -dq * norm_cdf_from_exp(-dp, e_p)
+    n_mdp = _ncdf_scalar(-dp, e_p)
+    z = -(dp - v)
+    price = k * dr * _ncdf_scalar(z, exp_minus_half_square(z)) - sp * dq * n_mdp
+    delta = -dq * n_mdp
     gamma = dq * pdf / (sp * v)
     nq = pcs.shape[0]
-    work = np.empty(6 * nq + n + 1)
-    pc_a = work[:nq]
-    wt_a = work[nq : 2 * nq]
-    h_a = work[2 * nq : 3 * nq]
-    ta = work[3 * nq : 4 * nq]
-    tb = work[4 * nq : 5 * nq]
-    tg = work[5 * nq : 6 * nq]
-    hh = work[6 * nq :]
+    work = np.empty((7, max(nq, n + 1)))  # row views, not slices: less code to compile
+    pc_a = work[0]
+    wt_a = work[1]
+    h_a = work[2]
+    ta = work[3]
+    tb = work[4]
+    tg = work[5]
+    hh = work[6]
     for j in range(n + 1):
         hh[j] = s[j] * s[j]
     w0 = math.log(sp / b_t) / v
@@ -562,16 +604,17 @@ def put_prices_from_boundary(
     dq = math.exp(-q * t)
     dr = math.exp(-r * t)
     nq = pcs.shape[0]
-    hh = np.empty(n + 1)
+    work = np.empty((7, max(nq, n + 1)))  # one allocation (row views)
+    hh = work[0]
     for j in range(n + 1):
         hh[j] = s[j] * s[j]
     # the tabulated split's spot-free terms, made on its first spot
-    root_a = np.empty(nq)
-    tt_a = np.empty(nq)
-    sd_a = np.empty(nq)
-    er_a = np.empty(nq)
-    eq_a = np.empty(nq)
-    ta = np.empty(nq)
+    root_a = work[1]
+    tt_a = work[2]
+    sd_a = work[3]
+    er_a = work[4]
+    eq_a = work[5]
+    ta = work[6]
     ready = False
     rk = r * k
     for i in range(sps.shape[0]):
@@ -598,7 +641,8 @@ def put_prices_from_boundary(
             ready = True
         dp = (math.log(sp / k) + (r - q) * t) / v + 0.5 * v
         e_p = exp_minus_half_square(dp)
-        price = k * dr * _ncdf(-(dp - v)) - sp * dq * norm_cdf_from_exp(-dp, e_p)
+        z = -(dp - v)
+        price = k * dr * _ncdf_scalar(z, exp_minus_half_square(z)) - sp * dq * _ncdf_scalar(-dp, e_p)
         lsx = math.log(sp / x_max)
         for c in range(nq):  # branch-free (vectorized), summed in point order afterwards
             sd = sd_a[c]
