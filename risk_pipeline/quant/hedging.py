@@ -985,6 +985,17 @@ def per_position_pnl(
     return res.by_symbol
 
 
+def _split_pnl(split: Portfolio, scenarios: Scenarios, horizon_days: float, american: AmericanMethod) -> FloatArray:
+    """``per_position_pnl`` of the portfolio whose ``one_symbol_per_position`` is ``split``, in ``scenarios`` already
+    on ``split``'s columns."""
+    if split.n_positions == 0 or scenarios.n_scenarios == 0:
+        return np.zeros((scenarios.n_scenarios, split.n_positions))
+    sc, method = engine_inputs(split, scenarios, american)
+    res = evaluate(split, sc, horizon_days, american=method, per_symbol=True)
+    assert res.by_symbol is not None
+    return res.by_symbol
+
+
 def scenario_pnl(
     portfolio: Portfolio, scenarios: Scenarios, horizon_days: float = 0.0, american: AmericanMethod = "exact"
 ) -> FloatArray:
@@ -1491,8 +1502,11 @@ def build_candidates(
     col = np.array([where[s] for s in lines.symbols], dtype=np.intp)
     long_one = replace(lines, quantity=np.ones(lines.n_positions))
     distinct = _subset(long_one, first) if unique < lines.n_positions else long_one
+    # one split portfolio for every block: its options' values today are priced once (the engine caches them per
+    # portfolio; each option is priced on its own, so the same bits as a split per block)
+    split, split_col = one_symbol_per_position(distinct)
     H = np.vstack(
-        [per_position_pnl(distinct, columns_of(sc, col), horizon, american) for sc, horizon in scenarios]
+        [_split_pnl(split, columns_of(columns_of(sc, col), split_col), horizon, american) for sc, horizon in scenarios]
         or [np.zeros((0, distinct.n_positions))]
     )
     H = H[:, inverse] * side[None, :] if unique < lines.n_positions else H * side[None, :]
