@@ -92,6 +92,12 @@ SOLVER = "scipy.optimize.milp (HiGHS)"
 SCREEN_OPTIONS = 160
 SCREEN_TAIL_SCENARIOS = 25
 TOL = 1e-6
+#: Columns of option_quotes and implied_vols the recommendations read (``option_candidates``; the rest of the
+#: chain's columns are never read)
+QUOTE_COLUMNS = ("as_of", "underlying", "expiry", "strike", "option_type", "bid", "ask", "underlying_price",
+                 "exercise_style", "multiplier")  # fmt: skip
+VOL_COLUMNS = ("underlying", "expiry", "strike", "option_type", "implied_vol", "time_to_expiry_years", "rate",
+               "dividend_yield", "status")  # fmt: skip
 
 
 class VolatilityIndexSettings(dg.Config):
@@ -827,8 +833,9 @@ def hedge_recommendations(
             raise RiskDataError(f"no position_greeks for {session}: value the books first")
         positions = wh.read("position_greeks", {"as_of": as_of})
         navs = wh.read("book_nav", {"as_of": as_of}).set_index("book")
-        quotes = wh.read("option_quotes", {"as_of": as_of})
-        vols = wh.read("implied_vols", {"as_of": as_of})
+        # the whole chain at the snapshot: only the columns this layer reads (option_candidates, the index spot)
+        quotes = wh.read("option_quotes", {"as_of": as_of}, columns=QUOTE_COLUMNS)
+        vols = wh.read("implied_vols", {"as_of": as_of}, columns=VOL_COLUMNS)
         instruments = latest_instruments(wh, session, as_of)
         limit_rows = wh.read("limit_status", {"as_of": as_of})
         states = wh.read("trading_state", {"as_of": as_of}).set_index("book")
