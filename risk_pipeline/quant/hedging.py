@@ -135,6 +135,8 @@ class HedgeCandidates:
     premium: FloatArray
     notional: FloatArray
     max_contracts: FloatArray
+    #: the lines' ``candidate_greeks`` (``build_candidates``; empty when built otherwise)
+    line_greeks: Mapping[str, FloatArray] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -983,6 +985,17 @@ def per_position_pnl(
     return res.by_symbol
 
 
+def _split_pnl(split: Portfolio, scenarios: Scenarios, horizon_days: float, american: AmericanMethod) -> FloatArray:
+    """``per_position_pnl`` of the portfolio whose ``one_symbol_per_position`` is ``split``, in ``scenarios`` already
+    on ``split``'s columns."""
+    if split.n_positions == 0 or scenarios.n_scenarios == 0:
+        return np.zeros((scenarios.n_scenarios, split.n_positions))
+    sc, method = engine_inputs(split, scenarios, american)
+    res = evaluate(split, sc, horizon_days, american=method, per_symbol=True)
+    assert res.by_symbol is not None
+    return res.by_symbol
+
+
 def scenario_pnl(
     portfolio: Portfolio, scenarios: Scenarios, horizon_days: float = 0.0, american: AmericanMethod = "exact"
 ) -> FloatArray:
@@ -1390,6 +1403,56 @@ def position_greek_arrays(p: Portfolio) -> dict[str, FloatArray]:
     }
 
 
+#: ``position_greek_arrays``' keys that ``build_candidates`` reads
+CANDIDATE_GREEKS = ("delta", "dollar_delta", "gamma", "vega_per_vol_point", "theta_per_day")
+
+
+def candidate_greeks(
+    lines: Portfolio, contracts: tuple[int, IntArray, IntArray] | None = None
+) -> dict[str, FloatArray]:
+    """``position_greek_arrays(lines)``' ``CANDIDATE_GREEKS``, bit for bit, each distinct contract priced once.
+
+    A buy and a sell line of one contract share its unit Greeks (every field of ``position_greeks`` but the
+    quantity is the contract's), and the exact American engine skips its two rate bumps (rho is not read; each of
+    its points is priced on its own, so the other Greeks keep their bits). The arithmetic after the unit Greeks is
+    ``quant.greeks.position_greeks``' (``units = quantity x multiplier``, then the same products). ``contracts``:
+    ``_unique_contracts(lines)`` when already computed."""
+    from risk_pipeline.quant.american import american_greeks
+    from risk_pipeline.quant.bsm import bsm_greeks
+
+    n = lines.n_positions
+    unique, first, inverse = _unique_contracts(lines) if contracts is None else contracts
+    d = _subset(lines, first) if unique < n else lines
+    m = d.n_positions
+    opt = np.asarray(d.is_option, dtype=bool).reshape(m)
+    s = np.broadcast_to(np.asarray(d.position_spot, dtype=float), (m,))
+    unit = {"delta": np.ones(m), "gamma": np.zeros(m), "vega": np.zeros(m), "theta_per_day": np.zeros(m)}
+    args = [
+        np.broadcast_to(np.asarray(a, dtype=float), (m,))
+        for a in (d.strike, d.time_years, d.implied_vol, d.rate, d.dividend_yield)
+    ]
+    call = np.broadcast_to(np.asarray(d.is_call, dtype=bool), (m,))
+    american = np.broadcast_to(np.asarray(d.is_american, dtype=bool), (m,)) & opt
+    for mask, fn in ((opt & ~american, bsm_greeks), (american, lambda *a: american_greeks(*a, with_rho=False))):
+        if not mask.any():
+            continue
+        res = fn(s[mask], *(a[mask] for a in args), call[mask])
+        for name in unit:
+            unit[name][mask] = getattr(res, name)
+    if unique < n:
+        unit = {k: v[inverse] for k, v in unit.items()}
+    spot = np.broadcast_to(np.asarray(lines.position_spot, dtype=float), (n,))
+    units = np.asarray(lines.quantity, dtype=float).reshape(n) * np.asarray(lines.multiplier, dtype=float).reshape(n)
+    delta = units * unit["delta"]
+    return {
+        "delta": delta,
+        "dollar_delta": delta * spot,
+        "gamma": units * unit["gamma"],
+        "vega_per_vol_point": units * unit["vega"] / 100.0,
+        "theta_per_day": units * unit["theta_per_day"],
+    }
+
+
 def build_candidates(
     lines: Portfolio,
     trade_price: ArrayLike,
@@ -1406,6 +1469,7 @@ def build_candidates(
     labels: Sequence[str] | None = None,
     price_multiplier: ArrayLike | None = None,
     delta_one_carry: ArrayLike | None = None,
+    greeks: Mapping[str, FloatArray] | None = None,
 ) -> HedgeCandidates:
     """Candidates from one contract per line (``lines.quantity`` is the side, +1 buy / -1 sell).
 
@@ -1421,7 +1485,7 @@ def build_candidates(
     scenario P&L and Greeks are exact for an instantaneous index move; ``price_multiplier`` (default
     ``lines.multiplier``) converts their quoted half spread to USD per contract, and ``delta_one_carry``
     (NaN: the financing above) replaces a line's financing by its own carry over the horizon (a future's
-    basis roll-down).
+    basis roll-down). ``greeks``: the lines' ``candidate_greeks`` when already computed (default: computed here).
     """
     side = np.sign(np.asarray(lines.quantity))
     if np.any(side == 0):
@@ -1429,17 +1493,20 @@ def build_candidates(
     mult = np.asarray(lines.multiplier)
     price_mult = np.abs(mult if price_multiplier is None else np.asarray(price_multiplier, dtype=float))
     tp, mp = np.asarray(trade_price, dtype=float), np.asarray(mid_price, dtype=float)
-    g = position_greek_arrays(lines)
+    # a contract listed on both sides is revalued once (one long contract; each line's P&L is side x that)
+    unique, first, inverse = _unique_contracts(lines)
+    g = candidate_greeks(lines, (unique, first, inverse)) if greeks is None else greeks
     line_symbols = [lines.symbols[i] for i in lines.symbol_index]
     G = rows.matrix(line_symbols, g["delta"], g["gamma"], g["dollar_delta"], g["vega_per_vol_point"])
     where = {s: i for i, s in enumerate(symbol_columns)}
     col = np.array([where[s] for s in lines.symbols], dtype=np.intp)
-    # a contract listed on both sides is revalued once (one long contract; each line's P&L is side x that)
-    unique, first, inverse = _unique_contracts(lines)
     long_one = replace(lines, quantity=np.ones(lines.n_positions))
     distinct = _subset(long_one, first) if unique < lines.n_positions else long_one
+    # one split portfolio for every block: its options' values today are priced once (the engine caches them per
+    # portfolio; each option is priced on its own, so the same bits as a split per block)
+    split, split_col = one_symbol_per_position(distinct)
     H = np.vstack(
-        [per_position_pnl(distinct, columns_of(sc, col), horizon, american) for sc, horizon in scenarios]
+        [_split_pnl(split, columns_of(columns_of(sc, col), split_col), horizon, american) for sc, horizon in scenarios]
         or [np.zeros((0, distinct.n_positions))]
     )
     H = H[:, inverse] * side[None, :] if unique < lines.n_positions else H * side[None, :]
@@ -1464,4 +1531,5 @@ def build_candidates(
         premium=premium,
         notional=notional,
         max_contracts=np.minimum(cap, max_contracts),
+        line_greeks=g,
     )

@@ -288,6 +288,11 @@ def test_an_illiquid_or_empty_chain_leaves_only_delta_one_candidates_and_says_wh
     liquid, _ = option_candidates(quotes, vols, spots, as_of, cfg)
     assert len(liquid) and (liquid["bid"] > 0).all()
     assert ((liquid["ask"] - liquid["bid"]) / liquid["mid"] <= cfg.max_relative_spread).all()
+    # an implied vol counts when its status is OK in any case, and only then
+    lower, _ = option_candidates(quotes, vols.assign(status=vols["status"].str.lower()), spots, as_of, cfg)
+    pd.testing.assert_frame_equal(lower, liquid)
+    failed, skipped = option_candidates(quotes, vols.assign(status="FAILED"), spots, as_of, cfg)
+    assert failed.empty and skipped["no_implied_vol"] > 0
     no_bids = quotes.assign(bid=0.0)
     none, skipped = option_candidates(no_bids, vols, spots, as_of, cfg)
     assert none.empty and skipped["zero_bid"] == int((quotes["underlying"] == "SYNX").sum())

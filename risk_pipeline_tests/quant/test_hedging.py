@@ -868,3 +868,50 @@ def test_no_solver_call_is_given_more_time_than_remains_of_the_limit(monkeypatch
     assert len(calls) >= 2
     assert all(at + given <= 2.5 + 1e-9 for at, given in calls), calls
     assert sol.status == "time_limit"  # the third round's program is built past the limit: no third solve
+
+
+def test_candidate_greeks_are_position_greeks_bit_for_bit() -> None:
+    """Buy and sell lines of one contract priced once, the exact engine without its rate bumps: every Greek the
+    candidates read has the bits of ``quant.greeks.position_greeks`` on every line (European, American, tiny
+    sigma sqrt(T), stock), and ``build_candidates`` given them builds the same candidates."""
+    from risk_pipeline.quant.hedging import CANDIDATE_GREEKS, candidate_greeks
+
+    rng = np.random.default_rng(7)
+    n_sym, n_c = 12, 300
+    spot = rng.uniform(20.0, 300.0, n_sym)
+    sym = rng.integers(0, n_sym, n_c)
+    opt = rng.random(n_c) < 0.85
+    t = np.where(opt, rng.uniform(0.02, 0.4, n_c), 0.0)
+    t[:3] = 1e-9  # the BSM limits
+    side = np.where(rng.random(n_c) < 0.5, 1.0, -1.0)
+    idx = np.concatenate([np.arange(n_c), np.arange(0, n_c, 2)])  # every other contract on both sides
+    q = np.concatenate([side, -side[::2]])
+    lines = Portfolio(
+        symbols=tuple(f"S{i}" for i in range(n_sym)),
+        spot=spot,
+        symbol_index=sym[idx],
+        quantity=q,
+        multiplier=np.where(opt, 100.0, 1.0)[idx],
+        is_option=opt[idx],
+        is_call=(rng.random(n_c) < 0.5)[idx],
+        strike=np.where(opt, spot[sym] * np.exp(rng.normal(0.0, 0.15, n_c)), 1.0)[idx],
+        time_years=t[idx],
+        implied_vol=np.where(opt, rng.uniform(0.1, 0.8, n_c), 0.0)[idx],
+        rate=rng.uniform(0.0, 0.06, n_c)[idx],
+        dividend_yield=rng.uniform(0.0, 0.04, n_c)[idx],
+        is_american=((rng.random(n_c) < 0.7) & opt)[idx],
+    )
+    want = position_greek_arrays(lines)
+    got = candidate_greeks(lines)
+    assert set(got) == set(CANDIDATE_GREEKS)
+    for k in CANDIDATE_GREEKS:
+        assert np.array_equal(want[k].view(np.int64), got[k].view(np.int64)), k
+    names = tuple(f"S{i}" for i in range(n_sym))
+    rows = GreekRows(names, names)
+    sc = ScenarioSet(rng.normal(0.0, 0.05, (4, n_sym)))
+    mid = want["price"]
+    kw = dict(symbol_columns=names, horizon_calendar_days=7.0, financing_rate=0.05, budget=1e6)
+    a = build_candidates(lines, mid * 1.02, mid, rows, [(sc, 0.0)], **kw)  # type: ignore[arg-type]
+    b = build_candidates(lines, mid * 1.02, mid, rows, [(sc, 0.0)], greeks=got, **kw)  # type: ignore[arg-type]
+    assert (a.greeks != b.greeks).nnz == 0 and np.array_equal(a.cost, b.cost)
+    assert np.array_equal(a.scenario_pnl, b.scenario_pnl)

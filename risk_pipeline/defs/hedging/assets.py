@@ -92,6 +92,12 @@ SOLVER = "scipy.optimize.milp (HiGHS)"
 SCREEN_OPTIONS = 160
 SCREEN_TAIL_SCENARIOS = 25
 TOL = 1e-6
+#: Columns of option_quotes and implied_vols the recommendations read (``option_candidates``; the rest of the
+#: chain's columns are never read)
+QUOTE_COLUMNS = ("as_of", "underlying", "expiry", "strike", "option_type", "bid", "ask", "underlying_price",
+                 "exercise_style", "multiplier")  # fmt: skip
+VOL_COLUMNS = ("underlying", "expiry", "strike", "option_type", "implied_vol", "time_to_expiry_years", "rate",
+               "dividend_yield", "status")  # fmt: skip
 
 
 class VolatilityIndexSettings(dg.Config):
@@ -417,13 +423,12 @@ def recommend_book(
     for c in ("instrument_symbol", "index_units", "carry"):
         if c not in cands:
             cands[c] = np.nan
-    cands["label"] = [line_label(r) for r in cands.itertuples()]
     is_opt = (cands["instrument_type"] == "option").to_numpy(bool)
     budget = cfg.max_hedge_cost_pct_nav * nav
     horizon_days = cfg.horizon_sessions * CALENDAR_DAYS_PER_SESSION
     exposure = book_exposure(rows, g_rows)
 
-    def candidates(c: pd.DataFrame, scenarios: list) -> Any:
+    def candidates(c: pd.DataFrame, scenarios: list, greeks: dict[str, np.ndarray] | None = None) -> Any:
         is_option = (c["instrument_type"] == "option").to_numpy(bool)
         mult = np.where(is_option | c["instrument_type"].isin(["future", "etf"]).to_numpy(bool),
                         c["multiplier"].to_numpy(float) if "multiplier" in c else 1.0, 1.0)  # fmt: skip
@@ -431,12 +436,14 @@ def recommend_book(
             lines_portfolio(c, spots, c["side"].to_numpy(float)), c["price"].to_numpy(float),
             c["mid"].to_numpy(float), g_rows, scenarios, symbol_columns=p.symbols,
             horizon_calendar_days=horizon_days, financing_rate=cfg.financing_rate, budget=budget,
-            american=AMERICAN, labels=c["label"].tolist(), price_multiplier=mult,
-            delta_one_carry=c["carry"].to_numpy(float),
+            american=AMERICAN, labels=c["label"].tolist() if "label" in c else None, price_multiplier=mult,
+            delta_one_carry=c["carry"].to_numpy(float), greeks=greeks,
         ), mult  # fmt: skip
 
-    # pre-screen: every line revalued in the book's worst scenarios only, the most efficient options kept
+    # pre-screen: every line revalued in the book's worst scenarios only, the most efficient options kept (the
+    # kept lines' Greeks are the pre-screen's: each line's are its own); labels only for the kept lines
     n_listed = len(cands)
+    line_greeks = None
     if int(is_opt.sum()) > SCREEN_OPTIONS and book_pnl.size:
         worst = np.sort(np.argsort(book_pnl, kind="stable")[:SCREEN_TAIL_SCENARIOS])
         tail, start = [], 0
@@ -447,8 +454,11 @@ def recommend_book(
             start += sc.n_scenarios
         pre, _ = candidates(cands, tail)
         kept = screen_candidates(pre, is_opt, exposure, warn, book_pnl[worst], SCREEN_OPTIONS)
+        line_greeks = {k: v[kept] for k, v in pre.line_greeks.items()}
+        del pre
         cands = cands.iloc[kept].reset_index(drop=True)
-    hc, price_mult = candidates(cands, blocks.blocks())
+    cands["label"] = [line_label(r) for r in cands.itertuples()]
+    hc, price_mult = candidates(cands, blocks.blocks(), line_greeks)
     targets = HedgeTargets(
         greek_names=g_rows.names,
         exposure=exposure,
@@ -467,8 +477,14 @@ def recommend_book(
     picked["quantity"] = sol.quantity[chosen]
     # verification: the hedged book revalued in full, Greeks of the lines through the position_greeks code
     hedge_p = lines_portfolio(picked, spots, picked["side"].to_numpy(float) * picked["quantity"].to_numpy(float))
-    hedged = combine(p, hedge_p)
-    after_pnl = np.concatenate([scenario_pnl(hedged, sc, h, AMERICAN) for sc, h in blocks.blocks()])
+    # no line: the hedged book is the book, whose revaluations (the same calls on the same positions, so the same
+    # numbers) are book_pnl and its stress block
+    hedged = combine(p, hedge_p) if chosen.size else None
+    after_pnl = (
+        np.concatenate([scenario_pnl(hedged, sc, h, AMERICAN) for sc, h in blocks.blocks()])
+        if hedged is not None
+        else book_pnl
+    )
     lg = position_greek_arrays(hedge_p)
     after_totals = {c: totals[c] + float(lg[c].sum()) for c in GREEK_COLUMNS}
     after = _metrics(after_totals, after_pnl, sl)
@@ -549,7 +565,11 @@ def recommend_book(
             }
         )
     # the hedged book under the stress layer's rule, its idiosyncratic moves searched again (as stress_results would)
-    hedged_stress = scenario_pnl(hedged, stress_block(hedged, rows, library, blocks.stress_vol), 0.0, AMERICAN)
+    hedged_stress = (
+        scenario_pnl(hedged, stress_block(hedged, rows, library, blocks.stress_vol), 0.0, AMERICAN)
+        if hedged is not None
+        else book_pnl[sl["stress"]]
+    )
     effects = stress_effect_rows(
         wh, as_of, session, book, nav, blocks, book_pnl[sl["stress"]], hedged_stress,
         [r["hedge_id"] for r in out], library.thresholds,
@@ -813,8 +833,9 @@ def hedge_recommendations(
             raise RiskDataError(f"no position_greeks for {session}: value the books first")
         positions = wh.read("position_greeks", {"as_of": as_of})
         navs = wh.read("book_nav", {"as_of": as_of}).set_index("book")
-        quotes = wh.read("option_quotes", {"as_of": as_of})
-        vols = wh.read("implied_vols", {"as_of": as_of})
+        # the whole chain at the snapshot: only the columns this layer reads (option_candidates, the index spot)
+        quotes = wh.read("option_quotes", {"as_of": as_of}, columns=QUOTE_COLUMNS)
+        vols = wh.read("implied_vols", {"as_of": as_of}, columns=VOL_COLUMNS)
         instruments = latest_instruments(wh, session, as_of)
         limit_rows = wh.read("limit_status", {"as_of": as_of})
         states = wh.read("trading_state", {"as_of": as_of}).set_index("book")

@@ -205,7 +205,9 @@ def option_candidates(
     spot = q["underlying"].map(spots).astype(float)
     lm = np.log(q["strike"].astype(float) / spot)
     keep(lm.abs() <= cfg.max_abs_log_moneyness, "strike_out_of_range")
-    v = vols[vols["implied_vol"].notna() & (vols["status"].str.upper() == "OK")]
+    # status "OK" in any case: the distinct labels upper-cased, not every row (the whole chain's vols)
+    ok = [s for s in pd.unique(vols["status"].dropna()) if isinstance(s, str) and s.upper() == "OK"]
+    v = vols[vols["implied_vol"].notna() & vols["status"].isin(ok)]
     v = v[[*key, "implied_vol", "time_to_expiry_years", "rate", "dividend_yield"]]
     merged = q.merge(v, on=key, how="left")
     skipped["no_implied_vol"] = int(merged["implied_vol"].isna().sum())
