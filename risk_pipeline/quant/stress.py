@@ -62,7 +62,7 @@ import numpy as np
 import yaml
 from numpy.typing import ArrayLike, NDArray
 
-from risk_pipeline.quant._numba import FloatArray
+from risk_pipeline.quant._numba import BoolArray, FloatArray
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.scenario_engine import AmericanMethod, ScenarioSet, evaluate, market_values
 from risk_pipeline.quant.var import empirical_var_es
@@ -536,9 +536,10 @@ def run_stress(
         assert res.by_symbol is not None
         market_by_sym, market = res.by_symbol, res.pnl
     else:
-        market_by_sym, _, _ = _expiry_name_skew_pnl(
+        market_by_sym, _, _, _ = _expiry_name_skew_pnl(
             portfolio, items, sc, rule, vol_betas, idio_spot_sd, idio_vol_sd, american, client
         )
+        assert market_by_sym is not None
         market = market_by_sym.sum(axis=1)
     liq_sym, days = liquidation_costs(portfolio, [s.liquidity for s in items], spreads, volumes, model)
     by_sym = market_by_sym - liq_sym
@@ -584,6 +585,84 @@ def _per_symbol_sd(value: ArrayLike | None, n_symbols: int, name: str) -> FloatA
     return np.where(np.isfinite(arr), arr, 0.0)
 
 
+@dataclass(frozen=True, eq=False)
+class FirstPass:
+    """Pass 1 of the idiosyncratic search of ``portfolio`` (``_expiry_name_skew_pnl``): the P&L per (scenario, symbol)
+    without idiosyncratic moves, then with each sign combination at full size (5 arrays ``(n, n_symbols)``), and the
+    inputs they were revalued with (a later search reuses the P&L only when its inputs are these)."""
+
+    portfolio: Portfolio
+    pnl: tuple[FloatArray, ...]
+    items: tuple[StressScenario, ...]
+    rule: VolShockRule
+    american: AmericanMethod
+    spot_log: FloatArray
+    spot_sd: FloatArray
+    vol_sd: FloatArray
+    size: FloatArray
+    vol_beta: FloatArray
+
+
+_POSITION_FIELDS = (
+    "symbol_index",
+    "quantity",
+    "multiplier",
+    "is_option",
+    "is_call",
+    "strike",
+    "time_years",
+    "implied_vol",
+    "rate",
+    "dividend_yield",
+    "is_american",
+)
+
+
+def _appended_symbols(old: Portfolio, new: Portfolio) -> BoolArray | None:
+    """The symbols of the positions ``new`` appends to ``old`` (None unless ``new`` is ``old``'s positions, field for
+    field and in order, then more, on the same symbols and spots)."""
+    k = old.n_positions
+    if old.symbols != new.symbols or not np.array_equal(old.spot, new.spot) or new.n_positions < k:
+        return None
+    for name in _POSITION_FIELDS:
+        if not np.array_equal(getattr(old, name), getattr(new, name)[:k]):
+            return None
+    changed = np.zeros(new.n_symbols, dtype=np.bool_)
+    changed[new.symbol_index[k:]] = True
+    return changed
+
+
+def _positions_on(p: Portfolio, symbols: BoolArray) -> Portfolio:
+    """The positions of ``p`` on ``symbols`` (in order), with every symbol of ``p``."""
+    keep = symbols[p.symbol_index]
+    return Portfolio(
+        symbols=p.symbols,
+        spot=p.spot,
+        position_id=tuple(i for i, k in zip(p.position_id or (), keep, strict=True) if k),
+        **{name: getattr(p, name)[keep] for name in _POSITION_FIELDS},
+    )
+
+
+def _reusable(
+    first: FirstPass | None,
+    portfolio: Portfolio,
+    items: Sequence[StressScenario],
+    rule: VolShockRule,
+    american: AmericanMethod,
+    arrays: tuple[FloatArray, ...],
+) -> BoolArray | None:
+    """The symbols to revalue again when ``first`` is a search of ``portfolio``'s positions less some appended ones
+    under the same scenarios and inputs (None: ``first`` cannot be reused)."""
+    if first is None or first.rule != rule or first.american != american or len(first.items) != len(items):
+        return None
+    if any(a is not b for a, b in zip(first.items, items, strict=True)):
+        return None
+    kept = (first.spot_log, first.spot_sd, first.vol_sd, first.size, first.vol_beta)
+    if not all(np.array_equal(a, b) for a, b in zip(kept, arrays, strict=True)):
+        return None
+    return _appended_symbols(first.portfolio, portfolio)
+
+
 def _expiry_name_skew_pnl(
     portfolio: Portfolio,
     items: Sequence[StressScenario],
@@ -594,14 +673,20 @@ def _expiry_name_skew_pnl(
     idio_vol_sd: ArrayLike | None,
     american: AmericanMethod,
     client: Any | None,
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Market P&L per (scenario, symbol) under ``expiry_name_skew`` (``vol_shocks``), idiosyncratic moves included,
-    and the final log spot shock and idiosyncratic 30-day log-vol move per (scenario, symbol).
+    *,
+    final_pnl: bool = True,
+    reuse: FirstPass | None = None,
+) -> tuple[FloatArray | None, FloatArray, FloatArray, FirstPass | None]:
+    """Market P&L per (scenario, symbol) under ``expiry_name_skew`` (``vol_shocks``), idiosyncratic moves included
+    (None without ``final_pnl``), the final log spot shock and idiosyncratic 30-day log-vol move per (scenario,
+    symbol), and pass 1 (None without idiosyncratic moves).
 
     Without idiosyncratic moves one revaluation of the n scenarios. With them, pass 1 revalues the scenarios
     without and with every sign combination at full size (5 n rows, one set) and takes each name's worst
     combination and its extra loss ``a_js``; pass 2 revalues the scenarios with each name moved by its worst
-    signs scaled by ``u_js = a_js / ||a_j||`` (``vol_shocks.max_loss_weights``).
+    signs scaled by ``u_js = a_js / ||a_j||`` (``vol_shocks.max_loss_weights``). ``reuse``: pass 1 of a search of
+    this portfolio less positions appended to it (``FirstPass``); only the symbols of the appended positions are
+    revalued again (a symbol's P&L is its positions' own, summed in position order: the same numbers).
     """
     n, n_sym = sc.n_scenarios, portfolio.n_symbols
     k = np.array(
@@ -612,18 +697,31 @@ def _expiry_name_skew_pnl(
     vol_sd = _per_symbol_sd(idio_vol_sd, n_sym, "idio_vol_sd")
     spot_log = np.log1p(sc.spot_shock_rel)
     none = np.zeros((n, n_sym))
-    args = (portfolio, items, sc, rule, vol_betas, american, client)
+    args = (items, sc, rule, vol_betas, american, client)
     if not (np.any(size > 0.0) and (np.any(spot_sd > 0.0) or np.any(vol_sd > 0.0))):
-        return _revalue_sets([(spot_log, none)], *args)[0], spot_log, none
-    combos = idiosyncratic_sign_sets(spot_log, none, spot_sd, vol_sd, size)
-    base, *moved = _revalue_sets([(spot_log, none), *combos], *args)
+        pnl = _revalue_sets([(spot_log, none)], portfolio, *args)[0] if final_pnl else None
+        return pnl, spot_log, none, None
+    combos = [(spot_log, none), *idiosyncratic_sign_sets(spot_log, none, spot_sd, vol_sd, size)]
+    vol_beta = clipped_vol_betas(vol_betas, n_sym, rule)
+    inputs = (spot_log, spot_sd, vol_sd, size, vol_beta)
+    again = _reusable(reuse, portfolio, items, rule, american, inputs)
+    if again is None:
+        sets = tuple(_revalue_sets(combos, portfolio, *args))
+    elif not again.any():
+        sets = reuse.pnl  # type: ignore[union-attr]
+    else:
+        fresh = _revalue_sets(combos, _positions_on(portfolio, again), *args)
+        sets = tuple(np.where(again[None, :], f, old) for f, old in zip(fresh, reuse.pnl, strict=True))  # type: ignore[union-attr]
+    first = FirstPass(portfolio, sets, tuple(items), rule, american, *inputs)
+    base, *moved = sets
     worst, pick = worst_by_symbol(moved)
     u = max_loss_weights(base - worst)
     spot_sign = np.where(pick < 2, 1.0, -1.0)
     vol_sign = np.where(pick % 2 == 0, 1.0, -1.0)
     scaled = u * size[:, None]
     final = (spot_log + spot_sign * scaled * spot_sd[None, :], vol_sign * scaled * vol_sd[None, :])
-    return _revalue_sets([final], *args)[0], *final
+    pnl = _revalue_sets([final], portfolio, *args)[0] if final_pnl else None
+    return pnl, *final, first
 
 
 def _revalue_sets(
@@ -691,6 +789,8 @@ class RuleScenarios:
     rate_shift: FloatArray
     rule: VolShockRule
     american: AmericanMethod = "exact"
+    #: pass 1 of the idiosyncratic search that found the shocks (None: none), for ``stress_scenarios``' ``reuse``
+    first_pass: FirstPass | None = None
 
     @property
     def n_scenarios(self) -> int:
@@ -703,7 +803,12 @@ class RuleScenarios:
     def columns(self, col: ArrayLike) -> RuleScenarios:
         """The same scenarios on the symbol columns ``col``."""
         c = np.asarray(col, dtype=np.intp)
-        return replace(self, spot_log_shock=self.spot_log_shock[:, c], name_log_vol_move=self.name_log_vol_move[:, c])
+        return replace(
+            self,
+            spot_log_shock=self.spot_log_shock[:, c],
+            name_log_vol_move=self.name_log_vol_move[:, c],
+            first_pass=None,
+        )
 
     def rows(self, idx: ArrayLike) -> RuleScenarios:
         """The scenarios ``idx``."""
@@ -716,6 +821,7 @@ class RuleScenarios:
             vol_shift=self.vol_shift[i],
             vol_skew=self.vol_skew[i],
             rate_shift=self.rate_shift[i],
+            first_pass=None,
         )
 
     def scenario_set(self, p: Portfolio) -> ScenarioSet:
@@ -765,12 +871,16 @@ def stress_scenarios(
     idio_spot_sd: ArrayLike | None = None,
     idio_vol_sd: ArrayLike | None = None,
     american: AmericanMethod = "exact",
+    reuse: RuleScenarios | None = None,
 ) -> RuleScenarios:
     """The shocks ``run_stress`` applies to ``portfolio`` (same arguments), as ``RuleScenarios``.
 
     Under ``expiry_name_skew`` the idiosyncratic moves are the book's worst (``run_stress``), found by
     revaluing ``portfolio``; revaluing other lines in the result keeps these shocks (the scenario is the
-    book's, not re-searched for the lines).
+    book's, not re-searched for the lines). ``reuse``: the result for a portfolio whose positions ``portfolio``
+    starts with (a book, ``portfolio`` the book and hedge lines): its search's pass 1 is reused for the symbols
+    no appended position is on (the same numbers; searched in full when the scenarios or inputs differ).
+    The search's final revaluation is not made (its P&L is not returned).
     """
     items = tuple(scenarios)
     sc = scenario_set(portfolio, items, betas, sectors)
@@ -786,11 +896,21 @@ def stress_scenarios(
     if vol_rule.kind == "flat_multiplier" or not items:
         none = np.zeros((len(items), portfolio.n_symbols))
         return RuleScenarios(np.log1p(sc.spot_shock_rel), none, **common)
-    _, spot_log, idio = _expiry_name_skew_pnl(
-        portfolio, items, sc, vol_rule, vol_betas, idio_spot_sd, idio_vol_sd, american, None
+    _, spot_log, idio, first = _expiry_name_skew_pnl(
+        portfolio,
+        items,
+        sc,
+        vol_rule,
+        vol_betas,
+        idio_spot_sd,
+        idio_vol_sd,
+        american,
+        None,
+        final_pnl=False,
+        reuse=None if reuse is None else reuse.first_pass,
     )
     beta = clipped_vol_betas(vol_betas, portfolio.n_symbols, vol_rule)
-    return RuleScenarios(spot_log, beta[None, :] * np.log(mult)[:, None] + idio, **common)
+    return RuleScenarios(spot_log, beta[None, :] * np.log(mult)[:, None] + idio, **common, first_pass=first)
 
 
 def stress_grid(

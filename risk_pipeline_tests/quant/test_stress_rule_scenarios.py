@@ -105,3 +105,56 @@ def test_sets_revalued_in_chunks_are_the_one_chunk_bits(monkeypatch: pytest.Monk
     whole = run_stress(p, lib, betas=beta, nav=NAV, spreads=spreads, volumes=volumes, **kw)
     assert sizes and all(s == 3 * len(lib.scenarios) for s in sizes)
     assert [r.to_row() for r in chunked] == [r.to_row() for r in whole]
+
+
+def _hedge_lines(symbols: tuple[str, ...], spot: np.ndarray) -> Portfolio:
+    """An American put and a short call on BBB (column 2), shares of DDD (column 4), on the book's symbols."""
+    return Portfolio(
+        symbols=symbols, spot=spot, symbol_index=[2, 2, 4], quantity=[40.0, -15.0, -900.0],
+        multiplier=[100.0, 100.0, 1.0], is_option=[True, True, False], is_call=[False, True, True],
+        strike=[55.0, 66.0, 1.0], time_years=np.array([80.0, 45.0, 0.0]) / 365.0, implied_vol=[0.33, 0.3, 0.0],
+        rate=0.04, dividend_yield=0.01, is_american=[True, True, False],
+    )  # fmt: skip
+
+
+def test_a_hedged_book_reusing_the_books_first_pass_finds_the_same_shocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hedged book's search given the book's first pass: the shocks of a search from scratch, bit for bit, with
+    only the positions on the hedge lines' symbols revalued again in pass 1 and no final revaluation."""
+    import risk_pipeline.quant.stress as stress
+
+    lib, p, beta, _, kw = _setup()
+    p = replace(p, is_american=[False] * 4 + [True, True, False])  # the exact American engine on two names
+    book = stress_scenarios(p, lib.scenarios, beta, None, **kw)
+    assert book.first_pass is not None
+    hedged = combine(p, _hedge_lines(p.symbols, p.spot))
+    real, revalued = stress.evaluate, []
+
+    def counting(portfolio: Portfolio, scenarios: object, *args: object, **kwargs: object) -> object:
+        revalued.append((portfolio.n_positions, scenarios.n_scenarios))  # type: ignore[attr-defined]
+        return real(portfolio, scenarios, *args, **kwargs)
+
+    monkeypatch.setattr(stress, "evaluate", counting)
+    scratch = stress_scenarios(hedged, lib.scenarios, beta, None, **kw)
+    n = len(lib.scenarios)
+    assert revalued == [(hedged.n_positions, 5 * n)]  # pass 1 only: the final P&L is not returned
+    revalued.clear()
+    reused = stress_scenarios(hedged, lib.scenarios, beta, None, **kw, reuse=book)
+    # the book's positions on BBB and DDD (columns 2 and 4) and the three lines
+    on_lines = int(np.isin(hedged.symbol_index, [2, 4]).sum())
+    assert revalued == [(on_lines, 5 * n)]
+    for name in ("spot_log_shock", "name_log_vol_move"):
+        np.testing.assert_array_equal(getattr(reused, name), getattr(scratch, name))
+    assert reused.first_pass is not None
+    for a, b in zip(reused.first_pass.pnl, scratch.first_pass.pnl, strict=True):  # type: ignore[union-attr]
+        np.testing.assert_array_equal(a, b)
+    # the same portfolio: nothing revalued; other inputs or a portfolio that is not the book plus lines: from scratch
+    revalued.clear()
+    same = stress_scenarios(p, lib.scenarios, beta, None, **kw, reuse=book)
+    assert revalued == []
+    np.testing.assert_array_equal(same.spot_log_shock, book.spot_log_shock)
+    np.testing.assert_array_equal(same.name_log_vol_move, book.name_log_vol_move)
+    other_sd = {**kw, "idio_spot_sd": SPOT_SD * 1.5}
+    stress_scenarios(hedged, lib.scenarios, beta, None, **other_sd, reuse=book)
+    smaller = replace(p, quantity=p.quantity * np.array([1, 1, 1, 1, 1, 1, 0.5]))
+    stress_scenarios(combine(smaller, _hedge_lines(p.symbols, p.spot)), lib.scenarios, beta, None, **kw, reuse=book)
+    assert revalued == [(hedged.n_positions, 5 * n)] * 2

@@ -564,9 +564,10 @@ def recommend_book(
                 "premium": q * float(hc.premium[j]),
             }
         )
-    # the hedged book under the stress layer's rule, its idiosyncratic moves searched again (as stress_results would)
+    # the hedged book under the stress layer's rule, its idiosyncratic moves searched again (as stress_results would;
+    # the book's first pass reused for the symbols without a hedge line: the same numbers)
     hedged_stress = (
-        scenario_pnl(hedged, stress_block(hedged, rows, library, blocks.stress_vol), 0.0, AMERICAN)
+        scenario_pnl(hedged, stress_block(hedged, rows, library, blocks.stress_vol, blocks.stress), 0.0, AMERICAN)
         if hedged is not None
         else book_pnl[sl["stress"]]
     )

@@ -105,15 +105,21 @@ def stored_vol_parameters(
 
 
 def stress_block(
-    p: Portfolio, rows: pd.DataFrame, library: ScenarioLibrary, vol: StoredVolParameters | None
+    p: Portfolio,
+    rows: pd.DataFrame,
+    library: ScenarioLibrary,
+    vol: StoredVolParameters | None,
+    reuse: RuleScenarios | None = None,
 ) -> RuleScenarios:
     """The library's scenarios on ``p`` under the stress layer's vol rule: the rule, vol betas and residual sds
     stored with ``stress_results`` (``vol``), the book's worst idiosyncratic moves as ``run_stress`` finds them;
-    without ``vol`` the library's rule uncalibrated (default vol beta, no idiosyncratic move)."""
+    without ``vol`` the library's rule uncalibrated (default vol beta, no idiosyncratic move). ``reuse``: the block
+    of a book whose positions ``p`` starts with (``stress_scenarios``: its search reused where no line is added)."""
     betas, sectors = symbol_attributes(rows, p.symbols)
     if vol is None:
-        return stress_scenarios(p, library.scenarios, betas, sectors, vol_rule=library.vol_rule)
-    return stress_scenarios(p, library.scenarios, betas, sectors, vol_rule=vol.rule, **vol.per_symbol(p.symbols))
+        return stress_scenarios(p, library.scenarios, betas, sectors, vol_rule=library.vol_rule, reuse=reuse)
+    kw = vol.per_symbol(p.symbols)
+    return stress_scenarios(p, library.scenarios, betas, sectors, vol_rule=vol.rule, reuse=reuse, **kw)
 
 
 def scenario_blocks(
