@@ -119,7 +119,8 @@ def _hedge_lines(symbols: tuple[str, ...], spot: np.ndarray) -> Portfolio:
 
 def test_a_hedged_book_reusing_the_books_first_pass_finds_the_same_shocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """The hedged book's search given the book's first pass: the shocks of a search from scratch, bit for bit, with
-    only the positions on the hedge lines' symbols revalued again in pass 1 and no final revaluation."""
+    only the positions on the hedge lines' symbols revalued again in pass 1 and no final revaluation; the sign
+    combinations revalued only in the scenarios with idiosyncratic moves."""
     import risk_pipeline.quant.stress as stress
 
     lib, p, beta, _, kw = _setup()
@@ -136,12 +137,18 @@ def test_a_hedged_book_reusing_the_books_first_pass_finds_the_same_shocks(monkey
     monkeypatch.setattr(stress, "evaluate", counting)
     scratch = stress_scenarios(hedged, lib.scenarios, beta, None, **kw)
     n = len(lib.scenarios)
-    assert revalued == [(hedged.n_positions, 5 * n)]  # pass 1 only: the final P&L is not returned
+    k = [
+        lib.vol_rule.idiosyncratic_sigmas if s.idiosyncratic_sigmas is None else s.idiosyncratic_sigmas
+        for s in lib.scenarios
+    ]
+    rows = n + 4 * sum(x > 0 for x in k)
+    assert 0 < rows - n < 4 * n  # the library has scenarios with and without idiosyncratic moves
+    assert revalued == [(hedged.n_positions, rows)]  # pass 1 only: the final P&L is not returned
     revalued.clear()
     reused = stress_scenarios(hedged, lib.scenarios, beta, None, **kw, reuse=book)
     # the book's positions on BBB and DDD (columns 2 and 4) and the three lines
     on_lines = int(np.isin(hedged.symbol_index, [2, 4]).sum())
-    assert revalued == [(on_lines, 5 * n)]
+    assert revalued == [(on_lines, rows)]
     for name in ("spot_log_shock", "name_log_vol_move"):
         np.testing.assert_array_equal(getattr(reused, name), getattr(scratch, name))
     assert reused.first_pass is not None
@@ -157,4 +164,27 @@ def test_a_hedged_book_reusing_the_books_first_pass_finds_the_same_shocks(monkey
     stress_scenarios(hedged, lib.scenarios, beta, None, **other_sd, reuse=book)
     smaller = replace(p, quantity=p.quantity * np.array([1, 1, 1, 1, 1, 1, 0.5]))
     stress_scenarios(combine(smaller, _hedge_lines(p.symbols, p.spot)), lib.scenarios, beta, None, **kw, reuse=book)
-    assert revalued == [(hedged.n_positions, 5 * n)] * 2
+    assert revalued == [(hedged.n_positions, rows)] * 2
+
+
+def test_a_scenario_without_idiosyncratic_moves_keeps_its_rule_shocks() -> None:
+    """Scenarios whose ``idiosyncratic_sigmas`` is 0 (the library rule's default) move no name alone: their shocks
+    are the rule's (beta on the index move, vol beta x ln(multiplier)), exactly, next to scenarios that do."""
+    lib, p, beta, vol_beta, kw = _setup()
+    rs = stress_scenarios(p, lib.scenarios, beta, None, **kw)
+    assert lib.vol_rule.idiosyncratic_sigmas == 0.0
+    zero = [j for j, s in enumerate(lib.scenarios) if not s.idiosyncratic_sigmas]
+    assert zero and len(zero) < len(lib.scenarios)
+    rule = lib.vol_rule
+    vb = np.clip(vol_beta, rule.vol_beta_floor, rule.vol_beta_cap)
+    for j in zero:
+        s = lib.scenarios[j]
+        move = np.array(
+            [s.symbol_moves.get(x, (1.0 + s.index_move) ** b - 1.0) for x, b in zip(p.symbols, beta, strict=True)]
+        )
+        np.testing.assert_allclose(rs.spot_log_shock[j], np.log1p(move), rtol=1e-14, atol=1e-16)
+        np.testing.assert_array_equal(rs.name_log_vol_move[j], vb * math.log(s.vol.multiplier))
+    others = [j for j in range(len(lib.scenarios)) if j not in zero]
+    assert np.any(
+        rs.name_log_vol_move[others] != vb[None, :] * np.log([lib.scenarios[j].vol.multiplier for j in others])[:, None]
+    )

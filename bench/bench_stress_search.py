@@ -1,0 +1,141 @@
+"""CPU of the stress library's idiosyncratic search in the hedge step, with the hedge's solver replayed.
+
+``python bench/bench_stress_search.py KEPT COPY OUT [--date D] [--replay DIR]``: copies the kept warehouse ``KEPT``
+(``bench_pipeline.py --keep``) to ``COPY`` and materializes ``hedge_recommendations`` and ``hedge_stress_effects``
+(``end_of_day_job``, in this process). Every stress search of the step (``stress_scenarios``, called by
+``inputs.stress_block`` for each book and each hedged book) is timed on the CPU clock and its shocks are written to
+``OUT/search_<k>.npz``; ``solve_hedge``'s results are written to ``OUT/sol_<k>.pkl``, or read from ``--replay DIR``
+(a MILP stopped at its time limit depends on timing: replayed, the hedge is the recorded one); both tables are
+written to ``OUT/<table>.pkl``. ``python bench/bench_stress_search.py --compare OUT1 OUT2``: the searches' arrays
+bit for bit, the tables but for ``solve_seconds``. Set ``RISK_PIPELINE_UNIVERSE`` as for the run that wrote ``KEPT``.
+Run the same script on old code from a worktree of it (``PYTHONPATH`` and the script's own folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+TABLES = ("hedge_recommendations", "hedge_stress_effects")
+
+
+def compare(a: Path, b: Path) -> int:
+    import pandas as pd
+
+    bad = 0
+    na, nb = sorted(a.glob("search_*.npz")), sorted(b.glob("search_*.npz"))
+    if [p.name for p in na] != [p.name for p in nb]:
+        print(f"different searches: {[p.name for p in na]} vs {[p.name for p in nb]}")
+        bad += 1
+    for pa in na:
+        pb = b / pa.name
+        if not pb.exists():
+            continue
+        x, y = np.load(pa), np.load(pb)
+        for k in x.files:
+            same = np.array_equal(x[k], y[k]) and x[k].dtype == y[k].dtype
+            print(f"{pa.name} {k} {x[k].shape}: {'identical' if same else 'DIFFERENT'}")
+            bad += not same
+    for t in TABLES:
+        x, y = pd.read_pickle(a / f"{t}.pkl"), pd.read_pickle(b / f"{t}.pkl")
+        cols = [c for c in x.columns if c != "solve_seconds"]
+        same = list(x.columns) == list(y.columns) and x[cols].equals(y[cols])
+        print(f"{t} {x.shape}: {'identical (but solve_seconds)' if same else 'DIFFERENT'}")
+        bad += not same
+    return 1 if bad else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("paths", nargs="+", help="KEPT COPY OUT, or with --compare OUT1 OUT2")
+    ap.add_argument("--date", default="2026-12-03")
+    ap.add_argument("--replay", default=None)
+    ap.add_argument("--compare", action="store_true")
+    a = ap.parse_args(argv)
+    if a.compare:
+        return compare(Path(a.paths[0]), Path(a.paths[1]))
+    kept, copy, out = (Path(p) for p in a.paths)
+    if copy.exists():
+        shutil.rmtree(copy)
+    shutil.copytree(kept, copy)
+    lock = copy / "risk_warehouse.duckdb.writer.lock"
+    if lock.exists():
+        lock.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(copy / "dagster_home")
+    os.environ["RISK_PIPELINE_WAREHOUSE_URL"] = str(copy / "risk_warehouse.duckdb")
+    import dagster as dg
+    import duckdb
+
+    import risk_pipeline.defs.hedging.assets as assets
+    import risk_pipeline.defs.hedging.inputs as inputs
+    from risk_pipeline.definitions import defs
+
+    searches: list[tuple[int, int, float]] = []
+    real_search, real_solve = inputs.stress_scenarios, assets.solve_hedge
+
+    def search(p: Any, *args: Any, **kwargs: Any) -> Any:
+        t = time.process_time()
+        rs = real_search(p, *args, **kwargs)
+        cpu = time.process_time() - t
+        k = len(searches)
+        searches.append((p.n_positions, rs.n_scenarios, cpu))
+        np.savez(out / f"search_{k}.npz", spot_log_shock=rs.spot_log_shock, name_log_vol_move=rs.name_log_vol_move)
+        return rs
+
+    solves = {"n": 0}
+
+    def solve(hc: Any, targets: Any, time_limit: float) -> Any:
+        k = solves["n"]
+        solves["n"] += 1
+        if a.replay:
+            with open(Path(a.replay) / f"sol_{k}.pkl", "rb") as f:
+                return pickle.load(f)
+        sol = real_solve(hc, targets, time_limit=time_limit)
+        with open(out / f"sol_{k}.pkl", "wb") as f:
+            pickle.dump(sol, f)
+        return sol
+
+    inputs.stress_scenarios = search
+    assets.solve_hedge = solve
+    instance = dg.DagsterInstance.get()
+    job = defs.resolve_job_def("end_of_day_job")
+    load0 = os.getloadavg()[0]
+    t0, c0 = time.time(), time.process_time()
+    res = job.execute_in_process(
+        instance=instance,
+        partition_key=a.date,
+        asset_selection=[dg.AssetKey(t) for t in TABLES],
+        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+        raise_on_error=False,
+    )
+    wall, cpu = time.time() - t0, time.process_time() - c0
+    for ev in res.all_events:
+        if ev.is_step_failure:
+            print(ev.event_specific_data.error.to_string()[:3000])  # type: ignore[union-attr]
+    con = duckdb.connect(str(copy / "risk_warehouse.duckdb"), read_only=True)
+    for t in TABLES:
+        con.execute(f"SELECT * FROM risk.{t}").df().to_pickle(out / f"{t}.pkl")
+    con.close()
+    total = sum(c for _, _, c in searches)
+    print(
+        f"success {res.success}; step wall {wall:.1f} s, CPU {cpu:.1f} s; load {load0:.1f} -> {os.getloadavg()[0]:.1f}"
+    )
+    for k, (n_pos, n_sc, c) in enumerate(searches):
+        print(f"  search {k}: {n_pos} positions, {n_sc} scenarios: {c:.2f} CPU s")
+    print(f"  searches: {total:.2f} CPU s; solver {'replayed' if a.replay else 'run'}")
+    return 0 if res.success else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
