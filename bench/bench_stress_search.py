@@ -43,7 +43,7 @@ def compare(a: Path, b: Path) -> int:
             continue
         x, y = np.load(pa), np.load(pb)
         for k in x.files:
-            same = np.array_equal(x[k], y[k]) and x[k].dtype == y[k].dtype
+            same = x[k].dtype == y[k].dtype and x[k].shape == y[k].shape and x[k].tobytes() == y[k].tobytes()
             print(f"{pa.name} {k} {x[k].shape}: {'identical' if same else 'DIFFERENT'}")
             bad += not same
     for t in TABLES:
