@@ -7,7 +7,7 @@
 ``OUT/search_<k>.npz``; ``solve_hedge``'s results are written to ``OUT/sol_<k>.pkl``, or read from ``--replay DIR``
 (a MILP stopped at its time limit depends on timing: replayed, the hedge is the recorded one); both tables are
 written to ``OUT/<table>.pkl``. ``python bench/bench_stress_search.py --compare OUT1 OUT2``: the searches' arrays
-bit for bit, the tables but for ``solve_seconds``. Set ``RISK_PIPELINE_UNIVERSE`` as for the run that wrote ``KEPT``.
+bit for bit, the tables but for ``solve_seconds``, ``run_id``, ``materialized_at``. Set ``RISK_PIPELINE_UNIVERSE`` as for the run that wrote ``KEPT``.
 Run the same script on old code from a worktree of it (``PYTHONPATH`` and the script's own folder).
 """
 
@@ -48,9 +48,9 @@ def compare(a: Path, b: Path) -> int:
             bad += not same
     for t in TABLES:
         x, y = pd.read_pickle(a / f"{t}.pkl"), pd.read_pickle(b / f"{t}.pkl")
-        cols = [c for c in x.columns if c != "solve_seconds"]
+        cols = [c for c in x.columns if c not in ("solve_seconds", "run_id", "materialized_at")]
         same = list(x.columns) == list(y.columns) and x[cols].equals(y[cols])
-        print(f"{t} {x.shape}: {'identical (but solve_seconds)' if same else 'DIFFERENT'}")
+        print(f"{t} {x.shape}: {'identical (but solve_seconds, run_id, materialized_at)' if same else 'DIFFERENT'}")
         bad += not same
     return 1 if bad else 0
 
