@@ -7,8 +7,9 @@
 ``OUT/search_<k>.npz``; ``solve_hedge``'s results are written to ``OUT/sol_<k>.pkl``, or read from ``--replay DIR``
 (a MILP stopped at its time limit depends on timing: replayed, the hedge is the recorded one); both tables are
 written to ``OUT/<table>.pkl``. ``python bench/bench_stress_search.py --compare OUT1 OUT2``: the searches' arrays
-bit for bit, the tables but for ``solve_seconds``, ``run_id``, ``materialized_at``. Set ``RISK_PIPELINE_UNIVERSE`` as for the run that wrote ``KEPT``.
-Run the same script on old code from a worktree of it (``PYTHONPATH`` and the script's own folder).
+byte for byte, the tables but for ``solve_seconds``, ``run_id`` and ``materialized_at``. Set
+``RISK_PIPELINE_UNIVERSE`` as for the run that wrote ``KEPT``. Run the same script on old code from a worktree of it
+(``PYTHONPATH`` and the script's own folder).
 """
 
 from __future__ import annotations
