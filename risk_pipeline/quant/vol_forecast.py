@@ -574,14 +574,29 @@ def _arch_fit(y: FloatArray, asymmetric: bool, start: FloatArray | None) -> tupl
         return np.asarray(res.params, dtype=float), int(res.convergence_flag)
     kv = int(v.num_params)
 
+    lls, term = np.empty(nobs), np.empty(nobs)
+    constants: dict[float, float] = {}  # the log-density's constant by nu (a gradient's steps share nu)
+
     def garch_t_negative_loglikelihood(x: FloatArray) -> float:
-        """arch 8's GARCH.compute_variance and StudentsT.loglikelihood, operation for operation."""
+        """arch 8's GARCH.compute_variance and StudentsT.loglikelihood, operation for operation (the same
+        ufuncs on the same operands, written into two buffers instead of fresh arrays)."""
         _garch_recursion(x[:kv], f_resids, s_resids, sigma2, p, o, q, nobs, backcast, var_bounds)
         nu = x[kv:][0]
-        lls = gammaln((nu + 1) / 2) - gammaln(nu / 2) - np.log(np.pi * (nu - 2)) / 2
-        lls -= 0.5 * (np.log(sigma2))
-        lls -= ((nu + 1) / 2) * (np.log(1 + squared / (sigma2 * (nu - 2))))
-        return -float(np.sum(lls))
+        constant = constants.get(nu)
+        if constant is None:
+            constant = constants[nu] = gammaln((nu + 1) / 2) - gammaln(nu / 2) - np.log(np.pi * (nu - 2)) / 2
+        # lls = constant - 0.5 * log(sigma2)
+        np.log(sigma2, out=term)
+        np.multiply(0.5, term, out=term)
+        np.subtract(constant, term, out=lls)
+        # lls -= (nu + 1) / 2 * log(1 + e^2 / (sigma2 * (nu - 2)))
+        np.multiply(sigma2, nu - 2, out=term)
+        np.divide(squared, term, out=term)
+        np.add(1, term, out=term)
+        np.log(term, out=term)
+        np.multiply((nu + 1) / 2, term, out=term)
+        np.subtract(lls, term, out=lls)
+        return -float(lls.sum())
 
     return _slsqp_minimize(garch_t_negative_loglikelihood, sv, lower, upper, a, b)
 
