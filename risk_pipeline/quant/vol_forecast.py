@@ -29,6 +29,8 @@ beats GARCH's.
 from __future__ import annotations
 
 import ctypes
+import functools
+import itertools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -37,6 +39,7 @@ from dataclasses import dataclass, field, replace
 import arch
 import numpy as np
 import scipy
+import scipy.stats
 import xgboost as xgb
 from arch import arch_model
 from numba import njit
@@ -295,23 +298,85 @@ _LEAN_SLSQP = (
 )
 #: SciPy's finite-difference step for SLSQP gradients (``sqrt(machine epsilon)``, absolute).
 _SLSQP_STEP = float(np.sqrt(np.finfo(np.float64).eps))
+#: arch's compiled GARCH variance recursion (the one ``GARCH.compute_variance`` calls).
+_garch_recursion = arch.univariate.volatility.rec.garch_recursion
+#: ``scipy.stats.kurtosis`` without its ``nan_policy``/axis wrapper (the computation itself).
+_kurtosis = getattr(scipy.stats.kurtosis, "__wrapped__", scipy.stats.kurtosis)
+
+
+@njit(**JIT)
+def _forward_steps_kernel(x: FloatArray, lower: FloatArray, upper: FloatArray, step: float, h: FloatArray) -> bool:
+    """SciPy's 2-point steps at ``x`` into ``h``, element by element with the same IEEE operations as its
+    array code (``sign * max(1, |x|)`` scaling, reversal or shrinking at the bounds); False if ``x`` is outside
+    the bounds."""
+    for i in range(x.shape[0]):
+        if x[i] < lower[i] or x[i] > upper[i]:
+            return False
+    for i in range(x.shape[0]):
+        xi = x[i]
+        if (xi + step) - xi == 0:
+            sign = 1.0 if xi >= 0 else -1.0
+            size = abs(xi)
+            hi = step * sign * (1.0 if 1.0 >= size else size)  # np.maximum(1.0, |x|), NaN kept
+        else:
+            hi = step
+        lower_dist = xi - lower[i]
+        upper_dist = upper[i] - xi
+        violated = (xi + hi) < lower[i] or (xi + hi) > upper[i]
+        if lower_dist != lower_dist:  # np.maximum propagates NaN
+            widest = lower_dist
+        elif upper_dist != upper_dist:
+            widest = upper_dist
+        else:
+            widest = lower_dist if lower_dist >= upper_dist else upper_dist
+        fitting = abs(hi) <= widest
+        if violated and fitting:
+            hi = hi * -1
+        if upper_dist >= lower_dist and not fitting:
+            hi = upper_dist
+        if upper_dist < lower_dist and not fitting:
+            hi = -lower_dist
+        h[i] = hi
+    return True
 
 
 def _forward_steps(x: FloatArray, lower: FloatArray, upper: FloatArray) -> FloatArray:
     """SciPy's 2-point steps at ``x``: ``sqrt(eps)`` absolute, reversed or shrunk to stay within the bounds."""
-    if np.any((x < lower) | (x > upper)):
+    h = np.empty(x.shape[0])
+    if not _forward_steps_kernel(np.ascontiguousarray(x, dtype=np.float64), lower, upper, _SLSQP_STEP, h):
         raise ValueError("`x0` violates bound constraints.")  # what approx_derivative raises
-    sign = (x >= 0).astype(float) * 2 - 1
-    h = np.where((x + _SLSQP_STEP) - x == 0, _SLSQP_STEP * sign * np.maximum(1.0, np.abs(x)), _SLSQP_STEP)
-    lower_dist, upper_dist = x - lower, upper - x
-    violated = ((x + h) < lower) | ((x + h) > upper)
-    fitting = np.abs(h) <= np.maximum(lower_dist, upper_dist)
-    h[violated & fitting] *= -1
-    forward = (upper_dist >= lower_dist) & ~fitting
-    h[forward] = upper_dist[forward]
-    backward = (upper_dist < lower_dist) & ~fitting
-    h[backward] = -lower_dist[backward]
     return h
+
+
+@njit(**JIT)
+def _constraint_values_kernel(a: FloatArray, b: FloatArray, point: FloatArray, out: FloatArray) -> None:
+    """``out[k] = np.dot(a[k], point) - b[k]``. ``np.dot`` of these short vectors is BLAS's ``ddot``: a sum
+    from 0.0 in index order; the coefficients (0, +-1, -0.5) make every product exact, so this loop gives the
+    same bits (test_vol_forecast checks it against ``np.dot``)."""
+    for k in range(a.shape[0]):
+        total = 0.0
+        for j in range(a.shape[1]):
+            total += a[k, j] * point[j]
+        out[k] = total - b[k]
+
+
+@njit(**JIT)
+def _constraint_normals_kernel(a: FloatArray, b: FloatArray, point: FloatArray, h: FloatArray, out: FloatArray) -> None:
+    """``out[k, i] = ((a[k] . p_i - b[k]) - (a[k] . point - b[k])) / ((point[i] + h[i]) - point[i])`` with
+    ``p_i = point`` but ``p_i[i] = point[i] + h[i]``: SciPy's forward differences of the linear constraints,
+    each dot product summed as ``_constraint_values_kernel`` does."""
+    m, n = a.shape
+    for k in range(m):
+        f0 = 0.0
+        for j in range(n):
+            f0 += a[k, j] * point[j]
+        f0 = f0 - b[k]
+        for i in range(n):
+            shifted = point[i] + h[i]
+            total = 0.0
+            for j in range(n):
+                total += a[k, j] * (shifted if j == i else point[j])
+            out[k, i] = ((total - b[k]) - f0) / (shifted - point[i])
 
 
 def _slsqp_minimize(
@@ -333,7 +398,8 @@ def _slsqp_minimize(
     x = np.clip(np.asarray(x0, dtype=np.float64).reshape(-1), lower, upper)
     xl = np.where(np.isfinite(lower), lower, np.nan)
     xu = np.where(np.isfinite(upper), upper, np.nan)
-    rows = [(a[k], b[k]) for k in range(m)]
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    b = np.ascontiguousarray(b, dtype=np.float64)
 
     def value(point: FloatArray) -> float:
         fx = objective(np.copy(point))
@@ -348,19 +414,10 @@ def _slsqp_minimize(
         return g
 
     def constraint_values(out: FloatArray, point: FloatArray) -> None:
-        for k, (coeff, val) in enumerate(rows):
-            out[k] = np.dot(coeff, point) - val
+        _constraint_values_kernel(a, b, point, out)
 
     def constraint_normals(out: FloatArray, point: FloatArray, h: FloatArray) -> None:
-        shifted = []
-        for i in range(n):
-            p = np.copy(point)
-            p[i] = point[i] + h[i]
-            shifted.append((p, (point[i] + h[i]) - point[i]))
-        for k, (coeff, val) in enumerate(rows):
-            f0 = np.dot(coeff, point) - val
-            for i, (p, dx) in enumerate(shifted):
-                out[k, i] = ((np.dot(coeff, p) - val) - f0) / dx
+        _constraint_normals_kernel(a, b, point, h, out)
 
     # ScalarFunction's cache: f and g at x_cached, recomputed only when x changes; the driver's fx is
     # reassigned only on a function request (mode 1), as in SciPy
@@ -424,69 +481,124 @@ def _slsqp_minimize(
             return x, int(mode)
 
 
-def _arch_fit(model: arch.univariate.base.ARCHModel, start: FloatArray | None) -> tuple[FloatArray, int]:
-    """``model.fit(starting_values=start)``'s parameters and convergence flag for a zero-mean model with
-    Student-t errors: arch's own sample, backcast, bounds, constraints and log-likelihood, minimized by
-    ``_slsqp_minimize`` (arch's starting-value grid search runs only without ``start``)."""
-    v, dist = model.volatility, model.distribution
-    if int(model.num_params):
-        raise ValueError("_arch_fit handles zero-mean models only")
-    model._adjust_sample(None, None)
-    resids = model.resids(model.starting_values())
+@functools.cache
+def _garch_t_parts(asymmetric: bool) -> tuple[arch.univariate.GARCH, arch.univariate.StudentsT, FloatArray, FloatArray]:
+    """The volatility process, distribution and stacked linear constraints ``a x - b >= 0`` that
+    ``arch_model(y, mean="Zero", vol="GARCH", p=1, o=int(asymmetric), q=1, dist="t")`` builds (the zero mean
+    adds no parameter or constraint); fitting reads but does not change them, so one set serves every fit."""
+    v = arch.univariate.GARCH(p=1, o=int(asymmetric), q=1, power=2.0)
+    dist = arch.univariate.StudentsT()
+    a_v, b_v = v.constraints()
+    a_d, b_d = dist.constraints()
+    kv = int(v.num_params)
+    a = np.zeros((a_v.shape[0] + a_d.shape[0], kv + int(dist.num_params)))
+    a[: a_v.shape[0], :kv] = a_v
+    a[a_v.shape[0] :, kv:] = a_d
+    return v, dist, a, np.concatenate([b_v, b_d]).astype(float)
+
+
+def _garch_starting_values(
+    v: arch.univariate.GARCH, resids: FloatArray, f_resids: FloatArray, s_resids: FloatArray, var_bounds: FloatArray
+) -> FloatArray:
+    """``GARCH.starting_values(resids)`` (power 2): the same 64-point grid, each point's Gaussian
+    log-likelihood by the same recursion and operations, the first maximum kept; the recursion runs once per
+    distinct point (without ``gamma``, 16 of them) and on ``|e|^2``, ``sign(e)`` made once."""
+    p, o, q, power = v.p, v.o, v.q, v.power
+    alphas = [0.01, 0.05, 0.1, 0.2]
+    abgs = list(itertools.product(alphas, alphas, [0.5, 0.7, 0.9, 0.98]))
+    target = np.mean(np.absolute(resids) ** power)
+    scale = np.mean(resids**2) / (target ** (2.0 / power))
+    target *= scale ** (power / 2)
     backcast = v.backcast(resids)
-    sigma2 = np.zeros(resids.shape[0], dtype=float)
+    nobs = resids.shape[0]
+    log_2pi = np.log(2 * np.pi)
+    squared = resids**2.0
+    svs: list[FloatArray] = []
+    llfs = np.zeros(len(abgs))
+    seen: dict[bytes, float] = {}
+    for i, (alpha, gamma, agb) in enumerate(abgs):
+        sv = (1.0 - agb) * target * np.ones(p + o + q + 1, dtype=float)
+        if p > 0:
+            sv[1 : 1 + p] = alpha / p
+            agb -= alpha
+        if o > 0:
+            sv[1 + p : 1 + p + o] = gamma / o
+            agb -= gamma / 2.0
+        if q > 0:
+            sv[1 + p + o : 1 + p + o + q] = agb / q
+        svs.append(sv)
+        key = sv.tobytes()
+        if key not in seen:
+            sigma2 = np.zeros(nobs, dtype=float)
+            _garch_recursion(sv, f_resids, s_resids, sigma2, p, o, q, nobs, backcast, var_bounds)
+            seen[key] = float(np.sum(-0.5 * (log_2pi + np.log(sigma2) + squared / sigma2)))
+        llfs[i] = seen[key]
+    return svs[int(np.argmax(llfs))]
+
+
+def _t_starting_value(std_resids: FloatArray) -> FloatArray:
+    """``StudentsT.starting_values(std_resids)``: the moment estimate of ``nu`` from the kurtosis, computed
+    by ``scipy.stats.kurtosis`` itself without its argument-checking wrapper (a 1-D float array)."""
+    k = float(_kurtosis(std_resids, fisher=False))
+    sv = max((4.0 * k - 6.0) / (k - 3.0) if k > 3.75 else 12.0, 4.0)
+    return np.array([sv])
+
+
+def _arch_fit(y: FloatArray, asymmetric: bool, start: FloatArray | None) -> tuple[FloatArray, int]:
+    """``arch_model(y, mean="Zero", vol="GARCH", p=1, o=int(asymmetric), q=1, dist="t", rescale=False)
+    .fit(starting_values=start)``'s parameters and convergence flag: arch's own backcast, bounds, constraints,
+    starting values (only without ``start``) and log-likelihood, minimized by ``_slsqp_minimize``. The
+    residuals of a zero-mean model are the data (``y - 0``, the same bits), so no model object is built."""
+    v, dist, a, b = _garch_t_parts(asymmetric)
+    resids = np.ascontiguousarray(y, dtype=float)
+    p, o, q, nobs = v.p, v.o, v.q, resids.shape[0]
+    # what GARCH.compute_variance recomputes on every call from the residuals alone, made once per fit
+    f_resids = np.absolute(resids) ** v.power
+    s_resids = np.sign(resids)
+    squared = resids**2.0
+    backcast = v.backcast(resids)
     var_bounds = v.variance_bounds(resids)
-    blocks = [model.constraints(), v.constraints(), dist.constraints()]
-    widths = [int(model.num_params), int(v.num_params), int(dist.num_params)]
-    a = np.zeros((sum(blk[0].shape[0] for blk in blocks), sum(widths)))
-    b = np.zeros(a.shape[0])
-    row = col = 0
-    for (ak, bk), width in zip(blocks, widths, strict=True):
-        a[row : row + ak.shape[0], col : col + width] = ak
-        b[row : row + ak.shape[0]] = bk
-        row, col = row + ak.shape[0], col + width
+    sigma2 = np.zeros(nobs, dtype=float)
     if start is None:
-        sv_volatility = v.starting_values(resids)
-        v.compute_variance(sv_volatility, resids, sigma2, backcast, var_bounds)
-        std_resids = resids / np.sqrt(sigma2)
-        sv = np.hstack([model.starting_values(), sv_volatility, dist.starting_values(std_resids)])
+        sv_volatility = _garch_starting_values(v, resids, f_resids, s_resids, var_bounds)
+        _garch_recursion(sv_volatility, f_resids, s_resids, sigma2, p, o, q, nobs, backcast, var_bounds)
+        sv = np.hstack([sv_volatility, _t_starting_value(resids / np.sqrt(sigma2))])
     else:
         sv = np.asarray(start, dtype=float)
-        std_resids = resids  # the Student-t bounds do not depend on the standardized residuals
-    bounds = [*model.bounds(), *v.bounds(resids), *dist.bounds(std_resids)]
+    bounds = [*v.bounds(resids), *dist.bounds(resids)]  # the Student-t bounds do not depend on the residuals
     lower = np.array([float(lo) if lo is not None else -np.inf for lo, _ in bounds])
     upper = np.array([float(up) if up is not None else np.inf for _, up in bounds])
     if np.any(~(lower < upper)):  # a fixed parameter (all-zero returns): minimize takes another route, so arch fits
+        model = arch_model(y, mean="Zero", vol="GARCH", p=1, o=o, q=1, dist="t", rescale=False)
         res = model.fit(disp="off", show_warning=False, starting_values=start)
         return np.asarray(res.params, dtype=float), int(res.convergence_flag)
     kv = int(v.num_params)
 
-    def negative_loglikelihood(x: FloatArray) -> float:
-        """``model._loglikelihood(x, sigma2, backcast, var_bounds)`` of a zero-mean model (no mean
-        parameters, residuals = data): the same variance recursion and Student-t density calls."""
-        variance = v.compute_variance(x[:kv], resids, sigma2, backcast, var_bounds)
-        return -float(dist.loglikelihood(x[kv:], resids, variance, False))
+    lls, term = np.empty(nobs), np.empty(nobs)
+    constants: dict[float, float] = {}  # the log-density's constant by nu (a gradient's steps share nu)
 
-    if type(v) is arch.univariate.GARCH and type(dist) is arch.univariate.StudentsT:
-        # arch 8's GARCH.compute_variance and StudentsT.loglikelihood, operation for operation, with what they
-        # recompute on every call from the residuals alone (|e|^power, sign(e), e^2) computed once per fit
-        recursion = arch.univariate.volatility.rec.garch_recursion
-        f_resids = np.absolute(resids) ** v.power
-        s_resids = np.sign(resids)
-        squared = resids**2.0
-        p, o, q, nobs = v.p, v.o, v.q, resids.shape[0]
+    def garch_t_negative_loglikelihood(x: FloatArray) -> float:
+        """arch 8's GARCH.compute_variance and StudentsT.loglikelihood, operation for operation (the same
+        ufuncs on the same operands, written into two buffers instead of fresh arrays)."""
+        _garch_recursion(x[:kv], f_resids, s_resids, sigma2, p, o, q, nobs, backcast, var_bounds)
+        nu = x[kv:][0]
+        constant = constants.get(nu)
+        if constant is None:
+            constant = constants[nu] = gammaln((nu + 1) / 2) - gammaln(nu / 2) - np.log(np.pi * (nu - 2)) / 2
+        # lls = constant - 0.5 * log(sigma2)
+        np.log(sigma2, out=term)
+        np.multiply(0.5, term, out=term)
+        np.subtract(constant, term, out=lls)
+        # lls -= (nu + 1) / 2 * log(1 + e^2 / (sigma2 * (nu - 2)))
+        np.multiply(sigma2, nu - 2, out=term)
+        np.divide(squared, term, out=term)
+        np.add(1, term, out=term)
+        np.log(term, out=term)
+        np.multiply((nu + 1) / 2, term, out=term)
+        np.subtract(lls, term, out=lls)
+        return -float(lls.sum())
 
-        def garch_t_negative_loglikelihood(x: FloatArray) -> float:
-            recursion(x[:kv], f_resids, s_resids, sigma2, p, o, q, nobs, backcast, var_bounds)
-            nu = x[kv:][0]
-            lls = gammaln((nu + 1) / 2) - gammaln(nu / 2) - np.log(np.pi * (nu - 2)) / 2
-            lls -= 0.5 * (np.log(sigma2))
-            lls -= ((nu + 1) / 2) * (np.log(1 + squared / (sigma2 * (nu - 2))))
-            return -float(np.sum(lls))
-
-        return _slsqp_minimize(garch_t_negative_loglikelihood, sv, lower, upper, a, b)
-
-    return _slsqp_minimize(negative_loglikelihood, sv, lower, upper, a, b)
+    return _slsqp_minimize(garch_t_negative_loglikelihood, sv, lower, upper, a, b)
 
 
 def fit_garch(returns: ArrayLike, *, asymmetric: bool = False, previous: GarchParams | None = None) -> GarchParams:
@@ -498,9 +610,9 @@ def fit_garch(returns: ArrayLike, *, asymmetric: bool = False, previous: GarchPa
     ``previous`` a ``RuntimeError`` is raised).
     """
     r = np.asarray(returns, dtype=np.float64)
-    model = arch_model(
-        PERCENT * r, mean="Zero", vol="GARCH", p=1, o=1 if asymmetric else 0, q=1, dist="t", rescale=False
-    )
+    y = PERCENT * r
+    if not np.all(np.isfinite(y)):  # what arch_model raises
+        raise ValueError("NaN or inf values found in y. y must contains only finite values.")
     start = None
     if previous is not None:
         head = [previous.omega * PERCENT**2, previous.alpha]
@@ -509,8 +621,9 @@ def fit_garch(returns: ArrayLike, *, asymmetric: bool = False, previous: GarchPa
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if _LEAN_SLSQP:
-                x, flag = _arch_fit(model, start)
+                x, flag = _arch_fit(y, asymmetric, start)
             else:
+                model = arch_model(y, mean="Zero", vol="GARCH", p=1, o=int(asymmetric), q=1, dist="t", rescale=False)
                 res = model.fit(disp="off", show_warning=False, starting_values=start)
                 x, flag = np.asarray(res.params, dtype=float), int(res.convergence_flag)
     except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:

@@ -243,15 +243,54 @@ def test_lean_garch_fit_is_bit_equal_to_arch_fit(asymmetric: bool) -> None:
     starts.append(bad)
     for n_obs in (400, 650, 900):
         for start in starts:
-            model = arch_model(
-                100 * r[:n_obs], mean="Zero", vol="GARCH", p=1, o=int(asymmetric), q=1, dist="t", rescale=False
-            )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                x, flag = vf._arch_fit(model, start)
+                x, flag = vf._arch_fit(100 * r[:n_obs], asymmetric, start)
             ref_x, ref_flag = _arch_reference(r[:n_obs], asymmetric, start)
             assert flag == ref_flag
             np.testing.assert_array_equal(x, ref_x)
+
+
+@pytest.mark.parametrize("asymmetric", [False, True])
+def test_starting_values_equal_archs(asymmetric: bool) -> None:
+    """The fit's starting values are arch's own: GARCH.starting_values' grid choice and StudentsT's moment
+    estimate, bit for bit."""
+    import arch.univariate
+
+    for seed, n_obs in ((3, 300), (4, 520), (5, 900)):
+        y = 100 * simulate_garch(n_obs, gamma=0.06 if asymmetric else 0.0, alpha=0.05, seed=seed)[0]
+        v = arch.univariate.GARCH(p=1, o=int(asymmetric), q=1)
+        ours = vf._garch_starting_values(v, y, np.absolute(y) ** 2.0, np.sign(y), v.variance_bounds(y))
+        np.testing.assert_array_equal(ours, v.starting_values(y))
+        std = y / np.std(y)
+        np.testing.assert_array_equal(vf._t_starting_value(std), arch.univariate.StudentsT().starting_values(std))
+
+
+def test_linear_constraint_kernels_equal_numpy() -> None:
+    """Constraint values and forward-difference normals of the compiled kernels equal ``np.dot``'s, and the
+    finite-difference steps equal SciPy's rule (inside and at the bounds)."""
+    rng = np.random.default_rng(0)
+    _, _, a, b = vf._garch_t_parts(True)
+    lower = np.array([1e-6, 0.0, -1.0, 0.0, 2.05])
+    upper = np.array([10.0, 1.0, 2.0, 1.0, 500.0])
+    for _ in range(500):
+        x = lower + (upper - lower) * rng.uniform(size=5) ** rng.choice([1.0, 8.0])
+        at_bound = rng.uniform(size=5)
+        x = np.where(at_bound < 0.1, lower, np.where(at_bound > 0.9, upper, x))  # some exactly at a bound
+        h = vf._forward_steps(x, lower, upper)
+        values, normals = np.empty(a.shape[0]), np.zeros(a.shape, order="F")
+        vf._constraint_values_kernel(a, b, x, values)
+        vf._constraint_normals_kernel(a, b, x, h, normals)
+        for k in range(a.shape[0]):
+            f0 = np.dot(a[k], x) - b[k]
+            assert values[k].tobytes() == f0.tobytes()
+            for i in range(5):
+                p = x.copy()
+                p[i] = x[i] + h[i]
+                assert normals[k, i] == ((np.dot(a[k], p) - b[k]) - f0) / ((x[i] + h[i]) - x[i])
+        step = np.sqrt(np.finfo(float).eps)
+        expected = np.where(x + step > upper, -step, step)  # SciPy's reversal when the step would leave the box
+        np.testing.assert_array_equal(h, expected)
 
 
 @pytest.mark.parametrize("previous", [None, GarchParams(1e-6, 0.05, 0.0, 0.9, 8.0, 1e-4, True)])

@@ -75,6 +75,7 @@ def vol_forecasts(
         session = dt.date.fromisoformat(key)
         start = session - dt.timedelta(days=int(config.lookback_sessions * 7 / 5) + 15)
         bars = wh.read("market_prices", {"as_of_date": Between(start, session)}, order_by=["symbol", "as_of_date"])
+        bars = bars[["symbol", "as_of_date", "open", "high", "low", "close"]]  # what the jobs read (less to pickle)
         jobs = []
         skipped = []
         for symbol, group in bars.groupby("symbol", sort=True):
