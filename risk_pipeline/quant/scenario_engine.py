@@ -307,7 +307,8 @@ class ScenarioPnl:
 _BLOCK = 32
 #: Exact BS2002 repricings per work item of the exact kernel (lanes of ``american_bs2002_prices``).
 _LANE_TARGET = 256
-#: Scenarios per block of ``_american_grid_values``' two passes over an option (its six buffers, 2 kB each at most, stay in L1).
+#: Scenarios per block of ``_american_grid_values``' two passes over an option (its six buffers, 2 kB each at most,
+#: stay in L1).
 _READ_BLOCK = 256
 
 _AM_MIN_TOTAL_STD = AMERICAN_MIN_TOTAL_STD
@@ -577,9 +578,10 @@ def _american_grid_values(
     gives no value) and whether only the floor applies; the second, without gathers and branch-free, prices BSM from
     those and applies the floors, and vectorizes (one loop over the scenarios with both did not: BSM took half the
     read). The same operations on the same numbers as one pass, so the same prices bit for bit. Kept apart from any
-    exact pricing; ``g_bcoef`` is the cubic spline in vol of ``ln(S*/K)``. ``shifted`` (the set moves rates or dividend yields, ``rate_t``/``div_t``): each price is
-    read from the grids interpolated quadratically in the shifts (``_with_eep_grid``; ``g_step`` the shifted grids'
-    steps, ``g_dcoef``/``g_dbcoef`` their differences from the base grid); without it those are not read.
+    exact pricing; ``g_bcoef`` is the cubic spline in vol of ``ln(S*/K)``. ``shifted`` (the set moves rates or
+    dividend yields, ``rate_t``/``div_t``): each price is read from the grids interpolated quadratically in the shifts
+    (``_with_eep_grid``; ``g_step`` the shifted grids' steps, ``g_dcoef``/``g_dbcoef`` their differences from the base
+    grid); without it those are not read.
 
     ``runs`` (with ``shifted``; scenario sets whose rows come in runs that move an option's vol, rate and yield alike
     and only its spot differently, e.g. the gap VaR's combined set of many past gaps of one historical window): what
@@ -713,7 +715,9 @@ def _american_grid_values(
                     fb = fv * b_per_v
                     ib = np.int64(np.minimum(np.maximum(fb, 0.0), nb - 2.0))
                     tb = fb - ib
-                    lstar = ((g_bcoef[m, ib, 0] * tb + g_bcoef[m, ib, 1]) * tb + g_bcoef[m, ib, 2]) * tb + g_bcoef[m, ib, 3]
+                    lstar = ((g_bcoef[m, ib, 0] * tb + g_bcoef[m, ib, 1]) * tb + g_bcoef[m, ib, 2]) * tb + (
+                        g_bcoef[m, ib, 3]
+                    )
                     y = wi * (lstar - ls + lk)  # distance to the exercise boundary, > 0: continuation
                     fy = (y - g_y0[m]) * inv_dy
                     iy = np.int64(np.minimum(np.maximum(fy, 0.0), ny - 2.0))
@@ -721,7 +725,8 @@ def _american_grid_values(
                     eep = 0.0
                     for a in range(4):
                         eep = eep * tv + (
-                            ((g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty + g_coef[m, iv, iy, a, 2]) * ty
+                            ((g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty + g_coef[m, iv, iy, a, 2])
+                            * ty
                             + g_coef[m, iv, iy, a, 3]
                         )
                     on_grid = (fy >= 0.0) & (fy <= ny - 1.0) & (fv >= -1e-9) & (fv <= nv - 1.0 + 1e-9)
