@@ -602,7 +602,7 @@ def _american_grid_values(
     b_dq = np.empty(_READ_BLOCK)
     b_kdr = np.empty(_READ_BLOCK)
     b_eep = np.empty(_READ_BLOCK)
-    b_floor = np.empty(_READ_BLOCK, dtype=np.bool_)
+    b_floor = np.empty(_READ_BLOCK)  # 1.0: only the floor applies (floats: no other array type to compile)
     for m in range(start, stop):  # option-major: one option's spline (~3 kB) stays in cache across the scenarios
         i = n_euro + m
         s = opt_sym[i]
@@ -631,7 +631,7 @@ def _american_grid_values(
         lstar = 0.0
         xr = 0.0
         xq = 0.0
-        in_range = False
+        in_range = not shifted  # the unshifted read has no rate and yield range
         carry_s = 0.0
         dq_s = 0.0
         kdr_s = 0.0
@@ -642,14 +642,16 @@ def _american_grid_values(
                 b_kdr[c] = kdr[i]
         for j0 in range(0, n, _READ_BLOCK):
             j1 = min(n, j0 + _READ_BLOCK)
-            if shifted:
-                for j in range(j0, j1):
-                    ls = log_spot_t[s, j]
-                    extra = shift_opt_t[i * opt_stride, j]
-                    sig = _sigma(vol[i], scale_t[s, j], shift_t[s, j], skew_t[s, j], lk, ls, extra)
-                    dr = rate_t[s, j]
-                    dd = div_t[s, j]
-                    same = runs and (
+            for j in range(j0, j1):  # pass 1: the grids
+                ls = log_spot_t[s, j]
+                extra = shift_opt_t[i * opt_stride, j]
+                sig = _sigma(vol[i], scale_t[s, j], shift_t[s, j], skew_t[s, j], lk, ls, extra)
+                dr = rate_t[s, j] if shifted else 0.0
+                dd = div_t[s, j] if shifted else 0.0
+                same = (
+                    runs
+                    and shifted
+                    and (
                         sig == last_sig
                         and dr == last_dr
                         and dd == last_dd
@@ -657,58 +659,11 @@ def _american_grid_values(
                         and math.copysign(1.0, dr) == math.copysign(1.0, last_dr)
                         and math.copysign(1.0, dd) == math.copysign(1.0, last_dd)
                     )
-                    if not same:
-                        last_sig = sig
-                        last_dr = dr
-                        last_dd = dd
-                        xr = dr * inv_r
-                        xq = dd * inv_q
-                        in_range = (abs(dr) <= lim_r) & (abs(dd) <= lim_q)
-                        fv = (sig - g_v0[m]) * inv_dv
-                        iv = np.int64(np.minimum(np.maximum(fv, 0.0), nv - 2.0))
-                        tv = fv - iv
-                        fb = fv * b_per_v
-                        ib = np.int64(np.minimum(np.maximum(fb, 0.0), nb - 2.0))
-                        tb = fb - ib
-                        lstar = ((g_bcoef[m, ib, 0] * tb + g_bcoef[m, ib, 1]) * tb + g_bcoef[m, ib, 2]) * tb + (
-                            g_bcoef[m, ib, 3]
-                        )
-                        b0 = _horner(g_dbcoef[m, 0, ib], tb)
-                        b1 = _horner(g_dbcoef[m, 1, ib], tb)
-                        b2 = _horner(g_dbcoef[m, 2, ib], tb)
-                        b3 = _horner(g_dbcoef[m, 3, ib], tb)
-                        lstar += xr * (b0 + xr * b1) + xq * (b2 + xq * b3)
-                        carry_s = carry[i] + (dr - dd) * ti  # _bsm_shifted's arguments
-                        dq_s = dq[i] * math.exp(-dd * ti)
-                        kdr_s = kdr[i] * math.exp(-dr * ti)
-                    y = wi * (lstar - ls + lk)
-                    fy = (y - g_y0[m]) * inv_dy
-                    iy = np.int64(np.minimum(np.maximum(fy, 0.0), ny - 2.0))
-                    ty = fy - iy
-                    eep = 0.0
-                    for a in range(4):
-                        cc = (
-                            (g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty + g_coef[m, iv, iy, a, 2]
-                        ) * ty + g_coef[m, iv, iy, a, 3]
-                        e0 = _horner(g_dcoef[m, 0, iv, iy, a], ty)
-                        e1 = _horner(g_dcoef[m, 1, iv, iy, a], ty)
-                        e2 = _horner(g_dcoef[m, 2, iv, iy, a], ty)
-                        e3 = _horner(g_dcoef[m, 3, iv, iy, a], ty)
-                        cc += xr * (e0 + xr * e1) + xq * (e2 + xq * e3)
-                        eep = eep * tv + cc
-                    on_grid = (fy >= 0.0) & (fy <= ny - 1.0) & (fv >= -1e-9) & (fv <= nv - 1.0 + 1e-9) & in_range
-                    c = j - j0
-                    b_sig[c] = sig
-                    b_carry[c] = carry_s
-                    b_dq[c] = dq_s
-                    b_kdr[c] = kdr_s
-                    b_eep[c] = eep if ((mode == 1) & on_grid) else math.nan
-                    b_floor[c] = (mode == 0) | (sig * sq <= _AM_MIN_TOTAL_STD) | ((mode == 1) & (y <= 0.0))
-            else:
-                for j in range(j0, j1):
-                    ls = log_spot_t[s, j]
-                    extra = shift_opt_t[i * opt_stride, j]
-                    sig = _sigma(vol[i], scale_t[s, j], shift_t[s, j], skew_t[s, j], lk, ls, extra)
+                )
+                if not same:
+                    last_sig = sig
+                    last_dr = dr
+                    last_dd = dd
                     fv = (sig - g_v0[m]) * inv_dv
                     iv = np.int64(np.minimum(np.maximum(fv, 0.0), nv - 2.0))
                     tv = fv - iv
@@ -718,29 +673,50 @@ def _american_grid_values(
                     lstar = ((g_bcoef[m, ib, 0] * tb + g_bcoef[m, ib, 1]) * tb + g_bcoef[m, ib, 2]) * tb + (
                         g_bcoef[m, ib, 3]
                     )
-                    y = wi * (lstar - ls + lk)  # distance to the exercise boundary, > 0: continuation
-                    fy = (y - g_y0[m]) * inv_dy
-                    iy = np.int64(np.minimum(np.maximum(fy, 0.0), ny - 2.0))
-                    ty = fy - iy
-                    eep = 0.0
-                    for a in range(4):
-                        eep = eep * tv + (
-                            ((g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty + g_coef[m, iv, iy, a, 2])
-                            * ty
-                            + g_coef[m, iv, iy, a, 3]
-                        )
-                    on_grid = (fy >= 0.0) & (fy <= ny - 1.0) & (fv >= -1e-9) & (fv <= nv - 1.0 + 1e-9)
-                    c = j - j0
-                    b_sig[c] = sig
-                    b_eep[c] = eep if ((mode == 1) & on_grid) else math.nan
-                    b_floor[c] = (mode == 0) | (sig * sq <= _AM_MIN_TOTAL_STD) | ((mode == 1) & (y <= 0.0))
+                    if shifted:
+                        xr = dr * inv_r
+                        xq = dd * inv_q
+                        in_range = (abs(dr) <= lim_r) & (abs(dd) <= lim_q)
+                        b0 = _horner(g_dbcoef[m, 0, ib], tb)
+                        b1 = _horner(g_dbcoef[m, 1, ib], tb)
+                        b2 = _horner(g_dbcoef[m, 2, ib], tb)
+                        b3 = _horner(g_dbcoef[m, 3, ib], tb)
+                        lstar += xr * (b0 + xr * b1) + xq * (b2 + xq * b3)
+                        carry_s = carry[i] + (dr - dd) * ti  # _bsm_shifted's arguments
+                        dq_s = dq[i] * math.exp(-dd * ti)
+                        kdr_s = kdr[i] * math.exp(-dr * ti)
+                y = wi * (lstar - ls + lk)  # distance to the exercise boundary, > 0: continuation
+                fy = (y - g_y0[m]) * inv_dy
+                iy = np.int64(np.minimum(np.maximum(fy, 0.0), ny - 2.0))
+                ty = fy - iy
+                eep = 0.0
+                for a in range(4):
+                    cc = (
+                        (g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty + g_coef[m, iv, iy, a, 2]
+                    ) * ty + g_coef[m, iv, iy, a, 3]
+                    if shifted:
+                        e0 = _horner(g_dcoef[m, 0, iv, iy, a], ty)
+                        e1 = _horner(g_dcoef[m, 1, iv, iy, a], ty)
+                        e2 = _horner(g_dcoef[m, 2, iv, iy, a], ty)
+                        e3 = _horner(g_dcoef[m, 3, iv, iy, a], ty)
+                        cc += xr * (e0 + xr * e1) + xq * (e2 + xq * e3)
+                    eep = eep * tv + cc
+                on_grid = (fy >= 0.0) & (fy <= ny - 1.0) & (fv >= -1e-9) & (fv <= nv - 1.0 + 1e-9) & in_range
+                c = j - j0
+                b_sig[c] = sig
+                if shifted:
+                    b_carry[c] = carry_s
+                    b_dq[c] = dq_s
+                    b_kdr[c] = kdr_s
+                b_eep[c] = eep if ((mode == 1) & on_grid) else math.nan
+                b_floor[c] = np.float64((mode == 0) | (sig * sq <= _AM_MIN_TOTAL_STD) | ((mode == 1) & (y <= 0.0)))
             for j in range(j0, j1):  # pass 2: BSM and the floors, no gathers (vectorizes)
                 c = j - j0
                 sp = spot_t[s, j]
                 euro = _bsm(sp, log_spot_t[s, j], lk, b_carry[c], sq, b_sig[c], wi, b_dq[c], b_kdr[c])
                 intrinsic = wi * (sp - ki)
                 spline = np.maximum(euro + np.maximum(b_eep[c], 0.0), intrinsic)  # BS2002's own floors
-                price = np.maximum(euro, intrinsic) if b_floor[c] else spline
+                price = np.maximum(euro, intrinsic) if b_floor[c] != 0.0 else spline
                 count += np.int64(price != price)
                 values[m, j] = price
         n_nan[m] = count
