@@ -1787,9 +1787,8 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
             # one other array of the coefficients' size), then zero where the factor does not move
             d1, d2 = dcoef[:, 2 * k], dcoef[:, 2 * k + 1]
             spline(ls_all[2 * k + 1], bnd_p, r_p, q_p, d1)
-            d2[...] = d1
             spline(ls_all[2 * k + 2], bnd_m, r_m, q_m, c_m)
-            np.multiply(np.add(d2, c_m, out=d2), 0.5, out=d2)
+            np.multiply(np.add(d1, c_m, out=d2), 0.5, out=d2)  # f+ + f- straight into d2 (no copy of f+ first)
             np.subtract(d2, coef, out=d2)
             np.multiply(np.subtract(d1, c_m, out=d1), 0.5, out=d1)
             d1[~on] = 0.0
