@@ -708,14 +708,19 @@ def gap_picks(n_base: int, gap_rows: Sequence[int], max_scenarios: int, seed: in
 def _gap_rows(gap_spot: Sequence[FloatArray], rows: IntArray, columns: IntArray) -> FloatArray:
     """The combined gap of the event rows ``rows`` (``(n, n_events)``) in the symbol columns ``columns``:
     ``combined_gap_scenarios``' product of the events' gaps in their order, the same operations element by element
-    (so the same numbers), without the whole product."""
+    (so the same numbers), without the whole product. Each event's ``1 + gap`` is taken once on its own small table
+    (its rows, the group's columns) and its rows gathered from it; the product is made in place."""
     every = columns.size == (gap_spot[0].shape[1] if gap_spot else 0) and np.array_equal(
         columns, np.arange(columns.size)
     )
     gaps = np.zeros((rows.shape[0], columns.size))
+    mine = np.empty_like(gaps)
     for e, g in enumerate(gap_spot):
-        mine = g[rows[:, e]] if every else g[rows[:, e][:, None], columns[None, :]]
-        gaps = (1.0 + gaps) * (1.0 + mine) - 1.0
+        one_plus = 1.0 + (g if every else g[:, columns])
+        np.take(one_plus, rows[:, e], axis=0, out=mine)
+        np.add(gaps, 1.0, out=gaps)  # (1 + gaps) * (1 + mine) - 1
+        np.multiply(gaps, mine, out=gaps)
+        np.subtract(gaps, 1.0, out=gaps)
     return gaps
 
 
@@ -980,9 +985,14 @@ class _GroupBlocks(Sequence["ScenarioSet"]):
         from risk_pipeline.quant.scenario_engine import ScenarioSet
 
         b, cols = self.base_rows[idx], self.cols
-        spot = (1.0 + _rows_cols(self.base.spot_shock_rel, b, cols)) * (
-            1.0 + _gap_rows(self.gap_spot, self.event_rows[idx], cols)
-        ) - 1.0
+        # (1 + base move) * (1 + gap) - 1, in place in the gathered rows (the same operations element by element)
+        spot = _rows_cols(self.base.spot_shock_rel, b, cols)
+        gap = _gap_rows(self.gap_spot, self.event_rows[idx], cols)
+        np.add(spot, 1.0, out=spot)
+        np.add(gap, 1.0, out=gap)
+        np.multiply(spot, gap, out=spot)
+        np.subtract(spot, 1.0, out=spot)
+        del gap
         return ScenarioSet(
             spot,
             vol_scale=_rows_cols(self.base.vol_scale, b, cols),

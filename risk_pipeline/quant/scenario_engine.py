@@ -307,6 +307,9 @@ class ScenarioPnl:
 _BLOCK = 32
 #: Exact BS2002 repricings per work item of the exact kernel (lanes of ``american_bs2002_prices``).
 _LANE_TARGET = 256
+#: Scenarios per block of ``_american_grid_values``' two passes over an option (its six buffers, 2 kB each at most,
+#: stay in L1).
+_READ_BLOCK = 256
 
 _AM_MIN_TOTAL_STD = AMERICAN_MIN_TOTAL_STD
 
@@ -569,11 +572,16 @@ def _american_grid_values(
     (mode 2, off the grid in any coordinate, e.g. a book prepared for other scenarios); ``n_nan[m]`` counts the
     NaNs.
 
-    The scenario inputs are symbol-major (``x_t[s, j]``, contiguous along the scenarios). Branch-free
-    so that it vectorizes (kept apart from any exact pricing); ``g_bcoef`` is the cubic spline in vol of
-    ``ln(S*/K)``. ``shifted`` (the set moves rates or dividend yields, ``rate_t``/``div_t``): each price is
-    read from the grids interpolated quadratically in the shifts (``_with_eep_grid``; ``g_step`` the shifted grids'
-    steps, ``g_dcoef``/``g_dbcoef`` their differences from the base grid); without it those are not read.
+    The scenario inputs are symbol-major (``x_t[s, j]``, contiguous along the scenarios). Each option's scenarios
+    go in blocks of ``_READ_BLOCK`` through two passes: the first reads the grids (gathers of the cells' spline
+    coefficients) and keeps per scenario the vol, BSM's carry and discount factors, the premium (NaN where the grid
+    gives no value) and whether only the floor applies; the second, without gathers and branch-free, prices BSM from
+    those and applies the floors, and vectorizes (one loop over the scenarios with both did not: BSM took half the
+    read). The same operations on the same numbers as one pass, so the same prices bit for bit. Kept apart from any
+    exact pricing; ``g_bcoef`` is the cubic spline in vol of ``ln(S*/K)``. ``shifted`` (the set moves rates or
+    dividend yields, ``rate_t``/``div_t``): each price is read from the grids interpolated quadratically in the shifts
+    (``_with_eep_grid``; ``g_step`` the shifted grids' steps, ``g_dcoef``/``g_dbcoef`` their differences from the base
+    grid); without it those are not read.
 
     ``runs`` (with ``shifted``; scenario sets whose rows come in runs that move an option's vol, rate and yield alike
     and only its spot differently, e.g. the gap VaR's combined set of many past gaps of one historical window): what
@@ -588,57 +596,74 @@ def _american_grid_values(
     nv = g_coef.shape[1] + 1
     nb = g_bcoef.shape[1] + 1
     b_per_v = (nb - 1) / (nv - 1)
+    # one block's spot-free BSM inputs, premiums (NaN: no grid value) and floor flags, from pass 1 to pass 2
+    b_sig = np.empty(_READ_BLOCK)
+    b_carry = np.empty(_READ_BLOCK)
+    b_dq = np.empty(_READ_BLOCK)
+    b_kdr = np.empty(_READ_BLOCK)
+    b_eep = np.empty(_READ_BLOCK)
+    b_floor = np.empty(_READ_BLOCK)  # 1.0: only the floor applies (floats: no other array type to compile)
     for m in range(start, stop):  # option-major: one option's spline (~3 kB) stays in cache across the scenarios
         i = n_euro + m
         s = opt_sym[i]
         mode = g_mode[m]
         inv_dv = 1.0 / g_dv[m]  # grid coordinates by multiplication (vectorizes better)
         inv_dy = 1.0 / g_dy[m]
+        lk = log_strike[i]
+        ti = t[i]
+        sq = sqt[i]
+        wi = w[i]
+        ki = strike[i]
         count = 0
-        if shifted:
-            h_r = g_step[m, 0]
-            h_q = g_step[m, 1]
-            inv_r = 1.0 / h_r if h_r != 0.0 else 0.0
-            inv_q = 1.0 / h_q if h_q != 0.0 else 0.0
-            lim_r = abs(h_r) * (1.0 + 1e-9)
-            lim_q = abs(h_q) * (1.0 + 1e-9)
-            lk = log_strike[i]
-            ti = t[i]
-            # the previous scenario's vol and shifts, and what they gave
-            last_sig = math.nan
-            last_dr = math.nan
-            last_dd = math.nan
-            fv = 0.0
-            iv = np.int64(0)
-            tv = 0.0
-            lstar = 0.0
-            xr = 0.0
-            xq = 0.0
-            in_range = False
-            carry_s = 0.0
-            dq_s = 0.0
-            kdr_s = 0.0
-            for j in range(n):
+        h_r = g_step[m, 0] if shifted else 0.0
+        h_q = g_step[m, 1] if shifted else 0.0
+        inv_r = 1.0 / h_r if h_r != 0.0 else 0.0
+        inv_q = 1.0 / h_q if h_q != 0.0 else 0.0
+        lim_r = abs(h_r) * (1.0 + 1e-9)
+        lim_q = abs(h_q) * (1.0 + 1e-9)
+        # the previous scenario's vol and shifts, and what they gave
+        last_sig = math.nan
+        last_dr = math.nan
+        last_dd = math.nan
+        fv = 0.0
+        iv = np.int64(0)
+        tv = 0.0
+        lstar = 0.0
+        xr = 0.0
+        xq = 0.0
+        in_range = not shifted  # the unshifted read has no rate and yield range
+        carry_s = 0.0
+        dq_s = 0.0
+        kdr_s = 0.0
+        if not shifted:
+            for c in range(_READ_BLOCK):
+                b_carry[c] = carry[i]
+                b_dq[c] = dq[i]
+                b_kdr[c] = kdr[i]
+        for j0 in range(0, n, _READ_BLOCK):
+            j1 = min(n, j0 + _READ_BLOCK)
+            for j in range(j0, j1):  # pass 1: the grids
                 ls = log_spot_t[s, j]
                 extra = shift_opt_t[i * opt_stride, j]
                 sig = _sigma(vol[i], scale_t[s, j], shift_t[s, j], skew_t[s, j], lk, ls, extra)
-                dr = rate_t[s, j]
-                dd = div_t[s, j]
-                same = runs and (
-                    sig == last_sig
-                    and dr == last_dr
-                    and dd == last_dd
-                    and math.copysign(1.0, sig) == math.copysign(1.0, last_sig)
-                    and math.copysign(1.0, dr) == math.copysign(1.0, last_dr)
-                    and math.copysign(1.0, dd) == math.copysign(1.0, last_dd)
+                dr = rate_t[s, j] if shifted else 0.0
+                dd = div_t[s, j] if shifted else 0.0
+                same = (
+                    runs
+                    and shifted
+                    and (
+                        sig == last_sig
+                        and dr == last_dr
+                        and dd == last_dd
+                        and math.copysign(1.0, sig) == math.copysign(1.0, last_sig)
+                        and math.copysign(1.0, dr) == math.copysign(1.0, last_dr)
+                        and math.copysign(1.0, dd) == math.copysign(1.0, last_dd)
+                    )
                 )
                 if not same:
                     last_sig = sig
                     last_dr = dr
                     last_dd = dd
-                    xr = dr * inv_r
-                    xq = dd * inv_q
-                    in_range = (abs(dr) <= lim_r) & (abs(dd) <= lim_q)
                     fv = (sig - g_v0[m]) * inv_dv
                     iv = np.int64(np.minimum(np.maximum(fv, 0.0), nv - 2.0))
                     tv = fv - iv
@@ -648,68 +673,50 @@ def _american_grid_values(
                     lstar = ((g_bcoef[m, ib, 0] * tb + g_bcoef[m, ib, 1]) * tb + g_bcoef[m, ib, 2]) * tb + (
                         g_bcoef[m, ib, 3]
                     )
-                    b0 = _horner(g_dbcoef[m, 0, ib], tb)
-                    b1 = _horner(g_dbcoef[m, 1, ib], tb)
-                    b2 = _horner(g_dbcoef[m, 2, ib], tb)
-                    b3 = _horner(g_dbcoef[m, 3, ib], tb)
-                    lstar += xr * (b0 + xr * b1) + xq * (b2 + xq * b3)
-                    carry_s = carry[i] + (dr - dd) * ti  # _bsm_shifted's arguments
-                    dq_s = dq[i] * math.exp(-dd * ti)
-                    kdr_s = kdr[i] * math.exp(-dr * ti)
-                sp = spot_t[s, j]
-                y = w[i] * (lstar - ls + lk)
+                    if shifted:
+                        xr = dr * inv_r
+                        xq = dd * inv_q
+                        in_range = (abs(dr) <= lim_r) & (abs(dd) <= lim_q)
+                        b0 = _horner(g_dbcoef[m, 0, ib], tb)
+                        b1 = _horner(g_dbcoef[m, 1, ib], tb)
+                        b2 = _horner(g_dbcoef[m, 2, ib], tb)
+                        b3 = _horner(g_dbcoef[m, 3, ib], tb)
+                        lstar += xr * (b0 + xr * b1) + xq * (b2 + xq * b3)
+                        carry_s = carry[i] + (dr - dd) * ti  # _bsm_shifted's arguments
+                        dq_s = dq[i] * math.exp(-dd * ti)
+                        kdr_s = kdr[i] * math.exp(-dr * ti)
+                y = wi * (lstar - ls + lk)  # distance to the exercise boundary, > 0: continuation
                 fy = (y - g_y0[m]) * inv_dy
                 iy = np.int64(np.minimum(np.maximum(fy, 0.0), ny - 2.0))
                 ty = fy - iy
                 eep = 0.0
                 for a in range(4):
-                    c = (
+                    cc = (
                         (g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty + g_coef[m, iv, iy, a, 2]
                     ) * ty + g_coef[m, iv, iy, a, 3]
-                    e0 = _horner(g_dcoef[m, 0, iv, iy, a], ty)
-                    e1 = _horner(g_dcoef[m, 1, iv, iy, a], ty)
-                    e2 = _horner(g_dcoef[m, 2, iv, iy, a], ty)
-                    e3 = _horner(g_dcoef[m, 3, iv, iy, a], ty)
-                    c += xr * (e0 + xr * e1) + xq * (e2 + xq * e3)
-                    eep = eep * tv + c
-                euro = _bsm(sp, ls, lk, carry_s, sqt[i], sig, w[i], dq_s, kdr_s)
-                intrinsic = w[i] * (sp - strike[i])
+                    if shifted:
+                        e0 = _horner(g_dcoef[m, 0, iv, iy, a], ty)
+                        e1 = _horner(g_dcoef[m, 1, iv, iy, a], ty)
+                        e2 = _horner(g_dcoef[m, 2, iv, iy, a], ty)
+                        e3 = _horner(g_dcoef[m, 3, iv, iy, a], ty)
+                        cc += xr * (e0 + xr * e1) + xq * (e2 + xq * e3)
+                    eep = eep * tv + cc
                 on_grid = (fy >= 0.0) & (fy <= ny - 1.0) & (fv >= -1e-9) & (fv <= nv - 1.0 + 1e-9) & in_range
-                spline = np.maximum(euro + np.maximum(eep, 0.0), intrinsic)  # BS2002's own floors
-                floor_only = (mode == 0) | (sig * sqt[i] <= _AM_MIN_TOTAL_STD) | ((mode == 1) & (y <= 0.0))
-                value = spline if ((mode == 1) & on_grid) else math.nan
-                price = np.maximum(euro, intrinsic) if floor_only else value
-                count += np.int64(price != price)
-                values[m, j] = price
-        else:  # the unshifted read, written out (as before the shifts) so that LLVM vectorizes it as before
-            for j in range(n):
-                ls = log_spot_t[s, j]
-                extra = shift_opt_t[i * opt_stride, j]
-                sig = _sigma(vol[i], scale_t[s, j], shift_t[s, j], skew_t[s, j], log_strike[i], ls, extra)
-                fv = (sig - g_v0[m]) * inv_dv
-                iv = np.int64(np.minimum(np.maximum(fv, 0.0), nv - 2.0))
-                tv = fv - iv
-                fb = fv * b_per_v
-                ib = np.int64(np.minimum(np.maximum(fb, 0.0), nb - 2.0))
-                tb = fb - ib
-                lstar = ((g_bcoef[m, ib, 0] * tb + g_bcoef[m, ib, 1]) * tb + g_bcoef[m, ib, 2]) * tb + g_bcoef[m, ib, 3]
-                y = w[i] * (lstar - ls + log_strike[i])  # distance to the exercise boundary, > 0: continuation
-                fy = (y - g_y0[m]) * inv_dy
-                iy = np.int64(np.minimum(np.maximum(fy, 0.0), ny - 2.0))
-                ty = fy - iy
-                eep = 0.0
-                for a in range(4):
-                    eep = eep * tv + (
-                        ((g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty + g_coef[m, iv, iy, a, 2]) * ty
-                        + g_coef[m, iv, iy, a, 3]
-                    )
-                euro = _bsm(spot_t[s, j], ls, log_strike[i], carry[i], sqt[i], sig, w[i], dq[i], kdr[i])
-                intrinsic = w[i] * (spot_t[s, j] - strike[i])
-                on_grid = (fy >= 0.0) & (fy <= ny - 1.0) & (fv >= -1e-9) & (fv <= nv - 1.0 + 1e-9)
-                spline = np.maximum(euro + np.maximum(eep, 0.0), intrinsic)  # BS2002's own floors
-                floor_only = (mode == 0) | (sig * sqt[i] <= _AM_MIN_TOTAL_STD) | ((mode == 1) & (y <= 0.0))
-                value = spline if ((mode == 1) & on_grid) else math.nan
-                price = np.maximum(euro, intrinsic) if floor_only else value
+                c = j - j0
+                b_sig[c] = sig
+                if shifted:
+                    b_carry[c] = carry_s
+                    b_dq[c] = dq_s
+                    b_kdr[c] = kdr_s
+                b_eep[c] = eep if ((mode == 1) & on_grid) else math.nan
+                b_floor[c] = np.float64((mode == 0) | (sig * sq <= _AM_MIN_TOTAL_STD) | ((mode == 1) & (y <= 0.0)))
+            for j in range(j0, j1):  # pass 2: BSM and the floors, no gathers (vectorizes)
+                c = j - j0
+                sp = spot_t[s, j]
+                euro = _bsm(sp, log_spot_t[s, j], lk, b_carry[c], sq, b_sig[c], wi, b_dq[c], b_kdr[c])
+                intrinsic = wi * (sp - ki)
+                spline = np.maximum(euro + np.maximum(b_eep[c], 0.0), intrinsic)  # BS2002's own floors
+                price = np.maximum(euro, intrinsic) if b_floor[c] != 0.0 else spline
                 count += np.int64(price != price)
                 values[m, j] = price
         n_nan[m] = count
@@ -1780,9 +1787,8 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
             # one other array of the coefficients' size), then zero where the factor does not move
             d1, d2 = dcoef[:, 2 * k], dcoef[:, 2 * k + 1]
             spline(ls_all[2 * k + 1], bnd_p, r_p, q_p, d1)
-            d2[...] = d1
             spline(ls_all[2 * k + 2], bnd_m, r_m, q_m, c_m)
-            np.multiply(np.add(d2, c_m, out=d2), 0.5, out=d2)
+            np.multiply(np.add(d1, c_m, out=d2), 0.5, out=d2)  # f+ + f- straight into d2 (no copy of f+ first)
             np.subtract(d2, coef, out=d2)
             np.multiply(np.subtract(d1, c_m, out=d1), 0.5, out=d1)
             d1[~on] = 0.0
