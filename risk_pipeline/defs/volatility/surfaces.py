@@ -84,7 +84,8 @@ def implied_vol_frame(quotes: pd.DataFrame, curve: pd.DataFrame, dividends: pd.D
     result, model = chain_implied_vols(bid, ask, spot, strike, t, rate, q, is_call, american)
     out = pd.DataFrame(
         {
-            "as_of": as_of.to_numpy(),
+            # the column as it is (tz-aware): to_numpy() built one Timestamp object per row
+            "as_of": pd.to_datetime(as_of.reset_index(drop=True), utc=True),
             "underlying": quotes["underlying"].to_numpy(),
             "expiry": quotes["expiry"].to_numpy(),
             "strike": strike,
@@ -100,11 +101,14 @@ def implied_vol_frame(quotes: pd.DataFrame, curve: pd.DataFrame, dividends: pd.D
             "exercise_style": quotes["exercise_style"].to_numpy(),
             "model": model,
             "implied_vol": result.vol,
-            "status": [IvStatus(int(s)).name for s in result.status],
+            "status": _STATUS_NAMES[result.status],
         }
     )
-    out["as_of"] = pd.to_datetime(out["as_of"], utc=True)
     return out
+
+
+#: ``IvStatus`` names indexed by code (the status column without one enum lookup per row).
+_STATUS_NAMES = np.array([IvStatus(i).name for i in range(max(IvStatus) + 1)], dtype=object)
 
 
 def parity_forwards(iv: pd.DataFrame) -> pd.DataFrame:
