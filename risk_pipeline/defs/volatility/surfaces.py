@@ -306,12 +306,27 @@ def smile_thumbnails(quotes: pd.DataFrame, surfaces: dict[str, UnderlyingSurface
     """Small SVG plots (420 x 280 px) of quoted OTM vols (dots) and fitted smiles (lines) of the first
     ``THUMBNAIL_EXPIRIES`` expiries, one colour per expiry, by underlying (``smile_svg``; drawn as text, about 1 ms
     a plot, where matplotlib PNGs took about 0.1 s)."""
-    by_underlying = dict(tuple(quotes.groupby("underlying", sort=False)))
+    by_underlying = _smile_dots(quotes)
     return {
-        u: smile_svg(
-            u, by_underlying.get(u, quotes.iloc[:0]), surfaces[u], expiries=THUMBNAIL_EXPIRIES, width=420, height=280
-        )
+        u: _smile_svg(u, by_underlying.get(u), surfaces[u], expiries=THUMBNAIL_EXPIRIES, width=420, height=280)
         for u in names
+    }
+
+
+_Dots = tuple[np.ndarray, np.ndarray, np.ndarray]  # expiry labels, ln(K/F), implied vol in %, in row order
+
+
+def _smile_dots(quotes: pd.DataFrame) -> dict[str, _Dots]:
+    """Each underlying's quoted dots (expiry, ln(K/F), vol %) in row order, split from whole-column arrays (one
+    sort) instead of a DataFrame per underlying and per expiry."""
+    codes, names = pd.factorize(quotes["underlying"], sort=False)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    expiry = quotes["expiry"].to_numpy()[order]
+    k = np.log(quotes["strike"].to_numpy(float) / quotes["forward"].to_numpy(float))[order]
+    vol = (quotes["implied_vol"].to_numpy(float) * 100)[order]
+    return {
+        str(u): (expiry[lo:hi], k[lo:hi], vol[lo:hi]) for u, lo, hi in zip(names, bounds[:-1], bounds[1:], strict=True)
     }
 
 
@@ -360,18 +375,40 @@ def smile_svg(
 ) -> str:
     """The smile plot of every expiry (the first ``expiries``) as SVG text: quoted OTM vols (dots), fitted smiles
     (lines)."""
+    dots = (
+        quotes["expiry"].to_numpy(),
+        np.log(quotes["strike"].to_numpy(float) / quotes["forward"].to_numpy(float)),
+        quotes["implied_vol"].to_numpy(float) * 100,
+    )
+    return _smile_svg(underlying, dots, surface, expiries=expiries, width=width, height=height)
+
+
+def _smile_svg(
+    underlying: str,
+    dots: _Dots | None,
+    surface: UnderlyingSurface,
+    *,
+    expiries: int | None = None,
+    width: int = 800,
+    height: int = 500,
+) -> str:
+    """``smile_svg`` from the underlying's ``_smile_dots`` (None: no quotes)."""
     k_grid = np.linspace(-0.6, 0.6, 121)
-    by_expiry = dict(tuple(quotes.groupby("expiry", sort=False)))
+    empty = np.empty(0)
     series = []
     for label, fit in list(zip(surface.expiry_labels, surface.fits, strict=True))[:expiries]:
-        q = by_expiry.get(label, quotes.iloc[:0])
+        if dots is None:
+            k, vol = empty, empty
+        else:
+            rows = dots[0] == label
+            k, vol = dots[1][rows], dots[2][rows]
         series.append(
             Series(
                 label=str(label),
                 line_x=k_grid,
                 line_y=np.sqrt(np.maximum(_w(fit, k_grid), 0) / fit.time_years) * 100,
-                dots_x=np.log(q["strike"].to_numpy(float) / q["forward"].to_numpy(float)),
-                dots_y=q["implied_vol"].to_numpy(float) * 100,
+                dots_x=k,
+                dots_y=vol,
             )
         )
     return line_chart_svg(
@@ -381,8 +418,8 @@ def smile_svg(
 
 def full_smiles(quotes: pd.DataFrame, surfaces: dict[str, UnderlyingSurface]) -> dict[str, str]:
     """Every underlying's full-size smile plot (every expiry) as SVG text, by underlying."""
-    by_underlying = dict(tuple(quotes.groupby("underlying", sort=False)))
-    return {u: smile_svg(u, by_underlying.get(u, quotes.iloc[:0]), surfaces[u]) for u in sorted(surfaces)}
+    by_underlying = _smile_dots(quotes)
+    return {u: _smile_svg(u, by_underlying.get(u), surfaces[u]) for u in sorted(surfaces)}
 
 
 def export_smiles(exports: ExportsResource, partition_key: str, plots: dict[str, str]) -> Path:
