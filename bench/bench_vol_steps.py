@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         res = job.execute_in_process(
             instance=instance,
             partition_key=a.date,
-            asset_selection=[dg.AssetKey(a.asset)],
+            asset_selection=[dg.AssetKey(k) for k in TABLES[a.asset]],
             run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
             raise_on_error=False,
         )
