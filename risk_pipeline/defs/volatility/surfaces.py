@@ -198,29 +198,40 @@ def implied_vols(
 
 
 # ------------------------------------------------------------------------------------------ surfaces
-def _fit_chunk(jobs: list[tuple[str, pd.DataFrame]]) -> list[tuple[str, UnderlyingSurface | None, str]]:
+_FitInput = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # expiry, time (years), ln(K/F), implied vol
+
+
+def _fit_chunk(jobs: list[tuple[str, _FitInput]]) -> list[tuple[str, UnderlyingSurface | None, str]]:
     """Fit several underlyings in one batch (``fit_underlyings``): (underlying, surface or None, error)."""
-    results = fit_underlyings(
-        [
-            (
-                quotes["expiry"].to_numpy(),
-                quotes["time_to_expiry_years"].to_numpy(float),
-                np.log(quotes["strike"].to_numpy(float) / quotes["forward"].to_numpy(float)),
-                quotes["implied_vol"].to_numpy(float),
-            )
-            for _, quotes in jobs
-        ]
-    )
+    results = fit_underlyings([arrays for _, arrays in jobs])
     return [
         (u, r, "") if isinstance(r, UnderlyingSurface) else (u, None, str(r))
         for (u, _), r in zip(jobs, results, strict=True)
     ]
 
 
+def _fit_jobs(usable: pd.DataFrame) -> list[tuple[str, _FitInput]]:
+    """Each underlying's fit input (sorted by underlying, its rows in row order), split from whole-column arrays:
+    the worker processes get four arrays per underlying, not a pickled DataFrame of every column."""
+    codes, names = pd.factorize(usable["underlying"], sort=True)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    columns = (
+        usable["expiry"].to_numpy()[order],
+        usable["time_to_expiry_years"].to_numpy(float)[order],
+        np.log(usable["strike"].to_numpy(float) / usable["forward"].to_numpy(float))[order],
+        usable["implied_vol"].to_numpy(float)[order],
+    )
+    return [
+        (str(u), tuple(c[lo:hi] for c in columns))  # type: ignore[misc]
+        for u, lo, hi in zip(names, bounds[:-1], bounds[1:], strict=True)
+    ]
+
+
 def fit_surfaces(iv: pd.DataFrame, workers: int = 2) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """vol_surface and vol_surface_grid rows for one snapshot, and the fitted surfaces by underlying."""
     usable = iv[(iv["status"] == "OK") & otm_mask(iv["strike"], iv["forward"], iv["option_type"] == "C")]
-    jobs = [(str(u), g) for u, g in usable.groupby("underlying", sort=True)]
+    jobs = _fit_jobs(usable)
     fitted = map_in_processes(_fit_chunk, jobs, workers)
     as_of = iv["as_of"].iloc[0]
     surfaces: dict[str, UnderlyingSurface] = {}
