@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                 mat = ev.event_specific_data.materialization  # type: ignore[union-attr]
                 for k, v in mat.metadata.items():
                     if k not in ("run_id",):
-                        metadata[f"{mat.asset_key.to_user_string()}/{k}"] = str(v)
+                        # the exports folder is under the working directory: the paths without it
+                        metadata[f"{mat.asset_key.to_user_string()}/{k}"] = str(v).replace(os.getcwd(), "<cwd>")
             elif ev.event_type_value == "ASSET_CHECK_EVALUATION":
                 chk = ev.event_specific_data  # type: ignore[assignment]
                 checks[chk.check_name] = (chk.passed, {k: str(v) for k, v in chk.metadata.items()})  # type: ignore[union-attr]
