@@ -266,6 +266,23 @@ def _svi_jacobians(x: FloatArray, k: FloatArray) -> tuple[FloatArray, FloatArray
     return np.where((w > 0.0)[:, None], dg, 0.0), dw, np.where(w > 0.0, g, -1.0)
 
 
+def _svi_dw(x: FloatArray, k: FloatArray) -> FloatArray:
+    """``dw/dtheta`` of ``_svi_jacobians`` alone (the same operations), shape ``(k.size, 5)``."""
+    _, b, rho, m, sigma = (float(e) for e in x)
+    d = k - m
+    r = np.sqrt(d * d + sigma * sigma)
+    d_r = d / r
+    dw = np.empty((k.size, 5))
+    dw[:, 0] = 1.0
+    dw[:, 1] = rho * d + r
+    dw[:, 2] = b * d
+    dw[:, 3] = -b * (rho + d_r)
+    dw[:, 4] = b * sigma / r
+    return dw
+
+
+_EMPTY = np.empty(0)
+
 #: Cutting-plane refit: rounds, and the initial working set (every n-th point of each check grid).
 CUTTING_PLANE_ROUNDS = 8
 CUTTING_PLANE_STRIDE = 10
@@ -343,7 +360,8 @@ def constrained_refit_fast(
         def jac_at(x: FloatArray, which: str) -> tuple[FloatArray, FloatArray, FloatArray]:
             key = x.tobytes()
             if which not in cache or cache[which][0] != key:
-                cache[which] = (key, _svi_jacobians(x, kg if which == "g" else kc))
+                # the calendar constraints use only dw/dtheta: the Durrleman part is not computed for them
+                cache[which] = (key, _svi_jacobians(x, kg) if which == "g" else (_EMPTY, _svi_dw(x, kc), _EMPTY))
             return cache[which][1]
 
         cons = [

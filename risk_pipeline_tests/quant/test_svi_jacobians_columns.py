@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from risk_pipeline.quant.surfaces import _svi_jacobians
+from risk_pipeline.quant.surfaces import _svi_dw, _svi_jacobians
 from risk_pipeline.quant.svi import SviParams, durrleman_g, svi_total_variance
 
 
@@ -65,3 +65,22 @@ def test_derivatives_match_central_differences() -> None:
             dw[:, j], (svi_total_variance(up, k) - svi_total_variance(dn, k)) / 2e-6, rtol=1e-6, atol=1e-8
         )
         np.testing.assert_allclose(dg[:, j], (durrleman_g(up, k) - durrleman_g(dn, k)) / 2e-6, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_svi_dw_alone_equals_the_stacked_dw_bit_for_bit_and_central_differences(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    k = np.linspace(-1.0, 1.0, int(rng.integers(1, 230)))
+    for _ in range(20):
+        x = np.array(
+            [rng.uniform(-0.05, 0.1), rng.uniform(0.0, 2.0), rng.uniform(-0.99, 0.99), rng.uniform(-0.5, 0.5), 0.0]
+        )
+        x[4] = 10.0 ** rng.uniform(-4, 0.5)
+        got = _svi_dw(x, k)
+        assert got.tobytes() == _stacked(x, k)[1].tobytes()
+    x = np.array([0.02, 0.4, -0.4, 0.05, 0.15])
+    for j in range(5):
+        h = np.zeros(5)
+        h[j] = 1e-6
+        fd = (svi_total_variance(SviParams(*(x + h)), k) - svi_total_variance(SviParams(*(x - h)), k)) / 2e-6
+        np.testing.assert_allclose(_svi_dw(x, k)[:, j], fd, rtol=1e-6, atol=1e-9)

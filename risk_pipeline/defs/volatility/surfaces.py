@@ -84,7 +84,8 @@ def implied_vol_frame(quotes: pd.DataFrame, curve: pd.DataFrame, dividends: pd.D
     result, model = chain_implied_vols(bid, ask, spot, strike, t, rate, q, is_call, american)
     out = pd.DataFrame(
         {
-            "as_of": as_of.to_numpy(),
+            # the column as it is (tz-aware): to_numpy() built one Timestamp object per row
+            "as_of": pd.to_datetime(as_of.reset_index(drop=True), utc=True),
             "underlying": quotes["underlying"].to_numpy(),
             "expiry": quotes["expiry"].to_numpy(),
             "strike": strike,
@@ -100,11 +101,14 @@ def implied_vol_frame(quotes: pd.DataFrame, curve: pd.DataFrame, dividends: pd.D
             "exercise_style": quotes["exercise_style"].to_numpy(),
             "model": model,
             "implied_vol": result.vol,
-            "status": [IvStatus(int(s)).name for s in result.status],
+            "status": _STATUS_NAMES[result.status],
         }
     )
-    out["as_of"] = pd.to_datetime(out["as_of"], utc=True)
     return out
+
+
+#: ``IvStatus`` names indexed by code (the status column without one enum lookup per row).
+_STATUS_NAMES = np.array([IvStatus(i).name for i in range(max(IvStatus) + 1)], dtype=object)
 
 
 def parity_forwards(iv: pd.DataFrame) -> pd.DataFrame:
@@ -194,29 +198,40 @@ def implied_vols(
 
 
 # ------------------------------------------------------------------------------------------ surfaces
-def _fit_chunk(jobs: list[tuple[str, pd.DataFrame]]) -> list[tuple[str, UnderlyingSurface | None, str]]:
+_FitInput = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # expiry, time (years), ln(K/F), implied vol
+
+
+def _fit_chunk(jobs: list[tuple[str, _FitInput]]) -> list[tuple[str, UnderlyingSurface | None, str]]:
     """Fit several underlyings in one batch (``fit_underlyings``): (underlying, surface or None, error)."""
-    results = fit_underlyings(
-        [
-            (
-                quotes["expiry"].to_numpy(),
-                quotes["time_to_expiry_years"].to_numpy(float),
-                np.log(quotes["strike"].to_numpy(float) / quotes["forward"].to_numpy(float)),
-                quotes["implied_vol"].to_numpy(float),
-            )
-            for _, quotes in jobs
-        ]
-    )
+    results = fit_underlyings([arrays for _, arrays in jobs])
     return [
         (u, r, "") if isinstance(r, UnderlyingSurface) else (u, None, str(r))
         for (u, _), r in zip(jobs, results, strict=True)
     ]
 
 
+def _fit_jobs(usable: pd.DataFrame) -> list[tuple[str, _FitInput]]:
+    """Each underlying's fit input (sorted by underlying, its rows in row order), split from whole-column arrays:
+    the worker processes get four arrays per underlying, not a pickled DataFrame of every column."""
+    codes, names = pd.factorize(usable["underlying"], sort=True)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    columns = (
+        usable["expiry"].to_numpy()[order],
+        usable["time_to_expiry_years"].to_numpy(float)[order],
+        np.log(usable["strike"].to_numpy(float) / usable["forward"].to_numpy(float))[order],
+        usable["implied_vol"].to_numpy(float)[order],
+    )
+    return [
+        (str(u), tuple(c[lo:hi] for c in columns))  # type: ignore[misc]
+        for u, lo, hi in zip(names, bounds[:-1], bounds[1:], strict=True)
+    ]
+
+
 def fit_surfaces(iv: pd.DataFrame, workers: int = 2) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """vol_surface and vol_surface_grid rows for one snapshot, and the fitted surfaces by underlying."""
     usable = iv[(iv["status"] == "OK") & otm_mask(iv["strike"], iv["forward"], iv["option_type"] == "C")]
-    jobs = [(str(u), g) for u, g in usable.groupby("underlying", sort=True)]
+    jobs = _fit_jobs(usable)
     fitted = map_in_processes(_fit_chunk, jobs, workers)
     as_of = iv["as_of"].iloc[0]
     surfaces: dict[str, UnderlyingSurface] = {}
@@ -302,12 +317,27 @@ def smile_thumbnails(quotes: pd.DataFrame, surfaces: dict[str, UnderlyingSurface
     """Small SVG plots (420 x 280 px) of quoted OTM vols (dots) and fitted smiles (lines) of the first
     ``THUMBNAIL_EXPIRIES`` expiries, one colour per expiry, by underlying (``smile_svg``; drawn as text, about 1 ms
     a plot, where matplotlib PNGs took about 0.1 s)."""
-    by_underlying = dict(tuple(quotes.groupby("underlying", sort=False)))
+    by_underlying = _smile_dots(quotes)
     return {
-        u: smile_svg(
-            u, by_underlying.get(u, quotes.iloc[:0]), surfaces[u], expiries=THUMBNAIL_EXPIRIES, width=420, height=280
-        )
+        u: _smile_svg(u, by_underlying.get(u), surfaces[u], expiries=THUMBNAIL_EXPIRIES, width=420, height=280)
         for u in names
+    }
+
+
+_Dots = tuple[np.ndarray, np.ndarray, np.ndarray]  # expiry labels, ln(K/F), implied vol in %, in row order
+
+
+def _smile_dots(quotes: pd.DataFrame) -> dict[str, _Dots]:
+    """Each underlying's quoted dots (expiry, ln(K/F), vol %) in row order, split from whole-column arrays (one
+    sort) instead of a DataFrame per underlying and per expiry."""
+    codes, names = pd.factorize(quotes["underlying"], sort=False)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    expiry = quotes["expiry"].to_numpy()[order]
+    k = np.log(quotes["strike"].to_numpy(float) / quotes["forward"].to_numpy(float))[order]
+    vol = (quotes["implied_vol"].to_numpy(float) * 100)[order]
+    return {
+        str(u): (expiry[lo:hi], k[lo:hi], vol[lo:hi]) for u, lo, hi in zip(names, bounds[:-1], bounds[1:], strict=True)
     }
 
 
@@ -356,18 +386,40 @@ def smile_svg(
 ) -> str:
     """The smile plot of every expiry (the first ``expiries``) as SVG text: quoted OTM vols (dots), fitted smiles
     (lines)."""
+    dots = (
+        quotes["expiry"].to_numpy(),
+        np.log(quotes["strike"].to_numpy(float) / quotes["forward"].to_numpy(float)),
+        quotes["implied_vol"].to_numpy(float) * 100,
+    )
+    return _smile_svg(underlying, dots, surface, expiries=expiries, width=width, height=height)
+
+
+def _smile_svg(
+    underlying: str,
+    dots: _Dots | None,
+    surface: UnderlyingSurface,
+    *,
+    expiries: int | None = None,
+    width: int = 800,
+    height: int = 500,
+) -> str:
+    """``smile_svg`` from the underlying's ``_smile_dots`` (None: no quotes)."""
     k_grid = np.linspace(-0.6, 0.6, 121)
-    by_expiry = dict(tuple(quotes.groupby("expiry", sort=False)))
+    empty = np.empty(0)
     series = []
     for label, fit in list(zip(surface.expiry_labels, surface.fits, strict=True))[:expiries]:
-        q = by_expiry.get(label, quotes.iloc[:0])
+        if dots is None:
+            k, vol = empty, empty
+        else:
+            rows = dots[0] == label
+            k, vol = dots[1][rows], dots[2][rows]
         series.append(
             Series(
                 label=str(label),
                 line_x=k_grid,
                 line_y=np.sqrt(np.maximum(_w(fit, k_grid), 0) / fit.time_years) * 100,
-                dots_x=np.log(q["strike"].to_numpy(float) / q["forward"].to_numpy(float)),
-                dots_y=q["implied_vol"].to_numpy(float) * 100,
+                dots_x=k,
+                dots_y=vol,
             )
         )
     return line_chart_svg(
@@ -377,8 +429,8 @@ def smile_svg(
 
 def full_smiles(quotes: pd.DataFrame, surfaces: dict[str, UnderlyingSurface]) -> dict[str, str]:
     """Every underlying's full-size smile plot (every expiry) as SVG text, by underlying."""
-    by_underlying = dict(tuple(quotes.groupby("underlying", sort=False)))
-    return {u: smile_svg(u, by_underlying.get(u, quotes.iloc[:0]), surfaces[u]) for u in sorted(surfaces)}
+    by_underlying = _smile_dots(quotes)
+    return {u: _smile_svg(u, by_underlying.get(u), surfaces[u]) for u in sorted(surfaces)}
 
 
 def export_smiles(exports: ExportsResource, partition_key: str, plots: dict[str, str]) -> Path:
