@@ -32,6 +32,20 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_warm_steps import rss_bytes as rss  # noqa: E402
 
 
+def use_copy(kept: str | Path, copy: Path, fresh: bool = True) -> None:
+    """Point this process's DAGSTER_HOME and warehouse at ``copy``; ``fresh``: replace it by a copy of ``kept`` first
+    (a kept writer lock dropped)."""
+    if fresh:
+        if copy.exists():
+            shutil.rmtree(copy)
+        shutil.copytree(kept, copy)
+        lock = copy / "risk_warehouse.duckdb.writer.lock"
+        if lock.exists():
+            lock.unlink()
+    os.environ["DAGSTER_HOME"] = str(copy / "dagster_home")
+    os.environ["RISK_PIPELINE_WAREHOUSE_URL"] = str(copy / "risk_warehouse.duckdb")
+
+
 class Sampler:
     """(wall time, CPU seconds, resident bytes, stacks of the other threads) every ``period`` seconds."""
 
@@ -84,15 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-copy", action="store_true")
     a = ap.parse_args(argv)
     copy = Path(a.copy)
-    if not a.no_copy:
-        if copy.exists():
-            shutil.rmtree(copy)
-        shutil.copytree(a.kept, copy)
-        lock = copy / "risk_warehouse.duckdb.writer.lock"
-        if lock.exists():
-            lock.unlink()
-    os.environ["DAGSTER_HOME"] = str(copy / "dagster_home")
-    os.environ["RISK_PIPELINE_WAREHOUSE_URL"] = str(copy / "risk_warehouse.duckdb")
+    use_copy(a.kept, copy, fresh=not a.no_copy)
     import dagster as dg
     from numba.core import event
 

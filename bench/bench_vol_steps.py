@@ -16,7 +16,6 @@ import argparse
 import os
 import pickle
 import resource
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_step_profile import use_copy  # noqa: E402
 
 #: The tables each step writes.
 TABLES = {"implied_vols": ("implied_vols",), "vol_surface": ("vol_surface", "vol_surface_grid")}
@@ -74,14 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.compare:
         return compare(*a.compare)
     copy = Path(a.copy)
-    if copy.exists():
-        shutil.rmtree(copy)
-    shutil.copytree(a.kept, copy)
-    lock = copy / "risk_warehouse.duckdb.writer.lock"
-    if lock.exists():
-        lock.unlink()
-    os.environ["DAGSTER_HOME"] = str(copy / "dagster_home")
-    os.environ["RISK_PIPELINE_WAREHOUSE_URL"] = str(copy / "risk_warehouse.duckdb")
+    use_copy(a.kept, copy)
     import dagster as dg
     from numba.core import event
 

@@ -63,7 +63,7 @@ import yaml
 from numpy.typing import ArrayLike, NDArray
 
 from risk_pipeline.quant._numba import BoolArray, FloatArray, IntArray
-from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant.portfolio import POSITION_FIELDS, Portfolio
 from risk_pipeline.quant.scenario_engine import AmericanMethod, ScenarioSet, evaluate, market_values
 from risk_pipeline.quant.var import empirical_var_es
 from risk_pipeline.quant.vol_shocks import (
@@ -603,19 +603,8 @@ class FirstPass:
     vol_beta: FloatArray
 
 
-_POSITION_FIELDS = (
-    "symbol_index",
-    "quantity",
-    "multiplier",
-    "is_option",
-    "is_call",
-    "strike",
-    "time_years",
-    "implied_vol",
-    "rate",
-    "dividend_yield",
-    "is_american",
-)
+#: Every per-position field of a Portfolio (the symbol, the quantity and ``portfolio.POSITION_FIELDS``).
+_POSITION_FIELDS = ("symbol_index", "quantity", *POSITION_FIELDS)
 
 
 def _appended_symbols(old: Portfolio, new: Portfolio) -> BoolArray | None:
@@ -718,13 +707,13 @@ def _expiry_name_skew_pnl(
             out.append(full)
         return tuple(out)
 
-    if again is None:
+    if again is None or reuse is None:
         sets = first_pass(portfolio)
     elif not again.any():
-        sets = reuse.pnl  # type: ignore[union-attr]
+        sets = reuse.pnl
     else:
         fresh = first_pass(_positions_on(portfolio, again))
-        sets = tuple(np.where(again[None, :], f, old) for f, old in zip(fresh, reuse.pnl, strict=True))  # type: ignore[union-attr]
+        sets = tuple(np.where(again[None, :], f, old) for f, old in zip(fresh, reuse.pnl, strict=True))
     first = FirstPass(portfolio, sets, tuple(items), rule, american, *inputs)
     base, *moved = sets
     worst, pick = worst_by_symbol(moved)

@@ -239,12 +239,7 @@ def _svi_jacobians(x: FloatArray, k: FloatArray) -> tuple[FloatArray, FloatArray
     w1 = b * (rho + d_r)
     w2 = b * sigma * sigma / r3
     # the columns written in place of np.stack: the same numbers without the stacking's copies
-    dw = np.empty((k.size, 5))
-    dw[:, 0] = 1.0
-    dw[:, 1] = rho * d + r
-    dw[:, 2] = b * d
-    dw[:, 3] = -b * (rho + d_r)
-    dw[:, 4] = b * sigma / r
+    dw = _svi_dw_columns(b, rho, sigma, d, r, d_r)
     dw1 = np.empty((k.size, 5))
     dw1[:, 0] = 0.0
     dw1[:, 1] = rho + d_r
@@ -266,19 +261,23 @@ def _svi_jacobians(x: FloatArray, k: FloatArray) -> tuple[FloatArray, FloatArray
     return np.where((w > 0.0)[:, None], dg, 0.0), dw, np.where(w > 0.0, g, -1.0)
 
 
-def _svi_dw(x: FloatArray, k: FloatArray) -> FloatArray:
-    """``dw/dtheta`` of ``_svi_jacobians`` alone (the same operations), shape ``(k.size, 5)``."""
-    _, b, rho, m, sigma = (float(e) for e in x)
-    d = k - m
-    r = np.sqrt(d * d + sigma * sigma)
-    d_r = d / r
-    dw = np.empty((k.size, 5))
+def _svi_dw_columns(b: float, rho: float, sigma: float, d: FloatArray, r: FloatArray, d_r: FloatArray) -> FloatArray:
+    """``dw/dtheta`` of raw SVI from ``d = k - m``, ``r = sqrt(d^2 + sigma^2)`` and ``d / r``, shape ``(d.size, 5)``."""
+    dw = np.empty((d.size, 5))
     dw[:, 0] = 1.0
     dw[:, 1] = rho * d + r
     dw[:, 2] = b * d
     dw[:, 3] = -b * (rho + d_r)
     dw[:, 4] = b * sigma / r
     return dw
+
+
+def _svi_dw(x: FloatArray, k: FloatArray) -> FloatArray:
+    """``dw/dtheta`` of ``_svi_jacobians`` alone (the same operations), shape ``(k.size, 5)``."""
+    _, b, rho, m, sigma = (float(e) for e in x)
+    d = k - m
+    r = np.sqrt(d * d + sigma * sigma)
+    return _svi_dw_columns(b, rho, sigma, d, r, d / r)
 
 
 _EMPTY = np.empty(0)
