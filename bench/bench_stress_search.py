@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_step_profile import use_copy  # noqa: E402
+
 TABLES = ("hedge_recommendations", "hedge_stress_effects")
 
 
@@ -66,15 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.compare:
         return compare(Path(a.paths[0]), Path(a.paths[1]))
     kept, copy, out = (Path(p) for p in a.paths)
-    if copy.exists():
-        shutil.rmtree(copy)
-    shutil.copytree(kept, copy)
-    lock = copy / "risk_warehouse.duckdb.writer.lock"
-    if lock.exists():
-        lock.unlink()
+    use_copy(kept, copy)
     out.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(copy / "dagster_home")
-    os.environ["RISK_PIPELINE_WAREHOUSE_URL"] = str(copy / "risk_warehouse.duckdb")
     import dagster as dg
     import duckdb
 
