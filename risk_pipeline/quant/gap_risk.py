@@ -1069,7 +1069,12 @@ def gap_var(
     whole combined set (also the fallback for dynamics not known to be per position).
     """
     from risk_pipeline.quant.scenario_engine import evaluate
-    from risk_pipeline.quant.var import empirical_var_es, kernel_component_var, tail_component_es
+    from risk_pipeline.quant.var import (
+        _kernel_component,
+        _kernel_spread,
+        _tail_component_of_ordered,
+        _var_es_of_sorted,
+    )
 
     gap_spot = [g for _, g in events]
     grouped = None
@@ -1095,10 +1100,18 @@ def gap_var(
         res = evaluate(portfolio, sc, calendar_days, american=american, per_symbol=True)
         assert res.by_symbol is not None
         pnl, by_symbol = res.pnl, res.by_symbol
+    # the sorts, row sums, spread and tail order made once for every confidence (as var._simulation_results): each
+    # figure that of empirical_var_es, kernel_component_var and tail_component_es, bit for bit
+    pnl_sorted = np.sort(np.asarray(pnl, dtype=np.float64).reshape(-1))
+    base_sorted = np.sort(np.asarray(base_pnl, dtype=np.float64).reshape(-1))
+    cols = np.asarray(by_symbol, dtype=np.float64)
+    total = cols.sum(axis=1)
+    spread = _kernel_spread(total)
+    ordered = cols[np.argsort(total, kind="stable")]
     out = []
     for c in confidences:
-        var, es = empirical_var_es(pnl, c)
-        var0, es0 = empirical_var_es(base_pnl, c)
+        var, es = _var_es_of_sorted(pnl_sorted, c)
+        var0, es0 = _var_es_of_sorted(base_sorted, c)
         out.append(
             GapVar(
                 horizon_days=int(horizon_days),
@@ -1109,8 +1122,8 @@ def gap_var(
                 gap_expected_shortfall=es - es0,
                 n_scenarios=int(pnl.size),
                 event_ids=tuple(e for e, _ in events),
-                component_var=kernel_component_var(by_symbol, var),
-                component_es=tail_component_es(by_symbol, c),
+                component_var=_kernel_component(cols, total, spread, var),
+                component_es=_tail_component_of_ordered(ordered, c),
             )
         )
     return out

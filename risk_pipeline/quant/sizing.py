@@ -198,18 +198,27 @@ def optimal_f(returns: ArrayLike, *, n_paths: int = 2000, horizon: int | None = 
     fraction = f / abs(worst)
     rng = np.random.default_rng(seed)
     h = horizon or x.size
-    draws = x[rng.integers(0, x.size, size=(n_paths, h))]
-    wealth = np.cumprod(1.0 + fraction * draws, axis=1)
-    peak = np.maximum.accumulate(np.concatenate([np.ones((n_paths, 1)), wealth], axis=1), axis=1)[:, 1:]
-    drawdown = (1.0 - wealth / peak).max(axis=1)
+    # the paths as columns (h x n_paths): the running products and peaks run along the rows, a vectorized step per
+    # period; each path's products, peaks (the running max of 1 and its wealth: max is exact) and drawdowns are
+    # the same operations in the same order as a path per row, so the same numbers
+    wealth = np.take(x, rng.integers(0, x.size, size=(n_paths, h)).T)
+    np.multiply(wealth, fraction, out=wealth)
+    np.add(wealth, 1.0, out=wealth)
+    np.cumprod(wealth, axis=0, out=wealth)
+    loss = np.maximum.accumulate(wealth, axis=0)
+    np.maximum(loss, 1.0, out=loss)
+    np.divide(wealth, loss, out=loss)
+    np.subtract(1.0, loss, out=loss)
+    drawdown = loss.max(axis=0)
+    terminal = wealth[-1]
     return OptimalF(
         f=f,
         worst_loss=worst,
         capital_fraction=fraction,
         geometric_mean=float(np.exp(-neg_log(f))) if f > 0 else 1.0,
         n_returns=int(x.size),
-        terminal_wealth_p05=float(np.quantile(wealth[:, -1], 0.05)),
-        terminal_wealth_median=float(np.median(wealth[:, -1])),
+        terminal_wealth_p05=float(np.quantile(terminal, 0.05)),
+        terminal_wealth_median=float(np.median(terminal)),
         max_drawdown_median=float(np.median(drawdown)),
         max_drawdown_p95=float(np.quantile(drawdown, 0.95)),
     )

@@ -544,13 +544,16 @@ def historical_var(
     client: Any | None = None,
     smile: SmileDynamics | None = None,
     term: SmileDynamics | None = None,
+    components: bool = True,
 ) -> tuple[tuple[VarResult, ...], dict[int, FloatArray]]:
     """Historical-simulation VaR/ES with full revaluation; also the scenario P&L per horizon.
 
     ``smile`` (``smile_dynamics``): each option's vol also moves with the scenario's spot move by that dynamic
     (sticky moneyness, the SABR backbone), around the historical ATM vol move; without it each option keeps its
     strike's vol scaled by the ATM move (sticky strike). ``term`` (``smile_dynamics.ExpiryScaledVolMoves``):
-    the ATM move scaled by expiry instead of the same relative move at every expiry; the two shifts add up."""
+    the ATM move scaled by expiry instead of the same relative move at every expiry; the two shifts add up.
+    Without ``components`` the component VaR is NaN and the component ES None (``_simulation_results``; every other
+    figure the same)."""
     cfg = config or VarConfig()
     hist = history.window(cfg.lookback_days)
     results: list[VarResult] = []
@@ -572,8 +575,9 @@ def historical_var(
         assert res.by_symbol is not None
         pnls[h] = res.pnl
         results += _simulation_results(
-            HISTORICAL, h, res.pnl, res.by_symbol, cfg, portfolio.symbols, hist.n_days, overlapping=True
-        )
+            HISTORICAL, h, res.pnl, res.by_symbol, cfg, portfolio.symbols, hist.n_days, overlapping=True,
+            components=components,
+        )  # fmt: skip
     tags = [f"{kind}: {d.label}" for kind, d in (("smile", smile), ("term", term)) if d is not None]
     tags += hist.factor_tags()
     if tags:

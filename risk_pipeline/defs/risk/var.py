@@ -191,7 +191,8 @@ def smile_sensitivity(
             res = [r for r in report.results if r.method == HISTORICAL]
             pnls = {h: p for (m, h), p in report.scenario_pnl.items() if m == HISTORICAL}
         else:
-            res, pnls = historical_var(portfolio, history, cfg, smile=dynamics[s], term=terms[t])
+            # only the VaR of each row is read: the components are not computed
+            res, pnls = historical_var(portfolio, history, cfg, smile=dynamics[s], term=terms[t], components=False)
         if pnl_out is not None:
             pnl_out[(s, t)] = pnls
         return {(r.horizon_days, round(r.confidence, 6)): r.var for r in res}
@@ -291,6 +292,100 @@ def factor_levels(
 RATE_FACTOR_TENOR_DAYS = 91
 
 
+@dataclass(frozen=True)
+class FactorRows:
+    """The stored rows ``return_history`` reads for ``sessions_back`` sessions ending at ``session``: closes
+    (``queries.close_matrix``'s window), ATM vols, the zero rate and the dividend yields (None when not read)."""
+
+    session: dt.date
+    sessions_back: int
+    symbols: tuple[str, ...]
+    closes: pd.DataFrame
+    vols: pd.DataFrame
+    curve: pd.DataFrame | None
+    yields: pd.DataFrame | None
+
+
+def _close_window_start(session: dt.date, sessions_back: int) -> dt.date:
+    """The first calendar date of ``queries.close_matrix(wh, session, sessions_back)``'s read."""
+    return session - dt.timedelta(days=int((sessions_back + 1) * 7 / 5) + 30)
+
+
+def _dated(frame: pd.DataFrame, first: dt.date, last: dt.date) -> pd.DataFrame:
+    """The rows of ``frame`` (in order) whose ``as_of_date`` is in ``[first, last]`` (a ``Between`` read's rows)."""
+    dates = frame["as_of_date"]
+    return frame[((dates >= first) & (dates <= last)).to_numpy(bool)]
+
+
+def read_factor_rows(
+    wh: Warehouse,
+    session: dt.date,
+    symbols: tuple[str, ...],
+    sessions_back: int,
+    rate_factor: bool,
+    dividend_factor: bool,
+    longer: FactorRows | None = None,
+) -> FactorRows:
+    """``return_history``'s reads; ``longer``: rows already read for the same session, symbols and factors over
+    at least as many sessions, whose rows in this window are taken instead of reading them again (the same rows in
+    the same order, so the same frames bit for bit)."""
+    start = _close_window_start(session, sessions_back)
+    if (
+        longer is not None
+        and longer.session == session
+        and longer.symbols == symbols
+        and longer.sessions_back >= sessions_back
+        and (longer.curve is not None) == rate_factor
+        and (longer.yields is not None) == dividend_factor
+    ):
+        closes = _dated(longer.closes, start, session)
+        if not len(closes):
+            return FactorRows(session, sessions_back, symbols, closes, longer.vols.iloc[:0], None, None)
+        first, last = min(closes["as_of_date"]), max(closes["as_of_date"])
+        return FactorRows(
+            session,
+            sessions_back,
+            symbols,
+            closes,
+            _dated(longer.vols, first, session),
+            None if longer.curve is None else _dated(longer.curve, first, last),
+            None if longer.yields is None else _dated(longer.yields, first, last),
+        )
+    closes = wh.read(
+        "market_prices",
+        {"as_of_date": Between(start, session), "symbol": list(symbols)},
+        columns=["as_of_date", "symbol", "close"],
+    )
+    if not len(closes):
+        return FactorRows(session, sessions_back, symbols, closes, closes.iloc[:0], None, None)
+    first, last = min(closes["as_of_date"]), max(closes["as_of_date"])
+    vols = wh.read(
+        "atm_vol_history",
+        {"as_of_date": Between(first, session), "symbol": list(symbols)},
+        columns=["as_of_date", "symbol", "atm_vol"],
+    )
+    span = Between(first, last)
+    curve = (
+        wh.read(
+            "rates_curve",
+            {"tenor_days": RATE_FACTOR_TENOR_DAYS, "as_of_date": span},
+            columns=["as_of_date", "zero_rate"],
+        )
+        if rate_factor
+        else None
+    )
+    yields = (
+        wh.read(
+            "dividend_yields",
+            {"as_of_date": span, "symbol": list(symbols)},
+            columns=["as_of_date", "symbol", "dividend_yield"],
+        )
+        if dividend_factor
+        else None
+    )
+    return FactorRows(session, sessions_back, symbols, closes, vols, curve, yields)
+
+
 def return_history(
     wh: Warehouse,
     session: dt.date,
@@ -299,6 +394,7 @@ def return_history(
     option_symbols: Sequence[str] = (),
     rate_factor: bool = False,
     dividend_factor: bool = False,
+    rows: FactorRows | None = None,
 ) -> RiskFactorHistory:
     """Daily log returns and relative ATM-vol changes of ``symbols`` over the last ``lookback`` sessions.
 
@@ -309,9 +405,19 @@ def return_history(
     day is that of each underlying's yield (``dividend_yields``), applied to every option on it (NaN without
     both: unchanged that day). ``iv_coverage`` is the measured share of the (day, underlying) cells of
     ``option_symbols`` (1.0 when the book has no options); ``rate_coverage`` and ``dividend_coverage`` the same
-    for the two factors (NaN when off).
+    for the two factors (NaN when off). ``rows``: ``read_factor_rows(wh, session, symbols, lookback, rate_factor,
+    dividend_factor)`` when already read (the frames are those of ``factor_levels`` and the reads below).
     """
-    wide, vols = factor_levels(wh, session, lookback, symbols, "VaR")
+    if rows is None:
+        rows = read_factor_rows(wh, session, symbols, lookback, rate_factor, dividend_factor)
+    # factor_levels' frames from the rows (queries.close_matrix and atm_vol_matrix)
+    wide = rows.closes.pivot(index="as_of_date", columns="symbol", values="close").sort_index()
+    missing = [s for s in symbols if s not in wide.columns]
+    if missing:
+        raise dg.Failure(f"no price history for {missing}: VaR cannot be computed (fail closed)")
+    vol_wide = rows.vols.pivot(index="as_of_date", columns="symbol", values="atm_vol").sort_index()
+    vols = vol_wide.reindex(columns=list(symbols)).reindex(wide.index)
+    wide = wide[list(symbols)]
     returns = np.log(wide).diff().iloc[1:].dropna().tail(lookback)
     if len(returns) < 250:
         raise dg.Failure(f"only {len(returns)} days of complete return history before {session}; VaR needs 250")
@@ -319,23 +425,14 @@ def return_history(
     measured = np.isfinite(iv_change[list(option_symbols)].to_numpy(float)) if option_symbols else np.ones(1)
     rate_change, div_change = None, None
     rate_coverage, div_coverage = float("nan"), float("nan")
-    span = Between(wide.index[0], wide.index[-1])
     if rate_factor:
-        curve = wh.read(
-            "rates_curve",
-            {"tenor_days": RATE_FACTOR_TENOR_DAYS, "as_of_date": span},
-            columns=["as_of_date", "zero_rate"],
-        )
-        rate = curve.set_index("as_of_date")["zero_rate"].reindex(wide.index)
+        assert rows.curve is not None
+        rate = rows.curve.set_index("as_of_date")["zero_rate"].reindex(wide.index)
         rate_change = rate.diff().reindex(returns.index).to_numpy(float)
         rate_coverage = float(np.isfinite(rate_change).mean())
     if dividend_factor:
-        rows = wh.read(
-            "dividend_yields",
-            {"as_of_date": span, "symbol": list(symbols)},
-            columns=["as_of_date", "symbol", "dividend_yield"],
-        )
-        yields = rows.pivot(index="as_of_date", columns="symbol", values="dividend_yield")
+        assert rows.yields is not None
+        yields = rows.yields.pivot(index="as_of_date", columns="symbol", values="dividend_yield")
         yields = yields.reindex(index=wide.index, columns=list(symbols))
         div_frame = yields.diff().reindex(returns.index)
         div_change = div_frame.to_numpy(float)
@@ -465,9 +562,17 @@ def var_results(
     for v in valuations:
         portfolio = book_portfolio(v.rows)
         option_symbols = sorted(v.rows.loc[v.rows["instrument_type"] == "option", "symbol"].unique())
+        # the stressed VaR's whole-history rows, read once: the look-back's are those of its last sessions
+        long_rows = read_factor_rows(
+            wh, v.session, portfolio.symbols, STRESS_HISTORY_SESSIONS, config.rate_factor, config.dividend_factor
+        )
         factors = return_history(
             wh, v.session, portfolio.symbols, cfg.lookback_days, option_symbols, config.rate_factor,
             config.dividend_factor,
+            read_factor_rows(
+                wh, v.session, portfolio.symbols, cfg.lookback_days, config.rate_factor, config.dividend_factor,
+                longer=long_rows,
+            ),
         )  # fmt: skip
         dynamics = smile_dynamics(wh, v.as_of, v.rows, portfolio)
         if config.smile_dynamics not in dynamics:
@@ -512,7 +617,7 @@ def var_results(
         # stressed VaR/ES: historical simulation on the worst 250-session window of the whole stored history
         long = return_history(
             wh, v.session, portfolio.symbols, STRESS_HISTORY_SESSIONS, option_symbols, config.rate_factor,
-            config.dividend_factor,
+            config.dividend_factor, long_rows,
         )  # fmt: skip
         stressed, start = stressed_var(
             portfolio, long.history, cfg, one_day_pnl=same_one_day_pnl(factors.history, long.history, cfg, pnls)
