@@ -548,7 +548,8 @@ def backtest_tables(wh: Warehouse, session: dt.date, config: BacktestSettings) -
     """Every book's realized, ``hypothetical:`` and ``surface:`` backtests for ``session``.
 
     The static-book backtests' GARCH refits (one chain per book and underlying, shared between books through one
-    cache) run on a worker thread, book after book, in the order of a serial run; the books' backtests run on
+    cache) run on a worker thread, book after book, in the order of a serial run (a book's backtest waits for its
+    fits only when its Monte Carlo method, the last, needs them); the books' backtests run on
     BOOK_THREADS threads (the scenario engine's kernels release the GIL, so one book's Python work overlaps
     another's kernels) while this thread reads the realized series. Every result is that of a serial run.
     """
