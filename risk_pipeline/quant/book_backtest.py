@@ -14,16 +14,17 @@ constant-exposure book, so the exception count tests the VaR model, not the trad
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import overload
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from risk_pipeline.quant._numba import FloatArray, IntArray
 from risk_pipeline.quant.portfolio import Portfolio, stack_portfolios
-from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate_many, market_values, share_values
-from risk_pipeline.quant.smile_dynamics import SmileDynamics
+from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate, evaluate_many, market_values, share_values
+from risk_pipeline.quant.smile_dynamics import ExpiryScaledVolMoves, SmileDynamics
 from risk_pipeline.quant.var import (
     ALL_METHODS,
     MONTE_CARLO_FHS,
@@ -90,6 +91,33 @@ def rolling_garch_fits(
     return fits
 
 
+class _LazyFits(Sequence[list[GarchParams]]):
+    """Days ``lo:hi`` of the backtest's GARCH fits, taken from ``get()`` only when a day's fits are read (the Monte
+    Carlo method comes last in ``compute_var_batch``, so that fits made on another thread are waited for only
+    then)."""
+
+    def __init__(self, get: Callable[[], list[list[GarchParams]]], lo: int, hi: int) -> None:
+        self._get, self._lo, self._hi = get, lo, hi
+
+    def __len__(self) -> int:
+        return self._hi - self._lo
+
+    @overload
+    def __getitem__(self, k: int) -> list[GarchParams]: ...
+    @overload
+    def __getitem__(self, k: slice) -> _LazyFits: ...
+    def __getitem__(self, k: int | slice) -> list[GarchParams] | _LazyFits:
+        if isinstance(k, slice):
+            lo, hi, step = k.indices(len(self))
+            if step != 1:
+                raise ValueError("only contiguous days")
+            return _LazyFits(self._get, self._lo + lo, self._lo + max(lo, hi))
+        i = k + len(self) if k < 0 else k
+        if not 0 <= i < len(self):
+            raise IndexError(k)
+        return self._get()[self._lo + i]
+
+
 def rescaled_book(portfolio: Portfolio, spot: ArrayLike, atm_ratio: ArrayLike) -> Portfolio:
     """``portfolio`` re-expressed at per-symbol ``spot`` with vols scaled by ``atm_ratio`` (module docstring)."""
     s = np.asarray(spot, dtype=np.float64)
@@ -140,29 +168,31 @@ def static_book_backtest(
     methods: tuple[str, ...] = ALL_METHODS,
     refit_every: int = 21,
     garch_cache: GarchCache | None = None,
-    garch_fits: list[list[GarchParams]] | None = None,
+    garch_fits: list[list[GarchParams]] | Callable[[], list[list[GarchParams]]] | None = None,
     term: SmileDynamics | None = None,
     fhs_asymmetric: Sequence[bool] | None = None,
     days_per_call: int | None = None,
 ) -> StaticBookBacktest:
     """Backtest the book of the last row of ``closes`` on the backtest days ``days``.
 
-    ``closes`` and ``atm_vols`` are ``(n_days, n_symbols)`` in the portfolio's symbol order, oldest
-    first, the last row being the book's own day (``portfolio.spot`` and vols are that day's);
-    ``atm_vols`` may hold NaN. ``calendar_days[i]`` is the calendar-day count from row ``i - 1`` to ``i``.
-    Each ``t`` in ``days`` needs ``t + 1 < n_days`` and at least ``min_history`` returns before it; the
-    VaR uses the last ``config.lookback_days`` of them. The Monte Carlo method's GARCH(1,1)-t parameters
-    are refitted on that window every ``refit_every`` backtest days (warm-started from the last fit) and
-    used to filter the window in between, as in ``reference_backtest``; ``garch_cache`` (one dict for the books
-    of a run) lets books that share an underlying share its fits; ``garch_fits`` are those fits made
-    beforehand (``rolling_garch_fits`` with the same closes, days, look-back and ``refit_every``). Every day's
-    VaR is ``var.compute_var``'s, computed for all days at once (``var.compute_var_batch``: one scenario-engine
-    call per method). ``term`` (``smile_dynamics.ExpiryScaledVolMoves``): the historical VaR's and the P&L's ATM
-    vol move scaled by expiry, as ``var.historical_var`` applies it (None: every expiry moves by the ATM ratio).
-    ``fhs_asymmetric``: the symbols the Monte Carlo method filters with GJR-GARCH (``rolling_garch_fits``).
-    ``days_per_call``: backtest days per ``compute_var_batch`` call and per stacked revaluation of the next day's
-    P&L (default: as many as keep scenarios x positions within ``BATCH_CELLS``, so memory stays bounded for large
-    books; the figures do not depend on it).
+        ``closes`` and ``atm_vols`` are ``(n_days, n_symbols)`` in the portfolio's symbol order, oldest
+        first, the last row being the book's own day (``portfolio.spot`` and vols are that day's);
+        ``atm_vols`` may hold NaN. ``calendar_days[i]`` is the calendar-day count from row ``i - 1`` to ``i``.
+        Each ``t`` in ``days`` needs ``t + 1 < n_days`` and at least ``min_history`` returns before it; the
+        VaR uses the last ``config.lookback_days`` of them. The Monte Carlo method's GARCH(1,1)-t parameters
+        are refitted on that window every ``refit_every`` backtest days (warm-started from the last fit) and
+        used to filter the window in between, as in ``reference_backtest``; ``garch_cache`` (one dict for the books
+        of a run) lets books that share an underlying share its fits; ``garch_fits`` are those fits made
+        beforehand (``rolling_garch_fits`` with the same closes, days, look-back and ``refit_every``), or a function
+    returning them, called only when the Monte Carlo method needs them (e.g. a future's ``result`` of fits made on
+    another thread, so that the other methods run meanwhile). Every day's
+        VaR is ``var.compute_var``'s, computed for all days at once (``var.compute_var_batch``: one scenario-engine
+        call per method). ``term`` (``smile_dynamics.ExpiryScaledVolMoves``): the historical VaR's and the P&L's ATM
+        vol move scaled by expiry, as ``var.historical_var`` applies it (None: every expiry moves by the ATM ratio).
+        ``fhs_asymmetric``: the symbols the Monte Carlo method filters with GJR-GARCH (``rolling_garch_fits``).
+        ``days_per_call``: backtest days per ``compute_var_batch`` call and per stacked revaluation of the next day's
+        P&L (default: as many as keep scenarios x positions within ``BATCH_CELLS``, so memory stays bounded for large
+        books; the figures do not depend on it).
     """
     if refit_every < 1:
         raise ValueError("refit_every must be at least 1")
@@ -189,7 +219,7 @@ def static_book_backtest(
         first = max(0, t - cfg.lookback_days)
         histories.append(MarketHistory(returns[first:t], iv_change[first:t]))
         lookbacks.append(t - first)
-    fits: list[list[GarchParams]] | list[None] = [None] * len(t_days)
+    fits: Sequence[list[GarchParams] | None] = [None] * len(t_days)
     if MONTE_CARLO_FHS in methods:  # every refit_every days GARCH fits (given, or made here)
         if garch_fits is None:
             garch_fits = rolling_garch_fits(
@@ -200,9 +230,20 @@ def static_book_backtest(
                 garch_cache=garch_cache,
                 asymmetric=fhs_asymmetric,
             )
-        if len(garch_fits) != len(t_days) or any(len(p) != m for p in garch_fits):
-            raise ValueError("garch_fits needs one set of per-symbol parameters per backtest day")
-        fits = garch_fits
+        source = garch_fits
+        resolved: list[list[list[GarchParams]]] = []
+
+        def checked_fits() -> list[list[GarchParams]]:
+            if not resolved:
+                got = source() if callable(source) else source
+                if len(got) != len(t_days) or any(len(p) != m for p in got):
+                    raise ValueError("garch_fits needs one set of per-symbol parameters per backtest day")
+                resolved.append(got)
+            return resolved[0]
+
+        if not callable(source):
+            checked_fits()  # given fits are checked at once
+        fits = _LazyFits(checked_fits, 0, len(t_days))
     # every day's VaR by the production code path, the days' books in as few scenario-engine calls per method as
     # the memory bound allows (one call for the sample books)
     per_call = days_per_call or max(1, BATCH_CELLS // max(1, cfg.lookback_days * portfolio.n_positions))
@@ -241,12 +282,6 @@ def static_book_backtest(
         days_elapsed = step[idx[0]]
         tt = t_days[idx]
         vol_move = np.where(np.isfinite(iv_change[tt]), 1.0 + iv_change[tt], 1.0)
-        sets = [ScenarioSet((c[t + 1] / c[t] - 1.0)[None, :], vol_scale=vol_move[j][None, :]) for j, t in enumerate(tt)]
-        if term is not None:
-            sets = [
-                replace(sc, vol_shift_abs=term.shifts(books[k], sc), vol_shift_per_position=True)
-                for k, sc in zip(idx, sets, strict=True)
-            ]
         # the days' books stacked as the engine stacks them, given today's option values the VaR's calls priced
         # (each option on its own: the same bits), so that only the moved prices are computed here
         day_books = [books[k] for k in idx]
@@ -255,6 +290,24 @@ def static_book_backtest(
         if np.all(part == part[0]):  # days of one call (always, unless the memory bound split the days)
             rows = ((idx % per_call)[:, None] * n_pos + np.arange(n_pos)[None, :]).ravel()
             share_values(stacks[int(part[0])], rows, together)
+        if term is None or type(term) is ExpiryScaledVolMoves:
+            # the days' one-scenario sets made side by side at once, as evaluate_many stacks them: the same moves,
+            # vol scales and (element-wise) vol shifts, so the same bits; each day's P&L its block's sum, as there
+            together_set = ScenarioSet((c[tt + 1] / c[tt] - 1.0).reshape(1, -1), vol_scale=vol_move.reshape(1, -1))
+            if term is not None:
+                together_set = replace(
+                    together_set, vol_shift_abs=term.shifts(together, together_set), vol_shift_per_position=True
+                )
+            res = evaluate(together, together_set, float(days_elapsed), american="exact", per_symbol=True)
+            assert res.by_symbol is not None
+            pnl[idx] = [float(res.by_symbol[:1, j * m : (j + 1) * m].sum(axis=1)[0]) for j in range(idx.size)]
+            continue
+        sets = [ScenarioSet((c[t + 1] / c[t] - 1.0)[None, :], vol_scale=vol_move[j][None, :]) for j, t in enumerate(tt)]
+        if term is not None:
+            sets = [
+                replace(sc, vol_shift_abs=term.shifts(books[k], sc), vol_shift_per_position=True)
+                for k, sc in zip(idx, sets, strict=True)
+            ]
         moved = evaluate_many(day_books, sets, float(days_elapsed), american="exact", stacked=together)
         pnl[idx] = [float(r.pnl[0]) for r in moved]
     var = {name: np.array([r.get(name, 1, confidence).var for r in reports]) for name in methods}

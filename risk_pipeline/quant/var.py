@@ -94,8 +94,15 @@ from risk_pipeline.quant._numba import FloatArray
 from risk_pipeline.quant.american import american_greeks
 from risk_pipeline.quant.bsm import bsm_greeks
 from risk_pipeline.quant.portfolio import Portfolio, stack_portfolios
-from risk_pipeline.quant.scenario_engine import AmericanMethod, ScenarioSet, evaluate, evaluate_many
-from risk_pipeline.quant.smile_dynamics import SmileDynamics
+from risk_pipeline.quant.scenario_engine import (
+    EEP_MIN_SCENARIOS,
+    AmericanMethod,
+    ScenarioPnl,
+    ScenarioSet,
+    evaluate,
+    evaluate_many,
+)
+from risk_pipeline.quant.smile_dynamics import ExpiryScaledVolMoves, SmileDynamics
 from risk_pipeline.quant.vol_forecast import GarchParams, fit_garch, garch_variance
 
 HISTORICAL = "historical"
@@ -1422,6 +1429,108 @@ def compute_var(
     return VarReport(tuple(results), pnl)
 
 
+def _stacked_historical_set(
+    portfolios: Sequence[Portfolio],
+    hists: Sequence[MarketHistory],
+    stacked: Portfolio,
+    horizon_days: int,
+    term: SmileDynamics | None,
+) -> ScenarioSet | None:
+    """``scenario_engine._stack_sets`` of the books' ``historical_scenarios(hists[k], horizon_days)`` (with ``term``'s
+    per-position vol shifts, as ``compute_var_batch`` adds them; each set padded to the longest by repeating its last
+    row) made at once for the books of each history length: each book's running sums, ``expm1``, ``exp`` and vol
+    shifts are the same operations on the same numbers, element by element, so the same bits. None (the caller makes
+    the sets one by one) unless every history has the same symbols and no rate or dividend-yield changes, ``term`` is
+    None or ``ExpiryScaledVolMoves`` (element-wise per position) and evaluate_many would revalue all the sets in one
+    call (none or all of them below ``EEP_MIN_SCENARIOS`` rows)."""
+    m = hists[0].log_returns.shape[1]
+    has_iv = hists[0].iv_rel_changes is not None
+    lengths = np.array([x.n_days for x in hists])
+    small = lengths - horizon_days + 1 < EEP_MIN_SCENARIOS  # evaluate_many revalues those apart from the others
+    if (
+        (term is not None and type(term) is not ExpiryScaledVolMoves)
+        or lengths.min() < horizon_days
+        or (small.any() and not small.all())
+        or any(
+            x.log_returns.shape[1] != m
+            or (x.iv_rel_changes is not None) != has_iv
+            or x.rate_changes is not None
+            or x.dividend_changes is not None
+            for x in hists
+        )
+    ):
+        return None
+    n = int(lengths.max()) - horizon_days + 1
+    spot = np.empty((n, len(hists), m))
+    scale = np.empty((n, len(hists), m)) if has_iv else None
+
+    def window_sums(x: FloatArray, out: FloatArray, books: NDArray[np.intp]) -> None:
+        """``_window_sums(x[:, j], horizon_days, overwrite=True)`` of each book ``books[j]`` into ``out[:, books[j]]``,
+        its last row repeated below (running sums down the days)."""
+        c = np.cumsum(x, axis=0, out=x)
+        rows = x.shape[0] - horizon_days + 1
+        sums = np.empty((rows, books.size, m))
+        np.subtract(c[horizon_days - 1], 0.0, out=sums[0])
+        np.subtract(c[horizon_days:], c[: rows - 1], out=sums[1:])
+        out[:rows, books] = sums
+        out[rows:, books] = sums[-1]
+
+    for length in np.unique(lengths):
+        books = np.flatnonzero(lengths == length)
+        window_sums(np.stack([hists[k].log_returns for k in books], axis=1), spot, books)
+        if scale is not None:
+            iv = np.stack([hists[k].iv_rel_changes for k in books], axis=1)  # type: ignore[misc]
+            window_sums(np.log1p(iv), scale, books)
+    flat = spot.reshape(n, -1)
+    np.expm1(flat, out=flat)
+    if scale is not None:
+        scale = scale.reshape(n, -1)
+        np.exp(scale, out=scale)
+    sc = ScenarioSet(flat, vol_scale=scale)
+    if term is not None:
+        sc = replace(sc, vol_shift_abs=term.shifts(stacked, sc), vol_shift_per_position=True)
+    return sc
+
+
+def _stacked_one_day_fhs_set(models: Sequence[FhsModel], hists: Sequence[MarketHistory]) -> ScenarioSet | None:
+    """``scenario_engine._stack_sets`` of the books' 1-day FHS sets (``fhs_scenario_sets``: every filtered date once),
+    each padded to the longest by repeating its last row, made at once for the books of each history length: the
+    same element-wise operations on the same numbers (``fhs_scenarios``' one step from zero sums), so the same bits.
+    None unless every model has the same symbols and no rate or dividend-yield changes, and evaluate_many would
+    revalue all the sets in one call."""
+    m = models[0].standardized.shape[1]
+    has_iv = models[0].iv_rel_changes is not None
+    lengths = np.array([f.standardized.shape[0] for f in models])
+    small = lengths < EEP_MIN_SCENARIOS
+    if (small.any() and not small.all()) or any(
+        f.standardized.shape[1] != m
+        or (f.iv_rel_changes is not None) != has_iv
+        or f.rate_changes is not None
+        or f.dividend_changes is not None
+        for f in models
+    ):
+        return None
+    n = int(lengths.max())
+    total = np.zeros((n, len(models), m))
+    log_scale = np.zeros((n, len(models), m)) if has_iv else None
+    for length in np.unique(lengths):
+        books = np.flatnonzero(lengths == length)
+        z = np.stack([models[k].standardized for k in books], axis=1)
+        step = np.sqrt(np.stack([models[k].next_variance for k in books]))[None, :, :] * z
+        sums = np.zeros_like(step)
+        sums += step
+        total[:length, books] = sums
+        total[length:, books] = sums[-1]
+        if log_scale is not None:
+            iv = np.log1p(np.stack([models[k].iv_rel_changes for k in books], axis=1))  # type: ignore[misc]
+            sums = np.zeros_like(iv)
+            sums += iv
+            log_scale[:length, books] = sums
+            log_scale[length:, books] = sums[-1]
+    spot = np.expm1(total.reshape(n, -1))
+    return ScenarioSet(spot, vol_scale=None if log_scale is None else np.exp(log_scale.reshape(n, -1)))
+
+
 def compute_var_batch(
     portfolios: Sequence[Portfolio],
     histories: Sequence[MarketHistory],
@@ -1459,16 +1568,37 @@ def compute_var_batch(
     results: list[list[VarResult]] = [[] for _ in range(n)]
     pnl: list[dict[tuple[str, int], FloatArray]] = [{} for _ in range(n)]
 
-    def each_horizon(method: str, sets: list[dict[int, ScenarioSet]]) -> None:
+    def revalue_stacked(sc: ScenarioSet, h: int) -> list[ScenarioPnl]:
+        """``evaluate_many``'s engine call and split for the books' historical sets already stacked."""
+        res = evaluate(
+            stacked,
+            sc,
+            h * cfg.calendar_days_per_trading_day,
+            american=cfg.american,
+            per_symbol=True,
+            chunk_size=cfg.chunk_size,
+        )
+        assert res.by_symbol is not None
+        out, lo = [], 0
+        for p, x in zip(portfolios, hists, strict=True):
+            block = res.by_symbol[: x.n_days - h + 1, lo : lo + p.n_symbols]
+            out.append(ScenarioPnl(block.sum(axis=1), np.ascontiguousarray(block)))
+            lo += p.n_symbols
+        return out
+
+    def each_horizon(method: str, sets: list[dict[int, ScenarioSet]] | dict[int, ScenarioSet]) -> None:
         for h in cfg.horizons:
-            revalued = evaluate_many(
-                portfolios,
-                [s[h] for s in sets],
-                h * cfg.calendar_days_per_trading_day,
-                american=cfg.american,
-                stacked=stacked,
-                chunk_size=cfg.chunk_size,
-            )
+            if isinstance(sets, dict):  # one stacked set per horizon
+                revalued = revalue_stacked(sets[h], h)
+            else:
+                revalued = evaluate_many(
+                    portfolios,
+                    [s[h] for s in sets],
+                    h * cfg.calendar_days_per_trading_day,
+                    american=cfg.american,
+                    stacked=stacked,
+                    chunk_size=cfg.chunk_size,
+                )
             for k, (p, x, res) in enumerate(zip(portfolios, hists, revalued, strict=True)):
                 assert res.by_symbol is not None
                 pnl[k][(method, h)] = res.pnl
@@ -1484,13 +1614,21 @@ def compute_var_batch(
                     )
 
     if HISTORICAL in methods:
-        sets = [{h: historical_scenarios(x, h) for h in cfg.horizons} for x in hists]
-        if term is not None:  # the expiry-scaled ATM move: per-position vol shifts, as historical_var adds them
-            sets = [
-                {h: replace(sc, vol_shift_abs=term.shifts(p, sc), vol_shift_per_position=True) for h, sc in s.items()}
-                for p, s in zip(portfolios, sets, strict=True)
-            ]
-        each_horizon(HISTORICAL, sets)
+        # every book's set made at once, stacked as evaluate_many stacks them (same bits); else one by one
+        together = {h: _stacked_historical_set(portfolios, hists, stacked, h, term) for h in cfg.horizons}
+        if all(sc is not None for sc in together.values()):
+            each_horizon(HISTORICAL, together)  # type: ignore[arg-type]  # no None (checked)
+        else:
+            sets = [{h: historical_scenarios(x, h) for h in cfg.horizons} for x in hists]
+            if term is not None:  # the expiry-scaled ATM move: per-position vol shifts, as historical_var adds them
+                sets = [
+                    {
+                        h: replace(sc, vol_shift_abs=term.shifts(p, sc), vol_shift_per_position=True)
+                        for h, sc in s.items()
+                    }
+                    for p, s in zip(portfolios, sets, strict=True)
+                ]
+            each_horizon(HISTORICAL, sets)
     if DELTA_NORMAL in methods or DELTA_GAMMA_CF in methods:
         greeks = position_greeks(stacked)
         ends = np.cumsum([0] + [p.n_positions for p in portfolios])
@@ -1521,5 +1659,9 @@ def compute_var_batch(
             ]
     if MONTE_CARLO_FHS in methods:
         models = [fit_fhs(x, None if garch_params is None else garch_params[k]) for k, x in enumerate(hists)]
-        each_horizon(MONTE_CARLO_FHS, [fhs_scenario_sets(m, cfg) for m in models])
+        one_day = _stacked_one_day_fhs_set(models, hists) if tuple(cfg.horizons) == (1,) else None
+        if one_day is not None:  # every book's set made at once, stacked as evaluate_many stacks them (same bits)
+            each_horizon(MONTE_CARLO_FHS, {1: one_day})
+        else:
+            each_horizon(MONTE_CARLO_FHS, [fhs_scenario_sets(m, cfg) for m in models])
     return [VarReport(tuple(r), p) for r, p in zip(results, pnl, strict=True)]

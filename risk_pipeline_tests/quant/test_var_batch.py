@@ -20,6 +20,7 @@ from risk_pipeline.quant.scenario_engine import (
 )
 from risk_pipeline.quant.var import (
     ALL_METHODS,
+    HISTORICAL,
     MONTE_CARLO_FHS,
     MarketHistory,
     VarConfig,
@@ -219,7 +220,6 @@ def test_expiry_scaled_term_structure_in_the_batch_and_the_static_book_backtest(
     compute_var_batch's historical VaR equals compute_var's, and the static-book backtest's P&L equals an exact
     revaluation at vols ``sigma c^g``, ``g = (30 / max(365 tau, 7))^alpha`` written out by hand."""
     from risk_pipeline.quant.smile_dynamics import ExpiryScaledVolMoves
-    from risk_pipeline.quant.var import HISTORICAL
     from risk_pipeline.quant.vol_shocks import VolShockRule
 
     alpha = 0.5
@@ -336,3 +336,87 @@ def test_compute_var_batch_without_components_gives_the_same_var_and_es() -> Non
                 np.testing.assert_array_equal(getattr(b, name), getattr(a, name), err_msg=name)
             assert np.isnan(b.component_var).all() and b.component_var.shape == a.component_var.shape
             assert b.component_es is None
+
+
+def _same_bits(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and np.array_equal(
+        np.ascontiguousarray(a).view(np.int64), np.ascontiguousarray(b).view(np.int64)
+    )
+
+
+@pytest.mark.parametrize("with_term", [False, True])
+def test_stacked_sets_are_the_per_book_sets_stacked_bit_for_bit(with_term: bool) -> None:
+    """compute_var_batch's stacked historical and one-day FHS sets (made for every book at once, histories of
+    different lengths padded) are evaluate_many's stacking of the per-book sets, bit for bit."""
+    from risk_pipeline.quant.scenario_engine import _stack_sets
+    from risk_pipeline.quant.smile_dynamics import ExpiryScaledVolMoves
+    from risk_pipeline.quant.var import (
+        _stacked_historical_set,
+        _stacked_one_day_fhs_set,
+        fhs_scenario_sets,
+        fit_fhs,
+        historical_scenarios,
+    )
+    from risk_pipeline.quant.vol_shocks import VolShockRule
+
+    term = ExpiryScaledVolMoves(VolShockRule(term_exponent=0.4)) if with_term else None
+    closes, vols, _ = _market()
+    returns = np.diff(np.log(closes), axis=0)
+    iv = vols[1:] / vols[:-1] - 1.0
+    ends = [262, 280, 300, 301, 320]
+    books = [rescaled_book(_book(closes[-1]), closes[t], [1.0 + 0.01 * k, 1.0]) for k, t in enumerate(ends)]
+    hists = [MarketHistory(returns[max(0, t - 270) : t], iv[max(0, t - 270) : t]) for t in ends]
+    stacked = stack_portfolios(books)
+    for h in (1, 3):
+        sets = [historical_scenarios(x, h) for x in hists]
+        if term is not None:
+            sets = [
+                replace(sc, vol_shift_abs=term.shifts(p, sc), vol_shift_per_position=True)
+                for p, sc in zip(books, sets, strict=True)
+            ]
+        want = _stack_sets(sets, max(sc.n_scenarios for sc in sets), books)
+        got = _stacked_historical_set(books, hists, stacked, h, term)
+        assert got is not None
+        for name in ("spot_shock_rel", "vol_scale", "vol_shift_abs", "rate_shift_abs", "dividend_shift_abs"):
+            assert _same_bits(getattr(got, name), getattr(want, name)), name
+        assert got.vol_shift_per_position == want.vol_shift_per_position
+    cfg = VarConfig(horizons=(1,), lookback_days=270)
+    models = [fit_fhs(x) for x in hists]
+    sets = [fhs_scenario_sets(f, cfg)[1] for f in models]
+    want = _stack_sets(sets, max(sc.n_scenarios for sc in sets), books)
+    got = _stacked_one_day_fhs_set(models, hists)
+    assert got is not None
+    for name in ("spot_shock_rel", "vol_scale", "vol_shift_abs"):
+        assert _same_bits(getattr(got, name), getattr(want, name)), name
+    # what it cannot stack as evaluate_many does: made one by one
+    mixed = [hists[0], MarketHistory(hists[1].log_returns)]
+    assert _stacked_historical_set(books[:2], mixed, stack_portfolios(books[:2]), 1, term) is None
+    short = [hists[0], MarketHistory(returns[: EEP_MIN_SCENARIOS - 1], iv[: EEP_MIN_SCENARIOS - 1])]
+    assert _stacked_historical_set(books[:2], short, stack_portfolios(books[:2]), 1, term) is None
+
+
+def test_garch_fits_given_as_a_function_are_read_only_by_the_monte_carlo_method() -> None:
+    closes, vols, gaps = _market()
+    book = _book(closes[-1])
+    cfg = VarConfig(lookback_days=260, n_scenarios=500)
+    days = np.arange(298, 310)
+    fits = rolling_garch_fits(closes, days, cfg.lookback_days, refit_every=4)
+    calls: list[int] = []
+
+    def later() -> list:  # type: ignore[type-arg]
+        calls.append(1)
+        return fits
+
+    given = static_book_backtest(book, closes, vols, gaps, days, cfg, refit_every=4, garch_fits=fits)
+    lazy = static_book_backtest(book, closes, vols, gaps, days, cfg, refit_every=4, garch_fits=later, days_per_call=5)
+    assert len(calls) == 1  # once, for every block of days
+    for m in ALL_METHODS:
+        np.testing.assert_array_equal(lazy.var[m], given.var[m])
+    static_book_backtest(book, closes, vols, gaps, days, cfg, methods=(HISTORICAL,), garch_fits=later)
+    assert len(calls) == 1  # not read without the Monte Carlo method
+    with pytest.raises(ValueError, match="one set of per-symbol parameters per backtest day"):
+        static_book_backtest(
+            book, closes, vols, gaps, days, cfg, methods=(MONTE_CARLO_FHS,), garch_fits=lambda: fits[:-1]
+        )

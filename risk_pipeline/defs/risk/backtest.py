@@ -1,7 +1,7 @@
 """VaR backtests per book: realized P&L against the previous valuation's VaR, and today's book carried back."""
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -381,13 +381,14 @@ def hypothetical(
     garch_cache: GarchCache | None = None,
     *,
     history: BookHistory | None = None,
-    garch_fits: list[list[GarchParams]] | None = None,
+    garch_fits: list[list[GarchParams]] | Callable[[], list[list[GarchParams]]] | None = None,
     z2_cache: Z2Cache | None = None,
     term: SmileDynamics | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Windows and observations of the book as of ``as_of`` carried back over the last sessions (``garch_cache``:
     one dict for the run's books, so that books sharing an underlying share its GARCH fits; ``history`` and
-    ``garch_fits``: ``book_history`` and ``book_garch_fits`` made beforehand)."""
+    ``garch_fits``: ``book_history`` and ``book_garch_fits`` made beforehand, the fits possibly as a function
+    returning them, called when the Monte Carlo method needs them)."""
     x = history if history is not None else book_history(wh, book, rows, session, settings)
     label = f"hypothetical:{book}"
     if x.days.size == 0:
@@ -463,24 +464,34 @@ def surface_repriced(
     session: dt.date,
     hypothetical_obs: pd.DataFrame,
     z2_cache: Z2Cache | None = None,
+    history: BookHistory | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Windows and observations of ``surface:<book>``: the static book's VaR (those of ``hypothetical:<book>``)
-    against its P&L repriced off each day's stored surface (``quant.surface_backtest``)."""
+    against its P&L repriced off each day's stored surface (``quant.surface_backtest``). ``history``: the book's
+    ``book_history``, whose closes are taken instead of reading them again (the same rows)."""
     if hypothetical_obs.empty:
         return pd.DataFrame(), pd.DataFrame()
     portfolio = book_portfolio(rows)
     var_dates = sorted(set(hypothetical_obs["var_date"]))
-    wide, _ = factor_levels(wh, session, len(var_dates) + 2, portfolio.symbols, f"the surface backtest of {book}")
-    wide = wide.dropna()
-    wide = wide[wide.index >= var_dates[0]]
-    dates = list(wide.index)
+    if history is None:
+        wide, _ = factor_levels(wh, session, len(var_dates) + 2, portfolio.symbols, f"the surface backtest of {book}")
+        wide = wide.dropna()
+        wide = wide[wide.index >= var_dates[0]]
+        dates, closes = list(wide.index), wide.to_numpy(float)
+    else:
+        # the rows factor_levels(wh, session, len(var_dates) + 2, ...) reads (close_matrix's calendar span), complete,
+        # from var_dates[0]: those of the history, which read the same prices over a longer span and kept every
+        # complete row from before var_dates[0]
+        span_start = session - dt.timedelta(days=int((len(var_dates) + 3) * 7 / 5) + 30)
+        keep = (history.dates >= max(var_dates[0], span_start)).to_numpy()
+        dates, closes = list(history.dates[keep]), history.closes[keep]
     at = {d: i for i, d in enumerate(dates)}
     days = np.array([at[d] for d in var_dates if d in at and at[d] + 1 < len(dates)], dtype=np.intp)
     if days.size == 0:
         return pd.DataFrame(), pd.DataFrame()
     ordinals = np.array([d.toordinal() for d in dates], dtype=float)
     gaps = np.concatenate([[0.0], np.diff(ordinals)])
-    result = surface_repriced_pnl(portfolio, wide.to_numpy(float), smile_grid(wh, dates, portfolio.symbols), gaps, days)
+    result = surface_repriced_pnl(portfolio, closes, smile_grid(wh, dates, portfolio.symbols), gaps, days)
     priced = np.isfinite(result.pnl)
     if not priced.any():
         return pd.DataFrame(), pd.DataFrame()
@@ -537,7 +548,8 @@ def backtest_tables(wh: Warehouse, session: dt.date, config: BacktestSettings) -
     """Every book's realized, ``hypothetical:`` and ``surface:`` backtests for ``session``.
 
     The static-book backtests' GARCH refits (one chain per book and underlying, shared between books through one
-    cache) run on a worker thread, book after book, in the order of a serial run; the books' backtests run on
+    cache) run on a worker thread, book after book, in the order of a serial run (a book's backtest waits for its
+    fits only when its Monte Carlo method, the last, needs them); the books' backtests run on
     BOOK_THREADS threads (the scenario engine's kernels release the GIL, so one book's Python work overlaps
     another's kernels) while this thread reads the realized series. Every result is that of a serial run.
     """
@@ -569,11 +581,11 @@ def backtest_tables(wh: Warehouse, session: dt.date, config: BacktestSettings) -
             session,
             config,
             history=histories[book],
-            garch_fits=fits[book].result() if book in fits else None,
+            garch_fits=fits[book].result if book in fits else None,  # waited for only by the Monte Carlo method
             z2_cache=z2_cache,
             term=term,
         )
-        return (windows, obs, *surface_repriced(wh, book, rows, as_of, session, obs, z2_cache))
+        return (windows, obs, *surface_repriced(wh, book, rows, as_of, session, obs, z2_cache, histories[book]))
 
     with (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="garch-refits") as refits,
