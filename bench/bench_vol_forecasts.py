@@ -5,10 +5,11 @@ Run ``python bench/bench_vol_forecasts.py`` (``--help`` for options). It builds 
 asset's walk-forward settings) from the synthetic market (seed 7, 50 names) or, with ``--warehouse PATH``, from
 the ``market_prices`` of a stored warehouse, and runs ``forecast_volatility`` on every symbol in this process:
 
-* old path: ``ARCHModel.fit`` (``scipy.optimize.minimize`` SLSQP) for every GARCH/GJR fit and ``xgb.train`` for
-  every booster;
+* old path: ``ARCHModel.fit`` (``scipy.optimize.minimize`` SLSQP) for every GARCH/GJR fit and ``xgb.train`` and
+  ``Booster.predict`` for every booster;
 * new path: ``_arch_fit`` (the same SLSQP core and floating-point steps without SciPy's wrappers) and
-  ``_train_booster`` (the same XGBoost C call per round without ``xgb.train``'s Python layers).
+  ``_xgb_train_predict`` (the same XGBoost C calls for the matrices, the booster, each round and the prediction,
+  without the Python layers of ``DMatrix``, ``Booster`` and ``xgb.train``).
 
 The two paths run alternately ``--repeat`` times (best time of each kept). It prints both times, their ratio,
 the load average, and compares every walk-forward forecast (all models, horizons and origins), every GARCH

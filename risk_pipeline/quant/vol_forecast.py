@@ -31,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import itertools
+import json
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -48,12 +49,15 @@ from scipy.special import gammaln
 
 from risk_pipeline.quant._numba import JIT, FloatArray
 
-try:  # the C entry point Booster.update calls, used without its per-round feature checks
+try:  # the C entry points DMatrix, Booster, Booster.update and Booster.predict call, without their Python layers
+    from xgboost._data_utils import array_interface as _xgb_array_interface
     from xgboost.core import _LIB as _XGB_LIB
     from xgboost.core import _check_call as _xgb_check_call
+    from xgboost.core import make_jcargs as _xgb_jcargs
 except ImportError:  # pragma: no cover - other XGBoost versions: xgb.train
     _XGB_LIB = None
-#: Train with ``_train_booster``'s direct loop (False: ``xgb.train``; the benchmark compares both).
+#: Train and predict with ``_xgb_train_predict``'s direct C calls (False: ``xgb.train`` and ``Booster.predict``;
+#: the benchmark and the tests compare both).
 _LEAN_XGB = _XGB_LIB is not None
 
 TRADING_DAYS = 252
@@ -756,8 +760,11 @@ def mse(realized: ArrayLike, forecast: ArrayLike) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
-def _fit_xgboost(features: FloatArray, target: FloatArray, config: VolForecastConfig) -> xgb.Booster | None:
-    """``reg:gamma`` booster on rows with a positive target; None if too few rows."""
+def _fit_predict_xgboost(
+    features: FloatArray, target: FloatArray, x_pred: FloatArray, config: VolForecastConfig
+) -> FloatArray | None:
+    """Predictions at ``x_pred`` of a ``reg:gamma`` booster trained on the rows with a positive target; None if
+    too few rows."""
     keep = np.isfinite(target) & (target > 0.0)
     if int(keep.sum()) < config.xgb_min_rows:
         return None
@@ -773,22 +780,58 @@ def _fit_xgboost(features: FloatArray, target: FloatArray, config: VolForecastCo
         "base_score": float(np.mean(y)),
         "verbosity": 0,
     }
-    dtrain = xgb.DMatrix(features[keep], label=y, missing=np.nan, nthread=config.xgb_n_jobs)
-    return _train_booster(params, dtrain, config.xgb_num_boost_round)
+    return _xgb_train_predict(params, features[keep], y, x_pred, config.xgb_num_boost_round)
 
 
-def _train_booster(params: dict[str, object], dtrain: xgb.DMatrix, rounds: int) -> xgb.Booster:
-    """``xgb.train(params, dtrain, rounds)`` (no evaluation sets, no callbacks): the same booster and the same
-    ``XGBoosterUpdateOneIter`` call per round, without ``xgb.train``'s callback container and the feature-name
-    checks ``Booster.update`` repeats every round (the first round's ``update`` sets them), and without the
-    final cache reset (the booster is only used to predict, then dropped)."""
+def _xgb_train_predict(
+    params: dict[str, object], x: FloatArray, y: FloatArray, x_pred: FloatArray, rounds: int
+) -> NDArray[np.float32]:
+    """``xgb.train(params, xgb.DMatrix(x, label=y, missing=nan, nthread=params["nthread"]), rounds)
+    .predict(xgb.DMatrix(x_pred, missing=nan, nthread=params["nthread"]))`` (no evaluation sets, no callbacks).
+
+    The same C calls with the same arguments: ``XGDMatrixCreateFromDense`` on the arrays' interfaces and
+    ``XGDMatrixSetInfoFromInterface`` for the label (``DMatrix``), ``XGBoosterCreate`` with the training matrix
+    as its cache and ``XGBoosterSetParam`` per parameter, ``validate_parameters`` last (``Booster``), one
+    ``XGBoosterUpdateOneIter`` per round (``Booster.update``) and ``XGBoosterPredictFromDMatrix`` with
+    ``Booster.predict``'s defaults; without the Python layers around them (data dispatch, feature-name checks,
+    ``xgb.train``'s callback container), which change no number. The handles are freed before returning."""
+    nthread = int(params["nthread"])  # type: ignore[call-overload]
     if not _LEAN_XGB or rounds < 1:
-        return xgb.train(params, dtrain, num_boost_round=rounds)
-    booster = xgb.Booster(params, [dtrain])
-    booster.update(dtrain, iteration=0)
-    for i in range(1, rounds):
-        _xgb_check_call(_XGB_LIB.XGBoosterUpdateOneIter(booster.handle, ctypes.c_int(i), dtrain.handle))
-    return booster
+        dtrain = xgb.DMatrix(x, label=y, missing=np.nan, nthread=nthread)
+        booster = xgb.train(params, dtrain, num_boost_round=rounds)
+        return booster.predict(xgb.DMatrix(x_pred, missing=np.nan, nthread=nthread))
+    lib, check = _XGB_LIB, _xgb_check_call
+    x, y, x_pred = (np.require(a, np.float64, "CA") for a in (x, y, x_pred))
+    args = _xgb_jcargs(missing=float(np.nan), nthread=nthread, data_split_mode=0)
+    train, pred, booster = ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_void_p()
+    try:
+        check(lib.XGDMatrixCreateFromDense(_xgb_array_interface(x), args, ctypes.byref(train)))
+        check(lib.XGDMatrixSetInfoFromInterface(train, b"label", _xgb_array_interface(y)))
+        check(lib.XGBoosterCreate((ctypes.c_void_p * 1)(train), ctypes.c_uint64(1), ctypes.byref(booster)))
+        for key, value in [*params.items(), ("validate_parameters", True)]:
+            check(lib.XGBoosterSetParam(booster, key.encode(), str(value).encode()))
+        for i in range(rounds):
+            check(lib.XGBoosterUpdateOneIter(booster, ctypes.c_int(i), train))
+        check(lib.XGDMatrixCreateFromDense(_xgb_array_interface(x_pred), args, ctypes.byref(pred)))
+        shape, dims = ctypes.POINTER(ctypes.c_uint64)(), ctypes.c_uint64()
+        values = ctypes.POINTER(ctypes.c_float)()
+        check(
+            lib.XGBoosterPredictFromDMatrix(
+                booster, pred, _XGB_PREDICT_ARGS, ctypes.byref(shape), ctypes.byref(dims), ctypes.byref(values)
+            )
+        )
+        size = math.prod(shape[i] for i in range(dims.value))
+        return np.ctypeslib.as_array(values, shape=(size,)).copy()  # the buffer belongs to the booster
+    finally:
+        for handle, free in ((booster, "XGBoosterFree"), (pred, "XGDMatrixFree"), (train, "XGDMatrixFree")):
+            if handle.value:
+                check(getattr(lib, free)(handle))
+
+
+#: ``Booster.predict``'s configuration with its defaults (values, all trees, not training, flat output).
+_XGB_PREDICT_ARGS = json.dumps(
+    {"type": 0, "training": False, "iteration_begin": 0, "iteration_end": 0, "strict_shape": False}
+).encode()
 
 
 def walk_forward(history: PriceHistory, config: VolForecastConfig | None = None) -> WalkForward:
@@ -854,10 +897,9 @@ def walk_forward(history: PriceHistory, config: VolForecastConfig | None = None)
                 if last_row < warmup:
                     continue
                 train = slice(warmup, last_row + 1)
-                booster = _fit_xgboost(x[train], targets[h][train] / (h * scale), cfg)
-                if booster is None:
+                pred = _fit_predict_xgboost(x[train], targets[h][train] / (h * scale), x[s:end], cfg)
+                if pred is None:
                     continue
-                pred = booster.predict(xgb.DMatrix(x[s:end], missing=np.nan, nthread=cfg.xgb_n_jobs))
                 forecasts[(MODEL_XGBOOST, h)][rows] = annual[h] * h * scale * pred.astype(np.float64)
 
     realized = {h: annual[h] * targets[h][origins] for h in cfg.horizons}

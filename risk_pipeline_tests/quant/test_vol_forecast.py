@@ -318,10 +318,11 @@ def test_lean_fit_garch_equals_reference_path_in_walk_forward(monkeypatch: pytes
     assert fast.garch_params == reference.garch_params
 
 
-def test_train_booster_matches_xgb_train() -> None:
-    """The direct boosting loop gives the predictions of xgb.train with the same parameters and data."""
+def test_xgb_train_predict_matches_xgb_train() -> None:
+    """The direct C calls give the predictions of xgb.train and Booster.predict with the same parameters and data."""
     rng = np.random.default_rng(3)
     features = rng.standard_normal((400, 6))
+    features[::17, 2] = np.nan  # missing values take the learned default direction
     target = np.exp(0.5 * features[:, 0] + 0.3 * rng.standard_normal(400))
     params = {
         "objective": "reg:gamma",
@@ -334,11 +335,14 @@ def test_train_booster_matches_xgb_train() -> None:
         "base_score": float(target.mean()),
         "verbosity": 0,
     }
-    test = xgb.DMatrix(rng.standard_normal((50, 6)), nthread=1)
+    test = rng.standard_normal((50, 6))
+    test[::7, 2] = np.nan
     for rounds in (0, 1, 40):
-        ours = vf._train_booster(params, xgb.DMatrix(features, label=target, nthread=1), rounds)
-        theirs = xgb.train(params, xgb.DMatrix(features, label=target, nthread=1), num_boost_round=rounds)
-        np.testing.assert_array_equal(ours.predict(test), theirs.predict(test))
+        ours = vf._xgb_train_predict(params, features, target, test, rounds)
+        booster = xgb.train(params, xgb.DMatrix(features, label=target, nthread=1), num_boost_round=rounds)
+        theirs = booster.predict(xgb.DMatrix(test, nthread=1))
+        assert ours.dtype == theirs.dtype == np.float32
+        np.testing.assert_array_equal(ours, theirs)
 
 
 def test_true_model_beats_constant_vol_in_qlike(simulated: tuple[np.ndarray, np.ndarray]) -> None:
