@@ -24,7 +24,8 @@ def _last_first(
     group: IntArray, x: FloatArray, target: FloatArray, valid: BoolArray, n_groups: int
 ) -> tuple[IntArray, IntArray]:
     """Per group: index of the valid element with the largest ``x <= target`` and of the smallest ``x > target``."""
-    order = np.lexsort((x, group))
+    # a stable sort of complex keys is lexicographic (real part, then imaginary; NaN last) like np.lexsort
+    order = np.argsort(np.asarray(group, dtype=np.float64) + 1j * np.asarray(x, dtype=np.float64), kind="stable")
     below = order[(valid & (x <= target))[order]][::-1]
     above = order[(valid & (x > target))[order]]
     lo = np.full(n_groups, -1, dtype=np.intp)

@@ -1732,6 +1732,19 @@ class SyntheticSource(MarketDataSource):
         exp = np.array([leg[4] for leg in resolved], dtype=np.int64)
         return sym, exp, self._held_cache[key]
 
+    @staticmethod
+    def _pair_index(pair_sym: np.ndarray, pair_exp: np.ndarray, sym: np.ndarray, exp: np.ndarray) -> np.ndarray:
+        """Index of each (symbol, expiry) in the pairs of ``_pairs`` (sorted by symbol, then expiry); KeyError
+        for one that is not listed."""
+        width = int(max(pair_exp.max(initial=0), exp.max(initial=0))) + 1
+        keys = pair_sym * width + pair_exp
+        wanted = sym * width + exp
+        at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        missing = keys[at] != wanted
+        if missing.any():
+            raise KeyError((int(sym[missing][0]), int(exp[missing][0])))
+        return at.astype(np.int64)
+
     def _chain_contracts(self, d: int, as_of_ns: int) -> dict[str, Any]:
         """Every contract listed on session d (the strike grid plus held strikes), seen at as_of_ns: the keys as
         arrays over the ``n`` rows of the chain, the spots, each listed expiry's surface (``surf``) and the day's
@@ -1746,14 +1759,13 @@ class SyntheticSource(MarketDataSource):
         strikes = np.round(center[pair_of] + inc[pair_of] * offset, 4)
         held_sym, held_exp, held_strike = self._held_options(d)
         if len(held_strike):  # strikes with open positions stay listed
-            pair_key = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(pair_sym, pair_exp, strict=True))}
-            extra = [pair_key[(int(s), int(e))] for s, e in zip(held_sym, held_exp, strict=True)]
-            pair_of = np.concatenate([pair_of, np.array(extra, dtype=np.int64)])
+            pair_of = np.concatenate([pair_of, self._pair_index(pair_sym, pair_exp, held_sym, held_exp)])
             strikes = np.concatenate([strikes, held_strike])
         keep = strikes > 0
-        # distinct (pair, strike), sorted by pair then strike (np.unique of the rows)
+        # distinct (pair, strike), sorted by pair then strike (np.unique of the rows); a stable sort of complex
+        # keys is lexicographic (real part, then imaginary) like np.lexsort, and fast on the grid's sorted runs
         pair_kept, strike_kept = pair_of[keep], strikes[keep]
-        order = np.lexsort((strike_kept, pair_kept))
+        order = np.argsort(pair_kept + 1j * strike_kept, kind="stable")
         pair_kept, strike_kept = pair_kept[order], strike_kept[order]
         first = np.ones(len(order), dtype=bool)
         first[1:] = (pair_kept[1:] != pair_kept[:-1]) | (strike_kept[1:] != strike_kept[:-1])

@@ -58,7 +58,17 @@ class AtmVolSettings(dg.Config):
 
 
 def _codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Integer code per row and the distinct values (``pd.factorize``; missing values get -1)."""
+    """Integer code per row and the distinct values (missing values get -1): ``pd.factorize``, or for a
+    categorical column its own codes, renumbered over the categories that occur (in category order, not in
+    order of appearance: the callers only group by the codes)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes = values.cat.codes.to_numpy().astype(np.intp)
+        present = np.zeros(len(values.cat.categories) + 1, dtype=bool)
+        present[codes + 1] = True
+        present[0] = False  # the code -1 of a missing value
+        renumber = np.cumsum(present) - 1
+        renumber[0] = -1
+        return renumber[codes + 1], np.asarray(values.cat.categories, dtype=object)[present[1:]]
     codes, uniques = pd.factorize(values, sort=False)
     return codes, np.asarray(uniques, dtype=object)
 
@@ -133,7 +143,8 @@ def sessions_bracketing_mask(
     abs_k = np.abs(k[candidate])
     # rank by |k| within (session, underlying, expiry, option type); stable sort keeps ties in row order
     group = (pair[rows] * len(exp_values) + exp_code[rows]) * 2 + is_call[candidate]
-    by_group = np.lexsort((abs_k, group))
+    # a stable sort of complex keys is lexicographic (real part, then imaginary) like np.lexsort, and faster
+    by_group = np.argsort(group + 1j * abs_k, kind="stable")
     order = rows[by_group]
     group_sorted = group[by_group]
     start = np.searchsorted(group_sorted, group_sorted, side="left")
