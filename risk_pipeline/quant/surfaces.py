@@ -27,6 +27,7 @@ from risk_pipeline.quant.svi import (
     durrleman_g,
     fit_svi_slice,
     fit_svi_slices,
+    slsqp_minimize,
     svi_implied_vol,
     svi_total_variance,
 )
@@ -430,15 +431,7 @@ def constrained_refit_fast(
             for (lo, hi), d in zip(REFIT_BOUNDS, dx, strict=True)
         ]
         try:
-            res = minimize(
-                objective_z,
-                x0 / dx,
-                jac=True,
-                method="SLSQP",
-                bounds=bounds_z,
-                constraints=cons_z,
-                options={"maxiter": REFIT_MAX_ITERATIONS, "ftol": REFIT_FTOL},
-            )
+            res = slsqp_minimize(objective_z, x0 / dx, bounds_z, cons_z, maxiter=REFIT_MAX_ITERATIONS, ftol=REFIT_FTOL)
         except (ValueError, np.linalg.LinAlgError):
             return None
         x_out = dx * res.x
