@@ -392,12 +392,13 @@ def slsqp_minimize(
 
     def evaluate(point: FloatArray) -> tuple[float, FloatArray]:
         nonlocal last_x, last
-        if last_x.size == 0 or not np.all(point == last_x):
+        if last_x.size == 0 or not (point == last_x).all():
             last_x = point.copy()
             value, grad = fun_and_grad(point.copy())
             if not np.isscalar(value):
                 value = np.asarray(value).item()
-            last = (value, np.atleast_1d(grad))
+            grad = np.asarray(grad)
+            last = (value, grad if grad.ndim else grad.reshape(1))  # atleast_1d
         return last
 
     state = {
@@ -436,15 +437,17 @@ def slsqp_minimize(
     def normals() -> None:
         row = 0
         for jac in jacs:
-            rows = np.atleast_2d(jac(x))
+            rows = np.asarray(jac(x))
+            if rows.ndim < 2:  # atleast_2d
+                rows = rows.reshape(1, -1)
             c_mat[row : row + rows.shape[0], :] = rows
             row += rows.shape[0]
 
     def values_at() -> None:
         row = 0
         for f in funs:
-            v = np.atleast_1d(f(x)).ravel()
-            d[row : row + len(v)] = v
+            v = np.asarray(f(x)).ravel()  # atleast_1d(...).ravel()
+            d[row : row + v.size] = v
             row += len(v)
 
     if m:
