@@ -30,11 +30,13 @@ on a strike grid, the no-butterfly-arbitrage condition, as the SVI slices have t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.optimize import least_squares
+from scipy.linalg import get_lapack_funcs
+from scipy.linalg.lapack import _compute_lwork
 from scipy.special import ndtr
 
 from risk_pipeline.quant._numba import FloatArray
@@ -173,6 +175,335 @@ def _black_vega_weight(strike: FloatArray, forward: float, t: float, vol: FloatA
     return np.exp(-(d1**2) / 2.0) / _SQRT_2PI * math.sqrt(t)
 
 
+#: LAPACK's SVD as ``scipy.linalg.svd`` picks it for float64 matrices (``gesdd``), and its workspace query.
+_GESDD, _GESDD_LWORK = get_lapack_funcs(("gesdd", "gesdd_lwork"), (np.empty((2, 2)),), ilp64="preferred")
+_EPS = np.finfo(float).eps
+
+
+def _norm(x: FloatArray) -> np.float64:
+    """``numpy.linalg.norm(x)`` of a 1-D float array: its own operations (``sqrt(x.dot(x))``)."""
+    return np.sqrt(x.dot(x))  # type: ignore[no-any-return]
+
+
+def _step_size_to_bound(x: FloatArray, s: FloatArray, lb: FloatArray, ub: FloatArray) -> tuple[float, FloatArray]:
+    """scipy's ``_lsq.common.step_size_to_bound``."""
+    non_zero = np.nonzero(s)
+    s_non_zero = s[non_zero]
+    steps = np.empty_like(x)
+    steps.fill(np.inf)
+    with np.errstate(over="ignore"):
+        steps[non_zero] = np.maximum((lb - x)[non_zero] / s_non_zero, (ub - x)[non_zero] / s_non_zero)
+    min_step = np.min(steps)
+    return min_step, np.equal(steps, min_step) * np.sign(s).astype(int)
+
+
+def _make_strictly_feasible(x: FloatArray, lb: FloatArray, ub: FloatArray, rstep: float = 1e-10) -> FloatArray:
+    """scipy's ``_lsq.common.make_strictly_feasible`` (with its ``find_active_constraints``)."""
+    x_new = x.copy()
+    active = np.zeros_like(x, dtype=int)
+    if rstep == 0:
+        active[x <= lb] = -1
+        active[x >= ub] = 1
+    else:
+        lower_dist = x - lb
+        upper_dist = ub - x
+        lower_threshold = rstep * np.maximum(1, np.abs(lb))
+        upper_threshold = rstep * np.maximum(1, np.abs(ub))
+        active[np.isfinite(lb) & (lower_dist <= np.minimum(upper_dist, lower_threshold))] = -1
+        active[np.isfinite(ub) & (upper_dist <= np.minimum(lower_dist, upper_threshold))] = 1
+    lower_mask = np.equal(active, -1)
+    upper_mask = np.equal(active, 1)
+    if rstep == 0:
+        x_new[lower_mask] = np.nextafter(lb[lower_mask], ub[lower_mask])
+        x_new[upper_mask] = np.nextafter(ub[upper_mask], lb[upper_mask])
+    else:
+        x_new[lower_mask] = lb[lower_mask] + rstep * np.maximum(1, np.abs(lb[lower_mask]))
+        x_new[upper_mask] = ub[upper_mask] - rstep * np.maximum(1, np.abs(ub[upper_mask]))
+    tight_bounds = (x_new < lb) | (x_new > ub)
+    x_new[tight_bounds] = 0.5 * (lb[tight_bounds] + ub[tight_bounds])
+    return x_new
+
+
+def _cl_scaling_vector(x: FloatArray, g: FloatArray, lb: FloatArray, ub: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """scipy's ``_lsq.common.CL_scaling_vector`` (Coleman-Li)."""
+    v = np.ones_like(x)
+    dv = np.zeros_like(x)
+    mask = (g < 0) & np.isfinite(ub)
+    v[mask] = ub[mask] - x[mask]
+    dv[mask] = -1
+    mask = (g > 0) & np.isfinite(lb)
+    v[mask] = x[mask] - lb[mask]
+    dv[mask] = 1
+    return v, dv
+
+
+def _solve_lsq_trust_region(
+    n: int, m: int, uf: FloatArray, s: FloatArray, v: FloatArray, delta: float, initial_alpha: float
+) -> tuple[FloatArray, float]:
+    """scipy's ``_lsq.common.solve_lsq_trust_region`` (``rtol`` 0.01, ``max_iter`` 10)."""
+
+    def phi_and_derivative(alpha: float) -> tuple[float, float]:
+        denom = s**2 + alpha
+        p_norm = _norm(suf / denom)
+        return p_norm - delta, -np.sum(suf**2 / denom**3) / p_norm
+
+    suf = s * uf
+    if m >= n:
+        threshold = _EPS * m * s[0]
+        full_rank = s[-1] > threshold
+    else:
+        full_rank = False
+    if full_rank:
+        p = -v.dot(uf / s)
+        if _norm(p) <= delta:
+            return p, 0.0
+    alpha_upper = _norm(suf) / delta
+    if full_rank:
+        phi, phi_prime = phi_and_derivative(0.0)
+        alpha_lower = -phi / phi_prime
+    else:
+        alpha_lower = 0.0
+    if not full_rank and initial_alpha == 0:
+        alpha = max(0.001 * alpha_upper, (alpha_lower * alpha_upper) ** 0.5)
+    else:
+        alpha = initial_alpha
+    for _ in range(10):
+        if alpha < alpha_lower or alpha > alpha_upper:
+            alpha = max(0.001 * alpha_upper, (alpha_lower * alpha_upper) ** 0.5)
+        phi, phi_prime = phi_and_derivative(alpha)
+        if phi < 0:
+            alpha_upper = alpha
+        ratio = phi / phi_prime
+        alpha_lower = max(alpha_lower, alpha - ratio)
+        alpha -= (phi + delta) * ratio / delta
+        if np.abs(phi) < 0.01 * delta:
+            break
+    p = -v.dot(suf / (s**2 + alpha))
+    p *= delta / _norm(p)
+    return p, alpha
+
+
+def _evaluate_quadratic(j: FloatArray, g: FloatArray, s: FloatArray, diag: FloatArray) -> float:
+    """scipy's ``_lsq.common.evaluate_quadratic`` of a 1-D step."""
+    js = j.dot(s)
+    q = np.dot(js, js)
+    q += np.dot(s * diag, s)
+    return 0.5 * q + np.dot(s, g)  # type: ignore[no-any-return]
+
+
+def _minimize_quadratic_1d(a: float, b: float, lb: float, ub: float, c: float = 0) -> tuple[float, float]:
+    """scipy's ``_lsq.common.minimize_quadratic_1d``."""
+    t = [lb, ub]
+    if a != 0:
+        extremum = -0.5 * b / a
+        if lb < extremum < ub:
+            t.append(extremum)
+    ts = np.asarray(t)
+    y = ts * (a * ts + b) + c
+    i = np.argmin(y)
+    return ts[i], y[i]
+
+
+def _select_step(
+    x: FloatArray,
+    j_h: FloatArray,
+    diag_h: FloatArray,
+    g_h: FloatArray,
+    p: FloatArray,
+    p_h: FloatArray,
+    d: FloatArray,
+    delta: float,
+    lb: FloatArray,
+    ub: FloatArray,
+    theta: float,
+) -> tuple[FloatArray, FloatArray, float]:
+    """scipy's ``_lsq.trf.select_step`` (its ``build_quadratic_1d`` and ``intersect_trust_region`` inline)."""
+    if np.all((x + p >= lb) & (x + p <= ub)):
+        return p, p_h, -_evaluate_quadratic(j_h, g_h, p_h, diag_h)
+    p_stride, hits = _step_size_to_bound(x, p, lb, ub)
+    r_h = np.copy(p_h)
+    r_h[hits.astype(bool)] *= -1
+    r = d * r_h
+    p *= p_stride
+    p_h *= p_stride
+    x_on_bound = x + p
+    # intersect_trust_region(p_h, r_h, delta)
+    qa = np.dot(r_h, r_h)
+    if qa == 0:
+        raise ValueError("`s` is zero.")
+    qb = np.dot(p_h, r_h)
+    qc = np.dot(p_h, p_h) - delta**2
+    if qc > 0:
+        raise ValueError("`x` is not within the trust region.")
+    root = np.sqrt(qb * qb - qa * qc)
+    q = -(qb + math.copysign(root, qb))
+    t1, t2 = q / qa, qc / q
+    to_tr = t2 if t1 < t2 else t1
+    to_bound, _ = _step_size_to_bound(x_on_bound, r, lb, ub)
+    r_stride = min(to_bound, to_tr)
+    if r_stride > 0:
+        r_stride_l = (1 - theta) * p_stride / r_stride
+        r_stride_u = theta * to_bound if r_stride == to_bound else to_tr
+    else:
+        r_stride_l = 0
+        r_stride_u = -1
+    if r_stride_l <= r_stride_u:
+        # build_quadratic_1d(j_h, g_h, r_h, s0=p_h, diag=diag_h)
+        v = j_h.dot(r_h)
+        a = np.dot(v, v)
+        a += np.dot(r_h * diag_h, r_h)
+        a *= 0.5
+        b = np.dot(g_h, r_h)
+        u = j_h.dot(p_h)
+        b += np.dot(u, v)
+        c = 0.5 * np.dot(u, u) + np.dot(g_h, p_h)
+        b += np.dot(p_h * diag_h, r_h)
+        c += 0.5 * np.dot(p_h * diag_h, p_h)
+        r_stride, r_value = _minimize_quadratic_1d(a, b, r_stride_l, r_stride_u, c=c)
+        r_h *= r_stride
+        r_h += p_h
+        r = r_h * d
+    else:
+        r_value = np.inf
+    p *= theta
+    p_h *= theta
+    p_value = _evaluate_quadratic(j_h, g_h, p_h, diag_h)
+    ag_h = -g_h
+    ag = d * ag_h
+    to_tr = delta / _norm(ag_h)
+    to_bound, _ = _step_size_to_bound(x, ag, lb, ub)
+    ag_stride = theta * to_bound if to_bound < to_tr else to_tr
+    # build_quadratic_1d(j_h, g_h, ag_h, diag=diag_h)
+    v = j_h.dot(ag_h)
+    a = np.dot(v, v)
+    a += np.dot(ag_h * diag_h, ag_h)
+    a *= 0.5
+    b = np.dot(g_h, ag_h)
+    ag_stride, ag_value = _minimize_quadratic_1d(a, b, 0, ag_stride)
+    ag_h *= ag_stride
+    ag *= ag_stride
+    if p_value < r_value and p_value < ag_value:
+        return p, p_h, -p_value
+    if r_value < p_value and r_value < ag_value:
+        return r, r_h, -r_value
+    return ag, ag_h, -ag_value
+
+
+def _least_squares_trf(
+    fun: Callable[[FloatArray], FloatArray],
+    jac: Callable[[FloatArray], FloatArray],
+    x0: FloatArray,
+    lb: FloatArray,
+    ub: FloatArray,
+    ftol: float,
+    xtol: float,
+    gtol: float = 1e-8,
+) -> tuple[FloatArray, bool]:
+    """``least_squares(fun, x0, jac=jac, bounds=(lb, ub), method="trf", x_scale="jac", ftol=ftol, xtol=xtol,
+    gtol=gtol)`` for finite bounds on every side of at least one variable and a dense Jacobian: scipy 1.17's
+    ``trf_bounds`` (exact trust-region solver, linear loss) with the same operations in the same order, so the same
+    iterates, without ``least_squares``' per-evaluation wrappers (``VectorFunction``), the ``scipy.linalg.svd``
+    argument handling (the same LAPACK call and workspace) or ``numpy.linalg.norm``'s (``sqrt(x.dot(x))`` as it
+    computes it), which cost more than the SABR smile itself. (the solution, converged)"""
+    x0 = np.atleast_1d(x0).astype(float)
+    if not np.all((x0 >= lb) & (x0 <= ub)):
+        raise ValueError("Initial guess is outside of provided bounds")
+    x = _make_strictly_feasible(x0, lb, ub)
+    f = np.atleast_1d(fun(x.copy())).copy()
+    if not np.all(np.isfinite(f)):
+        raise ValueError("Residuals are not finite in the initial point.")
+    jac_matrix = np.atleast_2d(jac(x.copy()))
+    jac_matrix = jac_matrix.astype(jac_matrix.dtype)
+    m, n = jac_matrix.shape
+    nfev = 1
+    max_nfev = n * 100
+    cost = 0.5 * np.dot(f, f)
+    g = jac_matrix.T.dot(f)
+    scale_inv = np.sum(jac_matrix**2, axis=0) ** 0.5
+    scale_inv[scale_inv == 0] = 1
+    scale = 1 / scale_inv
+    v, dv = _cl_scaling_vector(x, g, lb, ub)
+    v[dv != 0] *= scale_inv[dv != 0]
+    delta = _norm(x * scale_inv / v**0.5)
+    if delta == 0:
+        delta = 1.0
+    f_augmented = np.zeros(m + n)
+    j_augmented = np.empty((m + n, n))
+    lwork = _compute_lwork(_GESDD_LWORK, m + n, n, compute_uv=True, full_matrices=False)
+    alpha = 0.0
+    status = None
+    while True:
+        v, dv = _cl_scaling_vector(x, g, lb, ub)
+        g_norm = np.abs(g * v).max()
+        if g_norm < gtol:
+            status = 1
+        if status is not None or nfev == max_nfev:
+            break
+        v[dv != 0] *= scale_inv[dv != 0]
+        d = v**0.5 * scale
+        diag_h = g * dv * scale
+        g_h = d * g
+        f_augmented[:m] = f
+        j_augmented[:m] = jac_matrix * d
+        j_h = j_augmented[:m]
+        j_augmented[m:] = np.diag(diag_h**0.5)
+        if not np.all(np.isfinite(j_augmented)):  # scipy.linalg.svd's check_finite
+            raise ValueError("array must not contain infs or NaNs")
+        u_mat, s, vt, info = _GESDD(j_augmented, compute_uv=True, lwork=lwork, full_matrices=False, overwrite_a=False)
+        if info > 0:
+            raise np.linalg.LinAlgError("SVD did not converge")
+        if info < 0:
+            raise ValueError("A has a NaN entry" if info == -4 else f"illegal value in {-info}th argument of gesdd")
+        v_mat = vt.T
+        uf = u_mat.T.dot(f_augmented)
+        theta = max(0.995, 1 - g_norm)
+        actual_reduction = -1
+        while actual_reduction <= 0 and nfev < max_nfev:
+            p_h, alpha = _solve_lsq_trust_region(n, m, uf, s, v_mat, delta, initial_alpha=alpha)
+            p = d * p_h
+            step, step_h, predicted_reduction = _select_step(x, j_h, diag_h, g_h, p, p_h, d, delta, lb, ub, theta)
+            x_new = _make_strictly_feasible(x + step, lb, ub, rstep=0)
+            f_new = np.atleast_1d(fun(x_new.copy())).copy()
+            nfev += 1
+            step_h_norm = _norm(step_h)
+            if not np.all(np.isfinite(f_new)):
+                delta = 0.25 * step_h_norm
+                continue
+            cost_new = 0.5 * np.dot(f_new, f_new)
+            actual_reduction = cost - cost_new
+            # update_tr_radius
+            if predicted_reduction > 0:
+                ratio = actual_reduction / predicted_reduction
+            elif predicted_reduction == actual_reduction == 0:
+                ratio = 1
+            else:
+                ratio = 0
+            delta_new = delta
+            if ratio < 0.25:
+                delta_new = 0.25 * step_h_norm
+            elif ratio > 0.75 and step_h_norm > 0.95 * delta:
+                delta_new *= 2.0
+            step_norm = _norm(step)
+            # check_termination
+            ftol_ok = actual_reduction < ftol * cost and ratio > 0.25
+            xtol_ok = step_norm < xtol * (xtol + _norm(x))
+            status = 4 if ftol_ok and xtol_ok else 2 if ftol_ok else 3 if xtol_ok else None
+            if status is not None:
+                break
+            alpha *= delta / delta_new
+            delta = delta_new
+        if actual_reduction > 0:
+            x = x_new
+            f = f_new
+            cost = cost_new
+            jac_matrix = np.atleast_2d(jac(x.copy()))
+            jac_matrix = jac_matrix.astype(jac_matrix.dtype)
+            g = jac_matrix.T.dot(f)
+            scale_inv = np.maximum(np.sum(jac_matrix**2, axis=0) ** 0.5, scale_inv)
+            scale = 1 / scale_inv
+    return x, (status or 0) > 0
+
+
 def calibrate_sabr(
     strike: ArrayLike,
     implied_vol: ArrayLike,
@@ -230,20 +561,13 @@ def calibrate_sabr(
         shifted = weight * (_smile_vol(smile, t, points[:, 0:1], beta, points[:, 1:2], points[:, 2:3]) - v)
         return ((shifted - f0) / (points[_DIAG, _DIAG] - x)[:, None]).T
 
-    res = least_squares(
-        residuals,
-        x0,
-        jac=jacobian,
-        bounds=(lower, upper),
-        method="trf",
-        x_scale="jac",
-        xtol=1e-12,
-        ftol=1e-12,
-    )
-    alpha, rho, nu = (float(x) for x in res.x)
+    # least_squares(residuals, x0, jac=jacobian, bounds=(lower, upper), method="trf", x_scale="jac", xtol=1e-12,
+    # ftol=1e-12), the same iterates without its wrappers
+    solution, success = _least_squares_trf(residuals, jacobian, x0, lower, upper, ftol=1e-12, xtol=1e-12)
+    alpha, rho, nu = (float(x) for x in solution)
     model = _smile_vol(smile, t, alpha, beta, rho, nu)
     rmse = float(np.sqrt(np.mean((model - v) ** 2)) * 100.0)
-    return SabrFit(alpha, beta, rho, nu, float(forward), float(t), rmse, int(k.size), bool(res.success), formula)
+    return SabrFit(alpha, beta, rho, nu, float(forward), float(t), rmse, int(k.size), bool(success), formula)
 
 
 @dataclass(frozen=True)

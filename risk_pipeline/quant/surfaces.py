@@ -27,6 +27,7 @@ from risk_pipeline.quant.svi import (
     durrleman_g,
     fit_svi_slice,
     fit_svi_slices,
+    slsqp_minimize,
     svi_implied_vol,
     svi_total_variance,
 )
@@ -430,15 +431,7 @@ def constrained_refit_fast(
             for (lo, hi), d in zip(REFIT_BOUNDS, dx, strict=True)
         ]
         try:
-            res = minimize(
-                objective_z,
-                x0 / dx,
-                jac=True,
-                method="SLSQP",
-                bounds=bounds_z,
-                constraints=cons_z,
-                options={"maxiter": REFIT_MAX_ITERATIONS, "ftol": REFIT_FTOL},
-            )
+            res = slsqp_minimize(objective_z, x0 / dx, bounds_z, cons_z, maxiter=REFIT_MAX_ITERATIONS, ftol=REFIT_FTOL)
         except (ValueError, np.linalg.LinAlgError):
             return None
         x_out = dx * res.x
@@ -556,9 +549,14 @@ def _slice_quotes(
     k = np.asarray(log_moneyness, dtype=float)
     iv = np.asarray(implied_vol, dtype=float)
     ok = np.isfinite(t) & (t > 0) & np.isfinite(k) & np.isfinite(iv) & (iv > 0)
+    # the rows of each label in one pass over the labels (hashing, as the set of labels does), not one comparison of
+    # every label object per expiry
+    rows: dict[object, list[int]] = {}
+    for i, label in zip(np.flatnonzero(ok).tolist(), labels[ok].tolist(), strict=True):
+        rows.setdefault(label, []).append(i)
     slices = []
-    for label in sorted(set(labels[ok].tolist()), key=str):
-        sel = ok & (labels == label)
+    for label in sorted(rows, key=str):
+        sel = np.array(rows[label], dtype=np.intp)
         t_slice = float(t[sel][0])
         w = iv[sel] ** 2 * t_slice
         slices.append((t_slice, label, k[sel], w, black_vega_weight(k[sel], w)))

@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize
+from scipy.optimize._slsqplib import slsqp as _slsqp
 
 from risk_pipeline.quant._numba import JIT, FloatArray, inner_njit
 
@@ -328,6 +331,143 @@ def _quasi_explicit(data: _Slice) -> tuple[SviParams, bool]:
     return _polish(data, start, m_bounds, sigma_bounds), converged
 
 
+@dataclass(frozen=True)
+class SlsqpResult:
+    """What the callers read of ``scipy.optimize.minimize(method="SLSQP")``'s result."""
+
+    x: FloatArray
+    fun: float
+    success: bool
+    status: int
+    nit: int
+
+
+def slsqp_minimize(
+    fun_and_grad: Callable[[FloatArray], tuple[float, FloatArray]],
+    x0: ArrayLike,
+    bounds: Sequence[tuple[float | None, float | None]],
+    constraints: Sequence[dict[str, Any]],
+    maxiter: int = 100,
+    ftol: float = 1e-6,
+) -> SlsqpResult:
+    """``minimize(fun_and_grad, x0, jac=True, method="SLSQP", bounds=bounds, constraints=constraints,
+    options={"maxiter": maxiter, "ftol": ftol})`` for inequality constraints that all have a ``jac``: the same calls
+    of scipy's SLSQP routine with the same arrays (scipy 1.17's ``_minimize_slsqp``), so the same iterates and
+    result, without scipy's per-evaluation wrappers (``ScalarFunction``, ``MemoizeJac``, ``atleast_1d``), which cost
+    more than the fits' own functions. As there, the objective is evaluated (on a copy of the point) only where the
+    point differs from the last evaluated one, and its gradient array is the one that evaluation returned; each
+    constraint gets SLSQP's own point. Anything else (equality constraints, a constraint without ``jac``, a
+    variable fixed by equal bounds) goes to ``minimize`` itself."""
+    n_x = len(bounds)
+    lb = np.array([float(lo) if lo is not None else -np.inf for lo, _ in bounds])
+    ub = np.array([float(hi) if hi is not None else np.inf for _, hi in bounds])
+    if (
+        any(c["type"] != "ineq" or not callable(c.get("jac")) for c in constraints)
+        or np.any(lb == ub)
+        or np.asarray(x0).shape != (n_x,)
+        or np.asarray(x0).dtype != np.float64
+    ):
+        res = minimize(
+            fun_and_grad,
+            x0,
+            jac=True,
+            method="SLSQP",
+            bounds=bounds,
+            constraints=list(constraints),
+            options={"maxiter": maxiter, "ftol": ftol},
+        )
+        return SlsqpResult(res.x, res.fun, bool(res.success), int(res.status), int(res.nit))
+    if np.any(ub < lb):
+        raise ValueError("An upper bound is less than the corresponding lower bound.")
+    x = np.clip(np.atleast_1d(np.asarray(x0)).astype(np.float64), lb, ub)
+    funs = [c["fun"] for c in constraints]
+    jacs = [c["jac"] for c in constraints]
+    values = [np.atleast_1d(f(x)).ravel() for f in funs]
+    m = sum(len(v) for v in values)
+    n = x.size
+    xl = np.where(np.isfinite(lb), lb, np.nan)
+    xu = np.where(np.isfinite(ub), ub, np.nan)
+    last_x = np.empty(0)
+    last: tuple[float, FloatArray] = (0.0, np.empty(0))
+
+    def evaluate(point: FloatArray) -> tuple[float, FloatArray]:
+        nonlocal last_x, last
+        if last_x.size == 0 or not (point == last_x).all():
+            last_x = point.copy()
+            value, grad = fun_and_grad(point.copy())
+            if not np.isscalar(value):
+                value = np.asarray(value).item()
+            grad = np.asarray(grad)
+            last = (value, grad if grad.ndim else grad.reshape(1))  # atleast_1d
+        return last
+
+    state = {
+        "acc": ftol,
+        "alpha": 0.0,
+        "f0": 0.0,
+        "gs": 0.0,
+        "h1": 0.0,
+        "h2": 0.0,
+        "h3": 0.0,
+        "h4": 0.0,
+        "t": 0.0,
+        "t0": 0.0,
+        "tol": 10.0 * ftol,
+        "exact": 0,
+        "inconsistent": 0,
+        "reset": 0,
+        "iter": 0,
+        "itermax": int(maxiter),
+        "line": 0,
+        "m": m,
+        "meq": 0,
+        "mode": 0,
+        "n": n,
+    }
+    indices = np.zeros([max(m + 2 * n + 2, 1)], dtype=np.int32)
+    size = n * (n + 1) // 2 + 3 * m * n + 9 * m + 8 * n * n + 35 * n + 28
+    if m == 0:
+        size += 2 * n * (n + 1)
+    buffer = np.zeros(max(size, 1), dtype=np.float64)
+    fx, g = evaluate(x)
+    mult = np.zeros([max(1, m + 2 * n + 2)], dtype=np.float64)
+    c_mat = np.zeros([max(1, m), n], dtype=np.float64, order="F")
+    d = np.zeros([max(1, m)], dtype=np.float64)
+
+    def normals() -> None:
+        row = 0
+        for jac in jacs:
+            rows = np.asarray(jac(x))
+            if rows.ndim < 2:  # atleast_2d
+                rows = rows.reshape(1, -1)
+            c_mat[row : row + rows.shape[0], :] = rows
+            row += rows.shape[0]
+
+    def values_at() -> None:
+        row = 0
+        for f in funs:
+            v = np.asarray(f(x)).ravel()  # atleast_1d(...).ravel()
+            d[row : row + v.size] = v
+            row += len(v)
+
+    if m:
+        normals()
+        values_at()
+    while True:
+        _slsqp(state, fx, g, c_mat, d, x, mult, xl, xu, buffer, indices)
+        if state["mode"] == 1:
+            fx = evaluate(x)[0]
+            if m:
+                values_at()
+        if state["mode"] == -1:
+            g = evaluate(x)[1]
+            if m:
+                normals()
+        if abs(state["mode"]) != 1:
+            break
+    return SlsqpResult(x, fx, state["mode"] == 0, int(state["mode"]), int(state["iter"]))
+
+
 def _polish(
     data: _Slice,
     start: SviParams,
@@ -376,15 +516,7 @@ def _polish(
     bounds = [(None, None), (0.0, MAX_WING_SLOPE), (-MAX_ABS_RHO, MAX_ABS_RHO), m_bounds, sigma_bounds]
     base = _objective(data, start)
     try:
-        res = minimize(
-            objective_and_gradient,
-            x0,
-            jac=True,
-            method="SLSQP",
-            bounds=bounds,
-            constraints=constraints,
-            options={"ftol": ftol, "maxiter": max_iterations},
-        )
+        res = slsqp_minimize(objective_and_gradient, x0, bounds, constraints, maxiter=max_iterations, ftol=ftol)
     except (ValueError, np.linalg.LinAlgError):  # pragma: no cover - defensive
         return start
     cand = unpack(res.x)
