@@ -644,6 +644,40 @@ def _plain(value: Any) -> Any:
 _EXACT = {"timestamp": pd.DatetimeTZDtype("us", "UTC"), "double": np.dtype(np.float64), "bigint": np.dtype(np.int64)}
 
 
+def _dates(series: pd.Series) -> pd.Series:
+    """``datetime.date`` per value (naive, or the UTC date of an aware timestamp), None where missing."""
+    converted = pd.to_datetime(series, errors="raise")
+    if getattr(converted.dt, "tz", None) is not None:
+        converted = converted.dt.tz_convert("UTC").dt.tz_localize(None)
+    out = converted.dt.date.astype(object)
+    return out.where(converted.notna(), None)
+
+
+def _texts(series: pd.Series) -> pd.Series:
+    """``str`` per value, missing where missing."""
+    return series.map(lambda v: None if _is_missing(v) else str(v)).astype(object)
+
+
+def _per_distinct(series: pd.Series, kind: type) -> tuple[np.ndarray, np.ndarray] | None:
+    """(codes, distinct values) of an object column whose present values are all exactly of type ``kind`` (``str``
+    or ``datetime.date``) and whose other values are all missing (code -1); None otherwise (then the column is
+    converted value by value). Values of one such type are equal only when they are the same value, so converting
+    each distinct value once and taking it back per row gives what converting every row gives."""
+    if series.dtype != object or not len(series):
+        return None
+    try:
+        codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    except TypeError:  # unhashable values
+        return None
+    uniques = np.asarray(uniques, dtype=object)
+    if not all(type(v) is kind for v in uniques):
+        return None
+    absent = codes < 0
+    if absent.any() and not all(_is_missing(v) for v in series.to_numpy(object)[absent]):
+        return None
+    return codes, uniques
+
+
 def _coerce(series: pd.Series, type_: str, table_name: str, column: str) -> pd.Series:
     """Convert a column to the contract type; raise naming the first bad row.
 
@@ -658,13 +692,19 @@ def _coerce(series: pd.Series, type_: str, table_name: str, column: str) -> pd.S
             return pd.Series(pd.Categorical.from_codes(codes, categories=pd.Index(categories, dtype=object)))
         values = np.append(categories.to_numpy(object), None)  # code -1 (missing) takes the last: None
         return pd.Series(values[codes], dtype=object)
+    distinct = _per_distinct(series, str if type_ == "text" else dt.date) if type_ in ("text", "date") else None
+    if distinct is not None:  # the distinct values and a missing one converted as the column is below, taken per row
+        codes, uniques = distinct
+        values = pd.Series(np.append(uniques, None), dtype=object)
+        try:
+            converted = (_dates(values) if type_ == "date" else _texts(values)).to_numpy(object)
+        except (ValueError, TypeError, OverflowError):
+            converted = None  # the column's own conversion names the bad row
+        if converted is not None:
+            return pd.Series(converted[codes], index=series.index, dtype=object)  # code -1 (missing): the last
     try:
         if type_ == "date":
-            converted = pd.to_datetime(series, errors="raise")
-            if getattr(converted.dt, "tz", None) is not None:
-                converted = converted.dt.tz_convert("UTC").dt.tz_localize(None)
-            out = converted.dt.date.astype(object)
-            return out.where(converted.notna(), None)
+            return _dates(series)
         if type_ in _EXACT and series.dtype == _EXACT[type_]:  # the contract's dtype already: as it is, no copy
             return series
         if type_ == "timestamp":
@@ -689,7 +729,7 @@ def _coerce(series: pd.Series, type_: str, table_name: str, column: str) -> pd.S
             return series.map(  # a missing value (None, NaN, NaT) is NULL, never the text 'NaN'
                 lambda v: v if isinstance(v, str) else (None if _is_missing(v) else json.dumps(v, default=str))
             )
-        return series.map(lambda v: None if _is_missing(v) else str(v)).astype(object)
+        return _texts(series)
     except (ValueError, TypeError, OverflowError) as exc:
         raise WarehouseError(f"{table_name}: column {column!r} is not {type_}: {exc}") from exc
 

@@ -324,3 +324,68 @@ def test_suite_on_a_frame_with_columns_no_rule_reads_gives_the_same_failures() -
     assert failures["yield_plausible"][0] == {1, 2}
     assert failures["date_in_partition"][0] == {2}
     assert _run_gx("dividend_yields", frame[["dividend_yield", "_in_partition"]], rules) == failures
+
+
+def test_the_check_that_skips_gx_gives_the_failures_gx_gives() -> None:
+    """``_run_gx`` hands a frame to GX only when an expectation may fail (``Expectation.certainly_passes``); on
+    frames in and out of every bound, with missing values and with each dtype the rules meet, its outcome is that
+    of GX run on the whole suite (the oracle), and a clean frame is passed without GX."""
+    from risk_pipeline.quality import Rule, _a_ge_b, _between, _gx_failures, _in_set, _non_negative, _positive, _run_gx
+
+    rules = [
+        Rule("positive", "x > 0", _positive("x")),
+        Rule("non_negative", "n >= 0", _non_negative("n")),
+        Rule("in_range", "-0.05 <= y <= 0.3", _between("y", -0.05, 0.30)),
+        Rule("below", "z <= 1", _between("z", None, 1.0)),
+        Rule("flag", "flag is True", _in_set("flag", (True,))),
+        Rule("kind", "kind in {C, P}", _in_set("kind", ("C", "P"))),
+        Rule("ordered", "a >= b", _a_ge_b(("a", "b"))),
+    ]
+    base = pd.DataFrame(
+        {
+            "x": [0.5, 1e-300, 3.0, 7.0],
+            "n": pd.array([0, 5, 2**40, 1], dtype="Int64"),
+            "y": [-0.05, 0.0, 0.3, 0.1],
+            "z": [1.0, -np.inf, 0.2, -3.0],
+            "flag": [True, True, True, True],
+            "kind": ["C", "P", "P", "C"],
+            "a": [2.0, 1.0, 5.0, 3.0],
+            "b": [1.0, 1.0, 4.0, -2.0],
+            "unread": ["u", None, "w", "v"],
+        }
+    )
+    variants: dict[str, pd.DataFrame] = {"clean": base}
+
+    def variant(label: str, column: str, values: object) -> None:
+        frame = base.copy()
+        frame[column] = values
+        variants[label] = frame
+
+    variant("x at the strict bound", "x", [0.5, 0.0, 3.0, 7.0])
+    variant("x missing", "x", [0.5, np.nan, 3.0, 7.0])
+    variant("x as text", "x", ["0.5", "1", "3", "7"])
+    variant("n negative", "n", pd.array([0, -1, 2, 1], dtype="Int64"))
+    variant("n missing", "n", pd.array([0, None, 2, 1], dtype="Int64"))
+    variant("n int64", "n", np.array([0, 5, 2, 1], dtype=np.int64))
+    variant("n float", "n", [0.0, 5.0, 2.0, -0.5])
+    variant("n beyond 2**53", "n", pd.array([0, 2**60, 2, 1], dtype="Int64"))
+    variant("y above", "y", [-0.05, 0.0, 0.3000001, 0.1])
+    variant("y below", "y", [-0.06, 0.0, 0.3, 0.1])
+    variant("y infinite", "y", [np.inf, 0.0, 0.3, 0.1])
+    variant("z above", "z", [1.0, 1.5, 0.2, -3.0])
+    variant("z object", "z", pd.Series([1.0, 0.5, 0.2, -3.0], dtype=object))
+    variant("flag false", "flag", [True, False, True, True])
+    variant("flag missing", "flag", [True, None, True, True])
+    variant("flag as 1", "flag", [1, 1, 1, 1])
+    variant("kind stray", "kind", ["C", "X", "P", "C"])
+    variant("kind missing", "kind", ["C", None, "P", "C"])
+    variant("b above a", "b", [1.0, 1.5, 4.0, -2.0])
+    variant("b missing", "b", [1.0, np.nan, 4.0, -2.0])
+    variants["a missing column"] = base.drop(columns=["a"])
+    for label, frame in variants.items():
+        expectations = [(r.name, e) for r in rules for e in r.expectations()]
+        oracle = _gx_failures("unit_rules", frame, expectations, {r.name: (set(), []) for r in rules})
+        assert _run_gx("unit_rules", frame, rules) == oracle, label
+    clean = [e.certainly_passes(base) for r in rules for e in r.expectations()]
+    assert all(clean)
+    assert not any(e.certainly_passes(variants["x at the strict bound"]) for e in rules[0].expectations())
