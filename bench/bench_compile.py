@@ -612,7 +612,14 @@ def bench_demo(top: int, signatures: str | None = None, warmup: bool = True, kee
     with tempfile.TemporaryDirectory(prefix="bench_demo_") as tmp:
         home = Path(tmp) / "dagster_home"
         home.mkdir()
-        extra = {"BENCH_COMPILE_SIGNATURES": str(Path(signatures).resolve())} if signatures else {}
+        # recording the demo's compilations for ``kernel_warmup.END_OF_DAY_SIGNATURES``: without that warm-up
+        extra = (
+            {"BENCH_COMPILE_SIGNATURES": str(Path(signatures).resolve()), "RISK_PIPELINE_KERNEL_WARMUP": "history"}
+            if signatures and warmup
+            else {"BENCH_COMPILE_SIGNATURES": str(Path(signatures).resolve())}
+            if signatures
+            else {}
+        )
         env = _env(
             DAGSTER_HOME=str(home),
             RISK_PIPELINE_WAREHOUSE_URL=str(Path(tmp) / "warehouse.duckdb"),

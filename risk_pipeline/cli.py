@@ -230,8 +230,11 @@ def _session_with_gap_events(resources: dict[str, Any], latest: dt.date, lookbac
     source = market_data.get_source()
     calendar = pd.concat([source.earnings_events(), market_data.macro_events()], ignore_index=True)
     leads = load_gap_risk_config().leads
+    # the synthetic source's held names without its positions (pricing their option legs would compile the exact
+    # American engine here, before the history's kernel warm-up starts)
+    held = getattr(source, "held_symbols", None) or (lambda day: set(source.positions(day)["symbol"]))
     for day in reversed(sessions(latest - dt.timedelta(days=2 * lookback), latest)[-lookback:]):
-        found = events_in_window(calendar, day, leads, set(source.positions(day)["symbol"]))
+        found = events_in_window(calendar, day, leads, held(day))
         if len(found):
             names = ", ".join(
                 f"{r.event_type} {'' if pd.isna(r.symbol) else r.symbol}".strip() for r in found.itertuples()

@@ -11,6 +11,11 @@ loads the cached code instead of compiling it a second time. ``risk-pipeline`` s
 ``price_history_job`` run (``cli._run_job``), any other launch when the run's resources are set up
 (``MarketDataResource``); they run while the steps before ``atm_vol_history`` do.
 
+``risk-pipeline demo`` also starts ``python -m risk_pipeline.kernel_warmup end-of-day`` at its start
+(``END_OF_DAY_WARMUP``): one process that compiles the end of day's other kernels (``END_OF_DAY_SIGNATURES``: the
+Heston and scenario-engine kernels, for the argument types the demo gives them) beside the demo's setup and
+history run, and that the demo waits for before launching the end of day.
+
 Nothing changes numerically: the step runs the machine code numba compiled for the same function and argument
 types, loaded from the cache as in every warm run. Nothing is started when every kernel is already on disk;
 if a process fails, the step compiles what is missing itself, as before.
@@ -143,8 +148,11 @@ class HistoryKernelWarmup:
             if self._started:
                 return False
             self._started = True
-            if os.environ.get("RISK_PIPELINE_KERNEL_WARMUP", "1") == "0" or os.environ.get("NUMBA_DISABLE_JIT") == "1":
+            switch = os.environ.get("RISK_PIPELINE_KERNEL_WARMUP", "1")
+            if switch == "0" or os.environ.get("NUMBA_DISABLE_JIT") == "1":
                 return False
+            if switch == "history" and self.commands and self.commands[0][-1:] == [END_OF_DAY]:
+                return False  # the history's warm-up only (``bench_compile.py --signatures``)
             if cached if cached is not None else cached_on_disk(self.kernels()):
                 return False
             # the processes import this very package (not another install of it): its folder first on their path
@@ -188,43 +196,14 @@ class HistoryKernelWarmup:
 #: The argument ``python -m risk_pipeline.kernel_warmup`` takes for ``compile_end_of_day_kernels``.
 END_OF_DAY = "end-of-day"
 
-#: The end of day's kernels that the history's do not cover, each with the argument types of its first call in
-#: the demo (``bench/bench_compile.py --demo --signatures FILE`` records them, ``--warmup-list FILE`` prints this
-#: list): module, function and the types as an expression over ``numba.types`` (``A`` a C-contiguous writable
-#: array: ``A(float64, 1)``). In the order the demo compiled them; compiled one after another by one process
-#: (``compile_end_of_day_kernels``). A kernel whose arguments changed since is compiled for the listed types
-#: to no use, and its step compiles it as before.
+#: The end of day's kernels that the history's warm-up does not compile (the exact American prices of the
+#: source's quotes it does: group 0), each with the argument types of its first call in the demo
+#: (``bench/bench_compile.py --demo --signatures FILE`` records them with this warm-up off, ``--warmup-list FILE``
+#: prints this list): module, function and the types as an expression over ``numba.types`` (``A`` a C-contiguous
+#: writable array: ``A(float64, 1)``). In the order the demo compiled them; compiled one after another by one
+#: process (``compile_end_of_day_kernels``). A kernel whose arguments changed since is compiled for the listed
+#: types to no use, and its step compiles it as before.
 END_OF_DAY_SIGNATURES: tuple[tuple[str, str, str], ...] = (
-    (
-        "risk_pipeline.quant.bsm",
-        "_greeks_kernel",
-        "A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), "
-        "A(boolean, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), "
-        "A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), int64, int64",
-    ),
-    (
-        "risk_pipeline.quant.american_alo",
-        "boundary_kernel",
-        "A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), float64, "
-        "Tuple((A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 3), "
-        "A(float64, 1), A(float64, 1), A(float64, 2), A(float64, 1), A(float64, 1))), A(float64, 2), "
-        "A(int64, 1), A(float64, 1), int64, int64",
-    ),
-    (
-        "risk_pipeline.quant.american_alo",
-        "premium_kernel",
-        "A(float64, 1), A(int64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), "
-        "A(float64, 1), A(float64, 2), Tuple((A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), "
-        "A(float64, 1), A(float64, 3), A(float64, 1), A(float64, 1), A(float64, 2), A(float64, 1), "
-        "A(float64, 1))), boolean, A(float64, 1), A(float64, 1), A(float64, 1), boolean, A(float64, 2), "
-        "A(float64, 2), A(boolean, 2), int64, int64",
-    ),
-    (
-        "risk_pipeline.quant.bsm",
-        "_price_kernel",
-        "A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), "
-        "A(boolean, 1), A(float64, 1), int64, int64",
-    ),
     (
         "risk_pipeline.quant.heston",
         "_slice_setup",

@@ -208,3 +208,15 @@ def test_end_of_day_warmup_runs_as_a_process(monkeypatch: pytest.MonkeyPatch) ->
     warmup = HistoryKernelWarmup(kernel_warmup.end_of_day_commands(), kernel_warmup.history_kernels)
     assert warmup.start()
     assert warmup.wait().startswith("kernels compiled in 1 separate processes")
+
+
+def test_history_only_switch_leaves_out_the_end_of_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``RISK_PIPELINE_KERNEL_WARMUP=history`` (recording the end of day's signatures) starts the history's
+    processes, not the end of day's."""
+    monkeypatch.setattr(kernel_warmup, "cached_on_disk", lambda kernels: False)
+    monkeypatch.setenv("RISK_PIPELINE_KERNEL_WARMUP", "history")
+    end_of_day = [sys.executable, "-c", "pass", kernel_warmup.END_OF_DAY]
+    assert not HistoryKernelWarmup([end_of_day]).start()
+    history = HistoryKernelWarmup([[sys.executable, "-c", "pass"]])
+    assert history.start()
+    assert history.wait().startswith("kernels compiled in 1 separate processes")
