@@ -115,7 +115,9 @@ def _run_job(
         # it, so that the steps load them from numba's cache instead of compiling them a second time here
         from risk_pipeline.kernel_warmup import END_OF_DAY_WARMUP
 
-        END_OF_DAY_WARMUP.wait()
+        warmup = END_OF_DAY_WARMUP.wait()
+        if warmup.startswith("kernel warm-up failed"):  # some kernels compile in the steps, as without it
+            print(f"  end of day: {warmup}", file=sys.stderr)
     if job_name == "price_history_job":
         # a first run's history kernels compile in a separate process while the run is created and its first
         # steps run (the resource would start it only once the run exists)
