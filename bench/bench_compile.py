@@ -456,6 +456,66 @@ def replay_child(path: str) -> None:
     print(json.dumps(stats))
 
 
+def type_expr(ty: Any) -> str:
+    """``ty`` (a numba type) as an expression over ``numba.types`` and ``A`` (``kernel_warmup._types_namespace``);
+    ValueError for a kind of type it does not write."""
+    from numba.core import types
+
+    if isinstance(ty, types.Array):
+        extra = "" if ty.layout == "C" else f", {ty.layout!r}"
+        extra += ", readonly=True" if not ty.mutable else ""
+        return f"A({type_expr(ty.dtype)}, {ty.ndim}{extra})"
+    if isinstance(ty, types.Literal):
+        return f"literal({ty.literal_value!r})"
+    if isinstance(ty, types.Omitted):
+        return f"Omitted({ty.value!r})"
+    if isinstance(ty, types.UniTuple):
+        return f"UniTuple({type_expr(ty.dtype)}, {ty.count})"
+    if isinstance(ty, types.Tuple):
+        inner = ", ".join(type_expr(t) for t in ty.types)
+        return f"Tuple(({inner}{',' if len(ty.types) == 1 else ''}))"
+    if isinstance(ty, types.Boolean):
+        return "boolean"
+    if isinstance(ty, types.NoneType):
+        return "none"
+    if isinstance(ty, (types.Integer, types.Float, types.Complex)):
+        return str(ty)
+    raise ValueError(f"no expression for numba type {ty!r}")
+
+
+def warmup_list(path: str) -> None:
+    """Print ``kernel_warmup.END_OF_DAY_SIGNATURES`` from a ``--signatures`` recording of the demo (with the
+    history's kernel warm-up on): the demo process's outermost compilations, in order, as Python source."""
+    import pickle
+
+    sys.path.insert(0, str(ROOT))
+    from numba.core import types
+
+    from risk_pipeline.kernel_warmup import _types_namespace
+
+    namespace = _types_namespace()
+    print("END_OF_DAY_SIGNATURES: tuple[tuple[str, str, str], ...] = (")
+    for rec in pickle.loads(Path(path).read_bytes()):
+        args = pickle.loads(rec["args"])
+        try:
+            text = ", ".join(type_expr(a) for a in args)
+        except ValueError as exc:
+            print(f"    # {rec['module']}.{rec['qualname']}: {exc}")
+            continue
+        again = eval(f"({text},)", {"__builtins__": {}}, namespace) if text else ()
+        assert tuple(again) == tuple(args), (again, args)
+        assert all(isinstance(a, types.Type) for a in again)
+        print(f"    (\n        {rec['module']!r},\n        {rec['qualname']!r},")
+        line = ""
+        for part in text.split(", "):  # implicitly concatenated literals of at most 100 characters
+            if line and len(line) + len(part) > 96:
+                print(f"        {line!r}")
+                line = ""
+            line += f"{part}, "
+        print(f"        {line.removesuffix(', ')!r},\n    ),")
+    print(")")
+
+
 def bench_replay(path: str, top: int) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_replay_") as tmp:
         env = _env(NUMBA_CACHE_DIR=str(Path(tmp) / "numba"))
@@ -548,11 +608,18 @@ def bench_workload(all_methods: bool, top: int) -> None:
         print(f"done, {_load()}")
 
 
-def bench_demo(top: int, signatures: str | None = None, warmup: bool = True) -> None:
+def bench_demo(top: int, signatures: str | None = None, warmup: bool = True, keep: str | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_demo_") as tmp:
         home = Path(tmp) / "dagster_home"
         home.mkdir()
-        extra = {"BENCH_COMPILE_SIGNATURES": str(Path(signatures).resolve())} if signatures else {}
+        # recording the demo's compilations for ``kernel_warmup.END_OF_DAY_SIGNATURES``: without that warm-up
+        extra = (
+            {"BENCH_COMPILE_SIGNATURES": str(Path(signatures).resolve()), "RISK_PIPELINE_KERNEL_WARMUP": "history"}
+            if signatures and warmup
+            else {"BENCH_COMPILE_SIGNATURES": str(Path(signatures).resolve())}
+            if signatures
+            else {}
+        )
         env = _env(
             DAGSTER_HOME=str(home),
             RISK_PIPELINE_WAREHOUSE_URL=str(Path(tmp) / "warehouse.duckdb"),
@@ -579,6 +646,12 @@ def bench_demo(top: int, signatures: str | None = None, warmup: bool = True) -> 
         )
         print("  longest on their own:")
         _print_own(stats, top)
+        if keep:
+            import shutil
+
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(Path(tmp) / "warehouse.duckdb", Path(keep) / "warehouse.duckdb")
+            print(f"  warehouse kept in {keep}/warehouse.duckdb")
 
 
 def main() -> None:
@@ -596,6 +669,10 @@ def main() -> None:
         "--signatures", metavar="FILE", help="with --demo: write the demo's outermost compilations to FILE"
     )
     parser.add_argument("--replay", metavar="FILE", help="compile the compilations of a --signatures FILE, cold")
+    parser.add_argument("--keep", metavar="DIR", help="with --demo: copy the demo's warehouse into DIR")
+    parser.add_argument(
+        "--warmup-list", metavar="FILE", help="print kernel_warmup.END_OF_DAY_SIGNATURES from a --signatures FILE"
+    )
     parser.add_argument("--replay-child", metavar="FILE", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--demo-child", action="store_true", help=argparse.SUPPRESS)
@@ -616,10 +693,12 @@ def main() -> None:
         raise SystemExit(demo_child())
     elif args.replay_child:
         replay_child(args.replay_child)
+    elif args.warmup_list:
+        warmup_list(args.warmup_list)
     elif args.replay:
         bench_replay(args.replay, args.top)
     elif args.demo:
-        bench_demo(args.top, args.signatures, warmup=not args.no_warmup)
+        bench_demo(args.top, args.signatures, warmup=not args.no_warmup, keep=args.keep)
     else:
         bench_workload(args.all_methods, args.top)
 

@@ -167,11 +167,19 @@ def run_job(
     ):
         t0, c0, k0 = time.perf_counter(), process_cpu_s(), children_cpu_s()
         if job_name == "price_history_job":
-            # as ``risk-pipeline`` runs it (cli._run_job): a first run's history kernels compile in a separate
-            # process from the start, while the run is created (else from the resource's setup, once it exists)
-            from risk_pipeline.kernel_warmup import HISTORY_WARMUP
+            # as ``risk-pipeline demo`` runs it (cli.demo, cli._run_job): a first run's history kernels compile in
+            # separate processes from the start, while the run is created (else from the resource's setup, once it
+            # exists), and the end of day's in one more (the demo starts it at its start)
+            from risk_pipeline.kernel_warmup import END_OF_DAY_WARMUP, HISTORY_WARMUP, cached_on_disk, history_kernels
 
-            HISTORY_WARMUP.start()
+            cached = cached_on_disk(history_kernels())
+            END_OF_DAY_WARMUP.start(cached)
+            HISTORY_WARMUP.start(cached)
+        elif job_name == "end_of_day_job":
+            # as the demo launches it: once the end of day's kernel warm-up has ended (nothing if none was started)
+            from risk_pipeline.kernel_warmup import END_OF_DAY_WARMUP
+
+            END_OF_DAY_WARMUP.wait()
         result = job.execute_in_process(
             instance=instance,
             partition_key=partition_key,

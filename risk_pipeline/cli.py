@@ -102,18 +102,28 @@ def _run_job(
     start: str | None = None,
     end: str | None = None,
     run_config: dict | None = None,
+    cached: bool | None = None,
 ) -> tuple[bool, dict[str, tuple[int, int]], float]:
     """Run a job in this process through the instance, as a run of code location ``risk_pipeline`` (so the UI
     lists it under the job and can re-execute it); returns success, (passed, failed) checks per asset and
-    seconds."""
+    seconds. ``cached``: whether the history's kernels were on disk (``kernel_warmup.cached_on_disk``; None: look
+    now)."""
     import dagster as dg
 
+    if job_name == "end_of_day_job":
+        # the end of day's kernels, compiled in a separate process since the demo started (``demo``): wait for
+        # it, so that the steps load them from numba's cache instead of compiling them a second time here
+        from risk_pipeline.kernel_warmup import END_OF_DAY_WARMUP
+
+        warmup = END_OF_DAY_WARMUP.wait()
+        if warmup.startswith("kernel warm-up failed"):  # some kernels compile in the steps, as without it
+            print(f"  end of day: {warmup}", file=sys.stderr)
     if job_name == "price_history_job":
         # a first run's history kernels compile in a separate process while the run is created and its first
         # steps run (the resource would start it only once the run exists)
         from risk_pipeline.kernel_warmup import HISTORY_WARMUP
 
-        HISTORY_WARMUP.start()
+        HISTORY_WARMUP.start(cached)
     instance = dg.DagsterInstance.get()
     tags = {}
     if start and end:
@@ -222,8 +232,11 @@ def _session_with_gap_events(resources: dict[str, Any], latest: dt.date, lookbac
     source = market_data.get_source()
     calendar = pd.concat([source.earnings_events(), market_data.macro_events()], ignore_index=True)
     leads = load_gap_risk_config().leads
+    # the synthetic source's held names without its positions (pricing their option legs would compile the exact
+    # American engine here, before the history's kernel warm-up starts)
+    held = getattr(source, "held_symbols", None) or (lambda day: set(source.positions(day)["symbol"]))
     for day in reversed(sessions(latest - dt.timedelta(days=2 * lookback), latest)[-lookback:]):
-        found = events_in_window(calendar, day, leads, set(source.positions(day)["symbol"]))
+        found = events_in_window(calendar, day, leads, held(day))
         if len(found):
             names = ", ".join(
                 f"{r.event_type} {'' if pd.isna(r.symbol) else r.symbol}".strip() for r in found.itertuples()
@@ -234,6 +247,13 @@ def _session_with_gap_events(resources: dict[str, Any], latest: dt.date, lookbac
 
 def demo(args: argparse.Namespace) -> int:
     """History for the lookback window, then the whole graph for the session; prints a summary."""
+    # from a clean state (the history's kernels not on disk), the end of day's kernels compile in a separate
+    # process from now on, beside this process's setup and the history run (with its own warm-up processes); the
+    # history's warm-up is decided now too (the end of day's process writes some of the same kernels' indexes)
+    from risk_pipeline.kernel_warmup import END_OF_DAY_WARMUP, cached_on_disk, history_kernels
+
+    cached = cached_on_disk(history_kernels())
+    END_OF_DAY_WARMUP.start(cached)
     home = _prepare_dagster_home()
     from risk_pipeline.calendar import latest_closed_session, partition_start, sessions
     from risk_pipeline.resources import resources_from_env
@@ -262,7 +282,9 @@ def demo(args: argparse.Namespace) -> int:
     all_checks: dict[str, tuple[int, int]] = {}
     if missing:
         # one run for the missing range (sessions already stored are rewritten only if inside it)
-        ok, checks, secs = _run_job("price_history_job", None, start=missing[0].isoformat(), end=window[-1].isoformat())
+        ok, checks, secs = _run_job(
+            "price_history_job", None, start=missing[0].isoformat(), end=window[-1].isoformat(), cached=cached
+        )
         all_checks.update(checks)
         n = len([d for d in window if d >= missing[0]])
         status = "ok" if ok else "FAILED"

@@ -11,6 +11,11 @@ loads the cached code instead of compiling it a second time. ``risk-pipeline`` s
 ``price_history_job`` run (``cli._run_job``), any other launch when the run's resources are set up
 (``MarketDataResource``); they run while the steps before ``atm_vol_history`` do.
 
+``risk-pipeline demo`` also starts ``python -m risk_pipeline.kernel_warmup end-of-day`` at its start
+(``END_OF_DAY_WARMUP``): one process that compiles the end of day's other kernels (``END_OF_DAY_SIGNATURES``: the
+Heston and scenario-engine kernels, for the argument types the demo gives them) beside the demo's setup and
+history run, and that the demo waits for before launching the end of day.
+
 Nothing changes numerically: the step runs the machine code numba compiled for the same function and argument
 types, loaded from the cache as in every warm run. Nothing is started when every kernel is already on disk;
 if a process fails, the step compiles what is missing itself, as before.
@@ -24,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +115,11 @@ def warmup_commands() -> list[list[str]]:
     return [[*base, str(group)] for group in range(len(GROUPS))]
 
 
+def end_of_day_commands() -> list[list[str]]:
+    """``python -m risk_pipeline.kernel_warmup end-of-day``: one process for ``END_OF_DAY_SIGNATURES``."""
+    return [[sys.executable, "-m", "risk_pipeline.kernel_warmup", END_OF_DAY]]
+
+
 def _reap(processes: list[subprocess.Popen[bytes]]) -> None:
     """Wait for ``processes`` (their exit status is kept for ``HistoryKernelWarmup.wait``)."""
     for process in processes:
@@ -118,24 +128,32 @@ def _reap(processes: list[subprocess.Popen[bytes]]) -> None:
 
 class HistoryKernelWarmup:
     """The processes of ``commands`` (``warmup_commands()`` by default) started at most once per process
-    (``start``) and waited for (``wait``)."""
+    (``start``), unless every kernel of ``kernels()`` (``history_kernels`` by default) is on disk, and waited for
+    (``wait``)."""
 
-    def __init__(self, commands: Sequence[Sequence[str]] | None = None) -> None:
+    def __init__(
+        self, commands: Sequence[Sequence[str]] | None = None, kernels: Callable[[], list[Any]] | None = None
+    ) -> None:
         self.commands = [list(c) for c in commands] if commands is not None else warmup_commands()
+        self.kernels = kernels or history_kernels
         self._lock = threading.Lock()
         self._processes: list[tuple[subprocess.Popen[bytes], Any]] = []
         self._started = False
 
-    def start(self) -> bool:
-        """Start compiling the history's kernels in separate processes, unless this process started them before
-        or every kernel is on disk already; whether they were started."""
+    def start(self, cached: bool | None = None) -> bool:
+        """Start compiling the kernels in separate processes, unless this process started them before or every
+        kernel of ``kernels()`` is on disk already (``cached``: that answer, found before); whether they were
+        started."""
         with self._lock:
             if self._started:
                 return False
             self._started = True
-            if os.environ.get("RISK_PIPELINE_KERNEL_WARMUP", "1") == "0" or os.environ.get("NUMBA_DISABLE_JIT") == "1":
+            switch = os.environ.get("RISK_PIPELINE_KERNEL_WARMUP", "1")
+            if switch == "0" or os.environ.get("NUMBA_DISABLE_JIT") == "1":
                 return False
-            if cached_on_disk(history_kernels()):
+            if switch == "history" and self.commands and self.commands[0][-1:] == [END_OF_DAY]:
+                return False  # the history's warm-up only (``bench_compile.py --signatures``)
+            if cached if cached is not None else cached_on_disk(self.kernels()):
                 return False
             # the processes import this very package (not another install of it): its folder first on their path
             root = str(Path(__file__).resolve().parent.parent)
@@ -175,10 +193,148 @@ class HistoryKernelWarmup:
             return f"kernels compiled in {len(processes)} separate processes ({waited})"
 
 
+#: The argument ``python -m risk_pipeline.kernel_warmup`` takes for ``compile_end_of_day_kernels``.
+END_OF_DAY = "end-of-day"
+
+#: The end of day's kernels that the history's warm-up does not compile (the exact American prices of the
+#: source's quotes it does: group 0), each with the argument types of its first call in the demo
+#: (``bench/bench_compile.py --demo --signatures FILE`` records them with this warm-up off, ``--warmup-list FILE``
+#: prints this list): module, function and the types as an expression over ``numba.types`` (``A`` a C-contiguous
+#: writable array: ``A(float64, 1)``). In the order the demo compiled them; compiled one after another by one
+#: process (``compile_end_of_day_kernels``). A kernel whose arguments changed since is compiled for the listed
+#: types to no use, and its step compiles it as before.
+END_OF_DAY_SIGNATURES: tuple[tuple[str, str, str], ...] = (
+    (
+        "risk_pipeline.quant.heston",
+        "_slice_setup",
+        "A(float64, 1), A(float64, 2), float64, float64, A(float64, 1), A(float64, 1), A(int64, 1), int64, int64",
+    ),
+    (
+        "risk_pipeline.quant.heston",
+        "_cf_block",
+        "float64, float64, float64, A(float64, 2), A(float64, 2), A(float64, 2), A(float64, 1), A(complex128, 2)",
+    ),
+    (
+        "risk_pipeline.quant.heston",
+        "_cf_coefficients",
+        "A(float64, 1), A(float64, 2), A(float64, 1), A(float64, 1), A(int64, 1), A(float64, 1), "
+        "A(float64, 1), int64, int64",
+    ),
+    (
+        "risk_pipeline.quant.heston",
+        "_price_kernel",
+        "A(float64, 2), A(float64, 2), A(int64, 1), A(float64, 1), A(float64, 1), A(int64, 1), A(float64, "
+        "1), A(boolean, 1), boolean, A(float64, 1), int64, int64",
+    ),
+    (
+        "risk_pipeline.quant.scenario_engine",
+        "_bsm_kernel",
+        "A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), "
+        "A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1)",
+    ),
+    (
+        "risk_pipeline.quant.scenario_engine",
+        "_european_kernel",
+        "A(float64, 2), A(float64, 2), A(float64, 2), A(float64, 2), A(float64, 2), A(float64, 2), int64, "
+        "A(float64, 2), A(float64, 2), A(boolean, 1), boolean, int64, A(float64, 1, readonly=True), "
+        "A(float64, 1), A(int64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), "
+        "A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), "
+        "A(float64, 1), A(float64, 2), int64, int64",
+    ),
+    (
+        "risk_pipeline.quant.scenario_engine",
+        "_american_grid_values",
+        "A(float64, 2), A(float64, 2), A(float64, 2), A(float64, 2), A(float64, 2), A(float64, 2), int64, "
+        "A(float64, 2), A(float64, 2), boolean, boolean, int64, A(int64, 1), A(float64, 1), A(float64, 1), "
+        "A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), "
+        "A(float64, 1), A(int8, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, "
+        "5), A(float64, 3), A(float64, 2), A(float64, 6), A(float64, 4), A(float64, 2), A(int64, 1), "
+        "int64, int64",
+    ),
+    (
+        "risk_pipeline.quant.scenario_engine",
+        "_american_grid_sum",
+        "A(float64, 2), boolean, int64, A(int64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 2)",
+    ),
+    (
+        "risk_pipeline.quant.scenario_engine",
+        "_vol_range",
+        "A(float64, 2), A(float64, 2), A(float64, 2), A(float64, 2), A(float64, 2), int64, A(int64, 1), "
+        "A(float64, 1), A(float64, 1), int64, A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), "
+        "int64, int64",
+    ),
+    (
+        "risk_pipeline.quant.scenario_engine",
+        "_alo_plan",
+        "A(float64, 2), A(float64, 2), A(float64, 2), A(float64, 2), A(float64, 2), A(float64, 2), int64, "
+        "A(float64, 2), A(float64, 2), int64, A(int64, 1), A(float64, 1), A(float64, 1), A(float64, 1), "
+        "A(float64, 1), A(float64, 1), A(boolean, 1), A(float64, 3), A(int8, 2), A(int64, 2), A(float64, "
+        "3), A(int64, 1), int64, int64",
+    ),
+)
+
+
+def _types_namespace() -> dict[str, Any]:
+    """Names for ``END_OF_DAY_SIGNATURES``'s expressions: ``numba.types`` and ``A`` (an array type)."""
+    from numba.core import types
+
+    def array(dtype: Any, ndim: int, layout: str = "C", readonly: bool = False) -> Any:
+        return types.Array(dtype, ndim, layout, readonly=readonly)
+
+    return {**vars(types), "A": array}
+
+
+def end_of_day_kernels() -> list[Any]:
+    """The numba dispatchers of ``END_OF_DAY_SIGNATURES`` (those that still exist)."""
+    import importlib
+
+    found = []
+    for module, name, _ in END_OF_DAY_SIGNATURES:
+        try:
+            func: Any = importlib.import_module(module)
+            for part in name.split("."):
+                func = getattr(func, part)
+        except (ImportError, AttributeError):
+            continue
+        if func not in found:
+            found.append(func)
+    return found
+
+
+def compile_end_of_day_kernels() -> list[str]:
+    """Compile every kernel of ``END_OF_DAY_SIGNATURES`` for its listed argument types (into the on-disk cache);
+    the ones that could not be compiled (a renamed kernel, changed types), each with its error."""
+    import importlib
+
+    namespace = _types_namespace()
+    failed = []
+    for module, name, args in END_OF_DAY_SIGNATURES:
+        try:
+            func: Any = importlib.import_module(module)
+            for part in name.split("."):
+                func = getattr(func, part)
+            signature = eval(f"({args},)", {"__builtins__": {}}, namespace) if args else ()
+            func.compile(tuple(signature))
+        except Exception as exc:  # the step compiles it as before
+            failed.append(f"{module}.{name}({args}): {type(exc).__name__}: {exc}")
+    return failed
+
+
 #: One warm-up per process: the steps of a run share it.
 HISTORY_WARMUP = HistoryKernelWarmup()
+#: The end of day's kernels (``END_OF_DAY_SIGNATURES``), compiled in one process that ``risk-pipeline demo``
+#: starts at its start, when the history's kernels are not on disk either (a clean state, or a new version of
+#: ``risk_pipeline/quant``: a cache directory of its own), so that the end of day loads them from the cache
+#: (the demo waits for it before launching the end of day). The history's kernels stand for the end of day's:
+#: checking these would import every module that has one (``vol_forecast`` imports ``arch`` and XGBoost) first.
+END_OF_DAY_WARMUP = HistoryKernelWarmup(end_of_day_commands(), history_kernels)
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == [END_OF_DAY]:
+        errors = compile_end_of_day_kernels()
+        for error in errors:
+            print(error, file=sys.stderr)
+        sys.exit(1 if errors else 0)
     compile_history_kernels(int(sys.argv[1]) if len(sys.argv) > 1 else None)
     sys.exit(0)

@@ -46,3 +46,14 @@ def test_demo_picks_the_latest_session_with_an_event_in_its_window() -> None:
     for day in skipped:
         d = day.date()
         assert not _in_window(d, calendar, set(source.positions(d)["symbol"]), leads), d
+
+
+def test_held_symbols_are_the_positions_symbols() -> None:
+    """``SyntheticSource.held_symbols`` (what the demo's session search uses) names the symbols of ``positions``,
+    for the sample book and a scaled one, on sessions around rolls and expiries."""
+    from risk_pipeline.sources.synthetic import SyntheticSource
+
+    days = [dt.date(2024, 3, 12), dt.date(2024, 3, 15), dt.date(2025, 6, 20), dt.date(2026, 12, 3)]
+    for source in (SyntheticSource(seed=7), SyntheticSource(seed=11, n_underlyings=60, book_positions=300)):
+        for day in days:
+            assert source.held_symbols(day) == set(source.positions(day)["symbol"]), day

@@ -17,6 +17,7 @@ import pytest
 from risk_pipeline import kernel_warmup
 from risk_pipeline.defs.volatility.atm_history import AtmVolSettings, history_implied_vols, sessions_bracketing_mask
 from risk_pipeline.kernel_warmup import (
+    END_OF_DAY_SIGNATURES,
     GROUPS,
     HistoryKernelWarmup,
     compile_history_kernels,
@@ -161,3 +162,61 @@ def test_processes_import_this_package(monkeypatch: pytest.MonkeyPatch, tmp_path
     warmup = HistoryKernelWarmup([[sys.executable, "-c", check]])
     assert warmup.start()
     assert warmup.wait().startswith("kernels compiled in 1 separate processes")
+
+
+def test_end_of_day_signatures_name_kernels_and_types() -> None:
+    """Every entry of ``END_OF_DAY_SIGNATURES`` names a numba dispatcher of this package and argument types that
+    evaluate to numba types (what ``compile_end_of_day_kernels`` compiles)."""
+    from numba.core import types
+    from numba.core.dispatcher import Dispatcher
+
+    namespace = kernel_warmup._types_namespace()
+    assert len(kernel_warmup.end_of_day_kernels()) == len({(m, n) for m, n, _ in END_OF_DAY_SIGNATURES})
+    for module, name, args in END_OF_DAY_SIGNATURES:
+        assert module.startswith("risk_pipeline.quant.")
+        signature = eval(f"({args},)", {"__builtins__": {}}, namespace) if args else ()
+        assert all(isinstance(t, types.Type) for t in signature), (module, name, args)
+    assert all(isinstance(k, Dispatcher) for k in kernel_warmup.end_of_day_kernels())
+
+
+def test_end_of_day_warmup_compiles_its_signatures_and_reports_what_it_cannot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A listed signature is compiled (the dispatcher then has it); a renamed kernel or arguments it cannot take
+    are reported, not raised."""
+    from risk_pipeline.quant import bsm
+
+    signatures = (
+        (
+            "risk_pipeline.quant.bsm",
+            "_price_kernel",
+            "A(float64, 1), " * 6 + "A(boolean, 1), A(float64, 1), int64, int64",
+        ),
+        ("risk_pipeline.quant.bsm", "no_such_kernel", "float64"),
+        ("risk_pipeline.quant.bsm", "_price_kernel", "float64"),
+    )
+    monkeypatch.setattr(kernel_warmup, "END_OF_DAY_SIGNATURES", signatures)
+    failed = kernel_warmup.compile_end_of_day_kernels()
+    assert len(failed) == 2
+    assert failed[0].startswith("risk_pipeline.quant.bsm.no_such_kernel(float64): AttributeError")
+    assert failed[1].startswith("risk_pipeline.quant.bsm._price_kernel(float64): ")
+    assert kernel_warmup.end_of_day_kernels() == [bsm._price_kernel]
+
+
+def test_end_of_day_warmup_runs_as_a_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernel_warmup, "cached_on_disk", lambda kernels: False)
+    warmup = HistoryKernelWarmup(kernel_warmup.end_of_day_commands(), kernel_warmup.history_kernels)
+    assert warmup.start()
+    assert warmup.wait().startswith("kernels compiled in 1 separate processes")
+
+
+def test_history_only_switch_leaves_out_the_end_of_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``RISK_PIPELINE_KERNEL_WARMUP=history`` (recording the end of day's signatures) starts the history's
+    processes, not the end of day's."""
+    monkeypatch.setattr(kernel_warmup, "cached_on_disk", lambda kernels: False)
+    monkeypatch.setenv("RISK_PIPELINE_KERNEL_WARMUP", "history")
+    end_of_day = [sys.executable, "-c", "pass", kernel_warmup.END_OF_DAY]
+    assert not HistoryKernelWarmup([end_of_day]).start()
+    history = HistoryKernelWarmup([[sys.executable, "-c", "pass"]])
+    assert history.start()
+    assert history.wait().startswith("kernels compiled in 1 separate processes")

@@ -874,6 +874,16 @@ class SyntheticSource(MarketDataSource):
             self._positions_cache[d] = self._build_positions(d)
         return self._positions_cache[d].copy()
 
+    def held_symbols(self, session: dt.date) -> set[str]:
+        """``set(positions(session)["symbol"])`` without building the positions (their option legs' prices): the
+        names of the stock legs and of the option legs (a delta hedge's stock is an option leg's name), the same
+        on every session."""
+        self._public_index(session)
+        u = self._universe()
+        alloc = self._plan()["alloc"]
+        stocks = [j for s in ("long_stock", "short_stock", "covered_call", "protective_put") for j in alloc[s]]
+        return {u.symbols[j] for j in (*stocks, *(leg[2] for leg in self._option_leg_specs()))}
+
     def signals(self, start: dt.date, end: dt.date) -> pd.DataFrame:
         """Trade signals with a weak, noisy edge for every published session in [start, end] (sources/signals.py)."""
         h = self._history()
