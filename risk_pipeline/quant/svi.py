@@ -33,9 +33,9 @@ import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize
-from scipy.optimize._slsqplib import slsqp as _slsqp
 
 from risk_pipeline.quant._numba import JIT, FloatArray, inner_njit
+from risk_pipeline.quant._slsqp import LEAN_SLSQP, slsqp_core, slsqp_workspace
 
 #: Slices with fewer quotes than this use a constrained simpler shape (see ``fit_svi_slice``).
 MIN_QUOTES_FULL_FIT = 5
@@ -357,12 +357,13 @@ def slsqp_minimize(
     more than the fits' own functions. As there, the objective is evaluated (on a copy of the point) only where the
     point differs from the last evaluated one, and its gradient array is the one that evaluation returned; each
     constraint gets SLSQP's own point. Anything else (equality constraints, a constraint without ``jac``, a
-    variable fixed by equal bounds) goes to ``minimize`` itself."""
+    variable fixed by equal bounds, a SciPy other than 1.17) goes to ``minimize`` itself."""
     n_x = len(bounds)
     lb = np.array([float(lo) if lo is not None else -np.inf for lo, _ in bounds])
     ub = np.array([float(hi) if hi is not None else np.inf for _, hi in bounds])
     if (
-        any(c["type"] != "ineq" or not callable(c.get("jac")) for c in constraints)
+        not LEAN_SLSQP
+        or any(c["type"] != "ineq" or not callable(c.get("jac")) for c in constraints)
         or np.any(lb == ub)
         or np.asarray(x0).shape != (n_x,)
         or np.asarray(x0).dtype != np.float64
@@ -401,38 +402,9 @@ def slsqp_minimize(
             last = (value, grad if grad.ndim else grad.reshape(1))  # atleast_1d
         return last
 
-    state = {
-        "acc": ftol,
-        "alpha": 0.0,
-        "f0": 0.0,
-        "gs": 0.0,
-        "h1": 0.0,
-        "h2": 0.0,
-        "h3": 0.0,
-        "h4": 0.0,
-        "t": 0.0,
-        "t0": 0.0,
-        "tol": 10.0 * ftol,
-        "exact": 0,
-        "inconsistent": 0,
-        "reset": 0,
-        "iter": 0,
-        "itermax": int(maxiter),
-        "line": 0,
-        "m": m,
-        "meq": 0,
-        "mode": 0,
-        "n": n,
-    }
-    indices = np.zeros([max(m + 2 * n + 2, 1)], dtype=np.int32)
-    size = n * (n + 1) // 2 + 3 * m * n + 9 * m + 8 * n * n + 35 * n + 28
-    if m == 0:
-        size += 2 * n * (n + 1)
-    buffer = np.zeros(max(size, 1), dtype=np.float64)
+    ws = slsqp_workspace(n, m, ftol, maxiter)
+    state, c_mat, d = ws.state, ws.c, ws.d
     fx, g = evaluate(x)
-    mult = np.zeros([max(1, m + 2 * n + 2)], dtype=np.float64)
-    c_mat = np.zeros([max(1, m), n], dtype=np.float64, order="F")
-    d = np.zeros([max(1, m)], dtype=np.float64)
 
     def normals() -> None:
         row = 0
@@ -454,7 +426,7 @@ def slsqp_minimize(
         normals()
         values_at()
     while True:
-        _slsqp(state, fx, g, c_mat, d, x, mult, xl, xu, buffer, indices)
+        slsqp_core(state, fx, g, c_mat, d, x, ws.mult, xl, xu, ws.buffer, ws.indices)
         if state["mode"] == 1:
             fx = evaluate(x)[0]
             if m:

@@ -48,6 +48,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.special import gammaln
 
 from risk_pipeline.quant._numba import JIT, FloatArray
+from risk_pipeline.quant._slsqp import LEAN_SLSQP, slsqp_core, slsqp_workspace
 
 try:  # the C entry points DMatrix, Booster, Booster.update and Booster.predict call, without their Python layers
     from xgboost._data_utils import array_interface as _xgb_array_interface
@@ -288,18 +289,9 @@ def _backcast(returns: FloatArray) -> float:
     return float(np.sum(returns[:tau] ** 2 * w) / w.sum())
 
 
-try:  # SciPy's reverse-communication SLSQP core, the one ``scipy.optimize.minimize(method="SLSQP")`` steps
-    from scipy.optimize._slsqplib import slsqp as _slsqp_core
-except ImportError:  # pragma: no cover - other SciPy versions: arch's own fit is used
-    _slsqp_core = None
-
 #: ``_arch_fit`` repeats the floating-point steps of these versions' ``ARCHModel.fit`` and SLSQP driver
 #: exactly; with any other version (or False: the benchmark compares both) ``fit_garch`` calls ``ARCHModel.fit``.
-_LEAN_SLSQP = (
-    _slsqp_core is not None
-    and scipy.__version__.split(".")[:2] == ["1", "17"]
-    and arch.__version__.split(".")[0] == "8"
-)
+_LEAN_SLSQP = LEAN_SLSQP and arch.__version__.split(".")[0] == "8"
 #: SciPy's finite-difference step for SLSQP gradients (``sqrt(machine epsilon)``, absolute).
 _SLSQP_STEP = float(np.sqrt(np.finfo(np.float64).eps))
 #: arch's compiled GARCH variance recursion (the one ``GARCH.compute_variance`` calls).
@@ -433,40 +425,13 @@ def _slsqp_minimize(
     g = gradient(x_cached, f_cached, h_cached)
     g_current = True
     fx = f_cached
-    state = {
-        "acc": ftol,
-        "alpha": 0.0,
-        "f0": 0.0,
-        "gs": 0.0,
-        "h1": 0.0,
-        "h2": 0.0,
-        "h3": 0.0,
-        "h4": 0.0,
-        "t": 0.0,
-        "t0": 0.0,
-        "tol": 10.0 * ftol,
-        "exact": 0,
-        "inconsistent": 0,
-        "reset": 0,
-        "iter": 0,
-        "itermax": int(maxiter),
-        "line": 0,
-        "m": m,
-        "meq": 0,
-        "mode": 0,
-        "n": n,
-    }
-    indices = np.zeros([max(m + 2 * n + 2, 1)], dtype=np.int32)
-    size = n * (n + 1) // 2 + 3 * m * n + 9 * m + 8 * n * n + 35 * n + 28 + (2 * n * (n + 1) if m == 0 else 0)
-    buffer = np.zeros(max(size, 1), dtype=np.float64)
-    mult = np.zeros([max(1, m + 2 * n + 2)], dtype=np.float64)
-    c = np.zeros([max(1, m), n], dtype=np.float64, order="F")
-    d = np.zeros([max(1, m)], dtype=np.float64)
+    ws = slsqp_workspace(n, m, ftol, maxiter)
+    state, c, d = ws.state, ws.c, ws.d
     if m:
         constraint_normals(c, x, h_cached)
         constraint_values(d, x)
     while True:
-        _slsqp_core(state, fx, g, c, d, x, mult, xl, xu, buffer, indices)
+        slsqp_core(state, fx, g, c, d, x, ws.mult, xl, xu, ws.buffer, ws.indices)
         mode = state["mode"]
         if mode in (1, -1) and not np.array_equal(x, x_cached):
             x_cached, g_current = x.copy(), False
