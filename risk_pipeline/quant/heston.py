@@ -528,9 +528,11 @@ class _SurfaceCos:
         p: FloatArray,
         l_std: float,
         tol: float,
+        interval: tuple[FloatArray, FloatArray, IntArray] | None = None,
     ) -> None:
         self.t = t_slice
-        self.a, self.b, self.n = cos_interval(t_slice, p, l_std, tol)  # cos_grid's, without its coefficients
+        # cos_grid's, without its coefficients; ``interval``: ``cos_interval(t_slice, p, l_std, tol)`` already taken
+        self.a, self.b, self.n = cos_interval(t_slice, p, l_std, tol) if interval is None else interval
         self.order = [np.flatnonzero(slice_of == s) for s in range(t_slice.size)]
         self.k = [np.arange(n) * math.pi / (b - a) for a, b, n in zip(self.a, self.b, self.n, strict=True)]
         self.payoff = [self._payoff(s, log_k[idx], call[idx]) for s, idx in enumerate(self.order)]
@@ -564,7 +566,31 @@ class _SurfaceCos:
         self.buffers: dict[int, list[tuple[FloatArray, FloatArray]]] = {}
 
     def _payoff(self, s: int, log_k: FloatArray, call: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """Payoff coefficients of the slice's quotes, OTM side: (put rows, call rows), zero on the other rows."""
+        """Payoff coefficients of the slice's quotes, OTM side: (put rows, call rows), zero on the other rows
+        (``_payoff_kernel``; the per-quote exponentials by numpy, as ``_payoff_numpy`` takes them)."""
+        a, b, u = self.a[s], self.b[s], self.k[s]
+        lk = log_k[:, None]
+        c = np.clip(lk, a, b)
+        put, call_ = np.empty((lk.shape[0], u.size)), np.empty((lk.shape[0], u.size))
+        _payoff_kernel(
+            u,
+            c.reshape(-1),
+            np.exp(lk).reshape(-1),
+            np.exp(c).reshape(-1),
+            np.exp(-c).reshape(-1),
+            (lk > 0.0).reshape(-1),
+            float(a),
+            float(b),
+            math.exp(a),
+            math.exp(-b),
+            2.0 / (b - a),
+            put,
+            call_,
+        )
+        return put, call_
+
+    def _payoff_numpy(self, s: int, log_k: FloatArray, call: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """``_payoff`` in numpy (the tests' reference: the same operations on whole matrices)."""
         a, b, u = self.a[s], self.b[s], self.k[s]
         w = b - a
         lk = log_k[:, None]
@@ -607,6 +633,58 @@ class _SurfaceCos:
 
 
 @njit(**JIT)
+def _payoff_kernel(
+    u: FloatArray,
+    c: FloatArray,
+    ek: FloatArray,
+    ec: FloatArray,
+    emc: FloatArray,
+    otm_call: np.ndarray,
+    a: float,
+    b: float,
+    ea: float,
+    emb: float,
+    scale: float,
+    put: FloatArray,
+    call: FloatArray,
+) -> None:
+    """``_SurfaceCos._payoff_numpy``'s matrices element by element, the same operations in the same order (so the
+    same bits), each quote's side only (the other side is ``0.0 * scale``, as ``np.where`` then the product give
+    it): ``c`` the log strikes clipped to ``[a, b]``, ``ek``, ``ec``, ``emc`` numpy's ``exp`` of the log strikes,
+    of ``c`` and of ``-c``, ``ea = exp(a)``, ``emb = exp(-b)``, ``scale = 2 / (b - a)``; ``u`` the slice's
+    frequencies (``u[0] = 0``)."""
+    q, n = put.shape
+    zero = 0.0 * scale
+    for j in range(q):
+        cj, ekj, ecj, emcj = c[j], ek[j], ec[j], emc[j]
+        cma = cj - a
+        is_call = otm_call[j]
+        for k in range(n):
+            uk = u[k]
+            ang = uk * cma
+            ck, sk = math.cos(ang), math.sin(ang)
+            inv = 1.0 / (1.0 + uk * uk)
+            usk = uk * sk
+            if is_call:
+                if uk == 0.0:
+                    v = (b - cj) - ekj * (emcj - emb)
+                else:
+                    sign = 1.0 if k % 2 == 0 else -1.0
+                    v = -sk / uk - ekj * ((-sign * emb + emcj * (ck - usk)) * inv)
+                if k == 0:
+                    v *= 0.5
+                put[j, k] = zero
+                call[j, k] = v * scale
+            else:
+                first = cma if uk == 0.0 else sk / uk
+                v = ekj * first - ((ck * ecj - ea) + usk * ecj) * inv
+                if k == 0:
+                    v *= 0.5
+                put[j, k] = v * scale
+                call[j, k] = zero
+
+
+@njit(**JIT)
 def _cf_block(
     t: float,
     a: float,
@@ -637,35 +715,41 @@ def _cf_block(
             ):
                 leader[i] = j
                 break
+    # per row, taken out of the loop over terms: ``kappa theta / xi^2``, the first product of _log_cf_from_core
+    # (kappa and xi are the row's group's, the same bits)
+    lead_coef = np.empty(m)
+    for r in range(m):
+        xi2 = params[leader[r], 3] * params[leader[r], 3]
+        lead_coef[r] = params[leader[r], 1] * params[r, 2] / xi2
     cached = key[0] == 1.0 and params[0, 1] == key[1] and params[0, 3] == key[2] and params[0, 4] == key[3]
     for i in range(m):
         if leader[i] != i:
             continue
         kappa, xi, rho = params[i, 1], params[i, 3], params[i, 4]
         from_cache = cached and i == 0
-        for k in range(n):
-            if k == 0:
-                big_p, dd_p, big_c, dd_c = 0j, 0j, 0j, 0j
-            elif from_cache:
+        if n > 0:
+            for r in range(i, m):
+                if leader[r] == i:
+                    put[r, 0] = 1.0  # phi(0) = phi(-i) = 1, as _coefficient
+                    call[r, 0] = 1.0
+        for k in range(1, n):
+            u = k * math.pi / w
+            if from_cache:
                 big_p, dd_p, big_c, dd_c = core[0, k], core[1, k], core[2, k], core[3, k]
             else:
-                u = k * math.pi / w
                 big_p, dd_p = _log_cf_core(u - 1j * 0.0, t, kappa, xi, rho)
                 big_c, dd_c = _log_cf_core(u - 1j * 1.0, t, kappa, xi, rho)
                 if i == 0:
                     core[0, k], core[1, k], core[2, k], core[3, k] = big_p, dd_p, big_c, dd_c
+            iua = 1j * u * a  # once per term, not per row
             for r in range(i, m):
                 if leader[r] != i:
                     continue
-                if k == 0:
-                    put[r, 0] = 1.0  # phi(0) = phi(-i) = 1, as _coefficient
-                    call[r, 0] = 1.0
-                    continue
-                u = k * math.pi / w
-                v0, theta = params[r, 0], params[r, 2]
-                z = _log_cf_from_core(big_p, dd_p, v0, kappa, theta, xi) - 1j * u * a
+                v0 = params[r, 0]
+                # _log_cf_from_core(big, dd, v0, kappa, theta, xi) - 1j * u * a, the same operations
+                z = (lead_coef[r] * big_p + dd_p * v0) - iua
                 put[r, k] = math.exp(z.real) * math.cos(z.imag)
-                z = _log_cf_from_core(big_c, dd_c, v0, kappa, theta, xi) - 1j * u * a
+                z = (lead_coef[r] * big_c + dd_c * v0) - iua
                 call[r, k] = math.exp(z.real) * math.cos(z.imag)
     if not cached and n > 0:
         key[0], key[1], key[2], key[3] = 1.0, params[0, 1], params[0, 3], params[0, 4]
@@ -752,7 +836,9 @@ def calibrate_heston(
             width, used = grid_b - grid_a, surf.b - surf.a
             if np.all((grid_a >= surf.a) & (grid_b <= surf.b) & (grid_n * used / width <= surf.n)):
                 break
-            surf = _SurfaceCos(t_slice, slice_of, lk, call, _to_p(x)[None, :], l_std, cf_tolerance)
+            surf = _SurfaceCos(
+                t_slice, slice_of, lk, call, _to_p(x)[None, :], l_std, cf_tolerance, (grid_a, grid_b, grid_n)
+            )
 
         def residuals(x_: FloatArray, surf: _SurfaceCos = surf) -> FloatArray:
             return weight * (surf.prices(_to_p(x_)[None, :])[0] - market)
