@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from scipy.sparse import csr_array, csr_matrix, hstack, issparse, vstack
 
@@ -1405,10 +1405,53 @@ def position_greek_arrays(p: Portfolio) -> dict[str, FloatArray]:
 
 #: ``position_greek_arrays``' keys that ``build_candidates`` reads
 CANDIDATE_GREEKS = ("delta", "dollar_delta", "gamma", "vega_per_vol_point", "theta_per_day")
+#: per-contract (unit) Greeks of an option: ``candidate_greeks`` multiplies them by the line's units
+UNIT_GREEKS = ("delta", "gamma", "vega", "theta_per_day")
+
+
+def _pricing_keys(*fields: ArrayLike) -> NDArray[np.uint64]:
+    """Rows ``(m, len(fields))`` of the fields' float64 bit patterns: equal rows are equal pricing inputs, bit for bit
+    (``-0.0`` and ``0.0`` apart)."""
+    cols = [np.asarray(f, dtype=np.float64) for f in fields]
+    return np.ascontiguousarray(np.column_stack(cols)).view(np.uint64)
+
+
+@dataclass(eq=False)
+class UnitGreekCache:
+    """Unit Greeks of the options ``candidate_greeks`` has priced, by pricing inputs (spot, strike, time, vol, rate,
+    yield, call, American): a second book's candidates on the same chain read them instead of pricing them again.
+    A contract's unit Greeks depend on its own inputs only (each point priced on its own), so a cached value has
+    the bits of a new pricing."""
+
+    keys: NDArray[np.uint64] = field(default_factory=lambda: np.zeros((0, 8), dtype=np.uint64))
+    values: dict[str, FloatArray] = field(default_factory=lambda: {k: np.zeros(0) for k in UNIT_GREEKS})
+
+    @property
+    def n(self) -> int:
+        return int(self.keys.shape[0])
+
+    def find(self, keys: NDArray[np.uint64]) -> IntArray:
+        """Per row of ``keys``, its row in the cache (-1: not cached)."""
+        if not self.n or not keys.shape[0]:
+            return np.full(keys.shape[0], -1, dtype=np.intp)
+        _, inverse = np.unique(np.concatenate([self.keys, keys]), axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        at = np.full(int(inverse.max()) + 1, -1, dtype=np.intp)
+        at[inverse[: self.n]] = np.arange(self.n, dtype=np.intp)
+        return at[inverse[self.n :]]
+
+    def add(self, keys: NDArray[np.uint64], values: Mapping[str, FloatArray]) -> None:
+        """Cache the unit Greeks ``values`` of the contracts ``keys`` (rows not cached yet)."""
+        self.keys = np.concatenate([self.keys, keys])
+        self.values = {
+            k: np.concatenate([self.values[k], np.asarray(values[k], dtype=np.float64)]) for k in UNIT_GREEKS
+        }
 
 
 def candidate_greeks(
-    lines: Portfolio, contracts: tuple[int, IntArray, IntArray] | None = None
+    lines: Portfolio,
+    contracts: tuple[int, IntArray, IntArray] | None = None,
+    cache: UnitGreekCache | None = None,
 ) -> dict[str, FloatArray]:
     """``position_greek_arrays(lines)``' ``CANDIDATE_GREEKS``, bit for bit, each distinct contract priced once.
 
@@ -1416,7 +1459,8 @@ def candidate_greeks(
     quantity is the contract's), and the exact American engine skips its two rate bumps (rho is not read; each of
     its points is priced on its own, so the other Greeks keep their bits). The arithmetic after the unit Greeks is
     ``quant.greeks.position_greeks``' (``units = quantity x multiplier``, then the same products). ``contracts``:
-    ``_unique_contracts(lines)`` when already computed."""
+    ``_unique_contracts(lines)`` when already computed. ``cache``: unit Greeks of options priced before (read for
+    the options with the same pricing inputs; the options priced here are added)."""
     from risk_pipeline.quant.american import american_greeks
     from risk_pipeline.quant.bsm import bsm_greeks
 
@@ -1433,12 +1477,29 @@ def candidate_greeks(
     ]
     call = np.broadcast_to(np.asarray(d.is_call, dtype=bool), (m,))
     american = np.broadcast_to(np.asarray(d.is_american, dtype=bool), (m,)) & opt
-    for mask, fn in ((opt & ~american, bsm_greeks), (american, lambda *a: american_greeks(*a, with_rho=False))):
+    price = opt
+    if cache is not None and opt.any():
+        o = np.flatnonzero(opt)
+        keys = _pricing_keys(s[o], *(a[o] for a in args), call[o], american[o])
+        at = cache.find(keys)
+        hit = at >= 0
+        for name in UNIT_GREEKS:
+            unit[name][o[hit]] = cache.values[name][at[hit]]
+        price = opt.copy()
+        price[o[hit]] = False
+    for mask, fn in (
+        (price & ~american, bsm_greeks),
+        (american & price, lambda *a: american_greeks(*a, with_rho=False)),
+    ):
         if not mask.any():
             continue
         res = fn(s[mask], *(a[mask] for a in args), call[mask])
         for name in unit:
             unit[name][mask] = getattr(res, name)
+    if cache is not None and price.any():
+        new = np.flatnonzero(price)
+        cache.add(_pricing_keys(s[new], *(a[new] for a in args), call[new], american[new]),
+                  {k: v[new] for k, v in unit.items()})  # fmt: skip
     if unique < n:
         unit = {k: v[inverse] for k, v in unit.items()}
     spot = np.broadcast_to(np.asarray(lines.position_spot, dtype=float), (n,))
@@ -1470,6 +1531,7 @@ def build_candidates(
     price_multiplier: ArrayLike | None = None,
     delta_one_carry: ArrayLike | None = None,
     greeks: Mapping[str, FloatArray] | None = None,
+    greek_cache: UnitGreekCache | None = None,
 ) -> HedgeCandidates:
     """Candidates from one contract per line (``lines.quantity`` is the side, +1 buy / -1 sell).
 
@@ -1485,7 +1547,8 @@ def build_candidates(
     scenario P&L and Greeks are exact for an instantaneous index move; ``price_multiplier`` (default
     ``lines.multiplier``) converts their quoted half spread to USD per contract, and ``delta_one_carry``
     (NaN: the financing above) replaces a line's financing by its own carry over the horizon (a future's
-    basis roll-down). ``greeks``: the lines' ``candidate_greeks`` when already computed (default: computed here).
+    basis roll-down). ``greeks``: the lines' ``candidate_greeks`` when already computed (default: computed here,
+    through ``greek_cache`` when given).
     """
     side = np.sign(np.asarray(lines.quantity))
     if np.any(side == 0):
@@ -1495,7 +1558,7 @@ def build_candidates(
     tp, mp = np.asarray(trade_price, dtype=float), np.asarray(mid_price, dtype=float)
     # a contract listed on both sides is revalued once (one long contract; each line's P&L is side x that)
     unique, first, inverse = _unique_contracts(lines)
-    g = candidate_greeks(lines, (unique, first, inverse)) if greeks is None else greeks
+    g = candidate_greeks(lines, (unique, first, inverse), greek_cache) if greeks is None else greeks
     line_symbols = [lines.symbols[i] for i in lines.symbol_index]
     G = rows.matrix(line_symbols, g["delta"], g["gamma"], g["dollar_delta"], g["vega_per_vol_point"])
     where = {s: i for i, s in enumerate(symbol_columns)}

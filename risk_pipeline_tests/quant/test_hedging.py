@@ -915,3 +915,80 @@ def test_candidate_greeks_are_position_greeks_bit_for_bit() -> None:
     b = build_candidates(lines, mid * 1.02, mid, rows, [(sc, 0.0)], greeks=got, **kw)  # type: ignore[arg-type]
     assert (a.greeks != b.greeks).nnz == 0 and np.array_equal(a.cost, b.cost)
     assert np.array_equal(a.scenario_pnl, b.scenario_pnl)
+
+
+def test_candidate_greeks_read_from_the_cache_are_position_greeks_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second book's lines on the same chain read the unit Greeks the first book's lines priced: every Greek has
+    the bits of ``quant.greeks.position_greeks`` on every line (cached, new, a contract that differs from a cached
+    one only in the sign of a zero rate), only the options not cached are priced, and ``build_candidates`` given
+    the cache builds the candidates it builds without it."""
+    import risk_pipeline.quant.american as american
+    import risk_pipeline.quant.bsm as bsm
+    from risk_pipeline.quant.hedging import CANDIDATE_GREEKS, UnitGreekCache, candidate_greeks
+
+    rng = np.random.default_rng(11)
+    n_sym, n_c = 10, 240
+    spot = rng.uniform(20.0, 300.0, n_sym)
+    sym = rng.integers(0, n_sym, n_c)
+    opt = rng.random(n_c) < 0.85
+    opt[:2] = True
+    rate = rng.uniform(0.0, 0.06, n_c)
+    rate[:2] = 0.0
+
+    def book(idx: np.ndarray, side: np.ndarray, rate_of: np.ndarray = rate) -> Portfolio:
+        return Portfolio(
+            symbols=tuple(f"S{i}" for i in range(n_sym)),
+            spot=spot,
+            symbol_index=sym[idx],
+            quantity=side,
+            multiplier=np.where(opt, 100.0, 1.0)[idx],
+            is_option=opt[idx],
+            is_call=(np.arange(n_c) % 3 == 0)[idx],
+            strike=np.where(opt, spot[sym] * np.exp(np.linspace(-0.25, 0.25, n_c)), 1.0)[idx],
+            time_years=np.where(opt, np.linspace(0.02, 0.4, n_c), 0.0)[idx],
+            implied_vol=np.where(opt, np.linspace(0.1, 0.8, n_c), 0.0)[idx],
+            rate=rate_of[idx],
+            dividend_yield=np.linspace(0.0, 0.04, n_c)[idx],
+            is_american=((np.arange(n_c) % 4 != 1) & opt)[idx],
+        )
+
+    first = np.arange(0, 160)  # the first book's contracts, each on both sides
+    a = book(np.concatenate([first, first]), np.concatenate([np.ones(160), -np.ones(160)]))
+    second = np.arange(100, n_c)  # 60 contracts cached, 80 new
+    minus_zero = rate.copy()
+    minus_zero[:2] = -0.0  # two cached contracts but for the sign of a zero rate: priced, not read
+    b_idx = np.concatenate([second, [0, 1]])
+    b = book(b_idx, np.where(np.arange(b_idx.size) % 2 == 0, 1.0, -1.0), minus_zero)
+    priced: list[int] = []
+    real_am, real_bsm = american.american_greeks, bsm.bsm_greeks
+
+    def count_am(*args: object, **kw: object) -> object:
+        priced.append(len(np.atleast_1d(args[0])))
+        return real_am(*args, **kw)  # type: ignore[arg-type]
+
+    def count_bsm(*args: object, **kw: object) -> object:
+        priced.append(len(np.atleast_1d(args[0])))
+        return real_bsm(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(american, "american_greeks", count_am)
+    monkeypatch.setattr(bsm, "bsm_greeks", count_bsm)
+    cache = UnitGreekCache()
+    got_a = candidate_greeks(a, cache=cache)
+    assert sum(priced) == int(opt[first].sum()) and cache.n == int(opt[first].sum())
+    priced.clear()
+    got_b = candidate_greeks(b, cache=cache)
+    new = np.concatenate([np.arange(160, n_c), [0, 1]])
+    assert sum(priced) == int(opt[new].sum())  # the cached contracts are not priced again
+    for lines, got in ((a, got_a), (b, got_b)):
+        want = position_greek_arrays(lines)
+        for k in CANDIDATE_GREEKS:
+            assert np.array_equal(want[k].view(np.int64), got[k].view(np.int64)), k
+    names = tuple(f"S{i}" for i in range(n_sym))
+    rows = GreekRows(names, names)
+    sc = ScenarioSet(rng.normal(0.0, 0.05, (3, n_sym)))
+    mid = position_greek_arrays(b)["price"]
+    kw = dict(symbol_columns=names, horizon_calendar_days=7.0, financing_rate=0.05, budget=1e6)
+    plain = build_candidates(b, mid * 1.02, mid, rows, [(sc, 0.0)], **kw)  # type: ignore[arg-type]
+    cached = build_candidates(b, mid * 1.02, mid, rows, [(sc, 0.0)], greek_cache=cache, **kw)  # type: ignore[arg-type]
+    assert (plain.greeks != cached.greeks).nnz == 0 and np.array_equal(plain.cost, cached.cost)
+    assert np.array_equal(plain.scenario_pnl, cached.scenario_pnl)

@@ -46,6 +46,7 @@ from risk_pipeline.paths import LIMITS_FILE, SCENARIOS_FILE
 from risk_pipeline.quant.hedging import (
     HedgeTargets,
     Trigger,
+    UnitGreekCache,
     beta_hedge_quantity,
     bracketing_expiries,
     build_candidates,
@@ -364,9 +365,12 @@ def recommend_book(
     limits: LimitsConfig,
     library: Any,
     settings: HedgingSettings,
+    greek_cache: UnitGreekCache | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
     """The book's recommendation rows (none without a trigger), a summary for the metadata and JSON, and the
-    optimized hedge's effect per stress scenario (``hedge_stress_effects`` rows; none without a trigger)."""
+    optimized hedge's effect per stress scenario (``hedge_stress_effects`` rows; none without a trigger).
+    ``greek_cache``: the unit Greeks of the options earlier books' candidates priced (the same chain's contracts
+    are priced once per snapshot)."""
     nav = float(nav_row["nav"])
     spots = rows.groupby("symbol")["spot"].first().astype(float).to_dict()
     # the index is a candidate (and the beta hedge's instrument) when the market has it
@@ -437,7 +441,7 @@ def recommend_book(
             c["mid"].to_numpy(float), g_rows, scenarios, symbol_columns=p.symbols,
             horizon_calendar_days=horizon_days, financing_rate=cfg.financing_rate, budget=budget,
             american=AMERICAN, labels=c["label"].tolist() if "label" in c else None, price_multiplier=mult,
-            delta_one_carry=c["carry"].to_numpy(float), greeks=greeks,
+            delta_one_carry=c["carry"].to_numpy(float), greeks=greeks, greek_cache=greek_cache,
         ), mult  # fmt: skip
 
     # pre-screen: every line revalued in the book's worst scenarios only, the most efficient options kept (the
@@ -856,6 +860,7 @@ def hedge_recommendations(
             index_spot = None
             notes.append(f"{session}: no price of the index {config.index_symbol}; no index lines or beta hedge")
         books = sorted(config.books or positions["book"].unique())
+        greek_cache = UnitGreekCache()  # one snapshot's chain: each contract's unit Greeks priced once for every book
         for book in books:
             rows = positions[positions["book"] == book].reset_index(drop=True)
             if rows.empty:
@@ -871,6 +876,7 @@ def hedge_recommendations(
             out, summary, effects = recommend_book(
                 wh, session, as_of, book, rows, navs.loc[book], quotes, vols, instruments, index_spot, trig,
                 hedging_for_book(hfile, book, limits.for_book(book).risk_level), limits.for_book(book), library, config,
+                greek_cache,
             )  # fmt: skip
             for r in out:
                 r["config_version"] = hfile.version
