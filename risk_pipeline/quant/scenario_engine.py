@@ -1237,11 +1237,14 @@ def prepare(
     horizon_days: float = 0.0,
     scenarios: ScenarioSet | None = None,
     american: AmericanMethod = "exact",
+    *,
+    kept: dict[tuple[int, int], _ChunkInputs] | None = None,
 ) -> PreparedBook:
     """Precompute the per-option constants at ``T' = max(T - horizon_days / 365, 0)``.
 
     ``american="eep_grid"`` needs ``scenarios`` (the grid spans exactly their spot, vol, rate and dividend-yield
-    range); it falls back to ``"exact"`` when they carry callable vol shifts.
+    range); it falls back to ``"exact"`` when they carry callable vol shifts. ``kept``: given, the dense inputs the
+    grid's range scan made for the set's first chunk are put there (``_eep_ranges``), for ``evaluate_prepared``.
     """
     if american not in ("exact", "eep_grid", "bs2002"):
         raise ValueError(f"unknown american method {american!r}")
@@ -1285,7 +1288,7 @@ def prepare(
     )
     if method == "eep_grid" and book.n_euro < opt.size:
         assert scenarios is not None
-        book = _with_eep_grid(book, scenarios)
+        book = _with_eep_grid(book, scenarios, kept)
     return book
 
 
@@ -1392,12 +1395,13 @@ class _ChunkInputs:
     constant: tuple[tuple[str, float], ...] = ()
 
     def symbol_major(self, *names: str) -> list[FloatArray]:
-        """The arrays ``names`` transposed to ``(n_symbols, n)``, contiguous (the constants made so, not copied)."""
+        """The arrays ``names`` transposed to ``(n_symbols, n)``, contiguous (a constant's own array reshaped: every
+        entry is the same, so the same bits as its transpose, without a copy or a fill)."""
         fill = dict(self.constant)
         out = []
         for name in names:
             a = getattr(self, name)
-            out.append(np.full(a.shape[::-1], fill[name]) if name in fill else np.ascontiguousarray(a.T))
+            out.append(a.reshape(a.shape[::-1]) if name in fill else np.ascontiguousarray(a.T))
         return out
 
 
@@ -1437,8 +1441,9 @@ def _chunk_inputs(book: PreparedBook, sc: ScenarioSet) -> _ChunkInputs:
         shift_opt, stride = np.zeros((n, 1)), 0
     # without shifts the kernels never read these (``moved`` all False, ``evaluate_chunk`` passes no transposes)
     rate = sc.rate_by_symbol()
-    rate = np.zeros((n, n_sym)) if rate is None else np.ascontiguousarray(rate)
-    div = np.zeros((n, n_sym)) if sc.dividend_shift_abs is None else np.ascontiguousarray(sc.dividend_shift_abs)
+    # (absent shocks share one array of zeros: every reader only reads them)
+    rate = no_shift if rate is None else np.ascontiguousarray(rate)
+    div = no_shift if sc.dividend_shift_abs is None else np.ascontiguousarray(sc.dividend_shift_abs)
     moved = (
         np.zeros(n, dtype=np.bool_)
         if sc.rate_shift_abs is None and sc.dividend_shift_abs is None
@@ -1454,7 +1459,7 @@ def _chunk_inputs(book: PreparedBook, sc: ScenarioSet) -> _ChunkInputs:
         log_spot_new=log_spot_new,
         scale=np.ones((n, n_sym)) if sc.vol_scale is None else np.ascontiguousarray(sc.vol_scale),
         shift=shift,
-        skew=np.zeros((n, n_sym)) if sc.vol_skew is None else np.ascontiguousarray(sc.vol_skew),
+        skew=no_shift if sc.vol_skew is None else np.ascontiguousarray(sc.vol_skew),
         shift_opt=shift_opt,
         opt_stride=stride,
         rate=rate,
@@ -1485,6 +1490,30 @@ def _spline_map(n: int) -> FloatArray:
     linear map of the values: ``c[k, i] = map[k, i] @ y`` is scipy's ``CubicSpline(arange(n), y).c[k, i]``."""
     out = CubicSpline(np.arange(n, dtype=np.float64), np.eye(n), axis=0).c
     out.flags.writeable = False
+    return out
+
+
+#: ``np.einsum_path`` of ``_spline_coefficients``' einsum when it contracts the vol nodes first (its path for more than
+#: a few options)
+_SPLINE_PATH = ["einsum_path", (0, 2), (0, 1)]
+
+
+def _spline_coefficients(vals: FloatArray, out: FloatArray) -> FloatArray:
+    """``np.einsum("lmv,kin,avn->amilk", _spline_map(nv), _spline_map(nu), vals, optimize=True, out=out)`` of the
+    node values ``vals`` ``(options, nv, nu)``: when that einsum contracts the vol nodes first, the same two matrix
+    products as its own (NumPy 2.4's ``bmm_einsum``: the same operands, so the same bits), each intermediate dropped
+    as soon as it is read (the einsum holds them all to the end); else the einsum itself."""
+    na, nv, nu = vals.shape
+    m_v, m_y = _spline_map(nv), _spline_map(nu)
+    if np.einsum_path("lmv,kin,avn->amilk", m_v, m_y, vals, optimize=True)[0] != _SPLINE_PATH:
+        return np.einsum("lmv,kin,avn->amilk", m_v, m_y, vals, optimize=True, out=out)
+    # rows (option, y node) x (vol power, vol cell), then rows (vol power, vol cell, option) x (y power, y cell)
+    by_vol = vals.transpose(0, 2, 1).reshape(na * nu, nv) @ m_v.transpose(2, 0, 1).reshape(nv, 4 * (nv - 1))
+    rows = by_vol.reshape(na, nu, 4, nv - 1).transpose(2, 3, 0, 1).reshape(4 * (nv - 1) * na, nu)
+    del by_vol
+    both = rows @ m_y.transpose(2, 0, 1).reshape(nu, 4 * (nu - 1))
+    del rows
+    out[...] = both.reshape(4, nv - 1, na, 4, nu - 1).transpose(2, 1, 4, 0, 3)
     return out
 
 
@@ -1563,7 +1592,9 @@ def _kink_check(
     return ~bad.reshape(check.size, 12).any(axis=1)
 
 
-def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
+def _with_eep_grid(
+    book: PreparedBook, sc: ScenarioSet, kept: dict[tuple[int, int], _ChunkInputs] | None = None
+) -> PreparedBook:
     """Build the EEP grids of the Americans over the spot, vol, rate and dividend-yield range reached by ``sc``.
 
     Per option (mode 1): ``EEP_VOL_NODES`` vols spanning the scenarios' shocked vols and
@@ -1582,7 +1613,7 @@ def _with_eep_grid(book: PreparedBook, sc: ScenarioSet) -> PreparedBook:
     the never-exercise region, or ``r = q`` (where the boundary at maturity has a kink) unless the grid passes
     ``_kink_check``, are priced exactly (mode 2).
     """
-    return _grid_from_ranges(book, _eep_ranges(book, sc), sc.n_scenarios, sc.moves_carry)
+    return _grid_from_ranges(book, _eep_ranges(book, sc, kept), sc.n_scenarios, sc.moves_carry)
 
 
 @dataclass(frozen=True, eq=False)
@@ -1598,8 +1629,11 @@ class _GridRanges:
     lq: FloatArray
 
 
-def _eep_ranges(book: PreparedBook, sc: ScenarioSet) -> _GridRanges:
-    """The ranges ``_with_eep_grid`` spans, over the whole set (a chunk of scenarios at a time)."""
+def _eep_ranges(
+    book: PreparedBook, sc: ScenarioSet, kept: dict[tuple[int, int], _ChunkInputs] | None = None
+) -> _GridRanges:
+    """The ranges ``_with_eep_grid`` spans, over the whole set (a chunk of scenarios at a time; ``kept``: the first
+    chunk's dense inputs are put there under its rows ``(0, stop)``, for ``evaluate_prepared`` to reuse)."""
     first = book.n_euro
     am = slice(first, None)
     na = book.units.size - first
@@ -1613,6 +1647,8 @@ def _eep_ranges(book: PreparedBook, sc: ScenarioSet) -> _GridRanges:
     rows = default_chunk_size(book, sc)
     for start in range(0, n, rows):
         inp = _chunk_inputs(book, sc.take(start, min(start + rows, n)))
+        if kept is not None and start == 0:
+            kept[0, min(rows, n)] = inp
         if sc.vol_shift_abs is None and sc.vol_skew is None:
             # sigma' = sigma * scale exactly (see _sigma); x -> sigma x is monotone, so its range is sigma times
             # the range of the symbol's scale, bit for bit what _vol_range finds scenario by scenario
@@ -1760,7 +1796,7 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
                 bnd_v[fit],
                 *(np.ascontiguousarray((consts[f] if f in consts else getattr(book, f)[am])[fit]) for f in cols),
             )
-        return np.einsum("lmv,kin,avn->amilk", _spline_map(nv), _spline_map(nu), vals, optimize=True, out=out)
+        return _spline_coefficients(vals, out)
 
     def boundary(ratio_v: FloatArray) -> FloatArray:
         """ln(S*/K) along vol: cubic spline through the vol nodes (modes 0 and 2 never read it)."""
@@ -1846,9 +1882,12 @@ def _rows_repeat(inp: _ChunkInputs) -> bool:
     return bool(np.count_nonzero(same) >= RUNS_SHARE * (n - 1))
 
 
-def evaluate_chunk(book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False) -> ScenarioPnl:
-    """Revalue one chunk of scenarios in this process (the unit of work sent to Dask workers)."""
-    inp = _chunk_inputs(book, sc)
+def evaluate_chunk(
+    book: PreparedBook, sc: ScenarioSet, per_symbol: bool = False, inputs: _ChunkInputs | None = None
+) -> ScenarioPnl:
+    """Revalue one chunk of scenarios in this process (the unit of work sent to Dask workers; ``inputs``: the
+    chunk's ``_chunk_inputs``, if already made)."""
+    inp = _chunk_inputs(book, sc) if inputs is None else inputs
     use_grid = book.american == "eep_grid"
     shifted = bool(np.any(inp.moved))
     if use_grid and shifted and book.grid_dcoef.shape[0] != book.grid_mode.size:
@@ -2016,8 +2055,11 @@ def evaluate_prepared(
     per_symbol: bool = False,
     client: Any | None = None,
     chunk_size: int | None = None,
+    kept: dict[tuple[int, int], _ChunkInputs] | None = None,
 ) -> ScenarioPnl:
-    """Revalue all scenarios chunk by chunk, in process or (``client``) as Dask tasks; same numbers."""
+    """Revalue all scenarios chunk by chunk, in process or (``client``) as Dask tasks; same numbers. ``kept``:
+    chunks' dense inputs already made (``prepare(..., kept=)``), by rows; each is used (and dropped) when its chunk's
+    rows come up."""
     n = scenarios.n_scenarios
     size = int(chunk_size) if chunk_size else default_chunk_size(book, scenarios)
     if size < 1:
@@ -2029,7 +2071,9 @@ def evaluate_prepared(
         pnl = np.empty(n)
         by_sym = np.empty((n, book.n_symbols)) if per_symbol else None
         for a, b in bounds:
-            part = evaluate_chunk(book, scenarios.take(a, b), per_symbol)
+            part = evaluate_chunk(
+                book, scenarios.take(a, b), per_symbol, None if kept is None else kept.pop((a, b), None)
+            )
             pnl[a:b] = part.pnl
             if by_sym is not None:
                 by_sym[a:b] = part.by_symbol
@@ -2060,8 +2104,10 @@ def evaluate(
     """Full-revaluation P&L of ``portfolio`` under ``scenarios`` after ``horizon_days`` calendar days."""
     if scenarios.n_symbols != portfolio.n_symbols:
         raise ValueError(f"scenarios have {scenarios.n_symbols} symbol columns, the portfolio {portfolio.n_symbols}")
-    book = prepare(portfolio, horizon_days, scenarios, american)
-    return evaluate_prepared(book, scenarios, per_symbol=per_symbol, client=client, chunk_size=chunk_size)
+    # the first chunk's inputs, made for the grid's ranges, reused when the chunks are the same (in this process)
+    kept: dict[tuple[int, int], _ChunkInputs] | None = {} if client is None and not chunk_size else None
+    book = prepare(portfolio, horizon_days, scenarios, american, kept=kept)
+    return evaluate_prepared(book, scenarios, per_symbol=per_symbol, client=client, chunk_size=chunk_size, kept=kept)
 
 
 def _stack_sets(sets: Sequence[ScenarioSet], n: int, books: Sequence[Portfolio]) -> ScenarioSet:

@@ -1469,10 +1469,12 @@ def _stacked_historical_set(
         its last row repeated below (running sums down the days)."""
         c = np.cumsum(x, axis=0, out=x)
         rows = x.shape[0] - horizon_days + 1
-        sums = np.empty((rows, books.size, m))
+        every = books.size == out.shape[1]  # all the books (one history length): the sums made in ``out`` itself
+        sums = out[:rows] if every else np.empty((rows, books.size, m))
         np.subtract(c[horizon_days - 1], 0.0, out=sums[0])
         np.subtract(c[horizon_days:], c[: rows - 1], out=sums[1:])
-        out[:rows, books] = sums
+        if not every:
+            out[:rows, books] = sums
         out[rows:, books] = sums[-1]
 
     for length in np.unique(lengths):
@@ -1511,24 +1513,29 @@ def _stacked_one_day_fhs_set(models: Sequence[FhsModel], hists: Sequence[MarketH
     ):
         return None
     n = int(lengths.max())
-    total = np.zeros((n, len(models), m))
-    log_scale = np.zeros((n, len(models), m)) if has_iv else None
+    total = np.empty((n, len(models), m))  # every row of every book written below
+    log_scale = np.empty((n, len(models), m)) if has_iv else None
     for length in np.unique(lengths):
         books = np.flatnonzero(lengths == length)
-        z = np.stack([models[k].standardized for k in books], axis=1)
-        step = np.sqrt(np.stack([models[k].next_variance for k in books]))[None, :, :] * z
-        sums = np.zeros_like(step)
-        sums += step
-        total[:length, books] = sums
+        every = books.size == len(models)  # one history length: the sums made in ``total`` itself
+        z = np.stack([models[k].standardized for k in books], axis=1, out=total[:length] if every else None)
+        # the step (in z's own array), then 0 + step: the one-step sum from zero (x + 0.0 is 0.0 + x, bit for bit)
+        sums = np.multiply(np.sqrt(np.stack([models[k].next_variance for k in books]))[None, :, :], z, out=z)
+        sums += 0.0
+        if not every:
+            total[:length, books] = sums
         total[length:, books] = sums[-1]
         if log_scale is not None:
-            iv = np.log1p(np.stack([models[k].iv_rel_changes for k in books], axis=1))  # type: ignore[misc]
-            sums = np.zeros_like(iv)
-            sums += iv
+            sums = np.log1p(np.stack([models[k].iv_rel_changes for k in books], axis=1))  # type: ignore[misc]
+            sums += 0.0
             log_scale[:length, books] = sums
             log_scale[length:, books] = sums[-1]
-    spot = np.expm1(total.reshape(n, -1))
-    return ScenarioSet(spot, vol_scale=None if log_scale is None else np.exp(log_scale.reshape(n, -1)))
+    spot = total.reshape(n, -1)
+    np.expm1(spot, out=spot)  # in place: ``total`` is not read again
+    if log_scale is None:
+        return ScenarioSet(spot)
+    scale = log_scale.reshape(n, -1)
+    return ScenarioSet(spot, vol_scale=np.exp(scale, out=scale))
 
 
 def compute_var_batch(

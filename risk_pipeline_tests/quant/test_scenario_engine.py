@@ -572,3 +572,50 @@ def test_symbol_major_inputs_are_the_transposed_chunk_inputs() -> None:
         "shift",
         "skew",
     }
+
+
+def test_spline_coefficients_are_the_einsums_bit_for_bit() -> None:
+    """The grid's spline coefficients by two explicit matrix products equal the einsum they replace, bit for bit,
+    for option counts where the einsum takes either contraction order (few options: it falls back to the einsum)."""
+    from risk_pipeline.quant.scenario_engine import _spline_coefficients
+
+    rng = np.random.default_rng(41)
+    for na in (0, 1, 5, 16, 17, 40, 257, 4673):
+        vals = rng.normal(0.0, 1.0, (na, 5, 13)) * rng.lognormal(0.0, 3.0, (na, 1, 1))
+        want = np.einsum("lmv,kin,avn->amilk", _spline_map(5), _spline_map(13), vals, optimize=True)
+        out = np.full((na, 4, 12, 4, 4), np.nan)
+        got = _spline_coefficients(vals, out)
+        assert got is out
+        np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64), err_msg=f"{na} options")
+
+
+def test_first_chunk_inputs_of_the_grid_scan_are_reused_with_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``evaluate`` hands the first chunk's inputs made for the grid's ranges to the revaluation: the chunk's inputs
+    are those ``_chunk_inputs`` makes again, and the P&L is that of a separate ``prepare`` and ``evaluate_prepared``
+    (which make them twice), bit for bit, in one chunk and in chunks of 256 of 700 scenarios."""
+    import risk_pipeline.quant.scenario_engine as se
+
+    p = _book(n=50, american=0.6, seed=43)
+    rng = np.random.default_rng(44)
+    n = 700
+    shock = np.expm1(rng.normal(0.0, 0.03, (n, p.n_symbols)))
+    sc = ScenarioSet(
+        shock,
+        vol_scale=np.exp(rng.normal(0.0, 0.1, (n, p.n_symbols))),
+        vol_shift_abs=rng.normal(0.0, 0.01, (n, p.n_positions)),
+        vol_shift_per_position=True,
+    )
+    for memory in (se.CHUNK_MEMORY_BYTES, 1):
+        monkeypatch.setattr(se, "CHUNK_MEMORY_BYTES", memory)
+        kept: dict = {}
+        book = prepare(p, 1.0, sc, "eep_grid", kept=kept)
+        stop = min(n, se.default_chunk_size(book, sc))
+        assert list(kept) == [(0, stop)]
+        fresh = se._chunk_inputs(book, sc.take(0, stop))
+        for name in ("spot_new", "log_spot_new", "scale", "shift", "skew", "shift_opt", "rate", "div", "moved"):
+            np.testing.assert_array_equal(getattr(kept[0, stop], name), getattr(fresh, name), err_msg=name)
+        assert kept[0, stop].constant == fresh.constant
+        want = evaluate_prepared(prepare(p, 1.0, sc, "eep_grid"), sc, per_symbol=True)
+        got = evaluate(p, sc, 1.0, american="eep_grid", per_symbol=True)
+        np.testing.assert_array_equal(got.pnl, want.pnl)
+        np.testing.assert_array_equal(got.by_symbol, want.by_symbol)
