@@ -35,13 +35,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import xgboost as xgb
+from numba import njit
 from numpy.typing import ArrayLike
 from scipy import optimize
 from scipy.cluster import hierarchy
 from scipy.signal import lfilter
 from scipy.spatial.distance import squareform
 
-from risk_pipeline.quant._numba import FloatArray
+from risk_pipeline.quant._numba import JIT, FloatArray, IntArray, inner_njit, run_chunked
 
 TRADING_DAYS = 252
 
@@ -170,6 +171,38 @@ class OptimalF:
     max_drawdown_p95: float
 
 
+@inner_njit(forceinline=True)
+def _nan_max(a: float, b: float) -> float:
+    """``np.maximum(a, b)``: the larger, NaN if either is NaN."""
+    if a != a or a >= b:
+        return a
+    return b
+
+
+@njit(**JIT)
+def _path_outcomes(
+    x: FloatArray, draws: IntArray, fraction: float, terminal: FloatArray, drawdown: FloatArray, start: int, stop: int
+) -> None:
+    """Terminal wealth and maximum drawdown of the paths ``start .. stop-1``: path ``p`` compounds
+    ``1 + fraction x[draws[p, t]]`` over ``t``; its drawdown is the largest ``1 - W_t / max(1, max_{k <= t} W_k)``.
+    The operations of numpy's ``cumprod``, ``maximum.accumulate``, ``maximum``, ``divide`` and ``max`` over the
+    paths as columns, in the same order (the same numbers)."""
+    h = draws.shape[1]
+    for p in range(start, stop):
+        w = 1.0
+        peak = -np.inf
+        worst = -np.inf
+        for t in range(h):
+            step = x[draws[p, t]] * fraction
+            step = step + 1.0
+            w = step if t == 0 else w * step
+            peak = w if t == 0 else _nan_max(peak, w)
+            dd = 1.0 - w / _nan_max(peak, 1.0)
+            worst = dd if t == 0 else _nan_max(worst, dd)
+        terminal[p] = w
+        drawdown[p] = worst
+
+
 def optimal_f(returns: ArrayLike, *, n_paths: int = 2000, horizon: int | None = None, seed: int = 0) -> OptimalF:
     """Optimal f over per-trade or per-period returns ``X`` (fractions), with bootstrap terminal wealth and drawdown.
 
@@ -198,19 +231,10 @@ def optimal_f(returns: ArrayLike, *, n_paths: int = 2000, horizon: int | None = 
     fraction = f / abs(worst)
     rng = np.random.default_rng(seed)
     h = horizon or x.size
-    # the paths as columns (h x n_paths): the running products and peaks run along the rows, a vectorized step per
-    # period; each path's products, peaks (the running max of 1 and its wealth: max is exact) and drawdowns are
-    # the same operations in the same order as a path per row, so the same numbers
-    wealth = np.take(x, rng.integers(0, x.size, size=(n_paths, h)).T)
-    np.multiply(wealth, fraction, out=wealth)
-    np.add(wealth, 1.0, out=wealth)
-    np.cumprod(wealth, axis=0, out=wealth)
-    loss = np.maximum.accumulate(wealth, axis=0)
-    np.maximum(loss, 1.0, out=loss)
-    np.divide(wealth, loss, out=loss)
-    np.subtract(1.0, loss, out=loss)
-    drawdown = loss.max(axis=0)
-    terminal = wealth[-1]
+    draws = rng.integers(0, x.size, size=(n_paths, h))
+    terminal, drawdown = np.empty(n_paths), np.empty(n_paths)
+    # a path per kernel iteration, its wealth, peak and drawdown carried along the path (no (h, n_paths) arrays)
+    run_chunked(_path_outcomes, n_paths, x, draws, float(fraction), terminal, drawdown)
     return OptimalF(
         f=f,
         worst_loss=worst,

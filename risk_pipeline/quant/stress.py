@@ -737,14 +737,20 @@ def _revalue_sets(
     client: Any | None,
 ) -> list[FloatArray]:
     """P&L per (scenario, symbol) for each ``(spot log shock, idiosyncratic 30-day log-vol move[, scenario rows])``
-    set (rows: which of the n scenarios the set's rows are; all by default), revalued together as one scenario set."""
+    set (rows: which of the n scenarios the set's rows are; all by default), revalued together as one scenario set.
+
+    The rows are revalued grouped by scenario (the sets' rows of scenario 0, then of scenario 1, ...): rows of one
+    scenario whose sign combinations move a name's spot but not its vols give its options the same vols, so the
+    exact engine, which keeps each option's recent exercise boundaries by (vol, rate, yield), solves one boundary
+    for them instead of one per set. Each row's P&L is its own (the same numbers in any order)."""
     p = portfolio
     n = sc.n_scenarios
     every = np.arange(n)
     rows = [np.asarray(x[2]) if len(x) == 3 else every for x in sets]
-    at = np.concatenate(rows)
-    spot_all = np.concatenate([x[0] for x in sets])
-    idio_all = np.concatenate([x[1] for x in sets])
+    order = np.argsort(np.concatenate(rows), kind="stable")
+    at = np.concatenate(rows)[order]
+    spot_all = np.concatenate([x[0] for x in sets])[order]
+    idio_all = np.concatenate([x[1] for x in sets])[order]
     mult = np.array([s.vol.multiplier for s in items], dtype=np.float64)
     shifts = option_vol_shifts(
         implied_vol=p.implied_vol,
@@ -771,8 +777,10 @@ def _revalue_sets(
     # P&L is its own: the same numbers; one set per chunk took about 7 % more CPU at 8,333 positions)
     res = evaluate(p, full, 0.0, american=american, per_symbol=True, client=client, chunk_size=max(3 * n, 1))
     assert res.by_symbol is not None
+    by_symbol = np.empty_like(res.by_symbol)
+    by_symbol[order] = res.by_symbol
     ends = np.cumsum([r.size for r in rows])
-    return [res.by_symbol[e - r.size : e] for e, r in zip(ends, rows, strict=True)]
+    return [by_symbol[e - r.size : e] for e, r in zip(ends, rows, strict=True)]
 
 
 @dataclass(frozen=True, eq=False)

@@ -89,6 +89,35 @@ def test_optimal_f_no_edge_is_zero() -> None:
     assert sz.optimal_f(np.array([0.01, -0.02, 0.01, -0.01])).f == 0.0
 
 
+def _bootstrap_reference(x: np.ndarray, fraction: float, n_paths: int, h: int, seed: int) -> tuple:
+    """The resampled paths in numpy, a path per row: cumulative products, running peaks floored at 1, drawdowns."""
+    draws = np.random.default_rng(seed).integers(0, x.size, size=(n_paths, h))
+    wealth = np.cumprod(1.0 + x[draws] * fraction, axis=1)
+    peak = np.maximum(np.maximum.accumulate(wealth, axis=1), 1.0)
+    drawdown = (1.0 - wealth / peak).max(axis=1)
+    return wealth[:, -1], drawdown
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_optimal_f_paths_are_the_numpy_paths_bits(case: int) -> None:
+    """Terminal wealth and drawdown quantiles of the path kernel equal, bit for bit, those of the paths built in numpy
+    from the same draws (also where wealth overflows: a worst loss of 1e-9 makes the capital fraction huge)."""
+    rng = np.random.default_rng(100 + case)
+    x = rng.standard_t(3, 40 + 50 * case) * 0.02 + 0.001
+    if case == 5:
+        x[0] = -1e-9
+        x = np.where(x < 0, -1e-9, x)
+    n_paths, h = (2000, sz.TRADING_DAYS) if case in (0, 2, 4, 5) else (37 + case, 5 * case)
+    with np.errstate(all="ignore"):
+        o = sz.optimal_f(x, n_paths=n_paths, horizon=h, seed=case)
+        terminal, drawdown = _bootstrap_reference(x, o.capital_fraction, n_paths, h, case)
+        expected = [np.quantile(terminal, 0.05), np.median(terminal), np.median(drawdown), np.quantile(drawdown, 0.95)]
+    got = [o.terminal_wealth_p05, o.terminal_wealth_median, o.max_drawdown_median, o.max_drawdown_p95]
+    np.testing.assert_array_equal(got, expected)
+    if case == 5:
+        assert np.isnan(got).any() or np.isinf(got).any()  # the overflow case reached inf or NaN
+
+
 # ------------------------------------------------------------------------------------ vol targeting
 def test_vol_target_weight_and_regime() -> None:
     v = sz.vol_target_weight(0.10, 0.25)

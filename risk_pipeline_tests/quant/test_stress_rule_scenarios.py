@@ -188,3 +188,43 @@ def test_a_scenario_without_idiosyncratic_moves_keeps_its_rule_shocks() -> None:
     assert np.any(
         rs.name_log_vol_move[others] != vb[None, :] * np.log([lib.scenarios[j].vol.multiplier for j in others])[:, None]
     )
+
+
+def test_sets_revalued_grouped_by_scenario_are_each_sets_own_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_revalue_sets`` revalues the sign-combination sets with their rows grouped by scenario: every set's P&L is
+    the bits of that set revalued alone, and the combinations that move a name's spot but not its vols (the
+    library's scenarios without a skew) share the exact engine's exercise boundaries, so fewer are solved."""
+    import risk_pipeline.quant.scenario_engine as engine
+    import risk_pipeline.quant.stress as stress
+    from risk_pipeline.quant.vol_shocks import idiosyncratic_sign_sets
+
+    lib, p, beta, vol_beta, _ = _setup()
+    p = combine(replace(p, is_american=[False] * 4 + [True, True, False]), _hedge_lines(p.symbols, p.spot))
+    items = lib.scenarios
+    sc = stress.scenario_set(p, items, beta, None)
+    n = sc.n_scenarios
+    spot_log = np.log1p(sc.spot_shock_rel)
+    none = np.zeros_like(spot_log)
+    rows = np.arange(1, n, 2)  # a set on some scenarios only, as the combinations of scenarios that move names
+    combos = [
+        (*c, rows) for c in idiosyncratic_sign_sets(spot_log[rows], none[rows], SPOT_SD, VOL_SD, np.ones(n)[rows])
+    ]
+    sets = [(spot_log, none), *combos]
+    args = (p, items, sc, lib.vol_rule, vol_beta, "exact", None)
+    real, solved = engine.solve_boundaries, []
+
+    def counting(pr: np.ndarray, *a: object, **k: object) -> object:
+        solved.append(pr.size)
+        return real(pr, *a, **k)
+
+    monkeypatch.setattr(engine, "solve_boundaries", counting)
+    alone = [stress._revalue_sets([s], *args)[0] for s in sets]
+    n_alone = sum(solved)
+    solved.clear()
+    grouped = stress._revalue_sets(sets, *args)
+    assert len(grouped) == len(sets)
+    for a, b in zip(grouped, alone, strict=True):
+        np.testing.assert_array_equal(a, b)
+    skewed = [j for j in rows if items[j].vol.skew != 0.0]
+    assert len(skewed) < rows.size  # most scenarios have no skew: their (+,+) and (-,+) rows share vols
+    assert 0 < sum(solved) < n_alone
