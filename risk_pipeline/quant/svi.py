@@ -471,16 +471,34 @@ def _polish(
             d_rho = -x[1] * x[4] * x[2] / root if root > 0.0 else 0.0
             return np.array([1.0, x[4] * root, d_rho, 0.0, x[1] * root])
 
-        constraints[0]["jac"] = min_w_jac
-        constraints[1]["jac"] = lambda x: np.array([0.0, -(1.0 + x[2]), -x[1], 0.0, 0.0])
-        constraints[2]["jac"] = lambda x: np.array([0.0, -(1.0 - x[2]), x[1], 0.0, 0.0])
+        def values(x: NDArray[np.float64]) -> FloatArray:
+            out = np.empty(3)
+            out[0] = x[0] + x[1] * x[4] * np.sqrt(max(1.0 - x[2] ** 2, 0.0))
+            out[1] = MAX_WING_SLOPE - x[1] * (1.0 + x[2])
+            out[2] = MAX_WING_SLOPE - x[1] * (1.0 - x[2])
+            return out
+
+        def normals(x: NDArray[np.float64]) -> FloatArray:
+            out = np.empty((3, 5))
+            out[0] = min_w_jac(x)
+            out[1] = (0.0, -(1.0 + x[2]), -x[1], 0.0, 0.0)
+            out[2] = (0.0, -(1.0 - x[2]), x[1], 0.0, 0.0)
+            return out
+
+        # the three constraints as one function and one Jacobian: SLSQP gets the same values and rows, in one call each
+        constraints = [{"type": "ineq", "fun": values, "jac": normals}]
 
     def objective_and_gradient(x: NDArray[np.float64]) -> tuple[float, FloatArray]:
-        a, b, rho, m, sigma = (float(e) for e in x)
+        a, b, rho, m, sigma = x.tolist()
         dk = data.k - m
         root = np.sqrt(dk * dk + sigma * sigma)
         resid = (a + b * (rho * dk + root) - data.w) / data.scale
-        dw = np.stack((np.ones_like(dk), rho * dk + root, b * dk, -b * (rho + dk / root), b * sigma / root))
+        dw = np.empty((5, dk.size))  # np.stack's rows, written in place
+        dw[0] = 1.0
+        dw[1] = rho * dk + root
+        dw[2] = b * dk
+        dw[3] = -b * (rho + dk / root)
+        dw[4] = b * sigma / root
         wr = data.weights * resid
         return float(wr @ resid), 2.0 * (dw @ wr) / data.scale
 
@@ -922,7 +940,8 @@ def _batched_outer(batch: _Batch) -> tuple[FloatArray, FloatArray, NDArray[np.bo
             break
         cand_m = np.clip(m[run, None] + offsets[:, 0] * dm[run, None], m_lo[run, None], m_hi[run, None])
         cand_ls = np.clip(ls[run, None] + offsets[:, 1] * ds[run, None], ls_lo, ls_hi[run, None])
-        _, cand_err = _batched_inner(_take(tracks, run), cand_m, np.exp(cand_ls))
+        running = _take(tracks, run)  # the running tracks' quotes, taken once for both inner solves
+        _, cand_err = _batched_inner(running, cand_m, np.exp(cand_ls))
         # Newton point of the quadratic through the 3 x 3 stencil (steps dm, ds; cross term from diagonals)
         f0 = best[run]
         fm = cand_err.reshape(-1, 8)
@@ -940,7 +959,7 @@ def _batched_outer(batch: _Batch) -> tuple[FloatArray, FloatArray, NDArray[np.bo
         ok = (det > 0) & (h_mm > 0) & np.isfinite(step_m) & np.isfinite(step_s)
         newton_m = np.clip(m[run] + np.where(ok, step_m, 0.0), m_lo[run], m_hi[run])[:, None]
         newton_ls = np.clip(ls[run] + np.where(ok, step_s, 0.0), ls_lo, ls_hi[run])[:, None]
-        _, newton_err = _batched_inner(_take(tracks, run), newton_m, np.exp(newton_ls))
+        _, newton_err = _batched_inner(running, newton_m, np.exp(newton_ls))
         cand_m = np.concatenate((cand_m, newton_m), axis=1)
         cand_ls = np.concatenate((cand_ls, newton_ls), axis=1)
         cand_err = np.concatenate((cand_err, np.where(ok[:, None], newton_err, np.inf)), axis=1)
