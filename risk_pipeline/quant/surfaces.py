@@ -31,6 +31,7 @@ from risk_pipeline.quant.svi import (
     slsqp_minimize,
     svi_implied_vol,
     svi_total_variance,
+    svi_weighted_residuals,
 )
 
 Refit = Callable[..., SviFit | None]
@@ -362,18 +363,10 @@ def constrained_refit_fast(
     def params(x: FloatArray) -> SviParams:
         return SviParams(float(x[0]), float(x[1]), float(x[2]), float(x[3]), float(x[4]))
 
+    k_c, w_c = (np.ascontiguousarray(v, dtype=np.float64) for v in (k, w))
+
     def objective(x: FloatArray) -> tuple[float, FloatArray]:
-        a, b, rho, m, sigma = x.tolist()  # Python floats, as float(e) gives
-        d = k - m
-        r = np.sqrt(d * d + sigma * sigma)
-        resid = (a + b * (rho * d + r) - w) / scale
-        dw = np.empty((5, d.size))  # np.stack's rows, written in place
-        dw[0] = 1.0
-        dw[1] = rho * d + r
-        dw[2] = b * d
-        dw[3] = -b * (rho + d / r)
-        dw[4] = b * sigma / r
-        wr = wt * resid
+        resid, dw, wr = svi_weighted_residuals(x, k_c, w_c, wt, scale)
         return float(wr @ resid), 2.0 * (dw @ wr) / scale
 
     def feasible_full(x: FloatArray) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:

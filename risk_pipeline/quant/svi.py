@@ -489,17 +489,7 @@ def _polish(
         constraints = [{"type": "ineq", "fun": values, "jac": normals}]
 
     def objective_and_gradient(x: NDArray[np.float64]) -> tuple[float, FloatArray]:
-        a, b, rho, m, sigma = x.tolist()
-        dk = data.k - m
-        root = np.sqrt(dk * dk + sigma * sigma)
-        resid = (a + b * (rho * dk + root) - data.w) / data.scale
-        dw = np.empty((5, dk.size))  # np.stack's rows, written in place
-        dw[0] = 1.0
-        dw[1] = rho * dk + root
-        dw[2] = b * dk
-        dw[3] = -b * (rho + dk / root)
-        dw[4] = b * sigma / root
-        wr = data.weights * resid
+        resid, dw, wr = svi_weighted_residuals(x, data.k, data.w, data.weights, data.scale)
         return float(wr @ resid), 2.0 * (dw @ wr) / data.scale
 
     x0 = np.array([start.a, start.b, start.rho, start.m, start.sigma])
@@ -513,6 +503,52 @@ def _polish(
     if np.all(np.isfinite(res.x)) and _feasible(cand) and _objective(data, cand) < base * (1.0 - 1e-9):
         return cand
     return start
+
+
+def svi_weighted_residuals(
+    x: FloatArray, k: FloatArray, w: FloatArray, weights: FloatArray, scale: float
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``resid = (w_svi(k) - w) / scale`` at ``x = (a, b, rho, m, sigma)``, ``dw/dtheta`` (rows, shape ``(5, k.size)``)
+    and ``weights * resid``: the array formulation (``d = k - m``, ``r = sqrt(d d + sigma sigma)``,
+    ``dw = (1, rho d + r, b d, -b (rho + d / r), b sigma / r)``) element by element in ``_svi_residual_kernel``, the
+    same IEEE operations (no fast-math); the fits' objectives then take numpy's dot products of them."""
+    a, b, rho, m, sigma = x.tolist()  # Python floats, as float(e) gives
+    n = k.shape[0]
+    resid, dw, wr = np.empty(n), np.empty((5, n)), np.empty(n)
+    _svi_residual_kernel(a, b, rho, m, sigma, k, w, weights, float(scale), resid, dw, wr)
+    return resid, dw, wr
+
+
+@njit(**JIT)
+def _svi_residual_kernel(
+    a: float,
+    b: float,
+    rho: float,
+    m: float,
+    sigma: float,
+    k: FloatArray,
+    w: FloatArray,
+    weights: FloatArray,
+    scale: float,
+    resid: FloatArray,
+    dw: FloatArray,
+    wr: FloatArray,
+) -> None:
+    """``svi_weighted_residuals``' arrays, one quote at a time."""
+    ss = sigma * sigma
+    minus_b = -b
+    bs = b * sigma
+    for i in range(k.shape[0]):
+        d = k[i] - m
+        r = math.sqrt(d * d + ss)
+        e = (a + b * (rho * d + r) - w[i]) / scale
+        resid[i] = e
+        dw[0, i] = 1.0
+        dw[1, i] = rho * d + r
+        dw[2, i] = b * d
+        dw[3, i] = minus_b * (rho + d / r)
+        dw[4, i] = bs / r
+        wr[i] = weights[i] * e
 
 
 def _validate(
