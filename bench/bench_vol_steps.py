@@ -1,10 +1,12 @@
-"""CPU seconds of the volatility steps ``implied_vols`` and ``vol_surfaces`` on a copy of a kept warehouse (issue #10).
+"""CPU seconds of the volatility steps ``implied_vols``, ``vol_surfaces`` and ``vol_forecasts`` on a copy of a kept
+warehouse (issue #10).
 
 ``python bench/bench_vol_steps.py KEPT COPY ASSET [--date D] [--dump FILE]``: ``KEPT`` is a folder with
 ``risk_warehouse.duckdb`` and ``dagster_home`` (``bench_pipeline.py --keep``); it is copied to ``COPY`` (replaced)
-and ``ASSET`` (``implied_vols`` or ``vol_surface``: the multi-asset with ``vol_surface_grid``) is materialized for
-``--date`` from ``end_of_day_job``. Printed: wall seconds, CPU seconds of this process and of its finished worker
-processes (the surface fit runs in two), the numba compile seconds and the load average before and after.
+and ``ASSET`` (``implied_vols``, ``vol_surface``: the multi-asset with ``vol_surface_grid``, or ``vol_forecasts``) is
+materialized for ``--date`` from ``end_of_day_job``. Printed: wall seconds, CPU seconds of this process and of its
+finished worker processes (the surface fit and the forecasts run in two), the numba compile seconds and the load
+average before and after.
 ``--dump FILE`` pickles the tables the step wrote (its snapshot's rows, sorted, run-specific columns dropped) and the
 metadata and check results it recorded, to compare two versions of the code bit for bit (``--compare A B``).
 Run the old code from a ``git worktree add`` of the base commit with the same arguments, alternating with the new.
@@ -28,7 +30,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_step_profile import use_copy  # noqa: E402
 
 #: The tables each step writes.
-TABLES = {"implied_vols": ("implied_vols",), "vol_surface": ("vol_surface", "vol_surface_grid")}
+TABLES = {
+    "implied_vols": ("implied_vols",),
+    "vol_surface": ("vol_surface", "vol_surface_grid"),
+    "vol_forecasts": ("vol_forecasts",),
+}
 RUN_SPECIFIC = ("run_id", "materialized_at")
 
 
@@ -80,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     import dagster as dg
     from numba.core import event
 
+    from risk_pipeline.contracts import table
     from risk_pipeline.definitions import defs
     from risk_pipeline.warehouse import Warehouse
 
@@ -107,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         wh = Warehouse(str(copy / "risk_warehouse.duckdb"))
         tables: dict[str, Any] = {}
         for name in TABLES[a.asset]:
-            t = wh.query(f"SELECT * FROM risk.{name} WHERE as_of = (SELECT MAX(as_of) FROM risk.{name})")
+            key = "as_of" if "as_of" in table(name).column_names else "as_of_date"  # a snapshot's or a session's
+            t = wh.query(f"SELECT * FROM risk.{name} WHERE {key} = (SELECT MAX({key}) FROM risk.{name})")
             t = t.drop(columns=[c for c in RUN_SPECIFIC if c in t.columns])
             tables[name] = t.sort_values(list(t.columns[:5])).reset_index(drop=True)
         metadata: dict[str, Any] = {}

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize
 
-from risk_pipeline.quant._numba import FloatArray
+from risk_pipeline.quant._numba import JIT, FloatArray
 from risk_pipeline.quant.svi import (
     CalendarCheck,
     SurfaceGrid,
@@ -30,6 +31,7 @@ from risk_pipeline.quant.svi import (
     slsqp_minimize,
     svi_implied_vol,
     svi_total_variance,
+    svi_weighted_residuals,
 )
 
 Refit = Callable[..., SviFit | None]
@@ -229,37 +231,76 @@ def _refit_result(
 def _svi_jacobians(x: FloatArray, k: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
     """``dg/dtheta`` (Durrleman) and ``dw/dtheta`` of raw SVI at ``k`` for ``theta = (a, b, rho, m, sigma)``, and ``g``.
 
-    Shapes ``(k.size, 5)``, ``(k.size, 5)``, ``(k.size,)``; analytic (chain rule through ``w, w', w''``).
-    """
-    a, b, rho, m, sigma = (float(e) for e in x)
+    Shapes ``(k.size, 5)``, ``(k.size, 5)``, ``(k.size,)``; analytic (chain rule through ``w, w', w''``). ``d = k - m``,
+    ``r``, ``r^3`` and ``r^5`` are numpy's (its ``power`` is not libm's ``pow``); the rest is ``_svi_jacobians_kernel``,
+    the same IEEE operations element by element in the order the array expressions took them."""
+    a, b, rho, m, sigma = x.tolist()  # Python floats, as float(e) gives
     d = k - m
     r = np.sqrt(d * d + sigma * sigma)
-    d_r = d / r
     r3, r5 = r**3, r**5  # each power once (the same values as computing it at every use)
-    w = a + b * (rho * d + r)
-    w1 = b * (rho + d_r)
-    w2 = b * sigma * sigma / r3
-    # the columns written in place of np.stack: the same numbers without the stacking's copies
-    dw = _svi_dw_columns(b, rho, sigma, d, r, d_r)
-    dw1 = np.empty((k.size, 5))
-    dw1[:, 0] = 0.0
-    dw1[:, 1] = rho + d_r
-    dw1[:, 2] = b  # b * 1.0
-    dw1[:, 3] = -b * sigma * sigma / r3
-    dw1[:, 4] = -b * d * sigma / r3
-    dw2 = np.empty((k.size, 5))
-    dw2[:, 0] = 0.0
-    dw2[:, 1] = sigma * sigma / r3
-    dw2[:, 2] = 0.0
-    dw2[:, 3] = 3.0 * b * sigma * sigma * d / r5
-    dw2[:, 4] = b * (2.0 * sigma / r3 - 3.0 * sigma**3 / r5)
-    safe_w = np.where(w > 0.0, w, 1.0)
-    lead = 1.0 - k * w1 / (2.0 * safe_w)
-    g = lead**2 - (w1 * w1 / 4.0) * (1.0 / safe_w + 0.25) + w2 / 2.0
-    g_w = lead * k * w1 / safe_w**2 + w1 * w1 / (4.0 * safe_w**2)
-    g_w1 = -lead * k / safe_w - 0.5 * w1 * (1.0 / safe_w + 0.25)
-    dg = g_w[:, None] * dw + g_w1[:, None] * dw1 + 0.5 * dw2
-    return np.where((w > 0.0)[:, None], dg, 0.0), dw, np.where(w > 0.0, g, -1.0)
+    n = k.size
+    dg, dw, g = np.empty((n, 5)), np.empty((n, 5)), np.empty(n)
+    kk = np.ascontiguousarray(k, dtype=np.float64)
+    _svi_jacobians_kernel(a, b, rho, sigma, sigma**3, kk, d, r, r3, r5, dg, dw, g)
+    return dg, dw, g
+
+
+@njit(**JIT)
+def _svi_jacobians_kernel(
+    a: float,
+    b: float,
+    rho: float,
+    sigma: float,
+    sigma3: float,
+    k: FloatArray,
+    d: FloatArray,
+    r: FloatArray,
+    r3: FloatArray,
+    r5: FloatArray,
+    dg: FloatArray,
+    dw: FloatArray,
+    g: FloatArray,
+) -> None:
+    """The element-wise part of ``_svi_jacobians`` (its array formulation: ``w = a + b (rho d + r)``,
+    ``w' = b (rho + d/r)``, ``w'' = b sigma sigma / r^3``, the columns of ``dw``, ``dw'`` and ``dw''``, Durrleman's
+    ``g`` and its partials in ``w`` and ``w'``), each scalar product of the array code formed first as there; no
+    fast-math, so no contraction into fused multiply-adds: the same bits (``test_svi_jacobians_columns``)."""
+    bss = b * sigma * sigma
+    mbss = -b * sigma * sigma
+    tbss = 3.0 * b * sigma * sigma
+    two_sigma = 2.0 * sigma
+    three_s3 = 3.0 * sigma3
+    ss = sigma * sigma
+    bs = b * sigma
+    for i in range(k.shape[0]):
+        di, ri, r3i, r5i, ki = d[i], r[i], r3[i], r5[i], k[i]
+        d_r = di / ri
+        w = a + b * (rho * di + ri)
+        w1 = b * (rho + d_r)
+        w2 = bss / r3i
+        dw0, dw1c, dw2c, dw3, dw4 = 1.0, rho * di + ri, b * di, -b * (rho + d_r), bs / ri
+        dw[i, 0], dw[i, 1], dw[i, 2], dw[i, 3], dw[i, 4] = dw0, dw1c, dw2c, dw3, dw4
+        e1, e2, e3, e4 = rho + d_r, b, mbss / r3i, -b * di * sigma / r3i  # dw' columns 1-4 (column 0 is 0)
+        f1, f3, f4 = ss / r3i, tbss * di / r5i, b * (two_sigma / r3i - three_s3 / r5i)  # dw'' columns 1, 3, 4
+        if w > 0.0:
+            safe_w = w
+        else:
+            safe_w = 1.0
+        lead = 1.0 - ki * w1 / (2.0 * safe_w)
+        sw2 = safe_w * safe_w
+        g_w = lead * ki * w1 / sw2 + w1 * w1 / (4.0 * sw2)
+        g_w1 = -lead * ki / safe_w - 0.5 * w1 * (1.0 / safe_w + 0.25)
+        if w > 0.0:
+            g[i] = lead * lead - (w1 * w1 / 4.0) * (1.0 / safe_w + 0.25) + w2 / 2.0
+            dg[i, 0] = g_w * dw0 + g_w1 * 0.0 + 0.5 * 0.0
+            dg[i, 1] = g_w * dw1c + g_w1 * e1 + 0.5 * f1
+            dg[i, 2] = g_w * dw2c + g_w1 * e2 + 0.5 * 0.0
+            dg[i, 3] = g_w * dw3 + g_w1 * e3 + 0.5 * f3
+            dg[i, 4] = g_w * dw4 + g_w1 * e4 + 0.5 * f4
+        else:
+            g[i] = -1.0
+            for j in range(5):
+                dg[i, j] = 0.0
 
 
 def _svi_dw_columns(b: float, rho: float, sigma: float, d: FloatArray, r: FloatArray, d_r: FloatArray) -> FloatArray:
@@ -322,18 +363,10 @@ def constrained_refit_fast(
     def params(x: FloatArray) -> SviParams:
         return SviParams(float(x[0]), float(x[1]), float(x[2]), float(x[3]), float(x[4]))
 
+    k_c, w_c = (np.ascontiguousarray(v, dtype=np.float64) for v in (k, w))
+
     def objective(x: FloatArray) -> tuple[float, FloatArray]:
-        a, b, rho, m, sigma = (float(e) for e in x)
-        d = k - m
-        r = np.sqrt(d * d + sigma * sigma)
-        resid = (a + b * (rho * d + r) - w) / scale
-        dw = np.empty((5, d.size))  # np.stack's rows, written in place
-        dw[0] = 1.0
-        dw[1] = rho * d + r
-        dw[2] = b * d
-        dw[3] = -b * (rho + d / r)
-        dw[4] = b * sigma / r
-        wr = wt * resid
+        resid, dw, wr = svi_weighted_residuals(x, k_c, w_c, wt, scale)
         return float(wr @ resid), 2.0 * (dw @ wr) / scale
 
     def feasible_full(x: FloatArray) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
@@ -364,63 +397,62 @@ def constrained_refit_fast(
                 cache[which] = (key, _svi_jacobians(x, kg) if which == "g" else (_EMPTY, _svi_dw(x, kc), _EMPTY))
             return cache[which][1]
 
-        cons = [
-            {
-                "type": "ineq",
-                "fun": lambda x: np.array([x[0] + x[1] * x[4] * np.sqrt(max(1.0 - x[2] ** 2, 0.0))]),
-                "jac": lambda x: np.array(
-                    [
-                        [
-                            1.0,
-                            x[4] * np.sqrt(max(1.0 - x[2] ** 2, 0.0)),
-                            -x[1] * x[4] * x[2] / np.sqrt(max(1.0 - x[2] ** 2, 1e-300)),
-                            0.0,
-                            x[1] * np.sqrt(max(1.0 - x[2] ** 2, 0.0)),
-                        ]
-                    ]
-                ),
-            },
-            {  # b (1 + |rho|) <= 4 as two smooth constraints
-                "type": "ineq",
-                "fun": lambda x: np.array([4.0 - x[1] * (1.0 + x[2]), 4.0 - x[1] * (1.0 - x[2])]),
-                "jac": lambda x: np.array(
-                    [[0.0, -(1.0 + x[2]), -x[1], 0.0, 0.0], [0.0, -(1.0 - x[2]), x[1], 0.0, 0.0]]
-                ),
-            },
-            {  # finite (-1) where w <= 0, which the first constraint excludes anyway
-                "type": "ineq",
-                "fun": lambda x: jac_at(x, "g")[2] - CONSTRAINT_MARGIN,
-                "jac": lambda x: jac_at(x, "g")[0],
-            },
-        ]
-        if floor is not None and c_idx.size:
-            cons.append(
-                {
-                    "type": "ineq",
-                    "fun": lambda x: svi_total_variance(params(x), kc) - floor[c_idx] - CONSTRAINT_MARGIN,
-                    "jac": lambda x: jac_at(x, "c")[1],
-                }
+        # one constraint function and one Jacobian for SLSQP's rows, in its order: w's minimum >= 0 (1 row), the wing
+        # slopes b (1 +- rho) <= 4 (2 rows), Durrleman's g >= margin on the working set (finite, -1, where w <= 0,
+        # which the first row excludes anyway), then w above the floor and below the cap on the calendar working set
+        # (scaled by 1 / scale); each value and row is the expression of the per-constraint formulation, times dx
+        # for z = x / dx (its factor 1.0 on the first three rows dropped: x * 1.0 is x)
+        with_floor = floor is not None and c_idx.size > 0
+        with_cap = cap is not None and c_idx.size > 0
+        n_g, n_c = g_idx.size, c_idx.size
+        floor_c = None if floor is None else floor[c_idx]
+        cap_c = None if cap is None else cap[c_idx]
+        inv_scale = 1.0 / scale
+        rows = 3 + n_g + n_c * (int(with_floor) + int(with_cap))
+
+        def constraint_values(z: FloatArray) -> FloatArray:
+            x = dx * z
+            out = np.empty(rows)
+            out[0] = x[0] + x[1] * x[4] * np.sqrt(max(1.0 - x[2] ** 2, 0.0))
+            out[1] = 4.0 - x[1] * (1.0 + x[2])
+            out[2] = 4.0 - x[1] * (1.0 - x[2])
+            out[3 : 3 + n_g] = jac_at(x, "g")[2] - CONSTRAINT_MARGIN
+            at = 3 + n_g
+            if with_floor:
+                out[at : at + n_c] = inv_scale * (svi_total_variance(params(x), kc) - floor_c - CONSTRAINT_MARGIN)
+                at += n_c
+            if with_cap:
+                out[at : at + n_c] = inv_scale * (cap_c - svi_total_variance(params(x), kc) - CONSTRAINT_MARGIN)
+            return out
+
+        def constraint_normals(z: FloatArray) -> FloatArray:
+            x = dx * z
+            out = np.empty((rows, 5))
+            out[0] = (
+                1.0,
+                x[4] * np.sqrt(max(1.0 - x[2] ** 2, 0.0)),
+                -x[1] * x[4] * x[2] / np.sqrt(max(1.0 - x[2] ** 2, 1e-300)),
+                0.0,
+                x[1] * np.sqrt(max(1.0 - x[2] ** 2, 0.0)),
             )
-        if cap is not None and c_idx.size:
-            cons.append(
-                {
-                    "type": "ineq",
-                    "fun": lambda x: cap[c_idx] - svi_total_variance(params(x), kc) - CONSTRAINT_MARGIN,
-                    "jac": lambda x: -jac_at(x, "c")[1],
-                }
-            )
+            out[1] = (0.0, -(1.0 + x[2]), -x[1], 0.0, 0.0)
+            out[2] = (0.0, -(1.0 - x[2]), x[1], 0.0, 0.0)
+            out[3 : 3 + n_g] = jac_at(x, "g")[0]
+            at = 3 + n_g
+            if with_floor:
+                out[at : at + n_c] = inv_scale * jac_at(x, "c")[1]
+                at += n_c
+            if with_cap:
+                out[at : at + n_c] = inv_scale * -jac_at(x, "c")[1]
+            out *= dx
+            return out
+
         # SLSQP on z = x / dx with the objective divided by its value at the start: O(1) variables,
         # gradients and constraints (its BFGS model starts from the identity). The divisor is at least
         # REFIT_OBJECTIVE_FLOOR: a free fit through every quote (5 quotes, 5 parameters) has an objective
         # near 0, and dividing by it made every step look 1e8 times too costly to SLSQP
         obj0 = max(objective(x0)[0], REFIT_OBJECTIVE_FLOOR)
-
-        def scaled(
-            fun: Callable[[FloatArray], FloatArray], jac: Callable[[FloatArray], FloatArray], c: float
-        ) -> dict[str, object]:
-            return {"type": "ineq", "fun": lambda z: c * fun(dx * z), "jac": lambda z: c * jac(dx * z) * dx}
-
-        cons_z = [scaled(c["fun"], c["jac"], 1.0 if i < 3 else 1.0 / scale) for i, c in enumerate(cons)]
+        cons_z = [{"type": "ineq", "fun": constraint_values, "jac": constraint_normals}]
 
         def objective_z(z: FloatArray) -> tuple[float, FloatArray]:
             value, grad = objective(dx * z)

@@ -471,17 +471,25 @@ def _polish(
             d_rho = -x[1] * x[4] * x[2] / root if root > 0.0 else 0.0
             return np.array([1.0, x[4] * root, d_rho, 0.0, x[1] * root])
 
-        constraints[0]["jac"] = min_w_jac
-        constraints[1]["jac"] = lambda x: np.array([0.0, -(1.0 + x[2]), -x[1], 0.0, 0.0])
-        constraints[2]["jac"] = lambda x: np.array([0.0, -(1.0 - x[2]), x[1], 0.0, 0.0])
+        def values(x: NDArray[np.float64]) -> FloatArray:
+            out = np.empty(3)
+            out[0] = x[0] + x[1] * x[4] * np.sqrt(max(1.0 - x[2] ** 2, 0.0))
+            out[1] = MAX_WING_SLOPE - x[1] * (1.0 + x[2])
+            out[2] = MAX_WING_SLOPE - x[1] * (1.0 - x[2])
+            return out
+
+        def normals(x: NDArray[np.float64]) -> FloatArray:
+            out = np.empty((3, 5))
+            out[0] = min_w_jac(x)
+            out[1] = (0.0, -(1.0 + x[2]), -x[1], 0.0, 0.0)
+            out[2] = (0.0, -(1.0 - x[2]), x[1], 0.0, 0.0)
+            return out
+
+        # the three constraints as one function and one Jacobian: SLSQP gets the same values and rows, in one call each
+        constraints = [{"type": "ineq", "fun": values, "jac": normals}]
 
     def objective_and_gradient(x: NDArray[np.float64]) -> tuple[float, FloatArray]:
-        a, b, rho, m, sigma = (float(e) for e in x)
-        dk = data.k - m
-        root = np.sqrt(dk * dk + sigma * sigma)
-        resid = (a + b * (rho * dk + root) - data.w) / data.scale
-        dw = np.stack((np.ones_like(dk), rho * dk + root, b * dk, -b * (rho + dk / root), b * sigma / root))
-        wr = data.weights * resid
+        resid, dw, wr = svi_weighted_residuals(x, data.k, data.w, data.weights, data.scale)
         return float(wr @ resid), 2.0 * (dw @ wr) / data.scale
 
     x0 = np.array([start.a, start.b, start.rho, start.m, start.sigma])
@@ -495,6 +503,52 @@ def _polish(
     if np.all(np.isfinite(res.x)) and _feasible(cand) and _objective(data, cand) < base * (1.0 - 1e-9):
         return cand
     return start
+
+
+def svi_weighted_residuals(
+    x: FloatArray, k: FloatArray, w: FloatArray, weights: FloatArray, scale: float
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``resid = (w_svi(k) - w) / scale`` at ``x = (a, b, rho, m, sigma)``, ``dw/dtheta`` (rows, shape ``(5, k.size)``)
+    and ``weights * resid``: the array formulation (``d = k - m``, ``r = sqrt(d d + sigma sigma)``,
+    ``dw = (1, rho d + r, b d, -b (rho + d / r), b sigma / r)``) element by element in ``_svi_residual_kernel``, the
+    same IEEE operations (no fast-math); the fits' objectives then take numpy's dot products of them."""
+    a, b, rho, m, sigma = x.tolist()  # Python floats, as float(e) gives
+    n = k.shape[0]
+    resid, dw, wr = np.empty(n), np.empty((5, n)), np.empty(n)
+    _svi_residual_kernel(a, b, rho, m, sigma, k, w, weights, float(scale), resid, dw, wr)
+    return resid, dw, wr
+
+
+@njit(**JIT)
+def _svi_residual_kernel(
+    a: float,
+    b: float,
+    rho: float,
+    m: float,
+    sigma: float,
+    k: FloatArray,
+    w: FloatArray,
+    weights: FloatArray,
+    scale: float,
+    resid: FloatArray,
+    dw: FloatArray,
+    wr: FloatArray,
+) -> None:
+    """``svi_weighted_residuals``' arrays, one quote at a time."""
+    ss = sigma * sigma
+    minus_b = -b
+    bs = b * sigma
+    for i in range(k.shape[0]):
+        d = k[i] - m
+        r = math.sqrt(d * d + ss)
+        e = (a + b * (rho * d + r) - w[i]) / scale
+        resid[i] = e
+        dw[0, i] = 1.0
+        dw[1, i] = rho * d + r
+        dw[2, i] = b * d
+        dw[3, i] = minus_b * (rho + d / r)
+        dw[4, i] = bs / r
+        wr[i] = weights[i] * e
 
 
 def _validate(
@@ -922,7 +976,8 @@ def _batched_outer(batch: _Batch) -> tuple[FloatArray, FloatArray, NDArray[np.bo
             break
         cand_m = np.clip(m[run, None] + offsets[:, 0] * dm[run, None], m_lo[run, None], m_hi[run, None])
         cand_ls = np.clip(ls[run, None] + offsets[:, 1] * ds[run, None], ls_lo, ls_hi[run, None])
-        _, cand_err = _batched_inner(_take(tracks, run), cand_m, np.exp(cand_ls))
+        running = _take(tracks, run)  # the running tracks' quotes, taken once for both inner solves
+        _, cand_err = _batched_inner(running, cand_m, np.exp(cand_ls))
         # Newton point of the quadratic through the 3 x 3 stencil (steps dm, ds; cross term from diagonals)
         f0 = best[run]
         fm = cand_err.reshape(-1, 8)
@@ -940,7 +995,7 @@ def _batched_outer(batch: _Batch) -> tuple[FloatArray, FloatArray, NDArray[np.bo
         ok = (det > 0) & (h_mm > 0) & np.isfinite(step_m) & np.isfinite(step_s)
         newton_m = np.clip(m[run] + np.where(ok, step_m, 0.0), m_lo[run], m_hi[run])[:, None]
         newton_ls = np.clip(ls[run] + np.where(ok, step_s, 0.0), ls_lo, ls_hi[run])[:, None]
-        _, newton_err = _batched_inner(_take(tracks, run), newton_m, np.exp(newton_ls))
+        _, newton_err = _batched_inner(running, newton_m, np.exp(newton_ls))
         cand_m = np.concatenate((cand_m, newton_m), axis=1)
         cand_ls = np.concatenate((cand_ls, newton_ls), axis=1)
         cand_err = np.concatenate((cand_err, np.where(ok[:, None], newton_err, np.inf)), axis=1)

@@ -49,6 +49,7 @@ from scipy.special import gammaln
 
 from risk_pipeline.quant._numba import JIT, FloatArray
 from risk_pipeline.quant._slsqp import LEAN_SLSQP, slsqp_core, slsqp_workspace
+from risk_pipeline.quant.svi import _pairwise_sum
 
 try:  # the C entry points DMatrix, Booster, Booster.update and Booster.predict call, without their Python layers
     from xgboost._data_utils import array_interface as _xgb_array_interface
@@ -513,6 +514,23 @@ def _t_starting_value(std_resids: FloatArray) -> FloatArray:
     return np.array([sv])
 
 
+@njit(**JIT)
+def _t_log_argument(sigma2: FloatArray, nu_minus_2: float, squared: FloatArray, out: FloatArray) -> None:
+    """``out = 1 + squared / (sigma2 * (nu - 2))``: arch's ``np.multiply``, ``np.divide``, ``np.add`` steps."""
+    for i in range(sigma2.shape[0]):
+        out[i] = 1.0 + squared[i] / (sigma2[i] * nu_minus_2)
+
+
+@njit(**JIT)
+def _t_loglikelihood_sum(constant: float, log_sigma2: FloatArray, half_nu_plus_1: float, log_arg: FloatArray) -> float:
+    """``sum(constant - 0.5 log(sigma2) - (nu + 1) / 2 log_arg)`` with arch's order of operations per element and
+    numpy's pairwise summation (``svi._pairwise_sum``), written over ``log_arg``: the same bits as the arrays."""
+    n = log_sigma2.shape[0]
+    for i in range(n):
+        log_arg[i] = (constant - 0.5 * log_sigma2[i]) - half_nu_plus_1 * log_arg[i]
+    return _pairwise_sum(log_arg, 0, n)
+
+
 def _arch_fit(y: FloatArray, asymmetric: bool, start: FloatArray | None) -> tuple[FloatArray, int]:
     """``arch_model(y, mean="Zero", vol="GARCH", p=1, o=int(asymmetric), q=1, dist="t", rescale=False)
     .fit(starting_values=start)``'s parameters and convergence flag: arch's own backcast, bounds, constraints,
@@ -554,18 +572,12 @@ def _arch_fit(y: FloatArray, asymmetric: bool, start: FloatArray | None) -> tupl
         constant = constants.get(nu)
         if constant is None:
             constant = constants[nu] = gammaln((nu + 1) / 2) - gammaln(nu / 2) - np.log(np.pi * (nu - 2)) / 2
-        # lls = constant - 0.5 * log(sigma2)
+        # lls = constant - 0.5 * log(sigma2) - (nu + 1) / 2 * log(1 + e^2 / (sigma2 * (nu - 2))): the two logarithms
+        # by numpy's log (its SIMD log is not libm's), the arithmetic and the sum by the kernels, element for element
         np.log(sigma2, out=term)
-        np.multiply(0.5, term, out=term)
-        np.subtract(constant, term, out=lls)
-        # lls -= (nu + 1) / 2 * log(1 + e^2 / (sigma2 * (nu - 2)))
-        np.multiply(sigma2, nu - 2, out=term)
-        np.divide(squared, term, out=term)
-        np.add(1, term, out=term)
-        np.log(term, out=term)
-        np.multiply((nu + 1) / 2, term, out=term)
-        np.subtract(lls, term, out=lls)
-        return -float(lls.sum())
+        _t_log_argument(sigma2, float(nu - 2), squared, lls)
+        np.log(lls, out=lls)
+        return -_t_loglikelihood_sum(float(constant), term, float((nu + 1) / 2), lls)
 
     return _slsqp_minimize(garch_t_negative_loglikelihood, sv, lower, upper, a, b)
 
@@ -799,7 +811,9 @@ _XGB_PREDICT_ARGS = json.dumps(
 ).encode()
 
 
-def walk_forward(history: PriceHistory, config: VolForecastConfig | None = None) -> WalkForward:
+def walk_forward(
+    history: PriceHistory, config: VolForecastConfig | None = None, *, scored_only: bool = False
+) -> WalkForward:
     """Expanding-window walk-forward forecasts of every model and horizon, without look-ahead.
 
     Origins run from ``min_train - 1`` (or the last return, for short histories) to ``n - 1``.
@@ -808,6 +822,11 @@ def walk_forward(history: PriceHistory, config: VolForecastConfig | None = None)
     ``s``). Forecasts at origins ``t`` of the block use those fits and data through ``r_t`` only.
     XGBoost's ``garch_vol`` feature is the GARCH filter with the parameters fitted at ``s``, for its
     training rows as well as for the block's forecast rows.
+
+    ``scored_only``: no XGBoost booster for a (block, horizon) that ``evaluate`` never reads, i.e. whose
+    origins are all before ``min_train - 1`` or without a positive realized variance and which does not hold
+    the last origin (the last block of the longest horizons); those forecasts stay NaN. ``evaluate`` and
+    ``select_models`` give the same rows either way.
     """
     cfg = config or VolForecastConfig()
     r = history.returns
@@ -842,6 +861,8 @@ def walk_forward(history: PriceHistory, config: VolForecastConfig | None = None)
         for h in cfg.horizons:
             forecasts[(MODEL_XGBOOST, h)] = np.full(origins.size, np.nan)
     warmup = max(RV_WINDOWS) - 1
+    # the origins evaluate() scores per horizon (out of sample, realized variance positive); the last is reported
+    scored = {h: (origins >= first_oos) & (targets[h][origins] > 0.0) for h in cfg.horizons}  # False for NaN
 
     for s, end in blocks:
         rows = slice(s - start, end - start)
@@ -853,11 +874,12 @@ def walk_forward(history: PriceHistory, config: VolForecastConfig | None = None)
             paths[m] = garch_variance(params, r[:end])  # entry t + 1 uses r_0 .. r_t
             for h in cfg.horizons:
                 forecasts[(m, h)][rows] = annual[h] * garch_variance_sum(params, paths[m][s + 1 : end + 1], h)
-        if use_xgb and base_features is not None:
+        trained = [h for h in cfg.horizons if not scored_only or end == n or bool(scored[h][rows].any())]
+        if use_xgb and base_features is not None and trained:
             x = base_features[:end].copy()
             x[:, garch_col] = np.sqrt(TRADING_DAYS * paths[MODEL_GARCH][1 : end + 1])
             scale = float(np.mean(r[: s + 1] ** 2)) or 1e-12
-            for h in cfg.horizons:
+            for h in trained:
                 last_row = s - h  # target r_{t+1..t+h} observed by s
                 if last_row < warmup:
                     continue
@@ -949,9 +971,12 @@ def select_models(
     return tuple(rows), tuple(selections)
 
 
-def forecast_volatility(history: PriceHistory, config: VolForecastConfig | None = None) -> VolForecastResult:
-    """Walk-forward, evaluate and select: the per-symbol entry point."""
+def forecast_volatility(
+    history: PriceHistory, config: VolForecastConfig | None = None, *, scored_only: bool = False
+) -> VolForecastResult:
+    """Walk-forward, evaluate and select: the per-symbol entry point (``scored_only``: see ``walk_forward``;
+    the same forecasts and selections, fewer walk-forward XGBoost forecasts)."""
     cfg = config or VolForecastConfig()
-    wf = walk_forward(history, cfg)
+    wf = walk_forward(history, cfg, scored_only=scored_only)
     rows, selections = select_models(evaluate(wf, cfg.horizons), cfg.min_oos_for_selection)
     return VolForecastResult(forecasts=rows, selections=selections, walk_forward=wf)

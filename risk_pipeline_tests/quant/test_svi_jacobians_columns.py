@@ -1,5 +1,6 @@
-"""``_svi_jacobians`` writes its columns in place: the same numbers, bit for bit, as stacking them (the formulation
-it replaced, written out here), and derivatives that agree with central differences of raw SVI and Durrleman's g."""
+"""``_svi_jacobians`` (compiled) and ``svi_weighted_residuals``: the same numbers, bit for bit, as stacking them (the
+array formulations they replaced, written out here), and derivatives that agree with central differences of raw SVI
+and Durrleman's g."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from risk_pipeline.quant.surfaces import _svi_dw, _svi_jacobians
-from risk_pipeline.quant.svi import SviParams, durrleman_g, svi_total_variance
+from risk_pipeline.quant.svi import SviParams, durrleman_g, svi_total_variance, svi_weighted_residuals
 
 
 def _stacked(x: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -84,3 +85,38 @@ def test_svi_dw_alone_equals_the_stacked_dw_bit_for_bit_and_central_differences(
         h[j] = 1e-6
         fd = (svi_total_variance(SviParams(*(x + h)), k) - svi_total_variance(SviParams(*(x - h)), k)) / 2e-6
         np.testing.assert_allclose(_svi_dw(x, k)[:, j], fd, rtol=1e-6, atol=1e-9)
+
+
+def _residuals_arrays(
+    x: np.ndarray, k: np.ndarray, w: np.ndarray, weights: np.ndarray, scale: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fits' objective arrays as numpy computed them (``np.stack`` of the rows)."""
+    a, b, rho, m, sigma = (float(e) for e in x)
+    d = k - m
+    r = np.sqrt(d * d + sigma * sigma)
+    resid = (a + b * (rho * d + r) - w) / scale
+    dw = np.stack((np.ones_like(d), rho * d + r, b * d, -b * (rho + d / r), b * sigma / r))
+    return resid, dw, weights * resid
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_svi_weighted_residuals_equal_the_array_formulation_bit_for_bit(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(30):
+        n = int(rng.integers(1, 260))
+        k = np.sort(rng.uniform(-1.0, 1.0, n))
+        w = 0.04 + 0.1 * k * k + rng.normal(0.0, 0.003, n)
+        weights = rng.uniform(0.0, 1.0, n)
+        weights /= weights.sum()
+        x = np.array(
+            [rng.uniform(-0.05, 0.1), rng.uniform(0.0, 2.0), rng.uniform(-0.99, 0.99), rng.uniform(-0.5, 0.5), 0.0]
+        )
+        x[4] = 10.0 ** rng.uniform(-4, 0.5)
+        scale = float(np.mean(w))
+        for got, ref in zip(
+            svi_weighted_residuals(x, k, w, weights, scale), _residuals_arrays(x, k, w, weights, scale), strict=True
+        ):
+            assert got.shape == ref.shape and got.tobytes() == ref.tobytes()
+    # and the residuals are those of svi_total_variance
+    resid = svi_weighted_residuals(x, k, w, weights, scale)[0]
+    np.testing.assert_allclose(resid * scale + w, svi_total_variance(SviParams(*x), k), rtol=1e-12, atol=1e-15)

@@ -601,3 +601,66 @@ def test_garch_and_ewma_variance_recursions_equal_scipy_lfilter() -> None:
         lam = float(rng.uniform(0.8, 0.99))
         want = np.concatenate(([r[0] ** 2], lfilter([1.0 - lam], [1.0, -lam], r * r, zi=[lam * r[0] ** 2])[0]))
         np.testing.assert_array_equal(vf.ewma_variance(r, lam), want)
+
+
+# ------------------------------------------------------------------------------------ boosters nobody reads
+
+
+@pytest.mark.parametrize(("n_returns", "min_train", "unread"), [(260, 252, 1), (509, 252, 1), (800, 300, 0)])
+def test_scored_only_gives_the_same_rows_without_the_unread_boosters(
+    monkeypatch: pytest.MonkeyPatch, n_returns: int, min_train: int, unread: int
+) -> None:
+    """``scored_only`` leaves out exactly the (block, horizon) boosters whose forecasts ``evaluate`` never reads: the
+    rows and selections are the same bits, and the XGBoost forecasts differ only at origins it does not score."""
+    r, _ = simulate_garch(n_returns, seed=21)
+    history = history_from_returns(r)
+    cfg = VolForecastConfig(min_train=min_train, refit_every=63)
+    trained: list[int] = []
+    real = vf._xgb_train_predict
+
+    def counting(*args: object) -> np.ndarray:
+        trained.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(vf, "_xgb_train_predict", counting)
+    full = forecast_volatility(history, cfg)
+    n_full = len(trained)
+    trained.clear()
+    lean = forecast_volatility(history, cfg, scored_only=True)
+    assert repr(full.forecasts) == repr(lean.forecasts) and full.selections == lean.selections
+    wf_full, wf_lean = full.walk_forward, lean.walk_forward
+    # the boosters a block needs: some origin of it scored (out of sample, realized variance observed), or the last
+    n = r.size
+    blocks = list(zip(wf_full.refit_origins, [*wf_full.refit_origins[1:], n], strict=True))
+    needed = sum(
+        1 for s, end in blocks for h in cfg.horizons if end == n or max(s, min_train - 1) <= min(end - 1, n - 1 - h)
+    )
+    assert len(trained) == needed == n_full - unread
+    for h in cfg.horizons:
+        a, b = wf_full.forecast_variance[(MODEL_XGBOOST, h)], wf_lean.forecast_variance[(MODEL_XGBOOST, h)]
+        scored = wf_full.is_oos & (wf_full.realized_variance[h] > 0.0)
+        assert a[scored].tobytes() == b[scored].tobytes() and a[-1] == b[-1]
+        assert np.all(np.isnan(b[~scored & (a != b)]))
+        for key in ((MODEL_GARCH, h), (MODEL_GJR, h), (MODEL_EWMA, h)):
+            assert wf_full.forecast_variance[key].tobytes() == wf_lean.forecast_variance[key].tobytes()
+
+
+def test_t_loglikelihood_kernels_equal_archs_array_steps_bit_for_bit() -> None:
+    """``_t_log_argument`` and ``_t_loglikelihood_sum`` against arch 8's ``StudentsT.loglikelihood`` array steps
+    (the ufuncs and ``sum`` it calls), written out here, on random variances, residuals and degrees of freedom."""
+    from scipy.special import gammaln
+
+    rng = np.random.default_rng(3)
+    for n in (1, 7, 8, 9, 127, 128, 129, 251, 260, 500, 1000, 2049):
+        for _ in range(5):
+            sigma2 = np.exp(rng.uniform(-3, 3, n))
+            squared = (rng.standard_normal(n) * np.exp(rng.uniform(-2, 2, n))) ** 2
+            nu = np.float64(rng.uniform(2.05, 60.0))
+            constant = gammaln((nu + 1) / 2) - gammaln(nu / 2) - np.log(np.pi * (nu - 2)) / 2
+            lls = constant - 0.5 * np.log(sigma2) - (nu + 1) / 2 * np.log(1 + squared / (sigma2 * (nu - 2)))
+            expected = -float(lls.sum())
+            term, arg = np.log(sigma2), np.empty(n)
+            vf._t_log_argument(sigma2, float(nu - 2), squared, arg)
+            np.log(arg, out=arg)
+            got = -vf._t_loglikelihood_sum(float(constant), term, float((nu + 1) / 2), arg)
+            assert got == expected

@@ -31,7 +31,7 @@ def forecast_rows(symbol: str, bars: pd.DataFrame, config: VolForecastConfig) ->
         high=bars["high"].to_numpy(float),
         low=bars["low"].to_numpy(float),
     )
-    result = forecast_volatility(history, config)
+    result = forecast_volatility(history, config, scored_only=True)  # no booster whose forecasts go unread
     return [
         {
             "symbol": symbol,
