@@ -828,18 +828,30 @@ def _base_row_table(
     if 2 * first.size > base_rows.size:  # few repeats: not worth the table
         return None
     table = summed_shifts(dynamics, portfolio, rows_of(first))
-    return RowVolShifts(_GatheredRows(table, row_of.reshape(-1)), portfolio.quantity.size)
+    rows = _GatheredRows(table, row_of.reshape(-1))
+    return RowVolShifts(rows, portfolio.quantity.size, make_columns=rows.columns)
 
 
 @dataclass(frozen=True, eq=False)
 class _GatheredRows:
-    """Rows ``start:stop`` of a set as rows of ``table`` (``row_of``): ``RowVolShifts.make`` of ``base_row_shifts``."""
+    """Rows ``start:stop`` of a set as rows of ``table`` (``row_of``): ``RowVolShifts.make`` of ``base_row_shifts``;
+    ``columns`` its ``make_columns``, gathered from the table's columns taken once (the last columns asked for)."""
 
     table: FloatArray
     row_of: IntArray
+    _taken: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __call__(self, start: int, stop: int) -> FloatArray:
         return self.table[self.row_of[start:stop]]
+
+    def columns(self, start: int, stop: int, columns: IntArray) -> FloatArray:
+        """Columns ``columns`` of rows ``start:stop`` (the values of ``self(start, stop)[:, columns]``)."""
+        key = np.asarray(columns, dtype=np.intp).tobytes()
+        if self._taken.get("key") != key:
+            if not np.all(np.isfinite(self.table)):  # every row of the table is some row's: what make would give
+                raise ValueError("RowVolShifts must make finite (rows, n_positions) shifts")
+            self._taken.update(key=key, table=np.ascontiguousarray(self.table[:, columns]))
+        return np.take(self._taken["table"], self.row_of[start:stop], axis=0)
 
 
 def _take_rows(sc: ScenarioSet, idx: IntArray) -> ScenarioSet:

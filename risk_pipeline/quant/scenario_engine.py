@@ -148,11 +148,14 @@ class RowVolShifts:
     shifts exist at a time (each row is made twice: once for the grid's range, once for the revaluation).
     Unlike a ``VolShiftFn`` they do not read the shocked log-moneyness, which is why the grid can span them.
     ``work_per_position``: floats per scenario row and position ``make`` holds at once (chunk sizing).
+    ``make_columns(start, stop, columns)``, when given: the columns ``columns`` of ``make(start, stop)`` (the same
+    values), made without the other positions' (the engine reads only the options' shifts).
     """
 
     make: Callable[[int, int], FloatArray]
     n_positions: int
     work_per_position: int = 5
+    make_columns: Callable[[int, int, IntArray], FloatArray] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -1426,11 +1429,19 @@ def _chunk_inputs(book: PreparedBook, sc: ScenarioSet) -> _ChunkInputs:
     elif isinstance(v, RowVolShifts):
         if v.n_positions != book.n_positions:
             raise ValueError(f"RowVolShifts are for {v.n_positions} positions, the book has {book.n_positions}")
-        full = np.asarray(v.make(sc.row_offset, sc.row_offset + n), dtype=np.float64)
-        if full.shape != (n, book.n_positions) or not np.all(np.isfinite(full)):
-            raise ValueError("RowVolShifts must make finite (rows, n_positions) shifts")
-        shift_opt, stride = np.ascontiguousarray(full[:, book.option_positions]), 1
-        del full
+        if v.make_columns is not None:  # the options' columns only: one copy of them, not of every position's
+            shift_opt = np.ascontiguousarray(
+                v.make_columns(sc.row_offset, sc.row_offset + n, book.option_positions), dtype=np.float64
+            )
+            if shift_opt.shape != (n, book.option_positions.size) or not np.all(np.isfinite(shift_opt)):
+                raise ValueError("RowVolShifts must make finite (rows, n_positions) shifts")
+        else:
+            full = np.asarray(v.make(sc.row_offset, sc.row_offset + n), dtype=np.float64)
+            if full.shape != (n, book.n_positions) or not np.all(np.isfinite(full)):
+                raise ValueError("RowVolShifts must make finite (rows, n_positions) shifts")
+            shift_opt = np.ascontiguousarray(full[:, book.option_positions])
+            del full
+        stride = 1
     elif v is not None:
         arr = np.asarray(v)
         if _per_position(book, arr.shape[1], sc.vol_shift_per_position):
