@@ -205,9 +205,33 @@ END_OF_DAY = "end-of-day"
 #: types to no use, and its step compiles it as before.
 END_OF_DAY_SIGNATURES: tuple[tuple[str, str, str], ...] = (
     (
+        "risk_pipeline.quant.svi",
+        "_batched_inner_kernel",
+        "A(float64, 2), A(float64, 2), A(float64, 2), A(float64, 1), A(float64, 1), A(float64, 1), "
+        "A(float64, 2, readonly=True), A(float64, 2, readonly=True), A(float64, 3), A(float64, 2)",
+    ),
+    (
+        "risk_pipeline.quant.svi",
+        "_svi_residual_kernel",
+        "float64, float64, float64, float64, float64, A(float64, 1), A(float64, 1), A(float64, 1), "
+        "float64, A(float64, 1), A(float64, 2), A(float64, 1)",
+    ),
+    (
+        "risk_pipeline.quant.surfaces",
+        "_svi_jacobians_kernel",
+        "float64, float64, float64, float64, float64, A(float64, 1), A(float64, 1), A(float64, 1), "
+        "A(float64, 1), A(float64, 1), A(float64, 2), A(float64, 2), A(float64, 1)",
+    ),
+    (
         "risk_pipeline.quant.heston",
         "_slice_setup",
         "A(float64, 1), A(float64, 2), float64, float64, A(float64, 1), A(float64, 1), A(int64, 1), int64, int64",
+    ),
+    (
+        "risk_pipeline.quant.heston",
+        "_payoff_kernel",
+        "A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(boolean, 1), "
+        "float64, float64, float64, float64, float64, A(float64, 2), A(float64, 2)",
     ),
     (
         "risk_pipeline.quant.heston",
@@ -270,6 +294,11 @@ END_OF_DAY_SIGNATURES: tuple[tuple[str, str, str], ...] = (
         "A(float64, 2), A(float64, 2), int64, A(int64, 1), A(float64, 1), A(float64, 1), A(float64, 1), "
         "A(float64, 1), A(float64, 1), A(boolean, 1), A(float64, 3), A(int8, 2), A(int64, 2), A(float64, "
         "3), A(int64, 1), int64, int64",
+    ),
+    (
+        "risk_pipeline.quant.sizing",
+        "_path_outcomes",
+        "A(float64, 1), A(int64, 2), float64, A(float64, 1), A(float64, 1), int64, int64",
     ),
 )
 
