@@ -36,6 +36,7 @@ from scipy.optimize import minimize
 
 from risk_pipeline.quant._numba import JIT, FloatArray, inner_njit
 from risk_pipeline.quant._slsqp import LEAN_SLSQP, slsqp_core, slsqp_workspace
+from risk_pipeline.quant._summation import pairwise_sum
 
 #: Slices with fewer quotes than this use a constrained simpler shape (see ``fit_svi_slice``).
 MIN_QUOTES_FULL_FIT = 5
@@ -653,74 +654,8 @@ BATCH_POLISH_FTOL = 1e-16
 # The batched inner problem compiled: the same operations as the numpy reference ``batched_inner_numpy`` and its
 # ``batched_box_lsq`` (``risk_pipeline_tests/quant/svi_numpy_reference.py``) element by element, in the same order,
 # fused into one pass per slice and candidate instead of some fifty numpy temporaries of shape (S, C, N) or (S, C,
-# 27). Sums over the quotes follow numpy's pairwise summation of a contiguous row (``_pairwise_sum``), so every
-# result is bit-identical to the numpy path (the tests compare both on random and fitted slices).
-
-
-@inner_njit()
-def _block_sum(a: FloatArray, lo: int, n: int) -> float:
-    """``np.sum`` of ``a[lo:lo + n]``, ``n <= 128``, in numpy's order: plain below 8 terms, else eight
-    interleaved accumulators combined pairwise, then the remainder."""
-    if n < 8:
-        res = 0.0
-        for i in range(n):
-            res += a[lo + i]
-        return res
-    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
-    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
-    i = 8
-    while i < n - (n % 8):
-        r0 += a[lo + i]
-        r1 += a[lo + i + 1]
-        r2 += a[lo + i + 2]
-        r3 += a[lo + i + 3]
-        r4 += a[lo + i + 4]
-        r5 += a[lo + i + 5]
-        r6 += a[lo + i + 6]
-        r7 += a[lo + i + 7]
-        i += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < n:
-        res += a[lo + i]
-        i += 1
-    return res
-
-
-@inner_njit()
-def _pairwise_sum(a: FloatArray, lo: int, n: int) -> float:
-    """``np.sum`` of ``a[lo:lo + n]`` (contiguous float64) in numpy's order: ``_block_sum`` up to 128 terms, else
-    the sum of the two halves (the first a multiple of 8 long), as numpy's recursion, with a stack of its own (a
-    recursive helper has no code of its own to call, see ``inner_njit``)."""
-    if n <= 128:
-        return _block_sum(a, lo, n)
-    f_lo = np.empty(64, dtype=np.intp)
-    f_n = np.empty(64, dtype=np.intp)
-    f_stage = np.zeros(64, dtype=np.intp)
-    f_left = np.empty(64)
-    top = 0
-    f_lo[0], f_n[0] = lo, n
-    r = 0.0
-    while top >= 0:
-        cl, cn = f_lo[top], f_n[top]
-        if cn <= 128:
-            r = _block_sum(a, cl, cn)
-            top -= 1
-            continue
-        n2 = cn // 2
-        n2 -= n2 % 8
-        if f_stage[top] == 0:  # the first half next
-            f_stage[top] = 1
-            top += 1
-            f_lo[top], f_n[top], f_stage[top] = cl, n2, 0
-        elif f_stage[top] == 1:  # the first half's sum is in r: the second half next
-            f_left[top] = r
-            f_stage[top] = 2
-            top += 1
-            f_lo[top], f_n[top], f_stage[top] = cl + n2, cn - n2, 0
-        else:  # both halves done
-            r = f_left[top] + r
-            top -= 1
-    return r
+# 27). Sums over the quotes follow numpy's pairwise summation of a contiguous row (``_summation.pairwise_sum``), so
+# every result is bit-identical to the numpy path (the tests compare both on random and fitted slices).
 
 
 @inner_njit()
@@ -776,7 +711,7 @@ def _batched_inner_kernel(
     for s in range(s_count):
         for i in range(n):
             wtt[i] = weights[s, i] * target[s, i]
-        s_t = _pairwise_sum(wtt, 0, n)
+        s_t = pairwise_sum(wtt, 0, n)
         inv2 = inv[s] * inv[s]
         for c in range(c_count):
             mm, sg = m[s, c], sigma[s, c]
@@ -792,8 +727,8 @@ def _batched_inner_kernel(
                 t2[i] = wq[i] * q
                 t3[i] = wtt[i] * p
                 t4[i] = wtt[i] * q
-            s_p, s_q = _pairwise_sum(wp, 0, n), _pairwise_sum(wq, 0, n)
-            s_pp, s_qq = _pairwise_sum(t1, 0, n), _pairwise_sum(t2, 0, n)
+            s_p, s_q = pairwise_sum(wp, 0, n), pairwise_sum(wq, 0, n)
+            s_pp, s_qq = pairwise_sum(t1, 0, n), pairwise_sum(t2, 0, n)
             g00 = 1.0 * inv2
             g01 = s_p * inv2
             g02 = s_q * inv2
@@ -802,8 +737,8 @@ def _batched_inner_kernel(
             g22 = s_qq * inv2
             g10, g20, g21 = g01, g02, g12
             h0 = s_t * inv[s]
-            h1 = _pairwise_sum(t3, 0, n) * inv[s]
-            h2 = _pairwise_sum(t4, 0, n) * inv[s]
+            h1 = pairwise_sum(t3, 0, n) * inv[s]
+            h2 = pairwise_sum(t4, 0, n) * inv[s]
             hi0, hi1, hi2 = w_max[s], 4.0 * sg, 4.0 * sg
             g[0, 0], g[0, 1], g[0, 2] = g00, g01, g02
             g[1, 0], g[1, 1], g[1, 2] = g10, g11, g12

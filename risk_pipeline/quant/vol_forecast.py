@@ -49,7 +49,7 @@ from scipy.special import gammaln
 
 from risk_pipeline.quant._numba import JIT, FloatArray
 from risk_pipeline.quant._slsqp import LEAN_SLSQP, slsqp_core, slsqp_workspace
-from risk_pipeline.quant.svi import _pairwise_sum
+from risk_pipeline.quant._summation import pairwise_sum
 
 try:  # the C entry points DMatrix, Booster, Booster.update and Booster.predict call, without their Python layers
     from xgboost._data_utils import array_interface as _xgb_array_interface
@@ -524,11 +524,11 @@ def _t_log_argument(sigma2: FloatArray, nu_minus_2: float, squared: FloatArray, 
 @njit(**JIT)
 def _t_loglikelihood_sum(constant: float, log_sigma2: FloatArray, half_nu_plus_1: float, log_arg: FloatArray) -> float:
     """``sum(constant - 0.5 log(sigma2) - (nu + 1) / 2 log_arg)`` with arch's order of operations per element and
-    numpy's pairwise summation (``svi._pairwise_sum``), written over ``log_arg``: the same bits as the arrays."""
+    numpy's pairwise summation (``_summation.pairwise_sum``), written over ``log_arg``: the same bits as the arrays."""
     n = log_sigma2.shape[0]
     for i in range(n):
         log_arg[i] = (constant - 0.5 * log_sigma2[i]) - half_nu_plus_1 * log_arg[i]
-    return _pairwise_sum(log_arg, 0, n)
+    return pairwise_sum(log_arg, 0, n)
 
 
 def _arch_fit(y: FloatArray, asymmetric: bool, start: FloatArray | None) -> tuple[FloatArray, int]:

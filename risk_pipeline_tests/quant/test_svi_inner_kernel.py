@@ -1,6 +1,6 @@
 """The compiled batched inner problem of the SVI fit (``_batched_inner``): bit for bit the numpy path
 (``svi_numpy_reference.batched_inner_numpy``) on random, degenerate and padded batches; numpy's summation order
-(``_pairwise_sum``); and against the per-slice inner fit (``_inner_fit``, ``np.linalg.solve`` and the face
+(``pairwise_sum``); and against the per-slice inner fit (``_inner_fit``, ``np.linalg.solve`` and the face
 enumeration of ``_box_lsq``) and scipy's bounded least squares."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import pytest
 from numba import njit
 from scipy.optimize import lsq_linear
 
+from risk_pipeline.quant._summation import pairwise_sum
 from risk_pipeline.quant.svi import (
     MAX_WING_SLOPE,
     _Batch,
     _batched_inner,
     _inner_fit,
-    _pairwise_sum,
     _Slice,
 )
 from risk_pipeline_tests.quant.svi_numpy_reference import batched_inner_numpy
@@ -23,7 +23,7 @@ from risk_pipeline_tests.quant.svi_numpy_reference import batched_inner_numpy
 
 @njit(cache=False)
 def _sum(a: np.ndarray) -> float:
-    return _pairwise_sum(a, 0, a.size)
+    return pairwise_sum(a, 0, a.size)
 
 
 def test_pairwise_sum_is_numpys_sum_bit_for_bit() -> None:
