@@ -4,6 +4,8 @@ the options' columns taken from them."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ from risk_pipeline.quant.gap_risk import _base_row_table, _GatheredRows, _take_r
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.scenario_engine import RowVolShifts, ScenarioSet, evaluate
 from risk_pipeline.quant.smile_dynamics import EarningsVolCrush
+from risk_pipeline_tests.quant.test_grid_runs import _book as grid_runs_book
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -18,25 +21,10 @@ def _bits(a: np.ndarray) -> np.ndarray:
 
 
 def _book(rng: np.random.Generator, n_opt: int = 60) -> Portfolio:
-    spot = np.array([80.0, 150.0, 40.0])
-    sym = np.concatenate([rng.integers(0, 3, n_opt), np.arange(3)])
-    m = sym.size
-    opt = np.arange(m) < n_opt
-    return Portfolio(
-        symbols=("A", "B", "C"),
-        spot=spot,
-        symbol_index=sym,
-        quantity=rng.integers(-5, 6, m).astype(float),
-        multiplier=np.where(opt, 100.0, 1.0),
-        is_option=opt,
-        is_call=rng.random(m) < 0.5,
-        strike=spot[sym] * np.exp(rng.normal(0.0, 0.15, m)),
-        time_years=rng.uniform(0.05, 1.5, m),
-        implied_vol=rng.uniform(0.15, 0.6, m),
-        rate=rng.choice([0.01, 0.045], m),
-        dividend_yield=np.where(sym == 2, 0.0, rng.uniform(0.005, 0.04, m)),
-        is_american=opt & (rng.random(m) < 0.85),
-    )
+    """``test_grid_runs``' book (Americans in both exercise regimes, Europeans, a stock per name) with no dividend
+    yield on the third name: options whose yield never moves."""
+    book = grid_runs_book(rng, n_opt)
+    return dataclasses.replace(book, dividend_yield=np.where(book.symbol_index == 2, 0.0, book.dividend_yield))
 
 
 def _set(rng: np.random.Generator, n: int, n_sym: int) -> ScenarioSet:
