@@ -100,17 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     kept, copy, out = (Path(p) for p in a.paths)
     root = Path(os.environ.get("PYTHONPATH", str(Path(__file__).resolve().parents[1])).split(os.pathsep)[0])
     sys.path[:0] = [str(root), str(root / "bench")]
-    from bench_step_profile import use_copy
+    from bench_step_profile import materialize_tables, use_copy
 
     use_copy(kept, copy)
     os.environ["RISK_PIPELINE_EXPORTS"] = str(copy / "exports")
     out.mkdir(parents=True, exist_ok=True)
-    import dagster as dg
-    import duckdb
 
     import risk_pipeline.defs.hedging.assets as assets
     import risk_pipeline.quant.hedging as qh
-    from risk_pipeline.definitions import defs
 
     print(f"code: {assets.__file__}")
     cpu: collections.defaultdict[tuple[str, str], float] = collections.defaultdict(float)
@@ -177,25 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in TIMED:
         setattr(assets, name, timed(name, getattr(assets, name)))
     qh.candidate_greeks = timed("candidate_greeks", qh.candidate_greeks)
-    instance = dg.DagsterInstance.get()
-    job = defs.resolve_job_def("end_of_day_job")
-    load0 = os.getloadavg()[0]
-    t0, c0 = time.time(), time.process_time()
-    res = job.execute_in_process(
-        instance=instance,
-        partition_key=a.date,
-        asset_selection=[dg.AssetKey(t) for t in TABLES],
-        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-        raise_on_error=False,
-    )
-    wall, step_cpu = time.time() - t0, time.process_time() - c0
-    for ev in res.all_events:
-        if ev.is_step_failure:
-            print(ev.event_specific_data.error.to_string()[:3000])  # type: ignore[union-attr]
-    con = duckdb.connect(str(copy / "risk_warehouse.duckdb"), read_only=True)
-    for t in TABLES:
-        con.execute(f"SELECT * FROM risk.{t}").df().to_pickle(out / f"{t}.pkl")
-    con.close()
+    res, wall, step_cpu, load0 = materialize_tables(copy, a.date, TABLES, out)
     if (out / "exports").exists():
         shutil.rmtree(out / "exports")
     (out / "exports").mkdir()

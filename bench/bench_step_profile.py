@@ -22,6 +22,7 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,37 @@ def use_copy(kept: str | Path, copy: Path, fresh: bool = True) -> None:
             lock.unlink()
     os.environ["DAGSTER_HOME"] = str(copy / "dagster_home")
     os.environ["RISK_PIPELINE_WAREHOUSE_URL"] = str(copy / "risk_warehouse.duckdb")
+
+
+def materialize_tables(copy: Path, date: str, tables: Sequence[str], out: Path) -> tuple[Any, float, float, float]:
+    """Materialize ``tables`` of ``end_of_day_job`` for ``date`` in this process (on the instance and warehouse
+    ``use_copy`` set), print any step failure, and pickle each table of ``copy``'s warehouse to ``out/TABLE.pkl``:
+    the run's result, its wall and CPU seconds (this process) and the load average before it."""
+    import dagster as dg
+    import duckdb
+
+    from risk_pipeline.definitions import defs
+
+    instance = dg.DagsterInstance.get()
+    job = defs.resolve_job_def("end_of_day_job")
+    load0 = os.getloadavg()[0]
+    t0, c0 = time.time(), time.process_time()
+    res = job.execute_in_process(
+        instance=instance,
+        partition_key=date,
+        asset_selection=[dg.AssetKey(t) for t in tables],
+        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+        raise_on_error=False,
+    )
+    wall, cpu = time.time() - t0, time.process_time() - c0
+    for ev in res.all_events:
+        if ev.is_step_failure:
+            print(ev.event_specific_data.error.to_string()[:3000])  # type: ignore[union-attr]
+    con = duckdb.connect(str(copy / "risk_warehouse.duckdb"), read_only=True)
+    for t in tables:
+        con.execute(f"SELECT * FROM risk.{t}").df().to_pickle(out / f"{t}.pkl")
+    con.close()
+    return res, wall, cpu, load0
 
 
 class Sampler:

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_step_profile import use_copy  # noqa: E402
+from bench_step_profile import materialize_tables, use_copy  # noqa: E402
 
 TABLES = ("hedge_recommendations", "hedge_stress_effects")
 
@@ -71,12 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     kept, copy, out = (Path(p) for p in a.paths)
     use_copy(kept, copy)
     out.mkdir(parents=True, exist_ok=True)
-    import dagster as dg
-    import duckdb
 
     import risk_pipeline.defs.hedging.assets as assets
     import risk_pipeline.defs.hedging.inputs as inputs
-    from risk_pipeline.definitions import defs
 
     searches: list[tuple[int, int, float]] = []
     real_search, real_solve = inputs.stress_scenarios, assets.solve_hedge
@@ -105,25 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     inputs.stress_scenarios = search
     assets.solve_hedge = solve
-    instance = dg.DagsterInstance.get()
-    job = defs.resolve_job_def("end_of_day_job")
-    load0 = os.getloadavg()[0]
-    t0, c0 = time.time(), time.process_time()
-    res = job.execute_in_process(
-        instance=instance,
-        partition_key=a.date,
-        asset_selection=[dg.AssetKey(t) for t in TABLES],
-        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-        raise_on_error=False,
-    )
-    wall, cpu = time.time() - t0, time.process_time() - c0
-    for ev in res.all_events:
-        if ev.is_step_failure:
-            print(ev.event_specific_data.error.to_string()[:3000])  # type: ignore[union-attr]
-    con = duckdb.connect(str(copy / "risk_warehouse.duckdb"), read_only=True)
-    for t in TABLES:
-        con.execute(f"SELECT * FROM risk.{t}").df().to_pickle(out / f"{t}.pkl")
-    con.close()
+    res, wall, cpu, load0 = materialize_tables(copy, a.date, TABLES, out)
     total = sum(c for _, _, c in searches)
     print(
         f"success {res.success}; step wall {wall:.1f} s, CPU {cpu:.1f} s; load {load0:.1f} -> {os.getloadavg()[0]:.1f}"
