@@ -62,7 +62,7 @@ def digest(obj: Any) -> str:
 
 
 def compare(a: Path, b: Path) -> int:
-    import pandas as pd
+    from bench_step_profile import compare_table_pickles
 
     bad = 0
     da, db = json.loads((a / "digests.json").read_text()), json.loads((b / "digests.json").read_text())
@@ -70,12 +70,7 @@ def compare(a: Path, b: Path) -> int:
         same = da.get(k) == db.get(k)
         print(f"{k}: {'identical' if same else 'DIFFERENT'}")
         bad += not same
-    for t in TABLES:
-        x, y = pd.read_pickle(a / f"{t}.pkl"), pd.read_pickle(b / f"{t}.pkl")
-        cols = [c for c in x.columns if c not in ("solve_seconds", "run_id", "materialized_at")]
-        same = list(x.columns) == list(y.columns) and x[cols].equals(y[cols])
-        print(f"{t} {x.shape}: {'identical (but solve_seconds, run_id, materialized_at)' if same else 'DIFFERENT'}")
-        bad += not same
+    bad += compare_table_pickles(a, b, TABLES)
     for f in sorted((a / "exports").glob("*.json")):
         docs = [json.loads(f.read_text()), json.loads((b / "exports" / f.name).read_text())]
         for d in docs:

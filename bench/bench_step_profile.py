@@ -78,6 +78,21 @@ def materialize_tables(copy: Path, date: str, tables: Sequence[str], out: Path) 
     return res, wall, cpu, load0
 
 
+def compare_table_pickles(a: Path, b: Path, tables: Sequence[str]) -> int:
+    """Compare ``materialize_tables``' pickles of ``tables`` in ``a`` and ``b`` but for ``solve_seconds``, ``run_id``
+    and ``materialized_at`` (print a line per table); the number of tables that differ."""
+    import pandas as pd
+
+    bad = 0
+    for t in tables:
+        x, y = pd.read_pickle(a / f"{t}.pkl"), pd.read_pickle(b / f"{t}.pkl")
+        cols = [c for c in x.columns if c not in ("solve_seconds", "run_id", "materialized_at")]
+        same = list(x.columns) == list(y.columns) and x[cols].equals(y[cols])
+        print(f"{t} {x.shape}: {'identical (but solve_seconds, run_id, materialized_at)' if same else 'DIFFERENT'}")
+        bad += not same
+    return bad
+
+
 class Sampler:
     """(wall time, CPU seconds, resident bytes, stacks of the other threads) every ``period`` seconds."""
 

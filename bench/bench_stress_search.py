@@ -28,13 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_step_profile import materialize_tables, use_copy  # noqa: E402
+from bench_step_profile import compare_table_pickles, materialize_tables, use_copy  # noqa: E402
 
 TABLES = ("hedge_recommendations", "hedge_stress_effects")
 
 
 def compare(a: Path, b: Path) -> int:
-    import pandas as pd
 
     bad = 0
     na, nb = sorted(a.glob("search_*.npz")), sorted(b.glob("search_*.npz"))
@@ -50,12 +49,7 @@ def compare(a: Path, b: Path) -> int:
             same = x[k].dtype == y[k].dtype and x[k].shape == y[k].shape and x[k].tobytes() == y[k].tobytes()
             print(f"{pa.name} {k} {x[k].shape}: {'identical' if same else 'DIFFERENT'}")
             bad += not same
-    for t in TABLES:
-        x, y = pd.read_pickle(a / f"{t}.pkl"), pd.read_pickle(b / f"{t}.pkl")
-        cols = [c for c in x.columns if c not in ("solve_seconds", "run_id", "materialized_at")]
-        same = list(x.columns) == list(y.columns) and x[cols].equals(y[cols])
-        print(f"{t} {x.shape}: {'identical (but solve_seconds, run_id, materialized_at)' if same else 'DIFFERENT'}")
-        bad += not same
+    bad += compare_table_pickles(a, b, TABLES)
     return 1 if bad else 0
 
 

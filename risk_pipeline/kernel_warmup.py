@@ -313,16 +313,22 @@ def _types_namespace() -> dict[str, Any]:
     return {**vars(types), "A": array}
 
 
-def end_of_day_kernels() -> list[Any]:
-    """The numba dispatchers of ``END_OF_DAY_SIGNATURES`` (those that still exist)."""
+def _dispatcher(module: str, name: str) -> Any:
+    """The object ``name`` (dotted within ``module``) of the module ``module``, imported."""
     import importlib
 
+    func: Any = importlib.import_module(module)
+    for part in name.split("."):
+        func = getattr(func, part)
+    return func
+
+
+def end_of_day_kernels() -> list[Any]:
+    """The numba dispatchers of ``END_OF_DAY_SIGNATURES`` (those that still exist)."""
     found = []
     for module, name, _ in END_OF_DAY_SIGNATURES:
         try:
-            func: Any = importlib.import_module(module)
-            for part in name.split("."):
-                func = getattr(func, part)
+            func = _dispatcher(module, name)
         except (ImportError, AttributeError):
             continue
         if func not in found:
@@ -333,15 +339,11 @@ def end_of_day_kernels() -> list[Any]:
 def compile_end_of_day_kernels() -> list[str]:
     """Compile every kernel of ``END_OF_DAY_SIGNATURES`` for its listed argument types (into the on-disk cache);
     the ones that could not be compiled (a renamed kernel, changed types), each with its error."""
-    import importlib
-
     namespace = _types_namespace()
     failed = []
     for module, name, args in END_OF_DAY_SIGNATURES:
         try:
-            func: Any = importlib.import_module(module)
-            for part in name.split("."):
-                func = getattr(func, part)
+            func = _dispatcher(module, name)
             signature = eval(f"({args},)", {"__builtins__": {}}, namespace) if args else ()
             func.compile(tuple(signature))
         except Exception as exc:  # the step compiles it as before
