@@ -210,9 +210,17 @@ def event_move_history(
     moves = bars.dropna(subset=["move"]).set_index(["symbol", "as_of_date"])["move"]
     symbol_moves: dict[str, np.ndarray] = {}
     market_moves: dict[str, np.ndarray] = {}
-    for (kind, symbol), when in days.items():
-        keys = [(symbol, d) for d in sorted(when)]
-        got = moves.reindex(keys).dropna().to_numpy(float)
+    # every (symbol, day) looked up at once, the rows a reindex per symbol finds (absent days dropped, as dropna did:
+    # the stored moves have no NaN)
+    whens = [sorted(when) for when in days.values()]
+    keys = [(symbol, d) for (_, symbol), when in zip(days, whens, strict=True) for d in when]
+    found = moves.index.get_indexer(pd.MultiIndex.from_tuples(keys)) if keys else np.zeros(0, dtype=np.intp)
+    values = moves.to_numpy(float)
+    start = 0
+    for (kind, symbol), when in zip(days, whens, strict=True):
+        at = found[start : start + len(when)]
+        start += len(when)
+        got = values[at[at >= 0]]
         if not got.size:
             continue
         if kind == "earnings":

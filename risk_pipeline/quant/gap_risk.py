@@ -361,12 +361,53 @@ def event_pnl(
     """Event-day P&L of ``portfolio`` under each past move (the event-risk scenario set); ``vol_dynamics``
     (``smile_dynamics.EarningsVolCrush``) adds its per-position vol shifts to every scenario."""
     from risk_pipeline.quant.scenario_engine import evaluate
+
+    sc = _event_set(portfolio, event, moves, betas, vol_dynamics)
+    return evaluate(portfolio, sc, horizon_days, american=american).pnl
+
+
+def _event_set(
+    portfolio: Portfolio, event: WindowEvent, moves: ArrayLike, betas: ArrayLike | None, vol_dynamics: Any | None
+) -> ScenarioSet:
+    """``event_pnl``'s scenario set (it reads the positions' contracts, not their quantities)."""
     from risk_pipeline.quant.stress import GapEvent, event_scenarios
 
     sc = event_scenarios(portfolio, GapEvent(event.event_id, event.event_type, event.symbol), moves, betas)
     if vol_dynamics is not None:
         sc = replace(sc, vol_shift_abs=vol_dynamics.shifts(portfolio, sc), vol_shift_per_position=True)
-    return evaluate(portfolio, sc, horizon_days, american=american).pnl
+    return sc
+
+
+def _book_pnl_of(
+    portfolio: Portfolio,
+    event: WindowEvent,
+    moves: ArrayLike,
+    betas: ArrayLike | None,
+    horizon_days: float,
+    american: AmericanMethod,
+    vol_dynamics: Any | None,
+) -> Callable[[FloatArray], FloatArray]:
+    """``quantity -> event_pnl(replace(portfolio, quantity=quantity), event, moves, betas, ...)``, the same bits, with
+    the scenario set made and the book prepared once for every quantity (the option prices and the early-exercise
+    grids depend on the contracts, not the quantities: ``scenario_engine.with_quantity``) and each distinct quantity
+    vector revalued once."""
+    from risk_pipeline.quant.scenario_engine import evaluate_prepared, prepare, with_quantity
+
+    sc = _event_set(portfolio, event, moves, betas, vol_dynamics)
+    book = None
+    done: dict[bytes, FloatArray] = {}
+
+    def book_pnl(quantity: FloatArray) -> FloatArray:
+        nonlocal book
+        q = np.ascontiguousarray(quantity, dtype=np.float64)
+        key = q.tobytes()
+        if key not in done:
+            if book is None:
+                book = prepare(portfolio, horizon_days, sc, american)
+            done[key] = evaluate_prepared(with_quantity(book, replace(portfolio, quantity=q)), sc).pnl
+        return done[key].copy()
+
+    return book_pnl
 
 
 def decide(
@@ -398,19 +439,10 @@ def decide(
     in_scope = np.ones(q0.size, dtype=bool) if event.market_wide else (sym == event.symbol)
     in_scope &= q0 != 0.0
 
-    def book_pnl(quantity: FloatArray) -> FloatArray:
-        return event_pnl(
-            replace(portfolio, quantity=quantity),
-            event,
-            moves,
-            betas,
-            horizon_days=horizon_days,
-            american=american,
-            vol_dynamics=vol_dynamics,
-        )
-
     m = np.asarray(moves if moves is not None else [], dtype=np.float64).reshape(-1)
     known = m.size > 0
+    if known:
+        book_pnl = _book_pnl_of(portfolio, event, moves, betas, horizon_days, american, vol_dynamics)
     pnl_before = book_pnl(q0) if known else np.zeros(0)
     loss_before = loss_of(pnl_before, measure, confidence) if known else math.nan
     actions: list[str] = [ALERT]

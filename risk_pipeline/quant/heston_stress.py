@@ -141,12 +141,40 @@ def heston_vol_shifts(portfolio: Portfolio, params: ArrayLike, spot_shock_rel: A
         before = _otm_vol(tb, log_k[a:b], *qb.T)
         s = moves[:, sym[use[a:b]]]  # (scenarios, options of the block)
         v0_after = np.maximum(qb[:, 0] + qb[:, 4] * qb[:, 3] * np.log1p(s), V0_FLOOR)
+        log_k_after = log_k[a:b][None, :] - np.log1p(s)
         shape = s.shape
-        after = _otm_vol(
-            np.broadcast_to(tb, shape).ravel(),
-            (log_k[a:b][None, :] - np.log1p(s)).ravel(),
-            v0_after.ravel(),
-            *(np.broadcast_to(qb[:, i], shape).ravel() for i in (1, 2, 3, 4)),
-        ).reshape(shape)
-        out[:, use[a:b]] = after - before[None, :]
+        # an option's Heston vol after a move depends on the move only through (ln(K/F'), v0'): a pair whose two are
+        # the bits of the option's before (a scenario that leaves its spot alone) takes its before vol, and pairs of
+        # one option with the same two bits (scenarios moving its spot alike) one price; the rest priced as before,
+        # each price being its own (``_otm_vol`` element by element), so every vol keeps its bits
+        new, first, inverse = _distinct_pairs(log_k_after, v0_after, log_k[a:b], qb[:, 0])
+        after = np.broadcast_to(before, shape).ravel()  # a copy
+        if first.size:
+            col = first % shape[1]
+            priced = _otm_vol(
+                tb[col], log_k_after.ravel()[first], v0_after.ravel()[first], *(qb[col, i] for i in (1, 2, 3, 4))
+            )
+            after[new] = priced[inverse[new]]
+        out[:, use[a:b]] = after.reshape(shape) - before[None, :]
     return out
+
+
+def _distinct_pairs(
+    log_k_after: FloatArray, v0_after: FloatArray, log_k: FloatArray, v0: FloatArray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the (scenario, option) pairs of ``heston_vol_shifts``' block (raveled, scenario-major): whether the pair's
+    ``(ln(K/F'), v0')`` differ in their bits from the option's before ``(ln(K/F), v0)``, the first pair of each
+    distinct (option, ``ln(K/F')``, ``v0'``) among those that do, and each pair's index into those (0 for the
+    others)."""
+    n_opt = log_k.size
+    lk, v = log_k_after.view(np.int64), v0_after.view(np.int64)
+    new = ((lk != log_k.view(np.int64)[None, :]) | (v != v0.view(np.int64)[None, :])).ravel()
+    pairs = np.flatnonzero(new)
+    inverse = np.zeros(new.size, dtype=np.intp)
+    if not pairs.size:
+        return new, pairs, inverse
+    key = np.column_stack([pairs % n_opt, lk.ravel()[pairs], v.ravel()[pairs]])
+    rows = np.ascontiguousarray(key).view(np.dtype((np.void, 24))).reshape(-1)
+    _, first, inv = np.unique(rows, return_index=True, return_inverse=True)
+    inverse[pairs] = inv.reshape(-1)
+    return new, pairs[first], inverse

@@ -1254,8 +1254,6 @@ def prepare(
     if not (math.isfinite(horizon_days) and horizon_days >= 0.0):
         raise ValueError("horizon_days must be finite and non-negative")
     p = portfolio
-    stock = ~p.is_option
-    stock_units = np.bincount(p.symbol_index[stock], weights=p.units[stock], minlength=p.n_symbols)
     is_am = p.is_american
     opt = np.concatenate([np.flatnonzero(p.is_option & ~is_am), np.flatnonzero(is_am)])
     arrays = _option_arrays(p, opt)
@@ -1268,7 +1266,7 @@ def prepare(
         symbol_index=p.symbol_index,
         spot0=p.spot,
         log_spot0=np.log(p.spot),
-        stock_units=stock_units.astype(np.float64),
+        stock_units=_stock_units(p),
         option_positions=opt,
         n_euro=int(opt.size - np.count_nonzero(is_am)),
         t=t_new,
@@ -1293,6 +1291,27 @@ def prepare(
         assert scenarios is not None
         book = _with_eep_grid(book, scenarios, kept)
     return book
+
+
+def _stock_units(p: Portfolio) -> FloatArray:
+    """Shares held per symbol (the stock positions' units summed)."""
+    stock = ~p.is_option
+    return np.bincount(p.symbol_index[stock], weights=p.units[stock], minlength=p.n_symbols).astype(np.float64)
+
+
+def with_quantity(book: PreparedBook, portfolio: Portfolio) -> PreparedBook:
+    """``book``, prepared from a portfolio that ``portfolio`` equals but for its quantities, with ``portfolio``'s
+    units: every other constant of a prepared book (prices today and at the horizon, the early-exercise grids over a
+    scenario set's ranges, the time constants) depends on the positions' contracts, not on how many are held, so
+    ``evaluate_prepared(with_quantity(book, portfolio), sc)`` gives the bits of ``evaluate(portfolio, sc, ...)`` for
+    the ``sc``, horizon and method ``book`` was prepared with, without pricing or building the grids again."""
+    if portfolio.n_positions != book.n_positions or not np.array_equal(portfolio.symbol_index, book.symbol_index):
+        raise ValueError("portfolio must have the prepared book's positions")
+    return replace(
+        book,
+        stock_units=_stock_units(portfolio),
+        units=np.ascontiguousarray(portfolio.units[book.option_positions]),
+    )
 
 
 def prepare_parts(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -457,3 +458,54 @@ def test_fhs_uses_gjr_garch_where_it_wins_out_of_sample(run: Run) -> None:
             assert sorted(named) == want, (book, note, want)
             checked += 1
     assert checked and winners
+
+
+def _event_moves_per_key(wh: Warehouse, until: dt.date, symbols: list[str], index: str, calendar: pd.DataFrame):  # type: ignore[no-untyped-def]
+    """``event_windows.event_move_history`` as it was: one ``reindex`` of the stored moves per symbol and type."""
+    from risk_pipeline.event_windows import live_events
+    from risk_pipeline.warehouse import Between
+
+    bars = wh.read(
+        "market_prices",
+        {"as_of_date": Between(dt.date(1900, 1, 1), until), "symbol": sorted({*symbols, index})},
+        columns=["as_of_date", "symbol", "close", "event_flag"],
+    )
+    bars["move"] = bars.groupby("symbol")["close"].pct_change()
+    flagged = bars[bars["event_flag"].fillna("") != ""]
+    days: dict[tuple[str, str], set[dt.date]] = {}
+    for row, kinds in zip(flagged.itertuples(index=False), flagged["event_flag"].str.split(";"), strict=True):
+        for kind in kinds:
+            if kind == "earnings":
+                days.setdefault(("earnings", row.symbol), set()).add(row.as_of_date)
+            elif kind and kind != "macro" and row.symbol == index:
+                days.setdefault((kind, index), set()).add(row.as_of_date)
+    past = live_events(calendar)
+    for r in past[past["reaction_session"].map(lambda d: d is not None and d <= until)].itertuples():
+        if r.symbol is not None and not pd.isna(r.symbol):
+            if r.event_type == "earnings" and r.symbol in symbols:
+                days.setdefault(("earnings", r.symbol), set()).add(r.reaction_session)
+        else:
+            days.setdefault((r.event_type, index), set()).add(r.reaction_session)
+    moves = bars.dropna(subset=["move"]).set_index(["symbol", "as_of_date"])["move"]
+    out: dict[str, dict[str, np.ndarray]] = {"earnings": {}, "market": {}}
+    for (kind, symbol), when in days.items():
+        got = moves.reindex([(symbol, d) for d in sorted(when)]).dropna().to_numpy(float)
+        if got.size:
+            out["earnings" if kind == "earnings" else "market"][symbol if kind == "earnings" else kind] = got
+    return out
+
+
+def test_event_move_history_looks_every_day_up_at_once_with_the_per_key_bits(run: Run) -> None:
+    """The moves of every held name's earnings and of the index per market-wide type, from the flagged bars and the
+    calendar's past reaction sessions (also days without a stored bar), equal a reindex per key, bit for bit."""
+    from risk_pipeline.event_windows import event_move_history
+
+    wh, _ = run
+    calendar = wh.read("event_calendar")
+    symbols = sorted(wh.read("market_prices")["symbol"].unique())
+    for until in (dt.date(2026, 11, 20), dt.date(2026, 6, 1)):
+        got = event_move_history(wh, until, symbols, "SYNX", calendar)
+        want = _event_moves_per_key(wh, until, symbols, "SYNX", calendar)
+        for mine, theirs in ((got.symbol_moves, want["earnings"]), (got.market_moves, want["market"])):
+            assert list(mine) == list(theirs) and theirs
+            assert all(mine[k].tobytes() == theirs[k].tobytes() for k in theirs)

@@ -460,3 +460,75 @@ def test_gap_var_is_the_var_of_every_combined_scenario() -> None:
     sampled = combined_gap_scenarios(base, [gaps, gaps], max_scenarios=500, seed=1)
     assert sampled.n_scenarios == 500
     assert len({tuple(row) for row in np.round(sampled.spot_shock_rel, 12)}) <= 101 * 16
+
+
+def _american_book() -> Portfolio:
+    """Two names, stocks and American and European calls and puts, short and long (a reduction and a buy-back)."""
+    rng = np.random.default_rng(3)
+    n = 24
+    sym = np.arange(n) % 2
+    opt = np.arange(n) >= 2
+    spot = np.array([100.0, 60.0])
+    return Portfolio(
+        symbols=("A", "B"), spot=spot, symbol_index=sym, quantity=rng.choice([-40.0, -7.0, 5.0, 30.0], n),
+        multiplier=np.where(opt, 100.0, 1.0), is_option=opt, is_call=rng.random(n) < 0.5,
+        strike=np.where(opt, spot[sym] * np.exp(rng.normal(0.0, 0.1, n)), 1.0),
+        time_years=np.where(opt, rng.choice([0.05, 0.2, 0.6], n), 0.0), implied_vol=np.where(opt, 0.35, 0.0),
+        rate=0.04, dividend_yield=np.where(sym == 0, 0.03, 0.0), is_american=opt & (np.arange(n) % 3 != 0),
+        position_id=tuple(f"p{i}" for i in range(n)),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("american", ["eep_grid", "exact"])
+def test_a_prepared_book_with_other_quantities_is_that_books_revaluation_bit_for_bit(american: str) -> None:
+    """``scenario_engine.with_quantity``: one book prepared for a scenario set, revalued with other quantities (zeros,
+    scaled, truncated), gives the bits of ``evaluate`` of the book with those quantities."""
+    from dataclasses import replace
+
+    from risk_pipeline.quant.scenario_engine import evaluate, evaluate_prepared, prepare, with_quantity
+
+    book = _american_book()
+    moves = np.column_stack([MOVES, 0.5 * MOVES[::-1]])
+    sc = ScenarioSet(moves, vol_scale=np.where(moves < 0.0, 1.3, 0.9))
+    prepared = prepare(book, 1.0, sc, american)  # type: ignore[arg-type]
+    q0 = np.asarray(book.quantity)
+    for q in (q0, np.where(q0 < 0.0, 0.0, q0), np.trunc(q0 * 0.37), np.zeros_like(q0)):
+        other = replace(book, quantity=q)
+        want = evaluate(other, sc, 1.0, american=american).pnl  # type: ignore[arg-type]
+        assert evaluate_prepared(with_quantity(prepared, other), sc).pnl.tobytes() == want.tobytes()
+    with pytest.raises(ValueError, match="positions"):
+        with_quantity(prepared, Portfolio(symbols=("A",), spot=[100.0], symbol_index=[0], quantity=[1.0]))
+
+
+@pytest.mark.parametrize("event", [_earnings("A"), _market()])
+def test_decide_with_one_prepared_book_equals_a_revaluation_per_quantity(
+    event: WindowEvent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``decide`` (the scenario set made and the book prepared once per event, each quantity revalued once) gives the
+    decision of the code before, which revalued a new portfolio (``event_pnl``) for each quantity it tried: the
+    flattening, the reduction, the losses before and after, bit for bit."""
+    from dataclasses import replace
+
+    import risk_pipeline.quant.gap_risk as gr
+    from risk_pipeline.quant.smile_dynamics import earnings_vol_crush
+
+    book = _american_book()
+    crush = earnings_vol_crush(book, "A", MOVES, 1.0 / 365.0, event.event_id) if event.symbol else None
+    betas = np.array([1.0, 1.4])
+    policy = GapRiskPolicy(book="x", max_event_loss_pct_nav=0.002)
+    args = (book, event, MOVES, betas)
+    kwargs = {"nav": 1_000_000.0, "policy": policy, "caps": CAPS, "vol_dynamics": crush}
+    new = decide(*args, **kwargs)  # type: ignore[arg-type]
+
+    def per_quantity(portfolio, event, moves, betas, horizon_days, american, vol_dynamics):  # type: ignore[no-untyped-def]
+        return lambda q: gr.event_pnl(
+            replace(portfolio, quantity=q), event, moves, betas, horizon_days=horizon_days, american=american,
+            vol_dynamics=vol_dynamics,
+        )  # fmt: skip
+
+    monkeypatch.setattr(gr, "_book_pnl_of", per_quantity)
+    old = decide(*args, **kwargs)  # type: ignore[arg-type]
+    assert REDUCE in new.actions and new.trades
+    assert new.trades == old.trades and new.actions == old.actions and new.reason == old.reason
+    for f in ("loss_before", "loss_after", "reduce_factor", "n_scenarios", "budget"):
+        assert np.float64(getattr(new, f)).tobytes() == np.float64(getattr(old, f)).tobytes(), f

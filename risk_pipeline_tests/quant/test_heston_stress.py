@@ -176,3 +176,63 @@ def test_vol_shifts_in_blocks_are_the_whole_book_bits(monkeypatch: pytest.Monkey
         for i in range(moves.shape[0]):
             want = model_consistent_vols(p, spot[sym[j]], moves[i, sym[j]], strike[j], days[j] / 365.0, 0.03, div[j])
             assert blocks[i, j] == pytest.approx(float(want.vol_change[()]), abs=1e-10)
+
+
+def _shifts_every_pair_priced(portfolio: Portfolio, params: np.ndarray, moves: np.ndarray) -> np.ndarray:
+    """``heston_vol_shifts`` as it was before pairs were shared: every (scenario, option) pair priced, one call."""
+    from risk_pipeline.quant.heston_stress import _otm_vol
+
+    out = np.zeros((moves.shape[0], portfolio.quantity.size))
+    sym = portfolio.symbol_index
+    use = np.flatnonzero(portfolio.is_option & np.isfinite(params[sym]).all(axis=1) & (portfolio.time_years > 0.0))
+    q, t = params[sym[use]], portfolio.time_years[use]
+    log_k = (
+        np.log(portfolio.strike[use] / portfolio.spot[sym[use]])
+        - (portfolio.rate[use] - portfolio.dividend_yield[use]) * t
+    )
+    before = _otm_vol(t, log_k, *q.T)
+    s = moves[:, sym[use]]
+    v0_after = np.maximum(q[:, 0] + q[:, 4] * q[:, 3] * np.log1p(s), V0_FLOOR)
+    shape = s.shape
+    after = _otm_vol(
+        np.broadcast_to(t, shape).ravel(),
+        (log_k[None, :] - np.log1p(s)).ravel(),
+        v0_after.ravel(),
+        *(np.broadcast_to(q[:, i], shape).ravel() for i in (1, 2, 3, 4)),
+    ).reshape(shape)
+    out[:, use] = after - before[None, :]
+    return out
+
+
+def test_vol_shifts_shared_pairs_are_every_pair_priced_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scenarios that leave a name alone (0.0 and -0.0), repeat another's moves or move a name alike, two positions in
+    one contract, and a name whose v0 is below the floor (a zero move still changes its v0): the shifts, whole and in
+    blocks of 5 pairs, are the bits of every pair priced on its own, and exactly 0 where the spot does not move and
+    v0 is above the floor."""
+    import risk_pipeline.quant.heston_stress as hs
+
+    rng = np.random.default_rng(5)
+    n = 30
+    spot = np.array([100.0, 40.0, 250.0])
+    sym = rng.integers(0, 3, n)
+    days = np.array([30, 91, 182, 365])[rng.integers(0, 4, n)]
+    strike = spot[sym] * np.exp(rng.normal(0.0, 0.1, n))
+    strike[1], sym[1], days[1] = strike[0], sym[0], days[0]
+    portfolio = Portfolio(
+        symbols=("AAA", "BBB", "CCC"), spot=spot, symbol_index=sym, quantity=np.ones(n), multiplier=100.0,
+        is_option=rng.random(n) < 0.9, is_call=rng.random(n) < 0.5, strike=strike, time_years=days / 365.0,
+        implied_vol=0.25, rate=0.03, dividend_yield=0.01,
+    )  # fmt: skip
+    params = np.array([PARAMS.as_array(), [0.5 * V0_FLOOR, 2.0, 0.06, 0.5, -0.4], [0.02, 0.8, 0.03, 1.1, -0.8]])
+    moves = np.array(
+        [[-0.15, -0.1, 0.0], [0.0, 0.0, 0.0], [-0.15, -0.1, 0.0], [-0.0, 0.1, -0.15], [0.1, -0.0, 0.1], [0.0, 0.0, 0.0]]
+    )
+    want = _shifts_every_pair_priced(portfolio, params, moves)
+    for block in (1 << 20, 5):
+        monkeypatch.setattr(hs, "SHIFT_BLOCK", block)
+        got = heston_vol_shifts(portfolio, params, moves)
+        assert got.tobytes() == want.tobytes()
+    opt = portfolio.is_option
+    still = (moves[:, sym] == 0.0) & (opt & (sym != 1))[None, :]
+    assert np.all(got[still] == 0.0)
+    assert np.all(got[:, opt & (sym == 1)][moves[:, 1] == 0.0] != 0.0)
