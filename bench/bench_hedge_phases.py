@@ -1,7 +1,7 @@
 """CPU seconds of the hedge step by book and phase, its candidates and targets hashed, the solver recorded or replayed.
 
-``python bench/bench_hedge_phases.py KEPT COPY OUT [--date D] [--replay DIR] [--no-digest]``: copies the kept warehouse
-``KEPT`` (``bench_pipeline.py --keep``) to ``COPY`` and materializes ``hedge_recommendations`` and
+``python bench/bench_hedge_phases.py KEPT COPY OUT [--date D] [--replay DIR] [--no-digest] [--inputs]``: copies the kept
+warehouse ``KEPT`` (``bench_pipeline.py --keep``) to ``COPY`` and materializes ``hedge_recommendations`` and
 ``hedge_stress_effects`` (``end_of_day_job``, in this process, exports under ``COPY/exports``). Timed on the CPU clock
 (``time.process_time``), per book: ``recommend_book``, ``scenario_blocks`` (the stress search and the return history),
 the book's ``scenario_pnl`` calls, each ``build_candidates`` (0: the pre-screen of every listed line in the book's
@@ -9,7 +9,8 @@ worst scenarios, 1: the screened lines in every scenario), ``candidate_greeks``,
 ``solve_hedge``. Each ``build_candidates`` result and each ``solve_hedge`` input (candidates, targets) is hashed
 (SHA-256 of every array's dtype, shape and bytes) into ``OUT/digests.json`` (``--no-digest``: not hashed, for timing);
 ``solve_hedge``'s results are written to ``OUT/sol_<k>.pkl``, or read from ``--replay DIR`` (a MILP stopped at its
-time limit depends on timing: replayed, the hedge is the recorded one and the step's CPU excludes the solver); both
+time limit depends on timing: replayed, the hedge is the recorded one and the step's CPU excludes the solver;
+``--inputs``: its inputs to ``OUT/input_<k>.pkl`` for ``bench_hedge_solve.py``); both
 tables go to ``OUT/<table>.pkl`` and the exports to ``OUT/exports``. ``--compare OUT1 OUT2``: the digests, the tables
 but for ``solve_seconds``, ``run_id`` and ``materialized_at``, the exports but for ``solve_seconds`` and
 ``first_feasible_seconds``. Set ``RISK_PIPELINE_UNIVERSE`` as for the run that wrote ``KEPT``. The code measured is
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--date", default="2026-12-03")
     ap.add_argument("--replay", default=None)
     ap.add_argument("--no-digest", action="store_true")
+    ap.add_argument("--inputs", action="store_true", help="also pickle each solve_hedge's inputs to OUT/input_<k>.pkl")
     ap.add_argument("--compare", action="store_true")
     a = ap.parse_args(argv)
     if a.compare:
@@ -155,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             digests[f"{ctx['book']} solver's candidates"] = digest(
                 [hc.labels, hc.side, hc.greeks, hc.scenario_pnl, hc.cost, hc.premium, hc.notional, hc.max_contracts]
             )
+        if a.inputs:  # for bench_hedge_solve.py
+            (out / f"input_{k}.pkl").write_bytes(pickle.dumps({"hc": hc, "t": targets, "time_limit": time_limit}))
         t = time.process_time()
         if a.replay:
             sol = pickle.loads((Path(a.replay) / f"sol_{k}.pkl").read_bytes())
