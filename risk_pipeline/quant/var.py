@@ -1570,12 +1570,14 @@ def _stacked_prefix_set(
     checked_moves(stacked, flat)
     npos = first.n_positions
     shift = np.zeros((n_full, len(portfolios), npos))
-    cols = np.flatnonzero(first.is_option & (first.time_years > 0.0))
+    moved = first.is_option & (first.time_years > 0.0)
+    cols = np.flatnonzero(moved)
     if cols.size:
         c = full_scale[:, first.symbol_index[cols]]
-        factor = np.subtract(np.power(c, expiry_factor(first.time_years[cols], term.rule)[None, :]), c, out=c)
-        for k, p in enumerate(portfolios):
-            shift[:, k, cols] = p.implied_vol[cols][None, :] * factor[rows[:, k]]
+        factor = np.zeros((n_full, npos))  # c^g - c in the moved options' columns (the others not read)
+        factor[:, cols] = np.subtract(np.power(c, expiry_factor(first.time_years[cols], term.rule)[None, :]), c, out=c)
+        for k, p in enumerate(portfolios):  # each day's vol times its rows, written in the moved options' columns
+            np.multiply(p.implied_vol[None, :], factor[rows[:, k]], out=shift[:, k], where=moved[None, :])
     return replace(sc, vol_shift_abs=shift.reshape(n_full, -1), vol_shift_per_position=True)
 
 
