@@ -102,8 +102,9 @@ from risk_pipeline.quant.scenario_engine import (
     evaluate,
     evaluate_many,
 )
-from risk_pipeline.quant.smile_dynamics import ExpiryScaledVolMoves, SmileDynamics
+from risk_pipeline.quant.smile_dynamics import ExpiryScaledVolMoves, SmileDynamics, checked_moves
 from risk_pipeline.quant.vol_forecast import GarchParams, fit_garch, garch_variance
+from risk_pipeline.quant.vol_shocks import expiry_factor
 
 HISTORICAL = "historical"
 DELTA_NORMAL = "delta_normal"
@@ -1461,28 +1462,18 @@ def _stacked_historical_set(
     ):
         return None
     n = int(lengths.max()) - horizon_days + 1
+    longest = _common_prefix(hists, lengths)
+    if longest is not None:
+        return _stacked_prefix_set(portfolios, hists[longest], lengths, stacked, horizon_days, term)
     spot = np.empty((n, len(hists), m))
     scale = np.empty((n, len(hists), m)) if has_iv else None
 
-    def window_sums(x: FloatArray, out: FloatArray, books: NDArray[np.intp]) -> None:
-        """``_window_sums(x[:, j], horizon_days, overwrite=True)`` of each book ``books[j]`` into ``out[:, books[j]]``,
-        its last row repeated below (running sums down the days)."""
-        c = np.cumsum(x, axis=0, out=x)
-        rows = x.shape[0] - horizon_days + 1
-        every = books.size == out.shape[1]  # all the books (one history length): the sums made in ``out`` itself
-        sums = out[:rows] if every else np.empty((rows, books.size, m))
-        np.subtract(c[horizon_days - 1], 0.0, out=sums[0])
-        np.subtract(c[horizon_days:], c[: rows - 1], out=sums[1:])
-        if not every:
-            out[:rows, books] = sums
-        out[rows:, books] = sums[-1]
-
     for length in np.unique(lengths):
         books = np.flatnonzero(lengths == length)
-        window_sums(np.stack([hists[k].log_returns for k in books], axis=1), spot, books)
+        _stacked_window_sums(np.stack([hists[k].log_returns for k in books], axis=1), spot, books, horizon_days)
         if scale is not None:
             iv = np.stack([hists[k].iv_rel_changes for k in books], axis=1)  # type: ignore[misc]
-            window_sums(np.log1p(iv), scale, books)
+            _stacked_window_sums(np.log1p(iv), scale, books, horizon_days)
     flat = spot.reshape(n, -1)
     np.expm1(flat, out=flat)
     if scale is not None:
@@ -1492,6 +1483,102 @@ def _stacked_historical_set(
     if term is not None:
         sc = replace(sc, vol_shift_abs=term.shifts(stacked, sc), vol_shift_per_position=True)
     return sc
+
+
+def _stacked_window_sums(x: FloatArray, out: FloatArray, books: NDArray[np.intp], horizon_days: int) -> None:
+    """``_window_sums(x[:, j], horizon_days, overwrite=True)`` of each book ``books[j]`` (``x``: days x books x
+    symbols) into ``out[:, books[j]]``, its last row repeated below (running sums down the days, in ``x``)."""
+    m = x.shape[2]
+    c = np.cumsum(x, axis=0, out=x)
+    rows = x.shape[0] - horizon_days + 1
+    every = books.size == out.shape[1]  # all the books (one history length): the sums made in ``out`` itself
+    sums = out[:rows] if every else np.empty((rows, books.size, m))
+    np.subtract(c[horizon_days - 1], 0.0, out=sums[0])
+    np.subtract(c[horizon_days:], c[: rows - 1], out=sums[1:])
+    if not every:
+        out[:rows, books] = sums
+    out[rows:, books] = sums[-1]
+
+
+def _same_bits(a: FloatArray | None, b: FloatArray | None) -> bool:
+    """Whether two float arrays (or two Nones) hold the same shape and bits."""
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+
+
+def _common_prefix(hists: Sequence[MarketHistory], lengths: NDArray[np.intp]) -> int | None:
+    """The index of a longest history of which every other one is the first rows, bit for bit (the backtest's days
+    while the look-back reaches back to the first stored return: every day's history starts there), or None (e.g.
+    a look-back window sliding with the days). Only the returns and vol changes are compared (the caller has
+    checked there are no rate or dividend-yield changes)."""
+    if len(hists) < 2:
+        return None
+    top = int(np.argmax(lengths))
+    r, iv = hists[top].log_returns, hists[top].iv_rel_changes
+    for x, length in zip(hists, lengths, strict=True):
+        if not _same_bits(x.log_returns, r[:length]) or not _same_bits(
+            x.iv_rel_changes, None if iv is None else iv[:length]
+        ):
+            return None
+    return top
+
+
+def _stacked_prefix_set(
+    portfolios: Sequence[Portfolio],
+    longest: MarketHistory,
+    lengths: NDArray[np.intp],
+    stacked: Portfolio,
+    horizon_days: int,
+    term: SmileDynamics | None,
+) -> ScenarioSet:
+    """``_stacked_historical_set`` of histories that are each the first ``lengths[k]`` rows of ``longest``: row ``i``
+    of book ``k``'s set is then row ``min(i, lengths[k] - horizon_days)`` of the longest's (its running sums of the
+    same numbers from the same first row, ``expm1`` and ``exp`` element-wise), so each is made once and gathered.
+    ``term``'s per-position shifts ``vol (c^g - c)`` (``ExpiryScaledVolMoves.shifts``) take ``c^g - c`` once per
+    row of the longest and option when every book has the same options, expiries and symbols (the backtest's
+    rescaled days of one book), each day's vols multiplying it: the same operations on the same numbers."""
+    m = longest.log_returns.shape[1]
+    n_full = longest.n_days - horizon_days + 1
+    rows = np.minimum(np.arange(n_full)[:, None], (lengths - horizon_days)[None, :])  # (scenario, book) -> row
+    spot = np.empty((n_full, 1, m))
+    _stacked_window_sums(longest.log_returns[:, None, :].copy(), spot, np.zeros(1, dtype=np.intp), horizon_days)
+    full_spot = np.expm1(spot[:, 0], out=spot[:, 0])
+    flat = full_spot[rows].reshape(n_full, -1)
+    full_scale = None
+    scale = None
+    if longest.iv_rel_changes is not None:
+        log_scale = np.empty((n_full, 1, m))
+        _stacked_window_sums(
+            np.log1p(longest.iv_rel_changes)[:, None, :], log_scale, np.zeros(1, dtype=np.intp), horizon_days
+        )
+        full_scale = np.exp(log_scale[:, 0], out=log_scale[:, 0])
+        scale = full_scale[rows].reshape(n_full, -1)
+    sc = ScenarioSet(flat, vol_scale=scale)
+    if term is None:
+        return sc
+    first = portfolios[0]
+    same_book = all(
+        p.n_symbols == m
+        and np.array_equal(p.symbol_index, first.symbol_index)
+        and np.array_equal(p.is_option, first.is_option)
+        and _same_bits(np.asarray(p.time_years, dtype=np.float64), np.asarray(first.time_years, dtype=np.float64))
+        for p in portfolios
+    )
+    if not (type(term) is ExpiryScaledVolMoves and full_scale is not None and same_book):
+        return replace(sc, vol_shift_abs=term.shifts(stacked, sc), vol_shift_per_position=True)
+    checked_moves(stacked, flat)
+    npos = first.n_positions
+    shift = np.zeros((n_full, len(portfolios), npos))
+    moved = first.is_option & (first.time_years > 0.0)
+    cols = np.flatnonzero(moved)
+    if cols.size:
+        c = full_scale[:, first.symbol_index[cols]]
+        factor = np.zeros((n_full, npos))  # c^g - c in the moved options' columns (the others not read)
+        factor[:, cols] = np.subtract(np.power(c, expiry_factor(first.time_years[cols], term.rule)[None, :]), c, out=c)
+        for k, p in enumerate(portfolios):  # each day's vol times its rows, written in the moved options' columns
+            np.multiply(p.implied_vol[None, :], factor[rows[:, k]], out=shift[:, k], where=moved[None, :])
+    return replace(sc, vol_shift_abs=shift.reshape(n_full, -1), vol_shift_per_position=True)
 
 
 def _stacked_one_day_fhs_set(models: Sequence[FhsModel], hists: Sequence[MarketHistory]) -> ScenarioSet | None:
@@ -1536,6 +1623,52 @@ def _stacked_one_day_fhs_set(models: Sequence[FhsModel], hists: Sequence[MarketH
         return ScenarioSet(spot)
     scale = log_scale.reshape(n, -1)
     return ScenarioSet(spot, vol_scale=np.exp(scale, out=scale))
+
+
+def _fhs_models(
+    hists: Sequence[MarketHistory], garch_params: Sequence[Sequence[GarchParams] | None] | None
+) -> list[FhsModel]:
+    """``fit_fhs(hists[k], garch_params[k])`` for every book. Books given one and the same list of parameters (the
+    backtest's days between two refits) whose returns are each the first rows of the longest of them (days whose
+    look-back reaches back to the first return) are filtered once, on the longest: the variance recursion runs
+    forward from the same start, so a shorter history's conditional variances, standardized returns and next
+    variance are the longest's first entries, bit for bit."""
+    n = len(hists)
+    models: list[FhsModel | None] = [None] * n
+    groups: dict[int, list[int]] = {}
+    for k in range(n):
+        given = None if garch_params is None else garch_params[k]
+        if given is None:
+            models[k] = fit_fhs(hists[k], None)
+        else:
+            groups.setdefault(id(given), []).append(k)
+    for ks in groups.values():
+        lengths = [hists[k].n_days for k in ks]
+        top = ks[int(np.argmax(lengths))]
+        r = hists[top].log_returns
+        params = garch_params[top]  # type: ignore[index]
+        if (
+            len(ks) == 1
+            or params is None
+            or len(params) != r.shape[1]
+            or not all(_same_bits(hists[k].log_returns, r[: hists[k].n_days]) for k in ks)
+        ):
+            for k in ks:
+                models[k] = fit_fhs(hists[k], None if garch_params is None else garch_params[k])
+            continue
+        z = np.empty_like(r)
+        nxt = np.empty((len(ks), r.shape[1]))
+        at = np.array(lengths)
+        for s_ in range(r.shape[1]):  # fit_fhs's filter of each underlying, on the longest history
+            var = garch_variance(params[s_], r[:, s_])
+            z[:, s_] = r[:, s_] / np.sqrt(var[:-1])
+            nxt[:, s_] = var[at]
+        for i, k in enumerate(ks):
+            x = hists[k]
+            models[k] = FhsModel(
+                tuple(params), z[: x.n_days], nxt[i], x.iv_rel_changes, x.rate_changes, x.dividend_changes
+            )
+    return models  # type: ignore[return-value]  # every entry set above
 
 
 def compute_var_batch(
@@ -1665,7 +1798,7 @@ def compute_var_batch(
                 if r.method in methods
             ]
     if MONTE_CARLO_FHS in methods:
-        models = [fit_fhs(x, None if garch_params is None else garch_params[k]) for k, x in enumerate(hists)]
+        models = _fhs_models(hists, garch_params)
         one_day = _stacked_one_day_fhs_set(models, hists) if tuple(cfg.horizons) == (1,) else None
         if one_day is not None:  # every book's set made at once, stacked as evaluate_many stacks them (same bits)
             each_horizon(MONTE_CARLO_FHS, {1: one_day})

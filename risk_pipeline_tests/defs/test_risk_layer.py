@@ -509,3 +509,31 @@ def test_event_move_history_looks_every_day_up_at_once_with_the_per_key_bits(run
         for mine, theirs in ((got.symbol_moves, want["earnings"]), (got.market_moves, want["market"])):
             assert list(mine) == list(theirs) and theirs
             assert all(mine[k].tobytes() == theirs[k].tobytes() for k in theirs)
+
+
+def test_book_histories_from_one_read_of_every_book_are_each_books_own(run: Run) -> None:
+    """backtest_tables reads every book's closes and ATM vols once (``factor_levels`` of all the books' names) and
+    each book takes its columns: its dates, closes, ATM vols, gaps and backtest days are those of its own read, bit
+    for bit (a book of fewer names: dates where only other names trade are dropped with the incomplete rows)."""
+    from risk_pipeline.defs.risk.backtest import BacktestSettings, book_history
+    from risk_pipeline.defs.risk.var import factor_levels
+    from risk_pipeline.queries import latest_valuation
+
+    from .conftest import SESSION
+
+    wh, _ = run
+    settings = BacktestSettings()
+    _, positions = latest_valuation(wh, SESSION)
+    names = sorted({str(s) for s in positions["symbol"]})
+    need = settings.backtest_days + settings.lookback_days + 1
+    levels = factor_levels(wh, SESSION, need, names, "test")
+    # a smaller book than the union: one of each book's names left out of its rows
+    books = list(positions.groupby("book", sort=True))
+    assert len(books) > 1
+    for book, rows in [*books, (books[0][0], books[0][1][books[0][1]["symbol"] != books[0][1]["symbol"].iloc[0]])]:
+        own = book_history(wh, str(book), rows, SESSION, settings)
+        shared = book_history(wh, str(book), rows, SESSION, settings, levels)
+        assert list(shared.dates) == list(own.dates)
+        for name in ("closes", "atm_vols", "calendar_days", "days"):
+            a, b = getattr(own, name), getattr(shared, name)
+            assert a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes(), name

@@ -397,6 +397,100 @@ def test_stacked_sets_are_the_per_book_sets_stacked_bit_for_bit(with_term: bool)
     assert _stacked_historical_set(books[:2], short, stack_portfolios(books[:2]), 1, term) is None
 
 
+@pytest.mark.parametrize("with_term", [False, True])
+@pytest.mark.parametrize("horizon", [1, 3])
+def test_stacked_historical_set_of_prefix_histories_is_the_per_book_sets_stacked_bit_for_bit(
+    with_term: bool, horizon: int
+) -> None:
+    """Backtest days whose look-back reaches back to the first return (every history the first rows of the longest):
+    the stacked historical set, made once for the longest and gathered, with the expiry-scaled shifts' ``c^g - c``
+    taken once per row and option, is evaluate_many's stacking of the per-book sets (``historical_scenarios`` and
+    ``ExpiryScaledVolMoves.shifts`` of each book), bit for bit; a history that is not such a prefix (or another
+    book) keeps the per-length path, also bit for bit."""
+    from risk_pipeline.quant.scenario_engine import _stack_sets
+    from risk_pipeline.quant.smile_dynamics import ExpiryScaledVolMoves
+    from risk_pipeline.quant.var import _common_prefix, _stacked_historical_set, historical_scenarios
+    from risk_pipeline.quant.vol_shocks import VolShockRule
+
+    term = ExpiryScaledVolMoves(VolShockRule(term_exponent=0.4)) if with_term else None
+    closes, vols, _ = _market()
+    returns = np.diff(np.log(closes), axis=0)
+    iv = vols[1:] / vols[:-1] - 1.0
+    iv[[3, 40], 1] = np.nan  # a missing ATM vol change (scale NaN) on some rows
+    ends = [262, 280, 263, 300, 300, 301]
+    base = _book(closes[-1])
+    books = [rescaled_book(base, closes[t], [1.0 + 0.01 * k, 0.97]) for k, t in enumerate(ends)]
+
+    def want(bks: list[Portfolio], hs: list[MarketHistory]) -> object:
+        sets = [historical_scenarios(x, horizon) for x in hs]
+        if term is not None:
+            sets = [
+                replace(sc, vol_shift_abs=term.shifts(p, sc), vol_shift_per_position=True)
+                for p, sc in zip(bks, sets, strict=True)
+            ]
+        return _stack_sets(sets, max(sc.n_scenarios for sc in sets), bks)
+
+    prefix = [MarketHistory(returns[:t], iv[:t]) for t in ends]
+    assert _common_prefix(prefix, np.array([x.n_days for x in prefix])) == 5
+    sliding = [*prefix[:-1], MarketHistory(returns[1:301], iv[1:301])]  # not a prefix: the per-length path
+    assert _common_prefix(sliding, np.array([x.n_days for x in sliding])) is None
+    other = _book(closes[-1] * 1.01)  # another book's expiries: the prefix path, shifts made on the stacked book
+    other = replace(other, time_years=np.asarray(other.time_years) * 1.5)
+    for bks, hs in ((books, prefix), (books, sliding), ([*books[:-1], other], prefix)):
+        got = _stacked_historical_set(bks, hs, stack_portfolios(bks), horizon, term)
+        assert got is not None
+        w = want(bks, hs)
+        for name in ("spot_shock_rel", "vol_scale", "vol_shift_abs", "rate_shift_abs", "dividend_shift_abs"):
+            assert _same_bits(getattr(got, name), getattr(w, name)), name
+        assert got.vol_shift_per_position == w.vol_shift_per_position
+    # the same VaR through compute_var_batch as through compute_var one book at a time (the unoptimized path)
+    cfg = VarConfig(horizons=(horizon,), lookback_days=500)
+    batch = compute_var_batch(books, prefix, cfg, methods=(HISTORICAL,), term=term)
+    for p, x, r in zip(books, prefix, batch, strict=True):
+        one = compute_var(p, x, cfg, methods=(HISTORICAL,), term=term)
+        for a, b in zip(one.results, r.results, strict=True):
+            np.testing.assert_allclose(b.var, a.var, rtol=RTOL)
+            np.testing.assert_allclose(b.expected_shortfall, a.expected_shortfall, rtol=RTOL)
+
+
+def test_fhs_models_of_days_sharing_fits_are_fit_fhs_of_each_day_bit_for_bit() -> None:
+    """compute_var_batch's FHS filters: days given one list of GARCH parameters whose histories are the first rows of
+    the longest are filtered once on the longest; every model (parameters, standardized returns, next variance,
+    vol changes) is ``fit_fhs`` of its own day, bit for bit, also for a day that is not such a prefix, a day with its
+    own list and a day without fits (fitted anew)."""
+    from risk_pipeline.quant.var import _fhs_models, fit_fhs
+
+    closes, vols, _ = _market()
+    returns = np.diff(np.log(closes), axis=0)
+    iv = vols[1:] / vols[:-1] - 1.0
+    shared = [fit_garch_or_constant(returns[:260, s]) for s in range(2)]
+    other = [fit_garch_or_constant(returns[:300, s]) for s in range(2)]
+    hists = [MarketHistory(returns[:t], iv[:t]) for t in (262, 280, 263, 300, 300)]
+    hists += [MarketHistory(returns[5:290], iv[5:290]), MarketHistory(returns[:270], iv[:270])]
+    hists += [MarketHistory(returns[:250], iv[:250])]
+    params = [shared] * 6 + [other, None]  # the sixth shares the list but is not a prefix of the longest
+    got = _fhs_models(hists, params)
+    for x, p, g in zip(hists, params, got, strict=True):
+        want = fit_fhs(x, p)
+        assert g.params == want.params
+        assert _same_bits(g.standardized, want.standardized)
+        assert _same_bits(g.next_variance, want.next_variance)
+        assert _same_bits(g.iv_rel_changes, want.iv_rel_changes)
+    prefix_only = _fhs_models(hists[:5], [shared] * 5)  # the shared path alone (no fallback in the group)
+    for x, g in zip(hists[:5], prefix_only, strict=True):
+        want = fit_fhs(x, shared)
+        assert _same_bits(g.standardized, want.standardized) and _same_bits(g.next_variance, want.next_variance)
+    # an independent check of the filter: z_t = r_t / sigma_t with sigma_t^2 the GARCH recursion from its start
+    p0 = shared[0]
+    r = returns[:262, 0]
+    var = np.empty(263)
+    var[0] = p0.omega + (p0.alpha + 0.5 * p0.gamma + p0.beta) * p0.backcast
+    for t in range(262):
+        var[t + 1] = p0.omega + (p0.alpha + p0.gamma * (r[t] < 0.0)) * r[t] ** 2 + p0.beta * var[t]
+    np.testing.assert_allclose(got[0].standardized[:, 0], r / np.sqrt(var[:-1]), rtol=1e-12)
+    np.testing.assert_allclose(got[0].next_variance[0], var[-1], rtol=1e-12)
+
+
 def test_garch_fits_given_as_a_function_are_read_only_by_the_monte_carlo_method() -> None:
     closes, vols, gaps = _market()
     book = _book(closes[-1])

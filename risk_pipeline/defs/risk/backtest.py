@@ -332,12 +332,26 @@ class BookHistory:
 
 
 def book_history(
-    wh: Warehouse, book: str, rows: pd.DataFrame, session: dt.date, settings: BacktestSettings
+    wh: Warehouse,
+    book: str,
+    rows: pd.DataFrame,
+    session: dt.date,
+    settings: BacktestSettings,
+    levels: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> BookHistory:
-    """The closes and ATM vols behind ``book``'s static-book backtest and its backtest days (may be none)."""
+    """The closes and ATM vols behind ``book``'s static-book backtest and its backtest days (may be none).
+    ``levels``: ``factor_levels`` of the same session and sessions for symbols including the book's (one read for
+    several books), whose columns of the book's symbols are taken instead of reading them again."""
     portfolio = book_portfolio(rows)
     need = settings.backtest_days + settings.lookback_days + 1
-    wide, vols = factor_levels(wh, session, need, portfolio.symbols, f"the static-book backtest of {book}")
+    symbols = list(portfolio.symbols)
+    if levels is not None and set(symbols) <= set(levels[0].columns):
+        # the book's own read would pivot the same stored rows: the same values on its dates, and the dates where
+        # only other books' names trade are all NaN in its columns, dropped below (complete rows only); its vols
+        # from an earlier first date, reindexed to those complete rows
+        wide, vols = levels[0][symbols], levels[1][symbols]
+    else:
+        wide, vols = factor_levels(wh, session, need, portfolio.symbols, f"the static-book backtest of {book}")
     wide = wide.dropna().tail(need)
     vols = vols.reindex(wide.index)
     if len(wide) == 0 or wide.index[-1] != session:
@@ -591,8 +605,17 @@ def backtest_tables(wh: Warehouse, session: dt.date, config: BacktestSettings) -
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="garch-refits") as refits,
         ThreadPoolExecutor(max_workers=BOOK_THREADS, thread_name_prefix="static-book") as books,
     ):
+        # every book's closes and ATM vols in one read (each book takes its columns: the same rows as its own read)
+        union = sorted({str(s) for s in positions["symbol"]}) if len(position_books) > 1 else []
+        need = config.backtest_days + config.lookback_days + 1
+        levels = None
+        if union:
+            try:
+                levels = factor_levels(wh, session, need, union, "the static-book backtests")
+            except dg.Failure:  # a name without prices: each book's own read says whose
+                levels = None
         for b, rows in position_books:  # each book's fits start as soon as its history is read
-            histories[str(b)] = x = book_history(wh, str(b), rows, session, config)
+            histories[str(b)] = x = book_history(wh, str(b), rows, session, config, levels)
             if x.days.size:
                 gjr = gjr_wins(wh, session, x.portfolio.symbols)  # as var_results chooses them at the session
                 fits[str(b)] = refits.submit(book_garch_fits, x, garch_cache, gjr)
