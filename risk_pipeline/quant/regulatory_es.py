@@ -158,8 +158,9 @@ def liquidity_adjusted_es(
     var_base = math.nan
     done: dict[tuple[bytes, bytes], float] = {}  # ES by the factors a bucket shocks
     # an American whose whole grid input (its vol and log-spot ranges) is the previous bucket's takes that bucket's
-    # boundaries and node values (scenario_engine.GridMemo: the same bits)
-    with grid_memo(GridMemo(1)):
+    # boundaries and node values, one whose vol range is takes its boundaries (scenario_engine.GridMemo: the same
+    # bits)
+    with grid_memo(GridMemo(1, boundaries=True)):
         for j, lh in enumerate(horizons_days):  # five buckets, each a vectorized revaluation of every scenario
             spot_on = spot_lh >= lh
             vol_on = (vol_lh >= lh) & (sc.vol_scale is not None)

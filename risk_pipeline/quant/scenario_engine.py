@@ -1757,15 +1757,21 @@ def _row_hashes(keys: NDArray[np.int64]) -> NDArray[np.uint64]:
 
 @dataclass(frozen=True, eq=False)
 class _MemoBuild:
-    """What one grid build made for each of its Americans: its key row, the boundaries' ``S*/K`` at the vol nodes of
-    the base grid (``ratio``) and of the rate and yield grids (``ratio_k``, ``(4, na, nv)``; empty without carry
-    moves), and the node values ``American - BSM`` of each grid (``vals``, ``(grids, na, nv, nu)``, zero where
-    not fitted)."""
+    """What one grid build made for each of its Americans: its key row (``_memo_keys``), the boundaries' ``S*/K`` at
+    the vol nodes of the base grid (``ratio``) and of the rate and yield grids (``ratio_k``, ``(4, na, nv)``; empty
+    without carry moves), the unit-strike put boundaries of each grid (``bnd``, ``(grids, na, nv, nodes)``; empty
+    unless the memo keeps them) and the node values ``American - BSM`` of each grid (``vals``, ``(grids, na, nv,
+    nu)``, zero where not fitted)."""
 
     keys: NDArray[np.int64]
     ratio: FloatArray
     ratio_k: FloatArray
+    bnd: FloatArray
     vals: FloatArray
+
+
+#: Columns of ``_memo_keys`` that decide an American's exercise boundaries at the vol nodes (the first ones).
+_VOL_KEY_COLUMNS = 11
 
 
 class GridMemo:
@@ -1773,47 +1779,62 @@ class GridMemo:
     the same call chain (``grid_memo``): an American whose whole grid input (contract, rate, yield, vol, the
     set's vol, log-spot, rate and yield ranges, whether it is priced exactly and whether the set moves rates)
     equals, bit for bit, one of those builds' takes that build's exercise boundary ratios and node values
-    instead of solving and pricing them again. Each is elementwise (an option's boundaries and node prices depend
-    on its own inputs only), so every coefficient is the same; the spline fit still runs over the whole book.
-    Memory: about 2.9 kB per American and kept build."""
+    instead of solving and pricing them again (without ``nodes``, no node values are kept or taken); with
+    ``boundaries``, one whose vol, rate and yield ranges (not its log-spot range) equal one of theirs takes its
+    boundaries and prices its own node values from them. Each is elementwise (an option's boundaries and node prices
+    depend on its own inputs only), so every coefficient is the same; the spline fit still runs over the whole book.
+    Memory per American and kept build: about 2.9 kB with ``nodes``, 2.1 kB with ``boundaries``, 4.7 kB with both."""
 
-    def __init__(self, builds: int = 1) -> None:
-        if builds < 1:
-            raise ValueError("a memo keeps at least one build")
+    def __init__(self, builds: int = 1, *, boundaries: bool = False, nodes: bool = True) -> None:
+        if builds < 1 or not (boundaries or nodes):
+            raise ValueError("a memo keeps at least one build, and its boundaries or its node values")
         self.builds = builds
+        self.boundaries = boundaries
+        self.nodes = nodes
         self._kept: list[_MemoBuild] = []
-        self._hashes = np.zeros(0, dtype=np.uint64)
-        self._order = np.zeros(0, dtype=np.intp)  # rows of the kept builds, concatenated, sorted by hash
-        self.looked_up = 0  # Americans looked up
-        self.found = 0  # of them found
+        #: per key width: the kept builds' rows, concatenated, sorted by their hash (order, hashes in that order)
+        self._index: dict[int, tuple[IntArray, NDArray[np.uint64]]] = {}
+        self.looked_up = 0  # Americans of the builds kept
+        self.found = 0  # of them found whole
+        self.found_boundaries = 0  # found by their boundaries' inputs (``boundaries``; the found whole included)
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the kept builds and their index."""
-        arrays = [a for b in self._kept for a in (b.keys, b.ratio, b.ratio_k, b.vals)]
-        return int(sum(a.nbytes for a in arrays) + self._hashes.nbytes + self._order.nbytes)
+        arrays = [a for b in self._kept for a in (b.keys, b.ratio, b.ratio_k, b.bnd, b.vals)]
+        arrays += [a for x in self._index.values() for a in x]
+        return int(sum(a.nbytes for a in arrays))
 
-    def find(self, keys: NDArray[np.int64]) -> tuple[BoolArray, IntArray, IntArray]:
-        """Per key row: whether a kept build holds it, which build and which of its rows."""
+    def find(self, keys: NDArray[np.int64], width: int | None = None) -> tuple[BoolArray, IntArray, IntArray]:
+        """Per key row (its first ``width`` columns; all by default): whether a kept build holds it, which build and
+        which of its rows."""
         n = keys.shape[0]
-        self.looked_up += n
+        width = keys.shape[1] if width is None else width
         hit = np.zeros(n, dtype=bool)
         which, row = np.zeros(n, dtype=np.intp), np.zeros(n, dtype=np.intp)
         if not self._kept or n == 0:
             return hit, which, row
-        h = _row_hashes(keys)
-        sorted_h = self._hashes[self._order]
+        if width not in self._index:
+            hashes = np.concatenate([_row_hashes(b.keys[:, :width]) for b in self._kept])
+            order = np.argsort(hashes, kind="stable")
+            self._index[width] = (order, hashes[order])
+        order, sorted_h = self._index[width]
+        mine = keys[:, :width]
+        h = _row_hashes(mine)
         pos = np.minimum(np.searchsorted(sorted_h, h), sorted_h.size - 1)
-        cand = self._order[pos]
+        cand = order[pos]
         starts = np.cumsum([0] + [b.keys.shape[0] for b in self._kept])
         which = np.searchsorted(starts, cand, side="right") - 1
         row = cand - starts[which]
-        stored = np.empty_like(keys)
+        stored = np.empty_like(mine)
         for g, b in enumerate(self._kept):
             at = which == g
-            stored[at] = b.keys[row[at]]
-        hit = (sorted_h[pos] == h) & np.all(stored == keys, axis=1)
-        self.found += int(np.count_nonzero(hit))
+            stored[at] = b.keys[row[at], :width]
+        hit = (sorted_h[pos] == h) & np.all(stored == mine, axis=1)
+        if width == keys.shape[1]:
+            self.found += int(np.count_nonzero(hit))
+        else:
+            self.found_boundaries += int(np.count_nonzero(hit))
         return hit, which, row
 
     def gather(
@@ -1831,8 +1852,8 @@ class GridMemo:
     def keep(self, build: _MemoBuild) -> None:
         """Keep a build (the oldest dropped beyond ``builds``)."""
         self._kept = [*self._kept, build][-self.builds :]
-        self._hashes = np.concatenate([_row_hashes(b.keys) for b in self._kept])
-        self._order = np.argsort(self._hashes, kind="stable")
+        self._index = {}
+        self.looked_up += build.keys.shape[0]
 
 
 #: The memo ``_grid_from_ranges`` reads and fills (``grid_memo``); None: every build on its own.
@@ -1853,9 +1874,12 @@ def grid_memo(memo: GridMemo | None) -> Iterator[GridMemo | None]:
 def _memo_keys(book: PreparedBook, ranges: _GridRanges, still: BoolArray, moves_carry: bool) -> NDArray[np.int64]:
     """Per American of ``book``: the bits of everything its grid build reads (``GridMemo``)."""
     am = slice(book.n_euro, None)
-    cols = [getattr(book, f)[am] for f in ("t", "sqrt_t", "strike", "log_strike", "rate", "div", "vol", "w")]
+    # first the _VOL_KEY_COLUMNS inputs of its boundaries at the vol nodes (_grid_solve's t, r, q, call and vol nodes,
+    # and which grids are solved), then the rest of what its node values read
+    cols = [getattr(book, f)[am] for f in ("t", "rate", "div", "vol")]
     cols += [book.call[am].astype(np.float64), still.astype(np.float64), np.full(still.size, float(moves_carry))]
-    cols += [ranges.v_lo, ranges.v_hi, ranges.ls_lo, ranges.ls_hi, ranges.lr, ranges.lq]
+    cols += [ranges.v_lo, ranges.v_hi, ranges.lr, ranges.lq]
+    cols += [getattr(book, f)[am] for f in ("sqrt_t", "strike", "log_strike", "w")] + [ranges.ls_lo, ranges.ls_hi]
     return np.ascontiguousarray(np.stack(cols, axis=1)).view(np.int64)
 
 
@@ -1876,12 +1900,18 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
     # build's boundary ratios and node values (each elementwise: the same bits) instead of solving and pricing them
     memo = _GRID_MEMO
     keys = _memo_keys(book, ranges, still, moves_carry) if memo is not None else np.zeros((0, 0), dtype=np.int64)
-    found = memo.find(keys) if memo is not None else (np.zeros(na, dtype=bool), np.zeros(0), np.zeros(0))
+    nodes = memo is not None and memo.nodes
+    found = memo.find(keys) if memo is not None and nodes else (np.zeros(na, dtype=bool), np.zeros(0), np.zeros(0))
     hit = found[0]
-    solve = np.flatnonzero(~still & ~hit)
+    # found by the inputs of its boundaries only (the memo keeps those): the boundaries taken, the node values priced
+    solved = memo.find(keys, _VOL_KEY_COLUMNS) if memo is not None and memo.boundaries else found
+    bnd_found = solved[0]
+    solve = np.flatnonzero(~still & ~bnd_found)
     ratio, bnd = _grid_boundaries(t, r, q, call, v_nodes, solve)
     if memo is not None:
-        memo.gather("ratio", None, found, ratio)
+        memo.gather("ratio", None, solved, ratio)
+        if memo.boundaries:
+            memo.gather("bnd", 0, solved, bnd)
     never = _never_exercised(call, r, q)
     finite = np.all(np.isfinite(ratio), axis=1)
     # the shifted grids: (rate step, yield step) per option; grids at r -+ h_r and at q -+ h_q
@@ -1906,10 +1936,12 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
             for sign in (1.0, -1.0):
                 rk = r + sign * h_r if k == 0 else r
                 qk = q + sign * h_q if k == 1 else q
-                ratio_k, bnd_k = _grid_boundaries(t, rk, qk, call, v_nodes, np.flatnonzero(on & ~hit))
+                ratio_k, bnd_k = _grid_boundaries(t, rk, qk, call, v_nodes, np.flatnonzero(on & ~bnd_found))
                 ratio_k[~on] = ratio[~on]
                 if memo is not None:
-                    memo.gather("ratio_k", len(variants), found, ratio_k)
+                    memo.gather("ratio_k", len(variants), solved, ratio_k)
+                    if memo.boundaries:
+                        memo.gather("bnd", 1 + len(variants), solved, bnd_k)
                 finite &= np.all(np.isfinite(ratio_k), axis=1)
                 variants.append((k, sign, rk, qk, ratio_k, bnd_k))
         finite &= ~exact
@@ -1927,7 +1959,7 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
     y_hi = np.maximum(y_far + 0.05 * (y_far - y_near) + 1e-3, y_lo + 1e-3)
     y_nodes = y_lo[:, None] + (y_hi - y_lo)[:, None] * np.linspace(0.0, 1.0, nu)[None, :]
     n_grids = 1 + len(variants)
-    node_vals = np.zeros((n_grids, na, nv, nu)) if memo is not None else np.zeros((n_grids, 0, nv, nu))
+    node_vals = np.zeros((n_grids, na if nodes else 0, nv, nu))
 
     def spline(
         grid: int,
@@ -1943,9 +1975,9 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
         outside it), written into ``out`` (the einsum's own products, copied into ``out`` instead of a new array in
         the einsum's internal layout: no strided copy of it afterwards). With the memo, the options found take its
         node values and the build's are kept for it."""
-        vals = node_vals[grid] if memo is not None else np.zeros((na, nv, nu))
+        vals = node_vals[grid] if nodes else np.zeros((na, nv, nu))
         take = mode == 1 if priced is None else (mode == 1) & priced
-        if memo is not None:
+        if memo is not None and nodes:
             memo.gather("vals", grid, (take & hit, *found[1:]), vals)
         fit = np.flatnonzero(take & ~hit)
         if fit.size:
@@ -2002,7 +2034,8 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
             mode[check[~_kink_check(book, check, grids, steps, v_nodes, ls_lo, ls_hi)]] = 2
     if memo is not None:
         ratio_k = np.stack([v[4] for v in variants]) if variants else np.zeros((0, na, nv))
-        memo.keep(_MemoBuild(keys, ratio, ratio_k, node_vals))
+        bnds = np.stack([bnd] + [v[5] for v in variants]) if memo.boundaries else np.zeros((0, na, nv, 0))
+        memo.keep(_MemoBuild(keys, ratio, ratio_k, bnds, node_vals))
     return replace(
         book,
         grid_mode=mode,

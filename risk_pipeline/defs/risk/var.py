@@ -37,6 +37,7 @@ from risk_pipeline.quant.scenario_engine import GridMemo, grid_memo
 from risk_pipeline.quant.smile_dynamics import ExpiryScaledVolMoves, SmileDynamics, StickyMoneyness, SviSlices
 from risk_pipeline.quant.stress import load_scenarios
 from risk_pipeline.quant.var import (
+    ALL_METHODS,
     HISTORICAL,
     STRESS_WINDOW_DAYS,
     STRESSED_HISTORICAL,
@@ -171,7 +172,7 @@ def smile_dynamics(
 
 
 #: Grid builds ``var_results`` keeps for the next ones (``scenario_engine.GridMemo``): the three horizons' of the
-#: last smile run, for the stressed window's
+#: historical VaR for the gap sets', of the last smile run for the stressed window's
 GRID_MEMO_BUILDS = 3
 
 
@@ -592,29 +593,37 @@ def var_results(
             terms_at[v.as_of] = term_structures(wh, v.session, names)
         terms = terms_at[v.as_of]
         smile, term = dynamics[config.smile_dynamics], terms[config.vol_term_structure]
-        report = compute_var(
-            portfolio, factors.history, cfg, smile=smile, term=term,
+        # the historical VaR's grid builds keep their Americans' exercise boundaries (one build per horizon) for the gap
+        # sets' builds, whose vol, rate and yield ranges are theirs (the Monte Carlo's builds in between left out)
+        hist_memo = GridMemo(GRID_MEMO_BUILDS, boundaries=True, nodes=False)
+        with grid_memo(hist_memo):
+            report = compute_var(portfolio, factors.history, cfg, methods=ALL_METHODS[:3], smile=smile, term=term)
+        mc = compute_var(
+            portfolio, factors.history, cfg, methods=ALL_METHODS[3:],
             fhs_asymmetric=gjr_wins(wh, v.session, portfolio.symbols),
         )  # fmt: skip
+        report = VarReport(report.results + mc.results, {**report.scenario_pnl, **mc.scenario_pnl})
+        # events inside a horizon: historical VaR with their gap scenarios, the gap component in its own columns
+        with grid_memo(hist_memo):
+            gap = var_with_gap_scenarios(
+                wh, v.session, v.as_of, v.rows, portfolio, factors.history, cfg, report,
+                dynamics=[d for d in (smile, term) if d is not None],
+            )  # fmt: skip
+        del hist_memo
         production = (config.smile_dynamics, config.vol_term_structure)
         pnls: dict[tuple[str, str], dict[int, np.ndarray]] = {}
         long = return_history(
             wh, v.session, portfolio.symbols, STRESS_HISTORY_SESSIONS, option_symbols, config.rate_factor,
             config.dividend_factor, long_rows,
         )  # fmt: skip
-        # the smile runs, then the stressed VaR right after them (before the gap sets): the stressed window's grid
-        # builds find most of their Americans' grid work in the last smile run's (sticky strike, flat term: the
-        # same returns), one build per horizon, in the memo of the last three builds (GRID_MEMO_BUILDS)
+        # the smile runs (on the report before the gap sets), then the stressed VaR right after them: the stressed
+        # window's grid builds find most of their Americans' grid work in the last smile run's (sticky strike, flat
+        # term: the same returns), one build per horizon, in the memo of the last three builds
         with grid_memo(GridMemo(GRID_MEMO_BUILDS)):
             sensitivity = smile_sensitivity(portfolio, factors.history, cfg, dynamics, terms, production, report, pnls)
             stressed, start = stressed_var(
                 portfolio, long.history, cfg, one_day_pnl=same_one_day_pnl(factors.history, long.history, cfg, pnls)
             )
-        # events inside a horizon: historical VaR with their gap scenarios, the gap component in its own columns
-        gap = var_with_gap_scenarios(
-            wh, v.session, v.as_of, v.rows, portfolio, factors.history, cfg, report,
-            dynamics=[d for d in (smile, term) if d is not None],
-        )  # fmt: skip
         report = gap.report
         book_rows = pd.DataFrame(report.rows()).merge(
             gap.gap_columns, on=["method", "horizon_days", "confidence"], how="left"
