@@ -39,7 +39,7 @@ from numpy.typing import ArrayLike
 
 from risk_pipeline.quant._numba import FloatArray
 from risk_pipeline.quant.portfolio import Portfolio
-from risk_pipeline.quant.scenario_engine import AmericanMethod, ScenarioSet, evaluate
+from risk_pipeline.quant.scenario_engine import AmericanMethod, GridMemo, ScenarioSet, evaluate, grid_memo
 from risk_pipeline.quant.var import MarketHistory, empirical_var_es, historical_scenarios
 
 #: Liquidity horizons of MAR33.12, trading days (``LH_1 .. LH_5``).
@@ -157,25 +157,29 @@ def liquidity_adjusted_es(
     es = np.zeros(len(horizons_days))
     var_base = math.nan
     done: dict[tuple[bytes, bytes], float] = {}  # ES by the factors a bucket shocks
-    for j, lh in enumerate(horizons_days):  # five buckets, each a vectorized revaluation of every scenario
-        spot_on = spot_lh >= lh
-        vol_on = (vol_lh >= lh) & (sc.vol_scale is not None)
-        if j > 0 and not (spot_on.any() or vol_on.any()):
-            continue  # nothing shocked: no contribution
-        key = (spot_on.tobytes(), vol_on.tobytes())
-        if key in done:  # the same factors as a shorter horizon's bucket (equity: 40 and 60 days): the same set
-            es[j] = done[key]
-            continue
-        moved = ScenarioSet(
-            np.where(spot_on, sc.spot_shock_rel, 0.0),
-            vol_scale=None if sc.vol_scale is None else np.where(vol_on, sc.vol_scale, 1.0),
-        )
-        pnl = evaluate(
-            portfolio, moved, carry_calendar_days, american=american, client=client, chunk_size=chunk_size
-        ).pnl
-        es[j] = done[key] = empirical_var_es(pnl, confidence)[1]
-        if j == 0:
-            var_base = empirical_var_es(pnl, var_confidence)[0]
+    # an American whose whole grid input (its vol and log-spot ranges) is the previous bucket's takes that bucket's
+    # boundaries and node values, one whose vol range is takes its boundaries (scenario_engine.GridMemo: the same
+    # bits)
+    with grid_memo(GridMemo(1, boundaries=True)):
+        for j, lh in enumerate(horizons_days):  # five buckets, each a vectorized revaluation of every scenario
+            spot_on = spot_lh >= lh
+            vol_on = (vol_lh >= lh) & (sc.vol_scale is not None)
+            if j > 0 and not (spot_on.any() or vol_on.any()):
+                continue  # nothing shocked: no contribution
+            key = (spot_on.tobytes(), vol_on.tobytes())
+            if key in done:  # the same factors as a shorter horizon's bucket (equity: 40 and 60 days): the same set
+                es[j] = done[key]
+                continue
+            moved = ScenarioSet(
+                np.where(spot_on, sc.spot_shock_rel, 0.0),
+                vol_scale=None if sc.vol_scale is None else np.where(vol_on, sc.vol_scale, 1.0),
+            )
+            pnl = evaluate(
+                portfolio, moved, carry_calendar_days, american=american, client=client, chunk_size=chunk_size
+            ).pnl
+            es[j] = done[key] = empirical_var_es(pnl, confidence)[1]
+            if j == 0:
+                var_base = empirical_var_es(pnl, var_confidence)[0]
     return LiquidityAdjustedES(es, cascade_es(es, horizons_days, base_days), var_base, var_confidence, sc.n_scenarios)
 
 

@@ -62,11 +62,12 @@ chunking.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -1752,6 +1753,155 @@ def _rows_of(inp: _ChunkInputs, rows: IntArray) -> _ChunkInputs:
     )
 
 
+# ----------------------------------------------------------------------------------------------
+# grid memo: an American's grid work kept from one build to the next of one call chain
+# ----------------------------------------------------------------------------------------------
+
+
+#: Golden-ratio multiplier of ``_row_hashes`` (odd: a bijection of 64-bit words).
+_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _row_hashes(keys: NDArray[np.int64]) -> NDArray[np.uint64]:
+    """A 64-bit hash of each row's words (multiply-xor; only for sorting and finding candidates: a candidate's
+    whole row is compared before it is used)."""
+    h = np.zeros(keys.shape[0], dtype=np.uint64)
+    words = keys.view(np.uint64)
+    for c in range(words.shape[1]):
+        h ^= words[:, c]
+        h *= _HASH_MULTIPLIER
+        h ^= h >> np.uint64(29)
+    return h
+
+
+@dataclass(frozen=True, eq=False)
+class _MemoBuild:
+    """What one grid build made for each of its Americans: its key row (``_memo_keys``), the boundaries' ``S*/K`` at
+    the vol nodes of the base grid (``ratio``) and of the rate and yield grids (``ratio_k``, ``(4, na, nv)``; empty
+    without carry moves), the unit-strike put boundaries of each grid (``bnd``, ``(grids, na, nv, nodes)``; empty
+    unless the memo keeps them) and the node values ``American - BSM`` of each grid (``vals``, ``(grids, na, nv,
+    nu)``, zero where not fitted)."""
+
+    keys: NDArray[np.int64]
+    ratio: FloatArray
+    ratio_k: FloatArray
+    bnd: FloatArray
+    vals: FloatArray
+
+
+#: Columns of ``_memo_keys`` that decide an American's exercise boundaries at the vol nodes (the first ones).
+_VOL_KEY_COLUMNS = 11
+
+
+class GridMemo:
+    """The last ``builds`` early-exercise grid builds' per-option work (``_grid_from_ranges``), for the next builds of
+    the same call chain (``grid_memo``): an American whose whole grid input (contract, rate, yield, vol, the
+    set's vol, log-spot, rate and yield ranges, whether it is priced exactly and whether the set moves rates)
+    equals, bit for bit, one of those builds' takes that build's exercise boundary ratios and node values
+    instead of solving and pricing them again (without ``nodes``, no node values are kept or taken); with
+    ``boundaries``, one whose vol, rate and yield ranges (not its log-spot range) equal one of theirs takes its
+    boundaries and prices its own node values from them. Each is elementwise (an option's boundaries and node prices
+    depend on its own inputs only), so every coefficient is the same; the spline fit still runs over the whole book.
+    Memory per American and kept build: about 2.9 kB with ``nodes``, 2.1 kB with ``boundaries``, 4.7 kB with both."""
+
+    def __init__(self, builds: int = 1, *, boundaries: bool = False, nodes: bool = True) -> None:
+        if builds < 1 or not (boundaries or nodes):
+            raise ValueError("a memo keeps at least one build, and its boundaries or its node values")
+        self.builds = builds
+        self.boundaries = boundaries
+        self.nodes = nodes
+        self._kept: list[_MemoBuild] = []
+        #: per key width: the kept builds' rows, concatenated, sorted by their hash (order, hashes in that order)
+        self._index: dict[int, tuple[IntArray, NDArray[np.uint64]]] = {}
+        self.looked_up = 0  # Americans of the builds kept
+        self.found = 0  # of them found whole
+        self.found_boundaries = 0  # found by their boundaries' inputs (``boundaries``; the found whole included)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the kept builds and their index."""
+        arrays = [a for b in self._kept for a in (b.keys, b.ratio, b.ratio_k, b.bnd, b.vals)]
+        arrays += [a for x in self._index.values() for a in x]
+        return int(sum(a.nbytes for a in arrays))
+
+    def find(self, keys: NDArray[np.int64], width: int | None = None) -> tuple[BoolArray, IntArray, IntArray]:
+        """Per key row (its first ``width`` columns; all by default): whether a kept build holds it, which build and
+        which of its rows."""
+        n = keys.shape[0]
+        width = keys.shape[1] if width is None else width
+        hit = np.zeros(n, dtype=bool)
+        which, row = np.zeros(n, dtype=np.intp), np.zeros(n, dtype=np.intp)
+        if not self._kept or n == 0:
+            return hit, which, row
+        if width not in self._index:
+            hashes = np.concatenate([_row_hashes(b.keys[:, :width]) for b in self._kept])
+            order = np.argsort(hashes, kind="stable")
+            self._index[width] = (order, hashes[order])
+        order, sorted_h = self._index[width]
+        mine = keys[:, :width]
+        h = _row_hashes(mine)
+        pos = np.minimum(np.searchsorted(sorted_h, h), sorted_h.size - 1)
+        cand = order[pos]
+        starts = np.cumsum([0] + [b.keys.shape[0] for b in self._kept])
+        which = np.searchsorted(starts, cand, side="right") - 1
+        row = cand - starts[which]
+        stored = np.empty_like(mine)
+        for g, b in enumerate(self._kept):
+            at = which == g
+            stored[at] = b.keys[row[at], :width]
+        hit = (sorted_h[pos] == h) & np.all(stored == mine, axis=1)
+        if width == keys.shape[1]:
+            self.found += int(np.count_nonzero(hit))
+        else:
+            self.found_boundaries += int(np.count_nonzero(hit))
+        return hit, which, row
+
+    def gather(
+        self, field: str, part: int | None, found: tuple[BoolArray, IntArray, IntArray], out: FloatArray
+    ) -> None:
+        """``out`` (options first) takes, in the rows found (``find``), the kept ``field`` (its ``part``: the grid
+        or the rate and yield grid, options second)."""
+        hit, which, row = found
+        for g, b in enumerate(self._kept):
+            at = np.flatnonzero(hit & (which == g))
+            if at.size:
+                src = getattr(b, field)
+                out[at] = (src if part is None else src[part])[row[at]]
+
+    def keep(self, build: _MemoBuild) -> None:
+        """Keep a build (the oldest dropped beyond ``builds``)."""
+        self._kept = [*self._kept, build][-self.builds :]
+        self._index = {}
+        self.looked_up += build.keys.shape[0]
+
+
+#: The memo ``_grid_from_ranges`` reads and fills (``grid_memo``); None: every build on its own.
+_GRID_MEMO: GridMemo | None = None
+
+
+@contextlib.contextmanager
+def grid_memo(memo: GridMemo | None) -> Iterator[GridMemo | None]:
+    """Grid builds inside this block use ``memo`` (None: none), the one before it afterwards."""
+    global _GRID_MEMO
+    before, _GRID_MEMO = _GRID_MEMO, memo
+    try:
+        yield memo
+    finally:
+        _GRID_MEMO = before
+
+
+def _memo_keys(book: PreparedBook, ranges: _GridRanges, still: BoolArray, moves_carry: bool) -> NDArray[np.int64]:
+    """Per American of ``book``: the bits of everything its grid build reads (``GridMemo``)."""
+    am = slice(book.n_euro, None)
+    # first the _VOL_KEY_COLUMNS inputs of its boundaries at the vol nodes (_grid_solve's t, r, q, call and vol nodes,
+    # and which grids are solved), then the rest of what its node values read
+    cols = [getattr(book, f)[am] for f in ("t", "rate", "div", "vol")]
+    cols += [book.call[am].astype(np.float64), still.astype(np.float64), np.full(still.size, float(moves_carry))]
+    cols += [ranges.v_lo, ranges.v_hi, ranges.lr, ranges.lq]
+    cols += [getattr(book, f)[am] for f in ("sqrt_t", "strike", "log_strike", "w")] + [ranges.ls_lo, ranges.ls_hi]
+    return np.ascontiguousarray(np.stack(cols, axis=1)).view(np.int64)
+
+
 def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int, moves_carry: bool) -> PreparedBook:
     """``_with_eep_grid`` from the ranges of a set of ``n_scenarios`` scenarios (``moves_carry``: whether it shifts a
     rate or a dividend yield)."""
@@ -1765,8 +1915,22 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
     nu, nv = EEP_SPOT_NODES, EEP_VOL_NODES
     v_nodes = v_lo[:, None] + (v_hi - v_lo)[:, None] * np.linspace(0.0, 1.0, nv)[None, :]
     t, r, q, call, w = (np.ascontiguousarray(getattr(book, f)[am]) for f in ("t", "rate", "div", "call", "w"))
-    solve = np.flatnonzero(~still)
+    # the memo (grid_memo): an option whose whole grid input an earlier build of the call chain had takes that
+    # build's boundary ratios and node values (each elementwise: the same bits) instead of solving and pricing them
+    memo = _GRID_MEMO
+    keys = _memo_keys(book, ranges, still, moves_carry) if memo is not None else np.zeros((0, 0), dtype=np.int64)
+    nodes = memo is not None and memo.nodes
+    found = memo.find(keys) if memo is not None and nodes else (np.zeros(na, dtype=bool), np.zeros(0), np.zeros(0))
+    hit = found[0]
+    # found by the inputs of its boundaries only (the memo keeps those): the boundaries taken, the node values priced
+    solved = memo.find(keys, _VOL_KEY_COLUMNS) if memo is not None and memo.boundaries else found
+    bnd_found = solved[0]
+    solve = np.flatnonzero(~still & ~bnd_found)
     ratio, bnd = _grid_boundaries(t, r, q, call, v_nodes, solve)
+    if memo is not None:
+        memo.gather("ratio", None, solved, ratio)
+        if memo.boundaries:
+            memo.gather("bnd", 0, solved, bnd)
     never = _never_exercised(call, r, q)
     finite = np.all(np.isfinite(ratio), axis=1)
     # the shifted grids: (rate step, yield step) per option; grids at r -+ h_r and at q -+ h_q
@@ -1791,8 +1955,12 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
             for sign in (1.0, -1.0):
                 rk = r + sign * h_r if k == 0 else r
                 qk = q + sign * h_q if k == 1 else q
-                ratio_k, bnd_k = _grid_boundaries(t, rk, qk, call, v_nodes, np.flatnonzero(on))
+                ratio_k, bnd_k = _grid_boundaries(t, rk, qk, call, v_nodes, np.flatnonzero(on & ~bnd_found))
                 ratio_k[~on] = ratio[~on]
+                if memo is not None:
+                    memo.gather("ratio_k", len(variants), solved, ratio_k)
+                    if memo.boundaries:
+                        memo.gather("bnd", 1 + len(variants), solved, bnd_k)
                 finite &= np.all(np.isfinite(ratio_k), axis=1)
                 variants.append((k, sign, rk, qk, ratio_k, bnd_k))
         finite &= ~exact
@@ -1809,13 +1977,28 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
     y_lo = np.maximum(y_near - 0.05 * (y_far - y_near) - 1e-3, 0.0)
     y_hi = np.maximum(y_far + 0.05 * (y_far - y_near) + 1e-3, y_lo + 1e-3)
     y_nodes = y_lo[:, None] + (y_hi - y_lo)[:, None] * np.linspace(0.0, 1.0, nu)[None, :]
-    fit = np.flatnonzero(mode == 1)
+    n_grids = 1 + len(variants)
+    node_vals = np.zeros((n_grids, na if nodes else 0, nv, nu))
 
-    def spline(ls_node: FloatArray, bnd_v: FloatArray, r_v: FloatArray, q_v: FloatArray, out: FloatArray) -> FloatArray:
-        """Premium spline coefficients ``[a, vol cell, y cell, vol power, y power]`` of the grid at rates ``r_v``,
-        ``q_v`` (zero outside mode 1), written into ``out`` (the einsum's own products, copied into ``out`` instead
-        of a new array in the einsum's internal layout: no strided copy of it afterwards)."""
-        vals = np.zeros((na, nv, nu))
+    def spline(
+        grid: int,
+        ls_node: FloatArray,
+        bnd_v: FloatArray,
+        r_v: FloatArray,
+        q_v: FloatArray,
+        out: FloatArray,
+        priced: BoolArray | None = None,
+    ) -> FloatArray:
+        """Premium spline coefficients ``[a, vol cell, y cell, vol power, y power]`` of the grid ``grid`` (0 the
+        base, then the rate and yield grids) at rates ``r_v``, ``q_v`` (zero outside mode 1 and, given ``priced``,
+        outside it), written into ``out`` (the einsum's own products, copied into ``out`` instead of a new array in
+        the einsum's internal layout: no strided copy of it afterwards). With the memo, the options found take its
+        node values and the build's are kept for it."""
+        vals = node_vals[grid] if nodes else np.zeros((na, nv, nu))
+        take = mode == 1 if priced is None else (mode == 1) & priced
+        if memo is not None and nodes:
+            memo.gather("vals", grid, (take & hit, *found[1:]), vals)
+        fit = np.flatnonzero(take & ~hit)
         if fit.size:
             consts = {**_time_constants(t, book.strike[am], r_v, q_v), "rate": r_v, "div": q_v}
             cols = ("strike", "log_strike", "t", "sqrt_t", "carry", "rate", "div", "w", "call", "dq", "kdr")
@@ -1836,7 +2019,7 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
     # contiguous, as the split books' grids are (``einsum`` may return a strided view): one compiled signature
     # of ``_american_grid_values`` instead of two
     coef_shape = (na, nv - 1, nu - 1, 4, 4)
-    coef = spline(ls_star, bnd, book.rate[am], book.div[am], np.empty(coef_shape))  # the book's own time constants
+    coef = spline(0, ls_star, bnd, book.rate[am], book.div[am], np.empty(coef_shape))
     bcoef = np.ascontiguousarray(boundary(ratio))
     dcoef = np.zeros((0, 4, *coef.shape[1:]))
     dbcoef = np.zeros((0, 4, *bcoef.shape[1:]))
@@ -1852,8 +2035,10 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
             # the same operations made in their rows of dcoef (f+ fitted into the first while f- is fitted into c_m:
             # one other array of the coefficients' size), then zero where the factor does not move
             d1, d2 = dcoef[:, 2 * k], dcoef[:, 2 * k + 1]
-            spline(ls_all[2 * k + 1], bnd_p, r_p, q_p, d1)
-            spline(ls_all[2 * k + 2], bnd_m, r_m, q_m, c_m)
+            # the node values of an option whose factor does not move are not read (its rows are zeroed below):
+            # not priced
+            spline(2 * k + 1, ls_all[2 * k + 1], bnd_p, r_p, q_p, d1, on)
+            spline(2 * k + 2, ls_all[2 * k + 2], bnd_m, r_m, q_m, c_m, on)
             np.multiply(np.add(d1, c_m, out=d2), 0.5, out=d2)  # f+ + f- straight into d2 (no copy of f+ first)
             np.subtract(d2, coef, out=d2)
             np.multiply(np.subtract(d1, c_m, out=d1), 0.5, out=d1)
@@ -1866,6 +2051,10 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
         if check.size:
             grids = (coef, bcoef, dcoef, dbcoef, y_lo, (y_hi - y_lo) / (nu - 1), v_lo, (v_hi - v_lo) / (nv - 1))
             mode[check[~_kink_check(book, check, grids, steps, v_nodes, ls_lo, ls_hi)]] = 2
+    if memo is not None:
+        ratio_k = np.stack([v[4] for v in variants]) if variants else np.zeros((0, na, nv))
+        bnds = np.stack([bnd] + [v[5] for v in variants]) if memo.boundaries else np.zeros((0, na, nv, 0))
+        memo.keep(_MemoBuild(keys, ratio, ratio_k, bnds, node_vals))
     return replace(
         book,
         grid_mode=mode,

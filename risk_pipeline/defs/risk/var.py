@@ -33,9 +33,11 @@ from risk_pipeline.paths import LIMITS_FILE, SCENARIOS_FILE
 from risk_pipeline.quant.limits import load_limits
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.sabr_dynamics import SabrBackboneSlide, SabrSlices
+from risk_pipeline.quant.scenario_engine import GridMemo, grid_memo
 from risk_pipeline.quant.smile_dynamics import ExpiryScaledVolMoves, SmileDynamics, StickyMoneyness, SviSlices
 from risk_pipeline.quant.stress import load_scenarios
 from risk_pipeline.quant.var import (
+    ALL_METHODS,
     HISTORICAL,
     STRESS_WINDOW_DAYS,
     STRESSED_HISTORICAL,
@@ -167,6 +169,11 @@ def smile_dynamics(
         if frame is not None and len(frame):
             out[name] = build(frame)
     return out
+
+
+#: Grid builds ``var_results`` keeps for the next ones (``scenario_engine.GridMemo``): the three horizons' of the
+#: historical VaR for the gap sets', of the last smile run for the stressed window's
+GRID_MEMO_BUILDS = 3
 
 
 def smile_sensitivity(
@@ -586,18 +593,37 @@ def var_results(
             terms_at[v.as_of] = term_structures(wh, v.session, names)
         terms = terms_at[v.as_of]
         smile, term = dynamics[config.smile_dynamics], terms[config.vol_term_structure]
-        report = compute_var(
-            portfolio, factors.history, cfg, smile=smile, term=term,
+        # the historical VaR's grid builds keep their Americans' exercise boundaries (one build per horizon) for the gap
+        # sets' builds, whose vol, rate and yield ranges are theirs (the Monte Carlo's builds in between left out)
+        hist_memo = GridMemo(GRID_MEMO_BUILDS, boundaries=True, nodes=False)
+        with grid_memo(hist_memo):
+            report = compute_var(portfolio, factors.history, cfg, methods=ALL_METHODS[:3], smile=smile, term=term)
+        mc = compute_var(
+            portfolio, factors.history, cfg, methods=ALL_METHODS[3:],
             fhs_asymmetric=gjr_wins(wh, v.session, portfolio.symbols),
         )  # fmt: skip
+        report = VarReport(report.results + mc.results, {**report.scenario_pnl, **mc.scenario_pnl})
+        # events inside a horizon: historical VaR with their gap scenarios, the gap component in its own columns
+        with grid_memo(hist_memo):
+            gap = var_with_gap_scenarios(
+                wh, v.session, v.as_of, v.rows, portfolio, factors.history, cfg, report,
+                dynamics=[d for d in (smile, term) if d is not None],
+            )  # fmt: skip
+        del hist_memo
         production = (config.smile_dynamics, config.vol_term_structure)
         pnls: dict[tuple[str, str], dict[int, np.ndarray]] = {}
-        sensitivity = smile_sensitivity(portfolio, factors.history, cfg, dynamics, terms, production, report, pnls)
-        # events inside a horizon: historical VaR with their gap scenarios, the gap component in its own columns
-        gap = var_with_gap_scenarios(
-            wh, v.session, v.as_of, v.rows, portfolio, factors.history, cfg, report,
-            dynamics=[d for d in (smile, term) if d is not None],
+        long = return_history(
+            wh, v.session, portfolio.symbols, STRESS_HISTORY_SESSIONS, option_symbols, config.rate_factor,
+            config.dividend_factor, long_rows,
         )  # fmt: skip
+        # the smile runs (on the report before the gap sets), then the stressed VaR right after them: the stressed
+        # window's grid builds find most of their Americans' grid work in the last smile run's (sticky strike, flat
+        # term: the same returns), one build per horizon, in the memo of the last three builds
+        with grid_memo(GridMemo(GRID_MEMO_BUILDS)):
+            sensitivity = smile_sensitivity(portfolio, factors.history, cfg, dynamics, terms, production, report, pnls)
+            stressed, start = stressed_var(
+                portfolio, long.history, cfg, one_day_pnl=same_one_day_pnl(factors.history, long.history, cfg, pnls)
+            )
         report = gap.report
         book_rows = pd.DataFrame(report.rows()).merge(
             gap.gap_columns, on=["method", "horizon_days", "confidence"], how="left"
@@ -614,14 +640,8 @@ def var_results(
         book_rows["seed"], book_rows["iv_history_coverage"] = cfg.seed, factors.iv_coverage
         book_rows["rate_history_coverage"] = factors.rate_coverage
         book_rows["dividend_history_coverage"] = factors.dividend_coverage
-        # stressed VaR/ES: historical simulation on the worst 250-session window of the whole stored history
-        long = return_history(
-            wh, v.session, portfolio.symbols, STRESS_HISTORY_SESSIONS, option_symbols, config.rate_factor,
-            config.dividend_factor, long_rows,
-        )  # fmt: skip
-        stressed, start = stressed_var(
-            portfolio, long.history, cfg, one_day_pnl=same_one_day_pnl(factors.history, long.history, cfg, pnls)
-        )
+        # stressed VaR/ES (computed above): historical simulation on the worst 250-session window of the whole
+        # stored history
         stressed_rows = pd.DataFrame([r.to_row() for r in stressed])
         stressed_rows.insert(0, "book", v.book)
         stressed_rows.insert(0, "as_of_date", v.session)
