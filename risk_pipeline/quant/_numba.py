@@ -63,6 +63,11 @@ that hold none (numba emitted an unused ``extractvalue`` for each: a sixth of th
 statements and expressions list their variables into one list; SSA reconstruction (once per variable assigned more
 than once) copies the blocks that neither assign nor use that variable instead of visiting their statements. A
 kernel called only from other kernels is an ``inner_njit`` helper (``special.calerf``, ``scenario_engine._bsm``).
+
+On the same version, a function's call type (``a * b`` of two floats, ``a[i]``, ``math.exp(x)``) is resolved once per
+(function, argument types, compile flags) when a plain typing template matches (``_get_call_type``, ``_CALL_TYPES``):
+numba resolved every operator anew at every use, in typing and again in lowering (17,000 resolutions in the demo's
+compilations, 97 % repeats). The answer is the same signature and implementation key, so the same IR and machine code.
 """
 
 from __future__ import annotations
@@ -92,6 +97,7 @@ from numba.core.registry import CPUDispatcher
 from numba.core.runtime import context as nrt_context
 from numba.core.types import functions as numba_functions
 from numba.core.typing import npydecl
+from numba.core.typing import templates as numba_templates
 from numba.np.ufunc import parallel as numba_parallel
 from numpy.typing import NDArray
 
@@ -403,10 +409,45 @@ class _LazyFailures(numba_functions._ResolutionFailures):  # type: ignore[misc]
 _TEMPLATE_ORDER: dict[tuple[Any, ...], list[Any]] = {}
 
 
+#: ``_get_call_type``'s answers: (function type, typing context, argument types, keyword types, compile flags) ->
+#: (signature, implementation key), for resolutions whose matching template is a plain (concrete or abstract)
+#: typing template: those compute the signature from the argument types alone and record nothing but the
+#: implementation key (``_MEMO_TEMPLATES``).
+_CALL_TYPES: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+
+
+def _memo_template(temp: Any) -> bool:
+    """Whether a resolution by template ``temp`` may be answered from ``_CALL_TYPES`` next time: a concrete or
+    abstract typing template, not an ``@overload`` or ``@intrinsic`` one (those compile an implementation per set
+    of compile flags and record it when they match)."""
+    return isinstance(temp, _MEMO_TEMPLATES) and not isinstance(temp, _NO_MEMO_TEMPLATES)
+
+
 def _get_call_type(self: Any, context: Any, args: Any, kws: Any) -> Any:
+    """``BaseFunction.get_call_type`` (numba 0.68.1) answered from ``_CALL_TYPES`` when the same function was
+    resolved for the same argument types (and flags) before by a plain template: the same signature, and the
+    implementation key recorded again for its argument types, as the template's second resolution would (numba's
+    lowering resolves every operator a second time, and typing the same operator on the same types repeats
+    thousands of times per kernel). Otherwise ``_resolve_call_type``."""
+    try:
+        key = (self, context, tuple(args), tuple(kws.items()), targetconfig.ConfigStack.top_or_none())
+        known = _CALL_TYPES.get(key)
+    except TypeError:  # an unhashable argument type: no memo
+        key, known = None, None
+    if known is not None:
+        sig, impl_key = known
+        self._impl_keys[sig.args] = impl_key
+        return sig
+    sig, temp = _resolve_call_type(self, context, args, kws)
+    if key is not None and _memo_template(temp):
+        _CALL_TYPES[key] = (sig, self._impl_keys[sig.args])
+    return sig
+
+
+def _resolve_call_type(self: Any, context: Any, args: Any, kws: Any) -> tuple[Any, Any]:
     """``BaseFunction.get_call_type`` (numba 0.68.1, the same steps) with two savings: failures are filed lazily
     (``_LazyFailures``, ``_CasesMessage``) and the templates' order for a target is computed once per (target,
-    templates)."""
+    templates). The signature and the template that matched."""
     prefer_lit = [True, False]
     prefer_not = [False, True]
     failures = _LazyFailures(context, self, args, kws, depth=self._depth)
@@ -439,12 +480,16 @@ def _get_call_type(self: Any, context: Any, args: Any, kws: Any) -> Any:
                 if sig is not None:
                     self._impl_keys[sig.args] = temp.get_impl_key(sig)
                     self._depth -= 1
-                    return sig
+                    return sig, temp
                 registered_sigs = getattr(temp, "cases", None)
                 msg = _CasesMessage(registered_sigs) if registered_sigs is not None else "No match."
                 failures.add_error(temp, True, msg, uselit)
     failures.raise_error()
+    raise AssertionError("unreachable: raise_error raises")
 
+
+_MEMO_TEMPLATES = (numba_templates.ConcreteTemplate, numba_templates.AbstractTemplate)
+_NO_MEMO_TEMPLATES = (numba_templates._OverloadFunctionTemplate, numba_templates._IntrinsicTemplate)
 
 #: LLVM attributes of every function of a kernel's CPython wrapper module (``WRAPPERS_UNOPTIMIZED``).
 WRAPPER_ATTRIBUTES = ("noinline", "optnone")

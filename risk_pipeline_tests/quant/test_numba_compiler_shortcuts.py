@@ -2,12 +2,13 @@
 hashes, equality and values, the same variables of an IR statement, the same types and results of a kernel with
 scalar and array operators, the same failure report for a call with no matching implementation, the same meminfos
 of a value (with fewer instructions), the same machine code for a kernel whose CPython wrapper is unoptimized, and the
-same IR after SSA reconstruction."""
+same IR after SSA reconstruction, and the same types and machine code with call types answered from a memo."""
 
 from __future__ import annotations
 
 import io
 import itertools
+import math
 from typing import Any
 
 import numba
@@ -17,6 +18,7 @@ from llvmlite import ir as llvm_ir
 from numba.core import compiler, cpu, ssa, types
 from numba.core import ir as numba_ir
 from numba.core.errors import TypingError
+from numba.core.types import functions as numba_functions
 
 from risk_pipeline.quant import _numba
 from risk_pipeline.quant._numba import JIT, NUMBA_ORIGINALS
@@ -263,3 +265,69 @@ def test_kernel_with_reassigned_variables_gives_its_python_results() -> None:
 
     x = np.array([0.5, -2.0, 1.25, 3.0, -0.5])
     assert kernel(x) == (0.5 - 1.0 + 1.25 + 3.0 - 1.0, 3)
+
+
+def _mixed_operators(a: np.ndarray, n: int, out: np.ndarray) -> float:
+    """Operators on literal and variable integers, floats and arrays, math functions and ``@overload`` calls."""
+    buf = np.empty(a.size)  # an @overload template (not answered from the memo)
+    total = 0.0
+    for i in range(a.size):
+        x = a[i]
+        y = x**2 + x**n - abs(x) * 3 + math.exp(-x * x) / (1.0 + i)
+        buf[i] = min(y, 10.0) if i % 2 == 0 else max(y, -10.0)
+        out[i] = buf[i] * 0.5 - (i + 1) // 2
+        total += out[i] if out[i] > 0.0 else -out[i]
+    return total
+
+
+def test_call_types_from_the_memo_give_numbas_types_and_machine_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel typed with ``_get_call_type``'s memo (its resolutions answered the first time they repeat, and
+    again in a second dispatcher) gets the same types and machine code as with numba's own resolution, and its
+    Python source's results."""
+    a = np.linspace(-2.0, 3.0, 11)
+    ours = numba.njit(**{**JIT, "cache": False})(_mixed_operators)
+    out = np.empty_like(a)
+    total = ours(a, np.int64(3), out)
+    again = numba.njit(**{**JIT, "cache": False})(_mixed_operators)  # every plain resolution from the memo
+    calls = []
+    resolve = _numba._resolve_call_type
+
+    def spy(*args: Any) -> Any:
+        calls.append(args[0])
+        return resolve(*args)
+
+    monkeypatch.setattr(_numba, "_resolve_call_type", spy)
+    out_again = np.empty_like(a)
+    assert again(a, np.int64(3), out_again) == total
+    assert not [f for f in calls if "mul" in str(f) or "getitem" in str(f)], calls  # answered from the memo
+    assert _numba._CALL_TYPES
+    monkeypatch.setattr(numba_functions.BaseFunction, "get_call_type", NUMBA_ORIGINALS["get_call_type"])
+    numbas = numba.njit(**{**JIT, "cache": False})(_mixed_operators)
+    out_numba = np.empty_like(a)
+    assert numbas(a, np.int64(3), out_numba) == total
+    ref_out = np.empty_like(a)
+    assert _mixed_operators(a, 3, ref_out) == total  # the Python source: the same IEEE operations
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(out_again, ref_out)
+    np.testing.assert_array_equal(out_numba, ref_out)
+    sig = ours.signatures[0]
+    assert _typemap(again, sig) == _typemap(ours, sig) == _typemap(numbas, sig)
+    assert len(_typemap(ours, sig)["__calls__"].splitlines()) > 20
+    bodies = [_body(d.inspect_asm(sig), _named(d, sig)) for d in (ours, again, numbas)]
+    assert bodies[0] == bodies[1] == bodies[2]
+
+
+def _typemap(dispatcher: Any, sig: Any) -> dict[str, str]:
+    """Each variable's type and each call's signature of a compiled version, as text."""
+    cres = dispatcher.overloads[sig]
+    types_ = {name: str(ty) for name, ty in cres.type_annotation.typemap.items()}
+    calls = sorted(str(s) for s in cres.type_annotation.calltypes.values())
+    return {**types_, "__calls__": "\n".join(calls)}
+
+
+def _named(dispatcher: Any, sig: Any) -> str:
+    """The name of a dispatcher's own compiled function (not its CPython wrapper)."""
+    (name,) = [
+        n for n in _defines(dispatcher.inspect_llvm(sig)) if "_mixed_operators" in n and not n.startswith("_ZN7cpython")
+    ]
+    return name
