@@ -63,6 +63,7 @@ chunking.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import math
@@ -1875,19 +1876,20 @@ class GridMemo:
         self.looked_up += build.keys.shape[0]
 
 
-#: The memo ``_grid_from_ranges`` reads and fills (``grid_memo``); None: every build on its own.
-_GRID_MEMO: GridMemo | None = None
+#: The memo ``_grid_from_ranges`` reads and fills (``grid_memo``); None: every build on its own. A context variable,
+#: so a block in one thread (a Dagster step, a service request) never hands its memo to another thread's builds.
+_GRID_MEMO: contextvars.ContextVar[GridMemo | None] = contextvars.ContextVar("grid_memo", default=None)
 
 
 @contextlib.contextmanager
 def grid_memo(memo: GridMemo | None) -> Iterator[GridMemo | None]:
-    """Grid builds inside this block use ``memo`` (None: none), the one before it afterwards."""
-    global _GRID_MEMO
-    before, _GRID_MEMO = _GRID_MEMO, memo
+    """Grid builds inside this block (in this thread or context) use ``memo`` (None: none), the one before it
+    afterwards."""
+    token = _GRID_MEMO.set(memo)
     try:
         yield memo
     finally:
-        _GRID_MEMO = before
+        _GRID_MEMO.reset(token)
 
 
 def _memo_keys(book: PreparedBook, ranges: _GridRanges, still: BoolArray, moves_carry: bool) -> NDArray[np.int64]:
@@ -1917,7 +1919,7 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
     t, r, q, call, w = (np.ascontiguousarray(getattr(book, f)[am]) for f in ("t", "rate", "div", "call", "w"))
     # the memo (grid_memo): an option whose whole grid input an earlier build of the call chain had takes that
     # build's boundary ratios and node values (each elementwise: the same bits) instead of solving and pricing them
-    memo = _GRID_MEMO
+    memo = _GRID_MEMO.get()
     keys = _memo_keys(book, ranges, still, moves_carry) if memo is not None else np.zeros((0, 0), dtype=np.int64)
     nodes = memo is not None and memo.nodes
     found = memo.find(keys) if memo is not None and nodes else (np.zeros(na, dtype=bool), np.zeros(0), np.zeros(0))

@@ -56,7 +56,7 @@ def test_memoized_builds_equal_the_builds_on_their_own_bit_for_bit(builds: int, 
     memo = GridMemo(builds, boundaries=boundaries, nodes=nodes)
     with grid_memo(memo):
         memoized = [prepare(p, 3.0, sc, "eep_grid") for sc in sets]
-    assert se._GRID_MEMO is None  # the memo ends with its block
+    assert se._GRID_MEMO.get() is None  # the memo ends with its block
     for x, y in zip(alone, memoized, strict=True):
         _assert_same_grids(x, y)
     n_am = alone[0].grid_mode.size
@@ -109,3 +109,23 @@ def test_liquidity_adjusted_es_is_the_same_without_the_memo(monkeypatch: pytest.
     for x in (with_memo, again):
         assert x.es_by_horizon.tobytes() == alone.es_by_horizon.tobytes()
         assert (x.es, x.var_base) == (alone.es, alone.var_base)
+
+
+def test_a_memo_block_is_its_own_threads() -> None:
+    """A ``grid_memo`` block in one thread is not seen by another thread's grid builds (a context variable)."""
+    import threading
+
+    rng = np.random.default_rng(5)
+    p = _book(rng, 20)
+    sets = _sets(rng, p.n_symbols)
+    memo = GridMemo(2)
+    seen: list[object] = []
+    with grid_memo(memo):
+        prepare(p, 3.0, sets[0], "eep_grid")
+        other = threading.Thread(
+            target=lambda: seen.append((se._GRID_MEMO.get(), prepare(p, 3.0, sets[0], "eep_grid")))
+        )
+        other.start()
+        other.join()
+    assert seen[0][0] is None
+    assert memo.looked_up == p.is_american.sum()  # only this thread's build was kept
