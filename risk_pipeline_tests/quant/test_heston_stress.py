@@ -143,24 +143,32 @@ def test_vol_shifts_per_position_revalue_in_the_scenario_engine() -> None:
         assert pnl[i] == pytest.approx(want, rel=1e-9)
 
 
+def _three_name_book(
+    rng: np.random.Generator, n: int, dividend_yield_by_name: np.ndarray, second_as_first: bool = False
+) -> Portfolio:
+    """``n`` positions (90 % options, calls and puts) on three names (spots 100, 40, 250) at four expiries, strikes
+    about 10 % around spot, in no order; ``second_as_first``: position 1 in position 0's contract."""
+    spot = np.array([100.0, 40.0, 250.0])
+    sym = rng.integers(0, 3, n)
+    days = np.array([30, 91, 182, 365])[rng.integers(0, 4, n)]
+    strike = spot[sym] * np.exp(rng.normal(0.0, 0.1, n))
+    if second_as_first:
+        strike[1], sym[1], days[1] = strike[0], sym[0], days[0]
+    return Portfolio(
+        symbols=("AAA", "BBB", "CCC"), spot=spot, symbol_index=sym, quantity=np.ones(n), multiplier=100.0,
+        is_option=rng.random(n) < 0.9, is_call=rng.random(n) < 0.5, strike=strike, time_years=days / 365.0,
+        implied_vol=0.25, rate=0.03, dividend_yield=dividend_yield_by_name[sym],
+    )  # fmt: skip
+
+
 def test_vol_shifts_in_blocks_are_the_whole_book_bits(monkeypatch: pytest.MonkeyPatch) -> None:
     """Three names, four expiries, positions in no order: priced a few (scenario, option) prices at a time
     (``SHIFT_BLOCK`` 7, blocks cutting across slices and names) the shifts are the bits of one call over the whole
     book, and each is ``model_consistent_vols``' change for its name, strike and expiry."""
     import risk_pipeline.quant.heston_stress as hs
 
-    rng = np.random.default_rng(11)
-    n = 40
-    spot = np.array([100.0, 40.0, 250.0])
-    sym = rng.integers(0, 3, n)
-    days = np.array([30, 91, 182, 365])[rng.integers(0, 4, n)]
-    strike = spot[sym] * np.exp(rng.normal(0.0, 0.1, n))
-    div = np.array([0.0, 0.01, 0.02])[sym]
-    portfolio = Portfolio(
-        symbols=("AAA", "BBB", "CCC"), spot=spot, symbol_index=sym, quantity=np.ones(n), multiplier=100.0,
-        is_option=rng.random(n) < 0.9, is_call=rng.random(n) < 0.5, strike=strike, time_years=days / 365.0,
-        implied_vol=0.25, rate=0.03, dividend_yield=div,
-    )  # fmt: skip
+    portfolio = pf = _three_name_book(np.random.default_rng(11), 40, np.array([0.0, 0.01, 0.02]))
+    n, sym = portfolio.n_positions, portfolio.symbol_index
     params = np.array([PARAMS.as_array(), [0.09, 2.0, 0.06, 0.5, -0.4], [0.02, 0.8, 0.03, 1.1, -0.8]])
     moves = np.array([[-0.15, -0.1, -0.05], [0.1, 0.05, 0.0], [0.0, 0.0, 0.0], [-0.1, 0.1, 0.05]])
     monkeypatch.setattr(hs, "SHIFT_BLOCK", 1 << 20)
@@ -174,7 +182,9 @@ def test_vol_shifts_in_blocks_are_the_whole_book_bits(monkeypatch: pytest.Monkey
             continue
         p = HestonParams(*params[sym[j]])
         for i in range(moves.shape[0]):
-            want = model_consistent_vols(p, spot[sym[j]], moves[i, sym[j]], strike[j], days[j] / 365.0, 0.03, div[j])
+            want = model_consistent_vols(
+                p, pf.spot[sym[j]], moves[i, sym[j]], pf.strike[j], pf.time_years[j], 0.03, pf.dividend_yield[j]
+            )
             assert blocks[i, j] == pytest.approx(float(want.vol_change[()]), abs=1e-10)
 
 
@@ -211,18 +221,8 @@ def test_vol_shifts_shared_pairs_are_every_pair_priced_bit_for_bit(monkeypatch: 
     v0 is above the floor."""
     import risk_pipeline.quant.heston_stress as hs
 
-    rng = np.random.default_rng(5)
-    n = 30
-    spot = np.array([100.0, 40.0, 250.0])
-    sym = rng.integers(0, 3, n)
-    days = np.array([30, 91, 182, 365])[rng.integers(0, 4, n)]
-    strike = spot[sym] * np.exp(rng.normal(0.0, 0.1, n))
-    strike[1], sym[1], days[1] = strike[0], sym[0], days[0]
-    portfolio = Portfolio(
-        symbols=("AAA", "BBB", "CCC"), spot=spot, symbol_index=sym, quantity=np.ones(n), multiplier=100.0,
-        is_option=rng.random(n) < 0.9, is_call=rng.random(n) < 0.5, strike=strike, time_years=days / 365.0,
-        implied_vol=0.25, rate=0.03, dividend_yield=0.01,
-    )  # fmt: skip
+    portfolio = _three_name_book(np.random.default_rng(5), 30, np.full(3, 0.01), second_as_first=True)
+    sym = portfolio.symbol_index
     params = np.array([PARAMS.as_array(), [0.5 * V0_FLOOR, 2.0, 0.06, 0.5, -0.4], [0.02, 0.8, 0.03, 1.1, -0.8]])
     moves = np.array(
         [[-0.15, -0.1, 0.0], [0.0, 0.0, 0.0], [-0.15, -0.1, 0.0], [-0.0, 0.1, -0.15], [0.1, -0.0, 0.1], [0.0, 0.0, 0.0]]
