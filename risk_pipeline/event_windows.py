@@ -173,16 +173,11 @@ class MoveHistory:
     market_moves: dict[str, np.ndarray]
 
 
-def event_move_history(
+def event_days(
     wh: Warehouse, until: dt.date, symbols: list[str], index_symbol: str, calendar: pd.DataFrame | None = None
-) -> MoveHistory:
-    """Close-to-close moves of the sessions carrying past events, measured from ``market_prices``.
-
-    Event days are the sessions ``market_prices.event_flag`` marks (``earnings`` per symbol, the macro type
-    for the index) and, when ``calendar`` is given, the reaction sessions of its past events (earnings of
-    ``symbols``; every market-wide type for the index), so a type the price history does not flag (payrolls,
-    PPI, GDP, option expiration, Fed speeches) still has its history. Cancelled events are ignored.
-    """
+) -> tuple[pd.Series, dict[tuple[str, str], set[dt.date]]]:
+    """``event_move_history``'s inputs: the stored close-to-close moves by (symbol, session), and the event sessions
+    per (``earnings``, symbol) and per (market-wide type, ``index_symbol``)."""
     bars = wh.read(
         "market_prices",
         {"as_of_date": Between(dt.date(1900, 1, 1), until), "symbol": sorted({*symbols, index_symbol})},
@@ -207,7 +202,20 @@ def event_move_history(
                     days.setdefault(("earnings", r.symbol), set()).add(r.reaction_session)
             else:
                 days.setdefault((r.event_type, index_symbol), set()).add(r.reaction_session)
-    moves = bars.dropna(subset=["move"]).set_index(["symbol", "as_of_date"])["move"]
+    return bars.dropna(subset=["move"]).set_index(["symbol", "as_of_date"])["move"], days
+
+
+def event_move_history(
+    wh: Warehouse, until: dt.date, symbols: list[str], index_symbol: str, calendar: pd.DataFrame | None = None
+) -> MoveHistory:
+    """Close-to-close moves of the sessions carrying past events, measured from ``market_prices``.
+
+    Event days are the sessions ``market_prices.event_flag`` marks (``earnings`` per symbol, the macro type
+    for the index) and, when ``calendar`` is given, the reaction sessions of its past events (earnings of
+    ``symbols``; every market-wide type for the index), so a type the price history does not flag (payrolls,
+    PPI, GDP, option expiration, Fed speeches) still has its history. Cancelled events are ignored.
+    """
+    moves, days = event_days(wh, until, symbols, index_symbol, calendar)
     symbol_moves: dict[str, np.ndarray] = {}
     market_moves: dict[str, np.ndarray] = {}
     # every (symbol, day) looked up at once, the rows a reindex per symbol finds (absent days dropped, as dropna did:

@@ -461,32 +461,11 @@ def test_fhs_uses_gjr_garch_where_it_wins_out_of_sample(run: Run) -> None:
 
 
 def _event_moves_per_key(wh: Warehouse, until: dt.date, symbols: list[str], index: str, calendar: pd.DataFrame):  # type: ignore[no-untyped-def]
-    """``event_windows.event_move_history`` as it was: one ``reindex`` of the stored moves per symbol and type."""
-    from risk_pipeline.event_windows import live_events
-    from risk_pipeline.warehouse import Between
+    """``event_windows.event_move_history``'s lookup as it was: one ``reindex`` of the stored moves per symbol and
+    type (the days from ``event_days``, which it shares)."""
+    from risk_pipeline.event_windows import event_days
 
-    bars = wh.read(
-        "market_prices",
-        {"as_of_date": Between(dt.date(1900, 1, 1), until), "symbol": sorted({*symbols, index})},
-        columns=["as_of_date", "symbol", "close", "event_flag"],
-    )
-    bars["move"] = bars.groupby("symbol")["close"].pct_change()
-    flagged = bars[bars["event_flag"].fillna("") != ""]
-    days: dict[tuple[str, str], set[dt.date]] = {}
-    for row, kinds in zip(flagged.itertuples(index=False), flagged["event_flag"].str.split(";"), strict=True):
-        for kind in kinds:
-            if kind == "earnings":
-                days.setdefault(("earnings", row.symbol), set()).add(row.as_of_date)
-            elif kind and kind != "macro" and row.symbol == index:
-                days.setdefault((kind, index), set()).add(row.as_of_date)
-    past = live_events(calendar)
-    for r in past[past["reaction_session"].map(lambda d: d is not None and d <= until)].itertuples():
-        if r.symbol is not None and not pd.isna(r.symbol):
-            if r.event_type == "earnings" and r.symbol in symbols:
-                days.setdefault(("earnings", r.symbol), set()).add(r.reaction_session)
-        else:
-            days.setdefault((r.event_type, index), set()).add(r.reaction_session)
-    moves = bars.dropna(subset=["move"]).set_index(["symbol", "as_of_date"])["move"]
+    moves, days = event_days(wh, until, symbols, index, calendar)
     out: dict[str, dict[str, np.ndarray]] = {"earnings": {}, "market": {}}
     for (kind, symbol), when in days.items():
         got = moves.reindex([(symbol, d) for d in sorted(when)]).dropna().to_numpy(float)
