@@ -9,6 +9,7 @@ differs.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import warnings
 
@@ -53,8 +54,12 @@ def compare(a: pd.DataFrame, b: pd.DataFrame) -> tuple[bool, float]:
 
 
 def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("before", help="DuckDB file of the warehouse written by the code before")
+    parser.add_argument("after", help="DuckDB file of the warehouse written by the code after")
+    args = parser.parse_args(argv)
     warnings.simplefilter("ignore")  # pandas' deprecation notices from duckdb's frames
-    before, after = (duckdb.connect(p, read_only=True) for p in argv[:2])
+    before, after = (duckdb.connect(p, read_only=True) for p in (args.before, args.after))
     names = tables(before)
     if names != tables(after):
         print("different table lists")
