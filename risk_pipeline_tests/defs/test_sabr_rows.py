@@ -1,6 +1,7 @@
 """sabr_slices rows taken from numpy columns per expiry equal the rows of a ``groupby("expiry", sort=True)`` over the
-same quotes (the reference below is the former per-slice DataFrame code): expiries sorted, each slice's quotes in
-their order in the frame, slices of fewer than 3 quotes skipped."""
+same quotes (the reference below is the former per-slice DataFrame grouping, each slice made into a row by the same
+``sabr_row``): expiries sorted, each slice's quotes in their order in the frame, slices of fewer than 3 quotes
+skipped."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from risk_pipeline.defs.volatility.stochastic_vol import SABR_FORMULA, sabr_rows
-from risk_pipeline.quant.sabr import calibrate_sabr, density_check
+from risk_pipeline.defs.volatility.stochastic_vol import SABR_FORMULA, sabr_row, sabr_rows
+from risk_pipeline.quant.sabr import calibrate_sabr
 
 
 def _reference_rows(quotes: pd.DataFrame, beta: float) -> list[dict[str, object]]:
@@ -25,24 +26,7 @@ def _reference_rows(quotes: pd.DataFrame, beta: float) -> list[dict[str, object]
         fit = calibrate_sabr(
             g["strike"].to_numpy(float), g["implied_vol"].to_numpy(float), forward, t, beta, SABR_FORMULA
         )
-        density = density_check(fit)
-        rows.append(
-            {
-                "expiry": expiry,
-                "time_to_expiry_years": t,
-                "forward": forward,
-                "model": f"sabr:{fit.formula}",
-                "sabr_alpha": fit.alpha,
-                "sabr_beta": fit.beta,
-                "sabr_rho": fit.rho,
-                "sabr_nu": fit.nu,
-                "rmse_vol_points": fit.rmse_vol_points,
-                "n_quotes": fit.n_quotes,
-                "converged": fit.converged,
-                "butterfly_arbitrage_free": density.arbitrage_free,
-                "min_density": density.min_density,
-            }
-        )
+        rows.append(sabr_row(expiry, t, forward, fit))
     return rows
 
 

@@ -24,7 +24,7 @@ from risk_pipeline.defs.common import (
 )
 from risk_pipeline.defs.volatility.surfaces import GROUP, SnapshotSelection, snapshot_time
 from risk_pipeline.quant.heston import calibrate_heston
-from risk_pipeline.quant.sabr import calibrate_sabr, density_check
+from risk_pipeline.quant.sabr import SabrFit, calibrate_sabr, density_check
 from risk_pipeline.quant.surfaces import otm_mask
 from risk_pipeline.resources import WarehouseResource
 
@@ -61,25 +61,28 @@ def sabr_rows(quotes: pd.DataFrame, beta: float) -> list[dict[str, Any]]:
             fit = calibrate_sabr(strike[idx], vol[idx], forward, t, beta, SABR_FORMULA)
         except ValueError as exc:
             raise ValueError(f"SABR fit of {quotes['underlying'].iloc[0]} {expiry}: {exc}") from exc
-        density = density_check(fit)
-        rows.append(
-            {
-                "expiry": expiry,
-                "time_to_expiry_years": t,
-                "forward": forward,
-                "model": f"sabr:{fit.formula}",
-                "sabr_alpha": fit.alpha,
-                "sabr_beta": fit.beta,
-                "sabr_rho": fit.rho,
-                "sabr_nu": fit.nu,
-                "rmse_vol_points": fit.rmse_vol_points,
-                "n_quotes": fit.n_quotes,
-                "converged": fit.converged,
-                "butterfly_arbitrage_free": density.arbitrage_free,
-                "min_density": density.min_density,
-            }
-        )
+        rows.append(sabr_row(expiry, t, forward, fit))
     return rows
+
+
+def sabr_row(expiry: Any, time_to_expiry_years: float, forward: float, fit: SabrFit) -> dict[str, Any]:
+    """One sabr_slices row: the slice's expiry, time and forward, the fit, and its density check."""
+    density = density_check(fit)
+    return {
+        "expiry": expiry,
+        "time_to_expiry_years": time_to_expiry_years,
+        "forward": forward,
+        "model": f"sabr:{fit.formula}",
+        "sabr_alpha": fit.alpha,
+        "sabr_beta": fit.beta,
+        "sabr_rho": fit.rho,
+        "sabr_nu": fit.nu,
+        "rmse_vol_points": fit.rmse_vol_points,
+        "n_quotes": fit.n_quotes,
+        "converged": fit.converged,
+        "butterfly_arbitrage_free": density.arbitrage_free,
+        "min_density": density.min_density,
+    }
 
 
 def heston_fit(quotes: pd.DataFrame) -> tuple[dict[str, Any], pd.Series]:
