@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,8 +24,13 @@ QUOTES = f"option_quotes/{DAY}/{SNAPSHOT}.csv"
 class Pipeline:
     """The real definitions on a temp DuckDB warehouse and a temp folder source."""
 
-    def __init__(self, tmp: Path) -> None:
-        self.folder = write_good_folder(tmp / "folder")
+    def __init__(self, tmp: Path, published: Path | None = None) -> None:
+        """A fresh folder, warehouse and instance; with ``published``, its folder and warehouse copied instead."""
+        if published is None:
+            self.folder = write_good_folder(tmp / "folder")
+        else:
+            self.folder = Path(shutil.copytree(published / "folder", tmp / "folder"))
+            shutil.copytree(published / "wh", tmp / "wh", ignore=shutil.ignore_patterns("*.writer.lock"))
         self.url = str(tmp / "wh" / "risk_warehouse.duckdb")
         self.instance = dg.DagsterInstance.ephemeral()
         self.defs = build_definitions(
@@ -45,12 +51,22 @@ class Pipeline:
         return Warehouse(self.url)
 
 
-@pytest.fixture
-def pipeline(tmp_path: Path) -> Pipeline:
-    p = Pipeline(tmp_path)
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The good folder with its two sessions published by two runs, once for the module."""
+    root = tmp_path_factory.mktemp("published")
+    p = Pipeline(root)
     assert p.run("2026-11-19").success
     assert p.run(DAY).success
-    return p
+    return root
+
+
+@pytest.fixture
+def pipeline(published: Path, tmp_path: Path) -> Pipeline:
+    """The two good sessions published (2026-11-19 and DAY): the module's folder and warehouse file copied (what
+    the runs wrote, byte for byte, not two runs per test), with a fresh instance as before; the pipeline reads no
+    earlier run from the instance (only the current run's planned checks)."""
+    return Pipeline(tmp_path, published)
 
 
 def _failure_message(result: dg.ExecuteInProcessResult) -> str:

@@ -853,8 +853,15 @@ def test_partial_hedge_stopped_early_meets_the_hard_rows_with_an_honest_bound() 
     for seed in (0, 1):
         c, t = infeasible_program(seed, n=60)
         best, best_violation = whole_elastic_milp(c, t)
-        # no box certified (gap 0), the unrestricted MILP stopped at its first node: the best partial hedge comes back
-        sol = solve_hedge(c, t, time_limit=120.0, mip_rel_gap=0.0, node_limit=1, rows_per_round=3)
+        # no box certified (gap 0), the unrestricted MILP stopped at its first node: the best partial hedge comes back.
+        # Deterministic stops only: the node limit and 60 rounds (about 50 LP rounds, then MILP rounds stopped at
+        # their first node), no clock (partial_time_limit as long as the time limit). With the default 2-s
+        # partial_time_limit the first MILP round was stopped by the clock on a loaded machine and the solve ran
+        # its 100 rounds on an idle one (1 to 70 s)
+        sol = solve_hedge(
+            c, t, time_limit=120.0, mip_rel_gap=0.0, node_limit=1, rows_per_round=3, max_rounds=60,
+            partial_time_limit=120.0,
+        )  # fmt: skip
         assert sol.partial and sol.status in ("partial", "time_limit")
         hard, objective, violation = partial_by_hand(c, t, sol.quantity)
         assert hard and objective >= best * (1 - 1e-9)
