@@ -9,13 +9,17 @@ from numba import njit, types
 from risk_pipeline.quant._numba import JIT
 from risk_pipeline.quant._summation import block_sum, pairwise_sum
 
+#: The test's own kernels compile in every run: loaded from numba's disk cache they would not type ``block_sum``,
+#: and the overloads counted below would depend on what an earlier run left in the cache.
+FRESH = {**JIT, "cache": False}
 
-@njit(**JIT)
+
+@njit(**FRESH)
 def _sum_from_zero(a: np.ndarray, n: int) -> float:
     return pairwise_sum(a, 0, n)  # a literal 0, as the SVI and GARCH-t kernels pass it
 
 
-@njit(**JIT)
+@njit(**FRESH)
 def _sum_from(a: np.ndarray, lo: int, n: int) -> float:
     return pairwise_sum(a, lo, n)
 
