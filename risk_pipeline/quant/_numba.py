@@ -68,6 +68,12 @@ On the same version, a function's call type (``a * b`` of two floats, ``a[i]``, 
 (function, argument types, compile flags) when a plain typing template matches (``_get_call_type``, ``_CALL_TYPES``):
 numba resolved every operator anew at every use, in typing and again in lowering (17,000 resolutions in the demo's
 compilations, 97 % repeats). The answer is the same signature and implementation key, so the same IR and machine code.
+
+On the same version, numba's IR post-processor (``PostProcessor.run``, 9 times per function) no longer computes at once
+the whole function's use-def maps, liveness, dead-variable maps and blocks' entry variables: the lifetimes are computed
+when read (only to place ``del`` statements, in the same call) and the entry variables, which only generators and
+object mode read, not at all (``_postproc_run``; those, ``literal_unroll`` and with-lifting get numba's version). The
+demo's compilations, replayed cold, took about 1.2 s (9 %) less CPU, with the same machine code.
 """
 
 from __future__ import annotations
