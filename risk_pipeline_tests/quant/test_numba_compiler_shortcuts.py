@@ -15,7 +15,8 @@ import numba
 import numpy as np
 import pytest
 from llvmlite import ir as llvm_ir
-from numba.core import compiler, cpu, ssa, types
+from numba import literal_unroll
+from numba.core import compiler, cpu, postproc, ssa, types
 from numba.core import ir as numba_ir
 from numba.core.errors import TypingError
 from numba.core.types import functions as numba_functions
@@ -331,3 +332,102 @@ def _named(dispatcher: Any, sig: Any) -> str:
         n for n in _defines(dispatcher.inspect_llvm(sig)) if "_mixed_operators" in n and not n.startswith("_ZN7cpython")
     ]
     return name
+
+
+def _reassigned(x: np.ndarray, n: int) -> tuple[float, int]:
+    total = 0.0
+    k = 0
+    for i in range(n):
+        if x[i] > 0.0:
+            total = total + x[i]
+            k = k + 1
+        elif x[i] < -1.0:
+            total = total - 1.0
+            continue
+        else:
+            k = k - 1
+        total = total * 0.5
+    y = total if k else -total
+    return y, k
+
+
+def _ir_with_dels(source: Any) -> str:
+    """The numba IR of ``source`` after ``PostProcessor.run`` without and then with ``del`` statements, as text."""
+    func_ir = compiler.run_frontend(source)
+    postproc.PostProcessor(func_ir).run()
+    postproc.PostProcessor(func_ir).run(emit_dels=True)
+    buf = io.StringIO()
+    func_ir.dump(file=buf)
+    return buf.getvalue()
+
+
+def test_postprocessor_gives_numbas_dels_and_machine_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_postproc_run`` (lifetimes computed when read, no block entry variables) gives numba's IR with its ``del``
+    statements, the same types and machine code, and the Python source's results."""
+    x = np.array([0.5, -2.0, 1.25, 0.0, 3.0, -0.5, 2.0])
+    assert postproc.PostProcessor.run is _numba._postproc_run
+    ours_ir = _ir_with_dels(_reassigned)
+    ours = numba.njit(**{**JIT, "cache": False})(_reassigned)
+    result = ours(x, np.int64(x.size))
+    monkeypatch.setattr(postproc.PostProcessor, "run", NUMBA_ORIGINALS["postproc_run"])
+    assert _ir_with_dels(_reassigned) == ours_ir
+    assert "del " in ours_ir
+    numbas = numba.njit(**{**JIT, "cache": False})(_reassigned)
+    assert numbas(x, np.int64(x.size)) == result == _reassigned(x, x.size)
+    sig = ours.signatures[0]
+    assert _typemap(ours, sig) == _typemap(numbas, sig)
+
+    def own(dispatcher: Any) -> str:
+        (name,) = [n for n in _defines(dispatcher.inspect_llvm(sig)) if "_reassigned" in n and "cpython" not in n]
+        return _body(dispatcher.inspect_asm(sig), name)
+
+    assert own(ours) == own(numbas)
+
+
+def test_generators_literal_unroll_and_with_lifting_use_numbas_postprocessor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The functions whose later passes read the analyses of an earlier ``PostProcessor.run`` (generators, loops
+    over ``literal_unroll``, ``with`` blocks) get numba's version, and their results."""
+    calls = []
+    original = _numba._numba_postproc_run
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> None:
+        calls.append(self.func_ir.func_id.func_name)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(_numba, "_numba_postproc_run", spy)
+
+    @numba.njit(cache=False)
+    def squares(n: int) -> Any:
+        for i in range(n):
+            yield i * i
+
+    @numba.njit(cache=False)
+    def total_of(n: int) -> int:
+        acc = 0
+        for v in squares(n):
+            acc += v
+        return acc
+
+    assert total_of(5) == 0 + 1 + 4 + 9 + 16
+    assert "squares" in calls
+
+    @numba.njit(cache=False)
+    def mixed_sum() -> float:
+        acc = 0.0
+        for v in literal_unroll((1, 2.5, np.int64(3))):
+            acc += v
+        return acc
+
+    assert mixed_sum() == 6.5
+    assert "mixed_sum" in calls
+
+    @numba.njit(cache=False)
+    def with_object_mode(n: int) -> int:
+        y = 0
+        with numba.objmode(y="int64"):
+            y = n * 3
+        return y + 1
+
+    assert with_object_mode(4) == 13
+    assert "with_object_mode" in calls
+    assert _numba._EAGER_LIFETIMES == [0]
