@@ -277,6 +277,11 @@ END_OF_DAY_SIGNATURES: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "risk_pipeline.quant.scenario_engine",
+        "_spline_kernel",
+        "A(float64, 3), A(float64, 3, readonly=True), A(float64, 3, readonly=True), A(float64, 5), int64, int64",
+    ),
+    (
+        "risk_pipeline.quant.scenario_engine",
         "_american_grid_sum",
         "A(float64, 2), boolean, int64, A(int64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 2)",
     ),

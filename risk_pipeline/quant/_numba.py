@@ -91,7 +91,19 @@ from typing import Any
 import numba
 import numpy as np
 from llvmlite import ir as llvm_ir
-from numba.core import compiler, cpu, event, lowering, postproc, ssa, targetconfig, transforms, typed_passes, types
+from numba.core import (
+    cgutils,
+    compiler,
+    cpu,
+    event,
+    lowering,
+    postproc,
+    ssa,
+    targetconfig,
+    transforms,
+    typed_passes,
+    types,
+)
 from numba.core import errors as numba_errors
 from numba.core import ir as numba_ir
 from numba.core import utils as numba_utils
@@ -104,6 +116,7 @@ from numba.core.runtime import context as nrt_context
 from numba.core.types import functions as numba_functions
 from numba.core.typing import npydecl
 from numba.core.typing import templates as numba_templates
+from numba.extending import intrinsic
 from numba.np.ufunc import parallel as numba_parallel
 from numpy.typing import NDArray
 
@@ -786,3 +799,21 @@ def run_chunked(kernel: Callable[..., None], n: int, *args: Any) -> None:
     pool = _thread_pool(threads)
     for done in [pool.submit(kernel, *args, a, b) for a, b in pairwise(bounds)]:
         done.result()
+
+
+@intrinsic
+def fused_multiply_add(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+    """``a * b + c`` of three float64s rounded once (IEEE 754 ``fusedMultiplyAdd``), in compiled code: LLVM's
+    ``llvm.fma.f64``, the FMA instruction where the CPU has one, else libm's correctly rounded ``fma`` (the same
+    bits either way). For sums that must repeat a BLAS kernel's FMA chain bit for bit (``fastmath`` off, numba never
+    contracts ``a * b + c`` by itself)."""
+    if not all(x == types.float64 for x in (a, b, c)):
+        return None
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        d = llvm_ir.DoubleType()
+        fn = cgutils.get_or_insert_function(builder.module, llvm_ir.FunctionType(d, [d, d, d]), "llvm.fma.f64")
+        return builder.call(fn, args)
+
+    return sig, codegen

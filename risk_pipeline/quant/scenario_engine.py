@@ -77,7 +77,15 @@ from numba import njit
 from numpy.typing import ArrayLike, NDArray
 from scipy.interpolate import CubicSpline
 
-from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, IntArray, inner_njit, run_chunked
+from risk_pipeline.quant._numba import (
+    JIT,
+    BoolArray,
+    FloatArray,
+    IntArray,
+    fused_multiply_add,
+    inner_njit,
+    run_chunked,
+)
 from risk_pipeline.quant.american import MIN_TOTAL_STD as AMERICAN_MIN_TOTAL_STD
 from risk_pipeline.quant.american import american_bs2002_prices, american_price
 from risk_pipeline.quant.american_alo import (
@@ -1533,12 +1541,19 @@ _SPLINE_PATH = ["einsum_path", (0, 2), (0, 1)]
 def _spline_coefficients(vals: FloatArray, out: FloatArray) -> FloatArray:
     """``np.einsum("lmv,kin,avn->amilk", _spline_map(nv), _spline_map(nu), vals, optimize=True, out=out)`` of the
     node values ``vals`` ``(options, nv, nu)``: when that einsum contracts the vol nodes first, the same two matrix
-    products as its own (NumPy 2.4's ``bmm_einsum``: the same operands, so the same bits), each intermediate dropped
-    as soon as it is read (the einsum holds them all to the end); else the einsum itself."""
+    products as its own (NumPy 2.4's ``bmm_einsum``: the same operands, so the same bits), by ``_spline_kernel``
+    (contiguous ``vals`` and ``out``: the products' FMA chains option by option, no intermediate arrays) or by the
+    matrix products themselves, each intermediate dropped as soon as it is read (the einsum holds them all to the
+    end); else the einsum itself."""
     na, nv, nu = vals.shape
     m_v, m_y = _spline_map(nv), _spline_map(nu)
     if np.einsum_path("lmv,kin,avn->amilk", m_v, m_y, vals, optimize=True)[0] != _SPLINE_PATH:
         return np.einsum("lmv,kin,avn->amilk", m_v, m_y, vals, optimize=True, out=out)
+    if vals.flags.c_contiguous and out.flags.c_contiguous:
+        # the two products' FMA chains option by option, written in place (no intermediate arrays, no transposed
+        # copies): the same bits as OpenBLAS' kernels (_spline_kernel)
+        run_chunked(_spline_kernel, na, vals, m_v, m_y, out)
+        return out
     # rows (option, y node) x (vol power, vol cell), then rows (vol power, vol cell, option) x (y power, y cell)
     by_vol = vals.transpose(0, 2, 1).reshape(na * nu, nv) @ m_v.transpose(2, 0, 1).reshape(nv, 4 * (nv - 1))
     rows = by_vol.reshape(na, nu, 4, nv - 1).transpose(2, 3, 0, 1).reshape(4 * (nv - 1) * na, nu)
@@ -1547,6 +1562,36 @@ def _spline_coefficients(vals: FloatArray, out: FloatArray) -> FloatArray:
     del rows
     out[...] = both.reshape(4, nv - 1, na, 4, nu - 1).transpose(2, 1, 4, 0, 3)
     return out
+
+
+@njit(**JIT)
+def _spline_kernel(vals: FloatArray, m_v: FloatArray, m_y: FloatArray, out: FloatArray, start: int, stop: int) -> None:
+    """``_spline_coefficients``' two matrix products for the options ``start .. stop-1`` (``run_chunked``), element by
+    element as OpenBLAS' double-precision kernels make them: each entry a chain of fused multiply-adds over the
+    shared dimension in index order from 0.0 (the vol nodes, then the y nodes), the first product's entries rounded
+    before the second reads them; written straight into ``out`` ``(options, vol cell, y cell, vol power, y power)``.
+    Bit for bit the BLAS products where OpenBLAS' kernel sums each entry as one FMA chain in index order (on this
+    project's x86-64 machines: the pipeline's tables compared in docs/speed_log.md; test_scenario_engine checks it to
+    rounding from 17 to 46,730 options) at a fraction of their memory traffic: no ``(options x 768)`` intermediate
+    and no transposed copy of it."""
+    nv, nu = vals.shape[1], vals.shape[2]
+    tmp = np.empty((4, nv - 1, nu))
+    for a in range(start, stop):
+        for vp in range(4):
+            for vc in range(nv - 1):
+                for y in range(nu):
+                    acc = 0.0
+                    for v in range(nv):
+                        acc = fused_multiply_add(vals[a, v, y], m_v[vp, vc, v], acc)
+                    tmp[vp, vc, y] = acc
+        for vc in range(nv - 1):
+            for yc in range(nu - 1):
+                for vp in range(4):
+                    for yp in range(4):
+                        acc = 0.0
+                        for y in range(nu):
+                            acc = fused_multiply_add(tmp[vp, vc, y], m_y[yp, yc, y], acc)
+                        out[a, vc, yc, vp, yp] = acc
 
 
 def _grid_boundaries(

@@ -589,6 +589,75 @@ def test_spline_coefficients_are_the_einsums_bit_for_bit() -> None:
         np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64), err_msg=f"{na} options")
 
 
+@pytest.mark.parametrize("na", [17, 18, 33, 64, 257, 4699, 46730])
+def test_spline_kernel_is_the_blas_products_to_rounding(na: int) -> None:
+    """``_spline_kernel`` (contiguous arrays) and the strided path (the matrix products) give the einsum's
+    coefficients to within the rounding of a 65-term sum (node values of exact zeros, negative zeros and whole
+    options at zero included), and both equal the exact spline coefficients of each option's nodes (rational
+    arithmetic on a few options) to rounding. Bit for bit equality with the BLAS products holds where OpenBLAS'
+    kernel accumulates each entry as one FMA chain in index order (checked on this project's machines, with the
+    pipeline's tables, in docs/speed_log.md); it is not asserted here, since another CPU's BLAS kernel may sum in
+    another order."""
+    from fractions import Fraction
+
+    from risk_pipeline.quant.scenario_engine import _spline_coefficients
+
+    rng = np.random.default_rng(na)
+    vals = rng.normal(0.0, 1.0, (na, 5, 13)) * rng.lognormal(0.0, 3.0, (na, 1, 1))
+    vals[rng.random(vals.shape) < 0.2] = 0.0
+    vals[: na // 10] = 0.0
+    vals[na // 10 : na // 5, :, :4] = -0.0
+    want = np.einsum("lmv,kin,avn->amilk", _spline_map(5), _spline_map(13), vals, optimize=True)
+    got = _spline_coefficients(vals, np.full((na, 4, 12, 4, 4), np.nan))
+    # each coefficient sums 5 x 13 products: two orders of that sum differ by at most about 65 ulps of its terms' sum
+    scale = np.einsum(
+        "lmv,kin,avn->amilk", np.abs(_spline_map(5)), np.abs(_spline_map(13)), np.abs(vals), optimize=True
+    )
+    assert np.all(np.abs(got - want) <= 128 * np.finfo(float).eps * scale)
+    wide = np.full((na, 2, 4, 12, 4, 4), np.nan)
+    strided = _spline_coefficients(vals, wide[:, 1])
+    assert strided.base is not None and not strided.flags.c_contiguous
+    assert np.all(np.abs(strided - want) <= 128 * np.finfo(float).eps * scale)
+    m_v, m_y = _spline_map(5), _spline_map(13)
+    for a in (0, na // 7, na - 1):
+        for vc, yc, vp, yp in ((0, 0, 0, 0), (3, 11, 3, 3), (2, 5, 1, 2)):
+            exact = sum(
+                Fraction(float(m_v[vp, vc, v])) * Fraction(float(vals[a, v, y])) * Fraction(float(m_y[yp, yc, y]))
+                for v in range(5)
+                for y in range(13)
+            )
+            assert abs(float(exact) - got[a, vc, yc, vp, yp]) <= 1e-13 * (1.0 + np.abs(vals[a]).max())
+
+
+def test_fused_multiply_add_rounds_once() -> None:
+    """``_numba.fused_multiply_add`` in compiled code is ``a * b + c`` rounded once: the correctly rounded exact
+    value (rational arithmetic), where the product rounded first differs."""
+    from fractions import Fraction
+
+    from numba import njit
+
+    from risk_pipeline.quant._numba import fused_multiply_add
+
+    @njit
+    def fma(a: float, b: float, c: float) -> float:
+        return fused_multiply_add(a, b, c)
+
+    a = 1.0 + 2.0**-30
+    cases = [(a, a, -(1.0 + 2.0**-29)), (0.1, 10.0, -1.0), (-0.0, 5.0, 0.0), (3.0, -0.0, -0.0), (1e308, 10.0, -1e308)]
+    rng = np.random.default_rng(3)
+    cases += [tuple(float(x) for x in rng.normal(0.0, 1.0, 3)) for _ in range(200)]
+    for x, y, z in cases:
+        got = fma(x, y, z)
+        if not np.isfinite(x * y):
+            assert got == 9e308  # 1e309 - 1e308 is finite only without the intermediate rounding
+            continue
+        exact = Fraction(x) * Fraction(y) + Fraction(z)
+        assert got == float(exact), (x, y, z)
+        if exact == 0:
+            assert np.signbit(got) == (np.signbit(x * y) and np.signbit(z))
+    assert fma(a, a, -(1.0 + 2.0**-29)) == 2.0**-60 != a * a - (1.0 + 2.0**-29)
+
+
 def test_first_chunk_inputs_of_the_grid_scan_are_reused_with_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> None:
     """``evaluate`` hands the first chunk's inputs made for the grid's ranges to the revaluation: the chunk's inputs
     are those ``_chunk_inputs`` makes again, and the P&L is that of a separate ``prepare`` and ``evaluate_prepared``
