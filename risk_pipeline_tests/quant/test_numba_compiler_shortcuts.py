@@ -227,26 +227,28 @@ def _ssa_text(source: Any) -> str:
     return buf.getvalue()
 
 
-def test_ssa_reconstruction_matches_numba(monkeypatch: pytest.MonkeyPatch) -> None:
-    def source(x: np.ndarray, n: int) -> tuple[float, int]:
-        total = 0.0
-        k = 0
-        for i in range(n):
-            if x[i] > 0.0:
-                total = total + x[i]
-                k = k + 1
-            elif x[i] < -1.0:
-                total = total - 1.0
-                continue
-            else:
-                k = k - 1
-            total = total * 0.5
-        y = total if k else -total
-        return y, k
+def _reassigned(x: np.ndarray, n: int) -> tuple[float, int]:
+    """Variables reassigned in branches, a ``continue`` and a conditional expression: SSA's and ``del``'s cases."""
+    total = 0.0
+    k = 0
+    for i in range(n):
+        if x[i] > 0.0:
+            total = total + x[i]
+            k = k + 1
+        elif x[i] < -1.0:
+            total = total - 1.0
+            continue
+        else:
+            k = k - 1
+        total = total * 0.5
+    y = total if k else -total
+    return y, k
 
-    ours = _ssa_text(source)
+
+def test_ssa_reconstruction_matches_numba(monkeypatch: pytest.MonkeyPatch) -> None:
+    ours = _ssa_text(_reassigned)
     monkeypatch.setattr(ssa, "_run_block_rewrite", NUMBA_ORIGINALS["run_block_rewrite"])
-    numbas = _ssa_text(source)
+    numbas = _ssa_text(_reassigned)
     assert ours == numbas
     assert "phi" in ours and "total.1" in ours
 
@@ -332,23 +334,6 @@ def _named(dispatcher: Any, sig: Any) -> str:
         n for n in _defines(dispatcher.inspect_llvm(sig)) if "_mixed_operators" in n and not n.startswith("_ZN7cpython")
     ]
     return name
-
-
-def _reassigned(x: np.ndarray, n: int) -> tuple[float, int]:
-    total = 0.0
-    k = 0
-    for i in range(n):
-        if x[i] > 0.0:
-            total = total + x[i]
-            k = k + 1
-        elif x[i] < -1.0:
-            total = total - 1.0
-            continue
-        else:
-            k = k - 1
-        total = total * 0.5
-    y = total if k else -total
-    return y, k
 
 
 def _ir_with_dels(source: Any) -> str:
