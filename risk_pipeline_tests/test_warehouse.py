@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -30,16 +32,23 @@ def prices(day: dt.date, closes: dict[str, float]) -> pd.DataFrame:
     )
 
 
+@contextlib.contextmanager
+def one_connection(warehouse: Warehouse) -> Iterator[Warehouse]:
+    """``warehouse`` on one held connection (``keep_open``) for the block, closed after it."""
+    warehouse.keep_open = True
+    try:
+        yield warehouse
+    finally:
+        warehouse.close()
+
+
 def test_every_contract_table_is_created(warehouse: Warehouse) -> None:
     # one connection for the loop (the file opened once, not twice per table: about 10 s of DuckDB catalog reads);
     # it is opened after ensure_tables closed its own, so it still sees only what was stored
-    warehouse.keep_open = True
-    try:
+    with one_connection(warehouse):
         for name in TABLES:
             assert warehouse.table_exists(name), name
             assert warehouse.row_count(name) == 0
-    finally:
-        warehouse.close()
 
 
 def test_write_read_round_trip_keeps_values_and_types(warehouse: Warehouse) -> None:
@@ -292,11 +301,8 @@ def test_duckdb_reads_equal_row_by_row_fetching(warehouse: Warehouse) -> None:
     dtypes, values and value types as fetching the rows one by one and normalizing them (the previous path)."""
     # one connection for every write and read (``keep_open``, as the service's warehouses): what is compared is
     # the rows each read returns, not the opening of the file, which cost about 600 catalog reads and checkpoints
-    warehouse.keep_open = True
-    try:
+    with one_connection(warehouse):
         _compare_reads_with_row_by_row_fetching(warehouse)
-    finally:
-        warehouse.close()
 
 
 def _compare_reads_with_row_by_row_fetching(warehouse: Warehouse) -> None:

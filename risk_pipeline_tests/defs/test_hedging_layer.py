@@ -383,15 +383,11 @@ def test_future_and_etf_positions_are_valued_at_their_own_quotes(run: Run) -> No
 def test_rationale_of_a_partial_hedge_stopped_at_the_time_limit_gives_its_excess_and_bound() -> None:
     from risk_pipeline.defs.hedging.assets import rationale
     from risk_pipeline.quant.hedging import Trigger, check_hedge, solve_hedge
-    from risk_pipeline_tests.quant.test_hedging import infeasible_program
+    from risk_pipeline_tests.quant.test_hedging import STOPPED_EARLY, infeasible_program
 
     c, t = infeasible_program(0, n=60)
-    # stopped at the MILP's first node: the best partial hedge, its excess and the bound. Deterministic stops only
-    # (the node limit, 60 rounds; no clock), as in test_hedging's test_partial_hedge_stopped_early_...
-    sol = solve_hedge(
-        c, t, time_limit=120.0, mip_rel_gap=0.0, node_limit=1, rows_per_round=3, max_rounds=60,
-        partial_time_limit=120.0,
-    )  # fmt: skip
+    # stopped at the MILP's first node (deterministic stops only): the best partial hedge, its excess and the bound
+    sol = solve_hedge(c, t, **STOPPED_EARLY)
     assert sol.status == "time_limit" and sol.partial and np.isfinite(sol.violation_bound)
     chk = check_hedge(c, t, sol.quantity)
     assert sol.violation == pytest.approx(float(chk.greek_excess.sum()) + chk.loss_excess + chk.es_excess)

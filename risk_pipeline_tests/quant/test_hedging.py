@@ -4,6 +4,7 @@ beta-hedge formulas, and the Cboe variance-strip formula computed by hand."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -848,20 +849,27 @@ def test_partial_hedge_is_the_whole_elastic_programs_optimum(seed: int) -> None:
     assert sol.violation == pytest.approx(violation, rel=1e-9)
 
 
+#: ``solve_hedge`` stopped early by deterministic limits only: no gap certified (0), the MILP stopped at its first node,
+#: 60 rounds (about 50 LP rounds, then MILP rounds stopped at their first node), no clock (``partial_time_limit`` as
+#: long as the time limit). With the default 2-s ``partial_time_limit`` the first MILP round was stopped by the clock
+#: on a loaded machine and the solve ran its 100 rounds on an idle one (1 to 70 s).
+STOPPED_EARLY: dict[str, Any] = {
+    "time_limit": 120.0,
+    "mip_rel_gap": 0.0,
+    "node_limit": 1,
+    "rows_per_round": 3,
+    "max_rounds": 60,
+    "partial_time_limit": 120.0,
+}
+
+
 def test_partial_hedge_stopped_early_meets_the_hard_rows_with_an_honest_bound() -> None:
     stopped = 0
     for seed in (0, 1):
         c, t = infeasible_program(seed, n=60)
         best, best_violation = whole_elastic_milp(c, t)
-        # no box certified (gap 0), the unrestricted MILP stopped at its first node: the best partial hedge comes back.
-        # Deterministic stops only: the node limit and 60 rounds (about 50 LP rounds, then MILP rounds stopped at
-        # their first node), no clock (partial_time_limit as long as the time limit). With the default 2-s
-        # partial_time_limit the first MILP round was stopped by the clock on a loaded machine and the solve ran
-        # its 100 rounds on an idle one (1 to 70 s)
-        sol = solve_hedge(
-            c, t, time_limit=120.0, mip_rel_gap=0.0, node_limit=1, rows_per_round=3, max_rounds=60,
-            partial_time_limit=120.0,
-        )  # fmt: skip
+        # no box certified (gap 0), the unrestricted MILP stopped at its first node: the best partial hedge comes back
+        sol = solve_hedge(c, t, **STOPPED_EARLY)
         assert sol.partial and sol.status in ("partial", "time_limit")
         hard, objective, violation = partial_by_hand(c, t, sol.quantity)
         assert hard and objective >= best * (1 - 1e-9)
