@@ -36,9 +36,12 @@ dZ``, ``dW dZ = rho dt``, ``v(0) = v0``.
   vectorized evaluation for the 10 shifted parameter points. ``v0`` and ``theta`` enter ``ln phi`` only through its
   last products, so the 4 points shifted in them share the costly part (complex square root, exponential, logarithm,
   divisions) of the unshifted point, which each slice keeps from the residual evaluation just before (same
-  operations, same bits: 6 of the 10 points cost a full evaluation). Two rounds: the second re-centres the grids on
-  the first round's parameters, skipped when the grids used already cover them. The reported RMSE is exact (model prices
-  inverted to implied vols, Jaeckel 2015). The Feller condition ``2 kappa theta >= xi^2`` (variance never
+  operations, same bits: 6 of the 10 points cost a full evaluation). The start (``initial_guess``) is read from the
+  same quotes by small vol-of-vol expansions (ATM variance term structure, ATM skews, the shortest slice's
+  curvature). Two rounds: the first is coarse (grids sized for the start's variances with ``xi`` 0.5 and ``rho``
+  -0.5, fewer cosine terms; MINPACK's tolerances 1e-6), the second re-centres the grids on the first round's
+  parameters and runs to 1e-10 (on the same grids when they already cover them). The reported RMSE is exact (model
+  prices inverted to implied vols, Jaeckel 2015). The Feller condition ``2 kappa theta >= xi^2`` (variance never
   reaches 0) is reported, not imposed.
 """
 
@@ -757,6 +760,12 @@ def _cf_block(
 
 #: MINPACK's limit on residual evaluations, as ``least_squares(method="lm")`` sets it for 5 parameters (``100 n``).
 _MAX_NFEV = 500
+#: MINPACK's ``ftol``, ``xtol`` and ``gtol`` of the final round, and of the coarse first round.
+_TOLERANCE = 1e-10
+_FIRST_TOLERANCE = 1e-6
+#: ``(xi, rho)`` the coarse first round's grids are sized for (with the start's ``v0``, ``kappa``, ``theta``): the
+#: former fixed start's, whose grids had few terms (``phi`` falls faster in ``u`` with a smaller vol of variance).
+_FIRST_GRID = (0.5, -0.5)
 #: MINPACK's return codes of a converged fit.
 _LM_CONVERGED = (1, 2, 3, 4)
 
@@ -778,10 +787,13 @@ class _LastPoint:
 
 
 def _levenberg_marquardt(
-    residuals: Callable[[FloatArray], FloatArray], jacobian: Callable[[FloatArray], FloatArray], x0: FloatArray
+    residuals: Callable[[FloatArray], FloatArray],
+    jacobian: Callable[[FloatArray], FloatArray],
+    x0: FloatArray,
+    tol: float = 1e-10,
 ) -> tuple[FloatArray, int, bool]:
     """MINPACK's ``lmder`` from ``x0`` with the arguments ``least_squares(residuals, x0, jac=jacobian, method="lm",
-    xtol=1e-10, ftol=1e-10, gtol=1e-10)`` gives it, so the same iterates: the solution, MINPACK's count of residual
+    xtol=tol, ftol=tol, gtol=tol)`` gives it, so the same iterates: the solution, MINPACK's count of residual
     evaluations and whether it converged. Through ``leastsq``, which (unlike ``least_squares``) evaluates no
     Jacobian at the solution once MINPACK has returned (a whole Jacobian, 10 shifted points, for a ``grad`` not
     used here); its checks at ``x0`` are the residuals and Jacobian that MINPACK then asks for at ``x0``, so each
@@ -792,9 +804,84 @@ def _levenberg_marquardt(
     if not np.all(np.isfinite(fun(x0))):
         raise ValueError("Residuals are not finite in the initial point.")
     x, _, info, _, status = leastsq(
-        fun, x0, Dfun=jac, full_output=True, ftol=1e-10, xtol=1e-10, gtol=1e-10, maxfev=_MAX_NFEV, factor=100.0
+        fun, x0, Dfun=jac, full_output=True, ftol=tol, xtol=tol, gtol=tol, maxfev=_MAX_NFEV, factor=100.0
     )
     return x, int(info["nfev"]), status in _LM_CONVERGED
+
+
+#: Mean-reversion speeds tried by ``initial_guess`` on the ATM variance term structure (per year).
+_GUESS_KAPPAS = np.array([0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0])
+
+
+def _smile_moments(k: FloatArray, vol: FloatArray, t: float) -> tuple[float, float, float]:
+    """ATM vol, skew ``d vol / d k`` and half curvature of one slice: the least-squares parabola ``a + b k + c k^2``
+    through its quotes within 1.5 ATM standard deviations of the forward (the 5 nearest if fewer than 4); the
+    nearest quote's vol and no skew with fewer than 3 distinct strikes."""
+    atm = float(vol[np.argmin(np.abs(k))])
+    near = np.abs(k) <= 1.5 * atm * math.sqrt(t)
+    if np.count_nonzero(near) < 4:
+        near = np.argsort(np.abs(k), kind="stable")[:5]
+    kk, vv = k[near], vol[near]
+    if np.unique(kk).size < 3:
+        return atm, 0.0, 0.0
+    coef = np.linalg.lstsq(np.stack([np.ones_like(kk), kk, kk * kk], axis=1), vv, rcond=None)[0]
+    if not (np.all(np.isfinite(coef)) and coef[0] > 0.0):
+        return atm, 0.0, 0.0
+    return float(coef[0]), float(coef[1]), float(coef[2])
+
+
+def _mean_factor(x: FloatArray) -> FloatArray:
+    """``(1 - e^-x) / x`` (1 at 0): the weight of ``v0`` in the mean expected variance over ``[0, T]``, ``x =
+    kappa T``."""
+    return np.where(x > 1e-8, -np.expm1(-x) / np.maximum(x, 1e-300), 1.0 - 0.5 * x)
+
+
+def initial_guess(t_slice: FloatArray, slice_of: IntArray, lk: FloatArray, vol: FloatArray) -> HestonParams:
+    """A start for ``calibrate_heston`` from the surface's own quotes (no earlier fit), by the small vol-of-vol
+    expansions of Heston implied vols:
+
+    * per slice the ATM vol ``a``, skew ``b`` and half curvature ``c`` (``_smile_moments``);
+    * ``v0``, ``theta``, ``kappa`` from the ATM variance term structure read as the mean expected variance,
+      ``a^2 = theta + (v0 - theta) (1 - e^{-kappa T}) / (kappa T)``: linear least squares in ``(v0, theta)`` for
+      each ``kappa`` of ``_GUESS_KAPPAS``, the best kept (with fewer than 3 slices ``kappa = 2``, ``v0`` and
+      ``theta`` the first and last ATM variances);
+    * ``rho xi`` from the ATM skews, ``b = rho xi / (4 a) g(kappa T)`` with ``g(x) = 2 / x (1 - (1 - e^{-x}) / x)``
+      (Gatheral 2006, ch. 3: the short-expiry skew ``rho xi / (4 sqrt(v0))`` decaying like ``1 / (kappa T)``),
+      least squares over the slices;
+    * ``xi`` from the shortest slice's curvature: Heston's volatility ``sqrt(v)`` has lognormal vol of vol ``nu =
+      xi / (2 a)``, and Hagan et al.'s (2002) lognormal expansion gives ``c = (2 - 3 rho^2) nu^2 / (12 a)``, so
+      ``xi^2 = (48 a^3 c + 3 (rho xi)^2) / 2``;
+
+    then clipped to ``xi`` in ``[max(0.1, |rho xi| / 0.9), 5]`` and ``rho`` in ``[-0.9, 0.9]``, ``v0`` and
+    ``theta`` within a factor 4 of the ATM variances. Anything not finite falls back to the former fixed start
+    ``(a_0^2, 2, a_last^2, 0.5, -0.5)`` from the nearest-to-the-money vols."""
+    m = t_slice.size
+    moments = np.array([_smile_moments(lk[slice_of == s], vol[slice_of == s], float(t_slice[s])) for s in range(m)])
+    a, b, c = moments[:, 0], moments[:, 1], moments[:, 2]
+    var = a * a
+    kappa, v0, theta = 2.0, float(var[0]), float(var[-1])
+    if m >= 3:
+        best = math.inf
+        for kap in _GUESS_KAPPAS:
+            f = _mean_factor(kap * t_slice)
+            design = np.stack([f, 1.0 - f], axis=1)
+            sol = np.linalg.lstsq(design, var, rcond=None)[0]
+            ssr = float(np.sum((design @ sol - var) ** 2))
+            if ssr < best:
+                best, kappa, v0, theta = ssr, float(kap), float(sol[0]), float(sol[1])
+    lo, hi = 0.25 * float(var.min()), 4.0 * float(var.max())
+    v0, theta = min(max(v0, lo), hi), min(max(theta, lo), hi)
+    x = kappa * t_slice
+    h = np.where(x > 1e-6, 2.0 / np.maximum(x, 1e-300) * (1.0 - _mean_factor(x)), 1.0 - x / 3.0) / (4.0 * a)
+    rho_xi = float(np.sum(h * b) / np.sum(h * h))
+    xi = math.sqrt(max((48.0 * a[0] ** 3 * max(c[0], 0.0) + 3.0 * rho_xi * rho_xi) / 2.0, 0.0))
+    xi = min(max(xi, 0.1, abs(rho_xi) / 0.9), 5.0)
+    rho = min(max(rho_xi / xi, -0.9), 0.9)
+    guess = np.array([v0, kappa, theta, xi, rho])
+    if np.all(np.isfinite(guess)) and np.all(guess[:4] > 0.0):
+        return HestonParams(v0, kappa, theta, xi, rho)
+    atm = [float(vol[slice_of == s][np.argmin(np.abs(lk[slice_of == s]))]) for s in range(m)]
+    return HestonParams(atm[0] ** 2, 2.0, atm[-1] ** 2, 0.5, -0.5)
 
 
 def calibrate_heston(
@@ -824,21 +911,28 @@ def calibrate_heston(
     weight = np.sqrt(vega / vega.max()) / np.maximum(vega, 1e-12)
     t_slice, slice_of = np.unique(t, return_inverse=True)
     if initial is None:
-        atm = [float(vol[slice_of == s][np.argmin(np.abs(lk[slice_of == s]))]) for s in range(t_slice.size)]
-        initial = HestonParams(atm[0] ** 2, 2.0, atm[-1] ** 2, 0.5, -0.5)
+        initial = initial_guess(t_slice, slice_of, lk, vol)
     x = _to_x(initial.as_array())
     step = 1e-6
     iterations, converged = 0, False
-    surf = _SurfaceCos(t_slice, slice_of, lk, call, _to_p(x)[None, :], l_std, cf_tolerance)
+    # the first of two or more rounds is a coarse stage: grids sized for the start's variances with the small vol of
+    # variance and rho of _FIRST_GRID (fewer terms) and MINPACK's tolerances at _FIRST_TOLERANCE
+    first = _to_p(x)[None, :]
+    if rounds > 1:
+        first = first.copy()
+        first[0, 3:] = _FIRST_GRID
+    surf = _SurfaceCos(t_slice, slice_of, lk, call, first, l_std, cf_tolerance)
     for round_ in range(max(rounds, 1)):
         if round_ > 0:  # re-centre the grids on the fitted parameters unless the ones used already cover them
             grid_a, grid_b, grid_n = cos_interval(t_slice, _to_p(x)[None, :], l_std, cf_tolerance)
             width, used = grid_b - grid_a, surf.b - surf.a
-            if np.all((grid_a >= surf.a) & (grid_b <= surf.b) & (grid_n * used / width <= surf.n)):
+            covered = np.all((grid_a >= surf.a) & (grid_b <= surf.b) & (grid_n * used / width <= surf.n))
+            if covered and round_ > 1:
                 break
-            surf = _SurfaceCos(
-                t_slice, slice_of, lk, call, _to_p(x)[None, :], l_std, cf_tolerance, (grid_a, grid_b, grid_n)
-            )
+            if not covered:
+                surf = _SurfaceCos(
+                    t_slice, slice_of, lk, call, _to_p(x)[None, :], l_std, cf_tolerance, (grid_a, grid_b, grid_n)
+                )
 
         def residuals(x_: FloatArray, surf: _SurfaceCos = surf) -> FloatArray:
             return weight * (surf.prices(_to_p(x_)[None, :])[0] - market)
@@ -850,7 +944,8 @@ def calibrate_heston(
             pr = surf.prices(_to_p(pts))
             return (weight * (pr[0::2] - pr[1::2]) / (2.0 * step)).T
 
-        x, nfev, converged = _levenberg_marquardt(residuals, jacobian, x)
+        tol = _FIRST_TOLERANCE if round_ == 0 and rounds > 1 else _TOLERANCE
+        x, nfev, converged = _levenberg_marquardt(residuals, jacobian, x, tol)
         iterations += nfev
     p = _to_p(x)
     params = HestonParams(*(float(v) for v in p))

@@ -12,8 +12,8 @@ from risk_pipeline.quant import heston
 from risk_pipeline.quant.heston import HestonParams, calibrate_heston, heston_implied_vol
 
 
-def _least_squares_lm(residuals, jacobian, x0):
-    res = least_squares(residuals, x0, jac=jacobian, method="lm", xtol=1e-10, ftol=1e-10, gtol=1e-10)
+def _least_squares_lm(residuals, jacobian, x0, tol=1e-10):
+    res = least_squares(residuals, x0, jac=jacobian, method="lm", xtol=tol, ftol=tol, gtol=tol)
     return res.x, int(res.nfev), bool(res.success)
 
 
