@@ -2376,6 +2376,57 @@ def evaluate(
     return evaluate_prepared(book, scenarios, per_symbol=per_symbol, client=client, chunk_size=chunk_size, kept=kept)
 
 
+def evaluate_on_one_grid(
+    portfolio: Portfolio,
+    scenario_sets: Sequence[ScenarioSet],
+    horizon_days: float = 0.0,
+    *,
+    american: AmericanMethod = "exact",
+    per_symbol: bool = False,
+    chunk_size: int | None = None,
+) -> list[ScenarioPnl]:
+    """``evaluate(portfolio, sc, horizon_days, ...)`` of every set ``sc`` of ``scenario_sets``, with (``american=
+    "eep_grid"``) one early-exercise grid build for all of them: each American's grid spans the union of the sets'
+    ranges (min and max of each set's vol, log-spot, rate and dividend-yield range, ``_eep_ranges``) with the same
+    nodes as one set's grid, instead of one grid per set. For sets that move the same spots, rates and yields and
+    differ in their vol shifts (historical VaR under other smile dynamics) the union is about as wide as each set's
+    vol range, so the nodes are about as close: each set's P&L is then its own grid's within the grid's
+    interpolation error, not the same bits (the cells are wider where the union is wider). Other methods, a single
+    set, sets with callable vol shifts or below ``EEP_MIN_SCENARIOS`` scenarios: ``evaluate`` set by set (its bits).
+    """
+    sets = list(scenario_sets)
+    for sc in sets:
+        if sc.n_symbols != portfolio.n_symbols:
+            raise ValueError(f"scenarios have {sc.n_symbols} symbol columns, the portfolio {portfolio.n_symbols}")
+    if (
+        american != "eep_grid"
+        or len(sets) < 2
+        or not np.any(portfolio.is_american & portfolio.is_option)
+        or any(_needs_exact(sc) or sc.n_scenarios < EEP_MIN_SCENARIOS for sc in sets)
+    ):
+        return [
+            evaluate(portfolio, sc, horizon_days, american=american, per_symbol=per_symbol, chunk_size=chunk_size)
+            for sc in sets
+        ]
+    # the book as prepare makes it for "eep_grid" but for the grid (prepare_parts does the same)
+    book = replace(prepare(portfolio, horizon_days, None, "exact"), american="eep_grid")
+    # each set's first chunk's inputs, made for its ranges, reused when its chunks are the default ones (as evaluate)
+    kept: list[dict[tuple[int, int], _ChunkInputs] | None] = [None if chunk_size else {} for _ in sets]
+    ranges = _eep_ranges(book, sets[0], kept[0])
+    for sc, k in zip(sets[1:], kept[1:], strict=True):
+        r = _eep_ranges(book, sc, k)
+        for f, pick in (("v_lo", np.minimum), ("v_hi", np.maximum), ("ls_lo", np.minimum), ("ls_hi", np.maximum)):
+            pick(getattr(ranges, f), getattr(r, f), out=getattr(ranges, f))
+        np.maximum(ranges.lr, r.lr, out=ranges.lr)
+        np.maximum(ranges.lq, r.lq, out=ranges.lq)
+    n = min(sc.n_scenarios for sc in sets)
+    book = _grid_from_ranges(book, ranges, n, any(sc.moves_carry for sc in sets))
+    return [
+        evaluate_prepared(book, sc, per_symbol=per_symbol, chunk_size=chunk_size, kept=k)
+        for sc, k in zip(sets, kept, strict=True)
+    ]
+
+
 def _stack_sets(sets: Sequence[ScenarioSet], n: int, books: Sequence[Portfolio]) -> ScenarioSet:
     """The sets side by side (one block of symbol columns each), each padded to ``n`` rows by repeating its last.
     If any set shifts vols per position, the stacked set does too (one block of position columns per book; a

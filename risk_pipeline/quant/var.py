@@ -101,6 +101,7 @@ from risk_pipeline.quant.scenario_engine import (
     ScenarioSet,
     evaluate,
     evaluate_many,
+    evaluate_on_one_grid,
 )
 from risk_pipeline.quant.smile_dynamics import ExpiryScaledVolMoves, SmileDynamics, checked_moves
 from risk_pipeline.quant.vol_forecast import GarchParams, fit_garch, garch_variance
@@ -562,35 +563,58 @@ def historical_var(
     the ATM move scaled by expiry instead of the same relative move at every expiry; the two shifts add up.
     Without ``components`` the component VaR is NaN and the component ES None (``_simulation_results``; every other
     figure the same)."""
+    [out] = historical_var_runs(portfolio, history, config, [(smile, term)], client=client, components=components)
+    return out
+
+
+def historical_var_runs(
+    portfolio: Portfolio,
+    history: MarketHistory,
+    config: VarConfig | None,
+    runs: Sequence[tuple[SmileDynamics | None, SmileDynamics | None]],
+    *,
+    client: Any | None = None,
+    components: bool = True,
+) -> list[tuple[tuple[VarResult, ...], dict[int, FloatArray]]]:
+    """``historical_var(portfolio, history, config, smile=s, term=t, ...)`` of every run ``(s, t)``; with more than
+    one run (and no ``client``), each horizon's sets of the runs (the same returns, other vol shifts) are revalued on
+    one early-exercise grid spanning all their ranges (``scenario_engine.evaluate_on_one_grid``): one grid build a
+    horizon instead of one a run, each run's figures within the grid's interpolation error of its own build's. One
+    run: ``historical_var``'s bits."""
     cfg = config or VarConfig()
     hist = history.window(cfg.lookback_days)
-    results: list[VarResult] = []
-    pnls: dict[int, FloatArray] = {}
+    results: list[list[VarResult]] = [[] for _ in runs]
+    pnls: list[dict[int, FloatArray]] = [{} for _ in runs]
     for h in cfg.horizons:
-        sc = historical_scenarios(hist, h)
-        extra = [d.shifts(portfolio, sc) for d in (smile, term) if d is not None]
-        if extra:
-            sc = replace(sc, vol_shift_abs=sum(extra[1:], extra[0]), vol_shift_per_position=True)
-        res = evaluate(
-            portfolio,
-            sc,
-            h * cfg.calendar_days_per_trading_day,
-            american=cfg.american,
-            per_symbol=True,
-            client=client,
-            chunk_size=cfg.chunk_size,
-        )
-        assert res.by_symbol is not None
-        pnls[h] = res.pnl
-        results += _simulation_results(
-            HISTORICAL, h, res.pnl, res.by_symbol, cfg, portfolio.symbols, hist.n_days, overlapping=True,
-            components=components,
-        )  # fmt: skip
-    tags = [f"{kind}: {d.label}" for kind, d in (("smile", smile), ("term", term)) if d is not None]
-    tags += hist.factor_tags()
-    if tags:
-        results = [replace(r, note="; ".join(x for x in (*tags, r.note) if x)) for r in results]
-    return tuple(results), pnls
+        base = historical_scenarios(hist, h)
+        sets = []
+        for smile, term in runs:
+            sc = base
+            extra = [d.shifts(portfolio, sc) for d in (smile, term) if d is not None]
+            if extra:
+                sc = replace(sc, vol_shift_abs=sum(extra[1:], extra[0]), vol_shift_per_position=True)
+            sets.append(sc)
+        kw: dict[str, Any] = {"american": cfg.american, "per_symbol": True, "chunk_size": cfg.chunk_size}
+        days = h * cfg.calendar_days_per_trading_day
+        if len(sets) == 1 or client is not None:
+            revalued = [evaluate(portfolio, sc, days, client=client, **kw) for sc in sets]
+        else:
+            revalued = evaluate_on_one_grid(portfolio, sets, days, **kw)
+        for k, res in enumerate(revalued):
+            assert res.by_symbol is not None
+            pnls[k][h] = res.pnl
+            results[k] += _simulation_results(
+                HISTORICAL, h, res.pnl, res.by_symbol, cfg, portfolio.symbols, hist.n_days, overlapping=True,
+                components=components,
+            )  # fmt: skip
+    out = []
+    for (smile, term), res_k, pnl_k in zip(runs, results, pnls, strict=True):
+        tags = [f"{kind}: {d.label}" for kind, d in (("smile", smile), ("term", term)) if d is not None]
+        tags += hist.factor_tags()
+        if tags:
+            res_k = [replace(r, note="; ".join(x for x in (*tags, r.note) if x)) for r in res_k]
+        out.append((tuple(res_k), pnl_k))
+    return out
 
 
 def worst_window(pnl_1d: ArrayLike, window: int, confidence: float) -> int:

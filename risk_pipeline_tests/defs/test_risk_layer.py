@@ -422,8 +422,10 @@ def test_var_results_with_sabr_smile_and_flat_term_structure(run: Run, tmp_path:
         assert set(new_s["smile"]["var"]) == {"sticky_strike", "sticky_moneyness", "sabr"}
         assert set(new_s["term"]["var"]) == {"flat", "expiry_scaled"}
         assert new_s["smile"]["var"]["sabr"] == new_s["term"]["var"]["flat"]
-        # (sabr, expiry_scaled) and (sticky_strike, flat) were computed by both runs
-        assert new_s["term"]["var"]["expiry_scaled"] == pytest.approx(old_s["smile"]["var"]["sabr"], rel=1e-12)
+        # (sabr, expiry_scaled) and (sticky_strike, flat) were computed by both runs; the first on a grid shared with
+        # other runs (each run's figures within the grid's interpolation error of its own grid's: other runs, other
+        # shared ranges), the second on its own grids
+        assert new_s["term"]["var"]["expiry_scaled"] == pytest.approx(old_s["smile"]["var"]["sabr"], rel=1e-5)
         assert new_s["smile"]["var"]["sticky_strike"] == pytest.approx(old_s["term"]["var"]["flat"], rel=1e-12)
     for bad_choice in ({"smile_dynamics": "sticky_delta"}, {"vol_term_structure": "steep"}):
         bad = dg.materialize(

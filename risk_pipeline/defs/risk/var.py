@@ -46,7 +46,7 @@ from risk_pipeline.quant.var import (
     VarReport,
     compute_var,
     historical_scenarios,
-    historical_var,
+    historical_var_runs,
     stressed_var,
 )
 from risk_pipeline.queries import atm_vol_matrix, book_valuations, close_matrix
@@ -192,20 +192,31 @@ def smile_sensitivity(
     confidence); the production figure is the report's (before event gaps). ``pnl_out`` receives each (smile, term)
     pair's scenario P&L by horizon."""
     smile, term = production
-
-    def run(s: str, t: str) -> dict[tuple[int, float], float]:
-        if (s, t) == production:
-            res = [r for r in report.results if r.method == HISTORICAL]
-            pnls = {h: p for (m, h), p in report.scenario_pnl.items() if m == HISTORICAL}
-        else:
-            # only the VaR of each row is read: the components are not computed
-            res, pnls = historical_var(portfolio, history, cfg, smile=dynamics[s], term=terms[t], components=False)
-        if pnl_out is not None:
-            pnl_out[(s, t)] = pnls
-        return {(r.horizon_days, round(r.confidence, 6)): r.var for r in res}
-
-    by_smile = {name: run(name, term) for name in dynamics}
-    by_term = {name: (by_smile[smile] if name == term else run(smile, name)) for name in terms}
+    # every (smile, term) pair the report needs; the production one is the report's
+    pairs = list(dict.fromkeys([(name, term) for name in dynamics] + [(smile, name) for name in terms]))
+    # the sticky-strike, flat-term run on its own grids and last: the stressed VaR reuses its 1-day P&L
+    # (same_one_day_pnl) and its window's builds find their Americans' grids in this run's (the memo of the last
+    # builds); the other runs share one grid a horizon (historical_var_runs: within the grid's interpolation error
+    # of their own grids')
+    alone = ("sticky_strike", "flat")
+    shared = [x for x in pairs if x not in (production, alone)]
+    got: dict[tuple[str, str], dict[tuple[int, float], float]] = {}
+    for group in (shared, [x for x in pairs if x == alone != production]):
+        if not group:
+            continue
+        runs = historical_var_runs(
+            portfolio, history, cfg, [(dynamics[s], terms[t]) for s, t in group], components=False
+        )  # only the VaR of each row is read: the components are not computed
+        for (s, t), (res, pnls) in zip(group, runs, strict=True):
+            if pnl_out is not None:
+                pnl_out[(s, t)] = pnls
+            got[(s, t)] = {(r.horizon_days, round(r.confidence, 6)): r.var for r in res}
+    prod = [r for r in report.results if r.method == HISTORICAL]
+    if pnl_out is not None:
+        pnl_out[production] = {h: p for (m, h), p in report.scenario_pnl.items() if m == HISTORICAL}
+    got[production] = {(r.horizon_days, round(r.confidence, 6)): r.var for r in prod}
+    by_smile = {name: got[(name, term)] for name in dynamics}
+    by_term = {name: got[(smile, name)] for name in terms}
     return {
         (HISTORICAL, h, c): json.dumps(
             {
