@@ -519,13 +519,14 @@ STRESS_MODEL_CONSISTENT = Table(
             "mean_abs_vol_shift_vol_points",
             "double",
             False,
-            "Mean absolute Heston vol shift over the modelled option positions, vol points (1.0 = 0.01 of vol)",
+            "Mean absolute Heston vol shift over the modelled option positions, less those that keep their market vol "
+            "in this scenario (options_model_fallback), vol points (1.0 = 0.01 of vol)",
         ),
         _c(
             "options_without_model",
             "bigint",
             False,
-            "Option positions without a Heston vol (no fit of the underlying, or not invertible in a scenario), count",
+            "Option positions whose underlying has no Heston fit (they keep their market vol in every scenario), count",
         ),
         _c("nav", "double", False, "NAV the percentage is taken of, USD"),
         _c(
@@ -547,6 +548,13 @@ STRESS_MODEL_CONSISTENT = Table(
             "bigint",
             True,
             "Option positions with no SABR slice for their underlying and expiry (count)",
+        ),
+        _c(
+            "options_model_fallback",
+            "bigint",
+            True,
+            "Option positions of a modelled underlying that keep their market vol in this scenario: a Heston price, "
+            "before or after the move, under 1e-12 of the forward (nothing to invert), count",
         ),
     ),
 )

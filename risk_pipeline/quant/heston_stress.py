@@ -14,8 +14,21 @@ than long ones (mean reversion to ``theta``), and the skew follows from the mode
 
 ``heston_vol_shifts`` turns this into the per-position absolute vol shifts of a scenario set (``ScenarioSet(...,
 vol_shift_abs=shifts, vol_shift_per_position=True)`` of ``scenario_engine``): each option keeps its market vol
-plus the model's change at its strike and expiry. Not yet used by the stress asset: ``stress_results`` still
-applies the rule-based vol shocks only.
+plus the model's change at its strike and expiry (the asset ``stress_model_consistent``).
+
+Where the model has nothing to invert: a (scenario, option) pair whose Heston out-of-the-money price, before or
+after the move, is below ``PRICE_FLOOR`` (1e-12) of the forward (a short-dated strike far out of the money after a
+large move) gets shift 0, i.e. keeps its market vol, in that scenario only: the option's other scenarios keep their
+model shifts. Why 1e-12: the COS prices are accurate to about 1e-14 of the forward (against a reference with tail
+mass 1e-30, 30 standard deviations and cf tolerance 1e-20: at most 1.6e-14 off over the 2,709 pairs priced under
+1e-8 in the 500-name warehouse's vol_overlay book), so under the floor a price carries 1 % error or more and its
+vol grows unreliable: pairs priced in [1e-14, 1e-13) had vols up to 0.57 vol points off the reference's, pairs
+under 1e-14 up to 6.5, and a price of exactly 0 (no vol at all) is what made the former rule drop the option in
+every scenario; pairs in [1e-12, 1e-11) are within 0.007 vol points. The value such an option's vol carries is nil
+either way: on that book the fallback pairs' market-vol and market-vol-plus-raw-shift values at the stressed spot
+differ by at most 5.4e-6 USD in a scenario (1.1e-13 of NAV), and a 1e-9 change of the parameters now moves no pair
+across the floor (a price crosses it only if it lies within about 1e-9 of it), where the former rule flipped whole
+options with the series' rounding.
 """
 
 from __future__ import annotations
@@ -37,6 +50,19 @@ V0_FLOOR = 1e-4
 #: distinct slice's coefficients, up to ``heston.MAX_TERMS`` terms each, and their scaled copies) is what takes the
 #: memory, not the prices.
 SHIFT_BLOCK = 2048
+#: Smallest Heston out-of-the-money price, per unit forward, whose implied vol is used (module docstring): about a
+#: hundred times the COS prices' absolute accuracy.
+PRICE_FLOOR = 1e-12
+
+
+@dataclass(frozen=True)
+class HestonShifts:
+    """``heston_vol_shifts_with_fallback``: the shifts, ``(scenarios, positions)``, and which (scenario, position)
+    pairs fell back to shift 0 because a Heston price of the option, before or after the move, was under
+    ``PRICE_FLOOR`` (or did not invert)."""
+
+    shift: FloatArray
+    fallback: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -93,6 +119,22 @@ def model_consistent_vols(
     )
 
 
+def _otm_price_vol(
+    t: FloatArray,
+    log_k: FloatArray,
+    v0: FloatArray,
+    kappa: FloatArray,
+    theta: FloatArray,
+    xi: FloatArray,
+    rho: FloatArray,
+) -> tuple[FloatArray, FloatArray]:
+    """The OTM Heston price at ``ln(K/F)`` per unit forward and its Black vol, per element (parameters per
+    element)."""
+    call = log_k > 0.0
+    price = heston_price(1.0, np.exp(log_k), t, 0.0, 0.0, call, v0, kappa, theta, xi, rho)
+    return price, implied_vol_black76(price, 1.0, np.exp(log_k), t, 0.0, call).vol
+
+
 def _otm_vol(
     t: FloatArray,
     log_k: FloatArray,
@@ -103,18 +145,30 @@ def _otm_vol(
     rho: FloatArray,
 ) -> FloatArray:
     """Black vol of the OTM Heston price at ``ln(K/F)`` per element (parameters per element)."""
-    call = log_k > 0.0
-    price = heston_price(1.0, np.exp(log_k), t, 0.0, 0.0, call, v0, kappa, theta, xi, rho)
-    return implied_vol_black76(price, 1.0, np.exp(log_k), t, 0.0, call).vol
+    return _otm_price_vol(t, log_k, v0, kappa, theta, xi, rho)[1]
+
+
+def _usable(price: FloatArray, vol: FloatArray) -> np.ndarray:
+    """Whether a Heston price is at least ``PRICE_FLOOR`` and its vol finite (module docstring)."""
+    return (price >= PRICE_FLOOR) & np.isfinite(vol)
 
 
 def heston_vol_shifts(portfolio: Portfolio, params: ArrayLike, spot_shock_rel: ArrayLike) -> FloatArray:
-    """Model-consistent absolute vol shift of every position in every scenario, shape ``(scenarios, positions)``.
+    """Model-consistent absolute vol shift of every position in every scenario, shape ``(scenarios, positions)``
+    (``heston_vol_shifts_with_fallback``'s shifts)."""
+    return heston_vol_shifts_with_fallback(portfolio, params, spot_shock_rel).shift
+
+
+def heston_vol_shifts_with_fallback(portfolio: Portfolio, params: ArrayLike, spot_shock_rel: ArrayLike) -> HestonShifts:
+    """Model-consistent absolute vol shift of every position in every scenario, shape ``(scenarios, positions)``,
+    and the (scenario, position) pairs that fell back to 0.
 
     ``params`` has one row ``(v0, kappa, theta, xi, rho)`` per portfolio symbol (a row of NaN: no model, shift
     0); ``spot_shock_rel`` is ``(scenarios, symbols)`` relative spot moves (a ``ScenarioSet``'s
-    ``spot_shock_rel``). Stocks and symbols without a model get 0; every option gets Heston's vol at its strike
-    and expiry after the move (``v0`` shifted by ``rho xi ln(1 + s)``, floored) less the vol before."""
+    ``spot_shock_rel``). Stocks and symbols without a model get 0 (not a fallback); every option gets Heston's
+    vol at its strike and expiry after the move (``v0`` shifted by ``rho xi ln(1 + s)``, floored) less the vol
+    before, except a pair where either Heston price is under ``PRICE_FLOOR`` of its forward or does not invert:
+    shift 0, flagged in ``fallback`` (module docstring). Every shift is finite."""
     p = np.asarray(params, dtype=np.float64).reshape(portfolio.n_symbols, 5)
     moves = np.atleast_2d(np.asarray(spot_shock_rel, dtype=np.float64))
     if moves.shape[1] != portfolio.n_symbols:
@@ -122,10 +176,11 @@ def heston_vol_shifts(portfolio: Portfolio, params: ArrayLike, spot_shock_rel: A
     if np.any(moves <= -1.0):
         raise ValueError("spot_shock_rel must be above -1 (relative moves)")
     out = np.zeros((moves.shape[0], portfolio.quantity.size))
+    fallback = np.zeros(out.shape, dtype=bool)
     sym = portfolio.symbol_index
     use = np.flatnonzero(portfolio.is_option & np.isfinite(p[sym]).all(axis=1) & (portfolio.time_years > 0.0))
     if use.size == 0:
-        return out
+        return HestonShifts(out, fallback)
     # the options of one underlying and expiry side by side, so that a block of them shares its slices' COS grids
     use = use[np.lexsort((portfolio.time_years[use], sym[use]))]
     q = p[sym[use]]
@@ -138,7 +193,7 @@ def heston_vol_shifts(portfolio: Portfolio, params: ArrayLike, spot_shock_rel: A
     for a in range(0, use.size, width):
         b = min(a + width, use.size)
         qb, tb = q[a:b], t[a:b]
-        before = _otm_vol(tb, log_k[a:b], *qb.T)
+        before_price, before = _otm_price_vol(tb, log_k[a:b], *qb.T)
         s = moves[:, sym[use[a:b]]]  # (scenarios, options of the block)
         v0_after = np.maximum(qb[:, 0] + qb[:, 4] * qb[:, 3] * np.log1p(s), V0_FLOOR)
         log_k_after = log_k[a:b][None, :] - np.log1p(s)
@@ -149,14 +204,18 @@ def heston_vol_shifts(portfolio: Portfolio, params: ArrayLike, spot_shock_rel: A
         # each price being its own (``_otm_vol`` element by element), so every vol keeps its bits
         new, first, inverse = _distinct_pairs(log_k_after, v0_after, log_k[a:b], qb[:, 0])
         after = np.broadcast_to(before, shape).ravel()  # a copy
+        usable = np.broadcast_to(_usable(before_price, before), shape).ravel()  # a copy
         if first.size:
             col = first % shape[1]
-            priced = _otm_vol(
+            price, priced = _otm_price_vol(
                 tb[col], log_k_after.ravel()[first], v0_after.ravel()[first], *(qb[col, i] for i in (1, 2, 3, 4))
             )
             after[new] = priced[inverse[new]]
-        out[:, use[a:b]] = after.reshape(shape) - before[None, :]
-    return out
+            usable[new] &= _usable(price, priced)[inverse[new]]
+        usable = usable.reshape(shape)
+        out[:, use[a:b]] = np.where(usable, after.reshape(shape) - before[None, :], 0.0)
+        fallback[:, use[a:b]] = ~usable
+    return HestonShifts(out, fallback)
 
 
 def _distinct_pairs(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pytest
 
 from risk_pipeline.defs.risk.var import book_portfolio
 from risk_pipeline.paths import SCENARIOS_FILE
@@ -30,6 +31,7 @@ def test_one_row_per_book_and_scenario_beside_the_rule_based_pnl(run: Run) -> No
     np.testing.assert_array_equal(both["rule_based_market_pnl"], both["market_pnl_y"])
     np.testing.assert_allclose(out["pnl_pct_nav"], out["market_pnl"] / out["nav"], rtol=1e-14)
     assert (out["options_without_model"] == 0).all()  # every underlying has a Heston fit
+    assert (out["options_model_fallback"] == 0).all()  # no sample strike is out of the model's reach
 
 
 def _first_book(run: Run) -> tuple[Warehouse, pd.DataFrame, str, pd.Timestamp, pd.DataFrame, pd.DataFrame, Portfolio]:
@@ -122,38 +124,48 @@ def test_sabr_pnl_is_the_revaluation_with_each_options_slice_moved_by_quantlibs_
         assert (got["options_without_sabr"] == missing).all()
 
 
-def test_an_option_whose_heston_vol_cannot_be_implied_keeps_its_vol(run: Run, monkeypatch) -> None:
-    """A non-finite Heston shift (a short-dated far out-of-the-money strike: no time value to invert) leaves that
-    option's vol unchanged in every scenario and counts it in options_without_model; the other options move."""
+def test_a_pair_whose_heston_vol_cannot_be_implied_keeps_its_vol_in_that_scenario_only(run: Run, monkeypatch) -> None:
+    """A (scenario, option) pair that falls back (a Heston price under heston_stress.PRICE_FLOOR: a short-dated far
+    out-of-the-money strike after the move) keeps its market vol in that scenario only: counted there in
+    options_model_fallback and left out of that scenario's mean shift; the option keeps its model shift in the
+    other scenarios and options_without_model stays 0 (every underlying has a fit)."""
     import importlib
 
-    from risk_pipeline.quant.heston_stress import heston_vol_shifts
+    from risk_pipeline.quant.heston_stress import HestonShifts, heston_vol_shifts_with_fallback
 
     smc = importlib.import_module("risk_pipeline.defs.risk.stress_model_consistent")  # the package exports the asset
 
     wh, _out, book, as_of, rows, heston, portfolio = _first_book(run)
     broken = int(np.flatnonzero(portfolio.is_option)[0])
 
-    def with_one_nan(*args):
-        shifts = heston_vol_shifts(*args).copy()
-        shifts[0, broken] = np.nan
-        return shifts
+    def with_one_fallback(*args):
+        got = heston_vol_shifts_with_fallback(*args)
+        shift, fallback = got.shift.copy(), got.fallback.copy()
+        shift[0, broken], fallback[0, broken] = 0.0, True
+        return HestonShifts(shift, fallback)
 
-    monkeypatch.setattr(smc, "heston_vol_shifts", with_one_nan)
+    monkeypatch.setattr(smc, "heston_vol_shifts_with_fallback", with_one_fallback)
     library = load_scenarios(str(SCENARIOS_FILE))
     rules = wh.read("stress_results", {"as_of": as_of})
     rule_based = rules[rules["book"] == book].set_index("scenario_id")["market_pnl"]
     frame = smc.book_rows(rows, heston, library, 1.0, rule_based)
-    assert (frame["options_without_model"] == 1).all()
+    assert (frame["options_without_model"] == 0).all()
+    assert frame["options_model_fallback"].tolist() == [1] + [0] * (len(frame) - 1)
 
     symbols = list(portfolio.symbols)
     betas = rows.groupby("symbol")["beta"].first().reindex(symbols).fillna(1.0).to_numpy()
     sectors = rows.groupby("symbol")["sector"].first().reindex(symbols).tolist()
     sc = scenario_set(portfolio, list(library.scenarios), betas, sectors)
     params = heston.reindex(symbols)[smc.PARAMS].to_numpy(float)
-    shifts = heston_vol_shifts(portfolio, params, sc.spot_shock_rel)
-    shifts[:, broken] = 0.0
+    shifts = heston_vol_shifts_with_fallback(portfolio, params, sc.spot_shock_rel).shift
+    assert np.any(shifts[1:, broken] != 0.0)  # the option's other scenarios keep their model shifts
+    shifts[0, broken] = 0.0
     full = ScenarioSet(
         sc.spot_shock_rel, vol_shift_abs=shifts, rate_shift_abs=sc.rate_shift_abs, vol_shift_per_position=True
     )
     np.testing.assert_allclose(frame["market_pnl"], evaluate(portfolio, full, 0.0).pnl, rtol=1e-12, atol=1e-9)
+    opts = np.flatnonzero(portfolio.is_option)
+    others = opts[opts != broken]
+    want = np.abs(shifts[0, others]).mean() * 100.0 if others.size else 0.0  # 0 when no option is left
+    assert frame["mean_abs_vol_shift_vol_points"][0] == pytest.approx(want)
+    assert frame["mean_abs_vol_shift_vol_points"][1] == pytest.approx(np.abs(shifts[1, opts]).mean() * 100.0)

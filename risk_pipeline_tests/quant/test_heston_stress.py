@@ -236,3 +236,123 @@ def test_vol_shifts_shared_pairs_are_every_pair_priced_bit_for_bit(monkeypatch: 
     still = (moves[:, sym] == 0.0) & (opt & (sym != 1))[None, :]
     assert np.all(got[still] == 0.0)
     assert np.all(got[:, opt & (sym == 1)][moves[:, 1] == 0.0] != 0.0)
+
+
+def _far_strike_book(quantity: np.ndarray | None = None) -> Portfolio:
+    """15-day options on one name (spot 100): calls at strikes 100 to 150, puts at 60 to 95, so that a large move
+    leaves some far out of the money (nothing left to invert) while the others keep a model; a second name without
+    a model."""
+    strike = np.concatenate([np.linspace(100.0, 150.0, 11), np.linspace(60.0, 95.0, 8), [50.0]])
+    n = strike.size
+    return Portfolio(
+        symbols=("AAA", "BBB"), spot=np.array([100.0, 50.0]), symbol_index=np.r_[np.zeros(n - 1, int), 1],
+        quantity=np.ones(n) if quantity is None else quantity, multiplier=100.0, is_option=np.ones(n, bool),
+        is_call=strike >= 100.0, strike=strike, time_years=np.full(n, 15.0 / 365.0), implied_vol=0.3, rate=0.03,
+        dividend_yield=0.01,
+    )  # fmt: skip
+
+
+#: A 500-name fit with a fat right wing (xi 1.57) whose 15-day calls had no price left after a -60 % move.
+FAT_WING = np.array([[0.020112, 2.142368, 0.286029, 1.573742, -0.166322], np.full(5, np.nan)])
+FAR_MOVES = np.array([[-0.6, 0.1], [-0.3, 0.0], [-0.1, 0.0], [0.0, 0.0], [0.1, 0.0], [0.3, 0.0], [0.6, 0.0]])
+
+
+def _otm_prices(portfolio: Portfolio, params: np.ndarray, moves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each (scenario, option) pair's Heston OTM price per unit forward after the move, priced on its own, and each
+    option's before (``heston_price`` directly; NaN for the name without a model)."""
+    from risk_pipeline.quant.heston import heston_price
+
+    sym, t = portfolio.symbol_index, portfolio.time_years
+    q = params[sym]
+    log_k = np.log(portfolio.strike / portfolio.spot[sym]) - (portfolio.rate - portfolio.dividend_yield) * t
+    after = np.full((moves.shape[0], sym.size), np.nan)
+    for i in range(moves.shape[0]):
+        for j in np.flatnonzero(np.isfinite(q).all(axis=1)):
+            lk = log_k[j] - math.log1p(moves[i, sym[j]])
+            v0 = max(q[j, 0] + q[j, 4] * q[j, 3] * math.log1p(moves[i, sym[j]]), V0_FLOOR)
+            after[i, j] = heston_price(1.0, math.exp(lk), t[j], 0.0, 0.0, lk > 0.0, v0, *q[j, 1:])
+    before = np.full(sym.size, np.nan)
+    for j in np.flatnonzero(np.isfinite(q).all(axis=1)):
+        before[j] = heston_price(1.0, math.exp(log_k[j]), t[j], 0.0, 0.0, log_k[j] > 0.0, *q[j])
+    return after, before
+
+
+def test_pairs_below_the_price_floor_keep_their_vol_the_others_their_bits() -> None:
+    """Per (scenario, option) pair: where the Heston OTM price before or after the move is under ``PRICE_FLOOR`` of
+    the forward, shift 0 and flagged; every other pair of the same options keeps the bits of every pair priced on
+    its own (the shifts before the floor); the name without a model gets 0, not flagged. The engine's P&L is
+    Black-Scholes at the moved spot with the market vol on fallback pairs and market vol + shift on the others."""
+    from risk_pipeline.quant.heston_stress import PRICE_FLOOR, heston_vol_shifts_with_fallback
+
+    portfolio = _far_strike_book(np.linspace(-3.0, 3.0, 20))
+    got = heston_vol_shifts_with_fallback(portfolio, FAT_WING, FAR_MOVES)
+    after, before = _otm_prices(portfolio, FAT_WING, FAR_MOVES)
+    modelled = np.isfinite(after)
+    want_fallback = modelled & ((after < PRICE_FLOOR) | (before < PRICE_FLOOR)[None, :])
+    np.testing.assert_array_equal(got.fallback, want_fallback)
+    assert got.fallback[0].sum() >= 10 and 0 < got.fallback[1:].sum()  # the crash, and pairs of other scenarios
+    mixed = got.fallback.any(axis=0) & (~got.fallback & (got.shift != 0.0)).any(axis=0)
+    assert mixed.sum() >= 10  # options with a fallback pair keep their model shifts elsewhere
+    assert np.all(got.shift[got.fallback] == 0.0) and np.all(got.shift[:, ~modelled[0]] == 0.0)
+    assert np.all(np.isfinite(got.shift))
+    assert after[got.fallback].min() < 1e-16  # some of them in the series' rounding, where the old rule flipped
+    every = _shifts_every_pair_priced(portfolio, FAT_WING, FAR_MOVES)
+    keep = modelled & ~want_fallback
+    assert got.shift[keep].tobytes() == every[keep].tobytes()
+    assert heston_vol_shifts(portfolio, FAT_WING, FAR_MOVES).tobytes() == got.shift.tobytes()
+
+    scenarios = ScenarioSet(spot_shock_rel=FAR_MOVES, vol_shift_abs=got.shift, vol_shift_per_position=True)
+    pnl = evaluate(portfolio, scenarios).pnl
+    for i in range(FAR_MOVES.shape[0]):
+        want = 0.0
+        for j in range(portfolio.n_positions):
+            s0 = portfolio.spot[portfolio.symbol_index[j]]
+            move = FAR_MOVES[i, portfolio.symbol_index[j]]
+            args = (portfolio.strike[j], portfolio.time_years[j], 0.03, 0.01)
+            call = bool(portfolio.is_call[j])
+            vol = 0.3 + (0.0 if got.fallback[i, j] else got.shift[i, j])
+            want += (
+                portfolio.quantity[j] * 100.0 * (_bsm(s0 * (1 + move), *args, vol, call) - _bsm(s0, *args, 0.3, call))
+            )
+        assert pnl[i] == pytest.approx(want, rel=1e-9, abs=1e-9)
+
+
+def test_fallback_pairs_are_worth_nothing_at_either_vol() -> None:
+    """A fallback pair's out-of-the-money option at the moved spot is worth under ``PRICE_FLOOR`` of the forward
+    under the model, and under the market vol too: the rule moves its value by less than that."""
+    from risk_pipeline.quant.heston_stress import PRICE_FLOOR, heston_vol_shifts_with_fallback
+
+    portfolio = _far_strike_book()
+    got = heston_vol_shifts_with_fallback(portfolio, FAT_WING, FAR_MOVES)
+    after, _ = _otm_prices(portfolio, FAT_WING, FAR_MOVES)
+    for i, j in zip(*np.nonzero(got.fallback), strict=True):
+        spot = 100.0 * (1.0 + FAR_MOVES[i, 0])
+        k, t = portfolio.strike[j], portfolio.time_years[j]
+        fwd = spot * math.exp(0.02 * t)
+        otm_call = k > fwd
+        market = _bsm(spot, k, t, 0.03, 0.01, 0.3, otm_call)
+        if after[i, j] < PRICE_FLOOR:  # the model's time value after the move
+            assert market < PRICE_FLOOR * fwd and after[i, j] * fwd < PRICE_FLOOR * fwd
+
+
+@pytest.mark.parametrize("eps", [1e-9, -1e-9])
+def test_a_1e9_change_of_the_parameters_moves_no_pair_across_the_floor(eps: float) -> None:
+    """The same far strikes with every Heston parameter times 1 + eps: the same fallback pairs, shifts within 1e-5
+    of a vol (0.001 vol points: a price a little above the floor carries the series' error of about 1e-14 of the
+    forward, which moves with the COS grid) and the P&L within 1e-8 relative (the rule it replaced dropped a whole
+    option when a price of 0 became 1e-20, so 1e-9 of the parameters moved a 500-name book's P&L by up to 7.8e-4
+    relative)."""
+    from risk_pipeline.quant.heston_stress import heston_vol_shifts_with_fallback
+
+    portfolio = _far_strike_book(np.linspace(-3.0, 3.0, 20))
+    base = heston_vol_shifts_with_fallback(portfolio, FAT_WING, FAR_MOVES)
+    moved = heston_vol_shifts_with_fallback(portfolio, FAT_WING * (1.0 + eps), FAR_MOVES)
+    np.testing.assert_array_equal(moved.fallback, base.fallback)
+    np.testing.assert_allclose(moved.shift, base.shift, rtol=0.0, atol=1e-5)
+
+    def pnl(shift: np.ndarray) -> np.ndarray:
+        return evaluate(
+            portfolio, ScenarioSet(spot_shock_rel=FAR_MOVES, vol_shift_abs=shift, vol_shift_per_position=True)
+        ).pnl
+
+    np.testing.assert_allclose(pnl(moved.shift), pnl(base.shift), rtol=1e-8)

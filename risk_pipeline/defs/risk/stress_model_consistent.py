@@ -20,7 +20,7 @@ from risk_pipeline.defs.common import (
 from risk_pipeline.defs.risk.var import book_portfolio, book_slices
 from risk_pipeline.errors import RiskDataError
 from risk_pipeline.paths import SCENARIOS_FILE
-from risk_pipeline.quant.heston_stress import heston_vol_shifts
+from risk_pipeline.quant.heston_stress import heston_vol_shifts_with_fallback
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.sabr_dynamics import sabr_vol_shifts
 from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate
@@ -41,14 +41,20 @@ def revalue_with_shifts(
     portfolio: Portfolio, sc: ScenarioSet, shifts: np.ndarray, covered: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Full-revaluation P&L of the library's spot and rate moves with per-position vol ``shifts``, and the mean
-    absolute shift over the ``covered`` options per scenario (vol points; 0 without any)."""
+    absolute shift over the ``covered`` options per scenario (vol points; 0 without any): ``covered`` per position,
+    or per (scenario, position) pair."""
     moved = ScenarioSet(
         spot_shock_rel=sc.spot_shock_rel,
         vol_shift_abs=shifts,
         rate_shift_abs=sc.rate_shift_abs,
         vol_shift_per_position=True,
     )
-    mean = np.abs(shifts[:, covered]).mean(axis=1) * 100.0 if covered.any() else np.zeros(sc.n_scenarios)
+    if covered.ndim == 2:
+        n = covered.sum(axis=1)
+        total = np.where(covered, np.abs(shifts), 0.0).sum(axis=1)
+        mean = np.where(n > 0, total / np.maximum(n, 1), 0.0) * 100.0
+    else:
+        mean = np.abs(shifts[:, covered]).mean(axis=1) * 100.0 if covered.any() else np.zeros(sc.n_scenarios)
     return evaluate(portfolio, moved, 0.0).pnl, mean
 
 
@@ -69,13 +75,12 @@ def book_rows(
     items = list(library.scenarios)
     sc = scenario_set(portfolio, items, betas, sectors)
     params = heston.reindex(symbols)[PARAMS].to_numpy(float)
-    shifts = heston_vol_shifts(portfolio, params, sc.spot_shock_rel)
-    # an option whose Heston vol cannot be implied in some scenario (a short-dated far out-of-the-money strike:
-    # no time value left to invert) keeps its vol and counts as without a model
-    inverted = np.isfinite(shifts).all(axis=0)
-    shifts = np.where(inverted, shifts, 0.0)
-    modelled = portfolio.is_option & np.isfinite(params[portfolio.symbol_index]).all(axis=1) & inverted
-    pnl, mean_shift = revalue_with_shifts(portfolio, sc, shifts, modelled)
+    # a (scenario, option) pair whose Heston price before or after the move is below what can be inverted (a
+    # short-dated strike far out of the money after the move: under heston_stress.PRICE_FLOOR of the forward) keeps
+    # its market vol in that scenario only, and is left out of that scenario's mean shift
+    model = heston_vol_shifts_with_fallback(portfolio, params, sc.spot_shock_rel)
+    modelled = portfolio.is_option & np.isfinite(params[portfolio.symbol_index]).all(axis=1)
+    pnl, mean_shift = revalue_with_shifts(portfolio, sc, model.shift, modelled[None, :] & ~model.fallback)
     ids = [s.scenario_id for s in items]
     sabr_part: dict[str, Any] = {}
     if sabr is not None:
@@ -102,6 +107,7 @@ def book_rows(
             "options_without_model": int((portfolio.is_option & ~modelled).sum()),
             "nav": nav,
             **sabr_part,
+            "options_model_fallback": model.fallback.sum(axis=1).astype(np.int64),
         }
     )
 
