@@ -38,7 +38,9 @@ dividend_shift_abs[j, s]`` (absolute shifts); time passes by ``horizon_days`` ca
   nodes and read as the quadratic through the three grids of each factor (no cross term; measured in
   ``test_var_rate_dividend.py`` and ``bench/bench_var_factors.py``); options whose shifted range reaches the
   edge of the never-exercise region, or ``r = q`` (a kink of the boundary) where the grid is more than
-  ``KINK_CHECK_TOL`` of the strike off the exact engine at check points, use the exact engine. Scenario
+  ``KINK_CHECK_TOL`` of the strike off the exact engine at check points, use the exact engine; those reaching
+  ``r = q`` are first tried on a smaller box on one side of it (``KINK_BOX_SHARES``, checked the same way), read
+  from that grid inside it and exactly outside it. Scenario
   sets with callable vol shifts fall back to ``"exact"`` (per-position shift arrays, and ``RowVolShifts`` made
   chunk by chunk, are covered by the grid's vol range).
 
@@ -1688,7 +1690,8 @@ def _with_eep_grid(
     ``f(x_r, x_q) = f + x_r D1_r + x_r^2 D2_r + x_q D1_q + x_q^2 D2_q`` with ``x = shift / h`` (no cross term;
     the BSM part is priced at the shifted rate and yield exactly). Options whose shifted box reaches the edge of
     the never-exercise region, or ``r = q`` (where the boundary at maturity has a kink) unless the grid passes
-    ``_kink_check``, are priced exactly (mode 2).
+    ``_kink_check``, are priced exactly (mode 2); those reaching ``r = q`` are first built again on a box on one side
+    of it (``_one_side_grids``): the scenarios inside it read from that grid, the others exactly.
     """
     return _grid_from_ranges(book, _eep_ranges(book, sc, kept), sc.n_scenarios, sc.moves_carry)
 
