@@ -38,7 +38,9 @@ dividend_shift_abs[j, s]`` (absolute shifts); time passes by ``horizon_days`` ca
   nodes and read as the quadratic through the three grids of each factor (no cross term; measured in
   ``test_var_rate_dividend.py`` and ``bench/bench_var_factors.py``); options whose shifted range reaches the
   edge of the never-exercise region, or ``r = q`` (a kink of the boundary) where the grid is more than
-  ``KINK_CHECK_TOL`` of the strike off the exact engine at check points, use the exact engine. Scenario
+  ``KINK_CHECK_TOL`` of the strike off the exact engine at check points, use the exact engine; those reaching
+  ``r = q`` are first tried on a smaller box on one side of it (``KINK_BOX_SHARES``, checked the same way), read
+  from that grid inside it and exactly outside it. Scenario
   sets with callable vol shifts fall back to ``"exact"`` (per-position shift arrays, and ``RowVolShifts`` made
   chunk by chunk, are covered by the grid's vol range).
 
@@ -1688,7 +1690,8 @@ def _with_eep_grid(
     ``f(x_r, x_q) = f + x_r D1_r + x_r^2 D2_r + x_q D1_q + x_q^2 D2_q`` with ``x = shift / h`` (no cross term;
     the BSM part is priced at the shifted rate and yield exactly). Options whose shifted box reaches the edge of
     the never-exercise region, or ``r = q`` (where the boundary at maturity has a kink) unless the grid passes
-    ``_kink_check``, are priced exactly (mode 2).
+    ``_kink_check``, are priced exactly (mode 2); those reaching ``r = q`` are first built again on a box on one side
+    of it (``_one_side_grids``): the scenarios inside it read from that grid, the others exactly.
     """
     return _grid_from_ranges(book, _eep_ranges(book, sc, kept), sc.n_scenarios, sc.moves_carry)
 
@@ -1949,9 +1952,45 @@ def _memo_keys(book: PreparedBook, ranges: _GridRanges, still: BoolArray, moves_
     return np.ascontiguousarray(np.stack(cols, axis=1)).view(np.int64)
 
 
-def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int, moves_carry: bool) -> PreparedBook:
+def _americans_of(book: PreparedBook, idx: IntArray) -> PreparedBook:
+    """The book of the Americans ``idx`` (indices among the Americans) of ``book`` alone, for a grid build of theirs
+    (``_grid_from_ranges``; no Europeans, no stocks read)."""
+    i = book.n_euro + idx
+    return replace(book, n_euro=0, **{f: getattr(book, f)[i] for f in _OPTION_FIELDS})
+
+
+#: The per-option arrays of a ``PreparedBook`` (``_americans_of``).
+_OPTION_FIELDS = (
+    "option_positions",
+    "opt_sym",
+    "units",
+    "log_strike",
+    "strike",
+    "t",
+    "sqrt_t",
+    "carry",
+    "vol",
+    "rate",
+    "div",
+    "w",
+    "call",
+    "dq",
+    "kdr",
+    "base",
+)
+
+
+def _grid_from_ranges(
+    book: PreparedBook, ranges: _GridRanges, n_scenarios: int, moves_carry: bool, *, one_side: bool = False
+) -> PreparedBook:
     """``_with_eep_grid`` from the ranges of a set of ``n_scenarios`` scenarios (``moves_carry``: whether it shifts a
-    rate or a dividend yield)."""
+    rate or a dividend yield).
+
+    An option whose rate and yield box reaches ``r = q`` and fails ``_kink_check`` is built again (on its own, no memo)
+    with its box shrunk to one side of ``r = q`` (``KINK_BOX_SHARES`` of the largest box that stays off it, in
+    proportion to its rate and yield steps), ``one_side``: every option of that build checked by ``_kink_check``,
+    and those that pass are read from that grid inside its smaller box (the scenarios outside it are off the grid:
+    the exact engine), the others priced exactly in every scenario (mode 2) as before."""
     first = book.n_euro
     am = slice(first, None)
     na = book.units.size - first
@@ -1983,6 +2022,7 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
     # the shifted grids: (rate step, yield step) per option; grids at r -+ h_r and at q -+ h_q
     shifted = moves_carry
     steps = np.zeros((na, 2))
+    kinked = np.zeros(0, dtype=np.int64)  # options whose box reaches r = q and fails _kink_check
     variants: list[tuple[int, float, FloatArray, FloatArray, FloatArray, FloatArray]] = []
     if shifted:
         steps[:, 0] = lr
@@ -1994,7 +2034,7 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
         # exact where the box reaches exercise never being optimal (but not everywhere); where it reaches r = q the
         # boundary at maturity, K max(1, r/q) for calls and K min(1, r/q) for puts, has a kink: exact unless the
         # grid passes _kink_check below
-        kink = np.abs(r - q) <= h_r + h_q
+        kink = (np.abs(r - q) <= h_r + h_q) | one_side
         exact = (never | np.any(corners, axis=0)) & ~always
         never = always
         for k in (0, 1):
@@ -2097,17 +2137,18 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
         check = np.flatnonzero(kink & (mode == 1))
         if check.size:
             grids = (coef, bcoef, dcoef, dbcoef, y_lo, (y_hi - y_lo) / (nu - 1), v_lo, (v_hi - v_lo) / (nv - 1))
-            mode[check[~_kink_check(book, check, grids, steps, v_nodes, ls_lo, ls_hi)]] = 2
+            kinked = check[~_kink_check(book, check, grids, steps, v_nodes, ls_lo, ls_hi)]
+            mode[kinked] = 2
     if memo is not None:
         ratio_k = np.stack([v[4] for v in variants]) if variants else np.zeros((0, na, nv))
         bnds = np.stack([bnd] + [v[5] for v in variants]) if memo.boundaries else np.zeros((0, na, nv, 0))
         memo.keep(_MemoBuild(keys, ratio, ratio_k, bnds, node_vals))
-    return replace(
+    out = replace(
         book,
         grid_mode=mode,
         grid_y0=y_lo,
         grid_dy=(y_hi - y_lo) / (nu - 1),
-        grid_v0=v_lo,
+        grid_v0=v_lo.copy(),  # not the caller's ranges: _one_side_grids writes rows of it
         grid_dv=(v_hi - v_lo) / (nv - 1),
         grid_coef=coef,
         grid_bcoef=bcoef,
@@ -2115,6 +2156,54 @@ def _grid_from_ranges(book: PreparedBook, ranges: _GridRanges, n_scenarios: int,
         grid_dcoef=dcoef,
         grid_dbcoef=dbcoef,
     )
+    if kinked.size and not one_side:
+        _one_side_grids(out, ranges, n_scenarios, kinked[r[kinked] != q[kinked]])
+    return out
+
+
+#: ``_grid_from_ranges``: an option failing ``_kink_check`` is tried again on rate and yield boxes of these shares of
+#: the largest box on one side of ``r = q`` (its steps ``h_r + h_q = |r - q|``), the next only if the last failed too.
+KINK_BOX_SHARES = (0.9, 0.45)
+
+
+def _one_side_grids(book: PreparedBook, ranges: _GridRanges, n_scenarios: int, todo: IntArray) -> None:
+    """The Americans ``todo`` (mode 2 in ``book``'s grid: their box reaches ``r = q`` and failed ``_kink_check``) built
+    again on their own, each on a box shrunk to one side of ``r = q`` (``KINK_BOX_SHARES``); the rows of those whose
+    grid then passes ``_kink_check`` written into ``book``'s grid arrays in place (mode 1: the scenarios inside the
+    smaller box are read from it, the others are off the grid)."""
+    am = slice(book.n_euro, None)
+    r, q = book.rate[am], book.div[am]
+    for share in KINK_BOX_SHARES:
+        if not todo.size:
+            return
+        h = ranges.lr[todo] + ranges.lq[todo]
+        scale = share * np.abs(r[todo] - q[todo]) / h
+        sub_ranges = _GridRanges(
+            *(getattr(ranges, f)[todo] for f in ("v_lo", "v_hi", "ls_lo", "ls_hi")),
+            ranges.lr[todo] * scale,
+            ranges.lq[todo] * scale,
+        )
+        with grid_memo(None):
+            sub = _grid_from_ranges(_americans_of(book, todo), sub_ranges, n_scenarios, True, one_side=True)
+        ok = sub.grid_mode == 1
+        for f in _GRID_FIELDS:
+            getattr(book, f)[todo[ok]] = getattr(sub, f)[ok]
+        todo = todo[~ok]
+
+
+#: The per-American grid arrays of a ``PreparedBook`` built with rate or yield shifts (``_one_side_grids``).
+_GRID_FIELDS = (
+    "grid_mode",
+    "grid_y0",
+    "grid_dy",
+    "grid_v0",
+    "grid_dv",
+    "grid_coef",
+    "grid_bcoef",
+    "grid_step",
+    "grid_dcoef",
+    "grid_dbcoef",
+)
 
 
 # ----------------------------------------------------------------------------------------------

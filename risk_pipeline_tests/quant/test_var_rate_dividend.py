@@ -182,6 +182,66 @@ def test_options_whose_shifts_reach_r_equal_q_are_checked_against_the_exact_engi
     np.testing.assert_array_equal(evaluate(book, sc, 1.0, american="eep_grid").pnl, evaluate(book, sc, 1.0).pnl)
 
 
+def test_options_failing_the_kink_check_are_read_from_a_grid_on_one_side_of_r_equal_q(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An option whose rate and yield box reaches ``r = q`` and fails the kink check is built again on a box on one
+    side of ``r = q``: inside it the grid is within the grid's tolerance of the exact engine and QuantLib, outside it
+    the exact engine prices it; every other option's grid and P&L are the same bits as without the rebuild."""
+    rng = np.random.default_rng(5)
+    n = 12
+    spot = np.array([100.0, 50.0])
+    sym = np.arange(n) % 2
+    book = Portfolio(
+        symbols=("A", "B"), spot=spot, symbol_index=sym, quantity=np.ones(n), multiplier=1.0, is_option=True,
+        is_call=np.arange(n) % 3 != 0, strike=spot[sym] * np.exp(rng.uniform(-0.25, 0.1, n)),
+        time_years=rng.choice([11, 37, 37, 183, 365], n) / 365.0, implied_vol=rng.uniform(0.15, 0.5, n), rate=0.04297,
+        dividend_yield=np.where(np.arange(n) % 2 == 0, 0.04, 0.0383), is_american=True,
+    )  # fmt: skip
+    m = 2000
+    sc = ScenarioSet(
+        np.expm1(rng.normal(0.0, 0.04, (m, 2))), vol_scale=np.exp(rng.normal(0.0, 0.08, (m, 2))),
+        rate_shift_abs=rng.normal(0.0, 0.0012, m), dividend_shift_abs=rng.normal(0.0, 0.0009, (m, 2)),
+    )  # fmt: skip
+    horizon = 5
+    new = prepare(book, horizon, sc, "eep_grid")
+    grid = _per_option_pnl(book, sc, horizon, "eep_grid")
+    with monkeypatch.context() as mp:
+        mp.setattr(scenario_engine, "KINK_BOX_SHARES", ())  # the code before: such options exact everywhere
+        old = prepare(book, horizon, sc, "eep_grid")
+        before = _per_option_pnl(book, sc, horizon, "eep_grid")
+    rebuilt = (old.grid_mode == 2) & (new.grid_mode == 1)
+    assert np.flatnonzero(rebuilt).tolist() == [1, 5, 7] and np.all(new.grid_mode == 1)
+    gap = np.abs(book.rate - book.dividend_yield)
+    assert np.all(new.grid_step[rebuilt].sum(axis=1) < gap[rebuilt])  # the smaller box stays on one side
+    assert np.all(np.abs(old.grid_step[rebuilt].sum(axis=1)) >= gap[rebuilt])  # the whole box reached r = q
+    for f in ("grid_mode", "grid_y0", "grid_dy", "grid_v0", "grid_dv", "grid_coef", "grid_bcoef", "grid_step"):
+        np.testing.assert_array_equal(getattr(new, f)[~rebuilt], getattr(old, f)[~rebuilt])
+    np.testing.assert_array_equal(grid[:, ~rebuilt], before[:, ~rebuilt])
+    exact = _per_option_pnl(book, sc, horizon, "exact")
+    np.testing.assert_array_equal(before[:, rebuilt], exact[:, rebuilt])  # before: the exact engine in every scenario
+    assert sc.rate_shift_abs is not None and sc.dividend_shift_abs is not None
+    lim = new.grid_step * (1.0 + 1e-9)
+    inside = (np.abs(sc.rate_shift_abs)[:, None] <= lim[None, :, 0]) & (
+        np.abs(sc.dividend_shift_abs[:, sym]) <= lim[None, :, 1]
+    )
+    cells = inside & rebuilt[None, :]
+    outside = ~inside & rebuilt[None, :]
+    assert 0.4 < cells.sum() / (m * 3) < 0.95  # most scenarios read from the grid, some still exact
+    err = np.abs(grid - exact) / book.strike
+    assert np.max(err[cells]) < GRID_TOL_PER_STRIKE  # measured 2.4e-5
+    np.testing.assert_allclose(grid[outside], exact[outside], rtol=0.0, atol=1e-10 * book.strike.max())
+    # QuantLib on the rebuilt options' first 150 scenarios (about 1 ms a price)
+    cut = {k: v[rebuilt] for k, v in book.__dict__.items() if isinstance(v, np.ndarray) and v.shape == (n,)}
+    part = Portfolio(**{**book.__dict__, **cut, "position_id": None})
+    few = sc.take(0, 150)
+    today = american_price(
+        part.position_spot, part.strike, part.time_years, part.implied_vol, part.rate, part.dividend_yield, part.is_call
+    )
+    oracle = _quantlib_prices(part, few, horizon) - today[None, :]
+    assert np.max((np.abs(grid[:150, rebuilt] - oracle) / part.strike)[cells[:150, rebuilt]]) < GRID_TOL_PER_STRIKE
+
+
 def test_dividend_history_gives_summed_shifts_per_underlying() -> None:
     rng = np.random.default_rng(7)
     n = 60
