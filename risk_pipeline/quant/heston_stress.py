@@ -135,19 +135,6 @@ def _otm_price_vol(
     return price, implied_vol_black76(price, 1.0, np.exp(log_k), t, 0.0, call).vol
 
 
-def _otm_vol(
-    t: FloatArray,
-    log_k: FloatArray,
-    v0: FloatArray,
-    kappa: FloatArray,
-    theta: FloatArray,
-    xi: FloatArray,
-    rho: FloatArray,
-) -> FloatArray:
-    """Black vol of the OTM Heston price at ``ln(K/F)`` per element (parameters per element)."""
-    return _otm_price_vol(t, log_k, v0, kappa, theta, xi, rho)[1]
-
-
 def _usable(price: FloatArray, vol: FloatArray) -> np.ndarray:
     """Whether a Heston price is at least ``PRICE_FLOOR`` and its vol finite (module docstring)."""
     return (price >= PRICE_FLOOR) & np.isfinite(vol)
@@ -201,7 +188,7 @@ def heston_vol_shifts_with_fallback(portfolio: Portfolio, params: ArrayLike, spo
         # an option's Heston vol after a move depends on the move only through (ln(K/F'), v0'): a pair whose two are
         # the bits of the option's before (a scenario that leaves its spot alone) takes its before vol, and pairs of
         # one option with the same two bits (scenarios moving its spot alike) one price; the rest priced as before,
-        # each price being its own (``_otm_vol`` element by element), so every vol keeps its bits
+        # each price being its own (``_otm_price_vol`` element by element), so every vol keeps its bits
         new, first, inverse = _distinct_pairs(log_k_after, v0_after, log_k[a:b], qb[:, 0])
         after = np.broadcast_to(before, shape).ravel()  # a copy
         usable = np.broadcast_to(_usable(before_price, before), shape).ravel()  # a copy

@@ -190,7 +190,10 @@ def test_vol_shifts_in_blocks_are_the_whole_book_bits(monkeypatch: pytest.Monkey
 
 def _shifts_every_pair_priced(portfolio: Portfolio, params: np.ndarray, moves: np.ndarray) -> np.ndarray:
     """``heston_vol_shifts`` as it was before pairs were shared: every (scenario, option) pair priced, one call."""
-    from risk_pipeline.quant.heston_stress import _otm_vol
+    from risk_pipeline.quant.heston_stress import _otm_price_vol
+
+    def _otm_vol(*args: np.ndarray) -> np.ndarray:
+        return _otm_price_vol(*args)[1]
 
     out = np.zeros((moves.shape[0], portfolio.quantity.size))
     sym = portfolio.symbol_index
