@@ -2504,10 +2504,10 @@ def evaluate_on_one_grid(
     ranges = _eep_ranges(book, sets[0], kept[0])
     for sc, k in zip(sets[1:], kept[1:], strict=True):
         r = _eep_ranges(book, sc, k)
-        for f, pick in (("v_lo", np.minimum), ("v_hi", np.maximum), ("ls_lo", np.minimum), ("ls_hi", np.maximum)):
+        for f, pick in (("v_lo", np.minimum), ("ls_lo", np.minimum), ("v_hi", np.maximum), ("ls_hi", np.maximum)):
             pick(getattr(ranges, f), getattr(r, f), out=getattr(ranges, f))
-        np.maximum(ranges.lr, r.lr, out=ranges.lr)
-        np.maximum(ranges.lq, r.lq, out=ranges.lq)
+        for f in ("lr", "lq"):
+            np.maximum(getattr(ranges, f), getattr(r, f), out=getattr(ranges, f))
     n = min(sc.n_scenarios for sc in sets)
     book = _grid_from_ranges(book, ranges, n, any(sc.moves_carry for sc in sets))
     return [

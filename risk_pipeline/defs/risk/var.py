@@ -44,6 +44,7 @@ from risk_pipeline.quant.var import (
     MarketHistory,
     VarConfig,
     VarReport,
+    VarResult,
     compute_var,
     historical_scenarios,
     historical_var_runs,
@@ -200,8 +201,13 @@ def smile_sensitivity(
     # of their own grids')
     alone = ("sticky_strike", "flat")
     shared = [x for x in pairs if x not in (production, alone)]
+    own = [alone] if alone in pairs and alone != production else []
+
+    def var_by_row(results: Sequence[VarResult]) -> dict[tuple[int, float], float]:
+        return {(r.horizon_days, round(r.confidence, 6)): r.var for r in results}
+
     got: dict[tuple[str, str], dict[tuple[int, float], float]] = {}
-    for group in (shared, [x for x in pairs if x == alone != production]):
+    for group in (shared, own):
         if not group:
             continue
         runs = historical_var_runs(
@@ -210,11 +216,10 @@ def smile_sensitivity(
         for (s, t), (res, pnls) in zip(group, runs, strict=True):
             if pnl_out is not None:
                 pnl_out[(s, t)] = pnls
-            got[(s, t)] = {(r.horizon_days, round(r.confidence, 6)): r.var for r in res}
-    prod = [r for r in report.results if r.method == HISTORICAL]
+            got[(s, t)] = var_by_row(res)
     if pnl_out is not None:
         pnl_out[production] = {h: p for (m, h), p in report.scenario_pnl.items() if m == HISTORICAL}
-    got[production] = {(r.horizon_days, round(r.confidence, 6)): r.var for r in prod}
+    got[production] = var_by_row([r for r in report.results if r.method == HISTORICAL])
     by_smile = {name: got[(name, term)] for name in dynamics}
     by_term = {name: got[(smile, name)] for name in terms}
     return {
