@@ -567,6 +567,8 @@ class _SurfaceCos:
         ]
         #: coefficient arrays (put, call) per slice by number of parameter rows, reused (``_cf_block`` fills them)
         self.buffers: dict[int, list[tuple[FloatArray, FloatArray]]] = {}
+        #: the same for ``jacobian``'s five derivative rows
+        self.jacobian_buffers: list[tuple[FloatArray, FloatArray]] | None = None
 
     def _payoff(self, s: int, log_k: FloatArray, call: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Payoff coefficients of the slice's quotes, OTM side: (put rows, call rows), zero on the other rows
@@ -632,6 +634,26 @@ class _SurfaceCos:
         ):
             _cf_block(t, a, w, p, put, call, key, core)
             out[:, quotes] = put @ v_put_t + call @ v_call_t + parity
+        return out
+
+    def jacobian(self, x: FloatArray) -> FloatArray:
+        """Derivatives of the undiscounted prices per unit forward in the calibration coordinates ``x`` (``_to_x``)
+        -> ``(5, quotes)``: the characteristic function's analytic parameter derivatives (``_cf_jacobian_block``)
+        through the same payoff matrices. Zero in a coordinate ``_to_p`` clips."""
+        x = np.asarray(x, dtype=np.float64)
+        p = np.ascontiguousarray(_to_p(x))
+        factor = np.empty(5)
+        factor[:4] = np.where(np.abs(x[:4]) <= 30.0, p[:4], 0.0)
+        factor[4] = RHO_BOUND * (1.0 - math.tanh(x[4]) ** 2)
+        out = np.empty((5, self.size))
+        buffers = self.jacobian_buffers
+        if buffers is None:
+            buffers = self.jacobian_buffers = [(np.empty((5, int(n))), np.empty((5, int(n)))) for n in self.n]
+        for (t, a, w, _key, _core, v_put_t, v_call_t, _parity, quotes), (put, call) in zip(
+            self.slices, buffers, strict=True
+        ):
+            _cf_jacobian_block(t, a, w, p, factor, put, call)
+            out[:, quotes] = put @ v_put_t + call @ v_call_t
         return out
 
 
@@ -756,6 +778,82 @@ def _cf_block(
                 call[r, k] = math.exp(z.real) * math.cos(z.imag)
     if not cached and n > 0:
         key[0], key[1], key[2], key[3] = 1.0, params[0, 1], params[0, 3], params[0, 4]
+
+
+@inner_njit()
+def _log_cf_grad(
+    u: complex, t: float, v0: float, kappa: float, theta: float, xi: float, rho: float, grad: np.ndarray
+) -> complex:
+    """``ln phi(u)`` (``_log_cf``'s formula, not its bits) and its partial derivatives in ``(v0, kappa, theta, xi,
+    rho)`` into ``grad[0:5]``. With ``beta``, ``d`` and ``xi`` the only routes of ``kappa``, ``xi`` and ``rho`` into
+    ``big`` and ``dd`` (``_log_cf_core``): ``d big = B_beta d beta + B_d d d``, likewise ``dd``, with ``d d = (beta d
+    beta + xi d xi (u^2 + i u)) / d`` and ``d beta`` 1, ``-i rho u`` and ``-i xi u`` for ``kappa``, ``xi``,
+    ``rho``."""
+    iu = 1j * u
+    q = u * u + iu
+    beta = kappa - rho * xi * iu
+    d = cmath.sqrt(beta * beta + xi * xi * q)
+    bm = beta - d
+    inv_bp = 1.0 / (beta + d)
+    g = bm * inv_bp
+    e = cmath.exp(-d * t)
+    xi2 = xi * xi
+    h = 1.0 - g * e
+    h1 = 1.0 - g
+    inv_h, inv_h1 = 1.0 / h, 1.0 / h1
+    big = bm * t - 2.0 * cmath.log(h * inv_h1)
+    ratio = (1.0 - e) * inv_h
+    dd = bm / xi2 * ratio
+    # partials in beta and in d (each with the other fixed)
+    g_b = (1.0 - g) * inv_bp
+    g_d = -(1.0 + g) * inv_bp
+    e_d = -t * e
+    h_b = -g_b * e
+    h_d = -(g_d * e + g * e_d)
+    big_b = t - 2.0 * (h_b * inv_h + g_b * inv_h1)
+    big_d = -t - 2.0 * (h_d * inv_h + g_d * inv_h1)
+    dd_b = (ratio - bm * ratio * h_b * inv_h) / xi2
+    dd_d = (-ratio + bm * (-e_d - ratio * h_d) * inv_h) / xi2
+    inv_d = 1.0 / d
+    coef = kappa * theta / xi2
+    # kappa: d beta = 1
+    d_k = beta * inv_d
+    dk = theta / xi2 * big + coef * (big_b + big_d * d_k) + v0 * (dd_b + dd_d * d_k)
+    # xi: d beta = -i rho u, and xi itself
+    b_x = -rho * iu
+    d_x = (beta * b_x + xi * q) * inv_d
+    dx = -2.0 * coef / xi * big + coef * (big_b * b_x + big_d * d_x) + v0 * (dd_b * b_x + dd_d * d_x - 2.0 * dd / xi)
+    # rho: d beta = -i xi u
+    b_r = -xi * iu
+    d_r = beta * b_r * inv_d
+    dr = coef * (big_b * b_r + big_d * d_r) + v0 * (dd_b * b_r + dd_d * d_r)
+    grad[0], grad[1], grad[2], grad[3], grad[4] = dd, dk, kappa / xi2 * big, dx, dr
+    return coef * big + dd * v0
+
+
+@njit(**JIT)
+def _cf_jacobian_block(
+    t: float, a: float, w: float, params: FloatArray, factor: FloatArray, put: FloatArray, call: FloatArray
+) -> None:
+    """Derivatives of both measures' coefficients of one slice (``_cf_block``'s ``Re(phi(u_k - i shift) e^{-i u_k
+    a})``) in the calibration coordinates: ``put[j, k]`` (shift 0), ``call[j, k]`` (shift 1) for parameter ``j``,
+    each partial in ``params`` (shape ``(5,)``) times ``factor[j]`` (``d param_j / d x_j``). ``k = 0``: 0
+    (``phi(0) = phi(-i) = 1``)."""
+    n = put.shape[1]
+    v0, kappa, theta, xi, rho = params[0], params[1], params[2], params[3], params[4]
+    grad = np.empty(5, dtype=np.complex128)
+    for j in range(5):
+        put[j, 0] = 0.0
+        call[j, 0] = 0.0
+    for k in range(1, n):
+        u = k * math.pi / w
+        iua = 1j * u * a
+        for m in range(2):
+            z = _log_cf_grad(u - 1j * float(m), t, v0, kappa, theta, xi, rho, grad) - iua
+            ez = cmath.exp(z)
+            out = put if m == 0 else call
+            for j in range(5):
+                out[j, k] = (ez * grad[j]).real * factor[j]
 
 
 #: MINPACK's limit on residual evaluations, as ``least_squares(method="lm")`` sets it for 5 parameters (``100 n``).
@@ -913,7 +1011,6 @@ def calibrate_heston(
     if initial is None:
         initial = initial_guess(t_slice, slice_of, lk, vol)
     x = _to_x(initial.as_array())
-    step = 1e-6
     iterations, converged = 0, False
     # the first of two or more rounds is a coarse stage: grids sized for the start's variances with the small vol of
     # variance and rho of _FIRST_GRID (fewer terms) and MINPACK's tolerances at _FIRST_TOLERANCE
@@ -938,11 +1035,7 @@ def calibrate_heston(
             return weight * (surf.prices(_to_p(x_)[None, :])[0] - market)
 
         def jacobian(x_: FloatArray, surf: _SurfaceCos = surf) -> FloatArray:
-            pts = np.repeat(x_[None, :], 10, axis=0)
-            pts[np.arange(5) * 2, np.arange(5)] += step
-            pts[np.arange(5) * 2 + 1, np.arange(5)] -= step
-            pr = surf.prices(_to_p(pts))
-            return (weight * (pr[0::2] - pr[1::2]) / (2.0 * step)).T
+            return (weight * surf.jacobian(x_)).T
 
         tol = _FIRST_TOLERANCE if round_ == 0 and rounds > 1 else _TOLERANCE
         x, nfev, converged = _levenberg_marquardt(residuals, jacobian, x, tol)
