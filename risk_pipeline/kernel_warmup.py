@@ -235,8 +235,8 @@ END_OF_DAY_SIGNATURES: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "risk_pipeline.quant.heston",
-        "_cf_block",
-        "float64, float64, float64, A(float64, 2), A(float64, 2), A(float64, 2), A(float64, 1), A(complex128, 2)",
+        "_cf_jacobian_block",
+        "float64, float64, float64, A(float64, 1), A(float64, 1), A(float64, 2), A(float64, 2)",
     ),
     (
         "risk_pipeline.quant.heston",

@@ -32,11 +32,11 @@ dZ``, ``dW dZ = rho dt``, ``v(0) = v0``.
   (logs of the positive parameters, ``atanh rho``). Residuals are
   vega-scaled price differences (``(model - quote) / vega`` ~ vol error, weighted by ``sqrt(vega / max vega)``
   as the SVI and SABR fits are). With each slice's COS grid held fixed, price = (payoff matrix) x
-  (characteristic-function coefficients), so the Jacobian comes from central differences of ``phi`` alone: one
-  vectorized evaluation for the 10 shifted parameter points. ``v0`` and ``theta`` enter ``ln phi`` only through its
-  last products, so the 4 points shifted in them share the costly part (complex square root, exponential, logarithm,
-  divisions) of the unshifted point, which each slice keeps from the residual evaluation just before (same
-  operations, same bits: 6 of the 10 points cost a full evaluation). The start (``initial_guess``) is read from the
+  (characteristic-function coefficients), so the Jacobian is the payoff matrices times the coefficients' analytic
+  derivatives in the parameters (``_log_cf_grad``: ``ln phi``'s partials through ``beta``, ``d`` and ``xi``, a
+  few complex multiplications and divisions beside the one square root, exponential and logarithm), taken in the
+  same pass as the residuals (``_cf_jacobian_block``): MINPACK asks for the Jacobian at the point whose residuals
+  it evaluated last. The start (``initial_guess``) is read from the
   same quotes by small vol-of-vol expansions (ATM variance term structure, ATM skews, the shortest slice's
   curvature). Two rounds: the first is coarse (grids sized for the start's variances with ``xi`` 0.5 and ``rho``
   -0.5, fewer cosine terms; MINPACK's tolerances 1e-6), the second re-centres the grids on the first round's
@@ -636,24 +636,26 @@ class _SurfaceCos:
             out[:, quotes] = put @ v_put_t + call @ v_call_t + parity
         return out
 
-    def jacobian(self, x: FloatArray) -> FloatArray:
-        """Derivatives of the undiscounted prices per unit forward in the calibration coordinates ``x`` (``_to_x``)
-        -> ``(5, quotes)``: the characteristic function's analytic parameter derivatives (``_cf_jacobian_block``)
-        through the same payoff matrices. Zero in a coordinate ``_to_p`` clips."""
+    def prices_and_jacobian(self, x: FloatArray) -> FloatArray:
+        """Undiscounted prices per unit forward at the calibration coordinates ``x`` (``_to_x``) in row 0 and their
+        derivatives in ``x`` in rows 1-5 -> ``(6, quotes)``: one pass of the characteristic function with its
+        analytic parameter derivatives (``_cf_jacobian_block``) through the same payoff matrices. Zero in a
+        coordinate ``_to_p`` clips."""
         x = np.asarray(x, dtype=np.float64)
         p = np.ascontiguousarray(_to_p(x))
         factor = np.empty(5)
         factor[:4] = np.where(np.abs(x[:4]) <= 30.0, p[:4], 0.0)
         factor[4] = RHO_BOUND * (1.0 - math.tanh(x[4]) ** 2)
-        out = np.empty((5, self.size))
+        out = np.empty((6, self.size))
         buffers = self.jacobian_buffers
         if buffers is None:
-            buffers = self.jacobian_buffers = [(np.empty((5, int(n))), np.empty((5, int(n)))) for n in self.n]
-        for (t, a, w, _key, _core, v_put_t, v_call_t, _parity, quotes), (put, call) in zip(
+            buffers = self.jacobian_buffers = [(np.empty((6, int(n))), np.empty((6, int(n)))) for n in self.n]
+        for (t, a, w, _key, _core, v_put_t, v_call_t, parity, quotes), (put, call) in zip(
             self.slices, buffers, strict=True
         ):
             _cf_jacobian_block(t, a, w, p, factor, put, call)
             out[:, quotes] = put @ v_put_t + call @ v_call_t
+            out[0, quotes] += parity[0]
         return out
 
 
@@ -835,16 +837,19 @@ def _log_cf_grad(
 def _cf_jacobian_block(
     t: float, a: float, w: float, params: FloatArray, factor: FloatArray, put: FloatArray, call: FloatArray
 ) -> None:
-    """Derivatives of both measures' coefficients of one slice (``_cf_block``'s ``Re(phi(u_k - i shift) e^{-i u_k
-    a})``) in the calibration coordinates: ``put[j, k]`` (shift 0), ``call[j, k]`` (shift 1) for parameter ``j``,
-    each partial in ``params`` (shape ``(5,)``) times ``factor[j]`` (``d param_j / d x_j``). ``k = 0``: 0
-    (``phi(0) = phi(-i) = 1``)."""
+    """Both measures' coefficients of one slice (``_cf_block``'s ``Re(phi(u_k - i shift) e^{-i u_k a})``, the same
+    formula, not its bits) in row 0 and their derivatives in the calibration coordinates in rows ``1 + j``:
+    ``put`` (shift 0), ``call`` (shift 1), each partial in parameter ``j`` of ``params`` (shape ``(5,)``) times
+    ``factor[j]`` (``d param_j / d x_j``). ``k = 0``: 1 and 0 (``phi(0) = phi(-i) = 1``)."""
     n = put.shape[1]
     v0, kappa, theta, xi, rho = params[0], params[1], params[2], params[3], params[4]
     grad = np.empty(5, dtype=np.complex128)
-    for j in range(5):
-        put[j, 0] = 0.0
-        call[j, 0] = 0.0
+    if n > 0:
+        put[0, 0] = 1.0
+        call[0, 0] = 1.0
+        for j in range(5):
+            put[1 + j, 0] = 0.0
+            call[1 + j, 0] = 0.0
     for k in range(1, n):
         u = k * math.pi / w
         iua = 1j * u * a
@@ -852,8 +857,9 @@ def _cf_jacobian_block(
             z = _log_cf_grad(u - 1j * float(m), t, v0, kappa, theta, xi, rho, grad) - iua
             ez = cmath.exp(z)
             out = put if m == 0 else call
+            out[0, k] = ez.real
             for j in range(5):
-                out[j, k] = (ez * grad[j]).real * factor[j]
+                out[1 + j, k] = (ez * grad[j]).real * factor[j]
 
 
 #: MINPACK's limit on residual evaluations, as ``least_squares(method="lm")`` sets it for 5 parameters (``100 n``).
@@ -1031,11 +1037,18 @@ def calibrate_heston(
                     t_slice, slice_of, lk, call, _to_p(x)[None, :], l_std, cf_tolerance, (grid_a, grid_b, grid_n)
                 )
 
-        def residuals(x_: FloatArray, surf: _SurfaceCos = surf) -> FloatArray:
-            return weight * (surf.prices(_to_p(x_)[None, :])[0] - market)
+        # MINPACK asks for the Jacobian at the point whose residuals it evaluated last: both from one pass there
+        last: dict[bytes, FloatArray] = {}
 
-        def jacobian(x_: FloatArray, surf: _SurfaceCos = surf) -> FloatArray:
-            return (weight * surf.jacobian(x_)).T
+        def residuals(x_: FloatArray, surf: _SurfaceCos = surf, last: dict[bytes, FloatArray] = last) -> FloatArray:
+            both = surf.prices_and_jacobian(x_)
+            last.clear()
+            last[np.asarray(x_, dtype=np.float64).tobytes()] = both[1:]
+            return weight * (both[0] - market)
+
+        def jacobian(x_: FloatArray, surf: _SurfaceCos = surf, last: dict[bytes, FloatArray] = last) -> FloatArray:
+            d = last.get(np.asarray(x_, dtype=np.float64).tobytes())
+            return (weight * (surf.prices_and_jacobian(x_)[1:] if d is None else d)).T
 
         tol = _FIRST_TOLERANCE if round_ == 0 and rounds > 1 else _TOLERANCE
         x, nfev, converged = _levenberg_marquardt(residuals, jacobian, x, tol)

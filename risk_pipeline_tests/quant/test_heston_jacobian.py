@@ -1,5 +1,5 @@
 """The calibration's Jacobian from the characteristic function's analytic parameter derivatives
-(``_SurfaceCos.jacobian``): against central differences of QuantLib's ``AnalyticHestonEngine`` prices (the oracle),
+(``_SurfaceCos.prices_and_jacobian``): against central differences of QuantLib's ``AnalyticHestonEngine`` prices (the oracle),
 against central differences of the surface's own COS prices, and the fits against MINPACK's own forward-difference
 ``lmdif`` (``least_squares(method="lm")`` without a Jacobian) on the same residuals."""
 
@@ -54,7 +54,7 @@ def test_jacobian_matches_central_differences_of_quantlib_prices(params: tuple[f
     t_slice, slice_of, lk, call = _surface()
     p = np.array(params)
     surf = heston._SurfaceCos(t_slice, slice_of, lk, call, p[None, :], 12.0, 1e-12)
-    jac = surf.jacobian(heston._to_x(p))
+    jac = surf.prices_and_jacobian(heston._to_x(p))[1:]
     t = t_slice[slice_of]
     h = 1e-4
     for j in range(5):  # d price / d x_j = d price / d p_j * d p_j / d x_j
@@ -73,7 +73,10 @@ def test_jacobian_matches_central_differences_of_the_surface_prices(params: tupl
     p = np.array(params)
     surf = heston._SurfaceCos(t_slice, slice_of, lk, call, p[None, :], 12.0, 1e-10)
     x = heston._to_x(p)
-    jac = surf.jacobian(x)
+    both = surf.prices_and_jacobian(x)
+    jac = both[1:]
+    # row 0: the prices, as ``prices`` gives them (the same formula, other operations)
+    np.testing.assert_allclose(both[0], surf.prices(p[None, :])[0], rtol=1e-10, atol=1e-15)
     step = 1e-5
     pts = np.repeat(x[None, :], 10, axis=0)
     pts[np.arange(5) * 2, np.arange(5)] += step
@@ -90,7 +93,7 @@ def test_jacobian_is_zero_in_a_clipped_coordinate() -> None:
     surf = heston._SurfaceCos(t_slice, slice_of, lk, call, p[None, :], 12.0, 1e-10)
     x = heston._to_x(p)
     x[1] = -31.0  # kappa = e^-30 (clipped), as _to_p reads it
-    jac = surf.jacobian(x)
+    jac = surf.prices_and_jacobian(x)[1:]
     assert np.all(jac[1] == 0.0) and np.all(np.abs(jac[0]) > 0.0)
 
 
