@@ -1,7 +1,8 @@
-"""The calibration's Jacobian from the characteristic function's analytic parameter derivatives
-(``_SurfaceCos.prices_and_jacobian``): against central differences of QuantLib's ``AnalyticHestonEngine`` prices (the oracle),
-against central differences of the surface's own COS prices, and the fits against MINPACK's own forward-difference
-``lmdif`` (``least_squares(method="lm")`` without a Jacobian) on the same residuals."""
+"""The calibration's Jacobian from the characteristic function's analytic parameter derivatives, in one pass with
+the prices (``_SurfaceCos.prices_and_jacobian``): against central differences of QuantLib's
+``AnalyticHestonEngine`` prices (the oracle), against central differences of the surface's own COS prices, and the
+fits against MINPACK's own forward-difference ``lmdif`` (``least_squares(method="lm")`` without a Jacobian) on the
+same residuals."""
 
 from __future__ import annotations
 
