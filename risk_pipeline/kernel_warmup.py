@@ -369,17 +369,23 @@ HISTORY_WARMUP = HistoryKernelWarmup()
 END_OF_DAY_WARMUP = HistoryKernelWarmup(end_of_day_commands(), history_kernels)
 
 
-#: How much ``python -m risk_pipeline.kernel_warmup end-of-day`` lowers its own CPU priority (``os.nice``): the
-#: least, so the history run and its warm-up processes, which start at about the same time, get the cores first.
+#: How much ``python -m risk_pipeline.kernel_warmup end-of-day`` lowers its own CPU priority (``os.nice``): to
+#: the least, so the history run and its warm-up processes, which start at about the same time, get the cores first.
 END_OF_DAY_NICENESS = 19
+
+
+def lower_priority(increment: int = END_OF_DAY_NICENESS) -> int:
+    """Lower this process's CPU priority by ``increment`` (capped at the least priority); the new niceness (the
+    old one if not permitted: then it compiles at the caller's priority, as before)."""
+    try:
+        return os.nice(increment)
+    except OSError:
+        return os.nice(0)
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == [END_OF_DAY]:
-        try:
-            os.nice(END_OF_DAY_NICENESS)
-        except OSError:  # not permitted here: compiled at the caller's priority, as before
-            pass
+        lower_priority()
         errors = compile_end_of_day_kernels()
         for error in errors:
             print(error, file=sys.stderr)
