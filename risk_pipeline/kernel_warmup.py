@@ -14,7 +14,10 @@ loads the cached code instead of compiling it a second time. ``risk-pipeline`` s
 ``risk-pipeline demo`` also starts ``python -m risk_pipeline.kernel_warmup end-of-day`` at its start
 (``END_OF_DAY_WARMUP``): one process that compiles the end of day's other kernels (``END_OF_DAY_SIGNATURES``: the
 Heston and scenario-engine kernels, for the argument types the demo gives them) beside the demo's setup and
-history run, and that the demo waits for before launching the end of day.
+history run, and that the demo waits for before launching the end of day. That process runs at the lowest CPU
+priority (``END_OF_DAY_NICENESS``): nothing of the history needs it, so it takes the cores the history leaves idle
+(a single-threaded step, the gaps between the kernels of ``atm_vol_history``) instead of a share of the cores the
+history's steps and its own warm-up processes, on the history's critical path, would use.
 
 Nothing changes numerically: the step runs the machine code numba compiled for the same function and argument
 types, loaded from the cache as in every warm run. Nothing is started when every kernel is already on disk;
@@ -366,8 +369,23 @@ HISTORY_WARMUP = HistoryKernelWarmup()
 END_OF_DAY_WARMUP = HistoryKernelWarmup(end_of_day_commands(), history_kernels)
 
 
+#: How much ``python -m risk_pipeline.kernel_warmup end-of-day`` lowers its own CPU priority (``os.nice``): to
+#: the least, so the history run and its warm-up processes, which start at about the same time, get the cores first.
+END_OF_DAY_NICENESS = 19
+
+
+def lower_priority(increment: int = END_OF_DAY_NICENESS) -> int:
+    """Lower this process's CPU priority by ``increment`` (capped at the least priority); the new niceness (the
+    old one if not permitted: then it compiles at the caller's priority, as before)."""
+    try:
+        return os.nice(increment)
+    except OSError:
+        return os.nice(0)
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == [END_OF_DAY]:
+        lower_priority()
         errors = compile_end_of_day_kernels()
         for error in errors:
             print(error, file=sys.stderr)

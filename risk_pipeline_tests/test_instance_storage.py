@@ -1,5 +1,6 @@
 """The embedded instance's tuned SQLite storage, and check verdicts of long session ranges on every session."""
 
+import asyncio
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator
@@ -8,10 +9,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+from dagster._core.loader import LoadingContextForTest
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionResolvedStatus
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 from risk_pipeline import cli
-from risk_pipeline.dagster_storage import TunedSqliteEventLogStorage, TunedSqliteStorage
+from risk_pipeline.dagster_storage import TunedSqliteEventLogStorage, TunedSqliteStorage, _planned_row_event
 from risk_pipeline.defs.common import MAX_SESSIONS_PER_CHECK_FANOUT, PARTITIONS, check_events, session_check_spec
 
 SESSIONS = PARTITIONS.get_partition_keys()[:45]
@@ -209,3 +212,42 @@ def test_batched_events_store_what_event_by_event_storage_stores(
     assert sorted(batches) == [len(SESSIONS), len(SESSIONS) + 2]
     assert states["0"] == states["10000"]
     assert len(states["0"]["check rows"]) == 2 * len(SESSIONS)
+
+
+@dg.asset(
+    partitions_def=PARTITIONS,
+    check_specs=[session_check_spec("prices_positive", asset="toy_broken", blocking=True)],
+)
+def toy_broken(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    raise RuntimeError("the source is down")
+
+
+@pytest.mark.parametrize("keys", [SESSIONS, SESSIONS[:1]], ids=["range", "one session"])
+def test_planned_check_rows_hold_the_planned_event_without_the_ranges_subset(
+    embedded_home: dg.DagsterInstance, keys: list[str]
+) -> None:
+    """A run that fails before its check reports leaves every partition's row planned: over a range each row
+    holds the planned event without its partitions subset (the whole event stays in the event log, where the
+    row points), for one partition Dagster's own row (the whole event); Dagster reads them as before."""
+    instance = embedded_home
+    tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+    result = dg.materialize([toy_broken], instance=instance, tags=tags, raise_on_error=False)
+    assert not result.success
+    key = dg.AssetCheckKey(dg.AssetKey("toy_broken"), "prices_positive")
+    records = instance.event_log_storage.get_asset_check_execution_history(key, limit=1000)
+    assert sorted(r.partition for r in records) == keys
+    logged = instance.get_records_for_run(
+        result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED
+    ).records
+    assert len(logged) == 1
+    whole = logged[0].event_log_entry
+    assert whole.get_dagster_event().asset_check_planned_data.partitions_subset.get_partition_keys() == keys
+    expected = _planned_row_event(whole) if len(keys) > 1 else whole
+    for record in records:
+        assert record.status.value == "PLANNED"
+        assert record.event == expected
+        assert record.event.dagster_event.step_key == "toy_broken"
+        assert record.event.get_dagster_event().asset_check_planned_data.asset_check_key == key
+    assert instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.FAILURE
+    status = asyncio.run(records[0].resolve_status(LoadingContextForTest(instance)))
+    assert status == AssetCheckExecutionResolvedStatus.EXECUTION_FAILED

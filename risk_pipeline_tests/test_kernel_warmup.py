@@ -220,3 +220,21 @@ def test_history_only_switch_leaves_out_the_end_of_day(monkeypatch: pytest.Monke
     history = HistoryKernelWarmup([[sys.executable, "-c", "pass"]])
     assert history.start()
     assert history.wait().startswith("kernels compiled in 1 separate processes")
+
+
+def test_the_end_of_days_warmup_runs_at_the_least_cpu_priority() -> None:
+    """``lower_priority`` (what ``python -m risk_pipeline.kernel_warmup end-of-day`` does first) leaves a process at
+    the least priority, so the history's steps and warm-ups get the cores first; the history's groups do not call it."""
+    import subprocess
+
+    code = "from risk_pipeline import kernel_warmup as k; import os; print(os.nice(0), k.lower_priority())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[1]) == 19 and int(out[0]) <= 19
+    source = Path(kernel_warmup.__file__).read_text()
+    main = source[source.index('if __name__ == "__main__":') :]
+    assert main.index("lower_priority()") < main.index("compile_end_of_day_kernels()")
+    assert (
+        main.index("lower_priority()")
+        < main.index("sys.exit(1 if errors else 0)")
+        < main.index("compile_history_kernels(")
+    )
