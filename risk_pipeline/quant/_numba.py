@@ -41,8 +41,8 @@ Cold compilation (a first run, or any change to this package) is kept short by s
   Python raises ``TypeError`` (its ``.py_func`` runs the Python source). Its IR gets numba's per-function passes
   but not numba's module passes of its own (``HELPER_MODULE_PASSES``): every caller runs the full module passes
   on the linked copy anyway, so each helper was optimized twice. Without ``fastmath`` LLVM keeps every IEEE
-  operation, so the callers' results are the same bits (their machine code differs: the demo's compilations
-  took ... less CPU);
+  operation, so the callers' results are the same bits (their machine code differs); the demo's compilations,
+  replayed cold, took about 10 % less CPU;
 * every function is ``nogil``: numba compiles a library function (``np.empty``, ``min``) once per set of its
   caller's flags, so kernels and helpers with different flags compiled some of them twice.
 
