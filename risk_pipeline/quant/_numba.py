@@ -42,7 +42,7 @@ Cold compilation (a first run, or any change to this package) is kept short by s
   but not numba's module passes of its own (``HELPER_MODULE_PASSES``): every caller runs the full module passes
   on the linked copy anyway, so each helper was optimized twice. Without ``fastmath`` LLVM keeps every IEEE
   operation, so the callers' results are the same bits (their machine code differs); the demo's compilations,
-  replayed cold, took about 10 % less CPU;
+  replayed cold, took 6-10 % less CPU (median 7.7 % at load 3-6);
 * every function is ``nogil``: numba compiles a library function (``np.empty``, ``min``) once per set of its
   caller's flags, so kernels and helpers with different flags compiled some of them twice.
 
