@@ -115,7 +115,11 @@ def test_evaluate_many_prices_every_book_as_a_separate_call() -> None:
         for book, sc, res in zip(books, sets, got, strict=True):
             want = evaluate(book, sc, 2.0, american=american, per_symbol=True)
             assert res.by_symbol is not None and want.by_symbol is not None
-            np.testing.assert_array_equal(res.by_symbol, want.by_symbol)  # same prices, same order of terms
+            if american == "exact":
+                np.testing.assert_array_equal(res.by_symbol, want.by_symbol)  # same prices, same order of terms
+            else:  # a book's grid alone and in the stacked book may round apart: 1 ulp in 1 of 600 cells for some
+                # seeds (2 and 10 with the tables before, 1, 3, 8, 11, 12 with the grid's coarser tables)
+                np.testing.assert_allclose(res.by_symbol, want.by_symbol, rtol=1e-13, atol=1e-12)
             np.testing.assert_allclose(res.pnl, want.pnl, rtol=1e-12, atol=1e-9)
     np.testing.assert_array_equal(
         market_values(stack_portfolios(books)), np.concatenate([market_values(b) for b in books])
