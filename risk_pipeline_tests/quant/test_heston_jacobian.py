@@ -14,7 +14,8 @@ import QuantLib as ql
 from scipy.optimize import least_squares
 
 from risk_pipeline.quant import heston
-from risk_pipeline.quant.heston import HestonParams, calibrate_heston, heston_implied_vol
+from risk_pipeline.quant.heston import calibrate_heston, heston_implied_vol
+from risk_pipeline_tests.quant.test_heston_lm import random_heston_params
 
 CASES = [
     (0.04, 1.5, 0.05, 0.8, -0.7),
@@ -109,13 +110,7 @@ def test_fits_match_minpack_forward_differences(noise: float, monkeypatch: pytes
     rng = np.random.default_rng(23)
     cases = []
     for _ in range(4):
-        p = HestonParams(
-            float(rng.uniform(0.01, 0.12)),
-            float(rng.uniform(0.5, 5.0)),
-            float(rng.uniform(0.01, 0.12)),
-            float(rng.uniform(0.2, 1.2)),
-            float(rng.uniform(-0.9, -0.1)),
-        )
+        p = random_heston_params(rng)
         days = np.array([7, 30, 91, 182, 365])
         t = np.repeat(days / 365.0, 11)
         k = np.tile(np.linspace(-0.3, 0.2, 11), days.size) * np.sqrt(t / 0.25)

@@ -17,14 +17,19 @@ def _least_squares_lm(residuals, jacobian, x0, tol=1e-10):
     return res.x, int(res.nfev), bool(res.success)
 
 
-def _surface(rng: np.random.Generator) -> tuple[HestonParams, np.ndarray, np.ndarray, np.ndarray]:
-    p = HestonParams(
+def random_heston_params(rng: np.random.Generator) -> HestonParams:
+    """Heston parameters drawn from the ranges the fits' tests use."""
+    return HestonParams(
         float(rng.uniform(0.01, 0.12)),
         float(rng.uniform(0.5, 5.0)),
         float(rng.uniform(0.01, 0.12)),
         float(rng.uniform(0.2, 1.2)),
         float(rng.uniform(-0.9, -0.1)),
     )
+
+
+def _surface(rng: np.random.Generator) -> tuple[HestonParams, np.ndarray, np.ndarray, np.ndarray]:
+    p = random_heston_params(rng)
     days = np.sort(rng.choice([2, 7, 14, 30, 60, 91, 182, 365, 730], size=int(rng.integers(2, 7)), replace=False))
     t = np.repeat(days / 365.0, 11)
     k = np.tile(np.linspace(-0.3, 0.2, 11), days.size) * np.sqrt(np.maximum(t, 0.02) / 0.25)
