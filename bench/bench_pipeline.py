@@ -76,6 +76,8 @@ class RunTiming:
     cpu_s: float = 0.0
     #: CPU seconds of the child processes the run started and waited for (the kernel warm-up)
     children_cpu_s: float = 0.0
+    #: CPU seconds of the threads that compiled, over the ``compile_s`` they took (``CompileCpuListener``)
+    compile_cpu_s: float = 0.0
 
     @property
     def outside_s(self) -> float:
@@ -160,9 +162,12 @@ def run_job(
     job = defs.resolve_job_def(job_name)
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     compile_timer = event.TimingListener()
+    event.Listener.register(CompileCpuListener)  # a virtual subclass: numba is imported here, not with this module
+    compile_cpu = CompileCpuListener()
     lock_timer = event.TimingListener()
     with (
         event.install_listener("numba:compile", compile_timer),
+        event.install_listener("numba:compile", compile_cpu),
         event.install_listener("numba:compiler_lock", lock_timer),
     ):
         t0, c0, k0 = time.perf_counter(), process_cpu_s(), children_cpu_s()
@@ -208,7 +213,36 @@ def run_job(
         notes=notes,
         cpu_s=cpu,
         children_cpu_s=child_cpu,
+        compile_cpu_s=compile_cpu.cpu_s,
     )
+
+
+class CompileCpuListener:
+    """CPU seconds of the threads that compiled (outermost ``numba:compile`` events; compilations hold numba's
+    compiler lock, so one runs at a time, started and ended in one thread). The compile wall time also counts what
+    other processes and this process's other threads (their Python shares the GIL with numba's compiler) took from
+    the compiling thread. No allocation in ``on_end``: it runs after the collector is back on."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.began = 0.0
+        self.cpu_s = 0.0
+
+    def on_start(self, ev: Any) -> None:
+        if self.depth == 0:
+            self.began = time.thread_time()
+        self.depth += 1
+
+    def on_end(self, ev: Any) -> None:
+        self.depth -= 1
+        if self.depth == 0:
+            self.cpu_s += time.thread_time() - self.began
+
+    def notify(self, ev: Any) -> None:
+        if ev.is_start:
+            self.on_start(ev)
+        elif ev.is_end:
+            self.on_end(ev)
 
 
 def print_run(label: str, run: RunTiming, calibration: float) -> None:
@@ -231,7 +265,7 @@ def print_run(label: str, run: RunTiming, calibration: float) -> None:
     print(
         f"   numba (this process, not a kernel warm-up process): compile {run.compile_s:.1f} s, "
         f"compile + cache loading {run.compiler_lock_s:.1f} s; "
-        f"peak RSS so far {run.peak_rss_gib:.2f} GiB"
+        f"peak RSS so far {run.peak_rss_gib:.2f} GiB; the compiling threads' CPU {run.compile_cpu_s:.1f} s"
     )
 
 
