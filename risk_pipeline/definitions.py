@@ -10,6 +10,7 @@ Environment variables (all optional; the embedded default needs none):
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -81,3 +82,8 @@ def build_definitions(resources: Mapping[str, Any], executor: dg.ExecutorDefinit
 
 
 defs = build_definitions(resources_from_env())
+
+# Every object made so far (the imported modules, the asset graph, ``defs``) lives as long as the process: in the
+# cyclic collector's permanent generation, a full collection no longer walks them (a 760-session
+# ``price_history_job``: 8 full collections taking 0.40 CPU s instead of 4 taking 1.08 s, on the run's main thread).
+gc.freeze()

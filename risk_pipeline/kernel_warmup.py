@@ -19,6 +19,11 @@ priority (``END_OF_DAY_NICENESS``): nothing of the history needs it, so it takes
 (a single-threaded step, the gaps between the kernels of ``atm_vol_history``) instead of a share of the cores the
 history's steps and its own warm-up processes, on the history's critical path, would use.
 
+Each process ends with ``os._exit`` once its kernels are compiled (``end_process``): the interpreter's teardown,
+about 0.8 CPU s of freeing the compiler's objects, would come before the exit that ``wait`` waits for. The
+history's groups run with the cyclic garbage collector off between compilations too (about 25 MB more memory,
+0.2-0.35 CPU s less).
+
 Nothing changes numerically: the step runs the machine code numba compiled for the same function and argument
 types, loaded from the cache as in every warm run. Nothing is started when every kernel is already on disk;
 if a process fails, the step compiles what is missing itself, as before.
@@ -26,6 +31,7 @@ if a process fails, the step compiles what is missing itself, as before.
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -34,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -383,12 +389,24 @@ def lower_priority(increment: int = END_OF_DAY_NICENESS) -> int:
         return os.nice(0)
 
 
+def end_process(code: int) -> NoReturn:
+    """End this warm-up process with exit status ``code`` at once, without the interpreter's teardown (freeing the
+    compiler's objects: about 0.8 CPU s a process, which ``HistoryKernelWarmup.wait`` would wait for). Numba has
+    written and closed each kernel's cache files when its compilation returned; the output streams are flushed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == [END_OF_DAY]:
         lower_priority()
         errors = compile_end_of_day_kernels()
         for error in errors:
             print(error, file=sys.stderr)
-        sys.exit(1 if errors else 0)
+        end_process(1 if errors else 0)
+    # a history group's process lives about 4 s and ends with os._exit: the cyclic collector's passes outside the
+    # compilations (``_numba`` turns it off within each) take 0.2-0.35 CPU s to free about 25 MB the exit frees
+    gc.disable()
     compile_history_kernels(int(sys.argv[1]) if len(sys.argv) > 1 else None)
-    sys.exit(0)
+    end_process(0)

@@ -235,6 +235,42 @@ def test_the_end_of_days_warmup_runs_at_the_least_cpu_priority() -> None:
     assert main.index("lower_priority()") < main.index("compile_end_of_day_kernels()")
     assert (
         main.index("lower_priority()")
-        < main.index("sys.exit(1 if errors else 0)")
+        < main.index("end_process(1 if errors else 0)")
         < main.index("compile_history_kernels(")
     )
+
+
+def test_end_process_flushes_and_exits_with_its_status() -> None:
+    """``end_process`` ends the process at once with the given status, after what it wrote to stdout and stderr."""
+    import subprocess
+
+    code = (
+        "import sys; from risk_pipeline import kernel_warmup as k; "
+        "print('out'); print('err', file=sys.stderr); k.end_process(3); print('never')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n")
+
+
+def test_a_group_process_leaves_its_kernels_loadable_from_the_cache(tmp_path: Path) -> None:
+    """``python -m risk_pipeline.kernel_warmup 0`` (ended by ``end_process``, without the interpreter's teardown)
+    exits with 0, and a new process with the same cache folder then loads every kernel of that group from it:
+    numba records cache hits and no cache miss (no compilation) for each."""
+    import ast
+    import os
+    import subprocess
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    root = str(Path(kernel_warmup.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    subprocess.run([sys.executable, "-m", "risk_pipeline.kernel_warmup", "0"], env=env, check=True)
+    check = (
+        "from risk_pipeline.quant import american_alo, bsm; from risk_pipeline import kernel_warmup as k; "
+        "k.compile_history_kernels(0); "
+        "kernels = [bsm._greeks_kernel, bsm._price_kernel, american_alo.boundary_kernel, "
+        "american_alo.premium_kernel, american_alo.deterministic_kernel]; "
+        "print([(sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values())) for f in kernels])"
+    )
+    out = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, check=True).stdout
+    stats = ast.literal_eval(out)
+    assert len(stats) == 5 and all(hits >= 1 and misses == 0 for hits, misses in stats), stats
