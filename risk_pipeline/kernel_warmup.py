@@ -287,7 +287,7 @@ END_OF_DAY_SIGNATURES: tuple[tuple[str, str, str], ...] = (
     (
         "risk_pipeline.quant.scenario_engine",
         "_spline_kernel",
-        "A(float64, 3), A(float64, 3, readonly=True), A(float64, 3, readonly=True), A(float64, 5), int64, int64",
+        "A(float64, 3), A(float64, 3, readonly=True), A(float64, 3, readonly=True), A(float64, 6), int64, int64, int64",
     ),
     (
         "risk_pipeline.quant.scenario_engine",

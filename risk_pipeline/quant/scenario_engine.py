@@ -1541,38 +1541,31 @@ def _spline_map(n: int) -> FloatArray:
 _SPLINE_PATH = ["einsum_path", (0, 2), (0, 1)]
 
 
-def _spline_coefficients(vals: FloatArray, out: FloatArray) -> FloatArray:
-    """``np.einsum("lmv,kin,avn->amilk", _spline_map(nv), _spline_map(nu), vals, optimize=True, out=out)`` of the
-    node values ``vals`` ``(options, nv, nu)``: when that einsum contracts the vol nodes first, the same two matrix
-    products as its own (NumPy 2.4's ``bmm_einsum``: the same operands, so the same bits), by ``_spline_kernel``
-    (contiguous ``vals`` and ``out``: the products' FMA chains option by option, no intermediate arrays) or by the
-    matrix products themselves, each intermediate dropped as soon as it is read (the einsum holds them all to the
-    end); else the einsum itself."""
-    na, nv, nu = vals.shape
-    m_v, m_y = _spline_map(nv), _spline_map(nu)
+def _spline_coefficients(vals: FloatArray, out: FloatArray, slot: int | None = None) -> FloatArray:
+    """``np.einsum("lmv,kin,avn->amilk", _spline_map(nv), _spline_map(nu), vals, optimize=True, out=target)`` of the
+    node values ``vals`` ``(options, nv, nu)``, ``target`` ``out`` or, given ``slot``, ``out[:, slot]`` (``out``
+    ``(options, grids, vol cell, y cell, vol power, y power)``, e.g. ``grid_dcoef``); returns ``target``. When that
+    einsum contracts the vol nodes first, the same two matrix products as its own (NumPy 2.4's ``bmm_einsum``: the
+    same operands, so the same bits) by ``_spline_kernel`` (the products' FMA chains option by option, written in
+    place into ``target``: no intermediate arrays, no transposed copies, one compiled signature for both targets);
+    else the einsum itself."""
+    target = out if slot is None else out[:, slot]
+    m_v, m_y = _spline_map(vals.shape[1]), _spline_map(vals.shape[2])
     if np.einsum_path("lmv,kin,avn->amilk", m_v, m_y, vals, optimize=True)[0] != _SPLINE_PATH:
-        return np.einsum("lmv,kin,avn->amilk", m_v, m_y, vals, optimize=True, out=out)
-    if vals.flags.c_contiguous and out.flags.c_contiguous:
-        # the two products' FMA chains option by option, written in place (no intermediate arrays, no transposed
-        # copies): the same bits as OpenBLAS' kernels (_spline_kernel)
-        run_chunked(_spline_kernel, na, vals, m_v, m_y, out)
-        return out
-    # rows (option, y node) x (vol power, vol cell), then rows (vol power, vol cell, option) x (y power, y cell)
-    by_vol = vals.transpose(0, 2, 1).reshape(na * nu, nv) @ m_v.transpose(2, 0, 1).reshape(nv, 4 * (nv - 1))
-    rows = by_vol.reshape(na, nu, 4, nv - 1).transpose(2, 3, 0, 1).reshape(4 * (nv - 1) * na, nu)
-    del by_vol
-    both = rows @ m_y.transpose(2, 0, 1).reshape(nu, 4 * (nu - 1))
-    del rows
-    out[...] = both.reshape(4, nv - 1, na, 4, nu - 1).transpose(2, 1, 4, 0, 3)
-    return out
+        return np.einsum("lmv,kin,avn->amilk", m_v, m_y, vals, optimize=True, out=target)
+    run_chunked(_spline_kernel, vals.shape[0], vals, m_v, m_y, out[:, None] if slot is None else out, slot or 0)
+    return target
 
 
 @njit(**JIT)
-def _spline_kernel(vals: FloatArray, m_v: FloatArray, m_y: FloatArray, out: FloatArray, start: int, stop: int) -> None:
+def _spline_kernel(
+    vals: FloatArray, m_v: FloatArray, m_y: FloatArray, out: FloatArray, slot: int, start: int, stop: int
+) -> None:
     """``_spline_coefficients``' two matrix products for the options ``start .. stop-1`` (``run_chunked``), element by
     element as OpenBLAS' double-precision kernels make them: each entry a chain of fused multiply-adds over the
     shared dimension in index order from 0.0 (the vol nodes, then the y nodes), the first product's entries rounded
-    before the second reads them; written straight into ``out`` ``(options, vol cell, y cell, vol power, y power)``.
+    before the second reads them; written straight into ``out[:, slot]`` (``out`` ``(options, grids, vol cell, y
+    cell, vol power, y power)``).
     Bit for bit the BLAS products where OpenBLAS' kernel sums each entry as one FMA chain in index order (on this
     project's x86-64 machines: the pipeline's tables compared in docs/speed_log.md; test_scenario_engine checks it to
     rounding from 17 to 46,730 options) at a fraction of their memory traffic: no ``(options x 768)`` intermediate
@@ -1594,7 +1587,7 @@ def _spline_kernel(vals: FloatArray, m_v: FloatArray, m_y: FloatArray, out: Floa
                         acc = 0.0
                         for y in range(nu):
                             acc = fused_multiply_add(tmp[vp, vc, y], m_y[yp, yc, y], acc)
-                        out[a, vc, yc, vp, yp] = acc
+                        out[a, slot, vc, yc, vp, yp] = acc
 
 
 def _grid_boundaries(
@@ -2076,11 +2069,12 @@ def _grid_from_ranges(
         q_v: FloatArray,
         out: FloatArray,
         priced: BoolArray | None = None,
+        slot: int | None = None,
     ) -> FloatArray:
         """Premium spline coefficients ``[a, vol cell, y cell, vol power, y power]`` of the grid ``grid`` (0 the
         base, then the rate and yield grids) at rates ``r_v``, ``q_v`` (zero outside mode 1 and, given ``priced``,
-        outside it), written into ``out`` (the einsum's own products, copied into ``out`` instead of a new array in
-        the einsum's internal layout: no strided copy of it afterwards). With the memo, the options found take its
+        outside it), written into ``out`` or, given ``slot``, ``out[:, slot]`` (``_spline_coefficients``: in place,
+        no intermediate arrays). With the memo, the options found take its
         node values and the build's are kept for it."""
         vals = node_vals[grid] if nodes else np.zeros((na, nv, nu))
         take = mode == 1 if priced is None else (mode == 1) & priced
@@ -2097,7 +2091,7 @@ def _grid_from_ranges(
                 bnd_v[fit],
                 *(np.ascontiguousarray((consts[f] if f in consts else getattr(book, f)[am])[fit]) for f in cols),
             )
-        return _spline_coefficients(vals, out)
+        return _spline_coefficients(vals, out, slot)
 
     def boundary(ratio_v: FloatArray) -> FloatArray:
         """ln(S*/K) along vol: cubic spline through the vol nodes (modes 0 and 2 never read it)."""
@@ -2125,7 +2119,7 @@ def _grid_from_ranges(
             d1, d2 = dcoef[:, 2 * k], dcoef[:, 2 * k + 1]
             # the node values of an option whose factor does not move are not read (its rows are zeroed below):
             # not priced
-            spline(2 * k + 1, ls_all[2 * k + 1], bnd_p, r_p, q_p, d1, on)
+            spline(2 * k + 1, ls_all[2 * k + 1], bnd_p, r_p, q_p, dcoef, on, 2 * k)
             spline(2 * k + 2, ls_all[2 * k + 2], bnd_m, r_m, q_m, c_m, on)
             np.multiply(np.add(d1, c_m, out=d2), 0.5, out=d2)  # f+ + f- straight into d2 (no copy of f+ first)
             np.subtract(d2, coef, out=d2)

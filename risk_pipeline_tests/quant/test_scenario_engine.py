@@ -591,13 +591,13 @@ def test_spline_coefficients_are_the_einsums_bit_for_bit() -> None:
 
 @pytest.mark.parametrize("na", [17, 18, 33, 64, 257, 4699, 46730])
 def test_spline_kernel_is_the_blas_products_to_rounding(na: int) -> None:
-    """``_spline_kernel`` (contiguous arrays) and the strided path (the matrix products) give the einsum's
-    coefficients to within the rounding of a 65-term sum (node values of exact zeros, negative zeros and whole
-    options at zero included), and both equal the exact spline coefficients of each option's nodes (rational
-    arithmetic on a few options) to rounding. Bit for bit equality with the BLAS products holds where OpenBLAS'
-    kernel accumulates each entry as one FMA chain in index order (checked on this project's machines, with the
-    pipeline's tables, in docs/speed_log.md); it is not asserted here, since another CPU's BLAS kernel may sum in
-    another order."""
+    """``_spline_kernel``, into a coefficient array and into one slot of a several-grid array (``grid_dcoef``'s
+    rows), gives the einsum's coefficients to within the rounding of a 65-term sum (node values of exact zeros,
+    negative zeros and whole options at zero included), the same bits in both places, and equals the exact spline
+    coefficients of each option's nodes (rational arithmetic on a few options) to rounding. Bit for bit equality
+    with the BLAS products holds where OpenBLAS' kernel accumulates each entry as one FMA chain in index order
+    (checked on this project's machines, with the pipeline's tables, in docs/speed_log.md); it is not asserted
+    here, since another CPU's BLAS kernel may sum in another order."""
     from fractions import Fraction
 
     from risk_pipeline.quant.scenario_engine import _spline_coefficients
@@ -614,10 +614,11 @@ def test_spline_kernel_is_the_blas_products_to_rounding(na: int) -> None:
         "lmv,kin,avn->amilk", np.abs(_spline_map(5)), np.abs(_spline_map(13)), np.abs(vals), optimize=True
     )
     assert np.all(np.abs(got - want) <= 128 * np.finfo(float).eps * scale)
-    wide = np.full((na, 2, 4, 12, 4, 4), np.nan)
-    strided = _spline_coefficients(vals, wide[:, 1])
+    wide = np.full((na, 3, 4, 12, 4, 4), np.nan)
+    strided = _spline_coefficients(vals, wide, 1)
     assert strided.base is not None and not strided.flags.c_contiguous
-    assert np.all(np.abs(strided - want) <= 128 * np.finfo(float).eps * scale)
+    np.testing.assert_array_equal(strided.view(np.int64), got.view(np.int64))  # the same sums, only placed elsewhere
+    assert np.isnan(wide[:, [0, 2]]).all()  # the other grids' rows untouched
     m_v, m_y = _spline_map(5), _spline_map(13)
     for a in (0, na // 7, na - 1):
         for vc, yc, vp, yp in ((0, 0, 0, 0), (3, 11, 3, 3), (2, 5, 1, 2)):
