@@ -27,13 +27,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+# before numpy: the package's OpenBLAS setting (risk_pipeline/__init__.py), as in a pipeline process
+import risk_pipeline  # noqa: E402, F401
+
+# isort: split
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
