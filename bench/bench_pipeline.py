@@ -39,11 +39,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+# before numpy: the package's OpenBLAS setting (risk_pipeline/__init__.py), as in a pipeline process
+import risk_pipeline  # noqa: E402, F401
+
+# isort: split
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 #: Targets of issue #10 (seconds unless stated).
 HISTORY_TARGET_S = 30.0
