@@ -166,8 +166,7 @@ def run_job(
     job = defs.resolve_job_def(job_name)
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     compile_timer = event.TimingListener()
-    event.Listener.register(CompileCpuListener)  # a virtual subclass: numba is imported here, not with this module
-    compile_cpu = CompileCpuListener()
+    compile_cpu = compile_cpu_listener()
     lock_timer = event.TimingListener()
     with (
         event.install_listener("numba:compile", compile_timer),
@@ -221,32 +220,31 @@ def run_job(
     )
 
 
-class CompileCpuListener:
-    """CPU seconds of the threads that compiled (outermost ``numba:compile`` events; compilations hold numba's
-    compiler lock, so one runs at a time, started and ended in one thread). The compile wall time also counts what
-    other processes and this process's other threads (their Python shares the GIL with numba's compiler) took from
-    the compiling thread. No allocation in ``on_end``: it runs after the collector is back on."""
+def compile_cpu_listener() -> Any:
+    """A ``numba:compile`` listener whose ``cpu_s`` sums the CPU seconds of the threads that compiled (outermost
+    events; compilations hold numba's compiler lock, so one runs at a time, started and ended in one thread). The
+    compile wall time also counts what other processes and this process's other threads (their Python shares the GIL
+    with numba's compiler) took from the compiling thread. No allocation in ``on_end``: it runs after the collector is
+    back on. numba is imported here, not with this module."""
+    from numba.core import event
 
-    def __init__(self) -> None:
-        self.depth = 0
-        self.began = 0.0
-        self.cpu_s = 0.0
+    class CompileCpuListener(event.Listener):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.depth = 0
+            self.began = 0.0
+            self.cpu_s = 0.0
 
-    def on_start(self, ev: Any) -> None:
-        if self.depth == 0:
-            self.began = time.thread_time()
-        self.depth += 1
+        def on_start(self, ev: Any) -> None:
+            if self.depth == 0:
+                self.began = time.thread_time()
+            self.depth += 1
 
-    def on_end(self, ev: Any) -> None:
-        self.depth -= 1
-        if self.depth == 0:
-            self.cpu_s += time.thread_time() - self.began
+        def on_end(self, ev: Any) -> None:
+            self.depth -= 1
+            if self.depth == 0:
+                self.cpu_s += time.thread_time() - self.began
 
-    def notify(self, ev: Any) -> None:
-        if ev.is_start:
-            self.on_start(ev)
-        elif ev.is_end:
-            self.on_end(ev)
+    return CompileCpuListener()
 
 
 def print_run(label: str, run: RunTiming, calibration: float) -> None:
