@@ -70,9 +70,12 @@ def run_solve(mod: ModuleType, rows: dict[str, np.ndarray], tab: tuple[np.ndarra
     s = np.empty((n, tab[0].shape[0]))
     steps = np.empty(n, dtype=np.intp)
     b_t = np.empty(n)
+    # the kernel's ``warm`` flag (QD+ start: false) since backtest13; older code has no such argument
+    warm = (np.bool_(False),) if "warm" in mod.boundary_kernel.py_func.__code__.co_varnames else ()
     mod.boundary_kernel(
-        rows["pr"], rows["pq"], rows["sig"], rows["t"], x_max, float(mod.NEWTON_STEP_TOL), tab, s, steps, b_t, 0, n
-    )
+        rows["pr"], rows["pq"], rows["sig"], rows["t"], x_max, float(mod.NEWTON_STEP_TOL), tab, *warm, s, steps, b_t,
+        0, n,
+    )  # fmt: skip
     return s, steps, b_t
 
 

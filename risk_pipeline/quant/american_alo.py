@@ -286,11 +286,14 @@ def put_boundary(
     s: FloatArray,
     tol: float,
     tab: tuple[FloatArray, ...],
+    warm: bool,
 ) -> int:
     """Solve the boundary equation: ``s[j] = -ln(B(tau_j)/X)`` at the ``NODES + 1`` Chebyshev points
     ``tau_j = T (1 + z_j)^2 / 4``; Newton steps until one is at most ``tol``; returns the steps taken
     (negative if a step failed). Put with early
-    exercise and a single boundary (``r >= 0``, not ``r <= 0 <= q``), ``sigma sqrt(T) > 0``."""
+    exercise and a single boundary (``r >= 0``, not ``r <= 0 <= q``), ``sigma sqrt(T) > 0``. The Newton
+    iteration starts from the QD+ boundary, or with ``warm`` from ``s`` as given (``s[0] = 0``; e.g. the
+    boundary of a nearby option at the same node positions ``z_j``)."""
     z_c, _, fs2, fc, fw, fm = tab[0], tab[1], tab[2], tab[3], tab[4], tab[5]
     n = z_c.shape[0] - 1
     lq = fs2.shape[0]
@@ -303,6 +306,8 @@ def put_boundary(
     for i in range(n):  # QD+ start, node by node, Halley from H = s^2 extrapolated linearly in z
         xi = 0.5 * sqt * (1.0 + z_c[i + 1])
         tau[i] = xi * xi
+        if warm:
+            continue
         if i > 0:
             h1 = s[i] * s[i]
             h0 = s[i - 1] * s[i - 1]
@@ -736,7 +741,7 @@ def american_point(
             x_max = exercise_limit(1.0, pr, pq)
             tab = GREEKS_TABLES if greeks else EXACT_TABLES
             s = np.empty(NODES + 1)
-            put_boundary(1.0, pr, pq, sig, t, x_max, s, tol, tab)
+            put_boundary(1.0, pr, pq, sig, t, x_max, s, tol, tab, np.bool_(False))
             x = ps / pk
             p, d, g = put_from_boundary(x, 1.0, pr, pq, sig, t, x_max, s, tab, greeks or not price_only)
             b_t = x_max * math.exp(-s[NODES])
@@ -778,17 +783,19 @@ def boundary_kernel(
     x_max: FloatArray,
     tol: float,
     tab: tuple[FloatArray, ...],
+    warm: bool,
     s: FloatArray,
     steps: IntArray,
     b_t: FloatArray,
     start: int,
     stop: int,
 ) -> None:
-    """``put_boundary(1, pr[i], pq[i], sig[i], t[i], x_max[i], s[i], tol, tab)`` of unit-strike puts ``start ..
-    stop-1`` (``run_chunked``): the boundary ``s[i]``, the Newton steps and ``B(T) = x_max e^{-s[i, -1]}``."""
+    """``put_boundary(1, pr[i], pq[i], sig[i], t[i], x_max[i], s[i], tol, tab, warm)`` of unit-strike puts
+    ``start .. stop-1`` (``run_chunked``): the boundary ``s[i]`` (with ``warm`` started from ``s[i]`` as given),
+    the Newton steps and ``B(T) = x_max e^{-s[i, -1]}``."""
     last = s.shape[1] - 1
     for i in range(start, stop):
-        steps[i] = put_boundary(1.0, pr[i], pq[i], sig[i], t[i], x_max[i], s[i], tol, tab)
+        steps[i] = put_boundary(1.0, pr[i], pq[i], sig[i], t[i], x_max[i], s[i], tol, tab, warm)
         b_t[i] = x_max[i] * math.exp(-s[i, last])
 
 
@@ -913,14 +920,17 @@ def solve_boundaries(
     x_max: FloatArray,
     tol: float,
     tab: tuple[FloatArray, ...],
+    start: FloatArray | None = None,
 ) -> tuple[FloatArray, IntArray, FloatArray]:
-    """``boundary_kernel`` of 1-d arrays: (boundaries ``(n, nodes + 1)``, Newton steps, ``B(T)``)."""
+    """``boundary_kernel`` of 1-d arrays: (boundaries ``(n, nodes + 1)``, Newton steps, ``B(T)``); Newton from
+    QD+, or from the rows of ``start`` (``(n, nodes + 1)``, ``s[:, 0] = 0``; not modified)."""
     n = pr.shape[0]
-    s = np.empty((n, tab[0].shape[0]))
+    warm = start is not None
+    s = np.array(start, dtype=np.float64) if warm else np.empty((n, tab[0].shape[0]))
     steps = np.empty(n, dtype=np.intp)
     b_t = np.empty(n)
     if n:
-        run_chunked(boundary_kernel, n, pr, pq, sig, t, x_max, float(tol), tab, s, steps, b_t)
+        run_chunked(boundary_kernel, n, pr, pq, sig, t, x_max, float(tol), tab, np.bool_(warm), s, steps, b_t)
     return s, steps, b_t
 
 
@@ -994,6 +1004,43 @@ def distinct_rows(*columns: FloatArray) -> tuple[IntArray, IntArray]:
     return order[new], row
 
 
+def _warm_boundaries(
+    bounds: tuple[FloatArray, ...],
+    tol: float,
+    tab: tuple[FloatArray, ...],
+    i: IntArray,
+    u: IntArray,
+    row: IntArray,
+    warm_from: IntArray,
+) -> tuple[FloatArray, FloatArray]:
+    """``american_points``' boundaries (``s``, ``B(T)``) of the distinct rows ``u`` of the single-boundary points
+    ``i`` (``row``: each point's row), started as ``warm_from`` says: first the rows of a point that starts from
+    itself (or from a point outside ``i``) from QD+, then the others from their starting point's row."""
+    m = u.shape[0]
+    group = np.full(warm_from.shape[0], -1, dtype=np.intp)  # each point's row (-1: not single-boundary)
+    group[i] = row
+    src_row = group[warm_from[u]]
+    cold = (src_row < 0) | (src_row == np.arange(m))
+    # a row holding any point that starts from itself is solved cold, so that its bits are those without warm_from
+    own = i[warm_from[i] == i]
+    cold[group[own]] = True
+    s = np.empty((m, tab[0].shape[0]))
+    b_t = np.empty(m)
+    c = np.flatnonzero(cold)
+    s[c], _, b_t[c] = solve_boundaries(*(b[c] for b in bounds), tol, tab)
+    w = np.flatnonzero(~cold)
+    if w.size:
+        # a warm row's start is a cold row (its starting point starts from itself, as the Greeks' layout has it);
+        # where a chain would start from another warm row, that row is solved cold instead
+        chained = ~cold[src_row[w]]
+        if chained.any():
+            cc = w[chained]
+            s[cc], _, b_t[cc] = solve_boundaries(*(b[cc] for b in bounds), tol, tab)
+            w = w[~chained]
+        s[w], _, b_t[w] = solve_boundaries(*(b[w] for b in bounds), tol, tab, start=s[src_row[w]])
+    return s, b_t
+
+
 def american_points(
     sp: FloatArray,
     k: FloatArray,
@@ -1006,10 +1053,18 @@ def american_points(
     greeks: bool = False,
     price_only: bool = False,
     gamma_bump: BoolArray | bool = True,
+    warm_from: IntArray | None = None,
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
     """``american_point`` of 1-d float64 arrays (``gamma_bump`` per option or one flag): (price, delta, gamma,
     theta), bit for bit the same, from the array kernels above and numpy (each step the same IEEE operation
-    as in ``american_point``)."""
+    as in ``american_point``).
+
+    ``warm_from`` (the Greeks' bumped repricings): per point, the point whose boundary starts the Newton iteration
+    of its own (itself: the QD+ start). Boundaries of points that start from themselves, or whose starting point
+    is not in the single-boundary regime, are solved first from QD+ (the same bits as without ``warm_from``); the
+    others from their starting point's converged boundary (the same node positions ``z_j``), which is close for a
+    small bump of the vol or time: about 2 Newton steps and no QD+ start, converged to the same tolerance (the
+    boundary equal to rounding, not bit for bit)."""
     n = sp.shape[0]
     nan = np.full(n, np.nan)
     price, delta, gamma, theta = nan.copy(), nan.copy(), nan.copy(), nan.copy()
@@ -1055,7 +1110,10 @@ def american_points(
             first, row = distinct_rows(pr[i], pq[i], sig[i], tt[i])
             u = i[first]
             bounds = (pr[u], pq[u], sig[u], tt[u], exercise_limits(pr[u], pq[u]))
-            s, _, b_u = solve_boundaries(*bounds, tol, tab)
+            if warm_from is None:
+                s, _, b_u = solve_boundaries(*bounds, tol, tab)
+            else:
+                s, b_u = _warm_boundaries(bounds, tol, tab, i, u, row, warm_from)
             b_t = b_u[row]
             x = ps[i] / pk[i]
             pi, di, gi = premiums(x, row, bounds, s, tab, greeks or not price_only)

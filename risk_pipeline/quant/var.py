@@ -1000,15 +1000,16 @@ class DeltaGammaExposures:
 PositionGreeks = tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]
 
 
-def position_greeks(portfolio: Portfolio) -> PositionGreeks:
+def position_greeks(portfolio: Portfolio, warm_bumps: bool = False) -> PositionGreeks:
     """Each position's Greeks: BSM for European options, the exact American engine for American ones (without its
-    rate bumps: no method uses rho)."""
+    rate bumps: no method uses rho; ``warm_bumps``: its time-bumped boundaries solved from the base one's,
+    ``american_greeks(warm_bumps=True)``: theta and charm equal to rounding, the other Greeks the same bits)."""
     p = portfolio
     s = p.position_spot
     delta = np.ones(p.n_positions)
     zeros = np.zeros(p.n_positions)
     gamma, vega, theta, vanna, volga = zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy()
-    american = functools.partial(american_greeks, with_rho=False)
+    american = functools.partial(american_greeks, with_rho=False, warm_bumps=warm_bumps)
     for mask, fn in ((p.is_option & ~p.is_american, bsm_greeks), (p.is_american, american)):
         idx = np.flatnonzero(mask)
         if idx.size:
@@ -1794,7 +1795,9 @@ def compute_var_batch(
                 ]
             each_horizon(HISTORICAL, sets)
     if DELTA_NORMAL in methods or DELTA_GAMMA_CF in methods:
-        greeks = position_greeks(stacked)
+        # the time bumps' boundaries from the base ones: the tables equal to 1e-13 relative, not bit for bit (the
+        # backtest only; var_results keeps the QD+ starts)
+        greeks = position_greeks(stacked, warm_bumps=True)
         ends = np.cumsum([0] + [p.n_positions for p in portfolios])
         # the covariances parametric_var uses (none where it works in the span of fewer days than factors)
         dense = [

@@ -419,3 +419,84 @@ def test_grid_tables_node_prices_are_within_their_documented_error_of_the_conver
         ]
     )
     assert np.all(_score(100.0 * exact[rows][:, cols].ravel(), ref, np.full(ref.size, 100.0)) < 1.0)
+
+
+def _delta_precise(s: float, k: float, t: float, vol: float, r: float, q: float, call: bool) -> float:
+    return american_point(s, k, t, vol, r, q, call, NEWTON_STEP_TOL_GREEKS, True)[1]
+
+
+def _central_of(f, x: tuple[float, float, float, float, float, float, bool], j: int, h: float) -> float:
+    """Central difference of ``f`` in argument ``j``, Richardson-extrapolated over steps h and 2h."""
+
+    def bumped(d: float) -> float:
+        y = list(x)
+        y[j] += d
+        return f(*y)
+
+    def one(hh: float) -> float:
+        return (bumped(hh) - bumped(-hh)) / (2.0 * hh)
+
+    return (4.0 * one(h) - one(2.0 * h)) / 3.0
+
+
+def test_greeks_with_warm_bumped_boundaries_are_central_differences_of_the_price() -> None:
+    """``warm_bumps``: the time-bumped repricings' boundaries solved from the base one's instead of QD+. Price,
+    delta, gamma and the vol bumps' Greeks are the same bits (their boundaries are solved as before); theta and
+    charm, and the others, match Richardson-extrapolated central differences of the exact engine (each bumped price
+    or delta solved on its own from QD+, ``american_point``) within the bounds the default path meets (volga, a
+    second difference over a 1e-4 relative vol bump, is looser)."""
+    o = _grid(120, 5)
+    cold = american_greeks(*_args(o), with_rho=False)
+    warm = american_greeks(*_args(o), with_rho=False, warm_bumps=True)
+    for name in ("price", "delta", "gamma", "vega", "volga", "vanna"):
+        assert np.array_equal(getattr(warm, name), getattr(cold, name)), name
+    assert not np.array_equal(warm.theta, cold.theta)  # another start: some last bits move
+    assert np.all(np.isnan(warm.rho))
+    checked = 0
+    for i in range(o["spot"].size):
+        s, k, t, v, r, q = (float(o[x][i]) for x in ("spot", "strike", "t", "vol", "rate", "div"))
+        c = bool(o["call"][i])
+        price = _precise(s, k, t, v, r, q, c)
+        if price < 1e-6 * k or price - max(s - k if c else k - s, 0.0) < 1e-4 * k:
+            continue  # no time value: Greeks are intrinsic's (and the relative test is meaningless)
+        checked += 1
+        x = (s, k, t, v, r, q, c)
+        fd = {
+            "vega": _central(x, 3, 1e-3 * v, price),
+            "volga": _central(x, 3, 1e-3 * v, price, second=True),
+            "theta": -_central(x, 2, 1e-3 * t, price),
+            "vanna": _central_of(_delta_precise, x, 3, 1e-3 * v),
+            "charm": -_central_of(_delta_precise, x, 2, 1e-3 * t),
+        }
+        scale = {"vega": s * np.sqrt(t), "volga": s * np.sqrt(t) / v, "theta": price / t, "vanna": np.sqrt(t) / v}
+        scale["charm"] = 1.0 / t
+        for name, ref in fd.items():
+            got = float(getattr(warm, name)[i])
+            rel, absolute = (1e-5, 1e-6) if name == "volga" else (1e-6, 1e-7)
+            assert abs(got - ref) <= rel * abs(ref) + absolute * scale[name], (name, i, got, ref)
+    assert checked >= 60
+
+
+def test_american_points_warm_starts_equal_the_cold_solves_to_rounding() -> None:
+    """``american_points(warm_from=)``: points that start from themselves are the cold solve's bits; a point started
+    from a nearby point's boundary (vol and time a bump away, a chain of two, a start in the zero-vol regime or in
+    the European one) prices like its own cold solve to rounding."""
+    from risk_pipeline.quant.american_alo import american_points
+
+    sp = np.array([100.0, 100.0, 100.0, 100.0, 90.0, 100.0, 100.0])
+    k = np.full(7, 100.0)
+    t = np.array([0.5, 0.5, 0.50005, 0.50005, 1.0, 0.5, 1.0])
+    sig = np.array([0.25, 0.250025, 0.25, 0.250025, 1e-12, 0.3, 0.3])
+    r = np.array([0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.0])
+    q = np.array([0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.02])
+    call = np.array([False, False, False, False, False, False, False])
+    tol = NEWTON_STEP_TOL_GREEKS
+    cold = american_points(sp, k, t, sig, r, q, call, tol, True)
+    own = american_points(sp, k, t, sig, r, q, call, tol, True, warm_from=np.arange(7))
+    for a, b in zip(cold, own, strict=True):
+        assert np.array_equal(a, b, equal_nan=True)
+    # 1 and 2 from 0, 3 from 1 (a chain), 5 from the zero-vol 4, 6 (European: r = 0 <= q) from itself
+    warm = american_points(sp, k, t, sig, r, q, call, tol, True, warm_from=np.array([0, 0, 0, 1, 4, 4, 6]))
+    for a, b in zip(cold, warm, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-13)
+    assert np.array_equal(cold[0][[0, 4, 6]], warm[0][[0, 4, 6]])
