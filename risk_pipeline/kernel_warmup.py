@@ -310,6 +310,13 @@ END_OF_DAY_SIGNATURES: tuple[tuple[str, str, str], ...] = (
         "3), A(int64, 1), int64, int64",
     ),
     (
+        "risk_pipeline.quant.sabr",
+        "_calibrate_kernel",
+        "A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), "
+        "A(float64, 1), float64, float64, float64, A(float64, 1), A(float64, 1), A(float64, 1), float64, float64, "
+        "float64, float64, float64",
+    ),
+    (
         "risk_pipeline.quant.sizing",
         "_path_outcomes",
         "A(float64, 1), A(int64, 2), float64, A(float64, 1), A(float64, 1), int64, int64",

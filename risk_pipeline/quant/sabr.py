@@ -22,9 +22,11 @@ Calibration (``calibrate_sabr``): ``beta`` fixed per underlying (1 by default fo
 by bounded least squares (``scipy.optimize.least_squares``, trust-region reflective; ``nu`` at most
 ``nu_upper_bound(t)``) on the implied vols of the out-of-the-money mids, each residual weighted by the square root
 of its Black vega (as the SVI fit is), from a start where ``alpha`` reproduces the quote nearest the money. Every input
-and the fit quality (RMSE in vol points) are on the result. ``density_check`` tests the risk-neutral density
-implied by the smile (the second strike derivative of undiscounted Black call prices, Breeden & Litzenberger 1978)
-on a strike grid, the no-butterfly-arbitrage condition, as the SVI slices have theirs.
+and the fit quality (RMSE in vol points) are on the result. The least squares run compiled (``_calibrate_kernel``, one
+call per slice): scipy's iterates bit for bit, the smile's logarithms and cubes still computed by numpy.
+``density_check`` tests the risk-neutral density implied by the smile (the second strike derivative of undiscounted
+Black call prices, Breeden & Litzenberger 1978) on a strike grid, the no-butterfly-arbitrage condition, as the SVI
+slices have theirs.
 """
 
 from __future__ import annotations
@@ -33,18 +35,48 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numba
 import numpy as np
+from numba.core import types as nbt
 from numpy.typing import ArrayLike
 from scipy.linalg import get_lapack_funcs
 from scipy.linalg.lapack import _compute_lwork
 from scipy.special import ndtr
 
-from risk_pipeline.quant._numba import FloatArray
+from risk_pipeline.quant._numba import JIT, FloatArray, inner_njit
 
 _SQRT_2PI = np.sqrt(2 * np.pi)  # scipy.stats' _norm_pdf_C
 #: ``least_squares``' relative step of 2-point differences (``_numdiff._eps_for_method``) and the diagonal of 3x3.
 _SQRT_EPS = np.finfo(np.float64).eps ** 0.5
 _DIAG = np.arange(3)
+#: ``JIT`` for the functions with an object-mode block (which holds the GIL anyway: numba warns at ``nogil``).
+_OBJMODE_JIT = {**JIT, "nogil": False}
+#: numba's C helper around LAPACK's ``gesdd`` (what ``np.linalg.svd`` calls in numba: scipy's LAPACK, the optimal
+#: workspace), its float64 kind and ``jobz`` ``'S'``.
+_GESDD_C = nbt.ExternalFunction(
+    "numba_ez_gesdd",
+    nbt.intc(
+        nbt.char, nbt.char, nbt.intp, nbt.intp, nbt.CPointer(nbt.float64), nbt.intp, nbt.CPointer(nbt.float64),
+        nbt.CPointer(nbt.float64), nbt.intp, nbt.CPointer(nbt.float64), nbt.intp,
+    ),
+)  # fmt: skip
+_KIND_D = ord("d")
+_JOBZ_S = ord("S")
+_TRANS_T = ord("t")
+#: numba's C helpers around BLAS' ``ddot`` and ``dgemv`` (what ``np.dot`` calls in numba), called directly: the
+#: same products without compiling numba's ``np.dot`` for each operand type.
+_DOT_C = nbt.ExternalFunction(
+    "numba_xxdot", nbt.intc(nbt.char, nbt.char, nbt.intp, nbt.voidptr, nbt.voidptr, nbt.voidptr)
+)
+_GEMV_C = nbt.ExternalFunction(
+    "numba_xxgemv",
+    nbt.intc(
+        nbt.char, nbt.char, nbt.intp, nbt.intp, nbt.voidptr, nbt.voidptr, nbt.intp, nbt.voidptr, nbt.voidptr,
+        nbt.voidptr,
+    ),
+)  # fmt: skip
+#: Quotes of the largest slice ``_calibrate_kernel`` fits (its ``_np_sum`` covers numpy's sums up to 129 terms).
+_KERNEL_MAX_QUOTES = 128
 
 #: Bounds of the calibrated parameters: alpha > 0, |rho| < 1, ``0 <= nu <= nu_upper_bound(t)``.
 RHO_BOUND = 0.999
@@ -504,35 +536,722 @@ def _least_squares_trf(
     return x, (status or 0) > 0
 
 
-def calibrate_sabr(
-    strike: ArrayLike,
-    implied_vol: ArrayLike,
-    forward: float,
+# ---------------------------------------------------------------------------------------------------------------
+# The calibration compiled: ``_least_squares_trf`` with ``calibrate_sabr``'s residuals and differences, one kernel
+# call per slice, the same IEEE operations in the same order. Not compiled, because numba's would give other bits:
+# ``np.log`` and ``x ** 3`` of float64 arrays, which numpy computes with its own SIMD code (not libm's) on machines
+# with AVX-512; the kernel hands those arrays to numpy (``_by_numpy``, an object-mode block), and scalar powers
+# (``delta ** 2``, ``x ** 0.5`` of numpy scalars: libm's ``pow``, not always the product or the square root) stay
+# ``pow`` calls. Dot and matrix-vector products and the SVD call BLAS ``ddot``/``dgemv`` and LAPACK ``dgesdd`` as
+# numpy and scipy do (numba's C helpers, scipy's OpenBLAS: the same results, the tests check them against
+# ``least_squares``); ``np.sum`` is numpy's pairwise summation (``_np_sum``), a vector dot ``0.0 + ddot`` as in numpy.
+# Cold compilation about 3.4 CPU s; every process compiles the object-mode block's lifted code again (0.2 s).
+
+
+@numba.njit(**_OBJMODE_JIT)
+def _by_numpy(a: FloatArray, cube: np.bool_) -> FloatArray:
+    """``np.log(a)``, or ``a ** 3`` if ``cube``, computed by numpy itself (one object-mode block: numba compiles
+    its lifted code in each process, about 0.2 CPU s, as it does not cache it)."""
+    with numba.objmode(out="float64[:]"):
+        out = a**3 if cube else np.log(a)
+    return out
+
+
+@inner_njit(forceinline=True)
+def _np_sum(a: FloatArray, start: int, stop: int) -> float:
+    """``np.sum`` of ``a[start:stop]`` (contiguous, at most 128 elements): numpy's pairwise summation."""
+    return _pairwise(a, start, stop - start)
+
+
+@inner_njit(forceinline=True)
+def _pairwise(a: FloatArray, start: int, n: int) -> float:
+    """numpy's ``pairwise_sum`` of ``a[start:start + n]`` for ``n <= 128`` (``_KERNEL_MAX_QUOTES``)."""
+    if n < 8:
+        res = -0.0
+        for i in range(n):
+            res += a[start + i]
+        return res
+    r0, r1, r2, r3 = a[start], a[start + 1], a[start + 2], a[start + 3]
+    r4, r5, r6, r7 = a[start + 4], a[start + 5], a[start + 6], a[start + 7]
+    i = 8
+    while i < n - (n % 8):
+        r0 += a[start + i]
+        r1 += a[start + i + 1]
+        r2 += a[start + i + 2]
+        r3 += a[start + i + 3]
+        r4 += a[start + i + 4]
+        r5 += a[start + i + 5]
+        r6 += a[start + i + 6]
+        r7 += a[start + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[start + i]
+        i += 1
+    return res
+
+
+@inner_njit()
+def _smile_rows(
+    log_fk: FloatArray,
+    z_scale: FloatArray,
+    lead: FloatArray,
+    den_alpha: FloatArray,
+    den_rho: FloatArray,
     t: float,
-    beta: float = 1.0,
-    formula: str = "obloj",
-) -> SabrFit:
-    """Fit ``(alpha, rho, nu)`` of one expiry to implied vols (OTM mids), ``beta`` fixed (module docstring)."""
-    if formula not in FORMULAS:
-        raise ValueError(f"formula must be one of {sorted(FORMULAS)}")
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError("beta must be in [0, 1]")
-    k = np.asarray(strike, dtype=np.float64).reshape(-1)
-    v = np.asarray(implied_vol, dtype=np.float64).reshape(-1)
-    ok = np.isfinite(k) & np.isfinite(v) & (k > 0.0) & (v > 0.0)
-    k, v = k[ok], v[ok]
-    if k.size < 3:
-        raise ValueError(f"SABR needs at least 3 quotes with a positive vol, got {k.size}")
-    if not (forward > 0.0 and t > 0.0):
-        raise ValueError("forward and time to expiry must be positive")
-    weight = np.sqrt(_black_vega_weight(k, forward, t, v))
-    weight /= weight.max()
-    smile = _smile(k, forward, beta, formula)
-    atm = int(np.argmin(np.abs(np.log(k / forward))))
-    alpha0 = float(v[atm] * forward ** (1.0 - beta))
-    x0 = np.array([alpha0, 0.0, 0.5])
-    lower = np.array([1e-8, -RHO_BOUND, 0.0])
-    upper = np.array([np.inf, RHO_BOUND, nu_upper_bound(t)])
+    b1sq: float,
+    beta: float,
+    params: FloatArray,
+    rows: int,
+    out: FloatArray,
+) -> None:
+    """``_smile_vol`` for ``rows`` parameter rows of ``params`` (alpha, rho, nu) into ``out`` (rows x quotes, flat):
+    each element the operations of the numpy formulation, the logarithm by numpy."""
+    m = log_fk.size
+    n = rows * m
+    zz = np.empty(n)
+    arg = np.empty(n)
+    corr = np.empty(n)
+    for r in range(rows):
+        alpha, rho, nu = params[r, 0], params[r, 1], params[r, 2]
+        na = nu / alpha
+        c1 = b1sq * alpha * alpha
+        c2 = rho * beta * nu * alpha
+        c3 = (2.0 - 3.0 * rho * rho) * nu * nu / 24.0
+        r2 = 2.0 * rho
+        for i in range(m):
+            j = r * m + i
+            z = na * z_scale[i] * log_fk[i]
+            out[j] = z
+            w = 1.0 if abs(z) < _SMALL_Z else z
+            zz[j] = w
+            arg[j] = (np.sqrt(1.0 - r2 * w + w * w) + w - rho) / (1.0 - rho)
+            c = c1 / den_alpha[i] + c2 / den_rho[i] + c3
+            corr[j] = 1.0 + t * c
+    x = _by_numpy(arg, np.bool_(False))
+    for r in range(rows):
+        alpha, rho = params[r, 0], params[r, 1]
+        hr = 0.5 * rho
+        for i in range(m):
+            j = r * m + i
+            z = out[j]
+            zx = 1.0 - hr * z if abs(z) < _SMALL_Z else zz[j] / x[j]
+            out[j] = alpha / lead[i] * zx * corr[j]
+
+
+@inner_njit()
+def _residuals_into(
+    log_fk: FloatArray,
+    z_scale: FloatArray,
+    lead: FloatArray,
+    den_alpha: FloatArray,
+    den_rho: FloatArray,
+    weight: FloatArray,
+    v: FloatArray,
+    t: float,
+    b1sq: float,
+    beta: float,
+    params: FloatArray,
+    rows: int,
+    out: FloatArray,
+) -> None:
+    """``weight * (smile vol - v)`` for ``rows`` parameter rows into ``out`` (flat, row after row)."""
+    _smile_rows(log_fk, z_scale, lead, den_alpha, den_rho, t, b1sq, beta, params, rows, out)
+    m = v.size
+    for r in range(rows):
+        for i in range(m):
+            out[r * m + i] = weight[i] * (out[r * m + i] - v[i])
+
+
+@inner_njit()
+def _strictly_feasible(x: FloatArray, lb: FloatArray, ub: FloatArray, rstep: float) -> FloatArray:
+    """``_make_strictly_feasible`` (scipy's ``make_strictly_feasible``), element by element (``np.maximum(1,
+    |bound|)`` and ``np.minimum`` as comparisons: the bounds are not NaN)."""
+    n = x.size
+    out = np.empty(n)
+    for i in range(n):
+        out[i] = x[i]
+        active = 0
+        if rstep == 0:
+            if x[i] <= lb[i]:
+                active = -1
+            if x[i] >= ub[i]:
+                active = 1
+        else:
+            lower_dist = x[i] - lb[i]
+            upper_dist = ub[i] - x[i]
+            lower_threshold = rstep * _py_max(1.0, abs(lb[i]))
+            upper_threshold = rstep * _py_max(1.0, abs(ub[i]))
+            if np.isfinite(lb[i]) and lower_dist <= (upper_dist if upper_dist < lower_threshold else lower_threshold):
+                active = -1
+            if np.isfinite(ub[i]) and upper_dist <= (lower_dist if lower_dist < upper_threshold else upper_threshold):
+                active = 1
+        if rstep == 0:
+            if active == -1:
+                out[i] = np.nextafter(lb[i], ub[i])
+            elif active == 1:
+                out[i] = np.nextafter(ub[i], lb[i])
+        else:
+            if active == -1:
+                out[i] = lb[i] + rstep * _py_max(1.0, abs(lb[i]))
+            elif active == 1:
+                out[i] = ub[i] - rstep * _py_max(1.0, abs(ub[i]))
+        if out[i] < lb[i] or out[i] > ub[i]:
+            out[i] = 0.5 * (lb[i] + ub[i])
+    return out
+
+
+@inner_njit(forceinline=True)
+def _py_max(a: float, b: float) -> float:
+    """Python's ``max(a, b)``: ``b`` only if it is greater."""
+    return b if b > a else a
+
+
+@inner_njit(forceinline=True)
+def _dot(a: FloatArray, b: FloatArray) -> float:
+    """``np.dot`` of two vectors as numpy computes it: ``0.0 + ddot`` (BLAS)."""
+    out = np.empty(1)
+    _DOT_C(_KIND_D, 0, a.size, a.ctypes, b.ctypes, out.ctypes)
+    return 0.0 + out[0]
+
+
+@inner_njit()
+def _matvec(a: FloatArray, x: FloatArray) -> FloatArray:
+    """``np.dot(a, x)`` of a C-contiguous matrix: BLAS ``dgemv`` as numpy and numba call it (``'t'`` on the
+    Fortran view)."""
+    rows, cols = a.shape
+    out = np.empty(rows)
+    one = np.empty(1)
+    one[0] = 1.0
+    zero = np.empty(1)
+    zero[0] = 0.0
+    _GEMV_C(_KIND_D, _TRANS_T, cols, rows, one.ctypes, a.ctypes, cols, x.ctypes, zero.ctypes, out.ctypes)
+    return out
+
+
+@inner_njit(forceinline=True)
+def _norm_c(x: FloatArray) -> float:
+    """``_norm``: ``sqrt(x.dot(x))``."""
+    return np.sqrt(_dot(x, x))
+
+
+@inner_njit()
+def _step_to_bound(x: FloatArray, s: FloatArray, lb: FloatArray, ub: FloatArray) -> tuple[float, FloatArray]:
+    """``_step_size_to_bound``: the smallest step to a bound along ``s`` and the hit bounds (-1, 0, 1) as floats."""
+    n = x.size
+    steps = np.empty(n)
+    for i in range(n):
+        if s[i] != 0:
+            lo = (lb[i] - x[i]) / s[i]
+            hi = (ub[i] - x[i]) / s[i]
+            steps[i] = lo if (lo >= hi or np.isnan(lo)) else hi  # np.maximum: NaN propagates
+        else:
+            steps[i] = np.inf
+    min_step = steps[0]
+    for i in range(1, n):
+        if np.isnan(min_step):
+            break
+        if np.isnan(steps[i]) or steps[i] < min_step:
+            min_step = steps[i]
+    hits = np.empty(n)
+    for i in range(n):
+        sign = 1.0 if s[i] > 0 else (-1.0 if s[i] < 0 else 0.0)
+        hits[i] = sign if steps[i] == min_step else 0.0
+    return min_step, hits
+
+
+@inner_njit(forceinline=True)
+def _times(a: FloatArray, b: FloatArray) -> FloatArray:
+    """``a * b`` (vectors)."""
+    out = np.empty(a.size)
+    for i in range(a.size):
+        out[i] = a[i] * b[i]
+    return out
+
+
+@inner_njit()
+def _quadratic(j: FloatArray, g: FloatArray, s: FloatArray, diag: FloatArray) -> float:
+    """``_evaluate_quadratic`` (``j``: C-contiguous)."""
+    js = _matvec(j, s)
+    q = _dot(js, js)
+    q += _dot(_times(s, diag), s)
+    return 0.5 * q + _dot(s, g)
+
+
+@inner_njit()
+def _quadratic_1d_min(a: float, b: float, lb: float, ub: float, c: float) -> tuple[float, float]:
+    """``_minimize_quadratic_1d``: the first of the candidates ``lb``, ``ub`` and an inner extremum with the least
+    value (``np.argmin``: a NaN value wins)."""
+    ts = np.empty(3)
+    ts[0] = lb
+    ts[1] = ub
+    k = 2
+    if a != 0:
+        extremum = -0.5 * b / a
+        if lb < extremum and extremum < ub:
+            ts[2] = extremum
+            k = 3
+    best_t = ts[0]
+    best_y = ts[0] * (a * ts[0] + b) + c
+    if not np.isnan(best_y):
+        for i in range(1, k):
+            y = ts[i] * (a * ts[i] + b) + c
+            if np.isnan(y):
+                best_t, best_y = ts[i], y
+                break
+            if y < best_y:
+                best_t, best_y = ts[i], y
+    return best_t, best_y
+
+
+@inner_njit()
+def _phi_and_derivative(suf: FloatArray, s: FloatArray, alpha: float, delta: float) -> tuple[float, float]:
+    """``_solve_lsq_trust_region``'s ``phi_and_derivative`` (``denom ** 3`` and the ``np.sum`` as numpy's)."""
+    n = s.size
+    denom = np.empty(n)
+    ratio = np.empty(n)
+    for i in range(n):
+        denom[i] = s[i] * s[i] + alpha
+        ratio[i] = suf[i] / denom[i]
+    p_norm = _norm_c(ratio)
+    cube = _by_numpy(denom, np.bool_(True))
+    for i in range(n):
+        ratio[i] = suf[i] * suf[i] / cube[i]
+    return p_norm - delta, -_np_sum(ratio, 0, n) / p_norm
+
+
+@inner_njit()
+def _trust_region_step(
+    n: int, m: int, uf: FloatArray, s: FloatArray, v: FloatArray, delta: float, initial_alpha: float, half: float
+) -> tuple[FloatArray, float]:
+    """``_solve_lsq_trust_region`` (``v``: C-contiguous, ``vt.T``'s layout in numpy)."""
+    suf = _times(s, uf)
+    work = np.empty(n)
+    if m >= n:
+        threshold = _EPS * m * s[0]
+        full_rank = s[-1] > threshold
+    else:
+        full_rank = False
+    if full_rank:
+        for i in range(n):
+            work[i] = uf[i] / s[i]
+        p = _matvec(v, work)
+        for i in range(n):
+            p[i] = -p[i]
+        if _norm_c(p) <= delta:
+            return p, 0.0
+    alpha_upper = _norm_c(suf) / delta
+    if full_rank:
+        phi, phi_prime = _phi_and_derivative(suf, s, 0.0, delta)
+        alpha_lower = -phi / phi_prime
+    else:
+        alpha_lower = 0.0
+    if not full_rank and initial_alpha == 0:
+        alpha = _py_max(0.001 * alpha_upper, math.pow(alpha_lower * alpha_upper, half))
+    else:
+        alpha = initial_alpha
+    for _ in range(10):
+        if alpha < alpha_lower or alpha > alpha_upper:
+            alpha = _py_max(0.001 * alpha_upper, math.pow(alpha_lower * alpha_upper, half))
+        phi, phi_prime = _phi_and_derivative(suf, s, alpha, delta)
+        if phi < 0:
+            alpha_upper = alpha
+        ratio = phi / phi_prime
+        alpha_lower = _py_max(alpha_lower, alpha - ratio)
+        alpha -= (phi + delta) * ratio / delta
+        if np.abs(phi) < 0.01 * delta:
+            break
+    for i in range(n):
+        work[i] = suf[i] / (s[i] * s[i] + alpha)
+    p = _matvec(v, work)
+    for i in range(n):
+        p[i] = -p[i]
+    scale = delta / _norm_c(p)
+    for i in range(n):
+        p[i] *= scale
+    return p, alpha
+
+
+@inner_njit()
+def _select_step_c(
+    x: FloatArray,
+    j_h: FloatArray,
+    diag_h: FloatArray,
+    g_h: FloatArray,
+    p: FloatArray,
+    p_h: FloatArray,
+    d: FloatArray,
+    delta: float,
+    lb: FloatArray,
+    ub: FloatArray,
+    theta: float,
+    two: float,
+) -> tuple[FloatArray, FloatArray, float]:
+    """``_select_step`` (``j_h``: C-contiguous)."""
+    n = x.size
+    inside = True
+    for i in range(n):
+        if not (x[i] + p[i] >= lb[i] and x[i] + p[i] <= ub[i]):
+            inside = False
+    if inside:
+        return p, p_h, -_quadratic(j_h, g_h, p_h, diag_h)
+    p_stride, hits = _step_to_bound(x, p, lb, ub)
+    r_h = p_h.copy()
+    for i in range(n):
+        if hits[i] != 0:
+            r_h[i] *= -1
+    r = _times(d, r_h)
+    x_on_bound = np.empty(n)
+    for i in range(n):
+        p[i] *= p_stride
+        p_h[i] *= p_stride
+        x_on_bound[i] = x[i] + p[i]
+    qa = _dot(r_h, r_h)
+    if qa == 0:
+        raise ValueError("`s` is zero.")
+    qb = _dot(p_h, r_h)
+    qc = _dot(p_h, p_h) - math.pow(delta, two)
+    if qc > 0:
+        raise ValueError("`x` is not within the trust region.")
+    root = np.sqrt(qb * qb - qa * qc)
+    q = -(qb + math.copysign(root, qb))
+    t1, t2 = q / qa, qc / q
+    to_tr = t2 if t1 < t2 else t1
+    to_bound, _ = _step_to_bound(x_on_bound, r, lb, ub)
+    r_stride = to_tr if to_tr < to_bound else to_bound
+    if r_stride > 0:
+        r_stride_l = (1 - theta) * p_stride / r_stride
+        r_stride_u = theta * to_bound if r_stride == to_bound else to_tr
+    else:
+        r_stride_l = 0.0
+        r_stride_u = -1.0
+    if r_stride_l <= r_stride_u:
+        vv = _matvec(j_h, r_h)
+        a = _dot(vv, vv)
+        a += _dot(_times(r_h, diag_h), r_h)
+        a *= 0.5
+        b = _dot(g_h, r_h)
+        u = _matvec(j_h, p_h)
+        b += _dot(u, vv)
+        c = 0.5 * _dot(u, u) + _dot(g_h, p_h)
+        pd = _times(p_h, diag_h)
+        b += _dot(pd, r_h)
+        c += 0.5 * _dot(pd, p_h)
+        r_stride, r_value = _quadratic_1d_min(a, b, r_stride_l, r_stride_u, c)
+        for i in range(n):
+            r_h[i] *= r_stride
+            r_h[i] += p_h[i]
+            r[i] = r_h[i] * d[i]
+    else:
+        r_value = np.inf
+    for i in range(n):
+        p[i] *= theta
+        p_h[i] *= theta
+    p_value = _quadratic(j_h, g_h, p_h, diag_h)
+    ag_h = np.empty(n)
+    ag = np.empty(n)
+    for i in range(n):
+        ag_h[i] = -g_h[i]
+        ag[i] = d[i] * ag_h[i]
+    to_tr = delta / _norm_c(ag_h)
+    to_bound, _ = _step_to_bound(x, ag, lb, ub)
+    ag_stride = theta * to_bound if to_bound < to_tr else to_tr
+    vv = _matvec(j_h, ag_h)
+    a = _dot(vv, vv)
+    a += _dot(_times(ag_h, diag_h), ag_h)
+    a *= 0.5
+    b = _dot(g_h, ag_h)
+    ag_stride, ag_value = _quadratic_1d_min(a, b, 0.0, ag_stride, 0.0)
+    for i in range(n):
+        ag_h[i] *= ag_stride
+        ag[i] *= ag_stride
+    if p_value < r_value and p_value < ag_value:
+        return p, p_h, -p_value
+    if r_value < p_value and r_value < ag_value:
+        return r, r_h, -r_value
+    return ag, ag_h, -ag_value
+
+
+@inner_njit()
+def _jacobian_c(
+    log_fk: FloatArray,
+    z_scale: FloatArray,
+    lead: FloatArray,
+    den_alpha: FloatArray,
+    den_rho: FloatArray,
+    weight: FloatArray,
+    v: FloatArray,
+    t: float,
+    b1sq: float,
+    beta: float,
+    x: FloatArray,
+    f0: FloatArray,
+    lower: FloatArray,
+    upper: FloatArray,
+) -> FloatArray:
+    """``calibrate_sabr``'s ``jacobian`` at ``x`` (residuals ``f0`` there): as parameters x quotes (C-contiguous,
+    the memory of numpy's ``jac_matrix.T``)."""
+    n = 3
+    m = v.size
+    h = np.empty(n)
+    for i in range(n):
+        sign = 1.0 if x[i] >= 0 else -1.0
+        ax = abs(x[i])
+        h[i] = _SQRT_EPS * sign * (ax if ax >= 1.0 or np.isnan(ax) else 1.0)
+        lower_dist = x[i] - lower[i]
+        upper_dist = upper[i] - x[i]
+        fitting = abs(h[i]) <= (lower_dist if lower_dist >= upper_dist or np.isnan(lower_dist) else upper_dist)
+        if ((x[i] + h[i]) < lower[i] or (x[i] + h[i]) > upper[i]) and fitting:
+            h[i] *= -1
+        if upper_dist >= lower_dist and not fitting:
+            h[i] = upper_dist
+        if upper_dist < lower_dist and not fitting:
+            h[i] = -lower_dist
+    points = np.empty((n, n))
+    for r in range(n):
+        for c in range(n):
+            points[r, c] = x[c]
+        points[r, r] = x[r] + h[r]
+    shifted = np.empty(n * m)
+    _residuals_into(
+        log_fk, z_scale, lead, den_alpha, den_rho, weight, v, t, b1sq, beta, points, points.shape[0], shifted
+    )
+    jt = np.empty((n, m))
+    for r in range(n):
+        step = points[r, r] - x[r]
+        for i in range(m):
+            jt[r, i] = (shifted[r * m + i] - f0[i]) / step
+    return jt
+
+
+@inner_njit()
+def _scale_inv(jt: FloatArray, out: FloatArray) -> None:
+    """``np.sum(jac ** 2, axis=0) ** 0.5`` per parameter into ``out`` (``jt``: parameters x quotes)."""
+    n, m = jt.shape
+    sq = np.empty(m)
+    for j in range(n):
+        for i in range(m):
+            sq[i] = jt[j, i] * jt[j, i]
+        out[j] = np.sqrt(_np_sum(sq, 0, m))
+
+
+@inner_njit()
+def _svd(a_t: FloatArray, mm: int, n: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """LAPACK's ``dgesdd`` (``jobz='S'``, the optimal workspace: what ``scipy.linalg.svd`` and numba's
+    ``np.linalg.svd`` call) of the ``mm x n`` matrix whose Fortran-order memory is ``a_t`` (its transpose, C order;
+    overwritten): ``U.T``, the singular values and ``V`` (``Vt.T``), each C-contiguous."""
+    ut = np.empty((n, mm))
+    s = np.empty(n)
+    v = np.empty((n, n))
+    info = _GESDD_C(_KIND_D, _JOBZ_S, mm, n, a_t.ctypes, mm, s.ctypes, ut.ctypes, mm, v.ctypes, n)
+    if info != 0:
+        raise np.linalg.LinAlgError("SVD did not converge")
+    return ut, s, v
+
+
+@numba.njit(**JIT)
+def _calibrate_kernel(
+    log_fk: FloatArray,
+    z_scale: FloatArray,
+    lead: FloatArray,
+    den_alpha: FloatArray,
+    den_rho: FloatArray,
+    weight: FloatArray,
+    v: FloatArray,
+    t: float,
+    b1sq: float,
+    beta: float,
+    x0: FloatArray,
+    lb: FloatArray,
+    ub: FloatArray,
+    ftol: float,
+    xtol: float,
+    gtol: float,
+    two: float,
+    half: float,
+) -> tuple[FloatArray, bool]:
+    """``_least_squares_trf`` with ``calibrate_sabr``'s residuals and Jacobian, compiled (the section's comment);
+    ``two`` and ``half`` are 2.0 and 0.5, arguments so that ``pow`` stays libm's call (a constant exponent would
+    be folded into a product or a square root). (the solution, converged)"""
+    n = 3
+    m = v.size
+    for i in range(n):
+        if not (x0[i] >= lb[i] and x0[i] <= ub[i]):
+            raise ValueError("Initial guess is outside of provided bounds")
+    x = _strictly_feasible(x0, lb, ub, 1e-10)
+    params = np.empty((1, n))
+    f = np.empty(m)
+    for i in range(n):
+        params[0, i] = x[i]
+    _residuals_into(log_fk, z_scale, lead, den_alpha, den_rho, weight, v, t, b1sq, beta, params, params.shape[0], f)
+    for i in range(m):
+        if not np.isfinite(f[i]):
+            raise ValueError("Residuals are not finite in the initial point.")
+    jt = _jacobian_c(log_fk, z_scale, lead, den_alpha, den_rho, weight, v, t, b1sq, beta, x, f, lb, ub)
+    nfev = 1
+    max_nfev = n * 100
+    cost = 0.5 * _dot(f, f)
+    g = _matvec(jt, f)
+    scale_inv = np.empty(n)
+    _scale_inv(jt, scale_inv)
+    scale = np.empty(n)
+    for j in range(n):
+        if scale_inv[j] == 0:
+            scale_inv[j] = 1.0
+        scale[j] = 1 / scale_inv[j]
+    v_cl, dv = _cl_scaling(x, g, lb, ub)
+    work = np.empty(n)
+    for j in range(n):
+        if dv[j] != 0:
+            v_cl[j] *= scale_inv[j]
+        work[j] = x[j] * scale_inv[j] / np.sqrt(v_cl[j])
+    delta = _norm_c(work)
+    if delta == 0:
+        delta = 1.0
+    mm = m + n
+    f_augmented = np.empty(mm)
+    for i in range(mm):
+        f_augmented[i] = 0.0
+    a_t = np.empty((n, mm))
+    j_h = np.empty((m, n))
+    d = np.empty(n)
+    diag_h = np.empty(n)
+    g_h = np.empty(n)
+    new_inv = np.empty(n)
+    alpha = 0.0
+    status = 0
+    actual_reduction = -1.0
+    x_new = x
+    f_new = f
+    cost_new = cost
+    params1 = np.empty((1, n))
+    while True:
+        v_cl, dv = _cl_scaling(x, g, lb, ub)
+        g_norm = abs(g[0] * v_cl[0])
+        for j in range(1, n):
+            gv = abs(g[j] * v_cl[j])
+            if gv > g_norm or np.isnan(gv):
+                g_norm = gv
+        if g_norm < gtol:
+            status = 1
+        if status != 0 or nfev == max_nfev:
+            break
+        for j in range(n):
+            if dv[j] != 0:
+                v_cl[j] *= scale_inv[j]
+            d[j] = np.sqrt(v_cl[j]) * scale[j]
+            diag_h[j] = g[j] * dv[j] * scale[j]
+            g_h[j] = d[j] * g[j]
+        for i in range(m):
+            f_augmented[i] = f[i]
+            for j in range(n):
+                j_h[i, j] = jt[j, i] * d[j]
+                a_t[j, i] = j_h[i, j]
+        for i in range(n):
+            for j in range(n):
+                a_t[j, m + i] = np.sqrt(diag_h[j]) if i == j else 0.0
+        for i in range(n):
+            for j in range(mm):
+                if not np.isfinite(a_t[i, j]):
+                    raise ValueError("array must not contain infs or NaNs")
+        ut, s, v_mat = _svd(a_t, mm, n)
+        uf = _matvec(ut, f_augmented)
+        theta = 1 - g_norm if 1 - g_norm > 0.995 else 0.995
+        actual_reduction = -1.0
+        while actual_reduction <= 0 and nfev < max_nfev:
+            p_h, alpha = _trust_region_step(n, m, uf, s, v_mat, delta, alpha, half)
+            p = _times(d, p_h)
+            step, step_h, predicted_reduction = _select_step_c(
+                x, j_h, diag_h, g_h, p, p_h, d, delta, lb, ub, theta, two
+            )
+            for i in range(n):
+                work[i] = x[i] + step[i]
+            x_new = _strictly_feasible(work, lb, ub, 0.0)
+            for i in range(n):
+                params1[0, i] = x_new[i]
+            f_new = np.empty(m)
+            _residuals_into(
+                log_fk, z_scale, lead, den_alpha, den_rho, weight, v, t, b1sq, beta, params1, params1.shape[0], f_new
+            )
+            nfev += 1
+            step_h_norm = _norm_c(step_h)
+            finite = True
+            for i in range(m):
+                if not np.isfinite(f_new[i]):
+                    finite = False
+            if not finite:
+                delta = 0.25 * step_h_norm
+                continue
+            cost_new = 0.5 * _dot(f_new, f_new)
+            actual_reduction = cost - cost_new
+            if predicted_reduction > 0:
+                ratio = actual_reduction / predicted_reduction
+            elif predicted_reduction == actual_reduction and actual_reduction == 0:
+                ratio = 1.0
+            else:
+                ratio = 0.0
+            delta_new = delta
+            if ratio < 0.25:
+                delta_new = 0.25 * step_h_norm
+            elif ratio > 0.75 and step_h_norm > 0.95 * delta:
+                delta_new *= 2.0
+            step_norm = _norm_c(step)
+            ftol_ok = actual_reduction < ftol * cost and ratio > 0.25
+            xtol_ok = step_norm < xtol * (xtol + _norm_c(x))
+            if ftol_ok and xtol_ok:
+                status = 4
+            elif ftol_ok:
+                status = 2
+            elif xtol_ok:
+                status = 3
+            if status != 0:
+                break
+            alpha *= delta / delta_new
+            delta = delta_new
+        if actual_reduction > 0:
+            x = x_new
+            f = f_new
+            cost = cost_new
+            jt = _jacobian_c(log_fk, z_scale, lead, den_alpha, den_rho, weight, v, t, b1sq, beta, x, f, lb, ub)
+            g = _matvec(jt, f)
+            _scale_inv(jt, new_inv)
+            for j in range(n):
+                col = new_inv[j]
+                scale_inv[j] = col if (col >= scale_inv[j] or np.isnan(col)) else scale_inv[j]
+                scale[j] = 1 / scale_inv[j]
+    return x, status > 0
+
+
+@inner_njit()
+def _cl_scaling(x: FloatArray, g: FloatArray, lb: FloatArray, ub: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``_cl_scaling_vector`` (``dv`` as floats: -1, 0, 1)."""
+    n = x.size
+    v = np.empty(n)
+    dv = np.empty(n)
+    for i in range(n):
+        v[i] = 1.0
+        dv[i] = 0.0
+        if g[i] < 0 and np.isfinite(ub[i]):
+            v[i] = ub[i] - x[i]
+            dv[i] = -1.0
+        if g[i] > 0 and np.isfinite(lb[i]):
+            v[i] = x[i] - lb[i]
+            dv[i] = 1.0
+    return v, dv
+
+
+def _fit_python(
+    smile: _Smile,
+    weight: FloatArray,
+    v: FloatArray,
+    t: float,
+    beta: float,
+    x0: FloatArray,
+    lower: FloatArray,
+    upper: FloatArray,
+) -> tuple[FloatArray, bool]:
+    """``calibrate_sabr``'s least squares in numpy and Python (``_calibrate_kernel`` compiles the same operations):
+    the vega-weighted residuals, ``least_squares``' 2-point differences and ``_least_squares_trf``."""
     last: list[tuple[bytes, FloatArray]] = [(b"", v)]
 
     def residuals(x: FloatArray) -> FloatArray:
@@ -563,7 +1282,48 @@ def calibrate_sabr(
 
     # least_squares(residuals, x0, jac=jacobian, bounds=(lower, upper), method="trf", x_scale="jac", xtol=1e-12,
     # ftol=1e-12), the same iterates without its wrappers
-    solution, success = _least_squares_trf(residuals, jacobian, x0, lower, upper, ftol=1e-12, xtol=1e-12)
+    return _least_squares_trf(residuals, jacobian, x0, lower, upper, ftol=1e-12, xtol=1e-12)
+
+
+def calibrate_sabr(
+    strike: ArrayLike,
+    implied_vol: ArrayLike,
+    forward: float,
+    t: float,
+    beta: float = 1.0,
+    formula: str = "obloj",
+    compiled: bool = True,
+) -> SabrFit:
+    """Fit ``(alpha, rho, nu)`` of one expiry to implied vols (OTM mids), ``beta`` fixed (module docstring).
+    ``compiled``: by ``_calibrate_kernel`` (slices of at most ``_KERNEL_MAX_QUOTES`` quotes), else by
+    ``_fit_python``; the same operations, so the same fit."""
+    if formula not in FORMULAS:
+        raise ValueError(f"formula must be one of {sorted(FORMULAS)}")
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError("beta must be in [0, 1]")
+    k = np.asarray(strike, dtype=np.float64).reshape(-1)
+    v = np.asarray(implied_vol, dtype=np.float64).reshape(-1)
+    ok = np.isfinite(k) & np.isfinite(v) & (k > 0.0) & (v > 0.0)
+    k, v = k[ok], v[ok]
+    if k.size < 3:
+        raise ValueError(f"SABR needs at least 3 quotes with a positive vol, got {k.size}")
+    if not (forward > 0.0 and t > 0.0):
+        raise ValueError("forward and time to expiry must be positive")
+    weight = np.sqrt(_black_vega_weight(k, forward, t, v))
+    weight /= weight.max()
+    smile = _smile(k, forward, beta, formula)
+    atm = int(np.argmin(np.abs(np.log(k / forward))))
+    alpha0 = float(v[atm] * forward ** (1.0 - beta))
+    x0 = np.array([alpha0, 0.0, 0.5])
+    lower = np.array([1e-8, -RHO_BOUND, 0.0])
+    upper = np.array([np.inf, RHO_BOUND, nu_upper_bound(t)])
+    if compiled and k.size <= _KERNEL_MAX_QUOTES:
+        solution, success = _calibrate_kernel(
+            smile.log_fk, smile.z_scale, smile.lead, smile.den_alpha, smile.den_rho, weight, v, float(t),
+            (1.0 - beta) ** 2, float(beta), x0, lower, upper, 1e-12, 1e-12, 1e-8, 2.0, 0.5,
+        )  # fmt: skip
+    else:
+        solution, success = _fit_python(smile, weight, v, t, beta, x0, lower, upper)
     alpha, rho, nu = (float(x) for x in solution)
     model = _smile_vol(smile, t, alpha, beta, rho, nu)
     rmse = float(np.sqrt(np.mean((model - v) ** 2)) * 100.0)

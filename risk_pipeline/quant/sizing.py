@@ -537,6 +537,9 @@ ML_FEATURES: tuple[str, ...] = (
 )
 ML_TARGETS: tuple[str, ...] = ("forward_vol_5d", "forward_max_drawdown_5d")
 QUANTILES: tuple[float, float, float] = (0.1, 0.5, 0.9)
+#: The quantile boosters fitted per target: the ones ``predict_ml``'s users read (the vol's three, for the median
+#: and the confidence; the drawdown's median and 90 %; a 10 % drawdown booster was fitted and never read).
+TARGET_QUANTILES: dict[str, tuple[float, ...]] = {ML_TARGETS[0]: QUANTILES, ML_TARGETS[1]: (0.5, 0.9)}
 
 FALLBACK_NONE = "none"
 FALLBACK_MISSING = "model_missing"
@@ -654,7 +657,7 @@ def train_ml_model(features: FloatArray, targets: FloatArray, as_of: int, settin
     dm = xgb.DMatrix(x, missing=np.nan, nthread=settings.n_jobs)
     for k, name in enumerate(ML_TARGETS):
         dm.set_label(y[:, k])
-        for q in QUANTILES:
+        for q in TARGET_QUANTILES[name]:
             params = {
                 "objective": "reg:quantileerror",
                 "quantile_alpha": q,
