@@ -597,15 +597,20 @@ def _american_grid_values(
     exact pricing; ``g_bcoef`` is the cubic spline in vol of ``ln(S*/K)``. ``shifted`` (the set moves rates or
     dividend yields, ``rate_t``/``div_t``): each price is read from the grids interpolated quadratically in the shifts
     (``_with_eep_grid``; ``g_step`` the shifted grids' steps, ``g_dcoef``/``g_dbcoef`` their differences from the base
-    grid); without it those are not read.
+    grid); without it those are not read. The shifted read folds a cell first: each of its 16 coefficients plus its
+    rate and yield terms, summed along vol (Horner in the vol coordinate) into one cubic in the y coordinate, which
+    the scenario evaluates (the unshifted read sums the y cubics of the four vol powers). The same polynomial as
+    summing the 16 Horner chains in y of ``g_dcoef`` per scenario, in another order (prices within rounding of it).
 
     ``runs`` (with ``shifted``; scenario sets whose rows come in runs that move an option's vol, rate and yield alike
     and only its spot differently, e.g. the gap VaR's combined set of many past gaps of one historical window): what
     does not depend on the spot (the vol coordinates, the boundary ``ln(S*/K)`` read from the shifted grids, BSM's
     shifted carry and discount factors) is computed only when an option's (vol, rate shift, yield shift) differs in
-    its bits from the previous scenario's, and reused while it does not. The same operations on the same inputs
-    either way, so the same prices bit for bit; without ``runs`` every scenario computes them. One kernel for both
-    reads (not a second ``_american_grid_values_runs``), so the demo compiles one.
+    its bits from the previous scenario's, and reused while it does not, and a cell's folded cubic is made once a run
+    (the first time a scenario of the run reaches the cell; a gap set's run of about 26 spots reaches a few cells).
+    The same operations on the same inputs either way, so the same prices bit for bit; without ``runs`` every
+    scenario computes them. One kernel for both reads (not a second ``_american_grid_values_runs``), so the demo
+    compiles one.
     """
     n = values.shape[1]
     ny = g_coef.shape[2] + 1
@@ -619,6 +624,10 @@ def _american_grid_values(
     b_kdr = np.empty(_READ_BLOCK)
     b_eep = np.empty(_READ_BLOCK)
     b_floor = np.empty(_READ_BLOCK)  # 1.0: only the floor applies (floats: no other array type to compile)
+    # the shifted read's folded cubics in ty per y cell, and the run (``run_no``) each was folded in
+    fold = np.empty((ny - 1, 4))
+    fold_run = np.full(ny - 1, -1.0)
+    run_no = 0.0
     for m in range(start, stop):  # option-major: one option's spline (~3 kB) stays in cache across the scenarios
         i = n_euro + m
         s = opt_sym[i]
@@ -677,6 +686,7 @@ def _american_grid_values(
                     )
                 )
                 if not same:
+                    run_no += 1.0
                     last_sig = sig
                     last_dr = dr
                     last_dd = dd
@@ -705,18 +715,38 @@ def _american_grid_values(
                 fy = (y - g_y0[m]) * inv_dy
                 iy = np.int64(np.minimum(np.maximum(fy, 0.0), ny - 2.0))
                 ty = fy - iy
-                eep = 0.0
-                for a in range(4):
-                    cc = (
-                        (g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty + g_coef[m, iv, iy, a, 2]
-                    ) * ty + g_coef[m, iv, iy, a, 3]
-                    if shifted:
-                        e0 = _horner(g_dcoef[m, 0, iv, iy, a], ty)
-                        e1 = _horner(g_dcoef[m, 1, iv, iy, a], ty)
-                        e2 = _horner(g_dcoef[m, 2, iv, iy, a], ty)
-                        e3 = _horner(g_dcoef[m, 3, iv, iy, a], ty)
-                        cc += xr * (e0 + xr * e1) + xq * (e2 + xq * e3)
-                    eep = eep * tv + cc
+                if shifted:
+                    # the cell's premium as one cubic in ty: its 16 coefficients with the rate and yield terms
+                    # added and summed along vol (Horner in tv), once a run per cell the run reaches (each row's
+                    # cubic depends on its own inputs only: the same bits in runs or not)
+                    if not (runs and fold_run[iy] == run_no):
+                        f0 = 0.0
+                        f1 = 0.0
+                        f2 = 0.0
+                        f3 = 0.0
+                        for a in range(4):
+                            c = g_coef[m, iv, iy, a]
+                            d0 = g_dcoef[m, 0, iv, iy, a]
+                            d1 = g_dcoef[m, 1, iv, iy, a]
+                            d2 = g_dcoef[m, 2, iv, iy, a]
+                            d3 = g_dcoef[m, 3, iv, iy, a]
+                            f0 = f0 * tv + (c[0] + xr * (d0[0] + xr * d1[0]) + xq * (d2[0] + xq * d3[0]))
+                            f1 = f1 * tv + (c[1] + xr * (d0[1] + xr * d1[1]) + xq * (d2[1] + xq * d3[1]))
+                            f2 = f2 * tv + (c[2] + xr * (d0[2] + xr * d1[2]) + xq * (d2[2] + xq * d3[2]))
+                            f3 = f3 * tv + (c[3] + xr * (d0[3] + xr * d1[3]) + xq * (d2[3] + xq * d3[3]))
+                        fold[iy, 0] = f0
+                        fold[iy, 1] = f1
+                        fold[iy, 2] = f2
+                        fold[iy, 3] = f3
+                        fold_run[iy] = run_no
+                    eep = ((fold[iy, 0] * ty + fold[iy, 1]) * ty + fold[iy, 2]) * ty + fold[iy, 3]
+                else:
+                    eep = 0.0
+                    for a in range(4):
+                        cc = (
+                            (g_coef[m, iv, iy, a, 0] * ty + g_coef[m, iv, iy, a, 1]) * ty + g_coef[m, iv, iy, a, 2]
+                        ) * ty + g_coef[m, iv, iy, a, 3]
+                        eep = eep * tv + cc
                 on_grid = (fy >= 0.0) & (fy <= ny - 1.0) & (fv >= -1e-9) & (fv <= nv - 1.0 + 1e-9) & in_range
                 c = j - j0
                 b_sig[c] = sig
@@ -1631,7 +1661,8 @@ def _kink_check(
     """Whether the shifted grids of the Americans ``check`` (indices among the Americans) are within
     ``KINK_CHECK_TOL`` of the strike of the exact engine at 12 points each: the lowest, middle and highest shocked
     spot, the vol halfway between the 2nd and 3rd vol nodes, and the four rate and yield shifts ``-+ h / 2`` (the
-    grid read as ``_american_grid_values`` reads it, BSM by ``bsm.bsm_price``)."""
+    grid read as ``_american_grid_values`` reads it, to rounding: its terms summed here along y first; BSM by
+    ``bsm.bsm_price``)."""
     coef, bcoef, dcoef, dbcoef, y0, dy, v0, dv = grids
     half = np.array([(a, b) for a in (-0.5, 0.5) for b in (-0.5, 0.5)])
     a = np.repeat(check, 12)
