@@ -129,3 +129,50 @@ def test_a_memo_block_is_its_own_threads() -> None:
         other.join()
     assert seen[0][0] is None
     assert memo.looked_up == p.is_american.sum()  # only this thread's build was kept
+
+
+@pytest.mark.parametrize("layout", ["rolling", "keep_first", "pinned"])
+def test_builds_taking_kept_boundary_solves_equal_the_builds_on_their_own_bit_for_bit(layout: str) -> None:
+    """``GridMemo(solves=True)``: builds whose boundary solves repeat a kept (or pinned) build's, solve by solve, give
+    every grid array of the builds without a memo, bit for bit; and a kept solve is ``solve_boundaries`` of its own
+    inputs (decoded from its key's bits) bit for bit."""
+    rng = np.random.default_rng(17)
+    p = _book(rng, 60)
+    sets = _sets(rng, p.n_symbols)
+    alone = [prepare(p, 3.0, sc, "eep_grid") for sc in sets]
+    if layout == "pinned":
+        first = GridMemo(1, nodes=False, solves=True, keep_first=True)
+        with grid_memo(first):
+            got = [prepare(p, 3.0, sc, "eep_grid") for sc in sets[:2]]  # the second build is not kept
+        assert len(first._kept) == 1 and first.solves_found > 0  # set b finds set a's solves of the names it keeps
+        memo = GridMemo(1, solves=True, pinned=(first,))
+        with grid_memo(memo):
+            got += [prepare(p, 3.0, sc, "eep_grid") for sc in sets[2:]]
+        assert memo.solves_found > 0
+        kept = first._kept[0].solves
+    else:
+        memo = GridMemo(1, nodes=False, solves=True, keep_first=layout == "keep_first")
+        with grid_memo(memo):
+            got = [prepare(p, 3.0, sc, "eep_grid") for sc in sets]
+        assert 0 < memo.solves_found < memo.solves_looked_up
+        kept = memo._kept[0].solves
+    for x, y in zip(alone, got, strict=True):
+        _assert_same_grids(x, y)
+    assert kept is not None and kept.keys.shape[0] > 0
+    pr, pq, vol, t = (np.ascontiguousarray(kept.keys[:, c]).view(np.float64) for c in range(4))
+    s, steps, b_t = se.solve_boundaries(pr, pq, vol, t, se.exercise_limits(pr, pq), 1e-7, se.GRID_TABLES)
+    assert s.tobytes() == kept.s.tobytes() and steps.tobytes() == kept.steps.tobytes()
+    assert b_t.tobytes() == kept.b_t.tobytes()
+    # and the kept boundary is the exercise boundary: a put on it at B(T) is worth its intrinsic value
+    put = np.flatnonzero((steps > 0) & (pq < pr))[:5]
+    for i in put:
+        k = 100.0
+        spot = k * b_t[i]
+        assert american_price(spot, k, t[i], vol[i], pr[i], pq[i], False) == pytest.approx(k - spot, abs=2e-4 * k)
+
+
+def test_a_memo_pins_only_memos_with_solves() -> None:
+    with pytest.raises(ValueError):
+        GridMemo(1, solves=True, pinned=(GridMemo(1),))
+    with pytest.raises(ValueError):
+        GridMemo(1, pinned=(GridMemo(1, solves=True),))
