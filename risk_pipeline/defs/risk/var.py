@@ -173,7 +173,8 @@ def smile_dynamics(
 
 
 #: Grid builds ``var_results`` keeps for the next ones (``scenario_engine.GridMemo``): the three horizons' of the
-#: historical VaR for the gap sets', of the last smile run for the stressed window's
+#: historical VaR for the gap sets', of the last smile run for the stressed window's (with the Monte Carlo's first
+#: build's boundary solves, pinned, for both the smile runs' and the stressed window's)
 GRID_MEMO_BUILDS = 3
 
 
@@ -638,7 +639,8 @@ def var_results(
         )  # fmt: skip
         # the smile runs (on the report before the gap sets), then the stressed VaR right after them: the stressed
         # window's grid builds find most of their Americans' grid work in the last smile run's (sticky strike, flat
-        # term: the same returns), one build per horizon, in the memo of the last three builds
+        # term: the same returns), one build per horizon, in the memo of the last three builds; their boundary solves
+        # that repeat one of those builds' or the Monte Carlo's first build's (solve by solve) are taken from them
         with grid_memo(GridMemo(GRID_MEMO_BUILDS, solves=True, pinned=(mc_memo,))):
             sensitivity = smile_sensitivity(portfolio, factors.history, cfg, dynamics, terms, production, report, pnls)
             stressed, start = stressed_var(
