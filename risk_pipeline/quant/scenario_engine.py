@@ -1030,12 +1030,12 @@ def _alo_values(book: PreparedBook, inp: _ChunkInputs, values: FloatArray) -> No
 
 
 def _grid_solve(
-    t: FloatArray, r: FloatArray, q: FloatArray, call: BoolArray, v: FloatArray, memo: GridMemo | None = None
+    t: FloatArray, r: FloatArray, q: FloatArray, call: BoolArray, v: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
     """Exercise boundary at maturity of every option at every grid vol: ``ratio[m, l] = S*/K`` (NaN where
     the grid does not apply: no early exercise, two boundaries, zero vol, a failed solve) and the unit-strike
     put boundary ``bnd[m, l]`` (``american_alo.put_boundary``, ``GRID_TABLES``; calls by the symmetry; zeros
-    where not solved). ``memo`` (``GridMemo(solves=True)``): the solves an earlier build of it made taken from it."""
+    where not solved)."""
     na, nv = v.shape
     ratio = np.full((na, nv), np.nan)
     bnd = np.zeros((na, nv, GRID_TABLES[0].size))
@@ -1045,12 +1045,9 @@ def _grid_solve(
         go = ~skip[:, None] & (v * np.sqrt(t)[:, None] > 1e-8)
     m, col = np.nonzero(go)
     if m.size:
-        if memo is not None and memo.solves:
-            s, steps, b_t = memo.solve(pr[m], pq[m], v[m, col], t[m])
-        else:
-            s, steps, b_t = solve_boundaries(
-                pr[m], pq[m], v[m, col], t[m], exercise_limits(pr[m], pq[m]), 1e-7, GRID_TABLES
-            )
+        s, steps, b_t = solve_boundaries(
+            pr[m], pq[m], v[m, col], t[m], exercise_limits(pr[m], pq[m]), 1e-7, GRID_TABLES
+        )
         bnd[m, col] = s
         with np.errstate(divide="ignore"):
             ratio[m, col] = np.where(steps > 0, np.where(call[m], 1.0 / b_t, b_t), np.nan)
@@ -1594,21 +1591,15 @@ def _spline_kernel(
 
 
 def _grid_boundaries(
-    t: FloatArray,
-    r: FloatArray,
-    q: FloatArray,
-    call: BoolArray,
-    v_nodes: FloatArray,
-    solve: IntArray,
-    memo: GridMemo | None = None,
+    t: FloatArray, r: FloatArray, q: FloatArray, call: BoolArray, v_nodes: FloatArray, solve: IntArray
 ) -> tuple[FloatArray, FloatArray]:
-    """``S*/K`` and the unit-strike put boundaries at the vol nodes (``_grid_solve``, with ``memo``) of the options
+    """``S*/K`` and the unit-strike put boundaries at the vol nodes (``_grid_solve``) of the options
     ``solve`` (NaN ratios elsewhere)."""
     na, nv = v_nodes.shape
     ratio = np.full((na, nv), np.nan)
     bnd = np.zeros((na, nv, GRID_TABLES[0].size))
     if solve.size:
-        ratio[solve], bnd[solve] = _grid_solve(t[solve], r[solve], q[solve], call[solve], v_nodes[solve], memo)
+        ratio[solve], bnd[solve] = _grid_solve(t[solve], r[solve], q[solve], call[solve], v_nodes[solve])
     return ratio, bnd
 
 
@@ -1839,37 +1830,6 @@ class _MemoBuild:
     ratio_k: FloatArray
     bnd: FloatArray
     vals: FloatArray
-    solves: _Solves | None = None
-
-
-@dataclass(frozen=True, eq=False)
-class _Solves:
-    """The boundary solves of one grid build (``_grid_solve``, ``GridMemo(solves=True)``): each solve's key row (the
-    bits of its put-space rate and yield, vol and maturity: ``_solve_keys``), sorted by their hash (``order``,
-    ``hashes``), and what ``solve_boundaries`` gave for it (the boundary ``s``, the Newton steps, ``B(T)``)."""
-
-    keys: NDArray[np.int64]
-    s: FloatArray
-    steps: IntArray
-    b_t: FloatArray
-    order: IntArray
-    hashes: NDArray[np.uint64]
-
-    @staticmethod
-    def of(keys: NDArray[np.int64], s: FloatArray, steps: IntArray, b_t: FloatArray) -> _Solves:
-        h = _row_hashes(keys)
-        order = np.argsort(h, kind="stable")
-        return _Solves(keys, s, steps, b_t, order, h[order])
-
-    @property
-    def nbytes(self) -> int:
-        return int(sum(a.nbytes for a in (self.keys, self.s, self.steps, self.b_t, self.order, self.hashes)))
-
-
-def _solve_keys(*columns: FloatArray) -> NDArray[np.int64]:
-    """The bits of ``solve_boundaries``' inputs of each grid boundary solve (put-space rate and yield, vol,
-    maturity: its ``x_max`` is theirs, its tolerance and tables the grids' own), one row a solve."""
-    return np.ascontiguousarray(np.stack(columns, axis=1)).view(np.int64)
 
 
 #: Columns of ``_memo_keys`` that decide an American's exercise boundaries at the vol nodes (the first ones).
@@ -1885,37 +1845,15 @@ class GridMemo:
     ``boundaries``, one whose vol, rate and yield ranges (not its log-spot range) equal one of theirs takes its
     boundaries and prices its own node values from them. Each is elementwise (an option's boundaries and node prices
     depend on its own inputs only), so every coefficient is the same; the spline fit still runs over the whole book.
-    With ``solves``, each boundary solve (``_grid_solve``: one put-space rate, yield, vol and maturity) whose inputs'
-    bits equal a solve of a kept build, or of a build kept by a ``pinned`` memo (never dropped by this one), takes
-    that solve's boundary instead of solving it again, solve by solve (an American's solves may repeat when its whole
-    vol range does not). ``keep_first``: the first ``builds`` builds are kept and no later one.
-    Memory per American and kept build: about 2.9 kB with ``nodes``, 2.1 kB with ``boundaries``, 4.7 kB with both,
-    about 3.2 kB more with ``solves`` (25 solves of 120 bytes with their index, with rate and yield moves)."""
+    Memory per American and kept build: about 2.9 kB with ``nodes``, 2.1 kB with ``boundaries``, 4.7 kB with both."""
 
-    def __init__(
-        self,
-        builds: int = 1,
-        *,
-        boundaries: bool = False,
-        nodes: bool = True,
-        solves: bool = False,
-        keep_first: bool = False,
-        pinned: Sequence[GridMemo] = (),
-    ) -> None:
-        if builds < 1 or not (boundaries or nodes or solves):
-            raise ValueError("a memo keeps at least one build, and its boundaries, its node values or its solves")
-        if any(not m.solves for m in pinned) or (pinned and not solves):
-            raise ValueError("a memo pins other memos' boundary solves only (both with solves)")
+    def __init__(self, builds: int = 1, *, boundaries: bool = False, nodes: bool = True) -> None:
+        if builds < 1 or not (boundaries or nodes):
+            raise ValueError("a memo keeps at least one build, and its boundaries or its node values")
         self.builds = builds
         self.boundaries = boundaries
         self.nodes = nodes
-        self.solves = solves
-        self.keep_first = keep_first
-        self.pinned = tuple(pinned)
         self._kept: list[_MemoBuild] = []
-        self._pending: list[_Solves] = []  # the boundary solves of the build under way (``solves``)
-        self.solves_looked_up = 0  # boundary solves of the builds (``solves``)
-        self.solves_found = 0  # of them found in a kept or pinned build
         #: per key width: the kept builds' rows, concatenated, sorted by their hash (order, hashes in that order)
         self._index: dict[int, tuple[IntArray, NDArray[np.uint64]]] = {}
         self.looked_up = 0  # Americans of the builds kept
@@ -1927,39 +1865,7 @@ class GridMemo:
         """Bytes held by the kept builds and their index."""
         arrays = [a for b in self._kept for a in (b.keys, b.ratio, b.ratio_k, b.bnd, b.vals)]
         arrays += [a for x in self._index.values() for a in x]
-        return int(sum(a.nbytes for a in arrays)) + sum(b.solves.nbytes for b in self._kept if b.solves is not None)
-
-    def solve(
-        self, pr: FloatArray, pq: FloatArray, vol: FloatArray, t: FloatArray
-    ) -> tuple[FloatArray, IntArray, FloatArray]:
-        """``solve_boundaries`` of the grid's boundary solves (``_grid_solve``: ``exercise_limits``, ``1e-7``,
-        ``GRID_TABLES``): a solve whose inputs' bits equal one of the kept (or pinned) builds' takes its boundary,
-        steps and ``B(T)``, the others are solved (elementwise: the same bits either way); every solve is kept with
-        the build under way."""
-        keys = _solve_keys(pr, pq, vol, t)
-        n = keys.shape[0]
-        s = np.empty((n, GRID_TABLES[0].size))
-        steps = np.empty(n, dtype=np.intp)
-        b_t = np.empty(n)
-        hit = np.zeros(n, dtype=bool)
-        kept = [b.solves for m in (self, *self.pinned) for b in m._kept if b.solves is not None]
-        if kept and n:
-            h = _row_hashes(keys)
-            for k in kept:
-                pos = np.minimum(np.searchsorted(k.hashes, h), k.hashes.size - 1)
-                row = k.order[pos]
-                at = np.flatnonzero(~hit & (k.hashes[pos] == h) & np.all(k.keys[row] == keys, axis=1))
-                s[at], steps[at], b_t[at] = k.s[row[at]], k.steps[row[at]], k.b_t[row[at]]
-                hit[at] = True
-        todo = np.flatnonzero(~hit)
-        if todo.size:
-            s[todo], steps[todo], b_t[todo] = solve_boundaries(
-                pr[todo], pq[todo], vol[todo], t[todo], exercise_limits(pr[todo], pq[todo]), 1e-7, GRID_TABLES
-            )
-        self._pending.append(_Solves(keys, s, steps, b_t, np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.uint64)))
-        self.solves_looked_up += n
-        self.solves_found += n - todo.size
-        return s, steps, b_t
+        return int(sum(a.nbytes for a in arrays))
 
     def find(self, keys: NDArray[np.int64], width: int | None = None) -> tuple[BoolArray, IntArray, IntArray]:
         """Per key row (its first ``width`` columns; all by default): whether a kept build holds it, which build and
@@ -2006,17 +1912,10 @@ class GridMemo:
                 out[at] = (src if part is None else src[part])[row[at]]
 
     def keep(self, build: _MemoBuild) -> None:
-        """Keep a build (the oldest dropped beyond ``builds``; with ``keep_first``, the first ``builds`` kept and no
-        other); with ``solves``, the boundary solves made since the last build kept go with it."""
-        pending, self._pending = self._pending, []
-        self.looked_up += build.keys.shape[0]
-        if self.keep_first and len(self._kept) >= self.builds:
-            return
-        if self.solves and pending:
-            cat = [np.concatenate([getattr(p, f) for p in pending]) for f in ("keys", "s", "steps", "b_t")]
-            build = replace(build, solves=_Solves.of(*cat))
+        """Keep a build (the oldest dropped beyond ``builds``)."""
         self._kept = [*self._kept, build][-self.builds :]
         self._index = {}
+        self.looked_up += build.keys.shape[0]
 
 
 #: The memo ``_grid_from_ranges`` reads and fills (``grid_memo``); None: every build on its own. A context variable,
@@ -2101,14 +2000,13 @@ def _grid_from_ranges(
     memo = _GRID_MEMO.get()
     keys = _memo_keys(book, ranges, still, moves_carry) if memo is not None else np.zeros((0, 0), dtype=np.int64)
     nodes = memo is not None and memo.nodes
-    none = (np.zeros(na, dtype=bool), np.zeros(na, dtype=np.intp), np.zeros(na, dtype=np.intp))
-    found = memo.find(keys) if memo is not None and nodes else none
+    found = memo.find(keys) if memo is not None and nodes else (np.zeros(na, dtype=bool), np.zeros(0), np.zeros(0))
     hit = found[0]
     # found by the inputs of its boundaries only (the memo keeps those): the boundaries taken, the node values priced
     solved = memo.find(keys, _VOL_KEY_COLUMNS) if memo is not None and memo.boundaries else found
     bnd_found = solved[0]
     solve = np.flatnonzero(~still & ~bnd_found)
-    ratio, bnd = _grid_boundaries(t, r, q, call, v_nodes, solve, memo)
+    ratio, bnd = _grid_boundaries(t, r, q, call, v_nodes, solve)
     if memo is not None:
         memo.gather("ratio", None, solved, ratio)
         if memo.boundaries:
@@ -2138,7 +2036,7 @@ def _grid_from_ranges(
             for sign in (1.0, -1.0):
                 rk = r + sign * h_r if k == 0 else r
                 qk = q + sign * h_q if k == 1 else q
-                ratio_k, bnd_k = _grid_boundaries(t, rk, qk, call, v_nodes, np.flatnonzero(on & ~bnd_found), memo)
+                ratio_k, bnd_k = _grid_boundaries(t, rk, qk, call, v_nodes, np.flatnonzero(on & ~bnd_found))
                 ratio_k[~on] = ratio[~on]
                 if memo is not None:
                     memo.gather("ratio_k", len(variants), solved, ratio_k)

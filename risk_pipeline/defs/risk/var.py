@@ -173,8 +173,7 @@ def smile_dynamics(
 
 
 #: Grid builds ``var_results`` keeps for the next ones (``scenario_engine.GridMemo``): the three horizons' of the
-#: historical VaR for the gap sets', of the last smile run for the stressed window's (with the Monte Carlo's first
-#: build's boundary solves, pinned, for both the smile runs' and the stressed window's)
+#: historical VaR for the gap sets', of the last smile run for the stressed window's
 GRID_MEMO_BUILDS = 3
 
 
@@ -615,14 +614,10 @@ def var_results(
         hist_memo = GridMemo(GRID_MEMO_BUILDS, boundaries=True, nodes=False)
         with grid_memo(hist_memo):
             report = compute_var(portfolio, factors.history, cfg, methods=ALL_METHODS[:3], smile=smile, term=term)
-        # the Monte Carlo's first (1-day) build keeps its boundary solves for the smile runs' and the stressed window's
-        # builds (the sticky-strike flat-term 1-day build repeats most of them: the 1-day vol moves are the history's)
-        mc_memo = GridMemo(1, nodes=False, solves=True, keep_first=True)
-        with grid_memo(mc_memo):
-            mc = compute_var(
-                portfolio, factors.history, cfg, methods=ALL_METHODS[3:],
-                fhs_asymmetric=gjr_wins(wh, v.session, portfolio.symbols),
-            )  # fmt: skip
+        mc = compute_var(
+            portfolio, factors.history, cfg, methods=ALL_METHODS[3:],
+            fhs_asymmetric=gjr_wins(wh, v.session, portfolio.symbols),
+        )  # fmt: skip
         report = VarReport(report.results + mc.results, {**report.scenario_pnl, **mc.scenario_pnl})
         # events inside a horizon: historical VaR with their gap scenarios, the gap component in its own columns
         with grid_memo(hist_memo):
@@ -639,14 +634,12 @@ def var_results(
         )  # fmt: skip
         # the smile runs (on the report before the gap sets), then the stressed VaR right after them: the stressed
         # window's grid builds find most of their Americans' grid work in the last smile run's (sticky strike, flat
-        # term: the same returns), one build per horizon, in the memo of the last three builds; their boundary solves
-        # that repeat one of those builds' or the Monte Carlo's first build's (solve by solve) are taken from them
-        with grid_memo(GridMemo(GRID_MEMO_BUILDS, solves=True, pinned=(mc_memo,))):
+        # term: the same returns), one build per horizon, in the memo of the last three builds
+        with grid_memo(GridMemo(GRID_MEMO_BUILDS)):
             sensitivity = smile_sensitivity(portfolio, factors.history, cfg, dynamics, terms, production, report, pnls)
             stressed, start = stressed_var(
                 portfolio, long.history, cfg, one_day_pnl=same_one_day_pnl(factors.history, long.history, cfg, pnls)
             )
-        del mc_memo
         report = gap.report
         book_rows = pd.DataFrame(report.rows()).merge(
             gap.gap_columns, on=["method", "horizon_days", "confidence"], how="left"
