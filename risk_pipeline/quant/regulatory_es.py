@@ -141,11 +141,14 @@ def liquidity_adjusted_es(
     american: AmericanMethod = "eep_grid",
     client: Any | None = None,
     chunk_size: int | None = None,
+    memo: GridMemo | None = None,
 ) -> LiquidityAdjustedES:
     """MAR33.4 ES of ``portfolio`` on ``history`` (module docstring): overlapping ``base_days`` moves applied
     instantly (``carry_calendar_days`` of time decay, 0 by default: carry is not a risk factor, and it would
     enter every bucket again), full revaluation, factors of ``LH < LH_j`` held for ``ES_T(P, j)``; also the
-    ``base_days`` VaR at ``var_confidence`` with every factor shocked."""
+    ``base_days`` VaR at ``var_confidence`` with every factor shocked. The buckets' grid builds use ``memo``
+    (``scenario_engine.GridMemo``; a caller's, kept across calls on other histories of the same portfolio, keeps
+    the same bits), a ``GridMemo(1, boundaries=True)`` of this call's by default."""
     spot_lh = np.asarray(spot_lh_days, dtype=np.int64)
     vol_lh = np.asarray(vol_lh_days, dtype=np.int64)
     n_sym = portfolio.n_symbols
@@ -159,8 +162,8 @@ def liquidity_adjusted_es(
     done: dict[tuple[bytes, bytes], float] = {}  # ES by the factors a bucket shocks
     # an American whose whole grid input (its vol and log-spot ranges) is the previous bucket's takes that bucket's
     # boundaries and node values, one whose vol range is takes its boundaries (scenario_engine.GridMemo: the same
-    # bits)
-    with grid_memo(GridMemo(1, boundaries=True)):
+    # bits); a caller's memo also holds its earlier calls' builds (another window of the same book)
+    with grid_memo(GridMemo(1, boundaries=True) if memo is None else memo):
         for j, lh in enumerate(horizons_days):  # five buckets, each a vectorized revaluation of every scenario
             spot_on = spot_lh >= lh
             vol_on = (vol_lh >= lh) & (sc.vol_scale is not None)

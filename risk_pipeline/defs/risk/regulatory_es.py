@@ -39,7 +39,7 @@ from risk_pipeline.quant.regulatory_es import (
     reduced_set_scaling,
     worst_es_window,
 )
-from risk_pipeline.quant.scenario_engine import evaluate
+from risk_pipeline.quant.scenario_engine import GridMemo, evaluate, grid_memo
 from risk_pipeline.quant.var import MarketHistory, empirical_var_es, historical_scenarios
 from risk_pipeline.queries import book_valuations
 from risk_pipeline.resources import WarehouseResource
@@ -48,6 +48,9 @@ from risk_pipeline.warehouse import Between, Warehouse
 GROUP = "risk"
 VAR_CONFIDENCE = 0.99
 SYNTHETIC, SP500 = "stored_history", "sp500_arch"
+#: Grid builds ``liquidity_adjusted_es`` keeps from one call to the next of a book (``book_rows``): the equity
+#: buckets' two (every factor; the small caps' spot and every vol), each with its boundaries and node values.
+LA_MEMO_BUILDS = 2
 
 
 class RegulatoryEsSettings(dg.Config):
@@ -138,9 +141,11 @@ def large_caps(
     return large, adv
 
 
-def one_day_pnl(portfolio: Portfolio, history: MarketHistory) -> np.ndarray:
-    """Today's book under every 1-day move of ``history``, applied instantly (full revaluation)."""
-    return evaluate(portfolio, historical_scenarios(history, 1), 0.0, american="eep_grid").pnl
+def one_day_pnl(portfolio: Portfolio, history: MarketHistory, memo: GridMemo | None = None) -> np.ndarray:
+    """Today's book under every 1-day move of ``history``, applied instantly (full revaluation); its grid build
+    uses ``memo`` (``scenario_engine.GridMemo``: the same bits), if given."""
+    with grid_memo(memo):
+        return evaluate(portfolio, historical_scenarios(history, 1), 0.0, american="eep_grid").pnl
 
 
 def _measures(
@@ -210,7 +215,13 @@ def book_rows(
             "0.5 % daily turnover, MAR21.78) spot 10 / vol 20 days, small cap spot 20 / vol 60 days"
         ),
     }
-    la = functools.partial(liquidity_adjusted_es, portfolio, spot_lh_days=spot_lh, vol_lh_days=vol_lh)
+    # grid builds kept from one window to the next (scenario_engine.GridMemo: an American whose grid input repeats
+    # takes the kept boundaries and node values, the same bits): the stressed window's buckets find the current
+    # period's (the windows overlap), the whole stored history's 1-day build the current period's
+    la_memo, pnl_memo = GridMemo(LA_MEMO_BUILDS, boundaries=True), GridMemo(1, boundaries=True)
+    la = functools.partial(
+        liquidity_adjusted_es, portfolio, spot_lh_days=spot_lh, vol_lh_days=vol_lh, memo=la_memo
+    )
     n_cur, n_win = settings.current_sessions, settings.stress_window_sessions
     stored = f"market_prices and atm_vol_history {dates[0]}..{dates[-1]} ({len(dates)} return days)"
     out: list[dict[str, Any]] = []
@@ -233,7 +244,7 @@ def book_rows(
     # current period: the last n_cur sessions, every factor
     current = hist.book(symbols, slice(-n_cur, None))
     full_current = la(current)
-    current_pnl = one_day_pnl(portfolio, current)
+    current_pnl = one_day_pnl(portfolio, current, pnl_memo)
     row(
         "current",
         SYNTHETIC,
@@ -246,7 +257,8 @@ def book_rows(
     )
     # stressed window of the stored history: the span with the largest 1-day 97.5 % ES of today's book
     book_hist = hist.book(symbols)
-    pnl = one_day_pnl(portfolio, book_hist)
+    pnl = one_day_pnl(portfolio, book_hist, pnl_memo)
+    del pnl_memo
     s = worst_es_window(pnl, n_win)
     span = hist.book(symbols, slice(s, s + n_win))
     # the worst window can be the current period itself (the same days): its ES is already known, to the bit
