@@ -220,12 +220,30 @@ def qd_plus_boundary(
 ) -> float:
     """Li's (2009) QD+ approximation of the put exercise boundary at time to maturity ``tau``: Halley's
     iteration from ``start`` until a step below ``tol * X``."""
-    s2 = sig * sig
-    v = sig * math.sqrt(tau)
     dr = math.exp(-r * tau)
-    dq = math.exp(-q * tau)
     rt = r * tau
     ddr = r / (1.0 - dr) if abs(rt) > 1e-5 else 1.0 / (tau * (1.0 - 0.5 * rt * (1.0 - rt / 3.0)))
+    return _qd_plus(tau, k, r, q, sig, x_max, start, tol, dr, math.exp(-q * tau), ddr)
+
+
+@inner_njit()
+def _qd_plus(
+    tau: float,
+    k: float,
+    r: float,
+    q: float,
+    sig: float,
+    x_max: float,
+    start: float,
+    tol: float,
+    dr: float,
+    dq: float,
+    ddr: float,
+) -> float:
+    """``qd_plus_boundary`` given its volatility-free terms ``dr = e^{-r tau}``, ``dq = e^{-q tau}`` and ``ddr``
+    (``_boundary_rates``: once for the boundary solves of one option's vol nodes)."""
+    s2 = sig * sig
+    v = sig * math.sqrt(tau)
     om = 2.0 * (r - q) / s2
     root = math.sqrt((om - 1.0) ** 2 + 8.0 * ddr / s2)
     lam = 0.5 * (-(om - 1.0) - root)
@@ -294,64 +312,128 @@ def put_boundary(
     exercise and a single boundary (``r >= 0``, not ``r <= 0 <= q``), ``sigma sqrt(T) > 0``. The Newton
     iteration starts from the QD+ boundary, or with ``warm`` from ``s`` as given (``s[0] = 0``; e.g. the
     boundary of a nearby option at the same node positions ``z_j``)."""
-    z_c, _, fs2, fc, fw, fm = tab[0], tab[1], tab[2], tab[3], tab[4], tab[5]
+    n = tab[0].shape[0] - 1
+    rates = np.empty((_RATE_ROWS, n * tab[2].shape[0]))
+    _boundary_rates(r, q, t, tab, rates)
+    work = np.empty((_WORK_ROWS, max(n * tab[2].shape[0], n + 1)))
+    jac = np.empty((n, n))  # not a reshaped view: reshape's error path compiles numba's string formatting
+    return _solve_boundary(k, r, q, sig, t, x_max, s, tol, tab, warm, rates, work, jac)
+
+
+#: Rows of ``_boundary_rates``' table and of ``_solve_boundary``'s workspace.
+_RATE_ROWS = 8
+_WORK_ROWS = 18
+
+
+@inner_njit()
+def _boundary_rates(r: float, q: float, t: float, tab: tuple[FloatArray, ...], rates: FloatArray) -> None:
+    """The volatility-free terms of ``put_boundary``'s solve (the same IEEE operations, so the same bits) into the
+    rows of ``rates`` (``(_RATE_ROWS, NODES * FP_POINTS)``): per quadrature point ``c = i * FP_POINTS + kk`` the
+    integrals' weights ``wr``, ``wq`` and the drift ``(r - q) tau_i (1 - sin^2 phi_kk)``; per node ``i`` its time
+    ``tau_i``, ``(r - q) tau_i`` and QD+'s ``e^{-r tau_i}``, ``e^{-q tau_i}`` and ``ddr``. Shared by the solves of
+    one option's vol nodes (``boundary_kernel``)."""
+    z_c, fs2, fw = tab[0], tab[2], tab[4]
     n = z_c.shape[0] - 1
     lq = fs2.shape[0]
-    nl = n * lq
     sqt = math.sqrt(t)
-    tau = np.empty(n)
+    wr = rates[0]
+    wq = rates[1]
+    drift = rates[2]
+    tau = rates[3]
+    rqt = rates[4]
+    qdr = rates[5]
+    qdq = rates[6]
+    qddr = rates[7]
+    for i in range(n):
+        xi = 0.5 * sqt * (1.0 + z_c[i + 1])
+        ti = xi * xi
+        tau[i] = ti
+        rqt[i] = (r - q) * ti
+        dr = math.exp(-r * ti)
+        qdr[i] = dr
+        qdq[i] = math.exp(-q * ti)
+        rt = r * ti
+        qddr[i] = r / (1.0 - dr) if abs(rt) > 1e-5 else 1.0 / (ti * (1.0 - 0.5 * rt * (1.0 - rt / 3.0)))
+    for i in range(n):
+        ti = tau[i]
+        rt = r * ti
+        qt = q * ti
+        for kk in range(lq):  # branch-free: vectorized
+            c = i * lq + kk
+            drift[c] = (r - q) * ti * (1.0 - fs2[kk])
+            wr[c] = rt * fw[kk] * fast_exp(rt * fs2[kk])
+            wq[c] = qt * fw[kk] * fast_exp(qt * fs2[kk])
+
+
+@inner_njit()
+def _solve_boundary(
+    k: float,
+    r: float,
+    q: float,
+    sig: float,
+    t: float,
+    x_max: float,
+    s: FloatArray,
+    tol: float,
+    tab: tuple[FloatArray, ...],
+    warm: bool,
+    rates: FloatArray,
+    work: FloatArray,
+    jac: FloatArray,
+) -> int:
+    """``put_boundary`` given ``_boundary_rates(r, q, t, tab, rates)`` and its workspace (``work``:
+    ``(_WORK_ROWS, max(NODES * FP_POINTS, NODES + 1))``, ``jac``: ``(NODES, NODES)``; contents not read)."""
+    z_c, fc, fm = tab[0], tab[3], tab[5]
+    n = z_c.shape[0] - 1
+    lq = tab[2].shape[0]
+    nl = n * lq
+    wr = rates[0]
+    wq = rates[1]
+    drift = rates[2]
+    tau = rates[3]
+    rqt = rates[4]
     lnk = math.log(k / x_max)
     s[0] = 0.0
     b0 = x_max
     for i in range(n):  # QD+ start, node by node, Halley from H = s^2 extrapolated linearly in z
-        xi = 0.5 * sqt * (1.0 + z_c[i + 1])
-        tau[i] = xi * xi
         if warm:
-            continue
+            break
         if i > 0:
             h1 = s[i] * s[i]
             h0 = s[i - 1] * s[i - 1]
             hg = h1 + (h1 - h0) * (z_c[i + 1] - z_c[i]) / (z_c[i] - z_c[i - 1])
             b0 = x_max * math.exp(-math.sqrt(max(hg, 0.0)))
-        b0 = qd_plus_boundary(tau[i], k, r, q, sig, x_max, b0, QD_PLUS_TOL)
+        b0 = _qd_plus(tau[i], k, r, q, sig, x_max, b0, QD_PLUS_TOL, rates[5, i], rates[6, i], rates[7, i])
         s[i + 1] = max(-math.log(b0 / x_max), 0.0)
     # one workspace for the arrays of the iteration (its rows; row views, not slices: less code to compile)
-    work = np.empty((20, max(nl, n + 1)))
     inv_sd = work[0]
     cc = work[1]
     sdv = work[2]
-    wr = work[3]
-    wq = work[4]
-    sh = work[5]
-    sn = work[6]
-    tn = work[7]
-    td = work[8]
-    aa = work[9]
-    ca = work[10]
-    hh = work[11]
-    s_acc = work[12]
-    full = work[13]
-    res = work[14]
-    nn = work[15]
-    dd = work[16]
-    vv = work[17]
-    pm0 = work[18]
-    pp0 = work[19]
-    jac = np.empty((n, n))  # not a reshaped view: reshape's error path compiles numba's string formatting
+    sh = work[3]
+    sn = work[4]
+    tn = work[5]
+    td = work[6]
+    aa = work[7]
+    ca = work[8]
+    hh = work[9]
+    s_acc = work[10]
+    full = work[11]
+    res = work[12]
+    nn = work[13]
+    dd = work[14]
+    vv = work[15]
+    pm0 = work[16]
+    pp0 = work[17]
     for i in range(n):
         ti = tau[i]
         st = sig * math.sqrt(ti)
         vv[i] = st
-        rt = r * ti
-        qt = q * ti
         for kk in range(lq):  # branch-free: vectorized
             c = i * lq + kk
             sd = st * fc[kk]
             inv_sd[c] = 1.0 / sd
             sdv[c] = sd
-            cc[c] = (r - q) * ti * (1.0 - fs2[kk]) / sd + 0.5 * sd
-            wr[c] = rt * fw[kk] * fast_exp(rt * fs2[kk])
-            wq[c] = qt * fw[kk] * fast_exp(qt * fs2[kk])
+            cc[c] = drift[c] / sd + 0.5 * sd
     steps = 0
     prev = 1.0
     best = math.inf
@@ -386,7 +468,7 @@ def put_boundary(
             sh[c] = root
         for i in range(n):  # the u = tau_i terms, branch-free: vectorized
             v = vv[i]
-            dp0 = (-lnk - s[i + 1] + (r - q) * tau[i]) / v + 0.5 * v
+            dp0 = (-lnk - s[i + 1] + rqt[i]) / v + 0.5 * v
             dm0 = dp0 - v
             e_p = exp_minus_half_square(dp0)
             e_m = exp_minus_half_square(dm0)
@@ -410,7 +492,7 @@ def put_boundary(
             pm0[i] = -(pm0[i] + sa)  # d N_i / d s_i (the diagonal part)
             pp0[i] = -(pp0[i] + sc)
         for i in range(n):  # branch-free: vectorized
-            res[i] = lnk - (r - q) * tau[i] + fast_log(nn[i]) - fast_log(dd[i]) + s[i + 1]
+            res[i] = lnk - rqt[i] + fast_log(nn[i]) - fast_log(dd[i]) + s[i + 1]
         for i in range(n):
             for j in range(n):
                 jac[i, j] = 0.0
@@ -774,6 +856,12 @@ def american_point(
 # ----------------------------------------------------------------------------------------------
 
 
+@inner_njit(forceinline=True)
+def _same_bits(a: float, b: float) -> bool:
+    """``a`` and ``b`` are the same number with the same sign (``0.0`` is not ``-0.0``; NaN is never the same)."""
+    return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+
+
 @njit(**JIT)
 def boundary_kernel(
     pr: FloatArray,
@@ -794,8 +882,22 @@ def boundary_kernel(
     ``start .. stop-1`` (``run_chunked``): the boundary ``s[i]`` (with ``warm`` started from ``s[i]`` as given),
     the Newton steps and ``B(T) = x_max e^{-s[i, -1]}``."""
     last = s.shape[1] - 1
+    n = tab[0].shape[0] - 1
+    nl = n * tab[2].shape[0]
+    rates = np.empty((_RATE_ROWS, nl))
+    work = np.empty((_WORK_ROWS, max(nl, n + 1)))
+    jac = np.empty((n, n))
     for i in range(start, stop):
-        steps[i] = put_boundary(1.0, pr[i], pq[i], sig[i], t[i], x_max[i], s[i], tol, tab, warm)
+        # the volatility-free terms once for a run of rows of equal (bit for bit) rate, yield and time: the vol
+        # nodes of one option (``scenario_engine._grid_solve``), vega bumps
+        if (
+            i == start
+            or not _same_bits(pr[i], pr[i - 1])
+            or not _same_bits(pq[i], pq[i - 1])
+            or not _same_bits(t[i], t[i - 1])
+        ):
+            _boundary_rates(pr[i], pq[i], t[i], tab, rates)
+        steps[i] = _solve_boundary(1.0, pr[i], pq[i], sig[i], t[i], x_max[i], s[i], tol, tab, warm, rates, work, jac)
         b_t[i] = x_max[i] * math.exp(-s[i, last])
 
 
