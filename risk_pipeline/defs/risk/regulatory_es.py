@@ -219,9 +219,7 @@ def book_rows(
     # takes the kept boundaries and node values, the same bits): the stressed window's buckets find the current
     # period's (the windows overlap), the whole stored history's 1-day build the current period's
     la_memo, pnl_memo = GridMemo(LA_MEMO_BUILDS, boundaries=True), GridMemo(1, boundaries=True)
-    la = functools.partial(
-        liquidity_adjusted_es, portfolio, spot_lh_days=spot_lh, vol_lh_days=vol_lh, memo=la_memo
-    )
+    la = functools.partial(liquidity_adjusted_es, portfolio, spot_lh_days=spot_lh, vol_lh_days=vol_lh, memo=la_memo)
     n_cur, n_win = settings.current_sessions, settings.stress_window_sessions
     stored = f"market_prices and atm_vol_history {dates[0]}..{dates[-1]} ({len(dates)} return days)"
     out: list[dict[str, Any]] = []
