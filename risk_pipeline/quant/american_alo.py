@@ -395,9 +395,7 @@ def _solve_boundary(
     lnk = math.log(k / x_max)
     s[0] = 0.0
     b0 = x_max
-    for i in range(n):  # QD+ start, node by node, Halley from H = s^2 extrapolated linearly in z
-        if warm:
-            break
+    for i in range(0 if warm else n):  # QD+ start (none if warm), node by node, Halley from H = s^2 extrapolated in z
         if i > 0:
             h1 = s[i] * s[i]
             h0 = s[i - 1] * s[i - 1]
@@ -889,7 +887,8 @@ def boundary_kernel(
     jac = np.empty((n, n))
     for i in range(start, stop):
         # the volatility-free terms once for a run of rows of equal (bit for bit) rate, yield and time: the vol
-        # nodes of one option (``scenario_engine._grid_solve``), vega bumps
+        # nodes of one option (``scenario_engine._grid_solve``); ``american_points``' distinct rows come in hash
+        # order, so they rarely share them
         if (
             i == start
             or not _same_bits(pr[i], pr[i - 1])
@@ -1139,7 +1138,10 @@ def _warm_boundaries(
             cc = w[chained]
             s[cc], _, b_t[cc] = solve_boundaries(*(b[cc] for b in bounds), tol, tab)
             w = w[~chained]
-        s[w], _, b_t[w] = solve_boundaries(*(b[w] for b in bounds), tol, tab, start=s[src_row[w]])
+        s[w], steps, b_t[w] = solve_boundaries(*(b[w] for b in bounds), tol, tab, start=s[src_row[w]])
+        failed = w[steps <= 0]
+        if failed.size:  # a warm start whose Newton step failed: solved again from QD+, as without warm_from
+            s[failed], _, b_t[failed] = solve_boundaries(*(b[failed] for b in bounds), tol, tab)
     return s, b_t
 
 

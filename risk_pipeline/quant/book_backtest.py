@@ -264,6 +264,7 @@ def static_book_backtest(
             term=term,
             stacked=stacked,
             components=False,
+            warm_bumps=True,  # the time bumps' boundaries from the base ones: equal to rounding, about 7 % less CPU
         )
         # each day's book value: today's option values, which the VaR's engine calls cached on the stacked book
         # (each option priced on its own: the same bits as a stack of every day's book)

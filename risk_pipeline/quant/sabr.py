@@ -44,6 +44,7 @@ from scipy.linalg.lapack import _compute_lwork
 from scipy.special import ndtr
 
 from risk_pipeline.quant._numba import JIT, FloatArray, inner_njit
+from risk_pipeline.quant._summation import block_sum
 
 _SQRT_2PI = np.sqrt(2 * np.pi)  # scipy.stats' _norm_pdf_C
 #: ``least_squares``' relative step of 2-point differences (``_numdiff._eps_for_method``) and the diagonal of 3x3.
@@ -75,7 +76,7 @@ _GEMV_C = nbt.ExternalFunction(
         nbt.voidptr,
     ),
 )  # fmt: skip
-#: Quotes of the largest slice ``_calibrate_kernel`` fits (its ``_np_sum`` covers numpy's sums up to 129 terms).
+#: Quotes of the largest slice ``_calibrate_kernel`` fits (its ``_np_sum`` covers numpy's sums up to 128 terms).
 _KERNEL_MAX_QUOTES = 128
 
 #: Bounds of the calibrated parameters: alpha > 0, |rho| < 1, ``0 <= nu <= nu_upper_bound(t)``.
@@ -560,35 +561,7 @@ def _by_numpy(a: FloatArray, cube: np.bool_) -> FloatArray:
 @inner_njit(forceinline=True)
 def _np_sum(a: FloatArray, start: int, stop: int) -> float:
     """``np.sum`` of ``a[start:stop]`` (contiguous, at most 128 elements): numpy's pairwise summation."""
-    return _pairwise(a, start, stop - start)
-
-
-@inner_njit(forceinline=True)
-def _pairwise(a: FloatArray, start: int, n: int) -> float:
-    """numpy's ``pairwise_sum`` of ``a[start:start + n]`` for ``n <= 128`` (``_KERNEL_MAX_QUOTES``)."""
-    if n < 8:
-        res = -0.0
-        for i in range(n):
-            res += a[start + i]
-        return res
-    r0, r1, r2, r3 = a[start], a[start + 1], a[start + 2], a[start + 3]
-    r4, r5, r6, r7 = a[start + 4], a[start + 5], a[start + 6], a[start + 7]
-    i = 8
-    while i < n - (n % 8):
-        r0 += a[start + i]
-        r1 += a[start + i + 1]
-        r2 += a[start + i + 2]
-        r3 += a[start + i + 3]
-        r4 += a[start + i + 4]
-        r5 += a[start + i + 5]
-        r6 += a[start + i + 6]
-        r7 += a[start + i + 7]
-        i += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < n:
-        res += a[start + i]
-        i += 1
-    return res
+    return block_sum(a, start, stop - start)
 
 
 @inner_njit()

@@ -725,15 +725,15 @@ def _american_grid_values(
                         f2 = 0.0
                         f3 = 0.0
                         for a in range(4):
-                            c = g_coef[m, iv, iy, a]
+                            coef = g_coef[m, iv, iy, a]
                             d0 = g_dcoef[m, 0, iv, iy, a]
                             d1 = g_dcoef[m, 1, iv, iy, a]
                             d2 = g_dcoef[m, 2, iv, iy, a]
                             d3 = g_dcoef[m, 3, iv, iy, a]
-                            f0 = f0 * tv + (c[0] + xr * (d0[0] + xr * d1[0]) + xq * (d2[0] + xq * d3[0]))
-                            f1 = f1 * tv + (c[1] + xr * (d0[1] + xr * d1[1]) + xq * (d2[1] + xq * d3[1]))
-                            f2 = f2 * tv + (c[2] + xr * (d0[2] + xr * d1[2]) + xq * (d2[2] + xq * d3[2]))
-                            f3 = f3 * tv + (c[3] + xr * (d0[3] + xr * d1[3]) + xq * (d2[3] + xq * d3[3]))
+                            f0 = f0 * tv + (coef[0] + xr * (d0[0] + xr * d1[0]) + xq * (d2[0] + xq * d3[0]))
+                            f1 = f1 * tv + (coef[1] + xr * (d0[1] + xr * d1[1]) + xq * (d2[1] + xq * d3[1]))
+                            f2 = f2 * tv + (coef[2] + xr * (d0[2] + xr * d1[2]) + xq * (d2[2] + xq * d3[2]))
+                            f3 = f3 * tv + (coef[3] + xr * (d0[3] + xr * d1[3]) + xq * (d2[3] + xq * d3[3]))
                         fold[iy, 0] = f0
                         fold[iy, 1] = f1
                         fold[iy, 2] = f2

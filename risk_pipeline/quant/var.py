@@ -1706,6 +1706,7 @@ def compute_var_batch(
     term: SmileDynamics | None = None,
     stacked: Portfolio | None = None,
     components: bool = True,
+    warm_bumps: bool = False,
 ) -> list[VarReport]:
     """``compute_var(portfolios[k], histories[k], config, methods=methods, garch_params=garch_params[k], term=term)``
     for every ``k`` at once: one scenario-engine call per simulation method and horizon for all the books
@@ -1713,7 +1714,9 @@ def compute_var_batch(
     scenario P&L is the sum of its per-underlying P&L instead of the sum by position: equal to rounding).
     ``stacked``: ``stack_portfolios(portfolios)`` made by the caller, so that the option values the engine caches
     on it (today's, ``scenario_engine.market_values``) serve the caller too. ``components=False``: no component
-    VaR or ES (NaN and None; callers that read only the VaR and ES, such as the backtest, skip their work)."""
+    VaR or ES (NaN and None; callers that read only the VaR and ES, such as the backtest, skip their work).
+    ``warm_bumps``: the Greeks' time-bumped boundaries are solved from the base ones (``position_greeks``): theta,
+    charm and the parametric VaR then equal ``compute_var``'s to rounding (within 1e-13 relative), not bit for bit."""
     cfg = config or VarConfig()
     unknown = set(methods) - set(ALL_METHODS)
     if unknown:
@@ -1795,9 +1798,7 @@ def compute_var_batch(
                 ]
             each_horizon(HISTORICAL, sets)
     if DELTA_NORMAL in methods or DELTA_GAMMA_CF in methods:
-        # the time bumps' boundaries from the base ones: the tables equal to 1e-13 relative, not bit for bit (the
-        # backtest only; var_results keeps the QD+ starts)
-        greeks = position_greeks(stacked, warm_bumps=True)
+        greeks = position_greeks(stacked, warm_bumps=warm_bumps)
         ends = np.cumsum([0] + [p.n_positions for p in portfolios])
         # the covariances parametric_var uses (none where it works in the span of fewer days than factors)
         dense = [

@@ -67,3 +67,23 @@ def test_rows_equal_the_per_slice_groupby(beta: float) -> None:
         assert got == want
         assert pd.DataFrame(got).equals(pd.DataFrame(want))
     assert sabr_rows(quotes.iloc[:0], beta) == []
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+def test_rows_fitted_by_numpy_equal_the_compiled_rows(beta: float) -> None:
+    """``compiled=False`` (a small first run, before the kernel is cached) gives the compiled path's rows."""
+    rng = np.random.default_rng(11)
+    for _ in range(3):
+        quotes = _chain(rng)
+        assert pd.DataFrame(sabr_rows(quotes, beta, compiled=False)).equals(pd.DataFrame(sabr_rows(quotes, beta)))
+
+
+def test_the_kernel_is_used_for_many_underlyings_or_once_on_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    from risk_pipeline.defs.volatility import stochastic_vol
+
+    n = stochastic_vol.SABR_KERNEL_MIN_UNDERLYINGS
+    monkeypatch.setattr(stochastic_vol, "cached_on_disk", lambda kernels: False)
+    assert not stochastic_vol.sabr_compiled(n - 1)
+    assert stochastic_vol.sabr_compiled(n)
+    monkeypatch.setattr(stochastic_vol, "cached_on_disk", lambda kernels: True)
+    assert stochastic_vol.sabr_compiled(1)
