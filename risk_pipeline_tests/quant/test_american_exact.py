@@ -4,6 +4,8 @@ and the scenario engine's early-exercise grid."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import QuantLib as ql
@@ -180,6 +182,19 @@ def _precise(s: float, k: float, t: float, vol: float, r: float, q: float, call:
     return american_point(s, k, t, vol, r, q, call, NEWTON_STEP_TOL_GREEKS, True)[0]
 
 
+def _with_time_value(
+    o: dict[str, np.ndarray],
+) -> Iterator[tuple[int, tuple[float, float, float, float, float, float, bool], float]]:
+    """(index, (spot, strike, t, vol, rate, div, call), precise price) of the points of ``o`` with time value (the
+    others' Greeks are intrinsic's, and a relative test of them is meaningless)."""
+    for i in range(o["spot"].size):
+        s, k, t, v, r, q = (float(o[x][i]) for x in ("spot", "strike", "t", "vol", "rate", "div"))
+        c = bool(o["call"][i])
+        price = _precise(s, k, t, v, r, q, c)
+        if price >= 1e-6 * k and price - max(s - k if c else k - s, 0.0) >= 1e-4 * k:
+            yield i, (s, k, t, v, r, q, c), price
+
+
 def _central(
     x: tuple[float, float, float, float, float, float, bool], j: int, h: float, price: float, second: bool = False
 ) -> float:
@@ -201,13 +216,8 @@ def _central(
 def test_greeks_are_central_differences_of_the_price() -> None:
     o = _grid(120, 5)
     g = american_greeks(*_args(o))
-    for i in range(o["spot"].size):
-        s, k, t, v, r, q = (float(o[x][i]) for x in ("spot", "strike", "t", "vol", "rate", "div"))
-        c = bool(o["call"][i])
-        price = _precise(s, k, t, v, r, q, c)
-        if price < 1e-6 * k or price - max(s - k if c else k - s, 0.0) < 1e-4 * k:
-            continue  # no time value: Greeks are intrinsic's (and the relative test is meaningless)
-        x = (s, k, t, v, r, q, c)
+    for i, x, price in _with_time_value(o):
+        s, k, t, v, r, _, _ = x
         fd = {
             "delta": _central(x, 0, 1e-3 * s, price),
             "gamma": _central(x, 0, 1e-3 * s, price, second=True),
@@ -453,14 +463,9 @@ def test_greeks_with_warm_bumped_boundaries_are_central_differences_of_the_price
     assert not np.array_equal(warm.theta, cold.theta)  # another start: some last bits move
     assert np.all(np.isnan(warm.rho))
     checked = 0
-    for i in range(o["spot"].size):
-        s, k, t, v, r, q = (float(o[x][i]) for x in ("spot", "strike", "t", "vol", "rate", "div"))
-        c = bool(o["call"][i])
-        price = _precise(s, k, t, v, r, q, c)
-        if price < 1e-6 * k or price - max(s - k if c else k - s, 0.0) < 1e-4 * k:
-            continue  # no time value: Greeks are intrinsic's (and the relative test is meaningless)
+    for i, x, price in _with_time_value(o):
+        s, _, t, v, _, _, _ = x
         checked += 1
-        x = (s, k, t, v, r, q, c)
         fd = {
             "vega": _central(x, 3, 1e-3 * v, price),
             "volga": _central(x, 3, 1e-3 * v, price, second=True),

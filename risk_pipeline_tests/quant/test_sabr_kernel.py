@@ -9,39 +9,17 @@ import math
 
 import numpy as np
 import pytest
-from scipy.optimize import least_squares
 
 from risk_pipeline.quant.sabr import (
     _KERNEL_MAX_QUOTES,
-    RHO_BOUND,
-    _black_vega_weight,
     calibrate_sabr,
     nu_upper_bound,
     sabr_hagan_vol,
     sabr_obloj_vol,
 )
+from risk_pipeline_tests.quant.test_sabr_batched_differences import _one_call_per_point as _scipy_fit
 
 FORMULAS = {"hagan": sabr_hagan_vol, "obloj": sabr_obloj_vol}
-
-
-def _scipy_fit(k: np.ndarray, v: np.ndarray, forward: float, t: float, beta: float, formula: str) -> np.ndarray:
-    """The calibration by ``least_squares`` itself (its own 2-point differences, one residual call per point)."""
-    fn = FORMULAS[formula]
-    weight = np.sqrt(_black_vega_weight(k, forward, t, v))
-    weight /= weight.max()
-    atm = int(np.argmin(np.abs(np.log(k / forward))))
-    x0 = np.array([float(v[atm] * forward ** (1.0 - beta)), 0.0, 0.5])
-    bounds = (np.array([1e-8, -RHO_BOUND, 0.0]), np.array([np.inf, RHO_BOUND, nu_upper_bound(t)]))
-    res = least_squares(
-        lambda x: weight * (fn(k, forward, t, x[0], beta, x[1], x[2]) - v),
-        x0,
-        bounds=bounds,
-        method="trf",
-        x_scale="jac",
-        xtol=1e-12,
-        ftol=1e-12,
-    )
-    return res.x
 
 
 def _slice(rng: np.random.Generator, n: int, beta: float) -> tuple[np.ndarray, np.ndarray, float, float]:
