@@ -21,7 +21,9 @@ The machine may be shared: every run also prints a calibration workload's time (
 numpy sort) before and after, so two reports can be compared by the ratio of a step to it.
 ``--reference-warehouse PATH`` compares the tables of this run with a warehouse written by another version
 of the code for the same date and window (floats to 1e-10 relative, everything else exactly, run-specific
-columns such as run ids and publication times ignored).
+columns such as run ids and publication times ignored). ``--memory-period S`` samples this process's resident
+memory every S seconds and prints, per run, the largest sample in each step and the stacks of every thread at the
+run's largest sample, beside ``ru_maxrss`` of this process and of its child processes (the kernel warm-ups).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -119,6 +122,88 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class MemoryWatch:
+    """This process's resident memory every ``period_s`` seconds on a daemon thread, and the stacks of the other
+    threads whenever it passes its largest sample so far (again at most every ``stack_every_bytes`` of growth)."""
+
+    def __init__(self, period_s: float, stack_every_bytes: int = 16 * 2**20) -> None:
+        self.period_s = period_s
+        self.stack_every_bytes = stack_every_bytes
+        self.samples: list[tuple[float, int]] = []  # (time.time(), resident bytes)
+        self.peak: tuple[float, int, list[list[str]]] = (0.0, 0, [])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory-watch", daemon=True)
+
+    def __enter__(self) -> MemoryWatch:
+        self.samples.clear()
+        self.peak = (0.0, 0, [])
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="memory-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        me = threading.get_ident()
+        stacked = 0
+        while True:
+            now, rss = time.time(), rss_bytes()
+            self.samples.append((now, rss))
+            if rss > self.peak[1]:
+                stacks = self.peak[2]
+                if rss >= stacked + self.stack_every_bytes or not stacks:
+                    stacks = [_stack_lines(f) for tid, f in sys._current_frames().items() if tid != me]
+                    stacked = rss
+                self.peak = (now, rss, stacks)
+            if self._stop.wait(self.period_s):
+                return
+
+    def report(self, intervals: dict[str, tuple[float, float]], t0: float) -> list[str]:
+        """Lines: the largest sample in each step, then the run's largest sample, its step and the stacks there."""
+        if not self.samples:
+            return []
+        times = np.array([t for t, _ in self.samples])
+        rss = np.array([r for _, r in self.samples], dtype=np.float64) / 2**30
+        lines = [f"memory every {self.period_s:g} s ({len(times)} samples): largest sample in each step, GiB"]
+        for step, (a, b) in sorted(intervals.items(), key=lambda kv: kv[1][0]):
+            inside = (times >= a) & (times <= b)
+            if inside.any():
+                lines.append(f"   {step:<34}{rss[inside].max():>7.2f}  (from +{a - t0:.0f} s to +{b - t0:.0f} s)")
+        at, peak, stacks = self.peak
+        where = [k for k, (a, b) in intervals.items() if a <= at <= b] or ["outside the steps"]
+        lines.append(f"   largest sample {peak / 2**30:.2f} GiB at +{at - t0:.1f} s, in {', '.join(where)}; stacks:")
+        for stack in stacks:
+            if stack:
+                lines.extend(["     thread:", *(f"       {line}" for line in stack)])
+        return lines
+
+
+def _stack_lines(frame: Any, library_frames: int = 4) -> list[str]:
+    """A thread's stack, outermost first: this project's frames and the innermost ``library_frames`` others."""
+    frames = []
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
+    frames.reverse()
+    root = str(ROOT) + "/"
+    keep = [
+        f"{f.f_code.co_filename.replace(root, '')}:{f.f_code.co_name}:{f.f_lineno}"
+        for i, f in enumerate(frames)
+        if ("risk_pipeline" in f.f_code.co_filename and "site-packages" not in f.f_code.co_filename)
+        or i >= len(frames) - library_frames
+    ]
+    return keep if any("risk_pipeline" in line for line in keep) else []
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process now (``/proc/self/statm``)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def step_intervals(instance: Any, run_id: str) -> tuple[dict[str, tuple[float, float]], Counter[str]]:
     """(start, end) timestamps of every step of a run and the count of each event type it recorded."""
     import dagster as dg
@@ -160,7 +245,10 @@ def run_job(
     tags: dict | None = None,
     run_config: dict | None = None,
     asset_selection: list[Any] | None = None,
+    memory_period_s: float = 0.0,
 ) -> RunTiming:
+    import contextlib
+
     from numba.core import event
 
     job = defs.resolve_job_def(job_name)
@@ -172,7 +260,9 @@ def run_job(
         event.install_listener("numba:compile", compile_timer),
         event.install_listener("numba:compile", compile_cpu),
         event.install_listener("numba:compiler_lock", lock_timer),
+        MemoryWatch(memory_period_s) if memory_period_s > 0 else contextlib.nullcontext() as watch,
     ):
+        t0_epoch = time.time()
         t0, c0, k0 = time.perf_counter(), process_cpu_s(), children_cpu_s()
         if job_name == "price_history_job":
             # as ``risk-pipeline demo`` runs it (cli.demo, cli._run_job): a first run's history kernels compile in
@@ -203,6 +293,11 @@ def run_job(
     if not result.success:
         failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
         notes.append(f"FAILED steps: {', '.join(str(f) for f in failed) or 'run failure'}")
+    if watch is not None:
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+        notes.extend(watch.report(intervals, t0_epoch))
+        notes.append(f"ru_maxrss so far: this process {own:.2f} GiB, child processes {children:.2f} GiB")
     return RunTiming(
         job=job_name,
         success=result.success,
@@ -524,6 +619,9 @@ def main(argv: list[str] | None = None) -> int:
         "--atm-sample", type=int, default=20, help="sessions of the in-process atm_vol_history comparison (0: skip)"
     )
     parser.add_argument("--atm-only", action="store_true", help="only the atm_vol_history comparison, no jobs")
+    parser.add_argument(
+        "--memory-period", type=float, default=0.0, help="sample resident memory every this many seconds (0: off)"
+    )
     args = parser.parse_args(argv)
     cold_cache = numba_cache_is_empty()  # before anything compiles
 
@@ -567,13 +665,14 @@ def main(argv: list[str] | None = None) -> int:
         "dagster/asset_partition_range_start": window[0].isoformat(),
         "dagster/asset_partition_range_end": window[-1].isoformat(),
     }
-    runs["history"] = run_job(defs, instance, "price_history_job", tags=tags)
+    memory = {"memory_period_s": args.memory_period}
+    runs["history"] = run_job(defs, instance, "price_history_job", tags=tags, **memory)
     print_run(f"price_history_job ({len(window)} sessions, one run)", runs["history"], calibration_before)
     if runs["history"].success and not args.history_only:
-        runs["eod"] = run_job(defs, instance, "end_of_day_job", partition_key=session.isoformat())
+        runs["eod"] = run_job(defs, instance, "end_of_day_job", partition_key=session.isoformat(), **memory)
         print_run(f"end_of_day_job {session}", runs["eod"], calibration_before)
         if args.warm_repeat:
-            runs["eod_warm"] = run_job(defs, instance, "end_of_day_job", partition_key=session.isoformat())
+            runs["eod_warm"] = run_job(defs, instance, "end_of_day_job", partition_key=session.isoformat(), **memory)
             print_run(f"end_of_day_job {session} (warm repeat)", runs["eod_warm"], calibration_before)
         if not args.skip_intraday and runs["eod"].success:
             source = resources_from_env()["market_data"].get_source()
