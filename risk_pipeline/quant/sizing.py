@@ -32,17 +32,20 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import xgboost as xgb
-from numba import njit
-from numpy.typing import ArrayLike
+from llvmlite import ir as llvm_ir
+from numba import njit, types
+from numba.extending import intrinsic
+from numpy.typing import ArrayLike, NDArray
 from scipy import optimize
 from scipy.cluster import hierarchy
 from scipy.signal import lfilter
 from scipy.spatial.distance import squareform
 
-from risk_pipeline.quant._numba import JIT, FloatArray, IntArray, inner_njit, run_chunked
+from risk_pipeline.quant._numba import JIT, FloatArray, IntArray, inner_njit
 
 TRADING_DAYS = 252
 
@@ -179,28 +182,128 @@ def _nan_max(a: float, b: float) -> float:
     return b
 
 
+@intrinsic
+def _mulhi_u64(typingctx: Any, a: Any, b: Any) -> Any:
+    """The high 64 bits of the 128-bit product of two uint64s (LLVM's ``i128`` multiply: one ``mul``/``umulh``)."""
+    if not (a == types.uint64 and b == types.uint64):
+        return None
+    sig = types.uint64(types.uint64, types.uint64)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        wide = llvm_ir.IntType(128)
+        product = builder.mul(builder.zext(args[0], wide), builder.zext(args[1], wide))
+        return builder.trunc(builder.lshr(product, llvm_ir.Constant(wide, 64)), llvm_ir.IntType(64))
+
+    return sig, codegen
+
+
+def _pcg64_state(rng: np.random.Generator) -> NDArray[np.uint64]:
+    """A PCG64 generator's state as ``_bootstrap_draws`` reads it: state high and low 64 bits, increment high and
+    low, and ``has_uint32 << 32 | uinteger`` (the buffered upper half of the last 64-bit output)."""
+    s = rng.bit_generator.state
+    if s["bit_generator"] != "PCG64":
+        raise ValueError("the bootstrap draws follow numpy's PCG64")
+    state, inc, mask = int(s["state"]["state"]), int(s["state"]["inc"]), (1 << 64) - 1
+    buffered = (int(s["has_uint32"]) << 32) | int(s["uinteger"])
+    return np.array([state >> 64, state & mask, inc >> 64, inc & mask, buffered], dtype=np.uint64)
+
+
+@inner_njit()
+def _exact_path(x: FloatArray, draws: IntArray, fraction: float) -> tuple[float, float]:
+    """Terminal wealth and maximum drawdown of one path of returns ``x[draws]``: ``W_t = prod_{k <= t} (1 + fraction
+    x_k)``, drawdown ``max_t 1 - W_t / max(1, max_{k <= t} W_k)``; the operations of numpy's ``cumprod``,
+    ``maximum.accumulate``, ``maximum``, ``divide`` and ``max`` in order (NaN propagated as ``np.maximum`` does)."""
+    w = 1.0
+    peak = -np.inf
+    worst = -np.inf
+    for t in range(draws.size):
+        step = x[draws[t]] * fraction
+        step = step + 1.0
+        w = step if t == 0 else w * step
+        peak = w if t == 0 else _nan_max(peak, w)
+        dd = 1.0 - w / _nan_max(peak, 1.0)
+        worst = dd if t == 0 else _nan_max(worst, dd)
+    return w, worst
+
+
+@njit(**JIT)
+def _bootstrap_draws(state: NDArray[np.uint64], n: int, draws: NDArray[np.int64]) -> None:
+    """``draws`` (C order) filled with ``Generator.integers(0, n, size=draws.shape)`` of a PCG64 generator in ``state``
+    (``_pcg64_state``), bit for bit, for ``1 <= n <= 2**32``: numpy's buffered Lemire draw on 32-bit outputs, each
+    64-bit PCG64 XSL-RR output giving its low then its high half."""
+    hi, lo, inc_hi, inc_lo = state[0], state[1], state[2], state[3]
+    has_half = (state[4] >> np.uint64(32)) != np.uint64(0)
+    half = state[4] & np.uint64(0xFFFFFFFF)
+    mul_hi, mul_lo = np.uint64(0x2360ED051FC65DA4), np.uint64(0x4385DF649FCCF645)
+    span = np.uint64(n)
+    threshold = (np.uint64(0xFFFFFFFF) - (span - np.uint64(1))) % span
+    flat = draws.reshape(-1)
+    for i in range(flat.size):
+        while True:
+            if has_half:
+                u = half
+                has_half = False
+            else:
+                # state = state * multiplier + increment (mod 2**128), then the XSL-RR output
+                prod_lo = lo * mul_lo
+                prod_hi = _mulhi_u64(lo, mul_lo) + lo * mul_hi + hi * mul_lo
+                lo = prod_lo + inc_lo
+                hi = prod_hi + inc_hi + (np.uint64(1) if lo < prod_lo else np.uint64(0))
+                v = hi ^ lo
+                rot = hi >> np.uint64(58)
+                out = (v >> rot) | (v << ((np.uint64(64) - rot) & np.uint64(63)))
+                half = out >> np.uint64(32)
+                has_half = True
+                u = out & np.uint64(0xFFFFFFFF)
+            m = u * span  # Lemire: the high half, unless the low half falls below the rejection threshold
+            left = m & np.uint64(0xFFFFFFFF)
+            if left >= span or left >= threshold:
+                break
+        flat[i] = np.int64(m >> np.uint64(32))
+
+
 @njit(**JIT)
 def _path_outcomes(
     x: FloatArray, draws: IntArray, fraction: float, terminal: FloatArray, drawdown: FloatArray, start: int, stop: int
 ) -> None:
-    """Terminal wealth and maximum drawdown of the paths ``start .. stop-1``: path ``p`` compounds
-    ``1 + fraction x[draws[p, t]]`` over ``t``; its drawdown is the largest ``1 - W_t / max(1, max_{k <= t} W_k)``.
-    The operations of numpy's ``cumprod``, ``maximum.accumulate``, ``maximum``, ``divide`` and ``max`` over the
-    paths as columns, in the same order (the same numbers)."""
+    """Terminal wealth and maximum drawdown (``_exact_path``) of the paths ``start .. stop-1``, path ``p`` the returns
+    ``x[draws[p]]``.
+
+    A path's drawdown is taken once per stretch between two new peaks above 1, at the stretch's lowest wealth: the
+    divisor ``d = max(1, peak)`` is constant on a stretch and ``1 - w / d`` (each operation correctly rounded,
+    ``d >= 1``) does not increase with ``w``, so its largest value there is the lowest wealth's, the same number
+    (never ``-0.0``, so the largest of them is the same in any order). A path whose wealth ends not finite
+    (overflow, NaN: both stay once reached) is computed again step by step (``_exact_path``)."""
     h = draws.shape[1]
+    stretch_low, stretch_top = np.empty(max(h, 1)), np.empty(max(h, 1))
     for p in range(start, stop):
-        w = 1.0
-        peak = -np.inf
-        worst = -np.inf
-        for t in range(h):
+        if h == 0:
+            terminal[p], drawdown[p] = _exact_path(x, draws[p], fraction)
+            continue
+        w = x[draws[p, 0]] * fraction
+        w = w + 1.0
+        top = w if w >= 1.0 else 1.0  # max(1, peak) of the stretch
+        lowest = w
+        k = 0
+        for t in range(1, h):
             step = x[draws[p, t]] * fraction
             step = step + 1.0
-            w = step if t == 0 else w * step
-            peak = w if t == 0 else _nan_max(peak, w)
-            dd = 1.0 - w / _nan_max(peak, 1.0)
-            worst = dd if t == 0 else _nan_max(worst, dd)
-        terminal[p] = w
-        drawdown[p] = worst
+            w = w * step
+            # a stretch's (lowest, divisor) written at every step, kept (k moves on) at a new peak: no branch
+            stretch_low[k] = lowest
+            stretch_top[k] = top
+            high = w > top
+            k += 1 if high else 0
+            lowest = w if high | (w < lowest) else lowest
+            top = w if high else top
+        worst = 1.0 - lowest / top
+        for j in range(k):
+            dd = 1.0 - stretch_low[j] / stretch_top[j]
+            worst = dd if dd > worst else worst
+        if math.isfinite(w):
+            terminal[p], drawdown[p] = w, worst
+        else:
+            terminal[p], drawdown[p] = _exact_path(x, draws[p], fraction)
 
 
 def optimal_f(returns: ArrayLike, *, n_paths: int = 2000, horizon: int | None = None, seed: int = 0) -> OptimalF:
@@ -229,12 +332,15 @@ def optimal_f(returns: ArrayLike, *, n_paths: int = 2000, horizon: int | None = 
         res = optimize.minimize_scalar(neg_log, bounds=(0.0, 1.0 - 1e-12), method="bounded", options={"xatol": 1e-12})
         f = float(res.x)
     fraction = f / abs(worst)
-    rng = np.random.default_rng(seed)
+    if x.size > 2**32:
+        raise ValueError("optimal f resamples at most 2**32 returns")
     h = horizon or x.size
-    draws = rng.integers(0, x.size, size=(n_paths, h))
     terminal, drawdown = np.empty(n_paths), np.empty(n_paths)
-    # a path per kernel iteration, its wealth, peak and drawdown carried along the path (no (h, n_paths) arrays)
-    run_chunked(_path_outcomes, n_paths, x, draws, float(fraction), terminal, drawdown)
+    # the draws of np.random.default_rng(seed).integers(0, x.size, size=(n_paths, h)), compiled; the paths on this
+    # thread (a thread pool's hand-offs cost CPU for a few milliseconds of work)
+    draws = np.empty((n_paths, h), dtype=np.int64)
+    _bootstrap_draws(_pcg64_state(np.random.default_rng(seed)), x.size, draws)
+    _path_outcomes(x, draws, float(fraction), terminal, drawdown, 0, n_paths)
     return OptimalF(
         f=f,
         worst_loss=worst,

@@ -346,3 +346,35 @@ def test_strategy_component_var_and_budgets() -> None:
     assert status["trend"].budget == 100.0 and status["trend"].status == "BREACH"
     assert status["carry"].utilization == pytest.approx(10 / 12) and status["carry"].status == "WARN"
     assert status["hedge"].status == "OK"
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 40, 251, 252, 253, 65_537, 2**31 + 12_345, 3_000_000_000, 2**32 - 1, 2**32])
+def test_bootstrap_draws_are_numpys_integers(n: int) -> None:
+    """The compiled draws equal ``Generator.integers(0, n, size)`` of numpy's PCG64, bit for bit: from a fresh
+    generator and from one holding a buffered 32-bit half (one 32-bit draw made), over ranges whose Lemire rejection
+    is rare (small ``n``) and frequent (``n`` just above ``2**31``: about half the draws are redrawn)."""
+    for seed in range(4):
+        for burn in (0, 1):
+            rng = np.random.default_rng(seed)
+            rng.integers(0, 5, size=burn, dtype=np.uint32)
+            assert rng.bit_generator.state["has_uint32"] == burn
+            state = sz._pcg64_state(rng)
+            expected = rng.integers(0, n, size=(37, 29))
+            got = np.empty((37, 29), dtype=np.int64)
+            sz._bootstrap_draws(state, n, got)
+            np.testing.assert_array_equal(got, expected)
+
+
+def test_optimal_f_paths_with_frequent_new_peaks_are_the_numpy_paths_bits() -> None:
+    """Paths that set new peaks often (a large capital fraction on returns with an edge) and paths that never rise
+    above 1: the kernel's drawdowns per stretch between peaks equal numpy's running-peak drawdowns, path by path."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(252) * 0.02 + 0.003
+    draws = rng.integers(0, x.size, size=(500, 252))
+    for fraction in (0.0, 0.5, 4.0, 12.0, -3.0):
+        terminal, drawdown = np.empty(500), np.empty(500)
+        sz._path_outcomes(x, draws, fraction, terminal, drawdown, 0, 500)
+        wealth = np.cumprod(1.0 + x[draws] * fraction, axis=1)
+        peak = np.maximum(np.maximum.accumulate(wealth, axis=1), 1.0)
+        np.testing.assert_array_equal(terminal, wealth[:, -1])
+        np.testing.assert_array_equal(drawdown, (1.0 - wealth / peak).max(axis=1))
