@@ -960,23 +960,36 @@ def implied_vol_from_quotes(
     """Implied volatility of the mid ``(bid + ask)/2`` (``style`` European or American).
 
     Zero bids get ``ZERO_PRICE``, ``bid > ask`` gets ``CROSSED``, NaN or negative ask gets
-    ``INVALID_INPUT`` (later ones take precedence), all with NaN volatility.
+    ``INVALID_INPUT`` (later ones take precedence), all with NaN volatility. Flagged quotes are not inverted
+    (their volatility would be discarded; every quote's inversion is its own, so the others' are the same bits);
+    ``iterations`` is the most any inverted quote took.
     """
-    mid, flags = _mid_and_flags(bid, ask)
-    if style == "european":
-        res = implied_vol(mid, spot, strike, time_years, rate, dividend_yield, is_call)
-    elif style == "american":
-        res = implied_vol_american(mid, spot, strike, time_years, rate, dividend_yield, is_call, method=method)
-    else:
+    if style not in ("european", "american"):
         raise ValueError(f"unknown style {style!r}")
-    shape = res.vol.shape
-    status = res.status.copy()
-    vol = res.vol.copy()
+    if style == "american":
+        _method_code(method)
+    mid, flags = _mid_and_flags(bid, ask)
+    shape, flat = broadcast_inputs(mid, spot, strike, time_years, rate, dividend_yield, is_call)
+    n = flat[0].size
+    vol = np.full(n, np.nan)
+    status = np.zeros(n, dtype=np.int8)
+    flagged = np.zeros(n, dtype=bool)
     for mask, code in flags:
-        m = np.broadcast_to(mask, shape)
+        m = np.broadcast_to(mask, shape).reshape(-1)
         status[m] = code
-        vol[m] = np.nan
-    return ImpliedVolResult(vol, status, res.iterations)
+        flagged |= m
+    keep = np.flatnonzero(~flagged)
+    iterations = 0
+    if keep.size:
+        args = [a if keep.size == n else a[keep] for a in flat]
+        if style == "european":
+            res = implied_vol(*args)
+        else:
+            res = implied_vol_american(*args, method=method)
+        vol[keep] = res.vol
+        status[keep] = res.status
+        iterations = res.iterations
+    return ImpliedVolResult(vol.reshape(shape), status.reshape(shape), iterations)
 
 
 def american_quote_status(

@@ -178,6 +178,44 @@ def test_from_quotes_uses_mid_and_flags_bad_quotes() -> None:
     np.testing.assert_array_equal(am.status, [IvStatus.OK, IvStatus.ZERO_PRICE])
 
 
+@pytest.mark.parametrize("style", ["european", "american"])
+def test_from_quotes_inverts_only_unflagged_quotes(style: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Zero-bid, crossed and invalid quotes never reach the solver; each other quote gets the volatility and status
+    the solver gives its mid alone (one call per quote)."""
+    from risk_pipeline.quant import implied_vol as module
+
+    rng = np.random.default_rng(11)
+    n = 24
+    s, t, r, q = 100.0, rng.uniform(0.05, 1.5, n), 0.03, 0.01
+    k = rng.uniform(70.0, 130.0, n)
+    call = rng.random(n) < 0.5
+    price = american_price(s, k, t, rng.uniform(0.15, 0.6, n), r, q, call)
+    bid, ask = price - 0.02, price + 0.02
+    bid[[1, 5, 9]] = 0.0  # zero bid
+    bid[[2, 6]], ask[[2, 6]] = ask[[2, 6]], bid[[2, 6]]  # crossed
+    ask[7] = np.nan  # invalid
+    flagged = np.zeros(n, dtype=bool)
+    flagged[[1, 2, 5, 6, 7, 9]] = True
+    name = "implied_vol" if style == "european" else "implied_vol_american"
+    solver = getattr(module, name)
+    seen: list[np.ndarray] = []
+
+    def spy(price, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(np.asarray(price).copy())
+        return solver(price, *args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    res = implied_vol_from_quotes(bid, ask, s, k, t, r, q, call, style=style)  # type: ignore[arg-type]
+    monkeypatch.setattr(module, name, solver)
+    assert len(seen) == 1 and seen[0].size == n - flagged.sum()
+    np.testing.assert_array_equal(res.status[[1, 5, 9]], IvStatus.ZERO_PRICE)
+    np.testing.assert_array_equal(res.status[[2, 6]], IvStatus.CROSSED)
+    assert res.status[7] == IvStatus.INVALID_INPUT and np.all(np.isnan(res.vol[flagged]))
+    for i in np.flatnonzero(~flagged):
+        alone = solver(0.5 * (bid[i] + ask[i]), s, k[i], t[i], r, q, call[i])
+        assert res.status[i] == alone.status and np.array_equal(res.vol[i], alone.vol, equal_nan=True)
+
+
 def test_black76_round_trip() -> None:
     rng = np.random.default_rng(3)
     n = 2000
