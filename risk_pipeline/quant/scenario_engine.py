@@ -2352,7 +2352,7 @@ def evaluate_chunk(
             n_nan,
         )
         if np.any(n_nan):
-            _exact_where_nan(book, inp, values)
+            _exact_where_nan(book, inp, values, n_nan)
         _american_grid_sum(values, per_symbol, book.n_euro, book.opt_sym, book.units, book.base, pnl, by_sym)
     elif n_am and book.american == "bs2002":
         run_chunked(
@@ -2379,9 +2379,13 @@ def evaluate_chunk(
     return ScenarioPnl(pnl, by_sym if per_symbol else None)
 
 
-def _exact_where_nan(book: PreparedBook, inp: _ChunkInputs, values: FloatArray) -> None:
-    """The exact engine for the NaN entries of the grid values (mode 2, off the grid), in place."""
-    m, j = np.nonzero(np.isnan(values))
+def _exact_where_nan(book: PreparedBook, inp: _ChunkInputs, values: FloatArray, n_nan: IntArray) -> None:
+    """The exact engine for the NaN entries of the grid values (mode 2, off the grid), in place; ``n_nan[m]`` the
+    NaNs of row ``m`` (``_american_grid_values``' count): only rows with some are searched (a few of the chunk's
+    thousands; the entries in the same order as ``np.nonzero`` of the whole array)."""
+    rows = np.flatnonzero(n_nan)
+    sub, j = np.nonzero(np.isnan(values[rows]))
+    m = rows[sub]
     if m.size:
         i = book.n_euro + m
         s = book.opt_sym[i]

@@ -689,3 +689,41 @@ def test_first_chunk_inputs_of_the_grid_scan_are_reused_with_the_same_bits(monke
         got = evaluate(p, sc, 1.0, american="eep_grid", per_symbol=True)
         np.testing.assert_array_equal(got.pnl, want.pnl)
         np.testing.assert_array_equal(got.by_symbol, want.by_symbol)
+
+
+def test_exact_prices_fill_the_nan_entries_of_the_rows_counted() -> None:
+    """``_exact_where_nan`` searches only the rows its count names: every NaN entry of those rows becomes the public
+    exact pricer's price at the horizon with the scenario's spot, vol and shifted rate and yield (bit for bit), every
+    other entry is left as it was."""
+    from risk_pipeline.quant import scenario_engine as se
+
+    p = _book(n=30, seed=7, american=1.0)
+    rng = np.random.default_rng(8)
+    n = 40
+    sc = ScenarioSet(
+        np.expm1(rng.normal(0.0, 0.03, (n, p.n_symbols))),
+        vol_scale=np.exp(rng.normal(0.0, 0.1, (n, p.n_symbols))),
+        rate_shift_abs=rng.normal(0.0, 0.002, n),
+        dividend_shift_abs=rng.normal(0.0, 0.001, (n, p.n_symbols)),
+    )
+    book = prepare(p, 2.0, sc, "eep_grid")
+    inp = se._chunk_inputs(book, sc)
+    n_am = book.units.size - book.n_euro
+    values = rng.uniform(1.0, 2.0, (n_am, n))
+    hit = np.zeros((n_am, n), dtype=bool)
+    for m in (0, 3, n_am - 1):  # rows with NaNs: some entries, all entries
+        hit[m, rng.choice(n, 10 if m else n, replace=False)] = True
+    values[hit] = np.nan
+    before = values.copy()
+    se._exact_where_nan(book, inp, values, hit.sum(axis=1))
+    np.testing.assert_array_equal(values[~hit], before[~hit])
+    m, j = np.nonzero(hit)
+    pos = book.option_positions[book.n_euro + m]
+    s = p.symbol_index[pos]
+    spot = p.spot[s] * (1.0 + sc.spot_shock_rel[j, s])
+    vol = p.implied_vol[pos] * sc.vol_scale[j, s]
+    t1 = np.maximum(p.time_years[pos] - 2.0 / 365.0, 0.0)
+    rate = p.rate[pos] + sc.rate_shift_abs[j]
+    div = p.dividend_yield[pos] + sc.dividend_shift_abs[j, s]
+    want = american_price(spot, p.strike[pos], t1, vol, rate, div, p.is_call[pos])
+    np.testing.assert_array_equal(values[m, j], want)
