@@ -249,6 +249,21 @@ def test_implied_vol_history_is_the_quotes_surface() -> None:
         assert checked >= 30
 
 
+def test_smile_history_in_blocks_of_rows_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """θ taken a few rows at a time (the 3,000-name history's memory bound) equals θ of all rows at once, bit for
+    bit: a row's value depends on that row alone, events included."""
+    from risk_pipeline.sources import synthetic
+
+    src = SyntheticSource(seed=7, macro_event_dates=MACRO)
+    first, last = dt.date(2026, 10, 1), dt.date(2026, 11, 20)
+    monkeypatch.setattr(synthetic, "THETA_BLOCK_ROWS", 10**9)
+    whole = src.smile_history(first, last)
+    monkeypatch.setattr(synthetic, "THETA_BLOCK_ROWS", 97)
+    blocks = src.smile_history(first, last)
+    assert len(whole) > 97 * 20
+    pd.testing.assert_frame_equal(blocks, whole, check_exact=True)
+
+
 # ---------------------------------------------------------------------- events
 def test_macro_releases_gap_at_the_open(index_stats: pd.DataFrame) -> None:
     assert index_stats["cpi_gap_ratio"].median() >= 2.0
