@@ -887,8 +887,8 @@ def boundary_kernel(
     jac = np.empty((n, n))
     for i in range(start, stop):
         # the volatility-free terms once for a run of rows of equal (bit for bit) rate, yield and time: the vol
-        # nodes of one option (``scenario_engine._grid_solve``), and ``american_points``' distinct rows of one
-        # (rate, yield, time), which it puts side by side (``_by_rates``)
+        # nodes of one option (``scenario_engine._grid_solve``); ``american_points``' distinct rows come in hash
+        # order, so they rarely share them
         if (
             i == start
             or not _same_bits(pr[i], pr[i - 1])
@@ -1105,23 +1105,6 @@ def distinct_rows(*columns: FloatArray) -> tuple[IntArray, IntArray]:
     return order[new], row
 
 
-def _by_rates(
-    first: IntArray, row: IntArray, pr: FloatArray, pq: FloatArray, t: FloatArray
-) -> tuple[IntArray, IntArray]:
-    """``distinct_rows``' groups (``first``, ``row``) renumbered so that groups of equal (bit for bit) ``pr``,
-    ``pq`` and ``t`` are adjacent (ordered by a hash of those bits, then as before): ``boundary_kernel`` computes
-    their volatility-free terms once a run. Each group's boundary is the same; only its index moves."""
-    if first.size <= 2:
-        return first, row
-    h = np.ascontiguousarray(pr[first], dtype=np.float64).view(np.int64).copy()
-    for c in (pq, t):
-        h = (h * _HASH_MULTIPLIER) ^ np.ascontiguousarray(c[first], dtype=np.float64).view(np.int64)
-    order = np.argsort(h, kind="stable")
-    new = np.empty_like(order)
-    new[order] = np.arange(order.size)
-    return first[order], new[row]
-
-
 def _warm_boundaries(
     bounds: tuple[FloatArray, ...],
     tol: float,
@@ -1229,8 +1212,6 @@ def american_points(
             tab = GREEKS_TABLES if greeks else EXACT_TABLES
             # one boundary per distinct (pr, pq, sig, t), bit for bit (points of many spots on few vols share it)
             first, row = distinct_rows(pr[i], pq[i], sig[i], tt[i])
-            # the rows of one (pr, pq, t) side by side: boundary_kernel computes their volatility-free terms once
-            first, row = _by_rates(first, row, pr[i], pq[i], tt[i])
             u = i[first]
             bounds = (pr[u], pq[u], sig[u], tt[u], exercise_limits(pr[u], pq[u]))
             if warm_from is None:
