@@ -755,6 +755,27 @@ def _normalize(frame: pd.DataFrame, t: Table) -> pd.DataFrame:
     return frame
 
 
+def _object_values(col: Any) -> np.ndarray:
+    """``col.to_pylist()`` as an object array: each distinct value (NULL: None) made into a Python object once and
+    taken by index (a column of dates or symbols repeats few values; equal objects, the same frame)."""
+    import pyarrow.compute as pc
+
+    n = len(col)
+    values = np.empty(n, dtype=object)
+    distinct = pc.unique(col)
+    if n < 2 * len(distinct):  # mostly distinct: one object per row either way
+        values[:] = col.to_pylist()
+        return values
+    at = pc.index_in(col, value_set=distinct, skip_nulls=False)  # NULL matches the NULL of distinct
+    if at.null_count:  # not found (cannot happen): as before
+        values[:] = col.to_pylist()
+        return values
+    lookup = np.empty(len(distinct), dtype=object)
+    lookup[:] = distinct.to_pylist()
+    np.take(lookup, at.to_numpy(), out=values)
+    return values
+
+
 def _normalize_arrow(arrow: Any, columns: Sequence[str], t: Table) -> pd.DataFrame:
     """The rows of a DuckDB result fetched as Arrow (``columns`` in order) with the dtypes and values
     ``_normalize(pd.DataFrame(cursor.fetchall(), columns=columns), t)`` gives, built column by column without a
@@ -767,9 +788,7 @@ def _normalize_arrow(arrow: Any, columns: Sequence[str], t: Table) -> pd.DataFra
         kind = t.column(name).type
         nulls = col.null_count > 0
         if kind in ("date", "text", "json"):  # datetime.date / str objects, None for NULL
-            values = np.empty(n, dtype=object)
-            values[:] = col.to_pylist()
-            data[name] = pd.Series(values, index=index, dtype=object, copy=False)
+            data[name] = pd.Series(_object_values(col), index=index, dtype=object, copy=False)
         elif kind == "double":
             data[name] = pd.Series(col.to_numpy().astype(np.float64, copy=False), index=index, copy=False)
         elif kind == "bigint" and not nulls:

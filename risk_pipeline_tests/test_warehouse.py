@@ -331,3 +331,31 @@ def _compare_reads_with_row_by_row_fetching(warehouse: Warehouse) -> None:
             for c in cols:
                 assert got[c].map(type).tolist() == expected[c].map(type).tolist(), (name, c)
         assert len(warehouse.read(name)) == 4, name
+
+
+def test_object_columns_from_arrow_equal_pyarrows_own_conversion() -> None:
+    """Date and text columns read through Arrow: each distinct value converted once and taken by index gives the
+    values, value types and NULLs (None) of pyarrow's row-by-row ``to_pylist``, for repeated values over several
+    chunks, NULLs, all-NULL, mostly distinct and empty columns."""
+    import pyarrow as pa
+
+    from risk_pipeline.warehouse import _object_values
+
+    rng = np.random.default_rng(7)
+    days = [dt.date(2026, 1, 1) + dt.timedelta(days=int(d)) for d in rng.integers(0, 30, 500)]
+    names = [f"S{int(i)}" for i in rng.integers(0, 40, 500)]
+    cases = []
+    for values, kind in ((days, pa.date32()), (names, pa.string()), (names, pa.large_string())):
+        with_nulls = [None if i % 7 == 3 else v for i, v in enumerate(values)]
+        cases.append(pa.chunked_array([pa.array(values[:200], kind), pa.array(values[200:], kind)]))
+        cases.append(pa.chunked_array([pa.array(with_nulls[:123], kind), pa.array(with_nulls[123:], kind)]))
+        cases.append(pa.chunked_array([pa.array([None] * 50, kind)]))
+        cases.append(pa.chunked_array([pa.array(values[:3], kind)]))
+        cases.append(pa.chunked_array([], kind))
+    cases.append(pa.chunked_array([pa.array([f"n{i}" for i in range(100)])]))  # every value distinct
+    for col in cases:
+        got = _object_values(col)
+        want = col.to_pylist()
+        assert got.dtype == object and got.shape == (len(want),)
+        assert got.tolist() == want
+        assert [type(v) for v in got] == [type(v) for v in want]
