@@ -755,6 +755,17 @@ def _normalize(frame: pd.DataFrame, t: Table) -> pd.DataFrame:
     return frame
 
 
+def _distinct_objects(col: Any) -> np.ndarray:
+    """The values of an Arrow date or text column as ``to_pylist()`` gives them (``datetime.date`` / ``str``, None for
+    NULL), in an object array, each distinct value converted once (dictionary-encoded): rows of equal values share
+    one Python object instead of one each (a chain's expiries: 9 distinct dates in 181,390 rows)."""
+    enc = col.combine_chunks().dictionary_encode() if hasattr(col, "combine_chunks") else col.dictionary_encode()
+    distinct = np.empty(len(enc.dictionary) + 1, dtype=object)
+    distinct[:-1] = enc.dictionary.to_pylist()
+    distinct[-1] = None
+    return distinct[enc.indices.fill_null(len(enc.dictionary)).to_numpy(zero_copy_only=False)]
+
+
 def _normalize_arrow(arrow: Any, columns: Sequence[str], t: Table) -> pd.DataFrame:
     """The rows of a DuckDB result fetched as Arrow (``columns`` in order) with the dtypes and values
     ``_normalize(pd.DataFrame(cursor.fetchall(), columns=columns), t)`` gives, built column by column without a
@@ -766,7 +777,9 @@ def _normalize_arrow(arrow: Any, columns: Sequence[str], t: Table) -> pd.DataFra
         col = arrow.column(i)
         kind = t.column(name).type
         nulls = col.null_count > 0
-        if kind in ("date", "text", "json"):  # datetime.date / str objects, None for NULL
+        if kind in ("date", "text"):  # datetime.date / str objects, None for NULL: one object per distinct value
+            data[name] = pd.Series(_distinct_objects(col), index=index, dtype=object, copy=False)
+        elif kind == "json":
             values = np.empty(n, dtype=object)
             values[:] = col.to_pylist()
             data[name] = pd.Series(values, index=index, dtype=object, copy=False)

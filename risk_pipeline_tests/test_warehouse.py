@@ -331,3 +331,25 @@ def _compare_reads_with_row_by_row_fetching(warehouse: Warehouse) -> None:
             for c in cols:
                 assert got[c].map(type).tolist() == expected[c].map(type).tolist(), (name, c)
         assert len(warehouse.read(name)) == 4, name
+
+
+def test_date_and_text_columns_are_converted_once_per_distinct_value() -> None:
+    """``_distinct_objects`` gives pyarrow's own ``to_pylist()`` values (``str``, ``datetime.date``, None for NULL) of
+    chunked, empty, all-NULL and large-string columns, and rows of equal values share one object."""
+    import pyarrow as pa
+
+    from risk_pipeline.warehouse import _distinct_objects
+
+    cols = [
+        pa.chunked_array([["b", None, "a"], ["b", "b", None]]),
+        pa.chunked_array([[D1, None, D2], [D2, D1]], type=pa.date32()),
+        pa.chunked_array([], type=pa.string()),
+        pa.chunked_array([[None, None]], type=pa.string()),
+        pa.array(["x", "x", None], type=pa.large_string()),
+    ]
+    for col in cols:
+        got = _distinct_objects(col)
+        assert got.dtype == object and got.tolist() == col.to_pylist()
+        assert [type(v) for v in got] == [type(v) for v in col.to_pylist()]
+    got = _distinct_objects(cols[1])
+    assert got[2] is got[3] and got[0] is got[4]
