@@ -22,13 +22,15 @@ numpy sort) before and after, so two reports can be compared by the ratio of a s
 ``--reference-warehouse PATH`` compares the tables of this run with a warehouse written by another version
 of the code for the same date and window (floats to 1e-10 relative, everything else exactly, run-specific
 columns such as run ids and publication times ignored). ``--memory-period S`` samples this process's resident
-memory every S seconds and prints, per run, the largest sample in each step and the stacks of every thread at the
-run's largest sample, beside ``ru_maxrss`` of this process and of its child processes (the kernel warm-ups).
+memory every S seconds and prints, per run, the largest sample in each step and the stacks of the threads in this
+project's code when the memory last grew by 16 MiB on its way to the run's largest sample, beside ``ru_maxrss`` of
+this process and of its child processes (the kernel warm-ups).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import functools
 import os
@@ -132,7 +134,7 @@ class MemoryWatch:
         self.samples: list[tuple[float, int]] = []  # (time.time(), resident bytes)
         self.peak: tuple[float, int, list[list[str]]] = (0.0, 0, [])
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="memory-watch", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> MemoryWatch:
         self.samples.clear()
@@ -144,7 +146,8 @@ class MemoryWatch:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
 
     def _run(self) -> None:
         me = threading.get_ident()
@@ -247,8 +250,6 @@ def run_job(
     asset_selection: list[Any] | None = None,
     memory_period_s: float = 0.0,
 ) -> RunTiming:
-    import contextlib
-
     from numba.core import event
 
     job = defs.resolve_job_def(job_name)

@@ -237,8 +237,8 @@ def _bootstrap_draws(state: NDArray[np.uint64], n: int, draws: NDArray[np.int64]
     mul_hi, mul_lo = np.uint64(0x2360ED051FC65DA4), np.uint64(0x4385DF649FCCF645)
     span = np.uint64(n)
     threshold = (np.uint64(0xFFFFFFFF) - (span - np.uint64(1))) % span
-    flat = draws.reshape(-1)
-    for i in range(flat.size):
+    n_rows, n_cols = draws.shape
+    for i in range(n_rows * n_cols):  # C order, without ``reshape`` (its shape check compiles string formatting)
         while True:
             if has_half:
                 u = half
@@ -259,7 +259,7 @@ def _bootstrap_draws(state: NDArray[np.uint64], n: int, draws: NDArray[np.int64]
             left = m & np.uint64(0xFFFFFFFF)
             if left >= span or left >= threshold:
                 break
-        flat[i] = np.int64(m >> np.uint64(32))
+        draws[i // n_cols, i % n_cols] = np.int64(m >> np.uint64(32))
 
 
 @njit(**JIT)
@@ -318,6 +318,8 @@ def optimal_f(returns: ArrayLike, *, n_paths: int = 2000, horizon: int | None = 
     x = x[np.isfinite(x)]
     if x.size < 2:
         raise ValueError("optimal f needs at least two returns")
+    if x.size > 2**32:
+        raise ValueError("optimal f resamples at most 2**32 returns")
     worst = float(x.min())
     if worst >= 0.0:
         return OptimalF(1.0, worst, math.inf, math.nan, x.size, math.nan, math.nan, 0.0, 0.0)
@@ -332,8 +334,6 @@ def optimal_f(returns: ArrayLike, *, n_paths: int = 2000, horizon: int | None = 
         res = optimize.minimize_scalar(neg_log, bounds=(0.0, 1.0 - 1e-12), method="bounded", options={"xatol": 1e-12})
         f = float(res.x)
     fraction = f / abs(worst)
-    if x.size > 2**32:
-        raise ValueError("optimal f resamples at most 2**32 returns")
     h = horizon or x.size
     terminal, drawdown = np.empty(n_paths), np.empty(n_paths)
     # the draws of np.random.default_rng(seed).integers(0, x.size, size=(n_paths, h)), compiled; the paths on this

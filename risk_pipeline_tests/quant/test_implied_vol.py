@@ -4,6 +4,7 @@ status codes, and a hypothesis round-trip property."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -200,14 +201,19 @@ def test_from_quotes_inverts_only_unflagged_quotes(style: str, monkeypatch: pyte
     solver = getattr(module, name)
     seen: list[np.ndarray] = []
 
-    def spy(price, *args, **kwargs):  # type: ignore[no-untyped-def]
+    iterations: list[int] = []
+
+    def spy(price: np.ndarray, *args: Any, **kwargs: Any) -> Any:
         seen.append(np.asarray(price).copy())
-        return solver(price, *args, **kwargs)
+        out = solver(price, *args, **kwargs)
+        iterations.append(out.iterations)
+        return out
 
     monkeypatch.setattr(module, name, spy)
     res = implied_vol_from_quotes(bid, ask, s, k, t, r, q, call, style=style)  # type: ignore[arg-type]
-    monkeypatch.setattr(module, name, solver)
+    monkeypatch.undo()
     assert len(seen) == 1 and seen[0].size == n - flagged.sum()
+    assert res.iterations == iterations[0]  # the inverted quotes' count; flagged quotes take none
     np.testing.assert_array_equal(res.status[[1, 5, 9]], IvStatus.ZERO_PRICE)
     np.testing.assert_array_equal(res.status[[2, 6]], IvStatus.CROSSED)
     assert res.status[7] == IvStatus.INVALID_INPUT and np.all(np.isnan(res.vol[flagged]))

@@ -371,10 +371,22 @@ def test_optimal_f_paths_with_frequent_new_peaks_are_the_numpy_paths_bits() -> N
     rng = np.random.default_rng(7)
     x = rng.standard_normal(252) * 0.02 + 0.003
     draws = rng.integers(0, x.size, size=(500, 252))
-    for fraction in (0.0, 0.5, 4.0, 12.0, -3.0):
+    # 60: steps below -1 (wealth changes sign); 1e306: wealth overflows and inf / inf drawdowns are NaN (paths that
+    # end not finite are taken again step by step); one and two steps: stretches that end at once
+    cases = [(draws, f) for f in (0.0, 0.5, 4.0, 12.0, -3.0, 60.0, 1e306)] + [(draws[:, :1], 4.0), (draws[:, :2], 60.0)]
+    for paths, fraction in cases:
         terminal, drawdown = np.empty(500), np.empty(500)
-        sz._path_outcomes(x, draws, fraction, terminal, drawdown, 0, 500)
-        wealth = np.cumprod(1.0 + x[draws] * fraction, axis=1)
-        peak = np.maximum(np.maximum.accumulate(wealth, axis=1), 1.0)
+        sz._path_outcomes(x, np.ascontiguousarray(paths), fraction, terminal, drawdown, 0, 500)
+        with np.errstate(over="ignore", invalid="ignore"):
+            wealth = np.cumprod(1.0 + x[paths] * fraction, axis=1)
+            peak = np.maximum(np.maximum.accumulate(wealth, axis=1), 1.0)
+            worst = (1.0 - wealth / peak).max(axis=1)
         np.testing.assert_array_equal(terminal, wealth[:, -1])
-        np.testing.assert_array_equal(drawdown, (1.0 - wealth / peak).max(axis=1))
+        np.testing.assert_array_equal(drawdown, worst)
+        if fraction == 1e306:
+            assert np.isnan(drawdown).any() and not np.isfinite(terminal).all()
+        if fraction == 60.0:
+            assert (wealth < 0.0).any()
+    terminal, drawdown = np.empty(500), np.empty(500)
+    sz._path_outcomes(x, np.ascontiguousarray(draws[:, :0]), 4.0, terminal, drawdown, 0, 500)
+    assert np.all(terminal == 1.0) and np.all(drawdown == -np.inf)  # no step: wealth 1, no drawdown taken
