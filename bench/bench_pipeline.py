@@ -150,6 +150,8 @@ class MemoryWatch:
             self._thread.join()
 
     def _run(self) -> None:
+        from bench_warm_steps import rss_bytes  # bench/ (this script's folder) is on sys.path
+
         me = threading.get_ident()
         stacked = 0
         while True:
@@ -199,12 +201,6 @@ def _stack_lines(frame: Any, library_frames: int = 4) -> list[str]:
         or i >= len(frames) - library_frames
     ]
     return keep if any("risk_pipeline" in line for line in keep) else []
-
-
-def rss_bytes() -> int:
-    """Resident memory of this process now (``/proc/self/statm``)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def step_intervals(instance: Any, run_id: str) -> tuple[dict[str, tuple[float, float]], Counter[str]]:

@@ -755,17 +755,18 @@ def _normalize(frame: pd.DataFrame, t: Table) -> pd.DataFrame:
     return frame
 
 
-def _object_values(col: Any) -> np.ndarray:
-    """``col.to_pylist()`` as an object array: each distinct value (NULL: None) made into a Python object once and
-    taken by index (a column of dates or symbols repeats few values), so rows of equal values hold one object
-    (``str`` and ``datetime.date``: immutable)."""
+def _object_values(col: Any, shared: bool = True) -> np.ndarray:
+    """``col.to_pylist()`` as an object array. ``shared``: each distinct value (NULL: None) made into a Python object
+    once and taken by index (a column of dates or symbols repeats few values), so rows of equal values hold one
+    object (``str`` and ``datetime.date``: immutable); otherwise (JSON documents, mostly distinct) one per row."""
     import pyarrow.compute as pc
 
     n = len(col)
     values = np.empty(n, dtype=object)
-    distinct = pc.unique(col)
-    at = pc.index_in(col, value_set=distinct, skip_nulls=False) if n >= 2 * len(distinct) else None
-    if at is None or at.null_count:  # mostly distinct (little to share), or a value not found (not expected)
+    distinct = pc.unique(col) if shared else None
+    few = distinct is not None and n >= 2 * len(distinct)
+    at = pc.index_in(col, value_set=distinct, skip_nulls=False) if few else None
+    if at is None or at.null_count:  # not shared, mostly distinct (little to share), or a value not found
         values[:] = col.to_pylist()
         return values
     lookup = np.empty(len(distinct), dtype=object)
@@ -786,11 +787,7 @@ def _normalize_arrow(arrow: Any, columns: Sequence[str], t: Table) -> pd.DataFra
         kind = t.column(name).type
         nulls = col.null_count > 0
         if kind in ("date", "text", "json"):  # datetime.date / str objects, None for NULL
-            if kind == "json":  # documents, mostly distinct: one object per row
-                values = np.empty(n, dtype=object)
-                values[:] = col.to_pylist()
-            else:  # dates and text repeat: one object per distinct value, shared by its rows
-                values = _object_values(col)
+            values = _object_values(col, shared=kind != "json")
             data[name] = pd.Series(values, index=index, dtype=object, copy=False)
         elif kind == "double":
             data[name] = pd.Series(col.to_numpy().astype(np.float64, copy=False), index=index, copy=False)
