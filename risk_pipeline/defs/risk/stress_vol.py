@@ -47,6 +47,29 @@ class StressVolInputs:
         return beta, np.where(np.asarray(symbols) == self.index_symbol, 0.0, sd)
 
 
+@dataclass(frozen=True, eq=False)
+class _VolRows:
+    """``atm_vol_history`` rows in (symbol, session) order: ``order`` the read's row of each, ``symbol`` and ``day``
+    its indices into the sorted distinct ``symbols`` and ``days``, ``after`` whether the row before is its symbol's."""
+
+    order: np.ndarray
+    symbol: np.ndarray
+    day: np.ndarray
+    symbols: np.ndarray
+    days: np.ndarray
+    after: np.ndarray
+
+    @classmethod
+    def of(cls, hist: pd.DataFrame) -> _VolRows:
+        symbol, symbols = pd.factorize(hist["symbol"].to_numpy(object), sort=True)
+        day, days = pd.factorize(hist["as_of_date"].to_numpy(object), sort=True)
+        order = np.lexsort((day, symbol))
+        symbol, day = symbol[order], day[order]
+        after = np.zeros(order.size, dtype=bool)
+        after[1:] = symbol[1:] == symbol[:-1]
+        return cls(order, symbol, day, np.asarray(symbols, dtype=object), np.asarray(days, dtype=object), after)
+
+
 def stress_vol_inputs(
     wh: Warehouse,
     session: dt.date,
@@ -72,30 +95,39 @@ def stress_vol_inputs(
     cols = ["as_of_date", "symbol", "atm_vol", "near_expiry", "near_time_years", "near_atm_vol"]
     cols += ["far_expiry", "far_time_years", "far_atm_vol"]
     hist = wh.read("atm_vol_history", {"as_of_date": Between(first, session), "symbol": names}, columns=cols)
-    hist = hist.sort_values(["symbol", "as_of_date"]).reset_index(drop=True)
-    lv = np.log(hist.pivot(index="as_of_date", columns="symbol", values="atm_vol").sort_index())
-    dlv = lv.diff().iloc[1:].reindex(columns=names)
-    if index_symbol not in lv.columns or len(dlv) < 3:
+    rows = _VolRows.of(hist)
+    lv = np.full((rows.days.size, rows.symbols.size), np.nan, order="F")
+    lv[rows.day, rows.symbol] = hist["atm_vol"].to_numpy(float)[rows.order]
+    np.log(lv, out=lv)
+    at = np.searchsorted(names, rows.symbols)  # the stored symbols are among ``names`` (the read's filter)
+    # sessions x names in column-major order, as pandas hands over its frame: fit_vol_betas' sums over the sessions
+    # then add in the same order
+    dlv = np.full((max(rows.days.size - 1, 0), len(names)), np.nan, order="F")
+    dlv[:, at] = lv[1:] - lv[:-1]
+    if index_symbol not in set(rows.symbols) or len(dlv) < 3:
         empty = pd.Series(np.nan, index=names)
         why = f"library default ({index_symbol} has no atm_vol_history before {session})"
         return StressVolInputs(replace(rule, source=why), empty, empty, returns, index_symbol, 0)
-    x_index = dlv[index_symbol].to_numpy(float)
-    beta, sd = fit_vol_betas(dlv.to_numpy(float), x_index, min_obs=min(min_obs, 60))
+    x_index = dlv[:, names.index(index_symbol)].copy()
+    beta, sd = fit_vol_betas(dlv, x_index, min_obs=min(min_obs, 60))
     vol_beta = pd.Series(beta, index=names)
     vol_sd = pd.Series(sd, index=names)
     # near/far legs: the move of one listed expiry between consecutive stored sessions
-    prev = hist.groupby("symbol").shift(1)
-    index_move = pd.Series(x_index, index=dlv.index)
-    sys_move = hist["as_of_date"].map(index_move).to_numpy(float) * hist["symbol"].map(
-        vol_beta.clip(rule.vol_beta_floor, rule.vol_beta_cap).fillna(rule.default_vol_beta)
-    ).to_numpy(float)
-    previous_session = pd.Series(lv.index[:-1], index=lv.index[1:])
-    consecutive = (hist["as_of_date"].map(previous_session) == prev["as_of_date"]).to_numpy(bool)
+    clipped = vol_beta.clip(rule.vol_beta_floor, rule.vol_beta_cap).fillna(rule.default_vol_beta).to_numpy(float)
+    day_move = np.concatenate([[np.nan], x_index])  # the index's move into each stored session (none on the first)
+    sys_move = day_move[rows.day] * clipped[at][rows.symbol]
+    consecutive = rows.after.copy()
+    consecutive[1:] &= rows.day[:-1] == rows.day[1:] - 1
     xs, ys, taus = [], [], []
     for leg in ("near", "far"):
-        same = consecutive & (hist[f"{leg}_expiry"] == prev[f"{leg}_expiry"]).to_numpy(bool)
-        tau = hist[f"{leg}_time_years"].to_numpy(float) * 365.0
-        y = np.log(hist[f"{leg}_atm_vol"].to_numpy(float) / prev[f"{leg}_atm_vol"].to_numpy(float))
+        expiry = pd.factorize(hist[f"{leg}_expiry"].to_numpy(object)[rows.order])[0]  # None: -1, equal to nothing
+        same = consecutive & (expiry != -1)
+        same[1:] &= expiry[1:] == expiry[:-1]
+        tau = hist[f"{leg}_time_years"].to_numpy(float)[rows.order] * 365.0
+        vol = hist[f"{leg}_atm_vol"].to_numpy(float)[rows.order]
+        before = np.concatenate([[np.nan], vol[:-1]])
+        before[~rows.after] = np.nan
+        y = np.log(vol / before)
         keep = same & (tau >= rule.min_tenor_days) & np.isfinite(y) & np.isfinite(sys_move)
         xs.append(sys_move[keep])
         ys.append(y[keep])
@@ -108,8 +140,8 @@ def stress_vol_inputs(
     fit = fit_term_exponent(x, y, rule.reference_tenor_days, tau)
     alpha = float(np.clip(fit.alpha, rule.term_exponent_floor, rule.term_exponent_cap))
     source = (
-        f"atm_vol_history {dlv.index[0]}..{dlv.index[-1]}: {fit.n_obs} near/far expiry moves of "
-        f"{hist['symbol'].nunique()} underlyings on the systematic 30 d move, fit {fit.alpha:.3f}"
+        f"atm_vol_history {rows.days[1]}..{rows.days[-1]}: {fit.n_obs} near/far expiry moves of "
+        f"{rows.symbols.size} underlyings on the systematic 30 d move, fit {fit.alpha:.3f}"
         + (f" clipped to [{rule.term_exponent_floor:g}, {rule.term_exponent_cap:g}]" if alpha != fit.alpha else "")
     )
     return StressVolInputs(
