@@ -7,7 +7,7 @@ git revision ``REF`` (``bench/old_code.py``) in one process, on the same fixed r
 * ``exact solve`` / ``grid solve``: ``boundary_kernel`` on ``EXACT_TABLES`` / ``GRID_TABLES`` (``NEWTON_STEP_TOL``);
 * ``exact price`` / ``exact greeks``: ``premium_kernel`` at one spot a row (deep in the money to far out of it),
   without and with the delta and gamma integrals;
-* ``grid rows``: ``premium_kernel`` (``rows``) at 16 spots a row on ``GRID_TABLES``.
+* ``grid rows``: ``premium_kernel`` (``rows``; after 330763d ``grouped``) at 16 spots a row on ``GRID_TABLES``.
 
 Each kernel runs single-threaded (``start = 0, stop = n``), old and new alternated ``R`` times; prints the CPU
 seconds (``time.process_time``) of each run, the best of each, the ratio new / old and the load average.
@@ -87,7 +87,9 @@ def run_premium(
     out = np.empty(n), np.empty(n), np.empty(n)
     row = np.arange(n, dtype=np.intp)
     b = (rows["pr"], rows["pq"], rows["sig"], rows["t"], x_max)
-    mod.premium_kernel(rows["x"], row, *b, s, tab, np.bool_(greeks), *out, np.bool_(False), *mod._NO_ROWS, 0, n)
+    # up to 330763d the 2-d ``rows`` arguments (``_NO_ROWS``); after it one 1-d ``moved``
+    last = mod._NO_ROWS if hasattr(mod, "_NO_ROWS") else (np.zeros(0, dtype=np.bool_),)
+    mod.premium_kernel(rows["x"], row, *b, s, tab, np.bool_(greeks), *out, np.bool_(False), *last, 0, n)
     return out
 
 
@@ -99,6 +101,12 @@ def run_rows(mod: ModuleType, rows: dict[str, np.ndarray], s: np.ndarray, tab: t
     moved = np.zeros(x.shape, dtype=np.bool_)
     no_x, no_row = np.empty(0), np.empty(0, dtype=np.intp)
     b = (rows["pr"], rows["pq"], rows["sig"], rows["t"], x_max)
+    if not hasattr(mod, "_NO_ROWS"):  # the ``grouped`` mode: each row's spots at offsets of the flat spots
+        offsets = np.arange(n + 1) * x.shape[1]
+        flat = out.reshape(-1)
+        yes, no = np.bool_(True), np.bool_(False)
+        mod.premium_kernel(x.reshape(-1), offsets, *b, s, tab, no, flat, no_x, no_x, yes, moved.reshape(-1), 0, n)
+        return out
     mod.premium_kernel(
         no_x, no_row, *b, s, tab, np.bool_(False), no_x, no_x, no_x, np.bool_(True), x, out, moved, 0, n
     )  # fmt: skip

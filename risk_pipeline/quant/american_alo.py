@@ -678,13 +678,16 @@ def put_prices_from_boundary(
     tab: tuple[FloatArray, ...],
     out: FloatArray,
     moved: BoolArray,
+    work: FloatArray,
 ) -> None:
     """``out[c] = put_from_boundary(sps[c], k, r, q, sig, t, x_max, s, tab)[0]`` for several spots on one boundary,
     bit for bit, for the spots in the exercise region and on the tabulated split: what does not depend on the spot
     (the squared boundary, the interpolated boundary at the premium points with its square root, elapsed times,
-    spreads and discount factors) is computed once and read by every spot in the same operations. Spots on the
-    moved split (close to the boundary, and NaN) are only flagged in ``moved`` (``out`` not written) for the
-    caller to price by ``put_from_boundary`` (``premiums``)."""
+    spreads and discount factors) is computed once and read by every spot in the same operations, and the integrand
+    of every (spot, point) pair is evaluated in one branch-free (vectorized) loop, then summed in point order spot
+    by spot. Spots on the moved split (close to the boundary, and NaN) are only flagged in ``moved`` (``out`` not
+    written) for the caller to price by ``put_from_boundary`` (``premiums``). ``work``: scratch, ``(_PRICE_ROWS,
+    w)`` with ``w >= max(len(sps), 1) * nq`` for the ``nq`` premium points of ``tab`` (contents not read)."""
     z_c, pcs, pws, pm = tab[0], tab[6], tab[7], tab[8]
     n = z_c.shape[0] - 1
     b_t = x_max * math.exp(-s[n])
@@ -693,20 +696,14 @@ def put_prices_from_boundary(
     dq = math.exp(-q * t)
     dr = math.exp(-r * t)
     nq = pcs.shape[0]
-    work = np.empty((7, max(nq, n + 1)))  # one allocation (row views)
-    hh = work[0]
-    for j in range(n + 1):
-        hh[j] = s[j] * s[j]
-    # the tabulated split's spot-free terms, made on its first spot
-    root_a = work[1]
-    tt_a = work[2]
-    sd_a = work[3]
-    er_a = work[4]
-    eq_a = work[5]
-    ta = work[6]
-    ready = False
-    rk = r * k
-    for i in range(sps.shape[0]):
+    ns = sps.shape[0]
+    # the spots of the tabulated split (their index, European price, ln(S / X), q S), in order (row views of work)
+    idx = work[0]
+    euro = work[1]
+    lsx_a = work[2]
+    qs_a = work[3]
+    m = 0
+    for i in range(ns):
         sp = sps[i]
         if sp <= b_t:
             out[i] = k - sp
@@ -715,36 +712,73 @@ def put_prices_from_boundary(
         if not LAYER_WIDTH * w0 >= LAYER_MAX:  # the moved split: left to put_from_boundary (moved[i])
             moved[i] = True
             continue
-        if not ready:
-            for c in range(nq):
-                h = 0.0
-                for j in range(1, n + 1):
-                    h += pm[c, j] * hh[j]
-                pc = pcs[c]
-                root_a[c] = math.sqrt(np.maximum(h, 0.0))
-                tt = t * pc * pc
-                tt_a[c] = tt
-                sd_a[c] = v * pc
-                er_a[c] = fast_exp(-r * tt)
-                eq_a[c] = fast_exp(-q * tt)
-            ready = True
         dp = (math.log(sp / k) + (r - q) * t) / v + 0.5 * v
         e_p = exp_minus_half_square(dp)
         z = -(dp - v)
-        price = k * dr * _ncdf_scalar(z, exp_minus_half_square(z)) - sp * dq * _ncdf_scalar(-dp, e_p)
-        lsx = math.log(sp / x_max)
-        for c in range(nq):  # branch-free (vectorized), summed in point order afterwards
-            sd = sd_a[c]
-            d1 = (lsx + root_a[c] + (r - q) * tt_a[c]) / sd + 0.5 * sd
-            d2 = d1 - sd
-            e1 = exp_minus_half_square(d1)
-            e2 = exp_minus_half_square(d2)
-            n1 = norm_cdf_from_exp(-d1, e1)
-            ta[c] = pws[c] * (rk * er_a[c] * norm_cdf_from_exp(-d2, e2) - q * sp * eq_a[c] * n1)
+        euro[m] = k * dr * _ncdf_scalar(z, exp_minus_half_square(z)) - sp * dq * _ncdf_scalar(-dp, e_p)
+        lsx_a[m] = math.log(sp / x_max)
+        qs_a[m] = q * sp
+        idx[m] = i  # exact as a float
+        m += 1
+    if m == 0:
+        return
+    # the spot-free terms at the premium points: sqrt(H), (r - q) t pc^2, the spread, r K e^{-r t pc^2}, e^{-q ..}
+    hh = work[4]
+    for j in range(n + 1):
+        hh[j] = s[j] * s[j]
+    root_a = work[5]
+    rqt_a = work[6]
+    sd_a = work[7]
+    rker_a = work[8]
+    eq_a = work[4]  # hh is read only above
+    rk = r * k
+    for c in range(nq):
+        h = 0.0
+        for j in range(1, n + 1):
+            h += pm[c, j] * hh[j]
+        root_a[c] = math.sqrt(np.maximum(h, 0.0))
+    for c in range(nq):
+        pc = pcs[c]
+        tt = t * pc * pc
+        rqt_a[c] = (r - q) * tt
+        sd_a[c] = v * pc
+        rker_a[c] = rk * fast_exp(-r * tt)
+        eq_a[c] = fast_exp(-q * tt)
+    # the integrands (times the weights) of every (spot, point) pair, u = spot * nq + point
+    nu = m * nq
+    num = work[9]
+    sdu = work[10]
+    wu = work[11]
+    ru = work[12]
+    qe = work[13]
+    ta = work[14]
+    for a in range(m):
+        lsx = lsx_a[a]
+        qs = qs_a[a]
+        for c in range(nq):
+            u = a * nq + c
+            num[u] = lsx + root_a[c] + rqt_a[c]
+            sdu[u] = sd_a[c]
+            wu[u] = pws[c]
+            ru[u] = rker_a[c]
+            qe[u] = qs * eq_a[c]
+    for u in range(nu):  # branch-free: vectorized
+        sd = sdu[u]
+        d1 = num[u] / sd + 0.5 * sd
+        d2 = d1 - sd
+        e1 = exp_minus_half_square(d1)
+        e2 = exp_minus_half_square(d2)
+        n1 = norm_cdf_from_exp(-d1, e1)
+        ta[u] = wu[u] * (ru[u] * norm_cdf_from_exp(-d2, e2) - qe[u] * n1)
+    for a in range(m):
         e_price = 0.0
         for c in range(nq):
-            e_price += ta[c]
-        out[i] = price + t * e_price
+            e_price += ta[a * nq + c]
+        out[int(idx[a])] = euro[a] + t * e_price
+
+
+#: Rows of ``put_prices_from_boundary``'s scratch.
+_PRICE_ROWS = 15
 
 
 @inner_njit()
@@ -887,8 +921,8 @@ def boundary_kernel(
     jac = np.empty((n, n))
     for i in range(start, stop):
         # the volatility-free terms once for a run of rows of equal (bit for bit) rate, yield and time: the vol
-        # nodes of one option (``scenario_engine._grid_solve``); ``american_points``' distinct rows come in hash
-        # order, so they rarely share them
+        # nodes of one option (``scenario_engine._grid_solve``), and ``american_points``' distinct rows of one
+        # (rate, yield, time), which it puts side by side (``_by_rates``)
         if (
             i == start
             or not _same_bits(pr[i], pr[i - 1])
@@ -915,9 +949,7 @@ def premium_kernel(
     price: FloatArray,
     delta: FloatArray,
     gamma: FloatArray,
-    rows: bool,
-    x_rows: FloatArray,
-    price_rows: FloatArray,
+    grouped: bool,
     moved: BoolArray,
     start: int,
     stop: int,
@@ -925,21 +957,31 @@ def premium_kernel(
     """``put_from_boundary`` of unit-strike puts at spots ``x[i]`` on the boundaries ``s[row[i]]`` (solved at
     ``pr, pq, sig, t, x_max`` of that row), ``i`` in ``start .. stop-1`` (``run_chunked``).
 
-    With ``rows`` instead (``x``, ``row``, ``price``, ``delta``, ``gamma`` not read): the prices of the spots
-    ``x_rows[b]`` on the boundary ``s[b]`` into ``price_rows[b]``, rows ``b`` in ``start .. stop-1``, by
-    ``put_prices_from_boundary``, and the spots it leaves (``moved[b]``) by ``put_from_boundary`` without Greeks.
-    One kernel for both (not a second ``premium_rows_kernel``), so a run that needs both compiles one."""
-    if rows:
+    With ``grouped`` instead (``greeks`` not read): the prices of the spots ``x[row[b]:row[b + 1]]`` on the boundary
+    ``s[b]`` into ``price[row[b]:row[b + 1]]``, boundaries ``b`` in ``start .. stop-1``, by
+    ``put_prices_from_boundary``, and the spots it leaves (``moved``) by ``put_from_boundary`` without Greeks; if
+    ``delta`` is not empty, delta and gamma as ``put_from_boundary`` without Greeks gives them (-1 and 0 in the
+    exercise region, else NaN). One kernel for all (not a second ``premium_rows_kernel``), so a run compiles one."""
+    if grouped:
+        last = s.shape[1] - 1
+        most = 0
         for b in range(start, stop):
+            most = max(most, row[b + 1] - row[b])
+        work = np.empty((_PRICE_ROWS, max(most * tab[6].shape[0], tab[0].shape[0])))
+        for b in range(start, stop):
+            lo, hi = row[b], row[b + 1]
             put_prices_from_boundary(
-                x_rows[b], 1.0, pr[b], pq[b], sig[b], t[b], x_max[b], s[b], tab, price_rows[b], moved[b]
+                x[lo:hi], 1.0, pr[b], pq[b], sig[b], t[b], x_max[b], s[b], tab, price[lo:hi], moved[lo:hi], work
             )
-            for c in range(x_rows.shape[1]):
-                if moved[b, c]:
+            b_t = x_max[b] * math.exp(-s[b, last])  # put_from_boundary's exercise test
+            for c in range(lo, hi):
+                if moved[c]:
                     no = np.bool_(False)  # not a literal: one compiled signature of put_from_boundary
-                    price_rows[b, c] = put_from_boundary(
-                        x_rows[b, c], 1.0, pr[b], pq[b], sig[b], t[b], x_max[b], s[b], tab, no
-                    )[0]
+                    price[c] = put_from_boundary(x[c], 1.0, pr[b], pq[b], sig[b], t[b], x_max[b], s[b], tab, no)[0]
+                if delta.shape[0]:
+                    out = x[c] <= b_t
+                    delta[c] = -1.0 if out else math.nan
+                    gamma[c] = 0.0 if out else math.nan
         return
     for i in range(start, stop):
         b = row[i]
@@ -1044,38 +1086,68 @@ def premiums(
     greeks: bool,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """``premium_kernel`` of 1-d arrays: (price, delta, gamma) of unit-strike puts at ``x`` on boundaries
-    ``s[row]``; ``bounds`` = (pr, pq, sig, t, x_max) per boundary."""
+    ``s[row]``; ``bounds`` = (pr, pq, sig, t, x_max) per boundary. Without ``greeks`` (``put_from_boundary``'s
+    delta and gamma without them) the spots of each boundary are priced together (``_grouped_prices``), the same
+    bits."""
     n = x.shape[0]
+    # contiguous inputs: a strided index (``np.nonzero`` of a 2-d mask) would compile the kernel a second time
+    x, row = np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(row, dtype=np.intp)
+    bounds = tuple(np.ascontiguousarray(b, dtype=np.float64) for b in bounds)
+    if not greeks:
+        price, delta, gamma = np.empty(n), np.empty(n), np.empty(n)
+        if n:
+            # the points of each boundary side by side, at most GROUP_SPOTS a group (the groups spread the threads)
+            order = np.argsort(row, kind="stable")
+            count = np.bincount(row, minlength=s.shape[0])
+            groups = -(-count // GROUP_SPOTS)
+            b = np.repeat(np.arange(count.size), groups)
+            first = np.cumsum(groups) - groups  # each boundary's first group
+            start = (np.cumsum(count) - count)[b] + (np.arange(b.size) - first[b]) * GROUP_SPOTS
+            p, d, g = _grouped_prices(x[order], np.append(start, n), tuple(c[b] for c in bounds), s[b], tab, True)
+            price[order], delta[order], gamma[order] = p, d, g
+        return price, delta, gamma
     out = np.empty(n), np.empty(n), np.empty(n)
     if n:
-        # contiguous inputs: a strided index (``np.nonzero`` of a 2-d mask) would compile the kernel a second time
-        x, row = np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(row, dtype=np.intp)
-        bounds = tuple(np.ascontiguousarray(b, dtype=np.float64) for b in bounds)
-        run_chunked(premium_kernel, n, x, row, *bounds, s, tab, np.bool_(greeks), *out, np.bool_(False), *_NO_ROWS)
+        no_moved = np.zeros(0, dtype=np.bool_)
+        run_chunked(premium_kernel, n, x, row, *bounds, s, tab, np.bool_(greeks), *out, np.bool_(False), no_moved)
+    return out
+
+
+#: Spots at most of one group of ``premiums``' grouped prices (a boundary's spot-free terms once a group).
+GROUP_SPOTS = 64
+
+
+def _grouped_prices(
+    x: FloatArray,
+    offsets: IntArray,
+    bounds: tuple[FloatArray, ...],
+    s: FloatArray,
+    tab: tuple[FloatArray, ...],
+    greeks: bool,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``premium_kernel`` (``grouped``): (price, delta, gamma) of unit-strike puts at the spots
+    ``x[offsets[b]:offsets[b + 1]]`` on the boundary ``s[b]``, ``bounds`` = (pr, pq, sig, t, x_max) per group ``b``;
+    delta and gamma those of ``put_from_boundary`` without Greeks if ``greeks``, else empty."""
+    n = x.shape[0]
+    out = np.empty(n), np.empty(n if greeks else 0), np.empty(n if greeks else 0)
+    moved = np.zeros(n, dtype=np.bool_)
+    no = np.bool_(False)
+    run_chunked(premium_kernel, offsets.shape[0] - 1, x, offsets, *bounds, s, tab, no, *out, np.bool_(True), moved)
     return out
 
 
 def row_premiums(
     x: FloatArray, bounds: tuple[FloatArray, ...], s: FloatArray, tab: tuple[FloatArray, ...]
 ) -> FloatArray:
-    """``premium_kernel`` (``rows``) of 2-d spots: the prices ``(n_rows, n_spots)`` of unit-strike puts at ``x[b]``
-    on the boundary ``s[b]``, ``bounds`` = (pr, pq, sig, t, x_max) per row; equal, bit for bit, to
+    """``premium_kernel`` (``grouped``) of 2-d spots: the prices ``(n_rows, n_spots)`` of unit-strike puts at
+    ``x[b]`` on the boundary ``s[b]``, ``bounds`` = (pr, pq, sig, t, x_max) per row; equal, bit for bit, to
     ``premiums(x.ravel(), np.repeat(np.arange(n_rows), n_spots), bounds, s, tab, greeks)[0]``."""
     x = np.ascontiguousarray(x, dtype=np.float64)
-    out = np.empty(x.shape)
-    if x.size:
-        moved = np.zeros(x.shape, dtype=np.bool_)
-        bounds = tuple(np.ascontiguousarray(b, dtype=np.float64) for b in bounds)
-        no_x, no_row = np.empty(0), np.empty(0, dtype=np.intp)
-        run_chunked(
-            premium_kernel, x.shape[0], no_x, no_row, *bounds, s, tab, np.bool_(False), no_x, no_x, no_x,
-            np.bool_(True), x, out, moved,
-        )  # fmt: skip
-    return out
-
-
-#: ``premium_kernel``'s 2-d arguments when it prices 1-d spots (``rows`` false; not read).
-_NO_ROWS = (np.empty((0, 0)), np.empty((0, 0)), np.zeros((0, 0), dtype=np.bool_))
+    if not x.size:
+        return np.empty(x.shape)
+    bounds = tuple(np.ascontiguousarray(b, dtype=np.float64) for b in bounds)
+    offsets = np.arange(x.shape[0] + 1) * x.shape[1]
+    return _grouped_prices(x.reshape(-1), offsets, bounds, s, tab, False)[0].reshape(x.shape)
 
 
 #: Odd multiplier of ``distinct_rows``' hash of the columns' bits.
@@ -1103,6 +1175,23 @@ def distinct_rows(*columns: FloatArray) -> tuple[IntArray, IntArray]:
     row = np.empty(n, dtype=np.intp)
     row[order] = np.cumsum(new) - 1
     return order[new], row
+
+
+def _by_rates(
+    first: IntArray, row: IntArray, pr: FloatArray, pq: FloatArray, t: FloatArray
+) -> tuple[IntArray, IntArray]:
+    """``distinct_rows``' groups (``first``, ``row``) renumbered so that groups of equal (bit for bit) ``pr``,
+    ``pq`` and ``t`` are adjacent (ordered by a hash of those bits, then as before): ``boundary_kernel`` computes
+    their volatility-free terms once a run. Each group's boundary is the same; only its index moves."""
+    if first.size <= 2:
+        return first, row
+    h = np.ascontiguousarray(pr[first], dtype=np.float64).view(np.int64).copy()
+    for c in (pq, t):
+        h = (h * _HASH_MULTIPLIER) ^ np.ascontiguousarray(c[first], dtype=np.float64).view(np.int64)
+    order = np.argsort(h, kind="stable")
+    new = np.empty_like(order)
+    new[order] = np.arange(order.size)
+    return first[order], new[row]
 
 
 def _warm_boundaries(
@@ -1212,6 +1301,8 @@ def american_points(
             tab = GREEKS_TABLES if greeks else EXACT_TABLES
             # one boundary per distinct (pr, pq, sig, t), bit for bit (points of many spots on few vols share it)
             first, row = distinct_rows(pr[i], pq[i], sig[i], tt[i])
+            # the rows of one (pr, pq, t) side by side: boundary_kernel computes their volatility-free terms once
+            first, row = _by_rates(first, row, pr[i], pq[i], tt[i])
             u = i[first]
             bounds = (pr[u], pq[u], sig[u], tt[u], exercise_limits(pr[u], pq[u]))
             if warm_from is None:

@@ -337,6 +337,39 @@ def test_price_only_path_gives_the_same_prices() -> None:
     np.testing.assert_array_equal(american_price(*_args(o)), full)
 
 
+def test_points_sharing_rates_and_time_in_any_order_are_each_points_own_bits() -> None:
+    # american_points solves the boundaries of one (rate, yield, time) side by side (their volatility-free terms
+    # once a run): shuffled points of few such triples (both zeros, calls and puts, repeated rows, zero vol, the
+    # Greeks with warm-started bumps) must be american_point's bits, point by point
+    from risk_pipeline.quant.american_alo import american_points
+
+    rng = np.random.default_rng(11)
+    g = 40
+    r = np.where(rng.random(g) < 0.2, rng.choice([0.0, -0.0], g), rng.uniform(-0.01, 0.08, g))
+    q = np.where(rng.random(g) < 0.2, rng.choice([0.0, -0.0], g), rng.uniform(-0.02, 0.1, g))
+    t = rng.uniform(1.0 / 365.0, 3.0, g)
+    idx = rng.integers(0, g, 400)
+    idx = np.concatenate([idx, idx[:50]])  # repeated rows
+    n = idx.size
+    sp, k = rng.uniform(60.0, 140.0, n), rng.uniform(70.0, 130.0, n)
+    sig = np.where(rng.random(n) < 0.03, 0.0, rng.uniform(0.05, 0.9, n))
+    call = rng.random(n) < 0.5
+    cols = (sp, k, t[idx], sig, r[idx], q[idx], call)
+    for tol, greeks, price_only in ((NEWTON_STEP_TOL, False, True), (NEWTON_STEP_TOL_GREEKS, True, False)):
+        got = np.stack(american_points(*cols, tol, greeks, price_only))
+        want = np.array(
+            [american_point(*(float(c[i]) for c in cols[:6]), bool(call[i]), tol, greeks, price_only) for i in range(n)]
+        ).T
+        np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))
+    # warm starts: the bumped points' boundaries from their base point's, the base points' the cold bits
+    bumped = (sp, k, t[idx], sig * (1.0 + 1e-4), r[idx], q[idx], call)
+    both = [np.concatenate([a, b]) for a, b in zip(cols, bumped, strict=True)]
+    warm = np.stack(american_points(*both, NEWTON_STEP_TOL_GREEKS, True, warm_from=np.concatenate([np.arange(n)] * 2)))
+    cold = np.stack(american_points(*both, NEWTON_STEP_TOL_GREEKS, True))
+    np.testing.assert_array_equal(warm[:, :n].view(np.int64), cold[:, :n].view(np.int64))
+    np.testing.assert_allclose(warm[0, n:], cold[0, n:], rtol=1e-10, atol=1e-12)
+
+
 def test_prices_of_many_spots_on_one_boundary_equal_the_premium_kernel_and_quantlib(qlam: _Ql) -> None:
     """``row_premiums`` (the spots of each boundary together, as the early-exercise grid prices its nodes) gives
     ``premiums``' prices bit for bit, on both quadrature splits (spots far from and close to the boundary), in the
@@ -382,6 +415,36 @@ def test_prices_of_many_spots_on_one_boundary_equal_the_premium_kernel_and_quant
     )
     ours = 100.0 * got[rows][:, cols].ravel()
     assert np.all(_score(ours, ref, np.full(ref.size, 100.0)) < 1.0)
+
+
+def test_premiums_without_greeks_grouped_by_boundary_are_each_spots_own_bits() -> None:
+    """``premiums`` without Greeks prices the spots of each boundary together (any order of rows, boundaries with
+    no spot, one spot and more than ``GROUP_SPOTS``): the prices of the spot-by-spot path (with Greeks) bit for
+    bit, in the exercise region, on both quadrature splits and for NaN spots; delta -1 and gamma 0 in the exercise
+    region (``x <= B(T)``), NaN elsewhere."""
+    from risk_pipeline.quant import american_alo as alo
+
+    rng = np.random.default_rng(43)
+    nb = 60
+    pr, pq = rng.uniform(0.0, 0.10, nb), rng.uniform(0.0, 0.10, nb)
+    sig, t = np.exp(rng.uniform(np.log(0.05), np.log(1.5), nb)), rng.integers(1, 3 * 365 + 1, nb) / 365.0
+    x_max = alo.exercise_limits(pr, pq)
+    s, steps, b_t = alo.solve_boundaries(pr, pq, sig, t, x_max, NEWTON_STEP_TOL, alo.EXACT_TABLES)
+    assert np.all(steps > 0)
+    counts = rng.integers(0, 5, nb)
+    counts[:3] = (0, 1, 2 * alo.GROUP_SPOTS + 5)
+    row = rng.permutation(np.repeat(np.arange(nb), counts))
+    x = b_t[row] * np.exp(rng.uniform(-0.05, 1.2, row.size))
+    x[::11] = b_t[row[::11]] * np.exp(rng.uniform(0.0, 1e-3, x[::11].size))  # the moved split, close above B(T)
+    x[::17] = np.nan
+    bounds = (pr, pq, sig, t, x_max)
+    price, delta, gamma = alo.premiums(x, row, bounds, s, alo.EXACT_TABLES, False)
+    want = alo.premiums(x, row, bounds, s, alo.EXACT_TABLES, True)[0]
+    np.testing.assert_array_equal(price.view(np.int64), want.view(np.int64))
+    out = x <= b_t[row]
+    assert out.any() and (~out).any()
+    np.testing.assert_array_equal(delta, np.where(out, -1.0, np.nan))
+    np.testing.assert_array_equal(gamma, np.where(out, 0.0, np.nan))
 
 
 def test_grid_tables_node_prices_are_within_their_documented_error_of_the_converged_exact_engine(qlam: _Ql) -> None:
