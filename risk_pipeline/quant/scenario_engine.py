@@ -1566,25 +1566,33 @@ def _spline_map(n: int) -> FloatArray:
     return out
 
 
-#: ``np.einsum_path`` of ``_spline_coefficients``' einsum when it contracts the vol nodes first (its path for more than
-#: a few options)
-_SPLINE_PATH = ["einsum_path", (0, 2), (0, 1)]
-
-
 def _spline_coefficients(vals: FloatArray, out: FloatArray, slot: int | None = None) -> FloatArray:
-    """``np.einsum("lmv,kin,avn->amilk", _spline_map(nv), _spline_map(nu), vals, optimize=True, out=target)`` of the
-    node values ``vals`` ``(options, nv, nu)``, ``target`` ``out`` or, given ``slot``, ``out[:, slot]`` (``out``
-    ``(options, grids, vol cell, y cell, vol power, y power)``, e.g. ``grid_dcoef``); returns ``target``. When that
-    einsum contracts the vol nodes first, the same two matrix products as its own (NumPy 2.4's ``bmm_einsum``: the
-    same operands, so the same bits) by ``_spline_kernel`` (the products' FMA chains option by option, written in
-    place into ``target``: no intermediate arrays, no transposed copies, one compiled signature for both targets);
-    else the einsum itself."""
+    """Not-a-knot spline coefficients of the node values ``vals`` ``(options, nv, nu)``:
+    ``np.einsum("lmv,kin,avn->amilk", _spline_map(nv), _spline_map(nu), vals)`` to rounding, written into ``out`` or,
+    given ``slot``, ``out[:, slot]`` (``out`` ``(options, grids, vol cell, y cell, vol power, y power)``, e.g.
+    ``grid_dcoef``); returns that target. Always ``_spline_kernel``'s two products, option by option, so an option's
+    coefficients are the same bits whatever other options are fitted with it (NumPy's einsum picks its contraction
+    order, and OpenBLAS its kernel, by the number of options: a book's grids would then depend on the books stacked
+    with it). Where the einsum contracts the vol nodes first (more than about 17 options), its BLAS products are the
+    kernel's bits on machines whose OpenBLAS kernel sums each entry as one FMA chain in index order."""
     target = out if slot is None else out[:, slot]
     m_v, m_y = _spline_map(vals.shape[1]), _spline_map(vals.shape[2])
-    if np.einsum_path("lmv,kin,avn->amilk", m_v, m_y, vals, optimize=True)[0] != _SPLINE_PATH:
-        return np.einsum("lmv,kin,avn->amilk", m_v, m_y, vals, optimize=True, out=target)
     run_chunked(_spline_kernel, vals.shape[0], vals, m_v, m_y, out[:, None] if slot is None else out, slot or 0)
     return target
+
+
+def _boundary_coefficients(lratio: FloatArray) -> FloatArray:
+    """Cubic-spline coefficients ``[a, vol cell, power]`` of ``lratio`` ``(options, nv)`` along the vol nodes:
+    ``np.einsum("kin,an->aik", _spline_map(nv), lratio)`` to rounding, as element-wise products summed over the nodes
+    in index order, so each option's coefficients are the same bits whatever the number of options (NumPy's
+    einsum, and the BLAS kernel under it, change their order with it)."""
+    nv = lratio.shape[1]
+    m = np.transpose(_spline_map(nv), (1, 0, 2))  # (vol cell, power, node)
+    out = np.multiply(lratio[:, None, None, 0], m[None, :, :, 0], out=np.empty((lratio.shape[0], nv - 1, 4)))
+    term = np.empty_like(out)
+    for n in range(1, nv):
+        out += np.multiply(lratio[:, None, None, n], m[None, :, :, n], out=term)
+    return out
 
 
 @njit(**JIT)
@@ -2126,14 +2134,13 @@ def _grid_from_ranges(
 
     def boundary(ratio_v: FloatArray) -> FloatArray:
         """ln(S*/K) along vol: cubic spline through the vol nodes (modes 0 and 2 never read it)."""
-        lratio = np.log(np.where(mode[:, None] == 1, ratio_v, 1.0))
-        return np.einsum("kin,an->aik", _spline_map(nv), lratio, optimize=True)
+        return _boundary_coefficients(np.log(np.where(mode[:, None] == 1, ratio_v, 1.0)))
 
-    # contiguous, as the split books' grids are (``einsum`` may return a strided view): one compiled signature
-    # of ``_american_grid_values`` instead of two
+    # contiguous (``_boundary_coefficients``' own array), as the split books' grids are: one compiled signature of
+    # ``_american_grid_values`` instead of two
     coef_shape = (na, nv - 1, nu - 1, 4, 4)
     coef = spline(0, ls_star, bnd, book.rate[am], book.div[am], np.empty(coef_shape))
-    bcoef = np.ascontiguousarray(boundary(ratio))
+    bcoef = boundary(ratio)
     dcoef = np.zeros((0, 4, *coef.shape[1:]))
     dbcoef = np.zeros((0, 4, *bcoef.shape[1:]))
     if shifted:

@@ -16,6 +16,7 @@ from risk_pipeline.quant.scenario_engine import (
     _spline_map,
     default_chunk_size,
     evaluate,
+    evaluate_many,
     evaluate_prepared,
     market_values,
     prepare,
@@ -574,19 +575,55 @@ def test_symbol_major_inputs_are_the_transposed_chunk_inputs() -> None:
     }
 
 
-def test_spline_coefficients_are_the_einsums_bit_for_bit() -> None:
-    """The grid's spline coefficients by two explicit matrix products equal the einsum they replace, bit for bit,
-    for option counts where the einsum takes either contraction order (few options: it falls back to the einsum)."""
+def test_spline_coefficients_are_each_options_own_bits_whatever_the_option_count() -> None:
+    """An option's grid coefficients are the same bits whether it is fitted alone or with 4, 16, 17, 40, 257 or
+    4,672 others (NumPy's einsum changes its contraction order with the count, which would make a book's grids depend
+    on the books stacked with it), and equal the einsum bit for bit where the einsum contracts the vol nodes first."""
     from risk_pipeline.quant.scenario_engine import _spline_coefficients
 
     rng = np.random.default_rng(41)
+    vals = rng.normal(0.0, 1.0, (4673, 5, 13)) * rng.lognormal(0.0, 3.0, (4673, 1, 1))
+    alone = np.stack([_spline_coefficients(vals[a : a + 1], np.empty((1, 4, 12, 4, 4)))[0] for a in range(300)])
     for na in (0, 1, 5, 16, 17, 40, 257, 4673):
-        vals = rng.normal(0.0, 1.0, (na, 5, 13)) * rng.lognormal(0.0, 3.0, (na, 1, 1))
-        want = np.einsum("lmv,kin,avn->amilk", _spline_map(5), _spline_map(13), vals, optimize=True)
         out = np.full((na, 4, 12, 4, 4), np.nan)
-        got = _spline_coefficients(vals, out)
+        got = _spline_coefficients(vals[:na], out)
         assert got is out
-        np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64), err_msg=f"{na} options")
+        k = min(na, 300)
+        np.testing.assert_array_equal(got[:k].view(np.int64), alone[:k].view(np.int64), err_msg=f"{na} options")
+        if na >= 40:
+            want = np.einsum("lmv,kin,avn->amilk", _spline_map(5), _spline_map(13), vals[:na], optimize=True)
+            np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64), err_msg=f"{na} options")
+
+
+def test_boundary_coefficients_are_scipys_spline_and_each_options_own_bits() -> None:
+    """The exercise boundary's spline along vol (``ln(S*/K)`` at the vol nodes): scipy's not-a-knot
+    ``CubicSpline`` coefficients of each option to rounding, and the same bits for an option alone or with others."""
+    from risk_pipeline.quant.scenario_engine import _boundary_coefficients
+
+    rng = np.random.default_rng(7)
+    lratio = np.log(rng.uniform(0.3, 0.99, (500, 5)))
+    got = _boundary_coefficients(lratio)
+    assert got.shape == (500, 4, 4) and got.flags.c_contiguous
+    for a in (0, 17, 499):
+        want = CubicSpline(np.arange(5.0), lratio[a]).c.T  # (vol cell, power)
+        np.testing.assert_allclose(got[a], want, rtol=0.0, atol=1e-14)
+    for na in (1, 3, 18, 64):
+        np.testing.assert_array_equal(_boundary_coefficients(lratio[:na]).view(np.int64), got[:na].view(np.int64))
+
+
+def test_stacked_books_grids_are_each_books_own_bits() -> None:
+    """``evaluate_many`` of 1 to 12 copies of a book with American options (3 to 36 grids built at once) gives each
+    copy the per-underlying P&L of the book evaluated alone, bit for bit, as its docstring states."""
+    rng = np.random.default_rng(3)
+    p = _book(n=8, n_sym=2, seed=5, american=1.0)
+    assert 3 <= int(p.is_american.sum()) < 18 <= 12 * int(p.is_american.sum())
+    sc = ScenarioSet(rng.normal(0.0, 0.03, (260, 2)), vol_scale=np.exp(rng.normal(0.0, 0.05, (260, 2))))
+    alone = evaluate(p, sc, 1.4, american="eep_grid", per_symbol=True).by_symbol
+    assert alone is not None
+    for k in (1, 5, 6, 12):
+        for res in evaluate_many([p] * k, [sc] * k, 1.4, american="eep_grid"):
+            assert res.by_symbol is not None
+            np.testing.assert_array_equal(res.by_symbol.view(np.int64), alone.view(np.int64), err_msg=f"{k} books")
 
 
 @pytest.mark.parametrize("na", [17, 18, 33, 64, 257, 4699, 46730])
