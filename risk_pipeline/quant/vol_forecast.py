@@ -376,6 +376,16 @@ def _constraint_normals_kernel(a: FloatArray, b: FloatArray, point: FloatArray, 
             out[k, i] = ((total - b[k]) - f0) / (shifted - point[i])
 
 
+@njit(**JIT)
+def _equal_points(x: FloatArray, y: FloatArray) -> bool:
+    """``np.array_equal(x, y)`` of two points of the same length: every entry ``==`` (NaN unequal, -0.0 equal
+    to 0.0)."""
+    for i in range(x.shape[0]):
+        if not x[i] == y[i]:
+            return False
+    return True
+
+
 def _slsqp_minimize(
     objective: Callable[[FloatArray], float],
     x0: FloatArray,
@@ -385,12 +395,15 @@ def _slsqp_minimize(
     b: FloatArray,
     maxiter: int = 100,
     ftol: float = 1e-6,
+    objective_rows: Callable[[FloatArray], FloatArray] | None = None,
 ) -> tuple[FloatArray, int]:
     """``scipy.optimize.minimize(objective, x0, method="SLSQP", bounds=..., constraints=...)`` with the
     inequality constraints ``a[k] . x - b[k] >= 0`` given one function per row and no gradients (arch's
     call), step for step: the same SLSQP core, the same forward-difference gradients and constraint normals
     (each constraint value an ``np.dot`` of the same vectors), the same function-value caching; without
-    SciPy's per-call wrappers. Returns the solution and SLSQP's exit mode (0: converged)."""
+    SciPy's per-call wrappers. ``objective_rows`` (optional) gives ``objective`` at each row of a 2-D array of
+    points, the same bits: then a gradient's shifted points are evaluated in one call. Returns the solution and
+    SLSQP's exit mode (0: converged)."""
     n, m = x0.size, a.shape[0]
     x = np.clip(np.asarray(x0, dtype=np.float64).reshape(-1), lower, upper)
     xl = np.where(np.isfinite(lower), lower, np.nan)
@@ -403,6 +416,11 @@ def _slsqp_minimize(
         return fx if np.isscalar(fx) else np.asarray(fx).item()
 
     def gradient(point: FloatArray, f0: float, h: FloatArray) -> FloatArray:
+        if objective_rows is not None:  # row i: point with coordinate i shifted by h[i]
+            shifted = np.repeat(point[np.newaxis], n, axis=0)
+            diagonal = np.arange(n)
+            shifted[diagonal, diagonal] = point + h
+            return (objective_rows(shifted) - f0) / ((point + h) - point)
         g = np.empty(n)
         for i in range(n):
             shifted = np.copy(point)
@@ -434,7 +452,7 @@ def _slsqp_minimize(
     while True:
         slsqp_core(state, fx, g, c, d, x, ws.mult, xl, xu, ws.buffer, ws.indices)
         mode = state["mode"]
-        if mode in (1, -1) and not np.array_equal(x, x_cached):
+        if mode in (1, -1) and not _equal_points(x, x_cached):
             x_cached, g_current = x.copy(), False
             f_cached = value(x_cached)
         if mode == 1:
@@ -467,27 +485,80 @@ def _garch_t_parts(asymmetric: bool) -> tuple[arch.univariate.GARCH, arch.univar
     return v, dist, a, np.concatenate([b_v, b_d]).astype(float)
 
 
-def _garch_starting_values(
-    v: arch.univariate.GARCH, resids: FloatArray, f_resids: FloatArray, s_resids: FloatArray, var_bounds: FloatArray
-) -> FloatArray:
-    """``GARCH.starting_values(resids)`` (power 2): the same 64-point grid, each point's Gaussian
-    log-likelihood by the same recursion and operations, the first maximum kept; the recursion runs once per
-    distinct point (without ``gamma``, 16 of them) and on ``|e|^2``, ``sign(e)`` made once."""
-    p, o, q, power = v.p, v.o, v.q, v.power
+@njit(**JIT)
+def _garch_recursions_kernel(
+    parameters: FloatArray,
+    fresids: FloatArray,
+    sresids: FloatArray,
+    p: int,
+    o: int,
+    q: int,
+    backcast: float,
+    var_bounds: FloatArray,
+    sigma2: FloatArray,
+) -> None:
+    """``sigma2[r]`` = arch's ``garch_recursion(parameters[r], ...)`` for every row ``r``: its loop (Cython,
+    ``recursions.pyx``) and its ``bounds_check``, operation for operation (libm's ``log``, no fused products)."""
+    nobs = fresids.shape[0]
+    for r in range(parameters.shape[0]):
+        for t in range(nobs):
+            loc = 0
+            s = parameters[r, loc]
+            loc += 1
+            for j in range(p):
+                if (t - 1 - j) < 0:
+                    s += parameters[r, loc] * backcast
+                else:
+                    s += parameters[r, loc] * fresids[t - 1 - j]
+                loc += 1
+            for j in range(o):
+                if (t - 1 - j) < 0:
+                    s += parameters[r, loc] * 0.5 * backcast
+                else:
+                    s += parameters[r, loc] * fresids[t - 1 - j] * (1.0 if sresids[t - 1 - j] < 0 else 0.0)
+                loc += 1
+            for j in range(q):
+                if (t - 1 - j) < 0:
+                    s += parameters[r, loc] * backcast
+                else:
+                    s += parameters[r, loc] * sigma2[r, t - 1 - j]
+                loc += 1
+            if s < var_bounds[t, 0]:
+                s = var_bounds[t, 0]
+            elif s > var_bounds[t, 1]:
+                if s > 1.7976931348623157e308:
+                    s = var_bounds[t, 1] + 1000
+                else:
+                    s = var_bounds[t, 1] + math.log(s / var_bounds[t, 1])
+            sigma2[r, t] = s
+
+
+@njit(**JIT)
+def _normal_loglikelihood_rows(
+    sigma2: FloatArray, log_sigma2: FloatArray, squared: FloatArray, log_2pi: float, out: FloatArray
+) -> None:
+    """``out[r] = np.sum(-0.5 * (log_2pi + log_sigma2[r] + squared / sigma2[r]))`` (arch's Gaussian
+    log-likelihood of a starting-value point), each term as the array code forms it, numpy's pairwise sum,
+    written over ``log_sigma2``."""
+    n = squared.shape[0]
+    for r in range(sigma2.shape[0]):
+        row = log_sigma2[r]
+        for i in range(n):
+            row[i] = -0.5 * ((log_2pi + row[i]) + squared[i] / sigma2[r, i])
+        out[r] = pairwise_sum(row, 0, n)
+
+
+@functools.cache
+def _starting_value_grid(p: int, o: int, q: int) -> tuple[FloatArray, FloatArray, NDArray[np.intp], NDArray[np.intp]]:
+    """arch's 64-point starting-value grid with the target variance left out: ``1 - (alpha + gamma / 2 + beta)``
+    per point (the factor of the target in the constant), the points with the constant 1 (the other entries as
+    ``GARCH.starting_values`` computes them), the first point of each distinct one and each point's distinct
+    index (without ``gamma``, 16 distinct)."""
     alphas = [0.01, 0.05, 0.1, 0.2]
-    abgs = list(itertools.product(alphas, alphas, [0.5, 0.7, 0.9, 0.98]))
-    target = np.mean(np.absolute(resids) ** power)
-    scale = np.mean(resids**2) / (target ** (2.0 / power))
-    target *= scale ** (power / 2)
-    backcast = v.backcast(resids)
-    nobs = resids.shape[0]
-    log_2pi = np.log(2 * np.pi)
-    squared = resids**2.0
-    svs: list[FloatArray] = []
-    llfs = np.zeros(len(abgs))
-    seen: dict[bytes, float] = {}
-    for i, (alpha, gamma, agb) in enumerate(abgs):
-        sv = (1.0 - agb) * target * np.ones(p + o + q + 1, dtype=float)
+    factors, points = [], []
+    for alpha, gamma, agb in itertools.product(alphas, alphas, [0.5, 0.7, 0.9, 0.98]):
+        factors.append(1.0 - agb)
+        sv = np.ones(p + o + q + 1, dtype=float)
         if p > 0:
             sv[1 : 1 + p] = alpha / p
             agb -= alpha
@@ -496,14 +567,36 @@ def _garch_starting_values(
             agb -= gamma / 2.0
         if q > 0:
             sv[1 + p + o : 1 + p + o + q] = agb / q
-        svs.append(sv)
-        key = sv.tobytes()
-        if key not in seen:
-            sigma2 = np.zeros(nobs, dtype=float)
-            _garch_recursion(sv, f_resids, s_resids, sigma2, p, o, q, nobs, backcast, var_bounds)
-            seen[key] = float(np.sum(-0.5 * (log_2pi + np.log(sigma2) + squared / sigma2)))
-        llfs[i] = seen[key]
-    return svs[int(np.argmax(llfs))]
+        points.append(sv)
+    factor = np.array(factors)
+    keys = [(f, *sv[1:]) for f, sv in zip(factors, points, strict=True)]  # the constant is factor * target
+    first: dict[tuple[float, ...], int] = {}
+    inverse = np.array([first.setdefault(k, len(first)) for k in keys], dtype=np.intp)
+    unique = np.array([keys.index(k) for k in first], dtype=np.intp)
+    return factor, np.array(points), unique, inverse
+
+
+def _garch_starting_values(
+    v: arch.univariate.GARCH, resids: FloatArray, f_resids: FloatArray, s_resids: FloatArray, var_bounds: FloatArray
+) -> FloatArray:
+    """``GARCH.starting_values(resids)`` (power 2): the same 64-point grid, each point's Gaussian
+    log-likelihood by the same recursion and operations, the first maximum kept. The grid's constants are
+    ``(1 - agb) * target`` (one product, as arch's ``(1 - agb) * target * ones``), the distinct points' recursions
+    run in one kernel (without ``gamma``, 16 of them) and their ``log(sigma2)`` in one ``np.log``."""
+    p, o, q, power = v.p, v.o, v.q, v.power
+    target = np.mean(np.absolute(resids) ** power)
+    scale = np.mean(resids**2) / (target ** (2.0 / power))
+    target *= scale ** (power / 2)
+    factor, points, unique, inverse = _starting_value_grid(p, o, q)
+    svs = points.copy()
+    svs[:, 0] = factor * target
+    distinct = np.ascontiguousarray(svs[unique])
+    nobs = resids.shape[0]
+    sigma2 = np.empty((distinct.shape[0], nobs))
+    _garch_recursions_kernel(distinct, f_resids, s_resids, p, o, q, float(v.backcast(resids)), var_bounds, sigma2)
+    llfs = np.empty(distinct.shape[0])
+    _normal_loglikelihood_rows(sigma2, np.log(sigma2), resids**2.0, float(np.log(2 * np.pi)), llfs)
+    return svs[int(np.argmax(llfs[inverse]))]
 
 
 def _t_starting_value(std_resids: FloatArray) -> FloatArray:
@@ -529,6 +622,22 @@ def _t_loglikelihood_sum(constant: float, log_sigma2: FloatArray, half_nu_plus_1
     for i in range(n):
         log_arg[i] = (constant - 0.5 * log_sigma2[i]) - half_nu_plus_1 * log_arg[i]
     return pairwise_sum(log_arg, 0, n)
+
+
+@njit(**JIT)
+def _t_log_argument_rows(sigma2: FloatArray, nu_minus_2: FloatArray, squared: FloatArray, out: FloatArray) -> None:
+    """``_t_log_argument`` of each row ``r`` with ``nu - 2 = nu_minus_2[r]``."""
+    for r in range(sigma2.shape[0]):
+        _t_log_argument(sigma2[r], nu_minus_2[r], squared, out[r])
+
+
+@njit(**JIT)
+def _t_loglikelihood_rows(
+    constant: FloatArray, log_sigma2: FloatArray, half_nu_plus_1: FloatArray, log_arg: FloatArray, out: FloatArray
+) -> None:
+    """``out[r] = _t_loglikelihood_sum`` of row ``r`` with its ``constant[r]`` and ``half_nu_plus_1[r]``."""
+    for r in range(log_sigma2.shape[0]):
+        out[r] = _t_loglikelihood_sum(constant[r], log_sigma2[r], half_nu_plus_1[r], log_arg[r])
 
 
 def _arch_fit(y: FloatArray, asymmetric: bool, start: FloatArray | None) -> tuple[FloatArray, int]:
@@ -579,7 +688,29 @@ def _arch_fit(y: FloatArray, asymmetric: bool, start: FloatArray | None) -> tupl
         np.log(lls, out=lls)
         return -_t_loglikelihood_sum(float(constant), term, float((nu + 1) / 2), lls)
 
-    return _slsqp_minimize(garch_t_negative_loglikelihood, sv, lower, upper, a, b)
+    def garch_t_negative_loglikelihoods(points: FloatArray) -> FloatArray:
+        """``garch_t_negative_loglikelihood`` of each row of ``points``: the recursions in one kernel (arch's
+        loop), each logarithm by numpy over all rows, the arithmetic and the sums by the same kernels per row."""
+        rows = points.shape[0]
+        sigma2_rows, term_rows, lls_rows = np.empty((rows, nobs)), np.empty((rows, nobs)), np.empty((rows, nobs))
+        _garch_recursions_kernel(
+            np.ascontiguousarray(points[:, :kv]), f_resids, s_resids, p, o, q, backcast, var_bounds, sigma2_rows
+        )
+        nus = points[:, kv]
+        for nu in nus:
+            if nu not in constants:
+                constants[nu] = gammaln((nu + 1) / 2) - gammaln(nu / 2) - np.log(np.pi * (nu - 2)) / 2
+        row_constants = np.array([constants[nu] for nu in nus])
+        np.log(sigma2_rows, out=term_rows)
+        _t_log_argument_rows(sigma2_rows, nus - 2, squared, lls_rows)
+        np.log(lls_rows, out=lls_rows)
+        out = np.empty(rows)
+        _t_loglikelihood_rows(row_constants, term_rows, (nus + 1) / 2, lls_rows, out)
+        return -out
+
+    return _slsqp_minimize(
+        garch_t_negative_loglikelihood, sv, lower, upper, a, b, objective_rows=garch_t_negative_loglikelihoods
+    )
 
 
 def fit_garch(returns: ArrayLike, *, asymmetric: bool = False, previous: GarchParams | None = None) -> GarchParams:

@@ -664,3 +664,78 @@ def test_t_loglikelihood_kernels_equal_archs_array_steps_bit_for_bit() -> None:
             np.log(arg, out=arg)
             got = -vf._t_loglikelihood_sum(float(constant), term, float((nu + 1) / 2), arg)
             assert got == expected
+
+
+def test_t_loglikelihood_row_kernels_equal_archs_array_steps_bit_for_bit() -> None:
+    """``_t_log_argument_rows`` and ``_t_loglikelihood_rows`` (each row its own ``nu``, the logarithms by
+    ``np.log`` over all rows) against arch 8's ``StudentsT.loglikelihood`` array steps on each row alone."""
+    from scipy.special import gammaln
+
+    rng = np.random.default_rng(4)
+    for n in (1, 9, 128, 129, 259, 500, 1001):
+        rows = 5
+        sigma2 = np.exp(rng.uniform(-3, 3, (rows, n)))
+        squared = (rng.standard_normal(n) * np.exp(rng.uniform(-2, 2, n))) ** 2
+        nus = rng.uniform(2.05, 60.0, rows)
+        constants = np.array([gammaln((nu + 1) / 2) - gammaln(nu / 2) - np.log(np.pi * (nu - 2)) / 2 for nu in nus])
+        arg, out = np.empty((rows, n)), np.empty(rows)
+        vf._t_log_argument_rows(sigma2, nus - 2, squared, arg)
+        np.log(arg, out=arg)
+        vf._t_loglikelihood_rows(constants, np.log(sigma2), (nus + 1) / 2, arg, out)
+        for r, nu in enumerate(nus):
+            s2 = sigma2[r].copy()
+            lls = constants[r] - 0.5 * np.log(s2) - (nu + 1) / 2 * np.log(1 + squared / (s2 * (nu - 2)))
+            assert out[r] == float(lls.sum())
+
+
+@pytest.mark.parametrize("asymmetric", [False, True])
+def test_recursions_kernel_equals_archs_recursion(asymmetric: bool) -> None:
+    """``_garch_recursions_kernel`` gives arch's compiled ``garch_recursion`` row by row, bit for bit, also
+    where the variance bounds clip (tiny parameters below the lower bound, huge ones above the upper)."""
+    import arch.univariate
+
+    rng = np.random.default_rng(5)
+    o = int(asymmetric)
+    v = arch.univariate.GARCH(p=1, o=o, q=1)
+    for seed, n_obs in ((6, 40), (7, 259), (8, 700)):
+        y = 100 * simulate_garch(n_obs, gamma=0.06 * o, alpha=0.05, seed=seed)[0]
+        f, s, bounds, backcast = np.absolute(y) ** 2.0, np.sign(y), v.variance_bounds(y), float(v.backcast(y))
+        params = rng.uniform(0.0, 1.0, (6, 3 + o)) * np.array([[1e-12], [0.1], [1.0], [3.0], [1e150], [1e300]])
+        got = np.empty((params.shape[0], n_obs))
+        vf._garch_recursions_kernel(params, f, s, 1, o, 1, backcast, bounds, got)
+        for row, x in zip(got, params, strict=True):
+            expected = np.zeros(n_obs)
+            vf._garch_recursion(x.copy(), f, s, expected, 1, o, 1, n_obs, backcast, bounds)
+            assert row.tobytes() == expected.tobytes()
+        assert np.any(got[0] == bounds[:, 0]) and np.any(got[-1] > bounds[:, 1])
+
+
+def test_slsqp_with_objective_rows_equals_scipys_minimize() -> None:
+    """A gradient's shifted points evaluated in one ``objective_rows`` call give SciPy's SLSQP iterates: the same
+    solution and exit mode as ``scipy.optimize.minimize`` with the objective alone."""
+    from scipy.optimize import minimize
+
+    _, _, a, b = vf._garch_t_parts(True)
+    lower = np.array([1e-6, 0.0, -1.0, 0.0, 2.05])
+    upper = np.array([10.0, 1.0, 2.0, 1.0, 500.0])
+    center = np.array([0.3, 0.08, 0.05, 0.85, 7.0])
+
+    def objective(x: np.ndarray) -> float:
+        return float(np.sum((x - center) ** 2 * np.array([3.0, 50.0, 20.0, 40.0, 0.01])) + np.sin(x[0] * x[3]))
+
+    constraints = [{"type": "ineq", "fun": lambda x, k=k: np.dot(a[k], x) - b[k]} for k in range(a.shape[0])]
+    for x0 in ([1.0, 0.1, 0.0, 0.8, 10.0], [0.05, 0.3, 0.4, 0.5, 4.0], [5.0, 0.01, 0.0, 0.9, 100.0]):
+        start = np.array(x0)
+        x, mode = vf._slsqp_minimize(
+            objective, start, lower, upper, a, b, objective_rows=lambda p: np.array([objective(r) for r in p])
+        )
+        ref = minimize(
+            objective,
+            start,
+            method="SLSQP",
+            bounds=list(zip(lower, upper, strict=True)),
+            constraints=constraints,
+            options={"maxiter": 100, "ftol": 1e-6},
+        )
+        assert mode == ref.status
+        assert x.tobytes() == ref.x.tobytes()
