@@ -51,7 +51,7 @@ import math
 
 import numpy as np
 from numba import njit
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from risk_pipeline.quant import special as _sf
 from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, IntArray, inner_njit, run_chunked
@@ -687,7 +687,8 @@ def put_prices_from_boundary(
     of every (spot, point) pair is evaluated in one branch-free (vectorized) loop, then summed in point order spot
     by spot. Spots on the moved split (close to the boundary, and NaN) are only flagged in ``moved`` (``out`` not
     written) for the caller to price by ``put_from_boundary`` (``premiums``). ``work``: scratch, ``(_PRICE_ROWS,
-    w)`` with ``w >= max(len(sps), 1) * nq`` for the ``nq`` premium points of ``tab`` (contents not read)."""
+    w)`` with ``w >= max(max(len(sps), 1) * nq, n + 1)`` for the ``nq`` premium points and ``n + 1`` boundary nodes of
+    ``tab`` (contents not read)."""
     z_c, pcs, pws, pm = tab[0], tab[6], tab[7], tab[8]
     n = z_c.shape[0] - 1
     b_t = x_max * math.exp(-s[n])
@@ -963,7 +964,7 @@ def premium_kernel(
     ``delta`` is not empty, delta and gamma as ``put_from_boundary`` without Greeks gives them (-1 and 0 in the
     exercise region, else NaN). One kernel for all (not a second ``premium_rows_kernel``), so a run compiles one."""
     if grouped:
-        last = s.shape[1] - 1
+        last = tab[0].shape[0] - 1  # put_from_boundary's last node
         most = 0
         for b in range(start, stop):
             most = max(most, row[b + 1] - row[b])
@@ -1100,10 +1101,11 @@ def premiums(
             order = np.argsort(row, kind="stable")
             count = np.bincount(row, minlength=s.shape[0])
             groups = -(-count // GROUP_SPOTS)
-            b = np.repeat(np.arange(count.size), groups)
+            boundary = np.repeat(np.arange(count.size), groups)  # each group's boundary
             first = np.cumsum(groups) - groups  # each boundary's first group
-            start = (np.cumsum(count) - count)[b] + (np.arange(b.size) - first[b]) * GROUP_SPOTS
-            p, d, g = _grouped_prices(x[order], np.append(start, n), tuple(c[b] for c in bounds), s[b], tab, True)
+            start = (np.cumsum(count) - count)[boundary] + (np.arange(boundary.size) - first[boundary]) * GROUP_SPOTS
+            group_bounds = tuple(c[boundary] for c in bounds)
+            p, d, g = _grouped_prices(x[order], np.append(start, n), group_bounds, s[boundary], tab, True)
             price[order], delta[order], gamma[order] = p, d, g
         return price, delta, gamma
     out = np.empty(n), np.empty(n), np.empty(n)
@@ -1123,13 +1125,15 @@ def _grouped_prices(
     bounds: tuple[FloatArray, ...],
     s: FloatArray,
     tab: tuple[FloatArray, ...],
-    greeks: bool,
+    exercise_delta_gamma: bool,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """``premium_kernel`` (``grouped``): (price, delta, gamma) of unit-strike puts at the spots
     ``x[offsets[b]:offsets[b + 1]]`` on the boundary ``s[b]``, ``bounds`` = (pr, pq, sig, t, x_max) per group ``b``;
-    delta and gamma those of ``put_from_boundary`` without Greeks if ``greeks``, else empty."""
+    delta and gamma those of ``put_from_boundary`` without Greeks (-1 and 0 in the exercise region, else NaN) if
+    ``exercise_delta_gamma``, else empty."""
     n = x.shape[0]
-    out = np.empty(n), np.empty(n if greeks else 0), np.empty(n if greeks else 0)
+    m = n if exercise_delta_gamma else 0
+    out = np.empty(n), np.empty(m), np.empty(m)
     moved = np.zeros(n, dtype=np.bool_)
     no = np.bool_(False)
     run_chunked(premium_kernel, offsets.shape[0] - 1, x, offsets, *bounds, s, tab, no, *out, np.bool_(True), moved)
@@ -1154,6 +1158,15 @@ def row_premiums(
 _HASH_MULTIPLIER = np.int64(-7046029254386353131)  # 0x9E3779B97F4A7C15 as a signed 64-bit integer
 
 
+def _bits_hash(*columns: FloatArray) -> NDArray[np.int64]:
+    """A hash of each row's bits over the float columns (64-bit integer arithmetic, wrapping around)."""
+    bits = [np.ascontiguousarray(c, dtype=np.float64).view(np.int64) for c in columns]
+    h = bits[0].copy()
+    for b in bits[1:]:
+        h = (h * _HASH_MULTIPLIER) ^ b
+    return h
+
+
 def distinct_rows(*columns: FloatArray) -> tuple[IntArray, IntArray]:
     """Rows of the float columns that are equal bit for bit, grouped: a representative index of each group and each
     row's group (``c[first][row]`` is ``c`` bit for bit, for every column ``c``). The rows are sorted by a hash of
@@ -1163,10 +1176,7 @@ def distinct_rows(*columns: FloatArray) -> tuple[IntArray, IntArray]:
     if n <= 1:
         return np.arange(n), np.arange(n)
     bits = [np.ascontiguousarray(c, dtype=np.float64).view(np.int64) for c in columns]
-    h = bits[0].copy()
-    for b in bits[1:]:
-        h = (h * _HASH_MULTIPLIER) ^ b  # wraps around (numpy integer arithmetic)
-    order = np.argsort(h, kind="stable")
+    order = np.argsort(_bits_hash(*columns), kind="stable")
     new = np.zeros(n, dtype=bool)
     new[0] = True
     for b in bits:
@@ -1185,10 +1195,7 @@ def _by_rates(
     their volatility-free terms once a run. Each group's boundary is the same; only its index moves."""
     if first.size <= 2:
         return first, row
-    h = np.ascontiguousarray(pr[first], dtype=np.float64).view(np.int64).copy()
-    for c in (pq, t):
-        h = (h * _HASH_MULTIPLIER) ^ np.ascontiguousarray(c[first], dtype=np.float64).view(np.int64)
-    order = np.argsort(h, kind="stable")
+    order = np.argsort(_bits_hash(pr[first], pq[first], t[first]), kind="stable")
     new = np.empty_like(order)
     new[order] = np.arange(order.size)
     return first[order], new[row]

@@ -1573,7 +1573,7 @@ def _spline_coefficients(vals: FloatArray, out: FloatArray, slot: int | None = N
     ``grid_dcoef``); returns that target. Always ``_spline_kernel``'s two products, option by option, so an option's
     coefficients are the same bits whatever other options are fitted with it (NumPy's einsum picks its contraction
     order, and OpenBLAS its kernel, by the number of options: a book's grids would then depend on the books stacked
-    with it). Where the einsum contracts the vol nodes first (more than about 17 options), its BLAS products are the
+    with it). Where the einsum contracts the vol nodes first (from about 17 options), its BLAS products are the
     kernel's bits on machines whose OpenBLAS kernel sums each entry as one FMA chain in index order."""
     target = out if slot is None else out[:, slot]
     m_v, m_y = _spline_map(vals.shape[1]), _spline_map(vals.shape[2])

@@ -573,7 +573,10 @@ def _starting_value_grid(p: int, o: int, q: int) -> tuple[FloatArray, FloatArray
     first: dict[tuple[float, ...], int] = {}
     inverse = np.array([first.setdefault(k, len(first)) for k in keys], dtype=np.intp)
     unique = np.array([keys.index(k) for k in first], dtype=np.intp)
-    return factor, np.array(points), unique, inverse
+    grid = (factor, np.array(points), unique, inverse)
+    for arr in grid:  # cached: read-only, so no caller can change the next fit's grid
+        arr.setflags(write=False)
+    return grid
 
 
 def _garch_starting_values(
@@ -673,14 +676,19 @@ def _arch_fit(y: FloatArray, asymmetric: bool, start: FloatArray | None) -> tupl
     lls, term = np.empty(nobs), np.empty(nobs)
     constants: dict[float, float] = {}  # the log-density's constant by nu (a gradient's steps share nu)
 
+    def t_constant(nu: float) -> float:
+        """The t log-density's constant at ``nu``, computed once per ``nu`` (NaN for a NaN ``nu``)."""
+        constant = constants.get(nu)
+        if constant is None:
+            constant = constants[nu] = gammaln((nu + 1) / 2) - gammaln(nu / 2) - np.log(np.pi * (nu - 2)) / 2
+        return constant
+
     def garch_t_negative_loglikelihood(x: FloatArray) -> float:
         """arch 8's GARCH.compute_variance and StudentsT.loglikelihood, operation for operation (the same
         ufuncs on the same operands, written into two buffers instead of fresh arrays)."""
         _garch_recursion(x[:kv], f_resids, s_resids, sigma2, p, o, q, nobs, backcast, var_bounds)
         nu = x[kv:][0]
-        constant = constants.get(nu)
-        if constant is None:
-            constant = constants[nu] = gammaln((nu + 1) / 2) - gammaln(nu / 2) - np.log(np.pi * (nu - 2)) / 2
+        constant = t_constant(nu)
         # lls = constant - 0.5 * log(sigma2) - (nu + 1) / 2 * log(1 + e^2 / (sigma2 * (nu - 2))): the two logarithms
         # by numpy's log (its SIMD log is not libm's), the arithmetic and the sum by the kernels, element for element
         np.log(sigma2, out=term)
@@ -697,10 +705,7 @@ def _arch_fit(y: FloatArray, asymmetric: bool, start: FloatArray | None) -> tupl
             np.ascontiguousarray(points[:, :kv]), f_resids, s_resids, p, o, q, backcast, var_bounds, sigma2_rows
         )
         nus = points[:, kv]
-        for nu in nus:
-            if nu not in constants:
-                constants[nu] = gammaln((nu + 1) / 2) - gammaln(nu / 2) - np.log(np.pi * (nu - 2)) / 2
-        row_constants = np.array([constants[nu] for nu in nus])
+        row_constants = np.array([t_constant(nu) for nu in nus])  # a gradient's few points
         np.log(sigma2_rows, out=term_rows)
         _t_log_argument_rows(sigma2_rows, nus - 2, squared, lls_rows)
         np.log(lls_rows, out=lls_rows)

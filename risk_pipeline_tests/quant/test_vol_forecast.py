@@ -691,7 +691,8 @@ def test_t_loglikelihood_row_kernels_equal_archs_array_steps_bit_for_bit() -> No
 @pytest.mark.parametrize("asymmetric", [False, True])
 def test_recursions_kernel_equals_archs_recursion(asymmetric: bool) -> None:
     """``_garch_recursions_kernel`` gives arch's compiled ``garch_recursion`` row by row, bit for bit, also
-    where the variance bounds clip (tiny parameters below the lower bound, huge ones above the upper)."""
+    where the variance bounds clip (tiny parameters below the lower bound, huge ones above the upper, sums past the
+    largest double)."""
     import arch.univariate
 
     rng = np.random.default_rng(5)
@@ -700,19 +701,23 @@ def test_recursions_kernel_equals_archs_recursion(asymmetric: bool) -> None:
     for seed, n_obs in ((6, 40), (7, 259), (8, 700)):
         y = 100 * simulate_garch(n_obs, gamma=0.06 * o, alpha=0.05, seed=seed)[0]
         f, s, bounds, backcast = np.absolute(y) ** 2.0, np.sign(y), v.variance_bounds(y), float(v.backcast(y))
-        params = rng.uniform(0.0, 1.0, (6, 3 + o)) * np.array([[1e-12], [0.1], [1.0], [3.0], [1e150], [1e300]])
+        params = rng.uniform(0.0, 1.0, (7, 3 + o)) * np.array([[1e-12], [0.1], [1.0], [3.0], [1e150], [1e300], [1.0]])
+        params[-1] = [1.7e308, 1e308, 1e308, 1.0] if o else [1.7e308, 1e308, 1.0]  # sums past DBL_MAX: inf
         got = np.empty((params.shape[0], n_obs))
         vf._garch_recursions_kernel(params, f, s, 1, o, 1, backcast, bounds, got)
         for row, x in zip(got, params, strict=True):
             expected = np.zeros(n_obs)
             vf._garch_recursion(x.copy(), f, s, expected, 1, o, 1, n_obs, backcast, bounds)
             assert row.tobytes() == expected.tobytes()
-        assert np.any(got[0] == bounds[:, 0]) and np.any(got[-1] > bounds[:, 1])
+        assert np.any(got[0] == bounds[:, 0]) and np.any(got[-2] > bounds[:, 1])
+        assert np.any(got[-1] == bounds[:, 1] + 1000.0)  # arch's value for an infinite variance
 
 
 def test_slsqp_with_objective_rows_equals_scipys_minimize() -> None:
     """A gradient's shifted points evaluated in one ``objective_rows`` call give SciPy's SLSQP iterates: the same
-    solution and exit mode as ``scipy.optimize.minimize`` with the objective alone."""
+    solution and exit mode as ``scipy.optimize.minimize`` with the objective alone. ``objective_rows`` here loops
+    over the objective, so this checks how the gradient is assembled from the rows; ``test_garch_fit.py`` checks the
+    GARCH fits' batched objective against arch's own fits."""
     from scipy.optimize import minimize
 
     _, _, a, b = vf._garch_t_parts(True)
