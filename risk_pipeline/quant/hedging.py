@@ -1092,6 +1092,31 @@ def combine(book: Portfolio, lines: Portfolio) -> Portfolio:
     )
 
 
+def appended_lines(hedged: Portfolio, n_book: int) -> Portfolio:
+    """The positions after the first ``n_book`` of ``hedged`` (``combine(book, lines)``: the lines), on ``hedged``'s
+    symbols and spots, so that they are revalued in the hedged book's scenario columns as ``hedged`` holds them."""
+    return _subset(hedged, np.arange(n_book, hedged.n_positions, dtype=np.intp))
+
+
+def hedged_pnl(
+    book_pnl: FloatArray,
+    hedged: Portfolio,
+    n_book: int,
+    blocks: Sequence[tuple[Scenarios, float]],
+    american: AmericanMethod = "exact",
+) -> FloatArray:
+    """``scenario_pnl`` of ``hedged`` (``combine(book, lines)``) over ``blocks`` (stacked), given the book's
+    (``book_pnl``, the same blocks): the book's plus the lines' own full revaluation in the same scenarios.
+
+    The engine revalues every position on its own (an option's exercise boundaries and early-exercise grid are its
+    own bits whatever else the portfolio holds; a ``RuleScenarios`` block shocks each option by its own inputs), so
+    this is the hedged book's revaluation with its positions summed in another grouping: equal to rounding, without
+    revaluing the book's positions again."""
+    lines = appended_lines(hedged, n_book)
+    parts = [scenario_pnl(lines, sc, h, american) for sc, h in blocks]
+    return book_pnl + (np.concatenate(parts) if parts else np.zeros(0))
+
+
 def with_quantity(p: Portfolio, quantity: ArrayLike) -> Portfolio:
     """``p`` with new quantities (same positions)."""
     from dataclasses import replace

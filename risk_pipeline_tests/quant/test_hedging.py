@@ -1063,3 +1063,44 @@ def test_candidate_greeks_read_from_the_cache_are_position_greeks_bit_for_bit(mo
     cached = build_candidates(b, mid * 1.02, mid, rows, [(sc, 0.0)], greek_cache=cache, **kw)  # type: ignore[arg-type]
     assert (plain.greeks != cached.greeks).nnz == 0 and np.array_equal(plain.cost, cached.cost)
     assert np.array_equal(plain.scenario_pnl, cached.scenario_pnl)
+
+
+def test_hedged_pnl_is_the_hedged_book_revalued_with_only_the_lines_priced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``hedged_pnl`` against the hedged book revalued in full (``scenario_pnl`` of ``combine(book, lines)``): stress
+    scenarios under the stress rule with idiosyncratic moves (the exact American engine) and historical-like sets
+    under ``eep_grid`` (American grids), 1 and 5 days; equal to rounding, and only the lines revalued."""
+    from dataclasses import replace
+
+    import risk_pipeline.quant.hedging as hedging
+    from risk_pipeline.quant.hedging import hedged_pnl, scenario_pnl
+    from risk_pipeline.quant.stress import stress_scenarios
+    from risk_pipeline_tests.quant.test_stress_rule_scenarios import _hedge_lines, _setup
+
+    lib, p, beta, _, kw = _setup()
+    p = replace(p, is_american=[False] * 4 + [True, True, False])  # two American options, one European
+    rng = np.random.default_rng(11)
+    hist = [
+        ScenarioSet(rng.normal(0.0, 0.02 * math.sqrt(d), (60, p.n_symbols)),
+                    vol_scale=np.exp(rng.normal(0.0, 0.05, (60, p.n_symbols))))
+        for d in (1, 5)
+    ]  # fmt: skip
+    blocks = [
+        (stress_scenarios(p, lib.scenarios, beta, None, **kw), 0.0),
+        (hist[0], 365 / 252),
+        (hist[1], 5 * 365 / 252),
+    ]
+    hedged = combine(p, _hedge_lines(p.symbols, p.spot))
+    book = np.concatenate([scenario_pnl(p, sc, h, "eep_grid") for sc, h in blocks])
+    full = np.concatenate([scenario_pnl(hedged, sc, h, "eep_grid") for sc, h in blocks])
+    real, sizes = hedging.evaluate, []
+
+    def counting(portfolio: Portfolio, *args: Any, **kwargs: Any) -> Any:
+        sizes.append(portfolio.n_positions)
+        return real(portfolio, *args, **kwargs)
+
+    monkeypatch.setattr(hedging, "evaluate", counting)
+    got = hedged_pnl(book, hedged, p.n_positions, blocks, "eep_grid")
+    assert sizes == [3, 3, 3]  # the three lines, once per block; the book's positions not again
+    scale = np.abs(book).max() + np.abs(full - book).max()
+    np.testing.assert_allclose(got, full, rtol=0, atol=1e-13 * scale)
+    assert np.any(np.abs(full - book) > 1e-3 * scale)  # the lines move the P&L

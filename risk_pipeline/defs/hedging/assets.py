@@ -54,6 +54,7 @@ from risk_pipeline.quant.hedging import (
     cppi_target,
     expiry_variance,
     finite,
+    hedged_pnl,
     limit_trigger,
     max_urgency,
     per_position_pnl,
@@ -484,10 +485,10 @@ def recommend_book(
     # no line: the hedged book is the book, whose revaluations (the same calls on the same positions, so the same
     # numbers) are book_pnl and its stress block
     hedged = combine(p, hedge_p) if chosen.size else None
+    # the hedged book's P&L: the book's (book_pnl) plus the lines' own full revaluation in the same scenarios (each
+    # position is revalued on its own: the hedged book revalued, summed in another grouping; equal to rounding)
     after_pnl = (
-        np.concatenate([scenario_pnl(hedged, sc, h, AMERICAN) for sc, h in blocks.blocks()])
-        if hedged is not None
-        else book_pnl
+        hedged_pnl(book_pnl, hedged, p.n_positions, blocks.blocks(), AMERICAN) if hedged is not None else book_pnl
     )
     lg = position_greek_arrays(hedge_p)
     after_totals = {c: totals[c] + float(lg[c].sum()) for c in GREEK_COLUMNS}
