@@ -1117,6 +1117,37 @@ def hedged_pnl(
     return book_pnl + (np.concatenate(parts) if parts else np.zeros(0))
 
 
+def _same_rule_rows(a: RuleScenarios, b: RuleScenarios) -> BoolArray:
+    """Per scenario, whether ``a``'s and ``b``'s shocks are the same bits (spot, name vol move, vol multiplier, shift
+    and skew, rate shift; same rule and method), so that a position moves alike in both."""
+    n = a.n_scenarios
+    if b.n_scenarios != n or a.n_symbols != b.n_symbols or a.rule != b.rule or a.american != b.american:
+        return np.zeros(n, dtype=bool)
+
+    def bits(x: FloatArray) -> NDArray[np.uint64]:
+        return np.ascontiguousarray(np.asarray(x, dtype=np.float64)).reshape(n, -1).view(np.uint64)
+
+    fields = ("spot_log_shock", "name_log_vol_move", "vol_multiplier", "vol_shift", "vol_skew", "rate_shift")
+    return np.all([np.all(bits(getattr(a, f)) == bits(getattr(b, f)), axis=1) for f in fields], axis=0)
+
+
+def hedged_rule_pnl(
+    book_pnl: FloatArray, book_block: RuleScenarios, hedged: Portfolio, n_book: int, hedged_block: RuleScenarios
+) -> FloatArray:
+    """``scenario_pnl(hedged, hedged_block, 0.0)`` given the book's P&L ``book_pnl`` in its own block ``book_block``:
+    in the scenarios whose shocks are ``book_block``'s bit for bit (e.g. those without idiosyncratic moves) the book's
+    P&L plus the lines' own revaluation (as ``hedged_pnl``), the other scenarios revalued in full."""
+    same = _same_rule_rows(book_block, hedged_block)
+    out = np.empty(hedged_block.n_scenarios)
+    moved, kept = np.flatnonzero(~same), np.flatnonzero(same)
+    if moved.size:
+        out[moved] = scenario_pnl(hedged, hedged_block.rows(moved) if kept.size else hedged_block, 0.0)
+    if kept.size:
+        lines = appended_lines(hedged, n_book)
+        out[kept] = book_pnl[kept] + scenario_pnl(lines, hedged_block.rows(kept) if moved.size else hedged_block, 0.0)
+    return out
+
+
 def with_quantity(p: Portfolio, quantity: ArrayLike) -> Portfolio:
     """``p`` with new quantities (same positions)."""
     from dataclasses import replace

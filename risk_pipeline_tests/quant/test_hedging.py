@@ -1104,3 +1104,45 @@ def test_hedged_pnl_is_the_hedged_book_revalued_with_only_the_lines_priced(monke
     scale = np.abs(book).max() + np.abs(full - book).max()
     np.testing.assert_allclose(got, full, rtol=0, atol=1e-13 * scale)
     assert np.any(np.abs(full - book) > 1e-3 * scale)  # the lines move the P&L
+
+
+def test_hedged_rule_pnl_revalues_the_book_only_where_the_hedged_books_shocks_differ(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``hedged_rule_pnl`` against ``scenario_pnl`` of the hedged book in its own stress block (idiosyncratic moves
+    searched again): the scenarios whose shocks are the book's (no idiosyncratic move) are the book's P&L plus the
+    lines' to rounding, the others the full revaluation's bits; the book's positions revalued in the others only."""
+    from dataclasses import replace
+
+    import risk_pipeline.quant.hedging as hedging
+    from risk_pipeline.quant.hedging import hedged_rule_pnl, scenario_pnl
+    from risk_pipeline.quant.stress import stress_scenarios
+    from risk_pipeline_tests.quant.test_stress_rule_scenarios import _hedge_lines, _setup
+
+    lib, p, beta, _, kw = _setup()
+    p = replace(p, is_american=[False] * 4 + [True, True, False])
+    book_block = stress_scenarios(p, lib.scenarios, beta, None, **kw)
+    hedged = combine(p, _hedge_lines(p.symbols, p.spot))
+    block = stress_scenarios(hedged, lib.scenarios, beta, None, **kw, reuse=book_block)
+    book = scenario_pnl(p, book_block, 0.0)
+    full = scenario_pnl(hedged, block, 0.0)
+    still = np.array([not (s.idiosyncratic_sigmas or lib.vol_rule.idiosyncratic_sigmas) for s in lib.scenarios])
+    assert 0 < still.sum() < still.size
+    real, calls = hedging.evaluate, []
+
+    def counting(portfolio: Portfolio, scenarios: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append((portfolio.n_positions, scenarios.n_scenarios))
+        return real(portfolio, scenarios, *args, **kwargs)
+
+    monkeypatch.setattr(hedging, "evaluate", counting)
+    got = hedged_rule_pnl(book, book_block, hedged, p.n_positions, block)
+    assert calls == [(hedged.n_positions, int((~still).sum())), (3, int(still.sum()))]
+    np.testing.assert_array_equal(got[~still], full[~still])
+    np.testing.assert_allclose(got[still], full[still], rtol=0, atol=1e-13 * (np.abs(book).max() + np.abs(full).max()))
+    # a block whose shocks all differ (another rule's) is revalued in full
+    calls.clear()
+    other = replace(block, spot_log_shock=block.spot_log_shock + 0.001)
+    np.testing.assert_array_equal(
+        hedged_rule_pnl(book, book_block, hedged, p.n_positions, other), real(hedged, other.scenario_set(hedged)).pnl
+    )
+    assert calls == [(hedged.n_positions, other.n_scenarios)]

@@ -55,6 +55,7 @@ from risk_pipeline.quant.hedging import (
     expiry_variance,
     finite,
     hedged_pnl,
+    hedged_rule_pnl,
     limit_trigger,
     max_urgency,
     per_position_pnl,
@@ -570,12 +571,12 @@ def recommend_book(
             }
         )
     # the hedged book under the stress layer's rule, its idiosyncratic moves searched again (as stress_results would;
-    # the book's first pass reused for the symbols without a hedge line: the same numbers)
-    hedged_stress = (
-        scenario_pnl(hedged, stress_block(hedged, rows, library, blocks.stress_vol, blocks.stress), 0.0, AMERICAN)
-        if hedged is not None
-        else book_pnl[sl["stress"]]
-    )
+    # the book's first pass reused for the symbols without a hedge line: the same numbers); in the scenarios whose
+    # shocks are the book's (no idiosyncratic move) the book's P&L plus the lines' (as after_pnl)
+    hedged_stress = book_pnl[sl["stress"]]
+    if hedged is not None:
+        hedged_block = stress_block(hedged, rows, library, blocks.stress_vol, blocks.stress)
+        hedged_stress = hedged_rule_pnl(hedged_stress, blocks.stress, hedged, p.n_positions, hedged_block)
     effects = stress_effect_rows(
         wh, as_of, session, book, nav, blocks, book_pnl[sl["stress"]], hedged_stress,
         [r["hedge_id"] for r in out], library.thresholds,
