@@ -70,11 +70,14 @@ def run_solve(mod: ModuleType, rows: dict[str, np.ndarray], tab: tuple[np.ndarra
     s = np.empty((n, tab[0].shape[0]))
     steps = np.empty(n, dtype=np.intp)
     b_t = np.empty(n)
-    # the kernel's ``warm`` flag (QD+ start: false) since backtest13; older code has no such argument
-    warm = (np.bool_(False),) if "warm" in mod.boundary_kernel.py_func.__code__.co_varnames else ()
+    # the kernel's ``warm`` flag (QD+ start: false) since backtest13, its ``mode`` (QD+: 0) and ``state`` (none: an
+    # empty 2-d array) since bt16; older code has no such arguments
+    names = mod.boundary_kernel.py_func.__code__.co_varnames
+    warm = (np.bool_(False),) if "warm" in names else (0,) if "mode" in names else ()
+    state = (np.empty((0, 0)),) if "state" in names else ()
     mod.boundary_kernel(
         rows["pr"], rows["pq"], rows["sig"], rows["t"], x_max, float(mod.NEWTON_STEP_TOL), tab, *warm, s, steps, b_t,
-        0, n,
+        *state, 0, n,
     )  # fmt: skip
     return s, steps, b_t
 

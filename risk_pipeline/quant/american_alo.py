@@ -29,8 +29,10 @@ Halley's iteration to ``QD_PLUS_TOL``, node by node from ``H = s^2`` extrapolate
 nodes), instead of ALO's fixed-point (Jacobi-Newton) iteration, which converges slowly for long-dated
 low-volatility options; the iteration stops once the next step, predicted from the quadratic
 convergence of the last two, is at most ``NEWTON_STEP_TOL`` in ``s`` (or the last one was), normally
-after 2 steps, at most ``NEWTON_MAX_STEPS``. The point-wise integrands are evaluated in branch-free
-loops over all quadrature points (vectorized by LLVM) and summed in point order afterwards.
+after 2 steps, at most ``NEWTON_MAX_STEPS``. The iterates do not depend on the tolerance, so a solve at the
+Greeks' tolerance of inputs solved before at ``NEWTON_STEP_TOL`` continues that solve's kept Newton state
+(``solve_boundaries``): the same bits, without the QD+ start and its first steps. The point-wise integrands are
+evaluated in branch-free loops over all quadrature points (vectorized by LLVM) and summed in point order afterwards.
 
 Delta and gamma are the ``S``-derivatives of the same representation (the boundary does not depend on
 ``S``); theta is ``r V - (r - q) S delta - sigma^2 S^2 gamma / 2`` from the Black-Scholes equation in
@@ -48,6 +50,7 @@ engines refuse it); at ``sigma sqrt(T) <= MIN_TOTAL_STD`` the deterministic valu
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 from numba import njit
@@ -317,12 +320,20 @@ def put_boundary(
     _boundary_rates(r, q, t, tab, rates)
     work = np.empty((_WORK_ROWS, max(n * tab[2].shape[0], n + 1)))
     jac = np.empty((n, n))  # not a reshaped view: reshape's error path compiles numba's string formatting
-    return _solve_boundary(k, r, q, sig, t, x_max, s, tol, tab, warm, rates, work, jac)
+    mode = WARM_START if warm else QD_PLUS_START
+    return _solve_boundary(k, r, q, sig, t, x_max, s, tol, tab, mode, rates, work, jac, np.empty(0))
 
 
 #: Rows of ``_boundary_rates``' table and of ``_solve_boundary``'s workspace.
 _RATE_ROWS = 8
 _WORK_ROWS = 18
+#: ``_solve_boundary``'s starts: QD+, the boundary given in ``s`` (warm), a stopped solve's Newton state (resumed).
+QD_PLUS_START = 0
+WARM_START = 1
+RESUME_START = 2
+#: Length of a Newton state (``_solve_boundary``'s ``state``) beyond the ``NODES`` boundary values ``s[1:]``: the
+#: last accepted residual norm, the last step's size, the one before it, the steps taken.
+_STATE_EXTRA = 4
 
 
 @inner_njit()
@@ -376,13 +387,22 @@ def _solve_boundary(
     s: FloatArray,
     tol: float,
     tab: tuple[FloatArray, ...],
-    warm: bool,
+    mode: int,
     rates: FloatArray,
     work: FloatArray,
     jac: FloatArray,
+    state: FloatArray,
 ) -> int:
     """``put_boundary`` given ``_boundary_rates(r, q, t, tab, rates)`` and its workspace (``work``:
-    ``(_WORK_ROWS, max(NODES * FP_POINTS, NODES + 1))``, ``jac``: ``(NODES, NODES)``; contents not read)."""
+    ``(_WORK_ROWS, max(NODES * FP_POINTS, NODES + 1))``, ``jac``: ``(NODES, NODES)``; contents not read), started
+    by ``mode``: ``QD_PLUS_START``, ``WARM_START`` (Newton from ``s`` as given) or ``RESUME_START``.
+
+    ``state`` (``NODES + _STATE_EXTRA`` values, or empty: none): the Newton state where the iteration stopped on its
+    tolerance test (``s[1:]``, the last accepted residual norm, the last step's size, the one before, the steps;
+    the steps NaN if it stopped otherwise), written unless resuming. ``RESUME_START`` continues such a state of a
+    solve of the same inputs at a looser ``tol``: the iteration is the same whatever ``tol`` until its test, so the
+    result is bit for bit a solve from QD+ at this ``tol``, unless the next step is halved (it would need the
+    state's previous iterate): then 0 is returned (``s`` not converged; solve it again from QD+)."""
     z_c, fc, fm = tab[0], tab[3], tab[5]
     n = z_c.shape[0] - 1
     lq = tab[2].shape[0]
@@ -395,7 +415,11 @@ def _solve_boundary(
     lnk = math.log(k / x_max)
     s[0] = 0.0
     b0 = x_max
-    for i in range(0 if warm else n):  # QD+ start (none if warm), node by node, Halley from H = s^2 extrapolated in z
+    resume = mode == RESUME_START
+    if resume:
+        for i in range(n):
+            s[i + 1] = state[i]
+    for i in range(0 if mode != QD_PLUS_START else n):  # QD+ start, node by node, Halley from H = s^2 extrapolated
         if i > 0:
             h1 = s[i] * s[i]
             h0 = s[i - 1] * s[i - 1]
@@ -440,7 +464,16 @@ def _solve_boundary(
     for i in range(n + 1):
         s_acc[i] = s[i]
         full[i] = 0.0
-    for _ in range(NEWTON_MAX_STEPS):
+    big = 0.0
+    if resume:  # the stopped solve's test at this tolerance, then its iteration goes on
+        best = state[n]
+        big = state[n + 1]
+        steps = int(state[n + 3])
+        if big <= tol or (steps > 1 and big * big * big <= tol * state[n + 2] * state[n + 2]):
+            return steps
+        prev = big
+    done = False
+    for _ in range(NEWTON_MAX_STEPS - steps):
         steps += 1
         for j in range(n + 1):
             hh[j] = s[j] * s[j]
@@ -499,6 +532,8 @@ def _solve_boundary(
         for i in range(n):
             norm = max(norm, abs(res[i]))
         if not norm <= best and back < 8:  # the last step made the residual worse (or NaN): halve it
+            if resume and steps == int(state[n + 3]) + 1:  # the halved step starts from an iterate not kept
+                return 0
             back += 1
             lam *= 0.5
             for i in range(n):
@@ -536,8 +571,16 @@ def _solve_boundary(
             break
         # quadratic convergence: the next step would be about (big / prev^2) big^2
         if big <= tol or (steps > 1 and big * big * big <= tol * prev * prev):
+            done = True
             break
         prev = big
+    if state.shape[0] and not resume:
+        for i in range(n):
+            state[i] = s[i + 1]
+        state[n] = best
+        state[n + 1] = big
+        state[n + 2] = prev
+        state[n + 3] = steps if done else math.nan
     return steps
 
 
@@ -904,19 +947,23 @@ def boundary_kernel(
     x_max: FloatArray,
     tol: float,
     tab: tuple[FloatArray, ...],
-    warm: bool,
+    mode: int,
     s: FloatArray,
     steps: IntArray,
     b_t: FloatArray,
+    state: FloatArray,
     start: int,
     stop: int,
 ) -> None:
     """``put_boundary(1, pr[i], pq[i], sig[i], t[i], x_max[i], s[i], tol, tab, warm)`` of unit-strike puts
-    ``start .. stop-1`` (``run_chunked``): the boundary ``s[i]`` (with ``warm`` started from ``s[i]`` as given),
-    the Newton steps and ``B(T) = x_max e^{-s[i, -1]}``."""
+    ``start .. stop-1`` (``run_chunked``): the boundary ``s[i]`` (``mode``: ``_solve_boundary``'s start; with
+    ``WARM_START`` from ``s[i]`` as given, with ``RESUME_START`` from the Newton state ``state[i]``), the Newton
+    steps and ``B(T) = x_max e^{-s[i, -1]}``; unless resuming, each solve's Newton state into ``state[i]`` if
+    ``state`` has rows (``(0, 0)``: none kept)."""
     last = s.shape[1] - 1
     n = tab[0].shape[0] - 1
     nl = n * tab[2].shape[0]
+    none = np.empty(0)
     rates = np.empty((_RATE_ROWS, nl))
     work = np.empty((_WORK_ROWS, max(nl, n + 1)))
     jac = np.empty((n, n))
@@ -931,7 +978,10 @@ def boundary_kernel(
             or not _same_bits(t[i], t[i - 1])
         ):
             _boundary_rates(pr[i], pq[i], t[i], tab, rates)
-        steps[i] = _solve_boundary(1.0, pr[i], pq[i], sig[i], t[i], x_max[i], s[i], tol, tab, warm, rates, work, jac)
+        row = state[i] if state.shape[0] else none
+        steps[i] = _solve_boundary(
+            1.0, pr[i], pq[i], sig[i], t[i], x_max[i], s[i], tol, tab, mode, rates, work, jac, row
+        )
         b_t[i] = x_max[i] * math.exp(-s[i, last])
 
 
@@ -1067,15 +1117,118 @@ def solve_boundaries(
     start: FloatArray | None = None,
 ) -> tuple[FloatArray, IntArray, FloatArray]:
     """``boundary_kernel`` of 1-d arrays: (boundaries ``(n, nodes + 1)``, Newton steps, ``B(T)``); Newton from
-    QD+, or from the rows of ``start`` (``(n, nodes + 1)``, ``s[:, 0] = 0``; not modified)."""
+    QD+, or from the rows of ``start`` (``(n, nodes + 1)``, ``s[:, 0] = 0``; not modified).
+
+    From QD+ on the exact engine's nodes, the solves at ``NEWTON_STEP_TOL`` keep their Newton states
+    (``_NEWTON_STATES``), and those at ``NEWTON_STEP_TOL_GREEKS`` of the same inputs resume them: the same bits as
+    from QD+ (``_solve_boundary``), without the QD+ start and the steps already taken."""
     n = pr.shape[0]
     warm = start is not None
     s = np.array(start, dtype=np.float64) if warm else np.empty((n, tab[0].shape[0]))
     steps = np.empty(n, dtype=np.intp)
     b_t = np.empty(n)
-    if n:
-        run_chunked(boundary_kernel, n, pr, pq, sig, t, x_max, float(tol), tab, np.bool_(warm), s, steps, b_t)
+    if not n:
+        return s, steps, b_t
+    exact_nodes = not warm and (tab is EXACT_TABLES or tab is GREEKS_TABLES)
+    keep = exact_nodes and tol == NEWTON_STEP_TOL
+    cold = np.arange(n)
+    if exact_nodes and tol == NEWTON_STEP_TOL_GREEKS:
+        found, state = _NEWTON_STATES.find(pr, pq, sig, t, x_max)
+        if found.size:
+            part = _solve_rows(found, (pr, pq, sig, t, x_max), tol, tab, RESUME_START, state)
+            ok = part[1] > 0  # 0: the resumed step was halved, solved again from QD+ below
+            s[found[ok]], steps[found[ok]], b_t[found[ok]] = (a[ok] for a in part)
+            mine = np.ones(n, dtype=np.bool_)
+            mine[found[ok]] = False
+            cold = np.flatnonzero(mine)
+    if cold.size == n:
+        state = np.empty((n, NODES + _STATE_EXTRA)) if keep else np.empty((0, 0))
+        mode = WARM_START if warm else QD_PLUS_START
+        run_chunked(boundary_kernel, n, pr, pq, sig, t, x_max, float(tol), tab, mode, s, steps, b_t, state)
+        if keep:
+            _NEWTON_STATES.add(pr, pq, sig, t, x_max, state)
+    elif cold.size:
+        s[cold], steps[cold], b_t[cold] = _solve_rows(cold, (pr, pq, sig, t, x_max), tol, tab, QD_PLUS_START)
     return s, steps, b_t
+
+
+def _solve_rows(
+    rows: IntArray,
+    bounds: tuple[FloatArray, ...],
+    tol: float,
+    tab: tuple[FloatArray, ...],
+    mode: int,
+    state: FloatArray | None = None,
+) -> tuple[FloatArray, IntArray, FloatArray]:
+    """``boundary_kernel`` of the ``rows`` of ``bounds`` (pr, pq, sig, t, x_max) started by ``mode`` (from
+    ``state``'s rows, one per row, with ``RESUME_START``), no state kept: (boundaries, Newton steps, ``B(T)``)."""
+    m = rows.size
+    out = np.empty((m, tab[0].shape[0])), np.empty(m, dtype=np.intp), np.empty(m)
+    kept = np.empty((0, 0)) if state is None else state
+    run_chunked(boundary_kernel, m, *(b[rows] for b in bounds), float(tol), tab, mode, *out, kept)
+    return out
+
+
+class _NewtonStateMemo:
+    """Newton states (``boundary_kernel``'s ``state``) of the latest solves kept by ``solve_boundaries``, by the bits
+    of their inputs (pr, pq, sig, t, x_max), at most ``rows`` of them (the oldest calls' dropped first); only states
+    of solves that stopped on their tolerance test. Thread-safe. Each state is a function of its inputs alone, so
+    which solve kept it does not matter."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self._lock = threading.Lock()
+        self._calls: list[tuple[NDArray[np.int64], NDArray[np.int64], FloatArray]] = []
+
+    @staticmethod
+    def _keys(*columns: FloatArray) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        bits = np.stack([np.ascontiguousarray(c, dtype=np.float64).view(np.int64) for c in columns], axis=1)
+        return _bits_hash(*columns), bits
+
+    def add(self, *columns_and_state: FloatArray) -> None:
+        """Keep the states (last argument, one row per input row) of the inputs given as columns."""
+        *columns, state = columns_and_state
+        ok = np.flatnonzero(state[:, -1] == state[:, -1])  # NaN steps: not stopped on the test
+        if not ok.size or ok.size > self.rows:
+            return
+        h, bits = self._keys(*(c[ok] for c in columns))
+        order = np.argsort(h, kind="stable")
+        entry = (h[order], bits[order], state[ok[order]])
+        with self._lock:
+            self._calls.append(entry)
+            total = sum(e[0].size for e in self._calls)
+            while total > self.rows:
+                total -= self._calls.pop(0)[0].size
+
+    def find(self, *columns: FloatArray) -> tuple[IntArray, FloatArray]:
+        """(the rows of the columns with a kept state, in order; their states)."""
+        with self._lock:
+            calls = list(self._calls)
+        n = columns[0].shape[0]
+        if not calls or not n:
+            return np.zeros(0, dtype=np.intp), np.empty((0, 0))
+        h, bits = self._keys(*columns)
+        where = np.full(n, -1, dtype=np.intp)
+        which = np.full(n, -1, dtype=np.intp)
+        for c, (kh, kbits, _) in enumerate(reversed(calls)):  # the latest first
+            todo = np.flatnonzero(which < 0)
+            if not todo.size:
+                break
+            pos = np.minimum(np.searchsorted(kh, h[todo]), kh.size - 1)
+            hit = (kh[pos] == h[todo]) & np.all(kbits[pos] == bits[todo], axis=1)
+            where[todo[hit]] = pos[hit]
+            which[todo[hit]] = len(calls) - 1 - c
+        found = np.flatnonzero(which >= 0)
+        state = np.empty((found.size, NODES + _STATE_EXTRA))
+        for c in np.unique(which[found]):
+            rows = found[which[found] == c]
+            state[np.searchsorted(found, rows)] = calls[c][2][where[rows]]
+        return found, state
+
+
+#: Rows of Newton states ``solve_boundaries`` keeps (about 190 bytes each): the exact prices of a few large books.
+NEWTON_STATE_ROWS = 250_000
+_NEWTON_STATES = _NewtonStateMemo(NEWTON_STATE_ROWS)
 
 
 def premiums(

@@ -5,6 +5,7 @@ and the scenario engine's early-exercise grid."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -568,3 +569,96 @@ def test_american_points_warm_starts_equal_the_cold_solves_to_rounding() -> None
     for a, b in zip(cold, warm, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-13)
     assert np.array_equal(cold[0][[0, 4, 6]], warm[0][[0, 4, 6]])
+
+
+def _options(n: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Spot, strike, time, vol, rate, yield and call flag of ``n`` random single-boundary Americans."""
+    rng = np.random.default_rng(seed)
+    return (
+        np.full(n, 100.0),
+        rng.uniform(70.0, 130.0, n),
+        rng.uniform(0.01, 3.0, n),
+        rng.uniform(0.05, 1.0, n),
+        rng.uniform(0.005, 0.1, n),
+        rng.uniform(0.0, 0.08, n),
+        rng.random(n) < 0.5,
+    )
+
+
+def test_greeks_boundaries_resumed_from_kept_exact_price_solves_are_the_bits_from_qd_plus(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``solve_boundaries`` at ``NEWTON_STEP_TOL_GREEKS`` of inputs solved before at ``NEWTON_STEP_TOL`` resumes the
+    kept Newton states: the Greeks' prices, deltas, gammas and thetas are ``american_point``'s (the scalar engine,
+    from QD+) bit for bit, and every Greek of ``american_greeks`` after ``american_price`` of the same options is
+    the one without kept states; a kept state whose next step is halved is solved again from QD+, the same bits."""
+    from risk_pipeline.quant import american_alo as alo
+
+    memo = alo._NewtonStateMemo(alo.NEWTON_STATE_ROWS)
+    monkeypatch.setattr(alo, "_NEWTON_STATES", memo)
+    sp, k, t, sig, r, q, call = _options(120, 17)
+    without = american_greeks(sp, k, t, sig, r, q, call)
+    assert not memo._calls  # the Greeks keep nothing
+    american_price(sp, k, t, sig, r, q, call)
+    assert sum(c[0].size for c in memo._calls) == sp.size
+    # the Greeks' base boundaries are found (resumed), their bumped ones are not
+    pr, pq = np.where(call, q, r), np.where(call, r, q)
+    found, _ = memo.find(pr, pq, sig, t, alo.exercise_limits(pr, pq))
+    assert found.size == sp.size
+    assert memo.find(pr, pq, sig * 1.0001, t, alo.exercise_limits(pr, pq))[0].size == 0
+    resumed = american_greeks(sp, k, t, sig, r, q, call)
+    for f in fields(without):
+        assert np.array_equal(getattr(without, f.name), getattr(resumed, f.name), equal_nan=True)
+    points = alo.american_points(sp, k, t, sig, r, q, call, NEWTON_STEP_TOL_GREEKS, True)
+    scalar = np.array(
+        [
+            american_point(*(float(x[i]) for x in (sp, k, t, sig, r, q)), bool(call[i]), NEWTON_STEP_TOL_GREEKS, True)
+            for i in range(sp.size)
+        ]
+    ).T
+    for a, b in zip(points, scalar, strict=True):
+        assert np.array_equal(a, b, equal_nan=True)
+    # states made to halve their next step (a kept residual norm of 0): 0 steps from the kernel, then QD+ again
+    x_max = alo.exercise_limits(pr, pq)
+    tol = NEWTON_STEP_TOL_GREEKS
+    cold = alo.solve_boundaries(pr, pq, sig, t, x_max, tol, tuple(alo.GREEKS_TABLES))  # not the engine's: not kept
+    _, state = memo.find(pr, pq, sig, t, x_max)
+    state[:, alo.NODES] = 0.0
+    s, steps, b_t = np.empty_like(cold[0]), np.empty(sp.size, dtype=np.intp), np.empty(sp.size)
+    args = (pr, pq, sig, t, x_max, tol, alo.GREEKS_TABLES, alo.RESUME_START, s, steps, b_t, state, 0, sp.size)
+    alo.boundary_kernel(*args)
+    assert np.all((steps == 0) | (steps == cold[1]))
+    assert np.any(steps == 0)
+    for *_, kept in memo._calls:
+        kept[:, alo.NODES] = 0.0
+    again = alo.solve_boundaries(pr, pq, sig, t, x_max, tol, alo.GREEKS_TABLES)
+    for a, b in zip(cold, again, strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_newton_state_memo_keeps_the_latest_rows_and_finds_them_by_their_bits() -> None:
+    """``_NewtonStateMemo``: at most ``rows`` kept (the oldest calls dropped first, a call larger than that not
+    kept), rows found only where every input is the same bits (``0.0`` is not ``-0.0``), states of solves that
+    did not stop on their test (NaN steps) not kept."""
+    from risk_pipeline.quant.american_alo import NODES, _NewtonStateMemo
+
+    memo = _NewtonStateMemo(50)
+    width = NODES + 4
+    a = np.arange(40, dtype=np.float64)
+    b = np.arange(40, 80, dtype=np.float64)
+    z = np.zeros(40)
+    state_a = np.tile(a[:, None], (1, width))
+    state_b = np.tile(b[:, None], (1, width))
+    state_a[3, -1] = np.nan
+    memo.add(a, z, z, z, z, state_a)
+    found, state = memo.find(a[::-1], z, z, z, z)
+    assert np.array_equal(found, np.flatnonzero(a[::-1] != 3.0))
+    assert np.array_equal(state[:, 0], a[::-1][found])
+    assert memo.find(a, -z, z, z, z)[0].size == 0  # -0.0 is not 0.0
+    memo.add(b, z, z, z, z, state_b)  # 79 rows: the first call dropped
+    both = np.concatenate([a, b])
+    found, state = memo.find(both, np.zeros(80), np.zeros(80), np.zeros(80), np.zeros(80))
+    assert np.array_equal(found, np.arange(40, 80))
+    assert np.array_equal(state, state_b)
+    memo.add(np.arange(60.0), *(np.zeros(60),) * 4, np.zeros((60, width)))  # larger than the memo: not kept
+    assert np.array_equal(memo.find(np.arange(60.0), *(np.zeros(60),) * 4)[0], np.arange(40, 60))
