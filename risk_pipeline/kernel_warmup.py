@@ -310,6 +310,13 @@ END_OF_DAY_SIGNATURES: tuple[tuple[str, str, str], ...] = (
         "3), A(int64, 1), int64, int64",
     ),
     (
+        "risk_pipeline.quant.var",
+        "_fhs_paths_kernel",
+        "A(float64, 2), A(int64, 2), int64, boolean, A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), "
+        "A(float64, 1), boolean, A(float64, 2), boolean, A(float64, 2), A(float64, 2), A(float64, 2), "
+        "A(float64, 2), int64, int64",
+    ),
+    (
         "risk_pipeline.quant.sabr",
         "_calibrate_kernel",
         "A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 1), "

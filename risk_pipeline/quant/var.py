@@ -87,10 +87,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
+from numba import njit
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import norm
 
-from risk_pipeline.quant._numba import FloatArray
+from risk_pipeline.quant._numba import JIT, FloatArray, IntArray, run_chunked
 from risk_pipeline.quant.american import american_greeks
 from risk_pipeline.quant.bsm import bsm_greeks
 from risk_pipeline.quant.portfolio import Portfolio, stack_portfolios
@@ -1302,38 +1303,111 @@ def fhs_draws(n_days: int, n_scenarios: int, max_horizon: int, seed: int) -> NDA
     return np.random.default_rng(seed).integers(0, n_days, size=(n_scenarios, max_horizon)).astype(np.intp)
 
 
+@njit(**JIT)
+def _fhs_paths_kernel(
+    z: FloatArray,
+    draws: IntArray,
+    horizon_days: int,
+    garch: bool,
+    omega: FloatArray,
+    alpha: FloatArray,
+    gamma: FloatArray,
+    beta: FloatArray,
+    next_variance: FloatArray,
+    with_iv: bool,
+    log_iv: FloatArray,
+    with_div: bool,
+    div_changes: FloatArray,
+    total: FloatArray,
+    log_scale: FloatArray,
+    div: FloatArray,
+    start: int,
+    stop: int,
+) -> None:
+    """``fhs_scenarios``' sums of the scenarios ``k`` in ``start .. stop-1`` (``run_chunked``) over the days of the
+    horizon: ``total[k, s]`` the path's log return (``garch``: each day's ``sqrt(var) z`` with the variance updated
+    by the GARCH/GJR recursion; else ``sqrt(next_variance) z``), ``log_scale[k, s]`` of ``log_iv`` (``log1p`` of the
+    vol changes; ``with_iv``), ``div[k, s]`` of ``div_changes`` (``with_div``). The operations and their order of
+    the NumPy arrays' formulas element by element (each sum from zero in the days' order, as NumPy's ``sum(axis=1)``
+    of the drawn rows: a sum of ``-0.0`` is ``0.0``), so the same bits."""
+    n_sym = z.shape[1]
+    var = np.empty(n_sym)
+    for k in range(start, stop):
+        for s in range(n_sym):
+            var[s] = next_variance[s]
+            total[k, s] = 0.0
+            if with_iv:
+                log_scale[k, s] = 0.0
+            if with_div:
+                div[k, s] = 0.0
+        for d in range(horizon_days):
+            row = draws[k, d]
+            for s in range(n_sym):
+                zd = z[row, s]
+                if garch:
+                    r = math.sqrt(var[s]) * zd
+                    neg = 1.0 if r < 0.0 else 0.0
+                    var[s] = omega[s] + (alpha[s] + gamma[s] * neg) * r * r + beta[s] * var[s]
+                else:
+                    r = math.sqrt(next_variance[s]) * zd
+                total[k, s] += r
+                if with_iv:
+                    log_scale[k, s] += log_iv[row, s]
+                if with_div:
+                    div[k, s] += div_changes[row, s]
+
+
 def fhs_scenarios(
     model: FhsModel, draws: NDArray[np.intp], horizon_days: int, paths: Literal["garch", "rescaled_sum"] = "garch"
 ) -> ScenarioSet:
-    """h-day FHS scenarios from bootstrapped whole dates (module docstring)."""
-    z = model.standardized
-    omega = np.array([p.omega for p in model.params])
-    alpha = np.array([p.alpha for p in model.params])
-    gamma = np.array([p.gamma for p in model.params])
-    beta = np.array([p.beta for p in model.params])
-    n = draws.shape[0]
-    var = np.broadcast_to(model.next_variance, (n, z.shape[1])).copy()
-    total = np.zeros_like(var)
-    log_scale = np.zeros_like(var) if model.iv_rel_changes is not None else None
-    # rate and dividend-yield changes of the drawn dates, summed over the horizon (as historical_scenarios)
+    """h-day FHS scenarios from bootstrapped whole dates (module docstring); the paths summed by one kernel
+    (``_fhs_paths_kernel``)."""
+    z = np.ascontiguousarray(model.standardized, dtype=np.float64)
+    params = {
+        f: np.array([getattr(p, f) for p in model.params], dtype=np.float64)
+        for f in ("omega", "alpha", "gamma", "beta")
+    }
+    draws = np.ascontiguousarray(draws, dtype=np.intp)
+    n, n_sym = draws.shape[0], z.shape[1]
+    if draws.ndim != 2 or draws.shape[1] < horizon_days:
+        raise ValueError("draws must have a column for every day of the horizon")
+    total = np.empty((n, n_sym))
+    iv, dq = model.iv_rel_changes, model.dividend_changes
+    # log1p of every stored vol change once (element by element the values of log1p of the drawn rows)
+    log_iv = np.log1p(np.ascontiguousarray(iv, dtype=np.float64)) if iv is not None else np.zeros((1, 1))
+    log_scale = np.empty((n, n_sym)) if iv is not None else np.zeros((1, 1))
+    # the yield changes summed by the kernel in NumPy's order of ``sum(axis=1)`` over the drawn rows: from zero, day by
+    # day, the symbols the inner loop; with one symbol NumPy sums along the days pairwise: its own formula then
+    by_kernel = dq is not None and n_sym > 1
+    div_changes = np.ascontiguousarray(dq, dtype=np.float64) if by_kernel else np.zeros((1, 1))
+    div = np.empty((n, n_sym)) if by_kernel else np.zeros((1, 1))
+    if n:
+        run_chunked(
+            _fhs_paths_kernel,
+            n,
+            z,
+            draws,
+            int(horizon_days),
+            np.bool_(paths == "garch"),
+            *(params[f] for f in ("omega", "alpha", "gamma", "beta")),
+            np.ascontiguousarray(model.next_variance, dtype=np.float64),
+            np.bool_(iv is not None),
+            log_iv,
+            np.bool_(by_kernel),
+            div_changes,
+            total,
+            log_scale,
+            div,
+        )
+    # rate changes of the drawn dates, summed over the horizon (as historical_scenarios)
     rate = None if model.rate_changes is None else model.rate_changes[draws[:, :horizon_days]].sum(axis=1)
-    div = None if model.dividend_changes is None else model.dividend_changes[draws[:, :horizon_days]].sum(axis=1)
-    for d in range(horizon_days):  # loop over the days of the horizon only
-        zd = z[draws[:, d]]
-        if paths == "garch":
-            r = np.sqrt(var) * zd
-            var = omega + (alpha + gamma * (r < 0.0)) * r * r + beta * var
-        else:
-            r = np.sqrt(model.next_variance) * zd
-        total += r
-        if log_scale is not None:
-            assert model.iv_rel_changes is not None
-            log_scale += np.log1p(model.iv_rel_changes[draws[:, d]])
+    if dq is not None and not by_kernel:
+        div = dq[draws[:, :horizon_days]].sum(axis=1)
     return ScenarioSet(
         np.expm1(total),
-        vol_scale=None if log_scale is None else np.exp(log_scale),
+        vol_scale=None if iv is None else np.exp(log_scale),
         rate_shift_abs=rate,
-        dividend_shift_abs=div,
+        dividend_shift_abs=None if dq is None else div,
     )
 
 

@@ -19,6 +19,7 @@ from risk_pipeline.quant.var import (
     DELTA_NORMAL,
     HISTORICAL,
     MONTE_CARLO_FHS,
+    FhsModel,
     MarketHistory,
     QuadraticMoments,
     VarConfig,
@@ -210,6 +211,60 @@ def test_fhs_paths_brute_force() -> None:
     flat = fhs_scenarios(model, draws, 3, "rescaled_sum")
     expect = np.expm1(np.sqrt(model.next_variance) * model.standardized[draws[:, :3]].sum(axis=1))
     np.testing.assert_allclose(flat.spot_shock_rel, expect, rtol=1e-12)
+
+
+def _fhs_scenarios_by_arrays(
+    model: FhsModel, draws: np.ndarray, h: int, paths: str
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """The FHS scenarios' formulas on whole arrays, day by day (spot shock, vol scale, rate and yield shifts)."""
+    z = model.standardized
+    omega, alpha, gamma, beta = (
+        np.array([getattr(p, f) for p in model.params]) for f in ("omega", "alpha", "gamma", "beta")
+    )
+    var = np.broadcast_to(model.next_variance, (draws.shape[0], z.shape[1])).copy()
+    total = np.zeros_like(var)
+    log_scale = np.zeros_like(var) if model.iv_rel_changes is not None else None
+    for d in range(h):
+        zd = z[draws[:, d]]
+        if paths == "garch":
+            r = np.sqrt(var) * zd
+            var = omega + (alpha + gamma * (r < 0.0)) * r * r + beta * var
+        else:
+            r = np.sqrt(model.next_variance) * zd
+        total += r
+        if log_scale is not None:
+            log_scale += np.log1p(model.iv_rel_changes[draws[:, d]])
+    rate = None if model.rate_changes is None else model.rate_changes[draws[:, :h]].sum(axis=1)
+    div = None if model.dividend_changes is None else model.dividend_changes[draws[:, :h]].sum(axis=1)
+    return np.expm1(total), None if log_scale is None else np.exp(log_scale), rate, div
+
+
+def test_fhs_scenarios_are_the_array_formulas_bit_for_bit() -> None:
+    """The kernel's paths, vol scales and yield shifts: every bit of the formulas on whole arrays, for one and more
+    names, GARCH and GJR filters, both path kinds, horizons of 0 to 9 days, zero and negative-zero changes."""
+    rng = np.random.default_rng(12)
+    n_days = 80
+    for n_sym in (1, 2, 7):
+        params = tuple(
+            GarchParams(1e-6 * (1 + s), 0.05 + 0.01 * s, 0.06 * (s % 2), 0.9 - 0.01 * s, 8.0, 1e-4, True)
+            for s in range(n_sym)
+        )
+        iv = rng.normal(0.0, 0.05, (n_days, n_sym))
+        div = rng.normal(0.0, 1e-4, (n_days, n_sym))
+        div[rng.random(div.shape) < 0.3] = -0.0
+        div[rng.random(div.shape) < 0.2] = 0.0
+        z = rng.standard_normal((n_days, n_sym))
+        full = FhsModel(params, z, 1e-4 * (1 + rng.random(n_sym)), iv, rng.normal(0.0, 1e-4, n_days), div)
+        for model in (full, FhsModel(params, z, full.next_variance, None)):
+            for h in (0, 1, 3, 5, 9):
+                draws = fhs_draws(n_days, 300, max(h, 1), seed=h)
+                for paths in ("garch", "rescaled_sum"):
+                    sc = fhs_scenarios(model, draws, h, paths)  # type: ignore[arg-type]
+                    got = (sc.spot_shock_rel, sc.vol_scale, sc.rate_shift_abs, sc.dividend_shift_abs)
+                    for a, b in zip(got, _fhs_scenarios_by_arrays(model, draws, h, paths), strict=True):
+                        assert (a is None) == (b is None)
+                        if a is not None:
+                            assert a.shape == b.shape and np.array_equal(a.view(np.int64), b.view(np.int64))
 
 
 # ----------------------------------------------------------------------------------------------
