@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from risk_pipeline.quant._numba import FloatArray
-from risk_pipeline.quant.portfolio import Portfolio
+from risk_pipeline.quant._numba import BoolArray, FloatArray
+from risk_pipeline.quant.portfolio import POSITION_FIELDS, Portfolio
 from risk_pipeline.quant.scenario_engine import AmericanMethod, GridMemo, ScenarioSet, evaluate, grid_memo
 from risk_pipeline.quant.var import MarketHistory, empirical_var_es, historical_scenarios
 
@@ -157,6 +157,10 @@ def liquidity_adjusted_es(
     if not set(spot_lh.tolist()) | set(vol_lh.tolist()) <= set(horizons_days):
         raise ValueError(f"liquidity horizons must be among {tuple(horizons_days)}")
     sc = historical_scenarios(history, base_days)
+    # without carry a position on a name the bucket holds is not revalued: its P&L is exactly 0 (unmoved inputs: the
+    # base value again), so the bucket revalues the positions on the names it shocks (each P&L its own, summed in
+    # position order without the zero terms: the same bits), e.g. the small caps' alone in their vol buckets
+    sub_books = carry_calendar_days == 0.0
     es = np.zeros(len(horizons_days))
     var_base = math.nan
     done: dict[tuple[bytes, bytes], float] = {}  # ES by the factors a bucket shocks
@@ -177,13 +181,29 @@ def liquidity_adjusted_es(
                 np.where(spot_on, sc.spot_shock_rel, 0.0),
                 vol_scale=None if sc.vol_scale is None else np.where(vol_on, sc.vol_scale, 1.0),
             )
+            book = _options_moved(portfolio, spot_on | vol_on) if sub_books else portfolio
             pnl = evaluate(
-                portfolio, moved, carry_calendar_days, american=american, client=client, chunk_size=chunk_size
+                book, moved, carry_calendar_days, american=american, client=client, chunk_size=chunk_size
             ).pnl
             es[j] = done[key] = empirical_var_es(pnl, confidence)[1]
             if j == 0:
                 var_base = empirical_var_es(pnl, var_confidence)[0]
     return LiquidityAdjustedES(es, cascade_es(es, horizons_days, base_days), var_base, var_confidence, sc.n_scenarios)
+
+
+def _options_moved(portfolio: Portfolio, shocked: BoolArray) -> Portfolio:
+    """``portfolio`` without its options on the symbols not ``shocked`` (itself when it has none; every symbol and
+    stock kept, the positions in order)."""
+    keep = shocked[portfolio.symbol_index] | ~portfolio.is_option
+    if keep.all():
+        return portfolio
+    fields = ("symbol_index", "quantity", *POSITION_FIELDS)
+    return Portfolio(
+        symbols=portfolio.symbols,
+        spot=portfolio.spot,
+        position_id=tuple(i for i, k in zip(portfolio.position_id or (), keep, strict=True) if k),
+        **{name: getattr(portfolio, name)[keep] for name in fields},
+    )
 
 
 # ----------------------------------------------------------------------------------------------

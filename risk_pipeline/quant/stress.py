@@ -722,7 +722,12 @@ def _expiry_name_skew_pnl(
     vol_sign = np.where(pick % 2 == 0, 1.0, -1.0)
     scaled = u * size[:, None]
     final = (spot_log + spot_sign * scaled * spot_sd[None, :], vol_sign * scaled * vol_sd[None, :])
-    pnl = _revalue_sets([final], portfolio, *args)[0] if final_pnl else None
+    pnl = None
+    if final_pnl:
+        # a scenario without idiosyncratic moves (size 0) has its pass-1 inputs again (its moves are +-0): its P&L
+        # is pass 1's base row (each scenario's is its own), so only the scenarios with moves are revalued
+        pnl = base.copy()
+        pnl[idio] = _revalue_sets([(final[0][idio], final[1][idio], idio)], portfolio, *args)[0]
     return pnl, *final, first
 
 
@@ -739,19 +744,26 @@ def _revalue_sets(
     """P&L per (scenario, symbol) for each ``(spot log shock, idiosyncratic 30-day log-vol move[, scenario rows])``
     set (rows: which of the n scenarios the set's rows are; all by default), revalued together as one scenario set.
 
-    The rows are revalued grouped by scenario (the sets' rows of scenario 0, then of scenario 1, ...): rows of one
-    scenario whose sign combinations move a name's spot but not its vols give its options the same vols, so the
-    exact engine, which keeps each option's recent exercise boundaries by (vol, rate, yield), solves one boundary
-    for them instead of one per set. Each row's P&L is its own (the same numbers in any order)."""
+    The rows are revalued grouped by scenario (the sets' rows of one scenario, then of the next; the scenarios by
+    rate shift, vol multiplier, vol shift and vol skew): rows of one scenario whose sign combinations move a name's
+    spot but not its vols, and scenarios that move the vols alike, give its options the same vols, so the exact
+    engine, which keeps each option's recent exercise boundaries by (vol, rate, yield), solves one boundary for them
+    instead of one per set. Each row's P&L is its own (the same numbers in any order)."""
     p = portfolio
     n = sc.n_scenarios
     every = np.arange(n)
     rows = [np.asarray(x[2]) if len(x) == 3 else every for x in sets]
-    order = np.argsort(np.concatenate(rows), kind="stable")
+    mult = np.array([s.vol.multiplier for s in items], dtype=np.float64)
+    rates = np.zeros(n) if sc.rate_shift_abs is None else np.asarray(sc.rate_shift_abs)
+    # the scenarios in the order of their rate and vol inputs, so that two moving the vols alike (e.g. none) sit
+    # side by side and their rows share the boundaries
+    vol_inputs = [np.array([getattr(s.vol, f) for s in items], dtype=np.float64) for f in ("skew", "shift")]
+    rank = np.empty(n, dtype=np.intp)
+    rank[np.lexsort((every, *vol_inputs, mult, rates))] = every
+    order = np.argsort(rank[np.concatenate(rows)], kind="stable")
     at = np.concatenate(rows)[order]
     spot_all = np.concatenate([x[0] for x in sets])[order]
     idio_all = np.concatenate([x[1] for x in sets])[order]
-    mult = np.array([s.vol.multiplier for s in items], dtype=np.float64)
     shifts = option_vol_shifts(
         implied_vol=p.implied_vol,
         time_years=p.time_years,
@@ -766,21 +778,29 @@ def _revalue_sets(
         idio_log_vol_move=idio_all,
         rule=rule,
     )
-    rates = np.zeros(n) if sc.rate_shift_abs is None else np.asarray(sc.rate_shift_abs)
     full = ScenarioSet(
         np.expm1(spot_all),
         vol_shift_abs=shifts,
         rate_shift_abs=rates[at],
         vol_shift_per_position=True,
     )
-    # 3 n rows per chunk: the exact engine's work arrays for 3 n rows at a time, not all the sets' (each scenario's
-    # P&L is its own: the same numbers; one set per chunk took about 7 % more CPU at 8,333 positions)
-    res = evaluate(p, full, 0.0, american=american, per_symbol=True, client=client, chunk_size=max(3 * n, 1))
+    # about 3 n rows per chunk: the exact engine's work arrays for 3 n rows at a time, not all the sets' (each
+    # scenario's P&L is its own: the same numbers; one set per chunk took about 7 % more CPU at 8,333 positions),
+    # cut where a scenario's rows end, so that rows sharing a boundary are never in two chunks
+    res = evaluate(p, full, 0.0, american=american, per_symbol=True, client=client, chunk_size=_chunk_rows(at, 3 * n))
     assert res.by_symbol is not None
     by_symbol = np.empty_like(res.by_symbol)
     by_symbol[order] = res.by_symbol
     ends = np.cumsum([r.size for r in rows])
     return [by_symbol[e - r.size : e] for e, r in zip(ends, rows, strict=True)]
+
+
+def _chunk_rows(scenario_of_row: IntArray, rows: int) -> int:
+    """Rows per chunk: the first end of a scenario's rows (``scenario_of_row`` grouped) at or after ``rows``, at
+    least 1; the first chunk holds whole scenarios (a set of at most 2 ``rows`` rows is cut there only)."""
+    ends = np.flatnonzero(np.diff(scenario_of_row)) + 1
+    after = ends[ends >= rows]
+    return max(int(after[0]) if after.size else int(scenario_of_row.size), 1)
 
 
 @dataclass(frozen=True, eq=False)

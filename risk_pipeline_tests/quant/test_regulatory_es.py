@@ -192,3 +192,46 @@ def test_historical_scenarios_are_the_padded_running_sums_bit_for_bit() -> None:
         assert sc.vol_scale is not None and np.exp(lv[h:] - lv[:n]).tobytes() == sc.vol_scale.tobytes()
         windows = np.array([r[i : i + h].sum(axis=0) for i in range(n)])
         np.testing.assert_allclose(np.log1p(sc.spot_shock_rel), windows, rtol=0.0, atol=1e-13)
+
+
+def test_a_bucket_revalues_the_options_on_the_names_it_shocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without carry, a bucket revalues only the options on the names it shocks (the small cap's alone in its vol
+    buckets): their P&L is their own and an option on a name held at today's value has none, so each ES is the full
+    book's revaluation (to the rounding of the held Americans' exact prices against their base prices, 1e-12 of
+    the ES here). With carry every option moves, and the whole book is revalued in every bucket."""
+    import risk_pipeline.quant.regulatory_es as reg
+
+    rng = np.random.default_rng(5)
+    r = rng.normal(0.0, 0.02, (120, 3))
+    hist = MarketHistory(r, np.expm1(-2.0 * r))
+    book = Portfolio(
+        symbols=("A", "B", "C"), spot=[100.0, 50.0, 30.0], symbol_index=[0, 0, 1, 1, 2, 2],
+        quantity=[-10.0, 8.0, 20.0, -6.0, 300.0, 15.0], multiplier=[100.0, 100.0, 100.0, 100.0, 1.0, 100.0],
+        is_option=[True, True, True, True, False, True], is_call=[False, True, True, False, False, False],
+        strike=[95.0, 110.0, 55.0, 45.0, 1.0, 28.0], time_years=[0.3, 0.6, 0.5, 0.2, 0.0, 0.4],
+        implied_vol=[0.25, 0.22, 0.4, 0.45, 0.0, 0.5], rate=0.03, dividend_yield=0.01,
+        is_american=[True, True, True, False, False, True],
+    )  # fmt: skip
+    spot_lh, vol_lh = [10, 20, 10], [20, 60, 20]  # B small cap
+    books: list[Portfolio] = []
+    real = reg.evaluate
+
+    def seen(portfolio: Portfolio, sc: object, *args: object, **kw: object) -> object:
+        books.append(portfolio)
+        return real(portfolio, sc, *args, **kw)
+
+    monkeypatch.setattr(reg, "evaluate", seen)
+    got = liquidity_adjusted_es(book, hist, spot_lh, vol_lh, american="eep_grid")
+    assert [b.n_positions for b in books] == [6, 6, 3]  # every factor; B's spot and every vol; B's vols
+    assert books[2].symbol_index.tolist() == [1, 1, 2] and books[2].is_option.tolist() == [True, True, False]
+    sc = reg.historical_scenarios(hist, 10)
+    for j, lh in ((0, 10), (1, 20), (3, 60)):
+        spot_on, vol_on = np.array(spot_lh) >= lh, np.array(vol_lh) >= lh
+        moved = reg.ScenarioSet(
+            np.where(spot_on, sc.spot_shock_rel, 0.0), vol_scale=np.where(vol_on, sc.vol_scale, 1.0)
+        )
+        full = reg.empirical_var_es(real(book, moved, 0.0, american="eep_grid").pnl, reg.FRTB_CONFIDENCE)[1]
+        assert got.es_by_horizon[j] == pytest.approx(full, rel=1e-12, abs=0.0) and full > 0.0
+    books.clear()
+    liquidity_adjusted_es(book, hist, spot_lh, vol_lh, american="eep_grid", carry_calendar_days=1.0)
+    assert [b.n_positions for b in books] == [6, 6, 6]

@@ -103,8 +103,63 @@ def test_sets_revalued_in_chunks_are_the_one_chunk_bits(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(stress, "evaluate", one_chunk)
     whole = run_stress(p, lib, betas=beta, nav=NAV, spreads=spreads, volumes=volumes, **kw)
-    assert sizes and all(s == 3 * len(lib.scenarios) for s in sizes)
+    n, moved = len(lib.scenarios), sum(1 for s in lib.scenarios if s.idiosyncratic_sigmas)
+    # pass 1 (n + 4 moved rows) cut once, after whole scenarios; the final pass: the moved scenarios, one chunk
+    assert len(sizes) == 2 and 3 * n <= sizes[0] < n + 4 * moved and sizes[1] == moved
     assert [r.to_row() for r in chunked] == [r.to_row() for r in whole]
+
+
+def test_the_final_pass_revalues_the_moved_scenarios_each_scenario_its_own_bits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The search's final pass revalues only the scenarios with idiosyncratic moves; one without them takes pass 1's
+    base row. Every scenario's P&L per symbol is the bits of its final shocks revalued alone (``RuleScenarios``)."""
+    import risk_pipeline.quant.stress as stress
+    from risk_pipeline.quant.scenario_engine import evaluate
+
+    lib, p, beta, vol_beta, kw = _setup()
+    p = combine(p, _hedge_lines(p.symbols, p.spot))
+    items = lib.scenarios
+    sc = stress.scenario_set(p, items, beta, None)
+    real, rows = stress.evaluate, []
+
+    def spy(book: Portfolio, scenarios: object, *a: object, **k: object) -> object:
+        rows.append(scenarios.n_scenarios)  # type: ignore[attr-defined]
+        return real(book, scenarios, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stress, "evaluate", spy)
+    by_sym, spot_log, idio, _ = stress._expiry_name_skew_pnl(
+        p, items, sc, lib.vol_rule, vol_beta, SPOT_SD, VOL_SD, "exact", None
+    )
+    moved = [j for j, s in enumerate(items) if s.idiosyncratic_sigmas]
+    assert rows[-1] == len(moved) < len(items)
+    assert by_sym is not None and not np.any(idio[[j for j in range(len(items)) if j not in moved]])
+    rs = stress_scenarios(p, items, beta, None, **kw)
+    np.testing.assert_array_equal(rs.spot_log_shock, spot_log)
+    for j in range(len(items)):
+        alone = evaluate(p, rs.rows([j]).scenario_set(p), 0.0, american="exact", per_symbol=True).by_symbol
+        assert alone is not None
+        np.testing.assert_array_equal(by_sym[j], alone[0])
+
+
+def test_the_first_pass_solves_each_boundary_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pass 1 (the scenarios and their sign combinations, cut into chunks after whole scenarios, the scenarios
+    ordered by their rate and vol inputs) solves each distinct exercise boundary (rate, yield, vol, time) once."""
+    import risk_pipeline.quant.scenario_engine as engine
+
+    lib, p, beta, _, kw = _setup()
+    p = combine(replace(p, is_american=[True] * 4 + [True, True, False]), _hedge_lines(p.symbols, p.spot))
+    real, solved = engine.solve_boundaries, []
+
+    def recording(pr: np.ndarray, pq: np.ndarray, sig: np.ndarray, t: np.ndarray, *a: object) -> object:
+        solved.append(np.stack([pr, pq, sig, t], axis=1))
+        return real(pr, pq, sig, t, *a)
+
+    monkeypatch.setattr(engine, "solve_boundaries", recording)
+    stress_scenarios(p, lib.scenarios, beta, None, **kw)  # pass 1 only (no final pass)
+    assert len(solved) == 2  # two chunks
+    keys = np.concatenate(solved)
+    assert keys.shape[0] == np.unique(keys, axis=0).shape[0] > 0
 
 
 def _hedge_lines(symbols: tuple[str, ...], spot: np.ndarray) -> Portfolio:

@@ -49,8 +49,9 @@ GROUP = "risk"
 VAR_CONFIDENCE = 0.99
 SYNTHETIC, SP500 = "stored_history", "sp500_arch"
 #: Grid builds ``liquidity_adjusted_es`` keeps from one call to the next of a book (``book_rows``): the equity
-#: buckets' two (every factor; the small caps' spot and every vol), each with its boundaries and node values.
-LA_MEMO_BUILDS = 2
+#: buckets' three (every factor; the small caps' spot and every vol; the small caps' vols), each with its boundaries
+#: and node values, so that a book with a small cap still finds the previous window's first two.
+LA_MEMO_BUILDS = 3
 
 
 class RegulatoryEsSettings(dg.Config):
