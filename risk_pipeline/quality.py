@@ -32,7 +32,6 @@ import math
 import os
 import re
 import unicodedata
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -1460,7 +1459,7 @@ def _row_count(
         ok = lo <= n <= hi
         entries = () if ok else (Entry(_files(raw), f"{n} rows", {"rows": n}),)
         return RuleResult("row_count_in_range", description, ok, (), f"{n} rows", True, entries), ()
-    counts = Counter(d for d in typed["as_of_date"] if d is not None)
+    counts = _value_counts(typed["as_of_date"])
     sessions = sorted(set(ctx.sessions))
     missing = [s for s in sessions if counts.get(s, 0) == 0]
     keep = settings.missing_session_policy == "keep" and len(missing) < len(sessions)
@@ -1483,6 +1482,14 @@ def _row_count(
     if kept:
         observed += f"; without input, kept as stored: {', '.join(str(s) for s in kept)}"
     return RuleResult("row_count_in_range", description, not entries, (), observed, True, tuple(entries)), kept
+
+
+def _value_counts(column: pd.Series) -> dict[Any, int]:
+    """Rows per present value (missing values not counted), each distinct value hashed once in pandas instead of
+    a Python counter over every row (1.1 million option quotes a snapshot at 3,000 names)."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    return dict(zip(np.asarray(uniques, dtype=object).tolist(), counts.tolist(), strict=True))
 
 
 def _named_files(files: Sequence[str], day: dt.date) -> str | None:

@@ -260,8 +260,9 @@ class Warehouse:
             if self.engine == "postgres":
                 self._execute(con, "SELECT pg_advisory_xact_lock(?)", [SCHEMA_LOCK_KEY])
             self._execute(con, f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+            stored_columns = self._schema_columns(con)  # one catalog query, not one per table
             for t in wanted:
-                existing = self._existing_columns(con, t.name)
+                existing = stored_columns.get(t.name, {})
                 if not existing:
                     self._execute(con, f"CREATE TABLE IF NOT EXISTS {SCHEMA}.{t.name} (\n  {self._column_ddl(t)}\n)")
                     continue
@@ -309,6 +310,18 @@ class Warehouse:
             [SCHEMA, name],
         )
         return {r[0]: r[1] for r in cur.fetchall()}
+
+    def _schema_columns(self, con: Any) -> dict[str, dict[str, str]]:
+        """``_existing_columns`` of every table of the schema, by table name."""
+        cur = self._execute(
+            con,
+            "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = ?",
+            [SCHEMA],
+        )
+        out: dict[str, dict[str, str]] = {}
+        for name, column, data_type in cur.fetchall():
+            out.setdefault(name, {})[column] = data_type
+        return out
 
     def table_exists(self, name: str) -> bool:
         with self.connect() as con:

@@ -389,3 +389,23 @@ def test_the_check_that_skips_gx_gives_the_failures_gx_gives() -> None:
     clean = [e.certainly_passes(base) for r in rules for e in r.expectations()]
     assert all(clean)
     assert not any(e.certainly_passes(variants["x at the strict bound"]) for e in rules[0].expectations())
+
+
+def test_value_counts_counts_each_present_value_as_a_counter_over_the_rows() -> None:
+    """The per-session row counts: a Counter over every row (missing values left out) is the oracle."""
+    from collections import Counter
+
+    from risk_pipeline.quality import _value_counts
+
+    d1, d2 = dt.date(2026, 12, 3), dt.date(2026, 12, 2)
+    columns = [
+        pd.Series([d1, d2, None, d1, np.nan, d1], dtype=object),
+        pd.Series([], dtype=object),
+        pd.Series([None, None], dtype=object),
+        pd.Series([d2, d1, d2], dtype="category"),
+        pd.Series(pd.to_datetime(["2026-12-03", None, "2026-12-03"])),
+    ]
+    for column in columns:
+        oracle = Counter(v for v in column if not pd.isna(v))
+        got = _value_counts(column)
+        assert got == dict(oracle) and all(type(k) is type(o) for k, o in zip(got, oracle, strict=True))

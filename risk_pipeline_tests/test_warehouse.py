@@ -359,3 +359,17 @@ def test_object_columns_from_arrow_equal_pyarrows_own_conversion() -> None:
         assert got.dtype == object and got.shape == (len(want),)
         assert got.tolist() == want
         assert [type(v) for v in got] == [type(v) for v in want]
+
+
+def test_ensure_tables_reads_the_catalog_once_with_what_each_table_query_gives(warehouse: Warehouse) -> None:
+    """One catalog query for the schema gives each table's columns as the query per table does; a dropped table is
+    created again and a missing nullable column added."""
+    warehouse.execute("DROP TABLE risk.rates_curve")
+    nullable = next(c for c in TABLES["option_quotes"].columns if c.nullable)
+    warehouse.execute(f"ALTER TABLE risk.option_quotes DROP COLUMN {nullable.name}")
+    warehouse.ensure_tables()
+    with warehouse.connect() as con:
+        every = warehouse._schema_columns(con)
+        per_table = {name: warehouse._existing_columns(con, name) for name in TABLES}
+    assert every == per_table
+    assert nullable.name in every["option_quotes"] and "zero_rate" in every["rates_curve"]
