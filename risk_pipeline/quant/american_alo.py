@@ -1136,7 +1136,7 @@ def solve_boundaries(
         found, state = _NEWTON_STATES.find(pr, pq, sig, t, x_max)
         if found.size:
             part = _solve_rows(found, (pr, pq, sig, t, x_max), tol, tab, RESUME_START, state)
-            ok = part[1] > 0  # 0: the resumed step was halved, solved again from QD+ below
+            ok = part[1] > 0  # 0: the resumed step was halved; < 0: diverged; both solved again from QD+ below
             s[found[ok]], steps[found[ok]], b_t[found[ok]] = (a[ok] for a in part)
             mine = np.ones(n, dtype=np.bool_)
             mine[found[ok]] = False

@@ -1136,7 +1136,13 @@ def hedged_rule_pnl(
 ) -> FloatArray:
     """``scenario_pnl(hedged, hedged_block, 0.0)`` given the book's P&L ``book_pnl`` in its own block ``book_block``:
     in the scenarios whose shocks are ``book_block``'s bit for bit (e.g. those without idiosyncratic moves) the book's
-    P&L plus the lines' own revaluation (as ``hedged_pnl``), the other scenarios revalued in full."""
+    P&L plus the lines' own revaluation (as ``hedged_pnl``), the other scenarios revalued in full.
+
+    Only with ``american="exact"``: an early-exercise grid spans its option's scenarios, so under ``"eep_grid"`` a
+    subset of the rows would build other grids (and few rows switch to the exact engine); there the whole block is
+    revalued."""
+    if hedged_block.american != "exact":
+        return scenario_pnl(hedged, hedged_block, 0.0)
     same = _same_rule_rows(book_block, hedged_block)
     out = np.empty(hedged_block.n_scenarios)
     moved, kept = np.flatnonzero(~same), np.flatnonzero(same)

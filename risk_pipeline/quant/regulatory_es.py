@@ -157,9 +157,11 @@ def liquidity_adjusted_es(
     if not set(spot_lh.tolist()) | set(vol_lh.tolist()) <= set(horizons_days):
         raise ValueError(f"liquidity horizons must be among {tuple(horizons_days)}")
     sc = historical_scenarios(history, base_days)
-    # without carry a position on a name the bucket holds is not revalued: its P&L is exactly 0 (unmoved inputs: the
-    # base value again), so the bucket revalues the positions on the names it shocks (each P&L its own, summed in
-    # position order without the zero terms: the same bits), e.g. the small caps' alone in their vol buckets
+    # without carry a position on a name the bucket holds is not revalued: its inputs do not move, so its P&L is 0
+    # but for rounding (an exact-engine American's scenario price can differ from its base price by about 1e-10 USD
+    # a name), so the bucket revalues the positions on the names it shocks and leaves those terms out (each P&L its
+    # own, summed in position order: ES within rounding, 1.8e-14 relative measured), e.g. the small caps' alone in
+    # their vol buckets
     sub_books = carry_calendar_days == 0.0
     es = np.zeros(len(horizons_days))
     var_base = math.nan

@@ -786,7 +786,8 @@ def _revalue_sets(
     )
     # about 3 n rows per chunk: the exact engine's work arrays for 3 n rows at a time, not all the sets' (each
     # scenario's P&L is its own: the same numbers; one set per chunk took about 7 % more CPU at 8,333 positions),
-    # cut where a scenario's rows end, so that rows sharing a boundary are never in two chunks
+    # the first cut where a scenario's rows end (``_chunk_rows``; later chunks are of that size: with at most 5 n
+    # rows, two chunks), so that rows sharing a boundary are not split between chunks
     res = evaluate(p, full, 0.0, american=american, per_symbol=True, client=client, chunk_size=_chunk_rows(at, 3 * n))
     assert res.by_symbol is not None
     by_symbol = np.empty_like(res.by_symbol)

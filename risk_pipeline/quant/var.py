@@ -1368,9 +1368,9 @@ def fhs_scenarios(
         for f in ("omega", "alpha", "gamma", "beta")
     }
     draws = np.ascontiguousarray(draws, dtype=np.intp)
-    n, n_sym = draws.shape[0], z.shape[1]
     if draws.ndim != 2 or draws.shape[1] < horizon_days:
         raise ValueError("draws must have a column for every day of the horizon")
+    n, n_sym = draws.shape[0], z.shape[1]
     total = np.empty((n, n_sym))
     iv, dq = model.iv_rel_changes, model.dividend_changes
     # log1p of every stored vol change once (element by element the values of log1p of the drawn rows)

@@ -1146,3 +1146,10 @@ def test_hedged_rule_pnl_revalues_the_book_only_where_the_hedged_books_shocks_di
         hedged_rule_pnl(book, book_block, hedged, p.n_positions, other), real(hedged, other.scenario_set(hedged)).pnl
     )
     assert calls == [(hedged.n_positions, other.n_scenarios)]
+    # under the early-exercise grid a subset of the rows would build other grids: the whole block, its bits
+    calls.clear()
+    book_grid = stress_scenarios(p, lib.scenarios, beta, None, **kw, american="eep_grid")
+    grid = stress_scenarios(hedged, lib.scenarios, beta, None, **kw, reuse=book_grid, american="eep_grid")
+    got = hedged_rule_pnl(scenario_pnl(p, book_grid, 0.0), book_grid, hedged, p.n_positions, grid)
+    assert calls[-1] == (hedged.n_positions, grid.n_scenarios)
+    np.testing.assert_array_equal(got, real(hedged, grid.scenario_set(hedged), american="eep_grid").pnl)
