@@ -3,8 +3,9 @@ materialized with the code before and one with the code after): rows, columns an
 
 ``python bench/compare_warehouses.py BEFORE.duckdb AFTER.duckdb``: per table, the row counts and the largest relative
 difference of its numeric columns (0.0: bit for bit equal, NaN in the same cells), and whether its other columns are
-equal; ``run_id`` and ``materialized_at`` (which differ between any two runs) are left out. Exit status 1 if a table
-differs.
+equal; ``run_id`` and ``materialized_at`` (which differ between any two runs) are left out, and every column named by
+``--skip COLUMN`` (repeatable: e.g. the solver's ``solve_seconds``, or a column only the code after writes). Exit
+status 1 if a table differs.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ def tables(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [f'"{s}"."{t}"' for s, t in rows]
 
 
-def frame(con: duckdb.DuckDBPyConnection, name: str) -> pd.DataFrame:
+def frame(con: duckdb.DuckDBPyConnection, name: str, skip: set[str] = SKIP) -> pd.DataFrame:
     df = con.execute(f"select * from {name}").df()
-    df = df[[c for c in df.columns if c not in SKIP]]
+    df = df[[c for c in df.columns if c not in skip]]
     return df.sort_values(list(df.columns), ignore_index=True, key=lambda s: s.astype(str))
 
 
@@ -57,7 +58,9 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("before", help="DuckDB file of the warehouse written by the code before")
     parser.add_argument("after", help="DuckDB file of the warehouse written by the code after")
+    parser.add_argument("--skip", action="append", default=[], help="a column left out of every table (repeatable)")
     args = parser.parse_args(argv)
+    skip = SKIP | set(args.skip)
     warnings.simplefilter("ignore")  # pandas' deprecation notices from duckdb's frames
     before, after = (duckdb.connect(p, read_only=True) for p in (args.before, args.after))
     names = tables(before)
@@ -66,7 +69,7 @@ def main(argv: list[str]) -> int:
         return 1
     bad = 0
     for name in names:
-        a, b = frame(before, name), frame(after, name)
+        a, b = frame(before, name, skip), frame(after, name, skip)
         ok, worst = compare(a, b)
         bad += not ok
         state = "equal" if ok else "DIFFERENT"

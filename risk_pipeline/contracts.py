@@ -1157,6 +1157,15 @@ STRESS_RESULTS = Table(
             "residual 30-day log-vol sd, decimal) and idio_spot_sd (daily residual log-return sd, decimal); null = "
             "no history. The hedging layer revalues its stress scenarios with these",
         ),
+        _c(
+            "searched_shocks",
+            "json",
+            True,
+            "The shocks this scenario's P&L was revalued in under expiry_name_skew, the book's worst idiosyncratic "
+            "moves included (JSON): symbols (the book's), spot_log_shock (ln(S'/S) per symbol, decimal) and "
+            "name_log_vol_move (the name's 30-day log-vol move per symbol, decimal); null under flat_multiplier. "
+            "The hedging layer reads them for the same book and valuation instead of searching again",
+        ),
     ),
 )
 

@@ -508,6 +508,7 @@ def run_stress(
     vol_betas: ArrayLike | None = None,
     idio_spot_sd: ArrayLike | None = None,
     idio_vol_sd: ArrayLike | None = None,
+    shocks_out: list[tuple[FloatArray, FloatArray]] | None = None,
 ) -> tuple[StressResult, ...]:
     """Full-revaluation stress P&L of every scenario, P&L % NAV, worst underlying and risk level.
 
@@ -517,7 +518,9 @@ def run_stress(
     ``vol_rule`` defaults to the library's (``flat_multiplier`` for a plain sequence); under
     ``expiry_name_skew``, ``vol_betas`` (per symbol, NaN = no history), ``idio_spot_sd`` (daily residual
     log-return sd) and ``idio_vol_sd`` (daily residual 30-day log-vol sd; both 0 for the index, NaN or
-    ``None`` = no idiosyncratic move) are per symbol (``vol_shocks``).
+    ``None`` = no idiosyncratic move) are per symbol (``vol_shocks``). ``shocks_out``: under ``expiry_name_skew``,
+    the shocks the P&L is revalued in are appended to it, as ``stress_scenarios`` returns them: the log spot shock and
+    the name's 30-day log-vol move per (scenario, symbol).
     """
     lib = scenarios if isinstance(scenarios, ScenarioLibrary) else None
     items = tuple(lib.scenarios if lib is not None else scenarios)
@@ -536,10 +539,12 @@ def run_stress(
         assert res.by_symbol is not None
         market_by_sym, market = res.by_symbol, res.pnl
     else:
-        market_by_sym, _, _, _ = _expiry_name_skew_pnl(
+        market_by_sym, spot_log, idio, _ = _expiry_name_skew_pnl(
             portfolio, items, sc, rule, vol_betas, idio_spot_sd, idio_vol_sd, american, client
         )
         assert market_by_sym is not None
+        if shocks_out is not None:
+            shocks_out.append((spot_log, _name_log_vol_move(items, portfolio.n_symbols, rule, vol_betas, idio)))
         market = market_by_sym.sum(axis=1)
     liq_sym, days = liquidation_costs(portfolio, [s.liquidity for s in items], spreads, volumes, model)
     by_sym = market_by_sym - liq_sym
@@ -946,6 +951,14 @@ def stress_scenarios(
     )
     beta = clipped_vol_betas(vol_betas, portfolio.n_symbols, vol_rule)
     return RuleScenarios(spot_log, beta[None, :] * np.log(mult)[:, None] + idio, **common, first_pass=first)
+
+
+def _name_log_vol_move(
+    items: Sequence[StressScenario], n_symbols: int, rule: VolShockRule, vol_betas: ArrayLike | None, idio: FloatArray
+) -> FloatArray:
+    """``RuleScenarios.name_log_vol_move``: vol beta x ``ln(multiplier)`` plus the idiosyncratic move ``idio``."""
+    mult = np.array([s.vol.multiplier for s in items], dtype=np.float64)
+    return clipped_vol_betas(vol_betas, n_symbols, rule)[None, :] * np.log(mult)[:, None] + idio
 
 
 def stress_grid(

@@ -13,7 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from risk_pipeline.defs.hedging.inputs import AMERICAN, scenario_blocks, universe
+from risk_pipeline.defs.hedging.inputs import (
+    AMERICAN,
+    scenario_blocks,
+    stored_stress_block,
+    stored_vol_parameters,
+    stress_block,
+    universe,
+)
 from risk_pipeline.defs.risk.var import book_portfolio
 from risk_pipeline.paths import LIMITS_FILE, SCENARIOS_FILE, SQL_MODELS_DIR
 from risk_pipeline.quant.hedging import scenario_pnl
@@ -63,6 +70,53 @@ def test_hedging_stress_block_equals_stress_results_per_book_and_scenario(run: R
         assert blocks.stress.rule.source.startswith("atm_vol_history"), "alpha not fitted in the shared run"
         # the hedge monitor uses the same block
         assert "stress_results" in blocks.stress_vol_source
+
+
+def test_stored_shocks_are_a_fresh_search_and_recreate_the_stress_pnl(run: Run) -> None:
+    """stress_results.searched_shocks read back (the hedging layer's block without a search) are the shocks a fresh
+    search of the book finds, bit for bit, and the book revalued in them (exact engine) is stress_results' market
+    P&L; with the index added as a column the stress step did not search (a book without it), the hedging layer
+    searches instead."""
+    wh, _ = run
+    stress = _stress(wh)
+    as_of = pd.Timestamp(stress["as_of"].iloc[0])
+    library = load_scenarios(SCENARIOS_FILE)
+    positions = wh.read("position_greeks", {"as_of": as_of})
+    session = pd.Timestamp(positions["as_of_date"].iloc[0]).date()
+    index_close = float(wh.read("market_prices", {"as_of_date": session, "symbol": INDEX})["close"].iloc[0])
+    assert stress["searched_shocks"].notna().all()
+    read = 0
+    for book in sorted(stress["book"].unique()):
+        rows = positions[positions["book"] == book].reset_index(drop=True)
+        vol, t, _ = stored_vol_parameters(wh, book, as_of)
+        p = universe(rows, {})
+        stored = stored_stress_block(wh, p, rows, library, vol, t)
+        assert stored is not None and stored.first_pass is None, book
+        fresh = stress_block(p, rows, library, vol)
+        assert fresh.first_pass is not None
+        for name in ("spot_log_shock", "name_log_vol_move", "vol_multiplier", "vol_shift", "vol_skew", "rate_shift"):
+            np.testing.assert_array_equal(getattr(stored, name), getattr(fresh, name), err_msg=f"{book} {name}")
+        assert stored.rule == fresh.rule and stored.american == fresh.american == "exact"
+        want = stress[stress["book"] == book].set_index("scenario_id").loc[[s.scenario_id for s in library.scenarios]]
+        nav = float(want["nav"].iloc[0])
+        got = scenario_pnl(p, stored, 0.0, "exact")
+        np.testing.assert_allclose(got, want["market_pnl"], rtol=0, atol=REL_TOL * nav, err_msg=book)
+        # the hedging step's portfolio (the index always a symbol): the stored shocks only when the book holds it
+        with_index = universe(rows, {INDEX: index_close})
+        block = scenario_blocks(wh, session, with_index, rows, library).stress
+        if with_index.n_symbols == p.n_symbols:
+            assert block.first_pass is None
+            read += 1
+            np.testing.assert_array_equal(block.spot_log_shock, fresh.spot_log_shock)
+            np.testing.assert_array_equal(block.name_log_vol_move, fresh.name_log_vol_move)
+        else:
+            assert stored_stress_block(wh, with_index, rows, library, vol, t) is None
+            assert block.first_pass is not None
+        # another valuation's shocks, or a book whose positions changed, are not used
+        assert stored_stress_block(wh, p, rows, library, vol, t - pd.Timedelta(seconds=1)) is None
+        changed = rows.assign(quantity=rows["quantity"].where(rows.index != 0, rows["quantity"] + 1.0))
+        assert stored_stress_block(wh, universe(changed, {}), changed, library, vol, t) is None
+    assert read, "no book holds the index: the hedging step never reads the stored shocks in this run"
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +181,42 @@ def test_hedge_stress_effects_before_equal_stress_results(hedged: tuple[Warehous
     assert (np.abs(effects["pnl_before"].to_numpy() - s["pnl"].to_numpy()) <= tol).all()
     assert list(effects["risk_level_before"]) == list(s["risk_level"])
     assert (effects["vol_rule"].to_numpy() == s["vol_rule"].to_numpy()).all()
+
+
+def test_hedge_step_with_the_stored_shocks_equals_a_fresh_search(
+    hedged: tuple[Warehouse, Path], tmp_path: Path
+) -> None:
+    """hedge_recommendations and hedge_stress_effects with the stored shocks (a hedged book's search reusing the book's
+    pass 1, searched when needed) equal the step's on a copy whose searched_shocks are removed (every book searched
+    again), but for the run's own columns."""
+    from risk_pipeline.defs.hedging.assets import hedge_recommendations
+    from risk_pipeline.resources import ExportsResource, WarehouseResource
+
+    wh, scenarios_file = hedged
+    tmp = scenarios_file.parent
+    assert wh.read("stress_results")["searched_shocks"].notna().any()
+    copy = _copy(wh, tmp_path)
+    copy.execute("UPDATE risk.stress_results SET searched_shocks = NULL")
+    config = {
+        "scenarios_file": str(scenarios_file),
+        "hedging_file": str(tmp / "hedging.yaml"),
+        "limits_file": str(tmp / "limits.yaml"),
+    }
+    result = dg.materialize(
+        [hedge_recommendations],
+        partition_key=SESSION,
+        resources={"warehouse": WarehouseResource(url=copy.url), "exports": ExportsResource(root=str(tmp_path / "x"))},
+        run_config={"ops": {"hedge_recommendations": {"config": config}}},
+    )
+    assert result.success
+    run_columns = ["run_id", "materialized_at", "solve_seconds"]
+    recs = wh.read("hedge_recommendations")
+    assert (recs["kind"] == "optimized").any(), "no book hedged: the hedged book's search not exercised"
+    for name in ("hedge_recommendations", "hedge_stress_effects"):
+        a, b = wh.read(name), copy.read(name)
+        cols = [c for c in a.columns if c not in run_columns]
+        assert len(a) > 0
+        pd.testing.assert_frame_equal(a[cols], b[cols], check_exact=True, obj=name)
 
 
 def _hedge_lines(wh: Warehouse, recs: pd.DataFrame, symbols: list[str]) -> Portfolio:

@@ -37,6 +37,7 @@ from risk_pipeline.defs.hedging.inputs import (
     lines_portfolio,
     option_candidates,
     scenario_blocks,
+    searched_block,
     stress_block,
     universe,
 )
@@ -575,7 +576,8 @@ def recommend_book(
     # shocks are the book's (no idiosyncratic move) the book's P&L plus the lines' (as after_pnl)
     hedged_stress = book_pnl[sl["stress"]]
     if hedged is not None:
-        hedged_block = stress_block(hedged, rows, library, blocks.stress_vol, blocks.stress)
+        book_block = searched_block(blocks.stress, p, rows, library, blocks.stress_vol)  # stored shocks: no pass 1
+        hedged_block = stress_block(hedged, rows, library, blocks.stress_vol, book_block)
         hedged_stress = hedged_rule_pnl(hedged_stress, blocks.stress, hedged, p.n_positions, hedged_block)
     effects = stress_effect_rows(
         wh, as_of, session, book, nav, blocks, book_pnl[sl["stress"]], hedged_stress,

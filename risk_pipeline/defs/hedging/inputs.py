@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import dagster as dg
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from risk_pipeline.defs.hedging.config import HedgingConfig
-from risk_pipeline.defs.risk.stress_vol import StoredVolParameters
+from risk_pipeline.defs.risk.stress_vol import StoredVolParameters, parse_searched_shocks
 from risk_pipeline.defs.risk.var import book_portfolio, return_history
 from risk_pipeline.quant.hedging import GreekRows, Scenarios
 from risk_pipeline.quant.limits import LimitsConfig
@@ -19,7 +19,7 @@ from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.scenario_engine import ScenarioSet
 from risk_pipeline.quant.stress import RuleScenarios, ScenarioLibrary, stress_scenarios
 from risk_pipeline.quant.var import historical_scenarios
-from risk_pipeline.warehouse import Warehouse
+from risk_pipeline.warehouse import SCHEMA, Warehouse
 
 #: Days of decay per trading session (as the VaR layer: 365 / 252).
 CALENDAR_DAYS_PER_SESSION = 365.0 / 252.0
@@ -73,8 +73,6 @@ def universe(rows: pd.DataFrame, extra: dict[str, float]) -> Portfolio:
     new = [s for s in extra if s not in p.symbols]
     if not new:
         return p
-    from dataclasses import replace
-
     return replace(p, symbols=p.symbols + tuple(new), spot=np.concatenate([p.spot, [extra[s] for s in new]]))
 
 
@@ -122,16 +120,73 @@ def stress_block(
     return stress_scenarios(p, library.scenarios, betas, sectors, vol_rule=vol.rule, reuse=reuse, **kw)
 
 
+def stored_stress_block(
+    wh: Warehouse,
+    p: Portfolio,
+    rows: pd.DataFrame,
+    library: ScenarioLibrary,
+    vol: StoredVolParameters | None,
+    stress_as_of: pd.Timestamp | None,
+) -> RuleScenarios | None:
+    """``stress_block`` of the book without searching again: the shocks ``stress_results.searched_shocks`` stores for
+    this book at this valuation (the stress step's search of the same positions, scenarios, rule and per-symbol
+    inputs). None when they cannot stand for the search: another valuation, another library, other positions, spots or
+    betas (``searched_digest``), a symbol column the stress step did not search (e.g. the index added to a book
+    without it), or none stored."""
+    book, as_of = str(rows["book"].iloc[0]), pd.Timestamp(rows["as_of"].iloc[0])
+    if vol is None or vol.rule.kind != "expiry_name_skew" or stress_as_of != as_of or not library.scenarios:
+        return None
+    has_column = wh.query(
+        "SELECT COUNT(*) AS n FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+        "AND column_name = ?",
+        [SCHEMA, "stress_results", "searched_shocks"],
+    )
+    if int(has_column["n"].iloc[0]) == 0:
+        return None
+    got = wh.read(
+        "stress_results",
+        {"as_of": as_of, "book": book},
+        columns=["scenario_id", "library_version", "spot_shock", "vol_shock", "searched_shocks"],
+    ).set_index("scenario_id")
+    items = library.scenarios
+    ids = [s.scenario_id for s in items]
+    if set(got.index) != set(ids) or len(got) != len(ids) or (got["library_version"] != library.version).any():
+        return None
+    got = got.loc[ids]
+    if not (
+        np.array_equal(got["spot_shock"].to_numpy(float), [s.index_move for s in items])
+        and np.array_equal(got["vol_shock"].to_numpy(float), [s.vol.multiplier - 1.0 for s in items])
+    ):
+        return None
+    betas, sectors = symbol_attributes(rows, p.symbols)
+    stored = parse_searched_shocks(list(got["searched_shocks"]), p, betas)
+    if stored is None:
+        return None
+    # the scenarios' closed-form fields (no idiosyncratic move: nothing revalued), then the stored shocks
+    vol_betas = vol.per_symbol(p.symbols)["vol_betas"]
+    closed = stress_scenarios(p, items, betas, sectors, vol_rule=vol.rule, vol_betas=vol_betas)
+    return replace(closed, spot_log_shock=stored[0], name_log_vol_move=stored[1])
+
+
+def searched_block(
+    block: RuleScenarios, p: Portfolio, rows: pd.DataFrame, library: ScenarioLibrary, vol: StoredVolParameters | None
+) -> RuleScenarios:
+    """``block`` when it carries its search's pass 1, else the book's search (``stress_block``): what a hedged book's
+    ``stress_block`` reuses."""
+    return block if block.first_pass is not None else stress_block(p, rows, library, vol)
+
+
 def scenario_blocks(
     wh: Warehouse, session: dt.date, p: Portfolio, rows: pd.DataFrame, library: ScenarioLibrary
 ) -> ScenarioBlocks:
-    """The stress library (``stress_block``: scenarios, betas, sectors and vol rule as the stress layer) and the VaR
+    """The stress library (``stress_block``: scenarios, betas, sectors and vol rule as the stress layer; the shocks
+    stress_results stored for the book at this valuation when it has them, ``stored_stress_block``) and the VaR
     layer's historical scenarios (none, with the reason, when the history is shorter than VaR needs)."""
     option_symbols = sorted(rows.loc[rows["instrument_type"] == "option", "symbol"].unique())
     vol, stress_as_of, source = stored_vol_parameters(
         wh, str(rows["book"].iloc[0]), pd.Timestamp(rows["as_of"].iloc[0])
     )
-    stress = stress_block(p, rows, library, vol)
+    stress = stored_stress_block(wh, p, rows, library, vol, stress_as_of) or stress_block(p, rows, library, vol)
     source = f"{stress.rule.label()} ({source})"
     ids = tuple(s.scenario_id for s in library.scenarios)
     try:

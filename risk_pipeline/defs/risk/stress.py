@@ -23,6 +23,7 @@ from risk_pipeline.defs.risk.stress_vol import (
     CALIBRATION_SESSIONS,
     DEFAULT_INDEX_SYMBOL,
     StressVolInputs,
+    searched_shocks_json,
     stress_vol_inputs,
     vol_parameters_json,
 )
@@ -160,7 +161,8 @@ def stress_tests(context: dg.AssetExecutionContext, config: StressSettings, ware
                 "idio_vol_sd": vol_sd,
                 "idio_spot_sd": vi.spot_resid_sd(portfolio.symbols, betas, config.vol_calibration_min_obs),
             }
-        out = run_stress(portfolio, library, betas, sectors, spreads, volumes, nav, **vol_kw)
+        shocks: list[tuple[np.ndarray, np.ndarray]] = []
+        out = run_stress(portfolio, library, betas, sectors, spreads, volumes, nav, **vol_kw, shocks_out=shocks)
         frame = pd.DataFrame([r.to_row() for r in out])
         frame.insert(0, "book", v.book)
         frame.insert(0, "as_of", v.as_of)
@@ -174,6 +176,8 @@ def stress_tests(context: dg.AssetExecutionContext, config: StressSettings, ware
             np.concatenate([betas, np.ones(len(names) - len(betas))]),
             config.vol_calibration_min_obs,
         )
+        # the shocks the search found (the hedging layer reads them instead of searching the same book again)
+        frame["searched_shocks"] = searched_shocks_json(portfolio, betas, *shocks[0]) if shocks else None
         # HIGH / CRITICAL rows: the book cut, the name or the index hedge that brings the loss within HIGH
         if v.as_of not in index_spots:
             day = pd.Timestamp(rows["as_of_date"].iloc[0]).date()

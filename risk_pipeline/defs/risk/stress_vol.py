@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -10,6 +11,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import pandas as pd
 
+from risk_pipeline.quant.portfolio import POSITION_FIELDS, Portfolio
 from risk_pipeline.quant.vol_shocks import VolShockRule, fit_term_exponent, fit_vol_betas, residual_sd
 from risk_pipeline.queries import close_matrix
 from risk_pipeline.warehouse import Between, Warehouse
@@ -206,3 +208,47 @@ class StoredVolParameters:
             "idio_vol_sd": self.idio_vol_sd.reindex(list(symbols)).to_numpy(float),
             "idio_spot_sd": self.idio_spot_sd.reindex(list(symbols)).to_numpy(float),
         }
+
+
+def searched_digest(p: Portfolio, betas: np.ndarray) -> str:
+    """SHA-256 of what a stress search of ``p`` depends on besides the scenarios and vol inputs: the symbols, spots,
+    betas and every position field, in order."""
+    h = hashlib.sha256("\x1f".join(p.symbols).encode())
+    h.update("\x1f".join(p.position_id or ()).encode())
+    for a in (p.spot, np.asarray(betas, dtype=np.float64), p.symbol_index, p.quantity):
+        h.update(np.ascontiguousarray(a).tobytes())
+    for name in POSITION_FIELDS:
+        h.update(np.ascontiguousarray(getattr(p, name)).tobytes())
+    return h.hexdigest()
+
+
+def searched_shocks_json(
+    p: Portfolio, betas: np.ndarray, spot_log_shock: np.ndarray, name_log_vol_move: np.ndarray
+) -> list[str]:
+    """``stress_results.searched_shocks``, one per scenario row: the book's symbols, ``searched_digest`` and, per
+    symbol, the log spot shock and 30-day log-vol move ``run_stress`` revalued ``p`` in (its ``shocks_out``; null: not
+    finite)."""
+    names, digest = list(p.symbols), searched_digest(p, betas)
+    return [
+        json.dumps({"symbols": names, "digest": digest, "spot_log_shock": _listed(s), "name_log_vol_move": _listed(v)})
+        for s, v in zip(spot_log_shock, name_log_vol_move, strict=True)
+    ]
+
+
+def parse_searched_shocks(
+    texts: Sequence[str | None], p: Portfolio, betas: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``searched_shocks`` of a book's rows (in scenario order) read back for ``p``: the ``(n, n_symbols)`` log spot
+    shocks and log-vol moves (None: a row without them, or stored for other symbols, positions or betas)."""
+    if not texts or any(not isinstance(t, str) for t in texts):
+        return None
+    docs = [json.loads(t) for t in texts]
+    names, digest = list(p.symbols), searched_digest(p, betas)
+    if any(d["symbols"] != names or d.get("digest") != digest for d in docs):
+        return None
+    spot = [d["spot_log_shock"] for d in docs]
+    vol = [d["name_log_vol_move"] for d in docs]
+    if any(v is None for row in spot + vol for v in row):
+        return None
+    shape = (len(docs), len(names))
+    return np.array(spot, dtype=np.float64).reshape(shape), np.array(vol, dtype=np.float64).reshape(shape)
