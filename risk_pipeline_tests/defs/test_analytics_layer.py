@@ -438,3 +438,38 @@ def test_completed_control_events_are_carried_over_not_revalued(
     assert row.loc["21d", "window_start"] == s[-21]
     total = sum(e["pnl_without"] for e in second_run["63d"].values())
     assert row.loc["63d", "pnl_without"] == pytest.approx(total, rel=1e-12)
+
+
+def test_events_of_one_book_and_valuation_share_one_static_book(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A preservation cut and a gap-risk trade of core_equity at the same valuation, judged together: the static
+    book is valued once (the frame holds it once beside both deltas), and each event's effect is the effect it has
+    judged alone, exactly (scripted unit prices, as above)."""
+    wh, _ = run
+    as_of = analytics.latest_as_of(wh, "position_greeks", SESSION)
+    book = wh.read("position_greeks", {"as_of": as_of, "book": "core_equity"})
+    later = list(sessions(SESSION + dt.timedelta(days=1), SESSION + dt.timedelta(days=10)))[:3]
+    factors = {SESSION: 1.0, later[0]: 0.97, later[1]: 1.02, later[2]: 0.99}
+    unit = dict(zip(book["position_id"], book["market_value"] / (book["quantity"] * book["multiplier"]), strict=True))
+    sizes = []
+
+    def fake_value(wh_: Warehouse, day: dt.date, t: pd.Timestamp, positions: pd.DataFrame, **_: object) -> pd.DataFrame:
+        sizes.append(len(positions))
+        base = positions["position_id"].str.split(":", n=1).str[1].map(unit).to_numpy(float)
+        mv = positions["quantity"].to_numpy(float) * positions["multiplier"].to_numpy(float) * base * factors[day]
+        return pd.DataFrame({"market_value": mv})
+
+    def fake_latest(wh_: Warehouse, table: str, day: dt.date, before: bool = False) -> pd.Timestamp | None:
+        return pd.Timestamp(f"{day}T21:00:00Z") if day in factors else None
+
+    monkeypatch.setattr(analytics, "value_positions", fake_value)
+    monkeypatch.setattr(analytics, "latest_as_of", fake_latest)
+    p0, p1 = book["position_id"].iloc[0], book["position_id"].iloc[1]
+    cut = {"type": "capital_preservation", "book": "core_equity", "as_of": as_of, "id": "light:REDUCING",
+           "trades": {p0: -float(book["quantity"].iloc[0]) / 2}}  # fmt: skip
+    gap = {"type": "gap_risk", "book": "core_equity", "as_of": pd.Timestamp(as_of), "id": "e:X:reduce",
+           "trades": {p1: -float(book["quantity"].iloc[1])}}  # fmt: skip
+    together = analytics.judge_events(wh, [cut, gap], later[-1], horizon=5)
+    assert sizes and set(sizes) == {int((book["quantity"] != 0).sum()) + 2}
+    alone = [analytics.judge_events(wh, [e], later[-1], horizon=5)[0] for e in (cut, gap)]
+    assert together == alone
+    assert together[0]["pnl_without"] == together[1]["pnl_without"] and together[0]["n_sessions"] == 3

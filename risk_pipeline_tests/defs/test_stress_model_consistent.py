@@ -169,3 +169,38 @@ def test_a_pair_whose_heston_vol_cannot_be_implied_keeps_its_vol_in_that_scenari
     want = np.abs(shifts[0, others]).mean() * 100.0 if others.size else 0.0  # 0 when no option is left
     assert frame["mean_abs_vol_shift_vol_points"][0] == pytest.approx(want)
     assert frame["mean_abs_vol_shift_vol_points"][1] == pytest.approx(np.abs(shifts[1, opts]).mean() * 100.0)
+
+
+def test_shift_sets_revalued_at_once_are_each_set_revalued_alone_bit_for_bit(run: Run) -> None:
+    """``revalue_shift_sets`` (one revaluation, a later set's row with the first set's bits priced once) against
+    one ``evaluate`` per set: still rows (zero shifts in both), a row shared with other bits (-0.0), rows of their
+    own, and a set equal to the first."""
+    from importlib import import_module
+
+    smc = import_module("risk_pipeline.defs.risk.stress_model_consistent")
+    _wh, _out, _book, _as_of, rows, _heston, portfolio = _first_book(run)
+    symbols = list(portfolio.symbols)
+    betas = rows.groupby("symbol")["beta"].first().reindex(symbols).fillna(1.0).to_numpy()
+    sectors = rows.groupby("symbol")["sector"].first().reindex(symbols).tolist()
+    sc = scenario_set(portfolio, list(load_scenarios(str(SCENARIOS_FILE)).scenarios), betas, sectors)
+    rng = np.random.default_rng(7)
+    shape = (sc.n_scenarios, portfolio.quantity.size)
+    first = np.where(portfolio.is_option[None, :], rng.normal(0.0, 0.03, shape), 0.0)
+    first[0] = 0.0
+    second = np.where(portfolio.is_option[None, :], rng.normal(0.0, 0.03, shape), 0.0)
+    second[0] = 0.0  # the same bits as the first set's row
+    second[1] = first[1]
+    second[2] = np.where(first[2] == 0.0, -0.0, first[2])  # equal values, other bits: priced on its own
+    third = first.copy()
+
+    def alone(shifts: np.ndarray) -> np.ndarray:
+        moved = ScenarioSet(
+            sc.spot_shock_rel, vol_shift_abs=shifts, rate_shift_abs=sc.rate_shift_abs, vol_shift_per_position=True
+        )
+        return evaluate(portfolio, moved, 0.0).pnl
+
+    got = smc.revalue_shift_sets(portfolio, sc, [first, second, third])
+    for g, shifts in zip(got, [first, second, third], strict=True):
+        want = alone(shifts)
+        assert g.shape == want.shape
+        assert g.tobytes() == want.tobytes()

@@ -203,21 +203,25 @@ def judge_events(wh: Warehouse, events: list[dict[str, Any]], session: dt.date, 
     """Each event's ControlEffect over the valuations after it up to ``session`` (at most ``horizon``).
 
     One ``value_positions`` call per valuation session for all events at once: every event contributes its
-    static book (``s<k>:``) and its trade delta (``d<k>:``) with prefixed position ids.
+    trade delta (``d<k>:``) and, once per (book, valuation) of its events, the static book (``s<j>:``, ``j`` the
+    first such event) with prefixed position ids.
     """
     if not events:
         return []
     books, deltas = [], []
+    static_of: dict[tuple[str, pd.Timestamp], int] = {}  # (book, as_of) -> the first event's k
     for k, e in enumerate(events):
+        j = static_of.setdefault((e["book"], pd.Timestamp(e["as_of"])), k)
         static = wh.read("position_greeks", {"as_of": e["as_of"], "book": e["book"]})[POSITION_COLUMNS]
-        static = static.assign(position_id=f"s{k}:" + static["position_id"])
+        static = static.assign(position_id=f"s{j}:" + static["position_id"])
         if e["type"] == "hedge":
             delta = hedge_lines_as_positions(e["lines"])
         else:
             held = static.assign(position_id=static["position_id"].str.split(":", n=1).str[1])
             change = held["position_id"].map(e.get("trades", {})).fillna(0.0).to_numpy(float)
             delta = held.assign(quantity=change)[change != 0]
-        books.append(static)
+        if j == k:  # another event of the same book and valuation shares this static book
+            books.append(static)
         deltas.append(delta.assign(position_id=f"d{k}:" + delta["position_id"].astype(str)))
     first = min(pd.Timestamp(e["as_of"]).tz_convert("America/New_York").date() for e in events)
     days = [d for d in xnys_sessions(first, session)]
@@ -241,7 +245,8 @@ def judge_events(wh: Warehouse, events: list[dict[str, Any]], session: dt.date, 
         day0 = pd.Timestamp(e["as_of"]).tz_convert("America/New_York").date()
         valued = [d for d in days if d >= day0 and as_of_known(d, values, notes)][: horizon + 1]
         path = valued[: next((i for i, d in enumerate(valued) if d in notes), len(valued))]
-        s = np.array([values[d][1].get(f"s{k}", 0.0) for d in path])
+        j = static_of[(e["book"], pd.Timestamp(e["as_of"]))]
+        s = np.array([values[d][1].get(f"s{j}", 0.0) for d in path])
         d = np.array([values[d][1].get(f"d{k}", 0.0) for d in path])
         without = np.diff(s)
         with_ = without + np.diff(d)
@@ -283,10 +288,10 @@ def as_of_known(day: dt.date, values: dict[dt.date, Any], notes: dict[dt.date, s
     return day in values or day in notes
 
 
-def held_hedge_effect(wh: Warehouse, book: str, dates: list[dt.date], book_pnl: np.ndarray) -> dict[str, Any] | None:
-    """The book's held hedges over a window (hedge_performance '*' rows): P&L with them = the book's, without =
-    the book's minus the hedges' daily P&L; their decay is in that P&L, so no explicit cost is added."""
-    hp = _read(wh, "hedge_performance", {"book": book, "position_id": "*"})
+def held_hedge_effect(hp: pd.DataFrame, book: str, dates: list[dt.date], book_pnl: np.ndarray) -> dict[str, Any] | None:
+    """The book's held hedges over a window (``hp``: the book's hedge_performance '*' rows): P&L with them = the
+    book's, without = the book's minus the hedges' daily P&L; their decay is in that P&L, so no explicit cost is
+    added."""
     if hp.empty or not dates:
         return None
     hp = hp.sort_values("as_of").drop_duplicates("as_of_date", keep="last").set_index("as_of_date")
@@ -533,10 +538,11 @@ def analytics_rows(wh: Warehouse, session: dt.date, settings: AnalyticsSettings)
                 row = control_row(label, in_window, horizon)
                 row["window_start"] = start
                 rows.append({"strategy": f"control:{ctype}", "book": book, **row})
+        held_rows = _read(wh, "hedge_performance", {"book": book, "position_id": "*"})  # read once for the windows
         for label, sl in window_slices(len(r)):
             if label == "1d":
                 continue
-            held = held_hedge_effect(wh, book, dates[sl], p[sl])
+            held = held_hedge_effect(held_rows, book, dates[sl], p[sl])
             if held is not None:
                 row = control_row(label, [{**held, "session": dates[sl][0].isoformat()}], 0)
                 row.update(n_obs=1, horizon_sessions=None, window_start=dates[sl][0])

@@ -37,25 +37,53 @@ class ModelConsistentStressSettings(dg.Config):
     scenarios_file: str = str(SCENARIOS_FILE)
 
 
+def mean_abs_shift(shifts: np.ndarray, covered: np.ndarray) -> np.ndarray:
+    """The mean absolute vol ``shifts`` over the ``covered`` options per scenario (vol points; 0 without any):
+    ``covered`` per position, or per (scenario, position) pair."""
+    if covered.ndim == 2:
+        n = covered.sum(axis=1)
+        total = np.where(covered, np.abs(shifts), 0.0).sum(axis=1)
+        return np.where(n > 0, total / np.maximum(n, 1), 0.0) * 100.0
+    return np.abs(shifts[:, covered]).mean(axis=1) * 100.0 if covered.any() else np.zeros(len(shifts))
+
+
+def revalue_shift_sets(portfolio: Portfolio, sc: ScenarioSet, shift_sets: list[np.ndarray]) -> list[np.ndarray]:
+    """Full-revaluation P&L of the library's spot and rate moves with each set of per-position vol shifts
+    (scenarios x positions), in one revaluation: a scenario whose shifts in a later set have the first set's
+    bits takes the first set's P&L (a row's P&L depends on that row's moves only)."""
+    first = np.ascontiguousarray(shift_sets[0], dtype=float)
+    n = sc.n_scenarios
+    rows, stacked, own, offset = [np.arange(n)], [first], [], n
+    for shifts in shift_sets[1:]:
+        shifts = np.ascontiguousarray(shifts, dtype=float)
+        new = np.flatnonzero(~(shifts.view(np.uint64) == first.view(np.uint64)).all(axis=1))
+        own.append((new, offset + np.arange(len(new))))
+        offset += len(new)
+        rows.append(new)
+        stacked.append(shifts[new])
+    idx = np.concatenate(rows)
+    moved = ScenarioSet(
+        spot_shock_rel=sc.spot_shock_rel[idx],
+        vol_shift_abs=np.concatenate(stacked),
+        rate_shift_abs=None if sc.rate_shift_abs is None else np.asarray(sc.rate_shift_abs)[idx],
+        vol_shift_per_position=True,
+    )
+    pnl = evaluate(portfolio, moved, 0.0).pnl
+    out = [pnl[:n]]
+    for new, at in own:
+        p = pnl[:n].copy()
+        p[new] = pnl[at]
+        out.append(p)
+    return out
+
+
 def revalue_with_shifts(
     portfolio: Portfolio, sc: ScenarioSet, shifts: np.ndarray, covered: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Full-revaluation P&L of the library's spot and rate moves with per-position vol ``shifts``, and the mean
     absolute shift over the ``covered`` options per scenario (vol points; 0 without any): ``covered`` per position,
     or per (scenario, position) pair."""
-    moved = ScenarioSet(
-        spot_shock_rel=sc.spot_shock_rel,
-        vol_shift_abs=shifts,
-        rate_shift_abs=sc.rate_shift_abs,
-        vol_shift_per_position=True,
-    )
-    if covered.ndim == 2:
-        n = covered.sum(axis=1)
-        total = np.where(covered, np.abs(shifts), 0.0).sum(axis=1)
-        mean = np.where(n > 0, total / np.maximum(n, 1), 0.0) * 100.0
-    else:
-        mean = np.abs(shifts[:, covered]).mean(axis=1) * 100.0 if covered.any() else np.zeros(sc.n_scenarios)
-    return evaluate(portfolio, moved, 0.0).pnl, mean
+    return revalue_shift_sets(portfolio, sc, [shifts])[0], mean_abs_shift(shifts, covered)
 
 
 def book_rows(
@@ -80,15 +108,18 @@ def book_rows(
     # its market vol in that scenario only, and is left out of that scenario's mean shift
     model = heston_vol_shifts_with_fallback(portfolio, params, sc.spot_shock_rel)
     modelled = portfolio.is_option & np.isfinite(params[portfolio.symbol_index]).all(axis=1)
-    pnl, mean_shift = revalue_with_shifts(portfolio, sc, model.shift, modelled[None, :] & ~model.fallback)
+    mean_shift = mean_abs_shift(model.shift, modelled[None, :] & ~model.fallback)
     ids = [s.scenario_id for s in items]
     sabr_part: dict[str, Any] = {}
-    if sabr is not None:
+    if sabr is None:
+        (pnl,) = revalue_shift_sets(portfolio, sc, [model.shift])
+    else:
         slices = book_slices(rows, portfolio, sabr)
         with_slice = portfolio.is_option & (slices.slice_of_position >= 0)
-        sabr_pnl, sabr_shift = revalue_with_shifts(
-            portfolio, sc, sabr_vol_shifts(portfolio, slices, sc.spot_shock_rel), with_slice
-        )
+        sabr_shifts = sabr_vol_shifts(portfolio, slices, sc.spot_shock_rel)
+        # one revaluation for both models: a still scenario moves no vol in either (the same row, priced once)
+        pnl, sabr_pnl = revalue_shift_sets(portfolio, sc, [model.shift, sabr_shifts])
+        sabr_shift = mean_abs_shift(sabr_shifts, with_slice)
         sabr_part = {
             "sabr_market_pnl": sabr_pnl,
             "sabr_pnl_pct_nav": sabr_pnl / nav,
