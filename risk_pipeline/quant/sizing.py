@@ -226,19 +226,18 @@ def _exact_path(x: FloatArray, draws: IntArray, fraction: float) -> tuple[float,
     return w, worst
 
 
-@njit(**JIT)
-def _bootstrap_draws(state: NDArray[np.uint64], n: int, draws: NDArray[np.int64]) -> None:
-    """``draws`` (C order) filled with ``Generator.integers(0, n, size=draws.shape)`` of a PCG64 generator in ``state``
-    (``_pcg64_state``), bit for bit, for ``1 <= n <= 2**32``: numpy's buffered Lemire draw on 32-bit outputs, each
-    64-bit PCG64 XSL-RR output giving its low then its high half."""
+@inner_njit()
+def _next_draws(state: NDArray[np.uint64], n: int, out: IntArray) -> None:
+    """``out`` (1-D) filled with the next ``out.size`` draws of ``Generator.integers(0, n)`` of the PCG64 generator in
+    ``state`` (``_pcg64_state``), bit for bit, for ``1 <= n <= 2**32``, and ``state`` moved on past them: numpy's
+    buffered Lemire draw on 32-bit outputs, each 64-bit PCG64 XSL-RR output giving its low then its high half."""
     hi, lo, inc_hi, inc_lo = state[0], state[1], state[2], state[3]
     has_half = (state[4] >> np.uint64(32)) != np.uint64(0)
     half = state[4] & np.uint64(0xFFFFFFFF)
     mul_hi, mul_lo = np.uint64(0x2360ED051FC65DA4), np.uint64(0x4385DF649FCCF645)
     span = np.uint64(n)
     threshold = (np.uint64(0xFFFFFFFF) - (span - np.uint64(1))) % span
-    n_rows, n_cols = draws.shape
-    for i in range(n_rows * n_cols):  # C order, without ``reshape`` (its shape check compiles string formatting)
+    for i in range(out.size):
         while True:
             if has_half:
                 u = half
@@ -251,15 +250,61 @@ def _bootstrap_draws(state: NDArray[np.uint64], n: int, draws: NDArray[np.int64]
                 hi = prod_hi + inc_hi + (np.uint64(1) if lo < prod_lo else np.uint64(0))
                 v = hi ^ lo
                 rot = hi >> np.uint64(58)
-                out = (v >> rot) | (v << ((np.uint64(64) - rot) & np.uint64(63)))
-                half = out >> np.uint64(32)
+                out64 = (v >> rot) | (v << ((np.uint64(64) - rot) & np.uint64(63)))
+                half = out64 >> np.uint64(32)
                 has_half = True
-                u = out & np.uint64(0xFFFFFFFF)
+                u = out64 & np.uint64(0xFFFFFFFF)
             m = u * span  # Lemire: the high half, unless the low half falls below the rejection threshold
             left = m & np.uint64(0xFFFFFFFF)
             if left >= span or left >= threshold:
                 break
-        draws[i // n_cols, i % n_cols] = np.int64(m >> np.uint64(32))
+        out[i] = np.int64(m >> np.uint64(32))
+    state[0], state[1] = hi, lo
+    state[4] = ((np.uint64(1) << np.uint64(32)) if has_half else np.uint64(0)) | half
+
+
+@njit(**JIT)
+def _bootstrap_draws(state: NDArray[np.uint64], n: int, draws: NDArray[np.int64]) -> None:
+    """``draws`` (C order) filled with ``Generator.integers(0, n, size=draws.shape)`` of a PCG64 generator in ``state``
+    (``_pcg64_state``; left unchanged), bit for bit, for ``1 <= n <= 2**32`` (``_next_draws`` row after row)."""
+    moving = state.copy()
+    for r in range(draws.shape[0]):
+        _next_draws(moving, n, draws[r])
+
+
+@inner_njit()
+def _path_outcome(
+    x: FloatArray, draws: IntArray, fraction: float, stretch_low: FloatArray, stretch_top: FloatArray
+) -> tuple[float, float]:
+    """``_exact_path(x, draws, fraction)`` (``draws`` 1-D), the drawdown taken once per stretch between two new peaks
+    above 1, at the stretch's lowest wealth (``_path_outcomes``); ``stretch_low`` and ``stretch_top``: scratch of at
+    least ``draws.size`` values."""
+    h = draws.size
+    if h == 0:
+        return _exact_path(x, draws, fraction)
+    w = x[draws[0]] * fraction
+    w = w + 1.0
+    top = w if w >= 1.0 else 1.0  # max(1, peak) of the stretch
+    lowest = w
+    k = 0
+    for t in range(1, h):
+        step = x[draws[t]] * fraction
+        step = step + 1.0
+        w = w * step
+        # a stretch's (lowest, divisor) written at every step, kept (k moves on) at a new peak: no branch
+        stretch_low[k] = lowest
+        stretch_top[k] = top
+        high = w > top
+        k += 1 if high else 0
+        lowest = w if high | (w < lowest) else lowest
+        top = w if high else top
+    worst = 1.0 - lowest / top
+    for j in range(k):
+        dd = 1.0 - stretch_low[j] / stretch_top[j]
+        worst = dd if dd > worst else worst
+    if math.isfinite(w):
+        return w, worst
+    return _exact_path(x, draws, fraction)
 
 
 @njit(**JIT)
@@ -277,33 +322,21 @@ def _path_outcomes(
     h = draws.shape[1]
     stretch_low, stretch_top = np.empty(max(h, 1)), np.empty(max(h, 1))
     for p in range(start, stop):
-        if h == 0:
-            terminal[p], drawdown[p] = _exact_path(x, draws[p], fraction)
-            continue
-        w = x[draws[p, 0]] * fraction
-        w = w + 1.0
-        top = w if w >= 1.0 else 1.0  # max(1, peak) of the stretch
-        lowest = w
-        k = 0
-        for t in range(1, h):
-            step = x[draws[p, t]] * fraction
-            step = step + 1.0
-            w = w * step
-            # a stretch's (lowest, divisor) written at every step, kept (k moves on) at a new peak: no branch
-            stretch_low[k] = lowest
-            stretch_top[k] = top
-            high = w > top
-            k += 1 if high else 0
-            lowest = w if high | (w < lowest) else lowest
-            top = w if high else top
-        worst = 1.0 - lowest / top
-        for j in range(k):
-            dd = 1.0 - stretch_low[j] / stretch_top[j]
-            worst = dd if dd > worst else worst
-        if math.isfinite(w):
-            terminal[p], drawdown[p] = w, worst
-        else:
-            terminal[p], drawdown[p] = _exact_path(x, draws[p], fraction)
+        terminal[p], drawdown[p] = _path_outcome(x, draws[p], fraction, stretch_low, stretch_top)
+
+
+@njit(**JIT)
+def _bootstrap_path_outcomes(
+    x: FloatArray, state: NDArray[np.uint64], fraction: float, horizon: int, terminal: FloatArray, drawdown: FloatArray
+) -> None:
+    """``_path_outcomes`` of ``terminal.size`` paths of ``horizon`` returns each, the draws ``_bootstrap_draws``
+    makes from ``state`` (left unchanged), drawn path by path into one row (not held as a paths x horizon array)."""
+    moving = state.copy()
+    row = np.empty(horizon, dtype=np.int64)
+    stretch_low, stretch_top = np.empty(max(horizon, 1)), np.empty(max(horizon, 1))
+    for p in range(terminal.size):
+        _next_draws(moving, x.size, row)
+        terminal[p], drawdown[p] = _path_outcome(x, row, fraction, stretch_low, stretch_top)
 
 
 def optimal_f(returns: ArrayLike, *, n_paths: int = 2000, horizon: int | None = None, seed: int = 0) -> OptimalF:
@@ -336,11 +369,10 @@ def optimal_f(returns: ArrayLike, *, n_paths: int = 2000, horizon: int | None = 
     fraction = f / abs(worst)
     h = horizon or x.size
     terminal, drawdown = np.empty(n_paths), np.empty(n_paths)
-    # the draws of np.random.default_rng(seed).integers(0, x.size, size=(n_paths, h)), compiled; the paths on this
-    # thread (a thread pool's hand-offs cost CPU for a few milliseconds of work)
-    draws = np.empty((n_paths, h), dtype=np.int64)
-    _bootstrap_draws(_pcg64_state(np.random.default_rng(seed)), x.size, draws)
-    _path_outcomes(x, draws, float(fraction), terminal, drawdown, 0, n_paths)
+    # path p resamples the draws p * h .. p * h + h - 1 of np.random.default_rng(seed).integers(0, x.size), i.e. row
+    # p of integers(..., size=(n_paths, h)), compiled and drawn path by path; the paths on this thread (a thread
+    # pool's hand-offs cost CPU for a few milliseconds of work)
+    _bootstrap_path_outcomes(x, _pcg64_state(np.random.default_rng(seed)), float(fraction), h, terminal, drawdown)
     return OptimalF(
         f=f,
         worst_loss=worst,

@@ -390,3 +390,28 @@ def test_optimal_f_paths_with_frequent_new_peaks_are_the_numpy_paths_bits() -> N
     terminal, drawdown = np.empty(500), np.empty(500)
     sz._path_outcomes(x, np.ascontiguousarray(draws[:, :0]), 4.0, terminal, drawdown, 0, 500)
     assert np.all(terminal == 1.0) and np.all(drawdown == -np.inf)  # no step: wealth 1, no drawdown taken
+
+
+@pytest.mark.parametrize("horizon", [0, 1, 2, 29, 252])
+def test_bootstrap_path_outcomes_are_the_numpy_paths_of_numpys_draws(horizon: int) -> None:
+    """The paths drawn one by one equal numpy's: the draws of ``Generator.integers(0, n, size=(paths, horizon))``
+    (fresh generator and one holding a buffered 32-bit half, so a path's draws can start on either half of an
+    output) and numpy's ``cumprod`` / running-peak drawdowns of them, bit for bit, overflowing paths included; the
+    state passed in is left unchanged."""
+    x = np.random.default_rng(3).standard_normal(251) * 0.02 + 0.003
+    for seed, burn in ((0, 0), (1, 1), (2, 1)):
+        for fraction in (0.0, 4.0, -3.0, 60.0, 1e306):
+            rng = np.random.default_rng(seed)
+            rng.integers(0, 5, size=burn, dtype=np.uint32)
+            state = sz._pcg64_state(rng)
+            kept = state.copy()
+            paths = rng.integers(0, x.size, size=(301, horizon))
+            terminal, drawdown = np.empty(301), np.empty(301)
+            sz._bootstrap_path_outcomes(x, state, fraction, horizon, terminal, drawdown)
+            np.testing.assert_array_equal(state, kept)
+            with np.errstate(over="ignore", invalid="ignore"):
+                wealth = np.cumprod(1.0 + x[paths] * fraction, axis=1)
+                peak = np.maximum(np.maximum.accumulate(wealth, axis=1), 1.0)
+                worst = (1.0 - wealth / peak).max(axis=1, initial=-np.inf)
+            np.testing.assert_array_equal(terminal, wealth[:, -1] if horizon else np.ones(301))
+            np.testing.assert_array_equal(drawdown, worst)
