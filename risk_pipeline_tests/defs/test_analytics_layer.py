@@ -106,6 +106,27 @@ def test_book_ratios_from_a_scripted_nav_history(scripted: tuple[Warehouse, np.n
     assert rows.loc["1d", "n_obs"] == 0  # today's row is the run's inception valuation
 
 
+def _script_prices(monkeypatch: pytest.MonkeyPatch, book: pd.DataFrame, factors: dict[dt.date, float]) -> list[int]:
+    """Scripted valuations: every position of ``book`` (by the id after its ``s<k>:``/``d<k>:`` prefix) at its unit
+    price times ``factors[day]``, a valuation on the days of ``factors`` only; returns the list of the frame sizes
+    valued, one per call."""
+    unit = dict(zip(book["position_id"], book["market_value"] / (book["quantity"] * book["multiplier"]), strict=True))
+    sizes: list[int] = []
+
+    def fake_value(wh_: Warehouse, day: dt.date, t: pd.Timestamp, positions: pd.DataFrame, **_: object) -> pd.DataFrame:
+        sizes.append(len(positions))
+        base = positions["position_id"].str.split(":", n=1).str[1].map(unit).to_numpy(float)
+        mv = positions["quantity"].to_numpy(float) * positions["multiplier"].to_numpy(float) * base * factors[day]
+        return pd.DataFrame({"market_value": mv})
+
+    def fake_latest(wh_: Warehouse, table: str, day: dt.date, before: bool = False) -> pd.Timestamp | None:
+        return pd.Timestamp(f"{day}T21:00:00Z") if day in factors else None
+
+    monkeypatch.setattr(analytics, "value_positions", fake_value)
+    monkeypatch.setattr(analytics, "latest_as_of", fake_latest)
+    return sizes
+
+
 def test_counterfactual_of_a_scripted_preservation_episode(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     """core_equity enters light preservation at the run's valuation and halves its first position; the next
     three sessions are priced from a script. The static book without the cut and with it are revalued."""
@@ -117,18 +138,7 @@ def test_counterfactual_of_a_scripted_preservation_episode(run: Run, monkeypatch
     later = list(sessions(SESSION + dt.timedelta(days=1), SESSION + dt.timedelta(days=10)))[:3]
     # scripted unit prices: every position's price moves by the same factors
     factors = {SESSION: 1.0, later[0]: 0.97, later[1]: 0.95, later[2]: 0.99}
-    unit = dict(zip(book["position_id"], book["market_value"] / (book["quantity"] * book["multiplier"]), strict=True))
-
-    def fake_value(wh_: Warehouse, day: dt.date, t: pd.Timestamp, positions: pd.DataFrame, **_: object) -> pd.DataFrame:
-        base = positions["position_id"].str.split(":", n=1).str[1].map(unit).to_numpy(float)
-        mv = positions["quantity"].to_numpy(float) * positions["multiplier"].to_numpy(float) * base * factors[day]
-        return pd.DataFrame({"market_value": mv})
-
-    def fake_latest(wh_: Warehouse, table: str, day: dt.date, before: bool = False) -> pd.Timestamp | None:
-        return pd.Timestamp(f"{day}T21:00:00Z") if day in factors else None
-
-    monkeypatch.setattr(analytics, "value_positions", fake_value)
-    monkeypatch.setattr(analytics, "latest_as_of", fake_latest)
+    _script_prices(monkeypatch, book, factors)
     event = {"type": "capital_preservation", "book": "core_equity", "as_of": as_of, "id": "light:REDUCING",
              "trades": {first["position_id"]: cut}}  # fmt: skip
     (got,) = analytics.judge_events(wh, [event], later[-1], horizon=5)
@@ -449,20 +459,7 @@ def test_events_of_one_book_and_valuation_share_one_static_book(run: Run, monkey
     book = wh.read("position_greeks", {"as_of": as_of, "book": "core_equity"})
     later = list(sessions(SESSION + dt.timedelta(days=1), SESSION + dt.timedelta(days=10)))[:3]
     factors = {SESSION: 1.0, later[0]: 0.97, later[1]: 1.02, later[2]: 0.99}
-    unit = dict(zip(book["position_id"], book["market_value"] / (book["quantity"] * book["multiplier"]), strict=True))
-    sizes = []
-
-    def fake_value(wh_: Warehouse, day: dt.date, t: pd.Timestamp, positions: pd.DataFrame, **_: object) -> pd.DataFrame:
-        sizes.append(len(positions))
-        base = positions["position_id"].str.split(":", n=1).str[1].map(unit).to_numpy(float)
-        mv = positions["quantity"].to_numpy(float) * positions["multiplier"].to_numpy(float) * base * factors[day]
-        return pd.DataFrame({"market_value": mv})
-
-    def fake_latest(wh_: Warehouse, table: str, day: dt.date, before: bool = False) -> pd.Timestamp | None:
-        return pd.Timestamp(f"{day}T21:00:00Z") if day in factors else None
-
-    monkeypatch.setattr(analytics, "value_positions", fake_value)
-    monkeypatch.setattr(analytics, "latest_as_of", fake_latest)
+    sizes = _script_prices(monkeypatch, book, factors)
     p0, p1 = book["position_id"].iloc[0], book["position_id"].iloc[1]
     cut = {"type": "capital_preservation", "book": "core_equity", "as_of": as_of, "id": "light:REDUCING",
            "trades": {p0: -float(book["quantity"].iloc[0]) / 2}}  # fmt: skip
