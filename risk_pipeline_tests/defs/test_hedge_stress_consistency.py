@@ -3,6 +3,7 @@ HIGH / CRITICAL stress row, recomputed independently with the stress engine; the
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import shutil
@@ -25,7 +26,7 @@ from risk_pipeline.defs.risk.var import book_portfolio
 from risk_pipeline.paths import LIMITS_FILE, SCENARIOS_FILE, SQL_MODELS_DIR
 from risk_pipeline.quant.hedging import scenario_pnl
 from risk_pipeline.quant.portfolio import Portfolio
-from risk_pipeline.quant.stress import load_scenarios, run_stress
+from risk_pipeline.quant.stress import ScenarioLibrary, load_scenarios, run_stress
 from risk_pipeline.quant.vol_shocks import VolShockRule
 from risk_pipeline.sql_models import apply_models
 from risk_pipeline.warehouse import Warehouse
@@ -43,14 +44,22 @@ def _stress(wh: Warehouse) -> pd.DataFrame:
     return wh.read("stress_results", {"as_of": pd.Timestamp(t)})
 
 
-def test_hedging_stress_block_equals_stress_results_per_book_and_scenario(run: Run) -> None:
-    wh, _ = run
+def _latest_stress_inputs(
+    wh: Warehouse,
+) -> tuple[pd.DataFrame, pd.Timestamp, ScenarioLibrary, pd.DataFrame, dt.date, float]:
+    """(stress_results of the latest valuation, its as_of, the scenario library, position_greeks then, the session,
+    the index close that session)."""
     stress = _stress(wh)
     as_of = pd.Timestamp(stress["as_of"].iloc[0])
-    library = load_scenarios(SCENARIOS_FILE)
     positions = wh.read("position_greeks", {"as_of": as_of})
     session = pd.Timestamp(positions["as_of_date"].iloc[0]).date()
-    index_close = wh.read("market_prices", {"as_of_date": session, "symbol": INDEX})["close"].iloc[0]
+    index_close = float(wh.read("market_prices", {"as_of_date": session, "symbol": INDEX})["close"].iloc[0])
+    return stress, as_of, load_scenarios(SCENARIOS_FILE), positions, session, index_close
+
+
+def test_hedging_stress_block_equals_stress_results_per_book_and_scenario(run: Run) -> None:
+    wh, _ = run
+    stress, as_of, library, positions, session, index_close = _latest_stress_inputs(wh)
     books = sorted(stress["book"].unique())
     assert len(books) >= 2
     for book in books:
@@ -78,12 +87,7 @@ def test_stored_shocks_are_a_fresh_search_and_recreate_the_stress_pnl(run: Run) 
     P&L; with the index added as a column the stress step did not search (a book without it), the hedging layer
     searches instead."""
     wh, _ = run
-    stress = _stress(wh)
-    as_of = pd.Timestamp(stress["as_of"].iloc[0])
-    library = load_scenarios(SCENARIOS_FILE)
-    positions = wh.read("position_greeks", {"as_of": as_of})
-    session = pd.Timestamp(positions["as_of_date"].iloc[0]).date()
-    index_close = float(wh.read("market_prices", {"as_of_date": session, "symbol": INDEX})["close"].iloc[0])
+    stress, as_of, library, positions, session, index_close = _latest_stress_inputs(wh)
     assert stress["searched_shocks"].notna().all()
     read = 0
     for book in sorted(stress["book"].unique()):
