@@ -35,7 +35,9 @@ the program feasible (the default, the 99th percentile, leaves names no screened
 hedge); ``--compare-solver`` also solves the same candidates with the ``--ref`` ``solve_hedge`` in the new code's
 process, so old and new solvers are compared on one problem at every size. A partial hedge's line says
 whether it meets the budget, contract bounds and minimum notional (checked here), the ES before and after, and
-its violation and bound (``HedgeSolution.violation``, ``violation_bound``; not in older code).
+its violation and bound (``HedgeSolution.violation``, ``violation_bound``; not in older code). ``--child new --sizes N
+--save-inputs FILE`` pickles the solver's candidates and targets for ``bench_hedge_solve.py`` (any code's solver
+replays the same problem).
 """
 
 from __future__ import annotations
@@ -185,7 +187,13 @@ def within_hard_rows(hc: Any, t: Any, x: np.ndarray) -> bool:
 
 
 def child(
-    code: str, n_names: int, ref: str, time_limit: float, gamma_levels: str = "q99", compare_solver: bool = False
+    code: str,
+    n_names: int,
+    ref: str,
+    time_limit: float,
+    gamma_levels: str = "q99",
+    compare_solver: bool = False,
+    save_inputs: str | None = None,
 ) -> dict[str, Any]:
     from risk_pipeline.quant.scenario_engine import evaluate
 
@@ -295,6 +303,10 @@ def child(
         budget=budget,
         min_notional=10_000.0,
     )
+    if save_inputs:  # for bench_hedge_solve.py
+        import pickle
+
+        Path(save_inputs).write_bytes(pickle.dumps({"hc": hc, "t": targets, "time_limit": time_limit}))
     load_at_solve = os.getloadavg()[0]
     sol = phase("solve_hedge", lambda: h.solve_hedge(hc, targets, time_limit=time_limit), traced=False)
     chosen = np.flatnonzero(sol.quantity > 0)
@@ -379,11 +391,16 @@ def main() -> None:
         "--compare-solver", action="store_true",
         help="in the new code's process, also solve the same candidates with the --ref solve_hedge",
     )  # fmt: skip
+    parser.add_argument(
+        "--save-inputs", help="with --child: pickle the solver's candidates and targets here (bench_hedge_solve.py)"
+    )
     parser.add_argument("--child", choices=["old", "new"])
     parser.add_argument("--json", help="also write every run's result here")
     a = parser.parse_args()
     if a.child:
-        print(json.dumps(child(a.child, a.sizes[0], a.ref, a.time_limit, a.gamma_levels, a.compare_solver)))
+        print(
+            json.dumps(child(a.child, a.sizes[0], a.ref, a.time_limit, a.gamma_levels, a.compare_solver, a.save_inputs))
+        )
         return
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     print(f"load average at start: {os.getloadavg()}")

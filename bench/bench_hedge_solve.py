@@ -1,10 +1,12 @@
 """CPU seconds of one recorded ``solve_hedge`` call, and whether it returns the recorded hedge.
 
-``python bench/bench_hedge_solve.py OUT/input_<k>.pkl [--time-limit S] [--reference OUT/sol_<k>.pkl] [--repeat N]``:
+``python bench/bench_hedge_solve.py OUT/input_<k>.pkl [--time-limit S] [--reference OUT/sol_<k>.pkl] [--repeat N]
+[--save SOL.pkl]``:
 the candidates and targets ``bench_hedge_phases.py --inputs`` pickled, solved again by the ``solve_hedge`` of the
 code on ``PYTHONPATH`` (its first entry; old code: a worktree of it) with the recorded time limit (or ``S``).
 Printed per run: process CPU and wall seconds, the load average before and after, the status, the cost, the lines,
-the message, and whether the quantities and cost are bit for bit those of ``--reference`` (a recorded solution).
+the message, and whether the quantities and cost are bit for bit those of ``--reference`` (a recorded solution);
+``--save`` writes the last run's solution (a ``--reference`` for another run).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-limit", type=float, default=None)
     ap.add_argument("--reference", default=None)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--save", default=None)
     a = ap.parse_args(argv)
     root = Path(os.environ.get("PYTHONPATH", str(Path(__file__).resolve().parents[1])).split(os.pathsep)[0])
     sys.path.insert(0, str(root))
@@ -53,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             f"CPU {cpu:.2f} s, wall {wall:.2f} s, load {load0:.2f} -> {os.getloadavg()[0]:.2f}: {sol.status}, cost "
             f"{sol.cost!r}, {int((sol.quantity > 0).sum())} lines{same}\n  {sol.message}"
         )
+    if a.save:
+        Path(a.save).write_bytes(pickle.dumps(sol))
     return 0
 
 

@@ -43,6 +43,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from scipy.sparse import csr_array, csr_matrix, hstack, issparse, vstack
+from scipy.sparse.csgraph import connected_components
 
 from risk_pipeline.quant._numba import BoolArray, FloatArray, IntArray
 from risk_pipeline.quant.portfolio import Portfolio, concatenated
@@ -260,7 +261,12 @@ def solve_hedge(
     one). With a kept hedge, the unrestricted MILP (hard program) runs within the bounds that every hedge costing no
     more has by the round's LP reduced costs (``_reduced_cost_bounds``), the kept cost as HiGHS' objective bound:
     the same optimum, proven far sooner (500 names: 168 -> 12 CPU s); when its optimum costs no less than the kept
-    hedge, the kept hedge is returned (equal-cost lines). The LP rounds (HiGHS without presolve) stop adding rows
+    hedge, the kept hedge is returned (equal-cost lines). Within those bounds, every line that no hedge costing at
+    most the kept one can use is fixed at zero by the per-symbol Lagrangian bound (``_lagrangian_core``: the LP's
+    multipliers on every row but each symbol's own Greek rows, whole contracts and minimum notional kept per
+    symbol), so the MILP is that of a few hundred lines (3,000 names: 6,486 -> 183 lines, proven optimal in 1.5
+    CPU s instead of stopping at the 20 s limit), and once a hedge is kept, the box of every line (the same MILP
+    without those bounds) is not solved. The LP rounds (HiGHS without presolve) stop adding rows
     after ``relaxed_share`` of the time limit; the MILP rounds add the rest. When the time limit (or ``node_limit``
     nodes of the unrestricted MILP) stops the solve, the kept hedge is returned with status ``time_limit``, ``gap``
     and ``lower_bound`` (the best bound proven: the LP relaxations' optima and the unrestricted MILPs' dual bounds,
@@ -652,12 +658,19 @@ def _windowed_milp(
             lp = _lp_relaxation(prog) if lp is None else lp
             if lp.status == 0:
                 bounds = _reduced_cost_bounds(prog, lp, kept)
+                core = _lagrangian_core(prog, lp, kept, bounds, max(start + left - time.perf_counter(), 1e-3))
+                within = "the kept hedge's reduced-cost bounds"
+                if core is not None:
+                    bounds, lagrangian = core
+                    state["bound"] = max(state.get("bound", -math.inf), min(lagrangian, kept))
+                    lines = int(np.sum(np.asarray(bounds.ub)[: prog["objective"].size // 2] > 0))
+                    within += f" and the per-symbol Lagrangian bound {lagrangian:,.2f} ({lines} lines left)"
                 res = _milp(prog, prog["integrality"], bounds, max(start + left - time.perf_counter(), 1e-3), gap,
                             node_limit, objective_bound=kept * (1 + 1e-9) + 1e-9)  # fmt: skip
                 if res.status in (0, 1):  # else (infeasible: only by round-off, the kept hedge is inside) as before
                     state["cutoff"] = True
                     _dual_bound(res)
-                    return res, f"{how}, within the kept hedge's reduced-cost bounds"
+                    return res, f"{how}, within {within}"
         res = _milp(prog, prog["integrality"], prog["bounds"], max(start + left - time.perf_counter(), 1e-3), gap,
                     node_limit)  # fmt: skip
         _dual_bound(res)
@@ -686,6 +699,10 @@ def _windowed_milp(
     upper[:n] = np.minimum(upper[:n], np.where(used, np.ceil(x_lp) + window, window))
     n_unused = int((~used).sum())
     for k in [*(k for k in screen if k < n_unused), n_unused]:
+        if k == n_unused and k > max(screen, default=0) and cutoff is not None and state.get("incumbent"):
+            # a hedge is kept: the unrestricted MILP within its bounds (the per-symbol Lagrangian core) instead of
+            # the box of every line, which is that MILP without them (3,000 names: 20 CPU s against 2)
+            break
         keep = used.copy()
         keep[order[:k]] = True
         lo, hi = lower.copy(), upper.copy()
@@ -739,6 +756,102 @@ def _reduced_cost_bounds(prog: dict[str, Any], lp: Any, kept: float) -> Bounds:
     new_hi = np.where(integer, np.floor(new_hi + 1e-9), new_hi)
     new_lo = np.where(integer, np.ceil(new_lo - 1e-9), new_lo)
     return Bounds(new_lo, np.maximum(new_hi, new_lo))
+
+
+LOCAL_ROW_NONZEROS = 64  # a Greek row on at most this many lines is kept in ``_lagrangian_core``'s subproblems
+
+
+def _lagrangian_core(prog: dict[str, Any], lp: Any, kept: float, bounds: Bounds, limit: float) -> Any:
+    """Bounds fixing at zero every line that no hedge of the hard program costing at most ``kept`` uses, and the
+    lower bound that proves it (``(bounds, bound)``), or None when not applicable.
+
+    Lagrangian relaxation by the LP relaxation's multipliers ``m`` (``lp`` from ``_lp_relaxation``, ``m <= 0`` on
+    its rows ``A x <= b``) of every row but the local ones: the Greek rows on at most ``LOCAL_ROW_NONZEROS`` lines
+    (one symbol's delta and gamma) and the semi-continuous rows of each line. For ``d = c - A_R^T m_R`` (``R``: the
+    relaxed rows) every point of the program has ``c x >= m_R b_R + d x``, and ``d x`` separates into the groups of
+    lines joined by local rows: each group's ``min d x`` over its local rows, whole contracts and minimum notional
+    (semi-integer quantities: 0 or from the minimum contracts to the bound) is a small MILP, and zero without
+    solving when the group has no line of negative ``d`` and its rows hold at zero. ``L = m_R b_R + sum of the
+    groups' minima`` is a lower bound, far above the LP's when whole contracts cost the rounding of many lines (at
+    3,000 names it equals HiGHS' root bound after its cuts). Every point costing at most ``kept`` has, in each
+    group, ``d x_group - min <= kept - L``; a line whose smallest use (its minimum contracts at ``d_j``, the rest
+    of its group at their most negative) exceeds the group's minimum by more is zero in all of them. Valid for
+    any ``m`` of the right sign (rounding only weakens it); a margin covers the rounding of the sums."""
+    con = prog["constraints"][0]
+    A = csr_matrix(con.A)
+    lo, hi = np.asarray(con.lb, dtype=float), np.asarray(con.ub, dtype=float)
+    n_rows, nv = A.shape
+    n = nv // 2
+    n_greek, n_semi = prog.get("n_greek_rows"), prog.get("n_semi_rows")
+    if n_greek is None or n_semi is None or nv != 2 * n or lp.status != 0:
+        return None
+    local = np.zeros(n_rows, dtype=bool)
+    local[:n_greek] = np.diff(A.indptr[: n_greek + 1]) <= LOCAL_ROW_NONZEROS
+    local[n_rows - n_semi :] = True
+    up, down = np.isfinite(hi), np.isfinite(lo)
+    relaxed = ~local[np.concatenate([np.flatnonzero(up), np.flatnonzero(down)])]
+    m = np.where(relaxed, np.minimum(np.asarray(lp.ineqlin.marginals, dtype=float), 0.0), 0.0)
+    d_all = prog["objective"] - lp.a_ub.T @ m
+    if np.any(np.abs(d_all[n:]) > 1e-12):  # the relaxed rows do not move the binaries: else not applicable
+        return None
+    const = float(m @ lp.b_ub)
+    d = d_all[:n]
+    lb, ub = np.array(bounds.lb, dtype=float)[:n], np.array(bounds.ub, dtype=float)[:n]
+    semi = np.asarray(prog["bounds"].ub, dtype=float)[n:] > 0  # lines under the minimum notional (binary z)
+    need = np.where(semi, prog["min_contracts"], 1.0)
+    dead = (lb <= 0) & (ub < need)  # cannot reach the minimum notional within the bounds: zero
+    ub = np.where(dead, 0.0, ub)
+    # the local Greek rows on the lines, and the groups of lines they join
+    rows = np.flatnonzero(local[:n_greek])
+    G = csr_matrix(A[rows][:, :n])
+    g_lo, g_hi = lo[rows], hi[rows]
+    pair = csr_matrix((np.ones(G.nnz), G.indices, G.indptr), shape=G.shape)
+    graph = csr_matrix(
+        vstack([hstack([csr_matrix((n, n)), pair.T]), hstack([pair, csr_matrix((rows.size, rows.size))])])
+    )
+    _, label = connected_components(graph, directed=False)
+    group, row_group = label[:n], label[n:]
+    # a group needs a solve when a line has negative d, or a line must be used, or a row does not hold at zero
+    active = np.zeros(label.max() + 1, dtype=bool)
+    active[group[(d < 0) & (ub > 0)]] = True
+    active[group[lb > 0]] = True
+    active[row_group[(g_lo > 1e-9) | (g_hi < -1e-9)]] = True
+    best_of_group = np.zeros(active.size)  # the groups' minima (the solution's values: at least the true minima)
+    minimum = 0.0  # a lower bound on their sum
+    on = np.flatnonzero(active[group])
+    if on.size:
+        sub_rows = np.flatnonzero(active[row_group])
+        integrality = np.where(semi[on] & (lb[on] <= 0) & (ub[on] > 0), 3, 1)
+        sub_lo = np.where(integrality == 3, need[on], np.maximum(lb[on], np.where(lb[on] > 0, need[on], 0.0)))
+        sub_lo = np.where(ub[on] > 0, sub_lo, 0.0)  # dead lines: zero
+        sub_hi = np.maximum(ub[on], sub_lo)
+        res = milp(
+            d[on], integrality=integrality, bounds=Bounds(sub_lo, sub_hi),
+            constraints=[LinearConstraint(G[sub_rows][:, on], g_lo[sub_rows], g_hi[sub_rows])],
+            options={"time_limit": max(limit, 1e-3), "mip_rel_gap": 1e-9},
+        )  # fmt: skip
+        dual = getattr(res, "mip_dual_bound", None)
+        if res.status != 0 or res.x is None or dual is None or not np.isfinite(dual):
+            return None
+        x = np.round(res.x)
+        best_of_group = np.bincount(group[on], d[on] * x, active.size)
+        minimum = min(float(dual), float(d[on] @ x))
+    bound = const + minimum
+    tol = 1e-9 * (abs(kept) + abs(const) + float(np.abs(best_of_group).sum())) + 1e-7
+    room = kept - bound + tol
+    if room < 0:  # the kept hedge below the bound: only by round-off; not applied
+        return None
+    negative = np.minimum(d * ub, 0.0)
+    smallest_use = (
+        np.bincount(group, negative, active.size)[group] - negative + np.where(d >= 0, d * np.maximum(need, lb), d * ub)
+    )
+    fixed = (ub > 0) & (smallest_use - best_of_group[group] > room) & (lb <= 0)
+    fixed |= dead & (np.asarray(bounds.ub, dtype=float)[:n] > 0)
+    new_lo, new_hi = np.array(bounds.lb, dtype=float), np.array(bounds.ub, dtype=float)
+    new_hi[:n] = np.where(fixed, 0.0, new_hi[:n])
+    new_hi[n:] = np.where(fixed, 0.0, new_hi[n:])
+    new_lo[n:] = np.minimum(new_lo[n:], new_hi[n:])
+    return Bounds(new_lo, new_hi), bound
 
 
 def _restricted_milp(
@@ -900,6 +1013,7 @@ def _program(
 
     key = ("static", elastic, weight)
     static = cache.get(key) if cache is not None else None
+    small = np.flatnonzero(c.notional < t.min_notional)
     if static is None:
         # Greeks: |g + G x| <= w (upper rows subtract the slack, lower rows add it); G is sparse (one symbol a line)
         G = csr_matrix(c.greeks)
@@ -919,7 +1033,6 @@ def _program(
         # semi-continuous, only for lines whose single contract is below the minimum notional (one contract of
         # the others already meets it, so their binary is fixed at 0 and unused): notional x - min z >= 0,
         # x - U z <= 0
-        small = np.flatnonzero(c.notional < t.min_notional)
         if small.size:
             sel = csr_matrix((np.ones(small.size), (np.arange(small.size), small)), shape=(small.size, n))
             rest = csr_matrix((small.size, n_slack))
@@ -964,6 +1077,13 @@ def _program(
         "constraints": [
             LinearConstraint(A, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]))
         ],
+        # the rows of one line or one line's Greek rows (``_lagrangian_core``): the Greek rows (first 2 n_g) and the
+        # semi-continuous rows (last); the smallest nonzero quantity of each line (the minimum notional)
+        "n_greek_rows": 2 * n_g,
+        "n_semi_rows": 2 * int(small.size),
+        "min_contracts": np.where(
+            c.notional < t.min_notional, np.ceil(t.min_notional / np.maximum(c.notional, 1e-300) * (1 - 1e-6)), 1.0
+        ),
         "greek_slack": slice(2 * n, 2 * n + n_g),
         "loss_slack": 2 * n + n_g,
         "es_slack": 2 * n + n_g + 1,

@@ -740,6 +740,116 @@ def test_unrestricted_milp_within_the_kept_hedges_bounds_reaches_the_whole_progr
     assert through  # the path is exercised
 
 
+def symbol_program(seed: int, n_sym: int = 8, per: int = 3, n_sc: int = 100) -> tuple:
+    """A random program with a per-symbol structure: ``per`` lines on each of ``n_sym`` symbols, one Greek row per
+    symbol (its lines only; a third of the symbols over their level) and one book row on every line, scenario
+    P&L as ``random_program``'s, half the lines below the minimum notional (1 to 9 contracts needed)."""
+    from risk_pipeline.quant.hedging import HedgeCandidates
+
+    rng = np.random.default_rng(seed)
+    n = n_sym * per
+    sym = np.repeat(np.arange(n_sym), per)
+    G = np.zeros((n_sym + 1, n))
+    G[sym, np.arange(n)] = np.resize([1.0, -1.0], n) * rng.uniform(0.5, 1.5, n)
+    G[n_sym] = rng.normal(0.0, 1.0, n)
+    f = rng.standard_t(4, n_sc)
+    H = -np.outer(f, rng.uniform(-0.5, 2.0, n)) * 30.0 + rng.normal(0.0, 15.0, (n_sc, n))
+    book = f * 400.0 + rng.normal(0.0, 100.0, n_sc)
+    level = np.full(n_sym + 1, 4.0)
+    g = rng.uniform(-3.0, 3.0, n_sym + 1)
+    over = rng.random(n_sym) < 1 / 3
+    g[:n_sym] = np.where(over, np.sign(g[:n_sym]) * rng.uniform(5.0, 9.0, n_sym), g[:n_sym])
+    cost = rng.uniform(0.5, 5.0, n)
+    notional = np.where(rng.random(n) < 0.5, 1e3 / rng.integers(1, 10, n) - 1.0, rng.uniform(1e3, 5e3, n))
+    es_rows = np.arange(30, n_sc)
+    c = HedgeCandidates(
+        labels=tuple(str(i) for i in range(n)), side=np.ones(n, dtype=np.intp), greeks=G, scenario_pnl=H, cost=cost,
+        premium=np.zeros(n), notional=notional, max_contracts=np.full(n, 40.0),
+    )  # fmt: skip
+    t = HedgeTargets(
+        greek_names=tuple(f"g{k}" for k in range(n_sym + 1)), exposure=g, warn_level=level, book_pnl=book,
+        loss_cap=float(-book.min()) * 0.9, es_rows=es_rows, es_confidence=0.9,
+        es_target=tail_es(book[es_rows], 0.9) * 0.85, budget=1e6, min_notional=1e3,
+    )  # fmt: skip
+    return c, t
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_lagrangian_core_keeps_every_point_no_dearer_than_the_kept_hedge_by_enumeration(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every integer point of a small per-symbol program (3 symbols of 2 lines, 0-7 contracts each, enumerated)
+    that meets its rows and costs at most the kept hedge lies within ``_lagrangian_core``'s bounds, whose lower
+    bound is at most the program's optimum and at least its LP relaxation's; some lines are fixed at zero."""
+    import itertools
+    from dataclasses import replace
+
+    import risk_pipeline.quant.hedging as hedging
+    from risk_pipeline.quant.hedging import _lagrangian_core, _lp_relaxation, _program, _reduced_cost_bounds
+
+    monkeypatch.setattr(hedging, "LOCAL_ROW_NONZEROS", 2)  # the symbols' rows (2 lines) local, the book row not
+    c, t = symbol_program(seed, n_sym=3, per=2, n_sc=60)
+    G = np.asarray(c.greeks).copy()
+    G[np.arange(3).repeat(2), np.arange(6)] = np.tile([1.0, -1.0], 3) * np.random.default_rng(seed).uniform(0.5, 1.5, 6)
+    c = replace(c, greeks=G, max_contracts=np.full(6, 7.0))
+    grid = np.array(list(itertools.product(range(8), repeat=6)), dtype=float)
+    rows = np.argsort(t.book_pnl)[:4]  # the book's 4 worst scenarios, the cap met by 80 % of the points
+    cap = float(np.quantile((-(t.book_pnl[rows][:, None] + c.scenario_pnl[rows] @ grid.T)).max(axis=0), 0.8))
+    t = replace(
+        t,
+        loss_cap=cap,
+        es_target=1e9,
+        exposure=np.array([3.5, 0.5, -1.0, 0.0]),
+        warn_level=np.array([2.5, 2.5, 2.5, 8.0]),
+    )
+    es_h, es_book = c.scenario_pnl[t.es_rows], t.book_pnl[t.es_rows]
+    prog = _program(c, t, rows, [], es_h, es_book, False, 1.0)
+    con = prog["constraints"][0]
+    A, lo_row, hi_row = con.A.toarray(), np.asarray(con.lb), np.asarray(con.ub)
+    small = c.notional < t.min_notional
+    z = (grid > 0) & small[None, :]  # z: 1 exactly where a small line trades
+    v_all = np.hstack([grid, z])
+    ax = v_all @ A.T
+    ok = np.all(ax >= lo_row - 1e-9, axis=1) & np.all(ax <= hi_row + 1e-9, axis=1)
+    points, costs = v_all[ok], grid[ok] @ c.cost
+    assert points.shape[0] > 20
+    lp = _lp_relaxation(prog)
+    assert lp.status == 0
+    fixed = 0
+    for kept in np.sort(costs)[[0, 3, len(costs) // 10]]:  # kept hedges: the cheapest, the 4th, at 10 %
+        rc = _reduced_cost_bounds(prog, lp, kept)
+        got = _lagrangian_core(prog, lp, kept, rc, 60.0)
+        assert got is not None
+        b, bound = got
+        assert lp.fun - 1e-7 * abs(lp.fun) <= bound <= costs.min() + 1e-7
+        inside = np.all((points >= b.lb) & (points <= b.ub), axis=1)
+        assert np.all(inside[costs <= kept])
+        assert np.all(b.lb >= rc.lb) and np.all(b.ub <= rc.ub)
+        fixed += int(np.sum((b.ub[:6] == 0) & (rc.ub[:6] > 0)))
+    assert fixed  # lines fixed beyond the reduced-cost bounds
+
+
+def test_unrestricted_milp_within_the_lagrangian_core_reaches_the_whole_programs_optimum(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No box certified (gap 1e-9): the unrestricted MILP runs within the kept hedge's reduced-cost bounds and the
+    per-symbol Lagrangian core; the hedge returned is the optimum of the whole program solved at once."""
+    import risk_pipeline.quant.hedging as hedging
+
+    monkeypatch.setattr(hedging, "LOCAL_ROW_NONZEROS", 3)  # the symbols' rows local, the book row relaxed
+    through = 0
+    for seed in (0, 1, 2, 3, 4, 5):
+        c, t = symbol_program(seed, n_sym=10, per=3)
+        best, _ = whole_program_milp(c, t)
+        sol = solve_hedge(c, t, time_limit=120.0, mip_rel_gap=1e-9, rows_per_round=3)
+        assert sol.status == "optimal" and not sol.partial
+        assert meets_every_row(c, t, sol.quantity)
+        assert sol.cost == pytest.approx(best, rel=1e-7, abs=1e-7)
+        assert sol.lower_bound <= best * (1 + 1e-9) + 1e-9
+        through += "per-symbol Lagrangian bound" in sol.message
+    assert through  # the path is exercised
+
+
 # ----------------------------------------------------------------------------------------------
 # the partial hedge: the elastic program against the whole elastic program solved at once
 # ----------------------------------------------------------------------------------------------
