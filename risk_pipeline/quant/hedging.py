@@ -265,9 +265,10 @@ def solve_hedge(
     most the kept one can use is fixed at zero by the per-symbol Lagrangian bound (``_lagrangian_core``: the LP's
     multipliers on every row but each symbol's own Greek rows, whole contracts and minimum notional kept per
     symbol), so the MILP is that of a few hundred lines (3,000 names: 6,486 -> 183 lines, proven optimal in 1.5
-    CPU s instead of stopping at the 20 s limit), and once a hedge is kept, the box of every line (the same MILP
-    without those bounds) is not solved. The LP rounds (HiGHS without presolve) stop adding rows
-    after ``relaxed_share`` of the time limit; the MILP rounds add the rest. When the time limit (or ``node_limit``
+    CPU s instead of stopping at the 20 s limit; used when it leaves at most ``CORE_SHARE`` of the lines), and then,
+    once a hedge is kept, the box of every line (the same MILP without those bounds) is not solved. The LP rounds
+    (HiGHS without presolve) stop adding rows after ``relaxed_share`` of the time limit; the MILP rounds add the
+    rest. When the time limit (or ``node_limit``
     nodes of the unrestricted MILP) stops the solve, the kept hedge is returned with status ``time_limit``, ``gap``
     and ``lower_bound`` (the best bound proven: the LP relaxations' optima and the unrestricted MILPs' dual bounds,
     each a relaxation of the full program) and ``first_feasible_seconds`` (wall and CPU); no hedge only when none
