@@ -79,19 +79,20 @@ def book_series(wh: Warehouse, book: str, until: dt.date) -> pd.DataFrame:
         "WHERE m.book = n.book AND m.as_of_date = n.as_of_date) ORDER BY n.as_of",
         [book, until],
     )
-    var = wh.query(
-        "SELECT as_of, as_of_date, method, var, n_scenarios, lookback_days, seed FROM risk.var_results "
-        "WHERE book = ? AND horizon_days = 1 AND confidence = ?",
-        [book, CONFIDENCE],
+    if nav.empty:
+        return pd.DataFrame()
+    # the 1-day rows at both levels in one read (the rows of a read per level: each pivot sorts its own)
+    both = wh.query(
+        "SELECT as_of, method, confidence, var, expected_shortfall FROM risk.var_results "
+        "WHERE book = ? AND horizon_days = 1 AND confidence IN (?, ?)",
+        [book, CONFIDENCE, ES_CONFIDENCE],
     )
-    if nav.empty or var.empty:
+    level = both["confidence"].to_numpy(float)
+    var = both[level == CONFIDENCE]
+    if var.empty:
         return pd.DataFrame()
     wide = var.pivot(index="as_of", columns="method", values="var")
-    at_es = wh.query(
-        "SELECT as_of, method, var, expected_shortfall FROM risk.var_results "
-        "WHERE book = ? AND horizon_days = 1 AND confidence = ?",
-        [book, ES_CONFIDENCE],
-    )
+    at_es = both[level == ES_CONFIDENCE]
     if len(at_es):
         for value, prefix in (("var", "es_var:"), ("expected_shortfall", "es:")):
             part = at_es.pivot(index="as_of", columns="method", values=value)
@@ -614,10 +615,17 @@ def backtest_tables(wh: Warehouse, session: dt.date, config: BacktestSettings) -
                 levels = factor_levels(wh, session, need, union, "the static-book backtests")
             except dg.Failure:  # a name without prices: each book's own read says whose
                 levels = None
+        # GJR or GARCH per name as var_results chooses them at the session: one read for every book's names (each
+        # name's flag is its own rows'), made when the first book with backtest days needs it
+        wins: dict[str, bool] = {}
         for b, rows in position_books:  # each book's fits start as soon as its history is read
             histories[str(b)] = x = book_history(wh, str(b), rows, session, config, levels)
             if x.days.size:
-                gjr = gjr_wins(wh, session, x.portfolio.symbols)  # as var_results chooses them at the session
+                missing = [s for s in x.portfolio.symbols if s not in wins]
+                if missing:  # the first time every book's names (and any name of this book not among them)
+                    ask = missing if wins else sorted(set(names) | set(missing))
+                    wins.update(zip(ask, gjr_wins(wh, session, ask).tolist(), strict=True))
+                gjr = np.array([wins[s] for s in x.portfolio.symbols], dtype=bool)
                 fits[str(b)] = refits.submit(book_garch_fits, x, garch_cache, gjr)
         static = {str(b): books.submit(static_book, str(b), rows) for b, rows in position_books}
         for label, rows in jobs:
