@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from risk_pipeline.contracts import Table, table
+from risk_pipeline.warehouse import duplicated_keys
 
 SUITE_VERSION = "2026.12.1"
 
@@ -1397,7 +1398,7 @@ def validate(
         )
     )
     key = list(t.key)
-    dup = typed.duplicated(subset=key, keep=False).to_numpy(bool) & ~typed[key].isna().any(axis=1).to_numpy(bool)
+    dup = duplicated_keys(typed, key) & ~typed[key].isna().any(axis=1).to_numpy(bool)
     results.append(
         to_raw(
             RuleResult(

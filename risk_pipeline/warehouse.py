@@ -357,9 +357,9 @@ class Warehouse:
         out = pd.DataFrame(columns, index=range(len(frame)), copy=False)  # copy-on-write: no second copy
         key = [k for k in t.key if k in t.data_column_names]
         if len(out) > 1:
-            dup = out.duplicated(subset=key, keep=False)
+            dup = duplicated_keys(out, key)
             if dup.any():
-                first = int(np.flatnonzero(dup.to_numpy())[0])
+                first = int(np.flatnonzero(dup)[0])
                 raise WarehouseError(
                     f"{t.name}: duplicate key {key} at row {first + 1}: {out.loc[first, key].to_dict()}"
                 )
@@ -644,6 +644,42 @@ class Warehouse:
 
 
 # ---------------------------------------------------------------------- value handling
+def duplicated_keys(frame: pd.DataFrame, key: Sequence[str]) -> np.ndarray:
+    """``frame.duplicated(subset=key, keep=False)`` as a boolean array, the rows per key counted by ``np.bincount``
+    instead of a hash table over the rows (9 million rows of correlation_matrix at 3,000 names: 1.3-2.7 -> 0.35 CPU s).
+
+    Each key column becomes integer codes as pandas takes them (a categorical's own codes, else ``pd.factorize``;
+    missing values one more code, equal to each other) and the row's key their mixed-radix number; when the
+    numbers would pass twice the rows (or 2**20), the codes so far are renumbered densely (``pd.factorize``) first.
+    """
+    n = len(frame)
+    if not key:
+        return frame.duplicated(subset=list(key), keep=False).to_numpy(bool)
+    bound = max(2 * n, 1 << 20)
+    codes = np.zeros(n, dtype=np.int64)
+    size = 1
+    for k in key:
+        s = frame[k]
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            c, m = s.cat.codes.to_numpy().astype(np.int64), len(s.cat.categories)
+        else:
+            c, uniques = pd.factorize(s, use_na_sentinel=True)
+            c, m = c.astype(np.int64, copy=False), len(uniques)
+        if n and c.min() < 0:  # missing: one more value
+            c = c + 1
+            m += 1
+        m = max(m, 1)
+        if size * m > bound:
+            codes, uniques = pd.factorize(codes)
+            size = len(uniques)
+        codes = codes * m + c
+        size *= m
+    if size > bound:
+        codes, uniques = pd.factorize(codes)
+        size = len(uniques)
+    return np.bincount(codes, minlength=size)[codes] > 1 if n else np.zeros(0, dtype=bool)
+
+
 def _plain(value: Any) -> Any:
     """A Python value both drivers accept as a parameter."""
     if isinstance(value, pd.Timestamp):

@@ -373,3 +373,43 @@ def test_ensure_tables_reads_the_catalog_once_with_what_each_table_query_gives(w
         per_table = {name: warehouse._existing_columns(con, name) for name in TABLES}
     assert every == per_table
     assert nullable.name in every["option_quotes"] and "zero_rate" in every["rates_curve"]
+
+
+def test_duplicated_keys_is_pandas_duplicated_keep_false() -> None:
+    """Against ``DataFrame.duplicated(subset=key, keep=False)`` on keys of every kind the warehouse writes:
+    categoricals (unused categories, missing codes), object text and dates with None and NaN, tz-aware
+    timestamps with NaT, floats with -0.0 and NaN, nullable integers, booleans; small and large code spaces
+    (renumbered), no rows, one row."""
+    from risk_pipeline.warehouse import duplicated_keys
+
+    rng = np.random.default_rng(11)
+    for trial in range(60):
+        n = int(rng.choice([0, 1, 2, 7, 300, 5000]))
+        k = int(rng.integers(1, 4 if trial % 2 else 400))
+
+        def pick(values: list[object], n: int = n) -> list[object]:
+            return [values[i] for i in rng.integers(0, len(values), n)]
+
+        cats = [f"s{i}" for i in range(k)] + ["unused"]
+        codes = rng.integers(-1 if trial % 3 == 0 else 0, k, n)
+        frame = pd.DataFrame(
+            {
+                "cat": pd.Categorical.from_codes(codes, categories=cats),
+                "text": pick([f"t{i}" for i in range(k)] + [None, np.nan]),
+                "date": pick([dt.date(2026, 1, 1) + dt.timedelta(days=i) for i in range(k)] + [None]),
+                "ts": pd.Series(
+                    pd.to_datetime(pick([f"2026-01-0{1 + i % 9} 10:00" for i in range(k)] + [None]), utc=True)
+                ),
+                "x": pick([0.0, -0.0, 1.5, np.nan, 2.25][: 2 + k % 4]),
+                "i": pd.array(pick([1, 2, None, 3]), dtype="Int64"),
+                "b": pick([True, False]),
+                "big": rng.integers(0, max(1, n * 3), n),
+            }
+        )
+        columns = list(frame.columns)
+        for _ in range(4):
+            key = [columns[j] for j in rng.choice(len(columns), int(rng.integers(1, 5)), replace=False)]
+            expected = frame.duplicated(subset=key, keep=False).to_numpy(bool)
+            got = duplicated_keys(frame, key)
+            assert got.dtype == bool and got.shape == (n,)
+            np.testing.assert_array_equal(got, expected, err_msg=f"trial {trial}, key {key}")

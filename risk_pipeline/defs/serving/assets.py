@@ -45,7 +45,7 @@ def sql_models(context: dg.AssetExecutionContext, warehouse: WarehouseResource) 
     """(Re)creates every view in ref() order in one transaction."""
     wh = warehouse.get()
     for m in apply_models(wh, SQL_MODELS_DIR):
-        rows = int(wh.query(f"SELECT COUNT(*) AS n FROM risk.{m.name}")["n"].iloc[0])
+        rows = int(wh.query(m.row_count_query())["n"].iloc[0])
         yield dg.MaterializeResult(
             asset_key=m.name,
             metadata={
