@@ -741,7 +741,10 @@ def _gap_rows(gap_spot: Sequence[FloatArray], rows: IntArray, columns: IntArray)
     """The combined gap of the event rows ``rows`` (``(n, n_events)``) in the symbol columns ``columns``:
     ``combined_gap_scenarios``' product of the events' gaps in their order, the same operations element by element
     (so the same numbers), without the whole product. Each event's ``1 + gap`` is taken once on its own small table
-    (its rows, the group's columns) and its rows gathered from it; the product is made in place."""
+    (its rows, the group's columns) and its rows gathered from it; the product is made in place. The rows are
+    gathered with ``mode="wrap"``: the event rows are valid rows of their tables (``gap_picks``), so the same rows as
+    the default mode, whose ``out`` NumPy fills through a buffer of its own (a second pass, three times the gather);
+    the first event's product with the zeros before it (``1 * x``, exact) is not made."""
     every = columns.size == (gap_spot[0].shape[1] if gap_spot else 0) and np.array_equal(
         columns, np.arange(columns.size)
     )
@@ -749,9 +752,12 @@ def _gap_rows(gap_spot: Sequence[FloatArray], rows: IntArray, columns: IntArray)
     mine = np.empty_like(gaps)
     for e, g in enumerate(gap_spot):
         one_plus = 1.0 + (g if every else g[:, columns])
-        np.take(one_plus, rows[:, e], axis=0, out=mine)
-        np.add(gaps, 1.0, out=gaps)  # (1 + gaps) * (1 + mine) - 1
-        np.multiply(gaps, mine, out=gaps)
+        np.take(one_plus, rows[:, e], axis=0, out=mine, mode="wrap")
+        if e:
+            np.add(gaps, 1.0, out=gaps)  # (1 + gaps) * (1 + mine) - 1
+            np.multiply(gaps, mine, out=gaps)
+        else:  # the first event: (1 + 0) * (1 + mine) is (1 + mine) exactly
+            gaps, mine = mine, gaps
         np.subtract(gaps, 1.0, out=gaps)
     return gaps
 
@@ -1025,8 +1031,10 @@ class _GroupBlocks(Sequence["ScenarioSet"]):
         return -(-rows // MIN_CHUNK) * MIN_CHUNK
 
     def rows(self, idx: IntArray) -> ScenarioSet:
-        """Rows ``idx`` of the group's whole set (without vol shifts; ``row_offset`` 0)."""
-        from risk_pipeline.quant.scenario_engine import ScenarioSet
+        """Rows ``idx`` of the group's whole set (without vol shifts; ``row_offset`` 0). The combined spot moves are
+        checked (``ScenarioSet``'s checks); the vol scales, rate and yield shifts, rows of the checked base set, are
+        not checked again (``scenario_engine._checked``)."""
+        from risk_pipeline.quant.scenario_engine import ScenarioSet, _checked
 
         b, cols = self.base_rows[idx], self.cols
         # (1 + base move) * (1 + gap) - 1, in place in the gathered rows (the same operations element by element)
@@ -1037,8 +1045,8 @@ class _GroupBlocks(Sequence["ScenarioSet"]):
         np.multiply(spot, gap, out=spot)
         np.subtract(spot, 1.0, out=spot)
         del gap
-        return ScenarioSet(
-            spot,
+        return _checked(
+            ScenarioSet(spot),
             vol_scale=_rows_cols(self.base.vol_scale, b, cols),
             rate_shift_abs=_rows_cols(self.base.rate_shift_abs, b, cols),
             dividend_shift_abs=_rows_cols(self.base.dividend_shift_abs, b, cols),
@@ -1048,6 +1056,10 @@ class _GroupBlocks(Sequence["ScenarioSet"]):
         return 1 if self.whole is not None else -(-self.n // self.size)
 
     def __getitem__(self, k: Any) -> Any:
+        """Block ``k`` (its row offset and the group's vol shifts set without ``ScenarioSet``'s checks again: the
+        block's arrays are checked, and ``RowVolShifts`` per position are what the checks would let through)."""
+        from risk_pipeline.quant.scenario_engine import RowVolShifts, _checked
+
         if not isinstance(k, int):
             raise TypeError("_GroupBlocks are read one block at a time")
         if not 0 <= k < len(self):
@@ -1059,8 +1071,9 @@ class _GroupBlocks(Sequence["ScenarioSet"]):
             start = k * self.size
             sc = self.rows(np.arange(start, min(start + self.size, self.n)))
         if self.vol_shift_abs is None:
-            return sc if start == 0 else replace(sc, row_offset=start)
-        return replace(sc, vol_shift_abs=self.vol_shift_abs, vol_shift_per_position=True, row_offset=start)
+            return sc if start == 0 else _checked(sc, row_offset=start)
+        made = _checked if isinstance(self.vol_shift_abs, RowVolShifts) else replace
+        return made(sc, vol_shift_abs=self.vol_shift_abs, vol_shift_per_position=True, row_offset=start)
 
 
 def _evaluate_blocks(book: Any, blocks: _GroupBlocks) -> tuple[FloatArray, FloatArray]:

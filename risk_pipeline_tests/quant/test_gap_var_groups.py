@@ -323,3 +323,70 @@ def test_group_blocks_cover_the_set_in_order(monkeypatch: pytest.MonkeyPatch) ->
     assert starts == list(range(0, blocks.n, size))
     got = np.vstack([blocks[k].spot_shock_rel for k in range(len(blocks))])
     assert np.array_equal(got, ref.spot_shock_rel)
+
+
+def test_gap_rows_are_the_default_take_formula_bit_for_bit() -> None:
+    """``_gap_rows`` (its gathers with ``mode="wrap"``) gives the bits of the product with NumPy's default ``take``
+    written out here, for every column and for a subset in any order, one to three events."""
+    rng = np.random.default_rng(11)
+    tables = [np.expm1(rng.normal(0.0, 0.05, (m, N_SYM))) for m in (5, 3, 4)]
+    tables[1][:, 2] = 0.0  # a name the second event does not move
+    for n_events in (1, 2, 3):
+        gaps = tables[:n_events]
+        _, rows = gr.gap_picks(17, [g.shape[0] for g in gaps], 200, 5)
+        for cols in (np.arange(N_SYM, dtype=np.intp), np.array([4, 0, 2], dtype=np.intp)):
+            expected = np.zeros((rows.shape[0], cols.size))
+            for e, g in enumerate(gaps):
+                mine = np.empty_like(expected)
+                np.take(1.0 + g[:, cols], rows[:, e], axis=0, out=mine)
+                expected = (expected + 1.0) * mine - 1.0
+            got = gr._gap_rows(gaps, rows, cols)
+            assert got.shape == expected.shape
+            assert np.array_equal(got.view(np.int64), expected.view(np.int64))
+
+
+def test_group_blocks_are_the_checked_sets_of_their_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each block of ``_GroupBlocks`` (made without ``ScenarioSet``'s checks again) holds what the checked
+    constructor and ``replace`` give for its rows, bit for bit, with the group's vol shifts; a combined move of -100 %
+    is still refused."""
+    monkeypatch.setattr(gr, "SCENARIO_BLOCK_CELLS", 300 * N_SYM)  # blocks of 512 rows
+    rng = np.random.default_rng(12)
+    base = _base(rng, days=40)
+    g = np.expm1(rng.normal(0.0, 0.05, (30, N_SYM)))
+    i, rows = gr.gap_picks(base.n_scenarios, [g.shape[0]], 1_000, 0)
+    cols = np.array([0, 2, 3, 6], dtype=np.intp)
+    book = _book(rng)
+    shifts = summed_shift_rows([_sticky(rng, book)], book, base)
+    for vol in (None, shifts):
+        blocks = replace(gr._GroupBlocks(base, [g], i, rows, cols), vol_shift_abs=vol)
+        assert len(blocks) == 2
+        for k in range(len(blocks)):
+            got = blocks[k]
+            idx = np.arange(k * blocks.size, min((k + 1) * blocks.size, blocks.n))
+            b = i[idx]
+            spot = (1.0 + base.spot_shock_rel[b][:, cols]) * (1.0 + (1.0 + g[rows[idx, 0]][:, cols] - 1.0)) - 1.0
+            ref = ScenarioSet(
+                spot,
+                vol_scale=base.vol_scale[b][:, cols],
+                rate_shift_abs=base.rate_shift_abs[b],
+                dividend_shift_abs=base.dividend_shift_abs[b][:, cols],
+            )
+            if vol is None:
+                ref = replace(ref, row_offset=int(idx[0])) if idx[0] else ref
+            else:
+                ref = replace(ref, vol_shift_abs=vol, vol_shift_per_position=True, row_offset=int(idx[0]))
+            assert type(got) is ScenarioSet
+            for f in ("spot_shock_rel", "vol_scale", "rate_shift_abs", "dividend_shift_abs"):
+                x, y = getattr(got, f), getattr(ref, f)
+                assert x.dtype == y.dtype and x.flags.c_contiguous
+                assert np.array_equal(x.view(np.int64), y.view(np.int64))
+            assert got.vol_shift_abs is ref.vol_shift_abs
+            assert (got.vol_shift_per_position, got.row_offset, got.vol_skew) == (
+                ref.vol_shift_per_position,
+                ref.row_offset,
+                ref.vol_skew,
+            )
+    crash = g.copy()
+    crash[rows[3, 0]] = -1.0  # a past gap of -100 %: the combined move of its rows is -1
+    with pytest.raises(ValueError, match="above -1"):
+        gr._GroupBlocks(base, [crash], i, rows, cols)[0]
