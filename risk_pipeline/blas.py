@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +28,7 @@ def openblas() -> Any:
     libs = Path(np.__file__).resolve().parent.parent / "numpy.libs"
     for path in sorted(libs.glob("lib*openblas*.so*")) if libs.is_dir() else []:
         try:
-            lib = ctypes.CDLL(str(path))
+            lib = ctypes.CDLL(str(path), mode=os.RTLD_NOLOAD | os.RTLD_LAZY)  # only a library numpy loaded
             fn = lib.openblas_set_num_threads_local
         except (OSError, AttributeError):
             continue

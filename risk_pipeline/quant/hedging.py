@@ -266,7 +266,8 @@ def solve_hedge(
     multipliers on every row but each symbol's own Greek rows, whole contracts and minimum notional kept per
     symbol), so the MILP is that of a few hundred lines (3,000 names: 6,486 -> 183 lines, proven optimal in 1.5
     CPU s instead of stopping at the 20 s limit; used when it leaves at most ``CORE_SHARE`` of the lines), and then,
-    once a hedge is kept, the box of every line (the same MILP without those bounds) is not solved. The LP rounds
+    once a hedge is kept, the box of every line (every line within ``window`` contracts of the LP optimum) is not
+    solved: the optimum is the same within ``gap``, on ties not always the same lines. The LP rounds
     (HiGHS without presolve) stop adding rows after ``relaxed_share`` of the time limit; the MILP rounds add the
     rest. When the time limit (or ``node_limit``
     nodes of the unrestricted MILP) stops the solve, the kept hedge is returned with status ``time_limit``, ``gap``
@@ -653,12 +654,15 @@ def _windowed_milp(
     def core(kept: float, lp: Any, left: float) -> Any:
         """The kept hedge's reduced-cost bounds, and within them its per-symbol Lagrangian core when that leaves at
         most ``CORE_SHARE`` of the lines (``(bounds, bound or None)``); computed once per kept cost and round."""
-        if state.get("core_of") != (kept, id(lp)):
+        # keyed by the relaxation object itself (held in ``state``), not its id: a later round's relaxation may
+        # reuse a freed one's address
+        if state.get("core_lp") is not lp or state.get("core_kept") != kept:
             bounds, bound = _reduced_cost_bounds(prog, lp, kept), None
-            got = _lagrangian_core(prog, lp, kept, bounds, max(left, 1e-3))
+            # at most a share of the time left: the MILP after it keeps the rest when the core does not pay
+            got = _lagrangian_core(prog, lp, kept, bounds, max(min(CORE_TIME_SHARE * left, CORE_TIME_CAP), 1e-3))
             if got is not None and np.sum(np.asarray(got[0].ub)[:n] > 0) <= CORE_SHARE * n:
                 bounds, bound = got
-            state["core_of"], state["core"] = (kept, id(lp)), (bounds, bound)
+            state["core_lp"], state["core_kept"], state["core"] = lp, kept, (bounds, bound)
         return state["core"]
 
     def unrestricted(left: float, how: str, lp: Any = None) -> tuple[Any, str]:
@@ -709,12 +713,15 @@ def _windowed_milp(
     lower[:n] = np.where(used, np.maximum(np.floor(x_lp) - window, lower[:n]), lower[:n])
     upper[:n] = np.minimum(upper[:n], np.where(used, np.ceil(x_lp) + window, window))
     n_unused = int((~used).sum())
+    skipped_box = False
     for k in [*(k for k in screen if k < n_unused), n_unused]:
         if k == n_unused and k > max(screen, default=0) and cutoff is not None and state.get("incumbent"):
             kept = float(cutoff())
             if math.isfinite(kept) and core(kept, lp, deadline - time.perf_counter())[1] is not None:
                 # a hedge is kept and its Lagrangian core is small: the unrestricted MILP within it instead of the
-                # box of every line, which is that MILP without it (3,000 names: 1.5 CPU s against 20)
+                # box of every line (the lines within ``window`` contracts of the LP optimum; 3,000 names: 1.5 CPU s
+                # against 20); its optimum is the same within ``gap``, not always the same lines on ties
+                skipped_box = True
                 break
         keep = used.copy()
         keep[order[:k]] = True
@@ -738,7 +745,12 @@ def _windowed_milp(
             # no box will be certified by it, solve the unrestricted MILP
     state["unrestricted"] = True  # later rounds of this solve go straight to the unrestricted MILP
     remaining = max(deadline - start, 1e-3)
-    return unrestricted(remaining, "unrestricted (no box certified)", lp)
+    how = (
+        "unrestricted (the box of every line skipped for the Lagrangian core)"
+        if skipped_box
+        else ("unrestricted (no box certified)")
+    )
+    return unrestricted(remaining, how, lp)
 
 
 def _reduced_cost_bounds(prog: dict[str, Any], lp: Any, kept: float) -> Bounds:
@@ -773,6 +785,7 @@ def _reduced_cost_bounds(prog: dict[str, Any], lp: Any, kept: float) -> Bounds:
 
 LOCAL_ROW_NONZEROS = 64  # a Greek row on at most this many lines is kept in ``_lagrangian_core``'s subproblems
 CORE_SHARE = 0.25  # the Lagrangian core is used when it leaves at most this share of the lines (``_windowed_milp``)
+CORE_TIME_SHARE, CORE_TIME_CAP = 0.25, 2.0  # the core's sub-MILP gets at most this share of the time left, and seconds
 
 
 def _lagrangian_core(prog: dict[str, Any], lp: Any, kept: float, bounds: Bounds, limit: float) -> Any:
@@ -795,9 +808,9 @@ def _lagrangian_core(prog: dict[str, Any], lp: Any, kept: float, bounds: Bounds,
     A = csr_matrix(con.A)
     lo, hi = np.asarray(con.lb, dtype=float), np.asarray(con.ub, dtype=float)
     n_rows, nv = A.shape
-    n = nv // 2
+    n = len(prog.get("min_contracts", ()))
     n_greek, n_semi = prog.get("n_greek_rows"), prog.get("n_semi_rows")
-    if n_greek is None or n_semi is None or nv != 2 * n or lp.status != 0:
+    if n_greek is None or n_semi is None or n == 0 or nv != 2 * n or lp.status != 0:
         return None
     local = np.zeros(n_rows, dtype=bool)
     local[:n_greek] = np.diff(A.indptr[: n_greek + 1]) <= LOCAL_ROW_NONZEROS
