@@ -145,20 +145,19 @@ def alo_tables(nodes: int, fp_points: int, price_points: int) -> tuple[FloatArra
     pc = np.concatenate([w_a, np.cos(phi_b)])
     pw = np.concatenate([lw * 0.5 * LAYER_MAX * 2.0 * w_a, lw * 0.5 * phi_c * np.sin(2.0 * phi_b)])
     pm = _barycentric_matrix(2.0 * np.sqrt(1.0 - pc * pc) - 1.0, z)
-    # fm in the layouts of _solve_boundary's vectorized loops (long or padded inner loops: LLVM's vector loops run
-    # only on trip counts of at least their width times their unrolling, 16 here, a shorter one all in scalar code):
-    # fmj[j, i * fp_points + k] = fm[i, j, k] (the interpolation, flat over the points of every node), and
-    # fmp[i, k, j - 1] = fm[i, j, k] (the Jacobian's sums, the Chebyshev points j side by side, padded with zeros
-    # to a multiple of _PAD columns)
+    # the tables in the layouts of the kernels' vectorized loops (long or padded inner loops: LLVM's vector loops run
+    # only on trip counts of at least their width times their unrolling, a shorter one all in scalar code):
+    # fmj[j, i * fp_points + k] = fm[i, j, k] (the interpolation, flat over the points of every node), fmp[i, k, j - 1]
+    # = fm[i, j, k] (the Jacobian's sums, the Chebyshev points j side by side, padded with zeros to a multiple of
+    # _PAD columns), pts: sin^2 phi, the weights and cos phi of every point c = i * fp_points + k (flat loops), and
+    # pmt[j, c] = pm[c, j] (the premium points' interpolated H side by side). As few arrays as needed: the tuple is
+    # an argument of every compiled call, each of its arrays reference-counted at each call not inlined.
     fmj = np.ascontiguousarray(fm.transpose(1, 0, 2).reshape(nodes + 1, nodes * fp_points))
     fmp = np.zeros((nodes, fp_points, _padded(nodes)))
     fmp[:, :, :nodes] = fm[:, 1:, :].transpose(0, 2, 1)
-    # pm transposed (pmt[j, c] = pm[c, j]): the premium points' interpolated H side by side (put_from_boundary);
-    # sin^2 phi, the weights and cos phi of every point c = i * fp_points + k of the boundary integrals (flat loops)
-    pmt = np.ascontiguousarray(pm.T)
     fs2 = np.sin(phi) ** 2
-    flat = tuple(np.tile(a, nodes) for a in (fs2, fw, np.cos(phi)))
-    return (z, bw, fs2, np.cos(phi), fw, np.ascontiguousarray(fm), pc, pw, pm, lx, lw, fmj, fmp, pmt, *flat)
+    pts = np.stack([np.tile(a, nodes) for a in (fs2, fw, np.cos(phi))])
+    return (z, bw, fs2, pts, fmj, fmp, pc, pw, np.ascontiguousarray(pm.T), lx, lw)
 
 
 #: Width to which the Newton solve's rows over the boundary nodes are padded (``alo_tables``, ``_solve``).
@@ -373,10 +372,10 @@ def put_boundary(
     iteration starts from the QD+ boundary, or with ``warm`` from ``s`` as given (``s[0] = 0``; e.g. the
     boundary of a nearby option at the same node positions ``z_j``)."""
     n = tab[0].shape[0] - 1
-    rates = np.empty((_RATE_ROWS, max(n * tab[2].shape[0], tab[12].shape[2])))
+    rates = np.empty((_RATE_ROWS, max(n * tab[2].shape[0], tab[5].shape[2])))
     _boundary_rates(r, q, t, tab, rates)
-    work = np.empty((_WORK_ROWS, max(n * tab[2].shape[0], tab[12].shape[2])))
-    jac = np.empty((n, tab[12].shape[2]))  # not a reshaped view: reshape's error path compiles string formatting
+    work = np.empty((_WORK_ROWS, max(n * tab[2].shape[0], tab[5].shape[2])))
+    jac = np.empty((n, tab[5].shape[2]))  # not a reshaped view: reshape's error path compiles string formatting
     mode = WARM_START if warm else QD_PLUS_START
     return _solve_boundary(k, r, q, sig, t, x_max, s, tol, tab, mode, rates, work, jac, np.empty(0))
 
@@ -422,14 +421,14 @@ def _boundary_rates(r: float, q: float, t: float, tab: tuple[FloatArray, ...], r
         qdq[i] = math.exp(-q * ti)
         rt = r * ti
         qddr[i] = r / (1.0 - dr) if abs(rt) > 1e-5 else 1.0 / (ti * (1.0 - 0.5 * rt * (1.0 - rt / 3.0)))
-    for i in range(n, tab[12].shape[2]):  # the padding of _solve_boundary's loops over the nodes
+    for i in range(n, tab[5].shape[2]):  # the padding of _solve_boundary's loops over the nodes
         rqt[i] = 0.0
     tc = rates[8]  # tau_i of every point
     for i in range(n):
         ti = tau[i]
         for kk in range(lq):
             tc[i * lq + kk] = ti
-    fs2c, fwc = tab[14], tab[15]  # fs2[kk] and fw[kk] of every point
+    fs2c, fwc = tab[3][0], tab[3][1]  # fs2[kk] and fw[kk] of every point
     for c in range(n * lq):  # flat, branch-free: vectorized (the inner loops over kk were too short for it)
         ti = tc[c]
         rt = r * ti
@@ -467,7 +466,7 @@ def _solve_boundary(
     solve of the same inputs at a looser ``tol``: the iteration is the same whatever ``tol`` until its test, so the
     result is bit for bit a solve from QD+ at this ``tol``, unless the next step is halved (it would need the
     state's previous iterate): then 0 is returned (``s`` not converged; solve it again from QD+)."""
-    z_c, fmj, fmp = tab[0], tab[11], tab[12]
+    z_c, fmj, fmp = tab[0], tab[4], tab[5]
     n = z_c.shape[0] - 1
     lq = tab[2].shape[0]
     nl = n * lq
@@ -522,7 +521,7 @@ def _solve_boundary(
     for i in range(n, wj):
         vv[i] = 1.0
         s1[i] = 0.0
-    fcc = tab[16]  # fc[kk] of every point
+    fcc = tab[3][2]  # fc[kk] of every point
     for c in range(nl):  # flat, branch-free: vectorized
         sd = stc[c] * fcc[c]
         inv_sd[c] = 1.0 / sd
@@ -620,13 +619,20 @@ def _solve_boundary(
         lam = 1.0
         for i in range(n + 1):
             s_acc[i] = s[i]
-        for i in range(n):  # d/ds_j through the interpolated H at the quadrature points
+        # d/ds_j through the interpolated H at the quadrature points: 1 / N_i and 1 / D_i of every point (rows of
+        # td and hh, not read again in this iteration), then the integrands flat (vectorized)
+        ivn = td
+        ivd = hh
+        for i in range(n):
             inv_n = 1.0 / nn[i]
             inv_d = 1.0 / dd[i]
             for kk in range(lq):
-                c = i * lq + kk
-                root = sh[c]
-                tn[c] = (aa[c] * inv_n - ca[c] * inv_d) / root if root > 0.0 else 0.0
+                ivn[i * lq + kk] = inv_n
+                ivd[i * lq + kk] = inv_d
+        for c in range(nl):
+            root = sh[c]
+            tn[c] = (aa[c] * ivn[c] - ca[c] * ivd[c]) / root if root > 0.0 else 0.0
+        for i in range(n):
             # acc[j - 1] = sum over kk of tn * fm[i, j, kk] in point order from 0.0, the j side by side (fmp[i, kk]:
             # fm[i, 1:, kk] padded with zeros)
             for j in range(wj):
@@ -698,7 +704,8 @@ def put_from_boundary(
         return k - sp, -1.0, 0.0
     dq = math.exp(-q * t)
     dr = math.exp(-r * t)
-    dp = (math.log(sp / k) + (r - q) * t) / v + 0.5 * v
+    lnk = math.log(sp / k)
+    dp = (lnk + (r - q) * t) / v + 0.5 * v
     e_p = exp_minus_half_square(dp)
     pdf = _INV_SQRT_2PI * e_p
     n_mdp = _ncdf_scalar(-dp, e_p)
@@ -719,7 +726,7 @@ def put_from_boundary(
         hh[j] = s[j] * s[j]
     w0 = math.log(sp / b_t) / v
     if LAYER_WIDTH * w0 >= LAYER_MAX:  # the tabulated split
-        pmt = tab[13]
+        pmt = tab[8]
         for c in range(nq):  # h_a[c] = sum over j of pm[c, j] hh[j] from 0.0 in the order of j, the c side by side
             h_a[c] = 0.0
             pc_a[c] = pcs[c]
@@ -757,7 +764,7 @@ def put_from_boundary(
                 pc_a[c2] = pc
                 wt_a[c2] = wt
     # integrands (times the weights) of the premium, delta and gamma at elapsed time t pc^2
-    lsx = math.log(sp / x_max)
+    lsx = lnk if x_max == k else math.log(sp / x_max)  # X = K (r >= q): the same quotient, so the same log
     rk = r * k
     for c in range(nq):
         pc = pc_a[c]
@@ -841,9 +848,10 @@ def put_prices_from_boundary(
         if not LAYER_WIDTH * w0 >= LAYER_MAX:  # the moved split: left to put_from_boundary (moved[i])
             moved[i] = True
             continue
-        dp_a[m] = (math.log(sp / k) + (r - q) * t) / v + 0.5 * v
+        lnk = math.log(sp / k)
+        dp_a[m] = (lnk + (r - q) * t) / v + 0.5 * v
         sp_a[m] = sp
-        lsx_a[m] = math.log(sp / x_max)
+        lsx_a[m] = lnk if x_max == k else math.log(sp / x_max)  # X = K (r >= q): the same quotient, the same log
         qs_a[m] = q * sp
         idx[m] = i  # exact as a float
         m += 1
@@ -865,7 +873,7 @@ def put_prices_from_boundary(
     rker_a = work[8]
     eq_a = work[4]  # hh is read only above
     rk = r * k
-    pmt = tab[13]
+    pmt = tab[8]
     for c in range(nq):  # H at the premium points: the sums over j of pm[c, j] hh[j] from 0.0, the c side by side
         root_a[c] = 0.0
     for j in range(1, n + 1):
@@ -1057,9 +1065,9 @@ def boundary_kernel(
     n = tab[0].shape[0] - 1
     nl = n * tab[2].shape[0]
     none = np.empty(0)
-    rates = np.empty((_RATE_ROWS, max(nl, tab[12].shape[2])))
-    work = np.empty((_WORK_ROWS, max(nl, tab[12].shape[2])))
-    jac = np.empty((n, tab[12].shape[2]))
+    rates = np.empty((_RATE_ROWS, max(nl, tab[5].shape[2])))
+    work = np.empty((_WORK_ROWS, max(nl, tab[5].shape[2])))
+    jac = np.empty((n, tab[5].shape[2]))
     for i in range(start, stop):
         # the volatility-free terms once for a run of rows of equal (bit for bit) rate, yield and time: the vol
         # nodes of one option (``scenario_engine._grid_solve``), and ``american_points``' distinct rows of one
