@@ -60,7 +60,7 @@ from risk_pipeline.quant import special as _sf
 from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, IntArray, inner_njit, run_chunked
 from risk_pipeline.quant.american_fd import fd_american_put
 from risk_pipeline.quant.bsm import _bsm_point, _greeks_kernel, _price_kernel, bsm_price_point
-from risk_pipeline.quant.special import exp_minus_half_square, fast_exp, fast_log, norm_cdf_from_exp
+from risk_pipeline.quant.special import exp_minus_half_square, fast_exp, fast_log
 
 #: Chebyshev intervals of the boundary interpolation (``NODES + 1`` points, ``tau = 0`` included). With 12
 #: intervals and 10 points below, 2 of 20,000 random contracts of the issue's grid (vol 5.5-6.5 %, |r - q| >=
@@ -145,7 +145,28 @@ def alo_tables(nodes: int, fp_points: int, price_points: int) -> tuple[FloatArra
     pc = np.concatenate([w_a, np.cos(phi_b)])
     pw = np.concatenate([lw * 0.5 * LAYER_MAX * 2.0 * w_a, lw * 0.5 * phi_c * np.sin(2.0 * phi_b)])
     pm = _barycentric_matrix(2.0 * np.sqrt(1.0 - pc * pc) - 1.0, z)
-    return (z, bw, np.sin(phi) ** 2, np.cos(phi), fw, np.ascontiguousarray(fm), pc, pw, pm, lx, lw)
+    # the tables in the layouts of the kernels' vectorized loops (long or padded inner loops: LLVM's vector loops run
+    # only on trip counts of at least their width times their unrolling, a shorter one all in scalar code):
+    # fmj[j, i * fp_points + k] = fm[i, j, k] (the interpolation, flat over the points of every node), fmp[i, k, j - 1]
+    # = fm[i, j, k] (the Jacobian's sums, the Chebyshev points j side by side, padded with zeros to a multiple of
+    # _PAD columns), pts: sin^2 phi, the weights and cos phi of every point c = i * fp_points + k (flat loops), and
+    # pmt[j, c] = pm[c, j] (the premium points' interpolated H side by side). As few arrays as needed: the tuple is
+    # an argument of every compiled call, each of its arrays reference-counted at each call not inlined.
+    fmj = np.ascontiguousarray(fm.transpose(1, 0, 2).reshape(nodes + 1, nodes * fp_points))
+    fmp = np.zeros((nodes, fp_points, _padded(nodes)))
+    fmp[:, :, :nodes] = fm[:, 1:, :].transpose(0, 2, 1)
+    fs2 = np.sin(phi) ** 2
+    pts = np.stack([np.tile(a, nodes) for a in (fs2, fw, np.cos(phi))])
+    return (z, bw, fs2, pts, fmj, fmp, pc, pw, np.ascontiguousarray(pm.T), lx, lw)
+
+
+#: Width to which the Newton solve's rows over the boundary nodes are padded (``alo_tables``, ``_solve``).
+_PAD = 8
+
+
+def _padded(n: int) -> int:
+    """``n`` rounded up to a multiple of ``_PAD``."""
+    return -(-n // _PAD) * _PAD
 
 
 #: Tables of the exact engine (``NODES``, ``FP_POINTS``, ``PRICE_POINTS``).
@@ -184,6 +205,36 @@ def _ncdf_scalar(z: float, e: float) -> float:
         den2 = ((((y + _D[0]) * y + _D[1]) * y + _D[2]) * y + _D[3]) * y + _D[4]
         den2 = ((den2 * y + _D[5]) * y + _D[6]) * y + _D[7]
         tail = 0.5 * (e * (num2 / den2))
+    return tail if z < 0.0 else 1.0 - tail
+
+
+@inner_njit(forceinline=True)
+def _ncdf_vec(z: float, e: float) -> float:
+    """``norm_cdf_from_exp(z, e)`` bit for bit, for the engine's vectorized loops: the three rationals of Cody's
+    regions are evaluated as there (branch-free), but the region's numerator, denominator and tail are selected
+    instead of summed with 0/1 masks. The masked sums add the other regions' terms times 0.0, which are finite (each
+    rational's argument is clamped to its region) and so change no bit of the selected one; the selects save the
+    mask products and sums (about 9 % of a cdf with its ``exp_minus_half_square``)."""
+    y = abs(z) * _INV_SQRT2
+    r1 = y <= 0.46875
+    r3 = y > 4.0
+    y1 = np.minimum(y, 0.46875)
+    w1 = y1 * y1
+    num1 = (((_A[4] * w1 + _A[0]) * w1 + _A[1]) * w1 + _A[2]) * w1 + _A[3]
+    den1 = (((w1 + _B[0]) * w1 + _B[1]) * w1 + _B[2]) * w1 + _B[3]
+    y2 = np.minimum(y, 4.0)
+    num2 = ((((_C[8] * y2 + _C[0]) * y2 + _C[1]) * y2 + _C[2]) * y2 + _C[3]) * y2 + _C[4]
+    num2 = ((num2 * y2 + _C[5]) * y2 + _C[6]) * y2 + _C[7]
+    den2 = ((((y2 + _D[0]) * y2 + _D[1]) * y2 + _D[2]) * y2 + _D[3]) * y2 + _D[4]
+    den2 = ((den2 * y2 + _D[5]) * y2 + _D[6]) * y2 + _D[7]
+    y3 = np.minimum(np.maximum(y, 4.0), 32.0)
+    w3 = y3 * y3
+    p3 = ((((_P[4] * w3 + _P[3]) * w3 + _P[2]) * w3 + _P[1]) * w3 + _P[0]) * w3 + _P[5]
+    q3 = w3 * (((((_Q[4] * w3 + _Q[3]) * w3 + _Q[2]) * w3 + _Q[1]) * w3 + _Q[0]) * w3 + 1.0)
+    num = num1 if r1 else ((q3 * _SQRT_PI_INV - p3) if r3 else num2)
+    den = den1 if r1 else ((q3 * y3) if r3 else den2)
+    ratio = num / den
+    tail = 0.5 * ((1.0 - y1 * ratio) if r1 else (e * ratio))  # N(-|z|)
     return tail if z < 0.0 else 1.0 - tail
 
 
@@ -270,7 +321,12 @@ def _qd_plus(
 
 @inner_njit()
 def _solve(a: FloatArray, b: FloatArray, n: int) -> None:
-    """``b <- a^{-1} b`` by Gaussian elimination with partial pivoting (``a`` is overwritten)."""
+    """``b <- a^{-1} b`` by Gaussian elimination with partial pivoting of the ``n x n`` matrix ``a[:, :n]`` (``a`` is
+    overwritten; its columns from ``n`` on are padding, finite, e.g. zeros). The elimination updates whole rows
+    (``a.shape[1]`` columns, a multiple of ``_PAD``: one vector loop): on the columns after the pivot's the operations
+    of an update of those columns alone, on the pivot's and earlier ones values that are never read again (the
+    pivot searches and the back substitution read only later columns), on the padding whatever, never read."""
+    w = a.shape[1]
     for c in range(n):
         p = c
         big = abs(a[c, c])
@@ -279,14 +335,14 @@ def _solve(a: FloatArray, b: FloatArray, n: int) -> None:
                 big = abs(a[i, c])
                 p = i
         if p != c:
-            for j in range(n):
+            for j in range(w):
                 a[c, j], a[p, j] = a[p, j], a[c, j]
             b[c], b[p] = b[p], b[c]
         inv = 1.0 / a[c, c]
         for i in range(c + 1, n):
             f = a[i, c] * inv
             if f != 0.0:
-                for j in range(c + 1, n):
+                for j in range(w):
                     a[i, j] -= f * a[c, j]
                 b[i] -= f * b[c]
     for c in range(n - 1, -1, -1):
@@ -316,17 +372,17 @@ def put_boundary(
     iteration starts from the QD+ boundary, or with ``warm`` from ``s`` as given (``s[0] = 0``; e.g. the
     boundary of a nearby option at the same node positions ``z_j``)."""
     n = tab[0].shape[0] - 1
-    rates = np.empty((_RATE_ROWS, n * tab[2].shape[0]))
+    rates = np.empty((_RATE_ROWS, max(n * tab[2].shape[0], tab[5].shape[2])))
     _boundary_rates(r, q, t, tab, rates)
-    work = np.empty((_WORK_ROWS, max(n * tab[2].shape[0], n + 1)))
-    jac = np.empty((n, n))  # not a reshaped view: reshape's error path compiles numba's string formatting
+    work = np.empty((_WORK_ROWS, max(n * tab[2].shape[0], tab[5].shape[2])))
+    jac = np.empty((n, tab[5].shape[2]))  # not a reshaped view: reshape's error path compiles string formatting
     mode = WARM_START if warm else QD_PLUS_START
     return _solve_boundary(k, r, q, sig, t, x_max, s, tol, tab, mode, rates, work, jac, np.empty(0))
 
 
 #: Rows of ``_boundary_rates``' table and of ``_solve_boundary``'s workspace.
-_RATE_ROWS = 8
-_WORK_ROWS = 18
+_RATE_ROWS = 9
+_WORK_ROWS = 19
 #: ``_solve_boundary``'s starts: QD+, the boundary given in ``s`` (warm), a stopped solve's Newton state (resumed).
 QD_PLUS_START = 0
 WARM_START = 1
@@ -343,9 +399,9 @@ def _boundary_rates(r: float, q: float, t: float, tab: tuple[FloatArray, ...], r
     integrals' weights ``wr``, ``wq`` and the drift ``(r - q) tau_i (1 - sin^2 phi_kk)``; per node ``i`` its time
     ``tau_i``, ``(r - q) tau_i`` and QD+'s ``e^{-r tau_i}``, ``e^{-q tau_i}`` and ``ddr``. Shared by the solves of
     one option's vol nodes (``boundary_kernel``)."""
-    z_c, fs2, fw = tab[0], tab[2], tab[4]
+    z_c = tab[0]
     n = z_c.shape[0] - 1
-    lq = fs2.shape[0]
+    lq = tab[2].shape[0]
     sqt = math.sqrt(t)
     wr = rates[0]
     wq = rates[1]
@@ -365,15 +421,21 @@ def _boundary_rates(r: float, q: float, t: float, tab: tuple[FloatArray, ...], r
         qdq[i] = math.exp(-q * ti)
         rt = r * ti
         qddr[i] = r / (1.0 - dr) if abs(rt) > 1e-5 else 1.0 / (ti * (1.0 - 0.5 * rt * (1.0 - rt / 3.0)))
+    for i in range(n, tab[5].shape[2]):  # the padding of _solve_boundary's loops over the nodes
+        rqt[i] = 0.0
+    tc = rates[8]  # tau_i of every point
     for i in range(n):
         ti = tau[i]
+        for kk in range(lq):
+            tc[i * lq + kk] = ti
+    fs2c, fwc = tab[3][0], tab[3][1]  # fs2[kk] and fw[kk] of every point
+    for c in range(n * lq):  # flat, branch-free: vectorized (the inner loops over kk were too short for it)
+        ti = tc[c]
         rt = r * ti
         qt = q * ti
-        for kk in range(lq):  # branch-free: vectorized
-            c = i * lq + kk
-            drift[c] = (r - q) * ti * (1.0 - fs2[kk])
-            wr[c] = rt * fw[kk] * fast_exp(rt * fs2[kk])
-            wq[c] = qt * fw[kk] * fast_exp(qt * fs2[kk])
+        drift[c] = (r - q) * ti * (1.0 - fs2c[c])
+        wr[c] = rt * fwc[c] * fast_exp(rt * fs2c[c])
+        wq[c] = qt * fwc[c] * fast_exp(qt * fs2c[c])
 
 
 @inner_njit()
@@ -394,7 +456,8 @@ def _solve_boundary(
     state: FloatArray,
 ) -> int:
     """``put_boundary`` given ``_boundary_rates(r, q, t, tab, rates)`` and its workspace (``work``:
-    ``(_WORK_ROWS, max(NODES * FP_POINTS, NODES + 1))``, ``jac``: ``(NODES, NODES)``; contents not read), started
+    ``(_WORK_ROWS, max(NODES * FP_POINTS, _padded(NODES)))``, ``jac``: ``(NODES, _padded(NODES))``; contents not
+    read), started
     by ``mode``: ``QD_PLUS_START``, ``WARM_START`` (Newton from ``s`` as given) or ``RESUME_START``.
 
     ``state`` (``NODES + _STATE_EXTRA`` values, or empty: none): the Newton state where the iteration stopped on its
@@ -403,7 +466,7 @@ def _solve_boundary(
     solve of the same inputs at a looser ``tol``: the iteration is the same whatever ``tol`` until its test, so the
     result is bit for bit a solve from QD+ at this ``tol``, unless the next step is halved (it would need the
     state's previous iterate): then 0 is returned (``s`` not converged; solve it again from QD+)."""
-    z_c, fc, fm = tab[0], tab[3], tab[5]
+    z_c, fmj, fmp = tab[0], tab[4], tab[5]
     n = z_c.shape[0] - 1
     lq = tab[2].shape[0]
     nl = n * lq
@@ -446,16 +509,24 @@ def _solve_boundary(
     vv = work[15]
     pm0 = work[16]
     pp0 = work[17]
+    acc = sn  # the Jacobian's sums (sn is read only by the integrand loop before them)
+    wj = fmp.shape[2]  # the padded width of jac and of the Jacobian's sums
+    stc = tn  # sigma sqrt(tau_i) of every point (tn is written before it is read in the iteration)
     for i in range(n):
-        ti = tau[i]
-        st = sig * math.sqrt(ti)
+        st = sig * math.sqrt(tau[i])
         vv[i] = st
-        for kk in range(lq):  # branch-free: vectorized
-            c = i * lq + kk
-            sd = st * fc[kk]
-            inv_sd[c] = 1.0 / sd
-            sdv[c] = sd
-            cc[c] = drift[c] / sd + 0.5 * sd
+        for kk in range(lq):
+            stc[i * lq + kk] = st
+    s1 = work[18]  # s[1:], padded to wj like vv and rqt (their padding finite: the padded lanes read no garbage)
+    for i in range(n, wj):
+        vv[i] = 1.0
+        s1[i] = 0.0
+    fcc = tab[3][2]  # fc[kk] of every point
+    for c in range(nl):  # flat, branch-free: vectorized
+        sd = stc[c] * fcc[c]
+        inv_sd[c] = 1.0 / sd
+        sdv[c] = sd
+        cc[c] = drift[c] / sd + 0.5 * sd
     steps = 0
     prev = 1.0
     best = math.inf
@@ -477,13 +548,17 @@ def _solve_boundary(
         steps += 1
         for j in range(n + 1):
             hh[j] = s[j] * s[j]
+        for j in range(n):
+            s1[j] = s[j + 1]
+        # H at the points, sh[c] = sum over j of fm[i, j, kk] hh[j] (c = i * lq + kk) in the order of j from 0.0,
+        # every point side by side (fmj[j] = fm[:, j, :] flat)
+        for c in range(nl):
+            sh[c] = 0.0
+        for j in range(1, n + 1):
+            hj = hh[j]
+            for c in range(nl):
+                sh[c] += fmj[j, c] * hj
         for i in range(n):
-            for kk in range(lq):
-                sh[i * lq + kk] = 0.0
-            for j in range(1, n + 1):
-                hj = hh[j]
-                for kk in range(lq):
-                    sh[i * lq + kk] += fm[i, j, kk] * hj
             for kk in range(lq):
                 sn[i * lq + kk] = s[i + 1]
         for c in range(nl):  # flat, branch-free: vectorized
@@ -492,19 +567,19 @@ def _solve_boundary(
             dm = dp - sdv[c]
             e_p = exp_minus_half_square(dp)
             e_m = exp_minus_half_square(dm)
-            tn[c] = wr[c] * norm_cdf_from_exp(dm, e_m)
-            td[c] = wq[c] * norm_cdf_from_exp(dp, e_p)
+            tn[c] = wr[c] * _ncdf_vec(dm, e_m)
+            td[c] = wq[c] * _ncdf_vec(dp, e_p)
             aa[c] = wr[c] * _INV_SQRT_2PI * e_m * inv_sd[c]
             ca[c] = wq[c] * _INV_SQRT_2PI * e_p * inv_sd[c]
             sh[c] = root
-        for i in range(n):  # the u = tau_i terms, branch-free: vectorized
+        for i in range(wj):  # the u = tau_i terms, branch-free: vectorized (padded: finite values beyond n)
             v = vv[i]
-            dp0 = (-lnk - s[i + 1] + rqt[i]) / v + 0.5 * v
+            dp0 = (-lnk - s1[i] + rqt[i]) / v + 0.5 * v
             dm0 = dp0 - v
             e_p = exp_minus_half_square(dp0)
             e_m = exp_minus_half_square(dm0)
-            nn[i] = norm_cdf_from_exp(dm0, e_m)
-            dd[i] = norm_cdf_from_exp(dp0, e_p)
+            nn[i] = _ncdf_vec(dm0, e_m)
+            dd[i] = _ncdf_vec(dp0, e_p)
             pm0[i] = _INV_SQRT_2PI * e_m / v
             pp0[i] = _INV_SQRT_2PI * e_p / v
         for i in range(n):  # the integrals, summed in point order
@@ -522,10 +597,10 @@ def _solve_boundary(
             dd[i] = den
             pm0[i] = -(pm0[i] + sa)  # d N_i / d s_i (the diagonal part)
             pp0[i] = -(pp0[i] + sc)
-        for i in range(n):  # branch-free: vectorized
-            res[i] = lnk - rqt[i] + fast_log(nn[i]) - fast_log(dd[i]) + s[i + 1]
+        for i in range(wj):  # branch-free: vectorized (padded)
+            res[i] = lnk - rqt[i] + fast_log(nn[i]) - fast_log(dd[i]) + s1[i]
         for i in range(n):
-            for j in range(n):
+            for j in range(wj):  # the padding too: _solve wrote into it
                 jac[i, j] = 0.0
             jac[i, i] = pm0[i] / nn[i] - pp0[i] / dd[i] + 1.0
         norm = 0.0
@@ -544,18 +619,30 @@ def _solve_boundary(
         lam = 1.0
         for i in range(n + 1):
             s_acc[i] = s[i]
-        for i in range(n):  # d/ds_j through the interpolated H at the quadrature points
+        # d/ds_j through the interpolated H at the quadrature points: 1 / N_i and 1 / D_i of every point (rows of
+        # td and hh, not read again in this iteration), then the integrands flat (vectorized)
+        ivn = td
+        ivd = hh
+        for i in range(n):
             inv_n = 1.0 / nn[i]
             inv_d = 1.0 / dd[i]
             for kk in range(lq):
-                c = i * lq + kk
-                root = sh[c]
-                tn[c] = (aa[c] * inv_n - ca[c] * inv_d) / root if root > 0.0 else 0.0
+                ivn[i * lq + kk] = inv_n
+                ivd[i * lq + kk] = inv_d
+        for c in range(nl):
+            root = sh[c]
+            tn[c] = (aa[c] * ivn[c] - ca[c] * ivd[c]) / root if root > 0.0 else 0.0
+        for i in range(n):
+            # acc[j - 1] = sum over kk of tn * fm[i, j, kk] in point order from 0.0, the j side by side (fmp[i, kk]:
+            # fm[i, 1:, kk] padded with zeros)
+            for j in range(wj):
+                acc[j] = 0.0
+            for kk in range(lq):
+                tk = tn[i * lq + kk]
+                for j in range(wj):
+                    acc[j] += tk * fmp[i, kk, j]
             for j in range(1, n + 1):
-                acc = 0.0
-                for kk in range(lq):
-                    acc += tn[i * lq + kk] * fm[i, j, kk]
-                jac[i, j - 1] += s[j] * acc
+                jac[i, j - 1] += s[j] * acc[j - 1]
         _solve(jac, res, n)
         big = 0.0
         for i in range(n):
@@ -608,7 +695,7 @@ def put_from_boundary(
     continuous in the spot. The integrands are evaluated in one branch-free (vectorized) loop over the
     points and summed in point order afterwards.
     """
-    z_c, bw, pcs, pws, pm, lx, lw = tab[0], tab[1], tab[6], tab[7], tab[8], tab[9], tab[10]
+    z_c, bw, pcs, pws, lx, lw = tab[0], tab[1], tab[6], tab[7], tab[9], tab[10]
     n = z_c.shape[0] - 1
     b_t = x_max * math.exp(-s[n])
     sqt = math.sqrt(t)
@@ -617,7 +704,8 @@ def put_from_boundary(
         return k - sp, -1.0, 0.0
     dq = math.exp(-q * t)
     dr = math.exp(-r * t)
-    dp = (math.log(sp / k) + (r - q) * t) / v + 0.5 * v
+    lnk = math.log(sp / k)
+    dp = (lnk + (r - q) * t) / v + 0.5 * v
     e_p = exp_minus_half_square(dp)
     pdf = _INV_SQRT_2PI * e_p
     n_mdp = _ncdf_scalar(-dp, e_p)
@@ -638,13 +726,15 @@ def put_from_boundary(
         hh[j] = s[j] * s[j]
     w0 = math.log(sp / b_t) / v
     if LAYER_WIDTH * w0 >= LAYER_MAX:  # the tabulated split
-        for c in range(nq):
-            h = 0.0
-            for j in range(1, n + 1):
-                h += pm[c, j] * hh[j]
-            h_a[c] = h
+        pmt = tab[8]
+        for c in range(nq):  # h_a[c] = sum over j of pm[c, j] hh[j] from 0.0 in the order of j, the c side by side
+            h_a[c] = 0.0
             pc_a[c] = pcs[c]
             wt_a[c] = pws[c]
+        for j in range(1, n + 1):
+            hj = hh[j]
+            for c in range(nq):
+                h_a[c] += pmt[j, c] * hj
     else:
         wc = LAYER_WIDTH * w0
         phi_c = math.acos(wc)
@@ -674,7 +764,7 @@ def put_from_boundary(
                 pc_a[c2] = pc
                 wt_a[c2] = wt
     # integrands (times the weights) of the premium, delta and gamma at elapsed time t pc^2
-    lsx = math.log(sp / x_max)
+    lsx = lnk if x_max == k else math.log(sp / x_max)  # X = K (r >= q): the same quotient, so the same log
     rk = r * k
     for c in range(nq):
         pc = pc_a[c]
@@ -688,8 +778,8 @@ def put_from_boundary(
         e2 = exp_minus_half_square(d2)
         er = fast_exp(-r * tt)
         eq = fast_exp(-q * tt)
-        n1 = norm_cdf_from_exp(-d1, e1)
-        ta[c] = w * (rk * er * norm_cdf_from_exp(-d2, e2) - q * sp * eq * n1)
+        n1 = _ncdf_vec(-d1, e1)
+        ta[c] = w * (rk * er * _ncdf_vec(-d2, e2) - q * sp * eq * n1)
         if greeks:
             b = x_max * fast_exp(-root)
             g = er * _INV_SQRT_2PI * e2 / (sp * sd)
@@ -732,7 +822,7 @@ def put_prices_from_boundary(
     written) for the caller to price by ``put_from_boundary`` (``premiums``). ``work``: scratch, ``(_PRICE_ROWS,
     w)`` with ``w >= max(max(len(sps), 1) * nq, n + 1)`` for the ``nq`` premium points and ``n + 1`` boundary nodes of
     ``tab`` (contents not read)."""
-    z_c, pcs, pws, pm = tab[0], tab[6], tab[7], tab[8]
+    z_c, pcs, pws = tab[0], tab[6], tab[7]
     n = z_c.shape[0] - 1
     b_t = x_max * math.exp(-s[n])
     sqt = math.sqrt(t)
@@ -746,6 +836,8 @@ def put_prices_from_boundary(
     euro = work[1]
     lsx_a = work[2]
     qs_a = work[3]
+    dp_a = work[15]
+    sp_a = work[16]
     m = 0
     for i in range(ns):
         sp = sps[i]
@@ -756,16 +848,21 @@ def put_prices_from_boundary(
         if not LAYER_WIDTH * w0 >= LAYER_MAX:  # the moved split: left to put_from_boundary (moved[i])
             moved[i] = True
             continue
-        dp = (math.log(sp / k) + (r - q) * t) / v + 0.5 * v
-        e_p = exp_minus_half_square(dp)
-        z = -(dp - v)
-        euro[m] = k * dr * _ncdf_scalar(z, exp_minus_half_square(z)) - sp * dq * _ncdf_scalar(-dp, e_p)
-        lsx_a[m] = math.log(sp / x_max)
+        lnk = math.log(sp / k)
+        dp_a[m] = (lnk + (r - q) * t) / v + 0.5 * v
+        sp_a[m] = sp
+        lsx_a[m] = lnk if x_max == k else math.log(sp / x_max)  # X = K (r >= q): the same quotient, the same log
         qs_a[m] = q * sp
         idx[m] = i  # exact as a float
         m += 1
     if m == 0:
         return
+    kdr = k * dr
+    for a in range(m):  # their European prices, branch-free (_ncdf_vec: _ncdf_scalar's bits): vectorized
+        dp = dp_a[a]
+        e_p = exp_minus_half_square(dp)
+        z = -(dp - v)
+        euro[a] = kdr * _ncdf_vec(z, exp_minus_half_square(z)) - sp_a[a] * dq * _ncdf_vec(-dp, e_p)
     # the spot-free terms at the premium points: sqrt(H), (r - q) t pc^2, the spread, r K e^{-r t pc^2}, e^{-q ..}
     hh = work[4]
     for j in range(n + 1):
@@ -776,11 +873,15 @@ def put_prices_from_boundary(
     rker_a = work[8]
     eq_a = work[4]  # hh is read only above
     rk = r * k
+    pmt = tab[8]
+    for c in range(nq):  # H at the premium points: the sums over j of pm[c, j] hh[j] from 0.0, the c side by side
+        root_a[c] = 0.0
+    for j in range(1, n + 1):
+        hj = hh[j]
+        for c in range(nq):
+            root_a[c] += pmt[j, c] * hj
     for c in range(nq):
-        h = 0.0
-        for j in range(1, n + 1):
-            h += pm[c, j] * hh[j]
-        root_a[c] = math.sqrt(np.maximum(h, 0.0))
+        root_a[c] = math.sqrt(np.maximum(root_a[c], 0.0))
     for c in range(nq):
         pc = pcs[c]
         tt = t * pc * pc
@@ -812,8 +913,8 @@ def put_prices_from_boundary(
         d2 = d1 - sd
         e1 = exp_minus_half_square(d1)
         e2 = exp_minus_half_square(d2)
-        n1 = norm_cdf_from_exp(-d1, e1)
-        ta[u] = wu[u] * (ru[u] * norm_cdf_from_exp(-d2, e2) - qe[u] * n1)
+        n1 = _ncdf_vec(-d1, e1)
+        ta[u] = wu[u] * (ru[u] * _ncdf_vec(-d2, e2) - qe[u] * n1)
     for a in range(m):
         e_price = 0.0
         for c in range(nq):
@@ -822,7 +923,7 @@ def put_prices_from_boundary(
 
 
 #: Rows of ``put_prices_from_boundary``'s scratch.
-_PRICE_ROWS = 15
+_PRICE_ROWS = 17
 
 
 @inner_njit()
@@ -964,9 +1065,9 @@ def boundary_kernel(
     n = tab[0].shape[0] - 1
     nl = n * tab[2].shape[0]
     none = np.empty(0)
-    rates = np.empty((_RATE_ROWS, nl))
-    work = np.empty((_WORK_ROWS, max(nl, n + 1)))
-    jac = np.empty((n, n))
+    rates = np.empty((_RATE_ROWS, max(nl, tab[5].shape[2])))
+    work = np.empty((_WORK_ROWS, max(nl, tab[5].shape[2])))
+    jac = np.empty((n, tab[5].shape[2]))
     for i in range(start, stop):
         # the volatility-free terms once for a run of rows of equal (bit for bit) rate, yield and time: the vol
         # nodes of one option (``scenario_engine._grid_solve``), and ``american_points``' distinct rows of one
