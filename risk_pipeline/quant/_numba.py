@@ -77,15 +77,22 @@ the whole function's use-def maps, liveness, dead-variable maps and blocks' entr
 when read (only to place ``del`` statements, in the same call) and the entry variables, which only generators and
 object mode read, not at all (``_postproc_run``; those, ``literal_unroll`` and with-lifting get numba's version). The
 demo's compilations, replayed cold, took about 1.2 s (9 %) less CPU, with the same machine code.
+
+numba builds every kernel with LLVM's SLP vectorizer off (``NUMBA_SLP_VECTORIZE``, default 0), so independent scalar
+lanes of straight-line code stay scalar. A kernel made of such lanes is ``slp_njit`` (``JIT`` plus the vectorizer for
+that kernel's own optimization only, however it is compiled, its cache entries keyed apart): the grid read
+(``scenario_engine._american_grid_values``), whose shifted fold of a cell's 16 coefficients then runs packed, with
+the same bits (the same IEEE operations) and no more compile time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
@@ -95,8 +102,10 @@ import numba
 import numpy as np
 from llvmlite import ir as llvm_ir
 from numba.core import (
+    caching,
     cgutils,
     compiler,
+    config,
     cpu,
     event,
     lowering,
@@ -112,7 +121,7 @@ from numba.core import ir as numba_ir
 from numba.core import utils as numba_utils
 from numba.core.callwrapper import PyCallWrapper
 from numba.core.codegen import JITCodeLibrary
-from numba.core.compiler_lock import require_global_compiler_lock
+from numba.core.compiler_lock import global_compiler_lock, require_global_compiler_lock
 from numba.core.compiler_machinery import register_pass
 from numba.core.registry import CPUDispatcher
 from numba.core.runtime import context as nrt_context
@@ -258,6 +267,91 @@ def inner_njit(**options: Any) -> Callable[[Callable[..., Any]], Any]:
             targetoptions={**target, **options, "nopython": True},
             pipeline_class=_InnerCompiler,
         )
+
+    return wrap
+
+
+@contextlib.contextmanager
+def _slp_vectorizer_on() -> Iterator[None]:
+    """numba's ``config.SLP_VECTORIZE`` set to 1 for the length of the block, its previous value back afterwards
+    (on error too), holding numba's global compiler lock (reentrant: a compilation holds it already). numba reads
+    the flag only when it builds an LLVM pass pipeline (``CPUCodegen._pass_builder``), which it does while it
+    optimizes a library, inside a compilation: no other thread compiles, so none reads the flag, while it is set."""
+    with global_compiler_lock:
+        before = config.SLP_VECTORIZE
+        config.SLP_VECTORIZE = 1
+        try:
+            yield
+        finally:
+            config.SLP_VECTORIZE = before
+
+
+class _SlpLibrary(JITCodeLibrary):  # type: ignore[misc]
+    """A kernel's code library whose LLVM passes (numba's per-function passes on each module added, and the full
+    module passes of its final module) run with LLVM's SLP vectorizer on (``slp_njit``). numba's cheap module passes
+    before its reference-count pruning keep it off, as numba asks for explicitly."""
+
+    def _optimize_functions(self, ll_module: Any) -> None:
+        with _slp_vectorizer_on():
+            super()._optimize_functions(ll_module)
+
+    def _optimize_final_module(self) -> None:
+        with _slp_vectorizer_on():
+            super()._optimize_final_module()
+
+
+class _SlpCompiler(compiler.Compiler):  # type: ignore[misc]
+    """numba's pipeline, lowering into a ``_SlpLibrary`` (object caching on, as numba's lowering sets it)."""
+
+    def compile_extra(self, func: Callable[..., Any]) -> Any:
+        if self.state.library is None:
+            self.state.library = _SlpLibrary(self.state.targetctx.codegen(), func.__qualname__)
+            self.state.library.enable_object_caching()
+        return super().compile_extra(func)
+
+
+#: What ``_SlpFunctionCache`` adds to numba's index key of a cached ``slp_njit`` kernel.
+SLP_CACHE_TAG = "slp_vectorize=1"
+
+
+class _SlpFunctionCache(caching.FunctionCache):  # type: ignore[misc]
+    """numba's on-disk cache of a kernel, its index key (signature, CPU, bytecode hashes) tagged ``SLP_CACHE_TAG``:
+    numba's key does not hold the LLVM pass options, so a build of the same function without the SLP vectorizer
+    (in the same index before the kernel was an ``slp_njit`` one) would otherwise be loaded as it is."""
+
+    def _index_key(self, sig: Any, codegen: Any) -> Any:
+        return (*super()._index_key(sig, codegen), SLP_CACHE_TAG)
+
+
+class _SlpDispatcher(CPUDispatcher):  # type: ignore[misc]
+    """A ``CPUDispatcher`` whose on-disk cache is ``_SlpFunctionCache``."""
+
+    def enable_caching(self) -> None:
+        self._cache = _SlpFunctionCache(self.py_func)
+
+
+def slp_njit(**options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``numba.njit(**JIT, **options)`` for a kernel whose machine code is built with LLVM's SLP vectorizer on
+    (``NUMBA_SLP_VECTORIZE=1`` for this kernel only: numba's default is off). The vectorizer packs independent
+    scalar operations of straight-line code (four Horner chains over contiguous coefficients, say) into vector
+    instructions: the same IEEE operations on the same operands, so the same bits without ``fastmath``. It applies
+    however the kernel is compiled (first call, ``.compile``, a warm-up process, any thread): the kernel's
+    pipeline (``_SlpCompiler``) builds its code library (``_SlpLibrary``), whose optimization sets numba's flag
+    under the compiler lock and restores it. Helpers it calls are linked into its module and optimized there too;
+    cached builds are keyed apart from builds without it (``_SlpFunctionCache``)."""
+    cache = {**JIT, **options}.pop("cache")
+    target = {key: val for key, val in {**JIT, **options}.items() if key != "cache"}
+
+    def wrap(func: Callable[..., Any]) -> Any:
+        disp = _SlpDispatcher(
+            py_func=func,
+            locals={},
+            targetoptions={**target, "nopython": True, "boundscheck": None},
+            pipeline_class=_SlpCompiler,
+        )
+        if cache:
+            disp.enable_caching()
+        return disp
 
     return wrap
 

@@ -88,6 +88,7 @@ from risk_pipeline.quant._numba import (
     fused_multiply_add,
     inner_njit,
     run_chunked,
+    slp_njit,
 )
 from risk_pipeline.quant.american import MIN_TOTAL_STD as AMERICAN_MIN_TOTAL_STD
 from risk_pipeline.quant.american import american_bs2002_prices, american_price
@@ -544,7 +545,10 @@ def _horner(c: FloatArray, x: float) -> float:
     return ((c[0] * x + c[1]) * x + c[2]) * x + c[3]
 
 
-@njit(**JIT)
+#: Built with LLVM's SLP vectorizer (``slp_njit``): the shifted read's fold of a cell (16 coefficients plus their
+#: rate and yield terms, four Horner chains of four over contiguous coefficients) is packed into vector instructions,
+#: the same IEEE operations (the same prices bit for bit); without it numba's build is scalar code.
+@slp_njit()
 def _american_grid_values(
     spot_t: FloatArray,
     log_spot_t: FloatArray,
