@@ -5,6 +5,8 @@ differences summed term by term in numpy, to rounding; the read in runs gives th
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -106,7 +108,10 @@ def _premium(c: dict[str, np.ndarray], y0: np.ndarray, dy: np.ndarray) -> tuple[
     return (terms * powers).sum(axis=(-2, -1)), (np.abs(terms) * powers).sum(axis=(-2, -1))
 
 
-def _read(c: dict[str, np.ndarray], y0: np.ndarray, dy: np.ndarray, runs: bool) -> np.ndarray:
+def _grid_values(
+    kernel: Any, c: dict[str, np.ndarray], y0: np.ndarray, dy: np.ndarray, shifted: bool, runs: bool, mode: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``kernel`` (``_american_grid_values`` or a build of its source) on case ``c``: its values and NaN counts."""
     na, n = c["ls"].shape
     lk = np.log(c["strike"])
     carry = (c["r"] - c["q"]) * c["t"]
@@ -115,12 +120,18 @@ def _read(c: dict[str, np.ndarray], y0: np.ndarray, dy: np.ndarray, runs: bool) 
     values = np.empty((na, n))
     n_nan = np.empty(na, dtype=np.intp)
     zeros = np.zeros((na, n))
-    se._american_grid_values(
+    kernel(
         np.exp(c["ls"]), c["ls"], c["scale"].copy(), zeros, zeros, np.zeros((1, n)), 0, c["dr"].copy(),
-        c["dd"].copy(), np.bool_(True), np.bool_(runs), 0, np.arange(na), lk, c["strike"], c["t"], np.sqrt(c["t"]),
-        carry, c["vol"], c["w"], dq, kdr, np.ones(na, dtype=np.int8), y0, dy, c["v0"], c["dv"], c["coef"], c["bcoef"],
+        c["dd"].copy(), np.bool_(shifted), np.bool_(runs), 0, np.arange(na), lk, c["strike"], c["t"], np.sqrt(c["t"]),
+        carry, c["vol"], c["w"], dq, kdr, mode, y0, dy, c["v0"], c["dv"], c["coef"], c["bcoef"],
         c["h"], c["dcoef"], c["dbcoef"], values, n_nan, 0, na,
     )  # fmt: skip
+    return values, n_nan
+
+
+def _read(c: dict[str, np.ndarray], y0: np.ndarray, dy: np.ndarray, runs: bool) -> np.ndarray:
+    mode = np.ones(c["ls"].shape[0], dtype=np.int8)
+    values, n_nan = _grid_values(se._american_grid_values, c, y0, dy, True, runs, mode)
     assert not n_nan.any()
     return values
 

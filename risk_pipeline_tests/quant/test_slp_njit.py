@@ -21,7 +21,7 @@ from numba.core import config
 import risk_pipeline.quant.scenario_engine as se
 from risk_pipeline.quant import _numba
 from risk_pipeline.quant._numba import JIT, slp_njit
-from risk_pipeline_tests.quant.test_grid_fold import NY, _case, _reference
+from risk_pipeline_tests.quant.test_grid_fold import NY, _case, _grid_values, _reference
 
 x86 = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="packed x86 instructions")
 
@@ -159,23 +159,9 @@ def _grid_read(kernel: Any, c: dict[str, np.ndarray], shifted: bool, runs: bool)
     y = _reference(c)[0]
     y0 = y.min(axis=1) - 1e-3
     dy = (y.max(axis=1) + 1e-3 - y0) / (NY - 1)
-    na, n = c["ls"].shape
-    lk = np.log(c["strike"])
-    carry = (c["r"] - c["q"]) * c["t"]
-    dq = np.exp(-c["q"] * c["t"])
-    kdr = c["strike"] * np.exp(-c["r"] * c["t"])
-    values = np.empty((na, n))
-    n_nan = np.empty(na, dtype=np.intp)
-    zeros = np.zeros((na, n))
-    mode = np.ones(na, dtype=np.int8)
+    mode = np.ones(c["ls"].shape[0], dtype=np.int8)
     mode[-1] = 2  # the exact engine's: NaN
-    kernel(
-        np.exp(c["ls"]), c["ls"], c["scale"].copy(), zeros, zeros, np.zeros((1, n)), 0, c["dr"].copy(),
-        c["dd"].copy(), np.bool_(shifted), np.bool_(runs), 0, np.arange(na), lk, c["strike"], c["t"], np.sqrt(c["t"]),
-        carry, c["vol"], c["w"], dq, kdr, mode, y0, dy, c["v0"], c["dv"], c["coef"], c["bcoef"],
-        c["h"], c["dcoef"], c["dbcoef"], values, n_nan, 0, na,
-    )  # fmt: skip
-    return values, n_nan
+    return _grid_values(kernel, c, y0, dy, shifted, runs, mode)
 
 
 def test_the_grid_read_gives_the_bits_of_its_build_without_the_vectorizer() -> None:
