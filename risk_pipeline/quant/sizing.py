@@ -45,7 +45,7 @@ from scipy.cluster import hierarchy
 from scipy.signal import lfilter
 from scipy.spatial.distance import squareform
 
-from risk_pipeline.quant._numba import JIT, FloatArray, IntArray, inner_njit
+from risk_pipeline.quant._numba import JIT, FloatArray, IntArray, inner_njit, slp_njit
 
 TRADING_DAYS = 252
 
@@ -325,18 +325,93 @@ def _path_outcomes(
         terminal[p], drawdown[p] = _path_outcome(x, draws[p], fraction, stretch_low, stretch_top)
 
 
-@njit(**JIT)
+@inner_njit()
+def _path_outcome_pair(x: FloatArray, rows: IntArray, fraction: float, stretches: FloatArray, out: FloatArray) -> None:
+    """``_path_outcome`` of the two paths ``rows[0]`` and ``rows[1]`` (``rows.shape[1] >= 1``) side by side, the same
+    operations on each: ``out[j]`` terminal wealth and ``out[2 + j]`` drawdown of path ``j``; ``stretches``: scratch
+    of 4 rows of at least ``rows.shape[1]`` values. Two independent lanes of straight-line code, which LLVM's SLP
+    vectorizer packs (``slp_njit``); a path whose wealth ends not finite is computed again step by step
+    (``_exact_path``)."""
+    h = rows.shape[1]
+    low_a, top_a, low_b, top_b = stretches[0], stretches[1], stretches[2], stretches[3]
+    ra, rb = rows[0], rows[1]
+    wa = x[ra[0]] * fraction
+    wb = x[rb[0]] * fraction
+    wa = wa + 1.0
+    wb = wb + 1.0
+    topa = wa if wa >= 1.0 else 1.0
+    topb = wb if wb >= 1.0 else 1.0
+    lowa = wa
+    lowb = wb
+    ka = 0
+    kb = 0
+    for t in range(1, h):
+        sa = x[ra[t]] * fraction
+        sb = x[rb[t]] * fraction
+        sa = sa + 1.0
+        sb = sb + 1.0
+        wa = wa * sa
+        wb = wb * sb
+        low_a[ka] = lowa
+        top_a[ka] = topa
+        low_b[kb] = lowb
+        top_b[kb] = topb
+        ha = wa > topa
+        hb = wb > topb
+        ka += 1 if ha else 0
+        kb += 1 if hb else 0
+        lowa = wa if ha | (wa < lowa) else lowa
+        lowb = wb if hb | (wb < lowb) else lowb
+        topa = wa if ha else topa
+        topb = wb if hb else topb
+    worst = 1.0 - lowa / topa
+    for j in range(ka):
+        dd = 1.0 - low_a[j] / top_a[j]
+        worst = dd if dd > worst else worst
+    out[0], out[2] = wa, worst
+    worst = 1.0 - lowb / topb
+    for j in range(kb):
+        dd = 1.0 - low_b[j] / top_b[j]
+        worst = dd if dd > worst else worst
+    out[1], out[3] = wb, worst
+    if not math.isfinite(wa):
+        out[0], out[2] = _exact_path(x, ra, fraction)
+    if not math.isfinite(wb):
+        out[1], out[3] = _exact_path(x, rb, fraction)
+
+
+@slp_njit()
 def _bootstrap_path_outcomes(
     x: FloatArray, state: NDArray[np.uint64], fraction: float, horizon: int, terminal: FloatArray, drawdown: FloatArray
 ) -> None:
     """``_path_outcomes`` of ``terminal.size`` paths of ``horizon`` returns each, the draws ``_bootstrap_draws``
-    makes from ``state`` (left unchanged), drawn path by path into one row (not held as a paths x horizon array)."""
+    makes from ``state`` (left unchanged), drawn two paths at a time into two rows (not held as a paths x horizon
+    array) and their outcomes taken side by side (``_path_outcome_pair``; a last odd path in both lanes). Built with
+    LLVM's SLP vectorizer (``slp_njit``): the pair's wealth steps run packed, with the same IEEE operations, so the
+    same bits as the path-by-path ``_path_outcome``."""
     moving = state.copy()
-    row = np.empty(horizon, dtype=np.int64)
-    stretch_low, stretch_top = np.empty(max(horizon, 1)), np.empty(max(horizon, 1))
-    for p in range(terminal.size):
-        _next_draws(moving, x.size, row)
-        terminal[p], drawdown[p] = _path_outcome(x, row, fraction, stretch_low, stretch_top)
+    n = terminal.size
+    rows = np.empty((2, horizon), dtype=np.int64)
+    stretches = np.empty((4, max(horizon, 1)))
+    pair = np.empty(4)
+    p = 0
+    if horizon > 0:
+        while p + 1 < n:
+            _next_draws(moving, x.size, rows[0])
+            _next_draws(moving, x.size, rows[1])
+            _path_outcome_pair(x, rows, fraction, stretches, pair)
+            terminal[p], terminal[p + 1], drawdown[p], drawdown[p + 1] = pair[0], pair[1], pair[2], pair[3]
+            p += 2
+    if p < n:  # the last of an odd count (or every path of horizon 0): in both lanes of a pair
+        _next_draws(moving, x.size, rows[0])
+        for t in range(horizon):
+            rows[1, t] = rows[0, t]
+        if horizon > 0:
+            _path_outcome_pair(x, rows, fraction, stretches, pair)
+        else:
+            pair[0], pair[2] = _exact_path(x, rows[0], fraction)
+        for q in range(p, n):
+            terminal[q], drawdown[q] = pair[0], pair[2]
 
 
 def optimal_f(returns: ArrayLike, *, n_paths: int = 2000, horizon: int | None = None, seed: int = 0) -> OptimalF:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 import pytest
 from scipy import optimize
 
 from risk_pipeline.quant import sizing as sz
+from risk_pipeline.quant._numba import JIT
 
 
 # ------------------------------------------------------------------------------------------- Kelly
@@ -415,3 +417,31 @@ def test_bootstrap_path_outcomes_are_the_numpy_paths_of_numpys_draws(horizon: in
                 worst = (1.0 - wealth / peak).max(axis=1, initial=-np.inf)
             np.testing.assert_array_equal(terminal, wealth[:, -1] if horizon else np.ones(301))
             np.testing.assert_array_equal(drawdown, worst)
+
+
+def test_bootstrap_path_outcomes_built_with_slp_are_the_bits_of_the_plain_build() -> None:
+    """``_bootstrap_path_outcomes`` (``slp_njit``: two paths side by side, packed) gives the bits of its source
+    compiled by ``numba.njit(**JIT)`` (scalar): odd and even path counts, horizons 0-300, pairs with one lane ending
+    not finite (a return of 1e100 drawn four times or more overflows, a NaN return stays) and the other finite."""
+    plain = numba.njit(**{**JIT, "cache": False})(sz._bootstrap_path_outcomes.py_func)
+    rng = np.random.default_rng(19)
+    mixed = 0
+    for k in range(40):
+        x = rng.standard_normal(int(rng.integers(2, 300))) * 0.02
+        if k % 2:
+            x[0] = 1e100
+        if k % 5 == 0:
+            x[-1] = np.nan
+        fraction = float(rng.choice([0.0, 1.0, 4.0, -3.0, 60.0]))
+        horizon = int(rng.choice([0, 1, 2, 3, 29, 252, 300]))
+        n_paths = int(rng.choice([1, 2, 3, 64, 301]))
+        state = sz._pcg64_state(np.random.default_rng(k))
+        a = np.empty(n_paths), np.empty(n_paths)
+        b = np.empty(n_paths), np.empty(n_paths)
+        sz._bootstrap_path_outcomes(x, state, fraction, horizon, *a)
+        plain(x, state, fraction, horizon, *b)
+        for got, expected in zip(a, b, strict=True):
+            np.testing.assert_array_equal(got.view(np.int64), expected.view(np.int64))
+        finite = np.isfinite(a[0][: n_paths - n_paths % 2].reshape(-1, 2))
+        mixed += int(np.sum(finite[:, 0] != finite[:, 1]))
+    assert mixed > 0
