@@ -299,8 +299,6 @@ _SLSQP_STEP = float(np.sqrt(np.finfo(np.float64).eps))
 _garch_recursion = arch.univariate.volatility.rec.garch_recursion
 #: ``scipy.stats.kurtosis`` without its ``nan_policy``/axis wrapper (the computation itself).
 _kurtosis = getattr(scipy.stats.kurtosis, "__wrapped__", scipy.stats.kurtosis)
-#: Whether ``_pearson_kurtosis`` repeats this SciPy's ``kurtosis`` (copied from 1.17; else SciPy's is called).
-_KURTOSIS_COPIED = scipy.__version__.startswith("1.17.")
 
 
 @njit(**JIT)
@@ -604,25 +602,10 @@ def _garch_starting_values(
     return svs[int(np.argmax(llfs[inverse]))]
 
 
-def _pearson_kurtosis(a: FloatArray) -> float:
-    """``scipy.stats.kurtosis(a, fisher=False)`` of a non-empty 1-D float64 array (SciPy 1.17's steps: the mean
-    with ``keepdims``, ``_moment``'s deviations squared, and squared again for the fourth moment, each moment
-    numpy's ``mean``, NaN where ``m2 <= (eps mean)^2``, else ``m4 / m2**2.0``), without its array-API dispatch and its
-    precision-loss check (a warning only, which ``fit_garch`` ignores)."""
-    mean = np.mean(a, axis=0, keepdims=True)
-    squared = (a - mean) ** 2
-    m2 = np.mean(squared, axis=0)
-    m4 = np.mean(squared**2, axis=0)
-    with np.errstate(all="ignore"):
-        zero = m2 <= (np.finfo(np.float64).eps * mean[0]) ** 2
-        return math.nan if zero else float(m4 / m2**2.0)
-
-
 def _t_starting_value(std_resids: FloatArray) -> FloatArray:
     """``StudentsT.starting_values(std_resids)``: the moment estimate of ``nu`` from the kurtosis, computed
-    by ``scipy.stats.kurtosis`` itself without its argument-checking wrapper (a 1-D float array), or, on the SciPy
-    version it was copied from, by ``_pearson_kurtosis`` (the same steps)."""
-    k = _pearson_kurtosis(std_resids) if _KURTOSIS_COPIED else float(_kurtosis(std_resids, fisher=False))
+    by ``scipy.stats.kurtosis`` itself without its argument-checking wrapper (a 1-D float array)."""
+    k = float(_kurtosis(std_resids, fisher=False))
     sv = max((4.0 * k - 6.0) / (k - 3.0) if k > 3.75 else 12.0, 4.0)
     return np.array([sv])
 
