@@ -325,16 +325,6 @@ END_OF_DAY_SIGNATURES: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "risk_pipeline.quant.sizing",
-        "_bootstrap_draws",
-        "A(uint64, 1), int64, A(int64, 2)",
-    ),
-    (
-        "risk_pipeline.quant.sizing",
-        "_path_outcomes",
-        "A(float64, 1), A(int64, 2), float64, A(float64, 1), A(float64, 1), int64, int64",
-    ),
-    (
-        "risk_pipeline.quant.sizing",
         "_bootstrap_path_outcomes",
         "A(float64, 1), A(uint64, 1), float64, int64, A(float64, 1), A(float64, 1)",
     ),
