@@ -36,7 +36,7 @@ from scipy.optimize import minimize
 
 from risk_pipeline.quant._numba import JIT, FloatArray, inner_njit
 from risk_pipeline.quant._slsqp import LEAN_SLSQP, slsqp_core, slsqp_workspace
-from risk_pipeline.quant._summation import block_sum, pairwise_sum
+from risk_pipeline.quant._summation import pairwise_sum
 
 #: Slices with fewer quotes than this use a constrained simpler shape (see ``fit_svi_slice``).
 MIN_QUOTES_FULL_FIT = 5
@@ -654,10 +654,8 @@ BATCH_POLISH_FTOL = 1e-16
 # The batched inner problem compiled: the same operations as the numpy reference ``batched_inner_numpy`` and its
 # ``batched_box_lsq`` (``risk_pipeline_tests/quant/svi_numpy_reference.py``) element by element, in the same order,
 # fused into one pass per slice and candidate instead of some fifty numpy temporaries of shape (S, C, N) or (S, C,
-# 27). Sums over the quotes follow numpy's pairwise summation of a contiguous row (``_summation.pairwise_sum``, or its
-# ``block_sum`` directly: ``_row_sum``), so every result is bit-identical to the numpy path (the tests compare both on
-# random and fitted slices). A candidate's 27 face and vertex solutions come from scalars (no 3 x 3 arrays), and
-# their values from one loop without branches (selects: LLVM vectorizes it), then numpy's argmin over them.
+# 27). Sums over the quotes follow numpy's pairwise summation of a contiguous row (``_summation.pairwise_sum``), so
+# every result is bit-identical to the numpy path (the tests compare both on random and fitted slices).
 
 
 @inner_njit()
@@ -666,33 +664,15 @@ def _nan_if_tiny(v: float) -> float:
     return v if abs(v) > 1e-300 else np.nan
 
 
-@inner_njit(forceinline=True)
+@inner_njit()
 def _clip(x: float, lo: float, hi: float) -> float:
-    """``np.clip`` of a float64 (NaN propagates; ``max`` then ``min`` as numpy's ``_NPY_CLIP``), as selects without
-    a branch (the candidates' loop is vectorized)."""
+    """``np.clip`` of a float64 (NaN propagates; ``max`` then ``min`` as numpy's ``_NPY_CLIP``)."""
+    if x != x:
+        return x
     v = x if x > lo else lo
-    w = v if v < hi else hi
-    w = v if v != v else w
-    return x if x != x else w
-
-
-@inner_njit(forceinline=True)
-def _two_free(
-    gaa: float, gbb: float, gab: float, gba: float, ha: float, hb: float, gaf: float, gbf: float, cb: float, inv: float
-) -> tuple[float, float]:
-    """The two free variables ``a``, ``b`` of a face with the third, ``f``, at ``cb``: ``G_ab x = h_ab - G_.f cb``
-    by Cramer's rule (``inv``: one over the 2 x 2 determinant)."""
-    ri = ha - gaf * cb
-    rj = hb - gbf * cb
-    return (ri * gbb - gab * rj) * inv, (gaa * rj - gba * ri) * inv
-
-
-@inner_njit(forceinline=True)
-def _row_sum(a: FloatArray, n: int) -> float:
-    """``pairwise_sum(a, 0, n)`` (``np.sum`` of ``a[:n]``): up to 128 terms its ``block_sum`` called directly."""
-    if n <= 128:
-        return block_sum(a, np.intp(0), n)
-    return pairwise_sum(a, 0, n)
+    if v != v:
+        return v
+    return v if v < hi else hi
 
 
 @njit(**JIT)
@@ -724,11 +704,14 @@ def _batched_inner_kernel(
     cx0 = np.empty(27)
     cx1 = np.empty(27)
     cx2 = np.empty(27)
-    values = np.empty(27)
+    g = np.empty((3, 3))
+    h = np.empty(3)
+    hi = np.empty(3)
+    v = np.empty(3)
     for s in range(s_count):
         for i in range(n):
             wtt[i] = weights[s, i] * target[s, i]
-        s_t = _row_sum(wtt, n)
+        s_t = pairwise_sum(wtt, 0, n)
         inv2 = inv[s] * inv[s]
         for c in range(c_count):
             mm, sg = m[s, c], sigma[s, c]
@@ -744,8 +727,8 @@ def _batched_inner_kernel(
                 t2[i] = wq[i] * q
                 t3[i] = wtt[i] * p
                 t4[i] = wtt[i] * q
-            s_p, s_q = _row_sum(wp, n), _row_sum(wq, n)
-            s_pp, s_qq = _row_sum(t1, n), _row_sum(t2, n)
+            s_p, s_q = pairwise_sum(wp, 0, n), pairwise_sum(wq, 0, n)
+            s_pp, s_qq = pairwise_sum(t1, 0, n), pairwise_sum(t2, 0, n)
             g00 = 1.0 * inv2
             g01 = s_p * inv2
             g02 = s_q * inv2
@@ -754,11 +737,15 @@ def _batched_inner_kernel(
             g22 = s_qq * inv2
             g10, g20, g21 = g01, g02, g12
             h0 = s_t * inv[s]
-            h1 = _row_sum(t3, n) * inv[s]
-            h2 = _row_sum(t4, n) * inv[s]
+            h1 = pairwise_sum(t3, 0, n) * inv[s]
+            h2 = pairwise_sum(t4, 0, n) * inv[s]
             hi0, hi1, hi2 = w_max[s], 4.0 * sg, 4.0 * sg
-            # the 27 candidates in the numpy reference's order, from scalars (g is symmetric: g10, g20, g21 are
-            # g01, g02, g12). Interior: G x = h (Cramer's rule)
+            g[0, 0], g[0, 1], g[0, 2] = g00, g01, g02
+            g[1, 0], g[1, 1], g[1, 2] = g10, g11, g12
+            g[2, 0], g[2, 1], g[2, 2] = g20, g21, g22
+            h[0], h[1], h[2] = h0, h1, h2
+            hi[0], hi[1], hi[2] = hi0, hi1, hi2
+            # interior: G x = h (Cramer's rule)
             det = g00 * (g11 * g22 - g12 * g21) - g01 * (g10 * g22 - g12 * g20) + g02 * (g10 * g21 - g11 * g20)
             inv_det = 1.0 / _nan_if_tiny(det)
             cx0[0] = (
@@ -770,51 +757,58 @@ def _batched_inner_kernel(
             cx2[0] = (
                 g00 * (g11 * h2 - h1 * g21) - g01 * (g10 * h2 - h1 * g20) + h0 * (g10 * g21 - g11 * g20)
             ) * inv_det
-            # one variable at a bound (0, then its upper bound), two free: variable 0, 1, then 2
-            inv_2 = 1.0 / _nan_if_tiny(g11 * g22 - g12 * g21)
-            for side in range(2):
-                cb = 0.0 if side == 0 else hi0
-                xa, xb = _two_free(g11, g22, g12, g21, h1, h2, g10, g20, cb, inv_2)
-                cx0[1 + side], cx1[1 + side], cx2[1 + side] = cb, xa, xb
-            inv_2 = 1.0 / _nan_if_tiny(g00 * g22 - g02 * g20)
-            for side in range(2):
-                cb = 0.0 if side == 0 else hi1
-                xa, xb = _two_free(g00, g22, g02, g20, h0, h2, g01, g21, cb, inv_2)
-                cx0[3 + side], cx1[3 + side], cx2[3 + side] = xa, cb, xb
-            inv_2 = 1.0 / _nan_if_tiny(g00 * g11 - g01 * g10)
-            for side in range(2):
-                cb = 0.0 if side == 0 else hi2
-                xa, xb = _two_free(g00, g11, g01, g10, h0, h1, g02, g12, cb, inv_2)
-                cx0[5 + side], cx1[5 + side], cx2[5 + side] = xa, xb, cb
-            # two at a bound, one free: variable 0, 1, then 2 free
-            inv_1 = 1.0 / _nan_if_tiny(g00)
-            for side in range(4):
-                ca = 0.0 if side < 2 else hi1
-                cbb = 0.0 if side % 2 == 0 else hi2
-                cx0[7 + side], cx1[7 + side], cx2[7 + side] = (h0 - g01 * ca - g02 * cbb) * inv_1, ca, cbb
-            inv_1 = 1.0 / _nan_if_tiny(g11)
-            for side in range(4):
-                ca = 0.0 if side < 2 else hi0
-                cbb = 0.0 if side % 2 == 0 else hi2
-                cx0[11 + side], cx1[11 + side], cx2[11 + side] = ca, (h1 - g10 * ca - g12 * cbb) * inv_1, cbb
-            inv_1 = 1.0 / _nan_if_tiny(g22)
-            for side in range(4):
-                ca = 0.0 if side < 2 else hi0
-                cbb = 0.0 if side % 2 == 0 else hi1
-                cx0[15 + side], cx1[15 + side], cx2[15 + side] = ca, cbb, (h2 - g20 * ca - g21 * cbb) * inv_1
+            j = 1
+            # one variable at a bound (0, then its upper bound), two free
+            for fixed in range(3):
+                a_, b_ = (1, 2) if fixed == 0 else ((0, 2) if fixed == 1 else (0, 1))
+                inv_2 = 1.0 / _nan_if_tiny(g[a_, a_] * g[b_, b_] - g[a_, b_] * g[b_, a_])
+                for side in range(2):
+                    cb = 0.0 if side == 0 else hi[fixed]
+                    ri = h[a_] - g[a_, fixed] * cb
+                    rj = h[b_] - g[b_, fixed] * cb
+                    xa = (ri * g[b_, b_] - g[a_, b_] * rj) * inv_2
+                    xb = (g[a_, a_] * rj - g[b_, a_] * ri) * inv_2
+                    v[0], v[1], v[2] = cb, cb, cb
+                    v[a_] = xa
+                    v[b_] = xb
+                    cx0[j], cx1[j], cx2[j] = v[0], v[1], v[2]
+                    j += 1
+            # two at a bound, one free
+            for free in range(3):
+                a_, b_ = (1, 2) if free == 0 else ((0, 2) if free == 1 else (0, 1))
+                inv_1 = 1.0 / _nan_if_tiny(g[free, free])
+                for side_a in range(2):
+                    ca = 0.0 if side_a == 0 else hi[a_]
+                    for side_b in range(2):
+                        cbb = 0.0 if side_b == 0 else hi[b_]
+                        v[0], v[1], v[2] = ca, ca, ca
+                        v[a_] = ca
+                        v[b_] = cbb
+                        v[free] = (h[free] - g[free, a_] * ca - g[free, b_] * cbb) * inv_1
+                        cx0[j], cx1[j], cx2[j] = v[0], v[1], v[2]
+                        j += 1
             # vertices
-            for j in range(8):
-                cx0[19 + j] = 0.0 if j < 4 else hi0
-                cx1[19 + j] = 0.0 if j % 4 < 2 else hi1
-                cx2[19 + j] = 0.0 if j % 2 == 0 else hi2
-            # each candidate's value (independent: a loop LLVM vectorizes), then numpy's argmin over them
+            for s0 in range(2):
+                for s1 in range(2):
+                    for s2 in range(2):
+                        cx0[j] = 0.0 if s0 == 0 else hi0
+                        cx1[j] = 0.0 if s1 == 0 else hi1
+                        cx2[j] = 0.0 if s2 == 0 else hi2
+                        j += 1
             tol = 1e-12
-            lo0, up0 = -tol * (1.0 + hi0), hi0 * (1.0 + tol) + tol
-            lo1, up1 = -tol * (1.0 + hi1), hi1 * (1.0 + tol) + tol
-            lo2, up2 = -tol * (1.0 + hi2), hi2 * (1.0 + tol) + tol
+            best = -1
+            best_value = 0.0
+            bx0, bx1, bx2 = 0.0, 0.0, 0.0
             for j in range(27):
                 x0, x1, x2 = cx0[j], cx1[j], cx2[j]
-                feasible = (x0 >= lo0) & (x0 <= up0) & (x1 >= lo1) & (x1 <= up1) & (x2 >= lo2) & (x2 <= up2)
+                feasible = (
+                    (x0 >= -tol * (1.0 + hi0))
+                    and (x0 <= hi0 * (1.0 + tol) + tol)
+                    and (x1 >= -tol * (1.0 + hi1))
+                    and (x1 <= hi1 * (1.0 + tol) + tol)
+                    and (x2 >= -tol * (1.0 + hi2))
+                    and (x2 <= hi2 * (1.0 + tol) + tol)
+                )
                 x0 = _clip(x0 if feasible else 0.0, 0.0, hi0)
                 x1 = _clip(x1 if feasible else 0.0, 0.0, hi1)
                 x2 = _clip(x2 if feasible else 0.0, 0.0, hi2)
@@ -823,16 +817,12 @@ def _batched_inner_kernel(
                     + x1 * (g11 * x1 + 2.0 * (g12 * x2 - h1))
                     + x2 * (g22 * x2 - 2.0 * h2)
                 )
-                values[j] = value if feasible else np.inf
-                cx0[j], cx1[j], cx2[j] = x0, x1, x2
-            # np.argmin: the first NaN, else the first minimum
-            best = 0
-            best_value = values[0]
-            for j in range(1, 27):
-                value = values[j]
-                if best_value == best_value and (value != value or value < best_value):
+                if not feasible:
+                    value = np.inf
+                # np.argmin: the first NaN, else the first minimum
+                if best < 0 or (best_value == best_value and (value != value or value < best_value)):
                     best, best_value = j, value
-            bx0, bx1, bx2 = cx0[best], cx1[best], cx2[best]
+                    bx0, bx1, bx2 = x0, x1, x2
             x_out[s, c, 0], x_out[s, c, 1], x_out[s, c, 2] = bx0, bx1, bx2
             total = best_value + const[s]
             err_out[s, c] = total if (total != total or total > 0.0) else 0.0

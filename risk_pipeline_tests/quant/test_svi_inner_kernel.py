@@ -15,7 +15,6 @@ from risk_pipeline.quant.svi import (
     MAX_WING_SLOPE,
     _Batch,
     _batched_inner,
-    _clip,
     _inner_fit,
     _Slice,
 )
@@ -116,20 +115,3 @@ def test_inner_problem_matches_the_per_slice_fit_and_scipy_bounded_least_squares
             upper = np.array([data.w.max(), MAX_WING_SLOPE * sigma[s, c], MAX_WING_SLOPE * sigma[s, c]])
             ref = lsq_linear(design, target, bounds=(np.zeros(3), upper), method="bvls", tol=1e-14)
             assert err[s, c] == pytest.approx(float(np.sum((design @ ref.x - target) ** 2)), rel=1e-7, abs=1e-14)
-
-
-@njit(cache=False)
-def _clip_compiled(x: float, lo: float, hi: float) -> float:
-    return _clip(x, lo, hi)
-
-
-def test_clip_is_numpys_clip_bit_for_bit_as_the_reference_calls_it() -> None:
-    """The inner kernel's branch-free ``_clip`` (selects) against ``np.clip`` of float64 arrays with the lower
-    bound 0 (``svi_numpy_reference``'s call): x and the upper bound NaN, infinite, signed zero, tiny or huge."""
-    values = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, -1.5, 1e-300, 2.0, 3.0, 1e300])
-    x = np.repeat(values, values.size)
-    hi = np.tile(values, values.size)
-    with np.errstate(invalid="ignore"):
-        want = np.clip(x, 0.0, hi)
-    got = np.array([_clip_compiled(a, 0.0, b) for a, b in zip(x, hi, strict=True)])
-    assert got.tobytes() == want.tobytes()
