@@ -1570,6 +1570,15 @@ def _spline_map(n: int) -> FloatArray:
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _spline_map_t(n: int) -> FloatArray:
+    """``_spline_map(n)`` with the power last, ``(n - 1, n, 4)``: ``out[i, j, k] = _spline_map(n)[k, i, j]``
+    (``_spline_kernel``'s operands)."""
+    out = np.ascontiguousarray(_spline_map(n).transpose(1, 2, 0))
+    out.flags.writeable = False
+    return out
+
+
 def _spline_coefficients(vals: FloatArray, out: FloatArray, slot: int | None = None) -> FloatArray:
     """Not-a-knot spline coefficients of the node values ``vals`` ``(options, nv, nu)``:
     ``np.einsum("lmv,kin,avn->amilk", _spline_map(nv), _spline_map(nu), vals)`` to rounding, written into ``out`` or,
@@ -1580,8 +1589,8 @@ def _spline_coefficients(vals: FloatArray, out: FloatArray, slot: int | None = N
     with it). Where the einsum contracts the vol nodes first (from about 17 options), its BLAS products are the
     kernel's bits on machines whose OpenBLAS kernel sums each entry as one FMA chain in index order."""
     target = out if slot is None else out[:, slot]
-    m_v, m_y = _spline_map(vals.shape[1]), _spline_map(vals.shape[2])
-    run_chunked(_spline_kernel, vals.shape[0], vals, m_v, m_y, out[:, None] if slot is None else out, slot or 0)
+    m_vt, m_yt = _spline_map_t(vals.shape[1]), _spline_map_t(vals.shape[2])
+    run_chunked(_spline_kernel, vals.shape[0], vals, m_vt, m_yt, out[:, None] if slot is None else out, slot or 0)
     return target
 
 
@@ -1599,9 +1608,9 @@ def _boundary_coefficients(lratio: FloatArray) -> FloatArray:
     return out
 
 
-@njit(**JIT)
+@slp_njit()
 def _spline_kernel(
-    vals: FloatArray, m_v: FloatArray, m_y: FloatArray, out: FloatArray, slot: int, start: int, stop: int
+    vals: FloatArray, m_vt: FloatArray, m_yt: FloatArray, out: FloatArray, slot: int, start: int, stop: int
 ) -> None:
     """``_spline_coefficients``' two matrix products for the options ``start .. stop-1`` (``run_chunked``), element by
     element as OpenBLAS' double-precision kernels make them: each entry a chain of fused multiply-adds over the
@@ -1611,25 +1620,41 @@ def _spline_kernel(
     Bit for bit the BLAS products where OpenBLAS' kernel sums each entry as one FMA chain in index order (on this
     project's x86-64 machines: the pipeline's tables compared in docs/speed_log.md; test_scenario_engine checks it to
     rounding from 17 to 46,730 options) at a fraction of their memory traffic: no ``(options x 768)`` intermediate
-    and no transposed copy of it."""
+    and no transposed copy of it.
+    The maps come with the power last (``_spline_map_t``: ``m_vt[vc, v, vp]``, ``m_yt[yc, y, yp]``), so the four chains
+    of the four powers (vol powers in the first product, y powers in the second) advance side by side, each in its
+    own accumulator, over contiguous operands: four independent lanes that LLVM's SLP vectorizer (``slp_njit``) packs
+    into one vector fused multiply-add; each chain's operations and their order are unchanged (the same bits)."""
     nv, nu = vals.shape[1], vals.shape[2]
-    tmp = np.empty((4, nv - 1, nu))
+    tmp = np.empty((nv - 1, nu, 4))  # tmp[vc, y, vp]: the first product
     for a in range(start, stop):
-        for vp in range(4):
-            for vc in range(nv - 1):
-                for y in range(nu):
-                    acc = 0.0
-                    for v in range(nv):
-                        acc = fused_multiply_add(vals[a, v, y], m_v[vp, vc, v], acc)
-                    tmp[vp, vc, y] = acc
+        for vc in range(nv - 1):
+            for y in range(nu):
+                b0 = b1 = b2 = b3 = 0.0
+                for v in range(nv):
+                    x = vals[a, v, y]
+                    b0 = fused_multiply_add(x, m_vt[vc, v, 0], b0)
+                    b1 = fused_multiply_add(x, m_vt[vc, v, 1], b1)
+                    b2 = fused_multiply_add(x, m_vt[vc, v, 2], b2)
+                    b3 = fused_multiply_add(x, m_vt[vc, v, 3], b3)
+                tmp[vc, y, 0] = b0
+                tmp[vc, y, 1] = b1
+                tmp[vc, y, 2] = b2
+                tmp[vc, y, 3] = b3
         for vc in range(nv - 1):
             for yc in range(nu - 1):
                 for vp in range(4):
-                    for yp in range(4):
-                        acc = 0.0
-                        for y in range(nu):
-                            acc = fused_multiply_add(tmp[vp, vc, y], m_y[yp, yc, y], acc)
-                        out[a, slot, vc, yc, vp, yp] = acc
+                    c0 = c1 = c2 = c3 = 0.0
+                    for y in range(nu):
+                        x = tmp[vc, y, vp]
+                        c0 = fused_multiply_add(x, m_yt[yc, y, 0], c0)
+                        c1 = fused_multiply_add(x, m_yt[yc, y, 1], c1)
+                        c2 = fused_multiply_add(x, m_yt[yc, y, 2], c2)
+                        c3 = fused_multiply_add(x, m_yt[yc, y, 3], c3)
+                    out[a, slot, vc, yc, vp, 0] = c0
+                    out[a, slot, vc, yc, vp, 1] = c1
+                    out[a, slot, vc, yc, vp, 2] = c2
+                    out[a, slot, vc, yc, vp, 3] = c3
 
 
 def _grid_boundaries(

@@ -761,3 +761,44 @@ def test_exact_prices_fill_the_nan_entries_of_the_rows_counted() -> None:
     div = p.dividend_yield[pos] + sc.dividend_shift_abs[j, s]
     want = american_price(spot, p.strike[pos], t1, vol, rate, div, p.is_call[pos])
     np.testing.assert_array_equal(values[m, j], want)
+
+
+def _fma(a: float, b: float, c: float) -> float:
+    """``a * b + c`` rounded once (exact rational arithmetic; finite operands)."""
+    from fractions import Fraction
+
+    return float(Fraction(a) * Fraction(b) + Fraction(c))
+
+
+def test_spline_kernel_sums_each_entry_as_one_fused_multiply_add_chain_in_index_order() -> None:
+    """``_spline_coefficients`` of a few options is, bit for bit, its documented arithmetic: each entry of the first
+    product (vol nodes) a chain of single-rounding multiply-adds in index order from 0.0, rounded, then each entry
+    of the second (y nodes) the same over the first's entries (exact zeros, negative zeros and magnitudes over 10
+    decades included)."""
+    from risk_pipeline.quant.scenario_engine import _spline_coefficients
+
+    rng = np.random.default_rng(11)
+    vals = rng.normal(0.0, 1.0, (4, 5, 13)) * rng.lognormal(0.0, 5.0, (4, 1, 1))
+    vals[rng.random(vals.shape) < 0.2] = 0.0
+    vals[1, :, :4] = -0.0
+    got = _spline_coefficients(vals, np.empty((4, 4, 12, 4, 4)))
+    m_v, m_y = _spline_map(5), _spline_map(13)
+    want = np.empty_like(got)
+    for a in range(vals.shape[0]):
+        tmp = np.empty((4, 4, 13))
+        for vp in range(4):
+            for vc in range(4):
+                for y in range(13):
+                    acc = 0.0
+                    for v in range(5):
+                        acc = _fma(float(vals[a, v, y]), float(m_v[vp, vc, v]), acc)
+                    tmp[vp, vc, y] = acc
+        for vc in range(4):
+            for yc in range(12):
+                for vp in range(4):
+                    for yp in range(4):
+                        acc = 0.0
+                        for y in range(13):
+                            acc = _fma(float(tmp[vp, vc, y]), float(m_y[yp, yc, y]), acc)
+                        want[a, vc, yc, vp, yp] = acc
+    np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))

@@ -1,7 +1,7 @@
 """Kernels compiled by ``slp_njit`` get LLVM's SLP vectorizer for their own code only: numba's flag is set while their
 library is optimized and restored afterwards (on error too), other kernels compiled before, after or in another
-thread meanwhile stay scalar, a cached build without it is not loaded in its place, and the grid read built with it
-gives the bits of its build without it."""
+thread meanwhile stay scalar, a cached build without it is not loaded in its place, and the grid read and the spline
+fit built with it give the bits of their builds without it."""
 
 from __future__ import annotations
 
@@ -175,3 +175,73 @@ def test_the_grid_read_gives_the_bits_of_its_build_without_the_vectorizer() -> N
             assert got.tobytes() == want.tobytes()
             np.testing.assert_array_equal(got_nan, want_nan)
             assert got_nan[-1] == got.shape[1] and np.isfinite(got).any()
+
+
+def _node_values(rng: np.random.Generator) -> list[np.ndarray]:
+    """Random node values (exact zeros, negative zeros, magnitudes over 10 decades, an inf and a NaN) and the node
+    values of a grid build (``test_grid_runs``' book under a set with vol, rate and yield moves: the base grid and
+    its four shifted grids)."""
+    from risk_pipeline_tests.quant.test_grid_memo import _sets
+    from risk_pipeline_tests.quant.test_grid_runs import _book
+
+    vals = rng.normal(0.0, 1.0, (300, 5, 13)) * rng.lognormal(0.0, 5.0, (300, 1, 1))
+    vals[rng.random(vals.shape) < 0.2] = 0.0
+    vals[30:60, :, :4] = -0.0
+    vals[60, 0, 0] = np.inf
+    vals[61, 2, 7] = np.nan
+    got = [vals]
+    p = _book(rng)
+    sc = _sets(rng, p.n_symbols)[0]
+    fit = se._spline_coefficients
+
+    def keep(v: np.ndarray, out: np.ndarray, slot: int | None = None) -> np.ndarray:
+        got.append(v.copy())
+        return fit(v, out, slot)
+
+    se._spline_coefficients = keep
+    try:
+        book = se.prepare(p, 1.0, sc, "eep_grid")
+    finally:
+        se._spline_coefficients = fit
+    assert len(got) == 6 and (book.grid_mode == 1).any()
+    return got
+
+
+def _fma_unit() -> bool:
+    from llvmlite import binding
+
+    return bool(binding.get_host_cpu_features().get("fma", False))
+
+
+def _spline_run(kernel: Any, vals: np.ndarray) -> np.ndarray:
+    """``kernel`` on ``vals`` into slot 1 of three grids (the others NaN), in two chunks of options."""
+    out = np.full((vals.shape[0], 3, 4, 12, 4, 4), np.nan)
+    m_vt, m_yt = se._spline_map_t(5), se._spline_map_t(13)
+    half = vals.shape[0] // 2
+    kernel(vals, m_vt, m_yt, out, 1, 0, half)
+    kernel(vals, m_vt, m_yt, out, 1, half, vals.shape[0])
+    return out
+
+
+def test_the_spline_fit_gives_the_bits_of_its_build_without_the_vectorizer() -> None:
+    assert isinstance(se._spline_kernel, _numba._SlpDispatcher)
+    scalar = numba.njit(**{**JIT, "cache": False})(se._spline_kernel.py_func)
+    for vals in _node_values(np.random.default_rng(3)):
+        got, want = _spline_run(se._spline_kernel, vals), _spline_run(scalar, vals)
+        assert got.tobytes() == want.tobytes()
+        assert np.isnan(got[:, [0, 2]]).all() and np.isfinite(got[:, 1]).any()
+
+
+@x86
+@pytest.mark.skipif(not _fma_unit(), reason="no FMA instructions")
+def test_the_spline_fit_runs_packed_fused_multiply_adds() -> None:
+    """Its four chains a step run as one vector fused multiply-add (here an uncached build: a build loaded from the
+    cache has no assembly to inspect); without the vectorizer each is a scalar one."""
+    builds = [slp_njit(cache=False), numba.njit(**{**JIT, "cache": False})]
+    packed, plain = (build(se._spline_kernel.py_func) for build in builds)
+    for kernel in (packed, plain):
+        _spline_run(kernel, np.zeros((2, 5, 13)))
+    (asm,) = packed.inspect_asm().values()
+    assert re.search(r"\bvfmadd\w*pd\b", asm) and not re.search(r"\bvfmadd\w*sd\b", asm)
+    (asm,) = plain.inspect_asm().values()
+    assert re.search(r"\bvfmadd\w*sd\b", asm) and not re.search(r"\bvfmadd\w*pd\b", asm)
