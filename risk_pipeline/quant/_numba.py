@@ -81,8 +81,10 @@ demo's compilations, replayed cold, took about 1.2 s (9 %) less CPU, with the sa
 numba builds every kernel with LLVM's SLP vectorizer off (``NUMBA_SLP_VECTORIZE``, default 0), so independent scalar
 lanes of straight-line code stay scalar. A kernel made of such lanes is ``slp_njit`` (``JIT`` plus the vectorizer for
 that kernel's own optimization only, however it is compiled, its cache entries keyed apart): the grid read
-(``scenario_engine._american_grid_values``), whose shifted fold of a cell's 16 coefficients then runs packed, with
-the same bits (the same IEEE operations) and no more compile time.
+(``scenario_engine._american_grid_values``), whose shifted fold of a cell's 16 coefficients then runs packed, the
+grid build's spline fit (``scenario_engine._spline_kernel``, four coefficient chains side by side) and optimal f's
+bootstrap paths (``sizing._bootstrap_path_outcomes``, two paths side by side), each with the same bits (the same
+IEEE operations in the same order).
 """
 
 from __future__ import annotations
