@@ -445,8 +445,8 @@ def optimal_f(returns: ArrayLike, *, n_paths: int = 2000, horizon: int | None = 
     h = horizon or x.size
     terminal, drawdown = np.empty(n_paths), np.empty(n_paths)
     # path p resamples the draws p * h .. p * h + h - 1 of np.random.default_rng(seed).integers(0, x.size), i.e. row
-    # p of integers(..., size=(n_paths, h)), compiled and drawn path by path; the paths on this thread (a thread
-    # pool's hand-offs cost CPU for a few milliseconds of work)
+    # p of integers(..., size=(n_paths, h)), compiled and drawn two paths at a time with the bits of path-by-path
+    # draws; the paths on this thread (a thread pool's hand-offs cost CPU for a few milliseconds of work)
     _bootstrap_path_outcomes(x, _pcg64_state(np.random.default_rng(seed)), float(fraction), h, terminal, drawdown)
     return OptimalF(
         f=f,

@@ -421,7 +421,8 @@ def test_bootstrap_path_outcomes_are_the_numpy_paths_of_numpys_draws(horizon: in
 
 def test_bootstrap_path_outcomes_built_with_slp_are_the_bits_of_the_plain_build() -> None:
     """``_bootstrap_path_outcomes`` (``slp_njit``: two paths side by side, packed) gives the bits of its source
-    compiled by ``numba.njit(**JIT)`` (scalar): odd and even path counts, horizons 0-300, pairs with one lane ending
+    compiled by ``numba.njit(**JIT)`` (scalar) and of the path-by-path kernels (``_bootstrap_draws``, then
+    ``_path_outcomes``): odd and even path counts, horizons 0-300, pairs with one lane ending
     not finite (a return of 1e100 drawn four times or more overflows, a NaN return stays) and the other finite."""
     plain = numba.njit(**{**JIT, "cache": False})(sz._bootstrap_path_outcomes.py_func)
     rng = np.random.default_rng(19)
@@ -440,8 +441,14 @@ def test_bootstrap_path_outcomes_built_with_slp_are_the_bits_of_the_plain_build(
         b = np.empty(n_paths), np.empty(n_paths)
         sz._bootstrap_path_outcomes(x, state, fraction, horizon, *a)
         plain(x, state, fraction, horizon, *b)
-        for got, expected in zip(a, b, strict=True):
+        # and the bits of the path-by-path kernels: every path's draws, then every path's outcome one at a time
+        draws = np.empty((n_paths, horizon), dtype=np.int64)
+        sz._bootstrap_draws(state, x.size, draws)
+        c = np.empty(n_paths), np.empty(n_paths)
+        sz._path_outcomes(x, draws, fraction, *c, 0, n_paths)
+        for got, expected, by_path in zip(a, b, c, strict=True):
             np.testing.assert_array_equal(got.view(np.int64), expected.view(np.int64))
+            np.testing.assert_array_equal(got.view(np.int64), by_path.view(np.int64))
         finite = np.isfinite(a[0][: n_paths - n_paths % 2].reshape(-1, 2))
         mixed += int(np.sum(finite[:, 0] != finite[:, 1]))
     assert mixed > 0
