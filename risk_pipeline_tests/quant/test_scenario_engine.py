@@ -784,21 +784,23 @@ def test_spline_kernel_sums_each_entry_as_one_fused_multiply_add_chain_in_index_
     got = _spline_coefficients(vals, np.empty((4, 4, 12, 4, 4)))
     m_v, m_y = _spline_map(5), _spline_map(13)
     want = np.empty_like(got)
+
+    def chain(xs: np.ndarray, ms: np.ndarray) -> float:
+        """``sum x * m`` as one fused multiply-add after another from 0.0, in order."""
+        acc = 0.0
+        for x, m in zip(xs, ms, strict=True):
+            acc = _fma(float(x), float(m), acc)
+        return acc
+
     for a in range(vals.shape[0]):
         tmp = np.empty((4, 4, 13))
         for vp in range(4):
             for vc in range(4):
                 for y in range(13):
-                    acc = 0.0
-                    for v in range(5):
-                        acc = _fma(float(vals[a, v, y]), float(m_v[vp, vc, v]), acc)
-                    tmp[vp, vc, y] = acc
+                    tmp[vp, vc, y] = chain(vals[a, :, y], m_v[vp, vc, :])
         for vc in range(4):
             for yc in range(12):
                 for vp in range(4):
                     for yp in range(4):
-                        acc = 0.0
-                        for y in range(13):
-                            acc = _fma(float(tmp[vp, vc, y]), float(m_y[yp, yc, y]), acc)
-                        want[a, vc, yc, vp, yp] = acc
+                        want[a, vc, yc, vp, yp] = chain(tmp[vp, vc, :], m_y[yp, yc, :])
     np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))
