@@ -275,7 +275,9 @@ def solve_hedge(
     ``_with_exact_es``) after ``ES_EXACT_AFTER`` rounds of ES cuts: one tail set a cut, a MILP's hedge can stay just
     over the exact ES round after round (3,000-name synthetic problems: 140 rounds in 211 CPU s, no hedge). The LP
     rounds (HiGHS without presolve) stop adding rows after ``relaxed_share`` of the time limit; the MILP rounds add the
-    rest. When the time limit (or ``node_limit``
+    rest; in the hard program they write the ES row exactly after ``ES_EXACT_LP_AFTER`` rounds of ES cuts, and add its
+    dual tail weights as one cut when they converge (``_exact_es_weights``: the same LP optimum for the MILP rounds,
+    which have cuts only). When the time limit (or ``node_limit``
     nodes of the unrestricted MILP) stops the solve, the kept hedge is returned with status ``time_limit``, ``gap``
     and ``lower_bound`` (the best bound proven: the LP relaxations' optima and the unrestricted MILPs' dual bounds,
     each a relaxation of the full program) and ``first_feasible_seconds`` (wall and CPU); no hedge only when none
@@ -314,6 +316,7 @@ def solve_hedge(
         cuts = [_tail_weights(-es_book, t.es_confidence)] if t.es_rows.size else []
         relaxed = True  # rows and cuts from the LP relaxation first (milliseconds a round), then the MILP
         lp_rounds = 0
+        es_lp_rounds = 0  # LP rounds that added an ES cut: from ES_EXACT_LP_AFTER on (hard program), ES row exact
         # the best hedge and the best lower bound proven on the full program's cost (elastic: on its objective)
         best = partial if elastic else _Incumbent()
 
@@ -390,6 +393,9 @@ def solve_hedge(
             limit = time_limit - (time.perf_counter() - start)
             if limit <= 0:
                 return stopped("time limit reached while adding scenario rows")
+            exact_lp = relaxed and not elastic and t.es_rows.size and es_lp_rounds >= ES_EXACT_LP_AFTER
+            if exact_lp:
+                prog = _with_exact_es(prog, es_H, es_book, t.es_target, t.es_confidence)
             if relaxed:
                 # HiGHS' presolve costs 3/4 of these LPs at thousands of lines (same optima measured without it)
                 res = _milp(
@@ -427,6 +433,7 @@ def solve_hedge(
             es_violated = t.es_rows.size and es_now > t.es_target + s_es * scale_es + tol_es
             if es_violated:
                 cuts.append(_tail_weights(-es_pnl, t.es_confidence))
+                es_lp_rounds += bool(relaxed)
             loss_rows += new_rows
             core_used = not relaxed and state.pop("core_used", False)  # the round's MILP within the core
             box = state.pop("certified_box", None) if not relaxed else None  # the round's box certified by the LP
@@ -473,6 +480,12 @@ def solve_hedge(
             if new_rows or es_violated:
                 continue
             if relaxed:
+                if exact_lp:
+                    # the exact ES row's tail weights at the LP optimum (its duals): with them as a cut, the MILP
+                    # rounds' relaxation has the exact row's LP optimum (as the cuts' rounds converge to)
+                    w = _exact_es_weights(prog, es_H.shape[0])
+                    if w is not None:
+                        cuts.append(w)
                 # cuts at the whole-contract points around the relaxed optimum: the MILP's tail sets are
                 # usually among them, which saves MILP rounds (every tail-weight cut is valid everywhere)
                 if t.es_rows.size:
@@ -1031,6 +1044,10 @@ def _restricted_milp(
 
 
 ES_EXACT_AFTER = 3  # ``_restricted_milp``: rounds of ES cuts before the exact (Rockafellar-Uryasev) ES row
+# ``solve_hedge``'s LP rounds: rounds of ES cuts before the exact ES row (the cuts until then serve the MILP rounds too:
+# 500-name ``core_equity`` converges in 15 LP rounds, with the exact row after 3 its MILP rounds tail; the 3,000-name
+# one had not after 40)
+ES_EXACT_LP_AFTER = 20
 
 
 def _with_exact_es(
@@ -1074,6 +1091,28 @@ def _with_exact_es(
         ),
         "constraints": [LinearConstraint(A_new, lb, ub)],
     }
+
+
+def _exact_es_weights(prog: dict[str, Any], n_es: int) -> FloatArray | None:
+    """The tail weights ``w`` (``0 <= w_s <= 1/m``, ``sum w = 1``) of the exact ES row of ``prog``
+    (``_with_exact_es``) at its LP optimum: the duals of the rows ``u_s >= L_s(x) - a`` over their sum (by LP
+    duality, the cut ``w . L(x) <= target`` then gives the same LP optimum as the exact row). None when the LP is not
+    solved or the ES row is not binding."""
+    lp = _lp_relaxation(prog)
+    if lp.status != 0:
+        return None
+    con = prog["constraints"][0]
+    n_rows = con.A.shape[0]
+    up = np.isfinite(np.asarray(con.ub, dtype=float))
+    first = n_rows - n_es - 1  # the u_s rows, then the ES row (all upper rows)
+    at = np.cumsum(up)[first : first + n_es] - 1  # their positions among the upper rows (``a_ub``)
+    # ``scipy``'s marginals of upper rows are <= 0; the rows are scaled (their ``a`` coefficient -1 before), so
+    # the unscaled rows' multipliers are -marginal x that scale
+    a_col = con.A.shape[1] - n_es - 1
+    row_scale = np.abs(csr_matrix(con.A)[first : first + n_es, [a_col]].toarray().ravel())
+    mu = np.maximum(-np.asarray(lp.ineqlin.marginals, dtype=float)[at], 0.0) * row_scale
+    total = float(mu.sum())
+    return mu / total if total > 0 else None
 
 
 def _failed(c: HedgeCandidates, status: str, start: float, message: str) -> HedgeSolution:

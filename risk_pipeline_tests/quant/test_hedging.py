@@ -538,9 +538,12 @@ def random_program(seed: int, n: int = 30, n_sc: int = 120) -> tuple:
     return c, t
 
 
-def whole_program_milp(c: object, t: HedgeTargets, lines: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+def whole_program_milp(
+    c: object, t: HedgeTargets, lines: np.ndarray | None = None, relaxed: bool = False
+) -> tuple[float, np.ndarray]:
     """The whole program in one ``scipy.optimize.milp``: every scenario row, the ES in Rockafellar-Uryasev form
-    with its auxiliary variables, the minimum notional with binaries (only ``lines`` may trade)."""
+    with its auxiliary variables, the minimum notional with binaries (only ``lines`` may trade); ``relaxed``: its LP
+    relaxation (quantities and binaries continuous)."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     G, H = np.asarray(c.greeks), c.scenario_pnl
@@ -574,12 +577,13 @@ def whole_program_milp(c: object, t: HedgeTargets, lines: np.ndarray | None = No
         off = np.setdiff1d(np.arange(n), lines)
         upper[off] = 0.0
     res = milp(
-        np.concatenate([c.cost, np.zeros(nv - n)]), integrality=np.concatenate([np.ones(2 * n), np.zeros(1 + n_es)]),
+        np.concatenate([c.cost, np.zeros(nv - n)]),
+        integrality=np.concatenate([np.full(2 * n, 0.0 if relaxed else 1.0), np.zeros(1 + n_es)]),
         bounds=Bounds(np.concatenate([np.zeros(2 * n), [-np.inf], np.zeros(n_es)]), upper),
         constraints=[LinearConstraint(np.array(rows), np.array(lo), np.array(hi))], options={"mip_rel_gap": 1e-9},
     )  # fmt: skip
     assert res.status == 0
-    return float(res.fun), np.round(res.x[:n])
+    return float(res.fun), res.x[:n] if relaxed else np.round(res.x[:n])
 
 
 def meets_every_row(c: object, t: HedgeTargets, x: np.ndarray) -> bool:
@@ -898,6 +902,53 @@ def test_restricted_milp_with_the_exact_es_row_reaches_the_whole_programs_optimu
     x = hedging._restricted_milp(c, t, lines, np.zeros(c.n), c.max_contracts, 60.0, 1e-9, [], [], 3)
     assert x is not None and meets_every_row(c, t, x)
     assert float(c.cost @ x) == pytest.approx(best, rel=1e-7, abs=1e-7)
+
+
+@pytest.mark.parametrize("seed", [1, 3, 4, 8])
+def test_exact_es_rows_duals_as_a_cut_give_the_whole_programs_lp_optimum(seed: int) -> None:
+    """The LP with every scenario row and ``_with_exact_es``'s row, and the LP with one cut of its duals' tail weights
+    (``_exact_es_weights``) instead, both have the whole program's LP optimum (its ES row written out independently)."""
+    from dataclasses import replace
+
+    from risk_pipeline.quant.hedging import _exact_es_weights, _milp, _program, _with_exact_es
+
+    c, t = random_program(seed)
+    t = replace(t, loss_cap=1e9, es_target=0.6 * tail_es(t.book_pnl[t.es_rows], t.es_confidence))  # the ES binds
+    oracle, _ = whole_program_milp(c, t, relaxed=True)
+    es_h, es_book = c.scenario_pnl[t.es_rows], t.book_pnl[t.es_rows]
+    rows = np.arange(t.book_pnl.size)
+    exact = _with_exact_es(_program(c, t, rows, [], es_h, es_book, False, 1.0), es_h, es_book, t.es_target,
+                           t.es_confidence)  # fmt: skip
+    lp = _milp(exact, np.zeros_like(exact["integrality"]), exact["bounds"], 60.0, 1e-9, presolve=False)
+    assert lp.status == 0 and lp.fun == pytest.approx(oracle, rel=1e-9, abs=1e-9)
+    w = _exact_es_weights(exact, t.es_rows.size)
+    assert w is not None and w.sum() == pytest.approx(1.0) and np.all(w >= 0)
+    assert np.all(w <= 1.0 / ((1 - t.es_confidence) * t.es_rows.size) * (1 + 1e-9))
+    cut = _program(c, t, rows, [w], es_h, es_book, False, 1.0)
+    lp_cut = _milp(cut, np.zeros_like(cut["integrality"]), cut["bounds"], 60.0, 1e-9, presolve=False)
+    assert lp_cut.status == 0 and lp_cut.fun == pytest.approx(oracle, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("exact_after", [0, 1])
+@pytest.mark.parametrize("seed", [1, 3, 4, 8])
+def test_lp_rounds_with_the_exact_es_row_reach_the_whole_programs_optimum(
+    seed: int, exact_after: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The LP rounds with the exact ES row (from their first round, or after one cut round) and the MILP rounds
+    with the cuts: the hedge returned meets every row at the whole program's optimum (gap 1e-9)."""
+    from dataclasses import replace
+
+    import risk_pipeline.quant.hedging as hedging
+
+    monkeypatch.setattr(hedging, "ES_EXACT_LP_AFTER", exact_after)
+    c, t = random_program(seed)
+    t = replace(t, loss_cap=1e9, es_target=0.6 * tail_es(t.book_pnl[t.es_rows], t.es_confidence))  # the ES binds
+    best, _ = whole_program_milp(c, t)
+    sol = solve_hedge(c, t, time_limit=120.0, mip_rel_gap=1e-9, rows_per_round=3)
+    assert sol.status == "optimal" and not sol.partial
+    assert meets_every_row(c, t, sol.quantity)
+    assert sol.cost == pytest.approx(best, rel=1e-7, abs=1e-7)
+    assert sol.lower_bound <= best * (1 + 1e-9) + 1e-9
 
 
 def test_a_hedge_missing_rows_within_the_lagrangian_core_is_finished_on_the_cores_lines(
