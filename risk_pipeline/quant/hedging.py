@@ -354,6 +354,18 @@ def solve_hedge(
             found = x is not None and consider(x, f"box of {int(lines.sum())} lines against every row").feasible
             return found or bool(kept)
 
+        def against_every_row(
+            lines: IntArray, lo_l: FloatArray, hi_l: FloatArray, how: str, first: FloatArray | None = None,
+            loss_rows: list = loss_rows, cuts: list = cuts, best: _Incumbent = best,
+        ) -> bool:  # fmt: skip
+            """``lines`` alone (within ``lo_l``..``hi_l``) solved against every row (``_restricted_milp``, in the
+            time left) and the hedge considered: whether it meets every row and a hedge is kept."""
+            left = time_limit - (time.perf_counter() - start)
+            if left <= 0 or not lines.size:
+                return False
+            x_l = _restricted_milp(c, t, lines, lo_l, hi_l, left, mip_rel_gap, loss_rows, cuts, rows_per_round, first)
+            return x_l is not None and consider(x_l, how).feasible and best.x is not None
+
         def optimal_kept(best: _Incumbent = best) -> HedgeSolution:
             """The kept hedge, proven optimal (hard program)."""
             assert best.x is not None
@@ -442,17 +454,9 @@ def solve_hedge(
                 # after another, the MILP's hedge just over the exact ES each time): the box's lines against every
                 # row (ES row exact after a few cuts); that hedge is optimal when it is within the gap of the bound
                 lines, lo_b, hi_b = box
-                left = time_limit - (time.perf_counter() - start)
                 how_box = f"box of {lines.size} lines against every row"
-                x_box = (
-                    _restricted_milp(c, t, lines, lo_b, hi_b, left, mip_rel_gap, loss_rows, cuts, rows_per_round, x)
-                    if left > 0
-                    else None
-                )
                 if (
-                    x_box is not None
-                    and consider(x_box, how_box).feasible
-                    and best.x is not None
+                    against_every_row(lines, lo_b, hi_b, how_box, x)
                     and best.score - best.bound <= mip_rel_gap * max(abs(best.bound), 1e-9) + 1e-9
                 ):
                     methods.append(f"{how_box}, certified by the LP bound")
@@ -467,14 +471,8 @@ def solve_hedge(
                     np.asarray(core_bounds.ub, dtype=float)[: c.n],
                 )
                 lines = np.flatnonzero(hi_c > 0)
-                left = time_limit - (time.perf_counter() - start)
-                x_core = (
-                    _restricted_milp(c, t, lines, lo_c, hi_c, left, mip_rel_gap, loss_rows, cuts, rows_per_round)
-                    if left > 0 and lines.size
-                    else None
-                )
                 how_core = f"the per-symbol Lagrangian core's {lines.size} lines against every row"
-                if x_core is not None and consider(x_core, how_core).feasible and best.x is not None:
+                if against_every_row(lines, lo_c, hi_c, how_core):
                     methods.append(how_core)  # the core's optimum, or a kept hedge costing no more
                     return optimal_kept()
             if new_rows or es_violated:
