@@ -778,6 +778,18 @@ def symbol_program(seed: int, n_sym: int = 8, per: int = 3, n_sc: int = 100) -> 
     return c, t
 
 
+def solved_at_the_whole_programs_optimum(c: Any, t: Any, **solve_args: Any) -> Any:
+    """``solve_hedge(c, t, **solve_args)``, asserted optimal, meeting every row, at the cost of the whole program
+    solved at once by HiGHS (``whole_program_milp``) and with a lower bound not above it; the solution."""
+    best, _ = whole_program_milp(c, t)
+    sol = solve_hedge(c, t, **solve_args)
+    assert sol.status == "optimal" and not sol.partial
+    assert meets_every_row(c, t, sol.quantity)
+    assert sol.cost == pytest.approx(best, rel=1e-7, abs=1e-7)
+    assert sol.lower_bound <= best * (1 + 1e-9) + 1e-9
+    return sol
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_lagrangian_core_keeps_every_point_no_dearer_than_the_kept_hedge_by_enumeration(
     seed: int, monkeypatch: pytest.MonkeyPatch
@@ -844,12 +856,7 @@ def test_unrestricted_milp_within_the_lagrangian_core_reaches_the_whole_programs
     through = 0
     for seed in (0, 1, 2, 3, 4, 5):
         c, t = symbol_program(seed, n_sym=10, per=3)
-        best, _ = whole_program_milp(c, t)
-        sol = solve_hedge(c, t, time_limit=120.0, mip_rel_gap=1e-9, rows_per_round=3)
-        assert sol.status == "optimal" and not sol.partial
-        assert meets_every_row(c, t, sol.quantity)
-        assert sol.cost == pytest.approx(best, rel=1e-7, abs=1e-7)
-        assert sol.lower_bound <= best * (1 + 1e-9) + 1e-9
+        sol = solved_at_the_whole_programs_optimum(c, t, time_limit=120.0, mip_rel_gap=1e-9, rows_per_round=3)
         through += "per-symbol Lagrangian bound" in sol.message
     assert through  # the path is exercised
 
@@ -943,12 +950,7 @@ def test_lp_rounds_with_the_exact_es_row_reach_the_whole_programs_optimum(
     monkeypatch.setattr(hedging, "ES_EXACT_LP_AFTER", exact_after)
     c, t = random_program(seed)
     t = replace(t, loss_cap=1e9, es_target=0.6 * tail_es(t.book_pnl[t.es_rows], t.es_confidence))  # the ES binds
-    best, _ = whole_program_milp(c, t)
-    sol = solve_hedge(c, t, time_limit=120.0, mip_rel_gap=1e-9, rows_per_round=3)
-    assert sol.status == "optimal" and not sol.partial
-    assert meets_every_row(c, t, sol.quantity)
-    assert sol.cost == pytest.approx(best, rel=1e-7, abs=1e-7)
-    assert sol.lower_bound <= best * (1 + 1e-9) + 1e-9
+    solved_at_the_whole_programs_optimum(c, t, time_limit=120.0, mip_rel_gap=1e-9, rows_per_round=3)
 
 
 def test_a_hedge_missing_rows_within_the_lagrangian_core_is_finished_on_the_cores_lines(
@@ -963,12 +965,9 @@ def test_a_hedge_missing_rows_within_the_lagrangian_core_is_finished_on_the_core
     through = 0
     for seed in range(8):
         c, t = symbol_program(seed, n_sym=10, per=3)
-        best, _ = whole_program_milp(c, t)
-        sol = solve_hedge(c, t, time_limit=120.0, mip_rel_gap=1e-9, rows_per_round=1, relaxed_share=0.0)
-        assert sol.status == "optimal" and not sol.partial
-        assert meets_every_row(c, t, sol.quantity)
-        assert sol.cost == pytest.approx(best, rel=1e-7, abs=1e-7)
-        assert sol.lower_bound <= best * (1 + 1e-9) + 1e-9
+        sol = solved_at_the_whole_programs_optimum(
+            c, t, time_limit=120.0, mip_rel_gap=1e-9, rows_per_round=1, relaxed_share=0.0
+        )
         through += "Lagrangian core's" in sol.message
     assert through  # the path is exercised
 
