@@ -32,7 +32,7 @@ slices have theirs.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numba
@@ -147,8 +147,16 @@ class _Smile:
     den_rho: FloatArray
 
 
-def _smile(strike: ArrayLike, forward: float, beta: float, formula: str) -> _Smile:
-    """``_Smile`` of ``formula`` (``"hagan"`` or ``"obloj"``) at ``strike``."""
+def _smile(
+    strike: ArrayLike,
+    forward: float | FloatArray,
+    beta: float,
+    formula: str,
+    forward_power: FloatArray | None = None,
+) -> _Smile:
+    """``_Smile`` of ``formula`` (``"hagan"`` or ``"obloj"``) at ``strike``. ``forward`` may be a column, one forward
+    per row of ``strike`` (``density_checks``); then ``forward_power`` is the column of each row's ``forward ** (1 -
+    beta)`` taken as a Python float (numpy's power of an array may take another path, e.g. ``sqrt`` for 0.5)."""
     k = np.asarray(strike, dtype=np.float64)
     log_fk = np.log(forward / k)
     b1 = 1.0 - beta
@@ -162,7 +170,8 @@ def _smile(strike: ArrayLike, forward: float, beta: float, formula: str) -> _Smi
         # (F^{1-b} - K^{1-b}) / ((1 - b) L) = F^{1-b} (1 - exp(-(1-b) L)) / ((1-b) L), stable near L = 0
         small = np.abs(b1 * log_fk) < 1e-12
         safe = np.where(small, 1.0, b1 * log_fk)
-        z_scale = lead = forward**b1 * np.where(small, 1.0, -np.expm1(-safe) / safe)
+        power = forward**b1 if forward_power is None else forward_power
+        z_scale = lead = power * np.where(small, 1.0, -np.expm1(-safe) / safe)
     fk = forward * k
     return _Smile(log_fk, z_scale, lead, 24.0 * fk ** (1.0 - beta), 4.0 * fk ** (0.5 * (1.0 - beta)))
 
@@ -1331,3 +1340,86 @@ def density_check(fit: SabrFit, n_std: float = 4.0, points: int = 401, tolerance
     density = 2.0 * np.diff(slope) / (h[1:] + h[:-1])
     minimum = float(density.min())
     return DensityCheck(bool(minimum >= -tolerance), minimum, strikes[1:-1])
+
+
+def density_checks(
+    fits: Sequence[SabrFit], n_std: float = 4.0, points: int = 401, tolerance: float = 1e-10
+) -> list[DensityCheck]:
+    """``density_check`` of each fit (in order), the fits of one formula and ``1 - beta`` as the rows of one array
+    (one numpy call per step for them all, not per slice). Every row takes the same IEEE operations on the same
+    operands as ``density_check`` of its fit alone: the scalar parts (``forward ** (1 - beta)``, ``nu / alpha``,
+    the correction's parameter terms, the grid's ``half`` and step) computed per fit as Python floats, then used as
+    columns; the powers keep their scalar exponents. So every check is ``density_check``'s, bit for bit."""
+    out: list[DensityCheck | None] = [None] * len(fits)
+    groups: dict[tuple[str, float], list[int]] = {}
+    for i, fit in enumerate(fits):
+        groups.setdefault((fit.formula, 1.0 - fit.beta), []).append(i)
+    for (formula, b1), rows in groups.items():
+        fs = [fits[i] for i in rows]
+        beta = fs[0].beta  # every fit of the group has this 1 - beta (beta -0.0 and 0.0 alike)
+        forward = np.array([f.forward for f in fs])[:, None]
+        power = np.array([f.forward**b1 for f in fs])[:, None]
+        t = [f.time_years for f in fs]
+        atm = _fit_vol_rows(fs, forward, forward.copy(), power, beta, formula)[:, 0]
+        half = [n_std * float(a) * math.sqrt(ti) for a, ti in zip(atm, t, strict=True)]
+        grid = _grid_rows(half, points)
+        strikes = forward * np.exp(grid)
+        h = np.diff(strikes, axis=1)
+        vol = _fit_vol_rows(fs, strikes, forward, power, beta, formula)
+        # black_call of each row
+        sd = np.maximum(vol * np.array([math.sqrt(ti) for ti in t])[:, None], 1e-300)
+        d1 = np.log(forward / strikes) / sd + 0.5 * sd
+        prices = forward * ndtr(d1) - strikes * ndtr(d1 - sd)
+        slope = np.diff(prices, axis=1) / h
+        density = 2.0 * np.diff(slope, axis=1) / (h[:, 1:] + h[:, :-1])
+        minimum = density.min(axis=1)
+        for j, i in enumerate(rows):
+            m = float(minimum[j])
+            out[i] = DensityCheck(bool(m >= -tolerance), m, strikes[j, 1:-1])
+    return [c for c in out if c is not None]
+
+
+def _fit_vol_rows(
+    fits: Sequence[SabrFit], strike: FloatArray, forward: FloatArray, power: FloatArray, beta: float, formula: str
+) -> FloatArray:
+    """``sabr_vol(fit, strike[j])`` of each fit ``j`` (one formula, one ``1 - beta``) as rows: ``_smile_vol``'s
+    operations with each parameter term a column of the Python floats ``_smile_vol`` and ``_correction_from``
+    form from scalars."""
+    smile = _smile(strike, forward, beta, formula, power)
+
+    def col(values: list[float]) -> FloatArray:
+        return np.array(values)[:, None]
+
+    alpha = col([f.alpha for f in fits])
+    rho = col([f.rho for f in fits])
+    z = col([f.nu / f.alpha for f in fits]) * smile.z_scale * smile.log_fk
+    # _correction_from: ((1 - beta)^2 alpha alpha) / den_alpha + (rho beta nu alpha) / den_rho + (2 - 3 rho^2) nu^2 / 24
+    c = (
+        col([(1.0 - f.beta) ** 2 * f.alpha * f.alpha for f in fits]) / smile.den_alpha
+        + col([f.rho * f.beta * f.nu * f.alpha for f in fits]) / smile.den_rho
+        + col([(2.0 - 3.0 * f.rho * f.rho) * f.nu * f.nu / 24.0 for f in fits])
+    )
+    corr = 1.0 + col([f.time_years for f in fits]) * c
+    # _z_over_x with rho's terms as columns
+    small = np.abs(z) < _SMALL_Z
+    zz = np.where(small, 1.0, z)
+    x = np.log((np.sqrt(1.0 - col([2.0 * f.rho for f in fits]) * zz + zz * zz) + zz - rho) / (1.0 - rho))
+    zx = np.where(small, 1.0 - col([0.5 * f.rho for f in fits]) * z, zz / x)
+    return alpha / smile.lead * zx * corr
+
+
+def _grid_rows(half: list[float], points: int) -> FloatArray:
+    """``np.linspace(-half[j], half[j], points)`` as rows: ``arange * step + start``, the end set to ``stop`` (numpy's
+    operations for a scalar start and stop); a row whose step is 0 (numpy's other path) by ``np.linspace`` itself."""
+    div = points - 1
+    start = np.array([-x for x in half])
+    stop = np.array(half)
+    if div <= 0:
+        return np.stack([np.linspace(-x, x, points) for x in half])
+    step = np.array([(x - (-x)) / div for x in half])
+    grid = np.arange(0, points, dtype=np.float64)[None, :] * step[:, None]
+    grid += start[:, None]
+    grid[:, -1] = stop
+    for j in np.flatnonzero(step == 0):
+        grid[j] = np.linspace(-half[j], half[j], points)
+    return grid

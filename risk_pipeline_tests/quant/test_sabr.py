@@ -16,6 +16,7 @@ from risk_pipeline.quant.sabr import (
     black_call,
     calibrate_sabr,
     density_check,
+    density_checks,
     nu_upper_bound,
     sabr_hagan_vol,
     sabr_obloj_vol,
@@ -128,6 +129,34 @@ def test_density_check_against_black_prices_computed_here() -> None:
     h = np.diff(k)
     density = 2.0 * np.diff(np.diff(c) / h) / (h[1:] + h[:-1])
     assert density.min() == pytest.approx(bad.min_density, rel=1e-6)
+
+
+def test_density_checks_are_each_fits_density_check_bit_for_bit() -> None:
+    # fits of both formulas and several betas (-0.0 and 0.0 in one group) interleaved, an ATM-flat smile (nu = 0), a
+    # zero-width grid (alpha tiny) and extreme parameters; each batched check has density_check's bits, in order
+    rng = np.random.default_rng(7)
+    fits = []
+    for i in range(120):
+        beta = [1.0, 0.5, 0.0, -0.0, 0.3, 0.7][i % 6]
+        formula = "hagan" if i % 4 == 1 else "obloj"
+        f = float(rng.uniform(5.0, 500.0))
+        t = float(rng.choice([1.0 / 365.0, 0.02, 0.25, 1.0, 3.0, 15.0]))
+        alpha = float(rng.uniform(0.05, 1.5) * f ** (1.0 - beta))
+        rho, nu = float(rng.uniform(-0.99, 0.99)), float(rng.choice([0.0, rng.uniform(0.01, 25.0)]))
+        fits.append(SabrFit(alpha, beta, rho, nu, f, t, 0.0, 0, True, formula))
+    fits.append(SabrFit(1e-300, 1.0, 0.0, 0.5, 100.0, 0.5, 0.0, 0, True, "obloj"))  # a grid of subnormal width
+    fits.append(SabrFit(20.0, 0.0, -0.2, 1.2, 100.0, 15.0, 0.0, 0, True, "hagan"))  # negative density
+    with np.errstate(all="ignore"):
+        want = [density_check(fit) for fit in fits]
+        got = density_checks(fits)
+        assert density_checks(fits[:1])[0].strikes.tobytes() == want[0].strikes.tobytes()
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert g.arbitrage_free == w.arbitrage_free
+        assert np.float64(g.min_density).tobytes() == np.float64(w.min_density).tobytes()
+        assert g.strikes.tobytes() == w.strikes.tobytes()
+    assert not got[-1].arbitrage_free
+    assert density_checks([]) == []
 
 
 def test_a_one_day_slice_is_not_held_at_a_flat_vol_of_vol_cap() -> None:

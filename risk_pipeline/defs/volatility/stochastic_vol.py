@@ -25,7 +25,14 @@ from risk_pipeline.defs.common import (
 from risk_pipeline.defs.volatility.surfaces import GROUP, SnapshotSelection, snapshot_time
 from risk_pipeline.kernel_warmup import cached_on_disk
 from risk_pipeline.quant.heston import calibrate_heston
-from risk_pipeline.quant.sabr import SabrFit, _calibrate_kernel, calibrate_sabr, density_check
+from risk_pipeline.quant.sabr import (
+    DensityCheck,
+    SabrFit,
+    _calibrate_kernel,
+    calibrate_sabr,
+    density_check,
+    density_checks,
+)
 from risk_pipeline.quant.surfaces import otm_mask
 from risk_pipeline.resources import WarehouseResource
 
@@ -62,7 +69,7 @@ def sabr_rows(quotes: pd.DataFrame, beta: float, compiled: bool = True) -> list[
     vol = quotes["implied_vol"].to_numpy(float)
     forwards = quotes["forward"].to_numpy(float)
     times = quotes["time_to_expiry_years"].to_numpy(float)
-    rows = []
+    slices = []
     for j, expiry in enumerate(expiries):
         idx = order[starts[j] : starts[j + 1]]
         if len(idx) < 3:
@@ -73,13 +80,18 @@ def sabr_rows(quotes: pd.DataFrame, beta: float, compiled: bool = True) -> list[
             fit = calibrate_sabr(strike[idx], vol[idx], forward, t, beta, SABR_FORMULA, compiled=compiled)
         except ValueError as exc:
             raise ValueError(f"SABR fit of {quotes['underlying'].iloc[0]} {expiry}: {exc}") from exc
-        rows.append(sabr_row(expiry, t, forward, fit))
-    return rows
+        slices.append((expiry, t, forward, fit))
+    # the density checks of all the underlying's slices at once (each check the bits of density_check of its fit)
+    densities = density_checks([fit for *_, fit in slices])
+    return [sabr_row(*sl, density) for sl, density in zip(slices, densities, strict=True)]
 
 
-def sabr_row(expiry: Any, time_to_expiry_years: float, forward: float, fit: SabrFit) -> dict[str, Any]:
-    """One sabr_slices row: the slice's expiry, time and forward, the fit, and its density check."""
-    density = density_check(fit)
+def sabr_row(
+    expiry: Any, time_to_expiry_years: float, forward: float, fit: SabrFit, density: DensityCheck | None = None
+) -> dict[str, Any]:
+    """One sabr_slices row: the slice's expiry, time and forward, the fit, and its density check (``density``:
+    ``density_check(fit)``, taken if not given)."""
+    density = density_check(fit) if density is None else density
     return {
         "expiry": expiry,
         "time_to_expiry_years": time_to_expiry_years,
