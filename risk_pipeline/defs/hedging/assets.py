@@ -93,8 +93,9 @@ TRIGGER_LIMITS = (
 )
 SOLVER = "scipy.optimize.milp (HiGHS)"
 #: Option lines revalued in full per book (the issue's benchmark size less the delta-one lines): when the
-#: chain offers more, every line is first revalued in the book's SCREEN_TAIL_SCENARIOS worst scenarios and
-#: the most efficient per dollar for each Greek row over half its level and for the tail are kept.
+#: chain offers more, every line's P&L in the book's SCREEN_TAIL_SCENARIOS worst scenarios is bounded (``TailPnl``:
+#: a European revaluation and the early-exercise premium's bound; in full where the bound can rank it) and the most
+#: efficient per dollar for each Greek row over half its level and for the tail are kept.
 SCREEN_OPTIONS = 160
 SCREEN_TAIL_SCENARIOS = 25
 TOL = 1e-6
