@@ -1749,6 +1749,118 @@ def scenario_rows(scenarios: Scenarios, rows: IntArray) -> Scenarios:
     )
 
 
+#: ``TailPnl``'s slack on each line's bounds, per unit of ``multiplier x (strike + highest spot)``: far above the
+#: engine's rounding (about 1e-13 of that) and any early-exercise premium's numerical error, far below the premium
+#: bound itself (``K (1 - exp(-r T))``: 1e-3 of the strike at r T = 1e-3)
+TAIL_BOUND_SLACK = 1e-6
+
+
+@dataclass(frozen=True, eq=False)
+class TailPnl:
+    """The lines' mean P&L over tail scenario blocks, exact (``mean``: ``build_candidates(lines, blocks, ...)
+    .scenario_pnl.mean(axis=0)`` of the lines asked, bit for bit) or bounded (``bounds``) without revaluing an
+    American option's early exercise.
+
+    ``lines`` are one contract per line, ``quantity`` the side (``build_candidates``' lines); ``blocks`` (scenario
+    set, horizon) on ``symbol_columns``. ``bounds`` revalues every distinct contract as a European option (the
+    engine's Black-Scholes path, the same shocks, vol rule and horizon) and widens by the early-exercise premium's
+    bound per unit, today and in every row: a put's ``K (1 - exp(-max(r, 0) T))`` (valid while the yield is not
+    negative), a call's ``S (1 - exp(-max(q, 0) T))`` at the highest spot (valid while the rate is not negative),
+    the premium being at least 0 (the premium is the discounted rate on the strike, resp. the yield on the spot,
+    over the exercise region: Kim 1990, Carr-Jarrow-Myneni 1992), with the rates, yields and spots of every row and
+    ``TAIL_BOUND_SLACK``; a contract outside those conditions gets infinite bounds. Each position is revalued on
+    its own (its early-exercise boundaries and grid are its own bits), so ``mean`` of a subset of the lines is the
+    subset of the whole set's means."""
+
+    lines: Portfolio
+    blocks: Sequence[tuple[Scenarios, float]]
+    symbol_columns: Sequence[str]
+    american: AmericanMethod = "exact"
+
+    def _contracts(self) -> tuple[Portfolio, IntArray, bool]:
+        """The distinct contracts, one long contract each (the lines themselves when no two share one), each line's
+        contract and whether any two share one (``build_candidates``' split)."""
+        n = self.lines.n_positions
+        unique, first, inverse = _unique_contracts(self.lines)
+        long_one = replace(self.lines, quantity=np.ones(n))
+        shared = unique < n
+        return (_subset(long_one, first) if shared else long_one), (inverse if shared else np.arange(n)), shared
+
+    def _blocks_on(self, split: Portfolio, split_col: IntArray) -> list[Scenarios]:
+        """The blocks on the columns of ``split`` (``one_symbol_per_position`` of contracts on ``lines.symbols``)."""
+        where = {s: i for i, s in enumerate(self.symbol_columns)}
+        col = np.array([where[s] for s in self.lines.symbols], dtype=np.intp)
+        return [columns_of(columns_of(sc, col), split_col) for sc, _ in self.blocks]
+
+    def mean(self, idx: IntArray) -> FloatArray:
+        """The exact mean P&L of the lines ``idx``: their contracts revalued in full (only those), then
+        ``build_candidates``' arithmetic on an array of every line (the others' P&L 0), whose layout decides the
+        order of each column's sum."""
+        idx = np.asarray(idx, dtype=np.intp)
+        if not idx.size:
+            return np.zeros(0)
+        distinct, contract, shared = self._contracts()
+        needed = np.unique(contract[idx])
+        split, split_col = one_symbol_per_position(_subset(distinct, needed))
+        blocks = self._blocks_on(split, split_col)
+        H = np.zeros((sum(sc.n_scenarios for sc in blocks), distinct.n_positions))
+        if H.shape[0]:
+            H[:, needed] = np.vstack(
+                [_split_pnl(split, sc, h, self.american) for sc, (_, h) in zip(blocks, self.blocks, strict=True)]
+            )
+        side = np.sign(np.asarray(self.lines.quantity))
+        H = H[:, contract] * side[None, :] if shared else H * side[None, :]
+        return H.mean(axis=0)[idx]
+
+    def bounds(self) -> tuple[FloatArray, FloatArray]:
+        """Per line, a lower and an upper bound of ``mean`` (NaN where the European revaluation is not finite)."""
+        distinct, inverse, _ = self._contracts()
+        split, split_col = one_symbol_per_position(distinct)
+        blocks = self._blocks_on(split, split_col)
+        side = np.sign(np.asarray(self.lines.quantity, dtype=float))
+        european = replace(split, is_american=np.zeros(split.n_positions, dtype=bool))
+        m = split.n_positions
+        spot = np.asarray(split.spot, dtype=float)
+        r = np.broadcast_to(np.asarray(split.rate, dtype=float), (m,))
+        q = np.broadcast_to(np.asarray(split.dividend_yield, dtype=float), (m,))
+        s_hi, r_lo, r_hi, q_lo, q_hi = spot.copy(), r.copy(), r.copy(), q.copy(), q.copy()
+        parts = []
+        for sc, (_, h) in zip(blocks, self.blocks, strict=True):
+            sset, method = engine_inputs(european, sc, self.american)
+            parts.append(
+                evaluate(european, sset, h, american=method, per_symbol=True).by_symbol
+                if sset.n_scenarios and m
+                else np.zeros((sset.n_scenarios, m))
+            )
+            if not sset.n_scenarios:
+                continue
+            s_hi = np.maximum(s_hi, spot * np.max(1.0 + sset.spot_shock_rel, axis=0))
+            for shift, lo, hi, base in ((sset.rate_shift_abs, r_lo, r_hi, r), (sset.dividend_shift_abs, q_lo, q_hi, q)):
+                if shift is None:
+                    continue
+                a = np.asarray(shift, dtype=float)
+                per_pos = a if a.ndim == 2 else a[:, None]
+                np.minimum(lo, base + np.min(per_pos, axis=0), out=lo)
+                np.maximum(hi, base + np.max(per_pos, axis=0), out=hi)
+        H = np.vstack(parts) if parts else np.zeros((0, m))
+        eu = (H[:, inverse] * side[None, :]).mean(axis=0)
+        opt = np.asarray(split.is_option, dtype=bool) & np.asarray(split.is_american, dtype=bool)
+        t = np.broadcast_to(np.asarray(split.time_years, dtype=float), (m,))
+        k = np.broadcast_to(np.asarray(split.strike, dtype=float), (m,))
+        call = np.broadcast_to(np.asarray(split.is_call, dtype=bool), (m,))
+        with np.errstate(invalid="ignore", over="ignore"):
+            put_b = np.where(q_lo >= 0.0, k * -np.expm1(-np.maximum(r_hi, 0.0) * np.maximum(t, 0.0)), np.inf)
+            call_b = np.where(r_lo >= 0.0, s_hi * -np.expm1(-np.maximum(q_hi, 0.0) * np.maximum(t, 0.0)), np.inf)
+            premium = np.where(opt, np.where(call, call_b, put_b), 0.0)
+            mult = np.abs(np.broadcast_to(np.asarray(split.multiplier, dtype=float), (m,)))
+            slack = TAIL_BOUND_SLACK * mult * (np.abs(np.where(np.asarray(split.is_option), k, 0.0)) + s_hi)
+            width = (premium * mult + slack)[inverse]
+        bad = ~np.isfinite(eu)
+        lo, hi = eu - width, eu + width
+        lo[bad], hi[bad] = np.nan, np.nan
+        return lo, hi
+
+
 def screen_candidates(
     c: HedgeCandidates,
     is_option: BoolArray,
@@ -1756,6 +1868,7 @@ def screen_candidates(
     warn_level: FloatArray,
     tail_book_pnl: FloatArray,
     keep: int,
+    tail: TailPnl | None = None,
 ) -> IntArray:
     """Indices (ascending) of every delta-one line and at most ``keep`` option lines worth revaluing in full.
 
@@ -1765,6 +1878,10 @@ def screen_candidates(
     the row ``-sign(g) G / |g|`` a contract removes) and the tail (the contract's mean P&L in those
     scenarios over the book's mean loss there). The best ``keep // n_criteria`` option lines with a positive
     effect of each criterion are kept (a line can serve several).
+
+    ``tail``: the lines' tail P&L (``c.scenario_pnl`` is then not read): only the option lines whose score's upper
+    bound (``TailPnl.bounds``) reaches the ``keep // n_criteria``-th largest lower bound (0 at least) are revalued
+    (``TailPnl.mean``); every other line scores below that many lines, or at most 0, so the same lines are kept.
     """
     opt = np.asarray(is_option, dtype=bool)
     per_dollar = 1.0 / np.maximum(c.cost + c.premium, 1e-9)
@@ -1781,8 +1898,23 @@ def screen_candidates(
             lo, hi = G.indptr[k], G.indptr[k + 1]
             effects.append((G.indices[lo:hi].astype(np.intp), -np.sign(g) * G.data[lo:hi] / abs(g)))
     tail_loss = float(-np.mean(tail_book_pnl)) if tail_book_pnl.size else 0.0
-    if tail_loss > 0.0 and c.scenario_pnl.shape[0]:
+    tail_rows = c.scenario_pnl.shape[0] if tail is None else sum(sc.n_scenarios for sc, _ in tail.blocks)
+    if tail_loss > 0.0 and tail_rows and tail is None:
         effects.append((np.arange(c.n, dtype=np.intp), c.scenario_pnl.mean(axis=0) / tail_loss))
+    elif tail_loss > 0.0 and tail_rows:
+        assert tail is not None
+        per = max(keep // (len(effects) + 1), 1)
+        lo, hi = tail.bounds()
+        with np.errstate(invalid="ignore"):
+            lo_score, hi_score = lo / tail_loss * per_dollar, hi / tail_loss * per_dollar
+            lows = lo_score[opt & np.isfinite(lo_score)]
+            # at least `per` option lines score at least `floor` > 0 (else `floor` is 0): a line whose upper bound is
+            # under it is not among the best `per`, nor has a positive effect when `floor` is 0
+            floor = max(float(np.partition(lows, lows.size - per)[lows.size - per]) if lows.size >= per else 0.0, 0.0)
+            need = np.flatnonzero(opt & ~(hi_score < floor))
+        effect = np.zeros(c.n)
+        effect[need] = tail.mean(need) / tail_loss
+        effects.append((np.arange(c.n, dtype=np.intp), effect))
     chosen = ~opt
     if effects:
         per = max(keep // len(effects), 1)

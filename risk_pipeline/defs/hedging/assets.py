@@ -46,6 +46,7 @@ from risk_pipeline.errors import RiskDataError
 from risk_pipeline.paths import LIMITS_FILE, SCENARIOS_FILE
 from risk_pipeline.quant.hedging import (
     HedgeTargets,
+    TailPnl,
     Trigger,
     UnitGreekCache,
     beta_hedge_quantity,
@@ -70,6 +71,7 @@ from risk_pipeline.quant.hedging import (
     vix_from_variances,
 )
 from risk_pipeline.quant.limits import LimitsConfig, load_limits
+from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.stress import load_scenarios
 from risk_pipeline.queries import latest_as_of
 from risk_pipeline.resources import ExportsResource, WarehouseResource
@@ -91,8 +93,9 @@ TRIGGER_LIMITS = (
 )
 SOLVER = "scipy.optimize.milp (HiGHS)"
 #: Option lines revalued in full per book (the issue's benchmark size less the delta-one lines): when the
-#: chain offers more, every line is first revalued in the book's SCREEN_TAIL_SCENARIOS worst scenarios and
-#: the most efficient per dollar for each Greek row over half its level and for the tail are kept.
+#: chain offers more, every line's P&L in the book's SCREEN_TAIL_SCENARIOS worst scenarios is bounded (``TailPnl``:
+#: a European revaluation and the early-exercise premium's bound; in full where the bound can rank it) and the most
+#: efficient per dollar for each Greek row over half its level and for the tail are kept.
 SCREEN_OPTIONS = 160
 SCREEN_TAIL_SCENARIOS = 25
 TOL = 1e-6
@@ -435,20 +438,26 @@ def recommend_book(
     horizon_days = cfg.horizon_sessions * CALENDAR_DAYS_PER_SESSION
     exposure = book_exposure(rows, g_rows)
 
-    def candidates(c: pd.DataFrame, scenarios: list, greeks: dict[str, np.ndarray] | None = None) -> Any:
+    def candidates(
+        c: pd.DataFrame, scenarios: list, greeks: dict[str, np.ndarray] | None = None, lines: Portfolio | None = None
+    ) -> Any:
         is_option = (c["instrument_type"] == "option").to_numpy(bool)
         mult = np.where(is_option | c["instrument_type"].isin(["future", "etf"]).to_numpy(bool),
                         c["multiplier"].to_numpy(float) if "multiplier" in c else 1.0, 1.0)  # fmt: skip
+        if lines is None:
+            lines = lines_portfolio(c, spots, c["side"].to_numpy(float))
         return build_candidates(
-            lines_portfolio(c, spots, c["side"].to_numpy(float)), c["price"].to_numpy(float),
+            lines, c["price"].to_numpy(float),
             c["mid"].to_numpy(float), g_rows, scenarios, symbol_columns=p.symbols,
             horizon_calendar_days=horizon_days, financing_rate=cfg.financing_rate, budget=budget,
             american=AMERICAN, labels=c["label"].tolist() if "label" in c else None, price_multiplier=mult,
             delta_one_carry=c["carry"].to_numpy(float), greeks=greeks, greek_cache=greek_cache,
         ), mult  # fmt: skip
 
-    # pre-screen: every line revalued in the book's worst scenarios only, the most efficient options kept (the
-    # kept lines' Greeks are the pre-screen's: each line's are its own); labels only for the kept lines
+    # pre-screen: every line's Greeks and cost, its P&L in the book's worst scenarios only, the most efficient options
+    # kept (the kept lines' Greeks are the pre-screen's: each line's are its own); the tail P&L bounded by a European
+    # revaluation and revalued in full only for the options whose bound can rank them among the kept (TailPnl: the
+    # same lines kept); labels only for the kept lines
     n_listed = len(cands)
     line_greeks = None
     if int(is_opt.sum()) > SCREEN_OPTIONS and book_pnl.size:
@@ -459,8 +468,10 @@ def recommend_book(
             if inside.size:
                 tail.append((scenario_rows(sc, inside), h))
             start += sc.n_scenarios
-        pre, _ = candidates(cands, tail)
-        kept = screen_candidates(pre, is_opt, exposure, warn, book_pnl[worst], SCREEN_OPTIONS)
+        listed = lines_portfolio(cands, spots, cands["side"].to_numpy(float))
+        pre, _ = candidates(cands, [], lines=listed)
+        tail_pnl = TailPnl(listed, tail, p.symbols, AMERICAN)
+        kept = screen_candidates(pre, is_opt, exposure, warn, book_pnl[worst], SCREEN_OPTIONS, tail_pnl)
         line_greeks = {k: v[kept] for k, v in pre.line_greeks.items()}
         del pre
         cands = cands.iloc[kept].reset_index(drop=True)
