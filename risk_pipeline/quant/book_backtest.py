@@ -270,15 +270,19 @@ def static_book_backtest(
         # (each option priced on its own: the same bits as a stack of every day's book)
         value_parts.append(market_values(stacked).reshape(-1, n_pos).sum(axis=1))
     values = np.concatenate(value_parts)
-    # the next day's full revaluation (exact American prices), the days of one calendar gap together, at most
-    # per_call days' books stacked in one call (each book's P&L is its own options', bit for bit whatever the stack)
+    # the next day's full revaluation (exact American prices), the days of one calendar gap and of one VaR call
+    # together (at most per_call days' books stacked in one call; each book's P&L is its own options', bit for bit
+    # whatever the stack): a block within one call takes today's option values from that call's stacked book, where a
+    # block of days from two calls priced them all again (at 50,000 positions, two days a call)
     pnl = np.empty(len(books))
     step = gap[t_days + 1]
+    call_of = np.arange(len(books)) // per_call
     blocks = [
-        same[lo : lo + per_call]
-        for same in (np.flatnonzero(step == d) for d in np.unique(step))
-        for lo in range(0, same.size, per_call)
+        np.flatnonzero((step == d) & (call_of == k))
+        for d in np.unique(step)
+        for k in range(int(call_of.max(initial=-1)) + 1)
     ]
+    blocks = [idx for idx in blocks if idx.size]
     for idx in blocks:
         days_elapsed = step[idx[0]]
         tt = t_days[idx]
@@ -287,10 +291,8 @@ def static_book_backtest(
         # (each option on its own: the same bits), so that only the moved prices are computed here
         day_books = [books[k] for k in idx]
         together = stack_portfolios(day_books)
-        part = idx // per_call
-        if np.all(part == part[0]):  # days of one call (always, unless the memory bound split the days)
-            rows = ((idx % per_call)[:, None] * n_pos + np.arange(n_pos)[None, :]).ravel()
-            share_values(stacks[int(part[0])], rows, together)
+        rows = ((idx % per_call)[:, None] * n_pos + np.arange(n_pos)[None, :]).ravel()
+        share_values(stacks[int(call_of[idx[0]])], rows, together)  # the block's days are of one call
         if term is None or type(term) is ExpiryScaledVolMoves:
             # the days' one-scenario sets made side by side at once, as evaluate_many stacks them: the same moves,
             # vol scales and (element-wise) vol shifts, so the same bits; each day's P&L its block's sum, as there

@@ -105,3 +105,51 @@ def test_days_without_enough_history_are_refused() -> None:
         static_book_backtest(book, closes, vols, gaps, np.array([100]), VarConfig())
     with pytest.raises(ValueError, match="next day"):
         static_book_backtest(book, closes, vols, gaps, np.array([closes.shape[0] - 1]), VarConfig())
+
+
+def test_next_day_pnl_in_blocks_of_days_takes_todays_values_from_its_var_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the days split over several VaR calls (``days_per_call``), each day's options are priced today once (by
+    its VaR call) also where the days of one calendar gap fall in different calls, and every figure is the one-call
+    run's; the P&L is the repriced difference (BSM written out)."""
+    import risk_pipeline.quant.scenario_engine as engine
+
+    closes, vols, gaps = _market()
+    days = np.arange(270, 278)
+    gaps[days + 1] = [1.0, 3.0, 1.0, 1.0, 1.0, 3.0, 1.0, 3.0]  # days of one gap in calls 0-3 of two days each
+    book = Portfolio(**{**_book().__dict__, "spot": closes[-1]})
+    cfg = VarConfig(lookback_days=250, n_scenarios=500)
+    priced: list[int] = []
+    base_values = engine._base_values
+
+    def counted(p, opt, *args, **kwargs):  # type: ignore[no-untyped-def]
+        priced.append(int(np.asarray(opt).size))
+        return base_values(p, opt, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "_base_values", counted)
+    whole = static_book_backtest(book, closes, vols, gaps, days, cfg, methods=(HISTORICAL,))
+    in_one = sum(priced)
+    priced.clear()
+    blocks = static_book_backtest(book, closes, vols, gaps, days, cfg, methods=(HISTORICAL,), days_per_call=2)
+    n_options = int(book.is_option.sum())
+    assert in_one == sum(priced) == days.size * n_options  # each day's options once, today
+    np.testing.assert_array_equal(blocks.pnl, whole.pnl)
+    np.testing.assert_array_equal(blocks.book_value, whole.book_value)
+    np.testing.assert_array_equal(blocks.var[HISTORICAL], whole.var[HISTORICAL])
+    for i, t in enumerate(days):
+        move = closes[t] / closes[-1]
+        ratio = np.array([vols[t, 0] / vols[-1, 0], 1.0])  # B has no ATM vol: unchanged
+        vol_next = np.array([vols[t + 1, 0] / vols[t, 0], 1.0])
+        total = 0.0
+        for p in range(4):
+            s = book.symbol_index[p]
+            units = book.quantity[p] / move[s] * book.multiplier[p]
+            if not book.is_option[p]:
+                total += units * (closes[t + 1, s] - closes[t, s])
+                continue
+            k, tau, sigma = book.strike[p] * move[s], book.time_years[p], book.implied_vol[p] * ratio[s]
+            before = bsm_price(closes[t, s], k, tau, sigma, 0.03, 0.01, bool(book.is_call[p]))
+            after = bsm_price(
+                closes[t + 1, s], k, tau - gaps[t + 1] / 365.0, sigma * vol_next[s], 0.03, 0.01, bool(book.is_call[p])
+            )
+            total += units * (float(after) - float(before))
+        assert blocks.pnl[i] == pytest.approx(total, rel=1e-9)
