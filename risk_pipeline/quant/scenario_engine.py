@@ -785,22 +785,54 @@ def _american_grid_sum(
 ) -> None:
     """Add the American P&L from the prices ``values[m, j]``, each scenario's terms in position order (blocks
     of scenarios read the option-major values row by row). Sequential: a pass over memory, too short to gain
-    from threads."""
+    from threads.
+
+    A block's per-underlying sums are run in a buffer with the underlyings as rows (``acc[k, c]``: the block's
+    scenarios contiguous, one row per underlying with an American, in order of first appearance), started from
+    ``out_sym``'s entries and written back at the block's end: each entry gets the same additions in the same
+    order as added in place (the same bits), without a strided write into ``out_sym`` for every price."""
     na, n = values.shape
+    n_sym = out_sym.shape[1] if per_symbol else 0
+    row = np.full(n_sym, -1, dtype=np.int64)  # an underlying's row of acc, -1: no American on it
+    held = np.empty(n_sym, dtype=np.int64)  # the underlying of each row
+    n_held = 0
+    for m in range(na if per_symbol else 0):
+        s = opt_sym[n_euro + m]
+        if row[s] < 0:
+            row[s] = n_held
+            held[n_held] = s
+            n_held += 1
+    acc = np.empty((n_held, _BLOCK))
+    total = np.empty(_BLOCK)
     for blk in range((n + _BLOCK - 1) // _BLOCK):
         j0 = blk * _BLOCK
-        j1 = min(n, j0 + _BLOCK)
-        total = out_pnl[j0:j1].copy()
+        nb = min(n, j0 + _BLOCK) - j0
+        for c in range(nb):
+            total[c] = out_pnl[j0 + c]
+        for k in range(n_held):
+            s = held[k]
+            for c in range(nb):
+                acc[k, c] = out_sym[j0 + c, s]
         for m in range(na):
             i = n_euro + m
-            s = opt_sym[i]
-            for j in range(j0, j1):
-                v = units[i] * (values[m, j] - base[i])
-                total[j - j0] += v
-                if per_symbol:
-                    out_sym[j, s] += v
-        for j in range(j0, j1):  # not out_pnl[j0:j1] = total: its shape check compiles numba's string formatting
-            out_pnl[j] = total[j - j0]
+            u = units[i]
+            b = base[i]
+            vm = values[m, j0 : j0 + nb]
+            if per_symbol:
+                a = acc[row[opt_sym[i]]]
+                for c in range(nb):
+                    v = u * (vm[c] - b)
+                    total[c] += v
+                    a[c] += v
+            else:
+                for c in range(nb):
+                    total[c] += u * (vm[c] - b)
+        for c in range(nb):
+            out_pnl[j0 + c] = total[c]
+        for k in range(n_held):
+            s = held[k]
+            for c in range(nb):
+                out_sym[j0 + c, s] = acc[k, c]
 
 
 @njit(**JIT)
