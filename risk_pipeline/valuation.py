@@ -16,6 +16,9 @@ import pandas as pd
 
 from risk_pipeline.calendar import expiry_close_utc, previous_session
 from risk_pipeline.errors import RiskDataError
+from risk_pipeline.quant import american as _american
+from risk_pipeline.quant.american_alo import NEWTON_STEP_TOL_GREEKS, american_points
+from risk_pipeline.quant.bsm import broadcast_inputs, bsm_greeks
 from risk_pipeline.quant.curves import zero_rate
 from risk_pipeline.quant.greeks import expiry_bucket, rolling_beta
 from risk_pipeline.quant.greeks import position_greeks as compute_position_greeks
@@ -57,25 +60,34 @@ UNLISTED_EXTRAPOLATED = "; expiry not listed: extrapolated beyond the listed exp
 
 
 def surfaces_by_underlying(rows: pd.DataFrame) -> dict[str, SviSurface]:
-    """SviSurface per underlying from stored vol_surface rows."""
+    """SviSurface per underlying from stored vol_surface rows.
+
+    Each column is iterated once over all rows (``Series.__iter__``: the values ``itertuples`` gives) and the
+    slices of an underlying are its rows in stored order (``groupby(...).indices``), without a groupby frame and
+    a namedtuple class per underlying."""
+    if rows.empty:
+        return {}
+    cols = ("svi_a", "svi_b", "svi_rho", "svi_m", "svi_sigma", "time_to_expiry_years", "rmse_vol_points",
+            "n_quotes", "model", "butterfly_arbitrage_free", "min_durrleman_g")  # fmt: skip
+    a, b, rho, m, sigma, t, rmse, nq, model, arb_free, g_min = (list(rows[c]) for c in cols)
     out = {}
-    for underlying, g in rows.groupby("underlying"):
+    for underlying, idx in rows.groupby("underlying").indices.items():
         slices = tuple(
             SviFit(
-                a=r.svi_a,
-                b=r.svi_b,
-                rho=r.svi_rho,
-                m=r.svi_m,
-                sigma=r.svi_sigma,
-                time_years=r.time_to_expiry_years,
-                rmse_vol_points=r.rmse_vol_points,
-                n_quotes=int(r.n_quotes),
-                method=r.model,
+                a=a[i],
+                b=b[i],
+                rho=rho[i],
+                m=m[i],
+                sigma=sigma[i],
+                time_years=t[i],
+                rmse_vol_points=rmse[i],
+                n_quotes=int(nq[i]),
+                method=model[i],
                 converged=True,
-                butterfly_arbitrage_free=bool(r.butterfly_arbitrage_free),
-                min_durrleman_g=r.min_durrleman_g,
+                butterfly_arbitrage_free=bool(arb_free[i]),
+                min_durrleman_g=g_min[i],
             )
-            for r in g.itertuples(index=False)
+            for i in idx
         )
         out[str(underlying)] = SviSurface(slices)
     return out
@@ -206,12 +218,16 @@ def value_positions(
     settings: ValuationSettings | None = None,
     positions: pd.DataFrame | None = None,
     allow_expired: bool = False,
+    price_only: bool = False,
 ) -> pd.DataFrame:
     """position_greeks rows of every book at one snapshot; fails closed on any missing input.
 
     ``positions`` defaults to the session's stored positions with the session's ``executions`` up to
     ``as_of`` applied (``apply_fills``; another session's book can be passed to revalue it);
     ``allow_expired`` values options past expiry at their exercise value.
+    ``price_only``: the rows carry only the identity columns, ``spot``, ``price`` and ``market_value``
+    (``position_prices``: the same bits as the full rows' ``price`` and ``market_value``; no Greeks, no betas,
+    no smile slope), and fail closed on a non-finite price only.
     """
     settings = settings or ValuationSettings()
     if positions is None:  # the session's book: start-of-day positions plus the fills up to the snapshot
@@ -278,6 +294,8 @@ def value_positions(
             np.where(inside, UNLISTED_INTERPOLATED, UNLISTED_EXTRAPOLATED),
             "",
         )
+        if price_only:
+            continue
         slope[rows] = (
             surface.implied_vol(tt, k + SMILE_SLOPE_STEP) - surface.implied_vol(tt, k - SMILE_SLOPE_STEP)
         ) / (2 * SMILE_SLOPE_STEP)
@@ -290,6 +308,29 @@ def value_positions(
         past = positions.loc[expired, "position_id"].tolist()
         raise RiskDataError(f"option positions past expiry at {as_of}: {past}")
     american = (positions["exercise_style"] == "american").to_numpy(bool)
+    if price_only:
+        units = positions["quantity"].to_numpy(float) * positions["multiplier"].to_numpy(float)
+        price = position_prices(is_option, (positions["option_type"] == "C").to_numpy(bool), american, spot,
+                                strike, t, vol, rate, q)  # fmt: skip
+        out = pd.DataFrame(
+            {
+                "as_of": as_of,
+                "as_of_date": session,
+                **{c: positions[c] for c in ("book", "position_id", "symbol", "instrument_type", "quantity")},
+                "multiplier": positions["multiplier"],
+                "spot": spot,
+                "price": price,
+                "market_value": units * price,
+                "strategy": positions["strategy"],
+                "sector": positions["sector"],
+            }
+        )
+        bad = out.loc[~np.isfinite(out["price"].to_numpy(float)), "position_id"]
+        if len(bad):
+            raise RiskDataError(
+                f"non-finite Greeks at {as_of} for {bad.tolist()[:10]}: inputs on the surface are incomplete"
+            )
+        return out
     g = compute_position_greeks(
         quantity=positions["quantity"],
         multiplier=positions["multiplier"],
@@ -358,6 +399,42 @@ def value_positions(
             f"non-finite Greeks at {as_of} for {bad.tolist()[:10]}: inputs on the surface are incomplete"
         )
     return out
+
+
+def position_prices(
+    is_option: np.ndarray,
+    is_call: np.ndarray,
+    is_american: np.ndarray,
+    spot: np.ndarray,
+    strike: np.ndarray,
+    time_years: np.ndarray,
+    vol: np.ndarray,
+    rate: np.ndarray,
+    dividend_yield: np.ndarray,
+) -> np.ndarray:
+    """Unit price of every position, the same bits as ``quant.greeks.position_greeks(...).price``: the spot for a
+    linear position, ``bsm_greeks``' price for a European option and, for an American one, the base column of
+    ``american_greeks``' exact engine (``american_points`` at ``NEWTON_STEP_TOL_GREEKS`` on the Greeks' tables;
+    each point is priced on its own, so without the six bumped repricings and the gamma bumps its price is the
+    same). Another American method than the exact engine: ``american_greeks``' price."""
+    n = len(spot)
+    price = np.asarray(spot, dtype=float).copy()
+    args = [np.asarray(a, dtype=float) for a in (strike, time_years, vol, rate, dividend_yield)]
+    opt = np.asarray(is_option, dtype=bool)
+    american = np.asarray(is_american, dtype=bool) & opt
+    call = np.asarray(is_call, dtype=bool)
+    euro = opt & ~american
+    if euro.any():
+        price[euro] = bsm_greeks(price[euro], *(a[euro] for a in args), call[euro]).price
+    if american.any():
+        m = american
+        if _american.DEFAULT_METHOD == "alo":
+            _, flat = broadcast_inputs(price[m], *(a[m] for a in args), call[m])
+            price[m] = american_points(*flat, NEWTON_STEP_TOL_GREEKS, True, False, False)[0]
+        else:
+            price[m] = _american.american_greeks(price[m], *(a[m] for a in args), call[m]).price
+    assert price.shape == (n,)
+    return price
 
 
 def book_exposure(

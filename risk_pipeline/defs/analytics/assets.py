@@ -107,7 +107,7 @@ def strategy_pnl(wh: Warehouse, session: dt.date, as_of: pd.Timestamp, nav: pd.D
     if prev_as_of is None or today["previous_as_of"].isna().all():
         return pd.DataFrame(columns=["book", "strategy", "pnl"])
     prev = wh.read("position_greeks", {"as_of": prev_as_of}).reset_index(drop=True)
-    now = value_positions(wh, session, as_of, positions=prev[POSITION_COLUMNS], allow_expired=True)
+    now = value_positions(wh, session, as_of, positions=prev[POSITION_COLUMNS], allow_expired=True, price_only=True)
     moved = pd.DataFrame(
         {
             "book": prev["book"],
@@ -235,7 +235,8 @@ def judge_events(wh: Warehouse, events: list[dict[str, Any]], session: dt.date, 
         if as_of is None:
             continue
         try:
-            mv = value_positions(wh, day, as_of, positions=frame, allow_expired=True)["market_value"].to_numpy(float)
+            revalued = value_positions(wh, day, as_of, positions=frame, allow_expired=True, price_only=True)
+            mv = revalued["market_value"].to_numpy(float)
         except RiskDataError as exc:  # an input of that valuation is missing: the events' paths stop before it
             notes[day] = str(exc)
             continue

@@ -96,7 +96,7 @@ def nav_rows(wh: Warehouse, session: dt.date, capital: dict[str, float]) -> pd.D
         day = previous["as_of_date"].iloc[0]
         # the book as valued then: that session's positions plus its fills up to the valuation
         held = apply_fills(wh.read("positions", {"as_of_date": day}), session_fills(wh, day, previous_as_of), day)
-        now = value_positions(wh, session, as_of, positions=held, allow_expired=True)
+        now = value_positions(wh, session, as_of, positions=held, allow_expired=True, price_only=True)
         moved = now.groupby("book")["market_value"].sum() - previous.groupby("book")["market_value"].sum()
         # plus this session's fills (executions) marked at this valuation
         traded = fill_pnl(session_fills(wh, session, as_of), today)
