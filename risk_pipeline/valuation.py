@@ -328,7 +328,7 @@ def value_positions(
         bad = out.loc[~np.isfinite(out["price"].to_numpy(float)), "position_id"]
         if len(bad):
             raise RiskDataError(
-                f"non-finite Greeks at {as_of} for {bad.tolist()[:10]}: inputs on the surface are incomplete"
+                f"non-finite prices at {as_of} for {bad.tolist()[:10]}: inputs on the surface are incomplete"
             )
         return out
     g = compute_position_greeks(
