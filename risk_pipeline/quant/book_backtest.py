@@ -40,6 +40,17 @@ from risk_pipeline.quant.vol_forecast import GarchParams
 #: stacked call is at most this many floats, 400 MB).
 BATCH_CELLS = 50_000_000
 
+
+def days_per_batch(lookbacks: Sequence[int], n_positions: int) -> int:
+    """Backtest days per ``compute_var_batch`` call of ``static_book_backtest``: as many as keep the scenario rows the
+    call holds x the stacked positions within ``BATCH_CELLS`` (at least one). With the backtest's one-day horizon both
+    the historical and the Monte Carlo (every filtered date once) sets hold one row per return of the longest window
+    of the call (``lookbacks``: each day's window rows, at most ``VarConfig.lookback_days``, fewer where the history
+    is shorter), so the rows the windows really hold size the calls, not the configured look-back."""
+    rows = max(lookbacks, default=1)
+    return max(1, BATCH_CELLS // max(1, rows * n_positions))
+
+
 #: GARCH fits by (returns window as bytes, warm start, GJR): books of one run sharing an underlying share its fits.
 GarchCache = dict[tuple[bytes, GarchParams | None, bool], GarchParams]
 
@@ -191,8 +202,8 @@ def static_book_backtest(
         vol move scaled by expiry, as ``var.historical_var`` applies it (None: every expiry moves by the ATM ratio).
         ``fhs_asymmetric``: the symbols the Monte Carlo method filters with GJR-GARCH (``rolling_garch_fits``).
         ``days_per_call``: backtest days per ``compute_var_batch`` call and per stacked revaluation of the next day's
-        P&L (default: as many as keep scenarios x positions within ``BATCH_CELLS``, so memory stays bounded for large
-        books; the figures do not depend on it).
+        P&L (default: ``days_per_batch``, as many as keep the scenarios the call holds x positions within
+        ``BATCH_CELLS``, so memory stays bounded for large books; the figures do not depend on it).
     """
     if refit_every < 1:
         raise ValueError("refit_every must be at least 1")
@@ -246,7 +257,7 @@ def static_book_backtest(
         fits = _LazyFits(checked_fits, 0, len(t_days))
     # every day's VaR by the production code path, the days' books in as few scenario-engine calls per method as
     # the memory bound allows (one call for the sample books)
-    per_call = days_per_call or max(1, BATCH_CELLS // max(1, cfg.lookback_days * portfolio.n_positions))
+    per_call = days_per_call or days_per_batch(lookbacks, portfolio.n_positions)
     reports: list[VarReport] = []
     n_pos = portfolio.n_positions
     value_parts = [np.zeros(0)]

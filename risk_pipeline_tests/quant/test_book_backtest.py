@@ -7,11 +7,12 @@ import math
 import numpy as np
 import pytest
 
+import risk_pipeline.quant.book_backtest as book_backtest
 from risk_pipeline.quant.book_backtest import rescaled_book, static_book_backtest
 from risk_pipeline.quant.bsm import bsm_price
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.scenario_engine import market_values
-from risk_pipeline.quant.var import HISTORICAL, VarConfig
+from risk_pipeline.quant.var import ALL_METHODS, HISTORICAL, VarConfig
 
 
 def _book() -> Portfolio:
@@ -153,3 +154,42 @@ def test_next_day_pnl_in_blocks_of_days_takes_todays_values_from_its_var_call(mo
             )
             total += units * (float(after) - float(before))
         assert blocks.pnl[i] == pytest.approx(total, rel=1e-9)
+
+
+def test_default_calls_hold_the_windows_rows_within_the_cell_bound_with_the_one_call_bits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default days per VaR call are sized from the scenario rows the calls really hold (here 270-277 returns
+    under a 500-day look-back): every call's days x its longest set's rows x positions within ``BATCH_CELLS``, no
+    call smaller than the bound allows but the last, and every figure of every method the one-call run's."""
+    closes, vols, gaps = _market()
+    days = np.arange(270, 278)
+    book = Portfolio(**{**_book().__dict__, "spot": closes[-1]})
+    cfg = VarConfig(lookback_days=500, n_scenarios=500)
+    n_pos = book.n_positions
+    cells = 3 * 278 * n_pos  # three days of the longest window fit (3 x 277 rows), four do not
+    monkeypatch.setattr(book_backtest, "BATCH_CELLS", cells)
+    calls: list[tuple[int, int]] = []  # (days, most scenario rows of any method and day) per call
+    batch = book_backtest.compute_var_batch
+
+    def spy(books, histories, *args, **kwargs):  # type: ignore[no-untyped-def]
+        reports = batch(books, histories, *args, **kwargs)
+        rows = max(p.size for r in reports for p in r.scenario_pnl.values())
+        calls.append((len(books), rows))
+        return reports
+
+    monkeypatch.setattr(book_backtest, "compute_var_batch", spy)
+    grouped = static_book_backtest(book, closes, vols, gaps, days, cfg, methods=ALL_METHODS)
+    assert [k for k, _ in calls] == [3, 3, 2]  # the configured 500 rows would have made one day per call
+    for k, rows in calls:
+        assert rows <= 277 and k * rows * n_pos <= cells
+    assert all((k + 1) * rows * n_pos > cells for k, rows in calls[:-1])
+    calls.clear()
+    whole = static_book_backtest(book, closes, vols, gaps, days, cfg, methods=ALL_METHODS, days_per_call=days.size)
+    assert [k for k, _ in calls] == [days.size]
+    np.testing.assert_array_equal(grouped.pnl, whole.pnl)
+    np.testing.assert_array_equal(grouped.book_value, whole.book_value)
+    np.testing.assert_array_equal(grouped.lookback_days, whole.lookback_days)
+    assert grouped.var.keys() == whole.var.keys() == set(ALL_METHODS)
+    for name in ALL_METHODS:
+        np.testing.assert_array_equal(grouped.var[name], whole.var[name])
