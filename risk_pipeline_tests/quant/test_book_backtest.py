@@ -68,6 +68,29 @@ def test_stock_book_pnl_and_historical_var_against_direct_formulas() -> None:
         assert res.book_value[i] == pytest.approx(notional.sum())
 
 
+def _repriced_next_day_pnl(book: Portfolio, closes: np.ndarray, vols: np.ndarray, gaps: np.ndarray, t: int) -> float:
+    """The static book's P&L from day ``t`` to ``t + 1`` written out: each position rescaled to day ``t``'s spot and
+    ATM vol (B has none: unchanged), options repriced with Black-Scholes (r 3 %, q 1 %) before and after the calendar
+    gap, with the next day's vol move."""
+    move = closes[t] / closes[-1]
+    ratio = np.array([vols[t, 0] / vols[-1, 0], 1.0])
+    vol_next = np.array([vols[t + 1, 0] / vols[t, 0], 1.0])
+    total = 0.0
+    for p in range(book.n_positions):
+        s = book.symbol_index[p]
+        units = book.quantity[p] / move[s] * book.multiplier[p]
+        if not book.is_option[p]:
+            total += units * (closes[t + 1, s] - closes[t, s])
+            continue
+        k, tau, sigma = book.strike[p] * move[s], book.time_years[p], book.implied_vol[p] * ratio[s]
+        before = bsm_price(closes[t, s], k, tau, sigma, 0.03, 0.01, bool(book.is_call[p]))
+        after = bsm_price(
+            closes[t + 1, s], k, tau - gaps[t + 1] / 365.0, sigma * vol_next[s], 0.03, 0.01, bool(book.is_call[p])
+        )
+        total += units * (float(after) - float(before))
+    return total
+
+
 def test_option_pnl_is_the_repriced_difference_with_the_vol_move_and_calendar_days() -> None:
     closes, vols, gaps = _market()
     book = _book()
@@ -76,24 +99,7 @@ def test_option_pnl_is_the_repriced_difference_with_the_vol_move_and_calendar_da
     days = np.array([270, 300])
     res = static_book_backtest(book, closes, vols, gaps, days, cfg)
     for i, t in enumerate(days):
-        move = closes[t] / closes[-1]
-        ratio = np.array([vols[t, 0] / vols[-1, 0], 1.0])  # B has no ATM vol: unchanged
-        vol_next = np.array([vols[t + 1, 0] / vols[t, 0], 1.0])
-        total = 0.0
-        for p in range(4):
-            s = book.symbol_index[p]
-            units = book.quantity[p] / move[s] * book.multiplier[p]
-            if not book.is_option[p]:
-                total += units * (closes[t + 1, s] - closes[t, s])
-                continue
-            k, tau = book.strike[p] * move[s], book.time_years[p]
-            sigma = book.implied_vol[p] * ratio[s]
-            before = bsm_price(closes[t, s], k, tau, sigma, 0.03, 0.01, bool(book.is_call[p]))
-            after = bsm_price(
-                closes[t + 1, s], k, tau - gaps[t + 1] / 365.0, sigma * vol_next[s], 0.03, 0.01, bool(book.is_call[p])
-            )
-            total += units * (float(after) - float(before))
-        assert res.pnl[i] == pytest.approx(total, rel=1e-9)
+        assert res.pnl[i] == pytest.approx(_repriced_next_day_pnl(book, closes, vols, gaps, int(t)), rel=1e-9)
     assert set(res.var) == {"historical", "delta_normal", "delta_gamma_cornish_fisher", "monte_carlo_fhs"}
     assert all(np.all(v > 0) for v in res.var.values())
     np.testing.assert_array_equal(res.lookback_days, [250, 250])
@@ -137,23 +143,7 @@ def test_next_day_pnl_in_blocks_of_days_takes_todays_values_from_its_var_call(mo
     np.testing.assert_array_equal(blocks.book_value, whole.book_value)
     np.testing.assert_array_equal(blocks.var[HISTORICAL], whole.var[HISTORICAL])
     for i, t in enumerate(days):
-        move = closes[t] / closes[-1]
-        ratio = np.array([vols[t, 0] / vols[-1, 0], 1.0])  # B has no ATM vol: unchanged
-        vol_next = np.array([vols[t + 1, 0] / vols[t, 0], 1.0])
-        total = 0.0
-        for p in range(4):
-            s = book.symbol_index[p]
-            units = book.quantity[p] / move[s] * book.multiplier[p]
-            if not book.is_option[p]:
-                total += units * (closes[t + 1, s] - closes[t, s])
-                continue
-            k, tau, sigma = book.strike[p] * move[s], book.time_years[p], book.implied_vol[p] * ratio[s]
-            before = bsm_price(closes[t, s], k, tau, sigma, 0.03, 0.01, bool(book.is_call[p]))
-            after = bsm_price(
-                closes[t + 1, s], k, tau - gaps[t + 1] / 365.0, sigma * vol_next[s], 0.03, 0.01, bool(book.is_call[p])
-            )
-            total += units * (float(after) - float(before))
-        assert blocks.pnl[i] == pytest.approx(total, rel=1e-9)
+        assert blocks.pnl[i] == pytest.approx(_repriced_next_day_pnl(book, closes, vols, gaps, int(t)), rel=1e-9)
 
 
 def test_default_calls_hold_the_windows_rows_within_the_cell_bound_with_the_one_call_bits(
