@@ -238,6 +238,38 @@ def _ncdf_vec(z: float, e: float) -> float:
     return tail if z < 0.0 else 1.0 - tail
 
 
+#: ``|z| / sqrt(2)`` above which Cody's third (asymptotic) rational serves ``N(z)`` (``_ncdf_near``).
+_FAR = 4.0
+
+
+@inner_njit(forceinline=True)
+def _ncdf_near(z: float, e: float) -> float:
+    """``_ncdf_vec(z, e)`` bit for bit where ``|z| / sqrt(2) <= _FAR`` (or ``z`` is NaN), for the vectorized loops
+    whose points are almost never beyond: only the first two of Cody's rationals are evaluated (about a quarter of the
+    cdf's operations fewer). Beyond ``_FAR`` the value is finite but wrong (region 2's rational at the clamp, times
+    ``e``): the caller counts such points (``_is_far``) and evaluates them again with ``_ncdf_scalar``."""
+    y = abs(z) * _INV_SQRT2
+    r1 = y <= 0.46875
+    y1 = np.minimum(y, 0.46875)
+    w1 = y1 * y1
+    num1 = (((_A[4] * w1 + _A[0]) * w1 + _A[1]) * w1 + _A[2]) * w1 + _A[3]
+    den1 = (((w1 + _B[0]) * w1 + _B[1]) * w1 + _B[2]) * w1 + _B[3]
+    y2 = np.minimum(y, 4.0)
+    num2 = ((((_C[8] * y2 + _C[0]) * y2 + _C[1]) * y2 + _C[2]) * y2 + _C[3]) * y2 + _C[4]
+    num2 = ((num2 * y2 + _C[5]) * y2 + _C[6]) * y2 + _C[7]
+    den2 = ((((y2 + _D[0]) * y2 + _D[1]) * y2 + _D[2]) * y2 + _D[3]) * y2 + _D[4]
+    den2 = ((den2 * y2 + _D[5]) * y2 + _D[6]) * y2 + _D[7]
+    ratio = (num1 if r1 else num2) / (den1 if r1 else den2)
+    tail = 0.5 * ((1.0 - y1 * ratio) if r1 else (e * ratio))  # N(-|z|)
+    return tail if z < 0.0 else 1.0 - tail
+
+
+@inner_njit(forceinline=True)
+def _is_far(z: float) -> bool:
+    """``z`` is in Cody's third region (``_ncdf_near`` not valid there)."""
+    return abs(z) * _INV_SQRT2 > _FAR
+
+
 @inner_njit()
 def exercise_limit(k: float, r: float, q: float) -> float:
     """``X = B(0+)`` of a put with early exercise: ``K min(1, r/q)`` for ``q > 0``, else ``K``."""
@@ -561,17 +593,26 @@ def _solve_boundary(
         for i in range(n):
             for kk in range(lq):
                 sn[i * lq + kk] = s[i + 1]
+        far = 0
         for c in range(nl):  # flat, branch-free: vectorized
             root = math.sqrt(np.maximum(sh[c], 0.0))
             dp = (root - sn[c]) * inv_sd[c] + cc[c]
             dm = dp - sdv[c]
             e_p = exp_minus_half_square(dp)
             e_m = exp_minus_half_square(dm)
-            tn[c] = wr[c] * _ncdf_vec(dm, e_m)
-            td[c] = wq[c] * _ncdf_vec(dp, e_p)
+            tn[c] = wr[c] * _ncdf_near(dm, e_m)
+            td[c] = wq[c] * _ncdf_near(dp, e_p)
             aa[c] = wr[c] * _INV_SQRT_2PI * e_m * inv_sd[c]
             ca[c] = wq[c] * _INV_SQRT_2PI * e_p * inv_sd[c]
             sh[c] = root
+            far += _is_far(dm) | _is_far(dp)
+        if far:  # the points in Cody's third region (almost none), their cdfs again with it (the same dp, dm)
+            for c in range(nl):
+                dp = (sh[c] - sn[c]) * inv_sd[c] + cc[c]
+                dm = dp - sdv[c]
+                if _is_far(dm) or _is_far(dp):
+                    tn[c] = wr[c] * _sf.norm_cdf_nb(dm)  # _ncdf_vec's bits; not inlined: less to compile
+                    td[c] = wq[c] * _sf.norm_cdf_nb(dp)
         for i in range(wj):  # the u = tau_i terms, branch-free: vectorized (padded: finite values beyond n)
             v = vv[i]
             dp0 = (-lnk - s1[i] + rqt[i]) / v + 0.5 * v
