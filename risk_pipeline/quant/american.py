@@ -1044,17 +1044,20 @@ def american_price(
     is_call: ArrayLike,
     *,
     method: Method = DEFAULT_METHOD,
+    keep_newton_states: bool = True,
 ) -> FloatArray:
     """American price by ``method`` (default the exact engine, ``american_alo.py``; the Bjerksund-Stensland
     approximations of the module docstring on request), vectorized over broadcast inputs.
 
     Same argument order and units as ``bsm.bsm_price``; never below the European price or intrinsic.
+    ``keep_newton_states`` false: the exact engine keeps no Newton states for Greeks of the same inputs
+    (``american_alo.solve_boundaries``; the same prices), for callers that price trial inputs only.
     """
     code = _method_code(method)
     shape, flat = broadcast_inputs(spot, strike, time_years, vol, rate, dividend_yield, is_call)
     out = np.empty(math.prod(shape), dtype=np.float64)
     if out.size and code == _METHODS["alo"]:
-        out = american_points(*flat, NEWTON_STEP_TOL, False, True, True)[0]
+        out = american_points(*flat, NEWTON_STEP_TOL, False, True, True, keep_states=keep_newton_states)[0]
     elif out.size and code == _METHODS["bs2002"]:
         run_chunked(american_bs2002_prices, out.size, *flat, out)
     elif out.size:

@@ -1257,13 +1257,16 @@ def solve_boundaries(
     tol: float,
     tab: tuple[FloatArray, ...],
     start: FloatArray | None = None,
+    keep_states: bool = True,
 ) -> tuple[FloatArray, IntArray, FloatArray]:
     """``boundary_kernel`` of 1-d arrays: (boundaries ``(n, nodes + 1)``, Newton steps, ``B(T)``); Newton from
     QD+, or from the rows of ``start`` (``(n, nodes + 1)``, ``s[:, 0] = 0``; not modified).
 
     From QD+ on the exact engine's nodes, the solves at ``NEWTON_STEP_TOL`` keep their Newton states
-    (``_NEWTON_STATES``), and those at ``NEWTON_STEP_TOL_GREEKS`` of the same inputs resume them: the same bits as
-    from QD+ (``_solve_boundary``), without the QD+ start and the steps already taken."""
+    (``_NEWTON_STATES``; not with ``keep_states`` false, for callers whose inputs are never solved again at the
+    Greeks' tolerance, e.g. the implied-vol search's trial vols), and those at ``NEWTON_STEP_TOL_GREEKS`` of the same
+    inputs resume them: the same bits as from QD+ (``_solve_boundary``), without the QD+ start and the steps already
+    taken. The boundaries are the same bits either way."""
     n = pr.shape[0]
     warm = start is not None
     s = np.array(start, dtype=np.float64) if warm else np.empty((n, tab[0].shape[0]))
@@ -1272,7 +1275,7 @@ def solve_boundaries(
     if not n:
         return s, steps, b_t
     exact_nodes = not warm and (tab is EXACT_TABLES or tab is GREEKS_TABLES)
-    keep = exact_nodes and tol == NEWTON_STEP_TOL
+    keep = exact_nodes and tol == NEWTON_STEP_TOL and keep_states
     cold = np.arange(n)
     if exact_nodes and tol == NEWTON_STEP_TOL_GREEKS:
         found, state = _NEWTON_STATES.find(pr, pq, sig, t, x_max)
@@ -1549,6 +1552,7 @@ def american_points(
     price_only: bool = False,
     gamma_bump: BoolArray | bool = True,
     warm_from: IntArray | None = None,
+    keep_states: bool = True,
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
     """``american_point`` of 1-d float64 arrays (``gamma_bump`` per option or one flag): (price, delta, gamma,
     theta), bit for bit the same, from the array kernels above and numpy (each step the same IEEE operation
@@ -1559,7 +1563,8 @@ def american_points(
     is not in the single-boundary regime, are solved first from QD+ (the same bits as without ``warm_from``); the
     others from their starting point's converged boundary (the same node positions ``z_j``), which is close for a
     small bump of the vol or time: about 2 Newton steps and no QD+ start, converged to the same tolerance (the
-    boundary equal to rounding, not bit for bit)."""
+    boundary equal to rounding, not bit for bit). ``keep_states``: ``solve_boundaries``' (the same results either
+    way)."""
     n = sp.shape[0]
     nan = np.full(n, np.nan)
     price, delta, gamma, theta = nan.copy(), nan.copy(), nan.copy(), nan.copy()
@@ -1608,7 +1613,7 @@ def american_points(
             u = i[first]
             bounds = (pr[u], pq[u], sig[u], tt[u], exercise_limits(pr[u], pq[u]))
             if warm_from is None:
-                s, _, b_u = solve_boundaries(*bounds, tol, tab)
+                s, _, b_u = solve_boundaries(*bounds, tol, tab, keep_states=keep_states)
             else:
                 s, b_u = _warm_boundaries(bounds, tol, tab, i, u, row, warm_from)
             b_t = b_u[row]

@@ -694,11 +694,11 @@ class _AmericanQuotes:
     norm: FloatArray
 
     def model(self, idx: NDArray[np.intp], vol: FloatArray, method: Method | None = None) -> FloatArray:
-        """The American price of quotes ``idx`` at volatilities ``vol`` (``american.american_price``)."""
+        """The American price of quotes ``idx`` at volatilities ``vol`` (``american.american_price``; trial vols:
+        no Newton states kept for Greeks, which no caller takes at them)."""
         m = self.method if method is None else method
-        return american_price(
-            self.s[idx], self.k[idx], self.t[idx], vol, self.r[idx], self.q[idx], self.call[idx], method=m
-        )
+        s, k, t, r, q, c = self.s[idx], self.k[idx], self.t[idx], self.r[idx], self.q[idx], self.call[idx]
+        return american_price(s, k, t, vol, r, q, c, method=m, keep_newton_states=False)
 
 
 def _american_bounds(
