@@ -34,6 +34,7 @@ options with the series' rounding.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -156,32 +157,73 @@ def heston_vol_shifts_with_fallback(portfolio: Portfolio, params: ArrayLike, spo
     vol at its strike and expiry after the move (``v0`` shifted by ``rho xi ln(1 + s)``, floored) less the vol
     before, except a pair where either Heston price is under ``PRICE_FLOOR`` of its forward or does not invert:
     shift 0, flagged in ``fallback`` (module docstring). Every shift is finite."""
-    p = np.asarray(params, dtype=np.float64).reshape(portfolio.n_symbols, 5)
-    moves = np.atleast_2d(np.asarray(spot_shock_rel, dtype=np.float64))
-    if moves.shape[1] != portfolio.n_symbols:
-        raise ValueError(f"spot_shock_rel needs one column per symbol ({portfolio.n_symbols}), got {moves.shape[1]}")
-    if np.any(moves <= -1.0):
-        raise ValueError("spot_shock_rel must be above -1 (relative moves)")
-    out = np.zeros((moves.shape[0], portfolio.quantity.size))
-    fallback = np.zeros(out.shape, dtype=bool)
-    sym = portfolio.symbol_index
-    use = np.flatnonzero(portfolio.is_option & np.isfinite(p[sym]).all(axis=1) & (portfolio.time_years > 0.0))
-    if use.size == 0:
-        return HestonShifts(out, fallback)
+    return heston_vol_shifts_of_books([(portfolio, params, spot_shock_rel)])[0]
+
+
+def heston_vol_shifts_of_books(books: Sequence[tuple[Portfolio, ArrayLike, ArrayLike]]) -> list[HestonShifts]:
+    """``heston_vol_shifts_with_fallback(portfolio, params, spot_shock_rel)`` of each book, computed together: the
+    options of every book with the same number of scenarios in one pass, sorted by underlying (its name) and expiry
+    and cut into blocks only where an expiry ends, so that a slice's COS grids (before and after each move) are
+    built once for all the books and blocks holding it. Each price and vol is its own (the COS grid of its slice,
+    elementwise kernels), so every book gets the bits of its own call."""
+    checked = []
+    for portfolio, params, spot_shock_rel in books:
+        p = np.asarray(params, dtype=np.float64).reshape(portfolio.n_symbols, 5)
+        moves = np.atleast_2d(np.asarray(spot_shock_rel, dtype=np.float64))
+        if moves.shape[1] != portfolio.n_symbols:
+            raise ValueError(
+                f"spot_shock_rel needs one column per symbol ({portfolio.n_symbols}), got {moves.shape[1]}"
+            )
+        if np.any(moves <= -1.0):
+            raise ValueError("spot_shock_rel must be above -1 (relative moves)")
+        checked.append((portfolio, p, moves))
+    out = [
+        HestonShifts(np.zeros((m.shape[0], pf.quantity.size)), np.zeros((m.shape[0], pf.quantity.size), dtype=bool))
+        for pf, _, m in checked
+    ]
+    for n_scenarios in dict.fromkeys(m.shape[0] for _, _, m in checked):
+        group = [k for k, (_, _, m) in enumerate(checked) if m.shape[0] == n_scenarios]
+        _shifts_together([checked[k] for k in group], [out[k] for k in group])
+    return out
+
+
+def _shifts_together(books: list[tuple[Portfolio, FloatArray, FloatArray]], out: list[HestonShifts]) -> None:
+    """``heston_vol_shifts_of_books`` for books with the same number of scenarios, into ``out`` (zeros)."""
+    parts = []  # per book: its options' positions, parameter rows, expiries, log-moneyness and moves (columns)
+    for portfolio, p, moves in books:
+        sym = portfolio.symbol_index
+        use = np.flatnonzero(portfolio.is_option & np.isfinite(p[sym]).all(axis=1) & (portfolio.time_years > 0.0))
+        t = portfolio.time_years[use]
+        carry = (portfolio.rate[use] - portfolio.dividend_yield[use]) * t
+        log_k = np.log(portfolio.strike[use] / portfolio.spot[sym[use]]) - carry
+        names = np.asarray(portfolio.symbols, dtype=object)[sym[use]]
+        parts.append((use, p[sym[use]], t, log_k, moves[:, sym[use]], names))
+    book_of = np.concatenate([np.full(x[0].size, k, dtype=np.intp) for k, x in enumerate(parts)])
+    n_use = book_of.size
+    if n_use == 0:
+        return
+    position = np.concatenate([x[0] for x in parts])
+    q_all, t_all, lk_all = (np.concatenate([x[f] for x in parts]) for f in (1, 2, 3))
+    moves_all = np.concatenate([x[4] for x in parts], axis=1)
+    _, name_code = np.unique(np.concatenate([x[5] for x in parts]).astype(str), return_inverse=True)
     # the options of one underlying and expiry side by side, so that a block of them shares its slices' COS grids
-    use = use[np.lexsort((portfolio.time_years[use], sym[use]))]
-    q = p[sym[use]]
-    t = portfolio.time_years[use]
-    carry = (portfolio.rate[use] - portfolio.dividend_yield[use]) * t
-    log_k = np.log(portfolio.strike[use] / portfolio.spot[sym[use]]) - carry
+    order = np.lexsort((t_all, name_code.reshape(-1)))
+    q, t, log_k, moves = q_all[order], t_all[order], lk_all[order], np.ascontiguousarray(moves_all[:, order])
+    code = name_code.reshape(-1)[order]
+    # where an (underlying, expiry) starts: a block ends only there (its slices' grids not built in two blocks)
+    starts = np.flatnonzero(np.concatenate([[True], (code[1:] != code[:-1]) | (t[1:] != t[:-1])]))
+    shift = np.zeros((moves.shape[0], n_use))
+    fallback = np.zeros(shift.shape, dtype=bool)
     # a block of options in every scenario at a time: each price is its own (its slice's COS grid, an elementwise
     # kernel), so the same numbers as one call over the whole book, with one block's grids held instead of all
     width = max(1, SHIFT_BLOCK // max(1, moves.shape[0]))
-    for a in range(0, use.size, width):
-        b = min(a + width, use.size)
+    a = 0
+    while a < n_use:
+        at = int(np.searchsorted(starts, a + width))
+        b = int(starts[at]) if at < starts.size else n_use
         qb, tb = q[a:b], t[a:b]
         before_price, before = _otm_price_vol(tb, log_k[a:b], *qb.T)
-        s = moves[:, sym[use[a:b]]]  # (scenarios, options of the block)
+        s = moves[:, a:b]  # (scenarios, options of the block)
         v0_after = np.maximum(qb[:, 0] + qb[:, 4] * qb[:, 3] * np.log1p(s), V0_FLOOR)
         log_k_after = log_k[a:b][None, :] - np.log1p(s)
         shape = s.shape
@@ -200,9 +242,13 @@ def heston_vol_shifts_with_fallback(portfolio: Portfolio, params: ArrayLike, spo
             after[new] = priced[inverse[new]]
             usable[new] &= _usable(price, priced)[inverse[new]]
         usable = usable.reshape(shape)
-        out[:, use[a:b]] = np.where(usable, after.reshape(shape) - before[None, :], 0.0)
-        fallback[:, use[a:b]] = ~usable
-    return HestonShifts(out, fallback)
+        shift[:, a:b] = np.where(usable, after.reshape(shape) - before[None, :], 0.0)
+        fallback[:, a:b] = ~usable
+        a = b
+    for k, res in enumerate(out):
+        mine = np.flatnonzero(book_of[order] == k)
+        res.shift[:, position[order][mine]] = shift[:, mine]
+        res.fallback[:, position[order][mine]] = fallback[:, mine]
 
 
 def _distinct_pairs(

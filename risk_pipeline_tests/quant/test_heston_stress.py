@@ -359,3 +359,55 @@ def test_a_1e9_change_of_the_parameters_moves_no_pair_across_the_floor(eps: floa
         ).pnl
 
     np.testing.assert_allclose(pnl(moved.shift), pnl(base.shift), rtol=1e-8)
+
+
+def test_books_shifted_together_are_each_books_own_call_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three books with the same scenarios: the second holds two of the first's names in another symbol order (one of
+    them with a dividend yield of its own, so the same name and expiry is another slice there), the third a name
+    without a model and one of the first's; another book with fewer scenarios. Shifted together
+    (``heston_vol_shifts_of_books``), whole and in blocks of 7 pairs (a block ends only where an expiry ends), each
+    book's shifts and fallbacks are the bits of its own ``heston_vol_shifts_with_fallback`` call; the name and
+    expiry slices the books share are built once (COS grids counted)."""
+    import risk_pipeline.quant.heston as heston
+    import risk_pipeline.quant.heston_stress as hs
+
+    first = _three_name_book(np.random.default_rng(21), 40, np.array([0.0, 0.01, 0.02]))
+    rng = np.random.default_rng(22)
+    n = 25
+    sym = rng.integers(0, 2, n)
+    second = Portfolio(
+        symbols=("CCC", "AAA"), spot=np.array([250.0, 100.0]), symbol_index=sym, quantity=np.ones(n),
+        multiplier=100.0, is_option=rng.random(n) < 0.9, is_call=rng.random(n) < 0.5,
+        strike=np.array([250.0, 100.0])[sym] * np.exp(rng.normal(0.0, 0.1, n)),
+        time_years=np.array([30, 91, 182, 365])[rng.integers(0, 4, n)] / 365.0, implied_vol=0.25, rate=0.03,
+        dividend_yield=np.array([0.02, 0.005])[sym],
+    )  # fmt: skip
+    third = _far_strike_book()
+    params = {"AAA": PARAMS.as_array(), "BBB": [0.09, 2.0, 0.06, 0.5, -0.4], "CCC": [0.02, 0.8, 0.03, 1.1, -0.8]}
+    moves = {"AAA": [-0.15, 0.0, 0.1, -0.05], "BBB": [-0.1, 0.0, 0.05, -0.05], "CCC": [-0.05, 0.0, 0.0, 0.1]}
+
+    def book(p: Portfolio, rows: slice = slice(None)) -> tuple[Portfolio, np.ndarray, np.ndarray]:
+        prm = np.array([params.get(s, np.full(5, np.nan)) for s in p.symbols], dtype=float)
+        return p, prm, np.array([moves.get(s, [0.3, 0.0, -0.2, 0.1]) for s in p.symbols], dtype=float).T[rows]
+
+    books = [book(first), book(second), book(third), book(first, slice(0, 3))]
+    slices: list[int] = []
+    cos_grid = heston.cos_grid
+
+    def counted(t: np.ndarray, *args: object) -> heston.CosGrid:
+        slices.append(np.size(t))
+        return cos_grid(t, *args)
+
+    monkeypatch.setitem(hs.heston_price.__globals__, "cos_grid", counted)
+    alone = [hs.heston_vol_shifts_with_fallback(*b) for b in books]
+    alone_slices = sum(slices)
+    for block in (1 << 20, 7):
+        monkeypatch.setattr(hs, "SHIFT_BLOCK", block)
+        slices.clear()
+        together = hs.heston_vol_shifts_of_books(books)
+        for got, want in zip(together, alone, strict=True):
+            assert got.shift.tobytes() == want.shift.tobytes()
+            assert got.fallback.tobytes() == want.fallback.tobytes()
+        if block > 1000:
+            assert sum(slices) < alone_slices
+    assert np.any(together[1].shift != 0.0) and np.any(together[2].fallback)

@@ -1,6 +1,8 @@
 """Stress variants with model-consistent vol shocks: the library's spot and rate moves, vols moved by Heston and
 by the SABR smile dynamics."""
 
+import itertools
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -20,7 +22,7 @@ from risk_pipeline.defs.common import (
 from risk_pipeline.defs.risk.var import book_portfolio, book_slices
 from risk_pipeline.errors import RiskDataError
 from risk_pipeline.paths import SCENARIOS_FILE
-from risk_pipeline.quant.heston_stress import heston_vol_shifts_with_fallback
+from risk_pipeline.quant.heston_stress import HestonShifts, heston_vol_shifts_of_books, heston_vol_shifts_with_fallback
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.sabr_dynamics import sabr_vol_shifts
 from risk_pipeline.quant.scenario_engine import ScenarioSet, evaluate
@@ -86,6 +88,28 @@ def revalue_with_shifts(
     return revalue_shift_sets(portfolio, sc, [shifts])[0], mean_abs_shift(shifts, covered)
 
 
+@dataclass(frozen=True)
+class BookInputs:
+    """A book's portfolio, the library's scenarios on it and its Heston parameters per symbol (``book_inputs``)."""
+
+    portfolio: Portfolio
+    items: list[Any]
+    scenarios: ScenarioSet
+    params: np.ndarray
+
+
+def book_inputs(rows: pd.DataFrame, heston: pd.DataFrame, library: Any) -> BookInputs:
+    """The portfolio of a book's rows, the library's scenario set on it (each name by its beta and sector) and the
+    ``heston`` parameters (indexed by underlying) per symbol (NaN: no model)."""
+    portfolio = book_portfolio(rows)
+    symbols = list(portfolio.symbols)
+    betas = rows.groupby("symbol")["beta"].first().reindex(symbols).fillna(1.0).to_numpy()
+    sectors = rows.groupby("symbol")["sector"].first().reindex(symbols).tolist()
+    items = list(library.scenarios)
+    sc = scenario_set(portfolio, items, betas, sectors)
+    return BookInputs(portfolio, items, sc, heston.reindex(symbols)[PARAMS].to_numpy(float))
+
+
 def book_rows(
     rows: pd.DataFrame,
     heston: pd.DataFrame,
@@ -93,20 +117,22 @@ def book_rows(
     nav: float,
     rule_based: pd.Series,
     sabr: pd.DataFrame | None = None,
+    *,
+    given: tuple[BookInputs, HestonShifts] | None = None,
 ) -> pd.DataFrame:
     """stress_model_consistent rows of one book (``heston`` indexed by underlying, ``rule_based`` the
-    stress_results market P&L by scenario id, ``sabr`` the snapshot's sabr_slices rows)."""
-    portfolio = book_portfolio(rows)
-    symbols = list(portfolio.symbols)
-    betas = rows.groupby("symbol")["beta"].first().reindex(symbols).fillna(1.0).to_numpy()
-    sectors = rows.groupby("symbol")["sector"].first().reindex(symbols).tolist()
-    items = list(library.scenarios)
-    sc = scenario_set(portfolio, items, betas, sectors)
-    params = heston.reindex(symbols)[PARAMS].to_numpy(float)
+    stress_results market P&L by scenario id, ``sabr`` the snapshot's sabr_slices rows); ``given``: the book's
+    ``book_inputs`` and Heston shifts, already made (``heston_stress.heston_vol_shifts_of_books``: the same
+    bits)."""
     # a (scenario, option) pair whose Heston price before or after the move is below what can be inverted (a
     # short-dated strike far out of the money after the move: under heston_stress.PRICE_FLOOR of the forward) keeps
     # its market vol in that scenario only, and is left out of that scenario's mean shift
-    model = heston_vol_shifts_with_fallback(portfolio, params, sc.spot_shock_rel)
+    if given is None:
+        inputs = book_inputs(rows, heston, library)
+        model = heston_vol_shifts_with_fallback(inputs.portfolio, inputs.params, inputs.scenarios.spot_shock_rel)
+    else:
+        inputs, model = given
+    portfolio, items, sc, params = inputs.portfolio, inputs.items, inputs.scenarios, inputs.params
     modelled = portfolio.is_option & np.isfinite(params[portfolio.symbol_index]).all(axis=1)
     mean_shift = mean_abs_shift(model.shift, modelled[None, :] & ~model.fallback)
     ids = [s.scenario_id for s in items]
@@ -166,23 +192,27 @@ def stress_model_consistent(
     wh = warehouse.get()
     library = load_scenarios(config.scenarios_file)
     frames = []
-    cache: dict[pd.Timestamp, tuple[pd.Series, pd.DataFrame, pd.DataFrame, pd.DataFrame]] = {}
-    for v in book_valuations(wh, partition_sessions(context)):
-        if v.as_of not in cache:
-            cache[v.as_of] = (
-                wh.read("book_nav", {"as_of": v.as_of}).set_index("book")["nav"],
-                wh.read("heston_parameters", {"as_of": v.as_of}).set_index("underlying"),
-                wh.read("stress_results", {"as_of": v.as_of}),
-                wh.read("sabr_slices", {"as_of": v.as_of}) if wh.table_exists("sabr_slices") else None,
-            )
-        navs, heston, rules, sabr = cache[v.as_of]
-        if v.book not in navs:
-            raise RiskDataError(f"no book_nav for {v.book} at {v.as_of.isoformat()}: stress P&L needs the NAV")
-        rule_based = rules[rules["book"] == v.book].set_index("scenario_id")["market_pnl"]
-        frame = book_rows(v.rows, heston, library, float(navs[v.book]), rule_based, sabr)
-        frame.insert(0, "book", v.book)
-        frame.insert(0, "as_of", v.as_of)
-        frames.append(frame)
+    # the books of one valuation together: their Heston shifts in one pass (a name's slices' COS grids built once
+    # for every book holding options on it; each book's shifts the bits of its own call)
+    for as_of, group in itertools.groupby(book_valuations(wh, partition_sessions(context)), key=lambda v: v.as_of):
+        valuations = list(group)
+        navs, heston, rules, sabr = (
+            wh.read("book_nav", {"as_of": as_of}).set_index("book")["nav"],
+            wh.read("heston_parameters", {"as_of": as_of}).set_index("underlying"),
+            wh.read("stress_results", {"as_of": as_of}),
+            wh.read("sabr_slices", {"as_of": as_of}) if wh.table_exists("sabr_slices") else None,
+        )
+        for v in valuations:
+            if v.book not in navs:
+                raise RiskDataError(f"no book_nav for {v.book} at {as_of.isoformat()}: stress P&L needs the NAV")
+        inputs = [book_inputs(v.rows, heston, library) for v in valuations]
+        models = heston_vol_shifts_of_books([(x.portfolio, x.params, x.scenarios.spot_shock_rel) for x in inputs])
+        for v, given in zip(valuations, zip(inputs, models, strict=True), strict=True):
+            rule_based = rules[rules["book"] == v.book].set_index("scenario_id")["market_pnl"]
+            frame = book_rows(v.rows, heston, library, float(navs[v.book]), rule_based, sabr, given=given)
+            frame.insert(0, "book", v.book)
+            frame.insert(0, "as_of", v.as_of)
+            frames.append(frame)
     out = pd.concat(frames, ignore_index=True)
     parts = [{"as_of": t} for t in sorted(out["as_of"].unique())]
     last = out[out["as_of"] == out["as_of"].max()]
