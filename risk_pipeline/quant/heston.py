@@ -55,8 +55,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike
-from scipy.optimize import leastsq
-from scipy.stats import norm
+from scipy.optimize import _minpack, leastsq
+from scipy.special import ndtr
 
 from risk_pipeline.quant._numba import JIT, FloatArray, IntArray, inner_njit, run_chunked
 from risk_pipeline.quant.implied_vol import implied_vol_black76
@@ -504,6 +504,11 @@ def _to_x(p: FloatArray) -> FloatArray:
 
 def _to_p(x: FloatArray) -> FloatArray:
     x = np.asarray(x, dtype=np.float64)
+    if x.shape == (5,):  # the fit's points: the same ufuncs on the same values, without clip's and concatenate's layers
+        p = np.empty(5)
+        np.exp(np.minimum(np.maximum(x[:4], -30.0), 30.0), out=p[:4])
+        p[4:] = RHO_BOUND * np.tanh(x[4:])
+        return p
     return np.concatenate([np.exp(np.clip(x[..., :4], -30.0, 30.0)), RHO_BOUND * np.tanh(x[..., 4:5])], axis=-1)
 
 
@@ -515,8 +520,14 @@ def _black_undiscounted(
     d1 = -log_k / sd + 0.5 * sd
     d2 = d1 - sd
     ek = np.exp(log_k)
-    price = np.where(call, norm.cdf(d1) - ek * norm.cdf(d2), ek * norm.cdf(-d2) - norm.cdf(-d1))
-    return price, norm.pdf(d1) * np.sqrt(t)
+    # scipy.stats.norm's cdf and pdf without its argument checks: ``ndtr`` and ``exp(-x^2 / 2) / sqrt(2 pi)``, the
+    # functions it calls (the same values for every input, infinities and NaN included)
+    price = np.where(call, ndtr(d1) - ek * ndtr(d2), ek * ndtr(-d2) - ndtr(-d1))
+    return price, np.exp(-(d1**2) / 2.0) / _NORM_PDF_C * np.sqrt(t)
+
+
+#: ``scipy.stats.norm``'s density constant ``sqrt(2 pi)`` (``_continuous_distns._norm_pdf_C``).
+_NORM_PDF_C = np.sqrt(2 * np.pi)
 
 
 class _SurfaceCos:
@@ -532,50 +543,65 @@ class _SurfaceCos:
         l_std: float,
         tol: float,
         interval: tuple[FloatArray, FloatArray, IntArray] | None = None,
+        same_quotes: _SurfaceCos | None = None,
     ) -> None:
         self.t = t_slice
         # cos_grid's, without its coefficients; ``interval``: ``cos_interval(t_slice, p, l_std, tol)`` already taken
         self.a, self.b, self.n = cos_interval(t_slice, p, l_std, tol) if interval is None else interval
-        self.order = [np.flatnonzero(slice_of == s) for s in range(t_slice.size)]
         self.k = [np.arange(n) * math.pi / (b - a) for a, b, n in zip(self.a, self.b, self.n, strict=True)]
+        if same_quotes is None:
+            self.order = [np.flatnonzero(slice_of == s) for s in range(t_slice.size)]
+            self.parity = [
+                np.where(
+                    call[idx] != (log_k[idx] > 0.0),
+                    np.where(call[idx] > 0, 1.0 - np.exp(log_k[idx]), np.exp(log_k[idx]) - 1.0),
+                    0.0,
+                )
+                for idx in self.order
+            ]
+            quotes = [
+                slice(int(idx[0]), int(idx[-1]) + 1) if int(idx[-1]) - int(idx[0]) + 1 == idx.size else idx
+                for idx in self.order
+            ]
+        else:  # another grid of the same quotes: their grid-free parts taken from it
+            self.order, self.parity = same_quotes.order, same_quotes.parity
+            quotes = [sl[-1] for sl in same_quotes.slices]
         self.payoff = [self._payoff(s, log_k[idx], call[idx]) for s, idx in enumerate(self.order)]
-        self.parity = [
-            np.where(
-                call[idx] != (log_k[idx] > 0.0),
-                np.where(call[idx] > 0, 1.0 - np.exp(log_k[idx]), np.exp(log_k[idx]) - 1.0),
-                0.0,
-            )
-            for idx in self.order
-        ]
         self.size = log_k.size
-        #: per slice: (set flag, kappa, xi, rho) of the last parameters seen and their _log_cf_core parts
-        self.cache = [(np.zeros(4), np.zeros((4, int(n)), dtype=np.complex128)) for n in self.n]
-        #: per slice, taken out once: ``_cf_block``'s scalars and cache, the payoff matrices (transposed views, as
-        #: ``prices`` multiplied by them), the parity row, and the slice's quotes (a ``slice`` where consecutive)
+        #: per slice: (set flag, kappa, xi, rho) of the last parameters seen and their _log_cf_core parts (``prices``)
+        self._cache: list[tuple[FloatArray, np.ndarray]] | None = None
+        #: per slice, taken out once: the slice's scalars, the payoff matrices (transposed views, as ``prices``
+        #: multiplied by them), the parity row, and the slice's quotes (a ``slice`` where consecutive)
         self.slices = [
             (
                 float(self.t[s]),
                 float(self.a[s]),
                 float(self.b[s] - self.a[s]),
-                *self.cache[s],
                 self.payoff[s][0].T,
                 self.payoff[s][1].T,
                 self.parity[s][None, :],
-                slice(int(idx[0]), int(idx[-1]) + 1) if int(idx[-1]) - int(idx[0]) + 1 == idx.size else idx,
+                quotes[s],
             )
-            for s, idx in enumerate(self.order)
+            for s in range(len(self.order))
         ]
         #: coefficient arrays (put, call) per slice by number of parameter rows, reused (``_cf_block`` fills them)
         self.buffers: dict[int, list[tuple[FloatArray, FloatArray]]] = {}
-        #: the same for ``jacobian``'s five derivative rows
+        #: the same for ``prices_and_jacobian``'s six rows
         self.jacobian_buffers: list[tuple[FloatArray, FloatArray]] | None = None
+
+    @property
+    def cache(self) -> list[tuple[FloatArray, np.ndarray]]:
+        """Per slice ``_cf_block``'s key and ``_log_cf_core`` parts of the last parameters ``prices`` saw."""
+        if self._cache is None:
+            self._cache = [(np.zeros(4), np.zeros((4, int(n)), dtype=np.complex128)) for n in self.n]
+        return self._cache
 
     def _payoff(self, s: int, log_k: FloatArray, call: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Payoff coefficients of the slice's quotes, OTM side: (put rows, call rows), zero on the other rows
         (``_payoff_kernel``; the per-quote exponentials by numpy, as ``_payoff_numpy`` takes them)."""
         a, b, u = self.a[s], self.b[s], self.k[s]
         lk = log_k[:, None]
-        c = np.clip(lk, a, b)
+        c = np.minimum(np.maximum(lk, a), b)  # np.clip(lk, a, b): the same ufuncs without clip's layers
         put, call_ = np.empty((lk.shape[0], u.size)), np.empty((lk.shape[0], u.size))
         _payoff_kernel(
             u,
@@ -629,8 +655,8 @@ class _SurfaceCos:
         buffers = self.buffers.get(m)
         if buffers is None:
             buffers = self.buffers[m] = [(np.empty((m, int(n))), np.empty((m, int(n)))) for n in self.n]
-        for (t, a, w, key, core, v_put_t, v_call_t, parity, quotes), (put, call) in zip(
-            self.slices, buffers, strict=True
+        for (t, a, w, v_put_t, v_call_t, parity, quotes), (key, core), (put, call) in zip(
+            self.slices, self.cache, buffers, strict=True
         ):
             _cf_block(t, a, w, p, put, call, key, core)
             out[:, quotes] = put @ v_put_t + call @ v_call_t + parity
@@ -650,9 +676,7 @@ class _SurfaceCos:
         buffers = self.jacobian_buffers
         if buffers is None:
             buffers = self.jacobian_buffers = [(np.empty((6, int(n))), np.empty((6, int(n)))) for n in self.n]
-        for (t, a, w, _key, _core, v_put_t, v_call_t, parity, quotes), (put, call) in zip(
-            self.slices, buffers, strict=True
-        ):
+        for (t, a, w, v_put_t, v_call_t, parity, quotes), (put, call) in zip(self.slices, buffers, strict=True):
             _cf_jacobian_block(t, a, w, p, factor, put, call)
             out[:, quotes] = put @ v_put_t + call @ v_call_t
             out[0, quotes] += parity[0]
@@ -907,14 +931,44 @@ def _levenberg_marquardt(
     x0 = np.array(x0, dtype=np.float64)
     if not np.all(np.isfinite(fun(x0))):
         raise ValueError("Residuals are not finite in the initial point.")
-    x, _, info, _, status = leastsq(
-        fun, x0, Dfun=jac, full_output=True, ftol=tol, xtol=tol, gtol=tol, maxfev=_MAX_NFEV, factor=100.0
-    )
+    if _LMDER is None:
+        x, _, info, _, status = leastsq(
+            fun, x0, Dfun=jac, full_output=True, ftol=tol, xtol=tol, gtol=tol, maxfev=_MAX_NFEV, factor=100.0
+        )
+        return x, int(info["nfev"]), status in _LM_CONVERGED
+    # leastsq's own call of MINPACK (its arguments: no extra args, full output, row Jacobian, no diag), without its
+    # checks at x0 (the values above, remembered) and the covariance it derives from the result, unread here
+    x, info, status = _LMDER(fun, jac, x0, (), 1, 0, tol, tol, tol, _MAX_NFEV, 100.0, None)
     return x, int(info["nfev"]), status in _LM_CONVERGED
+
+
+#: MINPACK's ``lmder`` as ``scipy.optimize.leastsq`` calls it (None: through ``leastsq``).
+_LMDER = getattr(_minpack, "_lmder", None)
 
 
 #: Mean-reversion speeds tried by ``initial_guess`` on the ATM variance term structure (per year).
 _GUESS_KAPPAS = np.array([0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0])
+
+
+def _lstsq(a: FloatArray, b: FloatArray) -> FloatArray:
+    """``np.linalg.lstsq(a, b, rcond=None)[0]`` of float64 ``a`` (``(m, n)``, or a stack ``(s, m, n)`` of problems
+    with one ``b`` of ``(m,)``): the gufunc it calls (LAPACK ``dgelsd``, one call per problem, the same workspace),
+    with its ``rcond`` and error handling, without its wrapper's checks and copies; numpy's ``lstsq`` itself per
+    problem if the gufunc is not found."""
+    m, n = a.shape[-2:]
+    if _LSTSQ is None or m == 0:
+        if a.ndim == 2:
+            return np.linalg.lstsq(a, b, rcond=None)[0]
+        return np.stack([np.linalg.lstsq(ai, b, rcond=None)[0] for ai in a])
+    with np.errstate(call=_LSTSQ_ERROR, invalid="call", over="ignore", divide="ignore", under="ignore"):
+        x = _LSTSQ(a, b[:, None], np.finfo(np.float64).eps * max(n, m), signature="ddd->ddid")[0]
+    return x[..., 0]
+
+
+_LSTSQ = getattr(getattr(np.linalg, "_umath_linalg", None), "lstsq", None)
+_LSTSQ_ERROR = getattr(getattr(np.linalg, "_linalg", None), "_raise_linalgerror_lstsq", None)
+if _LSTSQ_ERROR is None:
+    _LSTSQ = None
 
 
 def _smile_moments(k: FloatArray, vol: FloatArray, t: float) -> tuple[float, float, float]:
@@ -926,9 +980,10 @@ def _smile_moments(k: FloatArray, vol: FloatArray, t: float) -> tuple[float, flo
     if np.count_nonzero(near) < 4:
         near = np.argsort(np.abs(k), kind="stable")[:5]
     kk, vv = k[near], vol[near]
-    if np.unique(kk).size < 3:
+    # np.unique(kk).size (a set of the floats counts the same for finite values, -0.0 == 0.0 either way)
+    if (len(set(kk.tolist())) if np.isfinite(kk).all() else np.unique(kk).size) < 3:
         return atm, 0.0, 0.0
-    coef = np.linalg.lstsq(np.stack([np.ones_like(kk), kk, kk * kk], axis=1), vv, rcond=None)[0]
+    coef = _lstsq(np.stack([np.ones_like(kk), kk, kk * kk], axis=1), vv)
     if not (np.all(np.isfinite(coef)) and coef[0] > 0.0):
         return atm, 0.0, 0.0
     return float(coef[0]), float(coef[1]), float(coef[2])
@@ -966,10 +1021,12 @@ def initial_guess(t_slice: FloatArray, slice_of: IntArray, lk: FloatArray, vol: 
     kappa, v0, theta = 2.0, float(var[0]), float(var[-1])
     if m >= 3:
         best = math.inf
-        for kap in _GUESS_KAPPAS:
-            f = _mean_factor(kap * t_slice)
-            design = np.stack([f, 1.0 - f], axis=1)
-            sol = np.linalg.lstsq(design, var, rcond=None)[0]
+        # every kappa's design at once and their least squares in one gufunc call (each problem its own dgelsd)
+        f = _mean_factor(_GUESS_KAPPAS[:, None] * t_slice[None, :])
+        designs = np.stack([f, 1.0 - f], axis=2)
+        sols = _lstsq(designs, var)
+        for i, kap in enumerate(_GUESS_KAPPAS):
+            design, sol = designs[i], sols[i]
             ssr = float(np.sum((design @ sol - var) ** 2))
             if ssr < best:
                 best, kappa, v0, theta = ssr, float(kap), float(sol[0]), float(sol[1])
@@ -1034,7 +1091,15 @@ def calibrate_heston(
                 break
             if not covered:
                 surf = _SurfaceCos(
-                    t_slice, slice_of, lk, call, _to_p(x)[None, :], l_std, cf_tolerance, (grid_a, grid_b, grid_n)
+                    t_slice,
+                    slice_of,
+                    lk,
+                    call,
+                    _to_p(x)[None, :],
+                    l_std,
+                    cf_tolerance,
+                    (grid_a, grid_b, grid_n),
+                    same_quotes=surf,
                 )
 
         # MINPACK asks for the Jacobian at the point whose residuals it evaluated last: both from one pass there
@@ -1055,7 +1120,7 @@ def calibrate_heston(
         iterations += nfev
     p = _to_p(x)
     params = HestonParams(*(float(v) for v in p))
-    model_price = heston_price(1.0, np.exp(lk), t, 0.0, 0.0, call, *p)
+    model_price = _surface_prices(t_slice, slice_of, np.exp(lk), call, p)
     model_vol = implied_vol_black76(model_price, 1.0, np.exp(lk), t, 0.0, call > 0).vol
     err = (model_vol - vol) * 100.0
     full = np.full(ok.size, np.nan)
@@ -1070,6 +1135,36 @@ def calibrate_heston(
         converged,
         full,
     )
+
+
+def _surface_prices(
+    t_slice: FloatArray, slice_of: IntArray, strike: FloatArray, call: FloatArray, p: FloatArray
+) -> FloatArray:
+    """``heston_price(1.0, strike, t_slice[slice_of], 0.0, 0.0, call, *p)`` (default interval and tolerance) of one
+    parameter set, with the slices already found: the same grids, coefficients and kernel calls, so the same prices.
+    (``heston_price`` orders the expiries by their bytes, not their values: each slice's grid is its own either way.)
+    The forward is ``1.0 * exp(0.0 * t) = 1.0`` and the discount ``exp(-0.0 * t) = 1.0``, so the log strikes are
+    ``log(strike / 1.0)`` and the prices the kernel's."""
+    params = np.array(np.broadcast_to(p, (t_slice.size, 5)), order="C")
+    _validate(params, t_slice)
+    grid = cos_grid(t_slice, params, DEFAULT_L, DEFAULT_CF_TOLERANCE)
+    out = np.empty(strike.size)
+    put_scaled, call_scaled = grid.scaled()
+    run_chunked(
+        _price_kernel,
+        out.size,
+        put_scaled,
+        call_scaled,
+        grid.offset,
+        grid.a,
+        grid.b,
+        slice_of.astype(np.intp),
+        np.log(strike / 1.0),
+        call != 0.0,
+        True,
+        out,
+    )
+    return out
 
 
 def heston_implied_vol(params: HestonParams, time_years: ArrayLike, log_moneyness: ArrayLike) -> FloatArray:
