@@ -4,12 +4,13 @@
 (``bench_pipeline.py --keep``) to ``COPY`` and materializes ``hedge_recommendations`` and ``hedge_stress_effects``
 (``end_of_day_job``, in this process). Every stress search of the step (``stress_scenarios``, called by
 ``inputs.stress_block`` for each book and each hedged book) is timed on the CPU clock and its shocks are written to
-``OUT/search_<k>.npz``; ``solve_hedge``'s results are written to ``OUT/sol_<k>.pkl``, or read from ``--replay DIR``
-(a MILP stopped at its time limit depends on timing: replayed, the hedge is the recorded one); both tables are
-written to ``OUT/<table>.pkl``. ``python bench/bench_stress_search.py --compare OUT1 OUT2``: the searches' arrays
-byte for byte, the tables but for ``solve_seconds``, ``run_id`` and ``materialized_at``. Set
-``RISK_PIPELINE_UNIVERSE`` as for the run that wrote ``KEPT``. Run the same script on old code from a worktree of it
-(``PYTHONPATH`` and the script's own folder).
+``OUT/search_<k>_<positions>p.npz`` (k counts the searches of that many positions); ``solve_hedge``'s results are
+written to ``OUT/sol_<k>.pkl``, or read from ``--replay DIR`` (a MILP stopped at its time limit depends on timing:
+replayed, the hedge is the recorded one); both tables are written to ``OUT/<table>.pkl``. ``--no-copy`` uses ``COPY`` as
+it is (e.g. after the stress step ran on it). ``python bench/bench_stress_search.py --compare OUT1 OUT2``: the searches
+of both runs' arrays byte for byte (a search made by one run only, e.g. a book searched again by older code, is named),
+the tables but for ``solve_seconds``, ``run_id`` and ``materialized_at``. Set ``RISK_PIPELINE_UNIVERSE`` as for the run
+that wrote ``KEPT``. Run the same script on old code from a worktree of it (``PYTHONPATH`` and the script's own folder).
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ def compare(a: Path, b: Path) -> int:
 
     bad = 0
     na, nb = sorted(a.glob("search_*.npz")), sorted(b.glob("search_*.npz"))
-    if [p.name for p in na] != [p.name for p in nb]:
-        print(f"different searches: {[p.name for p in na]} vs {[p.name for p in nb]}")
-        bad += 1
+    only = sorted({p.name for p in na} ^ {p.name for p in nb})
+    if only:
+        print(f"searches in one run only (not compared): {only}")
     for pa in na:
         pb = b / pa.name
         if not pb.exists():
@@ -59,11 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--date", default="2026-12-03")
     ap.add_argument("--replay", default=None)
     ap.add_argument("--compare", action="store_true")
+    ap.add_argument("--no-copy", action="store_true")
     a = ap.parse_args(argv)
     if a.compare:
         return compare(Path(a.paths[0]), Path(a.paths[1]))
     kept, copy, out = (Path(p) for p in a.paths)
-    use_copy(kept, copy)
+    use_copy(kept, copy, fresh=not a.no_copy)
     out.mkdir(parents=True, exist_ok=True)
 
     import risk_pipeline.defs.hedging.assets as assets
@@ -76,9 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         t = time.process_time()
         rs = real_search(p, *args, **kwargs)
         cpu = time.process_time() - t
-        k = len(searches)
+        k = sum(n == p.n_positions for n, _, _ in searches)
         searches.append((p.n_positions, rs.n_scenarios, cpu))
-        np.savez(out / f"search_{k}.npz", spot_log_shock=rs.spot_log_shock, name_log_vol_move=rs.name_log_vol_move)
+        name = f"search_{k}_{p.n_positions}p.npz"
+        np.savez(out / name, spot_log_shock=rs.spot_log_shock, name_log_vol_move=rs.name_log_vol_move)
         return rs
 
     solves = {"n": 0}

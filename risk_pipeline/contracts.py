@@ -1166,6 +1166,16 @@ STRESS_RESULTS = Table(
             "name_log_vol_move (the name's 30-day log-vol move per symbol, decimal); null under flat_multiplier. "
             "The hedging layer reads them for the same book and valuation instead of searching again",
         ),
+        _c(
+            "searched_first_pass",
+            "json",
+            True,
+            "What the hedging layer's search of the book plus hedge lines reuses of this book's search under "
+            "expiry_name_skew (JSON): digest (SHA-256 of the positions, scenarios, rule, engine and per-symbol inputs "
+            "searched), loss (this scenario's extra loss per symbol in its worst idiosyncratic sign combination, USD, "
+            "base64 of little-endian float64) and pick (that combination per symbol, one digit: 0-3 for the spot and "
+            "vol signs ++, +-, -+, --); null when no name moves idiosyncratically",
+        ),
     ),
 )
 

@@ -51,6 +51,7 @@ series, e.g. the arch package's S&P 500 history (1999-2018).
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -509,6 +510,7 @@ def run_stress(
     idio_spot_sd: ArrayLike | None = None,
     idio_vol_sd: ArrayLike | None = None,
     shocks_out: list[tuple[FloatArray, FloatArray]] | None = None,
+    first_pass_out: list[FirstPass] | None = None,
 ) -> tuple[StressResult, ...]:
     """Full-revaluation stress P&L of every scenario, P&L % NAV, worst underlying and risk level.
 
@@ -520,7 +522,8 @@ def run_stress(
     log-return sd) and ``idio_vol_sd`` (daily residual 30-day log-vol sd; both 0 for the index, NaN or
     ``None`` = no idiosyncratic move) are per symbol (``vol_shocks``). ``shocks_out``: under ``expiry_name_skew``,
     the shocks the P&L is revalued in are appended to it, as ``stress_scenarios`` returns them: the log spot shock and
-    the name's 30-day log-vol move per (scenario, symbol).
+    the name's 30-day log-vol move per (scenario, symbol). ``first_pass_out``: the search's pass 1 is appended to it
+    (nothing without idiosyncratic moves), what a search of the book plus hedge lines reuses (``stored_first_pass``).
     """
     lib = scenarios if isinstance(scenarios, ScenarioLibrary) else None
     items = tuple(lib.scenarios if lib is not None else scenarios)
@@ -539,10 +542,12 @@ def run_stress(
         assert res.by_symbol is not None
         market_by_sym, market = res.by_symbol, res.pnl
     else:
-        market_by_sym, spot_log, idio, _ = _expiry_name_skew_pnl(
+        market_by_sym, spot_log, idio, first = _expiry_name_skew_pnl(
             portfolio, items, sc, rule, vol_betas, idio_spot_sd, idio_vol_sd, american, client
         )
         assert market_by_sym is not None
+        if first_pass_out is not None and first is not None:
+            first_pass_out.append(first)
         if shocks_out is not None:
             shocks_out.append((spot_log, _name_log_vol_move(items, portfolio.n_symbols, rule, vol_betas, idio)))
         market = market_by_sym.sum(axis=1)
@@ -593,11 +598,13 @@ def _per_symbol_sd(value: ArrayLike | None, n_symbols: int, name: str) -> FloatA
 @dataclass(frozen=True, eq=False)
 class FirstPass:
     """Pass 1 of the idiosyncratic search of ``portfolio`` (``_expiry_name_skew_pnl``): the P&L per (scenario, symbol)
-    without idiosyncratic moves, then with each sign combination at full size (5 arrays ``(n, n_symbols)``), and the
-    inputs they were revalued with (a later search reuses the P&L only when its inputs are these)."""
+    without idiosyncratic moves, then with each sign combination at full size (5 arrays ``(n, n_symbols)``; None when
+    read back from storage, ``stored_first_pass``), the inputs they were revalued with (a later search reuses the
+    P&L only when its inputs are these), and what the search takes from them: each name's extra loss in its worst
+    sign combination ``loss`` (base - worst, ``(n, n_symbols)``) and that combination ``pick`` (0..3)."""
 
     portfolio: Portfolio
-    pnl: tuple[FloatArray, ...]
+    pnl: tuple[FloatArray, ...] | None
     items: tuple[StressScenario, ...]
     rule: VolShockRule
     american: AmericanMethod
@@ -606,6 +613,39 @@ class FirstPass:
     vol_sd: FloatArray
     size: FloatArray
     vol_beta: FloatArray
+    loss: FloatArray
+    pick: IntArray
+
+    def digest(self) -> str:
+        """``first_pass_digest`` of the portfolio, scenarios, rule, engine and inputs this pass was revalued with."""
+        inputs = (self.spot_log, self.spot_sd, self.vol_sd, self.size, self.vol_beta)
+        return first_pass_digest(self.portfolio, self.items, self.rule, self.american, inputs)
+
+
+#: bumped when what pass 1 computes from the same inputs changes (a stored pass of other code is then not reused)
+FIRST_PASS_FORMAT = "stress-first-pass-1"
+
+
+def first_pass_digest(
+    portfolio: Portfolio,
+    items: Sequence[StressScenario],
+    rule: VolShockRule,
+    american: AmericanMethod,
+    inputs: tuple[FloatArray, ...],
+) -> str:
+    """SHA-256 of everything pass 1 of the idiosyncratic search depends on: the portfolio (symbols, spots, position
+    ids, every position field, in order), every field of every scenario and of the rule (``repr``: floats exactly),
+    the American method, and the search's per-symbol inputs (log spot shocks, residual sds, sizes, clipped vol betas)
+    bit for bit."""
+    h = hashlib.sha256(FIRST_PASS_FORMAT.encode())
+    for text in (american, repr(rule), *(repr(s) for s in items), "\x1f".join(portfolio.symbols)):
+        h.update(b"\x1e" + text.encode())
+    h.update(b"\x1e" + "\x1f".join(portfolio.position_id or ()).encode())
+    for a in (portfolio.spot, *(getattr(portfolio, name) for name in _POSITION_FIELDS), *inputs):
+        arr = np.ascontiguousarray(a)
+        h.update(f"\x1e{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
 
 
 #: Every per-position field of a Portfolio (the symbol, the quantity and ``portfolio.POSITION_FIELDS``).
@@ -657,6 +697,76 @@ def _reusable(
     return _appended_symbols(first.portfolio, portfolio)
 
 
+def _search_inputs(
+    portfolio: Portfolio,
+    items: Sequence[StressScenario],
+    sc: ScenarioSet,
+    rule: VolShockRule,
+    idio_spot_sd: ArrayLike | None,
+    idio_vol_sd: ArrayLike | None,
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """The idiosyncratic search's log spot shocks ``(n, n_symbols)``, residual spot and log-vol sds per symbol and
+    size ``k_j sqrt(h_j)`` per scenario."""
+    n_sym = portfolio.n_symbols
+    k = np.array(
+        [rule.idiosyncratic_sigmas if s.idiosyncratic_sigmas is None else s.idiosyncratic_sigmas for s in items]
+    )
+    size = k * np.sqrt(window_sessions([s.window_start for s in items], [s.window_end for s in items]))
+    spot_sd = _per_symbol_sd(idio_spot_sd, n_sym, "idio_spot_sd")
+    vol_sd = _per_symbol_sd(idio_vol_sd, n_sym, "idio_vol_sd")
+    return np.log1p(sc.spot_shock_rel), spot_sd, vol_sd, size
+
+
+def _searched(spot_sd: FloatArray, vol_sd: FloatArray, size: FloatArray) -> bool:
+    """Whether any name moves idiosyncratically (else nothing is searched)."""
+    return bool(np.any(size > 0.0) and (np.any(spot_sd > 0.0) or np.any(vol_sd > 0.0)))
+
+
+def _worst_extra_loss(sets: tuple[FloatArray, ...]) -> tuple[FloatArray, IntArray]:
+    """Per (scenario, symbol) of pass 1's P&L arrays (base, then the four sign combinations): the extra loss of the
+    worst combination (base - worst) and which it was."""
+    base, *moved = sets
+    worst, pick = worst_by_symbol(moved)
+    return base - worst, pick
+
+
+def stored_first_pass(
+    portfolio: Portfolio,
+    scenarios: Sequence[StressScenario],
+    betas: ArrayLike | None,
+    sectors: Sequence[str | None] | None,
+    digest: str,
+    loss: ArrayLike,
+    pick: ArrayLike,
+    *,
+    vol_rule: VolShockRule,
+    vol_betas: ArrayLike | None = None,
+    idio_spot_sd: ArrayLike | None = None,
+    idio_vol_sd: ArrayLike | None = None,
+    american: AmericanMethod = "exact",
+) -> FirstPass | None:
+    """A pass 1 kept elsewhere (``FirstPass.digest``, ``loss``, ``pick`` of a search, e.g. the stress step's) as the
+    ``FirstPass`` of ``portfolio``'s search under these scenarios and inputs (``stress_scenarios``' arguments), for
+    ``stress_scenarios``' ``reuse``: only when ``digest`` is the digest of this search's own portfolio, scenarios,
+    rule, engine and inputs (None otherwise, or without idiosyncratic moves, or arrays of another shape)."""
+    items = tuple(scenarios)
+    if vol_rule.kind != "expiry_name_skew" or not items:
+        return None
+    shape = (len(items), portfolio.n_symbols)
+    loss_arr = np.ascontiguousarray(loss, dtype=np.float64)
+    pick_arr = np.ascontiguousarray(pick, dtype=np.intp)
+    if loss_arr.shape != shape or pick_arr.shape != shape or np.any((pick_arr < 0) | (pick_arr > 3)):
+        return None
+    sc = scenario_set(portfolio, items, betas, sectors)
+    spot_log, spot_sd, vol_sd, size = _search_inputs(portfolio, items, sc, vol_rule, idio_spot_sd, idio_vol_sd)
+    if not _searched(spot_sd, vol_sd, size):
+        return None
+    inputs = (spot_log, spot_sd, vol_sd, size, clipped_vol_betas(vol_betas, portfolio.n_symbols, vol_rule))
+    if first_pass_digest(portfolio, items, vol_rule, american, inputs) != digest:
+        return None
+    return FirstPass(portfolio, None, items, vol_rule, american, *inputs, loss=loss_arr, pick=pick_arr)
+
+
 def _expiry_name_skew_pnl(
     portfolio: Portfolio,
     items: Sequence[StressScenario],
@@ -683,16 +793,10 @@ def _expiry_name_skew_pnl(
     revalued again (a symbol's P&L is its positions' own, summed in position order: the same numbers).
     """
     n, n_sym = sc.n_scenarios, portfolio.n_symbols
-    k = np.array(
-        [rule.idiosyncratic_sigmas if s.idiosyncratic_sigmas is None else s.idiosyncratic_sigmas for s in items]
-    )
-    size = k * np.sqrt(window_sessions([s.window_start for s in items], [s.window_end for s in items]))
-    spot_sd = _per_symbol_sd(idio_spot_sd, n_sym, "idio_spot_sd")
-    vol_sd = _per_symbol_sd(idio_vol_sd, n_sym, "idio_vol_sd")
-    spot_log = np.log1p(sc.spot_shock_rel)
+    spot_log, spot_sd, vol_sd, size = _search_inputs(portfolio, items, sc, rule, idio_spot_sd, idio_vol_sd)
     none = np.zeros((n, n_sym))
     args = (items, sc, rule, vol_betas, american, client)
-    if not (np.any(size > 0.0) and (np.any(spot_sd > 0.0) or np.any(vol_sd > 0.0))):
+    if not _searched(spot_sd, vol_sd, size):
         pnl = _revalue_sets([(spot_log, none)], portfolio, *args)[0] if final_pnl else None
         return pnl, spot_log, none, None
     # a scenario without idiosyncratic moves (size 0) moves no name in its sign combinations: they are its base
@@ -702,6 +806,8 @@ def _expiry_name_skew_pnl(
     vol_beta = clipped_vol_betas(vol_betas, n_sym, rule)
     inputs = (spot_log, spot_sd, vol_sd, size, vol_beta)
     again = _reusable(reuse, portfolio, items, rule, american, inputs)
+    if again is not None and final_pnl and reuse is not None and reuse.pnl is None:
+        again = None  # the final P&L needs pass 1's base P&L, which a stored pass does not keep
 
     def first_pass(p: Portfolio) -> tuple[FloatArray, ...]:
         base, *moved = _revalue_sets([(spot_log, none), *combos], p, *args)
@@ -712,17 +818,23 @@ def _expiry_name_skew_pnl(
             out.append(full)
         return tuple(out)
 
+    sets: tuple[FloatArray, ...] | None
     if again is None or reuse is None:
         sets = first_pass(portfolio)
+        loss, pick = _worst_extra_loss(sets)
     elif not again.any():
-        sets = reuse.pnl
+        sets, loss, pick = reuse.pnl, reuse.loss, reuse.pick
     else:
+        # each (scenario, symbol)'s worst combination and extra loss are its own: the fresh symbols' taken from the
+        # fresh pass, the others' from the reused one (the numbers of the merged pass, bit for bit)
         fresh = first_pass(_positions_on(portfolio, again))
-        sets = tuple(np.where(again[None, :], f, old) for f, old in zip(fresh, reuse.pnl, strict=True))
-    first = FirstPass(portfolio, sets, tuple(items), rule, american, *inputs)
-    base, *moved = sets
-    worst, pick = worst_by_symbol(moved)
-    u = max_loss_weights(base - worst)
+        fresh_loss, fresh_pick = _worst_extra_loss(fresh)
+        loss = np.where(again[None, :], fresh_loss, reuse.loss)
+        pick = np.where(again[None, :], fresh_pick, reuse.pick)
+        old = reuse.pnl
+        sets = None if old is None else tuple(np.where(again[None, :], f, o) for f, o in zip(fresh, old, strict=True))
+    first = FirstPass(portfolio, sets, tuple(items), rule, american, *inputs, loss=loss, pick=pick)
+    u = max_loss_weights(loss)
     spot_sign = np.where(pick < 2, 1.0, -1.0)
     vol_sign = np.where(pick % 2 == 0, 1.0, -1.0)
     scaled = u * size[:, None]
@@ -731,7 +843,8 @@ def _expiry_name_skew_pnl(
     if final_pnl:
         # a scenario without idiosyncratic moves (size 0) has its pass-1 inputs again (its moves are +-0): its P&L
         # is pass 1's base row (each scenario's is its own), so only the scenarios with moves are revalued
-        pnl = base.copy()
+        assert sets is not None
+        pnl = sets[0].copy()
         pnl[idio] = _revalue_sets([(final[0][idio], final[1][idio], idio)], portfolio, *args)[0]
     return pnl, *final, first
 

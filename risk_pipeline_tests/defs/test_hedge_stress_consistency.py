@@ -17,7 +17,9 @@ import pytest
 from risk_pipeline.defs.hedging.inputs import (
     AMERICAN,
     scenario_blocks,
+    searched_block,
     stored_stress_block,
+    stored_stress_first_pass,
     stored_vol_parameters,
     stress_block,
     universe,
@@ -216,6 +218,69 @@ def test_hedge_step_with_the_stored_shocks_equals_a_fresh_search(
     run_columns = ["run_id", "materialized_at", "solve_seconds"]
     recs = wh.read("hedge_recommendations")
     assert (recs["kind"] == "optimized").any(), "no book hedged: the hedged book's search not exercised"
+    for name in ("hedge_recommendations", "hedge_stress_effects"):
+        a, b = wh.read(name), copy.read(name)
+        cols = [c for c in a.columns if c not in run_columns]
+        assert len(a) > 0
+        pd.testing.assert_frame_equal(a[cols], b[cols], check_exact=True, obj=name)
+
+
+def test_stored_first_pass_is_the_books_search_and_the_hedge_step_equals_a_search_again(
+    hedged: tuple[Warehouse, Path], tmp_path: Path
+) -> None:
+    """stress_results.searched_first_pass read back for a book the hedging step reads the stored shocks of (its
+    symbols the book's) is the pass 1 of a fresh search of the book (extra losses and picks bit for bit);
+    another valuation or a changed position is not read; and hedge_recommendations and hedge_stress_effects with
+    it equal the step's on a copy whose searched_first_pass is removed (the book searched again for its hedged
+    book), but for the run's own columns."""
+    from risk_pipeline.defs.hedging.assets import hedge_recommendations
+    from risk_pipeline.resources import ExportsResource, WarehouseResource
+
+    wh, scenarios_file = hedged
+    tmp = scenarios_file.parent
+    stress, as_of, _, positions, session, index_close = _latest_stress_inputs(wh)
+    library = load_scenarios(scenarios_file)
+    assert stress["searched_first_pass"].notna().all()
+    recs = wh.read("hedge_recommendations", {"as_of": as_of})
+    read = 0
+    for book in sorted(stress["book"].unique()):
+        rows = positions[positions["book"] == book].reset_index(drop=True)
+        vol, t, _ = stored_vol_parameters(wh, book, as_of)
+        p = universe(rows, {INDEX: index_close})  # as the hedging step
+        first = stored_stress_first_pass(wh, p, rows, library, vol, t)
+        if p.n_symbols != universe(rows, {}).n_symbols:  # the index added: stored for other columns
+            assert first is None, book
+            continue
+        assert first is not None and first.pnl is None, book
+        fresh = stress_block(p, rows, library, vol).first_pass
+        assert fresh is not None
+        assert first.loss.tobytes() == fresh.loss.tobytes(), book
+        np.testing.assert_array_equal(first.pick, fresh.pick)
+        blocks = scenario_blocks(wh, session, p, rows, library)
+        assert blocks.stress.first_pass is None  # the stored shocks
+        reuse = searched_block(blocks.stress, p, rows, library, vol, wh, blocks.stress_as_of)
+        assert reuse.first_pass is not None and reuse.first_pass.pnl is None  # the stored pass, not a search
+        assert stored_stress_first_pass(wh, p, rows, library, vol, t - pd.Timedelta(seconds=1)) is None
+        changed = rows.assign(quantity=rows["quantity"].where(rows.index != 0, rows["quantity"] + 1.0))
+        q = universe(changed, {INDEX: index_close})
+        assert stored_stress_first_pass(wh, q, changed, library, vol, t) is None
+        read += int((recs.loc[recs["book"] == book, "kind"] == "optimized").any())
+    assert read, "no hedged book holds the index: the stored pass 1 is never read in this run"
+    copy = _copy(wh, tmp_path)
+    copy.execute("UPDATE risk.stress_results SET searched_first_pass = NULL")
+    config = {
+        "scenarios_file": str(scenarios_file),
+        "hedging_file": str(tmp / "hedging.yaml"),
+        "limits_file": str(tmp / "limits.yaml"),
+    }
+    result = dg.materialize(
+        [hedge_recommendations],
+        partition_key=SESSION,
+        resources={"warehouse": WarehouseResource(url=copy.url), "exports": ExportsResource(root=str(tmp_path / "x"))},
+        run_config={"ops": {"hedge_recommendations": {"config": config}}},
+    )
+    assert result.success
+    run_columns = ["run_id", "materialized_at", "solve_seconds"]
     for name in ("hedge_recommendations", "hedge_stress_effects"):
         a, b = wh.read(name), copy.read(name)
         cols = [c for c in a.columns if c not in run_columns]

@@ -587,7 +587,8 @@ def recommend_book(
     # shocks are the book's (no idiosyncratic move) the book's P&L plus the lines' (as after_pnl)
     hedged_stress = book_pnl[sl["stress"]]
     if hedged is not None:
-        book_block = searched_block(blocks.stress, p, rows, library, blocks.stress_vol)  # stored shocks: no pass 1
+        # stored shocks carry no pass 1: the one stress_results stores with them, else the book searched again
+        book_block = searched_block(blocks.stress, p, rows, library, blocks.stress_vol, wh, blocks.stress_as_of)
         hedged_block = stress_block(hedged, rows, library, blocks.stress_vol, book_block)
         hedged_stress = hedged_rule_pnl(hedged_stress, blocks.stress, hedged, p.n_positions, hedged_block)
     effects = stress_effect_rows(

@@ -11,13 +11,20 @@ import numpy as np
 import pandas as pd
 
 from risk_pipeline.defs.hedging.config import HedgingConfig
+from risk_pipeline.defs.risk.stress import parse_first_pass
 from risk_pipeline.defs.risk.stress_vol import StoredVolParameters, parse_searched_shocks
 from risk_pipeline.defs.risk.var import book_portfolio, return_history
 from risk_pipeline.quant.hedging import GreekRows, Scenarios
 from risk_pipeline.quant.limits import LimitsConfig
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.scenario_engine import ScenarioSet
-from risk_pipeline.quant.stress import RuleScenarios, ScenarioLibrary, stress_scenarios
+from risk_pipeline.quant.stress import (
+    FirstPass,
+    RuleScenarios,
+    ScenarioLibrary,
+    stored_first_pass,
+    stress_scenarios,
+)
 from risk_pipeline.quant.var import historical_scenarios
 from risk_pipeline.warehouse import SCHEMA, Warehouse
 
@@ -136,12 +143,7 @@ def stored_stress_block(
     book, as_of = str(rows["book"].iloc[0]), pd.Timestamp(rows["as_of"].iloc[0])
     if vol is None or vol.rule.kind != "expiry_name_skew" or stress_as_of != as_of or not library.scenarios:
         return None
-    has_column = wh.query(
-        "SELECT COUNT(*) AS n FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
-        "AND column_name = ?",
-        [SCHEMA, "stress_results", "searched_shocks"],
-    )
-    if int(has_column["n"].iloc[0]) == 0:
+    if not _has_stress_column(wh, "searched_shocks"):
         return None
     got = wh.read(
         "stress_results",
@@ -168,12 +170,70 @@ def stored_stress_block(
     return replace(closed, spot_log_shock=stored[0], name_log_vol_move=stored[1])
 
 
+def _has_stress_column(wh: Warehouse, column: str) -> bool:
+    """Whether ``stress_results`` has ``column`` (a warehouse written before it was added has not)."""
+    got = wh.query(
+        "SELECT COUNT(*) AS n FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+        "AND column_name = ?",
+        [SCHEMA, "stress_results", column],
+    )
+    return int(got["n"].iloc[0]) > 0
+
+
+def stored_stress_first_pass(
+    wh: Warehouse,
+    p: Portfolio,
+    rows: pd.DataFrame,
+    library: ScenarioLibrary,
+    vol: StoredVolParameters | None,
+    stress_as_of: pd.Timestamp | None,
+) -> FirstPass | None:
+    """Pass 1 of the book's search as ``stress_results.searched_first_pass`` stores it for this book at this valuation
+    (the stress step's search), for the hedged book's ``stress_block``: only when its digest is that of this search's
+    own portfolio, scenarios, rule, engine and per-symbol inputs (``quant.stress.stored_first_pass``); None when it
+    cannot stand for the search (another valuation, library, position, spot, beta, vol input or symbol column, or
+    none stored)."""
+    book, as_of = str(rows["book"].iloc[0]), pd.Timestamp(rows["as_of"].iloc[0])
+    if vol is None or vol.rule.kind != "expiry_name_skew" or stress_as_of != as_of or not library.scenarios:
+        return None
+    if not wh.table_exists("stress_results") or not _has_stress_column(wh, "searched_first_pass"):
+        return None
+    got = wh.read(
+        "stress_results",
+        {"as_of": as_of, "book": book},
+        columns=["scenario_id", "library_version", "searched_first_pass"],
+    ).set_index("scenario_id")
+    ids = [s.scenario_id for s in library.scenarios]
+    if set(got.index) != set(ids) or len(got) != len(ids) or (got["library_version"] != library.version).any():
+        return None
+    parsed = parse_first_pass(list(got.loc[ids, "searched_first_pass"]))
+    if parsed is None:
+        return None
+    betas, sectors = symbol_attributes(rows, p.symbols)
+    return stored_first_pass(
+        p, library.scenarios, betas, sectors, *parsed, vol_rule=vol.rule, **vol.per_symbol(p.symbols)
+    )
+
+
 def searched_block(
-    block: RuleScenarios, p: Portfolio, rows: pd.DataFrame, library: ScenarioLibrary, vol: StoredVolParameters | None
+    block: RuleScenarios,
+    p: Portfolio,
+    rows: pd.DataFrame,
+    library: ScenarioLibrary,
+    vol: StoredVolParameters | None,
+    wh: Warehouse | None = None,
+    stress_as_of: pd.Timestamp | None = None,
 ) -> RuleScenarios:
-    """``block`` when it carries its search's pass 1, else the book's search (``stress_block``): what a hedged book's
+    """``block`` when it carries its search's pass 1; else with the pass 1 the stress step stored for the book
+    (``stored_stress_first_pass``, given ``wh``); else the book's search (``stress_block``): what a hedged book's
     ``stress_block`` reuses."""
-    return block if block.first_pass is not None else stress_block(p, rows, library, vol)
+    if block.first_pass is not None:
+        return block
+    if wh is not None:
+        first = stored_stress_first_pass(wh, p, rows, library, vol, stress_as_of)
+        if first is not None:
+            return replace(block, first_pass=first)
+    return stress_block(p, rows, library, vol)
 
 
 def scenario_blocks(

@@ -1,5 +1,8 @@
 """Stress tests with full revaluation: the scenario library per book, and the spot x vol grid."""
 
+import base64
+import json
+from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
@@ -31,7 +34,7 @@ from risk_pipeline.defs.risk.var import book_portfolio
 from risk_pipeline.defs.svg import stress_grid_heat_map_svg
 from risk_pipeline.errors import RiskDataError
 from risk_pipeline.paths import SCENARIOS_FILE
-from risk_pipeline.quant.stress import load_scenarios, run_stress, stress_grid
+from risk_pipeline.quant.stress import FirstPass, load_scenarios, run_stress, stress_grid
 from risk_pipeline.queries import book_valuations
 from risk_pipeline.resources import WarehouseResource
 from risk_pipeline.warehouse import Warehouse
@@ -83,6 +86,42 @@ def liquidity_inputs(
     # day: the most conservative days-to-liquidate, instead of failing the whole stress step
     volume = np.maximum(np.nan_to_num(volume), 1.0)
     return np.nan_to_num(spread), volume
+
+
+def first_pass_json(first: FirstPass) -> list[str]:
+    """``stress_results.searched_first_pass``, one per scenario row: ``FirstPass.digest`` (the portfolio, scenarios,
+    rule, engine and per-symbol inputs the search's pass 1 was revalued with), each symbol's extra loss in its worst
+    sign combination (``FirstPass.loss``: the float64 bytes, little-endian, base64: exact) and that combination
+    (``FirstPass.pick``, one digit 0-3 per symbol)."""
+    digest = first.digest()
+    loss = np.ascontiguousarray(first.loss, dtype="<f8")
+    return [
+        json.dumps(
+            {
+                "digest": digest,
+                "loss": base64.b64encode(row.tobytes()).decode("ascii"),
+                "pick": "".join("0123"[int(c)] for c in picks),
+            }
+        )
+        for row, picks in zip(loss, first.pick, strict=True)
+    ]
+
+
+def parse_first_pass(texts: Sequence[str | None]) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """``searched_first_pass`` of a book's rows (in scenario order) read back: the digest and the ``(n, n_symbols)``
+    extra losses and picks (None: a row without them, or rows of different digests or lengths)."""
+    if not texts or any(not isinstance(t, str) for t in texts):
+        return None
+    docs = [json.loads(str(t)) for t in texts]
+    if len({d.get("digest") for d in docs}) != 1 or not isinstance(docs[0].get("digest"), str):
+        return None
+    loss = [np.frombuffer(base64.b64decode(d["loss"]), dtype="<f8") for d in docs]
+    picks = [np.frombuffer(str(d["pick"]).encode("ascii"), dtype=np.uint8) for d in docs]
+    width = loss[0].size
+    if any(a.size != width for a in loss) or any(c.size != width for c in picks):
+        return None
+    pick = np.array(picks, dtype=np.intp) - ord("0")
+    return str(docs[0]["digest"]), np.array(loss, dtype=np.float64), pick
 
 
 def heat_map(grid: pd.DataFrame, book: str) -> str:
@@ -162,7 +201,10 @@ def stress_tests(context: dg.AssetExecutionContext, config: StressSettings, ware
                 "idio_spot_sd": vi.spot_resid_sd(portfolio.symbols, betas, config.vol_calibration_min_obs),
             }
         shocks: list[tuple[np.ndarray, np.ndarray]] = []
-        out = run_stress(portfolio, library, betas, sectors, spreads, volumes, nav, **vol_kw, shocks_out=shocks)
+        first: list[FirstPass] = []
+        out = run_stress(
+            portfolio, library, betas, sectors, spreads, volumes, nav, **vol_kw, shocks_out=shocks, first_pass_out=first
+        )
         frame = pd.DataFrame([r.to_row() for r in out])
         frame.insert(0, "book", v.book)
         frame.insert(0, "as_of", v.as_of)
@@ -178,6 +220,8 @@ def stress_tests(context: dg.AssetExecutionContext, config: StressSettings, ware
         )
         # the shocks the search found (the hedging layer reads them instead of searching the same book again)
         frame["searched_shocks"] = searched_shocks_json(portfolio, betas, *shocks[0]) if shocks else None
+        # and what the search of the book plus hedge lines reuses of it (the hedging layer's hedged book)
+        frame["searched_first_pass"] = first_pass_json(first[0]) if first else None
         # HIGH / CRITICAL rows: the book cut, the name or the index hedge that brings the loss within HIGH
         if v.as_of not in index_spots:
             day = pd.Timestamp(rows["as_of_date"].iloc[0]).date()
