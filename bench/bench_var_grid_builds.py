@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import sys
 import time
 from pathlib import Path
@@ -94,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                 n=n_scenarios,
                 carry=moves_carry,
                 still=int(still.sum()),
-                memo="" if memo is None else f"{memo.builds}{'b' if memo.boundaries else ''}{'n' if memo.nodes else ''}",
+                memo=""
+                if memo is None
+                else f"{memo.builds}{'b' if memo.boundaries else ''}{'n' if memo.nodes else ''}",
                 whole=f1[0] - f0[0],
                 bnd=f1[1] - f0[1],
                 any_b=any_b,

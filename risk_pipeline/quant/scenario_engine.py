@@ -2001,9 +2001,19 @@ class GridMemo:
             return hit, which, row
         if width not in self._index:
             hashes = np.concatenate([_row_hashes(b.keys[:, :width]) for b in self._kept])
-            order = np.argsort(hashes, kind="stable")
+            # whole inputs only in the builds kept with their node values (``nodes`` may be switched on between
+            # builds): a build without them is found by its boundaries' inputs only
+            whole = width == keys.shape[1]
+            rows = np.flatnonzero(
+                np.concatenate(
+                    [np.full(b.keys.shape[0], not whole or b.vals.shape[1] == b.keys.shape[0]) for b in self._kept]
+                )
+            )
+            order = rows[np.argsort(hashes[rows], kind="stable")]
             self._index[width] = (order, hashes[order])
         order, sorted_h = self._index[width]
+        if sorted_h.size == 0:
+            return hit, which, row
         mine = keys[:, :width]
         h = _row_hashes(mine)
         pos = np.minimum(np.searchsorted(sorted_h, h), sorted_h.size - 1)
@@ -2017,9 +2027,6 @@ class GridMemo:
             stored[at] = b.keys[row[at], :width]
         hit = (sorted_h[pos] == h) & np.all(stored == mine, axis=1)
         if width == keys.shape[1]:
-            # a build kept while ``nodes`` was off has no node values: never found whole
-            has_nodes = np.array([b.vals.shape[1] == b.keys.shape[0] for b in self._kept], dtype=bool)
-            hit &= has_nodes[which]
             self.found += int(np.count_nonzero(hit))
         else:
             self.found_boundaries += int(np.count_nonzero(hit))
