@@ -1965,10 +1965,7 @@ class GridMemo:
     ``boundaries``, one whose vol, rate and yield ranges (not its log-spot range) equal one of theirs takes its
     boundaries and prices its own node values from them. Each is elementwise (an option's boundaries and node prices
     depend on its own inputs only), so every coefficient is the same; the spline fit still runs over the whole book.
-    Memory per American and kept build: about 2.9 kB with ``nodes``, 2.1 kB with ``boundaries``, 4.7 kB with both.
-    ``nodes`` may be switched on between builds (``var_results``: the Monte Carlo's builds keep their boundaries
-    only, the next builds their node values too): a build kept without node values is found by its boundaries'
-    inputs only, never whole."""
+    Memory per American and kept build: about 2.9 kB with ``nodes``, 2.1 kB with ``boundaries``, 4.7 kB with both."""
 
     def __init__(self, builds: int = 1, *, boundaries: bool = False, nodes: bool = True) -> None:
         if builds < 1 or not (boundaries or nodes):
@@ -2001,19 +1998,9 @@ class GridMemo:
             return hit, which, row
         if width not in self._index:
             hashes = np.concatenate([_row_hashes(b.keys[:, :width]) for b in self._kept])
-            # whole inputs only in the builds kept with their node values (``nodes`` may be switched on between
-            # builds): a build without them is found by its boundaries' inputs only
-            whole = width == keys.shape[1]
-            rows = np.flatnonzero(
-                np.concatenate(
-                    [np.full(b.keys.shape[0], not whole or b.vals.shape[1] == b.keys.shape[0]) for b in self._kept]
-                )
-            )
-            order = rows[np.argsort(hashes[rows], kind="stable")]
+            order = np.argsort(hashes, kind="stable")
             self._index[width] = (order, hashes[order])
         order, sorted_h = self._index[width]
-        if sorted_h.size == 0:
-            return hit, which, row
         mine = keys[:, :width]
         h = _row_hashes(mine)
         pos = np.minimum(np.searchsorted(sorted_h, h), sorted_h.size - 1)
@@ -2065,11 +2052,6 @@ def grid_memo(memo: GridMemo | None) -> Iterator[GridMemo | None]:
         yield memo
     finally:
         _GRID_MEMO.reset(token)
-
-
-def current_grid_memo() -> GridMemo | None:
-    """The memo grid builds use here and now (``grid_memo``'s; None: none)."""
-    return _GRID_MEMO.get()
 
 
 def _memo_keys(book: PreparedBook, ranges: _GridRanges, still: BoolArray, moves_carry: bool) -> NDArray[np.int64]:

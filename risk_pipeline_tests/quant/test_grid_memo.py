@@ -70,28 +70,6 @@ def test_memoized_builds_equal_the_builds_on_their_own_bit_for_bit(builds: int, 
     assert 0 < memo.nbytes < 5_000 * builds * n_am
 
 
-def test_node_values_switched_on_between_builds_keep_the_bits() -> None:
-    """A memo whose ``nodes`` is switched on after some builds (``var_results``' Monte Carlo, then the flat-term smile
-    run): the builds kept without node values give their boundaries, are never found whole (they hold no node
-    values to take), and every build is the same bits as on its own."""
-    rng = np.random.default_rng(5)
-    p = _book(rng, 60)
-    sets = _sets(rng, p.n_symbols)
-    alone = [prepare(p, 3.0, sc, "eep_grid") for sc in sets]
-    memo = GridMemo(3, boundaries=True, nodes=False)
-    with grid_memo(memo):
-        first = [prepare(p, 3.0, sc, "eep_grid") for sc in sets[:2]]
-        memo.nodes = True
-        found_before = memo.found_boundaries
-        third = prepare(p, 3.0, sets[3], "eep_grid")  # set a again: every input repeats the first build's
-        assert memo.found == 0  # the first builds kept no node values
-        assert memo.found_boundaries - found_before == alone[0].grid_mode.size
-        fourth = prepare(p, 3.0, sets[3], "eep_grid")  # and now the third build's, kept with its node values
-        assert memo.found == alone[0].grid_mode.size
-    for x, y in zip([*alone[:2], alone[3], alone[3]], [*first, third, fourth], strict=True):
-        _assert_same_grids(x, y)
-
-
 def test_memoized_node_values_are_the_american_engines_premiums() -> None:
     """A node value found in the memo (the base grid of an option of the second build) against the exact engine:
     American minus BSM at that node's spot and vol."""

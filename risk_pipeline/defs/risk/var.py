@@ -33,7 +33,7 @@ from risk_pipeline.paths import LIMITS_FILE, SCENARIOS_FILE
 from risk_pipeline.quant.limits import load_limits
 from risk_pipeline.quant.portfolio import Portfolio
 from risk_pipeline.quant.sabr_dynamics import SabrBackboneSlide, SabrSlices
-from risk_pipeline.quant.scenario_engine import GridMemo, current_grid_memo, grid_memo
+from risk_pipeline.quant.scenario_engine import GridMemo, grid_memo
 from risk_pipeline.quant.smile_dynamics import ExpiryScaledVolMoves, SmileDynamics, StickyMoneyness, SviSlices
 from risk_pipeline.quant.stress import load_scenarios
 from risk_pipeline.quant.var import (
@@ -173,8 +173,7 @@ def smile_dynamics(
 
 
 #: Grid builds ``var_results`` keeps for the next ones (``scenario_engine.GridMemo``): the three horizons' of the
-#: historical VaR for the gap sets', of the Monte Carlo for the sticky-strike, flat-term smile run's, of that run for
-#: the stressed window's
+#: historical VaR for the gap sets', of the last smile run for the stressed window's
 GRID_MEMO_BUILDS = 3
 
 
@@ -198,10 +197,8 @@ def smile_sensitivity(
     pairs = list(dict.fromkeys([(name, term) for name in dynamics] + [(smile, name) for name in terms]))
     # the sticky-strike, flat-term run on its own grids and last: the stressed VaR reuses its 1-day P&L
     # (same_one_day_pnl) and its window's builds find their Americans' grids in this run's (the memo of the last
-    # builds, the caller's); the other runs share one grid a horizon (historical_var_runs: within the grid's
-    # interpolation error of their own grids'), built outside the memo (no other build repeats their vol ranges), so
-    # that the flat-term run's builds follow the caller's last ones in it (var_results: the Monte Carlo's, whose 1-day
-    # build has its 1-day build's vol moves)
+    # builds); the other runs share one grid a horizon (historical_var_runs: within the grid's interpolation error
+    # of their own grids')
     alone = ("sticky_strike", "flat")
     shared = [x for x in pairs if x not in (production, alone)]
     own = [alone] if alone in pairs and alone != production else []
@@ -210,14 +207,12 @@ def smile_sensitivity(
         return {(r.horizon_days, round(r.confidence, 6)): r.var for r in results}
 
     got: dict[tuple[str, str], dict[tuple[int, float], float]] = {}
-    memo = current_grid_memo()
-    for group, group_memo in ((shared, None), (own, memo)):
+    for group in (shared, own):
         if not group:
             continue
-        with grid_memo(group_memo):
-            runs = historical_var_runs(
-                portfolio, history, cfg, [(dynamics[s], terms[t]) for s, t in group], components=False
-            )  # only the VaR of each row is read: the components are not computed
+        runs = historical_var_runs(
+            portfolio, history, cfg, [(dynamics[s], terms[t]) for s, t in group], components=False
+        )  # only the VaR of each row is read: the components are not computed
         for (s, t), (res, pnls) in zip(group, runs, strict=True):
             if pnl_out is not None:
                 pnl_out[(s, t)] = pnls
@@ -615,14 +610,19 @@ def var_results(
         terms = terms_at[v.as_of]
         smile, term = dynamics[config.smile_dynamics], terms[config.vol_term_structure]
         # the historical VaR's grid builds keep their Americans' exercise boundaries (one build per horizon) for the gap
-        # sets' builds right after them, whose vol, rate and yield ranges are theirs
+        # sets' builds, whose vol, rate and yield ranges are theirs (the Monte Carlo's builds in between left out)
         hist_memo = GridMemo(GRID_MEMO_BUILDS, boundaries=True, nodes=False)
         with grid_memo(hist_memo):
-            hist = compute_var(portfolio, factors.history, cfg, methods=ALL_METHODS[:3], smile=smile, term=term)
-            # events inside a horizon: historical VaR with their gap scenarios, the gap component in its own columns
-            # (the gap sets read the historical rows and P&L only)
+            report = compute_var(portfolio, factors.history, cfg, methods=ALL_METHODS[:3], smile=smile, term=term)
+        mc = compute_var(
+            portfolio, factors.history, cfg, methods=ALL_METHODS[3:],
+            fhs_asymmetric=gjr_wins(wh, v.session, portfolio.symbols),
+        )  # fmt: skip
+        report = VarReport(report.results + mc.results, {**report.scenario_pnl, **mc.scenario_pnl})
+        # events inside a horizon: historical VaR with their gap scenarios, the gap component in its own columns
+        with grid_memo(hist_memo):
             gap = var_with_gap_scenarios(
-                wh, v.session, v.as_of, v.rows, portfolio, factors.history, cfg, hist,
+                wh, v.session, v.as_of, v.rows, portfolio, factors.history, cfg, report,
                 dynamics=[d for d in (smile, term) if d is not None],
             )  # fmt: skip
         del hist_memo
@@ -632,25 +632,15 @@ def var_results(
             wh, v.session, portfolio.symbols, STRESS_HISTORY_SESSIONS, option_symbols, config.rate_factor,
             config.dividend_factor, long_rows,
         )  # fmt: skip
-        # the Monte Carlo, the smile runs (on the report before the gap sets) and the stressed VaR in one memo of the
-        # last three builds: the Monte Carlo's keep their boundaries (its 1-day set moves the vols as the sticky-strike,
-        # flat-term run's 1-day set: that build takes most of its Americans' boundaries from them), the flat-term
-        # run's builds (after the Monte Carlo's: smile_sensitivity builds the other runs' grids outside the memo)
-        # their boundaries and node values too, which the stressed window's builds find (the same returns)
-        memo = GridMemo(GRID_MEMO_BUILDS, boundaries=True, nodes=False)
-        with grid_memo(memo):
-            mc = compute_var(
-                portfolio, factors.history, cfg, methods=ALL_METHODS[3:],
-                fhs_asymmetric=gjr_wins(wh, v.session, portfolio.symbols),
-            )  # fmt: skip
-            memo.nodes = True
-            report = VarReport(hist.results + mc.results, {**hist.scenario_pnl, **mc.scenario_pnl})
+        # the smile runs (on the report before the gap sets), then the stressed VaR right after them: the stressed
+        # window's grid builds find most of their Americans' grid work in the last smile run's (sticky strike, flat
+        # term: the same returns), one build per horizon, in the memo of the last three builds
+        with grid_memo(GridMemo(GRID_MEMO_BUILDS)):
             sensitivity = smile_sensitivity(portfolio, factors.history, cfg, dynamics, terms, production, report, pnls)
             stressed, start = stressed_var(
                 portfolio, long.history, cfg, one_day_pnl=same_one_day_pnl(factors.history, long.history, cfg, pnls)
             )
-        del memo
-        report = VarReport(gap.report.results + mc.results, report.scenario_pnl)
+        report = gap.report
         book_rows = pd.DataFrame(report.rows()).merge(
             gap.gap_columns, on=["method", "horizon_days", "confidence"], how="left"
         )
