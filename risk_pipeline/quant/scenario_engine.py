@@ -854,6 +854,37 @@ def _bsm_kernel(
         out[i] = _bsm(spot[i], log_spot[i], log_strike[i], carry[i], sqt[i], vol[i], w[i], dq[i], kdr[i])
 
 
+@njit(**JIT)
+def _bsm_node_kernel(
+    spot: FloatArray,
+    log_spot: FloatArray,
+    log_strike: FloatArray,
+    carry: FloatArray,
+    sqt: FloatArray,
+    vol: FloatArray,
+    w: FloatArray,
+    dq: FloatArray,
+    kdr: FloatArray,
+    out: FloatArray,
+) -> None:
+    """``_bsm_kernel`` at the premium grid's nodes: ``out[m, l, c]`` the BSM price (``_bsm``) at ``spot[m, l, c]``,
+    ``log_spot[m, l, c]`` and vol ``vol[m, l]`` of option ``m`` (its strike, carry and discount factors per option),
+    the same call on the same numbers as ``_bsm_kernel`` on the per-option arrays broadcast to the nodes, without
+    those copies (sequential, as ``_bsm_kernel``)."""
+    na, nv, nu = out.shape
+    for m in range(na):
+        lk = log_strike[m]
+        cm = carry[m]
+        sq = sqt[m]
+        wm = w[m]
+        dm = dq[m]
+        km = kdr[m]
+        for v in range(nv):
+            sig = vol[m, v]
+            for c in range(nu):
+                out[m, v, c] = _bsm(spot[m, v, c], log_spot[m, v, c], lk, cm, sq, sig, wm, dm, km)
+
+
 def _eep_nodes(
     ls_star: FloatArray,
     y: FloatArray,
@@ -877,24 +908,13 @@ def _eep_nodes(
     ls = ls_star[:, :, None] - w[:, None, None] * y[:, None, :]
     s = np.exp(ls)
     am = _grid_prices(t, r, q, call, k, v, s, bnd)
-    euro = np.empty(am.size)
-
-    def flat(a: FloatArray) -> FloatArray:
-        return np.ascontiguousarray(np.broadcast_to(a, shape)).reshape(-1)
-
-    _bsm_kernel(
-        s.reshape(-1),  # already of the full shape: a broadcast view would be read-only (one more signature)
-        ls.reshape(-1),
-        flat(lk[:, None, None]),
-        flat(carry[:, None, None]),
-        flat(sqt[:, None, None]),
-        flat(v[:, :, None]),
-        flat(w[:, None, None]),
-        flat(dq[:, None, None]),
-        flat(kdr[:, None, None]),
-        euro,
-    )
-    return am - euro.reshape(shape)
+    # BSM at the nodes by the kernels' own formula, the per-option inputs read per option (not broadcast to the
+    # nodes and copied: seven arrays of the nodes' size a fit), then subtracted in place (the same bits)
+    euro = np.empty(shape)
+    _bsm_node_kernel(
+        s, ls, *(np.ascontiguousarray(a) for a in (lk, carry, sqt, v, w, dq, kdr)), euro
+    )  # fmt: skip
+    return np.subtract(am, euro, out=am)
 
 
 @njit(**JIT)
