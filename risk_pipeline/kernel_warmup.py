@@ -267,6 +267,12 @@ END_OF_DAY_SIGNATURES: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "risk_pipeline.quant.scenario_engine",
+        "_bsm_node_kernel",
+        "A(float64, 3), A(float64, 3), A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 2), "
+        "A(float64, 1), A(float64, 1), A(float64, 1), A(float64, 3)",
+    ),
+    (
+        "risk_pipeline.quant.scenario_engine",
         "_european_kernel",
         "A(float64, 2), A(float64, 2), A(float64, 2), A(float64, 2), A(float64, 2), A(float64, 2), int64, "
         "A(float64, 2), A(float64, 2), A(boolean, 1), boolean, int64, A(float64, 1, readonly=True), "
