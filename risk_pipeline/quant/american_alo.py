@@ -859,10 +859,10 @@ def put_prices_from_boundary(
     (the squared boundary, the interpolated boundary at the premium points with its square root, elapsed times,
     spreads and discount factors) is computed once and read by every spot in the same operations, and the integrand
     of every (spot, point) pair is evaluated in one branch-free (vectorized) loop, then summed in point order spot
-    by spot. Spots on the moved split (close to the boundary, and NaN) are only flagged in ``moved`` (``out`` not
-    written) for the caller to price by ``put_from_boundary`` (``premiums``). ``work``: scratch, ``(_PRICE_ROWS,
-    w)`` with ``w >= max(max(len(sps), 1) * nq, n + 1)`` for the ``nq`` premium points and ``n + 1`` boundary nodes of
-    ``tab`` (contents not read)."""
+    by spot; the pairs whose integrand is surely +-0.0 (``_ZERO_D``) are left out of both. Spots on the moved split
+    (close to the boundary, and NaN) are only flagged in ``moved`` (``out`` not written) for the caller to price by
+    ``put_from_boundary`` (``premiums``). ``work``: scratch, ``(_PRICE_ROWS, w)`` with ``w >= max(max(len(sps), 1)
+    * nq, n + 1)`` for the ``nq`` premium points and ``n + 1`` boundary nodes of ``tab`` (contents not read)."""
     z_c, pcs, pws = tab[0], tab[6], tab[7]
     n = z_c.shape[0] - 1
     b_t = x_max * math.exp(-s[n])
@@ -930,41 +930,60 @@ def put_prices_from_boundary(
         sd_a[c] = v * pc
         rker_a[c] = rk * fast_exp(-r * tt)
         eq_a[c] = fast_exp(-q * tt)
-    # the integrands (times the weights) of every (spot, point) pair, u = spot * nq + point
-    nu = m * nq
-    num = work[9]
+    # the integrands (times the weights) of the (spot, point) pairs, in (spot, point) order, but for those surely zero
+    # (_ZERO_D): a spot's pairs at first[a] .. first[a + 1] - 1 (row views of work)
+    d1u = work[9]
     sdu = work[10]
     wu = work[11]
     ru = work[12]
     qe = work[13]
     ta = work[14]
+    first = work[17]
+    k = 0
     for a in range(m):
         lsx = lsx_a[a]
         qs = qs_a[a]
+        first[a] = k  # exact as a float
         for c in range(nq):
-            u = a * nq + c
-            num[u] = lsx + root_a[c] + rqt_a[c]
-            sdu[u] = sd_a[c]
-            wu[u] = pws[c]
-            ru[u] = rker_a[c]
-            qe[u] = qs * eq_a[c]
-    for u in range(nu):  # branch-free: vectorized
+            sd = sd_a[c]
+            d1 = (lsx + root_a[c] + rqt_a[c]) / sd + 0.5 * sd
+            q_e = qs * eq_a[c]
+            r_e = rker_a[c]
+            w = pws[c]
+            d1u[k] = d1
+            sdu[k] = sd
+            wu[k] = w
+            ru[k] = r_e
+            qe[k] = q_e
+            # kept (k moves on) unless zero: branch-free
+            k += not (d1 - sd >= _ZERO_D and abs(q_e) <= _FLOAT_MAX and abs(r_e) <= _FLOAT_MAX and abs(w) <= _FLOAT_MAX)
+    first[m] = k
+    for u in range(k):  # branch-free: vectorized
         sd = sdu[u]
-        d1 = num[u] / sd + 0.5 * sd
+        d1 = d1u[u]
         d2 = d1 - sd
         e1 = exp_minus_half_square(d1)
         e2 = exp_minus_half_square(d2)
         n1 = _ncdf_vec(-d1, e1)
         ta[u] = wu[u] * (ru[u] * _ncdf_vec(-d2, e2) - qe[u] * n1)
-    for a in range(m):
+    for a in range(m):  # in point order, the zeros left out (adding +-0.0 to a sum begun at 0.0 changes no bit)
         e_price = 0.0
-        for c in range(nq):
-            e_price += ta[a * nq + c]
+        for u in range(int(first[a]), int(first[a + 1])):
+            e_price += ta[u]
         out[int(idx[a])] = euro[a] + t * e_price
 
 
+#: ``put_prices_from_boundary`` leaves out the (spot, point) integrands with ``d- >= _ZERO_D`` (and finite weight, ``r K
+#: e^{-rt}`` and ``q S e^{-qt}``): there ``-d-^2 / 2 < -745.5`` (and ``d+ >= d-``), so ``exp_minus_half_square`` of
+#: both is 0.0 exactly (``fast_exp``'s clamp, ``exp_minus_half_square``'s at 1e10 included: up to ``d = inf``), both
+#: cdfs are 0.0 and the integrand is +-0.0. On the scenario grids' nodes about 12 % of the pairs (spots far above the
+#: boundary at the first premium points).
+_ZERO_D = 38.7
+_FLOAT_MAX = 1.7976931348623157e308
+
+
 #: Rows of ``put_prices_from_boundary``'s scratch.
-_PRICE_ROWS = 17
+_PRICE_ROWS = 18
 
 
 @inner_njit()
