@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -140,21 +141,10 @@ def stored_stress_block(
     inputs). None when they cannot stand for the search: another valuation, another library, other positions, spots or
     betas (``searched_digest``), a symbol column the stress step did not search (e.g. the index added to a book
     without it), or none stored."""
-    book, as_of = str(rows["book"].iloc[0]), pd.Timestamp(rows["as_of"].iloc[0])
-    if vol is None or vol.rule.kind != "expiry_name_skew" or stress_as_of != as_of or not library.scenarios:
+    got = _stored_stress_rows(wh, rows, library, vol, stress_as_of, "searched_shocks", ["spot_shock", "vol_shock"])
+    if got is None or vol is None:
         return None
-    if not _has_stress_column(wh, "searched_shocks"):
-        return None
-    got = wh.read(
-        "stress_results",
-        {"as_of": as_of, "book": book},
-        columns=["scenario_id", "library_version", "spot_shock", "vol_shock", "searched_shocks"],
-    ).set_index("scenario_id")
     items = library.scenarios
-    ids = [s.scenario_id for s in items]
-    if set(got.index) != set(ids) or len(got) != len(ids) or (got["library_version"] != library.version).any():
-        return None
-    got = got.loc[ids]
     if not (
         np.array_equal(got["spot_shock"].to_numpy(float), [s.index_move for s in items])
         and np.array_equal(got["vol_shock"].to_numpy(float), [s.vol.multiplier - 1.0 for s in items])
@@ -170,14 +160,36 @@ def stored_stress_block(
     return replace(closed, spot_log_shock=stored[0], name_log_vol_move=stored[1])
 
 
-def _has_stress_column(wh: Warehouse, column: str) -> bool:
-    """Whether ``stress_results`` has ``column`` (a warehouse written before it was added has not)."""
-    got = wh.query(
+def _stored_stress_rows(
+    wh: Warehouse,
+    rows: pd.DataFrame,
+    library: ScenarioLibrary,
+    vol: StoredVolParameters | None,
+    stress_as_of: pd.Timestamp | None,
+    column: str,
+    extra: Sequence[str] = (),
+) -> pd.DataFrame | None:
+    """The stress step's rows of this book at this valuation (``column`` and ``extra``), one per library scenario in
+    the library's order; None when they cannot come from the stress step's search of this book: no calibrated
+    ``expiry_name_skew`` rule, another valuation, an empty library, a warehouse written before ``column`` was added,
+    other scenario ids or another library version."""
+    book, as_of = str(rows["book"].iloc[0]), pd.Timestamp(rows["as_of"].iloc[0])
+    if vol is None or vol.rule.kind != "expiry_name_skew" or stress_as_of != as_of or not library.scenarios:
+        return None
+    has_column = wh.query(
         "SELECT COUNT(*) AS n FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
         "AND column_name = ?",
         [SCHEMA, "stress_results", column],
     )
-    return int(got["n"].iloc[0]) > 0
+    if int(has_column["n"].iloc[0]) == 0:
+        return None
+    got = wh.read(
+        "stress_results", {"as_of": as_of, "book": book}, columns=["scenario_id", "library_version", *extra, column]
+    ).set_index("scenario_id")
+    ids = [s.scenario_id for s in library.scenarios]
+    if set(got.index) != set(ids) or len(got) != len(ids) or (got["library_version"] != library.version).any():
+        return None
+    return got.loc[ids]
 
 
 def stored_stress_first_pass(
@@ -193,20 +205,10 @@ def stored_stress_first_pass(
     own portfolio, scenarios, rule, engine and per-symbol inputs (``quant.stress.stored_first_pass``); None when it
     cannot stand for the search (another valuation, library, position, spot, beta, vol input or symbol column, or
     none stored)."""
-    book, as_of = str(rows["book"].iloc[0]), pd.Timestamp(rows["as_of"].iloc[0])
-    if vol is None or vol.rule.kind != "expiry_name_skew" or stress_as_of != as_of or not library.scenarios:
+    got = _stored_stress_rows(wh, rows, library, vol, stress_as_of, "searched_first_pass")
+    if got is None or vol is None:
         return None
-    if not wh.table_exists("stress_results") or not _has_stress_column(wh, "searched_first_pass"):
-        return None
-    got = wh.read(
-        "stress_results",
-        {"as_of": as_of, "book": book},
-        columns=["scenario_id", "library_version", "searched_first_pass"],
-    ).set_index("scenario_id")
-    ids = [s.scenario_id for s in library.scenarios]
-    if set(got.index) != set(ids) or len(got) != len(ids) or (got["library_version"] != library.version).any():
-        return None
-    parsed = parse_first_pass(list(got.loc[ids, "searched_first_pass"]))
+    parsed = parse_first_pass(list(got["searched_first_pass"]))
     if parsed is None:
         return None
     betas, sectors = symbol_attributes(rows, p.symbols)
