@@ -195,34 +195,12 @@ def test_hedge_step_with_the_stored_shocks_equals_a_fresh_search(
     """hedge_recommendations and hedge_stress_effects with the stored shocks (a hedged book's search reusing the book's
     pass 1, searched when needed) equal the step's on a copy whose searched_shocks are removed (every book searched
     again), but for the run's own columns."""
-    from risk_pipeline.defs.hedging.assets import hedge_recommendations
-    from risk_pipeline.resources import ExportsResource, WarehouseResource
 
     wh, scenarios_file = hedged
-    tmp = scenarios_file.parent
     assert wh.read("stress_results")["searched_shocks"].notna().any()
-    copy = _copy(wh, tmp_path)
-    copy.execute("UPDATE risk.stress_results SET searched_shocks = NULL")
-    config = {
-        "scenarios_file": str(scenarios_file),
-        "hedging_file": str(tmp / "hedging.yaml"),
-        "limits_file": str(tmp / "limits.yaml"),
-    }
-    result = dg.materialize(
-        [hedge_recommendations],
-        partition_key=SESSION,
-        resources={"warehouse": WarehouseResource(url=copy.url), "exports": ExportsResource(root=str(tmp_path / "x"))},
-        run_config={"ops": {"hedge_recommendations": {"config": config}}},
-    )
-    assert result.success
-    run_columns = ["run_id", "materialized_at", "solve_seconds"]
     recs = wh.read("hedge_recommendations")
     assert (recs["kind"] == "optimized").any(), "no book hedged: the hedged book's search not exercised"
-    for name in ("hedge_recommendations", "hedge_stress_effects"):
-        a, b = wh.read(name), copy.read(name)
-        cols = [c for c in a.columns if c not in run_columns]
-        assert len(a) > 0
-        pd.testing.assert_frame_equal(a[cols], b[cols], check_exact=True, obj=name)
+    _assert_hedge_step_same_without(wh, scenarios_file, tmp_path, "searched_shocks")
 
 
 def test_stored_first_pass_is_the_books_search_and_the_hedge_step_equals_a_search_again(
@@ -233,11 +211,8 @@ def test_stored_first_pass_is_the_books_search_and_the_hedge_step_equals_a_searc
     another valuation or a changed position is not read; and hedge_recommendations and hedge_stress_effects with
     it equal the step's on a copy whose searched_first_pass is removed (the book searched again for its hedged
     book), but for the run's own columns."""
-    from risk_pipeline.defs.hedging.assets import hedge_recommendations
-    from risk_pipeline.resources import ExportsResource, WarehouseResource
 
     wh, scenarios_file = hedged
-    tmp = scenarios_file.parent
     stress, as_of, _, positions, session, index_close = _latest_stress_inputs(wh)
     library = load_scenarios(scenarios_file)
     assert stress["searched_first_pass"].notna().all()
@@ -266,26 +241,7 @@ def test_stored_first_pass_is_the_books_search_and_the_hedge_step_equals_a_searc
         assert stored_stress_first_pass(wh, q, changed, library, vol, t) is None
         read += int((recs.loc[recs["book"] == book, "kind"] == "optimized").any())
     assert read, "no hedged book holds the index: the stored pass 1 is never read in this run"
-    copy = _copy(wh, tmp_path)
-    copy.execute("UPDATE risk.stress_results SET searched_first_pass = NULL")
-    config = {
-        "scenarios_file": str(scenarios_file),
-        "hedging_file": str(tmp / "hedging.yaml"),
-        "limits_file": str(tmp / "limits.yaml"),
-    }
-    result = dg.materialize(
-        [hedge_recommendations],
-        partition_key=SESSION,
-        resources={"warehouse": WarehouseResource(url=copy.url), "exports": ExportsResource(root=str(tmp_path / "x"))},
-        run_config={"ops": {"hedge_recommendations": {"config": config}}},
-    )
-    assert result.success
-    run_columns = ["run_id", "materialized_at", "solve_seconds"]
-    for name in ("hedge_recommendations", "hedge_stress_effects"):
-        a, b = wh.read(name), copy.read(name)
-        cols = [c for c in a.columns if c not in run_columns]
-        assert len(a) > 0
-        pd.testing.assert_frame_equal(a[cols], b[cols], check_exact=True, obj=name)
+    _assert_hedge_step_same_without(wh, scenarios_file, tmp_path, "searched_first_pass")
 
 
 def _hedge_lines(wh: Warehouse, recs: pd.DataFrame, symbols: list[str]) -> Portfolio:
@@ -442,3 +398,32 @@ def test_stress_recommendations_view_identical_on_postgres(
     a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
     assert list(a.columns) == list(b.columns) and len(a) > 0
     pd.testing.assert_frame_equal(a, b, check_dtype=False, check_exact=False, rtol=1e-12)
+
+
+def _assert_hedge_step_same_without(wh: Warehouse, scenarios_file: Path, tmp_path: Path, column: str) -> None:
+    """hedge_recommendations and hedge_stress_effects of the hedged run equal the step's run again on a copy whose
+    stress_results ``column`` is NULL, but for the run's own columns."""
+    from risk_pipeline.defs.hedging.assets import hedge_recommendations
+    from risk_pipeline.resources import ExportsResource, WarehouseResource
+
+    tmp = scenarios_file.parent
+    copy = _copy(wh, tmp_path)
+    copy.execute(f"UPDATE risk.stress_results SET {column} = NULL")
+    config = {
+        "scenarios_file": str(scenarios_file),
+        "hedging_file": str(tmp / "hedging.yaml"),
+        "limits_file": str(tmp / "limits.yaml"),
+    }
+    result = dg.materialize(
+        [hedge_recommendations],
+        partition_key=SESSION,
+        resources={"warehouse": WarehouseResource(url=copy.url), "exports": ExportsResource(root=str(tmp_path / "x"))},
+        run_config={"ops": {"hedge_recommendations": {"config": config}}},
+    )
+    assert result.success
+    run_columns = ["run_id", "materialized_at", "solve_seconds"]
+    for name in ("hedge_recommendations", "hedge_stress_effects"):
+        a, b = wh.read(name), copy.read(name)
+        cols = [c for c in a.columns if c not in run_columns]
+        assert len(a) > 0
+        pd.testing.assert_frame_equal(a[cols], b[cols], check_exact=True, obj=name)
