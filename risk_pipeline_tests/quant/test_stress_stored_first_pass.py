@@ -47,12 +47,24 @@ def _american_book() -> tuple:
     return lib, p, beta, vol_beta, kw
 
 
+def _count_revaluations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The position count of every revaluation the stress search makes from now on (``stress.evaluate`` wrapped)."""
+    import risk_pipeline.quant.stress as stress
+
+    real, revalued = stress.evaluate, []
+
+    def counting(portfolio: Portfolio, scenarios: object, *args: object, **kwargs: object) -> object:
+        revalued.append(portfolio.n_positions)
+        return real(portfolio, scenarios, *args, **kwargs)
+
+    monkeypatch.setattr(stress, "evaluate", counting)
+    return revalued
+
+
 def test_the_hedged_search_from_the_stored_pass_equals_a_search_from_scratch(monkeypatch: pytest.MonkeyPatch) -> None:
     """The stress step's pass 1, written and read back, stands for the hedging step's own search of the book: the
     hedged book's search reusing it revalues only the positions on the lines' symbols and finds the shocks (and the
     extra losses and picks) of a search of the hedged book from scratch, bit for bit."""
-    import risk_pipeline.quant.stress as stress
-
     lib, p, beta, _, kw = _american_book()
     kept = _stress_step_pass(p, beta, kw)
     book = stress_scenarios(p, lib.scenarios, beta, None, **kw)  # the hedging step's search of the book
@@ -67,13 +79,7 @@ def test_the_hedged_search_from_the_stored_pass_equals_a_search_from_scratch(mon
 
     hedged = combine(p, _hedge_lines(p.symbols, p.spot))
     scratch = stress_scenarios(hedged, lib.scenarios, beta, None, **kw)
-    real, revalued = stress.evaluate, []
-
-    def counting(portfolio: Portfolio, scenarios: object, *args: object, **kwargs: object) -> object:
-        revalued.append(portfolio.n_positions)
-        return real(portfolio, scenarios, *args, **kwargs)
-
-    monkeypatch.setattr(stress, "evaluate", counting)
+    revalued = _count_revaluations(monkeypatch)
     block = replace(book, first_pass=None)  # the stored shocks: no pass 1 of their own
     reused = stress_scenarios(hedged, lib.scenarios, beta, None, **kw, reuse=replace(block, first_pass=read))
     assert revalued == [int(np.isin(hedged.symbol_index, [2, 4]).sum())]  # the positions on BBB and DDD only
@@ -130,8 +136,6 @@ def test_the_hedged_search_falls_back_to_a_full_search_when_the_stored_pass_does
 ) -> None:
     """A stored pass of the book whose inputs are not the hedged book's (``FirstPass`` of other residual sds): the
     hedged book is searched in full, with the shocks of a search from scratch."""
-    import risk_pipeline.quant.stress as stress
-
     lib, p, beta, _, kw = _american_book()
     digest, loss, pick = _read_back(_stress_step_pass(p, beta, kw))
     read = stored_first_pass(p, lib.scenarios, beta, None, digest, loss, pick, **kw)
@@ -146,13 +150,7 @@ def test_the_hedged_search_falls_back_to_a_full_search_when_the_stored_pass_does
     hedged = combine(p, _hedge_lines(p.symbols, p.spot))
     other = {**kw, "idio_spot_sd": kw["idio_spot_sd"] * 1.5}
     scratch = stress_scenarios(hedged, lib.scenarios, beta, None, **other)
-    real, revalued = stress.evaluate, []
-
-    def counting(portfolio: Portfolio, scenarios: object, *args: object, **kwargs: object) -> object:
-        revalued.append(portfolio.n_positions)
-        return real(portfolio, scenarios, *args, **kwargs)
-
-    monkeypatch.setattr(stress, "evaluate", counting)
+    revalued = _count_revaluations(monkeypatch)
     got = stress_scenarios(hedged, lib.scenarios, beta, None, **other, reuse=block)
     assert revalued == [hedged.n_positions]
     assert got.spot_log_shock.tobytes() == scratch.spot_log_shock.tobytes()
