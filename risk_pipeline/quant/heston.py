@@ -58,7 +58,7 @@ from numpy.typing import ArrayLike
 from scipy.optimize import _minpack, leastsq
 from scipy.special import ndtr
 
-from risk_pipeline.quant._numba import JIT, FloatArray, IntArray, inner_njit, run_chunked
+from risk_pipeline.quant._numba import JIT, BoolArray, FloatArray, IntArray, inner_njit, run_chunked
 from risk_pipeline.quant.implied_vol import implied_vol_black76
 
 #: Half-width of the COS interval in standard deviations of ln(S_T/F_T).
@@ -460,23 +460,20 @@ def heston_price(
     _validate(uniq[:, 1:], uniq[:, 0])
     grid = cos_grid(uniq[:, 0], uniq[:, 1:], l_std, cf_tolerance)
     fwd = s * np.exp((r - q) * t)
-    out = np.empty(s.size)
+    out = _grid_prices(grid, slice_of.reshape(-1).astype(np.intp), np.log(k / fwd), call != 0.0, bool(parity))
+    return (out * fwd * np.exp(-r * t)).reshape(shape)
+
+
+def _grid_prices(grid: CosGrid, slice_of: IntArray, log_k: FloatArray, call: BoolArray, parity: bool) -> FloatArray:
+    """The undiscounted, forward-normalised prices of ``_price_kernel`` on ``grid`` at the log strikes ``log_k`` (each
+    on its slice ``slice_of``), calls where ``call``, with put-call parity as ``parity`` says."""
+    out = np.empty(log_k.size)
     put_scaled, call_scaled = grid.scaled()
     run_chunked(
-        _price_kernel,
-        out.size,
-        put_scaled,
-        call_scaled,
-        grid.offset,
-        grid.a,
-        grid.b,
-        slice_of.reshape(-1).astype(np.intp),
-        np.log(k / fwd),
-        call != 0.0,
-        bool(parity),
+        _price_kernel, out.size, put_scaled, call_scaled, grid.offset, grid.a, grid.b, slice_of, log_k, call, parity,
         out,
-    )
-    return (out * fwd * np.exp(-r * t)).reshape(shape)
+    )  # fmt: skip
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ calibration
@@ -1148,23 +1145,7 @@ def _surface_prices(
     params = np.array(np.broadcast_to(p, (t_slice.size, 5)), order="C")
     _validate(params, t_slice)
     grid = cos_grid(t_slice, params, DEFAULT_L, DEFAULT_CF_TOLERANCE)
-    out = np.empty(strike.size)
-    put_scaled, call_scaled = grid.scaled()
-    run_chunked(
-        _price_kernel,
-        out.size,
-        put_scaled,
-        call_scaled,
-        grid.offset,
-        grid.a,
-        grid.b,
-        slice_of.astype(np.intp),
-        np.log(strike / 1.0),
-        call != 0.0,
-        True,
-        out,
-    )
-    return out
+    return _grid_prices(grid, slice_of.astype(np.intp), np.log(strike / 1.0), call != 0.0, True)
 
 
 def heston_implied_vol(params: HestonParams, time_years: ArrayLike, log_moneyness: ArrayLike) -> FloatArray:
